@@ -1,0 +1,75 @@
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { cosmiconfig, type Loader } from 'cosmiconfig'
+import type { z } from 'zod'
+import { configSchema, type RelayConfig } from './schema.js'
+
+/** A config that cannot be used; `issues` name each key at fault. The CLI exits with code 2. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string | undefined,
+    readonly issues: { path: string; message: string }[],
+  ) {
+    super(`invalid config${file ? ` in ${file}` : ''}:\n` + issues.map((i) => `  ${i.path || '(top level)'}: ${i.message}`).join('\n'))
+    this.name = 'ConfigError'
+  }
+}
+
+/** Formats a zod error path as `delivery.retry.base` or `plugins[0]`. */
+export function formatPath(segments: readonly PropertyKey[]): string {
+  return segments
+    .map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`))
+    .join('')
+}
+
+export function zodIssues(error: z.ZodError, prefix = ''): { path: string; message: string }[] {
+  return error.issues.map((issue) => {
+    const p = formatPath(issue.path)
+    let message = issue.message
+    if (issue.code === 'unrecognized_keys') message = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`
+    return { path: prefix + (prefix && p && !p.startsWith('[') ? '.' : '') + p, message }
+  })
+}
+
+// TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
+const loadTs: Loader = async (filepath) => {
+  const { tsImport } = await import('tsx/esm/api')
+  const mod = (await tsImport(pathToFileURL(filepath).href, import.meta.url)) as { default?: unknown }
+  return mod.default ?? mod
+}
+const loadEsm: Loader = async (filepath) => {
+  const mod = (await import(pathToFileURL(filepath).href)) as { default?: unknown }
+  return mod.default ?? mod
+}
+
+const explorer = cosmiconfig('relay', {
+  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm },
+  searchStrategy: 'none',
+})
+
+/** Validates a raw config object; relative paths are taken from `configDir`. */
+export function parseConfig(raw: unknown, configDir: string, file?: string): RelayConfig {
+  const result = configSchema.safeParse(raw ?? {})
+  if (!result.success) throw new ConfigError(file, zodIssues(result.error))
+  const config = { ...result.data, configDir, configFile: file }
+  config.dataDir = path.resolve(configDir, config.dataDir)
+  return config
+}
+
+/**
+ * Loads the config: from `file` when given, else searched by cosmiconfig (module name `relay`:
+ * relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay") from the current directory.
+ */
+export async function loadConfig(file?: string): Promise<RelayConfig> {
+  let found: { config: unknown; filepath: string } | null
+  try {
+    found = file ? await explorer.load(path.resolve(file)) : await explorer.search(process.cwd())
+  } catch (err) {
+    const message = (err as Error).message.split('\n')[0] ?? String(err)
+    const where = file ? path.resolve(file) : undefined
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}` }])
+    throw new ConfigError(where, [{ path: '', message: `cannot load config: ${message}` }])
+  }
+  if (!found) return parseConfig({}, process.cwd())
+  return parseConfig(found.config, path.dirname(found.filepath), found.filepath)
+}

@@ -1,0 +1,112 @@
+import net from 'node:net'
+import type { Resolver } from 'node:dns/promises'
+
+export interface Destination {
+  /** MX (or A/AAAA fallback) host name, for logs and TLS SNI. */
+  name: string
+  address: string
+}
+
+export type Resolution =
+  | { ok: true; hosts: Destination[] }
+  /** permanent: the domain cannot receive mail (bounce); otherwise try again later. */
+  | { ok: false; permanent: boolean; status: string; message: string }
+
+const notFound = (err: unknown) => ['ENOTFOUND', 'ENODATA'].includes((err as { code?: string }).code ?? '')
+const nxdomain = (err: unknown) => (err as { code?: string }).code === 'ENOTFOUND'
+
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[items[i], items[j]] = [items[j]!, items[i]!]
+  }
+  return items
+}
+
+/** A and AAAA of a name (IPv4 first); NODATA on both is an empty list, other failures throw. */
+async function addresses(resolver: Resolver, name: string): Promise<string[]> {
+  const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)])
+  const out: string[] = []
+  for (const r of [v4, v6]) {
+    if (r.status === 'fulfilled') out.push(...r.value)
+    else if (!notFound(r.reason)) throw r.reason
+  }
+  return out
+}
+
+/**
+ * Where mail for `domain` goes (RFC 5321 §5): MX hosts by preference, random among equals, each
+ * with its addresses; no MX → the domain's own A/AAAA; null MX (RFC 7505) or NXDOMAIN → permanent;
+ * a DNS timeout or SERVFAIL → temporary.
+ */
+export async function resolveDestination(resolver: Resolver, domain: string): Promise<Resolution> {
+  const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)
+  if (literal && net.isIP(literal[1]!)) return { ok: true, hosts: [{ name: literal[1]!, address: literal[1]! }] }
+
+  let mx: { exchange: string; priority: number }[]
+  try {
+    mx = await resolver.resolveMx(domain)
+  } catch (err) {
+    if (nxdomain(err)) return { ok: false, permanent: true, status: '5.1.2', message: `Domain ${domain} does not exist (NXDOMAIN)` }
+    if (!notFound(err)) return dnsFailure(domain, 'MX', err)
+    mx = []
+  }
+
+  if (mx.some((r) => r.exchange === '' || r.exchange === '.')) {
+    return { ok: false, permanent: true, status: '5.1.10', message: `Domain ${domain} does not accept mail (null MX)` }
+  }
+
+  if (mx.length === 0) {
+    try {
+      const ips = await addresses(resolver, domain)
+      if (ips.length) return { ok: true, hosts: ips.map((address) => ({ name: domain, address })) }
+      return { ok: false, permanent: true, status: '5.1.2', message: `Domain ${domain} has no MX, A or AAAA record` }
+    } catch (err) {
+      if (nxdomain(err)) return { ok: false, permanent: true, status: '5.1.2', message: `Domain ${domain} does not exist (NXDOMAIN)` }
+      return dnsFailure(domain, 'A/AAAA', err)
+    }
+  }
+
+  const byPreference = new Map<number, string[]>()
+  for (const r of mx) byPreference.set(r.priority, [...(byPreference.get(r.priority) ?? []), r.exchange.replace(/\.$/, '')])
+  const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
+
+  const hosts: Destination[] = []
+  let lastError: unknown
+  for (const name of names) {
+    if (net.isIP(name)) {
+      hosts.push({ name, address: name })
+      continue
+    }
+    try {
+      for (const address of await addresses(resolver, name)) hosts.push({ name, address })
+    } catch (err) {
+      lastError = err
+    }
+  }
+  if (hosts.length) return { ok: true, hosts }
+  if (lastError && !nxdomain(lastError)) return dnsFailure(domain, 'MX host address', lastError)
+  return { ok: false, permanent: false, status: '4.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')})` }
+}
+
+function dnsFailure(domain: string, what: string, err: unknown): Resolution {
+  const code = (err as { code?: string }).code ?? 'error'
+  return { ok: false, permanent: false, status: '4.4.3', message: `DNS ${what} lookup for ${domain} failed: ${code}` }
+}
+
+/** Addresses of route hosts (names or IPs) given by a deliver hook. */
+export async function resolveHosts(resolver: Resolver, names: string[]): Promise<Resolution> {
+  const hosts: Destination[] = []
+  let lastError: unknown
+  for (const name of names) {
+    if (net.isIP(name)) hosts.push({ name, address: name })
+    else
+      try {
+        for (const address of await addresses(resolver, name)) hosts.push({ name, address })
+      } catch (err) {
+        lastError = err
+      }
+  }
+  if (hosts.length) return { ok: true, hosts }
+  return dnsFailure(names.join(','), 'route host', lastError ?? Object.assign(new Error('no address'), { code: 'ENODATA' }))
+}

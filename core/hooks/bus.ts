@@ -1,0 +1,112 @@
+import type { Logger } from 'pino'
+import type { EventContexts, EventName, HookContexts, HookName, Plugin, PluginContext, RouteDecision, Verdict } from './types.js'
+
+/** A plugin with its validated options and its own context. */
+export interface LoadedPlugin {
+  plugin: Plugin
+  ctx: PluginContext<unknown>
+  teardown?: () => unknown
+}
+
+export type Decision<K extends HookName> = {
+  plugin: string
+  verdict: K extends 'deliver' ? Verdict | RouteDecision : Verdict
+}
+
+const ACTIONS = new Set(['accept', 'reject', 'tempfail', 'route'])
+
+/**
+ * Runs hooks in config order. The first plugin that returns a verdict decides; a plugin that
+ * throws, times out or returns something that is not a verdict gives a tempfail and a log line.
+ */
+export class HookBus {
+  private readonly byHook = new Map<string, LoadedPlugin[]>()
+
+  constructor(
+    readonly plugins: LoadedPlugin[],
+    private readonly timeoutMs: number,
+    private readonly log: Logger,
+  ) {
+    for (const p of plugins) {
+      for (const name of Object.keys(p.plugin.hooks ?? {})) {
+        if (typeof (p.plugin.hooks as Record<string, unknown>)[name] !== 'function') continue
+        const list = this.byHook.get(name) ?? []
+        list.push(p)
+        this.byHook.set(name, list)
+      }
+    }
+  }
+
+  has(hook: HookName | EventName): boolean {
+    return (this.byHook.get(hook)?.length ?? 0) > 0
+  }
+
+  /** Runs `hook` through the plugins; resolves with the deciding verdict, or undefined if all passed. */
+  async run<K extends HookName>(hook: K, data: HookContexts[K]): Promise<Decision<K> | undefined> {
+    const list = this.byHook.get(hook)
+    if (!list) return undefined
+    for (const p of list) {
+      const fn = p.plugin.hooks[hook] as (ctx: unknown) => unknown
+      let result: unknown
+      try {
+        result = await this.withTimeout(p, hook, () => fn({ ...p.ctx, ...data }))
+      } catch (err) {
+        p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
+        return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
+      }
+      if (result === undefined || result === null) continue
+      const action = (result as { action?: unknown }).action
+      if (typeof result !== 'object' || !ACTIONS.has(action as string) || (action === 'route' && hook !== 'deliver')) {
+        p.ctx.log.error({ hook, result }, `plugin ${p.plugin.name} returned something that is not a verdict from hook ${hook}`)
+        return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
+      }
+      return { plugin: p.plugin.name, verdict: result } as Decision<K>
+    }
+    return undefined
+  }
+
+  /** Tells every plugin listening for `event`; failures are logged and never reach the caller. */
+  async emit<K extends EventName>(event: K, data: EventContexts[K]): Promise<void> {
+    const list = this.byHook.get(event)
+    if (!list) return
+    await Promise.all(
+      list.map(async (p) => {
+        const fn = p.plugin.hooks[event] as (e: unknown, ctx: unknown) => unknown
+        try {
+          await this.withTimeout(p, event, () => fn(data, p.ctx))
+        } catch (err) {
+          p.ctx.log.error({ err, event }, `plugin ${p.plugin.name} failed handling event ${event}`)
+        }
+      }),
+    )
+  }
+
+  private withTimeout<T>(p: LoadedPlugin, hook: string, call: () => T): Promise<Awaited<T>> {
+    return new Promise<Awaited<T>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`hook ${hook} timed out after ${this.timeoutMs} ms`)), this.timeoutMs)
+      timer.unref()
+      Promise.resolve()
+        .then(call)
+        .then(
+          (v) => {
+            clearTimeout(timer)
+            resolve(v as Awaited<T>)
+          },
+          (e) => {
+            clearTimeout(timer)
+            reject(e)
+          },
+        )
+    })
+  }
+
+  async close(): Promise<void> {
+    for (const p of [...this.plugins].reverse()) {
+      try {
+        await p.teardown?.()
+      } catch (err) {
+        this.log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
+      }
+    }
+  }
+}

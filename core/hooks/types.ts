@@ -1,0 +1,143 @@
+import type { Logger } from 'pino'
+import type { ZodType } from 'zod'
+import type { Resolver } from 'node:dns/promises'
+import type { MessageHeaders } from '../smtp/headers.js'
+
+/** What a hook decides. Returning nothing passes the decision on to the next plugin. */
+export interface Verdict {
+  action: 'accept' | 'reject' | 'tempfail'
+  /** SMTP reply code; defaults to the stage's code for this action (see docs/hooks.md). */
+  code?: number
+  /** RFC 3463 enhanced status code, e.g. '5.7.1'. */
+  status?: string
+  message?: string
+}
+
+/** A destination chosen by a `deliver` hook instead of the recipient domain's MX hosts. */
+export interface Route {
+  /** Host names or IP addresses, tried in order. */
+  hosts: string[]
+  port?: number
+  /** Name sent in EHLO (default: config `hostname`). */
+  helo?: string
+}
+export interface RouteDecision {
+  action: 'route'
+  route: Route
+}
+
+export type HookResult = Verdict | undefined | void
+export type MaybePromise<T> = T | Promise<T>
+
+export type ListenerRole = 'mx' | 'submission'
+
+/** One SMTP session as plugins see it. */
+export interface SessionInfo {
+  readonly id: string
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly localAddress: string
+  readonly localPort: number
+  /** Reverse DNS name of the client, or `[ip]` when unknown. */
+  readonly clientHostname: string
+  readonly listener: { readonly host: string; readonly port: number; readonly role: ListenerRole }
+  /** The name given in HELO/EHLO. */
+  readonly helo?: string
+  readonly secure: boolean
+  /** The authenticated user, once AUTH has succeeded. */
+  readonly user?: string
+}
+
+export interface EnvelopeAddress {
+  /** The address as given, without angle brackets; '' is the null sender. */
+  address: string
+  /** ESMTP parameters (SIZE, BODY, NOTIFY, ...), keys upper-cased. */
+  args: Record<string, string | boolean>
+}
+
+export interface Envelope {
+  sender: EnvelopeAddress
+  recipients: EnvelopeAddress[]
+}
+
+/** A message as delivery sees it. */
+export interface QueuedMessageInfo {
+  readonly id: string
+  readonly sender: string
+  readonly messageId?: string
+  readonly size: number
+  readonly receivedAt: number
+  readonly headers: string
+}
+
+export interface DeliveryEvent {
+  queueId: string
+  messageId?: string
+  sender: string
+  recipient: string
+  domain: string
+  /** The host that gave the response, as `name[ip]:port`, when one was reached. */
+  remoteHost?: string
+  response: string
+  attempts: number
+  /** Milliseconds this attempt took, and since the message was received. */
+  durationMs: number
+  queuedMs: number
+  /** For deferrals: when the next attempt is due (epoch ms). */
+  nextAttemptAt?: number
+  tls?: boolean
+}
+
+/** What every hook receives besides its own data. */
+export interface PluginContext<O> {
+  /** A pino child logger named after the plugin. */
+  log: Logger
+  /** The plugin's own options, validated by its `options` schema. */
+  options: O
+  /** The relay's DNS resolver (config `dns.servers`). */
+  resolver: Resolver
+  /** This relay's host name (config `hostname`). */
+  hostname: string
+  /** Whether a domain is one of config `localDomains`. */
+  isLocalDomain(domain: string): boolean
+}
+
+export interface HookContexts {
+  connect: { session: SessionInfo }
+  helo: { session: SessionInfo; helo: string }
+  auth: { session: SessionInfo; method: string; username: string; password: string }
+  mail: { session: SessionInfo; sender: EnvelopeAddress }
+  rcpt: { session: SessionInfo; envelope: Envelope; recipient: EnvelopeAddress; domain: string; isLocal: boolean }
+  data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number }
+  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string }
+  deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
+}
+export type HookName = keyof HookContexts
+
+export interface EventContexts {
+  delivered: DeliveryEvent
+  deferred: DeliveryEvent
+  bounced: DeliveryEvent
+}
+export type EventName = keyof EventContexts
+
+export type Hooks<O> = {
+  [K in HookName]?: (ctx: HookContexts[K] & PluginContext<O>) => MaybePromise<K extends 'deliver' ? HookResult | RouteDecision : HookResult>
+} & {
+  [K in EventName]?: (event: EventContexts[K], ctx: PluginContext<O>) => MaybePromise<void>
+}
+
+export interface SetupContext<O> extends PluginContext<O> {
+  /** Where this relay keeps its data (config `dataDir`). */
+  dataDir: string
+}
+
+/** A plugin: a plain object with a name and hook functions. */
+export interface Plugin<O = any> {
+  name: string
+  /** A zod schema for the plugin's options; they are validated at start. */
+  options?: ZodType<O>
+  /** Runs once at start; may return a function that runs at shutdown. */
+  setup?: (ctx: SetupContext<O>) => MaybePromise<void | (() => MaybePromise<void>)>
+  hooks: Hooks<O>
+}

@@ -1,0 +1,90 @@
+import type { HookName, Route, RouteDecision, Verdict } from './types.js'
+
+type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string }]
+
+const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/
+
+function make(action: Verdict['action'], args: VerdictArgs): Verdict {
+  const [first, second] = args
+  if (typeof first === 'object') return { action, ...first }
+  if (first !== undefined && !STATUS.test(first)) return { action, message: first }
+  return { action, status: first, message: second }
+}
+
+/** Accept: stops the remaining plugins for this hook. `accept()` or `accept('2.1.5', 'ok')`. */
+export const accept = (...args: VerdictArgs): Verdict => make('accept', args)
+/** Reject permanently (5xx). `reject('5.7.1', 'not allowed')` or `reject({ code: 553, status, message })`. */
+export const reject = (...args: VerdictArgs): Verdict => make('reject', args)
+/** Reject temporarily (4xx); the client may try again later. */
+export const tempfail = (...args: VerdictArgs): Verdict => make('tempfail', args)
+/** From a `deliver` hook: send these recipients to the given hosts instead of the domain's MX. */
+export const route = (r: Route): RouteDecision => ({ action: 'route', route: r })
+
+/** One SMTP reply: code, enhanced status code, text. */
+export interface Reply {
+  code: number
+  status: string
+  message: string
+}
+
+type StageReplies = Record<'accept' | 'reject' | 'tempfail', Reply>
+
+/** The reply each verdict becomes at each stage, when the plugin gives no code or text of its own. */
+export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver'>, StageReplies> = {
+  connect: {
+    accept: { code: 220, status: '', message: '' },
+    reject: { code: 554, status: '5.7.1', message: 'Service refused' },
+    tempfail: { code: 421, status: '4.7.0', message: 'Service temporarily unavailable, try again later' },
+  },
+  helo: {
+    accept: { code: 250, status: '', message: '' },
+    reject: { code: 550, status: '5.7.1', message: 'HELO/EHLO name refused' },
+    tempfail: { code: 450, status: '4.7.1', message: 'HELO/EHLO name temporarily refused' },
+  },
+  auth: {
+    accept: { code: 235, status: '2.7.0', message: 'Authentication successful' },
+    reject: { code: 535, status: '5.7.8', message: 'Authentication credentials invalid' },
+    tempfail: { code: 454, status: '4.7.0', message: 'Temporary authentication failure' },
+  },
+  mail: {
+    accept: { code: 250, status: '2.1.0', message: 'Ok' },
+    reject: { code: 550, status: '5.7.1', message: 'Sender refused' },
+    tempfail: { code: 451, status: '4.7.1', message: 'Sender temporarily refused, try again later' },
+  },
+  rcpt: {
+    accept: { code: 250, status: '2.1.5', message: 'Ok' },
+    reject: { code: 550, status: '5.7.1', message: 'Recipient refused' },
+    tempfail: { code: 450, status: '4.7.1', message: 'Recipient temporarily refused, try again later' },
+  },
+  data: {
+    accept: { code: 250, status: '2.0.0', message: 'Ok' },
+    reject: { code: 550, status: '5.7.1', message: 'Message refused' },
+    tempfail: { code: 451, status: '4.7.1', message: 'Message temporarily refused, try again later' },
+  },
+  queue: {
+    accept: { code: 250, status: '2.0.0', message: 'Ok' },
+    reject: { code: 554, status: '5.7.1', message: 'Message refused' },
+    tempfail: { code: 451, status: '4.3.0', message: 'Message could not be queued, try again later' },
+  },
+}
+
+/**
+ * The SMTP reply for a verdict at a stage. A plugin's own code is kept when its class fits the
+ * action (5xx for reject, 4xx for tempfail); otherwise the stage's default code is used.
+ */
+export function replyFor(stage: keyof typeof STAGE_REPLIES, verdict: Verdict): Reply {
+  const base = STAGE_REPLIES[stage][verdict.action]
+  const wantClass = verdict.action === 'reject' ? 5 : verdict.action === 'tempfail' ? 4 : 2
+  const code = verdict.code && Math.floor(verdict.code / 100) === wantClass ? verdict.code : base.code
+  const status = verdict.status && Number(verdict.status[0]) === wantClass ? verdict.status : base.status
+  // Replies are single lines: no control characters from plugin text reach the client.
+  const message = (verdict.message ?? base.message).replace(/[\x00-\x1f\x7f]+/g, ' ')
+  return { code, status, message }
+}
+
+/** An Error carrying an SMTP reply, as smtp-server expects from its callbacks. */
+export function replyError(reply: Reply): Error & { responseCode: number } {
+  const err = new Error(reply.status ? `${reply.status} ${reply.message}` : reply.message) as Error & { responseCode: number }
+  err.responseCode = reply.code
+  return err
+}

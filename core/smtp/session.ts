@@ -1,0 +1,40 @@
+import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
+import type { Envelope, EnvelopeAddress, ListenerRole, SessionInfo } from '../hooks/types.js'
+
+export interface ListenerInfo {
+  host: string
+  port: number
+  role: ListenerRole
+}
+
+const unmap = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip)
+
+/** What plugins see of an smtp-server session. */
+export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo): SessionInfo {
+  const user = s.user as unknown
+  return {
+    id: s.id,
+    remoteAddress: unmap(s.remoteAddress),
+    remotePort: s.remotePort,
+    localAddress: unmap(s.localAddress),
+    localPort: s.localPort,
+    clientHostname: s.clientHostname,
+    listener,
+    helo: s.hostNameAppearsAs || undefined,
+    secure: s.secure,
+    user: typeof user === 'string' ? user : undefined,
+  }
+}
+
+function toAddress(a: SMTPServerAddress | false | undefined): EnvelopeAddress {
+  if (!a) return { address: '', args: {} }
+  const args: Record<string, string | boolean> = {}
+  for (const [k, v] of Object.entries(a.args || {})) args[k.toUpperCase()] = v as string | boolean
+  return { address: a.address, args }
+}
+
+export function envelopeOf(s: SMTPServerSession): Envelope {
+  return { sender: toAddress(s.envelope.mailFrom), recipients: s.envelope.rcptTo.map(toAddress) }
+}
+
+export { toAddress }

@@ -1,0 +1,22 @@
+// The relay's config. `npm start` runs with this file; see README.md for every key.
+import { defineConfig } from './core/index.js'
+
+export default defineConfig({
+  hostname: 'relay.localhost',
+  listen: [
+    { host: '127.0.0.1', port: 2525, role: 'mx' },
+    { host: '127.0.0.1', port: 2587, role: 'submission' },
+  ],
+  // Domains this relay receives mail for from anyone.
+  localDomains: [],
+  dataDir: './data',
+  delivery: {
+    retry: { base: '5m', factor: 2, max: '4h' },
+    maxQueueLifetime: '5d',
+  },
+  plugins: [
+    // Clients on these networks may relay to any domain; everyone else only to localDomains.
+    ['relay-acl', { trustedNetworks: ['127.0.0.0/8', '::1/128'] }],
+  ],
+  log: { level: 'info' },
+})
