@@ -1,0 +1,183 @@
+// End to end: a real client submits to the relay, which finds the recipient's MX in a real DNS
+// server on loopback and delivers to a real receiving SMTP server.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { execFileSync } from 'node:child_process'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { sendMail } from '../harness/smtp-client.js'
+import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let mx1: TestReceiver // 127.0.0.2
+let mx3: TestReceiver // 127.0.0.3
+let senderMx: TestReceiver // 127.0.0.4: the sender's domain, where bounces go
+let relay: RelayProcess
+
+const message = (subject: string, body = 'Hello there.\r\n.leading dot line\r\n\r\nBye\r\n') =>
+  `From: Alice <alice@sender.test>\r\nTo: bob@dest.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${body}`
+
+function bodyOf(raw: Buffer): string {
+  const s = raw.toString('latin1')
+  return s.slice(s.indexOf('\r\n\r\n') + 4)
+}
+
+beforeAll(async () => {
+  mx1 = await startReceiver({ host: '127.0.0.2' })
+  const port = mx1.port
+  mx3 = await startReceiver({ host: '127.0.0.3', port })
+  senderMx = await startReceiver({ host: '127.0.0.4', port })
+  dns = await startDns({
+    'dest.test': { MX: [{ exchange: 'mx1.dest.test', priority: 10 }] },
+    'mx1.dest.test': { A: ['127.0.0.2'] },
+    'sender.test': { MX: [{ exchange: 'mx.sender.test', priority: 10 }] },
+    'mx.sender.test': { A: ['127.0.0.4'] },
+    // first MX has an address where nothing listens; the second one works
+    'failover.test': { MX: [{ exchange: 'down.failover.test', priority: 5 }, { exchange: 'up.failover.test', priority: 20 }] },
+    'down.failover.test': { A: ['127.0.0.9'] },
+    'up.failover.test': { A: ['127.0.0.3'] },
+    // no MX: the domain's own A record
+    'amx.test': { A: ['127.0.0.3'] },
+    'nullmx.test': { MX: [{ exchange: '', priority: 0 }], A: ['127.0.0.3'] },
+    'servfail.test': 'SERVFAIL',
+    'retry.test': { MX: [{ exchange: 'mx.retry.test', priority: 10 }] },
+    'mx.retry.test': { A: ['127.0.0.3'] },
+    'partial.test': { MX: [{ exchange: 'mx.partial.test', priority: 10 }] },
+    'mx.partial.test': { A: ['127.0.0.3'] },
+  })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns?.close(), mx1?.close(), mx3?.close(), senderMx?.close()])
+})
+
+describe('delivery through DNS MX', () => {
+  it('delivers a message from swaks to the MX, body byte-identical, with a Received header on top', async () => {
+    const body = 'Line one\r\n..two dots stay two after unstuffing\r\n\tindented\r\n\r\n8bit: \xe9t\xe9\r\n'
+    const data = message('swaks one', body)
+    // swaks is the real-world client; its --data is sent as given (plus dot-stuffing).
+    const out = execFileSync('swaks', ['--server', `127.0.0.1:${relay.port}`, '--from', 'alice@sender.test', '--to', 'bob@dest.test', '--helo', 'client.sender.test', '--data', '-'], {
+      input: Buffer.from(data, 'latin1'),
+      encoding: 'utf8',
+    })
+    const queued = /250 2\.0\.0 Ok: queued as (\w+)/.exec(out)
+    expect(queued, out).not.toBeNull()
+    const [msg] = await mx1.waitForMessages(1, 10_000)
+    expect(msg!.from).toBe('alice@sender.test')
+    expect(msg!.to).toEqual(['bob@dest.test'])
+    const raw = msg!.raw.toString('latin1')
+    expect(raw.startsWith('Received: from client.sender.test ([127.0.0.1])\r\n\tby relay.test (Relay) with ESMTP id ' + queued![1])).toBe(true)
+    expect(raw).toContain('\tfor <bob@dest.test>;')
+    // everything the client sent follows the Received header unchanged (swaks ends DATA with
+    // CRLF . CRLF after the data, so its last CRLF is part of the message)
+    expect(raw.slice(raw.indexOf(data.slice(0, 20)))).toBe(data + '\r\n')
+    expect(bodyOf(msg!.raw)).toBe(body + '\r\n')
+  })
+
+  it('falls back to the second MX when the first does not answer', async () => {
+    const before = mx3.messages.length
+    const r = await sendMail(relay.port, { from: 'alice@sender.test', to: ['carol@failover.test'], data: message('failover') })
+    expect(r.lastReply).toMatch(/^250 /)
+    await mx3.waitForMessages(before + 1, 15_000)
+    expect(mx3.messages.at(-1)!.to).toEqual(['carol@failover.test'])
+  })
+
+  it('uses the A record when a domain has no MX', async () => {
+    const before = mx3.messages.length
+    await sendMail(relay.port, { from: 'alice@sender.test', to: ['dave@amx.test'], data: message('a fallback') })
+    const msgs = await mx3.waitForMessages(before + 1, 10_000)
+    expect(msgs.at(-1)!.to).toEqual(['dave@amx.test'])
+  })
+
+  it('retries after a 451 and delivers on the next attempt', async () => {
+    let failed = 0
+    mx3.setBehaviour({
+      reply: {
+        rcpt: ({ address }) => (address === 'erin@retry.test' && failed++ === 0 ? { code: 451, message: '4.3.0 try again later' } : undefined),
+      },
+    })
+    const before = mx3.messages.length
+    await sendMail(relay.port, { from: 'alice@sender.test', to: ['erin@retry.test'], data: message('retry') })
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'erin@retry.test')
+    expect(deferred.response).toMatch(/^451 4\.3\.0 try again later/)
+    const msgs = await mx3.waitForMessages(before + 1, 15_000)
+    expect(msgs.at(-1)!.to).toEqual(['erin@retry.test'])
+    const delivered = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'erin@retry.test')
+    expect(delivered.attempts).toBe(2)
+    mx3.setBehaviour({})
+  })
+
+  it('bounces a 550 with an RFC 3464 DSN to the sender, and delivers the other recipient', async () => {
+    mx3.setBehaviour({
+      reply: { rcpt: ({ address }) => (address === 'nobody@partial.test' ? { code: 550, message: '5.1.1 <nobody@partial.test>: no such user' } : undefined) },
+    })
+    const beforeSender = senderMx.messages.length
+    const before = mx3.messages.length
+    const r = await sendMail(relay.port, {
+      from: 'alice@sender.test',
+      to: ['nobody@partial.test', 'frank@partial.test'],
+      data: message('partial'),
+    })
+    const id = /queued as (\w+)/.exec(r.lastReply)![1]
+    const delivered = await mx3.waitForMessages(before + 1, 10_000)
+    expect(delivered.at(-1)!.to).toEqual(['frank@partial.test'])
+
+    const [dsn] = (await senderMx.waitForMessages(beforeSender + 1, 10_000)).slice(-1)
+    expect(dsn!.from).toBe('') // null sender
+    expect(dsn!.to).toEqual(['alice@sender.test'])
+    const text = dsn!.raw.toString('latin1')
+    expect(text).toMatch(/^Content-Type: multipart\/report; report-type=delivery-status;/m)
+    expect(text).toMatch(/^Subject: Undelivered Mail Returned to Sender/m)
+    const status = text.slice(text.indexOf('Content-Type: message/delivery-status'))
+    expect(status).toMatch(/^Reporting-MTA: dns; relay\.test$/m)
+    expect(status).toMatch(/^Final-Recipient: rfc822; nobody@partial\.test$/m)
+    expect(status).toMatch(/^Action: failed$/m)
+    expect(status).toMatch(/^Status: 5\.1\.1$/m)
+    expect(status).toMatch(/^Remote-MTA: dns; mx\.partial\.test$/m)
+    expect(status).toMatch(/^Diagnostic-Code: smtp; 550 5\.1\.1 <nobody@partial\.test>: no such user$/m)
+    expect(status).not.toContain('frank@partial.test')
+    // the original headers come back as text/rfc822-headers
+    expect(text).toContain('Content-Type: text/rfc822-headers')
+    expect(text).toContain('Subject: partial')
+    expect(text).toContain(`id ${id}`)
+    mx3.setBehaviour({})
+  })
+
+  it('bounces mail for a domain with a null MX without connecting anywhere', async () => {
+    const connections = mx3.connections
+    const beforeSender = senderMx.messages.length
+    await sendMail(relay.port, { from: 'alice@sender.test', to: ['gina@nullmx.test'], data: message('null mx') })
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'gina@nullmx.test')
+    expect(bounced.response).toMatch(/^5\.1\.10 .*null MX/)
+    const [dsn] = (await senderMx.waitForMessages(beforeSender + 1, 10_000)).slice(-1)
+    expect(dsn!.raw.toString()).toMatch(/^Status: 5\.1\.10$/m)
+    expect(mx3.connections).toBe(connections)
+  })
+
+  it('defers (does not bounce) when DNS answers SERVFAIL', async () => {
+    const r = await sendMail(relay.port, { from: 'alice@sender.test', to: ['hank@servfail.test'], data: message('servfail') })
+    const id = /queued as (\w+)/.exec(r.lastReply)![1]
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'hank@servfail.test')
+    expect(deferred.response).toMatch(/^4\.4\.3 DNS MX lookup for servfail\.test failed/)
+    const entry = await eventually(() => relay.queueList().find((m) => m.id === id))
+    expect(entry.recipients[0]).toMatchObject({ address: 'hank@servfail.test', state: 'deferred', attempts: 1 })
+    expect(entry.recipients[0]!.lastResponse).toMatch(/SERVFAIL|ESERVFAIL/)
+  })
+
+  it('never bounces a bounce: a failing null-sender message is dropped after its attempt', async () => {
+    mx3.setBehaviour({ reply: { rcpt: () => ({ code: 550, message: '5.1.1 no such user' }) } })
+    const beforeSender = senderMx.messages.length
+    await sendMail(relay.port, { from: '', to: ['ivan@amx.test'], data: message('bounce of bounce') })
+    await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'ivan@amx.test')
+    await new Promise((r) => setTimeout(r, 500))
+    expect(senderMx.messages.length).toBe(beforeSender)
+    mx3.setBehaviour({})
+  })
+})
