@@ -1,6 +1,7 @@
 import 'reflect-metadata'
 import fs from 'node:fs'
 import path from 'node:path'
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import { container as root, type DependencyContainer } from 'tsyringe'
 import type { Logger } from 'pino'
 import { Tokens } from './tokens.js'
@@ -19,6 +20,8 @@ import type { ListenerInfo } from './smtp/session.js'
 /** A running relay: listeners, queue, delivery. `start()` wires them; `stop()` ends them in order. */
 export class Relay {
   private container: DependencyContainer | undefined
+  /** Event-loop delay over the relay's life: disk and DNS work must never stall sessions. */
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 })
   listeners: ListenerInfo[] = []
 
   constructor(
@@ -29,6 +32,7 @@ export class Relay {
   async start(): Promise<this> {
     const { config, log } = this
     fs.mkdirSync(config.dataDir, { recursive: true })
+    this.loopDelay.enable()
     const c = root.createChildContainer()
     this.container = c
     const resolver = createResolver(config)
@@ -67,6 +71,10 @@ export class Relay {
     await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(timeout)
     await c.resolve<HookBus>(Tokens.Hooks).close()
     await c.resolve<Queue>(Tokens.Queue).close()
-    this.log.info('relay stopped')
+    this.loopDelay.disable()
+    // The histogram counts the 10 ms sampling interval itself; what is above it is lag.
+    const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
+    const d = this.loopDelay
+    this.log.info({ eventLoopDelayMs: { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) } }, 'relay stopped')
   }
 }

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { cosmiconfig, type Loader } from 'cosmiconfig'
+import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import type { z } from 'zod'
 import { configSchema, type RelayConfig } from './schema.js'
 
@@ -31,11 +31,22 @@ export function zodIssues(error: z.ZodError, prefix = ''): { path: string; messa
   })
 }
 
+/**
+ * A module's default export. A .ts file outside a `"type": "module"` package is compiled as
+ * CommonJS by tsx, and its `export default` then arrives one level deeper (`default.default`).
+ */
+export function defaultExport(mod: unknown): unknown {
+  const value = (mod as { default?: unknown } | null)?.default ?? mod
+  if (value && typeof value === 'object' && (value as { __esModule?: unknown }).__esModule === true && 'default' in value) {
+    return (value as { default: unknown }).default
+  }
+  return value
+}
+
 // TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
 const loadTs: Loader = async (filepath) => {
   const { tsImport } = await import('tsx/esm/api')
-  const mod = (await tsImport(pathToFileURL(filepath).href, import.meta.url)) as { default?: unknown }
-  return mod.default ?? mod
+  return defaultExport(await tsImport(pathToFileURL(filepath).href, import.meta.url))
 }
 const loadEsm: Loader = async (filepath) => {
   const mod = (await import(pathToFileURL(filepath).href)) as { default?: unknown }
@@ -44,6 +55,8 @@ const loadEsm: Loader = async (filepath) => {
 
 const explorer = cosmiconfig('relay', {
   loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm },
+  // cosmiconfig's defaults lack relay.config.json/.yaml/.yml, which the docs promise.
+  searchPlaces: [...getDefaultSearchPlaces('relay'), 'relay.config.json', 'relay.config.yaml', 'relay.config.yml'],
   searchStrategy: 'none',
 })
 

@@ -30,7 +30,7 @@ export type Outcome =
 
 type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
 
-const describe = (err: SmtpError) => err.response ?? `${err.code ?? 'error'}: ${err.message}`
+const describe = (err: SmtpError) => (err.response ?? `${err.code ?? 'error'}: ${err.message}`).replace(/\s+/g, ' ').trim()
 
 /** One try of one SMTP transaction against one address, with opportunistic STARTTLS. */
 export async function transact(dest: Destination, o: TransactionOptions): Promise<Outcome> {
@@ -71,7 +71,9 @@ function once(dest: Destination, o: TransactionOptions, ignoreTLS: boolean): Pro
 
     const fail = (err: SmtpError, recipients: string[]) => {
       if (!connected) {
-        const response = err.code === 'ETLS' ? `ETLS: ${err.message}` : describe(err)
+        // A handshake that fails after STARTTLS surfaces as ETLS or as a socket error mid-upgrade.
+        const tlsFailed = err.code === 'ETLS' || conn.upgrading === true || /SSL routines|TLS/.test(err.message)
+        const response = tlsFailed ? `ETLS: ${describe(err)}` : describe(err)
         return finish({ kind: 'unreachable', response, code: err.responseCode, remoteHost })
       }
       const replies = new Map<string, RecipientReply>()

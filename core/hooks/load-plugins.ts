@@ -4,7 +4,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
-import { ConfigError, zodIssues } from '../config/load.js'
+import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext } from './types.js'
 import type { LoadedPlugin } from './bus.js'
@@ -52,7 +52,7 @@ async function resolvePlugin(ref: string, configDir: string, at: string, file?: 
     if (err instanceof ConfigError) throw err
     throw new ConfigError(file, [{ path: at, message: `cannot load plugin '${ref}': ${(err as Error).message.split('\n')[0]}` }])
   }
-  const plugin = (mod as { default?: unknown }).default ?? mod
+  const plugin = defaultExport(mod)
   if (!isPlugin(plugin)) throw new ConfigError(file, [{ path: at, message: `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))` }])
   return plugin
 }

@@ -96,7 +96,7 @@ function collect(stream: Readable): Promise<Buffer> {
 }
 
 export async function startReceiver(
-  opts: { host?: string; port?: number; behaviour?: Behaviour } = {},
+  opts: { host?: string; port?: number; behaviour?: Behaviour; /** extra smtp-server options (TLS versions, certs) */ serverOptions?: Record<string, unknown> } = {},
 ): Promise<TestReceiver> {
   const host = opts.host ?? '127.0.0.1';
   const attempts: Record<Stage, number> = { connect: 0, mail: 0, rcpt: 0, data: 0 };
@@ -153,6 +153,7 @@ export async function startReceiver(
     size: 50 * 1024 * 1024,
     socketTimeout: 60_000,
     closeTimeout: 100,
+    ...opts.serverOptions,
     onConnect(session, callback) {
       const d = decide('connect', session);
       if (d.kind === 'drop' || d.kind === 'stall') return;

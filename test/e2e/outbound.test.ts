@@ -1,0 +1,116 @@
+// Outbound details: opportunistic STARTTLS and its fallback, headers added on submission, DNS that
+// does not answer, greeting failures moving on to the next MX, expiry bounces.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { sendMail } from '../harness/smtp-client.js'
+import { startRelay, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let tlsRx: TestReceiver // 127.0.0.2: STARTTLS works (self-signed: 'may' TLS does not verify)
+let brokenTlsRx: TestReceiver // 127.0.0.3: offers STARTTLS, the handshake always fails
+let plainRx: TestReceiver // 127.0.0.4
+let greet421: TestReceiver // 127.0.0.5: 421 at the greeting
+let senderRx: TestReceiver // 127.0.0.6: where bounces go
+let relay: RelayProcess
+
+const msg = (subject: string) => `From: a@sender.test\r\nTo: x@y.test\r\nSubject: ${subject}\r\n\r\nbody\r\n`
+
+beforeAll(async () => {
+  tlsRx = await startReceiver({ host: '127.0.0.2' })
+  const port = tlsRx.port
+  // The client insists on TLS 1.2+; a server capped at TLS 1.0 fails every handshake.
+  brokenTlsRx = await startReceiver({ host: '127.0.0.3', port, serverOptions: { maxVersion: 'TLSv1', minVersion: 'TLSv1' } })
+  plainRx = await startReceiver({ host: '127.0.0.4', port, behaviour: { noStartTls: true } })
+  greet421 = await startReceiver({ host: '127.0.0.5', port, behaviour: { reply: { connect: () => ({ code: 421, message: 'too busy' }) } } })
+  senderRx = await startReceiver({ host: '127.0.0.6', port, behaviour: { noStartTls: true } })
+  dns = await startDns({
+    'tls.test': { A: ['127.0.0.2'] },
+    'brokentls.test': { A: ['127.0.0.3'] },
+    'plain.test': { A: ['127.0.0.4'] },
+    'busy.test': { MX: [{ exchange: 'mx1.busy.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.busy.test': { A: ['127.0.0.5'] },
+    'mx2.busy.test': { A: ['127.0.0.4'] },
+    'silent.test': 'TIMEOUT',
+    'gone.test': { A: ['127.0.0.9'] }, // nothing listens there
+    'sender.test': { A: ['127.0.0.6'] },
+  })
+  relay = await startRelay({
+    config: {
+      listen: [
+        { host: '127.0.0.1', port: 0, role: 'mx' },
+        { host: '127.0.0.1', port: 0, role: 'submission' },
+      ],
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, maxQueueLifetime: '3s', connectTimeout: '2s' },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx].map((x) => x?.close()))
+})
+
+describe('outbound', () => {
+  it('uses STARTTLS when the receiver offers it', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@tls.test'], data: msg('tls') })
+    const [m] = await tlsRx.waitForMessages(1, 10_000)
+    expect(m!.secure).toBe(true)
+    const ev = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'u@tls.test')
+    expect(ev.tls).toBe(true)
+  })
+
+  it('falls back to plain text on the same host after a failed TLS handshake', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@brokentls.test'], data: msg('broken tls') })
+    const [m] = await brokenTlsRx.waitForMessages(1, 10_000)
+    expect(m!.secure).toBe(false)
+    expect(m!.to).toEqual(['u@brokentls.test'])
+    const ev = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'u@brokentls.test')
+    expect(ev.tls).toBe(false)
+  })
+
+  it('moves on to the next MX when the first answers 421 at the greeting', async () => {
+    const before = plainRx.messages.length
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@busy.test'], data: msg('busy') })
+    const msgs = await plainRx.waitForMessages(before + 1, 10_000)
+    expect(msgs.at(-1)!.to).toEqual(['u@busy.test'])
+    expect(greet421.messages.length).toBe(0)
+    expect(greet421.connections).toBeGreaterThan(0)
+  })
+
+  it('adds Message-ID and Date on the submission listener when missing, not on mx', async () => {
+    const before = plainRx.messages.length
+    await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['sub@plain.test'], data: 'Subject: no ids\r\n\r\nhi\r\n' })
+    await sendMail(relay.ports.mx!, { from: 'a@sender.test', to: ['mx@plain.test'], data: 'Subject: no ids\r\n\r\nhi\r\n' })
+    const msgs = await plainRx.waitForMessages(before + 2, 10_000)
+    const sub = msgs.find((m) => m.to[0] === 'sub@plain.test')!.raw.toString()
+    const mx = msgs.find((m) => m.to[0] === 'mx@plain.test')!.raw.toString()
+    expect(sub).toMatch(/^Message-ID: <\w+@relay\.test>\r$/m)
+    expect(sub).toMatch(/^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r$/m)
+    expect(mx).not.toMatch(/^Message-ID:/im)
+    expect(mx).not.toMatch(/^Date:/im)
+  })
+
+  it('defers when the DNS server does not answer, and bounces with 4.4.7 once the queue lifetime is over', async () => {
+    const before = senderRx.messages.length
+    const r = await sendMail(relay.port, { from: 'a@sender.test', to: ['u@silent.test'], data: msg('silent dns') })
+    expect(r.lastReply).toMatch(/^250 /)
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@silent.test', 15_000)
+    expect(deferred.response).toMatch(/^4\.4\.3 DNS MX lookup for silent\.test failed: ETIMEOUT/)
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'u@silent.test', 20_000)
+    expect(bounced.response).toMatch(/^4\.4\.7 Message expired/)
+    const dsn = (await senderRx.waitForMessages(before + 1, 10_000)).at(-1)!.raw.toString()
+    expect(dsn).toMatch(/^Final-Recipient: rfc822; u@silent\.test\r$/m)
+    expect(dsn).toMatch(/^Status: 4\.4\.7\r$/m)
+    expect(dsn).toMatch(/^Diagnostic-Code: x-local; 4\.4\.7 Message expired/m)
+  })
+
+  it('defers an unreachable host and records the connection error', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@gone.test'], data: msg('gone') })
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@gone.test', 15_000)
+    expect(deferred.response).toMatch(/^4\.4\.1 Host gone\.test\[127\.0\.0\.9\]:\d+ unreachable: .*ECONNREFUSED/)
+    expect(deferred.nextAttemptAt).toBeGreaterThan(Date.now() - 5000)
+  })
+})
