@@ -32,7 +32,6 @@ export class Relay {
   async start(): Promise<this> {
     const { config, log } = this
     fs.mkdirSync(config.dataDir, { recursive: true })
-    this.loopDelay.enable()
     const c = root.createChildContainer()
     this.container = c
     const resolver = createResolver(config)
@@ -57,6 +56,7 @@ export class Relay {
 
     c.resolve<DeliveryScheduler>(Tokens.Delivery).start()
     this.listeners = await c.resolve<SmtpListeners>(Tokens.Listeners).start()
+    this.loopDelay.enable()
     log.info({ hostname: config.hostname, dataDir: config.dataDir, plugins: plugins.map((p) => p.plugin.name) }, 'relay started')
     return this
   }

@@ -114,3 +114,32 @@ describe('outbound', () => {
     expect(deferred.nextAttemptAt).toBeGreaterThan(Date.now() - 5000)
   })
 })
+
+describe('delivery concurrency', () => {
+  it('holds at most delivery.concurrency.perDomain connections to one domain', async () => {
+    const rx = await startReceiver({ host: '127.0.0.7', behaviour: { stall: 'data' } })
+    const other = await startReceiver({ host: '127.0.0.8', port: rx.port })
+    const zones = await startDns({ 'slow.test': { A: ['127.0.0.7'] }, 'fast.test': { A: ['127.0.0.8'] } })
+    const r = await startRelay({
+      config: {
+        dns: { servers: [zones.server] },
+        delivery: { port: rx.port, concurrency: { global: 10, perDomain: 2 }, commandTimeout: '60s' },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+        shutdownTimeout: '1s',
+      },
+    })
+    try {
+      for (let i = 0; i < 5; i++) await sendMail(r.port, { from: 'a@sender.test', to: [`u${i}@slow.test`], data: msg(`slow ${i}`) })
+      // another domain is not held up by the stalled one
+      await sendMail(r.port, { from: 'a@sender.test', to: ['v@fast.test'], data: msg('fast') })
+      await other.waitForMessages(1, 10_000)
+      await new Promise((res) => setTimeout(res, 1000))
+      expect(rx.connections).toBe(2)
+      const queued = r.queueList().filter((m) => m.recipients[0]!.address.endsWith('@slow.test'))
+      expect(queued).toHaveLength(5)
+    } finally {
+      await r.stop()
+      await Promise.all([rx.close(), other.close(), zones.close()])
+    }
+  })
+})
