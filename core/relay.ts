@@ -66,9 +66,11 @@ export class Relay {
     const c = this.container
     if (!c) return
     this.container = undefined
-    const timeout = this.config.shutdownTimeout
+    // One deadline for both: sessions finish their messages, deliveries in flight finish;
+    // whatever is still running then stays leased in the queue and is due at the next start.
+    const deadline = Date.now() + this.config.shutdownTimeout
     await c.resolve<SmtpListeners>(Tokens.Listeners).stop()
-    await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(timeout)
+    await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(Math.max(0, deadline - Date.now()))
     await c.resolve<HookBus>(Tokens.Hooks).close()
     await c.resolve<Queue>(Tokens.Queue).close()
     this.loopDelay.disable()

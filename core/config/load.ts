@@ -23,12 +23,13 @@ export function formatPath(segments: readonly PropertyKey[]): string {
 }
 
 export function zodIssues(error: z.ZodError, prefix = ''): { path: string; message: string }[] {
-  return error.issues.map((issue) => {
-    const p = formatPath(issue.path)
-    let message = issue.message
-    if (issue.code === 'unrecognized_keys') message = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`
-    return { path: prefix + (prefix && p && !p.startsWith('[') ? '.' : '') + p, message }
-  })
+  const join = (p: string) => prefix + (prefix && p && !p.startsWith('[') ? '.' : '') + p
+  return error.issues.flatMap((issue) =>
+    // An unknown key is named by its own path (`delivery.retyr`), so a typo is easy to spot.
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((k) => ({ path: join(formatPath([...issue.path, k])), message: 'unknown key (misspelt, or not a setting of this section)' }))
+      : [{ path: join(formatPath(issue.path)), message: issue.message }],
+  )
 }
 
 /**

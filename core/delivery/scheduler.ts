@@ -74,7 +74,9 @@ export class DeliveryScheduler {
       const result = await this.queue.claim({ limit: free, perDomain, inFlight: { ...this.byDomain }, leaseMs: this.config.delivery.lease, now })
       nextDueAt = result.nextDueAt
       claimed = result.jobs.length
-      for (const job of result.jobs) this.run(job)
+      // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
+      // the next start makes them due again (queue.recover).
+      if (!this.stopped) for (const job of result.jobs) this.run(job)
     } catch (err) {
       this.log.error({ err }, 'queue scan failed')
     } finally {
