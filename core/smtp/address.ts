@@ -22,6 +22,7 @@ export function parseAddress(address: string): ParsedAddress | undefined {
   if (local.length > 64 || !(DOT_ATOM.test(local) || QUOTED.test(local))) return undefined
   const literal = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(domain)
   if (literal) return net.isIP(literal[1]!) ? { local, domain: domain.toLowerCase() } : undefined
-  if (!DOMAIN.test(domain) || !domain.includes('.')) return undefined
+  // A bare IP (no brackets) is not a domain: its last label would be all digits.
+  if (!DOMAIN.test(domain) || !domain.includes('.') || /\.\d+$/.test(domain)) return undefined
   return { local, domain: domain.toLowerCase() }
 }

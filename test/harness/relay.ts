@@ -43,6 +43,8 @@ export interface QueueListEntry {
   id: string
   messageId?: string
   sender: string
+  size: number
+  receivedAt: number
   recipients: { address: string; state: string; attempts: number; nextAttemptAt?: number; lastResponse?: string }[]
 }
 

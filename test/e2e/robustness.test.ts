@@ -1,0 +1,434 @@
+// Robustness end to end: what a hostile or broken client can do to the relay over real sockets.
+// Open-relay attempts, malformed commands, oversized lines and messages, clients that vanish
+// mid-DATA, SMTP smuggling probes, and a 30 MB message. The relay is the built one (dist/) in its
+// own process; DNS and the receiving MX are real servers on loopback.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import path from 'node:path'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff, type RawSmtp } from '../harness/smtp-client.js'
+import { eventually, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let mx: TestReceiver // 127.0.0.2: MX of every test domain
+let relay: RelayProcess // trusts 127.0.0.0/8, rejects bare LF/CR (the default)
+const clients = new Set<RawSmtp>()
+
+/** Config every relay in this file shares: our DNS, our MX port, fast retries. */
+const baseConfig = () => ({
+  dns: { servers: [dns.server], timeout: '1s' },
+  delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
+})
+const trustLoopback = [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]]
+
+const message = (tag: string, body = 'Hello there.\r\n') =>
+  `From: Alice <alice@sender.test>\r\nTo: bob@dest.test\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@sender.test>\r\n\r\n${body}`
+
+/** Messages (accepted or refused) that reached the MX and carry this tag anywhere in their bytes. */
+const reachedMx = (tag: string): ReceivedMessage[] => [...mx.messages, ...mx.refused].filter((m) => m.raw.includes(tag))
+
+/** Waits (bounded) until the MX has accepted a message with this subject tag, and returns it. */
+const deliveredTagged = (tag: string, timeoutMs = 10_000) =>
+  eventually(() => mx.messages.find((m) => m.raw.includes(`Subject: ${tag}\r\n`)), timeoutMs, `delivery of "${tag}"`)
+
+const spoolFiles = (r: RelayProcess) => fs.readdirSync(path.join(r.dataDir, 'spool'))
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Connects and says EHLO; the client is closed after the test. */
+async function open(port: number): Promise<RawSmtp> {
+  const { client, greeting } = await connectRaw(port)
+  clients.add(client)
+  expect(greeting).toMatch(/^220 /)
+  expect(await client.command('EHLO client.test')).toMatch(/^250 /m)
+  return client
+}
+
+/** MAIL, RCPT, DATA on an open session, then the dot-stuffed data; resolves with the final reply. */
+async function transaction(client: RawSmtp, o: { from?: string; to: string; data: string | Buffer; timeoutMs?: number }): Promise<string> {
+  expect(await client.command(`MAIL FROM:<${o.from ?? 'alice@sender.test'}>`)).toMatch(/^250 /)
+  expect(await client.command(`RCPT TO:<${o.to}>`)).toMatch(/^250 /)
+  expect(await client.command('DATA')).toMatch(/^354 /)
+  const reply = client.read(o.timeoutMs ?? 5000)
+  client.send(dotStuff(o.data))
+  return reply
+}
+
+/** A fresh connection relays a message to the MX: the relay still works. */
+async function stillRelays(r: RelayProcess, tag: string): Promise<void> {
+  const client = await open(r.port)
+  expect(await transaction(client, { to: `ok@dest.test`, data: message(tag) })).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+  await deliveredTagged(tag)
+  client.close()
+}
+
+/** Closes the test's clients first (an open session holds up a graceful stop), then stops. */
+async function stopRelays(...relays: RelayProcess[]): Promise<void> {
+  for (const c of clients) c.close()
+  clients.clear()
+  await Promise.all(relays.map((r) => r.stop()))
+}
+
+/** The process is up and logged no crash (uncaught exception, unhandled rejection, fatal). */
+function expectHealthy(r: RelayProcess): void {
+  expect(r.exited()).toBe(false)
+  const crashes = r.logs.filter((l) => l.level >= 60 || /uncaught|unhandled/i.test(l.msg))
+  expect(crashes).toEqual([])
+}
+
+beforeAll(async () => {
+  mx = await startReceiver({ host: '127.0.0.2' })
+  const dest = { MX: [{ exchange: 'mx.dest.test', priority: 10 }] }
+  dns = await startDns({
+    'dest.test': dest,
+    'foreign.test': dest,
+    'big.test': dest,
+    'mx.dest.test': { A: ['127.0.0.2'] },
+    'sender.test': dest,
+  })
+  relay = await startRelay({ config: { ...baseConfig(), plugins: trustLoopback } })
+})
+
+afterEach(() => {
+  for (const c of clients) c.close()
+  clients.clear()
+  mx.setBehaviour({})
+})
+
+afterAll(async () => {
+  if (relay) await stopRelays(relay)
+  await Promise.all([dns?.close(), mx?.close()])
+})
+
+describe('robustness', () => {
+  it('is not an open relay: an untrusted client only reaches local domains, and with no plugins nothing relays', async () => {
+    const messagesBefore = mx.messages.length + mx.refused.length
+    const connectionsBefore = mx.connections
+    const started = await Promise.allSettled([
+      // 127.0.0.1 is outside the trusted network
+      startRelay({ config: { ...baseConfig(), localDomains: ['local.test'], plugins: [['relay-acl', { trustedNetworks: ['10.0.0.0/8'] }]] } }),
+      // no plugins at all
+      startRelay({ config: baseConfig() }),
+    ])
+    const up = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+    if (up.length < started.length) {
+      await stopRelays(...up)
+      throw (started.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason
+    }
+    const [acl, bare] = up as [RelayProcess, RelayProcess]
+    try {
+      for (const r of [acl, bare]) {
+        const client = await open(r.port)
+        expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+        expect(await client.command('RCPT TO:<bob@foreign.test>')).toMatch(/^550 5\.7\.1 /)
+        // the usual tricks to slip past a domain check are refused as well
+        expect(await client.command('RCPT TO:<bob@[127.0.0.2]>')).toMatch(/^550 5\.7\.1 /)
+        expect(await client.command('RCPT TO:<BOB@FOREIGN.TEST>')).toMatch(/^550 5\.7\.1 /)
+        // a source route is ignored (RFC 5321 appendix C): this is bob@foreign.test
+        expect(await client.command('RCPT TO:<@local.test:bob@foreign.test>')).toMatch(/^550 5\.7\.1 /)
+        // no recipient was accepted, so there is no transaction to send data for
+        expect(await client.command('DATA')).toMatch(/^503 /)
+        expect(await client.command('RSET')).toMatch(/^250 /)
+        client.close()
+      }
+
+      // the untrusted client still reaches the relay's own domain (case-insensitively)
+      const client = await open(acl.port)
+      expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<bob@foreign.test>')).toMatch(/^550 5\.7\.1 /)
+      expect(await client.command('RCPT TO:<postmaster@local.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<bob@LOCAL.test>')).toMatch(/^250 /)
+      expect(await client.command('RSET')).toMatch(/^250 /)
+      // and the relay without plugins has no local domains: nothing at all gets in
+      const bareClient = await open(bare.port)
+      expect(await bareClient.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+      expect(await bareClient.command('RCPT TO:<postmaster@local.test>')).toMatch(/^550 5\.7\.1 /)
+
+      expect(acl.queueList()).toEqual([])
+      expect(bare.queueList()).toEqual([])
+      await sleep(300)
+      expect(mx.messages.length + mx.refused.length).toBe(messagesBefore)
+      expect(mx.connections).toBe(connectionsBefore)
+      expectHealthy(acl)
+      expectHealthy(bare)
+    } finally {
+      await stopRelays(acl, bare)
+    }
+  })
+
+  it('answers malformed commands with 5xx and keeps the session and the process up', async () => {
+    const client = await open(relay.port)
+    expect(await client.command('XYZZY plugh')).toMatch(/^5\d\d /)
+    expect(await client.command('\x00\xff\x01 binary junk')).toMatch(/^5\d\d /)
+    expect(await client.command('MAIL FROM:<no-brackets')).toMatch(/^5\d\d /)
+    expect(await client.command('MAIL FROM:')).toMatch(/^5\d\d /)
+    expect(await client.command('RCPT TO:<bob@dest.test>')).toMatch(/^503 /) // before MAIL
+    expect(await client.command('DATA')).toMatch(/^503 /) // before MAIL
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^503 /) // nested MAIL
+    expect(await client.command('DATA')).toMatch(/^503 /) // before RCPT
+    // Bad recipient syntax is 5xx with status 5.1.3. smtp-server's own address check answers most
+    // of these (501 5.1.3) before the relay's stricter one (553 5.1.3) runs; both codes are valid
+    // RCPT replies (RFC 5321 4.3.2), the enhanced status is what matters.
+    expect(await client.command('RCPT TO:<bob>')).toMatch(/^5(01|53) 5\.1\.3 /) // unqualified
+    expect(await client.command('RCPT TO:<bob@dest.test.>')).toMatch(/^5(01|53) 5\.1\.3 /) // trailing dot
+    expect(await client.command('RCPT TO:<bob@@dest.test>')).toMatch(/^5(01|53) 5\.1\.3 /)
+    expect(await client.command('RCPT TO:<bob@dest..test>')).toMatch(/^5(01|53) 5\.1\.3 /)
+    expect(await client.command('RCPT TO:<bob@localhost>')).toMatch(/^553 5\.1\.3 /) // the relay's own check: no dot
+    expect(await client.command('RCPT TO:<bob@-dest.test>')).toMatch(/^553 5\.1\.3 /)
+    expect(await client.command('RCPT TO:<bob@192.0.2.1>')).toMatch(/^553 5\.1\.3 /) // an IP is not a domain; literals need brackets
+    expect(await client.command('DATA')).toMatch(/^503 /) // still no valid recipient
+
+    // the same session then runs a normal transaction (MAIL is still in effect)
+    expect(await client.command('RCPT TO:<bob@dest.test>')).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const reply = client.read()
+    client.send(dotStuff(message('after malformed')))
+    expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const delivered = await deliveredTagged('after malformed')
+    expect(delivered.from).toBe('alice@sender.test')
+    expect(delivered.to).toEqual(['bob@dest.test'])
+    expect(await client.command('QUIT')).toMatch(/^221 /)
+
+    await stillRelays(relay, 'new connection after malformed')
+    expectHealthy(relay)
+  })
+
+  it('survives a 1 MB command line and relays on a new connection', async () => {
+    const client = await open(relay.port)
+    const line = `MAIL FROM:<${'a'.repeat(1024 * 1024)}@sender.test>`
+    let outcome: string
+    try {
+      outcome = await client.command(line, 5000)
+    } catch (err) {
+      // a connection closed by the relay is fine; a reply that never comes is not
+      const msg = (err as Error).message
+      expect(msg).toMatch(/closed/)
+      outcome = 'closed'
+    }
+    expect(outcome).toMatch(/^[45]\d\d |^closed$/)
+    // the long line never became a sender: the session is gone or has no transaction
+    if (!client.isClosed()) {
+      const next = await client.command('RCPT TO:<bob@dest.test>').catch(() => 'closed')
+      expect(next).toMatch(/^503 |^closed$/)
+    }
+    await stillRelays(relay, 'after long line')
+    expect(relay.queueList()).toEqual([])
+    expectHealthy(relay)
+  })
+
+  it('queues nothing when the client disconnects mid-DATA, and leaves no spool file behind', async () => {
+    const before = mx.messages.length + mx.refused.length
+
+    // small (in-memory) half message
+    const small = await open(relay.port)
+    expect(await small.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await small.command('RCPT TO:<bob@dest.test>')).toMatch(/^250 /)
+    expect(await small.command('DATA')).toMatch(/^354 /)
+    small.send(message('half small', 'first half of the body\r\n'.repeat(200)))
+    await sleep(200)
+    small.close()
+
+    // large half message: past the inline limit, so its body is being spooled to a file
+    const large = await open(relay.port)
+    expect(await large.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await large.command('RCPT TO:<bob@dest.test>')).toMatch(/^250 /)
+    expect(await large.command('DATA')).toMatch(/^354 /)
+    large.send(message('half large', `${'y'.repeat(998)}\r\n`.repeat(300)))
+    // the spool file exists while the message is coming in ...
+    await eventually(() => spoolFiles(relay).length === 1, 5000, 'a spool file for the incoming message')
+    large.close()
+    // ... and goes away with the client
+    await eventually(() => spoolFiles(relay).length === 0, 5000, 'the spool file of the half message to be removed')
+
+    // the relay keeps working; by the time the next message is delivered, a half message that
+    // had been queued would have been delivered too
+    await stillRelays(relay, 'after disconnects')
+    expect(relay.queueList()).toEqual([])
+    expect(reachedMx('half small')).toEqual([])
+    expect(reachedMx('half large')).toEqual([])
+    expect(mx.messages.length + mx.refused.length).toBe(before + 1)
+    expect(spoolFiles(relay)).toEqual([])
+    expectHealthy(relay)
+  })
+
+  describe('SMTP smuggling', () => {
+    // The published probes: an end-of-data sequence with a bare LF or bare CR in it.
+    const probes: [string, string][] = [
+      ['LF.LF', '\n.\n'],
+      ['LF.CRLF', '\n.\r\n'],
+      ['CRLF.LF', '\r\n.\n'],
+      ['CR.CRLF', '\r.\r\n'],
+    ]
+    const smuggled = 'MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@dest.test>\r\nDATA\r\nFrom: evil@x.test\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n'
+    /** The first message with a probe in its body, then commands for a second one; raw, not dot-stuffed. */
+    const probeData = (tag: string, probe: string) => `${message(tag, 'first message body')}${probe}${smuggled}`
+    const sendProbe = async (client: RawSmtp, tag: string, probe: string): Promise<string> => {
+      expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<victim@dest.test>')).toMatch(/^250 /)
+      expect(await client.command('DATA')).toMatch(/^354 /)
+      const reply = client.read()
+      // the real end of data: CRLF . CRLF (the CRLF ends the last smuggled line)
+      client.send(Buffer.from(`${probeData(tag, probe)}.\r\n`, 'latin1'))
+      return reply
+    }
+    const fromEvil = () => [...mx.messages, ...mx.refused].filter((m) => m.from === 'evil@x.test' || m.raw.includes('Subject: smuggled\r\n\r\n'))
+
+    it('rejects every probe with 550 5.6.0 by default: neither message is relayed', async () => {
+      const before = mx.messages.length + mx.refused.length
+      const client = await open(relay.port)
+      for (const [name, probe] of probes) {
+        expect(await sendProbe(client, `probe reject ${name}`, probe), name).toMatch(/^550 5\.6\.0 /)
+        // the next reply answers the next command: no reply to any smuggled command is pending
+        expect(await client.command('NOOP'), name).toMatch(/^250 /)
+      }
+      expect(await client.command('QUIT')).toMatch(/^221 /)
+      expect(relay.queueList()).toEqual([])
+      await stillRelays(relay, 'after reject probes')
+      for (const [name] of probes) expect(reachedMx(`probe reject ${name}`), name).toEqual([])
+      expect(fromEvil()).toEqual([])
+      expect(mx.messages.length + mx.refused.length).toBe(before + 1)
+      expectHealthy(relay)
+    })
+
+    it("with bareLineEndings 'normalize' relays each probe as exactly one message with CRLF line ends only", async () => {
+      const normalizing = await startRelay({
+        config: { ...baseConfig(), smtp: { bareLineEndings: 'normalize', reverseLookup: false }, plugins: trustLoopback },
+      })
+      try {
+        // The MX defers the first attempts, so that the queued messages can be looked at.
+        let hold = true
+        mx.setBehaviour({ reply: { rcpt: ({ address }) => (hold && address === 'victim@dest.test' ? { code: 451, message: '4.3.0 later' } : undefined) } })
+        const client = await open(normalizing.port)
+        const ids = new Map<string, string>()
+        for (const [name, probe] of probes) {
+          const reply = await sendProbe(client, `probe normalize ${name}`, probe)
+          expect(reply, name).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+          ids.set(name, /queued as (\w+)/.exec(reply)![1]!)
+          expect(await client.command('NOOP'), name).toMatch(/^250 /)
+        }
+        expect(await client.command('QUIT')).toMatch(/^221 /)
+        for (const id of ids.values()) await normalizing.waitForLog((l) => l.event === 'deferred' && l.queueId === id)
+        // exactly one queued message per probe, none from the smuggled commands
+        const queued = normalizing.queueList()
+        expect(queued.map((m) => m.id).sort()).toEqual([...ids.values()].sort())
+        expect(queued.every((m) => m.sender === 'alice@sender.test' && m.recipients.length === 1)).toBe(true)
+        hold = false
+
+        for (const [name, probe] of probes) {
+          const tag = `probe normalize ${name}`
+          const msg = await deliveredTagged(tag)
+          expect(msg.from, name).toBe('alice@sender.test')
+          expect(msg.to, name).toEqual(['victim@dest.test'])
+          const raw = msg.raw.toString('latin1')
+          // no bare LF, no bare CR anywhere
+          expect(raw.match(/(?<!\r)\n/g), `${name}: bare LF`).toBeNull()
+          expect(raw.match(/\r(?!\n)/g), `${name}: bare CR`).toBeNull()
+          // it is what was sent with the probe's line ends made CRLF; the smuggled commands stay
+          // inside the message as text, below the relay's Received header
+          const expected = probeData(tag, probe.replace(/\r?\n|\r/g, '\r\n'))
+          expect(raw.endsWith(expected), name).toBe(true)
+          const received = raw.slice(0, raw.length - expected.length)
+          expect(received, name).toMatch(/^Received: [^\r\n]*(\r\n\t[^\r\n]*)*\r\n$/)
+          expect(received, name).toContain(` id ${ids.get(name)}`)
+          // the relay itself stored the normalized bytes (not only the outbound SMTP client fixing
+          // them on the way out): the queued size is the size of what arrived
+          expect(queued.find((m) => m.id === ids.get(name))!.size, name).toBe(msg.raw.length)
+        }
+        // give a smuggled second message time to arrive: none does, and each probe arrived once
+        await stillRelays(normalizing, 'after normalize probes')
+        await sleep(300)
+        for (const [name] of probes) expect(reachedMx(`probe normalize ${name}`), name).toHaveLength(1)
+        const all = [...mx.messages, ...mx.refused]
+        expect(all.filter((m) => m.from === 'evil@x.test')).toEqual([])
+        expect(all.filter((m) => m.raw.includes('smuggled body') && !m.raw.includes('probe normalize'))).toEqual([])
+        expect(all.filter((m) => m.raw.includes('smuggled body') && m.raw.includes('probe normalize'))).toHaveLength(probes.length)
+        expect(normalizing.queueList()).toEqual([])
+        expectHealthy(normalizing)
+      } finally {
+        await stopRelays(normalizing)
+      }
+    })
+  })
+
+  it('relays a 30 MB message byte-identical, with its body in a spool file while queued', async () => {
+    // ~30 MB of 78-byte CRLF lines; every 5000th line starts with a dot (dot-stuffing both ways)
+    const lines: string[] = []
+    let size = 0
+    for (let i = 0; size < 30 * 1024 * 1024; i++) {
+      const line = `${i % 5000 === 0 ? '.' : ''}${i.toString(36).padStart(8, '0')} ${'abcdefghijklmnopqrstuvwxyz0123456789'.repeat(2).slice(i % 7, i % 7 + 67)}\r\n`
+      lines.push(line)
+      size += line.length
+    }
+    const head = message('thirty megabytes', '')
+    const sent = Buffer.from(head + lines.join(''), 'latin1')
+    const wire = Buffer.from(head + lines.map((l) => (l[0] === '.' ? `.${l}` : l)).join('') + '.\r\n', 'latin1')
+    lines.length = 0
+    const bodySize = sent.length - head.indexOf('\r\n\r\n') - 2 // the body keeps the blank separator line
+
+    // the MX defers the recipient until we have looked at the queue
+    let hold = true
+    mx.setBehaviour({ reply: { rcpt: ({ address }) => (hold && address === 'big@big.test' ? { code: 451, message: '4.3.0 come back later' } : undefined) } })
+
+    const client = await open(relay.port)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<big@big.test>')).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const reply = client.read(15_000)
+    client.send(wire)
+    const queued = /^250 2\.0\.0 Ok: queued as (\w+)/.exec(await reply)
+    expect(queued).not.toBeNull()
+    const id = queued![1]!
+    await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)
+
+    // queued: the body is a spool file of the body's exact size, and not in the queue database
+    const files = spoolFiles(relay)
+    expect(files).toHaveLength(1)
+    expect(fs.statSync(path.join(relay.dataDir, 'spool', files[0]!)).size).toBe(bodySize)
+    const dbBytes = fs
+      .readdirSync(relay.dataDir)
+      .filter((f) => f.startsWith('queue.sqlite'))
+      .reduce((sum, f) => sum + fs.statSync(path.join(relay.dataDir, f)).size, 0)
+    expect(dbBytes).toBeLessThan(5 * 1024 * 1024)
+    const entry = relay.queueList().find((m) => m.id === id)
+    expect(entry?.recipients[0]).toMatchObject({ address: 'big@big.test', state: 'deferred' })
+
+    hold = false
+    const msg = await eventually(() => mx.messages.find((m) => m.to.includes('big@big.test')), 15_000, 'delivery of the 30 MB message')
+    const raw = msg.raw
+    expect(raw.length).toBeGreaterThan(sent.length)
+    expect(raw.subarray(raw.length - sent.length).equals(sent)).toBe(true)
+    expect(raw.subarray(0, raw.length - sent.length).toString('latin1')).toMatch(new RegExp(`^Received: [^\\r\\n]*(\\r\\n\\t[^\\r\\n]*)*id ${id}[^]*\\r\\n$`))
+    // delivered: the message left the queue and its spool file is gone
+    await eventually(() => spoolFiles(relay).length === 0, 5000, 'the spool file to be removed after delivery')
+    expect(relay.queueList().find((m) => m.id === id)).toBeUndefined()
+    expectHealthy(relay)
+  })
+
+  it('refuses a message over smtp.maxMessageSize with 552 and queues nothing', async () => {
+    const small = await startRelay({
+      config: { ...baseConfig(), smtp: { maxMessageSize: '1MB', reverseLookup: false }, plugins: trustLoopback },
+    })
+    try {
+      const before = mx.messages.length + mx.refused.length
+      const client = await open(small.port)
+      expect(await client.command('EHLO client.test')).toMatch(/^250[- ]SIZE 1048576$/m)
+      // announced too big: refused at MAIL
+      expect(await client.command('MAIL FROM:<alice@sender.test> SIZE=2097152')).toMatch(/^552 /)
+      // not announced: refused after the data
+      const big = message('too big', `${'z'.repeat(998)}\r\n`.repeat(2 * 1024 + 100))
+      expect(Buffer.byteLength(big)).toBeGreaterThan(2 * 1024 * 1024)
+      expect(await transaction(client, { to: 'bob@dest.test', data: big, timeoutMs: 10_000 })).toMatch(/^552 /)
+      // the session goes on: a message under the limit is accepted on it
+      expect(await transaction(client, { to: 'bob@dest.test', data: message('small enough') })).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+      await deliveredTagged('small enough')
+      expect(reachedMx('too big')).toEqual([])
+      expect(mx.messages.length + mx.refused.length).toBe(before + 1)
+      expect(small.queueList()).toEqual([])
+      await eventually(() => spoolFiles(small).length === 0, 5000, 'no spool file left')
+      expectHealthy(small)
+    } finally {
+      await stopRelays(small)
+    }
+  })
+})
