@@ -71,6 +71,14 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
   for (const r of mx) byPreference.set(r.priority, [...(byPreference.get(r.priority) ?? []), r.exchange.replace(/\.$/, '')])
   const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
 
+  const { hosts, lastError } = await hostsFor(resolver, names)
+  if (hosts.length) return { ok: true, hosts }
+  if (lastError && !nxdomain(lastError)) return dnsFailure(domain, 'MX host address', lastError)
+  return { ok: false, permanent: false, status: '4.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')})` }
+}
+
+/** Each name's addresses in order (IP addresses stand for themselves); failures are skipped. */
+async function hostsFor(resolver: Resolver, names: string[]): Promise<{ hosts: Destination[]; lastError?: unknown }> {
   const hosts: Destination[] = []
   let lastError: unknown
   for (const name of names) {
@@ -84,9 +92,7 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
       lastError = err
     }
   }
-  if (hosts.length) return { ok: true, hosts }
-  if (lastError && !nxdomain(lastError)) return dnsFailure(domain, 'MX host address', lastError)
-  return { ok: false, permanent: false, status: '4.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')})` }
+  return { hosts, lastError }
 }
 
 function dnsFailure(domain: string, what: string, err: unknown): Resolution {
@@ -96,17 +102,7 @@ function dnsFailure(domain: string, what: string, err: unknown): Resolution {
 
 /** Addresses of route hosts (names or IPs) given by a deliver hook. */
 export async function resolveHosts(resolver: Resolver, names: string[]): Promise<Resolution> {
-  const hosts: Destination[] = []
-  let lastError: unknown
-  for (const name of names) {
-    if (net.isIP(name)) hosts.push({ name, address: name })
-    else
-      try {
-        for (const address of await addresses(resolver, name)) hosts.push({ name, address })
-      } catch (err) {
-        lastError = err
-      }
-  }
+  const { hosts, lastError } = await hostsFor(resolver, names)
   if (hosts.length) return { ok: true, hosts }
   return dnsFailure(names.join(','), 'route host', lastError ?? Object.assign(new Error('no address'), { code: 'ENODATA' }))
 }

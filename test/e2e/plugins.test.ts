@@ -184,7 +184,7 @@ describe('plugins loaded from user files', () => {
   })
 
   it('a data hook sees the headers and adds one; a data reject gives 550 and queues nothing; a connect reject gives 554 and closes', async () => {
-    const relay = await relayWith([fixture('headers'), [fixture('connect-gate'), { refuse: ['127.0.0.66'] }], ACL])
+    const relay = await relayWith([fixture('headers'), [fixture('connect-gate'), { refuse: ['127.0.0.66'], refuseHelo: ['spammer.test'] }], ACL])
 
     const refused = message('forbidden words')
     const r1 = await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: refused.data })
@@ -211,6 +211,11 @@ describe('plugins loaded from user files', () => {
     // other clients still get in
     const { client, greeting } = await connectRaw(relay.port)
     expect(greeting).toMatch(/^220 /)
+    // the helo hook judges the HELO name at the first MAIL of the session
+    expect(await client.command('EHLO spammer.test')).toMatch(/^250/)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toBe('550 5.7.1 HELO spammer.test refused')
+    expect(await client.command('EHLO good.sender.test')).toMatch(/^250/)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
     client.close()
   })
 
