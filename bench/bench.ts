@@ -122,7 +122,9 @@ async function main() {
   const configFile = path.join(dir, 'relay.config.json')
   fs.writeFileSync(configFile, JSON.stringify(config))
   const logFile = path.join(dir, 'relay.log')
-  const relay = spawn(process.execPath, [path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile], {
+  // RELAY_BENCH_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof', profiles the relay.
+  const nodeArgs = (process.env.RELAY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const relay = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile], {
     stdio: ['ignore', fs.openSync(logFile, 'w'), 'inherit'],
   })
   for (;;) {

@@ -8,11 +8,43 @@ export const REDACT = [
   'auth.credentials', 'options.auth',
 ]
 
+/**
+ * JSON lines on stdout. Writes are buffered (one write per few KB, not one per line: each write is
+ * a system call, and there are a few lines per message); `flushLogs` runs at exit.
+ */
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: { pid: process.pid },
-    redact: { paths: REDACT, censor: '[redacted]' },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  })
+  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+  const logger = pino(
+    {
+      level,
+      base: { pid: process.pid },
+      redact: { paths: REDACT, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination,
+  )
+  destinations.add(destination)
+  // Quiet periods still show their lines within a tenth of a second.
+  if (!flushTimer) {
+    flushTimer = setInterval(() => {
+      for (const d of destinations) d.flush()
+    }, 100)
+    flushTimer.unref()
+  }
+  return logger
+}
+
+let flushTimer: NodeJS.Timeout | undefined
+
+const destinations = new Set<ReturnType<typeof pino.destination>>()
+
+/** Writes out buffered log lines (before exit, and on a timer so quiet periods show up). */
+export function flushLogs(): void {
+  for (const d of destinations) {
+    try {
+      d.flushSync()
+    } catch {
+      // nothing to flush or stdout gone
+    }
+  }
 }

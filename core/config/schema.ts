@@ -99,6 +99,11 @@ export const configSchema = z
         commandTimeout: duration.default(300_000),
         /** How long a claimed job stays leased before it counts as abandoned. */
         lease: duration.default(900_000),
+        /** Outbound connections stay open for further messages to the same host. */
+        reuse: z
+          .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -5,7 +5,7 @@ import type { Job, RecipientResult } from '../queue/types.js'
 import type { HookBus } from '../hooks/bus.js'
 import type { RelayConfig } from '../config/schema.js'
 import { resolveDestination, resolveHosts, type Resolution } from './mx.js'
-import { transact, type Outcome } from './smtp-client.js'
+import { transact, type ConnectionPool, type Outcome } from './smtp-client.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -25,11 +25,12 @@ export interface AttemptDeps {
   config: RelayConfig
   resolver: Resolver
   hooks: HookBus
+  pool: ConnectionPool
 }
 
-function messageStream(job: Job): () => Buffer | Readable {
+function messageStream(job: Job): () => Readable {
   const { headers, body } = job.message
-  if ('inline' in body) return () => Buffer.concat([headers, body.inline])
+  if ('inline' in body) return () => Readable.from([headers, body.inline], { objectMode: false })
   return () =>
     Readable.from(
       (async function* () {
@@ -41,7 +42,7 @@ function messageStream(job: Job): () => Buffer | Readable {
 
 /** One attempt: deliver hook (route), DNS, then SMTP with each host in turn until one answers. */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
-  const { config, resolver, hooks } = deps
+  const { config, resolver, hooks, pool } = deps
   const all = (outcome: AttemptResult['outcome'], response: string, extra: Partial<AttemptResult> = {}) =>
     job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, ...extra }))
 
@@ -79,7 +80,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
       connectTimeout: config.delivery.connectTimeout,
       commandTimeout: config.delivery.commandTimeout,
       eightBit: job.message.senderArgs?.BODY === '8BITMIME',
-    })
+    }, pool)
     if (last.kind === 'done') break
   }
   if (!last) return all('retry', '4.4.1 No host to deliver to')

@@ -10,6 +10,7 @@ import { newQueueId } from '../queue/id.js'
 import { parseAddress } from '../smtp/address.js'
 import { attemptDelivery, type AttemptResult } from './attempt.js'
 import { retryDelay } from './retry.js'
+import { ConnectionPool } from './smtp-client.js'
 import { buildDsn, statusOf } from './dsn.js'
 
 /** Longest sleep between queue scans when nothing is due. */
@@ -30,6 +31,7 @@ export class DeliveryScheduler {
   private claiming = false
   private again = false
   private stopped = true
+  private readonly pool: ConnectionPool
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -37,7 +39,9 @@ export class DeliveryScheduler {
     @inject(Tokens.Queue) private readonly queue: Queue,
     @inject(Tokens.Resolver) private readonly resolver: Resolver,
     @inject(Tokens.Hooks) private readonly hooks: HookBus,
-  ) {}
+  ) {
+    this.pool = new ConnectionPool(config.delivery.reuse.maxMessages, config.delivery.reuse.idleTimeout)
+  }
 
   start(): void {
     this.stopped = false
@@ -105,7 +109,7 @@ export class DeliveryScheduler {
 
   private async deliver(job: Job): Promise<void> {
     const started = Date.now()
-    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks })
+    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks, pool: this.pool })
     const now = Date.now()
     const expired = now >= job.message.expiresAt
     const byRow = new Map(job.recipients.map((r) => [r.rowId, r]))
@@ -209,6 +213,8 @@ export class DeliveryScheduler {
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
     await Promise.race([all, timeout])
     clearTimeout(timer)
+    this.pool.close()
+    this.log.info({ connectionsOpened: this.pool.opened }, 'delivery stopped')
     if (this.running.size) this.log.warn({ inFlight: this.running.size }, 'stopping with deliveries in flight; they are tried again at next start')
   }
 }

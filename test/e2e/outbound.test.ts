@@ -143,3 +143,35 @@ describe('delivery concurrency', () => {
     }
   })
 })
+
+describe('connection reuse', () => {
+  it('sends further messages to the same host over the open connection, and replaces one the server closed', async () => {
+    // the receiver drops connections idle for 400 ms (with a 421, as smtp-server does)
+    const rx = await startReceiver({ host: '127.0.0.9', serverOptions: { socketTimeout: 400 } })
+    const zones = await startDns({ 'reuse.test': { A: ['127.0.0.9'] } })
+    const r = await startRelay({
+      config: {
+        dns: { servers: [zones.server] },
+        delivery: { port: rx.port, reuse: { maxMessages: 3, idleTimeout: '5s' } },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    try {
+      for (let i = 0; i < 4; i++) {
+        await sendMail(r.port, { from: 'a@sender.test', to: [`u${i}@reuse.test`], data: msg(`reuse ${i}`) })
+        await rx.waitForMessages(i + 1, 10_000)
+      }
+      // four messages, at most three per connection: two connections
+      expect(rx.connections).toBe(2)
+      await new Promise((res) => setTimeout(res, 900)) // the receiver closes the idle connection
+      await sendMail(r.port, { from: 'a@sender.test', to: ['late@reuse.test'], data: msg('after idle close') })
+      const msgs = await rx.waitForMessages(5, 10_000)
+      expect(msgs.map((m) => m.to[0])).toEqual(['u0@reuse.test', 'u1@reuse.test', 'u2@reuse.test', 'u3@reuse.test', 'late@reuse.test'])
+      expect(rx.connections).toBe(3)
+      expect(r.logs.filter((l) => l.event === 'deferred')).toEqual([])
+    } finally {
+      await r.stop()
+      await Promise.all([rx.close(), zones.close()])
+    }
+  })
+})

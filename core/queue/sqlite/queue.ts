@@ -49,8 +49,17 @@ export class SqliteQueue implements Queue {
     const id = this.nextId++
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
-      this.worker.postMessage({ id, op, args })
+      // Requests made in the same tick travel together: one postMessage, not one each.
+      this.outbox.push({ id, op, args } as Request)
+      if (this.outbox.length === 1) queueMicrotask(this.flush)
     })
+  }
+
+  private outbox: Request[] = []
+  private readonly flush = () => {
+    const batch = this.outbox
+    this.outbox = []
+    this.worker.postMessage(batch)
   }
 
   enqueue(message: NewMessage): Promise<void> {

@@ -46,14 +46,14 @@ if (parentPort) {
     port.postMessage(responses)
   }
 
-  port.on('message', (msg: Request | 'close') => {
+  port.on('message', (msg: Request[] | 'close') => {
     if (msg === 'close') {
       if (batch.length) flush()
       store.close()
       port.close()
       return
     }
-    batch.push(msg)
+    batch.push(...msg)
     if (!scheduled) {
       scheduled = true
       setImmediate(flush)
