@@ -93,15 +93,55 @@ export class DeliveryScheduler {
     this.schedule(nextDueAt > now ? nextDueAt - now : claimed ? 0 : BUSY_SCAN_MS)
   }
 
-  private run(job: Job): void {
+  /**
+   * Fast path for a new message, before its queue write: when every one of its domains has a free
+   * slot, the slots are taken now and the message is written already leased, then delivered from
+   * memory (`startReserved`) without a queue scan. Returns the lease expiry, or undefined.
+   */
+  reserve(domains: string[]): number | undefined {
+    const { global, perDomain } = this.config.delivery.concurrency
+    // Not while a scan is out: its claim counted the slots as they were.
+    if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
+    if (domains.some((d) => (this.byDomain[d] ?? 0) >= perDomain)) return undefined
+    for (const d of domains) this.take(d)
+    return Date.now() + this.config.delivery.lease
+  }
+
+  /** The queue write after `reserve` failed: the slots go back. */
+  unreserve(domains: string[]): void {
+    for (const d of domains) this.give(d)
+    this.notify()
+  }
+
+  /** The message reserved for is on disk (recipients leased, `rowIds` in order): deliver it now. */
+  startReserved(message: NewMessage, rowIds: number[]): void {
+    const { recipients, ...queued } = message
+    const byDomain = new Map<string, Job>()
+    recipients.forEach((r, i) => {
+      const job = byDomain.get(r.domain) ?? { message: queued, domain: r.domain, recipients: [] }
+      job.recipients.push({ rowId: rowIds[i]!, address: r.address, attempts: 0, args: r.args })
+      byDomain.set(r.domain, job)
+    })
+    for (const job of byDomain.values()) this.run(job, true)
+  }
+
+  private take(domain: string): void {
     this.inFlight++
-    this.byDomain[job.domain] = (this.byDomain[job.domain] ?? 0) + 1
+    this.byDomain[domain] = (this.byDomain[domain] ?? 0) + 1
+  }
+
+  private give(domain: string): void {
+    this.inFlight--
+    if (--this.byDomain[domain]! <= 0) delete this.byDomain[domain]
+  }
+
+  private run(job: Job, reserved = false): void {
+    if (!reserved) this.take(job.domain)
     const p = this.deliver(job)
       .catch((err) => this.log.error({ err, queueId: job.message.id, domain: job.domain }, 'delivery attempt failed; the lease will expire and it is tried again'))
       .finally(() => {
         this.running.delete(p)
-        this.inFlight--
-        if (--this.byDomain[job.domain]! <= 0) delete this.byDomain[job.domain]
+        this.give(job.domain)
         this.notify()
       })
     this.running.add(p)

@@ -91,8 +91,12 @@ export interface QueueEntry {
 }
 
 export interface Queue {
-  /** Resolves once envelope and body are durable (fsync'd); concurrent calls share commits. */
-  enqueue(message: NewMessage): Promise<void>
+  /**
+   * Resolves once envelope and body are durable (fsync'd); concurrent calls share commits.
+   * With `leaseUntil` the recipients are written already leased to the caller (who delivers them
+   * at once from memory); resolves with the recipients' row ids, in order.
+   */
+  enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]>
   /** Leases due work. */
   claim(options: ClaimOptions): Promise<ClaimResult>
   /** Records one attempt's results for a message's recipients, and enqueues a bounce in the same write. */

@@ -5,7 +5,7 @@ import type { Resolver } from 'node:dns/promises'
 import { Tokens } from '../tokens.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
-import type { Queue } from '../queue/types.js'
+import type { NewMessage, Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import { newQueueId } from '../queue/id.js'
 import { replyError, replyFor, type Reply } from '../hooks/verdict.js'
@@ -211,7 +211,7 @@ export class SmtpListeners {
     const headerBytes = headers.toBuffer()
     if ('file' in data.body) await data.body.file.commit()
     const now = Date.now()
-    await this.queue.enqueue({
+    const message: NewMessage = {
       id,
       sender: envelope.sender.address,
       senderArgs: envelope.sender.args,
@@ -223,12 +223,23 @@ export class SmtpListeners {
       receivedAt: now,
       expiresAt: now + this.config.delivery.maxQueueLifetime,
       meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user },
-    })
+    }
+    // When delivery has free slots for every domain, the message goes out from memory at once.
+    const domains = [...new Set(message.recipients.map((r) => r.domain))]
+    const leaseUntil = this.delivery.reserve(domains)
+    let rowIds: number[]
+    try {
+      rowIds = await this.queue.enqueue(message, leaseUntil)
+    } catch (err) {
+      if (leaseUntil) this.delivery.unreserve(domains)
+      throw err
+    }
     this.log.info(
       { queueId: id, from: envelope.sender.address, to: recipients, size: headerBytes.length + data.bodySize, client: info.remoteAddress, ms: now - started },
       'message accepted',
     )
-    this.delivery.notify()
+    if (leaseUntil) this.delivery.startReserved(message, rowIds)
+    else this.delivery.notify()
     return `2.0.0 Ok: queued as ${id}`
   }
 }

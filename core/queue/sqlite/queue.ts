@@ -62,8 +62,8 @@ export class SqliteQueue implements Queue {
     this.worker.postMessage(batch)
   }
 
-  enqueue(message: NewMessage): Promise<void> {
-    return this.call('enqueue', message)
+  enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]> {
+    return this.call('enqueue', message, leaseUntil)
   }
 
   claim(options: ClaimOptions): Promise<ClaimResult> {

@@ -91,7 +91,7 @@ export class SqliteStore {
 
   private stmt = cache(this)
 
-  enqueue(m: NewMessage): void {
+  enqueue(m: NewMessage, leaseUntil?: number): number[] {
     this.stmt(
       `INSERT INTO messages (id, sender, sender_args, message_id, size, headers, body, body_file, received_at, expires_at, meta)
        VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
@@ -101,9 +101,11 @@ export class SqliteStore {
       m.receivedAt, m.expiresAt, JSON.stringify(m.meta),
     )
     const insert = this.stmt(
-      `INSERT INTO recipients (message_id, address, domain, args, state, next_attempt, updated_at) VALUES (?,?,?,?, 'queued', ?, ?)`,
+      `INSERT INTO recipients (message_id, address, domain, args, state, next_attempt, leased, updated_at) VALUES (?,?,?,?, 'queued', ?, ?, ?)`,
     )
-    for (const r of m.recipients) insert.run(m.id, r.address, r.domain, json(r.args), m.receivedAt, m.receivedAt)
+    return m.recipients.map(
+      (r) => Number(insert.run(m.id, r.address, r.domain, json(r.args), leaseUntil ?? m.receivedAt, leaseUntil ? 1 : 0, m.receivedAt).lastInsertRowid),
+    )
   }
 
   claim(o: ClaimOptions): ClaimResult {
