@@ -61,6 +61,11 @@ export class Relay {
     return this
   }
 
+  /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
+  reloadTls(): boolean {
+    return this.container?.resolve<SmtpListeners>(Tokens.Listeners).reloadTls() ?? false
+  }
+
   /** Stop accepting, let sessions and deliveries finish (up to shutdownTimeout), close the queue. */
   async stop(): Promise<void> {
     const c = this.container

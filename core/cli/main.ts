@@ -25,6 +25,15 @@ queue
   .option('--json', 'print JSON')
   .action(async (opts) => (await import('./queue.js')).queueList(opts))
 
+const tls = program.command('tls').description('TLS certificates')
+tls
+  .command('selfsigned')
+  .description('create a self-signed certificate for development')
+  .option('--name <host>', 'host name in the certificate', 'localhost')
+  .option('--out <dir>', 'directory to write <name>.key and <name>.crt', './tls')
+  .option('--days <n>', 'validity in days', '365')
+  .action(async (opts) => (await import('./tls.js')).tlsSelfSigned(opts))
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {
     process.stderr.write(`relay: ${err.message}\n`)

@@ -32,6 +32,10 @@ export async function start(opts: { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', () => {
+    relay.log.info('SIGHUP: reloading TLS certificates')
+    relay.reloadTls()
+  })
   // A bug in one session must not take the others down; it is logged loudly instead.
   process.on('uncaughtException', (err) => {
     relay.log.fatal({ err }, 'uncaught exception')

@@ -33,11 +33,19 @@ const domain = z
 
 const port = z.number().int().min(0).max(65535)
 
-const listener = z.object({
-  host: z.string().default('0.0.0.0'),
-  port,
-  role: z.enum(['mx', 'submission']),
-})
+const listener = z
+  .object({
+    host: z.string().default('0.0.0.0'),
+    port,
+    role: z.enum(['mx', 'submission']),
+    /** 'starttls' (25/587), 'implicit' (465), 'none'. Default: 'starttls' when `tls` is configured. */
+    tls: z.enum(['starttls', 'implicit', 'none']).optional(),
+    /** Offer AUTH without TLS. Off unless you accept passwords in clear text on this listener. */
+    allowPlaintextAuth: z.boolean().default(false),
+  })
+  .strict()
+
+const certPair = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict()
 
 const dnsServer = z.string().refine((s) => net.isIP(s) !== 0 || /^(\d{1,3}(\.\d{1,3}){3}:\d+|\[[0-9a-f:]+\]:\d+)$/i.test(s), {
   message: "expected an IP address or 'ip:port', like '127.0.0.1:5353'",
@@ -57,9 +65,19 @@ const pluginEntry = z.union([pluginRef, z.tuple([pluginRef]), z.tuple([pluginRef
 export const configSchema = z
   .object({
     hostname: z.string().min(1).default(() => os.hostname()),
-    listen: z.array(listener).min(1).default([{ host: '127.0.0.1', port: 2525, role: 'mx' }]),
+    listen: z.array(listener).min(1).prefault([{ host: '127.0.0.1', port: 2525, role: 'mx' }]),
     localDomains: z.array(domain).default([]),
     dataDir: z.string().min(1).default('./data'),
+    /** Certificate for STARTTLS and implicit TLS (PEM file paths); `sni` adds names with their own. */
+    tls: z
+      .object({
+        cert: z.string().min(1),
+        key: z.string().min(1),
+        sni: z.record(z.string(), certPair).default({}),
+        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+      })
+      .strict()
+      .optional(),
     dns: z
       .object({
         servers: z.array(dnsServer).min(1).optional(),
@@ -79,6 +97,14 @@ export const configSchema = z
         reverseLookup: z.boolean().default(true),
         /** Pause before the greeting; a client that talks first is refused (early talker). */
         greetingDelay: duration.default(0),
+        /** A session is closed (421) after this long, whatever it is doing. */
+        sessionTimeout: duration.default(1_800_000),
+        /** Refused commands (4xx/5xx) in one session before it is closed with 421. */
+        maxErrors: z.number().int().positive().default(20),
+        /** Commands a client may send on an AUTH-requiring listener before authenticating. */
+        maxUnauthenticatedCommands: z.number().int().positive().default(10),
+        /** A failed AUTH is answered after this delay, doubled for each further failure in the session (max 8×). */
+        authFailureDelay: duration.default(1000),
       })
       .strict()
       .prefault({}),
@@ -116,6 +142,17 @@ export const configSchema = z
       .prefault({}),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    c.listen.forEach((l, i) => {
+      if ((l.tls === 'starttls' || l.tls === 'implicit') && !c.tls) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listen', i, 'tls'],
+          message: `'${l.tls}' needs a certificate: set tls: { cert, key } (for development, \`relay tls selfsigned\` makes one)`,
+        })
+      }
+    })
+  })
 
 /** What a user writes in relay.config.ts (every key with a default is optional). */
 export type RelayConfigInput = z.input<typeof configSchema>

@@ -11,6 +11,11 @@ export interface Verdict {
   /** RFC 3463 enhanced status code, e.g. '5.7.1'. */
   status?: string
   message?: string
+  /**
+   * From an `auth` hook that accepts: the addresses (`alice@example.com`) and domains
+   * (`example.com`) the user may send as; `'*'` for any. Default: the user name, if it is an address.
+   */
+  senders?: string[]
 }
 
 /** A destination chosen by a `deliver` hook instead of the recipient domain's MX hosts. */
@@ -44,8 +49,12 @@ export interface SessionInfo {
   /** The name given in HELO/EHLO. */
   readonly helo?: string
   readonly secure: boolean
+  /** TLS protocol and cipher, once the session is encrypted. */
+  readonly tls?: { readonly version: string; readonly cipher: string }
   /** The authenticated user, once AUTH has succeeded. */
   readonly user?: string
+  /** What the authenticated user may send as (from the auth hook's verdict). */
+  readonly senders?: readonly string[]
 }
 
 export interface EnvelopeAddress {
@@ -118,6 +127,10 @@ export interface EventContexts {
   delivered: DeliveryEvent
   deferred: DeliveryEvent
   bounced: DeliveryEvent
+  /** AUTH failed (wrong credentials, or refused by a plugin). */
+  authFailed: { session: SessionInfo; username: string; method: string }
+  /** The SMTP session ended (for counters of open connections). */
+  sessionClosed: { session: SessionInfo }
 }
 export type EventName = keyof EventContexts
 

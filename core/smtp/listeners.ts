@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { inject, injectable } from 'tsyringe'
 import { SMTPServer, type SMTPServerSession, type SMTPServerDataStream, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server'
 import type { Logger } from 'pino'
@@ -9,24 +11,40 @@ import type { NewMessage, Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import { newQueueId } from '../queue/id.js'
 import { replyError, replyFor, type Reply } from '../hooks/verdict.js'
+import type { Verdict } from '../hooks/types.js'
 import { patchSmtpServer } from './patches.js'
-import { envelopeOf, sessionInfo, toAddress, type ListenerInfo } from './session.js'
+import { envelopeOf, sessionInfo, toAddress, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { parseAddress } from './address.js'
 import { BareLineEndingError, readMessage } from './data.js'
 import { receivedHeader, rfc5322Date } from './received.js'
+import { foreignHeaderSenders, senderAllowed } from './identity.js'
+import { readTlsFiles, tlsFilePaths, type TlsFiles } from './tls.js'
 import type { DeliveryScheduler } from '../delivery/scheduler.js'
 
-type Callback = (err?: Error | null) => void
-
 const fixed = (code: number, status: string, message: string): Reply => ({ code, status, message })
+
+/** What the relay remembers about one SMTP session. */
+interface SessionState {
+  /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
+  heloChecked?: string
+  errors: number
+  authFailures: number
+  timer?: NodeJS.Timeout
+}
+
+interface Listener extends ListenerInfo {
+  tls: 'starttls' | 'implicit' | 'none'
+  allowPlaintextAuth: boolean
+}
 
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
 @injectable()
 export class SmtpListeners {
-  private servers: { server: SMTPServer; listener: ListenerInfo }[] = []
-  /** The HELO name each session's helo hook last approved (the hook runs at the first MAIL). */
-  private heloChecked = new WeakMap<SMTPServerSession, string>()
+  private servers: { server: SMTPServer; listener: Listener }[] = []
+  private readonly sessions = new WeakMap<SMTPServerSession, SessionState>()
   private readonly local: Set<string>
+  private tlsFiles: TlsFiles | undefined
+  private watchers: fs.FSWatcher[] = []
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -43,9 +61,13 @@ export class SmtpListeners {
 
   /** Starts every listener; resolves with the bound addresses once all accept connections. */
   async start(): Promise<ListenerInfo[]> {
+    if (this.config.tls) {
+      this.tlsFiles = readTlsFiles(this.config.tls)
+      this.watchTlsFiles()
+    }
     const bound: ListenerInfo[] = []
     for (const l of this.config.listen) {
-      const listener: ListenerInfo = { host: l.host, port: l.port, role: l.role }
+      const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tlsFiles ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth }
       const server = this.createServer(listener)
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
@@ -58,25 +80,76 @@ export class SmtpListeners {
       const address = server.server.address()
       if (address && typeof address === 'object') listener.port = address.port
       this.servers.push({ server, listener })
-      bound.push(listener)
-      this.log.info({ host: listener.host, port: listener.port, role: listener.role }, `listening on ${listener.host}:${listener.port} (${listener.role})`)
+      bound.push({ host: listener.host, port: listener.port, role: listener.role })
+      this.log.info({ host: listener.host, port: listener.port, role: listener.role, tls: listener.tls }, `listening on ${listener.host}:${listener.port} (${listener.role})`)
     }
     return bound
   }
 
   /** Stops accepting; open sessions may finish until the timeout, then they are closed. */
   async stop(): Promise<void> {
+    for (const w of this.watchers) w.close()
     await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))))
     this.servers = []
   }
 
-  private createServer(listener: ListenerInfo): SMTPServer {
+  /**
+   * Reads the certificate files again and gives new connections the new ones; open sessions keep
+   * theirs. A file that cannot be read keeps the old certificate in use (and says so in the log).
+   */
+  reloadTls(): boolean {
+    if (!this.config.tls) return false
+    let files: TlsFiles
+    try {
+      files = readTlsFiles(this.config.tls)
+    } catch (err) {
+      this.log.error({ err }, 'TLS certificate reload failed; the previous certificate stays in use')
+      return false
+    }
+    this.tlsFiles = files
+    for (const { server, listener } of this.servers) {
+      if (listener.tls === 'none') continue
+      server.updateSecureContext({ key: files.key, cert: files.cert, sniOptions: files.sniOptions })
+      // Implicit TLS: the tls.Server's own default context serves clients that send no SNI.
+      if (listener.tls === 'implicit') (server.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: files.key, cert: files.cert, minVersion: files.minVersion })
+    }
+    this.log.info('TLS certificates reloaded')
+    return true
+  }
+
+  private watchTlsFiles(): void {
+    let timer: NodeJS.Timeout | undefined
+    for (const file of tlsFilePaths(this.config.tls!)) {
+      try {
+        const w = fs.watch(file, () => {
+          clearTimeout(timer)
+          timer = setTimeout(() => this.reloadTls(), 200)
+        })
+        w.unref()
+        this.watchers.push(w)
+      } catch {
+        // not watchable (e.g. some network filesystems): SIGHUP still reloads
+      }
+    }
+  }
+
+  private state(session: SMTPServerSession): SessionState {
+    let s = this.sessions.get(session)
+    if (!s) this.sessions.set(session, (s = { errors: 0, authFailures: 0 }))
+    return s
+  }
+
+  private createServer(listener: Listener): SMTPServer {
     const c = this.config
     const hasAuth = this.hooks.has('auth')
     const resolver = this.resolver
+    const tls = listener.tls !== 'none' ? this.tlsFiles : undefined
     return new SMTPServer({
       name: c.hostname,
       banner: 'Relay',
+      secure: listener.tls === 'implicit',
+      ...(tls ? { key: tls.key, cert: tls.cert, sniOptions: tls.sniOptions, minVersion: tls.minVersion } : {}),
+      hideSTARTTLS: listener.tls !== 'starttls',
       size: c.smtp.maxMessageSize,
       maxClients: c.smtp.maxClients,
       socketTimeout: c.smtp.socketTimeout,
@@ -86,65 +159,133 @@ export class SmtpListeners {
       hidePIPELINING: false,
       hideSMTPUTF8: false,
       hideDSN: true,
-      // TLS (STARTTLS, implicit) comes with the listener TLS options; until then no STARTTLS offer.
-      disabledCommands: hasAuth ? ['STARTTLS'] : ['STARTTLS', 'AUTH'],
-      authOptional: true,
+      hideREQUIRETLS: true,
+      authMethods: ['PLAIN', 'LOGIN'],
+      allowInsecureAuth: listener.allowPlaintextAuth,
+      // Submission needs AUTH before MAIL; smtp-server enforces it once AUTH is on offer (in TLS).
+      authOptional: !(hasAuth && listener.role === 'submission'),
+      authRequiredMessage: '5.7.0 Authentication required',
+      maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
       disableReverseLookup: !c.smtp.reverseLookup,
       resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
       logger: false,
       greetingDelay: c.smtp.greetingDelay,
       onConnect: (session, cb) => void this.onConnect(session, listener).then(() => cb(), cb),
+      onSecure: (_socket, session, cb) => {
+        this.offerCommands(session, listener, true)
+        cb()
+      },
       onAuth: (auth, session, cb) =>
-        void this.onAuth(auth, session, listener).then((user) => cb(null, { user }), (err: Error) => cb(err)),
-      onMailFrom: (address, session, cb) => void this.onMailFrom(address, session, listener).then(() => cb(), cb),
-      onRcptTo: (address, session, cb) => void this.onRcptTo(address, session, listener).then(() => cb(), cb),
+        void this.onAuth(auth, session, listener).then((user) => cb(null, { user: user as never }), (err: Error) => cb(err)),
+      onMailFrom: (address, session, cb) => void this.counted(session, this.onMailFrom(address, session, listener)).then(() => cb(), cb),
+      onRcptTo: (address, session, cb) => void this.counted(session, this.onRcptTo(address, session, listener)).then(() => cb(), cb),
       onData: (stream, session, cb) =>
-        void this.onData(stream, session, listener).then((message) => cb(null, message), (err: Error) => cb(err)),
+        void this.counted(session, this.onData(stream, session, listener)).then((message) => cb(null, message), (err: Error) => cb(err)),
+      onClose: (session) => this.onClose(session, listener),
     } as ConstructorParameters<typeof SMTPServer>[0])
+  }
+
+  /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */
+  private offerCommands(session: SMTPServerSession, listener: Listener, secure: boolean): void {
+    const disabled: string[] = []
+    if (!this.hooks.has('auth') || (!secure && !listener.allowPlaintextAuth)) disabled.push('AUTH')
+    if (listener.tls !== 'starttls' || secure) disabled.push('STARTTLS')
+    session.disabledCommands = disabled
+  }
+
+  /** Counts refused commands; past `smtp.maxErrors` the session is closed with 421. */
+  private async counted<T>(session: SMTPServerSession, work: Promise<T>): Promise<T> {
+    try {
+      return await work
+    } catch (err) {
+      const code = (err as { responseCode?: number }).responseCode ?? 0
+      if (code >= 400 && ++this.state(session).errors >= this.config.smtp.maxErrors) {
+        this.log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session')
+        throw replyError(fixed(421, '4.7.0', `${this.config.hostname} Too many errors, closing connection`))
+      }
+      throw err
+    }
   }
 
   private async decide(stage: 'connect' | 'helo' | 'mail' | 'rcpt', run: Promise<{ verdict: { action: string } } | undefined>): Promise<boolean> {
     const decision = await run
     if (!decision) return false
-    const verdict = decision.verdict as Parameters<typeof replyFor>[1]
+    const verdict = decision.verdict as Verdict
     if (verdict.action === 'accept') return true
     throw replyError(replyFor(stage, verdict))
   }
 
-  private async onConnect(session: SMTPServerSession, listener: ListenerInfo): Promise<void> {
+  private async onConnect(session: SMTPServerSession, listener: Listener): Promise<void> {
+    this.offerCommands(session, listener, listener.tls === 'implicit')
+    const state = this.state(session)
     await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener) }))
+    state.timer = setTimeout(() => this.expire(session), this.config.smtp.sessionTimeout)
+    state.timer.unref()
   }
 
-  private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, listener: ListenerInfo): Promise<string> {
-    const username = auth.username ?? ''
-    const decision = await this.hooks.run('auth', {
-      session: sessionInfo(session, listener),
-      method: auth.method,
-      username,
-      password: auth.password ?? '',
-    })
-    if (decision?.verdict.action === 'accept') {
-      this.log.info({ session: session.id, user: username, method: auth.method }, 'authenticated')
-      return username
+  /** Ends a session that has lasted `smtp.sessionTimeout` (a client that never finishes). */
+  private expire(session: SMTPServerSession): void {
+    for (const { server } of this.servers) {
+      for (const conn of (server as unknown as { connections: Set<{ session?: SMTPServerSession; send(c: number, m: string): void }> }).connections) {
+        if (conn.session !== session) continue
+        this.log.info({ session: session.id, client: session.remoteAddress }, 'session time limit reached: closing')
+        conn.send(421, `4.4.2 ${this.config.hostname} Session time limit exceeded, closing connection`)
+      }
     }
-    this.log.warn({ session: session.id, user: username, client: session.remoteAddress }, 'authentication failed')
-    throw replyError(replyFor('auth', decision?.verdict ?? { action: 'reject' }))
   }
 
-  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: ListenerInfo): Promise<void> {
+  private onClose(session: SMTPServerSession, listener: Listener): void {
+    clearTimeout(this.sessions.get(session)?.timer)
+    if (this.hooks.has('sessionClosed')) void this.hooks.emit('sessionClosed', { session: sessionInfo(session, listener) })
+  }
+
+  private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, listener: Listener): Promise<AuthenticatedUser> {
+    const username = auth.username ?? ''
     const info = sessionInfo(session, listener)
+    const decision = await this.hooks.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '' })
+    if (decision?.verdict.action === 'accept') {
+      const verdict = decision.verdict as Verdict
+      const senders = verdict.senders ?? (parseAddress(username) ? [username] : [])
+      this.log.info({ session: session.id, user: username, method: auth.method, by: decision.plugin }, 'authenticated')
+      return { username, senders }
+    }
+    const state = this.state(session)
+    state.authFailures++
+    this.log.warn({ session: session.id, user: username, client: info.remoteAddress, by: decision?.plugin }, 'authentication failed')
+    void this.hooks.emit('authFailed', { session: info, username, method: auth.method })
+    // A growing pause makes guessing passwords slow, also within one connection.
+    await sleep(this.config.smtp.authFailureDelay * Math.min(8, 2 ** (state.authFailures - 1)))
+    throw replyError(replyFor('auth', (decision?.verdict as Verdict | undefined) ?? { action: 'reject' }))
+  }
+
+  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
+    const info = sessionInfo(session, listener)
+    if (listener.role === 'submission' && !info.user) {
+      // smtp-server asks for AUTH itself once it is offered; before TLS it is not, so say why.
+      throw replyError(
+        listener.tls === 'starttls' && !info.secure
+          ? fixed(530, '5.7.0', 'Must issue a STARTTLS command first, then authenticate')
+          : fixed(530, '5.7.0', 'Authentication required'),
+      )
+    }
     const helo = session.hostNameAppearsAs
-    if (this.hooks.has('helo') && this.heloChecked.get(session) !== helo) {
+    const state = this.state(session)
+    if (this.hooks.has('helo') && state.heloChecked !== helo) {
       await this.decide('helo', this.hooks.run('helo', { session: info, helo }))
-      this.heloChecked.set(session, helo)
+      state.heloChecked = helo
     }
     if (address.address !== '' && !parseAddress(address.address)) {
       throw replyError(fixed(553, '5.1.7', 'Bad sender address syntax'))
     }
+    // An authenticated user sends only as what its backend lists for it.
+    if (info.user && address.address !== '' && !senderAllowed(address.address, info.senders ?? [])) {
+      this.log.warn({ session: session.id, user: info.user, sender: address.address }, 'sender refused: not owned by the authenticated user')
+      throw replyError(fixed(553, '5.7.1', `Sender address <${address.address}> not owned by user ${info.user}`))
+    }
     await this.decide('mail', this.hooks.run('mail', { session: info, sender: toAddress(address) }))
   }
 
-  private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: ListenerInfo): Promise<void> {
+  private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
     const parsed = parseAddress(address.address)
     if (!parsed) throw replyError(fixed(553, '5.1.3', 'Bad recipient address syntax'))
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw replyError(fixed(452, '4.5.3', 'Too many recipients'))
@@ -157,7 +298,7 @@ export class SmtpListeners {
     if (!accepted && !isLocal) throw replyError(fixed(550, '5.7.1', `Relaying denied for <${address.address}>`))
   }
 
-  private async onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: ListenerInfo): Promise<string> {
+  private async onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: Listener): Promise<string> {
     const id = newQueueId()
     const started = Date.now()
     let data: Awaited<ReturnType<typeof readMessage>>
@@ -175,6 +316,7 @@ export class SmtpListeners {
       if ('file' in data.body) await data.body.file.discard()
     }
     try {
+      // smtp-server answers 552 itself; the message must not be queued behind that answer.
       if (stream.sizeExceeded) {
         await discard()
         throw replyError(fixed(552, '5.3.4', 'Message exceeds fixed maximum message size'))
@@ -189,11 +331,19 @@ export class SmtpListeners {
   }
 
   /** Hooks, trace headers, the durable write: resolves only once the message is on disk. */
-  private async accept(id: string, data: Awaited<ReturnType<typeof readMessage>>, session: SMTPServerSession, listener: ListenerInfo, started: number): Promise<string> {
+  private async accept(id: string, data: Awaited<ReturnType<typeof readMessage>>, session: SMTPServerSession, listener: Listener, started: number): Promise<string> {
     const info = sessionInfo(session, listener)
     const envelope = envelopeOf(session)
     const { headers } = data
     const size = () => headers.toBuffer().length + data.bodySize
+
+    if (info.user) {
+      const foreign = foreignHeaderSenders(headers, info.senders ?? [])
+      if (foreign.length) {
+        this.log.warn({ session: session.id, user: info.user, header: foreign }, 'message refused: From/Sender not owned by the authenticated user')
+        throw replyError(fixed(553, '5.7.1', `Header sender <${foreign[0]}> not owned by user ${info.user}`))
+      }
+    }
 
     const d = await this.hooks.run('data', { session: info, envelope, headers, size: size() })
     if (d && d.verdict.action !== 'accept') throw replyError(replyFor('data', d.verdict))
@@ -203,7 +353,8 @@ export class SmtpListeners {
       if (!headers.has('Date')) headers.append('Date', rfc5322Date())
     }
     const recipients = envelope.recipients.map((r) => r.address)
-    headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients }))
+    const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
+    headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
 
     const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id })
     if (q && q.verdict.action !== 'accept') throw replyError(replyFor('queue', q.verdict))
@@ -235,7 +386,7 @@ export class SmtpListeners {
       throw err
     }
     this.log.info(
-      { queueId: id, from: envelope.sender.address, to: recipients, size: headerBytes.length + data.bodySize, client: info.remoteAddress, ms: now - started },
+      { queueId: id, from: envelope.sender.address, to: recipients, size: message.size, client: info.remoteAddress, user: info.user, tls: info.tls?.version, ms: now - started },
       'message accepted',
     )
     if (leaseUntil) this.delivery.startReserved(message, rowIds)

@@ -11,7 +11,8 @@ const unmap = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? i
 
 /** What plugins see of an smtp-server session. */
 export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo): SessionInfo {
-  const user = s.user as unknown
+  const user = s.user as unknown as AuthenticatedUser | undefined
+  const cipher = (s as { tlsOptions?: { name?: string; version?: string } | false }).tlsOptions
   return {
     id: s.id,
     remoteAddress: unmap(s.remoteAddress),
@@ -22,8 +23,16 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo): Sessi
     listener,
     helo: s.hostNameAppearsAs || undefined,
     secure: s.secure,
-    user: typeof user === 'string' ? user : undefined,
+    tls: s.secure && cipher ? { version: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : undefined,
+    user: user ? user.username : undefined,
+    senders: user ? user.senders : undefined,
   }
+}
+
+/** What smtp-server keeps as `session.user` after a successful AUTH. */
+export interface AuthenticatedUser {
+  username: string
+  senders: string[]
 }
 
 function toAddress(a: SMTPServerAddress | false | undefined): EnvelopeAddress {

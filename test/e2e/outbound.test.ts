@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { startRelay, type RelayProcess } from '../harness/relay.js'
+import path from 'node:path'
+import { ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 let tlsRx: TestReceiver // 127.0.0.2: STARTTLS works (self-signed: 'may' TLS does not verify)
@@ -39,11 +40,14 @@ beforeAll(async () => {
     config: {
       listen: [
         { host: '127.0.0.1', port: 0, role: 'mx' },
-        { host: '127.0.0.1', port: 0, role: 'submission' },
+        { host: '127.0.0.1', port: 0, role: 'submission', allowPlaintextAuth: true },
       ],
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, maxQueueLifetime: '3s', connectTimeout: '2s' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      plugins: [
+        [path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'), { users: { 'a@sender.test': { password: 'pw' } } }],
+        ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+      ],
     },
   })
 })
@@ -82,7 +86,7 @@ describe('outbound', () => {
 
   it('adds Message-ID and Date on the submission listener when missing, not on mx', async () => {
     const before = plainRx.messages.length
-    await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['sub@plain.test'], data: 'Subject: no ids\r\n\r\nhi\r\n' })
+    await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['sub@plain.test'], data: 'Subject: no ids\r\n\r\nhi\r\n', auth: { user: 'a@sender.test', pass: 'pw' } })
     await sendMail(relay.ports.mx!, { from: 'a@sender.test', to: ['mx@plain.test'], data: 'Subject: no ids\r\n\r\nhi\r\n' })
     const msgs = await plainRx.waitForMessages(before + 2, 10_000)
     const sub = msgs.find((m) => m.to[0] === 'sub@plain.test')!.raw.toString()

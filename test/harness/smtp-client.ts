@@ -25,7 +25,10 @@ export interface RawSmtp {
    * Extra: after the server answered 220 to STARTTLS, run a TLS handshake on the
    * same connection (certificate not verified) and continue over TLS.
    */
-  startTls(opts?: { servername?: string; timeoutMs?: number }): Promise<void>;
+  /** with `ca`, the server certificate must verify against it (and match servername) */
+  startTls(opts?: { servername?: string; timeoutMs?: number; ca?: Buffer }): Promise<void>;
+  /** protocol and cipher once secure */
+  tlsInfo(): { protocol: string | null; cipher: string; authorized: boolean } | undefined;
   /** true once startTls() completed */
   isSecure(): boolean;
 }
@@ -125,7 +128,13 @@ class RawSmtpClient implements RawSmtp {
     return this.secure;
   }
 
-  async startTls(opts: { servername?: string; timeoutMs?: number } = {}): Promise<void> {
+  tlsInfo(): { protocol: string | null; cipher: string; authorized: boolean } | undefined {
+    if (!this.secure) return undefined;
+    const t = this.socket as tls.TLSSocket;
+    return { protocol: t.getProtocol(), cipher: t.getCipher().name, authorized: t.authorized };
+  }
+
+  async startTls(opts: { servername?: string; timeoutMs?: number; ca?: Buffer } = {}): Promise<void> {
     if (this.ended) throw new Error('connection closed');
     if (this.buffer || this.lines.length || this.replies.length) {
       throw new Error('startTls: unread plaintext data pending (possible STARTTLS injection)');
@@ -136,7 +145,8 @@ class RawSmtpClient implements RawSmtp {
     const secureSocket = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const t = tls.connect({
         socket: plain,
-        rejectUnauthorized: false,
+        rejectUnauthorized: Boolean(opts.ca),
+        ...(opts.ca ? { ca: opts.ca } : {}),
         ...(opts.servername && !net.isIP(opts.servername) ? { servername: opts.servername } : {}),
       });
       const timer = setTimeout(() => {
@@ -171,14 +181,20 @@ export async function connectRaw(
   port: number,
   host = '127.0.0.1',
   timeoutMs = DEFAULT_TIMEOUT,
+  /** implicit TLS (port 465 style); `ca` verifies the server */
+  implicitTls?: { ca?: Buffer; servername?: string },
+  /** connect from this local address (e.g. 127.0.0.77, an untrusted client) */
+  localAddress?: string,
 ): Promise<{ client: RawSmtp; greeting: string }> {
   const socket = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({ port, host });
+    const s = implicitTls
+      ? tls.connect({ port, host, rejectUnauthorized: Boolean(implicitTls.ca), ca: implicitTls.ca, servername: implicitTls.servername, ...(localAddress ? { localAddress } : {}) } as tls.ConnectionOptions)
+      : net.connect({ port, host, localAddress });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new Error(`connect to ${host}:${port} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    s.once('connect', () => {
+    s.once(implicitTls ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
       resolve(s);
@@ -190,6 +206,7 @@ export async function connectRaw(
     });
   });
   const client = new RawSmtpClient(socket);
+  if (implicitTls) (client as unknown as { secure: boolean }).secure = true;
   try {
     const greeting = await client.read(timeoutMs);
     return { client, greeting };
@@ -235,13 +252,21 @@ export class SmtpTransactionError extends Error {
  */
 export async function sendMail(
   port: number,
-  opts: { from: string; to: string[]; data: string | Buffer; host?: string; helo?: string; timeoutMs?: number },
+  opts: {
+    from: string; to: string[]; data: string | Buffer; host?: string; helo?: string; timeoutMs?: number;
+    /** STARTTLS after EHLO (then EHLO again); `ca` verifies the server, `servername` for SNI */
+    starttls?: { ca?: Buffer; servername?: string } | boolean;
+    /** AUTH PLAIN after EHLO (and after STARTTLS, when asked for) */
+    auth?: { user: string; pass: string };
+    /** connect from this local address (127.x), e.g. to be an untrusted client */
+    localAddress?: string;
+  },
 ): Promise<{ replies: string[]; lastReply: string }> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT;
   const replies: string[] = [];
   let client: RawSmtp;
   try {
-    const c = await connectRaw(port, opts.host ?? '127.0.0.1', timeoutMs);
+    const c = await connectRaw(port, opts.host ?? '127.0.0.1', timeoutMs, undefined, opts.localAddress);
     client = c.client;
     replies.push(c.greeting);
   } catch (err) {
@@ -275,6 +300,16 @@ export async function sendMail(
 
   if (failed(replies[0]!)) return done();
   if (!(await step(`EHLO ${opts.helo ?? 'client.test'}`, 'EHLO'))) return done();
+  if (opts.starttls) {
+    if (!(await step('STARTTLS', 'STARTTLS'))) return done();
+    const t = typeof opts.starttls === 'object' ? opts.starttls : {};
+    await client.startTls({ servername: t.servername, ca: t.ca } as Parameters<RawSmtp['startTls']>[0]);
+    if (!(await step(`EHLO ${opts.helo ?? 'client.test'}`, 'EHLO'))) return done();
+  }
+  if (opts.auth) {
+    const token = Buffer.from(`\0${opts.auth.user}\0${opts.auth.pass}`).toString('base64');
+    if (!(await step(`AUTH PLAIN ${token}`, 'AUTH'))) return done();
+  }
   if (!(await step(`MAIL FROM:<${opts.from}>`, 'MAIL'))) return done();
   for (const rcpt of opts.to) {
     if (!(await step(`RCPT TO:<${rcpt}>`, 'RCPT'))) return done();

@@ -1,0 +1,30 @@
+import addressparser from 'nodemailer/lib/addressparser'
+import type { MessageHeaders } from './headers.js'
+
+/**
+ * Whether `address` is one the user may send as: an entry `'*'`, the address itself, or its
+ * domain (`example.com` or `@example.com`). Case-insensitive.
+ */
+export function senderAllowed(address: string, senders: readonly string[]): boolean {
+  const lower = address.toLowerCase()
+  const domain = lower.slice(lower.lastIndexOf('@') + 1)
+  return senders.some((entry) => {
+    const e = entry.toLowerCase()
+    if (e === '*') return true
+    if (e.includes('@') && !e.startsWith('@')) return e === lower
+    return (e.startsWith('@') ? e.slice(1) : e) === domain
+  })
+}
+
+/** Addresses in the From: and Sender: header fields that the user may not send as. */
+export function foreignHeaderSenders(headers: MessageHeaders, senders: readonly string[]): string[] {
+  const out: string[] = []
+  for (const name of ['From', 'Sender']) {
+    for (const value of headers.getAll(name)) {
+      const flat = (list: ReturnType<typeof addressparser>): string[] =>
+        list.flatMap((a) => ('group' in a && a.group ? flat(a.group) : a.address ? [a.address] : []))
+      for (const address of flat(addressparser(value))) if (!senderAllowed(address, senders)) out.push(address)
+    }
+  }
+  return out
+}
