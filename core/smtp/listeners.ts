@@ -76,7 +76,13 @@ export class SmtpListeners {
           resolve()
         })
       })
-      server.on('error', (err) => this.log.error({ err, listener }, 'listener error'))
+      // Client-side failures (a TLS handshake a client broke off, a reset) come here too: one
+      // short line each; anything else is a server problem.
+      server.on('error', (err: Error & { meta?: { stage?: string; remoteAddress?: string } }) =>
+        err.meta?.remoteAddress
+          ? this.log.info({ client: err.meta.remoteAddress, stage: err.meta.stage, error: err.message.trim() }, 'client connection failed')
+          : this.log.error({ err, listener: { host: listener.host, port: listener.port } }, 'listener error'),
+      )
       const address = server.server.address()
       if (address && typeof address === 'object') listener.port = address.port
       this.servers.push({ server, listener })
@@ -109,9 +115,8 @@ export class SmtpListeners {
     this.tlsFiles = files
     for (const { server, listener } of this.servers) {
       if (listener.tls === 'none') continue
+      // smtp-server upgrades sockets itself (STARTTLS and implicit) from these contexts.
       server.updateSecureContext({ key: files.key, cert: files.cert, sniOptions: files.sniOptions })
-      // Implicit TLS: the tls.Server's own default context serves clients that send no SNI.
-      if (listener.tls === 'implicit') (server.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: files.key, cert: files.cert, minVersion: files.minVersion })
     }
     this.log.info('TLS certificates reloaded')
     return true

@@ -1,0 +1,248 @@
+// TLS on the listeners (STARTTLS, implicit, SNI, reload) and authenticated submission: AUTH only
+// inside TLS, submission needs AUTH, failures slow down, the user sends only as what it owns.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import path from 'node:path'
+import crypto from 'node:crypto'
+import tls from 'node:tls'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
+import { makeCa, type TestCa } from '../harness/tls.js'
+import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+
+let ca: TestCa
+let dns: TestDns
+let mx: TestReceiver
+let relay: RelayProcess
+let certDir: string
+const PASSWORD = 'S3cret-Pa55word!'
+const auth = { user: 'alice@corp.test', pass: PASSWORD }
+const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
+const b64 = (s: string) => Buffer.from(s).toString('base64')
+
+function peerCn(servername: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ port, host: '127.0.0.1', servername, ca: ca.caPem }, () => {
+      const cn = s.getPeerCertificate().subject.CN as string
+      s.destroy()
+      resolve(cn)
+    })
+    s.on('error', reject)
+  })
+}
+
+beforeAll(async () => {
+  ca = makeCa()
+  certDir = tempDir('relay-certs-')
+  const main = ca.issue(['relay.test'])
+  const other = ca.issue(['mail.other.test'])
+  fs.copyFileSync(main.key, path.join(certDir, 'relay.key'))
+  fs.copyFileSync(main.cert, path.join(certDir, 'relay.crt'))
+  mx = await startReceiver({ host: '127.0.0.2' })
+  dns = await startDns({ 'dest.test': { A: ['127.0.0.2'] } })
+  relay = await startRelay({
+    config: {
+      listen: [
+        { host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' },
+        { host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' },
+        { host: '127.0.0.1', port: 0, role: 'mx', tls: 'starttls' },
+      ],
+      tls: { cert: path.join(certDir, 'relay.crt'), key: path.join(certDir, 'relay.key'), sni: { 'mail.other.test': other } },
+      dns: { servers: [dns.server] },
+      delivery: { port: mx.port },
+      smtp: { reverseLookup: false, authFailureDelay: '200ms' },
+      log: { level: 'debug' },
+      plugins: [
+        [STATIC_AUTH, { users: { 'alice@corp.test': { password: PASSWORD, senders: ['alice@corp.test', 'corp-alias.test'] } } }],
+        ['relay-acl', { trustedNetworks: [] }],
+      ],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns?.close(), mx?.close()])
+})
+
+const starttlsPort = () => relay.logs.filter((l) => l.role === 'submission' && l.tls === 'starttls').map((l) => l.port as number)[0]!
+const implicitPort = () => relay.logs.filter((l) => l.tls === 'implicit').map((l) => l.port as number)[0]!
+
+describe('TLS', () => {
+  it('STARTTLS with a certificate that verifies against the CA, TLS 1.2 or newer', async () => {
+    const { client } = await connectRaw(starttlsPort())
+    expect(await client.command('EHLO client.test')).toMatch(/^250-.*\r\n250-STARTTLS|STARTTLS/)
+    expect(await client.command('STARTTLS')).toMatch(/^220 /)
+    await client.startTls({ ca: ca.caPem, servername: 'relay.test' })
+    const info = client.tlsInfo()!
+    expect(info.authorized).toBe(true)
+    expect(['TLSv1.2', 'TLSv1.3']).toContain(info.protocol)
+    expect(await client.command('EHLO client.test')).not.toMatch(/STARTTLS/)
+    client.close()
+  })
+
+  it('refuses TLS 1.1 and older', async () => {
+    const attempt = new Promise<string>((resolve) => {
+      const s = tls.connect({ port: implicitPort(), host: '127.0.0.1', ca: ca.caPem, servername: 'relay.test', maxVersion: 'TLSv1.1', minVersion: 'TLSv1' })
+      s.on('secureConnect', () => {
+        s.destroy()
+        resolve('connected')
+      })
+      s.on('error', (err) => resolve(`error: ${err.message}`))
+    })
+    expect(await attempt).toMatch(/^error: /)
+  })
+
+  it('serves the SNI certificate for a configured extra name, the default one otherwise', async () => {
+    expect(await peerCn('mail.other.test', implicitPort())).toBe('mail.other.test')
+    expect(await peerCn('relay.test', implicitPort())).toBe('relay.test')
+  })
+
+  it('implicit TLS: greeting inside TLS, AUTH offered at once', async () => {
+    const { client, greeting } = await connectRaw(implicitPort(), '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' })
+    expect(greeting).toMatch(/^220 /)
+    expect(await client.command('EHLO client.test')).toMatch(/AUTH PLAIN LOGIN/)
+    client.close()
+  })
+
+  it('reloads the certificate on SIGHUP without dropping an open session', async () => {
+    // a session opened before the reload...
+    const { client } = await connectRaw(implicitPort(), '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' })
+    await client.command('EHLO client.test')
+    const renewed = ca.issue(['relay.test'], { file: 'renewed' })
+    fs.copyFileSync(renewed.key, path.join(certDir, 'relay.key'))
+    fs.copyFileSync(renewed.cert, path.join(certDir, 'relay.crt'))
+    relay.child.kill('SIGHUP')
+    await relay.waitForLog((l) => l.msg === 'TLS certificates reloaded')
+    // ...new connections get the new certificate
+    const serial = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ port: implicitPort(), host: '127.0.0.1', servername: 'relay.test', ca: ca.caPem }, () => {
+        const n = s.getPeerCertificate().serialNumber
+        s.destroy()
+        resolve(n)
+      })
+      s.on('error', reject)
+    })
+    const expected = new crypto.X509Certificate(fs.readFileSync(renewed.cert)).serialNumber
+    expect(serial.toUpperCase()).toBe(expected.toUpperCase())
+    // ...and the old session still works
+    const token = b64(`\0${auth.user}\0${auth.pass}`)
+    expect(await client.command(`AUTH PLAIN ${token}`)).toMatch(/^235 /)
+    expect(await client.command('MAIL FROM:<alice@corp.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<bob@dest.test>')).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const reply = client.read()
+    client.send(dotStuff('From: alice@corp.test\r\nSubject: across a reload\r\n\r\nhi\r\n'))
+    expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as /)
+    client.close()
+  })
+
+  it('a listener that needs TLS without a certificate is a config error naming the key', () => {
+    const dir = tempDir('relay-notls-')
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' }], dataDir: path.join(dir, 'data') }))
+    for (const cmd of ['check-config', 'start']) {
+      const r = runCli([cmd, '--config', file])
+      expect(r.code).toBe(2)
+      expect(r.stderr).toMatch(/listen\[0\]\.tls: 'starttls' needs a certificate: set tls: \{ cert, key \}/)
+    }
+  })
+
+  it('relay tls selfsigned writes a usable key and certificate', () => {
+    const dir = tempDir('relay-selfsigned-')
+    const r = runCli(['tls', 'selfsigned', '--name', 'dev.relay.test', '--out', dir])
+    expect(r.code, r.stderr).toBe(0)
+    const cert = new crypto.X509Certificate(fs.readFileSync(path.join(dir, 'dev.relay.test.crt')))
+    expect(cert.subject).toContain('CN=dev.relay.test')
+    expect(cert.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(dir, 'dev.relay.test.key'))))).toBe(true)
+  })
+})
+
+describe('AUTH and submission', () => {
+  it('offers AUTH only after STARTTLS; MAIL before AUTH gets 530', async () => {
+    const { client } = await connectRaw(starttlsPort())
+    const ehlo = await client.command('EHLO client.test')
+    expect(ehlo).not.toMatch(/AUTH/)
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^5\d\d /)
+    expect(await client.command('MAIL FROM:<alice@corp.test>')).toMatch(/^530 5\.7\.0 Must issue a STARTTLS command first/)
+    await client.command('RSET')
+    expect(await client.command('STARTTLS')).toMatch(/^220 /)
+    await client.startTls({ ca: ca.caPem, servername: 'relay.test' })
+    expect(await client.command('EHLO client.test')).toMatch(/AUTH PLAIN LOGIN/)
+    expect(await client.command('MAIL FROM:<alice@corp.test>')).toMatch(/^530 5\.7\.0 Authentication required/)
+    client.close()
+  })
+
+  it('AUTH LOGIN and PLAIN succeed; a wrong password gets 535 5.7.8, each failure answered more slowly', async () => {
+    const { client } = await connectRaw(implicitPort(), '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' })
+    await client.command('EHLO client.test')
+    const t1 = Date.now()
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0wrong`)}`)).toMatch(/^535 5\.7\.8 /)
+    const first = Date.now() - t1
+    const t2 = Date.now()
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0wrong-again`)}`)).toMatch(/^535 5\.7\.8 /)
+    const second = Date.now() - t2
+    expect(first).toBeGreaterThanOrEqual(190)
+    expect(second).toBeGreaterThanOrEqual(390)
+    expect(await client.command('AUTH LOGIN')).toMatch(/^334 /)
+    expect(await client.command(b64(auth.user))).toMatch(/^334 /)
+    expect(await client.command(b64(auth.pass))).toMatch(/^235 2\.7\.0 /)
+    client.close()
+    const failures = relay.logs.filter((l) => l.msg === 'authentication failed')
+    expect(failures.length).toBeGreaterThanOrEqual(2)
+  })
+
+  it('never writes a password to the log, even at debug level', async () => {
+    await relay.waitForLog((l) => l.msg === 'authenticated')
+    const all = relay.logs.map((l) => JSON.stringify(l)).join('\n')
+    expect(all).toContain('authenticated')
+    expect(all).not.toContain(PASSWORD)
+    expect(all).not.toContain('wrong-again')
+    expect(all).not.toContain(b64(`\0${auth.user}\0${auth.pass}`))
+  })
+
+  it('sends as an owned address; a foreign envelope sender or From/Sender header gets 553 5.7.1', async () => {
+    const port = starttlsPort()
+    const tlsOpts = { ca: ca.caPem, servername: 'relay.test' }
+    const ok = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: 'From: Alice <x@corp-alias.test>\r\nSubject: mine\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
+    expect(ok.lastReply).toMatch(/^250 2\.0\.0 Ok: queued as /)
+    const env = await sendMail(port, { from: 'ceo@bank.test', to: ['bob@dest.test'], data: 'Subject: x\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
+    expect(env.lastReply).toBe('553 5.7.1 Sender address <ceo@bank.test> not owned by user alice@corp.test')
+    const from = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: 'From: "Alice" <ceo@bank.test>\r\nSubject: x\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
+    expect(from.lastReply).toBe('553 5.7.1 Header sender <ceo@bank.test> not owned by user alice@corp.test')
+    const sender = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: 'From: alice@corp.test\r\nSender: ops@bank.test\r\nSubject: x\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
+    expect(sender.lastReply).toMatch(/^553 5\.7\.1 Header sender <ops@bank\.test>/)
+
+    const [msg] = await mx.waitForMessages(1, 10_000)
+    const raw = msg!.raw.toString()
+    expect(raw).toMatch(/^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\t\(using TLSv1\.[23] with cipher [A-Z0-9_-]+\)\r\n\tby relay\.test \(Relay\) with ESMTPSA id /)
+    expect(mx.messages.filter((m) => /ceo@bank|ops@bank/.test(m.raw.toString()))).toEqual([])
+  })
+})
+
+describe('plaintext AUTH', () => {
+  it('is offered without TLS only on a listener that opts in', async () => {
+    const r = await startRelay({
+      config: {
+        listen: [
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 0, role: 'mx', tls: 'none' },
+        ],
+        smtp: { reverseLookup: false },
+        plugins: [[STATIC_AUTH, { users: { 'u@x.test': { password: 'p' } } }]],
+      },
+    })
+    try {
+      const sub = await connectRaw(r.ports.submission!)
+      expect(await sub.client.command('EHLO c.test')).toMatch(/AUTH PLAIN LOGIN/)
+      expect(await sub.client.command(`AUTH PLAIN ${b64('\0u@x.test\0p')}`)).toMatch(/^235 /)
+      sub.client.close()
+      const mxc = await connectRaw(r.ports.mx!)
+      expect(await mxc.client.command('EHLO c.test')).not.toMatch(/AUTH/)
+      mxc.client.close()
+    } finally {
+      await r.stop()
+    }
+  })
+})
