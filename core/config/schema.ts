@@ -105,6 +105,8 @@ export const configSchema = z
         maxUnauthenticatedCommands: z.number().int().positive().default(10),
         /** A failed AUTH is answered after this delay, doubled for each further failure in the session (max 8×). */
         authFailureDelay: duration.default(1000),
+        /** Take `%`, `!` or a quoted `@` in a local-domain recipient's local part (routing); off: 550 5.7.1. */
+        allowRoutingInLocalPart: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

@@ -1,28 +1,59 @@
 import net from 'node:net'
 
 export interface ParsedAddress {
+  /** As given (its case may matter to the mailbox); a quoted local part keeps its quotes. */
   local: string
-  /** Lower-cased; an IP literal keeps its brackets. */
+  /** Lower-cased; an IP literal keeps its brackets (`[192.0.2.1]`, `[ipv6:2001:db8::1]`). */
   domain: string
 }
 
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\uffff-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\uffff-]+)*$/
-const QUOTED = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\uffff]|\\[\x20-\x7e])*"$/
+const QUOTED = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\uffff]|\\[\x20-\x7e])+"$/
+const IPV4_LITERAL = /^\[(\d{1,3}(?:\.\d{1,3}){3})\]$/
+const IPV6_LITERAL = /^\[IPv6:([0-9a-f:.]+)\]$/i
 
 /**
  * Splits an envelope address into local part and domain, or returns undefined when it is not a
- * plain `local@domain` mailbox (RFC 5321 §4.1.2): no source routes, no trailing dots, no bare names.
+ * plain `local-part@domain` mailbox (RFC 5321 §4.1.2). Strict on purpose: every address that gets
+ * past it names exactly one mailbox in exactly one domain, so a domain check cannot be fooled.
+ *
+ * - local part: a dot-atom (no leading, trailing or double dots; UTF-8 allowed for SMTPUTF8) or a
+ *   non-empty quoted string; at most 64 octets (RFC 5321 §4.5.3.1.1).
+ * - domain: letter-digit-hyphen labels of 1-63 characters, at least two of them, at most 253
+ *   characters, no trailing dot, the last label not all digits (a bare IP is not a domain); or an
+ *   address literal, `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3), and nothing else in
+ *   brackets.
+ * - the whole address at most 254 octets (a 256-octet path, RFC 5321 §4.5.3.1.3, less `<>`).
+ * - refused: a bare name (`postmaster`: the RCPT code handles that one), source routes
+ *   (`@a:b@c`), several `@` outside quotes, trailing dots, IP addresses without brackets.
+ *
+ * Routing inside an accepted local part (`user%host`, `host!user`, `"user@host"`) is syntax RFC
+ * 5321 allows; whether to take it is a policy, see `hasRoutingInLocalPart`.
  */
 export function parseAddress(address: string): ParsedAddress | undefined {
+  if (Buffer.byteLength(address) > 254) return undefined
   const at = address.lastIndexOf('@')
   if (at <= 0 || at === address.length - 1) return undefined
   const local = address.slice(0, at)
   const domain = address.slice(at + 1)
-  if (local.length > 64 || !(DOT_ATOM.test(local) || QUOTED.test(local))) return undefined
-  const literal = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(domain)
-  if (literal) return net.isIP(literal[1]!) ? { local, domain: domain.toLowerCase() } : undefined
-  // A bare IP (no brackets) is not a domain: its last label would be all digits.
+  if (Buffer.byteLength(local) > 64 || !(DOT_ATOM.test(local) || QUOTED.test(local))) return undefined
+  if (domain.startsWith('[')) {
+    const v4 = IPV4_LITERAL.exec(domain)
+    const v6 = IPV6_LITERAL.exec(domain)
+    return (v4 && net.isIPv4(v4[1]!)) || (v6 && net.isIPv6(v6[1]!)) ? { local, domain: domain.toLowerCase() } : undefined
+  }
   if (!DOMAIN.test(domain) || !domain.includes('.') || /\.\d+$/.test(domain)) return undefined
   return { local, domain: domain.toLowerCase() }
+}
+
+/**
+ * Whether a local part carries sender-specified routing that some mail stores and MTAs downstream
+ * act on: the percent hack (`user%other.example`), a UUCP bang path (`other.example!user`) or an
+ * `@` inside a quoted local part (`"user@other.example"`). Accepted for a local domain, such an
+ * address can carry mail on to a foreign one. The core refuses these for local domains unless
+ * `smtp.allowRoutingInLocalPart` (like Postfix's `allow_untrusted_routing = no`).
+ */
+export function hasRoutingInLocalPart(local: string): boolean {
+  return /[%!@]/.test(local)
 }

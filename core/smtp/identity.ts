@@ -1,13 +1,17 @@
 import addressparser from 'nodemailer/lib/addressparser'
 import type { MessageHeaders } from './headers.js'
+import { parseAddress } from './address.js'
 
 /**
  * Whether `address` is one the user may send as: an entry `'*'`, the address itself, or its
  * domain (`example.com` or `@example.com`). Case-insensitive.
  */
 export function senderAllowed(address: string, senders: readonly string[]): boolean {
+  // Only a plain local@domain can be owned (`a@evil.test@example.com` is nobody's).
+  const parsed = parseAddress(address)
+  if (!parsed) return false
   const lower = address.toLowerCase()
-  const domain = lower.slice(lower.lastIndexOf('@') + 1)
+  const domain = parsed.domain
   return senders.some((entry) => {
     const e = entry.toLowerCase()
     if (e === '*') return true

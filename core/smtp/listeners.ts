@@ -14,7 +14,7 @@ import { replyError, replyFor, type Reply } from '../hooks/verdict.js'
 import type { Verdict } from '../hooks/types.js'
 import { patchSmtpServer } from './patches.js'
 import { envelopeOf, sessionInfo, toAddress, type AuthenticatedUser, type ListenerInfo } from './session.js'
-import { parseAddress } from './address.js'
+import { hasRoutingInLocalPart, parseAddress } from './address.js'
 import { BareLineEndingError, readMessage } from './data.js'
 import { receivedHeader, rfc5322Date } from './received.js'
 import { foreignHeaderSenders, senderAllowed } from './identity.js'
@@ -257,7 +257,7 @@ export class SmtpListeners {
     const state = this.state(session)
     state.authFailures++
     this.log.warn({ session: session.id, user: username, client: info.remoteAddress, by: decision?.plugin }, 'authentication failed')
-    void this.hooks.emit('authFailed', { session: info, username, method: auth.method })
+    void this.hooks.emit('authFailed', { session: info, username, method: auth.method, temporary: decision?.verdict.action === 'tempfail' })
     // A growing pause makes guessing passwords slow, also within one connection.
     await sleep(this.config.smtp.authFailureDelay * Math.min(8, 2 ** (state.authFailures - 1)))
     throw replyError(replyFor('auth', (decision?.verdict as Verdict | undefined) ?? { action: 'reject' }))
@@ -291,16 +291,32 @@ export class SmtpListeners {
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
+    // RFC 5321 §4.1.1.3: `RCPT TO:<postmaster>` must be accepted; it is the first local domain's.
+    if (address.address.toLowerCase() === 'postmaster') {
+      const domain = this.config.localDomains[0]
+      if (!domain) throw replyError(fixed(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'))
+      address.address = `postmaster@${domain}`
+    }
     const parsed = parseAddress(address.address)
     if (!parsed) throw replyError(fixed(553, '5.1.3', 'Bad recipient address syntax'))
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw replyError(fixed(452, '4.5.3', 'Too many recipients'))
     const isLocal = this.local.has(parsed.domain)
+    // `user%other@local`, `other!user@local`, `"user@other"@local`: mail stores may route these on.
+    if (isLocal && !this.config.smtp.allowRoutingInLocalPart && hasRoutingInLocalPart(parsed.local)) {
+      throw replyError(fixed(550, '5.7.1', `Routing in the local part is not allowed: <${address.address}>`))
+    }
     const accepted = await this.decide(
       'rcpt',
       this.hooks.run('rcpt', { session: sessionInfo(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal }),
     )
     // Closed by default: only local domains, or what a plugin accepted, get in.
     if (!accepted && !isLocal) throw replyError(fixed(550, '5.7.1', `Relaying denied for <${address.address}>`))
+    // smtp-server dedupes recipients by what the client typed; `<postmaster>` is now another spelling.
+    if (parsed.local.toLowerCase() === 'postmaster' && isLocal) {
+      const rcpts = session.envelope.rcptTo
+      const twin = rcpts.findIndex((r) => r !== address && r.address.toLowerCase() === address.address.toLowerCase())
+      if (twin >= 0) rcpts.splice(twin, 1)
+    }
   }
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: Listener): Promise<string> {
