@@ -1,6 +1,6 @@
 import type { HookName, Route, RouteDecision, Verdict } from './types.js'
 
-type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string }]
+type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string; senders?: string[] }]
 
 const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/
 

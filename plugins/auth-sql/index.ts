@@ -1,0 +1,95 @@
+// auth-sql: AUTH against users in PostgreSQL or SQLite. Stored values are scrypt hashes
+// (`scrypt$N$r$p$saltB64$hashB64`), never plain passwords. A database that is down, slow or
+// misconfigured gives 454 4.7.0 (try again later) and an error log line, never a crash.
+//
+//   plugins: [['auth-sql', { driver: 'postgres', url: 'postgres://relay@db/mail' }]]
+//   plugins: [['auth-sql', { driver: 'sqlite', file: '/etc/relay/users.db' }]]
+//
+// Default table (see README.md): relay_users(username text primary key, password_hash text not
+// null, senders text).
+import { accept, definePlugin, reject, tempfail, type Verdict } from '../../core/index.js'
+import { postgresBackend, sqliteBackend, type Backend } from './backends.js'
+import { PasswordChecker, parseScryptHash } from './hash.js'
+import { options, type AuthSqlOptions } from './options.js'
+import { parseSenders } from './senders.js'
+
+interface State {
+  backend: Backend
+  checker: PasswordChecker
+}
+
+// Setup and hooks see the same options object: it keys this plugin instance's state.
+const states = new WeakMap<object, State>()
+
+/** An accepting verdict that carries what the user may send as. */
+/** A one-line reason for the log (AggregateError from a refused dual-stack connect has no message). */
+function reason(err: unknown): string {
+  const e = err as { message?: string; code?: string; errors?: unknown[] }
+  return e?.message || e?.code || (e?.errors?.length ? reason(e.errors[0]) : String(err))
+}
+
+function authenticated(senders: string[] | undefined): Verdict {
+  return senders ? { ...accept(), senders } : accept()
+}
+
+export default definePlugin<AuthSqlOptions>({
+  name: 'auth-sql',
+  options,
+  setup({ options, log }) {
+    const backend = options.driver === 'postgres' ? postgresBackend(options, log) : sqliteBackend(options, log)
+    states.set(options, { backend, checker: new PasswordChecker() })
+    if (options.driver === 'postgres') {
+      // Early word in the log when the database is unreachable; AUTH works once it is back.
+      backend.lookup('').then(
+        () => log.info('PostgreSQL user database reachable'),
+        (err: unknown) => log.warn({ err: reason(err) }, 'PostgreSQL user database not usable yet; AUTH answers 454 until it is'),
+      )
+    }
+    return async () => {
+      states.delete(options)
+      await backend.close()
+    }
+  },
+  hooks: {
+    async auth({ username, password, options, log }) {
+      const state = states.get(options)
+      if (!state) return tempfail()
+      if (username === '' || username.length > 1024 || username.includes('\0')) {
+        // No such user can exist (and a NUL would make PostgreSQL fail the query instead).
+        await state.checker.waste(password)
+        return reject()
+      }
+      let row
+      try {
+        row = await state.backend.lookup(username)
+      } catch (err) {
+        log.error({ err: reason(err), user: username, driver: options.driver }, 'user database failed: AUTH tempfailed')
+        return tempfail()
+      }
+      if (!row) {
+        log.debug({ user: username }, 'no such user')
+        await state.checker.waste(password)
+        return reject()
+      }
+      const stored = typeof row.password_hash === 'string' ? parseScryptHash(row.password_hash) : undefined
+      if (!stored) {
+        // Never compared as a plain password; the value itself is not logged.
+        log.error({ user: username }, "password_hash is not a supported hash (expected 'scrypt$N$r$p$salt$hash')")
+        await state.checker.waste(password)
+        return reject()
+      }
+      let ok: boolean
+      try {
+        ok = await state.checker.verify(password, stored)
+      } catch (err) {
+        log.error({ err: reason(err), user: username }, 'password check failed')
+        return tempfail()
+      }
+      if (!ok) {
+        log.debug({ user: username }, 'wrong password')
+        return reject()
+      }
+      return authenticated(parseSenders(row.senders))
+    },
+  },
+})
