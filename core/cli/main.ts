@@ -1,6 +1,9 @@
 import 'reflect-metadata'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Command } from 'commander'
-import { ConfigError } from '../config/load.js'
+import { ConfigError, loadConfig } from '../config/load.js'
 
 const program = new Command('relay').description('Relay: a plugin-driven mail transfer agent').showHelpAfterError()
 const configOption = ['-c, --config <file>', 'config file (default: searched as relay.config.ts, .relayrc, ...)'] as const
@@ -33,6 +36,21 @@ tls
   .option('--out <dir>', 'directory to write <name>.key and <name>.crt', './tls')
   .option('--days <n>', 'validity in days', '365')
   .action(async (opts) => (await import('./tls.js')).tlsSelfSigned(opts))
+
+// Bundled plugins add their own verbs: plugins/<name>/cli.js (cli.ts when run from source) may export
+// `register(program, { loadConfig })`. Same directory as the plugins themselves (hooks/load-plugins.ts).
+const PLUGINS_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
+for (const name of fs.existsSync(PLUGINS_DIR) ? fs.readdirSync(PLUGINS_DIR).sort() : []) {
+  const file = ['cli.js', 'cli.ts'].map((f) => path.join(PLUGINS_DIR, name, f)).find((f) => fs.existsSync(f))
+  if (!file) continue
+  try {
+    const { register } = (await import(pathToFileURL(file).href)) as { register?: (program: Command, env: { loadConfig: (file?: string) => Promise<unknown> }) => void }
+    register?.(program, { loadConfig })
+  } catch (err) {
+    // One plugin's broken CLI must not take `relay start` down with it.
+    process.stderr.write(`relay: the commands of plugin ${name} are unavailable: ${(err as Error).message}\n`)
+  }
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

@@ -128,7 +128,7 @@ export interface EventContexts {
   deferred: DeliveryEvent
   bounced: DeliveryEvent
   /** AUTH failed (wrong credentials, or refused by a plugin). */
-  authFailed: { session: SessionInfo; username: string; method: string }
+  authFailed: { session: SessionInfo; username: string; method: string; /** A plugin answered tempfail (e.g. its backend is down): not a wrong password. */ temporary?: boolean }
   /** The SMTP session ended (for counters of open connections). */
   sessionClosed: { session: SessionInfo }
 }

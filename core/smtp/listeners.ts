@@ -27,7 +27,6 @@ const fixed = (code: number, status: string, message: string): Reply => ({ code,
 interface SessionState {
   /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
   heloChecked?: string
-  errors: number
   authFailures: number
   timer?: NodeJS.Timeout
 }
@@ -140,7 +139,7 @@ export class SmtpListeners {
 
   private state(session: SMTPServerSession): SessionState {
     let s = this.sessions.get(session)
-    if (!s) this.sessions.set(session, (s = { errors: 0, authFailures: 0 }))
+    if (!s) this.sessions.set(session, (s = { authFailures: 0 }))
     return s
   }
 
@@ -171,6 +170,9 @@ export class SmtpListeners {
       authOptional: !(hasAuth && listener.role === 'submission'),
       authRequiredMessage: '5.7.0 Authentication required',
       maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
+      // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
+      maxErrors: c.smtp.maxErrors,
+      onTooManyErrors: (session: SMTPServerSession) => this.log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
       disableReverseLookup: !c.smtp.reverseLookup,
       resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
       logger: false,
@@ -182,10 +184,10 @@ export class SmtpListeners {
       },
       onAuth: (auth, session, cb) =>
         void this.onAuth(auth, session, listener).then((user) => cb(null, { user: user as never }), (err: Error) => cb(err)),
-      onMailFrom: (address, session, cb) => void this.counted(session, this.onMailFrom(address, session, listener)).then(() => cb(), cb),
-      onRcptTo: (address, session, cb) => void this.counted(session, this.onRcptTo(address, session, listener)).then(() => cb(), cb),
+      onMailFrom: (address, session, cb) => void this.onMailFrom(address, session, listener).then(() => cb(), cb),
+      onRcptTo: (address, session, cb) => void this.onRcptTo(address, session, listener).then(() => cb(), cb),
       onData: (stream, session, cb) =>
-        void this.counted(session, this.onData(stream, session, listener)).then((message) => cb(null, message), (err: Error) => cb(err)),
+        void this.onData(stream, session, listener).then((message) => cb(null, message), (err: Error) => cb(err)),
       onClose: (session) => this.onClose(session, listener),
     } as ConstructorParameters<typeof SMTPServer>[0])
   }
@@ -196,20 +198,6 @@ export class SmtpListeners {
     if (!this.hooks.has('auth') || (!secure && !listener.allowPlaintextAuth)) disabled.push('AUTH')
     if (listener.tls !== 'starttls' || secure) disabled.push('STARTTLS')
     session.disabledCommands = disabled
-  }
-
-  /** Counts refused commands; past `smtp.maxErrors` the session is closed with 421. */
-  private async counted<T>(session: SMTPServerSession, work: Promise<T>): Promise<T> {
-    try {
-      return await work
-    } catch (err) {
-      const code = (err as { responseCode?: number }).responseCode ?? 0
-      if (code >= 400 && ++this.state(session).errors >= this.config.smtp.maxErrors) {
-        this.log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session')
-        throw replyError(fixed(421, '4.7.0', `${this.config.hostname} Too many errors, closing connection`))
-      }
-      throw err
-    }
   }
 
   private async decide(stage: 'connect' | 'helo' | 'mail' | 'rcpt', run: Promise<{ verdict: { action: string } } | undefined>): Promise<boolean> {

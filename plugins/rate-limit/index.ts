@@ -1,0 +1,281 @@
+// rate-limit: per-IP connection limits and AUTH lockout, per-user and per-sender-domain message
+// limits, on rate-limiter-flexible (in memory, or in Redis shared by several relays).
+// Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
+// Every option and default: README.md.
+import { definePlugin, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
+import { networkMatcher, optionsSchema, type RateLimitOptions } from './options.js'
+import { consume, memoryStore, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
+
+/** A connection slot of one session: still being taken, held, or its session ended while it was being taken. */
+interface Slot {
+  key: string
+  phase: 'acquiring' | 'held' | 'closed'
+}
+
+interface State {
+  store: Store
+  exempt(ip: string): boolean
+  connRate?: Limiter
+  authFail?: Limiter
+  userMsgs?: Limiter
+  userRcpts?: Limiter
+  domainMsgs?: Limiter
+  gauge?: Gauge
+  slots: Map<string, Slot>
+  /** Sessions whose last AUTH we refused for a lockout: that failure is not counted again. */
+  lockoutRefused: Set<string>
+  storeFailed(err: unknown, limit: string): void
+}
+
+const states = new WeakMap<object, State>()
+
+type Ctx = PluginContext<RateLimitOptions>
+
+const HOUR = 3_600_000
+const minutes = (ms: number) => Math.max(1, Math.ceil(ms / 60_000))
+
+/** Logs the refusal with the limit and the key that was hit, and gives the tempfail verdict. */
+function refuse(ctx: Ctx, session: SessionInfo, limit: string, key: string, retryMs: number, reply: { code: number; status: string; message: string }): Verdict {
+  ctx.log.warn({ limit, key, client: session.remoteAddress, session: session.id, retryInSec: Math.ceil(retryMs / 1000) }, `rate limit hit: ${limit}`)
+  return tempfail(reply)
+}
+
+/** A store failure: logged (at most every 10 s), then the mail passes unless onStoreError is 'tempfail'. */
+function storeFailure(ctx: Ctx, st: State, err: unknown, limit: string, reply: { code: number; status: string }): Verdict | undefined {
+  st.storeFailed(err, limit)
+  if (ctx.options.onStoreError !== 'tempfail') return undefined
+  return tempfail({ ...reply, message: 'Rate limit service unavailable, try again later' })
+}
+
+function stateOf(options: RateLimitOptions): State | undefined {
+  return states.get(options)
+}
+
+export default definePlugin<RateLimitOptions>({
+  name: 'rate-limit',
+  options: optionsSchema,
+
+  async setup({ options, log }) {
+    const o = options
+    let lastLog = 0
+    let suppressed = 0
+    const storeFailed = (err: unknown, limit: string) => {
+      const now = Date.now()
+      if (now - lastLog < 10_000) {
+        suppressed++
+        return
+      }
+      lastLog = now
+      log.error({ err, limit, suppressed, onStoreError: o.onStoreError }, `rate-limit store failed: ${o.onStoreError === 'tempfail' ? 'refusing for now' : 'allowing (fail open)'}`)
+      suppressed = 0
+    }
+    let store: Store
+    if (o.store === 'memory') store = memoryStore(o.keyPrefix)
+    else {
+      const url = o.store.redis
+      const redis = redisStore(url, o.keyPrefix, o.store.timeout, o.perIp.concurrentTtl, (err) => storeFailed(err, 'redis'))
+      if (await redis.ready) log.info({ redis: url.replace(/\/\/[^@/]*@/, '//***@'), protocol: (redis.client as unknown as { condition?: { protocol?: number } }).condition?.protocol }, 'rate-limit store: Redis connected')
+      else log.error({ redis: url.replace(/\/\/[^@/]*@/, '//***@') }, `rate-limit store: Redis not reachable at start; retrying in the background, meanwhile ${o.onStoreError === 'tempfail' ? 'refusing' : 'allowing'}`)
+      store = redis
+    }
+    const ip = o.perIp
+    const st: State = {
+      store,
+      exempt: networkMatcher(o.exempt),
+      connRate: ip.connectionsPerMinute ? store.limiter('conn-rate', ip.connectionsPerMinute, 60_000) : undefined,
+      authFail: ip.authFailures ? store.limiter('auth-fail', ip.authFailures.max, ip.authFailures.window) : undefined,
+      userMsgs: o.perUser.messagesPerHour ? store.limiter('user-msgs', o.perUser.messagesPerHour, HOUR) : undefined,
+      userRcpts: o.perUser.recipientsPerHour ? store.limiter('user-rcpts', o.perUser.recipientsPerHour, HOUR) : undefined,
+      domainMsgs: o.perSenderDomain.messagesPerHour ? store.limiter('domain-msgs', o.perSenderDomain.messagesPerHour, HOUR) : undefined,
+      gauge: ip.concurrent ? store.gauge('concurrent') : undefined,
+      slots: new Map(),
+      lockoutRefused: new Set(),
+      storeFailed,
+    }
+    states.set(options, st)
+    return async () => {
+      states.delete(options)
+      await store.close()
+    }
+  },
+
+  hooks: {
+    /** Per-minute connections, then concurrent connections, per client address: 421 4.7.0. */
+    async connect(ctx) {
+      const { session, options } = ctx
+      const st = stateOf(options)
+      const ip = session.remoteAddress
+      if (!st || st.exempt(ip)) return undefined
+      const reply = { code: 421, status: '4.7.0' }
+      if (st.connRate) {
+        const r = await consume(st.connRate, ip)
+        if (r.kind === 'over') return refuse(ctx, session, 'perIp.connectionsPerMinute', ip, r.res.msBeforeNext, { ...reply, message: `${ctx.hostname} Error: too many connections per minute from ${ip}` })
+        if (r.kind === 'error') {
+          const v = storeFailure(ctx, st, r.err, 'perIp.connectionsPerMinute', reply)
+          if (v) return v
+        }
+      }
+      if (st.gauge) {
+        const max = options.perIp.concurrent!
+        const slot: Slot = { key: ip, phase: 'acquiring' }
+        st.slots.set(session.id, slot)
+        let result: { acquired: boolean; count: number }
+        try {
+          result = await st.gauge.acquire(ip, max)
+        } catch (err) {
+          st.slots.delete(session.id)
+          return storeFailure(ctx, st, err, 'perIp.concurrent', reply)
+        }
+        if (!result.acquired) {
+          st.slots.delete(session.id)
+          return refuse(ctx, session, 'perIp.concurrent', ip, 0, { ...reply, message: `${ctx.hostname} Error: too many connections from ${ip}` })
+        }
+        if (slot.phase === 'closed') {
+          // The client left while the slot was being taken: sessionClosed has come and gone.
+          st.slots.delete(session.id)
+          await st.gauge.release(ip).catch((err: unknown) => st.storeFailed(err, 'perIp.concurrent'))
+          return undefined
+        }
+        slot.phase = 'held'
+      }
+      return undefined
+    },
+
+    /** Frees the session's connection slot, once, and only if it holds one. */
+    async sessionClosed({ session }, ctx) {
+      const st = stateOf(ctx.options)
+      if (!st) return
+      st.lockoutRefused.delete(session.id)
+      const slot = st.slots.get(session.id)
+      if (!slot) return
+      if (slot.phase === 'acquiring') {
+        slot.phase = 'closed' // the connect hook releases it when it gets the slot
+        return
+      }
+      if (slot.phase !== 'held') return
+      st.slots.delete(session.id)
+      await st.gauge!.release(slot.key).catch((err: unknown) => st.storeFailed(err, 'perIp.concurrent'))
+    },
+
+    /** A locked-out address gets 454 4.7.0 for every AUTH, even with the right password. */
+    async auth(ctx) {
+      const { session, options } = ctx
+      const st = stateOf(options)
+      const ip = session.remoteAddress
+      if (!st?.authFail || st.exempt(ip)) return undefined
+      const r = await peek(st.authFail, ip)
+      if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perIp.authFailures', { code: 454, status: '4.7.0' })
+      if (r.consumed > options.perIp.authFailures!.max) {
+        st.lockoutRefused.add(session.id)
+        return refuse(ctx, session, 'perIp.authFailures', ip, r.msBeforeNext, {
+          code: 454,
+          status: '4.7.0',
+          message: `Error: too many failed authentications from ${ip}, try again in ${minutes(r.msBeforeNext)} minute(s)`,
+        })
+      }
+      return undefined
+    },
+
+    /** Counts a failed AUTH; the `max`th failure within `window` locks the address out for `lockout`. */
+    async authFailed(event, ctx) {
+      const { session } = event
+      const st = stateOf(ctx.options)
+      const ip = session.remoteAddress
+      if (!st?.authFail || st.exempt(ip)) return
+      // Our own lockout refusal, or a backend that could not check (tempfail): not a wrong password.
+      if (st.lockoutRefused.delete(session.id) || event.temporary) return
+      const af = ctx.options.perIp.authFailures!
+      const r = await consume(st.authFail, ip)
+      if (r.kind === 'error') return st.storeFailed(r.err, 'perIp.authFailures')
+      if (r.res.consumedPoints >= af.max) {
+        try {
+          await st.authFail.block(ip, Math.ceil(af.lockout / 1000))
+        } catch (err) {
+          return st.storeFailed(err, 'perIp.authFailures')
+        }
+        ctx.log.warn({ limit: 'perIp.authFailures', key: ip, client: ip, session: session.id, failures: r.res.consumedPoints, lockoutSec: Math.ceil(af.lockout / 1000) }, `rate limit hit: perIp.authFailures (address locked out)`)
+      }
+    },
+
+    /** Early refusal at MAIL when a per-user or per-domain message budget is already spent. */
+    async mail(ctx) {
+      const { session, sender, options } = ctx
+      const st = stateOf(options)
+      if (!st || st.exempt(session.remoteAddress)) return undefined
+      for (const c of checks(st, options, session, sender.address)) {
+        const r = await peek(c.limiter, c.key)
+        if (r.kind === 'error') {
+          const v = storeFailure(ctx, st, r.err, c.limit, { code: 451, status: '4.7.1' })
+          if (v) return v
+          continue
+        }
+        if (r.consumed >= c.max) return refuse(ctx, session, c.limit, c.key, r.msBeforeNext, { code: 451, status: '4.7.1', message: c.message })
+      }
+      return undefined
+    },
+
+    /** Early refusal of a recipient past the user's hourly recipient budget: 450 4.7.1. */
+    async rcpt(ctx) {
+      const { session, envelope, options } = ctx
+      const st = stateOf(options)
+      if (!st?.userRcpts || !session.user || st.exempt(session.remoteAddress)) return undefined
+      const key = session.user.toLowerCase()
+      const r = await peek(st.userRcpts, key)
+      if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perUser.recipientsPerHour', { code: 450, status: '4.7.1' })
+      if (r.consumed + envelope.recipients.length + 1 > options.perUser.recipientsPerHour!) {
+        return refuse(ctx, session, 'perUser.recipientsPerHour', key, r.msBeforeNext, { code: 450, status: '4.7.1', message: `Error: too many recipients from ${session.user} this hour, try again later` })
+      }
+      return undefined
+    },
+
+    /**
+     * The authoritative count, just before the message is written: messages and recipients per
+     * user, messages per sender domain. A refused message counts for nothing: 451 4.7.1.
+     */
+    async queue(ctx) {
+      const { session, envelope, options } = ctx
+      const st = stateOf(options)
+      if (!st || st.exempt(session.remoteAddress)) return undefined
+      const list = checks(st, options, session, envelope.sender.address, envelope.recipients.length)
+      if (!list.length) return undefined
+      const results: Outcome[] = await Promise.all(list.map((c) => consume(c.limiter, c.key, c.points)))
+      const over = list.findIndex((_, i) => results[i]!.kind === 'over')
+      if (over >= 0) {
+        // Give back what this message took, so only accepted mail uses the budgets.
+        await Promise.all(list.map((c, i) => (results[i]!.kind === 'error' ? undefined : c.limiter.reward(c.key, c.points).catch(() => undefined))))
+        const c = list[over]!
+        return refuse(ctx, session, c.limit, c.key, (results[over] as { res: { msBeforeNext: number } }).res.msBeforeNext, { code: 451, status: '4.7.1', message: c.message })
+      }
+      const failed = list.findIndex((_, i) => results[i]!.kind === 'error')
+      if (failed >= 0) return storeFailure(ctx, st, (results[failed] as { err: unknown }).err, list[failed]!.limit, { code: 451, status: '4.7.1' })
+      return undefined
+    },
+  },
+})
+
+interface Check {
+  limit: string
+  limiter: Limiter
+  key: string
+  max: number
+  points: number
+  message: string
+}
+
+/** The message budgets that apply to this session and sender. */
+function checks(st: State, o: RateLimitOptions, session: SessionInfo, sender: string, recipients = 0): Check[] {
+  const list: Check[] = []
+  const user = session.user?.toLowerCase()
+  if (user && st.userMsgs) {
+    list.push({ limit: 'perUser.messagesPerHour', limiter: st.userMsgs, key: user, max: o.perUser.messagesPerHour!, points: 1, message: `Error: too many messages from ${session.user} this hour, try again later` })
+  }
+  if (user && st.userRcpts) {
+    // At MAIL (recipients = 0) this asks whether any recipient is left this hour.
+    list.push({ limit: 'perUser.recipientsPerHour', limiter: st.userRcpts, key: user, max: o.perUser.recipientsPerHour!, points: recipients, message: `Error: too many recipients from ${session.user} this hour, try again later` })
+  }
+  const domain = sender ? parseAddress(sender)?.domain : undefined
+  if (domain && st.domainMsgs && (user || !o.perSenderDomain.authenticatedOnly)) {
+    list.push({ limit: 'perSenderDomain.messagesPerHour', limiter: st.domainMsgs, key: domain, max: o.perSenderDomain.messagesPerHour!, points: 1, message: `Error: too many messages from sender domain ${domain} this hour, try again later` })
+  }
+  return list.filter((c) => c.points > 0 || recipients === 0)
+}

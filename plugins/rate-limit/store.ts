@@ -1,0 +1,162 @@
+// The counters behind the limits: rate-limiter-flexible limiters (fixed windows) in memory or in
+// Redis, and a gauge of open connections per address (a count that goes up and down, which a
+// windowed rate limiter cannot keep exactly).
+import { Redis } from 'ioredis'
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
+
+export type Limiter = RateLimiterAbstract
+
+/** What one counter operation came to. */
+export type Outcome =
+  | { kind: 'ok'; res: RateLimiterRes }
+  | { kind: 'over'; res: RateLimiterRes }
+  | { kind: 'error'; err: unknown }
+
+/** Adds `points` to `key`; 'over' when that goes past the limit (the points stay counted). */
+export async function consume(limiter: Limiter, key: string, points = 1): Promise<Outcome> {
+  try {
+    return { kind: 'ok', res: await limiter.consume(key, points) }
+  } catch (err) {
+    if (err instanceof RateLimiterRes) return { kind: 'over', res: err }
+    return { kind: 'error', err }
+  }
+}
+
+/** Reads `key` without counting; a missing key is 0 points. */
+export async function peek(limiter: Limiter, key: string): Promise<{ kind: 'ok'; consumed: number; msBeforeNext: number } | { kind: 'error'; err: unknown }> {
+  try {
+    const res = await limiter.get(key)
+    return { kind: 'ok', consumed: res?.consumedPoints ?? 0, msBeforeNext: res?.msBeforeNext ?? 0 }
+  } catch (err) {
+    return { kind: 'error', err }
+  }
+}
+
+/** Open connections per key. `acquire` counts one only while under `max`. */
+export interface Gauge {
+  acquire(key: string, max: number): Promise<{ acquired: boolean; count: number }>
+  release(key: string): Promise<void>
+}
+
+/** In this process: exact, and a key disappears when its count is back to 0. */
+export class MemoryGauge implements Gauge {
+  private readonly counts = new Map<string, number>()
+
+  async acquire(key: string, max: number) {
+    const n = this.counts.get(key) ?? 0
+    if (n >= max) return { acquired: false, count: n }
+    this.counts.set(key, n + 1)
+    return { acquired: true, count: n + 1 }
+  }
+
+  async release(key: string) {
+    const n = (this.counts.get(key) ?? 0) - 1
+    if (n <= 0) this.counts.delete(key)
+    else this.counts.set(key, n)
+  }
+}
+
+// Atomic in Redis: check and count in one step; the TTL slides with every change, so a slot a dead
+// relay never released is forgotten after `ttl` without connections from that address.
+const ACQUIRE = `
+local n = tonumber(redis.call('get', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return {0, n} end
+n = redis.call('incr', KEYS[1])
+redis.call('pexpire', KEYS[1], ARGV[2])
+return {1, n}`
+const RELEASE = `
+local n = redis.call('decr', KEYS[1])
+if n <= 0 then redis.call('del', KEYS[1]) return 0 end
+redis.call('pexpire', KEYS[1], ARGV[1])
+return n`
+
+type GaugeCommands = {
+  relayRlAcquire(key: string, max: string, ttlMs: string): Promise<[number, number]>
+  relayRlRelease(key: string, ttlMs: string): Promise<number>
+}
+
+/** Shared by every relay on the same Redis and key prefix. */
+export class RedisGauge implements Gauge {
+  private readonly client: Redis & GaugeCommands
+
+  constructor(
+    client: Redis,
+    private readonly prefix: string,
+    private readonly ttlMs: number,
+  ) {
+    client.defineCommand('relayRlAcquire', { numberOfKeys: 1, lua: ACQUIRE })
+    client.defineCommand('relayRlRelease', { numberOfKeys: 1, lua: RELEASE })
+    this.client = client as Redis & GaugeCommands
+  }
+
+  async acquire(key: string, max: number) {
+    const [ok, n] = await this.client.relayRlAcquire(`${this.prefix}:${key}`, String(max), String(this.ttlMs))
+    return { acquired: Number(ok) === 1, count: Number(n) }
+  }
+
+  async release(key: string) {
+    await this.client.relayRlRelease(`${this.prefix}:${key}`, String(this.ttlMs))
+  }
+}
+
+export interface Store {
+  /** A fixed-window counter: `points` per `windowMs`. */
+  limiter(name: string, points: number, windowMs: number): Limiter
+  gauge(name: string): Gauge
+  close(): Promise<void>
+}
+
+export function memoryStore(prefix: string): Store {
+  return {
+    limiter: (name, points, windowMs) => new RateLimiterMemory({ keyPrefix: `${prefix}:${name}`, points, duration: Math.ceil(windowMs / 1000) }),
+    gauge: () => new MemoryGauge(),
+    close: async () => undefined,
+  }
+}
+
+/**
+ * Redis through ioredis. ioredis 6 speaks RESP3 by default (HELLO 3) with RESP2-shaped replies
+ * ("legacy" reply mapping), which is what RateLimiterRedis parses: its Lua script returns an
+ * array of two integers and MULTI/EXEC results come back as [err, value] pairs either way. It
+ * must NOT get `useRedisPackage` (that is for node-redis and changes the call shapes); ioredis is
+ * recognised by its `defineCommand`. Commands fail at once while Redis is unreachable (no offline
+ * queue) and after `timeoutMs` when it is slow, so a Redis outage costs no waiting.
+ */
+export function redisStore(url: string, prefix: string, timeoutMs: number, concurrentTtlMs: number, onError: (err: Error) => void): Store & { client: Redis; ready: Promise<boolean> } {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: timeoutMs,
+    connectTimeout: Math.max(timeoutMs, 1000),
+    // Keep trying in the background; limits fail open (or tempfail) meanwhile.
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  })
+  client.on('error', onError)
+  const ready = client.connect().then(
+    () => true,
+    () => false,
+  )
+  return {
+    client,
+    ready,
+    limiter: (name, points, windowMs) =>
+      new RateLimiterRedis({
+        storeClient: client,
+        keyPrefix: `${prefix}:${name}`,
+        points,
+        duration: Math.ceil(windowMs / 1000),
+        rejectIfRedisNotReady: true,
+      }),
+    gauge: (name) => new RedisGauge(client, `${prefix}:${name}`, concurrentTtlMs),
+    async close() {
+      const quit = client.quit().then(
+        () => undefined,
+        () => undefined,
+      )
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, 1000).unref())
+      await Promise.race([quit, timer])
+      client.disconnect()
+    },
+  }
+}
