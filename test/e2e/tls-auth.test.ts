@@ -9,7 +9,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
-import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 let ca: TestCa
 let dns: TestDns
@@ -136,6 +136,25 @@ describe('TLS', () => {
     client.send(dotStuff('From: alice@corp.test\r\nSubject: across a reload\r\n\r\nhi\r\n'))
     expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as /)
     client.close()
+  })
+
+  it('reloads the certificate when its files change, without a signal', async () => {
+    const reloadsBefore = relay.logs.filter((l) => l.msg === 'TLS certificates reloaded').length
+    const next = ca.issue(['relay.test'], { file: 'watched' })
+    fs.copyFileSync(next.key, path.join(certDir, 'relay.key'))
+    fs.copyFileSync(next.cert, path.join(certDir, 'relay.crt'))
+    const expected = new crypto.X509Certificate(fs.readFileSync(next.cert)).serialNumber.toUpperCase()
+    const serialNow = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tls.connect({ port: implicitPort(), host: '127.0.0.1', servername: 'relay.test', ca: ca.caPem }, () => {
+          const n = s.getPeerCertificate().serialNumber.toUpperCase()
+          s.destroy()
+          resolve(n)
+        })
+        s.on('error', reject)
+      })
+    await eventually(async () => (await serialNow()) === expected, 5000, 'the new certificate in use')
+    expect(relay.logs.filter((l) => l.msg === 'TLS certificates reloaded').length).toBeGreaterThan(reloadsBefore)
   })
 
   it('a listener that needs TLS without a certificate is a config error naming the key', () => {
