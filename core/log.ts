@@ -24,6 +24,11 @@ export function createLogger(level: string): Logger {
     destination,
   )
   destinations.add(destination)
+  // stdout gone (a closed pipe): logging stops, the relay goes on and still stops cleanly.
+  destination.on('error', () => {
+    destinations.delete(destination)
+    destination.destroy()
+  })
   // Quiet periods still show their lines within a tenth of a second.
   if (!flushTimer) {
     flushTimer = setInterval(() => {
@@ -38,13 +43,27 @@ let flushTimer: NodeJS.Timeout | undefined
 
 const destinations = new Set<ReturnType<typeof pino.destination>>()
 
-/** Writes out buffered log lines (before exit, and on a timer so quiet periods show up). */
-export function flushLogs(): void {
-  for (const d of destinations) {
-    try {
-      d.flushSync()
-    } catch {
-      // nothing to flush or stdout gone
-    }
-  }
+/**
+ * Writes out buffered log lines before exit. Asynchronous and bounded: a stdout that takes nothing
+ * more (a full or closed pipe) must not keep the process from exiting.
+ */
+export function flushLogs(timeoutMs = 1000): Promise<void> {
+  const pending = [...destinations].map(
+    (d) =>
+      new Promise<void>((resolve) => {
+        try {
+          d.flush(() => resolve())
+        } catch {
+          resolve()
+        }
+      }),
+  )
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs)
+    timer.unref()
+    void Promise.all(pending).then(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }

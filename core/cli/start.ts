@@ -2,9 +2,8 @@ import { loadConfig } from '../config/load.js'
 import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
 
-function exit(code: number): never {
-  flushLogs()
-  process.exit(code)
+function exit(code: number): void {
+  void flushLogs().then(() => process.exit(code))
 }
 
 /** `relay start`: runs until SIGTERM/SIGINT, then stops accepting and drains (up to shutdownTimeout). */
@@ -39,7 +38,7 @@ export async function start(opts: { config?: string }): Promise<void> {
   // A bug in one session must not take the others down; it is logged loudly instead.
   process.on('uncaughtException', (err) => {
     relay.log.fatal({ err }, 'uncaught exception')
-    flushLogs()
+    void flushLogs()
   })
   process.on('unhandledRejection', (err) => relay.log.error({ err }, 'unhandled promise rejection'))
   await relay.start()
