@@ -127,6 +127,8 @@ export const configSchema = z
         commandTimeout: duration.default(300_000),
         /** How long a claimed job stays leased before it counts as abandoned. */
         lease: duration.default(900_000),
+        /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */
+        outboundAddresses: z.array(z.string().refine((a) => net.isIP(a) !== 0, { message: 'expected an IP address' })).default([]),
         /** Outbound connections stay open for further messages to the same host. */
         reuse: z
           .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })

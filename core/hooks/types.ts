@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { ZodType } from 'zod'
 import type { Resolver } from 'node:dns/promises'
+import type { Readable } from 'node:stream'
 import type { MessageHeaders } from '../smtp/headers.js'
 
 /** What a hook decides. Returning nothing passes the decision on to the next plugin. */
@@ -117,8 +118,8 @@ export interface HookContexts {
   auth: { session: SessionInfo; method: string; username: string; password: string }
   mail: { session: SessionInfo; sender: EnvelopeAddress }
   rcpt: { session: SessionInfo; envelope: Envelope; recipient: EnvelopeAddress; domain: string; isLocal: boolean }
-  data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number }
-  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string }
+  data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; readMessage: () => Readable }
+  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string; readMessage: () => Readable }
   deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
 }
 export type HookName = keyof HookContexts
@@ -145,6 +146,21 @@ export interface SetupContext<O> extends PluginContext<O> {
   dataDir: string
 }
 
+/** One line of `relay doctor`'s report. */
+export interface DoctorCheck {
+  /** What was checked, e.g. `DKIM s2026._domainkey.example.com`. */
+  name: string
+  status: 'ok' | 'warning' | 'error'
+  message: string
+  /** What to do about a warning or error. */
+  fix?: string
+}
+
+export interface DoctorContext<O> extends PluginContext<O> {
+  /** The sending domain being checked. */
+  domain: string
+}
+
 /** A plugin: a plain object with a name and hook functions. */
 export interface Plugin<O = any> {
   name: string
@@ -153,4 +169,6 @@ export interface Plugin<O = any> {
   /** Runs once at start; may return a function that runs at shutdown. */
   setup?: (ctx: SetupContext<O>) => MaybePromise<void | (() => MaybePromise<void>)>
   hooks: Hooks<O>
+  /** Checks this plugin adds to `relay doctor <domain>` (e.g. DKIM records against its keys). */
+  doctor?: (ctx: DoctorContext<O>) => MaybePromise<DoctorCheck[]>
 }

@@ -95,6 +95,11 @@ export class SpoolFile {
     await this.handle.write(data)
   }
 
+  /** Writes what is buffered, so that the file can be read as it stands. */
+  async flushPending(): Promise<void> {
+    await this.flush()
+  }
+
   /** Writes what is buffered, fsyncs the file and its directory entry, closes it. */
   async commit(): Promise<void> {
     await this.flush()

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { inject, injectable } from 'tsyringe'
 import { SMTPServer, type SMTPServerSession, type SMTPServerDataStream, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server'
@@ -354,7 +355,21 @@ export class SmtpListeners {
       }
     }
 
-    const d = await this.hooks.run('data', { session: info, envelope, headers, size: size() })
+    // Plugins that scan or sign read the message as it stands: current header fields, then the body.
+    if ('file' in data.body) await data.body.file.flushPending()
+    const body = data.body
+    const readMessage = () =>
+      'inline' in body
+        ? Readable.from([headers.toBuffer(), body.inline], { objectMode: false })
+        : Readable.from(
+            (async function* () {
+              yield headers.toBuffer()
+              yield* fs.createReadStream(body.file.path)
+            })(),
+            { objectMode: false },
+          )
+
+    const d = await this.hooks.run('data', { session: info, envelope, headers, size: size(), readMessage })
     if (d && d.verdict.action !== 'accept') throw replyError(replyFor('data', d.verdict))
 
     if (listener.role === 'submission') {
@@ -365,7 +380,7 @@ export class SmtpListeners {
     const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
     headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
 
-    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id })
+    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage })
     if (q && q.verdict.action !== 'accept') throw replyError(replyFor('queue', q.verdict))
 
     const headerBytes = headers.toBuffer()
