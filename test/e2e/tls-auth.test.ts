@@ -154,7 +154,8 @@ describe('TLS', () => {
         s.on('error', reject)
       })
     await eventually(async () => (await serialNow()) === expected, 5000, 'the new certificate in use')
-    expect(relay.logs.filter((l) => l.msg === 'TLS certificates reloaded').length).toBeGreaterThan(reloadsBefore)
+    // (log lines are flushed every 100 ms)
+    await eventually(() => relay.logs.filter((l) => l.msg === 'TLS certificates reloaded').length > reloadsBefore, 2000, 'the reload log line')
   })
 
   it('a listener that needs TLS without a certificate is a config error naming the key', () => {
