@@ -9,6 +9,8 @@ export type { Reply } from './hooks/verdict.js'
 export type * from './hooks/types.js'
 export { MessageHeaders } from './smtp/headers.js'
 export { parseAddress } from './smtp/address.js'
+export { duration, durationAtLeast, size, cidr } from './config/fields.js'
+export { networkMatcher } from './net/networks.js'
 export { z }
 
 /** Declares a plugin: a name, optional zod schema for its options, optional setup, and hooks. */

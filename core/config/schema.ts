@@ -1,29 +1,8 @@
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { parseDuration, parseSize } from './duration.js'
+import { duration, size } from './fields.js'
 import type { Plugin } from '../hooks/types.js'
-
-/** A duration ('90s', '5m', '4h', '5d', or seconds as a number), parsed to milliseconds. */
-const duration = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx) => {
-    const ms = parseDuration(value)
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration like '90s', '5m', '4h', '5d' or a number of seconds, got ${JSON.stringify(value)}` })
-      return z.NEVER
-    }
-    return ms
-  })
-
-const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const bytes = parseSize(value)
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like '25MB', '512KB' or a number of bytes, got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return bytes
-})
 
 const domain = z
   .string()

@@ -2,15 +2,12 @@
 // Users are managed with `relay user add|remove|list` (cli.ts); the relay picks changes up by itself.
 import crypto from 'node:crypto'
 import path from 'node:path'
-import { accept, definePlugin, reject, z } from '../../core/index.js'
+import { accept, definePlugin, durationAtLeast, reject, z } from '../../core/index.js'
 import { UserStore } from './store.js'
 import { SCRYPT_DEFAULTS, verifyPassword, type PasswordHash } from './users.js'
 
-/** Seconds as a number, or '500ms', '2s', '1m'; from 50 ms to a day. Becomes milliseconds. */
-const interval = z
-  .union([z.number().positive(), z.string().regex(/^\d+(ms|s|m)$/, { message: "expected a duration like '2s' or '500ms'" })])
-  .transform((v) => (typeof v === 'number' ? v * 1000 : Number.parseInt(v, 10) * ({ ms: 1, s: 1000, m: 60_000 } as const)[v.replace(/^\d+/, '') as 'ms' | 's' | 'm']))
-  .refine((ms) => ms >= 50 && ms <= 86_400_000, { message: "expected a duration from '50ms' to a day" })
+/** From 50 ms to a day, in milliseconds. */
+const interval = durationAtLeast(50, '50ms').refine((ms) => ms <= 86_400_000, { message: "expected a duration from '50ms' to a day" })
 
 const options = z
   .object({

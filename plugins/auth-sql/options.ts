@@ -1,17 +1,4 @@
-import { z } from '../../core/index.js'
-
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
-
-/** '5s', '500ms', '1m', or a number of seconds → milliseconds (> 0). */
-export const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const m = typeof value === 'number' ? [String(value), String(value), 's'] : /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value)
-  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 's']!) : NaN
-  if (!(ms > 0) || !Number.isFinite(ms)) {
-    ctx.addIssue({ code: 'custom', message: `expected a positive duration like '5s' or '500ms', got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return ms
-})
+import { durationAtLeast, z } from '../../core/index.js'
 
 const common = {
   /**
@@ -20,7 +7,7 @@ const common = {
    */
   query: z.string().trim().min(1).optional(),
   /** Longest wait for the database (connect + query); then AUTH gets 454 4.7.0. */
-  queryTimeout: duration.default(5000),
+  queryTimeout: durationAtLeast(1, '1ms').default(5000),
 }
 
 export const options = z.discriminatedUnion('driver', [

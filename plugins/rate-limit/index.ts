@@ -2,8 +2,8 @@
 // limits, on rate-limiter-flexible (in memory, or in Redis shared by several relays).
 // Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
 // Every option and default: README.md.
-import { definePlugin, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
-import { networkMatcher, optionsSchema, type RateLimitOptions } from './options.js'
+import { definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
+import { optionsSchema, type RateLimitOptions } from './options.js'
 import { consume, memoryStore, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
 
 /** A connection slot of one session: still being taken, held, or its session ended while it was being taken. */

@@ -11,21 +11,8 @@
 // checks those against the auth plugin's `senders`) are not affected. At `mail` and `data` this
 // plugin only refuses or passes on, never accepts, so a plugin listed before it that accepts there
 // skips the check.
-import net from 'node:net'
 import addressparser from 'nodemailer/lib/addressparser'
-import { accept, definePlugin, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
-
-const cidr = z.string().refine(
-  (s) => {
-    const [ip, bits, extra] = s.split('/')
-    const family = net.isIP(ip ?? '')
-    if (!family || extra !== undefined) return false
-    if (bits === undefined) return true
-    const n = Number(bits)
-    return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128)
-  },
-  { message: "expected an IP address or CIDR block, like '10.0.0.0/8' or '2001:db8::/32'" },
-)
+import { accept, cidr, definePlugin, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
 
 const domain = z
   .string()
@@ -43,21 +30,6 @@ const options = z
   .strict()
 
 type Options = z.output<typeof options>
-
-/** A matcher for a list of CIDR blocks; IPv4-mapped IPv6 addresses match their IPv4 block. */
-export function networkMatcher(blocks: string[]): (ip: string) => boolean {
-  const list = new net.BlockList()
-  for (const block of blocks) {
-    const [ip, bits] = block.split('/') as [string, string | undefined]
-    const family = net.isIP(ip) === 6 ? 'ipv6' : 'ipv4'
-    list.addSubnet(ip, bits === undefined ? (family === 'ipv4' ? 32 : 128) : Number(bits), family)
-  }
-  return (ip) => {
-    const plain = ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip
-    const family = net.isIP(plain)
-    return family !== 0 && list.check(plain, family === 4 ? 'ipv4' : 'ipv6')
-  }
-}
 
 // Matcher built once per options object (options are fixed for the plugin's life).
 const matchers = new WeakMap<object, (ip: string) => boolean>()

@@ -1,0 +1,32 @@
+import type { Resolver } from 'node:dns/promises'
+import type { DoctorCheck } from '../hooks/types.js'
+
+export type { DoctorCheck }
+
+/** What every check gets: the domain, the relay's resolver and the parts of the config they need. */
+export interface DoctorEnv {
+  /** The sending domain being checked, lower case, no trailing dot. */
+  domain: string
+  resolver: Resolver
+  /** Config `hostname`: the name the relay gives in EHLO. */
+  hostname: string
+  /** Config `delivery.outboundAddresses`: the public addresses the relay sends from. */
+  outboundAddresses: string[]
+  mtaSts: {
+    /** Fetch the MTA-STS policy over HTTPS (off: only the DNS records are checked). */
+    fetch: boolean
+    /** `host:port` to connect to instead of mta-sts.<domain>:443; the certificate is still checked for mta-sts.<domain>. */
+    connect?: string
+    timeoutMs: number
+  }
+}
+
+export function ok(name: string, message: string): DoctorCheck {
+  return { name, status: 'ok', message }
+}
+export function warning(name: string, message: string, fix?: string): DoctorCheck {
+  return fix ? { name, status: 'warning', message, fix } : { name, status: 'warning', message }
+}
+export function error(name: string, message: string, fix?: string): DoctorCheck {
+  return fix ? { name, status: 'error', message, fix } : { name, status: 'error', message }
+}
