@@ -1,0 +1,256 @@
+// mail-auth: SPF, DKIM, DMARC and ARC checks of mail arriving on `mx` listeners (mailauth does the
+// checking), one Authentication-Results field with the results (RFC 8601), DMARC policy applied,
+// and optionally an ARC seal (RFC 8617) on the message before it is queued for onward delivery.
+// Authenticated sessions, submission listeners and `skipNetworks` are not checked. See README.md.
+//
+//   plugins: [['mail-auth', { spf: { fail: 'mark' }, dmarc: { reject: 'reject' }, arcSeal: { domain, selector, privateKeyFile } }]]
+import net from 'node:net'
+import { definePlugin, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
+import { options, type MailAuthOptions } from './options.js'
+import { mailauthResolver } from './dns.js'
+import { checkMessage, checkSpf, type SPFResult } from './checks.js'
+import { formatAuthResults, stripForged } from './auth-results.js'
+import { loadSealKey, sealMessage, type SealKey } from './arc-seal.js'
+
+/** The header a failed DMARC `quarantine` policy adds; mail stores file such mail as spam. */
+export const QUARANTINE_HEADER = 'X-Relay-Quarantine'
+
+interface SessionState {
+  /** The current transaction's SPF result (from MAIL). */
+  spf?: { sender: string; result: SPFResult }
+  /** What the `queue` hook seals with, set by `data` for the message in flight. */
+  seal?: { cv: 'none' | 'pass' | 'fail'; authResults: string; shouldSeal: boolean }
+  touched: number
+}
+
+// Per plugin instance (keyed by its options object): state per SMTP session, keyed by session.id
+// (hooks get a fresh session object each call), dropped at `sessionClosed`. A Map, since WeakMap
+// keys cannot be strings; stale entries (a missed close) are swept when the map grows.
+const instances = new WeakMap<object, { sessions: Map<string, SessionState>; key?: SealKey; skip: (ip: string) => boolean }>()
+const MAX_SESSIONS = 10_000
+const STALE_MS = 2 * 3_600_000
+
+function instance(o: MailAuthOptions) {
+  let inst = instances.get(o)
+  if (!inst) {
+    inst = { sessions: new Map(), key: o.arcSeal ? loadSealKey(o.arcSeal) : undefined, skip: networkMatcher(o.skipNetworks) }
+    instances.set(o, inst)
+  }
+  return inst
+}
+
+function sessionState(o: MailAuthOptions, id: string): SessionState {
+  const { sessions } = instance(o)
+  let st = sessions.get(id)
+  if (!st) {
+    if (sessions.size >= MAX_SESSIONS) {
+      const cutoff = Date.now() - STALE_MS
+      for (const [k, v] of sessions) if (v.touched < cutoff) sessions.delete(k)
+    }
+    st = { touched: Date.now() }
+    sessions.set(id, st)
+  }
+  st.touched = Date.now()
+  return st
+}
+
+function networkMatcher(blocks: string[]): (ip: string) => boolean {
+  if (!blocks.length) return () => false
+  const list = new net.BlockList()
+  for (const block of blocks) {
+    const [ip, bits] = block.split('/') as [string, string | undefined]
+    const family = net.isIP(ip) === 6 ? 'ipv6' : 'ipv4'
+    list.addSubnet(ip, bits === undefined ? (family === 'ipv4' ? 32 : 128) : Number(bits), family)
+  }
+  return (ip) => {
+    const family = net.isIP(ip)
+    return family !== 0 && list.check(ip, family === 4 ? 'ipv4' : 'ipv6')
+  }
+}
+
+/** Mail coming in from outside: an `mx` listener, no AUTH, not a skipped network. */
+const checked = (o: MailAuthOptions, session: SessionInfo): boolean =>
+  session.listener.role === 'mx' && !session.user && !instance(o).skip(session.remoteAddress)
+
+const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
+
+export default definePlugin<MailAuthOptions>({
+  name: 'mail-auth',
+  options,
+  setup({ options }) {
+    // Loads (and so checks) the ARC key now: a bad key stops the start, not every message.
+    const inst = instance(options)
+    return () => {
+      inst.sessions.clear()
+      instances.delete(options)
+    }
+  },
+  hooks: {
+    async mail({ session, sender, options, log, resolver, hostname }) {
+      if (!checked(options, session)) return undefined
+      const st = sessionState(options, session.id)
+      st.seal = undefined
+      const mta = options.authservId ?? hostname
+      const result = await checkSpf({
+        ip: session.remoteAddress,
+        helo: session.helo,
+        sender: sender.address,
+        mta,
+        resolver: mailauthResolver(resolver),
+        strict: options.strict,
+        timeLimit: options.spf.timeLimit,
+      })
+      st.spf = { sender: sender.address, result }
+      const outcome = result.status.result
+      const identity = sender.address ? `<${sender.address}>` : `HELO ${result.helo ?? session.helo ?? ''}`
+      log.debug({ session: session.id, client: session.remoteAddress, sender: sender.address, spf: outcome, domain: result.domain }, 'SPF checked')
+      if (outcome === 'fail' && options.spf.fail === 'reject') {
+        log.info({ session: session.id, client: session.remoteAddress, sender: sender.address, domain: result.domain }, 'sender refused: SPF fail')
+        // RFC 7208 §8.4: 550, and 5.7.1 where enhanced status codes are used.
+        return reject({ code: 550, status: '5.7.1', message: `SPF fail: ${result.domain} does not designate ${session.remoteAddress} as a permitted sender for ${identity}` })
+      }
+      if (outcome === 'temperror' && options.tempError === 'tempfail') {
+        log.warn({ session: session.id, sender: sender.address, domain: result.domain, comment: result.status.comment }, 'sender deferred: SPF temperror')
+        // RFC 7372 X.7.24 "SPF validation error" (basic code 451 for a temporary one).
+        return tempfail({ code: 451, status: '4.7.24', message: `SPF temporary error (DNS) checking ${identity}, try again later` })
+      }
+      return undefined
+    },
+
+    async data({ session, envelope, headers, readMessage, options, log, resolver, hostname }) {
+      const authservId = options.authservId ?? hostname
+      const st = checked(options, session) ? sessionState(options, session.id) : undefined
+      if (st) st.seal = undefined
+
+      let checks: Awaited<ReturnType<typeof checkMessage>> | undefined
+      let spf: SPFResult | undefined
+      if (st) {
+        const dns = mailauthResolver(resolver)
+        spf =
+          st.spf && st.spf.sender === envelope.sender.address
+            ? st.spf.result
+            : await checkSpf({ ip: session.remoteAddress, helo: session.helo, sender: envelope.sender.address, mta: authservId, resolver: dns, strict: options.strict, timeLimit: options.spf.timeLimit })
+        // The message as the client sent it, streamed (never held whole in memory) and read to
+        // the end here, before this hook changes any header field.
+        checks = await checkMessage({ message: readMessage(), ip: session.remoteAddress, sender: envelope.sender.address, spf, mta: authservId, resolver: dns, strict: options.strict, minBitLength: options.minBitLength })
+      }
+
+      // RFC 8601 §5: Authentication-Results claiming this relay's authserv-id did not come from
+      // it. They go from every message (also unchecked ones); other authserv-ids stay, and so
+      // does ARC-Authentication-Results (part of ARC sets, which must stay intact). Only this
+      // relay says whether a message is quarantined.
+      const forged = stripForged(headers, [authservId, ...options.stripAuthservIds])
+      if (forged.length) log.info({ session: session.id, client: session.remoteAddress, removed: forged.length }, 'removed Authentication-Results claiming our authserv-id')
+      headers.remove(QUARANTINE_HEADER)
+      if (!st || !checks || !spf) return undefined
+
+      const sender = envelope.sender.address
+      const dmarc = checks.dmarc
+      const summary = {
+        session: session.id,
+        client: session.remoteAddress,
+        sender,
+        spf: spf.status.result,
+        dkim: (checks.dkim.results ?? []).map((r) => `${r.signingDomain ?? '-'}:${r.status?.result}`),
+        arc: checks.arc.status.result,
+        dmarc: dmarc ? dmarc.status.result : checks.dmarcSkipReason ?? 'none',
+        from: dmarc ? dmarc.status.header?.from : undefined,
+      }
+
+      // DMARC policy (RFC 7489 §6.6.4, RFC 9989): p= (after t=y) for a message that fails.
+      let action: 'reject' | 'quarantine' | undefined
+      let policy: 'none' | 'quarantine' | 'reject' | undefined
+      if (dmarc && dmarc.status.result === 'fail') {
+        policy = (dmarc.policy as typeof policy) ?? 'none'
+        if (options.dmarc.honourPct && !checks.dmarcHasT && checks.dmarcPct !== undefined && checks.dmarcPct < 100 && policy !== 'none') {
+          if (Math.random() * 100 >= checks.dmarcPct) policy = weaker[policy!]
+        }
+        if (policy === 'reject') action = options.dmarc.reject === 'reject' ? 'reject' : options.dmarc.reject === 'quarantine-header' ? 'quarantine' : undefined
+        else if (policy === 'quarantine') action = options.dmarc.quarantine === 'header' ? 'quarantine' : undefined
+      }
+      const tempFailing = options.tempError === 'tempfail'
+      if (tempFailing && dmarc && dmarc.status.result === 'temperror') {
+        log.warn({ ...summary, error: dmarc.error }, 'message deferred: DMARC temperror')
+        return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${dmarc.status.header?.from ?? 'the From: domain'}, try again later` })
+      }
+      // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): try later.
+      if (tempFailing && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
+        log.warn(summary, 'message deferred: DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error')
+        return tempfail({ code: 451, status: '4.7.1', message: 'Temporary DNS error checking the message authentication, try again later' })
+      }
+      if (action === 'reject') {
+        log.info({ ...summary, policy }, 'message refused: DMARC policy reject')
+        return reject({
+          code: 550,
+          status: '5.7.1',
+          message: `Message rejected: ${dmarc ? dmarc.status.header?.from : ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
+        })
+      }
+
+      const authResults = formatAuthResults(authservId, checks.entries)
+      headers.prepend('Authentication-Results', authResults)
+      if (action === 'quarantine') headers.prepend(QUARANTINE_HEADER, 'dmarc')
+      log.info({ ...summary, policy, action: action ?? 'accept' }, 'message authentication checked')
+
+      const arcStatus = checks.arc.status as { result: string; shouldSeal?: boolean }
+      const cv = arcStatus.result === 'pass' ? 'pass' : arcStatus.result === 'fail' ? 'fail' : 'none'
+      st.seal = { cv, authResults, shouldSeal: cv !== 'fail' || Boolean(arcStatus.shouldSeal) }
+      return undefined
+    },
+
+    async queue({ session, headers, readMessage, options, log }) {
+      if (!options.arcSeal || !checked(options, session)) return undefined
+      const st = instance(options).sessions.get(session.id)
+      const pending = st?.seal
+      if (st) st.seal = undefined
+      const key = instance(options).key
+      if (!pending || !key) return undefined
+      if (!pending.shouldSeal) {
+        log.info({ session: session.id }, 'not ARC-sealed: the incoming chain already ends in cv=fail')
+        return undefined
+      }
+      try {
+        const sealed = await sealMessage(readMessage(), key, { cv: pending.cv, authResults: pending.authResults, strict: options.strict })
+        if (!sealed.fields.length) {
+          log.warn({ session: session.id, errors: sealed.errors }, 'not ARC-sealed: mailauth could not create the ARC set')
+          return undefined
+        }
+        for (const field of [...sealed.fields].reverse()) headers.prepend(field.name, field.value)
+        log.debug({ session: session.id, instance: sealed.instance, cv: pending.cv }, 'ARC-sealed')
+      } catch (err) {
+        // An unsealed message is still a good message: deliver it and say why.
+        log.error({ err, session: session.id }, 'ARC sealing failed; the message goes on unsealed')
+      }
+      return undefined
+    },
+
+    sessionClosed({ session }, { options }) {
+      instances.get(options)?.sessions.delete(session.id)
+    },
+  },
+
+  async doctor({ options, resolver }) {
+    if (!options.arcSeal) return []
+    const name = `${options.arcSeal.selector}._domainkey.${options.arcSeal.domain}`
+    const check = (status: DoctorCheck['status'], message: string, fix?: string): DoctorCheck[] => [{ name: `ARC seal key ${name}`, status, message, ...(fix ? { fix } : {}) }]
+    let key: SealKey
+    try {
+      key = loadSealKey(options.arcSeal)
+    } catch (err) {
+      return check('error', (err as Error).message, 'point arcSeal.privateKey / privateKeyFile at a PEM RSA (2048 bits) or ed25519 key')
+    }
+    const record = `v=DKIM1; k=${key.keyType}; p=${key.publicKeyB64}`
+    let txt: string[]
+    try {
+      txt = (await resolver.resolveTxt(name)).map((parts) => parts.join(''))
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      if (code !== 'ENOTFOUND' && code !== 'ENODATA') return check('warning', `could not look up ${name}: ${code ?? (err as Error).message}`)
+      txt = []
+    }
+    const published = txt.map((t) => /(?:^|;)\s*p=([^;]*)/.exec(t)?.[1]?.replace(/\s+/g, '')).filter((p): p is string => p !== undefined)
+    if (!published.length) return check('error', `no key record at ${name}: receivers cannot verify this relay's ARC seals`, `publish TXT ${name} "${record}"`)
+    if (!published.includes(key.publicKeyB64)) return check('error', `the key at ${name} is not the public half of arcSeal's private key`, `publish TXT ${name} "${record}"`)
+    return check('ok', `${name} publishes the ARC sealing key`)
+  },
+})

@@ -1,0 +1,105 @@
+import net from 'node:net'
+import { z } from '../../core/index.js'
+import { loadSealKey } from './arc-seal.js'
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 }
+
+/** '20s', '500ms', '1m', or a number of seconds → milliseconds (> 0). */
+const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const m = typeof value === 'number' ? [String(value), String(value), 's'] : /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(value)
+  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 's']!) : NaN
+  if (!Number.isFinite(ms) || ms <= 0) {
+    ctx.addIssue({ code: 'custom', message: `expected a positive duration like '20s' or '500ms', got ${JSON.stringify(value)}` })
+    return z.NEVER
+  }
+  return ms
+})
+
+/** An RFC 8601 authserv-id written as a token (a host name in practice). */
+const authservId = z
+  .string()
+  .regex(/^[A-Za-z0-9!#$%&'*+\-./=?^_`{|}~]+$/, { message: "expected a token such as a host name, like 'mx.example.com'" })
+
+const domainName = z
+  .string()
+  .transform((d) => d.toLowerCase().replace(/\.$/, ''))
+  .refine((d) => /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/.test(d), {
+    message: 'expected a domain name like example.com',
+  })
+
+const cidr = z.string().refine(
+  (s) => {
+    const [ip, bits, extra] = s.split('/')
+    const family = net.isIP(ip ?? '')
+    if (!family || extra !== undefined) return false
+    if (bits === undefined) return true
+    const n = Number(bits)
+    return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128)
+  },
+  { message: "expected an IP address or CIDR block, like '10.0.0.0/8' or '2001:db8::/32'" },
+)
+
+const arcSeal = z
+  .object({
+    /** d= of the ARC-Seal and ARC-Message-Signature: the key is published at `<selector>._domainkey.<domain>`. */
+    domain: domainName,
+    selector: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, { message: 'expected a selector like arc2026' }),
+    /** The private key as PEM text (RSA of at least 1024 bits, or ed25519)… */
+    privateKey: z.string().optional(),
+    /** …or the path of a PEM file (absolute, or relative to the directory the relay runs in). */
+    privateKeyFile: z.string().optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    if ((s.privateKey === undefined) === (s.privateKeyFile === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of privateKey (PEM text) and privateKeyFile (a path)' })
+      return
+    }
+    // A key that cannot sign is a config error (exit 2, key named), not a failure at every message.
+    try {
+      loadSealKey(s)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: [s.privateKey === undefined ? 'privateKeyFile' : 'privateKey'], message: (err as Error).message })
+    }
+  })
+
+export const options = z
+  .object({
+    /** The authserv-id written into (and stripped from) Authentication-Results. Default: config `hostname`. */
+    authservId: authservId.optional(),
+    /** More authserv-ids whose incoming Authentication-Results are removed (other names of this ADMD's MTAs). */
+    stripAuthservIds: z.array(authservId).default([]),
+    /** Clients (IPs / CIDR blocks) that are not checked, e.g. internal hosts relaying outbound on the MX port. */
+    skipNetworks: z.array(cidr).default([]),
+    spf: z
+      .object({
+        /** SPF `fail` (the domain's `-all` matched): `reject` → 550 5.7.1 at MAIL; `mark` → only recorded in Authentication-Results. */
+        fail: z.enum(['reject', 'mark']).default('mark'),
+        /** Longest time one SPF evaluation may take (RFC 7208 §4.6.4 suggests at least 20 s); then temperror. */
+        timeLimit: duration.default(20_000),
+      })
+      .strict()
+      .prefault({}),
+    dmarc: z
+      .object({
+        /** A message that fails DMARC of a domain with `p=reject`: `reject` (550 5.7.1), `quarantine-header`, or `none`. */
+        reject: z.enum(['reject', 'quarantine-header', 'none']).default('reject'),
+        /** A message that fails DMARC of a domain with `p=quarantine`: `header` adds `X-Relay-Quarantine: dmarc`; `none` does nothing. */
+        quarantine: z.enum(['header', 'none']).default('header'),
+        /** Apply the legacy `pct=` tag (RFC 7489 §6.6.4): outside the sample, the next weaker policy applies. */
+        honourPct: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    /** A DNS temporary error (SPF, DMARC, or a DKIM key that decides DMARC): `tempfail` (451) or `accept` (only recorded). */
+    tempError: z.enum(['tempfail', 'accept']).default('tempfail'),
+    /** ARC-seal checked mail before it is queued for onward delivery (RFC 8617). */
+    arcSeal: arcSeal.optional(),
+    /** Follow the RFCs exactly (mailauth's strict mode): e.g. a DKIM body hash mismatch is dkim=fail, not neutral. */
+    strict: z.boolean().default(true),
+    /** Shortest RSA key accepted for DKIM and ARC signatures. */
+    minBitLength: z.number().int().min(512).default(1024),
+  })
+  .strict()
+
+export type MailAuthOptions = z.output<typeof options>
