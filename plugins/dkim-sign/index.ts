@@ -1,0 +1,81 @@
+// dkim-sign: DKIM-signs outgoing mail (RSA and/or Ed25519, relaxed/relaxed) at the `queue` hook,
+// after every other plugin has changed the headers. Must be the last plugin with a queue hook.
+// Options: options.ts; signing: sign.ts; keys and rotation: keys.ts; `relay doctor`: doctor.ts;
+// `relay dkim keygen`: cli.ts. Documentation: README.md.
+import addressparser from 'nodemailer/lib/addressparser'
+import { definePlugin, parseAddress, tempfail, type MessageHeaders, type SessionInfo } from '../../core/index.js'
+import { doctor } from './doctor.js'
+import { isDomainName, normalizeDomain, signingKeys } from './keys.js'
+import { options, type Options } from './options.js'
+import { signMessage } from './sign.js'
+
+type Parsed = ReturnType<typeof addressparser>
+const addressesOf = (list: Parsed): string[] => list.flatMap((a) => ('group' in a && a.group ? addressesOf(a.group) : a.address ? [a.address] : []))
+
+/** The domain of an address (lower case, A-labels), or undefined when it has none or an IP literal. */
+function domainOf(address: string | undefined): string | undefined {
+  const at = address ? address.lastIndexOf('@') : -1
+  if (!address || at < 0) return undefined
+  const domain = normalizeDomain(address.slice(at + 1))
+  return isDomainName(domain) ? domain : undefined
+}
+
+/** The domain of the first address in From:, or undefined. */
+function fromDomain(headers: MessageHeaders): string | undefined {
+  const value = headers.get('From')
+  return value === undefined ? undefined : domainOf(addressesOf(addressparser(value))[0])
+}
+
+/** The domain of the authenticated user (a login that is an address), or undefined. */
+function userDomain(session: SessionInfo): string | undefined {
+  return session.user && parseAddress(session.user) ? domainOf(session.user) : undefined
+}
+
+export default definePlugin<Options>({
+  name: 'dkim-sign',
+  options,
+  setup({ options, log }) {
+    const now = new Date()
+    log.info(
+      {
+        keys: options.keys.map((k) => ({ domain: k.domain, selector: k.selector, type: k.type, activeFrom: k.activeFrom?.toISOString(), signing: signingKeys(options.keys, k.domain, now).includes(k) })),
+        signBy: options.signBy,
+      },
+      'DKIM keys loaded',
+    )
+  },
+  hooks: {
+    async queue({ session, envelope, headers, readMessage, queueId, options, log, isLocalDomain }) {
+      if (!options.signInbound && !session.user && envelope.recipients.every((r) => isLocalDomain(parseAddress(r.address)?.domain ?? ''))) {
+        log.debug({ queueId, client: session.remoteAddress }, 'not signed: inbound mail (unauthenticated, local recipients only)')
+        return undefined
+      }
+      const domain = options.signBy === 'user' ? userDomain(session) : fromDomain(headers)
+      if (!domain) {
+        log.debug({ queueId, signBy: options.signBy, user: session.user }, options.signBy === 'user' ? 'not signed: no authenticated user with an address' : 'not signed: no From: address')
+        return undefined
+      }
+      const keys = signingKeys(options.keys, domain, new Date())
+      if (!keys.length) {
+        log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
+        return undefined
+      }
+      const result = await signMessage(readMessage(), keys, { headers: options.headers, oversign: options.oversign })
+      // Prepended in reverse, so they stand in the order of the keys (RSA first) at the top.
+      for (const value of [...result.values].reverse()) headers.prepend('DKIM-Signature', value)
+      if (result.errors.length) {
+        if (result.errors.every((e) => e.code === 'ENOFROM')) {
+          log.debug({ queueId, domain }, 'not signed: the message has no From: field')
+          return undefined
+        }
+        log.error({ queueId, domain, errors: result.errors }, 'DKIM signing failed')
+        // Unsigned mail from a domain with a DMARC policy would be refused downstream: try again later.
+        if (!result.values.length) return tempfail({ code: 451, status: '4.3.0', message: 'DKIM signing failed, try again later' })
+      }
+      const signed = keys.filter((k) => !result.errors.some((e) => e.selector === k.selector && e.domain === k.domain)).map((k) => k.selector)
+      log.debug({ queueId, domain, selectors: signed }, 'DKIM signed')
+      return undefined
+    },
+  },
+  doctor,
+})
