@@ -28,6 +28,17 @@ queue
   .option('--json', 'print JSON')
   .action(async (opts) => (await import('./queue.js')).queueList(opts))
 
+program
+  .command('doctor')
+  .description("check a sending domain's DNS against this relay: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, reverse DNS")
+  .argument('<domain>', 'the domain you send mail as, e.g. example.com')
+  .option(...configOption)
+  .option('--json', 'print the checks as JSON: [{ name, status, message, fix }]')
+  .option('--no-mta-sts-fetch', 'check the MTA-STS DNS record only, do not fetch the policy over HTTPS')
+  .option('--mta-sts-connect <host:port>', 'fetch the MTA-STS policy from here instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>)')
+  .addHelpText('after', '\nExit code: 0 when no check is an error, 1 when one is, 2 for a bad domain or config.')
+  .action(async (domain: string, opts) => (await import('./doctor.js')).doctor(domain, opts))
+
 const tls = program.command('tls').description('TLS certificates')
 tls
   .command('selfsigned')

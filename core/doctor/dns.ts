@@ -81,3 +81,8 @@ export function describeDnsError(err: unknown): string {
 export function mailauthResolver(resolver: Resolver): (name: string, type: string) => Promise<any> {
   return (name, type) => resolver.resolve(name, type as 'TXT')
 }
+
+/** The fix for a failed lookup: the relay's resolvers, or the zone's name servers, are not answering. */
+export function dnsFix(resolver: Resolver, name: string): string {
+  return `make sure the DNS servers the relay uses (${resolver.getServers().join(', ')}) answer, and that the name servers of ${name} do`
+}

@@ -2,7 +2,7 @@
 // sender domain can receive mail at all (Postfix's reject_unknown_sender_domain, for one).
 import net from 'node:net'
 import type { MxRecord } from 'node:dns'
-import { addressesOf, describeDnsError, isNotFound } from './dns.js'
+import { addressesOf, describeDnsError, dnsFix, isNotFound } from './dns.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
 
 export async function checkMx({ domain, resolver }: DoctorEnv): Promise<DoctorCheck[]> {
@@ -11,7 +11,7 @@ export async function checkMx({ domain, resolver }: DoctorEnv): Promise<DoctorCh
   try {
     records = await resolver.resolveMx(domain)
   } catch (err) {
-    if (!isNotFound(err)) return [error('MX', `cannot look up the MX records of ${domain}: ${describeDnsError(err)}`, `make sure the name servers of ${domain} answer`)]
+    if (!isNotFound(err)) return [error('MX', `cannot look up the MX records of ${domain}: ${describeDnsError(err)}`, dnsFix(resolver, domain))]
     records = []
   }
 
@@ -67,7 +67,7 @@ export async function checkMx({ domain, resolver }: DoctorEnv): Promise<DoctorCh
         if (addresses.length > 0) return `${host} (${r.priority}) → ${addresses.join(', ')}`
         return error(`MX ${host}`, `MX host ${host} has no A/AAAA record, so mail to ${domain} cannot be delivered to it`, `give ${host} an A (or AAAA) record, or remove it from the MX records`)
       } catch (err) {
-        return error(`MX ${host}`, `cannot look up the addresses of MX host ${host}: ${describeDnsError(err)}`, `make sure the name servers of ${host} answer`)
+        return error(`MX ${host}`, `cannot look up the addresses of MX host ${host}: ${describeDnsError(err)}`, dnsFix(resolver, host))
       }
     }),
   )
