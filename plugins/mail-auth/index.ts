@@ -4,8 +4,7 @@
 // Authenticated sessions, submission listeners and `skipNetworks` are not checked. See README.md.
 //
 //   plugins: [['mail-auth', { spf: { fail: 'mark' }, dmarc: { reject: 'reject' }, arcSeal: { domain, selector, privateKeyFile } }]]
-import net from 'node:net'
-import { definePlugin, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
+import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
 import { options, type MailAuthOptions } from './options.js'
 import { mailauthResolver } from './dns.js'
 import { checkMessage, checkSpf, type SPFResult } from './checks.js'
@@ -54,19 +53,6 @@ function sessionState(o: MailAuthOptions, id: string): SessionState {
   return st
 }
 
-function networkMatcher(blocks: string[]): (ip: string) => boolean {
-  if (!blocks.length) return () => false
-  const list = new net.BlockList()
-  for (const block of blocks) {
-    const [ip, bits] = block.split('/') as [string, string | undefined]
-    const family = net.isIP(ip) === 6 ? 'ipv6' : 'ipv4'
-    list.addSubnet(ip, bits === undefined ? (family === 'ipv4' ? 32 : 128) : Number(bits), family)
-  }
-  return (ip) => {
-    const family = net.isIP(ip)
-    return family !== 0 && list.check(ip, family === 4 ? 'ipv4' : 'ipv6')
-  }
-}
 
 /** Mail coming in from outside: an `mx` listener, no AUTH, not a skipped network. */
 const checked = (o: MailAuthOptions, session: SessionInfo): boolean =>

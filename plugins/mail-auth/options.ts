@@ -1,19 +1,7 @@
-import net from 'node:net'
-import { z } from '../../core/index.js'
+import { cidr, durationAtLeast, z } from '../../core/index.js'
 import { loadSealKey } from './arc-seal.js'
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 }
-
-/** '20s', '500ms', '1m', or a number of seconds → milliseconds (> 0). */
-const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const m = typeof value === 'number' ? [String(value), String(value), 's'] : /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(value)
-  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 's']!) : NaN
-  if (!Number.isFinite(ms) || ms <= 0) {
-    ctx.addIssue({ code: 'custom', message: `expected a positive duration like '20s' or '500ms', got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return ms
-})
+const duration = durationAtLeast(1, '1ms')
 
 /** An RFC 8601 authserv-id written as a token (a host name in practice). */
 const authservId = z
@@ -26,18 +14,6 @@ const domainName = z
   .refine((d) => /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/.test(d), {
     message: 'expected a domain name like example.com',
   })
-
-const cidr = z.string().refine(
-  (s) => {
-    const [ip, bits, extra] = s.split('/')
-    const family = net.isIP(ip ?? '')
-    if (!family || extra !== undefined) return false
-    if (bits === undefined) return true
-    const n = Number(bits)
-    return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128)
-  },
-  { message: "expected an IP address or CIDR block, like '10.0.0.0/8' or '2001:db8::/32'" },
-)
 
 const arcSeal = z
   .object({

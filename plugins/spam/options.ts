@@ -1,31 +1,7 @@
 // Options of the spam plugin (see README.md): which scanner, limits, what to do with its answer.
-import { z } from '../../core/index.js'
+import { durationAtLeast, size, z } from '../../core/index.js'
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
-
-/** '10s', '500ms', '1m' or a number of seconds → milliseconds (> 0). */
-const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const m = typeof value === 'number' ? [String(value), String(value), 's'] : /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value)
-  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 's']!) : NaN
-  if (!Number.isFinite(ms) || ms <= 0) {
-    ctx.addIssue({ code: 'custom', message: `expected a positive duration like '10s' or '500ms', got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return ms
-})
-
-const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }
-
-/** '2MB', '512kb' or a number of bytes → bytes (> 0). */
-const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const m = typeof value === 'number' ? [String(value), String(value), 'b'] : /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(value)
-  const bytes = m ? Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? 'b').toLowerCase()]!) : NaN
-  if (!Number.isFinite(bytes) || bytes <= 0) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like '2MB', '512kb' or a number of bytes, got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return bytes
-})
+const duration = durationAtLeast(1, '1ms')
 
 const httpUrl = z.string().refine(
   (s) => {
