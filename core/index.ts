@@ -9,7 +9,7 @@ export type { Reply } from './hooks/verdict.js'
 export type * from './hooks/types.js'
 export { MessageHeaders } from './smtp/headers.js'
 export { parseAddress } from './smtp/address.js'
-export { duration, durationAtLeast, size, cidr } from './config/fields.js'
+export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
 export { networkMatcher } from './net/networks.js'
 export { z }
 

@@ -40,3 +40,16 @@ export const cidr = z.string().refine(
   },
   { message: "expected an IP address or CIDR block, like '10.0.0.0/8' or '2001:db8::/32'" },
 )
+
+/** An http:// or https:// URL. */
+export const httpUrl = z.string().refine(
+  (s) => {
+    try {
+      const u = new URL(s)
+      return u.protocol === 'http:' || u.protocol === 'https:'
+    } catch {
+      return false
+    }
+  },
+  { message: "expected an http:// or https:// URL, like 'https://auth.example.com/smtp'" },
+)

@@ -1,16 +1,4 @@
-import { duration, durationAtLeast, z } from '../../core/index.js'
-
-const httpUrl = z.string().refine(
-  (s) => {
-    try {
-      const u = new URL(s)
-      return u.protocol === 'http:' || u.protocol === 'https:'
-    } catch {
-      return false
-    }
-  },
-  { message: "expected an http:// or https:// URL, like 'https://auth.example.com/smtp'" },
-)
+import { duration, durationAtLeast, httpUrl, z } from '../../core/index.js'
 
 export const options = z
   .object({

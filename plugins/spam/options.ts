@@ -1,19 +1,7 @@
 // Options of the spam plugin (see README.md): which scanner, limits, what to do with its answer.
-import { durationAtLeast, size, z } from '../../core/index.js'
+import { durationAtLeast, httpUrl, size, z } from '../../core/index.js'
 
 const duration = durationAtLeast(1, '1ms')
-
-const httpUrl = z.string().refine(
-  (s) => {
-    try {
-      const u = new URL(s)
-      return u.protocol === 'http:' || u.protocol === 'https:'
-    } catch {
-      return false
-    }
-  },
-  { message: "expected an http:// or https:// URL, like 'http://127.0.0.1:11333'" },
-)
 
 const spamassassin = z
   .object({
