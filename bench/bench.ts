@@ -1,4 +1,6 @@
 // npm run bench [-- --n 2000 --size 5120 --concurrency 20]
+// npm run bench -- --bulk   (10,000 messages to 50 domains whose MX records, served by a DNS server
+//                            on loopback, spread them over 5 receiving servers; connection reuse on)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
 // latency from end of DATA to 250, relay CPU per message, peak RSS, event-loop lag, losses, duplicates.
@@ -17,9 +19,17 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: '5120' },
     concurrency: { type: 'string', default: '20' },
     timeout: { type: 'string', default: '300' },
+    bulk: { type: 'boolean', default: false },
+    domains: { type: 'string', default: '50' },
+    receivers: { type: 'string', default: '5' },
   },
 })
-const N = Number(args.n)
+const BULK = args.bulk
+const N = BULK && !process.argv.includes('--n') ? 10_000 : Number(args.n)
+const DOMAINS = BULK ? Number(args.domains) : 1
+const RECEIVERS = BULK ? Number(args.receivers) : 1
+/** The recipient of message `seq`: one fixed address, or spread over the bulk domains. */
+const rcptOf = (seq: number) => (BULK ? `user${seq}@d${seq % DOMAINS}.bulk.test` : 'bench-rcpt@sink.test')
 const SIZE = Number(args.size)
 const C = Number(args.concurrency)
 const DEADLINE = Date.now() + Number(args.timeout) * 1000
@@ -56,7 +66,7 @@ function inject(port: number, seq: number, body: string): Promise<number> {
     const steps = [
       'EHLO bench-client.test\r\n',
       'MAIL FROM:<bench-sender@bench.test>\r\n',
-      'RCPT TO:<bench-rcpt@sink.test>\r\n',
+      `RCPT TO:<${rcptOf(seq)}>\r\n`,
       'DATA\r\n',
       `From: <bench-sender@bench.test>\r\nTo: <bench-rcpt@sink.test>\r\nSubject: bench ${seq}\r\nMessage-ID: <bench-${seq}@bench.test>\r\nX-Bench-Seq: ${seq}\r\n\r\n${body}.\r\n`,
       'QUIT\r\n',
@@ -98,8 +108,20 @@ function percentile(sorted: number[], p: number): number {
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-bench-'))
-  const sink = fork(path.join(ROOT, 'bench/sink.ts'), ['0'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const sinkHosts = BULK ? Array.from({ length: RECEIVERS }, (_, i) => `127.0.0.${2 + i}`) : ['127.0.0.1']
+  const sink = fork(path.join(ROOT, 'bench/sink.ts'), ['0', sinkHosts.join(',')], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const { port: sinkPort } = await ask<{ port: number }>(sink, '', 'listening')
+  // Bulk: real MX resolution through a DNS server on loopback (the test harness's).
+  let dns: { server: string; close(): Promise<void> } | undefined
+  if (BULK) {
+    const { startDns } = await import('../test/harness/dns-server.js')
+    const zones: Record<string, { MX?: { exchange: string; priority: number }[]; A?: string[] }> = {}
+    for (let d = 0; d < DOMAINS; d++) {
+      zones[`d${d}.bulk.test`] = { MX: [{ exchange: `mx.d${d}.bulk.test`, priority: 10 }] }
+      zones[`mx.d${d}.bulk.test`] = { A: [sinkHosts[d % RECEIVERS]!] }
+    }
+    dns = await startDns(zones)
+  }
 
   const relayPort = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -112,10 +134,11 @@ async function main() {
     listen: [{ host: '127.0.0.1', port: relayPort, role: 'mx' }],
     dataDir: path.join(dir, 'data'),
     smtp: { reverseLookup: false },
-    delivery: { concurrency: { global: 100, perDomain: 100 } },
+    delivery: { concurrency: { global: 100, perDomain: BULK ? 10 : 100 }, ...(BULK ? { port: sinkPort } : {}) },
+    ...(dns ? { dns: { servers: [dns.server] } } : {}),
     plugins: [
       ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
-      [path.join(ROOT, 'bench/route-to-sink.ts'), { host: '127.0.0.1', port: sinkPort }],
+      ...(BULK ? [] : [[path.join(ROOT, 'bench/route-to-sink.ts'), { host: '127.0.0.1', port: sinkPort }]]),
     ],
     log: { level: 'info' },
   }
@@ -167,6 +190,7 @@ async function main() {
   await new Promise((r) => relay.once('exit', r))
   const stopped = fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'relay stopped')
   sink.send({ type: 'exit' })
+  await dns?.close()
 
   latencies.sort((a, b) => a - b)
   const accepted = latencies.length
@@ -186,6 +210,8 @@ async function main() {
     lost: accepted - stats.unique,
     duplicates: stats.duplicates,
     sink_sessions: stats.sessions,
+    connections_per_message: Number((stats.sessions / Math.max(1, stats.unique)).toFixed(3)),
+    ...(BULK ? { domains: DOMAINS, receivers: RECEIVERS, last_delivered_after_s: Number(e2eS.toFixed(2)) } : {}),
   }
   console.log(JSON.stringify(result, null, 2))
   fs.rmSync(dir, { recursive: true, force: true })

@@ -2,12 +2,15 @@
 // counts messages by their X-Bench-Seq header, reports counts to the parent over IPC.
 import net from 'node:net'
 
+// argv: PORT [HOSTS] — HOSTS a comma-separated list of loopback addresses (default 127.0.0.1),
+// all on the same port (several "remote MX" servers in one process).
 const port = Number(process.argv[2] ?? 0)
+const hosts = (process.argv[3] ?? '127.0.0.1').split(',')
 const seen = new Map<number, number>()
 let messages = 0
 let sessions = 0
 
-const server = net.createServer((socket) => {
+const handle = (socket: net.Socket) => {
   sessions++
   socket.setNoDelay(true)
   let buf = ''
@@ -52,12 +55,22 @@ const server = net.createServer((socket) => {
     }
   })
   socket.on('error', () => undefined)
-})
+}
 
-server.listen(port, '127.0.0.1', () => {
-  const address = server.address() as net.AddressInfo
-  process.send?.({ type: 'listening', port: address.port })
-})
+// Every host on the same port: the first picks the port (when 0), the others follow it.
+async function listenAll(): Promise<number> {
+  let p = port
+  for (const host of hosts) {
+    const server = net.createServer(handle)
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(p, host, () => resolve())
+    })
+    p = (server.address() as net.AddressInfo).port
+  }
+  return p
+}
+void listenAll().then((p) => process.send?.({ type: 'listening', port: p }))
 
 process.on('message', (msg: { type: string }) => {
   if (msg.type === 'stats') {
