@@ -28,6 +28,28 @@ queue
   .option('--json', 'print JSON')
   .action(async (opts) => (await import('./queue.js')).queueList(opts))
 
+const suppression = program.command('suppression').description('addresses refused at RCPT (hard bounces, or added by hand)')
+suppression
+  .command('list')
+  .description('list suppressed addresses with reason, source queue id and expiry')
+  .option(...configOption)
+  .option('--json', 'print JSON: [{ address, reason, source, createdAt, expiresAt }]')
+  .action(async (opts) => (await import('./suppression.js')).suppressionList(opts))
+suppression
+  .command('add')
+  .description('refuse mail to an address (550 5.1.1 at RCPT)')
+  .argument('<address>', 'the address to suppress')
+  .option(...configOption)
+  .option('--reason <text>', 'why (shown in the RCPT reply)')
+  .option('--ttl <duration>', "how long, e.g. '30d'; 0: until removed (default: delivery.suppression.ttl)")
+  .action(async (address: string, opts) => (await import('./suppression.js')).suppressionAdd(address, opts))
+suppression
+  .command('remove')
+  .description('take mail for a suppressed address again')
+  .argument('<address>', 'the address to remove')
+  .option(...configOption)
+  .action(async (address: string, opts) => (await import('./suppression.js')).suppressionRemove(address, opts))
+
 program
   .command('doctor')
   .description("check a sending domain's DNS against this relay: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, reverse DNS")
@@ -47,6 +69,14 @@ tls
   .option('--out <dir>', 'directory to write <name>.key and <name>.crt', './tls')
   .option('--days <n>', 'validity in days', '365')
   .action(async (opts) => (await import('./tls.js')).tlsSelfSigned(opts))
+
+const pluginCmd = program.command('plugin').description('write your own plugins')
+pluginCmd
+  .command('new')
+  .description('create relay-plugin-<name>/: a plugin with one hook, its test (relay-mta/testing), package.json, tsconfig, README')
+  .argument('<name>', "plugin name, e.g. 'block-list' (the npm package is relay-plugin-<name>)")
+  .option('--dir <dir>', 'where to create the folder', '.')
+  .action(async (name: string, opts) => (await import('./plugin-new.js')).pluginNew(name, opts))
 
 // Bundled plugins add their own verbs: plugins/<name>/cli.js (cli.ts when run from source) may export
 // `register(program, { loadConfig })`. Same directory as the plugins themselves (hooks/load-plugins.ts).

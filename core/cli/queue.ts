@@ -31,7 +31,7 @@ export async function queueList(opts: { config?: string; json?: boolean }): Prom
     process.stdout.write(`${m.id}  ${time(m.receivedAt)}  ${m.size} bytes  from <${m.sender}>  ${m.messageId ?? '(no Message-ID)'}\n`)
     for (const r of m.recipients) {
       process.stdout.write(
-        `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}\n`,
+        `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}\n`,
       )
     }
   }

@@ -113,6 +113,32 @@ export const configSchema = z
           .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })
           .strict()
           .prefault({}),
+        /** A warning DSN (Action: delayed) to the sender once a message has waited this long, once; 0 or false: never. */
+        delayWarning: z
+          .union([z.literal(false), duration])
+          .default(14_400_000)
+          .transform((v) => (v === false ? 0 : v)),
+        /** Hard-bounced addresses (5xx, bad mailbox) are refused at RCPT for `ttl` (0: until removed). */
+        suppression: z
+          .object({ enabled: z.boolean().default(true), ttl: duration.default(30 * 86_400_000) })
+          .strict()
+          .prefault({}),
+        /** Extra CA certificates (PEM file, relative to the config file) trusted besides the system's, for tls 'verify' and MTA-STS. */
+        tlsCa: z.string().min(1).optional(),
+        /** MTA-STS (RFC 8461) on MX deliveries; policies are cached in memory until their max_age. */
+        mtaSts: z
+          .object({
+            enabled: z.boolean().default(true),
+            /** Time limit for fetching a policy over HTTPS. */
+            timeout: duration.default(20_000),
+            /** For tests and staging: fetch every policy from this 'host:port' instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>). */
+            connectTo: z
+              .string()
+              .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: "expected 'host:port', like '127.0.0.1:8443'" })
+              .optional(),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

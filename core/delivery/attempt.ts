@@ -1,11 +1,17 @@
 import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import tls from 'node:tls'
 import { Readable } from 'node:stream'
 import type { Resolver } from 'node:dns/promises'
 import type { Job, RecipientResult } from '../queue/types.js'
 import type { HookBus } from '../hooks/bus.js'
+import type { DeliveryEvent, Route } from '../hooks/types.js'
 import type { RelayConfig } from '../config/schema.js'
-import { resolveDestination, resolveHosts, type Resolution } from './mx.js'
-import { transact, type ConnectionPool, type Outcome } from './smtp-client.js'
+import { resolveDestination, resolveHosts, type Destination, type Resolution } from './mx.js'
+import { transact, type ConnectionPool, type Outcome, type TlsPolicy, type TransactionOptions } from './smtp-client.js'
+import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
+import { relayDsn } from './dsn.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -18,7 +24,8 @@ export interface AttemptResult {
   remote: boolean
   status?: string
   remoteHost?: string
-  tls?: boolean
+  /** TLS of the connection that gave the reply (false: plain text). */
+  tls?: DeliveryEvent['tls']
 }
 
 export interface AttemptDeps {
@@ -26,6 +33,42 @@ export interface AttemptDeps {
   resolver: Resolver
   hooks: HookBus
   pool: ConnectionPool
+}
+
+/** What delivery keeps per relay (per config object): extra CAs and the MTA-STS policy cache. */
+interface DeliveryEnv {
+  ca?: (string | Buffer)[]
+  caError?: string
+  sts?: MtaSts
+}
+const envs = new WeakMap<RelayConfig, DeliveryEnv>()
+
+function envFor(config: RelayConfig, resolver: Resolver): DeliveryEnv {
+  let env = envs.get(config)
+  if (env) return env
+  env = {}
+  if (config.delivery.tlsCa) {
+    const file = path.resolve(config.configDir, config.delivery.tlsCa)
+    try {
+      const extra = [fs.readFileSync(file)]
+      // `ca` replaces the default store, so the system's roots (and NODE_EXTRA_CA_CERTS) are added back.
+      const envExtra = process.env.NODE_EXTRA_CA_CERTS
+      if (envExtra) {
+        try {
+          extra.push(fs.readFileSync(envExtra))
+        } catch {
+          // Node itself warns about an unreadable NODE_EXTRA_CA_CERTS at start.
+        }
+      }
+      env.ca = [...tls.rootCertificates, ...extra]
+    } catch (err) {
+      env.caError = `delivery.tlsCa ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`
+    }
+  }
+  const sts = config.delivery.mtaSts
+  if (sts.enabled) env.sts = new MtaSts({ resolver, timeoutMs: sts.timeout, connectTo: sts.connectTo, ca: env.ca })
+  envs.set(config, env)
+  return env
 }
 
 function messageStream(job: Job): () => Readable {
@@ -40,7 +83,40 @@ function messageStream(job: Job): () => Readable {
     )
 }
 
-/** One attempt: deliver hook (route), DNS, then SMTP with each host in turn until one answers. */
+/** How this job is sent, once the deliver hook has spoken. */
+interface Plan {
+  kind: 'mx' | 'smtp' | 'lmtp'
+  port: number
+  helo: string
+  tls: TlsPolicy
+  implicitTls?: boolean
+  auth?: { user: string; pass: string }
+  localAddress?: string
+  socketPath?: string
+  hosts?: string[]
+}
+
+function planFor(route: Route | undefined, config: RelayConfig): Plan | string {
+  if (!route) return { kind: 'mx', port: config.delivery.port, helo: config.hostname, tls: 'may' }
+  const kind = route.kind ?? (route.socketPath ? 'lmtp' : route.hosts?.length ? 'smtp' : 'mx')
+  if (kind === 'smtp' && !route.hosts?.length) return 'a smtp route needs hosts'
+  if (kind === 'lmtp' && !route.hosts?.length && !route.socketPath) return 'an lmtp route needs hosts or a socketPath'
+  if (route.localAddress !== undefined && net.isIP(route.localAddress) === 0) return `localAddress ${route.localAddress} is not an IP address`
+  const defaultPort = kind === 'lmtp' ? 24 : kind === 'smtp' && route.implicitTls ? 465 : config.delivery.port
+  return {
+    kind,
+    port: route.port ?? defaultPort,
+    helo: route.helo ?? config.hostname,
+    tls: route.tls ?? 'may',
+    implicitTls: route.implicitTls,
+    auth: route.auth,
+    localAddress: route.localAddress,
+    socketPath: kind === 'lmtp' ? route.socketPath : undefined,
+    hosts: route.hosts,
+  }
+}
+
+/** One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
   const { config, resolver, hooks, pool } = deps
   const all = (outcome: AttemptResult['outcome'], response: string, extra: Partial<AttemptResult> = {}) =>
@@ -52,39 +128,81 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
     recipients: job.recipients.map((r) => r.address),
     attempt: (job.recipients[0]?.attempts ?? 0) + 1,
   })
-  let port = config.delivery.port
-  let helo = config.hostname
-  let resolution: Resolution
   if (decision?.verdict.action === 'reject') return all('failed', `${decision.verdict.status ?? '5.0.0'} ${decision.verdict.message ?? `Refused by ${decision.plugin}`}`, { status: decision.verdict.status ?? '5.0.0' })
   if (decision?.verdict.action === 'tempfail') return all('retry', `${decision.verdict.status ?? '4.0.0'} ${decision.verdict.message ?? `Deferred by ${decision.plugin}`}`)
-  if (decision?.verdict.action === 'route') {
-    const r = decision.verdict.route
-    port = r.port ?? port
-    helo = r.helo ?? helo
-    resolution = await resolveHosts(resolver, r.hosts)
+  const plan = planFor(decision?.verdict.action === 'route' ? decision.verdict.route : undefined, config)
+  if (typeof plan === 'string') return all('retry', `4.3.5 Route from ${decision!.plugin} unusable: ${plan}`, { status: '4.3.5' })
+
+  const env = envFor(config, resolver)
+  let tlsPolicy = plan.tls
+  let sts: StsPolicy | undefined
+  let resolution: Resolution
+  if (plan.kind === 'mx') {
+    const [res, lookup] = await Promise.all([resolveDestination(resolver, job.domain), env.sts?.lookup(job.domain)])
+    resolution = res
+    if (lookup?.policy?.mode === 'enforce') sts = lookup.policy
+  } else if (plan.socketPath) {
+    resolution = { ok: true, hosts: [{ name: plan.socketPath, address: plan.socketPath }] }
   } else {
-    resolution = await resolveDestination(resolver, job.domain)
+    resolution = await resolveHosts(resolver, plan.hosts!)
   }
   if (!resolution.ok) return all(resolution.permanent ? 'failed' : 'retry', `${resolution.status} ${resolution.message}`, { status: resolution.status })
 
+  let hosts: Destination[] = resolution.hosts
+  if (sts) {
+    // RFC 8461 §4: only MX hosts the policy lists, each with a verified certificate.
+    const policy = sts
+    hosts = hosts.filter((h) => mxAllowed(h.name, policy))
+    tlsPolicy = 'verify'
+    if (!hosts.length) {
+      const names = [...new Set(resolution.hosts.map((h) => h.name))].join(', ')
+      return all('retry', `4.7.5 MTA-STS policy of ${job.domain} (enforce, mx: ${policy.mx.join(' ')}) lists none of its MX hosts (${names})`, { status: '4.7.5' })
+    }
+  }
+  if (plan.localAddress && !plan.socketPath) {
+    // A socket bound to an address of one family cannot reach the other.
+    const family = net.isIP(plan.localAddress)
+    const same = hosts.filter((h) => net.isIP(h.address) === family)
+    if (same.length) hosts = same
+  }
+  const needsCa = tlsPolicy === 'verify'
+  if (needsCa && env.caError) return all('retry', `4.7.5 ${env.caError}`, { status: '4.7.5' })
+
   const to = job.recipients.map((r) => r.address)
-  const message = messageStream(job)
+  const options: TransactionOptions = {
+    port: plan.port,
+    helo: plan.helo,
+    from: job.message.sender,
+    to,
+    message: messageStream(job),
+    connectTimeout: config.delivery.connectTimeout,
+    commandTimeout: config.delivery.commandTimeout,
+    eightBit: job.message.senderArgs?.BODY === '8BITMIME',
+    dsn: relayDsn(job.message.senderArgs, job.recipients),
+    tls: tlsPolicy,
+    implicitTls: plan.implicitTls,
+    auth: plan.auth,
+    localAddress: plan.localAddress,
+    lmtp: plan.kind === 'lmtp',
+    socketPath: plan.socketPath,
+    ca: env.ca,
+  }
   let last: Outcome | undefined
-  for (const host of resolution.hosts) {
-    last = await transact(host, {
-      port,
-      helo,
-      from: job.message.sender,
-      to,
-      message,
-      connectTimeout: config.delivery.connectTimeout,
-      commandTimeout: config.delivery.commandTimeout,
-      eightBit: job.message.senderArgs?.BODY === '8BITMIME',
-    }, pool)
+  let policyFailure: Extract<Outcome, { kind: 'unreachable' }> | undefined
+  for (const host of hosts) {
+    last = await transact(host, options, pool)
     if (last.kind === 'done') break
+    if (last.policy) policyFailure = last
   }
   if (!last) return all('retry', '4.4.1 No host to deliver to')
   if (last.kind === 'unreachable') {
+    // A host that did not meet the TLS policy (or refused AUTH) explains the deferral best.
+    const failure = policyFailure ?? last
+    if (failure.policy === 'tls') {
+      const why = sts ? `MTA-STS policy of ${job.domain} (enforce) requires verified TLS` : `TLS policy '${tlsPolicy}'`
+      return all('retry', `4.7.5 ${why}: ${failure.remoteHost}: ${failure.response}`, { status: '4.7.5', remoteHost: failure.remoteHost })
+    }
+    if (failure.policy === 'auth') return all('retry', `4.7.0 ${failure.remoteHost}: ${failure.response}`, { status: '4.7.0', remote: Boolean(failure.code), remoteHost: failure.remoteHost })
     // Every host failed before a transaction; a 5xx greeting from the last one is final.
     const permanent = (last.code ?? 0) >= 500
     return all(permanent ? 'failed' : 'retry', permanent ? last.response : `4.4.1 Host ${last.remoteHost} unreachable: ${last.response}`, {

@@ -1,22 +1,31 @@
+import fs from 'node:fs'
 import { inject, injectable } from 'tsyringe'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { Tokens } from '../tokens.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
-import type { Job, NewMessage, Queue, RecipientResult } from '../queue/types.js'
-import type { DeliveryEvent } from '../hooks/types.js'
+import type { DelayCandidate, Job, NewMessage, Queue, QueuedMessage, RecipientResult, Suppression } from '../queue/types.js'
+import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
 import { newQueueId } from '../queue/id.js'
 import { parseAddress } from '../smtp/address.js'
 import { attemptDelivery, type AttemptResult } from './attempt.js'
 import { retryDelay } from './retry.js'
 import { ConnectionPool } from './smtp-client.js'
-import { buildDsn, statusOf } from './dsn.js'
+import { buildDsn, orcptOf, retOf, envidOf, statusOf, wantsDsn, RET_FULL_MAX, type DsnInput, type FailedRecipient } from './dsn.js'
+import { classify, isHardBounce } from './classify.js'
 
 /** Longest sleep between queue scans when nothing is due. */
 const IDLE_SCAN_MS = 30_000
 /** When work is due but every slot for it is taken, look again this soon at the latest. */
 const BUSY_SCAN_MS = 1000
+/** Messages looked at per delay-warning check. */
+const DELAY_BATCH = 100
+
+const oneLine = (s: string, max = 300) => {
+  const t = s.replace(/[\r\n]+/g, ' ').trim()
+  return t.length > max ? `${t.slice(0, max - 3)}...` : t
+}
 
 /**
  * Takes due work from the queue within the concurrency limits (global and per destination domain),
@@ -32,6 +41,8 @@ export class DeliveryScheduler {
   private again = false
   private stopped = true
   private readonly pool: ConnectionPool
+  private delayTimer: NodeJS.Timeout | undefined
+  private delayCheck: Promise<void> | undefined
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -46,6 +57,14 @@ export class DeliveryScheduler {
   start(): void {
     this.stopped = false
     this.notify()
+    // Delay warnings: a periodic look for messages that have waited `delayWarning` (an indexed query).
+    const warning = this.config.delivery.delayWarning
+    if (warning > 0) {
+      this.delayTimer = setInterval(() => {
+        if (!this.delayCheck) this.delayCheck = this.checkDelays().finally(() => (this.delayCheck = undefined))
+      }, Math.min(Math.max(warning / 2, 500), 60_000))
+      this.delayTimer.unref()
+    }
   }
 
   /** New work may be due (a message was queued, a slot came free): scan soon. */
@@ -155,13 +174,26 @@ export class DeliveryScheduler {
     const byRow = new Map(job.recipients.map((r) => [r.rowId, r]))
     const results: RecipientResult[] = []
     const bounced: AttemptResult[] = []
+    const suppress: Suppression[] = []
     const events: { name: 'delivered' | 'deferred' | 'bounced'; event: DeliveryEvent }[] = []
+    const { suppression } = this.config.delivery
 
     for (const a of attempts) {
       const tries = (byRow.get(a.rowId)?.attempts ?? 0) + 1
       let state: RecipientResult['state'] = a.outcome === 'delivered' ? 'delivered' : a.outcome === 'failed' ? 'bounced' : 'deferred'
       let response = a.response
       let nextAttemptAt: number | undefined
+      // What the failure was, from the reply itself (before an expiry rewrites the response).
+      const category: BounceCategory | undefined = state === 'delivered' ? undefined : classify(a.response, a.status)
+      if (state === 'bounced' && suppression.enabled && category && isHardBounce(category, a.response, a.status)) {
+        suppress.push({
+          address: a.address,
+          reason: oneLine(a.response, 200),
+          source: job.message.id,
+          createdAt: now,
+          expiresAt: suppression.ttl > 0 ? now + suppression.ttl : undefined,
+        })
+      }
       if (state === 'deferred') {
         if (expired) {
           state = 'bounced'
@@ -173,7 +205,7 @@ export class DeliveryScheduler {
         }
       }
       if (state === 'bounced') bounced.push({ ...a, response })
-      results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt })
+      results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category })
       events.push({
         name: state,
         event: {
@@ -188,14 +220,18 @@ export class DeliveryScheduler {
           durationMs: now - started,
           queuedMs: now - job.message.receivedAt,
           nextAttemptAt,
+          category,
           tls: a.tls,
         },
       })
     }
 
-    const bounce = bounced.length && job.message.sender !== '' ? await this.bounceFor(job, bounced) : undefined
-    await this.queue.complete(job.message.id, results, bounce)
+    // RFC 3461: a failure DSN only for recipients whose NOTIFY asks for one (no NOTIFY: yes).
+    const notify = bounced.filter((b) => wantsDsn(byRow.get(b.rowId)?.args, 'FAILURE'))
+    const bounce = notify.length && job.message.sender !== '' ? await this.bounceFor(job, notify) : undefined
+    await this.queue.complete(job.message.id, results, bounce, suppress)
     if (bounce) this.notify()
+    for (const s of suppress) this.log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
     for (const { name, event } of events) {
       const level = name === 'delivered' ? 'info' : 'warn'
@@ -204,43 +240,105 @@ export class DeliveryScheduler {
     }
   }
 
-  /** A DSN (RFC 3464) from the null sender to the original sender, queued with the results. */
+  /** A failure DSN (RFC 3464) from the null sender to the original sender, queued with the results. */
   private async bounceFor(job: Job, failed: AttemptResult[]): Promise<NewMessage | undefined> {
-    const parsed = parseAddress(job.message.sender)
+    const args = new Map(job.recipients.map((r) => [r.rowId, r.args]))
+    return this.dsnMessage(job.message, 'failed', failed.map((f) => ({
+      address: f.address,
+      status: f.status ?? statusOf(f.response, '5.0.0'),
+      remoteHost: f.remoteHost,
+      diagnostic: f.response,
+      remote: f.remote,
+      orcpt: orcptOf(args.get(f.rowId)),
+    })))
+  }
+
+  /** RET=FULL: the whole message when it is small enough, else undefined (headers only). */
+  private async fullMessage(m: QueuedMessage): Promise<Buffer | undefined> {
+    if (retOf(m.senderArgs) !== 'FULL' || m.size > RET_FULL_MAX) return undefined
+    try {
+      const body = 'inline' in m.body ? m.body.inline : await fs.promises.readFile(m.body.file)
+      return Buffer.concat([m.headers, body])
+    } catch (err) {
+      this.log.warn({ err, queueId: m.id }, 'could not read the message for RET=FULL; returning its headers')
+      return undefined
+    }
+  }
+
+  /** A DSN from the null sender to the message's sender, as a message to queue. */
+  private async dsnMessage(m: QueuedMessage | DelayCandidate['message'], action: 'failed' | 'delayed', recipients: FailedRecipient[]): Promise<NewMessage | undefined> {
+    const parsed = parseAddress(m.sender)
     if (!parsed) return undefined
     const id = newQueueId()
-    const dsn = await buildDsn({
+    const input: DsnInput = {
+      action,
       reportingMta: this.config.hostname,
-      queueId: job.message.id,
-      sender: job.message.sender,
-      arrivalDate: new Date(job.message.receivedAt),
-      originalHeaders: job.message.headers,
-      envid: typeof job.message.senderArgs?.ENVID === 'string' ? job.message.senderArgs.ENVID : undefined,
-      recipients: failed.map((f) => ({
-        address: f.address,
-        status: f.status ?? statusOf(f.response, '5.0.0'),
-        remoteHost: f.remoteHost,
-        diagnostic: f.response,
-        remote: f.remote,
-      })),
-    })
+      queueId: m.id,
+      sender: m.sender,
+      arrivalDate: new Date(m.receivedAt),
+      originalHeaders: m.headers,
+      envid: envidOf(m.senderArgs),
+      recipients,
+    }
+    if (action === 'failed' && 'body' in m) input.originalMessage = await this.fullMessage(m)
+    if (action === 'delayed') input.willRetryUntil = new Date(m.expiresAt)
+    const dsn = await buildDsn(input)
     const split = dsn.indexOf('\r\n\r\n')
     const now = Date.now()
     const headers = dsn.subarray(0, split + 2)
     const body = dsn.subarray(split + 2)
     const messageId = /^Message-ID:\s*(.+)$/im.exec(headers.toString('latin1'))?.[1]?.trim()
-    this.log.info({ queueId: id, dsnFor: job.message.id, to: job.message.sender }, 'bounce queued')
+    if (action === 'failed') this.log.info({ queueId: id, dsnFor: m.id, to: m.sender }, 'bounce queued')
     return {
       id,
       sender: '',
-      recipients: [{ address: job.message.sender, domain: parsed.domain }],
+      recipients: [{ address: m.sender, domain: parsed.domain }],
       headers,
       body: { inline: body },
       size: dsn.length,
       messageId,
       receivedAt: now,
       expiresAt: now + this.config.delivery.maxQueueLifetime,
-      meta: { dsnFor: job.message.id },
+      meta: { dsnFor: m.id },
+    }
+  }
+
+  /**
+   * Delay warnings (RFC 3464 Action: delayed): once per message that has waited `delayWarning`,
+   * to its sender (never the null sender), for the recipients still deferred whose NOTIFY asks for
+   * DELAY (no NOTIFY: yes). A message with no such recipient is marked all the same.
+   */
+  private async checkDelays(): Promise<void> {
+    try {
+      const now = Date.now()
+      const candidates = await this.queue.delayCandidates(now - this.config.delivery.delayWarning, DELAY_BATCH)
+      for (const c of candidates) {
+        if (this.stopped) return
+        const wanted = c.recipients.filter((r) => wantsDsn(r.args, 'DELAY'))
+        const dsn = wanted.length
+          ? await this.dsnMessage(
+              c.message,
+              'delayed',
+              wanted.map((r) => {
+                const response = r.lastResponse ?? '4.0.0 Delivery not yet attempted'
+                const status = statusOf(response, '4.0.0')
+                return {
+                  address: r.address,
+                  status: status.startsWith('4.') ? status : '4.0.0',
+                  remoteHost: r.remoteHost,
+                  diagnostic: response,
+                  remote: /^\d{3}[ -]/.test(response),
+                  orcpt: orcptOf(r.args),
+                }
+              }),
+            )
+          : undefined
+        if (!(await this.queue.markDelayNotified(c.message.id, dsn)) || !dsn) continue
+        this.log.info({ queueId: dsn.id, dsnFor: c.message.id, to: c.message.sender, recipients: wanted.map((r) => r.address) }, 'delay warning queued')
+        this.notify()
+      }
+    } catch (err) {
+      if (!this.stopped) this.log.error({ err }, 'delay warning check failed')
     }
   }
 
@@ -248,7 +346,8 @@ export class DeliveryScheduler {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true
     if (this.timer) clearTimeout(this.timer)
-    const all = Promise.all([...this.running])
+    clearInterval(this.delayTimer)
+    const all = Promise.all([...this.running, ...(this.delayCheck ? [this.delayCheck] : [])])
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
     await Promise.race([all, timeout])

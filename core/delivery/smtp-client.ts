@@ -1,7 +1,23 @@
+import crypto from 'node:crypto'
 import net from 'node:net'
+import type tls from 'node:tls'
 import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
+
+/**
+ * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
+ * certificate not checked; 'verify': TLS required with a certificate valid for the host name.
+ */
+export type TlsPolicy = 'may' | 'encrypt' | 'verify'
+
+/** The TLS of a connection, as delivery events report it. */
+export interface TlsInfo {
+  version: string
+  cipher: string
+  /** The certificate chains to a trusted CA and is valid for the host name. */
+  verified: boolean
+}
 
 export interface TransactionOptions {
   port: number
@@ -14,6 +30,25 @@ export interface TransactionOptions {
   commandTimeout: number
   /** Pass ESMTP BODY=8BITMIME when the server offers it. */
   eightBit?: boolean
+  /**
+   * RFC 3461 parameters passed on when the server offers DSN (RET, ENVID on MAIL; NOTIFY, ORCPT on
+   * RCPT). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction (see dsn.ts relayDsn).
+   */
+  dsn?: { ret?: string; envid?: string; notify?: string; orcpt?: string }
+  /** Default 'may'. */
+  tls?: TlsPolicy
+  /** TLS from the first byte (port 465) instead of STARTTLS. */
+  implicitTls?: boolean
+  /** SMTP AUTH once the connection is encrypted (never in plain text). */
+  auth?: { user: string; pass: string }
+  /** Local address to connect from. */
+  localAddress?: string
+  /** Speak LMTP (LHLO, one reply per recipient after the message). */
+  lmtp?: boolean
+  /** Connect to this unix socket instead of `dest.address`:`port`. */
+  socketPath?: string
+  /** CA certificates to verify against (default: the system's). */
+  ca?: (string | Buffer)[]
 }
 
 export interface RecipientReply {
@@ -23,10 +58,15 @@ export interface RecipientReply {
 }
 
 export type Outcome =
-  /** No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next. */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string }
+  /**
+   * No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next.
+   * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed.
+   */
+  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' }
   /** A transaction ran; each recipient has the reply that decides its fate. */
-  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: boolean }
+  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false }
+
+type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
 
 type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
 
@@ -38,15 +78,19 @@ interface Session {
   key: string
   remoteHost: string
   messages: number
+  tls: TlsInfo | false
   idleTimer?: NodeJS.Timeout
   /** Where the connection's errors and closes go while a transaction runs (else: drop it). */
   onError?: (err: SmtpError) => void
+  /** LMTP: the reply to the message for each recipient, of the transaction in progress. */
+  lmtpReplies?: Map<string, string>
 }
 
 /**
- * Open connections kept per destination (address, port, EHLO name) after a transaction, so the
- * next message to the same host skips connect, greeting, EHLO and STARTTLS. A connection carries
- * at most `maxMessages` messages and is closed after `idleMs` without use.
+ * Open connections kept per destination after a transaction, so the next message to the same
+ * host skips connect, greeting, EHLO, STARTTLS and AUTH. The key holds everything that makes a
+ * connection what it is (host, port, EHLO name, source address, TLS policy, AUTH user, LMTP).
+ * A connection carries at most `maxMessages` messages and is closed after `idleMs` without use.
  */
 export class ConnectionPool {
   private readonly idle = new Map<string, Session[]>()
@@ -100,55 +144,133 @@ export class ConnectionPool {
   }
 }
 
+/** Everything that changes what a connection is; the password only as a hash. */
+function poolKey(dest: Destination, o: TransactionOptions): string {
+  const auth = o.auth ? `${o.auth.user}#${crypto.createHash('sha256').update(`${o.auth.user}\0${o.auth.pass}`).digest('hex').slice(0, 16)}` : ''
+  return [o.lmtp ? 'lmtp' : 'smtp', dest.name, dest.address, o.socketPath ?? '', o.port, o.helo, o.localAddress ?? '', o.tls ?? 'may', o.implicitTls ? 'implicit' : 'starttls', auth].join('|')
+}
+
 /**
- * One SMTP transaction with one host: over a pooled connection when there is one, else a new
- * connection with opportunistic STARTTLS (after a failed handshake, the same host again in plain
- * text, as Postfix does).
+ * One SMTP (or LMTP) transaction with one host: over a pooled connection when there is one, else a
+ * new connection. Under TLS policy 'may', STARTTLS is opportunistic and a failed handshake is
+ * followed by the same host again in plain text (as Postfix does); under 'encrypt' and 'verify'
+ * a connection that does not meet the policy is closed before anything but EHLO was sent.
  */
 export async function transact(dest: Destination, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome> {
   // Keyed by name too: the name is the TLS server name, and what events and DSNs report.
-  const key = `${dest.name}|${dest.address}|${o.port}|${o.helo}`
+  const key = poolKey(dest, o)
   const pooled = pool.take(key)
   if (pooled) {
     const outcome = await send(pooled, o, pool)
     // The server dropped the idle connection before reading the message: open a new one.
     if (outcome !== 'reconnect') return outcome
   }
+  const mayFallBack = (o.tls ?? 'may') === 'may' && !o.implicitTls && !o.auth
   let opened = await open(dest, o, key, false, pool)
-  if ('kind' in opened && opened.response.startsWith('ETLS')) opened = await open(dest, o, key, true, pool)
-  if ('kind' in opened) return opened
+  if ('kind' in opened && opened.tlsFailed && mayFallBack) opened = await open(dest, o, key, true, pool)
+  if ('kind' in opened) {
+    const { tlsFailed: _, ...outcome } = opened
+    return outcome
+  }
   const outcome = await send(opened, o, pool)
   if (outcome === 'reconnect') return { kind: 'unreachable', response: 'connection closed before the message was sent', remoteHost: opened.remoteHost }
   return outcome
 }
 
-function open(dest: Destination, o: TransactionOptions, key: string, ignoreTLS: boolean, pool: ConnectionPool): Promise<Session | Extract<Outcome, { kind: 'unreachable' }>> {
-  const remoteHost = `${dest.name}[${dest.address}]:${o.port}`
+function connectUnix(path: string, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ path })
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(Object.assign(new Error(`connect to ${path} timed out`), { code: 'ETIMEDOUT' }))
+    }, timeoutMs)
+    socket.once('connect', () => {
+      clearTimeout(timer)
+      socket.removeAllListeners('error')
+      resolve(socket)
+    })
+    socket.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+function tlsOf(conn: SMTPConnection): TlsInfo | false {
+  const sock = (conn as unknown as { _socket?: tls.TLSSocket })._socket
+  if (!conn.secure || !sock || typeof sock.getProtocol !== 'function') return false
+  return { version: sock.getProtocol() ?? 'unknown', cipher: sock.getCipher()?.name ?? 'unknown', verified: sock.authorized === true }
+}
+
+async function open(dest: Destination, o: TransactionOptions, key: string, ignoreTLS: boolean, pool: ConnectionPool): Promise<Session | (Unreachable & { tlsFailed?: boolean })> {
+  const remoteHost = o.socketPath ? `unix:${o.socketPath}` : `${dest.name}[${dest.address}]:${o.port}`
+  const policy = o.tls ?? 'may'
+  let connection: net.Socket | undefined
+  if (o.socketPath) {
+    try {
+      connection = await connectUnix(o.socketPath, o.connectTimeout)
+    } catch (err) {
+      return { kind: 'unreachable', response: describe(err as SmtpError), remoteHost }
+    }
+  }
   return new Promise((resolve) => {
     let settled = false
     const conn = new SMTPConnection({
-      host: dest.address,
+      host: o.socketPath ? 'localhost' : dest.address,
       port: o.port,
       name: o.helo,
-      servername: net.isIP(dest.name) ? undefined : dest.name,
+      servername: o.socketPath || net.isIP(dest.name) ? undefined : dest.name,
+      secure: Boolean(o.implicitTls),
       ignoreTLS,
-      opportunisticTLS: true,
+      opportunisticTLS: policy === 'may',
+      requireTLS: policy !== 'may' && !o.implicitTls,
+      lmtp: Boolean(o.lmtp),
+      localAddress: o.localAddress,
+      connection,
       connectionTimeout: o.connectTimeout,
       greetingTimeout: o.connectTimeout,
       socketTimeout: o.commandTimeout,
-      tls: { rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+      // Verification is decided below from the handshake's result, so that 'may' still reports it.
+      tls: { rejectUnauthorized: false, minVersion: 'TLSv1.2', ca: o.ca },
       logger: false,
       debug: false,
       allowInternalNetworkInterfaces: true,
-    })
-    const session: Session = { conn, key, remoteHost, messages: 0 }
-    const fail = (err: SmtpError) => {
+    } as ConstructorParameters<typeof SMTPConnection>[0])
+    const session: Session = { conn, key, remoteHost, messages: 0, tls: false }
+    if (o.lmtp) {
+      // nodemailer reports LMTP's per-recipient replies only for refusals; keep every one.
+      const c = conn as unknown as { _actionLMTPStream?: (rcpt: string, final: boolean, str: string, cb: unknown) => unknown }
+      const original = c._actionLMTPStream
+      if (typeof original === 'function') {
+        c._actionLMTPStream = function (this: unknown, rcpt, final, str, cb) {
+          session.lmtpReplies?.set(rcpt, String(str))
+          return original.call(this, rcpt, final, str, cb)
+        }
+      }
+    }
+    const result = (r: Unreachable & { tlsFailed?: boolean }) => {
       if (settled) return
       settled = true
       conn.close()
-      // A handshake that fails after STARTTLS surfaces as ETLS or as a socket error mid-upgrade.
-      const tlsFailed = err.code === 'ETLS' || conn.upgrading === true || /SSL routines|TLS/.test(err.message)
-      resolve({ kind: 'unreachable', response: tlsFailed ? `ETLS: ${describe(err)}` : describe(err), code: err.responseCode, remoteHost })
+      resolve(r)
+    }
+    const fail = (err: SmtpError) => {
+      // A handshake that fails surfaces as ETLS, or as a socket error mid-upgrade or on an implicit-TLS connect.
+      const tlsFailed = err.code === 'ETLS' || conn.upgrading === true || (!err.responseCode && /SSL routines|TLS|certificate|handshake/.test(err.message))
+      const required = policy !== 'may' || Boolean(o.implicitTls)
+      let why = describe(err)
+      if (err.code === 'ETLS' && err.command === 'STARTTLS' && err.response) {
+        const ehlo = (conn as unknown as { _plaintextEhlo?: string | false })._plaintextEhlo
+        why = typeof ehlo === 'string' && !/[ -]STARTTLS\b/im.test(ehlo) ? `STARTTLS not offered (${why})` : `STARTTLS refused: ${why}`
+      }
+      result({
+        kind: 'unreachable',
+        response: tlsFailed ? `TLS ${o.implicitTls ? 'handshake' : 'negotiation'} failed: ${why}` : why,
+        code: tlsFailed ? undefined : err.responseCode,
+        remoteHost,
+        tlsFailed,
+        policy: tlsFailed && required ? 'tls' : undefined,
+      })
     }
     // Errors and closes after the connect go to the transaction in progress; an idle pooled
     // connection that fails or is closed by the server just leaves the pool.
@@ -159,26 +281,46 @@ function open(dest: Destination, o: TransactionOptions, key: string, ignoreTLS: 
       if (session.onError) session.onError(closed)
       else pool.remove(session)
     })
-    // A silent close before the greeting comes to this callback rather than as an 'error' event.
-    conn.connect((err?: SmtpError) => {
-      if (err) return fail(err)
+    const ready = () => {
+      if (settled) return
       settled = true
       pool.opened++
       resolve(session)
+    }
+    // A silent close before the greeting comes to this callback rather than as an 'error' event.
+    conn.connect((err?: SmtpError) => {
+      if (err) return fail(err)
+      if (settled) return
+      session.tls = tlsOf(conn)
+      // The policy is checked before anything but EHLO went over the connection.
+      if (policy !== 'may' && !session.tls) return result({ kind: 'unreachable', response: `TLS required (${policy}) but the connection is not encrypted`, remoteHost, policy: 'tls' })
+      if (policy === 'verify' && session.tls && !session.tls.verified) {
+        const why = (conn as unknown as { _socket?: tls.TLSSocket })._socket?.authorizationError
+        return result({ kind: 'unreachable', response: `TLS certificate of ${o.socketPath ?? dest.name} not verified: ${String(why ?? 'unknown reason')}`, remoteHost, policy: 'tls' })
+      }
+      if (!o.auth) return ready()
+      if (!session.tls) return result({ kind: 'unreachable', response: 'AUTH refused: credentials are never sent over a connection that is not encrypted', remoteHost, policy: 'tls' })
+      conn.login({ user: o.auth.user, pass: o.auth.pass }, (authErr?: SmtpError | null) => {
+        if (!authErr) return ready()
+        result({ kind: 'unreachable', response: `AUTH as ${o.auth!.user} failed: ${describe(authErr)}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
+      })
     })
   })
 }
 
 function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
   const reused = s.messages > 0
-  const tls = s.conn.secure
+  const tls = s.tls
   return new Promise((resolve) => {
     let settled = false
     const stream = o.message()
+    const lmtpReplies = new Map<string, string>()
+    s.lmtpReplies = lmtpReplies
     const finish = (outcome: Outcome | 'reconnect', keep: 'keep' | 'reset' | 'close') => {
       if (settled) return
       settled = true
       s.onError = undefined
+      s.lmtpReplies = undefined
       if (keep === 'keep') pool.put(s)
       else if (keep === 'reset') s.conn.reset((err) => (err ? s.conn.close() : pool.put(s)))
       else s.conn.close()
@@ -196,7 +338,7 @@ function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<
       finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls }, 'close')
     }
     s.onError = fail
-    s.conn.send({ from: o.from, to: o.to, use8BitMime: o.eightBit }, stream, (err, info) => {
+    s.conn.send({ from: o.from, to: o.to, use8BitMime: o.eightBit, dsn: o.dsn } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {
         const e = err as SmtpError
@@ -206,7 +348,7 @@ function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<
         return fail(e)
       }
       const out = new Map<string, RecipientReply>()
-      for (const rcpt of info.accepted) out.set(rcpt, { ok: true, code: 250, response: info.response })
+      for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: lmtpReplies.get(rcpt)?.replace(/\s+/g, ' ').trim() ?? info.response })
       for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describe(r) })
       finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls }, 'keep')
     })

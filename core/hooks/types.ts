@@ -19,13 +19,32 @@ export interface Verdict {
   senders?: string[]
 }
 
-/** A destination chosen by a `deliver` hook instead of the recipient domain's MX hosts. */
+/**
+ * Where and how a `deliver` hook sends these recipients. `kind` 'mx' (the default when no `hosts`
+ * or `socketPath` is given) uses the recipient domain's MX hosts; 'smtp' the given `hosts` (a
+ * smarthost); 'lmtp' an LMTP server (`hosts` + `port`, or a unix `socketPath`).
+ */
 export interface Route {
-  /** Host names or IP addresses, tried in order. */
-  hosts: string[]
+  kind?: 'mx' | 'smtp' | 'lmtp'
+  /** Host names or IP addresses, tried in order ('smtp', 'lmtp'). */
+  hosts?: string[]
   port?: number
-  /** Name sent in EHLO (default: config `hostname`). */
+  /** Unix socket of an LMTP server ('lmtp' only, instead of hosts). */
+  socketPath?: string
+  /** Name sent in EHLO/LHLO (default: config `hostname`). */
   helo?: string
+  /**
+   * TLS policy: 'may' (default: STARTTLS when offered, plain text after a failed handshake),
+   * 'encrypt' (TLS required, certificate not checked), 'verify' (TLS required, certificate valid
+   * for the host name). A failure under 'encrypt'/'verify' defers; it never falls back to plain text.
+   */
+  tls?: 'may' | 'encrypt' | 'verify'
+  /** TLS from the first byte (port 465) instead of STARTTLS. */
+  implicitTls?: boolean
+  /** SMTP AUTH after TLS (never sent over a connection that is not encrypted). */
+  auth?: { user: string; pass: string }
+  /** Local IP address to send from. */
+  localAddress?: string
 }
 export interface RouteDecision {
   action: 'route'
@@ -80,6 +99,9 @@ export interface QueuedMessageInfo {
   readonly headers: string
 }
 
+/** What kind of failure a deferral or bounce was (core/delivery/classify.ts). */
+export type BounceCategory = 'bad-mailbox' | 'mailbox-full' | 'policy' | 'dns' | 'tls' | 'throttled' | 'other'
+
 export interface DeliveryEvent {
   queueId: string
   messageId?: string
@@ -95,7 +117,10 @@ export interface DeliveryEvent {
   queuedMs: number
   /** For deferrals: when the next attempt is due (epoch ms). */
   nextAttemptAt?: number
-  tls?: boolean
+  /** For deferrals and bounces: the kind of failure (RFC 3463 code and reply text). */
+  category?: BounceCategory
+  /** TLS of the connection that gave the response; false: plain text; absent: no connection. */
+  tls?: false | { version: string; cipher: string; verified: boolean }
 }
 
 /** What every hook receives besides its own data. */

@@ -1,5 +1,6 @@
 // The queue is the contract between taking mail in (core/smtp) and sending it out (core/delivery).
 // Implementations: sqlite/ (embedded default). Callers use only this interface.
+import type { BounceCategory } from '../hooks/types.js'
 
 export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced'
 
@@ -57,6 +58,8 @@ export interface RecipientResult {
   remoteHost?: string
   /** For 'deferred': when the next attempt is due (epoch ms). */
   nextAttemptAt?: number
+  /** For 'deferred' and 'bounced': the kind of failure. */
+  category?: BounceCategory
 }
 
 export interface ClaimOptions {
@@ -87,7 +90,26 @@ export interface QueueEntry {
   sender: string
   size: number
   receivedAt: number
-  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string }[]
+  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory }[]
+}
+
+/** An address mail is not taken for (a hard bounce, or added by hand). */
+export interface Suppression {
+  /** Lower-cased. */
+  address: string
+  reason: string
+  /** The queue id of the message whose bounce added it, or 'cli'. */
+  source?: string
+  createdAt: number
+  /** Epoch ms; absent: until removed. */
+  expiresAt?: number
+}
+
+/** A message that has waited `delayWarning` with recipients still deferred, and no warning sent yet. */
+export interface DelayCandidate {
+  message: Omit<QueuedMessage, 'body'>
+  /** Its recipients in state 'deferred', with their last result. */
+  recipients: { rowId: number; address: string; args?: Record<string, string | boolean>; lastResponse?: string; remoteHost?: string; category?: BounceCategory }[]
 }
 
 export interface Queue {
@@ -100,11 +122,26 @@ export interface Queue {
   /** Leases due work. */
   claim(options: ClaimOptions): Promise<ClaimResult>
   /** Records one attempt's results for a message's recipients, and enqueues a bounce in the same write. */
-  complete(queueId: string, results: RecipientResult[], bounce?: NewMessage): Promise<CompleteResult>
+  complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult>
   /** Makes work left leased by a process that died due at once; returns how many recipients. */
   recover(now: number): Promise<number>
   list(): Promise<QueueEntry[]>
   /** Spool files that belong to queued messages. */
   bodyFiles(): Promise<string[]>
+  /** The address's suppression entry if it has one that has not expired (an indexed lookup). */
+  isSuppressed(address: string): Promise<Suppression | undefined>
+  /** Adds or replaces entries. */
+  suppress(entries: Suppression[]): Promise<void>
+  /** Removes an entry; false when there was none. */
+  unsuppress(address: string): Promise<boolean>
+  /** Entries that have not expired, oldest first. */
+  listSuppressed(): Promise<Suppression[]>
+  /** Messages received before `receivedBefore`, not warned yet, with deferred recipients (at most `limit`). */
+  delayCandidates(receivedBefore: number, limit: number): Promise<DelayCandidate[]>
+  /**
+   * Marks the message as warned (once per message) and queues the warning `dsn` in the same write,
+   * if the message is still queued and not marked before; resolves with whether it was marked now.
+   */
+  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean>
   close(): Promise<void>
 }

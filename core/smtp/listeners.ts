@@ -163,7 +163,9 @@ export class SmtpListeners {
       hide8BITMIME: false,
       hidePIPELINING: false,
       hideSMTPUTF8: false,
-      hideDSN: true,
+      // RFC 3461: NOTIFY, RET, ENVID, ORCPT are parsed and validated by smtp-server, kept in the
+      // envelope args, honoured in bounces and passed on to a next hop that offers DSN.
+      hideDSN: false,
       hideREQUIRETLS: true,
       authMethods: ['PLAIN', 'LOGIN'],
       allowInsecureAuth: listener.allowPlaintextAuth,
@@ -300,6 +302,14 @@ export class SmtpListeners {
     )
     // Closed by default: only local domains, or what a plugin accepted, get in.
     if (!accepted && !isLocal) throw replyError(fixed(550, '5.7.1', `Relaying denied for <${address.address}>`))
+    // Hard-bounced addresses (and those added with `relay suppression add`): a lookup in the queue database.
+    if (this.config.delivery.suppression.enabled) {
+      const suppressed = await this.queue.isSuppressed(address.address)
+      if (suppressed) {
+        this.log.info({ session: session.id, to: address.address, reason: suppressed.reason }, 'recipient refused: suppressed')
+        throw replyError(fixed(550, '5.1.1', `<${address.address}>: recipient suppressed (${suppressed.reason.replace(/[\x00-\x1f\x7f]+/g, ' ')})`))
+      }
+    }
     // smtp-server dedupes recipients by what the client typed; `<postmaster>` is now another spelling.
     if (parsed.local.toLowerCase() === 'postmaster' && isLocal) {
       const rcpts = session.envelope.rcptTo

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
-import type { Queue, NewMessage, ClaimOptions, ClaimResult, RecipientResult, CompleteResult, QueueEntry } from '../types.js'
+import type { Queue, NewMessage, ClaimOptions, ClaimResult, RecipientResult, CompleteResult, QueueEntry, Suppression, DelayCandidate } from '../types.js'
 import type { Request, Response } from './worker.js'
 import type { Spool } from '../spool.js'
 
@@ -78,8 +78,8 @@ export class SqliteQueue implements Queue {
     })
   }
 
-  async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage): Promise<CompleteResult> {
-    const r = await this.call<{ finished: boolean; bodyFile?: string }>('complete', queueId, results, bounce, Date.now())
+  async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {
+    const r = await this.call<{ finished: boolean; bodyFile?: string }>('complete', queueId, results, bounce, Date.now(), suppress)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)
     return { finished: r.finished }
   }
@@ -94,6 +94,35 @@ export class SqliteQueue implements Queue {
 
   bodyFiles(): Promise<string[]> {
     return this.call('bodyFiles')
+  }
+
+  // A read through the worker is one primary-key lookup; it sees what another process (the CLI)
+  // committed, since every statement reads the latest WAL snapshot.
+  isSuppressed(address: string): Promise<Suppression | undefined> {
+    return this.call<Suppression | null>('isSuppressed', address, Date.now()).then((s) => s ?? undefined)
+  }
+
+  suppress(entries: Suppression[]): Promise<void> {
+    return this.call('suppress', entries, Date.now())
+  }
+
+  unsuppress(address: string): Promise<boolean> {
+    return this.call('unsuppress', address)
+  }
+
+  listSuppressed(): Promise<Suppression[]> {
+    return this.call('listSuppressed', Date.now())
+  }
+
+  delayCandidates(receivedBefore: number, limit: number): Promise<DelayCandidate[]> {
+    return this.call<DelayCandidate[]>('delayCandidates', receivedBefore, limit).then((list) => {
+      for (const c of list) c.message.headers = Buffer.from(c.message.headers.buffer, c.message.headers.byteOffset, c.message.headers.byteLength)
+      return list
+    })
+  }
+
+  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
+    return this.call('markDelayNotified', queueId, dsn, Date.now())
   }
 
   async close(): Promise<void> {

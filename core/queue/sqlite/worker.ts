@@ -10,6 +10,12 @@ export type Request =
   | { id: number; op: 'recover'; args: Parameters<SqliteStore['recover']> }
   | { id: number; op: 'list'; args: [] }
   | { id: number; op: 'bodyFiles'; args: [] }
+  | { id: number; op: 'isSuppressed'; args: Parameters<SqliteStore['isSuppressed']> }
+  | { id: number; op: 'suppress'; args: Parameters<SqliteStore['suppress']> }
+  | { id: number; op: 'unsuppress'; args: Parameters<SqliteStore['unsuppress']> }
+  | { id: number; op: 'listSuppressed'; args: Parameters<SqliteStore['listSuppressed']> }
+  | { id: number; op: 'delayCandidates'; args: Parameters<SqliteStore['delayCandidates']> }
+  | { id: number; op: 'markDelayNotified'; args: Parameters<SqliteStore['markDelayNotified']> }
 
 export type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string }
 
@@ -39,7 +45,9 @@ if (parentPort) {
     batch = []
     let responses: Response[]
     try {
-      responses = apply(requests)
+      // IMMEDIATE: the write lock is taken up front (waiting on busy_timeout), so a batch that reads
+      // before it writes cannot fail with SQLITE_BUSY when another process (the CLI) wrote meanwhile.
+      responses = apply.immediate(requests)
     } catch (err) {
       responses = requests.map((r) => ({ id: r.id, ok: false, error: (err as Error).message }))
     }

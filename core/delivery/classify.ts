@@ -1,0 +1,124 @@
+// Bounce intelligence: every failed or deferred attempt gets a category, from its RFC 3463
+// enhanced status code and the reply text (remote replies), or from the relay's own local result
+// (DNS, TLS, unreachable). Pure functions, no I/O.
+import type { BounceCategory } from '../hooks/types.js'
+
+export type { BounceCategory }
+
+export const BOUNCE_CATEGORIES: readonly BounceCategory[] = ['bad-mailbox', 'mailbox-full', 'policy', 'dns', 'tls', 'throttled', 'other']
+
+interface StatusRule {
+  /** Enhanced status code pattern: `5.1.1`, `*.1.1` (either class), `*.7.*`. */
+  status: string
+  category: BounceCategory
+}
+
+/**
+ * Codes that decide on their own, before the text is looked at: a server that says 5.1.1 means
+ * "no such mailbox" whatever its text (which may well contain "spam", as in "spamtrap").
+ */
+const SPECIFIC: StatusRule[] = [
+  { status: '*.1.1', category: 'bad-mailbox' }, // bad destination mailbox address
+  { status: '*.1.0', category: 'bad-mailbox' }, // other address status
+  { status: '*.1.6', category: 'bad-mailbox' }, // destination mailbox has moved
+  { status: '*.2.2', category: 'mailbox-full' }, // mailbox full
+  { status: '*.1.2', category: 'dns' }, // bad destination system address (ours: NXDOMAIN, no MX/A)
+  { status: '*.1.10', category: 'dns' }, // null MX (RFC 7505)
+  { status: '*.4.3', category: 'dns' }, // directory server failure (ours: SERVFAIL, timeout)
+  { status: '*.4.4', category: 'dns' }, // unable to route (ours: no address for the MX hosts)
+  { status: '*.7.5', category: 'tls' }, // cryptographic failure
+  { status: '*.7.10', category: 'tls' }, // encryption needed (RFC 5248)
+  { status: '*.7.11', category: 'tls' }, // encryption required for requested authentication mechanism
+]
+
+/** Reply texts, in order; the first match decides. */
+const TEXT: { category: BounceCategory; pattern: RegExp; /** only for temporary (4xx) failures */ temporary?: boolean }[] = [
+  { category: 'tls', pattern: /\bETLS\b|\bstarttls\b|\btls\b.*\b(required|failed|handshake|not available|unavailable)|certificate|encryption (is )?(needed|required)/i },
+  {
+    category: 'throttled',
+    temporary: true,
+    pattern: /\brate[ -]?limit|\bratelimit|\brate\b.*\b(exceeded|limit)|at a rate|\btoo many\b|throttl|slow down|greylist|graylist|try again in \d|temporarily (deferred|rate limited)/i,
+  },
+  { category: 'mailbox-full', pattern: /quota|mailbox (is )?full|mailbox.*\bfull\b|insufficient (system )?storage|storage (is )?full|disk full|out of storage|exceeded storage/i },
+  {
+    category: 'policy',
+    pattern: /\bspam|blocked|block ?list|black ?list|deny ?list|\bpolicy\b|reputation|\brbl\b|dnsbl|spamhaus|listed (at|on|in|by)|banned|virus|malware|phish|dmarc|\bspf\b|\bdkim\b|relay(ing)? (access )?(denied|not permitted|prohibited)|not permitted to relay|unsolicited|content rejected/i,
+  },
+  {
+    category: 'bad-mailbox',
+    pattern:
+      /user unknown|unknown user|no such (user|mailbox|recipient|account|address|person)|(user|mailbox|recipient|account|address) (does not|doesn't|not) exist|does not exist|mailbox unavailable|mailbox not found|recipient not found|user not found|address not found|unknown (recipient|mailbox|address|local[- ]part)|invalid (recipient|mailbox|address)|not a valid (mailbox|recipient|address)|account (has been )?(disabled|deactivated|closed|suspended)|no mailbox here|undeliverable address|unrouteable address/i,
+  },
+  { category: 'dns', pattern: /\bENOTFOUND\b|\bSERVFAIL\b|\bNXDOMAIN\b|host (or domain name )?not found|domain (not found|does not exist)|no mx\b|null mx/i },
+]
+
+/** Codes that only decide when the text did not. */
+const GENERIC: StatusRule[] = [
+  { status: '4.7.0', category: 'throttled' }, // "try again later" from most large providers
+  { status: '4.2.1', category: 'throttled' }, // mailbox busy / receiving at a rate (Gmail)
+  { status: '5.2.1', category: 'bad-mailbox' }, // mailbox disabled, not accepting messages
+  { status: '*.1.3', category: 'bad-mailbox' }, // bad destination mailbox address syntax
+  { status: '*.7.*', category: 'policy' }, // security or policy status
+]
+
+function matches(rule: string, status: string): boolean {
+  const r = rule.split('.')
+  const s = status.split('.')
+  return r.length === 3 && r.every((part, i) => part === '*' || part === s[i])
+}
+
+export interface ParsedReply {
+  /** Basic SMTP reply code (421, 550, ...), when the text carries one. */
+  code?: number
+  /** RFC 3463 enhanced status code, when the text carries one. */
+  status?: string
+}
+
+/**
+ * The basic and enhanced codes of a response as the relay records it: `550 5.1.1 text`,
+ * `5.1.2 text` (a local result), or `4.4.1 Host x unreachable: 421 4.7.0 text`, where the inner
+ * remote reply is the one that tells what happened.
+ */
+export function parseReply(response: string): ParsedReply {
+  const text = response.trim()
+  const head = /^(?:([2-5]\d\d)(?:[ -]|$))?\s*(?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)!
+  let code = head[1] ? Number(head[1]) : undefined
+  let status = head[2]
+  // A connection-level wrapper of ours around what the remote host said.
+  if (status === '4.4.1' || status === '4.4.2') {
+    const inner = /:\s*([45]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)
+    if (inner) {
+      code = Number(inner[1])
+      status = inner[2] ?? status
+    }
+  }
+  return { code, status }
+}
+
+/**
+ * The category of a failure (or deferral): specific enhanced codes first (5.1.1 is a bad mailbox
+ * whatever the text says), then the reply text, then the broader codes, then the basic code.
+ * `status` is the enhanced code the relay already derived, if any (it wins over the text's).
+ */
+export function classify(response: string, status?: string): BounceCategory {
+  const parsed = parseReply(response)
+  const enhanced = parsed.status ?? status
+  const temporary = parsed.code !== undefined ? parsed.code < 500 : enhanced ? enhanced.startsWith('4.') : true
+
+  if (enhanced) for (const rule of SPECIFIC) if (matches(rule.status, enhanced)) return rule.category
+  for (const rule of TEXT) {
+    if (rule.temporary && !temporary) continue
+    if (rule.pattern.test(response)) return rule.category
+  }
+  if (enhanced) for (const rule of GENERIC) if (matches(rule.status, enhanced)) return rule.category
+  if (parsed.code === 421) return 'throttled'
+  return 'other'
+}
+
+/** A hard bounce: the mailbox does not exist and the server said so permanently (5xx). */
+export function isHardBounce(category: BounceCategory, response: string, status?: string): boolean {
+  if (category !== 'bad-mailbox') return false
+  const parsed = parseReply(response)
+  if (parsed.code !== undefined) return parsed.code >= 500
+  return (parsed.status ?? status ?? '').startsWith('5.')
+}

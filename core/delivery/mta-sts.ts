@@ -1,0 +1,187 @@
+// MTA-STS (RFC 8461) for outbound delivery: the `_mta-sts.<domain>` TXT record names the current
+// policy id; the policy itself is fetched from https://mta-sts.<domain>/.well-known/mta-sts.txt
+// with a verified certificate. In `enforce` mode only MX hosts matching its `mx:` patterns may be
+// used, each with a certificate valid for its name. Policies are cached in memory (per process)
+// until their max_age; a restart fetches them again.
+import https from 'node:https'
+import type { Resolver } from 'node:dns/promises'
+import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
+
+export interface StsPolicy {
+  id: string
+  mode: 'enforce' | 'testing' | 'none'
+  mx: string[]
+  /** Epoch ms after which the policy is no longer applied. */
+  expiresAt: number
+}
+
+export interface StsOptions {
+  resolver: Resolver
+  /** Time limit for the HTTPS fetch (ms). */
+  timeoutMs: number
+  /** `host:port` to fetch every policy from instead of mta-sts.<domain>:443 (tests). */
+  connectTo?: string
+  /** CA certificates for the HTTPS fetch (default: the system's). */
+  ca?: (string | Buffer)[]
+}
+
+/** The policy to apply now, or none; `note` says why there is none or what went wrong. */
+export interface StsLookup {
+  policy?: StsPolicy
+  note?: string
+}
+
+const MAX_POLICY_SIZE = 64 * 1024
+/** The TXT record is looked up again at most this often per domain while a policy is cached. */
+const RECHECK_MS = 60_000
+/** After a failed fetch with no cached policy, deliver as if there were none, and retry the fetch after this. */
+const FAILED_FETCH_RETRY_MS = 5 * 60_000
+
+interface CacheEntry {
+  /** A policy that applies until its expiry (mode 'none' is stored too: a fetched "no policy"). */
+  policy?: StsPolicy
+  /** When the TXT record was last checked. */
+  checkedAt: number
+  /** Until when a domain with no usable policy is not asked again. */
+  quietUntil?: number
+  note?: string
+}
+
+export class MtaSts {
+  private readonly cache = new Map<string, CacheEntry>()
+  private readonly inFlight = new Map<string, Promise<StsLookup>>()
+
+  constructor(private readonly o: StsOptions) {}
+
+  /** The policy for a recipient domain (one lookup at a time per domain). */
+  lookup(domain: string): Promise<StsLookup> {
+    domain = domain.toLowerCase().replace(/\.$/, '')
+    if (domain.startsWith('[')) return Promise.resolve({ note: 'address literal' })
+    const now = Date.now()
+    const cached = this.cache.get(domain)
+    if (cached?.policy && cached.policy.expiresAt > now && now - cached.checkedAt < RECHECK_MS) return Promise.resolve({ policy: cached.policy })
+    if (cached && !cached.policy && (cached.quietUntil ?? 0) > now) return Promise.resolve({ note: cached.note })
+    let p = this.inFlight.get(domain)
+    if (!p) {
+      p = this.refresh(domain).finally(() => this.inFlight.delete(domain))
+      this.inFlight.set(domain, p)
+    }
+    return p
+  }
+
+  private async refresh(domain: string): Promise<StsLookup> {
+    const now = Date.now()
+    const cached = this.cache.get(domain)
+    const valid = cached?.policy && cached.policy.expiresAt > now ? cached.policy : undefined
+    const keep = (note: string): StsLookup => {
+      // RFC 8461 §5.1: a cached, unexpired policy goes on applying when no new one can be had.
+      if (valid) {
+        this.cache.set(domain, { policy: valid, checkedAt: now, note })
+        return { policy: valid, note }
+      }
+      this.cache.set(domain, { checkedAt: now, quietUntil: now + FAILED_FETCH_RETRY_MS, note })
+      return { note }
+    }
+
+    let id: string | false
+    try {
+      id = await resolvePolicy(domain, { resolver: (name: string, type: string) => this.o.resolver.resolve(name, type) as Promise<never> })
+    } catch (err) {
+      return keep(`MTA-STS TXT lookup for ${domain} failed: ${(err as { code?: string }).code ?? (err as Error).message}`)
+    }
+    if (!id) {
+      if (valid) return keep(`no MTA-STS record at _mta-sts.${domain}; the cached policy applies until it expires`)
+      this.cache.set(domain, { checkedAt: now, quietUntil: now + RECHECK_MS, note: 'no MTA-STS record' })
+      return { note: 'no MTA-STS record' }
+    }
+    if (valid && valid.id === id) {
+      this.cache.set(domain, { policy: valid, checkedAt: now })
+      return { policy: valid }
+    }
+
+    let text: string
+    try {
+      text = await this.fetch(domain)
+    } catch (err) {
+      return keep(`MTA-STS policy fetch for ${domain} failed: ${(err as Error).message}`)
+    }
+    let parsed: ReturnType<typeof parsePolicy>
+    try {
+      parsed = parsePolicy(text)
+    } catch (err) {
+      return keep(`MTA-STS policy of ${domain} is invalid: ${(err as Error).message}`)
+    }
+    const policy: StsPolicy = {
+      id,
+      mode: parsed.mode,
+      mx: parsed.mx ?? [],
+      expiresAt: now + (parsed.maxAge ?? 0) * 1000,
+    }
+    this.cache.set(domain, { policy, checkedAt: now })
+    return { policy }
+  }
+
+  /** GET https://mta-sts.<domain>/.well-known/mta-sts.txt: HTTP 200 only, no redirects, at most 64 KB, verified certificate. */
+  private async fetch(domain: string): Promise<string> {
+    const servername = `mta-sts.${domain}`
+    let host: string
+    let port = 443
+    if (this.o.connectTo) {
+      const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(this.o.connectTo)!
+      host = m[1]!
+      port = Number(m[2])
+    } else {
+      let addresses: string[] = []
+      try {
+        addresses = await this.o.resolver.resolve4(servername)
+      } catch {
+        addresses = await this.o.resolver.resolve6(servername).catch(() => [])
+      }
+      if (!addresses.length) throw new Error(`${servername} has no address`)
+      host = addresses[0]!
+    }
+    const timeoutMs = this.o.timeoutMs
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        {
+          host,
+          port,
+          servername,
+          path: '/.well-known/mta-sts.txt',
+          method: 'GET',
+          headers: { host: servername },
+          agent: false,
+          rejectUnauthorized: true,
+          ca: this.o.ca,
+          timeout: timeoutMs,
+        },
+        (res) => {
+          if (res.statusCode !== 200) {
+            res.resume()
+            reject(new Error(`HTTP ${res.statusCode} from https://${servername}/.well-known/mta-sts.txt`))
+            return
+          }
+          const chunks: Buffer[] = []
+          let size = 0
+          res.on('data', (c: Buffer) => {
+            size += c.length
+            if (size > MAX_POLICY_SIZE) req.destroy(new Error(`policy larger than ${MAX_POLICY_SIZE} bytes`))
+            else chunks.push(c)
+          })
+          res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+          res.on('error', reject)
+        },
+      )
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+      req.on('error', reject)
+      req.on('close', () => clearTimeout(timer))
+      req.end()
+    })
+  }
+}
+
+/** Whether an MX host name matches one of the policy's `mx:` patterns (`*.` = exactly one label). */
+export function mxAllowed(name: string, policy: StsPolicy): boolean {
+  return validateMx(name, { mode: policy.mode, mx: policy.mx }).valid
+}

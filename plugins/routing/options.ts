@@ -1,0 +1,129 @@
+// Options of the routing plugin: an ordered list of routes, each with what it matches and where
+// (and how) the mail goes.
+import net from 'node:net'
+import { z } from '../../core/index.js'
+
+const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an IP address' })
+
+/** '/regex/flags' → a RegExp; anything else is not a regex. */
+export function regexOf(pattern: string): RegExp | undefined {
+  const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern)
+  if (!m) return undefined
+  return new RegExp(m[1]!, m[2])
+}
+
+const pattern = z
+  .string()
+  .min(1)
+  .superRefine((p, ctx) => {
+    try {
+      regexOf(p)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `invalid regular expression ${p}: ${(err as Error).message}` })
+    }
+  })
+const patterns = z.union([pattern, z.array(pattern).min(1)]).transform((p) => (Array.isArray(p) ? p : [p]))
+
+const match = z
+  .object({
+    /** Recipient domain: 'example.com' (exactly), '*.example.com' (any subdomain, not example.com itself), '/regex/i'. */
+    domain: patterns.optional(),
+    /** Envelope sender: 'alice@example.com', a domain as above, '/regex/' (on the whole address), '<>' (null sender). */
+    sender: patterns.optional(),
+  })
+  .strict()
+
+const poolAddress = z.union([ip.transform((address) => ({ address, weight: 1 as number, helo: undefined as string | undefined })), z.object({ address: ip, helo: z.string().min(1).optional(), weight: z.number().int().positive().default(1) }).strict()])
+
+/** Where the connection comes from: one address, or a pool to take turns with. */
+const source = {
+  /** EHLO name (default: config `hostname`). */
+  helo: z.string().min(1).optional(),
+  /** Local IP address to connect from. */
+  localAddress: ip.optional(),
+  /** Several local addresses, each with its own EHLO name if given; 'round-robin' or 'weighted' (smooth weighted round robin). */
+  pool: z
+    .object({ strategy: z.enum(['round-robin', 'weighted']).default('round-robin'), addresses: z.array(poolAddress).min(1) })
+    .strict()
+    .optional(),
+}
+
+/** 'host', 'host:port', '[v6]:port' → host and port. */
+export function hostPort(s: string): { host: string; port?: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? (net.isIPv6(s) ? null : /^([^:]+):(\d+)$/.exec(s))
+  if (m) return { host: m[1]!, port: m[2] ? Number(m[2]) : undefined }
+  return { host: s }
+}
+
+const port = z.number().int().min(1).max(65535)
+
+const envSet = (name: string) => typeof process.env[name] === 'string' && process.env[name] !== ''
+
+const auth = z
+  .object({
+    user: z.string().min(1),
+    /** The password, or the name of an environment variable holding it (`passEnv`). Never logged. */
+    pass: z.string().min(1).optional(),
+    passEnv: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if ((a.pass === undefined) === (a.passEnv === undefined)) ctx.addIssue({ code: 'custom', message: 'give either pass or passEnv' })
+    else if (a.passEnv !== undefined && !envSet(a.passEnv)) ctx.addIssue({ code: 'custom', path: ['passEnv'], message: `environment variable ${a.passEnv} is not set` })
+  })
+
+const common = { name: z.string().min(1).optional(), match: match.default({}), ...source }
+
+const mxRoute = z
+  .object({
+    ...common,
+    kind: z.literal('mx'),
+    /** 'may' (STARTTLS when offered), 'encrypt' (TLS required), 'verify' (TLS with a certificate valid for the MX name). */
+    tls: z.enum(['may', 'encrypt', 'verify']).default('may'),
+  })
+  .strict()
+
+const smarthostRoute = z
+  .object({
+    ...common,
+    kind: z.literal('smarthost'),
+    /** 'smtp.sendgrid.net', 'host:port', or several tried in order. */
+    host: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((h) => (Array.isArray(h) ? h : [h])),
+    /** Default 587 (starttls) or 465 (implicit), unless `host` has a port. */
+    port: port.optional(),
+    /** Required: 'implicit' (TLS from the first byte, 465) or 'starttls' (587). */
+    tls: z.enum(['implicit', 'starttls'], { error: "expected tls: 'implicit' or 'starttls' (a smarthost is always reached over TLS)" }),
+    /** The certificate must be valid for the host name (off: encrypted, not checked — for internal hosts only). */
+    verify: z.boolean().default(true),
+    auth: auth.optional(),
+  })
+  .strict()
+
+const lmtpRoute = z
+  .object({
+    ...common,
+    kind: z.literal('lmtp'),
+    /** 'host:port' (default port 24) ... */
+    host: z.string().min(1).optional(),
+    port: port.optional(),
+    /** ... or a unix socket path. */
+    socket: z.string().min(1).optional(),
+    tls: z.enum(['may', 'encrypt', 'verify']).default('may'),
+  })
+  .strict()
+  .refine((r) => (r.host === undefined) !== (r.socket === undefined), { message: 'an lmtp route needs either host or socket' })
+
+const route = z.preprocess(
+  (v) => (typeof v === 'object' && v !== null && !Array.isArray(v) && !('kind' in v) ? { ...v, kind: 'mx' } : v),
+  z.discriminatedUnion('kind', [mxRoute, smarthostRoute, lmtpRoute], { error: "expected kind: 'mx', 'smarthost' or 'lmtp'" }),
+)
+
+export const options = z
+  .object({
+    /** Tried in order; the first whose `match` fits decides. None fits: the core's default (the domain's MX). */
+    routes: z.array(route).default([]),
+  })
+  .strict()
+
+export type Options = z.output<typeof options>
+export type RouteOption = Options['routes'][number]

@@ -1,0 +1,355 @@
+// Bounce intelligence: failure categories (in events and the queue), the suppression list (hard
+// bounces refused at RCPT, `relay suppression`), delay warnings, and the DSN extension (RFC 3461:
+// NOTIFY, RET, ENVID, ORCPT honoured in our DSNs and passed on to a next hop that offers DSN).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff } from '../harness/smtp-client.js'
+import { eventually, runCli, startRelay, type RelayProcess } from '../harness/relay.js'
+import { classify, isHardBounce } from '../../core/delivery/classify.js'
+
+let dns: TestDns
+let rx: TestReceiver // 127.0.0.2 dest.test: replies per recipient from `rcptReplies`; no DSN offered
+let dsnRx: TestReceiver // 127.0.0.3 dsn.test: offers DSN (hideDSN: false)
+let slowRx: TestReceiver // 127.0.0.4 slow.test: 451 to every RCPT until told otherwise
+let senderRx: TestReceiver // 127.0.0.6 sender.test: where DSNs go
+let busyRx: TestReceiver // 127.0.0.5 busy.test: 421 4.7.0 at the greeting until told otherwise
+let busy = true
+let relay: RelayProcess
+
+const rcptReplies: Record<string, { code: number; message: string }> = {}
+let slowAccepts = false
+
+const message = (subject: string, body = 'Hello.\r\n') =>
+  `From: Alice <alice@sender.test>\r\nTo: someone@dest.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${body}`
+
+/** One SMTP transaction with ESMTP parameters on MAIL and RCPT, as raw commands. */
+async function submit(opts: { from?: string; mailArgs?: string; rcpts: (string | [string, string])[]; data: string }) {
+  const { client } = await connectRaw(relay.port)
+  try {
+    expect(await client.command('EHLO client.test')).toMatch(/^250[ -]/)
+    const mail = await client.command(`MAIL FROM:<${opts.from ?? 'alice@sender.test'}>${opts.mailArgs ? ` ${opts.mailArgs}` : ''}`)
+    expect(mail).toMatch(/^250 /)
+    const rcpt: string[] = []
+    for (const r of opts.rcpts) {
+      const [address, args] = typeof r === 'string' ? [r, ''] : r
+      rcpt.push(await client.command(`RCPT TO:<${address}>${args ? ` ${args}` : ''}`))
+    }
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const end = client.read(10_000)
+    client.send(dotStuff(opts.data))
+    const reply = await end
+    expect(reply).toMatch(/^250 /)
+    await client.command('QUIT', 1000).catch(() => undefined)
+    return { rcpt, reply, id: /queued as (\w+)/.exec(reply)![1]! }
+  } finally {
+    client.close()
+  }
+}
+
+/** RCPT alone (then RSET): how the relay answers a recipient now. */
+async function rcptReply(address: string): Promise<string> {
+  const { client } = await connectRaw(relay.port)
+  try {
+    await client.command('EHLO client.test')
+    await client.command('MAIL FROM:<alice@sender.test>')
+    return await client.command(`RCPT TO:<${address}>`)
+  } finally {
+    await client.command('QUIT', 1000).catch(() => undefined)
+    client.close()
+  }
+}
+
+const text = (m: ReceivedMessage) => m.raw.toString('latin1')
+/** DSNs at the sender's MX that report on `address` ('failed' or 'delayed'). */
+const dsnsFor = (address: string, action: 'failed' | 'delayed') =>
+  senderRx.messages.filter((m) => text(m).includes(`Final-Recipient: rfc822; ${address}\r\n`) && text(m).includes(`Action: ${action}\r\n`))
+const deliveryStatus = (m: ReceivedMessage) => {
+  const t = text(m)
+  const start = t.indexOf('Content-Type: message/delivery-status')
+  return t.slice(start, t.indexOf('\r\n--', start))
+}
+const cli = (...args: string[]) => runCli([...args, '--config', relay.configFile])
+
+beforeAll(async () => {
+  rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => rcptReplies[address!] } } })
+  const port = rx.port
+  dsnRx = await startReceiver({ host: '127.0.0.3', port, behaviour: { noStartTls: true }, serverOptions: { hideDSN: false } })
+  slowRx = await startReceiver({
+    host: '127.0.0.4',
+    port,
+    behaviour: { noStartTls: true, reply: { rcpt: () => (slowAccepts ? undefined : { code: 451, message: '4.3.0 Temporary local problem, try again' }) } },
+  })
+  senderRx = await startReceiver({ host: '127.0.0.6', port, behaviour: { noStartTls: true } })
+  busyRx = await startReceiver({
+    host: '127.0.0.5',
+    port,
+    behaviour: { noStartTls: true, reply: { connect: () => (busy ? { code: 421, message: '4.7.0 Too many connections, slow down' } : undefined) } },
+  })
+  dns = await startDns({
+    'dest.test': { A: ['127.0.0.2'] },
+    'dsn.test': { A: ['127.0.0.3'] },
+    'slow.test': { A: ['127.0.0.4'] },
+    'busy.test': { A: ['127.0.0.5'] },
+    'sender.test': { A: ['127.0.0.6'] },
+    'nowhere.test': 'NXDOMAIN',
+  })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s', delayWarning: '2s', suppression: { enabled: true, ttl: '30d' } },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns, rx, dsnRx, slowRx, senderRx, busyRx].map((x) => x?.close()))
+})
+
+describe('failure categories', () => {
+  it('classifies a table of replies and local results', () => {
+    const table: [string, string, string?][] = [
+      ['550 5.1.1 <a@b.test>: Recipient address rejected: User unknown in virtual mailbox table', 'bad-mailbox'],
+      ['550 5.1.0 Address rejected', 'bad-mailbox'],
+      ['550 5.1.1 spamtrap@b.test: no such user', 'bad-mailbox'], // the code wins over "spam" in the text
+      ['550 Requested action not taken: mailbox unavailable', 'bad-mailbox'],
+      ['550 5.7.1 User unknown', 'bad-mailbox'],
+      ['552 5.2.2 The email account that you tried to reach is over quota', 'mailbox-full'],
+      ['452 4.2.2 Mailbox full', 'mailbox-full'],
+      ['550 5.7.1 Message rejected as spam', 'policy'],
+      ['554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org', 'policy'],
+      ['550 5.7.26 Unauthenticated email from b.test is not accepted due to DMARC policy', 'policy'],
+      ['550 Your IP is on our blacklist', 'policy'],
+      ['421 4.7.0 Try again later, closing connection', 'throttled'],
+      ['451 4.7.0 Temporary deferral', 'throttled'],
+      ['421 Too many concurrent connections from your host', 'throttled'],
+      ['450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages', 'throttled'],
+      ['451 4.7.1 Greylisted, please try again in 300 seconds', 'throttled'],
+      ['4.4.3 DNS MX lookup for x.test failed: queryMx ESERVFAIL x.test', 'dns'],
+      ['5.1.2 Domain x.test does not exist (NXDOMAIN)', 'dns'],
+      ['5.1.10 Domain x.test does not accept mail (null MX)', 'dns'],
+      ['4.4.4 No address found for the MX hosts of x.test (mx.x.test)', 'dns'],
+      ['4.4.1 Host mx.x.test[192.0.2.1]:25 unreachable: ETLS: Client network socket disconnected before secure TLS connection was established', 'tls'],
+      ['454 4.7.5 TLS not available due to local problem', 'tls'],
+      ['530 5.7.0 Must issue a STARTTLS command first', 'tls'],
+      ['4.4.1 Host mx.x.test[192.0.2.1]:25 unreachable: 421 4.7.0 mx.x.test too many connections', 'throttled'],
+      ['4.4.1 Host mx.x.test[192.0.2.1]:25 unreachable: connect ECONNREFUSED 192.0.2.1:25', 'other'],
+      ['451 4.3.0 Temporary local problem, try again', 'other'],
+      ['554 5.0.0 Refused by some-plugin', 'other'],
+    ]
+    for (const [reply, category] of table) expect([reply, classify(reply)]).toEqual([reply, category])
+    // Only a permanent "no such mailbox" is a hard bounce (suppressed).
+    expect(isHardBounce('bad-mailbox', '550 5.1.1 <a@b.test>: User unknown')).toBe(true)
+    expect(isHardBounce('bad-mailbox', '450 4.1.1 <a@b.test>: Recipient address lookup failed')).toBe(false)
+    expect(isHardBounce('mailbox-full', '552 5.2.2 over quota')).toBe(false)
+    expect(isHardBounce('policy', '550 5.7.1 spam')).toBe(false)
+  })
+
+  it('records the category in events and in `relay queue list`: mailbox full, policy, throttled (421 4.7.0 greeting, 451 4.7.0), DNS', async () => {
+    rcptReplies['full@dest.test'] = { code: 552, message: '5.2.2 <full@dest.test>: Mailbox full' }
+    rcptReplies['spam@dest.test'] = { code: 550, message: '5.7.1 Message rejected as spam' }
+    rcptReplies['busy451@dest.test'] = { code: 451, message: '4.7.0 Try again later' }
+    const a = await submit({ rcpts: ['full@dest.test', 'spam@dest.test', 'x@nowhere.test'], data: message('categories') })
+    const b = await submit({ rcpts: ['someone@busy.test'], data: message('busy 421') })
+    const c = await submit({ rcpts: ['busy451@dest.test'], data: message('busy 451') })
+
+    const bounced = async (to: string) => relay.waitForLog((l) => l.event === 'bounced' && l.recipient === to)
+    const deferred = async (to: string) => relay.waitForLog((l) => l.event === 'deferred' && l.recipient === to)
+    expect(await bounced('full@dest.test')).toMatchObject({ category: 'mailbox-full', response: expect.stringMatching(/^552 5\.2\.2 /) })
+    expect(await bounced('spam@dest.test')).toMatchObject({ category: 'policy' })
+    expect(await bounced('x@nowhere.test')).toMatchObject({ category: 'dns', response: expect.stringMatching(/^5\.1\.2 /) })
+    expect(await deferred('someone@busy.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/unreachable: 421 4\.7\.0 Too many connections/) })
+    expect(await deferred('busy451@dest.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/^451 4\.7\.0 /) })
+
+    // The queue keeps the category with each deferred recipient.
+    const entries = relay.queueList() as unknown as { id: string; recipients: { address: string; state: string; category?: string }[] }[]
+    expect(entries.find((e) => e.id === b.id)?.recipients[0]).toMatchObject({ address: 'someone@busy.test', state: 'deferred', category: 'throttled' })
+    expect(entries.find((e) => e.id === c.id)?.recipients[0]).toMatchObject({ address: 'busy451@dest.test', state: 'deferred', category: 'throttled' })
+    expect(entries.find((e) => e.id === a.id)).toBeUndefined() // every recipient final: it left the queue
+    const plain = cli('queue', 'list')
+    expect(plain.stdout).toMatch(/deferred +<busy451@dest\.test> .*last: 451 4\.7\.0 Try again later {2}category: throttled$/m)
+
+    // None of these is a hard bounce: nothing was suppressed.
+    const list = JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string }[]
+    expect(list.map((s) => s.address)).not.toContain('full@dest.test')
+    expect(list.map((s) => s.address)).not.toContain('spam@dest.test')
+
+    // Let the throttled ones through so they leave the queue.
+    busy = false
+    delete rcptReplies['busy451@dest.test']
+    await eventually(() => busyRx.messages.some((m) => m.to.includes('someone@busy.test')) && rx.messages.some((m) => m.to.includes('busy451@dest.test')), 10_000, 'throttled recipients delivered')
+  })
+})
+
+describe('suppression list', () => {
+  it('suppresses a 550 5.1.1 address (category bad-mailbox in event and queue), refuses it at RCPT, and `relay suppression` manages the list while the relay runs', async () => {
+    rcptReplies['gone@dest.test'] = { code: 550, message: '5.1.1 <gone@dest.test>: User unknown' }
+    rcptReplies['later@dest.test'] = { code: 451, message: '4.3.0 Try again' }
+    const before = Date.now()
+    const { id } = await submit({ rcpts: ['gone@dest.test', 'later@dest.test'], data: message('hard bounce') })
+
+    const ev = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'gone@dest.test')
+    expect(ev).toMatchObject({ category: 'bad-mailbox', queueId: id, response: '550 5.1.1 <gone@dest.test>: User unknown' })
+    const entry = await eventually(() => (relay.queueList() as unknown as { id: string; recipients: { address: string; state: string; category?: string }[] }[]).find((e) => e.id === id))
+    expect(entry.recipients).toEqual([
+      expect.objectContaining({ address: 'gone@dest.test', state: 'bounced', category: 'bad-mailbox' }),
+      expect.objectContaining({ address: 'later@dest.test', state: 'deferred', category: 'other' }),
+    ])
+    await relay.waitForLog((l) => l.msg === 'suppressed gone@dest.test')
+
+    // Listed with reason, source queue id and an expiry of about 30 days.
+    const listed = JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; reason: string; source: string; createdAt: number; expiresAt: number }[]
+    const s = listed.find((x) => x.address === 'gone@dest.test')!
+    expect(s).toMatchObject({ reason: '550 5.1.1 <gone@dest.test>: User unknown', source: id })
+    expect(s.expiresAt - s.createdAt).toBe(30 * 86_400_000)
+    expect(s.createdAt).toBeGreaterThanOrEqual(before)
+    expect(cli('suppression', 'list').stdout).toMatch(/^gone@dest\.test .*source \w+ .*reason: 550 5\.1\.1/m)
+
+    // A new RCPT to it (any case) is refused with the reason.
+    expect(await rcptReply('gone@dest.test')).toBe('550 5.1.1 <gone@dest.test>: recipient suppressed (550 5.1.1 <gone@dest.test>: User unknown)')
+    expect(await rcptReply('Gone@Dest.test')).toMatch(/^550 5\.1\.1 <Gone@Dest\.test>: recipient suppressed/)
+
+    // Removed with the CLI: the running relay accepts it again at once.
+    const removed = cli('suppression', 'remove', 'gone@dest.test')
+    expect(removed.code).toBe(0)
+    expect(removed.stdout).toContain('removed gone@dest.test')
+    expect(await rcptReply('gone@dest.test')).toMatch(/^250 /)
+    expect(cli('suppression', 'remove', 'gone@dest.test').code).toBe(1)
+
+    // Added by hand, with a reason and a TTL.
+    const added = cli('suppression', 'add', 'complainer@dest.test', '--reason', 'asked to stop', '--ttl', '1h')
+    expect(added.code, added.stderr).toBe(0)
+    expect(await rcptReply('complainer@dest.test')).toBe('550 5.1.1 <complainer@dest.test>: recipient suppressed (asked to stop)')
+    const manual = (JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; source: string; createdAt: number; expiresAt: number }[]).find((x) => x.address === 'complainer@dest.test')!
+    expect(manual.source).toBe('cli')
+    expect(manual.expiresAt - manual.createdAt).toBe(3_600_000)
+    expect(cli('suppression', 'add', 'not-an-address', '--config', relay.configFile).code).toBe(1)
+    expect(cli('suppression', 'remove', 'complainer@dest.test').code).toBe(0)
+    expect(await rcptReply('complainer@dest.test')).toMatch(/^250 /)
+
+    delete rcptReplies['later@dest.test']
+  })
+})
+
+describe('delay warnings', () => {
+  it('sends one DSN with Action: delayed after delayWarning, only for recipients that asked for DELAY (or gave no NOTIFY), never for the null sender', async () => {
+    const nullSender = await submit({ from: '', rcpts: ['bounce-wait@slow.test'], data: message('slow bounce') })
+    const { id } = await submit({
+      rcpts: ['wait@slow.test', ['nodelay@slow.test', 'NOTIFY=FAILURE']],
+      data: message('slow one'),
+    })
+    const [warning] = await eventually(() => (dsnsFor('wait@slow.test', 'delayed').length ? dsnsFor('wait@slow.test', 'delayed') : undefined), 10_000, 'delay warning')
+    const t = text(warning!)
+    expect(warning!.from).toBe('')
+    expect(warning!.to).toEqual(['alice@sender.test'])
+    expect(t).toMatch(/^Subject: Delayed Mail \(still being retried\)$/m)
+    const status = deliveryStatus(warning!)
+    expect(status).toMatch(/^Action: delayed$/m)
+    expect(status).toMatch(/^Status: 4\.3\.0$/m)
+    expect(status).toMatch(/^Will-Retry-Until: /m)
+    expect(status).toMatch(/^Diagnostic-Code: smtp; 451 4\.3\.0 Temporary local problem, try again$/m)
+    expect(status).not.toContain('nodelay@slow.test')
+    expect(t).toContain('Content-Type: text/rfc822-headers')
+    expect(t).toContain(`id ${id}`)
+    // Once per message: more retries (and delay checks) go by without a second warning.
+    const attempts = slowRx.attempts.rcpt
+    await eventually(() => slowRx.attempts.rcpt >= attempts + 4, 10_000, 'more retries')
+    expect(dsnsFor('wait@slow.test', 'delayed')).toHaveLength(1)
+    expect(dsnsFor('nodelay@slow.test', 'delayed')).toHaveLength(0)
+    expect(relay.logs.filter((l) => l.msg === 'delay warning queued').map((l) => l.dsnFor)).toEqual(expect.arrayContaining([id]))
+    expect(relay.logs.some((l) => l.msg === 'delay warning queued' && l.dsnFor === nullSender.id)).toBe(false)
+    expect(relay.logs.some((l) => l.event === 'deferred' && l.recipient === 'bounce-wait@slow.test' && (l.attempts as number) >= 3)).toBe(true)
+    slowAccepts = true
+    await eventually(() => slowRx.messages.some((m) => m.to.includes('wait@slow.test')), 10_000, 'slow message delivered')
+  })
+})
+
+describe('DSN extension (RFC 3461)', () => {
+  it('advertises DSN', async () => {
+    const { client } = await connectRaw(relay.port)
+    expect(await client.command('EHLO client.test')).toMatch(/^250[ -]DSN$/m)
+    client.close()
+  })
+
+  it('honours NOTIFY: NEVER and SUCCESS,DELAY get no failure DSN; the default does', async () => {
+    for (const a of ['never@dest.test', 'succdelay@dest.test', 'failme@dest.test']) rcptReplies[a] = { code: 550, message: '5.7.1 Not wanted here' }
+    await submit({
+      rcpts: [['never@dest.test', 'NOTIFY=NEVER'], ['succdelay@dest.test', 'NOTIFY=SUCCESS,DELAY'], 'failme@dest.test'],
+      data: message('notify'),
+    })
+    const [dsn] = await eventually(() => (dsnsFor('failme@dest.test', 'failed').length ? dsnsFor('failme@dest.test', 'failed') : undefined), 10_000, 'failure DSN')
+    await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'never@dest.test')
+    await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'succdelay@dest.test')
+    await new Promise((r) => setTimeout(r, 500))
+    const status = deliveryStatus(dsn!)
+    expect(status).not.toContain('never@dest.test')
+    expect(status).not.toContain('succdelay@dest.test')
+    expect(senderRx.messages.filter((m) => /never@dest\.test|succdelay@dest\.test/.test(text(m)))).toHaveLength(0)
+    // RET absent: headers only.
+    expect(text(dsn!)).toContain('Content-Type: text/rfc822-headers')
+    expect(text(dsn!)).not.toContain('Content-Type: message/rfc822')
+  })
+
+  it('RET=FULL returns the whole message (message/rfc822); ENVID and ORCPT appear in the DSN; a message over 1 MB comes back as headers', async () => {
+    rcptReplies['ret@dest.test'] = { code: 550, message: '5.7.1 Not wanted here' }
+    rcptReplies['big@dest.test'] = { code: 550, message: '5.7.1 Not wanted here' }
+    await submit({
+      mailArgs: 'RET=FULL ENVID=env+2B123',
+      rcpts: [['ret@dest.test', 'ORCPT=rfc822;original@sender.test']],
+      data: message('full return', 'The body token QX-BODY-7781 comes back.\r\n'),
+    })
+    const [dsn] = await eventually(() => (dsnsFor('ret@dest.test', 'failed').length ? dsnsFor('ret@dest.test', 'failed') : undefined), 10_000, 'failure DSN')
+    const t = text(dsn!)
+    expect(t).toContain('Content-Type: message/rfc822')
+    expect(t).not.toContain('Content-Type: text/rfc822-headers')
+    expect(t).toContain('The body token QX-BODY-7781 comes back.')
+    expect(t).toContain('Subject: full return')
+    const status = deliveryStatus(dsn!)
+    expect(status).toMatch(/^Original-Envelope-Id: env\+123$/m) // xtext-decoded
+    expect(status).toMatch(/^Original-Recipient: rfc822;original@sender\.test\r\nFinal-Recipient: rfc822; ret@dest\.test$/m)
+
+    const line = 'y'.repeat(76) + '\r\n'
+    await submit({ mailArgs: 'RET=FULL', rcpts: ['big@dest.test'], data: message('too big to return', 'BIG-BODY-START\r\n' + line.repeat(15_000)) })
+    const [big] = await eventually(() => (dsnsFor('big@dest.test', 'failed').length ? dsnsFor('big@dest.test', 'failed') : undefined), 15_000, 'failure DSN (big)')
+    expect(text(big!)).toContain('Content-Type: text/rfc822-headers')
+    expect(text(big!)).toContain('Subject: too big to return')
+    expect(text(big!)).not.toContain('BIG-BODY-START')
+  })
+
+  it('passes RET, ENVID, NOTIFY and ORCPT on to a next hop that offers DSN, and none to one that does not', async () => {
+    await submit({
+      mailArgs: 'RET=HDRS ENVID=relay-env-1',
+      rcpts: [['one@dsn.test', 'NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first@sender.test']],
+      data: message('dsn relayed'),
+    })
+    const [m] = await dsnRx.waitForMessages(1, 10_000)
+    expect(m!.mailParams).toMatchObject({ RET: 'HDRS', ENVID: 'relay-env-1' })
+    expect(m!.rcptParams).toEqual([{ NOTIFY: 'SUCCESS,FAILURE', ORCPT: 'rfc822;first@sender.test' }])
+
+    // nodemailer sends one NOTIFY/ORCPT for every RCPT of a transaction: a shared NOTIFY is passed
+    // on, ORCPTs that differ per recipient are not.
+    await submit({
+      mailArgs: 'ENVID=relay-env-2',
+      rcpts: [
+        ['two@dsn.test', 'NOTIFY=FAILURE ORCPT=rfc822;second@sender.test'],
+        ['three@dsn.test', 'NOTIFY=FAILURE ORCPT=rfc822;third@sender.test'],
+      ],
+      data: message('dsn relayed twice'),
+    })
+    const two = (await dsnRx.waitForMessages(2, 10_000))[1]!
+    expect(two.to).toEqual(['two@dsn.test', 'three@dsn.test'])
+    expect(two.mailParams).toMatchObject({ ENVID: 'relay-env-2' })
+    expect(two.mailParams.RET).toBeUndefined()
+    expect(two.rcptParams).toEqual([{ NOTIFY: 'FAILURE' }, { NOTIFY: 'FAILURE' }])
+
+    // A next hop without DSN gets plain MAIL/RCPT.
+    const before = rx.messages.length
+    await submit({ mailArgs: 'RET=FULL ENVID=relay-env-3', rcpts: [['plain@dest.test', 'NOTIFY=FAILURE ORCPT=rfc822;p@sender.test']], data: message('no dsn next hop') })
+    const plain = (await rx.waitForMessages(before + 1, 10_000)).find((x) => x.to.includes('plain@dest.test'))!
+    expect(plain.mailParams.ENVID).toBeUndefined()
+    expect(plain.mailParams.RET).toBeUndefined()
+    expect(plain.rcptParams).toEqual([{}])
+  })
+})

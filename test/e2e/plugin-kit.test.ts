@@ -1,0 +1,178 @@
+// The plugin kit as a new user meets it (docs/plugins.md, "From zero to a working plugin"): the
+// packed npm tarball, `relay plugin new`, the generated test run by vitest against the installed
+// `relay-mta/testing`, the plugin enabled in a relay.config.ts, and swaks seeing it act.
+//
+// "Installed" here means the tarball unpacked as node_modules/relay-mta of a fresh project outside
+// the repo, with its dependencies linked from the repo's node_modules: a real `npm install` compiles
+// better-sqlite3 (1-2 minutes). Set RELAY_TEST_NPM_INSTALL=1 to run the real `npm install` as the
+// docs do (`--prefer-offline`, from the npm cache when it has everything).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { ROOT, tempDir } from '../harness/relay.js'
+
+const run = promisify(execFile)
+const FULL_INSTALL = process.env.RELAY_TEST_NPM_INSTALL === '1'
+
+let dns: TestDns
+let mx: TestReceiver
+let tarball: string
+let files: string[]
+const made: string[] = [] // temp directories, removed at the end (symlinks are removed, not followed)
+
+beforeAll(async () => {
+  if (!FULL_INSTALL) console.warn('plugin-kit: the tarball is unpacked with linked dependencies; RELAY_TEST_NPM_INSTALL=1 runs a real `npm install` (1-2 min: better-sqlite3 compiles)')
+  mx = await startReceiver({ host: '127.0.0.1' })
+  dns = await startDns({
+    'example.test': { MX: [{ exchange: 'mx.example.test', priority: 10 }] },
+    'mx.example.test': { A: ['127.0.0.1'] },
+  })
+  // dist/ is built by `npm test`'s pretest (and by `prepare` on a real `npm pack`); here the scripts
+  // are skipped so that no second build rewrites dist/ under the other test files.
+  const out = tempDir('relay-pack-')
+  made.push(out)
+  const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', out], { cwd: ROOT, timeout: 60_000 })
+  const [info] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[]
+  tarball = path.join(out, info!.filename)
+  files = info!.files.map((f) => f.path)
+}, 60_000)
+
+afterAll(async () => {
+  await Promise.all([dns?.close(), mx?.close()])
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+/** Environment for child tools: without the variables of the vitest running this file. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VITEST|TEST$|NODE_ENV$|NODE_OPTIONS$)/.test(k)))
+}
+
+/** A fresh project outside the repo with relay-mta (from the tarball) and vitest installed. */
+async function newProject(): Promise<string> {
+  const dir = tempDir('relay-newuser-')
+  made.push(dir)
+  const pkg = { name: 'try-relay', version: '1.0.0', type: 'module', private: true, overrides: { undici: '^7.30.2', commander: '^14.0.3' } }
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(pkg, null, 2))
+  if (FULL_INSTALL) {
+    const vitest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).devDependencies.vitest as string
+    await run('npm', ['install', tarball, `vitest@${vitest}`, '--prefer-offline', '--no-audit', '--no-fund'], { cwd: dir, env: cleanEnv(), timeout: 400_000 })
+  } else {
+    const target = path.join(dir, 'node_modules/relay-mta')
+    fs.mkdirSync(target, { recursive: true })
+    execFileSync('tar', ['-xzf', tarball, '-C', target, '--strip-components=1'])
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(target, 'node_modules'))
+    fs.symlinkSync(path.join(ROOT, 'node_modules/vitest'), path.join(dir, 'node_modules/vitest'))
+    fs.mkdirSync(path.join(dir, 'node_modules/.bin'))
+    fs.symlinkSync('../relay-mta/bin/relay.js', path.join(dir, 'node_modules/.bin/relay'))
+    fs.symlinkSync('../vitest/vitest.mjs', path.join(dir, 'node_modules/.bin/vitest'))
+  }
+  return dir
+}
+
+const bin = (dir: string, name: string) => path.join(dir, 'node_modules/.bin', name)
+
+/** `relay start` in `dir` (config found by search); resolves with its port once it listens. */
+function startIn(dir: string): Promise<{ child: ChildProcess; port: number; logs: Record<string, unknown>[] }> {
+  const child = spawn(process.execPath, [bin(dir, 'relay'), 'start'], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  const logs: Record<string, unknown>[] = []
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start in 20 s: ${stderr}`)), 20_000)
+    let buf = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString()
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        try {
+          logs.push(JSON.parse(line) as Record<string, unknown>)
+        } catch {
+          logs.push({ msg: line })
+        }
+        const listening = logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+        if (listening && logs.some((l) => l.msg === 'relay started')) {
+          clearTimeout(timer)
+          resolve({ child, port: listening.port as number, logs })
+        }
+      }
+    })
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`relay exited with ${code}: ${stderr}`))
+    })
+  })
+}
+
+function swaks(port: number, to: string): string {
+  try {
+    return execFileSync('swaks', ['--server', `127.0.0.1:${port}`, '--from', 'alice@example.com', '--to', to], { encoding: 'utf8', timeout: 15_000 })
+  } catch (err) {
+    return (err as { stdout?: string }).stdout ?? '' // swaks exits 24 when the server refuses the recipient
+  }
+}
+
+describe('the plugin kit from a packed tarball', () => {
+  it('the tarball carries bin, README, docs and the built dist (core, plugins, testing), no sources or tests', () => {
+    for (const f of ['package.json', 'README.md', 'bin/relay.js', 'docs/plugins.md', 'dist/core/index.js', 'dist/core/index.d.ts', 'dist/core/cli/main.js', 'dist/core/cli/plugin-new.js', 'dist/plugins/relay-acl/index.js', 'dist/testing/index.js', 'dist/testing/index.d.ts']) {
+      expect(files, f).toContain(f)
+    }
+    expect(files.filter((f) => /^(test|core|testing|examples)\//.test(f) || /^plugins\/.*\.ts$/.test(f))).toEqual([])
+  })
+
+  it(`scaffolds a plugin whose test passes, enables it in relay.config.ts, and swaks sees it refuse a recipient${FULL_INSTALL ? ' (real npm install)' : ''}`, async () => {
+    const dir = await newProject()
+
+    const created = await run(process.execPath, [bin(dir, 'relay'), 'plugin', 'new', 'hello'], { cwd: dir, env: cleanEnv() })
+    expect(created.stdout).toContain('created relay-plugin-hello/: index.ts, index.test.ts, package.json, tsconfig.json, README.md')
+    const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'relay-plugin-hello/package.json'), 'utf8'))
+    const ours = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
+    expect(pkg.name).toBe('relay-plugin-hello')
+    expect(pkg.type).toBe('module')
+    expect(pkg.peerDependencies).toEqual({ 'relay-mta': `^${ours.version}` })
+    expect(pkg.devDependencies.vitest).toBe(ours.devDependencies.vitest)
+    expect(pkg.devDependencies.typescript).toBe(ours.devDependencies.typescript)
+    expect(pkg.devDependencies.tsx).toBe(ours.dependencies.tsx)
+
+    // The generated test, run by vitest from the new project: it imports the installed relay-mta/testing.
+    const tested = await run(process.execPath, [bin(dir, 'vitest'), 'run', 'relay-plugin-hello'], { cwd: dir, env: cleanEnv(), timeout: 60_000 })
+    const summary = tested.stdout.replace(/\x1b\[[0-9;]*m/g, '')
+    expect(summary).toMatch(/Tests\s+1 passed \(1\)/)
+
+    fs.writeFileSync(
+      path.join(dir, 'relay.config.ts'),
+      `import { defineConfig } from 'relay-mta'
+
+export default defineConfig({
+  hostname: 'relay.example.com',
+  listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }],
+  dataDir: './data',
+  dns: { servers: ['${dns.server}'] },
+  delivery: { port: ${mx.port} },
+  smtp: { reverseLookup: false },
+  plugins: [
+    ['./relay-plugin-hello/index.ts', { block: ['nobody'] }],
+    'relay-acl',
+  ],
+})
+`,
+    )
+    const relay = await startIn(dir)
+    try {
+      const refused = swaks(relay.port, 'nobody@example.test')
+      expect(refused).toContain('<** 550 5.7.1 this recipient does not take mail here')
+      const accepted = swaks(relay.port, 'bob@example.test')
+      expect(accepted).toMatch(/<- {2}250 2\.0\.0 Ok: queued as \w+/)
+      const [msg] = await mx.waitForMessages(1, 10_000)
+      expect(msg!.to).toEqual(['bob@example.test'])
+      expect(relay.logs.find((l) => l.plugin === 'hello' && l.msg === 'recipient refused')).toMatchObject({ recipient: 'nobody@example.test' })
+    } finally {
+      relay.child.kill('SIGTERM')
+      await new Promise((r) => (relay.child.exitCode !== null ? r(undefined) : relay.child.once('exit', r)))
+    }
+  }, FULL_INSTALL ? 600_000 : 60_000)
+})
