@@ -24,6 +24,17 @@ const listener = z
   })
   .strict()
 
+const throttleLimits = z
+  .object({
+    /** Concurrent connections (jobs in flight). */
+    concurrency: z.number().int().positive().optional(),
+    /** Messages started per sliding minute. */
+    perMinute: z.number().int().positive().optional(),
+    /** Messages per connection before it is closed (overrides delivery.reuse.maxMessages). */
+    messagesPerConnection: z.number().int().positive().optional(),
+  })
+  .strict()
+
 const certPair = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict()
 
 const dnsServer = z.string().refine((s) => net.isIP(s) !== 0 || /^(\d{1,3}(\.\d{1,3}){3}:\d+|\[[0-9a-f:]+\]:\d+)$/i.test(s), {
@@ -111,6 +122,26 @@ export const configSchema = z
         /** Outbound connections stay open for further messages to the same host. */
         reuse: z
           .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })
+          .strict()
+          .prefault({}),
+        /** Per-destination throttles (core/delivery/throttle.ts); `redis` shares the counters between nodes. */
+        throttle: z
+          .object({
+            default: throttleLimits.prefault({}),
+            /** By destination domain: 'example.com', or '*.example.net' for its subdomains. */
+            domains: z.record(z.string(), throttleLimits).default({}),
+            /** By MX host name or IP address. */
+            hosts: z.record(z.string(), throttleLimits).default({}),
+            /** After 421 / 4.7.x "slow down": pause base, doubling to max; one connection back per `recoverAfter` deliveries. */
+            backoff: z
+              .object({ base: duration.default(5_000), max: duration.default(300_000), recoverAfter: z.number().int().positive().default(5) })
+              .strict()
+              .prefault({}),
+            /** How long an attempt waits for a slot with a throttled MX host before it tries the next host (or defers). */
+            hostWait: duration.default(30_000),
+            redis: z.string().regex(/^rediss?:\/\//, { message: "expected a Redis URL like 'redis://127.0.0.1:6379'" }).optional(),
+            keyPrefix: z.string().default('relay:throttle:'),
+          })
           .strict()
           .prefault({}),
         /** A warning DSN (Action: delayed) to the sender once a message has waited this long, once; 0 or false: never. */

@@ -12,6 +12,7 @@ import { resolveDestination, resolveHosts, type Destination, type Resolution } f
 import { transact, type ConnectionPool, type Outcome, type TlsPolicy, type TransactionOptions } from './smtp-client.js'
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from './dsn.js'
+import { throughHost, type Throttle } from './throttle.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -33,6 +34,8 @@ export interface AttemptDeps {
   resolver: Resolver
   hooks: HookBus
   pool: ConnectionPool
+  /** Per-destination throttle (per MX host limits and backoff); absent: none. */
+  throttle?: Throttle
 }
 
 /** What delivery keeps per relay (per config object): extra CAs and the MTA-STS policy cache. */
@@ -190,7 +193,9 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   let last: Outcome | undefined
   let policyFailure: Extract<Outcome, { kind: 'unreachable' }> | undefined
   for (const host of hosts) {
-    last = await transact(host, options, pool)
+    const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
+    const opts = maxMessages === undefined ? options : { ...options, maxMessages }
+    last = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
     if (last.kind === 'done') break
     if (last.policy) policyFailure = last
   }

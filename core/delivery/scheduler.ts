@@ -14,6 +14,7 @@ import { retryDelay } from './retry.js'
 import { ConnectionPool } from './smtp-client.js'
 import { buildDsn, orcptOf, retOf, envidOf, statusOf, wantsDsn, RET_FULL_MAX, type DsnInput, type FailedRecipient } from './dsn.js'
 import { classify, isHardBounce } from './classify.js'
+import { Throttle, type Slot } from './throttle.js'
 
 /** Longest sleep between queue scans when nothing is due. */
 const IDLE_SCAN_MS = 30_000
@@ -43,6 +44,14 @@ export class DeliveryScheduler {
   private readonly pool: ConnectionPool
   private delayTimer: NodeJS.Timeout | undefined
   private delayCheck: Promise<void> | undefined
+  /** Per-destination limits and backoff (throttle.ts). */
+  private readonly throttle: Throttle
+  /** Claimed (leased) jobs the throttle did not let start yet; their domains are not claimed meanwhile. */
+  private held: Job[] = []
+  private heldTimer: NodeJS.Timeout | undefined
+  private retryingHeld = false
+  /** Throttle slots taken by `reserve`, by domain, for `startReserved`. */
+  private readonly reservedSlots = new Map<string, Slot[]>()
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -52,6 +61,7 @@ export class DeliveryScheduler {
     @inject(Tokens.Hooks) private readonly hooks: HookBus,
   ) {
     this.pool = new ConnectionPool(config.delivery.reuse.maxMessages, config.delivery.reuse.idleTimeout)
+    this.throttle = new Throttle(config.delivery.throttle, config.delivery.concurrency.perDomain, config.delivery.lease, log)
   }
 
   start(): void {
@@ -94,12 +104,12 @@ export class DeliveryScheduler {
     let claimed = 0
     try {
       const now = Date.now()
-      const result = await this.queue.claim({ limit: free, perDomain, inFlight: { ...this.byDomain }, leaseMs: this.config.delivery.lease, now })
+      const result = await this.queue.claim({ limit: free, perDomain, inFlight: this.claimInFlight(now), leaseMs: this.config.delivery.lease, now })
       nextDueAt = result.nextDueAt
       claimed = result.jobs.length
       // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
       // the next start makes them due again (queue.recover).
-      if (!this.stopped) for (const job of result.jobs) this.run(job)
+      if (!this.stopped) for (const job of result.jobs) await this.admit(job)
     } catch (err) {
       this.log.error({ err }, 'queue scan failed')
     } finally {
@@ -113,6 +123,72 @@ export class DeliveryScheduler {
   }
 
   /**
+   * What the claim counts as in flight per domain: the jobs running, and for throttled domains
+   * whatever leaves only the room their throttle gives (none while paused, or while jobs are held).
+   */
+  private claimInFlight(now: number): Record<string, number> {
+    const { perDomain } = this.config.delivery.concurrency
+    const inFlight = { ...this.byDomain }
+    for (const d of this.throttle.domains()) {
+      const room = this.throttle.room(d, now)
+      if (room !== undefined) inFlight[d] = Math.max(inFlight[d] ?? 0, perDomain - room)
+    }
+    for (const job of this.held) inFlight[job.domain] = perDomain
+    return inFlight
+  }
+
+  /** A claimed job starts if its destination's throttle lets it, else it is held (still leased). */
+  private async admit(job: Job): Promise<void> {
+    const admission = this.throttle.shared ? await this.throttle.admitDomain(job.domain) : this.throttle.admitLocal(job.domain)
+    if (this.stopped) {
+      if (admission.ok) this.throttle.release(admission.slot)
+      return
+    }
+    if (admission.ok) return this.run(job, false, admission.slot)
+    this.held.push(job)
+    this.retryHeldAt(admission.retryAt)
+  }
+
+  private retryHeldAt(retryAt: number): void {
+    const wait = retryAt > Date.now() ? retryAt - Date.now() : 200
+    const at = Date.now() + Math.max(20, Math.min(wait, 1000))
+    if (this.heldTimer && (this.heldTimer as unknown as { at: number }).at <= at) return
+    if (this.heldTimer) clearTimeout(this.heldTimer)
+    this.heldTimer = Object.assign(setTimeout(() => void this.retryHeld(), at - Date.now()), { at })
+  }
+
+  /** Held jobs, oldest first, start as their throttles allow (within the global limit). */
+  private async retryHeld(): Promise<void> {
+    this.heldTimer = undefined
+    if (this.stopped || this.retryingHeld || !this.held.length) return
+    this.retryingHeld = true
+    let next = Infinity
+    try {
+      const refused = new Set<string>()
+      for (const job of [...this.held]) {
+        if (this.stopped) return
+        if (this.inFlight >= this.config.delivery.concurrency.global) break
+        if (refused.has(job.domain)) continue
+        const admission = this.throttle.shared ? await this.throttle.admitDomain(job.domain) : this.throttle.admitLocal(job.domain)
+        if (this.stopped) {
+          if (admission.ok) this.throttle.release(admission.slot)
+          return
+        }
+        if (!admission.ok) {
+          refused.add(job.domain)
+          next = Math.min(next, admission.retryAt)
+          continue
+        }
+        this.held.splice(this.held.indexOf(job), 1)
+        this.run(job, false, admission.slot)
+      }
+    } finally {
+      this.retryingHeld = false
+    }
+    if (this.held.length) this.retryHeldAt(next === Infinity ? 0 : next)
+  }
+
+  /**
    * Fast path for a new message, before its queue write: when every one of its domains has a free
    * slot, the slots are taken now and the message is written already leased, then delivered from
    * memory (`startReserved`) without a queue scan. Returns the lease expiry, or undefined.
@@ -122,13 +198,39 @@ export class DeliveryScheduler {
     // Not while a scan is out: its claim counted the slots as they were.
     if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
     if (domains.some((d) => (this.byDomain[d] ?? 0) >= perDomain)) return undefined
-    for (const d of domains) this.take(d)
+    // Throttled domains: with shared (Redis) counters always through the queue; else only when
+    // every domain has room now (and no held work waits for it).
+    if (this.throttle.shared) return undefined
+    const now = Date.now()
+    const count = new Map<string, number>()
+    for (const d of domains) count.set(d, (count.get(d) ?? 0) + 1)
+    for (const [d, n] of count) {
+      if (this.held.some((j) => j.domain === d)) return undefined
+      const room = this.throttle.room(d, now)
+      if (room !== undefined && room < n) return undefined
+    }
+    for (const d of domains) {
+      const admission = this.throttle.admitLocal(d)
+      if (admission.ok) this.reservedSlots.set(d, [...(this.reservedSlots.get(d) ?? []), admission.slot])
+      this.take(d)
+    }
     return Date.now() + this.config.delivery.lease
+  }
+
+  private reservedSlot(domain: string): Slot | undefined {
+    const list = this.reservedSlots.get(domain)
+    const slot = list?.shift()
+    if (list && !list.length) this.reservedSlots.delete(domain)
+    return slot
   }
 
   /** The queue write after `reserve` failed: the slots go back. */
   unreserve(domains: string[]): void {
-    for (const d of domains) this.give(d)
+    for (const d of domains) {
+      const slot = this.reservedSlot(d)
+      if (slot) this.throttle.release(slot)
+      this.give(d)
+    }
     this.notify()
   }
 
@@ -141,7 +243,7 @@ export class DeliveryScheduler {
       job.recipients.push({ rowId: rowIds[i]!, address: r.address, attempts: 0, args: r.args })
       byDomain.set(r.domain, job)
     })
-    for (const job of byDomain.values()) this.run(job, true)
+    for (const job of byDomain.values()) this.run(job, true, this.reservedSlot(job.domain))
   }
 
   private take(domain: string): void {
@@ -154,13 +256,15 @@ export class DeliveryScheduler {
     if (--this.byDomain[domain]! <= 0) delete this.byDomain[domain]
   }
 
-  private run(job: Job, reserved = false): void {
+  private run(job: Job, reserved = false, slot?: Slot): void {
     if (!reserved) this.take(job.domain)
     const p = this.deliver(job)
       .catch((err) => this.log.error({ err, queueId: job.message.id, domain: job.domain }, 'delivery attempt failed; the lease will expire and it is tried again'))
       .finally(() => {
         this.running.delete(p)
+        if (slot) this.throttle.release(slot)
         this.give(job.domain)
+        if (this.held.length) void this.retryHeld()
         this.notify()
       })
     this.running.add(p)
@@ -168,7 +272,7 @@ export class DeliveryScheduler {
 
   private async deliver(job: Job): Promise<void> {
     const started = Date.now()
-    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks, pool: this.pool })
+    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks, pool: this.pool, throttle: this.throttle })
     const now = Date.now()
     const expired = now >= job.message.expiresAt
     const byRow = new Map(job.recipients.map((r) => [r.rowId, r]))
@@ -177,6 +281,14 @@ export class DeliveryScheduler {
     const suppress: Suppression[] = []
     const events: { name: 'delivered' | 'deferred' | 'bounced'; event: DeliveryEvent }[] = []
     const { suppression } = this.config.delivery
+    // The destination said "slow down" (421, 4.7.x rate limited): this domain alone backs off.
+    // Greylisting is about one sender/recipient pair, not the destination's load: no backoff for it.
+    const slowDown = attempts.some((a) => a.remote && a.outcome === 'retry' && classify(a.response, a.status) === 'throttled' && !/gr[ae]ylist/i.test(a.response))
+    if (slowDown) {
+      const b = this.throttle.backoffDomain(job.domain)
+      if (b) this.log.warn({ domain: job.domain, pauseMs: b.pauseMs, concurrency: b.concurrency }, `throttle: ${job.domain} asked to slow down; paused ${b.pauseMs} ms, concurrency ${b.concurrency}`)
+    } else if (attempts.some((a) => a.outcome === 'delivered')) this.throttle.successDomain(job.domain)
+    const pausedUntil = this.throttle.pausedUntil(Throttle.domainKey(job.domain))
 
     for (const a of attempts) {
       const tries = (byRow.get(a.rowId)?.attempts ?? 0) + 1
@@ -201,7 +313,7 @@ export class DeliveryScheduler {
           a.status = '4.4.7'
         } else {
           // The last try happens at expiry; a failure then bounces.
-          nextAttemptAt = Math.min(now + retryDelay(tries, this.config.delivery.retry), job.message.expiresAt)
+          nextAttemptAt = Math.min(Math.max(now + retryDelay(tries, this.config.delivery.retry), pausedUntil), job.message.expiresAt)
         }
       }
       if (state === 'bounced') bounced.push({ ...a, response })
@@ -347,12 +459,14 @@ export class DeliveryScheduler {
     this.stopped = true
     if (this.timer) clearTimeout(this.timer)
     clearInterval(this.delayTimer)
+    clearTimeout(this.heldTimer)
     const all = Promise.all([...this.running, ...(this.delayCheck ? [this.delayCheck] : [])])
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
     await Promise.race([all, timeout])
     clearTimeout(timer)
     this.pool.close()
+    this.throttle.close()
     this.log.info({ connectionsOpened: this.pool.opened }, 'delivery stopped')
     if (this.running.size) this.log.warn({ inFlight: this.running.size }, 'stopping with deliveries in flight; they are tried again at next start')
   }

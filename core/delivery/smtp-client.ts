@@ -49,6 +49,8 @@ export interface TransactionOptions {
   socketPath?: string
   /** CA certificates to verify against (default: the system's). */
   ca?: (string | Buffer)[]
+  /** Messages per connection for this destination (per-destination throttle), else the pool's. */
+  maxMessages?: number
 }
 
 export interface RecipientReply {
@@ -78,6 +80,8 @@ interface Session {
   key: string
   remoteHost: string
   messages: number
+  /** Per-destination messages per connection (else the pool's). */
+  maxMessages?: number
   tls: TlsInfo | false
   idleTimer?: NodeJS.Timeout
   /** Where the connection's errors and closes go while a transaction runs (else: drop it). */
@@ -114,7 +118,7 @@ export class ConnectionPool {
 
   put(s: Session): void {
     s.onError = undefined
-    if (this.closed || s.conn.destroyed || s.messages >= this.maxMessages || this.idleMs <= 0) return s.conn.quit()
+    if (this.closed || s.conn.destroyed || s.messages >= (s.maxMessages ?? this.maxMessages) || this.idleMs <= 0) return s.conn.quit()
     const list = this.idle.get(s.key) ?? []
     list.push(s)
     this.idle.set(s.key, list)
@@ -311,6 +315,7 @@ async function open(dest: Destination, o: TransactionOptions, key: string, ignor
 function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
   const reused = s.messages > 0
   const tls = s.tls
+  if (o.maxMessages !== undefined) s.maxMessages = o.maxMessages
   return new Promise((resolve) => {
     let settled = false
     const stream = o.message()

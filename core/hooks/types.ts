@@ -137,14 +137,23 @@ export interface PluginContext<O> {
   isLocalDomain(domain: string): boolean
 }
 
+/**
+ * Notes plugins leave for each other: `session` lives as long as the SMTP session, `message` for
+ * one transaction (a new one at each MAIL FROM). Prefix keys with your plugin's name.
+ */
+export interface Notes {
+  session: Map<string, unknown>
+  message: Map<string, unknown>
+}
+
 export interface HookContexts {
-  connect: { session: SessionInfo }
-  helo: { session: SessionInfo; helo: string }
-  auth: { session: SessionInfo; method: string; username: string; password: string }
-  mail: { session: SessionInfo; sender: EnvelopeAddress }
-  rcpt: { session: SessionInfo; envelope: Envelope; recipient: EnvelopeAddress; domain: string; isLocal: boolean }
-  data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; readMessage: () => Readable }
-  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string; readMessage: () => Readable }
+  connect: { session: SessionInfo; notes: Notes }
+  helo: { session: SessionInfo; helo: string; notes: Notes }
+  auth: { session: SessionInfo; method: string; username: string; password: string; notes: Notes }
+  mail: { session: SessionInfo; sender: EnvelopeAddress; notes: Notes }
+  rcpt: { session: SessionInfo; envelope: Envelope; recipient: EnvelopeAddress; domain: string; isLocal: boolean; notes: Notes }
+  data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; readMessage: () => Readable; notes: Notes }
+  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string; readMessage: () => Readable; notes: Notes }
   deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
 }
 export type HookName = keyof HookContexts

@@ -26,6 +26,8 @@ const fixed = (code: number, status: string, message: string): Reply => ({ code,
 
 /** What the relay remembers about one SMTP session. */
 interface SessionState {
+  /** Notes plugins share (session-long, and per transaction: renewed at each MAIL). */
+  notes: { session: Map<string, unknown>; message: Map<string, unknown> }
   /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
   heloChecked?: string
   authFailures: number
@@ -140,7 +142,7 @@ export class SmtpListeners {
 
   private state(session: SMTPServerSession): SessionState {
     let s = this.sessions.get(session)
-    if (!s) this.sessions.set(session, (s = { authFailures: 0 }))
+    if (!s) this.sessions.set(session, (s = { authFailures: 0, notes: { session: new Map(), message: new Map() } }))
     return s
   }
 
@@ -214,7 +216,7 @@ export class SmtpListeners {
   private async onConnect(session: SMTPServerSession, listener: Listener): Promise<void> {
     this.offerCommands(session, listener, listener.tls === 'implicit')
     const state = this.state(session)
-    await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener) }))
+    await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener), notes: state.notes }))
     state.timer = setTimeout(() => this.expire(session), this.config.smtp.sessionTimeout)
     state.timer.unref()
   }
@@ -238,7 +240,7 @@ export class SmtpListeners {
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, listener: Listener): Promise<AuthenticatedUser> {
     const username = auth.username ?? ''
     const info = sessionInfo(session, listener)
-    const decision = await this.hooks.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '' })
+    const decision = await this.hooks.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: this.state(session).notes })
     if (decision?.verdict.action === 'accept') {
       const verdict = decision.verdict as Verdict
       const senders = verdict.senders ?? (parseAddress(username) ? [username] : [])
@@ -266,8 +268,9 @@ export class SmtpListeners {
     }
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
+    state.notes.message = new Map() // a new transaction
     if (this.hooks.has('helo') && state.heloChecked !== helo) {
-      await this.decide('helo', this.hooks.run('helo', { session: info, helo }))
+      await this.decide('helo', this.hooks.run('helo', { session: info, helo, notes: state.notes }))
       state.heloChecked = helo
     }
     if (address.address !== '' && !parseAddress(address.address)) {
@@ -278,7 +281,7 @@ export class SmtpListeners {
       this.log.warn({ session: session.id, user: info.user, sender: address.address }, 'sender refused: not owned by the authenticated user')
       throw replyError(fixed(553, '5.7.1', `Sender address <${address.address}> not owned by user ${info.user}`))
     }
-    await this.decide('mail', this.hooks.run('mail', { session: info, sender: toAddress(address) }))
+    await this.decide('mail', this.hooks.run('mail', { session: info, sender: toAddress(address), notes: state.notes }))
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
@@ -298,7 +301,7 @@ export class SmtpListeners {
     }
     const accepted = await this.decide(
       'rcpt',
-      this.hooks.run('rcpt', { session: sessionInfo(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal }),
+      this.hooks.run('rcpt', { session: sessionInfo(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }),
     )
     // Closed by default: only local domains, or what a plugin accepted, get in.
     if (!accepted && !isLocal) throw replyError(fixed(550, '5.7.1', `Relaying denied for <${address.address}>`))
@@ -379,7 +382,7 @@ export class SmtpListeners {
             { objectMode: false },
           )
 
-    const d = await this.hooks.run('data', { session: info, envelope, headers, size: size(), readMessage })
+    const d = await this.hooks.run('data', { session: info, envelope, headers, size: size(), readMessage, notes: this.state(session).notes })
     if (d && d.verdict.action !== 'accept') throw replyError(replyFor('data', d.verdict))
 
     if (listener.role === 'submission') {
@@ -390,7 +393,7 @@ export class SmtpListeners {
     const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
     headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
 
-    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage })
+    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, notes: this.state(session).notes })
     if (q && q.verdict.action !== 'accept') throw replyError(replyFor('queue', q.verdict))
 
     const headerBytes = headers.toBuffer()

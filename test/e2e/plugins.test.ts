@@ -254,4 +254,13 @@ describe('plugins loaded from user files', () => {
       expect(r.stderr).toContain(configFile)
     }
   })
+
+  it('plugins share notes: per session from connect, per message from MAIL', async () => {
+    const relay = await relayWith([[fixture('notes'), { role: 'writer' }], [fixture('notes'), { role: 'reader' }], ACL])
+    const first = message('notes one')
+    const r = await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: first.data })
+    expect(r.lastReply).toMatch(/^250 /)
+    await eventually(() => received(mx, first.messageId).length === 1, 10_000, 'delivery')
+    expect(received(mx, first.messageId)[0]!.raw.toString()).toMatch(/^X-Notes: session=true sender=alice@sender\.test\r$/m)
+  })
 })

@@ -1,0 +1,388 @@
+// Per-destination throttles: limits per destination domain and per MX host (concurrent
+// connections, messages per minute, messages per connection), automatic backoff when a destination
+// answers 421 / 4.7.x "slow down" (fewer connections, a pause, then recovery), and, with Redis, the
+// counters shared by every node. One concern: deciding whether work for a destination may start now.
+import crypto from 'node:crypto'
+import type { Logger } from 'pino'
+import { Redis } from 'ioredis'
+import type { RelayConfig } from '../config/schema.js'
+import type { Outcome } from './smtp-client.js'
+import { classify } from './classify.js'
+
+export interface Limits {
+  concurrency?: number
+  perMinute?: number
+  messagesPerConnection?: number
+}
+
+type ThrottleConfig = RelayConfig['delivery']['throttle']
+
+/** Backoff and counters of one destination ('d:<domain>' or 'h:<address>:<port>'), in this process. */
+interface State {
+  inFlight: number
+  /** Start times of the last minute (sliding window). */
+  starts: number[]
+  pauseUntil: number
+  /** Current pause length (0: not backing off). */
+  pauseMs: number
+  /** Reduced concurrency after a backoff (undefined: the configured limit). */
+  reduced?: number
+  successes: number
+}
+
+/** A granted slot; give it back with `release`. */
+export interface Slot {
+  key: string
+  token: string
+  redis: boolean
+}
+
+export type Admission = { ok: true; slot: Slot } | { ok: false; retryAt: number }
+
+const WINDOW_MS = 60_000
+
+// KEYS: concurrency zset, per-minute zset, pause key, reduced-limit key.
+// ARGV: now, token, concurrency limit (0: none), per-minute limit (0: none), slot ttl ms.
+// Returns {1, 0} granted, {0, retryAt} refused (0: when a slot frees).
+const ACQUIRE = `
+local now = tonumber(ARGV[1])
+local p = redis.call('GET', KEYS[3])
+if p and tonumber(p) > now then return {0, tonumber(p)} end
+local lim = tonumber(ARGV[3])
+local red = redis.call('GET', KEYS[4])
+if red then
+  red = tonumber(red)
+  if lim == 0 or red < lim then lim = red end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if lim > 0 and redis.call('ZCARD', KEYS[1]) >= lim then return {0, 0} end
+local rate = tonumber(ARGV[4])
+if rate > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ${WINDOW_MS})
+  if redis.call('ZCARD', KEYS[2]) >= rate then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return {0, tonumber(oldest[2]) + ${WINDOW_MS}}
+  end
+  redis.call('ZADD', KEYS[2], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ${WINDOW_MS})
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return {1, 0}
+`
+
+// KEYS: pause key, reduced-limit key. ARGV: pause ms, new reduced limit, reduced-limit ttl ms.
+// A pause already running is kept (several replies from one burst count once).
+const BACKOFF = `
+if redis.call('SET', KEYS[1], ARGV[4], 'PX', tonumber(ARGV[1]), 'NX') then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+`
+
+// KEYS: reduced-limit key. ARGV: configured limit. One step up; gone once back at the limit.
+const RECOVER = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+v = tonumber(v) + 1
+if v >= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], v, 'KEEPTTL') end
+return v
+`
+
+function matchRule<T>(rules: Record<string, T>, name: string): T | undefined {
+  const n = name.toLowerCase().replace(/\.$/, '')
+  if (rules[n]) return rules[n]
+  // '*.example.net': any subdomain; the longest matching pattern wins.
+  let best: { len: number; rule: T } | undefined
+  for (const [pattern, rule] of Object.entries(rules)) {
+    if (!pattern.startsWith('*.')) continue
+    const suffix = pattern.slice(1).toLowerCase()
+    if (n.endsWith(suffix) && (!best || suffix.length > best.len)) best = { len: suffix.length, rule }
+  }
+  return best?.rule
+}
+
+export class Throttle {
+  private readonly states = new Map<string, State>()
+  private readonly redis?: Redis
+  private readonly prefix: string
+  private lastRedisError = 0
+
+  constructor(
+    private readonly config: ThrottleConfig,
+    /** delivery.concurrency.perDomain: the ceiling of every domain's concurrency. */
+    private readonly perDomain: number,
+    /** How long a shared slot lives if its node dies without releasing it. */
+    private readonly slotTtl: number,
+    private readonly log: Logger,
+  ) {
+    this.prefix = config.keyPrefix
+    if (config.redis) {
+      this.redis = new Redis(config.redis, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 })
+      this.redis.on('error', (err) => this.redisFailed(err))
+    }
+  }
+
+  /** Anything beyond the built-in perDomain limit applies (else the scheduler's fast path is fine). */
+  get active(): boolean {
+    return Boolean(this.redis) || Object.keys(this.config.domains).length > 0 || Object.values(this.config.default).some((v) => v !== undefined)
+  }
+
+  get shared(): boolean {
+    return Boolean(this.redis)
+  }
+
+  domainLimits(domain: string): Limits {
+    return { ...this.config.default, ...matchRule(this.config.domains, domain) }
+  }
+
+  hostLimits(name: string, address: string): Limits {
+    return { ...matchRule(this.config.hosts, address), ...matchRule(this.config.hosts, name) }
+  }
+
+  /** Messages per connection for a host of a domain: host rule, else domain rule, else default. */
+  messagesPerConnection(domain: string, name: string, address: string): number | undefined {
+    return this.hostLimits(name, address).messagesPerConnection ?? this.domainLimits(domain).messagesPerConnection
+  }
+
+  /** Domains this process has throttle state for. */
+  domains(): string[] {
+    const now = Date.now()
+    const out: string[] = []
+    for (const [k, s] of this.states) {
+      // Nothing to remember: forget it (the map stays as small as the set of busy destinations).
+      if (!s.inFlight && s.reduced === undefined && !s.pauseMs && s.pauseUntil <= now && !this.recent(s, now)) {
+        this.states.delete(k)
+        continue
+      }
+      if (k.startsWith('d:')) out.push(k.slice(2))
+    }
+    return out
+  }
+
+  static domainKey(domain: string): string {
+    return `d:${domain.toLowerCase()}`
+  }
+
+  static hostKey(address: string, port: number): string {
+    return `h:${address}:${port}`
+  }
+
+  private state(key: string): State {
+    let s = this.states.get(key)
+    if (!s) {
+      s = { inFlight: 0, starts: [], pauseUntil: 0, pauseMs: 0, successes: 0 }
+      this.states.set(key, s)
+    }
+    return s
+  }
+
+  /** The concurrency a destination has now: the configured one, lowered after a backoff. */
+  private concurrency(key: string, limits: Limits, ceiling: number): number {
+    const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
+    const reduced = this.states.get(key)?.reduced
+    return reduced !== undefined ? Math.min(reduced, configured) : configured
+  }
+
+  /**
+   * For the queue claim: how many more jobs this domain may start now in this process (0 while it
+   * is paused or its minute is used up), or undefined when nothing but `perDomain` limits it.
+   */
+  room(domain: string, now = Date.now()): number | undefined {
+    const key = Throttle.domainKey(domain)
+    const s = this.states.get(key)
+    const limits = this.domainLimits(domain)
+    if (!s && limits.concurrency === undefined && limits.perMinute === undefined) return undefined
+    if (s && s.pauseUntil > now) return 0
+    let room = this.concurrency(key, limits, this.perDomain) - (s?.inFlight ?? 0)
+    if (limits.perMinute !== undefined) room = Math.min(room, limits.perMinute - this.recent(s, now))
+    return Math.max(0, room)
+  }
+
+  private recent(s: State | undefined, now: number): number {
+    if (!s) return 0
+    while (s.starts.length && s.starts[0]! <= now - WINDOW_MS) s.starts.shift()
+    return s.starts.length
+  }
+
+  /** Ask for a slot for one job to a domain. */
+  admitDomain(domain: string): Promise<Admission> {
+    return this.admit(Throttle.domainKey(domain), this.domainLimits(domain), this.perDomain)
+  }
+
+  /** Ask for a slot for one transaction with one MX host. */
+  admitHost(name: string, address: string, port: number): Promise<Admission> {
+    return this.admit(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
+  }
+
+  /** The in-memory decision alone (no Redis), granted at once when it says yes. */
+  admitLocal(domain: string): Admission {
+    const key = Throttle.domainKey(domain)
+    return this.localAdmit(key, this.domainLimits(domain), this.perDomain, Date.now())
+  }
+
+  private localAdmit(key: string, limits: Limits, ceiling: number, now: number): Admission {
+    const s = this.state(key)
+    if (s.pauseUntil > now) return { ok: false, retryAt: s.pauseUntil }
+    if (s.inFlight >= this.concurrency(key, limits, ceiling)) return { ok: false, retryAt: 0 }
+    if (limits.perMinute !== undefined && this.recent(s, now) >= limits.perMinute) return { ok: false, retryAt: s.starts[0]! + WINDOW_MS }
+    return this.grant(key, s, now, false)
+  }
+
+  private grant(key: string, s: State, now: number, redis: boolean): Admission {
+    s.inFlight++
+    s.starts.push(now)
+    return { ok: true, slot: { key, token: crypto.randomBytes(8).toString('hex'), redis } }
+  }
+
+  private async admit(key: string, limits: Limits, ceiling: number): Promise<Admission> {
+    const now = Date.now()
+    if (!this.redis || this.redis.status !== 'ready') {
+      if (this.redis) this.redisFailed(new Error(`redis ${this.redis.status}`))
+      return this.localAdmit(key, limits, ceiling, now)
+    }
+    // Local pause first (no round trip); the shared counters decide the rest.
+    const s = this.state(key)
+    if (s.pauseUntil > now) return { ok: false, retryAt: s.pauseUntil }
+    const token = crypto.randomBytes(8).toString('hex')
+    const k = this.keys(key)
+    const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
+    const concurrency = configured >= Number.MAX_SAFE_INTEGER ? 0 : configured
+    try {
+      const [ok, retryAt] = (await this.redis.eval(ACQUIRE, 4, k.conc, k.rate, k.pause, k.reduced, now, token, concurrency, limits.perMinute ?? 0, this.slotTtl)) as [number, number]
+      if (!ok) {
+        if (retryAt > now) s.pauseUntil = Math.max(s.pauseUntil, retryAt)
+        return { ok: false, retryAt }
+      }
+      s.inFlight++
+      s.starts.push(now)
+      return { ok: true, slot: { key, token, redis: true } }
+    } catch (err) {
+      this.redisFailed(err as Error)
+      return this.localAdmit(key, limits, ceiling, now)
+    }
+  }
+
+  release(slot: Slot): void {
+    const s = this.states.get(slot.key)
+    if (s) s.inFlight = Math.max(0, s.inFlight - 1)
+    if (slot.redis && this.redis) this.redis.zrem(this.keys(slot.key).conc, slot.token).catch((err: Error) => this.redisFailed(err))
+  }
+
+  /**
+   * The destination said "slow down" (421, 4.7.x throttled): halve its concurrency (at least 1) and
+   * pause it, base doubling to max while it keeps saying so. A pause running already is kept.
+   */
+  backoff(key: string, limits: Limits, ceiling: number): { pauseMs: number; concurrency: number } | undefined {
+    const now = Date.now()
+    const s = this.state(key)
+    if (s.pauseUntil > now) return undefined
+    const { base, max } = this.config.backoff
+    const current = this.concurrency(key, limits, ceiling)
+    // Halve what it had in use (or its limit, if lower), not a ceiling it never reached.
+    const used = Math.max(1, Math.min(current, s.inFlight))
+    s.reduced = Math.max(1, Math.floor(used / 2))
+    s.pauseMs = s.pauseMs ? Math.min(s.pauseMs * 2, max) : base
+    s.pauseUntil = now + s.pauseMs
+    s.successes = 0
+    if (this.redis?.status === 'ready') {
+      const k = this.keys(key)
+      this.redis.eval(BACKOFF, 2, k.pause, k.reduced, s.pauseMs, s.reduced, Math.max(max * 4, 60_000), s.pauseUntil).catch((err: Error) => this.redisFailed(err))
+    }
+    return { pauseMs: s.pauseMs, concurrency: s.reduced }
+  }
+
+  /** A delivery went through: after `recoverAfter` of them, one more connection; the next backoff starts at base. */
+  success(key: string, limits: Limits, ceiling: number): void {
+    const s = this.states.get(key)
+    if (!s) return
+    s.pauseMs = 0
+    if (++s.successes < this.config.backoff.recoverAfter) return
+    s.successes = 0
+    const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
+    if (s.reduced !== undefined) s.reduced = s.reduced + 1 >= configured ? undefined : s.reduced + 1
+    if (this.redis?.status === 'ready' && configured < Number.MAX_SAFE_INTEGER) {
+      this.redis.eval(RECOVER, 1, this.keys(key).reduced, configured).catch((err: Error) => this.redisFailed(err))
+    }
+  }
+
+  backoffDomain(domain: string) {
+    return this.backoff(Throttle.domainKey(domain), this.domainLimits(domain), this.perDomain)
+  }
+
+  successDomain(domain: string): void {
+    this.success(Throttle.domainKey(domain), this.domainLimits(domain), this.perDomain)
+  }
+
+  backoffHost(name: string, address: string, port: number) {
+    return this.backoff(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
+  }
+
+  successHost(name: string, address: string, port: number): void {
+    this.success(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
+  }
+
+  /** Paused until (epoch ms), for logs; 0 when not paused. */
+  pausedUntil(key: string): number {
+    const until = this.states.get(key)?.pauseUntil ?? 0
+    return until > Date.now() ? until : 0
+  }
+
+  private keys(key: string) {
+    const base = `${this.prefix}${key}`
+    return { conc: `${base}:conc`, rate: `${base}:rate`, pause: `${base}:pause`, reduced: `${base}:reduced` }
+  }
+
+  /** Fail open: without Redis each node keeps its own counters; logged at most every 30 s. */
+  private redisFailed(err: Error): void {
+    const now = Date.now()
+    if (now - this.lastRedisError < 30_000) return
+    this.lastRedisError = now
+    this.log.warn({ err: err.message }, 'throttle: Redis unavailable; limits are enforced per node until it is back')
+  }
+
+  close(): void {
+    this.redis?.disconnect()
+  }
+}
+
+/**
+ * One transaction with one MX host under that host's throttle: waits (up to `waitMs`) for a slot,
+ * runs it, gives the slot back, and backs the host off when it said "slow down" (421, 4.7.x).
+ * No slot in time: the host counts as unreachable for this attempt (the next host is tried, or the
+ * attempt is deferred, which counts as an attempt).
+ */
+export async function throughHost(
+  throttle: Throttle | undefined,
+  host: { name: string; address: string },
+  port: number,
+  waitMs: number,
+  run: () => Promise<Outcome>,
+): Promise<Outcome> {
+  if (!throttle) return run()
+  const deadline = Date.now() + waitMs
+  let admission = await throttle.admitHost(host.name, host.address, port)
+  while (!admission.ok) {
+    const now = Date.now()
+    if (now >= deadline) return { kind: 'unreachable', response: `local throttle: no slot for this host within ${waitMs} ms (limit or backoff pause)`, remoteHost: `${host.name}[${host.address}]:${port}` }
+    const delay = admission.retryAt > now ? admission.retryAt - now : 100
+    await new Promise((resolve) => setTimeout(resolve, Math.max(20, Math.min(delay, 250, deadline - now))))
+    admission = await throttle.admitHost(host.name, host.address, port)
+  }
+  let outcome: Outcome
+  try {
+    outcome = await run()
+  } finally {
+    throttle.release(admission.slot)
+  }
+  if (saysSlowDown(outcome)) throttle.backoffHost(host.name, host.address, port)
+  else if (outcome.kind === 'done' && [...outcome.replies.values()].some((r) => r.ok)) throttle.successHost(host.name, host.address, port)
+  return outcome
+}
+
+function saysSlowDown(o: Outcome): boolean {
+  const slow = (code: number, response: string) => code >= 400 && code < 500 && classify(`${code} ${response}`) === 'throttled' && !/gr[ae]ylist/i.test(response)
+  if (o.kind === 'unreachable') return o.code !== undefined && slow(o.code, o.response)
+  return [...o.replies.values()].some((r) => slow(r.code, r.response))
+}
