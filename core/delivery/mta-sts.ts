@@ -140,45 +140,43 @@ export class MtaSts {
       if (!addresses.length) throw new Error(`${servername} has no address`)
       host = addresses[0]!
     }
-    const timeoutMs = this.o.timeoutMs
-    return new Promise((resolve, reject) => {
-      const req = https.request(
-        {
-          host,
-          port,
-          servername,
-          path: '/.well-known/mta-sts.txt',
-          method: 'GET',
-          headers: { host: servername },
-          agent: false,
-          rejectUnauthorized: true,
-          ca: this.o.ca,
-          timeout: timeoutMs,
-        },
-        (res) => {
-          if (res.statusCode !== 200) {
-            res.resume()
-            reject(new Error(`HTTP ${res.statusCode} from https://${servername}/.well-known/mta-sts.txt`))
-            return
-          }
-          const chunks: Buffer[] = []
-          let size = 0
-          res.on('data', (c: Buffer) => {
-            size += c.length
-            if (size > MAX_POLICY_SIZE) req.destroy(new Error(`policy larger than ${MAX_POLICY_SIZE} bytes`))
-            else chunks.push(c)
-          })
-          res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
-          res.on('error', reject)
-        },
-      )
-      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
-      req.on('error', reject)
-      req.on('close', () => clearTimeout(timer))
-      req.end()
-    })
+    return fetchPolicyFile({ host, port, servername, timeoutMs: this.o.timeoutMs, ca: this.o.ca })
   }
+}
+
+/**
+ * GETs https://<servername>/.well-known/mta-sts.txt from host:port (the certificate must be valid
+ * for servername): HTTP 200 only, at most 64 KB. Resolves with the body, rejects with the reason.
+ * Shared by delivery and `relay doctor`.
+ */
+export function fetchPolicyFile(o: { host: string; port: number; servername: string; timeoutMs: number; ca?: https.RequestOptions['ca'] }): Promise<string> {
+  const { host, port, servername, timeoutMs } = o
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      { host, port, servername, path: '/.well-known/mta-sts.txt', method: 'GET', headers: { host: servername }, agent: false, rejectUnauthorized: true, ca: o.ca, timeout: timeoutMs },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume()
+          reject(new Error(`HTTP ${res.statusCode} from https://${servername}/.well-known/mta-sts.txt`))
+          return
+        }
+        const chunks: Buffer[] = []
+        let size = 0
+        res.on('data', (c: Buffer) => {
+          size += c.length
+          if (size > MAX_POLICY_SIZE) req.destroy(new Error(`policy larger than ${MAX_POLICY_SIZE} bytes`))
+          else chunks.push(c)
+        })
+        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+        res.on('error', reject)
+      },
+    )
+    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+    req.on('error', reject)
+    req.on('close', () => clearTimeout(timer))
+    req.end()
+  })
 }
 
 /** Whether an MX host name matches one of the policy's `mx:` patterns (`*.` = exactly one label). */

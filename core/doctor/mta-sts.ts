@@ -1,45 +1,10 @@
 // MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): the `_mta-sts.<domain>` record, the policy served at
 // https://mta-sts.<domain>/.well-known/mta-sts.txt (it must list every MX host), and the
 // `_smtp._tls.<domain>` reporting record. These protect mail *to* the domain from TLS downgrade.
-import https from 'node:https'
 import { parsePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
+import { fetchPolicyFile } from '../delivery/mta-sts.js'
 import { addressesOf, describeDnsError, dnsFix, isNotFound, txtRecords } from './dns.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
-
-const MAX_POLICY_SIZE = 64 * 1024
-
-/** GETs the policy file; resolves with the body, rejects with a readable reason. */
-function fetchPolicyFile(host: string, port: number, servername: string, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      { host, port, servername, path: '/.well-known/mta-sts.txt', method: 'GET', headers: { host: servername }, agent: false, timeout: timeoutMs, rejectUnauthorized: true },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume()
-          reject(new Error(`the server answered HTTP ${res.statusCode}`))
-          return
-        }
-        const chunks: Buffer[] = []
-        let size = 0
-        res.on('data', (c: Buffer) => {
-          size += c.length
-          if (size > MAX_POLICY_SIZE) {
-            req.destroy(new Error(`the policy is larger than ${MAX_POLICY_SIZE} bytes`))
-            return
-          }
-          chunks.push(c)
-        })
-        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
-        res.on('error', reject)
-      },
-    )
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
-    req.on('error', reject)
-    req.on('close', () => clearTimeout(timer))
-    req.end()
-  })
-}
 
 async function checkPolicy(env: DoctorEnv, policyId: string): Promise<DoctorCheck> {
   const { domain, resolver, mtaSts } = env
@@ -69,7 +34,7 @@ async function checkPolicy(env: DoctorEnv, policyId: string): Promise<DoctorChec
 
   let body: string
   try {
-    body = await fetchPolicyFile(connectHost, connectPort, host, mtaSts.timeoutMs)
+    body = await fetchPolicyFile({ host: connectHost, port: connectPort, servername: host, timeoutMs: mtaSts.timeoutMs })
   } catch (err) {
     return unreachable((err as Error).message)
   }
