@@ -1,11 +1,14 @@
-// The relay's config. `npm start` runs with this file; see README.md for every key.
+// The relay's config. `npm start` runs with this file; README.md describes every key.
 import { defineConfig } from './core/index.js'
 
 export default defineConfig({
   hostname: 'relay.localhost',
   listen: [
     { host: '127.0.0.1', port: 2525, role: 'mx' },
-    { host: '127.0.0.1', port: 2587, role: 'submission' },
+    // Authenticated submission needs a certificate and an auth plugin, e.g.:
+    //   { host: '0.0.0.0', port: 587, role: 'submission' }   with
+    //   tls: { cert: './tls/relay.localhost.crt', key: './tls/relay.localhost.key' }  (relay tls selfsigned)
+    //   plugins: [['auth-file', { file: './users.json' }], ...]                        (relay user add you@example.com)
   ],
   // Domains this relay receives mail for from anyone.
   localDomains: [],
