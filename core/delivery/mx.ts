@@ -5,6 +5,8 @@ export interface Destination {
   /** MX (or A/AAAA fallback) host name, for logs and TLS SNI. */
   name: string
   address: string
+  /** MX preference, when the host came from an MX record. */
+  preference?: number
 }
 
 export type Resolution =
@@ -40,6 +42,35 @@ async function addresses(resolver: Resolver, name: string): Promise<string[]> {
  * a DNS timeout or SERVFAIL → temporary.
  */
 export async function resolveDestination(resolver: Resolver, domain: string): Promise<Resolution> {
+  // Node's resolver keeps no cache: without one every delivery job would ask DNS again. Answers
+  // that found hosts are kept briefly; failures are always asked again.
+  let cache = destinationCache.get(resolver)
+  if (!cache) destinationCache.set(resolver, (cache = new Map()))
+  const hit = cache.get(domain)
+  if (hit && hit.until > Date.now()) return { ok: true, hosts: reshuffle(hit.resolution.ok ? hit.resolution.hosts : []) }
+  const resolution = await lookupDestination(resolver, domain)
+  if (resolution.ok) {
+    if (cache.size > 10_000) cache.clear()
+    cache.set(domain, { until: Date.now() + DESTINATION_TTL_MS, resolution })
+  } else cache.delete(domain)
+  return resolution
+}
+
+const DESTINATION_TTL_MS = 30_000
+
+/** A cached answer still spreads load: MX hosts of equal preference come in a new random order. */
+function reshuffle(hosts: Destination[]): Destination[] {
+  const groups = new Map<number | undefined, Map<string, Destination[]>>()
+  for (const h of hosts) {
+    const byName = groups.get(h.preference) ?? new Map<string, Destination[]>()
+    byName.set(h.name, [...(byName.get(h.name) ?? []), h])
+    groups.set(h.preference, byName)
+  }
+  return [...groups.values()].flatMap((byName) => shuffle([...byName.values()]).flat())
+}
+const destinationCache = new WeakMap<Resolver, Map<string, { until: number; resolution: Resolution }>>()
+
+async function lookupDestination(resolver: Resolver, domain: string): Promise<Resolution> {
   const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)
   if (literal && net.isIP(literal[1]!)) return { ok: true, hosts: [{ name: literal[1]!, address: literal[1]! }] }
 
@@ -72,6 +103,8 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
   const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
 
   const { hosts, lastError } = await hostsFor(resolver, names)
+  const preferenceOf = new Map(mx.map((r) => [r.exchange.replace(/\.$/, ''), r.priority]))
+  for (const h of hosts) h.preference = preferenceOf.get(h.name)
   if (hosts.length) return { ok: true, hosts }
   if (lastError && !nxdomain(lastError)) return dnsFailure(domain, 'MX host address', lastError)
   return { ok: false, permanent: false, status: '4.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')})` }

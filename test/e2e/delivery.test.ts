@@ -42,6 +42,8 @@ beforeAll(async () => {
     'retry.test': { MX: [{ exchange: 'mx.retry.test', priority: 10 }] },
     'mx.retry.test': { A: ['127.0.0.3'] },
     'partial.test': { MX: [{ exchange: 'mx.partial.test', priority: 10 }] },
+    'cached.test': { MX: [{ exchange: 'mx.cached.test', priority: 10 }] },
+    'mx.cached.test': { A: ['127.0.0.3'] },
     'mx.partial.test': { A: ['127.0.0.3'] },
   })
   relay = await startRelay({
@@ -179,5 +181,14 @@ describe('delivery through DNS MX', () => {
     await new Promise((r) => setTimeout(r, 500))
     expect(senderMx.messages.length).toBe(beforeSender)
     mx3.setBehaviour({})
+  })
+
+  it('asks DNS once for a destination that got two messages in a row (answers are cached briefly)', async () => {
+    const before = mx3.messages.length
+    for (const n of [1, 2]) {
+      await sendMail(relay.port, { from: 'alice@sender.test', to: [`u${n}@cached.test`], data: message(`cached ${n}`) })
+      await mx3.waitForMessages(before + n, 10_000)
+    }
+    expect(dns.queries.filter((q) => q.name === 'cached.test' && q.type === 'MX')).toHaveLength(1)
   })
 })

@@ -92,46 +92,9 @@ export async function startSpamd(opts: { bin?: string; timeoutMs?: number; /** e
     ...(opts.cf ?? []).map((line) => `--cf=${line}`),
   ]
   if (process.getuid?.() === 0) args.push('--username=nobody')
-  const child: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HOME: home } })
-  let output = ''
-  child.stderr!.on('data', (d: Buffer) => {
-    output += d.toString()
-    if (output.length > 200_000) output = output.slice(-100_000)
-  })
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal }
-      resolve()
-    })
-  })
-
-  const stop = async () => {
-    if (!exited) {
-      child.kill('SIGTERM')
-      const killed = await Promise.race([exit.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))])
-      if (!killed) {
-        child.kill('SIGKILL')
-        await exit
-      }
-    }
-    fs.rmSync(home, { recursive: true, force: true })
-  }
-
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    if (exited) {
-      await stop()
-      throw new Error(`spamd exited (code ${exited.code}, signal ${exited.signal}) before answering PING:\n${output.slice(-4000)}`)
-    }
-    if (await pingSpamd(port)) break
-    if (Date.now() > until) {
-      await stop()
-      throw new Error(`spamd did not answer PING on 127.0.0.1:${port} within ${timeoutMs} ms:\n${output.slice(-4000)}`)
-    }
-    await new Promise((r) => setTimeout(r, 150))
-  }
-  return { host: '127.0.0.1', port, output: () => output, stop }
+  const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HOME: home } })
+  const { output, stop } = await superviseUntilReady(child, { name: 'spamd', probe: 'PING', ready: () => pingSpamd(port), port, dir: home, timeoutMs })
+  return { host: '127.0.0.1', port, output, stop }
 }
 
 /**
@@ -227,14 +190,27 @@ lua = ${q(path.join(dir, 'rules.lua'))};
   )
   const args = ['-f', '-c', path.join(dir, 'rspamd.conf')]
   if (process.getuid?.() === 0) args.push('-u', 'nobody', '-g', 'nogroup')
-  const child: ChildProcess = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: dir } })
+  const child = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: dir } })
+  const { output, stop } = await superviseUntilReady(child, { name: 'rspamd', probe: '/ping', ready: () => httpPing(port), port, dir, timeoutMs })
+  return { url: `http://127.0.0.1:${port}`, output, stop }
+}
+
+/**
+ * Keeps a scanner's output (the tail), polls `ready` until it answers, and gives a `stop` that
+ * ends the process (TERM, then KILL after 5 s) and removes its directory. Throws with the output
+ * when the process exits or does not answer in time.
+ */
+async function superviseUntilReady(
+  child: ChildProcess,
+  o: { name: string; probe: string; ready: () => Promise<boolean>; port: number; dir: string; timeoutMs: number },
+): Promise<{ output: () => string; stop: () => Promise<void> }> {
   let output = ''
   const keep = (d: Buffer) => {
     output += d.toString()
     if (output.length > 200_000) output = output.slice(-100_000)
   }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined
   const exit = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -251,20 +227,20 @@ lua = ${q(path.join(dir, 'rules.lua'))};
         await exit
       }
     }
-    fs.rmSync(dir, { recursive: true, force: true })
+    fs.rmSync(o.dir, { recursive: true, force: true })
   }
-  const until = Date.now() + timeoutMs
+  const until = Date.now() + o.timeoutMs
   for (;;) {
     if (exited) {
       await stop()
-      throw new Error(`rspamd exited (code ${exited.code}, signal ${exited.signal}) before answering /ping:\n${output.slice(-4000)}`)
+      throw new Error(`${o.name} exited (code ${exited.code}, signal ${exited.signal}) before answering ${o.probe}:\n${output.slice(-4000)}`)
     }
-    if (await httpPing(port)) break
+    if (await o.ready()) break
     if (Date.now() > until) {
       await stop()
-      throw new Error(`rspamd did not answer /ping on 127.0.0.1:${port} within ${timeoutMs} ms:\n${output.slice(-4000)}`)
+      throw new Error(`${o.name} did not answer ${o.probe} on 127.0.0.1:${o.port} within ${o.timeoutMs} ms:\n${output.slice(-4000)}`)
     }
     await new Promise((r) => setTimeout(r, 150))
   }
-  return { url: `http://127.0.0.1:${port}`, output: () => output, stop }
+  return { output: () => output, stop }
 }
