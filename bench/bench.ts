@@ -1,6 +1,10 @@
 // npm run bench [-- --n 2000 --size 5120 --concurrency 20]
 // npm run bench -- --bulk   (10,000 messages to 50 domains whose MX records, served by a DNS server
 //                            on loopback, spread them over 5 receiving servers; connection reuse on)
+// npm run bench -- --queue postgres --nodes 2
+//                           (cluster mode: the same load on SQLite with one node, then on PostgreSQL
+//                            with 1 and N nodes sharing one database, sessions spread round-robin;
+//                            RELAY_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/test)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
 // latency from end of DATA to 250, relay CPU per message, peak RSS, event-loop lag, losses, duplicates.
@@ -22,8 +26,12 @@ const { values: args } = parseArgs({
     bulk: { type: 'boolean', default: false },
     domains: { type: 'string', default: '50' },
     receivers: { type: 'string', default: '5' },
+    queue: { type: 'string', default: 'sqlite' },
+    nodes: { type: 'string', default: '1' },
   },
 })
+const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+if (args.queue !== 'sqlite' && args.queue !== 'postgres') throw new Error(`--queue: expected sqlite or postgres, got ${args.queue}`)
 const BULK = args.bulk
 const N = BULK && !process.argv.includes('--n') ? 10_000 : Number(args.n)
 const DOMAINS = BULK ? Number(args.domains) : 1
@@ -32,7 +40,6 @@ const RECEIVERS = BULK ? Number(args.receivers) : 1
 const rcptOf = (seq: number) => (BULK ? `user${seq}@d${seq % DOMAINS}.bulk.test` : 'bench-rcpt@sink.test')
 const SIZE = Number(args.size)
 const C = Number(args.concurrency)
-const DEADLINE = Date.now() + Number(args.timeout) * 1000
 
 function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
   return new Promise((resolve) => {
@@ -106,8 +113,25 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 }
 
-async function main() {
+async function freePort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+}
+
+interface Run {
+  queue: 'sqlite' | 'postgres'
+  nodes: number
+}
+
+async function runOnce(run: Run): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + Number(args.timeout) * 1000
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-bench-'))
+  // Each PostgreSQL run gets a schema of its own, dropped at the end.
+  const schema = `bench_${process.pid}_${run.nodes}_${Date.now() % 100000}`
   const sinkHosts = BULK ? Array.from({ length: RECEIVERS }, (_, i) => `127.0.0.${2 + i}`) : ['127.0.0.1']
   const sink = fork(path.join(ROOT, 'bench/sink.ts'), ['0', sinkHosts.join(',')], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const { port: sinkPort } = await ask<{ port: number }>(sink, '', 'listening')
@@ -123,51 +147,57 @@ async function main() {
     dns = await startDns(zones)
   }
 
-  const relayPort = await new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(p))
+  const nodes: { port: number; child: ChildProcess; logFile: string }[] = []
+  for (let i = 0; i < run.nodes; i++) {
+    const relayPort = await freePort()
+    const config = {
+      // Unique per node: in cluster mode the host name is the node's id for queue leases.
+      hostname: run.nodes > 1 ? `relay${i + 1}.bench.test` : 'relay.bench.test',
+      listen: [{ host: '127.0.0.1', port: relayPort, role: 'mx' }],
+      dataDir: path.join(dir, `data${i}`),
+      ...(run.queue === 'postgres' ? { queue: { driver: 'postgres', url: PG_URL, schema } } : {}),
+      smtp: { reverseLookup: false },
+      delivery: { concurrency: { global: 100, perDomain: BULK ? 10 : 100 }, ...(BULK ? { port: sinkPort } : {}) },
+      ...(dns ? { dns: { servers: [dns.server] } } : {}),
+      plugins: [
+        ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+        ...(BULK ? [] : [[path.join(ROOT, 'bench/route-to-sink.ts'), { host: '127.0.0.1', port: sinkPort }]]),
+      ],
+      log: { level: 'info' },
+    }
+    const configFile = path.join(dir, `relay${i}.config.json`)
+    fs.writeFileSync(configFile, JSON.stringify(config))
+    const logFile = path.join(dir, `relay${i}.log`)
+    // RELAY_BENCH_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof', profiles the relay.
+    const nodeArgs = (process.env.RELAY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile], {
+      stdio: ['ignore', fs.openSync(logFile, 'w'), 'inherit'],
     })
-  })
-  const config = {
-    hostname: 'relay.bench.test',
-    listen: [{ host: '127.0.0.1', port: relayPort, role: 'mx' }],
-    dataDir: path.join(dir, 'data'),
-    smtp: { reverseLookup: false },
-    delivery: { concurrency: { global: 100, perDomain: BULK ? 10 : 100 }, ...(BULK ? { port: sinkPort } : {}) },
-    ...(dns ? { dns: { servers: [dns.server] } } : {}),
-    plugins: [
-      ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
-      ...(BULK ? [] : [[path.join(ROOT, 'bench/route-to-sink.ts'), { host: '127.0.0.1', port: sinkPort }]]),
-    ],
-    log: { level: 'info' },
+    nodes.push({ port: relayPort, child, logFile })
   }
-  const configFile = path.join(dir, 'relay.config.json')
-  fs.writeFileSync(configFile, JSON.stringify(config))
-  const logFile = path.join(dir, 'relay.log')
-  // RELAY_BENCH_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof', profiles the relay.
-  const nodeArgs = (process.env.RELAY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const relay = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile], {
-    stdio: ['ignore', fs.openSync(logFile, 'w'), 'inherit'],
-  })
-  for (;;) {
-    if (fs.readFileSync(logFile, 'utf8').includes('"relay started"')) break
-    if (relay.exitCode !== null) throw new Error('relay exited at start; see ' + logFile)
-    await new Promise((r) => setTimeout(r, 50))
+  for (const { child, logFile } of nodes) {
+    for (;;) {
+      if (fs.readFileSync(logFile, 'utf8').includes('"relay started"')) break
+      if (child.exitCode !== null) throw new Error('relay exited at start; see ' + logFile)
+      await new Promise((r) => setTimeout(r, 50))
+    }
   }
 
   const body = ('x'.repeat(76) + '\r\n').repeat(Math.ceil(SIZE / 78)).slice(0, SIZE - 2) + '\r\n'
-  const cpuBefore = cpuMs(relay.pid!)
+  const cpuAll = () => nodes.reduce((sum, n) => sum + cpuMs(n.child.pid!), 0)
+  const cpuBefore = cpuAll()
   const latencies: number[] = []
   let failures = 0
   let next = 0
   const t0 = performance.now()
   await Promise.all(
-    Array.from({ length: C }, async () => {
-      while (next < N && Date.now() < DEADLINE) {
+    Array.from({ length: C }, async (_, session) => {
+      // Sessions spread over the nodes, as a TCP load balancer would.
+      const port = nodes[session % nodes.length]!.port
+      while (next < N && Date.now() < deadline) {
         const seq = next++
         try {
-          latencies.push(await inject(relayPort, seq, body))
+          latencies.push(await inject(port, seq, body))
         } catch {
           failures++
         }
@@ -178,23 +208,26 @@ async function main() {
   let stats: { messages: number; unique: number; duplicates: number; sessions: number }
   for (;;) {
     stats = await ask(sink, 'stats', 'stats')
-    if (stats.unique >= latencies.length || Date.now() > DEADLINE) break
+    if (stats.unique >= latencies.length || Date.now() > deadline) break
     await new Promise((r) => setTimeout(r, 20))
   }
   const e2eS = (performance.now() - t0) / 1000
   await new Promise((r) => setTimeout(r, 500)) // late duplicates
   stats = await ask(sink, 'stats', 'stats')
-  const cpu = cpuMs(relay.pid!) - cpuBefore
-  const rss = peakRssMb(relay.pid!)
-  relay.kill('SIGTERM')
-  await new Promise((r) => relay.once('exit', r))
-  const stopped = fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'relay stopped')
+  const cpu = cpuAll() - cpuBefore
+  const rss = Math.max(...nodes.map((n) => peakRssMb(n.child.pid!)))
+  for (const { child } of nodes) child.kill('SIGTERM')
+  await Promise.all(nodes.map(({ child }) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))))
+  const stopped = fs.readFileSync(nodes[0]!.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'relay stopped')
   sink.send({ type: 'exit' })
   await dns?.close()
+  if (run.queue === 'postgres') await dropSchema(schema)
 
   latencies.sort((a, b) => a - b)
   const accepted = latencies.length
   const result = {
+    queue: run.queue,
+    nodes: run.nodes,
     messages: N,
     size: SIZE,
     sessions: C,
@@ -203,6 +236,7 @@ async function main() {
     accept_msgs_s: Math.round(accepted / acceptS),
     e2e_msgs_s: Math.round(stats.unique / e2eS),
     latency_ms: { p50: Number(percentile(latencies, 50).toFixed(2)), p99: Number(percentile(latencies, 99).toFixed(2)) },
+    // Summed over all nodes.
     relay_cpu_ms_msg: Number((cpu / Math.max(1, accepted)).toFixed(2)),
     peak_rss_mb: rss,
     event_loop_delay_ms: stopped?.eventLoopDelayMs,
@@ -213,9 +247,39 @@ async function main() {
     connections_per_message: Number((stats.sessions / Math.max(1, stats.unique)).toFixed(3)),
     ...(BULK ? { domains: DOMAINS, receivers: RECEIVERS, last_delivered_after_s: Number(e2eS.toFixed(2)) } : {}),
   }
-  console.log(JSON.stringify(result, null, 2))
   fs.rmSync(dir, { recursive: true, force: true })
   if (result.lost > 0 || failures > 0) process.exitCode = 1
+  return result
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  const { default: pg } = await import('pg')
+  const client = new pg.Client({ connectionString: PG_URL })
+  await client.connect()
+  await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  await client.end()
+}
+
+async function main() {
+  if (args.queue === 'sqlite') {
+    console.log(JSON.stringify(await runOnce({ queue: 'sqlite', nodes: Number(args.nodes) }), null, 2))
+    return
+  }
+  // Cluster mode: the SQLite figure, then PostgreSQL with one node and with N, in one sitting.
+  const runs: Run[] = [
+    { queue: 'sqlite', nodes: 1 },
+    { queue: 'postgres', nodes: 1 },
+    ...(Number(args.nodes) > 1 ? [{ queue: 'postgres' as const, nodes: Number(args.nodes) }] : []),
+  ]
+  const results = []
+  for (const run of runs) results.push(await runOnce(run))
+  console.log(JSON.stringify(results, null, 2))
+  console.log('\nqueue     nodes  e2e msg/s  accept msg/s  DATA→250 p50/p99 ms  CPU ms/msg (all nodes)  lost  duplicates')
+  for (const r of results as Record<string, any>[]) {
+    console.log(
+      `${String(r.queue).padEnd(9)} ${String(r.nodes).padStart(5)}  ${String(r.e2e_msgs_s).padStart(9)}  ${String(r.accept_msgs_s).padStart(12)}  ${`${r.latency_ms.p50}/${r.latency_ms.p99}`.padStart(19)}  ${String(r.relay_cpu_ms_msg).padStart(22)}  ${String(r.lost).padStart(4)}  ${String(r.duplicates).padStart(10)}`,
+    )
+  }
 }
 
 main().catch((err) => {

@@ -4,7 +4,7 @@ import pino, { type Logger } from 'pino'
 export const REDACT = [
   'password', 'pass', 'secret', 'token',
   '*.password', '*.pass', '*.secret', '*.token',
-  '*.*.password', '*.*.pass',
+  '*.*.password', '*.*.pass', '*.*.token',
   'auth.credentials', 'options.auth',
 ]
 

@@ -1,6 +1,5 @@
 import 'reflect-metadata'
 import fs from 'node:fs'
-import path from 'node:path'
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import { container as root, type DependencyContainer } from 'tsyringe'
 import type { Logger } from 'pino'
@@ -9,13 +8,20 @@ import type { RelayConfig } from './config/schema.js'
 import { createLogger } from './log.js'
 import { createResolver } from './dns/resolver.js'
 import { Spool } from './queue/spool.js'
-import { SqliteQueue } from './queue/sqlite/queue.js'
+import { openQueue } from './queue/open.js'
 import type { Queue } from './queue/types.js'
 import { HookBus } from './hooks/bus.js'
 import { loadPlugins } from './hooks/load-plugins.js'
 import { DeliveryScheduler } from './delivery/scheduler.js'
 import { SmtpListeners } from './smtp/listeners.js'
 import type { ListenerInfo } from './smtp/session.js'
+import { AdminServer, registerAdminRoutes, type Readiness } from './admin/index.js'
+import { reloadRelay, type ReloadResult } from './reload.js'
+import { removePidFile, writePidFile } from './pid-file.js'
+import { RelayMetrics } from './metrics/index.js'
+import { logDeliveryEvents } from './events/log.js'
+import { RECENT_EVENTS, RecentEvents } from './admin/recent-events.js'
+import { ReputationMonitor } from './reputation/monitor.js'
 
 /** A running relay: listeners, queue, delivery. `start()` wires them; `stop()` ends them in order. */
 export class Relay {
@@ -23,6 +29,15 @@ export class Relay {
   /** Event-loop delay over the relay's life: disk and DNS work must never stall sessions. */
   private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 })
   listeners: ListenerInfo[] = []
+  private state: Readiness['state'] = 'stopped'
+  /** The admin HTTP listener, when config `admin` is set. */
+  private admin: AdminServer | undefined
+  /** Reloads run one at a time. */
+  private reloading: Promise<unknown> = Promise.resolve()
+  /** Prometheus metrics (GET /metrics on the admin listener); set by start(). */
+  metrics: RelayMetrics | undefined
+  /** Logs reputation warnings (bounce and complaint rates per sending domain). */
+  private reputation: ReputationMonitor | undefined
 
   constructor(
     readonly config: RelayConfig,
@@ -31,17 +46,23 @@ export class Relay {
 
   async start(): Promise<this> {
     const { config, log } = this
+    this.state = 'starting'
     fs.mkdirSync(config.dataDir, { recursive: true })
+    writePidFile(config.dataDir)
     const c = root.createChildContainer()
     this.container = c
-    const resolver = createResolver(config)
+    const metrics = new RelayMetrics(config.metrics, (err) => log.error({ err }, 'metrics: reading the queue summary failed'))
+    this.metrics = metrics
+    const resolver = createResolver(config, metrics.dnsFailure)
     const spool = new Spool(config.dataDir)
-    const queue: Queue = new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), spool)
+    // SQLite in dataDir, or PostgreSQL shared by every node (bodies in the database: bodyFiles() is []).
+    const queue: Queue = openQueue(config, { spool, log })
     c.register(Tokens.Config, { useValue: config })
     c.register(Tokens.Logger, { useValue: log })
     c.register(Tokens.Resolver, { useValue: resolver })
     c.register(Tokens.Spool, { useValue: spool })
     c.register(Tokens.Queue, { useValue: queue })
+    c.register(RelayMetrics, { useValue: metrics })
 
     // Crash recovery: work a dead process held is due again; bodies it never queued are removed.
     const recovered = await queue.recover(Date.now())
@@ -50,13 +71,34 @@ export class Relay {
     if (recovered || swept) log.info({ recovered, swept }, 'recovered queue after an unclean stop')
 
     const plugins = await loadPlugins({ config, logger: log, resolver })
-    c.register(Tokens.Hooks, { useValue: new HookBus(plugins, config.hookTimeout, log) })
+    const hooks = new HookBus(plugins, config.hookTimeout, log)
+    // Core observers, before any session or delivery can emit: they work whatever plugins are configured.
+    metrics.observe(hooks)
+    metrics.trackQueue(queue)
+    logDeliveryEvents(hooks, log)
+    const recent = new RecentEvents()
+    recent.observe(hooks)
+    c.register(RECENT_EVENTS, { useValue: recent })
+    c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Delivery, DeliveryScheduler)
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
+    if (config.admin) {
+      // Up before the listeners: /readyz says 'starting' until they are.
+      c.registerSingleton(AdminServer)
+      this.admin = c.resolve(AdminServer)
+      registerAdminRoutes(this.admin, { container: c, relay: this })
+      await this.admin.start()
+    }
 
     c.resolve<DeliveryScheduler>(Tokens.Delivery).start()
-    this.listeners = await c.resolve<SmtpListeners>(Tokens.Listeners).start()
+    const smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
+    this.listeners = await smtp.start()
+    metrics.trackSessions(() => smtp.sessionCounts())
+    smtp.feedback.onComplaint = (complaint) => recent.complaint(complaint)
+    this.reputation = new ReputationMonitor(queue, config, log)
+    this.reputation.start()
     this.loopDelay.enable()
+    this.state = 'running'
     log.info({ hostname: config.hostname, dataDir: config.dataDir, plugins: plugins.map((p) => p.plugin.name) }, 'relay started')
     return this
   }
@@ -66,18 +108,49 @@ export class Relay {
     return this.container?.resolve<SmtpListeners>(Tokens.Listeners).reloadTls() ?? false
   }
 
+  /** Ready: queue open and listeners up; not while starting or stopping (GET /readyz). */
+  readiness(): Readiness {
+    const { state } = this
+    if (state === 'running' && this.listeners.length) return { ready: true, state }
+    return { ready: false, state, reason: state === 'running' ? 'no listener is up' : `the relay is ${state}` }
+  }
+
+  /**
+   * Hot reload (SIGHUP, `relay reload`, POST /api/reload): reads the config file again and applies
+   * it without dropping sessions or queued mail; a config that fails validation is refused and the
+   * running one stays (core/reload.ts).
+   */
+  reload(): Promise<ReloadResult> {
+    const run = async (): Promise<ReloadResult> => {
+      const c = this.container
+      if (!c || this.state !== 'running') return { ok: false, error: `cannot reload: the relay is ${this.state}` }
+      return reloadRelay(this.config, this.log, c)
+    }
+    const result = this.reloading.then(run, run)
+    this.reloading = result
+    return result
+  }
+
   /** Stop accepting, let sessions and deliveries finish (up to shutdownTimeout), close the queue. */
   async stop(): Promise<void> {
     const c = this.container
     if (!c) return
     this.container = undefined
+    this.state = 'stopping'
     // One deadline for both: sessions finish their messages, deliveries in flight finish;
     // whatever is still running then stays leased in the queue and is due at the next start.
     const deadline = Date.now() + this.config.shutdownTimeout
     await c.resolve<SmtpListeners>(Tokens.Listeners).stop()
     await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(Math.max(0, deadline - Date.now()))
     await c.resolve<HookBus>(Tokens.Hooks).close()
+    await this.reputation?.stop()
+    this.reputation = undefined
     await c.resolve<Queue>(Tokens.Queue).close()
+    // Last: /readyz answers 503 'stopping' while the relay drains.
+    await this.admin?.stop()
+    this.admin = undefined
+    removePidFile(this.config.dataDir)
+    this.state = 'stopped'
     this.loopDelay.disable()
     // The histogram counts the 10 ms sampling interval itself; what is above it is lag.
     const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)

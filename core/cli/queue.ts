@@ -1,39 +1,245 @@
+// `relay queue list|show|flush|hold|release|delete|bounce`: through the admin API of the running
+// relay (admin.json), else on the queue itself (a stopped data directory, or a PostgreSQL queue).
+// Exit codes: 0 ok, 1 not found or failed, 2 bad config (core/cli/main.ts).
 import fs from 'node:fs'
 import path from 'node:path'
 import { loadConfig } from '../config/load.js'
-import { SqliteStore } from '../queue/sqlite/store.js'
-import type { QueueEntry } from '../queue/types.js'
+import type { RelayConfig } from '../config/schema.js'
+import { QueueControl, QueueControlError, type BounceResult } from '../queue/control.js'
+import { openQueue } from '../queue/open.js'
+import { Spool } from '../queue/spool.js'
+import type { MessageDetail, QueueEntry, QueueFilter, QueueSummary } from '../queue/types.js'
+import { livePid } from '../pid-file.js'
+import { AdminFailed, AdminUnreachable, adminCall, findAdmin, type AdminTarget } from './admin-client.js'
 
-const time = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString().replace('.000', ''))
+interface Common {
+  config?: string
+  json?: boolean
+}
 
-/** `relay queue list`: every queued message with each recipient's state (reads the data directory). */
-export async function queueList(opts: { config?: string; json?: boolean }): Promise<void> {
+/** The verbs, the same whether they go through the API or straight to the queue. */
+interface Backend {
+  list(filter: QueueFilter): Promise<QueueEntry[]>
+  show(id: string): Promise<MessageDetail>
+  hold(id: string): Promise<unknown>
+  release(id: string): Promise<unknown>
+  remove(id: string): Promise<unknown>
+  bounce(id: string): Promise<BounceResult>
+  flush(f: { id?: string; domain?: string }): Promise<{ flushed: number }>
+  summary(): Promise<QueueSummary>
+  close(): Promise<void>
+  /** Said after a change made straight on the queue while a relay runs (it sees it at its next scan). */
+  note?: string
+}
+
+function apiBackend(target: AdminTarget): Backend {
+  const call = <T>(method: 'GET' | 'POST', p: string, body?: unknown) => adminCall<T>(target, method, p, body)
+  const id = (s: string) => encodeURIComponent(s)
+  return {
+    list: async (f) => {
+      const q = new URLSearchParams()
+      if (f.state) q.set('state', f.state)
+      if (f.domain) q.set('domain', f.domain)
+      if (f.sender !== undefined) q.set('sender', f.sender === '' ? '<>' : f.sender)
+      if (f.limit) q.set('limit', String(f.limit))
+      return (await call<{ messages: QueueEntry[] }>('GET', `/api/queue?${q}`)).messages
+    },
+    show: (s) => call('GET', `/api/queue/${id(s)}`),
+    hold: (s) => call('POST', `/api/queue/${id(s)}/hold`),
+    release: (s) => call('POST', `/api/queue/${id(s)}/release`),
+    remove: (s) => call('POST', `/api/queue/${id(s)}/delete`),
+    bounce: (s) => call('POST', `/api/queue/${id(s)}/bounce`),
+    flush: (f) => call('POST', '/api/queue/flush', { ...(f.id ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
+    summary: () => call('GET', '/api/queue-summary'),
+    close: async () => undefined,
+  }
+}
+
+function directBackend(config: RelayConfig): Backend {
+  const queue = openQueue(config, { spool: new Spool(config.dataDir) })
+  const control = new QueueControl({ queue, config })
+  const running = livePid(config.dataDir)
+  return {
+    list: (f) => control.list(f),
+    show: (s) => control.show(s),
+    hold: (s) => control.hold(s),
+    release: (s) => control.release(s),
+    remove: (s) => control.remove(s),
+    bounce: (s) => control.bounce(s),
+    flush: (f) => control.flush(f),
+    summary: () => control.summary(),
+    close: () => queue.close(),
+    note:
+      running && config.queue.driver === 'sqlite'
+        ? `note: relay ${running} runs without an admin listener; it picks this up at its next queue scan (within 30 s)`
+        : undefined,
+  }
+}
+
+/**
+ * Runs `fn` against the running relay's API, or the queue itself when no relay runs here. A SQLite
+ * data directory without a queue yet has nothing in it (and is not created by looking).
+ */
+async function withBackend(opts: Common, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
   const config = await loadConfig(opts.config)
-  const file = path.join(config.dataDir, 'queue.sqlite')
-  let entries: QueueEntry[] = []
-  if (fs.existsSync(file)) {
-    const store = new SqliteStore(file, { readonly: true })
+  const target = findAdmin(config)
+  if (target) {
     try {
-      entries = store.list()
-    } finally {
-      store.close()
+      return await fn(apiBackend(target))
+    } catch (err) {
+      if (!(err instanceof AdminUnreachable)) return fail(err)
+      process.stderr.write(`relay: ${err.message}; working on the data directory instead\n`)
     }
   }
-  if (opts.json) {
-    process.stdout.write(JSON.stringify(entries, null, 2) + '\n')
-    return
+  if (config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, 'queue.sqlite'))) {
+    if (empty) return empty()
+    return fail(new QueueControlError('not-found', `no queue in ${config.dataDir}`))
   }
-  if (!entries.length) {
-    process.stdout.write('queue is empty\n')
-    return
+  const backend = directBackend(config)
+  try {
+    await fn(backend)
+    if (backend.note) process.stderr.write(`${backend.note}\n`)
+  } catch (err) {
+    fail(err)
+  } finally {
+    await backend.close()
   }
-  for (const m of entries) {
-    process.stdout.write(`${m.id}  ${time(m.receivedAt)}  ${m.size} bytes  from <${m.sender}>  ${m.messageId ?? '(no Message-ID)'}\n`)
-    for (const r of m.recipients) {
-      process.stdout.write(
-        `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}\n`,
-      )
+}
+
+function fail(err: unknown): void {
+  const known = err instanceof QueueControlError || err instanceof AdminFailed
+  process.stderr.write(`relay: ${known ? (err as Error).message : ((err as Error).stack ?? String(err))}\n`)
+  process.exitCode = 1
+}
+
+const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`)
+const json = (v: unknown): void => out(JSON.stringify(v, null, 2))
+const time = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'))
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n}`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)}K`
+  return `${(n / 1024 / 1024).toFixed(1)}M`
+}
+
+/** Columns padded to their widest cell; the last column is not padded. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n'
+}
+
+export async function queueList(opts: Common & { state?: string; domain?: string; sender?: string; limit?: string }): Promise<void> {
+  const filter: QueueFilter = {}
+  if (opts.state !== undefined) {
+    if (!['queued', 'deferred', 'held'].includes(opts.state)) return fail(new QueueControlError('bad-input', `--state: expected queued, deferred or held (got '${opts.state}')`))
+    filter.state = opts.state as QueueFilter['state']
+  }
+  if (opts.domain) filter.domain = opts.domain.toLowerCase().replace(/\.$/, '')
+  if (opts.sender !== undefined) filter.sender = opts.sender === '<>' ? '' : opts.sender.replace(/^<(.*)>$/, '$1')
+  if (opts.limit !== undefined) {
+    const n = Number(opts.limit)
+    if (!Number.isInteger(n) || n < 1) return fail(new QueueControlError('bad-input', `--limit: expected a positive whole number (got '${opts.limit}')`))
+    filter.limit = n
+  }
+  const print = (entries: QueueEntry[]) => {
+    if (opts.json) return json(entries)
+    if (!entries.length) return out('queue is empty')
+    // One row per message (columns aligned), then one line per recipient under it. The same
+    // layout as before queue control existed, so scripts reading it keep working.
+    const rows = entries.map((m) => [
+      m.id,
+      time(m.receivedAt),
+      `${m.size} bytes`,
+      `from <${m.sender}>`,
+      `${m.messageId ?? '(no Message-ID)'}${m.heldAt !== undefined ? `  HELD since ${time(m.heldAt)}` : ''}`,
+    ])
+    const sizeWidth = Math.max(...rows.map((r) => r[2]!.length))
+    for (const r of rows) r[2] = r[2]!.padStart(sizeWidth)
+    const lines = table(rows).trimEnd().split('\n')
+    const text: string[] = []
+    entries.forEach((m, i) => {
+      text.push(lines[i]!)
+      for (const r of m.recipients) {
+        text.push(
+          `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}`,
+        )
+      }
+    })
+    out(text.join('\n') + `\n${entries.length} message${entries.length === 1 ? '' : 's'} in queue`)
+  }
+  await withBackend(opts, async (b) => print(await b.list(filter)), () => print([]))
+}
+
+export async function queueShow(id: string, opts: Common): Promise<void> {
+  await withBackend(opts, async (b) => {
+    const m = await b.show(id)
+    if (opts.json) return json(m)
+    const meta = m.meta
+    const client = [meta.clientAddress, meta.clientHostname && `(${meta.clientHostname})`, meta.helo && `helo ${meta.helo}`, meta.user && `user ${meta.user}`].filter(Boolean).join(' ')
+    const lines = [
+      `Queue ID:    ${m.id}`,
+      `Message-ID:  ${m.messageId ?? '-'}`,
+      `Sender:      ${m.sender ? `<${m.sender}>` : '<> (null sender)'}`,
+      `Size:        ${m.size} bytes`,
+      `Received:    ${time(m.receivedAt)}${client ? ` from ${client}` : ''}${meta.listener ? ` on ${meta.listener}` : ''}`,
+      `Expires:     ${time(m.expiresAt)}`,
+      `Held:        ${m.heldAt !== undefined ? `since ${time(m.heldAt)}` : 'no'}`,
+      ...(meta.dsnFor ? [`Bounce for:  ${meta.dsnFor}`] : []),
+      '',
+      'Recipients:',
+    ]
+    const rows = [['  ADDRESS', 'STATE', 'TRIES', 'NEXT ATTEMPT', 'LAST RESPONSE']]
+    for (const r of m.recipients) rows.push([`  ${r.address}`, r.state + (r.leased ? ' (delivering)' : ''), String(r.attempts), time(r.nextAttemptAt), r.lastResponse ?? '-'])
+    lines.push(table(rows).trimEnd())
+    const history = m.recipients.flatMap((r) => r.history.map((h) => ({ ...h, address: r.address }))).sort((a, b) => a.at - b.at)
+    if (history.length) {
+      lines.push('', 'History:')
+      const h = history.map((e) => [`  ${time(e.at)}`, e.address, e.state, e.remoteHost ?? '-', e.response])
+      lines.push(table(h).trimEnd())
     }
-  }
-  process.stdout.write(`${entries.length} message${entries.length === 1 ? '' : 's'} in queue\n`)
+    lines.push('', 'Headers:', ...m.headers.replace(/\r?\n$/, '').split(/\r?\n/).map((l) => `  ${l}`))
+    out(lines.join('\n'))
+  })
+}
+
+type Action = 'hold' | 'release' | 'delete' | 'bounce'
+
+export async function queueAction(action: Action, id: string, opts: Common): Promise<void> {
+  await withBackend(opts, async (b) => {
+    if (action === 'bounce') {
+      const r = await b.bounce(id)
+      if (opts.json) return json(r)
+      if (!r.bounced.length) return out(`${id}: no recipient left to bounce`)
+      return out(`bounced ${id}: ${r.bounced.join(', ')}; ${r.dsn ? `DSN to the sender queued as ${r.dsn}` : 'no DSN (null sender, or NOTIFY asked for none)'}`)
+    }
+    const r = action === 'hold' ? await b.hold(id) : action === 'release' ? await b.release(id) : await b.remove(id)
+    if (opts.json) return json(r)
+    out(`${action === 'hold' ? 'held' : action === 'release' ? 'released' : 'deleted'} ${id}`)
+  })
+}
+
+export async function queueFlush(opts: Common & { domain?: string; id?: string }): Promise<void> {
+  await withBackend(opts, async (b) => {
+    const r = await b.flush({ id: opts.id, domain: opts.domain })
+    if (opts.json) return json(r)
+    const what = opts.id ? ` of ${opts.id}` : opts.domain ? ` for ${opts.domain}` : ''
+    out(`flushed ${r.flushed} recipient${r.flushed === 1 ? '' : 's'}${what}: due now`)
+  })
+}
+
+export async function queueSummary(opts: Common): Promise<void> {
+  await withBackend(
+    opts,
+    async (b) => {
+      const s = await b.summary()
+      if (opts.json) return json(s)
+      const lines = [
+        `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held`,
+        `oldest: ${time(s.oldestReceivedAt)}`,
+      ]
+      if (s.domains.length) lines.push('', table([['DOMAIN', 'QUEUED', 'DEFERRED', 'HELD'], ...s.domains.map((d) => [d.domain, String(d.queued), String(d.deferred), String(d.held)])]).trimEnd())
+      out(lines.join('\n'))
+    },
+    () => (opts.json ? json({ messages: 0, recipients: { queued: 0, deferred: 0, held: 0 }, domains: [] }) : out('0 messages')),
+  )
 }

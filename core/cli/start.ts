@@ -31,9 +31,10 @@ export async function start(opts: { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // Hot reload: config, plugins and their options, certificates, user files (core/reload.ts).
   process.on('SIGHUP', () => {
-    relay.log.info('SIGHUP: reloading TLS certificates')
-    relay.reloadTls()
+    relay.log.info('SIGHUP: reloading the config')
+    void relay.reload()
   })
   // A bug in one session must not take the others down; it is logged loudly instead.
   process.on('uncaughtException', (err) => {

@@ -49,8 +49,10 @@ const loadTs: Loader = async (filepath) => {
   const { tsImport } = await import('tsx/esm/api')
   return defaultExport(await tsImport(pathToFileURL(filepath).href, import.meta.url))
 }
+// A query makes each load a fresh module: a hot reload (core/reload.ts) must see the file as it is now.
+let loads = 0
 const loadEsm: Loader = async (filepath) => {
-  const mod = (await import(pathToFileURL(filepath).href)) as { default?: unknown }
+  const mod = (await import(`${pathToFileURL(filepath).href}?load=${++loads}`)) as { default?: unknown }
   return mod.default ?? mod
 }
 
@@ -59,6 +61,8 @@ const explorer = cosmiconfig('relay', {
   // cosmiconfig's defaults lack relay.config.json/.yaml/.yml, which the docs promise.
   searchPlaces: [...getDefaultSearchPlaces('relay'), 'relay.config.json', 'relay.config.yaml', 'relay.config.yml'],
   searchStrategy: 'none',
+  // Hot reload reads the file again: no cached result.
+  cache: false,
 })
 
 /** Validates a raw config object; relative paths are taken from `configDir`. */
@@ -75,6 +79,16 @@ export function parseConfig(raw: unknown, configDir: string, file?: string): Rel
  * relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay") from the current directory.
  */
 export async function loadConfig(file?: string): Promise<RelayConfig> {
+  const found = await loadRawConfig(file)
+  if (!found) return parseConfig({}, process.cwd())
+  return parseConfig(found.config, path.dirname(found.filepath), found.filepath)
+}
+
+/**
+ * The config file as written, not validated (`relay reload` finds the running relay's data
+ * directory with it even when the edited config is invalid); null when none was found.
+ */
+export async function loadRawConfig(file?: string): Promise<{ config: unknown; filepath: string } | null> {
   let found: { config: unknown; filepath: string } | null
   try {
     found = file ? await explorer.load(path.resolve(file)) : await explorer.search(process.cwd())
@@ -84,6 +98,5 @@ export async function loadConfig(file?: string): Promise<RelayConfig> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}` }])
     throw new ConfigError(where, [{ path: '', message: `cannot load config: ${message}` }])
   }
-  if (!found) return parseConfig({}, process.cwd())
-  return parseConfig(found.config, path.dirname(found.filepath), found.filepath)
+  return found
 }

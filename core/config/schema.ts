@@ -1,7 +1,7 @@
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { duration, size } from './fields.js'
+import { cidr, duration, size } from './fields.js'
 import type { Plugin } from '../hooks/types.js'
 
 const domain = z
@@ -21,6 +21,13 @@ const listener = z
     tls: z.enum(['starttls', 'implicit', 'none']).optional(),
     /** Offer AUTH without TLS. Off unless you accept passwords in clear text on this listener. */
     allowPlaintextAuth: z.boolean().default(false),
+    /**
+     * PROXY protocol (v1 and v2) from these load balancers (IP addresses or CIDR ranges): a
+     * connection from one of them must start with a PROXY header, whose client address then
+     * counts everywhere (rate limits, SPF, Received). Connections from other addresses are served
+     * as they are and may not send a PROXY header.
+     */
+    proxyProtocol: z.array(cidr).optional(),
   })
   .strict()
 
@@ -173,6 +180,61 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The queue: 'sqlite' (embedded, one machine: `<dataDir>/queue.sqlite`) or 'postgres' (cluster
+     * mode: every node on the same database).
+     */
+    queue: z
+      .discriminatedUnion('driver', [
+        z.object({ driver: z.literal('sqlite') }).strict(),
+        z
+          .object({
+            driver: z.literal('postgres'),
+            url: z.string().regex(/^postgres(ql)?:\/\//, { message: "expected a PostgreSQL URL like 'postgres://relay@127.0.0.1:5432/relay'" }),
+            /** Connections in this node's pool. */
+            poolSize: z.number().int().positive().default(10),
+            /** Schema holding the queue tables (created if missing). */
+            schema: z.string().regex(/^[a-z_][a-z0-9_]*$/, { message: 'expected a lower-case SQL identifier' }).default('relay'),
+          })
+          .strict(),
+      ])
+      .prefault({ driver: 'sqlite' }),
+    /**
+     * The admin HTTP listener: admin API (queue control, stats, reload), /metrics, /healthz,
+     * /readyz and the dashboard. Off unless set. A `token` (sent as `Authorization: Bearer`) is
+     * required when `host` is not a loopback address.
+     */
+    admin: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: port.default(8025),
+        token: z.string().min(16, { message: 'use a token of at least 16 characters' }).optional(),
+      })
+      .strict()
+      .optional(),
+    metrics: z
+      .object({
+        /** Destination domains that get their own label value; the rest count as 'other' (bounded label sets). */
+        maxDomainLabels: z.number().int().min(0).default(50),
+      })
+      .strict()
+      .prefault({}),
+    /** Reputation figures per sending and destination domain (`relay stats`, dashboard). */
+    reputation: z
+      .object({
+        /** Addresses that receive feedback-loop reports (ARF, RFC 5965); reports to them are counted, not delivered. */
+        feedbackAddresses: z.array(z.email().transform((a) => a.toLowerCase())).default([]),
+        /** Warn when a sending domain's bounce rate over the last day passes this (0.05 = 5%). */
+        bounceRateWarning: z.number().min(0).max(1).default(0.05),
+        /** Warn when its complaint rate passes this (0.003 = 0.3%). */
+        complaintRateWarning: z.number().min(0).max(1).default(0.003),
+        /** Rates are judged only for domains that sent at least this many messages in the period. */
+        minVolume: z.number().int().min(1).default(20),
+        /** How long counters and the sent log (for matching complaints) are kept. */
+        retention: duration.default(30 * 86_400_000),
+      })
+      .strict()
+      .prefault({}),
     hookTimeout: duration.default(30_000),
     shutdownTimeout: duration.default(30_000),
     plugins: z.array(pluginEntry).default([]),
@@ -183,6 +245,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.admin && !c.admin.token && !isLoopback(c.admin.host)) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `required when the admin listener is bound to ${c.admin.host} (not a loopback address)` })
+    }
     c.listen.forEach((l, i) => {
       if ((l.tls === 'starttls' || l.tls === 'implicit') && !c.tls) {
         ctx.addIssue({
@@ -193,6 +258,10 @@ export const configSchema = z
       }
     })
   })
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host)
+}
 
 /** What a user writes in relay.config.ts (every key with a default is optional). */
 export type RelayConfigInput = z.input<typeof configSchema>

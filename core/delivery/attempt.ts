@@ -4,7 +4,7 @@ import path from 'node:path'
 import tls from 'node:tls'
 import { Readable } from 'node:stream'
 import type { Resolver } from 'node:dns/promises'
-import type { Job, RecipientResult } from '../queue/types.js'
+import type { Job, Queue, RecipientResult } from '../queue/types.js'
 import type { HookBus } from '../hooks/bus.js'
 import type { DeliveryEvent, Route } from '../hooks/types.js'
 import type { RelayConfig } from '../config/schema.js'
@@ -36,6 +36,8 @@ export interface AttemptDeps {
   pool: ConnectionPool
   /** Per-destination throttle (per MX host limits and backoff); absent: none. */
   throttle?: Throttle
+  /** Reads a queued body, whatever its kind (inline, spool file, stored in PostgreSQL). */
+  openBody: Queue['openBody']
 }
 
 /** What delivery keeps per relay (per config object): extra CAs and the MTA-STS policy cache. */
@@ -74,14 +76,14 @@ function envFor(config: RelayConfig, resolver: Resolver): DeliveryEnv {
   return env
 }
 
-function messageStream(job: Job): () => Readable {
+function messageStream(job: Job, openBody: Queue['openBody']): () => Readable {
   const { headers, body } = job.message
   if ('inline' in body) return () => Readable.from([headers, body.inline], { objectMode: false })
   return () =>
     Readable.from(
       (async function* () {
         yield headers
-        yield* fs.createReadStream(body.file)
+        yield* openBody(job.message)
       })(),
     )
 }
@@ -177,7 +179,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
     helo: plan.helo,
     from: job.message.sender,
     to,
-    message: messageStream(job),
+    message: messageStream(job, deps.openBody),
     connectTimeout: config.delivery.connectTimeout,
     commandTimeout: config.delivery.commandTimeout,
     eightBit: job.message.senderArgs?.BODY === '8BITMIME',

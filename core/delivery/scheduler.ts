@@ -1,4 +1,4 @@
-import fs from 'node:fs'
+import { buffer } from 'node:stream/consumers'
 import { inject, injectable } from 'tsyringe'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
@@ -272,7 +272,7 @@ export class DeliveryScheduler {
 
   private async deliver(job: Job): Promise<void> {
     const started = Date.now()
-    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks, pool: this.pool, throttle: this.throttle })
+    const attempts = await attemptDelivery(job, { config: this.config, resolver: this.resolver, hooks: this.hooks, pool: this.pool, throttle: this.throttle, openBody: (m) => this.queue.openBody(m) })
     const now = Date.now()
     const expired = now >= job.message.expiresAt
     const byRow = new Map(job.recipients.map((r) => [r.rowId, r]))
@@ -346,8 +346,7 @@ export class DeliveryScheduler {
     for (const s of suppress) this.log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
     for (const { name, event } of events) {
-      const level = name === 'delivered' ? 'info' : 'warn'
-      this.log[level]({ event: name, ...event }, `${name} ${event.recipient}`)
+      // The log line ({ event: name, ... } 'delivery event') comes from core/events/log.ts, an observer.
       await this.hooks.emit(name, event)
     }
   }
@@ -369,7 +368,7 @@ export class DeliveryScheduler {
   private async fullMessage(m: QueuedMessage): Promise<Buffer | undefined> {
     if (retOf(m.senderArgs) !== 'FULL' || m.size > RET_FULL_MAX) return undefined
     try {
-      const body = 'inline' in m.body ? m.body.inline : await fs.promises.readFile(m.body.file)
+      const body = 'inline' in m.body ? m.body.inline : await buffer(this.queue.openBody(m))
       return Buffer.concat([m.headers, body])
     } catch (err) {
       this.log.warn({ err, queueId: m.id }, 'could not read the message for RET=FULL; returning its headers')

@@ -1,11 +1,48 @@
 import { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 
-/** The one DNS resolver: config `dns.servers` (ip or ip:port), else the system's. */
-export function createResolver(config: Pick<RelayConfig, 'dns'>): Resolver {
+/** Called with the query type and error code of each failed lookup (metrics). */
+export type DnsFailureListener = (type: string, code: string) => void
+
+/**
+ * The one DNS resolver: config `dns.servers` (ip or ip:port), else the system's. With `onFailure`,
+ * every failed lookup is reported, whoever makes it (core, plugins, mailauth share this object).
+ */
+export function createResolver(config: Pick<RelayConfig, 'dns'>, onFailure?: DnsFailureListener): Resolver {
   const resolver = new Resolver({ timeout: config.dns.timeout, tries: 2 })
   if (config.dns.servers) resolver.setServers(config.dns.servers)
+  if (onFailure) reportFailures(resolver, onFailure)
   return resolver
+}
+
+/** The query methods of a Resolver and the record type each asks for. */
+const QUERY_TYPES: Record<string, string> = {
+  resolve4: 'A', resolve6: 'AAAA', resolveAny: 'ANY', resolveCaa: 'CAA', resolveCname: 'CNAME',
+  resolveMx: 'MX', resolveNaptr: 'NAPTR', resolveNs: 'NS', resolvePtr: 'PTR', resolveSoa: 'SOA',
+  resolveSrv: 'SRV', resolveTxt: 'TXT', reverse: 'PTR',
+}
+const KNOWN_TYPES = new Set(Object.values(QUERY_TYPES))
+
+/**
+ * Wraps the instance's query methods. Node's `resolve(name, type)` dispatches to internal
+ * functions, not to these instance methods, so a lookup is never counted twice.
+ */
+function reportFailures(resolver: Resolver, onFailure: DnsFailureListener): void {
+  const methods = resolver as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+  const wrap = (method: string, typeOf: (args: unknown[]) => string) => {
+    const original = methods[method]!.bind(resolver)
+    methods[method] = (...args: unknown[]) =>
+      original(...args).catch((err: unknown) => {
+        const code = (err as { code?: unknown }).code
+        onFailure(typeOf(args), typeof code === 'string' ? code : 'unknown')
+        throw err
+      })
+  }
+  for (const [method, type] of Object.entries(QUERY_TYPES)) wrap(method, () => type)
+  wrap('resolve', (args) => {
+    const type = typeof args[1] === 'string' ? args[1].toUpperCase() : 'A'
+    return KNOWN_TYPES.has(type) ? type : 'other'
+  })
 }
 
 /** DNS errors that say the name or record does not exist (as opposed to a failure to find out). */

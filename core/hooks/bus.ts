@@ -20,25 +20,38 @@ const ACTIONS = new Set(['accept', 'reject', 'tempfail', 'route'])
  * throws, times out or returns something that is not a verdict gives a tempfail and a log line.
  */
 export class HookBus {
-  private readonly byHook = new Map<string, LoadedPlugin[]>()
+  private byHook = new Map<string, LoadedPlugin[]>()
+  /** Core subscribers (metrics, event log, dashboard): they outlive a plugin reload. */
+  private readonly observers = new Map<string, ((data: never) => void)[]>()
 
   constructor(
-    readonly plugins: LoadedPlugin[],
+    public plugins: LoadedPlugin[],
     private readonly timeoutMs: number,
     private readonly log: Logger,
   ) {
-    for (const p of plugins) {
-      for (const name of Object.keys(p.plugin.hooks ?? {})) {
-        if (typeof (p.plugin.hooks as Record<string, unknown>)[name] !== 'function') continue
-        const list = this.byHook.get(name) ?? []
-        list.push(p)
-        this.byHook.set(name, list)
-      }
-    }
+    this.byHook = index(plugins)
+  }
+
+  /**
+   * Swaps in freshly loaded plugins (hot reload). Calls already running finish with the old ones;
+   * the old ones' teardowns run after the swap. Observers stay.
+   */
+  async replace(plugins: LoadedPlugin[]): Promise<void> {
+    const old = this.plugins
+    this.plugins = plugins
+    this.byHook = index(plugins)
+    await teardown(old, this.log)
+  }
+
+  /** Core-side subscription to an event: called synchronously, before plugins hear of it; never throws into emit. */
+  observe<K extends EventName>(event: K, fn: (data: EventContexts[K]) => void): void {
+    const list = this.observers.get(event) ?? []
+    list.push(fn as (data: never) => void)
+    this.observers.set(event, list)
   }
 
   has(hook: HookName | EventName): boolean {
-    return (this.byHook.get(hook)?.length ?? 0) > 0
+    return (this.byHook.get(hook)?.length ?? 0) > 0 || (this.observers.get(hook)?.length ?? 0) > 0
   }
 
   /** Runs `hook` through the plugins; resolves with the deciding verdict, or undefined if all passed. */
@@ -67,6 +80,13 @@ export class HookBus {
 
   /** Tells every plugin listening for `event`; failures are logged and never reach the caller. */
   async emit<K extends EventName>(event: K, data: EventContexts[K]): Promise<void> {
+    for (const fn of this.observers.get(event) ?? []) {
+      try {
+        ;(fn as (d: EventContexts[K]) => void)(data)
+      } catch (err) {
+        this.log.error({ err, event }, `observer of event ${event} failed`)
+      }
+    }
     const list = this.byHook.get(event)
     if (!list) return
     await Promise.all(
@@ -101,12 +121,30 @@ export class HookBus {
   }
 
   async close(): Promise<void> {
-    for (const p of [...this.plugins].reverse()) {
-      try {
-        await p.teardown?.()
-      } catch (err) {
-        this.log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
-      }
+    await teardown(this.plugins, this.log)
+  }
+}
+
+function index(plugins: LoadedPlugin[]): Map<string, LoadedPlugin[]> {
+  const byHook = new Map<string, LoadedPlugin[]>()
+  for (const p of plugins) {
+    for (const name of Object.keys(p.plugin.hooks ?? {})) {
+      if (typeof (p.plugin.hooks as Record<string, unknown>)[name] !== 'function') continue
+      const list = byHook.get(name) ?? []
+      list.push(p)
+      byHook.set(name, list)
+    }
+  }
+  return byHook
+}
+
+/** Runs the plugins' shutdown functions, last plugin first. */
+async function teardown(plugins: LoadedPlugin[], log: Logger): Promise<void> {
+  for (const p of [...plugins].reverse()) {
+    try {
+      await p.teardown?.()
+    } catch (err) {
+      log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
     }
   }
 }

@@ -71,6 +71,23 @@ export interface PluginEnv {
 export async function loadPlugins({ config, logger, resolver }: PluginEnv): Promise<LoadedPlugin[]> {
   const local = new Set(config.localDomains)
   const loaded: LoadedPlugin[] = []
+  try {
+    await loadEach(config, logger, resolver, local, loaded)
+  } catch (err) {
+    // Those set up already let go of what they hold (a hot reload that fails leaves nothing open).
+    for (const p of [...loaded].reverse()) {
+      try {
+        await p.teardown?.()
+      } catch (e) {
+        logger.error({ err: e }, `plugin ${p.plugin.name} failed at shutdown`)
+      }
+    }
+    throw err
+  }
+  return loaded
+}
+
+async function loadEach(config: RelayConfig, logger: Logger, resolver: Resolver, local: Set<string>, loaded: LoadedPlugin[]): Promise<void> {
   for (const [index, entry] of config.plugins.entries()) {
     const at = `plugins[${index}]`
     const [ref, rawOptions] = Array.isArray(entry) ? entry : [entry, undefined]
@@ -91,5 +108,4 @@ export async function loadPlugins({ config, logger, resolver }: PluginEnv): Prom
     const teardown = await plugin.setup?.({ ...ctx, dataDir: config.dataDir })
     loaded.push({ plugin, ctx, teardown: typeof teardown === 'function' ? teardown : undefined })
   }
-  return loaded
 }

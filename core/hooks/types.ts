@@ -158,7 +158,48 @@ export interface HookContexts {
 }
 export type HookName = keyof HookContexts
 
+/** A message was written to the queue and answered 250. */
+export interface AcceptedEvent {
+  queueId: string
+  messageId?: string
+  sender: string
+  recipients: string[]
+  size: number
+  session: SessionInfo
+}
+
+/** A command was refused (4xx/5xx) by a hook or by the core's own checks. */
+export interface RejectedEvent {
+  session: SessionInfo
+  /**
+   * Where: a hook stage, or 'protocol' for the core's own checks (address syntax, size, bare LF,
+   * recipient limit). The core's policy refusals (relaying denied, suppressed recipient, sender not
+   * owned by the user) carry their stage and no `plugin`.
+   */
+  stage: HookName | 'protocol'
+  code: number
+  /** Enhanced status code, e.g. '5.7.1'. */
+  status?: string
+  message: string
+  /** The plugin whose verdict it was; absent for the core's own decisions. */
+  plugin?: string
+  /** The refused recipient or sender, at rcpt and mail. */
+  address?: string
+}
+
+/** A recipient was refused at RCPT because it is on the suppression list. */
+export interface SuppressedEvent {
+  session: SessionInfo
+  recipient: string
+  reason: string
+  /** The queue id of the message whose bounce suppressed it, or 'cli'. */
+  source?: string
+}
+
 export interface EventContexts {
+  accepted: AcceptedEvent
+  rejected: RejectedEvent
+  suppressed: SuppressedEvent
   delivered: DeliveryEvent
   deferred: DeliveryEvent
   bounced: DeliveryEvent

@@ -1,11 +1,17 @@
 // The queue is the contract between taking mail in (core/smtp) and sending it out (core/delivery).
-// Implementations: sqlite/ (embedded default). Callers use only this interface.
+// Implementations: sqlite/ (embedded default), postgres/ (cluster mode). Callers use only this
+// interface; test/queue/contract.ts runs one suite against both so they cannot drift apart.
+import type { Readable } from 'node:stream'
 import type { BounceCategory } from '../hooks/types.js'
 
 export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced'
 
-/** A message body: small ones inline in the queue database, large ones in a spool file. */
-export type StoredBody = { inline: Buffer } | { file: string }
+/**
+ * A message body: small ones inline in the queue database; large ones in a spool file (SQLite) or
+ * stored by the queue itself in chunks (PostgreSQL: `stored` is the body's size in bytes). Read a
+ * body with `Queue.openBody`, whatever its kind.
+ */
+export type StoredBody = { inline: Buffer } | { file: string } | { stored: number }
 
 export interface MessageMeta {
   clientAddress?: string
@@ -90,7 +96,100 @@ export interface QueueEntry {
   sender: string
   size: number
   receivedAt: number
+  /** When an operator held the message (`relay queue hold`); held messages are not delivered. */
+  heldAt?: number
   recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory }[]
+}
+
+/** What `list` returns; every field narrows. */
+export interface QueueFilter {
+  /** 'held': held messages; 'queued'/'deferred': messages with a pending recipient in that state. */
+  state?: 'queued' | 'deferred' | 'held'
+  /** Messages with a recipient at this domain (exact, lower case). */
+  domain?: string
+  /** Messages from this sender (exact, case-insensitive; '' the null sender). */
+  sender?: string
+  /** At most this many messages, oldest first (default: all). */
+  limit?: number
+}
+
+/** One delivery attempt's result for one recipient. */
+export interface AttemptRecord {
+  at: number
+  state: 'delivered' | 'deferred' | 'bounced'
+  response: string
+  remoteHost?: string
+  category?: BounceCategory
+}
+
+/** `relay queue show`: the envelope, each recipient with its attempts, the header section. */
+export interface MessageDetail extends Omit<QueueEntry, 'recipients'> {
+  senderArgs?: Record<string, string | boolean>
+  expiresAt: number
+  meta: MessageMeta
+  /** The final header section as text. */
+  headers: string
+  recipients: (QueueEntry['recipients'][number] & {
+    rowId: number
+    domain: string
+    args?: Record<string, string | boolean>
+    /** A delivery holds it right now. */
+    leased: boolean
+    remoteHost?: string
+    /** Oldest first. */
+    history: AttemptRecord[]
+  })[]
+}
+
+/** Queue size at a glance (metrics, dashboard, readiness). */
+export interface QueueSummary {
+  messages: number
+  /** Recipients still to deliver, by state; `held` counts recipients of held messages. */
+  recipients: { queued: number; deferred: number; held: number }
+  /** Receive time of the oldest message still queued. */
+  oldestReceivedAt?: number
+  /** The destination domains with the most pending recipients (at most 20), most first. */
+  domains: { domain: string; queued: number; deferred: number; held: number }[]
+}
+
+/**
+ * Reputation counters: one row per hour, sending domain (of the envelope sender), destination
+ * domain, outcome and bounce category. Recorded by `complete` (delivery results) and
+ * `recordComplaint` (ARF reports).
+ */
+export interface StatsRow {
+  /** Start of the hour (epoch ms). */
+  hour: number
+  senderDomain: string
+  destDomain: string
+  outcome: 'delivered' | 'deferred' | 'bounced' | 'complaint'
+  /** For deferred and bounced: the failure category; '' otherwise. */
+  category: BounceCategory | ''
+  count: number
+}
+
+/** A feedback-loop (ARF, RFC 5965) report about a message this relay sent. */
+export interface Complaint {
+  /** Message-ID of the original message (without angle brackets), from its headers in the report. */
+  messageId?: string
+  /** Queue ids this relay wrote in the original's Received headers (`id <queueId>`). */
+  queueIds?: string[]
+  /** Original-Mail-From of the report, used when nothing else matches. */
+  originalMailFrom?: string
+  /** Original-Rcpt-To (the complaining recipient); its domain is the destination domain. */
+  originalRcptTo?: string
+  feedbackType: string
+  /** When the report arrived (epoch ms). */
+  receivedAt: number
+}
+
+export interface ComplaintResult {
+  /** The original message was found in the sent log. */
+  matched: boolean
+  queueId?: string
+  sender?: string
+  /** The domain the complaint was counted against ('' when none could be told). */
+  senderDomain: string
 }
 
 /** An address mail is not taken for (a hard bounce, or added by hand). */
@@ -121,11 +220,31 @@ export interface Queue {
   enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]>
   /** Leases due work. */
   claim(options: ClaimOptions): Promise<ClaimResult>
-  /** Records one attempt's results for a message's recipients, and enqueues a bounce in the same write. */
+  /**
+   * Records one attempt's results for a message's recipients (state, attempt history, reputation
+   * counters), and enqueues a bounce and suppressions in the same write.
+   */
   complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult>
   /** Makes work left leased by a process that died due at once; returns how many recipients. */
   recover(now: number): Promise<number>
-  list(): Promise<QueueEntry[]>
+  list(filter?: QueueFilter): Promise<QueueEntry[]>
+  /** One message in full (envelope, recipients with attempt history, headers); undefined if unknown. */
+  show(queueId: string): Promise<MessageDetail | undefined>
+  /** Stops delivery of a message until `release`; false when there is no such message. */
+  hold(queueId: string): Promise<boolean>
+  /** Makes a held message's pending recipients due at once; false when it is not held. */
+  release(queueId: string, now: number): Promise<boolean>
+  /** Removes a message and its body without a bounce; false when there is no such message. */
+  remove(queueId: string): Promise<boolean>
+  /** Makes pending recipients of messages that are not held due at once; returns how many. */
+  flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number>
+  summary(now: number): Promise<QueueSummary>
+  /** The body (without the header section) as a stream, whatever kind of StoredBody it is. */
+  openBody(message: QueuedMessage): Readable
+  /** Reputation counters with `hour >= since`. */
+  stats(since: number): Promise<StatsRow[]>
+  /** Matches a complaint to a message sent (kept `retention` ms) and counts it against its sender domain. */
+  recordComplaint(complaint: Complaint): Promise<ComplaintResult>
   /** Spool files that belong to queued messages. */
   bodyFiles(): Promise<string[]>
   /** The address's suppression entry if it has one that has not expired (an indexed lookup). */

@@ -12,8 +12,9 @@ import type { NewMessage, Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import { newQueueId } from '../queue/id.js'
 import { replyError, replyFor, type Reply } from '../hooks/verdict.js'
-import type { Verdict } from '../hooks/types.js'
+import type { HookName, ListenerRole, Verdict } from '../hooks/types.js'
 import { patchSmtpServer } from './patches.js'
+import { acceptProxyProtocol, refuseUntrustedProxyHeaders } from './proxy.js'
 import { envelopeOf, sessionInfo, toAddress, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { hasRoutingInLocalPart, parseAddress } from './address.js'
 import { BareLineEndingError, readMessage } from './data.js'
@@ -21,6 +22,7 @@ import { receivedHeader, rfc5322Date } from './received.js'
 import { foreignHeaderSenders, senderAllowed } from './identity.js'
 import { readTlsFiles, tlsFilePaths, type TlsFiles } from './tls.js'
 import type { DeliveryScheduler } from '../delivery/scheduler.js'
+import { FeedbackIntake } from '../reputation/intake.js'
 
 const fixed = (code: number, status: string, message: string): Reply => ({ code, status, message })
 
@@ -37,6 +39,8 @@ interface SessionState {
 interface Listener extends ListenerInfo {
   tls: 'starttls' | 'implicit' | 'none'
   allowPlaintextAuth: boolean
+  /** Trusted PROXY protocol senders (IPs, CIDR blocks); empty: none. */
+  proxyProtocol: string[]
 }
 
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
@@ -45,8 +49,12 @@ export class SmtpListeners {
   private servers: { server: SMTPServer; listener: Listener }[] = []
   private readonly sessions = new WeakMap<SMTPServerSession, SessionState>()
   private readonly local: Set<string>
+  /** Feedback-loop reports (ARF) to config `reputation.feedbackAddresses`: counted, not queued. */
+  readonly feedback: FeedbackIntake
   private tlsFiles: TlsFiles | undefined
   private watchers: fs.FSWatcher[] = []
+  /** Connections accepted since start, per listener role (metrics). */
+  private readonly connections: Record<ListenerRole, number> = { mx: 0, submission: 0 }
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -58,7 +66,9 @@ export class SmtpListeners {
     @inject(Tokens.Delivery) private readonly delivery: DeliveryScheduler,
   ) {
     patchSmtpServer()
+    refuseUntrustedProxyHeaders()
     this.local = new Set(config.localDomains)
+    this.feedback = new FeedbackIntake(queue, config, log)
   }
 
   /** Starts every listener; resolves with the bound addresses once all accept connections. */
@@ -69,7 +79,7 @@ export class SmtpListeners {
     }
     const bound: ListenerInfo[] = []
     for (const l of this.config.listen) {
-      const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tlsFiles ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth }
+      const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tlsFiles ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
       const server = this.createServer(listener)
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
@@ -124,6 +134,20 @@ export class SmtpListeners {
     return true
   }
 
+  /**
+   * Hot reload (core/reload.ts) changed the shared config in place: refresh what was taken from it
+   * at start (the local domains, the watched certificate files) and re-read the certificates.
+   */
+  applyConfig(): void {
+    this.local.clear()
+    for (const d of this.config.localDomains) this.local.add(d)
+    if (!this.config.tls || !this.servers.length) return
+    for (const w of this.watchers) w.close()
+    this.watchers = []
+    this.watchTlsFiles()
+    this.reloadTls()
+  }
+
   private watchTlsFiles(): void {
     let timer: NodeJS.Timeout | undefined
     for (const file of tlsFilePaths(this.config.tls!)) {
@@ -140,6 +164,24 @@ export class SmtpListeners {
     }
   }
 
+  /** Connections accepted since start and sessions open now, per listener role (read by metrics). */
+  sessionCounts(): { connections: Record<ListenerRole, number>; active: Record<ListenerRole, number> } {
+    const active: Record<ListenerRole, number> = { mx: 0, submission: 0 }
+    for (const { server, listener } of this.servers) active[listener.role] += (server as unknown as { connections: Set<unknown> }).connections.size
+    return { connections: { ...this.connections }, active }
+  }
+
+  /**
+   * The error that refuses a command, after telling observers and plugins (`rejected`): `stage` is
+   * the hook stage or 'protocol' for the core's own checks; `plugin` whose verdict it was.
+   */
+  private refuse(session: SMTPServerSession, listener: Listener, stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string): Error {
+    if (this.hooks.has('rejected')) {
+      void this.hooks.emit('rejected', { session: sessionInfo(session, listener), stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address })
+    }
+    return replyError(reply)
+  }
+
   private state(session: SMTPServerSession): SessionState {
     let s = this.sessions.get(session)
     if (!s) this.sessions.set(session, (s = { authFailures: 0, notes: { session: new Map(), message: new Map() } }))
@@ -151,7 +193,7 @@ export class SmtpListeners {
     const hasAuth = this.hooks.has('auth')
     const resolver = this.resolver
     const tls = listener.tls !== 'none' ? this.tlsFiles : undefined
-    return new SMTPServer({
+    const server = new SMTPServer({
       name: c.hostname,
       banner: 'Relay',
       secure: listener.tls === 'implicit',
@@ -178,6 +220,7 @@ export class SmtpListeners {
       // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
       maxErrors: c.smtp.maxErrors,
       onTooManyErrors: (session: SMTPServerSession) => this.log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
+      onProxyHeaderRefused: (client: string) => this.log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
       disableReverseLookup: !c.smtp.reverseLookup,
       resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
       logger: false,
@@ -195,6 +238,12 @@ export class SmtpListeners {
         void this.onData(stream, session, listener).then((message) => cb(null, message), (err: Error) => cb(err)),
       onClose: (session) => this.onClose(session, listener),
     } as ConstructorParameters<typeof SMTPServer>[0])
+    if (listener.proxyProtocol.length) {
+      // Header before greeting (and before TLS on 465); its wait is capped at 10 s.
+      const timeoutMs = Math.min(10_000, c.smtp.socketTimeout)
+      acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log: this.log })
+    }
+    return server
   }
 
   /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */
@@ -205,18 +254,25 @@ export class SmtpListeners {
     session.disabledCommands = disabled
   }
 
-  private async decide(stage: 'connect' | 'helo' | 'mail' | 'rcpt', run: Promise<{ verdict: { action: string } } | undefined>): Promise<boolean> {
+  private async decide(
+    stage: 'connect' | 'helo' | 'mail' | 'rcpt',
+    run: Promise<{ plugin: string; verdict: { action: string } } | undefined>,
+    session: SMTPServerSession,
+    listener: Listener,
+    address?: string,
+  ): Promise<boolean> {
     const decision = await run
     if (!decision) return false
     const verdict = decision.verdict as Verdict
     if (verdict.action === 'accept') return true
-    throw replyError(replyFor(stage, verdict))
+    throw this.refuse(session, listener, stage, replyFor(stage, verdict), decision.plugin, address)
   }
 
   private async onConnect(session: SMTPServerSession, listener: Listener): Promise<void> {
     this.offerCommands(session, listener, listener.tls === 'implicit')
+    this.connections[listener.role]++
     const state = this.state(session)
-    await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener), notes: state.notes }))
+    await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener), notes: state.notes }), session, listener)
     state.timer = setTimeout(() => this.expire(session), this.config.smtp.sessionTimeout)
     state.timer.unref()
   }
@@ -253,64 +309,73 @@ export class SmtpListeners {
     void this.hooks.emit('authFailed', { session: info, username, method: auth.method, temporary: decision?.verdict.action === 'tempfail' })
     // A growing pause makes guessing passwords slow, also within one connection.
     await sleep(this.config.smtp.authFailureDelay * Math.min(8, 2 ** (state.authFailures - 1)))
-    throw replyError(replyFor('auth', (decision?.verdict as Verdict | undefined) ?? { action: 'reject' }))
+    throw this.refuse(session, listener, 'auth', replyFor('auth', (decision?.verdict as Verdict | undefined) ?? { action: 'reject' }), decision?.plugin)
   }
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
     const info = sessionInfo(session, listener)
     if (listener.role === 'submission' && !info.user) {
       // smtp-server asks for AUTH itself once it is offered; before TLS it is not, so say why.
-      throw replyError(
+      throw this.refuse(
+        session,
+        listener,
+        'mail',
         listener.tls === 'starttls' && !info.secure
           ? fixed(530, '5.7.0', 'Must issue a STARTTLS command first, then authenticate')
           : fixed(530, '5.7.0', 'Authentication required'),
+        undefined,
+        address.address,
       )
     }
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
     state.notes.message = new Map() // a new transaction
     if (this.hooks.has('helo') && state.heloChecked !== helo) {
-      await this.decide('helo', this.hooks.run('helo', { session: info, helo, notes: state.notes }))
+      await this.decide('helo', this.hooks.run('helo', { session: info, helo, notes: state.notes }), session, listener, address.address)
       state.heloChecked = helo
     }
     if (address.address !== '' && !parseAddress(address.address)) {
-      throw replyError(fixed(553, '5.1.7', 'Bad sender address syntax'))
+      throw this.refuse(session, listener, 'protocol', fixed(553, '5.1.7', 'Bad sender address syntax'), undefined, address.address)
     }
     // An authenticated user sends only as what its backend lists for it.
     if (info.user && address.address !== '' && !senderAllowed(address.address, info.senders ?? [])) {
       this.log.warn({ session: session.id, user: info.user, sender: address.address }, 'sender refused: not owned by the authenticated user')
-      throw replyError(fixed(553, '5.7.1', `Sender address <${address.address}> not owned by user ${info.user}`))
+      throw this.refuse(session, listener, 'mail', fixed(553, '5.7.1', `Sender address <${address.address}> not owned by user ${info.user}`), undefined, address.address)
     }
-    await this.decide('mail', this.hooks.run('mail', { session: info, sender: toAddress(address), notes: state.notes }))
+    await this.decide('mail', this.hooks.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
     // RFC 5321 §4.1.1.3: `RCPT TO:<postmaster>` must be accepted; it is the first local domain's.
     if (address.address.toLowerCase() === 'postmaster') {
       const domain = this.config.localDomains[0]
-      if (!domain) throw replyError(fixed(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'))
+      if (!domain) throw this.refuse(session, listener, 'rcpt', fixed(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'), undefined, address.address)
       address.address = `postmaster@${domain}`
     }
     const parsed = parseAddress(address.address)
-    if (!parsed) throw replyError(fixed(553, '5.1.3', 'Bad recipient address syntax'))
-    if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw replyError(fixed(452, '4.5.3', 'Too many recipients'))
+    if (!parsed) throw this.refuse(session, listener, 'protocol', fixed(553, '5.1.3', 'Bad recipient address syntax'), undefined, address.address)
+    if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'protocol', fixed(452, '4.5.3', 'Too many recipients'), undefined, address.address)
     const isLocal = this.local.has(parsed.domain)
     // `user%other@local`, `other!user@local`, `"user@other"@local`: mail stores may route these on.
     if (isLocal && !this.config.smtp.allowRoutingInLocalPart && hasRoutingInLocalPart(parsed.local)) {
-      throw replyError(fixed(550, '5.7.1', `Routing in the local part is not allowed: <${address.address}>`))
+      throw this.refuse(session, listener, 'rcpt', fixed(550, '5.7.1', `Routing in the local part is not allowed: <${address.address}>`), undefined, address.address)
     }
     const accepted = await this.decide(
       'rcpt',
       this.hooks.run('rcpt', { session: sessionInfo(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }),
+      session,
+      listener,
+      address.address,
     )
-    // Closed by default: only local domains, or what a plugin accepted, get in.
-    if (!accepted && !isLocal) throw replyError(fixed(550, '5.7.1', `Relaying denied for <${address.address}>`))
+    // Closed by default: only local domains, or what a plugin accepted, get in (and our feedback addresses).
+    if (!accepted && !isLocal && !this.feedback.isFeedbackAddress(address.address)) throw this.refuse(session, listener, 'rcpt', fixed(550, '5.7.1', `Relaying denied for <${address.address}>`), undefined, address.address)
     // Hard-bounced addresses (and those added with `relay suppression add`): a lookup in the queue database.
     if (this.config.delivery.suppression.enabled) {
       const suppressed = await this.queue.isSuppressed(address.address)
       if (suppressed) {
         this.log.info({ session: session.id, to: address.address, reason: suppressed.reason }, 'recipient refused: suppressed')
-        throw replyError(fixed(550, '5.1.1', `<${address.address}>: recipient suppressed (${suppressed.reason.replace(/[\x00-\x1f\x7f]+/g, ' ')})`))
+        if (this.hooks.has('suppressed')) void this.hooks.emit('suppressed', { session: sessionInfo(session, listener), recipient: address.address, reason: suppressed.reason, source: suppressed.source })
+        throw this.refuse(session, listener, 'rcpt', fixed(550, '5.1.1', `<${address.address}>: recipient suppressed (${suppressed.reason.replace(/[\x00-\x1f\x7f]+/g, ' ')})`), undefined, address.address)
       }
     }
     // smtp-server dedupes recipients by what the client typed; `<postmaster>` is now another spelling.
@@ -330,10 +395,12 @@ export class SmtpListeners {
     } catch (err) {
       if (err instanceof BareLineEndingError) {
         this.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: bare LF or CR')
-        throw replyError(fixed(550, '5.6.0', 'Message contains bare LF or bare CR (only CRLF line ends are allowed)'))
+        throw this.refuse(session, listener, 'protocol', fixed(550, '5.6.0', 'Message contains bare LF or bare CR (only CRLF line ends are allowed)'))
       }
-      if ((err as { code?: string }).code !== 'ECONNECTION') this.log.error({ err, session: session.id }, 'reading message failed')
-      throw replyError(fixed(451, '4.3.0', 'Error reading message, try again'))
+      // A client that went away gets no reply, so that is no refusal either.
+      if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(fixed(451, '4.3.0', 'Error reading message, try again'))
+      this.log.error({ err, session: session.id }, 'reading message failed')
+      throw this.refuse(session, listener, 'protocol', fixed(451, '4.3.0', 'Error reading message, try again'))
     }
     const discard = async () => {
       if ('file' in data.body) await data.body.file.discard()
@@ -342,14 +409,23 @@ export class SmtpListeners {
       // smtp-server answers 552 itself; the message must not be queued behind that answer.
       if (stream.sizeExceeded) {
         await discard()
-        throw replyError(fixed(552, '5.3.4', 'Message exceeds fixed maximum message size'))
+        throw this.refuse(session, listener, 'protocol', fixed(552, '5.3.4', 'Message exceeds fixed maximum message size'))
+      }
+      // A feedback report goes to the complaint counters, not through the data hooks (it carries
+      // the reported spam, content scanners would refuse it) and not into the queue.
+      if (this.feedback.isReport(session.envelope.rcptTo.map((r) => r.address))) {
+        if ('file' in data.body) await data.body.file.flushPending()
+        const body = 'file' in data.body ? { path: data.body.file.path } : data.body
+        const reply = await this.feedback.take({ header: data.headers.toBuffer(), body, session: session.id, client: session.remoteAddress, sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' })
+        await discard()
+        return reply
       }
       return await this.accept(id, data, session, listener, started)
     } catch (err) {
       await discard().catch(() => undefined)
       if ((err as { responseCode?: number }).responseCode) throw err
       this.log.error({ err, session: session.id }, 'queueing message failed')
-      throw replyError(fixed(451, '4.3.0', 'Message could not be queued, try again later'))
+      throw this.refuse(session, listener, 'queue', fixed(451, '4.3.0', 'Message could not be queued, try again later'))
     }
   }
 
@@ -364,7 +440,7 @@ export class SmtpListeners {
       const foreign = foreignHeaderSenders(headers, info.senders ?? [])
       if (foreign.length) {
         this.log.warn({ session: session.id, user: info.user, header: foreign }, 'message refused: From/Sender not owned by the authenticated user')
-        throw replyError(fixed(553, '5.7.1', `Header sender <${foreign[0]}> not owned by user ${info.user}`))
+        throw this.refuse(session, listener, 'data', fixed(553, '5.7.1', `Header sender <${foreign[0]}> not owned by user ${info.user}`))
       }
     }
 
@@ -383,7 +459,7 @@ export class SmtpListeners {
           )
 
     const d = await this.hooks.run('data', { session: info, envelope, headers, size: size(), readMessage, notes: this.state(session).notes })
-    if (d && d.verdict.action !== 'accept') throw replyError(replyFor('data', d.verdict))
+    if (d && d.verdict.action !== 'accept') throw this.refuse(session, listener, 'data', replyFor('data', d.verdict), d.plugin)
 
     if (listener.role === 'submission') {
       if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${this.config.hostname}>`)
@@ -394,7 +470,7 @@ export class SmtpListeners {
     headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
 
     const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, notes: this.state(session).notes })
-    if (q && q.verdict.action !== 'accept') throw replyError(replyFor('queue', q.verdict))
+    if (q && q.verdict.action !== 'accept') throw this.refuse(session, listener, 'queue', replyFor('queue', q.verdict), q.plugin)
 
     const headerBytes = headers.toBuffer()
     if ('file' in data.body) await data.body.file.commit()
@@ -426,6 +502,9 @@ export class SmtpListeners {
       { queueId: id, from: envelope.sender.address, to: recipients, size: message.size, client: info.remoteAddress, user: info.user, tls: info.tls?.version, ms: now - started },
       'message accepted',
     )
+    if (this.hooks.has('accepted')) {
+      void this.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
+    }
     if (leaseUntil) this.delivery.startReserved(message, rowIds)
     else this.delivery.notify()
     return `2.0.0 Ok: queued as ${id}`

@@ -1,12 +1,43 @@
 import path from 'node:path'
 import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import type { Queue, NewMessage, ClaimOptions, ClaimResult, RecipientResult, CompleteResult, QueueEntry, Suppression, DelayCandidate } from '../types.js'
-import type { Request, Response } from './worker.js'
+import type {
+  ClaimOptions,
+  ClaimResult,
+  Complaint,
+  ComplaintResult,
+  CompleteResult,
+  DelayCandidate,
+  MessageDetail,
+  NewMessage,
+  Queue,
+  QueueEntry,
+  QueuedMessage,
+  QueueFilter,
+  QueueSummary,
+  RecipientResult,
+  StatsRow,
+  Suppression,
+} from '../types.js'
+import type { Request, Response, WorkerOptions } from './worker.js'
 import type { Spool } from '../spool.js'
 
 type Op = Request['op']
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void }
+
+/** reputation.retention's default: counters and the sent log are kept 30 days. */
+const DEFAULT_RETENTION_MS = 30 * 86_400_000
+
+export interface SqliteQueueOptions {
+  /** How long reputation counters and the sent log (for matching complaints) are kept. */
+  retentionMs?: number
+}
+
+/** Buffers arrive from the worker as Uint8Array. */
+const toBuffer = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
 /** The embedded queue: SQLite in WAL mode with synchronous=FULL, driven from a worker thread. */
 export class SqliteQueue implements Queue {
@@ -14,16 +45,26 @@ export class SqliteQueue implements Queue {
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private closed = false
+  /** Why the worker is gone, if it died: later calls fail at once instead of waiting forever. */
+  private dead: Error | undefined
 
   constructor(
     readonly file: string,
     private readonly spool: Spool,
+    options: SqliteQueueOptions = {},
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true })
-    // Built: worker.js beside this file. From source (tests, tsx): worker.ts through tsx's loader.
+    // Built: worker.js beside this file. From source (tests, tsx): worker.ts through tsx's require
+    // hook, registered inside the worker (on Node 20 ESM loader hooks do not reach a worker's entry).
     const fromSource = import.meta.url.endsWith('.ts')
-    const url = new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url)
-    this.worker = new Worker(url, { workerData: { file }, execArgv: fromSource ? ['--import', 'tsx'] : [] })
+    const workerData: WorkerOptions = { file, retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS }
+    if (fromSource) {
+      const tsx = createRequire(import.meta.url).resolve('tsx/cjs/api')
+      const entry = fileURLToPath(new URL('./worker.ts', import.meta.url))
+      this.worker = new Worker(`require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(entry)})`, { eval: true, workerData })
+    } else {
+      this.worker = new Worker(new URL('./worker.js', import.meta.url), { workerData })
+    }
     this.worker.on('message', (responses: Response[]) => {
       for (const r of responses) {
         const p = this.pending.get(r.id)
@@ -33,9 +74,10 @@ export class SqliteQueue implements Queue {
         else p.reject(new Error(`queue ${r.error}`))
       }
     })
-    this.worker.on('error', (err) => this.failAll(err))
+    this.worker.on('error', (err) => this.failAll((this.dead = err)))
     this.worker.on('exit', (code) => {
-      if (!this.closed || this.pending.size) this.failAll(new Error(`queue worker exited with code ${code}`))
+      this.dead ??= new Error(`queue worker exited with code ${code}`)
+      if (!this.closed || this.pending.size) this.failAll(this.dead)
     })
   }
 
@@ -46,33 +88,34 @@ export class SqliteQueue implements Queue {
 
   private call<T>(op: Op, ...args: unknown[]): Promise<T> {
     if (this.closed) return Promise.reject(new Error('queue is closed'))
+    if (this.dead) return Promise.reject(this.dead)
     const id = this.nextId++
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
       // Requests made in the same tick travel together: one postMessage, not one each.
       this.outbox.push({ id, op, args } as Request)
-      if (this.outbox.length === 1) queueMicrotask(this.flush)
+      if (this.outbox.length === 1) queueMicrotask(this.sendOutbox)
     })
   }
 
   private outbox: Request[] = []
-  private readonly flush = () => {
+  private readonly sendOutbox = () => {
     const batch = this.outbox
     this.outbox = []
     this.worker.postMessage(batch)
   }
 
   enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]> {
+    if ('stored' in message.body) return Promise.reject(new Error('the SQLite queue takes bodies inline or as spool files, not stored'))
     return this.call('enqueue', message, leaseUntil)
   }
 
   claim(options: ClaimOptions): Promise<ClaimResult> {
     return this.call<ClaimResult>('claim', options).then((r) => {
-      // Buffers arrive as Uint8Array from the worker.
       for (const job of r.jobs) {
         const m = job.message
-        m.headers = Buffer.from(m.headers.buffer, m.headers.byteOffset, m.headers.byteLength)
-        if ('inline' in m.body) m.body = { inline: Buffer.from(m.body.inline.buffer, m.body.inline.byteOffset, m.body.inline.byteLength) }
+        m.headers = toBuffer(m.headers)
+        if ('inline' in m.body) m.body = { inline: toBuffer(m.body.inline) }
       }
       return r
     })
@@ -88,8 +131,50 @@ export class SqliteQueue implements Queue {
     return this.call('recover', now)
   }
 
-  list(): Promise<QueueEntry[]> {
-    return this.call('list')
+  list(filter?: QueueFilter): Promise<QueueEntry[]> {
+    return this.call('list', filter)
+  }
+
+  show(queueId: string): Promise<MessageDetail | undefined> {
+    return this.call<MessageDetail | null>('show', queueId, Date.now()).then((d) => d ?? undefined)
+  }
+
+  hold(queueId: string): Promise<boolean> {
+    return this.call('hold', queueId, Date.now())
+  }
+
+  release(queueId: string, now: number): Promise<boolean> {
+    return this.call('release', queueId, now)
+  }
+
+  async remove(queueId: string): Promise<boolean> {
+    const r = await this.call<{ removed: boolean; bodyFile?: string }>('remove', queueId)
+    if (r.bodyFile) await this.spool.remove(r.bodyFile)
+    return r.removed
+  }
+
+  flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number> {
+    return this.call('flush', filter, now)
+  }
+
+  summary(now: number): Promise<QueueSummary> {
+    return this.call('summary', now)
+  }
+
+  openBody(message: QueuedMessage): Readable {
+    const { body } = message
+    // An array: Readable.from(buffer) would yield the buffer byte by byte.
+    if ('inline' in body) return Readable.from([body.inline], { objectMode: false })
+    if ('file' in body) return fs.createReadStream(body.file)
+    throw new Error(`message ${message.id}: a 'stored' body belongs to the PostgreSQL queue; the SQLite queue keeps bodies inline or in spool files`)
+  }
+
+  stats(since: number): Promise<StatsRow[]> {
+    return this.call('stats', since)
+  }
+
+  recordComplaint(complaint: Complaint): Promise<ComplaintResult> {
+    return this.call('recordComplaint', complaint)
   }
 
   bodyFiles(): Promise<string[]> {
@@ -116,7 +201,7 @@ export class SqliteQueue implements Queue {
 
   delayCandidates(receivedBefore: number, limit: number): Promise<DelayCandidate[]> {
     return this.call<DelayCandidate[]>('delayCandidates', receivedBefore, limit).then((list) => {
-      for (const c of list) c.message.headers = Buffer.from(c.message.headers.buffer, c.message.headers.byteOffset, c.message.headers.byteLength)
+      for (const c of list) c.message.headers = toBuffer(c.message.headers)
       return list
     })
   }
@@ -127,6 +212,10 @@ export class SqliteQueue implements Queue {
 
   async close(): Promise<void> {
     if (this.closed) return
+    if (this.dead) {
+      this.closed = true
+      return
+    }
     await new Promise<void>((resolve) => {
       this.worker.once('exit', () => resolve())
       this.worker.postMessage('close')

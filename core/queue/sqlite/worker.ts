@@ -3,29 +3,60 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { SqliteStore } from './store.js'
 
-export type Request =
-  | { id: number; op: 'enqueue'; args: Parameters<SqliteStore['enqueue']> }
-  | { id: number; op: 'claim'; args: Parameters<SqliteStore['claim']> }
-  | { id: number; op: 'complete'; args: Parameters<SqliteStore['complete']> }
-  | { id: number; op: 'recover'; args: Parameters<SqliteStore['recover']> }
-  | { id: number; op: 'list'; args: [] }
-  | { id: number; op: 'bodyFiles'; args: [] }
-  | { id: number; op: 'isSuppressed'; args: Parameters<SqliteStore['isSuppressed']> }
-  | { id: number; op: 'suppress'; args: Parameters<SqliteStore['suppress']> }
-  | { id: number; op: 'unsuppress'; args: Parameters<SqliteStore['unsuppress']> }
-  | { id: number; op: 'listSuppressed'; args: Parameters<SqliteStore['listSuppressed']> }
-  | { id: number; op: 'delayCandidates'; args: Parameters<SqliteStore['delayCandidates']> }
-  | { id: number; op: 'markDelayNotified'; args: Parameters<SqliteStore['markDelayNotified']> }
+/** The store methods the queue calls through the worker. */
+type Op =
+  | 'enqueue'
+  | 'claim'
+  | 'complete'
+  | 'recover'
+  | 'list'
+  | 'show'
+  | 'hold'
+  | 'release'
+  | 'remove'
+  | 'flush'
+  | 'summary'
+  | 'stats'
+  | 'recordComplaint'
+  | 'bodyFiles'
+  | 'isSuppressed'
+  | 'suppress'
+  | 'unsuppress'
+  | 'listSuppressed'
+  | 'delayCandidates'
+  | 'markDelayNotified'
+
+export type Request = { [K in Op]: { id: number; op: K; args: Parameters<SqliteStore[K]> } }[Op]
 
 export type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string }
 
+export interface WorkerOptions {
+  file: string
+  /** How long reputation counters and the sent log are kept. */
+  retentionMs: number
+}
+
+/** Pruning old counters runs at most this often (inside a batch that commits anyway). */
+const PRUNE_EVERY_MS = 3_600_000
+
 if (parentPort) {
   const port = parentPort
-  const store = new SqliteStore((workerData as { file: string }).file)
+  const { file, retentionMs } = workerData as WorkerOptions
+  const store = new SqliteStore(file)
   let batch: Request[] = []
   let scheduled = false
+  let prunedAt = 0
 
   const apply = store.db.transaction((requests: Request[]) => {
+    const now = Date.now()
+    if (now - prunedAt >= PRUNE_EVERY_MS) {
+      prunedAt = now
+      try {
+        store.db.transaction(() => store.prune(now, retentionMs))()
+      } catch {
+        // Pruning is housekeeping: a failure must not fail the requests; it is tried again later.
+      }
+    }
     const out: Response[] = []
     for (const r of requests) {
       try {

@@ -1,0 +1,71 @@
+// How the CLI talks to a running relay: `<dataDir>/admin.json` names its admin listener (written at
+// start, removed at stop); the token comes from config admin.token or RELAY_ADMIN_TOKEN.
+import fs from 'node:fs'
+import path from 'node:path'
+import type { RelayConfig } from '../config/schema.js'
+import { ADMIN_FILE, type AdminFile } from '../admin/server.js'
+import { isAlive } from '../pid-file.js'
+
+export interface AdminTarget {
+  url: string
+  pid: number
+  token?: string
+}
+
+/** The running relay's admin listener, or undefined when none runs for this data directory. */
+export function findAdmin(config: RelayConfig): AdminTarget | undefined {
+  let file: AdminFile
+  try {
+    file = JSON.parse(fs.readFileSync(path.join(config.dataDir, ADMIN_FILE), 'utf8')) as AdminFile
+  } catch {
+    return undefined
+  }
+  if (typeof file.url !== 'string' || !Number.isInteger(file.pid) || !isAlive(file.pid)) return undefined
+  return { url: file.url, pid: file.pid, token: config.admin?.token ?? (process.env.RELAY_ADMIN_TOKEN || undefined) }
+}
+
+/** The listener did not answer at all (a stale admin.json): the caller may work on the data directory. */
+export class AdminUnreachable extends Error {}
+
+/** A JSON answer with a status that is not 2xx. */
+export class AdminFailed extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly body: unknown,
+  ) {
+    super(message)
+  }
+}
+
+/** One API call; resolves with the JSON body of a 2xx answer. */
+export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', pathAndQuery: string, body?: unknown): Promise<T> {
+  let res: Response
+  try {
+    res = await fetch(new URL(pathAndQuery, target.url), {
+      method,
+      headers: {
+        ...(target.token ? { Authorization: `Bearer ${target.token}` } : {}),
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(60_000),
+    })
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause
+    if (cause?.code === 'ECONNREFUSED' || cause?.code === 'ECONNRESET') throw new AdminUnreachable(`the admin listener at ${target.url} does not answer (${cause.code})`)
+    throw new Error(`admin API ${method} ${pathAndQuery}: ${(err as Error).message}`)
+  }
+  const text = await res.text()
+  let json: unknown
+  try {
+    json = text ? JSON.parse(text) : undefined
+  } catch {
+    json = undefined
+  }
+  if (res.ok) return json as T
+  const reason = (json as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`
+  if (res.status === 401) throw new AdminFailed(401, `${reason}; set admin.token in the config or RELAY_ADMIN_TOKEN`, json)
+  if (res.status === 403) throw new AdminFailed(403, `the admin listener refused the token (${reason}); check admin.token or RELAY_ADMIN_TOKEN`, json)
+  throw new AdminFailed(res.status, reason, json)
+}

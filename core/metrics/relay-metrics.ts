@@ -1,0 +1,193 @@
+// The relay's Prometheus metrics (GET /metrics on the admin listener). Label sets are bounded:
+// listener role, stage, reply code, plugin name (from config), failure category, DNS query type and
+// error code, and destination domain (the first `metrics.maxDomainLabels` seen, then 'other').
+//
+//   relay_smtp_connections_total{listener}            relay_smtp_active_sessions{listener}
+//   relay_smtp_sessions_closed_total{listener}        relay_smtp_tls_sessions_total{listener,version}
+//   relay_smtp_auth_failures_total{temporary}         relay_smtp_rejections_total{stage,code,plugin}
+//   relay_smtp_suppressed_recipients_total            relay_messages_accepted_total{listener}
+//   relay_messages_accepted_bytes_total{listener}     relay_delivery_delivered_total{domain}
+//   relay_delivery_deferred_total{domain,category}    relay_delivery_bounced_total{domain,category}
+//   relay_delivery_attempt_duration_seconds{result}   relay_delivery_queue_time_seconds{result}
+//   relay_dns_failures_total{type,code}               relay_queue_messages
+//   relay_queue_recipients{state}                     relay_queue_oldest_message_age_seconds
+//   relay_nodejs_eventloop_lag_seconds (and the other prom-client default metrics, prefixed relay_)
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { HookBus } from '../hooks/bus.js'
+import type { DeliveryEvent, ListenerRole } from '../hooks/types.js'
+import type { Queue } from '../queue/types.js'
+import { DomainLabels } from './domains.js'
+import { registerQueueGauges } from './queue-gauges.js'
+
+export interface MetricsOptions {
+  /** Destination domains with a label value of their own; later ones count as 'other'. */
+  maxDomainLabels: number
+}
+
+/** What the SMTP listeners report about their connections (read at each scrape). */
+export interface SessionCounts {
+  /** Connections accepted since start, per listener role. */
+  connections: Partial<Record<ListenerRole, number>>
+  /** Sessions open now, per listener role. */
+  active: Partial<Record<ListenerRole, number>>
+}
+
+const ROLES: ListenerRole[] = ['mx', 'submission']
+/** c-ares error codes (ENOTFOUND, ESERVFAIL, ETIMEOUT, ...): a fixed set; anything else is 'other'. */
+const DNS_CODE = /^E[A-Z]{2,20}$/
+
+/**
+ * The relay's Prometheus metrics in a registry of its own (not prom-client's global one, which a
+ * plugin might also use). Fed by core observers on the HookBus, so they work whatever plugins are
+ * configured; queue and session figures are read when scraped.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry()
+  private readonly domains: DomainLabels
+  private queue: Queue | undefined
+  private sessions: (() => SessionCounts) | undefined
+  private queueErrorLogged = 0
+
+  private readonly sessionsClosed: Counter<'listener'>
+  private readonly tlsSessions: Counter<'listener' | 'version'>
+  private readonly authFailures: Counter<'temporary'>
+  private readonly accepted: Counter<'listener'>
+  private readonly acceptedBytes: Counter<'listener'>
+  private readonly rejected: Counter<'stage' | 'code' | 'plugin'>
+  private readonly suppressed: Counter
+  private readonly delivered: Counter<'domain'>
+  private readonly deferred: Counter<'domain' | 'category'>
+  private readonly bounced: Counter<'domain' | 'category'>
+  private readonly attemptDuration: Histogram<'result'>
+  private readonly queueTime: Histogram<'result'>
+  private readonly dnsFailures: Counter<'type' | 'code'>
+
+  constructor(options: MetricsOptions, onQueueError: (err: unknown) => void = () => undefined) {
+    const registers = [this.registry]
+    this.domains = new DomainLabels(options.maxDomainLabels)
+    // Process and Node.js figures, among them relay_nodejs_eventloop_lag_seconds (and its percentiles).
+    collectDefaultMetrics({ register: this.registry, prefix: 'relay_' })
+
+    const self = this
+    new Counter({
+      name: 'relay_smtp_connections_total',
+      help: 'SMTP connections accepted, by listener role.',
+      labelNames: ['listener'] as const,
+      registers,
+      collect() {
+        const counts = self.sessions?.()
+        if (!counts) return
+        this.reset()
+        for (const role of ROLES) this.inc({ listener: role }, counts.connections[role] ?? 0)
+      },
+    })
+    new Gauge({
+      name: 'relay_smtp_active_sessions',
+      help: 'SMTP sessions open now, by listener role.',
+      labelNames: ['listener'] as const,
+      registers,
+      collect() {
+        const counts = self.sessions?.()
+        if (!counts) return
+        for (const role of ROLES) this.set({ listener: role }, counts.active[role] ?? 0)
+      },
+    })
+    this.sessionsClosed = new Counter({ name: 'relay_smtp_sessions_closed_total', help: 'SMTP sessions ended, by listener role.', labelNames: ['listener'], registers })
+    this.tlsSessions = new Counter({
+      name: 'relay_smtp_tls_sessions_total',
+      help: 'SMTP sessions that ended encrypted (STARTTLS or implicit TLS), by listener role and TLS version; divide by relay_smtp_sessions_closed_total for the TLS share.',
+      labelNames: ['listener', 'version'],
+      registers,
+    })
+    this.authFailures = new Counter({ name: 'relay_smtp_auth_failures_total', help: 'Failed AUTH attempts; temporary="true": a backend could not check (tempfail).', labelNames: ['temporary'], registers })
+    this.accepted = new Counter({ name: 'relay_messages_accepted_total', help: 'Messages written to the queue and answered 250, by listener role.', labelNames: ['listener'], registers })
+    this.acceptedBytes = new Counter({ name: 'relay_messages_accepted_bytes_total', help: 'Bytes of the messages accepted, by listener role.', labelNames: ['listener'], registers })
+    this.rejected = new Counter({
+      name: 'relay_smtp_rejections_total',
+      help: "4xx/5xx replies given by a hook or the core's own checks, by stage (hook name, or 'protocol'), reply code and plugin ('core' for the core's own decisions).",
+      labelNames: ['stage', 'code', 'plugin'],
+      registers,
+    })
+    this.suppressed = new Counter({ name: 'relay_smtp_suppressed_recipients_total', help: 'Recipients refused at RCPT because they are on the suppression list (also counted in relay_smtp_rejections_total).', registers })
+    this.delivered = new Counter({ name: 'relay_delivery_delivered_total', help: 'Recipients delivered, by destination domain.', labelNames: ['domain'], registers })
+    this.deferred = new Counter({ name: 'relay_delivery_deferred_total', help: 'Delivery attempts deferred (one per recipient and attempt), by destination domain and failure category.', labelNames: ['domain', 'category'], registers })
+    this.bounced = new Counter({ name: 'relay_delivery_bounced_total', help: 'Recipients bounced, by destination domain and failure category.', labelNames: ['domain', 'category'], registers })
+    this.attemptDuration = new Histogram({
+      name: 'relay_delivery_attempt_duration_seconds',
+      help: 'How long a delivery attempt took (DNS, connection and SMTP transaction), by result.',
+      labelNames: ['result'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    })
+    this.queueTime = new Histogram({
+      name: 'relay_delivery_queue_time_seconds',
+      help: 'Time from receipt to the final result of a recipient (delivered or bounced).',
+      labelNames: ['result'],
+      buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600],
+      registers,
+    })
+    this.dnsFailures = new Counter({ name: 'relay_dns_failures_total', help: 'DNS lookups that failed, by query type and error code (ENOTFOUND/ENODATA: no such name or record).', labelNames: ['type', 'code'], registers })
+    registerQueueGauges(this.registry, () => this.queue, (err) => {
+      // A broken queue shows in every scrape; one line a minute is enough.
+      if (Date.now() - this.queueErrorLogged < 60_000) return
+      this.queueErrorLogged = Date.now()
+      onQueueError(err)
+    })
+  }
+
+  get contentType(): string {
+    return this.registry.contentType
+  }
+
+  /** The text exposition format, for GET /metrics. */
+  metrics(): Promise<string> {
+    return this.registry.metrics()
+  }
+
+  trackQueue(queue: Queue): void {
+    this.queue = queue
+  }
+
+  trackSessions(counts: () => SessionCounts): void {
+    this.sessions = counts
+  }
+
+  /** For createResolver's onFailure. */
+  readonly dnsFailure = (type: string, code: string): void => {
+    this.dnsFailures.inc({ type, code: DNS_CODE.test(code) ? code : 'other' })
+  }
+
+  /** Subscribes to the bus's events (observers stay across plugin reloads). */
+  observe(bus: HookBus): void {
+    bus.observe('sessionClosed', ({ session }) => {
+      const listener = session.listener.role
+      this.sessionsClosed.inc({ listener })
+      if (session.secure) this.tlsSessions.inc({ listener, version: session.tls?.version ?? 'unknown' })
+    })
+    bus.observe('authFailed', (e) => this.authFailures.inc({ temporary: e.temporary ? 'true' : 'false' }))
+    bus.observe('accepted', (e) => {
+      const listener = e.session.listener.role
+      this.accepted.inc({ listener })
+      this.acceptedBytes.inc({ listener }, e.size)
+    })
+    bus.observe('rejected', (e) => this.rejected.inc({ stage: e.stage, code: String(e.code), plugin: e.plugin ?? 'core' }))
+    bus.observe('suppressed', () => this.suppressed.inc())
+    bus.observe('delivered', (e) => {
+      this.delivered.inc({ domain: this.domains.label(e.domain) })
+      this.timings('delivered', e, true)
+    })
+    bus.observe('deferred', (e) => {
+      this.deferred.inc({ domain: this.domains.label(e.domain), category: e.category ?? 'other' })
+      this.timings('deferred', e, false)
+    })
+    bus.observe('bounced', (e) => {
+      this.bounced.inc({ domain: this.domains.label(e.domain), category: e.category ?? 'other' })
+      this.timings('bounced', e, true)
+    })
+  }
+
+  private timings(result: string, e: DeliveryEvent, final: boolean): void {
+    this.attemptDuration.observe({ result }, Math.max(0, e.durationMs) / 1000)
+    if (final) this.queueTime.observe({ result }, Math.max(0, e.queuedMs) / 1000)
+  }
+}

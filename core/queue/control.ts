@@ -1,0 +1,184 @@
+// Operator actions on the queue, shared by the admin API (running relay) and the CLI (stopped data
+// directory). Only the Queue interface: the same code works on SQLite and PostgreSQL.
+import type { Logger } from 'pino'
+import type { RelayConfig } from '../config/schema.js'
+import type { HookBus } from '../hooks/bus.js'
+import type { DeliveryEvent } from '../hooks/types.js'
+import { buildDsn, envidOf, orcptOf, wantsDsn } from '../delivery/dsn.js'
+import { parseAddress } from '../smtp/address.js'
+import { newQueueId } from './id.js'
+import type { MessageDetail, NewMessage, Queue, QueueEntry, QueueFilter, QueueSummary } from './types.js'
+
+/** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
+export const ADMIN_BOUNCE_RESPONSE = '5.0.0 Bounced by the administrator'
+
+/** Why an action could not be done: the API maps `kind` to an HTTP status, the CLI to exit code 1. */
+export class QueueControlError extends Error {
+  constructor(
+    readonly kind: 'not-found' | 'conflict' | 'bad-input',
+    message: string,
+  ) {
+    super(message)
+    this.name = 'QueueControlError'
+  }
+}
+
+export interface QueueControlEnv {
+  queue: Queue
+  config: RelayConfig
+  log?: Logger
+  /** On a running relay: wakes the delivery scheduler (work became due now). */
+  wake?: () => void
+  /** On a running relay: `bounced` events for recipients an operator bounced. */
+  hooks?: HookBus
+}
+
+export interface BounceResult {
+  id: string
+  /** The recipients bounced now. */
+  bounced: string[]
+  /** Queue id of the DSN sent to the sender (none for the null sender, or NOTIFY without FAILURE). */
+  dsn?: string
+}
+
+const ID = /^[A-Za-z0-9._-]{1,64}$/
+
+/** list, show, hold, release, delete, bounce, flush, summary. */
+export class QueueControl {
+  constructor(private readonly env: QueueControlEnv) {}
+
+  list(filter: QueueFilter = {}): Promise<QueueEntry[]> {
+    return this.env.queue.list(filter)
+  }
+
+  async show(id: string): Promise<MessageDetail> {
+    checkId(id)
+    const detail = await this.env.queue.show(id)
+    if (!detail) throw notFound(id)
+    return detail
+  }
+
+  async hold(id: string): Promise<{ id: string; held: true }> {
+    checkId(id)
+    if (!(await this.env.queue.hold(id))) throw notFound(id)
+    this.env.log?.info({ queueId: id }, 'message held by the administrator')
+    return { id, held: true }
+  }
+
+  async release(id: string): Promise<{ id: string; released: true }> {
+    checkId(id)
+    if (!(await this.env.queue.release(id, Date.now()))) {
+      if (!(await this.env.queue.show(id))) throw notFound(id)
+      throw new QueueControlError('conflict', `message ${id} is not held`)
+    }
+    this.env.log?.info({ queueId: id }, 'message released by the administrator')
+    this.env.wake?.()
+    return { id, released: true }
+  }
+
+  async remove(id: string): Promise<{ id: string; deleted: true }> {
+    checkId(id)
+    if (!(await this.env.queue.remove(id))) throw notFound(id)
+    this.env.log?.info({ queueId: id }, 'message deleted by the administrator')
+    return { id, deleted: true }
+  }
+
+  /** Makes pending recipients due now (one message, or one destination domain, or all). */
+  async flush(filter: { id?: string; domain?: string } = {}): Promise<{ flushed: number }> {
+    if (filter.id !== undefined) checkId(filter.id)
+    const domain = filter.domain?.trim().toLowerCase().replace(/\.$/, '')
+    if (filter.domain !== undefined && !domain) throw new QueueControlError('bad-input', 'domain must not be empty')
+    const flushed = await this.env.queue.flush({ queueId: filter.id, domain }, Date.now())
+    if (!flushed && filter.id !== undefined && !(await this.env.queue.show(filter.id))) throw notFound(filter.id)
+    this.env.log?.info({ queueId: filter.id, domain, recipients: flushed }, 'queue flushed by the administrator')
+    if (flushed) this.env.wake?.()
+    return { flushed }
+  }
+
+  summary(): Promise<QueueSummary> {
+    return this.env.queue.summary(Date.now())
+  }
+
+  /**
+   * Bounces the message's pending recipients: each becomes 'bounced' with ADMIN_BOUNCE_RESPONSE,
+   * and the sender gets one DSN for them (not the null sender; RFC 3461 NOTIFY is honoured).
+   * Recipients a delivery holds right now are left to it.
+   */
+  async bounce(id: string): Promise<BounceResult> {
+    checkId(id)
+    const { queue, config } = this.env
+    const detail = await queue.show(id)
+    if (!detail) throw notFound(id)
+    const pendingAll = detail.recipients.filter((r) => r.state === 'queued' || r.state === 'deferred')
+    const pending = pendingAll.filter((r) => !r.leased)
+    if (!pending.length && pendingAll.length) throw new QueueControlError('conflict', `message ${id} is being delivered right now; try again in a moment`)
+    if (!pending.length) return { id, bounced: [] }
+
+    const notify = pending.filter((r) => wantsDsn(r.args, 'FAILURE'))
+    const dsn = notify.length && detail.sender !== '' ? await adminDsn(config, detail, notify) : undefined
+    await queue.complete(
+      id,
+      pending.map((r) => ({ rowId: r.rowId, state: 'bounced', response: ADMIN_BOUNCE_RESPONSE, category: 'other' })),
+      dsn,
+    )
+    const now = Date.now()
+    this.env.log?.info({ queueId: id, recipients: pending.map((r) => r.address), dsn: dsn?.id }, 'message bounced by the administrator')
+    if (dsn) this.env.wake?.()
+    const hooks = this.env.hooks
+    if (hooks) {
+      for (const r of pending) {
+        const event: DeliveryEvent = {
+          queueId: id,
+          messageId: detail.messageId,
+          sender: detail.sender,
+          recipient: r.address,
+          domain: r.domain,
+          response: ADMIN_BOUNCE_RESPONSE,
+          attempts: r.attempts,
+          durationMs: 0,
+          queuedMs: now - detail.receivedAt,
+          category: 'other',
+        }
+        await hooks.emit('bounced', event)
+      }
+    }
+    return { id, bounced: pending.map((r) => r.address), dsn: dsn?.id }
+  }
+}
+
+function checkId(id: string): void {
+  if (!ID.test(id)) throw new QueueControlError('bad-input', `not a queue id: '${id}'`)
+}
+
+const notFound = (id: string) => new QueueControlError('not-found', `no message ${id} in the queue`)
+
+/** The failure DSN, built as the scheduler builds its bounces (core/delivery/dsn.ts), headers only. */
+async function adminDsn(config: RelayConfig, m: MessageDetail, recipients: MessageDetail['recipients']): Promise<NewMessage | undefined> {
+  const parsed = parseAddress(m.sender)
+  if (!parsed) return undefined
+  const dsn = await buildDsn({
+    action: 'failed',
+    reportingMta: config.hostname,
+    queueId: m.id,
+    sender: m.sender,
+    arrivalDate: new Date(m.receivedAt),
+    originalHeaders: Buffer.from(m.headers, 'utf8'),
+    envid: envidOf(m.senderArgs),
+    recipients: recipients.map((r) => ({ address: r.address, status: '5.0.0', diagnostic: ADMIN_BOUNCE_RESPONSE, remote: false, orcpt: orcptOf(r.args) })),
+  })
+  const split = dsn.indexOf('\r\n\r\n')
+  const headers = dsn.subarray(0, split + 2)
+  const now = Date.now()
+  return {
+    id: newQueueId(now),
+    sender: '',
+    recipients: [{ address: m.sender, domain: parsed.domain }],
+    headers,
+    body: { inline: dsn.subarray(split + 2) },
+    size: dsn.length,
+    messageId: /^Message-ID:\s*(.+)$/im.exec(headers.toString('latin1'))?.[1]?.trim(),
+    receivedAt: now,
+    expiresAt: now + config.delivery.maxQueueLifetime,
+    meta: { dsnFor: m.id },
+  }
+}

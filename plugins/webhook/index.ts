@@ -1,0 +1,78 @@
+// webhook: POSTs delivery events (accepted, delivered, deferred, bounced, suppressed) in signed
+// batches to an HTTP endpoint. Events wait in an outbox in the data directory until the endpoint
+// answers 2xx, so an endpoint that is down, or a relay restart, loses none. Options: README.md.
+import fs from 'node:fs'
+import path from 'node:path'
+import { definePlugin, type PluginContext, type SessionInfo } from '../../core/index.js'
+import { optionsSchema, type WebhookEventType, type WebhookOptions } from './options.js'
+import { Outbox } from './outbox.js'
+import { Sender, safeUrl } from './sender.js'
+
+export const OUTBOX_FILE = 'webhook-outbox.sqlite'
+/** How long shutdown waits for the last flush. */
+const LAST_FLUSH_MS = 2000
+
+interface State {
+  outbox: Outbox
+  sender: Sender
+  events: Set<WebhookEventType>
+}
+
+const states = new WeakMap<object, State>()
+
+/** The session as sent: who connected and how. SessionInfo carries no credentials. */
+const session = (s: SessionInfo) => ({ ...s, listener: { ...s.listener } })
+
+/** Writes the event to the outbox; the sender takes it from there. */
+function record(ctx: PluginContext<WebhookOptions>, type: WebhookEventType, data: object): void {
+  const st = states.get(ctx.options)
+  if (!st || !st.events.has(type)) return
+  try {
+    st.outbox.add(type, data)
+  } catch (err) {
+    ctx.log.error({ err, type }, 'webhook: writing an event to the outbox failed; it is not sent')
+    return
+  }
+  st.sender.added()
+}
+
+export default definePlugin<WebhookOptions>({
+  name: 'webhook',
+  options: optionsSchema,
+
+  setup({ options, dataDir, log }) {
+    fs.mkdirSync(dataDir, { recursive: true })
+    const outbox = new Outbox(path.join(dataDir, OUTBOX_FILE))
+    const sender = new Sender(outbox, options, log)
+    states.set(options, { outbox, sender, events: new Set(options.events) })
+    const waiting = outbox.count()
+    log.info({ url: safeUrl(options.url), events: options.events, waiting }, 'webhook: sending events')
+    sender.start()
+    return async () => {
+      states.delete(options)
+      try {
+        await sender.stop(LAST_FLUSH_MS)
+      } finally {
+        outbox.close()
+      }
+    }
+  },
+
+  hooks: {
+    accepted(e, ctx) {
+      record(ctx, 'accepted', { queueId: e.queueId, messageId: e.messageId, sender: e.sender, recipients: e.recipients, size: e.size, session: session(e.session) })
+    },
+    delivered(e, ctx) {
+      record(ctx, 'delivered', { ...e })
+    },
+    deferred(e, ctx) {
+      record(ctx, 'deferred', { ...e })
+    },
+    bounced(e, ctx) {
+      record(ctx, 'bounced', { ...e })
+    },
+    suppressed(e, ctx) {
+      record(ctx, 'suppressed', { recipient: e.recipient, reason: e.reason, source: e.source, session: session(e.session) })
+    },
+  },
+})

@@ -1,0 +1,109 @@
+// The outbox: events wait in `<dataDir>/webhook-outbox.sqlite` until the endpoint has answered 2xx
+// for them. Rows are appended as events happen and deleted, oldest first, once sent.
+import crypto from 'node:crypto'
+import Database from 'better-sqlite3'
+
+export interface OutboxEvent {
+  /** Position in the outbox: sending is in this order. */
+  seq: number
+  /** Unique id of the event, for receivers that want to drop a repeat. */
+  id: string
+  type: string
+  /** When the event happened (ISO 8601). */
+  at: string
+  /** The event's fields as JSON. */
+  data: string
+}
+
+export class Outbox {
+  private readonly db: Database.Database
+  private readonly insert: Database.Statement<[string, string, string, string]>
+  private readonly oldest: Database.Statement<[number], OutboxEvent>
+  private readonly removeUpTo: Database.Statement<[number]>
+  private readonly size: Database.Statement<[], { n: number }>
+  private readonly takeLease: Database.Transaction<(owner: string, now: number, ttl: number) => boolean>
+  private readonly dropLease: Database.Statement<[string]>
+
+  constructor(file: string) {
+    this.db = new Database(file)
+    this.db.pragma('busy_timeout = 5000')
+    // WAL with synchronous=NORMAL: a commit survives the process dying (kill -9), costs no fsync.
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.exec(`CREATE TABLE IF NOT EXISTS events (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      id TEXT NOT NULL,
+      type TEXT NOT NULL,
+      at TEXT NOT NULL,
+      data TEXT NOT NULL
+    )`)
+    // Who sends: one sender at a time per outbox, across processes (a `relay check-config` next to
+    // the running relay) and across a plugin reload in one process, so no batch goes out twice.
+    this.db.exec('CREATE TABLE IF NOT EXISTS sender (k INTEGER PRIMARY KEY CHECK (k = 1), owner TEXT NOT NULL, until INTEGER NOT NULL)')
+    const lease = this.db.prepare<[], { owner: string; until: number }>('SELECT owner, until FROM sender WHERE k = 1')
+    const setLease = this.db.prepare<[string, number]>('INSERT INTO sender (k, owner, until) VALUES (1, ?, ?) ON CONFLICT (k) DO UPDATE SET owner = excluded.owner, until = excluded.until')
+    this.takeLease = this.db.transaction((owner: string, now: number, ttl: number) => {
+      const held = lease.get()
+      if (held && held.owner !== owner && held.until > now && processAlive(held.owner)) return false
+      setLease.run(owner, now + ttl)
+      return true
+    })
+    this.dropLease = this.db.prepare('DELETE FROM sender WHERE owner = ?')
+    this.insert = this.db.prepare('INSERT INTO events (id, type, at, data) VALUES (?, ?, ?, ?)')
+    this.oldest = this.db.prepare('SELECT seq, id, type, at, data FROM events ORDER BY seq LIMIT ?')
+    this.removeUpTo = this.db.prepare('DELETE FROM events WHERE seq <= ?')
+    this.size = this.db.prepare('SELECT count(*) AS n FROM events')
+  }
+
+  add(type: string, data: unknown, at = new Date()): void {
+    this.insert.run(crypto.randomUUID(), type, at.toISOString(), JSON.stringify(data))
+  }
+
+  /** The oldest `limit` events, in order. */
+  next(limit: number): OutboxEvent[] {
+    return this.oldest.all(limit)
+  }
+
+  /** Deletes every event up to and including `seq` (they were sent). */
+  remove(seq: number): void {
+    this.removeUpTo.run(seq)
+  }
+
+  /**
+   * Takes or renews the right to send for `ttl` ms; false while another sender holds it. `owner` is
+   * `<pid>:<id>`: a lease left by a process that died (kill -9) is taken over at once.
+   */
+  lease(owner: string, ttl: number, now = Date.now()): boolean {
+    return this.takeLease.immediate(owner, now, ttl)
+  }
+
+  release(owner: string): void {
+    if (this.db.open) this.dropLease.run(owner)
+  }
+
+  get open(): boolean {
+    return this.db.open
+  }
+
+  count(): number {
+    return this.size.get()!.n
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}
+
+/** Whether the process named in a lease owner `<pid>:<id>` still runs (this one always does). */
+function processAlive(owner: string): boolean {
+  const pid = Number(owner.split(':')[0])
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  if (pid === process.pid) return true
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}

@@ -1,0 +1,177 @@
+// Sending the outbox: batches in order, each one signed POST; rows go only after a 2xx; a failure
+// waits `retry.base`, doubling up to `retry.max`, and the same batch goes again.
+//
+//   POST <url>  {"events":[{id,type,at,...fields}, ...]}
+//   X-Relay-Timestamp: <unix seconds>
+//   X-Relay-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + '.' + body)>
+import crypto from 'node:crypto'
+import type { PluginContext } from '../../core/index.js'
+import type { Outbox, OutboxEvent } from './outbox.js'
+import type { WebhookOptions } from './options.js'
+
+export type PostResult = { ok: true; status: number } | { ok: false; reason: string; status?: number }
+
+/** The request body: each event is `{ id, type, at, ...fields }`. */
+export function batchBody(events: OutboxEvent[]): string {
+  return JSON.stringify({ events: events.map((e) => ({ id: e.id, type: e.type, at: e.at, ...(JSON.parse(e.data) as object) })) })
+}
+
+export function sign(secret: string, timestamp: number, body: string): string {
+  return 'sha256=' + crypto.createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')
+}
+
+/** POSTs the body; only a 2xx is success. Redirects are not followed (a 3xx is a failure). */
+export async function post(url: string, secret: string, body: string, timeoutMs: number, abort: AbortSignal): Promise<PostResult> {
+  const timestamp = Math.floor(Date.now() / 1000)
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'Content-Type': 'application/json',
+        'User-Agent': 'relay-webhook',
+        'X-Relay-Timestamp': String(timestamp),
+        'X-Relay-Signature': sign(secret, timestamp, body),
+      },
+      body,
+      signal: AbortSignal.any([abort, AbortSignal.timeout(timeoutMs)]),
+      redirect: 'manual',
+    })
+    // Read (and drop) the answer so the connection can be reused.
+    await res.arrayBuffer().catch(() => undefined)
+    if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status }
+    return { ok: false, reason: `HTTP ${res.status}`, status: res.status }
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } }
+    if (abort.aborted) return { ok: false, reason: 'stopped at shutdown' }
+    if (e.name === 'TimeoutError') return { ok: false, reason: `no answer within ${timeoutMs} ms` }
+    return { ok: false, reason: e.cause?.code ?? e.cause?.message ?? e.message }
+  }
+}
+
+/** A URL fit for the log: no user name or password. */
+export function safeUrl(url: string): string {
+  const u = new URL(url)
+  u.username = ''
+  u.password = ''
+  return u.toString()
+}
+
+/**
+ * Sends the outbox to the endpoint. Woken by new events (after `flushInterval`, or at once when a
+ * batch is full); one batch in flight at a time, so the endpoint sees the events in order.
+ */
+export class Sender {
+  private readonly owner = `${process.pid}:${crypto.randomUUID()}`
+  private readonly stopping = new AbortController()
+  private timer: NodeJS.Timeout | undefined
+  private timerDue = 0
+  private sending: Promise<void> | undefined
+  private again = false
+  private stopped = false
+  /** Events added since the last batch was taken. */
+  private pending = 0
+  private failures = 0
+  private retryAt = 0
+
+  constructor(
+    private readonly outbox: Outbox,
+    private readonly o: WebhookOptions,
+    private readonly log: PluginContext<unknown>['log'],
+  ) {}
+
+  /** Events left by an earlier run go out first. */
+  start(): void {
+    if (this.outbox.count() > 0) this.wake(0)
+  }
+
+  /** An event was written to the outbox. */
+  added(): void {
+    this.pending++
+    if (this.retryAt > Date.now()) return // the retry timer is set
+    this.wake(this.pending >= this.o.batchSize ? 0 : this.o.flushInterval)
+  }
+
+  /** Sets the timer to `delay` unless it fires sooner already (`force`: set it anyway). */
+  private wake(delay: number, force = false): void {
+    if (this.stopped) return
+    const due = Date.now() + delay
+    if (this.timer && this.timerDue <= due && !force) return
+    clearTimeout(this.timer)
+    this.timerDue = due
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.flush()
+    }, delay)
+    this.timer.unref()
+  }
+
+  /** Sends batches until the outbox is empty or a POST fails. */
+  flush(): Promise<void> {
+    if (this.sending) {
+      this.again = true
+      return this.sending
+    }
+    this.sending = this.sendAll()
+      .catch((err: unknown) => {
+        if (this.outbox.open) this.log.error({ err }, 'webhook: sending the outbox failed')
+      })
+      .finally(() => {
+        this.sending = undefined
+        if (this.again && this.retryAt <= Date.now()) this.wake(0)
+        this.again = false
+      })
+    return this.sending
+  }
+
+  private async sendAll(): Promise<void> {
+    // A batch is bounded by `timeout`; the lease outlasts it, so it cannot lapse mid-batch.
+    const leaseMs = this.o.timeout + 60_000
+    const url = this.o.url
+    for (;;) {
+      if (!this.outbox.open) return
+      if (!this.outbox.lease(this.owner, leaseMs)) {
+        // Another sender (a reloaded instance, another process) is at it: look again later.
+        this.wake(Math.max(this.o.flushInterval, 1000), true)
+        return
+      }
+      this.pending = 0
+      const batch = this.outbox.next(this.o.batchSize)
+      if (!batch.length) {
+        // Nothing to send: another sender (after a reload) may take over at once.
+        this.outbox.release(this.owner)
+        return
+      }
+      const r = await post(url, this.o.secret, batchBody(batch), this.o.timeout, this.stopping.signal)
+      if (!this.outbox.open) return
+      if (!r.ok) {
+        this.failures++
+        const delay = Math.min(this.o.retry.max, this.o.retry.base * 2 ** Math.min(this.failures - 1, 40))
+        this.retryAt = Date.now() + delay
+        this.log.warn({ url: safeUrl(url), reason: r.reason, status: r.status, failures: this.failures, retryInMs: delay, waiting: this.outbox.count() }, 'webhook POST failed; will retry')
+        this.wake(delay, true)
+        return
+      }
+      this.outbox.remove(batch.at(-1)!.seq)
+      if (this.failures) this.log.info({ url: safeUrl(url), failures: this.failures }, 'webhook endpoint answers again')
+      this.failures = 0
+      this.retryAt = 0
+    }
+  }
+
+  /**
+   * Stops the timers, tries one last flush (the POST in flight included) for at most `boundMs`,
+   * then lets go of the outbox. What is left goes out at the next start.
+   */
+  async stop(boundMs: number): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.timer)
+    const bound = setTimeout(() => this.stopping.abort(), boundMs)
+    try {
+      await this.sending
+      if (!this.stopping.signal.aborted && this.outbox.count() > 0) await this.flush()
+    } finally {
+      clearTimeout(bound)
+      this.outbox.release(this.owner)
+    }
+  }
+}

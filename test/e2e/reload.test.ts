@@ -1,0 +1,235 @@
+// Hot reload (SIGHUP, `relay reload`): plugin options change under an open session, an invalid
+// config is refused with the reason while the old one stays in force, local domains and
+// certificates (new paths) apply to new work, restart-only keys are named.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import tls from 'node:tls'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
+import { makeCa, type TestCa } from '../harness/tls.js'
+import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+
+const BLOCK = path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts')
+let ca: TestCa
+let certA: { key: string; cert: string }
+let dns: TestDns
+let rx: TestReceiver
+let relay: RelayProcess
+
+type Config = Record<string, any>
+const readConfig = (): Config => JSON.parse(fs.readFileSync(relay.configFile, 'utf8'))
+const writeConfig = (c: Config) => fs.writeFileSync(relay.configFile, JSON.stringify(c, null, 2))
+const withBlocked = (c: Config, blocked: unknown) => ({ ...c, plugins: [[BLOCK, { blocked }], c.plugins[1]] })
+const reload = () => runCli(['reload', '--config', relay.configFile])
+const count = (msg: string) => relay.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(msg)).length
+const implicitPort = () => (relay.logs.find((l) => l.msg?.startsWith?.('listening on') && l.tls === 'implicit')!.port as number)
+
+/** How the relay answers RCPT for `to` now (a fresh session), from 127.0.0.1 or another loopback address. */
+async function rcptReply(to: string, localAddress?: string): Promise<string> {
+  const { client } = await connectRaw(relay.port, '127.0.0.1', 5000, undefined, localAddress)
+  try {
+    await client.command('EHLO client.test')
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    return await client.command(`RCPT TO:<${to}>`)
+  } finally {
+    await client.command('QUIT', 1000).catch(() => undefined)
+    client.close()
+  }
+}
+
+function peerSerial(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'relay.test', ca: ca.caPem }, () => {
+      const n = s.getPeerCertificate().serialNumber
+      s.destroy()
+      resolve(n.toUpperCase())
+    })
+    s.on('error', reject)
+  })
+}
+const serialOf = (certFile: string) => new crypto.X509Certificate(fs.readFileSync(certFile)).serialNumber.toUpperCase()
+
+beforeAll(async () => {
+  ca = makeCa()
+  certA = ca.issue(['relay.test'], { file: 'first' })
+  rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true } })
+  dns = await startDns({ 'dest.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.2'] } })
+  relay = await startRelay({
+    config: {
+      listen: [
+        { host: '127.0.0.1', port: 0, role: 'mx' },
+        { host: '127.0.0.1', port: 0, role: 'mx', tls: 'implicit' },
+      ],
+      tls: { cert: certA.cert, key: certA.key },
+      admin: { host: '127.0.0.1', port: 0 },
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: rx.port },
+      plugins: [
+        [BLOCK, { blocked: ['x@dest.test'] }],
+        ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }],
+      ],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns, rx].map((x) => x?.close()))
+})
+
+describe('relay reload (admin API)', () => {
+  it("changes a plugin's option while a session is open: the session goes on and its next transaction sees the new option", async () => {
+    const { client } = await connectRaw(relay.port)
+    try {
+      await client.command('EHLO client.test')
+      expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<x@dest.test>')).toMatch(/^550 5\.7\.1 /)
+      expect(await client.command('RCPT TO:<y@dest.test>')).toMatch(/^250 /)
+
+      writeConfig(withBlocked(readConfig(), ['y@dest.test']))
+      const r = reload()
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toBe('config reloaded\n  changed: plugins\n')
+      await relay.waitForLog((l) => l.msg === 'config reloaded')
+
+      // The same session, a new transaction: the new option decides.
+      expect(await client.command('RSET')).toMatch(/^250 /)
+      expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<y@dest.test>')).toMatch(/^550 5\.7\.1 /)
+      expect(await client.command('RCPT TO:<x@dest.test>')).toMatch(/^250 /)
+      expect(await client.command('DATA')).toMatch(/^354 /)
+      const end = client.read(10_000)
+      client.send(dotStuff('From: <alice@sender.test>\r\nSubject: across a reload\r\n\r\nhi\r\n'))
+      expect(await end).toMatch(/^250 2\.0\.0 Ok: queued as /)
+    } finally {
+      client.close()
+    }
+    await eventually(() => rx.messages.some((m) => m.to.includes('x@dest.test')), 10_000, 'message delivered')
+  })
+
+  it('refuses an invalid config with the reason, and the old one stays in force (mail still flows)', async () => {
+    const good = readConfig()
+    const refusedBefore = count('config reload refused')
+
+    writeConfig({ ...good, smtp: { ...good.smtp, maxRecipients: 0 } })
+    const r = reload()
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/reload refused, the running config stays in force:\ninvalid config in .*relay\.config\.json:\n {2}smtp\.maxRecipients: /)
+    await eventually(() => count('config reload refused') === refusedBefore + 1, 5000, 'refusal logged')
+    expect(relay.logs.filter((l) => l.msg?.startsWith?.('config reload refused')).at(-1)).toMatchObject({ level: 50, issues: [{ path: 'smtp.maxRecipients' }] })
+
+    // A plugin option that does not validate: refused, naming the plugin's option.
+    writeConfig(withBlocked(good, 'not-a-list'))
+    const p = reload()
+    expect(p.code).toBe(1)
+    expect(p.stderr).toMatch(/plugins\[0\] \(block-recipient\) options\.blocked: /)
+
+    // A file that does not parse at all: the CLI cannot read it either (exit 2); the relay refuses it.
+    fs.writeFileSync(relay.configFile, '{ "plugins": [')
+    try {
+      const s = reload()
+      expect(s.code).toBe(2)
+      expect(s.stderr).toMatch(/cannot load config/)
+      const { url } = JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'admin.json'), 'utf8')) as { url: string }
+      const res = await fetch(`${url}/api/reload`, { method: 'POST' })
+      expect(res.status).toBe(422)
+      expect(await res.json()).toEqual({ ok: false, error: expect.stringMatching(/cannot load config/) })
+    } finally {
+      writeConfig(good)
+    }
+
+    // Still the config of the last good reload: y blocked, x taken, and mail is delivered.
+    expect(await rcptReply('y@dest.test')).toMatch(/^550 5\.7\.1 /)
+    const sent = await sendMail(relay.port, { from: 'alice@sender.test', to: ['x@dest.test'], data: 'From: <alice@sender.test>\r\nSubject: after refusals\r\n\r\nhi\r\n' })
+    expect(sent.lastReply).toMatch(/^250 /)
+    await eventually(() => rx.messages.some((m) => m.raw.toString().includes('Subject: after refusals')), 10_000, 'message delivered')
+    writeConfig(good)
+  })
+
+  it('SIGHUP reloads the same way, and refuses an invalid config the same way', async () => {
+    const good = readConfig()
+    const reloaded = count('config reloaded')
+    writeConfig(withBlocked(good, ['z@dest.test']))
+    relay.child.kill('SIGHUP')
+    await eventually(() => count('config reloaded') === reloaded + 1, 10_000, 'reload after SIGHUP')
+    expect(await rcptReply('z@dest.test')).toMatch(/^550 5\.7\.1 /)
+    expect(await rcptReply('y@dest.test')).toMatch(/^250 /)
+
+    const refused = count('config reload refused')
+    writeConfig({ ...withBlocked(good, ['y@dest.test']), delivery: { ...good.delivery, retry: { base: 'soon' } } })
+    relay.child.kill('SIGHUP')
+    await eventually(() => count('config reload refused') === refused + 1, 10_000, 'refusal after SIGHUP')
+    expect(relay.logs.filter((l) => l.msg?.startsWith?.('config reload refused')).at(-1)!.msg).toMatch(/delivery\.retry\.base/)
+    expect(await rcptReply('z@dest.test')).toMatch(/^550 5\.7\.1 /)
+    expect(await rcptReply('y@dest.test')).toMatch(/^250 /)
+    writeConfig(withBlocked(good, ['z@dest.test']))
+  })
+
+  it('applies new local domains at once and names settings that need a restart', async () => {
+    // 127.0.0.77 is not a trusted network: it may send only to local domains.
+    expect(await rcptReply('someone@local.test', '127.0.0.77')).toMatch(/^550 5\.7\.1 Relaying denied/)
+    const c = readConfig()
+    writeConfig({ ...c, localDomains: ['local.test'], hostname: 'renamed.test', smtp: { ...c.smtp, maxRecipients: 50 } })
+    const r = reload()
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toBe('config reloaded\n  changed: hostname, localDomains, smtp.maxRecipients\n  needs a restart to take effect: hostname\n')
+    const warn = await relay.waitForLog((l) => l.level === 40 && l.key === 'hostname')
+    expect(warn.msg).toBe('config reload: hostname changed; it takes effect after a restart')
+    expect(await rcptReply('someone@local.test', '127.0.0.77')).toMatch(/^250 /)
+    // The greeting still names the old host: hostname waits for a restart.
+    const { client, greeting } = await connectRaw(relay.port)
+    client.close()
+    expect(greeting).toMatch(/^220 relay\.test /)
+  })
+
+  it('serves a certificate from new paths to new connections; a TLS session opened before goes on', async () => {
+    const port = implicitPort()
+    expect(await peerSerial(port)).toBe(serialOf(certA.cert))
+    const { client } = await connectRaw(port, '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' })
+    await client.command('EHLO client.test')
+
+    const certB = ca.issue(['relay.test'], { file: 'second' })
+    writeConfig({ ...readConfig(), tls: { cert: certB.cert, key: certB.key } })
+    const r = reload()
+    expect(r.code, r.stderr).toBe(0)
+    // hostname still differs from what runs (it waits for a restart), so it is named again.
+    expect(r.stdout).toBe('config reloaded\n  changed: hostname, tls.cert, tls.key\n  needs a restart to take effect: hostname\n')
+    expect(await peerSerial(port)).toBe(serialOf(certB.cert))
+
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<tls@dest.test>')).toMatch(/^250 /)
+    expect(await client.command('QUIT')).toMatch(/^221 /)
+    client.close()
+
+    // A certificate path that cannot be read: refused, the certificate in use stays.
+    writeConfig({ ...readConfig(), tls: { cert: path.join(tempDir(), 'missing.crt'), key: certB.key } })
+    const bad = reload()
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/tls: cannot read tls\.cert .*missing\.crt: ENOENT/)
+    expect(await peerSerial(port)).toBe(serialOf(certB.cert))
+  })
+})
+
+describe('relay reload without an admin listener', () => {
+  it('sends SIGHUP to the pid in relay.pid; with no relay running it exits 1', async () => {
+    const plain = await startRelay({ config: { plugins: [[BLOCK, { blocked: ['x@dest.test'] }]] } })
+    try {
+      expect(fs.readFileSync(path.join(plain.dataDir, 'relay.pid'), 'utf8')).toBe(`${plain.child.pid}\n`)
+      const c = JSON.parse(fs.readFileSync(plain.configFile, 'utf8'))
+      fs.writeFileSync(plain.configFile, JSON.stringify({ ...c, plugins: [[BLOCK, { blocked: ['w@dest.test'] }]] }))
+      const r = runCli(['reload', '--config', plain.configFile])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toBe(`sent SIGHUP to relay ${plain.child.pid} (no admin listener); its log says whether the config was reloaded or refused\n`)
+      await plain.waitForLog((l) => l.msg === 'config reloaded')
+    } finally {
+      expect(await plain.stop()).toBe(0)
+    }
+    expect(fs.existsSync(path.join(plain.dataDir, 'relay.pid'))).toBe(false)
+    const none = runCli(['reload', '--config', plain.configFile])
+    expect(none.code).toBe(1)
+    expect(none.stderr).toMatch(/no running relay found for /)
+  })
+})

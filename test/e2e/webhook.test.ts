@@ -1,0 +1,188 @@
+// The webhook plugin against a real HTTP endpoint on loopback that is down (connection refused,
+// then 503) while mail is delivered, with a relay restart in the middle of the outage: once the
+// endpoint answers 200, every event arrives exactly once, in order, signed. A second restart
+// after kill -9 loses nothing either.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import crypto from 'node:crypto'
+import http from 'node:http'
+import net from 'node:net'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { sendMail } from '../harness/smtp-client.js'
+import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+
+const SECRET = 'webhook-test-secret-5e2b9c0d'
+
+interface Hit {
+  status: number
+  body: string
+  timestamp: string | undefined
+  signature: string | undefined
+  contentType: string | undefined
+}
+
+interface WireEvent {
+  id: string
+  type: string
+  at: string
+  queueId?: string
+  recipient?: string
+  recipients?: string[]
+  [key: string]: unknown
+}
+
+let dns: TestDns
+let mx: TestReceiver
+let relay: RelayProcess
+let port: number
+let endpoint: http.Server | undefined
+let answer = 503
+const hits: Hit[] = []
+
+/** A port nothing listens on yet: the endpoint refuses connections until it is started. */
+async function freePort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const p = (s.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return p
+}
+
+async function startEndpoint(): Promise<void> {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const h = (name: string) => req.headers[name] as string | undefined
+      hits.push({ status: answer, body: Buffer.concat(chunks).toString('utf8'), timestamp: h('x-relay-timestamp'), signature: h('x-relay-signature'), contentType: h('content-type') })
+      res.writeHead(answer, { 'Content-Type': 'text/plain' })
+      res.end(answer === 200 ? 'ok' : 'unavailable')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  endpoint = server
+}
+
+const outboxRows = () => {
+  const db = new Database(path.join(relay.dataDir, 'webhook-outbox.sqlite'), { readonly: true })
+  try {
+    return (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
+  } finally {
+    db.close()
+  }
+}
+
+const message = (n: string) => `From: alice@sender.test\r\nTo: someone@dest.test\r\nSubject: ${n}\r\nMessage-ID: <${n}@sender.test>\r\n\r\nHello ${n}\r\n`
+
+async function send(to: string, n: string): Promise<string> {
+  const r = await sendMail(relay.port, { from: '', to: [to], data: message(n) })
+  expect(r.lastReply).toMatch(/^250 /)
+  return /queued as (\w+)/.exec(r.lastReply)![1]!
+}
+
+const outcome = (to: string) => relay.waitForLog((l) => l.msg === 'delivery event' && l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string), 15_000)
+
+beforeAll(async () => {
+  port = await freePort()
+  mx = await startReceiver({ host: '127.0.0.2' })
+  mx.setBehaviour({
+    reply: {
+      rcpt: ({ address }) => (address === 'gone@two.test' ? { code: 550, message: '5.1.1 no such user' } : address === 'busy@two.test' ? { code: 451, message: '4.3.0 try again later' } : undefined),
+    },
+  })
+  dns = await startDns({
+    'one.test': { MX: [{ exchange: 'mx.test', priority: 10 }] },
+    'two.test': { MX: [{ exchange: 'mx.test', priority: 10 }] },
+    'mx.test': { A: ['127.0.0.2'] },
+  })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
+      plugins: [
+        ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }],
+        ['webhook', { url: `http://127.0.0.1:${port}/hooks/relay`, secret: SECRET, batchSize: 3, flushInterval: '100ms', timeout: '2s', retry: { base: '100ms', max: '400ms' } }],
+      ],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns?.close(), mx?.close(), endpoint && new Promise((r) => endpoint!.close(r))])
+})
+
+describe('webhook plugin', () => {
+  it('keeps every event through an outage and two restarts (SIGTERM, kill -9), then delivers each exactly once, in order, signed', async () => {
+    // 1. Endpoint not listening: connection refused.
+    const q1 = await send('a@one.test', 'a')
+    expect((await outcome('a@one.test')).event).toBe('delivered')
+    const q2 = await send('gone@two.test', 'gone')
+    expect((await outcome('gone@two.test')).event).toBe('bounced')
+    const refused = await relay.waitForLog((l) => l.msg === 'webhook POST failed; will retry' && l.reason === 'ECONNREFUSED', 10_000)
+    expect(refused.url).toBe(`http://127.0.0.1:${port}/hooks/relay`)
+
+    // 2. Endpoint up but answering 503: the relay keeps retrying (with backoff), and is restarted.
+    await startEndpoint()
+    const q3 = await send('busy@two.test', 'busy')
+    expect((await outcome('busy@two.test')).event).toBe('deferred')
+    await eventually(() => hits.length >= 2, 10_000, 'two POSTs answered 503')
+    expect(await relay.stop()).toBe(0)
+    expect(outboxRows()).toBe(6) // 3 accepted, delivered, bounced, deferred: nothing was taken
+    await relay.restart()
+    // The suppression list outlives the restart too: RCPT refused, a `suppressed` event.
+    const refusedRcpt = await sendMail(relay.port, { from: '', to: ['gone@two.test'], data: message('again') })
+    expect(refusedRcpt.lastReply).toMatch(/^550 5\.1\.1 /)
+    const q4 = await send('b@one.test', 'b')
+    expect((await outcome('b@one.test')).event).toBe('delivered')
+    await eventually(() => outboxRows() === 9, 10_000, '9 events in the outbox')
+    let failedBefore = hits.length
+    await eventually(() => hits.length >= failedBefore + 1, 10_000, 'a POST after the restart')
+    // A relay that dies (kill -9) in the outage: its successor takes over the outbox at once.
+    await relay.kill9()
+    expect(outboxRows()).toBe(9)
+    await relay.restart()
+    failedBefore = hits.length
+    await eventually(() => hits.length >= failedBefore + 1, 10_000, 'a POST after the second restart')
+
+    // 3. The endpoint recovers.
+    answer = 200
+    await eventually(() => outboxRows() === 0, 10_000, 'the outbox to empty')
+    // Let any stray retry show up before counting.
+    await new Promise((r) => setTimeout(r, 500))
+
+    for (const h of hits) {
+      expect(h.contentType).toBe('application/json')
+      expect(Math.abs(Number(h.timestamp) - Date.now() / 1000)).toBeLessThan(120)
+      const expected = 'sha256=' + crypto.createHmac('sha256', SECRET).update(`${h.timestamp}.${h.body}`).digest('hex')
+      expect(h.signature).toBe(expected)
+    }
+    // A 503 batch was sent again later; a 200 batch never.
+    const delivered = hits.filter((h) => h.status === 200).flatMap((h) => (JSON.parse(h.body) as { events: WireEvent[] }).events)
+    expect(hits.filter((h) => h.status === 200).every((h) => (JSON.parse(h.body) as { events: unknown[] }).events.length <= 3)).toBe(true)
+    expect(new Set(delivered.map((e) => e.id)).size).toBe(delivered.length)
+    expect(delivered.map((e) => [e.type, e.queueId ?? null, e.recipient ?? e.recipients?.join(',') ?? null])).toEqual([
+      ['accepted', q1, 'a@one.test'],
+      ['delivered', q1, 'a@one.test'],
+      ['accepted', q2, 'gone@two.test'],
+      ['bounced', q2, 'gone@two.test'],
+      ['accepted', q3, 'busy@two.test'],
+      ['deferred', q3, 'busy@two.test'],
+      ['suppressed', null, 'gone@two.test'],
+      ['accepted', q4, 'b@one.test'],
+      ['delivered', q4, 'b@one.test'],
+    ])
+    const times = delivered.map((e) => Date.parse(e.at))
+    expect(times.every((t, i) => !Number.isNaN(t) && (i === 0 || t >= times[i - 1]!))).toBe(true)
+    // The event data: what the log line has too.
+    const bounced = delivered.find((e) => e.type === 'bounced')!
+    expect(bounced).toMatchObject({ category: 'bad-mailbox', domain: 'two.test', sender: '', attempts: 1 })
+    expect(bounced.response).toMatch(/^550 5\.1\.1/)
+    const suppressed = delivered.find((e) => e.type === 'suppressed')!
+    expect(suppressed).toMatchObject({ reason: expect.stringMatching(/no such user/), source: q2, session: { remoteAddress: '127.0.0.1', listener: { role: 'mx' } } })
+    // The secret signs; it is never written to the log.
+    expect(relay.logs.some((l) => JSON.stringify(l).includes(SECRET))).toBe(false)
+  }, 60_000)
+})
