@@ -23,5 +23,5 @@ export function openQueue(config: RelayConfig, o: { spool: Spool; log?: Logger }
   if (q.driver === 'postgres') {
     return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: config.reputation.retention, log: o.log })
   }
-  return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool)
+  return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool, { retentionMs: config.reputation.retention })
 }
