@@ -1,11 +1,14 @@
 import type { AdminServer } from './server.js'
 import type { AdminContext } from './context.js'
 
-/** GET /healthz (no token: the process answers) and GET /readyz (queue open, listeners up). */
+/**
+ * GET /healthz (the process answers) and GET /readyz (queue open, listeners up). Both without a
+ * token: load balancers probe them, and they tell nothing beyond the relay's state.
+ */
 export function registerHealthRoutes(server: AdminServer, { relay }: AdminContext): void {
   server.route('GET', '/healthz', () => ({ body: 'ok\n', contentType: 'text/plain; charset=utf-8' }), { public: true })
   server.route('GET', '/readyz', () => {
     const r = relay.readiness()
     return { status: r.ready ? 200 : 503, json: r }
-  })
+  }, { public: true })
 }

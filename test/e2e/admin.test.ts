@@ -80,11 +80,13 @@ describe('admin listener', () => {
     expect(JSON.stringify(relay.logs)).not.toContain(TOKEN)
   })
 
-  it('answers /healthz without a token; /readyz and /api need the bearer token (401 without, 403 wrong, 200 right)', async () => {
+  it('answers /healthz and /readyz without a token (load balancer probes); /api needs the bearer token (401 without, 403 wrong, 200 right)', async () => {
     const health = await api('GET', '/healthz', { token: null })
     expect([health.status, health.text]).toEqual([200, 'ok\n'])
+    const probe = await api('GET', '/readyz', { token: null })
+    expect([probe.status, probe.json]).toEqual([200, { ready: true, state: 'running' }])
 
-    const noToken = await api('GET', '/readyz', { token: null })
+    const noToken = await api('GET', '/api/queue', { token: null })
     expect(noToken.status).toBe(401)
     expect(noToken.headers.get('www-authenticate')).toMatch(/^Bearer/)
     expect(noToken.json.error).toMatch(/bearer token is required/)
