@@ -1,5 +1,5 @@
-// Delivery events as JSON lines: one pino line per accepted, delivered, deferred, bounced and
-// suppressed event, `{ event: '<name>', ... }` with msg 'delivery event', for log pipelines.
+// Delivery events as JSON lines: one pino line per accepted (written by the SMTP side), delivered,
+// deferred, bounced and suppressed event, `{ event: '<name>', ... }` with msg 'delivery event', for log pipelines.
 // Envelope data, remote hosts, responses, timings and TLS only: no message content, no credentials.
 import type { Logger } from 'pino'
 import type { HookBus } from '../hooks/bus.js'
@@ -38,17 +38,21 @@ function delivery(e: DeliveryEvent) {
   }
 }
 
+/**
+ * The fields of the 'accepted' line, which core/smtp/listeners.ts writes itself when it answers 250
+ * (one line per message, with the time the acceptance took).
+ */
+export function acceptedFields(m: { messageId?: string; sender: string; size: number }, recipients: string[], session: SessionInfo) {
+  return { messageId: m.messageId, sender: m.sender, recipients, size: m.size, ...client(session) }
+}
+
 /** Subscribes the event log to the bus; its observers stay across plugin reloads. */
 export function logDeliveryEvents(bus: HookBus, log: Logger): void {
   const child = (event: string) => log.child({ event })
-  const accepted = child('accepted')
   const delivered = child('delivered')
   const deferred = child('deferred')
   const bounced = child('bounced')
   const suppressed = child('suppressed')
-  bus.observe('accepted', (e) =>
-    accepted.info({ queueId: e.queueId, messageId: e.messageId, sender: e.sender, recipients: e.recipients, size: e.size, ...client(e.session) }, MSG),
-  )
   bus.observe('delivered', (e) => delivered.info(delivery(e), MSG))
   // A failure is a warning, as it always was in this log.
   bus.observe('deferred', (e) => deferred.warn(delivery(e), MSG))

@@ -16,6 +16,7 @@ import type { HookName, ListenerRole, Verdict } from '../hooks/types.js'
 import { patchSmtpServer } from './patches.js'
 import { acceptProxyProtocol, refuseUntrustedProxyHeaders } from './proxy.js'
 import { envelopeOf, sessionInfo, toAddress, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { acceptedFields } from '../events/log.js'
 import { hasRoutingInLocalPart, parseAddress } from './address.js'
 import { BareLineEndingError, readMessage } from './data.js'
 import { receivedHeader, rfc5322Date } from './received.js'
@@ -498,10 +499,8 @@ export class SmtpListeners {
       if (leaseUntil) this.delivery.unreserve(domains)
       throw err
     }
-    this.log.info(
-      { queueId: id, from: envelope.sender.address, to: recipients, size: message.size, client: info.remoteAddress, user: info.user, tls: info.tls?.version, ms: now - started },
-      'message accepted',
-    )
+    // The 'accepted' delivery event's log line (core/events/log.ts logs the others).
+    this.log.info({ event: 'accepted', queueId: id, ...acceptedFields(message, recipients, info), ms: now - started }, 'delivery event')
     if (this.hooks.has('accepted')) {
       void this.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
     }

@@ -2,7 +2,7 @@
 // The test plays the TCP load balancer: it connects from a trusted address (127.0.0.1, or
 // 127.0.0.20 inside the trusted block 127.0.0.16/28) and writes a PROXY v1 line or a v2 binary
 // header claiming a client such as 203.0.113.7. That address must then be the one the relay uses
-// everywhere: the Received header, the 'message accepted' log line, relay-acl trustedNetworks,
+// everywhere: the Received header, the 'accepted' delivery event log line, relay-acl trustedNetworks,
 // SPF (mail-auth) and rate limits (rate-limit). An untrusted peer (127.0.0.5) that sends a PROXY
 // header is refused and not believed; a trusted peer that sends none is dropped; v2 LOCAL (a health
 // check) keeps the balancer's own address; on an implicit-TLS listener the header precedes TLS.
@@ -243,7 +243,7 @@ describe('PROXY protocol from a trusted balancer', () => {
     expect(raw).not.toContain('[127.0.0.1]')
     // SPF was evaluated for 203.0.113.7 (the only address spf.test allows), not for the balancer.
     expect(raw).toMatch(/Authentication-Results: relay\.test;[\s\S]*spf=pass/)
-    const accepted = await logged((l) => l.msg === 'message accepted' && (l.to as string[])?.includes('bob@dest.test') && l.client === '203.0.113.7')
+    const accepted = await logged((l) => l.msg === 'delivery event' && l.event === 'accepted' && (l.recipients as string[])?.includes('bob@dest.test') && l.client === '203.0.113.7')
     expect(accepted.client).toBe('203.0.113.7')
   })
 
