@@ -10,21 +10,10 @@ import Database from 'better-sqlite3'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
 import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
+import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
-const PG_URL = process.env.RELAY_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/test'
-const REQUIRE_SERVICES = process.env.RELAY_REQUIRE_SERVICES === '1'
 const SCHEMA = `relay_auth_sql_${process.pid}_${crypto.randomBytes(4).toString('hex')}`
 
-/** The URL without a password, for messages. */
-const shownUrl = (() => {
-  try {
-    const u = new URL(PG_URL)
-    u.password = ''
-    return u.toString()
-  } catch {
-    return '(RELAY_TEST_PG_URL)'
-  }
-})()
 
 /** PG_URL with this run's schema first on the search path, so the default query finds its relay_users. */
 function pgUrlWithSchema(): string {
@@ -55,16 +44,12 @@ const relays: RelayProcess[] = []
 beforeAll(async () => {
   ca = makeCa()
   cert = ca.issue(['relay.test'])
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 })
-  client.on('error', () => undefined)
-  try {
-    await client.connect()
-  } catch (err) {
-    pgProblem = (err as Error).message || String(err)
-    await client.end().catch(() => undefined)
+  const pgc = await connectPostgres()
+  if (!pgc.client) {
+    pgProblem = pgc.problem
     return
   }
-  admin = client
+  const client = (admin = pgc.client)
   await client.query(`CREATE SCHEMA ${SCHEMA}`)
   // The documented default table.
   await client.query(`CREATE TABLE ${SCHEMA}.relay_users (username text PRIMARY KEY, password_hash text NOT NULL, senders text)`)
@@ -94,10 +79,7 @@ afterAll(async () => {
 
 /** True when PostgreSQL is missing and the test should stop here (with a visible notice). */
 function noPostgres(): boolean {
-  if (admin) return false
-  if (REQUIRE_SERVICES) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no PostgreSQL at ${shownUrl}: ${pgProblem}`)
-  console.warn(`skipped: no PostgreSQL at ${shownUrl} (${pgProblem})`)
-  return true
+  return admin ? false : skipFor(pgProblem)
 }
 
 async function relayWith(pluginOptions: Record<string, unknown>): Promise<RelayProcess> {

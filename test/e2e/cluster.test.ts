@@ -5,15 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
 import net from 'node:net'
-import pg from 'pg'
-import { Redis } from 'ioredis'
+import type pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
-
-const PG_URL = process.env.RELAY_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/test'
-const REDIS_URL = process.env.RELAY_TEST_REDIS_URL || 'redis://127.0.0.1:6379'
-const REQUIRE_SERVICES = process.env.RELAY_REQUIRE_SERVICES === '1'
+import { PG_URL, REDIS_URL, REQUIRE_SERVICES, connectPostgres, redisProblem, skipFor } from '../harness/services.js'
 const RUN = `${process.pid}_${crypto.randomBytes(3).toString('hex')}`
 const SCHEMA = `relay_cluster_${RUN}`
 const MESSAGES = 5000
@@ -27,22 +23,9 @@ let rx: TestReceiver
 const relays: RelayProcess[] = []
 
 beforeAll(async () => {
-  try {
-    admin = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 })
-    await admin.connect()
-  } catch (err) {
-    admin = undefined
-    missing = `no PostgreSQL at ${PG_URL} (${(err as Error).message})`
-  }
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  try {
-    await redis.connect()
-    await redis.ping()
-  } catch (err) {
-    missing ??= `no Redis at ${REDIS_URL} (${(err as Error).message})`
-  } finally {
-    redis.disconnect()
-  }
+  const pgc = await connectPostgres()
+  admin = pgc.client
+  missing = pgc.problem ?? (await redisProblem())
   if (missing && REQUIRE_SERVICES) throw new Error(`RELAY_REQUIRE_SERVICES=1 but ${missing}`)
   if (missing) return
   dns = await startDns({ 'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] }, 'mx.dest.test': { A: ['127.0.0.1'] } })
@@ -60,9 +43,7 @@ afterAll(async () => {
 })
 
 function skipped(): boolean {
-  if (!missing) return false
-  console.warn(`skipped: ${missing}`)
-  return true
+  return missing ? skipFor(missing) : false
 }
 
 function nodeConfig(name: string): Record<string, unknown> {

@@ -10,21 +10,10 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
-const PG_URL = process.env.RELAY_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/test'
-const REQUIRE_SERVICES = process.env.RELAY_REQUIRE_SERVICES === '1'
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
 
-/** The URL without a password, for messages. */
-const shownUrl = (() => {
-  try {
-    const u = new URL(PG_URL)
-    u.password = ''
-    return u.toString()
-  } catch {
-    return '(RELAY_TEST_PG_URL)'
-  }
-})()
 
 let admin: pg.Client | undefined
 let pgProblem = ''
@@ -34,16 +23,12 @@ const receivers: TestReceiver[] = []
 const schemas: string[] = []
 
 beforeAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 })
-  client.on('error', () => undefined)
-  try {
-    await client.connect()
-    admin = client
-  } catch (err) {
-    pgProblem = (err as Error).message || String(err)
-    await client.end().catch(() => undefined)
+  const pgc = await connectPostgres()
+  if (!pgc.client) {
+    pgProblem = pgc.problem
     return
   }
+  admin = pgc.client
   dns = await startDns({
     'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] },
     'mx.dest.test': { A: ['127.0.0.2'] },
@@ -64,10 +49,7 @@ afterAll(async () => {
 
 /** True when PostgreSQL is missing and the test should stop here (with a visible notice). */
 function noPostgres(): boolean {
-  if (admin) return false
-  if (REQUIRE_SERVICES) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no PostgreSQL at ${shownUrl}: ${pgProblem}`)
-  console.warn(`skipped: no PostgreSQL at ${shownUrl} (${pgProblem})`)
-  return true
+  return admin ? false : skipFor(pgProblem)
 }
 
 /** The MX of dest.test and a relay on a fresh PostgreSQL schema that delivers to it. */

@@ -13,6 +13,7 @@ import { connectRaw, dotStuff, sendMail, type RawSmtp } from '../harness/smtp-cl
 import { makeCa, type TestCa } from '../harness/tls.js'
 import fs from 'node:fs'
 import { eventually, ROOT, runCli, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 const FLAKY_AUTH = path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.ts')
@@ -315,22 +316,8 @@ describe('rate-limit: exempt networks and store failures', () => {
 
 // ---- Redis: one limit shared by several relays -------------------------------------------------
 
-const REDIS_URL = process.env.RELAY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const REQUIRE = process.env.RELAY_REQUIRE_SERVICES === '1'
 const PREFIX = `relay-rl-test-${process.pid}-${Date.now().toString(36)}`
 
-async function redisUp(): Promise<boolean> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 1000, retryStrategy: () => null })
-  r.on('error', () => undefined)
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -386,10 +373,10 @@ describe('rate-limit, Redis store (shared by relays)', () => {
   let proxy: Awaited<ReturnType<typeof redisProxy>> | undefined
 
   beforeAll(async () => {
-    available = await redisUp()
-    if (!available) {
-      if (REQUIRE) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no Redis at ${REDIS_URL}`)
-      console.warn(`skipped: no Redis at ${REDIS_URL} (the rate-limit Redis tests did not run)`)
+    const problem = await redisProblem()
+    available = !problem
+    if (problem) {
+      skipFor(problem, 'the rate-limit Redis tests')
       return
     }
     const shared = { store: { redis: REDIS_URL }, keyPrefix: PREFIX, perIp: { concurrent: 2 }, perUser: { messagesPerHour: 4 } }

@@ -15,9 +15,8 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 
-const REDIS_URL = process.env.RELAY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const REQUIRE = process.env.RELAY_REQUIRE_SERVICES === '1'
 const PREFIX = `relay-shared-test-${process.pid}-${Date.now().toString(36)}`
 
 const BALANCER = '127.0.0.1' // writes PROXY headers (trusted by both nodes)
@@ -31,18 +30,6 @@ let fast: TestReceiver // 127.0.0.2: local.test, where the rate-limit test's mes
 let slow: SlowReceiver // 127.0.0.3: slow.test
 let nodes: RelayProcess[] = []
 
-async function redisUp(): Promise<boolean> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 1000, retryStrategy: () => null })
-  r.on('error', () => undefined)
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 // ---- a slow destination that measures how many sessions it has at once ----------------------
 
@@ -205,10 +192,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const rateLimitHit = (r: RelayProcess, limit: string, key: string) => r.waitForLog((l: LogLine) => l.limit === limit && l.key === key, 5000)
 
 beforeAll(async () => {
-  available = await redisUp()
-  if (!available) {
-    if (REQUIRE) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no Redis at ${REDIS_URL}`)
-    console.warn(`skipped: no Redis at ${REDIS_URL} (the shared-limit tests did not run)`)
+  const problem = await redisProblem()
+  available = !problem
+  if (problem) {
+    skipFor(problem, 'the shared-limit tests')
     return
   }
   fast = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true } })

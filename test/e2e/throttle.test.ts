@@ -7,9 +7,8 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 
-const REDIS_URL = process.env.RELAY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-const REQUIRE = process.env.RELAY_REQUIRE_SERVICES === '1'
 const PREFIX = `relay-throttle-test-${process.pid}-${Date.now().toString(36)}:`
 
 let dns: TestDns
@@ -143,11 +142,8 @@ describe('per-destination throttles', () => {
   })
 
   it('with Redis: two relays hold one per-domain concurrency limit together', async () => {
-    if (!(await redisUp())) {
-      if (REQUIRE) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no Redis at ${REDIS_URL}`)
-      console.warn(`skipped: no Redis at ${REDIS_URL}`)
-      return
-    }
+    const problem = await redisProblem()
+    if (problem && skipFor(problem)) return
     const throttle = { domains: { 'shared.test': { concurrency: 2 } }, redis: REDIS_URL, keyPrefix: PREFIX }
     const [r1, r2] = await Promise.all([startRelay({ config: baseConfig(fast.port, throttle) }), startRelay({ config: baseConfig(fast.port, throttle) })])
     try {
@@ -167,18 +163,6 @@ describe('per-destination throttles', () => {
   })
 })
 
-async function redisUp(): Promise<boolean> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 1000, retryStrategy: () => null })
-  r.on('error', () => undefined)
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 async function cleanRedis(): Promise<void> {
   const r = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
