@@ -22,6 +22,7 @@ export class GroupCommit<T, R> {
   private waiting: Waiting<T, R>[] = []
   private inFlight = 0
   private scheduled = false
+  private idleWaiters: (() => void)[] = []
 
   constructor(
     private readonly write: (items: T[]) => Promise<R[]>,
@@ -33,6 +34,12 @@ export class GroupCommit<T, R> {
       this.waiting.push({ item, resolve, reject })
       this.kick()
     })
+  }
+
+  /** Resolves once every item added so far has been written (or failed). */
+  idle(): Promise<void> {
+    if (!this.inFlight && !this.waiting.length) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
   private kick(): void {
@@ -54,6 +61,7 @@ export class GroupCommit<T, R> {
     } finally {
       this.inFlight--
       this.kick()
+      if (!this.inFlight && !this.waiting.length) for (const resolve of this.idleWaiters.splice(0)) resolve()
     }
   }
 
@@ -63,8 +71,9 @@ export class GroupCommit<T, R> {
       batch.forEach((w, i) => w.resolve(results[i]!))
       return
     } catch (err) {
-      // Only an error the server reported means the batch surely did not commit; a lost
-      // connection leaves it unknown, so writing the items again could apply them twice.
+      // Only an error the server reported means the batch surely did not commit; any other (a lost
+      // connection) leaves it unknown, so writing the items again could apply them twice. (Items
+      // are checked before they join a batch, so no other error comes from one item.)
       if (batch.length === 1 || !(err instanceof pg.DatabaseError)) {
         for (const w of batch) w.reject(err)
         return

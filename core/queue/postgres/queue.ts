@@ -13,11 +13,18 @@ import type {
 import type { BounceCategory } from '../../hooks/types.js'
 import { migrate, quoteSchema } from './schema.js'
 import { readChunks, writeBufferChunks, writeFileChunks } from './body.js'
+import { GroupCommit } from './batch.js'
+import { insertGenerated, insertMessages, newRow, type NewRow } from './insert.js'
+import { completeMany, type CompleteItem } from './complete.js'
+import { upsertSuppressions } from './suppressions.js'
+import { bareMessageId, domainOf, HOUR, INLINE_MAX, PENDING } from './sql.js'
 
-/** Bodies up to this size go inline in the message row; larger ones into body_chunks. */
-const INLINE_MAX = 128 * 1024
-const HOUR = 3_600_000
-const PENDING = `state IN ('queued','deferred')`
+/**
+ * Group commit: up to 200 enqueues (or completes, or look-ups) in one statement or transaction;
+ * one batch of each kind at a time per node, so the next fills while one waits for its fsync.
+ * (Measured: two at a time gave smaller batches and less throughput.)
+ */
+const BATCH = { maxBatch: 200, maxInFlight: 1 }
 
 export interface PgQueueOptions {
   url: string
@@ -68,15 +75,7 @@ const toSuppression = (r: SuppressionRow): Suppression => ({
   expiresAt: r.expires_at ?? undefined,
 })
 
-const json = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v))
 const orUndefined = <T>(v: T | null | undefined): T | undefined => (v == null ? undefined : v)
-/** A Message-ID without its angle brackets, as complaints quote it. */
-const bareMessageId = (id: string | null | undefined) => (id ? id.trim().replace(/^<(.*)>$/, '$1') : null)
-/** The domain of an address, lower case; '' for the null sender or no domain. */
-const domainOf = (address: string | undefined) => {
-  const at = address?.lastIndexOf('@') ?? -1
-  return at >= 0 ? address!.slice(at + 1).toLowerCase() : ''
-}
 
 /**
  * The URL with `synchronous_commit=on` for this pool's sessions, whatever the server's default: a
@@ -131,13 +130,34 @@ export class PgQueue implements Queue {
   readonly ready: Promise<void>
   private closed = false
   private prunedAt = 0
+  /** Small-bodied enqueues, written many to a statement. */
+  private readonly enqueues = new GroupCommit<NewRow, number[]>(async (rows) => {
+    await this.ready
+    return insertMessages(this.pool, this.s, this.nodeId, rows)
+  }, BATCH)
+  private readonly completes = new GroupCommit<CompleteItem, boolean>(
+    (items) => this.session((c) => completeMany(c, this.s, this.nodeId, items, Date.now()), true),
+    BATCH,
+  )
+  /** Suppression look-ups (one per RCPT), many addresses to a query. */
+  private readonly lookups = new GroupCommit<string, Suppression | undefined>(async (addresses) => {
+    await this.ready
+    const { rows } = await this.pool.query<SuppressionRow>({
+      name: `relay-suppressed-${this.s}`,
+      text: `SELECT * FROM ${this.s}.suppressions WHERE address = ANY($1::text[]) AND (expires_at IS NULL OR expires_at > $2)`,
+      values: [addresses, Date.now()],
+    })
+    const found = new Map(rows.map((r) => [r.address, toSuppression(r)]))
+    return addresses.map((a) => found.get(a))
+  }, BATCH)
 
   constructor(o: PgQueueOptions) {
     this.s = quoteSchema(o.schema)
     this.nodeId = o.nodeId
     this.retention = o.retention ?? 30 * 86_400_000
     this.log = o.log
-    this.pool = new pg.Pool({ connectionString: durable(o.url), max: o.poolSize, types, connectionTimeoutMillis: 10_000 })
+    // Pipelined: a transaction's statements go out together, not one round trip each (complete.ts).
+    this.pool = new pg.Pool({ connectionString: durable(o.url), max: o.poolSize, types, connectionTimeoutMillis: 10_000, pipeline: true })
     // An idle connection that breaks (PostgreSQL restarted) must not take the process down; the
     // pool replaces it, and queries in flight fail and are retried by their callers.
     this.pool.on('error', (err) => this.log?.warn({ err }, 'queue: PostgreSQL connection lost'))
@@ -151,23 +171,34 @@ export class PgQueue implements Queue {
     this.ready.catch(() => undefined)
   }
 
-  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new Error('queue is closed')
     await this.ready
-    return this.pool.query<R>(text, values)
+    return typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)
   }
 
   /** Runs `fn` in one transaction on one connection. */
-  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    if (this.closed) throw new Error('queue is closed')
+  private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.session(async (c) => {
+      await c.query('BEGIN')
+      const result = await fn(c)
+      await c.query('COMMIT')
+      return result
+    })
+  }
+
+  /**
+   * Runs `fn` on one connection, for a transaction it begins and commits itself (to send BEGIN and
+   * COMMIT along with its statements); whatever it left open is rolled back if it fails.
+   * `draining`: a batch accepted before close.
+   */
+  private async session<T>(fn: (c: pg.PoolClient) => Promise<T>, draining = false): Promise<T> {
+    if (this.closed && !draining) throw new Error('queue is closed')
     await this.ready
     const client = await this.pool.connect()
     let broken: Error | undefined
     try {
-      await client.query('BEGIN')
-      const result = await fn(client)
-      await client.query('COMMIT')
-      return result
+      return await fn(client)
     } catch (err) {
       await client.query('ROLLBACK').catch((e: Error) => (broken = e))
       throw err
@@ -181,20 +212,21 @@ export class PgQueue implements Queue {
   async enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]> {
     const b = message.body
     if ('stored' in b) throw new Error('queue: enqueue needs the body itself (inline or a spool file)')
-    const small = 'inline' in b && b.inline.length <= INLINE_MAX
-    if (small) return this.insertMessage(this.pool, message, leaseUntil, b.inline, null)
+    if (this.closed) throw new Error('queue is closed')
+    if ('inline' in b && b.inline.length <= INLINE_MAX) return this.enqueues.add(newRow(message, leaseUntil, b.inline, null))
 
+    // Large bodies go into body_chunks in a transaction of their own, a chunk at a time.
     let stored = 0
     const rowIds = await this.tx(async (c) => {
       if ('file' in b) {
         // The row first (chunks reference it), then the chunks, then its size.
-        const ids = await this.insertMessage(c, message, leaseUntil, null, 0)
+        const [ids] = await insertMessages(c, this.s, this.nodeId, [newRow(message, leaseUntil, null, 0)])
         stored = await writeFileChunks(c, this.s, message.id, b.file)
         await c.query(`UPDATE ${this.s}.messages SET body_size = $2 WHERE id = $1`, [message.id, stored])
         return ids
       }
       stored = b.inline.length
-      const ids = await this.insertMessage(c, message, leaseUntil, null, stored)
+      const [ids] = await insertMessages(c, this.s, this.nodeId, [newRow(message, leaseUntil, null, stored)])
       await writeBufferChunks(c, this.s, message.id, b.inline)
       return ids
     })
@@ -207,32 +239,6 @@ export class PgQueue implements Queue {
     return rowIds
   }
 
-  /** The message row and its recipient rows in one statement; gives the recipients' row ids in order. */
-  private async insertMessage(db: pg.Pool | pg.PoolClient, m: NewMessage, leaseUntil: number | undefined, inline: Buffer | null, bodySize: number | null): Promise<number[]> {
-    if (this.closed) throw new Error('queue is closed')
-    await this.ready
-    const { rows } = await db.query<{ id: number }>(
-      `WITH m AS (
-         INSERT INTO ${this.s}.messages (id, sender, sender_args, message_id, size, headers, body, body_size, received_at, expires_at, meta, delay_notified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
-       )
-       INSERT INTO ${this.s}.recipients (message_id, address, domain, args, state, next_attempt, leased_by, lease_until, updated_at)
-       SELECT m.id, t.address, t.domain, t.args, 'queued', $16, $17, $18, $9
-       FROM m, unnest($13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(address, domain, args, n)
-       ORDER BY t.n
-       RETURNING id`,
-      [
-        m.id, m.sender, json(m.senderArgs), m.messageId ?? null, m.size, m.headers, inline, bodySize, m.receivedAt, m.expiresAt, JSON.stringify(m.meta),
-        // No delay warning is ever sent for a message from the null sender.
-        m.sender === '' ? 0 : null,
-        m.recipients.map((r) => r.address), m.recipients.map((r) => r.domain), m.recipients.map((r) => json(r.args)),
-        leaseUntil ?? m.receivedAt, leaseUntil ? this.nodeId : null, leaseUntil ?? null,
-      ],
-    )
-    // Identity values are drawn in the order the rows are inserted (ORDER BY t.n).
-    return rows.map((r) => r.id).sort((a, b) => a - b)
-  }
-
   // --- delivery ---------------------------------------------------------------------------
 
   async claim(o: ClaimOptions): Promise<ClaimResult> {
@@ -240,9 +246,13 @@ export class PgQueue implements Queue {
     const full = domains.filter((d) => (o.inFlight[d] ?? 0) >= o.perDomain)
     // One statement: lock due rows other nodes have not locked, group them into jobs (one per
     // message and domain, in due order) within `limit` and `perDomain`, lease the chosen ones.
-    // Rows looked at but not chosen are unlocked when the statement ends.
-    const { rows } = await this.query<MessageRow & { domain: string; recipients: { rowId: number; address: string; attempts: number; args: Record<string, string | boolean> | null }[] }>(
-      `WITH cand AS MATERIALIZED (
+    // Rows looked at but not chosen are unlocked when the statement ends. The same statement tells
+    // when the next pending work is due (a lease moves it to the lease's expiry), on a row of its
+    // own when no job was claimed.
+    const { rows } = await this.query<MessageRow & { next_due: number | null; domain: string | null; recipients: { rowId: number; address: string; attempts: number; args: Record<string, string | boolean> | null }[] }>({
+      // Prepared once per connection: it runs after every delivery.
+      name: `relay-claim-${this.s}`,
+      text: `WITH cand AS MATERIALIZED (
          SELECT r.id, r.message_id, r.domain, r.next_attempt FROM ${this.s}.recipients r
          WHERE r.${PENDING} AND r.next_attempt <= $1 AND r.domain <> ALL($2::text[])
            AND NOT EXISTS (SELECT 1 FROM ${this.s}.messages h WHERE h.id = r.message_id AND h.held_at IS NOT NULL)
@@ -270,100 +280,40 @@ export class PgQueue implements Queue {
          SELECT message_id, domain, min(first) AS first,
                 json_agg(json_build_object('rowId', id, 'address', address, 'attempts', attempts, 'args', args) ORDER BY id) AS recipients
          FROM leased GROUP BY message_id, domain
+       ),
+       next AS (
+         -- The statement sees the rows as they were before its lease: leased rows count at the lease's expiry.
+         SELECT least(
+           (SELECT min(r.next_attempt) FROM ${this.s}.recipients r
+            WHERE r.${PENDING} AND NOT EXISTS (SELECT 1 FROM leased l WHERE l.id = r.id)
+              AND NOT EXISTS (SELECT 1 FROM ${this.s}.messages h WHERE h.id = r.message_id AND h.held_at IS NOT NULL)),
+           (SELECT $8::bigint WHERE EXISTS (SELECT 1 FROM leased))
+         ) AS next_due
        )
-       SELECT m.*, j.domain, j.recipients FROM jobs j JOIN ${this.s}.messages m ON m.id = j.message_id ORDER BY j.first`,
-      [
+       SELECT n.next_due, m.*, j.domain, j.recipients
+       FROM next n LEFT JOIN (jobs j JOIN ${this.s}.messages m ON m.id = j.message_id) ON true
+       ORDER BY j.first`,
+      values: [
         o.now, full, Math.min(Math.max(o.limit, 0) * 8, 5000),
         domains, domains.map((d) => o.inFlight[d] ?? 0), o.perDomain, Math.max(o.limit, 0),
         o.now + o.leaseMs, this.nodeId,
       ],
-    )
-    const jobs: Job[] = rows.map((row) => ({
-      domain: row.domain,
+    })
+    const jobs: Job[] = rows.filter((row) => row.domain !== null).map((row) => ({
+      domain: row.domain!,
       message: toMessage(row),
       recipients: row.recipients.map((r) => ({ rowId: r.rowId, address: r.address, attempts: r.attempts, args: orUndefined(r.args) })),
     }))
-    return { jobs, nextDueAt: await this.nextDue() }
-  }
-
-  /** When the next pending recipient of a message that is not held becomes due (leases included). */
-  private async nextDue(): Promise<number | undefined> {
-    const { rows } = await this.query<{ t: number | null }>(
-      `SELECT min(r.next_attempt) AS t FROM ${this.s}.recipients r
-       WHERE r.${PENDING} AND NOT EXISTS (SELECT 1 FROM ${this.s}.messages h WHERE h.id = r.message_id AND h.held_at IS NOT NULL)`,
-    )
-    return orUndefined(rows[0]?.t)
+    return { jobs, nextDueAt: orUndefined(rows[0]?.next_due) }
   }
 
   async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {
-    const now = Date.now()
-    const finished = await this.tx(async (c) => {
-      // The message row's lock makes completes of one message (its domains, on several nodes)
-      // take turns, so the last one sees every other's result and removes the message.
-      const { rows: found } = await c.query<{ sender: string; message_id: string | null }>(
-        `SELECT sender, message_id FROM ${this.s}.messages WHERE id = $1 FOR UPDATE`,
-        [queueId],
-      )
-      const m = found[0]
-      if (m && results.length) {
-        await c.query(
-          `WITH r AS (
-             SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
-               AS t(id, state, response, remote_host, next_attempt, category)
-           ),
-           done AS (
-             UPDATE ${this.s}.recipients x SET state = r.state, attempts = x.attempts + 1, last_response = r.response,
-               remote_host = r.remote_host, next_attempt = r.next_attempt, leased_by = NULL, lease_until = NULL,
-               updated_at = $8, category = r.category
-             FROM r WHERE x.id = r.id AND x.message_id = $1
-             RETURNING x.id, x.domain, x.state, x.last_response, x.remote_host, x.category
-           ),
-           history AS (
-             INSERT INTO ${this.s}.attempts (recipient_id, at, state, response, remote_host, category)
-             SELECT id, $8::bigint, state, last_response, remote_host, category FROM done
-           ),
-           counted AS (
-             INSERT INTO ${this.s}.stats AS st (hour, sender_domain, dest_domain, outcome, category, count)
-             SELECT $9::bigint, $10::text, domain, state, CASE WHEN state = 'delivered' THEN '' ELSE coalesce(category, '') END, count(*) FROM done
-             WHERE $12::text <> ''
-             GROUP BY 3, 4, 5
-             ON CONFLICT (hour, sender_domain, dest_domain, outcome, category) DO UPDATE SET count = st.count + excluded.count
-           )
-           INSERT INTO ${this.s}.sent_log (queue_id, message_id, sender, sender_domain, sent_at)
-           SELECT $1, $11::text, $12::text, $10::text, $8::bigint WHERE $12::text <> '' AND EXISTS (SELECT 1 FROM done WHERE state = 'delivered')
-           ON CONFLICT (queue_id) DO NOTHING`,
-          [
-            queueId,
-            results.map((r) => r.rowId), results.map((r) => r.state), results.map((r) => r.response),
-            results.map((r) => r.remoteHost ?? null), results.map((r) => r.nextAttemptAt ?? now), results.map((r) => r.category ?? null),
-            // A bounce (null sender) is no sending domain's reputation, nor a message to complain about.
-            now, Math.floor(now / HOUR) * HOUR, domainOf(m.sender), bareMessageId(m.message_id), m.sender,
-          ],
-        )
-      }
-      if (bounce) await this.insertNew(c, bounce)
-      if (suppress?.length) await this.upsertSuppressions(c, suppress, now)
-      if (!m) return true
-      const { rowCount } = await c.query(
-        `DELETE FROM ${this.s}.messages m WHERE id = $1
-         AND NOT EXISTS (SELECT 1 FROM ${this.s}.recipients r WHERE r.message_id = $1 AND r.${PENDING})`,
-        [queueId],
-      )
-      return (rowCount ?? 0) > 0
-    })
-    this.prune(now)
+    if (this.closed) throw new Error('queue is closed')
+    // Checked here, so a bad bounce fails this caller only, not the batch it would join.
+    if (bounce && !('inline' in bounce.body)) throw new Error('queue: generated messages carry their body inline')
+    const finished = await this.completes.add({ queueId, results, bounce, suppress })
+    this.prune(Date.now())
     return { finished }
-  }
-
-  /** A message generated here (bounce, delay warning) inside a transaction: inline body, chunked when large. */
-  private async insertNew(c: pg.PoolClient, m: NewMessage): Promise<void> {
-    if (!('inline' in m.body)) throw new Error('queue: generated messages carry their body inline')
-    if (m.body.inline.length <= INLINE_MAX) {
-      await this.insertMessage(c, m, undefined, m.body.inline, null)
-      return
-    }
-    await this.insertMessage(c, m, undefined, null, m.body.inline.length)
-    await writeBufferChunks(c, this.s, m.id, m.body.inline)
   }
 
   /** Drops counters and sent-log entries older than `retention`, at most hourly (indexed deletes). */
@@ -607,30 +557,13 @@ export class PgQueue implements Queue {
   }
 
   async isSuppressed(address: string): Promise<Suppression | undefined> {
-    const { rows } = await this.query<SuppressionRow>(
-      `SELECT * FROM ${this.s}.suppressions WHERE address = $1 AND (expires_at IS NULL OR expires_at > $2)`,
-      [address.toLowerCase(), Date.now()],
-    )
-    return rows[0] && toSuppression(rows[0])
+    if (this.closed) throw new Error('queue is closed')
+    return this.lookups.add(address.toLowerCase())
   }
 
   async suppress(entries: Suppression[]): Promise<void> {
     if (!entries.length) return
-    await this.tx((c) => this.upsertSuppressions(c, entries, Date.now()))
-  }
-
-  private async upsertSuppressions(c: pg.PoolClient, entries: Suppression[], now: number): Promise<void> {
-    // Expired entries go whenever new ones come (an indexed delete).
-    await c.query(`DELETE FROM ${this.s}.suppressions WHERE expires_at IS NOT NULL AND expires_at <= $1`, [now])
-    // The last entry for an address wins, as one upsert after another would have it.
-    const last = new Map(entries.map((e) => [e.address.toLowerCase(), e]))
-    const list = [...last.entries()]
-    await c.query(
-      `INSERT INTO ${this.s}.suppressions (address, reason, source, created_at, expires_at)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-       ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-      [list.map(([a]) => a), list.map(([, e]) => e.reason), list.map(([, e]) => e.source ?? null), list.map(([, e]) => e.createdAt), list.map(([, e]) => e.expiresAt ?? null)],
-    )
+    await this.tx((c) => upsertSuppressions(c, this.s, entries, Date.now()))
   }
 
   async unsuppress(address: string): Promise<boolean> {
@@ -685,7 +618,7 @@ export class PgQueue implements Queue {
         [queueId, Date.now()],
       )
       const marked = (rowCount ?? 0) > 0
-      if (marked && dsn) await this.insertNew(c, dsn)
+      if (marked && dsn) await insertGenerated(c, this.s, this.nodeId, [dsn])
       return marked
     })
   }
@@ -694,6 +627,8 @@ export class PgQueue implements Queue {
     if (this.closed) return
     this.closed = true
     await this.ready.catch(() => undefined)
+    // What callers handed in before close is still written.
+    await Promise.all([this.enqueues.idle(), this.completes.idle(), this.lookups.idle()])
     await this.pool.end()
   }
 }

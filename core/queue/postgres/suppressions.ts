@@ -1,0 +1,18 @@
+// Writing the suppression list (inside a caller's transaction: suppress, or a batch of completes).
+import type pg from 'pg'
+import type { Suppression } from '../types.js'
+
+export async function upsertSuppressions(c: pg.PoolClient, s: string, entries: Suppression[], now: number): Promise<void> {
+  // Expired entries go whenever new ones come (an indexed delete).
+  await c.query(`DELETE FROM ${s}.suppressions WHERE expires_at IS NOT NULL AND expires_at <= $1`, [now])
+  // The last entry for an address wins, as one upsert after another would have it; rows in
+  // address order, so two transactions upserting the same addresses cannot deadlock.
+  const last = new Map(entries.map((e) => [e.address.toLowerCase(), e]))
+  const list = [...last.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  await c.query(
+    `INSERT INTO ${s}.suppressions (address, reason, source, created_at, expires_at)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+     ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+    [list.map(([a]) => a), list.map(([, e]) => e.reason), list.map(([, e]) => e.source ?? null), list.map(([, e]) => e.createdAt), list.map(([, e]) => e.expiresAt ?? null)],
+  )
+}
