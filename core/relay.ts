@@ -56,7 +56,7 @@ export class Relay {
     const resolver = createResolver(config, metrics.dnsFailure)
     const spool = new Spool(config.dataDir)
     // SQLite in dataDir, or PostgreSQL shared by every node (bodies in the database: bodyFiles() is []).
-    const queue: Queue = openQueue(config, { spool, log })
+    const queue: Queue = await openQueue(config, { spool, log })
     c.register(Tokens.Config, { useValue: config })
     c.register(Tokens.Logger, { useValue: log })
     c.register(Tokens.Resolver, { useValue: resolver })

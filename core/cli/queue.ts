@@ -55,8 +55,8 @@ function apiBackend(target: AdminTarget): Backend {
   }
 }
 
-function directBackend(config: RelayConfig): Backend {
-  const queue = openQueue(config, { spool: new Spool(config.dataDir) })
+async function directBackend(config: RelayConfig): Promise<Backend> {
+  const queue = await openQueue(config, { spool: new Spool(config.dataDir) })
   const control = new QueueControl({ queue, config })
   const running = livePid(config.dataDir)
   return {
@@ -95,7 +95,7 @@ async function withBackend(opts: Common, fn: (b: Backend) => Promise<void>, empt
     if (empty) return empty()
     return fail(new QueueControlError('not-found', `no queue in ${config.dataDir}`))
   }
-  const backend = directBackend(config)
+  const backend = await directBackend(config)
   try {
     await fn(backend)
     if (backend.note) process.stderr.write(`${backend.note}\n`)

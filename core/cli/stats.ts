@@ -34,7 +34,7 @@ export async function stats(opts: { config?: string; period?: string; json?: boo
     response = statsFromRows([], config, period)
   }
   if (!response) {
-    const queue = openQueue(config, { spool: new Spool(config.dataDir) })
+    const queue = await openQueue(config, { spool: new Spool(config.dataDir) })
     try {
       response = await statsResponse(queue, config, period)
     } catch (err) {

@@ -7,7 +7,6 @@ import type { RelayConfig } from '../config/schema.js'
 import type { Queue } from './types.js'
 import type { Spool } from './spool.js'
 import { SqliteQueue } from './sqlite/queue.js'
-import { PgQueue } from './postgres/queue.js'
 
 /**
  * This node's identity in a shared queue: leases carry it and `recover` at start releases only its
@@ -18,9 +17,11 @@ export function nodeIdOf(config: Pick<RelayConfig, 'hostname'>): string {
   return `${config.hostname}/${os.hostname()}`
 }
 
-export function openQueue(config: RelayConfig, o: { spool: Spool; log?: Logger }): Queue {
+export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Logger }): Promise<Queue> {
   const q = config.queue
   if (q.driver === 'postgres') {
+    // Loaded only in cluster mode: a one-machine relay never loads pg.
+    const { PgQueue } = await import('./postgres/queue.js')
     return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: config.reputation.retention, log: o.log })
   }
   return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool, { retentionMs: config.reputation.retention })

@@ -56,7 +56,7 @@ async function sendThrough(sender: string, outcomes: ('delivered' | 'bounced')[]
 }
 
 beforeAll(async () => {
-  queue = openQueue(config, { spool: new Spool(config.dataDir) })
+  queue = await openQueue(config, { spool: new Spool(config.dataDir) })
   await sendThrough('news@bad.test', ['delivered', 'delivered', 'bounced', 'bounced'])
   await sendThrough('news@good.test', ['delivered', 'delivered', 'delivered', 'delivered'])
   await sendThrough('news@small.test', ['bounced', 'bounced']) // a high rate below minVolume
@@ -96,7 +96,7 @@ describe('ReputationMonitor', () => {
 
   it('a failing queue is an error line, not an exception', async () => {
     const { log, lines } = capture()
-    const closed = openQueue(parseConfig({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'closed') }, dir), { spool: new Spool(path.join(dir, 'closed')) })
+    const closed = await openQueue(parseConfig({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'closed') }, dir), { spool: new Spool(path.join(dir, 'closed')) })
     await closed.close()
     expect(await new ReputationMonitor(closed, config, log).check()).toEqual([])
     expect(lines).toEqual([expect.objectContaining({ level: 50, msg: 'reputation check failed' })])
