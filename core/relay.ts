@@ -90,7 +90,9 @@ export class Relay {
       await this.admin.start()
     }
 
-    c.resolve<DeliveryScheduler>(Tokens.Delivery).start()
+    const delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
+    delivery.onTakeover = metrics.leaseTakeovers
+    delivery.start()
     const smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.listeners = await smtp.start()
     metrics.trackSessions(() => smtp.sessionCounts())

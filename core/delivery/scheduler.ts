@@ -39,6 +39,8 @@ export class DeliveryScheduler {
   private readonly running = new Set<Promise<void>>()
   private timer: NodeJS.Timeout | undefined
   private claiming = false
+  /** Told how many recipients a claim took over from expired leases (core/relay.ts: a metric). */
+  onTakeover: (recipients: number) => void = () => undefined
   private again = false
   private stopped = true
   private readonly pool: ConnectionPool
@@ -107,6 +109,10 @@ export class DeliveryScheduler {
       const result = await this.queue.claim({ limit: free, perDomain, inFlight: this.claimInFlight(now), leaseMs: this.config.delivery.lease, now })
       nextDueAt = result.nextDueAt
       claimed = result.jobs.length
+      if (result.takenOver > 0) {
+        this.log.warn({ recipients: result.takenOver }, 'took over queued work whose lease had expired (its holder died or hung mid-delivery)')
+        this.onTakeover(result.takenOver)
+      }
       // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
       // the next start makes them due again (queue.recover).
       if (!this.stopped) for (const job of result.jobs) await this.admit(job)

@@ -61,6 +61,7 @@ export class RelayMetrics {
   private readonly attemptDuration: Histogram<'result'>
   private readonly queueTime: Histogram<'result'>
   private readonly dnsFailures: Counter<'type' | 'code'>
+  private readonly takeovers: Counter
 
   constructor(options: MetricsOptions, onQueueError: (err: unknown) => void = () => undefined) {
     const registers = [this.registry]
@@ -127,6 +128,7 @@ export class RelayMetrics {
       registers,
     })
     this.dnsFailures = new Counter({ name: 'relay_dns_failures_total', help: 'DNS lookups that failed, by query type and error code (ENOTFOUND/ENODATA: no such name or record).', labelNames: ['type', 'code'], registers })
+    this.takeovers = new Counter({ name: 'relay_queue_lease_takeovers_total', help: 'Recipients this node claimed whose earlier lease had expired: work left by a process or node that died or hung mid-delivery.', registers })
     registerQueueGauges(this.registry, () => this.queue, (err) => {
       // A broken queue shows in every scrape; one line a minute is enough.
       if (Date.now() - this.queueErrorLogged < 60_000) return
@@ -155,6 +157,11 @@ export class RelayMetrics {
   /** For createResolver's onFailure. */
   readonly dnsFailure = (type: string, code: string): void => {
     this.dnsFailures.inc({ type, code: DNS_CODE.test(code) ? code : 'other' })
+  }
+
+  /** For the scheduler's onTakeover. */
+  readonly leaseTakeovers = (recipients: number): void => {
+    this.takeovers.inc(recipients)
   }
 
   /** Subscribes to the bus's events (observers stay across plugin reloads). */

@@ -83,6 +83,11 @@ export interface ClaimResult {
   jobs: Job[]
   /** When the next pending recipient becomes due, if any. */
   nextDueAt?: number
+  /**
+   * Recipients among `jobs` whose earlier lease had expired: work taken over from a process (or,
+   * in cluster mode, a node) that died or hung while it held it.
+   */
+  takenOver: number
 }
 
 export interface CompleteResult {

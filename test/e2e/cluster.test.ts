@@ -178,7 +178,10 @@ describe('cluster mode: two nodes on one PostgreSQL queue and one Redis', () => 
     const counts = new Map<number, number>()
     for (const m of rx.messages) counts.set(seqOf(m.raw), (counts.get(seqOf(m.raw)) ?? 0) + 1)
     const duplicates = rx.messages.length - counts.size
-    console.log(`cluster: ${MESSAGES} messages, ${deliveredAtKill} delivered when node A was killed (${byA} through node A), ${duplicates} duplicates`)
+    // Node B says what it took over from node A's expired leases (and counts it in /metrics).
+    const takenOver = nodeB.logs.filter((l) => l.msg?.startsWith?.('took over queued work')).reduce((n, l) => n + Number(l.recipients), 0)
+    console.log(`cluster: ${MESSAGES} messages, ${deliveredAtKill} delivered when node A was killed (${byA} through node A), ${takenOver} taken over by node B, ${duplicates} duplicates`)
+    expect(takenOver).toBeGreaterThan(0)
     expect([...counts.keys()].filter((s) => s >= 0 && s < MESSAGES).length).toBe(MESSAGES)
     // At-least-once: only what node A had in flight may go out twice: deliveries it had made but
     // not yet recorded (at most its concurrency), and messages it had queued whose 250 the client

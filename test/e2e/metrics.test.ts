@@ -191,6 +191,8 @@ describe('GET /metrics', () => {
     const age = value(samples, 'relay_queue_oldest_message_age_seconds')!
     expect(age).toBeGreaterThan(0)
     expect(age).toBeLessThan(120)
+    // Nothing died mid-delivery: no work taken over from an expired lease.
+    expect(value(samples, 'relay_queue_lease_takeovers_total')).toBe(0)
 
     // Event-loop lag from the default metrics, in our registry with our prefix.
     expect(value(samples, 'relay_nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0)

@@ -174,7 +174,9 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         const detail = await q.show(m.id)
         expect(detail?.recipients.map((r) => r.leased)).toEqual([true, true])
         // The lease expired (the process that held it died): the work is due again.
-        const again = jobsFor((await claimAt(leaseUntil + 1)).jobs, m.id)
+        const expired = await claimAt(leaseUntil + 1)
+        expect(expired.takenOver).toBe(2)
+        const again = jobsFor(expired.jobs, m.id)
         expect(again.flatMap((j) => j.recipients.map((r) => r.rowId)).sort()).toEqual([...rowIds].sort())
         expect((await readBody(q, again[0]!.message)).equals(data)).toBe(true)
       })
@@ -245,11 +247,14 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         const [rowId] = await q.enqueue(m)
         const first = await claimAt(now + 1, { leaseMs: 10_000 })
         expect(first.jobs.map((j) => j.recipients[0]!.rowId)).toEqual([rowId])
+        expect(first.takenOver).toBe(0)
         expect((await claimAt(now + 5_000)).jobs).toHaveLength(0)
         expect((await claimAt(now + 10_000)).jobs).toHaveLength(0)
         const taken = await claimAt(now + 10_002, { leaseMs: 10_000 })
         expect(taken.jobs.map((j) => j.recipients[0]!.rowId)).toEqual([rowId])
         expect(taken.jobs[0]!.recipients[0]!.attempts).toBe(0)
+        // Counted as taken over (relay_queue_lease_takeovers_total): its holder never reported.
+        expect(taken.takenOver).toBe(1)
       })
 
       it('never gives the same recipient to two concurrent claims', async () => {
@@ -343,7 +348,10 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       const idle = message({ recipients: [`idle@${domain()}`], receivedAt: now })
       await q.enqueue(idle)
       expect(await q.recover(now + 5)).toBe(2)
-      const jobs = (await claimAt(now + 5)).jobs
+      const claimed = await claimAt(now + 5)
+      const jobs = claimed.jobs
+      // Released by recover (the same process, restarted): not a takeover.
+      expect(claimed.takenOver).toBe(0)
       expect(jobs.flatMap((j) => j.recipients.map((r) => r.rowId)).filter((r) => rows.includes(r)).sort()).toEqual([...rows].sort())
       expect(jobsFor(jobs, idle.id)).toHaveLength(1)
       expect(await q.recover(now + 6)).toBe(3)

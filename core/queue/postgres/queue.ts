@@ -249,18 +249,18 @@ export class PgQueue implements Queue {
     // Rows looked at but not chosen are unlocked when the statement ends. The same statement tells
     // when the next pending work is due (a lease moves it to the lease's expiry), on a row of its
     // own when no job was claimed.
-    const { rows } = await this.query<MessageRow & { next_due: number | null; domain: string | null; recipients: { rowId: number; address: string; attempts: number; args: Record<string, string | boolean> | null }[] }>({
+    const { rows } = await this.query<MessageRow & { next_due: number | null; domain: string | null; taken_over: number | null; recipients: { rowId: number; address: string; attempts: number; args: Record<string, string | boolean> | null }[] }>({
       // Prepared once per connection: it runs after every delivery.
       name: `relay-claim-${this.s}`,
       text: `WITH cand AS MATERIALIZED (
-         SELECT r.id, r.message_id, r.domain, r.next_attempt FROM ${this.s}.recipients r
+         SELECT r.id, r.message_id, r.domain, r.next_attempt, r.leased_by FROM ${this.s}.recipients r
          WHERE r.${PENDING} AND r.next_attempt <= $1 AND r.domain <> ALL($2::text[])
            AND NOT EXISTS (SELECT 1 FROM ${this.s}.messages h WHERE h.id = r.message_id AND h.held_at IS NOT NULL)
          ORDER BY r.next_attempt, r.id
          LIMIT $3
          FOR UPDATE OF r SKIP LOCKED
        ),
-       pos AS (SELECT id, message_id, domain, row_number() OVER (ORDER BY next_attempt, id) AS n FROM cand),
+       pos AS (SELECT id, message_id, domain, leased_by, row_number() OVER (ORDER BY next_attempt, id) AS n FROM cand),
        groups AS (SELECT message_id, domain, min(n) AS first FROM pos GROUP BY message_id, domain),
        ranked AS (SELECT message_id, domain, first, row_number() OVER (PARTITION BY domain ORDER BY first) AS in_domain FROM groups),
        chosen AS (
@@ -274,10 +274,11 @@ export class PgQueue implements Queue {
          UPDATE ${this.s}.recipients r SET next_attempt = $8, leased_by = $9, lease_until = $8
          FROM pos p JOIN chosen c ON c.message_id = p.message_id AND c.domain = p.domain
          WHERE r.id = p.id
-         RETURNING r.id, r.message_id, r.domain, r.address, r.args, r.attempts, c.first
+         -- p.leased_by is the owner before this lease: set while due means its lease ran out.
+         RETURNING r.id, r.message_id, r.domain, r.address, r.args, r.attempts, c.first, p.leased_by AS prev_owner
        ),
        jobs AS (
-         SELECT message_id, domain, min(first) AS first,
+         SELECT message_id, domain, min(first) AS first, (count(*) FILTER (WHERE prev_owner IS NOT NULL))::int AS taken_over,
                 json_agg(json_build_object('rowId', id, 'address', address, 'attempts', attempts, 'args', args) ORDER BY id) AS recipients
          FROM leased GROUP BY message_id, domain
        ),
@@ -290,7 +291,7 @@ export class PgQueue implements Queue {
            (SELECT $8::bigint WHERE EXISTS (SELECT 1 FROM leased))
          ) AS next_due
        )
-       SELECT n.next_due, m.*, j.domain, j.recipients
+       SELECT n.next_due, m.*, j.domain, j.taken_over, j.recipients
        FROM next n LEFT JOIN (jobs j JOIN ${this.s}.messages m ON m.id = j.message_id) ON true
        ORDER BY j.first`,
       values: [
@@ -304,7 +305,7 @@ export class PgQueue implements Queue {
       message: toMessage(row),
       recipients: row.recipients.map((r) => ({ rowId: r.rowId, address: r.address, attempts: r.attempts, args: orUndefined(r.args) })),
     }))
-    return { jobs, nextDueAt: orUndefined(rows[0]?.next_due) }
+    return { jobs, nextDueAt: orUndefined(rows[0]?.next_due), takenOver: rows.reduce((n, row) => n + (row.taken_over ?? 0), 0) }
   }
 
   async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {

@@ -230,7 +230,7 @@ export class SqliteStore {
     const full = Object.keys(o.inFlight).filter((d) => (o.inFlight[d] ?? 0) >= o.perDomain)
     const rows = this.db
       .prepare(
-        `SELECT id, message_id, address, domain, args, attempts FROM recipients
+        `SELECT id, message_id, address, domain, args, attempts, leased FROM recipients
          WHERE ${PENDING} AND next_attempt <= ? AND ${NOT_HELD} ${full.length ? `AND domain NOT IN (${full.map(() => '?').join(',')})` : ''}
          ORDER BY next_attempt LIMIT ?`,
       )
@@ -254,12 +254,18 @@ export class SqliteStore {
     const lease = this.stmt(`UPDATE recipients SET next_attempt = ?, leased = 1 WHERE id = ?`)
     const getMessage = this.stmt(`SELECT * FROM messages WHERE id = ?`)
     const result: Job[] = []
+    let takenOver = 0
     const messages = new Map<string, MessageRow | undefined>()
     for (const job of jobs.values()) {
       if (!messages.has(job.messageId)) messages.set(job.messageId, getMessage.get(job.messageId) as MessageRow | undefined)
       const m = messages.get(job.messageId)
       if (!m) continue
-      for (const row of job.rows) lease.run(o.now + o.leaseMs, row.id)
+      for (const row of job.rows) {
+        // Still marked leased while due: its lease ran out without a result (recover() clears the
+        // marks of a process that restarted, so what is left belonged to one that died or hung).
+        if (row.leased) takenOver++
+        lease.run(o.now + o.leaseMs, row.id)
+      }
       result.push({
         domain: job.domain,
         message: toMessage(m),
@@ -268,7 +274,7 @@ export class SqliteStore {
     }
     // ORDER BY + LIMIT walks the due index and stops at the first message not held (MIN() would scan).
     const next = this.stmt(`SELECT next_attempt AS t FROM recipients WHERE ${PENDING} AND ${NOT_HELD} ORDER BY next_attempt LIMIT 1`).get() as { t: number } | undefined
-    return { jobs: result, nextDueAt: next?.t }
+    return { jobs: result, nextDueAt: next?.t, takenOver }
   }
 
   /** Returns the body file to remove when the message has left the queue. */
