@@ -3,37 +3,13 @@
 // reaches its own caller only.
 import { afterAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
-import pg from 'pg'
+import type pg from 'pg'
 import { PgQueue } from '../../core/queue/postgres/queue.js'
+import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 import type { NewMessage } from '../../core/queue/types.js'
 
-const PG_URL = process.env.RELAY_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/test'
-const REQUIRE_SERVICES = process.env.RELAY_REQUIRE_SERVICES === '1'
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
-const shownUrl = (() => {
-  try {
-    const u = new URL(PG_URL)
-    u.password = ''
-    return u.toString()
-  } catch {
-    return '(RELAY_TEST_PG_URL)'
-  }
-})()
-
-const admin: pg.Client | undefined = await (async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 })
-  client.on('error', () => undefined)
-  try {
-    await client.connect()
-    return client
-  } catch (err) {
-    const problem = (err as Error).message || String(err)
-    await client.end().catch(() => undefined)
-    if (REQUIRE_SERVICES) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no PostgreSQL at ${shownUrl}: ${problem}`)
-    console.warn(`skipped: no PostgreSQL at ${shownUrl} (${problem})`)
-    return undefined
-  }
-})()
+const admin: pg.Client | undefined = await connectPostgres().then((c) => (c.client ? c.client : (skipFor(c.problem), undefined)))
 
 const schemas: string[] = []
 const queues: PgQueue[] = []

@@ -5,47 +5,22 @@ import { afterAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import pg from 'pg'
+import type pg from 'pg'
 import { PgQueue } from '../../core/queue/postgres/queue.js'
 import { SCHEMA_VERSION } from '../../core/queue/postgres/schema.js'
+import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 import type { NewMessage, Queue } from '../../core/queue/types.js'
 import { Spool } from '../../core/queue/spool.js'
 import { tempDir } from '../harness/relay.js'
 import { describeQueueContract } from './contract.js'
 
-const PG_URL = process.env.RELAY_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/test'
-const REQUIRE_SERVICES = process.env.RELAY_REQUIRE_SERVICES === '1'
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
-
-/** The URL without a password, for messages. */
-const shownUrl = (() => {
-  try {
-    const u = new URL(PG_URL)
-    u.password = ''
-    return u.toString()
-  } catch {
-    return '(RELAY_TEST_PG_URL)'
-  }
-})()
 
 const schemas: string[] = []
 const queues: PgQueue[] = []
 
 // Known before the suites are declared: the shared contract suite runs only with PostgreSQL there.
-const admin: pg.Client | undefined = await (async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 })
-  client.on('error', () => undefined)
-  try {
-    await client.connect()
-    return client
-  } catch (err) {
-    const problem = (err as Error).message || String(err)
-    await client.end().catch(() => undefined)
-    if (REQUIRE_SERVICES) throw new Error(`RELAY_REQUIRE_SERVICES=1 but no PostgreSQL at ${shownUrl}: ${problem}`)
-    console.warn(`skipped: no PostgreSQL at ${shownUrl} (${problem})`)
-    return undefined
-  }
-})()
+const admin: pg.Client | undefined = await connectPostgres().then((c) => (c.client ? c.client : (skipFor(c.problem), undefined)))
 
 afterAll(async () => {
   await Promise.all(queues.splice(0).map((q) => q.close().catch(() => undefined)))

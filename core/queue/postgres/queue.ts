@@ -18,6 +18,7 @@ import { insertGenerated, insertMessages, newRow, type NewRow } from './insert.j
 import { completeMany, type CompleteItem } from './complete.js'
 import { upsertSuppressions } from './suppressions.js'
 import { bareMessageId, domainOf, HOUR, INLINE_MAX, PENDING } from './sql.js'
+import { toSuppression, type SuppressionRow } from '../suppression-row.js'
 
 /**
  * Group commit: up to 200 enqueues (or completes, or look-ups) in one statement or transaction;
@@ -59,21 +60,6 @@ interface MessageRow {
   held_at: number | null
 }
 
-interface SuppressionRow {
-  address: string
-  reason: string
-  source: string | null
-  created_at: number
-  expires_at: number | null
-}
-
-const toSuppression = (r: SuppressionRow): Suppression => ({
-  address: r.address,
-  reason: r.reason,
-  source: r.source ?? undefined,
-  createdAt: r.created_at,
-  expiresAt: r.expires_at ?? undefined,
-})
 
 const orUndefined = <T>(v: T | null | undefined): T | undefined => (v == null ? undefined : v)
 

@@ -18,6 +18,7 @@ import type {
   Suppression,
 } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
+import { toSuppression, type SuppressionRow } from '../suppression-row.js'
 
 const PENDING = `state IN ('queued','deferred')`
 /** For a query on recipients: its message is not held (a primary-key lookup per row). */
@@ -152,21 +153,6 @@ interface RecipientRow {
   category: BounceCategory | null
 }
 
-interface SuppressionRow {
-  address: string
-  reason: string
-  source: string | null
-  created_at: number
-  expires_at: number | null
-}
-
-const toSuppression = (r: SuppressionRow): Suppression => ({
-  address: r.address,
-  reason: r.reason,
-  source: r.source ?? undefined,
-  createdAt: r.created_at,
-  expiresAt: r.expires_at ?? undefined,
-})
 
 const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v))
 const parse = <T>(v: string | null): T | undefined => (v == null ? undefined : (JSON.parse(v) as T))
