@@ -3,18 +3,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { startDns, type TestDns } from '../harness/dns-server.js'
-import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { connectRaw, sendMail } from '../harness/smtp-client.js'
-import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import type { TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw } from '../harness/smtp-client.js'
+import { eventually, runCli, tempDir, type RelayProcess } from '../harness/relay.js'
+import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'admin-test-token-0123456789abcdef'
-let dns: TestDns
-let rx: TestReceiver // 127.0.0.2 park.test: 451 at RCPT for the addresses in `parked`
-let senderRx: TestReceiver // 127.0.0.3 sender.test: where DSNs go
+let fixture: ParkedRelay
 let relay: RelayProcess
+let senderRx: TestReceiver // sender.test: where DSNs go
+let parked: Set<string> // addresses park.test answers 451 at RCPT
 let url: string
-const parked = new Set<string>()
 
 async function api(method: string, p: string, o: { token?: string | null; body?: unknown } = {}) {
   const token = o.token === undefined ? TOKEN : o.token
@@ -35,37 +34,22 @@ async function api(method: string, p: string, o: { token?: string | null; body?:
 
 /** Queues a message to `to` (parked there: the first attempt defers); resolves with its queue id once deferred. */
 async function park(to: string, from = 'alice@sender.test'): Promise<string> {
-  parked.add(to)
-  const r = await sendMail(relay.port, { from, to: [to], data: `From: <${from || 'mailer-daemon@x.test'}>\r\nTo: <${to}>\r\nSubject: parked for ${to}\r\n\r\nHello.\r\n` })
-  expect(r.lastReply).toMatch(/^250 /)
-  const id = /queued as (\w+)/.exec(r.lastReply)![1]!
+  const id = await fixture.submit(to, from)
   await eventually(async () => (await api('GET', `/api/queue/${id}`)).json?.recipients?.[0]?.state === 'deferred', 10_000, `${to} deferred`)
   return id
 }
 
-const delivered = (to: string) => rx.messages.filter((m) => m.to.includes(to))
-const text = (m: ReceivedMessage) => m.raw.toString('latin1')
+const delivered = (to: string) => fixture.delivered(to)
 
 beforeAll(async () => {
-  rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (parked.has(address!) ? { code: 451, message: '4.2.0 parked, try later' } : undefined) } } })
-  senderRx = await startReceiver({ host: '127.0.0.3', port: rx.port, behaviour: { noStartTls: true } })
-  dns = await startDns({ 'park.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.3'] } })
-  relay = await startRelay({
-    config: {
-      admin: { host: '127.0.0.1', port: 0, token: TOKEN },
-      dns: { servers: [dns.server], timeout: '1s' },
-      // Retries an hour apart: only flush and release make parked work due in a test's time.
-      delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
-    },
-  })
+  fixture = await startParkedRelay(TOKEN)
+  ;({ relay, senderRx, parked } = fixture)
   const file = JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'admin.json'), 'utf8')) as { url: string; pid: number }
   url = file.url
 })
 
 afterAll(async () => {
-  await relay?.stop()
-  await Promise.all([dns, rx, senderRx].map((x) => x?.close()))
+  await fixture?.close()
 })
 
 describe('admin listener', () => {

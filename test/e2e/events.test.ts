@@ -1,13 +1,12 @@
 // Delivery events as JSON log lines ('delivery event', one per accepted, delivered, deferred,
 // bounced and suppressed): the fields an operator's log pipeline needs, and no secrets or content.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import fs from 'node:fs'
 import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
-import { ROOT, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { ROOT, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 const PASSWORD = 'Event-Log-Pa55word-7d1f'
@@ -25,10 +24,7 @@ const eventLine = (event: string, match: (l: LogLine) => boolean) =>
 
 beforeAll(async () => {
   ca = makeCa()
-  const certDir = tempDir('relay-certs-')
   const cert = ca.issue(['relay.test'])
-  fs.copyFileSync(cert.key, path.join(certDir, 'relay.key'))
-  fs.copyFileSync(cert.cert, path.join(certDir, 'relay.crt'))
   mx = await startReceiver({ host: '127.0.0.2' })
   mx.setBehaviour({
     reply: {
@@ -47,7 +43,7 @@ beforeAll(async () => {
         { host: '127.0.0.1', port: 0, role: 'mx' },
         { host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' },
       ],
-      tls: { cert: path.join(certDir, 'relay.crt'), key: path.join(certDir, 'relay.key') },
+      tls: { cert: cert.cert, key: cert.key },
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
       plugins: [

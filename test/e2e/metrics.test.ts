@@ -1,13 +1,12 @@
 // GET /metrics on the admin listener after a known sequence of sessions and deliveries: exact
 // counter values, histogram buckets, queue gauges, and bounded domain labels (maxDomainLabels: 1).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import fs from 'node:fs'
 import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
-import { ROOT, eventually, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { ROOT, eventually, startRelay, type RelayProcess } from '../harness/relay.js'
 
 const TOKEN = 'metrics-test-token-0123456789'
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
@@ -56,10 +55,7 @@ async function scrape(): Promise<{ samples: Sample[]; text: string; contentType:
 
 beforeAll(async () => {
   ca = makeCa()
-  const certDir = tempDir('relay-certs-')
   const cert = ca.issue(['relay.test'])
-  fs.copyFileSync(cert.key, path.join(certDir, 'relay.key'))
-  fs.copyFileSync(cert.cert, path.join(certDir, 'relay.crt'))
   mx = await startReceiver({ host: '127.0.0.2' })
   mx.setBehaviour({
     reply: {
@@ -77,7 +73,7 @@ beforeAll(async () => {
   relay = await startRelay({
     config: {
       listen: [{ host: '127.0.0.1', port: 0, role: 'mx', tls: 'starttls' }],
-      tls: { cert: path.join(certDir, 'relay.crt'), key: path.join(certDir, 'relay.key') },
+      tls: { cert: cert.cert, key: cert.key },
       admin: { host: '127.0.0.1', port: 0, token: TOKEN },
       metrics: { maxDomainLabels: 1 },
       dns: { servers: [dns.server], timeout: '1s' },

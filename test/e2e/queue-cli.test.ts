@@ -4,17 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { startDns, type TestDns } from '../harness/dns-server.js'
-import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { sendMail } from '../harness/smtp-client.js'
-import { BIN, eventually, runCli, startRelay, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import type { TestReceiver } from '../harness/smtp-receiver.js'
+import { BIN, eventually, runCli, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-cli-token-0123456789abcdef'
-let dns: TestDns
-let rx: TestReceiver // 127.0.0.2 park.test: 451 at RCPT for the addresses in `parked`
-let senderRx: TestReceiver // 127.0.0.3 sender.test: DSNs
+let fixture: ParkedRelay
 let relay: RelayProcess
-const parked = new Set<string>()
+let senderRx: TestReceiver // sender.test: DSNs
+let parked: Set<string> // addresses park.test answers 451 at RCPT
 
 const cli = (...args: string[]) => runCli([...args, '--config', relay.configFile])
 const listJson = () => {
@@ -22,35 +20,21 @@ const listJson = () => {
   expect(r.code, r.stderr).toBe(0)
   return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
 }
-const delivered = (to: string) => rx.messages.filter((m) => m.to.includes(to))
-const text = (m: ReceivedMessage) => m.raw.toString('latin1')
+const delivered = (to: string) => fixture.delivered(to)
 
 async function park(to: string, from = 'alice@sender.test'): Promise<string> {
-  parked.add(to)
-  const r = await sendMail(relay.port, { from, to: [to], data: `From: <${from}>\r\nTo: <${to}>\r\nSubject: parked for ${to}\r\nMessage-ID: <${to.replace(/\W/g, '')}@sender.test>\r\n\r\nHello.\r\n` })
-  expect(r.lastReply).toMatch(/^250 /)
-  const id = /queued as (\w+)/.exec(r.lastReply)![1]!
+  const id = await fixture.submit(to, from, `Message-ID: <${to.replace(/\W/g, '')}@sender.test>\r\n`)
   await eventually(() => listJson().find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, `${to} deferred`)
   return id
 }
 
 beforeAll(async () => {
-  rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (parked.has(address!) ? { code: 451, message: '4.2.0 parked, try later' } : undefined) } } })
-  senderRx = await startReceiver({ host: '127.0.0.3', port: rx.port, behaviour: { noStartTls: true } })
-  dns = await startDns({ 'park.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.3'] } })
-  relay = await startRelay({
-    config: {
-      admin: { host: '127.0.0.1', port: 0, token: TOKEN },
-      dns: { servers: [dns.server], timeout: '1s' },
-      delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
-    },
-  })
+  fixture = await startParkedRelay(TOKEN)
+  ;({ relay, senderRx, parked } = fixture)
 })
 
 afterAll(async () => {
-  await relay?.stop()
-  await Promise.all([dns, rx, senderRx].map((x) => x?.close()))
+  await fixture?.close()
 })
 
 describe('on a running relay (admin API)', () => {
