@@ -104,6 +104,12 @@ export const configSchema = z
         authFailureDelay: duration.default(1000),
         /** Take `%`, `!` or a quoted `@` in a local-domain recipient's local part (routing); off: 550 5.7.1. */
         allowRoutingInLocalPart: z.boolean().default(false),
+        /**
+         * Clients (IP addresses, CIDR blocks) the core trusts, as Postfix's mynetworks: exempt from the
+         * per-client connection cap, and their unauthenticated mail gets the full DSN policy. Empty by
+         * default: loopback is not trusted unless listed. (Who may relay is relay-acl's business.)
+         */
+        trustedNetworks: z.array(cidr).default([]),
       })
       .strict()
       .prefault({}),

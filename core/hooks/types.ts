@@ -75,6 +75,8 @@ export interface SessionInfo {
   readonly user?: string
   /** What the authenticated user may send as (from the auth hook's verdict). */
   readonly senders?: readonly string[]
+  /** The client authenticated, or its address is in `smtp.trustedNetworks`. */
+  readonly trusted: boolean
 }
 
 export interface EnvelopeAddress {

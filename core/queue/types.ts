@@ -19,6 +19,8 @@ export interface MessageMeta {
   helo?: string
   listener?: string
   user?: string
+  /** The client authenticated or is in `smtp.trustedNetworks` (absent on messages the relay made itself). */
+  trusted?: boolean
   /** Set on bounces (DSNs) that this relay generated. */
   dsnFor?: string
 }

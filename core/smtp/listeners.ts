@@ -12,10 +12,11 @@ import type { NewMessage, Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import { newQueueId } from '../queue/id.js'
 import { replyError, replyFor, type Reply } from '../hooks/verdict.js'
-import type { HookName, ListenerRole, Verdict } from '../hooks/types.js'
+import type { HookName, ListenerRole, SessionInfo, Verdict } from '../hooks/types.js'
+import { networkMatcher } from '../net/networks.js'
 import { patchSmtpServer } from './patches.js'
 import { acceptProxyProtocol, refuseUntrustedProxyHeaders } from './proxy.js'
-import { envelopeOf, sessionInfo, toAddress, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { envelopeOf, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { acceptedFields } from '../events/log.js'
 import { hasRoutingInLocalPart, parseAddress } from './address.js'
 import { BareLineEndingError, readMessage } from './data.js'
@@ -50,6 +51,8 @@ export class SmtpListeners {
   private servers: { server: SMTPServer; listener: Listener }[] = []
   private readonly sessions = new WeakMap<SMTPServerSession, SessionState>()
   private readonly local: Set<string>
+  /** Is this client address in `smtp.trustedNetworks`? */
+  private trustedNetwork: (ip: string) => boolean
   /** Feedback-loop reports (ARF) to config `reputation.feedbackAddresses`: counted, not queued. */
   readonly feedback: FeedbackIntake
   private tlsFiles: TlsFiles | undefined
@@ -69,6 +72,7 @@ export class SmtpListeners {
     patchSmtpServer()
     refuseUntrustedProxyHeaders()
     this.local = new Set(config.localDomains)
+    this.trustedNetwork = networkMatcher(config.smtp.trustedNetworks)
     this.feedback = new FeedbackIntake(queue, config, log)
   }
 
@@ -142,6 +146,7 @@ export class SmtpListeners {
   applyConfig(): void {
     this.local.clear()
     for (const d of this.config.localDomains) this.local.add(d)
+    this.trustedNetwork = networkMatcher(this.config.smtp.trustedNetworks)
     if (!this.config.tls || !this.servers.length) return
     for (const w of this.watchers) w.close()
     this.watchers = []
@@ -178,9 +183,14 @@ export class SmtpListeners {
    */
   private refuse(session: SMTPServerSession, listener: Listener, stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string): Error {
     if (this.hooks.has('rejected')) {
-      void this.hooks.emit('rejected', { session: sessionInfo(session, listener), stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address })
+      void this.hooks.emit('rejected', { session: this.info(session, listener), stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address })
     }
     return replyError(reply)
+  }
+
+  /** What plugins see of the session (trusted: authenticated, or a client in smtp.trustedNetworks). */
+  private info(session: SMTPServerSession, listener: Listener): SessionInfo {
+    return sessionInfo(session, listener, this.trustedNetwork(unmapIp(session.remoteAddress)))
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -273,7 +283,7 @@ export class SmtpListeners {
     this.offerCommands(session, listener, listener.tls === 'implicit')
     this.connections[listener.role]++
     const state = this.state(session)
-    await this.decide('connect', this.hooks.run('connect', { session: sessionInfo(session, listener), notes: state.notes }), session, listener)
+    await this.decide('connect', this.hooks.run('connect', { session: this.info(session, listener), notes: state.notes }), session, listener)
     state.timer = setTimeout(() => this.expire(session), this.config.smtp.sessionTimeout)
     state.timer.unref()
   }
@@ -291,12 +301,12 @@ export class SmtpListeners {
 
   private onClose(session: SMTPServerSession, listener: Listener): void {
     clearTimeout(this.sessions.get(session)?.timer)
-    if (this.hooks.has('sessionClosed')) void this.hooks.emit('sessionClosed', { session: sessionInfo(session, listener) })
+    if (this.hooks.has('sessionClosed')) void this.hooks.emit('sessionClosed', { session: this.info(session, listener) })
   }
 
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, listener: Listener): Promise<AuthenticatedUser> {
     const username = auth.username ?? ''
-    const info = sessionInfo(session, listener)
+    const info = this.info(session, listener)
     const decision = await this.hooks.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: this.state(session).notes })
     if (decision?.verdict.action === 'accept') {
       const verdict = decision.verdict as Verdict
@@ -314,7 +324,7 @@ export class SmtpListeners {
   }
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
-    const info = sessionInfo(session, listener)
+    const info = this.info(session, listener)
     if (listener.role === 'submission' && !info.user) {
       // smtp-server asks for AUTH itself once it is offered; before TLS it is not, so say why.
       throw this.refuse(
@@ -363,7 +373,7 @@ export class SmtpListeners {
     }
     const accepted = await this.decide(
       'rcpt',
-      this.hooks.run('rcpt', { session: sessionInfo(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }),
+      this.hooks.run('rcpt', { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }),
       session,
       listener,
       address.address,
@@ -375,7 +385,7 @@ export class SmtpListeners {
       const suppressed = await this.queue.isSuppressed(address.address)
       if (suppressed) {
         this.log.info({ session: session.id, to: address.address, reason: suppressed.reason }, 'recipient refused: suppressed')
-        if (this.hooks.has('suppressed')) void this.hooks.emit('suppressed', { session: sessionInfo(session, listener), recipient: address.address, reason: suppressed.reason, source: suppressed.source })
+        if (this.hooks.has('suppressed')) void this.hooks.emit('suppressed', { session: this.info(session, listener), recipient: address.address, reason: suppressed.reason, source: suppressed.source })
         throw this.refuse(session, listener, 'rcpt', fixed(550, '5.1.1', `<${address.address}>: recipient suppressed (${suppressed.reason.replace(/[\x00-\x1f\x7f]+/g, ' ')})`), undefined, address.address)
       }
     }
@@ -432,7 +442,7 @@ export class SmtpListeners {
 
   /** Hooks, trace headers, the durable write: resolves only once the message is on disk. */
   private async accept(id: string, data: Awaited<ReturnType<typeof readMessage>>, session: SMTPServerSession, listener: Listener, started: number): Promise<string> {
-    const info = sessionInfo(session, listener)
+    const info = this.info(session, listener)
     const envelope = envelopeOf(session)
     const { headers } = data
     const size = () => headers.toBuffer().length + data.bodySize
@@ -487,7 +497,7 @@ export class SmtpListeners {
       messageId: headers.get('Message-ID'),
       receivedAt: now,
       expiresAt: now + this.config.delivery.maxQueueLifetime,
-      meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user },
+      meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user, trusted: info.trusted },
     }
     // When delivery has free slots for every domain, the message goes out from memory at once.
     const domains = [...new Set(message.recipients.map((r) => r.domain))]

@@ -7,17 +7,17 @@ export interface ListenerInfo {
   role: ListenerRole
 }
 
-const unmap = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip)
+export const unmapIp = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip)
 
 /** What plugins see of an smtp-server session. */
-export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo): SessionInfo {
+export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, trustedNetwork = false): SessionInfo {
   const user = s.user as unknown as AuthenticatedUser | undefined
   const cipher = (s as { tlsOptions?: { name?: string; version?: string } | false }).tlsOptions
   return {
     id: s.id,
-    remoteAddress: unmap(s.remoteAddress),
+    remoteAddress: unmapIp(s.remoteAddress),
     remotePort: s.remotePort,
-    localAddress: unmap(s.localAddress),
+    localAddress: unmapIp(s.localAddress),
     localPort: s.localPort,
     clientHostname: s.clientHostname,
     listener,
@@ -26,6 +26,7 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo): Sessi
     tls: s.secure && cipher ? { version: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : undefined,
     user: user ? user.username : undefined,
     senders: user ? user.senders : undefined,
+    trusted: Boolean(user) || trustedNetwork,
   }
 }
 
