@@ -5,6 +5,7 @@
 //                           (cluster mode: the same load on SQLite with one node, then on PostgreSQL
 //                            with 1 and N nodes sharing one database, sessions spread round-robin;
 //                            RELAY_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/test)
+// npm run bench -- --hostile [--hostile-count 24]   (hostile messages beside normal traffic: see bench/hostile.ts)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
 // latency from end of DATA to 250, relay CPU per message, peak RSS, event-loop lag, losses, duplicates.
@@ -28,6 +29,8 @@ const { values: args } = parseArgs({
     receivers: { type: 'string', default: '5' },
     queue: { type: 'string', default: 'sqlite' },
     nodes: { type: 'string', default: '1' },
+    hostile: { type: 'boolean', default: false },
+    'hostile-count': { type: 'string', default: '24' },
   },
 })
 const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -156,7 +159,8 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
       listen: [{ host: '127.0.0.1', port: relayPort, role: 'mx' }],
       dataDir: path.join(dir, `data${i}`),
       ...(run.queue === 'postgres' ? { queue: { driver: 'postgres', url: PG_URL, schema } } : {}),
-      smtp: { reverseLookup: false },
+      // All bench sessions come from 127.0.0.1: lift the per-client cap (default 50) when more run at once.
+      smtp: { reverseLookup: false, ...(C > 50 ? { maxConnectionsPerClient: C } : {}) },
       delivery: { concurrency: { global: 100, perDomain: BULK ? 10 : 100 }, ...(BULK ? { port: sinkPort } : {}) },
       ...(dns ? { dns: { servers: [dns.server] } } : {}),
       plugins: [
@@ -261,6 +265,12 @@ async function dropSchema(schema: string): Promise<void> {
 }
 
 async function main() {
+  if (args.hostile) {
+    const { runHostile } = await import('./hostile.js')
+    const given = (flag: string) => process.argv.includes(flag)
+    await runHostile({ n: given('--n') ? N : 300, concurrency: given('--concurrency') ? C : 10, hostileCount: Number(args['hostile-count']), timeoutS: Number(args.timeout) })
+    return
+  }
   if (args.queue === 'sqlite') {
     console.log(JSON.stringify(await runOnce({ queue: 'sqlite', nodes: Number(args.nodes) }), null, 2))
     return

@@ -10,10 +10,12 @@ import { createResolver } from './dns/resolver.js'
 import { Spool } from './queue/spool.js'
 import { openQueue } from './queue/open.js'
 import type { Queue } from './queue/types.js'
+import { NodeHeartbeat } from './queue/heartbeat.js'
 import { HookBus } from './hooks/bus.js'
 import { loadPlugins } from './hooks/load-plugins.js'
 import { DeliveryScheduler } from './delivery/scheduler.js'
 import { SmtpListeners } from './smtp/listeners.js'
+import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
 import { AdminServer, registerAdminRoutes, type Readiness } from './admin/index.js'
 import { reloadRelay, type ReloadResult } from './reload.js'
@@ -38,6 +40,8 @@ export class Relay {
   metrics: RelayMetrics | undefined
   /** Logs reputation warnings (bounce and complaint rates per sending domain). */
   private reputation: ReputationMonitor | undefined
+  /** Cluster mode: this node's liveness in the shared queue; dead nodes' leases are taken over. */
+  private heartbeat: NodeHeartbeat | undefined
 
   constructor(
     readonly config: RelayConfig,
@@ -92,9 +96,15 @@ export class Relay {
 
     const delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
     delivery.onTakeover = metrics.leaseTakeovers
+    if (config.queue.driver === 'postgres') {
+      this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => delivery.notify())
+      await this.heartbeat.start()
+    }
     delivery.start()
     const smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.listeners = await smtp.start()
+    // Delivery never connects to these (mail loops): the real ports, also for a configured port 0.
+    recordOwnListeners(config, this.listeners)
     metrics.trackSessions(() => smtp.sessionCounts())
     smtp.feedback.onComplaint = (complaint) => recent.complaint(complaint)
     this.reputation = new ReputationMonitor(queue, config, log)
@@ -144,6 +154,9 @@ export class Relay {
     const deadline = Date.now() + this.config.shutdownTimeout
     await c.resolve<SmtpListeners>(Tokens.Listeners).stop()
     await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(Math.max(0, deadline - Date.now()))
+    // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.
+    await this.heartbeat?.stop()
+    this.heartbeat = undefined
     await c.resolve<HookBus>(Tokens.Hooks).close()
     await this.reputation?.stop()
     this.reputation = undefined

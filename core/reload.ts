@@ -29,7 +29,7 @@ export type ReloadResult =
 const RESTART_ONLY = [
   'listen', 'dataDir', 'queue', 'admin', 'dns', 'hostname', 'metrics', 'hookTimeout',
   'smtp.maxMessageSize', 'smtp.maxClients', 'smtp.socketTimeout', 'smtp.reverseLookup', 'smtp.greetingDelay',
-  'smtp.maxErrors', 'smtp.maxUnauthenticatedCommands',
+  'smtp.maxErrors', 'smtp.maxUnauthenticatedCommands', 'smtp.firstCommandTimeout',
   'delivery.concurrency', 'delivery.reuse', 'delivery.throttle', 'delivery.tlsCa', 'delivery.mtaSts', 'delivery.lease',
   'tls.minVersion',
 ] as const

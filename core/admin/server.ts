@@ -7,6 +7,7 @@ import { inject, injectable } from 'tsyringe'
 import type { Logger } from 'pino'
 import { Tokens } from '../tokens.js'
 import type { RelayConfig } from '../config/schema.js'
+import { AdminRequestGuard } from './request-guard.js'
 
 /** Where a running relay says how to reach its admin listener (never with the token). */
 export const ADMIN_FILE = 'admin.json'
@@ -23,7 +24,7 @@ export interface AdminRequest {
   /** `:name` segments of the route pattern; a trailing `*` is `params['*']`. */
   params: Record<string, string>
   query: URLSearchParams
-  /** The body as an object: JSON, or a URL-encoded form; {} when empty. Bad JSON is a 400. */
+  /** The body as an object: JSON only (no form: core/admin/request-guard.ts); {} when empty. Bad JSON is a 400. */
   body(): Promise<Record<string, unknown>>
   raw: http.IncomingMessage
 }
@@ -38,6 +39,8 @@ export type AdminHandler = (req: AdminRequest, res: http.ServerResponse) => Admi
 export interface RouteOptions {
   /** Served without the bearer token (only /healthz is). */
   public?: boolean
+  /** Served whatever the Host header says (probes: /healthz, /readyz; load balancers send their own). */
+  anyHost?: boolean
 }
 
 /** An error a handler throws to answer with this status and `{ error: message }`. */
@@ -71,6 +74,7 @@ export class AdminServer {
   private readonly routes: Route[] = []
   private server: http.Server | undefined
   private tokenDigest: Buffer | undefined
+  private guard: AdminRequestGuard | undefined
   /** Set once listening, e.g. `http://127.0.0.1:8025`. */
   url: string | undefined
 
@@ -104,8 +108,15 @@ export class AdminServer {
     this.server = server
     const address = server.address() as net.AddressInfo
     this.url = `http://${urlHost(admin.host)}:${address.port}`
+    this.guard = new AdminRequestGuard(admin.host, address.port, admin.hosts)
     writePrivate(path.join(this.config.dataDir, ADMIN_FILE), JSON.stringify({ url: this.url, pid: process.pid } satisfies AdminFile) + '\n')
     this.log.info({ host: admin.host, port: address.port, url: this.url, auth: token ? 'bearer token' : 'none' }, `admin listener on ${admin.host}:${address.port}`)
+    if (!token) {
+      this.log.warn(
+        { host: admin.host, port: address.port },
+        'admin listener WITHOUT a token (admin.insecureNoToken): every local user and program can read, delete and flush the queue; set admin.token',
+      )
+    }
     return this.url
   }
 
@@ -163,6 +174,12 @@ export class AdminServer {
       return this.send(res, { status: 400, json: { error: 'bad request URL' } }, method, '?', started)
     }
     const { route, params, allowed } = this.match(method, url.pathname)
+    // DNS rebinding and cross-site requests (core/admin/request-guard.ts), before any handler.
+    const refused = this.guard?.check(req, { anyHost: route?.options.anyHost === true })
+    if (refused) {
+      this.log.warn({ method, path: url.pathname, host: req.headers.host, origin: req.headers.origin, status: refused.status }, `admin request refused: ${refused.error}`)
+      return this.send(res, { status: refused.status, json: { error: refused.error } }, method, url.pathname, started)
+    }
     if (!route) {
       if (allowed.length) return this.send(res, { status: 405, json: { error: `method ${method} not allowed here` }, headers: { Allow: allowed.join(', ') } }, method, url.pathname, started)
       return this.send(res, { status: 404, json: { error: `no such route: ${url.pathname}` } }, method, url.pathname, started)
@@ -257,8 +274,6 @@ async function readBody(req: http.IncomingMessage): Promise<Record<string, unkno
   }
   const text = Buffer.concat(chunks).toString('utf8').trim()
   if (!text) return {}
-  const type = req.headers['content-type'] ?? ''
-  if (type.includes('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(text))
   let value: unknown
   try {
     value = JSON.parse(text)

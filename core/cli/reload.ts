@@ -78,5 +78,5 @@ async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pi
   const dir = raw ? path.dirname(raw.filepath) : process.cwd()
   const dataDir = path.resolve(dir, typeof c.dataDir === 'string' ? c.dataDir : './data')
   const token = typeof c.admin?.token === 'string' ? c.admin.token : undefined
-  return { dataDir, admin: token ? { host: '127.0.0.1', port: 0, token } : undefined }
+  return { dataDir, admin: token ? { host: '127.0.0.1', port: 0, token, hosts: [], insecureNoToken: false } : undefined }
 }

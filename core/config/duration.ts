@@ -9,6 +9,18 @@ export function parseDuration(value: string | number): number | undefined {
   return Math.round(Number(match[1]) * UNITS[match[2] ?? 's']!)
 }
 
+/**
+ * Formats milliseconds the way config writes durations ('90s', '15m', '5d'): the largest unit that
+ * divides the value exactly, else rounded to a unit that keeps two significant places ('2s', '95m').
+ */
+export function formatDuration(ms: number): string {
+  const value = Math.max(0, Math.round(ms))
+  for (const unit of ['d', 'h', 'm', 's'] as const) if (value >= UNITS[unit]! && value % UNITS[unit]! === 0) return `${value / UNITS[unit]!}${unit}`
+  if (value < 1000) return `${value}ms`
+  const unit = value < 120_000 ? 's' : value < 120 * 60_000 ? 'm' : value < 48 * 3_600_000 ? 'h' : 'd'
+  return `${Math.round(value / UNITS[unit]!)}${unit}`
+}
+
 const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }
 
 /** Parses a size ('50MB', '512kb', or a number of bytes) to bytes. */

@@ -86,10 +86,41 @@ export const configSchema = z
       .object({
         maxMessageSize: size.default(50 * 1024 * 1024),
         maxRecipients: z.number().int().positive().default(1000),
-        /** Postfix's smtpd_forbid_bare_newline: 'reject' (550 5.6.0) or 'normalize' to CRLF. */
+        /**
+         * Mail loops (RFC 5321 §6.3): a message that arrives with more `Received:` fields than this is
+         * refused at the end of DATA (`554 5.4.6 Too many hops`); one already queued bounces with 5.4.6.
+         * Postfix's hopcount_limit.
+         */
+        maxHops: z.number().int().positive().default(50),
+        /** Postfix's smtpd_forbid_bare_newline: 'reject' (550 5.6.0) or 'normalize' to CRLF. NUL bytes likewise: refused, or removed. */
         bareLineEndings: z.enum(['reject', 'normalize']).default('reject'),
+        /**
+         * Largest header section (all fields, before the blank line). A message with a bigger one is
+         * refused with 552 5.3.4 at the end of DATA, before any plugin parses it. Postfix keeps 100 KB.
+         */
+        maxHeaderSize: size.default(1024 * 1024),
+        /** Most physical lines in the header section (continuation lines count); more: 552 5.3.4. */
+        maxHeaderLines: z.number().int().positive().default(10_000),
+        /**
+         * Most physical lines of one header field (its first line and its continuations); more:
+         * 552 5.3.4. Long folded fields are what makes header unfolding slow (mailauth's is quadratic).
+         */
+        maxHeaderFieldLines: z.number().int().positive().default(1_000),
+        /** Idle time allowed between commands: RFC 5321 §4.5.3.2.7's 5 minutes, as Postfix's smtpd_timeout. */
         socketTimeout: duration.default(300_000),
+        /**
+         * From the accepted connection (after any PROXY header) to the client's first command, greeting
+         * delay not counted: a connection that never speaks holds a slot, so it gets `421 4.4.2` sooner
+         * than `socketTimeout`. Real clients send EHLO within a second of the greeting.
+         */
+        firstCommandTimeout: duration.default(30_000),
         maxClients: z.number().int().positive().default(1000),
+        /**
+         * Simultaneous connections from one client address (after PROXY protocol), all listeners
+         * together; more get `421 4.7.0 Too many connections from <ip>`. Postfix's
+         * smtpd_client_connection_count_limit (50). Clients in `trustedNetworks` are exempt.
+         */
+        maxConnectionsPerClient: z.number().int().positive().default(50),
         /** Look up the client's reverse DNS name (for Received headers and plugins). */
         reverseLookup: z.boolean().default(true),
         /** Pause before the greeting; a client that talks first is refused (early talker). */
@@ -167,6 +198,16 @@ export const configSchema = z
           .object({ enabled: z.boolean().default(true), ttl: duration.default(30 * 86_400_000) })
           .strict()
           .prefault({}),
+        /**
+         * DSNs (bounces, delay warnings) for mail from untrusted clients (no AUTH, not in
+         * smtp.trustedNetworks), whose sender may be forged: always headers only (RET=FULL is not
+         * honoured), and at most one per sender address per `interval` (0: no limit); the rest are
+         * dropped with a log line. Remembered per node, in memory, for up to `maxSenders` addresses.
+         */
+        untrustedDsn: z
+          .object({ interval: duration.default(3_600_000), maxSenders: z.number().int().positive().default(100_000) })
+          .strict()
+          .prefault({}),
         /** Extra CA certificates (PEM file, relative to the config file) trusted besides the system's, for tls 'verify' and MTA-STS. */
         tlsCa: z.string().min(1).optional(),
         /** MTA-STS (RFC 8461) on MX deliveries; policies are cached in memory until their max_age. */
@@ -201,6 +242,23 @@ export const configSchema = z
             poolSize: z.number().int().positive().default(10),
             /** Schema holding the queue tables (created if missing). */
             schema: z.string().regex(/^[a-z_][a-z0-9_]*$/, { message: 'expected a lower-case SQL identifier' }).default('relay'),
+            /**
+             * Node liveness (core/queue/heartbeat.ts): every node records a heartbeat in the queue
+             * each `interval`, on a connection of its own; a node whose last one is older than
+             * `deadAfter` (on the database's clock) is dead, and its leased work is taken over at
+             * once instead of after `delivery.lease`. `deadAfter` must be at least 3 × `interval`, so
+             * a node that is only slow (a GC pause, a busy database) is not taken for dead.
+             */
+            heartbeat: z
+              .object({ interval: duration.default(5_000), deadAfter: duration.default(30_000) })
+              .strict()
+              .superRefine((h, ctx) => {
+                if (h.interval <= 0) ctx.addIssue({ code: 'custom', path: ['interval'], message: 'must be more than 0' })
+                if (h.deadAfter < 3 * h.interval) {
+                  ctx.addIssue({ code: 'custom', path: ['deadAfter'], message: `must be at least 3 × interval (${h.interval / 1000}s), so a node that is only slow is not taken for dead` })
+                }
+              })
+              .prefault({}),
           })
           .strict(),
       ])
@@ -208,13 +266,22 @@ export const configSchema = z
     /**
      * The admin HTTP listener: admin API (queue control, stats, reload), /metrics, /healthz,
      * /readyz and the dashboard. Off unless set. A `token` (sent as `Authorization: Bearer`) is
-     * required when `host` is not a loopback address.
+     * required, unless `insecureNoToken` (loopback only). Requests must name the listener in `Host`
+     * (its address, `localhost`, or one of `hosts`), and state-changing ones must come from its own
+     * origin with a JSON body (core/admin/request-guard.ts).
      */
     admin: z
       .object({
         host: z.string().default('127.0.0.1'),
         port: port.default(8025),
         token: z.string().min(16, { message: 'use a token of at least 16 characters' }).optional(),
+        /** Further names the listener is reached by in the Host header (a reverse proxy's, a DNS name): any port. */
+        hosts: z.array(z.string().min(1)).default([]),
+        /**
+         * Run without a token, on a loopback address only: every local user and program (a browser
+         * included) can then control the queue. Logged as a warning at start.
+         */
+        insecureNoToken: z.boolean().default(false),
       })
       .strict()
       .optional(),
@@ -251,8 +318,16 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.admin && !c.admin.token && !isLoopback(c.admin.host)) {
-      ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `required when the admin listener is bound to ${c.admin.host} (not a loopback address)` })
+    if (c.admin && !c.admin.token) {
+      if (!isLoopback(c.admin.host)) {
+        ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `required when the admin listener is bound to ${c.admin.host} (not a loopback address)` })
+      } else if (!c.admin.insecureNoToken) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['admin', 'token'],
+          message: 'required (16+ characters; `openssl rand -hex 24` makes one); admin.insecureNoToken: true runs the listener without one, open to every local user',
+        })
+      }
     }
     c.listen.forEach((l, i) => {
       if ((l.tls === 'starttls' || l.tls === 'implicit') && !c.tls) {
@@ -265,9 +340,16 @@ export const configSchema = z
     })
   })
 
+/** A loopback address (127.0.0.0/8, ::1) or `localhost`; a name like `127.attacker.example` is not. */
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host)
+  if (host.toLowerCase() === 'localhost') return true
+  const family = net.isIP(host)
+  return family !== 0 && LOOPBACK.check(host, family === 6 ? 'ipv6' : 'ipv4')
 }
+
+const LOOPBACK = new net.BlockList()
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
+LOOPBACK.addAddress('::1', 'ipv6')
 
 /** What a user writes in relay.config.ts (every key with a default is optional). */
 export type RelayConfigInput = z.input<typeof configSchema>

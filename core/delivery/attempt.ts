@@ -13,6 +13,8 @@ import { transact, type ConnectionPool, type Outcome, type TlsPolicy, type Trans
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from './dsn.js'
 import { throughHost, type Throttle } from './throttle.js'
+import { isOwnEndpoint, loopsBack } from './loop.js'
+import { hopCount } from '../smtp/received.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -121,11 +123,20 @@ function planFor(route: Route | undefined, config: RelayConfig): Plan | string {
   }
 }
 
+/** RFC 6531: the envelope has a UTF-8 address, or the client sent the message with SMTPUTF8. */
+function needsSmtpUtf8(job: Job): boolean {
+  if (job.message.senderArgs?.SMTPUTF8 !== undefined && job.message.senderArgs.SMTPUTF8 !== false) return true
+  return [job.message.sender, ...job.recipients.map((r) => r.address)].some((a) => /[^\x00-\x7f]/.test(a))
+}
+
 /** One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
   const { config, resolver, hooks, pool } = deps
   const all = (outcome: AttemptResult['outcome'], response: string, extra: Partial<AttemptResult> = {}) =>
     job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, ...extra }))
+
+  // RFC 5321 §6.3: queued before smtp.maxHops was lowered. The top Received field is our own.
+  if (hopCount(job.message.headers.toString('latin1')) - 1 > config.smtp.maxHops) return all('failed', '5.4.6 Too many hops', { status: '5.4.6' })
 
   const decision = await hooks.run('deliver', {
     message: { id: job.message.id, sender: job.message.sender, messageId: job.message.messageId, size: job.message.size, receivedAt: job.message.receivedAt, headers: job.message.headers.toString('latin1') },
@@ -154,6 +165,12 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   if (!resolution.ok) return all(resolution.permanent ? 'failed' : 'retry', `${resolution.status} ${resolution.message}`, { status: resolution.status })
 
   let hosts: Destination[] = resolution.hosts
+  if (!plan.socketPath) {
+    // Never to ourselves: without the hosts that are this relay, and (MX) without those no better than it.
+    const own = hosts.find((h) => isOwnEndpoint(config, h.address, plan.port))
+    if (own) hosts = hosts.filter((h) => !isOwnEndpoint(config, h.address, plan.port) && (own.preference === undefined || (h.preference ?? Infinity) < own.preference))
+    if (!hosts.length) return all('failed', loopsBack(job.domain), { status: '5.4.6' })
+  }
   if (sts) {
     // RFC 8461 §4: only MX hosts the policy lists, each with a verified certificate.
     const policy = sts
@@ -183,6 +200,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
     connectTimeout: config.delivery.connectTimeout,
     commandTimeout: config.delivery.commandTimeout,
     eightBit: job.message.senderArgs?.BODY === '8BITMIME',
+    smtpUtf8: needsSmtpUtf8(job),
     dsn: relayDsn(job.message.senderArgs, job.recipients),
     tls: tlsPolicy,
     implicitTls: plan.implicitTls,
@@ -191,13 +209,22 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
     lmtp: plan.kind === 'lmtp',
     socketPath: plan.socketPath,
     ca: env.ca,
+    // An LMTP mail store on this machine may well greet with the machine's (our) name.
+    ownHostname: plan.kind === 'lmtp' ? undefined : config.hostname,
   }
   let last: Outcome | undefined
   let policyFailure: Extract<Outcome, { kind: 'unreachable' }> | undefined
   for (const host of hosts) {
     const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
     const opts = maxMessages === undefined ? options : { ...options, maxMessages }
-    last = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
+    const outcome = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
+    if (outcome.kind === 'unreachable' && outcome.policy === 'loop') {
+      // Greeted with our own name: this host is us. Better MX hosts (all failed) decide; else it loops.
+      const better = host.preference !== undefined && hosts.some((h) => (h.preference ?? Infinity) < host.preference!)
+      if (!better || !last) return all('failed', loopsBack(job.domain), { status: '5.4.6', remoteHost: outcome.remoteHost })
+      break
+    }
+    last = outcome
     if (last.kind === 'done') break
     if (last.policy) policyFailure = last
   }
@@ -210,6 +237,9 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
       return all('retry', `4.7.5 ${why}: ${failure.remoteHost}: ${failure.response}`, { status: '4.7.5', remoteHost: failure.remoteHost })
     }
     if (failure.policy === 'auth') return all('retry', `4.7.0 ${failure.remoteHost}: ${failure.response}`, { status: '4.7.0', remote: Boolean(failure.code), remoteHost: failure.remoteHost })
+    // RFC 6531 §3.2 / RFC 6152 §3: the next hop cannot take this message as it is; waiting will not change that.
+    if (failure.policy === 'smtputf8') return all('failed', `5.6.7 ${failure.response}`, { status: '5.6.7', remoteHost: failure.remoteHost })
+    if (failure.policy === '8bitmime') return all('failed', `5.6.3 ${failure.response}`, { status: '5.6.3', remoteHost: failure.remoteHost })
     // Every host failed before a transaction; a 5xx greeting from the last one is final.
     const permanent = (last.code ?? 0) >= 500
     return all(permanent ? 'failed' : 'retry', permanent ? last.response : `4.4.1 Host ${last.remoteHost} unreachable: ${last.response}`, {

@@ -5,7 +5,7 @@ import type { BounceCategory } from '../hooks/types.js'
 
 export type { BounceCategory }
 
-export const BOUNCE_CATEGORIES: readonly BounceCategory[] = ['bad-mailbox', 'mailbox-full', 'policy', 'dns', 'tls', 'throttled', 'other']
+export const BOUNCE_CATEGORIES: readonly BounceCategory[] = ['bad-mailbox', 'mailbox-full', 'policy', 'dns', 'tls', 'auth', 'throttled', 'other']
 
 interface StatusRule {
   /** Enhanced status code pattern: `5.1.1`, `*.1.1` (either class), `*.7.*`. */
@@ -29,10 +29,15 @@ const SPECIFIC: StatusRule[] = [
   { status: '*.7.5', category: 'tls' }, // cryptographic failure
   { status: '*.7.10', category: 'tls' }, // encryption needed (RFC 5248)
   { status: '*.7.11', category: 'tls' }, // encryption required for requested authentication mechanism
+  { status: '*.7.8', category: 'auth' }, // authentication credentials invalid (RFC 4954)
+  { status: '*.7.9', category: 'auth' }, // authentication mechanism too weak (RFC 4954)
 ]
 
 /** Reply texts, in order; the first match decides. */
 const TEXT: { category: BounceCategory; pattern: RegExp; /** only for temporary (4xx) failures */ temporary?: boolean }[] = [
+  // Our own wording for a smarthost that refused our credentials (attempt.ts): a configuration
+  // error, whatever status the server put on it (454 4.7.0 would otherwise read as "slow down").
+  { category: 'auth', pattern: /\bAUTH as .* failed: / },
   { category: 'tls', pattern: /\bETLS\b|\bstarttls\b|\btls\b.*\b(required|failed|handshake|not available|unavailable)|certificate|encryption (is )?(needed|required)/i },
   {
     category: 'throttled',

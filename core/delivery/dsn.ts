@@ -29,7 +29,8 @@ export interface DsnInput {
   recipients: FailedRecipient[]
 }
 
-const oneLine = (s: string) => s.replace(/[\r\n]+/g, ' ').trim()
+// Every control character, NUL included (a remote reply or an xtext-decoded ENVID/ORCPT may carry one).
+const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
 
 /** RET=FULL returns the message only up to this size; larger ones get their headers (as RET=HDRS). */
 export const RET_FULL_MAX = 1024 * 1024

@@ -11,10 +11,12 @@ import { newQueueId } from '../queue/id.js'
 import { parseAddress } from '../smtp/address.js'
 import { attemptDelivery, type AttemptResult } from './attempt.js'
 import { retryDelay } from './retry.js'
+import { formatDuration } from '../config/duration.js'
 import { ConnectionPool } from './smtp-client.js'
 import { buildDsn, orcptOf, retOf, envidOf, statusOf, wantsDsn, RET_FULL_MAX, type DsnInput, type FailedRecipient } from './dsn.js'
 import { classify, isHardBounce } from './classify.js'
 import { Throttle, type Slot } from './throttle.js'
+import { fromUntrustedClient, UntrustedDsnLimiter } from './dsn-policy.js'
 
 /** Longest sleep between queue scans when nothing is due. */
 const IDLE_SCAN_MS = 30_000
@@ -54,6 +56,8 @@ export class DeliveryScheduler {
   private retryingHeld = false
   /** Throttle slots taken by `reserve`, by domain, for `startReserved`. */
   private readonly reservedSlots = new Map<string, Slot[]>()
+  /** Who got a DSN for untrusted mail lately (delivery.untrustedDsn, dsn-policy.ts). */
+  private readonly untrustedDsn = new UntrustedDsnLimiter()
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -110,7 +114,7 @@ export class DeliveryScheduler {
       nextDueAt = result.nextDueAt
       claimed = result.jobs.length
       if (result.takenOver > 0) {
-        this.log.warn({ recipients: result.takenOver }, 'took over queued work whose lease had expired (its holder died or hung mid-delivery)')
+        this.log.warn({ recipients: result.takenOver }, 'took over queued work whose holder died or hung mid-delivery (its heartbeat stopped or its lease expired)')
         this.onTakeover(result.takenOver)
       }
       // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
@@ -315,7 +319,7 @@ export class DeliveryScheduler {
       if (state === 'deferred') {
         if (expired) {
           state = 'bounced'
-          response = `4.4.7 Message expired after ${Math.round((now - job.message.receivedAt) / 3600_000)} h in the queue; last error: ${a.response}`
+          response = `4.4.7 Message expired after ${formatDuration(now - job.message.receivedAt)} in the queue; last error: ${a.response}`
           a.status = '4.4.7'
         } else {
           // The last try happens at expiry; a failure then bounces.
@@ -386,6 +390,15 @@ export class DeliveryScheduler {
   private async dsnMessage(m: QueuedMessage | DelayCandidate['message'], action: 'failed' | 'delayed', recipients: FailedRecipient[]): Promise<NewMessage | undefined> {
     const parsed = parseAddress(m.sender)
     if (!parsed) return undefined
+    // Untrusted mail's sender may be forged: one DSN per sender per interval, headers only (dsn-policy.ts).
+    const untrusted = fromUntrustedClient(m.meta)
+    if (untrusted) {
+      const { interval, maxSenders } = this.config.delivery.untrustedDsn
+      if (!this.untrustedDsn.allow(m.sender, interval, maxSenders)) {
+        this.log.info({ dsnFor: m.id, to: m.sender, action }, 'DSN dropped: this sender of untrusted mail got one within delivery.untrustedDsn.interval')
+        return undefined
+      }
+    }
     const id = newQueueId()
     const input: DsnInput = {
       action,
@@ -397,7 +410,7 @@ export class DeliveryScheduler {
       envid: envidOf(m.senderArgs),
       recipients,
     }
-    if (action === 'failed' && 'body' in m) input.originalMessage = await this.fullMessage(m)
+    if (action === 'failed' && 'body' in m && !untrusted) input.originalMessage = await this.fullMessage(m)
     if (action === 'delayed') input.willRetryUntil = new Date(m.expiresAt)
     const dsn = await buildDsn(input)
     const split = dsn.indexOf('\r\n\r\n')

@@ -4,6 +4,8 @@ import type tls from 'node:tls'
 import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
+import { peerNames } from './loop.js'
+import { scan8bit, sevenBitStream } from './downgrade.js'
 
 /**
  * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
@@ -51,6 +53,13 @@ export interface TransactionOptions {
   ca?: (string | Buffer)[]
   /** Messages per connection for this destination (per-destination throttle), else the pool's. */
   maxMessages?: number
+  /** Loop detection: a server that greets or answers EHLO with this name is this relay (loop.ts). */
+  ownHostname?: string
+  /**
+   * The message needs SMTPUTF8 (RFC 6531: UTF-8 addresses, or the client asked for it): MAIL FROM
+   * carries the parameter, and a server that does not offer the extension gets nothing.
+   */
+  smtpUtf8?: boolean
 }
 
 export interface RecipientReply {
@@ -62,13 +71,20 @@ export interface RecipientReply {
 export type Outcome =
   /**
    * No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next.
-   * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed.
+   * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed, or the server
+   * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM).
    */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' }
+  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks }
   /** A transaction ran; each recipient has the reply that decides its fate. */
   | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false }
 
 type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
+
+/**
+ * What the server cannot take (no MAIL FROM was sent): 'smtputf8', the message needs SMTPUTF8 and
+ * it is not offered; '8bitmime', 8-bit content that cannot be made 7-bit and 8BITMIME not offered.
+ */
+export type NextHopLacks = 'smtputf8' | '8bitmime'
 
 type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
 
@@ -88,6 +104,8 @@ interface Session {
   onError?: (err: SmtpError) => void
   /** LMTP: the reply to the message for each recipient, of the transaction in progress. */
   lmtpReplies?: Map<string, string>
+  /** The transaction in progress needs the SMTPUTF8 parameter on MAIL FROM. */
+  smtpUtf8?: boolean
 }
 
 /**
@@ -241,6 +259,17 @@ async function open(dest: Destination, o: TransactionOptions, key: string, ignor
       allowInternalNetworkInterfaces: true,
     } as ConstructorParameters<typeof SMTPConnection>[0])
     const session: Session = { conn, key, remoteHost, messages: 0, tls: false }
+    const names = o.ownHostname ? peerNames(conn) : undefined
+    // nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses; RFC 6531 wants it
+    // whenever the message needs it (the client said SMTPUTF8: UTF-8 header fields).
+    const c = conn as unknown as { _sendCommand?: (str: string, logStr?: string) => unknown }
+    const sendCommand = c._sendCommand
+    if (typeof sendCommand === 'function') {
+      c._sendCommand = function (this: unknown, str, logStr) {
+        const line = session.smtpUtf8 && /^MAIL FROM:<[^>]*>/i.test(str) && !/ SMTPUTF8\b/i.test(str) ? `${str} SMTPUTF8` : str
+        return sendCommand.call(this, line, logStr)
+      }
+    }
     if (o.lmtp) {
       // nodemailer reports LMTP's per-recipient replies only for refusals; keep every one.
       const c = conn as unknown as { _actionLMTPStream?: (rcpt: string, final: boolean, str: string, cb: unknown) => unknown }
@@ -282,7 +311,10 @@ async function open(dest: Destination, o: TransactionOptions, key: string, ignor
     conn.on('end', () => {
       const closed = Object.assign(new Error('connection closed by server'), { code: 'ECONNECTION' })
       if (!settled) return fail(closed)
-      if (session.onError) session.onError(closed)
+      // After a 421 nodemailer closes (this event) and only then hands the reply to send()'s
+      // callback: let the reply speak first, so the failure keeps its 421 (a throttling signal).
+      const onError = session.onError
+      if (onError) setImmediate(() => onError(closed))
       else pool.remove(session)
     })
     const ready = () => {
@@ -295,6 +327,13 @@ async function open(dest: Destination, o: TransactionOptions, key: string, ignor
     conn.connect((err?: SmtpError) => {
       if (err) return fail(err)
       if (settled) return
+      const own = o.ownHostname?.toLowerCase()
+      if (names?.some((n) => n.toLowerCase() === own)) {
+        // This is us (behind a NAT or a port forward): nothing but EHLO went over the connection.
+        settled = true
+        conn.quit()
+        return resolve({ kind: 'unreachable', response: `${remoteHost} greeted with my own hostname ${o.ownHostname}`, remoteHost, policy: 'loop' })
+      }
       session.tls = tlsOf(conn)
       // The policy is checked before anything but EHLO went over the connection.
       if (policy !== 'may' && !session.tls) return result({ kind: 'unreachable', response: `TLS required (${policy}) but the connection is not encrypted`, remoteHost, policy: 'tls' })
@@ -312,13 +351,53 @@ async function open(dest: Destination, o: TransactionOptions, key: string, ignor
   })
 }
 
-function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
+/** The extensions the server offered in its EHLO (LHLO) reply, as nodemailer recorded them. */
+const extensionsOf = (conn: SMTPConnection): string[] => (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? []
+
+/**
+ * What the next hop can take decides what is sent (RFC 6531, RFC 6152 §3): without SMTPUTF8 a
+ * message that needs it is not sent; without 8BITMIME 8-bit content (found by scanning, whatever
+ * BODY= said) goes out converted to 7-bit, or not at all when it cannot be converted.
+ */
+async function messageFor(s: Session, o: TransactionOptions): Promise<{ message: () => Readable; eightBit: boolean } | Unreachable> {
+  const ext = extensionsOf(s.conn)
+  if (o.smtpUtf8 && !ext.includes('SMTPUTF8')) {
+    return { kind: 'unreachable', response: `${s.remoteHost} does not support SMTPUTF8 (RFC 6531)`, remoteHost: s.remoteHost, policy: 'smtputf8' }
+  }
+  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) }
+  const scan = await scan8bit(o.message())
+  if (!scan.eightBit) return { message: o.message, eightBit: false }
+  if (scan.unconvertible) {
+    return { kind: 'unreachable', response: `${s.remoteHost} does not support 8BITMIME and the message cannot be converted to 7-bit: ${scan.unconvertible}`, remoteHost: s.remoteHost, policy: '8bitmime' }
+  }
+  return { message: () => sevenBitStream(o.message(), scan), eightBit: false }
+}
+
+async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
+  let what: Awaited<ReturnType<typeof messageFor>>
+  try {
+    what = await messageFor(s, o)
+  } catch (err) {
+    // The queued message could not be read: no transaction, the connection stays usable.
+    pool.put(s)
+    return { kind: 'unreachable', response: `4.3.0 message could not be read: ${(err as Error).message}`, remoteHost: s.remoteHost }
+  }
+  if ('kind' in what) {
+    // Nothing was sent for this message: the connection can carry the next one.
+    pool.put(s)
+    return what
+  }
+  s.smtpUtf8 = Boolean(o.smtpUtf8)
+  return transaction(s, o, pool, what.message, what.eightBit)
+}
+
+function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, message: () => Readable, eightBit: boolean): Promise<Outcome | 'reconnect'> {
   const reused = s.messages > 0
   const tls = s.tls
   if (o.maxMessages !== undefined) s.maxMessages = o.maxMessages
   return new Promise((resolve) => {
     let settled = false
-    const stream = o.message()
+    const stream = message()
     const lmtpReplies = new Map<string, string>()
     s.lmtpReplies = lmtpReplies
     const finish = (outcome: Outcome | 'reconnect', keep: 'keep' | 'reset' | 'close') => {
@@ -343,7 +422,7 @@ function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<
       finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls }, 'close')
     }
     s.onError = fail
-    s.conn.send({ from: o.from, to: o.to, use8BitMime: o.eightBit, dsn: o.dsn } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
+    s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {
         const e = err as SmtpError

@@ -62,7 +62,7 @@ export class HookBus {
       const fn = p.plugin.hooks[hook] as (ctx: unknown) => unknown
       let result: unknown
       try {
-        result = await this.withTimeout(p, hook, () => fn({ ...p.ctx, ...data }))
+        result = await this.withTimeout(p, hook, (signal) => fn({ ...p.ctx, ...data, signal }))
       } catch (err) {
         p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
         return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
@@ -101,12 +101,18 @@ export class HookBus {
     )
   }
 
-  private withTimeout<T>(p: LoadedPlugin, hook: string, call: () => T): Promise<Awaited<T>> {
+  /** Runs `call`; past the timeout it is given up on and its signal aborted, so it can stop working. */
+  private withTimeout<T>(p: LoadedPlugin, hook: string, call: (signal: AbortSignal) => T): Promise<Awaited<T>> {
+    const abort = new AbortController()
     return new Promise<Awaited<T>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`hook ${hook} timed out after ${this.timeoutMs} ms`)), this.timeoutMs)
+      const timer = setTimeout(() => {
+        const err = new Error(`hook ${hook} timed out after ${this.timeoutMs} ms`)
+        reject(err)
+        abort.abort(err)
+      }, this.timeoutMs)
       timer.unref()
       Promise.resolve()
-        .then(call)
+        .then(() => call(abort.signal))
         .then(
           (v) => {
             clearTimeout(timer)

@@ -102,7 +102,7 @@ export interface QueuedMessageInfo {
 }
 
 /** What kind of failure a deferral or bounce was (core/delivery/classify.ts). */
-export type BounceCategory = 'bad-mailbox' | 'mailbox-full' | 'policy' | 'dns' | 'tls' | 'throttled' | 'other'
+export type BounceCategory = 'bad-mailbox' | 'mailbox-full' | 'policy' | 'dns' | 'tls' | 'auth' | 'throttled' | 'other'
 
 export interface DeliveryEvent {
   queueId: string
@@ -155,7 +155,23 @@ export interface HookContexts {
   mail: { session: SessionInfo; sender: EnvelopeAddress; notes: Notes }
   rcpt: { session: SessionInfo; envelope: Envelope; recipient: EnvelopeAddress; domain: string; isLocal: boolean; notes: Notes }
   data: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; readMessage: () => Readable; notes: Notes }
-  queue: { session: SessionInfo; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string; readMessage: () => Readable; notes: Notes }
+  queue: {
+    session: SessionInfo
+    envelope: Envelope
+    headers: MessageHeaders
+    size: number
+    queueId: string
+    readMessage: () => Readable
+    /**
+     * Converts the message's 8-bit MIME parts to quoted-printable or base64 (RFC 6152 §3, what
+     * delivery does for a next hop without 8BITMIME) before it is queued; `headers` and
+     * `readMessage()` show the result. For a plugin that signs the message (DKIM): sign the form that
+     * travels. Resolves false, changing nothing, when there is no 8-bit content or it cannot be
+     * converted (8-bit header fields).
+     */
+    convertTo7bit: () => Promise<boolean>
+    notes: Notes
+  }
   deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
 }
 export type HookName = keyof HookContexts
@@ -212,8 +228,17 @@ export interface EventContexts {
 }
 export type EventName = keyof EventContexts
 
+/** What each hook call gets besides its stage's data and the plugin context. */
+export interface HookCall {
+  /**
+   * Aborted when the call runs past config `hookTimeout` (the relay has then answered without
+   * it): stop the work, e.g. end a worker thread or cancel a request, so it no longer costs CPU.
+   */
+  signal: AbortSignal
+}
+
 export type Hooks<O> = {
-  [K in HookName]?: (ctx: HookContexts[K] & PluginContext<O>) => MaybePromise<K extends 'deliver' ? HookResult | RouteDecision : HookResult>
+  [K in HookName]?: (ctx: HookContexts[K] & PluginContext<O> & HookCall) => MaybePromise<K extends 'deliver' ? HookResult | RouteDecision : HookResult>
 } & {
   [K in EventName]?: (event: EventContexts[K], ctx: PluginContext<O>) => MaybePromise<void>
 }

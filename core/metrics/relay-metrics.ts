@@ -128,7 +128,7 @@ export class RelayMetrics {
       registers,
     })
     this.dnsFailures = new Counter({ name: 'relay_dns_failures_total', help: 'DNS lookups that failed, by query type and error code (ENOTFOUND/ENODATA: no such name or record).', labelNames: ['type', 'code'], registers })
-    this.takeovers = new Counter({ name: 'relay_queue_lease_takeovers_total', help: 'Recipients this node claimed whose earlier lease had expired: work left by a process or node that died or hung mid-delivery.', registers })
+    this.takeovers = new Counter({ name: 'relay_queue_lease_takeovers_total', help: 'Recipients (not messages) this node claimed from an earlier lease: work left by a process or node that died or hung mid-delivery (its heartbeat stopped or its lease expired).', registers })
     registerQueueGauges(this.registry, () => this.queue, (err) => {
       // A broken queue shows in every scrape; one line a minute is enough.
       if (Date.now() - this.queueErrorLogged < 60_000) return

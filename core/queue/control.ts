@@ -152,7 +152,11 @@ function checkId(id: string): void {
 
 const notFound = (id: string) => new QueueControlError('not-found', `no message ${id} in the queue`)
 
-/** The failure DSN, built as the scheduler builds its bounces (core/delivery/dsn.ts), headers only. */
+/**
+ * The failure DSN, built as the scheduler builds its bounces (core/delivery/dsn.ts), headers only,
+ * so it never returns an untrusted client's body either. The per-sender limit for untrusted mail
+ * (delivery.untrustedDsn) does not apply: an operator's bounce is deliberate, one message at a time.
+ */
 async function adminDsn(config: RelayConfig, m: MessageDetail, recipients: MessageDetail['recipients']): Promise<NewMessage | undefined> {
   const parsed = parseAddress(m.sender)
   if (!parsed) return undefined

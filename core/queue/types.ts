@@ -92,6 +92,17 @@ export interface ClaimResult {
   takenOver: number
 }
 
+/** What one heartbeat (`Queue.heartbeat`) found. */
+export interface HeartbeatResult {
+  /**
+   * This node had no heartbeat on record: its first beat, or other nodes declared it dead (its
+   * leases were taken over) while it was alive but silent for longer than `deadAfter`.
+   */
+  wasMissing: boolean
+  /** Nodes found dead by this beat (their record is gone), with how many recipients each held. */
+  dead: { nodeId: string; silentMs: number; recipients: number }[]
+}
+
 export interface CompleteResult {
   /** Every recipient of the message is final, the message left the queue. */
   finished: boolean
@@ -229,11 +240,23 @@ export interface Queue {
   claim(options: ClaimOptions): Promise<ClaimResult>
   /**
    * Records one attempt's results for a message's recipients (state, attempt history, reputation
-   * counters), and enqueues a bounce and suppressions in the same write.
+   * counters), and enqueues a bounce and suppressions in the same write. In a shared queue, results
+   * for recipients whose lease another node holds now (this node was declared dead and its work
+   * taken over) or that already have a final result are not recorded, nor are that attempt's bounce
+   * and suppressions: the new holder's attempt decides. The same holds for a message no longer in a
+   * shared queue (the new holder finished it).
    */
   complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult>
   /** Makes work left leased by a process that died due at once; returns how many recipients. */
   recover(now: number): Promise<number>
+  /**
+   * Cluster liveness: records that this node is alive, and finds the nodes whose last heartbeat is
+   * older than `deadAfterMs` (judged on the shared queue's clock, so the nodes' clocks need not
+   * agree): their record is removed and the work they held leased is due at `now` (a claim counts
+   * it in `takenOver`). Only one node takes over a given dead node. The SQLite queue belongs to one
+   * process (its `recover` at start is enough): there it records nothing and finds no one.
+   */
+  heartbeat(now: number, deadAfterMs: number): Promise<HeartbeatResult>
   list(filter?: QueueFilter): Promise<QueueEntry[]>
   /** One message in full (envelope, recipients with attempt history, headers); undefined if unknown. */
   show(queueId: string): Promise<MessageDetail | undefined>

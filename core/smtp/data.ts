@@ -4,8 +4,6 @@ import type { Spool, SpoolFile } from '../queue/spool.js'
 
 /** Bodies up to this size stay in memory and go inline into the queue database. */
 export const INLINE_BODY_LIMIT = 128 * 1024
-/** The header section is read into memory up to this size; the rest counts as body. */
-const MAX_HEADER_BYTES = 1024 * 1024
 
 const CR = 13
 const LF = 10
@@ -14,6 +12,36 @@ const FIELD_LINE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/
 export class BareLineEndingError extends Error {
   constructor() {
     super('message contains a bare LF or bare CR')
+  }
+}
+
+/** A NUL byte in the message ('reject' mode): receivers that drop NULs would read `<CRLF><NUL>.<CRLF>` as the end of data. */
+export class NulByteError extends Error {
+  constructor() {
+    super('message contains a NUL byte')
+  }
+}
+
+/** Bounds on the header section (config smtp.maxHeaderSize, maxHeaderLines, maxHeaderFieldLines). */
+export interface HeaderLimits {
+  /** Bytes of header fields (CRLFs included, the blank line not). */
+  maxBytes: number
+  /** Physical lines of the header section. */
+  maxLines: number
+  /** Physical lines of one field (its first line and its continuation lines). */
+  maxFieldLines: number
+}
+
+/**
+ * The header section passed a limit: the message is refused (552 5.3.4) once it has been read
+ * to the end, so no plugin ever parses an unbounded header (mailauth unfolds quadratically).
+ */
+export class HeaderTooLargeError extends Error {
+  constructor(
+    readonly limit: 'size' | 'lines' | 'fieldLines',
+    readonly max: number,
+  ) {
+    super(limit === 'size' ? `message header larger than ${max} bytes` : limit === 'lines' ? `message header longer than ${max} lines` : `a header field folded over more than ${max} lines`)
   }
 }
 
@@ -28,15 +56,22 @@ export interface ReceivedData {
  * Checks line endings: in 'reject' mode a bare CR or LF throws (after the whole message has been
  * read, so the reply comes at the end of DATA); in 'normalize' mode they become CRLF. Either way,
  * what reaches the queue has CRLF line ends only, so no bare LF can ever end or split a message
- * downstream (SMTP smuggling).
+ * downstream (SMTP smuggling). NUL bytes get the same policy: 'reject' refuses the message
+ * (`finish()` throws NulByteError), 'normalize' drops them, so a receiver that deletes NULs cannot
+ * turn `<CRLF><NUL>.<CRLF>` into an end of data.
  */
 class LineEndings {
   private lastWasCR = false
   bare = false
+  private nul = false
 
   constructor(private readonly mode: 'reject' | 'normalize') {}
 
   process(chunk: Buffer): Buffer {
+    if (chunk.includes(0)) {
+      if (this.mode === 'reject') this.nul = true
+      else chunk = withoutNul(chunk)
+    }
     if (this.mode === 'reject') {
       if (this.bare) return chunk
       let prevCR = this.lastWasCR
@@ -78,38 +113,72 @@ class LineEndings {
 
   /** At the end of the message: a trailing CR had no LF. */
   finish(): Buffer | undefined {
+    if (this.nul) throw new NulByteError()
     if (!this.lastWasCR) return undefined
     if (this.mode === 'reject') this.bare = true
     return this.mode === 'normalize' ? Buffer.from([LF]) : undefined
   }
 }
 
+/** `chunk` without its NUL bytes (a new buffer). */
+function withoutNul(chunk: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(chunk.length)
+  let n = 0
+  for (let i = 0; i < chunk.length; i++) if (chunk[i] !== 0) out[n++] = chunk[i]!
+  return out.subarray(0, n)
+}
+
+/** Where splitHeader stopped in `head` (it resumes there when more data has come). */
+interface HeaderScan {
+  pos: number
+  sawField: boolean
+  lines: number
+  fieldLines: number
+}
+
+type HeaderSplit = { headerEnd: number; bodyStart: number; addSeparator: boolean }
+
+/** Whether the line starting at `pos` (up to `end`) belongs to the header section. */
+function isHeaderLine(head: Buffer, pos: number, end: number, sawField: boolean): boolean {
+  const first = head[pos]
+  if ((first === 0x20 || first === 0x09) && sawField) return true
+  return FIELD_LINE.test(head.toString('latin1', pos, Math.min(end, pos + 200)))
+}
+
 /**
- * Finds where the header section ends in `head`. Returns the header block length (every field with
- * its CRLF) and the offset where the body starts, or undefined while more data is needed.
+ * Finds where the header section ends in `head`, resuming at `scan.pos`. Returns the header block
+ * length (every field with its CRLF) and the offset where the body starts; undefined while more
+ * data is needed; a HeaderTooLargeError when the header fields pass one of `limits`.
  * A line that is not a header field ends the header section early; the body then gets a blank
  * line in front so that it cannot be read as header text.
  */
-function splitHeader(head: Buffer, final: boolean): { headerEnd: number; bodyStart: number; addSeparator: boolean } | undefined {
-  let pos = 0
-  let sawField = false
+function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: HeaderLimits): HeaderSplit | HeaderTooLargeError | undefined {
+  let pos = scan.pos
   while (pos < head.length) {
     const eol = head.indexOf('\r\n', pos, 'latin1')
     if (eol < 0) {
-      if (!final && head.length < MAX_HEADER_BYTES) return undefined
-      // An unterminated last line (or an oversized header section) belongs to the body.
+      if (!final) {
+        scan.pos = pos
+        if (head.length <= limits.maxBytes) return undefined
+        // An unfinished line of header text that is already past the limit cannot end well.
+        if (isHeaderLine(head, pos, head.length, scan.sawField)) return new HeaderTooLargeError('size', limits.maxBytes)
+      }
+      // An unterminated last line (or an oversized line that is not header text) belongs to the body.
       return { headerEnd: pos, bodyStart: pos, addSeparator: pos > 0 }
     }
     if (eol === pos) return { headerEnd: pos, bodyStart: pos, addSeparator: false }
+    if (!isHeaderLine(head, pos, eol, scan.sawField)) return { headerEnd: pos, bodyStart: pos, addSeparator: pos > 0 }
     const first = head[pos]
-    const isContinuation = (first === 0x20 || first === 0x09) && sawField
-    if (!isContinuation && !FIELD_LINE.test(head.toString('latin1', pos, Math.min(eol, pos + 200)))) {
-      return { headerEnd: pos, bodyStart: pos, addSeparator: pos > 0 }
-    }
-    sawField = true
+    scan.fieldLines = first === 0x20 || first === 0x09 ? scan.fieldLines + 1 : 1
+    scan.lines++
+    if (eol + 2 > limits.maxBytes) return new HeaderTooLargeError('size', limits.maxBytes)
+    if (scan.lines > limits.maxLines) return new HeaderTooLargeError('lines', limits.maxLines)
+    if (scan.fieldLines > limits.maxFieldLines) return new HeaderTooLargeError('fieldLines', limits.maxFieldLines)
+    scan.sawField = true
     pos = eol + 2
   }
-  if (!final && head.length < MAX_HEADER_BYTES) return undefined
+  scan.pos = pos
+  if (!final) return undefined
   return { headerEnd: pos, bodyStart: pos, addSeparator: false }
 }
 
@@ -117,8 +186,11 @@ function splitHeader(head: Buffer, final: boolean): { headerEnd: number; bodySta
  * Reads a message from the DATA stream: line-ending policy, header section parsed, body kept in
  * memory when small or streamed to a spool file when large.
  */
-export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize' }): Promise<ReceivedData> {
+export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits }): Promise<ReceivedData> {
   const endings = new LineEndings(o.lineEndings)
+  const scan: HeaderScan = { pos: 0, sawField: false, lines: 0, fieldLines: 0 }
+  /** Set once the header passed a limit: the rest of the message is read and dropped. */
+  let tooLarge: HeaderTooLargeError | undefined
   let headChunks: Buffer[] = []
   let headers: MessageHeaders | undefined
   let bodyChunks: Buffer[] = []
@@ -140,8 +212,13 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   const tryHeader = async (final: boolean) => {
     const head = headChunks.length === 1 ? headChunks[0]! : Buffer.concat(headChunks)
     headChunks = [head]
-    const split = splitHeader(head, final)
+    const split = splitHeader(head, final, scan, o.headerLimits)
     if (!split) return
+    if (split instanceof HeaderTooLargeError) {
+      tooLarge = split
+      headChunks = []
+      return
+    }
     headers = MessageHeaders.parse(head.toString('latin1', 0, split.headerEnd))
     headChunks = []
     if (split.addSeparator) await addBody(Buffer.from('\r\n'))
@@ -151,6 +228,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   try {
     for await (const raw of stream as AsyncIterable<Buffer>) {
       const chunk = endings.process(raw)
+      if (tooLarge) continue
       if (headers) {
         await addBody(chunk)
         continue
@@ -161,10 +239,11 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
     const tail = endings.finish()
     if (tail) {
       if (headers) await addBody(tail)
-      else headChunks.push(tail)
+      else if (!tooLarge) headChunks.push(tail)
     }
-    if (!headers) await tryHeader(true)
+    if (!headers && !tooLarge) await tryHeader(true)
     if (endings.bare) throw new BareLineEndingError()
+    if (tooLarge) throw tooLarge
   } catch (err) {
     await (file as SpoolFile | undefined)?.discard()
     throw err

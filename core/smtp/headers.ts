@@ -93,7 +93,8 @@ function valueOf(field: HeaderField): string {
 
 function makeField(name: string, value: string): HeaderField {
   if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`)
-  // No bare line breaks from plugin text: fold only at CRLF + whitespace, drop the rest.
-  const clean = value.replace(/\r?\n(?![ \t])/g, ' ').replace(/\r(?!\n)/g, ' ')
+  // No bare line breaks from plugin text: fold only at CRLF + whitespace, drop the rest; no NUL
+  // either (a next hop that deletes NULs must see what we meant to send).
+  const clean = value.replace(/\r?\n(?![ \t])/g, ' ').replace(/\r(?!\n)/g, ' ').replace(/\0/g, '')
   return { name, raw: toRaw(`${name}: ${clean}\r\n`) }
 }

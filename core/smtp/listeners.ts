@@ -19,10 +19,11 @@ import { acceptProxyProtocol, refuseUntrustedProxyHeaders } from './proxy.js'
 import { envelopeOf, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { acceptedFields } from '../events/log.js'
 import { hasRoutingInLocalPart, parseAddress } from './address.js'
-import { BareLineEndingError, readMessage } from './data.js'
-import { receivedHeader, rfc5322Date } from './received.js'
+import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage } from './data.js'
+import { hopCount, receivedHeader, rfc5322Date } from './received.js'
 import { foreignHeaderSenders, senderAllowed } from './identity.js'
 import { readTlsFiles, tlsFilePaths, type TlsFiles } from './tls.js'
+import { convertReceivedTo7bit } from './seven-bit.js'
 import type { DeliveryScheduler } from '../delivery/scheduler.js'
 import { FeedbackIntake } from '../reputation/intake.js'
 
@@ -36,6 +37,8 @@ interface SessionState {
   heloChecked?: string
   authFailures: number
   timer?: NodeJS.Timeout
+  /** The client address this session counts against in `smtp.maxConnectionsPerClient`. */
+  countedAs?: string
 }
 
 interface Listener extends ListenerInfo {
@@ -59,6 +62,8 @@ export class SmtpListeners {
   private watchers: fs.FSWatcher[] = []
   /** Connections accepted since start, per listener role (metrics). */
   private readonly connections: Record<ListenerRole, number> = { mx: 0, submission: 0 }
+  /** Open sessions per client address (all listeners), for `smtp.maxConnectionsPerClient`. */
+  private readonly perClient = new Map<string, number>()
 
   constructor(
     @inject(Tokens.Config) private readonly config: RelayConfig,
@@ -231,6 +236,8 @@ export class SmtpListeners {
       // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
       maxErrors: c.smtp.maxErrors,
       onTooManyErrors: (session: SMTPServerSession) => this.log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
+      firstCommandTimeout: c.smtp.firstCommandTimeout,
+      onFirstCommandTimeout: (session: SMTPServerSession) => this.log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
       onProxyHeaderRefused: (client: string) => this.log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
       disableReverseLookup: !c.smtp.reverseLookup,
       resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
@@ -283,6 +290,7 @@ export class SmtpListeners {
     this.offerCommands(session, listener, listener.tls === 'implicit')
     this.connections[listener.role]++
     const state = this.state(session)
+    this.countClient(session, listener, state)
     await this.decide('connect', this.hooks.run('connect', { session: this.info(session, listener), notes: state.notes }), session, listener)
     state.timer = setTimeout(() => this.expire(session), this.config.smtp.sessionTimeout)
     state.timer.unref()
@@ -299,8 +307,31 @@ export class SmtpListeners {
     }
   }
 
+  /**
+   * Counts the session against its client address, or refuses it (421 4.7.0) when that address
+   * already has `smtp.maxConnectionsPerClient` open sessions. Trusted networks are not counted.
+   */
+  private countClient(session: SMTPServerSession, listener: Listener, state: SessionState): void {
+    const ip = unmapIp(session.remoteAddress)
+    if (this.trustedNetwork(ip)) return
+    const open = this.perClient.get(ip) ?? 0
+    if (open >= this.config.smtp.maxConnectionsPerClient) {
+      this.log.warn({ session: session.id, client: ip, open, limit: this.config.smtp.maxConnectionsPerClient }, 'too many connections from one client: refused')
+      throw this.refuse(session, listener, 'protocol', fixed(421, '4.7.0', `${this.config.hostname} Too many connections from ${ip}, try again later`))
+    }
+    this.perClient.set(ip, open + 1)
+    state.countedAs = ip
+  }
+
   private onClose(session: SMTPServerSession, listener: Listener): void {
-    clearTimeout(this.sessions.get(session)?.timer)
+    const state = this.sessions.get(session)
+    clearTimeout(state?.timer)
+    if (state?.countedAs) {
+      const open = (this.perClient.get(state.countedAs) ?? 1) - 1
+      if (open > 0) this.perClient.set(state.countedAs, open)
+      else this.perClient.delete(state.countedAs)
+      state.countedAs = undefined
+    }
     if (this.hooks.has('sessionClosed')) void this.hooks.emit('sessionClosed', { session: this.info(session, listener) })
   }
 
@@ -402,11 +433,21 @@ export class SmtpListeners {
     const started = Date.now()
     let data: Awaited<ReturnType<typeof readMessage>>
     try {
-      data = await readMessage(stream, { spool: this.spool, id, lineEndings: this.config.smtp.bareLineEndings })
+      const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines } = this.config.smtp
+      const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
+      data = await readMessage(stream, { spool: this.spool, id, lineEndings: this.config.smtp.bareLineEndings, headerLimits })
     } catch (err) {
+      if (err instanceof HeaderTooLargeError) {
+        this.log.info({ session: session.id, client: session.remoteAddress, limit: err.limit, max: err.max }, `message refused: ${err.message}`)
+        throw this.refuse(session, listener, 'protocol', fixed(552, '5.3.4', `Message header too large: ${err.message}`))
+      }
       if (err instanceof BareLineEndingError) {
         this.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: bare LF or CR')
         throw this.refuse(session, listener, 'protocol', fixed(550, '5.6.0', 'Message contains bare LF or bare CR (only CRLF line ends are allowed)'))
+      }
+      if (err instanceof NulByteError) {
+        this.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: NUL byte')
+        throw this.refuse(session, listener, 'protocol', fixed(550, '5.6.0', 'Message contains a NUL byte (not allowed in mail)'))
       }
       // A client that went away gets no reply, so that is no refusal either.
       if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(fixed(451, '4.3.0', 'Error reading message, try again'))
@@ -447,6 +488,13 @@ export class SmtpListeners {
     const { headers } = data
     const size = () => headers.toBuffer().length + data.bodySize
 
+    // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
+    const hops = hopCount(headers.toBuffer().toString('latin1'))
+    if (hops > this.config.smtp.maxHops) {
+      this.log.warn({ session: session.id, client: session.remoteAddress, hops, limit: this.config.smtp.maxHops }, 'message refused: too many hops')
+      throw this.refuse(session, listener, 'protocol', fixed(554, '5.4.6', 'Too many hops'))
+    }
+
     if (info.user) {
       const foreign = foreignHeaderSenders(headers, info.senders ?? [])
       if (foreign.length) {
@@ -457,9 +505,10 @@ export class SmtpListeners {
 
     // Plugins that scan or sign read the message as it stands: current header fields, then the body.
     if ('file' in data.body) await data.body.file.flushPending()
-    const body = data.body
-    const readMessage = () =>
-      'inline' in body
+    // The body as it stands: a queue plugin may have it converted to 7-bit (convertTo7bit).
+    const readMessage = () => {
+      const body = data.body
+      return 'inline' in body
         ? Readable.from([headers.toBuffer(), body.inline], { objectMode: false })
         : Readable.from(
             (async function* () {
@@ -468,6 +517,8 @@ export class SmtpListeners {
             })(),
             { objectMode: false },
           )
+    }
+    const convertTo7bit = () => convertReceivedTo7bit(data, readMessage, this.spool, id)
 
     const d = await this.hooks.run('data', { session: info, envelope, headers, size: size(), readMessage, notes: this.state(session).notes })
     if (d && d.verdict.action !== 'accept') throw this.refuse(session, listener, 'data', replyFor('data', d.verdict), d.plugin)
@@ -480,7 +531,7 @@ export class SmtpListeners {
     const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
     headers.prepend('Received', receivedHeader({ session: info, hostname: this.config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
 
-    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, notes: this.state(session).notes })
+    const q = await this.hooks.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, convertTo7bit, notes: this.state(session).notes })
     if (q && q.verdict.action !== 'accept') throw this.refuse(session, listener, 'queue', replyFor('queue', q.verdict), q.plugin)
 
     const headerBytes = headers.toBuffer()

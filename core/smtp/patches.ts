@@ -10,6 +10,10 @@
 // 4. smtp-server counts commands before AUTH (`maxAllowedUnauthenticatedCommands`) only while AUTH
 //    is on offer; on a listener that requires AUTH it is hidden until STARTTLS, so those commands
 //    are counted here as well.
+// 5. Server option `firstCommandTimeout` (ms): a connection that sends no command that long after it
+//    was accepted (plus `greetingDelay`) gets 421 4.4.2 and is closed, long before `socketTimeout`:
+//    silent connections must not hold the slots of `maxClients`. `onFirstCommandTimeout(session)`
+//    is told.
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
@@ -21,8 +25,17 @@ interface ConnectionInternals {
   connectionReady(): void
   _onCommand(command: Buffer, callback: () => void): void
   _isDisabled(command: string): boolean
+  _onClose(): void
   _server: {
-    options: { maxClients?: number; greetingDelay?: number; maxErrors?: number; onTooManyErrors?: (session: unknown) => void; authOptional?: boolean }
+    options: {
+      maxClients?: number
+      greetingDelay?: number
+      maxErrors?: number
+      onTooManyErrors?: (session: unknown) => void
+      authOptional?: boolean
+      firstCommandTimeout?: number
+      onFirstCommandTimeout?: (session: unknown) => void
+    }
     connections: Set<unknown>
   }
   name: string
@@ -33,6 +46,9 @@ interface ConnectionInternals {
   _maxAllowedUnauthenticatedCommands: number | false
   _unauthenticatedCommands: number
   _relayErrors?: number
+  _closing?: boolean
+  _closed?: boolean
+  _firstCommandTimer?: NodeJS.Timeout
 }
 
 let applied = false
@@ -46,7 +62,8 @@ export function patchSmtpServer(): void {
     typeof proto._setListeners !== 'function' ||
     typeof proto.connectionReady !== 'function' ||
     typeof proto._onCommand !== 'function' ||
-    typeof proto._isDisabled !== 'function'
+    typeof proto._isDisabled !== 'function' ||
+    typeof proto._onClose !== 'function'
   ) {
     throw new Error('smtp-server internals changed: check core/smtp/patches.ts against the installed version')
   }
@@ -62,13 +79,32 @@ export function patchSmtpServer(): void {
   }
   const onCommand = proto._onCommand
   proto._onCommand = function (command, callback) {
+    if (this._firstCommandTimer) {
+      clearTimeout(this._firstCommandTimer)
+      this._firstCommandTimer = undefined
+    }
     const max = this._maxAllowedUnauthenticatedCommands
     if (this._ready && !this._upgrading && !this._nextHandler && max !== false && !this.session.user && !this._server.options.authOptional && this._isDisabled('AUTH')) {
       if (++this._unauthenticatedCommands >= max) return this.send(421, '4.7.0 Error: too many unauthenticated commands', false)
     }
     return onCommand.call(this, command, callback)
   }
+  const onClose = proto._onClose
+  proto._onClose = function () {
+    clearTimeout(this._firstCommandTimer)
+    return onClose.call(this)
+  }
   proto.init = function (this: ConnectionInternals) {
+    const { firstCommandTimeout, greetingDelay, onFirstCommandTimeout } = this._server.options
+    if (firstCommandTimeout) {
+      this._firstCommandTimer = setTimeout(() => {
+        this._firstCommandTimer = undefined
+        if (this._closing || this._closed) return
+        onFirstCommandTimeout?.(this.session)
+        this.send(421, `4.4.2 ${this.name} No command received in time, closing connection`, false)
+      }, firstCommandTimeout + (greetingDelay ?? 0))
+      this._firstCommandTimer.unref()
+    }
     this._setListeners(() => {
       const options = this._server.options
       if (options.maxClients && this._server.connections.size > options.maxClients) {

@@ -13,3 +13,9 @@ export function receivedHeader(o: { session: SessionInfo; hostname: string; prot
   const forClause = o.recipients.length === 1 ? `\r\n\tfor <${o.recipients[0]}>` : ''
   return `from ${from}${tls}\r\n\tby ${o.hostname} (Relay) with ${o.protocol} id ${o.queueId}${forClause};\r\n\t${rfc5322Date()}`
 }
+
+/** The `Received:` trace fields of a header block: the hops the message has made (RFC 5321 §6.3). */
+export function hopCount(headerBlock: string): number {
+  // Folded lines start with white space, so only a field's first line can match.
+  return headerBlock.match(/^Received[ \t]*:/gim)?.length ?? 0
+}

@@ -45,7 +45,7 @@ export default definePlugin<Options>({
     )
   },
   hooks: {
-    async queue({ session, envelope, headers, readMessage, queueId, options, log, isLocalDomain }) {
+    async queue({ session, envelope, headers, readMessage, convertTo7bit, queueId, options, log, isLocalDomain }) {
       if (!options.signInbound && !session.user && envelope.recipients.every((r) => isLocalDomain(parseAddress(r.address)?.domain ?? ''))) {
         log.debug({ queueId, client: session.remoteAddress }, 'not signed: inbound mail (unauthenticated, local recipients only)')
         return undefined
@@ -60,6 +60,8 @@ export default definePlugin<Options>({
         log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
         return undefined
       }
+      // Sign the form that travels: a next hop without 8BITMIME would get a converted message.
+      if (options.sevenBit && (await convertTo7bit())) log.debug({ queueId }, '8-bit MIME parts converted to 7-bit before signing')
       const result = await signMessage(readMessage(), keys, { headers: options.headers, oversign: options.oversign })
       // Prepended in reverse, so they stand in the order of the keys (RSA first) at the top.
       for (const value of [...result.values].reverse()) headers.prepend('DKIM-Signature', value)

@@ -68,6 +68,12 @@ export const options = z
      * from outside). Off: such mail carries whatever From: a stranger wrote, and must not get our signature.
      */
     signInbound: z.boolean().default(false),
+    /**
+     * Convert 8-bit MIME parts to quoted-printable/base64 before signing, so the signature stays
+     * valid when a next hop without 8BITMIME gets the message (the relay would convert it then,
+     * RFC 6152 §3, and break a signature over the 8-bit form). Off: 8-bit mail is signed as it is.
+     */
+    sevenBit: z.boolean().default(true),
   })
   .strict()
   .superRefine((o, ctx) => {

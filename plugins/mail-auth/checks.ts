@@ -37,11 +37,16 @@ export function checkSpf(o: SpfInput): Promise<SPFResult> {
   })
 }
 
+/**
+ * What the plugin decides on, as plain data: it is computed in a worker thread (worker.ts) and
+ * sent back by structured clone, so no mailauth objects (key caches, functions) travel.
+ */
 export interface MessageChecks {
-  dkim: DKIMVerifyResult
-  arc: ARCResult
+  /** One row per verified signature (DKIM and the newest ARC-Message-Signature). */
+  dkim: { signingDomain?: string; result?: string }[]
+  arc: { result: string; shouldSeal: boolean }
   /** false when DMARC could not be evaluated (no or several author domains: see `dmarcSkipReason`). */
-  dmarc: DMARCResult | false
+  dmarc: { result: string; policy?: string; from?: string; error?: string; info: string } | false
   dmarcSkipReason?: string
   /** The legacy pct= of the applied DMARC record, when it has one. */
   dmarcPct?: number
@@ -58,7 +63,7 @@ export interface MessageInput {
   message: Readable | Buffer
   ip: string
   sender: string
-  spf: SPFResult
+  spf: Pick<SPFResult, 'domain' | 'info'> & { status: Pick<SPFResult['status'], 'result'> }
   mta: string
   resolver: MailauthResolver
   strict: boolean
@@ -96,10 +101,21 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
   if (dmarc) entries.push(dmarc.info)
   else if (evaluation.reason) entries.push(`dmarc=permerror (${evaluation.reason})`)
 
+  const arcStatus = arcResult.status as { result: string; shouldSeal?: boolean }
+  const dmarcStatus = dmarc ? (dmarc.status as { result: string; header?: { from?: string } }) : undefined
+  const dmarcError = dmarc ? (dmarc as unknown as { error?: unknown }).error : undefined
   return {
-    dkim,
-    arc: arcResult,
-    dmarc,
+    dkim: (dkim.results ?? []).map((r) => ({ signingDomain: r.signingDomain, result: r.status?.result })),
+    arc: { result: arcStatus.result, shouldSeal: Boolean(arcStatus.shouldSeal) },
+    dmarc: dmarc
+      ? {
+          result: dmarcStatus!.result,
+          policy: typeof dmarc.policy === 'string' ? dmarc.policy : undefined,
+          from: dmarcStatus!.header?.from,
+          error: dmarcError === undefined || dmarcError === null ? undefined : String((dmarcError as Error).message ?? dmarcError),
+          info: dmarc.info,
+        }
+      : false,
     dmarcSkipReason: evaluation.reason,
     dmarcPct: typeof record?.pct === 'number' ? record.pct : undefined,
     dmarcHasT: record?.t !== undefined,

@@ -4,12 +4,15 @@
 // Authenticated sessions, submission listeners and `skipNetworks` are not checked. See README.md.
 //
 //   plugins: [['mail-auth', { spf: { fail: 'mark' }, dmarc: { reject: 'reject' }, arcSeal: { domain, selector, privateKeyFile } }]]
-import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
+import type { Resolver } from 'node:dns/promises'
+import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type PluginContext, type SessionInfo } from '../../core/index.js'
 import { options, type MailAuthOptions } from './options.js'
 import { mailauthResolver } from './dns.js'
-import { checkMessage, checkSpf, type SPFResult } from './checks.js'
+import { checkSpf, type MessageChecks, type SPFResult } from './checks.js'
 import { formatAuthResults, stripForged } from './auth-results.js'
-import { loadSealKey, sealMessage, type SealKey } from './arc-seal.js'
+import { loadSealKey, type SealKey } from './arc-seal.js'
+import { limitSignatures, withHeader } from './dkim-limit.js'
+import { CheckPool, CheckTimeoutError, PoolBusyError } from './pool.js'
 
 /** The header a failed DMARC `quarantine` policy adds; mail stores file such mail as spam. */
 export const QUARANTINE_HEADER = 'X-Relay-Quarantine'
@@ -25,7 +28,7 @@ interface SessionState {
 // Per plugin instance (keyed by its options object): state per SMTP session, keyed by session.id
 // (hooks get a fresh session object each call), dropped at `sessionClosed`. A Map, since WeakMap
 // keys cannot be strings; stale entries (a missed close) are swept when the map grows.
-const instances = new WeakMap<object, { sessions: Map<string, SessionState>; key?: SealKey; skip: (ip: string) => boolean }>()
+const instances = new WeakMap<object, { sessions: Map<string, SessionState>; key?: SealKey; skip: (ip: string) => boolean; pool?: CheckPool }>()
 const MAX_SESSIONS = 10_000
 const STALE_MS = 2 * 3_600_000
 
@@ -36,6 +39,17 @@ function instance(o: MailAuthOptions) {
     instances.set(o, inst)
   }
   return inst
+}
+
+/** Options of instances that were shut down (hot reload): hook calls still running get no new threads. */
+const shutDown = new WeakSet<object>()
+
+/** The instance's worker threads (started at setup; DNS through the relay's resolver). */
+function poolOf(o: MailAuthOptions, resolver: Resolver, log: PluginContext<unknown>['log']): CheckPool {
+  if (shutDown.has(o)) throw new Error('mail-auth was shut down (reloaded): the message is deferred')
+  const inst = instance(o)
+  inst.pool ??= new CheckPool({ ...o.workers, timeoutMs: o.workers.timeout, resolver: mailauthResolver(resolver), log })
+  return inst.pool
 }
 
 function sessionState(o: MailAuthOptions, id: string): SessionState {
@@ -63,12 +77,16 @@ const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as con
 export default definePlugin<MailAuthOptions>({
   name: 'mail-auth',
   options,
-  setup({ options }) {
+  async setup({ options, resolver, log }) {
     // Loads (and so checks) the ARC key now: a bad key stops the start, not every message.
     const inst = instance(options)
-    return () => {
+    const pool = poolOf(options, resolver, log)
+    await pool.ready(10_000)
+    return async () => {
+      shutDown.add(options)
       inst.sessions.clear()
       instances.delete(options)
+      await pool.close()
     }
   },
   hooks: {
@@ -103,12 +121,12 @@ export default definePlugin<MailAuthOptions>({
       return undefined
     },
 
-    async data({ session, envelope, headers, readMessage, options, log, resolver, hostname }) {
+    async data({ session, envelope, headers, readMessage, options, log, resolver, hostname, signal }) {
       const authservId = options.authservId ?? hostname
       const st = checked(options, session) ? sessionState(options, session.id) : undefined
       if (st) st.seal = undefined
 
-      let checks: Awaited<ReturnType<typeof checkMessage>> | undefined
+      let checks: MessageChecks | undefined
       let spf: SPFResult | undefined
       if (st) {
         const dns = mailauthResolver(resolver)
@@ -116,9 +134,33 @@ export default definePlugin<MailAuthOptions>({
           st.spf && st.spf.sender === envelope.sender.address
             ? st.spf.result
             : await checkSpf({ ip: session.remoteAddress, helo: session.helo, sender: envelope.sender.address, mta: authservId, resolver: dns, strict: options.strict, timeLimit: options.spf.timeLimit })
-        // The message as the client sent it, streamed (never held whole in memory) and read to
-        // the end here, before this hook changes any header field.
-        checks = await checkMessage({ message: readMessage(), ip: session.remoteAddress, sender: envelope.sender.address, spf, mta: authservId, resolver: dns, strict: options.strict, minBitLength: options.minBitLength })
+        // The message as the client sent it (but for DKIM signatures over maxSignatures), streamed
+        // to a worker thread (never held whole in memory) and read to the end there, before this
+        // hook changes any header field.
+        const limit = limitSignatures(headers, options.maxSignatures)
+        const current = headers.toBuffer()
+        const header = limit.header ?? current
+        const skip = current.length
+        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength }
+        try {
+          checks = await poolOf(options, resolver, log).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
+        } catch (err) {
+          if (err instanceof CheckTimeoutError) {
+            log.warn({ session: session.id, client: session.remoteAddress, sender: envelope.sender.address }, `message deferred: ${err.message}`)
+            return tempfail({ code: 451, status: '4.3.0', message: 'Message authentication checks took too long, try again later' })
+          }
+          if (err instanceof PoolBusyError) {
+            log.warn({ session: session.id, client: session.remoteAddress, reason: err.message }, 'message deferred: too many message checks waiting')
+            return tempfail({ code: 451, status: '4.3.2', message: 'Too busy to check message authentication, try again later' })
+          }
+          throw err
+        }
+        if (limit.entries.length) {
+          // The skipped signatures' entries go right after the verified ones.
+          const firstOther = checks.entries.findIndex((e) => !e.startsWith('dkim='))
+          checks.entries.splice(firstOther < 0 ? checks.entries.length : firstOther, 0, ...limit.entries)
+          log.info({ session: session.id, client: session.remoteAddress, signatures: options.maxSignatures + limit.entries.length }, `DKIM: only ${options.maxSignatures} signatures verified (maxSignatures)`)
+        }
       }
 
       // RFC 8601 §5: Authentication-Results claiming this relay's authserv-id did not come from
@@ -137,16 +179,16 @@ export default definePlugin<MailAuthOptions>({
         client: session.remoteAddress,
         sender,
         spf: spf.status.result,
-        dkim: (checks.dkim.results ?? []).map((r) => `${r.signingDomain ?? '-'}:${r.status?.result}`),
-        arc: checks.arc.status.result,
-        dmarc: dmarc ? dmarc.status.result : checks.dmarcSkipReason ?? 'none',
-        from: dmarc ? dmarc.status.header?.from : undefined,
+        dkim: checks.dkim.map((r) => `${r.signingDomain ?? '-'}:${r.result}`),
+        arc: checks.arc.result,
+        dmarc: dmarc ? dmarc.result : checks.dmarcSkipReason ?? 'none',
+        from: dmarc ? dmarc.from : undefined,
       }
 
       // DMARC policy (RFC 7489 §6.6.4, RFC 9989): p= (after t=y) for a message that fails.
       let action: 'reject' | 'quarantine' | undefined
       let policy: 'none' | 'quarantine' | 'reject' | undefined
-      if (dmarc && dmarc.status.result === 'fail') {
+      if (dmarc && dmarc.result === 'fail') {
         policy = (dmarc.policy as typeof policy) ?? 'none'
         if (options.dmarc.honourPct && !checks.dmarcHasT && checks.dmarcPct !== undefined && checks.dmarcPct < 100 && policy !== 'none') {
           if (Math.random() * 100 >= checks.dmarcPct) policy = weaker[policy!]
@@ -155,9 +197,9 @@ export default definePlugin<MailAuthOptions>({
         else if (policy === 'quarantine') action = options.dmarc.quarantine === 'header' ? 'quarantine' : undefined
       }
       const tempFailing = options.tempError === 'tempfail'
-      if (tempFailing && dmarc && dmarc.status.result === 'temperror') {
+      if (tempFailing && dmarc && dmarc.result === 'temperror') {
         log.warn({ ...summary, error: dmarc.error }, 'message deferred: DMARC temperror')
-        return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${dmarc.status.header?.from ?? 'the From: domain'}, try again later` })
+        return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${dmarc.from ?? 'the From: domain'}, try again later` })
       }
       // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): try later.
       if (tempFailing && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
@@ -169,7 +211,7 @@ export default definePlugin<MailAuthOptions>({
         return reject({
           code: 550,
           status: '5.7.1',
-          message: `Message rejected: ${dmarc ? dmarc.status.header?.from : ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
+          message: `Message rejected: ${dmarc ? dmarc.from : ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
         })
       }
 
@@ -178,13 +220,12 @@ export default definePlugin<MailAuthOptions>({
       if (action === 'quarantine') headers.prepend(QUARANTINE_HEADER, 'dmarc')
       log.info({ ...summary, policy, action: action ?? 'accept' }, 'message authentication checked')
 
-      const arcStatus = checks.arc.status as { result: string; shouldSeal?: boolean }
-      const cv = arcStatus.result === 'pass' ? 'pass' : arcStatus.result === 'fail' ? 'fail' : 'none'
-      st.seal = { cv, authResults, shouldSeal: cv !== 'fail' || Boolean(arcStatus.shouldSeal) }
+      const cv = checks.arc.result === 'pass' ? 'pass' : checks.arc.result === 'fail' ? 'fail' : 'none'
+      st.seal = { cv, authResults, shouldSeal: cv !== 'fail' || checks.arc.shouldSeal }
       return undefined
     },
 
-    async queue({ session, headers, readMessage, options, log }) {
+    async queue({ session, headers, readMessage, options, log, resolver, signal }) {
       if (!options.arcSeal || !checked(options, session)) return undefined
       const st = instance(options).sessions.get(session.id)
       const pending = st?.seal
@@ -196,7 +237,8 @@ export default definePlugin<MailAuthOptions>({
         return undefined
       }
       try {
-        const sealed = await sealMessage(readMessage(), key, { cv: pending.cv, authResults: pending.authResults, strict: options.strict })
+        const seal = { cv: pending.cv, authResults: pending.authResults, strict: options.strict }
+        const sealed = await poolOf(options, resolver, log).run({ kind: 'seal', key, seal }, () => readMessage(), signal)
         if (!sealed.fields.length) {
           log.warn({ session: session.id, errors: sealed.errors }, 'not ARC-sealed: mailauth could not create the ARC set')
           return undefined

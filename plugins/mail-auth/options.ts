@@ -1,3 +1,4 @@
+import os from 'node:os'
 import { cidr, durationAtLeast, z } from '../../core/index.js'
 import { loadSealKey } from './arc-seal.js'
 
@@ -75,6 +76,30 @@ export const options = z
     strict: z.boolean().default(true),
     /** Shortest RSA key accepted for DKIM and ARC signatures. */
     minBitLength: z.number().int().min(512).default(1024),
+    /**
+     * DKIM signatures verified per message (OpenDKIM's MaximumSignaturesToVerify is 3): those whose
+     * d= is the From: domain (or related to it) first, then the topmost. The rest are recorded as
+     * `dkim=neutral (not verified: limit)`.
+     */
+    maxSignatures: z.number().int().min(1).default(5),
+    /** The worker threads that run the DKIM/ARC/DMARC checks and ARC seals off the event loop. */
+    workers: z
+      .object({
+        /** Threads. Default: the CPUs but one, at least 1, at most 4. */
+        threads: z
+          .number()
+          .int()
+          .min(1)
+          .default(() => Math.max(1, Math.min(4, os.availableParallelism() - 1))),
+        /** Checks one thread runs at once (they mostly wait for DNS). */
+        jobsPerThread: z.number().int().min(1).default(8),
+        /** Checks waiting for a thread; beyond this a message gets 451 4.3.2 (try again later). */
+        maxQueue: z.number().int().min(0).default(200),
+        /** Longest a check (or seal) may take; then its thread is ended and the message gets 451 4.3.0. */
+        timeout: duration.default(20_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
 

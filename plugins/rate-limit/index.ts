@@ -1,9 +1,10 @@
 // rate-limit: per-IP connection limits and AUTH lockout, per-user and per-sender-domain message
 // limits, on rate-limiter-flexible (in memory, or in Redis shared by several relays).
 // Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
-// Every option and default: README.md.
+// Listed with `{}` it already guards: 60 connections per minute per IP and an AUTH lockout (10
+// failures in 15 min: 15 min); budgets stay opt-in. Every option and default: README.md.
 import { definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
-import { optionsSchema, type RateLimitOptions } from './options.js'
+import { optionsSchema, type AuthFailureLimit, type RateLimitOptions } from './options.js'
 import { consume, memoryStore, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
 
 /** A connection slot of one session: still being taken, held, or its session ended while it was being taken. */
@@ -165,7 +166,7 @@ export default definePlugin<RateLimitOptions>({
       if (!st?.authFail || st.exempt(ip)) return undefined
       const r = await peek(st.authFail, ip)
       if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perIp.authFailures', { code: 454, status: '4.7.0' })
-      if (r.consumed > options.perIp.authFailures!.max) {
+      if (r.consumed > (options.perIp.authFailures as AuthFailureLimit).max) {
         st.lockoutRefused.add(session.id)
         return refuse(ctx, session, 'perIp.authFailures', ip, r.msBeforeNext, {
           code: 454,
@@ -184,7 +185,7 @@ export default definePlugin<RateLimitOptions>({
       if (!st?.authFail || st.exempt(ip)) return
       // Our own lockout refusal, or a backend that could not check (tempfail): not a wrong password.
       if (st.lockoutRefused.delete(session.id) || event.temporary) return
-      const af = ctx.options.perIp.authFailures!
+      const af = ctx.options.perIp.authFailures as AuthFailureLimit
       const r = await consume(st.authFail, ip)
       if (r.kind === 'error') return st.storeFailed(r.err, 'perIp.authFailures')
       if (r.res.consumedPoints >= af.max) {

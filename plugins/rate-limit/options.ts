@@ -6,6 +6,23 @@ const duration = durationAtLeast(1000, '1s')
 
 const count = z.number().int().positive()
 
+/**
+ * A limit that is on by default: `false` turns it off, anything else (or nothing: its default) is
+ * checked by `schema`. (A zod union would report a bad value without the path of the bad field.)
+ */
+function orOff<T extends z.ZodType>(schema: T) {
+  return z
+    .unknown()
+    .optional()
+    .transform((v, ctx): false | z.output<T> => {
+      if (v === false) return false
+      const r = schema.safeParse(v)
+      if (r.success) return r.data
+      for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as (string | number)[] })
+      return z.NEVER
+    })
+}
+
 export const optionsSchema = z
   .object({
     /** Where counters live: this process ('memory') or a Redis shared by several relays. */
@@ -24,15 +41,15 @@ export const optionsSchema = z
     keyPrefix: z.string().min(1).default('relay-rl'),
     perIp: z
       .object({
-        /** Open connections from one address. */
+        /** Open connections from one address (the core caps it at smtp.maxConnectionsPerClient anyway). */
         concurrent: count.optional(),
-        /** New connections from one address per minute. */
-        connectionsPerMinute: count.optional(),
-        /** Failed AUTH from one address: `max` within `window` locks the address out for `lockout`. */
-        authFailures: z
-          .object({ max: count, window: duration.default(900_000), lockout: duration.default(900_000) })
-          .strict()
-          .optional(),
+        /** New connections from one address per minute. On by default (60); false turns it off. */
+        connectionsPerMinute: orOff(count.default(60)),
+        /**
+         * Failed AUTH from one address: `max` within `window` locks the address out for `lockout`.
+         * On by default (10 in 15 min lock out for 15 min); false turns it off.
+         */
+        authFailures: orOff(z.object({ max: count.default(10), window: duration.default(900_000), lockout: duration.default(900_000) }).strict().prefault({})),
         /** Redis only: a connection slot left behind by a relay that died is forgotten after this long without connections from that address. */
         concurrentTtl: duration.default(3_600_000),
       })
@@ -58,3 +75,4 @@ export const optionsSchema = z
   .strict()
 
 export type RateLimitOptions = z.output<typeof optionsSchema>
+export type AuthFailureLimit = Exclude<RateLimitOptions['perIp']['authFailures'], false>

@@ -75,7 +75,7 @@ beforeAll(async () => {
   })
   rx = await startReceiver({ host: '127.0.0.3', behaviour: { noStartTls: true, reply: { rcpt: () => ({ code: 451, message: '4.3.0 Try again later' }) } } })
   dns = await startDns({ 'slow.test': { A: ['127.0.0.3'] }, 'sender.test': { A: ['127.0.0.3'] } })
-  ;[open, guarded] = await Promise.all([startRelay({ config: relayConfig({}) }), startRelay({ config: relayConfig({ token: TOKEN }) })])
+  ;[open, guarded] = await Promise.all([startRelay({ config: relayConfig({ insecureNoToken: true }) }), startRelay({ config: relayConfig({ token: TOKEN }) })])
 }, 60_000)
 
 afterAll(async () => {

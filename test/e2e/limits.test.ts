@@ -70,8 +70,10 @@ beforeAll(async () => {
         plugins: [[STATIC_AUTH, { users: { 'u@client.test': { password: 'pw' } } }]],
       },
     }),
-    startRelay({ config: base() }),
-    startRelay({ config: { ...base(), plugins: [['rate-limit', { perIp: { concurrent: 20 } }]] } }),
+    // The slowloris targets: the core's per-client cap (test/e2e/client-connections.test.ts) and
+    // rate-limit's connection rate are lifted, so the flood reaches what these tests measure.
+    startRelay({ config: { ...base(), smtp: { maxConnectionsPerClient: 1000 } } }),
+    startRelay({ config: { ...base(), smtp: { maxConnectionsPerClient: 1000 }, plugins: [['rate-limit', { perIp: { concurrent: 20, connectionsPerMinute: false } }]] } }),
   ])
 })
 

@@ -64,7 +64,7 @@ beforeAll(async () => {
         { host: '127.0.0.1', port: 0, role: 'mx', tls: 'implicit' },
       ],
       tls: { cert: certA.cert, key: certA.key },
-      admin: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0, insecureNoToken: true },
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port },
       plugins: [

@@ -63,7 +63,7 @@ beforeAll(async () => {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }]],
-      admin: { port: 0 },
+      admin: { port: 0, insecureNoToken: true },
       reputation: { feedbackAddresses: [FBL], minVolume: 5 },
     },
   })

@@ -24,14 +24,15 @@ export interface ParkedRelay {
 
 export const messageText = (m: ReceivedMessage) => m.raw.toString('latin1')
 
-export async function startParkedRelay(token: string): Promise<ParkedRelay> {
+/** `admin`: further admin settings (e.g. `insecureNoToken` when `token` is undefined). */
+export async function startParkedRelay(token: string | undefined, admin: Record<string, unknown> = {}): Promise<ParkedRelay> {
   const parked = new Set<string>()
   const rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (parked.has(address!) ? { code: 451, message: '4.2.0 parked, try later' } : undefined) } } })
   const senderRx = await startReceiver({ host: '127.0.0.3', port: rx.port, behaviour: { noStartTls: true } })
   const dns: TestDns = await startDns({ 'park.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.3'] } })
   const relay = await startRelay({
     config: {
-      admin: { host: '127.0.0.1', port: 0, token },
+      admin: { host: '127.0.0.1', port: 0, token, ...admin },
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],

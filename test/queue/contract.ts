@@ -16,6 +16,11 @@ export interface QueueUnderTest {
   queue: Queue
   spool: Spool
   cleanup: () => Promise<void>
+  /**
+   * Opens another node on the same queue, with its own identity (queues several nodes share:
+   * PostgreSQL). Absent for a queue one process owns (SQLite). Closed by `cleanup`.
+   */
+  node?: (nodeId: string) => Promise<Queue>
 }
 
 const HOUR = 3_600_000
@@ -31,11 +36,13 @@ async function readAll(stream: Readable): Promise<Buffer> {
 /** openBody may throw at once or fail the stream; either way this rejects. */
 const readBody = (queue: Queue, m: QueuedMessage) => (async () => readAll(queue.openBody(m)))()
 
-export function describeQueueContract(name: string, setup: () => Promise<QueueUnderTest>): void {
+/** `shared`: several nodes share the queue (PostgreSQL); setup then gives `node`. */
+export function describeQueueContract(name: string, setup: () => Promise<QueueUnderTest>, { shared = false } = {}): void {
   describe(`Queue contract: ${name}`, () => {
     let q: Queue
     let spool: Spool
     let cleanup: (() => Promise<void>) | undefined
+    let node: QueueUnderTest['node']
     // Unique per run and per test: ids, domains and addresses never collide with other runs' rows.
     const run = randomBytes(3).toString('hex')
     let seq = 0
@@ -47,6 +54,7 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       q = ctx.queue
       spool = ctx.spool
       cleanup = ctx.cleanup
+      node = ctx.node
     })
 
     afterAll(async () => {
@@ -338,6 +346,111 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         expect(job?.message.id).toBe(bounce.id)
         expect(job?.message.meta.dsnFor).toBe(m.id)
         expect(job?.message.sender).toBe('')
+      })
+    })
+
+    describe('heartbeat (cluster liveness)', () => {
+      /** Short, so a test can outwait it; the relay's default is 30 s (queue.heartbeat.deadAfter). */
+      const DEAD_AFTER = 300
+      const LEASE = 15 * 60_000 // delivery.lease's default: takeover must not wait for it
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+      const claimOn = (queue: Queue, now: number) => queue.claim({ limit: 100, perDomain: 100, inFlight: {}, leaseMs: LEASE, now })
+      const rowsOf = (jobs: Job[]) => jobs.flatMap((j) => j.recipients.map((r) => r.rowId)).sort((x, y) => x - y)
+
+      it("a node's own beat never frees the work it holds, even with deadAfter 0", async () => {
+        const now = Date.now()
+        const m = message({ recipients: [`own@${domain()}`], receivedAt: now })
+        await q.enqueue(m)
+        expect(jobsFor((await claimAt(now + 1, { leaseMs: LEASE })).jobs, m.id)).toHaveLength(1)
+        await q.heartbeat(Date.now(), 0)
+        await sleep(20)
+        await q.heartbeat(Date.now(), 0)
+        const again = await claimAt(Date.now())
+        expect(jobsFor(again.jobs, m.id)).toHaveLength(0)
+        expect((await q.show(m.id))!.recipients.map((r) => r.leased)).toEqual([true])
+      })
+
+      // Only where several nodes share the queue; SQLite belongs to one process.
+      if (!shared) return
+
+      it("a lease held by a node whose heartbeat is stale is claimable at once; the late node's results are not recorded", async () => {
+        const aId = unique('node-a-')
+        const [a, b, c] = await Promise.all([node!(aId), node!(unique('node-b-')), node!(unique('node-c-'))])
+        expect((await a.heartbeat(Date.now(), DEAD_AFTER)).wasMissing).toBe(true) // its first beat
+        const d = domain()
+        const now = Date.now()
+        const m = message({ recipients: [`one@${d}`, `two@${d}`], receivedAt: now })
+        const rowIds = await a.enqueue(m)
+        expect(rowsOf(jobsFor((await claimOn(a, now + 1)).jobs, m.id))).toEqual([...rowIds].sort((x, y) => x - y))
+        // Node A stops beating (killed). Its 15-minute lease is nowhere near expiry, yet once
+        // deadAfter has passed, one beat of another node makes the work due.
+        expect(jobsFor((await claimOn(b, Date.now())).jobs, m.id)).toHaveLength(0)
+        await sleep(DEAD_AFTER + 150)
+        const [byB, byC] = await Promise.all([b.heartbeat(Date.now(), DEAD_AFTER), c.heartbeat(Date.now(), DEAD_AFTER)])
+        const found = [...byB.dead, ...byC.dead].filter((x) => x.nodeId === aId)
+        // Exactly one node took A over, with A's two recipients.
+        expect(found).toHaveLength(1)
+        expect(found[0]!.recipients).toBe(2)
+        expect(found[0]!.silentMs).toBeGreaterThanOrEqual(DEAD_AFTER)
+        expect(found[0]!.silentMs).toBeLessThan(60_000)
+        const taken = await claimOn(b, Date.now())
+        expect(rowsOf(jobsFor(taken.jobs, m.id))).toEqual([...rowIds].sort((x, y) => x - y))
+        // Counted per recipient (relay_queue_lease_takeovers_total).
+        expect(taken.takenOver).toBe(2)
+
+        // A was only silent, not dead: its next beat tells it so, and the result of the attempt it
+        // had in flight (a deferral with a bounce) must not overwrite what B now holds.
+        expect((await a.heartbeat(Date.now(), DEAD_AFTER)).wasMissing).toBe(true)
+        const bounce = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id } })
+        const late = await a.complete(m.id, rowIds.map((rowId) => ({ rowId, state: 'bounced' as const, response: '550 5.1.1 late', category: 'bad-mailbox' as const })), bounce)
+        expect(late.finished).toBe(false)
+        const shown = await b.show(m.id)
+        expect(shown!.recipients.map((r) => [r.state, r.attempts, r.leased])).toEqual([['queued', 0, true], ['queued', 0, true]])
+        expect((await q.list()).map((e) => e.id)).not.toContain(bounce.id)
+        // B's own result is recorded, and a late one after it changes nothing.
+        expect(await b.complete(m.id, rowIds.map((rowId) => ({ rowId, state: 'delivered' as const, response: '250 ok' })))).toEqual({ finished: true })
+        expect(await q.show(m.id)).toBeUndefined()
+        // A result of A's arriving after B finished the message: no DSN for mail that was delivered.
+        const later = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id } })
+        await a.complete(m.id, rowIds.map((rowId) => ({ rowId, state: 'bounced' as const, response: '550 5.1.1 later', category: 'bad-mailbox' as const })), later)
+        expect((await q.list()).map((e) => e.id)).not.toContain(later.id)
+      })
+
+      it("a live node's lease is not taken over, however long it is", async () => {
+        const aId = unique('node-a-')
+        const [a, b] = await Promise.all([node!(aId), node!(unique('node-b-'))])
+        await a.heartbeat(Date.now(), DEAD_AFTER)
+        const now = Date.now()
+        const m = message({ recipients: [`live@${domain()}`], receivedAt: now })
+        const [rowId] = await a.enqueue(m)
+        expect(rowsOf(jobsFor((await claimOn(a, now + 1)).jobs, m.id))).toEqual([rowId])
+        // A beats every 60 ms; B watches for 4 × deadAfter with beats of its own.
+        let beating = true
+        const missing: boolean[] = []
+        const beats = (async () => {
+          while (beating) {
+            missing.push((await a.heartbeat(Date.now(), DEAD_AFTER)).wasMissing)
+            await sleep(60)
+          }
+        })()
+        const seenDead: string[] = []
+        try {
+          for (let i = 0; i < 12; i++) {
+            await sleep(100)
+            seenDead.push(...(await b.heartbeat(Date.now(), DEAD_AFTER)).dead.map((x) => x.nodeId).filter((id) => id === aId))
+            expect(jobsFor((await claimOn(b, Date.now())).jobs, m.id)).toHaveLength(0)
+          }
+        } finally {
+          beating = false
+          await beats
+        }
+        expect(seenDead).toEqual([])
+        // Every later beat found A on record: only a first beat, or one after a takeover, is "missing".
+        expect(missing.length).toBeGreaterThan(5)
+        expect(missing.filter(Boolean)).toEqual([])
+        expect((await b.show(m.id))!.recipients.map((r) => r.leased)).toEqual([true])
+        // A's result is recorded as usual.
+        expect(await a.complete(m.id, [{ rowId: rowId!, state: 'delivered', response: '250 ok' }])).toEqual({ finished: true })
       })
     })
 

@@ -75,7 +75,8 @@ function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
 if (admin) {
   describeQueueContract('postgres', async () => {
     const dir = tempDir('relay-pgqueue-')
-    const queue = node(newSchema('contract'), 'contract-node')
+    const schema = newSchema('contract')
+    const queue = node(schema, 'contract-node')
     await queue.ready
     return {
       queue,
@@ -84,8 +85,14 @@ if (admin) {
         await queue.close()
         fs.rmSync(dir, { recursive: true, force: true })
       },
+      // More nodes on the contract's schema (closed with the others after the file).
+      node: async (nodeId) => {
+        const other = node(schema, nodeId)
+        await other.ready
+        return other
+      },
     }
-  })
+  }, { shared: true })
 }
 
 const claimAll = (q: Queue, now: number, leaseMs = 60_000) => q.claim({ limit: 1000, perDomain: 1000, inFlight: {}, leaseMs, now })
@@ -230,6 +237,35 @@ describe('PostgreSQL queue: several nodes on one queue', () => {
     expect(count('delivered')).toBe(20)
     expect(count('bounced')).toBe(20)
     expect(stats.find((s) => s.outcome === 'bounced')).toMatchObject({ senderDomain: 'example.com', category: 'bad-mailbox' })
+  })
+})
+
+describe('PostgreSQL queue: heartbeats', () => {
+  it('a beat goes through while delivery work holds every pooled connection (a busy node is not taken for dead)', async () => {
+    if (!admin) return
+    const schema = newSchema('busy')
+    const q = node(schema, 'node-busy', 1)
+    await q.ready
+    await q.heartbeat(Date.now(), 30_000)
+    // The pool's only connection waits on a lock another session holds: every queue call now queues up.
+    const locker = await connectPostgres()
+    if (!locker.client) throw new Error(locker.problem)
+    try {
+      await locker.client.query(`BEGIN; LOCK TABLE ${schema}.messages IN ACCESS EXCLUSIVE MODE`)
+      const m = message()
+      const enqueued = q.enqueue(m)
+      await sleep(200)
+      const started = Date.now()
+      const beat = await Promise.race([q.heartbeat(Date.now(), 30_000), sleep(3000).then(() => 'stuck' as const)])
+      expect(beat).toEqual({ wasMissing: false, dead: [] })
+      expect(Date.now() - started).toBeLessThan(1000)
+      await locker.client.query('COMMIT')
+      expect(await enqueued).toHaveLength(1)
+      expect((await q.list()).map((e) => e.id)).toEqual([m.id])
+    } finally {
+      await locker.client.query('ROLLBACK').catch(() => undefined)
+      await locker.client.end()
+    }
   })
 })
 

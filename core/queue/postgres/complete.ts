@@ -17,28 +17,47 @@ export interface CompleteItem {
  * Applies the completes in one transaction on `c` (a pipelined connection: BEGIN goes out with the
  * lock, COMMIT with the last statements); gives, per item, whether it finished its message.
  */
-export async function completeMany(c: pg.PoolClient, s: string, nodeId: string, items: CompleteItem[], now: number): Promise<boolean[]> {
+export async function completeMany(
+  c: pg.PoolClient, s: string, nodeId: string, items: CompleteItem[], now: number, onLost?: (items: CompleteItem[]) => void,
+): Promise<boolean[]> {
   const ids = [...new Set(items.map((i) => i.queueId))]
   // The message rows' locks make completes of one message (its domains, on several nodes) take
   // turns, so the last one sees every other's result and removes the message. Taken in id order,
   // so two nodes' batches cannot deadlock; the statements below start after it, so they see what
   // the complete that held a lock before us wrote.
-  const [, { rows: found }] = await Promise.all([
+  const [, { rows: found }, { rows: lost }] = await Promise.all([
     c.query('BEGIN'),
     c.query<LockedMessage>({
       name: `relay-complete-lock-${s}`,
       text: `SELECT id, sender, message_id FROM ${s}.messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
       values: [ids],
     }),
+    // The recipients too (id order, as the heartbeat's takeover locks them), so no claim leases
+    // them between this look and the update; those no longer this node's to report are listed.
+    c.query<{ id: number; lost: boolean }>({
+      name: `relay-complete-holder-${s}`,
+      text: `SELECT id, NOT (${PENDING} AND (leased_by IS NULL OR leased_by = $2)) AS lost
+             FROM ${s}.recipients WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE`,
+      values: [items.flatMap((i) => i.results.map((r) => r.rowId)), nodeId],
+    }),
   ])
+  // An attempt whose recipients another node took over (this node was declared dead meanwhile), or
+  // that already have a final result, is not recorded at all, bounce and suppressions included:
+  // the new holder's attempt decides, and the sender gets at most one DSN. Nor is one whose
+  // message is gone (finished by that node, or removed: `remove` sends no bounce).
   const messages = new Map(found.map((m) => [m.id, m]))
+  const lostRows = new Set(lost.filter((r) => r.lost).map((r) => r.id))
+  const kept = items.filter((i) => messages.has(i.queueId) && !i.results.some((r) => lostRows.has(r.rowId)))
+  const keep = new Set(kept)
+  const dropped = items.filter((i) => !keep.has(i) && messages.has(i.queueId))
+  if (dropped.length) onLost?.(dropped)
   // Rare, and several statements each: written before the rest, which then goes out at once.
-  const bounces = items.flatMap((i) => (i.bounce ? [i.bounce] : []))
+  const bounces = kept.flatMap((i) => (i.bounce ? [i.bounce] : []))
   if (bounces.length) await insertGenerated(c, s, nodeId, bounces)
-  const suppress = items.flatMap((i) => i.suppress ?? [])
+  const suppress = kept.flatMap((i) => i.suppress ?? [])
   if (suppress.length) await upsertSuppressions(c, s, suppress, now)
 
-  const results = items.flatMap((i) => {
+  const results = kept.flatMap((i) => {
     const m = messages.get(i.queueId)
     return m ? i.results.map((r) => ({ r, m })) : []
   })
@@ -50,8 +69,8 @@ export async function completeMany(c: pg.PoolClient, s: string, nodeId: string, 
   const removed = new Set(done?.rows.map((r) => r.id))
   // A message already gone counts as finished (as for a lone complete); one removed here is
   // finished by the last of its completes in the batch.
-  const lastOf = new Map(items.map((i, n) => [i.queueId, n]))
-  return items.map((i, n) => !messages.has(i.queueId) || (removed.has(i.queueId) && lastOf.get(i.queueId) === n))
+  const lastOf = new Map(kept.map((i) => [i.queueId, i]))
+  return items.map((i) => !messages.has(i.queueId) || (keep.has(i) && removed.has(i.queueId) && lastOf.get(i.queueId) === i))
 }
 
 interface LockedMessage {

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream'
 import pg from 'pg'
 import type { Logger } from 'pino'
 import type {
-  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, Job, MessageDetail, NewMessage, Queue,
+  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, Job, MessageDetail, NewMessage, Queue,
   QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecipientResult, RecipientState, StatsRow, Suppression,
 } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
@@ -122,9 +122,12 @@ export class PgQueue implements Queue {
     return insertMessages(this.pool, this.s, this.nodeId, rows)
   }, BATCH)
   private readonly completes = new GroupCommit<CompleteItem, boolean>(
-    (items) => this.session((c) => completeMany(c, this.s, this.nodeId, items, Date.now()), true),
+    (items) => this.session((c) => completeMany(c, this.s, this.nodeId, items, Date.now(), (lost) => this.lostResults(lost)), true),
     BATCH,
   )
+  /** Heartbeats go through a connection of their own, so busy delivery work never delays them. */
+  private beats: pg.Pool | undefined
+  private readonly url: string
   /** Suppression look-ups (one per RCPT), many addresses to a query. */
   private readonly lookups = new GroupCommit<string, Suppression | undefined>(async (addresses) => {
     await this.ready
@@ -139,6 +142,7 @@ export class PgQueue implements Queue {
 
   constructor(o: PgQueueOptions) {
     this.s = quoteSchema(o.schema)
+    this.url = o.url
     this.nodeId = o.nodeId
     this.retention = o.retention ?? 30 * 86_400_000
     this.log = o.log
@@ -314,10 +318,66 @@ export class PgQueue implements Queue {
     ]).catch((err: unknown) => this.log?.warn({ err }, 'queue: pruning old reputation data failed'))
   }
 
+  /** Results of attempts whose recipients another node took over while this one was taken for dead. */
+  private lostResults(items: CompleteItem[]): void {
+    this.log?.warn(
+      { messages: items.map((i) => i.queueId), recipients: items.reduce((n, i) => n + i.results.length, 0) },
+      'queue: results not recorded: another node took these recipients over (this node was declared dead, or they already had a result); its attempt decides',
+    )
+  }
+
+  async heartbeat(now: number, deadAfterMs: number): Promise<HeartbeatResult> {
+    if (this.closed) throw new Error('queue is closed')
+    await this.ready
+    this.beats ??= this.beatPool()
+    // One statement, on the database's clock: this node's beat, the nodes silent for longer than
+    // deadAfter (removed: only one live node takes each over), and their pending leased work made
+    // due now. Leases stay marked with the dead holder, so the claim that takes them counts them
+    // as taken over. Rows are locked in id order, as complete locks them.
+    const { rows } = await this.beats.query<{ was_missing: boolean; dead: HeartbeatResult['dead'] | null }>({
+      name: `relay-heartbeat-${this.s}`,
+      text: `WITH clock AS MATERIALIZED (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS t),
+       beat AS (
+         INSERT INTO ${this.s}.nodes AS n (node_id, beat_at, started_at) SELECT $1, t, t FROM clock
+         ON CONFLICT (node_id) DO UPDATE SET beat_at = excluded.beat_at
+         RETURNING (n.xmax = 0) AS inserted
+       ),
+       dead AS (
+         DELETE FROM ${this.s}.nodes d USING clock WHERE d.node_id <> $1 AND d.beat_at < clock.t - $2::bigint
+         RETURNING d.node_id, clock.t - d.beat_at AS silent
+       ),
+       held AS (
+         SELECT r.id FROM ${this.s}.recipients r JOIN dead ON r.leased_by = dead.node_id
+         WHERE r.${PENDING} ORDER BY r.id FOR UPDATE OF r
+       ),
+       released AS (
+         UPDATE ${this.s}.recipients r SET next_attempt = least(r.next_attempt, $3), lease_until = least(r.lease_until, $3)
+         FROM held WHERE r.id = held.id
+         RETURNING r.leased_by
+       )
+       SELECT (SELECT inserted FROM beat) AS was_missing,
+         (SELECT json_agg(json_build_object('nodeId', d.node_id, 'silentMs', d.silent,
+                                            'recipients', (SELECT count(*) FROM released x WHERE x.leased_by = d.node_id)) ORDER BY d.node_id)
+          FROM dead d) AS dead`,
+      values: [this.nodeId, Math.max(0, Math.round(deadAfterMs)), now],
+    })
+    return { wasMissing: rows[0]?.was_missing ?? false, dead: rows[0]?.dead ?? [] }
+  }
+
+  private beatPool(): pg.Pool {
+    // A beat that cannot finish well within deadAfter is no beat: time limits on both sides.
+    const pool = new pg.Pool({
+      connectionString: durable(this.url), max: 1, types, connectionTimeoutMillis: 10_000, statement_timeout: 10_000, query_timeout: 15_000, keepAlive: true,
+    })
+    pool.on('error', (err) => this.log?.warn({ err }, 'queue: PostgreSQL heartbeat connection lost'))
+    return pool
+  }
+
   async recover(now: number): Promise<number> {
+    // Rows locked in id order, as a heartbeat taking this node over at the same moment locks them.
     const { rowCount } = await this.query(
       `UPDATE ${this.s}.recipients SET next_attempt = $1, leased_by = NULL, lease_until = NULL
-       WHERE leased_by = $2 AND ${PENDING}`,
+       WHERE id IN (SELECT id FROM ${this.s}.recipients WHERE leased_by = $2 AND ${PENDING} ORDER BY id FOR UPDATE)`,
       [now, this.nodeId],
     )
     return rowCount ?? 0
@@ -616,6 +676,6 @@ export class PgQueue implements Queue {
     await this.ready.catch(() => undefined)
     // What callers handed in before close is still written.
     await Promise.all([this.enqueues.idle(), this.completes.idle(), this.lookups.idle()])
-    await this.pool.end()
+    await Promise.all([this.pool.end(), this.beats?.end()])
   }
 }

@@ -99,6 +99,15 @@ const MIGRATIONS: ((s: string) => string)[] = [
     );
     CREATE INDEX suppressions_expiry ON ${s}.suppressions (expires_at) WHERE expires_at IS NOT NULL;
   `,
+  // Node liveness (heartbeat.ts): one row per running node, its last heartbeat on the database's
+  // clock (ms). A row older than deadAfter is a dead node: removed, its leases taken over.
+  (s) => `
+    CREATE TABLE ${s}.nodes (
+      node_id text PRIMARY KEY,
+      beat_at bigint NOT NULL,
+      started_at bigint NOT NULL
+    );
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -11,6 +11,7 @@ import type {
   ComplaintResult,
   CompleteResult,
   DelayCandidate,
+  HeartbeatResult,
   MessageDetail,
   NewMessage,
   Queue,
@@ -129,6 +130,12 @@ export class SqliteQueue implements Queue {
 
   recover(now: number): Promise<number> {
     return this.call('recover', now)
+  }
+
+  /** One process owns this queue (its `recover` at start frees what it held): no other node to watch. */
+  heartbeat(_now: number, _deadAfterMs: number): Promise<HeartbeatResult> {
+    if (this.closed) return Promise.reject(new Error('queue is closed'))
+    return Promise.resolve({ wasMissing: false, dead: [] })
   }
 
   list(filter?: QueueFilter): Promise<QueueEntry[]> {

@@ -1,0 +1,84 @@
+// recipient-verify: mail for a local domain that cannot be delivered is refused at RCPT, in the
+// session, instead of being accepted and bounced later (a bounce to a forged sender is backscatter).
+//   static      a list of valid recipients (inline and/or a file read again when it changes):
+//               an address it does not name gets 550 5.1.1 "User unknown" (Postfix's wording)
+//   call-ahead  the next hop (the domain's mail store, given as a route) is asked with a RCPT probe,
+//               results cached, like Postfix's reject_unverified_recipient; a next hop that is down,
+//               too slow or answers 4xx gives 450 4.1.1 (the client tries again), never acceptance
+// An address the static list names is valid without a probe. This plugin never accepts: a valid
+// recipient passes on to the other plugins and the core's relay rules. Non-local domains pass.
+import path from 'node:path'
+import { definePlugin, reject, tempfail, type SetupContext } from '../../core/index.js'
+import { ProbeCache } from './cache.js'
+import { options, type CallAhead, type Options, type ProbeRoute } from './options.js'
+import { probe, type ProbeResult } from './probe.js'
+import { StaticList } from './static-list.js'
+
+interface State {
+  list: StaticList
+  callAhead?: { opts: CallAhead & { heloName: string }; cache: ProbeCache<ProbeResult> }
+}
+
+// One state per plugin entry (its options object).
+const states = new WeakMap<object, State>()
+
+function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined {
+  return routes.find((r) => {
+    const patterns = r.match.domain
+    if (!patterns) return true
+    return patterns.some((p) => {
+      const want = p.toLowerCase().replace(/\.$/, '')
+      return want.startsWith('*.') ? domain.length > want.length - 1 && domain.endsWith(want.slice(1)) : domain === want
+    })
+  })
+}
+
+function setupState({ options, hostname, log }: SetupContext<Options>): State {
+  const list = new StaticList(options.recipients, options.file ? path.resolve(options.file) : undefined, options.checkInterval, log)
+  list.refresh(true)
+  const ca = options.callAhead
+  return {
+    list,
+    callAhead: ca ? { opts: { ...ca, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize) } : undefined,
+  }
+}
+
+const unknownUser = (address: string) => reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: User unknown` })
+
+export default definePlugin({
+  name: 'recipient-verify',
+  options,
+  setup(ctx) {
+    states.set(ctx.options, setupState(ctx))
+  },
+  hooks: {
+    async rcpt({ recipient, domain, isLocal, options, log }) {
+      if (!isLocal) return undefined
+      const d = domain.toLowerCase()
+      if (options.domains && !options.domains.includes(d)) return undefined
+      const address = recipient.address
+      // RFC 5321 §4.5.1: postmaster must always be accepted.
+      if (address.toLowerCase().startsWith('postmaster@')) return undefined
+      const state = states.get(options)
+      if (!state) throw new Error('recipient-verify: setup did not run')
+      if (state.list.has(address)) return undefined
+
+      const route = state.callAhead && routeFor(state.callAhead.opts.routes, d)
+      if (!route) return state.list.configured ? unknownUser(address) : undefined
+
+      const { opts, cache } = state.callAhead!
+      const { value: r, cached } = await cache.lookup(
+        address.toLowerCase(),
+        () => probe(route, address, opts),
+        (v) => (v.outcome === 'accepted' ? opts.positiveTtl : v.outcome === 'refused' ? opts.negativeTtl : 0),
+      )
+      log.debug({ to: address, outcome: r.outcome, cached, host: r.host, reply: r.reply }, 'recipient verified')
+      if (r.outcome === 'accepted') return undefined
+      if (r.outcome === 'refused') {
+        return reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: undeliverable address: ${r.host ? `host ${r.host} said: ` : ''}${r.reply}` })
+      }
+      log.warn({ to: address, host: r.host, reason: r.reply }, 'recipient verification failed; answering 450')
+      return tempfail({ code: 450, status: '4.1.1', message: `<${address}>: Recipient address rejected: unverified address: verification failed (${r.reply}); try again later` })
+    },
+  },
+})

@@ -1,0 +1,215 @@
+// No backscatter (issue 12 §3): undeliverable local recipients are refused at RCPT by the
+// recipient-verify plugin (static list, or a cached call-ahead RCPT probe to the mail store that
+// fails safe with 450), and DSNs for mail from untrusted clients return headers only and go to a
+// (possibly forged) sender at most once per delivery.untrustedDsn.interval.
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff } from '../harness/smtp-client.js'
+import { eventually, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let store: TestReceiver // 127.0.0.12: the local mail store; 550 to RCPT of nobody*@..., 451 to slow*@...
+let senderMx: TestReceiver // 127.0.0.13: sender.test's MX, where DSNs go
+let lmtpStore: TestReceiver // 127.0.0.15: a mail store speaking LMTP, same replies as `store`
+let relay: RelayProcess
+let recipientFile: string
+/** Every RCPT the mail store saw (probes and deliveries), lower-cased. */
+const storeRcpts: string[] = []
+
+const TRUSTED_CLIENT = '127.0.0.50' // in smtp.trustedNetworks; 127.0.0.1 is not
+
+/** RCPT alone (after EHLO and MAIL), then QUIT: how the relay answers a recipient. */
+async function rcptReply(address: string, from = 'someone@sender.test'): Promise<string> {
+  const { client } = await connectRaw(relay.port)
+  try {
+    await client.command('EHLO client.test')
+    expect(await client.command(`MAIL FROM:<${from}>`)).toMatch(/^250 /)
+    return await client.command(`RCPT TO:<${address}>`, 15_000)
+  } finally {
+    await client.command('QUIT', 1000).catch(() => undefined)
+    client.close()
+  }
+}
+
+/** One whole transaction with RET=FULL; the DATA reply must be 250. */
+async function send(opts: { from: string; to: string; subject: string; body: string; localAddress?: string }): Promise<void> {
+  const { client } = await connectRaw(relay.port, '127.0.0.1', 5000, undefined, opts.localAddress)
+  try {
+    await client.command('EHLO client.test')
+    expect(await client.command(`MAIL FROM:<${opts.from}> RET=FULL`)).toMatch(/^250 /)
+    expect(await client.command(`RCPT TO:<${opts.to}>`)).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const end = client.read(10_000)
+    client.send(dotStuff(`From: <${opts.from}>\r\nTo: <${opts.to}>\r\nSubject: ${opts.subject}\r\nMessage-ID: <${opts.subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${opts.body}\r\n`))
+    expect(await end).toMatch(/^250 /)
+    await client.command('QUIT', 1000).catch(() => undefined)
+  } finally {
+    client.close()
+  }
+}
+
+const text = (m: ReceivedMessage) => m.raw.toString('latin1')
+const dsnsTo = (address: string) => senderMx.messages.filter((m) => m.from === '' && m.to.includes(address))
+
+/** A port on 127.0.0.14 where nothing listens (a next hop that is down). */
+async function deadPort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.14', resolve))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
+
+beforeAll(async () => {
+  const storeBehaviour = {
+    noStartTls: true,
+    reply: {
+      rcpt: ({ address }: { address?: string }) => {
+        storeRcpts.push(address!.toLowerCase())
+        if (/^slow/i.test(address!)) return { code: 451, message: '4.3.0 Try again later' }
+        return /^nobody/i.test(address!) ? { code: 550, message: '5.1.1 <' + address + '>: User unknown in local recipient table' } : undefined
+      },
+    },
+  }
+  store = await startReceiver({ host: '127.0.0.12', behaviour: storeBehaviour })
+  lmtpStore = await startReceiver({ host: '127.0.0.15', behaviour: storeBehaviour, serverOptions: { lmtp: true } })
+  senderMx = await startReceiver({ host: '127.0.0.13', port: store.port, behaviour: { noStartTls: true } })
+  dns = await startDns({
+    'static.test': { A: ['127.0.0.12'] },
+    'local.test': { A: ['127.0.0.12'] },
+    'bounce.test': { A: ['127.0.0.12'] },
+    'sender.test': { A: ['127.0.0.13'] },
+  })
+  const dir = tempDir('relay-backscatter-')
+  recipientFile = path.join(dir, 'recipients')
+  fs.writeFileSync(recipientFile, '# valid recipients\nbob@static.test\n')
+  const down = await deadPort()
+  relay = await startRelay({
+    dir,
+    config: {
+      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test'],
+      dns: { servers: [dns.server], timeout: '1s' },
+      smtp: { reverseLookup: false, trustedNetworks: [`${TRUSTED_CLIENT}/32`] },
+      delivery: { port: store.port, connectTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: '1s' },
+      plugins: [
+        [
+          'recipient-verify',
+          {
+            // bounce.test is left unverified: mail to it is accepted and bounced later (§ untrusted DSNs).
+            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test'],
+            recipients: ['alice@static.test'],
+            file: recipientFile,
+            checkInterval: '50ms',
+            callAhead: {
+              routes: [
+                { match: { domain: 'local.test' }, kind: 'smtp', host: `127.0.0.12:${store.port}` },
+                { match: { domain: 'down.test' }, kind: 'smtp', host: `127.0.0.14:${down}` },
+                { match: { domain: 'lmtp.test' }, kind: 'lmtp', host: `127.0.0.15:${lmtpStore.port}` },
+              ],
+              connectTimeout: '1s',
+              commandTimeout: '2s',
+            },
+          },
+        ],
+      ],
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns, store, senderMx, lmtpStore].map((x) => x?.close()))
+})
+
+describe('recipient-verify: static list', () => {
+  it('refuses an unknown local recipient with 550 5.1.1 at RCPT, and accepts and delivers a listed one', async () => {
+    expect(await rcptReply('mallory@static.test')).toBe('550 5.1.1 <mallory@static.test>: Recipient address rejected: User unknown')
+    await send({ from: 'someone@sender.test', to: 'alice@static.test', subject: 'for alice', body: 'Hello Alice.' })
+    const delivered = await eventually(() => store.messages.find((m) => m.to.includes('alice@static.test')), 10_000, 'delivery to alice')
+    expect(text(delivered)).toContain('Hello Alice.')
+    expect(await rcptReply('ALICE@Static.Test')).toMatch(/^250 /)
+  })
+
+  it('takes recipients from the file, and reads it again when it changes', async () => {
+    expect(await rcptReply('bob@static.test')).toMatch(/^250 /)
+    expect(await rcptReply('carol@static.test')).toMatch(/^550 5\.1\.1 /)
+    fs.writeFileSync(recipientFile, '# valid recipients\nbob@static.test\ncarol@static.test\n')
+    await eventually(async () => /^250 /.test(await rcptReply('carol@static.test')), 5000, 'carol accepted after the file changed')
+  })
+})
+
+describe('recipient-verify: call-ahead', () => {
+  it('refuses at RCPT what the next hop refuses, passes what it accepts, and never sends DATA to probe', async () => {
+    const dataBefore = store.attempts.data
+    expect(await rcptReply('nobody-here@local.test')).toMatch(/^550 5\.1\.1 <nobody-here@local\.test>: Recipient address rejected: undeliverable address: .*User unknown/)
+    expect(await rcptReply('dave@local.test')).toMatch(/^250 /)
+    expect(storeRcpts).toContain('nobody-here@local.test')
+    expect(storeRcpts).toContain('dave@local.test')
+    expect(store.attempts.data).toBe(dataBefore)
+  })
+
+  it('asks an LMTP next hop with LHLO', async () => {
+    expect(await rcptReply('gina@lmtp.test')).toMatch(/^250 /)
+    expect(await rcptReply('nobody-lmtp@lmtp.test')).toMatch(/^550 5\.1\.1 .*undeliverable address: host 127\.0\.0\.15:\d+ said: 550/)
+    expect(lmtpStore.attempts.rcpt).toBe(2)
+    expect(lmtpStore.attempts.data).toBe(0)
+  })
+
+  it('answers 450 4.1.1 when the next hop is down', async () => {
+    expect(await rcptReply('erin@down.test')).toMatch(/^450 4\.1\.1 <erin@down\.test>: Recipient address rejected: unverified address: .*try again later$/)
+  })
+
+  it('caches the result: two sessions, one probe', async () => {
+    expect(await rcptReply('frank@local.test')).toMatch(/^250 /)
+    expect(await rcptReply('frank@local.test')).toMatch(/^250 /)
+    expect(await rcptReply('nobody-twice@local.test')).toMatch(/^550 /)
+    expect(await rcptReply('nobody-twice@local.test')).toMatch(/^550 /)
+    expect(storeRcpts.filter((a) => a === 'frank@local.test')).toHaveLength(1)
+    expect(storeRcpts.filter((a) => a === 'nobody-twice@local.test')).toHaveLength(1)
+  })
+})
+
+describe('DSNs for mail from untrusted clients', () => {
+  it('returns headers only, whatever RET says, and at most one DSN per sender per interval', async () => {
+    await send({ from: 'victim@sender.test', to: 'nobody1@bounce.test', subject: 'untrusted one', body: 'ATTACKER-CHOSEN-BODY-1' })
+    const [dsn] = await eventually(() => (dsnsTo('victim@sender.test').length ? dsnsTo('victim@sender.test') : undefined), 10_000, 'the DSN to the forged sender')
+    const t = text(dsn!)
+    expect(t).toContain('Final-Recipient: rfc822; nobody1@bounce.test')
+    expect(t).toContain('Content-Type: text/rfc822-headers')
+    expect(t).toContain('Subject: untrusted one')
+    expect(t).not.toContain('message/rfc822')
+    expect(t).not.toContain('ATTACKER-CHOSEN-BODY-1')
+
+    // A second one with the same sender bounces too, but no second DSN goes out.
+    await send({ from: 'victim@sender.test', to: 'nobody2@bounce.test', subject: 'untrusted two', body: 'ATTACKER-CHOSEN-BODY-2' })
+    await relay.waitForLog((l) => l.msg === 'delivery event' && l.event === 'bounced' && l.recipient === 'nobody2@bounce.test', 10_000)
+    await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped') && l.to === 'victim@sender.test', 5000)
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(dsnsTo('victim@sender.test')).toHaveLength(1)
+  })
+
+  it('limits delay warnings the same way', async () => {
+    await send({ from: 'victim2@sender.test', to: 'slow1@bounce.test', subject: 'untrusted slow one', body: 'SLOW-BODY-1' })
+    const [warning] = await eventually(() => (dsnsTo('victim2@sender.test').length ? dsnsTo('victim2@sender.test') : undefined), 10_000, 'the delay warning')
+    expect(text(warning!)).toContain('Action: delayed')
+    expect(text(warning!)).not.toContain('SLOW-BODY-1')
+    await send({ from: 'victim2@sender.test', to: 'slow2@bounce.test', subject: 'untrusted slow two', body: 'SLOW-BODY-2' })
+    await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped') && l.to === 'victim2@sender.test' && l.action === 'delayed', 10_000)
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(dsnsTo('victim2@sender.test')).toHaveLength(1)
+  })
+
+  it('honours RET=FULL for a client in smtp.trustedNetworks, and does not limit its DSNs', async () => {
+    await send({ from: 'friend@sender.test', to: 'nobody3@bounce.test', subject: 'trusted one', body: 'TRUSTED-BODY-1', localAddress: TRUSTED_CLIENT })
+    await send({ from: 'friend@sender.test', to: 'nobody4@bounce.test', subject: 'trusted two', body: 'TRUSTED-BODY-2', localAddress: TRUSTED_CLIENT })
+    const dsns = await eventually(() => (dsnsTo('friend@sender.test').length >= 2 ? dsnsTo('friend@sender.test') : undefined), 10_000, 'two DSNs to the trusted sender')
+    const all = dsns.map(text).join('\n')
+    expect(all).toContain('Content-Type: message/rfc822')
+    expect(all).toContain('TRUSTED-BODY-1')
+    expect(all).toContain('TRUSTED-BODY-2')
+  })
+})
