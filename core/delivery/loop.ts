@@ -42,6 +42,16 @@ function localAddresses(): net.BlockList {
   return list
 }
 
+/** Two IP addresses are the same (IPv4-mapped IPv6 equal to its IPv4; IPv6 in any spelling). */
+function sameIp(a: string, b: string): boolean {
+  const norm = (ip: string) => {
+    const plain = ip.replace(/^::ffff:/i, '')
+    if (net.isIPv4(plain)) return plain
+    return new net.SocketAddress({ address: ip, family: 'ipv6' }).address
+  }
+  return a === b || norm(a) === norm(b)
+}
+
 /** Does a listener bound to `host` accept connections to `address`? */
 function listenerTakes(host: string, address: string): boolean {
   if (net.isIP(address) === 0) return false
@@ -50,9 +60,7 @@ function listenerTakes(host: string, address: string): boolean {
   if (host === '::') return localAddresses().check(address, familyOf(address))
   if (host === 'localhost') return ['127.0.0.1', '::1'].some((h) => listenerTakes(h, address))
   if (net.isIP(host) === 0) return false // a name: the greeting check still catches it
-  const one = new net.BlockList()
-  one.addAddress(host, familyOf(host))
-  return one.check(address, familyOf(address))
+  return sameIp(host, address)
 }
 
 /** Is `address`:`port` one of this relay's own SMTP listeners? */

@@ -62,7 +62,7 @@ export class HookBus {
       const fn = p.plugin.hooks[hook] as (ctx: unknown) => unknown
       let result: unknown
       try {
-        result = await this.withTimeout(p, hook, (signal) => fn({ ...p.ctx, ...data, signal }))
+        result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty({ ...p.ctx, ...data }, 'signal', { get: signal, enumerable: true })))
       } catch (err) {
         p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
         return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
@@ -101,18 +101,25 @@ export class HookBus {
     )
   }
 
-  /** Runs `call`; past the timeout it is given up on and its signal aborted, so it can stop working. */
-  private withTimeout<T>(p: LoadedPlugin, hook: string, call: (signal: AbortSignal) => T): Promise<Awaited<T>> {
-    const abort = new AbortController()
+  /**
+   * Runs `call`; past the timeout it is given up on and its signal aborted, so it can stop working.
+   * The AbortController is made only when a hook reads `signal` (making one for every call costs
+   * more than most hooks do).
+   */
+  private withTimeout<T>(p: LoadedPlugin, hook: string, call: (signal: () => AbortSignal) => T): Promise<Awaited<T>> {
+    let abort: AbortController | undefined
+    let timedOut: Error | undefined
+    const signal = () => (abort ??= controller(timedOut)).signal
     return new Promise<Awaited<T>>((resolve, reject) => {
       const timer = setTimeout(() => {
         const err = new Error(`hook ${hook} timed out after ${this.timeoutMs} ms`)
+        timedOut = err
         reject(err)
-        abort.abort(err)
+        abort?.abort(err)
       }, this.timeoutMs)
       timer.unref()
       Promise.resolve()
-        .then(() => call(abort.signal))
+        .then(() => call(signal))
         .then(
           (v) => {
             clearTimeout(timer)
@@ -129,6 +136,13 @@ export class HookBus {
   async close(): Promise<void> {
     await teardown(this.plugins, this.log)
   }
+}
+
+/** A controller, already aborted when the call timed out before it asked for its signal. */
+function controller(reason: Error | undefined): AbortController {
+  const c = new AbortController()
+  if (reason) c.abort(reason)
+  return c
 }
 
 function index(plugins: LoadedPlugin[]): Map<string, LoadedPlugin[]> {
