@@ -10,6 +10,7 @@ import { createResolver } from './dns/resolver.js'
 import { Spool } from './queue/spool.js'
 import { openQueue } from './queue/open.js'
 import type { Queue } from './queue/types.js'
+import { QueueIntake } from './queue/intake.js'
 import { NodeHeartbeat } from './queue/heartbeat.js'
 import { HookBus } from './hooks/bus.js'
 import { loadPlugins } from './hooks/load-plugins.js'
@@ -66,6 +67,8 @@ export class Relay {
     c.register(Tokens.Resolver, { useValue: resolver })
     c.register(Tokens.Spool, { useValue: spool })
     c.register(Tokens.Queue, { useValue: queue })
+    const intake = new QueueIntake(queue)
+    c.register(Tokens.Intake, { useValue: intake })
     c.register(RelayMetrics, { useValue: metrics })
 
     // Crash recovery: work a dead process held is due again; bodies it never queued are removed.
@@ -96,6 +99,7 @@ export class Relay {
 
     const delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
     delivery.onTakeover = metrics.leaseTakeovers
+    intake.subscribe(delivery)
     if (config.queue.driver === 'postgres') {
       this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => delivery.notify())
       await this.heartbeat.start()

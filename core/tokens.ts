@@ -5,6 +5,8 @@ export const Tokens = {
   Logger: Symbol('Logger'),
   Resolver: Symbol('Resolver'),
   Queue: Symbol('Queue'),
+  /** The door from SMTP into the queue (core/queue/intake.ts). */
+  Intake: Symbol('Intake'),
   Spool: Symbol('Spool'),
   Hooks: Symbol('Hooks'),
   Delivery: Symbol('Delivery'),

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { loadConfig } from '../config/load.js'
 import { parseDuration } from '../config/duration.js'
 import { SqliteStore } from '../queue/sqlite/store.js'
-import { parseAddress } from '../smtp/address.js'
+import { parseAddress } from '../mail/address.js'
 import type { Suppression } from '../queue/types.js'
 
 const time = (ms?: number) => (ms === undefined ? 'never' : new Date(ms).toISOString().replace('.000', ''))

@@ -7,13 +7,14 @@ import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
 import type { DelayCandidate, Job, NewMessage, Queue, QueuedMessage, RecipientResult, Suppression } from '../queue/types.js'
 import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
+import type { NewWorkSubscriber } from '../queue/intake.js'
 import { newQueueId } from '../queue/id.js'
-import { parseAddress } from '../smtp/address.js'
+import { parseAddress } from '../mail/address.js'
 import { attemptDelivery, type AttemptResult } from './attempt.js'
 import { retryDelay } from './retry.js'
 import { formatDuration } from '../config/duration.js'
 import { ConnectionPool } from './smtp-client.js'
-import { buildDsn, orcptOf, retOf, envidOf, statusOf, wantsDsn, RET_FULL_MAX, type DsnInput, type FailedRecipient } from './dsn.js'
+import { buildDsn, orcptOf, retOf, envidOf, statusOf, wantsDsn, RET_FULL_MAX, type DsnInput, type FailedRecipient } from '../mail/bounce.js'
 import { classify, isHardBounce } from './classify.js'
 import { Throttle, type Slot } from './throttle.js'
 import { fromUntrustedClient, UntrustedDsnLimiter } from './dsn-policy.js'
@@ -35,7 +36,7 @@ const oneLine = (s: string, max = 300) => {
  * runs one attempt per job, applies the retry policy, records results and bounces, emits events.
  */
 @injectable()
-export class DeliveryScheduler {
+export class DeliveryScheduler implements NewWorkSubscriber {
   private inFlight = 0
   private readonly byDomain: Record<string, number> = {}
   private readonly running = new Set<Promise<void>>()
@@ -54,7 +55,7 @@ export class DeliveryScheduler {
   private held: Job[] = []
   private heldTimer: NodeJS.Timeout | undefined
   private retryingHeld = false
-  /** Throttle slots taken by `reserve`, by domain, for `startReserved`. */
+  /** Throttle slots taken by `claim`, by domain, for `queued`. */
   private readonly reservedSlots = new Map<string, Slot[]>()
   /** Who got a DSN for untrusted mail lately (delivery.untrustedDsn, dsn-policy.ts). */
   private readonly untrustedDsn = new UntrustedDsnLimiter()
@@ -201,9 +202,9 @@ export class DeliveryScheduler {
   /**
    * Fast path for a new message, before its queue write: when every one of its domains has a free
    * slot, the slots are taken now and the message is written already leased, then delivered from
-   * memory (`startReserved`) without a queue scan. Returns the lease expiry, or undefined.
+   * memory (`queued`) without a queue scan. Returns the lease expiry, or undefined.
    */
-  reserve(domains: string[]): number | undefined {
+  claim(domains: string[]): number | undefined {
     const { global, perDomain } = this.config.delivery.concurrency
     // Not while a scan is out: its claim counted the slots as they were.
     if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
@@ -234,8 +235,8 @@ export class DeliveryScheduler {
     return slot
   }
 
-  /** The queue write after `reserve` failed: the slots go back. */
-  unreserve(domains: string[]): void {
+  /** The queue write after `claim` failed: the slots go back. */
+  unclaim(domains: string[]): void {
     for (const d of domains) {
       const slot = this.reservedSlot(d)
       if (slot) this.throttle.release(slot)
@@ -244,8 +245,12 @@ export class DeliveryScheduler {
     this.notify()
   }
 
-  /** The message reserved for is on disk (recipients leased, `rowIds` in order): deliver it now. */
-  startReserved(message: NewMessage, rowIds: number[]): void {
+  /**
+   * A message is durable. Claimed (recipients leased to us, `rowIds` in order): deliver it now from
+   * memory. Not claimed: it is due in the queue, scan soon.
+   */
+  queued(message: NewMessage, rowIds: number[] | undefined): void {
+    if (!rowIds) return this.notify()
     const { recipients, ...queued } = message
     const byDomain = new Map<string, Job>()
     recipients.forEach((r, i) => {

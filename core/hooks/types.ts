@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { ZodType } from 'zod'
 import type { Resolver } from 'node:dns/promises'
 import type { Readable } from 'node:stream'
-import type { MessageHeaders } from '../smtp/headers.js'
+import type { MessageHeaders } from '../mail/headers.js'
 
 /** What a hook decides. Returning nothing passes the decision on to the next plugin. */
 export interface Verdict {

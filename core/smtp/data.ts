@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { MessageHeaders } from './headers.js'
+import { MessageHeaders } from '../mail/headers.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
 
 /** Bodies up to this size stay in memory and go inline into the queue database. */

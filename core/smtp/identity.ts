@@ -1,6 +1,6 @@
 import addressparser from 'nodemailer/lib/addressparser'
-import type { MessageHeaders } from './headers.js'
-import { parseAddress } from './address.js'
+import type { MessageHeaders } from '../mail/headers.js'
+import { parseAddress } from '../mail/address.js'
 
 /**
  * Whether `address` is one the user may send as: an entry `'*'`, the address itself, or its

@@ -18,13 +18,13 @@ import { patchSmtpServer } from './patches.js'
 import { acceptProxyProtocol, refuseUntrustedProxyHeaders } from './proxy.js'
 import { envelopeOf, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { acceptedFields } from '../events/log.js'
-import { hasRoutingInLocalPart, parseAddress } from './address.js'
+import { hasRoutingInLocalPart, parseAddress } from '../mail/address.js'
 import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage } from './data.js'
 import { hopCount, receivedHeader, rfc5322Date } from './received.js'
 import { foreignHeaderSenders, senderAllowed } from './identity.js'
 import { readTlsFiles, tlsFilePaths, type TlsFiles } from './tls.js'
 import { convertReceivedTo7bit } from './seven-bit.js'
-import type { DeliveryScheduler } from '../delivery/scheduler.js'
+import type { QueueIntake } from '../queue/intake.js'
 import { FeedbackIntake } from '../reputation/intake.js'
 
 const fixed = (code: number, status: string, message: string): Reply => ({ code, status, message })
@@ -72,7 +72,7 @@ export class SmtpListeners {
     @inject(Tokens.Hooks) private readonly hooks: HookBus,
     @inject(Tokens.Queue) private readonly queue: Queue,
     @inject(Tokens.Spool) private readonly spool: Spool,
-    @inject(Tokens.Delivery) private readonly delivery: DeliveryScheduler,
+    @inject(Tokens.Intake) private readonly intake: QueueIntake,
   ) {
     patchSmtpServer()
     refuseUntrustedProxyHeaders()
@@ -550,23 +550,13 @@ export class SmtpListeners {
       expiresAt: now + this.config.delivery.maxQueueLifetime,
       meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user, trusted: info.trusted },
     }
-    // When delivery has free slots for every domain, the message goes out from memory at once.
-    const domains = [...new Set(message.recipients.map((r) => r.domain))]
-    const leaseUntil = this.delivery.reserve(domains)
-    let rowIds: number[]
-    try {
-      rowIds = await this.queue.enqueue(message, leaseUntil)
-    } catch (err) {
-      if (leaseUntil) this.delivery.unreserve(domains)
-      throw err
-    }
+    // Durable before the 250; the queue then announces the new work to delivery.
+    await this.intake.enqueue(message)
     // The 'accepted' delivery event's log line (core/events/log.ts logs the others).
     this.log.info({ event: 'accepted', queueId: id, ...acceptedFields(message, recipients, info), ms: now - started }, 'delivery event')
     if (this.hooks.has('accepted')) {
       void this.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
     }
-    if (leaseUntil) this.delivery.startReserved(message, rowIds)
-    else this.delivery.notify()
     return `2.0.0 Ok: queued as ${id}`
   }
 }
