@@ -7,13 +7,24 @@ export type { RelayConfig, RelayConfigInput } from './config/schema.js'
 export { accept, reject, tempfail, route, replyFor, STAGE_REPLIES } from './hooks/verdict.js'
 export type { Reply } from './hooks/verdict.js'
 export type * from './hooks/types.js'
+export type * from './hooks/operator.js'
+export { HOOK_NAMES, EVENT_NAMES } from './hooks/names.js'
+export { PLUGIN_ERROR_CODES, PluginError } from './hooks/plugin-errors.js'
+export { ConfigError } from './config/load.js'
 export { MessageHeaders } from './mail/headers.js'
 export { parseAddress } from './mail/address.js'
 export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
 export { networkMatcher } from './net/networks.js'
+/** GETs a domain's MTA-STS policy file (RFC 8461 §3.3), as delivery does: for `relay doctor` and plugins. */
+export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
+export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
+export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'
 export { z }
 
-/** Declares a plugin: a name, optional zod schema for its options, optional setup, and hooks. */
-export function definePlugin<O = Record<string, never>>(plugin: Plugin<O>): Plugin<O> {
+/**
+ * Declares a plugin: a name, an optional zod schema for its options, an optional setup whose
+ * result is the plugin's state (`ctx.state` in every hook), and hooks.
+ */
+export function definePlugin<O = Record<string, never>, S = undefined>(plugin: Plugin<O, S>): Plugin<O, S> {
   return plugin
 }

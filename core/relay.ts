@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import { container as root, type DependencyContainer } from 'tsyringe'
 import type { Logger } from 'pino'
+import type { Resolver } from 'node:dns/promises'
 import { Tokens } from './tokens.js'
 import type { RelayConfig } from './config/schema.js'
 import { createLogger } from './log.js'
@@ -13,18 +14,17 @@ import type { Queue } from './queue/types.js'
 import { QueueIntake } from './queue/intake.js'
 import { NodeHeartbeat } from './queue/heartbeat.js'
 import { HookBus } from './hooks/bus.js'
-import { loadPlugins } from './hooks/load-plugins.js'
+import { loadPlugins, type LoadedPlugin } from './hooks/load-plugins.js'
+import type { Readiness, RelayOperations, ReloadResult } from './hooks/operator.js'
 import { DeliveryScheduler } from './delivery/scheduler.js'
 import { SmtpListeners } from './smtp/listeners.js'
 import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
-import { AdminServer, registerAdminRoutes, type Readiness } from './admin/index.js'
-import { reloadRelay, type ReloadResult } from './reload.js'
+import { reloadRelay } from './reload.js'
 import { removePidFile, writePidFile } from './pid-file.js'
-import { RelayMetrics } from './metrics/index.js'
 import { logDeliveryEvents } from './events/log.js'
-import { RECENT_EVENTS, RecentEvents } from './admin/recent-events.js'
-import { ReputationMonitor } from './reputation/monitor.js'
+import { relayOperations } from './relay-operations.js'
+import { corePolicies, type CorePolicies } from './policies/index.js'
 
 /** A running relay: listeners, queue, delivery. `start()` wires them; `stop()` ends them in order. */
 export class Relay {
@@ -33,19 +33,18 @@ export class Relay {
   private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 })
   listeners: ListenerInfo[] = []
   private state: Readiness['state'] = 'stopped'
-  /** The admin HTTP listener, when config `admin` is set. */
-  private admin: AdminServer | undefined
   /** Reloads run one at a time. */
   private reloading: Promise<unknown> = Promise.resolve()
-  /** Prometheus metrics (GET /metrics on the admin listener); set by start(). */
-  metrics: RelayMetrics | undefined
-  /** Logs reputation warnings (bounce and complaint rates per sending domain). */
-  private reputation: ReputationMonitor | undefined
+  /** What operations plugins (admin API, metrics, reputation) get as `ctx.relay`; set by start(). */
+  private operations: RelayOperations | undefined
+  /** The core's own policies (closed relay, sender ownership, ...), around the config's plugins on the bus. */
+  private policies: CorePolicies | undefined
   /** Cluster mode: this node's liveness in the shared queue; dead nodes' leases are taken over. */
   private heartbeat: NodeHeartbeat | undefined
 
   constructor(
-    readonly config: RelayConfig,
+    /** The config generation in force: replaced (never changed) by a hot reload. */
+    public config: RelayConfig,
     readonly log: Logger = createLogger(config.log.level),
   ) {}
 
@@ -54,22 +53,22 @@ export class Relay {
     this.state = 'starting'
     fs.mkdirSync(config.dataDir, { recursive: true })
     writePidFile(config.dataDir)
+    // The composition root: the one place services are made and handed to each other.
     const c = root.createChildContainer()
     this.container = c
-    const metrics = new RelayMetrics(config.metrics, (err) => log.error({ err }, 'metrics: reading the queue summary failed'))
-    this.metrics = metrics
-    const resolver = createResolver(config, metrics.dnsFailure)
+    // Every failed lookup, whoever makes it (core, plugins, mailauth), becomes a `dnsFailed` event.
+    let hooks: HookBus | undefined
+    const resolver = createResolver(config, (type, code) => void hooks?.emit('dnsFailed', { type, code }))
     const spool = new Spool(config.dataDir)
     // SQLite in dataDir, or PostgreSQL shared by every node (bodies in the database: bodyFiles() is []).
     const queue: Queue = await openQueue(config, { spool, log })
+    const intake = new QueueIntake(queue)
     c.register(Tokens.Config, { useValue: config })
     c.register(Tokens.Logger, { useValue: log })
     c.register(Tokens.Resolver, { useValue: resolver })
     c.register(Tokens.Spool, { useValue: spool })
     c.register(Tokens.Queue, { useValue: queue })
-    const intake = new QueueIntake(queue)
     c.register(Tokens.Intake, { useValue: intake })
-    c.register(RelayMetrics, { useValue: metrics })
 
     // Crash recovery: work a dead process held is due again; bodies it never queued are removed.
     const recovered = await queue.recover(Date.now())
@@ -77,46 +76,64 @@ export class Relay {
     const swept = await spool.sweep((file) => known.has(file))
     if (recovered || swept) log.info({ recovered, swept }, 'recovered queue after an unclean stop')
 
-    const plugins = await loadPlugins({ config, logger: log, resolver })
-    const hooks = new HookBus(plugins, config.hookTimeout, log)
-    // Core observers, before any session or delivery can emit: they work whatever plugins are configured.
-    metrics.observe(hooks)
-    metrics.trackQueue(queue)
+    // Plugins come up before the listeners (an admin plugin's /readyz says 'starting' until they are).
+    let smtp: SmtpListeners | undefined
+    let delivery: DeliveryScheduler | undefined
+    this.operations = relayOperations({
+      queue,
+      log,
+      hooks: () => hooks,
+      config: () => this.config,
+      wake: () => delivery?.notify(),
+      reload: () => this.reload(),
+      reloadTls: () => this.reloadTls(),
+      readiness: () => this.readiness(),
+      listeners: () => this.listeners,
+      sessionCounts: () => smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
+      eventLoopDelay: () => this.eventLoopDelay(),
+    })
+    this.policies = corePolicies({ config: () => this.config, queue, log, emit: (e, d) => void (hooks?.has(e) && hooks.emit(e, d)) })
+    const plugins = await this.loadPlugins(config, resolver, 'start')
+    hooks = new HookBus(plugins, config.hookTimeout, log)
     logDeliveryEvents(hooks, log)
-    const recent = new RecentEvents()
-    recent.observe(hooks)
-    c.register(RECENT_EVENTS, { useValue: recent })
     c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Delivery, DeliveryScheduler)
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
-    if (config.admin) {
-      // Up before the listeners: /readyz says 'starting' until they are.
-      c.registerSingleton(AdminServer)
-      this.admin = c.resolve(AdminServer)
-      registerAdminRoutes(this.admin, { container: c, relay: this })
-      await this.admin.start()
-    }
 
-    const delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
-    delivery.onTakeover = metrics.leaseTakeovers
+    delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
+    const bus = hooks
+    delivery.onTakeover = (recipients) => void bus.emit('leaseTakenOver', { recipients })
     intake.subscribe(delivery)
     if (config.queue.driver === 'postgres') {
-      this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => delivery.notify())
+      const scheduler = delivery
+      this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => scheduler.notify())
       await this.heartbeat.start()
     }
     delivery.start()
-    const smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
+    smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.listeners = await smtp.start()
     // Delivery never connects to these (mail loops): the real ports, also for a configured port 0.
     recordOwnListeners(config, this.listeners)
-    metrics.trackSessions(() => smtp.sessionCounts())
-    smtp.feedback.onComplaint = (complaint) => recent.complaint(complaint)
-    this.reputation = new ReputationMonitor(queue, config, log)
-    this.reputation.start()
     this.loopDelay.enable()
     this.state = 'running'
     log.info({ hostname: config.hostname, dataDir: config.dataDir, plugins: plugins.map((p) => p.plugin.name) }, 'relay started')
     return this
+  }
+
+  /**
+   * One generation of plugins: the core's own policies around the config's plugins, set up with
+   * the operator API. At reload, plugins marked keepOnReload carry over from `previous`.
+   */
+  loadPlugins(config: RelayConfig, resolver: Resolver, mode: 'start' | 'reload', previous?: LoadedPlugin[]): Promise<LoadedPlugin[]> {
+    const builtins = this.policies && { first: this.policies.first, last: this.policies.last }
+    return loadPlugins({ config, logger: this.log, resolver, mode, relay: this.operations, previous, builtins })
+  }
+
+  /** Event-loop delay since start, in ms above the 10 ms sampling interval. */
+  eventLoopDelay(): { p50: number; p99: number; max: number } {
+    const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
+    const d = this.loopDelay
+    return { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) }
   }
 
   /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
@@ -140,7 +157,7 @@ export class Relay {
     const run = async (): Promise<ReloadResult> => {
       const c = this.container
       if (!c || this.state !== 'running') return { ok: false, error: `cannot reload: the relay is ${this.state}` }
-      return reloadRelay(this.config, this.log, c)
+      return reloadRelay(this, this.log, c)
     }
     const result = this.reloading.then(run, run)
     this.reloading = result
@@ -161,19 +178,13 @@ export class Relay {
     // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.
     await this.heartbeat?.stop()
     this.heartbeat = undefined
+    // Plugins after the listeners and deliveries: an admin plugin's /readyz says 'stopping' while they drain.
     await c.resolve<HookBus>(Tokens.Hooks).close()
-    await this.reputation?.stop()
-    this.reputation = undefined
     await c.resolve<Queue>(Tokens.Queue).close()
-    // Last: /readyz answers 503 'stopping' while the relay drains.
-    await this.admin?.stop()
-    this.admin = undefined
     removePidFile(this.config.dataDir)
     this.state = 'stopped'
+    const eventLoopDelayMs = this.eventLoopDelay()
     this.loopDelay.disable()
-    // The histogram counts the 10 ms sampling interval itself; what is above it is lag.
-    const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
-    const d = this.loopDelay
-    this.log.info({ eventLoopDelayMs: { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) } }, 'relay stopped')
+    this.log.info({ eventLoopDelayMs }, 'relay stopped')
   }
 }

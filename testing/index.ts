@@ -24,6 +24,7 @@ export * from './dns-server.js'
 export * from './smtp-receiver.js'
 export * from './smtp-client.js'
 export * from './tls.js'
+export * from './run-hook.js'
 
 /** A plugin: a file (absolute, `./relative` to the working directory, or a `file:` URL) or a name. */
 export type PluginRef = string | URL

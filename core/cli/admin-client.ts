@@ -1,10 +1,20 @@
-// How the CLI talks to a running relay: `<dataDir>/admin.json` names its admin listener (written at
-// start, removed at stop); the token comes from config admin.token or RELAY_ADMIN_TOKEN.
+// How the CLI talks to a running relay: `<dataDir>/admin.json` names its admin listener and the
+// token it requires (written at start by the admin plugin, mode 0600, removed at stop); without a
+// token there, RELAY_ADMIN_TOKEN. The CLI knows this file, never the plugin or its options.
 import fs from 'node:fs'
 import path from 'node:path'
 import type { RelayConfig } from '../config/schema.js'
-import { ADMIN_FILE, type AdminFile } from '../admin/server.js'
 import { isAlive } from '../pid-file.js'
+
+/** Where a running relay says how to reach its admin listener (plugins/admin writes it). */
+export const ADMIN_FILE = 'admin.json'
+
+export interface AdminFile {
+  url: string
+  pid: number
+  /** The bearer token the listener requires (absent when it runs without one). */
+  token?: string
+}
 
 export interface AdminTarget {
   url: string
@@ -13,7 +23,7 @@ export interface AdminTarget {
 }
 
 /** The running relay's admin listener, or undefined when none runs for this data directory. */
-export function findAdmin(config: RelayConfig): AdminTarget | undefined {
+export function findAdmin(config: Pick<RelayConfig, 'dataDir'>): AdminTarget | undefined {
   let file: AdminFile
   try {
     file = JSON.parse(fs.readFileSync(path.join(config.dataDir, ADMIN_FILE), 'utf8')) as AdminFile
@@ -21,7 +31,8 @@ export function findAdmin(config: RelayConfig): AdminTarget | undefined {
     return undefined
   }
   if (typeof file.url !== 'string' || !Number.isInteger(file.pid) || !isAlive(file.pid)) return undefined
-  return { url: file.url, pid: file.pid, token: config.admin?.token ?? (process.env.RELAY_ADMIN_TOKEN || undefined) }
+  const token = typeof file.token === 'string' && file.token ? file.token : process.env.RELAY_ADMIN_TOKEN || undefined
+  return { url: file.url, pid: file.pid, token }
 }
 
 /** The listener did not answer at all (a stale admin.json): the caller may work on the data directory. */
@@ -65,7 +76,7 @@ export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', 
   }
   if (res.ok) return json as T
   const reason = (json as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`
-  if (res.status === 401) throw new AdminFailed(401, `${reason}; set admin.token in the config or RELAY_ADMIN_TOKEN`, json)
-  if (res.status === 403) throw new AdminFailed(403, `the admin listener refused the token (${reason}); check admin.token or RELAY_ADMIN_TOKEN`, json)
+  if (res.status === 401) throw new AdminFailed(401, `${reason}; set RELAY_ADMIN_TOKEN to the admin plugin's token`, json)
+  if (res.status === 403) throw new AdminFailed(403, `the admin listener refused the token (${reason}); check RELAY_ADMIN_TOKEN and the admin plugin's token`, json)
   throw new AdminFailed(res.status, reason, json)
 }

@@ -1,7 +1,4 @@
 import 'reflect-metadata'
-import fs from 'node:fs'
-import path from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Command } from 'commander'
 import { ConfigError, loadConfig } from '../config/load.js'
 
@@ -24,7 +21,7 @@ program
 const queue = program
   .command('queue')
   .description('inspect and control the mail queue (a running relay through its admin API, else the data directory)')
-  .addHelpText('after', '\nExit code: 0 ok, 1 not found or failed, 2 bad config. The admin token: config admin.token or RELAY_ADMIN_TOKEN.')
+  .addHelpText('after', '\nExit code: 0 ok, 1 not found or failed, 2 bad config. The admin token: from the running relay\'s <dataDir>/admin.json, else RELAY_ADMIN_TOKEN.')
 queue
   .command('list')
   .description('list queued messages (id, received, size, sender, Message-ID, HELD) and under each its recipients with state, attempts, next attempt, last response')
@@ -109,17 +106,6 @@ suppression
   .option(...configOption)
   .action(async (address: string, opts) => (await import('./suppression.js')).suppressionRemove(address, opts))
 
-program
-  .command('doctor')
-  .description("check a sending domain's DNS against this relay: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, reverse DNS")
-  .argument('<domain>', 'the domain you send mail as, e.g. example.com')
-  .option(...configOption)
-  .option('--json', 'print the checks as JSON: [{ name, status, message, fix }]')
-  .option('--no-mta-sts-fetch', 'check the MTA-STS DNS record only, do not fetch the policy over HTTPS')
-  .option('--mta-sts-connect <host:port>', 'fetch the MTA-STS policy from here instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>)')
-  .addHelpText('after', '\nExit code: 0 when no check is an error, 1 when one is, 2 for a bad domain or config.')
-  .action(async (domain: string, opts) => (await import('./doctor.js')).doctor(domain, opts))
-
 const tls = program.command('tls').description('TLS certificates')
 tls
   .command('selfsigned')
@@ -137,19 +123,13 @@ pluginCmd
   .option('--dir <dir>', 'where to create the folder', '.')
   .action(async (name: string, opts) => (await import('./plugin-new.js')).pluginNew(name, opts))
 
-// Bundled plugins add their own verbs: plugins/<name>/cli.js (cli.ts when run from source) may export
-// `register(program, { loadConfig })`. Same directory as the plugins themselves (hooks/load-plugins.ts).
-const PLUGINS_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
-for (const name of fs.existsSync(PLUGINS_DIR) ? fs.readdirSync(PLUGINS_DIR).sort() : []) {
-  const file = ['cli.js', 'cli.ts'].map((f) => path.join(PLUGINS_DIR, name, f)).find((f) => fs.existsSync(f))
-  if (!file) continue
-  try {
-    const { register } = (await import(pathToFileURL(file).href)) as { register?: (program: Command, env: { loadConfig: (file?: string) => Promise<unknown> }) => void }
-    register?.(program, { loadConfig })
-  } catch (err) {
-    // One plugin's broken CLI must not take `relay start` down with it.
-    process.stderr.write(`relay: the commands of plugin ${name} are unavailable: ${(err as Error).message}\n`)
-  }
+// Plugins add their own verbs (`commands` on the plugin object), bundled and third-party alike:
+// loaded for a verb the core does not know, and for help.
+const verb = process.argv[2]
+const coreVerb = verb !== undefined && !verb.startsWith('-') && program.commands.some((c) => c.name() === verb)
+if (!coreVerb || process.argv.includes('--help') || process.argv.includes('-h')) {
+  const { registerPluginCommands } = await import('./plugin-commands.js')
+  await registerPluginCommands(program, process.argv.slice(2))
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {

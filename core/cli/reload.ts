@@ -11,7 +11,7 @@ import { AdminFailed, AdminUnreachable, adminCall, findAdmin } from './admin-cli
  * refuses it and says why (exit 1), and keeps running on the old one.
  */
 export async function reload(opts: { config?: string }): Promise<void> {
-  let config: Pick<RelayConfig, 'dataDir' | 'admin'>
+  let config: Pick<RelayConfig, 'dataDir'>
   let invalid: ConfigError | undefined
   try {
     config = await loadConfig(opts.config)
@@ -21,7 +21,7 @@ export async function reload(opts: { config?: string }): Promise<void> {
     config = await dataDirOf(opts.config, err)
   }
 
-  const target = findAdmin(config as RelayConfig)
+  const target = findAdmin(config)
   if (target) {
     try {
       const result = await adminCall<ReloadResult>(target, 'POST', '/api/reload')
@@ -66,17 +66,16 @@ function printResult(r: ReloadResult): void {
   process.stdout.write(lines.join('\n') + '\n')
 }
 
-/** The data directory and admin section of a config that does not validate, as far as it says. */
-async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pick<RelayConfig, 'dataDir' | 'admin'>> {
+/** The data directory of a config that does not validate, as far as it says (admin.json there has the token). */
+async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pick<RelayConfig, 'dataDir'>> {
   let raw: { config: unknown; filepath: string } | null
   try {
     raw = await loadRawConfig(file)
   } catch {
     throw err
   }
-  const c = (raw?.config ?? {}) as { dataDir?: unknown; admin?: { token?: unknown } }
+  const c = (raw?.config ?? {}) as { dataDir?: unknown }
   const dir = raw ? path.dirname(raw.filepath) : process.cwd()
   const dataDir = path.resolve(dir, typeof c.dataDir === 'string' ? c.dataDir : './data')
-  const token = typeof c.admin?.token === 'string' ? c.admin.token : undefined
-  return { dataDir, admin: token ? { host: '127.0.0.1', port: 0, token, hosts: [], insecureNoToken: false } : undefined }
+  return { dataDir }
 }

@@ -6,8 +6,7 @@ import path from 'node:path'
 import { loadConfig } from '../config/load.js'
 import { openQueue } from '../queue/open.js'
 import { Spool } from '../queue/spool.js'
-import type { DomainFigures, Figures, Period } from '../reputation/figures.js'
-import { statsFromRows, statsResponse, type StatsResponse } from '../admin/stats-routes.js'
+import { configuredThresholds, statsFromRows, statsResponse, type DomainFigures, type Figures, type Period, type StatsResponse } from '../queue/figures.js'
 import { AdminFailed, AdminUnreachable, adminCall, findAdmin } from './admin-client.js'
 import { table } from './queue.js'
 
@@ -31,12 +30,12 @@ export async function stats(opts: { config?: string; period?: string; json?: boo
   }
   if (!response && config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, 'queue.sqlite'))) {
     // Nothing sent from here yet (and no queue is created by looking).
-    response = statsFromRows([], config, period)
+    response = statsFromRows([], configuredThresholds(config), period)
   }
   if (!response) {
     const queue = await openQueue(config, { spool: new Spool(config.dataDir) })
     try {
-      response = await statsResponse(queue, config, period)
+      response = await statsResponse(queue, configuredThresholds(config), period)
     } catch (err) {
       return fail(err)
     } finally {

@@ -3,6 +3,7 @@ import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import type { z } from 'zod'
 import { configSchema, type RelayConfig } from './schema.js'
+import { freezeConfig } from './freeze.js'
 
 /** A config that cannot be used; `issues` name each key at fault. The CLI exits with code 2. */
 export class ConfigError extends Error {
@@ -65,13 +66,14 @@ const explorer = cosmiconfig('relay', {
   cache: false,
 })
 
-/** Validates a raw config object; relative paths are taken from `configDir`. */
+/**
+ * Validates a raw config object; relative paths are taken from `configDir`. The result is deep-frozen
+ * (core/config/freeze.ts): a hot reload makes a new config rather than changing this one.
+ */
 export function parseConfig(raw: unknown, configDir: string, file?: string): RelayConfig {
   const result = configSchema.safeParse(raw ?? {})
   if (!result.success) throw new ConfigError(file, zodIssues(result.error))
-  const config = { ...result.data, configDir, configFile: file }
-  config.dataDir = path.resolve(configDir, config.dataDir)
-  return config
+  return freezeConfig({ ...result.data, dataDir: path.resolve(configDir, result.data.dataDir), configDir, configFile: file })
 }
 
 /**

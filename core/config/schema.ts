@@ -2,6 +2,7 @@ import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
 import { cidr, duration, size } from './fields.js'
+import { restartOnly } from './restart-only.js'
 import type { Plugin } from '../hooks/types.js'
 
 const domain = z
@@ -59,19 +60,28 @@ const pluginEntry = z.union([pluginRef, z.tuple([pluginRef]), z.tuple([pluginRef
   error: "expected a plugin name, a path, or a plugin object, alone or as [plugin, options]",
 })
 
+/** How long the queue keeps its reputation counters and its sent log (for matching complaints). */
+const queueRetention = duration.default(30 * 86_400_000)
+
+const REPUTATION_MOVED =
+  "moved: feedback addresses are an option of the bundled plugin 'reputation', " +
+  "plugins: [['reputation', { feedbackAddresses }], ...], listed before content scanners such as spam " +
+  '(a feedback report carries the reported spam); the warning thresholds (minVolume, bounceRateWarning, ' +
+  'complaintRateWarning) are now under stats; reputation.retention is now queue.retention'
+
 export const configSchema = z
   .object({
-    hostname: z.string().min(1).default(() => os.hostname()),
-    listen: z.array(listener).min(1).prefault([{ host: '127.0.0.1', port: 2525, role: 'mx' }]),
+    hostname: z.string().min(1).default(() => os.hostname()).register(restartOnly),
+    listen: z.array(listener).min(1).prefault([{ host: '127.0.0.1', port: 2525, role: 'mx' }]).register(restartOnly),
     localDomains: z.array(domain).default([]),
-    dataDir: z.string().min(1).default('./data'),
+    dataDir: z.string().min(1).default('./data').register(restartOnly),
     /** Certificate for STARTTLS and implicit TLS (PEM file paths); `sni` adds names with their own. */
     tls: z
       .object({
         cert: z.string().min(1),
         key: z.string().min(1),
         sni: z.record(z.string(), certPair).default({}),
-        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').register(restartOnly),
       })
       .strict()
       .optional(),
@@ -81,10 +91,11 @@ export const configSchema = z
         timeout: duration.default(5000),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .register(restartOnly),
     smtp: z
       .object({
-        maxMessageSize: size.default(50 * 1024 * 1024),
+        maxMessageSize: size.default(50 * 1024 * 1024).register(restartOnly),
         maxRecipients: z.number().int().positive().default(1000),
         /**
          * Mail loops (RFC 5321 §6.3): a message that arrives with more `Received:` fields than this is
@@ -107,14 +118,14 @@ export const configSchema = z
          */
         maxHeaderFieldLines: z.number().int().positive().default(1_000),
         /** Idle time allowed between commands: RFC 5321 §4.5.3.2.7's 5 minutes, as Postfix's smtpd_timeout. */
-        socketTimeout: duration.default(300_000),
+        socketTimeout: duration.default(300_000).register(restartOnly),
         /**
          * From the accepted connection (after any PROXY header) to the client's first command, greeting
          * delay not counted: a connection that never speaks holds a slot, so it gets `421 4.4.2` sooner
          * than `socketTimeout`. Real clients send EHLO within a second of the greeting.
          */
-        firstCommandTimeout: duration.default(30_000),
-        maxClients: z.number().int().positive().default(1000),
+        firstCommandTimeout: duration.default(30_000).register(restartOnly),
+        maxClients: z.number().int().positive().default(1000).register(restartOnly),
         /**
          * Simultaneous connections from one client address (after PROXY protocol), all listeners
          * together; more get `421 4.7.0 Too many connections from <ip>`. Postfix's
@@ -122,15 +133,15 @@ export const configSchema = z
          */
         maxConnectionsPerClient: z.number().int().positive().default(50),
         /** Look up the client's reverse DNS name (for Received headers and plugins). */
-        reverseLookup: z.boolean().default(true),
+        reverseLookup: z.boolean().default(true).register(restartOnly),
         /** Pause before the greeting; a client that talks first is refused (early talker). */
-        greetingDelay: duration.default(0),
+        greetingDelay: duration.default(0).register(restartOnly),
         /** A session is closed (421) after this long, whatever it is doing. */
         sessionTimeout: duration.default(1_800_000),
         /** Refused commands (4xx/5xx) in one session before it is closed with 421. */
-        maxErrors: z.number().int().positive().default(20),
+        maxErrors: z.number().int().positive().default(20).register(restartOnly),
         /** Commands a client may send on an AUTH-requiring listener before authenticating. */
-        maxUnauthenticatedCommands: z.number().int().positive().default(10),
+        maxUnauthenticatedCommands: z.number().int().positive().default(10).register(restartOnly),
         /** A failed AUTH is answered after this delay, doubled for each further failure in the session (max 8×). */
         authFailureDelay: duration.default(1000),
         /** Take `%`, `!` or a quoted `@` in a local-domain recipient's local part (routing); off: 550 5.7.1. */
@@ -155,19 +166,21 @@ export const configSchema = z
         concurrency: z
           .object({ global: z.number().int().positive().default(100), perDomain: z.number().int().positive().default(20) })
           .strict()
-          .prefault({}),
+          .prefault({})
+          .register(restartOnly),
         connectTimeout: duration.default(30_000),
         /** Per-command reply timeout on outbound connections. */
         commandTimeout: duration.default(300_000),
         /** How long a claimed job stays leased before it counts as abandoned. */
-        lease: duration.default(900_000),
+        lease: duration.default(900_000).register(restartOnly),
         /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */
         outboundAddresses: z.array(z.string().refine((a) => net.isIP(a) !== 0, { message: 'expected an IP address' })).default([]),
         /** Outbound connections stay open for further messages to the same host. */
         reuse: z
           .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })
           .strict()
-          .prefault({}),
+          .prefault({})
+          .register(restartOnly),
         /** Per-destination throttles (core/delivery/throttle.ts); `redis` shares the counters between nodes. */
         throttle: z
           .object({
@@ -187,7 +200,8 @@ export const configSchema = z
             keyPrefix: z.string().default('relay:throttle:'),
           })
           .strict()
-          .prefault({}),
+          .prefault({})
+          .register(restartOnly),
         /** A warning DSN (Action: delayed) to the sender once a message has waited this long, once; 0 or false: never. */
         delayWarning: z
           .union([z.literal(false), duration])
@@ -209,7 +223,7 @@ export const configSchema = z
           .strict()
           .prefault({}),
         /** Extra CA certificates (PEM file, relative to the config file) trusted besides the system's, for tls 'verify' and MTA-STS. */
-        tlsCa: z.string().min(1).optional(),
+        tlsCa: z.string().min(1).optional().register(restartOnly),
         /** MTA-STS (RFC 8461) on MX deliveries; policies are cached in memory until their max_age. */
         mtaSts: z
           .object({
@@ -223,7 +237,8 @@ export const configSchema = z
               .optional(),
           })
           .strict()
-          .prefault({}),
+          .prefault({})
+          .register(restartOnly),
       })
       .strict()
       .prefault({}),
@@ -233,10 +248,11 @@ export const configSchema = z
      */
     queue: z
       .discriminatedUnion('driver', [
-        z.object({ driver: z.literal('sqlite') }).strict(),
+        z.object({ driver: z.literal('sqlite'), retention: queueRetention }).strict(),
         z
           .object({
             driver: z.literal('postgres'),
+            retention: queueRetention,
             url: z.string().regex(/^postgres(ql)?:\/\//, { message: "expected a PostgreSQL URL like 'postgres://relay@127.0.0.1:5432/relay'" }),
             /** Connections in this node's pool. */
             poolSize: z.number().int().positive().default(10),
@@ -262,53 +278,32 @@ export const configSchema = z
           })
           .strict(),
       ])
-      .prefault({ driver: 'sqlite' }),
-    /**
-     * The admin HTTP listener: admin API (queue control, stats, reload), /metrics, /healthz,
-     * /readyz and the dashboard. Off unless set. A `token` (sent as `Authorization: Bearer`) is
-     * required, unless `insecureNoToken` (loopback only). Requests must name the listener in `Host`
-     * (its address, `localhost`, or one of `hosts`), and state-changing ones must come from its own
-     * origin with a JSON body (core/admin/request-guard.ts).
-     */
+      .prefault({ driver: 'sqlite' })
+      .register(restartOnly),
+    // Moved to the bundled admin plugin (plugins/admin): a clear error names the new place.
     admin: z
-      .object({
-        host: z.string().default('127.0.0.1'),
-        port: port.default(8025),
-        token: z.string().min(16, { message: 'use a token of at least 16 characters' }).optional(),
-        /** Further names the listener is reached by in the Host header (a reverse proxy's, a DNS name): any port. */
-        hosts: z.array(z.string().min(1)).default([]),
-        /**
-         * Run without a token, on a loopback address only: every local user and program (a browser
-         * included) can then control the queue. Logged as a warning at start.
-         */
-        insecureNoToken: z.boolean().default(false),
-      })
-      .strict()
+      .never({ error: "moved to the admin plugin: plugins: [['admin', { host, port, token, hosts, insecureNoToken }]] (see plugins/admin/README.md)" })
       .optional(),
     metrics: z
+      .never({ error: "moved to the admin plugin: plugins: [['admin', { ..., metrics: { maxDomainLabels } }]] (see plugins/admin/README.md)" })
+      .optional(),
+    /** When `relay stats`, the admin API and the reputation plugin warn about a sending domain's rates. */
+    stats: z
       .object({
-        /** Destination domains that get their own label value; the rest count as 'other' (bounded label sets). */
-        maxDomainLabels: z.number().int().min(0).default(50),
-      })
-      .strict()
-      .prefault({}),
-    /** Reputation figures per sending and destination domain (`relay stats`, dashboard). */
-    reputation: z
-      .object({
-        /** Addresses that receive feedback-loop reports (ARF, RFC 5965); reports to them are counted, not delivered. */
-        feedbackAddresses: z.array(z.email().transform((a) => a.toLowerCase())).default([]),
-        /** Warn when a sending domain's bounce rate over the last day passes this (0.05 = 5%). */
+        /** A bounce rate over the period above this (0.05 = 5%). */
         bounceRateWarning: z.number().min(0).max(1).default(0.05),
-        /** Warn when its complaint rate passes this (0.003 = 0.3%). */
+        /** A complaint rate above this (0.003 = 0.3%). */
         complaintRateWarning: z.number().min(0).max(1).default(0.003),
         /** Rates are judged only for domains that sent at least this many messages in the period. */
         minVolume: z.number().int().min(1).default(20),
-        /** How long counters and the sent log (for matching complaints) are kept. */
-        retention: duration.default(30 * 86_400_000),
       })
       .strict()
       .prefault({}),
-    hookTimeout: duration.default(30_000),
+    /** Moved (the reputation plugin, stats and queue.retention): a clear error instead of "unknown key". */
+    reputation: z.never({ error: REPUTATION_MOVED }).optional(),
+    hookTimeout: duration.default(30_000).register(restartOnly),
+    /** How long a plugin's setup may take at start, reload and check-config before it fails, naming the plugin. */
+    setupTimeout: duration.default(30_000),
     shutdownTimeout: duration.default(30_000),
     plugins: z.array(pluginEntry).default([]),
     log: z
@@ -318,17 +313,6 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.admin && !c.admin.token) {
-      if (!isLoopback(c.admin.host)) {
-        ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `required when the admin listener is bound to ${c.admin.host} (not a loopback address)` })
-      } else if (!c.admin.insecureNoToken) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['admin', 'token'],
-          message: 'required (16+ characters; `openssl rand -hex 24` makes one); admin.insecureNoToken: true runs the listener without one, open to every local user',
-        })
-      }
-    }
     c.listen.forEach((l, i) => {
       if ((l.tls === 'starttls' || l.tls === 'implicit') && !c.tls) {
         ctx.addIssue({
@@ -339,17 +323,6 @@ export const configSchema = z
       }
     })
   })
-
-/** A loopback address (127.0.0.0/8, ::1) or `localhost`; a name like `127.attacker.example` is not. */
-function isLoopback(host: string): boolean {
-  if (host.toLowerCase() === 'localhost') return true
-  const family = net.isIP(host)
-  return family !== 0 && LOOPBACK.check(host, family === 6 ? 'ipv6' : 'ipv4')
-}
-
-const LOOPBACK = new net.BlockList()
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
-LOOPBACK.addAddress('::1', 'ipv6')
 
 /** What a user writes in relay.config.ts (every key with a default is optional). */
 export type RelayConfigInput = z.input<typeof configSchema>

@@ -9,12 +9,14 @@ import type { HookBus } from '../hooks/bus.js'
 import type { DeliveryEvent, Route } from '../hooks/types.js'
 import type { RelayConfig } from '../config/schema.js'
 import { resolveDestination, resolveHosts, type Destination, type Resolution } from './mx.js'
-import { transact, type ConnectionPool, type Outcome, type TlsPolicy, type TransactionOptions } from './smtp-client.js'
+import { transact } from './smtp-client.js'
+import type { ConnectionPool } from './connection-pool.js'
+import type { Outcome, TlsPolicy, TransactionOptions } from './smtp-session.js'
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from '../mail/bounce.js'
 import { throughHost, type Throttle } from './throttle.js'
 import { isOwnEndpoint, loopsBack } from './loop.js'
-import { hopCount } from '../smtp/received.js'
+import { hopCount } from '../mail/received.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -32,7 +34,10 @@ export interface AttemptResult {
 }
 
 export interface AttemptDeps {
+  /** The config in force (hot reload hands a new one each generation). */
   config: RelayConfig
+  /** What is set up once at start (restart-only settings): deliveryEnv(). */
+  env: DeliveryEnv
   resolver: Resolver
   hooks: HookBus
   pool: ConnectionPool
@@ -42,18 +47,21 @@ export interface AttemptDeps {
   openBody: Queue['openBody']
 }
 
-/** What delivery keeps per relay (per config object): extra CAs and the MTA-STS policy cache. */
-interface DeliveryEnv {
+/**
+ * What delivery sets up once, from the config at start (delivery.tlsCa, delivery.mtaSts and listen
+ * are restart-only): extra CAs, the MTA-STS policy cache, and the check for our own listeners.
+ */
+export interface DeliveryEnv {
   ca?: (string | Buffer)[]
   caError?: string
   sts?: MtaSts
+  /** Is `address`:`port` one of this relay's own listeners (loop.ts)? */
+  isOwn: (address: string, port: number) => boolean
 }
-const envs = new WeakMap<RelayConfig, DeliveryEnv>()
 
-function envFor(config: RelayConfig, resolver: Resolver): DeliveryEnv {
-  let env = envs.get(config)
-  if (env) return env
-  env = {}
+export function deliveryEnv(config: RelayConfig, resolver: Resolver): DeliveryEnv {
+  // The listeners are recorded against the config the relay started with (loop.ts).
+  const env: DeliveryEnv = { isOwn: (address, port) => isOwnEndpoint(config, address, port) }
   if (config.delivery.tlsCa) {
     const file = path.resolve(config.configDir, config.delivery.tlsCa)
     try {
@@ -74,7 +82,6 @@ function envFor(config: RelayConfig, resolver: Resolver): DeliveryEnv {
   }
   const sts = config.delivery.mtaSts
   if (sts.enabled) env.sts = new MtaSts({ resolver, timeoutMs: sts.timeout, connectTo: sts.connectTo, ca: env.ca })
-  envs.set(config, env)
   return env
 }
 
@@ -149,7 +156,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   const plan = planFor(decision?.verdict.action === 'route' ? decision.verdict.route : undefined, config)
   if (typeof plan === 'string') return all('retry', `4.3.5 Route from ${decision!.plugin} unusable: ${plan}`, { status: '4.3.5' })
 
-  const env = envFor(config, resolver)
+  const env = deps.env
   let tlsPolicy = plan.tls
   let sts: StsPolicy | undefined
   let resolution: Resolution
@@ -167,8 +174,8 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   let hosts: Destination[] = resolution.hosts
   if (!plan.socketPath) {
     // Never to ourselves: without the hosts that are this relay, and (MX) without those no better than it.
-    const own = hosts.find((h) => isOwnEndpoint(config, h.address, plan.port))
-    if (own) hosts = hosts.filter((h) => !isOwnEndpoint(config, h.address, plan.port) && (own.preference === undefined || (h.preference ?? Infinity) < own.preference))
+    const own = hosts.find((h) => env.isOwn(h.address, plan.port))
+    if (own) hosts = hosts.filter((h) => !env.isOwn(h.address, plan.port) && (own.preference === undefined || (h.preference ?? Infinity) < own.preference))
     if (!hosts.length) return all('failed', loopsBack(job.domain), { status: '5.4.6' })
   }
   if (sts) {

@@ -147,7 +147,6 @@ export class MtaSts {
 /**
  * GETs https://<servername>/.well-known/mta-sts.txt from host:port (the certificate must be valid
  * for servername): HTTP 200 only, at most 64 KB. Resolves with the body, rejects with the reason.
- * Shared by delivery and `relay doctor`.
  */
 export function fetchPolicyFile(o: { host: string; port: number; servername: string; timeoutMs: number; ca?: https.RequestOptions['ca'] }): Promise<string> {
   const { host, port, servername, timeoutMs } = o

@@ -1,176 +1,11 @@
-import crypto from 'node:crypto'
-import net from 'node:net'
-import type tls from 'node:tls'
+// One SMTP (or LMTP) transaction with one host, over a pooled connection or a new one
+// (smtp-session.ts), sending what the next hop can take (SMTPUTF8, 8BITMIME or a 7-bit downgrade).
 import type { Readable } from 'node:stream'
-import SMTPConnection from 'nodemailer/lib/smtp-connection'
+import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
-import { peerNames } from './loop.js'
-import { scan8bit, sevenBitStream } from './downgrade.js'
-
-/**
- * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
- * certificate not checked; 'verify': TLS required with a certificate valid for the host name.
- */
-export type TlsPolicy = 'may' | 'encrypt' | 'verify'
-
-/** The TLS of a connection, as delivery events report it. */
-export interface TlsInfo {
-  version: string
-  cipher: string
-  /** The certificate chains to a trusted CA and is valid for the host name. */
-  verified: boolean
-}
-
-export interface TransactionOptions {
-  port: number
-  helo: string
-  from: string
-  to: string[]
-  /** Called once per try: the message bytes (headers + body). */
-  message: () => Readable
-  connectTimeout: number
-  commandTimeout: number
-  /** Pass ESMTP BODY=8BITMIME when the server offers it. */
-  eightBit?: boolean
-  /**
-   * RFC 3461 parameters passed on when the server offers DSN (RET, ENVID on MAIL; NOTIFY, ORCPT on
-   * RCPT). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction (see dsn.ts relayDsn).
-   */
-  dsn?: { ret?: string; envid?: string; notify?: string; orcpt?: string }
-  /** Default 'may'. */
-  tls?: TlsPolicy
-  /** TLS from the first byte (port 465) instead of STARTTLS. */
-  implicitTls?: boolean
-  /** SMTP AUTH once the connection is encrypted (never in plain text). */
-  auth?: { user: string; pass: string }
-  /** Local address to connect from. */
-  localAddress?: string
-  /** Speak LMTP (LHLO, one reply per recipient after the message). */
-  lmtp?: boolean
-  /** Connect to this unix socket instead of `dest.address`:`port`. */
-  socketPath?: string
-  /** CA certificates to verify against (default: the system's). */
-  ca?: (string | Buffer)[]
-  /** Messages per connection for this destination (per-destination throttle), else the pool's. */
-  maxMessages?: number
-  /** Loop detection: a server that greets or answers EHLO with this name is this relay (loop.ts). */
-  ownHostname?: string
-  /**
-   * The message needs SMTPUTF8 (RFC 6531: UTF-8 addresses, or the client asked for it): MAIL FROM
-   * carries the parameter, and a server that does not offer the extension gets nothing.
-   */
-  smtpUtf8?: boolean
-}
-
-export interface RecipientReply {
-  ok: boolean
-  code: number
-  response: string
-}
-
-export type Outcome =
-  /**
-   * No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next.
-   * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed, or the server
-   * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM).
-   */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks }
-  /** A transaction ran; each recipient has the reply that decides its fate. */
-  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false }
-
-type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
-
-/**
- * What the server cannot take (no MAIL FROM was sent): 'smtputf8', the message needs SMTPUTF8 and
- * it is not offered; '8bitmime', 8-bit content that cannot be made 7-bit and 8BITMIME not offered.
- */
-export type NextHopLacks = 'smtputf8' | '8bitmime'
-
-type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
-
-const describe = (err: SmtpError) => (err.response ?? `${err.code ?? 'error'}: ${err.message}`).replace(/\s+/g, ' ').trim()
-
-/** An open connection to one host, reusable for further messages. */
-interface Session {
-  conn: SMTPConnection
-  key: string
-  remoteHost: string
-  messages: number
-  /** Per-destination messages per connection (else the pool's). */
-  maxMessages?: number
-  tls: TlsInfo | false
-  idleTimer?: NodeJS.Timeout
-  /** Where the connection's errors and closes go while a transaction runs (else: drop it). */
-  onError?: (err: SmtpError) => void
-  /** LMTP: the reply to the message for each recipient, of the transaction in progress. */
-  lmtpReplies?: Map<string, string>
-  /** The transaction in progress needs the SMTPUTF8 parameter on MAIL FROM. */
-  smtpUtf8?: boolean
-}
-
-/**
- * Open connections kept per destination after a transaction, so the next message to the same
- * host skips connect, greeting, EHLO, STARTTLS and AUTH. The key holds everything that makes a
- * connection what it is (host, port, EHLO name, source address, TLS policy, AUTH user, LMTP).
- * A connection carries at most `maxMessages` messages and is closed after `idleMs` without use.
- */
-export class ConnectionPool {
-  private readonly idle = new Map<string, Session[]>()
-  private closed = false
-  opened = 0
-
-  constructor(
-    private readonly maxMessages: number,
-    private readonly idleMs: number,
-  ) {}
-
-  take(key: string): Session | undefined {
-    const list = this.idle.get(key)
-    while (list?.length) {
-      const s = list.pop()!
-      clearTimeout(s.idleTimer)
-      if (!s.conn.destroyed) return s
-    }
-    return undefined
-  }
-
-  put(s: Session): void {
-    s.onError = undefined
-    if (this.closed || s.conn.destroyed || s.messages >= (s.maxMessages ?? this.maxMessages) || this.idleMs <= 0) return s.conn.quit()
-    const list = this.idle.get(s.key) ?? []
-    list.push(s)
-    this.idle.set(s.key, list)
-    s.idleTimer = setTimeout(() => {
-      this.remove(s)
-      s.conn.quit()
-    }, this.idleMs)
-    s.idleTimer.unref()
-  }
-
-  remove(s: Session): void {
-    clearTimeout(s.idleTimer)
-    const list = this.idle.get(s.key)
-    const i = list?.indexOf(s) ?? -1
-    if (i >= 0) list!.splice(i, 1)
-    if (list && !list.length) this.idle.delete(s.key)
-  }
-
-  /** QUITs every idle connection; later releases close at once. */
-  close(): void {
-    this.closed = true
-    for (const list of this.idle.values()) for (const s of list) {
-      clearTimeout(s.idleTimer)
-      s.conn.quit()
-    }
-    this.idle.clear()
-  }
-}
-
-/** Everything that changes what a connection is; the password only as a hash. */
-function poolKey(dest: Destination, o: TransactionOptions): string {
-  const auth = o.auth ? `${o.auth.user}#${crypto.createHash('sha256').update(`${o.auth.user}\0${o.auth.pass}`).digest('hex').slice(0, 16)}` : ''
-  return [o.lmtp ? 'lmtp' : 'smtp', dest.name, dest.address, o.socketPath ?? '', o.port, o.helo, o.localAddress ?? '', o.tls ?? 'may', o.implicitTls ? 'implicit' : 'starttls', auth].join('|')
-}
+import { scan8bit, sevenBitStream } from '../mail/downgrade.js'
+import { poolKey, type ConnectionPool } from './connection-pool.js'
+import { describeError, openSession, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
 
 /**
  * One SMTP (or LMTP) transaction with one host: over a pooled connection when there is one, else a
@@ -188,8 +23,8 @@ export async function transact(dest: Destination, o: TransactionOptions, pool: C
     if (outcome !== 'reconnect') return outcome
   }
   const mayFallBack = (o.tls ?? 'may') === 'may' && !o.implicitTls && !o.auth
-  let opened = await open(dest, o, key, false, pool)
-  if ('kind' in opened && opened.tlsFailed && mayFallBack) opened = await open(dest, o, key, true, pool)
+  let opened = await openSession(dest, o, key, false, pool)
+  if ('kind' in opened && opened.tlsFailed && mayFallBack) opened = await openSession(dest, o, key, true, pool)
   if ('kind' in opened) {
     const { tlsFailed: _, ...outcome } = opened
     return outcome
@@ -197,158 +32,6 @@ export async function transact(dest: Destination, o: TransactionOptions, pool: C
   const outcome = await send(opened, o, pool)
   if (outcome === 'reconnect') return { kind: 'unreachable', response: 'connection closed before the message was sent', remoteHost: opened.remoteHost }
   return outcome
-}
-
-function connectUnix(path: string, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ path })
-    const timer = setTimeout(() => {
-      socket.destroy()
-      reject(Object.assign(new Error(`connect to ${path} timed out`), { code: 'ETIMEDOUT' }))
-    }, timeoutMs)
-    socket.once('connect', () => {
-      clearTimeout(timer)
-      socket.removeAllListeners('error')
-      resolve(socket)
-    })
-    socket.once('error', (err) => {
-      clearTimeout(timer)
-      reject(err)
-    })
-  })
-}
-
-function tlsOf(conn: SMTPConnection): TlsInfo | false {
-  const sock = (conn as unknown as { _socket?: tls.TLSSocket })._socket
-  if (!conn.secure || !sock || typeof sock.getProtocol !== 'function') return false
-  return { version: sock.getProtocol() ?? 'unknown', cipher: sock.getCipher()?.name ?? 'unknown', verified: sock.authorized === true }
-}
-
-async function open(dest: Destination, o: TransactionOptions, key: string, ignoreTLS: boolean, pool: ConnectionPool): Promise<Session | (Unreachable & { tlsFailed?: boolean })> {
-  const remoteHost = o.socketPath ? `unix:${o.socketPath}` : `${dest.name}[${dest.address}]:${o.port}`
-  const policy = o.tls ?? 'may'
-  let connection: net.Socket | undefined
-  if (o.socketPath) {
-    try {
-      connection = await connectUnix(o.socketPath, o.connectTimeout)
-    } catch (err) {
-      return { kind: 'unreachable', response: describe(err as SmtpError), remoteHost }
-    }
-  }
-  return new Promise((resolve) => {
-    let settled = false
-    const conn = new SMTPConnection({
-      host: o.socketPath ? 'localhost' : dest.address,
-      port: o.port,
-      name: o.helo,
-      servername: o.socketPath || net.isIP(dest.name) ? undefined : dest.name,
-      secure: Boolean(o.implicitTls),
-      ignoreTLS,
-      opportunisticTLS: policy === 'may',
-      requireTLS: policy !== 'may' && !o.implicitTls,
-      lmtp: Boolean(o.lmtp),
-      localAddress: o.localAddress,
-      connection,
-      connectionTimeout: o.connectTimeout,
-      greetingTimeout: o.connectTimeout,
-      socketTimeout: o.commandTimeout,
-      // Verification is decided below from the handshake's result, so that 'may' still reports it.
-      tls: { rejectUnauthorized: false, minVersion: 'TLSv1.2', ca: o.ca },
-      logger: false,
-      debug: false,
-      allowInternalNetworkInterfaces: true,
-    } as ConstructorParameters<typeof SMTPConnection>[0])
-    const session: Session = { conn, key, remoteHost, messages: 0, tls: false }
-    const names = o.ownHostname ? peerNames(conn) : undefined
-    // nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses; RFC 6531 wants it
-    // whenever the message needs it (the client said SMTPUTF8: UTF-8 header fields).
-    const c = conn as unknown as { _sendCommand?: (str: string, logStr?: string) => unknown }
-    const sendCommand = c._sendCommand
-    if (typeof sendCommand === 'function') {
-      c._sendCommand = function (this: unknown, str, logStr) {
-        const line = session.smtpUtf8 && /^MAIL FROM:<[^>]*>/i.test(str) && !/ SMTPUTF8\b/i.test(str) ? `${str} SMTPUTF8` : str
-        return sendCommand.call(this, line, logStr)
-      }
-    }
-    if (o.lmtp) {
-      // nodemailer reports LMTP's per-recipient replies only for refusals; keep every one.
-      const c = conn as unknown as { _actionLMTPStream?: (rcpt: string, final: boolean, str: string, cb: unknown) => unknown }
-      const original = c._actionLMTPStream
-      if (typeof original === 'function') {
-        c._actionLMTPStream = function (this: unknown, rcpt, final, str, cb) {
-          session.lmtpReplies?.set(rcpt, String(str))
-          return original.call(this, rcpt, final, str, cb)
-        }
-      }
-    }
-    const result = (r: Unreachable & { tlsFailed?: boolean }) => {
-      if (settled) return
-      settled = true
-      conn.close()
-      resolve(r)
-    }
-    const fail = (err: SmtpError) => {
-      // A handshake that fails surfaces as ETLS, or as a socket error mid-upgrade or on an implicit-TLS connect.
-      const tlsFailed = err.code === 'ETLS' || conn.upgrading === true || (!err.responseCode && /SSL routines|TLS|certificate|handshake/.test(err.message))
-      const required = policy !== 'may' || Boolean(o.implicitTls)
-      let why = describe(err)
-      if (err.code === 'ETLS' && err.command === 'STARTTLS' && err.response) {
-        const ehlo = (conn as unknown as { _plaintextEhlo?: string | false })._plaintextEhlo
-        why = typeof ehlo === 'string' && !/[ -]STARTTLS\b/im.test(ehlo) ? `STARTTLS not offered (${why})` : `STARTTLS refused: ${why}`
-      }
-      result({
-        kind: 'unreachable',
-        response: tlsFailed ? `TLS ${o.implicitTls ? 'handshake' : 'negotiation'} failed: ${why}` : why,
-        code: tlsFailed ? undefined : err.responseCode,
-        remoteHost,
-        tlsFailed,
-        policy: tlsFailed && required ? 'tls' : undefined,
-      })
-    }
-    // Errors and closes after the connect go to the transaction in progress; an idle pooled
-    // connection that fails or is closed by the server just leaves the pool.
-    conn.on('error', (err: SmtpError) => (settled ? session.onError ? session.onError(err) : pool.remove(session) : fail(err)))
-    conn.on('end', () => {
-      const closed = Object.assign(new Error('connection closed by server'), { code: 'ECONNECTION' })
-      if (!settled) return fail(closed)
-      // After a 421 nodemailer closes (this event) and only then hands the reply to send()'s
-      // callback: let the reply speak first, so the failure keeps its 421 (a throttling signal).
-      const onError = session.onError
-      if (onError) setImmediate(() => onError(closed))
-      else pool.remove(session)
-    })
-    const ready = () => {
-      if (settled) return
-      settled = true
-      pool.opened++
-      resolve(session)
-    }
-    // A silent close before the greeting comes to this callback rather than as an 'error' event.
-    conn.connect((err?: SmtpError) => {
-      if (err) return fail(err)
-      if (settled) return
-      const own = o.ownHostname?.toLowerCase()
-      if (names?.some((n) => n.toLowerCase() === own)) {
-        // This is us (behind a NAT or a port forward): nothing but EHLO went over the connection.
-        settled = true
-        conn.quit()
-        return resolve({ kind: 'unreachable', response: `${remoteHost} greeted with my own hostname ${o.ownHostname}`, remoteHost, policy: 'loop' })
-      }
-      session.tls = tlsOf(conn)
-      // The policy is checked before anything but EHLO went over the connection.
-      if (policy !== 'may' && !session.tls) return result({ kind: 'unreachable', response: `TLS required (${policy}) but the connection is not encrypted`, remoteHost, policy: 'tls' })
-      if (policy === 'verify' && session.tls && !session.tls.verified) {
-        const why = (conn as unknown as { _socket?: tls.TLSSocket })._socket?.authorizationError
-        return result({ kind: 'unreachable', response: `TLS certificate of ${o.socketPath ?? dest.name} not verified: ${String(why ?? 'unknown reason')}`, remoteHost, policy: 'tls' })
-      }
-      if (!o.auth) return ready()
-      if (!session.tls) return result({ kind: 'unreachable', response: 'AUTH refused: credentials are never sent over a connection that is not encrypted', remoteHost, policy: 'tls' })
-      conn.login({ user: o.auth.user, pass: o.auth.pass }, (authErr?: SmtpError | null) => {
-        if (!authErr) return ready()
-        result({ kind: 'unreachable', response: `AUTH as ${o.auth!.user} failed: ${describe(authErr)}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
-      })
-    })
-  })
 }
 
 /** The extensions the server offered in its EHLO (LHLO) reply, as nodemailer recorded them. */
@@ -413,8 +96,8 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     const replies = (err: SmtpError): Map<string, RecipientReply> => {
       const out = new Map<string, RecipientReply>()
       const code = err.responseCode ?? 0
-      for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describe(err) : `connection lost: ${describe(err)}` })
-      for (const r of err.rejectedErrors ?? []) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describe(r) })
+      for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}` })
+      for (const r of err.rejectedErrors ?? []) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
       return out
     }
     const fail = (err: SmtpError) => {
@@ -433,7 +116,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       }
       const out = new Map<string, RecipientReply>()
       for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: lmtpReplies.get(rcpt)?.replace(/\s+/g, ' ').trim() ?? info.response })
-      for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describe(r) })
+      for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
       finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls }, 'keep')
     })
   })

@@ -6,7 +6,7 @@ import crypto from 'node:crypto'
 import type { Logger } from 'pino'
 import { Redis } from 'ioredis'
 import type { RelayConfig } from '../config/schema.js'
-import type { Outcome } from './smtp-client.js'
+import type { Outcome } from './smtp-session.js'
 import { classify } from './classify.js'
 
 export interface Limits {
@@ -147,8 +147,7 @@ export class Throttle {
   }
 
   /** Domains this process has throttle state for. */
-  domains(): string[] {
-    const now = Date.now()
+  domains(now = Date.now()): string[] {
     const out: string[] = []
     for (const [k, s] of this.states) {
       // Nothing to remember: forget it (the map stays as small as the set of busy destinations).
@@ -217,9 +216,9 @@ export class Throttle {
   }
 
   /** The in-memory decision alone (no Redis), granted at once when it says yes. */
-  admitLocal(domain: string): Admission {
+  admitLocal(domain: string, now = Date.now()): Admission {
     const key = Throttle.domainKey(domain)
-    return this.localAdmit(key, this.domainLimits(domain), this.perDomain, Date.now())
+    return this.localAdmit(key, this.domainLimits(domain), this.perDomain, now)
   }
 
   private localAdmit(key: string, limits: Limits, ceiling: number, now: number): Admission {
@@ -274,8 +273,7 @@ export class Throttle {
    * The destination said "slow down" (421, 4.7.x throttled): halve its concurrency (at least 1) and
    * pause it, base doubling to max while it keeps saying so. A pause running already is kept.
    */
-  backoff(key: string, limits: Limits, ceiling: number): { pauseMs: number; concurrency: number } | undefined {
-    const now = Date.now()
+  backoff(key: string, limits: Limits, ceiling: number, now = Date.now()): { pauseMs: number; concurrency: number } | undefined {
     const s = this.state(key)
     if (s.pauseUntil > now) return undefined
     const { base, max } = this.config.backoff
@@ -307,8 +305,8 @@ export class Throttle {
     }
   }
 
-  backoffDomain(domain: string) {
-    return this.backoff(Throttle.domainKey(domain), this.domainLimits(domain), this.perDomain)
+  backoffDomain(domain: string, now = Date.now()) {
+    return this.backoff(Throttle.domainKey(domain), this.domainLimits(domain), this.perDomain, now)
   }
 
   successDomain(domain: string): void {
@@ -324,9 +322,9 @@ export class Throttle {
   }
 
   /** Paused until (epoch ms), for logs; 0 when not paused. */
-  pausedUntil(key: string): number {
+  pausedUntil(key: string, now = Date.now()): number {
     const until = this.states.get(key)?.pauseUntil ?? 0
-    return until > Date.now() ? until : 0
+    return until > now ? until : 0
   }
 
   private keys(key: string) {

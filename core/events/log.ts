@@ -39,7 +39,7 @@ function delivery(e: DeliveryEvent) {
 }
 
 /**
- * The fields of the 'accepted' line, which core/smtp/listeners.ts writes itself when it answers 250
+ * The fields of the 'accepted' line, which core/smtp/accept.ts writes itself when it answers 250
  * (one line per message, with the time the acceptance took).
  */
 export function acceptedFields(m: { messageId?: string; sender: string; size: number }, recipients: string[], session: SessionInfo) {

@@ -1,12 +1,8 @@
 import type { Logger } from 'pino'
-import type { EventContexts, EventName, HookContexts, HookName, Plugin, PluginContext, RouteDecision, Verdict } from './types.js'
+import type { EventContexts, EventName, HookContexts, HookName, RouteDecision, Verdict } from './types.js'
+import { teardownAll, type LoadedPlugin } from './load-plugins.js'
 
-/** A plugin with its validated options and its own context. */
-export interface LoadedPlugin {
-  plugin: Plugin
-  ctx: PluginContext<unknown>
-  teardown?: () => unknown
-}
+export type { LoadedPlugin } from './load-plugins.js'
 
 export type Decision<K extends HookName> = {
   plugin: string
@@ -34,13 +30,13 @@ export class HookBus {
 
   /**
    * Swaps in freshly loaded plugins (hot reload). Calls already running finish with the old ones;
-   * the old ones' teardowns run after the swap. Observers stay.
+   * the old ones' teardowns run after the swap (not for those carried over: keepOnReload). Observers stay.
    */
   async replace(plugins: LoadedPlugin[]): Promise<void> {
     const old = this.plugins
     this.plugins = plugins
     this.byHook = index(plugins)
-    await teardown(old, this.log)
+    await teardownAll(old.filter((p) => !plugins.includes(p)), this.log)
   }
 
   /** Core-side subscription to an event: called synchronously, before plugins hear of it; never throws into emit. */
@@ -59,7 +55,7 @@ export class HookBus {
     const list = this.byHook.get(hook)
     if (!list) return undefined
     for (const p of list) {
-      const fn = p.plugin.hooks[hook] as (ctx: unknown) => unknown
+      const fn = p.plugin.hooks![hook] as (ctx: unknown) => unknown
       let result: unknown
       try {
         result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty({ ...p.ctx, ...data }, 'signal', { get: signal, enumerable: true })))
@@ -91,7 +87,7 @@ export class HookBus {
     if (!list) return
     await Promise.all(
       list.map(async (p) => {
-        const fn = p.plugin.hooks[event] as (e: unknown, ctx: unknown) => unknown
+        const fn = p.plugin.hooks![event] as (e: unknown, ctx: unknown) => unknown
         try {
           await this.withTimeout(p, event, () => fn(data, p.ctx))
         } catch (err) {
@@ -134,7 +130,7 @@ export class HookBus {
   }
 
   async close(): Promise<void> {
-    await teardown(this.plugins, this.log)
+    await teardownAll(this.plugins, this.log)
   }
 }
 
@@ -156,15 +152,4 @@ function index(plugins: LoadedPlugin[]): Map<string, LoadedPlugin[]> {
     }
   }
   return byHook
-}
-
-/** Runs the plugins' shutdown functions, last plugin first. */
-async function teardown(plugins: LoadedPlugin[], log: Logger): Promise<void> {
-  for (const p of [...plugins].reverse()) {
-    try {
-      await p.teardown?.()
-    } catch (err) {
-      log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
-    }
-  }
 }

@@ -6,8 +6,11 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
 import type { RelayConfig } from '../config/schema.js'
-import type { Plugin, PluginContext } from './types.js'
-import type { LoadedPlugin } from './bus.js'
+import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
+import type { RelayOperations } from './operator.js'
+import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from './names.js'
+import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
+import { watchFile } from './watch-file.js'
 
 // The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
@@ -30,7 +33,7 @@ function bundledPluginFile(name: string): string | undefined {
 }
 
 /** Finds a plugin by name: plugins/<name>, then npm `relay-plugin-<name>`, then a path. */
-async function resolvePlugin(ref: string, configDir: string, at: string, file?: string): Promise<Plugin> {
+export async function resolvePlugin(ref: string, configDir: string, at: string, file?: string): Promise<Plugin> {
   let mod: unknown
   const isPath = ref.startsWith('.') || path.isAbsolute(ref)
   const bundled = isPath ? undefined : bundledPluginFile(ref)
@@ -44,68 +47,177 @@ async function resolvePlugin(ref: string, configDir: string, at: string, file?: 
       try {
         entry = require.resolve(pkg)
       } catch {
-        throw new ConfigError(file, [{ path: at, message: `unknown plugin '${ref}': not in plugins/, no npm package '${pkg}' installed, and not a path (start paths with ./ or /)` }])
+        throw new PluginError(CODES.load, file, at, `unknown plugin '${ref}': not in plugins/, no npm package '${pkg}' installed, and not a path (start paths with ./ or /)`)
       }
       mod = await importFile(entry)
     }
   } catch (err) {
     if (err instanceof ConfigError) throw err
-    throw new ConfigError(file, [{ path: at, message: `cannot load plugin '${ref}': ${(err as Error).message.split('\n')[0]}` }])
+    throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${(err as Error).message.split('\n')[0]}`)
   }
   const plugin = defaultExport(mod)
-  if (!isPlugin(plugin)) throw new ConfigError(file, [{ path: at, message: `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))` }])
+  if (!isPlugin(plugin)) throw new PluginError(CODES.shape, file, at, `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))`)
   return plugin
 }
 
 function isPlugin(v: unknown): v is Plugin {
-  return typeof v === 'object' && v !== null && typeof (v as Plugin).name === 'string' && typeof (v as Plugin).hooks === 'object'
+  if (typeof v !== 'object' || v === null || typeof (v as Plugin).name !== 'string') return false
+  const { hooks, commands } = v as Plugin
+  return (typeof hooks === 'object' && hooks !== null) || (hooks === undefined && (typeof commands === 'function' || typeof (v as Plugin).setup === 'function'))
+}
+
+/** A plugin of the running generation: its options, context (with its state) and what to undo. */
+export interface LoadedPlugin {
+  plugin: Plugin
+  ctx: PluginContext<unknown>
+  /** Runs the plugin's teardown and closes its watched files. */
+  teardown?: () => unknown
+  /** `plugins[i]`, or `core` for the relay's own policies. */
+  at: string
+  /** The options as configured, to tell at reload whether a keepOnReload plugin changed. */
+  optionsKey: string
+  /** Carried over from the previous generation (keepOnReload), with options that changed since: needs a restart. */
+  optionsChanged?: boolean
 }
 
 export interface PluginEnv {
   config: RelayConfig
   logger: Logger
   resolver: Resolver
+  /** 'check': `relay check-config` (plugins bind and start nothing). Default 'start'. */
+  mode?: SetupContext<unknown>['mode']
+  /** The running relay's operator API (not in 'check' mode). */
+  relay?: RelayOperations
+  /** The relay's own policies, on the same bus: `first` before the config's plugins, `last` after. */
+  builtins?: { first: Plugin[]; last: Plugin[] }
+  /** At reload: the running generation; its keepOnReload plugins carry over. */
+  previous?: LoadedPlugin[]
 }
 
 /** Loads the config's plugins in order, validates their options and runs their setup. */
-export async function loadPlugins({ config, logger, resolver }: PluginEnv): Promise<LoadedPlugin[]> {
-  const local = new Set(config.localDomains)
+export async function loadPlugins(env: PluginEnv): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = []
   try {
-    await loadEach(config, logger, resolver, local, loaded)
+    await loadEach(env, loaded)
   } catch (err) {
     // Those set up already let go of what they hold (a hot reload that fails leaves nothing open).
-    for (const p of [...loaded].reverse()) {
-      try {
-        await p.teardown?.()
-      } catch (e) {
-        logger.error({ err: e }, `plugin ${p.plugin.name} failed at shutdown`)
-      }
-    }
+    await teardownAll(loaded.filter((p) => !env.previous?.includes(p)), env.logger)
     throw err
   }
   return loaded
 }
 
-async function loadEach(config: RelayConfig, logger: Logger, resolver: Resolver, local: Set<string>, loaded: LoadedPlugin[]): Promise<void> {
-  for (const [index, entry] of config.plugins.entries()) {
-    const at = `plugins[${index}]`
-    const [ref, rawOptions] = Array.isArray(entry) ? entry : [entry, undefined]
+/** Runs the plugins' teardowns, last plugin first; a failure is logged and the rest still run. */
+export async function teardownAll(plugins: LoadedPlugin[], log: Logger): Promise<void> {
+  for (const p of [...plugins].reverse()) {
+    try {
+      await p.teardown?.()
+    } catch (err) {
+      log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
+    }
+  }
+}
+
+async function loadEach(env: PluginEnv, loaded: LoadedPlugin[]): Promise<void> {
+  const { config } = env
+  const entries: { at: string; ref: string | Plugin; rawOptions: unknown }[] = [
+    ...(env.builtins?.first ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
+    ...config.plugins.map((entry, index) => {
+      const [ref, rawOptions] = Array.isArray(entry) ? entry : [entry, undefined]
+      return { at: `plugins[${index}]`, ref: ref as string | Plugin, rawOptions }
+    }),
+    ...(env.builtins?.last ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
+  ]
+  for (const { at, ref, rawOptions } of entries) {
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
+    const named = `${at} (${plugin.name})`
+    if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
+    for (const key of Object.keys(plugin.hooks ?? {})) {
+      if (!isHookOrEventName(key)) {
+        throw new PluginError(CODES.unknownHook, config.configFile, named, `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`)
+      }
+    }
     let options: unknown = rawOptions ?? {}
     if (plugin.options) {
       const parsed = plugin.options.safeParse(options)
-      if (!parsed.success) throw new ConfigError(config.configFile, zodIssues(parsed.error, `${at} (${plugin.name}) options`))
+      if (!parsed.success) {
+        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`))
+      }
       options = parsed.data
     }
-    const ctx: PluginContext<unknown> = {
-      log: logger.child({ plugin: plugin.name }),
-      options,
-      resolver,
-      hostname: config.hostname,
-      isLocalDomain: (d) => local.has(d.toLowerCase()),
+    const optionsKey = keyOf(rawOptions)
+    const kept = plugin.keepOnReload ? env.previous?.find((p) => p.at === at && p.plugin.name === plugin.name) : undefined
+    if (kept) {
+      kept.optionsChanged = kept.optionsKey !== optionsKey
+      loaded.push(kept)
+      continue
     }
-    const teardown = await plugin.setup?.({ ...ctx, dataDir: config.dataDir })
-    loaded.push({ plugin, ctx, teardown: typeof teardown === 'function' ? teardown : undefined })
+    loaded.push(await setUp(env, plugin, options, at, named, optionsKey))
+  }
+}
+
+/** Runs one plugin's setup within config.setupTimeout; its state goes into its context. */
+async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: string, named: string, optionsKey: string): Promise<LoadedPlugin> {
+  const { config, logger } = env
+  const local = new Set(config.localDomains)
+  const log = logger.child({ plugin: plugin.name })
+  const resolvePath = (file: string) => path.resolve(config.configDir, file)
+  const files: WatchedFile<unknown>[] = []
+  const ctx: PluginContext<unknown> = {
+    log,
+    options,
+    resolver: env.resolver,
+    hostname: config.hostname,
+    isLocalDomain: (d) => local.has(d.toLowerCase()),
+    state: undefined,
+    configDir: config.configDir,
+    resolvePath,
+  }
+  const setupCtx: SetupContext<unknown> = {
+    ...ctx,
+    dataDir: config.dataDir,
+    mode: env.mode ?? 'start',
+    relay: env.relay,
+    watchFile: (file, parse, opts) => {
+      const w = watchFile(resolvePath(file), parse, log, opts?.onChange)
+      files.push(w as WatchedFile<unknown>)
+      return w
+    },
+  }
+  const closeFiles = () => files.forEach((f) => f.close())
+  let result: unknown
+  try {
+    result = await withSetupTimeout(Promise.resolve().then(() => plugin.setup?.(setupCtx)), config.setupTimeout, () =>
+      new PluginError(CODES.setupTimeout, config.configFile, named, `setup did not finish within ${config.setupTimeout} ms (config setupTimeout)`),
+    )
+  } catch (err) {
+    closeFiles()
+    if (err instanceof PluginError) throw err
+    throw new PluginError(CODES.setup, config.configFile, named, `setup: ${(err as Error)?.message ?? String(err)}`)
+  }
+  // The older form: setup returned its teardown.
+  const legacyTeardown = typeof result === 'function' ? (result as () => unknown) : undefined
+  ctx.state = legacyTeardown ? undefined : result
+  const teardown = async () => {
+    closeFiles()
+    if (legacyTeardown) await legacyTeardown()
+    else await plugin.teardown?.(ctx)
+  }
+  return { plugin, ctx, teardown, at, optionsKey }
+}
+
+function withSetupTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms)
+  })
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
+}
+
+function keyOf(options: unknown): string {
+  try {
+    return JSON.stringify(options ?? {})
+  } catch {
+    return String(Math.random()) // not serialisable: always counts as changed
   }
 }

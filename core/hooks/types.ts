@@ -2,7 +2,12 @@ import type { Logger } from 'pino'
 import type { ZodType } from 'zod'
 import type { Resolver } from 'node:dns/promises'
 import type { Readable } from 'node:stream'
+import type { Command } from 'commander'
 import type { MessageHeaders } from '../mail/headers.js'
+import type { BounceCategory, EventName, HookName, ListenerRole } from './names.js'
+import type { RelayOperations } from './operator.js'
+
+export type { BounceCategory, EventName, HookName, ListenerRole } from './names.js'
 
 /** What a hook decides. Returning nothing passes the decision on to the next plugin. */
 export interface Verdict {
@@ -17,6 +22,12 @@ export interface Verdict {
    * (`example.com`) the user may send as; `'*'` for any. Default: the user name, if it is an address.
    */
   senders?: string[]
+  /**
+   * From a `data` hook that accepts: the plugin has taken the message itself (a feedback report
+   * counted, a message handed to another system). The client gets 250 (with `message`), nothing is
+   * queued, and later `data` and `queue` hooks do not run.
+   */
+  handled?: boolean
 }
 
 /**
@@ -54,7 +65,6 @@ export interface RouteDecision {
 export type HookResult = Verdict | undefined | void
 export type MaybePromise<T> = T | Promise<T>
 
-export type ListenerRole = 'mx' | 'submission'
 
 /** One SMTP session as plugins see it. */
 export interface SessionInfo {
@@ -101,8 +111,6 @@ export interface QueuedMessageInfo {
   readonly headers: string
 }
 
-/** What kind of failure a deferral or bounce was (core/delivery/classify.ts). */
-export type BounceCategory = 'bad-mailbox' | 'mailbox-full' | 'policy' | 'dns' | 'tls' | 'auth' | 'throttled' | 'other'
 
 export interface DeliveryEvent {
   queueId: string
@@ -126,7 +134,7 @@ export interface DeliveryEvent {
 }
 
 /** What every hook receives besides its own data. */
-export interface PluginContext<O> {
+export interface PluginContext<O, S = unknown> {
   /** A pino child logger named after the plugin. */
   log: Logger
   /** The plugin's own options, validated by its `options` schema. */
@@ -137,6 +145,12 @@ export interface PluginContext<O> {
   hostname: string
   /** Whether a domain is one of config `localDomains`. */
   isLocalDomain(domain: string): boolean
+  /** What `setup` returned: the plugin's own state for this generation (undefined without setup). */
+  state: S
+  /** The directory of the config file (the working directory when there is none). */
+  configDir: string
+  /** A path from the plugin's options, resolved against the config file's directory (absolute ones stay). */
+  resolvePath(file: string): string
 }
 
 /**
@@ -174,7 +188,12 @@ export interface HookContexts {
   }
   deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
 }
-export type HookName = keyof HookContexts
+// The lists in names.ts and the context types must name the same hooks and events.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+const hookNamesMatch: Same<keyof HookContexts, HookName> = true
+const eventNamesMatch: Same<keyof EventContexts, EventName> = true
+void hookNamesMatch
+void eventNamesMatch
 
 /** A message was written to the queue and answered 250. */
 export interface AcceptedEvent {
@@ -225,8 +244,28 @@ export interface EventContexts {
   authFailed: { session: SessionInfo; username: string; method: string; /** A plugin answered tempfail (e.g. its backend is down): not a wrong password. */ temporary?: boolean }
   /** The SMTP session ended (for counters of open connections). */
   sessionClosed: { session: SessionInfo }
+  /** A DNS lookup failed (not NXDOMAIN/NODATA): the record type and the resolver's error code. */
+  dnsFailed: { type: string; code: string }
+  /** This node took over queued work whose holder died or hung (its lease or heartbeat ran out). */
+  leaseTakenOver: { recipients: number }
+  /** A feedback-loop complaint was recorded (`relay.queue.recordComplaint`, e.g. by the reputation plugin). */
+  complaint: ComplaintEvent
 }
-export type EventName = keyof EventContexts
+
+/** A complaint as recorded: matched to a message this relay sent, or counted against a domain only. */
+export interface ComplaintEvent {
+  matched: boolean
+  queueId?: string
+  sender?: string
+  /** The domain it was counted against ('' when none could be told). */
+  senderDomain: string
+  /** The complaining recipient's domain. */
+  destDomain?: string
+  feedbackType: string
+  messageId?: string
+  /** The reporting software (the report's User-Agent). */
+  userAgent?: string
+}
 
 /** What each hook call gets besides its stage's data and the plugin context. */
 export interface HookCall {
@@ -237,15 +276,32 @@ export interface HookCall {
   signal: AbortSignal
 }
 
-export type Hooks<O> = {
-  [K in HookName]?: (ctx: HookContexts[K] & PluginContext<O> & HookCall) => MaybePromise<K extends 'deliver' ? HookResult | RouteDecision : HookResult>
+export type Hooks<O, S = unknown> = {
+  [K in HookName]?: (ctx: HookContexts[K] & PluginContext<O, S> & HookCall) => MaybePromise<K extends 'deliver' ? HookResult | RouteDecision : HookResult>
 } & {
-  [K in EventName]?: (event: EventContexts[K], ctx: PluginContext<O>) => MaybePromise<void>
+  [K in EventName]?: (event: EventContexts[K], ctx: PluginContext<O, S>) => MaybePromise<void>
 }
 
-export interface SetupContext<O> extends PluginContext<O> {
+/** A file a plugin reads, parsed, and read again when it changes (`ctx.watchFile`). */
+export interface WatchedFile<T> {
+  /** The last copy that parsed; a change that fails to parse keeps it (and logs why). */
+  readonly current: T
+  /** Stops watching (done for you at teardown). */
+  close(): void
+}
+
+export interface SetupContext<O> extends Omit<PluginContext<O, undefined>, 'state'> {
   /** Where this relay keeps its data (config `dataDir`). */
   dataDir: string
+  /** 'start' and 'reload' on a running relay; 'check' in `relay check-config` (bind nothing, start nothing). */
+  mode: 'start' | 'reload' | 'check'
+  /** The running relay's operator API (queue operations, reload, readiness); absent in 'check' mode. */
+  relay?: RelayOperations
+  /**
+   * Reads `file` (resolved like `resolvePath`) and parses it now, throwing when it cannot; then
+   * reads it again whenever it changes, keeping the last good copy. Closed at teardown.
+   */
+  watchFile<T>(file: string, parse: (text: string) => T, opts?: { onChange?: (value: T) => void }): WatchedFile<T>
 }
 
 /** One line of `relay doctor`'s report. */
@@ -258,19 +314,46 @@ export interface DoctorCheck {
   fix?: string
 }
 
-export interface DoctorContext<O> extends PluginContext<O> {
+export interface DoctorContext<O, S = unknown> extends PluginContext<O, S> {
   /** The sending domain being checked. */
   domain: string
 }
 
-/** A plugin: a plain object with a name and hook functions. */
-export interface Plugin<O = any> {
+/** What `commands` gets besides the commander program. */
+export interface CommandEnv {
+  /** Loads and validates the config file (`--config`, else the usual search). */
+  loadConfig(file?: string): Promise<unknown>
+  /**
+   * The config's plugins, loaded and set up in 'check' mode (options validated, nothing bound), with
+   * their contexts; call `close()` when done.
+   */
+  loadPlugins(configFile?: string): Promise<{ plugins: { plugin: Plugin; ctx: PluginContext<unknown> }[]; close(): Promise<void> }>
+}
+
+/**
+ * A plugin: a plain object with a name and hook functions. `S` is what `setup` returns: the
+ * plugin's state for one generation (start, or each reload), handed to every hook as `ctx.state`.
+ */
+export interface Plugin<O = any, S = any> {
   name: string
   /** A zod schema for the plugin's options; they are validated at start. */
   options?: ZodType<O>
-  /** Runs once at start; may return a function that runs at shutdown. */
-  setup?: (ctx: SetupContext<O>) => MaybePromise<void | (() => MaybePromise<void>)>
-  hooks: Hooks<O>
+  /**
+   * Runs at start (and at each hot reload, for the new generation) within config `setupTimeout`;
+   * returns the plugin's state (`ctx.state` in hooks). A returned function is taken as `teardown`
+   * (the older form).
+   */
+  setup?: (ctx: SetupContext<O>) => MaybePromise<S | (() => MaybePromise<void>)>
+  /** Runs at shutdown, and for the old generation after a reload swapped in the new one. */
+  teardown?: (ctx: PluginContext<O, S>) => MaybePromise<void>
+  hooks?: Hooks<O, S>
+  /**
+   * Set up once and kept across hot reloads while its options stay the same (a listener it binds);
+   * when they change, the reload says a restart is needed and the running one stays.
+   */
+  keepOnReload?: boolean
+  /** CLI verbs this plugin adds to `relay` (a commander program), when it is in the config or bundled. */
+  commands?: (program: Command, env: CommandEnv) => void
   /** Checks this plugin adds to `relay doctor <domain>` (e.g. DKIM records against its keys). */
-  doctor?: (ctx: DoctorContext<O>) => MaybePromise<DoctorCheck[]>
+  doctor?: (ctx: DoctorContext<O, S>) => MaybePromise<DoctorCheck[]>
 }

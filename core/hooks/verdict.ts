@@ -1,6 +1,6 @@
 import type { HookName, Route, RouteDecision, Verdict } from './types.js'
 
-type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string; senders?: string[] }]
+type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string; senders?: string[]; handled?: boolean }]
 
 const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/
 
@@ -75,8 +75,9 @@ export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver'>, StageReplies> =
 export function replyFor(stage: keyof typeof STAGE_REPLIES, verdict: Verdict): Reply {
   const base = STAGE_REPLIES[stage][verdict.action]
   const wantClass = verdict.action === 'reject' ? 5 : verdict.action === 'tempfail' ? 4 : 2
-  const code = verdict.code && Math.floor(verdict.code / 100) === wantClass ? verdict.code : base.code
-  const status = verdict.status && Number(verdict.status[0]) === wantClass ? verdict.status : base.status
+  // A plugin's code and status are used only when well-formed and of the verdict's class.
+  const code = Number.isInteger(verdict.code) && Math.floor(verdict.code! / 100) === wantClass ? verdict.code! : base.code
+  const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && Number(verdict.status[0]) === wantClass ? verdict.status : base.status
   // Replies are single lines: no control characters from plugin text reach the client.
   const message = (verdict.message ?? base.message).replace(/[\x00-\x1f\x7f]+/g, ' ')
   return { code, status, message }
@@ -88,3 +89,48 @@ export function replyError(reply: Reply): Error & { responseCode: number } {
   err.responseCode = reply.code
   return err
 }
+
+const reply = (code: number, status: string, message: string): Reply => ({ code, status, message })
+
+/**
+ * The refusals the SMTP side makes itself (protocol checks and the core's own policies), one named
+ * row each, so every reply text the relay writes on its own is in one place.
+ */
+export const CORE_REPLIES = {
+  // MAIL FROM
+  mustStartTls: reply(530, '5.7.0', 'Must issue a STARTTLS command first, then authenticate'),
+  authRequired: reply(530, '5.7.0', 'Authentication required'),
+  badSenderSyntax: reply(553, '5.1.7', 'Bad sender address syntax'),
+  senderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Sender address <${address}> not owned by user ${user}`),
+  // RCPT TO
+  postmasterWithoutLocalDomain: reply(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'),
+  badRecipientSyntax: reply(553, '5.1.3', 'Bad recipient address syntax'),
+  tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
+  routingInLocalPart: (address: string) => reply(550, '5.7.1', `Routing in the local part is not allowed: <${address}>`),
+  relayingDenied: (address: string) => reply(550, '5.7.1', `Relaying denied for <${address}>`),
+  suppressed: (address: string, reason: string) => reply(550, '5.1.1', `<${address}>: recipient suppressed (${reason.replace(/[\x00-\x1f\x7f]+/g, ' ')})`),
+  // DATA
+  headerTooLarge: (detail: string) => reply(552, '5.3.4', `Message header too large: ${detail}`),
+  bareLineEnding: reply(550, '5.6.0', 'Message contains bare LF or bare CR (only CRLF line ends are allowed)'),
+  nulByte: reply(550, '5.6.0', 'Message contains a NUL byte (not allowed in mail)'),
+  readFailed: reply(451, '4.3.0', 'Error reading message, try again'),
+  sizeExceeded: reply(552, '5.3.4', 'Message exceeds fixed maximum message size'),
+  tooManyHops: reply(554, '5.4.6', 'Too many hops'),
+  headerSenderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Header sender <${address}> not owned by user ${user}`),
+  queueFailed: reply(451, '4.3.0', 'Message could not be queued, try again later'),
+  // Connection (sent by the smtp-server patches and the PROXY protocol reader, then closed)
+  tooManyClients: (name: string) => reply(421, '4.7.0', `${name} Too many connected clients, try again in a moment`),
+  tooManyErrors: (name: string) => reply(421, '4.7.0', `${name} Too many errors, closing connection`),
+  tooManyUnauthenticatedCommands: reply(421, '4.7.0', 'Error: too many unauthenticated commands'),
+  firstCommandTimeout: (name: string) => reply(421, '4.4.2', `${name} No command received in time, closing connection`),
+  proxyHeaderRequired: (hostname: string) => reply(421, '4.7.0', `${hostname} PROXY protocol header required`),
+  proxyHeaderRefused: (name: string, client: string) => reply(421, '4.7.0', `${name} PROXY header not accepted from ${client}, closing connection`),
+  tooManyConnections: (hostname: string, ip: string) => reply(421, '4.7.0', `${hostname} Too many connections from ${ip}, try again later`),
+  sessionTimeLimit: (hostname: string) => reply(421, '4.4.2', `${hostname} Session time limit exceeded, closing connection`),
+} as const
+
+/** A reply as the text after the code (`4.7.0 ...`), for code that writes replies itself. */
+export const replyText = (r: Reply): string => (r.status ? `${r.status} ${r.message}` : r.message)
+
+/** A core policy's refusal as a verdict: `replyFor` keeps its code, status and text. */
+export const refusal = (r: Reply): Verdict => ({ action: r.code >= 500 ? 'reject' : 'tempfail', code: r.code, status: r.status, message: r.message })

@@ -1,4 +1,11 @@
+// The one place every DSN (RFC 3464) is built, as Postfix's bounce(8): failures (an expiry is a
+// failure with 4.4.7), delay warnings, and the operator's bounce. Callers decide when one goes and
+// hand it to the queue; who may get one (delivery's untrusted-mail policy) stays with them.
+import type { Logger } from 'pino'
 import MimeNode from 'nodemailer/lib/mime-node'
+import { formatDuration } from '../config/duration.js'
+import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../queue/types.js'
+import { parseAddress } from './address.js'
 
 export interface FailedRecipient {
   address: string
@@ -148,4 +155,159 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalHeaders)
 
   return new Promise((resolve, reject) => root.build((err, buf) => (err ? reject(err) : resolve(buf))))
+}
+
+/** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
+export const ADMIN_BOUNCE_RESPONSE = '5.0.0 Bounced by the administrator'
+
+/** What a DSN message needs from the relay. */
+export interface DsnEnv {
+  /** Reporting-MTA and the MAILER-DAEMON domain (config `hostname`). */
+  reportingMta: string
+  /** How long the DSN itself may wait in the queue (`delivery.maxQueueLifetime`). */
+  lifetime: number
+  /** A queue id for the DSN (core/queue/id.ts). */
+  newId: (now?: number) => string
+  /** Told when a RET=FULL body cannot be read (the DSN then returns the headers). */
+  log?: Pick<Logger, 'warn'>
+}
+
+/** Reads a queued message's body (not its headers), whatever kind of StoredBody it is. */
+export type BodyReader = (m: QueuedMessage) => Promise<Buffer>
+
+/**
+ * The caller's last word once a DSN would go (delivery's untrusted-mail limit, dsn-policy.ts):
+ * false drops it. Asked only when the DSN has a recipient and an addressable sender.
+ */
+export type DsnGate = () => boolean
+
+/** A recipient whose delivery failed for good, as delivery recorded it. */
+export interface BouncedRecipient {
+  address: string
+  /** The remote reply or the local reason. */
+  response: string
+  /** RFC 3463 status the relay derived, else taken from the response (fallback 5.0.0). */
+  status?: string
+  remoteHost?: string
+  remote: boolean
+  /** RCPT parameters (NOTIFY, ORCPT). */
+  args?: Args
+}
+
+/** The response recorded for a recipient still deferred when its message expires (its bounce says why). */
+export function expiredResponse(receivedAt: number, now: number, lastError: string): string {
+  return `4.4.7 Message expired after ${formatDuration(now - receivedAt)} in the queue; last error: ${lastError}`
+}
+
+/**
+ * A failure DSN to the message's sender for the recipients whose NOTIFY asks for one (RFC 3461; no
+ * NOTIFY: yes); none for the null sender. With `readBody`, RET=FULL returns the whole message when
+ * it is at most RET_FULL_MAX bytes; without it (or RET=HDRS), the headers.
+ */
+export async function failureDsn(env: DsnEnv, m: QueuedMessage, failed: BouncedRecipient[], opts: { readBody?: BodyReader; allow?: DsnGate } = {}): Promise<NewMessage | undefined> {
+  const notify = failed.filter((f) => wantsDsn(f.args, 'FAILURE'))
+  const to = notify.length ? returnAddress(m.sender) : undefined
+  if (!to || (opts.allow && !opts.allow())) return undefined
+  const original = opts.readBody ? await returnedMessage(env, m, opts.readBody) : undefined
+  return dsnMessage(env, m, to, {
+    action: 'failed',
+    originalMessage: original,
+    recipients: notify.map((f) => ({
+      address: f.address,
+      status: f.status ?? statusOf(f.response, '5.0.0'),
+      remoteHost: f.remoteHost,
+      diagnostic: f.response,
+      remote: f.remote,
+      orcpt: orcptOf(f.args),
+    })),
+  })
+}
+
+/**
+ * A delay warning (Action: delayed) to the message's sender for its deferred recipients whose
+ * NOTIFY asks for DELAY (no NOTIFY: yes), with Will-Retry-Until at the message's expiry.
+ */
+export async function delayDsn(env: DsnEnv, c: DelayCandidate, opts: { allow?: DsnGate } = {}): Promise<NewMessage | undefined> {
+  const wanted = c.recipients.filter((r) => wantsDsn(r.args, 'DELAY'))
+  const to = wanted.length ? returnAddress(c.message.sender) : undefined
+  if (!to || (opts.allow && !opts.allow())) return undefined
+  return dsnMessage(env, c.message, to, {
+    action: 'delayed',
+    willRetryUntil: new Date(c.message.expiresAt),
+    recipients: wanted.map((r) => {
+      const response = r.lastResponse ?? '4.0.0 Delivery not yet attempted'
+      const status = statusOf(response, '4.0.0')
+      return {
+        address: r.address,
+        status: status.startsWith('4.') ? status : '4.0.0',
+        remoteHost: r.remoteHost,
+        diagnostic: response,
+        remote: /^\d{3}[ -]/.test(response),
+        orcpt: orcptOf(r.args),
+      }
+    }),
+  })
+}
+
+/**
+ * The DSN for recipients an operator bounced (ADMIN_BOUNCE_RESPONSE), NOTIFY honoured, headers
+ * only: it never returns an untrusted client's body either. No per-sender limit: an operator's
+ * bounce is deliberate, one message at a time.
+ */
+export async function operatorBounceDsn(env: DsnEnv, m: MessageDetail, recipients: MessageDetail['recipients']): Promise<NewMessage | undefined> {
+  const notify = recipients.filter((r) => wantsDsn(r.args, 'FAILURE'))
+  const to = notify.length ? returnAddress(m.sender) : undefined
+  if (!to) return undefined
+  return dsnMessage(env, { ...m, headers: Buffer.from(m.headers, 'utf8') }, to, {
+    action: 'failed',
+    recipients: notify.map((r) => ({ address: r.address, status: '5.0.0', diagnostic: ADMIN_BOUNCE_RESPONSE, remote: false, orcpt: orcptOf(r.args) })),
+  })
+}
+
+/** RET=FULL: the whole message when it is small enough and readable, else undefined (headers only). */
+async function returnedMessage(env: DsnEnv, m: QueuedMessage, readBody: BodyReader): Promise<Buffer | undefined> {
+  if (retOf(m.senderArgs) !== 'FULL' || m.size > RET_FULL_MAX) return undefined
+  try {
+    const body = 'inline' in m.body ? m.body.inline : await readBody(m)
+    return Buffer.concat([m.headers, body])
+  } catch (err) {
+    env.log?.warn({ err, queueId: m.id }, 'could not read the message for RET=FULL; returning its headers')
+    return undefined
+  }
+}
+
+/** Where a DSN for the message goes: its sender, unless that is the null sender (or not an address). */
+function returnAddress(sender: string): { address: string; domain: string } | undefined {
+  const parsed = sender === '' ? undefined : parseAddress(sender)
+  return parsed ? { address: sender, domain: parsed.domain } : undefined
+}
+
+type DsnSource = Pick<QueuedMessage, 'id' | 'sender' | 'senderArgs' | 'receivedAt' | 'headers'>
+
+/** A DSN from the null sender to `to` (the message's sender), as a message to queue (meta.dsnFor: the message). */
+async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; domain: string }, d: Pick<DsnInput, 'action' | 'recipients' | 'originalMessage' | 'willRetryUntil'>): Promise<NewMessage> {
+  const dsn = await buildDsn({
+    ...d,
+    reportingMta: env.reportingMta,
+    queueId: m.id,
+    sender: m.sender,
+    arrivalDate: new Date(m.receivedAt),
+    originalHeaders: m.headers,
+    envid: envidOf(m.senderArgs),
+  })
+  const split = dsn.indexOf('\r\n\r\n')
+  const headers = dsn.subarray(0, split + 2)
+  const now = Date.now()
+  return {
+    id: env.newId(now),
+    sender: '',
+    recipients: [to],
+    headers,
+    body: { inline: dsn.subarray(split + 2) },
+    size: dsn.length,
+    messageId: /^Message-ID:\s*(.+)$/im.exec(headers.toString('latin1'))?.[1]?.trim(),
+    receivedAt: now,
+    expiresAt: now + env.lifetime,
+    meta: { dsnFor: m.id },
+  }
 }

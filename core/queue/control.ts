@@ -3,14 +3,10 @@
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
-import type { DeliveryEvent } from '../hooks/types.js'
-import { buildDsn, envidOf, orcptOf, wantsDsn } from '../mail/bounce.js'
-import { parseAddress } from '../mail/address.js'
+import { deliveryEvent } from '../hooks/delivery-event.js'
+import { ADMIN_BOUNCE_RESPONSE, operatorBounceDsn } from '../mail/bounce.js'
 import { newQueueId } from './id.js'
-import type { MessageDetail, NewMessage, Queue, QueueEntry, QueueFilter, QueueSummary } from './types.js'
-
-/** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
-export const ADMIN_BOUNCE_RESPONSE = '5.0.0 Bounced by the administrator'
+import type { MessageDetail, Queue, QueueEntry, QueueFilter, QueueSummary } from './types.js'
 
 /** Why an action could not be done: the API maps `kind` to an HTTP status, the CLI to exit code 1. */
 export class QueueControlError extends Error {
@@ -114,8 +110,7 @@ export class QueueControl {
     if (!pending.length && pendingAll.length) throw new QueueControlError('conflict', `message ${id} is being delivered right now; try again in a moment`)
     if (!pending.length) return { id, bounced: [] }
 
-    const notify = pending.filter((r) => wantsDsn(r.args, 'FAILURE'))
-    const dsn = notify.length && detail.sender !== '' ? await adminDsn(config, detail, notify) : undefined
+    const dsn = await operatorBounceDsn({ reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId }, detail, pending)
     await queue.complete(
       id,
       pending.map((r) => ({ rowId: r.rowId, state: 'bounced', response: ADMIN_BOUNCE_RESPONSE, category: 'other' })),
@@ -127,19 +122,8 @@ export class QueueControl {
     const hooks = this.env.hooks
     if (hooks) {
       for (const r of pending) {
-        const event: DeliveryEvent = {
-          queueId: id,
-          messageId: detail.messageId,
-          sender: detail.sender,
-          recipient: r.address,
-          domain: r.domain,
-          response: ADMIN_BOUNCE_RESPONSE,
-          attempts: r.attempts,
-          durationMs: 0,
-          queuedMs: now - detail.receivedAt,
-          category: 'other',
-        }
-        await hooks.emit('bounced', event)
+        const outcome = { recipient: r.address, domain: r.domain, response: ADMIN_BOUNCE_RESPONSE, attempts: r.attempts, category: 'other' as const }
+        await hooks.emit('bounced', deliveryEvent(detail, outcome, now, now))
       }
     }
     return { id, bounced: pending.map((r) => r.address), dsn: dsn?.id }
@@ -151,38 +135,3 @@ function checkId(id: string): void {
 }
 
 const notFound = (id: string) => new QueueControlError('not-found', `no message ${id} in the queue`)
-
-/**
- * The failure DSN, built as the scheduler builds its bounces (core/delivery/dsn.ts), headers only,
- * so it never returns an untrusted client's body either. The per-sender limit for untrusted mail
- * (delivery.untrustedDsn) does not apply: an operator's bounce is deliberate, one message at a time.
- */
-async function adminDsn(config: RelayConfig, m: MessageDetail, recipients: MessageDetail['recipients']): Promise<NewMessage | undefined> {
-  const parsed = parseAddress(m.sender)
-  if (!parsed) return undefined
-  const dsn = await buildDsn({
-    action: 'failed',
-    reportingMta: config.hostname,
-    queueId: m.id,
-    sender: m.sender,
-    arrivalDate: new Date(m.receivedAt),
-    originalHeaders: Buffer.from(m.headers, 'utf8'),
-    envid: envidOf(m.senderArgs),
-    recipients: recipients.map((r) => ({ address: r.address, status: '5.0.0', diagnostic: ADMIN_BOUNCE_RESPONSE, remote: false, orcpt: orcptOf(r.args) })),
-  })
-  const split = dsn.indexOf('\r\n\r\n')
-  const headers = dsn.subarray(0, split + 2)
-  const now = Date.now()
-  return {
-    id: newQueueId(now),
-    sender: '',
-    recipients: [{ address: m.sender, domain: parsed.domain }],
-    headers,
-    body: { inline: dsn.subarray(split + 2) },
-    size: dsn.length,
-    messageId: /^Message-ID:\s*(.+)$/im.exec(headers.toString('latin1'))?.[1]?.trim(),
-    receivedAt: now,
-    expiresAt: now + config.delivery.maxQueueLifetime,
-    meta: { dsnFor: m.id },
-  }
-}

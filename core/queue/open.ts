@@ -22,7 +22,7 @@ export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Lo
   if (q.driver === 'postgres') {
     // Loaded only in cluster mode: a one-machine relay never loads pg.
     const { PgQueue } = await import('./postgres/queue.js')
-    return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: config.reputation.retention, log: o.log })
+    return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: q.retention, log: o.log })
   }
-  return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool, { retentionMs: config.reputation.retention })
+  return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool, { retentionMs: config.queue.retention })
 }

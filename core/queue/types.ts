@@ -3,8 +3,11 @@
 // interface; test/queue/contract.ts runs one suite against both so they cannot drift apart.
 import type { Readable } from 'node:stream'
 import type { BounceCategory } from '../hooks/types.js'
+import type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression } from '../hooks/operator.js'
 
-export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced'
+// What operators see of the queue is part of the public API (core/hooks/operator.ts).
+export type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression }
+
 
 /**
  * A message body: small ones inline in the queue database; large ones in a spool file (SQLite) or
@@ -13,17 +16,6 @@ export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced'
  */
 export type StoredBody = { inline: Buffer } | { file: string } | { stored: number }
 
-export interface MessageMeta {
-  clientAddress?: string
-  clientHostname?: string
-  helo?: string
-  listener?: string
-  user?: string
-  /** The client authenticated or is in `smtp.trustedNetworks` (absent on messages the relay made itself). */
-  trusted?: boolean
-  /** Set on bounces (DSNs) that this relay generated. */
-  dsnFor?: string
-}
 
 export interface NewMessage {
   id: string
@@ -106,120 +98,6 @@ export interface HeartbeatResult {
 export interface CompleteResult {
   /** Every recipient of the message is final, the message left the queue. */
   finished: boolean
-}
-
-export interface QueueEntry {
-  id: string
-  messageId?: string
-  sender: string
-  size: number
-  receivedAt: number
-  /** When an operator held the message (`relay queue hold`); held messages are not delivered. */
-  heldAt?: number
-  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory }[]
-}
-
-/** What `list` returns; every field narrows. */
-export interface QueueFilter {
-  /** 'held': held messages; 'queued'/'deferred': messages with a pending recipient in that state. */
-  state?: 'queued' | 'deferred' | 'held'
-  /** Messages with a recipient at this domain (exact, lower case). */
-  domain?: string
-  /** Messages from this sender (exact, case-insensitive; '' the null sender). */
-  sender?: string
-  /** At most this many messages, oldest first (default: all). */
-  limit?: number
-}
-
-/** One delivery attempt's result for one recipient. */
-export interface AttemptRecord {
-  at: number
-  state: 'delivered' | 'deferred' | 'bounced'
-  response: string
-  remoteHost?: string
-  category?: BounceCategory
-}
-
-/** `relay queue show`: the envelope, each recipient with its attempts, the header section. */
-export interface MessageDetail extends Omit<QueueEntry, 'recipients'> {
-  senderArgs?: Record<string, string | boolean>
-  expiresAt: number
-  meta: MessageMeta
-  /** The final header section as text. */
-  headers: string
-  recipients: (QueueEntry['recipients'][number] & {
-    rowId: number
-    domain: string
-    args?: Record<string, string | boolean>
-    /** A delivery holds it right now. */
-    leased: boolean
-    remoteHost?: string
-    /** Oldest first. */
-    history: AttemptRecord[]
-  })[]
-}
-
-/** Queue size at a glance (metrics, dashboard, readiness). */
-export interface QueueSummary {
-  messages: number
-  /** Recipients still to deliver, by state; `held` counts recipients of held messages. */
-  recipients: { queued: number; deferred: number; held: number }
-  /** Receive time of the oldest message still queued. */
-  oldestReceivedAt?: number
-  /** The destination domains with the most pending recipients (at most 20), most first. */
-  domains: { domain: string; queued: number; deferred: number; held: number }[]
-}
-
-/**
- * Reputation counters: one row per hour, sending domain (of the envelope sender), destination
- * domain, outcome and bounce category. Recorded by `complete` (delivery results) and
- * `recordComplaint` (ARF reports).
- */
-export interface StatsRow {
-  /** Start of the hour (epoch ms). */
-  hour: number
-  senderDomain: string
-  destDomain: string
-  outcome: 'delivered' | 'deferred' | 'bounced' | 'complaint'
-  /** For deferred and bounced: the failure category; '' otherwise. */
-  category: BounceCategory | ''
-  count: number
-}
-
-/** A feedback-loop (ARF, RFC 5965) report about a message this relay sent. */
-export interface Complaint {
-  /** Message-ID of the original message (without angle brackets), from its headers in the report. */
-  messageId?: string
-  /** Queue ids this relay wrote in the original's Received headers (`id <queueId>`). */
-  queueIds?: string[]
-  /** Original-Mail-From of the report, used when nothing else matches. */
-  originalMailFrom?: string
-  /** Original-Rcpt-To (the complaining recipient); its domain is the destination domain. */
-  originalRcptTo?: string
-  feedbackType: string
-  /** When the report arrived (epoch ms). */
-  receivedAt: number
-}
-
-export interface ComplaintResult {
-  /** The original message was found in the sent log. */
-  matched: boolean
-  queueId?: string
-  sender?: string
-  /** The domain the complaint was counted against ('' when none could be told). */
-  senderDomain: string
-}
-
-/** An address mail is not taken for (a hard bounce, or added by hand). */
-export interface Suppression {
-  /** Lower-cased. */
-  address: string
-  reason: string
-  /** The queue id of the message whose bounce added it, or 'cli'. */
-  source?: string
-  createdAt: number
-  /** Epoch ms; absent: until removed. */
-  expiresAt?: number
 }
 
 /** A message that has waited `delayWarning` with recipients still deferred, and no warning sent yet. */

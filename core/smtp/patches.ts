@@ -15,6 +15,7 @@
 //    silent connections must not hold the slots of `maxClients`. `onFirstCommandTimeout(session)`
 //    is told.
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
+import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
 
@@ -72,7 +73,7 @@ export function patchSmtpServer(): void {
     const { maxErrors, onTooManyErrors } = this._server.options
     if (maxErrors && code >= 400 && code !== 421 && (this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
       onTooManyErrors?.(this.session)
-      return send.call(this, 421, `4.7.0 ${this.name} Too many errors, closing connection`, false)
+      return send.call(this, 421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
     }
     if (typeof data === 'string' && ENHANCED.test(data)) return send.call(this, code, data, false)
     return send.call(this, code, data, context)
@@ -85,7 +86,7 @@ export function patchSmtpServer(): void {
     }
     const max = this._maxAllowedUnauthenticatedCommands
     if (this._ready && !this._upgrading && !this._nextHandler && max !== false && !this.session.user && !this._server.options.authOptional && this._isDisabled('AUTH')) {
-      if (++this._unauthenticatedCommands >= max) return this.send(421, '4.7.0 Error: too many unauthenticated commands', false)
+      if (++this._unauthenticatedCommands >= max) return this.send(421, replyText(CORE_REPLIES.tooManyUnauthenticatedCommands), false)
     }
     return onCommand.call(this, command, callback)
   }
@@ -101,14 +102,14 @@ export function patchSmtpServer(): void {
         this._firstCommandTimer = undefined
         if (this._closing || this._closed) return
         onFirstCommandTimeout?.(this.session)
-        this.send(421, `4.4.2 ${this.name} No command received in time, closing connection`, false)
+        this.send(421, replyText(CORE_REPLIES.firstCommandTimeout(this.name)), false)
       }, firstCommandTimeout + (greetingDelay ?? 0))
       this._firstCommandTimer.unref()
     }
     this._setListeners(() => {
       const options = this._server.options
       if (options.maxClients && this._server.connections.size > options.maxClients) {
-        return this.send(421, `4.7.0 ${this.name} Too many connected clients, try again in a moment`, false)
+        return this.send(421, replyText(CORE_REPLIES.tooManyClients(this.name)), false)
       }
       const delay = options.greetingDelay ?? 0
       if (delay <= 0) return this.connectionReady()

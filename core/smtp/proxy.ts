@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import type { SMTPServer } from 'smtp-server'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
 import { networkMatcher } from '../net/networks.js'
+import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 
 /** What a PROXY header said: the real client (`proxy`), or nothing to take over (`local`: health checks, UNKNOWN). */
 export type ProxyHeader =
@@ -201,7 +202,7 @@ export function acceptProxyProtocol(
         else opts.log.error({ proxy, error: err.message }, `connection from trusted proxy ${proxy} closed: ${err.message}`)
         socket.on('error', () => undefined) // a late EPIPE must not become an uncaught error
         if (!opts.implicitTls && !socket.destroyed && socket.writable) {
-          socket.end(`421 4.7.0 ${opts.hostname} PROXY protocol header required\r\n`)
+          socket.end(`421 ${replyText(CORE_REPLIES.proxyHeaderRequired(opts.hostname))}\r\n`)
           setTimeout(() => socket.destroy(), 1000).unref()
         } else {
           socket.destroy()
@@ -232,7 +233,7 @@ export function refuseUntrustedProxyHeaders(): void {
   const proto = SMTPConnection.prototype as unknown as Record<string, unknown>
   proto.handler_PROXY = function (this: ConnectionInternals, _command: Buffer, callback: () => void) {
     this._server.options.onProxyHeaderRefused?.(this.remoteAddress)
-    this.send(421, `4.7.0 ${this.name} PROXY header not accepted from ${this.remoteAddress}, closing connection`, false)
+    this.send(421, replyText(CORE_REPLIES.proxyHeaderRefused(this.name, this.remoteAddress)), false)
     callback()
   }
 }

@@ -2,7 +2,7 @@
 // the form that will travel: the dkim-sign plugin asks for it, so that a next hop without 8BITMIME
 // gets the very bytes that were signed (delivery then finds nothing left to convert).
 import type { Readable } from 'node:stream'
-import { scan8bit, sevenBitStream } from '../delivery/downgrade.js'
+import { scan8bit, sevenBitStream } from '../mail/downgrade.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
 import { INLINE_BODY_LIMIT, type ReceivedData } from './data.js'
 

@@ -1,19 +1,7 @@
-// auth-file's verbs in the relay CLI: `relay user add|remove|list`. The core calls `register` for
-// every bundled plugin with a cli file; the work itself is in commands.ts, loaded only when used.
+// auth-file's verbs in the relay CLI: `relay user add|remove|list`, declared by the plugin object's
+// `commands` (index.ts); the work itself is in commands.ts, loaded only when a verb runs.
 import type { Command } from 'commander'
-
-/** What the core hands to a plugin's `register`. */
-export interface CliEnv {
-  /** Loads the relay config (`file`, else the usual search from the current directory). */
-  loadConfig(file?: string): Promise<unknown>
-}
-
-export interface UserCommandOptions {
-  file?: string
-  config?: string
-  passwordStdin?: boolean
-  sender?: string[]
-}
+import type { CliEnv } from './cli-types.js'
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value]
 

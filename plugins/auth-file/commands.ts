@@ -2,7 +2,7 @@
 // mode 0600), so a running relay reads either the old or the new file.
 import path from 'node:path'
 import { parseAddress } from '../../core/index.js'
-import type { CliEnv, UserCommandOptions } from './cli.js'
+import type { CliEnv, UserCommandOptions } from './cli-types.js'
 import { hashPassword, isSenderPattern, readUsersFile, UsersFileError, writeUsersFile, type UsersFileData } from './users.js'
 
 /** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 1. */
@@ -20,12 +20,14 @@ export async function runCommand(name: 'userAdd' | 'userRemove' | 'userList', ar
 }
 
 /**
- * The users file: --file, else the `file` option of the config's auth-file entry, else ./users.json.
- * A relative path is taken from the current directory (as the relay does with the plugin option).
+ * The users file: --file (relative: from the current directory), else the `file` option of the
+ * config's auth-file entry (relative: from the config file's directory, as the relay takes it), else
+ * ./users.json.
  */
 async function usersFile(opts: UserCommandOptions, env: CliEnv): Promise<string> {
   if (opts.file) return path.resolve(opts.file)
-  const config = (await env.loadConfig(opts.config)) as { plugins?: unknown[]; configFile?: string }
+  const config = (await env.loadConfig(opts.config)) as { plugins?: unknown[]; configFile?: string; configDir?: string }
+  const configDir = config.configDir ?? process.cwd()
   const files = new Set<string>()
   for (const entry of config.plugins ?? []) {
     const [ref, options] = Array.isArray(entry) ? entry : [entry, undefined]
@@ -34,7 +36,7 @@ async function usersFile(opts: UserCommandOptions, env: CliEnv): Promise<string>
       (typeof ref === 'string' && /(^|[/\\])auth-file([/\\]index\.[cm]?[jt]s)?$/.test(ref)) ||
       (typeof ref === 'object' && ref !== null && (ref as { name?: unknown }).name === 'auth-file')
     const file = (options as { file?: unknown } | undefined)?.file
-    if (isAuthFile && typeof file === 'string') files.add(path.resolve(file))
+    if (isAuthFile && typeof file === 'string') files.add(path.resolve(configDir, file))
   }
   if (files.size > 1) throw new UsageError(`the config${config.configFile ? ` (${config.configFile})` : ''} has several auth-file users files: choose one with --file`)
   return [...files][0] ?? path.resolve('users.json')
@@ -119,6 +121,7 @@ async function passwordFromStdin(): Promise<string> {
 /** Asks twice on the terminal, without echo. */
 async function passwordFromTerminal(): Promise<string> {
   if (!process.stdin.isTTY) throw new UsageError('standard input is not a terminal: give the password with --password-stdin')
+  const promptHidden = hiddenPrompter()
   const first = await promptHidden('Password: ')
   if (!first) throw new UsageError('empty password: nothing changed')
   const again = await promptHidden('Password again: ')
@@ -126,10 +129,13 @@ async function passwordFromTerminal(): Promise<string> {
   return first
 }
 
-/** What was typed after the end of the last answer (typed ahead, or pasted), for the next prompt. */
-let typeahead = ''
+/** Prompts without echo; what was typed after the end of one answer (typed ahead, or pasted) goes to the next. */
+function hiddenPrompter(): (prompt: string) => Promise<string> {
+  let typeahead = ''
+  return (prompt) => promptHidden(prompt, typeahead, (rest) => (typeahead = rest))
+}
 
-function promptHidden(prompt: string): Promise<string> {
+function promptHidden(prompt: string, typeahead: string, setTypeahead: (rest: string) => void): Promise<string> {
   const stdin = process.stdin
   // Echo off before the prompt shows, so nothing typed after seeing it is echoed.
   stdin.setRawMode(true)
@@ -142,7 +148,7 @@ function promptHidden(prompt: string): Promise<string> {
       const input = [...chunk]
       for (const [i, ch] of input.entries()) {
         if (ch === '\r' || ch === '\n' || ch === '\u0004') {
-          typeahead = input.slice(i + 1).join('').replace(/^\n/, '')
+          setTypeahead(input.slice(i + 1).join('').replace(/^\n/, ''))
           return done(() => resolve(chars.join('')))
         }
         if (ch === '\u0003') return done(() => reject(new UsageError('interrupted: nothing changed')))
@@ -160,9 +166,8 @@ function promptHidden(prompt: string): Promise<string> {
     }
     stdin.on('data', onData)
     if (typeahead) {
-      const ahead = typeahead
-      typeahead = ''
-      onData(ahead)
+      setTypeahead('')
+      onData(typeahead)
     }
   })
 }

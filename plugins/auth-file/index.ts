@@ -1,8 +1,8 @@
 // auth-file: SMTP AUTH against a users file of scrypt password hashes (format: README.md here).
 // Users are managed with `relay user add|remove|list` (cli.ts); the relay picks changes up by itself.
 import crypto from 'node:crypto'
-import path from 'node:path'
 import { accept, definePlugin, durationAtLeast, reject, z } from '../../core/index.js'
+import { register } from './cli.js'
 import { UserStore } from './store.js'
 import { SCRYPT_DEFAULTS, verifyPassword, type PasswordHash } from './users.js'
 
@@ -11,7 +11,7 @@ const interval = durationAtLeast(50, '50ms').refine((ms) => ms <= 86_400_000, { 
 
 const options = z
   .object({
-    /** The users file. A relative path is taken from the relay's current directory, not the config's. */
+    /** The users file. A relative path is taken from the directory of the config file. */
     file: z.string().min(1),
     /** How often the file is also checked by stat (besides watching it). */
     checkInterval: interval.default(2000),
@@ -20,28 +20,30 @@ const options = z
   })
   .strict()
 
+type Options = z.output<typeof options>
+
 /**
  * An unknown user is checked against this hash (same parameters as new hashes, and it matches no
  * password), so a wrong name costs the same time as a wrong password and does not tell which it was.
  */
 const DUMMY: PasswordHash = { ...SCRYPT_DEFAULTS, salt: crypto.randomBytes(SCRYPT_DEFAULTS.saltBytes), key: crypto.randomBytes(SCRYPT_DEFAULTS.keyBytes) }
 
-// One store per plugin entry (its options object), so two entries may read two files.
-const stores = new WeakMap<object, UserStore>()
-
-export default definePlugin({
+// The state (`ctx.state`) is this generation's UserStore. It keeps its own watch rather than
+// ctx.watchFile: a missing file at start means "no users" (not a failed start), a removed file
+// forgets everyone, and `watch: false` leaves a stat check every `checkInterval`.
+export default definePlugin<Options, UserStore>({
   name: 'auth-file',
   options,
-  async setup({ options, log }) {
-    const store = new UserStore(path.resolve(options.file), log, { checkInterval: options.checkInterval, watch: options.watch })
+  async setup({ options, log, resolvePath }) {
+    const store = new UserStore(resolvePath(options.file), log, { checkInterval: options.checkInterval, watch: options.watch })
     await store.start()
-    stores.set(options, store)
-    return () => store.close()
+    return store
+  },
+  teardown({ state }) {
+    state.close()
   },
   hooks: {
-    async auth({ username, password, options, log }) {
-      const store = stores.get(options)
-      if (!store) throw new Error('auth-file: the users file was not loaded (setup did not run)')
+    async auth({ username, password, state: store, log }) {
       const user = store.get(username)
       const ok = await verifyPassword(password, user?.hash ?? DUMMY)
       if (!user || !ok) {
@@ -52,4 +54,5 @@ export default definePlugin({
       return { ...accept(), senders: user.senders ?? [username.toLowerCase()] }
     },
   },
+  commands: register,
 })

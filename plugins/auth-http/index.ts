@@ -11,28 +11,22 @@ import { LoginCache } from './cache.js'
 import { check, safeUrl } from './client.js'
 import { options, type AuthHttpOptions } from './options.js'
 
-// Setup and hooks see the same options object: it keys this plugin instance's cache.
-const caches = new WeakMap<object, LoginCache>()
-
 function authenticated(senders: string[] | undefined): Verdict {
   return senders ? { ...accept(), senders } : accept()
 }
 
-export default definePlugin<AuthHttpOptions>({
+export default definePlugin<AuthHttpOptions, { cache: LoginCache }>({
   name: 'auth-http',
   options,
-  setup({ options }) {
-    const cache = new LoginCache(options.cacheTtl, options.cacheSize)
-    caches.set(options, cache)
-    return () => {
-      cache.clear()
-      caches.delete(options)
-    }
+  // This generation's remembered logins (`ctx.state.cache`), forgotten at teardown.
+  setup: ({ options }) => ({ cache: new LoginCache(options.cacheTtl, options.cacheSize) }),
+  teardown({ state }) {
+    state.cache.clear()
   },
   hooks: {
-    async auth({ username, password, method, session, options, log }) {
+    async auth({ username, password, method, session, options, state, log }) {
       if (username === '') return reject()
-      const cache = caches.get(options) ?? caches.set(options, new LoginCache(options.cacheTtl, options.cacheSize)).get(options)!
+      const { cache } = state
       const key = cache.enabled ? cache.key(username, password, session.remoteAddress) : ''
       const hit = cache.enabled ? cache.get(key) : undefined
       if (hit) {

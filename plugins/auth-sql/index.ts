@@ -16,28 +16,27 @@ import { parseSenders } from './senders.js'
 interface State {
   backend: Backend
   checker: PasswordChecker
+  /** Torn down (reload, shutdown): a call still under way gets 454 and reopens nothing. */
+  closed?: boolean
 }
 
-// Setup and hooks see the same options object: it keys this plugin instance's state.
-const states = new WeakMap<object, State>()
-
-/** An accepting verdict that carries what the user may send as. */
 /** A one-line reason for the log (AggregateError from a refused dual-stack connect has no message). */
 function reason(err: unknown): string {
   const e = err as { message?: string; code?: string; errors?: unknown[] }
   return e?.message || e?.code || (e?.errors?.length ? reason(e.errors[0]) : String(err))
 }
 
+/** An accepting verdict that carries what the user may send as. */
 function authenticated(senders: string[] | undefined): Verdict {
   return senders ? { ...accept(), senders } : accept()
 }
 
-export default definePlugin<AuthSqlOptions>({
+export default definePlugin<AuthSqlOptions, State>({
   name: 'auth-sql',
   options,
-  setup({ options, log }) {
-    const backend = options.driver === 'postgres' ? postgresBackend(options, log) : sqliteBackend(options, log)
-    states.set(options, { backend, checker: new PasswordChecker() })
+  setup({ options, log, resolvePath }) {
+    // A relative SQLite file is taken from the config file's directory.
+    const backend = options.driver === 'postgres' ? postgresBackend(options, log) : sqliteBackend({ ...options, file: resolvePath(options.file) }, log)
     if (options.driver === 'postgres') {
       // Early word in the log when the database is unreachable; AUTH works once it is back.
       backend.lookup('').then(
@@ -45,15 +44,15 @@ export default definePlugin<AuthSqlOptions>({
         (err: unknown) => log.warn({ err: reason(err) }, 'PostgreSQL user database not usable yet; AUTH answers 454 until it is'),
       )
     }
-    return async () => {
-      states.delete(options)
-      await backend.close()
-    }
+    return { backend, checker: new PasswordChecker() }
+  },
+  async teardown({ state }) {
+    state.closed = true
+    await state.backend.close()
   },
   hooks: {
-    async auth({ username, password, options, log }) {
-      const state = states.get(options)
-      if (!state) return tempfail()
+    async auth({ username, password, options, state, log }) {
+      if (state.closed) return tempfail()
       if (username === '' || username.length > 1024 || username.includes('\0')) {
         // No such user can exist (and a NUL would make PostgreSQL fail the query instead).
         await state.checker.waste(password)

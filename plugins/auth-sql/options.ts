@@ -24,7 +24,7 @@ export const options = z.discriminatedUnion('driver', [
   z
     .object({
       driver: z.literal('sqlite'),
-      /** Path of the database file (opened read-only; relative to the relay's working directory). */
+      /** Path of the database file (opened read-only; relative to the config file's directory). */
       file: z.string().min(1),
       ...common,
     })

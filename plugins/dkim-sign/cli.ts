@@ -1,17 +1,7 @@
-// dkim-sign's verbs in the relay CLI: `relay dkim keygen`. The core calls `register` for every
-// bundled plugin with a cli file; the work is in keygen.ts, loaded only when used.
+// dkim-sign's verbs in the relay CLI: `relay dkim keygen`, declared by the plugin object's `commands`
+// (index.ts); the work is in keygen.ts, loaded only when the verb runs.
 import type { Command } from 'commander'
-
-/** What the core hands to a plugin's `register`. */
-export interface CliEnv {
-  loadConfig(file?: string): Promise<unknown>
-}
-
-export interface KeygenOptions {
-  selector?: string
-  type: string
-  out: string
-}
+import type { CliEnv, KeygenOptions } from './cli-types.js'
 
 export function register(program: Command, _env: CliEnv): void {
   const dkim = program.command('dkim').description('DKIM keys for the dkim-sign plugin')

@@ -1,6 +1,6 @@
 // `relay doctor <domain>` checks: each configured selector's TXT record against the key on disk.
 import type { DoctorCheck, DoctorContext } from '../../core/index.js'
-import { dnsRecordValue, keyState, normalizeDomain, recordName, signingKeys, spkiFromRecord, type DkimKey } from './keys.js'
+import { dnsRecordValue, keyState, normalizeDomain, recordName, signingKeys, spkiFromRecord, type DkimKey, type State } from './keys.js'
 import type { Options } from './options.js'
 
 /** Tags of a DKIM key record (`v=DKIM1; k=rsa; p=...`), names lower-cased. */
@@ -78,7 +78,8 @@ async function checkKey(key: DkimKey, all: readonly DkimKey[], ctx: DoctorContex
 
 export async function doctor(ctx: DoctorContext<Options>): Promise<DoctorCheck[]> {
   const domain = normalizeDomain(ctx.domain)
-  const all = ctx.options.keys
+  // The doctor gets the plugins set up in 'check' mode, so setup has read the keys.
+  const all = (ctx.state as State).keys
   const keys = all.filter((k) => k.domain === domain)
   if (!keys.length) {
     return [{ name: `DKIM ${domain}`, status: 'warning', message: `dkim-sign has no key for ${domain}: its mail leaves unsigned`, fix: `relay dkim keygen ${domain}, publish the record it prints, and add the key to the dkim-sign keys` }]

@@ -4,8 +4,9 @@
 // `relay dkim keygen`: cli.ts. Documentation: README.md.
 import addressparser from 'nodemailer/lib/addressparser'
 import { definePlugin, parseAddress, tempfail, type MessageHeaders, type SessionInfo } from '../../core/index.js'
+import { register } from './cli.js'
 import { doctor } from './doctor.js'
-import { isDomainName, normalizeDomain, signingKeys } from './keys.js'
+import { isDomainName, loadKeys, normalizeDomain, signingKeys, type State } from './keys.js'
 import { options, type Options } from './options.js'
 import { signMessage } from './sign.js'
 
@@ -31,21 +32,24 @@ function userDomain(session: SessionInfo): string | undefined {
   return session.user && parseAddress(session.user) ? domainOf(session.user) : undefined
 }
 
-export default definePlugin<Options>({
+export default definePlugin<Options, State>({
   name: 'dkim-sign',
   options,
-  setup({ options, log }) {
+  /** Reads the key files (relative paths from the config file's directory): `ctx.state.keys`. */
+  setup({ options, log, resolvePath }) {
+    const keys = loadKeys(options.keys, resolvePath)
     const now = new Date()
     log.info(
       {
-        keys: options.keys.map((k) => ({ domain: k.domain, selector: k.selector, type: k.type, activeFrom: k.activeFrom?.toISOString(), signing: signingKeys(options.keys, k.domain, now).includes(k) })),
+        keys: keys.map((k) => ({ domain: k.domain, selector: k.selector, type: k.type, activeFrom: k.activeFrom?.toISOString(), signing: signingKeys(keys, k.domain, now).includes(k) })),
         signBy: options.signBy,
       },
       'DKIM keys loaded',
     )
+    return { keys }
   },
   hooks: {
-    async queue({ session, envelope, headers, readMessage, convertTo7bit, queueId, options, log, isLocalDomain }) {
+    async queue({ session, envelope, headers, readMessage, convertTo7bit, queueId, options, state, log, isLocalDomain }) {
       if (!options.signInbound && !session.user && envelope.recipients.every((r) => isLocalDomain(parseAddress(r.address)?.domain ?? ''))) {
         log.debug({ queueId, client: session.remoteAddress }, 'not signed: inbound mail (unauthenticated, local recipients only)')
         return undefined
@@ -55,7 +59,7 @@ export default definePlugin<Options>({
         log.debug({ queueId, signBy: options.signBy, user: session.user }, options.signBy === 'user' ? 'not signed: no authenticated user with an address' : 'not signed: no From: address')
         return undefined
       }
-      const keys = signingKeys(options.keys, domain, new Date())
+      const keys = signingKeys(state.keys, domain, new Date())
       if (!keys.length) {
         log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
         return undefined
@@ -80,4 +84,5 @@ export default definePlugin<Options>({
     },
   },
   doctor,
+  commands: register,
 })

@@ -2,7 +2,7 @@
 // and prints the TXT record to publish and the entry to add to the dkim-sign keys.
 import fs from 'node:fs'
 import path from 'node:path'
-import type { KeygenOptions } from './cli.js'
+import type { KeygenOptions } from './cli-types.js'
 import { dnsRecordValue, generatePrivateKey, isDomainName, isSelector, loadPrivateKey, normalizeDomain, recordName, type KeyType } from './keys.js'
 
 /** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 1. */

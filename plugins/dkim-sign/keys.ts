@@ -25,7 +25,7 @@ export interface DkimKey extends LoadedKey {
   domain: string
   /** The selector (s=). */
   selector: string
-  /** The private key file, as configured. */
+  /** The private key file (resolved against the config file's directory). */
   file: string
   /** From when it signs; unset = always. */
   activeFrom?: Date
@@ -78,6 +78,36 @@ export function loadPrivateKey(file: string): LoadedKey {
   }
   if (type === 'ed25519') return { type, pem, spki: spkiOf(key) }
   throw new Error(`${file}: a ${type ?? 'unknown'} key cannot sign DKIM (use rsa or ed25519)`)
+}
+
+/** What the plugin's setup returns (`ctx.state`): the keys with their files read. */
+export interface State {
+  keys: DkimKey[]
+}
+
+/** A `keys[]` entry of the options: its file not read yet. */
+export interface KeyEntry {
+  index: number
+  domain: string
+  selector: string
+  /** The path as configured. */
+  privateKey: string
+  activeFrom?: Date
+}
+
+/**
+ * Reads the configured keys at setup, each path through `resolvePath` (the config file's directory).
+ * Throws naming the entry, `options.keys[1].privateKey: cannot read ...`, as the options check does.
+ */
+export function loadKeys(entries: readonly KeyEntry[], resolvePath: (file: string) => string): DkimKey[] {
+  return entries.map(({ privateKey, ...entry }) => {
+    const file = resolvePath(privateKey)
+    try {
+      return { ...entry, file, ...loadPrivateKey(file) }
+    } catch (err) {
+      throw new Error(`options.keys[${entry.index}].privateKey: ${(err as Error).message}`)
+    }
+  })
 }
 
 /** Makes a new private key: RSA 2048 or Ed25519, PEM (PKCS#8). */

@@ -1,9 +1,11 @@
-// dkim-sign's options. The key files are read while the options are validated (at start and by
-// `relay check-config`), so a missing or unreadable key is an options error naming its entry,
-// `plugins[i] (dkim-sign) options.keys[0].privateKey: ...`, and the relay does not start (exit 2).
+// dkim-sign's options. A key file given by an absolute path is read while the options are validated
+// (at start and by `relay check-config`), so a missing or unreadable key is an options error naming
+// its entry, `plugins[i] (dkim-sign) options.keys[0].privateKey: ...`, and the relay does not start
+// (exit 2). A relative path is taken from the config file's directory, which only setup knows: it is
+// read there (keys.ts `loadKeys`), its error naming the entry the same way (exit 2 too).
 import path from 'node:path'
 import { z } from '../../core/index.js'
-import { isDomainName, isSelector, loadPrivateKey, normalizeDomain, type DkimKey } from './keys.js'
+import { isDomainName, isSelector, loadPrivateKey, normalizeDomain } from './keys.js'
 import { DEFAULT_HEADERS, DEFAULT_OVERSIGN } from './sign.js'
 
 const headerName = z.string().regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'expected a header field name like Subject' })
@@ -30,19 +32,18 @@ const keyEntry = z
     domain: z.string().transform(normalizeDomain).refine(isDomainName, { message: 'expected a domain name like example.com' }),
     /** The selector (s=): the key's record is the TXT record `<selector>._domainkey.<domain>`. */
     selector: z.string().trim().refine(isSelector, { message: 'expected a selector like s202612 (letters, digits and hyphens; dots between labels)' }),
-    /** Path of the private key (PEM; PKCS#8 or PKCS#1, unencrypted). Relative paths are taken from the relay's working directory. */
+    /** Path of the private key (PEM; PKCS#8 or PKCS#1, unencrypted). Relative paths are taken from the config file's directory. */
     privateKey: z.string().min(1, { message: 'expected the path of a PEM private key file' }),
     /** From when this key signs; unset: always (until a newer key of the same type takes over). */
     activeFrom: isoDate.optional(),
   })
   .strict()
-  .transform((entry, ctx) => {
-    const file = path.resolve(entry.privateKey)
+  .superRefine((entry, ctx) => {
+    if (!path.isAbsolute(entry.privateKey)) return // read at setup, which knows the config file's directory
     try {
-      return { ...entry, file, ...loadPrivateKey(file) }
+      loadPrivateKey(entry.privateKey)
     } catch (err) {
       ctx.addIssue({ code: 'custom', path: ['privateKey'], message: (err as Error).message })
-      return z.NEVER
     }
   })
 
@@ -52,7 +53,7 @@ export const options = z
     keys: z
       .array(keyEntry)
       .min(1, { message: 'expected at least one key' })
-      .transform((keys): DkimKey[] => keys.map(({ privateKey: _path, ...key }, index) => ({ ...key, index }))),
+      .transform((keys) => keys.map((key, index) => ({ ...key, index }))),
     /** 'from': the key is chosen by the domain of the From: header; 'user': by the authenticated user's domain. */
     signBy: z.enum(['from', 'user']).default('from'),
     /** The header fields to sign (each instance present). Default: RFC 6376 §5.4.1's list and a few more (README). */

@@ -2,7 +2,6 @@
 // whose ARC-Authentication-Results carries this relay's Authentication-Results.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import path from 'node:path'
 import type { Readable } from 'node:stream'
 import { createSeal } from 'mailauth'
 
@@ -15,13 +14,16 @@ export interface SealKey {
   keyType: string
 }
 
-/** Reads and checks the ARC key at start, so a bad key stops the relay instead of every message. */
+/**
+ * Reads and checks the ARC key at start, so a bad key stops the relay instead of every message.
+ * `privateKeyFile` is resolved by the caller (against the config file's directory).
+ */
 export function loadSealKey(o: { domain: string; selector: string; privateKey?: string; privateKeyFile?: string }): SealKey {
   let pem: string
   if (o.privateKey !== undefined) pem = o.privateKey
   else {
     try {
-      pem = fs.readFileSync(path.resolve(o.privateKeyFile!), 'utf8')
+      pem = fs.readFileSync(o.privateKeyFile!, 'utf8')
     } catch (err) {
       throw new Error(`cannot read the key file: ${(err as Error).message}`)
     }

@@ -4,8 +4,7 @@
 // Authenticated sessions, submission listeners and `skipNetworks` are not checked. See README.md.
 //
 //   plugins: [['mail-auth', { spf: { fail: 'mark' }, dmarc: { reject: 'reject' }, arcSeal: { domain, selector, privateKeyFile } }]]
-import type { Resolver } from 'node:dns/promises'
-import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type PluginContext, type SessionInfo } from '../../core/index.js'
+import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
 import { options, type MailAuthOptions } from './options.js'
 import { mailauthResolver } from './dns.js'
 import { checkSpf, type MessageChecks, type SPFResult } from './checks.js'
@@ -25,35 +24,28 @@ interface SessionState {
   touched: number
 }
 
-// Per plugin instance (keyed by its options object): state per SMTP session, keyed by session.id
-// (hooks get a fresh session object each call), dropped at `sessionClosed`. A Map, since WeakMap
-// keys cannot be strings; stale entries (a missed close) are swept when the map grows.
-const instances = new WeakMap<object, { sessions: Map<string, SessionState>; key?: SealKey; skip: (ip: string) => boolean; pool?: CheckPool }>()
+/**
+ * This generation's state (`ctx.state`): per SMTP session, keyed by session.id (hooks get a fresh
+ * session object each call), dropped at `sessionClosed`; stale entries (a missed close) are swept
+ * when the map grows. The worker threads (DNS through the relay's resolver) start at setup.
+ */
+interface State {
+  sessions: Map<string, SessionState>
+  key?: SealKey
+  skip: (ip: string) => boolean
+  pool: CheckPool
+  /** Torn down (hot reload): hook calls still running get no new threads. */
+  closed?: boolean
+}
 const MAX_SESSIONS = 10_000
 const STALE_MS = 2 * 3_600_000
 
-function instance(o: MailAuthOptions) {
-  let inst = instances.get(o)
-  if (!inst) {
-    inst = { sessions: new Map(), key: o.arcSeal ? loadSealKey(o.arcSeal) : undefined, skip: networkMatcher(o.skipNetworks) }
-    instances.set(o, inst)
-  }
-  return inst
+function poolOf(st: State): CheckPool {
+  if (st.closed) throw new Error('mail-auth was shut down (reloaded): the message is deferred')
+  return st.pool
 }
 
-/** Options of instances that were shut down (hot reload): hook calls still running get no new threads. */
-const shutDown = new WeakSet<object>()
-
-/** The instance's worker threads (started at setup; DNS through the relay's resolver). */
-function poolOf(o: MailAuthOptions, resolver: Resolver, log: PluginContext<unknown>['log']): CheckPool {
-  if (shutDown.has(o)) throw new Error('mail-auth was shut down (reloaded): the message is deferred')
-  const inst = instance(o)
-  inst.pool ??= new CheckPool({ ...o.workers, timeoutMs: o.workers.timeout, resolver: mailauthResolver(resolver), log })
-  return inst.pool
-}
-
-function sessionState(o: MailAuthOptions, id: string): SessionState {
-  const { sessions } = instance(o)
+function sessionState({ sessions }: State, id: string): SessionState {
   let st = sessions.get(id)
   if (!st) {
     if (sessions.size >= MAX_SESSIONS) {
@@ -67,32 +59,46 @@ function sessionState(o: MailAuthOptions, id: string): SessionState {
   return st
 }
 
+/** The ARC key, its file (if any) taken from the config file's directory. */
+function sealKey(arcSeal: NonNullable<MailAuthOptions['arcSeal']>, resolvePath: (file: string) => string): SealKey {
+  return loadSealKey(arcSeal.privateKeyFile === undefined ? arcSeal : { ...arcSeal, privateKeyFile: resolvePath(arcSeal.privateKeyFile) })
+}
 
 /** Mail coming in from outside: an `mx` listener, no AUTH, not a skipped network. */
-const checked = (o: MailAuthOptions, session: SessionInfo): boolean =>
-  session.listener.role === 'mx' && !session.user && !instance(o).skip(session.remoteAddress)
+const checked = (st: State, session: SessionInfo): boolean => session.listener.role === 'mx' && !session.user && !st.skip(session.remoteAddress)
 
 const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
 
-export default definePlugin<MailAuthOptions>({
+export default definePlugin<MailAuthOptions, State>({
   name: 'mail-auth',
   options,
-  async setup({ options, resolver, log }) {
+  async setup({ options, resolver, log, resolvePath }) {
     // Loads (and so checks) the ARC key now: a bad key stops the start, not every message.
-    const inst = instance(options)
-    const pool = poolOf(options, resolver, log)
-    await pool.ready(10_000)
-    return async () => {
-      shutDown.add(options)
-      inst.sessions.clear()
-      instances.delete(options)
-      await pool.close()
+    let key: SealKey | undefined
+    try {
+      key = options.arcSeal ? sealKey(options.arcSeal, resolvePath) : undefined
+    } catch (err) {
+      // PEM text was checked with the options; a relative file only now (`setup: arcSeal.privateKeyFile: …`).
+      throw new Error(`arcSeal.privateKeyFile: ${(err as Error).message}`)
     }
+    const pool = new CheckPool({ ...options.workers, timeoutMs: options.workers.timeout, resolver: mailauthResolver(resolver), log })
+    try {
+      await pool.ready(10_000)
+    } catch (err) {
+      await pool.close()
+      throw err
+    }
+    return { sessions: new Map(), key, skip: networkMatcher(options.skipNetworks), pool }
+  },
+  async teardown({ state }) {
+    state.closed = true
+    state.sessions.clear()
+    await state.pool.close()
   },
   hooks: {
-    async mail({ session, sender, options, log, resolver, hostname }) {
-      if (!checked(options, session)) return undefined
-      const st = sessionState(options, session.id)
+    async mail({ session, sender, options, state, log, resolver, hostname }) {
+      if (!checked(state, session)) return undefined
+      const st = sessionState(state, session.id)
       st.seal = undefined
       const mta = options.authservId ?? hostname
       const result = await checkSpf({
@@ -121,9 +127,9 @@ export default definePlugin<MailAuthOptions>({
       return undefined
     },
 
-    async data({ session, envelope, headers, readMessage, options, log, resolver, hostname, signal }) {
+    async data({ session, envelope, headers, readMessage, options, state, log, resolver, hostname, signal }) {
       const authservId = options.authservId ?? hostname
-      const st = checked(options, session) ? sessionState(options, session.id) : undefined
+      const st = checked(state, session) ? sessionState(state, session.id) : undefined
       if (st) st.seal = undefined
 
       let checks: MessageChecks | undefined
@@ -143,7 +149,7 @@ export default definePlugin<MailAuthOptions>({
         const skip = current.length
         const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength }
         try {
-          checks = await poolOf(options, resolver, log).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
+          checks = await poolOf(state).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
         } catch (err) {
           if (err instanceof CheckTimeoutError) {
             log.warn({ session: session.id, client: session.remoteAddress, sender: envelope.sender.address }, `message deferred: ${err.message}`)
@@ -225,12 +231,12 @@ export default definePlugin<MailAuthOptions>({
       return undefined
     },
 
-    async queue({ session, headers, readMessage, options, log, resolver, signal }) {
-      if (!options.arcSeal || !checked(options, session)) return undefined
-      const st = instance(options).sessions.get(session.id)
+    async queue({ session, headers, readMessage, options, state, log, signal }) {
+      if (!options.arcSeal || !checked(state, session)) return undefined
+      const st = state.sessions.get(session.id)
       const pending = st?.seal
       if (st) st.seal = undefined
-      const key = instance(options).key
+      const key = state.key
       if (!pending || !key) return undefined
       if (!pending.shouldSeal) {
         log.info({ session: session.id }, 'not ARC-sealed: the incoming chain already ends in cv=fail')
@@ -238,7 +244,7 @@ export default definePlugin<MailAuthOptions>({
       }
       try {
         const seal = { cv: pending.cv, authResults: pending.authResults, strict: options.strict }
-        const sealed = await poolOf(options, resolver, log).run({ kind: 'seal', key, seal }, () => readMessage(), signal)
+        const sealed = await poolOf(state).run({ kind: 'seal', key, seal }, () => readMessage(), signal)
         if (!sealed.fields.length) {
           log.warn({ session: session.id, errors: sealed.errors }, 'not ARC-sealed: mailauth could not create the ARC set')
           return undefined
@@ -252,18 +258,18 @@ export default definePlugin<MailAuthOptions>({
       return undefined
     },
 
-    sessionClosed({ session }, { options }) {
-      instances.get(options)?.sessions.delete(session.id)
+    sessionClosed({ session }, { state }) {
+      state.sessions.delete(session.id)
     },
   },
 
-  async doctor({ options, resolver }) {
+  async doctor({ options, resolver, resolvePath }) {
     if (!options.arcSeal) return []
     const name = `${options.arcSeal.selector}._domainkey.${options.arcSeal.domain}`
     const check = (status: DoctorCheck['status'], message: string, fix?: string): DoctorCheck[] => [{ name: `ARC seal key ${name}`, status, message, ...(fix ? { fix } : {}) }]
     let key: SealKey
     try {
-      key = loadSealKey(options.arcSeal)
+      key = sealKey(options.arcSeal, resolvePath)
     } catch (err) {
       return check('error', (err as Error).message, 'point arcSeal.privateKey / privateKeyFile at a PEM RSA (2048 bits) or ed25519 key')
     }

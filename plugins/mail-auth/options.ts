@@ -1,4 +1,5 @@
 import os from 'node:os'
+import path from 'node:path'
 import { cidr, durationAtLeast, z } from '../../core/index.js'
 import { loadSealKey } from './arc-seal.js'
 
@@ -23,7 +24,7 @@ const arcSeal = z
     selector: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, { message: 'expected a selector like arc2026' }),
     /** The private key as PEM text (RSA of at least 1024 bits, or ed25519)… */
     privateKey: z.string().optional(),
-    /** …or the path of a PEM file (absolute, or relative to the directory the relay runs in). */
+    /** …or the path of a PEM file (absolute, or relative to the config file's directory). */
     privateKeyFile: z.string().optional(),
   })
   .strict()
@@ -33,6 +34,8 @@ const arcSeal = z
       return
     }
     // A key that cannot sign is a config error (exit 2, key named), not a failure at every message.
+    // A relative file is checked at setup, which knows the config file's directory.
+    if (s.privateKeyFile !== undefined && !path.isAbsolute(s.privateKeyFile)) return
     try {
       loadSealKey(s)
     } catch (err) {

@@ -26,11 +26,11 @@ interface State {
   /** Sessions whose last AUTH we refused for a lockout: that failure is not counted again. */
   lockoutRefused: Set<string>
   storeFailed(err: unknown, limit: string): void
+  /** Torn down (reload, shutdown): a hook call still under way passes, as if the plugin were not there. */
+  closed?: boolean
 }
 
-const states = new WeakMap<object, State>()
-
-type Ctx = PluginContext<RateLimitOptions>
+type Ctx = PluginContext<RateLimitOptions, State>
 
 const HOUR = 3_600_000
 const minutes = (ms: number) => Math.max(1, Math.ceil(ms / 60_000))
@@ -48,11 +48,12 @@ function storeFailure(ctx: Ctx, st: State, err: unknown, limit: string, reply: {
   return tempfail({ ...reply, message: 'Rate limit service unavailable, try again later' })
 }
 
-function stateOf(options: RateLimitOptions): State | undefined {
-  return states.get(options)
+/** This generation's state (`ctx.state`), or undefined once it was torn down. */
+function stateOf(ctx: Ctx): State | undefined {
+  return ctx.state.closed ? undefined : ctx.state
 }
 
-export default definePlugin<RateLimitOptions>({
+export default definePlugin<RateLimitOptions, State>({
   name: 'rate-limit',
   options: optionsSchema,
 
@@ -93,18 +94,19 @@ export default definePlugin<RateLimitOptions>({
       lockoutRefused: new Set(),
       storeFailed,
     }
-    states.set(options, st)
-    return async () => {
-      states.delete(options)
-      await store.close()
-    }
+    return st
+  },
+
+  async teardown({ state }) {
+    state.closed = true
+    await state.store.close()
   },
 
   hooks: {
     /** Per-minute connections, then concurrent connections, per client address: 421 4.7.0. */
     async connect(ctx) {
       const { session, options } = ctx
-      const st = stateOf(options)
+      const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st || st.exempt(ip)) return undefined
       const reply = { code: 421, status: '4.7.0' }
@@ -144,7 +146,7 @@ export default definePlugin<RateLimitOptions>({
 
     /** Frees the session's connection slot, once, and only if it holds one. */
     async sessionClosed({ session }, ctx) {
-      const st = stateOf(ctx.options)
+      const st = stateOf(ctx)
       if (!st) return
       st.lockoutRefused.delete(session.id)
       const slot = st.slots.get(session.id)
@@ -161,7 +163,7 @@ export default definePlugin<RateLimitOptions>({
     /** A locked-out address gets 454 4.7.0 for every AUTH, even with the right password. */
     async auth(ctx) {
       const { session, options } = ctx
-      const st = stateOf(options)
+      const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st?.authFail || st.exempt(ip)) return undefined
       const r = await peek(st.authFail, ip)
@@ -180,7 +182,7 @@ export default definePlugin<RateLimitOptions>({
     /** Counts a failed AUTH; the `max`th failure within `window` locks the address out for `lockout`. */
     async authFailed(event, ctx) {
       const { session } = event
-      const st = stateOf(ctx.options)
+      const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st?.authFail || st.exempt(ip)) return
       // Our own lockout refusal, or a backend that could not check (tempfail): not a wrong password.
@@ -201,7 +203,7 @@ export default definePlugin<RateLimitOptions>({
     /** Early refusal at MAIL when a per-user or per-domain message budget is already spent. */
     async mail(ctx) {
       const { session, sender, options } = ctx
-      const st = stateOf(options)
+      const st = stateOf(ctx)
       if (!st || st.exempt(session.remoteAddress)) return undefined
       for (const c of checks(st, options, session, sender.address)) {
         const r = await peek(c.limiter, c.key)
@@ -218,7 +220,7 @@ export default definePlugin<RateLimitOptions>({
     /** Early refusal of a recipient past the user's hourly recipient budget: 450 4.7.1. */
     async rcpt(ctx) {
       const { session, envelope, options } = ctx
-      const st = stateOf(options)
+      const st = stateOf(ctx)
       if (!st?.userRcpts || !session.user || st.exempt(session.remoteAddress)) return undefined
       const key = session.user.toLowerCase()
       const r = await peek(st.userRcpts, key)
@@ -235,7 +237,7 @@ export default definePlugin<RateLimitOptions>({
      */
     async queue(ctx) {
       const { session, envelope, options } = ctx
-      const st = stateOf(options)
+      const st = stateOf(ctx)
       if (!st || st.exempt(session.remoteAddress)) return undefined
       const list = checks(st, options, session, envelope.sender.address, envelope.recipients.length)
       if (!list.length) return undefined

@@ -7,20 +7,16 @@
 //               too slow or answers 4xx gives 450 4.1.1 (the client tries again), never acceptance
 // An address the static list names is valid without a probe. This plugin never accepts: a valid
 // recipient passes on to the other plugins and the core's relay rules. Non-local domains pass.
-import path from 'node:path'
-import { definePlugin, reject, tempfail, type SetupContext } from '../../core/index.js'
+import { definePlugin, reject, tempfail, type SetupContext, type WatchedFile } from '../../core/index.js'
 import { ProbeCache } from './cache.js'
 import { options, type CallAhead, type Options, type ProbeRoute } from './options.js'
 import { probe, type ProbeResult } from './probe.js'
-import { StaticList } from './static-list.js'
+import { parseRecipientFile, StaticList, type Lookup } from './static-list.js'
 
 interface State {
   list: StaticList
   callAhead?: { opts: CallAhead & { heloName: string }; cache: ProbeCache<ProbeResult> }
 }
-
-// One state per plugin entry (its options object).
-const states = new WeakMap<object, State>()
 
 function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined {
   return routes.find((r) => {
@@ -33,14 +29,24 @@ function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined 
   })
 }
 
-function setupState({ options, hostname, log }: SetupContext<Options>): State {
-  const list = new StaticList(options.recipients, options.file ? path.resolve(options.file) : undefined, options.checkInterval, log)
-  list.refresh(true)
-  const ca = options.callAhead
-  return {
-    list,
-    callAhead: ca ? { opts: { ...ca, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize) } : undefined,
+/**
+ * This generation's state (`ctx.state`). The file (relative to the config file's directory) must be
+ * readable at setup; after that a change is read again, a bad one keeping the last good list.
+ */
+function setupState({ options, hostname, log, resolvePath, watchFile }: SetupContext<Options>): State {
+  const file = options.file === undefined ? undefined : resolvePath(options.file)
+  let fromFile: WatchedFile<Lookup> | undefined
+  try {
+    fromFile = file === undefined ? undefined : watchFile(file, (text) => parseRecipientFile(text, file, log))
+  } catch (err) {
+    throw new Error(`file: cannot read the recipient file: ${(err as Error).message}`)
   }
+  const list = new StaticList(options.recipients, fromFile)
+  const ca = options.callAhead
+  if (!ca) return { list }
+  // A relative unix socket is taken from the config file's directory too.
+  const routes = ca.routes.map((r) => (r.kind === 'lmtp' && r.socket ? { ...r, socket: resolvePath(r.socket) } : r))
+  return { list, callAhead: { opts: { ...ca, routes, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize) } }
 }
 
 const unknownUser = (address: string) => reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: User unknown` })
@@ -48,19 +54,15 @@ const unknownUser = (address: string) => reject({ code: 550, status: '5.1.1', me
 export default definePlugin({
   name: 'recipient-verify',
   options,
-  setup(ctx) {
-    states.set(ctx.options, setupState(ctx))
-  },
+  setup: setupState,
   hooks: {
-    async rcpt({ recipient, domain, isLocal, options, log }) {
+    async rcpt({ recipient, domain, isLocal, options, state, log }) {
       if (!isLocal) return undefined
       const d = domain.toLowerCase()
       if (options.domains && !options.domains.includes(d)) return undefined
       const address = recipient.address
       // RFC 5321 §4.5.1: postmaster must always be accepted.
       if (address.toLowerCase().startsWith('postmaster@')) return undefined
-      const state = states.get(options)
-      if (!state) throw new Error('recipient-verify: setup did not run')
       if (state.list.has(address)) return undefined
 
       const route = state.callAhead && routeFor(state.callAhead.opts.routes, d)

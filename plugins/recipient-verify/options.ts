@@ -89,9 +89,12 @@ export const options = z
         }),
       )
       .default([]),
-    /** A file of valid recipients, one a line (same forms; '#' starts a comment), read again when it changes. */
+    /**
+     * A file of valid recipients, one a line (same forms; '#' starts a comment), read again when it
+     * changes. A relative path is taken from the config file's directory.
+     */
     file: z.string().min(1).optional(),
-    /** How often the file is looked at (stat) for changes, at most. */
+    /** No longer used (the file is watched for changes); still accepted so older configs load. */
     checkInterval: durationAtLeast(50, '50ms').default(1000),
     /** Ask the next hop (RCPT probe, cached) about addresses the static list does not name. */
     callAhead: callAhead.optional(),

@@ -1,7 +1,6 @@
-// The static list of valid recipients: inline entries plus a file, the file read again when its
-// identity (inode, size, mtime) changes. Lookups are case-insensitive, as mail stores' usually are.
-// A file that cannot be read keeps the last good list (and says so once per change).
-import fs from 'node:fs'
+// The static list of valid recipients: inline entries plus a file's (read through ctx.watchFile,
+// which reads it again when it changes and keeps the last good copy). Lookups are case-insensitive,
+// as mail stores' usually are.
 import type { Logger } from 'pino'
 
 /** One entry: an exact address, a whole domain ('@example.com'), or a local-part pattern ('sales-*@example.com'). */
@@ -20,7 +19,7 @@ export function parseEntry(text: string): Entry | string {
   return { kind: 'pattern', domain, local: re }
 }
 
-class Lookup {
+export class Lookup {
   readonly exact = new Set<string>()
   readonly domains = new Set<string>()
   readonly patterns: { domain: string; local: RegExp }[] = []
@@ -42,17 +41,29 @@ class Lookup {
   }
 }
 
+/** A recipient file's entries (one a line, '#' starts a comment); bad lines are skipped with a warning. */
+export function parseRecipientFile(text: string, file: string, log: Logger): Lookup {
+  const lookup = new Lookup()
+  const bad: string[] = []
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim()
+    if (!line) continue
+    const parsed = parseEntry(line)
+    if (typeof parsed === 'string') bad.push(`line ${i + 1}: ${parsed}`)
+    else lookup.add(parsed)
+  }
+  if (bad.length) log.warn({ file, lines: bad.slice(0, 10) }, `recipient file: ${bad.length} line(s) ignored`)
+  log.info({ file, entries: lookup.size }, 'recipient file loaded')
+  return lookup
+}
+
 export class StaticList {
   private inline = new Lookup()
-  private fromFile = new Lookup()
-  private seen: string | undefined
-  private checkedAt = 0
 
+  /** `fromFile`: the watched file's entries (its `current` copy is read at every lookup). */
   constructor(
     entries: string[],
-    private readonly file: string | undefined,
-    private readonly checkInterval: number,
-    private readonly log: Logger,
+    private readonly fromFile?: { readonly current: Lookup },
   ) {
     for (const e of entries) {
       const parsed = parseEntry(e)
@@ -63,47 +74,10 @@ export class StaticList {
 
   /** Whether a static list is configured at all (inline entries or a file). */
   get configured(): boolean {
-    return this.inline.size > 0 || this.file !== undefined
+    return this.inline.size > 0 || this.fromFile !== undefined
   }
 
   has(address: string): boolean {
-    this.refresh()
-    return this.inline.has(address) || this.fromFile.has(address)
-  }
-
-  /** Reads the file when it changed since the last look (looked at once per `checkInterval`). */
-  refresh(force = false): void {
-    if (!this.file) return
-    const now = Date.now()
-    if (!force && now - this.checkedAt < this.checkInterval) return
-    this.checkedAt = now
-    let id: string
-    try {
-      const st = fs.statSync(this.file)
-      id = `${st.ino}:${st.size}:${st.mtimeMs}`
-    } catch (err) {
-      id = 'missing'
-      if (this.seen !== id) this.log.error({ file: this.file, err: (err as Error).message }, 'recipient file cannot be read; keeping the last list')
-      this.seen = id
-      return
-    }
-    if (id === this.seen) return
-    this.seen = id
-    try {
-      const next = new Lookup()
-      const bad: string[] = []
-      for (const [i, raw] of fs.readFileSync(this.file, 'utf8').split('\n').entries()) {
-        const line = raw.replace(/#.*/, '').trim()
-        if (!line) continue
-        const parsed = parseEntry(line)
-        if (typeof parsed === 'string') bad.push(`line ${i + 1}: ${parsed}`)
-        else next.add(parsed)
-      }
-      if (bad.length) this.log.warn({ file: this.file, lines: bad.slice(0, 10) }, `recipient file: ${bad.length} line(s) ignored`)
-      this.fromFile = next
-      this.log.info({ file: this.file, entries: next.size }, 'recipient file loaded')
-    } catch (err) {
-      this.log.error({ file: this.file, err: (err as Error).message }, 'recipient file cannot be read; keeping the last list')
-    }
+    return this.inline.has(address) || (this.fromFile?.current.has(address) ?? false)
   }
 }

@@ -31,17 +31,14 @@ const options = z
 
 type Options = z.output<typeof options>
 
-// Matcher built once per options object (options are fixed for the plugin's life).
-const matchers = new WeakMap<object, (ip: string) => boolean>()
-const trusted = (options: Options, session: SessionInfo): boolean => {
-  let match = matchers.get(options)
-  if (!match) matchers.set(options, (match = networkMatcher(options.trustedNetworks)))
-  return match(session.remoteAddress)
+/** Built once per generation (at setup), read by the hooks as `ctx.state`. */
+interface State {
+  trusted: (ip: string) => boolean
 }
 
 /** The sender domains that bind this session, or undefined when it may send as anyone. */
-const boundTo = (options: Options, session: SessionInfo): string[] | undefined =>
-  options.senderDomains && !session.user && trusted(options, session) ? options.senderDomains : undefined
+const boundTo = (options: Options, state: State, session: SessionInfo): string[] | undefined =>
+  options.senderDomains && !session.user && state.trusted(session.remoteAddress) ? options.senderDomains : undefined
 
 const inDomains = (address: string, domains: string[]): boolean => {
   const parsed = parseAddress(address)
@@ -54,21 +51,22 @@ const addressesOf = (list: Parsed): string[] => list.flatMap((a) => ('group' in 
 export default definePlugin({
   name: 'relay-acl',
   options,
+  setup: ({ options }): State => ({ trusted: networkMatcher(options.trustedNetworks) }),
   hooks: {
-    mail({ session, sender, options, log }) {
-      const domains = boundTo(options, session)
+    mail({ session, sender, options, state, log }) {
+      const domains = boundTo(options, state, session)
       if (!domains || sender.address === '' || inDomains(sender.address, domains)) return undefined
       log.warn({ client: session.remoteAddress, sender: sender.address }, 'sender refused: not in senderDomains')
       return reject({ code: 553, status: '5.7.1', message: `Sender address <${sender.address}> is not in a domain this network may send as` })
     },
-    rcpt({ session, options, log }) {
+    rcpt({ session, options, state, log }) {
       if (options.authenticated && session.user) return accept('2.1.5', 'Ok (authenticated)')
-      if (trusted(options, session)) return accept('2.1.5', 'Ok')
+      if (state.trusted(session.remoteAddress)) return accept('2.1.5', 'Ok')
       log.debug({ client: session.remoteAddress }, 'client may not relay')
       return undefined
     },
-    data({ session, headers, options, log }) {
-      const domains = boundTo(options, session)
+    data({ session, headers, options, state, log }) {
+      const domains = boundTo(options, state, session)
       if (!domains) return undefined
       for (const name of ['From', 'Sender']) {
         for (const value of headers.getAll(name)) {

@@ -20,20 +20,14 @@ interface Compiled {
   pick?: Picker
 }
 
-const compiled = new WeakMap<Options, Compiled[]>()
-
-function compile(opts: Options): Compiled[] {
-  let list = compiled.get(opts)
-  if (!list) {
-    list = opts.routes.map((r, i) => ({
-      route: r,
-      label: r.name ?? `routes[${i}] (${r.kind})`,
-      matches: compileMatch(r),
-      pick: r.pool ? picker(r.pool.strategy, r.pool.addresses) : undefined,
-    }))
-    compiled.set(opts, list)
-  }
-  return list
+/** The routes compiled once per generation (at setup): `ctx.state`. Relative socket paths resolved. */
+function compile(opts: Options, resolvePath: (file: string) => string): Compiled[] {
+  return opts.routes.map((r, i) => ({
+    route: r.kind === 'lmtp' && r.socket ? { ...r, socket: resolvePath(r.socket) } : r,
+    label: r.name ?? `routes[${i}] (${r.kind})`,
+    matches: compileMatch(r),
+    pick: r.pool ? picker(r.pool.strategy, r.pool.addresses) : undefined,
+  }))
 }
 
 /** The core Route for a matching route option (a fresh pool pick on every call). */
@@ -66,9 +60,10 @@ function toRoute(c: Compiled): Route | string {
 export default definePlugin({
   name: 'routing',
   options,
+  setup: ({ options, resolvePath }) => compile(options, resolvePath),
   hooks: {
-    deliver({ message, domain, options, log }) {
-      for (const c of compile(options)) {
+    deliver({ message, domain, state, log }) {
+      for (const c of state) {
         if (!c.matches(domain, message.sender)) continue
         const r = toRoute(c)
         if (typeof r === 'string') {

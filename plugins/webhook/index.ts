@@ -18,15 +18,14 @@ interface State {
   events: Set<WebhookEventType>
 }
 
-const states = new WeakMap<object, State>()
-
 /** The session as sent: who connected and how. SessionInfo carries no credentials. */
 const session = (s: SessionInfo) => ({ ...s, listener: { ...s.listener } })
 
 /** Writes the event to the outbox; the sender takes it from there. */
-function record(ctx: PluginContext<WebhookOptions>, type: WebhookEventType, data: object): void {
-  const st = states.get(ctx.options)
-  if (!st || !st.events.has(type)) return
+function record(ctx: PluginContext<WebhookOptions, State | undefined>, type: WebhookEventType, data: object): void {
+  const st = ctx.state
+  // Closed: this generation was torn down (reload, shutdown) while the event was on its way.
+  if (!st || !st.outbox.open || !st.events.has(type)) return
   try {
     st.outbox.add(type, data)
   } catch (err) {
@@ -36,25 +35,28 @@ function record(ctx: PluginContext<WebhookOptions>, type: WebhookEventType, data
   st.sender.added()
 }
 
-export default definePlugin<WebhookOptions>({
+export default definePlugin<WebhookOptions, State | undefined>({
   name: 'webhook',
   options: optionsSchema,
 
-  setup({ options, dataDir, log }) {
+  setup({ options, dataDir, log, mode }) {
+    // check-config: the options are valid; opening the outbox would send what a running relay left in it.
+    if (mode === 'check') return undefined
     fs.mkdirSync(dataDir, { recursive: true })
     const outbox = new Outbox(path.join(dataDir, OUTBOX_FILE))
     const sender = new Sender(outbox, options, log)
-    states.set(options, { outbox, sender, events: new Set(options.events) })
     const waiting = outbox.count()
     log.info({ url: safeUrl(options.url), events: options.events, waiting }, 'webhook: sending events')
     sender.start()
-    return async () => {
-      states.delete(options)
-      try {
-        await sender.stop(LAST_FLUSH_MS)
-      } finally {
-        outbox.close()
-      }
+    return { outbox, sender, events: new Set(options.events) }
+  },
+
+  async teardown({ state }) {
+    if (!state) return
+    try {
+      await state.sender.stop(LAST_FLUSH_MS)
+    } finally {
+      state.outbox.close()
     }
   },
 

@@ -1,6 +1,6 @@
 // The admin listener against what a web page in the operator's browser can do (issue 12, point 4):
 // cross-site form POSTs and foreign-Origin requests (CSRF), a foreign Host (DNS rebinding), and the
-// token that is now required unless `admin.insecureNoToken` says otherwise. The relay here runs with
+// token that is now required unless the admin plugin's `insecureNoToken` says otherwise. The relay here runs with
 // that opt-out, so only the request checks stand between a web page and the queue. Requests are
 // made with the headers a browser sends, and once by a real browser (Debian chromium) on an
 // attacker's page.
@@ -138,7 +138,7 @@ describe('CSRF in a real browser', () => {
 })
 
 describe('DNS rebinding', () => {
-  it('a request naming another host is refused (421), reads included; its own address, localhost and admin.hosts are served', async () => {
+  it('a request naming another host is refused (421), reads included; its own address, localhost and the admin plugin hosts are served', async () => {
     await park('rebind@park.test')
     for (const host of [`evil.example:${port}`, 'evil.example', `127.attacker.example:${port}`, `127.0.0.1:${port + 1}`, `10.1.2.3:${port}`]) {
       const r = await request('GET', '/api/queue', { Host: host })
@@ -163,14 +163,14 @@ describe('the token', () => {
   const checkConfig = (admin: Record<string, unknown>) => {
     const dir = tempDir()
     const file = path.join(dir, 'relay.config.json')
-    fs.writeFileSync(file, JSON.stringify({ admin: { port: 8025, ...admin }, dataDir: path.join(dir, 'data') }))
+    fs.writeFileSync(file, JSON.stringify({ plugins: [['admin', { port: 8025, ...admin }]], dataDir: path.join(dir, 'data') }))
     return runCli(['check-config', '--config', file])
   }
 
-  it('is required on loopback too: no token and no opt-out is a config error naming admin.token', () => {
+  it('is required on loopback too: no token and no opt-out is a config error naming the token option', () => {
     const r = checkConfig({ host: '127.0.0.1' })
     expect(r.code).toBe(2)
-    expect(r.stderr).toMatch(/admin\.token: required \(16\+ characters.*admin\.insecureNoToken: true/)
+    expect(r.stderr).toMatch(/\(admin\) options\.token: required \(16\+ characters.*insecureNoToken: true/)
     expect(checkConfig({ host: '127.0.0.1', token: 'a-token-of-sixteen-or-more' }).code).toBe(0)
     expect(checkConfig({ host: '127.0.0.1', insecureNoToken: true }).code).toBe(0)
   })
@@ -179,7 +179,7 @@ describe('the token', () => {
     for (const host of ['127.attacker.example', '127.0.0.1.nip.io', '0.0.0.0']) {
       const r = checkConfig({ host, insecureNoToken: true })
       expect(r.code, host).toBe(2)
-      expect(r.stderr, host).toContain(`admin.token: required when the admin listener is bound to ${host} (not a loopback address)`)
+      expect(r.stderr, host).toContain(`(admin) options.token: required when the admin listener is bound to ${host} (not a loopback address)`)
     }
     expect(checkConfig({ host: '::1', insecureNoToken: true }).code).toBe(0)
     expect(checkConfig({ host: '127.5.6.7', insecureNoToken: true }).code).toBe(0)

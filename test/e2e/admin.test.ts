@@ -53,12 +53,11 @@ afterAll(async () => {
 })
 
 describe('admin listener', () => {
-  it('writes admin.json (0600, url and pid, never the token) and logs the bound address without the token', async () => {
+  it('writes admin.json (0600: url, pid and the token the CLI needs) and logs the bound address without the token', async () => {
     const file = path.join(relay.dataDir, 'admin.json')
     expect(fs.statSync(file).mode & 0o777).toBe(0o600)
     const content = fs.readFileSync(file, 'utf8')
-    expect(JSON.parse(content)).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), pid: relay.child.pid })
-    expect(content).not.toContain(TOKEN)
+    expect(JSON.parse(content)).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), pid: relay.child.pid, token: TOKEN })
     const line = await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on 127.0.0.1:'))
     expect(url).toBe(`http://127.0.0.1:${line.port as number}`)
     expect(JSON.stringify(relay.logs)).not.toContain(TOKEN)
@@ -92,15 +91,21 @@ describe('admin listener', () => {
     expect(m.headers.get('allow')).toBe('POST')
   })
 
-  it('check-config refuses an admin listener bound beyond loopback without a token, naming admin.token', () => {
+  it('check-config refuses an admin listener bound beyond loopback without a token, naming the token option', () => {
     const dir = tempDir()
     const file = path.join(dir, 'relay.config.json')
-    fs.writeFileSync(file, JSON.stringify({ admin: { host: '0.0.0.0', port: 8025 }, dataDir: path.join(dir, 'data') }))
+    fs.writeFileSync(file, JSON.stringify({ plugins: [['admin', { host: '0.0.0.0', port: 8025 }]], dataDir: path.join(dir, 'data') }))
     const r = runCli(['check-config', '--config', file])
     expect(r.code).toBe(2)
-    expect(r.stderr).toMatch(/admin\.token: required when the admin listener is bound to 0\.0\.0\.0/)
-    fs.writeFileSync(file, JSON.stringify({ admin: { host: '0.0.0.0', port: 8025, token: TOKEN }, dataDir: path.join(dir, 'data') }))
+    expect(r.stderr).toMatch(/plugins\[0\] \(admin\) options\.token: required when the admin listener is bound to 0\.0\.0\.0/)
+    fs.writeFileSync(file, JSON.stringify({ plugins: [['admin', { host: '0.0.0.0', port: 8025, token: TOKEN }]], dataDir: path.join(dir, 'data') }))
     expect(runCli(['check-config', '--config', file]).code).toBe(0)
+    // The old top-level keys name the new place.
+    fs.writeFileSync(file, JSON.stringify({ admin: { host: '127.0.0.1', port: 8025, token: TOKEN }, metrics: { maxDomainLabels: 5 }, dataDir: path.join(dir, 'data') }))
+    const moved = runCli(['check-config', '--config', file])
+    expect(moved.code).toBe(2)
+    expect(moved.stderr).toMatch(/admin: moved to the admin plugin: plugins: \[\['admin'/)
+    expect(moved.stderr).toMatch(/metrics: moved to the admin plugin: .*maxDomainLabels/)
   })
 })
 

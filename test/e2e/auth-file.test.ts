@@ -349,12 +349,13 @@ describe('the plugin on its own (public pieces: options, setup, the auth hook)',
     const lines: Record<string, unknown>[] = []
     const log = pino({ level: 'debug' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(JSON.parse(String(chunk))), cb()) }))
     const options = authFile.options!.parse({ file, ...extra })
-    const ctx = { log, options, resolver: undefined as never, hostname: 'relay.test', isLocalDomain: () => false }
-    const teardown = await authFile.setup!({ ...ctx, dataDir: path.dirname(file) })
+    const configDir = path.dirname(file)
+    const ctx = { log, options, resolver: undefined as never, hostname: 'relay.test', isLocalDomain: () => false, configDir, resolvePath: (f: string) => path.resolve(configDir, f) }
+    const state = (await authFile.setup!({ ...ctx, dataDir: configDir, mode: 'start', watchFile: () => { throw new Error('not used') } })) as never
     const session = {} as never
-    const auth = (username: string, password: string) => authFile.hooks.auth!({ ...ctx, session, method: 'PLAIN', username, password })
+    const auth = (username: string, password: string) => authFile.hooks!.auth!({ ...ctx, state, session, method: 'PLAIN', username, password, notes: undefined as never, signal: undefined as never })
     const accepts = async (username: string, password: string) => (await auth(username, password))?.action === 'accept'
-    return { file, auth, accepts, lines, close: () => (teardown as () => void)() }
+    return { file, auth, accepts, lines, close: () => authFile.teardown!({ ...ctx, state }) }
   }
 
   it('verifies a hash made by hand to the documented format (other scrypt parameters too)', async () => {

@@ -119,7 +119,9 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
     expect(heldByA[0]!.until!).toBeGreaterThan(Date.now() + DEFAULT_LEASE_MS - 60_000)
 
     // Node B joins. While A beats, B takes none of A's work (for twice deadAfter).
-    const nodeB = await startRelay({ config: nodeConfig('node-b', { admin: { host: '127.0.0.1', port: 0, token: TOKEN } }) })
+    const nodeB = await startRelay({
+      config: nodeConfig('node-b', { plugins: [['admin', { host: '127.0.0.1', port: 0, token: TOKEN }], ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] }),
+    })
     relays.push(nodeB)
     const adminUrl = (await nodeB.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
     await new Promise((r) => setTimeout(r, 2 * DEAD_AFTER_MS))

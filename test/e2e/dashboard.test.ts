@@ -49,8 +49,10 @@ const relayConfig = (admin: Record<string, unknown>) => ({
   dns: { servers: [dns.server], timeout: '1s' },
   // One attempt, then an hour's wait: the message stays deferred while the browser looks at it.
   delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
-  plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
-  admin: { port: 0, ...admin },
+  plugins: [
+    ['admin', { port: 0, ...admin }],
+    ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+  ],
 })
 
 /** A page that records console errors, page errors and CSP violations. */

@@ -74,13 +74,12 @@ beforeAll(async () => {
     config: {
       listen: [{ host: '127.0.0.1', port: 0, role: 'mx', tls: 'starttls' }],
       tls: { cert: cert.cert, key: cert.key },
-      admin: { host: '127.0.0.1', port: 0, token: TOKEN },
-      metrics: { maxDomainLabels: 1 },
       dns: { servers: [dns.server], timeout: '1s' },
       // One attempt per recipient in this test: the retry is far away.
       delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
       smtp: { reverseLookup: false, authFailureDelay: '100ms' },
       plugins: [
+        ['admin', { host: '127.0.0.1', port: 0, token: TOKEN, metrics: { maxDomainLabels: 1 } }],
         [STATIC_AUTH, { users: { 'alice@sender.test': { password: 'right-password' } } }],
         ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }],
       ],

@@ -140,8 +140,8 @@ describe('on a running relay (admin API)', () => {
     expect(cli('queue', 'show', b).code).toBe(1)
   })
 
-  it('takes the token from RELAY_ADMIN_TOKEN; a missing or wrong token exits 1 and says so; a bad config exits 2', async () => {
-    // A config of its own for the CLI: same data directory, no admin section (so no token in it).
+  it('takes the token from admin.json, else RELAY_ADMIN_TOKEN; a missing or wrong token exits 1 and says so; a bad config exits 2', async () => {
+    // A config of its own for the CLI: same data directory, no admin plugin (so no token in it).
     const dir = tempDir()
     const file = path.join(dir, 'cli.config.json')
     fs.writeFileSync(file, JSON.stringify({ dataDir: relay.dataDir }))
@@ -149,15 +149,29 @@ describe('on a running relay (admin API)', () => {
       const r = spawnSync(process.execPath, [BIN, 'queue', 'list', '--json', '--config', file], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } })
       return { code: r.status, stdout: r.stdout, stderr: r.stderr }
     }
-    const ok = run({ RELAY_ADMIN_TOKEN: TOKEN })
-    expect(ok.code, ok.stderr).toBe(0)
-    expect(JSON.parse(ok.stdout)).toEqual([])
-    const wrong = run({ RELAY_ADMIN_TOKEN: 'wrong-token-0123456789abcdef' })
-    expect(wrong.code).toBe(1)
-    expect(wrong.stderr).toMatch(/refused the token/)
-    const none = run({ RELAY_ADMIN_TOKEN: '' })
-    expect(none.code).toBe(1)
-    expect(none.stderr).toMatch(/bearer token is required.*RELAY_ADMIN_TOKEN/)
+    // The running relay's admin.json names the token its listener requires: nothing else is needed.
+    const fromFile = run({ RELAY_ADMIN_TOKEN: '' })
+    expect(fromFile.code, fromFile.stderr).toBe(0)
+    expect(JSON.parse(fromFile.stdout)).toEqual([])
+    // A file without the token (as an older relay wrote it): RELAY_ADMIN_TOKEN.
+    const adminFile = path.join(relay.dataDir, 'admin.json')
+    const original = fs.readFileSync(adminFile, 'utf8')
+    const { token, ...withoutToken } = JSON.parse(original) as { token?: string }
+    expect(token).toBe(TOKEN)
+    fs.writeFileSync(adminFile, JSON.stringify(withoutToken))
+    try {
+      const ok = run({ RELAY_ADMIN_TOKEN: TOKEN })
+      expect(ok.code, ok.stderr).toBe(0)
+      expect(JSON.parse(ok.stdout)).toEqual([])
+      const wrong = run({ RELAY_ADMIN_TOKEN: 'wrong-token-0123456789abcdef' })
+      expect(wrong.code).toBe(1)
+      expect(wrong.stderr).toMatch(/refused the token/)
+      const none = run({ RELAY_ADMIN_TOKEN: '' })
+      expect(none.code).toBe(1)
+      expect(none.stderr).toMatch(/bearer token is required.*RELAY_ADMIN_TOKEN/)
+    } finally {
+      fs.writeFileSync(adminFile, original, { mode: 0o600 })
+    }
 
     fs.writeFileSync(file, JSON.stringify({ dataDir: relay.dataDir, delivery: { retry: { base: 'soon' } } }))
     const bad = runCli(['queue', 'list', '--config', file])

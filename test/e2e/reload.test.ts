@@ -22,7 +22,7 @@ let relay: RelayProcess
 type Config = Record<string, any>
 const readConfig = (): Config => JSON.parse(fs.readFileSync(relay.configFile, 'utf8'))
 const writeConfig = (c: Config) => fs.writeFileSync(relay.configFile, JSON.stringify(c, null, 2))
-const withBlocked = (c: Config, blocked: unknown) => ({ ...c, plugins: [[BLOCK, { blocked }], c.plugins[1]] })
+const withBlocked = (c: Config, blocked: unknown) => ({ ...c, plugins: [[BLOCK, { blocked }], ...c.plugins.slice(1)] })
 const reload = () => runCli(['reload', '--config', relay.configFile])
 const count = (msg: string) => relay.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(msg)).length
 const implicitPort = () => (relay.logs.find((l) => l.msg?.startsWith?.('listening on') && l.tls === 'implicit')!.port as number)
@@ -64,12 +64,13 @@ beforeAll(async () => {
         { host: '127.0.0.1', port: 0, role: 'mx', tls: 'implicit' },
       ],
       tls: { cert: certA.cert, key: certA.key },
-      admin: { host: '127.0.0.1', port: 0, insecureNoToken: true },
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port },
       plugins: [
         [BLOCK, { blocked: ['x@dest.test'] }],
         ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }],
+        // Last, so the tests' edits of plugins[0] leave it where it is (kept across reloads).
+        ['admin', { host: '127.0.0.1', port: 0, insecureNoToken: true }],
       ],
     },
   })
@@ -183,6 +184,33 @@ describe('relay reload (admin API)', () => {
     const { client, greeting } = await connectRaw(relay.port)
     client.close()
     expect(greeting).toMatch(/^220 relay\.test /)
+  })
+
+  it('keeps the admin plugin across reloads (its listener, admin.json, its counters); changed options need a restart', async () => {
+    const file = path.join(relay.dataDir, 'admin.json')
+    const before = fs.readFileSync(file, 'utf8')
+    const listening = count('admin listener on')
+    const c = readConfig()
+    const at = c.plugins.findIndex((p: unknown) => Array.isArray(p) && p[0] === 'admin')
+    const withHosts = c.plugins.map((p: [string, object], i: number) => (i === at ? ['admin', { ...p[1], hosts: ['relay-admin.test'] }] : p))
+    writeConfig({ ...c, plugins: withHosts })
+    try {
+      const r = reload()
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(new RegExp(`needs a restart to take effect: .*plugins\\[${at}\\] \\(admin\\)`))
+      // The same listener answered the reload it was asked for, and still answers.
+      expect(fs.readFileSync(file, 'utf8')).toBe(before)
+      expect(count('admin listener on')).toBe(listening)
+      const { url } = JSON.parse(before) as { url: string }
+      expect((await fetch(`${url}/readyz`)).status).toBe(200)
+      // Counters from before the reloads are still there (mail was accepted in the tests above).
+      expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/^relay_messages_accepted_total\{listener="mx"\} [1-9]/m)
+    } finally {
+      writeConfig(c)
+    }
+    const back = reload()
+    expect(back.code, back.stderr).toBe(0)
+    expect(back.stdout).not.toContain('(admin)')
   })
 
   it('serves a certificate from new paths to new connections; a TLS session opened before goes on', async () => {

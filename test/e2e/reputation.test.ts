@@ -62,9 +62,9 @@ beforeAll(async () => {
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }]],
-      admin: { port: 0, insecureNoToken: true },
-      reputation: { feedbackAddresses: [FBL], minVolume: 5 },
+      // reputation first: its data hook takes the reports before any other plugin sees them.
+      stats: { minVolume: 5 },
+      plugins: [['reputation', { feedbackAddresses: [FBL] }], ['admin', { port: 0, insecureNoToken: true }], ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }]],
     },
   })
 }, 60_000)

@@ -24,7 +24,7 @@ export interface ParkedRelay {
 
 export const messageText = (m: ReceivedMessage) => m.raw.toString('latin1')
 
-/** `admin`: further admin settings (e.g. `insecureNoToken` when `token` is undefined). */
+/** `admin`: further options of the admin plugin (e.g. `insecureNoToken` when `token` is undefined). */
 export async function startParkedRelay(token: string | undefined, admin: Record<string, unknown> = {}): Promise<ParkedRelay> {
   const parked = new Set<string>()
   const rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (parked.has(address!) ? { code: 451, message: '4.2.0 parked, try later' } : undefined) } } })
@@ -32,10 +32,12 @@ export async function startParkedRelay(token: string | undefined, admin: Record<
   const dns: TestDns = await startDns({ 'park.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.3'] } })
   const relay = await startRelay({
     config: {
-      admin: { host: '127.0.0.1', port: 0, token, ...admin },
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      plugins: [
+        ['admin', { host: '127.0.0.1', port: 0, token, ...admin }],
+        ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+      ],
     },
   })
   return {

@@ -1,7 +1,7 @@
 // The ARF (RFC 5965) parser on reports shaped like the big providers' ones, and on what is not a
 // usable report: it must say why, never throw.
 import { describe, expect, it } from 'vitest'
-import { parseArf, type ArfResult } from '../../core/reputation/arf.js'
+import { parseArf, type ArfResult } from '../../plugins/reputation/arf.js'
 import { newQueueId } from '../../core/queue/id.js'
 import { aolReport, microsoftReport, originalFromRelay, yahooReport } from './reports.js'
 

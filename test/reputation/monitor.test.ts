@@ -1,4 +1,4 @@
-// The reputation monitor on a real (SQLite) queue: delivery results recorded through the queue,
+// The reputation plugin's monitor on a real (SQLite) queue: delivery results recorded through the queue,
 // then the check logs one warning per offending sending domain and rate, at most once an hour,
 // and its timers run the check by themselves.
 import path from 'node:path'
@@ -10,11 +10,13 @@ import { openQueue } from '../../core/queue/open.js'
 import { Spool } from '../../core/queue/spool.js'
 import { newQueueId } from '../../core/queue/id.js'
 import type { Queue, RecipientResult } from '../../core/queue/types.js'
-import { ReputationMonitor } from '../../core/reputation/monitor.js'
+import { DEFAULT_THRESHOLDS } from '../../core/index.js'
+import { ReputationMonitor } from '../../plugins/reputation/monitor.js'
 import { eventually, tempDir } from '../harness/relay.js'
 
 const dir = tempDir('relay-monitor-')
-const config = parseConfig({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), reputation: { minVolume: 4 } }, dir)
+const config = parseConfig({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data') }, dir)
+const thresholds = { ...DEFAULT_THRESHOLDS, minVolume: 4 }
 let queue: Queue
 
 /** A pino logger whose JSON lines land in `lines`. */
@@ -69,7 +71,7 @@ afterAll(async () => {
 describe('ReputationMonitor', () => {
   it('logs a warning per offending domain, then stays quiet for an hour', async () => {
     const { log, lines } = capture()
-    const monitor = new ReputationMonitor(queue, config, log)
+    const monitor = new ReputationMonitor(queue, () => thresholds, log)
     const now = Date.now()
     const first = await monitor.check(now)
     expect(first.map((w) => [w.senderDomain, w.kind])).toEqual([['bad.test', 'bounce-rate']])
@@ -85,7 +87,7 @@ describe('ReputationMonitor', () => {
 
   it('runs by itself shortly after start and on its interval; stop ends it', async () => {
     const { log, lines } = capture()
-    const monitor = new ReputationMonitor(queue, config, log, { every: 50, firstAfter: 20 })
+    const monitor = new ReputationMonitor(queue, () => thresholds, log, { every: 50, firstAfter: 20 })
     monitor.start()
     await eventually(() => lines.some((l) => l.event === 'reputation-warning'), 5000, 'the first check')
     await monitor.stop()
@@ -98,7 +100,7 @@ describe('ReputationMonitor', () => {
     const { log, lines } = capture()
     const closed = await openQueue(parseConfig({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'closed') }, dir), { spool: new Spool(path.join(dir, 'closed')) })
     await closed.close()
-    expect(await new ReputationMonitor(closed, config, log).check()).toEqual([])
+    expect(await new ReputationMonitor(closed, () => thresholds, log).check()).toEqual([])
     expect(lines).toEqual([expect.objectContaining({ level: 50, msg: 'reputation check failed' })])
   })
 })

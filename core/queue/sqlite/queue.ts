@@ -29,7 +29,7 @@ import type { Spool } from '../spool.js'
 type Op = Request['op']
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void }
 
-/** reputation.retention's default: counters and the sent log are kept 30 days. */
+/** queue.retention's default: counters and the sent log are kept 30 days. */
 const DEFAULT_RETENTION_MS = 30 * 86_400_000
 
 export interface SqliteQueueOptions {

@@ -1,0 +1,100 @@
+// One job, one attempt, and what follows from it: the retry policy (defer, or bounce once the
+// message expired), hard-bounce suppression, the destination's backoff when it said "slow down",
+// the results with the failure DSN in one queue write, then the delivered / deferred / bounced events.
+import type { Logger } from 'pino'
+import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
+import { deliveryEvent } from '../hooks/delivery-event.js'
+import { expiredResponse } from '../mail/bounce.js'
+import type { Job, Queue, RecipientResult, Suppression } from '../queue/types.js'
+import { attemptDelivery, type AttemptDeps, type AttemptResult } from './attempt.js'
+import { classify, isHardBounce } from './classify.js'
+import type { DeliveryDsns } from './dsn.js'
+import { retryDelay } from './retry.js'
+import { Throttle } from './throttle.js'
+
+export interface DeliverDeps extends AttemptDeps {
+  throttle: Throttle
+  queue: Queue
+  log: Logger
+  dsns: DeliveryDsns
+  /** A DSN was queued: delivery has work. */
+  onBounceQueued: () => void
+}
+
+type EventName = 'delivered' | 'deferred' | 'bounced'
+
+const oneLine = (s: string, max = 300) => {
+  const t = s.replace(/[\r\n]+/g, ' ').trim()
+  return t.length > max ? `${t.slice(0, max - 3)}...` : t
+}
+
+export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
+  const { queue, hooks, log } = deps
+  const started = Date.now()
+  const attempts = await attemptDelivery(job, deps)
+  const now = Date.now()
+  const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
+
+  const bounce = bounced.length ? await deps.dsns.failure(job, bounced) : undefined
+  await queue.complete(job.message.id, results, bounce, suppress)
+  if (bounce) deps.onBounceQueued()
+  for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
+
+  for (const { name, event } of events) {
+    // The log line ({ event: name, ... } 'delivery event') comes from core/events/log.ts, an observer.
+    await hooks.emit(name, event)
+  }
+}
+
+/** The attempt's results under the retry policy, with what to suppress and which events to emit. */
+function settle(job: Job, attempts: AttemptResult[], started: number, now: number, deps: DeliverDeps) {
+  const { config, throttle, log } = deps
+  const expired = now >= job.message.expiresAt
+  const byRow = new Map(job.recipients.map((r) => [r.rowId, r]))
+  const results: RecipientResult[] = []
+  const bounced: AttemptResult[] = []
+  const suppress: Suppression[] = []
+  const events: { name: EventName; event: DeliveryEvent }[] = []
+  const { suppression } = config.delivery
+  // The destination said "slow down" (421, 4.7.x rate limited): this domain alone backs off.
+  // Greylisting is about one sender/recipient pair, not the destination's load: no backoff for it.
+  const slowDown = attempts.some((a) => a.remote && a.outcome === 'retry' && classify(a.response, a.status) === 'throttled' && !/gr[ae]ylist/i.test(a.response))
+  if (slowDown) {
+    const b = throttle.backoffDomain(job.domain)
+    if (b) log.warn({ domain: job.domain, pauseMs: b.pauseMs, concurrency: b.concurrency }, `throttle: ${job.domain} asked to slow down; paused ${b.pauseMs} ms, concurrency ${b.concurrency}`)
+  } else if (attempts.some((a) => a.outcome === 'delivered')) throttle.successDomain(job.domain)
+  const pausedUntil = throttle.pausedUntil(Throttle.domainKey(job.domain))
+
+  for (const a of attempts) {
+    const tries = (byRow.get(a.rowId)?.attempts ?? 0) + 1
+    let state: RecipientResult['state'] = a.outcome === 'delivered' ? 'delivered' : a.outcome === 'failed' ? 'bounced' : 'deferred'
+    let response = a.response
+    let nextAttemptAt: number | undefined
+    // What the failure was, from the reply itself (before an expiry rewrites the response).
+    const category: BounceCategory | undefined = state === 'delivered' ? undefined : classify(a.response, a.status)
+    if (state === 'bounced' && suppression.enabled && category && isHardBounce(category, a.response, a.status)) {
+      suppress.push({
+        address: a.address,
+        reason: oneLine(a.response, 200),
+        source: job.message.id,
+        createdAt: now,
+        expiresAt: suppression.ttl > 0 ? now + suppression.ttl : undefined,
+      })
+    }
+    if (state === 'deferred') {
+      if (expired) {
+        state = 'bounced'
+        response = expiredResponse(job.message.receivedAt, now, a.response)
+        a.status = '4.4.7'
+      } else {
+        // The last try happens at expiry; a failure then bounces.
+        nextAttemptAt = Math.min(Math.max(now + retryDelay(tries, config.delivery.retry), pausedUntil), job.message.expiresAt)
+      }
+    }
+    if (state === 'bounced') bounced.push({ ...a, response })
+    results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category })
+    const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls }
+    events.push({ name: state, event: deliveryEvent(job.message, outcome, started, now) })
+  }
+  return { results, bounced, suppress, events }
+}

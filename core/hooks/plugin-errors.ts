@@ -1,0 +1,33 @@
+// Plugin failures at load and setup: each names the plugin by its place in the config and its
+// name (`plugins[2] (my-plugin) setup: …`) and carries a stable code for scripts and docs.
+import { ConfigError } from '../config/load.js'
+
+export const PLUGIN_ERROR_CODES = {
+  /** The plugin cannot be found or imported. */
+  load: 'RELAY_ERR_PLUGIN_LOAD',
+  /** The module's default export is not a plugin object. */
+  shape: 'RELAY_ERR_PLUGIN_SHAPE',
+  /** A key of `hooks` is neither a hook nor an event name (a typo such as `rpct`). */
+  unknownHook: 'RELAY_ERR_UNKNOWN_HOOK',
+  /** The options fail the plugin's schema. */
+  options: 'RELAY_ERR_PLUGIN_OPTIONS',
+  /** `setup` threw or rejected. */
+  setup: 'RELAY_ERR_PLUGIN_SETUP',
+  /** `setup` did not finish within config `setupTimeout`. */
+  setupTimeout: 'RELAY_ERR_PLUGIN_SETUP_TIMEOUT',
+} as const
+export type PluginErrorCode = (typeof PLUGIN_ERROR_CODES)[keyof typeof PLUGIN_ERROR_CODES]
+
+/** A ConfigError (the CLI exits 2) with a code; `at` is `plugins[2] (my-plugin)` or `plugins[2]`. */
+export class PluginError extends ConfigError {
+  constructor(
+    readonly code: PluginErrorCode,
+    file: string | undefined,
+    at: string | { path: string; message: string }[],
+    message = '',
+  ) {
+    const issues = typeof at === 'string' ? [{ path: at, message }] : at
+    super(file, issues.map((i) => ({ path: i.path, message: `${i.message} [${code}]` })))
+    this.name = 'PluginError'
+  }
+}

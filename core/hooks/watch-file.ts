@@ -1,0 +1,69 @@
+// A file a plugin reads (users, keys, lists): parsed at setup, read again when it changes, the last
+// copy that parsed kept when a change does not. One helper so plugins stop writing their own.
+import fs from 'node:fs'
+import type { Logger } from 'pino'
+import type { WatchedFile } from './types.js'
+
+/** Changes arrive as bursts of events (an editor's write, a rename over the file): wait this long. */
+const SETTLE_MS = 100
+
+export function watchFile<T>(file: string, parse: (text: string) => T, log: Logger, onChange?: (value: T) => void): WatchedFile<T> {
+  let current = parse(fs.readFileSync(file, 'utf8'))
+  let timer: NodeJS.Timeout | undefined
+  let watcher: fs.FSWatcher | undefined
+  let closed = false
+
+  const reread = () => {
+    if (closed) return
+    let text: string
+    try {
+      text = fs.readFileSync(file, 'utf8')
+    } catch (err) {
+      // Mid-rename: the file is back in a moment; the watch on the old inode is gone, so watch again.
+      log.warn({ file, err: (err as Error).message }, 'watched file unreadable; keeping the last good copy')
+      rewatch()
+      return
+    }
+    try {
+      current = parse(text)
+    } catch (err) {
+      log.error({ file, err: (err as Error).message }, 'watched file does not parse; keeping the last good copy')
+      return
+    }
+    log.info({ file }, 'watched file reloaded')
+    onChange?.(current)
+    rewatch()
+  }
+
+  // Editors and `mv` replace the file (a new inode): the watch is renewed after every change.
+  const rewatch = () => {
+    watcher?.close()
+    watcher = undefined
+    if (closed) return
+    try {
+      watcher = fs.watch(file, () => {
+        clearTimeout(timer)
+        timer = setTimeout(reread, SETTLE_MS)
+        timer.unref()
+      })
+      watcher.unref()
+      watcher.on('error', () => undefined)
+    } catch {
+      // Gone for now, or not watchable (some network filesystems): a reload still re-reads it.
+      timer = setTimeout(reread, 1000)
+      timer.unref()
+    }
+  }
+  rewatch()
+
+  return {
+    get current() {
+      return current
+    },
+    close() {
+      closed = true
+      clearTimeout(timer)
+      watcher?.close()
+    },
+  }
+}

@@ -1,0 +1,57 @@
+// An authenticated user sends only as what its backend lists for it (the auth hook's `senders`):
+// the envelope sender at MAIL FROM and the From:/Sender: header fields at DATA.
+import addressparser from 'nodemailer/lib/addressparser'
+import type { MessageHeaders } from '../mail/headers.js'
+import { parseAddress } from '../mail/address.js'
+import type { Plugin } from '../hooks/types.js'
+import { CORE_REPLIES, refusal } from '../hooks/verdict.js'
+import type { PolicyEnv } from './env.js'
+
+/**
+ * Whether `address` is one the user may send as: an entry `'*'`, the address itself, or its
+ * domain (`example.com` or `@example.com`). Case-insensitive.
+ */
+export function senderAllowed(address: string, senders: readonly string[]): boolean {
+  // Only a plain local@domain can be owned (`a@evil.test@example.com` is nobody's).
+  const parsed = parseAddress(address)
+  if (!parsed) return false
+  const lower = address.toLowerCase()
+  const domain = parsed.domain
+  return senders.some((entry) => {
+    const e = entry.toLowerCase()
+    if (e === '*') return true
+    if (e.includes('@') && !e.startsWith('@')) return e === lower
+    return (e.startsWith('@') ? e.slice(1) : e) === domain
+  })
+}
+
+/** Addresses in the From: and Sender: header fields that the user may not send as. */
+export function foreignHeaderSenders(headers: MessageHeaders, senders: readonly string[]): string[] {
+  const out: string[] = []
+  for (const name of ['From', 'Sender']) {
+    for (const value of headers.getAll(name)) {
+      const flat = (list: ReturnType<typeof addressparser>): string[] =>
+        list.flatMap((a) => ('group' in a && a.group ? flat(a.group) : a.address ? [a.address] : []))
+      for (const address of flat(addressparser(value))) if (!senderAllowed(address, senders)) out.push(address)
+    }
+  }
+  return out
+}
+
+export const senderOwnership = ({ log }: PolicyEnv): Plugin => ({
+  name: 'core:sender-ownership',
+  hooks: {
+    mail({ session, sender }) {
+      if (!session.user || sender.address === '' || senderAllowed(sender.address, session.senders ?? [])) return
+      log.warn({ session: session.id, user: session.user, sender: sender.address }, 'sender refused: not owned by the authenticated user')
+      return refusal(CORE_REPLIES.senderNotOwned(sender.address, session.user))
+    },
+    data({ session, headers }) {
+      if (!session.user) return
+      const foreign = foreignHeaderSenders(headers, session.senders ?? [])
+      if (!foreign.length) return
+      log.warn({ session: session.id, user: session.user, header: foreign }, 'message refused: From/Sender not owned by the authenticated user')
+      return refusal(CORE_REPLIES.headerSenderNotOwned(foreign[0]!, session.user))
+    },
+  },
+})

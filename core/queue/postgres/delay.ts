@@ -1,0 +1,47 @@
+// Delay warnings: messages deferred long whose sender has not been told yet.
+import type { DelayCandidate, NewMessage } from '../types.js'
+import type { BounceCategory } from '../../hooks/types.js'
+import { insertGenerated } from './insert.js'
+import { orUndefined, toMessage, type MessageRow, type PgContext } from './sql.js'
+
+export async function delayCandidates(db: PgContext, receivedBefore: number, limit: number): Promise<DelayCandidate[]> {
+  const { rows } = await db.query<MessageRow & {
+    recipients: { id: number; address: string; args: Record<string, string | boolean> | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null }[]
+  }>(
+    `SELECT m.id, m.sender, m.sender_args, m.message_id, m.size, m.headers, m.received_at, m.expires_at, m.meta,
+       (SELECT json_agg(json_build_object('id', r.id, 'address', r.address, 'args', r.args, 'last_response', r.last_response,
+                                          'remote_host', r.remote_host, 'category', r.category) ORDER BY r.id)
+        FROM ${db.s}.recipients r WHERE r.message_id = m.id AND r.state = 'deferred') AS recipients
+     FROM ${db.s}.messages m
+     WHERE m.delay_notified_at IS NULL AND m.received_at <= $1
+       AND EXISTS (SELECT 1 FROM ${db.s}.recipients r WHERE r.message_id = m.id AND r.state = 'deferred')
+     ORDER BY m.received_at LIMIT $2`,
+    [receivedBefore, limit],
+  )
+  return rows.map((m) => {
+    const { body: _body, ...message } = toMessage({ ...m, body: null, body_size: null })
+    return {
+      message,
+      recipients: m.recipients.map((r) => ({
+        rowId: r.id,
+        address: r.address,
+        args: orUndefined(r.args),
+        lastResponse: orUndefined(r.last_response),
+        remoteHost: orUndefined(r.remote_host),
+        category: orUndefined(r.category),
+      })),
+    }
+  })
+}
+
+export async function markDelayNotified(db: PgContext, queueId: string, dsn?: NewMessage): Promise<boolean> {
+  return db.tx(async (c) => {
+    const { rowCount } = await c.query(
+      `UPDATE ${db.s}.messages SET delay_notified_at = $2 WHERE id = $1 AND delay_notified_at IS NULL`,
+      [queueId, Date.now()],
+    )
+    const marked = (rowCount ?? 0) > 0
+    if (marked && dsn) await insertGenerated(c, db.s, db.nodeId, [dsn])
+    return marked
+  })
+}

@@ -1,0 +1,56 @@
+// The PostgreSQL queue's connection pools: durable commits, int8 as numbers, no password in messages.
+import pg from 'pg'
+import type { Logger } from 'pino'
+
+// int8 (counts, epoch ms, row ids) as numbers: every value here is far below 2^53. Only this
+// queue's pools parse so; other pg users in the process keep pg's defaults.
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === 20 && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+}
+
+/**
+ * The URL with `synchronous_commit=on` for this pool's sessions, whatever the server's default: a
+ * 250 is given only once the message's commit is on disk.
+ */
+function durable(url: string): string {
+  try {
+    const u = new URL(url)
+    const options = u.searchParams.get('options')
+    u.searchParams.set('options', `${options ? `${options} ` : ''}-c synchronous_commit=on`)
+    return u.toString()
+  } catch {
+    return url
+  }
+}
+
+/** A connection URL fit for messages and logs. */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = '***'
+    return u.toString()
+  } catch {
+    return '(queue.url)'
+  }
+}
+
+/** The pool for the queue's work. */
+export function workPool(url: string, poolSize: number, log: Logger | undefined): pg.Pool {
+  // Pipelined: a transaction's statements go out together, not one round trip each (complete.ts).
+  const pool = new pg.Pool({ connectionString: durable(url), max: poolSize, types, connectionTimeoutMillis: 10_000, pipeline: true })
+  // An idle connection that breaks (PostgreSQL restarted) must not take the process down; the
+  // pool replaces it, and queries in flight fail and are retried by their callers.
+  pool.on('error', (err) => log?.warn({ err }, 'queue: PostgreSQL connection lost'))
+  return pool
+}
+
+/** Heartbeats go through a connection of their own, so busy delivery work never delays them. */
+export function beatPool(url: string, log: Logger | undefined): pg.Pool {
+  // A beat that cannot finish well within deadAfter is no beat: time limits on both sides.
+  const pool = new pg.Pool({
+    connectionString: durable(url), max: 1, types, connectionTimeoutMillis: 10_000, statement_timeout: 10_000, query_timeout: 15_000, keepAlive: true,
+  })
+  pool.on('error', (err) => log?.warn({ err }, 'queue: PostgreSQL heartbeat connection lost'))
+  return pool
+}

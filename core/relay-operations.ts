@@ -1,0 +1,64 @@
+// The operator API a running relay hands to operations plugins (ctx.relay): queue verbs through
+// QueueControl (so the admin API, the CLI and plugins do the same thing), counters and control.
+import type { Logger } from 'pino'
+import type { RelayConfig } from './config/schema.js'
+import type { HookBus } from './hooks/bus.js'
+import type { Readiness, RelayOperations, ReloadResult, SessionCounts } from './hooks/operator.js'
+import type { ListenerRole } from './hooks/types.js'
+import { QueueControl } from './queue/control.js'
+import { configuredThresholds } from './queue/figures.js'
+import type { Queue } from './queue/types.js'
+
+export interface OperationsEnv {
+  queue: Queue
+  log: Logger
+  /** The bus, once it is up (operator bounces emit `bounced`). */
+  hooks: () => HookBus | undefined
+  /** The config of the running generation (it changes at each reload). */
+  config: () => RelayConfig
+  /** Work became due now: the scheduler scans. */
+  wake: () => void
+  reload: () => Promise<ReloadResult>
+  reloadTls: () => boolean
+  readiness: () => Readiness
+  listeners: () => readonly { host: string; port: number; role: ListenerRole }[]
+  sessionCounts: () => SessionCounts
+  eventLoopDelay: () => { p50: number; p99: number; max: number }
+}
+
+export function relayOperations(env: OperationsEnv): RelayOperations {
+  const { queue } = env
+  const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks() })
+  return {
+    queue: {
+      list: (filter) => control().list(filter),
+      show: (id) => control().show(id),
+      hold: (id) => control().hold(id),
+      release: (id) => control().release(id),
+      remove: (id) => control().remove(id),
+      flush: (filter) => control().flush(filter),
+      bounce: (id) => control().bounce(id),
+      summary: () => control().summary(),
+      stats: (since) => queue.stats(since),
+      recordComplaint: async (complaint) => {
+        const r = await queue.recordComplaint(complaint)
+        // Observers (the dashboard's recent events) and plugins hear of it; they never fail the caller.
+        const destDomain = complaint.originalRcptTo?.split('@').pop()?.toLowerCase()
+        void env.hooks()?.emit('complaint', { matched: r.matched, queueId: r.queueId, sender: r.sender, senderDomain: r.senderDomain, destDomain, feedbackType: complaint.feedbackType, messageId: complaint.messageId, userAgent: complaint.userAgent })
+        return r
+      },
+      suppressions: {
+        list: () => queue.listSuppressed(),
+        add: (entries) => queue.suppress(entries),
+        remove: (address) => queue.unsuppress(address),
+      },
+    },
+    reload: env.reload,
+    reloadTls: env.reloadTls,
+    readiness: env.readiness,
+    listeners: env.listeners,
+    sessionCounts: env.sessionCounts,
+    eventLoopDelay: env.eventLoopDelay,
+    warningThresholds: () => configuredThresholds(env.config()),
+  }
+}

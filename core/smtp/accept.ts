@@ -1,0 +1,170 @@
+// DATA: the message read (to memory or a spool file), checked, run through the data and queue
+// hooks, stamped (Received, and Message-ID/Date on submission) and written to the queue. The reply
+// is sent only once the message is durable.
+import fs from 'node:fs'
+import { Readable } from 'node:stream'
+import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server'
+import type { Logger } from 'pino'
+import type { RelayConfig } from '../config/schema.js'
+import type { HookBus } from '../hooks/bus.js'
+import type { HookName, Notes, SessionInfo } from '../hooks/types.js'
+import { CORE_REPLIES, replyError, replyFor, replyText, type Reply } from '../hooks/verdict.js'
+import type { NewMessage } from '../queue/types.js'
+import type { Spool } from '../queue/spool.js'
+import type { QueueIntake } from '../queue/intake.js'
+import { newQueueId } from '../queue/id.js'
+import { parseAddress } from '../mail/address.js'
+import { acceptedFields } from '../events/log.js'
+import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage, type ReceivedData } from './data.js'
+import { hopCount, receivedHeader, rfc5322Date } from '../mail/received.js'
+import { convertReceivedTo7bit } from './seven-bit.js'
+import { envelopeOf, type ListenerInfo } from './session.js'
+import type { PolicyStages } from './policy-stages.js'
+
+/** What message acceptance uses of the relay. */
+export interface AcceptEnv {
+  config: RelayConfig
+  log: Logger
+  spool: Spool
+  intake: QueueIntake
+  /** Runs the hook stages (the core's policies and the config's plugins). */
+  policies: Pick<PolicyStages, 'run'>
+  /** Tells observers and plugins of the message queued (`accepted`). */
+  hooks: Pick<HookBus, 'has' | 'emit'>
+}
+
+/** The session the message comes in on. */
+export interface Transaction {
+  session: SMTPServerSession
+  info: SessionInfo
+  listener: ListenerInfo
+  notes: Notes
+  /** The error that refuses the message, after the `rejected` event. */
+  refuse(stage: HookName | 'protocol', reply: Reply, plugin?: string): Error
+}
+
+/** Reads and accepts one message; resolves with the 250 reply text, or throws the refusal. */
+export async function receiveMessage(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transaction): Promise<string> {
+  const id = newQueueId()
+  const started = Date.now()
+  const data = await read(env, stream, tx, id)
+  const discard = async () => {
+    if ('file' in data.body) await data.body.file.discard()
+  }
+  try {
+    // smtp-server answers 552 itself; the message must not be queued behind that answer.
+    if (stream.sizeExceeded) {
+      await discard()
+      throw tx.refuse('protocol', CORE_REPLIES.sizeExceeded)
+    }
+    return await accept(env, id, data, tx, started)
+  } catch (err) {
+    await discard().catch(() => undefined)
+    if ((err as { responseCode?: number }).responseCode) throw err
+    env.log.error({ err, session: tx.session.id }, 'queueing message failed')
+    throw tx.refuse('queue', CORE_REPLIES.queueFailed)
+  }
+}
+
+async function read(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transaction, id: string): Promise<ReceivedData> {
+  const { session } = tx
+  const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines, bareLineEndings } = env.config.smtp
+  try {
+    const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
+    return await readMessage(stream, { spool: env.spool, id, lineEndings: bareLineEndings, headerLimits })
+  } catch (err) {
+    if (err instanceof HeaderTooLargeError) {
+      env.log.info({ session: session.id, client: session.remoteAddress, limit: err.limit, max: err.max }, `message refused: ${err.message}`)
+      throw tx.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message))
+    }
+    if (err instanceof BareLineEndingError) {
+      env.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: bare LF or CR')
+      throw tx.refuse('protocol', CORE_REPLIES.bareLineEnding)
+    }
+    if (err instanceof NulByteError) {
+      env.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: NUL byte')
+      throw tx.refuse('protocol', CORE_REPLIES.nulByte)
+    }
+    // A client that went away gets no reply, so that is no refusal either.
+    if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(CORE_REPLIES.readFailed)
+    env.log.error({ err, session: session.id }, 'reading message failed')
+    throw tx.refuse('protocol', CORE_REPLIES.readFailed)
+  }
+}
+
+/** Hooks, trace headers, the durable write: resolves only once the message is on disk. */
+async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transaction, started: number): Promise<string> {
+  const { config, log } = env
+  const { session, info, listener, notes } = tx
+  const envelope = envelopeOf(session)
+  const { headers } = data
+  const size = () => headers.toBuffer().length + data.bodySize
+
+  // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
+  const hops = hopCount(headers.toBuffer().toString('latin1'))
+  if (hops > config.smtp.maxHops) {
+    log.warn({ session: session.id, client: session.remoteAddress, hops, limit: config.smtp.maxHops }, 'message refused: too many hops')
+    throw tx.refuse('protocol', CORE_REPLIES.tooManyHops)
+  }
+
+  // Plugins that scan or sign read the message as it stands: current header fields, then the body.
+  if ('file' in data.body) await data.body.file.flushPending()
+  // The body as it stands: a queue plugin may have it converted to 7-bit (convertTo7bit).
+  const readMessage = () => {
+    const body = data.body
+    return 'inline' in body
+      ? Readable.from([headers.toBuffer(), body.inline], { objectMode: false })
+      : Readable.from(
+          (async function* () {
+            yield headers.toBuffer()
+            yield* fs.createReadStream(body.file.path)
+          })(),
+          { objectMode: false },
+        )
+  }
+  const convertTo7bit = () => convertReceivedTo7bit(data, readMessage, env.spool, id)
+
+  const d = await env.policies.run('data', { session: info, envelope, headers, size: size(), readMessage, notes })
+  if (d && d.verdict.action !== 'accept') throw tx.refuse('data', replyFor('data', d.verdict), d.plugin)
+  // A plugin took the message itself (e.g. a feedback report counted): 250, nothing queued.
+  if (d?.verdict.handled) {
+    if ('file' in data.body) await data.body.file.discard()
+    return replyText(replyFor('data', d.verdict))
+  }
+
+  if (listener.role === 'submission') {
+    if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${config.hostname}>`)
+    if (!headers.has('Date')) headers.append('Date', rfc5322Date())
+  }
+  const recipients = envelope.recipients.map((r) => r.address)
+  const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
+  headers.prepend('Received', receivedHeader({ session: info, hostname: config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
+
+  const q = await env.policies.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, convertTo7bit, notes })
+  if (q && q.verdict.action !== 'accept') throw tx.refuse('queue', replyFor('queue', q.verdict), q.plugin)
+
+  const headerBytes = headers.toBuffer()
+  if ('file' in data.body) await data.body.file.commit()
+  const now = Date.now()
+  const message: NewMessage = {
+    id,
+    sender: envelope.sender.address,
+    senderArgs: envelope.sender.args,
+    recipients: envelope.recipients.map((r) => ({ address: r.address, domain: parseAddress(r.address)!.domain, args: r.args })),
+    headers: headerBytes,
+    body: 'file' in data.body ? { file: data.body.file.path } : { inline: data.body.inline },
+    size: headerBytes.length + data.bodySize,
+    messageId: headers.get('Message-ID'),
+    receivedAt: now,
+    expiresAt: now + config.delivery.maxQueueLifetime,
+    meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user, trusted: info.trusted },
+  }
+  // Durable before the 250; the queue then announces the new work to delivery.
+  await env.intake.enqueue(message)
+  // The 'accepted' delivery event's log line (core/events/log.ts logs the others).
+  log.info({ event: 'accepted', queueId: id, ...acceptedFields(message, recipients, info), ms: now - started }, 'delivery event')
+  if (env.hooks.has('accepted')) {
+    void env.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
+  }
+  return `2.0.0 Ok: queued as ${id}`
+}

@@ -1,0 +1,84 @@
+// One smtp-server for one configured listener: the server options taken from config, and binding.
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
+import type { Logger } from 'pino'
+import type { Resolver } from 'node:dns/promises'
+import type { RelayConfig } from '../config/schema.js'
+import { acceptProxyProtocol } from './proxy.js'
+import type { ListenerInfo } from './session.js'
+import type { TlsFiles } from './tls.js'
+
+export interface Listener extends ListenerInfo {
+  tls: 'starttls' | 'implicit' | 'none'
+  allowPlaintextAuth: boolean
+  /** Trusted PROXY protocol senders (IPs, CIDR blocks); empty: none. */
+  proxyProtocol: string[]
+}
+
+/** The SMTP command callbacks, and whether any plugin does AUTH. */
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean }
+
+export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, ...handlers }: Handlers): SMTPServer {
+  const server = new SMTPServer({
+    name: c.hostname,
+    banner: 'Relay',
+    secure: listener.tls === 'implicit',
+    ...(tls ? { key: tls.key, cert: tls.cert, sniOptions: tls.sniOptions, minVersion: tls.minVersion } : {}),
+    hideSTARTTLS: listener.tls !== 'starttls',
+    size: c.smtp.maxMessageSize,
+    maxClients: c.smtp.maxClients,
+    socketTimeout: c.smtp.socketTimeout,
+    closeTimeout: c.shutdownTimeout,
+    hideENHANCEDSTATUSCODES: false,
+    hide8BITMIME: false,
+    hidePIPELINING: false,
+    hideSMTPUTF8: false,
+    // RFC 3461: NOTIFY, RET, ENVID, ORCPT are parsed and validated by smtp-server, kept in the
+    // envelope args, honoured in bounces and passed on to a next hop that offers DSN.
+    hideDSN: false,
+    hideREQUIRETLS: true,
+    authMethods: ['PLAIN', 'LOGIN'],
+    allowInsecureAuth: listener.allowPlaintextAuth,
+    // Submission needs AUTH before MAIL; smtp-server enforces it once AUTH is on offer (in TLS).
+    authOptional: !(hasAuth && listener.role === 'submission'),
+    authRequiredMessage: '5.7.0 Authentication required',
+    maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
+    // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
+    maxErrors: c.smtp.maxErrors,
+    onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
+    firstCommandTimeout: c.smtp.firstCommandTimeout,
+    onFirstCommandTimeout: (session: { id: string; remoteAddress: string }) => log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
+    onProxyHeaderRefused: (client: string) => log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
+    disableReverseLookup: !c.smtp.reverseLookup,
+    resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
+    logger: false,
+    greetingDelay: c.smtp.greetingDelay,
+    ...handlers,
+  } as SMTPServerOptions)
+  if (listener.proxyProtocol.length) {
+    // Header before greeting (and before TLS on 465); its wait is capped at 10 s.
+    const timeoutMs = Math.min(10_000, c.smtp.socketTimeout)
+    acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
+  }
+  return server
+}
+
+/** Binds the server; `listener.port` becomes the real port (for a configured port 0). */
+export async function listen(server: SMTPServer, listener: Listener, log: Logger): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(listener.port, listener.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  // Client-side failures (a TLS handshake a client broke off, a reset) come here too: one short
+  // line each; anything else is a server problem.
+  server.on('error', (err: Error & { meta?: { stage?: string; remoteAddress?: string } }) =>
+    err.meta?.remoteAddress
+      ? log.info({ client: err.meta.remoteAddress, stage: err.meta.stage, error: err.message.trim() }, 'client connection failed')
+      : log.error({ err, listener: { host: listener.host, port: listener.port } }, 'listener error'),
+  )
+  const address = server.server.address()
+  if (address && typeof address === 'object') listener.port = address.port
+  log.info({ host: listener.host, port: listener.port, role: listener.role, tls: listener.tls }, `listening on ${listener.host}:${listener.port} (${listener.role})`)
+}

@@ -1,0 +1,74 @@
+import type { QueueFilter, QueueOperations } from '../../../core/index.js'
+import { AdminError, type AdminHandler, type AdminRequest, type AdminServer } from '../server.js'
+import type { AdminContext } from '../context.js'
+
+const STATES = new Set(['queued', 'deferred', 'held'])
+const STATUS_OF_KIND: Record<string, number> = { 'not-found': 404, conflict: 409, 'bad-input': 400 }
+
+/**
+ * The queue API (JSON): list, show, hold, release, delete, bounce, flush, summary. Actions that
+ * make work due wake the delivery scheduler at once.
+ */
+export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext): void {
+  const queue = (): QueueOperations => {
+    const r = relay.readiness()
+    if (r.state === 'stopping' || r.state === 'stopped') throw new AdminError(503, `the relay is ${r.state}`)
+    return relay.queue
+  }
+  // The queue verbs' errors (their `kind`) become 404 / 409 / 400.
+  const handle =
+    (fn: (q: QueueOperations, req: AdminRequest) => Promise<unknown>): AdminHandler =>
+    async (req) => {
+      try {
+        return { json: await fn(queue(), req) }
+      } catch (err) {
+        const status = STATUS_OF_KIND[(err as { kind?: string } | null)?.kind ?? '']
+        if (status) throw new AdminError(status, (err as Error).message)
+        throw err
+      }
+    }
+
+  server.route('GET', '/api/queue', handle(async (q, req) => ({ messages: await q.list(listFilter(req.query)) })))
+  server.route('GET', '/api/queue-summary', handle((q) => q.summary()))
+  server.route(
+    'POST',
+    '/api/queue/flush',
+    handle(async (q, req) => {
+      const body = await req.body()
+      const field = (name: string) => {
+        const v = body[name] ?? req.query.get(name) ?? undefined
+        if (v !== undefined && typeof v !== 'string') throw new AdminError(400, `${name} must be a string`)
+        return v
+      }
+      return q.flush({ domain: field('domain'), id: field('id') })
+    }),
+  )
+  server.route('GET', '/api/queue/:id', handle((q, req) => q.show(req.params.id!)))
+  server.route('POST', '/api/queue/:id/hold', handle((q, req) => q.hold(req.params.id!)))
+  server.route('POST', '/api/queue/:id/release', handle((q, req) => q.release(req.params.id!)))
+  server.route('POST', '/api/queue/:id/delete', handle((q, req) => q.remove(req.params.id!)))
+  server.route('DELETE', '/api/queue/:id', handle((q, req) => q.remove(req.params.id!)))
+  server.route('POST', '/api/queue/:id/bounce', handle((q, req) => q.bounce(req.params.id!)))
+}
+
+/** `?state=&domain=&sender=&limit=`; a bad value is a 400 naming the parameter. */
+export function listFilter(q: URLSearchParams): QueueFilter {
+  const filter: QueueFilter = {}
+  const state = q.get('state')
+  if (state !== null && state !== '') {
+    if (!STATES.has(state)) throw new AdminError(400, `state: expected one of queued, deferred, held (got '${state}')`)
+    filter.state = state as QueueFilter['state']
+  }
+  const domain = q.get('domain')
+  if (domain) filter.domain = domain.trim().toLowerCase().replace(/\.$/, '')
+  const sender = q.get('sender')
+  // `<>` is the null sender (bounces); an empty parameter filters nothing.
+  if (sender !== null && sender.trim() !== '') filter.sender = sender.trim().replace(/^<(.*)>$/, '$1')
+  const limit = q.get('limit')
+  if (limit !== null && limit !== '') {
+    const n = Number(limit)
+    if (!Number.isInteger(n) || n < 1) throw new AdminError(400, `limit: expected a positive whole number (got '${limit}')`)
+    filter.limit = n
+  }
+  return filter
+}

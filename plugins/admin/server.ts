@@ -1,0 +1,291 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import path from 'node:path'
+import type { PluginContext } from '../../core/index.js'
+import type { AdminOptions } from './options.js'
+import { AdminRequestGuard } from './request-guard.js'
+
+type Logger = PluginContext<unknown>['log']
+
+/**
+ * Where a running relay says how to reach its admin listener, for the CLI (core/cli/admin-client.ts
+ * reads it): the URL, the pid, and the token the listener requires (the file is the owner's only).
+ */
+export const ADMIN_FILE = 'admin.json'
+
+export interface AdminFile {
+  url: string
+  pid: number
+  token?: string
+}
+
+export interface AdminRequest {
+  method: string
+  /** The path without the query string, e.g. `/api/queue/abc`. */
+  path: string
+  /** `:name` segments of the route pattern; a trailing `*` is `params['*']`. */
+  params: Record<string, string>
+  query: URLSearchParams
+  /** The body as an object: JSON only (no form: request-guard.ts); {} when empty. Bad JSON is a 400. */
+  body(): Promise<Record<string, unknown>>
+  raw: http.IncomingMessage
+}
+
+/** What a handler returns; `undefined` means it wrote to `res` itself (e.g. a stream). */
+export type AdminResponse =
+  | { status?: number; json: unknown; headers?: Record<string, string> }
+  | { status?: number; body: string | Buffer; contentType: string; headers?: Record<string, string> }
+
+export type AdminHandler = (req: AdminRequest, res: http.ServerResponse) => AdminResponse | undefined | Promise<AdminResponse | undefined>
+
+export interface RouteOptions {
+  /** Served without the bearer token (only /healthz is). */
+  public?: boolean
+  /** Served whatever the Host header says (probes: /healthz, /readyz; load balancers send their own). */
+  anyHost?: boolean
+}
+
+/** An error a handler throws to answer with this status and `{ error: message }`. */
+export class AdminError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message)
+    this.name = 'AdminError'
+  }
+}
+
+interface Route {
+  method: string
+  segments: string[]
+  handler: AdminHandler
+  options: RouteOptions
+  /** Literal segments count: the most specific match wins (`/api/queue/flush` over `/api/queue/:id`). */
+  literal: number
+}
+
+const MAX_BODY = 1024 * 1024
+
+/**
+ * The admin HTTP listener (node:http): routes registered with `route()`, a bearer token checked on
+ * every route but the public ones, JSON errors.
+ */
+export class AdminServer {
+  private readonly routes: Route[] = []
+  private server: http.Server | undefined
+  private tokenDigest: Buffer | undefined
+  private guard: AdminRequestGuard | undefined
+  /** Set once listening, e.g. `http://127.0.0.1:8025`. */
+  url: string | undefined
+
+  constructor(
+    private readonly options: Pick<AdminOptions, 'host' | 'port' | 'token' | 'hosts'>,
+    /** Where admin.json goes (config `dataDir`). */
+    private readonly dataDir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Registers a handler for `method` and a path pattern such as `/api/queue/:id/hold` or `/dashboard/*`. */
+  route(method: 'GET' | 'POST' | 'PUT' | 'DELETE', pattern: string, handler: AdminHandler, options: RouteOptions = {}): void {
+    const segments = split(pattern)
+    this.routes.push({ method, segments, handler, options, literal: segments.filter((s) => !s.startsWith(':') && s !== '*').length })
+  }
+
+  /** Listens on the plugin's host and port, then writes `<dataDir>/admin.json` (mode 0600) for the CLI. */
+  async start(): Promise<string> {
+    const admin = this.options
+    const token = admin.token
+    this.tokenDigest = token ? digest(token) : undefined
+    const server = http.createServer((req, res) => void this.handle(req, res))
+    server.keepAliveTimeout = 5000
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(admin.port, admin.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    server.on('error', (err) => this.log.error({ err }, 'admin listener error'))
+    this.server = server
+    const address = server.address() as net.AddressInfo
+    this.url = `http://${urlHost(admin.host)}:${address.port}`
+    this.guard = new AdminRequestGuard(admin.host, address.port, admin.hosts)
+    fs.mkdirSync(this.dataDir, { recursive: true })
+    const file: AdminFile = { url: this.url, pid: process.pid, ...(token ? { token } : {}) }
+    writePrivate(path.join(this.dataDir, ADMIN_FILE), JSON.stringify(file) + '\n')
+    this.log.info({ host: admin.host, port: address.port, url: this.url, auth: token ? 'bearer token' : 'none' }, `admin listener on ${admin.host}:${address.port}`)
+    if (!token) {
+      this.log.warn(
+        { host: admin.host, port: address.port },
+        'admin listener WITHOUT a token (insecureNoToken): every local user and program can read, delete and flush the queue; set the admin plugin\'s token',
+      )
+    }
+    return this.url
+  }
+
+  /** Stops listening (open requests get a moment to finish) and removes admin.json. */
+  async stop(): Promise<void> {
+    const server = this.server
+    if (!server) return
+    this.server = undefined
+    const file = path.join(this.dataDir, ADMIN_FILE)
+    try {
+      // Only our own: another relay on this data directory may have written it since.
+      if ((JSON.parse(fs.readFileSync(file, 'utf8')) as AdminFile).pid === process.pid) fs.rmSync(file, { force: true })
+    } catch {
+      // already gone
+    }
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeIdleConnections()
+    const timer = setTimeout(() => server.closeAllConnections(), 1000)
+    await closed
+    clearTimeout(timer)
+  }
+
+  private authorized(req: http.IncomingMessage): 'ok' | 'missing' | 'wrong' {
+    if (!this.tokenDigest) return 'ok'
+    const header = req.headers.authorization ?? ''
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
+    if (!m) return 'missing'
+    // Digests are the same length whatever was sent: the comparison tells nothing about the token.
+    return crypto.timingSafeEqual(digest(m[1]!), this.tokenDigest) ? 'ok' : 'wrong'
+  }
+
+  private match(method: string, pathname: string): { route?: Route; params: Record<string, string>; allowed: string[] } {
+    const parts = split(pathname)
+    let best: { route: Route; params: Record<string, string> } | undefined
+    const allowed = new Set<string>()
+    for (const route of this.routes) {
+      const params = matchSegments(route.segments, parts)
+      if (!params) continue
+      if (route.method !== method && !(method === 'HEAD' && route.method === 'GET')) {
+        allowed.add(route.method)
+        continue
+      }
+      if (!best || route.literal > best.route.literal) best = { route, params }
+    }
+    return { route: best?.route, params: best?.params ?? {}, allowed: [...allowed] }
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const started = Date.now()
+    const method = req.method ?? 'GET'
+    let url: URL
+    try {
+      url = new URL(req.url ?? '/', 'http://admin')
+    } catch {
+      return this.send(res, { status: 400, json: { error: 'bad request URL' } }, method, '?', started)
+    }
+    const { route, params, allowed } = this.match(method, url.pathname)
+    // DNS rebinding and cross-site requests (request-guard.ts), before any handler.
+    const refused = this.guard?.check(req, { anyHost: route?.options.anyHost === true })
+    if (refused) {
+      this.log.warn({ method, path: url.pathname, host: req.headers.host, origin: req.headers.origin, status: refused.status }, `admin request refused: ${refused.error}`)
+      return this.send(res, { status: refused.status, json: { error: refused.error } }, method, url.pathname, started)
+    }
+    if (!route) {
+      if (allowed.length) return this.send(res, { status: 405, json: { error: `method ${method} not allowed here` }, headers: { Allow: allowed.join(', ') } }, method, url.pathname, started)
+      return this.send(res, { status: 404, json: { error: `no such route: ${url.pathname}` } }, method, url.pathname, started)
+    }
+    if (!route.options.public) {
+      const auth = this.authorized(req)
+      if (auth === 'missing') {
+        return this.send(res, { status: 401, json: { error: 'a bearer token is required (Authorization: Bearer <token>)' }, headers: { 'WWW-Authenticate': 'Bearer realm="relay"' } }, method, url.pathname, started)
+      }
+      if (auth === 'wrong') return this.send(res, { status: 403, json: { error: 'wrong token' } }, method, url.pathname, started)
+    }
+    const request: AdminRequest = { method, path: url.pathname, params, query: url.searchParams, body: () => readBody(req), raw: req }
+    let response: AdminResponse | undefined
+    try {
+      response = await route.handler(request, res)
+    } catch (err) {
+      if (err instanceof AdminError) response = { status: err.status, json: { error: err.message } }
+      else {
+        this.log.error({ err, method, path: url.pathname }, 'admin request failed')
+        response = { status: 500, json: { error: `internal error: ${(err as Error).message}` } }
+      }
+    }
+    if (response === undefined) {
+      this.log.debug({ method, path: url.pathname, ms: Date.now() - started }, 'admin request')
+      return
+    }
+    this.send(res, response, method, url.pathname, started)
+  }
+
+  private send(res: http.ServerResponse, r: AdminResponse, method: string, pathname: string, started: number): void {
+    const status = r.status ?? 200
+    const body = 'json' in r ? JSON.stringify(r.json) + '\n' : r.body
+    const type = 'json' in r ? 'application/json; charset=utf-8' : r.contentType
+    if (!res.headersSent) {
+      res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', ...r.headers })
+    }
+    res.end(method === 'HEAD' ? undefined : body)
+    this.log.debug({ method, path: pathname, status, ms: Date.now() - started }, 'admin request')
+  }
+}
+
+const split = (p: string) => p.split('/').filter(Boolean)
+
+function matchSegments(pattern: string[], parts: string[]): Record<string, string> | undefined {
+  const params: Record<string, string> = {}
+  for (let i = 0; i < pattern.length; i++) {
+    const seg = pattern[i]!
+    if (seg === '*' && i === pattern.length - 1) {
+      params['*'] = parts.slice(i).map(decode).join('/')
+      return params
+    }
+    const part = parts[i]
+    if (part === undefined) return undefined
+    if (seg.startsWith(':')) params[seg.slice(1)] = decode(part)
+    else if (seg !== part) return undefined
+  }
+  return parts.length === pattern.length ? params : undefined
+}
+
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
+
+const digest = (s: string) => crypto.createHash('sha256').update(s).digest()
+
+/** The host to put in a URL a local client can use: a wildcard address means this machine. */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1'
+  if (host === '::') return '[::1]'
+  return net.isIPv6(host) ? `[${host}]` : host
+}
+
+/** Written whole (temp file, rename), readable by the owner only. */
+function writePrivate(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, text, { mode: 0o600 })
+  fs.chmodSync(tmp, 0o600)
+  fs.renameSync(tmp, file)
+}
+
+async function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > MAX_BODY) throw new AdminError(413, 'request body too large')
+    chunks.push(chunk)
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim()
+  if (!text) return {}
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    throw new AdminError(400, 'the request body is not valid JSON')
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AdminError(400, 'the request body must be a JSON object')
+  return value as Record<string, unknown>
+}

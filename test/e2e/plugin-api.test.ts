@@ -1,0 +1,127 @@
+// The plugin API as a plugin author meets it: state from setup, watched files resolved against the
+// config's directory, teardown, CLI verbs of a third-party plugin, and the named, coded failures
+// (unknown hook, setup that throws or never finishes) at start, reload and check-config.
+import { afterEach, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import path from 'node:path'
+import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { connectRaw } from '../harness/smtp-client.js'
+
+const fixture = (name: string) => path.join(ROOT, 'test/fixtures/plugin-api', `${name}.plugin.ts`)
+const relays: RelayProcess[] = []
+
+afterEach(async () => {
+  await Promise.all(relays.splice(0).map((r) => r.stop()))
+})
+
+/** A config file in a directory of its own (not the working directory of the CLI run). */
+function writeConfig(plugins: unknown[], extra: Record<string, unknown> = {}): { dir: string; file: string } {
+  const dir = tempDir()
+  const file = path.join(dir, 'relay.config.json')
+  const config = { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), localDomains: ['local.test'], plugins, ...extra }
+  fs.writeFileSync(file, JSON.stringify(config))
+  return { dir, file }
+}
+
+describe('failures name the plugin and carry a code', () => {
+  it('an unknown hook name stops start and check-config with exit 2 and RELAY_ERR_UNKNOWN_HOOK', () => {
+    const { file } = writeConfig([fixture('typo-hook')])
+    for (const verb of ['check-config', 'start']) {
+      const r = runCli([verb, '--config', file])
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain("plugins[0] (typo-hook): unknown hook 'rpct'")
+      expect(r.stderr).toContain('RELAY_ERR_UNKNOWN_HOOK')
+    }
+  })
+
+  it('a setup that throws: exit 2 naming plugins[1] and its message', () => {
+    const { file } = writeConfig([['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], fixture('setup-throws')])
+    for (const verb of ['check-config', 'start']) {
+      const r = runCli([verb, '--config', file])
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain('plugins[1] (setup-throws): setup: backend unreachable at db.example:5432')
+      expect(r.stderr).toContain('RELAY_ERR_PLUGIN_SETUP')
+    }
+  })
+
+  it('a setup that never finishes: start and check-config end within setupTimeout with exit 2', () => {
+    const { file } = writeConfig([fixture('setup-hangs')], { setupTimeout: '1s' })
+    for (const verb of ['check-config', 'start']) {
+      const began = Date.now()
+      const r = runCli([verb, '--config', file])
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain('plugins[0] (setup-hangs): setup did not finish within 1000 ms')
+      expect(r.stderr).toContain('RELAY_ERR_PLUGIN_SETUP_TIMEOUT')
+      expect(Date.now() - began).toBeLessThan(20_000)
+    }
+  })
+
+  it('check-config prints its verdict and exits 0 for a good config', () => {
+    const { dir, file } = writeConfig([[fixture('stateful'), { blockFile: 'blocked.txt' }]])
+    fs.writeFileSync(path.join(dir, 'blocked.txt'), 'nobody@local.test\n')
+    const r = runCli(['check-config', '--config', file])
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain('config ok')
+    expect(r.stdout).toContain('plugins stateful')
+  })
+
+  it('a reload to a plugin whose setup hangs is refused within setupTimeout; the running plugins stay', async () => {
+    const relay = await startRelay({ config: { localDomains: ['local.test'], setupTimeout: '1s', plugins: [] } })
+    relays.push(relay)
+    const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [fixture('setup-hangs')] }))
+    relay.child.kill('SIGHUP')
+    const refused = await relay.waitForLog((l) => String(l.msg).startsWith('config reload refused'), 10_000)
+    expect(String(refused.msg)).toContain('plugins[0] (setup-hangs): setup did not finish')
+    // A second reload is not blocked behind the first.
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, smtp: { reverseLookup: false, maxRecipients: 7 } }))
+    relay.child.kill('SIGHUP')
+    await relay.waitForLog((l) => l.msg === 'config reloaded', 10_000)
+  })
+})
+
+/** RCPT replies for `to` in one session (no DATA). */
+async function rcptReplies(port: number, to: string[]): Promise<string[]> {
+  const { client } = await connectRaw(port)
+  await client.command('EHLO client.test')
+  await client.command('MAIL FROM:<a@sender.test>')
+  const replies: string[] = []
+  for (const r of to) replies.push(await client.command(`RCPT TO:<${r}>`))
+  await client.command('QUIT').catch(() => undefined)
+  client.close()
+  return replies
+}
+
+describe('state, watched files and commands', () => {
+  it("setup's state reaches the hooks; the watched file is resolved against the config's directory and re-read on change", async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'blocked.txt'), 'nobody@local.test\n')
+    const relay = await startRelay({ dir, config: { localDomains: ['local.test'], plugins: [[fixture('stateful'), { blockFile: 'blocked.txt', marker: 'teardown.txt' }]] } })
+    relays.push(relay)
+    const first = await rcptReplies(relay.port, ['nobody@local.test', 'somebody@local.test'])
+    expect(first[0]).toMatch(/^550 5\.7\.1 blocked by list \(1 seen\)/)
+    expect(first[1]).toMatch(/^250/)
+    fs.writeFileSync(path.join(dir, 'blocked.txt'), 'somebody@local.test\n')
+    await relay.waitForLog((l) => l.msg === 'watched file reloaded')
+    const second = await rcptReplies(relay.port, ['nobody@local.test', 'somebody@local.test'])
+    expect(second[0]).toMatch(/^250/)
+    expect(second[1]).toMatch(/^550 5\.7\.1 blocked by list \(4 seen\)/)
+    await relay.stop()
+    // The teardown ran with the state of its generation: 4 recipients seen.
+    expect(fs.readFileSync(path.join(dir, 'teardown.txt'), 'utf8')).toBe('seen 4\n')
+  })
+
+  it("a third-party plugin's CLI verb is available when the plugin is in the config", () => {
+    const { dir, file } = writeConfig([[fixture('stateful'), { blockFile: 'blocked.txt' }]])
+    fs.writeFileSync(path.join(dir, 'blocked.txt'), '')
+    const r = runCli(['stateful-hello', 'world', '--config', file])
+    expect(r.stderr).toBe('')
+    expect(r.stdout).toBe('hello world from the stateful plugin\n')
+    expect(r.code).toBe(0)
+    const help = runCli(['--help', '--config', file])
+    expect(help.stdout).toContain('stateful-hello')
+    // Without it in the config, the verb is unknown.
+    expect(runCli(['stateful-hello', 'world']).code).not.toBe(0)
+  })
+})

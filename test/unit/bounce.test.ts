@@ -1,0 +1,363 @@
+// core/mail/bounce.ts: every DSN the relay builds (failure, expiry, delay warning, operator bounce),
+// called directly and read back part by part.
+import { Writable } from 'node:stream'
+import { describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import {
+  ADMIN_BOUNCE_RESPONSE,
+  RET_FULL_MAX,
+  buildDsn,
+  delayDsn,
+  expiredResponse,
+  failureDsn,
+  operatorBounceDsn,
+  relayDsn,
+  statusOf,
+  wantsDsn,
+  type DsnEnv,
+} from '../../core/mail/bounce.js'
+import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../../core/queue/types.js'
+
+interface Part {
+  headers: string
+  body: string
+}
+
+/** The top header section and the MIME parts of a multipart message (one level). */
+function parse(raw: Buffer | string): { headers: string; parts: Part[] } {
+  const text = raw.toString()
+  const split = text.indexOf('\r\n\r\n')
+  const headers = text.slice(0, split)
+  const boundary = /boundary="([^"]+)"/.exec(headers)?.[1]
+  if (!boundary) throw new Error('no boundary')
+  const body = text.slice(split + 4)
+  const chunks = body.split(`--${boundary}`)
+  // chunks[0] is the preamble, the last one the epilogue after the closing "--".
+  const parts = chunks.slice(1, -1).map((c) => {
+    const part = c.replace(/^\r\n/, '')
+    const end = part.indexOf('\r\n\r\n')
+    return { headers: part.slice(0, end), body: part.slice(end + 4).replace(/\r\n$/, '') }
+  })
+  return { headers, parts }
+}
+
+const contentType = (p: Part) => /^Content-Type: ([^;\r\n]+)/im.exec(p.headers)?.[1]
+/** Quoted-printable soft line breaks and escapes undone. */
+const unQp = (s: string) => s.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)))
+/** The per-recipient field groups of a message/delivery-status part (the first group is per message). */
+const fieldGroups = (p: Part) => p.body.split('\r\n\r\n').map((g) => g.split('\r\n').filter(Boolean))
+const dsnOf = (m: NewMessage) => Buffer.concat([m.headers, (m.body as { inline: Buffer }).inline])
+
+const ids: string[] = []
+const env: DsnEnv = {
+  reportingMta: 'mx.relay.test',
+  lifetime: 5 * 86_400_000,
+  newId: () => {
+    ids.push(`DSN${ids.length + 1}`)
+    return ids[ids.length - 1]!
+  },
+}
+
+const HEADERS = 'From: Alice <alice@sender.test>\r\nTo: bob@dest.test\r\nSubject: the original\r\n\r\n'
+function queued(over: Partial<QueuedMessage> = {}): QueuedMessage {
+  const body = Buffer.from('the body line\r\n')
+  return {
+    id: 'Q0000000000000001',
+    sender: 'alice@sender.test',
+    headers: Buffer.from(HEADERS),
+    body: { inline: body },
+    size: HEADERS.length + body.length,
+    receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5),
+    expiresAt: Date.UTC(2026, 0, 7, 3, 4, 5),
+    meta: {},
+    ...over,
+  }
+}
+
+describe('buildDsn', () => {
+  it('is a multipart/report: the text, the delivery-status fields per recipient, the original headers', async () => {
+    const raw = await buildDsn({
+      reportingMta: 'mx.relay.test',
+      queueId: 'Q1',
+      sender: 'alice@sender.test',
+      arrivalDate: new Date(Date.UTC(2026, 0, 2, 3, 4, 5)),
+      originalHeaders: Buffer.from(HEADERS),
+      envid: 'ENV-42',
+      recipients: [
+        { address: 'bob@dest.test', status: '5.1.1', remoteHost: 'mx.dest.test[192.0.2.7]:25', diagnostic: '550 5.1.1 <bob@dest.test>: no such user', remote: true, orcpt: 'rfc822;bob@dest.test' },
+        { address: 'carol@nowhere.test', status: '5.1.2', diagnostic: '5.1.2 Domain nowhere.test does not exist', remote: false },
+      ],
+    })
+    const { headers, parts } = parse(raw)
+    expect(headers).toMatch(/^Content-Type: multipart\/report; report-type=delivery-status;/m)
+    expect(headers).toMatch(/^From: Mail Delivery System <MAILER-DAEMON@mx\.relay\.test>$/m)
+    expect(headers).toMatch(/^To: alice@sender\.test$/m)
+    expect(headers).toMatch(/^Subject: Undelivered Mail Returned to Sender$/m)
+    expect(headers).toMatch(/^Auto-Submitted: auto-replied$/m)
+    expect(parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+
+    const text = unQp(parts[0]!.body)
+    expect(text).toContain('This is the mail system at host mx.relay.test.')
+    expect(text).toContain("I'm sorry to have to inform you that your message could not be delivered to one or more recipients.")
+    expect(text).toContain('<bob@dest.test>: host mx.dest.test[192.0.2.7]:25 said: 550 5.1.1 <bob@dest.test>: no such user')
+    expect(text).toContain('<carol@nowhere.test>: 5.1.2 Domain nowhere.test does not exist')
+
+    expect(parts[1]!.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
+    const [message, bob, carol] = fieldGroups(parts[1]!)
+    expect(message).toEqual(['Reporting-MTA: dns; mx.relay.test', 'X-Relay-Queue-ID: Q1', 'Original-Envelope-Id: ENV-42', 'Arrival-Date: Fri, 02 Jan 2026 03:04:05 GMT'])
+    expect(bob!.slice(0, 6)).toEqual([
+      'Original-Recipient: rfc822;bob@dest.test',
+      'Final-Recipient: rfc822; bob@dest.test',
+      'Action: failed',
+      'Status: 5.1.1',
+      'Remote-MTA: dns; mx.dest.test',
+      'Diagnostic-Code: smtp; 550 5.1.1 <bob@dest.test>: no such user',
+    ])
+    expect(bob![6]).toMatch(/^Last-Attempt-Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$/)
+    expect(bob).toHaveLength(7)
+    // A local result: no Original-Recipient without ORCPT, no Remote-MTA, Diagnostic-Code type x-local.
+    expect(carol!.slice(0, 4)).toEqual(['Final-Recipient: rfc822; carol@nowhere.test', 'Action: failed', 'Status: 5.1.2', 'Diagnostic-Code: x-local; 5.1.2 Domain nowhere.test does not exist'])
+    expect(carol).toHaveLength(5)
+
+    expect(unQp(parts[2]!.body)).toContain('Subject: the original')
+  })
+
+  it('puts a reply with line breaks and control characters on one line', async () => {
+    const raw = await buildDsn({
+      reportingMta: 'mx.relay.test',
+      queueId: 'Q1',
+      sender: 'alice@sender.test',
+      arrivalDate: new Date(0),
+      originalHeaders: Buffer.from(HEADERS),
+      recipients: [{ address: 'bob@dest.test', status: '5.0.0', diagnostic: '550-first line\r\n550 second\x00line', remote: true }],
+    })
+    const [, bob] = fieldGroups(parse(raw).parts[1]!)
+    expect(bob).toContain('Diagnostic-Code: smtp; 550-first line 550 second line')
+    // No ENVID: no Original-Envelope-Id.
+    expect(raw.toString()).not.toContain('Original-Envelope-Id')
+  })
+
+  it('a delay warning says so, gives Will-Retry-Until, and never returns the message', async () => {
+    const until = new Date(Date.UTC(2026, 0, 7, 3, 4, 5))
+    const raw = await buildDsn({
+      action: 'delayed',
+      reportingMta: 'mx.relay.test',
+      queueId: 'Q1',
+      sender: 'alice@sender.test',
+      arrivalDate: new Date(0),
+      originalHeaders: Buffer.from(HEADERS),
+      originalMessage: Buffer.from(`${HEADERS}secret body\r\n`),
+      willRetryUntil: until,
+      recipients: [{ address: 'bob@dest.test', status: '4.2.1', diagnostic: '451 4.2.1 try later', remote: true }],
+    })
+    const { headers, parts } = parse(raw)
+    expect(headers).toMatch(/^Subject: Delayed Mail \(still being retried\)$/m)
+    expect(parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+    const text = unQp(parts[0]!.body)
+    expect(text).toContain('####### THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE. #######')
+    expect(text).toContain('delivery is still being retried until Wed, 07 Jan 2026 03:04:05 GMT.')
+    const [, bob] = fieldGroups(parts[1]!)
+    expect(bob).toContain('Action: delayed')
+    expect(bob).toContain('Status: 4.2.1')
+    expect(bob![bob!.length - 1]).toBe('Will-Retry-Until: Wed, 07 Jan 2026 03:04:05 GMT')
+    expect(raw.toString()).not.toContain('secret body')
+  })
+})
+
+describe('failureDsn', () => {
+  const bob = { address: 'bob@dest.test', response: '550 5.1.1 no such user', remoteHost: 'mx.dest.test[192.0.2.7]:25', remote: true }
+
+  it('is a message from the null sender to the sender, for the queue', async () => {
+    const m = queued()
+    const before = Date.now()
+    const dsn = (await failureDsn(env, m, [bob]))!
+    expect(dsn.sender).toBe('')
+    expect(dsn.recipients).toEqual([{ address: 'alice@sender.test', domain: 'sender.test' }])
+    expect(dsn.meta).toEqual({ dsnFor: m.id })
+    expect(dsn.id).toBe(ids[ids.length - 1])
+    expect(dsn.receivedAt).toBeGreaterThanOrEqual(before)
+    expect(dsn.expiresAt - dsn.receivedAt).toBe(env.lifetime)
+    expect(dsn.size).toBe(dsnOf(dsn).length)
+    expect(dsn.headers.toString().endsWith('\r\n')).toBe(true)
+    expect(dsn.messageId).toMatch(/^<[^>]+@mx\.relay\.test>$/)
+    expect(dsn.headers.toString()).toContain(`Message-ID: ${dsn.messageId}`)
+    // The status comes from the reply when delivery derived none.
+    const [, fields] = fieldGroups(parse(dsnOf(dsn)).parts[1]!)
+    expect(fields).toContain('Status: 5.1.1')
+    expect(fields).toContain('Remote-MTA: dns; mx.dest.test')
+  })
+
+  it('RET=HDRS (the default) returns the headers; RET=FULL the whole message, up to RET_FULL_MAX', async () => {
+    const hdrs = parse(dsnOf((await failureDsn(env, queued({ senderArgs: { RET: 'HDRS' } }), [bob], { readBody: async () => Buffer.from('unused') }))!))
+    expect(hdrs.parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+    expect(hdrs.parts[2]!.body).not.toContain('the body line')
+
+    const full = parse(dsnOf((await failureDsn(env, queued({ senderArgs: { RET: 'full' } }), [bob], { readBody: async () => Buffer.from('unused') }))!))
+    expect(full.parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'message/rfc822'])
+    expect(unQp(full.parts[2]!.body)).toContain('Subject: the original\r\n\r\nthe body line')
+
+    // A body not stored inline is read through the caller's reader.
+    const spooled = queued({ senderArgs: { RET: 'FULL' }, body: { file: '/nonexistent' } })
+    const read = parse(dsnOf((await failureDsn(env, spooled, [bob], { readBody: async (m) => Buffer.from(`spooled body of ${m.id}\r\n`) }))!))
+    expect(unQp(read.parts[2]!.body)).toContain('spooled body of Q0000000000000001')
+
+    const big = parse(dsnOf((await failureDsn(env, queued({ senderArgs: { RET: 'FULL' }, size: RET_FULL_MAX + 1 }), [bob], { readBody: async () => Buffer.from('') }))!))
+    expect(contentType(big.parts[2]!)).toBe('text/rfc822-headers')
+
+    // Without a reader (untrusted mail, dsn-policy.ts): headers whatever RET says.
+    const none = parse(dsnOf((await failureDsn(env, queued({ senderArgs: { RET: 'FULL' } }), [bob]))!))
+    expect(contentType(none.parts[2]!)).toBe('text/rfc822-headers')
+  })
+
+  it('a body that cannot be read gives the headers, and says so', async () => {
+    const lines: string[] = []
+    const log = pino(new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }))
+    const m = queued({ senderArgs: { RET: 'FULL' }, body: { file: '/gone' } })
+    const dsn = (await failureDsn({ ...env, log }, m, [bob], { readBody: async () => Promise.reject(new Error('ENOENT')) }))!
+    expect(contentType(parse(dsnOf(dsn)).parts[2]!)).toBe('text/rfc822-headers')
+    expect(lines.map((l) => JSON.parse(l))).toEqual([expect.objectContaining({ level: 40, queueId: m.id, msg: 'could not read the message for RET=FULL; returning its headers' })])
+  })
+
+  it('honours NOTIFY: only recipients that ask for failures (or give no NOTIFY) are reported', async () => {
+    const r = (address: string, NOTIFY?: string) => ({ ...bob, address, args: NOTIFY ? { NOTIFY } : undefined })
+    const failed = [r('never@dest.test', 'NEVER'), r('delay@dest.test', 'SUCCESS,DELAY'), r('failure@dest.test', 'delay,failure'), r('default@dest.test')]
+    const dsn = (await failureDsn(env, queued(), failed))!
+    const groups = fieldGroups(parse(dsnOf(dsn)).parts[1]!).slice(1)
+    expect(groups.map((g) => g.find((f) => f.startsWith('Final-Recipient:')))).toEqual(['Final-Recipient: rfc822; failure@dest.test', 'Final-Recipient: rfc822; default@dest.test'])
+    expect(await failureDsn(env, queued(), [r('never@dest.test', 'NEVER'), r('delay@dest.test', 'DELAY')])).toBeUndefined()
+  })
+
+  it('none to the null sender; the gate is asked only when one would go, and can drop it', async () => {
+    let asked = 0
+    const gate = (answer: boolean) => () => (asked++, answer)
+    expect(await failureDsn(env, queued({ sender: '' }), [bob], { allow: gate(true) })).toBeUndefined()
+    expect(await failureDsn(env, queued(), [{ ...bob, args: { NOTIFY: 'NEVER' } }], { allow: gate(true) })).toBeUndefined()
+    expect(asked).toBe(0)
+    expect(await failureDsn(env, queued(), [bob], { allow: gate(false) })).toBeUndefined()
+    expect(asked).toBe(1)
+    expect(await failureDsn(env, queued(), [bob], { allow: gate(true) })).toBeDefined()
+    expect(asked).toBe(2)
+  })
+
+  it('carries ENVID and each ORCPT, on one line', async () => {
+    const m = queued({ senderArgs: { ENVID: 'env\r\nid-7' } })
+    const dsn = (await failureDsn(env, m, [{ ...bob, args: { ORCPT: 'rfc822;Bob@Dest.test' } }, { ...bob, address: 'x@dest.test' }]))!
+    const [message, first, second] = fieldGroups(parse(dsnOf(dsn)).parts[1]!)
+    expect(message).toContain('Original-Envelope-Id: env id-7')
+    expect(first![0]).toBe('Original-Recipient: rfc822;Bob@Dest.test')
+    expect(second![0]).toBe('Final-Recipient: rfc822; x@dest.test')
+  })
+
+  it('an expiry bounce says how long the message waited, with status 4.4.7 and the last error', async () => {
+    const response = expiredResponse(0, 5 * 86_400_000, '451 4.3.0 try again')
+    expect(response).toBe('4.4.7 Message expired after 5d in the queue; last error: 451 4.3.0 try again')
+    expect(expiredResponse(0, 90_000, 'x')).toBe('4.4.7 Message expired after 90s in the queue; last error: x')
+    const dsn = (await failureDsn(env, queued(), [{ address: 'bob@dest.test', response, status: '4.4.7', remote: false }]))!
+    const [, fields] = fieldGroups(parse(dsnOf(dsn)).parts[1]!)
+    expect(fields).toContain('Status: 4.4.7')
+    expect(fields).toContain(`Diagnostic-Code: x-local; ${response}`)
+  })
+})
+
+describe('delayDsn', () => {
+  const candidate = (recipients: DelayCandidate['recipients'], over: Partial<QueuedMessage> = {}): DelayCandidate => {
+    const { body: _, ...message } = queued(over)
+    return { message, recipients }
+  }
+
+  it('reports each deferred recipient that asks for DELAY with a 4.x.x status, until the expiry', async () => {
+    const dsn = (await delayDsn(
+      env,
+      candidate([
+        { rowId: 1, address: 'grey@dest.test', lastResponse: '451 4.7.1 greylisted, try again', remoteHost: 'mx.dest.test[192.0.2.7]:25' },
+        { rowId: 2, address: 'new@dest.test' },
+        { rowId: 3, address: 'odd@dest.test', lastResponse: '550 5.1.1 went away' },
+        { rowId: 4, address: 'quiet@dest.test', args: { NOTIFY: 'FAILURE' } },
+      ]),
+    ))!
+    const { headers, parts } = parse(dsnOf(dsn))
+    expect(headers).toMatch(/^Subject: Delayed Mail \(still being retried\)$/m)
+    const [, grey, fresh, odd, ...rest] = fieldGroups(parts[1]!)
+    expect(rest).toEqual([])
+    expect(grey!.slice(0, 5)).toEqual(['Final-Recipient: rfc822; grey@dest.test', 'Action: delayed', 'Status: 4.7.1', 'Remote-MTA: dns; mx.dest.test', 'Diagnostic-Code: smtp; 451 4.7.1 greylisted, try again'])
+    expect(grey![grey!.length - 1]).toBe('Will-Retry-Until: Wed, 07 Jan 2026 03:04:05 GMT')
+    expect(fresh!.slice(0, 4)).toEqual(['Final-Recipient: rfc822; new@dest.test', 'Action: delayed', 'Status: 4.0.0', 'Diagnostic-Code: x-local; 4.0.0 Delivery not yet attempted'])
+    expect(odd).toContain('Status: 4.0.0')
+    expect(dsn.meta).toEqual({ dsnFor: 'Q0000000000000001' })
+  })
+
+  it('none when no recipient asks for DELAY; the gate can drop it', async () => {
+    expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test', args: { NOTIFY: 'NEVER' } }]))).toBeUndefined()
+    expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test' }]), { allow: () => false })).toBeUndefined()
+    expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test' }], { sender: '' }))).toBeUndefined()
+  })
+})
+
+describe('operatorBounceDsn', () => {
+  const detail = (over: Partial<MessageDetail> = {}): MessageDetail => ({
+    id: 'Q0000000000000009',
+    sender: 'alice@sender.test',
+    senderArgs: { RET: 'FULL', ENVID: 'op-1' },
+    size: 100,
+    receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5),
+    expiresAt: Date.UTC(2026, 0, 7, 3, 4, 5),
+    meta: { clientAddress: '203.0.113.9' },
+    headers: HEADERS,
+    recipients: [
+      { rowId: 1, address: 'bob@dest.test', domain: 'dest.test', state: 'deferred', attempts: 3, leased: false, history: [], args: { ORCPT: 'rfc822;bob@dest.test' } },
+      { rowId: 2, address: 'mute@dest.test', domain: 'dest.test', state: 'queued', attempts: 0, leased: false, history: [], args: { NOTIFY: 'NEVER' } },
+    ],
+    ...over,
+  })
+
+  it('says the administrator bounced it, 5.0.0 x-local, headers only', async () => {
+    expect(ADMIN_BOUNCE_RESPONSE).toBe('5.0.0 Bounced by the administrator')
+    const m = detail()
+    const dsn = (await operatorBounceDsn(env, m, m.recipients))!
+    const { headers, parts } = parse(dsnOf(dsn))
+    expect(headers).toMatch(/^Subject: Undelivered Mail Returned to Sender$/m)
+    expect(parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+    expect(unQp(parts[0]!.body)).toContain('<bob@dest.test>: 5.0.0 Bounced by the administrator')
+    const [message, bob, ...rest] = fieldGroups(parts[1]!)
+    expect(rest).toEqual([])
+    expect(message).toContain('X-Relay-Queue-ID: Q0000000000000009')
+    expect(message).toContain('Original-Envelope-Id: op-1')
+    expect(bob!.slice(0, 5)).toEqual([
+      'Original-Recipient: rfc822;bob@dest.test',
+      'Final-Recipient: rfc822; bob@dest.test',
+      'Action: failed',
+      'Status: 5.0.0',
+      'Diagnostic-Code: x-local; 5.0.0 Bounced by the administrator',
+    ])
+    expect(unQp(parts[2]!.body)).toContain('Subject: the original')
+    expect(dsn.recipients).toEqual([{ address: 'alice@sender.test', domain: 'sender.test' }])
+    expect(dsn.meta).toEqual({ dsnFor: 'Q0000000000000009' })
+  })
+
+  it('none for the null sender or when every recipient said NOTIFY=NEVER', async () => {
+    const m = detail()
+    expect(await operatorBounceDsn(env, detail({ sender: '' }), m.recipients)).toBeUndefined()
+    expect(await operatorBounceDsn(env, m, [m.recipients[1]!])).toBeUndefined()
+  })
+})
+
+describe('DSN parameters', () => {
+  it('statusOf takes the enhanced code, else derives one from the basic code, else the fallback', () => {
+    expect(statusOf('550 5.7.1 relaying denied', '5.0.0')).toBe('5.7.1')
+    expect(statusOf('421-4.7.0 slow down', '5.0.0')).toBe('4.7.0')
+    expect(statusOf('554 go away', '5.0.0')).toBe('5.0.0')
+    expect(statusOf('452 too many', '5.0.0')).toBe('4.0.0')
+    expect(statusOf('connection refused', '4.4.1')).toBe('4.4.1')
+  })
+
+  it('wantsDsn: no NOTIFY means failures and delays; a list means what it names', () => {
+    expect([wantsDsn(undefined, 'FAILURE'), wantsDsn(undefined, 'DELAY'), wantsDsn(undefined, 'SUCCESS')]).toEqual([true, true, false])
+    expect([wantsDsn({ NOTIFY: 'NEVER' }, 'FAILURE'), wantsDsn({ NOTIFY: 'success, delay' }, 'DELAY'), wantsDsn({ NOTIFY: 'SUCCESS' }, 'FAILURE')]).toEqual([false, true, false])
+  })
+
+  it('relayDsn passes NOTIFY on only when all agree, ORCPT only for a single recipient', () => {
+    expect(relayDsn({ RET: 'full', ENVID: 'e1' }, [{ args: { NOTIFY: 'FAILURE', ORCPT: 'rfc822;a@x' } }])).toEqual({ ret: 'FULL', envid: 'e1', notify: 'FAILURE', orcpt: 'rfc822;a@x' })
+    expect(relayDsn(undefined, [{ args: { NOTIFY: 'FAILURE' } }, { args: { NOTIFY: 'NEVER' } }])).toBeUndefined()
+    expect(relayDsn(undefined, [{ args: { NOTIFY: 'DELAY', ORCPT: 'rfc822;a@x' } }, { args: { NOTIFY: 'delay' } }])).toEqual({ notify: 'DELAY' })
+  })
+})

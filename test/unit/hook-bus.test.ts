@@ -1,0 +1,132 @@
+// The hook bus in-process: config order, first decisive verdict, pass-through, a throw or a
+// non-verdict or a timeout becoming a tempfail, the abort signal, events to every listener, and
+// the swap at reload (carried-over plugins are not torn down).
+import { describe, expect, it } from 'vitest'
+import os from 'node:os'
+import path from 'node:path'
+import pino from 'pino'
+import { parseConfig } from '../../core/config/load.js'
+import { createResolver } from '../../core/dns/resolver.js'
+import { HookBus } from '../../core/hooks/bus.js'
+import { loadPlugins } from '../../core/hooks/load-plugins.js'
+import { accept, definePlugin, reject, type HookContexts, type Plugin } from '../../core/index.js'
+import { pluginHarness, runHook } from '../../testing/run-hook.js'
+
+const log = pino({ level: 'silent' })
+
+async function busOf(plugins: Plugin[], extra: Record<string, unknown> = {}) {
+  const config = parseConfig({ hostname: 'relay.test', dataDir: path.join(os.tmpdir(), 'relay-bus-test'), plugins, ...extra }, process.cwd())
+  const loaded = await loadPlugins({ config, logger: log, resolver: createResolver(config) })
+  return { bus: new HookBus(loaded, config.hookTimeout, log), loaded, config }
+}
+
+const session = { id: 's1', remoteAddress: '192.0.2.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 25, clientHostname: '[192.0.2.1]', listener: { host: '127.0.0.1', port: 25, role: 'mx' as const }, secure: false, trusted: false }
+const notes = () => ({ session: new Map(), message: new Map() })
+const rcpt = (address: string): HookContexts['rcpt'] => ({ session, envelope: { sender: { address: 'a@b.test', args: {} }, recipients: [] }, recipient: { address, args: {} }, domain: address.split('@')[1]!, isLocal: false, notes: notes() })
+
+describe('HookBus.run', () => {
+  it('runs plugins in config order; the first verdict decides and later plugins are not called', async () => {
+    const calls: string[] = []
+    const first = definePlugin({ name: 'first', hooks: { rcpt: () => void calls.push('first') } })
+    const second = definePlugin({ name: 'second', hooks: { rcpt: () => (calls.push('second'), reject('5.7.1', 'no')) } })
+    const third = definePlugin({ name: 'third', hooks: { rcpt: () => (calls.push('third'), accept()) } })
+    const { bus } = await busOf([first, second, third])
+    const d = await bus.run('rcpt', rcpt('x@y.test'))
+    expect(calls).toEqual(['first', 'second'])
+    expect(d).toEqual({ plugin: 'second', verdict: { action: 'reject', status: '5.7.1', message: 'no' } })
+  })
+
+  it('undefined when every plugin passes, or none has the hook', async () => {
+    const { bus } = await busOf([definePlugin({ name: 'quiet', hooks: { rcpt: () => undefined } })])
+    expect(await bus.run('rcpt', rcpt('x@y.test'))).toBeUndefined()
+    expect(await bus.run('mail', { session, sender: { address: '', args: {} }, notes: notes() })).toBeUndefined()
+  })
+
+  it('a throw, or a result that is not a verdict, is a tempfail by that plugin', async () => {
+    const throws = definePlugin({ name: 'throws', hooks: { rcpt: () => { throw new Error('boom') } } })
+    const odd = definePlugin({ name: 'odd', hooks: { mail: () => ({ action: 'maybe' }) as never } })
+    const { bus } = await busOf([throws, odd])
+    expect(await bus.run('rcpt', rcpt('x@y.test'))).toEqual({ plugin: 'throws', verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } })
+    expect((await bus.run('mail', { session, sender: { address: '', args: {} }, notes: notes() }))?.verdict.action).toBe('tempfail')
+  })
+
+  it('a route verdict is only valid from deliver', async () => {
+    const router = definePlugin({ name: 'router', hooks: { rcpt: () => ({ action: 'route', route: { hosts: ['h'] } }) as never } })
+    const { bus } = await busOf([router])
+    expect((await bus.run('rcpt', rcpt('x@y.test')))?.verdict.action).toBe('tempfail')
+  })
+
+  it('past hookTimeout: a tempfail, and the signal the hook read is aborted', async () => {
+    let seen: AbortSignal | undefined
+    const slow = definePlugin({
+      name: 'slow',
+      hooks: {
+        rcpt: ({ signal }) => {
+          seen = signal
+          return new Promise<undefined>(() => undefined)
+        },
+      },
+    })
+    const { bus } = await busOf([slow], { hookTimeout: '200ms' })
+    const began = Date.now()
+    const d = await bus.run('rcpt', rcpt('x@y.test'))
+    expect(d?.verdict.action).toBe('tempfail')
+    expect(Date.now() - began).toBeLessThan(2000)
+    expect(seen?.aborted).toBe(true)
+  })
+
+  it("setup's state is ctx.state in hooks; each plugin has its own", async () => {
+    const counter = (name: string) =>
+      definePlugin({
+        name,
+        setup: () => ({ n: 0 }),
+        hooks: { rcpt: ({ state }) => void state.n++ },
+      })
+    const { bus, loaded } = await busOf([counter('a'), counter('b')])
+    await bus.run('rcpt', rcpt('x@y.test'))
+    await bus.run('rcpt', rcpt('x@y.test'))
+    expect(loaded.map((p) => p.ctx.state)).toEqual([{ n: 2 }, { n: 2 }])
+  })
+})
+
+describe('HookBus.emit and replace', () => {
+  it('every listener hears an event; a failing one does not stop the others', async () => {
+    const heard: string[] = []
+    const a = definePlugin({ name: 'a', hooks: { sessionClosed: () => { throw new Error('x') } } })
+    const b = definePlugin({ name: 'b', hooks: { sessionClosed: (e) => void heard.push(e.session.id) } })
+    const { bus } = await busOf([a, b])
+    const observed: string[] = []
+    bus.observe('sessionClosed', (e) => observed.push(e.session.id))
+    await bus.emit('sessionClosed', { session })
+    expect(heard).toEqual(['s1'])
+    expect(observed).toEqual(['s1'])
+  })
+
+  it('replace tears down the old generation but not plugins carried over', async () => {
+    const downs: string[] = []
+    const plain = definePlugin({ name: 'plain', setup: () => ({}), teardown: () => void downs.push('plain'), hooks: {} })
+    const kept = definePlugin({ name: 'kept', keepOnReload: true, setup: () => ({}), teardown: () => void downs.push('kept'), hooks: {} })
+    const { bus, loaded, config } = await busOf([plain, kept])
+    const next = await loadPlugins({ config, logger: log, resolver: createResolver(config), previous: loaded })
+    expect(next[1]).toBe(loaded[1])
+    expect(next[0]).not.toBe(loaded[0])
+    await bus.replace(next)
+    expect(downs).toEqual(['plain'])
+    await bus.close()
+    expect(downs).toEqual(['plain', 'kept', 'plain'])
+  })
+})
+
+describe('relay-mta/testing runHook', () => {
+  it('runs one hook of a plugin with validated options', async () => {
+    const { z } = await import('../../core/index.js')
+    const block = definePlugin({
+      name: 'block',
+      options: z.object({ blocked: z.array(z.string()) }),
+      hooks: { rcpt: ({ recipient, options }) => (options.blocked.includes(recipient.address) ? reject('5.7.1', 'blocked') : undefined) },
+    })
+    expect(await runHook(block, 'rcpt', rcpt('bad@y.test'), { options: { blocked: ['bad@y.test'] } })).toEqual({ action: 'reject', status: '5.7.1', message: 'blocked' })
+    expect(await runHook(block, 'rcpt', rcpt('good@y.test'), { options: { blocked: ['bad@y.test'] } })).toBeUndefined()
+    await expect(pluginHarness(block, { options: { blocked: 'nope' } })).rejects.toThrow(/RELAY_ERR_PLUGIN_OPTIONS/)
+  })
+})
