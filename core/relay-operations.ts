@@ -3,7 +3,7 @@
 import type { Logger } from 'pino'
 import type { RelayConfig } from './config/schema.js'
 import type { HookBus } from './hooks/bus.js'
-import type { Readiness, RelayOperations, ReloadResult, SessionCounts } from './hooks/operator.js'
+import type { QueueOperations, Readiness, RelayOperations, ReloadResult, SessionCounts } from './hooks/operator.js'
 import type { ListenerRole } from './hooks/types.js'
 import { QueueControl } from './queue/control.js'
 import { configuredThresholds } from './queue/figures.js'
@@ -26,33 +26,41 @@ export interface OperationsEnv {
   eventLoopDelay: () => { p50: number; p99: number; max: number }
 }
 
-export function relayOperations(env: OperationsEnv): RelayOperations {
+/**
+ * The queue verbs on a queue: for a running relay (with `wake` and the bus), and for CLI verbs on a
+ * stopped data directory or a shared PostgreSQL queue (without them).
+ */
+export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'config'> & Partial<Pick<OperationsEnv, 'wake' | 'hooks'>>): QueueOperations {
   const { queue } = env
-  const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks() })
+  const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.() })
   return {
-    queue: {
-      list: (filter) => control().list(filter),
-      show: (id) => control().show(id),
-      hold: (id) => control().hold(id),
-      release: (id) => control().release(id),
-      remove: (id) => control().remove(id),
-      flush: (filter) => control().flush(filter),
-      bounce: (id) => control().bounce(id),
-      summary: () => control().summary(),
-      stats: (since) => queue.stats(since),
-      recordComplaint: async (complaint) => {
-        const r = await queue.recordComplaint(complaint)
-        // Observers (the dashboard's recent events) and plugins hear of it; they never fail the caller.
-        const destDomain = complaint.originalRcptTo?.split('@').pop()?.toLowerCase()
-        void env.hooks()?.emit('complaint', { matched: r.matched, queueId: r.queueId, sender: r.sender, senderDomain: r.senderDomain, destDomain, feedbackType: complaint.feedbackType, messageId: complaint.messageId, userAgent: complaint.userAgent })
-        return r
-      },
-      suppressions: {
-        list: () => queue.listSuppressed(),
-        add: (entries) => queue.suppress(entries),
-        remove: (address) => queue.unsuppress(address),
-      },
+    list: (filter) => control().list(filter),
+    show: (id) => control().show(id),
+    hold: (id) => control().hold(id),
+    release: (id) => control().release(id),
+    remove: (id) => control().remove(id),
+    flush: (filter) => control().flush(filter),
+    bounce: (id) => control().bounce(id),
+    summary: () => control().summary(),
+    stats: (since) => queue.stats(since),
+    recordComplaint: async (complaint) => {
+      const r = await queue.recordComplaint(complaint)
+      // Observers (the dashboard's recent events) and plugins hear of it; they never fail the caller.
+      const destDomain = complaint.originalRcptTo?.split('@').pop()?.toLowerCase()
+      void env.hooks?.()?.emit('complaint', { matched: r.matched, queueId: r.queueId, sender: r.sender, senderDomain: r.senderDomain, destDomain, feedbackType: complaint.feedbackType, messageId: complaint.messageId, userAgent: complaint.userAgent })
+      return r
     },
+    suppressions: {
+      list: () => queue.listSuppressed(),
+      add: (entries) => queue.suppress(entries),
+      remove: (address) => queue.unsuppress(address),
+    },
+  }
+}
+
+export function relayOperations(env: OperationsEnv): RelayOperations {
+  return {
+    queue: queueOperations(env),
     reload: env.reload,
     reloadTls: env.reloadTls,
     readiness: env.readiness,

@@ -9,6 +9,10 @@ import { loadConfig } from '../config/load.js'
 import { loadPlugins, resolvePlugin, teardownAll } from '../hooks/load-plugins.js'
 import { createResolver } from '../dns/resolver.js'
 import pino from 'pino'
+import { openQueue } from '../queue/open.js'
+import { Spool } from '../queue/spool.js'
+import { queueOperations } from '../relay-operations.js'
+import { livePid } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
@@ -64,7 +68,7 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
     if (!plugin.commands || seen.has(plugin.name)) continue
     seen.add(plugin.name)
     try {
-      plugin.commands(program, { loadConfig, loadPlugins: pluginsForCommand })
+      plugin.commands(program, { loadConfig, loadPlugins: pluginsForCommand, openQueue: queueForCommand })
     } catch (err) {
       process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${(err as Error).message}\n`)
     }
@@ -77,4 +81,17 @@ async function pluginsForCommand(configFile?: string) {
   const logger = pino({ level: 'silent' })
   const loaded = await loadPlugins({ config, logger, resolver: createResolver(config), mode: 'check' })
   return { plugins: loaded.map(({ plugin, ctx }) => ({ plugin, ctx })), close: () => teardownAll(loaded, logger) }
+}
+
+/** CommandEnv.openQueue: the configured queue, for verbs that work on it directly. */
+async function queueForCommand(configFile?: string) {
+  const config = await loadConfig(configFile)
+  const log = pino({ level: 'silent' })
+  const queue = await openQueue(config, { spool: new Spool(config.dataDir), log })
+  return {
+    queue: queueOperations({ queue, log, config: () => config }),
+    config: { dataDir: config.dataDir, configFile: config.configFile },
+    running: livePid(config.dataDir),
+    close: () => queue.close(),
+  }
 }

@@ -106,6 +106,14 @@ export class HookBus {
     let abort: AbortController | undefined
     let timedOut: Error | undefined
     const signal = () => (abort ??= controller(timedOut)).signal
+    // A hook that answers synchronously (most policies do) needs no timer.
+    let result: T
+    try {
+      result = call(signal)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (!isThenable(result)) return Promise.resolve(result as Awaited<T>)
     return new Promise<Awaited<T>>((resolve, reject) => {
       const timer = setTimeout(() => {
         const err = new Error(`hook ${hook} timed out after ${this.timeoutMs} ms`)
@@ -114,18 +122,16 @@ export class HookBus {
         abort?.abort(err)
       }, this.timeoutMs)
       timer.unref()
-      Promise.resolve()
-        .then(() => call(signal))
-        .then(
-          (v) => {
-            clearTimeout(timer)
-            resolve(v as Awaited<T>)
-          },
-          (e) => {
-            clearTimeout(timer)
-            reject(e)
-          },
-        )
+      ;(result as PromiseLike<Awaited<T>>).then(
+        (v) => {
+          clearTimeout(timer)
+          resolve(v)
+        },
+        (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      )
     })
   }
 
@@ -133,6 +139,8 @@ export class HookBus {
     await teardownAll(this.plugins, this.log)
   }
 }
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> => typeof (v as PromiseLike<unknown> | null)?.then === 'function'
 
 /** A controller, already aborted when the call timed out before it asked for its signal. */
 function controller(reason: Error | undefined): AbortController {

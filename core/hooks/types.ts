@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream'
 import type { Command } from 'commander'
 import type { MessageHeaders } from '../mail/headers.js'
 import type { BounceCategory, EventName, HookName, ListenerRole } from './names.js'
-import type { RelayOperations } from './operator.js'
+import type { QueueOperations, RelayOperations } from './operator.js'
 
 export type { BounceCategory, EventName, HookName, ListenerRole } from './names.js'
 
@@ -328,6 +328,12 @@ export interface CommandEnv {
    * their contexts; call `close()` when done.
    */
   loadPlugins(configFile?: string): Promise<{ plugins: { plugin: Plugin; ctx: PluginContext<unknown> }[]; close(): Promise<void> }>
+  /**
+   * The configured queue opened for this command (a stopped relay's data directory, or the shared
+   * PostgreSQL queue), with the config it was found by and the pid of a relay running on that data
+   * directory, if any (it sees changes at its next queue scan). Call `close()` when done.
+   */
+  openQueue(configFile?: string): Promise<{ queue: QueueOperations; config: { dataDir: string; configFile?: string }; running?: number; close(): Promise<void> }>
 }
 
 /**
