@@ -1,7 +1,7 @@
 import 'reflect-metadata'
 import fs from 'node:fs'
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
-import { container as root, type DependencyContainer } from 'tsyringe'
+import { container as root } from 'tsyringe'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { Tokens } from './tokens.js'
@@ -26,9 +26,19 @@ import { logDeliveryEvents } from './events/log.js'
 import { relayOperations } from './relay-operations.js'
 import { corePolicies, type CorePolicies } from './policies/index.js'
 
+/** The running services, as start() wired them (stop and reload use them). */
+interface RunningParts {
+  hooks: HookBus
+  smtp: SmtpListeners
+  delivery: DeliveryScheduler
+  queue: Queue
+  resolver: Resolver
+}
+
 /** A running relay: listeners, queue, delivery. `start()` wires them; `stop()` ends them in order. */
 export class Relay {
-  private container: DependencyContainer | undefined
+  /** What start() made (the container stays inside start: it is the composition root, not a locator). */
+  private parts: RunningParts | undefined
   /** Event-loop delay over the relay's life: disk and DNS work must never stall sessions. */
   private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 })
   listeners: ListenerInfo[] = []
@@ -55,7 +65,6 @@ export class Relay {
     writePidFile(config.dataDir)
     // The composition root: the one place services are made and handed to each other.
     const c = root.createChildContainer()
-    this.container = c
     // Every failed lookup, whoever makes it (core, plugins, mailauth), becomes a `dnsFailed` event.
     let hooks: HookBus | undefined
     const resolver = createResolver(config, (type, code) => void hooks?.emit('dnsFailed', { type, code }))
@@ -111,6 +120,7 @@ export class Relay {
     }
     delivery.start()
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
+    this.parts = { hooks, smtp, delivery, queue, resolver }
     this.listeners = await smtp.start()
     // Delivery never connects to these (mail loops): the real ports, also for a configured port 0.
     recordOwnListeners(config, this.listeners)
@@ -138,7 +148,7 @@ export class Relay {
 
   /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
   reloadTls(): boolean {
-    return this.container?.resolve<SmtpListeners>(Tokens.Listeners).reloadTls() ?? false
+    return this.parts?.smtp.reloadTls() ?? false
   }
 
   /** Ready: queue open and listeners up; not while starting or stopping (GET /readyz). */
@@ -155,9 +165,9 @@ export class Relay {
    */
   reload(): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
-      const c = this.container
-      if (!c || this.state !== 'running') return { ok: false, error: `cannot reload: the relay is ${this.state}` }
-      return reloadRelay(this, this.log, c)
+      const parts = this.parts
+      if (!parts || this.state !== 'running') return { ok: false, error: `cannot reload: the relay is ${this.state}` }
+      return reloadRelay(this, this.log, parts)
     }
     const result = this.reloading.then(run, run)
     this.reloading = result
@@ -166,21 +176,21 @@ export class Relay {
 
   /** Stop accepting, let sessions and deliveries finish (up to shutdownTimeout), close the queue. */
   async stop(): Promise<void> {
-    const c = this.container
-    if (!c) return
-    this.container = undefined
+    const parts = this.parts
+    if (!parts) return
+    this.parts = undefined
     this.state = 'stopping'
     // One deadline for both: sessions finish their messages, deliveries in flight finish;
     // whatever is still running then stays leased in the queue and is due at the next start.
     const deadline = Date.now() + this.config.shutdownTimeout
-    await c.resolve<SmtpListeners>(Tokens.Listeners).stop()
-    await c.resolve<DeliveryScheduler>(Tokens.Delivery).stop(Math.max(0, deadline - Date.now()))
+    await parts.smtp.stop()
+    await parts.delivery.stop(Math.max(0, deadline - Date.now()))
     // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.
     await this.heartbeat?.stop()
     this.heartbeat = undefined
     // Plugins after the listeners and deliveries: an admin plugin's /readyz says 'stopping' while they drain.
-    await c.resolve<HookBus>(Tokens.Hooks).close()
-    await c.resolve<Queue>(Tokens.Queue).close()
+    await parts.hooks.close()
+    await parts.queue.close()
     removePidFile(this.config.dataDir)
     this.state = 'stopped'
     const eventLoopDelayMs = this.eventLoopDelay()

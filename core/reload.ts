@@ -2,10 +2,8 @@
 // anew and swapped in, certificates re-read. Configs are immutable: the reload makes a new
 // generation (core/config/reload-plan.ts) and hands it to each part that took settings from the old.
 // Sessions and queued mail are untouched; a config that fails validation changes nothing.
-import type { DependencyContainer } from 'tsyringe'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
-import { Tokens } from './tokens.js'
 import { ConfigError, loadConfig } from './config/load.js'
 import type { RelayConfig } from './config/schema.js'
 import { planReload } from './config/reload-plan.js'
@@ -26,7 +24,15 @@ export interface Reloadable {
 }
 
 /** Reads the config file again and applies it to the running relay; see the file comment. */
-export async function reloadRelay(relay: Reloadable, log: Logger, container: DependencyContainer): Promise<ReloadResult> {
+/** The parts a reload hands the new generation to. */
+export interface ReloadTargets {
+  hooks: HookBus
+  smtp: SmtpListeners
+  delivery: DeliveryScheduler
+  resolver: Resolver
+}
+
+export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadTargets): Promise<ReloadResult> {
   const running = relay.config
   let next: RelayConfig
   try {
@@ -44,10 +50,10 @@ export async function reloadRelay(relay: Reloadable, log: Logger, container: Dep
       return refuse(log, new ConfigError(running.configFile, [{ path: 'tls', message: (err as Error).message }]))
     }
   }
-  const hooks = container.resolve<HookBus>(Tokens.Hooks)
+  const { hooks } = parts
   let plugins: LoadedPlugin[]
   try {
-    plugins = await relay.loadPlugins(effective, container.resolve<Resolver>(Tokens.Resolver), 'reload', hooks.plugins)
+    plugins = await relay.loadPlugins(effective, parts.resolver, 'reload', hooks.plugins)
   } catch (err) {
     return refuse(log, err)
   }
@@ -57,11 +63,9 @@ export async function reloadRelay(relay: Reloadable, log: Logger, container: Dep
   // Commit. Open sessions keep going; the next hook call sees the new plugins, new work the new config.
   await hooks.replace(plugins)
   relay.config = effective
-  // Resolved per use by what is not handed the config below.
-  container.register(Tokens.Config, { useValue: effective })
   log.level = effective.log.level
-  container.resolve<SmtpListeners>(Tokens.Listeners).applyConfig(effective)
-  container.resolve<DeliveryScheduler>(Tokens.Delivery).applyConfig(effective)
+  parts.smtp.applyConfig(effective)
+  parts.delivery.applyConfig(effective)
 
   for (const key of restartNeeded) log.warn({ key }, `config reload: ${key} changed; it takes effect after a restart`)
   log.info({ changed, restartNeeded, plugins: plugins.map((p) => p.plugin.name) }, 'config reloaded')
