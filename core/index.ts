@@ -14,6 +14,8 @@ export { ConfigError } from './config/load.js'
 export { MessageHeaders } from './mail/headers.js'
 export { parseAddress } from './mail/address.js'
 export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
+/** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */
+export { parseDuration } from './config/duration.js'
 export { networkMatcher } from './net/networks.js'
 /** GETs a domain's MTA-STS policy file (RFC 8461 §3.3), as delivery does: for `relay doctor` and plugins. */
 export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'

@@ -1,4 +1,11 @@
-import pino, { type Logger } from 'pino'
+import pino, { type DestinationStream, type Logger } from 'pino'
+import { toMaillogLine } from './log-line.js'
+
+/** Config `log`: the level, and 'json' (pino JSON lines, the default) or 'line' (Postfix-like maillog lines). */
+export interface LogOptions {
+  level: string
+  format?: 'json' | 'line'
+}
 
 /** Paths that may carry secrets: never written, whatever the level. */
 export const REDACT = [
@@ -9,11 +16,15 @@ export const REDACT = [
 ]
 
 /**
- * JSON lines on stdout. Writes are buffered (one write per few KB, not one per line: each write is
- * a system call, and there are a few lines per message); `flushLogs` runs at exit.
+ * JSON lines on stdout (or, with format 'line', each line rewritten as a maillog line: core/log-line.ts).
+ * Writes are buffered (one write per few KB, not one per line: each write is a system call, and
+ * there are a few lines per message); `flushLogs` runs at exit. A bare level string means JSON.
  */
-export function createLogger(level: string): Logger {
+export function createLogger(options: string | LogOptions): Logger {
+  const { level, format = 'json' } = typeof options === 'string' ? { level: options } : options
   const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+  // JSON goes to the destination as pino wrote it; only 'line' pays for the rewrite.
+  const stream: DestinationStream = format === 'line' ? { write: (line: string) => void destination.write(toMaillogLine(line)) } : destination
   const logger = pino(
     {
       level,
@@ -21,7 +32,7 @@ export function createLogger(level: string): Logger {
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination,
+    stream,
   )
   destinations.add(destination)
   // stdout gone (a closed pipe): logging stops, the relay goes on and still stops cleanly.

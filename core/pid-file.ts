@@ -1,5 +1,5 @@
-// `<dataDir>/relay.pid` (the running relay's process id, for `relay reload` without an admin
-// listener) and the liveness check the CLI uses for it and for admin.json.
+// `<dataDir>/relay.pid` (the running relay's process id: `relay reload` signals it, CLI verbs on
+// the queue tell whether a relay runs there) and the liveness check for it.
 import fs from 'node:fs'
 import path from 'node:path'
 

@@ -21,6 +21,7 @@ import { SmtpListeners } from './smtp/listeners.js'
 import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
 import { reloadRelay } from './reload.js'
+import { writeReloadResult } from './reload-result.js'
 import { removePidFile, writePidFile } from './pid-file.js'
 import { logDeliveryEvents } from './events/log.js'
 import { relayOperations } from './relay-operations.js'
@@ -45,6 +46,8 @@ export class Relay {
   private state: Readiness['state'] = 'stopped'
   /** Reloads run one at a time. */
   private reloading: Promise<unknown> = Promise.resolve()
+  /** Reloads so far; each one's result goes to <dataDir>/reload-result.json with its number. */
+  private reloads = 0
   /** What operations plugins (admin API, metrics, reputation) get as `ctx.relay`; set by start(). */
   private operations: RelayOperations | undefined
   /** The core's own policies (closed relay, sender ownership, ...), around the config's plugins on the bus. */
@@ -55,7 +58,7 @@ export class Relay {
   constructor(
     /** The config generation in force: replaced (never changed) by a hot reload. */
     public config: RelayConfig,
-    readonly log: Logger = createLogger(config.log.level),
+    readonly log: Logger = createLogger(config.log),
   ) {}
 
   async start(): Promise<this> {
@@ -161,13 +164,19 @@ export class Relay {
   /**
    * Hot reload (SIGHUP, `relay reload`, POST /api/reload): reads the config file again and applies
    * it without dropping sessions or queued mail; a config that fails validation is refused and the
-   * running one stays (core/reload.ts).
+   * running one stays (core/reload.ts). Every result also goes to <dataDir>/reload-result.json.
    */
   reload(): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
       const parts = this.parts
-      if (!parts || this.state !== 'running') return { ok: false, error: `cannot reload: the relay is ${this.state}` }
-      return reloadRelay(this, this.log, parts)
+      const result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
+      // For `relay reload` (core/cli/reload.ts), whichever way this reload was asked for.
+      try {
+        writeReloadResult(this.config.dataDir, ++this.reloads, result)
+      } catch (err) {
+        this.log.warn({ err }, 'cannot write the reload result for `relay reload`')
+      }
+      return result
     }
     const result = this.reloading.then(run, run)
     this.reloading = result

@@ -9,7 +9,7 @@ import { loadConfig } from '../config/load.js'
 import { loadPlugins, resolvePlugin, teardownAll } from '../hooks/load-plugins.js'
 import { createResolver } from '../dns/resolver.js'
 import pino from 'pino'
-import { openQueue } from '../queue/open.js'
+import { openQueue, SQLITE_QUEUE_FILE } from '../queue/open.js'
 import { Spool } from '../queue/spool.js'
 import { queueOperations } from '../relay-operations.js'
 import { livePid } from '../pid-file.js'
@@ -84,8 +84,12 @@ async function pluginsForCommand(configFile?: string) {
 }
 
 /** CommandEnv.openQueue: the configured queue, for verbs that work on it directly. */
-async function queueForCommand(configFile?: string) {
+async function queueForCommand(configFile?: string, opts: { create?: boolean } = {}) {
   const config = await loadConfig(configFile)
+  if (opts.create === false && config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, SQLITE_QUEUE_FILE))) {
+    // A data directory no relay has used yet: nothing in it, and looking creates nothing.
+    throw Object.assign(new Error(`no queue in ${config.dataDir}`), { kind: 'not-found' as const })
+  }
   const log = pino({ level: 'silent' })
   const queue = await openQueue(config, { spool: new Spool(config.dataDir), log })
   return {

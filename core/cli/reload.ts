@@ -1,14 +1,19 @@
 import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigError, loadConfig, loadRawConfig } from '../config/load.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { ReloadResult } from '../reload.js'
+import { readReloadResult, RELOAD_RESULT_FILE } from '../reload-result.js'
 import { livePid } from '../pid-file.js'
-import { AdminFailed, AdminUnreachable, adminCall, findAdmin } from './admin-client.js'
+
+/** How long to wait for the relay's answer (a reload sets plugins up again, each within setupTimeout). */
+const ANSWER_WAIT_MS = 20_000
 
 /**
- * `relay reload`: POST /api/reload on the running relay's admin listener, else SIGHUP to the pid in
- * `<dataDir>/relay.pid`. An edited config that does not validate is still sent for: the relay
- * refuses it and says why (exit 1), and keeps running on the old one.
+ * `relay reload`: SIGHUP to the pid in `<dataDir>/relay.pid`, then the answer the relay writes to
+ * `<dataDir>/reload-result.json` after the reload (core/reload-result.ts). An edited config that
+ * does not validate is still sent for: the relay refuses it and says why (exit 1), and keeps
+ * running on the old one.
  */
 export async function reload(opts: { config?: string }): Promise<void> {
   let config: Pick<RelayConfig, 'dataDir'>
@@ -21,23 +26,6 @@ export async function reload(opts: { config?: string }): Promise<void> {
     config = await dataDirOf(opts.config, err)
   }
 
-  const target = findAdmin(config)
-  if (target) {
-    try {
-      const result = await adminCall<ReloadResult>(target, 'POST', '/api/reload')
-      printResult(result)
-      return
-    } catch (err) {
-      if (err instanceof AdminFailed && (err.body as ReloadResult | undefined)?.ok === false) {
-        printResult(err.body as ReloadResult)
-        process.exitCode = 1
-        return
-      }
-      if (!(err instanceof AdminUnreachable)) throw err
-      process.stderr.write(`relay: ${err.message}; sending SIGHUP instead\n`)
-    }
-  }
-
   const pid = livePid(config.dataDir)
   if (!pid) {
     if (invalid) throw invalid
@@ -45,14 +33,30 @@ export async function reload(opts: { config?: string }): Promise<void> {
     process.exitCode = 1
     return
   }
-  if (invalid) {
-    // Without an admin listener there is no answer to wait for: say now why it will be refused.
-    process.stderr.write(`relay: ${invalid.message}\nrelay: not sent; the running relay would refuse this config and keep the old one\n`)
+  const before = readReloadResult(config.dataDir)
+  process.kill(pid, 'SIGHUP')
+  const result = await answer(config.dataDir, pid, before?.pid === pid ? before.seq : 0)
+  if (!result) {
+    process.stderr.write(
+      `relay: sent SIGHUP to relay ${pid}, but it wrote no answer to ${RELOAD_RESULT_FILE} within ${ANSWER_WAIT_MS / 1000} s; its log says whether the config was reloaded or refused\n`,
+    )
     process.exitCode = 1
     return
   }
-  process.kill(pid, 'SIGHUP')
-  process.stdout.write(`sent SIGHUP to relay ${pid} (no admin listener); its log says whether the config was reloaded or refused\n`)
+  printResult(result)
+  if (!result.ok) process.exitCode = 1
+}
+
+/** The first result of relay `pid` numbered after `seenSeq`; undefined when none comes in time (or it stopped). */
+async function answer(dataDir: string, pid: number, seenSeq: number): Promise<ReloadResult | undefined> {
+  const deadline = Date.now() + ANSWER_WAIT_MS
+  while (Date.now() < deadline) {
+    await sleep(50)
+    const r = readReloadResult(dataDir)
+    if (r && r.pid === pid && r.seq > seenSeq) return r
+    if (livePid(dataDir) !== pid) return undefined
+  }
+  return undefined
 }
 
 function printResult(r: ReloadResult): void {
@@ -66,7 +70,7 @@ function printResult(r: ReloadResult): void {
   process.stdout.write(lines.join('\n') + '\n')
 }
 
-/** The data directory of a config that does not validate, as far as it says (admin.json there has the token). */
+/** The data directory of a config that does not validate, as far as it says (relay.pid is there). */
 async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pick<RelayConfig, 'dataDir'>> {
   let raw: { config: unknown; filepath: string } | null
   try {

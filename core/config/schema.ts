@@ -307,7 +307,11 @@ export const configSchema = z
     shutdownTimeout: duration.default(30_000),
     plugins: z.array(pluginEntry).default([]),
     log: z
-      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** 'json': pino JSON lines; 'line': one Postfix-like maillog line per event (docs/logging.md). */
+        format: z.enum(['json', 'line']).default('json').register(restartOnly),
+      })
       .strict()
       .prefault({}),
   })

@@ -31,6 +31,8 @@ export interface AttemptResult {
   remoteHost?: string
   /** TLS of the connection that gave the reply (false: plain text). */
   tls?: DeliveryEvent['tls']
+  /** How it was sent (absent: decided before a route was planned). */
+  route?: DeliveryEvent['route']
 }
 
 export interface AttemptDeps {
@@ -139,8 +141,9 @@ function needsSmtpUtf8(job: Job): boolean {
 /** One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
   const { config, resolver, hooks, pool } = deps
+  let route: AttemptResult['route'] // known once the plan is
   const all = (outcome: AttemptResult['outcome'], response: string, extra: Partial<AttemptResult> = {}) =>
-    job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, ...extra }))
+    job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, route, ...extra }))
 
   // RFC 5321 §6.3: queued before smtp.maxHops was lowered. The top Received field is our own.
   if (hopCount(job.message.headers.toString('latin1')) - 1 > config.smtp.maxHops) return all('failed', '5.4.6 Too many hops', { status: '5.4.6' })
@@ -155,6 +158,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   if (decision?.verdict.action === 'tempfail') return all('retry', `${decision.verdict.status ?? '4.0.0'} ${decision.verdict.message ?? `Deferred by ${decision.plugin}`}`)
   const plan = planFor(decision?.verdict.action === 'route' ? decision.verdict.route : undefined, config)
   if (typeof plan === 'string') return all('retry', `4.3.5 Route from ${decision!.plugin} unusable: ${plan}`, { status: '4.3.5' })
+  route = plan.kind
 
   const env = deps.env
   let tlsPolicy = plan.tls
@@ -257,7 +261,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   const done = last
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
-    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls }
+    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
     return { ...base, outcome: reply.code >= 500 ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0 }

@@ -41,7 +41,7 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
   for (const { name, event } of events) {
-    // The log line ({ event: name, ... } 'delivery event') comes from core/events/log.ts, an observer.
+    // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
   }
 }
@@ -93,7 +93,7 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
     }
     if (state === 'bounced') bounced.push({ ...a, response })
     results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category })
-    const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls }
+    const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls, route: a.route }
     events.push({ name: state, event: deliveryEvent(job.message, outcome, started, now) })
   }
   return { results, bounced, suppress, events }

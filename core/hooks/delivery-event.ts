@@ -13,6 +13,7 @@ export interface RecipientOutcome {
   nextAttemptAt?: number
   category?: BounceCategory
   tls?: DeliveryEvent['tls']
+  route?: DeliveryEvent['route']
 }
 
 /**
@@ -34,5 +35,6 @@ export function deliveryEvent(m: { id: string; messageId?: string; sender: strin
     nextAttemptAt: r.nextAttemptAt,
     category: r.category,
     tls: r.tls,
+    route: r.route,
   }
 }

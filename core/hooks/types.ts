@@ -131,6 +131,8 @@ export interface DeliveryEvent {
   category?: BounceCategory
   /** TLS of the connection that gave the response; false: plain text; absent: no connection. */
   tls?: false | { version: string; cipher: string; verified: boolean }
+  /** How it was sent: the domain's MX hosts, a smarthost ('smtp'), LMTP; absent when decided before routing. */
+  route?: 'mx' | 'smtp' | 'lmtp'
 }
 
 /** What every hook receives besides its own data. */
@@ -331,9 +333,11 @@ export interface CommandEnv {
   /**
    * The configured queue opened for this command (a stopped relay's data directory, or the shared
    * PostgreSQL queue), with the config it was found by and the pid of a relay running on that data
-   * directory, if any (it sees changes at its next queue scan). Call `close()` when done.
+   * directory, if any (it sees changes at its next queue scan). Call `close()` when done. With
+   * `create: false`, a SQLite data directory no relay has used yet is left alone: it rejects with an
+   * Error whose `kind` is 'not-found'.
    */
-  openQueue(configFile?: string): Promise<{ queue: QueueOperations; config: { dataDir: string; configFile?: string }; running?: number; close(): Promise<void> }>
+  openQueue(configFile?: string, opts?: { create?: boolean }): Promise<{ queue: QueueOperations; config: { dataDir: string; configFile?: string }; running?: number; close(): Promise<void> }>
 }
 
 /**

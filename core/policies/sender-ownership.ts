@@ -43,7 +43,7 @@ export const senderOwnership = ({ log }: PolicyEnv): Plugin => ({
   hooks: {
     mail({ session, sender }) {
       if (!session.user || sender.address === '' || senderAllowed(sender.address, session.senders ?? [])) return
-      log.warn({ session: session.id, user: session.user, sender: sender.address }, 'sender refused: not owned by the authenticated user')
+      // The refusal's own log line (msg 'refused') names the user and the sender.
       return refusal(CORE_REPLIES.senderNotOwned(sender.address, session.user))
     },
     data({ session, headers }) {

@@ -4,14 +4,13 @@ import type { Plugin } from '../hooks/types.js'
 import { CORE_REPLIES, refusal } from '../hooks/verdict.js'
 import type { PolicyEnv } from './env.js'
 
-export const suppression = ({ config, queue, log, emit }: PolicyEnv): Plugin => ({
+export const suppression = ({ config, queue, emit }: PolicyEnv): Plugin => ({
   name: 'core:suppression',
   hooks: {
     async rcpt({ session, recipient }) {
       if (!config().delivery.suppression.enabled) return
       const suppressed = await queue.isSuppressed(recipient.address)
       if (!suppressed) return
-      log.info({ session: session.id, to: recipient.address, reason: suppressed.reason }, 'recipient refused: suppressed')
       emit('suppressed', { session, recipient: recipient.address, reason: suppressed.reason, source: suppressed.source })
       return refusal(CORE_REPLIES.suppressed(recipient.address, suppressed.reason))
     },

@@ -17,6 +17,9 @@ export function nodeIdOf(config: Pick<RelayConfig, 'hostname'>): string {
   return `${config.hostname}/${os.hostname()}`
 }
 
+/** The SQLite queue's database in the data directory. */
+export const SQLITE_QUEUE_FILE = 'queue.sqlite'
+
 export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Logger }): Promise<Queue> {
   const q = config.queue
   if (q.driver === 'postgres') {
@@ -24,5 +27,5 @@ export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Lo
     const { PgQueue } = await import('./postgres/queue.js')
     return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: q.retention, log: o.log })
   }
-  return new SqliteQueue(path.join(config.dataDir, 'queue.sqlite'), o.spool, { retentionMs: config.queue.retention })
+  return new SqliteQueue(path.join(config.dataDir, SQLITE_QUEUE_FILE), o.spool, { retentionMs: config.queue.retention })
 }

@@ -39,8 +39,8 @@ export interface Transaction {
   info: SessionInfo
   listener: ListenerInfo
   notes: Notes
-  /** The error that refuses the message, after the `rejected` event. */
-  refuse(stage: HookName | 'protocol', reply: Reply, plugin?: string): Error
+  /** The error that refuses the message, after its audit log line (with `detail`) and the `rejected` event. */
+  refuse(stage: HookName | 'protocol', reply: Reply, plugin?: string, detail?: Record<string, unknown>): Error
 }
 
 /** Reads and accepts one message; resolves with the 250 reply text, or throws the refusal. */
@@ -73,18 +73,10 @@ async function read(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transactio
     const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
     return await readMessage(stream, { spool: env.spool, id, lineEndings: bareLineEndings, headerLimits })
   } catch (err) {
-    if (err instanceof HeaderTooLargeError) {
-      env.log.info({ session: session.id, client: session.remoteAddress, limit: err.limit, max: err.max }, `message refused: ${err.message}`)
-      throw tx.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message))
-    }
-    if (err instanceof BareLineEndingError) {
-      env.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: bare LF or CR')
-      throw tx.refuse('protocol', CORE_REPLIES.bareLineEnding)
-    }
-    if (err instanceof NulByteError) {
-      env.log.info({ session: session.id, client: session.remoteAddress }, 'message refused: NUL byte')
-      throw tx.refuse('protocol', CORE_REPLIES.nulByte)
-    }
+    // The refusal's own log line (msg 'refused') says what was wrong.
+    if (err instanceof HeaderTooLargeError) throw tx.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message), 'core:header-too-large', { limit: err.limit, max: err.max })
+    if (err instanceof BareLineEndingError) throw tx.refuse('protocol', CORE_REPLIES.bareLineEnding)
+    if (err instanceof NulByteError) throw tx.refuse('protocol', CORE_REPLIES.nulByte)
     // A client that went away gets no reply, so that is no refusal either.
     if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(CORE_REPLIES.readFailed)
     env.log.error({ err, session: session.id }, 'reading message failed')
@@ -102,10 +94,7 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transa
 
   // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
   const hops = hopCount(headers.toBuffer().toString('latin1'))
-  if (hops > config.smtp.maxHops) {
-    log.warn({ session: session.id, client: session.remoteAddress, hops, limit: config.smtp.maxHops }, 'message refused: too many hops')
-    throw tx.refuse('protocol', CORE_REPLIES.tooManyHops)
-  }
+  if (hops > config.smtp.maxHops) throw tx.refuse('protocol', CORE_REPLIES.tooManyHops, undefined, { hops, limit: config.smtp.maxHops })
 
   // Plugins that scan or sign read the message as it stands: current header fields, then the body.
   if ('file' in data.body) await data.body.file.flushPending()
@@ -161,8 +150,8 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transa
   }
   // Durable before the 250; the queue then announces the new work to delivery.
   await env.intake.enqueue(message)
-  // The 'accepted' delivery event's log line (core/events/log.ts logs the others).
-  log.info({ event: 'accepted', queueId: id, ...acceptedFields(message, recipients, info), ms: now - started }, 'delivery event')
+  // The 'accepted' event's log line (core/events/log.ts logs the others).
+  log.info({ event: 'accepted', queueId: id, ...acceptedFields(message, recipients, info), durationMs: now - started }, 'accepted')
   if (env.hooks.has('accepted')) {
     void env.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
   }

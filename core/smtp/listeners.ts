@@ -10,6 +10,7 @@ import type { Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import type { QueueIntake } from '../queue/intake.js'
 import { CORE_REPLIES, replyError, replyFor, type Reply } from '../hooks/verdict.js'
+import { logRefusal, type Refusal } from '../events/log.js'
 import type { HookName, ListenerRole, Notes, SessionInfo, Verdict } from '../hooks/types.js'
 import { networkMatcher } from '../net/networks.js'
 import { parseAddress } from '../mail/address.js'
@@ -24,6 +25,14 @@ import { SessionLimits } from './session-limits.js'
 import { TlsCertificates } from './tls-watch.js'
 import { dropPostmasterTwin, qualifyPostmaster } from './postmaster.js'
 import { receiveMessage } from './accept.js'
+
+/** The core check a constant reply belongs to, as `core:<kebab-case name>` (for the audit log). */
+const CORE_RULES = new Map<Reply, string>(
+  Object.entries(CORE_REPLIES)
+    .filter((e): e is [string, Reply] => typeof e[1] === 'object')
+    .map(([name, reply]) => [reply, `core:${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`]),
+)
+const coreRule = (reply: Reply) => CORE_RULES.get(reply) ?? 'core:protocol'
 
 /** What the relay remembers about one SMTP session. */
 interface SessionState {
@@ -131,13 +140,23 @@ export class SmtpListeners {
   }
 
   /**
-   * The error that refuses a command, after telling observers and plugins (`rejected`): `stage` is
-   * the hook stage or 'protocol' for the core's own checks; `plugin` whose verdict it was (none for
-   * the core's policies).
+   * The error that refuses a command, after the audit log line and telling observers and plugins
+   * (`rejected`): `command` is the SMTP command refused, `stage` the hook stage or 'protocol' for the
+   * core's own checks; `plugin` whose verdict it was (a `core:` name for the core's policies and
+   * checks, which the event leaves out); `detail` goes to the log line only.
    */
-  private refuse(session: SMTPServerSession, listener: Listener, stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string): Error {
+  private refuse(session: SMTPServerSession, listener: Listener, command: Refusal['stage'], stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string, detail?: Record<string, unknown>): Error {
+    const info = this.info(session, listener)
+    const core = isCorePolicy(plugin)
+    const rule = core ? plugin : plugin ? undefined : coreRule(reply)
+    const sender = command === 'mail' || command === 'helo' ? address : session.envelope.mailFrom ? session.envelope.mailFrom.address : undefined
+    const recipients = command === 'data' ? session.envelope.rcptTo.map((r) => r.address) : undefined
+    logRefusal(this.log, {
+      session: info, stage: command, hook: stage, code: reply.code, status: reply.status, text: reply.message, plugin: core ? undefined : plugin, rule,
+      sender, recipient: command === 'rcpt' ? address : undefined, recipients, proto: session.transmissionType || undefined, detail,
+    })
     if (this.hooks.has('rejected')) {
-      void this.hooks.emit('rejected', { session: this.info(session, listener), stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin: isCorePolicy(plugin) ? undefined : plugin, address })
+      void this.hooks.emit('rejected', { session: info, stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin: core ? undefined : plugin, address })
     }
     return replyError(reply)
   }
@@ -164,7 +183,7 @@ export class SmtpListeners {
   /** Throws the refusal when the stage's deciding verdict is not an accept. */
   private async decide(stage: 'connect' | 'helo' | 'mail' | 'rcpt', run: Promise<Decision<HookName> | undefined>, session: SMTPServerSession, listener: Listener, address?: string): Promise<void> {
     const decision = await run
-    if (decision && decision.verdict.action !== 'accept') throw this.refuse(session, listener, stage, replyFor(stage, decision.verdict as Verdict), decision.plugin, address)
+    if (decision && decision.verdict.action !== 'accept') throw this.refuse(session, listener, stage, stage, replyFor(stage, decision.verdict as Verdict), decision.plugin, address)
   }
 
   private async onConnect(session: SMTPServerSession, listener: Listener): Promise<void> {
@@ -174,7 +193,7 @@ export class SmtpListeners {
     const ip = unmapIp(session.remoteAddress)
     // Trusted networks are not counted against smtp.maxConnectionsPerClient.
     const refused = this.trustedNetwork(ip) ? undefined : this.limits.admit(session, ip, smtp.maxConnectionsPerClient, hostname)
-    if (refused) throw this.refuse(session, listener, 'protocol', refused)
+    if (refused) throw this.refuse(session, listener, 'connect', 'protocol', refused, 'core:max-connections-per-client')
     await this.decide('connect', this.policies.run('connect', { session: this.info(session, listener), notes: this.state(session).notes }), session, listener)
     this.limits.limitTime(session, smtp.sessionTimeout, () => this.servers.map((s) => s.server), hostname)
   }
@@ -195,11 +214,11 @@ export class SmtpListeners {
       return { username, senders }
     }
     state.authFailures++
-    this.log.warn({ session: session.id, user: username, client: info.remoteAddress, by: decision?.plugin }, 'authentication failed')
     void this.hooks.emit('authFailed', { session: info, username, method: auth.method, temporary: decision?.verdict.action === 'tempfail' })
     // A growing pause makes guessing passwords slow, also within one connection.
     await sleep(this.config.smtp.authFailureDelay * Math.min(8, 2 ** (state.authFailures - 1)))
-    throw this.refuse(session, listener, 'auth', replyFor('auth', decision?.verdict ?? { action: 'reject' }), decision?.plugin)
+    // The refusal line is the audit line of the failure: it names the user tried and the method.
+    throw this.refuse(session, listener, 'auth', 'auth', replyFor('auth', decision?.verdict ?? { action: 'reject' }), decision?.plugin ?? 'core:auth-default-deny', undefined, { user: username, method: auth.method, failures: state.authFailures })
   }
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
@@ -207,7 +226,7 @@ export class SmtpListeners {
     if (listener.role === 'submission' && !info.user) {
       // smtp-server asks for AUTH itself once it is offered; before TLS it is not, so say why.
       const reply = listener.tls === 'starttls' && !info.secure ? CORE_REPLIES.mustStartTls : CORE_REPLIES.authRequired
-      throw this.refuse(session, listener, 'mail', reply, undefined, address.address)
+      throw this.refuse(session, listener, 'mail', 'mail', reply, undefined, address.address)
     }
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
@@ -216,15 +235,15 @@ export class SmtpListeners {
       await this.decide('helo', this.policies.run('helo', { session: info, helo, notes: state.notes }), session, listener, address.address)
       state.heloChecked = helo
     }
-    if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
+    if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
     await this.decide('mail', this.policies.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
-    if (!qualifyPostmaster(address, this.config.localDomains)) throw this.refuse(session, listener, 'rcpt', CORE_REPLIES.postmasterWithoutLocalDomain, undefined, address.address)
+    if (!qualifyPostmaster(address, this.config.localDomains)) throw this.refuse(session, listener, 'rcpt', 'rcpt', CORE_REPLIES.postmasterWithoutLocalDomain, undefined, address.address)
     const parsed = parseAddress(address.address)
-    if (!parsed) throw this.refuse(session, listener, 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
-    if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
+    if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
+    if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
     const isLocal = this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }
     await this.decide('rcpt', this.policies.run('rcpt', data), session, listener, address.address)
@@ -234,7 +253,7 @@ export class SmtpListeners {
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: Listener): Promise<string> {
     const { config, log, spool, intake, policies, hooks } = this
-    const refuse = (stage: HookName | 'protocol', reply: Reply, plugin?: string) => this.refuse(session, listener, stage, reply, plugin)
+    const refuse = (stage: HookName | 'protocol', reply: Reply, plugin?: string, detail?: Record<string, unknown>) => this.refuse(session, listener, 'data', stage, reply, plugin, undefined, detail)
     return receiveMessage({ config, log, spool, intake, policies, hooks }, stream, { session, info: this.info(session, listener), listener, notes: this.state(session).notes, refuse })
   }
 }

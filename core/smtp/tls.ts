@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import tls from 'node:tls'
 import type { RelayConfig } from '../config/schema.js'
 
 export interface TlsFiles {
@@ -27,4 +28,24 @@ export function readTlsFiles(tls: NonNullable<RelayConfig['tls']>): TlsFiles {
 /** Every file the TLS setup reads, for watching. */
 export function tlsFilePaths(tls: NonNullable<RelayConfig['tls']>): string[] {
   return [tls.key, tls.cert, ...Object.values(tls.sni).flatMap((p) => [p.key, p.cert])]
+}
+
+/** Throws when a key does not match its certificate or a file is not PEM (what a server would refuse). */
+export function checkTlsFiles(files: TlsFiles): void {
+  const pairs: [string, { key: Buffer; cert: Buffer }][] = [['tls', files], ...Object.entries(files.sniOptions).map(([name, p]) => [`tls.sni.${name}`, p] as [string, typeof p])]
+  for (const [what, pair] of pairs) {
+    try {
+      tls.createSecureContext({ key: pair.key, cert: pair.cert })
+    } catch (err) {
+      throw new Error(`${what}: the key and certificate do not make a pair (${(err as Error).message})`)
+    }
+  }
+}
+
+/** Same bytes in every file (a change event that changed nothing, or a poll that found nothing new). */
+export function sameTlsFiles(a: TlsFiles, b: TlsFiles): boolean {
+  const names = Object.keys(a.sniOptions)
+  if (names.length !== Object.keys(b.sniOptions).length) return false
+  if (!a.key.equals(b.key) || !a.cert.equals(b.cert) || a.minVersion !== b.minVersion) return false
+  return names.every((n) => b.sniOptions[n] !== undefined && a.sniOptions[n]!.key.equals(b.sniOptions[n]!.key) && a.sniOptions[n]!.cert.equals(b.sniOptions[n]!.cert))
 }

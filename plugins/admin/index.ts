@@ -2,8 +2,9 @@
 // dashboard, Prometheus metrics (GET /metrics), and /healthz and /readyz. Built on the operator API
 // (ctx.relay) alone. Set up once and kept across hot reloads (keepOnReload), so the listener, its
 // counters and its recent events outlive a reload, also one it was asked for (POST /api/reload).
-// Options: README.md.
+// Its CLI verbs (`relay queue`, `relay stats`, `relay suppression`): commands.ts. Options: README.md.
 import { definePlugin } from '../../core/index.js'
+import { adminCommands } from './commands.js'
 import { RelayMetrics } from './metrics/relay-metrics.js'
 import { optionsSchema, type AdminOptions } from './options.js'
 import { RecentEvents } from './recent-events.js'
@@ -20,6 +21,7 @@ export default definePlugin<AdminOptions, State | undefined>({
   name: 'admin',
   options: optionsSchema,
   keepOnReload: true,
+  commands: adminCommands,
 
   async setup({ options, dataDir, log, mode, relay }) {
     // relay check-config: the options are valid; nothing is bound.

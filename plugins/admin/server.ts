@@ -6,20 +6,9 @@ import path from 'node:path'
 import type { PluginContext } from '../../core/index.js'
 import type { AdminOptions } from './options.js'
 import { AdminRequestGuard } from './request-guard.js'
+import { ADMIN_FILE, type AdminFile } from './admin-file.js'
 
 type Logger = PluginContext<unknown>['log']
-
-/**
- * Where a running relay says how to reach its admin listener, for the CLI (core/cli/admin-client.ts
- * reads it): the URL, the pid, and the token the listener requires (the file is the owner's only).
- */
-export const ADMIN_FILE = 'admin.json'
-
-export interface AdminFile {
-  url: string
-  pid: number
-  token?: string
-}
 
 export interface AdminRequest {
   method: string

@@ -186,7 +186,7 @@ describe('DSNs for mail from untrusted clients', () => {
 
     // A second one with the same sender bounces too, but no second DSN goes out.
     await send({ from: 'victim@sender.test', to: 'nobody2@bounce.test', subject: 'untrusted two', body: 'ATTACKER-CHOSEN-BODY-2' })
-    await relay.waitForLog((l) => l.msg === 'delivery event' && l.event === 'bounced' && l.recipient === 'nobody2@bounce.test', 10_000)
+    await relay.waitForLog((l) => l.msg === 'bounced' && l.event === 'bounced' && l.recipient === 'nobody2@bounce.test', 10_000)
     await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped') && l.to === 'victim@sender.test', 5000)
     await new Promise((r) => setTimeout(r, 1000))
     expect(dsnsTo('victim@sender.test')).toHaveLength(1)

@@ -94,7 +94,7 @@ afterAll(async () => {
   await Promise.all([dns?.close(), mx?.close()])
 })
 
-const delivered = (to: string) => relay.waitForLog((l) => l.msg === 'delivery event' && l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string), 15_000)
+const delivered = (to: string) => relay.waitForLog((l) => l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string) && l.msg === l.event, 15_000)
 
 describe('GET /metrics', () => {
   it('needs the admin token', async () => {

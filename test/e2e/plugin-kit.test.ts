@@ -118,7 +118,7 @@ function swaks(port: number, to: string): string {
 
 describe('the plugin kit from a packed tarball', () => {
   it('the tarball carries bin, README, docs and the built dist (core, plugins, testing), no sources or tests', () => {
-    for (const f of ['package.json', 'README.md', 'bin/relay.js', 'docs/plugins.md', 'dist/core/index.js', 'dist/core/index.d.ts', 'dist/core/cli/main.js', 'dist/core/cli/plugin-new.js', 'dist/plugins/relay-acl/index.js', 'dist/testing/index.js', 'dist/testing/index.d.ts']) {
+    for (const f of ['package.json', 'README.md', 'bin/relay.js', 'docs/plugins.md', 'dist/core/index.js', 'dist/core/index.d.ts', 'dist/core/cli/main.js', 'dist/plugins/plugin-kit/new.js', 'dist/plugins/relay-acl/index.js', 'dist/testing/index.js', 'dist/testing/index.d.ts']) {
       expect(files, f).toContain(f)
     }
     expect(files.filter((f) => /^(test|core|testing|examples)\//.test(f) || /^plugins\/.*\.ts$/.test(f))).toEqual([])

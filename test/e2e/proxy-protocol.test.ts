@@ -243,7 +243,7 @@ describe('PROXY protocol from a trusted balancer', () => {
     expect(raw).not.toContain('[127.0.0.1]')
     // SPF was evaluated for 203.0.113.7 (the only address spf.test allows), not for the balancer.
     expect(raw).toMatch(/Authentication-Results: relay\.test;[\s\S]*spf=pass/)
-    const accepted = await logged((l) => l.msg === 'delivery event' && l.event === 'accepted' && (l.recipients as string[])?.includes('bob@dest.test') && l.client === '203.0.113.7')
+    const accepted = await logged((l) => l.msg === 'accepted' && l.event === 'accepted' && (l.recipients as string[])?.includes('bob@dest.test') && l.client === '203.0.113.7')
     expect(accepted.client).toBe('203.0.113.7')
   })
 

@@ -132,7 +132,7 @@ describe('per-destination throttles', () => {
       // It recovers: the server takes mail again, the pause ends, everything is delivered.
       throttling = false
       await slow.waitForMessages(5, 12_000)
-      await eventually(() => relay.logs.filter((l) => l.msg === 'delivery event' && l.event === 'delivered' && /@slow\.test$/.test(String(l.recipient))).length === 5, 3000, 'five deliveries to slow.test logged')
+      await eventually(() => relay.logs.filter((l) => l.msg === 'delivered' && l.event === 'delivered' && /@slow\.test$/.test(String(l.recipient))).length === 5, 3000, 'five deliveries to slow.test logged')
     } finally {
       clearInterval(poll)
     }

@@ -82,7 +82,7 @@ async function send(to: string, n: string): Promise<string> {
   return /queued as (\w+)/.exec(r.lastReply)![1]!
 }
 
-const outcome = (to: string) => relay.waitForLog((l) => l.msg === 'delivery event' && l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string), 15_000)
+const outcome = (to: string) => relay.waitForLog((l) => l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string) && l.msg === l.event, 15_000)
 
 beforeAll(async () => {
   port = await freePort()

@@ -1,32 +1,17 @@
-// `relay queue list|show|flush|hold|release|delete|bounce`: through the admin API of the running
-// relay (admin.json), else on the queue itself (a stopped data directory, or a PostgreSQL queue).
-// Exit codes: 0 ok, 1 not found or failed, 2 bad config (core/cli/main.ts).
-import fs from 'node:fs'
-import path from 'node:path'
-import { loadConfig } from '../config/load.js'
-import type { RelayConfig } from '../config/schema.js'
-import { QueueControl, QueueControlError, type BounceResult } from '../queue/control.js'
-import { openQueue } from '../queue/open.js'
-import { Spool } from '../queue/spool.js'
-import type { MessageDetail, QueueEntry, QueueFilter, QueueSummary } from '../queue/types.js'
-import { livePid } from '../pid-file.js'
-import { AdminFailed, AdminUnreachable, adminCall, findAdmin, type AdminTarget } from './admin-client.js'
+// `relay queue list|show|flush|hold|release|delete|bounce|summary`: through the admin API of the
+// running relay (admin.json), else on the queue itself (env.openQueue: a stopped data directory, or
+// a PostgreSQL queue). Exit codes: 0 ok, 1 not found or failed, 2 bad config (a ConfigError).
+import type { CommandEnv, QueueEntry, QueueFilter, QueueOperations, RelayConfig } from '../../../core/index.js'
+import { AdminUnreachable, adminCall, findAdmin, type AdminTarget } from './client.js'
+import { VerbError, fail, json, out, table, time } from './output.js'
 
-interface Common {
+export interface QueueVerbOptions {
   config?: string
   json?: boolean
 }
 
 /** The verbs, the same whether they go through the API or straight to the queue. */
-interface Backend {
-  list(filter: QueueFilter): Promise<QueueEntry[]>
-  show(id: string): Promise<MessageDetail>
-  hold(id: string): Promise<unknown>
-  release(id: string): Promise<unknown>
-  remove(id: string): Promise<unknown>
-  bounce(id: string): Promise<BounceResult>
-  flush(f: { id?: string; domain?: string }): Promise<{ flushed: number }>
-  summary(): Promise<QueueSummary>
+type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release' | 'remove' | 'bounce' | 'flush' | 'summary'> & {
   close(): Promise<void>
   /** Said after a change made straight on the queue while a relay runs (it sees it at its next scan). */
   note?: string
@@ -36,7 +21,7 @@ function apiBackend(target: AdminTarget): Backend {
   const call = <T>(method: 'GET' | 'POST', p: string, body?: unknown) => adminCall<T>(target, method, p, body)
   const id = (s: string) => encodeURIComponent(s)
   return {
-    list: async (f) => {
+    list: async (f = {}) => {
       const q = new URLSearchParams()
       if (f.state) q.set('state', f.state)
       if (f.domain) q.set('domain', f.domain)
@@ -49,40 +34,19 @@ function apiBackend(target: AdminTarget): Backend {
     release: (s) => call('POST', `/api/queue/${id(s)}/release`),
     remove: (s) => call('POST', `/api/queue/${id(s)}/delete`),
     bounce: (s) => call('POST', `/api/queue/${id(s)}/bounce`),
-    flush: (f) => call('POST', '/api/queue/flush', { ...(f.id ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
+    flush: (f = {}) => call('POST', '/api/queue/flush', { ...(f.id ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
     summary: () => call('GET', '/api/queue-summary'),
     close: async () => undefined,
   }
 }
 
-async function directBackend(config: RelayConfig): Promise<Backend> {
-  const queue = await openQueue(config, { spool: new Spool(config.dataDir) })
-  const control = new QueueControl({ queue, config })
-  const running = livePid(config.dataDir)
-  return {
-    list: (f) => control.list(f),
-    show: (s) => control.show(s),
-    hold: (s) => control.hold(s),
-    release: (s) => control.release(s),
-    remove: (s) => control.remove(s),
-    bounce: (s) => control.bounce(s),
-    flush: (f) => control.flush(f),
-    summary: () => control.summary(),
-    close: () => queue.close(),
-    note:
-      running && config.queue.driver === 'sqlite'
-        ? `note: relay ${running} runs without an admin listener; it picks this up at its next queue scan (within 30 s)`
-        : undefined,
-  }
-}
-
 /**
- * Runs `fn` against the running relay's API, or the queue itself when no relay runs here. A SQLite
- * data directory without a queue yet has nothing in it (and is not created by looking).
+ * Runs `fn` against the running relay's API, or the queue itself when no relay answers here. A
+ * SQLite data directory without a queue yet has nothing in it (and is not created by looking).
  */
-async function withBackend(opts: Common, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
-  const config = await loadConfig(opts.config)
-  const target = findAdmin(config)
+async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
+  const config = (await env.loadConfig(opts.config)) as RelayConfig
+  const target = findAdmin(config.dataDir)
   if (target) {
     try {
       return await fn(apiBackend(target))
@@ -91,11 +55,29 @@ async function withBackend(opts: Common, fn: (b: Backend) => Promise<void>, empt
       process.stderr.write(`relay: ${err.message}; working on the data directory instead\n`)
     }
   }
-  if (config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, 'queue.sqlite'))) {
-    if (empty) return empty()
-    return fail(new QueueControlError('not-found', `no queue in ${config.dataDir}`))
+  let opened: Awaited<ReturnType<CommandEnv['openQueue']>>
+  try {
+    opened = await env.openQueue(opts.config, { create: false })
+  } catch (err) {
+    if ((err as { kind?: string }).kind !== 'not-found') throw err
+    return empty ? empty() : fail(err)
   }
-  const backend = await directBackend(config)
+  const q = opened.queue
+  const backend: Backend = {
+    list: (f) => q.list(f),
+    show: (s) => q.show(s),
+    hold: (s) => q.hold(s),
+    release: (s) => q.release(s),
+    remove: (s) => q.remove(s),
+    bounce: (s) => q.bounce(s),
+    flush: (f) => q.flush(f),
+    summary: () => q.summary(),
+    close: () => opened.close(),
+    note:
+      opened.running && config.queue.driver === 'sqlite'
+        ? `note: relay ${opened.running} runs without an admin listener; it picks this up at its next queue scan (within 30 s)`
+        : undefined,
+  }
   try {
     await fn(backend)
     if (backend.note) process.stderr.write(`${backend.note}\n`)
@@ -106,39 +88,17 @@ async function withBackend(opts: Common, fn: (b: Backend) => Promise<void>, empt
   }
 }
 
-function fail(err: unknown): void {
-  const known = err instanceof QueueControlError || err instanceof AdminFailed
-  process.stderr.write(`relay: ${known ? (err as Error).message : ((err as Error).stack ?? String(err))}\n`)
-  process.exitCode = 1
-}
-
-const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`)
-const json = (v: unknown): void => out(JSON.stringify(v, null, 2))
-const time = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'))
-
-function bytes(n: number): string {
-  if (n < 1024) return `${n}`
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)}K`
-  return `${(n / 1024 / 1024).toFixed(1)}M`
-}
-
-/** Columns padded to their widest cell; the last column is not padded. */
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n'
-}
-
-export async function queueList(opts: Common & { state?: string; domain?: string; sender?: string; limit?: string }): Promise<void> {
+export async function queueList(env: CommandEnv, opts: QueueVerbOptions & { state?: string; domain?: string; sender?: string; limit?: string }): Promise<void> {
   const filter: QueueFilter = {}
   if (opts.state !== undefined) {
-    if (!['queued', 'deferred', 'held'].includes(opts.state)) return fail(new QueueControlError('bad-input', `--state: expected queued, deferred or held (got '${opts.state}')`))
+    if (!['queued', 'deferred', 'held'].includes(opts.state)) return fail(new VerbError('bad-input', `--state: expected queued, deferred or held (got '${opts.state}')`))
     filter.state = opts.state as QueueFilter['state']
   }
   if (opts.domain) filter.domain = opts.domain.toLowerCase().replace(/\.$/, '')
   if (opts.sender !== undefined) filter.sender = opts.sender === '<>' ? '' : opts.sender.replace(/^<(.*)>$/, '$1')
   if (opts.limit !== undefined) {
     const n = Number(opts.limit)
-    if (!Number.isInteger(n) || n < 1) return fail(new QueueControlError('bad-input', `--limit: expected a positive whole number (got '${opts.limit}')`))
+    if (!Number.isInteger(n) || n < 1) return fail(new VerbError('bad-input', `--limit: expected a positive whole number (got '${opts.limit}')`))
     filter.limit = n
   }
   const print = (entries: QueueEntry[]) => {
@@ -167,11 +127,11 @@ export async function queueList(opts: Common & { state?: string; domain?: string
     })
     out(text.join('\n') + `\n${entries.length} message${entries.length === 1 ? '' : 's'} in queue`)
   }
-  await withBackend(opts, async (b) => print(await b.list(filter)), () => print([]))
+  await withBackend(env, opts, async (b) => print(await b.list(filter)), () => print([]))
 }
 
-export async function queueShow(id: string, opts: Common): Promise<void> {
-  await withBackend(opts, async (b) => {
+export async function queueShow(env: CommandEnv, id: string, opts: QueueVerbOptions): Promise<void> {
+  await withBackend(env, opts, async (b) => {
     const m = await b.show(id)
     if (opts.json) return json(m)
     const meta = m.meta
@@ -202,10 +162,10 @@ export async function queueShow(id: string, opts: Common): Promise<void> {
   })
 }
 
-type Action = 'hold' | 'release' | 'delete' | 'bounce'
+export type QueueAction = 'hold' | 'release' | 'delete' | 'bounce'
 
-export async function queueAction(action: Action, id: string, opts: Common): Promise<void> {
-  await withBackend(opts, async (b) => {
+export async function queueAction(env: CommandEnv, action: QueueAction, id: string, opts: QueueVerbOptions): Promise<void> {
+  await withBackend(env, opts, async (b) => {
     if (action === 'bounce') {
       const r = await b.bounce(id)
       if (opts.json) return json(r)
@@ -218,8 +178,8 @@ export async function queueAction(action: Action, id: string, opts: Common): Pro
   })
 }
 
-export async function queueFlush(opts: Common & { domain?: string; id?: string }): Promise<void> {
-  await withBackend(opts, async (b) => {
+export async function queueFlush(env: CommandEnv, opts: QueueVerbOptions & { domain?: string; id?: string }): Promise<void> {
+  await withBackend(env, opts, async (b) => {
     const r = await b.flush({ id: opts.id, domain: opts.domain })
     if (opts.json) return json(r)
     const what = opts.id ? ` of ${opts.id}` : opts.domain ? ` for ${opts.domain}` : ''
@@ -227,8 +187,9 @@ export async function queueFlush(opts: Common & { domain?: string; id?: string }
   })
 }
 
-export async function queueSummary(opts: Common): Promise<void> {
+export async function queueSummary(env: CommandEnv, opts: QueueVerbOptions): Promise<void> {
   await withBackend(
+    env,
     opts,
     async (b) => {
       const s = await b.summary()

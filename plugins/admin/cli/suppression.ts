@@ -1,26 +1,16 @@
-import fs from 'node:fs'
-import path from 'node:path'
-import { loadConfig } from '../config/load.js'
-import { parseDuration } from '../config/duration.js'
-import { SqliteStore } from '../queue/sqlite/store.js'
-import { parseAddress } from '../mail/address.js'
-import type { Suppression } from '../queue/types.js'
+// `relay suppression list|add|remove`: the addresses refused at RCPT, on the configured queue
+// (env.openQueue: SQLite in the data directory, or the shared PostgreSQL queue). A running relay
+// checks RCPT against the queue itself, so a change here applies to its next RCPT.
+import { parseAddress, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
 
 const time = (ms?: number) => (ms === undefined ? 'never' : new Date(ms).toISOString().replace('.000', ''))
 
-/**
- * The queue database of the configured data directory, read-write. A running relay has it open
- * too: SQLite in WAL mode takes a second writer (each waits up to busy_timeout for the other), and
- * the relay's RCPT check reads the table itself, so a change here applies to the next RCPT.
- */
-async function withStore<T>(configFile: string | undefined, fn: (store: SqliteStore) => T): Promise<T> {
-  const config = await loadConfig(configFile)
-  fs.mkdirSync(config.dataDir, { recursive: true })
-  const store = new SqliteStore(path.join(config.dataDir, 'queue.sqlite'))
+async function withSuppressions<T>(env: CommandEnv, configFile: string | undefined, fn: (s: QueueOperations['suppressions']) => Promise<T>): Promise<T> {
+  const opened = await env.openQueue(configFile)
   try {
-    return fn(store)
+    return await fn(opened.queue.suppressions)
   } finally {
-    store.close()
+    await opened.close()
   }
 }
 
@@ -30,8 +20,8 @@ function fail(message: string): never {
 }
 
 /** `relay suppression list`: the addresses refused at RCPT, with reason, source and expiry. */
-export async function suppressionList(opts: { config?: string; json?: boolean }): Promise<void> {
-  const entries = await withStore(opts.config, (s) => s.listSuppressed(Date.now()))
+export async function suppressionList(env: CommandEnv, opts: { config?: string; json?: boolean }): Promise<void> {
+  const entries = await withSuppressions(env, opts.config, (s) => s.list())
   if (opts.json) {
     process.stdout.write(JSON.stringify(entries, null, 2) + '\n')
     return
@@ -47,9 +37,9 @@ export async function suppressionList(opts: { config?: string; json?: boolean })
 }
 
 /** `relay suppression add <address>`: refuse mail to it (default expiry: `delivery.suppression.ttl`). */
-export async function suppressionAdd(address: string, opts: { config?: string; reason?: string; ttl?: string }): Promise<void> {
+export async function suppressionAdd(env: CommandEnv, address: string, opts: { config?: string; reason?: string; ttl?: string }): Promise<void> {
   if (!parseAddress(address)) fail(`not an email address: ${address}`)
-  const config = await loadConfig(opts.config)
+  const config = (await env.loadConfig(opts.config)) as RelayConfig
   let ttl = config.delivery.suppression.ttl
   if (opts.ttl !== undefined) {
     const parsed = parseDuration(opts.ttl)
@@ -64,13 +54,13 @@ export async function suppressionAdd(address: string, opts: { config?: string; r
     createdAt: now,
     expiresAt: ttl > 0 ? now + ttl : undefined,
   }
-  await withStore(opts.config, (s) => s.suppress([entry], now))
+  await withSuppressions(env, opts.config, (s) => s.add([entry]))
   process.stdout.write(`suppressed ${entry.address} (expires ${time(entry.expiresAt)})\n`)
 }
 
 /** `relay suppression remove <address>`: take mail for it again. Exit code 1 when it was not listed. */
-export async function suppressionRemove(address: string, opts: { config?: string }): Promise<void> {
-  const removed = await withStore(opts.config, (s) => s.unsuppress(address))
+export async function suppressionRemove(env: CommandEnv, address: string, opts: { config?: string }): Promise<void> {
+  const removed = await withSuppressions(env, opts.config, (s) => s.remove(address))
   if (!removed) fail(`${address} is not suppressed`)
   process.stdout.write(`removed ${address.toLowerCase()}\n`)
 }

@@ -1,25 +1,22 @@
 // `relay stats [--period hour|day] [--json]`: reputation figures per sending and destination domain,
 // through the running relay's admin API (GET /api/stats), else read from the queue itself.
 // Exit codes: 0 ok, 1 failed, 2 bad config or option.
-import fs from 'node:fs'
-import path from 'node:path'
-import { loadConfig } from '../config/load.js'
-import { openQueue } from '../queue/open.js'
-import { Spool } from '../queue/spool.js'
-import { configuredThresholds, statsFromRows, statsResponse, type DomainFigures, type Figures, type Period, type StatsResponse } from '../queue/figures.js'
-import { AdminFailed, AdminUnreachable, adminCall, findAdmin } from './admin-client.js'
-import { table } from './queue.js'
+import { statsFromRows, statsResponse, type CommandEnv, type DomainFigures, type Figures, type Period, type RelayConfig, type StatsResponse } from '../../../core/index.js'
+import { AdminUnreachable, adminCall, findAdmin } from './client.js'
+import { fail, table } from './output.js'
 
-export async function stats(opts: { config?: string; period?: string; json?: boolean }): Promise<void> {
+export async function stats(env: CommandEnv, opts: { config?: string; period?: string; json?: boolean }): Promise<void> {
   const period = opts.period ?? 'day'
   if (period !== 'hour' && period !== 'day') {
     process.stderr.write(`relay: --period: expected 'hour' or 'day' (got '${period}')\n`)
     process.exitCode = 2
     return
   }
-  const config = await loadConfig(opts.config)
+  const config = (await env.loadConfig(opts.config)) as RelayConfig
+  // The warning thresholds are config `stats` (what the running relay judges by, too).
+  const thresholds = config.stats
   let response: StatsResponse | undefined
-  const target = findAdmin(config)
+  const target = findAdmin(config.dataDir)
   if (target) {
     try {
       response = await adminCall<StatsResponse>(target, 'GET', `/api/stats?period=${period}`)
@@ -28,30 +25,30 @@ export async function stats(opts: { config?: string; period?: string; json?: boo
       process.stderr.write(`relay: ${err.message}; reading the queue instead\n`)
     }
   }
-  if (!response && config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, 'queue.sqlite'))) {
-    // Nothing sent from here yet (and no queue is created by looking).
-    response = statsFromRows([], configuredThresholds(config), period)
-  }
   if (!response) {
-    const queue = await openQueue(config, { spool: new Spool(config.dataDir) })
+    let opened: Awaited<ReturnType<CommandEnv['openQueue']>> | undefined
     try {
-      response = await statsResponse(queue, configuredThresholds(config), period)
+      opened = await env.openQueue(opts.config, { create: false })
     } catch (err) {
-      return fail(err)
-    } finally {
-      await queue.close()
+      if ((err as { kind?: string }).kind !== 'not-found') throw err
+      // Nothing sent from here yet (and no queue is created by looking).
+      response = statsFromRows([], thresholds, period)
+    }
+    if (opened) {
+      try {
+        response = await statsResponse(opened.queue, thresholds, period)
+      } catch (err) {
+        return fail(err)
+      } finally {
+        await opened.close()
+      }
     }
   }
   if (opts.json) {
     process.stdout.write(JSON.stringify(response, null, 2) + '\n')
     return
   }
-  process.stdout.write(render(response.figures))
-}
-
-function fail(err: unknown): void {
-  process.stderr.write(`relay: ${err instanceof AdminFailed ? err.message : ((err as Error).stack ?? String(err))}\n`)
-  process.exitCode = 1
+  process.stdout.write(render(response!.figures))
 }
 
 const pct = (r: number | null) => (r === null ? '-' : `${(Math.round(r * 1000) / 10).toFixed(1)}%`)

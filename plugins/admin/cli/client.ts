@@ -1,20 +1,8 @@
-// How the CLI talks to a running relay: `<dataDir>/admin.json` names its admin listener and the
-// token it requires (written at start by the admin plugin, mode 0600, removed at stop); without a
-// token there, RELAY_ADMIN_TOKEN. The CLI knows this file, never the plugin or its options.
+// How the plugin's CLI verbs talk to a running relay: `<dataDir>/admin.json` (admin-file.ts) names
+// its admin listener and the token it requires; without a token there, RELAY_ADMIN_TOKEN.
 import fs from 'node:fs'
 import path from 'node:path'
-import type { RelayConfig } from '../config/schema.js'
-import { isAlive } from '../pid-file.js'
-
-/** Where a running relay says how to reach its admin listener (plugins/admin writes it). */
-export const ADMIN_FILE = 'admin.json'
-
-export interface AdminFile {
-  url: string
-  pid: number
-  /** The bearer token the listener requires (absent when it runs without one). */
-  token?: string
-}
+import { ADMIN_FILE, type AdminFile } from '../admin-file.js'
 
 export interface AdminTarget {
   url: string
@@ -22,11 +10,21 @@ export interface AdminTarget {
   token?: string
 }
 
+/** Signal 0 checks that the process exists (EPERM: it exists but belongs to another user). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 /** The running relay's admin listener, or undefined when none runs for this data directory. */
-export function findAdmin(config: Pick<RelayConfig, 'dataDir'>): AdminTarget | undefined {
+export function findAdmin(dataDir: string): AdminTarget | undefined {
   let file: AdminFile
   try {
-    file = JSON.parse(fs.readFileSync(path.join(config.dataDir, ADMIN_FILE), 'utf8')) as AdminFile
+    file = JSON.parse(fs.readFileSync(path.join(dataDir, ADMIN_FILE), 'utf8')) as AdminFile
   } catch {
     return undefined
   }

@@ -1,0 +1,29 @@
+// What the plugin's CLI verbs print: lines, JSON, times, aligned tables; and how they fail.
+import { AdminFailed } from './client.js'
+
+export const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`)
+export const json = (v: unknown): void => out(JSON.stringify(v, null, 2))
+export const time = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'))
+
+/** Columns padded to their widest cell; the last column is not padded. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n'
+}
+
+/** A verb that cannot be done, as the queue verbs say it (their `kind`: the admin API's 404/409/400). */
+export class VerbError extends Error {
+  constructor(
+    readonly kind: 'not-found' | 'conflict' | 'bad-input',
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** Known failures (a queue verb's `kind`, an admin API answer) print their message; others their stack. Exit code 1. */
+export function fail(err: unknown): void {
+  const known = err instanceof AdminFailed || typeof (err as { kind?: unknown } | null)?.kind === 'string'
+  process.stderr.write(`relay: ${known ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
+  process.exitCode = 1
+}

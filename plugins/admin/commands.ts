@@ -1,0 +1,97 @@
+// The admin plugin's CLI verbs: `relay queue ...`, `relay stats`, `relay suppression ...`. Through
+// the running relay's admin API (<dataDir>/admin.json) when it has one, else on the queue itself
+// (env.openQueue). Each verb's code is imported when it runs, so `relay --help` does not load it.
+import type { CommandEnv, Plugin } from '../../core/index.js'
+import type { QueueAction } from './cli/queue.js'
+
+type Program = Parameters<NonNullable<Plugin['commands']>>[0]
+
+const configOption = ['-c, --config <file>', 'config file (default: searched as relay.config.ts, .relayrc, ...)'] as const
+
+export function adminCommands(program: Program, env: CommandEnv): void {
+  queueCommands(program, env)
+
+  program
+    .command('stats')
+    .description('reputation figures per sending and destination domain: delivered, deferred, bounced (by category), complaints, rates, warnings')
+    .option(...configOption)
+    .option('--period <period>', "'hour' or 'day'", 'day')
+    .option('--json', 'print JSON: { period, figures: { senders, destinations, warnings, totals }, series }')
+    .addHelpText('after', '\nThrough the admin API when the relay runs, else read from the queue. Exit code: 0 ok, 1 failed, 2 bad config or option.')
+    .action(async (opts) => (await import('./cli/stats.js')).stats(env, opts))
+
+  const suppression = program.command('suppression').description('addresses refused at RCPT (hard bounces, or added by hand)')
+  suppression
+    .command('list')
+    .description('list suppressed addresses with reason, source queue id and expiry')
+    .option(...configOption)
+    .option('--json', 'print JSON: [{ address, reason, source, createdAt, expiresAt }]')
+    .action(async (opts) => (await import('./cli/suppression.js')).suppressionList(env, opts))
+  suppression
+    .command('add')
+    .description('refuse mail to an address (550 5.1.1 at RCPT)')
+    .argument('<address>', 'the address to suppress')
+    .option(...configOption)
+    .option('--reason <text>', 'why (shown in the RCPT reply)')
+    .option('--ttl <duration>', "how long, e.g. '30d'; 0: until removed (default: delivery.suppression.ttl)")
+    .action(async (address: string, opts) => (await import('./cli/suppression.js')).suppressionAdd(env, address, opts))
+  suppression
+    .command('remove')
+    .description('take mail for a suppressed address again')
+    .argument('<address>', 'the address to remove')
+    .option(...configOption)
+    .action(async (address: string, opts) => (await import('./cli/suppression.js')).suppressionRemove(env, address, opts))
+}
+
+function queueCommands(program: Program, env: CommandEnv): void {
+  const queue = program
+    .command('queue')
+    .description('inspect and control the mail queue (a running relay through its admin API, else the data directory)')
+    .addHelpText('after', "\nExit code: 0 ok, 1 not found or failed, 2 bad config. The admin token: from the running relay's <dataDir>/admin.json, else RELAY_ADMIN_TOKEN.")
+  queue
+    .command('list')
+    .description('list queued messages (id, received, size, sender, Message-ID, HELD) and under each its recipients with state, attempts, next attempt, last response')
+    .option(...configOption)
+    .option('--state <state>', 'queued, deferred or held')
+    .option('--domain <domain>', 'with a recipient at this domain')
+    .option('--sender <address>', "from this sender ('<>': the null sender)")
+    .option('--limit <n>', 'at most n messages, oldest first')
+    .option('--json', 'print JSON: [{ id, messageId, sender, size, receivedAt, heldAt, recipients: [{ address, state, attempts, nextAttemptAt, lastResponse, category }] }]')
+    .action(async (opts) => (await import('./cli/queue.js')).queueList(env, opts))
+  queue
+    .command('show')
+    .description('one message: envelope, each recipient with its attempt history, the header section')
+    .argument('<id>', 'queue id')
+    .option(...configOption)
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts) => (await import('./cli/queue.js')).queueShow(env, id, opts))
+  queue
+    .command('flush')
+    .description('retry now: pending recipients (of messages not held) become due at once')
+    .option(...configOption)
+    .option('--domain <domain>', 'only recipients at this domain')
+    .option('--id <id>', 'only this message')
+    .option('--json', 'print JSON: { flushed }')
+    .action(async (opts) => (await import('./cli/queue.js')).queueFlush(env, opts))
+  const actions: [QueueAction, string][] = [
+    ['hold', 'stop delivering a message until it is released'],
+    ['release', 'deliver a held message again, at once'],
+    ['delete', 'remove a message without a bounce'],
+    ['bounce', "give up on a message's pending recipients: a DSN goes to the sender (5.0.0 bounced by the administrator)"],
+  ]
+  for (const [verb, description] of actions) {
+    queue
+      .command(verb)
+      .description(description)
+      .argument('<id>', 'queue id')
+      .option(...configOption)
+      .option('--json', 'print JSON')
+      .action(async (id: string, opts) => (await import('./cli/queue.js')).queueAction(env, verb, id, opts))
+  }
+  queue
+    .command('summary')
+    .description('queue size by state and the destination domains with most pending recipients')
+    .option(...configOption)
+    .option('--json', 'print JSON')
+    .action(async (opts) => (await import('./cli/queue.js')).queueSummary(env, opts))
+}
