@@ -55,6 +55,11 @@ export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'conf
       add: (entries) => queue.suppress(entries),
       remove: (address) => queue.unsuppress(address),
     },
+    // TODO(issue 14 §4, queue parity): bulk, raw
+    bulk: () => Promise.reject(new Error('not implemented yet: bulk')),
+    raw: () => Promise.reject(new Error('not implemented yet: raw')),
+    // TODO(issue 14 §5, dashboard): recentAttempts
+    recentAttempts: () => Promise.reject(new Error('not implemented yet: recentAttempts')),
   }
 }
 
@@ -68,5 +73,12 @@ export function relayOperations(env: OperationsEnv): RelayOperations {
     sessionCounts: env.sessionCounts,
     eventLoopDelay: env.eventLoopDelay,
     warningThresholds: () => configuredThresholds(env.config()),
+    // TODO(issue 14 §4): inject — one function shared with `relay sendmail`
+    inject: () => Promise.reject(new Error('not implemented yet: inject')),
+    // TODO(issue 14 §6, metrics): tlsCertificates, deliveryStatus, registerGauge, gauges
+    tlsCertificates: () => [],
+    deliveryStatus: () => ({ openConnections: 0, pausedDestinations: 0 }),
+    registerGauge: () => undefined,
+    gauges: () => [],
   }
 }

@@ -168,6 +168,60 @@ export interface QueueOperations {
     add(entries: Suppression[]): Promise<void>
     remove(address: string): Promise<boolean>
   }
+  /**
+   * One action on every message a filter selects (postsuper-style): `ids`, or `all`, or the
+   * narrowing fields; `dryRun` only counts. Resolves with what matched and what was done.
+   */
+  bulk(action: BulkAction, filter: BulkFilter, opts?: { dryRun?: boolean }): Promise<BulkResult>
+  /** The message as queued: header section and body (`relay queue cat`, like `postcat -q`). */
+  raw(id: string): Promise<Buffer>
+  /** Delivery attempts, newest first (the dashboard's recent events survive restarts and nodes). */
+  recentAttempts(opts: { limit: number; before?: number }): Promise<RecentAttempt[]>
+}
+
+export type BulkAction = 'hold' | 'release' | 'flush' | 'delete' | 'bounce'
+
+export interface BulkFilter {
+  ids?: string[]
+  /** Every message (`ALL`); the other fields are then ignored. */
+  all?: boolean
+  domain?: string
+  sender?: string
+  state?: 'queued' | 'deferred' | 'held'
+  /** Received more than this many ms ago. */
+  olderThan?: number
+}
+
+export interface BulkResult {
+  action: BulkAction
+  dryRun: boolean
+  /** Queue ids the filter selected. */
+  matched: string[]
+  /** How many of them the action changed (0 in a dry run). */
+  done: number
+}
+
+/** One delivery attempt for one recipient, from the queue's attempt history. */
+export interface RecentAttempt {
+  at: number
+  queueId: string
+  sender: string
+  recipient: string
+  state: 'delivered' | 'deferred' | 'bounced'
+  response: string
+  remoteHost?: string
+  category?: BounceCategory
+}
+
+/** A message handed to the relay without SMTP (`relay sendmail`, an HTTP inject API). */
+export interface InjectMessage {
+  /** Envelope sender; '' is the null sender. */
+  sender: string
+  recipients: string[]
+  /** The RFC 5322 message: header section, blank line, body (LF or CRLF line ends). */
+  raw: Buffer
+  /** The user it is submitted as (sender ownership applies as for SMTP AUTH); absent: a trusted local submission. */
+  user?: string
 }
 
 /** Whether the relay takes traffic: queue open and listeners up (not while starting or stopping). */
@@ -214,4 +268,20 @@ export interface RelayOperations {
    * options in the running config, else its defaults (for the admin API's stats).
    */
   warningThresholds(): { bounceRateWarning: number; complaintRateWarning: number; minVolume: number }
+  /**
+   * Queues a message through the same path as SMTP submission (the data and queue hooks, the
+   * core's checks, Received, the durable write); rejects with an Error carrying `responseCode`
+   * and the SMTP reply text when a check refuses it.
+   */
+  inject(message: InjectMessage): Promise<{ queueId: string }>
+  /** The certificates the listeners serve: file, subject and expiry (epoch ms). */
+  tlsCertificates(): { file: string; subject: string; notAfter: number }[]
+  /** Delivery now: open outbound connections, and destinations paused by throttling. */
+  deliveryStatus(): { openConnections: number; pausedDestinations: number }
+  /**
+   * A figure a plugin publishes for others to export (a webhook outbox backlog, say): the admin
+   * plugin's /metrics shows every registered gauge. Registering a name again replaces it.
+   */
+  registerGauge(name: string, help: string, read: () => number | Promise<number>): void
+  gauges(): { name: string; help: string; read: () => number | Promise<number> }[]
 }
