@@ -21,6 +21,8 @@ export { networkMatcher } from './net/networks.js'
 export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
 export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
 export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'
+/** Is a better-sqlite3 import: loaded only when `relay queue backup|restore` runs. */
+export const queueBackup = () => import('./queue/backup.js')
 export { z }
 
 /**

@@ -24,7 +24,15 @@ export interface OperationsEnv {
   listeners: () => readonly { host: string; port: number; role: ListenerRole }[]
   sessionCounts: () => SessionCounts
   eventLoopDelay: () => { p50: number; p99: number; max: number }
+  /** Queues a message as SMTP submission would (core/smtp/inject.ts); rejects while the relay is not up. */
+  inject: RelayOperations['inject']
+  tlsCertificates: () => { file: string; subject: string; notAfter: number }[]
+  deliveryStatus: () => { openConnections: number; pausedDestinations: number }
 }
+
+type PluginGauge = ReturnType<RelayOperations['gauges']>[number]
+/** A metric name part: what Prometheus allows after the `relay_plugin_` prefix the admin plugin adds. */
+const GAUGE_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 
 /**
  * The queue verbs on a queue: for a running relay (with `wake` and the bus), and for CLI verbs on a
@@ -55,15 +63,15 @@ export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'conf
       add: (entries) => queue.suppress(entries),
       remove: (address) => queue.unsuppress(address),
     },
-    // TODO(issue 14 §4, queue parity): bulk, raw
-    bulk: () => Promise.reject(new Error('not implemented yet: bulk')),
-    raw: () => Promise.reject(new Error('not implemented yet: raw')),
-    // TODO(issue 14 §5, dashboard): recentAttempts
-    recentAttempts: () => Promise.reject(new Error('not implemented yet: recentAttempts')),
+    bulk: (action, filter, opts) => control().bulk(action, filter, opts),
+    raw: (id) => control().raw(id),
+    recentAttempts: (opts) => queue.recentAttempts(opts),
   }
 }
 
 export function relayOperations(env: OperationsEnv): RelayOperations {
+  // Plugins' figures, by name; a plugin set up again at a reload registers its name again (replacing it).
+  const gauges = new Map<string, PluginGauge>()
   return {
     queue: queueOperations(env),
     reload: env.reload,
@@ -73,12 +81,13 @@ export function relayOperations(env: OperationsEnv): RelayOperations {
     sessionCounts: env.sessionCounts,
     eventLoopDelay: env.eventLoopDelay,
     warningThresholds: () => configuredThresholds(env.config()),
-    // TODO(issue 14 §4): inject — one function shared with `relay sendmail`
-    inject: () => Promise.reject(new Error('not implemented yet: inject')),
-    // TODO(issue 14 §6, metrics): tlsCertificates, deliveryStatus, registerGauge, gauges
-    tlsCertificates: () => [],
-    deliveryStatus: () => ({ openConnections: 0, pausedDestinations: 0 }),
-    registerGauge: () => undefined,
-    gauges: () => [],
+    inject: env.inject,
+    tlsCertificates: env.tlsCertificates,
+    deliveryStatus: env.deliveryStatus,
+    registerGauge: (name, help, read) => {
+      if (!GAUGE_NAME.test(name)) throw new Error(`registerGauge: '${name}' is not a metric name (letters, digits, _; not starting with a digit)`)
+      gauges.set(name, { name, help, read })
+    },
+    gauges: () => [...gauges.values()],
   }
 }

@@ -18,6 +18,7 @@ import { loadPlugins, type LoadedPlugin } from './hooks/load-plugins.js'
 import type { Readiness, RelayOperations, ReloadResult } from './hooks/operator.js'
 import { DeliveryScheduler } from './delivery/scheduler.js'
 import { SmtpListeners } from './smtp/listeners.js'
+import { MaildropPickup } from './smtp/pickup.js'
 import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
 import { reloadRelay } from './reload.js'
@@ -54,6 +55,8 @@ export class Relay {
   private policies: CorePolicies | undefined
   /** Cluster mode: this node's liveness in the shared queue; dead nodes' leases are taken over. */
   private heartbeat: NodeHeartbeat | undefined
+  /** `relay sendmail`'s messages: <dataDir>/maildrop/ picked up and injected. */
+  private pickup: MaildropPickup | undefined
 
   constructor(
     /** The config generation in force: replaced (never changed) by a hot reload. */
@@ -103,6 +106,9 @@ export class Relay {
       listeners: () => this.listeners,
       sessionCounts: () => smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
       eventLoopDelay: () => this.eventLoopDelay(),
+      inject: (message) => (smtp ? smtp.inject(message, { kind: 'api' }) : Promise.reject(Object.assign(new Error('4.3.0 The relay is not running yet'), { responseCode: 451 }))),
+      tlsCertificates: () => smtp?.tlsCertificates() ?? [],
+      deliveryStatus: () => delivery?.status() ?? { openConnections: 0, pausedDestinations: 0 },
     })
     this.policies = corePolicies({ config: () => this.config, queue, log, emit: (e, d) => void (hooks?.has(e) && hooks.emit(e, d)) })
     const plugins = await this.loadPlugins(config, resolver, 'start')
@@ -125,6 +131,9 @@ export class Relay {
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.parts = { hooks, smtp, delivery, queue, resolver }
     this.listeners = await smtp.start()
+    const listeners = smtp
+    this.pickup = new MaildropPickup({ config: () => this.config, log, intake, inject: (m, origin) => listeners.inject(m, origin) })
+    this.pickup.start()
     // Delivery never connects to these (mail loops): the real ports, also for a configured port 0.
     recordOwnListeners(config, this.listeners)
     this.loopDelay.enable()
@@ -170,6 +179,8 @@ export class Relay {
     const run = async (): Promise<ReloadResult> => {
       const parts = this.parts
       const result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
+      // Metrics count reloads by result: a refused config is what an operator must hear of.
+      void parts?.hooks.emit('reloaded', result.ok ? { ok: true, changed: result.changed } : { ok: false, error: result.error })
       // For `relay reload` (core/cli/reload.ts), whichever way this reload was asked for.
       try {
         writeReloadResult(this.config.dataDir, ++this.reloads, result)
@@ -192,6 +203,8 @@ export class Relay {
     // One deadline for both: sessions finish their messages, deliveries in flight finish;
     // whatever is still running then stays leased in the queue and is due at the next start.
     const deadline = Date.now() + this.config.shutdownTimeout
+    await this.pickup?.stop()
+    this.pickup = undefined
     await parts.smtp.stop()
     await parts.delivery.stop(Math.max(0, deadline - Date.now()))
     // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.

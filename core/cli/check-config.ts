@@ -1,12 +1,79 @@
-import { loadConfig } from '../config/load.js'
+import path from 'node:path'
+import { ConfigError, loadRawConfig, parseConfig, zodIssues } from '../config/load.js'
+import { checkConfigPaths } from '../config/check-paths.js'
+import type { RelayConfig } from '../config/schema.js'
+import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from '../hooks/names.js'
+import { resolvePlugin } from '../hooks/load-plugins.js'
+import { PLUGIN_ERROR_CODES as CODES, PluginError } from '../hooks/plugin-errors.js'
+import type { Plugin } from '../hooks/types.js'
+
+type Issue = { path: string; message: string }
 
 /**
- * `relay check-config`: validates the config (plugins, their options and their setup in 'check'
- * mode) without starting. Always ends with a verdict: `config ok …` (exit 0), or the error naming
- * the key or plugin (exit 2, printed by main.ts).
+ * Each plugin entry's problems: the plugin cannot be loaded, names an unknown hook, or its options
+ * fail its schema. Checked whatever the core settings' own problems, so one run lists them all.
+ */
+async function pluginIssues(raw: unknown, configDir: string, file?: string): Promise<Issue[]> {
+  const entries = (raw as { plugins?: unknown } | null)?.plugins
+  if (!Array.isArray(entries)) return []
+  const issues: Issue[] = []
+  for (const [i, entry] of entries.entries()) {
+    const at = `plugins[${i}]`
+    const [ref, options] = (Array.isArray(entry) ? entry : [entry, undefined]) as [unknown, unknown]
+    let plugin: Plugin
+    try {
+      if (typeof ref === 'string') plugin = await resolvePlugin(ref, configDir, at, file)
+      else if (ref && typeof ref === 'object' && typeof (ref as Plugin).name === 'string') plugin = ref as Plugin
+      else continue // the core schema names it
+    } catch (err) {
+      issues.push(...(err instanceof ConfigError ? err.issues : [{ path: at, message: (err as Error).message }]))
+      continue
+    }
+    const named = `${at} (${plugin.name})`
+    const unknown = Object.keys(plugin.hooks ?? {}).filter((key) => !isHookOrEventName(key))
+    for (const key of unknown) {
+      const message = `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`
+      issues.push(...new PluginError(CODES.unknownHook, file, named, message).issues)
+    }
+    const parsed = plugin.options?.safeParse(options ?? {})
+    if (parsed && !parsed.success) issues.push(...new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`)).issues)
+  }
+  return issues
+}
+
+/** Other settings are invalid: the paths alone (when they are valid), so their problems are listed too. */
+function pathsAlone(raw: unknown, configDir: string, file?: string): RelayConfig | undefined {
+  const r = (raw ?? {}) as { tls?: unknown; dataDir?: unknown; delivery?: { tlsCa?: unknown } }
+  try {
+    return parseConfig({ tls: r.tls, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } }, configDir, file)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * `relay check-config`: the config as `relay start` would take it, without starting. Every problem
+ * at once: core settings, each plugin's options, and the files and directories named (TLS
+ * certificates and keys readable and matching, data directory writable); then the plugins' setup in
+ * 'check' mode. Ends with a verdict: `config ok …` (exit 0), or the problems (exit 2, main.ts).
  */
 export async function checkConfig(opts: { config?: string }): Promise<void> {
-  const config = await loadConfig(opts.config)
+  const found = await loadRawConfig(opts.config)
+  const file = found?.filepath
+  const configDir = file ? path.dirname(file) : process.cwd()
+  const issues: Issue[] = []
+  let config: RelayConfig | undefined
+  try {
+    config = parseConfig(found?.config ?? {}, configDir, file)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    issues.push(...err.issues)
+  }
+  issues.push(...(await pluginIssues(found?.config, configDir, file)))
+  const paths = config ?? pathsAlone(found?.config, configDir, file)
+  if (paths) issues.push(...checkConfigPaths(paths))
+  if (issues.length || !config) throw new ConfigError(file, issues)
+
   const { loadPlugins } = await import('../hooks/load-plugins.js')
   const { createResolver } = await import('../dns/resolver.js')
   const pino = (await import('pino')).default
@@ -17,6 +84,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
       config.listen.map((l) => `  listen ${l.host}:${l.port} (${l.role})\n`).join('') +
       `  localDomains ${config.localDomains.join(', ') || '(none)'}\n` +
       `  dataDir ${config.dataDir}\n` +
+      (config.tls ? `  tls ${config.tls.cert} (key ${config.tls.key}): readable, a matching pair\n` : '') +
       `  plugins ${plugins.map((p) => p.plugin.name).join(', ') || '(none)'}\n`,
   )
   for (const p of plugins) await p.teardown?.()

@@ -1,9 +1,17 @@
 import 'reflect-metadata'
 import { Command } from 'commander'
-import { ConfigError, loadConfig } from '../config/load.js'
+import { ConfigError } from '../config/load.js'
+import { packageVersion } from './version.js'
 
-const program = new Command('relay').description('Relay: a plugin-driven mail transfer agent').showHelpAfterError()
-const configOption = ['-c, --config <file>', 'config file (default: searched as relay.config.ts, .relayrc, ...)'] as const
+// sendmail(1)'s options (-t -i -oi -f ...) are not commander's: `relay sendmail` gets its arguments as given.
+if (process.argv[2] === 'sendmail') process.exit(await (await import('./sendmail.js')).sendmail(process.argv.slice(3)))
+
+const program = new Command('relay')
+  .description('Relay: a plugin-driven mail transfer agent')
+  .version(packageVersion(), '-V, --version', 'print the version of Relay')
+  .showHelpAfterError()
+  .addHelpText('after', '\nThe config: --config <file>, else $RELAY_CONFIG, else relay.config.* (or .relayrc*) in the current directory, else /etc/relay/relay.config.*.')
+const configOption = ['-c, --config <file>', 'config file (default: $RELAY_CONFIG, else relay.config.* in the current directory, else in /etc/relay/)'] as const
 
 program
   .command('start')
@@ -24,6 +32,20 @@ program
   .addHelpText('after', '\nSIGHUP to the pid in <dataDir>/relay.pid; the relay answers in <dataDir>/reload-result.json.\nExit code: 0 reloaded, 1 refused (the reason is printed), no answer or no relay running, 2 bad config.')
   .action(async (opts) => (await import('./reload.js')).reload(opts))
 
+const config = program.command('config').description('the effective config')
+config
+  .command('show')
+  .description('print the effective config: every setting with its default filled in, secrets redacted (like postconf)')
+  .option(...configOption)
+  .option('-n, --changed', 'only the settings that differ from the defaults (postconf -n)')
+  .option('-d, --defaults', 'the defaults alone, as with an empty config (postconf -d)')
+  .option('--json', 'as JSON')
+  .action(async (opts) => (await import('./config-show.js')).configShow(opts))
+
+program
+  .command('sendmail')
+  .description('sendmail-compatible submission for cron and scripts: [-t] [-i] [-f sender] [recipients...], the message on stdin (docs/sendmail.md)')
+
 const tls = program.command('tls').description('TLS certificates')
 tls
   .command('selfsigned')
@@ -38,14 +60,16 @@ tls
 // loaded for a verb the core does not know, and for help.
 const verb = process.argv[2]
 const coreVerb = verb !== undefined && !verb.startsWith('-') && program.commands.some((c) => c.name() === verb)
-if (!coreVerb || process.argv.includes('--help') || process.argv.includes('-h')) {
+const versionOnly = verb === '--version' || verb === '-V'
+if ((!coreVerb && !versionOnly) || process.argv.includes('--help') || process.argv.includes('-h')) {
   const { registerPluginCommands } = await import('./plugin-commands.js')
   await registerPluginCommands(program, process.argv.slice(2))
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof ConfigError) {
-    process.stderr.write(`relay: ${err.message}\n`)
+  // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
+  if (err instanceof ConfigError || (err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
+    process.stderr.write(`relay: ${(err as Error).message}\n`)
     process.exit(2)
   }
   process.stderr.write(`relay: ${(err as Error)?.stack ?? String(err)}\n`)

@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Command } from 'commander'
-import { loadConfig } from '../config/load.js'
+import { loadConfig, requireConfig } from '../config/load.js'
 import { loadPlugins, resolvePlugin, teardownAll } from '../hooks/load-plugins.js'
 import { createResolver } from '../dns/resolver.js'
 import pino from 'pino'
@@ -83,9 +83,13 @@ async function pluginsForCommand(configFile?: string) {
   return { plugins: loaded.map(({ plugin, ctx }) => ({ plugin, ctx })), close: () => teardownAll(loaded, logger) }
 }
 
-/** CommandEnv.openQueue: the configured queue, for verbs that work on it directly. */
+/**
+ * CommandEnv.openQueue: the configured queue, for verbs that work on it directly. No config file
+ * found is a ConfigError (exit 2) that says where it looked: the defaults' data directory is
+ * wherever the command runs, and an empty queue there would be believed.
+ */
 async function queueForCommand(configFile?: string, opts: { create?: boolean } = {}) {
-  const config = await loadConfig(configFile)
+  const config = await requireConfig(configFile)
   if (opts.create === false && config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, SQLITE_QUEUE_FILE))) {
     // A data directory no relay has used yet: nothing in it, and looking creates nothing.
     throw Object.assign(new Error(`no queue in ${config.dataDir}`), { kind: 'not-found' as const })

@@ -1,4 +1,6 @@
-import { loadConfig } from '../config/load.js'
+import { ConfigError, loadConfig } from '../config/load.js'
+import { searchPlaces } from '../config/find.js'
+import { checkConfigPaths } from '../config/check-paths.js'
 import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
 
@@ -6,10 +8,20 @@ function exit(code: number): void {
   void flushLogs().then(() => process.exit(code))
 }
 
-/** `relay start`: runs until SIGTERM/SIGINT, then stops accepting and drains (up to shutdownTimeout). */
+/**
+ * `relay start`: runs until SIGTERM/SIGINT, then stops accepting and drains (up to shutdownTimeout).
+ * Without a config file it runs on the defaults (the README's quick start), saying where it looked.
+ * A config problem (invalid, unreadable TLS files, a data directory it cannot write, a plugin that
+ * fails its setup) is a ConfigError: exit 2 with the message. Any other failure to start (a port in
+ * use) is one line, exit 1. Never a stack trace on the terminal: the log line has it.
+ */
 export async function start(opts: { config?: string }): Promise<void> {
   const config = await loadConfig(opts.config)
+  // The files it names, before anything is opened: all their problems at once, named by key.
+  const pathIssues = checkConfigPaths(config)
+  if (pathIssues.length) throw new ConfigError(config.configFile, pathIssues)
   const relay = new Relay(config)
+  if (!config.configFile) relay.log.warn({ searched: searchPlaces() }, 'no config file found: running on the defaults')
   let stoppingSince = 0
   const stop = (signal: string) => {
     if (stoppingSince) {
@@ -42,5 +54,15 @@ export async function start(opts: { config?: string }): Promise<void> {
     void flushLogs()
   })
   process.on('unhandledRejection', (err) => relay.log.error({ err }, 'unhandled promise rejection'))
-  await relay.start()
+  try {
+    await relay.start()
+  } catch (err) {
+    // The log has the details (and the stack); the terminal gets one line.
+    relay.log.fatal({ err }, 'cannot start')
+    await flushLogs()
+    if (err instanceof ConfigError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    process.stderr.write(`relay: cannot start: ${(err as Error)?.message ?? String(err)}${code && !String((err as Error)?.message).includes(code) ? ` (${code})` : ''}\n`)
+    process.exit(1)
+  }
 }

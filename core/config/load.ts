@@ -1,9 +1,11 @@
 import path from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import type { z } from 'zod'
 import { configSchema, type RelayConfig } from './schema.js'
 import { freezeConfig } from './freeze.js'
+import { findConfig, searchPlaces, type FoundConfig } from './find.js'
+import { ConfigSyntaxError } from './syntax.js'
+
+export { defaultExport } from './default-export.js'
 
 /** A config that cannot be used; `issues` name each key at fault. The CLI exits with code 2. */
 export class ConfigError extends Error {
@@ -34,51 +36,27 @@ export function zodIssues(error: z.ZodError, prefix = ''): { path: string; messa
 }
 
 /**
- * A module's default export. A .ts file outside a `"type": "module"` package is compiled as
- * CommonJS by tsx, and its `export default` then arrives one level deeper (`default.default`).
- */
-export function defaultExport(mod: unknown): unknown {
-  const value = (mod as { default?: unknown } | null)?.default ?? mod
-  if (value && typeof value === 'object' && (value as { __esModule?: unknown }).__esModule === true && 'default' in value) {
-    return (value as { default: unknown }).default
-  }
-  return value
-}
-
-// TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
-const loadTs: Loader = async (filepath) => {
-  const { tsImport } = await import('tsx/esm/api')
-  return defaultExport(await tsImport(pathToFileURL(filepath).href, import.meta.url))
-}
-// A query makes each load a fresh module: a hot reload (core/reload.ts) must see the file as it is now.
-let loads = 0
-const loadEsm: Loader = async (filepath) => {
-  const mod = (await import(`${pathToFileURL(filepath).href}?load=${++loads}`)) as { default?: unknown }
-  return mod.default ?? mod
-}
-
-const explorer = cosmiconfig('relay', {
-  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm },
-  // cosmiconfig's defaults lack relay.config.json/.yaml/.yml, which the docs promise.
-  searchPlaces: [...getDefaultSearchPlaces('relay'), 'relay.config.json', 'relay.config.yaml', 'relay.config.yml'],
-  searchStrategy: 'none',
-  // Hot reload reads the file again: no cached result.
-  cache: false,
-})
-
-/**
- * Validates a raw config object; relative paths are taken from `configDir`. The result is deep-frozen
- * (core/config/freeze.ts): a hot reload makes a new config rather than changing this one.
+ * Validates a raw config object; relative paths (dataDir, the TLS files) are taken from `configDir`.
+ * The result is deep-frozen (core/config/freeze.ts): a hot reload makes a new config rather than
+ * changing this one.
  */
 export function parseConfig(raw: unknown, configDir: string, file?: string): RelayConfig {
   const result = configSchema.safeParse(raw ?? {})
   if (!result.success) throw new ConfigError(file, zodIssues(result.error))
-  return freezeConfig({ ...result.data, dataDir: path.resolve(configDir, result.data.dataDir), configDir, configFile: file })
+  const at = (p: string) => path.resolve(configDir, p)
+  const tls = result.data.tls && {
+    ...result.data.tls,
+    cert: at(result.data.tls.cert),
+    key: at(result.data.tls.key),
+    sni: Object.fromEntries(Object.entries(result.data.tls.sni).map(([name, pair]) => [name, { cert: at(pair.cert), key: at(pair.key) }])),
+  }
+  return freezeConfig({ ...result.data, tls, dataDir: at(result.data.dataDir), configDir, configFile: file })
 }
 
 /**
- * Loads the config: from `file` when given, else searched by cosmiconfig (module name `relay`:
- * relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay") from the current directory.
+ * Loads the config: `file` (--config), else $RELAY_CONFIG, else searched in the current directory
+ * (cosmiconfig, module name `relay`: relay.config.ts/.js/.json/.yaml, .relayrc*, package.json
+ * "relay"), else in /etc/relay/. None found: the defaults (`configFile` undefined).
  */
 export async function loadConfig(file?: string): Promise<RelayConfig> {
   const found = await loadRawConfig(file)
@@ -86,19 +64,38 @@ export async function loadConfig(file?: string): Promise<RelayConfig> {
   return parseConfig(found.config, path.dirname(found.filepath), found.filepath)
 }
 
+/** As loadConfig, but no config file found is a ConfigError that says where it looked. */
+export async function requireConfig(file?: string): Promise<RelayConfig> {
+  const config = await loadConfig(file)
+  if (!config.configFile) throw noConfigError()
+  return config
+}
+
+/** "no config file found", with the places looked in. */
+export function noConfigError(): ConfigError {
+  const looked = searchPlaces().map((p) => `  ${p}`).join('\n')
+  const err = new ConfigError(undefined, [{ path: '', message: 'no config file found' }])
+  err.message = `no config file found; looked in:\n${looked}\ngive one with --config <file> or RELAY_CONFIG=<file>`
+  return err
+}
+
 /**
  * The config file as written, not validated (`relay reload` finds the running relay's data
  * directory with it even when the edited config is invalid); null when none was found.
  */
-export async function loadRawConfig(file?: string): Promise<{ config: unknown; filepath: string } | null> {
-  let found: { config: unknown; filepath: string } | null
+export async function loadRawConfig(file?: string): Promise<FoundConfig | null> {
   try {
-    found = file ? await explorer.load(path.resolve(file)) : await explorer.search(process.cwd())
+    return await findConfig(file)
   } catch (err) {
+    const named = file ?? (process.env.RELAY_CONFIG || undefined)
+    const where = (err as { filepath?: string }).filepath ?? (named ? path.resolve(named) : undefined)
+    if (err instanceof ConfigSyntaxError) {
+      throw new ConfigError(where, [{ path: where ? `${path.basename(where)}:${err.line}:${err.column}` : '', message: `cannot load config: ${err.message}${err.snippet ? `\n${err.snippet.replace(/^/gm, '    ')}` : ''}` }])
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && named) {
+      throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}${file ? '' : ' (from $RELAY_CONFIG)'}` }])
+    }
     const message = (err as Error).message.split('\n')[0] ?? String(err)
-    const where = file ? path.resolve(file) : undefined
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}` }])
     throw new ConfigError(where, [{ path: '', message: `cannot load config: ${message}` }])
   }
-  return found
 }

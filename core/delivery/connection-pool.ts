@@ -12,6 +12,8 @@ export class ConnectionPool implements SessionPool {
   private readonly idle = new Map<string, Session[]>()
   private closed = false
   opened = 0
+  /** Open now: busy in a transaction or idle here (smtp-session.ts counts them). */
+  open = 0
 
   constructor(
     private readonly maxMessages: number,

@@ -236,6 +236,11 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.notify() })
   }
 
+  /** For metrics: outbound connections open now (busy or idle in the pool), destination domains paused by the throttle. */
+  status(): { openConnections: number; pausedDestinations: number } {
+    return { openConnections: this.pool.open, pausedDestinations: this.throttle.pausedDomains() }
+  }
+
   /** Stops taking work; waits for attempts in flight up to the timeout (their leases make them due again). */
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true

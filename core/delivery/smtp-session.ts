@@ -114,6 +114,8 @@ export interface Session {
 export interface SessionPool {
   /** Connections opened so far. */
   opened: number
+  /** Connections open now (in a transaction or idle in the pool), for metrics. */
+  open: number
   /** An idle connection failed or was closed by the server: it leaves the pool. */
   remove(s: Session): void
 }
@@ -244,6 +246,9 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       if (settled) return
       settled = true
       pool.opened++
+      // Counted until the connection ends, however it ends (QUIT, idle timeout, error, server close).
+      pool.open++
+      conn.once('end', () => pool.open--)
       resolve(session)
     }
     // A silent close before the greeting comes to this callback rather than as an 'error' event.

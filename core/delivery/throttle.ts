@@ -321,6 +321,13 @@ export class Throttle {
     this.success(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
   }
 
+  /** Destination domains paused now after a "slow down" reply, for metrics (their MX hosts' own pauses aside). */
+  pausedDomains(now = Date.now()): number {
+    let n = 0
+    for (const [k, s] of this.states) if (k.startsWith('d:') && s.pauseUntil > now) n++
+    return n
+  }
+
   /** Paused until (epoch ms), for logs; 0 when not paused. */
   pausedUntil(key: string, now = Date.now()): number {
     const until = this.states.get(key)?.pauseUntil ?? 0

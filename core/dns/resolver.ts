@@ -1,12 +1,18 @@
 import { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 
-/** Called with the query type and error code of each failed lookup (metrics). */
+/**
+ * Called with the query type and error code of each lookup that failed to get an answer (metrics):
+ * SERVFAIL, a timeout, REFUSED, a connection error. An answer that the name or record does not
+ * exist (NXDOMAIN, NODATA) is an answer, not a failure: a relay sees many, and alerts on them would
+ * be noise.
+ */
 export type DnsFailureListener = (type: string, code: string) => void
 
 /**
  * The one DNS resolver: config `dns.servers` (ip or ip:port), else the system's. With `onFailure`,
- * every failed lookup is reported, whoever makes it (core, plugins, mailauth share this object).
+ * every failed lookup (see DnsFailureListener) is reported, whoever makes it (core, plugins,
+ * mailauth share this object).
  */
 export function createResolver(config: Pick<RelayConfig, 'dns'>, onFailure?: DnsFailureListener): Resolver {
   const resolver = new Resolver({ timeout: config.dns.timeout, tries: 2 })
@@ -34,7 +40,8 @@ function reportFailures(resolver: Resolver, onFailure: DnsFailureListener): void
     methods[method] = (...args: unknown[]) =>
       original(...args).catch((err: unknown) => {
         const code = (err as { code?: unknown }).code
-        onFailure(typeOf(args), typeof code === 'string' ? code : 'unknown')
+        // An answer that there is no such name or record, or a query the relay cancelled itself: no failure.
+        if (!isNotFound(err) && code !== 'ECANCELLED') onFailure(typeOf(args), typeof code === 'string' ? code : 'unknown')
         throw err
       })
   }
@@ -45,7 +52,10 @@ function reportFailures(resolver: Resolver, onFailure: DnsFailureListener): void
   })
 }
 
-/** DNS errors that say the name or record does not exist (as opposed to a failure to find out). */
+/**
+ * DNS errors that say the name or record does not exist (as opposed to a failure to find
+ * out): NXDOMAIN (ENOTFOUND) and a name without a record of the type asked for (ENODATA).
+ */
 export function isNotFound(err: unknown): boolean {
   const code = (err as { code?: string }).code
   return code === 'ENOTFOUND' || code === 'ENODATA'

@@ -17,6 +17,7 @@ export const EVENT_NAMES = [
   'dnsFailed',
   'leaseTakenOver',
   'complaint',
+  'reloaded',
 ] as const
 
 export type HookName = (typeof HOOK_NAMES)[number]

@@ -38,6 +38,8 @@ export interface QueueFilter {
   sender?: string
   /** At most this many messages, oldest first (default: all). */
   limit?: number
+  /** Only messages after this one in that order (receivedAt, then id): the admin API's cursor paging. */
+  after?: { receivedAt: number; id: string }
 }
 
 /** One delivery attempt's result for one recipient. */
@@ -280,7 +282,9 @@ export interface RelayOperations {
   deliveryStatus(): { openConnections: number; pausedDestinations: number }
   /**
    * A figure a plugin publishes for others to export (a webhook outbox backlog, say): the admin
-   * plugin's /metrics shows every registered gauge. Registering a name again replaces it.
+   * plugin's /metrics shows every registered gauge as `relay_plugin_<name>`. `name`: letters,
+   * digits and _ (throws otherwise). Registering a name again replaces it (a plugin set up anew at
+   * a reload); `read` is called at each scrape, and one that throws leaves the gauge out.
    */
   registerGauge(name: string, help: string, read: () => number | Promise<number>): void
   gauges(): { name: string; help: string; read: () => number | Promise<number> }[]

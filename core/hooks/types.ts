@@ -252,6 +252,8 @@ export interface EventContexts {
   leaseTakenOver: { recipients: number }
   /** A feedback-loop complaint was recorded (`relay.queue.recordComplaint`, e.g. by the reputation plugin). */
   complaint: ComplaintEvent
+  /** A hot reload ended (SIGHUP, `relay reload`, POST /api/reload): applied (with the settings that changed) or refused. */
+  reloaded: { ok: boolean; changed?: string[]; error?: string }
 }
 
 /** A complaint as recorded: matched to a message this relay sent, or counted against a domain only. */

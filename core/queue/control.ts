@@ -6,6 +6,8 @@ import type { HookBus } from '../hooks/bus.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
 import { ADMIN_BOUNCE_RESPONSE, operatorBounceDsn } from '../mail/bounce.js'
 import { newQueueId } from './id.js'
+import { runBulk } from './bulk.js'
+import type { BulkAction, BulkFilter, BulkResult } from '../hooks/operator.js'
 import type { MessageDetail, Queue, QueueEntry, QueueFilter, QueueSummary } from './types.js'
 
 /** Why an action could not be done: the API maps `kind` to an HTTP status, the CLI to exit code 1. */
@@ -39,7 +41,7 @@ export interface BounceResult {
 
 const ID = /^[A-Za-z0-9._-]{1,64}$/
 
-/** list, show, hold, release, delete, bounce, flush, summary. */
+/** list, show, raw, hold, release, delete, bounce, flush, bulk, summary. */
 export class QueueControl {
   constructor(private readonly env: QueueControlEnv) {}
 
@@ -52,6 +54,39 @@ export class QueueControl {
     const detail = await this.env.queue.show(id)
     if (!detail) throw notFound(id)
     return detail
+  }
+
+  /** The message as queued: header section, then body (`relay queue cat`). */
+  async raw(id: string): Promise<Buffer> {
+    checkId(id)
+    const message = await this.env.queue.message(id)
+    if (!message) throw notFound(id)
+    const chunks: Buffer[] = [message.headers]
+    try {
+      for await (const chunk of this.env.queue.openBody(message)) chunks.push(chunk as Buffer)
+    } catch (err) {
+      // Delivered (and its body removed) between the two reads.
+      if (!(await this.env.queue.show(id))) throw notFound(id)
+      throw err
+    }
+    return Buffer.concat(chunks)
+  }
+
+  /** One verb on every message a filter selects (core/queue/bulk.ts); a dry run only lists them. */
+  bulk(action: BulkAction, filter: BulkFilter, opts: { dryRun?: boolean } = {}): Promise<BulkResult> {
+    const verbs = {
+      list: (f?: QueueFilter) => this.list(f),
+      show: (id: string) => this.show(id),
+      hold: (id: string) => this.hold(id),
+      release: (id: string) => this.release(id),
+      remove: (id: string) => this.remove(id),
+      flush: (f?: { id?: string; domain?: string }) => this.flush(f),
+      bounce: (id: string) => this.bounce(id),
+    }
+    return runBulk(verbs, action, filter, opts).then((r) => {
+      if (!r.dryRun) this.env.log?.info({ action, filter, matched: r.matched.length, done: r.done }, 'bulk action by the administrator')
+      return r
+    })
   }
 
   async hold(id: string): Promise<{ id: string; held: true }> {

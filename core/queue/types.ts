@@ -3,10 +3,10 @@
 // interface; test/queue/contract.ts runs one suite against both so they cannot drift apart.
 import type { Readable } from 'node:stream'
 import type { BounceCategory } from '../hooks/types.js'
-import type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression } from '../hooks/operator.js'
+import type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression, RecentAttempt } from '../hooks/operator.js'
 
 // What operators see of the queue is part of the public API (core/hooks/operator.ts).
-export type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression }
+export type { RecipientState, MessageMeta, QueueEntry, QueueFilter, AttemptRecord, MessageDetail, QueueSummary, StatsRow, Complaint, ComplaintResult, Suppression, RecentAttempt }
 
 
 /**
@@ -138,6 +138,8 @@ export interface Queue {
   list(filter?: QueueFilter): Promise<QueueEntry[]>
   /** One message in full (envelope, recipients with attempt history, headers); undefined if unknown. */
   show(queueId: string): Promise<MessageDetail | undefined>
+  /** The message as queued (header bytes, body to read with `openBody`); undefined if unknown. */
+  message(queueId: string): Promise<QueuedMessage | undefined>
   /** Stops delivery of a message until `release`; false when there is no such message. */
   hold(queueId: string): Promise<boolean>
   /** Makes a held message's pending recipients due at once; false when it is not held. */
@@ -147,6 +149,11 @@ export interface Queue {
   /** Makes pending recipients of messages that are not held due at once; returns how many. */
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number>
   summary(now: number): Promise<QueueSummary>
+  /**
+   * Delivery attempts, newest first, made before `before` (epoch ms) if given: those of queued
+   * messages and, for a day (at most `retention`), those of messages that left the queue.
+   */
+  recentAttempts(opts: { limit: number; before?: number }): Promise<RecentAttempt[]>
   /** The body (without the header section) as a stream, whatever kind of StoredBody it is. */
   openBody(message: QueuedMessage): Readable
   /** Reputation counters with `hour >= since`. */

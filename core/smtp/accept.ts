@@ -1,13 +1,13 @@
-// DATA: the message read (to memory or a spool file), checked, run through the data and queue
-// hooks, stamped (Received, and Message-ID/Date on submission) and written to the queue. The reply
-// is sent only once the message is durable.
+// DATA (and an injection without SMTP, core/smtp/inject.ts): the message read (to memory or a spool
+// file), checked, run through the data and queue hooks, stamped (Received, and Message-ID/Date on
+// submission) and written to the queue. The reply is sent only once the message is durable.
 import fs from 'node:fs'
 import { Readable } from 'node:stream'
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
-import type { HookName, Notes, SessionInfo } from '../hooks/types.js'
+import type { Envelope, HookName, Notes, SessionInfo } from '../hooks/types.js'
 import { CORE_REPLIES, replyError, replyFor, replyText, type Reply } from '../hooks/verdict.js'
 import type { NewMessage } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
@@ -43,58 +43,97 @@ export interface Transaction {
   refuse(stage: HookName | 'protocol', reply: Reply, plugin?: string, detail?: Record<string, unknown>): Error
 }
 
+/**
+ * One message to accept, however it came: SMTP DATA (receiveMessage) or an injection without
+ * SMTP (core/smtp/inject.ts). Both go through `acceptMessage`, so they get the same checks.
+ */
+export interface Submission {
+  /** The session as plugins see it (a synthetic one for an injection). */
+  info: SessionInfo
+  envelope: Envelope
+  notes: Notes
+  /** Where it came in, kept in the message's meta: `host:port` of the listener, or 'sendmail', 'api'. */
+  via: string
+  /** The value of the Received field this relay adds. */
+  received(queueId: string, recipients: string[]): string
+  /** Line-ending and NUL policy for the message bytes (config smtp.bareLineEndings). */
+  lineEndings: 'reject' | 'normalize'
+  /** The transport saw more than smtp.maxMessageSize (smtp-server answers 552 itself). */
+  sizeExceeded?: () => boolean
+  refuse: Transaction['refuse']
+}
+
 /** Reads and accepts one message; resolves with the 250 reply text, or throws the refusal. */
 export async function receiveMessage(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transaction): Promise<string> {
+  const { session, info, listener } = tx
+  const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
+  const submission: Submission = {
+    info,
+    envelope: envelopeOf(session),
+    notes: tx.notes,
+    via: `${listener.host}:${listener.port}`,
+    received: (queueId, recipients) => receivedHeader({ session: info, hostname: env.config.hostname, protocol: session.transmissionType, queueId, recipients, tls }),
+    lineEndings: env.config.smtp.bareLineEndings,
+    sizeExceeded: () => stream.sizeExceeded,
+    refuse: tx.refuse,
+  }
+  return (await acceptMessage(env, stream, submission)).reply
+}
+
+/**
+ * Reads the message from `source` and accepts it: the checks, the data and queue hooks, Received,
+ * the durable write. Resolves with the 250 reply text and the queue id (none when a data hook took
+ * the message itself), or throws the refusal.
+ */
+export async function acceptMessage(env: AcceptEnv, source: Readable, sub: Submission): Promise<{ reply: string; queueId?: string }> {
   const id = newQueueId()
   const started = Date.now()
-  const data = await read(env, stream, tx, id)
+  const data = await read(env, source, sub, id)
   const discard = async () => {
     if ('file' in data.body) await data.body.file.discard()
   }
   try {
-    // smtp-server answers 552 itself; the message must not be queued behind that answer.
-    if (stream.sizeExceeded) {
+    // The message must not be queued behind a 552 the transport already answered.
+    if (sub.sizeExceeded?.()) {
       await discard()
-      throw tx.refuse('protocol', CORE_REPLIES.sizeExceeded)
+      throw sub.refuse('protocol', CORE_REPLIES.sizeExceeded)
     }
-    return await accept(env, id, data, tx, started)
+    return await accept(env, id, data, sub, started)
   } catch (err) {
     await discard().catch(() => undefined)
     if ((err as { responseCode?: number }).responseCode) throw err
-    env.log.error({ err, session: tx.session.id }, 'queueing message failed')
-    throw tx.refuse('queue', CORE_REPLIES.queueFailed)
+    env.log.error({ err, session: sub.info.id }, 'queueing message failed')
+    throw sub.refuse('queue', CORE_REPLIES.queueFailed)
   }
 }
 
-async function read(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transaction, id: string): Promise<ReceivedData> {
-  const { session } = tx
-  const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines, bareLineEndings } = env.config.smtp
+async function read(env: AcceptEnv, source: Readable, sub: Submission, id: string): Promise<ReceivedData> {
+  const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines } = env.config.smtp
   try {
     const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
-    return await readMessage(stream, { spool: env.spool, id, lineEndings: bareLineEndings, headerLimits })
+    return await readMessage(source, { spool: env.spool, id, lineEndings: sub.lineEndings, headerLimits })
   } catch (err) {
     // The refusal's own log line (msg 'refused') says what was wrong.
-    if (err instanceof HeaderTooLargeError) throw tx.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message), 'core:header-too-large', { limit: err.limit, max: err.max })
-    if (err instanceof BareLineEndingError) throw tx.refuse('protocol', CORE_REPLIES.bareLineEnding)
-    if (err instanceof NulByteError) throw tx.refuse('protocol', CORE_REPLIES.nulByte)
+    if (err instanceof HeaderTooLargeError) throw sub.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message), 'core:header-too-large', { limit: err.limit, max: err.max })
+    if (err instanceof BareLineEndingError) throw sub.refuse('protocol', CORE_REPLIES.bareLineEnding)
+    if (err instanceof NulByteError) throw sub.refuse('protocol', CORE_REPLIES.nulByte)
     // A client that went away gets no reply, so that is no refusal either.
     if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(CORE_REPLIES.readFailed)
-    env.log.error({ err, session: session.id }, 'reading message failed')
-    throw tx.refuse('protocol', CORE_REPLIES.readFailed)
+    env.log.error({ err, session: sub.info.id }, 'reading message failed')
+    throw sub.refuse('protocol', CORE_REPLIES.readFailed)
   }
 }
 
 /** Hooks, trace headers, the durable write: resolves only once the message is on disk. */
-async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transaction, started: number): Promise<string> {
+async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submission, started: number): Promise<{ reply: string; queueId?: string }> {
   const { config, log } = env
-  const { session, info, listener, notes } = tx
-  const envelope = envelopeOf(session)
+  const { info, envelope, notes } = sub
   const { headers } = data
   const size = () => headers.toBuffer().length + data.bodySize
 
   // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
   const hops = hopCount(headers.toBuffer().toString('latin1'))
-  if (hops > config.smtp.maxHops) throw tx.refuse('protocol', CORE_REPLIES.tooManyHops, undefined, { hops, limit: config.smtp.maxHops })
+  if (hops > config.smtp.maxHops) throw sub.refuse('protocol', CORE_REPLIES.tooManyHops, undefined, { hops, limit: config.smtp.maxHops })
 
   // Plugins that scan or sign read the message as it stands: current header fields, then the body.
   if ('file' in data.body) await data.body.file.flushPending()
@@ -114,23 +153,22 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transa
   const convertTo7bit = () => convertReceivedTo7bit(data, readMessage, env.spool, id)
 
   const d = await env.policies.run('data', { session: info, envelope, headers, size: size(), readMessage, notes })
-  if (d && d.verdict.action !== 'accept') throw tx.refuse('data', replyFor('data', d.verdict), d.plugin)
+  if (d && d.verdict.action !== 'accept') throw sub.refuse('data', replyFor('data', d.verdict), d.plugin)
   // A plugin took the message itself (e.g. a feedback report counted): 250, nothing queued.
   if (d?.verdict.handled) {
     if ('file' in data.body) await data.body.file.discard()
-    return replyText(replyFor('data', d.verdict))
+    return { reply: replyText(replyFor('data', d.verdict)) }
   }
 
-  if (listener.role === 'submission') {
+  if (info.listener.role === 'submission') {
     if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${config.hostname}>`)
     if (!headers.has('Date')) headers.append('Date', rfc5322Date())
   }
   const recipients = envelope.recipients.map((r) => r.address)
-  const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
-  headers.prepend('Received', receivedHeader({ session: info, hostname: config.hostname, protocol: session.transmissionType, queueId: id, recipients, tls }))
+  headers.prepend('Received', sub.received(id, recipients))
 
   const q = await env.policies.run('queue', { session: info, envelope, headers, size: size(), queueId: id, readMessage, convertTo7bit, notes })
-  if (q && q.verdict.action !== 'accept') throw tx.refuse('queue', replyFor('queue', q.verdict), q.plugin)
+  if (q && q.verdict.action !== 'accept') throw sub.refuse('queue', replyFor('queue', q.verdict), q.plugin)
 
   const headerBytes = headers.toBuffer()
   if ('file' in data.body) await data.body.file.commit()
@@ -146,7 +184,7 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transa
     messageId: headers.get('Message-ID'),
     receivedAt: now,
     expiresAt: now + config.delivery.maxQueueLifetime,
-    meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: `${listener.host}:${listener.port}`, user: info.user, trusted: info.trusted },
+    meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: sub.via, user: info.user, trusted: info.trusted },
   }
   // Durable before the 250; the queue then announces the new work to delivery.
   await env.intake.enqueue(message)
@@ -155,5 +193,5 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, tx: Transa
   if (env.hooks.has('accepted')) {
     void env.hooks.emit('accepted', { queueId: id, messageId: message.messageId, sender: message.sender, recipients, size: message.size, session: info })
   }
-  return `2.0.0 Ok: queued as ${id}`
+  return { reply: `2.0.0 Ok: queued as ${id}`, queueId: id }
 }

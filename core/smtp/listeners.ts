@@ -22,17 +22,12 @@ import { envelopeOf, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, ty
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits } from './session-limits.js'
-import { TlsCertificates } from './tls-watch.js'
+import { TlsCertificates, type ServedCertificate } from './tls-watch.js'
 import { dropPostmasterTwin, qualifyPostmaster } from './postmaster.js'
 import { receiveMessage } from './accept.js'
-
-/** The core check a constant reply belongs to, as `core:<kebab-case name>` (for the audit log). */
-const CORE_RULES = new Map<Reply, string>(
-  Object.entries(CORE_REPLIES)
-    .filter((e): e is [string, Reply] => typeof e[1] === 'object')
-    .map(([name, reply]) => [reply, `core:${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`]),
-)
-const coreRule = (reply: Reply) => CORE_RULES.get(reply) ?? 'core:protocol'
+import { coreRule } from './core-rules.js'
+import { injectMessage, type InjectOrigin } from './inject.js'
+import type { InjectMessage } from '../hooks/operator.js'
 
 /** What the relay remembers about one SMTP session. */
 interface SessionState {
@@ -116,9 +111,20 @@ export class SmtpListeners {
     this.servers = []
   }
 
+  /** A message handed over without SMTP (sendmail's maildrop, the inject API): the same acceptance as DATA. */
+  inject(message: InjectMessage, origin?: InjectOrigin): Promise<{ queueId: string }> {
+    const { config, log, spool, intake, policies, hooks } = this
+    return injectMessage({ config, log, spool, intake, policies, hooks }, message, origin)
+  }
+
   /** Re-reads the certificate files for new connections; a file that cannot be read keeps the old ones. */
   reloadTls(): boolean {
     return this.tls.reload()
+  }
+
+  /** The certificates served now (file, subject, expiry), for metrics. */
+  tlsCertificates(): ServedCertificate[] {
+    return this.tls.served()
   }
 
   /**

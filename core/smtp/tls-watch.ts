@@ -7,6 +7,7 @@
 // a poll every `pollMs` reads the files again for what no watch sees (network filesystems, a link
 // in a further directory such as Kubernetes' `..data`). Either only acts when the bytes differ
 // from those in use, and after a change the watches are set up again on the new targets.
+import { X509Certificate } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
@@ -20,8 +21,18 @@ export const TLS_POLL_MS = 30_000
 /** Change events come in bursts (certbot re-points four links, an editor writes twice): one read shortly after the first. */
 const SETTLE_MS = 200
 
+/** A certificate served: its file, subject (the CN, else the whole subject) and expiry (epoch ms). */
+export interface ServedCertificate {
+  file: string
+  subject: string
+  notAfter: number
+}
+
 export class TlsCertificates {
   files: TlsFiles | undefined
+  /** The config the files in use were read from (their paths, for `served()`). */
+  private filesFrom: TlsConfig
+  private servedCache: { files: TlsFiles; list: ServedCertificate[] } | undefined
   private watchers: fs.FSWatcher[] = []
   private poller: NodeJS.Timeout | undefined
   private settle: NodeJS.Timeout | undefined
@@ -34,13 +45,41 @@ export class TlsCertificates {
     /** Hands freshly read files to the running servers. */
     private readonly install: (files: TlsFiles) => void,
     private readonly pollMs = TLS_POLL_MS,
-  ) {}
+  ) {
+    this.filesFrom = tls
+  }
 
   /** Reads the files (throws when one cannot be read) and starts watching them. */
   start(): void {
     if (!this.tls) return
     this.files = readTlsFiles(this.tls)
+    this.filesFrom = this.tls
     this.watch()
+  }
+
+  /** The certificates in use (metrics: expiry alerts); the first certificate of each file, not its chain. */
+  served(): ServedCertificate[] {
+    const files = this.files
+    const tls = this.filesFrom
+    if (!files || !tls) return []
+    if (this.servedCache?.files === files) return this.servedCache.list
+    const pairs: [string, Buffer][] = [[tls.cert, files.cert]]
+    for (const [name, pair] of Object.entries(tls.sni)) {
+      const cert = files.sniOptions[name.toLowerCase()]?.cert
+      if (cert) pairs.push([pair.cert, cert])
+    }
+    const list: ServedCertificate[] = []
+    for (const [file, pem] of pairs) {
+      try {
+        const x509 = new X509Certificate(pem)
+        const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1]
+        list.push({ file, subject: cn ?? x509.subject.replace(/\n/g, ', '), notAfter: Date.parse(x509.validTo) })
+      } catch {
+        // not parsable here: the TLS stack accepted it (checkTlsFiles), so leave it out rather than fail a scrape
+      }
+    }
+    this.servedCache = { files, list }
+    return list
   }
 
   /** SIGHUP or a new config: reads the files; one that cannot be read keeps the old certificate in use (and says so in the log). */
@@ -79,6 +118,7 @@ export class TlsCertificates {
   private use(files: TlsFiles): void {
     this.install(files)
     this.files = files
+    this.filesFrom = this.tls
     this.problem = undefined
     this.log.info('TLS certificates reloaded')
     // The links may point elsewhere now: watch the new targets and their directories.

@@ -1,8 +1,7 @@
 // The admin plugin's CLI verbs: `relay queue ...`, `relay stats`, `relay suppression ...`. Through
 // the running relay's admin API (<dataDir>/admin.json) when it has one, else on the queue itself
 // (env.openQueue). Each verb's code is imported when it runs, so `relay --help` does not load it.
-import type { CommandEnv, Plugin } from '../../core/index.js'
-import type { QueueAction } from './cli/queue.js'
+import type { BulkAction, CommandEnv, Plugin } from '../../core/index.js'
 
 type Program = Parameters<NonNullable<Plugin['commands']>>[0]
 
@@ -65,33 +64,59 @@ function queueCommands(program: Program, env: CommandEnv): void {
     .option(...configOption)
     .option('--json', 'print JSON')
     .action(async (id: string, opts) => (await import('./cli/queue.js')).queueShow(env, id, opts))
-  queue
-    .command('flush')
-    .description('retry now: pending recipients (of messages not held) become due at once')
-    .option(...configOption)
-    .option('--domain <domain>', 'only recipients at this domain')
-    .option('--id <id>', 'only this message')
-    .option('--json', 'print JSON: { flushed }')
-    .action(async (opts) => (await import('./cli/queue.js')).queueFlush(env, opts))
-  const actions: [QueueAction, string][] = [
-    ['hold', 'stop delivering a message until it is released'],
-    ['release', 'deliver a held message again, at once'],
-    ['delete', 'remove a message without a bounce'],
-    ['bounce', "give up on a message's pending recipients: a DSN goes to the sender (5.0.0 bounced by the administrator)"],
+  // postsuper-style: one id, ALL, - (ids on stdin), or a filter; a count, and --dry-run.
+  const actions: [BulkAction, string][] = [
+    ['hold', 'stop delivering messages until they are released'],
+    ['release', 'deliver held messages again, at once'],
+    ['flush', 'retry now: pending recipients (of messages not held) become due at once (no id and no filter: all)'],
+    ['delete', 'remove messages without a bounce'],
+    ['bounce', "give up on messages' pending recipients: a DSN goes to each sender (5.0.0 bounced by the administrator)"],
   ]
   for (const [verb, description] of actions) {
-    queue
+    const cmd = queue
       .command(verb)
       .description(description)
-      .argument('<id>', 'queue id')
+      .argument('[id]', 'a queue id, ALL (every message), or - (queue ids on stdin)')
       .option(...configOption)
-      .option('--json', 'print JSON')
-      .action(async (id: string, opts) => (await import('./cli/queue.js')).queueAction(env, verb, id, opts))
+      .option('--domain <domain>', verb === 'flush' ? 'messages with a recipient at this domain (flush: only those recipients)' : 'messages with a recipient at this domain')
+      .option('--sender <address>', "messages from this sender ('<>': the null sender)")
+      .option('--state <state>', 'messages with a queued or deferred recipient, or held ones')
+      .option('--older-than <duration>', "messages received longer ago than this, e.g. '30m', '4h', '5d'")
+      .option('--dry-run', 'list the messages it would act on; change nothing')
+      .option('--json', 'print JSON (with a filter: { action, dryRun, matched, done })')
+    if (verb === 'flush') cmd.option('--id <id>', 'only this message (as `flush <id>`)')
+    cmd.addHelpText('after', '\nWith ALL, - or a filter it prints how many messages it changed; one id alone keeps the one-message output.')
+    cmd.action(async (id: string | undefined, opts) => (await import('./cli/queue-bulk.js')).queueBulkVerb(env, verb, id, opts))
   }
+  queue
+    .command('cat')
+    .description('print the message as queued: header section and body (like postcat -q)')
+    .argument('<id>', 'queue id')
+    .option(...configOption)
+    .option('--header-only', 'only the header section')
+    .option('--body-only', 'only the body')
+    .action(async (id: string, opts) => (await import('./cli/queue-cat.js')).queueCat(env, id, opts))
+  queue
+    .command('backup')
+    .description('copy the SQLite queue (online backup of the database, then the spool files it refers to) into a new directory')
+    .argument('<dir>', 'where to write the backup (created; must be empty)')
+    .option(...configOption)
+    .option('--json', 'print JSON: { dir, messages, spoolFiles, leftOut }')
+    .addHelpText('after', '\nSafe while the relay runs. The PostgreSQL queue: use pg_dump (this verb exits 1).')
+    .action(async (dir: string, opts) => (await import('./cli/queue-backup.js')).queueBackup(env, dir, opts))
+  queue
+    .command('restore')
+    .description("restore a queue backup into a new data directory (the config's dataDir, or --data-dir); refuses one that is not empty")
+    .argument('<dir>', 'a directory written by `relay queue backup`')
+    .option(...configOption)
+    .option('--data-dir <dir>', "restore here instead of the config's dataDir")
+    .option('--json', 'print JSON: { dataDir, messages, spoolFiles }')
+    .action(async (dir: string, opts) => (await import('./cli/queue-backup.js')).queueRestore(env, dir, opts))
   queue
     .command('summary')
     .description('queue size by state and the destination domains with most pending recipients')
     .option(...configOption)
+    .option('--age', 'pending recipients by destination domain and age in minutes, like qshape (T 5 10 20 ... 1280 1280+)')
     .option('--json', 'print JSON')
-    .action(async (opts) => (await import('./cli/queue.js')).queueSummary(env, opts))
+    .action(async (opts) => (await import('./cli/queue-cat.js')).queueSummaryAge(env, opts))
 }

@@ -2,8 +2,12 @@
 // /dashboard). No build step, no external requests: the page holds no data itself and fetches the
 // admin API with the bearer token it keeps in sessionStorage (given once as `#token=…` in the URL).
 // A strict Content-Security-Policy (self only, nothing inline) is set on all three.
+// For triage: held and deferred messages with their last reply, a detail view per message (envelope,
+// headers, attempt history, actions), search by address, domain or queue id, actions per
+// destination, recent events from the queue's attempt log; one column on a narrow screen.
 import type { AdminServer } from './server.js'
 import { DASHBOARD_JS } from './dashboard-script.js'
+import { DASHBOARD_CSS } from './dashboard-style.js'
 
 /** Self only; no inline script or style, no frames, no forms posting elsewhere. */
 export const DASHBOARD_CSP =
@@ -52,6 +56,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     <div id="summary" class="cards"></div>
     <h3>By destination</h3>
     <table id="destinations-queue"><thead><tr><th>Domain</th><th class="num">Queued</th><th class="num">Deferred</th><th class="num">Held</th><th></th></tr></thead><tbody></tbody></table>
+    <p class="hint">Hold, release and bounce act on every message with a recipient at that domain.</p>
   </section>
 
   <section id="charts-section">
@@ -73,10 +78,18 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   <section id="messages-section">
     <h2>Held and deferred messages <button type="button" id="flush-all" data-action="flush-all">Retry all now</button></h2>
+    <div class="search">
+      <input id="search" type="search" placeholder="address, domain or queue id" aria-label="search the queue" autocomplete="off">
+      <span id="search-status" class="hint">Search the whole queue by sender or recipient address, recipient domain or queue id.</span>
+    </div>
+    <div id="search-box" hidden>
+      <h3>Search results</h3>
+      <table id="search-results"><thead><tr><th>Queue id</th><th>From</th><th>Recipients</th><th>Last reply</th><th>Category</th><th class="num">Attempts</th><th>Next attempt</th><th>Received</th><th></th></tr></thead><tbody></tbody></table>
+    </div>
     <h3>Held</h3>
-    <table id="held"><thead><tr><th>Queue id</th><th>From</th><th>Recipients</th><th>Received</th><th></th></tr></thead><tbody></tbody></table>
+    <table id="held"><thead><tr><th>Queue id</th><th>From</th><th>Recipients</th><th>Last reply</th><th>Category</th><th class="num">Attempts</th><th>Next attempt</th><th>Received</th><th></th></tr></thead><tbody></tbody></table>
     <h3>Deferred</h3>
-    <table id="deferred"><thead><tr><th>Queue id</th><th>From</th><th>Recipients</th><th>Received</th><th></th></tr></thead><tbody></tbody></table>
+    <table id="deferred"><thead><tr><th>Queue id</th><th>From</th><th>Recipients</th><th>Last reply</th><th>Category</th><th class="num">Attempts</th><th>Next attempt</th><th>Received</th><th></th></tr></thead><tbody></tbody></table>
   </section>
 
   <section id="events-section">
@@ -93,63 +106,23 @@ export const DASHBOARD_HTML = `<!doctype html>
     <table id="events"><thead><tr><th>Time</th><th>Type</th><th>Queue id</th><th>From</th><th>To / domain</th><th>Details</th></tr></thead><tbody></tbody></table>
   </section>
 </main>
+<dialog id="detail" aria-labelledby="detail-title">
+  <div class="detail-head">
+    <h2 id="detail-title">Message <code id="detail-id"></code></h2>
+    <div id="detail-actions" class="detail-actions"></div>
+    <button type="button" id="detail-close">Close</button>
+  </div>
+  <div class="detail-body">
+    <h3>Envelope</h3>
+    <dl id="detail-envelope" class="envelope"></dl>
+    <h3>Recipients</h3>
+    <table id="detail-recipients"><thead><tr><th>Recipient</th><th>State</th><th class="num">Attempts</th><th>Next attempt</th><th>Last reply</th><th>Category</th><th>Remote host</th></tr></thead><tbody></tbody></table>
+    <h3>Attempt history</h3>
+    <table id="detail-history"><thead><tr><th>Time</th><th>Recipient</th><th>Result</th><th>Reply</th><th>Category</th><th>Remote host</th></tr></thead><tbody></tbody></table>
+    <h3>Headers</h3>
+    <pre id="detail-headers" class="headers"></pre>
+  </div>
+</dialog>
 </body>
 </html>
-`
-
-export const DASHBOARD_CSS = `
-:root { --fg: #1d2329; --muted: #66717c; --line: #dde2e6; --bg: #f6f7f8; --card: #fff;
-  --delivered: #2e8b57; --deferred: #d49a00; --bounced: #c8372d; --complaints: #7b3fb5; --warn-bg: #fff3cd; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
-header { display: flex; gap: 1em; align-items: center; padding: .6em 1.2em; background: #20262c; color: #fff; }
-header h1 { font-size: 1.2em; margin: 0; }
-header .status { color: #b9c2ca; flex: 1; }
-header .refresh { color: #dfe5ea; }
-main { padding: 1em 1.2em; display: grid; gap: 1em; }
-section { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: .8em 1em; }
-h2 { font-size: 1.05em; margin: 0 0 .6em; display: flex; gap: .8em; align-items: center; }
-h3 { font-size: .95em; margin: .9em 0 .3em; color: var(--muted); }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .25em .5em; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { font-weight: 600; color: var(--muted); font-size: .9em; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.empty { color: var(--muted); font-style: italic; }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
-button { font: inherit; padding: .15em .6em; border: 1px solid #aab4bd; border-radius: 4px; background: #fff; cursor: pointer; }
-button:hover { background: #eef1f3; }
-button:disabled { opacity: .5; cursor: default; }
-button.danger { border-color: var(--bounced); color: var(--bounced); }
-td.actions { white-space: nowrap; }
-td.actions button + button { margin-left: .3em; }
-.cards { display: flex; gap: .8em; flex-wrap: wrap; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: .4em .9em; min-width: 7em; }
-.card b { display: block; font-size: 1.5em; }
-.card span { color: var(--muted); font-size: .85em; }
-.notice { margin: .8em 1.2em 0; padding: .5em .9em; border-radius: 6px; background: #fde2e0; border: 1px solid #f0b4ae; }
-.notice.ok { background: #e3f4e8; border-color: #a9d8b8; }
-.warnings { margin: 0; padding: 0; list-style: none; }
-.warnings li { background: var(--warn-bg); border: 1px solid #f1d27a; border-radius: 4px; padding: .3em .7em; margin-bottom: .3em; }
-.warnings li.none { background: none; border: none; color: var(--muted); padding-left: 0; }
-tr.warn td { background: var(--warn-bg); }
-.period button.active { background: #20262c; color: #fff; border-color: #20262c; }
-.filters { display: flex; gap: .5em; margin-bottom: .5em; }
-.filters input, .filters select { font: inherit; padding: .15em .4em; }
-.badge { display: inline-block; padding: 0 .45em; border-radius: 3px; font-size: .85em; background: #e8ecef; }
-.badge.delivered { background: #d6efdf; } .badge.deferred { background: #fbecc0; } .badge.bounced, .badge.rejected { background: #f8d5d2; }
-.badge.complaint { background: #e8dcf5; } .badge.accepted { background: #dfe9f7; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 1em; }
-figure { margin: 0; }
-figcaption { font-size: .9em; color: var(--muted); margin-bottom: .3em; }
-.legend i { display: inline-block; width: .8em; height: .8em; margin: 0 .25em 0 .7em; vertical-align: -1px; }
-.k-delivered { background: var(--delivered); } .k-deferred { background: var(--deferred); } .k-bounced { background: var(--bounced); }
-.k-complaints { background: var(--complaints); } .k-threshold { background: none; border-top: 2px dashed var(--muted); height: 0 !important; }
-.chart svg { width: 100%; height: auto; display: block; }
-svg .axis { stroke: var(--line); stroke-width: 1; }
-svg text { fill: var(--muted); font-size: 10px; }
-svg .delivered { fill: var(--delivered); } svg .deferred { fill: var(--deferred); } svg .bounced { fill: var(--bounced); } svg .complaints { fill: var(--complaints); }
-svg .line-bounced { fill: none; stroke: var(--bounced); stroke-width: 2; }
-svg .line-complaints { fill: none; stroke: var(--complaints); stroke-width: 2; }
-svg .threshold-bounced { stroke: var(--bounced); stroke-dasharray: 4 3; stroke-width: 1; opacity: .7; }
-svg .threshold-complaints { stroke: var(--complaints); stroke-dasharray: 4 3; stroke-width: 1; opacity: .7; }
 `

@@ -29,7 +29,13 @@ export default definePlugin<AdminOptions, State | undefined>({
     if (!relay) throw new Error('the admin plugin needs a running relay (no operator API was given)')
     const metrics = new RelayMetrics(
       options.metrics,
-      { summary: () => relay.queue.summary(), sessions: () => relay.sessionCounts() },
+      {
+        summary: () => relay.queue.summary(),
+        sessions: () => relay.sessionCounts(),
+        tlsCertificates: () => relay.tlsCertificates(),
+        deliveryStatus: () => relay.deliveryStatus(),
+        gauges: () => relay.gauges(),
+      },
       (err) => log.error({ err }, 'metrics: reading the queue summary failed'),
     )
     const recent = new RecentEvents()
@@ -40,6 +46,7 @@ export default definePlugin<AdminOptions, State | undefined>({
   },
 
   async teardown({ state }) {
+    state?.metrics.stop()
     await state?.server.stop()
   },
 
@@ -58,15 +65,12 @@ export default definePlugin<AdminOptions, State | undefined>({
     },
     delivered(e, { state }) {
       state?.metrics.delivered(e)
-      state?.recent.delivery('delivered', e)
     },
     deferred(e, { state }) {
       state?.metrics.deferred(e)
-      state?.recent.delivery('deferred', e)
     },
     bounced(e, { state }) {
       state?.metrics.bounced(e)
-      state?.recent.delivery('bounced', e)
     },
     authFailed(e, { state }) {
       state?.metrics.authFailed(e)
@@ -83,6 +87,9 @@ export default definePlugin<AdminOptions, State | undefined>({
     },
     leaseTakenOver(e, { state }) {
       state?.metrics.leaseTakenOver(e)
+    },
+    reloaded(e, { state }) {
+      state?.metrics.reloaded(e)
     },
   },
 })

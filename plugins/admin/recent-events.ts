@@ -1,14 +1,17 @@
-// The last few hundred events (accepted, delivered, deferred, bounced, rejected, suppressed,
-// AUTH failures, complaints) in memory, for the dashboard's "recent events" (GET /api/events).
-// Fed by the plugin's event hooks (index.ts), so it costs nothing on the SMTP path but a small object per event.
-import type { AcceptedEvent, ComplaintEvent, DeliveryEvent, EventContexts, RejectedEvent, SessionInfo, SuppressedEvent } from '../../core/index.js'
+// The dashboard's "recent events" (GET /api/events): delivery attempts (delivered, deferred,
+// bounced) from the queue's attempt log, so a restart or another node's work blanks nothing; and,
+// in memory, the last few hundred of what the queue does not store: messages accepted, refusals,
+// suppressed recipients, AUTH failures, complaints. Kept in memory only for those (the queue has the
+// attempts durably and for every node: keeping them twice would show them twice). Fed by the
+// plugin's event hooks (index.ts), so it costs nothing on the SMTP path but a small object per event.
+import type { AcceptedEvent, ComplaintEvent, EventContexts, QueueOperations, RecentAttempt, RejectedEvent, SessionInfo, SuppressedEvent } from '../../core/index.js'
 
 export type RecentEventType = 'accepted' | 'rejected' | 'suppressed' | 'delivered' | 'deferred' | 'bounced' | 'authFailed' | 'complaint'
 export const RECENT_EVENT_TYPES: RecentEventType[] = ['accepted', 'rejected', 'suppressed', 'delivered', 'deferred', 'bounced', 'authFailed', 'complaint']
 
 export interface RecentEvent {
-  /** Increasing; lets a client ask for what is newer than what it has. */
-  seq: number
+  /** Events held in memory: increasing (attempts from the queue have none). */
+  seq?: number
   at: number
   type: RecentEventType
   queueId?: string
@@ -20,6 +23,8 @@ export interface RecentEvent {
   /** Reply text, reason, or a short summary. */
   text: string
   category?: string
+  /** Delivery attempts: the host that answered. */
+  remoteHost?: string
 }
 
 export interface EventFilter {
@@ -28,7 +33,7 @@ export interface EventFilter {
   domain?: string
   /** Case-insensitive substring of any field. */
   text?: string
-  /** Only events with a larger seq. */
+  /** Only events after this time (epoch ms): what is newer than what a client has. */
   after?: number
   limit?: number
 }
@@ -40,10 +45,6 @@ export class RecentEvents {
 
   constructor(readonly capacity = 500) {
     this.buffer = new Array<RecentEvent | undefined>(capacity)
-  }
-
-  delivery(type: 'delivered' | 'deferred' | 'bounced', e: DeliveryEvent): void {
-    this.add({ type, queueId: e.queueId, sender: e.sender, recipient: e.recipient, domain: e.domain, text: e.response, category: e.category })
   }
 
   accepted(e: AcceptedEvent): void {
@@ -69,6 +70,7 @@ export class RecentEvents {
   }
 
   add(e: Omit<RecentEvent, 'seq' | 'at'> & { at?: number }): void {
+    if (e.type === 'delivered' || e.type === 'deferred' || e.type === 'bounced') return // the queue's attempt log has them
     this.buffer[this.next] = { seq: ++this.seq, at: e.at ?? Date.now(), ...e }
     this.next = (this.next + 1) % this.capacity
   }
@@ -77,25 +79,79 @@ export class RecentEvents {
   list(filter: EventFilter = {}): RecentEvent[] {
     const out: RecentEvent[] = []
     const limit = Math.max(0, Math.min(filter.limit ?? this.capacity, this.capacity))
-    const domain = filter.domain?.toLowerCase()
-    const text = filter.text?.toLowerCase()
+    const matches = matcher(filter)
     for (let i = 1; i <= this.capacity && out.length < limit; i++) {
       const e = this.buffer[(this.next - i + this.capacity) % this.capacity]
       if (!e) break
-      if (filter.after !== undefined && e.seq <= filter.after) break
-      if (filter.type && e.type !== filter.type) continue
-      if (domain && !matchesDomain(e, domain)) continue
-      if (text && !JSON.stringify(e).toLowerCase().includes(text)) continue
-      out.push(e)
+      if (filter.after !== undefined && e.at <= filter.after) break
+      if (matches(e)) out.push(e)
     }
     return out
   }
+}
+
+const ATTEMPT_TYPES = new Set<string>(['delivered', 'deferred', 'bounced'])
+/** Attempts read from the queue per page, and at most this many pages for one filtered list. */
+const PAGE = 500
+const MAX_PAGES = 10
+
+/**
+ * The recent events, newest first: the queue's delivery attempts merged with those in memory. A
+ * narrow filter reads at most MAX_PAGES pages of attempts to find `limit` matches.
+ */
+export async function recentEvents(queue: Pick<QueueOperations, 'recentAttempts'>, memory: RecentEvents, filter: EventFilter = {}): Promise<RecentEvent[]> {
+  const limit = Math.max(0, filter.limit ?? memory.capacity)
+  const events = memory.list({ ...filter, limit })
+  if (!filter.type || ATTEMPT_TYPES.has(filter.type)) {
+    const matches = matcher(filter)
+    const narrowed = !!(filter.type || filter.domain || filter.text)
+    let found = 0
+    for await (const a of attemptsNewestFirst(queue, narrowed ? PAGE : Math.max(1, limit), narrowed ? MAX_PAGES : 1)) {
+      if (found >= limit || (filter.after !== undefined && a.at <= filter.after)) break
+      const e = attemptEvent(a)
+      if (matches(e)) {
+        events.push(e)
+        found++
+      }
+    }
+  }
+  return events.sort((a, b) => b.at - a.at).slice(0, limit)
+}
+
+/**
+ * The queue's attempts page by page. Attempts of one batch share their time, so a page that ends
+ * inside such a tie is continued from that time again, skipping the ones already seen (the order,
+ * time then insertion, is stable).
+ */
+async function* attemptsNewestFirst(queue: Pick<QueueOperations, 'recentAttempts'>, pageSize: number, pages: number): AsyncGenerator<RecentAttempt> {
+  let before: number | undefined
+  let skip = 0
+  for (let page = 0; page < pages; page++) {
+    const attempts = await queue.recentAttempts({ limit: pageSize, before })
+    yield* attempts.slice(skip)
+    if (attempts.length < pageSize) return
+    const last = attempts[attempts.length - 1]!.at
+    const tied = attempts.filter((a) => a.at === last).length
+    // A whole page of one time: the rest of that tie is passed over rather than read forever.
+    if (tied === attempts.length) [before, skip] = [last, 0]
+    else [before, skip] = [last + 1, tied]
+  }
+}
+
+export function attemptEvent(a: RecentAttempt): RecentEvent {
+  return { at: a.at, type: a.state, queueId: a.queueId, sender: a.sender, recipient: a.recipient, domain: domainOf(a.recipient), text: a.response, category: a.category, remoteHost: a.remoteHost }
 }
 
 const client = (s: SessionInfo) => s.remoteAddress
 const domainOf = (address: string) => address.slice(address.lastIndexOf('@') + 1).toLowerCase()
 function domains(addresses: string[]): string {
   return [...new Set(addresses.map(domainOf))].join(', ')
+}
+
+function matcher(filter: EventFilter): (e: RecentEvent) => boolean {
+  const domain = filter.domain?.toLowerCase()
+  const text = filter.text?.toLowerCase()
+  return (e) => (!filter.type || e.type === filter.type) && (!domain || matchesDomain(e, domain)) && (!text || JSON.stringify(e).toLowerCase().includes(text))
 }
 
 function matchesDomain(e: RecentEvent, domain: string): boolean {

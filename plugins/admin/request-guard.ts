@@ -16,6 +16,8 @@ export interface GuardRefusal {
 
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 const WILDCARDS = new Set(['0.0.0.0', '::', ''])
+/** Body types a web page can send cross-site without a preflight (never taken, whatever a route says). */
+const SIMPLE_TYPES = new Set(['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'])
 /** `host[:port]` as in a Host header: a name or IPv4 address, or a bracketed IPv6 address. */
 const HOST_HEADER = /^(\[[0-9a-f:.]+\]|[^\s:[\]/@?#]+)(?::(\d{1,5}))?$/i
 
@@ -33,8 +35,12 @@ export class AdminRequestGuard {
     this.names = new Set(names.map((n) => n.toLowerCase().replace(/\.$/, '')))
   }
 
-  /** The refusal for this request, or undefined when it may go on; `anyHost`: a probe route, any Host. */
-  check(req: http.IncomingMessage, o: { anyHost?: boolean } = {}): GuardRefusal | undefined {
+  /**
+   * The refusal for this request, or undefined when it may go on; `anyHost`: a probe route, any Host;
+   * `bodyTypes`: types the route takes besides JSON (none of them one a cross-site form or a simple
+   * fetch can send: such a request needs a CORS preflight, which the listener never grants).
+   */
+  check(req: http.IncomingMessage, o: { anyHost?: boolean; bodyTypes?: string[] } = {}): GuardRefusal | undefined {
     const host = req.headers.host ?? ''
     if (!o.anyHost && !this.hostAllowed(host)) {
       return { status: 421, error: `this admin listener does not serve the host '${host.slice(0, 100)}' (add the name to the admin plugin's hosts if it is yours)` }
@@ -50,8 +56,10 @@ export class AdminRequestGuard {
     }
     const type = header(req, 'content-type')
     const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined
-    if ((type !== undefined || hasBody) && type?.split(';')[0]!.trim().toLowerCase() !== 'application/json') {
-      return { status: 415, error: 'a request body must be JSON (Content-Type: application/json)' }
+    const mediaType = type?.split(';')[0]!.trim().toLowerCase()
+    if ((type !== undefined || hasBody) && mediaType !== 'application/json' && !(mediaType && o.bodyTypes?.includes(mediaType) && !SIMPLE_TYPES.has(mediaType))) {
+      const taken = ['application/json', ...(o.bodyTypes ?? [])].join(' or ')
+      return { status: 415, error: `a request body must be ${taken === 'application/json' ? 'JSON (Content-Type: application/json)' : `of Content-Type ${taken}`}` }
     }
     return undefined
   }

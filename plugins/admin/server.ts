@@ -17,8 +17,13 @@ export interface AdminRequest {
   /** `:name` segments of the route pattern; a trailing `*` is `params['*']`. */
   params: Record<string, string>
   query: URLSearchParams
-  /** The body as an object: JSON only (no form: request-guard.ts); {} when empty. Bad JSON is a 400. */
-  body(): Promise<Record<string, unknown>>
+  /**
+   * The body as an object: JSON only (no form: request-guard.ts); {} when empty. Bad JSON is a 400,
+   * more than `limit` bytes (default 1 MiB) a 413.
+   */
+  body(o?: { limit?: number }): Promise<Record<string, unknown>>
+  /** The body as sent (a route with `bodyTypes`); more than `limit` bytes is a 413. */
+  rawBody(o: { limit: number }): Promise<Buffer>
   raw: http.IncomingMessage
 }
 
@@ -34,6 +39,15 @@ export interface RouteOptions {
   public?: boolean
   /** Served whatever the Host header says (probes: /healthz, /readyz; load balancers send their own). */
   anyHost?: boolean
+  /** Body types taken besides JSON (POST /api/inject: `message/rfc822`); none a browser sends cross-site unasked. */
+  bodyTypes?: string[]
+}
+
+/** A registered route as the OpenAPI test sees it: `pattern` as given to `route()`. */
+export interface RouteInfo {
+  method: string
+  pattern: string
+  public: boolean
 }
 
 /** An error a handler throws to answer with this status and `{ error: message }`. */
@@ -57,6 +71,7 @@ interface Route {
 }
 
 const MAX_BODY = 1024 * 1024
+const DEFAULT_MAX_INJECT = 25 * 1024 * 1024
 
 /**
  * The admin HTTP listener (node:http): routes registered with `route()`, a bearer token checked on
@@ -66,16 +81,22 @@ export class AdminServer {
   private readonly routes: Route[] = []
   private server: http.Server | undefined
   private tokenDigest: Buffer | undefined
+  private readOnlyDigest: Buffer | undefined
   private guard: AdminRequestGuard | undefined
   /** Set once listening, e.g. `http://127.0.0.1:8025`. */
   url: string | undefined
 
   constructor(
-    private readonly options: Pick<AdminOptions, 'host' | 'port' | 'token' | 'hosts'>,
+    private readonly options: Pick<AdminOptions, 'host' | 'port' | 'token' | 'hosts'> & Partial<Pick<AdminOptions, 'readOnlyToken' | 'maxInjectSize'>>,
     /** Where admin.json goes (config `dataDir`). */
     private readonly dataDir: string,
     private readonly log: Logger,
   ) {}
+
+  /** The largest message POST /api/inject takes (the plugin's `maxInjectSize`). */
+  get maxInjectSize(): number {
+    return this.options.maxInjectSize ?? DEFAULT_MAX_INJECT
+  }
 
   /** Registers a handler for `method` and a path pattern such as `/api/queue/:id/hold` or `/dashboard/*`. */
   route(method: 'GET' | 'POST' | 'PUT' | 'DELETE', pattern: string, handler: AdminHandler, options: RouteOptions = {}): void {
@@ -83,11 +104,17 @@ export class AdminServer {
     this.routes.push({ method, segments, handler, options, literal: segments.filter((s) => !s.startsWith(':') && s !== '*').length })
   }
 
+  /** Every route registered, in order (the OpenAPI document is checked against it). */
+  routeTable(): RouteInfo[] {
+    return this.routes.map((r) => ({ method: r.method, pattern: '/' + r.segments.join('/'), public: r.options.public === true }))
+  }
+
   /** Listens on the plugin's host and port, then writes `<dataDir>/admin.json` (mode 0600) for the CLI. */
   async start(): Promise<string> {
     const admin = this.options
     const token = admin.token
     this.tokenDigest = token ? digest(token) : undefined
+    this.readOnlyDigest = token && admin.readOnlyToken ? digest(admin.readOnlyToken) : undefined
     const server = http.createServer((req, res) => void this.handle(req, res))
     server.keepAliveTimeout = 5000
     await new Promise<void>((resolve, reject) => {
@@ -105,7 +132,7 @@ export class AdminServer {
     fs.mkdirSync(this.dataDir, { recursive: true })
     const file: AdminFile = { url: this.url, pid: process.pid, ...(token ? { token } : {}) }
     writePrivate(path.join(this.dataDir, ADMIN_FILE), JSON.stringify(file) + '\n')
-    this.log.info({ host: admin.host, port: address.port, url: this.url, auth: token ? 'bearer token' : 'none' }, `admin listener on ${admin.host}:${address.port}`)
+    this.log.info({ host: admin.host, port: address.port, url: this.url, auth: token ? (this.readOnlyDigest ? 'bearer token, and a read-only one' : 'bearer token') : 'none' }, `admin listener on ${admin.host}:${address.port}`)
     if (!token) {
       this.log.warn(
         { host: admin.host, port: address.port },
@@ -134,13 +161,17 @@ export class AdminServer {
     clearTimeout(timer)
   }
 
-  private authorized(req: http.IncomingMessage): 'ok' | 'missing' | 'wrong' {
+  /** 'ok': the full token (or none configured); 'read-only': the read-only token. */
+  private authorized(req: http.IncomingMessage): 'ok' | 'read-only' | 'missing' | 'wrong' {
     if (!this.tokenDigest) return 'ok'
     const header = req.headers.authorization ?? ''
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
     if (!m) return 'missing'
-    // Digests are the same length whatever was sent: the comparison tells nothing about the token.
-    return crypto.timingSafeEqual(digest(m[1]!), this.tokenDigest) ? 'ok' : 'wrong'
+    // Digests are the same length whatever was sent: the comparison tells nothing about the tokens.
+    const sent = digest(m[1]!)
+    const full = crypto.timingSafeEqual(sent, this.tokenDigest)
+    const readOnly = this.readOnlyDigest !== undefined && crypto.timingSafeEqual(sent, this.readOnlyDigest)
+    return full ? 'ok' : readOnly ? 'read-only' : 'wrong'
   }
 
   private match(method: string, pathname: string): { route?: Route; params: Record<string, string>; allowed: string[] } {
@@ -170,7 +201,7 @@ export class AdminServer {
     }
     const { route, params, allowed } = this.match(method, url.pathname)
     // DNS rebinding and cross-site requests (request-guard.ts), before any handler.
-    const refused = this.guard?.check(req, { anyHost: route?.options.anyHost === true })
+    const refused = this.guard?.check(req, { anyHost: route?.options.anyHost === true, bodyTypes: route?.options.bodyTypes })
     if (refused) {
       this.log.warn({ method, path: url.pathname, host: req.headers.host, origin: req.headers.origin, status: refused.status }, `admin request refused: ${refused.error}`)
       return this.send(res, { status: refused.status, json: { error: refused.error } }, method, url.pathname, started)
@@ -185,13 +216,26 @@ export class AdminServer {
         return this.send(res, { status: 401, json: { error: 'a bearer token is required (Authorization: Bearer <token>)' }, headers: { 'WWW-Authenticate': 'Bearer realm="relay"' } }, method, url.pathname, started)
       }
       if (auth === 'wrong') return this.send(res, { status: 403, json: { error: 'wrong token' } }, method, url.pathname, started)
+      // The read-only token reads (GET, HEAD) and changes nothing.
+      if (auth === 'read-only' && method !== 'GET' && method !== 'HEAD') {
+        return this.send(res, { status: 403, json: { error: `the read-only token may only read (GET); ${method} ${url.pathname} needs the full token` } }, method, url.pathname, started)
+      }
     }
-    const request: AdminRequest = { method, path: url.pathname, params, query: url.searchParams, body: () => readBody(req), raw: req }
+    const request: AdminRequest = {
+      method,
+      path: url.pathname,
+      params,
+      query: url.searchParams,
+      body: (o) => readBody(req, o?.limit ?? MAX_BODY).then(parseJsonObject),
+      rawBody: (o) => readBody(req, o.limit),
+      raw: req,
+    }
     let response: AdminResponse | undefined
     try {
       response = await route.handler(request, res)
     } catch (err) {
-      if (err instanceof AdminError) response = { status: err.status, json: { error: err.message } }
+      // A body refused unread is not drained: the connection closes after the answer.
+      if (err instanceof AdminError) response = { status: err.status, json: { error: err.message }, ...(err.status === 413 ? { headers: { Connection: 'close' } } : {}) }
       else {
         this.log.error({ err, method, path: url.pathname }, 'admin request failed')
         response = { status: 500, json: { error: `internal error: ${(err as Error).message}` } }
@@ -259,15 +303,22 @@ function writePrivate(file: string, text: string): void {
   fs.renameSync(tmp, file)
 }
 
-async function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+/** The body, refused (413) as soon as it passes `limit` bytes: by Content-Length before reading any of it. */
+async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new AdminError(413, `request body too large (at most ${limit} bytes)`)
+  if (Number(req.headers['content-length'] ?? 0) > limit) throw tooLarge()
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length
-    if (size > MAX_BODY) throw new AdminError(413, 'request body too large')
+    if (size > limit) throw tooLarge()
     chunks.push(chunk)
   }
-  const text = Buffer.concat(chunks).toString('utf8').trim()
+  return Buffer.concat(chunks)
+}
+
+function parseJsonObject(body: Buffer): Record<string, unknown> {
+  const text = body.toString('utf8').trim()
   if (!text) return {}
   let value: unknown
   try {

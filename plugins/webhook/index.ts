@@ -39,7 +39,7 @@ export default definePlugin<WebhookOptions, State | undefined>({
   name: 'webhook',
   options: optionsSchema,
 
-  setup({ options, dataDir, log, mode }) {
+  setup({ options, dataDir, log, mode, relay }) {
     // check-config: the options are valid; opening the outbox would send what a running relay left in it.
     if (mode === 'check') return undefined
     fs.mkdirSync(dataDir, { recursive: true })
@@ -48,6 +48,13 @@ export default definePlugin<WebhookOptions, State | undefined>({
     const waiting = outbox.count()
     log.info({ url: safeUrl(options.url), events: options.events, waiting }, 'webhook: sending events')
     sender.start()
+    // The backlog on the admin plugin's /metrics (relay_plugin_webhook_outbox_events): an endpoint
+    // that stays down shows as a number that keeps growing. A torn-down generation's outbox reads as
+    // nothing (the gauge is left out) until the next one registers its own.
+    relay?.registerGauge('webhook_outbox_events', 'Webhook events in the outbox, waiting for the endpoint to answer 2xx.', () => {
+      if (!outbox.open) throw new Error('webhook outbox closed')
+      return outbox.count()
+    })
     return { outbox, sender, events: new Set(options.events) }
   },
 

@@ -1,6 +1,12 @@
 // GET /metrics on the admin listener after a known sequence of sessions and deliveries: exact
 // counter values, histogram buckets, queue gauges, and bounded domain labels (maxDomainLabels: 1).
+// Then the figures an operator alerts on: DNS failures (SERVFAIL and timeouts, not NXDOMAIN or
+// no-data answers), certificate expiry, build info, reloads, outbound connections, throttled
+// destinations; and, on relays of their own, the domain allowlist, the top N domains, and a
+// plugin's gauge (the webhook outbox backlog).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { X509Certificate } from 'node:crypto'
+import fs from 'node:fs'
 import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
@@ -16,6 +22,7 @@ let dns: TestDns
 let mx: TestReceiver
 let relay: RelayProcess
 let adminUrl: string
+let certFile: string
 
 const message = (n: string) => `From: alice@sender.test\r\nTo: someone@dest.test\r\nSubject: ${n}\r\nMessage-ID: <${n}@sender.test>\r\n\r\nHello ${n}\r\n`
 
@@ -46,8 +53,8 @@ function value(samples: Sample[], name: string, labels: Record<string, string> =
   return found[0]?.value
 }
 
-async function scrape(): Promise<{ samples: Sample[]; text: string; contentType: string | null }> {
-  const res = await fetch(`${adminUrl}/metrics`, { headers: { Authorization: `Bearer ${TOKEN}` } })
+async function scrape(url = adminUrl): Promise<{ samples: Sample[]; text: string; contentType: string | null }> {
+  const res = await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${TOKEN}` } })
   expect(res.status).toBe(200)
   const text = await res.text()
   return { samples: parse(text), text, contentType: res.headers.get('content-type') }
@@ -56,11 +63,18 @@ async function scrape(): Promise<{ samples: Sample[]; text: string; contentType:
 beforeAll(async () => {
   ca = makeCa()
   const cert = ca.issue(['relay.test'])
+  certFile = cert.cert
   mx = await startReceiver({ host: '127.0.0.2' })
   mx.setBehaviour({
     reply: {
       rcpt: ({ address }) =>
-        address === 'gone@two.test' ? { code: 550, message: '5.1.1 no such user' } : address === 'busy@three.test' ? { code: 451, message: '4.3.0 try again later' } : undefined,
+        address === 'gone@two.test'
+          ? { code: 550, message: '5.1.1 no such user' }
+          : address === 'busy@three.test'
+            ? { code: 451, message: '4.3.0 try again later' }
+            : address === 'rate@slow.test'
+              ? { code: 451, message: '4.7.0 slow down' }
+              : undefined,
     },
   })
   dns = await startDns({
@@ -69,6 +83,10 @@ beforeAll(async () => {
     'three.test': { MX: [{ exchange: 'mx.test', priority: 10 }] },
     'mx.test': { A: ['127.0.0.2'] },
     'broken.test': 'SERVFAIL',
+    'slow.test': { MX: [{ exchange: 'mx.test', priority: 10 }] },
+    // No MX, A or AAAA record: a no-data answer. nxdomain.test is in no zone: NXDOMAIN.
+    'nodata.test': { TXT: ['v=spf1 -all'] },
+    'hang.test': 'TIMEOUT',
   })
   relay = await startRelay({
     config: {
@@ -76,7 +94,8 @@ beforeAll(async () => {
       tls: { cert: cert.cert, key: cert.key },
       dns: { servers: [dns.server], timeout: '1s' },
       // One attempt per recipient in this test: the retry is far away.
-      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
+      // Idle outbound connections stay for the open-connections gauge; a "slow down" pauses long enough to see.
+      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', reuse: { idleTimeout: '1m' }, throttle: { backoff: { base: '10m' } } },
       smtp: { reverseLookup: false, authFailureDelay: '100ms' },
       plugins: [
         ['admin', { host: '127.0.0.1', port: 0, token: TOKEN, metrics: { maxDomainLabels: 1 } }],
@@ -195,5 +214,113 @@ describe('GET /metrics', () => {
     expect(text).toContain('# TYPE relay_delivery_attempt_duration_seconds histogram')
     // Every metric is ours: no unprefixed names from prom-client's global registry.
     expect(samples.filter((s) => !s.name.startsWith('relay_'))).toEqual([])
+  })
+
+  it('counts DNS failures (SERVFAIL, timeout) but not NXDOMAIN or no-data answers', async () => {
+    for (const to of ['someone@nxdomain.test', 'someone@nodata.test', 'someone@hang.test']) {
+      expect((await sendMail(relay.port, { from: '', to: [to], data: message(to) })).lastReply).toMatch(/^250 /)
+      await delivered(to)
+    }
+    const { samples } = await scrape()
+    const failures = samples.filter((s) => s.name === 'relay_dns_failures_total')
+    expect(failures.map((s) => s.labels.code).filter((c) => c !== 'ESERVFAIL' && c !== 'ETIMEOUT')).toEqual([])
+    expect(value(samples, 'relay_dns_failures_total', { type: 'MX', code: 'ESERVFAIL' })).toBe(1)
+    expect(value(samples, 'relay_dns_failures_total', { type: 'MX', code: 'ETIMEOUT' })).toBeGreaterThanOrEqual(1)
+  }, 30_000)
+
+  it('shows build info, certificate expiry, outbound connections and throttled destinations', async () => {
+    const { samples } = await scrape()
+    const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    expect(value(samples, 'relay_build_info', { version, node: process.version })).toBe(1)
+    const notAfter = Math.floor(Date.parse(new X509Certificate(fs.readFileSync(certFile)).validTo) / 1000)
+    expect(value(samples, 'relay_tls_certificate_expiry_timestamp_seconds', { file: certFile, subject: 'relay.test' })).toBe(notAfter)
+
+    // Nothing paused yet; then slow.test says "slow down" (4.7.0) and is paused for 10 minutes.
+    expect(value(samples, 'relay_delivery_paused_destinations')).toBe(0)
+    expect((await sendMail(relay.port, { from: '', to: ['rate@slow.test'], data: message('slow') })).lastReply).toMatch(/^250 /)
+    expect((await delivered('rate@slow.test')).event).toBe('deferred')
+    const after = (await scrape()).samples
+    expect(value(after, 'relay_delivery_paused_destinations')).toBe(1)
+    expect(value(after, 'relay_delivery_deferred_total', { domain: 'other', category: 'throttled' })).toBe(1)
+    // The connection to mx.test stays open in the pool (idle for up to a minute).
+    expect(value(after, 'relay_delivery_open_connections')).toBe(1)
+  })
+
+  it('counts reloads by result', async () => {
+    const reload = () => fetch(`${adminUrl}/api/reload`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}` } })
+    expect((await reload()).status).toBe(200)
+    const good = fs.readFileSync(relay.configFile, 'utf8')
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...JSON.parse(good), noSuchSetting: true }))
+    try {
+      expect((await reload()).status).toBe(422)
+    } finally {
+      fs.writeFileSync(relay.configFile, good)
+    }
+    const { samples } = await scrape()
+    expect(value(samples, 'relay_config_reloads_total', { result: 'ok' })).toBe(1)
+    expect(value(samples, 'relay_config_reloads_total', { result: 'failed' })).toBe(1)
+  })
+})
+
+/** A relay of its own with these admin metrics options (and further plugins), and its admin URL. */
+async function relayWith(metrics: Record<string, unknown>, plugins: unknown[] = []): Promise<{ relay: RelayProcess; url: string }> {
+  const r = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s' },
+      plugins: [['admin', { host: '127.0.0.1', port: 0, token: TOKEN, metrics }], ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }], ...plugins],
+    },
+  })
+  const line = await r.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))
+  return { relay: r, url: line.url as string }
+}
+
+async function send(r: RelayProcess, to: string): Promise<string> {
+  expect((await sendMail(r.port, { from: '', to: [to], data: message(to) })).lastReply).toMatch(/^250 /)
+  const l = await r.waitForLog((l) => l.recipient === to && ['delivered', 'deferred', 'bounced'].includes(l.event as string) && l.msg === l.event, 15_000)
+  return l.event as string
+}
+
+describe('the domain label', () => {
+  it('takes an allowlist (metrics.domains); a plugin gauge shows as relay_plugin_<name>', async () => {
+    // The webhook's endpoint is down: its events wait in the outbox, shown by its registered gauge.
+    const { relay: r, url } = await relayWith({ domains: ['three.test'] }, [['webhook', { url: 'http://127.0.0.1:9/hook', secret: 'webhook-secret-0123456789', retry: { base: '1h', max: '1h' } }]])
+    try {
+      expect(await send(r, 'a@one.test')).toBe('delivered')
+      expect(await send(r, 'busy@three.test')).toBe('deferred')
+      const { samples } = await scrape(url)
+      expect(value(samples, 'relay_delivery_delivered_total', { domain: 'other' })).toBe(1)
+      expect(value(samples, 'relay_delivery_deferred_total', { domain: 'three.test', category: 'other' })).toBe(1)
+      expect([...new Set(samples.filter((s) => s.labels.domain !== undefined).map((s) => s.labels.domain))].sort()).toEqual(['other', 'three.test'])
+      // accepted + delivered, accepted + deferred (the first POST may have taken none: they stay until a 2xx).
+      await eventually(async () => value((await scrape(url)).samples, 'relay_plugin_webhook_outbox_events') === 4 || undefined, 5_000, '4 events in the webhook outbox')
+    } finally {
+      await r.stop()
+    }
+  }, 30_000)
+
+  it('takes the top N domains by volume (metrics.topDomains), recomputed periodically', async () => {
+    const { relay: r, url } = await relayWith({ topDomains: 1, topDomainsInterval: '1s' })
+    try {
+      // one.test takes the free label; two.test, busier, takes it over at a recomputation.
+      expect(await send(r, 'a@one.test')).toBe('delivered')
+      for (const n of [1, 2, 3]) expect(await send(r, `u${n}@two.test`)).toBe('delivered')
+      await eventually(async () => value((await scrape(url)).samples, 'relay_delivery_delivered_total', { domain: 'one.test' }) === undefined || undefined, 10_000, 'one.test losing its label')
+      expect(await send(r, 'u4@two.test')).toBe('delivered')
+      expect(await send(r, 'b@one.test')).toBe('delivered')
+      const { samples } = await scrape(url)
+      expect(value(samples, 'relay_delivery_delivered_total', { domain: 'two.test' })).toBe(1)
+      expect(value(samples, 'relay_delivery_delivered_total', { domain: 'other' })).toBe(4)
+      expect(samples.filter((s) => s.name === 'relay_delivery_delivered_total')).toHaveLength(2)
+    } finally {
+      await r.stop()
+    }
+  }, 30_000)
+
+  it('refuses an allowlist longer than maxDomainLabels', async () => {
+    const { default: admin } = await import('../../plugins/admin/index.js')
+    const r = admin.options!.safeParse({ insecureNoToken: true, metrics: { maxDomainLabels: 1, domains: ['a.test', 'b.test'] } })
+    expect(r.success).toBe(false)
+    expect(JSON.stringify(r.error?.issues)).toMatch(/more than maxDomainLabels/)
   })
 })

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { TestReceiver } from '../harness/smtp-receiver.js'
-import { BIN, eventually, runCli, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { BIN, eventually, runCli, runCliAsync, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-cli-token-0123456789abcdef'
@@ -14,9 +14,9 @@ let relay: RelayProcess
 let senderRx: TestReceiver // sender.test: DSNs
 let parked: Set<string> // addresses park.test answers 451 at RCPT
 
-const cli = (...args: string[]) => runCli([...args, '--config', relay.configFile])
-const listJson = () => {
-  const r = cli('queue', 'list', '--json')
+const cli = (...args: string[]) => runCliAsync([...args, '--config', relay.configFile])
+const listJson = async () => {
+  const r = (await cli('queue', 'list', '--json'))
   expect(r.code, r.stderr).toBe(0)
   return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
 }
@@ -24,7 +24,7 @@ const delivered = (to: string) => fixture.delivered(to)
 
 async function park(to: string, from = 'alice@sender.test'): Promise<string> {
   const id = await fixture.submit(to, from, `Message-ID: <${to.replace(/\W/g, '')}@sender.test>\r\n`)
-  await eventually(() => listJson().find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, `${to} deferred`)
+  await eventually(async () => (await listJson()).find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, `${to} deferred`)
   return id
 }
 
@@ -42,7 +42,7 @@ describe('on a running relay (admin API)', () => {
     const a = await park('list-a@park.test')
     const b = await park('list-b@park.test', 'bob@sender.test')
 
-    const table = cli('queue', 'list')
+    const table = (await cli('queue', 'list'))
     expect(table.code, table.stderr).toBe(0)
     const lines = table.stdout.split('\n')
     const rowA = lines.findIndex((l) => l.startsWith(a))
@@ -53,30 +53,30 @@ describe('on a running relay (admin API)', () => {
     expect(lines[rowA]!.indexOf('from <')).toBe(lines[rowB]!.indexOf('from <'))
     expect(table.stdout).toMatch(/\n2 messages in queue\n$/)
 
-    const entries = listJson()
+    const entries = (await listJson())
     expect(entries.find((m) => m.id === a)).toMatchObject({ id: a, sender: 'alice@sender.test', messageId: '<listaparktest@sender.test>', recipients: [{ address: 'list-a@park.test', state: 'deferred', attempts: 1 }] })
-    const ids = (...args: string[]) => {
-      const r = cli('queue', 'list', '--json', ...args)
+    const ids = async (...args: string[]) => {
+      const r = (await cli('queue', 'list', '--json', ...args))
       expect(r.code, r.stderr).toBe(0)
       return (JSON.parse(r.stdout) as QueueListEntry[]).map((m) => m.id)
     }
-    expect(ids('--sender', 'bob@sender.test')).toEqual([b])
-    expect(ids('--state', 'deferred')).toEqual([a, b])
-    expect(ids('--state', 'held')).toEqual([])
-    expect(ids('--domain', 'park.test', '--limit', '1')).toEqual([a])
-    expect(ids('--domain', 'nowhere.test')).toEqual([])
+    expect(await ids('--sender', 'bob@sender.test')).toEqual([b])
+    expect(await ids('--state', 'deferred')).toEqual([a, b])
+    expect(await ids('--state', 'held')).toEqual([])
+    expect(await ids('--domain', 'park.test', '--limit', '1')).toEqual([a])
+    expect(await ids('--domain', 'nowhere.test')).toEqual([])
 
-    const bad = cli('queue', 'list', '--state', 'bogus')
+    const bad = (await cli('queue', 'list', '--state', 'bogus'))
     expect([bad.code, bad.stderr]).toEqual([1, "relay: --state: expected queued, deferred or held (got 'bogus')\n"])
-    expect(cli('queue', 'list', '--limit', 'x').code).toBe(1)
+    expect((await cli('queue', 'list', '--limit', 'x')).code).toBe(1)
 
-    for (const id of [a, b]) expect(cli('queue', 'delete', id).code).toBe(0)
-    expect(cli('queue', 'list').stdout).toBe('queue is empty\n')
+    for (const id of [a, b]) expect((await cli('queue', 'delete', id)).code).toBe(0)
+    expect((await cli('queue', 'list')).stdout).toBe('queue is empty\n')
   })
 
   it('shows one message (text and --json); an unknown id exits 1', async () => {
     const id = await park('show@park.test')
-    const r = cli('queue', 'show', id)
+    const r = (await cli('queue', 'show', id))
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain(`Queue ID:    ${id}\n`)
     expect(r.stdout).toContain('Sender:      <alice@sender.test>\n')
@@ -85,59 +85,59 @@ describe('on a running relay (admin API)', () => {
     expect(r.stdout).toContain('\nHeaders:\n')
     expect(r.stdout).toContain('  Subject: parked for show@park.test\n')
 
-    const j = cli('queue', 'show', id, '--json')
+    const j = (await cli('queue', 'show', id, '--json'))
     expect(j.code).toBe(0)
     const detail = JSON.parse(j.stdout)
     expect(detail).toMatchObject({ id, sender: 'alice@sender.test', recipients: [{ address: 'show@park.test', state: 'deferred', history: [{ state: 'deferred' }] }] })
 
-    const missing = cli('queue', 'show', '0000000000000000')
+    const missing = (await cli('queue', 'show', '0000000000000000'))
     expect([missing.code, missing.stderr]).toEqual([1, 'relay: no message 0000000000000000 in the queue\n'])
-    expect(cli('queue', 'delete', id).code).toBe(0)
+    expect((await cli('queue', 'delete', id)).code).toBe(0)
   })
 
   it('hold keeps a message from a flush; release delivers it at once (the relay did it: its log says so)', async () => {
     const id = await park('hold@park.test')
-    const h = cli('queue', 'hold', id)
+    const h = (await cli('queue', 'hold', id))
     expect([h.code, h.stdout, h.stderr]).toEqual([0, `held ${id}\n`, ''])
     await relay.waitForLog((l) => l.msg === 'message held by the administrator' && l.queueId === id)
-    const held = JSON.parse(cli('queue', 'list', '--json', '--state', 'held').stdout) as { id: string; heldAt?: number }[]
+    const held = JSON.parse((await cli('queue', 'list', '--json', '--state', 'held')).stdout) as { id: string; heldAt?: number }[]
     expect(held.map((m) => m.id)).toEqual([id])
-    expect(cli('queue', 'list').stdout).toMatch(new RegExp(`^${id} .*  HELD since \\S+$`, 'm'))
+    expect((await cli('queue', 'list')).stdout).toMatch(new RegExp(`^${id} .*  HELD since \\S+$`, 'm'))
 
     parked.delete('hold@park.test')
-    const f = cli('queue', 'flush', '--id', id)
+    const f = (await cli('queue', 'flush', '--id', id))
     expect([f.code, f.stdout]).toEqual([0, `flushed 0 recipients of ${id}: due now\n`])
     await new Promise((r) => setTimeout(r, 1500))
     expect(delivered('hold@park.test')).toHaveLength(0)
 
-    const rel = cli('queue', 'release', id)
+    const rel = (await cli('queue', 'release', id))
     expect([rel.code, rel.stdout]).toEqual([0, `released ${id}\n`])
     await eventually(() => delivered('hold@park.test').length === 1, 5000, 'released message delivered')
-    const again = cli('queue', 'release', id)
+    const again = (await cli('queue', 'release', id))
     expect(again.code).toBe(1)
   })
 
   it('flush --domain, delete and bounce (a DSN reaches the sender); --json prints the results', async () => {
     const f = await park('flush@park.test')
     parked.delete('flush@park.test')
-    const fr = cli('queue', 'flush', '--domain', 'park.test', '--json')
+    const fr = (await cli('queue', 'flush', '--domain', 'park.test', '--json'))
     expect(fr.code, fr.stderr).toBe(0)
     expect(JSON.parse(fr.stdout)).toEqual({ flushed: 1 })
     await eventually(() => delivered('flush@park.test').length === 1, 5000, 'flushed message delivered')
-    expect(listJson().map((m) => m.id)).not.toContain(f)
+    expect((await listJson()).map((m) => m.id)).not.toContain(f)
 
     const d = await park('delete@park.test')
-    expect(cli('queue', 'delete', d, '--json').stdout).toBe(JSON.stringify({ id: d, deleted: true }, null, 2) + '\n')
-    expect(cli('queue', 'show', d).code).toBe(1)
-    expect(cli('queue', 'delete', d).code).toBe(1)
+    expect((await cli('queue', 'delete', d, '--json')).stdout).toBe(JSON.stringify({ id: d, deleted: true }, null, 2) + '\n')
+    expect((await cli('queue', 'show', d)).code).toBe(1)
+    expect((await cli('queue', 'delete', d)).code).toBe(1)
 
     const b = await park('bounce@park.test')
-    const br = cli('queue', 'bounce', b)
+    const br = (await cli('queue', 'bounce', b))
     expect(br.code, br.stderr).toBe(0)
     expect(br.stdout).toMatch(new RegExp(`^bounced ${b}: bounce@park\\.test; DSN to the sender queued as \\w+\\n$`))
     const dsn = await eventually(() => senderRx.messages.find((m) => text(m).includes('Final-Recipient: rfc822; bounce@park.test')), 10_000, 'DSN at the sender')
     expect(text(dsn)).toContain('5.0.0 Bounced by the administrator')
-    expect(cli('queue', 'show', b).code).toBe(1)
+    expect((await cli('queue', 'show', b)).code).toBe(1)
   })
 
   it('takes the token from admin.json, else RELAY_ADMIN_TOKEN; a missing or wrong token exits 1 and says so; a bad config exits 2', async () => {
@@ -186,36 +186,36 @@ describe('on a stopped data directory', () => {
     const gone = await park('gone@park.test')
     const bounce = await park('stopped-bounce@park.test')
     const release = await park('release@park.test')
-    expect(cli('queue', 'hold', release).code).toBe(0)
+    expect((await cli('queue', 'hold', release)).code).toBe(0)
     expect(await relay.stop()).toBe(0)
     expect(fs.existsSync(path.join(relay.dataDir, 'admin.json'))).toBe(false)
 
-    const table = cli('queue', 'list')
+    const table = (await cli('queue', 'list'))
     expect(table.code, table.stderr).toBe(0)
     expect(table.stdout).toMatch(/\n4 messages in queue\n$/)
     expect(table.stdout).toMatch(new RegExp(`^${release} .*HELD since`, 'm'))
-    const shown = cli('queue', 'show', keep, '--json')
+    const shown = (await cli('queue', 'show', keep, '--json'))
     expect(shown.code).toBe(0)
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: keep, recipients: [{ address: 'keep@park.test', state: 'deferred' }] })
 
-    const h = cli('queue', 'hold', keep)
+    const h = (await cli('queue', 'hold', keep))
     expect([h.code, h.stdout, h.stderr]).toEqual([0, `held ${keep}\n`, ''])
-    expect((JSON.parse(cli('queue', 'list', '--json', '--state', 'held').stdout) as { id: string }[]).map((m) => m.id).sort()).toEqual([keep, release].sort())
-    expect(cli('queue', 'release', release).stdout).toBe(`released ${release}\n`)
-    expect(cli('queue', 'delete', gone).stdout).toBe(`deleted ${gone}\n`)
-    expect(cli('queue', 'show', gone).code).toBe(1)
-    const b = cli('queue', 'bounce', bounce, '--json')
+    expect((JSON.parse((await cli('queue', 'list', '--json', '--state', 'held')).stdout) as { id: string }[]).map((m) => m.id).sort()).toEqual([keep, release].sort())
+    expect((await cli('queue', 'release', release)).stdout).toBe(`released ${release}\n`)
+    expect((await cli('queue', 'delete', gone)).stdout).toBe(`deleted ${gone}\n`)
+    expect((await cli('queue', 'show', gone)).code).toBe(1)
+    const b = (await cli('queue', 'bounce', bounce, '--json'))
     expect(b.code, b.stderr).toBe(0)
     const bounced = JSON.parse(b.stdout) as { id: string; bounced: string[]; dsn: string }
     expect(bounced).toEqual({ id: bounce, bounced: ['stopped-bounce@park.test'], dsn: expect.any(String) })
     // The DSN waits in the queue, from the null sender to the original sender.
-    const entries = listJson()
+    const entries = (await listJson())
     expect(entries.find((m) => m.id === bounced.dsn)).toMatchObject({ sender: '', recipients: [{ address: 'alice@sender.test', state: 'queued' }] })
     expect(entries.map((m) => m.id).sort()).toEqual([keep, release, bounced.dsn].sort())
-    const f = cli('queue', 'flush', '--domain', 'park.test')
+    const f = (await cli('queue', 'flush', '--domain', 'park.test'))
     expect(f.code, f.stderr).toBe(0)
     expect(f.stdout).toMatch(/^flushed \d+ recipients? for park\.test: due now\n$/)
-    expect(cli('queue', 'release', '0000000000000000').code).toBe(1)
+    expect((await cli('queue', 'release', '0000000000000000')).code).toBe(1)
 
     // Started again: the released message and the DSN go out; the held one stays.
     parked.clear()
@@ -224,8 +224,8 @@ describe('on a stopped data directory', () => {
     await eventually(() => senderRx.messages.some((m) => text(m).includes('Final-Recipient: rfc822; stopped-bounce@park.test')), 10_000, 'DSN delivered after restart')
     await new Promise((r) => setTimeout(r, 500))
     expect(delivered('keep@park.test')).toHaveLength(0)
-    expect(cli('queue', 'release', keep).code).toBe(0)
+    expect((await cli('queue', 'release', keep)).code).toBe(0)
     await eventually(() => delivered('keep@park.test').length === 1, 5000, 'held message delivered once released')
-    expect(listJson()).toEqual([])
+    expect((await listJson())).toEqual([])
   })
 })

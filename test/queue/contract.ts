@@ -499,6 +499,10 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         // State and domain together: a recipient in that state at that domain.
         expect(await ids({ state: 'queued', domain: d2 })).toEqual([bounce.id])
         expect(await ids({ state: 'queued', domain: d2, limit: 1 })).toEqual([bounce.id])
+        // Paging: the messages after one (receivedAt, then id), with the other filters.
+        expect(await ids({ after: { receivedAt: a.receivedAt, id: a.id } })).toEqual([b.id, c.id, bounce.id])
+        expect(await ids({ domain: d2, after: { receivedAt: b.receivedAt, id: b.id }, limit: 1 })).toEqual([c.id])
+        expect(await ids({ after: { receivedAt: c.receivedAt, id: '' } })).toEqual([c.id, bounce.id])
 
         const entries = await q.list()
         const held = entries.find((e) => e.id === c.id)!
@@ -572,6 +576,49 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         expect(rf!.history[0]!.category).toBeUndefined()
 
         expect(await q.show(newQueueId())).toBeUndefined()
+      })
+    })
+
+    describe('recent attempts', () => {
+      it('lists attempts newest first with their envelope, pages with before, and keeps them once the message left the queue', async () => {
+        const now = Date.now()
+        const d = domain()
+        const m = message({ recipients: [`slow@${d}`, `fast@${d}`], receivedAt: now })
+        const [slow, fast] = await q.enqueue(m)
+        await claimAt(now + 1)
+        await q.complete(m.id, [
+          { rowId: slow!, state: 'deferred', response: '451 first', remoteHost: 'mx1.test', nextAttemptAt: now + 10, category: 'other' },
+          { rowId: fast!, state: 'delivered', response: '250 done', remoteHost: 'mx2.test' },
+        ])
+        await new Promise((r) => setTimeout(r, 5))
+        await claimAt(now + 10)
+        // The last attempt: the message leaves the queue; its attempts stay in the log.
+        expect((await q.complete(m.id, [{ rowId: slow!, state: 'bounced', response: '550 no such user', remoteHost: 'mx3.test', category: 'bad-mailbox' }])).finished).toBe(true)
+        expect(await q.show(m.id)).toBeUndefined()
+
+        const mine = (list: Awaited<ReturnType<Queue['recentAttempts']>>) => list.filter((a) => a.queueId === m.id)
+        const all = mine(await q.recentAttempts({ limit: 1000 }))
+        expect(all.map((a) => [a.recipient, a.state, a.response, a.remoteHost, a.category])).toEqual([
+          [`slow@${d}`, 'bounced', '550 no such user', 'mx3.test', 'bad-mailbox'],
+          ...(all[1]!.recipient === `fast@${d}`
+            ? [[`fast@${d}`, 'delivered', '250 done', 'mx2.test', undefined], [`slow@${d}`, 'deferred', '451 first', 'mx1.test', 'other']]
+            : [[`slow@${d}`, 'deferred', '451 first', 'mx1.test', 'other'], [`fast@${d}`, 'delivered', '250 done', 'mx2.test', undefined]]),
+        ])
+        for (const a of all) expect(a).toEqual(expect.objectContaining({ queueId: m.id, sender: m.sender, at: expect.any(Number) }))
+        expect(all[0]!.at).toBeGreaterThan(all[2]!.at)
+        // Newest first everywhere, and `before` gives the older ones.
+        const newest = await q.recentAttempts({ limit: 1 })
+        expect(newest).toHaveLength(1)
+        const older = mine(await q.recentAttempts({ limit: 1000, before: all[0]!.at }))
+        expect(older.map((a) => a.response).sort()).toEqual(['250 done', '451 first'])
+        expect(mine(await q.recentAttempts({ limit: 1000, before: all[2]!.at }))).toEqual([])
+        // Removing a message by hand does not erase what was tried either.
+        const r = message({ recipients: [`gone@${d}`] })
+        const [row] = await q.enqueue(r)
+        await claimAt(Date.now() + 1)
+        await q.complete(r.id, [{ rowId: row!, state: 'deferred', response: '421 later', nextAttemptAt: Date.now() + 60_000, category: 'throttled' }])
+        expect(await q.remove(r.id)).toBe(true)
+        expect((await q.recentAttempts({ limit: 1000 })).filter((a) => a.queueId === r.id).map((a) => a.response)).toEqual(['421 later'])
       })
     })
 

@@ -92,11 +92,11 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
          remote_host = r.remote_host, next_attempt = r.next_attempt, leased_by = NULL, lease_until = NULL,
          updated_at = $11, category = r.category
        FROM r WHERE x.id = r.id AND x.message_id = r.queue_id
-       RETURNING x.id, x.message_id, x.domain, x.state, x.last_response, x.remote_host, x.category, r.sender, r.sender_domain, r.mid
+       RETURNING x.id, x.message_id, x.address, x.domain, x.state, x.last_response, x.remote_host, x.category, r.sender, r.sender_domain, r.mid
      ),
      history AS (
-       INSERT INTO ${s}.attempts (recipient_id, at, state, response, remote_host, category)
-       SELECT id, $11::bigint, state, last_response, remote_host, category FROM done
+       INSERT INTO ${s}.attempts (recipient_id, message_id, sender, recipient, at, state, response, remote_host, category)
+       SELECT id, message_id, sender, address, $11::bigint, state, last_response, remote_host, category FROM done
      ),
      counted AS (
        -- Key order: two batches upserting the same counters cannot deadlock.

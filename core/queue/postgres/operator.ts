@@ -17,6 +17,7 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
   if (filter.domain !== undefined) recipient.push(`r.domain = ${param(filter.domain.toLowerCase())}`)
   if (recipient.length) where.push(`EXISTS (SELECT 1 FROM ${db.s}.recipients r WHERE r.message_id = m.id AND ${recipient.join(' AND ')})`)
   if (filter.sender !== undefined) where.push(`lower(m.sender) = ${param(filter.sender.toLowerCase())}`)
+  if (filter.after !== undefined) where.push(`(m.received_at, m.id) > (${param(filter.after.receivedAt)}, ${param(filter.after.id)})`)
   const limit = filter.limit !== undefined ? `LIMIT ${param(Math.max(0, filter.limit))}` : ''
   const { rows } = await db.query<{
     id: string; message_id: string | null; sender: string; size: number; received_at: number; held_at: number | null
@@ -128,7 +129,7 @@ export async function release(db: PgContext, queueId: string, now: number): Prom
 }
 
 export async function remove(db: PgContext, queueId: string): Promise<boolean> {
-  // Recipients, attempts and body chunks go with it (ON DELETE CASCADE).
+  // Recipients and body chunks go with it (ON DELETE CASCADE); attempts stay in the attempt log (recent.ts).
   const { rowCount } = await db.query(`DELETE FROM ${db.s}.messages WHERE id = $1`, [queueId])
   return (rowCount ?? 0) > 0
 }

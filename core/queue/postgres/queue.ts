@@ -10,7 +10,7 @@ import type pg from 'pg'
 import type { Logger } from 'pino'
 import type {
   ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, Queue,
-  QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecipientResult, StatsRow, Suppression,
+  QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecentAttempt, RecipientResult, StatsRow, Suppression,
 } from '../types.js'
 import { migrate, quoteSchema } from './schema.js'
 import { readChunks, writeBufferChunks, writeFileChunks } from './body.js'
@@ -19,9 +19,10 @@ import { insertMessages, newRow, type NewRow } from './insert.js'
 import { completeMany, type CompleteItem } from './complete.js'
 import { beatPool, withoutPassword, workPool } from './pool.js'
 import { beat } from './heartbeat.js'
-import { HOUR, INLINE_MAX, PENDING, type PgContext } from './sql.js'
+import { HOUR, INLINE_MAX, PENDING, toMessage, type MessageRow, type PgContext } from './sql.js'
 import * as claims from './claim.js'
 import * as operator from './operator.js'
+import * as recent from './recent.js'
 import * as reputation from './reputation.js'
 import * as suppressions from './suppressions.js'
 import * as delay from './delay.js'
@@ -182,6 +183,7 @@ export class PgQueue implements Queue {
     if (now - this.prunedAt < HOUR) return
     this.prunedAt = now
     reputation.pruneOld(this.db, now, this.retention).catch((err: unknown) => this.log?.warn({ err }, 'queue: pruning old reputation data failed'))
+    recent.pruneAttempts(this.db, now, this.retention).catch((err: unknown) => this.log?.warn({ err }, 'queue: pruning the attempt log failed'))
   }
 
   /** Results of attempts whose recipients another node took over while this one was taken for dead. */
@@ -227,6 +229,14 @@ export class PgQueue implements Queue {
     return operator.show(this.db, queueId)
   }
 
+  async message(queueId: string): Promise<QueuedMessage | undefined> {
+    const { rows } = await this.query<MessageRow>(
+      `SELECT id, sender, sender_args, message_id, size, headers, body, body_size, received_at, expires_at, meta, held_at FROM ${this.s}.messages WHERE id = $1`,
+      [queueId],
+    )
+    return rows[0] ? toMessage(rows[0]) : undefined
+  }
+
   hold(queueId: string): Promise<boolean> {
     return operator.hold(this.db, queueId)
   }
@@ -245,6 +255,10 @@ export class PgQueue implements Queue {
 
   summary(now: number): Promise<QueueSummary> {
     return operator.summary(this.db, now)
+  }
+
+  recentAttempts(opts: { limit: number; before?: number }): Promise<RecentAttempt[]> {
+    return recent.recentAttempts(this.db, opts)
   }
 
   // --- reputation -------------------------------------------------------------------------

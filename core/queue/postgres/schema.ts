@@ -108,6 +108,13 @@ const MIGRATIONS: ((s: string) => string)[] = [
       started_at bigint NOT NULL
     );
   `,
+  // The attempt log (recent.ts): attempts carry their envelope and outlive their message for a
+  // while (the dashboard's recent events survive restarts and come from every node).
+  (s) => `
+    ALTER TABLE ${s}.attempts DROP CONSTRAINT IF EXISTS attempts_recipient_id_fkey;
+    ALTER TABLE ${s}.attempts ADD COLUMN message_id text, ADD COLUMN sender text, ADD COLUMN recipient text;
+    CREATE INDEX attempts_at ON ${s}.attempts (at, id);
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

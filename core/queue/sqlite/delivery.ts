@@ -85,16 +85,16 @@ export function claim(q: Sqlite, o: ClaimOptions): ClaimResult {
 export function complete(q: Sqlite, queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
   const update = q.stmt(
     `UPDATE recipients SET state = ?, attempts = attempts + 1, last_response = ?, remote_host = ?, next_attempt = ?, leased = 0, updated_at = ?, category = ?
-     WHERE id = ? AND message_id = ? RETURNING domain`,
+     WHERE id = ? AND message_id = ? RETURNING domain, address`,
   )
-  const history = q.stmt(`INSERT INTO attempts (recipient_id, message_id, at, state, response, remote_host, category) VALUES (?,?,?,?,?,?,?)`)
+  const history = q.stmt(`INSERT INTO attempts (recipient_id, message_id, at, state, response, remote_host, category, sender, recipient) VALUES (?,?,?,?,?,?,?,?,?)`)
   const m = q.stmt(`SELECT sender, body_file FROM messages WHERE id = ?`).get(queueId) as { sender: string; body_file: string | null } | undefined
   // Bounces from the null sender are no sending domain's reputation.
   const senderDomain = m && m.sender !== '' ? domainOf(m.sender) : undefined
   for (const r of results) {
-    const row = update.get(r.state, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, r.rowId, queueId) as { domain: string } | undefined
+    const row = update.get(r.state, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, r.rowId, queueId) as { domain: string; address: string } | undefined
     if (!row) continue // removed meanwhile (relay queue remove)
-    history.run(r.rowId, queueId, now, r.state, r.response, r.remoteHost ?? null, r.category ?? null)
+    history.run(r.rowId, queueId, now, r.state, r.response, r.remoteHost ?? null, r.category ?? null, m?.sender ?? '', row.address)
     if (senderDomain !== undefined) count(q, hourOf(now), senderDomain, row.domain, r.state, r.state === 'delivered' ? '' : (r.category ?? ''))
   }
   if (bounce) enqueue(q, bounce)
@@ -105,8 +105,8 @@ export function complete(q: Sqlite, queueId: string, results: RecipientResult[],
   return { finished: true, bodyFile: m?.body_file ?? undefined }
 }
 
+/** Its attempts stay in the attempt log (recent.ts prunes them). */
 export function deleteMessage(q: Sqlite, queueId: string): void {
-  q.stmt(`DELETE FROM attempts WHERE message_id = ?`).run(queueId)
   q.stmt(`DELETE FROM recipients WHERE message_id = ?`).run(queueId)
   q.stmt(`DELETE FROM messages WHERE id = ?`).run(queueId)
 }

@@ -1,8 +1,8 @@
 // The operator's verbs on the SQLite queue: list, show, hold, release, remove, flush, summary.
-import type { AttemptRecord, MessageDetail, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
+import type { AttemptRecord, MessageDetail, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
 import { deleteMessage } from './delivery.js'
-import { NOT_HELD, NOT_IN_FLIGHT, parse, PENDING, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
+import { NOT_HELD, NOT_IN_FLIGHT, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
 export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
   const held = q.version >= 3 ? 'held_at' : 'NULL'
@@ -21,6 +21,10 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
   if (filter.sender !== undefined) {
     where.push(`lower(sender) = ?`)
     params.push(filter.sender.toLowerCase())
+  }
+  if (filter.after !== undefined) {
+    where.push(`(received_at > ? OR (received_at = ? AND id > ?))`)
+    params.push(filter.after.receivedAt, filter.after.receivedAt, filter.after.id)
   }
   const limit = filter.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(filter.limit))}` : ''
   const messages = q.db
@@ -57,6 +61,12 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       category: r.category ?? undefined,
     })),
   }))
+}
+
+/** The message as queued (for `relay queue cat`). */
+export function message(q: Sqlite, queueId: string): QueuedMessage | undefined {
+  const m = q.stmt(`SELECT * FROM messages WHERE id = ?`).get(queueId) as MessageRow | undefined
+  return m ? toMessage(m) : undefined
 }
 
 export function show(q: Sqlite, queueId: string, now: number): MessageDetail | undefined {

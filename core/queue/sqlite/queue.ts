@@ -19,6 +19,7 @@ import type {
   QueuedMessage,
   QueueFilter,
   QueueSummary,
+  RecentAttempt,
   RecipientResult,
   StatsRow,
   Suppression,
@@ -146,6 +147,14 @@ export class SqliteQueue implements Queue {
     return this.call<MessageDetail | null>('show', queueId, Date.now()).then((d) => d ?? undefined)
   }
 
+  async message(queueId: string): Promise<QueuedMessage | undefined> {
+    const m = await this.call<QueuedMessage | null>('message', queueId)
+    if (!m) return undefined
+    m.headers = toBuffer(m.headers)
+    if ('inline' in m.body) m.body = { inline: toBuffer(m.body.inline) }
+    return m
+  }
+
   hold(queueId: string): Promise<boolean> {
     return this.call('hold', queueId, Date.now())
   }
@@ -166,6 +175,10 @@ export class SqliteQueue implements Queue {
 
   summary(now: number): Promise<QueueSummary> {
     return this.call('summary', now)
+  }
+
+  recentAttempts(opts: { limit: number; before?: number }): Promise<RecentAttempt[]> {
+    return this.call('recentAttempts', opts)
   }
 
   openBody(message: QueuedMessage): Readable {

@@ -82,6 +82,11 @@ export const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID;
    CREATE INDEX sent_log_message ON sent_log(message_id) WHERE message_id IS NOT NULL;
    CREATE INDEX sent_log_received ON sent_log(received_at);`,
+  // The attempt log (recent.ts): attempts carry their envelope, so they outlive their message for a
+  // while (the dashboard's recent events survive restarts), found newest first by time.
+  `ALTER TABLE attempts ADD COLUMN sender TEXT;
+   ALTER TABLE attempts ADD COLUMN recipient TEXT;
+   CREATE INDEX attempts_at ON attempts(at);`,
 ]
 
 /** Brings the database up to the newest schema, one migration per transaction. */

@@ -10,6 +10,8 @@ import type {
   QueueEntry,
   QueueFilter,
   QueueSummary,
+  QueuedMessage,
+  RecentAttempt,
   RecipientResult,
   StatsRow,
   Suppression,
@@ -18,6 +20,7 @@ import { migrate } from './schema.js'
 import { statementCache, type Sqlite } from './sql.js'
 import * as delivery from './delivery.js'
 import * as operator from './operator.js'
+import * as recent from './recent.js'
 import * as reputation from './reputation.js'
 import * as suppressions from './suppressions.js'
 
@@ -82,6 +85,10 @@ export class SqliteStore {
     return operator.show(this.q, queueId, now)
   }
 
+  message(queueId: string): QueuedMessage | undefined {
+    return operator.message(this.q, queueId)
+  }
+
   hold(queueId: string, now: number): boolean {
     return operator.hold(this.q, queueId, now)
   }
@@ -103,6 +110,10 @@ export class SqliteStore {
     return operator.summary(this.q, now)
   }
 
+  recentAttempts(opts: { limit: number; before?: number }): RecentAttempt[] {
+    return recent.recentAttempts(this.q, opts)
+  }
+
   // --- reputation -----------------------------------------------------------------------------
 
   stats(since: number): StatsRow[] {
@@ -115,6 +126,7 @@ export class SqliteStore {
 
   prune(now: number, retentionMs: number): void {
     reputation.prune(this.q, now, retentionMs)
+    recent.pruneAttempts(this.q, now, retentionMs)
   }
 
   // --- suppressions ---------------------------------------------------------------------------

@@ -78,3 +78,25 @@ export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', 
   if (res.status === 403) throw new AdminFailed(403, `the admin listener refused the token (${reason}); check RELAY_ADMIN_TOKEN and the admin plugin's token`, json)
   throw new AdminFailed(res.status, reason, json)
 }
+
+/** A GET whose 2xx answer is not JSON (the message as queued); errors as adminCall's. */
+export async function adminRaw(target: AdminTarget, pathAndQuery: string): Promise<Buffer> {
+  let res: Response
+  try {
+    res = await fetch(new URL(pathAndQuery, target.url), { headers: target.token ? { Authorization: `Bearer ${target.token}` } : {}, signal: AbortSignal.timeout(60_000) })
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause
+    if (cause?.code === 'ECONNREFUSED' || cause?.code === 'ECONNRESET') throw new AdminUnreachable(`the admin listener at ${target.url} does not answer (${cause.code})`)
+    throw new Error(`admin API GET ${pathAndQuery}: ${(err as Error).message}`)
+  }
+  const body = Buffer.from(await res.arrayBuffer())
+  if (res.ok) return body
+  let reason = `HTTP ${res.status}`
+  try {
+    reason = (JSON.parse(body.toString('utf8')) as { error?: string }).error ?? reason
+  } catch {
+    // not JSON: the status says it
+  }
+  if (res.status === 401 || res.status === 403) throw new AdminFailed(res.status, `${reason}; check RELAY_ADMIN_TOKEN and the admin plugin's token`, undefined)
+  throw new AdminFailed(res.status, reason, undefined)
+}

@@ -1,8 +1,9 @@
-// `relay queue list|show|flush|hold|release|delete|bounce|summary`: through the admin API of the
+// `relay queue list|show|flush|hold|release|delete|bounce|summary` (bulk forms: queue-bulk.ts; cat
+// and summary --age: queue-cat.ts; backup and restore: queue-backup.ts): through the admin API of the
 // running relay (admin.json), else on the queue itself (env.openQueue: a stopped data directory, or
 // a PostgreSQL queue). Exit codes: 0 ok, 1 not found or failed, 2 bad config (a ConfigError).
 import type { CommandEnv, QueueEntry, QueueFilter, QueueOperations, RelayConfig } from '../../../core/index.js'
-import { AdminUnreachable, adminCall, findAdmin, type AdminTarget } from './client.js'
+import { AdminUnreachable, adminCall, adminRaw, findAdmin, type AdminTarget } from './client.js'
 import { VerbError, fail, json, out, table, time } from './output.js'
 
 export interface QueueVerbOptions {
@@ -11,7 +12,7 @@ export interface QueueVerbOptions {
 }
 
 /** The verbs, the same whether they go through the API or straight to the queue. */
-type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release' | 'remove' | 'bounce' | 'flush' | 'summary'> & {
+export type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release' | 'remove' | 'bounce' | 'flush' | 'summary' | 'bulk' | 'raw'> & {
   close(): Promise<void>
   /** Said after a change made straight on the queue while a relay runs (it sees it at its next scan). */
   note?: string
@@ -36,6 +37,8 @@ function apiBackend(target: AdminTarget): Backend {
     bounce: (s) => call('POST', `/api/queue/${id(s)}/bounce`),
     flush: (f = {}) => call('POST', '/api/queue/flush', { ...(f.id ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
     summary: () => call('GET', '/api/queue-summary'),
+    bulk: (action, filter, opts) => call('POST', '/api/queue/bulk', { action, filter, dryRun: opts?.dryRun === true }),
+    raw: (s) => adminRaw(target, `/api/queue/${id(s)}/raw`),
     close: async () => undefined,
   }
 }
@@ -44,7 +47,7 @@ function apiBackend(target: AdminTarget): Backend {
  * Runs `fn` against the running relay's API, or the queue itself when no relay answers here. A
  * SQLite data directory without a queue yet has nothing in it (and is not created by looking).
  */
-async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
+export async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
   const config = (await env.loadConfig(opts.config)) as RelayConfig
   const target = findAdmin(config.dataDir)
   if (target) {
@@ -72,6 +75,8 @@ async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (b: Back
     bounce: (s) => q.bounce(s),
     flush: (f) => q.flush(f),
     summary: () => q.summary(),
+    bulk: (action, filter, o) => q.bulk(action, filter, o),
+    raw: (s) => q.raw(s),
     close: () => opened.close(),
     note:
       opened.running && config.queue.driver === 'sqlite'

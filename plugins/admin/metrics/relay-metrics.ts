@@ -1,7 +1,8 @@
 // The relay's Prometheus metrics (GET /metrics on the admin listener). Label sets are bounded:
 // listener role, stage, reply code, plugin name (from config), failure category, DNS query type and
-// error code, and destination domain (the first `metrics.maxDomainLabels` seen, then 'other').
-// Fed by the plugin's event hooks (index.ts); queue and session figures are read when scraped.
+// error code, certificate file, and destination domain (an allowlist, the top N by volume, or the
+// first seen: domains.ts; at most `metrics.maxDomainLabels`, the rest 'other'). Fed by the plugin's
+// event hooks (index.ts); queue, session, delivery and certificate figures are read when scraped.
 //
 //   relay_smtp_connections_total{listener}            relay_smtp_active_sessions{listener}
 //   relay_smtp_sessions_closed_total{listener}        relay_smtp_tls_sessions_total{listener,version}
@@ -12,24 +13,27 @@
 //   relay_delivery_attempt_duration_seconds{result}   relay_delivery_queue_time_seconds{result}
 //   relay_dns_failures_total{type,code}               relay_queue_messages
 //   relay_queue_recipients{state}                     relay_queue_oldest_message_age_seconds
+//   relay_config_reloads_total{result}                relay_build_info{version,node}
+//   relay_tls_certificate_expiry_timestamp_seconds{file,subject}
+//   relay_delivery_open_connections                   relay_delivery_paused_destinations
+//   relay_plugin_<name> (gauges plugins register with ctx.relay.registerGauge: status-gauges.ts)
 //   relay_nodejs_eventloop_lag_seconds (and the other prom-client default metrics, prefixed relay_)
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AcceptedEvent, DeliveryEvent, EventContexts, ListenerRole, QueueSummary, RejectedEvent, SessionCounts } from '../../../core/index.js'
-import { DomainLabels } from './domains.js'
+import type { AcceptedEvent, BounceCategory, DeliveryEvent, EventContexts, ListenerRole, QueueSummary, RejectedEvent, SessionCounts } from '../../../core/index.js'
+import { DomainLabels, type DomainLabelOptions } from './domains.js'
 import { registerQueueGauges } from './queue-gauges.js'
+import { PluginGauges, registerStatusGauges, type StatusSources } from './status-gauges.js'
 
-export interface MetricsOptions {
-  /** Destination domains with a label value of their own; later ones count as 'other'. */
-  maxDomainLabels: number
-}
+export type MetricsOptions = DomainLabelOptions
 
 /** Where the figures read at each scrape come from (the relay's operator API). */
-export interface MetricsSources {
+export interface MetricsSources extends StatusSources {
   summary(): Promise<QueueSummary>
   sessions(): SessionCounts
 }
 
 const ROLES: ListenerRole[] = ['mx', 'submission']
+const CATEGORIES: (BounceCategory | 'other')[] = ['bad-mailbox', 'mailbox-full', 'policy', 'dns', 'tls', 'auth', 'throttled', 'other']
 /** c-ares error codes (ENOTFOUND, ESERVFAIL, ETIMEOUT, ...): a fixed set; anything else is 'other'. */
 const DNS_CODE = /^E[A-Z]{2,20}$/
 
@@ -56,10 +60,16 @@ export class RelayMetrics {
   private readonly queueTime: Histogram<'result'>
   private readonly dnsFailures: Counter<'type' | 'code'>
   private readonly takeovers: Counter
+  private readonly reloads: Counter<'result'>
+  private readonly pluginGauges: PluginGauges
 
   constructor(options: MetricsOptions, sources: MetricsSources, onQueueError: (err: unknown) => void = () => undefined) {
     const registers = [this.registry]
-    this.domains = new DomainLabels(options.maxDomainLabels)
+    // A domain that loses its label (top N recomputed) leaves the domain-labelled series.
+    this.domains = new DomainLabels(options, (domain) => {
+      this.deliveredTotal.remove({ domain })
+      for (const c of [this.deferredTotal, this.bouncedTotal]) for (const category of CATEGORIES) c.remove({ domain, category })
+    })
     // Process and Node.js figures, among them relay_nodejs_eventloop_lag_seconds (and its percentiles).
     collectDefaultMetrics({ register: this.registry, prefix: 'relay_' })
 
@@ -118,8 +128,12 @@ export class RelayMetrics {
       buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600],
       registers,
     })
-    this.dnsFailures = new Counter({ name: 'relay_dns_failures_total', help: 'DNS lookups that failed, by query type and error code (ENOTFOUND/ENODATA: no such name or record).', labelNames: ['type', 'code'], registers })
+    this.dnsFailures = new Counter({ name: 'relay_dns_failures_total', help: 'DNS lookups that got no answer, by query type and error code (ESERVFAIL, ETIMEOUT, EREFUSED, ECONNREFUSED, ...); an answer that the name or record does not exist (NXDOMAIN, NODATA) is not counted.', labelNames: ['type', 'code'], registers })
     this.takeovers = new Counter({ name: 'relay_queue_lease_takeovers_total', help: 'Recipients (not messages) this node claimed from an earlier lease: work left by a process or node that died or hung mid-delivery (its heartbeat stopped or its lease expired).', registers })
+    this.reloads = new Counter({ name: 'relay_config_reloads_total', help: 'Hot reloads (SIGHUP, `relay reload`, POST /api/reload) by result: ok, or failed (the config was refused; the running one stays).', labelNames: ['result'], registers })
+    for (const result of ['ok', 'failed']) this.reloads.inc({ result }, 0)
+    registerStatusGauges(this.registry, sources)
+    this.pluginGauges = new PluginGauges(this.registry, sources)
     registerQueueGauges(this.registry, () => sources.summary(), (err) => {
       // A broken queue shows in every scrape; one line a minute is enough.
       if (Date.now() - this.queueErrorLogged < 60_000) return
@@ -133,8 +147,19 @@ export class RelayMetrics {
   }
 
   /** The text exposition format, for GET /metrics. */
-  metrics(): Promise<string> {
+  async metrics(): Promise<string> {
+    await this.pluginGauges.collect()
     return this.registry.metrics()
+  }
+
+  /** The plugin is torn down: the top-domains timer stops. */
+  stop(): void {
+    this.domains.stop()
+  }
+
+  /** A hot reload ended. */
+  reloaded({ ok }: EventContexts['reloaded']): void {
+    this.reloads.inc({ result: ok ? 'ok' : 'failed' })
   }
 
   /** A SMTP session ended. */

@@ -1,13 +1,15 @@
 import type { QueueFilter, QueueOperations } from '../../../core/index.js'
 import { AdminError, type AdminHandler, type AdminRequest, type AdminServer } from '../server.js'
 import type { AdminContext } from '../context.js'
+import { bulkRequest } from './bulk.js'
+import { decodeCursor, queuePage } from './queue-cursor.js'
 
 const STATES = new Set(['queued', 'deferred', 'held'])
 const STATUS_OF_KIND: Record<string, number> = { 'not-found': 404, conflict: 409, 'bad-input': 400 }
 
 /**
- * The queue API (JSON): list, show, hold, release, delete, bounce, flush, summary. Actions that
- * make work due wake the delivery scheduler at once.
+ * The queue API (JSON): list (cursor paging), show, raw, hold, release, delete, bounce, flush,
+ * bulk, summary. Actions that make work due wake the delivery scheduler at once.
  */
 export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext): void {
   const queue = (): QueueOperations => {
@@ -16,19 +18,20 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
     return relay.queue
   }
   // The queue verbs' errors (their `kind`) become 404 / 409 / 400.
+  const call = async <T>(fn: (q: QueueOperations) => Promise<T>): Promise<T> => {
+    try {
+      return await fn(queue())
+    } catch (err) {
+      const status = STATUS_OF_KIND[(err as { kind?: string } | null)?.kind ?? '']
+      if (status) throw new AdminError(status, (err as Error).message)
+      throw err
+    }
+  }
   const handle =
     (fn: (q: QueueOperations, req: AdminRequest) => Promise<unknown>): AdminHandler =>
-    async (req) => {
-      try {
-        return { json: await fn(queue(), req) }
-      } catch (err) {
-        const status = STATUS_OF_KIND[(err as { kind?: string } | null)?.kind ?? '']
-        if (status) throw new AdminError(status, (err as Error).message)
-        throw err
-      }
-    }
+    async (req) => ({ json: await call((q) => fn(q, req)) })
 
-  server.route('GET', '/api/queue', handle(async (q, req) => ({ messages: await q.list(listFilter(req.query)) })))
+  server.route('GET', '/api/queue', handle((q, req) => queuePage(q, listFilter(req.query))))
   server.route('GET', '/api/queue-summary', handle((q) => q.summary()))
   server.route(
     'POST',
@@ -43,7 +46,18 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
       return q.flush({ domain: field('domain'), id: field('id') })
     }),
   )
+  // `{ action, filter, dryRun? }` → BulkResult (postsuper-style, by filter or ids).
+  server.route(
+    'POST',
+    '/api/queue/bulk',
+    handle(async (q, req) => {
+      const { action, filter, dryRun } = bulkRequest(await req.body())
+      return q.bulk(action, filter, { dryRun })
+    }),
+  )
   server.route('GET', '/api/queue/:id', handle((q, req) => q.show(req.params.id!)))
+  // The message as queued, like `postcat -q` (`relay queue cat` against a running relay).
+  server.route('GET', '/api/queue/:id/raw', async (req) => ({ body: await call((q) => q.raw(req.params.id!)), contentType: 'message/rfc822' }))
   server.route('POST', '/api/queue/:id/hold', handle((q, req) => q.hold(req.params.id!)))
   server.route('POST', '/api/queue/:id/release', handle((q, req) => q.release(req.params.id!)))
   server.route('POST', '/api/queue/:id/delete', handle((q, req) => q.remove(req.params.id!)))
@@ -51,7 +65,7 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
   server.route('POST', '/api/queue/:id/bounce', handle((q, req) => q.bounce(req.params.id!)))
 }
 
-/** `?state=&domain=&sender=&limit=`; a bad value is a 400 naming the parameter. */
+/** `?state=&domain=&sender=&limit=&cursor=`; a bad value is a 400 naming the parameter. */
 export function listFilter(q: URLSearchParams): QueueFilter {
   const filter: QueueFilter = {}
   const state = q.get('state')
@@ -70,5 +84,7 @@ export function listFilter(q: URLSearchParams): QueueFilter {
     if (!Number.isInteger(n) || n < 1) throw new AdminError(400, `limit: expected a positive whole number (got '${limit}')`)
     filter.limit = n
   }
+  const cursor = q.get('cursor')
+  if (cursor !== null && cursor !== '') filter.after = decodeCursor(cursor)
   return filter
 }

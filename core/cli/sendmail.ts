@@ -1,0 +1,174 @@
+// `relay sendmail` and the `sendmail` alias (bin/sendmail.js): the sendmail(1) interface cron, PHP
+// and scripts use. Reads the message from stdin and leaves it, with its envelope, in
+// <dataDir>/maildrop/ (core/queue/maildrop.ts); the running relay's pickup queues it through the
+// same checks as SMTP submission. With no relay running, it waits there until one starts.
+// Options as Postfix's sendmail: -t -i -oi -f -r -F -v -C, other -o options and -B -N -R -V -X ignored.
+import os from 'node:os'
+import addressparser from 'nodemailer/lib/addressparser'
+import { ConfigError, loadConfig } from '../config/load.js'
+import { livePid } from '../pid-file.js'
+import { dropMessage, maildropDir } from '../queue/maildrop.js'
+
+/** sysexits.h, as sendmail programs exit. */
+const EX_USAGE = 64
+const EX_TEMPFAIL = 75
+const EX_CONFIG = 78
+
+export interface SendmailArgs {
+  extractRecipients: boolean
+  ignoreDots: boolean
+  verbose: boolean
+  sender?: string
+  fullName?: string
+  config?: string
+  recipients: string[]
+}
+
+class UsageError extends Error {}
+
+/** Options that take a value (attached, `-fme@x`, or the next argument). */
+const WITH_VALUE = new Set(['f', 'r', 'F', 'C', 'B', 'N', 'R', 'V', 'X', 'O', 'h', 'L', 'q', 'o'])
+
+/** getopt-style parsing: `-ti`, `-f sender`, `-fsender`, `-oi`, `--` ends the options. */
+export function parseSendmailArgs(argv: string[]): SendmailArgs {
+  const a: SendmailArgs = { extractRecipients: false, ignoreDots: false, verbose: false, recipients: [] }
+  let i = 0
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--') {
+      i++
+      break
+    }
+    if (arg === '--config' || arg.startsWith('--config=')) {
+      a.config = arg.includes('=') ? arg.slice('--config='.length) : argv[++i]
+      continue
+    }
+    if (!arg.startsWith('-') || arg === '-') break
+    for (let j = 1; j < arg.length; j++) {
+      const flag = arg[j]!
+      if (WITH_VALUE.has(flag)) {
+        const rest = arg.slice(j + 1)
+        const value = rest || argv[++i]
+        if (value === undefined) throw new UsageError(`option -${flag} needs a value`)
+        if (flag === 'f' || flag === 'r') a.sender = value
+        else if (flag === 'F') a.fullName = value
+        else if (flag === 'C') a.config = value
+        // -oi (and -o i): ignore dots; every other -o option is ignored, as Postfix does.
+        else if (flag === 'o' && value === 'i') a.ignoreDots = true
+        else if (flag === 'q') throw new UsageError('-q (queue runs) is not supported; use `relay queue flush`')
+        break
+      }
+      if (flag === 't') a.extractRecipients = true
+      else if (flag === 'i') a.ignoreDots = true
+      else if (flag === 'v') a.verbose = true
+      else if (flag === 'b') {
+        const mode = arg.slice(j + 1) || argv[++i]
+        if (mode !== 'm') throw new UsageError(`-b${mode ?? ''} is not supported (only -bm, the default)`)
+        break
+      } else if (flag === 'n' || flag === 'm' || flag === 'U' || flag === 'G') continue
+      else throw new UsageError(`unknown option -${flag}`)
+    }
+  }
+  a.recipients.push(...argv.slice(i))
+  return a
+}
+
+/** The message as sendmail reads it: without -i, a line with a single dot ends it. */
+export function readMessageText(input: Buffer, ignoreDots: boolean): Buffer {
+  if (ignoreDots) return input
+  const end = /(^|\n)\.\r?(\n|$)/.exec(input.toString('latin1'))
+  return end ? input.subarray(0, end.index + end[1]!.length) : input
+}
+
+/** Addresses in header values or arguments (`a@x, B <b@y>`); bare names get `@domain`. */
+function addresses(values: string[], domain: string): string[] {
+  // A bare login name (`root`) is a name to addressparser: taken as the local part.
+  const flat = (list: ReturnType<typeof addressparser>): string[] =>
+    list.flatMap((x) => ('group' in x && x.group ? flat(x.group) : x.address ? [x.address] : x.name && /^[^\s"<>@]+$/.test(x.name) ? [x.name] : []))
+  return values.flatMap((v) => flat(addressparser(v))).map((addr) => (addr.includes('@') ? addr : `${addr}@${domain}`))
+}
+
+/** Splits the header section (up to the blank line, LF or CRLF) into fields with their continuation lines. */
+function headerFields(raw: Buffer): { fields: string[]; bodyStart: number } {
+  const text = raw.toString('latin1')
+  const m = /\r?\n\r?\n/.exec(text)
+  const end = m ? m.index + m[0].length : text.length
+  const lines = text.slice(0, m ? m.index : text.length).split(/(?<=\n)/)
+  const fields: string[] = []
+  for (const line of lines) {
+    if (/^[ \t]/.test(line) && fields.length) fields[fields.length - 1] += line
+    else fields.push(line)
+  }
+  return { fields: fields.filter((f) => f.length), bodyStart: end }
+}
+
+const fieldName = (f: string) => /^([^:\s]+)\s*:/.exec(f)?.[1]?.toLowerCase()
+const fieldValue = (f: string) => f.slice(f.indexOf(':') + 1).replace(/\r?\n[ \t]/g, ' ').trim()
+
+/**
+ * Envelope and message from the arguments and stdin: -t takes the recipients from To, Cc and Bcc
+ * (added to those given as arguments, as Postfix does) and removes Bcc; a From field is added when
+ * there is none.
+ */
+export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname: string; user: string }): { sender: string; recipients: string[]; raw: Buffer } {
+  let raw = readMessageText(input, args.ignoreDots)
+  const given = args.sender === undefined ? `${o.user}@${o.hostname}` : args.sender.replace(/^<(.*)>$/, '$1')
+  const sender = given === '' ? '' : given.includes('@') ? given : `${given}@${o.hostname}`
+  const recipients = addresses(args.recipients, o.hostname)
+  const { fields, bodyStart } = headerFields(raw)
+  if (args.extractRecipients) {
+    recipients.push(...addresses(fields.filter((f) => ['to', 'cc', 'bcc'].includes(fieldName(f) ?? '')).map(fieldValue), o.hostname))
+  }
+  const kept = fields.filter((f) => !(args.extractRecipients && fieldName(f) === 'bcc'))
+  const eol = raw.includes('\r\n') ? '\r\n' : '\n'
+  const addFrom = !kept.some((f) => fieldName(f) === 'from') && sender !== ''
+  if (addFrom) kept.push(`From: ${args.fullName ? `"${args.fullName.replace(/["\\\r\n]/g, '')}" ` : ''}<${sender}>${eol}`)
+  if (addFrom || kept.length !== fields.length) {
+    const head = kept.map((f) => (f.endsWith('\n') ? f : f + eol)).join('')
+    raw = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(eol), raw.subarray(bodyStart)])
+  }
+  return { sender, recipients: [...new Set(recipients)], raw }
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** Runs sendmail with `argv` (without the program name); resolves with the exit code. */
+export async function sendmail(argv: string[]): Promise<number> {
+  const say = (s: string) => process.stderr.write(`sendmail: ${s}\n`)
+  let args: SendmailArgs
+  try {
+    args = parseSendmailArgs(argv)
+  } catch (err) {
+    say((err as Error).message)
+    return EX_USAGE
+  }
+  let config
+  try {
+    config = await loadConfig(args.config ?? process.env.RELAY_CONFIG)
+  } catch (err) {
+    say(err instanceof ConfigError ? err.message : `cannot read the config: ${(err as Error).message}`)
+    return EX_CONFIG
+  }
+  const input = await readStdin()
+  const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
+  if (!m.recipients.length) {
+    say(args.extractRecipients ? 'no recipient addresses found in the message header' : 'no recipients given (name them, or use -t)')
+    return EX_USAGE
+  }
+  let file: string
+  try {
+    file = await dropMessage(config.dataDir, m)
+  } catch (err) {
+    say(`cannot write to ${maildropDir(config.dataDir)}: ${(err as Error).message}`)
+    return EX_TEMPFAIL
+  }
+  if (args.verbose) {
+    const pid = livePid(config.dataDir)
+    say(`message for ${m.recipients.join(', ')} written to ${file}; ${pid ? `relay ${pid} picks it up` : 'no relay is running: it waits there until one starts'}`)
+  }
+  return 0
+}

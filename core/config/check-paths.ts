@@ -1,0 +1,85 @@
+// The files and directories a valid config names must also be usable: the TLS certificates and keys
+// readable and matching, the CA file readable, the data directory writable (or creatable). Checked
+// by `relay check-config` and before `relay start`, so a bad path is a config error naming its key.
+import fs from 'node:fs'
+import path from 'node:path'
+import tls from 'node:tls'
+import type { RelayConfig } from './schema.js'
+
+export interface PathIssue {
+  path: string
+  message: string
+}
+
+function reason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ENOENT') return 'no such file'
+  if (code === 'EACCES' || code === 'EPERM') return `permission denied (the relay runs as uid ${process.getuid?.() ?? '?'})`
+  if (code === 'EISDIR') return 'a directory, not a file'
+  return code ?? (err as Error).message
+}
+
+/** The file's bytes, or an issue naming the key that points to it. */
+function readFile(file: string, key: string, issues: PathIssue[]): Buffer | undefined {
+  try {
+    return fs.readFileSync(file)
+  } catch (err) {
+    issues.push({ path: key, message: `cannot read ${file}: ${reason(err)}` })
+    return undefined
+  }
+}
+
+/** A certificate and key that are readable PEM and make a pair, as the TLS server will need them. */
+function checkPair(pair: { cert: string; key: string }, at: string, issues: PathIssue[]): void {
+  const cert = readFile(pair.cert, `${at}.cert`, issues)
+  const key = readFile(pair.key, `${at}.key`, issues)
+  if (!cert || !key) return
+  try {
+    tls.createSecureContext({ cert, key })
+  } catch (err) {
+    const message = (err as Error).message
+    const mismatch = /key values mismatch|KEY_VALUES_MISMATCH/i.test(message)
+    issues.push({
+      path: at,
+      message: mismatch ? `the key ${pair.key} does not belong to the certificate ${pair.cert}` : `${pair.cert} and ${pair.key} are not a usable PEM certificate and key (${message})`,
+    })
+  }
+}
+
+/** The directory exists and is writable, or its nearest existing parent is (start creates it). */
+function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
+  let existing = dir
+  while (!fs.existsSync(existing)) {
+    const parent = path.dirname(existing)
+    if (parent === existing) break
+    existing = parent
+  }
+  let stat: fs.Stats
+  try {
+    stat = fs.statSync(existing)
+  } catch (err) {
+    issues.push({ path: key, message: `cannot use ${dir}: ${reason(err)}` })
+    return
+  }
+  if (!stat.isDirectory()) {
+    issues.push({ path: key, message: existing === dir ? `${dir} is not a directory` : `cannot create ${dir}: ${existing} is not a directory` })
+    return
+  }
+  try {
+    fs.accessSync(existing, fs.constants.W_OK | fs.constants.X_OK)
+  } catch (err) {
+    issues.push({ path: key, message: existing === dir ? `${dir} is not writable: ${reason(err)}` : `cannot create ${dir}: ${existing} is not writable (${reason(err)})` })
+  }
+}
+
+/** Every problem with the paths the config names, all at once. */
+export function checkConfigPaths(config: RelayConfig): PathIssue[] {
+  const issues: PathIssue[] = []
+  if (config.tls) {
+    checkPair(config.tls, 'tls', issues)
+    for (const [name, pair] of Object.entries(config.tls.sni)) checkPair(pair, `tls.sni.${name}`, issues)
+  }
+  if (config.delivery.tlsCa) readFile(path.resolve(config.configDir, config.delivery.tlsCa), 'delivery.tlsCa', issues)
+  checkWritableDir(config.dataDir, 'dataDir', issues)
+  return issues
+}

@@ -1,0 +1,79 @@
+// Where the config is: `--config`, then $RELAY_CONFIG, then the current directory, then /etc/relay/.
+// The first that names or holds a file wins; the places looked in are kept for the messages that
+// say no config was found.
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
+import { defaultExport } from './default-export.js'
+import { CONFIG_MARK, resolveRelayMtaImports } from './relay-mta-imports.js'
+import { loadJson, loadYaml } from './syntax.js'
+
+/** The system-wide directory (RELAY_SYSTEM_CONFIG_DIR overrides it, for packaging and tests). */
+export function systemConfigDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.RELAY_SYSTEM_CONFIG_DIR || '/etc/relay'
+}
+
+/** relay.config.* in any format Relay reads: the names looked for in the system directory. */
+export const CONFIG_FILE_NAMES = ['ts', 'mts', 'js', 'mjs', 'cjs', 'json', 'yaml', 'yml'].map((ext) => `relay.config.${ext}`)
+
+// A query makes each load a fresh module: a hot reload (core/reload.ts) must see the file as it is
+// now. It also marks the file for the import hooks (relay-mta-imports.ts).
+let loads = 0
+const freshUrl = (filepath: string) => `${pathToFileURL(filepath).href}?${CONFIG_MARK}=${++loads}`
+
+/**
+ * The import hooks cost every later import of the process a round trip to the hooks thread (a
+ * third more time for a CLI verb): registered only for a config that imports 'relay-mta'.
+ */
+function hooksFor(content: string): void {
+  if (/['"]relay-mta(\/[\w-]+)?['"]/.test(content)) resolveRelayMtaImports()
+}
+
+// TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
+const loadTs: Loader = async (filepath, content) => {
+  hooksFor(content)
+  const { tsImport } = await import('tsx/esm/api')
+  return defaultExport(await tsImport(freshUrl(filepath), import.meta.url))
+}
+const loadEsm: Loader = async (filepath, content) => {
+  hooksFor(content)
+  const mod = (await import(freshUrl(filepath))) as { default?: unknown }
+  return mod.default ?? mod
+}
+
+const options = {
+  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm, '.json': loadJson, '.yaml': loadYaml, '.yml': loadYaml, noExt: loadYaml },
+  searchStrategy: 'none' as const,
+  // Hot reload reads the file again: no cached result.
+  cache: false,
+}
+// cosmiconfig's defaults lack relay.config.json/.yaml/.yml and .mts, which the docs promise.
+const CWD_PLACES = [...getDefaultSearchPlaces('relay'), ...CONFIG_FILE_NAMES.filter((n) => !getDefaultSearchPlaces('relay').includes(n))]
+const inCwd = cosmiconfig('relay', { ...options, searchPlaces: CWD_PLACES })
+const inSystemDir = cosmiconfig('relay', { ...options, searchPlaces: CONFIG_FILE_NAMES })
+
+export interface FoundConfig {
+  config: unknown
+  filepath: string
+}
+
+/** Where a search looks, in order, as the messages name them. */
+export function searchPlaces(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
+  if (file) return [`--config ${path.resolve(cwd, file)}`]
+  const places: string[] = []
+  if (env.RELAY_CONFIG) return [`$RELAY_CONFIG ${path.resolve(cwd, env.RELAY_CONFIG)}`]
+  places.push('--config (not given)', '$RELAY_CONFIG (not set)')
+  places.push(`${cwd}/ (relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay")`)
+  places.push(`${systemConfigDir(env)}/ (${CONFIG_FILE_NAMES.join(', ')})`)
+  return places
+}
+
+/**
+ * The config file as written, not validated; null when none was found. A file named by `--config`
+ * or $RELAY_CONFIG must exist (ENOENT is thrown as it is).
+ */
+export async function findConfig(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<FoundConfig | null> {
+  const named = file ?? (env.RELAY_CONFIG || undefined)
+  if (named) return inCwd.load(path.resolve(cwd, named))
+  return (await inCwd.search(cwd)) ?? (await inSystemDir.search(systemConfigDir(env)))
+}

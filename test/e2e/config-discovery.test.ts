@@ -1,0 +1,279 @@
+// Finding and checking the config, through the CLI as an operator meets it: where the config is
+// found (--config, $RELAY_CONFIG, the current directory, /etc/relay/), queue verbs that find none,
+// `relay --version`, `relay config show`, `check-config` reporting every problem at once, `start`
+// without a stack trace, and a TypeScript config outside the package importing 'relay-mta'.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { BIN, ROOT, eventually, runCli, tempDir } from '../harness/relay.js'
+import { makeCa } from '../harness/tls.js'
+import { startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
+
+/** An empty directory standing in for /etc/relay/ (RELAY_SYSTEM_CONFIG_DIR), so no real one counts. */
+const noSystemDir = tempDir('relay-etc-empty-')
+const ENV = { RELAY_CONFIG: undefined, RELAY_SYSTEM_CONFIG_DIR: noSystemDir }
+
+function dirWith(files: Record<string, string>, prefix = 'relay-disc-'): string {
+  const dir = tempDir(prefix)
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text)
+  return dir
+}
+const json = (hostname: string, extra: Record<string, unknown> = {}) => JSON.stringify({ hostname, dataDir: './data', log: { level: 'silent' }, ...extra })
+const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .+:\d+:\d+\)?$/m)
+const okFile = (stdout: string) => /^config ok: (.*)$/m.exec(stdout)?.[1]
+
+describe('where the config is found', () => {
+  const cwdDir = dirWith({ 'relay.config.json': json('cwd.example') })
+  const envDir = dirWith({ 'relay.config.yaml': 'hostname: env.example\ndataDir: ./data\n' })
+  const flagDir = dirWith({ 'custom.json': json('flag.example') })
+  const etcDir = dirWith({ 'relay.config.json': json('etc.example') }, 'relay-etc-')
+  const envFile = path.join(envDir, 'relay.config.yaml')
+  const flagFile = path.join(flagDir, 'custom.json')
+
+  it('--config first, then $RELAY_CONFIG, then the current directory, then /etc/relay/', () => {
+    const all = { RELAY_CONFIG: envFile, RELAY_SYSTEM_CONFIG_DIR: etcDir }
+    let r = runCli(['check-config', '--config', flagFile], { cwd: cwdDir, env: all })
+    expect(r.code, r.stderr).toBe(0)
+    expect(okFile(r.stdout)).toBe(flagFile)
+
+    r = runCli(['check-config'], { cwd: cwdDir, env: all })
+    expect(okFile(r.stdout), r.stderr).toBe(envFile)
+
+    r = runCli(['check-config'], { cwd: cwdDir, env: { ...all, RELAY_CONFIG: '' } })
+    expect(okFile(r.stdout), r.stderr).toBe(path.join(cwdDir, 'relay.config.json'))
+
+    r = runCli(['check-config'], { cwd: tempDir(), env: { ...all, RELAY_CONFIG: '' } })
+    expect(okFile(r.stdout), r.stderr).toBe(path.join(etcDir, 'relay.config.json'))
+    expect(r.stdout).toContain('hostname etc.example')
+    // Relative paths in it are taken from its directory, not from where the command runs.
+    expect(r.stdout).toContain(`dataDir ${path.join(etcDir, 'data')}`)
+  })
+
+  it('$RELAY_CONFIG naming a file that is not there: exit 2, saying so', () => {
+    const missing = path.join(tempDir(), 'gone.json')
+    const r = runCli(['check-config'], { cwd: cwdDir, env: { ...ENV, RELAY_CONFIG: missing } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`config file not found: ${missing} (from $RELAY_CONFIG)`)
+    noStack(r.stderr)
+  })
+})
+
+describe('queue verbs without a config', () => {
+  let fixture: ParkedRelay
+  beforeAll(async () => {
+    fixture = await startParkedRelay('discovery-token-0123456789abcdef')
+  })
+  afterAll(async () => {
+    await fixture?.close()
+  })
+
+  it('exit 2 and say where they looked, instead of an empty queue; $RELAY_CONFIG finds the real one', async () => {
+    const id = await fixture.submit('waiting@park.test')
+    const elsewhere = tempDir('relay-elsewhere-')
+    for (const args of [['queue', 'list'], ['queue', 'list', '--json'], ['queue', 'summary'], ['stats'], ['suppression', 'list']]) {
+      const r = runCli(args, { cwd: elsewhere, env: ENV })
+      expect(r.code, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2)
+      expect(r.stdout).not.toContain('queue is empty')
+      expect(r.stderr).toContain('no config file found; looked in:')
+      expect(r.stderr).toContain('$RELAY_CONFIG (not set)')
+      expect(r.stderr).toContain(`${elsewhere}/ (relay.config.ts`)
+      expect(r.stderr).toContain(`${noSystemDir}/ (relay.config.ts`)
+      noStack(r.stderr)
+    }
+    const found = await eventually(() => {
+      const r = runCli(['queue', 'list', '--json'], { cwd: elsewhere, env: { ...ENV, RELAY_CONFIG: fixture.relay.configFile } })
+      expect(r.code, r.stderr).toBe(0)
+      return (JSON.parse(r.stdout) as { id: string }[]).find((m) => m.id === id)
+    })
+    expect(found.id).toBe(id)
+  })
+})
+
+describe('relay start without a config', () => {
+  it('runs on the defaults and logs where it looked', async () => {
+    const dir = tempDir('relay-noconf-')
+    const child = spawn(process.execPath, [BIN, 'start'], { cwd: dir, env: { ...process.env, ...ENV, RELAY_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    try {
+      const line = await eventually(() => out.split('\n').find((l) => l.includes('no config file found')), 15_000, 'the warning')
+      const parsed = JSON.parse(line) as { searched: string[]; level: number }
+      expect(parsed.level).toBe(40)
+      expect(parsed.searched).toContain('$RELAY_CONFIG (not set)')
+      expect(parsed.searched.some((p) => p.startsWith(`${dir}/`))).toBe(true)
+    } finally {
+      child.kill('SIGTERM')
+      await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
+    }
+  })
+})
+
+describe('relay --version and relay config show', () => {
+  it('--version prints the version in package.json', () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    const r = runCli(['--version'], { cwd: tempDir(), env: ENV })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout.trim()).toBe(version)
+  })
+
+  const secrets = {
+    queue: { driver: 'postgres', url: 'postgres://relay:s3cret-pw@db.internal:5432/relay' },
+    delivery: { throttle: { redis: 'redis://:redis-pw@cache.internal:6379' } },
+    plugins: [['admin', { host: '127.0.0.1', port: 0, token: 'admin-token-0123456789abcdef' }], ['spam', { rspamd: { url: 'http://127.0.0.1:11333', password: 'rspamd-pw' } }]],
+  }
+  const dir = dirWith({ 'relay.config.json': json('show.example', { ...secrets, smtp: { maxMessageSize: '10MB' }, tls: { cert: './tls/mail.crt', key: './tls/mail.key' } }) })
+
+  it('prints every setting with its default, secrets redacted, as key = value lines', () => {
+    const r = runCli(['config', 'show'], { cwd: dir, env: ENV })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(`# config file ${path.join(dir, 'relay.config.json')}`)
+    expect(r.stdout).toMatch(/^hostname = "show\.example"$/m)
+    expect(r.stdout).toMatch(/^smtp\.maxMessageSize = 10485760$/m) // 10MB is 10 MiB
+    expect(r.stdout).toMatch(/^smtp\.maxRecipients = 1000$/m) // a default
+    expect(r.stdout).toMatch(/^queue\.url = "postgres:\/\/relay:<redacted>@db\.internal:5432\/relay"$/m)
+    expect(r.stdout).toMatch(/^delivery\.throttle\.redis = "redis:\/\/:<redacted>@cache\.internal:6379"$/m)
+    expect(r.stdout).toMatch(/^plugins\[0\]\.options\.token = "<redacted>"$/m)
+    expect(r.stdout).toMatch(/^plugins\[1\]\.options\.rspamd\.password = "<redacted>"$/m)
+    for (const secret of ['s3cret-pw', 'redis-pw', 'admin-token-0123456789abcdef', 'rspamd-pw']) expect(r.stdout).not.toContain(secret)
+    // A key file's path is no secret (and is taken from the config file's directory).
+    expect(r.stdout).toMatch(new RegExp(`^tls\\.key = "${path.join(dir, 'tls/mail.key').replace(/[.]/g, '\\.')}"$`, 'm'))
+  })
+
+  it('--json, --changed (postconf -n) and --defaults (postconf -d)', () => {
+    const full = runCli(['config', 'show', '--json'], { cwd: dir, env: ENV })
+    expect(full.code, full.stderr).toBe(0)
+    const config = JSON.parse(full.stdout) as Record<string, any>
+    expect(config.configFile).toBe(path.join(dir, 'relay.config.json'))
+    expect(config.smtp.maxMessageSize).toBe(10 * 1024 * 1024)
+    expect(config.delivery.retry.base).toBe(300_000)
+    expect(config.queue.url).toBe('postgres://relay:<redacted>@db.internal:5432/relay')
+    expect(config.plugins[0]).toMatchObject({ plugin: 'admin', options: { token: '<redacted>' } })
+    expect(full.stdout).not.toContain('s3cret-pw')
+
+    const changed = runCli(['config', 'show', '--changed'], { cwd: dir, env: ENV })
+    expect(changed.code, changed.stderr).toBe(0)
+    expect(changed.stdout).toMatch(/^smtp\.maxMessageSize = 10485760$/m)
+    expect(changed.stdout).not.toContain('smtp.maxRecipients')
+    expect(changed.stdout).not.toContain('s3cret-pw')
+
+    const defaults = runCli(['config', 'show', '--defaults'], { cwd: dir, env: ENV })
+    expect(defaults.code, defaults.stderr).toBe(0)
+    expect(defaults.stdout).toMatch(/^smtp\.maxMessageSize = 52428800$/m)
+    expect(defaults.stdout).toMatch(/^queue\.driver = "sqlite"$/m)
+    expect(defaults.stdout).toMatch(/^listen\[0\]\.port = 2525$/m)
+  })
+})
+
+describe('check-config: every problem at once, and the files it will need', () => {
+  const ca = makeCa()
+  const a = ca.issue(['a.example'])
+  const b = ca.issue(['b.example'])
+
+  it('core settings, plugin options, TLS files and the data directory, together; exit 2, no stack trace', () => {
+    const dir = dirWith({ 'not-a-dir': 'x' })
+    fs.writeFileSync(
+      path.join(dir, 'relay.config.json'),
+      JSON.stringify({
+        hostname: 'bad.example',
+        smtp: { maxRecipients: 0 },
+        dataDir: './not-a-dir/data',
+        tls: { cert: a.cert, key: b.key, sni: { 'c.example': { cert: './missing.crt', key: a.key } } },
+        plugins: [['admin', { port: 'eighty' }], 'no-such-plugin'],
+      }),
+    )
+    const started = runCli(['start'], { cwd: dir, env: ENV })
+    expect(started.code, started.stderr).toBe(2)
+    expect(started.stderr).toMatch(/^ {2}smtp\.maxRecipients: /m)
+    noStack(started.stderr)
+
+    const r = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(r.code, r.stderr).toBe(2)
+    {
+      expect(r.stderr).toMatch(/^ {2}smtp\.maxRecipients: /m)
+      expect(r.stderr).toMatch(/^ {2}plugins\[0\] \(admin\) options\.port: .*\[RELAY_ERR_PLUGIN_OPTIONS\]$/m)
+      expect(r.stderr).toMatch(/^ {2}plugins\[1\]: unknown plugin 'no-such-plugin'/m)
+      expect(r.stderr).toContain(`  tls: the key ${b.key} does not belong to the certificate ${a.cert}`)
+      expect(r.stderr).toContain(`  tls.sni.c.example.cert: cannot read ${path.join(dir, 'missing.crt')}: no such file`)
+      expect(r.stderr).toContain(`  dataDir: cannot create ${path.join(dir, 'not-a-dir/data')}: ${path.join(dir, 'not-a-dir')} is not a directory`)
+      noStack(r.stderr)
+    }
+  })
+
+  it('start refuses unusable TLS files with exit 2 and no stack trace', () => {
+    const dir = dirWith({ 'relay.config.json': json('tls.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], tls: { cert: a.cert, key: b.key } }) })
+    const r = runCli(['start'], { cwd: dir, env: ENV })
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toContain(`tls: the key ${b.key} does not belong to the certificate ${a.cert}`)
+    noStack(r.stderr)
+
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('tls.example', { tls: { cert: a.cert, key: a.key } }))
+    const ok = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(ok.stdout).toContain(`tls ${a.cert} (key ${a.key}): readable, a matching pair`)
+  })
+
+  it('start on a port in use: one line, exit 1, no stack trace', async () => {
+    const busy = net.createServer().listen(0, '127.0.0.1')
+    await once(busy, 'listening')
+    const port = (busy.address() as net.AddressInfo).port
+    try {
+      const dir = dirWith({ 'relay.config.json': json('busy.example', { listen: [{ host: '127.0.0.1', port, role: 'mx' }], smtp: { reverseLookup: false } }) })
+      const r = runCli(['start'], { cwd: dir, env: ENV })
+      expect(r.code, r.stderr).toBe(1)
+      expect(r.stderr).toMatch(/^relay: cannot start: .*EADDRINUSE.*$/m)
+      noStack(r.stderr)
+    } finally {
+      busy.close()
+    }
+  })
+
+  it('YAML and JSON syntax errors name the line and column', () => {
+    const yaml = dirWith({ 'relay.config.yaml': 'hostname: y.example\nlisten:\n  - port: 25\n   role: mx\n' })
+    let r = runCli(['check-config'], { cwd: yaml, env: ENV })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('relay.config.yaml:4:4: cannot load config: YAML syntax error at line 4, column 4: bad indentation')
+    noStack(r.stderr)
+
+    const jsonDir = dirWith({ 'relay.config.json': '{\n  "hostname": "j.example",\n  "listen": [ { "port": 25, } ]\n}\n' })
+    r = runCli(['check-config'], { cwd: jsonDir, env: ENV })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/relay\.config\.json:3:\d+: cannot load config: JSON syntax error at line 3, column \d+: /)
+    expect(r.stderr).toMatch(/^ {4}3 \| {3}"listen"/m) // the line itself, under it a caret
+    noStack(r.stderr)
+  })
+})
+
+describe("a TypeScript config outside the package imports 'relay-mta'", () => {
+  const config = (hostname: string) =>
+    "import { defineConfig, parseDuration } from 'relay-mta'\n" +
+    "import type { RelayConfigInput } from 'relay-mta'\n" +
+    "import { tempDir } from 'relay-mta/testing'\n" +
+    `const base: RelayConfigInput = { hostname: '${hostname}', dataDir: './data' }\n` +
+    "if (typeof tempDir !== 'function') throw new Error('relay-mta/testing did not load')\n" +
+    'export default defineConfig({ ...base, shutdownTimeout: parseDuration(\'45s\')! / 1000 })\n'
+
+  it('in a plain directory (no package.json, no node_modules) found by --config and by the current directory', () => {
+    const dir = dirWith({ 'relay.config.ts': config('ts.example') })
+    expect(path.relative(ROOT, dir).startsWith('..')).toBe(true)
+    for (const args of [['check-config', '--config', path.join(dir, 'relay.config.ts')], ['check-config']]) {
+      const r = runCli(args, { cwd: dir, env: ENV })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toContain('hostname ts.example')
+    }
+    const shown = runCli(['config', 'show', '--json'], { cwd: dir, env: ENV })
+    expect(shown.code, shown.stderr).toBe(0)
+    expect((JSON.parse(shown.stdout) as { shutdownTimeout: number }).shutdownTimeout).toBe(45_000)
+  })
+
+  it('in the system directory (/etc/relay/ stand-in) when nothing else is found', () => {
+    const etc = dirWith({ 'relay.config.ts': config('etc-ts.example') }, 'relay-etc-ts-')
+    const r = runCli(['check-config'], { cwd: tempDir(), env: { ...ENV, RELAY_SYSTEM_CONFIG_DIR: etc } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(okFile(r.stdout)).toBe(path.join(etc, 'relay.config.ts'))
+    expect(r.stdout).toContain('hostname etc-ts.example')
+  })
+})

@@ -1,0 +1,138 @@
+// `relay sendmail` and the `sendmail` alias: the message on stdin goes through <dataDir>/maildrop/
+// to the running relay's pickup, which queues it through the same checks as SMTP submission (a
+// refused one bounces to the sender); with no relay running it waits until one starts.
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ROOT, eventually, runCli, startRelay, type RelayProcess } from '../harness/relay.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+
+let relay: RelayProcess
+let rx: TestReceiver // dest.test
+let senderRx: TestReceiver // sender.test: bounces
+let dns: TestDns
+
+const sendmail = (args: string[], input: string) => runCli(['sendmail', '--config', relay.configFile, ...args], { input })
+const maildrop = () => fs.readdirSync(path.join(relay.dataDir, 'maildrop'))
+const to = (address: string) => rx.messages.filter((m) => m.to.includes(address))
+const text = (m: { raw: Buffer }) => m.raw.toString('latin1')
+
+beforeAll(async () => {
+  rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true } })
+  senderRx = await startReceiver({ host: '127.0.0.3', port: rx.port, behaviour: { noStartTls: true } })
+  dns = await startDns({ 'dest.test': { A: ['127.0.0.2'] }, 'sender.test': { A: ['127.0.0.3'] } })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: rx.port, connectTimeout: '2s', delayWarning: false },
+      smtp: { reverseLookup: false, maxHops: 3 },
+    },
+  })
+})
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns, rx, senderRx].map((x) => x?.close()))
+})
+
+describe('relay sendmail', () => {
+  it('-t takes To, Cc and Bcc and removes Bcc; -f sets the sender; LF becomes CRLF; Received names the uid', async () => {
+    const r = sendmail(['-t', '-i', '-f', 'alice@sender.test'], 'To: bob@dest.test\nCc: Carol <carol@dest.test>\nBcc: dave@dest.test\nSubject: from cron\n\nline one\n.\nline three\n')
+    expect([r.code, r.stdout, r.stderr]).toEqual([0, '', ''])
+    const m = await eventually(() => to('bob@dest.test')[0], 10_000, 'delivered to bob')
+    expect(m.from).toBe('alice@sender.test')
+    expect(m.to.sort()).toEqual(['bob@dest.test', 'carol@dest.test', 'dave@dest.test'])
+    const t = text(m)
+    expect(t).not.toMatch(/^Bcc:/im)
+    expect(t).not.toMatch(/[^\r]\n/)
+    expect(t).toMatch(new RegExp(`^Received: by relay\\.test \\(Relay, from userid ${os.userInfo().uid}\\)\\r\\n\\twith local id \\w+;`))
+    // A submission: Message-ID and Date added; -i kept the lone dot.
+    expect(t).toMatch(/^Message-ID: <\w+@relay\.test>\r$/m)
+    expect(t).toMatch(/^Date: /m)
+    expect(t).toContain('\r\n\r\nline one\r\n.\r\nline three\r\n')
+    expect(maildrop()).toEqual([])
+    const accepted = await relay.waitForLog((l) => l.msg === 'accepted' && (l.recipients as string[]).includes('bob@dest.test'))
+    expect(accepted).toMatchObject({ sender: 'alice@sender.test', listener: 'submission' })
+  })
+
+  it('recipients as arguments; without -i a lone dot ends the message; a From field is added when missing', async () => {
+    const r = sendmail(['-oi', '-oem', 'erin@dest.test'], 'Subject: dots\n\nbefore\n.\nafter\n')
+    expect(r.code, r.stderr).toBe(0)
+    const withDot = await eventually(() => to('erin@dest.test')[0], 10_000, 'delivered to erin')
+    expect(text(withDot)).toContain('before\r\n.\r\nafter\r\n')
+
+    const cut = sendmail(['frank@dest.test'], 'Subject: cut\n\nbefore\n.\nafter\n')
+    expect(cut.code, cut.stderr).toBe(0)
+    const m = await eventually(() => to('frank@dest.test')[0], 10_000, 'delivered to frank')
+    expect(text(m)).toMatch(/\r\n\r\nbefore\r\n$/)
+    expect(m.from).toBe(`${os.userInfo().username}@relay.test`)
+    expect(text(m)).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
+  })
+
+  it('the sendmail alias (bin/sendmail.js) is the same code; -C names the config', async () => {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/sendmail.js'), '-C', relay.configFile, '-f', 'alice@sender.test', 'grace@dest.test'], { input: 'Subject: alias\n\nhi\n', encoding: 'utf8' })
+    expect([r.status, r.stderr]).toEqual([0, ''])
+    await eventually(() => to('grace@dest.test')[0], 10_000, 'delivered to grace')
+  })
+
+  it('usage errors exit with sysexits codes', () => {
+    const none = sendmail([], 'Subject: nobody\n\nhi\n')
+    expect(none.code).toBe(64)
+    expect(none.stderr).toMatch(/no recipients/)
+    expect(sendmail(['-t'], 'Subject: nobody\n\nhi\n').code).toBe(64)
+    expect(sendmail(['-bp'], '').code).toBe(64)
+    expect(sendmail(['-Z', 'x@dest.test'], 'hi\n').code).toBe(64)
+  })
+
+  it('a message the checks refuse bounces to the sender and leaves the maildrop', async () => {
+    const hops = 'Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\n'.repeat(4)
+    const r = sendmail(['-f', 'alice@sender.test', 'loop@dest.test'], `${hops}Subject: looping\n\nround and round\n`)
+    expect(r.code, r.stderr).toBe(0)
+    const dsn = await eventually(() => senderRx.messages.find((m) => text(m).includes('Final-Recipient: rfc822; loop@dest.test')), 10_000, 'bounce at the sender')
+    expect(text(dsn)).toContain('5.4.6')
+    expect(to('loop@dest.test')).toHaveLength(0)
+    await relay.waitForLog((l) => l.msg === 'refused' && l.rule === 'core:too-many-hops' && l.proto === 'local')
+    expect(maildrop()).toEqual([])
+  })
+
+  it('with no relay running the message waits in the maildrop (-v says so) and goes out once one starts', async () => {
+    expect(await relay.stop()).toBe(0)
+    const r = sendmail(['-v', '-f', 'alice@sender.test', 'henry@dest.test'], 'Subject: later\n\nqueued while stopped\n')
+    expect(r.code).toBe(0)
+    expect(r.stderr).toMatch(/^sendmail: message for henry@dest\.test written to .*maildrop.*; no relay is running: it waits there until one starts\n$/)
+    expect(maildrop()).toHaveLength(1)
+    const mode = fs.statSync(path.join(relay.dataDir, 'maildrop')).mode & 0o7777
+    expect(mode.toString(8)).toBe('1733')
+    await relay.restart()
+    await eventually(() => to('henry@dest.test')[0], 10_000, 'delivered after the start')
+    expect(maildrop()).toEqual([])
+  })
+})
+
+describe('sendmail argument and message handling', () => {
+  it('parses options getopt-style and builds the envelope', async () => {
+    const { parseSendmailArgs, buildSubmission } = await import('../../core/cli/sendmail.js')
+    expect(parseSendmailArgs(['-ti', '-fme@x.test', '-oem', '-F', 'Me Myself', '-B8BITMIME', '--', '-odd@x.test'])).toEqual({
+      extractRecipients: true, ignoreDots: true, verbose: false, sender: 'me@x.test', fullName: 'Me Myself', recipients: ['-odd@x.test'],
+    })
+    expect(parseSendmailArgs(['-f', '<>', 'a@x.test']).sender).toBe('<>')
+    const m = buildSubmission(
+      { extractRecipients: true, ignoreDots: true, verbose: false, sender: '', recipients: ['root'] },
+      Buffer.from('To: a@x.test,\n  B <b@x.test>\nBcc: c@x.test,\n d@x.test\nSubject: s\n\nbody\n'),
+      { hostname: 'relay.test', user: 'nobody' },
+    )
+    expect(m.sender).toBe('')
+    expect(m.recipients).toEqual(['root@relay.test', 'a@x.test', 'b@x.test', 'c@x.test', 'd@x.test'])
+    // Bcc (with its continuation line) is gone; no From for the null sender.
+    expect(m.raw.toString()).toBe('To: a@x.test,\n  B <b@x.test>\nSubject: s\n\nbody\n')
+  })
+
+  it('a local message gets CRLF line ends', async () => {
+    const { toCrlf } = await import('../../core/smtp/inject.js')
+    expect(toCrlf(Buffer.from('a\nb\r\nc\n')).toString()).toBe('a\r\nb\r\nc\r\n')
+    expect(toCrlf(Buffer.from('\n\n')).toString()).toBe('\r\n\r\n')
+  })
+})
