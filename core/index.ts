@@ -19,6 +19,9 @@ export { parseDuration } from './config/duration.js'
 export { networkMatcher } from './net/networks.js'
 /** GETs a domain's MTA-STS policy file (RFC 8461 §3.3), as delivery does: for `relay doctor` and plugins. */
 export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
+/** mailauth's unpublished internals (`mailauth/lib/...`), typed and loaded on first use: see core/mailauth.ts. */
+export { mailauthInternals } from './mailauth.js'
+export type { ParsedHeaderLine as MailauthHeaderLine, DmarcRecordFound } from './mailauth.js'
 export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
 export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'
 /** Is a better-sqlite3 import: loaded only when `relay queue backup|restore` runs. */

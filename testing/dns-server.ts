@@ -15,10 +15,12 @@
  */
 import * as net from 'node:net';
 import type * as dgram from 'node:dgram';
-import dns2 from 'dns2';
+import type Dns2 from 'dns2';
 
-const { Packet } = dns2;
-type DnsPacket = InstanceType<typeof dns2.Packet>;
+// dns2 is loaded by the first startDns, not by importing relay-mta/testing: a plugin's tests
+// that start no DNS server do not need it installed.
+let Packet: typeof Dns2.Packet;
+type DnsPacket = InstanceType<typeof Dns2.Packet>;
 type DnsResource = DnsPacket['answers'][number];
 
 export interface ZoneRecords {
@@ -189,6 +191,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 export async function startDns(initial: Record<string, ZoneEntry> = {}): Promise<TestDns> {
+  const { default: dns2 } = await import('dns2');
+  Packet = dns2.Packet;
   const zones = new Map<string, ZoneEntry>();
   for (const [name, entry] of Object.entries(initial)) zones.set(normaliseName(name), entry);
   const queries: { name: string; type: string }[] = [];
@@ -220,8 +224,8 @@ export async function startDns(initial: Record<string, ZoneEntry> = {}): Promise
   };
 
   // Bind UDP on a random port first, then TCP on the same port; retry on clash.
-  let udp: InstanceType<typeof dns2.UDPServer> | undefined;
-  let tcp: InstanceType<typeof dns2.TCPServer> | undefined;
+  let udp: InstanceType<typeof Dns2.UDPServer> | undefined;
+  let tcp: InstanceType<typeof Dns2.TCPServer> | undefined;
   let port = 0;
   for (let attempt = 0; ; attempt++) {
     udp = dns2.createUDPServer({ type: 'udp4' });

@@ -7,6 +7,9 @@
  *   expect(r.rcpt).toEqual([250]); await t.receiver.waitForMessages(1)
  *   await t.close()
  *
+ * When waitForMessages times out, its error lists the relay's last delivery events and errors (a
+ * deferral with the receiver's reply, an NXDOMAIN bounce, ...).
+ *
  * The building blocks are exported too: startRelay, startDns, startReceiver, sendMail, connectRaw,
  * makeCa, eventually, tempDir, runCli.
  */
@@ -14,9 +17,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { ROOT, startRelay, type RelayProcess } from './relay.js'
+import { ROOT, startRelay, type LogLine, type RelayProcess } from './relay.js'
 import { startDns, type TestDns, type ZoneEntry } from './dns-server.js'
-import { startReceiver, type Behaviour, type TestReceiver } from './smtp-receiver.js'
+import { startReceiver, type Behaviour, type ReceiverUsers, type TestReceiver } from './smtp-receiver.js'
 import { connectRaw, dotStuff, type RawSmtp } from './smtp-client.js'
 
 export * from './relay.js'
@@ -45,8 +48,11 @@ export interface TestRelayOptions {
   trustedNetworks?: string[] | false
   /** More DNS names, added to the default `example.test` MX → the receiver. */
   zones?: Record<string, ZoneEntry>
-  /** Options for the receiving server (`behaviour`: custom replies, drop, stall). */
-  receiver?: { behaviour?: Behaviour }
+  /**
+   * Options for the receiving server (`behaviour`: custom replies, drop, stall; `users`: offer AUTH
+   * to these user → password pairs, each message then records its `authUser`).
+   */
+  receiver?: { behaviour?: Behaviour; users?: ReceiverUsers }
   /** Extra environment for the relay process. */
   env?: Record<string, string>
 }
@@ -92,13 +98,39 @@ export function resolvePluginRef(ref: PluginRef, cwd = process.cwd()): string {
   }
 }
 
+const DELIVERY_EVENTS = new Set(['accepted', 'delivered', 'deferred', 'bounced', 'suppressed', 'rejected'])
+
+/** One log line for a test's failure message: the event, its recipient and the reply or error. */
+function describeLine(l: LogLine): string {
+  const err = l.err as { message?: string } | undefined
+  const parts = [
+    typeof l.event === 'string' ? l.event : l.level >= 50 ? 'error' : 'warning',
+    l.recipient ?? l.recipients,
+    l.route && `via ${String(l.route)}`,
+    l.remoteHost && `at ${String(l.remoteHost)}`,
+    l.response ?? l.text ?? (l.event ? undefined : l.msg),
+    err?.message,
+  ]
+  return `  ${parts.filter((p) => p !== undefined && p !== '').map(String).join(' ')}`
+}
+
+/**
+ * Why a test receiver got nothing: the relay's last delivery events (accepted, deferred with the
+ * reply, bounced, ...) and its warnings and errors, from the log lines startRelay collects.
+ */
+export function recentDeliveryLog(logs: LogLine[], max = 10): string {
+  const relevant = logs.filter((l) => (typeof l.event === 'string' && DELIVERY_EVENTS.has(l.event)) || l.level >= 40).slice(-max)
+  if (relevant.length === 0) return 'the relay logged no delivery events, warnings or errors'
+  return `the relay's last delivery events and errors:\n${relevant.map(describeLine).join('\n')}`
+}
+
 /**
  * Starts a DNS server, a receiving SMTP server and the relay, wired together: `example.test` has
  * its MX on the receiver, the relay delivers there at once (retries after 1 s), and clients on
  * 127.0.0.0/8 may relay. Call `close()` in `afterAll`.
  */
 export async function startTestRelay(opts: TestRelayOptions = {}): Promise<TestRelay> {
-  const receiver = await startReceiver({ host: '127.0.0.1', behaviour: opts.receiver?.behaviour })
+  const receiver = await startReceiver({ host: '127.0.0.1', behaviour: opts.receiver?.behaviour, users: opts.receiver?.users })
   let dns: TestDns | undefined
   try {
     dns = await startDns({
@@ -121,6 +153,7 @@ export async function startTestRelay(opts: TestRelayOptions = {}): Promise<TestR
       opts.config ?? {},
     )
     const relay = await startRelay({ config, env: opts.env })
+    receiver.explainTimeout = () => recentDeliveryLog(relay.logs)
     const d = dns
     return {
       get port() {

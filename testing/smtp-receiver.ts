@@ -12,7 +12,7 @@
 import type * as net from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer } from 'smtp-server';
-import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
 
 export interface ReceivedMessage {
   from: string;
@@ -26,6 +26,8 @@ export interface ReceivedMessage {
   mailParams: Record<string, string>;
   /** RCPT TO parameters of each recipient, in the order of `to` (same form as mailParams) */
   rcptParams: Record<string, string>[];
+  /** the user name the client authenticated as (AUTH) in this session; undefined without AUTH */
+  authUser?: string;
 }
 
 export type Stage = 'connect' | 'mail' | 'rcpt' | 'data';
@@ -67,6 +69,11 @@ export interface TestReceiver {
   setBehaviour(b: Behaviour): void;
   /** resolves once messages.length >= n (with the messages), rejects after timeoutMs (default 5000) */
   waitForMessages(n: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
+  /**
+   * More text for waitForMessages' timeout error: why nothing came. startTestRelay sets it to the
+   * relay's recent delivery events and errors (a deferral with its response, a bounce, ...).
+   */
+  explainTimeout?: () => string;
   close(): Promise<void>;
 }
 
@@ -97,8 +104,31 @@ function collect(stream: Readable): Promise<Buffer> {
   });
 }
 
+/** AUTH on a test receiver: user name → password. AUTH is offered without TLS too (loopback tests). */
+export type ReceiverUsers = Record<string, string>;
+
+type AuthCallback = (err: Error | null | undefined, response?: { user?: unknown }) => void;
+type OnAuth = (auth: SMTPServerAuthentication, session: SMTPServerSession, callback: AuthCallback) => void;
+
+/** An onAuth that accepts the listed users with their passwords and answers 535 otherwise. */
+function checkUsers(users: ReceiverUsers): OnAuth {
+  return (auth, _session, callback) => {
+    const user = auth.username ?? '';
+    if (Object.hasOwn(users, user) && users[user] === auth.password) return callback(null, { user });
+    callback(smtpError(535, '5.7.8 Authentication credentials invalid'));
+  };
+}
+
 export async function startReceiver(
-  opts: { host?: string; port?: number; behaviour?: Behaviour; /** extra smtp-server options (TLS versions, certs) */ serverOptions?: Record<string, unknown> } = {},
+  opts: {
+    host?: string;
+    port?: number;
+    behaviour?: Behaviour;
+    /** offer AUTH (PLAIN, LOGIN) and accept these users; each message records its `authUser` */
+    users?: ReceiverUsers;
+    /** extra smtp-server options (TLS versions, certs, an own onAuth: its accepted user is recorded too) */
+    serverOptions?: Record<string, unknown>;
+  } = {},
 ): Promise<TestReceiver> {
   const host = opts.host ?? '127.0.0.1';
   const attempts: Record<Stage, number> = { connect: 0, mail: 0, rcpt: 0, data: 0 };
@@ -107,6 +137,16 @@ export async function startReceiver(
   const waiters = new Set<() => void>();
   const rawSockets = new Set<net.Socket>();
   const socketsByPeer = new Map<string, net.Socket>();
+  // the AUTH user name of each session (smtp-server's session.user is whatever onAuth returned)
+  const authUsers = new Map<string, string>();
+  const onAuth = (opts.serverOptions?.onAuth as OnAuth | undefined) ?? (opts.users ? checkUsers(opts.users) : undefined);
+  const recordingAuth: OnAuth | undefined =
+    onAuth &&
+    ((auth, session, callback) =>
+      onAuth(auth, session, (err, response) => {
+        if (!err && response?.user && auth.username) authUsers.set(session.id, auth.username);
+        callback(err, response);
+      }));
 
   // connection state that the server closure needs; `receiver` is filled in below
   const state = { behaviour: opts.behaviour ?? {}, connections: 0 };
@@ -155,7 +195,9 @@ export async function startReceiver(
     size: 50 * 1024 * 1024,
     socketTimeout: 60_000,
     closeTimeout: 100,
+    ...(opts.users ? { authMethods: ['PLAIN', 'LOGIN'], allowInsecureAuth: true } : {}),
     ...opts.serverOptions,
+    ...(recordingAuth ? { onAuth: recordingAuth } : {}),
     onConnect(session, callback) {
       const d = decide('connect', session);
       if (d.kind === 'drop' || d.kind === 'stall') return;
@@ -186,6 +228,7 @@ export async function startReceiver(
         heloName: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
         mailParams: paramsOf(env.mailFrom),
         rcptParams: env.rcptTo.map((r) => paramsOf(r)),
+        ...(authUsers.has(session.id) ? { authUser: authUsers.get(session.id) } : {}),
       };
       collect(stream).then(
         (raw) => {
@@ -263,7 +306,8 @@ export async function startReceiver(
         };
         const timer = setTimeout(() => {
           waiters.delete(check);
-          reject(new Error(`waitForMessages(${n}): only ${messages.length} message(s) on ${host}:${port} after ${timeoutMs} ms`));
+          const why = receiver.explainTimeout?.();
+          reject(new Error(`waitForMessages(${n}): only ${messages.length} message(s) on ${host}:${port} after ${timeoutMs} ms${why ? `\n${why}` : ''}`));
         }, timeoutMs);
         waiters.add(check);
       });

@@ -5,7 +5,9 @@
 // until their max_age; a restart fetches them again.
 import https from 'node:https'
 import type { Resolver } from 'node:dns/promises'
-import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
+import { mailauthInternals } from '../mailauth.js'
+
+const { parsePolicy, resolvePolicy, validateMx } = mailauthInternals
 
 export interface StsPolicy {
   id: string

@@ -4,7 +4,7 @@
 // counters shared by every node. One concern: deciding whether work for a destination may start now.
 import crypto from 'node:crypto'
 import type { Logger } from 'pino'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { RelayConfig } from '../config/schema.js'
 import type { Outcome } from './smtp-session.js'
 import { classify } from './classify.js'
@@ -105,7 +105,8 @@ function matchRule<T>(rules: Record<string, T>, name: string): T | undefined {
 
 export class Throttle {
   private readonly states = new Map<string, State>()
-  private readonly redis?: Redis
+  private redis?: Redis
+  private closed = false
   private readonly prefix: string
   private lastRedisError = 0
 
@@ -118,19 +119,22 @@ export class Throttle {
     private readonly log: Logger,
   ) {
     this.prefix = config.keyPrefix
-    if (config.redis) {
-      this.redis = new Redis(config.redis, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 })
+    // ioredis is imported only here, so a relay without shared limits never loads it (limits are per node until it connects).
+    const url = config.redis
+    if (url) import('ioredis').then(({ Redis }) => {
+      if (this.closed) return
+      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 })
       this.redis.on('error', (err) => this.redisFailed(err))
-    }
+    }, (err: Error) => this.redisFailed(err))
   }
 
   /** Anything beyond the built-in perDomain limit applies (else the scheduler's fast path is fine). */
   get active(): boolean {
-    return Boolean(this.redis) || Object.keys(this.config.domains).length > 0 || Object.values(this.config.default).some((v) => v !== undefined)
+    return Boolean(this.config.redis) || Object.keys(this.config.domains).length > 0 || Object.values(this.config.default).some((v) => v !== undefined)
   }
 
   get shared(): boolean {
-    return Boolean(this.redis)
+    return Boolean(this.config.redis)
   }
 
   domainLimits(domain: string): Limits {
@@ -348,6 +352,7 @@ export class Throttle {
   }
 
   close(): void {
+    this.closed = true
     this.redis?.disconnect()
   }
 }

@@ -3,7 +3,6 @@
 // only parameter, and give back the first row (or undefined when there is none).
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
-import pg from 'pg'
 import Database from 'better-sqlite3'
 import type { PluginContext } from '../../core/index.js'
 import { DEFAULT_QUERY, type AuthSqlOptions } from './options.js'
@@ -35,7 +34,9 @@ const NO_HASH_COLUMN = "the query returns no 'password_hash' column"
 type PostgresOptions = Extract<AuthSqlOptions, { driver: 'postgres' }>
 type SqliteOptions = Extract<AuthSqlOptions, { driver: 'sqlite' }>
 
-export function postgresBackend(o: PostgresOptions, log: Logger): Backend {
+export async function postgresBackend(o: PostgresOptions, log: Logger): Promise<Backend> {
+  // Imported here: only the postgres driver needs pg.
+  const { default: pg } = await import('pg')
   const text = o.query ?? DEFAULT_QUERY.postgres
   const pool = new pg.Pool({
     connectionString: o.url,

@@ -34,9 +34,9 @@ function authenticated(senders: string[] | undefined): Verdict {
 export default definePlugin<AuthSqlOptions, State>({
   name: 'auth-sql',
   options,
-  setup({ options, log, resolvePath }) {
+  async setup({ options, log, resolvePath }) {
     // A relative SQLite file is taken from the config file's directory.
-    const backend = options.driver === 'postgres' ? postgresBackend(options, log) : sqliteBackend({ ...options, file: resolvePath(options.file) }, log)
+    const backend = options.driver === 'postgres' ? await postgresBackend(options, log) : sqliteBackend({ ...options, file: resolvePath(options.file) }, log)
     if (options.driver === 'postgres') {
       // Early word in the log when the database is unreachable; AUTH works once it is back.
       backend.lookup('').then(

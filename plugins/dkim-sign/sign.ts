@@ -8,11 +8,11 @@
 // signed: a verifier finds no instance left for them and hashes nothing (RFC 6376 §5.4.2), exactly
 // as the signer did, while any field of that name added later breaks the signature.
 import type { Readable } from 'node:stream'
-import { dkimSign } from 'mailauth/lib/dkim/sign.js'
 import type { DKIMSignOptions } from 'mailauth'
-import { parseHeaders, type ParsedHeaderLine } from 'mailauth/lib/tools.js'
-import { dkimBody } from 'mailauth/lib/dkim/body/index.js'
+import { mailauthInternals, type MailauthHeaderLine as ParsedHeaderLine } from '../../core/index.js'
 import type { DkimKey } from './keys.js'
+
+const { dkimSign, parseHeaders, dkimBody } = mailauthInternals
 
 /**
  * RFC 6376 §5.4.1's recommended fields, plus Sender, Message-ID, the MIME fields (changing them

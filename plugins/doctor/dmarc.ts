@@ -1,12 +1,11 @@
 // DMARC (RFC 7489): one `_dmarc.<domain>` record starting v=DMARC1 with a valid p=, a policy that
 // does something (quarantine/reject), aggregate reports (rua=) and pct=100. Without a record of
 // its own, a subdomain inherits its organisational domain's (found the way receivers find it).
-import { createRequire } from 'node:module'
+import { mailauthInternals } from '../../core/index.js'
 import { describeDnsError, dnsFix, mailauthResolver, txtRecords } from './dns.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
 
-type GetDmarcRecord = (domain: string, resolver: (name: string, type: string) => Promise<unknown>) => Promise<false | { rr: string; recordDomain: string; isOrgRecord: boolean }>
-const getDmarcRecord = createRequire(import.meta.url)('mailauth/lib/dmarc/get-dmarc-record.js') as GetDmarcRecord
+const { getDmarcRecord } = mailauthInternals
 
 const POLICIES = ['none', 'quarantine', 'reject']
 const KNOWN_TAGS = new Set(['v', 'p', 'sp', 'np', 'adkim', 'aspf', 'fo', 'rua', 'ruf', 'rf', 'ri', 'pct', 't', 'psd'])
@@ -76,7 +75,7 @@ export async function checkDmarc(env: DoctorEnv): Promise<DoctorCheck[]> {
   let inheritedFrom: string | undefined
   if (records.length === 0) {
     // A subdomain without its own record falls under its organisational domain's.
-    let inherited: Awaited<ReturnType<GetDmarcRecord>> = false
+    let inherited: Awaited<ReturnType<typeof getDmarcRecord>> = false
     try {
       inherited = await getDmarcRecord(domain, mailauthResolver(resolver))
     } catch {

@@ -1,10 +1,11 @@
 // MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): the `_mta-sts.<domain>` record, the policy served at
 // https://mta-sts.<domain>/.well-known/mta-sts.txt (it must list every MX host), and the
 // `_smtp._tls.<domain>` reporting record. These protect mail *to* the domain from TLS downgrade.
-import { parsePolicy, validateMx } from 'mailauth/lib/mta-sts.js'
-import { fetchMtaStsPolicy as fetchPolicyFile } from '../../core/index.js'
+import { fetchMtaStsPolicy as fetchPolicyFile, mailauthInternals } from '../../core/index.js'
 import { addressesOf, describeDnsError, dnsFix, isNotFound, txtRecords } from './dns.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
+
+const { parsePolicy, validateMx } = mailauthInternals
 
 async function checkPolicy(env: DoctorEnv, policyId: string): Promise<DoctorCheck> {
   const { domain, resolver, mtaSts } = env

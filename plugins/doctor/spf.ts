@@ -3,9 +3,11 @@
 // relay sends from authorised. Authorisation is evaluated by mailauth (what receivers run) against
 // the relay's own resolver.
 import net from 'node:net'
-import { spf } from 'mailauth/lib/spf/index.js'
+import { mailauthInternals } from '../../core/index.js'
 import { addressesOf, describeDnsError, dnsFix, isNotFound, mailauthResolver, txtRecords } from './dns.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
+
+const { spf } = mailauthInternals
 
 const LOOKUP_LIMIT = 10
 const VOID_LIMIT = 2

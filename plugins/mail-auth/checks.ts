@@ -3,8 +3,10 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import { arc, dkimVerify, spf, type ARCData, type ARCResult, type DKIMVerifyResult, type DMARCResult, type SPFResult } from 'mailauth'
-import { evaluateDmarc } from 'mailauth/lib/dmarc/index.js'
+import { mailauthInternals } from '../../core/index.js'
 import type { MailauthResolver } from './dns.js'
+
+const { evaluateDmarc } = mailauthInternals
 
 export type { SPFResult, ARCResult, DMARCResult, DKIMVerifyResult }
 

@@ -23,19 +23,48 @@ export async function pluginNew(rawName: string, opts: { dir?: string }): Promis
   const files = templates(name, pkgName, relay)
   fs.mkdirSync(dir, { recursive: true })
   for (const [file, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, file), text)
-  const rel = path.relative(process.cwd(), dir) || '.'
-  const entry = `./${path.relative(process.cwd(), path.join(dir, 'index.ts'))}`
-  process.stdout.write(
-    `created ${rel}/: ${Object.keys(files).join(', ')}\n\n` +
-      `next:\n` +
-      `  npx vitest run ${rel}    (its test: a real relay, DNS and SMTP server on loopback)\n` +
-      `  in relay.config.ts:  plugins: [['${entry}', { block: ['nobody'] }], 'relay-acl']\n` +
-      `  once published as ${pkgName} and installed:  plugins: [['${name}', { block: ['nobody'] }], 'relay-acl']\n`,
+  process.stdout.write(`created ${shown(dir)}/: ${Object.keys(files).join(', ')}\n\n${nextSteps(dir, name, pkgName, relay)}`)
+}
+
+/** A path as the user should type it from here: relative below the current directory, else absolute. */
+function shown(p: string): string {
+  const rel = path.relative(process.cwd(), p)
+  return rel === '' ? '.' : rel.startsWith('..') || path.isAbsolute(rel) ? p : rel
+}
+
+/** True when `pkg` is installed where Node looks from `dir`: node_modules here or in a folder above. */
+function resolvable(dir: string, pkg: string): boolean {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'node_modules', pkg, 'package.json'))) return true
+    if (path.dirname(d) === d) return false
+  }
+}
+
+/**
+ * What to do next, right from wherever the folder was written: `npm test` runs in the folder itself,
+ * and relay-mta (not on the npm registry) is installed from this relay's own folder unless a project
+ * above already has it and vitest.
+ */
+function nextSteps(dir: string, name: string, pkgName: string, relay: RelayPackage): string {
+  const installed = resolvable(dir, 'relay-mta') && resolvable(dir, 'vitest')
+  const install = installed
+    ? `  (no install needed: relay-mta and vitest are found in a node_modules above it)\n`
+    : `  npm install -D ${relay.dir ?? '/path/to/relay-mta'}    (relay-mta is not on the npm registry: a path to it or its \`npm pack\` tarball; also vitest, typescript, tsx)\n`
+  const entry = shown(path.join(dir, 'index.ts'))
+  return (
+    `next:\n` +
+    `  cd ${shown(dir)}\n` +
+    install +
+    `  npm test    (its test: a real relay, DNS and SMTP server on loopback)\n` +
+    `  in relay.config.ts:  plugins: [['${path.isAbsolute(entry) ? entry : `./${entry}`}', { block: ['nobody'] }], 'relay-acl']\n` +
+    `  once installed as the package ${pkgName}:  plugins: [['${name}', { block: ['nobody'] }], 'relay-acl']\n`
   )
 }
 
 interface RelayPackage {
   version: string
+  /** the folder of relay-mta's package.json (the checkout, or node_modules/relay-mta) */
+  dir?: string
   pins: Record<string, string>
 }
 
@@ -49,7 +78,7 @@ function relayPackage(): RelayPackage {
       if (pkg.name === 'relay-mta') {
         const all = { ...pkg.dependencies, ...pkg.devDependencies }
         const pins = Object.fromEntries(Object.entries(fallback).map(([k, v]) => [k, all[k] ?? v]))
-        return { version: pkg.version ?? '0.1.0', pins }
+        return { version: pkg.version ?? '0.1.0', pins, dir }
       }
     }
     if (path.dirname(dir) === dir) return { version: '0.1.0', pins: fallback }
@@ -146,7 +175,7 @@ it('refuses a blocked recipient with 550 5.7.1 and delivers to the others', asyn
   }
   const readme = `# ${pkgName}
 
-A plugin for [Relay](https://www.npmjs.com/package/relay-mta): refuses mail to the recipients in
+A plugin for Relay (the \`relay-mta\` package): refuses mail to the recipients in
 its \`block\` option with \`550 5.7.1\`. Made with \`relay plugin new ${name}\`.
 
 ## Options
@@ -161,7 +190,7 @@ its \`block\` option with \`550 5.7.1\`. Made with \`relay plugin new ${name}\`.
 \`\`\`ts
 // relay.config.ts
 plugins: [
-  ['${name}', { block: ['nobody'] }],   // installed from npm: npm install ${pkgName}
+  ['${name}', { block: ['nobody'] }],   // once installed: npm install /path/to/${pkgName}-0.1.0.tgz
   'relay-acl',                          // after it: relay-acl accepts, and the first to decide wins
 ],
 \`\`\`
@@ -170,12 +199,19 @@ While developing, name the file instead: \`['./${pkgName}/index.ts', { ... }]\`.
 
 ## Develop
 
+relay-mta is not on the npm registry, so \`npm install\` alone cannot fetch it (it is this plugin's
+peer dependency): install it from its folder or from the tarball \`npm pack\` makes there, which
+also installs vitest, typescript and tsx:
+
 \`\`\`sh
-npm install          # vitest, typescript, tsx; relay-mta comes as the peer dependency
+npm install -D /path/to/relay-mta                 # or: npm install -D /path/to/relay-mta-${relay.version}.tgz
 npm test             # a real relay on loopback: see index.test.ts
 npm run typecheck
-npm publish          # builds dist/ first (prepack)
+npm pack             # builds dist/ first (prepack); install the .tgz where the relay runs
 \`\`\`
+
+(Inside a project that already has relay-mta and vitest in its \`node_modules\`, \`npm test\` works
+without an install.)
 `
   return {
     'index.ts': index,

@@ -75,7 +75,7 @@ export default definePlugin<RateLimitOptions, State>({
     if (o.store === 'memory') store = memoryStore(o.keyPrefix)
     else {
       const url = o.store.redis
-      const redis = redisStore(url, o.keyPrefix, o.store.timeout, o.perIp.concurrentTtl, (err) => storeFailed(err, 'redis'))
+      const redis = await redisStore(url, o.keyPrefix, o.store.timeout, o.perIp.concurrentTtl, (err) => storeFailed(err, 'redis'))
       if (await redis.ready) log.info({ redis: url.replace(/\/\/[^@/]*@/, '//***@'), protocol: (redis.client as unknown as { condition?: { protocol?: number } }).condition?.protocol }, 'rate-limit store: Redis connected')
       else log.error({ redis: url.replace(/\/\/[^@/]*@/, '//***@') }, `rate-limit store: Redis not reachable at start; retrying in the background, meanwhile ${o.onStoreError === 'tempfail' ? 'refusing' : 'allowing'}`)
       store = redis

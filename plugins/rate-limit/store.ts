@@ -1,7 +1,7 @@
 // The counters behind the limits: rate-limiter-flexible limiters (fixed windows) in memory or in
 // Redis, and a gauge of open connections per address (a count that goes up and down, which a
 // windowed rate limiter cannot keep exactly).
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 
 export type Limiter = RateLimiterAbstract
@@ -122,7 +122,9 @@ export function memoryStore(prefix: string): Store {
  * recognised by its `defineCommand`. Commands fail at once while Redis is unreachable (no offline
  * queue) and after `timeoutMs` when it is slow, so a Redis outage costs no waiting.
  */
-export function redisStore(url: string, prefix: string, timeoutMs: number, concurrentTtlMs: number, onError: (err: Error) => void): Store & { client: Redis; ready: Promise<boolean> } {
+export async function redisStore(url: string, prefix: string, timeoutMs: number, concurrentTtlMs: number, onError: (err: Error) => void): Promise<Store & { client: Redis; ready: Promise<boolean> }> {
+  // Imported here: only `store: { redis }` needs ioredis.
+  const { Redis } = await import('ioredis')
   const client = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,

@@ -98,6 +98,11 @@ const smarthostRoute = z
     auth: auth.optional(),
   })
   .strict()
+  // One route has one port (core Route.port): 'a:587' with 'b:2525' would quietly send both to 587.
+  .refine((r) => new Set([r.port, ...r.host.map((h) => hostPort(h).port)].filter((p) => p !== undefined)).size <= 1, {
+    message: 'the hosts of a smarthost route are all reached on one port: give different ports in different routes',
+    path: ['host'],
+  })
 
 const lmtpRoute = z
   .object({

@@ -287,6 +287,13 @@ describe('dashboard', () => {
     await row.getByRole('button', { name: 'Release' }).click()
     await page.locator('#notice', { hasText: 'hold.test: 2 messages released' }).waitFor({ timeout: 5000 })
     expect([await held(ids[0]!), await held(ids[1]!)]).toEqual([false, false])
+    // Released means due now: wait until that retry is over (deferred again, no longer leased), or
+    // the bounce would find them in flight and leave them (a 'conflict', as it should).
+    const settled = async (id: string) => {
+      const m = (await api<{ recipients: { leased: boolean; attempts: number }[] }>(open, 'GET', `/api/queue/${id}`)).body
+      return m.recipients.every((r) => !r.leased && r.attempts >= 2)
+    }
+    await eventually(async () => (await settled(ids[0]!)) && (await settled(ids[1]!)), 20_000, 'released messages deferred again')
 
     // Bounce counts first and asks; then the messages leave the queue, the other one stays.
     let question = ''

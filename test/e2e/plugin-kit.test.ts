@@ -129,6 +129,10 @@ describe('the plugin kit from a packed tarball', () => {
 
     const created = await run(process.execPath, [bin(dir, 'relay'), 'plugin', 'new', 'hello'], { cwd: dir, env: cleanEnv() })
     expect(created.stdout).toContain('created relay-plugin-hello/: index.ts, index.test.ts, package.json, tsconfig.json, README.md')
+    // relay-mta and vitest are in this project's node_modules: no install step, `npm test` in the folder
+    expect(created.stdout).toContain('  cd relay-plugin-hello\n  (no install needed')
+    expect(created.stdout).toContain('  npm test ')
+    expect(created.stdout).toContain(`plugins: [['./relay-plugin-hello/index.ts', { block: ['nobody'] }], 'relay-acl']`)
     const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'relay-plugin-hello/package.json'), 'utf8'))
     const ours = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
     expect(pkg.name).toBe('relay-plugin-hello')
@@ -138,8 +142,9 @@ describe('the plugin kit from a packed tarball', () => {
     expect(pkg.devDependencies.typescript).toBe(ours.devDependencies.typescript)
     expect(pkg.devDependencies.tsx).toBe(ours.dependencies.tsx)
 
-    // The generated test, run by vitest from the new project: it imports the installed relay-mta/testing.
-    const tested = await run(process.execPath, [bin(dir, 'vitest'), 'run', 'relay-plugin-hello'], { cwd: dir, env: cleanEnv(), timeout: 60_000 })
+    // The generated test, run as the printed steps say (`npm test` in its folder): it imports the
+    // relay-mta/testing installed in the project above.
+    const tested = await run('npm', ['test'], { cwd: path.join(dir, 'relay-plugin-hello'), env: cleanEnv(), timeout: 60_000 })
     const summary = tested.stdout.replace(/\x1b\[[0-9;]*m/g, '')
     expect(summary).toMatch(/Tests\s+1 passed \(1\)/)
 
@@ -175,4 +180,27 @@ export default defineConfig({
       await new Promise((r) => (relay.child.exitCode !== null ? r(undefined) : relay.child.once('exit', r)))
     }
   }, FULL_INSTALL ? 600_000 : 60_000)
+
+  it('with --dir elsewhere, prints next steps for that folder: cd there, install relay-mta from a path, npm test', async () => {
+    const dir = await newProject()
+    const elsewhere = tempDir('relay-elsewhere-')
+    made.push(elsewhere)
+    const created = await run(process.execPath, [bin(dir, 'relay'), 'plugin', 'new', 'far', '--dir', elsewhere], { cwd: dir, env: cleanEnv() })
+    const folder = path.join(elsewhere, 'relay-plugin-far')
+    expect(created.stdout).toContain(`created ${folder}/: index.ts, index.test.ts, package.json, tsconfig.json, README.md`)
+    expect(created.stdout).toContain(`  cd ${folder}\n`)
+    expect(fs.existsSync(path.join(folder, 'index.test.ts'))).toBe(true)
+    // relay-mta is not on the registry: the install step names the folder of the relay that ran it
+    const install = /^ {2}npm install -D (\S+) /m.exec(created.stdout)
+    expect(install, created.stdout).not.toBeNull()
+    expect(JSON.parse(fs.readFileSync(path.join(install![1]!, 'package.json'), 'utf8')).name).toBe('relay-mta')
+    expect(created.stdout).toMatch(/^ {2}npm test /m)
+    expect(created.stdout).toContain(`plugins: [['${path.join(folder, 'index.ts')}', { block: ['nobody'] }], 'relay-acl']`)
+    expect(created.stdout).not.toContain('npx vitest run')
+
+    const readme = fs.readFileSync(path.join(folder, 'README.md'), 'utf8')
+    expect(readme).toContain('npm install -D /path/to/relay-mta')
+    expect(readme).toContain('relay-mta is not on the npm registry')
+    expect(readme).not.toMatch(/comes as the peer dependency|npmjs\.com/)
+  })
 })
