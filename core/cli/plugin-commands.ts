@@ -1,6 +1,9 @@
 // CLI verbs that plugins declare (`commands` on the plugin object): the bundled plugins' and those
 // of the plugins in the config, third-party ones included. Loaded only when the verb is not one of
-// the core's own (or for --help), so `relay start` imports no plugin twice.
+// the core's own (or for --help), so `relay start` imports no plugin twice. A bundled plugin with
+// verbs names them in plugins/<name>/commands.json, so `relay queue list` imports plugins/admin
+// only, not every bundled plugin and its dependencies (test/unit/plugin-command-manifests.test.ts
+// keeps the manifests true).
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -16,6 +19,9 @@ import { livePid } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
+// tsc does not copy the manifests to dist/plugins/: from dist/core/cli/ they are read in the source
+// tree next to dist/ (../../../plugins/). Under tsx BUNDLED_DIR is the source tree itself.
+const MANIFEST_DIRS = [BUNDLED_DIR, fileURLToPath(new URL('../../../plugins/', import.meta.url))]
 
 /** The value of -c/--config in argv, if given. */
 function configArg(argv: string[]): string | undefined {
@@ -27,11 +33,57 @@ function configArg(argv: string[]): string | undefined {
   return undefined
 }
 
-async function bundledPlugins(): Promise<Plugin[]> {
+/** The bundled plugins: the directories of plugins/ with an index. */
+function bundledNames(): string[] {
   const names = fs.existsSync(BUNDLED_DIR) ? fs.readdirSync(BUNDLED_DIR).sort() : []
+  return names.filter((name) => ['index.js', 'index.ts'].some((f) => fs.existsSync(path.join(BUNDLED_DIR, name, f))))
+}
+
+/**
+ * The top-level verbs each bundled plugin declares in its commands.json (none: no file), read from
+ * the first of MANIFEST_DIRS that has any; undefined when none has (an install without them): then
+ * which plugin has a verb is only known by importing them all.
+ */
+export function bundledVerbManifests(names = bundledNames()): Map<string, string[]> | undefined {
+  for (const dir of MANIFEST_DIRS) {
+    const files = new Map(names.map((name) => [name, path.join(dir, name, 'commands.json')]))
+    if (![...files.values()].some((f) => fs.existsSync(f))) continue
+    const out = new Map<string, string[]>()
+    for (const [name, file] of files) {
+      try {
+        out.set(name, fs.existsSync(file) ? verbsOf(JSON.parse(fs.readFileSync(file, 'utf8'))) : [])
+      } catch {
+        return undefined // an unreadable manifest: import everything rather than lose a verb
+      }
+    }
+    return out
+  }
+  return undefined
+}
+
+function verbsOf(manifest: unknown): string[] {
+  const verbs = (manifest as { verbs?: unknown } | null)?.verbs
+  if (!Array.isArray(verbs) || !verbs.every((v) => typeof v === 'string')) throw new Error('commands.json: { "verbs": [string] } expected')
+  return verbs
+}
+
+/**
+ * The bundled plugins to import for argv: for a verb, only those that declare it; for help, no
+ * verb or a verb no manifest names (a third-party one, or a typo answered with the list), all.
+ */
+function bundledFor(argv: string[]): string[] {
+  const names = bundledNames()
+  const verb = argv[0]
+  if (verb === undefined || verb.startsWith('-') || verb === 'help' || argv.includes('--help') || argv.includes('-h')) return names
+  const manifests = bundledVerbManifests(names)
+  if (!manifests) return names
+  const declaring = names.filter((name) => manifests.get(name)!.includes(verb))
+  return declaring.length > 0 ? declaring : names
+}
+
+async function bundledPlugins(names: string[]): Promise<Plugin[]> {
   const out: Plugin[] = []
   for (const name of names) {
-    if (!['index.js', 'index.ts'].some((f) => fs.existsSync(path.join(BUNDLED_DIR, name, f)))) continue
     try {
       out.push(await resolvePlugin(name, BUNDLED_DIR, name))
     } catch (err) {
@@ -41,8 +93,11 @@ async function bundledPlugins(): Promise<Plugin[]> {
   return out
 }
 
-/** The config's plugins (those not given inline as objects are imported, not set up). */
-async function configuredPlugins(argv: string[]): Promise<Plugin[]> {
+/**
+ * The config's plugins (those not given inline as objects are imported, not set up), except the
+ * bundled ones named in it: bundledFor() decides which of those a verb needs.
+ */
+async function configuredPlugins(argv: string[], bundled: Set<string>): Promise<Plugin[]> {
   let config
   try {
     config = await loadConfig(configArg(argv))
@@ -52,6 +107,7 @@ async function configuredPlugins(argv: string[]): Promise<Plugin[]> {
   const out: Plugin[] = []
   for (const [i, entry] of config.plugins.entries()) {
     const ref = Array.isArray(entry) ? entry[0] : entry
+    if (typeof ref === 'string' && bundled.has(ref)) continue
     try {
       out.push(typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile) : (ref as Plugin))
     } catch {
@@ -64,7 +120,8 @@ async function configuredPlugins(argv: string[]): Promise<Plugin[]> {
 /** Adds every plugin's verbs to `program`; one plugin's broken verbs never take the CLI down. */
 export async function registerPluginCommands(program: Command, argv: string[]): Promise<void> {
   const seen = new Set<string>()
-  for (const plugin of [...(await bundledPlugins()), ...(await configuredPlugins(argv))]) {
+  const plugins = [...(await bundledPlugins(bundledFor(argv))), ...(await configuredPlugins(argv, new Set(bundledNames())))]
+  for (const plugin of plugins) {
     if (!plugin.commands || seen.has(plugin.name)) continue
     seen.add(plugin.name)
     try {

@@ -31,10 +31,12 @@ function authenticated(senders: string[] | undefined): Verdict {
   return senders ? { ...accept(), senders } : accept()
 }
 
-export default definePlugin<AuthSqlOptions, State>({
+// Undefined in 'check' mode (check-config, plugin commands): no hook runs there, so no database is opened.
+export default definePlugin<AuthSqlOptions, State | undefined>({
   name: 'auth-sql',
   options,
-  async setup({ options, log, resolvePath }) {
+  async setup({ options, log, resolvePath, mode }) {
+    if (mode === 'check') return undefined
     // A relative SQLite file is taken from the config file's directory.
     const backend = options.driver === 'postgres' ? await postgresBackend(options, log) : sqliteBackend({ ...options, file: resolvePath(options.file) }, log)
     if (options.driver === 'postgres') {
@@ -47,12 +49,13 @@ export default definePlugin<AuthSqlOptions, State>({
     return { backend, checker: new PasswordChecker() }
   },
   async teardown({ state }) {
+    if (!state) return
     state.closed = true
     await state.backend.close()
   },
   hooks: {
     async auth({ username, password, options, state, log }) {
-      if (state.closed) return tempfail()
+      if (!state || state.closed) return tempfail()
       if (username === '' || username.length > 1024 || username.includes('\0')) {
         // No such user can exist (and a NUL would make PostgreSQL fail the query instead).
         await state.checker.waste(password)

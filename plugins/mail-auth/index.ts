@@ -40,8 +40,8 @@ interface State {
 const MAX_SESSIONS = 10_000
 const STALE_MS = 2 * 3_600_000
 
-function poolOf(st: State): CheckPool {
-  if (st.closed) throw new Error('mail-auth was shut down (reloaded): the message is deferred')
+function poolOf(st: State | undefined): CheckPool {
+  if (!st || st.closed) throw new Error('mail-auth was shut down (reloaded): the message is deferred')
   return st.pool
 }
 
@@ -69,10 +69,12 @@ const checked = (st: State, session: SessionInfo): boolean => session.listener.r
 
 const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
 
-export default definePlugin<MailAuthOptions, State>({
+// Undefined in 'check' mode (check-config, plugin commands): the key is still loaded (so a bad one
+// is reported), but no hook runs there, so no worker thread is started.
+export default definePlugin<MailAuthOptions, State | undefined>({
   name: 'mail-auth',
   options,
-  async setup({ options, resolver, log, resolvePath }) {
+  async setup({ options, resolver, log, resolvePath, mode }) {
     // Loads (and so checks) the ARC key now: a bad key stops the start, not every message.
     let key: SealKey | undefined
     try {
@@ -81,6 +83,7 @@ export default definePlugin<MailAuthOptions, State>({
       // PEM text was checked with the options; a relative file only now (`setup: arcSeal.privateKeyFile: …`).
       throw new Error(`arcSeal.privateKeyFile: ${(err as Error).message}`)
     }
+    if (mode === 'check') return undefined
     const pool = new CheckPool({ ...options.workers, timeoutMs: options.workers.timeout, resolver: mailauthResolver(resolver), log })
     try {
       await pool.ready(10_000)
@@ -91,13 +94,14 @@ export default definePlugin<MailAuthOptions, State>({
     return { sessions: new Map(), key, skip: networkMatcher(options.skipNetworks), pool }
   },
   async teardown({ state }) {
+    if (!state) return
     state.closed = true
     state.sessions.clear()
     await state.pool.close()
   },
   hooks: {
     async mail({ session, sender, options, state, log, resolver, hostname }) {
-      if (!checked(state, session)) return undefined
+      if (!state || !checked(state, session)) return undefined
       const st = sessionState(state, session.id)
       st.seal = undefined
       const mta = options.authservId ?? hostname
@@ -129,7 +133,7 @@ export default definePlugin<MailAuthOptions, State>({
 
     async data({ session, envelope, headers, readMessage, options, state, log, resolver, hostname, signal }) {
       const authservId = options.authservId ?? hostname
-      const st = checked(state, session) ? sessionState(state, session.id) : undefined
+      const st = state && checked(state, session) ? sessionState(state, session.id) : undefined
       if (st) st.seal = undefined
 
       let checks: MessageChecks | undefined
@@ -232,7 +236,7 @@ export default definePlugin<MailAuthOptions, State>({
     },
 
     async queue({ session, headers, readMessage, options, state, log, signal }) {
-      if (!options.arcSeal || !checked(state, session)) return undefined
+      if (!options.arcSeal || !state || !checked(state, session)) return undefined
       const st = state.sessions.get(session.id)
       const pending = st?.seal
       if (st) st.seal = undefined
@@ -259,7 +263,7 @@ export default definePlugin<MailAuthOptions, State>({
     },
 
     sessionClosed({ session }, { state }) {
-      state.sessions.delete(session.id)
+      state?.sessions.delete(session.id)
     },
   },
 

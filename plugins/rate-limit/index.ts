@@ -30,7 +30,8 @@ interface State {
   closed?: boolean
 }
 
-type Ctx = PluginContext<RateLimitOptions, State>
+/** Undefined in 'check' mode (check-config, plugin commands): no hook runs there, so no store is made. */
+type Ctx = PluginContext<RateLimitOptions, State | undefined>
 
 const HOUR = 3_600_000
 const minutes = (ms: number) => Math.max(1, Math.ceil(ms / 60_000))
@@ -50,14 +51,15 @@ function storeFailure(ctx: Ctx, st: State, err: unknown, limit: string, reply: {
 
 /** This generation's state (`ctx.state`), or undefined once it was torn down. */
 function stateOf(ctx: Ctx): State | undefined {
-  return ctx.state.closed ? undefined : ctx.state
+  return ctx.state?.closed ? undefined : ctx.state
 }
 
-export default definePlugin<RateLimitOptions, State>({
+export default definePlugin<RateLimitOptions, State | undefined>({
   name: 'rate-limit',
   options: optionsSchema,
 
-  async setup({ options, log }) {
+  async setup({ options, log, mode }) {
+    if (mode === 'check') return undefined
     const o = options
     let lastLog = 0
     let suppressed = 0
@@ -98,6 +100,7 @@ export default definePlugin<RateLimitOptions, State>({
   },
 
   async teardown({ state }) {
+    if (!state) return
     state.closed = true
     await state.store.close()
   },

@@ -4,11 +4,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import pg from 'pg'
 import Database from 'better-sqlite3'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
@@ -287,6 +288,27 @@ describe('auth-sql options', () => {
       expect(r.code, r.stderr).toBe(2)
       expect(r.stderr).toMatch(/plugins\[0\] \(auth-sql\)/)
       expect(r.stderr).toMatch(key)
+    }
+  })
+
+  it('check-config with PostgreSQL: config ok at once, no connection made (check mode opens no pool)', async () => {
+    // A port that accepts and never answers: a connection attempt would be counted.
+    let connections = 0
+    const silent = net.createServer((sock) => (connections++, sock.on('error', () => undefined)))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    try {
+      const dir = tempDir('relay-auth-sql-')
+      const file = path.join(dir, 'relay.config.json')
+      const url = `postgres://relay@127.0.0.1:${(silent.address() as net.AddressInfo).port}/mail`
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['auth-sql', { driver: 'postgres', url }]] }))
+      const started = Date.now()
+      const r = await runCliAsync(['check-config', '--config', file])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/config ok/)
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(connections).toBe(0)
+    } finally {
+      silent.close()
     }
   })
 })

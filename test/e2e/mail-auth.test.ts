@@ -7,7 +7,8 @@
 // Relay A: defaults (spf.fail 'mark', dmarc.reject 'reject', tempError 'tempfail') plus an ARC
 // seal as relay.test, and a submission listener (authenticated: not checked).
 // Relay B: spf.fail 'reject', dmarc.reject 'quarantine-header', tempError 'accept', skipNetworks.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import pino from 'pino'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -19,6 +20,9 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, sendMail } from '../harness/smtp-client.js'
 import { BIN, ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import mailAuth from '../../plugins/mail-auth/index.js'
+import { options as mailAuthOptions } from '../../plugins/mail-auth/options.js'
+import { CheckPool } from '../../plugins/mail-auth/pool.js'
 
 const GOOD = '127.0.0.10' // in the SPF records of pass.test, soft.test, mail.*.test, helo.pass.test
 const BAD = '127.0.0.11' // in no SPF record
@@ -442,6 +446,28 @@ describe('options', () => {
     const ok = check({ authservId: 'mx.example.test', arcSeal: { domain: 'relay.test', selector: 'arc', privateKey: keys.relay.pem } })
     expect(ok.stderr).toBe('')
     expect(ok.code).toBe(0)
+  })
+
+  it("setup in 'check' mode (check-config, plugin commands) reads the ARC key but starts no worker thread", async () => {
+    const dir = tempDir('relay-mail-auth-')
+    fs.writeFileSync(path.join(dir, 'arc.pem'), keys.relay.pem)
+    const setup = (privateKeyFile: string, mode: 'start' | 'check') => {
+      const opts = mailAuthOptions.parse({ workers: { threads: 1 }, arcSeal: { domain: 'relay.test', selector: 'arc', privateKeyFile } })
+      const base = { log: pino({ level: 'silent' }), options: opts, hostname: 'relay.test', isLocalDomain: () => false, configDir: dir, resolvePath: (f: string) => path.resolve(dir, f) }
+      return mailAuth.setup!({ ...base, resolver: new Resolver(), dataDir: dir, mode } as never)
+    }
+    const spawned = vi.spyOn(CheckPool.prototype as never as { spawn(): unknown }, 'spawn')
+    try {
+      await expect(setup('arc.pem', 'check')).resolves.toBeUndefined()
+      await expect(setup('missing.pem', 'check')).rejects.toThrow(/arcSeal\.privateKeyFile/)
+      expect(spawned).not.toHaveBeenCalled()
+      // The control: a started generation does spawn its threads (and is torn down again).
+      const state = await setup('arc.pem', 'start')
+      expect(spawned).toHaveBeenCalled()
+      await mailAuth.teardown!({ state } as never)
+    } finally {
+      spawned.mockRestore()
+    }
   })
 })
 

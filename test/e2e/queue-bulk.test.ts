@@ -3,7 +3,7 @@
 // `relay queue summary --age` (qshape): through a running relay's admin API, and on a stopped data
 // directory.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { eventually, runCli, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, runCliAsync, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-bulk-token-0123456789abcdef'
@@ -17,6 +17,14 @@ const listJson = (...args: string[]) => {
   return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
 }
 const ids = (...args: string[]) => listJson(...args).map((m) => m.id)
+/**
+ * Not in a delivery attempt right now (a release makes a message due at once; a bounce of one in
+ * flight is refused as a conflict). Polled without blocking: the receivers run in this process.
+ */
+const settled = async (id: string) => {
+  const r = await runCliAsync(['queue', 'show', id, '--json', '--config', relay.configFile])
+  return r.code === 0 && (JSON.parse(r.stdout) as { recipients: { leased: boolean }[] }).recipients.every((x) => !x.leased)
+}
 
 async function park(to: string, from = 'alice@sender.test'): Promise<string> {
   const id = await fixture.submit(to, from)
@@ -72,7 +80,8 @@ describe('on a running relay (admin API)', () => {
     const flushDry = cli(['queue', 'flush', 'ALL', '--dry-run', '--json'])
     expect(JSON.parse(flushDry.stdout)).toEqual({ action: 'flush', dryRun: true, matched: [a, b, c], done: 0 })
 
-    // Bounce by sender: a DSN reaches bob; delete the rest by state.
+    // Bounce by sender: a DSN reaches bob; delete the rest by state (once the releases' retries are over).
+    for (const id of [a, b, c]) await eventually(() => settled(id), 20_000, `${id} not in flight`)
     const bounced = cli(['queue', 'bounce', '--sender', 'bob@sender.test'])
     expect([bounced.code, bounced.stdout]).toEqual([0, 'bounced 1 of 1 message\n'])
     await eventually(() => fixture.senderRx.messages.find((m) => text(m).includes('Final-Recipient: rfc822; bulk-c@park.test')), 10_000, 'DSN to bob')

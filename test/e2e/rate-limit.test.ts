@@ -12,7 +12,7 @@ import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail, type RawSmtp } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
 import fs from 'node:fs'
-import { eventually, ROOT, runCli, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { eventually, ROOT, runCli, runCliAsync, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
 import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
@@ -280,6 +280,26 @@ describe('rate-limit: options', () => {
     expect(out).toMatch(/plugins\[0\] \(rate-limit\) options\.perIp\.authFailures\.window: expected a duration/)
     expect(out).toMatch(/options\.store\.redis: expected a Redis URL/)
     expect(out).toMatch(/options\.exempt\[0\]: expected an IP address or CIDR block/)
+  })
+  it('check-config with a Redis store: config ok at once, no connection made (check mode starts nothing)', async () => {
+    // A port that accepts and never answers: a connection attempt would be counted (and would hang).
+    let connections = 0
+    const silent = net.createServer((sock) => (connections++, sock.on('error', () => undefined)))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    try {
+      const dir = tempDir()
+      const file = path.join(dir, 'relay.config.json')
+      const redis = `redis://127.0.0.1:${(silent.address() as net.AddressInfo).port}`
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { store: { redis } }]] }))
+      const started = Date.now()
+      const r = await runCliAsync(['check-config', '--config', file])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/config ok/)
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(connections).toBe(0)
+    } finally {
+      silent.close()
+    }
   })
 })
 

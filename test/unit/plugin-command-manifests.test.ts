@@ -1,0 +1,40 @@
+// plugins/<name>/commands.json: the top-level CLI verbs of a bundled plugin, read by
+// core/cli/plugin-commands.ts so a verb imports only the plugin that declares it. Each manifest
+// must name exactly the verbs its plugin's `commands` registers (no manifest: none), else a verb
+// would be missing from the CLI or import the wrong plugin.
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Command } from 'commander'
+import { describe, expect, it } from 'vitest'
+import { bundledVerbManifests } from '../../core/cli/plugin-commands.js'
+import { resolvePlugin } from '../../core/hooks/load-plugins.js'
+import type { CommandEnv } from '../../core/hooks/types.js'
+
+const PLUGINS_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
+const names = fs.readdirSync(PLUGINS_DIR).filter((name) => fs.existsSync(path.join(PLUGINS_DIR, name, 'index.ts'))).sort()
+
+// commands() only registers verbs; nothing here is called.
+const env = new Proxy({}, { get: () => () => { throw new Error('not called while registering') } }) as unknown as CommandEnv
+
+describe('bundled plugin command manifests', () => {
+  it.each(names)('%s: commands.json names the verbs its commands() registers', async (name) => {
+    const plugin = await resolvePlugin(name, PLUGINS_DIR, name)
+    const program = new Command('relay')
+    plugin.commands?.(program, env)
+    const registered = program.commands.map((c) => c.name()).sort()
+    const file = path.join(PLUGINS_DIR, name, 'commands.json')
+    const declared = fs.existsSync(file) ? [...(JSON.parse(fs.readFileSync(file, 'utf8')) as { verbs: string[] }).verbs].sort() : []
+    expect(declared).toEqual(registered)
+  })
+
+  it('plugin-commands reads the same manifests', () => {
+    const manifests = bundledVerbManifests()
+    expect(manifests).toBeDefined()
+    for (const name of names) {
+      const file = path.join(PLUGINS_DIR, name, 'commands.json')
+      const declared = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { verbs: string[] }).verbs : []
+      expect(manifests!.get(name), name).toEqual(declared)
+    }
+  })
+})
