@@ -31,7 +31,7 @@ export function livePid(dataDir: string): number | undefined {
 }
 
 /** Signal 0 checks that the process exists (EPERM: it exists but belongs to another user). */
-export function isAlive(pid: number): boolean {
+function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -266,8 +266,8 @@ export interface RelayOperations {
   /** Event-loop delay since start, in ms (p50, p99, max). */
   eventLoopDelay(): { p50: number; p99: number; max: number }
   /**
-   * The warning thresholds the reputation figures are judged by: the bundled `reputation` plugin's
-   * options in the running config, else its defaults (for the admin API's stats).
+   * The warning thresholds the reputation figures are judged by: config `stats` of the running
+   * generation (the admin API's stats, the reputation plugin's warnings).
    */
   warningThresholds(): { bounceRateWarning: number; complaintRateWarning: number; minVolume: number }
   /**

@@ -4,12 +4,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import pg from 'pg'
 import Database from 'better-sqlite3'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
 import { runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { connectionsDuring } from '../harness/silent-port.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
@@ -292,23 +292,17 @@ describe('auth-sql options', () => {
   })
 
   it('check-config with PostgreSQL: config ok at once, no connection made (check mode opens no pool)', async () => {
-    // A port that accepts and never answers: a connection attempt would be counted.
-    let connections = 0
-    const silent = net.createServer((sock) => (connections++, sock.on('error', () => undefined)))
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-    try {
+    const connections = await connectionsDuring(async (port) => {
       const dir = tempDir('relay-auth-sql-')
       const file = path.join(dir, 'relay.config.json')
-      const url = `postgres://relay@127.0.0.1:${(silent.address() as net.AddressInfo).port}/mail`
+      const url = `postgres://relay@127.0.0.1:${port}/mail`
       fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['auth-sql', { driver: 'postgres', url }]] }))
       const started = Date.now()
       const r = await runCliAsync(['check-config', '--config', file])
       expect(r.code, r.stderr).toBe(0)
       expect(r.stdout).toMatch(/config ok/)
       expect(Date.now() - started).toBeLessThan(5000)
-      expect(connections).toBe(0)
-    } finally {
-      silent.close()
-    }
+    })
+    expect(connections).toBe(0)
   })
 })

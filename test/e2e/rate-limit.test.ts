@@ -13,6 +13,7 @@ import { connectRaw, dotStuff, sendMail, type RawSmtp } from '../harness/smtp-cl
 import { makeCa, type TestCa } from '../harness/tls.js'
 import fs from 'node:fs'
 import { eventually, ROOT, runCli, runCliAsync, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { connectionsDuring } from '../harness/silent-port.js'
 import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
@@ -282,24 +283,18 @@ describe('rate-limit: options', () => {
     expect(out).toMatch(/options\.exempt\[0\]: expected an IP address or CIDR block/)
   })
   it('check-config with a Redis store: config ok at once, no connection made (check mode starts nothing)', async () => {
-    // A port that accepts and never answers: a connection attempt would be counted (and would hang).
-    let connections = 0
-    const silent = net.createServer((sock) => (connections++, sock.on('error', () => undefined)))
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-    try {
+    const connections = await connectionsDuring(async (port) => {
       const dir = tempDir()
       const file = path.join(dir, 'relay.config.json')
-      const redis = `redis://127.0.0.1:${(silent.address() as net.AddressInfo).port}`
+      const redis = `redis://127.0.0.1:${port}`
       fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { store: { redis } }]] }))
       const started = Date.now()
       const r = await runCliAsync(['check-config', '--config', file])
       expect(r.code, r.stderr).toBe(0)
       expect(r.stdout).toMatch(/config ok/)
       expect(Date.now() - started).toBeLessThan(5000)
-      expect(connections).toBe(0)
-    } finally {
-      silent.close()
-    }
+    })
+    expect(connections).toBe(0)
   })
 })
 
