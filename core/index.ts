@@ -21,6 +21,8 @@ export { networkMatcher } from './net/networks.js'
 export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
 /** mailauth's unpublished internals (`mailauth/lib/...`), typed and loaded on first use: see core/mailauth.ts. */
 export { mailauthInternals } from './mailauth.js'
+/** Imports an optional peer package (`pg`, `ioredis`) with an error that names the feature and what to install. */
+export { importOptional } from './optional.js'
 export type { ParsedHeaderLine as MailauthHeaderLine, DmarcRecordFound } from './mailauth.js'
 export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
 export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'

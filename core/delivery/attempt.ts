@@ -15,6 +15,7 @@ import type { Outcome, TlsPolicy, TransactionOptions } from './smtp-session.js'
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from '../mail/bounce.js'
 import { throughHost, type Throttle } from './throttle.js'
+import { admitRoute, checkRouteLimits } from './route-throttle.js'
 import { isOwnEndpoint, loopsBack } from './loop.js'
 import { hopCount } from '../mail/received.js'
 
@@ -33,6 +34,10 @@ export interface AttemptResult {
   tls?: DeliveryEvent['tls']
   /** How it was sent (absent: decided before a route was planned). */
   route?: DeliveryEvent['route']
+  /** The chosen route's name (Route.name). */
+  routeName?: string
+  /** Deferred by the route's sending cap: the next attempt is due then (no retry backoff). */
+  retryAt?: number
 }
 
 export interface AttemptDeps {
@@ -118,6 +123,8 @@ function planFor(route: Route | undefined, config: RelayConfig): Plan | string {
   if (kind === 'smtp' && !route.hosts?.length) return 'a smtp route needs hosts'
   if (kind === 'lmtp' && !route.hosts?.length && !route.socketPath) return 'an lmtp route needs hosts or a socketPath'
   if (route.localAddress !== undefined && net.isIP(route.localAddress) === 0) return `localAddress ${route.localAddress} is not an IP address`
+  const badLimits = checkRouteLimits(route)
+  if (badLimits) return badLimits
   const defaultPort = kind === 'lmtp' ? 24 : kind === 'smtp' && route.implicitTls ? 465 : config.delivery.port
   return {
     kind,
@@ -140,10 +147,11 @@ function needsSmtpUtf8(job: Job): boolean {
 
 /** One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
-  const { config, resolver, hooks, pool } = deps
+  const { config, hooks } = deps
   let route: AttemptResult['route'] // known once the plan is
-  const all = (outcome: AttemptResult['outcome'], response: string, extra: Partial<AttemptResult> = {}) =>
-    job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, route, ...extra }))
+  let routeName: string | undefined
+  const all: All = (outcome, response, extra = {}) =>
+    job.recipients.map((r) => ({ rowId: r.rowId, address: r.address, outcome, response, remote: false, route, routeName, ...extra }))
 
   // RFC 5321 §6.3: queued before smtp.maxHops was lowered. The top Received field is our own.
   if (hopCount(job.message.headers.toString('latin1')) - 1 > config.smtp.maxHops) return all('failed', '5.4.6 Too many hops', { status: '5.4.6' })
@@ -156,10 +164,29 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   })
   if (decision?.verdict.action === 'reject') return all('failed', `${decision.verdict.status ?? '5.0.0'} ${decision.verdict.message ?? `Refused by ${decision.plugin}`}`, { status: decision.verdict.status ?? '5.0.0' })
   if (decision?.verdict.action === 'tempfail') return all('retry', `${decision.verdict.status ?? '4.0.0'} ${decision.verdict.message ?? `Deferred by ${decision.plugin}`}`)
-  const plan = planFor(decision?.verdict.action === 'route' ? decision.verdict.route : undefined, config)
+  const chosen = decision?.verdict.action === 'route' ? decision.verdict.route : undefined
+  const plan = planFor(chosen, config)
   if (typeof plan === 'string') return all('retry', `4.3.5 Route from ${decision!.plugin} unusable: ${plan}`, { status: '4.3.5' })
   route = plan.kind
+  routeName = chosen?.name
 
+  // The route's sending caps, as a whole, for the rest of the attempt (route-throttle.ts).
+  // Those waiting hold delivery slots: at most half of them wait for one route.
+  const gate = await admitRoute(deps.throttle, chosen, config.delivery.throttle.hostWait, Math.max(1, Math.floor(config.delivery.concurrency.global / 2)))
+  if (!gate.ok) return all('retry', gate.response, { status: '4.4.5', retryAt: gate.retryAt })
+  try {
+    return await send(job, deps, plan, all, routeName)
+  } finally {
+    gate.release()
+  }
+}
+
+type All = (outcome: AttemptResult['outcome'], response: string, extra?: Partial<AttemptResult>) => AttemptResult[]
+
+/** The planned attempt: DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
+async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName: string | undefined): Promise<AttemptResult[]> {
+  const { config, resolver, pool } = deps
+  const route = plan.kind
   const env = deps.env
   let tlsPolicy = plan.tls
   let sts: StsPolicy | undefined
@@ -261,7 +288,7 @@ export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<Atte
   const done = last
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
-    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route }
+    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
     return { ...base, outcome: reply.code >= 500 ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0 }

@@ -71,7 +71,8 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
     let response = a.response
     let nextAttemptAt: number | undefined
     // What the failure was, from the reply itself (before an expiry rewrites the response).
-    const category: BounceCategory | undefined = state === 'delivered' ? undefined : classify(a.response, a.status)
+    // A wait at a route's own sending cap (a.retryAt) is throttling by us, not a failure of the next hop.
+    const category: BounceCategory | undefined = state === 'delivered' ? undefined : a.retryAt !== undefined ? 'throttled' : classify(a.response, a.status)
     if (state === 'bounced' && suppression.enabled && category && isHardBounce(category, a.response, a.status)) {
       suppress.push({
         address: a.address,
@@ -87,13 +88,15 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
         response = expiredResponse(job.message.receivedAt, now, a.response)
         a.status = '4.4.7'
       } else {
-        // The last try happens at expiry; a failure then bounces.
-        nextAttemptAt = Math.min(Math.max(now + retryDelay(tries, config.delivery.retry), pausedUntil), job.message.expiresAt)
+        // The last try happens at expiry; a failure then bounces. A route at its sending cap
+        // (a.retryAt) is due as soon as a slot may be free, without the retry backoff.
+        const due = a.retryAt ?? now + retryDelay(tries, config.delivery.retry)
+        nextAttemptAt = Math.min(Math.max(due, pausedUntil), job.message.expiresAt)
       }
     }
     if (state === 'bounced') bounced.push({ ...a, response })
     results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category })
-    const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls, route: a.route }
+    const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls, route: a.route, routeName: a.routeName }
     events.push({ name: state, event: deliveryEvent(job.message, outcome, started, now) })
   }
   return { results, bounced, suppress, events }

@@ -2,16 +2,22 @@
 // connections, messages per minute, messages per connection), automatic backoff when a destination
 // answers 421 / 4.7.x "slow down" (fewer connections, a pause, then recovery), and, with Redis, the
 // counters shared by every node. One concern: deciding whether work for a destination may start now.
+// A named route's sending caps ('r:<name>', per second too) use the same counters (route-throttle.ts).
 import crypto from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Redis } from 'ioredis'
 import type { RelayConfig } from '../config/schema.js'
 import type { Outcome } from './smtp-session.js'
 import { classify } from './classify.js'
+import { importOptional } from '../optional.js'
+import { ACQUIRE, BACKOFF, MINUTE_MS, RECOVER, SECOND_MS } from './throttle-scripts.js'
+import { windowRetryAt } from './throttle-window.js'
 
 export interface Limits {
   concurrency?: number
   perMinute?: number
+  /** Messages started per sliding second (route sending caps). */
+  perSecond?: number
   messagesPerConnection?: number
 }
 
@@ -39,56 +45,7 @@ export interface Slot {
 
 export type Admission = { ok: true; slot: Slot } | { ok: false; retryAt: number }
 
-const WINDOW_MS = 60_000
-
-// KEYS: concurrency zset, per-minute zset, pause key, reduced-limit key.
-// ARGV: now, token, concurrency limit (0: none), per-minute limit (0: none), slot ttl ms.
-// Returns {1, 0} granted, {0, retryAt} refused (0: when a slot frees).
-const ACQUIRE = `
-local now = tonumber(ARGV[1])
-local p = redis.call('GET', KEYS[3])
-if p and tonumber(p) > now then return {0, tonumber(p)} end
-local lim = tonumber(ARGV[3])
-local red = redis.call('GET', KEYS[4])
-if red then
-  red = tonumber(red)
-  if lim == 0 or red < lim then lim = red end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if lim > 0 and redis.call('ZCARD', KEYS[1]) >= lim then return {0, 0} end
-local rate = tonumber(ARGV[4])
-if rate > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ${WINDOW_MS})
-  if redis.call('ZCARD', KEYS[2]) >= rate then
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    return {0, tonumber(oldest[2]) + ${WINDOW_MS}}
-  end
-  redis.call('ZADD', KEYS[2], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ${WINDOW_MS})
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
-return {1, 0}
-`
-
-// KEYS: pause key, reduced-limit key. ARGV: pause ms, new reduced limit, reduced-limit ttl ms.
-// A pause already running is kept (several replies from one burst count once).
-const BACKOFF = `
-if redis.call('SET', KEYS[1], ARGV[4], 'PX', tonumber(ARGV[1]), 'NX') then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
-  return 1
-end
-return 0
-`
-
-// KEYS: reduced-limit key. ARGV: configured limit. One step up; gone once back at the limit.
-const RECOVER = `
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-v = tonumber(v) + 1
-if v >= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], v, 'KEEPTTL') end
-return v
-`
+const WINDOW_MS = MINUTE_MS
 
 function matchRule<T>(rules: Record<string, T>, name: string): T | undefined {
   const n = name.toLowerCase().replace(/\.$/, '')
@@ -121,7 +78,7 @@ export class Throttle {
     this.prefix = config.keyPrefix
     // ioredis is imported only here, so a relay without shared limits never loads it (limits are per node until it connects).
     const url = config.redis
-    if (url) import('ioredis').then(({ Redis }) => {
+    if (url) importOptional('ioredis', 'delivery.throttle.redis', () => import('ioredis')).then(({ Redis }) => {
       if (this.closed) return
       this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 })
       this.redis.on('error', (err) => this.redisFailed(err))
@@ -172,6 +129,10 @@ export class Throttle {
     return `h:${address}:${port}`
   }
 
+  static routeKey(name: string): string {
+    return `r:${name}`
+  }
+
   private state(key: string): State {
     let s = this.states.get(key)
     if (!s) {
@@ -219,6 +180,11 @@ export class Throttle {
     return this.admit(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
   }
 
+  /** Ask for a slot for one attempt through a named route (its caps apply to the route as a whole). */
+  admitRoute(name: string, limits: Limits): Promise<Admission> {
+    return this.admit(Throttle.routeKey(name), limits, Number.MAX_SAFE_INTEGER)
+  }
+
   /** The in-memory decision alone (no Redis), granted at once when it says yes. */
   admitLocal(domain: string, now = Date.now()): Admission {
     const key = Throttle.domainKey(domain)
@@ -230,6 +196,8 @@ export class Throttle {
     if (s.pauseUntil > now) return { ok: false, retryAt: s.pauseUntil }
     if (s.inFlight >= this.concurrency(key, limits, ceiling)) return { ok: false, retryAt: 0 }
     if (limits.perMinute !== undefined && this.recent(s, now) >= limits.perMinute) return { ok: false, retryAt: s.starts[0]! + WINDOW_MS }
+    const second = limits.perSecond === undefined ? 0 : windowRetryAt(s.starts, now, SECOND_MS, limits.perSecond)
+    if (second) return { ok: false, retryAt: second }
     return this.grant(key, s, now, false)
   }
 
@@ -253,7 +221,7 @@ export class Throttle {
     const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
     const concurrency = configured >= Number.MAX_SAFE_INTEGER ? 0 : configured
     try {
-      const [ok, retryAt] = (await this.redis.eval(ACQUIRE, 4, k.conc, k.rate, k.pause, k.reduced, now, token, concurrency, limits.perMinute ?? 0, this.slotTtl)) as [number, number]
+      const [ok, retryAt] = (await this.redis.eval(ACQUIRE, 4, k.conc, k.rate, k.pause, k.reduced, now, token, concurrency, limits.perMinute ?? 0, this.slotTtl, limits.perSecond ?? 0)) as [number, number]
       if (!ok) {
         if (retryAt > now) s.pauseUntil = Math.max(s.pauseUntil, retryAt)
         return { ok: false, retryAt }

@@ -44,6 +44,7 @@ function delivery(e: DeliveryEvent) {
     ...replyCodes(e.response),
     /** How (mx, smtp: a smarthost, lmtp) and the host that answered, `name[ip]:port` (or the LMTP socket). */
     route: e.route,
+    routeName: e.routeName,
     remoteHost: e.remoteHost,
     response: e.response,
     attempts: e.attempts,

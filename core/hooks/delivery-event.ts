@@ -14,6 +14,7 @@ export interface RecipientOutcome {
   category?: BounceCategory
   tls?: DeliveryEvent['tls']
   route?: DeliveryEvent['route']
+  routeName?: string
 }
 
 /**
@@ -36,5 +37,6 @@ export function deliveryEvent(m: { id: string; messageId?: string; sender: strin
     category: r.category,
     tls: r.tls,
     route: r.route,
+    routeName: r.routeName,
   }
 }

@@ -56,6 +56,18 @@ export interface Route {
   auth?: { user: string; pass: string }
   /** Local IP address to send from. */
   localAddress?: string
+  /**
+   * The route's name (unique among routes): in delivery events (`routeName`), log lines and metrics,
+   * and the key of its `limits`. Required with `limits`.
+   */
+  name?: string
+  /**
+   * Sending caps for the route as a whole, whatever hosts it resolves to (a smarthost's quota):
+   * attempts in flight, and attempts started per sliding second / minute. At a cap the attempt waits
+   * (up to `delivery.throttle.hostWait`), then is deferred until a slot may be free; no failure,
+   * no bounce. Shared by all nodes with `delivery.throttle.redis`.
+   */
+  limits?: { concurrency?: number; perSecond?: number; perMinute?: number }
 }
 export interface RouteDecision {
   action: 'route'
@@ -133,6 +145,8 @@ export interface DeliveryEvent {
   tls?: false | { version: string; cipher: string; verified: boolean }
   /** How it was sent: the domain's MX hosts, a smarthost ('smtp'), LMTP; absent when decided before routing. */
   route?: 'mx' | 'smtp' | 'lmtp'
+  /** The name of the route a `deliver` hook chose (Route.name), when it gave one. */
+  routeName?: string
 }
 
 /** What every hook receives besides its own data. */

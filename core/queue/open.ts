@@ -7,6 +7,7 @@ import type { RelayConfig } from '../config/schema.js'
 import type { Queue } from './types.js'
 import type { Spool } from './spool.js'
 import { SqliteQueue } from './sqlite/queue.js'
+import { importOptional } from '../optional.js'
 
 /**
  * This node's identity in a shared queue: leases carry it and `recover` at start releases only its
@@ -24,7 +25,7 @@ export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Lo
   const q = config.queue
   if (q.driver === 'postgres') {
     // Loaded only in cluster mode: a one-machine relay never loads pg.
-    const { PgQueue } = await import('./postgres/queue.js')
+    const { PgQueue } = await importOptional('pg', "queue: { driver: 'postgres' }", () => import('./postgres/queue.js'))
     return new PgQueue({ url: q.url, poolSize: q.poolSize, schema: q.schema, nodeId: nodeIdOf(config), retention: q.retention, log: o.log })
   }
   return new SqliteQueue(path.join(config.dataDir, SQLITE_QUEUE_FILE), o.spool, { retentionMs: config.queue.retention })

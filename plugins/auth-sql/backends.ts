@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import Database from 'better-sqlite3'
-import type { PluginContext } from '../../core/index.js'
+import { importOptional, type PluginContext } from '../../core/index.js'
 import { DEFAULT_QUERY, type AuthSqlOptions } from './options.js'
 
 type Logger = PluginContext<unknown>['log']
@@ -36,7 +36,7 @@ type SqliteOptions = Extract<AuthSqlOptions, { driver: 'sqlite' }>
 
 export async function postgresBackend(o: PostgresOptions, log: Logger): Promise<Backend> {
   // Imported here: only the postgres driver needs pg.
-  const { default: pg } = await import('pg')
+  const { default: pg } = await importOptional('pg', "auth-sql's driver 'postgres'", () => import('pg'))
   const text = o.query ?? DEFAULT_QUERY.postgres
   const pool = new pg.Pool({
     connectionString: o.url,

@@ -2,10 +2,13 @@
 // whether or not it is in the config. The checks are loaded when the verb runs, so `relay --help`
 // and the other verbs do not pay for them. Checks: report.ts; the verb's work: run.ts.
 import { definePlugin } from '../../core/index.js'
+import { options } from './options.js'
 import type { DoctorOptions } from './run.js'
 
 export default definePlugin({
   name: 'doctor',
+  // Optional, per sending domain: what DNS alone cannot tell about a smarthost provider (README).
+  options,
   hooks: {},
   commands(program, env) {
     program

@@ -6,6 +6,7 @@
 import { Resolver } from 'node:dns/promises'
 import type { CommandEnv, RelayConfig } from '../../core/index.js'
 import { formatReport, runDoctor } from './report.js'
+import { sendPlan } from './send-plan.js'
 import type { DoctorCheck } from './types.js'
 
 export interface DoctorOptions {
@@ -44,6 +45,8 @@ export async function doctor(domainArg: string, opts: DoctorOptions, env: Comman
         hostname: config.hostname,
         outboundAddresses: config.delivery.outboundAddresses,
         mtaSts: { fetch: opts.mtaStsFetch !== false, connect: opts.mtaStsConnect, timeoutMs: Math.max(config.dns.timeout, 10_000) },
+        // Smarthost routes for the domain, from the routing plugin's options (and the doctor's own).
+        send: sendPlan(domain, plugins),
       },
       plugins,
       config.hookTimeout,

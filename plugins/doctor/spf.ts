@@ -5,6 +5,7 @@
 import net from 'node:net'
 import { mailauthInternals } from '../../core/index.js'
 import { addressesOf, describeDnsError, dnsFix, isNotFound, mailauthResolver, txtRecords } from './dns.js'
+import { spfSuggestion } from './send-plan.js'
 import { error, ok, warning, type DoctorCheck, type DoctorEnv } from './types.js'
 
 const { spf } = mailauthInternals
@@ -236,7 +237,8 @@ function mergeSpf(records: string[]): string {
 
 export async function checkSpf(env: DoctorEnv): Promise<DoctorCheck[]> {
   const { domain, resolver, outboundAddresses } = env
-  const suggestion = `v=spf1 ${outboundAddresses.length ? outboundAddresses.map((ip) => `${net.isIPv6(ip) ? 'ip6' : 'ip4'}:${ip}`).join(' ') : 'mx'} -all`
+  // With smarthost routes: their providers' includes, and the relay's addresses only if some mail leaves from them.
+  const suggestion = spfSuggestion(domain, outboundAddresses, env.send)
   let records: string[]
   try {
     records = (await txtRecords(resolver, domain)).filter(isSpf)
@@ -319,7 +321,8 @@ export async function checkSpf(env: DoctorEnv): Promise<DoctorCheck[]> {
   // Does the record authorise each address this relay sends from? Evaluated as receivers do.
   const lookup = mailauthResolver(resolver)
   const sender = `postmaster@${domain}`
-  for (const ip of outboundAddresses) {
+  // Not when all of the domain's mail goes through smarthosts: receivers never see these addresses.
+  for (const ip of env.send?.direct === false ? [] : outboundAddresses) {
     const name = `SPF ${ip}`
     try {
       const result = await spf({ sender, ip, helo: env.hostname, mta: env.hostname, resolver: lookup })

@@ -1,6 +1,7 @@
 // The check functions' shared vocabulary: what they get (DoctorEnv) and the lines they return.
 import type { Resolver } from 'node:dns/promises'
 import type { DoctorCheck, Plugin, PluginContext } from '../../core/index.js'
+import type { DomainSettings } from './options.js'
 
 export type { DoctorCheck }
 
@@ -26,6 +27,8 @@ export interface DoctorEnv {
     connect?: string
     timeoutMs: number
   }
+  /** Smarthost routes of the routing plugin that carry the domain's mail; absent: none (all leaves from the relay). */
+  send?: SendPlan
 }
 
 export function ok(name: string, message: string): DoctorCheck {
@@ -36,4 +39,24 @@ export function warning(name: string, message: string, fix?: string): DoctorChec
 }
 export function error(name: string, message: string, fix?: string): DoctorCheck {
   return fix ? { name, status: 'error', message, fix } : { name, status: 'error', message }
+}
+
+export type Provider = { id: 'sendgrid' } | { id: 'ses'; region: string } | { id: 'mailgun'; eu: boolean } | { id: 'unknown'; host: string }
+
+/** A smarthost route that carries all or some of the domain's mail. */
+export interface SmarthostUse {
+  /** The route's name, else `routes[i]`. */
+  label: string
+  hosts: string[]
+  provider: Provider
+  /** 'all': every message from the domain takes it; 'some': only some (recipient or address criteria). */
+  coverage: 'all' | 'some'
+}
+
+export interface SendPlan {
+  smarthosts: SmarthostUse[]
+  /** Some of the domain's mail leaves from the relay's own addresses (an mx route, or no route fits). */
+  direct: boolean
+  /** The doctor's options for this domain (`domains['<domain>']`). */
+  settings: DomainSettings
 }

@@ -168,6 +168,8 @@ it('refuses a blocked recipient with 550 5.7.1 and delivers to the others', asyn
       skipLibCheck: true,
       declaration: true,
       sourceMap: true,
+      // the maps carry index.ts, which the package does not ship (files: dist, README.md)
+      inlineSources: true,
       rootDir: '.',
       outDir: 'dist',
     },
@@ -187,27 +189,39 @@ its \`block\` option with \`550 5.7.1\`. Made with \`relay plugin new ${name}\`.
 
 ## Use
 
+In the project where the relay runs, install the tarball that \`npm pack\` makes here (or this
+folder after \`npm run build\`). relay-mta is its peer dependency and is not on the npm registry,
+so that project installs it too, from a path or its tarball, before or in the same command:
+
+\`\`\`sh
+npm install /path/to/relay-mta /path/to/${pkgName}-0.1.0.tgz
+\`\`\`
+
+Then name it by its package name, without \`relay-plugin-\`:
+
 \`\`\`ts
 // relay.config.ts
 plugins: [
-  ['${name}', { block: ['nobody'] }],   // once installed: npm install /path/to/${pkgName}-0.1.0.tgz
+  ['${name}', { block: ['nobody'] }],
   'relay-acl',                          // after it: relay-acl accepts, and the first to decide wins
 ],
 \`\`\`
 
-While developing, name the file instead: \`['./${pkgName}/index.ts', { ... }]\`.
+\`npx relay check-config\` lists it under \`plugins\`. While developing, name the file instead:
+\`['./${pkgName}/index.ts', { ... }]\`.
 
 ## Develop
 
 relay-mta is not on the npm registry, so \`npm install\` alone cannot fetch it (it is this plugin's
-peer dependency): install it from its folder or from the tarball \`npm pack\` makes there, which
-also installs vitest, typescript and tsx:
+peer dependency): install it from its folder (a link: quick) or from the tarball \`npm pack\` makes
+there (a copy: better-sqlite3 compiles, a minute or two), which also installs vitest, typescript
+and tsx. \`relay-mta/testing\` then resolves from this folder.
 
 \`\`\`sh
-npm install -D /path/to/relay-mta                 # or: npm install -D /path/to/relay-mta-${relay.version}.tgz
+npm install -D /path/to/relay-mta   # or: npm install -D /path/to/relay-mta-${relay.version}.tgz
 npm test             # a real relay on loopback: see index.test.ts
 npm run typecheck
-npm pack             # builds dist/ first (prepack); install the .tgz where the relay runs
+npm pack             # builds dist/ first (prepack): ${pkgName}-0.1.0.tgz, to install where the relay runs
 \`\`\`
 
 (Inside a project that already has relay-mta and vitest in its \`node_modules\`, \`npm test\` works

@@ -2,6 +2,7 @@
 // Redis, and a gauge of open connections per address (a count that goes up and down, which a
 // windowed rate limiter cannot keep exactly).
 import type { Redis } from 'ioredis'
+import { importOptional } from '../../core/index.js'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 
 export type Limiter = RateLimiterAbstract
@@ -124,7 +125,7 @@ export function memoryStore(prefix: string): Store {
  */
 export async function redisStore(url: string, prefix: string, timeoutMs: number, concurrentTtlMs: number, onError: (err: Error) => void): Promise<Store & { client: Redis; ready: Promise<boolean> }> {
   // Imported here: only `store: { redis }` needs ioredis.
-  const { Redis } = await import('ioredis')
+  const { Redis } = await importOptional('ioredis', "rate-limit's store: { redis }", () => import('ioredis'))
   const client = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,

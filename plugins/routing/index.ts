@@ -22,9 +22,9 @@ interface Compiled {
 
 /** The routes compiled once per generation (at setup): `ctx.state`. Relative socket paths resolved. */
 function compile(opts: Options, resolvePath: (file: string) => string): Compiled[] {
-  return opts.routes.map((r, i) => ({
+  return opts.routes.map((r) => ({
     route: r.kind === 'lmtp' && r.socket ? { ...r, socket: resolvePath(r.socket) } : r,
-    label: r.name ?? `routes[${i}] (${r.kind})`,
+    label: r.name,
     matches: compileMatch(r),
     pick: r.pool ? picker(r.pool.strategy, r.pool.addresses) : undefined,
   }))
@@ -34,7 +34,7 @@ function compile(opts: Options, resolvePath: (file: string) => string): Compiled
 function toRoute(c: Compiled): Route | string {
   const r = c.route
   const from = c.pick?.()
-  const source = { localAddress: from?.address ?? r.localAddress, helo: from?.helo ?? r.helo }
+  const source = { localAddress: from?.address ?? r.localAddress, helo: from?.helo ?? r.helo, name: r.name, limits: r.limits }
   switch (r.kind) {
     case 'mx':
       return { kind: 'mx', tls: r.tls, ...source }

@@ -72,7 +72,15 @@ const auth = z
     else if (a.passEnv !== undefined && !envSet(a.passEnv)) ctx.addIssue({ code: 'custom', path: ['passEnv'], message: `environment variable ${a.passEnv} is not set` })
   })
 
-const common = { name: z.string().min(1).optional(), match: match.default({}), ...source }
+/** Sending caps for the route as a whole (core Route.limits): in flight, started per second / minute. */
+const limits = z
+  .object({ concurrency: z.number().int().positive().optional(), perSecond: z.number().int().positive().optional(), perMinute: z.number().int().positive().optional() })
+  .strict()
+
+/** A route name is a metric label and a Redis key: short, no spaces. */
+const routeName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$/, { message: 'expected a route name of 1-64 letters, digits, . _ : @ - (starting with a letter or digit)' })
+
+const common = { name: routeName.optional(), limits: limits.optional(), match: match.default({}), ...source }
 
 const mxRoute = z
   .object({
@@ -129,6 +137,16 @@ export const options = z
     routes: z.array(route).default([]),
   })
   .strict()
+  // Every route has a name (default 'route-<index>'), unique: it keys the route's caps and metrics.
+  .transform((o) => ({ ...o, routes: o.routes.map((r, i) => ({ ...r, name: r.name ?? `route-${i}` })) }))
+  .superRefine((o, ctx) => {
+    const seen = new Map<string, number>()
+    o.routes.forEach((r, i) => {
+      const first = seen.get(r.name)
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `route name '${r.name}' is already used by routes[${first}]; names must be unique` })
+      else seen.set(r.name, i)
+    })
+  })
 
 export type Options = z.output<typeof options>
 export type RouteOption = Options['routes'][number]

@@ -55,7 +55,8 @@ function cleanEnv(): NodeJS.ProcessEnv {
 async function newProject(): Promise<string> {
   const dir = tempDir('relay-newuser-')
   made.push(dir)
-  const pkg = { name: 'try-relay', version: '1.0.0', type: 'module', private: true, overrides: { undici: '^7.30.2', commander: '^14.0.3' } }
+  // No overrides: relay-mta ships mailauth with the undici that runs on Node 20 (bundleDependencies).
+  const pkg = { name: 'try-relay', version: '1.0.0', type: 'module', private: true }
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(pkg, null, 2))
   if (FULL_INSTALL) {
     const vitest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).devDependencies.vitest as string
@@ -64,7 +65,12 @@ async function newProject(): Promise<string> {
     const target = path.join(dir, 'node_modules/relay-mta')
     fs.mkdirSync(target, { recursive: true })
     execFileSync('tar', ['-xzf', tarball, '-C', target, '--strip-components=1'])
-    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(target, 'node_modules'))
+    // The tarball brings its bundled packages (mailauth, dns2) in node_modules/; the rest come from the checkout's.
+    fs.mkdirSync(path.join(target, 'node_modules'), { recursive: true })
+    for (const name of fs.readdirSync(path.join(ROOT, 'node_modules'))) {
+      const link = path.join(target, 'node_modules', name)
+      if (!fs.existsSync(link)) fs.symlinkSync(path.join(ROOT, 'node_modules', name), link)
+    }
     fs.symlinkSync(path.join(ROOT, 'node_modules/vitest'), path.join(dir, 'node_modules/vitest'))
     fs.mkdirSync(path.join(dir, 'node_modules/.bin'))
     fs.symlinkSync('../relay-mta/bin/relay.js', path.join(dir, 'node_modules/.bin/relay'))

@@ -16,12 +16,14 @@
 //   relay_config_reloads_total{result}                relay_build_info{version,node}
 //   relay_tls_certificate_expiry_timestamp_seconds{file,subject}
 //   relay_delivery_open_connections                   relay_delivery_paused_destinations
+//   relay_delivery_route_results_total{route,result} (route names from config, at most 50: routes.ts)
 //   relay_plugin_<name> (gauges plugins register with ctx.relay.registerGauge: status-gauges.ts)
 //   relay_nodejs_eventloop_lag_seconds (and the other prom-client default metrics, prefixed relay_)
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { AcceptedEvent, BounceCategory, DeliveryEvent, EventContexts, ListenerRole, QueueSummary, RejectedEvent, SessionCounts } from '../../../core/index.js'
 import { DomainLabels, type DomainLabelOptions } from './domains.js'
 import { registerQueueGauges } from './queue-gauges.js'
+import { RouteResults } from './routes.js'
 import { PluginGauges, registerStatusGauges, type StatusSources } from './status-gauges.js'
 
 export type MetricsOptions = DomainLabelOptions
@@ -62,6 +64,7 @@ export class RelayMetrics {
   private readonly takeovers: Counter
   private readonly reloads: Counter<'result'>
   private readonly pluginGauges: PluginGauges
+  private readonly routes = new RouteResults(this.registry)
 
   constructor(options: MetricsOptions, sources: MetricsSources, onQueueError: (err: unknown) => void = () => undefined) {
     const registers = [this.registry]
@@ -190,16 +193,19 @@ export class RelayMetrics {
   delivered(e: DeliveryEvent): void {
     this.deliveredTotal.inc({ domain: this.domains.label(e.domain) })
     this.timings('delivered', e, true)
+    this.routes.count('delivered', e)
   }
 
   deferred(e: DeliveryEvent): void {
     this.deferredTotal.inc({ domain: this.domains.label(e.domain), category: e.category ?? 'other' })
     this.timings('deferred', e, false)
+    this.routes.count('deferred', e)
   }
 
   bounced(e: DeliveryEvent): void {
     this.bouncedTotal.inc({ domain: this.domains.label(e.domain), category: e.category ?? 'other' })
     this.timings('bounced', e, true)
+    this.routes.count('bounced', e)
   }
 
   dnsFailed({ type, code }: EventContexts['dnsFailed']): void {
