@@ -156,6 +156,9 @@ it('refuses a blocked recipient with 550 5.7.1 and delivers to the others', asyn
     },
     peerDependencies: { 'relay-mta': peer },
     devDependencies: relay.pins,
+    // npm 11 asks a project to approve its dependencies' install scripts: tsx's esbuild checks its
+    // binary, better-sqlite3 (under a tarball install of relay-mta) compiles its addon.
+    allowScripts: { 'better-sqlite3': true, esbuild: true },
   }
   const tsconfig = {
     compilerOptions: {

