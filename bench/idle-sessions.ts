@@ -1,11 +1,13 @@
 // npm run bench:idle [-- --n 20000 --steps 5000,10000,20000 --per-ip 50 --heap-snapshot]
 // Starts the built relay (dist/, as users run it) routed to the bench sink, opens N idle inbound
 // SMTP sessions from loopback (spread over 127.1.x.y source addresses, `--per-ip` each, so the
-// per-client limit and ephemeral ports are not what is measured), each reading the greeting,
-// sending EHLO and then staying silent, as an idle client does. At each step it reads the relay's
-// RSS (/proc/<pid>/status VmRSS) and its heap split (bench/mem-probe.mjs); at the last step a
-// trusted client (127.0.0.1, in smtp.trustedNetworks and relay-acl's) sends a message: time from
-// connect to the 250 after DATA, and until the sink has it. Everything is closed at the end.
+// per-client limit and ephemeral ports are not what is measured; held by child processes,
+// bench/idle-clients.ts), each reading the greeting, sending EHLO and then staying silent.
+// Where the descriptor limit cannot be raised, the top step is what fits under it (said why).
+// At each step it reads the relay's RSS (/proc/<pid>/status VmRSS) and its heap split
+// (bench/mem-probe.mjs); then a trusted client (127.0.0.1, in smtp.trustedNetworks and relay-acl's)
+// sends three messages: time from connect to the 250 after DATA, and until the sink has each.
+// Everything is closed at the end.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -13,6 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { onReplies } from './idle-clients.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 // RELAY_BENCH_ROOT runs another checkout's build (a before/after comparison) with this script.
@@ -40,14 +43,7 @@ const deadline = Date.now() + Number(args.timeout) * 1000
 if (Number(args.timeout) >= 300) throw new Error('--timeout must stay under smtp.socketTimeout (300 s)')
 const FDS = N + 4096
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const kb = (bytes: number) => Math.round(bytes / 1024)
 const mb = (bytes: number) => Number((bytes / 1048576).toFixed(1))
-
-/** The source address of idle session `i`: 127.1.x.y, `PER_IP` sessions each (never .0 or .255). */
-const sourceOf = (i: number) => {
-  const j = Math.floor(i / PER_IP)
-  return `127.1.${Math.floor(j / 250)}.${1 + (j % 250)}`
-}
 
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -58,16 +54,16 @@ function fdLimit(pid: number | 'self'): number {
   return m ? Number(m[1]) : NaN
 }
 
-/** Raises this process's own descriptor limit (needs root above the hard limit); the limit it got. */
-function raiseOwnFdLimit(want: number): number {
-  if (fdLimit('self') >= want) return fdLimit('self')
+/** Can this process raise a child's descriptor limit to `want` (root with CAP_SYS_RESOURCE)? */
+function canRaiseFdLimit(want: number): boolean {
   try {
-    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${want}:${want}`], { stdio: 'ignore' })
+    execFileSync('prlimit', [`--nofile=${want}:${want}`, 'true'], { stdio: 'ignore' })
+    return true
   } catch {
-    // not root, or no prlimit: what there is must do (reported below)
+    return false
   }
-  return fdLimit('self')
 }
+const openFds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length
 
 function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
   return new Promise((resolve) => {
@@ -86,58 +82,6 @@ async function freePort(): Promise<number> {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port
       s.close(() => resolve(p))
-    })
-  })
-}
-
-/** Reads SMTP replies off a socket: calls `onReply(code, line)` for each final reply line. */
-function onReplies(socket: net.Socket, onReply: (code: number, line: string) => void): void {
-  let buf = ''
-  socket.on('data', (d) => {
-    buf += d.toString('latin1')
-    for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
-      const line = buf.slice(0, nl)
-      buf = buf.slice(nl + 2)
-      if (line[3] !== '-') onReply(Number(line.slice(0, 3)), line)
-    }
-  })
-}
-
-/** One idle session: connect, greeting, EHLO, its 250; then the socket stays open and silent. */
-function openIdle(port: number, i: number, closed: { count: number; last?: string }): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: '127.0.0.1', localAddress: sourceOf(i) })
-    let settled = false
-    let last = ''
-    const fail = (why: string) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      socket.destroy()
-      reject(new Error(`session ${i} from ${sourceOf(i)}: ${why}`))
-    }
-    const timer = setTimeout(() => fail('no EHLO reply within 30 s'), 30_000)
-    let sentEhlo = false
-    onReplies(socket, (code, line) => {
-      last = line
-      if (settled) return
-      if (code !== 220 && code !== 250) return fail(line)
-      if (!sentEhlo) {
-        sentEhlo = true
-        socket.write(`EHLO idle-${i}.bench.test\r\n`)
-        return
-      }
-      settled = true
-      clearTimeout(timer)
-      resolve(socket)
-    })
-    socket.on('error', (err) => fail(err.message))
-    // After setup, a close the bench did not ask for is counted (the relay dropped an idle session).
-    socket.on('close', () => {
-      if (!settled) return fail('closed during setup')
-      if ((socket as { benchClosing?: boolean }).benchClosing) return
-      closed.count++
-      closed.last = last
     })
   })
 }
@@ -185,8 +129,26 @@ interface Reading {
   array_buffers_mb?: number
 }
 
+/** The idle sessions' holders: child processes, at most PER_CHILD sessions each. */
+const PER_CHILD = 8000
+interface Holder {
+  child: ChildProcess
+  open: number
+}
+async function startHolder(): Promise<Holder> {
+  const child = fork(path.join(ROOT, 'bench/idle-clients.ts'), ['--child'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  await ask(child, '', 'ready')
+  return { child, open: 0 }
+}
+interface Opened {
+  open: number
+  failures: string[]
+  dropped: number
+  lastDropReply: string
+}
+
 async function main() {
-  const ownFds = raiseOwnFdLimit(FDS)
+  const raise = canRaiseFdLimit(FDS)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-idle-'))
   const sink = fork(path.join(ROOT, 'bench/sink.ts'), ['0'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const { port: sinkPort } = await ask<{ port: number }>(sink, '', 'listening')
@@ -211,28 +173,28 @@ async function main() {
   const nodeArgs = ['--import', path.join(ROOT, 'bench/mem-probe.mjs'), ...(args['heap-snapshot'] ? ['--heapsnapshot-signal=SIGUSR2'] : [])]
   nodeArgs.push(...(process.env.RELAY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean))
   const command = [process.execPath, ...nodeArgs, path.join(RELAY_ROOT, 'bin/relay.js'), 'start', '--config', configFile]
-  // As root the relay's descriptor limit is raised for N sessions (prlimit execs node: same pid).
-  const asRoot = process.getuid?.() === 0
-  const relay = spawn(asRoot ? 'prlimit' : command[0]!, asRoot ? [`--nofile=${FDS}:${FDS}`, ...command] : command.slice(1), {
+  // Where allowed, the relay's descriptor limit is raised for N sessions (prlimit execs node: same pid).
+  const relay = spawn(raise ? 'prlimit' : command[0]!, raise ? [`--nofile=${FDS}:${FDS}`, ...command] : command.slice(1), {
     cwd: dir,
     env: { ...process.env, RELAY_MEM_PROBE_FILE: probeFile },
     stdio: ['ignore', fs.openSync(logFile, 'w'), 'inherit'],
   })
-  const sockets: net.Socket[] = []
-  const closed = { count: 0, last: undefined as string | undefined }
+  const holders: Holder[] = []
+  let dropped = 0
+  let lastDropReply = ''
   const readings: Reading[] = []
   const trusted: { sessions: number; connect_to_250_ms: number; delivered_ms: number }[] = []
   const failures: string[] = []
+  let open = 0
   let seq = 0
+  let cap: string | undefined
+  let top = N
   try {
     while (!fs.readFileSync(logFile, 'utf8').includes('"relay started"')) {
       if (relay.exitCode !== null) throw new Error('relay exited at start; see ' + logFile)
       if (Date.now() > deadline) throw new Error('relay did not start')
       await sleep(50)
     }
-    const relayFds = fdLimit(relay.pid!)
-    console.error(`relay pid ${relay.pid}, descriptors: relay ${relayFds}, bench ${ownFds} (want ${FDS})`)
-    if (relayFds < N + 100 || ownFds < N + 100) console.error(`descriptor limit below ${N} sessions: expect failures (run as root, or raise ulimit -n)`)
 
     const read = async (sessions: number) => {
       await sleep(SETTLE_MS)
@@ -264,51 +226,65 @@ async function main() {
     // Warm-up: the code paths of a full relay loaded, then the baseline.
     await relayOne(0)
     await relayOne(0)
+    // Descriptors the relay holds at rest, plus room for the trusted client, the sink and the spool.
+    const limit = fdLimit(relay.pid!)
+    const room = limit - openFds(relay.pid!) - 64
+    console.error(`relay pid ${relay.pid}: descriptor limit ${limit}, ${openFds(relay.pid!)} open at rest`)
+    if (room < N) {
+      cap = `the relay's descriptor limit is ${limit} (hard limit; raising it needs CAP_SYS_RESOURCE, which ${raise ? 'was' : 'this process does not have'}), and it holds ${openFds(relay.pid!)} at rest: at most ${room} idle sessions, with room left for the trusted client, the sink and the spool`
+      console.error(cap)
+    }
+    top = Math.min(N, room)
+    const steps = [...new Set(STEPS.map((s) => Math.min(s, top)))]
     await read(0)
     const t0 = performance.now()
-    for (const step of STEPS) {
-      let next = sockets.length
-      await Promise.all(
-        Array.from({ length: PARALLEL }, async () => {
-          while (next < step && Date.now() < deadline && failures.length < 20) {
-            const i = next++
-            try {
-              sockets.push(await openIdle(relayPort, i, closed))
-            } catch (err) {
-              failures.push((err as Error).message)
-            }
-          }
-        }),
-      )
-      console.error(`${sockets.length} idle sessions open after ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-      if (sockets.length < step) break
-      await read(sockets.length)
-      for (let k = 0; k < 3; k++) await relayOne(sockets.length)
+    for (const step of steps) {
+      // Each holder gets up to PER_CHILD sessions; more holders as needed.
+      while (open < step && Date.now() < deadline && failures.length < 20) {
+        let h = holders.find((x) => x.open < PER_CHILD)
+        if (!h) holders.push((h = await startHolder()))
+        const from = open
+        const to = Math.min(step, from + (PER_CHILD - h.open))
+        h.child.send({ type: 'open', port: relayPort, from, to, perIp: PER_IP, parallel: PARALLEL })
+        const r = await ask<Opened>(h.child, '', 'opened')
+        const got = r.open - h.open
+        h.open = r.open
+        open += got
+        failures.push(...r.failures)
+        if (got < to - from) break
+      }
+      console.error(`${open} idle sessions open after ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      if (open < step) break
+      await read(open)
+      for (let k = 0; k < 3; k++) await relayOne(open)
+    }
+    for (const h of holders) {
+      const st = await ask<Opened>(h.child, 'status', 'status')
+      dropped += st.dropped
+      if (st.dropped) lastDropReply = st.lastDropReply
     }
     if (args['heap-snapshot']) {
       relay.kill('SIGUSR2')
-      await sleep(20_000)
+      await sleep(30_000)
       console.error('heap snapshot(s) in', dir, fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')))
     }
   } finally {
-    for (const s of sockets) {
-      ;(s as { benchClosing?: boolean }).benchClosing = true
-      s.destroy()
-    }
+    for (const h of holders) h.child.send({ type: 'exit' })
     relay.kill('SIGTERM')
     await new Promise((r) => (relay.exitCode !== null ? r(null) : relay.once('exit', r)))
     sink.send({ type: 'exit' })
   }
   const base = readings[0]!
-  const top = readings.at(-1)!
+  const last = readings.at(-1)!
   const result = {
-    sessions_opened: sockets.length,
+    sessions_opened: open,
     sessions_wanted: N,
+    capped_because: cap,
     failures: failures.slice(0, 5),
-    dropped_by_relay: closed.count,
-    dropped_last_reply: closed.last,
+    dropped_by_relay: dropped,
+    dropped_last_reply: lastDropReply || undefined,
     readings,
-    kb_per_session: top.sessions ? Math.round((kb((top.rss_mb - base.rss_mb) * 1048576) / top.sessions)) : undefined,
+    kb_per_session: last.sessions ? Math.round(((last.rss_mb - base.rss_mb) * 1024) / last.sessions) : undefined,
     trusted,
   }
   console.log(JSON.stringify(result, null, 2))
@@ -318,7 +294,7 @@ async function main() {
     console.log(`${String(r.sessions).padStart(8)}  ${String(r.rss_mb).padStart(6)}  ${String(r.heap_used_mb).padStart(7)}  ${String(r.external_mb).padStart(11)}  ${String(per).padStart(10)}`)
   }
   if (!args['heap-snapshot']) fs.rmSync(dir, { recursive: true, force: true })
-  if (sockets.length < N || failures.length || closed.count) process.exitCode = 1
+  if (open < top || failures.length || dropped) process.exitCode = 1
 }
 
 main().catch((err) => {

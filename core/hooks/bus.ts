@@ -58,7 +58,9 @@ export class HookBus {
       const fn = p.plugin.hooks![hook] as (ctx: unknown) => unknown
       let result: unknown
       try {
-        result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty({ ...p.ctx, ...data }, 'signal', { get: signal, enumerable: true })))
+        // Object.assign, not an object spread: on Node 20 spreading these two objects costs ~27 µs a
+        // call (bench/RESULTS.md), on Node 24 ~2 µs; assign costs ~1–2 µs on both.
+        result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty(Object.assign({}, p.ctx, data), 'signal', { get: signal, enumerable: true })))
       } catch (err) {
         p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
         return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>

@@ -11,14 +11,14 @@ import type { Spool } from '../queue/spool.js'
 import type { QueueIntake } from '../queue/intake.js'
 import { CORE_REPLIES, replyError, replyFor, type Reply } from '../hooks/verdict.js'
 import { logRefusal, type Refusal } from '../events/log.js'
-import type { HookName, ListenerRole, Notes, SessionInfo, Verdict } from '../hooks/types.js'
+import type { HookName, ListenerRole, SessionInfo, Verdict } from '../hooks/types.js'
 import { networkMatcher } from '../net/networks.js'
 import { parseAddress } from '../mail/address.js'
 import { isCorePolicy, type PolicyEnv } from '../policies/index.js'
 import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
-import { envelopeOf, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits } from './session-limits.js'
@@ -32,7 +32,7 @@ import type { InjectMessage } from '../hooks/operator.js'
 /** What the relay remembers about one SMTP session. */
 interface SessionState {
   /** Notes plugins share (session-long, and per transaction: renewed at each MAIL). */
-  notes: Notes
+  notes: SessionNotes
   /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
   heloChecked?: string
   authFailures: number
@@ -174,7 +174,7 @@ export class SmtpListeners {
 
   private state(session: SMTPServerSession): SessionState {
     let s = this.sessions.get(session)
-    if (!s) this.sessions.set(session, (s = { authFailures: 0, notes: { session: new Map(), message: new Map() } }))
+    if (!s) this.sessions.set(session, (s = { authFailures: 0, notes: new SessionNotes() }))
     return s
   }
 
@@ -236,7 +236,7 @@ export class SmtpListeners {
     }
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
-    state.notes.message = new Map() // a new transaction
+    state.notes.newTransaction()
     if (this.hooks.has('helo') && state.heloChecked !== helo) {
       await this.decide('helo', this.policies.run('helo', { session: info, helo, notes: state.notes }), session, listener, address.address)
       state.heloChecked = helo

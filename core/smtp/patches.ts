@@ -14,12 +14,32 @@
 //    was accepted (plus `greetingDelay`) gets 421 4.4.2 and is closed, long before `socketTimeout`:
 //    silent connections must not hold the slots of `maxClients`. `onFirstCommandTimeout(session)`
 //    is told.
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
+// 6. An idle session holds only what it uses (thousands of them are the common case for an MX):
+//    `_xClient`/`_xForward` are one shared empty map (that refuses writes) unless XCLIENT/XFORWARD
+//    are on, and `_rcptIndex` is made at the first RCPT of a transaction, not at every EHLO/RSET.
+// 7. The idle timeout keeps one 'timeout' listener per socket, shared code, instead of a once()
+//    wrapper (four objects) made again at every arming.
+// 8. A plaintext socket feeds its command parser through 'data'/'end' listeners shared by all
+//    connections instead of Readable#pipe (nine closures and two once() wrappers per connection),
+//    with the same backpressure (pause until the parser drains). The library's later unpipe calls
+//    then undo nothing; what they stop is stopped anyway: close(), _onClose() and upgrade() mark
+//    the parser closed first (it then drops input unparsed), upgrade() removes every listener of
+//    the plaintext socket, and a parser that failed or ended is not written to. After STARTTLS the
+//    library pipes the TLS socket as before. _setListeners is replaced whole: checked against its
+//    source below.
+import type { Socket } from 'node:net'
+import type { Writable } from 'node:stream'
+import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
 
 interface ConnectionInternals {
+  _parser: Writable | false
+  needsUpgrade?: boolean
+  upgrade(callback: () => unknown, secureCallback: () => void): void
+  _onCloseEvent(hadError: boolean): void
+  _onError(err: Error): void
   send(code: number, data: unknown, context?: unknown): void
   init(): void
   _setListeners(cb: () => void): void
@@ -27,6 +47,14 @@ interface ConnectionInternals {
   _onCommand(command: Buffer, callback: () => void): void
   _isDisabled(command: string): boolean
   _onClose(): void
+  _resetSession(): void
+  handler_RCPT(command: Buffer, callback: () => void): void
+  _armTimeout(socket?: Socket): void
+  _onTimeout(): void
+  _socket: Socket
+  _xClient: Map<string, unknown>
+  _xForward: Map<string, unknown>
+  _rcptIndex: Map<string, number>
   _server: {
     options: {
       maxClients?: number
@@ -36,6 +64,9 @@ interface ConnectionInternals {
       authOptional?: boolean
       firstCommandTimeout?: number
       onFirstCommandTimeout?: (session: unknown) => void
+      useXClient?: unknown
+      useXForward?: unknown
+      socketTimeout?: number
     }
     connections: Set<unknown>
   }
@@ -52,22 +83,74 @@ interface ConnectionInternals {
   _firstCommandTimer?: NodeJS.Timeout
 }
 
+/** The empty map idle sessions share; a write means smtp-server changed under this patch. */
+class NoEntries<V> extends Map<string, V> {
+  override set(): this {
+    throw new Error('smtp-server wrote to a shared empty map: check core/smtp/patches.ts against the installed version')
+  }
+}
+const NONE = new NoEntries<never>()
+
+/** The connection whose idle timeout a socket carries (patch 7). */
+const CONNECTION = Symbol('relay.smtpConnection')
+type TimedSocket = Socket & { [CONNECTION]?: ConnectionInternals }
+function onIdleTimeout(this: TimedSocket): void {
+  this[CONNECTION]?._onTimeout()
+}
+
+/** The parser a plaintext socket feeds (patch 8). */
+const PARSER = Symbol('relay.smtpParser')
+type FedSocket = TimedSocket & { [PARSER]?: Writable }
+function onSocketClose(this: FedSocket, hadError: boolean): void {
+  this[CONNECTION]?._onCloseEvent(hadError)
+}
+function onSocketError(this: FedSocket, err: Error): void {
+  this[CONNECTION]?._onError(err)
+}
+function onSocketData(this: FedSocket, chunk: Buffer): void {
+  const parser = this[PARSER]
+  if (!parser || parser.destroyed || parser.writableEnded) return
+  if (!parser.write(chunk) && !this.isPaused()) {
+    this.pause()
+    parser.once('drain', () => this.resume())
+  }
+}
+function onSocketEnd(this: FedSocket): void {
+  const parser = this[PARSER]
+  if (parser && !parser.destroyed && !parser.writableEnded) parser.end()
+}
+/** smtp-server 3.21's _setListeners, whitespace folded: patch 8 replaces exactly this. */
+const SET_LISTENERS =
+  "_setListeners(callback) { this._socket.on('close', hadError => this._onCloseEvent(hadError)); this._socket.on('error', err => this._onError(err)); this._armTimeout(); this._socket.pipe(this._parser); if (!this.needsUpgrade) { return callback(); } this.upgrade(() => false, callback); }"
+
+const PATCHED = Symbol.for('relay.smtpServerPatched')
 let applied = false
 
 export function patchSmtpServer(): void {
   if (applied) return
   applied = true
   const proto = (SMTPConnection as unknown as { prototype: ConnectionInternals }).prototype
+  // Marked on the class itself: a second copy of this module (another install of the relay in the
+  // same process) must neither patch twice nor take the patched methods for changed internals.
+  const marked = proto as unknown as Record<symbol, boolean>
+  if (marked[PATCHED]) return
   if (
     typeof proto.send !== 'function' ||
     typeof proto._setListeners !== 'function' ||
     typeof proto.connectionReady !== 'function' ||
     typeof proto._onCommand !== 'function' ||
     typeof proto._isDisabled !== 'function' ||
-    typeof proto._onClose !== 'function'
+    typeof proto._onClose !== 'function' ||
+    typeof proto._resetSession !== 'function' ||
+    typeof proto.handler_RCPT !== 'function' ||
+    typeof proto._armTimeout !== 'function' ||
+    typeof proto._onTimeout !== 'function' ||
+    typeof socketTimeout !== 'function' ||
+    String(proto._setListeners).replace(/\s+/g, ' ') !== SET_LISTENERS
   ) {
     throw new Error('smtp-server internals changed: check core/smtp/patches.ts against the installed version')
   }
+  marked[PATCHED] = true
   const send = proto.send
   proto.send = function (code, data, context) {
     const { maxErrors, onTooManyErrors } = this._server.options
@@ -95,8 +178,43 @@ export function patchSmtpServer(): void {
     clearTimeout(this._firstCommandTimer)
     return onClose.call(this)
   }
+  const resetSession = proto._resetSession
+  proto._resetSession = function () {
+    resetSession.call(this)
+    this._rcptIndex = NONE
+  }
+  const rcpt = proto.handler_RCPT
+  proto.handler_RCPT = function (command, callback) {
+    if (this._rcptIndex === NONE) this._rcptIndex = new Map()
+    return rcpt.call(this, command, callback)
+  }
+  proto._armTimeout = function (this: ConnectionInternals, socket?: Socket) {
+    const s = (socket ?? this._socket) as TimedSocket
+    s[CONNECTION] = this
+    if (!s.listeners('timeout').includes(onIdleTimeout)) s.on('timeout', onIdleTimeout)
+    s.setTimeout(socketTimeout(this._server.options))
+  }
+  proto._setListeners = function (this: ConnectionInternals, callback: () => void) {
+    const socket = this._socket as FedSocket
+    socket[CONNECTION] = this
+    socket.on('close', onSocketClose)
+    socket.on('error', onSocketError)
+    this._armTimeout()
+    if (this._parser) {
+      socket[PARSER] = this._parser
+      socket.on('data', onSocketData)
+      socket.on('end', onSocketEnd)
+      if (socket.readableEnded) process.nextTick(() => onSocketEnd.call(socket))
+      else if (!socket.readableFlowing) socket.resume()
+    }
+    if (!this.needsUpgrade) return callback()
+    this.upgrade(() => false, callback)
+  }
   proto.init = function (this: ConnectionInternals) {
-    const { firstCommandTimeout, greetingDelay, onFirstCommandTimeout } = this._server.options
+    const { firstCommandTimeout, greetingDelay, onFirstCommandTimeout, useXClient, useXForward } = this._server.options
+    if (!useXClient) this._xClient = NONE
+    if (!useXForward) this._xForward = NONE
+    this._rcptIndex = NONE
     if (firstCommandTimeout) {
       this._firstCommandTimer = setTimeout(() => {
         this._firstCommandTimer = undefined

@@ -21,3 +21,14 @@ export function sendToSession(server: SMTPServer, session: SMTPServerSession, co
   }
   return false
 }
+
+/** Sends a reply to the connections of all `sessions` in one pass (a 421 closes them); those reached. */
+export function sendToSessions(server: SMTPServer, sessions: Set<SMTPServerSession>, code: number, message: string): SMTPServerSession[] {
+  const reached: SMTPServerSession[] = []
+  for (const conn of connections(server)) {
+    if (!conn.session || !sessions.has(conn.session)) continue
+    conn.send(code, message)
+    reached.push(conn.session)
+  }
+  return reached
+}

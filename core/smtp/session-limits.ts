@@ -3,13 +3,27 @@
 import type { SMTPServer, SMTPServerSession } from 'smtp-server'
 import type { Logger } from 'pino'
 import { CORE_REPLIES, replyText, type Reply } from '../hooks/verdict.js'
-import { sendToSession } from './server-internals.js'
+import { sendToSessions } from './server-internals.js'
+
+/** What a session holds: the address it counts against, when its time is up. */
+interface Held {
+  ip?: string
+  deadline?: number
+}
 
 export class SessionLimits {
   /** Open sessions per client address. */
   private readonly perClient = new Map<string, number>()
-  /** What each session holds: the address it counts against, its time-limit timer. */
-  private readonly held = new WeakMap<SMTPServerSession, { ip?: string; timer?: NodeJS.Timeout }>()
+  /** Every open session with a count or a time limit (released at close). */
+  private readonly held = new Map<SMTPServerSession, Held>()
+  /**
+   * One timer for all time limits, not one per session: an idle session costs no timer, and
+   * thousands of them cost one sweep a second. It runs while any session has a deadline.
+   */
+  private sweeper?: NodeJS.Timeout
+  private tick = 1000
+  private servers: () => SMTPServer[] = () => []
+  private hostname = ''
 
   constructor(private readonly log: Logger) {}
 
@@ -28,25 +42,57 @@ export class SessionLimits {
   limitTime(session: SMTPServerSession, ms: number, servers: () => SMTPServer[], hostname: string): void {
     const held = this.held.get(session) ?? {}
     this.held.set(session, held)
-    held.timer = setTimeout(() => {
-      const reply = CORE_REPLIES.sessionTimeLimit(hostname)
-      for (const server of servers()) {
-        if (sendToSession(server, session, reply.code, replyText(reply))) this.log.info({ session: session.id, client: session.remoteAddress }, 'session time limit reached: closing')
-      }
-    }, ms)
-    held.timer.unref()
+    held.deadline = Date.now() + ms
+    this.servers = servers
+    this.hostname = hostname
+    // Late by at most a twentieth of the limit (a second at most).
+    this.tick = Math.min(1000, Math.max(50, Math.floor(ms / 20)))
+    if (!this.sweeper) this.arm()
   }
 
-  /** The session closed: its count and its timer go. */
+  /** The session closed: its count and its time limit go. */
   release(session: SMTPServerSession): void {
     const held = this.held.get(session)
     if (!held) return
-    clearTimeout(held.timer)
     if (held.ip) {
       const open = (this.perClient.get(held.ip) ?? 1) - 1
       if (open > 0) this.perClient.set(held.ip, open)
       else this.perClient.delete(held.ip)
     }
     this.held.delete(session)
+    if (this.held.size === 0) this.disarm()
+  }
+
+  private arm(): void {
+    this.sweeper = setTimeout(() => this.sweep(), this.tick)
+    this.sweeper.unref()
+  }
+
+  private disarm(): void {
+    clearTimeout(this.sweeper)
+    this.sweeper = undefined
+  }
+
+  /** Sends 421 to every session whose time is up (once: it closes, and release() forgets it). */
+  private sweep(): void {
+    this.sweeper = undefined
+    const now = Date.now()
+    let pending = false
+    const due = new Set<SMTPServerSession>()
+    for (const [session, held] of this.held) {
+      if (held.deadline === undefined) continue
+      if (held.deadline > now) pending = true
+      else {
+        held.deadline = undefined
+        due.add(session)
+      }
+    }
+    if (due.size) {
+      const reply = CORE_REPLIES.sessionTimeLimit(this.hostname)
+      for (const server of this.servers()) {
+        for (const session of sendToSessions(server, due, reply.code, replyText(reply))) this.log.info({ session: session.id, client: session.remoteAddress }, 'session time limit reached: closing')
+      }
+    }
+    if (pending) this.arm()
   }
 }

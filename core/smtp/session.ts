@@ -1,5 +1,5 @@
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
-import type { Envelope, EnvelopeAddress, ListenerRole, SessionInfo } from '../hooks/types.js'
+import type { Envelope, EnvelopeAddress, ListenerRole, Notes, SessionInfo } from '../hooks/types.js'
 
 export interface ListenerInfo {
   host: string
@@ -48,3 +48,25 @@ export function envelopeOf(s: SMTPServerSession): Envelope {
 }
 
 export { toAddress }
+
+/** A session's notes whose maps are made at first use: an idle session no plugin wrote to holds none. */
+export class SessionNotes implements Notes {
+  #session?: Map<string, unknown>
+  #message?: Map<string, unknown>
+  get session(): Map<string, unknown> {
+    return (this.#session ??= new Map())
+  }
+  set session(m: Map<string, unknown>) {
+    this.#session = m
+  }
+  get message(): Map<string, unknown> {
+    return (this.#message ??= new Map())
+  }
+  set message(m: Map<string, unknown>) {
+    this.#message = m
+  }
+  /** A new transaction (MAIL): its notes start empty. */
+  newTransaction(): void {
+    this.#message = undefined
+  }
+}
