@@ -3,6 +3,7 @@
 import type { ClaimOptions, ClaimResult, DelayCandidate, Job, NewMessage, RecipientResult, Suppression } from '../types.js'
 import { count } from './reputation.js'
 import { suppress as addSuppressions } from './suppressions.js'
+import { dueRows } from './due.js'
 import { bareMessageId, domainOf, hourOf, json, NOT_HELD, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
 export function enqueue(q: Sqlite, m: NewMessage, leaseUntil?: number): number[] {
@@ -32,13 +33,7 @@ export function enqueue(q: Sqlite, m: NewMessage, leaseUntil?: number): number[]
 
 export function claim(q: Sqlite, o: ClaimOptions): ClaimResult {
   const full = Object.keys(o.inFlight).filter((d) => (o.inFlight[d] ?? 0) >= o.perDomain)
-  const rows = q.db
-    .prepare(
-      `SELECT id, message_id, address, domain, args, attempts, leased FROM recipients
-       WHERE ${PENDING} AND next_attempt <= ? AND ${NOT_HELD} ${full.length ? `AND domain NOT IN (${full.map(() => '?').join(',')})` : ''}
-       ORDER BY next_attempt LIMIT ?`,
-    )
-    .all(o.now, ...full, Math.min(o.limit * 8, 5000)) as RecipientRow[]
+  const rows = dueRows(q, o, full)
 
   const jobs = new Map<string, { messageId: string; domain: string; rows: RecipientRow[] }>()
   const perDomain = new Map<string, number>()
@@ -112,7 +107,9 @@ export function deleteMessage(q: Sqlite, queueId: string): void {
 }
 
 export function recover(q: Sqlite, now: number): number {
-  return q.stmt(`UPDATE recipients SET next_attempt = ?, leased = 0 WHERE leased = 1 AND ${PENDING}`).run(now).changes
+  // Schema 5 on: through the index of leased rows only (a restart costs what was in flight, not the queue).
+  const table = q.version >= 5 ? 'recipients INDEXED BY recipients_leased' : 'recipients'
+  return q.stmt(`UPDATE ${table} SET next_attempt = ?, leased = 0 WHERE leased = 1 AND ${PENDING}`).run(now).changes
 }
 
 export function delayCandidates(q: Sqlite, receivedBefore: number, limit: number): DelayCandidate[] {

@@ -2,6 +2,7 @@
 import type { AttemptRecord, MessageDetail, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
 import { deleteMessage } from './delivery.js'
+import { summaryFromCounts } from './counts.js'
 import { NOT_HELD, NOT_IN_FLIGHT, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
 export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
@@ -152,6 +153,8 @@ export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, 
 }
 
 export function summary(q: Sqlite, _now: number): QueueSummary {
+  if (q.version >= 5) return summaryFromCounts(q)
+  // A database an older relay wrote, opened read-only: counted from the rows.
   const totals = q.stmt(`SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM messages`).get() as { n: number; oldest: number | null }
   const held = q.version >= 3 ? 'm.held_at IS NOT NULL' : '0'
   const rows = q.stmt(

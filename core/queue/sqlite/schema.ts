@@ -1,6 +1,7 @@
 // The SQLite queue's tables, as versioned migrations counted in `PRAGMA user_version`.
 import type Database from 'better-sqlite3'
 import { PENDING } from './sql.js'
+import { QUEUE_COUNTS } from './counts.js'
 
 /** Schema versions in order; append, never edit (exported for tests that build an older database). */
 export const MIGRATIONS: readonly string[] = [
@@ -87,6 +88,10 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE attempts ADD COLUMN sender TEXT;
    ALTER TABLE attempts ADD COLUMN recipient TEXT;
    CREATE INDEX attempts_at ON attempts(at);`,
+  // Queue scale (nothing an operator or a restart does may scan the queue): the summary's figures
+  // kept by triggers in the same transaction as the rows they count (counts.ts), the oldest message
+  // by index, recovery at start over leased rows only, spool files by index, due work per domain.
+  QUEUE_COUNTS,
 ]
 
 /** Brings the database up to the newest schema, one migration per transaction. */
