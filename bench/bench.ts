@@ -16,6 +16,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { ask } from './ipc.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const { values: args } = parseArgs({
@@ -43,19 +44,6 @@ const RECEIVERS = BULK ? Number(args.receivers) : 1
 const rcptOf = (seq: number) => (BULK ? `user${seq}@d${seq % DOMAINS}.bulk.test` : 'bench-rcpt@sink.test')
 const SIZE = Number(args.size)
 const C = Number(args.concurrency)
-
-function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
-  return new Promise((resolve) => {
-    const on = (m: { type: string }) => {
-      if (m.type === reply) {
-        child.off('message', on)
-        resolve(m as T)
-      }
-    }
-    child.on('message', on)
-    if (type) child.send({ type })
-  })
-}
 
 function cpuMs(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')

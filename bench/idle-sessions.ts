@@ -16,6 +16,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { onReplies } from './idle-clients.js'
+import { ask } from './ipc.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 // RELAY_BENCH_ROOT runs another checkout's build (a before/after comparison) with this script.
@@ -64,18 +65,6 @@ function canRaiseFdLimit(want: number): boolean {
   }
 }
 const openFds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length
-
-function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
-  return new Promise((resolve) => {
-    const on = (m: { type: string }) => {
-      if (m.type !== reply) return
-      child.off('message', on)
-      resolve(m as T)
-    }
-    child.on('message', on)
-    if (type) child.send({ type })
-  })
-}
 
 async function freePort(): Promise<number> {
   return new Promise<number>((resolve) => {

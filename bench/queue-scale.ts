@@ -11,6 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { ask } from './ipc.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const { values: args } = parseArgs({
@@ -50,18 +51,6 @@ async function freePort(): Promise<number> {
       const p = (s.address() as net.AddressInfo).port
       s.close(() => resolve(p))
     })
-  })
-}
-
-function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
-  return new Promise((resolve) => {
-    const on = (m: { type: string }) => {
-      if (m.type !== reply) return
-      child.off('message', on)
-      resolve(m as T)
-    }
-    child.on('message', on)
-    if (type) child.send({ type })
   })
 }
 

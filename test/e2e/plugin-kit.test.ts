@@ -7,13 +7,14 @@
 // better-sqlite3 (1-2 minutes). Set RELAY_TEST_NPM_INSTALL=1 to run the real `npm install` as the
 // docs do (`--prefer-offline`, from the npm cache when it has everything).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { ROOT, tempDir } from '../harness/relay.js'
+import { startInstalledRelay } from '../harness/installed-relay.js'
 
 const run = promisify(execFile)
 const FULL_INSTALL = process.env.RELAY_TEST_NPM_INSTALL === '1'
@@ -81,39 +82,6 @@ async function newProject(): Promise<string> {
 
 const bin = (dir: string, name: string) => path.join(dir, 'node_modules/.bin', name)
 
-/** `relay start` in `dir` (config found by search); resolves with its port once it listens. */
-function startIn(dir: string): Promise<{ child: ChildProcess; port: number; logs: Record<string, unknown>[] }> {
-  const child = spawn(process.execPath, [bin(dir, 'relay'), 'start'], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  const logs: Record<string, unknown>[] = []
-  let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start in 20 s: ${stderr}`)), 20_000)
-    let buf = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString()
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>)
-        } catch {
-          logs.push({ msg: line })
-        }
-        const listening = logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
-        if (listening && logs.some((l) => l.msg === 'relay started')) {
-          clearTimeout(timer)
-          resolve({ child, port: listening.port as number, logs })
-        }
-      }
-    })
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`relay exited with ${code}: ${stderr}`))
-    })
-  })
-}
-
 function swaks(port: number, to: string): string {
   try {
     return execFileSync('swaks', ['--server', `127.0.0.1:${port}`, '--from', 'alice@example.com', '--to', to], { encoding: 'utf8', timeout: 15_000 })
@@ -172,7 +140,7 @@ export default defineConfig({
 })
 `,
     )
-    const relay = await startIn(dir)
+    const relay = await startInstalledRelay(dir, cleanEnv())
     try {
       const refused = swaks(relay.port, 'nobody@example.test')
       expect(refused).toContain('<** 550 5.7.1 this recipient does not take mail here')

@@ -8,13 +8,14 @@
 // and nothing beyond loopback is reached. relay-mta is installed by path (a link to this checkout):
 // its tarball would compile better-sqlite3 again (minutes); plugin-kit.test.ts covers the tarball.
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { BIN, ROOT, tempDir } from '../harness/relay.js'
+import { startInstalledRelay } from '../harness/installed-relay.js'
 import { send } from '../../testing/index.js'
 
 let dns: TestDns
@@ -65,42 +66,6 @@ function step(label: string, cmd: string, args: string[], cwd: string, timeoutMs
 
 const npmOffline = ['--offline', '--no-audit', '--no-fund']
 
-/** `relay start` in `dir` (its relay.config.ts found by search); resolves once it listens. */
-function startIn(dir: string): Promise<{ child: ChildProcess; port: number; logs: Record<string, unknown>[] }> {
-  const child = spawn(process.execPath, [path.join(dir, 'node_modules/.bin/relay'), 'start'], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  const logs: Record<string, unknown>[] = []
-  let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`relay did not start in 20 s in ${dir}: ${stderr}`))
-    }, 20_000)
-    let buf = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString()
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>)
-        } catch {
-          logs.push({ msg: line })
-        }
-      }
-      const listening = logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
-      if (listening && logs.some((l) => l.msg === 'relay started')) {
-        clearTimeout(timer)
-        resolve({ child, port: listening.port as number, logs })
-      }
-    })
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`relay exited with ${code} in ${dir}: ${stderr}`))
-    })
-  })
-}
-
 async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return
   const exited = new Promise((r) => child.once('exit', r))
@@ -143,7 +108,7 @@ export default defineConfig({
   expect(checked).toContain(`config ok: ${path.join(dir, 'relay.config.ts')}`)
   expect(checked).toContain('plugins hello, relay-acl')
 
-  const relay = await startIn(dir)
+  const relay = await startInstalledRelay(dir, cleanEnv())
   try {
     const r = await send({ port: relay.port, from: 'alice@example.com', to: ['nobody@example.test', 'bob@example.test'], subject: name })
     expect(r.rcpt, r.replies.join('\n')).toEqual([550, 250])
