@@ -199,13 +199,17 @@ describe('a check that runs past the hook timeout', () => {
     // 9,000 signatures, all verified here, each hashing up to 2 MB of body: a minute of CPU.
     const reply = await sendHostile(`${signatures(9000)}${head('slow')}\r\n${BIG_BODY}`, slow)
     expect(reply).toMatch(/^4\d\d /)
-    // (time for the ended thread's replacement to start: that costs CPU once)
-    await new Promise((r) => setTimeout(r, 1000))
-    const before = cpuMs(slow.child.pid!)
-    await new Promise((r) => setTimeout(r, 1000))
-    const used = cpuMs(slow.child.pid!) - before
-    console.log('CPU used in the second after the timeout:', used, 'ms')
-    expect(used).toBeLessThan(300)
+    // The ended thread's replacement costs CPU once while it starts (longer on a loaded machine); a
+    // check still running would take a whole core every second. So: seconds measured one after
+    // another, at most 6, until one uses under 300 ms.
+    const seconds: number[] = []
+    while (seconds.length < 6 && !(seconds.at(-1)! < 300)) {
+      const before = cpuMs(slow.child.pid!)
+      await new Promise((r) => setTimeout(r, 1000))
+      seconds.push(cpuMs(slow.child.pid!) - before)
+    }
+    console.log('CPU used in each second after the timeout:', seconds.join(', '), 'ms')
+    expect(seconds.at(-1)).toBeLessThan(300)
     // A fresh thread checks the next message (a client retries after a 4xx, as MTAs do; at most 3 tries).
     let lastReply = ''
     for (let i = 0; i < 3 && !lastReply.startsWith('250'); i++) {
