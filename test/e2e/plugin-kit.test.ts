@@ -14,7 +14,7 @@ import { promisify } from 'node:util'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { ROOT, tempDir } from '../harness/relay.js'
-import { startInstalledRelay } from '../harness/installed-relay.js'
+import { installedRelayConfig, startInstalledRelay } from '../harness/installed-relay.js'
 
 const run = promisify(execFile)
 const FULL_INSTALL = process.env.RELAY_TEST_NPM_INSTALL === '1'
@@ -124,21 +124,7 @@ describe('the plugin kit from a packed tarball', () => {
 
     fs.writeFileSync(
       path.join(dir, 'relay.config.ts'),
-      `import { defineConfig } from 'relay-mta'
-
-export default defineConfig({
-  hostname: 'relay.example.com',
-  listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }],
-  dataDir: './data',
-  dns: { servers: ['${dns.server}'] },
-  delivery: { port: ${mx.port} },
-  smtp: { reverseLookup: false },
-  plugins: [
-    ['./relay-plugin-hello/index.ts', { block: ['nobody'] }],
-    'relay-acl',
-  ],
-})
-`,
+      installedRelayConfig('./relay-plugin-hello/index.ts', dns.server, mx.port),
     )
     const relay = await startInstalledRelay(dir, cleanEnv())
     try {

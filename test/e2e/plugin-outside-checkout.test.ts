@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { BIN, ROOT, tempDir } from '../harness/relay.js'
-import { startInstalledRelay } from '../harness/installed-relay.js'
+import { installedRelayConfig, startInstalledRelay } from '../harness/installed-relay.js'
 import { send } from '../../testing/index.js'
 
 let dns: TestDns
@@ -88,21 +88,7 @@ async function useByName(name: string, pluginSpec: string, delivered: number): P
   expect(fs.existsSync(path.join(dir, 'node_modules/relay-plugin-hello/dist/index.js'))).toBe(true)
   fs.writeFileSync(
     path.join(dir, 'relay.config.ts'),
-    `import { defineConfig } from 'relay-mta'
-
-export default defineConfig({
-  hostname: 'relay.example.com',
-  listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }],
-  dataDir: './data',
-  dns: { servers: ['${dns.server}'] },
-  delivery: { port: ${mx.port} },
-  smtp: { reverseLookup: false },
-  plugins: [
-    ['hello', { block: ['nobody'] }],
-    'relay-acl',
-  ],
-})
-`,
+    installedRelayConfig('hello', dns.server, mx.port),
   )
   const checked = await step(`${name}: relay check-config`, process.execPath, [path.join(dir, 'node_modules/.bin/relay'), 'check-config'], dir, 60_000)
   expect(checked).toContain(`config ok: ${path.join(dir, 'relay.config.ts')}`)

@@ -44,3 +44,22 @@ export function startInstalledRelay(dir: string, env: NodeJS.ProcessEnv): Promis
     })
   })
 }
+
+/** The relay.config.ts such a project writes: loopback, the test DNS and receiver, `plugin` refusing `nobody` before relay-acl. */
+export function installedRelayConfig(plugin: string, dnsServer: string, mxPort: number): string {
+  return `import { defineConfig } from 'relay-mta'
+
+export default defineConfig({
+  hostname: 'relay.example.com',
+  listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }],
+  dataDir: './data',
+  dns: { servers: ['${dnsServer}'] },
+  delivery: { port: ${mxPort} },
+  smtp: { reverseLookup: false },
+  plugins: [
+    ['${plugin}', { block: ['nobody'] }],
+    'relay-acl',
+  ],
+})
+`
+}
