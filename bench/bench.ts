@@ -32,6 +32,7 @@ const { values: args } = parseArgs({
     nodes: { type: 'string', default: '1' },
     hostile: { type: 'boolean', default: false },
     'hostile-count': { type: 'string', default: '24' },
+    workers: { type: 'string', default: '1' },
   },
 })
 const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -50,6 +51,26 @@ function cpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const ticks = Number(fields[11]) + Number(fields[12]) // utime + stime
   return (ticks * 1000) / 100 // CLK_TCK = 100 on Linux
+}
+/** The relay's processes: the one started and, with config `workers`, its SMTP worker processes. */
+function processTree(pid: number): number[] {
+  let children: number[] = []
+  try {
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)
+  } catch {
+    // gone
+  }
+  return [pid, ...children.flatMap(processTree)]
+}
+/** CPU of the relay's processes, workers included (a worker that exited is missed: none should). */
+function treeCpuMs(pid: number): number {
+  return processTree(pid).reduce((sum, p) => {
+    try {
+      return sum + cpuMs(p)
+    } catch {
+      return sum
+    }
+  }, 0)
 }
 function peakRssMb(pid: number): number {
   const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -149,6 +170,7 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
       ...(run.queue === 'postgres' ? { queue: { driver: 'postgres', url: PG_URL, schema } } : {}),
       // All bench sessions come from 127.0.0.1: lift the per-client cap (default 50) when more run at once.
       smtp: { reverseLookup: false, ...(C > 50 ? { maxConnectionsPerClient: C } : {}) },
+      ...(Number(args.workers) > 1 ? { workers: Number(args.workers) } : {}),
       delivery: { concurrency: { global: 100, perDomain: BULK ? 10 : 100 }, ...(BULK ? { port: sinkPort } : {}) },
       ...(dns ? { dns: { servers: [dns.server] } } : {}),
       plugins: [
@@ -176,7 +198,7 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
   }
 
   const body = ('x'.repeat(76) + '\r\n').repeat(Math.ceil(SIZE / 78)).slice(0, SIZE - 2) + '\r\n'
-  const cpuAll = () => nodes.reduce((sum, n) => sum + cpuMs(n.child.pid!), 0)
+  const cpuAll = () => nodes.reduce((sum, n) => sum + treeCpuMs(n.child.pid!), 0)
   const cpuBefore = cpuAll()
   const latencies: number[] = []
   let failures = 0

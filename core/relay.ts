@@ -27,6 +27,8 @@ import { removePidFile, writePidFile } from './pid-file.js'
 import { logDeliveryEvents } from './events/log.js'
 import { relayOperations } from './relay-operations.js'
 import { corePolicies, type CorePolicies } from './policies/index.js'
+import { SmtpWorkerPool } from './workers/pool.js'
+import { workerCount } from './workers/share.js'
 
 /** The running services, as start() wired them (stop and reload use them). */
 interface RunningParts {
@@ -57,6 +59,8 @@ export class Relay {
   private heartbeat: NodeHeartbeat | undefined
   /** `relay sendmail`'s messages: <dataDir>/maildrop/ picked up and injected. */
   private pickup: MaildropPickup | undefined
+  /** Config `workers` > 1: the SMTP sessions run in these processes (core/workers). */
+  private pool: SmtpWorkerPool | undefined
 
   constructor(
     /** The config generation in force: replaced (never changed) by a hot reload. */
@@ -104,8 +108,8 @@ export class Relay {
       reloadTls: () => this.reloadTls(),
       readiness: () => this.readiness(),
       listeners: () => this.listeners,
-      sessionCounts: () => smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
-      eventLoopDelay: () => this.eventLoopDelay(),
+      sessionCounts: () => this.pool?.sessionCounts() ?? smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
+      eventLoopDelay: () => worst(this.eventLoopDelay(), this.pool?.eventLoopDelay()),
       inject: (message) => (smtp ? smtp.inject(message, { kind: 'api' }) : Promise.reject(Object.assign(new Error('4.3.0 The relay is not running yet'), { responseCode: 451 }))),
       tlsCertificates: () => smtp?.tlsCertificates() ?? [],
       deliveryStatus: () => delivery?.status() ?? { openConnections: 0, pausedDestinations: 0 },
@@ -130,7 +134,16 @@ export class Relay {
     delivery.start()
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.parts = { hooks, smtp, delivery, queue, resolver }
-    this.listeners = await smtp.start()
+    const workers = workerCount(config)
+    if (workers > 1) {
+      // The sessions run in worker processes; this one keeps the queue, delivery and operations.
+      const scheduler = delivery
+      this.pool = new SmtpWorkerPool({
+        config: () => this.config, log, count: workers, queue, intake, hooks,
+        ops: { wake: () => scheduler.notify(), reload: () => this.reload(), reloadTls: () => this.reloadTls() },
+      })
+      this.listeners = await this.pool.start()
+    } else this.listeners = await smtp.start()
     const listeners = smtp
     this.pickup = new MaildropPickup({ config: () => this.config, log, intake, inject: (m, origin) => listeners.inject(m, origin) })
     this.pickup.start()
@@ -138,7 +151,7 @@ export class Relay {
     recordOwnListeners(config, this.listeners)
     this.loopDelay.enable()
     this.state = 'running'
-    log.info({ hostname: config.hostname, dataDir: config.dataDir, plugins: plugins.map((p) => p.plugin.name) }, 'relay started')
+    log.info({ hostname: config.hostname, dataDir: config.dataDir, plugins: plugins.map((p) => p.plugin.name), workers }, 'relay started')
     return this
   }
 
@@ -148,7 +161,8 @@ export class Relay {
    */
   loadPlugins(config: RelayConfig, resolver: Resolver, mode: 'start' | 'reload', previous?: LoadedPlugin[]): Promise<LoadedPlugin[]> {
     const builtins = this.policies && { first: this.policies.first, last: this.policies.last }
-    return loadPlugins({ config, logger: this.log, resolver, mode, relay: this.operations, previous, builtins })
+    const process = { role: workerCount(config) > 1 ? ('primary' as const) : ('single' as const) }
+    return loadPlugins({ config, logger: this.log, resolver, mode, relay: this.operations, previous, builtins, process })
   }
 
   /** Event-loop delay since start, in ms above the 10 ms sampling interval. */
@@ -160,6 +174,7 @@ export class Relay {
 
   /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
   reloadTls(): boolean {
+    this.pool?.reloadTls()
     return this.parts?.smtp.reloadTls() ?? false
   }
 
@@ -178,7 +193,10 @@ export class Relay {
   reload(): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
       const parts = this.parts
-      const result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
+      let result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
+      // The workers load the same file; one that cannot (a plugin failing there) makes it an error.
+      const workerError = result.ok ? await this.pool?.reload() : undefined
+      if (workerError) result = { ok: false, error: `an SMTP worker refused the reload: ${workerError}` }
       // Metrics count reloads by result: a refused config is what an operator must hear of.
       void parts?.hooks.emit('reloaded', result.ok ? { ok: true, changed: result.changed } : { ok: false, error: result.error })
       // For `relay reload` (core/cli/reload.ts), whichever way this reload was asked for.
@@ -205,6 +223,8 @@ export class Relay {
     const deadline = Date.now() + this.config.shutdownTimeout
     await this.pickup?.stop()
     this.pickup = undefined
+    await this.pool?.stop(deadline)
+    this.pool = undefined
     await parts.smtp.stop()
     await parts.delivery.stop(Math.max(0, deadline - Date.now()))
     // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.
@@ -219,4 +239,9 @@ export class Relay {
     this.loopDelay.disable()
     this.log.info({ eventLoopDelayMs }, 'relay stopped')
   }
+}
+
+/** The larger event-loop delay: the primary's or the worst worker's. */
+function worst(a: { p50: number; p99: number; max: number }, b?: { p50: number; p99: number; max: number }) {
+  return b && b.p99 > a.p99 ? b : a
 }

@@ -27,8 +27,9 @@ export interface Reloadable {
 /** The parts a reload hands the new generation to. */
 export interface ReloadTargets {
   hooks: HookBus
-  smtp: SmtpListeners
-  delivery: DeliveryScheduler
+  smtp: Pick<SmtpListeners, 'applyConfig'>
+  /** Absent in an SMTP worker process (delivery runs in the primary). */
+  delivery?: Pick<DeliveryScheduler, 'applyConfig'>
   resolver: Resolver
 }
 
@@ -65,7 +66,7 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
   relay.config = effective
   log.level = effective.log.level
   parts.smtp.applyConfig(effective)
-  parts.delivery.applyConfig(effective)
+  parts.delivery?.applyConfig(effective)
 
   for (const key of restartNeeded) log.warn({ key }, `config reload: ${key} changed; it takes effect after a restart`)
   log.info({ changed, restartNeeded, plugins: plugins.map((p) => p.plugin.name) }, 'config reloaded')

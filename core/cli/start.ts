@@ -3,6 +3,8 @@ import { searchPlaces } from '../config/find.js'
 import { checkConfigPaths } from '../config/check-paths.js'
 import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
+import cluster from 'node:cluster'
+import { workerCount } from '../workers/share.js'
 
 function exit(code: number): void {
   void flushLogs().then(() => process.exit(code))
@@ -17,6 +19,8 @@ function exit(code: number): void {
  */
 export async function start(opts: { config?: string }): Promise<void> {
   const config = await loadConfig(opts.config)
+  // Config `workers` > 1: this process is one of the primary's SMTP workers (core/workers).
+  if (cluster.isWorker) return (await import('../workers/smtp-worker.js')).runSmtpWorker(config, workerCount(config))
   // The files it names, before anything is opened: all their problems at once, named by key.
   const pathIssues = checkConfigPaths(config)
   if (pathIssues.length) throw new ConfigError(config.configFile, pathIssues)

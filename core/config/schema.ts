@@ -305,6 +305,15 @@ export const configSchema = z
     /** How long a plugin's setup may take at start, reload and check-config before it fails, naming the plugin. */
     setupTimeout: duration.default(30_000),
     shutdownTimeout: duration.default(30_000),
+    /**
+     * SMTP worker processes: 1 runs everything in one process; N (or 'auto': one per core) runs the
+     * SMTP sessions in N processes sharing the listening ports, beside a primary process with the
+     * queue, delivery and operations plugins (docs/workers.md).
+     */
+    workers: z
+      .union([z.literal('auto'), z.number().int().min(1).max(256)])
+      .default(1)
+      .register(restartOnly),
     plugins: z.array(pluginEntry).default([]),
     log: z
       .object({

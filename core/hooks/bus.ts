@@ -46,8 +46,19 @@ export class HookBus {
     this.observers.set(event, list)
   }
 
+  /**
+   * In an SMTP worker process: events some plugin in the primary listens for, and how to send them
+   * there (core/workers). Set again at each reload.
+   */
+  forward: { events: ReadonlySet<string>; send: (event: EventName, data: unknown) => void } | undefined
+
+  /** Does core code (the event log) observe `event`? */
+  observes(event: EventName): boolean {
+    return (this.observers.get(event)?.length ?? 0) > 0
+  }
+
   has(hook: HookName | EventName): boolean {
-    return (this.byHook.get(hook)?.length ?? 0) > 0 || (this.observers.get(hook)?.length ?? 0) > 0
+    return (this.byHook.get(hook)?.length ?? 0) > 0 || (this.observers.get(hook)?.length ?? 0) > 0 || !!this.forward?.events.has(hook)
   }
 
   /** Runs `hook` through the plugins; resolves with the deciding verdict, or undefined if all passed. */
@@ -76,8 +87,12 @@ export class HookBus {
     return undefined
   }
 
-  /** Tells every plugin listening for `event`; failures are logged and never reach the caller. */
-  async emit<K extends EventName>(event: K, data: EventContexts[K]): Promise<void> {
+  /**
+   * Tells every plugin listening for `event` (those `only` allows: the primary hears a worker's
+   * events for the plugins no worker runs); failures are logged and never reach the caller.
+   */
+  async emit<K extends EventName>(event: K, data: EventContexts[K], only?: (p: LoadedPlugin) => boolean): Promise<void> {
+    if (this.forward?.events.has(event)) this.forward.send(event, data)
     for (const fn of this.observers.get(event) ?? []) {
       try {
         ;(fn as (d: EventContexts[K]) => void)(data)
@@ -85,8 +100,9 @@ export class HookBus {
         this.log.error({ err, event }, `observer of event ${event} failed`)
       }
     }
-    const list = this.byHook.get(event)
-    if (!list) return
+    const all = this.byHook.get(event)
+    const list = only && all ? all.filter(only) : all
+    if (!list?.length) return
     await Promise.all(
       list.map(async (p) => {
         const fn = p.plugin.hooks![event] as (e: unknown, ctx: unknown) => unknown

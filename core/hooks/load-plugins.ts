@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
 import type { RelayConfig } from '../config/schema.js'
-import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
+import type { Plugin, PluginContext, PluginProcesses, SetupContext, WatchedFile } from './types.js'
 import type { RelayOperations } from './operator.js'
 import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from './names.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
@@ -78,6 +78,28 @@ export interface LoadedPlugin {
   optionsKey: string
   /** Carried over from the previous generation (keepOnReload), with options that changed since: needs a restart. */
   optionsChanged?: boolean
+  /** What the plugin's instances in SMTP workers may call here (`ctx.processes.handle`). */
+  handlers?: Map<string, (...args: any[]) => unknown>
+}
+
+/** The process plugins are loaded in (config `workers`); a worker's calls go to the primary. */
+export interface ProcessEnv {
+  role: PluginProcesses['role']
+  /** In a worker: runs plugin `at`'s handler in the primary. */
+  callPrimary?: (at: string, method: string, args: unknown[]) => Promise<unknown>
+}
+
+/** Plugins an SMTP worker runs: those with a session hook (connect … queue); the rest run in the primary only. */
+export function hasSessionHooks(plugin: Plugin): boolean {
+  return SESSION_HOOKS.some((h) => typeof plugin.hooks?.[h] === 'function')
+}
+const SESSION_HOOKS = HOOK_NAMES.filter((h) => h !== 'deliver')
+
+/** Runs plugin `at`'s handler for a call from a worker. */
+export function handlePluginCall(plugins: readonly LoadedPlugin[], at: string, method: string, args: unknown[]): unknown {
+  const fn = plugins.find((p) => p.at === at)?.handlers?.get(method)
+  if (!fn) throw new Error(`${at}: no handler '${method}' (ctx.processes.handle) in the primary`)
+  return fn(...args)
 }
 
 export interface PluginEnv {
@@ -92,6 +114,10 @@ export interface PluginEnv {
   builtins?: { first: Plugin[]; last: Plugin[] }
   /** At reload: the running generation; its keepOnReload plugins carry over. */
   previous?: LoadedPlugin[]
+  /** Which process this is (default: a single process). */
+  process?: ProcessEnv
+  /** Only these plugins are set up (an SMTP worker takes those with session hooks). */
+  only?: (plugin: Plugin) => boolean
 }
 
 /** Loads the config's plugins in order, validates their options and runs their setup. */
@@ -131,6 +157,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[]): Promise<void> {
   for (const { at, ref, rawOptions } of entries) {
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
     const named = `${at} (${plugin.name})`
+    if (env.only && !env.only(plugin)) continue
     if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
     for (const key of Object.keys(plugin.hooks ?? {})) {
       if (!isHookOrEventName(key)) {
@@ -163,6 +190,19 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   const log = logger.child({ plugin: plugin.name })
   const resolvePath = (file: string) => path.resolve(config.configDir, file)
   const files: WatchedFile<unknown>[] = []
+  const handlers = new Map<string, (...args: any[]) => unknown>()
+  const role = env.process?.role ?? 'single'
+  const callPrimary = env.process?.callPrimary
+  const processes: PluginProcesses = {
+    role,
+    handle: (method, fn) => void (role !== 'worker' && handlers.set(method, fn)),
+    call: async <T>(method: string, ...args: unknown[]) => {
+      if (role === 'worker' && callPrimary) return (await callPrimary(at, method, args)) as T
+      const fn = handlers.get(method)
+      if (!fn) throw new Error(`${named}: no handler '${method}' (ctx.processes.handle)`)
+      return (await fn(...args)) as T
+    },
+  }
   const ctx: PluginContext<unknown> = {
     log,
     options,
@@ -172,6 +212,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     state: undefined,
     configDir: config.configDir,
     resolvePath,
+    processes,
   }
   const setupCtx: SetupContext<unknown> = {
     ...ctx,
@@ -203,7 +244,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     if (legacyTeardown) await legacyTeardown()
     else await plugin.teardown?.(ctx)
   }
-  return { plugin, ctx, teardown, at, optionsKey }
+  return { plugin, ctx, teardown, at, optionsKey, handlers }
 }
 
 function withSetupTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {

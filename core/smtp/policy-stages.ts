@@ -6,6 +6,13 @@ import { HookBus, type Decision } from '../hooks/bus.js'
 import type { HookContexts, HookName, Plugin, PluginContext } from '../hooks/types.js'
 import { corePolicies, type PolicyEnv } from '../policies/index.js'
 
+/** The core's policies keep no shared state: they call nothing across processes. */
+const CORE_PROCESSES: PluginContext<unknown>['processes'] = {
+  role: 'single',
+  handle: () => undefined,
+  call: () => Promise.reject(new Error('core policies make no cross-process calls')),
+}
+
 export class PolicyStages {
   private readonly accepted: HookBus
 
@@ -17,7 +24,7 @@ export class PolicyStages {
     timeoutMs: number,
   ) {
     const policies = corePolicies(env)
-    const ctx = (): PluginContext<unknown> => ({ ...base, options: {}, state: undefined, resolvePath: (f) => path.resolve(base.configDir, f) })
+    const ctx = (): PluginContext<unknown> => ({ ...base, options: {}, state: undefined, resolvePath: (f) => path.resolve(base.configDir, f), processes: CORE_PROCESSES })
     const bus = (list: Plugin[]) => new HookBus(list.map((plugin) => ({ plugin, ctx: ctx(), at: 'core', optionsKey: '' })), timeoutMs, base.log)
     this.accepted = bus(policies.accepted)
   }

@@ -1,0 +1,138 @@
+// The messages between the primary process and its SMTP worker processes (config `workers`), over
+// node:cluster's IPC channel with structured-clone ('advanced') serialization. A worker calls the
+// primary (queue intake, queue reads, operator verbs, a plugin's own handlers) and is answered by id.
+import type { Worker } from 'node:cluster'
+
+/** What a worker calls in the primary. `plugin:<at>` is a plugin's own handler (ctx.processes). */
+export type CallTarget = 'intake' | 'queue' | 'ops' | 'clients' | `plugin:${string}`
+
+export type WorkerMessage =
+  | { relay: 'call'; id: number; target: CallTarget; method: string; args: unknown[] }
+  | { relay: 'event'; name: string; data: unknown }
+  | { relay: 'ready'; listeners: { host: string; port: number; role: 'mx' | 'submission' }[] }
+  | { relay: 'counts'; counts: WorkerCounts }
+  | { relay: 'reloaded'; seq: number; ok: boolean; error?: string }
+  | { relay: 'failed'; error: string; code?: string }
+
+export type PrimaryMessage =
+  | { relay: 'result'; id: number; ok: true; value: unknown }
+  | { relay: 'result'; id: number; ok: false; error: SerializedError }
+  | { relay: 'reload'; seq: number; events: string[] }
+  | { relay: 'reloadTls' }
+  | { relay: 'stop' }
+
+/** A worker's sessions, sent every second and at stop (the primary sums them for metrics). */
+export interface WorkerCounts {
+  connections: { mx: number; submission: number }
+  active: { mx: number; submission: number }
+  eventLoopDelay: { p50: number; p99: number; max: number }
+}
+
+export interface SerializedError {
+  message: string
+  name?: string
+  code?: string
+  responseCode?: number
+}
+
+export function serializeError(err: unknown): SerializedError {
+  const e = err as { message?: unknown; name?: unknown; code?: unknown; responseCode?: unknown }
+  return {
+    message: typeof e?.message === 'string' ? e.message : String(err),
+    name: typeof e?.name === 'string' ? e.name : undefined,
+    code: typeof e?.code === 'string' ? e.code : undefined,
+    responseCode: typeof e?.responseCode === 'number' ? e.responseCode : undefined,
+  }
+}
+
+export function deserializeError(s: SerializedError): Error {
+  return Object.assign(new Error(s.message), { name: s.name ?? 'Error', code: s.code, responseCode: s.responseCode })
+}
+
+export const isRelayMessage = (m: unknown): m is { relay: string } => typeof m === 'object' && m !== null && typeof (m as { relay?: unknown }).relay === 'string'
+
+/**
+ * Structured clone turns a Buffer into a plain Uint8Array: make them Buffers again (headers and
+ * small bodies travel inline), without copying the bytes.
+ */
+export function reviveBuffers<T>(value: T, depth = 0): T {
+  if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength) as T
+  if (depth > 8 || typeof value !== 'object' || value === null || Buffer.isBuffer(value)) return value
+  if (Array.isArray(value)) return value.map((v) => reviveBuffers(v, depth + 1)) as T
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value
+  for (const [k, v] of Object.entries(value)) (value as Record<string, unknown>)[k] = reviveBuffers(v, depth + 1)
+  return value
+}
+
+/**
+ * Data for the other process: structured clone refuses functions and class instances with
+ * private state, so anything that is not plain data is dropped (a plugin's event data may carry
+ * a stream or a callback; what another process could not use anyway).
+ */
+export function plain(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? undefined : value
+  if (value instanceof Uint8Array || value instanceof Date || value instanceof RegExp) return value
+  if (depth > 8) return undefined
+  if (Array.isArray(value)) return value.map((v) => plain(v, depth + 1))
+  if (value instanceof Map) return new Map([...value].map(([k, v]) => [k, plain(v, depth + 1)]))
+  if (value instanceof Set) return new Set([...value].map((v) => plain(v, depth + 1)))
+  if (value instanceof Error) return serializeError(value)
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return undefined
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) {
+    const p = plain(v, depth + 1)
+    if (p !== undefined) out[k] = p
+  }
+  return out
+}
+
+/** Calls from one side, answered by id; a call still open when the channel closes is refused. */
+export class Calls {
+  private next = 1
+  private readonly open = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+
+  constructor(private readonly send: (m: WorkerMessage) => boolean) {}
+
+  call<T>(target: CallTarget, method: string, args: unknown[]): Promise<T> {
+    const id = this.next++
+    return new Promise<T>((resolve, reject) => {
+      this.open.set(id, { resolve: resolve as (v: unknown) => void, reject })
+      let sent = false
+      try {
+        sent = this.send({ relay: 'call', id, target, method, args: args.map((a) => plain(a)) })
+      } catch (err) {
+        this.open.delete(id)
+        return reject(err as Error)
+      }
+      if (!sent) {
+        this.open.delete(id)
+        reject(Object.assign(new Error('4.3.0 The relay is restarting, try again later'), { responseCode: 451 }))
+      }
+    })
+  }
+
+  settle(m: Extract<PrimaryMessage, { relay: 'result' }>): void {
+    const c = this.open.get(m.id)
+    if (!c) return
+    this.open.delete(m.id)
+    if (m.ok) c.resolve(reviveBuffers(m.value))
+    else c.reject(deserializeError(m.error))
+  }
+
+  /** The primary is gone: nothing open will be answered (SMTP says 451, the client retries). */
+  failAll(): void {
+    for (const c of this.open.values()) c.reject(Object.assign(new Error('4.3.0 The relay is restarting, try again later'), { responseCode: 451 }))
+    this.open.clear()
+  }
+}
+
+/** Sends to a worker, false when its channel is closed. */
+export function sendTo(worker: Worker, m: PrimaryMessage): boolean {
+  if (!worker.isConnected()) return false
+  try {
+    return worker.send(m)
+  } catch {
+    return false
+  }
+}

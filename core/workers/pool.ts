@@ -1,0 +1,190 @@
+// The primary's side of config `workers`: forks the SMTP worker processes (node:cluster shares the
+// listening ports among them), answers their calls (queue intake and reads, operator verbs, plugin
+// handlers), hears their events for the plugins that run only here, sums their session counts,
+// reloads and stops them, and replaces one that dies.
+import cluster, { type Worker } from 'node:cluster'
+import { fileURLToPath } from 'node:url'
+import type { Logger } from 'pino'
+import type { RelayConfig } from '../config/schema.js'
+import type { Queue } from '../queue/types.js'
+import type { QueueIntake } from '../queue/intake.js'
+import type { HookBus } from '../hooks/bus.js'
+import { handlePluginCall, hasSessionHooks } from '../hooks/load-plugins.js'
+import type { EventName } from '../hooks/names.js'
+import type { ListenerInfo } from '../smtp/session.js'
+import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
+import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
+import { primaryOnlyEvents } from './share.js'
+
+export interface PoolEnv {
+  config: () => RelayConfig
+  log: Logger
+  count: number
+  queue: Queue
+  intake: QueueIntake
+  hooks: HookBus
+  /** Operator verbs a worker may ask for. */
+  ops: { wake(): void; reload(): Promise<ReloadResult>; reloadTls(): boolean }
+}
+
+/** How long a worker may take to start (load plugins, bind) before the start fails. */
+const START_TIMEOUT = 60_000
+
+export class SmtpWorkerPool {
+  private readonly workers = new Set<Worker>()
+  private readonly counts = new Map<number, WorkerCounts>()
+  /** Sessions of workers that are gone, so the totals never go down (Prometheus counters). */
+  private readonly gone = { mx: 0, submission: 0 }
+  private stopping = false
+  private restarts: number[] = []
+  private reloadSeq = 0
+  private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; done: () => void }>()
+
+  constructor(private readonly env: PoolEnv) {}
+
+  /** Forks every worker; resolves with the listeners once all of them accept connections. */
+  async start(): Promise<ListenerInfo[]> {
+    const { config } = this.env
+    const main = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../cli/main.ts' : '../cli/main.js', import.meta.url))
+    const cfg = config()
+    cluster.setupPrimary({
+      exec: main,
+      args: ['start', ...(cfg.configFile ? ['--config', cfg.configFile] : [])],
+      // Under tsx (tests, `relay` from a checkout) the worker needs the same loader.
+      execArgv: import.meta.url.endsWith('.ts') && !process.execArgv.some((a) => a.includes('tsx')) ? [...process.execArgv, '--import', 'tsx'] : process.execArgv,
+      serialization: 'advanced',
+    })
+    const started = await Promise.all(Array.from({ length: this.env.count }, () => this.fork()))
+    return started[0]!
+  }
+
+  private fork(): Promise<ListenerInfo[]> {
+    const worker = cluster.fork({ RELAY_FORWARD_EVENTS: primaryOnlyEvents(this.env.hooks).join(',') })
+    this.workers.add(worker)
+    return new Promise<ListenerInfo[]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`an SMTP worker did not start within ${START_TIMEOUT / 1000} s`)), START_TIMEOUT)
+      worker.on('message', (m: unknown) => {
+        if (!isRelayMessage(m)) return
+        const msg = m as WorkerMessage
+        if (msg.relay === 'ready') {
+          clearTimeout(timer)
+          resolve(msg.listeners)
+        } else if (msg.relay === 'failed') {
+          clearTimeout(timer)
+          reject(Object.assign(new Error(msg.error), { code: msg.code }))
+        } else this.onMessage(worker, msg)
+      })
+      worker.on('exit', (code, signal) => {
+        clearTimeout(timer)
+        reject(new Error(`an SMTP worker exited while starting (${signal ?? `exit code ${code}`})`))
+        this.onExit(worker, code, signal)
+      })
+    })
+  }
+
+  private onMessage(worker: Worker, m: WorkerMessage): void {
+    if (m.relay === 'call') {
+      const reply = (p: Promise<unknown>) =>
+        p.then(
+          (value) => sendTo(worker, { relay: 'result', id: m.id, ok: true, value }),
+          (err) => sendTo(worker, { relay: 'result', id: m.id, ok: false, error: serializeError(err) }),
+        )
+      void reply(Promise.resolve().then(() => this.dispatch(m.target, m.method, reviveBuffers(m.args))))
+    } else if (m.relay === 'event') {
+      // Plugins with session hooks heard it in the worker; the others (and the event log) hear it here.
+      void this.env.hooks.emit(m.name as EventName, m.data as never, (p) => !hasSessionHooks(p.plugin))
+    } else if (m.relay === 'counts') this.counts.set(worker.id, m.counts)
+    else if (m.relay === 'reloaded') {
+      const r = this.reloads.get(m.seq)
+      if (!r) return
+      if (!m.ok && m.error) r.errors.push(m.error)
+      r.left.delete(worker.id)
+      if (!r.left.size) r.done()
+    }
+  }
+
+  private dispatch(target: string, method: string, args: unknown[]): unknown {
+    const { queue, intake, ops, hooks } = this.env
+    if (target === 'intake' && method === 'enqueue') return intake.enqueue(args[0] as never)
+    if (target === 'queue') {
+      const fn = (queue as unknown as Record<string, unknown>)[method]
+      if (typeof fn !== 'function' || method === 'close') throw new Error(`queue has no operation '${method}'`)
+      return (fn as (...a: unknown[]) => unknown).apply(queue, args)
+    }
+    if (target === 'ops' && (method === 'wake' || method === 'reload' || method === 'reloadTls')) return ops[method]()
+    if (target.startsWith('plugin:')) return handlePluginCall(hooks.plugins, target.slice('plugin:'.length), method, args)
+    throw new Error(`unknown call ${target}.${method}`)
+  }
+
+  private onExit(worker: Worker, code: number | null, signal: string | null): void {
+    this.workers.delete(worker)
+    const last = this.counts.get(worker.id)
+    if (last) {
+      this.gone.mx += last.connections.mx
+      this.gone.submission += last.connections.submission
+      this.counts.delete(worker.id)
+    }
+    for (const [seq, r] of this.reloads) if (r.left.delete(worker.id) && !r.left.size) this.reloads.get(seq)?.done()
+    if (this.stopping) return
+    // A worker that died (a crash, kill -9): its open transactions got no 250 and will be retried by
+    // their clients. Start another, unless workers keep dying (then the log says so loudly).
+    const now = Date.now()
+    this.restarts = [...this.restarts.filter((t) => now - t < 60_000), now]
+    this.env.log.error({ worker: worker.id, code, signal, restartsInLastMinute: this.restarts.length }, 'an SMTP worker exited: starting another')
+    const delay = this.restarts.length > 5 ? 5000 : 200
+    setTimeout(() => {
+      if (!this.stopping) this.fork().catch((err) => this.env.log.error({ err }, 'a replacement SMTP worker failed to start'))
+    }, delay).unref()
+  }
+
+  /** Sessions of every worker (connections since start include workers that are gone). */
+  sessionCounts(): SessionCounts {
+    const connections = { ...this.gone }
+    const active = { mx: 0, submission: 0 }
+    for (const c of this.counts.values()) {
+      connections.mx += c.connections.mx
+      connections.submission += c.connections.submission
+      active.mx += c.active.mx
+      active.submission += c.active.submission
+    }
+    return { connections, active }
+  }
+
+  /** The worst event-loop delay among the workers (their loops serve the sessions). */
+  eventLoopDelay(): { p50: number; p99: number; max: number } | undefined {
+    let worst: WorkerCounts['eventLoopDelay'] | undefined
+    for (const c of this.counts.values()) if (!worst || c.eventLoopDelay.p99 > worst.p99) worst = c.eventLoopDelay
+    return worst
+  }
+
+  /** After the primary's own reload succeeded: every worker loads the same config; the first error is the result. */
+  async reload(): Promise<string | undefined> {
+    const seq = ++this.reloadSeq
+    const events = primaryOnlyEvents(this.env.hooks)
+    const left = new Set([...this.workers].filter((w) => sendTo(w, { relay: 'reload', seq, events })).map((w) => w.id))
+    if (!left.size) return undefined
+    const errors: string[] = []
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.env.config().setupTimeout + 5000)
+      this.reloads.set(seq, { left, errors, done: () => (clearTimeout(timer), resolve()) })
+    })
+    this.reloads.delete(seq)
+    return errors[0]
+  }
+
+  reloadTls(): void {
+    for (const w of this.workers) sendTo(w, { relay: 'reloadTls' })
+  }
+
+  /** Workers stop accepting and finish their sessions (each within shutdownTimeout), then exit. */
+  async stop(deadline: number): Promise<void> {
+    this.stopping = true
+    const exits = [...this.workers].map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))))
+    for (const w of this.workers) sendTo(w, { relay: 'stop' })
+    const timer = setTimeout(() => {
+      for (const w of this.workers) w.process.kill('SIGKILL')
+    }, Math.max(1000, deadline - Date.now()))
+    await Promise.all(exits)
+    clearTimeout(timer)
+  }
+}

@@ -1,0 +1,31 @@
+// What each SMTP worker takes of the relay's settings, and what it tells the primary.
+import os from 'node:os'
+import type { RelayConfig } from '../config/schema.js'
+import type { HookBus } from '../hooks/bus.js'
+import { hasSessionHooks } from '../hooks/load-plugins.js'
+import { EVENT_NAMES } from '../hooks/names.js'
+
+/** Config `workers` as a number: 'auto' is one per core. */
+export function workerCount(config: Pick<RelayConfig, 'workers'>): number {
+  return config.workers === 'auto' ? Math.max(1, os.availableParallelism()) : config.workers
+}
+
+/**
+ * A worker's share of the relay-wide session limits: connections are spread round-robin over the
+ * workers, so each takes 1/N of `smtp.maxClients` and of `smtp.maxConnectionsPerClient` (rounded
+ * up), and the relay as a whole keeps the configured limits.
+ */
+export function workerShare(config: RelayConfig, workers: number): RelayConfig {
+  const share = (n: number) => Math.max(1, Math.ceil(n / workers))
+  return { ...config, smtp: { ...config.smtp, maxClients: share(config.smtp.maxClients), maxConnectionsPerClient: share(config.smtp.maxConnectionsPerClient) } }
+}
+
+/** The events the primary needs from workers: the event log's, and those of plugins no worker runs. */
+export function primaryOnlyEvents(bus: Pick<HookBus, 'plugins' | 'observes'>): string[] {
+  return EVENT_NAMES.filter((e) => bus.observes(e) || bus.plugins.some((p) => !hasSessionHooks(p.plugin) && typeof p.plugin.hooks?.[e] === 'function'))
+}
+
+/** Set by the primary at fork (RELAY_FORWARD_EVENTS), and again with each reload. */
+export function forwardedEvents(): Set<string> {
+  return new Set((process.env.RELAY_FORWARD_EVENTS ?? '').split(',').filter(Boolean))
+}

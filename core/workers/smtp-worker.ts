@@ -1,0 +1,161 @@
+// One SMTP worker process (config `workers` > 1): the listeners and the session hooks, nothing else.
+// The ports are shared through node:cluster; each message goes to the primary's queue intake, and
+// the 250 is sent only once the primary says it is durable. The primary starts, reloads and stops
+// this process; if the primary dies, this process stops at once (open transactions get 451).
+import 'reflect-metadata'
+import cluster from 'node:cluster'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { container as root } from 'tsyringe'
+import type { Logger } from 'pino'
+import { Tokens } from '../tokens.js'
+import type { RelayConfig } from '../config/schema.js'
+import { createLogger, flushLogs } from '../log.js'
+import { createResolver } from '../dns/resolver.js'
+import { Spool } from '../queue/spool.js'
+import type { Queue } from '../queue/types.js'
+import type { QueueIntake } from '../queue/intake.js'
+import { HookBus } from '../hooks/bus.js'
+import { hasSessionHooks, loadPlugins } from '../hooks/load-plugins.js'
+import type { EventName } from '../hooks/names.js'
+import type { ReloadResult } from '../hooks/operator.js'
+import { SmtpListeners } from '../smtp/listeners.js'
+import { reloadRelay } from '../reload.js'
+import { relayOperations } from '../relay-operations.js'
+import { corePolicies } from '../policies/index.js'
+import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage } from './ipc.js'
+import { forwardedEvents, workerShare } from './share.js'
+
+const send = (m: WorkerMessage): boolean => (process.connected ? process.send!(m) : false)
+
+/** Runs until the primary says stop (or goes away). */
+export async function runSmtpWorker(config: RelayConfig, workers: number): Promise<void> {
+  const log: Logger = createLogger(config.log).child({ worker: cluster.worker?.id })
+  const calls = new Calls(send)
+  const stop = stopper(log, calls)
+  process.on('message', (m: unknown) => {
+    if (!isRelayMessage(m)) return
+    const msg = m as PrimaryMessage
+    if (msg.relay === 'result') calls.settle(msg)
+    else if (msg.relay === 'reload') void reload(msg.seq, msg.events)
+    else if (msg.relay === 'reloadTls') parts?.smtp.reloadTls()
+    else if (msg.relay === 'stop') void stop.run(0)
+  })
+  // The primary is gone (kill -9 included): nothing here can reach the queue any more.
+  process.on('disconnect', () => void stop.run(1))
+  process.on('SIGTERM', () => void stop.run(0))
+  process.on('SIGINT', () => void stop.run(0))
+  process.on('SIGHUP', () => undefined) // the primary reloads every worker
+  process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception'))
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection'))
+
+  let hooks: HookBus | undefined
+  let parts: { smtp: SmtpListeners; hooks: HookBus } | undefined
+  const emit = (e: EventName, d: unknown) => void (hooks?.has(e) && hooks.emit(e, d as never))
+  const resolver = createResolver(config, (type, code) => emit('dnsFailed', { type, code }))
+  // Every queue call the SMTP side and plugins make runs on the primary's queue.
+  const queue = new Proxy({} as Queue, { get: (_, method) => (typeof method === 'string' && method !== 'then' ? (...args: unknown[]) => calls.call('queue', method, args) : undefined) })
+  const intake = { enqueue: (message: unknown) => calls.call('intake', 'enqueue', [message]) } as unknown as QueueIntake
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  loopDelay.enable()
+  let running = config
+  let smtp: SmtpListeners | undefined
+  const operations = relayOperations({
+    queue,
+    log,
+    hooks: () => hooks,
+    config: () => running,
+    wake: () => void calls.call('ops', 'wake', []).catch(() => undefined),
+    reload: () => calls.call<ReloadResult>('ops', 'reload', []),
+    reloadTls: () => (void calls.call('ops', 'reloadTls', []).catch(() => undefined), true),
+    readiness: () => (smtp ? { ready: true, state: 'running' } : { ready: false, state: 'starting', reason: 'the relay is starting' }),
+    listeners: () => running.listen.map((l) => ({ host: l.host, port: l.port, role: l.role })),
+    sessionCounts: () => smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
+    eventLoopDelay: () => delayOf(loopDelay),
+    inject: (message) => smtp!.inject(message, { kind: 'api' }),
+    tlsCertificates: () => smtp?.tlsCertificates() ?? [],
+    deliveryStatus: () => ({ openConnections: 0, pausedDestinations: 0 }),
+  })
+  const policies = corePolicies({ config: () => running, queue, log, emit })
+  const load = (cfg: RelayConfig, mode: 'start' | 'reload', previous?: HookBus['plugins']) =>
+    loadPlugins({
+      config: cfg, logger: log, resolver, mode, relay: operations, previous, builtins: { first: policies.first, last: policies.last },
+      process: { role: 'worker', callPrimary: (at, method, args) => calls.call(`plugin:${at}`, method, args) },
+      only: hasSessionHooks,
+    })
+  const sendEvent = (event: EventName, data: unknown) => void send({ relay: 'event', name: event, data: plain(data) })
+
+  try {
+    const effective = workerShare(config, workers)
+    const plugins = await load(effective, 'start')
+    hooks = new HookBus(plugins, config.hookTimeout, log)
+    hooks.forward = { events: forwardedEvents(), send: sendEvent }
+    const c = root.createChildContainer()
+    c.register(Tokens.Config, { useValue: effective })
+    c.register(Tokens.Logger, { useValue: log })
+    c.register(Tokens.Resolver, { useValue: resolver })
+    c.register(Tokens.Queue, { useValue: queue })
+    c.register(Tokens.Spool, { useValue: new Spool(config.dataDir) })
+    c.register(Tokens.Intake, { useValue: intake })
+    c.register(Tokens.Hooks, { useValue: hooks })
+    c.registerSingleton(Tokens.Listeners, SmtpListeners)
+    smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
+    parts = { smtp, hooks }
+    stop.parts = parts
+    const listeners = await smtp.start()
+    send({ relay: 'ready', listeners })
+  } catch (err) {
+    log.fatal({ err }, 'SMTP worker cannot start')
+    send({ relay: 'failed', error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code })
+    await flushLogs()
+    process.exit(1)
+  }
+  // The primary sums these for metrics and the admin API.
+  const counts = setInterval(() => send({ relay: 'counts', counts: { ...parts!.smtp.sessionCounts(), eventLoopDelay: delayOf(loopDelay) } }), 1000)
+  counts.unref()
+  stop.onStop = () => clearInterval(counts)
+
+  async function reload(seq: number, events: string[]): Promise<void> {
+    const p = parts
+    if (!p) return
+    const relayLike = {
+      config: running,
+      loadPlugins: (cfg: RelayConfig, _r: unknown, mode: 'reload', previous: HookBus['plugins']) => load(workerShare(cfg, workers), mode, previous),
+    }
+    const result = await reloadRelay(relayLike, log, { hooks: p.hooks, smtp: p.smtp, resolver })
+    running = relayLike.config
+    p.hooks.forward = { events: new Set(events), send: sendEvent }
+    send({ relay: 'reloaded', seq, ok: result.ok, error: result.ok ? undefined : result.error })
+  }
+}
+
+/** Stops once: listeners closed (open sessions finish), plugins torn down, then exit. */
+function stopper(log: Logger, calls: Calls) {
+  let stopping = false
+  const s = {
+    parts: undefined as { smtp: SmtpListeners; hooks: HookBus } | undefined,
+    onStop: undefined as (() => void) | undefined,
+    async run(code: number): Promise<void> {
+      if (stopping) return
+      stopping = true
+      s.onStop?.()
+      if (code) {
+        log.error('the primary process is gone: this SMTP worker stops')
+        calls.failAll()
+      }
+      try {
+        await s.parts?.smtp.stop()
+        await s.parts?.hooks.close()
+      } catch (err) {
+        log.error({ err }, 'SMTP worker stop failed')
+      }
+      await flushLogs()
+      process.exit(code)
+    },
+  }
+  return s
+}
+
+function delayOf(d: ReturnType<typeof monitorEventLoopDelay>): { p50: number; p99: number; max: number } {
+  const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
+  return { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) }
+}
