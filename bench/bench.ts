@@ -5,6 +5,8 @@
 //                           (cluster mode: the same load on SQLite with one node, then on PostgreSQL
 //                            with 1 and N nodes sharing one database, sessions spread round-robin;
 //                            RELAY_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/test)
+// npm run bench -- --workers 2  (config workers: SMTP sessions in 2 processes; CPU per message split
+//                           into the primary's and the SMTP workers')
 // npm run bench -- --hostile [--hostile-count 24]   (hostile messages beside normal traffic: see bench/hostile.ts)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
@@ -51,6 +53,22 @@ function cpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const ticks = Number(fields[11]) + Number(fields[12]) // utime + stime
   return (ticks * 1000) / 100 // CLK_TCK = 100 on Linux
+}
+/** CPU ms of each thread of a process, summed by thread name (main thread: 'node'; the queue's: its own name). */
+function threadCpuMs(pid: number): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const key = tid === String(pid) ? 'main' : name
+      out[key] = (out[key] ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / 100
+    } catch {
+      // the thread ended
+    }
+  }
+  return out
 }
 /** The relay's processes: the one started and, with config `workers`, its SMTP worker processes. */
 function processTree(pid: number): number[] {
@@ -200,6 +218,10 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
   const body = ('x'.repeat(76) + '\r\n').repeat(Math.ceil(SIZE / 78)).slice(0, SIZE - 2) + '\r\n'
   const cpuAll = () => nodes.reduce((sum, n) => sum + treeCpuMs(n.child.pid!), 0)
   const cpuBefore = cpuAll()
+  // With workers: the primary's CPU apart from the SMTP workers' (per-process costs for sizing).
+  const primaryCpu = () => nodes.reduce((sum, n) => sum + cpuMs(n.child.pid!), 0)
+  const primaryBefore = primaryCpu()
+  const threadsBefore = threadCpuMs(nodes[0]!.child.pid!)
   const latencies: number[] = []
   let failures = 0
   let next = 0
@@ -229,6 +251,13 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
   await new Promise((r) => setTimeout(r, 500)) // late duplicates
   stats = await ask(sink, 'stats', 'stats')
   const cpu = cpuAll() - cpuBefore
+  const cpuPrimary = primaryCpu() - primaryBefore
+  const threadsAfter = threadCpuMs(nodes[0]!.child.pid!)
+  const perThread = Object.fromEntries(
+    Object.entries(threadsAfter)
+      .map(([k, v]) => [k, Number(((v - (threadsBefore[k] ?? 0)) / Math.max(1, latencies.length)).toFixed(2))] as const)
+      .filter(([, v]) => v >= 0.05),
+  )
   const rss = Math.max(...nodes.map((n) => peakRssMb(n.child.pid!)))
   for (const { child } of nodes) child.kill('SIGTERM')
   await Promise.all(nodes.map(({ child }) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))))
@@ -252,6 +281,11 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
     latency_ms: { p50: Number(percentile(latencies, 50).toFixed(2)), p99: Number(percentile(latencies, 99).toFixed(2)) },
     // Summed over all nodes.
     relay_cpu_ms_msg: Number((cpu / Math.max(1, accepted)).toFixed(2)),
+    ...(Number(args.workers) > 1
+      ? { workers: Number(args.workers), cpu_ms_msg_primary: Number((cpuPrimary / Math.max(1, accepted)).toFixed(2)), cpu_ms_msg_smtp_workers: Number(((cpu - cpuPrimary) / Math.max(1, accepted)).toFixed(2)) }
+      : {}),
+    // The first node's threads (main thread, the queue's thread, libuv's pool), ms per message.
+    cpu_ms_msg_by_thread: perThread,
     peak_rss_mb: rss,
     event_loop_delay_ms: stopped?.eventLoopDelayMs,
     delivered: stats.unique,

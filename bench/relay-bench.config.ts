@@ -13,4 +13,6 @@ export default defineConfig({
     ['./route-to-sink.ts', { host: '127.0.0.1', port: 2626 }],
   ],
   log: { level: 'info' },
+  // bench/peers.sh -w N: SMTP sessions in N worker processes (docs/workers.md).
+  workers: Number(process.env.RELAY_BENCH_WORKERS ?? 1),
 })

@@ -165,12 +165,19 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
       for (const w of [...waiters]) w()
     })
     const started = logs.length
+    // One process's 'listening on' lines: with config `workers` each SMTP worker logs its own, and
+    // its buffered log may reach stdout after the primary's 'relay started'.
+    const listenCount = Array.isArray(config.listen) ? config.listen.length : 0
+    const listeningLines = () => {
+      const all = logs.slice(started).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+      return all.filter((l) => l.pid === all[0]?.pid)
+    }
     try {
-      await waitForLog((l) => l.msg === 'relay started', 20_000, started)
+      await waitForLog((l) => l.msg === 'relay started' && listeningLines().length >= listenCount, 20_000, started)
     } catch (err) {
       throw new Error(`relay did not start: ${(err as Error).message}\nstderr: ${stderr}\nlogs: ${JSON.stringify(logs.slice(started))}`)
     }
-    const listening = logs.slice(started).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on'))
+    const listening = listeningLines()
     fixedPorts = listening.map((l) => ({ port: l.port as number, role: l.role as string }))
     for (const l of fixedPorts) if (!(l.role in ports)) ports[l.role as 'mx'] = l.port
   }

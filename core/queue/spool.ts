@@ -52,11 +52,15 @@ export class Spool {
     await fsp.rm(file, { force: true })
   }
 
-  /** Files in the spool that the queue does not know (left by a crash before the queue write). */
-  async sweep(known: (file: string) => boolean): Promise<number> {
+  /** The spool's files now (before any session can add one: what a sweep may consider). */
+  async list(): Promise<string[]> {
+    return (await fsp.readdir(this.dir)).map((name) => path.join(this.dir, name))
+  }
+
+  /** Of `files`, those the queue does not know (left by a crash before the queue write) are removed. */
+  async sweep(files: readonly string[], known: (file: string) => boolean): Promise<number> {
     let removed = 0
-    for (const name of await fsp.readdir(this.dir)) {
-      const file = path.join(this.dir, name)
+    for (const file of files) {
       if (!known(file)) {
         await fsp.rm(file, { force: true })
         removed++

@@ -21,7 +21,7 @@ import { refuseUntrustedProxyHeaders } from './proxy.js'
 import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
-import { SessionLimits } from './session-limits.js'
+import { SessionLimits, type SharedClientCounts } from './session-limits.js'
 import { TlsCertificates, type ServedCertificate } from './tls-watch.js'
 import { dropPostmasterTwin, qualifyPostmaster } from './postmaster.js'
 import { receiveMessage } from './accept.js'
@@ -122,6 +122,11 @@ export class SmtpListeners {
     return this.tls.reload()
   }
 
+  /** In an SMTP worker process: per-client connection counts for the whole relay (core/workers). */
+  shareClientCounts(counts: SharedClientCounts): void {
+    this.limits.shared = counts
+  }
+
   /** The certificates served now (file, subject, expiry), for metrics. */
   tlsCertificates(): ServedCertificate[] {
     return this.tls.served()
@@ -198,7 +203,7 @@ export class SmtpListeners {
     const { smtp, hostname } = this.config
     const ip = unmapIp(session.remoteAddress)
     // Trusted networks are not counted against smtp.maxConnectionsPerClient.
-    const refused = this.trustedNetwork(ip) ? undefined : this.limits.admit(session, ip, smtp.maxConnectionsPerClient, hostname)
+    const refused = this.trustedNetwork(ip) ? undefined : await this.limits.admit(session, ip, smtp.maxConnectionsPerClient, hostname)
     if (refused) throw this.refuse(session, listener, 'connect', 'protocol', refused, 'core:max-connections-per-client')
     await this.decide('connect', this.policies.run('connect', { session: this.info(session, listener), notes: this.state(session).notes }), session, listener)
     this.limits.limitTime(session, smtp.sessionTimeout, () => this.servers.map((s) => s.server), hostname)

@@ -9,6 +9,16 @@ import { sendToSessions } from './server-internals.js'
 interface Held {
   ip?: string
   deadline?: number
+  /** Counted elsewhere (SharedClientCounts) and not answered yet; `closed` if the session ended meanwhile. */
+  pending?: boolean
+  closed?: boolean
+}
+
+/** Per-client counts kept for several processes (config `workers`: the primary holds them). */
+export interface SharedClientCounts {
+  /** Counts one for `ip` unless it has `max` open; false: refused. */
+  admit(ip: string, max: number): Promise<boolean>
+  release(ip: string): void
 }
 
 export class SessionLimits {
@@ -25,10 +35,14 @@ export class SessionLimits {
   private servers: () => SMTPServer[] = () => []
   private hostname = ''
 
+  /** Set in an SMTP worker process: the counts are the whole relay's, kept by the primary. */
+  shared: SharedClientCounts | undefined
+
   constructor(private readonly log: Logger) {}
 
   /** Counts the session against `ip`; the refusal (421) when that address already has `max` open. */
-  admit(session: SMTPServerSession, ip: string, max: number, hostname: string): Reply | undefined {
+  admit(session: SMTPServerSession, ip: string, max: number, hostname: string): Reply | undefined | Promise<Reply | undefined> {
+    if (this.shared) return this.admitShared(this.shared, session, ip, max, hostname)
     const open = this.perClient.get(ip) ?? 0
     if (open >= max) {
       this.log.warn({ session: session.id, client: ip, open, limit: max }, 'too many connections from one client: refused')
@@ -36,6 +50,24 @@ export class SessionLimits {
     }
     this.perClient.set(ip, open + 1)
     this.held.set(session, { ip })
+  }
+
+  private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, max: number, hostname: string): Promise<Reply | undefined> {
+    const held: Held = { ip, pending: true }
+    this.held.set(session, held)
+    let ok: boolean
+    try {
+      ok = await shared.admit(ip, max)
+    } catch {
+      ok = true // the primary is going away: this worker stops anyway; do not refuse for that
+    }
+    held.pending = false
+    if (!ok) {
+      held.ip = undefined
+      this.log.warn({ session: session.id, client: ip, limit: max }, 'too many connections from one client: refused')
+      return CORE_REPLIES.tooManyConnections(hostname, ip)
+    }
+    if (held.closed) shared.release(ip)
   }
 
   /** Closes the session (421 4.4.2) once it has lasted `ms`: a client that never finishes. */
@@ -54,7 +86,9 @@ export class SessionLimits {
   release(session: SMTPServerSession): void {
     const held = this.held.get(session)
     if (!held) return
-    if (held.ip) {
+    if (held.pending) held.closed = true
+    else if (held.ip && this.shared) this.shared.release(held.ip)
+    else if (held.ip) {
       const open = (this.perClient.get(held.ip) ?? 1) - 1
       if (open > 0) this.perClient.set(held.ip, open)
       else this.perClient.delete(held.ip)

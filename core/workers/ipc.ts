@@ -9,10 +9,12 @@ export type CallTarget = 'intake' | 'queue' | 'ops' | 'clients' | `plugin:${stri
 export type WorkerMessage =
   | { relay: 'call'; id: number; target: CallTarget; method: string; args: unknown[] }
   | { relay: 'event'; name: string; data: unknown }
+  /** No answer wanted (a client's session closed). */
+  | { relay: 'tell'; target: CallTarget; method: string; args: unknown[] }
   | { relay: 'ready'; listeners: { host: string; port: number; role: 'mx' | 'submission' }[] }
   | { relay: 'counts'; counts: WorkerCounts }
   | { relay: 'reloaded'; seq: number; ok: boolean; error?: string }
-  | { relay: 'failed'; error: string; code?: string }
+  | { relay: 'failed'; error: string; code?: string; config?: { file?: string; issues: { path: string; message: string }[] } }
 
 export type PrimaryMessage =
   | { relay: 'result'; id: number; ok: true; value: unknown }
@@ -110,6 +112,11 @@ export class Calls {
         reject(Object.assign(new Error('4.3.0 The relay is restarting, try again later'), { responseCode: 451 }))
       }
     })
+  }
+
+  /** A call that wants no answer. */
+  tell(target: CallTarget, method: string, args: unknown[]): void {
+    this.send({ relay: 'tell', target, method, args })
   }
 
   settle(m: Extract<PrimaryMessage, { relay: 'result' }>): void {

@@ -6,6 +6,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
+import { ConfigError } from '../config/load.js'
 import type { Queue } from '../queue/types.js'
 import type { QueueIntake } from '../queue/intake.js'
 import type { HookBus } from '../hooks/bus.js'
@@ -15,6 +16,7 @@ import type { ListenerInfo } from '../smtp/session.js'
 import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
 import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
 import { primaryOnlyEvents } from './share.js'
+import { ClientCounts } from './client-counts.js'
 
 export interface PoolEnv {
   config: () => RelayConfig
@@ -39,6 +41,8 @@ export class SmtpWorkerPool {
   private restarts: number[] = []
   private reloadSeq = 0
   private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; done: () => void }>()
+  /** smtp.maxConnectionsPerClient for the whole relay. */
+  private readonly clients = new ClientCounts()
 
   constructor(private readonly env: PoolEnv) {}
 
@@ -47,6 +51,11 @@ export class SmtpWorkerPool {
     const { config } = this.env
     const main = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../cli/main.ts' : '../cli/main.js', import.meta.url))
     const cfg = config()
+    // Round-robin (node:cluster's default on Linux): this process accepts and hands each connection
+    // to the next worker. Letting workers accept themselves (SCHED_NONE) costs less here, but the
+    // kernel then gives runs of connections to one worker, and the session limits split per worker
+    // (smtp.maxClients) would refuse clients while other workers sit idle.
+    cluster.schedulingPolicy = cluster.SCHED_RR
     cluster.setupPrimary({
       exec: main,
       args: ['start', ...(cfg.configFile ? ['--config', cfg.configFile] : [])],
@@ -71,7 +80,7 @@ export class SmtpWorkerPool {
           resolve(msg.listeners)
         } else if (msg.relay === 'failed') {
           clearTimeout(timer)
-          reject(Object.assign(new Error(msg.error), { code: msg.code }))
+          reject(msg.config ? new ConfigError(msg.config.file, msg.config.issues) : Object.assign(new Error(msg.error), { code: msg.code }))
         } else this.onMessage(worker, msg)
       })
       worker.on('exit', (code, signal) => {
@@ -89,7 +98,15 @@ export class SmtpWorkerPool {
           (value) => sendTo(worker, { relay: 'result', id: m.id, ok: true, value }),
           (err) => sendTo(worker, { relay: 'result', id: m.id, ok: false, error: serializeError(err) }),
         )
+      if (m.target === 'clients' && m.method === 'admit') {
+        // At every connect: answered at once.
+        const [ip, max] = m.args as [string, number]
+        sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, ip, max) })
+        return
+      }
       void reply(Promise.resolve().then(() => this.dispatch(m.target, m.method, reviveBuffers(m.args))))
+    } else if (m.relay === 'tell') {
+      if (m.target === 'clients' && m.method === 'release') this.clients.release(worker.id, m.args[0] as string)
     } else if (m.relay === 'event') {
       // Plugins with session hooks heard it in the worker; the others (and the event log) hear it here.
       void this.env.hooks.emit(m.name as EventName, m.data as never, (p) => !hasSessionHooks(p.plugin))
@@ -118,6 +135,7 @@ export class SmtpWorkerPool {
 
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     this.workers.delete(worker)
+    this.clients.forget(worker.id)
     const last = this.counts.get(worker.id)
     if (last) {
       this.gone.mx += last.connections.mx

@@ -11,13 +11,12 @@ export function workerCount(config: Pick<RelayConfig, 'workers'>): number {
 }
 
 /**
- * A worker's share of the relay-wide session limits: connections are spread round-robin over the
- * workers, so each takes 1/N of `smtp.maxClients` and of `smtp.maxConnectionsPerClient` (rounded
- * up), and the relay as a whole keeps the configured limits.
+ * A worker's share of `smtp.maxClients`: connections are handed to the workers round-robin, so each
+ * takes 1/N (rounded up) and the relay as a whole keeps the configured limit.
+ * (`smtp.maxConnectionsPerClient` is counted by the primary for all workers: client-counts.ts.)
  */
 export function workerShare(config: RelayConfig, workers: number): RelayConfig {
-  const share = (n: number) => Math.max(1, Math.ceil(n / workers))
-  return { ...config, smtp: { ...config.smtp, maxClients: share(config.smtp.maxClients), maxConnectionsPerClient: share(config.smtp.maxConnectionsPerClient) } }
+  return { ...config, smtp: { ...config.smtp, maxClients: Math.max(1, Math.ceil(config.smtp.maxClients / workers)) } }
 }
 
 /** The events the primary needs from workers: the event log's, and those of plugins no worker runs. */

@@ -9,6 +9,7 @@ import { container as root } from 'tsyringe'
 import type { Logger } from 'pino'
 import { Tokens } from '../tokens.js'
 import type { RelayConfig } from '../config/schema.js'
+import { ConfigError } from '../config/load.js'
 import { createLogger, flushLogs } from '../log.js'
 import { createResolver } from '../dns/resolver.js'
 import { Spool } from '../queue/spool.js'
@@ -99,13 +100,18 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
+    smtp.shareClientCounts({ admit: (ip, max) => calls.call<boolean>('clients', 'admit', [ip, max]), release: (ip) => calls.tell('clients', 'release', [ip]) })
     parts = { smtp, hooks }
     stop.parts = parts
     const listeners = await smtp.start()
+    // Its 'listening on' lines are out before the primary says 'relay started' (log readers wait for both).
+    await flushLogs()
     send({ relay: 'ready', listeners })
   } catch (err) {
     log.fatal({ err }, 'SMTP worker cannot start')
-    send({ relay: 'failed', error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code })
+    // A config problem (a plugin's setup failing here) stays one for `relay start`: exit 2, as without workers.
+    const config = err instanceof ConfigError ? { file: err.file, issues: err.issues } : undefined
+    send({ relay: 'failed', error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code, config })
     await flushLogs()
     process.exit(1)
   }

@@ -5,7 +5,8 @@
 // failures in 15 min: 15 min); budgets stay opt-in. Every option and default: README.md.
 import { definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
 import { optionsSchema, type AuthFailureLimit, type RateLimitOptions } from './options.js'
-import { consume, memoryStore, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
+import { processMemoryStore } from './shared.js'
+import { consume, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
 
 /** A connection slot of one session: still being taken, held, or its session ended while it was being taken. */
 interface Slot {
@@ -58,7 +59,7 @@ export default definePlugin<RateLimitOptions, State | undefined>({
   name: 'rate-limit',
   options: optionsSchema,
 
-  async setup({ options, log, mode }) {
+  async setup({ options, log, mode, processes }) {
     if (mode === 'check') return undefined
     const o = options
     let lastLog = 0
@@ -74,7 +75,8 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       suppressed = 0
     }
     let store: Store
-    if (o.store === 'memory') store = memoryStore(o.keyPrefix)
+    // Under `workers`, one memory store in the primary for the whole relay (shared.ts).
+    if (o.store === 'memory') store = processMemoryStore(o.keyPrefix, processes)
     else {
       const url = o.store.redis
       const redis = await redisStore(url, o.keyPrefix, o.store.timeout, o.perIp.concurrentTtl, (err) => storeFailed(err, 'redis'))

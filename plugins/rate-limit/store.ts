@@ -5,7 +5,8 @@ import type { Redis } from 'ioredis'
 import { importOptional } from '../../core/index.js'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 
-export type Limiter = RateLimiterAbstract
+/** What the plugin uses of a limiter (a worker's stands in for the primary's: shared.ts). */
+export type Limiter = Pick<RateLimiterAbstract, 'consume' | 'get' | 'block' | 'reward'>
 
 /** What one counter operation came to. */
 export type Outcome =
@@ -39,22 +40,43 @@ export interface Gauge {
   release(key: string): Promise<void>
 }
 
-/** In this process: exact, and a key disappears when its count is back to 0. */
+/**
+ * In this process: exact, and a key disappears when its count is back to 0. Counts are kept per
+ * owner (the primary's gauge under `workers` counts for each worker instance, shared.ts): when a
+ * key is full, owners that `gone` says are dead give their slots back.
+ */
 export class MemoryGauge implements Gauge {
-  private readonly counts = new Map<string, number>()
+  private readonly counts = new Map<string, Map<string, number>>()
 
-  async acquire(key: string, max: number) {
-    const n = this.counts.get(key) ?? 0
+  constructor(private readonly gone: (owner: string) => boolean = () => false) {}
+
+  async acquire(key: string, max: number, owner = '') {
+    let owners = this.counts.get(key)
+    if (owners && total(owners) >= max) {
+      for (const o of owners.keys()) if (o && this.gone(o)) owners.delete(o)
+    }
+    const n = owners ? total(owners) : 0
     if (n >= max) return { acquired: false, count: n }
-    this.counts.set(key, n + 1)
+    if (!owners) this.counts.set(key, (owners = new Map()))
+    owners.set(owner, (owners.get(owner) ?? 0) + 1)
     return { acquired: true, count: n + 1 }
   }
 
-  async release(key: string) {
-    const n = (this.counts.get(key) ?? 0) - 1
-    if (n <= 0) this.counts.delete(key)
-    else this.counts.set(key, n)
+  /** A release by an owner that holds nothing here (a slot of an earlier generation) changes nothing. */
+  async release(key: string, owner = '') {
+    const owners = this.counts.get(key)
+    const n = (owners?.get(owner) ?? 0) - 1
+    if (!owners || n < 0) return
+    if (n === 0) owners.delete(owner)
+    else owners.set(owner, n)
+    if (!owners.size) this.counts.delete(key)
   }
+}
+
+const total = (owners: Map<string, number>) => {
+  let n = 0
+  for (const c of owners.values()) n += c
+  return n
 }
 
 // Atomic in Redis: check and count in one step; the TTL slides with every change, so a slot a dead

@@ -10,6 +10,7 @@ import { startRelay, type RelayProcess } from '../harness/relay.js'
 let capped: RelayProcess // defaults: 50 per client; an mx and a submission listener; 127.0.0.70 trusted
 let proxied: RelayProcess // behind a PROXY protocol balancer (127.0.0.1), 2 per client
 let quick: RelayProcess // firstCommandTimeout 1s
+let cappedWorkers: RelayProcess // as capped, with its sessions in 2 worker processes (config workers)
 const clients = new Set<RawSmtp>()
 const sockets = new Set<net.Socket>() // raw ones (PROXY protocol)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -43,7 +44,7 @@ async function closeAll(): Promise<void> {
 }
 
 beforeAll(async () => {
-  ;[capped, proxied, quick] = await Promise.all([
+  ;[capped, proxied, quick, cappedWorkers] = await Promise.all([
     startRelay({
       config: {
         listen: [
@@ -55,17 +56,32 @@ beforeAll(async () => {
     }),
     startRelay({ config: { listen: [{ host: '127.0.0.1', port: 0, role: 'mx', proxyProtocol: ['127.0.0.1'] }], smtp: { reverseLookup: false, maxConnectionsPerClient: 2 } } }),
     startRelay({ config: { smtp: { reverseLookup: false, firstCommandTimeout: '1s' } } }),
+    startRelay({
+      config: {
+        workers: 2,
+        listen: [
+          { host: '127.0.0.1', port: 0, role: 'mx' },
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none' },
+        ],
+        smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
+      },
+    }),
   ])
 })
 
 afterEach(closeAll)
 
 afterAll(async () => {
-  await Promise.all([capped, proxied, quick].map((r) => r?.stop()))
+  await Promise.all([capped, proxied, quick, cappedWorkers].map((r) => r?.stop()))
 })
 
 describe('smtp.maxConnectionsPerClient', () => {
-  it('the 51st connection from one address gets 421 4.7.0 and is closed; another address still connects; a closed session frees its slot', async () => {
+  // With workers the primary counts for every worker process: still 50, not 50 per worker.
+  it.each([
+    ['one process', () => capped],
+    ['workers: 2', () => cappedWorkers],
+  ])('the 51st connection from one address gets 421 4.7.0 and is closed; another address still connects; a closed session frees its slot (%s)', async (_, relay) => {
+    const capped = relay()
     // 30 on the mx listener and 20 on the submission one: the count is per address, not per listener.
     await hold(capped.ports.mx!, 30)
     const held = await hold(capped.ports.submission!, 20)

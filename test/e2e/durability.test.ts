@@ -140,11 +140,14 @@ describe('durability across stops and crashes', () => {
     expect([...counts.keys()].sort()).toEqual(sent.map((m) => m.messageId).sort())
     expect([...counts.values()]).toEqual([1, 1, 1])
   })
+})
 
+// The same crashes with the SMTP sessions in worker processes (config `workers`): kill -9 of the primary.
+describe.each([1, 2])('durability across kill -9 (workers: %i)', (workers) => {
   it('kill -9 right after the last 250: every acknowledged message is delivered after a restart', async () => {
     const N = 20
     // The MX defers every message after receiving it, so attempts run while mail comes in.
-    const { mx, relay } = await setup({}, { reply: { data: () => ({ code: 451, message: '4.3.0 try again later' }) } })
+    const { mx, relay } = await setup({ workers }, { reply: { data: () => ({ code: 451, message: '4.3.0 try again later' }) } })
     const sent = Array.from({ length: N }, (_, i) => message(`crash ${i}`))
     const acknowledged: string[] = []
     const queue = [...sent]
@@ -178,7 +181,7 @@ describe('durability across stops and crashes', () => {
 
   it('kill -9 with deliveries in flight: after a restart the leased work is due at once, not after the lease', async () => {
     // The MX takes the whole message and then never answers: the relay holds the work leased.
-    const { mx, relay } = await setup({}, { stall: 'data' })
+    const { mx, relay } = await setup({ workers }, { stall: 'data' })
     const sent = [message('in flight 1'), message('in flight 2'), message('in flight 3')]
     for (const m of sent) {
       const r = await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: m.data })
@@ -204,7 +207,9 @@ describe('durability across stops and crashes', () => {
     await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
     expect([...arrivals(mx).values()]).toEqual([1, 1, 1])
   })
+})
 
+describe('durability across stops', () => {
   it('SIGTERM during an open SMTP transaction: no new connections, the session finishes with 250, exit 0, mail delivered', async () => {
     const { mx, relay } = await setup({ shutdownTimeout: '5s' })
     const m = message('mid transaction')

@@ -1,0 +1,367 @@
+// Config `workers: 2`: a primary (queue, delivery, operations plugins) and two SMTP worker
+// processes sharing the port. What a user sees: mail relayed once, sessions spread over both
+// workers, kill -9 of the primary or of a worker losing nothing acknowledged, hot reload reaching
+// every worker, /metrics counting the whole relay, a failing plugin setup failing the start.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import path from 'node:path'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw, dotStuff } from '../harness/smtp-client.js'
+import { ROOT, eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+
+const BLOCK = path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts')
+const SETUP_THROWS = path.join(ROOT, 'test/fixtures/plugin-api/setup-throws.plugin.ts')
+const TOKEN = 'workers-test-token-0123456789'
+
+let dns: TestDns
+const relays: RelayProcess[] = []
+const receivers: TestReceiver[] = []
+
+beforeAll(async () => {
+  dns = await startDns({ 'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] }, 'mx.dest.test': { A: ['127.0.0.2'] } })
+})
+
+afterEach(async () => {
+  await Promise.all(relays.splice(0).map((r) => r.stop()))
+  await Promise.all(receivers.splice(0).map((r) => r.close()))
+})
+
+afterAll(async () => {
+  await dns?.close()
+})
+
+/** The MX of dest.test and a relay with two SMTP workers that delivers to it. */
+async function setup(config: Record<string, unknown> = {}, behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
+  const mx = await startReceiver({ host: '127.0.0.2', behaviour })
+  receivers.push(mx)
+  const relay = await startRelay({
+    config: {
+      workers: 2,
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      ...config,
+    },
+  })
+  relays.push(relay)
+  return { mx, relay }
+}
+
+let counter = 0
+function message(subject: string): { data: string; messageId: string } {
+  const messageId = `<workers-${process.pid}-${++counter}@sender.test>`
+  return { messageId, data: `From: alice@sender.test\r\nTo: bob@dest.test\r\nSubject: ${subject}\r\nMessage-ID: ${messageId}\r\n\r\nBody of ${subject}.\r\n` }
+}
+
+const messageIdOf = (m: ReceivedMessage) => /^Message-ID: (.*)$/im.exec(m.raw.toString('latin1'))?.[1]?.trim()
+function arrivals(r: TestReceiver): Map<string, number> {
+  const counts = new Map<string, number>()
+  for (const m of r.messages) counts.set(messageIdOf(m) ?? '(none)', (counts.get(messageIdOf(m) ?? '(none)') ?? 0) + 1)
+  return counts
+}
+
+/**
+ * One SMTP session with several transactions; each message's reply to the final dot (or the
+ * first refusal). Throws when the connection fails, as a client would see it.
+ */
+async function session(port: number, messages: { data: string }[], rcpt = 'bob@dest.test'): Promise<string[]> {
+  const { client, greeting } = await connectRaw(port)
+  const replies: string[] = []
+  try {
+    expect(greeting).toMatch(/^220 /)
+    expect(await client.command('EHLO client.test')).toMatch(/^250/)
+    for (const m of messages) {
+      let reply = await client.command('MAIL FROM:<alice@sender.test>')
+      if (reply.startsWith('250')) reply = await client.command(`RCPT TO:<${rcpt}>`)
+      if (reply.startsWith('250')) reply = await client.command('DATA')
+      if (reply.startsWith('354')) {
+        const done = client.read(10_000)
+        client.send(dotStuff(m.data))
+        reply = await done
+      }
+      replies.push(reply)
+      if (!reply.startsWith('250')) break
+    }
+    return replies
+  } finally {
+    client.send('QUIT\r\n')
+    setTimeout(() => client.close(), 200).unref()
+  }
+}
+
+/** Node processes whose parent is `pid` (zombies count as gone). */
+function childNodes(pid: number): number[] {
+  const out: number[] = []
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const argv0 = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0]
+      if (Number(ppid) === pid && state !== 'Z' && argv0 === process.execPath) out.push(Number(entry))
+    } catch {
+      // the process ended while being read
+    }
+  }
+  return out
+}
+
+const alive = (pid: number) => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+/** The pid of the process that wrote the 'accepted' line of each queue id in replies ("queued as X"). */
+function acceptedPids(relay: RelayProcess, replies: string[]): Promise<Set<number>> {
+  const ids = replies.map((r) => /queued as (\w+)/.exec(r)?.[1]).filter((id): id is string => Boolean(id))
+  return eventually(() => {
+    const lines = relay.logs.filter((l) => l.msg === 'accepted' && ids.includes(l.queueId as string))
+    return lines.length === ids.length && new Set(lines.map((l) => l.pid as number))
+  }, 5000, `the 'accepted' log lines of ${ids.length} messages`)
+}
+
+describe('workers: 2', () => {
+  it('relays mail end to end; sessions are served by both SMTP workers; three node processes', async () => {
+    const { mx, relay } = await setup()
+    const primary = relay.child.pid!
+    expect(relay.logs.find((l) => l.msg === 'relay started')?.workers).toBe(2)
+    expect(childNodes(primary)).toHaveLength(2)
+
+    // 8 sessions of 4 messages, 4 clients at a time
+    const batches = Array.from({ length: 8 }, (_, s) => Array.from({ length: 4 }, (_, i) => message(`end to end ${s}.${i}`)))
+    const replies = (await Promise.all([0, 1, 2, 3].map(async (c) => [...(await session(relay.port, batches[c]!)), ...(await session(relay.port, batches[c + 4]!))]))).flat()
+    // The kernel spreads connections over the workers (a burst may all go to one): more sessions until both served some.
+    for (let s = 0; s < 12 && (await acceptedPids(relay, replies)).size < 2; s++) {
+      batches.push([message(`end to end extra ${s}`)])
+      replies.push(...(await session(relay.port, batches[batches.length - 1]!)))
+    }
+    const total = batches.flat().length
+    expect(replies).toHaveLength(total)
+    for (const r of replies) expect(r).toMatch(/^250 2\.0\.0 Ok: queued as \w+$/)
+
+    const pids = await acceptedPids(relay, replies)
+    expect(pids.size).toBe(2)
+    expect(pids.has(primary)).toBe(false)
+    expect([...pids].sort()).toEqual(childNodes(primary).sort())
+
+    await mx.waitForMessages(total, 15_000)
+    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    const counts = arrivals(mx)
+    expect([...counts.keys()].sort()).toEqual(batches.flat().map((m) => m.messageId).sort())
+    expect([...counts.values()].every((n) => n === 1)).toBe(true)
+  })
+
+  it('kill -9 of the primary while mail comes in: the workers go, the port is free, every 250 is delivered after a restart', async () => {
+    // The MX defers everything at first: what is acknowledged must come from the queue after the restart.
+    const { mx, relay } = await setup({}, { reply: { data: () => ({ code: 451, message: '4.3.0 try again later' }) } })
+    const workers = childNodes(relay.child.pid!)
+    expect(workers).toHaveLength(2)
+    const sent = Array.from({ length: 200 }, (_, i) => message(`primary crash ${i}`))
+    const acknowledged: string[] = []
+    const queue = [...sent]
+    const clients = Promise.all(
+      Array.from({ length: 4 }, async () => {
+        // each client stops at its first failure (the relay is gone)
+        for (let m = queue.shift(); m; m = queue.shift()) {
+          const reply = await session(relay.port, [m]).then((r) => r[0]!, (err: Error) => err.message)
+          if (!reply.startsWith('250 ')) return
+          acknowledged.push(m.messageId)
+        }
+      }),
+    )
+    await eventually(() => acknowledged.length >= 15, 20_000, '15 acknowledged messages')
+    await relay.kill9()
+    await clients
+    expect(acknowledged.length).toBeLessThan(sent.length)
+
+    // the workers notice the primary is gone and exit; none keeps the port
+    await eventually(() => workers.every((pid) => !alive(pid)), 5000, 'the SMTP workers to exit')
+    mx.setBehaviour({})
+    await relay.restart()
+    expect(childNodes(relay.child.pid!)).toHaveLength(2)
+    await eventually(() => acknowledged.every((id) => arrivals(mx).has(id)), 20_000, `all ${acknowledged.length} acknowledged messages at the MX`).catch((err: Error) => {
+      const missing = acknowledged.filter((id) => !arrivals(mx).has(id))
+      throw new Error(`${err.message}; ${missing.length} acknowledged with 250 but never delivered: ${missing.join(' ')}`)
+    })
+    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    const counts = arrivals(mx)
+    // at-least-once: a message whose 250 the crash cut off may be delivered too (the client would send it again)
+    const duplicates = [...counts].filter(([, n]) => n > 1)
+    if (duplicates.length) console.warn(`primary kill -9: ${duplicates.length} message(s) delivered more than once:`, duplicates)
+    const ids = new Set(sent.map((m) => m.messageId))
+    expect([...counts.keys()].every((id) => ids.has(id))).toBe(true)
+  })
+
+  it('kill -9 of one SMTP worker: the relay keeps accepting, a replacement starts, nothing acknowledged is lost', async () => {
+    const { mx, relay } = await setup()
+    const primary = relay.child.pid!
+    const [victim, survivor] = childNodes(primary)
+    const sent = Array.from({ length: 60 }, (_, i) => message(`worker crash ${i}`))
+    const acknowledged: string[] = []
+    const tries = new Map<string, number>()
+    const queue = [...sent]
+    const clients = Promise.all(
+      Array.from({ length: 3 }, async () => {
+        for (let m = queue.shift(); m; m = queue.shift()) {
+          // like a real client: a cut connection or a 4xx is tried again (bounded)
+          for (let attempt = 0; attempt < 5; attempt++) {
+            tries.set(m.messageId, attempt + 1)
+            const reply = await session(relay.port, [m]).then((r) => r[0]!, (err: Error) => err.message)
+            if (reply.startsWith('250 ')) {
+              acknowledged.push(m.messageId)
+              break
+            }
+            await new Promise((r) => setTimeout(r, 100))
+          }
+        }
+      }),
+    )
+    await eventually(() => acknowledged.length >= 10, 15_000, '10 acknowledged messages')
+    process.kill(victim!, 'SIGKILL')
+    const exited = await relay.waitForLog((l) => l.msg === 'an SMTP worker exited: starting another', 5000)
+    expect(exited.signal).toBe('SIGKILL')
+    await clients
+    expect(acknowledged).toHaveLength(sent.length)
+    expect(relay.exited()).toBe(false)
+
+    // a replacement joins the survivor, and serves sessions
+    const now = await eventually(() => {
+      const pids = childNodes(primary)
+      return pids.length === 2 && !pids.includes(victim!) && pids
+    }, 10_000, 'a replacement SMTP worker')
+    expect(now).toContain(survivor)
+    const replacement = now.find((p) => p !== survivor)!
+    const probe = async () => {
+      const m = message('after the crash')
+      tries.set(m.messageId, 1)
+      return (await acceptedPids(relay, await session(relay.port, [m]))).has(replacement)
+    }
+    await eventually(probe, 10_000, 'a session on the replacement worker')
+
+    await eventually(() => acknowledged.every((id) => arrivals(mx).has(id)), 15_000, 'every acknowledged message at the MX')
+    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    // once each, but for a message sent again after the crash cut its 250 off (at-least-once)
+    for (const [id, n] of arrivals(mx)) expect(n, id).toBeLessThanOrEqual(tries.get(id) ?? 0)
+  })
+
+  it('hot reload (relay reload, SIGHUP) reaches every worker: each new session sees the new plugin options', async () => {
+    const { relay } = await setup({ plugins: [[BLOCK, { blocked: ['x@dest.test'] }], ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] })
+    const withBlocked = (blocked: string[]) => {
+      const c = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as { plugins: unknown[][] }
+      c.plugins[0] = [BLOCK, { blocked }]
+      fs.writeFileSync(relay.configFile, JSON.stringify(c, null, 2))
+    }
+    /**
+     * Sessions until both workers served some (6 to 20): RCPT `refused` is refused in each, and a
+     * message to `allowed` tells which worker served it.
+     */
+    const check = async (refused: string, allowed: string) => {
+      const replies: string[] = []
+      for (let s = 0; s < 20 && (s < 6 || (await acceptedPids(relay, replies)).size < 2); s++) {
+        const { client } = await connectRaw(relay.port)
+        try {
+          expect(await client.command('EHLO client.test')).toMatch(/^250/)
+          expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+          expect(await client.command(`RCPT TO:<${refused}>`)).toMatch(/^550 5\.7\.1 recipient blocked/)
+          expect(await client.command(`RCPT TO:<${allowed}>`)).toMatch(/^250 /)
+          expect(await client.command('DATA')).toMatch(/^354 /)
+          const reply = client.read(10_000)
+          client.send(dotStuff(message('reload').data))
+          replies.push(await reply)
+        } finally {
+          await client.command('QUIT', 1000).catch(() => undefined)
+          client.close()
+        }
+      }
+      expect((await acceptedPids(relay, replies)).size).toBe(2)
+    }
+    await check('x@dest.test', 'y@dest.test')
+
+    withBlocked(['y@dest.test'])
+    const r = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(r.code, r.stderr).toBe(0)
+    await check('y@dest.test', 'x@dest.test')
+
+    withBlocked(['z@dest.test'])
+    relay.child.kill('SIGHUP')
+    const resultFile = path.join(relay.dataDir, 'reload-result.json')
+    const result = await eventually(() => {
+      const rec = JSON.parse(fs.readFileSync(resultFile, 'utf8')) as { seq: number; ok: boolean }
+      return rec.seq === 2 && rec
+    }, 10_000, 'the result of the SIGHUP reload')
+    expect(result.ok).toBe(true)
+    await check('z@dest.test', 'y@dest.test')
+  })
+
+  it('/metrics of the admin plugin counts the sessions and messages of both workers', async () => {
+    const { mx, relay } = await setup({
+      plugins: [
+        ['admin', { host: '127.0.0.1', port: 0, token: TOKEN }],
+        ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+      ],
+    })
+    const adminUrl = (await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
+    const metric = async (line: string) => {
+      const res = await fetch(`${adminUrl}/metrics`, { headers: { Authorization: `Bearer ${TOKEN}` } })
+      expect(res.status).toBe(200)
+      const m = new RegExp(`^${line.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(await res.text())
+      return m ? Number(m[1]) : undefined
+    }
+    // sessions of 3 messages until both workers served some (6 to 20 sessions): K = 3 per session
+    const replies: string[] = []
+    let sessions = 0
+    for (; sessions < 20 && (sessions < 6 || (await acceptedPids(relay, replies)).size < 2); sessions++) {
+      const batch = [0, 1, 2].map((i) => message(`metrics ${sessions}.${i}`))
+      replies.push(...(await session(relay.port, batch)))
+    }
+    for (const r of replies) expect(r).toMatch(/^250 /)
+    expect((await acceptedPids(relay, replies)).size).toBe(2)
+    const K = replies.length
+    expect(K).toBe(3 * sessions)
+
+    // workers report their session counts every second
+    await eventually(async () => (await metric('relay_smtp_connections_total{listener="mx"}')) === sessions, 5000, `${sessions} connections in /metrics`)
+    await eventually(async () => (await metric('relay_messages_accepted_total{listener="mx"}')) === K, 5000, `${K} accepted messages in /metrics`)
+    await eventually(async () => (await metric('relay_smtp_sessions_closed_total{listener="mx"}')) === sessions, 5000, `${sessions} closed sessions in /metrics`)
+    expect(await metric('relay_smtp_active_sessions{listener="mx"}')).toBe(0)
+    await mx.waitForMessages(K, 15_000)
+    await eventually(async () => (await metric('relay_delivery_delivered_total{domain="dest.test"}')) === K, 5000, `${K} deliveries in /metrics`)
+  })
+})
+
+describe('workers: 2, a plugin whose setup fails', () => {
+  const config = (dir: string, plugins: unknown[]) => {
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', workers: 2, listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), plugins }))
+    return file
+  }
+
+  it('in the primary: relay start exits 2 naming the plugin', async () => {
+    const file = config(tempDir(), [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], SETUP_THROWS])
+    const r = await runCliAsync(['start', '--config', file])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('plugins[1] (setup-throws): setup: backend unreachable at db.example:5432')
+  })
+
+  it('only in the SMTP workers: relay start exits 2 naming the plugin, and no process is left', async () => {
+    const dir = tempDir()
+    // A plugin with a session hook (so the workers set it up too) that cannot start there.
+    fs.writeFileSync(
+      path.join(dir, 'fails-in-workers.mjs'),
+      `export default { name: 'fails-in-workers', setup(ctx) { if (ctx.processes.role === 'worker') throw new Error('no licence for process ' + process.pid) }, hooks: { connect() { return undefined } } }\n`,
+    )
+    const file = config(dir, [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], './fails-in-workers.mjs'])
+    const r = await runCliAsync(['start', '--config', file])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/plugins\[1\] \(fails-in-workers\): setup: no licence for process \d+/)
+    // every worker logged its failure with its own pid; none of them runs on
+    const pids = [...r.stdout.matchAll(/"pid":(\d+)[^\n]*SMTP worker cannot start/g)].map((m) => Number(m[1]))
+    expect(pids.length).toBeGreaterThanOrEqual(1)
+    await eventually(() => pids.every((p) => !alive(p)), 5000, 'the workers to exit')
+  })
+})
