@@ -49,7 +49,7 @@ describe('restart-only settings', () => {
         'smtp.maxMessageSize', 'smtp.maxClients', 'smtp.socketTimeout', 'smtp.reverseLookup', 'smtp.greetingDelay',
         'smtp.maxErrors', 'smtp.maxUnauthenticatedCommands', 'smtp.firstCommandTimeout',
         'delivery.concurrency', 'delivery.reuse', 'delivery.throttle', 'delivery.tlsCa', 'delivery.mtaSts', 'delivery.lease',
-        'tls.minVersion', 'log.format',
+        'tls.minVersion', 'log.format', 'workers',
       ].sort(),
     )
   })
