@@ -66,7 +66,9 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
   const pausedUntil = throttle.pausedUntil(Throttle.domainKey(job.domain))
 
   for (const a of attempts) {
-    const tries = (byRow.get(a.rowId)?.attempts ?? 0) + 1
+    // A wait at the route's own cap (a.retryAt) is no attempt: it must not grow the retry backoff.
+    const counted = a.retryAt === undefined
+    const tries = (byRow.get(a.rowId)?.attempts ?? 0) + (counted ? 1 : 0)
     let state: RecipientResult['state'] = a.outcome === 'delivered' ? 'delivered' : a.outcome === 'failed' ? 'bounced' : 'deferred'
     let response = a.response
     let nextAttemptAt: number | undefined
@@ -95,7 +97,7 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
       }
     }
     if (state === 'bounced') bounced.push({ ...a, response })
-    results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category })
+    results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category, ...(counted ? {} : { counted: false }) })
     const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls, route: a.route, routeName: a.routeName }
     events.push({ name: state, event: deliveryEvent(job.message, outcome, started, now) })
   }

@@ -60,6 +60,11 @@ export interface RecipientResult {
   nextAttemptAt?: number
   /** For 'deferred' and 'bounced': the kind of failure. */
   category?: BounceCategory
+  /**
+   * false: not an attempt at the next hop (a wait at the relay's own route cap): the recipient's
+   * attempt count (and so its retry backoff) and the reputation counters stay as they were.
+   */
+  counted?: boolean
 }
 
 export interface ClaimOptions {

@@ -147,6 +147,8 @@ function stopper(log: Logger, calls: Calls) {
       if (code) {
         log.error('the primary process is gone: this SMTP worker stops')
         calls.failAll()
+        // No transaction can finish without the queue: open sessions are not waited for.
+        setTimeout(() => void flushLogs().then(() => process.exit(code)), 1000).unref()
       }
       try {
         await s.parts?.smtp.stop()

@@ -238,6 +238,9 @@ describe('per-route sending caps', () => {
     expect(startsOf('perminute@app.test')).toHaveLength(3)
     const queued = relay.queueList().flatMap((m) => m.recipients).filter((r) => to.includes(r.address))
     expect(queued.map((r) => r.state)).toEqual(['deferred', 'deferred'])
+    // A wait at our own cap is no attempt: the count (and with it the retry backoff) stays 0.
+    expect(queued.map((r) => r.attempts)).toEqual([0, 0])
+    for (const d of deferred) expect(d.attempts).toBe(0)
     const text = await scrape()
     expect(sample(text, 'ses-minute', 'deferred')).toBe(2)
     expect(sample(text, 'ses-minute', 'delivered')).toBe(3)

@@ -227,6 +227,25 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         expect(after.nextDueAt).toBe(nextAttemptAt + 60_000)
       })
 
+      it('a result with counted: false (a wait at our own route cap) keeps the attempt count and the reputation counters', async () => {
+        const now = Date.now()
+        const sd = domain('capsender')
+        const m = message({ sender: `s@${sd}`, recipients: [`capped@${domain()}`], receivedAt: now })
+        const [rowId] = await q.enqueue(m)
+        await claimAt(now + 1)
+        const nextAttemptAt = now + 2000
+        await q.complete(m.id, [{ rowId: rowId!, state: 'deferred', response: '4.4.5 Route ses is at its sending cap', nextAttemptAt, category: 'throttled', counted: false }])
+        const due = await claimAt(nextAttemptAt)
+        expect(due.jobs.map((j) => j.message.id)).toEqual([m.id])
+        expect(due.jobs[0]!.recipients[0]!.attempts).toBe(0)
+        expect((await q.stats(hourOf(now))).filter((r) => r.senderDomain === sd)).toEqual([])
+        // A real attempt afterwards counts as the first.
+        await q.complete(m.id, [{ rowId: rowId!, state: 'deferred', response: '451 4.3.0 later', nextAttemptAt: nextAttemptAt + 10, category: 'other' }])
+        const again = await claimAt(nextAttemptAt + 10)
+        expect(again.jobs[0]!.recipients[0]!.attempts).toBe(1)
+        expect((await q.stats(hourOf(now))).filter((r) => r.senderDomain === sd).map((r) => [r.outcome, r.count])).toEqual([['deferred', 1]])
+      })
+
       it('claims nothing and reports no due time for an empty queue', async () => {
         const r = await claimAt(Date.now())
         expect(r.jobs).toEqual([])

@@ -84,15 +84,15 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
   return {
     name: `relay-complete-${s}`,
     text: `WITH r AS (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[])
-         AS t(queue_id, id, state, response, remote_host, next_attempt, category, sender, sender_domain, mid)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $13::int[])
+         AS t(queue_id, id, state, response, remote_host, next_attempt, category, sender, sender_domain, mid, inc)
      ),
      done AS (
-       UPDATE ${s}.recipients x SET state = r.state, attempts = x.attempts + 1, last_response = r.response,
+       UPDATE ${s}.recipients x SET state = r.state, attempts = x.attempts + r.inc, last_response = r.response,
          remote_host = r.remote_host, next_attempt = r.next_attempt, leased_by = NULL, lease_until = NULL,
          updated_at = $11, category = r.category
        FROM r WHERE x.id = r.id AND x.message_id = r.queue_id
-       RETURNING x.id, x.message_id, x.address, x.domain, x.state, x.last_response, x.remote_host, x.category, r.sender, r.sender_domain, r.mid
+       RETURNING x.id, x.message_id, x.address, x.domain, x.state, x.last_response, x.remote_host, x.category, r.sender, r.sender_domain, r.mid, r.inc
      ),
      history AS (
        INSERT INTO ${s}.attempts (recipient_id, message_id, sender, recipient, at, state, response, remote_host, category)
@@ -102,7 +102,7 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
        -- Key order: two batches upserting the same counters cannot deadlock.
        INSERT INTO ${s}.stats AS st (hour, sender_domain, dest_domain, outcome, category, count)
        SELECT $12::bigint, sender_domain, domain, state, CASE WHEN state = 'delivered' THEN '' ELSE coalesce(category, '') END, count(*) FROM done
-       WHERE sender <> ''
+       WHERE sender <> '' AND inc = 1
        GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5
        ON CONFLICT (hour, sender_domain, dest_domain, outcome, category) DO UPDATE SET count = st.count + excluded.count
      )
@@ -117,6 +117,8 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
       // A bounce (null sender) is no sending domain's reputation, nor a message to complain about.
       results.map(({ m }) => m.sender), results.map(({ m }) => domainOf(m.sender)), results.map(({ m }) => bareMessageId(m.message_id)),
       now, Math.floor(now / HOUR) * HOUR,
+      // A wait at the relay's own route cap is no attempt (RecipientResult.counted).
+      results.map(({ r }) => (r.counted === false ? 0 : 1)),
     ],
   }
 }

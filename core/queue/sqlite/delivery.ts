@@ -79,7 +79,7 @@ export function claim(q: Sqlite, o: ClaimOptions): ClaimResult {
 /** Returns the body file to remove when the message has left the queue. */
 export function complete(q: Sqlite, queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
   const update = q.stmt(
-    `UPDATE recipients SET state = ?, attempts = attempts + 1, last_response = ?, remote_host = ?, next_attempt = ?, leased = 0, updated_at = ?, category = ?
+    `UPDATE recipients SET state = ?, attempts = attempts + ?, last_response = ?, remote_host = ?, next_attempt = ?, leased = 0, updated_at = ?, category = ?
      WHERE id = ? AND message_id = ? RETURNING domain, address`,
   )
   const history = q.stmt(`INSERT INTO attempts (recipient_id, message_id, at, state, response, remote_host, category, sender, recipient) VALUES (?,?,?,?,?,?,?,?,?)`)
@@ -87,10 +87,11 @@ export function complete(q: Sqlite, queueId: string, results: RecipientResult[],
   // Bounces from the null sender are no sending domain's reputation.
   const senderDomain = m && m.sender !== '' ? domainOf(m.sender) : undefined
   for (const r of results) {
-    const row = update.get(r.state, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, r.rowId, queueId) as { domain: string; address: string } | undefined
+    const counted = r.counted !== false
+    const row = update.get(r.state, counted ? 1 : 0, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, r.rowId, queueId) as { domain: string; address: string } | undefined
     if (!row) continue // removed meanwhile (relay queue remove)
     history.run(r.rowId, queueId, now, r.state, r.response, r.remoteHost ?? null, r.category ?? null, m?.sender ?? '', row.address)
-    if (senderDomain !== undefined) count(q, hourOf(now), senderDomain, row.domain, r.state, r.state === 'delivered' ? '' : (r.category ?? ''))
+    if (senderDomain !== undefined && counted) count(q, hourOf(now), senderDomain, row.domain, r.state, r.state === 'delivered' ? '' : (r.category ?? ''))
   }
   if (bounce) enqueue(q, bounce)
   if (suppress?.length) addSuppressions(q, suppress, now)
