@@ -114,7 +114,7 @@ export class Relay {
       eventLoopDelay: () => worst(this.eventLoopDelay(), this.pool?.eventLoopDelay()),
       inject: (message) => (smtp ? smtp.inject(message, { kind: 'api' }) : Promise.reject(Object.assign(new Error('4.3.0 The relay is not running yet'), { responseCode: 451 }))),
       tlsCertificates: () => smtp?.tlsCertificates() ?? [],
-      deliveryStatus: () => delivery?.status() ?? { openConnections: 0, pausedDestinations: 0 },
+      deliveryStatus: () => sumStatus(delivery?.status(), this.pool?.deliveryStatus()),
     })
     this.policies = corePolicies({ config: () => this.config, queue, log, emit: (e, d) => void (hooks?.has(e) && hooks.emit(e, d)) })
     const plugins = await this.loadPlugins(config, resolver, 'start')
@@ -141,8 +141,9 @@ export class Relay {
       // The sessions run in worker processes; this one keeps the queue, delivery and operations.
       const scheduler = delivery
       this.pool = new SmtpWorkerPool({
-        config: () => this.config, log, count: workers, queue, intake, hooks,
+        config: () => this.config, log, count: workers, queue, hooks,
         ops: { wake: () => scheduler.notify(), reload: () => this.reload(), reloadTls: () => this.reloadTls() },
+        routes: scheduler.routeCounts(),
       })
       this.listeners = await this.pool.start()
     } else this.listeners = await smtp.start()
@@ -256,6 +257,11 @@ async function sweepSpool(spool: Spool, queue: Queue, files: string[], log: Logg
   } catch (err) {
     log.warn({ err }, 'spool sweep failed; it runs again at the next start')
   }
+}
+
+/** The primary's deliveries and its SMTP workers' together. */
+function sumStatus(a?: { openConnections: number; pausedDestinations: number }, b?: { openConnections: number; pausedDestinations: number }) {
+  return { openConnections: (a?.openConnections ?? 0) + (b?.openConnections ?? 0), pausedDestinations: (a?.pausedDestinations ?? 0) + (b?.pausedDestinations ?? 0) }
 }
 
 /** The larger event-loop delay: the primary's or the worst worker's. */

@@ -12,7 +12,7 @@ import { DelayWarnings } from './delay-warnings.js'
 import { deliverJob } from './deliver.js'
 import { DeliveryDsns } from './dsn.js'
 import { HeldJobs } from './held-jobs.js'
-import { Throttle, type Slot } from './throttle.js'
+import { Throttle, type RemoteRouteCounts, type Slot } from './throttle.js'
 
 /** Longest sleep between queue scans when nothing is due. */
 const IDLE_SCAN_MS = 30_000
@@ -47,6 +47,11 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   private readonly held: HeldJobs
   /** Throttle slots taken by `claim`, by domain, for `queued`. */
   private readonly reservedSlots = new Map<string, Slot[]>()
+  /**
+   * In an SMTP worker process (config `workers`): it delivers only the new mail it takes at intake;
+   * queue scans, retries and delay warnings are the primary's, woken by `wake` for work left due.
+   */
+  private fresh: { wake: () => void; throttled: boolean } | undefined
 
   constructor(
     /** The config in force: replaced by `applyConfig` on a hot reload. */
@@ -76,6 +81,23 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.delays.start()
   }
 
+  /**
+   * The SMTP worker's way (see `fresh`). Route caps are counted by the primary (`routes`); with
+   * domain or host throttles configured, every delivery goes through the primary (one set of limits).
+   */
+  startFreshOnly(o: { wake: () => void; routes: RemoteRouteCounts }): void {
+    const { throttle } = this.config.delivery
+    this.fresh = { wake: o.wake, throttled: this.throttle.active || Object.keys(throttle.hosts).length > 0 }
+    this.throttle.remoteRoutes = o.routes
+    this.stopped = false
+  }
+
+  /** Work is due in the queue: scan (or, in an SMTP worker, tell the primary). */
+  private newWork(): void {
+    if (this.fresh) this.fresh.wake()
+    else this.notify()
+  }
+
   /** Hot reload: the new config is in force from the next decision on (restart-only settings excepted). */
   applyConfig(next: RelayConfig): void {
     this.config = next
@@ -84,7 +106,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   /** New work may be due (a message was queued, a slot came free): scan soon. */
   notify(): void {
-    if (this.stopped) return
+    if (this.stopped || this.fresh) return
     if (this.claiming) {
       this.again = true
       return
@@ -154,6 +176,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     const { global, perDomain } = this.limits
     // Not while a scan is out: its claim counted the slots as they were.
     if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
+    if (this.fresh?.throttled) return undefined
     if (domains.some((d) => (this.byDomain[d] ?? 0) >= perDomain)) return undefined
     // Throttled domains: with shared (Redis) counters always through the queue; else only when
     // every domain has room now (and no held work waits for it).
@@ -188,7 +211,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       if (slot) this.throttle.release(slot)
       this.give(d)
     }
-    this.notify()
+    this.newWork()
   }
 
   /**
@@ -196,7 +219,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
    * memory. Not claimed: it is due in the queue, scan soon.
    */
   queued(message: NewMessage, rowIds: number[] | undefined): void {
-    if (!rowIds) return this.notify()
+    if (!rowIds) return this.newWork()
     const { recipients, ...queued } = message
     const byDomain = new Map<string, Job>()
     recipients.forEach((r, i) => {
@@ -233,7 +256,12 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   private deliver(job: Job): Promise<void> {
     const { config, resolver, hooks, pool, throttle, env, queue, log, dsns } = this
-    return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.notify() })
+    return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.newWork() })
+  }
+
+  /** Route caps for SMTP worker processes: counted here, for the whole relay (core/workers). */
+  routeCounts(): RemoteRouteCounts {
+    return { admit: (name, limits) => this.throttle.admitRoute(name, limits), release: (slot) => this.throttle.release(slot) }
   }
 
   /** For metrics: outbound connections open now (busy or idle in the pool), destination domains paused by the throttle. */

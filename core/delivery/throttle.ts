@@ -41,7 +41,18 @@ export interface Slot {
   key: string
   token: string
   redis: boolean
+  /** Granted by the primary process's throttle (route caps in an SMTP worker: `remoteRoutes`). */
+  remote?: boolean
 }
+
+/** Route caps counted in another process (the primary, for SMTP worker processes). */
+export interface RemoteRouteCounts {
+  admit(name: string, limits: Limits): Promise<Admission>
+  release(slot: Slot): void
+}
+
+/** Local slots need no unique token (only a shared slot is named in Redis): no random draw per slot. */
+let localTokens = 0
 
 export type Admission = { ok: true; slot: Slot } | { ok: false; retryAt: number }
 
@@ -180,8 +191,15 @@ export class Throttle {
     return this.admit(Throttle.hostKey(address, port), this.hostLimits(name, address), Number.MAX_SAFE_INTEGER)
   }
 
+  /** Set in an SMTP worker process without Redis: route caps are the whole relay's, counted by the primary. */
+  remoteRoutes: RemoteRouteCounts | undefined
+
   /** Ask for a slot for one attempt through a named route (its caps apply to the route as a whole). */
-  admitRoute(name: string, limits: Limits): Promise<Admission> {
+  async admitRoute(name: string, limits: Limits): Promise<Admission> {
+    if (this.remoteRoutes && !this.shared) {
+      const a = await this.remoteRoutes.admit(name, limits)
+      return a.ok ? { ok: true, slot: { ...a.slot, remote: true } } : a
+    }
     return this.admit(Throttle.routeKey(name), limits, Number.MAX_SAFE_INTEGER)
   }
 
@@ -204,7 +222,7 @@ export class Throttle {
   private grant(key: string, s: State, now: number, redis: boolean): Admission {
     s.inFlight++
     s.starts.push(now)
-    return { ok: true, slot: { key, token: crypto.randomBytes(8).toString('hex'), redis } }
+    return { ok: true, slot: { key, token: String(++localTokens), redis } }
   }
 
   private async admit(key: string, limits: Limits, ceiling: number): Promise<Admission> {
@@ -236,6 +254,7 @@ export class Throttle {
   }
 
   release(slot: Slot): void {
+    if (slot.remote) return this.remoteRoutes?.release({ ...slot, remote: false })
     const s = this.states.get(slot.key)
     if (s) s.inFlight = Math.max(0, s.inFlight - 1)
     if (slot.redis && this.redis) this.redis.zrem(this.keys(slot.key).conc, slot.token).catch((err: Error) => this.redisFailed(err))

@@ -90,11 +90,13 @@ export interface ProcessEnv {
   callPrimary?: (at: string, method: string, args: unknown[]) => Promise<unknown>
 }
 
-/** Plugins an SMTP worker runs: those with a session hook (connect … queue); the rest run in the primary only. */
-export function hasSessionHooks(plugin: Plugin): boolean {
-  return SESSION_HOOKS.some((h) => typeof plugin.hooks?.[h] === 'function')
+/**
+ * Plugins an SMTP worker process runs (config `workers`): those with a hook (connect … queue, and
+ * deliver: a worker delivers the new mail it took); those with events only run in the primary.
+ */
+export function runsInWorkers(plugin: Plugin): boolean {
+  return HOOK_NAMES.some((h) => typeof plugin.hooks?.[h] === 'function')
 }
-const SESSION_HOOKS = HOOK_NAMES.filter((h) => h !== 'deliver')
 
 /** Runs plugin `at`'s handler for a call from a worker. */
 export function handlePluginCall(plugins: readonly LoadedPlugin[], at: string, method: string, args: unknown[]): unknown {

@@ -130,8 +130,11 @@ export interface Queue {
    * shared queue (the new holder finished it).
    */
   complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult>
-  /** Makes work left leased by a process that died due at once; returns how many recipients. */
-  recover(now: number): Promise<number>
+  /**
+   * Makes work left leased by a process that died due at once; returns how many recipients. With
+   * `queueIds`, only those messages' (what an SMTP worker process that died was delivering).
+   */
+  recover(now: number, queueIds?: string[]): Promise<number>
   /**
    * Cluster liveness: records that this node is alive, and finds the nodes whose last heartbeat is
    * older than `deadAfterMs` (judged on the shared queue's clock, so the nodes' clocks need not

@@ -4,7 +4,7 @@
 import type { Worker } from 'node:cluster'
 
 /** What a worker calls in the primary. `plugin:<at>` is a plugin's own handler (ctx.processes). */
-export type CallTarget = 'intake' | 'queue' | 'ops' | 'clients' | `plugin:${string}`
+export type CallTarget = 'queue' | 'ops' | 'clients' | 'throttle' | `plugin:${string}`
 
 export type WorkerMessage =
   | { relay: 'call'; id: number; target: CallTarget; method: string; args: unknown[] }
@@ -28,6 +28,7 @@ export interface WorkerCounts {
   connections: { mx: number; submission: number }
   active: { mx: number; submission: number }
   eventLoopDelay: { p50: number; p99: number; max: number }
+  delivery: { openConnections: number; pausedDestinations: number }
 }
 
 export interface SerializedError {

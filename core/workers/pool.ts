@@ -8,25 +8,35 @@ import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
 import { ConfigError } from '../config/load.js'
 import type { Queue } from '../queue/types.js'
-import type { QueueIntake } from '../queue/intake.js'
 import type { HookBus } from '../hooks/bus.js'
-import { handlePluginCall, hasSessionHooks } from '../hooks/load-plugins.js'
+import { handlePluginCall, runsInWorkers } from '../hooks/load-plugins.js'
 import type { EventName } from '../hooks/names.js'
 import type { ListenerInfo } from '../smtp/session.js'
 import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
 import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
 import { primaryOnlyEvents } from './share.js'
 import { ClientCounts } from './client-counts.js'
+import type { RemoteRouteCounts, Slot } from '../delivery/throttle.js'
+import type { NewMessage } from '../queue/types.js'
 
 export interface PoolEnv {
   config: () => RelayConfig
   log: Logger
   count: number
   queue: Queue
-  intake: QueueIntake
   hooks: HookBus
   /** Operator verbs a worker may ask for. */
   ops: { wake(): void; reload(): Promise<ReloadResult>; reloadTls(): boolean }
+  /** The primary's route caps, which workers' deliveries count against. */
+  routes: RemoteRouteCounts
+}
+
+/** What a worker holds in the primary, given back when it dies. */
+interface Held {
+  /** Messages it took leased at intake and is delivering, by queue id: jobs (domains) not completed yet. */
+  leases: Map<string, number>
+  /** Route-cap slots it was granted and has not released. */
+  slots: Map<string, Slot>
 }
 
 /** How long a worker may take to start (load plugins, bind) before the start fails. */
@@ -43,6 +53,7 @@ export class SmtpWorkerPool {
   private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; done: () => void }>()
   /** smtp.maxConnectionsPerClient for the whole relay. */
   private readonly clients = new ClientCounts()
+  private readonly held = new Map<number, Held>()
 
   constructor(private readonly env: PoolEnv) {}
 
@@ -104,12 +115,16 @@ export class SmtpWorkerPool {
         sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, ip, max) })
         return
       }
-      void reply(Promise.resolve().then(() => this.dispatch(m.target, m.method, reviveBuffers(m.args))))
+      void reply(Promise.resolve().then(() => this.dispatch(worker.id, m.target, m.method, reviveBuffers(m.args))))
     } else if (m.relay === 'tell') {
       if (m.target === 'clients' && m.method === 'release') this.clients.release(worker.id, m.args[0] as string)
+      if (m.target === 'throttle' && m.method === 'release') {
+        const slot = m.args[0] as Slot
+        if (this.heldBy(worker.id).slots.delete(slot.token)) this.env.routes.release(slot)
+      }
     } else if (m.relay === 'event') {
       // Plugins with session hooks heard it in the worker; the others (and the event log) hear it here.
-      void this.env.hooks.emit(m.name as EventName, m.data as never, (p) => !hasSessionHooks(p.plugin))
+      void this.env.hooks.emit(m.name as EventName, m.data as never, (p) => !runsInWorkers(p.plugin))
     } else if (m.relay === 'counts') this.counts.set(worker.id, m.counts)
     else if (m.relay === 'reloaded') {
       const r = this.reloads.get(m.seq)
@@ -120,9 +135,33 @@ export class SmtpWorkerPool {
     }
   }
 
-  private dispatch(target: string, method: string, args: unknown[]): unknown {
-    const { queue, intake, ops, hooks } = this.env
-    if (target === 'intake' && method === 'enqueue') return intake.enqueue(args[0] as never)
+  private heldBy(worker: number): Held {
+    let h = this.held.get(worker)
+    if (!h) this.held.set(worker, (h = { leases: new Map(), slots: new Map() }))
+    return h
+  }
+
+  private async dispatch(worker: number, target: string, method: string, args: unknown[]): Promise<unknown> {
+    const { queue, ops, hooks, routes } = this.env
+    const held = this.heldBy(worker)
+    if (target === 'queue' && method === 'enqueue' && args[1] !== undefined) {
+      // New mail the worker delivers itself: leased to it until it completes (or dies: onExit).
+      const message = args[0] as NewMessage
+      const rowIds = await queue.enqueue(message, args[1] as number)
+      held.leases.set(message.id, new Set(message.recipients.map((r) => r.domain)).size)
+      return rowIds
+    }
+    if (target === 'queue' && method === 'complete') {
+      const id = args[0] as string
+      const left = (held.leases.get(id) ?? 1) - 1
+      if (left > 0) held.leases.set(id, left)
+      else held.leases.delete(id)
+    }
+    if (target === 'throttle' && method === 'admitRoute') {
+      const a = await routes.admit(args[0] as string, args[1] as never)
+      if (a.ok) held.slots.set(a.slot.token, a.slot)
+      return a
+    }
     if (target === 'queue') {
       const fn = (queue as unknown as Record<string, unknown>)[method]
       if (typeof fn !== 'function' || method === 'close') throw new Error(`queue has no operation '${method}'`)
@@ -136,6 +175,7 @@ export class SmtpWorkerPool {
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     this.workers.delete(worker)
     this.clients.forget(worker.id)
+    this.giveBack(worker.id)
     const last = this.counts.get(worker.id)
     if (last) {
       this.gone.mx += last.connections.mx
@@ -153,6 +193,34 @@ export class SmtpWorkerPool {
     setTimeout(() => {
       if (!this.stopping) this.fork().catch((err) => this.env.log.error({ err }, 'a replacement SMTP worker failed to start'))
     }, delay).unref()
+  }
+
+  /** A dead worker's deliveries are due again at once (not after their lease), its route slots free. */
+  private giveBack(worker: number): void {
+    const held = this.held.get(worker)
+    this.held.delete(worker)
+    if (!held) return
+    for (const slot of held.slots.values()) this.env.routes.release(slot)
+    const ids = [...held.leases.keys()]
+    if (!ids.length) return
+    this.env.queue.recover(Date.now(), ids).then(
+      (n) => {
+        if (n) this.env.log.warn({ worker, recipients: n }, "an SMTP worker died while delivering: its recipients are due again")
+        this.env.ops.wake()
+      },
+      (err) => this.env.log.error({ err }, 'cannot free the deliveries of an SMTP worker that died; they are due when their lease ends'),
+    )
+  }
+
+  /** Outbound connections and paused destinations of the workers' deliveries. */
+  deliveryStatus(): { openConnections: number; pausedDestinations: number } {
+    let openConnections = 0
+    let pausedDestinations = 0
+    for (const c of this.counts.values()) {
+      openConnections += c.delivery?.openConnections ?? 0
+      pausedDestinations += c.delivery?.pausedDestinations ?? 0
+    }
+    return { openConnections, pausedDestinations }
   }
 
   /** Sessions of every worker (connections since start include workers that are gone). */

@@ -2,7 +2,7 @@
 import os from 'node:os'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
-import { hasSessionHooks } from '../hooks/load-plugins.js'
+import { runsInWorkers } from '../hooks/load-plugins.js'
 import { EVENT_NAMES } from '../hooks/names.js'
 
 /** Config `workers` as a number: 'auto' is one per core. */
@@ -11,17 +11,24 @@ export function workerCount(config: Pick<RelayConfig, 'workers'>): number {
 }
 
 /**
- * A worker's share of `smtp.maxClients`: connections are handed to the workers round-robin, so each
- * takes 1/N (rounded up) and the relay as a whole keeps the configured limit.
- * (`smtp.maxConnectionsPerClient` is counted by the primary for all workers: client-counts.ts.)
+ * A worker's share of the relay's limits: connections are handed to the workers round-robin, so
+ * each takes 1/N (rounded up) of `smtp.maxClients` and, for the new mail it delivers itself, of
+ * `delivery.concurrency` (global and per domain). `smtp.maxConnectionsPerClient` and route caps are
+ * counted by the primary for all workers (client-counts.ts, DeliveryScheduler.routeCounts).
  */
 export function workerShare(config: RelayConfig, workers: number): RelayConfig {
-  return { ...config, smtp: { ...config.smtp, maxClients: Math.max(1, Math.ceil(config.smtp.maxClients / workers)) } }
+  const share = (n: number) => Math.max(1, Math.ceil(n / workers))
+  const { concurrency } = config.delivery
+  return {
+    ...config,
+    smtp: { ...config.smtp, maxClients: share(config.smtp.maxClients) },
+    delivery: { ...config.delivery, concurrency: { ...concurrency, global: share(concurrency.global), perDomain: share(concurrency.perDomain) } },
+  }
 }
 
 /** The events the primary needs from workers: the event log's, and those of plugins no worker runs. */
 export function primaryOnlyEvents(bus: Pick<HookBus, 'plugins' | 'observes'>): string[] {
-  return EVENT_NAMES.filter((e) => bus.observes(e) || bus.plugins.some((p) => !hasSessionHooks(p.plugin) && typeof p.plugin.hooks?.[e] === 'function'))
+  return EVENT_NAMES.filter((e) => bus.observes(e) || bus.plugins.some((p) => !runsInWorkers(p.plugin) && typeof p.plugin.hooks?.[e] === 'function'))
 }
 
 /** Set by the primary at fork (RELAY_FORWARD_EVENTS), and again with each reload. */

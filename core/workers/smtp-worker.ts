@@ -14,9 +14,13 @@ import { createLogger, flushLogs } from '../log.js'
 import { createResolver } from '../dns/resolver.js'
 import { Spool } from '../queue/spool.js'
 import type { Queue } from '../queue/types.js'
-import type { QueueIntake } from '../queue/intake.js'
+import { QueueIntake } from '../queue/intake.js'
+import { openLocalBody } from '../queue/body.js'
+import { DeliveryScheduler } from '../delivery/scheduler.js'
+import { recordOwnListeners } from '../delivery/loop.js'
+import type { Admission, Slot } from '../delivery/throttle.js'
 import { HookBus } from '../hooks/bus.js'
-import { hasSessionHooks, loadPlugins } from '../hooks/load-plugins.js'
+import { runsInWorkers, loadPlugins } from '../hooks/load-plugins.js'
 import type { EventName } from '../hooks/names.js'
 import type { ReloadResult } from '../hooks/operator.js'
 import { SmtpListeners } from '../smtp/listeners.js'
@@ -33,6 +37,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
   const log: Logger = createLogger(config.log).child({ worker: cluster.worker?.id })
   const calls = new Calls(send)
   const stop = stopper(log, calls)
+  stop.shutdownTimeout = config.shutdownTimeout
   process.on('message', (m: unknown) => {
     if (!isRelayMessage(m)) return
     const msg = m as PrimaryMessage
@@ -50,12 +55,15 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection'))
 
   let hooks: HookBus | undefined
-  let parts: { smtp: SmtpListeners; hooks: HookBus } | undefined
+  let parts: { smtp: SmtpListeners; hooks: HookBus; delivery: DeliveryScheduler } | undefined
   const emit = (e: EventName, d: unknown) => void (hooks?.has(e) && hooks.emit(e, d as never))
   const resolver = createResolver(config, (type, code) => emit('dnsFailed', { type, code }))
-  // Every queue call the SMTP side and plugins make runs on the primary's queue.
-  const queue = new Proxy({} as Queue, { get: (_, method) => (typeof method === 'string' && method !== 'then' ? (...args: unknown[]) => calls.call('queue', method, args) : undefined) })
-  const intake = { enqueue: (message: unknown) => calls.call('intake', 'enqueue', [message]) } as unknown as QueueIntake
+  // Every queue call the SMTP side, delivery and plugins make runs on the primary's queue; a body
+  // is read here (delivery of new mail reads the copy this process received).
+  const queue = new Proxy({} as Queue, {
+    get: (_, method) => (method === 'openBody' ? openLocalBody : typeof method === 'string' && method !== 'then' ? (...args: unknown[]) => calls.call('queue', method, args) : undefined),
+  })
+  const intake = new QueueIntake(queue)
   const loopDelay = monitorEventLoopDelay({ resolution: 10 })
   loopDelay.enable()
   let running = config
@@ -81,7 +89,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     loadPlugins({
       config: cfg, logger: log, resolver, mode, relay: operations, previous, builtins: { first: policies.first, last: policies.last },
       process: { role: 'worker', callPrimary: (at, method, args) => calls.call(`plugin:${at}`, method, args) },
-      only: hasSessionHooks,
+      only: runsInWorkers,
     })
   const sendEvent = (event: EventName, data: unknown) => void send({ relay: 'event', name: event, data: plain(data) })
 
@@ -99,11 +107,24 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     c.register(Tokens.Intake, { useValue: intake })
     c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
+    c.registerSingleton(Tokens.Delivery, DeliveryScheduler)
+    // New mail is delivered here, by the process that received it (no copy of it to the primary's
+    // delivery); what is left due in the queue (retries, throttled destinations) the primary sends.
+    const delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
+    intake.subscribe(delivery)
+    delivery.startFreshOnly({
+      wake: coalesced(() => void calls.call('ops', 'wake', []).catch(() => undefined)),
+      routes: {
+        admit: (name, limits) => calls.call<Admission>('throttle', 'admitRoute', [name, limits]),
+        release: (slot: Slot) => calls.tell('throttle', 'release', [slot]),
+      },
+    })
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     smtp.shareClientCounts({ admit: (ip, max) => calls.call<boolean>('clients', 'admit', [ip, max]), release: (ip) => calls.tell('clients', 'release', [ip]) })
-    parts = { smtp, hooks }
+    parts = { smtp, hooks, delivery }
     stop.parts = parts
     const listeners = await smtp.start()
+    recordOwnListeners(effective, listeners)
     // Its 'listening on' lines are out before the primary says 'relay started' (log readers wait for both).
     await flushLogs()
     send({ relay: 'ready', listeners })
@@ -116,7 +137,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     process.exit(1)
   }
   // The primary sums these for metrics and the admin API.
-  const counts = setInterval(() => send({ relay: 'counts', counts: { ...parts!.smtp.sessionCounts(), eventLoopDelay: delayOf(loopDelay) } }), 1000)
+  const counts = setInterval(() => send({ relay: 'counts', counts: { ...parts!.smtp.sessionCounts(), eventLoopDelay: delayOf(loopDelay), delivery: parts!.delivery.status() } }), 1000)
   counts.unref()
   stop.onStop = () => clearInterval(counts)
 
@@ -127,7 +148,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
       config: running,
       loadPlugins: (cfg: RelayConfig, _r: unknown, mode: 'reload', previous: HookBus['plugins']) => load(workerShare(cfg, workers), mode, previous),
     }
-    const result = await reloadRelay(relayLike, log, { hooks: p.hooks, smtp: p.smtp, resolver })
+    const result = await reloadRelay(relayLike, log, { hooks: p.hooks, smtp: p.smtp, delivery: p.delivery, resolver })
     running = relayLike.config
     p.hooks.forward = { events: new Set(events), send: sendEvent }
     send({ relay: 'reloaded', seq, ok: result.ok, error: result.ok ? undefined : result.error })
@@ -138,8 +159,9 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
 function stopper(log: Logger, calls: Calls) {
   let stopping = false
   const s = {
-    parts: undefined as { smtp: SmtpListeners; hooks: HookBus } | undefined,
+    parts: undefined as { smtp: SmtpListeners; hooks: HookBus; delivery: DeliveryScheduler } | undefined,
     onStop: undefined as (() => void) | undefined,
+    shutdownTimeout: 30_000,
     async run(code: number): Promise<void> {
       if (stopping) return
       stopping = true
@@ -151,7 +173,10 @@ function stopper(log: Logger, calls: Calls) {
         setTimeout(() => void flushLogs().then(() => process.exit(code)), 1000).unref()
       }
       try {
+        const deadline = Date.now() + s.shutdownTimeout
         await s.parts?.smtp.stop()
+        // Deliveries in flight finish (their results go to the primary's queue, open until this exits).
+        await s.parts?.delivery.stop(code ? 0 : Math.max(0, deadline - Date.now()))
         await s.parts?.hooks.close()
       } catch (err) {
         log.error({ err }, 'SMTP worker stop failed')
@@ -161,6 +186,19 @@ function stopper(log: Logger, calls: Calls) {
     },
   }
   return s
+}
+
+/** Calls `fn` once for any number of calls in the same turn of the event loop. */
+function coalesced(fn: () => void): () => void {
+  let pending = false
+  return () => {
+    if (pending) return
+    pending = true
+    setImmediate(() => {
+      pending = false
+      fn()
+    })
+  }
 }
 
 function delayOf(d: ReturnType<typeof monitorEventLoopDelay>): { p50: number; p99: number; max: number } {

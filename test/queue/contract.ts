@@ -489,6 +489,18 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       expect(await q.recover(now + 6)).toBe(3)
     })
 
+    it('recover with queue ids frees only those messages (an SMTP worker that died), not the rest in flight', async () => {
+      const now = Date.now()
+      const gone = message({ recipients: [`a@${domain()}`, `b@${domain()}`], receivedAt: now })
+      const alive = message({ recipients: [`c@${domain()}`], receivedAt: now })
+      await q.enqueue(gone, now + 600_000)
+      await q.enqueue(alive, now + 600_000)
+      expect(await q.recover(now + 5, [gone.id, 'NOSUCHMESSAGE0000'])).toBe(2)
+      const claimed = await claimAt(now + 5)
+      expect(claimed.jobs.map((j) => j.message.id).filter((id) => id === gone.id || id === alive.id)).toEqual([gone.id, gone.id])
+      expect(await q.recover(now + 6, [])).toBe(0)
+    })
+
     describe('list, show', () => {
       it('lists oldest first and filters by state, domain, sender and limit', async () => {
         const now = Date.now()

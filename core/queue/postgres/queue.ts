@@ -201,12 +201,13 @@ export class PgQueue implements Queue {
     return beat(this.beats, this.s, this.nodeId, now, deadAfterMs)
   }
 
-  async recover(now: number): Promise<number> {
+  async recover(now: number, queueIds?: string[]): Promise<number> {
     // Rows locked in id order, as a heartbeat taking this node over at the same moment locks them.
+    const only = queueIds ? ' AND message_id = ANY($3::text[])' : ''
     const { rowCount } = await this.query(
       `UPDATE ${this.s}.recipients SET next_attempt = $1, leased_by = NULL, lease_until = NULL
-       WHERE id IN (SELECT id FROM ${this.s}.recipients WHERE leased_by = $2 AND ${PENDING} ORDER BY id FOR UPDATE)`,
-      [now, this.nodeId],
+       WHERE id IN (SELECT id FROM ${this.s}.recipients WHERE leased_by = $2 AND ${PENDING}${only} ORDER BY id FOR UPDATE)`,
+      queueIds ? [now, this.nodeId, queueIds] : [now, this.nodeId],
     )
     return rowCount ?? 0
   }

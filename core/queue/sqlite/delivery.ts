@@ -107,7 +107,10 @@ export function deleteMessage(q: Sqlite, queueId: string): void {
   q.stmt(`DELETE FROM messages WHERE id = ?`).run(queueId)
 }
 
-export function recover(q: Sqlite, now: number): number {
+export function recover(q: Sqlite, now: number, queueIds?: string[]): number {
+  if (queueIds) {
+    return q.stmt(`UPDATE recipients SET next_attempt = ?, leased = 0 WHERE message_id IN (SELECT value FROM json_each(?)) AND leased = 1 AND ${PENDING}`).run(now, JSON.stringify(queueIds)).changes
+  }
   // Schema 5 on: through the index of leased rows only (a restart costs what was in flight, not the queue).
   const table = q.version >= 5 ? 'recipients INDEXED BY recipients_leased' : 'recipients'
   return q.stmt(`UPDATE ${table} SET next_attempt = ?, leased = 0 WHERE leased = 1 AND ${PENDING}`).run(now).changes

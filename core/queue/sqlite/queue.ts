@@ -1,7 +1,7 @@
 import path from 'node:path'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type {
@@ -26,6 +26,7 @@ import type {
 } from '../types.js'
 import type { Request, Response, WorkerOptions } from './worker.js'
 import type { Spool } from '../spool.js'
+import { openLocalBody } from '../body.js'
 
 type Op = Request['op']
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void }
@@ -129,8 +130,8 @@ export class SqliteQueue implements Queue {
     return { finished: r.finished }
   }
 
-  recover(now: number): Promise<number> {
-    return this.call('recover', now)
+  recover(now: number, queueIds?: string[]): Promise<number> {
+    return this.call('recover', now, queueIds)
   }
 
   /** One process owns this queue (its `recover` at start frees what it held): no other node to watch. */
@@ -182,11 +183,7 @@ export class SqliteQueue implements Queue {
   }
 
   openBody(message: QueuedMessage): Readable {
-    const { body } = message
-    // An array: Readable.from(buffer) would yield the buffer byte by byte.
-    if ('inline' in body) return Readable.from([body.inline], { objectMode: false })
-    if ('file' in body) return fs.createReadStream(body.file)
-    throw new Error(`message ${message.id}: a 'stored' body belongs to the PostgreSQL queue; the SQLite queue keeps bodies inline or in spool files`)
+    return openLocalBody(message)
   }
 
   stats(since: number): Promise<StatsRow[]> {

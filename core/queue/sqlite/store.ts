@@ -59,8 +59,8 @@ export class SqliteStore {
     return delivery.complete(this.q, queueId, results, bounce, now, suppress)
   }
 
-  recover(now: number): number {
-    return delivery.recover(this.q, now)
+  recover(now: number, queueIds?: string[]): number {
+    return delivery.recover(this.q, now, queueIds)
   }
 
   delayCandidates(receivedBefore: number, limit: number): DelayCandidate[] {
