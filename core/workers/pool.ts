@@ -17,7 +17,7 @@ import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCount
 import { primaryOnlyEvents } from './share.js'
 import { ClientCounts } from './client-counts.js'
 import type { RemoteRouteCounts, Slot } from '../delivery/throttle.js'
-import type { NewMessage } from '../queue/types.js'
+import type { NewMessage, RecipientResult } from '../queue/types.js'
 
 export interface PoolEnv {
   config: () => RelayConfig
@@ -156,6 +156,11 @@ export class SmtpWorkerPool {
       const left = (held.leases.get(id) ?? 1) - 1
       if (left > 0) held.leases.set(id, left)
       else held.leases.delete(id)
+      // A worker's deferral is the primary's to retry: its scan may sleep up to 30 s, so it looks
+      // again now and then sleeps until the deferral's nextAttemptAt.
+      const done = await queue.complete(...(args as Parameters<Queue['complete']>))
+      if ((args[1] as RecipientResult[]).some((r) => r.state === 'deferred')) ops.wake()
+      return done
     }
     if (target === 'throttle' && method === 'admitRoute') {
       const a = await routes.admit(args[0] as string, args[1] as never)

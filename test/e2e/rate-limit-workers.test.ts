@@ -9,6 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
 import { eventually, ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
+import { childNodes } from '../harness/processes.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 const PW = 'pw-Correct-1'
@@ -45,21 +46,8 @@ async function start(rateLimit: Record<string, unknown>): Promise<Relay> {
   return { relay, port: listening[0]!.port as number }
 }
 
-/** The relay's child processes (its SMTP workers), from /proc. */
-function workerPids(r: Relay): number[] {
-  const pids: number[] = []
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      // The parent pid is the second field after the "(comm)" field of /proc/<pid>/stat.
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8')
-      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1] === String(r.relay.child.pid)) pids.push(Number(d))
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids.sort()
-}
+/** The relay's SMTP worker processes. */
+const workerPids = (r: Relay): number[] => childNodes(r.relay.child.pid!)
 
 async function open(r: Relay, from: string): Promise<{ client: RawSmtp; greeting: string }> {
   const c = await connectRaw(r.port, '127.0.0.1', 5000, undefined, from)

@@ -9,6 +9,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
 import { ROOT, eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { childNodes } from '../harness/processes.js'
 
 const BLOCK = path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts')
 const SETUP_THROWS = path.join(ROOT, 'test/fixtures/plugin-api/setup-throws.plugin.ts')
@@ -90,22 +91,6 @@ async function session(port: number, messages: { data: string }[], rcpt = 'bob@d
   }
 }
 
-/** Node processes whose parent is `pid` (zombies count as gone). */
-function childNodes(pid: number): number[] {
-  const out: number[] = []
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      const argv0 = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0]
-      if (Number(ppid) === pid && state !== 'Z' && argv0 === process.execPath) out.push(Number(entry))
-    } catch {
-      // the process ended while being read
-    }
-  }
-  return out
-}
 
 const alive = (pid: number) => {
   try {
