@@ -5,7 +5,6 @@
 // same one several times in a row), so the tests find out which worker a session is on from the
 // worker's own log lines (each carries its pid) instead of assuming an order.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import fs from 'node:fs'
 import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
 import { eventually, ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
