@@ -172,11 +172,14 @@ export class DeliveryScheduler implements NewWorkSubscriber {
    * slot, the slots are taken now and the message is written already leased, then delivered from
    * memory (`queued`) without a queue scan. Returns the lease expiry, or undefined.
    */
-  claim(domains: string[]): number | undefined {
+  claim(domains: string[], message?: NewMessage): number | undefined {
     const { global, perDomain } = this.limits
     // Not while a scan is out: its claim counted the slots as they were.
     if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
     if (this.fresh?.throttled) return undefined
+    // The PostgreSQL queue moves a spooled body into the database (and removes the file): the
+    // primary, which can read it there, delivers such a message.
+    if (this.fresh && message && 'file' in message.body && this.config.queue.driver === 'postgres') return undefined
     if (domains.some((d) => (this.byDomain[d] ?? 0) >= perDomain)) return undefined
     // Throttled domains: with shared (Redis) counters always through the queue; else only when
     // every domain has room now (and no held work waits for it).

@@ -10,7 +10,7 @@ export interface NewWorkSubscriber {
    * Before the write: take these domains' recipients (each domain once) now? Returns the
    * lease expiry to write them with, or undefined to leave them due in the queue.
    */
-  claim(domains: string[]): number | undefined
+  claim(domains: string[], message: NewMessage): number | undefined
   /** The write after a claim failed: what was taken goes back. */
   unclaim(domains: string[]): void
   /** The message is durable. `rowIds` (recipient order) when it was claimed; undefined: it waits in the queue. */
@@ -31,7 +31,7 @@ export class QueueIntake {
   async enqueue(message: NewMessage): Promise<void> {
     const domains = [...new Set(message.recipients.map((r) => r.domain))]
     const sub = this.subscriber
-    const leaseUntil = sub?.claim(domains)
+    const leaseUntil = sub?.claim(domains, message)
     let rowIds: number[]
     try {
       rowIds = await this.queue.enqueue(message, leaseUntil)

@@ -53,7 +53,7 @@ function noPostgres(): boolean {
 }
 
 /** The MX of dest.test and a relay on a fresh PostgreSQL schema that delivers to it. */
-async function setup(behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
+async function setup(behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}, extra: Record<string, unknown> = {}) {
   const schema = `relay_pgq_e2e_${schemas.length}_${RUN}`
   schemas.push(schema)
   const mx = await startReceiver({ host: '127.0.0.2', behaviour })
@@ -64,6 +64,7 @@ async function setup(behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s', mtaSts: { enabled: false } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      ...extra,
     },
   })
   relays.push(relay)
@@ -142,6 +143,21 @@ describe('relay with its queue in PostgreSQL', () => {
     // The sent log and the counters are in PostgreSQL too.
     const stats = await admin!.query(`SELECT sum(count)::int AS n FROM ${schema}.stats WHERE outcome = 'delivered' AND sender_domain = 'sender.test'`)
     expect(stats.rows[0].n).toBe(2)
+  })
+
+  it('workers: 2 on PostgreSQL: small messages (delivered by the SMTP workers) and a 400 KB one (its body in the database: by the primary) arrive once, byte for byte', async () => {
+    if (noPostgres()) return
+    const { mx, relay, schema } = await setup({}, { workers: 2 })
+    const sent = [message('w small 1'), message('w large', 400 * 1024), message('w small 2'), message('w small 3')]
+    for (const m of sent) expect(await submit(relay.port, m.data)).toMatch(/^250 /)
+    await mx.waitForMessages(sent.length, 15_000)
+    const byId = new Map(mx.messages.map((m) => [messageIdOf(m), m]))
+    for (const m of sent) expect(bodyOf(byId.get(m.messageId)!), m.messageId).toBe(m.body)
+    expect([...arrivals(mx).values()]).toEqual(sent.map(() => 1))
+    await eventually(async () => (await queued(schema)).length === 0, 10_000, 'an empty queue')
+    expect(fs.readdirSync(path.join(relay.dataDir, 'spool'))).toEqual([])
+    // Each at its first attempt: none failed for want of its body.
+    expect(relay.logs.filter((l) => l.msg === 'deferred' || /delivery attempt failed/.test(String(l.msg)))).toEqual([])
   })
 
   it('kill -9 right after the last 250: every acknowledged message is delivered after a restart', async () => {
