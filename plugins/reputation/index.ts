@@ -29,10 +29,13 @@ export default definePlugin<ReputationOptions, State>({
   // a changed feedbackAddresses takes a restart, as the reload reports.
   keepOnReload: true,
 
-  setup({ options, mode, relay, hostname, log }) {
+  setup({ options, mode, relay, hostname, log, processes }) {
     if (mode === 'check') return {}
     if (!relay) throw new Error('needs the running relay (ctx.relay) to read and record the reputation counters')
     const intake = new FeedbackIntake(options.feedbackAddresses, relay.queue, hostname, log)
+    // One monitor for the relay: in the primary (or the one process), not again in each SMTP worker,
+    // which would repeat every warning (config `workers`).
+    if (processes.role === 'worker') return { intake }
     const monitor = new ReputationMonitor(relay.queue, () => relay.warningThresholds(), log)
     monitor.start()
     return { intake, monitor }

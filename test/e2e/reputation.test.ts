@@ -219,4 +219,17 @@ describe('reputation figures and feedback-loop complaints', () => {
     expect(complaint).toMatchObject({ senderDomain: 'news.test', complaintRate: 0.1, threshold: 0.003 })
     expect(relay.logs.slice(before).filter((l) => l.event === 'reputation-warning' && l.senderDomain !== 'news.test')).toEqual([])
   }, 60_000)
+
+  it('with SMTP workers (config workers: 2) the monitor runs once: each warning is logged once, not once per process', async () => {
+    const config = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...config, workers: 2 }))
+    await relay.stop()
+    const before = relay.logs.length
+    await relay.restart()
+    const since = (l: (typeof relay.logs)[number]) => relay.logs.indexOf(l) >= before
+    await relay.waitForLog((l) => l.event === 'reputation-warning' && l.complaintRate !== undefined && since(l), 15_000)
+    await new Promise((r) => setTimeout(r, 1500)) // any repeat from another process would be out by now
+    const warnings = relay.logs.slice(before).filter((l) => l.event === 'reputation-warning')
+    expect(warnings.map((w) => (w.bounceRate !== undefined ? 'bounce' : 'complaint')).sort()).toEqual(['bounce', 'complaint'])
+  }, 60_000)
 })
