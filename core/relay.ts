@@ -228,6 +228,8 @@ export class Relay {
     const deadline = Date.now() + this.config.shutdownTimeout
     await this.pickup?.stop()
     this.pickup = undefined
+    // The workers' loops serve the sessions: their worst delay is the relay's, as the admin API says.
+    const workersDelay = this.pool?.eventLoopDelay()
     await this.pool?.stop(deadline)
     this.pool = undefined
     await parts.smtp.stop()
@@ -241,7 +243,7 @@ export class Relay {
     await parts.queue.close()
     removePidFile(this.config.dataDir)
     this.state = 'stopped'
-    const eventLoopDelayMs = this.eventLoopDelay()
+    const eventLoopDelayMs = worst(this.eventLoopDelay(), workersDelay)
     this.loopDelay.disable()
     this.log.info({ eventLoopDelayMs }, 'relay stopped')
   }

@@ -64,8 +64,8 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     get: (_, method) => (method === 'openBody' ? openLocalBody : typeof method === 'string' && method !== 'then' ? (...args: unknown[]) => calls.call('queue', method, args) : undefined),
   })
   const intake = new QueueIntake(queue)
+  // Enabled once the worker runs (as the primary's): loading plugins at start is no session's delay.
   const loopDelay = monitorEventLoopDelay({ resolution: 10 })
-  loopDelay.enable()
   let running = config
   let smtp: SmtpListeners | undefined
   const operations = relayOperations({
@@ -128,6 +128,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     // Its 'listening on' lines are out before the primary says 'relay started' (log readers wait for both).
     await flushLogs()
     send({ relay: 'ready', listeners })
+    loopDelay.enable()
   } catch (err) {
     log.fatal({ err }, 'SMTP worker cannot start')
     // A config problem (a plugin's setup failing here) stays one for `relay start`: exit 2, as without workers.
