@@ -36,7 +36,8 @@ async function setUp(o: { mode?: 'start' | 'check'; record?: (c: Complaint) => P
     },
   } as unknown as RelayOperations
   const options = optionsSchema.parse({ feedbackAddresses: ['FBL@Feedback.test'] })
-  const base = { log, options, hostname: 'relay.test', isLocalDomain: () => false, configDir: '/tmp', resolvePath: (f: string) => f }
+  const processes = { role: 'single' as const, handle: () => undefined, call: () => Promise.reject(new Error('no calls')) }
+  const base = { log, options, hostname: 'relay.test', isLocalDomain: () => false, configDir: '/tmp', resolvePath: (f: string) => f, processes }
   const state = await plugin.setup!({ ...base, dataDir: '/tmp', mode: o.mode ?? 'start', relay: o.mode === 'check' ? undefined : relay } as never)
   const ctx = { ...base, state }
   return { ctx, lines, complaints, stop: () => plugin.teardown!(ctx as never) }
