@@ -148,7 +148,8 @@ export class SmtpWorkerPool {
       // New mail the worker delivers itself: leased to it until it completes (or dies: onExit).
       const message = args[0] as NewMessage
       const rowIds = await queue.enqueue(message, args[1] as number)
-      held.leases.set(message.id, new Set(message.recipients.map((r) => r.domain)).size)
+      if ([...this.workers].some((w) => w.id === worker)) held.leases.set(message.id, new Set(message.recipients.map((r) => r.domain)).size)
+      else this.giveBackLeases(worker, [message.id]) // it died while the write ran: nobody delivers it
       return rowIds
     }
     if (target === 'queue' && method === 'complete') {
@@ -206,7 +207,11 @@ export class SmtpWorkerPool {
     this.held.delete(worker)
     if (!held) return
     for (const slot of held.slots.values()) this.env.routes.release(slot)
-    const ids = [...held.leases.keys()]
+    this.giveBackLeases(worker, [...held.leases.keys()])
+  }
+
+  private giveBackLeases(worker: number, ids: string[]): void {
+    this.held.delete(worker)
     if (!ids.length) return
     this.env.queue.recover(Date.now(), ids).then(
       (n) => {
