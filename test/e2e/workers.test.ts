@@ -230,8 +230,10 @@ describe('workers: 2', () => {
 
     await eventually(() => acknowledged.every((id) => arrivals(mx).has(id)), 15_000, 'every acknowledged message at the MX')
     await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
-    // once each, but for a message sent again after the crash cut its 250 off (at-least-once)
-    for (const [id, n] of arrivals(mx)) expect(n, id).toBeLessThanOrEqual(tries.get(id) ?? 0)
+    // Once each, but for a message sent again after the crash cut its 250 off, and one the killed
+    // worker was delivering when it died: the MX may have taken it before its result reached the
+    // queue, and it is delivered again (at-least-once, as after a kill -9 of a single process).
+    for (const [id, n] of arrivals(mx)) expect(n, id).toBeLessThanOrEqual((tries.get(id) ?? 0) + 1)
   })
 
   it('hot reload (relay reload, SIGHUP) reaches every worker: each new session sees the new plugin options', async () => {
