@@ -48,8 +48,8 @@ const rcptOf = (seq: number) => (BULK ? `user${seq}@d${seq % DOMAINS}.bulk.test`
 const SIZE = Number(args.size)
 const C = Number(args.concurrency)
 
-function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+/** CPU ms of a process (`/proc/<pid>/stat`) or of one thread (`/proc/<pid>/task/<tid>/stat`). */
+function cpuMs(pid: number, stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const ticks = Number(fields[11]) + Number(fields[12]) // utime + stime
   return (ticks * 1000) / 100 // CLK_TCK = 100 on Linux
@@ -60,10 +60,8 @@ function threadCpuMs(pid: number): Record<string, number> {
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
       const key = tid === String(pid) ? 'main' : name
-      out[key] = (out[key] ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / 100
+      out[key] = (out[key] ?? 0) + cpuMs(pid, fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))
     } catch {
       // the thread ended
     }

@@ -29,6 +29,7 @@ import { relayOperations } from './relay-operations.js'
 import { corePolicies, type CorePolicies } from './policies/index.js'
 import { SmtpWorkerPool } from './workers/pool.js'
 import { workerCount } from './workers/share.js'
+import { loopDelayFigures, worstDelay, type LoopDelay } from './loop-delay.js'
 
 /** The running services, as start() wired them (stop and reload use them). */
 interface RunningParts {
@@ -111,7 +112,7 @@ export class Relay {
       readiness: () => this.readiness(),
       listeners: () => this.listeners,
       sessionCounts: () => this.pool?.sessionCounts() ?? smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
-      eventLoopDelay: () => worst(this.eventLoopDelay(), this.pool?.eventLoopDelay()),
+      eventLoopDelay: () => worstDelay(this.eventLoopDelay(), this.pool?.eventLoopDelay()),
       inject: (message) => (smtp ? smtp.inject(message, { kind: 'api' }) : Promise.reject(Object.assign(new Error('4.3.0 The relay is not running yet'), { responseCode: 451 }))),
       tlsCertificates: () => smtp?.tlsCertificates() ?? [],
       deliveryStatus: () => sumStatus(delivery?.status(), this.pool?.deliveryStatus()),
@@ -171,10 +172,8 @@ export class Relay {
   }
 
   /** Event-loop delay since start, in ms above the 10 ms sampling interval. */
-  eventLoopDelay(): { p50: number; p99: number; max: number } {
-    const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
-    const d = this.loopDelay
-    return { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) }
+  eventLoopDelay(): LoopDelay {
+    return loopDelayFigures(this.loopDelay)
   }
 
   /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
@@ -243,7 +242,7 @@ export class Relay {
     await parts.queue.close()
     removePidFile(this.config.dataDir)
     this.state = 'stopped'
-    const eventLoopDelayMs = worst(this.eventLoopDelay(), workersDelay)
+    const eventLoopDelayMs = worstDelay(this.eventLoopDelay(), workersDelay)
     this.loopDelay.disable()
     this.log.info({ eventLoopDelayMs }, 'relay stopped')
   }
@@ -264,9 +263,4 @@ async function sweepSpool(spool: Spool, queue: Queue, files: string[], log: Logg
 /** The primary's deliveries and its SMTP workers' together. */
 function sumStatus(a?: { openConnections: number; pausedDestinations: number }, b?: { openConnections: number; pausedDestinations: number }) {
   return { openConnections: (a?.openConnections ?? 0) + (b?.openConnections ?? 0), pausedDestinations: (a?.pausedDestinations ?? 0) + (b?.pausedDestinations ?? 0) }
-}
-
-/** The larger event-loop delay: the primary's or the worst worker's. */
-function worst(a: { p50: number; p99: number; max: number }, b?: { p50: number; p99: number; max: number }) {
-  return b && b.p99 > a.p99 ? b : a
 }

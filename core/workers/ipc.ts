@@ -2,6 +2,7 @@
 // node:cluster's IPC channel with structured-clone ('advanced') serialization. A worker calls the
 // primary (queue intake, queue reads, operator verbs, a plugin's own handlers) and is answered by id.
 import type { Worker } from 'node:cluster'
+import type { LoopDelay } from '../loop-delay.js'
 
 /** What a worker calls in the primary. `plugin:<at>` is a plugin's own handler (ctx.processes). */
 export type CallTarget = 'queue' | 'ops' | 'clients' | 'throttle' | `plugin:${string}`
@@ -27,7 +28,7 @@ export type PrimaryMessage =
 export interface WorkerCounts {
   connections: { mx: number; submission: number }
   active: { mx: number; submission: number }
-  eventLoopDelay: { p50: number; p99: number; max: number }
+  eventLoopDelay: LoopDelay
   delivery: { openConnections: number; pausedDestinations: number }
 }
 

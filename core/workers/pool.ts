@@ -16,6 +16,7 @@ import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
 import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
 import { primaryOnlyEvents } from './share.js'
 import { ClientCounts } from './client-counts.js'
+import { worstDelay, type LoopDelay } from '../loop-delay.js'
 import type { RemoteRouteCounts, Slot } from '../delivery/throttle.js'
 import type { NewMessage, RecipientResult } from '../queue/types.js'
 
@@ -38,6 +39,8 @@ interface Held {
   /** Route-cap slots it was granted and has not released. */
   slots: Map<string, Slot>
 }
+
+const WORKER_FORBIDDEN = new Set(['close', 'recover', 'heartbeat'])
 
 /** How long a worker may take to start (load plugins, bind) before the start fails. */
 const START_TIMEOUT = 60_000
@@ -170,7 +173,8 @@ export class SmtpWorkerPool {
     }
     if (target === 'queue') {
       const fn = (queue as unknown as Record<string, unknown>)[method]
-      if (typeof fn !== 'function' || method === 'close') throw new Error(`queue has no operation '${method}'`)
+      // Not what only the primary may do: close the queue, free every lease, beat for the node.
+      if (typeof fn !== 'function' || WORKER_FORBIDDEN.has(method)) throw new Error(`queue has no operation '${method}' for an SMTP worker`)
       return (fn as (...a: unknown[]) => unknown).apply(queue, args)
     }
     if (target === 'ops' && (method === 'wake' || method === 'reload' || method === 'reloadTls')) return ops[method]()
@@ -247,9 +251,9 @@ export class SmtpWorkerPool {
   }
 
   /** The worst event-loop delay among the workers (their loops serve the sessions). */
-  eventLoopDelay(): { p50: number; p99: number; max: number } | undefined {
-    let worst: WorkerCounts['eventLoopDelay'] | undefined
-    for (const c of this.counts.values()) if (!worst || c.eventLoopDelay.p99 > worst.p99) worst = c.eventLoopDelay
+  eventLoopDelay(): LoopDelay | undefined {
+    let worst: LoopDelay | undefined
+    for (const c of this.counts.values()) worst = worstDelay(c.eventLoopDelay, worst)
     return worst
   }
 

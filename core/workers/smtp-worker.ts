@@ -29,6 +29,7 @@ import { relayOperations } from '../relay-operations.js'
 import { corePolicies } from '../policies/index.js'
 import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage } from './ipc.js'
 import { forwardedEvents, workerShare } from './share.js'
+import { loopDelayFigures } from '../loop-delay.js'
 
 const send = (m: WorkerMessage): boolean => (process.connected ? process.send!(m) : false)
 
@@ -79,10 +80,10 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     readiness: () => (smtp ? { ready: true, state: 'running' } : { ready: false, state: 'starting', reason: 'the relay is starting' }),
     listeners: () => running.listen.map((l) => ({ host: l.host, port: l.port, role: l.role })),
     sessionCounts: () => smtp?.sessionCounts() ?? { connections: { mx: 0, submission: 0 }, active: { mx: 0, submission: 0 } },
-    eventLoopDelay: () => delayOf(loopDelay),
+    eventLoopDelay: () => loopDelayFigures(loopDelay),
     inject: (message) => smtp!.inject(message, { kind: 'api' }),
     tlsCertificates: () => smtp?.tlsCertificates() ?? [],
-    deliveryStatus: () => ({ openConnections: 0, pausedDestinations: 0 }),
+    deliveryStatus: () => parts?.delivery.status() ?? { openConnections: 0, pausedDestinations: 0 },
   })
   const policies = corePolicies({ config: () => running, queue, log, emit })
   const load = (cfg: RelayConfig, mode: 'start' | 'reload', previous?: HookBus['plugins']) =>
@@ -138,7 +139,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     process.exit(1)
   }
   // The primary sums these for metrics and the admin API.
-  const counts = setInterval(() => send({ relay: 'counts', counts: { ...parts!.smtp.sessionCounts(), eventLoopDelay: delayOf(loopDelay), delivery: parts!.delivery.status() } }), 1000)
+  const counts = setInterval(() => send({ relay: 'counts', counts: { ...parts!.smtp.sessionCounts(), eventLoopDelay: loopDelayFigures(loopDelay), delivery: parts!.delivery.status() } }), 1000)
   counts.unref()
   stop.onStop = () => clearInterval(counts)
 
@@ -200,9 +201,4 @@ function coalesced(fn: () => void): () => void {
       fn()
     })
   }
-}
-
-function delayOf(d: ReturnType<typeof monitorEventLoopDelay>): { p50: number; p99: number; max: number } {
-  const ms = (ns: number) => Math.max(0, Math.round((ns - 10e6) / 1e4) / 100)
-  return { p50: ms(d.percentile(50)), p99: ms(d.percentile(99)), max: ms(d.max) }
 }
