@@ -7,6 +7,8 @@
 //                            RELAY_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/test)
 // npm run bench -- --workers 2  (config workers: SMTP sessions in 2 processes; CPU per message split
 //                           into the primary's and the SMTP workers')
+// npm run bench -- --floor    (the same load through bench/floor.ts, the least a relay on smtp-server
+//                           and nodemailer can do per message, instead of the relay)
 // npm run bench -- --hostile [--hostile-count 24]   (hostile messages beside normal traffic: see bench/hostile.ts)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
@@ -35,6 +37,7 @@ const { values: args } = parseArgs({
     hostile: { type: 'boolean', default: false },
     'hostile-count': { type: 'string', default: '24' },
     workers: { type: 'string', default: '1' },
+    floor: { type: 'boolean', default: false },
   },
 })
 const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -60,8 +63,16 @@ function threadCpuMs(pid: number): Record<string, number> {
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
       const key = tid === String(pid) ? 'main' : name
-      out[key] = (out[key] ?? 0) + cpuMs(pid, fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))
+      if (process.env.RELAY_BENCH_THREADS) {
+        // Every thread apart, user and system time apart (RELAY_BENCH_THREADS=1).
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        out[`${key}:${tid}:user`] = Number(f[11]) * 10
+        out[`${key}:${tid}:sys`] = Number(f[12]) * 10
+        continue
+      }
+      out[key] = (out[key] ?? 0) + cpuMs(pid, stat)
     } catch {
       // the thread ended
     }
@@ -200,7 +211,10 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
     const logFile = path.join(dir, `relay${i}.log`)
     // RELAY_BENCH_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof', profiles the relay.
     const nodeArgs = (process.env.RELAY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
-    const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile], {
+    const argv = args.floor
+      ? ['--import', 'tsx', path.join(ROOT, 'bench/floor.ts'), String(relayPort), '127.0.0.1', String(sinkPort), path.join(dir, 'journal')]
+      : [path.join(ROOT, 'bin/relay.js'), 'start', '--config', configFile]
+    const child = spawn(process.execPath, [...nodeArgs, ...argv], {
       stdio: ['ignore', fs.openSync(logFile, 'w'), 'inherit'],
     })
     nodes.push({ port: relayPort, child, logFile })
@@ -259,7 +273,7 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
   const rss = Math.max(...nodes.map((n) => peakRssMb(n.child.pid!)))
   for (const { child } of nodes) child.kill('SIGTERM')
   await Promise.all(nodes.map(({ child }) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))))
-  const stopped = fs.readFileSync(nodes[0]!.logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'relay stopped')
+  const stopped = fs.readFileSync(nodes[0]!.logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'relay stopped')
   sink.send({ type: 'exit' })
   await dns?.close()
   if (run.queue === 'postgres') await dropSchema(schema)
@@ -293,6 +307,8 @@ async function runOnce(run: Run): Promise<Record<string, unknown>> {
     connections_per_message: Number((stats.sessions / Math.max(1, stats.unique)).toFixed(3)),
     ...(BULK ? { domains: DOMAINS, receivers: RECEIVERS, last_delivered_after_s: Number(e2eS.toFixed(2)) } : {}),
   }
+  // RELAY_BENCH_KEEP_LOG=<file>: the relay's stdout (its log, and any V8 trace asked for in RELAY_BENCH_NODE_ARGS) is kept there.
+  if (process.env.RELAY_BENCH_KEEP_LOG) fs.copyFileSync(nodes[0]!.logFile, process.env.RELAY_BENCH_KEEP_LOG)
   fs.rmSync(dir, { recursive: true, force: true })
   if (result.lost > 0 || failures > 0) process.exitCode = 1
   return result

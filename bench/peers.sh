@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/peers.sh [-r ROUNDS] [-w WORKERS]: Relay, Postfix and Haraka measured the same way in the same sitting,
-# interleaved, with ../shared/bench (smtp-source -> relay -> smtp-sink, 2000 x 5 KB, 20 sessions).
+# bench/peers.sh [-r ROUNDS] [-w WORKERS] [-n MESSAGES]: Relay, Postfix and Haraka measured the same way in the
+# same sitting, interleaved, with ../shared/bench (smtp-source -> relay -> smtp-sink, 2000 x 5 KB, 20 sessions).
+# -n 10000: a longer run per round, where Node's one-time JIT compilation (Relay, Haraka) weighs less.
 # Needs the postfix and swaks Debian packages (see ../shared/bench/README.md). Prints RESULT lines.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +10,7 @@ source "$shared/common.sh"
 # -w N: also a Relay round with config workers: N in each round (label relay-wN).
 rounds=3
 workers=1
-while getopts "r:w:" opt; do case $opt in r) rounds=$OPTARG ;; w) workers=$OPTARG ;; *) exit 2 ;; esac; done
+while getopts "r:w:n:" opt; do case $opt in r) rounds=$OPTARG ;; w) workers=$OPTARG ;; n) export BENCH_N=$OPTARG ;; *) exit 2 ;; esac; done
 
 relay_round() {
   local cg data n=${1:-1} label=relay
