@@ -42,6 +42,10 @@ const { values: args } = parseArgs({
 })
 const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 if (args.queue !== 'sqlite' && args.queue !== 'postgres') throw new Error(`--queue: expected sqlite or postgres, got ${args.queue}`)
+// The floor is one process on one fixed next hop: nothing of the relay's configuration applies to it.
+if (args.floor && (args.bulk || args.hostile || args.queue !== 'sqlite' || args.nodes !== '1' || args.workers !== '1')) {
+  throw new Error('--floor runs alone: not with --bulk, --hostile, --queue postgres, --nodes or --workers')
+}
 const BULK = args.bulk
 const N = BULK && !process.argv.includes('--n') ? 10_000 : Number(args.n)
 const DOMAINS = BULK ? Number(args.domains) : 1
@@ -51,11 +55,16 @@ const rcptOf = (seq: number) => (BULK ? `user${seq}@d${seq % DOMAINS}.bulk.test`
 const SIZE = Number(args.size)
 const C = Number(args.concurrency)
 
+/** User and system CPU ms in a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line. */
+function cpuSplitMs(stat: string): { user: number; sys: number } {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // utime and stime, in ticks of 1/100 s (CLK_TCK = 100 on Linux)
+  return { user: Number(fields[11]) * 10, sys: Number(fields[12]) * 10 }
+}
 /** CPU ms of a process (`/proc/<pid>/stat`) or of one thread (`/proc/<pid>/task/<tid>/stat`). */
 function cpuMs(pid: number, stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const ticks = Number(fields[11]) + Number(fields[12]) // utime + stime
-  return (ticks * 1000) / 100 // CLK_TCK = 100 on Linux
+  const { user, sys } = cpuSplitMs(stat)
+  return user + sys
 }
 /** CPU ms of each thread of a process, summed by thread name (main thread: 'node'; the queue's: its own name). */
 function threadCpuMs(pid: number): Record<string, number> {
@@ -67,9 +76,9 @@ function threadCpuMs(pid: number): Record<string, number> {
       const key = tid === String(pid) ? 'main' : name
       if (process.env.RELAY_BENCH_THREADS) {
         // Every thread apart, user and system time apart (RELAY_BENCH_THREADS=1).
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-        out[`${key}:${tid}:user`] = Number(f[11]) * 10
-        out[`${key}:${tid}:sys`] = Number(f[12]) * 10
+        const { user, sys } = cpuSplitMs(stat)
+        out[`${key}:${tid}:user`] = user
+        out[`${key}:${tid}:sys`] = sys
         continue
       }
       out[key] = (out[key] ?? 0) + cpuMs(pid, stat)
