@@ -124,7 +124,9 @@ async function authReply(port: number, user: string, pass: string): Promise<stri
   return reply
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+// A busy machine only ever adds time, so each path's fastest try is its own cost, free of the
+// load spikes that move a median of a handful of tries by 2× on a shared CI box.
+const fastest = (xs: number[]) => Math.min(...xs)
 const logText = (relay: RelayProcess) => relay.logs.map((l) => JSON.stringify(l)).join('\n')
 
 describe('auth-sql with PostgreSQL', () => {
@@ -168,7 +170,7 @@ describe('auth-sql with PostgreSQL', () => {
     expect(await authReply(relay.port, 'alice@example.com', PASSWORDS.alice)).toMatch(/^235 /) // warm pool
     const unknown: number[] = []
     const wrong: number[] = []
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 7; i++) {
       for (const [user, into] of [['ghost@example.com', unknown], ['alice@example.com', wrong]] as const) {
         const { client, reply, ms } = await login(relay.port, user, `guess-${i}`)
         client.close()
@@ -178,8 +180,9 @@ describe('auth-sql with PostgreSQL', () => {
     }
     // Without the stand-in check an unknown user answers in ~authFailureDelay (10 ms), a wrong
     // password in that plus one scrypt (N=16384: tens of ms).
-    expect(median(unknown), `unknown ${unknown.map(Math.round)} vs wrong ${wrong.map(Math.round)}`).toBeGreaterThan(median(wrong) * 0.5)
-    expect(median(wrong)).toBeGreaterThan(median(unknown) * 0.5)
+    const tries = `unknown ${unknown.map(Math.round)} vs wrong ${wrong.map(Math.round)} ms`
+    expect(fastest(unknown), tries).toBeGreaterThan(fastest(wrong) * 0.5)
+    expect(fastest(wrong), tries).toBeGreaterThan(fastest(unknown) * 0.5)
   })
 
   it('a custom query over another table: case-insensitive login, text[] senders, inactive users refused', async () => {
