@@ -1,8 +1,10 @@
 // node --import tsx bench/queue-commit.ts [--n 3000] [--batch 1,2,4,16] [--variant base|no-triggers|no-indexes|file-body|sync-normal]
 // The SQLite queue alone, without the relay: what one message costs the queue thread (enqueue of one
 // 5 KB message with one recipient, then its delivery recorded and the message removed) when K
-// messages share each commit. Under the bench's load the relay commits about once per message
-// (K ≈ 1), so this shows how much of the queue thread's CPU is per commit and how much per message.
+// messages share each commit: K enqueues in one commit, then their K completions in another, so K = 1
+// is two commits per message. Under the bench's load the relay commits about once per message (an
+// enqueue rides with an earlier message's completion), so this shows how the queue thread's CPU
+// splits between what each commit costs and what each message costs.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -16,6 +18,8 @@ const { values: args } = parseArgs({
     variant: { type: 'string', default: 'base' },
   },
 })
+const VARIANTS = ['base', 'no-triggers', 'no-indexes', 'file-body', 'sync-normal']
+if (!VARIANTS.includes(args.variant)) throw new Error(`--variant: expected one of ${VARIANTS.join(', ')}, got ${args.variant}`)
 const TRIGGERS = ['messages_count_in', 'messages_count_out', 'messages_count_hold', 'recipients_count_in', 'recipients_count_out', 'recipients_count_state']
 const INDEXES = ['messages_delay', 'messages_received', 'recipients_domain_due', 'recipients_leased', 'sent_log_received', 'attempts_at', 'attempts_message', 'sent_log_message']
 
