@@ -14,6 +14,8 @@ export { PLUGIN_ERROR_CODES, PluginError } from './hooks/plugin-errors.js'
 export { ConfigError } from './config/load.js'
 export { MessageHeaders } from './mail/headers.js'
 export { parseAddress } from './mail/address.js'
+/** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
+export { headerAddresses } from './mail/header-addresses.js'
 export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */
 export { parseDuration } from './config/duration.js'

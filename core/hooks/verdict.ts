@@ -97,6 +97,11 @@ const reply = (code: number, status: string, message: string): Reply => ({ code,
  * row each, so every reply text the relay writes on its own is in one place.
  */
 export const CORE_REPLIES = {
+  // AUTH
+  authInTransaction: reply(503, '5.5.1', 'AUTH not permitted during a mail transaction'),
+  foreignAuthorizationIdentity: reply(535, '5.7.8', 'Authentication credentials invalid: acting as another identity is not permitted'),
+  // MAIL FROM, RCPT TO
+  unsupportedParameter: (command: 'MAIL FROM' | 'RCPT TO', name: string) => reply(555, '5.5.4', `${command} parameter ${name.replace(/[^\x21-\x7e]/g, '?').slice(0, 40)} not supported`),
   // MAIL FROM
   mustStartTls: reply(530, '5.7.0', 'Must issue a STARTTLS command first, then authenticate'),
   authRequired: reply(530, '5.7.0', 'Authentication required'),

@@ -1,8 +1,8 @@
 // An authenticated user sends only as what its backend lists for it (the auth hook's `senders`):
 // the envelope sender at MAIL FROM and the From:/Sender: header fields at DATA.
-import addressparser from 'nodemailer/lib/addressparser'
 import type { MessageHeaders } from '../mail/headers.js'
 import { parseAddress } from '../mail/address.js'
+import { headerAddresses } from '../mail/header-addresses.js'
 import type { Plugin } from '../hooks/types.js'
 import { CORE_REPLIES, refusal } from '../hooks/verdict.js'
 import type { PolicyEnv } from './env.js'
@@ -25,14 +25,12 @@ export function senderAllowed(address: string, senders: readonly string[]): bool
   })
 }
 
-/** Addresses in the From: and Sender: header fields that the user may not send as. */
+/** Addresses the From: and Sender: header fields can be read as that the user may not send as. */
 export function foreignHeaderSenders(headers: MessageHeaders, senders: readonly string[]): string[] {
   const out: string[] = []
   for (const name of ['From', 'Sender']) {
     for (const value of headers.getAll(name)) {
-      const flat = (list: ReturnType<typeof addressparser>): string[] =>
-        list.flatMap((a) => ('group' in a && a.group ? flat(a.group) : a.address ? [a.address] : []))
-      for (const address of flat(addressparser(value))) if (!senderAllowed(address, senders)) out.push(address)
+      for (const address of headerAddresses(value)) if (!senderAllowed(address, senders)) out.push(address)
     }
   }
   return out

@@ -18,7 +18,7 @@ import { isCorePolicy, type PolicyEnv } from '../policies/index.js'
 import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
-import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, unsupportedParameter, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits, type SharedClientCounts } from './session-limits.js'
@@ -218,7 +218,11 @@ export class SmtpListeners {
     const username = auth.username ?? ''
     const info = this.info(session, listener)
     const state = this.state(session)
-    const decision = await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
+    // RFC 4616: an authorization identity that is not the user's own asks to act as someone else;
+    // the relay has no proxy authorization, so that fails whatever the password.
+    const { authzid = '', authcid = '' } = auth as { authzid?: string; authcid?: string }
+    const actsAsOther = authzid !== '' && authcid !== '' && authzid.toLowerCase() !== authcid.toLowerCase()
+    const decision = actsAsOther ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
     if (decision?.verdict.action === 'accept') {
       const senders = decision.verdict.senders ?? (parseAddress(username) ? [username] : [])
       this.log.info({ session: session.id, user: username, method: auth.method, by: decision.plugin }, 'authenticated')
@@ -229,7 +233,9 @@ export class SmtpListeners {
     // A growing pause makes guessing passwords slow, also within one connection.
     await sleep(this.config.smtp.authFailureDelay * Math.min(8, 2 ** (state.authFailures - 1)))
     // The refusal line is the audit line of the failure: it names the user tried and the method.
-    throw this.refuse(session, listener, 'auth', 'auth', replyFor('auth', decision?.verdict ?? { action: 'reject' }), decision?.plugin ?? 'core:auth-default-deny', undefined, { user: username, method: auth.method, failures: state.authFailures })
+    const reply = actsAsOther ? CORE_REPLIES.foreignAuthorizationIdentity : replyFor('auth', decision?.verdict ?? { action: 'reject' })
+    const by = actsAsOther ? undefined : (decision?.plugin ?? 'core:auth-default-deny')
+    throw this.refuse(session, listener, 'auth', 'auth', reply, by, undefined, { user: username, method: auth.method, failures: state.authFailures })
   }
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
@@ -239,6 +245,8 @@ export class SmtpListeners {
       const reply = listener.tls === 'starttls' && !info.secure ? CORE_REPLIES.mustStartTls : CORE_REPLIES.authRequired
       throw this.refuse(session, listener, 'mail', 'mail', reply, undefined, address.address)
     }
+    const unknown = unsupportedParameter('MAIL FROM', address)
+    if (unknown) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.unsupportedParameter('MAIL FROM', unknown), undefined, address.address)
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
     state.notes.newTransaction()
@@ -254,6 +262,8 @@ export class SmtpListeners {
     if (!qualifyPostmaster(address, this.config.localDomains)) throw this.refuse(session, listener, 'rcpt', 'rcpt', CORE_REPLIES.postmasterWithoutLocalDomain, undefined, address.address)
     const parsed = parseAddress(address.address)
     if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
+    const unknown = unsupportedParameter('RCPT TO', address)
+    if (unknown) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.unsupportedParameter('RCPT TO', unknown), undefined, address.address)
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
     const isLocal = this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }

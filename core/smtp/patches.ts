@@ -27,6 +27,8 @@
 //    the plaintext socket, and a parser that failed or ended is not written to. After STARTTLS the
 //    library pipes the TLS socket as before. _setListeners is replaced whole: checked against its
 //    source below.
+// 9. RFC 4954 §4: AUTH inside a mail transaction (after MAIL FROM) gets 503. smtp-server takes it,
+//    and then the envelope sender given before AUTH is never checked against what the user owns.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
@@ -49,6 +51,7 @@ interface ConnectionInternals {
   _onClose(): void
   _resetSession(): void
   handler_RCPT(command: Buffer, callback: () => void): void
+  handler_AUTH(command: Buffer, callback: () => void): void
   _armTimeout(socket?: Socket): void
   _onTimeout(): void
   _socket: Socket
@@ -71,7 +74,7 @@ interface ConnectionInternals {
     connections: Set<unknown>
   }
   name: string
-  session: { user?: unknown }
+  session: { user?: unknown; envelope: { mailFrom?: unknown } }
   _ready?: boolean
   _upgrading?: boolean
   _nextHandler?: unknown
@@ -143,6 +146,7 @@ export function patchSmtpServer(): void {
     typeof proto._onClose !== 'function' ||
     typeof proto._resetSession !== 'function' ||
     typeof proto.handler_RCPT !== 'function' ||
+    typeof proto.handler_AUTH !== 'function' ||
     typeof proto._armTimeout !== 'function' ||
     typeof proto._onTimeout !== 'function' ||
     typeof socketTimeout !== 'function' ||
@@ -187,6 +191,14 @@ export function patchSmtpServer(): void {
   proto.handler_RCPT = function (command, callback) {
     if (this._rcptIndex === NONE) this._rcptIndex = new Map()
     return rcpt.call(this, command, callback)
+  }
+  const auth = proto.handler_AUTH
+  proto.handler_AUTH = function (command, callback) {
+    if (this.session.envelope.mailFrom) {
+      this.send(503, replyText(CORE_REPLIES.authInTransaction), false)
+      return callback()
+    }
+    return auth.call(this, command, callback)
   }
   proto._armTimeout = function (this: ConnectionInternals, socket?: Socket) {
     const s = (socket ?? this._socket) as TimedSocket

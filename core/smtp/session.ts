@@ -49,6 +49,17 @@ export function envelopeOf(s: SMTPServerSession): Envelope {
 
 export { toAddress }
 
+/** The ESMTP parameters of the extensions the listeners offer: SIZE, 8BITMIME, SMTPUTF8, DSN, AUTH. */
+const PARAMETERS = {
+  'MAIL FROM': new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH']),
+  'RCPT TO': new Set(['NOTIFY', 'ORCPT']),
+}
+
+/** A parameter of a MAIL or RCPT command that no offered extension defines (RFC 5321 §4.1.1.11: 555). */
+export function unsupportedParameter(command: keyof typeof PARAMETERS, a: SMTPServerAddress): string | undefined {
+  return a.args ? Object.keys(a.args).find((name) => !PARAMETERS[command].has(name.toUpperCase())) : undefined
+}
+
 /** A session's notes whose maps are made at first use: an idle session no plugin wrote to holds none. */
 export class SessionNotes implements Notes {
   #session?: Map<string, unknown>

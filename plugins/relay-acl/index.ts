@@ -4,15 +4,14 @@
 //
 // `senderDomains` also binds what a trusted network may send as, when its client has not
 // authenticated: the envelope sender's domain (at MAIL) and every address in the From: and Sender:
-// header fields (at DATA) must be one of these domains (exactly; a subdomain is another domain),
+// header fields (at DATA), read every way a mail reader might, must be one of these domains (exactly; a subdomain is another domain),
 // else 553 5.7.1. The null sender `<>` passes MAIL (bounces from internal hosts); its headers are
 // still checked. A From: with only a display name and no address claims no domain and passes.
 // Untrusted clients (mail coming in for local domains) and authenticated sessions (the core
 // checks those against the auth plugin's `senders`) are not affected. At `mail` and `data` this
 // plugin only refuses or passes on, never accepts, so a plugin listed before it that accepts there
 // skips the check.
-import addressparser from 'nodemailer/lib/addressparser'
-import { accept, cidr, definePlugin, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
+import { accept, cidr, definePlugin, headerAddresses, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
 
 const domain = z
   .string()
@@ -45,9 +44,6 @@ const inDomains = (address: string, domains: string[]): boolean => {
   return parsed !== undefined && domains.includes(parsed.domain)
 }
 
-type Parsed = ReturnType<typeof addressparser>
-const addressesOf = (list: Parsed): string[] => list.flatMap((a) => ('group' in a && a.group ? addressesOf(a.group) : a.address ? [a.address] : []))
-
 export default definePlugin({
   name: 'relay-acl',
   options,
@@ -70,7 +66,7 @@ export default definePlugin({
       if (!domains) return undefined
       for (const name of ['From', 'Sender']) {
         for (const value of headers.getAll(name)) {
-          const foreign = addressesOf(addressparser(value)).find((address) => !inDomains(address, domains))
+          const foreign = headerAddresses(value).find((address) => !inDomains(address, domains))
           if (foreign === undefined) continue
           log.warn({ client: session.remoteAddress, header: name, address: foreign }, 'message refused: header sender not in senderDomains')
           return reject({ code: 553, status: '5.7.1', message: `${name}: <${foreign}> is not in a domain this network may send as` })

@@ -125,6 +125,12 @@ describe('relay-acl senderDomains', () => {
       ['two-at', 'alice@example.test', 'From: mallory@evil.test@example.test\r\n', false],
       ['subdomain', 'alice@example.test', 'From: alice@example.test.evil.test\r\n', false],
       ['bounce-foreign', '', 'From: MAILER-DAEMON@evil.test\r\n', false],
+      // malformed fields that one parser reads as no address, or as alice, and another as mallory
+      ['trailing-colon', 'alice@example.test', 'From: Mallory <mallory@evil.test>:\r\n', false],
+      ['empty-group-form', 'alice@example.test', 'From: mallory@evil.test:;\r\n', false],
+      ['address-as-name', 'alice@example.test', 'From: mallory@evil.test <alice@example.test>\r\n', false],
+      ['two-angle-addrs', 'alice@example.test', 'From: <alice@example.test> <mallory@evil.test>\r\n', false],
+      ['encoded-in-name', 'alice@example.test', 'From: =?utf-8?b?bWFsbG9yeUBldmlsLnRlc3Q=?= <alice@example.test>\r\n', false],
     ]
     for (const [tag, from, headers, ok] of cases) {
       const reply = await send(client, { from, to: 'bob@other.test', data: message(`acl-${tag}`, headers) })

@@ -194,6 +194,23 @@ describe('robustness', () => {
     expectHealthy(relay)
   })
 
+  it('refuses MAIL and RCPT parameters that no offered extension defines (555 5.5.4) and takes the ones it offers', async () => {
+    const client = await open(relay.port)
+    expect(await client.command('MAIL FROM:<alice@sender.test> FOO=BAR')).toMatch(/^555 5\.5\.4 MAIL FROM parameter FOO not supported/)
+    expect(await client.command('MAIL FROM:<alice@sender.test> XYZZY')).toMatch(/^555 5\.5\.4 /)
+    expect(await client.command('MAIL FROM:<alice@sender.test> SIZE=300 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=e1 AUTH=<>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<bob@dest.test> TO=<mallory@evil.test>')).toMatch(/^555 5\.5\.4 RCPT TO parameter TO not supported/)
+    expect(await client.command('RCPT TO:<carol@dest.test> NOTIFY=FAILURE ORCPT=rfc822;carol@dest.test')).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const reply = client.read()
+    client.send(dotStuff(message('only offered parameters')))
+    expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const delivered = await deliveredTagged('only offered parameters')
+    expect(delivered.to).toEqual(['carol@dest.test'])
+    expect(reachedMx('mallory@evil.test')).toEqual([])
+    expectHealthy(relay)
+  })
+
   it('survives a 1 MB command line and relays on a new connection', async () => {
     const client = await open(relay.port)
     const line = `MAIL FROM:<${'a'.repeat(1024 * 1024)}@sender.test>`

@@ -244,6 +244,60 @@ describe('AUTH and submission', () => {
   })
 })
 
+describe('AUTH cannot change who sends', () => {
+  const tlsOpts = () => ({ ca: ca.caPem, servername: 'relay.test' })
+  const mxPort = () => relay.logs.filter((l) => l.role === 'mx' && typeof l.port === 'number').map((l) => l.port as number)[0]!
+
+  it('refuses AUTH inside a mail transaction with 503 5.5.1: a sender given before AUTH is never relayed as the user', async () => {
+    // On an MX listener AUTH is optional: MAIL FROM is taken unauthenticated (and not checked
+    // against any user), so an AUTH after it must not turn the transaction into the user's.
+    const { client } = await connectRaw(mxPort())
+    await client.command('EHLO client.test')
+    expect(await client.command('STARTTLS')).toMatch(/^220 /)
+    await client.startTls(tlsOpts())
+    expect(await client.command('EHLO client.test')).toMatch(/AUTH PLAIN LOGIN/)
+    expect(await client.command('MAIL FROM:<ceo@bank.test>')).toMatch(/^250 /)
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0${auth.pass}`)}`)).toBe('503 5.5.1 AUTH not permitted during a mail transaction')
+    expect(await client.command('AUTH LOGIN')).toMatch(/^503 5\.5\.1 /)
+    expect(await client.command('RCPT TO:<bob@dest.test>')).toMatch(/^550 5\.7\.1 Relaying denied/)
+    // After the transaction, AUTH works, and the sender is checked against what the user owns.
+    expect(await client.command('RSET')).toMatch(/^250 /)
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^235 /)
+    expect(await client.command('MAIL FROM:<ceo@bank.test>')).toMatch(/^553 5\.7\.1 Sender address <ceo@bank\.test> not owned/)
+    client.close()
+  })
+
+  it('AUTH PLAIN that asks to act as another identity fails with 535 5.7.8, even with the right password', async () => {
+    const { client } = await connectRaw(implicitPort(), '127.0.0.1', 5000, tlsOpts())
+    await client.command('EHLO client.test')
+    expect(await client.command(`AUTH PLAIN ${b64(`ceo@bank.test\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^535 5\.7\.8 /)
+    // Its own identity as the authorization identity is the same user.
+    expect(await client.command(`AUTH PLAIN ${b64(`${auth.user}\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^235 /)
+    client.close()
+  })
+
+  it('checks every reading of a malformed From:/Sender: field: any foreign address in it gets 553 5.7.1', async () => {
+    const port = starttlsPort()
+    const send = (headers: string) =>
+      sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: `${headers}\r\nSubject: reading\r\n\r\nhi\r\n`, starttls: tlsOpts(), auth })
+    // Each is read as ceo@bank.test (or ops@bank.test) by some parser, as nothing or as alice by another.
+    for (const header of [
+      'From: Bob <ceo@bank.test>:',
+      'From: ceo@bank.test:;',
+      'From: ceo@bank.test <alice@corp.test>',
+      'From: <alice@corp.test> <ceo@bank.test>',
+      'From: Alice <alice@corp.test> ceo@bank.test',
+      'From: =?utf-8?q?ceo=40bank.test?= <alice@corp.test>',
+      'From: alice@corp.test\r\nSender: Ops <ops@bank.test>:',
+    ]) {
+      expect((await send(header)).lastReply, header).toMatch(/^553 5\.7\.1 Header sender <(ceo|ops)@bank\.test> not owned by user alice@corp\.test/)
+    }
+    // An @ in a display name that is no address, and an owned address read every way, still pass.
+    expect((await send('From: "Team @ Corp" <alice@corp.test>')).lastReply).toMatch(/^250 2\.0\.0 /)
+    expect((await send('From: =?utf-8?q?alice=40corp.test?= <alice@corp.test>')).lastReply).toMatch(/^250 2\.0\.0 /)
+  })
+})
+
 describe('plaintext AUTH', () => {
   it('is offered without TLS only on a listener that opts in', async () => {
     const r = await startRelay({

@@ -1,0 +1,40 @@
+// Every address a From: or Sender: field can be read as. Parsers disagree about malformed fields:
+// `Bob <bob@other.example>:` is an empty group to nodemailer's addressparser and bob@other.example
+// to others; `bob@other.example <alice@example.com>` is alice to one reader and bob to another. A
+// check of whom a message claims to be from must hold for every reading, so it takes them all: the
+// parsed addresses, every address-like token of the text, and those inside RFC 2047 encoded words.
+import addressparser from 'nodemailer/lib/addressparser'
+
+type Parsed = ReturnType<typeof addressparser>
+const parsedAddresses = (list: Parsed): string[] =>
+  list.flatMap((a) => ('group' in a && a.group ? parsedAddresses(a.group) : a.address ? [a.address] : []))
+
+/** Runs of characters that may stand in an unquoted address. */
+const RUN = /[^\s<>()[\]{},;:"\\]+/g
+const ENCODED_WORD = /=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g
+
+function decodeWord(word: string, charset: string, encoding: string, text: string): string {
+  try {
+    const bytes =
+      encoding.toUpperCase() === 'B'
+        ? Buffer.from(text, 'base64')
+        : Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1')
+    return new TextDecoder(charset.split('*')[0]).decode(bytes)
+  } catch {
+    return word // an unknown charset: the word stays as it is
+  }
+}
+
+/** The addresses in a From:/Sender: (or any address) field value, read every way a mail reader might. */
+export function headerAddresses(value: string): string[] {
+  const out = new Set(parsedAddresses(addressparser(value)))
+  const decoded = value.replace(ENCODED_WORD, decodeWord)
+  for (const text of decoded === value ? [value] : [value, decoded]) {
+    for (const run of text.match(RUN) ?? []) {
+      // `@host` of a route and a sentence's closing dot are not part of an address.
+      const token = run.replace(/^@+/, '').replace(/\.+$/, '')
+      if (token.includes('@') && !token.endsWith('@')) out.add(token)
+    }
+  }
+  return [...out]
+}
