@@ -2,8 +2,35 @@
 // the queue tell whether a relay runs there) and the liveness check for it.
 import fs from 'node:fs'
 import path from 'node:path'
+import Database from 'better-sqlite3'
 
 export const PID_FILE = 'relay.pid'
+const LOCK_FILE = 'relay.lock'
+
+/**
+ * Claims the data directory for this process until `release()` or the process ends: an exclusive
+ * SQLite lock on `<dataDir>/relay.lock` (an fcntl lock, which the OS drops when the process dies,
+ * kill -9 included, so it is never stale). A second relay on the same directory stops here, before
+ * it touches the queue (its crash recovery would make the running relay's mail in flight due again,
+ * to be delivered twice) or the pid file.
+ */
+export function lockDataDir(dataDir: string): { release(): void } {
+  const db = new Database(path.join(dataDir, LOCK_FILE), { timeout: 0 })
+  try {
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.exec('BEGIN EXCLUSIVE')
+  } catch (err) {
+    db.close()
+    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err
+    const pid = livePid(dataDir)
+    throw Object.assign(new Error(`another relay is running on the data directory ${dataDir}${pid ? ` (pid ${pid})` : ''}`), { code: 'EDATADIRINUSE' })
+  }
+  return {
+    release: () => {
+      if (db.open) db.close()
+    },
+  }
+}
 
 export function writePidFile(dataDir: string): void {
   fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`)

@@ -23,7 +23,7 @@ import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
 import { reloadRelay } from './reload.js'
 import { writeReloadResult } from './reload-result.js'
-import { removePidFile, writePidFile } from './pid-file.js'
+import { lockDataDir, removePidFile, writePidFile } from './pid-file.js'
 import { logDeliveryEvents } from './events/log.js'
 import { relayOperations } from './relay-operations.js'
 import { corePolicies, type CorePolicies } from './policies/index.js'
@@ -62,6 +62,8 @@ export class Relay {
   private pickup: MaildropPickup | undefined
   /** The spool sweep after an unclean stop, running in the background after the start. */
   private sweeping: Promise<void> = Promise.resolve()
+  /** This process's claim on config.dataDir: one relay per data directory. */
+  private dataDirLock: { release(): void } | undefined
   /** Config `workers` > 1: the SMTP sessions run in these processes (core/workers). */
   private pool: SmtpWorkerPool | undefined
 
@@ -75,6 +77,7 @@ export class Relay {
     const { config, log } = this
     this.state = 'starting'
     fs.mkdirSync(config.dataDir, { recursive: true })
+    this.dataDirLock = lockDataDir(config.dataDir)
     writePidFile(config.dataDir)
     // The composition root: the one place services are made and handed to each other.
     const c = root.createChildContainer()
@@ -241,6 +244,7 @@ export class Relay {
     await this.sweeping
     await parts.queue.close()
     removePidFile(this.config.dataDir)
+    this.dataDirLock?.release()
     this.state = 'stopped'
     const eventLoopDelayMs = worstDelay(this.eventLoopDelay(), workersDelay)
     this.loopDelay.disable()

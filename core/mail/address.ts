@@ -25,14 +25,16 @@ const IPV6_LITERAL = /^\[IPv6:([0-9a-f:.]+)\]$/i
  *   address literal, `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3), and nothing else in
  *   brackets.
  * - the whole address at most 254 octets (a 256-octet path, RFC 5321 §4.5.3.1.3, less `<>`).
- * - refused: a bare name (`postmaster`: the RCPT code handles that one), source routes
+ * - refused: bytes that are not UTF-8 (decoded as U+FFFD), a bare name (`postmaster`: the RCPT code handles that one), source routes
  *   (`@a:b@c`), several `@` outside quotes, trailing dots, IP addresses without brackets.
  *
  * Routing inside an accepted local part (`user%host`, `host!user`, `"user@host"`) is syntax RFC
  * 5321 allows; whether to take it is a policy, see `hasRoutingInLocalPart`.
  */
 export function parseAddress(address: string): ParsedAddress | undefined {
-  if (Buffer.byteLength(address) > 254) return undefined
+  // U+FFFD stands where the command had bytes that are not UTF-8: taking the address would send
+  // mail to another address than the one the client gave (RFC 6531 §3.3: well-formed UTF-8 only).
+  if (Buffer.byteLength(address) > 254 || address.includes('\uFFFD')) return undefined
   const at = address.lastIndexOf('@')
   if (at <= 0 || at === address.length - 1) return undefined
   const local = address.slice(0, at)

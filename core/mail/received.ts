@@ -5,10 +5,20 @@ export function rfc5322Date(date = new Date()): string {
   return date.toUTCString().replace(/GMT$/, '+0000')
 }
 
+/** A HELO name that can stand as the field's `from` domain: a host name or an address literal. */
+const HELO_NAME = /^(?:[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?|\[(?:ipv6:)?[0-9a-f:.]{2,45}\])$/i
+
+/** Text that is safe inside a comment: printable ASCII, `(`, `)` and `\` escaped, at most 100 characters. */
+const commentText = (text: string) => text.slice(0, 100).replace(/[^\x20-\x7e]/g, '?').replace(/[()\\]/g, '\\$&')
+
 /** The Received trace field this relay adds (RFC 5321 §4.4). */
 export function receivedHeader(o: { session: SessionInfo; hostname: string; protocol: string; queueId: string; recipients: string[]; tls?: string }): string {
   const s = o.session
-  const from = `${s.helo ?? 'unknown'} (${s.clientHostname && s.clientHostname !== `[${s.remoteAddress}]` ? `${s.clientHostname} ` : ''}[${s.remoteAddress}])`
+  const client = `${s.clientHostname && s.clientHostname !== `[${s.remoteAddress}]` ? `${s.clientHostname} ` : ''}[${s.remoteAddress}]`
+  // The client chose its HELO name: one that is no host name (`x(`, `a;b`, spaces, 8-bit bytes)
+  // goes into the comment, escaped, so it cannot end the comment or the field early.
+  const helo = s.helo ?? 'unknown'
+  const from = HELO_NAME.test(helo) ? `${helo} (${client})` : `[${s.remoteAddress}] (helo=${commentText(helo)} ${client})`
   const tls = o.tls ? `\r\n\t(using ${o.tls})` : ''
   const forClause = o.recipients.length === 1 ? `\r\n\tfor <${o.recipients[0]}>` : ''
   return `from ${from}${tls}\r\n\tby ${o.hostname} (Relay) with ${o.protocol} id ${o.queueId}${forClause};\r\n\t${rfc5322Date()}`

@@ -73,11 +73,12 @@ export async function listen(server: SMTPServer, listener: Listener, log: Logger
   })
   // Client-side failures (a TLS handshake a client broke off, a reset) come here too: one short
   // line each; anything else is a server problem.
-  server.on('error', (err: Error & { meta?: { stage?: string; remoteAddress?: string } }) =>
-    err.meta?.remoteAddress
-      ? log.info({ client: err.meta.remoteAddress, stage: err.meta.stage, error: err.message.trim() }, 'client connection failed')
-      : log.error({ err, listener: { host: listener.host, port: listener.port } }, 'listener error'),
-  )
+  // (A failed TLS handshake names its client in err.meta, an error of a client's socket in err.remoteAddress.)
+  server.on('error', (err: Error & { remoteAddress?: string; meta?: { stage?: string; remoteAddress?: string } }) => {
+    const client = err.meta?.remoteAddress ?? err.remoteAddress
+    if (client) log.info({ client, stage: err.meta?.stage, error: err.message.trim() }, 'client connection failed')
+    else log.error({ err, listener: { host: listener.host, port: listener.port } }, 'listener error')
+  })
   const address = server.server.address()
   if (address && typeof address === 'object') listener.port = address.port
   log.info({ host: listener.host, port: listener.port, role: listener.role, tls: listener.tls }, `listening on ${listener.host}:${listener.port} (${listener.role})`)

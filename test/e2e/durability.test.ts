@@ -1,11 +1,13 @@
 // Durability: what a relay has answered 250 for survives SIGTERM, kill -9 and restarts, and is
 // delivered. Real relay processes, real DNS on loopback, real receiving SMTP servers.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
-import { eventually, runCli, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 const relays: RelayProcess[] = []
@@ -110,6 +112,28 @@ function tryConnect(port: number): Promise<'refused' | 'accepted'> {
 }
 
 describe('durability across stops and crashes', () => {
+  it('a second relay on the same data directory refuses to start (exit 1) and changes nothing: no recovery of mail in flight, the pid file kept', async () => {
+    // The MX takes the message and never answers: the first relay holds the delivery leased.
+    const { mx, relay } = await setup({}, { stall: 'data' })
+    const m = message('in flight while a second relay starts')
+    expect((await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: m.data })).lastReply).toMatch(/^250 /)
+    await eventually(() => mx.refused.some((r) => r.outcome === 'stall'), 10_000, 'the delivery stalled at DATA')
+    const second = await runCliAsync(['start', '--config', relay.configFile])
+    expect(second.code).toBe(1)
+    expect(second.stderr).toMatch(new RegExp(`another relay is running on the data directory .* \\(pid ${relay.child.pid}\\)`))
+    // Nothing of the running relay was touched: its work is still leased, its pid file names it.
+    const [entry] = relay.queueList()
+    expect(entry!.recipients[0]!.nextAttemptAt).toBeGreaterThan(Date.now() + 14 * 60_000)
+    expect(fs.readFileSync(path.join(relay.dataDir, 'relay.pid'), 'utf8').trim()).toBe(String(relay.child.pid))
+    expect(runCli(['reload', '--config', relay.configFile]).code).toBe(0)
+    expect(relay.exited()).toBe(false)
+    // The claim dies with the process: after kill -9 the same directory starts, and recovers.
+    await relay.kill9()
+    mx.setBehaviour({})
+    await relay.restart()
+    await eventually(() => arrivals(mx).get(m.messageId) === 1, 10_000, 'the message at the MX once')
+  })
+
   it('SIGTERM with deferred mail in the queue: exit 0, and after a restart each message is delivered exactly once', async () => {
     const { mx, relay } = await setup({}, { reply: { mail: () => ({ code: 451, message: '4.3.2 not now' }) } })
     const sent = [message('restart 1'), message('restart 2'), message('restart 3')]

@@ -211,6 +211,38 @@ describe('robustness', () => {
     expectHealthy(relay)
   })
 
+  it('refuses envelope addresses holding bytes that are not UTF-8 instead of rewriting them', async () => {
+    const client = await open(relay.port)
+    const raw = async (latin1: string) => {
+      const reply = client.read()
+      client.send(Buffer.from(`${latin1}\r\n`, 'latin1'))
+      return reply
+    }
+    expect(await raw('MAIL FROM:<bad\xff\xfeutf@sender.test>')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await raw('MAIL FROM:<bad\xff\xfeutf@sender.test> SMTPUTF8')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await client.command('MAIL FROM:<alice@sender.test> SMTPUTF8')).toMatch(/^250 /)
+    expect(await raw('RCPT TO:<v\xc3@dest.test>')).toMatch(/^5\d\d 5\.1\.3 /)
+    // well-formed UTF-8 is taken (SMTPUTF8)
+    expect(await raw(`RCPT TO:<${Buffer.from('jürgen@dest.test').toString('latin1')}>`)).toMatch(/^250 /)
+    expectHealthy(relay)
+  })
+
+  it('keeps a HELO name that is no host name out of the structure of its Received field', async () => {
+    for (const helo of ['x(', 'a;b', '(c)', 'x\\']) {
+      const { client } = await connectRaw(relay.port)
+      clients.add(client)
+      expect(await client.command(`EHLO ${helo}`)).toMatch(/^250[ -]/)
+      const tag = `helo ${helo}`
+      expect(await transaction(client, { to: 'bob@dest.test', data: message(tag) })).toMatch(/^250 2\.0\.0 /)
+      const got = await deliveredTagged(tag)
+      const received = /^Received: (.*(?:\r\n[ \t].*)*)\r\n/.exec(got.raw.toString('latin1'))![1]!
+      // The relay's own parts stay outside any comment, and the field ends with its own date.
+      const uncommented = received.replace(/\((?:[^()\\]|\\.)*\)/g, '')
+      expect(uncommented, helo).toMatch(/^from \[127\.0\.0\.1\]\s+by \S+\s+with \w+ id \w+\s+for <bob@dest\.test>;\s+\w{3}, \d{2} \w{3} \d{4} [\d:]{8} \+0000$/)
+      expect(received, helo).not.toContain(`from ${helo}`)
+    }
+  })
+
   it('survives a 1 MB command line and relays on a new connection', async () => {
     const client = await open(relay.port)
     const line = `MAIL FROM:<${'a'.repeat(1024 * 1024)}@sender.test>`

@@ -158,6 +158,20 @@ describe('TLS', () => {
     await eventually(() => relay.logs.filter((l) => l.msg === 'TLS certificates reloaded').length > reloadsBefore, 2000, 'the reload log line')
   })
 
+  it('a client that breaks the TLS handshake is an info line about that client, never a listener error', async () => {
+    const before = relay.logs.length
+    for (let i = 0; i < 2; i++) {
+      const { client } = await connectRaw(starttlsPort())
+      await client.command('EHLO client.test')
+      expect(await client.command('STARTTLS')).toMatch(/^220 /)
+      client.send('AUTH PLAIN garbage instead of a ClientHello\r\n')
+      await eventually(() => client.isClosed() || undefined, 5000, 'the relay to close the connection')
+    }
+    await eventually(() => relay.logs.slice(before).filter((l) => l.msg === 'client connection failed' && l.client === '127.0.0.1').length >= 2, 5000, 'two client connection failed lines')
+    const errors = relay.logs.slice(before).filter((l) => (l.level as number) >= 50)
+    expect(errors).toEqual([])
+  })
+
   it('a listener that needs TLS without a certificate is a config error naming the key', () => {
     const dir = tempDir('relay-notls-')
     const file = path.join(dir, 'relay.config.json')
