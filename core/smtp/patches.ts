@@ -29,6 +29,9 @@
 //    source below.
 // 9. RFC 4954 §4: AUTH inside a mail transaction (after MAIL FROM) gets 503. smtp-server takes it,
 //    and then the envelope sender given before AUTH is never checked against what the user owns.
+// 10. RFC 5321 §4.1.2: a quoted local part may hold spaces and `<` `>` (`"john smith"@example.com`);
+//    smtp-server splits MAIL/RCPT at every space and wants no `<>` inside the path. Those characters
+//    inside quoted strings are masked for its parser and put back in the address it returns.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
@@ -52,6 +55,7 @@ interface ConnectionInternals {
   _resetSession(): void
   handler_RCPT(command: Buffer, callback: () => void): void
   handler_AUTH(command: Buffer, callback: () => void): void
+  _parseAddressCommand(name: string, command: Buffer | string): false | { address: string; args: Record<string, unknown> | false }
   _armTimeout(socket?: Socket): void
   _onTimeout(): void
   _socket: Socket
@@ -126,6 +130,11 @@ function onSocketEnd(this: FedSocket): void {
 const SET_LISTENERS =
   "_setListeners(callback) { this._socket.on('close', hadError => this._onCloseEvent(hadError)); this._socket.on('error', err => this._onError(err)); this._armTimeout(); this._socket.pipe(this._parser); if (!this.needsUpgrade) { return callback(); } this.upgrade(() => false, callback); }"
 
+/** Private-use stand-ins for what smtp-server's address parser cannot take inside quotes (patch 10). */
+const MASK: Record<string, string> = { ' ': '\uE000', '<': '\uE001', '>': '\uE002' }
+const UNMASK: Record<string, string> = { '\uE000': ' ', '\uE001': '<', '\uE002': '>' }
+const MASKS = /[\uE000-\uE002]/g
+const HAS_MASK = /[\uE000-\uE002]/
 const PATCHED = Symbol.for('relay.smtpServerPatched')
 let applied = false
 
@@ -147,6 +156,7 @@ export function patchSmtpServer(): void {
     typeof proto._resetSession !== 'function' ||
     typeof proto.handler_RCPT !== 'function' ||
     typeof proto.handler_AUTH !== 'function' ||
+    typeof proto._parseAddressCommand !== 'function' ||
     typeof proto._armTimeout !== 'function' ||
     typeof proto._onTimeout !== 'function' ||
     typeof socketTimeout !== 'function' ||
@@ -199,6 +209,14 @@ export function patchSmtpServer(): void {
       return callback()
     }
     return auth.call(this, command, callback)
+  }
+  const parseAddressCommand = proto._parseAddressCommand
+  proto._parseAddressCommand = function (name, command) {
+    const text = String(command ?? '')
+    if (!text.includes('"') || HAS_MASK.test(text)) return parseAddressCommand.call(this, name, command)
+    const parsed = parseAddressCommand.call(this, name, text.replace(/"(?:[^"\\\r\n]|\\.)*"/g, (q) => q.replace(/[ <>]/g, (c) => MASK[c]!)))
+    if (parsed) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
+    return parsed
   }
   proto._armTimeout = function (this: ConnectionInternals, socket?: Socket) {
     const s = (socket ?? this._socket) as TimedSocket
