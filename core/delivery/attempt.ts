@@ -18,6 +18,7 @@ import { throughHost, type Throttle } from './throttle.js'
 import { admitRoute, checkRouteLimits } from './route-throttle.js'
 import { isOwnEndpoint, loopsBack } from './loop.js'
 import { hopCount } from '../mail/received.js'
+import { oneLineReply } from '../mail/reply.js'
 
 /** The outcome of one delivery attempt for one job, before retry policy is applied. */
 export interface AttemptResult {
@@ -145,8 +146,19 @@ function needsSmtpUtf8(job: Job): boolean {
   return [job.message.sender, ...job.recipients.map((r) => r.address)].some((a) => /[^\x00-\x7f]/.test(a))
 }
 
-/** One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
+/**
+ * One attempt: deliver hook (route), DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers.
+ * Every response leaves here in its bounded one-line form (core/mail/reply.ts): this is where remote
+ * replies (and local reasons quoting them) enter the relay, for the queue, events, logs, the
+ * suppression list and DSNs alike.
+ */
 export async function attemptDelivery(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
+  const results = await attempt(job, deps)
+  for (const r of results) r.response = oneLineReply(r.response)
+  return results
+}
+
+async function attempt(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
   const { config, hooks } = deps
   let route: AttemptResult['route'] // known once the plan is
   let routeName: string | undefined

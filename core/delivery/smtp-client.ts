@@ -5,6 +5,7 @@ import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
 import { scan8bit, sevenBitStream } from '../mail/downgrade.js'
 import { poolKey, type ConnectionPool } from './connection-pool.js'
+import { oneLineReply } from '../mail/reply.js'
 import { describeError, openSession, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
 
 /**
@@ -115,7 +116,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
         return fail(e)
       }
       const out = new Map<string, RecipientReply>()
-      for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: lmtpReplies.get(rcpt)?.replace(/\s+/g, ' ').trim() ?? info.response })
+      for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: oneLineReply(lmtpReplies.get(rcpt) ?? info.response) })
       for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
       finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls }, 'keep')
     })

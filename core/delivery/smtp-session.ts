@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
 import { peerNames } from './loop.js'
+import { oneLineReply } from '../mail/reply.js'
 
 /**
  * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
@@ -89,8 +90,8 @@ export type NextHopLacks = 'smtputf8' | '8bitmime'
 
 export type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
 
-/** An SMTP error as one line: the server's reply when there is one, else the local error. */
-export const describeError = (err: SmtpError) => (err.response ?? `${err.code ?? 'error'}: ${err.message}`).replace(/\s+/g, ' ').trim()
+/** An SMTP error as one line (core/mail/reply.ts, bounded): the server's reply when there is one, else the local error. */
+export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${err.message}`)
 
 /** An open connection to one host, reusable for further messages. */
 export interface Session {

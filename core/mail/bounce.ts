@@ -6,6 +6,7 @@ import MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
 import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
+import { REPLY_MAX, truncateReply } from './reply.js'
 
 export interface FailedRecipient {
   address: string
@@ -38,6 +39,79 @@ export interface DsnInput {
 
 // Every control character, NUL included (a remote reply or an xtext-decoded ENVID/ORCPT may carry one).
 const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
+/**
+ * A diagnostic as a DSN quotes it: one line, at most REPLY_MAX characters. Delivery records replies
+ * bounded already (core/mail/reply.ts); this holds for older queue entries and other callers too.
+ */
+const diagnosticOf = (s: string) => truncateReply(oneLine(s.length > REPLY_MAX * 4 ? s.slice(0, REPLY_MAX * 4) : s))
+
+/** RFC 5322 §2.1.1: no line of a message is longer than 998 octets (without its CRLF). */
+export const MAX_LINE = 998
+/** The width a folded field aims at (RFC 5322 §2.1.1: lines SHOULD be at most 78 characters). */
+const FOLD_WIDTH = 78
+
+const octets = (s: string) => Buffer.byteLength(s, 'utf8')
+
+/**
+ * A header-like field (RFC 5322 §2.2.3; RFC 3464 fields are header-like) of at most MAX_LINE octets
+ * as it is; a longer one folded at spaces into lines of about FOLD_WIDTH, a run without spaces
+ * longer than a line broken where it must be (a folding space appears there when it is unfolded).
+ */
+export function foldField(line: string): string {
+  if (octets(line) <= MAX_LINE) return line
+  const out: string[] = []
+  let current = ''
+  // Each word after the first keeps its leading space: a line that starts with one is a folded line.
+  for (let word of line.split(/(?= )/)) {
+    if (current.trim() && octets(current) + octets(word) > FOLD_WIDTH) {
+      out.push(current)
+      current = ''
+    }
+    // A word too long for any line: as much of it as fits, the rest on the next (folded) line.
+    while (octets(current) + octets(word) > MAX_LINE) {
+      const room = MAX_LINE - octets(current)
+      let n = 0
+      for (let used = 0; n < word.length; ) {
+        const step = word.codePointAt(n)! > 0xffff ? 2 : 1
+        const size = octets(word.slice(n, n + step))
+        if (used + size > room) break
+        used += size
+        n += step
+      }
+      out.push(current + word.slice(0, n))
+      current = ''
+      word = ` ${word.slice(n)}`
+    }
+    current += word
+  }
+  if (current) out.push(current)
+  return out.join('\r\n')
+}
+
+/**
+ * Text (CRLF or LF line ends) with every line of at most MAX_LINE octets: a longer header field
+ * is folded (foldField), in a body a longer line is broken. For the original headers a DSN quotes.
+ */
+export function limitLines(text: string): string {
+  if (!text.split(/\r?\n/).some((l) => octets(l) > MAX_LINE)) return text
+  return text
+    .split(/\r?\n/)
+    .map((l) => (octets(l) > MAX_LINE ? foldField(l) : l))
+    .join('\r\n')
+}
+
+/** Whether some line of `buf` is longer than MAX_LINE octets. */
+export function hasLongLine(buf: Buffer): boolean {
+  let start = 0
+  for (;;) {
+    const lf = buf.indexOf(0x0a, start)
+    const end = lf === -1 ? buf.length : lf
+    const len = end - start - (end > start && buf[end - 1] === 0x0d ? 1 : 0)
+    if (len > MAX_LINE) return true
+    if (lf === -1) return false
+    start = lf + 1
+  }
+}
 
 /** RET=FULL returns the message only up to this size; larger ones get their headers (as RET=HDRS). */
 export const RET_FULL_MAX = 1024 * 1024
@@ -130,9 +204,11 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
     '',
     ...intro,
     '',
-    ...d.recipients.map((r) => `<${r.address}>: ${r.remoteHost ? `host ${r.remoteHost} said: ` : ''}${oneLine(r.diagnostic)}`),
+    ...d.recipients.map((r) => `<${r.address}>: ${r.remoteHost ? `host ${r.remoteHost} said: ` : ''}${diagnosticOf(r.diagnostic)}`),
     '',
-  ].join('\r\n')
+  ]
+    .map(foldField)
+    .join('\r\n')
   root.createChild('text/plain; charset=utf-8').setContent(text)
 
   const fields = [
@@ -146,15 +222,25 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
     if (r.orcpt) fields.push(`Original-Recipient: ${r.orcpt}`)
     fields.push(`Final-Recipient: rfc822; ${r.address}`, `Action: ${delayed ? 'delayed' : 'failed'}`, `Status: ${r.status}`)
     if (r.remoteHost) fields.push(`Remote-MTA: dns; ${r.remoteHost.replace(/\[.*$/, '')}`)
-    fields.push(`Diagnostic-Code: ${r.remote ? 'smtp' : 'x-local'}; ${oneLine(r.diagnostic)}`)
+    fields.push(`Diagnostic-Code: ${r.remote ? 'smtp' : 'x-local'}; ${diagnosticOf(r.diagnostic)}`)
     fields.push(`Last-Attempt-Date: ${new Date().toUTCString()}`)
     if (delayed && d.willRetryUntil) fields.push(`Will-Retry-Until: ${d.willRetryUntil.toUTCString()}`)
   }
-  root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.join('\r\n') + '\r\n')
-  if (d.originalMessage && !delayed) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
-  else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalHeaders)
+  // Every field within the line limit, whatever a remote server or a client put into it.
+  root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map(foldField).join('\r\n') + '\r\n')
+  // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
+  // comes back as its headers, as one too large does.
+  if (d.originalMessage && !delayed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
+  else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(originalHeadersOf(d.originalHeaders))
 
   return new Promise((resolve, reject) => root.build((err, buf) => (err ? reject(err) : resolve(buf))))
+}
+
+/** The original headers as a DSN quotes them: every line within MAX_LINE octets (long fields folded). */
+function originalHeadersOf(headers: Buffer): Buffer {
+  if (!hasLongLine(headers)) return headers
+  // latin1 keeps every byte as it was (folding only adds CRLF and spaces).
+  return Buffer.from(limitLines(headers.toString('latin1')), 'latin1')
 }
 
 /** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
@@ -196,7 +282,7 @@ export interface BouncedRecipient {
 
 /** The response recorded for a recipient still deferred when its message expires (its bounce says why). */
 export function expiredResponse(receivedAt: number, now: number, lastError: string): string {
-  return `4.4.7 Message expired after ${formatDuration(now - receivedAt)} in the queue; last error: ${lastError}`
+  return truncateReply(`4.4.7 Message expired after ${formatDuration(now - receivedAt)} in the queue; last error: ${lastError}`)
 }
 
 /**

@@ -235,6 +235,68 @@ describe('suppression list', () => {
   })
 })
 
+describe('long remote replies', () => {
+  /** Every line of a message, CRLF excluded, in octets. */
+  const longestLine = (m: ReceivedMessage) => Math.max(...m.raw.toString('latin1').split('\r\n').map((l) => l.length))
+  /** A delivery-status field, unfolded. */
+  const field = (status: string, name: string) => new RegExp(`^${name}: (.*(?:\r\n[ \t].*)*)`, 'm').exec(status)?.[1]?.replace(/\r\n(?=[ \t])/g, '')
+
+  it('a 100 KB 550 at RCPT and a 100 KB 451: the DSN and the delay warning keep every line within 998 octets; events, logs, the queue and the suppression list a bounded line', async () => {
+    const filler = 'this reply goes on and on '.repeat(4000) // ~104 KB
+    rcptReplies['huge@dest.test'] = { code: 550, message: `5.1.1 <huge@dest.test>: HUGE-REFUSAL-START ${filler}HUGE-REFUSAL-END` }
+    rcptReplies['huge-later@dest.test'] = { code: 451, message: `4.3.0 HUGE-DEFERRAL-START ${'x'.repeat(100_000)} HUGE-DEFERRAL-END` }
+    const { id } = await submit({ rcpts: ['huge@dest.test', 'huge-later@dest.test'], data: message('huge replies') })
+
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'huge@dest.test')
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'huge-later@dest.test')
+    for (const [ev, start] of [[bounced, '550 5.1.1 <huge@dest.test>: HUGE-REFUSAL-START this reply goes on'], [deferred, '451 4.3.0 HUGE-DEFERRAL-START xxxx']] as const) {
+      const response = ev.response as string
+      expect(response.startsWith(start), response.slice(0, 100)).toBe(true)
+      expect(response.length).toBeLessThanOrEqual(1000)
+      expect(response).toMatch(/ \[truncated\]$/)
+    }
+    // No log line carries the whole reply.
+    expect(relay.logs.filter((l) => /HUGE-(REFUSAL|DEFERRAL)-END/.test(JSON.stringify(l)))).toEqual([])
+
+    // The failure DSN: every line within the limit, a Diagnostic-Code (folded) with the start of the reply.
+    const [dsn] = await eventually(() => (dsnsFor('huge@dest.test', 'failed').length ? dsnsFor('huge@dest.test', 'failed') : undefined), 10_000, 'failure DSN')
+    expect(longestLine(dsn!)).toBeLessThanOrEqual(998)
+    const diagnostic = field(deliveryStatus(dsn!), 'Diagnostic-Code')!
+    expect(diagnostic).toMatch(/^smtp; 550 5\.1\.1 <huge@dest\.test>: HUGE-REFUSAL-START this reply goes on/)
+    expect(diagnostic.length).toBeLessThan(1100)
+    expect(text(dsn!)).not.toContain('HUGE-REFUSAL-END')
+
+    // The delay warning for the one still deferred: the same.
+    const [warning] = await eventually(() => (dsnsFor('huge-later@dest.test', 'delayed').length ? dsnsFor('huge-later@dest.test', 'delayed') : undefined), 10_000, 'delay warning')
+    expect(longestLine(warning!)).toBeLessThanOrEqual(998)
+    expect(field(deliveryStatus(warning!), 'Diagnostic-Code')).toMatch(/^smtp; 451 4\.3\.0 HUGE-DEFERRAL-START x+/)
+    expect(text(warning!)).not.toContain('HUGE-DEFERRAL-END')
+
+    // The queue keeps the bounded form: `queue show` (text and --json), `queue list`.
+    const show = cli('queue', 'show', id)
+    expect(show.code, show.stderr).toBe(0)
+    expect(show.stdout).toMatch(/\n {2}huge@dest\.test +bounced +1 +\S+ +550 5\.1\.1 <huge@dest\.test>: HUGE-REFUSAL-START /)
+    for (const line of show.stdout.split('\n')) expect(line.length).toBeLessThan(1200)
+    const detail = JSON.parse(cli('queue', 'show', id, '--json').stdout) as { recipients: { address: string; lastResponse?: string; history: { response: string }[] }[] }
+    for (const r of detail.recipients) {
+      expect(r.lastResponse!.length).toBeLessThanOrEqual(1000)
+      for (const h of r.history) expect(h.response.length).toBeLessThanOrEqual(1000)
+    }
+    for (const line of cli('queue', 'list').stdout.split('\n')) expect(line.length).toBeLessThan(1200)
+
+    // A hard bounce: suppressed, with a bounded reason.
+    await relay.waitForLog((l) => l.msg === 'suppressed huge@dest.test')
+    const listed = (JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; reason: string }[]).find((x) => x.address === 'huge@dest.test')!
+    expect(listed.reason).toMatch(/^550 5\.1\.1 <huge@dest\.test>: HUGE-REFUSAL-START /)
+    expect(listed.reason.length).toBeLessThanOrEqual(1000)
+
+    expect(cli('suppression', 'remove', 'huge@dest.test').code).toBe(0)
+    expect(cli('queue', 'delete', id).code).toBe(0)
+    delete rcptReplies['huge@dest.test']
+    delete rcptReplies['huge-later@dest.test']
+  })
+})
+
 describe('delay warnings', () => {
   it('sends one DSN with Action: delayed after delayWarning, only for recipients that asked for DELAY (or gave no NOTIFY), never for the null sender', async () => {
     const nullSender = await submit({ from: '', rcpts: ['bounce-wait@slow.test'], data: message('slow bounce') })

@@ -2,19 +2,99 @@
 // server on loopback and delivers to a real receiving SMTP server.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
+import net from 'node:net'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 let mx1: TestReceiver // 127.0.0.2
 let mx3: TestReceiver // 127.0.0.3
 let senderMx: TestReceiver // 127.0.0.4: the sender's domain, where bounces go
+let multiMx: RawMx // 127.0.0.7 multiline.test: multi-line replies (smtp-server puts every reply on one line)
 let relay: RelayProcess
 
 const message = (subject: string, body = 'Hello there.\r\n.leading dot line\r\n\r\nBye\r\n') =>
   `From: Alice <alice@sender.test>\r\nTo: bob@dest.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${body}`
+
+interface RawMx {
+  /** Messages accepted (their envelope recipients). */
+  accepted: string[][]
+  close(): Promise<void>
+}
+
+/**
+ * A bare SMTP server speaking over a socket, for replies smtp-server cannot send: RCPT to an
+ * address starting with `long-` gets a 2,002-line 550, one starting with `later-` a 451, and the
+ * message gets a three-line 250.
+ */
+function startRawMx(host: string, port: number): Promise<RawMx> {
+  const accepted: string[][] = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => undefined)
+    let buffer = ''
+    let inData = false
+    let to: string[] = []
+    const reply = (lines: string[], code: number) => socket.write(lines.map((l, i) => `${code}${i < lines.length - 1 ? '-' : ' '}${l}\r\n`).join(''))
+    socket.write('220 mx.multiline.test ESMTP\r\n')
+    socket.on('data', (chunk) => {
+      buffer += chunk.toString('latin1')
+      for (;;) {
+        if (inData) {
+          const end = buffer.indexOf('\r\n.\r\n')
+          if (end === -1) return
+          buffer = buffer.slice(end + 5)
+          inData = false
+          accepted.push(to)
+          reply(['2.0.0 Ok: queued as MULTI1', 'a second line of the reply', '2.0.0 and a third one'], 250)
+          continue
+        }
+        const eol = buffer.indexOf('\r\n')
+        if (eol === -1) return
+        const line = buffer.slice(0, eol)
+        buffer = buffer.slice(eol + 2)
+        const verb = line.slice(0, 4).toUpperCase()
+        if (verb === 'EHLO' || verb === 'HELO') reply(['mx.multiline.test', '8BITMIME'], 250)
+        else if (verb === 'MAIL') {
+          to = []
+          reply(['2.1.0 Ok'], 250)
+        } else if (verb === 'RCPT') {
+          const address = /<([^>]*)>/.exec(line)?.[1] ?? ''
+          if (address.startsWith('long-')) reply(Array.from({ length: 2002 }, (_, i) => `5.1.1 <${address}>: line ${i + 1} of a long refusal`), 550)
+          else if (address.startsWith('later-')) reply(['4.3.0 Try again later'], 451)
+          else {
+            to.push(address)
+            reply(['2.1.5 Ok'], 250)
+          }
+        } else if (verb === 'DATA') {
+          inData = true
+          socket.write('354 End data with <CR><LF>.<CR><LF>\r\n')
+        } else if (verb === 'RSET') reply(['2.0.0 Ok'], 250)
+        else if (verb === 'QUIT') {
+          socket.end('221 2.0.0 Bye\r\n')
+          return
+        } else reply(['5.5.2 Error: command not recognized'], 502)
+      }
+    })
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () =>
+      resolve({
+        accepted,
+        close: () =>
+          new Promise<void>((done) => {
+            for (const s of sockets) s.destroy()
+            server.close(() => done())
+          }),
+      }),
+    )
+  })
+}
 
 function bodyOf(raw: Buffer): string {
   const s = raw.toString('latin1')
@@ -26,6 +106,7 @@ beforeAll(async () => {
   const port = mx1.port
   mx3 = await startReceiver({ host: '127.0.0.3', port })
   senderMx = await startReceiver({ host: '127.0.0.4', port })
+  multiMx = await startRawMx('127.0.0.7', port)
   dns = await startDns({
     'dest.test': { MX: [{ exchange: 'mx1.dest.test', priority: 10 }] },
     'mx1.dest.test': { A: ['127.0.0.2'] },
@@ -45,6 +126,7 @@ beforeAll(async () => {
     'cached.test': { MX: [{ exchange: 'mx.cached.test', priority: 10 }] },
     'mx.cached.test': { A: ['127.0.0.3'] },
     'mx.partial.test': { A: ['127.0.0.3'] },
+    'multiline.test': { A: ['127.0.0.7'] },
   })
   relay = await startRelay({
     config: {
@@ -59,7 +141,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop()
-  await Promise.all([dns?.close(), mx1?.close(), mx3?.close(), senderMx?.close()])
+  await Promise.all([dns?.close(), mx1?.close(), mx3?.close(), senderMx?.close(), multiMx?.close()])
 })
 
 describe('delivery through DNS MX', () => {
@@ -192,5 +274,51 @@ describe('delivery through DNS MX', () => {
       await mx3.waitForMessages(before + n, 10_000)
     }
     expect(dns.queries.filter((q) => q.name === 'cached.test' && q.type === 'MX')).toHaveLength(1)
+  })
+
+  it('keeps a multi-line reply as one bounded line: a three-line 250 in the event and `relay queue show`, a 2,002-line 550 in the event, the queue and the DSN', async () => {
+    const beforeSender = senderMx.messages.length
+    const r = await sendMail(relay.port, {
+      from: 'alice@sender.test',
+      to: ['ok@multiline.test', 'long-refusal@multiline.test', 'later-one@multiline.test'],
+      data: message('multi-line replies'),
+    })
+    const id = /queued as (\w+)/.exec(r.lastReply)![1]!
+    await eventually(() => multiMx.accepted.some((to) => to.includes('ok@multiline.test')), 10_000, 'delivered to multiline.test')
+
+    // The three lines of the 250, joined with a space, the continuation lines' codes dropped.
+    const delivered = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'ok@multiline.test')
+    expect(delivered.response).toBe('250 2.0.0 Ok: queued as MULTI1 a second line of the reply and a third one')
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'long-refusal@multiline.test')
+    const refusal = bounced.response as string
+    expect(refusal).toMatch(/^550 5\.1\.1 <long-refusal@multiline\.test>: line 1 of a long refusal <long-refusal@multiline\.test>: line 2 of a long refusal /)
+    expect(refusal).not.toMatch(/[\r\n]/)
+    expect(refusal.length).toBeLessThanOrEqual(1000)
+    expect(refusal).toMatch(/ \[truncated\]$/)
+    // No log line carries the whole reply.
+    expect(relay.logs.filter((l) => JSON.stringify(l).includes('line 2002 of a long refusal'))).toEqual([])
+
+    // The queue keeps the same forms: `queue show` has one line per recipient, --json has no line break.
+    await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'later-one@multiline.test')
+    const cli = (...args: string[]) => runCli([...args, '--config', relay.configFile])
+    const show = cli('queue', 'show', id)
+    expect(show.code, show.stderr).toBe(0)
+    expect(show.stdout).toMatch(/\n {2}ok@multiline\.test +delivered +1 +\S+ +250 2\.0\.0 Ok: queued as MULTI1 a second line of the reply and a third one\n {2}long-refusal@multiline\.test /)
+    for (const line of show.stdout.split('\n')) expect(line.length).toBeLessThan(1200)
+    const detail = JSON.parse(cli('queue', 'show', id, '--json').stdout) as { recipients: { address: string; lastResponse?: string; history: { response: string }[] }[] }
+    const byAddress = new Map(detail.recipients.map((x) => [x.address, x]))
+    expect(byAddress.get('ok@multiline.test')!.lastResponse).toBe('250 2.0.0 Ok: queued as MULTI1 a second line of the reply and a third one')
+    expect(byAddress.get('long-refusal@multiline.test')!.lastResponse).toBe(refusal)
+    for (const x of detail.recipients) for (const h of x.history) expect([h.response.length <= 1000, /[\r\n]/.test(h.response)]).toEqual([true, false])
+
+    // The DSN quotes the start of the reply, every line within 998 octets.
+    const [dsn] = (await senderMx.waitForMessages(beforeSender + 1, 10_000)).slice(-1)
+    const raw = dsn!.raw.toString('latin1')
+    for (const line of raw.split('\r\n')) expect(Buffer.byteLength(line, 'latin1')).toBeLessThanOrEqual(998)
+    const status = raw.slice(raw.indexOf('Content-Type: message/delivery-status'))
+    const diagnostic = /^Diagnostic-Code: (.*(?:\r\n[ \t].*)*)/m.exec(status)![1]!.replace(/\r\n(?=[ \t])/g, '')
+    expect(diagnostic).toMatch(/^smtp; 550 5\.1\.1 <long-refusal@multiline\.test>: line 1 of a long refusal <long-refusal@multiline\.test>: line 2 /)
+    expect(diagnostic.length).toBeLessThan(1100)
+    expect(cli('queue', 'delete', id).code).toBe(0)
   })
 })

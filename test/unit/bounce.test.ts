@@ -361,3 +361,66 @@ describe('DSN parameters', () => {
     expect(relayDsn(undefined, [{ args: { NOTIFY: 'DELAY', ORCPT: 'rfc822;a@x' } }, { args: { NOTIFY: 'delay' } }])).toEqual({ notify: 'DELAY' })
   })
 })
+
+describe('line limits (RFC 5322 §2.1.1: at most 998 octets a line)', () => {
+  const longest = (s: string) => Math.max(...s.split('\r\n').map((l) => Buffer.byteLength(l)))
+  const unfold = (s: string) => s.replace(/\r\n(?=[ \t])/g, '')
+
+  it('oneLineReply: multi-line replies joined (continuation codes dropped), control characters removed, capped with a marker', async () => {
+    const { oneLineReply, REPLY_MAX } = await import('../../core/mail/reply.js')
+    expect(oneLineReply('250-2.0.0 Ok: queued as X\n250-second line\r\n250 2.0.0 third\x00line')).toBe('250 2.0.0 Ok: queued as X second line third line')
+    expect(oneLineReply('550-5.1.1 a\n550-5.7.1 b\n550 c')).toBe('550 5.1.1 a 5.7.1 b c')
+    expect(oneLineReply('451 4.3.0 try\tagain\x1b[0m later')).toBe('451 4.3.0 try again [0m later')
+    const long = oneLineReply(`550 5.1.1 ${'word '.repeat(30_000)}`)
+    expect(long.length).toBe(REPLY_MAX)
+    expect(long).toMatch(/^550 5\.1\.1 word word .* \[truncated\]$/)
+    expect(oneLineReply(long)).toBe(long) // idempotent
+  })
+
+  it('folds a long Diagnostic-Code at spaces, breaks a run without spaces, and keeps the text part and the quoted headers within the limit', async () => {
+    const headers = `From: alice@sender.test\r\nX-Long: ${'h'.repeat(3000)}\r\nSubject: ${'a long subject '.repeat(200)}\r\n\r\n`
+    const raw = (
+      await buildDsn({
+        reportingMta: 'mx.relay.test',
+        queueId: 'Q1',
+        sender: 'alice@sender.test',
+        arrivalDate: new Date(0),
+        originalHeaders: Buffer.from(headers),
+        recipients: [
+          { address: 'bob@dest.test', status: '5.1.1', remoteHost: 'mx.dest.test[192.0.2.7]:25', diagnostic: `550 5.1.1 ${'lorem ipsum '.repeat(10_000)}`, remote: true },
+          { address: 'carol@dest.test', status: '5.0.0', diagnostic: `550 ${'z'.repeat(5000)}`, remote: true },
+        ],
+      })
+    ).toString()
+    expect(longest(raw)).toBeLessThanOrEqual(998)
+    const { parts } = parse(raw)
+    const [, bob, carol] = unfold(parts[1]!.body).split('\r\n\r\n').map((g) => g.split('\r\n'))
+    const bobDiag = bob!.find((l) => l.startsWith('Diagnostic-Code: '))!
+    expect(bobDiag).toMatch(/^Diagnostic-Code: smtp; 550 5\.1\.1 lorem ipsum lorem /)
+    expect(bobDiag.length).toBeLessThanOrEqual(1030)
+    expect(carol!.find((l) => l.startsWith('Diagnostic-Code: '))).toMatch(/^Diagnostic-Code: smtp; 550 z+/)
+    // Folded at spaces into lines of about 78 where the text has spaces.
+    expect(parts[1]!.body.split('\r\n').filter((l) => l.includes('lorem')).every((l) => l.length <= 78)).toBe(true)
+    // The human-readable part quotes the bounded reply too.
+    expect(unQp(parts[0]!.body)).toMatch(/<bob@dest\.test>: host mx\.dest\.test\[192\.0\.2\.7\]:25 said: 550 5\.1\.1 lorem ipsum/)
+    expect(unQp(parts[0]!.body).length).toBeLessThan(4000)
+    // The original headers, folded: unfolded they hold what was sent (a long run broken with a space).
+    const quoted = unfold(unQp(parts[2]!.body))
+    expect(quoted).toContain(`Subject: ${'a long subject '.repeat(200).trimEnd()}`)
+    expect(quoted.replace(/ /g, '')).toContain(`X-Long:${'h'.repeat(3000)}`)
+  })
+
+  it('RET=FULL with a line over 998 octets in the body returns the headers instead (message/rfc822 cannot be re-encoded)', async () => {
+    const body = Buffer.from(`short line\r\n${'b'.repeat(2000)}\r\n`)
+    const dsn = (await failureDsn(env, queued({ senderArgs: { RET: 'FULL' }, body: { inline: body }, size: HEADERS.length + body.length }), [{ address: 'bob@dest.test', response: '550 5.7.1 no', remote: true }], { readBody: async () => body }))!
+    const raw = dsnOf(dsn).toString()
+    expect(longest(raw)).toBeLessThanOrEqual(998)
+    expect(parse(raw).parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+  })
+
+  it('an expiry response stays within the cap', () => {
+    const r = expiredResponse(0, 90_000, `451 4.3.0 ${'x'.repeat(990)}`)
+    expect(r.length).toBeLessThanOrEqual(1000)
+    expect(r).toMatch(/^4\.4\.7 Message expired after 90s in the queue; last error: 451 4\.3\.0 x+ \[truncated\]$/)
+  })
+})
