@@ -17,6 +17,8 @@ export { parseAddress } from './mail/address.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
 export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
+/** 'host', 'host:port', an IP address or '[v6]:port', checked (a zod string; the reasons never echo the text), and its parser. */
+export { hostPortString, parseHostPort } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */
 export { parseDuration } from './config/duration.js'
 export { networkMatcher } from './net/networks.js'

@@ -44,6 +44,52 @@ describe('config errors', () => {
       config: { dns: { servers: ['not-an-ip'] } },
       line: /^ {2}dns\.servers\[0\]: expected an IP address or 'ip:port', like '127\.0\.0\.1:5353'$/m,
     },
+    // Ports out of range: Node would wrap 70000 to 4464 (70000 - 65536) and use that silently.
+    {
+      what: 'a DNS server port above 65535',
+      config: { dns: { servers: ['127.0.0.1', '127.0.0.1:70000', '8.8.8.8:99999'] } },
+      line: /^ {2}dns\.servers\[1\]: port '70000' is not a port number from 1 to 65535$/m,
+    },
+    {
+      what: 'a DNS server [ipv6]:port with port 0',
+      config: { dns: { servers: ['[::1]:0'] } },
+      line: /^ {2}dns\.servers\[0\]: port '0' is not a port number from 1 to 65535$/m,
+    },
+    {
+      what: 'a DNS server that is not a valid IPv4 address',
+      config: { dns: { servers: ['999.1.1.1:53'] } },
+      line: /^ {2}dns\.servers\[0\]: .*'999\.1\.1\.1' is not a valid IPv4 address$/m,
+    },
+    {
+      what: 'delivery.port above 65535',
+      config: { delivery: { port: 70000 } },
+      line: /^ {2}delivery\.port: expected a port from 1 to 65535$/m,
+    },
+    {
+      what: 'a listen port above 65535',
+      config: { listen: [{ host: '127.0.0.1', port: 65536, role: 'mx' }] },
+      line: /^ {2}listen\[0\]\.port: expected a port from 0 to 65535$/m,
+    },
+    {
+      what: 'a listen host with a port in it',
+      config: { listen: [{ host: '127.0.0.1:25', port: 2525, role: 'mx' }] },
+      line: /^ {2}listen\[0\]\.host: expected a host name or IP address, without a port$/m,
+    },
+    {
+      what: 'a Redis URL with a port above 65535 (its password not repeated)',
+      config: { delivery: { throttle: { redis: 'redis://:s3cret@127.0.0.1:70000' } } },
+      line: /^ {2}delivery\.throttle\.redis: port '70000' is not a port number from 1 to 65535 \(expected a URL like 'redis:\/\/127\.0\.0\.1:6379'\)$/m,
+    },
+    {
+      what: 'a PostgreSQL URL with a port above 65535',
+      config: { queue: { driver: 'postgres', url: 'postgres://relay:s3cret@127.0.0.1:99999/relay' } },
+      line: /^ {2}queue\.url: port '99999' is not a port number from 1 to 65535/m,
+    },
+    {
+      what: 'mtaSts.connectTo with a port above 65535',
+      config: { delivery: { mtaSts: { connectTo: '127.0.0.1:99999' } } },
+      line: /^ {2}delivery\.mtaSts\.connectTo: port '99999' is not a port number from 1 to 65535$/m,
+    },
   ]
 
   for (const { what, config, line } of bad) {
@@ -58,6 +104,28 @@ describe('config errors', () => {
       }
     })
   }
+
+  it('a URL with a password that fails is not echoed', () => {
+    const file = writeConfig({ delivery: { throttle: { redis: 'redis://:s3cret@127.0.0.1:70000' } }, queue: { driver: 'postgres', url: 'postgres://relay:s3cret@127.0.0.1:99999/relay' } })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code).toBe(2)
+    expect(r.stderr).not.toContain('s3cret')
+  })
+
+  it('a routing smarthost host that is not a host name: exit 2 naming it, the password not repeated', () => {
+    const file = writeConfig({ plugins: [['routing', { routes: [{ kind: 'smarthost', tls: 'starttls', host: 'apikey:s3cret@smtp.sendgrid.net:587' }, { kind: 'smarthost', tls: 'implicit', host: 'https://smtp.sendgrid.net' }] }]] })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/^ {2}plugins\[0\] \(routing\) options\.routes\[0\]\.host: .*contains '@'/m)
+    expect(r.stderr).toMatch(/^ {2}plugins\[0\] \(routing\) options\.routes\[1\]\.host: .*not a URL/m)
+    expect(r.stderr).not.toContain('s3cret')
+  })
+
+  it('ports 1 and 65535, [ipv6]:port and plain IPv6 DNS servers are accepted', () => {
+    const file = writeConfig({ dns: { servers: ['127.0.0.1:65535', '[::1]:1', '::1', '10.0.0.1'] }, delivery: { port: 65535, throttle: { redis: 'redis://127.0.0.1:6379' }, mtaSts: { connectTo: 'localhost:8443' } } })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stderr).toBe(0)
+  })
 
   it('reports every bad key at once', () => {
     const file = writeConfig({ delivery: { retry: { base: '5x' } }, dns: { servers: ['not-an-ip'] }, delivry: {} })
@@ -178,5 +246,91 @@ describe('config file search (no --config)', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout.split('\n')[0]).toBe('config ok (defaults, no config file found)')
     expect(r.stdout).toContain(`  dataDir ${path.join(dir, 'data')}\n`)
+  })
+})
+
+describe('TypeScript and JavaScript files that do not parse: file, line, column and reason', () => {
+  const broken = "export default {\n  hostname: 'x.example',\n  listen: [ { port: 2525, role: 'mx' ]\n}\n"
+
+  for (const name of ['relay.config.ts', 'relay.config.mts', 'relay.config.js', 'relay.config.mjs']) {
+    it(`${name}: exit 2, naming ${name}:3:38 with the line and a caret`, () => {
+      const dir = tempDir('relay-syntax-')
+      fs.writeFileSync(path.join(dir, name), broken)
+      const r = runCli(['check-config', '--config', path.join(dir, name)])
+      expect(r.code, r.stderr).toBe(2)
+      const format = name.endsWith('ts') ? 'TypeScript' : 'JavaScript'
+      expect(r.stderr).toMatch(new RegExp(`^ {2}${name.replace(/\./g, '\\.')}:3:38: cannot load config: ${format} syntax error at line 3, column 38: \\S`, 'm'))
+      expect(r.stderr).not.toMatch(/Transform failed with 1 error:\s*$/m)
+      expect(r.stderr).toMatch(/^ {4}3 \| {3}listen: \[/m)
+      expect(r.stderr).toMatch(/^ {4} {2}\| {38}\^$/m)
+    })
+  }
+
+  it('a module the config imports: named by its own file, line and column', () => {
+    const dir = tempDir('relay-syntax-')
+    fs.writeFileSync(path.join(dir, 'relay.config.ts'), "import { routes } from './routes.ts'\nexport default { hostname: 'x.example', plugins: [['routing', { routes }]] }\n")
+    fs.writeFileSync(path.join(dir, 'routes.ts'), 'export const routes = [\n  { kind: "mx" ,, },\n]\n')
+    const r = runCli(['check-config', '--config', path.join(dir, 'relay.config.ts')])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/^ {2}routes\.ts:2:\d+: cannot load config: TypeScript syntax error at line 2, column \d+: \S/m)
+  })
+
+  it('a .ts plugin that does not parse: plugins[0] with its file, line and column', () => {
+    const dir = tempDir('relay-syntax-')
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), JSON.stringify({ hostname: 'x.example', dataDir: './data', plugins: ['./bad-plugin.ts'] }))
+    fs.writeFileSync(path.join(dir, 'bad-plugin.ts'), "export default {\n  name: 'bad',\n  hooks: { rcpt() { ] } },\n}\n")
+    const r = runCli(['check-config', '--config', path.join(dir, 'relay.config.json')])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/^ {2}plugins\[0\]: cannot load plugin '\.\/bad-plugin\.ts': TypeScript syntax error at bad-plugin\.ts:3:21: \S.* \[RELAY_ERR_PLUGIN_LOAD\]$/m)
+  })
+
+  it('a .js plugin that does not parse: its line and column too', () => {
+    const dir = tempDir('relay-syntax-')
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module' }))
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), JSON.stringify({ hostname: 'x.example', dataDir: './data', plugins: ['./bad-plugin.js'] }))
+    fs.writeFileSync(path.join(dir, 'bad-plugin.js'), "export default {\n  name: 'bad',\n  hooks: { rcpt() { ] } },\n}\n")
+    const r = runCli(['check-config', '--config', path.join(dir, 'relay.config.json')])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/^ {2}plugins\[0\]: cannot load plugin '\.\/bad-plugin\.js': JavaScript syntax error at bad-plugin\.js:3:21: \S.* \[RELAY_ERR_PLUGIN_LOAD\]$/m)
+  })
+})
+
+describe("a plugin file beside the config imports 'relay-mta' (the README's no-ceo.ts)", () => {
+  const plugin =
+    "import { definePlugin, reject, z } from 'relay-mta'\n" +
+    'export default definePlugin({\n' +
+    "  name: 'no-ceo',\n" +
+    '  options: z.object({ addresses: z.array(z.string()) }),\n' +
+    '  hooks: { async rcpt({ recipient, options }) { if (options.addresses.includes(recipient.address)) return reject(\'5.7.1\', \'no\') } },\n' +
+    '})\n'
+  const entry = (file: string) => `[['${file}', { addresses: ['ceo@example.com'] }]]`
+  const configs: Record<string, (file: string) => string> = {
+    'relay.config.ts': (file) => `import { defineConfig } from 'relay-mta'\nexport default defineConfig({ hostname: 'x.example', dataDir: './data', plugins: ${entry(file)} })\n`,
+    'relay.config.mts': (file) => `export default { hostname: 'x.example', dataDir: './data', plugins: ${entry(file)} }\n`,
+    'relay.config.json': (file) => JSON.stringify({ hostname: 'x.example', dataDir: './data', plugins: [[file, { addresses: ['ceo@example.com'] }]] }),
+    'relay.config.yaml': (file) => `hostname: x.example\ndataDir: ./data\nplugins: ${entry(file)}\n`,
+  }
+
+  for (const ext of ['.ts', '.mts']) {
+    for (const [name, config] of Object.entries(configs)) {
+      it(`no-ceo${ext} listed in ${name}, in a plain directory (no package.json, no node_modules)`, () => {
+        const dir = tempDir('relay-plugin-import-')
+        fs.writeFileSync(path.join(dir, `no-ceo${ext}`), plugin)
+        fs.writeFileSync(path.join(dir, name), config(`./no-ceo${ext}`))
+        const r = runCli(['check-config', '--config', path.join(dir, name)])
+        expect(r.code, r.stderr).toBe(0)
+        expect(r.stdout).toContain('  plugins no-ceo\n')
+      })
+    }
+  }
+
+  it("a .ts plugin whose .ts helper imports 'relay-mta' too", () => {
+    const dir = tempDir('relay-plugin-import-')
+    fs.writeFileSync(path.join(dir, 'helper.ts'), "import { reject } from 'relay-mta'\nexport const refuse = () => reject('5.7.1', 'no')\n")
+    fs.writeFileSync(path.join(dir, 'p.ts'), "import { definePlugin } from 'relay-mta'\nimport { refuse } from './helper.ts'\nexport default definePlugin({ name: 'with-helper', hooks: { rcpt: () => refuse() } })\n")
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), JSON.stringify({ hostname: 'x.example', dataDir: './data', plugins: ['./p.ts'] }))
+    const r = runCli(['check-config', '--config', path.join(dir, 'relay.config.json')])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('  plugins with-helper\n')
   })
 })

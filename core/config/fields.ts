@@ -53,3 +53,103 @@ export const httpUrl = z.string().refine(
   },
   { message: "expected an http:// or https:// URL, like 'https://auth.example.com/smtp'" },
 )
+
+/** A TCP/UDP port a connection can be made to: 1-65535. */
+export const PORT_RANGE = 'from 1 to 65535'
+export function validPort(text: string): boolean {
+  if (!/^\d{1,5}$/.test(text)) return false
+  const n = Number(text)
+  return n >= 1 && n <= 65535
+}
+
+/** A host name (RFC 1123 labels, underscores tolerated), not an address: what a resolver takes. */
+export function isHostName(s: string): boolean {
+  const name = s.endsWith('.') ? s.slice(0, -1) : s
+  if (name.length === 0 || name.length > 253) return false
+  // All digits and dots is an IPv4 address or nothing ('999.1.1.1', '10.1'): not a name.
+  if (/^[\d.]+$/.test(name)) return false
+  return name.split('.').every((label) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label))
+}
+
+export interface HostPort {
+  host: string
+  port?: number
+  /** 4 or 6 for an IP address, 0 for a host name. */
+  family: 0 | 4 | 6
+}
+
+/**
+ * Parses 'name', 'name:port', 'ipv4', 'ipv4:port', 'ipv6', '[ipv6]' or '[ipv6]:port'. A string that
+ * is none of these gives the reason, which never repeats the text itself (it may hold a password).
+ */
+export function parseHostPort(s: string, opts: { names?: boolean; port?: 'optional' | 'required' | 'none' } = {}): HostPort | { error: string } {
+  const names = opts.names ?? true
+  const portRule = opts.port ?? 'optional'
+  const what = names ? 'a host name or IP address' : 'an IP address'
+  const form =
+    portRule === 'none' ? what
+    : portRule === 'required' ? `${what} with a port, like '127.0.0.1:8443'`
+    : names ? `${what}, optionally with ':port'`
+    : "an IP address or 'ip:port', like '127.0.0.1:5353'"
+  if (s.length === 0) return { error: `expected ${form}, got an empty string` }
+  if (s.includes('://')) return { error: `expected ${form}, not a URL: leave out the scheme (like 'smtp.example.com' or '192.0.2.1:587')` }
+  if (s.includes('@')) return { error: `expected ${form}: it contains '@' (user names and passwords do not go in a host)` }
+  if (/\s/.test(s)) return { error: `expected ${form}: it contains a space` }
+  if (s.includes('/')) return { error: `expected ${form}: it contains '/'` }
+  let host = s
+  let portText: string | undefined
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(s)
+  if (bracketed) {
+    host = bracketed[1]!
+    portText = bracketed[2]
+    if (!net.isIPv6(host)) return { error: `expected ${form}: only an IPv6 address goes in [brackets]` }
+  } else if (!net.isIPv6(s)) {
+    const parts = s.split(':')
+    if (parts.length > 2) return { error: `expected ${form}: more than one ':' (an IPv6 address with a port is written '[2001:db8::1]:25')` }
+    host = parts[0]!
+    portText = parts[1]
+  }
+  const family = net.isIP(host) as 0 | 4 | 6
+  if (family === 0) {
+    if (/^[\d.]+$/.test(host)) return { error: `expected ${form}: '${host}' is not a valid IPv4 address` }
+    if (!names) return { error: `expected ${form}` }
+    if (!isHostName(host)) return { error: `expected ${form}: '${host}' is not a valid host name (letters, digits and '-' in dot-separated labels)` }
+  }
+  if (portText !== undefined) {
+    if (portRule === 'none') return { error: `expected ${form}, without a port` }
+    if (!validPort(portText)) return { error: `port '${portText}' is not a port number ${PORT_RANGE}` }
+    return { host, port: Number(portText), family }
+  }
+  if (portRule === 'required') return { error: `expected ${form}: the port is missing` }
+  return { host, family }
+}
+
+/** A string checked by parseHostPort (kept as written). */
+export const hostPortString = (opts: Parameters<typeof parseHostPort>[1] = {}) =>
+  z.string().superRefine((s, ctx) => {
+    const parsed = parseHostPort(s, opts)
+    if ('error' in parsed) ctx.addIssue({ code: 'custom', message: parsed.error })
+  })
+
+/** A URL with one of `protocols` ('redis:'), whose port (if any) is 1-65535 and which has a host. */
+export const serviceUrl = (protocols: string[], example: string) =>
+  z.string().superRefine((s, ctx) => {
+    const scheme = /^([a-z][a-z0-9+.-]*:)\/\//i.exec(s)?.[1]?.toLowerCase()
+    if (!scheme || !protocols.includes(scheme)) {
+      ctx.addIssue({ code: 'custom', message: `expected a URL like '${example}'` })
+      return
+    }
+    // The port as written (new URL() refuses an out-of-range one with no word of why).
+    const authority = s.slice(scheme.length + 2).split(/[/?#]/)[0]!
+    const hostPart = authority.slice(authority.lastIndexOf('@') + 1)
+    const port = /^(?:\[[^\]]*\]|[^:]*):(.*)$/.exec(hostPart)?.[1]
+    if (port !== undefined && port !== '' && !validPort(port)) {
+      ctx.addIssue({ code: 'custom', message: `port '${port}' is not a port number ${PORT_RANGE} (expected a URL like '${example}')` })
+      return
+    }
+    try {
+      new URL(s)
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not a valid URL (expected one like '${example}')` })
+    }
+  })

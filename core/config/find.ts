@@ -5,8 +5,8 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import { defaultExport } from './default-export.js'
-import { CONFIG_MARK, resolveRelayMtaImports } from './relay-mta-imports.js'
-import { loadJson, loadYaml } from './syntax.js'
+import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from './relay-mta-imports.js'
+import { loadJson, loadYaml, moduleSyntaxError } from './syntax.js'
 
 /** The system-wide directory (RELAY_SYSTEM_CONFIG_DIR overrides it, for packaging and tests). */
 export function systemConfigDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -26,18 +26,28 @@ const freshUrl = (filepath: string) => `${pathToFileURL(filepath).href}?${CONFIG
  * third more time for a CLI verb): registered only for a config that imports 'relay-mta'.
  */
 function hooksFor(content: string): void {
-  if (/['"]relay-mta(\/[\w-]+)?['"]/.test(content)) resolveRelayMtaImports()
+  if (importsRelayMta(content)) resolveRelayMtaImports()
 }
 
 // TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
+// A file that does not parse: its file, line and column (syntax.ts), not esbuild's bare "Transform failed".
 const loadTs: Loader = async (filepath, content) => {
   hooksFor(content)
   const { tsImport } = await import('tsx/esm/api')
-  return defaultExport(await tsImport(freshUrl(filepath), import.meta.url))
+  try {
+    return defaultExport(await tsImport(freshUrl(filepath), import.meta.url))
+  } catch (err) {
+    throw moduleSyntaxError(err, filepath, content) ?? err
+  }
 }
 const loadEsm: Loader = async (filepath, content) => {
   hooksFor(content)
-  const mod = (await import(freshUrl(filepath))) as { default?: unknown }
+  let mod: { default?: unknown }
+  try {
+    mod = (await import(freshUrl(filepath))) as { default?: unknown }
+  } catch (err) {
+    throw moduleSyntaxError(err, filepath, content) ?? err
+  }
   return mod.default ?? mod
 }
 

@@ -90,7 +90,9 @@ export async function loadRawConfig(file?: string): Promise<FoundConfig | null> 
     const named = file ?? (process.env.RELAY_CONFIG || undefined)
     const where = (err as { filepath?: string }).filepath ?? (named ? path.resolve(named) : undefined)
     if (err instanceof ConfigSyntaxError) {
-      throw new ConfigError(where, [{ path: where ? `${path.basename(where)}:${err.line}:${err.column}` : '', message: `cannot load config: ${err.message}${err.snippet ? `\n${err.snippet.replace(/^/gm, '    ')}` : ''}` }])
+      // The file at fault: the config, or a module it imports (named relative to the config's directory).
+      const at = err.file && err.file !== where ? (where ? path.relative(path.dirname(where), err.file) : err.file) : where && path.basename(where)
+      throw new ConfigError(where, [{ path: at ? `${at}:${err.line}:${err.column}` : '', message: `cannot load config: ${err.message}${err.snippet ? `\n${err.snippet.replace(/^/gm, '    ')}` : ''}` }])
     }
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && named) {
       throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}${file ? '' : ' (from $RELAY_CONFIG)'}` }])

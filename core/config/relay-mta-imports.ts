@@ -27,10 +27,18 @@ let entries = {}
 export function initialize(data) { entries = data.entries }
 const marked = (url) => { try { return new URL(url).searchParams.has(${JSON.stringify(CONFIG_MARK)}) } catch { return false } }
 // tsx (whose hooks run before these) compiles 'module-typescript' as ESM.
-const esm = (url) => (/\.[cm]?tsx?$/.test(new URL(url).pathname) ? 'module-typescript' : 'module')
+const esm = (url) => (/\\.[cm]?tsx?$/.test(new URL(url).pathname) ? 'module-typescript' : 'module')
+// A .ts/.tsx file that a marked module imports (a helper beside the config or a plugin) is marked too,
+// so its own 'relay-mta' imports resolve the same way; not a package's file (node_modules).
+const ownTs = (url) => url.startsWith('file:') && /\\.tsx?$/.test(new URL(url).pathname) && !new URL(url).pathname.includes('/node_modules/')
 export async function resolve(specifier, context, next) {
   if (Object.hasOwn(entries, specifier)) return { url: entries[specifier], shortCircuit: true }
   const resolved = await next(specifier, context)
+  if (!marked(resolved.url) && context.parentURL && marked(context.parentURL) && ownTs(resolved.url)) {
+    const url = new URL(resolved.url)
+    url.searchParams.set(${JSON.stringify(CONFIG_MARK)}, new URL(context.parentURL).searchParams.get(${JSON.stringify(CONFIG_MARK)}) ?? '')
+    return { ...resolved, url: url.href, format: esm(url.href) }
+  }
   return marked(resolved.url) ? { ...resolved, format: esm(resolved.url) } : resolved
 }
 export async function load(url, context, next) {
@@ -40,6 +48,11 @@ export async function load(url, context, next) {
 `
 
 let registered = false
+
+/** Whether a module's text imports 'relay-mta' or 'relay-mta/<entry>' (then the hooks are needed). */
+export function importsRelayMta(content: string): boolean {
+  return /['"]relay-mta(\/[\w-]+)?['"]/.test(content)
+}
 
 /** Registers the hooks once per process (module.register: Node 20.6 and later). */
 export function resolveRelayMtaImports(): void {

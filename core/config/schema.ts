@@ -1,7 +1,7 @@
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, size } from './fields.js'
+import { cidr, duration, hostPortString, serviceUrl, size } from './fields.js'
 import { restartOnly } from './restart-only.js'
 import type { Plugin } from '../hooks/types.js'
 
@@ -11,12 +11,16 @@ const domain = z
   .transform((d) => d.toLowerCase().replace(/\.$/, ''))
   .refine((d) => /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(d), { message: 'expected a domain name like example.com' })
 
-const port = z.number().int().min(0).max(65535)
+/** A port to connect to. */
+const port = z.number().int().min(1, { message: 'expected a port from 1 to 65535' }).max(65535, { message: 'expected a port from 1 to 65535' })
+/** A port to listen on: 0 takes a free one (tests). */
+const listenPort = z.number().int().min(0, { message: 'expected a port from 0 to 65535' }).max(65535, { message: 'expected a port from 0 to 65535' })
 
 const listener = z
   .object({
-    host: z.string().default('0.0.0.0'),
-    port,
+    /** An IP address or host name to listen on, without a port (that is `port`). */
+    host: hostPortString({ port: 'none' }).default('0.0.0.0'),
+    port: listenPort,
     role: z.enum(['mx', 'submission']),
     /** 'starttls' (25/587), 'implicit' (465), 'none'. Default: 'starttls' when `tls` is configured. */
     tls: z.enum(['starttls', 'implicit', 'none']).optional(),
@@ -45,9 +49,8 @@ const throttleLimits = z
 
 const certPair = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict()
 
-const dnsServer = z.string().refine((s) => net.isIP(s) !== 0 || /^(\d{1,3}(\.\d{1,3}){3}:\d+|\[[0-9a-f:]+\]:\d+)$/i.test(s), {
-  message: "expected an IP address or 'ip:port', like '127.0.0.1:5353'",
-})
+/** 'ip', 'ip:port' or '[ipv6]:port' (port 1-65535: Node would take 70000 as 4464). */
+const dnsServer = hostPortString({ names: false })
 
 const pluginObject = z.custom<Plugin>(
   (v) => typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string',
@@ -196,7 +199,7 @@ export const configSchema = z
               .prefault({}),
             /** How long an attempt waits for a slot with a throttled MX host before it tries the next host (or defers). */
             hostWait: duration.default(30_000),
-            redis: z.string().regex(/^rediss?:\/\//, { message: "expected a Redis URL like 'redis://127.0.0.1:6379'" }).optional(),
+            redis: serviceUrl(['redis:', 'rediss:'], 'redis://127.0.0.1:6379').optional(),
             keyPrefix: z.string().default('relay:throttle:'),
           })
           .strict()
@@ -231,10 +234,7 @@ export const configSchema = z
             /** Time limit for fetching a policy over HTTPS. */
             timeout: duration.default(20_000),
             /** For tests and staging: fetch every policy from this 'host:port' instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>). */
-            connectTo: z
-              .string()
-              .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: "expected 'host:port', like '127.0.0.1:8443'" })
-              .optional(),
+            connectTo: hostPortString({ port: 'required' }).optional(),
           })
           .strict()
           .prefault({})
@@ -253,7 +253,7 @@ export const configSchema = z
           .object({
             driver: z.literal('postgres'),
             retention: queueRetention,
-            url: z.string().regex(/^postgres(ql)?:\/\//, { message: "expected a PostgreSQL URL like 'postgres://relay@127.0.0.1:5432/relay'" }),
+            url: serviceUrl(['postgres:', 'postgresql:'], 'postgres://relay@127.0.0.1:5432/relay'),
             /** Connections in this node's pool. */
             poolSize: z.number().int().positive().default(10),
             /** Schema holding the queue tables (created if missing). */

@@ -1,15 +1,25 @@
-// JSON and YAML configs that do not parse: the error names the line and column, as an editor does,
-// instead of a position in bytes or a stack trace.
+// Config files (and plugin files) that do not parse: the error names the file, line and column, as
+// an editor does, instead of a position in bytes, a bare "Transform failed" or a stack trace.
+import fs from 'node:fs'
+import module from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { defaultLoaders, type Loader } from 'cosmiconfig'
 
-/** A config file that does not parse; `line` and `column` count from 1. */
+export type SyntaxFormat = 'JSON' | 'YAML' | 'TypeScript' | 'JavaScript'
+
+/**
+ * A config file that does not parse; `line` and `column` count from 1. `file` is the file at fault
+ * when it is not the config itself (a module the config imports).
+ */
 export class ConfigSyntaxError extends Error {
   constructor(
-    readonly format: 'JSON' | 'YAML',
+    readonly format: SyntaxFormat,
     readonly line: number,
     readonly column: number,
     readonly reason: string,
     readonly snippet?: string,
+    readonly file?: string,
   ) {
     super(`${format} syntax error at line ${line}, column ${column}: ${reason}`)
     this.name = 'ConfigSyntaxError'
@@ -60,4 +70,88 @@ export const loadYaml: Loader = async (filepath, content) => {
     const column = e.mark.column + 1
     throw new ConfigSyntaxError('YAML', line, column, e.reason ?? 'invalid YAML', snippetAt(content, line, column))
   }
+}
+
+/** esbuild's message (as tsx passes it on, often without its `errors` array): `file:line:col: ERROR: reason`. */
+const ESBUILD_LINE = /^(.+?):(\d+):(\d+): ERROR: (.+)$/m
+
+interface EsbuildMessage {
+  text?: string
+  location?: { file?: string; line?: number; column?: number } | null
+}
+
+function formatOf(file: string): SyntaxFormat {
+  return /\.[cm]?tsx?$/.test(file) ? 'TypeScript' : 'JavaScript'
+}
+
+function readText(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
+function syntaxError(file: string, line: number, column: number, reason: string, content?: string): ConfigSyntaxError {
+  const text = content ?? readText(file)
+  return new ConfigSyntaxError(formatOf(file), line, column, reason, text === undefined ? undefined : snippetAt(text, line, column), file)
+}
+
+/** esbuild, as tsx uses it: found beside this module or beside tsx (whose dependency it is). */
+function esbuild(): { transformSync: (code: string, options: object) => unknown } | undefined {
+  const require = module.createRequire(import.meta.url)
+  for (const from of [import.meta.url, () => require.resolve('tsx')]) {
+    try {
+      const base = typeof from === 'string' ? from : from()
+      return module.createRequire(base)('esbuild') as { transformSync: (code: string, options: object) => unknown }
+    } catch {
+      // next place
+    }
+  }
+  return undefined
+}
+
+/**
+ * A TypeScript or JavaScript module (config or plugin) that failed to import because it does not
+ * parse, as a ConfigSyntaxError naming the file, line and column; undefined for any other error.
+ * `filepath`/`content` are the module that was imported; the error may be in a module it imports.
+ */
+export function moduleSyntaxError(err: unknown, filepath: string, content?: string): ConfigSyntaxError | undefined {
+  if (err instanceof ConfigSyntaxError) return err
+  const e = err as { errors?: EsbuildMessage[]; message?: unknown; name?: unknown } | null
+  if (!e || typeof e !== 'object') return undefined
+  const same = (f: string) => path.resolve(f) === path.resolve(filepath)
+  // tsx hands esbuild an .mts/.cts file under a .ts name: name the file that is really there.
+  const real = (f: string) => {
+    if (!f.endsWith('.ts')) return f
+    if (/\.[mc]ts$/.test(filepath) && path.resolve(filepath.replace(/\.[mc]ts$/, '.ts')) === f) return path.resolve(filepath)
+    if (fs.existsSync(f)) return f
+    return ['.mts', '.cts'].map((ext) => f.replace(/\.ts$/, ext)).find((g) => fs.existsSync(g)) ?? f
+  }
+  // tsx/esbuild: the error names the file, line and column (esbuild counts columns from 0).
+  const first = Array.isArray(e.errors) ? e.errors.find((m) => m?.location?.file && m.location.line) : undefined
+  if (first?.location?.file && first.location.line) {
+    const file = real(path.resolve(first.location.file))
+    return syntaxError(file, first.location.line, (first.location.column ?? 0) + 1, first.text ?? 'syntax error', same(file) ? content : undefined)
+  }
+  const message = typeof e.message === 'string' ? e.message : ''
+  const m = /^Transform failed with \d+ errors?:/.test(message) ? ESBUILD_LINE.exec(message) : null
+  if (m) {
+    const file = real(m[1]!.startsWith('file:') ? fileURLToPath(m[1]!) : path.resolve(m[1]!))
+    return syntaxError(file, Number(m[2]), Number(m[3]) + 1, m[4]!.trim(), same(file) ? content : undefined)
+  }
+  // Node's own SyntaxError for a .js/.mjs module carries no position: esbuild finds it in the text.
+  if (e.name === 'SyntaxError' && !/\.[cm]?tsx?$/.test(filepath)) {
+    const text = content ?? readText(filepath)
+    const build = text === undefined ? undefined : esbuild()
+    if (text === undefined || !build) return undefined
+    try {
+      build.transformSync(text, { loader: 'js', format: 'esm', sourcefile: filepath, logLevel: 'silent' })
+    } catch (found) {
+      const loc = (found as { errors?: EsbuildMessage[] }).errors?.[0]?.location
+      if (loc?.line) return syntaxError(filepath, loc.line, (loc.column ?? 0) + 1, message || 'syntax error', text)
+    }
+    return undefined
+  }
+  return undefined
 }

@@ -5,6 +5,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
+import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from '../config/relay-mta-imports.js'
+import { ConfigSyntaxError, moduleSyntaxError } from '../config/syntax.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
@@ -16,12 +18,37 @@ import { watchFile } from './watch-file.js'
 // The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
 
-async function importFile(file: string): Promise<unknown> {
-  if (/\.[mc]?ts$/.test(file)) {
-    const { tsImport } = await import('tsx/esm/api')
-    return tsImport(pathToFileURL(file).href, import.meta.url)
+/**
+ * Imports a plugin module. An operator's own plugin file (`own`: named by a path) that imports
+ * 'relay-mta' is loaded as the config is (core/config/relay-mta-imports.ts): as ESM, with
+ * 'relay-mta' resolving to this Relay, whether it is .ts or .mts and wherever it is. Without that a
+ * .ts file outside a "type": "module" package is compiled to CommonJS by tsx, whose
+ * require('relay-mta') looks in the file's directory and finds nothing.
+ */
+async function importFile(file: string, own = false): Promise<unknown> {
+  let url = pathToFileURL(file).href
+  let content: string | undefined
+  if (own) {
+    try {
+      content = fs.readFileSync(file, 'utf8')
+    } catch {
+      // not readable: the import below says why
+    }
+    if (content !== undefined && importsRelayMta(content)) {
+      resolveRelayMtaImports()
+      url += `?${CONFIG_MARK}=plugin`
+    }
   }
-  return import(pathToFileURL(file).href)
+  try {
+    if (/\.[mc]?tsx?$/.test(file)) {
+      const { tsImport } = await import('tsx/esm/api')
+      return await tsImport(url, import.meta.url)
+    }
+    return await import(url)
+  } catch (err) {
+    // A file that does not parse: its file, line and column, not esbuild's bare "Transform failed".
+    throw moduleSyntaxError(err, file, content) ?? err
+  }
 }
 
 function bundledPluginFile(name: string): string | undefined {
@@ -40,7 +67,7 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
   const bundled = isPath ? undefined : bundledPluginFile(ref)
   try {
     if (bundled) mod = await importFile(bundled)
-    else if (isPath) mod = await importFile(path.resolve(configDir, ref))
+    else if (isPath) mod = await importFile(path.resolve(configDir, ref), true)
     else {
       const pkg = ref.startsWith('relay-plugin-') || ref.startsWith('@') ? ref : `relay-plugin-${ref}`
       const require = createRequire(path.join(configDir, 'relay.config.js'))
@@ -54,6 +81,10 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
     }
   } catch (err) {
     if (err instanceof ConfigError) throw err
+    if (err instanceof ConfigSyntaxError) {
+      const where = err.file ? path.relative(configDir, err.file) || err.file : ref
+      throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${err.format} syntax error at ${where}:${err.line}:${err.column}: ${err.reason}`)
+    }
     throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${(err as Error).message.split('\n')[0]}`)
   }
   const plugin = defaultExport(mod)

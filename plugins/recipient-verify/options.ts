@@ -1,7 +1,7 @@
 // Options of the recipient-verify plugin: a static list (inline and/or a file) and call-ahead
 // routes, shaped like the routing plugin's `smarthost`/`lmtp` routes.
 import net from 'node:net'
-import { duration, durationAtLeast, parseAddress, z } from '../../core/index.js'
+import { duration, durationAtLeast, hostPortString, parseAddress, z } from '../../core/index.js'
 import { parseEntry } from './static-list.js'
 
 const domainName = z
@@ -17,7 +17,7 @@ export function hostPort(s: string): { host: string; port?: number } {
 }
 
 const port = z.number().int().min(1).max(65535)
-const hosts = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((h) => (Array.isArray(h) ? h : [h]))
+const hosts = z.union([hostPortString(), z.array(hostPortString()).min(1)]).transform((h) => (Array.isArray(h) ? h : [h]))
 
 const match = z
   .object({

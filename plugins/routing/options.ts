@@ -1,7 +1,7 @@
 // Options of the routing plugin: an ordered list of routes, each with what it matches and where
 // (and how) the mail goes.
 import net from 'node:net'
-import { z } from '../../core/index.js'
+import { hostPortString, z } from '../../core/index.js'
 
 const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an IP address' })
 
@@ -57,6 +57,9 @@ export function hostPort(s: string): { host: string; port?: number } {
 
 const port = z.number().int().min(1).max(65535)
 
+/** 'name', 'name:port', an IP address, '[v6]:port': checked now, not at the first delivery (EBADNAME until expiry). */
+const hostString = hostPortString()
+
 const envSet = (name: string) => typeof process.env[name] === 'string' && process.env[name] !== ''
 
 const auth = z
@@ -96,7 +99,7 @@ const smarthostRoute = z
     ...common,
     kind: z.literal('smarthost'),
     /** 'smtp.sendgrid.net', 'host:port', or several tried in order. */
-    host: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((h) => (Array.isArray(h) ? h : [h])),
+    host: z.union([hostString, z.array(hostString).min(1)]).transform((h) => (Array.isArray(h) ? h : [h])),
     /** Default 587 (starttls) or 465 (implicit), unless `host` has a port. */
     port: port.optional(),
     /** Required: 'implicit' (TLS from the first byte, 465) or 'starttls' (587). */
@@ -107,7 +110,8 @@ const smarthostRoute = z
   })
   .strict()
   // One route has one port (core Route.port): 'a:587' with 'b:2525' would quietly send both to 587.
-  .refine((r) => new Set([r.port, ...r.host.map((h) => hostPort(h).port)].filter((p) => p !== undefined)).size <= 1, {
+  // (`host` may still be the string as written when it failed its own check: that is reported there.)
+  .refine((r) => new Set([r.port, ...([] as string[]).concat(r.host).map((h) => hostPort(h).port)].filter((p) => p !== undefined)).size <= 1, {
     message: 'the hosts of a smarthost route are all reached on one port: give different ports in different routes',
     path: ['host'],
   })
@@ -117,7 +121,7 @@ const lmtpRoute = z
     ...common,
     kind: z.literal('lmtp'),
     /** 'host:port' (default port 24) ... */
-    host: z.string().min(1).optional(),
+    host: hostString.optional(),
     port: port.optional(),
     /** ... or a unix socket path. */
     socket: z.string().min(1).optional(),
