@@ -21,7 +21,8 @@ export function writeReloadResult(dataDir: string, seq: number, result: ReloadRe
   const file = path.join(dataDir, RELOAD_RESULT_FILE)
   const record: ReloadRecord = { ...result, pid: process.pid, seq, time: Date.now() }
   const tmp = `${file}.${process.pid}.tmp`
-  fs.writeFileSync(tmp, JSON.stringify(record) + '\n')
+  // Only the relay's user: a refused reload's error names the config's keys and files.
+  fs.writeFileSync(tmp, JSON.stringify(record) + '\n', { mode: 0o600 })
   fs.renameSync(tmp, file)
 }
 

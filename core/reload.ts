@@ -75,6 +75,6 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
 
 function refuse(log: Logger, err: unknown): ReloadResult {
   const error = err instanceof ConfigError ? err.message : `cannot reload: ${(err as Error).message ?? String(err)}`
-  log.error({ issues: err instanceof ConfigError ? err.issues : undefined }, `config reload refused; the running config stays in force: ${error}`)
+  log.error({ issues: err instanceof ConfigError ? err.issues.map(({ path, message }) => ({ path, message })) : undefined }, `config reload refused; the running config stays in force: ${error}`)
   return { ok: false, error }
 }

@@ -7,7 +7,7 @@ import { resolvePlugin } from '../hooks/load-plugins.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
 
-type Issue = { path: string; message: string }
+type Issue = { path: string; message: string; excerpt?: string }
 
 /**
  * Each plugin entry's problems: the plugin cannot be loaded, names an unknown hook, or its options

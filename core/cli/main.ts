@@ -70,7 +70,7 @@ if ((!coreVerb && !versionOnly) || process.argv.includes('--help') || process.ar
 program.parseAsync(process.argv).catch((err: unknown) => {
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
   if (err instanceof ConfigError || (err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
-    process.stderr.write(`relay: ${(err as Error).message}\n`)
+    process.stderr.write(`relay: ${err instanceof ConfigError ? err.terminalText : (err as Error).message}\n`)
     process.exit(2)
   }
   process.stderr.write(`relay: ${(err as Error)?.stack ?? String(err)}\n`)

@@ -11,10 +11,20 @@ export { defaultExport } from './default-export.js'
 export class ConfigError extends Error {
   constructor(
     readonly file: string | undefined,
-    readonly issues: { path: string; message: string }[],
+    /** `excerpt`: the config's own lines around a syntax error, for the operator's terminal only. */
+    readonly issues: { path: string; message: string; excerpt?: string }[],
   ) {
+    // The message goes to logs, the admin API and reload-result.json: never the config's text,
+    // which holds secrets (tokens, passwords) next to the line at fault.
     super(`invalid config${file ? ` in ${file}` : ''}:\n` + issues.map((i) => `  ${i.path || '(top level)'}: ${i.message}`).join('\n'))
     this.name = 'ConfigError'
+  }
+
+  /** The message with the excerpts, for `relay check-config` / `relay start` on a terminal. */
+  get terminalText(): string {
+    if (!this.issues.some((i) => i.excerpt)) return this.message
+    const lines = this.issues.map((i) => `  ${i.path || '(top level)'}: ${i.message}${i.excerpt ? `\n${i.excerpt.replace(/^/gm, '    ')}` : ''}`)
+    return `invalid config${this.file ? ` in ${this.file}` : ''}:\n${lines.join('\n')}`
   }
 }
 
@@ -92,7 +102,11 @@ export async function loadRawConfig(file?: string): Promise<FoundConfig | null> 
     if (err instanceof ConfigSyntaxError) {
       // The file at fault: the config, or a module it imports (named relative to the config's directory).
       const at = err.file && err.file !== where ? (where ? path.relative(path.dirname(where), err.file) : err.file) : where && path.basename(where)
-      throw new ConfigError(where, [{ path: at ? `${at}:${err.line}:${err.column}` : '', message: `cannot load config: ${err.message}${err.snippet ? `\n${err.snippet.replace(/^/gm, '    ')}` : ''}` }])
+      // Logs and the admin API get the reason with quoted text masked (a token, a password); the
+      // terminal gets it whole, with the lines around it.
+      const masked = err.message.replace(/"[^"\n]{4,}"|'[^'\n]{4,}'|`[^`\n]{4,}`/g, '"…"')
+      const excerpt = [masked === err.message ? '' : err.reason, err.snippet].filter(Boolean).join('\n') || undefined
+      throw new ConfigError(where, [{ path: at ? `${at}:${err.line}:${err.column}` : '', message: `cannot load config: ${masked}`, excerpt }])
     }
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && named) {
       throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}${file ? '' : ' (from $RELAY_CONFIG)'}` }])

@@ -44,17 +44,34 @@ function snippetAt(text: string, line: number, column: number): string {
   return out.join('\n')
 }
 
-export const loadJson: Loader = (_filepath, content) => {
+/** Where js-yaml (through cosmiconfig's loader) stops reading `content`, from 0; undefined if it reads it. */
+function yamlMark(filepath: string, content: string): { line: number; column: number } | undefined {
+  try {
+    void defaultLoaders['.yaml'](filepath, content)
+    return undefined
+  } catch (err) {
+    return (err as { mark?: { line: number; column: number } }).mark
+  }
+}
+
+export const loadJson: Loader = (filepath, content) => {
   if (content.trim() === '') return undefined
   try {
     return JSON.parse(content) as unknown
   } catch (err) {
     const message = (err as Error).message
-    // Node 20 says "at position N"; newer versions add "(line L column C)". Without either the text ended early.
+    // Node 20 says "at position N" for some errors, newer versions add "(line L column C)"; for the
+    // rest (`Unexpected token ','`) the YAML parser, which reads JSON too, finds the place.
     const lc = /\(line (\d+) column (\d+)\)/.exec(message)
     const pos = /at position (\d+)/.exec(message)
-    const { line, column } = lc ? { line: Number(lc[1]), column: Number(lc[2]) } : lineColumn(content, pos ? Number(pos[1]) : content.length)
-    const reason = message.replace(/\s*\(line \d+ column \d+\)/, '').replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '')
+    const mark = lc || pos ? undefined : yamlMark(filepath, content)
+    const { line, column } = lc
+      ? { line: Number(lc[1]), column: Number(lc[2]) }
+      : mark
+        ? { line: mark.line + 1, column: mark.column + 1 }
+        : lineColumn(content, pos ? Number(pos[1]) : content.length)
+    // V8 quotes the text around the error (`Unexpected token ',', ..."abc",, is not valid JSON`): cut.
+    const reason = message.replace(/\s*\(line \d+ column \d+\)/, '').replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '').replace(/,\s*(?:"|\.\.\.)[\s\S]*$/, '')
     throw new ConfigSyntaxError('JSON', line, column, reason, snippetAt(content, line, column))
   }
 }

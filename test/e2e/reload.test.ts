@@ -169,6 +169,30 @@ describe('relay reload (admin API)', () => {
     writeConfig(withBlocked(good, ['z@dest.test']))
   })
 
+  it('a syntax error next to a secret: the refusal (log, reload-result.json, only for the relay user) names the place, never the config text', async () => {
+    const good = readConfig()
+    const secret = 'leak-S3cr3t-0042@dest.test'
+    const refused = count('config reload refused')
+    fs.writeFileSync(relay.configFile, JSON.stringify(withBlocked(good, [secret]), null, 2).replace(`"${secret}"`, `"${secret}",,`))
+    try {
+      relay.child.kill('SIGHUP')
+      await eventually(() => count('config reload refused') === refused + 1, 10_000, 'refusal after SIGHUP')
+      const line = relay.logs.filter((l) => l.msg?.startsWith?.('config reload refused')).at(-1)!
+      expect(JSON.stringify(line)).toMatch(/relay\.config\.json:\d+:\d+/)
+      expect(JSON.stringify(line)).not.toContain('S3cr3t')
+      const resultFile = path.join(relay.dataDir, 'reload-result.json')
+      await eventually(() => fs.readFileSync(resultFile, 'utf8').includes('"ok":false') || undefined, 5000, 'the refusal in reload-result.json')
+      expect(fs.readFileSync(resultFile, 'utf8')).not.toContain('S3cr3t')
+      expect(fs.statSync(resultFile).mode & 0o077).toBe(0)
+      // The operator's own terminal still gets the lines around the error.
+      const check = runCli(['check-config', '--config', relay.configFile])
+      expect(check.code).toBe(2)
+      expect(check.stderr).toContain(secret)
+    } finally {
+      writeConfig(good)
+    }
+  })
+
   it('applies new local domains at once and names settings that need a restart', async () => {
     // 127.0.0.77 is not a trusted network: it may send only to local domains.
     expect(await rcptReply('someone@local.test', '127.0.0.77')).toMatch(/^550 5\.7\.1 Relaying denied/)
