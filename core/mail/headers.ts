@@ -10,6 +10,89 @@ function fromRaw(raw: string): string {
   return Buffer.from(raw, 'latin1').toString('utf8')
 }
 
+/** RFC 5322 §2.1.1, RFC 5321 §4.5.3.1.6: the longest line a message may carry, CRLF not counted. */
+export const MAX_LINE_OCTETS = 998
+
+/** Where a header line is broken: a new (continuation) line starts at `at`, with a space put in front when `space`. */
+export interface LineBreak {
+  at: number
+  space: boolean
+}
+
+const isWsp = (b: number | undefined) => b === 0x20 || b === 0x09
+
+/**
+ * The breaks that make the header line `buf[start, end)` (CRLF not included) lines of at most
+ * MAX_LINE_OCTETS octets; none for a line that fits. A line is folded before whitespace it
+ * already has (unfolding gives the field back unchanged, and relaxed DKIM sees no change) after
+ * the field's colon and after some text on the line; a run with no such whitespace is broken with
+ * CRLF and a space, never inside a UTF-8 sequence (backed off to its lead byte).
+ */
+export function headerLineBreaks(buf: Buffer, start: number, end: number): LineBreak[] {
+  const breaks: LineBreak[] = []
+  let p = start
+  let width = 0 // octets the line starting at p has in front of buf[p]: 1 after an inserted space
+  while (width + end - p > MAX_LINE_OCTETS) {
+    const limit = p + MAX_LINE_OCTETS - width // buf[limit] would be one octet too many
+    // Text the break must come after: on a field's first line its name, colon and the value's first word.
+    let text = p
+    if (p === start && !isWsp(buf[p])) {
+      const colon = buf.indexOf(0x3a, p)
+      text = colon >= 0 && colon < limit ? colon + 1 : limit
+    }
+    while (text < limit && isWsp(buf[text])) text++
+    let at = limit
+    while (at > text && !isWsp(buf[at])) at--
+    if (at > text) {
+      breaks.push({ at, space: false })
+      width = 0
+    } else {
+      at = limit
+      if ((buf[at]! & 0xc0) === 0x80) {
+        for (let k = at - 1; k > p && k >= limit - 3; k--) {
+          const b = buf[k]!
+          if ((b & 0xc0) === 0xc0) {
+            if (k + utf8Length(b) > at) at = k
+            break
+          }
+          if ((b & 0xc0) !== 0x80) break
+        }
+      }
+      breaks.push({ at, space: true })
+      width = 1
+    }
+    p = at
+  }
+  return breaks
+}
+
+/** Bytes a UTF-8 sequence with this lead byte has. */
+export function utf8Length(lead: number): number {
+  return lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2
+}
+
+/** A header block or field (latin1 bytes, CRLF line ends) with every line of at most MAX_LINE_OCTETS octets. */
+export function foldLongLines(raw: string): string {
+  if (raw.length <= MAX_LINE_OCTETS + 2) return raw
+  const buf = Buffer.from(raw, 'latin1')
+  let out = ''
+  let last = 0
+  let pos = 0
+  while (pos < buf.length) {
+    const lf = buf.indexOf(0x0a, pos)
+    const eol = lf < 0 ? buf.length : buf[lf - 1] === 0x0d ? lf - 1 : lf
+    if (eol - pos > MAX_LINE_OCTETS) {
+      for (const b of headerLineBreaks(buf, pos, eol)) {
+        out += `${buf.toString('latin1', last, b.at)}\r\n${b.space ? ' ' : ''}`
+        last = b.at
+      }
+    }
+    if (lf < 0) break
+    pos = lf + 1
+  }
+  return last ? out + buf.toString('latin1', last) : raw
+}
+
 export interface HeaderField {
   /** Field name as written. */
   name: string
@@ -96,5 +179,6 @@ function makeField(name: string, value: string): HeaderField {
   // No bare line breaks from plugin text: fold only at CRLF + whitespace, drop the rest; no NUL
   // either (a next hop that deletes NULs must see what we meant to send).
   const clean = value.replace(/\r?\n(?![ \t])/g, ' ').replace(/\r(?!\n)/g, ' ').replace(/\0/g, '')
-  return { name, raw: toRaw(`${name}: ${clean}\r\n`) }
+  // Nor a line over 998 octets (RFC 5322 §2.1.1), however long the value: folded.
+  return { name, raw: foldLongLines(toRaw(`${name}: ${clean}\r\n`)) }
 }

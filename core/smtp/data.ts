@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { MessageHeaders } from '../mail/headers.js'
+import { headerLineBreaks, MAX_LINE_OCTETS, MessageHeaders, utf8Length, type LineBreak } from '../mail/headers.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
 
 /** Bodies up to this size stay in memory and go inline into the queue database. */
@@ -8,6 +8,7 @@ export const INLINE_BODY_LIMIT = 128 * 1024
 const CR = 13
 const LF = 10
 const FIELD_LINE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/
+const CRLF = Buffer.from('\r\n')
 
 export class BareLineEndingError extends Error {
   constructor() {
@@ -128,12 +129,99 @@ function withoutNul(chunk: Buffer): Buffer {
   return out.subarray(0, n)
 }
 
+/**
+ * Breaks body lines longer than MAX_LINE_OCTETS (998) octets, CRLF not counted (RFC 5321
+ * §4.5.3.1.6, RFC 5322 §2.1.1), into lines of at most that many with a CRLF, as the message
+ * streams in: never inside a UTF-8 sequence (the break backs off to its lead byte), so that the
+ * pieces put together are the line again. Works on the bytes after LineEndings (CRLF line ends)
+ * and after smtp-server removed the dot-stuffing; the body starts at the start of a line. A chunk
+ * with no long line is passed on as it is; at most the 3 bytes of a UTF-8 sequence that a break
+ * may have to go in front of are held back until the next chunk.
+ */
+class LongLines {
+  /** Octets of the current line so far (its CR not counted). */
+  private col = 0
+  /** The end of the last chunk, held back: an unfinished UTF-8 sequence the next break may go in front of. */
+  private carry: Buffer | undefined
+
+  process(chunk: Buffer): Buffer {
+    if (this.carry) {
+      chunk = Buffer.concat([this.carry, chunk])
+      this.carry = undefined
+    }
+    const n = chunk.length
+    let col = this.col
+    let pos = 0
+    let parts: Buffer[] | undefined
+    let emitted = 0
+    for (;;) {
+      const lf = chunk.indexOf(LF, pos)
+      const end = lf < 0 ? n : lf
+      // The CR of a CRLF (at the chunk's end: of one split across chunks) is not part of the line.
+      const stop = end > pos && chunk[end - 1] === CR ? end - 1 : end
+      while (col + stop - pos > MAX_LINE_OCTETS) {
+        let at = pos + MAX_LINE_OCTETS - col
+        if ((chunk[at]! & 0xc0) === 0x80) {
+          // a continuation byte: the break goes before its lead byte (when it is on this line)
+          for (let k = at - 1; k >= pos && k >= at - 3; k--) {
+            const b = chunk[k]!
+            if ((b & 0xc0) === 0xc0) {
+              if (k + utf8Length(b) > at && (k > pos || col > 0)) at = k
+              break
+            }
+            if ((b & 0xc0) !== 0x80) break
+          }
+        }
+        ;(parts ??= []).push(chunk.subarray(emitted, at), CRLF)
+        emitted = at
+        pos = at
+        col = 0
+      }
+      col += stop - pos
+      if (lf < 0) break
+      col = 0
+      pos = lf + 1
+    }
+    let keep = n
+    // A UTF-8 sequence unfinished at the chunk's end that the next break would fall inside: held back.
+    if (col >= MAX_LINE_OCTETS - 3 && chunk[n - 1] !== CR) {
+      for (let k = n - 1; k >= n - 3 && k >= Math.max(emitted, n - col); k--) {
+        const b = chunk[k]!
+        if ((b & 0xc0) === 0xc0) {
+          const len = utf8Length(b)
+          if (k + len > n && col - (n - k) + len > MAX_LINE_OCTETS) {
+            keep = k
+            this.carry = Buffer.from(chunk.subarray(k))
+            col -= n - k
+          }
+          break
+        }
+        if ((b & 0xc0) !== 0x80) break
+      }
+    }
+    this.col = col
+    if (!parts) return keep === n ? chunk : chunk.subarray(0, keep)
+    parts.push(chunk.subarray(emitted, keep))
+    return Buffer.concat(parts)
+  }
+
+  /** At the end of the message: what was held back. */
+  finish(): Buffer | undefined {
+    const carry = this.carry
+    this.carry = undefined
+    return carry
+  }
+}
+
 /** Where splitHeader stopped in `head` (it resumes there when more data has come). */
 interface HeaderScan {
   pos: number
   sawField: boolean
   lines: number
   fieldLines: number
+  /** Where header lines over MAX_LINE_OCTETS are folded (offsets in `head`), and the bytes that adds. */
+  breaks: LineBreak[]
+  added: number
 }
 
 type HeaderSplit = { headerEnd: number; bodyStart: number; addSeparator: boolean }
@@ -159,19 +247,30 @@ function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: Hea
     if (eol < 0) {
       if (!final) {
         scan.pos = pos
-        if (head.length <= limits.maxBytes) return undefined
+        if (head.length + scan.added <= limits.maxBytes) return undefined
         // An unfinished line of header text that is already past the limit cannot end well.
         if (isHeaderLine(head, pos, head.length, scan.sawField)) return new HeaderTooLargeError('size', limits.maxBytes)
       }
       // An unterminated last line (or an oversized line that is not header text) belongs to the body.
-      return { headerEnd: pos, bodyStart: pos, addSeparator: pos > 0 }
+      return { headerEnd: pos, bodyStart: pos, addSeparator: true }
     }
     if (eol === pos) return { headerEnd: pos, bodyStart: pos, addSeparator: false }
-    if (!isHeaderLine(head, pos, eol, scan.sawField)) return { headerEnd: pos, bodyStart: pos, addSeparator: pos > 0 }
+    // Even with no header field before it (pos 0): the line must never follow a field the relay
+    // adds (its Received on top), where one starting with whitespace would continue that field.
+    if (!isHeaderLine(head, pos, eol, scan.sawField)) return { headerEnd: pos, bodyStart: pos, addSeparator: true }
     const first = head[pos]
-    scan.fieldLines = first === 0x20 || first === 0x09 ? scan.fieldLines + 1 : 1
-    scan.lines++
-    if (eol + 2 > limits.maxBytes) return new HeaderTooLargeError('size', limits.maxBytes)
+    // A line over 998 octets is folded; the limits count the lines and bytes as folded (what plugins parse).
+    let folds = 0
+    if (eol - pos > MAX_LINE_OCTETS) {
+      for (const b of headerLineBreaks(head, pos, eol)) {
+        scan.breaks.push(b)
+        scan.added += b.space ? 3 : 2
+        folds++
+      }
+    }
+    scan.fieldLines = (first === 0x20 || first === 0x09 ? scan.fieldLines + 1 : 1) + folds
+    scan.lines += 1 + folds
+    if (eol + 2 + scan.added > limits.maxBytes) return new HeaderTooLargeError('size', limits.maxBytes)
     if (scan.lines > limits.maxLines) return new HeaderTooLargeError('lines', limits.maxLines)
     if (scan.fieldLines > limits.maxFieldLines) return new HeaderTooLargeError('fieldLines', limits.maxFieldLines)
     scan.sawField = true
@@ -182,13 +281,28 @@ function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: Hea
   return { headerEnd: pos, bodyStart: pos, addSeparator: false }
 }
 
+/** The header block `head[0, end)` as latin1 text, with the folds splitHeader decided on put in. */
+function foldedHeader(head: Buffer, end: number, breaks: LineBreak[]): string {
+  if (!breaks.length) return head.toString('latin1', 0, end)
+  let text = ''
+  let last = 0
+  for (const b of breaks) {
+    text += head.toString('latin1', last, b.at) + (b.space ? '\r\n ' : '\r\n')
+    last = b.at
+  }
+  return text + head.toString('latin1', last, end)
+}
+
 /**
  * Reads a message from the DATA stream: line-ending policy, header section parsed, body kept in
- * memory when small or streamed to a spool file when large.
+ * memory when small or streamed to a spool file when large. Lines over 998 octets are folded (in
+ * the header section) or broken (in the body) on the way, so what is queued, signed and sent has
+ * none; and the body, when there is one, starts with the blank line that ends the header section.
  */
 export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits }): Promise<ReceivedData> {
   const endings = new LineEndings(o.lineEndings)
-  const scan: HeaderScan = { pos: 0, sawField: false, lines: 0, fieldLines: 0 }
+  const scan: HeaderScan = { pos: 0, sawField: false, lines: 0, fieldLines: 0, breaks: [], added: 0 }
+  const long = new LongLines()
   /** Set once the header passed a limit: the rest of the message is read and dropped. */
   let tooLarge: HeaderTooLargeError | undefined
   let headChunks: Buffer[] = []
@@ -197,7 +311,9 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   let bodySize = 0
   let file: SpoolFile | undefined
 
-  const addBody = async (chunk: Buffer) => {
+  /** Body bytes: long lines broken (`asIs` for the bytes LongLines held back and gives back at the end). */
+  const addBody = async (chunk: Buffer, asIs = false) => {
+    if (!asIs) chunk = long.process(chunk)
     if (!chunk.length) return
     bodySize += chunk.length
     if (file) return file.write(chunk)
@@ -219,7 +335,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
       headChunks = []
       return
     }
-    headers = MessageHeaders.parse(head.toString('latin1', 0, split.headerEnd))
+    headers = MessageHeaders.parse(foldedHeader(head, split.headerEnd, scan.breaks))
     headChunks = []
     if (split.addSeparator) await addBody(Buffer.from('\r\n'))
     await addBody(head.subarray(split.bodyStart))
@@ -242,6 +358,8 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
       else if (!tooLarge) headChunks.push(tail)
     }
     if (!headers && !tooLarge) await tryHeader(true)
+    const held = long.finish()
+    if (held && headers) await addBody(held, true)
     if (endings.bare) throw new BareLineEndingError()
     if (tooLarge) throw tooLarge
   } catch (err) {

@@ -8,7 +8,7 @@ import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, type RawSmtp } from '../harness/smtp-client.js'
-import { eventually, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 let mx: TestReceiver // 127.0.0.2: MX of every test domain
@@ -227,6 +227,29 @@ describe('robustness', () => {
     expectHealthy(relay)
   })
 
+  it('takes quoted local parts with spaces and angle brackets (RFC 5321 §4.1.2) and queues exactly those mailboxes', async () => {
+    // The MX defers, so the queue shows what the relay took (the harness's MX could not parse these).
+    mx.setBehaviour({ reply: { mail: () => ({ code: 451, message: '4.3.2 not now' }) } })
+    try {
+      const client = await open(relay.port)
+      expect(await client.command('MAIL FROM:<"john smith"@sender.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<"a b"@dest.test>')).toMatch(/^250 /)
+      expect(await client.command('RCPT TO:<"c>d"@dest.test> NOTIFY=NEVER')).toMatch(/^250 /)
+      expect(await client.command('DATA')).toMatch(/^354 /)
+      const reply = client.read()
+      client.send(dotStuff(message('quoted local parts')))
+      const id = /queued as (\w+)/.exec(await reply)![1]!
+      const entry = relay.queueList().find((e) => e.id === id)!
+      expect(entry.sender).toBe('"john smith"@sender.test')
+      expect(entry.recipients.map((r) => r.address).sort()).toEqual(['"a b"@dest.test', '"c>d"@dest.test'])
+      // outside quotes a space still ends the path
+      expect(await client.command('MAIL FROM:<john smith@sender.test>')).toMatch(/^5\d\d /)
+      expect(runCli(['queue', 'delete', id, '--config', relay.configFile]).code).toBe(0)
+    } finally {
+      mx.setBehaviour({})
+    }
+  })
+
   it('keeps a HELO name that is no host name out of the structure of its Received field', async () => {
     for (const helo of ['x(', 'a;b', '(c)', 'x\\']) {
       const { client } = await connectRaw(relay.port)
@@ -398,6 +421,95 @@ describe('robustness', () => {
         await stopRelays(normalizing)
       }
     })
+  })
+
+  describe('lines over 998 octets (RFC 5321 §4.5.3.1.6, RFC 5322 §2.1.1)', () => {
+    /** Lines of `raw`, each with its CRLF (the last one without, when there is none). */
+    const linesOf = (raw: Buffer): Buffer[] => {
+      const out: Buffer[] = []
+      for (let pos = 0; pos < raw.length; ) {
+        const lf = raw.indexOf('\r\n', pos)
+        const end = lf < 0 ? raw.length : lf + 2
+        out.push(raw.subarray(pos, end))
+        pos = end
+      }
+      return out
+    }
+
+    it('reach the MX broken into lines of at most 1000 octets with CRLF: body pieces put together are the line, header lines folded', async () => {
+      const tag = 'long lines wrapped'
+      // 200,000 octets with UTF-8 in it (2-, 3- and 4-byte sequences), a line starting with a dot
+      const parts = ['.']
+      for (let i = 0, octets = 1; octets < 200_000; i++) {
+        const c = i % 97 === 0 ? 'é€𝄞' : String.fromCharCode(0x21 + (i % 90))
+        parts.push(c)
+        octets += Buffer.byteLength(c)
+      }
+      const bodyLine = parts.join('')
+      const words = Array.from({ length: 400 }, (_, i) => `rcpt${i}@dest.test`).join(', ') // ~5,800 octets
+      const token = 'T'.repeat(5000)
+      const head = `From: Alice <alice@sender.test>\r\nTo: ${words}\r\nX-Token: ${token}\r\nSubject: ${tag}\r\nMessage-ID: <wrapped@sender.test>\r\n`
+      const client = await open(relay.port)
+      expect(await transaction(client, { to: 'bob@dest.test', data: Buffer.from(`${head}\r\nfirst\r\n${bodyLine}\r\nlast\r\n`, 'utf8') })).toMatch(/^250 2\.0\.0 /)
+      const raw = (await deliveredTagged(tag)).raw
+      const lines = linesOf(raw)
+      expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(1000)
+      expect(lines.every((l) => l.subarray(-2).toString() === '\r\n')).toBe(true)
+      // no break inside a UTF-8 sequence
+      for (const l of lines) expect(Buffer.from(l.toString('utf8'), 'utf8').equals(l)).toBe(true)
+      const text = raw.toString('utf8')
+      const sep = text.indexOf('\r\n\r\n')
+      const header = text.slice(0, sep + 2)
+      const body = text.slice(sep + 4)
+      // the body: the pieces put together are the line; the lines around it unchanged
+      const bodyLines = body.split('\r\n')
+      expect(bodyLines[0]).toBe('first')
+      expect(bodyLines.at(-2)).toBe('last')
+      expect(bodyLines.slice(1, -2).join('')).toBe(bodyLine)
+      expect(bodyLines.length - 3).toBe(Math.ceil(Buffer.byteLength(bodyLine) / 998))
+      // the header: To folded at its own spaces (unfolding gives it back), the token broken with a folding space
+      const fields = header.split(/\r\n(?![ \t])/)
+      expect(fields.find((f) => f.startsWith('To:'))!.replace(/\r\n/g, '')).toBe(`To: ${words}`)
+      expect(fields.find((f) => f.startsWith('X-Token:'))!.replace(/\r\n /g, '')).toBe(`X-Token: ${token}`)
+      expect(fields.find((f) => f.startsWith('Subject:'))).toBe(`Subject: ${tag}`)
+      expect(fields[0]).toMatch(/^Received: /)
+      expectHealthy(relay)
+    })
+
+    it('a 1 MB body line and many 5,000-octet lines are relayed in short lines too', async () => {
+      const tag = 'long lines megabyte'
+      const mega = 'm'.repeat(1024 * 1024)
+      const fives = Array.from({ length: 50 }, (_, i) => String(i % 10).repeat(5000))
+      const client = await open(relay.port)
+      expect(await transaction(client, { to: 'bob@dest.test', data: message(tag, `${mega}\r\n${fives.join('\r\n')}\r\n`), timeoutMs: 15_000 })).toMatch(/^250 2\.0\.0 /)
+      const raw = (await deliveredTagged(tag, 15_000)).raw
+      expect(Math.max(...linesOf(raw).map((l) => l.length))).toBeLessThanOrEqual(1000)
+      const body = raw.toString('latin1').split('\r\n\r\n').slice(1).join('\r\n\r\n')
+      expect(body.replace(/\r\n/g, '')).toBe(mega + fives.join(''))
+      expectHealthy(relay)
+    })
+  })
+
+  it("a message starting with a whitespace line never continues the relay's Received field", async () => {
+    const tag = 'whitespace first line'
+    const forged = '\tby mx.trusted.example (Postfix) with ESMTPS id ABC;\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n'
+    const client = await open(relay.port)
+    for (const data of [`${forged}Subject: ${tag} 1\r\n\r\nbody\r\n`, ` by mx.trusted.example; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: ${tag} 2\r\n`, `\tby mx.trusted.example\r\n\r\nSubject: ${tag} 3\r\n`]) {
+      const reply = await transaction(client, { to: 'bob@dest.test', data })
+      // refused, or accepted: then what arrives must keep the relay's trace field its own
+      if (!reply.startsWith('250')) {
+        expect(reply).toMatch(/^5\d\d /)
+        continue
+      }
+      const n = /Subject: whitespace first line (\d)/.exec(data)![1]
+      const raw = (await deliveredTagged(`${tag} ${n}`)).raw.toString('latin1')
+      const header = raw.slice(0, raw.indexOf('\r\n\r\n') + 2)
+      expect(header, data).not.toContain('mx.trusted.example')
+      const fields = header.split(/\r\n(?![ \t])/).filter(Boolean)
+      expect(fields[0], data).toMatch(/^Received: from client\.test /)
+      expect(fields[0], data).not.toContain('Mon, 1 Jan 2024')
+    }
+    expectHealthy(relay)
   })
 
   it('relays a 30 MB message byte-identical, with its body in a spool file while queued', async () => {
