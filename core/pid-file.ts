@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
+import { privateFile } from './queue/private-files.js'
 
 export const PID_FILE = 'relay.pid'
 const LOCK_FILE = 'relay.lock'
@@ -15,6 +16,7 @@ const LOCK_FILE = 'relay.lock'
  * to be delivered twice) or the pid file.
  */
 export function lockDataDir(dataDir: string): { release(): void } {
+  privateFile(path.join(dataDir, LOCK_FILE))
   const db = new Database(path.join(dataDir, LOCK_FILE), { timeout: 0 })
   try {
     db.pragma('locking_mode = EXCLUSIVE')

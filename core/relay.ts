@@ -24,6 +24,7 @@ import type { ListenerInfo } from './smtp/session.js'
 import { reloadRelay } from './reload.js'
 import { writeReloadResult } from './reload-result.js'
 import { lockDataDir, removePidFile, writePidFile } from './pid-file.js'
+import { privateDir } from './queue/private-files.js'
 import { logDeliveryEvents } from './events/log.js'
 import { relayOperations } from './relay-operations.js'
 import { corePolicies, type CorePolicies } from './policies/index.js'
@@ -76,7 +77,7 @@ export class Relay {
   async start(): Promise<this> {
     const { config, log } = this
     this.state = 'starting'
-    fs.mkdirSync(config.dataDir, { recursive: true })
+    privateDir(config.dataDir)
     this.dataDirLock = lockDataDir(config.dataDir)
     writePidFile(config.dataDir)
     // The composition root: the one place services are made and handed to each other.

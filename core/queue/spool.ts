@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { privateDir } from './private-files.js'
 
 /**
  * Large message bodies live in files under `<dataDir>/spool`; small ones go inline in the queue
@@ -14,7 +15,7 @@ export class Spool {
 
   constructor(dataDir: string) {
     this.dir = path.join(dataDir, 'spool')
-    fs.mkdirSync(this.dir, { recursive: true })
+    privateDir(this.dir)
   }
 
   pathFor(id: string): string {

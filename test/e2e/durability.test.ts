@@ -112,6 +112,17 @@ function tryConnect(port: number): Promise<'refused' | 'accepted'> {
 }
 
 describe('durability across stops and crashes', () => {
+  it('keeps the queue to itself: data directory and spool 0750, queue files 0600 whatever the umask', async () => {
+    const { relay } = await setup()
+    const m = message('private files')
+    expect((await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: m.data })).lastReply).toMatch(/^250 /)
+    const mode = (p: string) => fs.statSync(path.join(relay.dataDir, p)).mode & 0o777
+    expect(process.umask() & 0o005).toBe(0) // a umask that lets others read (022, 002): what the relay must not rely on
+    expect(mode('.') & 0o007).toBe(0)
+    expect(mode('spool') & 0o007).toBe(0)
+    for (const f of fs.readdirSync(relay.dataDir).filter((f) => f.startsWith('queue.sqlite') || f === 'relay.lock')) expect(mode(f) & 0o077, f).toBe(0)
+  })
+
   it('a second relay on the same data directory refuses to start (exit 1) and changes nothing: no recovery of mail in flight, the pid file kept', async () => {
     // The MX takes the message and never answers: the first relay holds the delivery leased.
     const { mx, relay } = await setup({}, { stall: 'data' })

@@ -1,9 +1,9 @@
 import path from 'node:path'
-import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import { privateDir, privateFile } from '../private-files.js'
 import type {
   ClaimOptions,
   ClaimResult,
@@ -56,7 +56,8 @@ export class SqliteQueue implements Queue {
     private readonly spool: Spool,
     options: SqliteQueueOptions = {},
   ) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
+    privateDir(path.dirname(file))
+    privateFile(file)
     // Built: worker.js beside this file. From source (tests, tsx): worker.ts through tsx's require
     // hook, registered inside the worker (on Node 20 ESM loader hooks do not reach a worker's entry).
     const fromSource = import.meta.url.endsWith('.ts')
