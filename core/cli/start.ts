@@ -15,7 +15,8 @@ function exit(code: number): void {
  * Without a config file it runs on the defaults (the README's quick start), saying where it looked.
  * A config problem (invalid, unreadable TLS files, a data directory it cannot write, a plugin that
  * fails its setup) is a ConfigError: exit 2 with the message. Any other failure to start (a port in
- * use) is one line, exit 1. Never a stack trace on the terminal: the log line has it.
+ * use, the relay's or a plugin's; another relay on the data directory) is one line, exit 1. Never a
+ * stack trace on the terminal: the log line has it.
  */
 export async function start(opts: { config?: string }): Promise<void> {
   const config = await loadConfig(opts.config)
@@ -64,9 +65,12 @@ export async function start(opts: { config?: string }): Promise<void> {
     // The log has the details (and the stack); the terminal gets one line.
     relay.log.fatal({ err }, 'cannot start')
     await flushLogs()
-    if (err instanceof ConfigError) throw err
-    const code = (err as NodeJS.ErrnoException).code
-    process.stderr.write(`relay: cannot start: ${(err as Error)?.message ?? String(err)}${code && !String((err as Error)?.message).includes(code) ? ` (${code})` : ''}\n`)
+    // A plugin's setup that failed in a system call (its port in use) cannot start, like a listener.
+    const system = (err as { cause?: NodeJS.ErrnoException }).cause?.syscall !== undefined
+    if (err instanceof ConfigError && !system) throw err
+    const code = ((err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException)).code
+    const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') : ((err as Error)?.message ?? String(err))
+    process.stderr.write(`relay: cannot start: ${text}${code && !text.includes(code) ? ` (${code})` : ''}\n`)
     process.exit(1)
   }
 }

@@ -268,7 +268,8 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   } catch (err) {
     closeFiles()
     if (err instanceof PluginError) throw err
-    throw new PluginError(CODES.setup, config.configFile, named, `setup: ${(err as Error)?.message ?? String(err)}`)
+    // The cause stays: a system call that failed (a port in use) is no config problem (cli/start.ts).
+    throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${(err as Error)?.message ?? String(err)}`), { cause: err })
   }
   // The older form: setup returned its teardown.
   const legacyTeardown = typeof result === 'function' ? (result as () => unknown) : undefined

@@ -226,6 +226,12 @@ describe('check-config: every problem at once, and the files it will need', () =
       expect(r.code, r.stderr).toBe(1)
       expect(r.stderr).toMatch(/^relay: cannot start: .*EADDRINUSE.*$/m)
       noStack(r.stderr)
+      // A plugin's port in use is the same kind of failure (not an invalid config), named by the plugin.
+      fs.writeFileSync(path.join(dir, 'relay.config.json'), json('busy.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], smtp: { reverseLookup: false }, plugins: [['admin', { host: '127.0.0.1', port, insecureNoToken: true }]] }))
+      const p = runCli(['start'], { cwd: dir, env: ENV })
+      expect(p.code, p.stderr).toBe(1)
+      expect(p.stderr).toMatch(/^relay: cannot start: plugins\[0\] \(admin\).*EADDRINUSE/m)
+      noStack(p.stderr)
     } finally {
       busy.close()
     }
