@@ -30,6 +30,8 @@ export interface ZoneRecords {
   TXT?: string[];
   CNAME?: string;
   PTR?: string[];
+  /** Queries of these types fail this way while the name's other records answer (a server that mishandles AAAA). */
+  fail?: Partial<Record<'MX' | 'A' | 'AAAA' | 'TXT', 'SERVFAIL' | 'TIMEOUT'>>;
 }
 
 /** TIMEOUT = never answer (the query is recorded, then dropped). */
@@ -151,6 +153,9 @@ function answer(zones: Map<string, ZoneEntry>, qname: string, qtype: number): An
       owner = normaliseName(rec.CNAME);
       continue;
     }
+    const failure = rec.fail?.[({ [Packet.TYPE.MX]: 'MX', [Packet.TYPE.A]: 'A', [Packet.TYPE.AAAA]: 'AAAA', [Packet.TYPE.TXT]: 'TXT' } as Record<number, 'MX' | 'A' | 'AAAA' | 'TXT'>)[qtype]!];
+    if (failure === 'TIMEOUT') return { kind: 'timeout' };
+    if (failure === 'SERVFAIL') return { kind: 'reply', rcode: Packet.RCODE.SERVFAIL, answers };
     answers.push(...recordsOf(owner, rec, qtype));
     return { kind: 'reply', rcode: Packet.RCODE.NOERROR, answers };
   }

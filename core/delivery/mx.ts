@@ -25,14 +25,20 @@ function shuffle<T>(items: T[]): T[] {
   return items
 }
 
-/** A and AAAA of a name (IPv4 first); NODATA on both is an empty list, other failures throw. */
+/**
+ * A and AAAA of a name (IPv4 first). What one family found is used when the other's lookup failed
+ * (servers that mishandle AAAA queries, RFC 4074); NODATA on both is an empty list; a failure
+ * throws only when nothing was found.
+ */
 async function addresses(resolver: Resolver, name: string): Promise<string[]> {
   const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)])
   const out: string[] = []
+  let failure: unknown
   for (const r of [v4, v6]) {
     if (r.status === 'fulfilled') out.push(...r.value)
-    else if (!notFound(r.reason)) throw r.reason
+    else if (!notFound(r.reason)) failure ??= r.reason
   }
+  if (!out.length && failure !== undefined) throw failure
   return out
 }
 
@@ -102,12 +108,15 @@ async function lookupDestination(resolver: Resolver, domain: string): Promise<Re
   for (const r of mx) byPreference.set(r.priority, [...(byPreference.get(r.priority) ?? []), r.exchange.replace(/\.$/, '')])
   const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
 
-  const { hosts, lastError } = await hostsFor(resolver, names)
+  // An MX record names a host, never an address (RFC 1035 §3.3.9, RFC 5321 §5.1): such targets are skipped.
+  const { hosts, lastError } = await hostsFor(resolver, names.filter((n) => !net.isIP(n)))
   const preferenceOf = new Map(mx.map((r) => [r.exchange.replace(/\.$/, ''), r.priority]))
   for (const h of hosts) h.preference = preferenceOf.get(h.name)
   if (hosts.length) return { ok: true, hosts }
-  if (lastError && !nxdomain(lastError)) return dnsFailure(domain, 'MX host address', lastError)
-  return { ok: false, permanent: false, status: '4.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')})` }
+  if (lastError && !notFound(lastError)) return dnsFailure(domain, 'MX host address', lastError)
+  // RFC 5321 §5.1: MX records none of which is usable "MUST be reported as an error" (Postfix: 5.4.4).
+  const why = names.every((n) => net.isIP(n)) ? 'they are IP addresses, not host names' : 'no such hosts'
+  return { ok: false, permanent: true, status: '5.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')}): ${why}` }
 }
 
 /** Each name's addresses in order (IP addresses stand for themselves); failures are skipped. */

@@ -127,6 +127,13 @@ beforeAll(async () => {
     'mx.cached.test': { A: ['127.0.0.3'] },
     'mx.partial.test': { A: ['127.0.0.3'] },
     'multiline.test': { A: ['127.0.0.7'] },
+    // an MX host whose AAAA query fails (SERVFAIL, or never answered) while its A record answers
+    'aaaafail.test': { MX: [{ exchange: 'mx.aaaafail.test', priority: 10 }] },
+    'mx.aaaafail.test': { A: ['127.0.0.3'], fail: { AAAA: 'SERVFAIL' } },
+    'aaaatimeout.test': { A: ['127.0.0.3'], fail: { AAAA: 'TIMEOUT' } },
+    // MX records that name no usable host: a host that does not exist, an IP address
+    'mxnx.test': { MX: [{ exchange: 'gone.mxnx.test', priority: 10 }] },
+    'mxip.test': { MX: [{ exchange: '127.0.0.3', priority: 10 }] },
   })
   relay = await startRelay({
     config: {
@@ -244,6 +251,26 @@ describe('delivery through DNS MX', () => {
     expect(bounced.response).toMatch(/^5\.1\.10 .*null MX/)
     const [dsn] = (await senderMx.waitForMessages(beforeSender + 1, 10_000)).slice(-1)
     expect(dsn!.raw.toString()).toMatch(/^Status: 5\.1\.10$/m)
+    expect(mx3.connections).toBe(connections)
+  })
+
+  it('uses the A record of a host whose AAAA lookup fails (SERVFAIL, timeout), with or without MX', async () => {
+    const before = mx3.messages.length
+    await sendMail(relay.port, { from: 'alice@sender.test', to: ['ivy@aaaafail.test', 'jim@aaaatimeout.test'], data: message('aaaa fails') })
+    const got = await eventually(() => {
+      const to = mx3.messages.slice(before).flatMap((m) => m.to)
+      return to.includes('ivy@aaaafail.test') && to.includes('jim@aaaatimeout.test') ? to : undefined
+    }, 15_000, 'both delivered through their A records')
+    expect(got.sort()).toEqual(['ivy@aaaafail.test', 'jim@aaaatimeout.test'])
+  })
+
+  it('bounces (5.4.4) when no MX host can be used: hosts that do not exist, an IP address as MX target', async () => {
+    const connections = mx3.connections
+    await sendMail(relay.port, { from: 'alice@sender.test', to: ['kim@mxnx.test', 'lou@mxip.test'], data: message('unusable mx') })
+    const nx = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'kim@mxnx.test', 10_000)
+    expect(nx.response).toMatch(/^5\.4\.4 No address found for the MX hosts of mxnx\.test/)
+    const ip = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'lou@mxip.test', 10_000)
+    expect(ip.response).toMatch(/^5\.4\.4 .*IP addresses, not host names/)
     expect(mx3.connections).toBe(connections)
   })
 
