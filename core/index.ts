@@ -22,6 +22,7 @@ export { hostPortString, parseHostPort } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */
 export { parseDuration } from './config/duration.js'
 export { networkMatcher } from './net/networks.js'
+export { clientKey } from './net/client-key.js'
 /** GETs a domain's MTA-STS policy file (RFC 8461 §3.3), as delivery does: for `relay doctor` and plugins. */
 export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
 /** mailauth's unpublished internals (`mailauth/lib/...`), typed and loaded on first use: see core/mailauth.ts. */

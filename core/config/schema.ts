@@ -135,6 +135,8 @@ export const configSchema = z
          * smtpd_client_connection_count_limit (50). Clients in `trustedNetworks` are exempt.
          */
         maxConnectionsPerClient: z.number().int().positive().default(50),
+        /** Per-client counts group an IPv6 client by this prefix (its /64); IPv4 stays per address. Postfix's smtpd_client_ipv6_prefix_length. */
+        clientIpv6Prefix: z.number().int().min(1).max(128).default(64),
         /** Look up the client's reverse DNS name (for Received headers and plugins). */
         reverseLookup: z.boolean().default(true).register(restartOnly),
         /** Pause before the greeting; a client that talks first is refused (early talker). */

@@ -203,7 +203,7 @@ export class SmtpListeners {
     const { smtp, hostname } = this.config
     const ip = unmapIp(session.remoteAddress)
     // Trusted networks are not counted against smtp.maxConnectionsPerClient.
-    const refused = this.trustedNetwork(ip) ? undefined : await this.limits.admit(session, ip, smtp.maxConnectionsPerClient, hostname)
+    const refused = this.trustedNetwork(ip) ? undefined : await this.limits.admit(session, ip, smtp.maxConnectionsPerClient, hostname, smtp.clientIpv6Prefix)
     if (refused) throw this.refuse(session, listener, 'connect', 'protocol', refused, 'core:max-connections-per-client')
     await this.decide('connect', this.policies.run('connect', { session: this.info(session, listener), notes: this.state(session).notes }), session, listener)
     this.limits.limitTime(session, smtp.sessionTimeout, () => this.servers.map((s) => s.server), hostname)

@@ -1,28 +1,30 @@
 // Per-client connection counting (`smtp.maxConnectionsPerClient`) and the session time limit
-// (`smtp.sessionTimeout`), across all listeners.
+// (`smtp.sessionTimeout`), across all listeners. A client counts under its clientKey: an IPv6
+// client with its whole /`smtp.clientIpv6Prefix` network, an IPv4 client by its address.
 import type { SMTPServer, SMTPServerSession } from 'smtp-server'
 import type { Logger } from 'pino'
 import { CORE_REPLIES, replyText, type Reply } from '../hooks/verdict.js'
 import { sendToSessions } from './server-internals.js'
+import { clientKey, DEFAULT_IPV6_PREFIX } from '../net/client-key.js'
 
-/** What a session holds: the address it counts against, when its time is up. */
+/** What a session holds: the client key it counts against, when its time is up. */
 interface Held {
-  ip?: string
+  key?: string
   deadline?: number
   /** Counted elsewhere (SharedClientCounts) and not answered yet; `closed` if the session ended meanwhile. */
   pending?: boolean
   closed?: boolean
 }
 
-/** Per-client counts kept for several processes (config `workers`: the primary holds them). */
+/** Per-client counts kept for several processes (config `workers`: the primary holds them), by client key. */
 export interface SharedClientCounts {
-  /** Counts one for `ip` unless it has `max` open; false: refused. */
-  admit(ip: string, max: number): Promise<boolean>
-  release(ip: string): void
+  /** Counts one for `key` unless it has `max` open; false: refused. */
+  admit(key: string, max: number): Promise<boolean>
+  release(key: string): void
 }
 
 export class SessionLimits {
-  /** Open sessions per client address. */
+  /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
   private readonly perClient = new Map<string, number>()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
@@ -40,34 +42,38 @@ export class SessionLimits {
 
   constructor(private readonly log: Logger) {}
 
-  /** Counts the session against `ip`; the refusal (421) when that address already has `max` open. */
-  admit(session: SMTPServerSession, ip: string, max: number, hostname: string): Reply | undefined | Promise<Reply | undefined> {
-    if (this.shared) return this.admitShared(this.shared, session, ip, max, hostname)
-    const open = this.perClient.get(ip) ?? 0
+  /**
+   * Counts the session against the client key of `ip` (IPv6: its /`ipv6Prefix` network); the
+   * refusal (421, naming the address itself) when that key already has `max` open.
+   */
+  admit(session: SMTPServerSession, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined | Promise<Reply | undefined> {
+    const key = clientKey(ip, ipv6Prefix)
+    if (this.shared) return this.admitShared(this.shared, session, ip, key, max, hostname)
+    const open = this.perClient.get(key) ?? 0
     if (open >= max) {
-      this.log.warn({ session: session.id, client: ip, open, limit: max }, 'too many connections from one client: refused')
+      this.log.warn({ session: session.id, client: ip, key, open, limit: max }, 'too many connections from one client: refused')
       return CORE_REPLIES.tooManyConnections(hostname, ip)
     }
-    this.perClient.set(ip, open + 1)
-    this.held.set(session, { ip })
+    this.perClient.set(key, open + 1)
+    this.held.set(session, { key })
   }
 
-  private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, max: number, hostname: string): Promise<Reply | undefined> {
-    const held: Held = { ip, pending: true }
+  private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
+    const held: Held = { key, pending: true }
     this.held.set(session, held)
     let ok: boolean
     try {
-      ok = await shared.admit(ip, max)
+      ok = await shared.admit(key, max)
     } catch {
       ok = true // the primary is going away: this worker stops anyway; do not refuse for that
     }
     held.pending = false
     if (!ok) {
-      held.ip = undefined
-      this.log.warn({ session: session.id, client: ip, limit: max }, 'too many connections from one client: refused')
+      held.key = undefined
+      this.log.warn({ session: session.id, client: ip, key, limit: max }, 'too many connections from one client: refused')
       return CORE_REPLIES.tooManyConnections(hostname, ip)
     }
-    if (held.closed) shared.release(ip)
+    if (held.closed) shared.release(key)
   }
 
   /** Closes the session (421 4.4.2) once it has lasted `ms`: a client that never finishes. */
@@ -87,11 +93,11 @@ export class SessionLimits {
     const held = this.held.get(session)
     if (!held) return
     if (held.pending) held.closed = true
-    else if (held.ip && this.shared) this.shared.release(held.ip)
-    else if (held.ip) {
-      const open = (this.perClient.get(held.ip) ?? 1) - 1
-      if (open > 0) this.perClient.set(held.ip, open)
-      else this.perClient.delete(held.ip)
+    else if (held.key && this.shared) this.shared.release(held.key)
+    else if (held.key) {
+      const open = (this.perClient.get(held.key) ?? 1) - 1
+      if (open > 0) this.perClient.set(held.key, open)
+      else this.perClient.delete(held.key)
     }
     this.held.delete(session)
     if (this.held.size === 0) this.disarm()

@@ -3,7 +3,7 @@
 // Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
 // Listed with `{}` it already guards: 60 connections per minute per IP and an AUTH lockout (10
 // failures in 15 min: 15 min); budgets stay opt-in. Every option and default: README.md.
-import { definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
+import { clientKey, definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
 import { optionsSchema, type AuthFailureLimit, type RateLimitOptions } from './options.js'
 import { processMemoryStore } from './shared.js'
 import { consume, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
@@ -17,6 +17,8 @@ interface Slot {
 interface State {
   store: Store
   exempt(ip: string): boolean
+  /** The counting key of a client address: IPv6 by its /ipv6Prefix network, IPv4 by address. */
+  key(ip: string): string
   connRate?: Limiter
   authFail?: Limiter
   userMsgs?: Limiter
@@ -88,6 +90,7 @@ export default definePlugin<RateLimitOptions, State | undefined>({
     const st: State = {
       store,
       exempt: networkMatcher(o.exempt),
+      key: (addr) => clientKey(addr, o.ipv6Prefix),
       connRate: ip.connectionsPerMinute ? store.limiter('conn-rate', ip.connectionsPerMinute, 60_000) : undefined,
       authFail: ip.authFailures ? store.limiter('auth-fail', ip.authFailures.max, ip.authFailures.window) : undefined,
       userMsgs: o.perUser.messagesPerHour ? store.limiter('user-msgs', o.perUser.messagesPerHour, HOUR) : undefined,
@@ -114,10 +117,12 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st || st.exempt(ip)) return undefined
+      // Counted by client key (an IPv6 client's /ipv6Prefix network); replies name the address.
+      const key = st.key(ip)
       const reply = { code: 421, status: '4.7.0' }
       if (st.connRate) {
-        const r = await consume(st.connRate, ip)
-        if (r.kind === 'over') return refuse(ctx, session, 'perIp.connectionsPerMinute', ip, r.res.msBeforeNext, { ...reply, message: `${ctx.hostname} Error: too many connections per minute from ${ip}` })
+        const r = await consume(st.connRate, key)
+        if (r.kind === 'over') return refuse(ctx, session, 'perIp.connectionsPerMinute', key, r.res.msBeforeNext, { ...reply, message: `${ctx.hostname} Error: too many connections per minute from ${ip}` })
         if (r.kind === 'error') {
           const v = storeFailure(ctx, st, r.err, 'perIp.connectionsPerMinute', reply)
           if (v) return v
@@ -125,23 +130,23 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       }
       if (st.gauge) {
         const max = options.perIp.concurrent!
-        const slot: Slot = { key: ip, phase: 'acquiring' }
+        const slot: Slot = { key, phase: 'acquiring' }
         st.slots.set(session.id, slot)
         let result: { acquired: boolean; count: number }
         try {
-          result = await st.gauge.acquire(ip, max)
+          result = await st.gauge.acquire(key, max)
         } catch (err) {
           st.slots.delete(session.id)
           return storeFailure(ctx, st, err, 'perIp.concurrent', reply)
         }
         if (!result.acquired) {
           st.slots.delete(session.id)
-          return refuse(ctx, session, 'perIp.concurrent', ip, 0, { ...reply, message: `${ctx.hostname} Error: too many connections from ${ip}` })
+          return refuse(ctx, session, 'perIp.concurrent', key, 0, { ...reply, message: `${ctx.hostname} Error: too many connections from ${ip}` })
         }
         if (slot.phase === 'closed') {
           // The client left while the slot was being taken: sessionClosed has come and gone.
           st.slots.delete(session.id)
-          await st.gauge.release(ip).catch((err: unknown) => st.storeFailed(err, 'perIp.concurrent'))
+          await st.gauge.release(key).catch((err: unknown) => st.storeFailed(err, 'perIp.concurrent'))
           return undefined
         }
         slot.phase = 'held'
@@ -171,11 +176,12 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st?.authFail || st.exempt(ip)) return undefined
-      const r = await peek(st.authFail, ip)
+      const key = st.key(ip)
+      const r = await peek(st.authFail, key)
       if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perIp.authFailures', { code: 454, status: '4.7.0' })
       if (r.consumed > (options.perIp.authFailures as AuthFailureLimit).max) {
         st.lockoutRefused.add(session.id)
-        return refuse(ctx, session, 'perIp.authFailures', ip, r.msBeforeNext, {
+        return refuse(ctx, session, 'perIp.authFailures', key, r.msBeforeNext, {
           code: 454,
           status: '4.7.0',
           message: `Error: too many failed authentications from ${ip}, try again in ${minutes(r.msBeforeNext)} minute(s)`,
@@ -193,15 +199,16 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       // Our own lockout refusal, or a backend that could not check (tempfail): not a wrong password.
       if (st.lockoutRefused.delete(session.id) || event.temporary) return
       const af = ctx.options.perIp.authFailures as AuthFailureLimit
-      const r = await consume(st.authFail, ip)
+      const key = st.key(ip)
+      const r = await consume(st.authFail, key)
       if (r.kind === 'error') return st.storeFailed(r.err, 'perIp.authFailures')
       if (r.res.consumedPoints >= af.max) {
         try {
-          await st.authFail.block(ip, Math.ceil(af.lockout / 1000))
+          await st.authFail.block(key, Math.ceil(af.lockout / 1000))
         } catch (err) {
           return st.storeFailed(err, 'perIp.authFailures')
         }
-        ctx.log.warn({ limit: 'perIp.authFailures', key: ip, client: ip, session: session.id, failures: r.res.consumedPoints, lockoutSec: Math.ceil(af.lockout / 1000) }, `rate limit hit: perIp.authFailures (address locked out)`)
+        ctx.log.warn({ limit: 'perIp.authFailures', key, client: ip, session: session.id, failures: r.res.consumedPoints, lockoutSec: Math.ceil(af.lockout / 1000) }, `rate limit hit: perIp.authFailures (address locked out)`)
       }
     },
 

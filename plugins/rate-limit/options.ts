@@ -67,6 +67,11 @@ export const optionsSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The per-IP limits count an IPv6 client with its whole /ipv6Prefix network (one customer's
+     * /64), an IPv4 client by its address: clientKey(). Keep it equal to smtp.clientIpv6Prefix.
+     */
+    ipv6Prefix: z.number().int().min(1).max(128).default(64),
     /** Clients in these networks are never limited. */
     exempt: z.array(cidr).default([]),
     /** When the store fails (Redis down, slow): 'allow' the mail (and log), or 'tempfail' it. */

@@ -3,14 +3,18 @@
 // client address counting), trusted networks exempt; a connection that never sends a command is
 // closed after smtp.firstCommandTimeout instead of the 5-minute socket timeout.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { startRelay, type RelayProcess } from '../harness/relay.js'
+import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 let capped: RelayProcess // defaults: 50 per client; an mx and a submission listener; 127.0.0.70 trusted
 let proxied: RelayProcess // behind a PROXY protocol balancer (127.0.0.1), 2 per client
 let quick: RelayProcess // firstCommandTimeout 1s
 let cappedWorkers: RelayProcess // as capped, with its sessions in 2 worker processes (config workers)
+let proxied128: RelayProcess // as proxied, smtp.clientIpv6Prefix 128 (every IPv6 address on its own)
+let proxiedWorkers: RelayProcess // as proxied, with workers: 2
 const clients = new Set<RawSmtp>()
 const sockets = new Set<net.Socket>() // raw ones (PROXY protocol)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -33,6 +37,32 @@ async function hold(port: number, n: number, from = '127.0.0.1'): Promise<RawSmt
   return held
 }
 
+/** A connection from the balancer (127.0.0.1) for `client` (PROXY v1, TCP4 or TCP6), left open: the socket and the first reply line. */
+function proxiedSocket(port: number, client: string): Promise<{ socket: net.Socket; greeting: string }> {
+  return new Promise((resolve, reject) => {
+    const header = net.isIPv6(client) ? `PROXY TCP6 ${client} 2001:db8::25 40123 25\r\n` : `PROXY TCP4 ${client} 192.0.2.25 40123 25\r\n`
+    const s = net.connect({ port, host: '127.0.0.1' }, () => s.write(header))
+    sockets.add(s)
+    let buf = ''
+    s.on('data', (d) => {
+      buf += d.toString('latin1')
+      if (buf.includes('\r\n')) resolve({ socket: s, greeting: buf.slice(0, buf.indexOf('\r\n')) })
+    })
+    s.on('error', reject)
+  })
+}
+
+/** As proxiedSocket: the first reply line (the session stays open until the test ends). */
+const proxiedSession = async (port: number, client: string) => (await proxiedSocket(port, client)).greeting
+
+/** A config file in a temporary directory (for check-config). */
+function writeConfig(config: Record<string, unknown>): string {
+  const dir = tempDir()
+  const file = path.join(dir, 'relay.config.json')
+  fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), ...config }))
+  return file
+}
+
 async function closeAll(): Promise<void> {
   const all = [...clients]
   clients.clear()
@@ -44,7 +74,10 @@ async function closeAll(): Promise<void> {
 }
 
 beforeAll(async () => {
-  ;[capped, proxied, quick, cappedWorkers] = await Promise.all([
+  const behindBalancer = (smtp: Record<string, unknown>, more: Record<string, unknown> = {}) => ({
+    config: { ...more, listen: [{ host: '127.0.0.1', port: 0, role: 'mx', proxyProtocol: ['127.0.0.1'] }], smtp: { reverseLookup: false, maxConnectionsPerClient: 2, ...smtp } },
+  })
+  ;[capped, proxied, quick, cappedWorkers, proxied128, proxiedWorkers] = await Promise.all([
     startRelay({
       config: {
         listen: [
@@ -66,13 +99,15 @@ beforeAll(async () => {
         smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
       },
     }),
+    startRelay(behindBalancer({ clientIpv6Prefix: 128 })),
+    startRelay(behindBalancer({}, { workers: 2 })),
   ])
 })
 
 afterEach(closeAll)
 
 afterAll(async () => {
-  await Promise.all([capped, proxied, quick, cappedWorkers].map((r) => r?.stop()))
+  await Promise.all([capped, proxied, quick, cappedWorkers, proxied128, proxiedWorkers].map((r) => r?.stop()))
 })
 
 describe('smtp.maxConnectionsPerClient', () => {
@@ -108,22 +143,62 @@ describe('smtp.maxConnectionsPerClient', () => {
   })
 
   it('behind a PROXY protocol balancer the client address in the header counts, not the balancer', async () => {
-    /** A connection from the balancer (127.0.0.1) for `client`: resolves with the first reply line. */
-    const proxiedSession = (client: string) =>
-      new Promise<string>((resolve, reject) => {
-        const s = net.connect({ port: proxied.port, host: '127.0.0.1' }, () => s.write(`PROXY TCP4 ${client} 192.0.2.25 40123 25\r\n`))
-        sockets.add(s)
-        let buf = ''
-        s.on('data', (d) => {
-          buf += d.toString('latin1')
-          if (buf.includes('\r\n')) resolve(buf.slice(0, buf.indexOf('\r\n')))
-        })
-        s.on('error', reject)
-      })
-    expect(await proxiedSession('203.0.113.9')).toMatch(/^220 /)
-    expect(await proxiedSession('203.0.113.9')).toMatch(/^220 /)
-    expect(await proxiedSession('203.0.113.9')).toMatch(/^421 4\.7\.0 \S+ Too many connections from 203\.0\.113\.9/)
-    expect(await proxiedSession('203.0.113.10')).toMatch(/^220 /)
+    expect(await proxiedSession(proxied.port, '203.0.113.9')).toMatch(/^220 /)
+    expect(await proxiedSession(proxied.port, '203.0.113.9')).toMatch(/^220 /)
+    expect(await proxiedSession(proxied.port, '203.0.113.9')).toMatch(/^421 4\.7\.0 \S+ Too many connections from 203\.0\.113\.9/)
+    expect(await proxiedSession(proxied.port, '203.0.113.10')).toMatch(/^220 /)
+  })
+
+  // One customer holds a /64: counted per address it could open 2 connections from each of 2^64.
+  it.each([
+    ['one process', () => proxied],
+    ['workers: 2', () => proxiedWorkers],
+  ])('an IPv6 client counts with its /64 (smtp.clientIpv6Prefix default): any address of it fills the same slots; another /64 does not (%s)', async (label, relay) => {
+    const port = relay().port
+    const net64 = label === 'one process' ? '2001:db8:1:2::' : '2001:db8:1:3::'
+    expect(await proxiedSession(port, `${net64}1`)).toMatch(/^220 /)
+    expect(await proxiedSession(port, `${net64}2`)).toMatch(/^220 /)
+    // The refusal names the address itself; the count is the /64's.
+    expect(await proxiedSession(port, `${net64}3`)).toMatch(new RegExp(`^421 4\\.7\\.0 \\S+ Too many connections from ${net64}3, try again later$`))
+    expect(await proxiedSession(port, `${net64.slice(0, -2)}:ffff:ffff:ffff:ffff`)).toMatch(/^421 4\.7\.0 /)
+    await relay().waitForLog((l) => l.msg === 'too many connections from one client: refused' && l.client === `${net64}3` && l.key === `${net64}/64`)
+    // The next /64 (another customer) is not affected.
+    expect(await proxiedSession(port, '2001:db8:1:4::1')).toMatch(/^220 /)
+    // IPv4-mapped IPv6 is the IPv4 client: ::ffff:203.0.113.44 and 203.0.113.44 share its 2 slots.
+    expect(await proxiedSession(port, '::ffff:203.0.113.44')).toMatch(/^220 /)
+    expect(await proxiedSession(port, '203.0.113.44')).toMatch(/^220 /)
+    expect(await proxiedSession(port, '::ffff:203.0.113.44')).toMatch(/^421 4\.7\.0 \S+ Too many connections from 203\.0\.113\.44/)
+  })
+
+  it('a closed session frees its slot in its /64', async () => {
+    const port = proxied.port
+    const first = await proxiedSocket(port, '2001:db8:5:5::1')
+    expect(first.greeting).toMatch(/^220 /)
+    expect(await proxiedSession(port, '2001:db8:5:5::2')).toMatch(/^220 /)
+    expect(await proxiedSession(port, '2001:db8:5:5::3')).toMatch(/^421 4\.7\.0 /)
+    first.socket.destroy()
+    let greeting = ''
+    for (let i = 0; i < 20 && !greeting.startsWith('220 '); i++) {
+      await sleep(100)
+      greeting = await proxiedSession(port, '2001:db8:5:5::4')
+    }
+    expect(greeting).toMatch(/^220 /)
+  })
+
+  it('smtp.clientIpv6Prefix: 128 counts every IPv6 address on its own', async () => {
+    const port = proxied128.port
+    for (let i = 1; i <= 4; i++) expect(await proxiedSession(port, `2001:db8:1:2::${i}`), `address ${i}`).toMatch(/^220 /)
+    expect(await proxiedSession(port, '2001:db8:1:2::1')).toMatch(/^220 /)
+    expect(await proxiedSession(port, '2001:db8:1:2::1')).toMatch(/^421 4\.7\.0 \S+ Too many connections from 2001:db8:1:2::1,/)
+  })
+
+  it('smtp.clientIpv6Prefix: 1 to 128 is taken; outside that, a config error', () => {
+    for (const good of [1, 48, 128]) expect(runCli(['check-config', '--config', writeConfig({ smtp: { clientIpv6Prefix: good } })]).code, String(good)).toBe(0)
+    for (const bad of [0, 129, 64.5]) {
+      const r = runCli(['check-config', '--config', writeConfig({ smtp: { clientIpv6Prefix: bad } })])
+      expect(r.code, String(bad)).toBe(2)
+      expect(r.stderr + r.stdout).toMatch(/smtp\.clientIpv6Prefix/)
+    }
   })
 })
 

@@ -489,3 +489,234 @@ describe('rate-limit, Redis store (shared by relays)', () => {
     closeClients()
   })
 })
+
+// ---- IPv6: a client counts with its whole /64 (ipv6Prefix) ---------------------------------------
+// One customer holds a /64: counted per address, it would take a fresh address for every
+// connection and every password guess. A PROXY protocol listener (trusted balancer 127.0.0.1)
+// lets the test claim any IPv6 client; each case uses its own /64s.
+
+/** A session from the balancer claiming `client` (PROXY v1 TCP6): its greeting, and commands on it. */
+interface Proxied {
+  greeting: string
+  command(line: string): Promise<string>
+  close(): void
+  closed: Promise<void>
+}
+const proxiedSockets = new Set<net.Socket>()
+
+function viaProxy(port: number, client: string): Promise<Proxied> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1' }, () => socket.write(`PROXY TCP6 ${client} 2001:db8::25 40123 25\r\n`))
+    proxiedSockets.add(socket)
+    let buffer = ''
+    const waiting: ((line: string) => void)[] = []
+    const closed = new Promise<void>((done) => socket.once('close', () => done()))
+    socket.on('error', reject)
+    socket.on('close', () => {
+      for (const w of waiting.splice(0)) w('(closed)')
+    })
+    socket.on('data', (d) => {
+      buffer += d.toString('latin1')
+      let i: number
+      while ((i = buffer.indexOf('\r\n')) >= 0) {
+        const line = buffer.slice(0, i)
+        buffer = buffer.slice(i + 2)
+        if (/^\d{3}-/.test(line)) continue
+        waiting.shift()?.(line)
+      }
+    })
+    const read = () => new Promise<string>((r) => waiting.push(r))
+    const session = {
+      command: (line: string) => {
+        const p = read()
+        socket.write(`${line}\r\n`)
+        return p
+      },
+      close: () => socket.destroy(),
+      closed,
+    }
+    read().then((greeting) => resolve({ greeting, ...session }), reject)
+  })
+}
+
+function closeProxied(): void {
+  for (const s of proxiedSockets) s.destroy()
+  proxiedSockets.clear()
+}
+
+/** One proxied connection, closed again: its greeting. */
+async function greetingFrom(port: number, client: string): Promise<string> {
+  const c = await viaProxy(port, client)
+  c.close()
+  await c.closed
+  return c.greeting
+}
+
+/** One proxied session that tries AUTH PLAIN once and leaves: the AUTH reply. */
+async function authFrom(port: number, client: string, user: string, pass: string): Promise<string> {
+  const c = await viaProxy(port, client)
+  expect(c.greeting, `greeting for ${client}`).toMatch(/^220 /)
+  expect(await c.command('EHLO client.test')).toMatch(/^250 /)
+  const reply = await c.command(`AUTH PLAIN ${b64(`\0${user}\0${pass}`)}`)
+  c.close()
+  await c.closed
+  return reply
+}
+
+describe('rate-limit: an IPv6 client counts with its /64 (ipv6Prefix), an IPv4 one by its address', () => {
+  const V6 = { perIp: { concurrent: 2, connectionsPerMinute: 6, authFailures: { max: 3, window: '1m', lockout: '1m' } } }
+  let per64: RelayProcess // memory store, ipv6Prefix default (64)
+  let per128: RelayProcess // memory store, ipv6Prefix: 128 (per address)
+  let workers: RelayProcess // memory store in the primary, workers: 2
+  let redis: RelayProcess | undefined // Redis store (when Redis is there)
+  const REDIS_PREFIX = `${PREFIX}-v6`
+
+  const v6Config = (rateLimit: Record<string, unknown>, more: Record<string, unknown> = {}) => ({
+    ...more,
+    // AUTH in clear text keeps the test short; the balancer at 127.0.0.1 may claim any client.
+    listen: [{ host: '127.0.0.1', port: 0, role: 'mx', tls: 'none', allowPlaintextAuth: true, proxyProtocol: ['127.0.0.1'] }],
+    dns: { servers: [dns.server], timeout: '1s' },
+    smtp: { reverseLookup: false, authFailureDelay: '1ms' },
+    plugins: [
+      ['rate-limit', rateLimit],
+      [STATIC_AUTH, { users: USERS }],
+    ],
+  })
+
+  beforeAll(async () => {
+    const redisThere = !(await redisProblem())
+    ;[per64, per128, workers, redis] = await Promise.all([
+      startRelay({ config: v6Config(V6) }),
+      startRelay({ config: v6Config({ ...V6, ipv6Prefix: 128 }) }),
+      startRelay({ config: v6Config(V6, { workers: 2 }) }),
+      redisThere ? startRelay({ config: v6Config({ ...V6, store: { redis: REDIS_URL }, keyPrefix: REDIS_PREFIX }) }) : undefined,
+    ])
+  })
+
+  afterAll(async () => {
+    closeProxied()
+    await Promise.all([per64, per128, workers, redis].map((r) => r?.stop()))
+    if (!redis) return
+    const r = new Redis(REDIS_URL)
+    const keys = await r.keys(`${REDIS_PREFIX}*`)
+    if (keys.length) await r.del(...keys)
+    await r.quit()
+  })
+
+  const relays = () => [
+    ['memory store', per64],
+    ['workers: 2', workers],
+    ['Redis store', redis],
+  ] as const
+
+  it.each([0, 1, 2])('AUTH failures from several addresses of one /64 lock the /64 out, not another /64 (%#: memory, workers, Redis)', async (n) => {
+    const [, r] = relays()[n]!
+    if (!r) return void skipFor('no Redis', 'the IPv6 Redis case')
+    const net64 = `2001:db8:${n + 1}:2::`
+    for (let i = 1; i <= 3; i++) expect(await authFrom(r.port, `${net64}${i}`, 'frank@lock.test', 'wrong'), `failure ${i}`).toMatch(/^535 5\.7\.8 /)
+    await r.waitForLog((l) => l.msg === 'rate limit hit: perIp.authFailures (address locked out)' && l.key === `${net64}/64` && l.client === `${net64}3`, 5000)
+    // Another address of the same /64: locked out too, even with the right password; the reply names the address.
+    expect(await authFrom(r.port, `${net64}4`, 'frank@lock.test', PW)).toMatch(new RegExp(`^454 4\\.7\\.0 Error: too many failed authentications from ${net64}4,`))
+    expect(await authFrom(r.port, `2001:db8:${n + 1}:2:abcd:1234:5678:9abc`, 'alice@example.test', PW)).toMatch(/^454 4\.7\.0 /)
+    // The neighbouring /64 is another client.
+    expect(await authFrom(r.port, `2001:db8:${n + 1}:3::1`, 'frank@lock.test', PW)).toMatch(/^235 /)
+  })
+
+  it.each([0, 1, 2])('connections per minute: 6 from one /64, whichever addresses, then 421 4.7.0; another /64 connects (%#: memory, workers, Redis)', async (n) => {
+    const [, r] = relays()[n]!
+    if (!r) return void skipFor('no Redis', 'the IPv6 Redis case')
+    const net64 = `2001:db8:7:${n + 7}::`
+    for (let i = 1; i <= 6; i++) expect(await greetingFrom(r.port, `${net64}${i}`), `connection ${i}`).toMatch(/^220 /)
+    expect(await greetingFrom(r.port, `${net64}7`)).toMatch(new RegExp(`^421 4\\.7\\.0 \\S+ Error: too many connections per minute from ${net64}7$`))
+    expect(await greetingFrom(r.port, `${net64}ffff:ffff:ffff:ffff`)).toMatch(/^421 4\.7\.0 /)
+    await r.waitForLog((l) => l.limit === 'perIp.connectionsPerMinute' && l.key === `${net64}/64`, 5000)
+    expect(await greetingFrom(r.port, `2001:db8:7:${n + 17}::1`)).toMatch(/^220 /)
+  })
+
+  it.each([0, 1, 2])('concurrent: 2 open from one /64 and the third address of it is refused; another /64 is not (%#: memory, workers, Redis)', async (n) => {
+    const [, r] = relays()[n]!
+    if (!r) return void skipFor('no Redis', 'the IPv6 Redis case')
+    const net64 = `2001:db8:c:${n + 1}::`
+    const held = [await viaProxy(r.port, `${net64}1`), await viaProxy(r.port, `${net64}2`)]
+    for (const h of held) expect(h.greeting).toMatch(/^220 /)
+    expect(await greetingFrom(r.port, `${net64}3`)).toMatch(new RegExp(`^421 4\\.7\\.0 \\S+ Error: too many connections from ${net64}3$`))
+    expect((await viaProxy(r.port, `2001:db8:c:${n + 11}::1`)).greeting).toMatch(/^220 /)
+    // One leaves: its slot comes back to the /64.
+    held[0]!.close()
+    await held[0]!.closed
+    const again = await eventually(async () => {
+      const c = await viaProxy(r.port, `${net64}4`)
+      if (c.greeting.startsWith('220 ')) return c
+      c.close()
+      await sleep(100)
+      return undefined
+    }, 5000, 'the freed slot')
+    expect(again.greeting).toMatch(/^220 /)
+    closeProxied()
+  })
+
+  it('with Redis the counters are kept under the /64 key', async () => {
+    if (!redis) return void skipFor('no Redis', 'the IPv6 Redis case')
+    const probe = new Redis(REDIS_URL)
+    expect(await probe.get(`${REDIS_PREFIX}:auth-fail:2001:db8:3:2::/64`)).not.toBeNull()
+    expect(Number(await probe.get(`${REDIS_PREFIX}:conn-rate:2001:db8:7:9::/64`))).toBeGreaterThanOrEqual(7)
+    await probe.quit()
+  })
+
+  it('ipv6Prefix: 128 counts every IPv6 address on its own again', async () => {
+    const r = per128
+    for (let i = 1; i <= 3; i++) expect(await authFrom(r.port, `2001:db8:80:1::${i}`, 'frank@lock.test', 'wrong')).toMatch(/^535 5\.7\.8 /)
+    expect(await authFrom(r.port, `2001:db8:80:1::4`, 'frank@lock.test', PW)).toMatch(/^235 /)
+    for (let i = 1; i <= 8; i++) expect(await greetingFrom(r.port, `2001:db8:80:2::${i}`), `connection ${i}`).toMatch(/^220 /)
+    const held = [await viaProxy(r.port, '2001:db8:80:3::1'), await viaProxy(r.port, '2001:db8:80:3::2'), await viaProxy(r.port, '2001:db8:80:3::3')]
+    for (const h of held) expect(h.greeting).toMatch(/^220 /)
+    // Still limited per address: the same address a third time.
+    await viaProxy(r.port, '2001:db8:80:3::1')
+    expect(await greetingFrom(r.port, '2001:db8:80:3::1')).toMatch(/^421 4\.7\.0 .*too many connections from 2001:db8:80:3::1$/)
+    closeProxied()
+  })
+
+  it('ipv6Prefix: 1 to 128 is taken; outside that it stops the start and is named', () => {
+    for (const good of [1, 56, 128]) {
+      const dir = tempDir()
+      const file = path.join(dir, 'relay.config.json')
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: good }]] }))
+      expect(runCli(['check-config', '--config', file]).code, String(good)).toBe(0)
+    }
+    for (const bad of [0, 129, 'x']) {
+      const dir = tempDir()
+      const file = path.join(dir, 'relay.config.json')
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: bad }]] }))
+      const r = runCli(['check-config', '--config', file])
+      expect(r.code, String(bad)).toBe(2)
+      expect(r.stdout + r.stderr).toMatch(/plugins\[0\] \(rate-limit\) options\.ipv6Prefix: /)
+    }
+  })
+
+  it('IPv4 clients stay per address, and an IPv4-mapped IPv6 client counts as its IPv4 address', async () => {
+    const r = per64
+    // Two IPv4 neighbours do not share a count.
+    for (const ip of ['203.0.113.1', '203.0.113.2', '203.0.113.3']) {
+      const c = await new Promise<string>((resolve, reject) => {
+        const s = net.connect({ port: r.port, host: '127.0.0.1' }, () => s.write(`PROXY TCP4 ${ip} 192.0.2.25 40123 25\r\n`))
+        proxiedSockets.add(s)
+        s.on('error', reject)
+        s.once('data', (d) => resolve(d.toString('latin1')))
+      })
+      expect(c, ip).toMatch(/^220 /)
+    }
+    closeProxied()
+    // ::ffff:198.51.100.7 is 198.51.100.7: two of them and a plain IPv4 one fill its 2 slots.
+    const a = await viaProxy(r.port, '::ffff:198.51.100.7')
+    expect(a.greeting).toMatch(/^220 /)
+    const b = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ port: r.port, host: '127.0.0.1' }, () => s.write('PROXY TCP4 198.51.100.7 192.0.2.25 40123 25\r\n'))
+      proxiedSockets.add(s)
+      s.on('error', reject)
+      s.once('data', (d) => resolve(d.toString('latin1')))
+    })
+    expect(b).toMatch(/^220 /)
+    expect(await greetingFrom(r.port, '::ffff:198.51.100.7')).toMatch(/^421 4\.7\.0 .*too many connections from 198\.51\.100\.7$/)
+    closeProxied()
+  })
+})
