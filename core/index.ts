@@ -16,7 +16,9 @@ export { MessageHeaders } from './mail/headers.js'
 export { parseAddress } from './mail/address.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
-export { duration, durationAtLeast, size, cidr, httpUrl } from './config/fields.js'
+export { duration, durationAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
+/** URLs for logs: origin and path only (no password, no query key). */
+export { safeUrl, scrubUrls } from './net/urls.js'
 /** 'host', 'host:port', an IP address or '[v6]:port', checked (a zod string; the reasons never echo the text), and its parser. */
 export { hostPortString, parseHostPort } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */

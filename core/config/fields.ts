@@ -41,18 +41,28 @@ export const cidr = z.string().refine(
   { message: "expected an IP address or CIDR block, like '10.0.0.0/8' or '2001:db8::/32'" },
 )
 
-/** An http:// or https:// URL. */
-export const httpUrl = z.string().refine(
-  (s) => {
+/**
+ * An http:// or https:// URL that fetch will send: none with a user name or password in it (fetch
+ * refuses those, and they would end up in logs). `credentials` says where they go instead. Neither
+ * message repeats the text.
+ */
+export const httpUrlWith = (credentials = "give the credential in the plugin's header or secret option instead") =>
+  z.string().superRefine((s, ctx) => {
+    let u: URL
     try {
-      const u = new URL(s)
-      return u.protocol === 'http:' || u.protocol === 'https:'
+      u = new URL(s)
     } catch {
-      return false
+      u = new URL('about:blank')
     }
-  },
-  { message: "expected an http:// or https:// URL, like 'https://auth.example.com/smtp'" },
-)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', message: "expected an http:// or https:// URL, like 'https://auth.example.com/smtp'" })
+    } else if (u.username || u.password) {
+      ctx.addIssue({ code: 'custom', message: `must not hold a user name or password ('user:pass@'): fetch refuses such a URL; ${credentials}` })
+    }
+  })
+
+/** httpUrlWith's schema with the general advice. */
+export const httpUrl = httpUrlWith()
 
 /** A TCP/UDP port a connection can be made to: 1-65535. */
 export const PORT_RANGE = 'from 1 to 65535'

@@ -130,11 +130,11 @@ export function openApiDocument(): Json {
       title: 'Relay admin API',
       version: '1',
       description:
-        'The admin plugin\'s HTTP API. Every route but the probes, this document and the dashboard\'s page and assets wants `Authorization: Bearer <token>`: the full `token`, or the `readOnlyToken`, which may only GET (anything else is a 403). Errors are `{ "error": "..." }`.',
+        'The admin plugin\'s HTTP API. Every route but the probes, this document and the dashboard\'s page and assets wants `Authorization: Bearer <token>`: the full `token`, or the `readOnlyToken`, which may only GET (anything else is a 403) and reads no message content: `GET /api/queue/{id}` (the header section) and `GET /api/queue/{id}/raw` (the message) are a 403 for it. Errors are `{ "error": "..." }`.',
     },
     security: [{ bearer: [] }],
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the admin plugin\'s token (full), or its readOnlyToken (GET only)' } },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the admin plugin\'s token (full), or its readOnlyToken (GET only, no message content)' } },
       schemas: componentSchemas(),
     },
     paths: PATHS,

@@ -39,6 +39,11 @@ export interface RouteOptions {
   public?: boolean
   /** Served whatever the Host header says (probes: /healthz, /readyz; load balancers send their own). */
   anyHost?: boolean
+  /**
+   * Answers with message content (a body, the whole header section): not monitoring data, so the
+   * read-only token gets a 403 here, GET included.
+   */
+  content?: boolean
   /** Body types taken besides JSON (POST /api/inject: `message/rfc822`); none a browser sends cross-site unasked. */
   bodyTypes?: string[]
 }
@@ -219,6 +224,9 @@ export class AdminServer {
       // The read-only token reads (GET, HEAD) and changes nothing.
       if (auth === 'read-only' && method !== 'GET' && method !== 'HEAD') {
         return this.send(res, { status: 403, json: { error: `the read-only token may only read (GET); ${method} ${url.pathname} needs the full token` } }, method, url.pathname, started)
+      }
+      if (auth === 'read-only' && route.options.content) {
+        return this.send(res, { status: 403, json: { error: `the read-only token reads no message content (header section, body); ${method} ${url.pathname} needs the full token` } }, method, url.pathname, started)
       }
     }
     const request: AdminRequest = {

@@ -3,7 +3,7 @@
 //   POST <url>  {"username","password","method","client"}  (application/json)
 //   200 {"ok":true,"senders":[...]?}  → accepted         401 / 403 / 200 {"ok":false} → refused
 //   anything else (other status, redirect, timeout, refused connection, bad JSON)  → failed
-import { z } from '../../core/index.js'
+import { safeUrl, scrubUrls, z } from '../../core/index.js'
 
 export type Outcome =
   | { result: 'accept'; senders?: string[] }
@@ -42,7 +42,8 @@ export async function check(req: CheckRequest): Promise<Outcome> {
     // The timeout covers the body too: the signal aborts a body that trickles in.
     text = await readBody(res)
   } catch (err) {
-    return { result: 'fail', reason: describe(err, req.timeoutMs) }
+    // fetch's messages may quote the URL (with what it holds: a password, a key in the query).
+    return { result: 'fail', reason: scrubUrls(describe(err, req.timeoutMs)) }
   }
   let json: unknown
   try {
@@ -89,8 +90,4 @@ function describe(err: unknown, timeoutMs: number): string {
   return cause ? `${e.message ?? 'request failed'} (${cause})` : (e?.message ?? String(err))
 }
 
-/** The URL without user info or query string, for logs. */
-export function safeUrl(url: string): string {
-  const u = new URL(url)
-  return `${u.origin}${u.pathname}`
-}
+export { safeUrl, scrubUrls }

@@ -1,9 +1,12 @@
-import { duration, durationAtLeast, httpUrl, z } from '../../core/index.js'
+import { duration, durationAtLeast, httpUrlWith, z } from '../../core/index.js'
+
+/** `url`: credentials in it are refused, naming the option that carries them instead. */
+const url = httpUrlWith("(every AUTH would get 454); send the credential in `headers` instead, e.g. { authorization: 'Basic …' } (never logged)")
 
 export const options = z
   .object({
     /** Where the credentials are POSTed as JSON. */
-    url: httpUrl,
+    url,
     /** Longest wait for the whole answer (connect, headers, body); then AUTH gets 454 4.7.0. */
     timeout: durationAtLeast(1, '1ms').default(5000),
     /** How long a successful login is remembered (0: not at all). Failures are never remembered. */

@@ -5,10 +5,15 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { definePlugin, type PluginContext, type SessionInfo } from '../../core/index.js'
 import { optionsSchema, type WebhookEventType, type WebhookOptions } from './options.js'
-import { Outbox } from './outbox.js'
+import { DROP_REASONS, Outbox, type DropReason } from './outbox.js'
 import { Sender, safeUrl } from './sender.js'
 
 export const OUTBOX_FILE = 'webhook-outbox.sqlite'
+const DROP_HELP: Record<DropReason, string> = {
+  rejected: 'Webhook events dropped unsent because the endpoint refused their batch for good (a 4xx but 408, 425, 429), maxRejects times.',
+  overflow: 'Webhook events dropped unsent, oldest first, to keep the outbox within maxEvents.',
+  expired: 'Webhook events dropped unsent because they waited longer than maxAge.',
+}
 /** How long shutdown waits for the last flush. */
 const LAST_FLUSH_MS = 2000
 
@@ -55,6 +60,15 @@ export default definePlugin<WebhookOptions, State | undefined>({
       if (!outbox.open) throw new Error('webhook outbox closed')
       return outbox.count()
     })
+    // Events dropped unsent since the outbox was made, by why (each drop also has a warn log line):
+    // relay_plugin_webhook_dropped_events_rejected (the endpoint refused them for good, a 4xx),
+    // _overflow (beyond maxEvents), _expired (older than maxAge).
+    for (const reason of DROP_REASONS) {
+      relay?.registerGauge(`webhook_dropped_events_${reason}`, DROP_HELP[reason], () => {
+        if (!outbox.open) throw new Error('webhook outbox closed')
+        return outbox.dropped(reason)
+      })
+    }
     return { outbox, sender, events: new Set(options.events) }
   },
 

@@ -1,5 +1,7 @@
 // The outbox: events wait in `<dataDir>/webhook-outbox.sqlite` until the endpoint has answered 2xx
-// for them. Rows are appended as events happen and deleted, oldest first, once sent.
+// for them. Rows are appended as events happen and deleted, oldest first, once sent, or dropped
+// unsent (counted by reason in `dropped`): a batch the endpoint refuses for good, the oldest beyond
+// `maxEvents`, those older than `maxAge`.
 import crypto from 'node:crypto'
 import Database from 'better-sqlite3'
 
@@ -15,6 +17,17 @@ export interface OutboxEvent {
   data: string
 }
 
+/** Why events were dropped unsent: the endpoint refused them for good, the outbox was full, too old. */
+export const DROP_REASONS = ['rejected', 'overflow', 'expired'] as const
+export type DropReason = (typeof DROP_REASONS)[number]
+
+/** What a trim dropped: how many, and when the oldest and newest of them happened. */
+export interface Dropped {
+  n: number
+  oldest?: string
+  newest?: string
+}
+
 export class Outbox {
   private readonly db: Database.Database
   private readonly insert: Database.Statement<[string, string, string, string]>
@@ -23,6 +36,11 @@ export class Outbox {
   private readonly size: Database.Statement<[], { n: number }>
   private readonly takeLease: Database.Transaction<(owner: string, now: number, ttl: number) => boolean>
   private readonly dropLease: Database.Statement<[string]>
+  private readonly countDrop: Database.Statement<[string, number]>
+  private readonly dropCount: Database.Statement<[string], { n: number }>
+  private readonly dropUpTo: Database.Transaction<(seq: number, reason: DropReason) => Dropped>
+  private readonly newestBeyond: Database.Statement<[number], { seq: number }>
+  private readonly newestBefore: Database.Statement<[string], { seq: number }>
 
   constructor(file: string) {
     this.db = new Database(file)
@@ -53,6 +71,22 @@ export class Outbox {
     this.oldest = this.db.prepare('SELECT seq, id, type, at, data FROM events ORDER BY seq LIMIT ?')
     this.removeUpTo = this.db.prepare('DELETE FROM events WHERE seq <= ?')
     this.size = this.db.prepare('SELECT count(*) AS n FROM events')
+    // Events dropped unsent, by reason, since the outbox was made (the admin plugin's /metrics).
+    this.db.exec('CREATE TABLE IF NOT EXISTS dropped (reason TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+    this.db.exec('CREATE INDEX IF NOT EXISTS events_at ON events (at)')
+    this.countDrop = this.db.prepare('INSERT INTO dropped (reason, n) VALUES (?, ?) ON CONFLICT (reason) DO UPDATE SET n = n + excluded.n')
+    this.dropCount = this.db.prepare('SELECT n FROM dropped WHERE reason = ?')
+    const span = this.db.prepare<[number], { n: number; oldest: string | null; newest: string | null }>('SELECT count(*) AS n, min(at) AS oldest, max(at) AS newest FROM events WHERE seq <= ?')
+    this.dropUpTo = this.db.transaction((seq: number, reason: DropReason) => {
+      const r = span.get(seq)!
+      if (!r.n) return { n: 0 }
+      this.removeUpTo.run(seq)
+      this.countDrop.run(reason, r.n)
+      return { n: r.n, oldest: r.oldest ?? undefined, newest: r.newest ?? undefined }
+    })
+    // The newest event that does not fit in the newest `max`; the newest event older than a time.
+    this.newestBeyond = this.db.prepare('SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?')
+    this.newestBefore = this.db.prepare('SELECT max(seq) AS seq FROM events WHERE at < ?')
   }
 
   add(type: string, data: unknown, at = new Date()): void {
@@ -67,6 +101,28 @@ export class Outbox {
   /** Deletes every event up to and including `seq` (they were sent). */
   remove(seq: number): void {
     this.removeUpTo.run(seq)
+  }
+
+  /** Drops every event up to and including `seq` unsent, counting them under `reason`. */
+  drop(seq: number, reason: DropReason): Dropped {
+    return this.dropUpTo.immediate(seq, reason)
+  }
+
+  /** Drops the oldest events beyond the newest `maxEvents`. */
+  dropBeyond(maxEvents: number): Dropped {
+    const row = this.newestBeyond.get(maxEvents)
+    return row ? this.drop(row.seq, 'overflow') : { n: 0 }
+  }
+
+  /** Drops the events that happened before `before`. */
+  dropOlderThan(before: Date): Dropped {
+    const seq = this.newestBefore.get(before.toISOString())?.seq
+    return seq === null || seq === undefined ? { n: 0 } : this.drop(seq, 'expired')
+  }
+
+  /** Events dropped unsent for this reason since the outbox was made. */
+  dropped(reason: DropReason): number {
+    return this.dropCount.get(reason)?.n ?? 0
   }
 
   /**

@@ -1,12 +1,14 @@
 // Sending the outbox: batches in order, each one signed POST; rows go only after a 2xx; a failure
-// waits `retry.base`, doubling up to `retry.max`, and the same batch goes again.
+// waits `retry.base`, doubling up to `retry.max`, and the same batch goes again. A batch the
+// endpoint refuses for good (4xx but 408, 425, 429) `maxRejects` times is dropped; the outbox is
+// kept within `maxEvents` and `maxAge` by dropping the oldest events. Every drop is logged and counted.
 //
 //   POST <url>  {"events":[{id,type,at,...fields}, ...]}
 //   X-Relay-Timestamp: <unix seconds>
 //   X-Relay-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + '.' + body)>
 import crypto from 'node:crypto'
-import type { PluginContext } from '../../core/index.js'
-import type { Outbox, OutboxEvent } from './outbox.js'
+import { safeUrl, scrubUrls, type PluginContext } from '../../core/index.js'
+import type { Dropped, Outbox, OutboxEvent } from './outbox.js'
 import type { WebhookOptions } from './options.js'
 
 export type PostResult = { ok: true; status: number } | { ok: false; reason: string; status?: number }
@@ -44,17 +46,20 @@ export async function post(url: string, secret: string, body: string, timeoutMs:
     const e = err as Error & { cause?: { code?: string; message?: string } }
     if (abort.aborted) return { ok: false, reason: 'stopped at shutdown' }
     if (e.name === 'TimeoutError') return { ok: false, reason: `no answer within ${timeoutMs} ms` }
-    return { ok: false, reason: e.cause?.code ?? e.cause?.message ?? e.message }
+    // fetch's messages may quote the URL (with what it holds: a password, a key in the query).
+    return { ok: false, reason: scrubUrls(e.cause?.code ?? e.cause?.message ?? e.message) }
   }
 }
 
-/** A URL fit for the log: no user name or password. */
-export function safeUrl(url: string): string {
-  const u = new URL(url)
-  u.username = ''
-  u.password = ''
-  return u.toString()
+export { safeUrl, scrubUrls }
+
+/** An answer that sending the same batch again will not change: a 4xx but timeout, too early, too many. */
+export function permanent(status: number | undefined): boolean {
+  return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 425 && status !== 429
 }
+
+/** How often the outbox is checked against `maxEvents` and `maxAge` while events come in. */
+const TRIM_EVERY_MS = 1000
 
 /**
  * Sends the outbox to the endpoint. Woken by new events (after `flushInterval`, or at once when a
@@ -72,6 +77,10 @@ export class Sender {
   private pending = 0
   private failures = 0
   private retryAt = 0
+  /** Permanent refusals of the batch that starts at `rejectedSeq`. */
+  private rejects = 0
+  private rejectedSeq = 0
+  private trimmedAt = 0
 
   constructor(
     private readonly outbox: Outbox,
@@ -81,12 +90,14 @@ export class Sender {
 
   /** Events left by an earlier run go out first. */
   start(): void {
+    this.trim()
     if (this.outbox.count() > 0) this.wake(0)
   }
 
   /** An event was written to the outbox. */
   added(): void {
     this.pending++
+    if (Date.now() - this.trimmedAt >= TRIM_EVERY_MS) this.trim()
     if (this.retryAt > Date.now()) return // the retry timer is set
     this.wake(this.pending >= this.o.batchSize ? 0 : this.o.flushInterval)
   }
@@ -123,6 +134,24 @@ export class Sender {
     return this.sending
   }
 
+  /** Drops (logs, counts) what is beyond `maxEvents` or older than `maxAge`. */
+  trim(): void {
+    if (!this.outbox.open) return
+    this.trimmedAt = Date.now()
+    try {
+      const expired = this.outbox.dropOlderThan(new Date(Date.now() - this.o.maxAge))
+      if (expired.n) this.dropped(expired, 'expired', `webhook: events older than maxAge (${this.o.maxAge} ms) dropped unsent`, { maxAge: this.o.maxAge })
+      const overflow = this.outbox.dropBeyond(this.o.maxEvents)
+      if (overflow.n) this.dropped(overflow, 'overflow', `webhook: outbox over maxEvents (${this.o.maxEvents}); the oldest events dropped unsent`, { maxEvents: this.o.maxEvents })
+    } catch (err) {
+      this.log.error({ err }, 'webhook: trimming the outbox failed')
+    }
+  }
+
+  private dropped(d: Dropped, reason: string, msg: string, extra: Record<string, unknown>): void {
+    this.log.warn({ url: safeUrl(this.o.url), reason, dropped: d.n, oldestAt: d.oldest, newestAt: d.newest, waiting: this.outbox.count(), ...extra }, msg)
+  }
+
   private async sendAll(): Promise<void> {
     // A batch is bounded by `timeout`; the lease outlasts it, so it cannot lapse mid-batch.
     const leaseMs = this.o.timeout + 60_000
@@ -135,6 +164,7 @@ export class Sender {
         return
       }
       this.pending = 0
+      if (Date.now() - this.trimmedAt >= TRIM_EVERY_MS) this.trim()
       const batch = this.outbox.next(this.o.batchSize)
       if (!batch.length) {
         // Nothing to send: another sender (after a reload) may take over at once.
@@ -143,6 +173,20 @@ export class Sender {
       }
       const r = await post(url, this.o.secret, batchBody(batch), this.o.timeout, this.stopping.signal)
       if (!this.outbox.open) return
+      if (!r.ok && permanent(r.status)) {
+        if (this.rejectedSeq !== batch[0]!.seq) this.rejects = 0
+        this.rejectedSeq = batch[0]!.seq
+        this.rejects++
+        if (this.rejects >= this.o.maxRejects) {
+          // The endpoint will not take it: retrying would hold every later event back for ever.
+          const d = this.outbox.drop(batch.at(-1)!.seq, 'rejected')
+          this.dropped(d, 'rejected', `webhook: endpoint refused a batch ${this.rejects} times (HTTP ${r.status}); its events dropped unsent`, { status: r.status, tries: this.rejects, firstId: batch[0]!.id, lastId: batch.at(-1)!.id })
+          this.rejects = 0
+          this.failures = 0
+          this.retryAt = 0
+          continue
+        }
+      }
       if (!r.ok) {
         this.failures++
         const delay = Math.min(this.o.retry.max, this.o.retry.base * 2 ** Math.min(this.failures - 1, 40))
@@ -155,6 +199,7 @@ export class Sender {
       if (this.failures) this.log.info({ url: safeUrl(url), failures: this.failures }, 'webhook endpoint answers again')
       this.failures = 0
       this.retryAt = 0
+      this.rejects = 0
     }
   }
 

@@ -223,7 +223,7 @@ describe('POST /api/queue/bulk', () => {
 describe('read-only token', () => {
   it('reads (GET) and changes nothing: every other method is a 403 that says why', async () => {
     const id = await fixture.submit('readonly@park.test', 'readonly@sender.test')
-    for (const p of ['/api/queue', `/api/queue/${id}`, `/api/queue/${id}/raw`, '/api/queue-summary', '/api/stats', '/metrics']) {
+    for (const p of ['/api/queue', '/api/queue-summary', '/api/stats', '/api/events', '/metrics']) {
       expect([p, (await api('GET', p, { token: READ_ONLY })).status]).toEqual([p, 200])
     }
     const refused = [
@@ -244,6 +244,27 @@ describe('read-only token', () => {
     expect((await api('GET', '/api/queue', { token: 'not-either-token-0123456789' })).status).toBe(403)
     expect((await api('POST', `/api/queue/${id}/delete`)).status).toBe(200)
     expect(JSON.stringify(fixture.relay.logs)).not.toContain(READ_ONLY)
+  })
+
+  it('reads no message content: the raw message and the detail (the header section) are a 403 that says why; the full token reads both', async () => {
+    const marker = 'X-Private-Note: content-marker-7f3a'
+    const id = await fixture.submit('content@park.test', 'content@sender.test', marker + '\r\n')
+    for (const [method, p] of [
+      ['GET', `/api/queue/${id}/raw`],
+      ['HEAD', `/api/queue/${id}/raw`],
+      ['GET', `/api/queue/${id}`],
+    ] as const) {
+      const r = await api(method, p, { token: READ_ONLY })
+      expect([method, p, r.status]).toEqual([method, p, 403])
+      if (method === 'GET') expect(r.json.error).toBe(`the read-only token reads no message content (header section, body); GET ${p} needs the full token`)
+      expect(r.text).not.toContain('content-marker-7f3a')
+    }
+    const raw = await api('GET', `/api/queue/${id}/raw`)
+    expect(raw.status).toBe(200)
+    expect(raw.text).toContain(marker)
+    expect((await api('GET', `/api/queue/${id}`)).json.headers).toContain(marker)
+    // The queue list (envelope and state, no content) stays readable.
+    expect(ids(await api('GET', '/api/queue?sender=content@sender.test', { token: READ_ONLY }))).toEqual([id])
   })
 
   it('check-config refuses a read-only token equal to the token, or without one', () => {

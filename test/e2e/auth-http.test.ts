@@ -3,10 +3,12 @@
 // listener: STARTTLS with a certificate from a test CA, AUTH, then MAIL FROM to see the senders
 // from the service enforced.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { startRelay, type RelayProcess } from '../harness/relay.js'
+import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
 
 const ALICE = { user: 'alice@example.com', pass: 'alice-Http-Secret-1' }
@@ -290,5 +292,23 @@ describe('auth-http', () => {
     client.close()
     expect(String((await failureLog(relay, ALICE.user)).reason)).toMatch(/ECONNREFUSED/)
     expect(relay.exited()).toBe(false)
+  })
+
+  it('a url with a user name and password is refused by check-config (naming the key, pointing at headers), without echoing it', () => {
+    const dir = tempDir()
+    const file = path.join(dir, 'relay.config.json')
+    const check = (url: string) => {
+      fs.writeFileSync(file, JSON.stringify({ dataDir: path.join(dir, 'data'), plugins: [['auth-http', { url }]] }))
+      return runCli(['check-config', '--config', file])
+    }
+    for (const url of ['http://user:Pw-s3cret@127.0.0.1:6591/auth?key=qsecret', 'https://:Pw-s3cret@auth.example.com/smtp']) {
+      const r = check(url)
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toMatch(/^ {2}plugins\[0\] \(auth-http\) options\.url: must not hold a user name or password .*`headers`/m)
+      expect(r.stdout + r.stderr).not.toContain('Pw-s3cret')
+      expect(r.stdout + r.stderr).not.toContain('qsecret')
+    }
+    // A key in the query string is the service's business: accepted (never logged: the log line has origin and path only).
+    expect(check('http://127.0.0.1:6591/auth?key=qsecret').code).toBe(0)
   })
 })

@@ -5,13 +5,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
 import http from 'node:http'
+import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const SECRET = 'webhook-test-secret-5e2b9c0d'
 
@@ -185,4 +186,154 @@ describe('webhook plugin', () => {
     // The secret signs; it is never written to the log.
     expect(relay.logs.some((l) => JSON.stringify(l).includes(SECRET))).toBe(false)
   }, 60_000)
+})
+
+// Bounds on the outbox: a batch the endpoint refuses for good (4xx but 408/425/429) is dropped after
+// maxRejects (3) tries; maxEvents and maxAge drop the oldest events. Each drop: a warn line and a
+// count on /metrics. And a url that holds credentials is refused; a query-string key is never logged.
+const ADMIN_TOKEN = 'webhook-test-admin-token-0123456789'
+
+class Endpoint {
+  answer = 200
+  readonly hits: { status: number; path: string; events: WireEvent[] }[] = []
+  private server!: http.Server
+  url = ''
+
+  async start(): Promise<void> {
+    this.server = http.createServer((req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => {
+        const status = this.answer
+        this.hits.push({ status, path: req.url ?? '', events: (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: WireEvent[] }).events })
+        res.writeHead(status, { 'Content-Type': 'text/plain' }).end(String(status))
+      })
+    })
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve))
+    this.url = `http://127.0.0.1:${(this.server.address() as net.AddressInfo).port}/hooks`
+  }
+
+  count(status: number): number {
+    return this.hits.filter((h) => h.status === status).length
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+}
+
+describe('webhook outbox bounds', () => {
+  const started: RelayProcess[] = []
+  const endpoints: Endpoint[] = []
+
+  afterAll(async () => {
+    await Promise.all(started.map((r) => r.stop()))
+    await Promise.all(endpoints.map((e) => e.close()))
+  })
+
+  /** `query`: added to the endpoint's url in the webhook's `url`. */
+  async function setup(webhook: Record<string, unknown>, query = ''): Promise<{ r: RelayProcess; ep: Endpoint }> {
+    const ep = new Endpoint()
+    await ep.start()
+    endpoints.push(ep)
+    const r = await startRelay({
+      config: {
+        dns: { servers: [dns.server], timeout: '1s' },
+        delivery: { port: mx.port, connectTimeout: '2s' },
+        plugins: [
+          ['admin', { host: '127.0.0.1', port: 0, token: ADMIN_TOKEN }],
+          ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }],
+          ['webhook', { url: ep.url + query, secret: SECRET, events: ['accepted'], flushInterval: '50ms', timeout: '2s', retry: { base: '50ms', max: '100ms' }, ...webhook }],
+        ],
+      },
+    })
+    started.push(r)
+    return { r, ep }
+  }
+
+  const rows = (r: RelayProcess) => {
+    const db = new Database(path.join(r.dataDir, 'webhook-outbox.sqlite'), { readonly: true })
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
+    } finally {
+      db.close()
+    }
+  }
+
+  async function metric(r: RelayProcess, name: string): Promise<number | undefined> {
+    const { url } = JSON.parse(fs.readFileSync(path.join(r.dataDir, 'admin.json'), 'utf8')) as { url: string }
+    const text = await (await fetch(url + '/metrics', { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).text()
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
+    return m ? Number(m[1]) : undefined
+  }
+
+  async function accept(r: RelayProcess, n: string): Promise<string> {
+    const res = await sendMail(r.port, { from: '', to: [`${n}@one.test`], data: message(n) })
+    expect(res.lastReply).toMatch(/^250 /)
+    return /queued as (\w+)/.exec(res.lastReply)![1]!
+  }
+
+  it('check-config refuses a url with a user name and password, naming the key and `secret`, without echoing it', () => {
+    const dir = tempDir()
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ dataDir: path.join(dir, 'data'), plugins: [['webhook', { url: 'http://user:Pw-s3cret@127.0.0.1:6591/hook?key=qsecret', secret: SECRET }]] }))
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/^ {2}plugins\[0\] \(webhook\) options\.url: must not hold a user name or password .*`secret`/m)
+    expect(r.stdout + r.stderr).not.toMatch(/Pw-s3cret|qsecret/)
+  })
+
+  it('a batch refused for good (404) is dropped after 3 tries (warn, counted); 429 is retried; a query-string key is never logged', async () => {
+    const { r: r2, ep } = await setup({}, '?key=qsecret-hook-71')
+    ep.answer = 404
+    const q1 = await accept(r2, 'refused')
+    const drop = await r2.waitForLog((l) => /endpoint refused a batch 3 times/.test(l.msg as string), 10_000)
+    expect(drop).toMatchObject({ level: 40, status: 404, dropped: 1, url: ep.url })
+    expect(ep.count(404)).toBe(3)
+    expect(ep.hits[0]!.path).toBe('/hooks?key=qsecret-hook-71')
+    expect(ep.hits[0]!.events.map((e) => e.queueId)).toEqual([q1])
+    await eventually(() => rows(r2) === 0, 5000, 'the refused batch gone')
+    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
+
+    // 429 (and 5xx) is not for good: retried past 3 tries, kept.
+    ep.answer = 429
+    const q2 = await accept(r2, 'later')
+    await eventually(() => ep.count(429) >= 6, 10_000, 'six 429s')
+    expect(rows(r2)).toBe(1)
+    ep.answer = 200
+    await eventually(() => rows(r2) === 0, 10_000, 'the outbox to empty')
+    expect(ep.hits.filter((h) => h.status === 200).flatMap((h) => h.events.map((e) => e.queueId))).toEqual([q2])
+    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
+    const failed = r2.logs.filter((l) => l.msg === 'webhook POST failed; will retry')
+    expect(failed.length).toBeGreaterThanOrEqual(6)
+    for (const l of failed) expect(l.url).toBe(ep.url)
+    expect(JSON.stringify(r2.logs)).not.toContain('qsecret-hook-71')
+  }, 40_000)
+
+  it('maxEvents: beyond it the oldest events are dropped (warn, counted); the newest are sent once the endpoint answers', async () => {
+    const { r, ep } = await setup({ maxEvents: 2 })
+    ep.answer = 500
+    const ids: string[] = []
+    for (const n of ['m1', 'm2', 'm3', 'm4', 'm5']) ids.push(await accept(r, n))
+    await eventually(() => rows(r) === 2, 10_000, 'the outbox trimmed to 2')
+    await eventually(() => r.logs.filter((l) => /over maxEvents/.test(l.msg as string)).reduce((n, l) => n + (l.dropped as number), 0) === 3, 5000, 'drop lines for 3 events')
+    const line = r.logs.find((l) => /over maxEvents/.test(l.msg as string))!
+    expect(line).toMatchObject({ level: 40, reason: 'overflow', maxEvents: 2 })
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_overflow')).toBe(3)
+    ep.answer = 200
+    await eventually(() => rows(r) === 0, 10_000, 'the outbox to empty')
+    expect(ep.hits.filter((h) => h.status === 200).flatMap((h) => h.events.map((e) => e.queueId))).toEqual(ids.slice(3))
+  }, 40_000)
+
+  it('maxAge: events older than it are dropped unsent (warn, counted)', async () => {
+    const { r, ep } = await setup({ maxAge: '1s' })
+    ep.answer = 503
+    await accept(r, 'old')
+    const line = await r.waitForLog((l) => /older than maxAge/.test(l.msg as string), 10_000)
+    expect(line).toMatchObject({ level: 40, reason: 'expired', dropped: 1, maxAge: 1000 })
+    expect(rows(r)).toBe(0)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_expired')).toBe(1)
+    expect(ep.count(503)).toBeGreaterThan(0)
+  }, 40_000)
 })

@@ -55,9 +55,10 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
       return q.bulk(action, filter, { dryRun })
     }),
   )
-  server.route('GET', '/api/queue/:id', handle((q, req) => q.show(req.params.id!)))
+  // Content-bearing (the header section, the whole message): the full token only.
+  server.route('GET', '/api/queue/:id', handle((q, req) => q.show(req.params.id!)), { content: true })
   // The message as queued, like `postcat -q` (`relay queue cat` against a running relay).
-  server.route('GET', '/api/queue/:id/raw', async (req) => ({ body: await call((q) => q.raw(req.params.id!)), contentType: 'message/rfc822' }))
+  server.route('GET', '/api/queue/:id/raw', async (req) => ({ body: await call((q) => q.raw(req.params.id!)), contentType: 'message/rfc822' }), { content: true })
   server.route('POST', '/api/queue/:id/hold', handle((q, req) => q.hold(req.params.id!)))
   server.route('POST', '/api/queue/:id/release', handle((q, req) => q.release(req.params.id!)))
   server.route('POST', '/api/queue/:id/delete', handle((q, req) => q.remove(req.params.id!)))
