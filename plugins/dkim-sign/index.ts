@@ -21,6 +21,25 @@ function domainOf(address: string | undefined): string | undefined {
   return isDomainName(domain) ? domain : undefined
 }
 
+/**
+ * Why the message's From: is not one a signature may vouch for (RFC 6376 §8.15: a signer should
+ * not sign what is not valid RFC 5322 in ways that matter for display), or undefined when it is
+ * fine: exactly one From: field (RFC 5322 §3.6), naming at least one address, and when it names
+ * several, each of them in the signing domain (or a subdomain of it). A second From: or a second
+ * author of another domain is what a reader may be shown instead of the signer's own address.
+ */
+export function unsignableFrom(headers: MessageHeaders, signingDomain: string): string | undefined {
+  const fields = headers.getAll('From')
+  if (!fields.length) return 'the message has no From: field'
+  if (fields.length > 1) return `the message has ${fields.length} From: fields`
+  const addresses = addressesOf(addressparser(fields[0]!))
+  if (!addresses.length) return 'the From: field names no address'
+  if (addresses.length === 1) return undefined
+  const ours = (d: string | undefined) => d !== undefined && (d === signingDomain || d.endsWith(`.${signingDomain}`))
+  const other = addresses.find((a) => !ours(domainOf(a)))
+  return other === undefined ? undefined : `the From: field names several authors, not all of ${signingDomain} (${other.slice(0, 100)})`
+}
+
 /** The domain of the first address in From:, or undefined. */
 function fromDomain(headers: MessageHeaders): string | undefined {
   const value = headers.get('From')
@@ -55,6 +74,12 @@ export default definePlugin<Options, State>({
         return undefined
       }
       const domain = options.signBy === 'user' ? userDomain(session) : fromDomain(headers)
+      // The From: is checked first (signBy 'from' finds no domain in a missing or empty From:).
+      const badFrom = unsignableFrom(headers, domain ?? '')
+      if (badFrom && (domain || options.signBy === 'from')) {
+        log.warn({ queueId, client: session.remoteAddress, user: session.user, domain, reason: badFrom }, `not signed: ${badFrom}`)
+        return undefined
+      }
       if (!domain) {
         log.debug({ queueId, signBy: options.signBy, user: session.user }, options.signBy === 'user' ? 'not signed: no authenticated user with an address' : 'not signed: no From: address')
         return undefined

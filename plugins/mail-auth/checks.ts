@@ -39,6 +39,31 @@ export function checkSpf(o: SpfInput): Promise<SPFResult> {
   })
 }
 
+/** DMARC evaluated for one Author Domain. */
+export interface DmarcCheck {
+  result: string
+  policy?: string
+  /** The Author Domain (header.from). */
+  from?: string
+  error?: string
+  /** Its Authentication-Results entry. */
+  info: string
+  /** The legacy pct= of the applied DMARC record, when it has one. */
+  pct?: number
+  /** Whether the DMARC record has a t= tag (which replaces pct=, RFC 9989). */
+  hasT: boolean
+}
+
+/**
+ * Why the From: field(s) cannot be authenticated as one author, whatever the domains publish:
+ * RFC 5322 §3.6 allows exactly one From: field with at least one mailbox, and DMARC needs every
+ * mailbox's domain (RFC 7489 §6.6.1).
+ */
+export type BadFrom = 'multiple-from-fields' | 'no-author-domain' | 'invalid-author-domain' | 'too-many-author-domains'
+
+/** At most this many Author Domains are evaluated (each costs DNS lookups); a From: with more is a BadFrom. */
+export const MAX_AUTHOR_DOMAINS = 10
+
 /**
  * What the plugin decides on, as plain data: it is computed in a worker thread (worker.ts) and
  * sent back by structured clone, so no mailauth objects (key caches, functions) travel.
@@ -47,13 +72,19 @@ export interface MessageChecks {
   /** One row per verified signature (DKIM and the newest ARC-Message-Signature). */
   dkim: { signingDomain?: string; result?: string }[]
   arc: { result: string; shouldSeal: boolean }
-  /** false when DMARC could not be evaluated (no or several author domains: see `dmarcSkipReason`). */
-  dmarc: { result: string; policy?: string; from?: string; error?: string; info: string } | false
+  /**
+   * DMARC, one result per Author Domain: one for the usual single-domain From:, one per domain for
+   * a From: with several (RFC 7489 §6.6.1: each is evaluated, the strictest failing policy
+   * applies), and per domain found in a malformed From: too (see `badFrom`). Empty when no domain
+   * could be evaluated.
+   */
+  dmarc: DmarcCheck[]
+  /** mailauth's reason why the From: has no single Author Domain (`dmarc=permerror (<reason>)`). */
   dmarcSkipReason?: string
-  /** The legacy pct= of the applied DMARC record, when it has one. */
-  dmarcPct?: number
-  /** Whether the DMARC record has a t= tag (which replaces pct=, RFC 9989). */
-  dmarcHasT: boolean
+  /** Set when the From: field(s) are malformed in a way that defeats DMARC. */
+  badFrom?: BadFrom
+  /** The number of From: fields. */
+  fromFields: number
   /** A DKIM signature could not be checked for a DNS failure. */
   dkimTempError: boolean
   /** Authentication-Results entries, in order: dkim, spf, arc, dmarc. */
@@ -78,50 +109,75 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
   const arcResult = await arc(dkim.arc as unknown as ARCData, { resolver, strict: o.strict, minBitLength: o.minBitLength, ip: o.ip })
 
   const passing = (dkim.results ?? []).filter((r) => r.status?.result === 'pass')
-  const evaluation = await evaluateDmarc({
-    headerFrom: dkim.headerFrom,
-    fromFields: dkim.fromFields,
-    spfDomains: o.spf.status.result === 'pass' && o.spf.domain ? [o.spf.domain] : [],
-    dkimDomains: passing.map((r) => ({
-      id: r.id,
-      domain: r.signingDomain!,
-      aligned: (r.status as { aligned?: string | false }).aligned,
-      underSized: (r.status as { underSized?: number }).underSized,
-    })),
-    arcResult,
-    resolver,
-    strict: o.strict,
-  })
-  const dmarc = evaluation.response
-  const record = dmarc ? (dmarc as unknown as { record?: { pct?: number; t?: string } }).record : undefined
+  const evaluate = (headerFrom: string[], fromFields: number) =>
+    evaluateDmarc({
+      headerFrom,
+      fromFields,
+      spfDomains: o.spf.status.result === 'pass' && o.spf.domain ? [o.spf.domain] : [],
+      dkimDomains: passing.map((r) => ({
+        id: r.id,
+        domain: r.signingDomain!,
+        aligned: (r.status as { aligned?: string | false }).aligned,
+        underSized: (r.status as { underSized?: number }).underSized,
+      })),
+      arcResult,
+      resolver,
+      strict: o.strict,
+    })
+  const headerFrom = ([] as string[]).concat(dkim.headerFrom ?? [])
+  const fromFields = typeof dkim.fromFields === 'number' ? dkim.fromFields : headerFrom.length ? 1 : 0
+  const evaluation = await evaluate(headerFrom, fromFields)
+  const dmarc: DmarcCheck[] = []
+  let badFrom: BadFrom | undefined
+  if (evaluation.response) dmarc.push(dmarcCheck(evaluation.response))
+  else {
+    const reason = evaluation.reason
+    const domains = evaluation.authorDomains ?? []
+    if (reason === 'multiple-from-fields' || reason === 'no-author-domain' || reason === 'invalid-author-domain') badFrom = reason
+    else if (domains.length > MAX_AUTHOR_DOMAINS) badFrom = 'too-many-author-domains'
+    // RFC 7489 §6.6.1: each Author Domain is evaluated on its own (a bare domain is what
+    // mailauth's author-domain parser takes as that domain); also those of a malformed From:, so
+    // that their results are recorded and a report-only setup still applies their policies.
+    for (const domain of domains.slice(0, MAX_AUTHOR_DOMAINS)) {
+      const one = await evaluate([domain], 1)
+      if (one.response) dmarc.push(dmarcCheck(one.response))
+    }
+  }
 
   const entries: string[] = []
   for (const row of dkim.results ?? []) if (row.info) entries.push(row.info)
   if (!(dkim.results ?? []).length) entries.push('dkim=none')
   entries.push(o.spf.info)
   entries.push(arcResult.info ?? `arc=${arcResult.status.result}`)
-  if (dmarc) entries.push(dmarc.info)
-  else if (evaluation.reason) entries.push(`dmarc=permerror (${evaluation.reason})`)
+  if (badFrom) entries.push(`dmarc=permerror (${badFrom})`)
+  for (const d of dmarc) entries.push(d.info)
+  if (!badFrom && !dmarc.length && evaluation.reason) entries.push(`dmarc=permerror (${evaluation.reason})`)
 
   const arcStatus = arcResult.status as { result: string; shouldSeal?: boolean }
-  const dmarcStatus = dmarc ? (dmarc.status as { result: string; header?: { from?: string } }) : undefined
-  const dmarcError = dmarc ? (dmarc as unknown as { error?: unknown }).error : undefined
   return {
     dkim: (dkim.results ?? []).map((r) => ({ signingDomain: r.signingDomain, result: r.status?.result })),
     arc: { result: arcStatus.result, shouldSeal: Boolean(arcStatus.shouldSeal) },
-    dmarc: dmarc
-      ? {
-          result: dmarcStatus!.result,
-          policy: typeof dmarc.policy === 'string' ? dmarc.policy : undefined,
-          from: dmarcStatus!.header?.from,
-          error: dmarcError === undefined || dmarcError === null ? undefined : String((dmarcError as Error).message ?? dmarcError),
-          info: dmarc.info,
-        }
-      : false,
+    dmarc,
     dmarcSkipReason: evaluation.reason,
-    dmarcPct: typeof record?.pct === 'number' ? record.pct : undefined,
-    dmarcHasT: record?.t !== undefined,
+    badFrom,
+    fromFields,
     dkimTempError: (dkim.results ?? []).some((r) => r.status?.result === 'temperror'),
     entries,
+  }
+}
+
+/** mailauth's DMARC result as plain data. */
+function dmarcCheck(dmarc: DMARCResult): DmarcCheck {
+  const status = dmarc.status as { result: string; header?: { from?: string } }
+  const error = (dmarc as unknown as { error?: unknown }).error
+  const record = (dmarc as unknown as { record?: { pct?: number; t?: string } }).record
+  return {
+    result: status.result,
+    policy: typeof dmarc.policy === 'string' ? dmarc.policy : undefined,
+    from: status.header?.from,
+    error: error === undefined || error === null ? undefined : String((error as Error).message ?? error),
+    info: dmarc.info,
+    pct: typeof record?.pct === 'number' ? record.pct : undefined,
+    hasT: record?.t !== undefined,
   }
 }

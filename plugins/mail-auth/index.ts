@@ -7,7 +7,7 @@
 import { definePlugin, networkMatcher, reject, tempfail, type DoctorCheck, type SessionInfo } from '../../core/index.js'
 import { options, type MailAuthOptions } from './options.js'
 import { mailauthResolver } from './dns.js'
-import { checkSpf, type MessageChecks, type SPFResult } from './checks.js'
+import { checkSpf, MAX_AUTHOR_DOMAINS, type BadFrom, type DmarcCheck, type MessageChecks, type SPFResult } from './checks.js'
 import { formatAuthResults, stripForged } from './auth-results.js'
 import { loadSealKey, type SealKey } from './arc-seal.js'
 import { limitSignatures, withHeader } from './dkim-limit.js'
@@ -68,6 +68,21 @@ function sealKey(arcSeal: NonNullable<MailAuthOptions['arcSeal']>, resolvePath: 
 const checked = (st: State, session: SessionInfo): boolean => session.listener.role === 'mx' && !session.user && !st.skip(session.remoteAddress)
 
 const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
+const STRENGTH = { none: 0, quarantine: 1, reject: 2 } as const
+
+/** What is wrong with the message's From: (the 550 reply's words). */
+function badFromText(bad: BadFrom, fields: number): string {
+  switch (bad) {
+    case 'multiple-from-fields':
+      return `the message has ${fields} From: fields (RFC 5322 allows one)`
+    case 'no-author-domain':
+      return fields ? 'the From: field names no address with a domain' : 'the message has no From: field'
+    case 'invalid-author-domain':
+      return 'an address in the From: field has no usable domain'
+    case 'too-many-author-domains':
+      return `the From: field names more than ${MAX_AUTHOR_DOMAINS} domains`
+  }
+}
 
 // Undefined in 'check' mode (check-config, plugin commands): the key is still loaded (so a bad one
 // is reported), but no hook runs there, so no worker thread is started.
@@ -183,7 +198,6 @@ export default definePlugin<MailAuthOptions, State | undefined>({
       if (!st || !checks || !spf) return undefined
 
       const sender = envelope.sender.address
-      const dmarc = checks.dmarc
       const summary = {
         session: session.id,
         client: session.remoteAddress,
@@ -191,28 +205,46 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         spf: spf.status.result,
         dkim: checks.dkim.map((r) => `${r.signingDomain ?? '-'}:${r.result}`),
         arc: checks.arc.result,
-        dmarc: dmarc ? dmarc.result : checks.dmarcSkipReason ?? 'none',
-        from: dmarc ? dmarc.from : undefined,
+        dmarc: checks.badFrom ?? (checks.dmarc.length ? checks.dmarc.map((d) => d.result).join(',') : checks.dmarcSkipReason ?? 'none'),
+        from: checks.dmarc.length ? checks.dmarc.map((d) => d.from).join(',') : undefined,
+        ...(checks.fromFields !== 1 ? { fromFields: checks.fromFields } : {}),
       }
 
-      // DMARC policy (RFC 7489 §6.6.4, RFC 9989): p= (after t=y) for a message that fails.
-      let action: 'reject' | 'quarantine' | undefined
+      // A From: that DMARC cannot speak for (several From: fields, none, a mailbox without a usable
+      // domain, too many domains) is handled like a failure of a p=reject domain: with
+      // dmarc.reject 'reject' it is refused, with 'quarantine-header' quarantined, with 'none'
+      // only recorded. Nothing a DNS answer says changes that, so it comes before the checks.
+      if (checks.badFrom && options.dmarc.reject === 'reject') {
+        log.info({ ...summary, reason: checks.badFrom }, 'message refused: its From: cannot be authenticated (DMARC)')
+        return reject({ code: 550, status: '5.7.1', message: `Message rejected: ${badFromText(checks.badFrom, checks.fromFields)}; its author cannot be authenticated (DMARC)` })
+      }
+
+      // DMARC policy (RFC 7489 §6.6.4, RFC 9989): p= (after t=y) for each Author Domain that
+      // fails; with several (RFC 7489 §6.6.1) the strictest action applies.
+      let action: 'reject' | 'quarantine' | undefined = checks.badFrom && options.dmarc.reject === 'quarantine-header' ? 'quarantine' : undefined
       let policy: 'none' | 'quarantine' | 'reject' | undefined
-      if (dmarc && dmarc.result === 'fail') {
-        policy = (dmarc.policy as typeof policy) ?? 'none'
-        if (options.dmarc.honourPct && !checks.dmarcHasT && checks.dmarcPct !== undefined && checks.dmarcPct < 100 && policy !== 'none') {
-          if (Math.random() * 100 >= checks.dmarcPct) policy = weaker[policy!]
+      let deciding: DmarcCheck | undefined
+      for (const dmarc of checks.dmarc) {
+        if (dmarc.result !== 'fail') continue
+        let p = (dmarc.policy as typeof policy) ?? 'none'
+        if (options.dmarc.honourPct && !dmarc.hasT && dmarc.pct !== undefined && dmarc.pct < 100 && p !== 'none') {
+          if (Math.random() * 100 >= dmarc.pct) p = weaker[p]
         }
-        if (policy === 'reject') action = options.dmarc.reject === 'reject' ? 'reject' : options.dmarc.reject === 'quarantine-header' ? 'quarantine' : undefined
-        else if (policy === 'quarantine') action = options.dmarc.quarantine === 'header' ? 'quarantine' : undefined
+        const a = p === 'reject' ? (options.dmarc.reject === 'reject' ? 'reject' : options.dmarc.reject === 'quarantine-header' ? 'quarantine' : undefined) : p === 'quarantine' ? (options.dmarc.quarantine === 'header' ? 'quarantine' : undefined) : undefined
+        if (STRENGTH[p] > STRENGTH[policy ?? 'none'] || !deciding) {
+          policy = p
+          deciding = dmarc
+        }
+        if (a && STRENGTH[a] > STRENGTH[action ?? 'none']) action = a
       }
       const tempFailing = options.tempError === 'tempfail'
-      if (tempFailing && dmarc && dmarc.result === 'temperror') {
-        log.warn({ ...summary, error: dmarc.error }, 'message deferred: DMARC temperror')
-        return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${dmarc.from ?? 'the From: domain'}, try again later` })
+      const temperror = checks.dmarc.find((d) => d.result === 'temperror')
+      if (tempFailing && temperror) {
+        log.warn({ ...summary, error: temperror.error }, 'message deferred: DMARC temperror')
+        return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${temperror.from ?? 'the From: domain'}, try again later` })
       }
       // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): try later.
-      if (tempFailing && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
+      if (tempFailing && deciding && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
         log.warn(summary, 'message deferred: DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error')
         return tempfail({ code: 451, status: '4.7.1', message: 'Temporary DNS error checking the message authentication, try again later' })
       }
@@ -221,7 +253,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         return reject({
           code: 550,
           status: '5.7.1',
-          message: `Message rejected: ${dmarc ? dmarc.from : ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
+          message: `Message rejected: ${deciding?.from ?? ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
         })
       }
 

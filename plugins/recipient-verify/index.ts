@@ -56,7 +56,7 @@ export default definePlugin({
   options,
   setup: setupState,
   hooks: {
-    async rcpt({ recipient, domain, isLocal, options, state, log }) {
+    async rcpt({ recipient, domain, isLocal, options, state, log, resolver }) {
       if (!isLocal) return undefined
       const d = domain.toLowerCase()
       if (options.domains && !options.domains.includes(d)) return undefined
@@ -71,13 +71,19 @@ export default definePlugin({
       const { opts, cache } = state.callAhead!
       const { value: r, cached } = await cache.lookup(
         address.toLowerCase(),
-        () => probe(route, address, opts),
+        () => probe(route, address, opts, resolver),
         (v) => (v.outcome === 'accepted' ? opts.positiveTtl : v.outcome === 'refused' ? opts.negativeTtl : 0),
       )
       log.debug({ to: address, outcome: r.outcome, cached, host: r.host, reply: r.reply }, 'recipient verified')
       if (r.outcome === 'accepted') return undefined
       if (r.outcome === 'refused') {
         return reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: undeliverable address: ${r.host ? `host ${r.host} said: ` : ''}${r.reply}` })
+      }
+      if (r.dnsFailure) {
+        // RFC 3463 X.4.3: directory (DNS) server failure. The relay's own routing is at fault, so
+        // the client tries again later, as for any other failure to ask the next hop.
+        log.warn({ to: address, host: r.host, reason: r.reply }, 'recipient verification failed: next hop not found in DNS; answering 450')
+        return tempfail({ code: 450, status: '4.4.3', message: `<${address}>: Recipient address rejected: unverified address: ${r.reply}; try again later` })
       }
       log.warn({ to: address, host: r.host, reason: r.reply }, 'recipient verification failed; answering 450')
       return tempfail({ code: 450, status: '4.1.1', message: `<${address}>: Recipient address rejected: unverified address: verification failed (${r.reply}); try again later` })

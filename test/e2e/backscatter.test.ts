@@ -17,6 +17,7 @@ let senderMx: TestReceiver // 127.0.0.13: sender.test's MX, where DSNs go
 let lmtpStore: TestReceiver // 127.0.0.15: a mail store speaking LMTP, same replies as `store`
 let relay: RelayProcess
 let recipientFile: string
+let dnsEvents: string
 /** Every RCPT the mail store saw (probes and deliveries), lower-cased. */
 const storeRcpts: string[] = []
 
@@ -83,24 +84,35 @@ beforeAll(async () => {
     'local.test': { A: ['127.0.0.12'] },
     'bounce.test': { A: ['127.0.0.12'] },
     'sender.test': { A: ['127.0.0.13'] },
+    // Call-ahead next hops known only to this DNS server (never to the system's resolver)
+    'store2.probe.test': { A: ['127.0.0.12'] },
+    'broken.probe.test': 'SERVFAIL',
   })
   const dir = tempDir('relay-backscatter-')
   recipientFile = path.join(dir, 'recipients')
   fs.writeFileSync(recipientFile, '# valid recipients\nbob@static.test\n')
   const down = await deadPort()
+  // Records every dnsFailed event the relay emits, one JSON line each.
+  dnsEvents = path.join(dir, 'dns-events.jsonl')
+  const recorder = path.join(dir, 'record-dns-failed.plugin.mjs')
+  fs.writeFileSync(
+    recorder,
+    `import fs from 'node:fs'\nexport default { name: 'record-dns-failed', hooks: { dnsFailed: (e) => fs.appendFileSync(${JSON.stringify(dnsEvents)}, JSON.stringify(e) + '\\n') } }\n`,
+  )
   relay = await startRelay({
     dir,
     config: {
-      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test'],
+      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test', 'named.test', 'broken.test', 'nx.test'],
       dns: { servers: [dns.server], timeout: '1s' },
       smtp: { reverseLookup: false, trustedNetworks: [`${TRUSTED_CLIENT}/32`] },
       delivery: { port: store.port, connectTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: '1s' },
       plugins: [
+        [recorder, {}],
         [
           'recipient-verify',
           {
             // bounce.test is left unverified: mail to it is accepted and bounced later (§ untrusted DSNs).
-            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test'],
+            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'named.test', 'broken.test', 'nx.test'],
             recipients: ['alice@static.test'],
             file: recipientFile,
             checkInterval: '50ms',
@@ -109,6 +121,10 @@ beforeAll(async () => {
                 { match: { domain: 'local.test' }, kind: 'smtp', host: `127.0.0.12:${store.port}` },
                 { match: { domain: 'down.test' }, kind: 'smtp', host: `127.0.0.14:${down}` },
                 { match: { domain: 'lmtp.test' }, kind: 'lmtp', host: `127.0.0.15:${lmtpStore.port}` },
+                // Host names: looked up with dns.servers (the test DNS server), not the system's resolver.
+                { match: { domain: 'named.test' }, kind: 'smtp', host: `store2.probe.test:${store.port}` },
+                { match: { domain: 'broken.test' }, kind: 'smtp', host: `broken.probe.test:${store.port}` },
+                { match: { domain: 'nx.test' }, kind: 'smtp', host: [`nx.probe.test:${store.port}`] },
               ],
               connectTimeout: '1s',
               commandTimeout: '2s',
@@ -161,6 +177,22 @@ describe('recipient-verify: call-ahead', () => {
 
   it('answers 450 4.1.1 when the next hop is down', async () => {
     expect(await rcptReply('erin@down.test')).toMatch(/^450 4\.1\.1 <erin@down\.test>: Recipient address rejected: unverified address: .*try again later$/)
+  })
+
+  it('reaches a next hop named only in the DNS of dns.servers (looked up with the relay resolver)', async () => {
+    expect(await rcptReply('hank@named.test')).toMatch(/^250 /)
+    expect(await rcptReply('nobody-named@named.test')).toMatch(/^550 5\.1\.1 .*undeliverable address: host store2\.probe\.test:\d+ said: 550/)
+    expect(storeRcpts).toContain('hank@named.test')
+    expect(dns.queries.some((q) => q.name === 'store2.probe.test' && q.type === 'A')).toBe(true)
+  })
+
+  it('a next hop whose name cannot be looked up: 450 4.4.3 naming it, and a dnsFailed event', async () => {
+    expect(await rcptReply('ivy@broken.test')).toMatch(/^450 4\.4\.3 <ivy@broken\.test>: Recipient address rejected: unverified address: cannot look up host broken\.probe\.test: ESERVFAIL; try again later$/)
+    expect(await rcptReply('jack@nx.test')).toMatch(/^450 4\.4\.3 <jack@nx\.test>: .*cannot look up host nx\.probe\.test: ENOTFOUND/)
+    const events = () => (fs.existsSync(dnsEvents) ? fs.readFileSync(dnsEvents, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [])
+    await eventually(() => events().find((e) => e.type === 'A' && e.code === 'ESERVFAIL'), 5000, 'a dnsFailed event for the A lookup')
+    // A name without records is an answer, not a DNS failure: no event for it.
+    expect(events().every((e) => e.code !== 'ENOTFOUND' && e.code !== 'ENODATA')).toBe(true)
   })
 
   it('caches the result: two sessions, one probe', async () => {

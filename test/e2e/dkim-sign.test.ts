@@ -291,6 +291,46 @@ describe('dkim-sign: signatures that verify', () => {
   })
 })
 
+describe('dkim-sign: a From: a signature must not vouch for (RFC 6376 §8.15)', () => {
+  /** Sends `data` (its own header section) from a@rsaonly.test; the message must be accepted. */
+  async function sendRaw(subject: string, head: string): Promise<ReceivedMessage> {
+    const data = `${head}To: x@dest.test\r\nSubject: ${subject}\r\nMessage-ID: <${crypto.randomUUID()}@test>\r\n\r\nbody\r\n`
+    const r = await sendMail(relay.port, { from: 'a@rsaonly.test', to: ['x@dest.test'], data })
+    expect(r.lastReply).toMatch(/^250 2\.0\.0 /)
+    return delivered(subject)
+  }
+
+  it('two From: fields: delivered unsigned, with a warning naming why', async () => {
+    const m = await sendRaw('two from fields', 'From: <a@rsaonly.test>\r\nFrom: <boss@victim.test>\r\n')
+    expect(signatures(m.raw)).toHaveLength(0)
+    await relay.waitForLog((l) => l.level === 40 && l.msg === 'not signed: the message has 2 From: fields' && l.domain === 'rsaonly.test')
+    // The same, the other way round (the signing domain's From: second).
+    expect(signatures((await sendRaw('two from fields reversed', 'From: <boss@victim.test>\r\nFrom: <a@rsaonly.test>\r\n')).raw)).toHaveLength(0)
+  })
+
+  it('a From: with a second author of another domain is not signed; several authors of the signing domain are', async () => {
+    const other = await sendRaw('two authors', 'From: <a@rsaonly.test>, "Boss" <boss@victim.test>\r\n')
+    expect(signatures(other.raw)).toHaveLength(0)
+    await relay.waitForLog((l) => l.level === 40 && /^not signed: the From: field names several authors, not all of rsaonly\.test/.test(String(l.msg)))
+    const ours = await sendRaw('two authors same domain', 'From: <a@rsaonly.test>, <b@rsaonly.test>, <c@sub.rsaonly.test>\r\n')
+    expect((await verify(ours.raw)).map((r) => [r.status.result, r.signingDomain])).toEqual([['pass', 'rsaonly.test']])
+  })
+
+  it("signBy 'user': two From: fields are not signed either", async () => {
+    const subject = 'user with two from fields'
+    const data = `From: <alice@corp.test>\r\nFrom: <boss@victim.test>\r\nTo: x@dest.test\r\nSubject: ${subject}\r\n\r\nbody\r\n`
+    const r = await sendMail(userRelay.ports.submission!, {
+      from: 'alice@corp.test',
+      to: ['x@dest.test'],
+      data,
+      starttls: { ca: ca.caPem, servername: 'relay.test' },
+      auth: { user: 'alice@corp.test', pass: PASSWORD },
+    })
+    expect(r.lastReply).toMatch(/^250 2\.0\.0 /)
+    expect(signatures((await delivered(subject)).raw)).toHaveLength(0)
+  })
+})
+
 describe("dkim-sign: signBy 'user'", () => {
   it("signs with the authenticated user's domain, covering fields added at data and queue", async () => {
     const subject = 'signed by user domain'

@@ -130,6 +130,9 @@ beforeAll(async () => {
     '_dmarc.quarantine.test': { TXT: ['v=DMARC1; p=quarantine'] },
     '_dmarc.pct.test': { TXT: ['v=DMARC1; p=reject; pct=0'] },
     '_dmarc.tempdmarc.test': 'TIMEOUT',
+    // A domain that sends no mail at all and asks for its name to be refused
+    'rej.test': { TXT: ['v=spf1 -all'] },
+    '_dmarc.rej.test': { TXT: ['v=DMARC1; p=reject'] },
     // ARC: the forwarder's SPF and sealing key, and this relay's sealing key
     'forwarder.test': { TXT: [`v=spf1 ip4:${FORWARDER} -all`] },
     'fw._domainkey.forwarder.test': { TXT: [keys.forwarder.record] },
@@ -316,6 +319,84 @@ describe('DKIM and DMARC (relay A)', () => {
     const reply = await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('dmarc-temperror', { from: 'alice@tempdmarc.test' }) })
     expect(reply).toMatch(/^451 4\.7\.1 DMARC temporary error/)
     expect(relayA.queueList().some((q) => q.messageId?.includes('dmarctemperror'))).toBe(false)
+  })
+})
+
+describe('several authors: every From: domain is evaluated (RFC 7489 §6.6.1); a malformed From: is refused', () => {
+  /** Signed by mail.relaxed.test and strict.test: DMARC passes for relaxed.test (relaxed) and strict.test (strict). */
+  async function signedTwice(msg: string): Promise<string> {
+    const signatureData = ['mail.relaxed.test', 'strict.test'].map((signingDomain) => ({ signingDomain, selector: 'sel', privateKey: keys.author.pem }))
+    const { signatures, errors } = await dkimSign(msg, { signatureData } as never)
+    expect(errors).toEqual([])
+    return signatures + msg
+  }
+  const dmarcEntries = (ar: string) => ar.split(/;\s*/).filter((e) => e.startsWith('dmarc='))
+
+  it('a single From: of a p=reject domain is refused (the control)', async () => {
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('multi-control', { from: '<ceo@rej.test>' }) })).toMatch(/^550 5\.7\.1 Message rejected: rej\.test publishes DMARC policy reject/)
+  })
+
+  it('two authors, one of a failing p=reject domain: refused 550 5.7.1 (the strictest failing policy), in either order', async () => {
+    for (const from of ['<ceo@rej.test>, <x@pass.test>', '<x@pass.test>, "The CEO" <ceo@rej.test>']) {
+      const reply = await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('multi-author-reject', { from }) })
+      expect(reply, from).toMatch(/^550 5\.7\.1 Message rejected: rej\.test publishes DMARC policy reject/)
+    }
+    // Also when the other author's domain passes DMARC.
+    const data = await signedTwice(message('multi-author-reject-pass', { from: '<a@relaxed.test>, <ceo@rej.test>' }))
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data })).toMatch(/^550 5\.7\.1 Message rejected: rej\.test publishes DMARC policy reject/)
+    expect(mx.messages.some((m) => values(m.raw, 'Subject')[0]?.startsWith('multi-author-reject'))).toBe(false)
+  })
+
+  it('two authors whose domains both pass: accepted, one dmarc= entry per domain', async () => {
+    const data = await signedTwice(message('multi-author-pass', { from: '<a@relaxed.test>, "B" <b@strict.test>' }))
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data })).toMatch(/^250 2\.0\.0 /)
+    const raw = (await delivered('multi-author-pass')).raw
+    const dmarc = dmarcEntries(ourResults(raw))
+    expect(dmarc).toHaveLength(2)
+    expect(dmarc[0]).toMatch(/^dmarc=pass\b.*header\.from=relaxed\.test/)
+    expect(dmarc[1]).toMatch(/^dmarc=pass\b.*header\.from=strict\.test/)
+    expect(values(raw, 'X-Relay-Quarantine')).toEqual([])
+  })
+
+  it('two authors, one failing p=quarantine, one passing: accepted with X-Relay-Quarantine: dmarc', async () => {
+    const data = await dkim(message('multi-author-quarantine', { from: '<a@quarantine.test>, <b@strict.test>' }), 'strict.test')
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data })).toMatch(/^250 2\.0\.0 /)
+    const raw = (await delivered('multi-author-quarantine')).raw
+    expect(values(raw, 'X-Relay-Quarantine')).toEqual(['dmarc'])
+    const dmarc = dmarcEntries(ourResults(raw))
+    expect(dmarc[0]).toMatch(/^dmarc=fail\b.*header\.from=quarantine\.test/)
+    expect(dmarc[1]).toMatch(/^dmarc=pass\b.*header\.from=strict\.test/)
+  })
+
+  it('two From: fields are refused 550 5.7.1 whatever the domains publish; so are a From: without an address and a message without From:', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['two-from-reject', message('two-from-reject', { from: '<ceo@rej.test>', headers: 'From: <x@pass.test>\r\n' }), /the message has 2 From: fields/],
+      // Both domains pass DMARC: still two authors where RFC 5322 allows one.
+      ['two-from-pass', await signedTwice(message('two-from-pass', { from: '<a@relaxed.test>', headers: 'From: <b@strict.test>\r\n' })), /the message has 2 From: fields/],
+      ['from-empty-group', message('from-empty-group', { from: 'Undisclosed CEO:;' }), /the From: field names no address with a domain/],
+      ['from-name-only', message('from-name-only', { from: '"The CEO of rej.test"' }), /the From: field names no address with a domain/],
+      ['no-from', message('no-from', { from: '<x@pass.test>' }).replace(/^From: .*\r\n/, ''), /the message has no From: field/],
+    ]
+    for (const [tag, data, why] of cases) {
+      const reply = await send(relayA, { ip: GOOD, from: 'alice@pass.test', data })
+      expect(reply, tag).toMatch(/^550 5\.7\.1 Message rejected: /)
+      expect(reply, tag).toMatch(why)
+    }
+  })
+
+  it('with dmarc.reject quarantine-header (relay B), two From: fields are accepted with X-Relay-Quarantine and every domain recorded', async () => {
+    const data = message('b-two-from', { from: '<ceo@rej.test>', headers: 'From: <x@pass.test>\r\n' })
+    expect(await send(relayB, { ip: GOOD, from: 'alice@pass.test', data })).toMatch(/^250 2\.0\.0 /)
+    const raw = (await delivered('b-two-from')).raw
+    expect(values(raw, 'X-Relay-Quarantine')).toEqual(['dmarc'])
+    const dmarc = dmarcEntries(ourResults(raw))
+    expect(dmarc[0]).toBe('dmarc=permerror (multiple-from-fields)')
+    expect(dmarc.slice(1).join(' ; ')).toMatch(/dmarc=fail\b.*policy\.dmarc=reject.*header\.from=rej\.test/)
+    // Two authors, one of them failing p=reject: quarantined the same way.
+    expect(await send(relayB, { ip: GOOD, from: 'alice@pass.test', data: message('b-multi-author', { from: '<x@pass.test>, <ceo@rej.test>' }) })).toMatch(/^250 2\.0\.0 /)
+    const multi = (await delivered('b-multi-author')).raw
+    expect(values(multi, 'X-Relay-Quarantine')).toEqual(['dmarc'])
+    expect(dmarcEntries(ourResults(multi)).join(' ; ')).toMatch(/dmarc=fail\b.*header\.from=rej\.test/)
   })
 })
 
