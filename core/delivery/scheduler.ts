@@ -12,6 +12,7 @@ import { DelayWarnings } from './delay-warnings.js'
 import { deliverJob } from './deliver.js'
 import { DeliveryDsns } from './dsn.js'
 import { HeldJobs } from './held-jobs.js'
+import { InFlightLeases } from './leases.js'
 import { Throttle, type RemoteRouteCounts, type Slot } from './throttle.js'
 
 /** Longest sleep between queue scans when nothing is due. */
@@ -47,6 +48,8 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   private readonly held: HeldJobs
   /** Throttle slots taken by `claim`, by domain, for `queued`. */
   private readonly reservedSlots = new Map<string, Slot[]>()
+  /** The recipient rows in flight here (one attempt at a time each), their leases renewed meanwhile. */
+  private readonly leases: InFlightLeases
   /**
    * In an SMTP worker process (config `workers`): it delivers only the new mail it takes at intake;
    * queue scans, retries and delay warnings are the primary's, woken by `wake` for work left due.
@@ -68,6 +71,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.env = deliveryEnv(config, resolver)
     this.dsns = new DeliveryDsns(() => this.config, queue, log)
     this.delays = new DelayWarnings(() => this.config, queue, this.dsns, log, () => this.notify())
+    this.leases = new InFlightLeases(queue, lease, log)
     this.held = new HeldJobs(this.throttle, {
       stopped: () => this.stopped,
       full: () => this.inFlight >= this.limits.global,
@@ -77,6 +81,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   start(): void {
     this.stopped = false
+    this.leases.start()
     this.notify()
     this.delays.start()
   }
@@ -90,6 +95,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.fresh = { wake: o.wake, throttled: this.throttle.active || Object.keys(throttle.hosts).length > 0 }
     this.throttle.remoteRoutes = o.routes
     this.stopped = false
+    this.leases.start()
   }
 
   /** Work is due in the queue: scan (or, in an SMTP worker, tell the primary). */
@@ -133,13 +139,23 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       const result = await this.queue.claim({ limit: free, perDomain: this.limits.perDomain, inFlight: this.claimInFlight(now), leaseMs: this.limits.lease, now })
       nextDueAt = result.nextDueAt
       claimed = result.jobs.length
-      if (result.takenOver > 0) {
-        this.log.warn({ recipients: result.takenOver }, 'took over queued work whose holder died or hung mid-delivery (its heartbeat stopped or its lease expired)')
-        this.onTakeover(result.takenOver)
+      // Recipients an attempt of ours still holds (their lease ran out under it) are not started
+      // again; they were counted as taken over (leased while due), but their holder lives.
+      const jobs: Job[] = []
+      let ours = 0
+      for (const claimedJob of result.jobs) {
+        const { job, dropped } = this.leases.take(claimedJob)
+        ours += dropped
+        if (job) jobs.push(job)
+      }
+      const takenOver = Math.max(0, result.takenOver - ours)
+      if (takenOver > 0) {
+        this.log.warn({ recipients: takenOver }, 'took over queued work whose holder died or hung mid-delivery (its heartbeat stopped or its lease expired)')
+        this.onTakeover(takenOver)
       }
       // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
       // the next start makes them due again (queue.recover).
-      if (!this.stopped) for (const job of result.jobs) await this.held.admit(job)
+      if (!this.stopped) for (const job of jobs) await this.held.admit(job)
     } catch (err) {
       this.log.error({ err }, 'queue scan failed')
     } finally {
@@ -230,6 +246,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       job.recipients.push({ rowId: rowIds[i]!, address: r.address, attempts: 0, args: r.args })
       byDomain.set(r.domain, job)
     })
+    this.leases.hold(rowIds)
     for (const job of byDomain.values()) this.run(job, true, this.reservedSlot(job.domain))
   }
 
@@ -249,6 +266,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       .catch((err) => this.log.error({ err, queueId: job.message.id, domain: job.domain }, 'delivery attempt failed; the lease will expire and it is tried again'))
       .finally(() => {
         this.running.delete(p)
+        this.leases.release(job.recipients.map((r) => r.rowId))
         if (slot) this.throttle.release(slot)
         this.give(job.domain)
         if (this.held.size) void this.held.retry()
@@ -283,6 +301,8 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
     await Promise.race([all, timeout])
     clearTimeout(timer)
+    // Renewed while attempts drained; what is still in flight now keeps its lease until it expires.
+    this.leases.stop()
     this.pool.close()
     this.throttle.close()
     this.log.info({ connectionsOpened: this.pool.opened }, 'delivery stopped')

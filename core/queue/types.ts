@@ -122,6 +122,14 @@ export interface Queue {
   /** Leases due work. */
   claim(options: ClaimOptions): Promise<ClaimResult>
   /**
+   * Extends to `until` the leases of recipients whose attempt is still running (the scheduler
+   * calls it every lease/3 with every row it has in flight), so a slow attempt is never taken over
+   * while its holder lives; a dead holder's leases still expire (or, in cluster mode, its heartbeat
+   * stops). Only rows still leased and pending are touched, never those with a result already (and
+   * in a shared queue only those this node holds: not work another node took over).
+   */
+  renewLeases(rowIds: number[], until: number): Promise<void>
+  /**
    * Records one attempt's results for a message's recipients (state, attempt history, reputation
    * counters), and enqueues a bounce and suppressions in the same write. In a shared queue, results
    * for recipients whose lease another node holds now (this node was declared dead and its work

@@ -17,6 +17,10 @@ beforeAll(async () => {
   dns = await startDns({
     'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] },
     'mx.dest.test': { A: ['127.0.0.2'] },
+    // A destination whose first MX never greets: an attempt waits there connectTimeout, then the second takes the mail.
+    'slow.test': { MX: [{ exchange: 'stall.slow.test', priority: 10 }, { exchange: 'up.slow.test', priority: 20 }] },
+    'stall.slow.test': { A: ['127.0.0.4'] },
+    'up.slow.test': { A: ['127.0.0.5'] },
   })
 })
 
@@ -241,6 +245,48 @@ describe.each([1, 2])('durability across kill -9 (workers: %i)', (workers) => {
     expect(recovered.recovered).toBe(3)
     await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
     expect([...arrivals(mx).values()]).toEqual([1, 1, 1])
+  })
+})
+
+describe('an attempt that outlasts delivery.lease', () => {
+  it('keeps its lease while it runs: the message is delivered exactly once, nothing is taken over', async () => {
+    // The first MX accepts the connection and never greets: the attempt waits there 8 s (the
+    // greeting timeout is connectTimeout), then the second MX takes the message. The lease is 3 s.
+    const stalled = await startReceiver({ host: '127.0.0.4', behaviour: { stall: 'connect' } })
+    receivers.push(stalled)
+    const mx = await startReceiver({ host: '127.0.0.5', port: stalled.port })
+    receivers.push(mx)
+    const other = await startReceiver({ host: '127.0.0.2', port: stalled.port }) // dest.test's MX
+    receivers.push(other)
+    const relay = await startRelay({
+      config: {
+        dns: { servers: [dns.server], timeout: '1s' },
+        delivery: { port: stalled.port, lease: '3s', connectTimeout: '8s', retry: { base: '1s', factor: 1, max: '1s' } },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    relays.push(relay)
+    const m = message('outlasts its lease')
+    const sent = Date.now()
+    const reply = (await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@slow.test'], data: m.data })).lastReply
+    const queueId = /^250 .* queued as (\w+)$/.exec(reply)?.[1]
+    expect(queueId, reply).toBeTruthy()
+    await eventually(() => stalled.connections === 1, 5000, 'the attempt waiting at the first MX')
+    // Past the lease, other mail comes and goes: each delivery that ends makes the relay scan its queue.
+    await new Promise((r) => setTimeout(r, 4500))
+    const next = message('meanwhile')
+    expect((await sendMail(relay.port, { from: 'alice@sender.test', to: ['carol@dest.test'], data: next.data })).lastReply).toMatch(/^250 /)
+    await eventually(() => arrivals(other).get(next.messageId) === 1, 5000, 'the other message delivered')
+    await eventually(() => arrivals(mx).has(m.messageId), 20_000, 'the message at the second MX')
+    expect(Date.now() - sent).toBeGreaterThan(7000) // the attempt did outlast its lease, twice over
+    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    // A second attempt (started by a scan after the lease expired) would have reached the stalled
+    // MX too, and the second one 8 s later: time for it to show.
+    await new Promise((r) => setTimeout(r, 4000))
+    expect(arrivals(mx).get(m.messageId)).toBe(1)
+    expect(stalled.connections).toBe(1)
+    expect(relay.logs.filter((l) => l.event === 'delivered' && l.queueId === queueId)).toHaveLength(1)
+    expect(relay.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('took over'))).toEqual([])
   })
 })
 

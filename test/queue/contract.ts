@@ -301,6 +301,84 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       })
     })
 
+    describe('renewLeases', () => {
+      const nextAttempts = async (id: string) => (await q.show(id))!.recipients.map((r) => [r.state, r.nextAttemptAt ?? null, r.leased])
+      const rowsOf = (jobs: Job[], id: string) => jobsFor(jobs, id).flatMap((j) => j.recipients.map((r) => r.rowId)).sort((x, y) => x - y)
+
+      it('extends the leases of work still leased and unfinished, and touches nothing else', async () => {
+        const now = Date.now()
+        const d = domain()
+        const m = message({ recipients: [`done@${d}`, `later@${d}`, `running@${d}`], receivedAt: now })
+        const [done, later, running] = await q.enqueue(m)
+        // Not leased, not due yet: a renewal must not make it leased, nor move it.
+        const idle = message({ recipients: [`idle@${domain()}`], receivedAt: now + 50_000 })
+        const [idleRow] = await q.enqueue(idle)
+        expect(rowsOf((await claimAt(now + 1, { leaseMs: 10_000 })).jobs, m.id)).toEqual([done, later, running])
+        await q.complete(m.id, [
+          { rowId: done!, state: 'delivered', response: '250 ok' },
+          { rowId: later!, state: 'deferred', response: '451 later', nextAttemptAt: now + 15_000 },
+        ])
+
+        await q.renewLeases([done!, later!, running!, idleRow!], now + 100_000)
+        expect(await nextAttempts(m.id)).toEqual([['delivered', null, false], ['deferred', now + 15_000, false], ['queued', now + 100_000, true]])
+        expect(await nextAttempts(idle.id)).toEqual([['queued', now + 50_000, false]])
+        await q.renewLeases([], now + 200_000) // nothing in flight: nothing to do
+
+        // Past the first lease, only the deferred recipient is due: the running one's lease holds.
+        const mid = await claimAt(now + 20_000, { leaseMs: 10_000 })
+        expect(rowsOf(mid.jobs, m.id)).toEqual([later])
+        expect(mid.takenOver).toBe(0)
+        // A renewed lease still expires: its holder died, and the work is taken over.
+        const after = await claimAt(now + 100_001)
+        expect(rowsOf(after.jobs, m.id)).toEqual([later, running])
+        expect(rowsOf(after.jobs, idle.id)).toEqual([idleRow])
+        expect(after.takenOver).toBe(2)
+      })
+
+      it('leaves alone what recover freed (a restart) and what is gone (a removed message)', async () => {
+        const now = Date.now()
+        const m = message({ recipients: [`a@${domain()}`], receivedAt: now })
+        const [row] = await q.enqueue(m, now + 10_000)
+        const gone = message({ recipients: [`b@${domain()}`], receivedAt: now })
+        const [goneRow] = await q.enqueue(gone, now + 10_000)
+        expect(await q.remove(gone.id)).toBe(true)
+        await q.recover(now + 5)
+        await q.renewLeases([row!, goneRow!], now + 100_000)
+        expect(await nextAttempts(m.id)).toEqual([['queued', now + 5, false]])
+        expect(await q.show(gone.id)).toBeUndefined()
+      })
+
+      // Only where several nodes share the queue; SQLite belongs to one process.
+      if (!shared) return
+
+      it("extends only this node's leases: not another node's, nor work another node took over", async () => {
+        const [a, b] = await Promise.all([node!(unique('node-a-')), node!(unique('node-b-'))])
+        const claimOn = (queue: Queue, now: number) => queue.claim({ limit: 100, perDomain: 100, inFlight: {}, leaseMs: 10_000, now })
+        const now = Date.now()
+        const m = message({ recipients: [`held@${domain()}`], receivedAt: now })
+        const [row] = await a.enqueue(m)
+        expect(rowsOf((await claimOn(a, now + 1)).jobs, m.id)).toEqual([row])
+        // B does not hold it: its renewal changes nothing.
+        await b.renewLeases([row!], now + 100_000)
+        expect(await nextAttempts(m.id)).toEqual([['queued', now + 10_001, true]])
+        // A does.
+        await a.renewLeases([row!], now + 20_000)
+        expect(await nextAttempts(m.id)).toEqual([['queued', now + 20_000, true]])
+        expect(rowsOf((await claimOn(b, now + 19_999)).jobs, m.id)).toEqual([])
+        // A stops renewing (dead or cut off): past its lease B takes the work over, and a late
+        // renewal of A's leaves B's lease as it is.
+        const taken = await claimOn(b, now + 20_001)
+        expect(rowsOf(taken.jobs, m.id)).toEqual([row])
+        expect(taken.takenOver).toBe(1)
+        await a.renewLeases([row!], now + 500_000)
+        expect(await nextAttempts(m.id)).toEqual([['queued', now + 30_001, true]])
+        // B's result is recorded; a renewal after it changes nothing.
+        await b.complete(m.id, [{ rowId: row!, state: 'deferred', response: '451 later', nextAttemptAt: now + 40_000 }])
+        await b.renewLeases([row!], now + 500_000)
+        expect(await nextAttempts(m.id)).toEqual([['deferred', now + 40_000, false]])
+      })
+    })
+
     describe('complete', () => {
       it('finishes a message when every recipient is final; its body goes', async () => {
         const now = Date.now()

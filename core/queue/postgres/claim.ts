@@ -69,3 +69,18 @@ export async function claim(db: PgContext, o: ClaimOptions): Promise<ClaimResult
   }))
   return { jobs, nextDueAt: orUndefined(rows[0]?.next_due), takenOver: rows.reduce((n, row) => n + (row.taken_over ?? 0), 0) }
 }
+
+/**
+ * Moves the leases of rows this node still holds (leased to it and pending) to `until`, in one
+ * statement: not rows another node took over, nor rows with a result. Locked in id order, as
+ * complete and the heartbeat's takeover lock them.
+ */
+export async function renewLeases(db: PgContext, rowIds: number[], until: number): Promise<void> {
+  if (!rowIds.length) return
+  await db.query({
+    name: `relay-renew-leases-${db.s}`,
+    text: `UPDATE ${db.s}.recipients SET next_attempt = $2, lease_until = $2
+           WHERE id IN (SELECT id FROM ${db.s}.recipients WHERE id = ANY($1::bigint[]) AND leased_by = $3 AND ${PENDING} ORDER BY id FOR UPDATE)`,
+    values: [rowIds, until, db.nodeId],
+  })
+}

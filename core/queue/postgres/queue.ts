@@ -169,6 +169,10 @@ export class PgQueue implements Queue {
     return claims.claim(this.db, o)
   }
 
+  renewLeases(rowIds: number[], until: number): Promise<void> {
+    return claims.renewLeases(this.db, rowIds, until)
+  }
+
   async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {
     if (this.closed) throw new Error('queue is closed')
     // Checked here, so a bad bounce fails this caller only, not the batch it would join.

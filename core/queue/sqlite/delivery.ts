@@ -76,6 +76,15 @@ export function claim(q: Sqlite, o: ClaimOptions): ClaimResult {
   return { jobs: result, nextDueAt: next?.t, takenOver }
 }
 
+/**
+ * Moves the leases of rows still leased and pending to `until` (one statement for the batch); rows
+ * with a result (complete clears the mark) or freed meanwhile (recover, flush) stay as they are.
+ */
+export function renewLeases(q: Sqlite, rowIds: number[], until: number): number {
+  if (!rowIds.length) return 0
+  return q.stmt(`UPDATE recipients SET next_attempt = ? WHERE id IN (SELECT value FROM json_each(?)) AND leased = 1 AND ${PENDING}`).run(until, JSON.stringify(rowIds)).changes
+}
+
 /** Returns the body file to remove when the message has left the queue. */
 export function complete(q: Sqlite, queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
   const update = q.stmt(

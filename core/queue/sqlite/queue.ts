@@ -125,6 +125,11 @@ export class SqliteQueue implements Queue {
     })
   }
 
+  async renewLeases(rowIds: number[], until: number): Promise<void> {
+    if (!rowIds.length) return
+    await this.call<number>('renewLeases', rowIds, until)
+  }
+
   async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {
     const r = await this.call<{ finished: boolean; bodyFile?: string }>('complete', queueId, results, bounce, Date.now(), suppress)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)

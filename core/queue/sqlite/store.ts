@@ -54,6 +54,10 @@ export class SqliteStore {
     return delivery.claim(this.q, o)
   }
 
+  renewLeases(rowIds: number[], until: number): number {
+    return delivery.renewLeases(this.q, rowIds, until)
+  }
+
   /** Returns the body file to remove when the message has left the queue. */
   complete(queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
     return delivery.complete(this.q, queueId, results, bounce, now, suppress)

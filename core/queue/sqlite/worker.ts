@@ -7,6 +7,7 @@ import { SqliteStore } from './store.js'
 type Op =
   | 'enqueue'
   | 'claim'
+  | 'renewLeases'
   | 'complete'
   | 'recover'
   | 'list'
