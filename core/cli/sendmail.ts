@@ -8,6 +8,7 @@ import addressparser from 'nodemailer/lib/addressparser'
 import { ConfigError, loadConfig } from '../config/load.js'
 import { livePid } from '../pid-file.js'
 import { dropMessage, maildropDir } from '../queue/maildrop.js'
+import { parseAddress } from '../mail/address.js'
 
 /** sysexits.h, as sendmail programs exit. */
 const EX_USAGE = 64
@@ -70,6 +71,11 @@ export function parseSendmailArgs(argv: string[]): SendmailArgs {
     }
   }
   a.recipients.push(...argv.slice(i))
+  // An address handed on by an application may come from a user: a line break in it would make
+  // the rest a header of its own (`a@x\r\nBcc: b@y`), and the mail would go elsewhere.
+  for (const [what, value] of [['sender (-f)', a.sender], ['full name (-F)', a.fullName], ...a.recipients.map((r) => ['recipient', r] as const)] as const) {
+    if (value !== undefined && /[\x00-\x1f\x7f]/.test(value)) throw new UsageError(`${what} ${JSON.stringify(value)} contains a line break or control character`)
+  }
   return a
 }
 
@@ -155,6 +161,10 @@ export async function sendmail(argv: string[]): Promise<number> {
   }
   const input = await readStdin()
   const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
+  if (m.sender !== '' && !parseAddress(m.sender)) {
+    say(`sender ${JSON.stringify(m.sender)} is not an address (-f): nothing written`)
+    return EX_USAGE
+  }
   if (!m.recipients.length) {
     say(args.extractRecipients ? 'no recipient addresses found in the message header' : 'no recipients given (name them, or use -t)')
     return EX_USAGE

@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { SQLITE_QUEUE_FILE } from './open.js'
+import { privateDir, privateFile } from './private-files.js'
 
 const MANIFEST = 'backup.json'
 
@@ -33,6 +34,7 @@ export async function backupQueue(dataDir: string, dir: string): Promise<BackupR
   await fsp.mkdir(path.join(dir, 'spool'), { recursive: true, mode: 0o700 })
   await fsp.chmod(dir, 0o700)
   const target = path.join(dir, SQLITE_QUEUE_FILE)
+  privateFile(target) // 0600 before a byte of mail is in it (its -wal and -shm follow)
 
   // 1. The database, as of one moment (the online backup restarts itself if the relay writes meanwhile).
   const db = new Database(source, { fileMustExist: true })
@@ -81,8 +83,9 @@ export async function restoreQueue(dir: string, dataDir: string): Promise<{ data
   const source = path.join(dir, SQLITE_QUEUE_FILE)
   if (!fs.existsSync(source) || !fs.existsSync(path.join(dir, MANIFEST))) throw new BackupError(`${dir} is not a queue backup (no ${SQLITE_QUEUE_FILE} and ${MANIFEST})`)
   await requireEmpty(dataDir, 'the data directory to restore into')
-  await fsp.mkdir(path.join(dataDir, 'spool'), { recursive: true })
+  privateDir(path.join(dataDir, 'spool'))
   const target = path.join(dataDir, SQLITE_QUEUE_FILE)
+  privateFile(target)
   const from = new Database(source, { readonly: true, fileMustExist: true })
   try {
     await from.backup(target)

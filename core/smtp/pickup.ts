@@ -80,7 +80,34 @@ export class MaildropPickup {
   private async scan(): Promise<void> {
     for (const name of await listDropped(this.dir)) {
       if (this.stopped) return
-      await this.pickUp(path.join(this.dir, name))
+      // One file that cannot be taken (whatever a local user put there) never holds up the others.
+      await this.pickUp(path.join(this.dir, name)).catch((err: unknown) => this.env.log.error({ err, file: name }, 'maildrop: cannot pick up this file; the others go on'))
+    }
+  }
+
+  /**
+   * The file's bytes and owner. Anyone may create entries here: only a regular file with one link,
+   * opened without following a symlink and without blocking (a FIFO), up to the message size limit
+   * (and the envelope) is read; anything else is CorruptDropError (set aside).
+   */
+  private async read(file: string): Promise<{ data: Buffer; uid: number }> {
+    let handle: fsp.FileHandle
+    try {
+      handle = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ELOOP' || code === 'EMLINK') throw new CorruptDropError('a symbolic link, not a message file')
+      if (code === 'EACCES' || code === 'EPERM') throw new CorruptDropError('not readable by the relay')
+      throw err
+    }
+    try {
+      const stat = await handle.stat()
+      if (!stat.isFile()) throw new CorruptDropError('not a regular file')
+      if (stat.nlink !== 1) throw new CorruptDropError('a file with other links')
+      if (stat.size > this.env.config().smtp.maxMessageSize + 1024 * 1024) throw new CorruptDropError(`too large (${stat.size} bytes)`)
+      return { data: await handle.readFile(), uid: stat.uid }
+    } finally {
+      await handle.close()
     }
   }
 
@@ -89,9 +116,9 @@ export class MaildropPickup {
     let dropped: DroppedMessage
     let uid: number
     try {
-      const [data, stat] = await Promise.all([fsp.readFile(file), fsp.stat(file)])
-      dropped = parseDropped(data)
-      uid = stat.uid
+      const read = await this.read(file)
+      dropped = parseDropped(read.data)
+      uid = read.uid
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       if (!(err instanceof CorruptDropError)) throw err
@@ -133,7 +160,7 @@ export class MaildropPickup {
     const failed = m.recipients.map((address) => ({ address, response, status: statusOf(response, '5.0.0'), remote: false }))
     const dsn = await failureDsn({ reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId }, original, failed)
     if (dsn) await this.env.intake.enqueue(dsn)
-    this.env.log.warn({ uid, sender: m.sender, recipients: m.recipients, reply: response, dsn: dsn?.id }, 'maildrop: message refused; bounced to the sender')
+    this.env.log.warn({ uid, sender: m.sender, recipients: m.recipients, reply: response, dsn: dsn?.id }, dsn ? 'maildrop: message refused; bounced to the sender' : 'maildrop: message refused; no bounce (null or unusable sender)')
   }
 }
 

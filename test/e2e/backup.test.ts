@@ -67,6 +67,10 @@ describe('relay queue backup and restore', () => {
     const restored = runCli(['queue', 'restore', backup, '--config', a.configFile, '--data-dir', dataDir])
     expect([restored.code, restored.stderr]).toEqual([0, ''])
     expect(restored.stdout).toBe(`restored 2 messages (1 spool file) into ${dataDir}; start the relay on it to deliver them\n`)
+    // Queued mail is nobody else's to read, in the backup or in the restored queue, whatever the umask.
+    const others = (p: string) => fs.statSync(p).mode & 0o007
+    for (const f of fs.readdirSync(backup).filter((f) => f.startsWith('queue.sqlite'))) expect(others(path.join(backup, f)), f).toBe(0)
+    for (const p of [dataDir, path.join(dataDir, 'spool'), ...fs.readdirSync(dataDir).filter((f) => f.startsWith('queue.sqlite')).map((f) => path.join(dataDir, f))]) expect(others(p), p).toBe(0)
 
     // Their next attempt is an hour away: made due before the start (on the stopped directory).
     const cfg = path.join(dir, 'flush.config.json')

@@ -87,6 +87,38 @@ describe('relay sendmail', () => {
     expect(sendmail(['-Z', 'x@dest.test'], 'hi\n').code).toBe(64)
   })
 
+  it('an address argument with a line break, or a -f that is no address, exits 64 and writes nothing', () => {
+    for (const args of [
+      ['-f', 'alice@sender.test', 'r3@dest.test\r\nBcc: attacker@evil.test'],
+      ['-f', 'alice@sender.test', 'r4@dest.test\nCc: attacker@evil.test'],
+      ['-f', 'evil@sender.test\r\nX-Injected: yes', 'r1@dest.test'],
+      ['-F', 'Name\nBcc: attacker@evil.test', 'r5@dest.test'],
+      ['-f', 'not an address', 'r6@dest.test'],
+    ]) {
+      const r = sendmail(args, 'Subject: x\n\nhi\n')
+      expect(r.code, JSON.stringify(args)).toBe(64)
+      expect(r.stderr).toMatch(/^sendmail: /)
+    }
+    expect(maildrop()).toEqual([])
+  })
+
+  it('whatever else a local user leaves in the maildrop (a directory, a FIFO, a symlink) is set aside and holds up no message', async () => {
+    const dir = path.join(relay.dataDir, 'maildrop')
+    const secret = path.join(relay.dir, 'not-for-mail.txt')
+    fs.writeFileSync(secret, 'private bytes\n')
+    fs.mkdirSync(path.join(dir, '0-a-directory'))
+    expect(spawnSync('mkfifo', [path.join(dir, '0-a-fifo')]).status).toBe(0)
+    fs.symlinkSync(secret, path.join(dir, '0-a-symlink'))
+    const r = sendmail(['-f', 'alice@sender.test', 'ivan@dest.test'], 'Subject: after odd entries\n\nstill goes\n')
+    expect(r.code, r.stderr).toBe(0)
+    await eventually(() => to('ivan@dest.test')[0], 10_000, 'the message delivered past the odd entries')
+    await eventually(() => maildrop().every((n) => n.startsWith('.')) || undefined, 10_000, 'the odd entries set aside')
+    const aside = maildrop().filter((n) => n.startsWith('.corrupt-'))
+    expect(aside.sort()).toEqual(['.corrupt-0-a-directory', '.corrupt-0-a-fifo', '.corrupt-0-a-symlink'])
+    expect(rx.messages.some((m) => text(m).includes('private bytes'))).toBe(false)
+    for (const n of aside) fs.rmSync(path.join(dir, n), { recursive: true })
+  })
+
   it('a message the checks refuse bounces to the sender and leaves the maildrop', async () => {
     const hops = 'Received: from a by b; Thu, 1 Jan 2026 00:00:00 +0000\n'.repeat(4)
     const r = sendmail(['-f', 'alice@sender.test', 'loop@dest.test'], `${hops}Subject: looping\n\nround and round\n`)
