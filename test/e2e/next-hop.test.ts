@@ -131,7 +131,9 @@ describe('8-bit content and a next hop without 8BITMIME', () => {
     expect(parts[3]).toMatch(/^Content-Type: application\/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n/)
     const b64 = parts[3]!.split('\r\n\r\n')[1]!
     expect(b64.split('\r\n').every((l) => l.length <= 76)).toBe(true)
-    expect(Buffer.from(b64.replace(/\r\n/g, ''), 'base64').toString('utf8')).toBe('ÿ'.repeat(600))
+    // Its 1,200-octet line (8-bit data allows 998, RFC 2045 §2.8) was broken when the message came in,
+    // at a character boundary; the conversion keeps the rest byte for byte.
+    expect(Buffer.from(b64.replace(/\r\n/g, ''), 'base64').toString('utf8')).toBe(`${'ÿ'.repeat(499)}\r\n${'ÿ'.repeat(101)}`)
   })
 
   it('a message with raw 8-bit header fields cannot be converted: it bounces with 5.6.3', async () => {
