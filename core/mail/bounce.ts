@@ -6,6 +6,7 @@ import MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
 import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
+import { foldLongLines, MAX_LINE_OCTETS as MAX_LINE } from './headers.js'
 import { REPLY_MAX, truncateReply } from './reply.js'
 
 export interface FailedRecipient {
@@ -45,8 +46,6 @@ const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
  */
 const diagnosticOf = (s: string) => truncateReply(oneLine(s.length > REPLY_MAX * 4 ? s.slice(0, REPLY_MAX * 4) : s))
 
-/** RFC 5322 §2.1.1: no line of a message is longer than 998 octets (without its CRLF). */
-export const MAX_LINE = 998
 /** The width a folded field aims at (RFC 5322 §2.1.1: lines SHOULD be at most 78 characters). */
 const FOLD_WIDTH = 78
 
@@ -86,18 +85,6 @@ export function foldField(line: string): string {
   }
   if (current) out.push(current)
   return out.join('\r\n')
-}
-
-/**
- * Text (CRLF or LF line ends) with every line of at most MAX_LINE octets: a longer header field
- * is folded (foldField), in a body a longer line is broken. For the original headers a DSN quotes.
- */
-export function limitLines(text: string): string {
-  if (!text.split(/\r?\n/).some((l) => octets(l) > MAX_LINE)) return text
-  return text
-    .split(/\r?\n/)
-    .map((l) => (octets(l) > MAX_LINE ? foldField(l) : l))
-    .join('\r\n')
 }
 
 /** Whether some line of `buf` is longer than MAX_LINE octets. */
@@ -240,7 +227,7 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
 function originalHeadersOf(headers: Buffer): Buffer {
   if (!hasLongLine(headers)) return headers
   // latin1 keeps every byte as it was (folding only adds CRLF and spaces).
-  return Buffer.from(limitLines(headers.toString('latin1')), 'latin1')
+  return Buffer.from(foldLongLines(headers.toString('latin1')), 'latin1')
 }
 
 /** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
