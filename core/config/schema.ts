@@ -176,6 +176,13 @@ export const configSchema = z
         connectTimeout: duration.default(30_000),
         /** Per-command reply timeout on outbound connections. */
         commandTimeout: duration.default(300_000),
+        /**
+         * One attempt, every host it tries included, ends after this long: a host that answers a byte
+         * at a time cannot hold a message (and its slot) for hours. What is unanswered then waits for a retry.
+         */
+        attemptTimeout: duration.default(1_200_000),
+        /** At most this many addresses (MX or route hosts) are tried in one attempt, best first (Postfix's smtp_mx_address_limit); 0: all. */
+        maxHostsPerAttempt: z.number().int().min(0).default(5),
         /** How long a claimed job stays leased before it counts as abandoned. */
         lease: duration.default(900_000).register(restartOnly),
         /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */

@@ -197,6 +197,7 @@ type All = (outcome: AttemptResult['outcome'], response: string, extra?: Partial
 
 /** The planned attempt: DNS and MTA-STS, then SMTP/LMTP with each host in turn until one answers. */
 async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName: string | undefined): Promise<AttemptResult[]> {
+  const started = Date.now()
   const { config, resolver, pool } = deps
   const route = plan.kind
   const env = deps.env
@@ -240,6 +241,11 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   const needsCa = tlsPolicy === 'verify'
   if (needsCa && env.caError) return all('retry', `4.7.5 ${env.caError}`, { status: '4.7.5' })
 
+  // Postfix's smtp_mx_address_limit: a domain with 100 MX hosts does not hold a slot for 100 timeouts.
+  const limit = config.delivery.maxHostsPerAttempt
+  if (limit > 0 && hosts.length > limit) hosts = hosts.slice(0, limit)
+  const deadline = started + config.delivery.attemptTimeout
+
   const to = job.recipients.map((r) => r.address)
   const options: TransactionOptions = {
     port: plan.port,
@@ -249,6 +255,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     message: messageStream(job, deps.openBody),
     connectTimeout: config.delivery.connectTimeout,
     commandTimeout: config.delivery.commandTimeout,
+    deadline,
     eightBit: job.message.senderArgs?.BODY === '8BITMIME',
     smtpUtf8: needsSmtpUtf8(job),
     dsn: relayDsn(job.message.senderArgs, job.recipients),

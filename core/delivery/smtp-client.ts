@@ -17,6 +17,7 @@ import { describeError, openSession, type Outcome, type RecipientReply, type Ses
 export async function transact(dest: Destination, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome> {
   // Keyed by name too: the name is the TLS server name, and what events and DSNs report.
   const key = poolKey(dest, o)
+  if (o.deadline !== undefined && Date.now() >= o.deadline) return { kind: 'unreachable', response: 'the attempt ran out of time', remoteHost: `${dest.name}[${dest.address}]:${o.port}` }
   const pooled = pool.take(key)
   if (pooled) {
     const outcome = await send(pooled, o, pool)
@@ -87,6 +88,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     const finish = (outcome: Outcome | 'reconnect', keep: 'keep' | 'reset' | 'close') => {
       if (settled) return
       settled = true
+      clearTimeout(overdue)
       s.onError = undefined
       s.lmtpReplies = undefined
       if (keep === 'keep') pool.put(s)
@@ -106,6 +108,8 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls }, 'close')
     }
     s.onError = fail
+    // A server that takes the message (or answers) a byte at a time still ends at the attempt's limit.
+    const overdue = o.deadline === undefined ? undefined : setTimeout(() => fail(Object.assign(new Error('the attempt ran out of time before the server answered'), { code: 'ETIMEDOUT' })), Math.max(0, o.deadline - Date.now()))
     s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {

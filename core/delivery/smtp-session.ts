@@ -32,6 +32,8 @@ export interface TransactionOptions {
   message: () => Readable
   connectTimeout: number
   commandTimeout: number
+  /** When (epoch ms) the attempt ends: a connection still busy then is closed, what is unanswered is deferred. */
+  deadline?: number
   /** Pass ESMTP BODY=8BITMIME when the server offers it. */
   eightBit?: boolean
   /**
@@ -210,9 +212,12 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const result = (r: Unreachable & { tlsFailed?: boolean }) => {
       if (settled) return
       settled = true
+      clearTimeout(overdue)
       conn.close()
       resolve(r)
     }
+    // The attempt's time limit holds through a greeting, EHLO or handshake trickled a byte at a time.
+    const overdue = o.deadline === undefined ? undefined : setTimeout(() => result({ kind: 'unreachable', response: 'the attempt ran out of time before the connection was ready', remoteHost }), Math.max(0, o.deadline - Date.now()))
     const fail = (err: SmtpError) => {
       // A handshake that fails surfaces as ETLS, or as a socket error mid-upgrade or on an implicit-TLS connect.
       const tlsFailed = err.code === 'ETLS' || conn.upgrading === true || (!err.responseCode && /SSL routines|TLS|certificate|handshake/.test(err.message))
@@ -246,6 +251,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const ready = () => {
       if (settled) return
       settled = true
+      clearTimeout(overdue)
       pool.opened++
       // Counted until the connection ends, however it ends (QUIT, idle timeout, error, server close).
       pool.open++
@@ -260,6 +266,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       if (names?.some((n) => n.toLowerCase() === own)) {
         // This is us (behind a NAT or a port forward): nothing but EHLO went over the connection.
         settled = true
+        clearTimeout(overdue)
         conn.quit()
         return resolve({ kind: 'unreachable', response: `${remoteHost} greeted with my own hostname ${o.ownHostname}`, remoteHost, policy: 'loop' })
       }
