@@ -46,6 +46,17 @@ const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
  */
 const diagnosticOf = (s: string) => truncateReply(oneLine(s.length > REPLY_MAX * 4 ? s.slice(0, REPLY_MAX * 4) : s))
 
+/** RFC 6533 §3 EmbeddedUnicodeChar: each non-ASCII character as \x{HEX}, which a 7-bit part can carry. */
+const escaped = (c: string) => `\\x{${c.codePointAt(0)!.toString(16).toUpperCase()}}`
+const unicodeEscaped = (s: string) => s.replace(/[^\x00-\x7f]/gu, escaped)
+
+/**
+ * A Final-Recipient value: `rfc822; a@b`, or for an internationalized address (RFC 6531) the
+ * `utf-8` type with RFC 6533's utf-8-addr-xtext (non-ASCII, space, '+', '=' and '\' escaped).
+ */
+const finalRecipient = (address: string) =>
+  /[^\x00-\x7f]/.test(address) ? `utf-8; ${address.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]/gu, escaped)}` : `rfc822; ${address}`
+
 /** The width a folded field aims at (RFC 5322 §2.1.1: lines SHOULD be at most 78 characters). */
 const FOLD_WIDTH = 78
 
@@ -207,14 +218,15 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   for (const r of d.recipients) {
     fields.push('')
     if (r.orcpt) fields.push(`Original-Recipient: ${r.orcpt}`)
-    fields.push(`Final-Recipient: rfc822; ${r.address}`, `Action: ${delayed ? 'delayed' : 'failed'}`, `Status: ${r.status}`)
+    fields.push(`Final-Recipient: ${finalRecipient(r.address)}`, `Action: ${delayed ? 'delayed' : 'failed'}`, `Status: ${r.status}`)
     if (r.remoteHost) fields.push(`Remote-MTA: dns; ${r.remoteHost.replace(/\[.*$/, '')}`)
     fields.push(`Diagnostic-Code: ${r.remote ? 'smtp' : 'x-local'}; ${diagnosticOf(r.diagnostic)}`)
     fields.push(`Last-Attempt-Date: ${new Date().toUTCString()}`)
     if (delayed && d.willRetryUntil) fields.push(`Will-Retry-Until: ${d.willRetryUntil.toUTCString()}`)
   }
   // Every field within the line limit, whatever a remote server or a client put into it.
-  root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map(foldField).join('\r\n') + '\r\n')
+  // and in 7 bits: a UTF-8 reply or address is written with RFC 6533's \x{HEX} escapes.
+  root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map((f) => foldField(unicodeEscaped(f))).join('\r\n') + '\r\n')
   // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
   // comes back as its headers, as one too large does.
   if (d.originalMessage && !delayed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)

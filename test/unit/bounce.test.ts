@@ -137,6 +137,26 @@ describe('buildDsn', () => {
     expect(raw.toString()).not.toContain('Original-Envelope-Id')
   })
 
+  it('keeps the 7-bit delivery-status part 7-bit: a UTF-8 reply and an internationalized address are escaped (RFC 6533)', async () => {
+    const raw = await buildDsn({
+      reportingMta: 'mx.relay.test',
+      queueId: 'Q1',
+      sender: 'alice@sender.test',
+      arrivalDate: new Date(0),
+      originalHeaders: Buffer.from(HEADERS),
+      recipients: [{ address: 'jörg+x@dest.test', status: '5.1.1', diagnostic: '550 5.1.1 Empfänger unbekannt ✉', remote: true }],
+    })
+    const part = parse(raw).parts[1]!
+    expect(part.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
+    expect(/[^\x00-\x7f]/.test(part.body)).toBe(false)
+    const [, rcpt] = fieldGroups(part)
+    expect(rcpt).toContain('Final-Recipient: utf-8; j\\x{F6}rg\\x{2B}x@dest.test')
+    expect(rcpt).toContain('Diagnostic-Code: smtp; 550 5.1.1 Empf\\x{E4}nger unbekannt \\x{2709}')
+    // The human-readable part says it as it was (charset=utf-8, encoded for transport).
+    expect(parse(raw).parts[0]!.headers).toMatch(/charset=utf-8/)
+    expect(Buffer.from(raw).every((b) => b < 0x80)).toBe(true)
+  })
+
   it('a delay warning says so, gives Will-Retry-Until, and never returns the message', async () => {
     const until = new Date(Date.UTC(2026, 0, 7, 3, 4, 5))
     const raw = await buildDsn({
