@@ -183,6 +183,11 @@ export const configSchema = z
         attemptTimeout: duration.default(1_200_000),
         /** At most this many addresses (MX or route hosts) are tried in one attempt, best first (Postfix's smtp_mx_address_limit); 0: all. */
         maxHostsPerAttempt: z.number().int().min(0).default(5),
+        /**
+         * Recipients of one domain go in transactions of at most this many, one after another (RFC 5321
+         * §4.5.3.1.8: a server need take only 100; Postfix sends 50): a 452 "too many recipients" after 100 would defer the rest for hours.
+         */
+        maxRecipientsPerTransaction: z.number().int().min(1).max(1000).default(50),
         /** How long a claimed job stays leased before it counts as abandoned. */
         lease: duration.default(900_000).register(restartOnly),
         /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */

@@ -39,6 +39,8 @@ export interface AttemptResult {
   routeName?: string
   /** Deferred by the route's sending cap: the next attempt is due then (no retry backoff). */
   retryAt?: number
+  /** The server's reply to this recipient in a transaction (else the attempt's fate as a whole: DNS, route, no host). */
+  replied?: boolean
 }
 
 export interface AttemptDeps {
@@ -307,7 +309,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   const done = last
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
-    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName }
+    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName, replied: true }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
     return { ...base, outcome: reply.code >= 500 ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0 }

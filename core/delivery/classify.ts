@@ -27,6 +27,7 @@ const SPECIFIC: StatusRule[] = [
   { status: '*.4.3', category: 'dns' }, // directory server failure (ours: SERVFAIL, timeout)
   { status: '*.4.4', category: 'dns' }, // unable to route (ours: no address for the MX hosts)
   { status: '*.7.5', category: 'tls' }, // cryptographic failure
+  { status: '*.5.3', category: 'other' }, // too many recipients: a per-transaction limit, no "slow down" (RFC 5321 §4.5.3.1.10)
   { status: '*.7.10', category: 'tls' }, // encryption needed (RFC 5248)
   { status: '*.7.11', category: 'tls' }, // encryption required for requested authentication mechanism
   { status: '*.7.8', category: 'auth' }, // authentication credentials invalid (RFC 4954)
@@ -42,7 +43,7 @@ const TEXT: { category: BounceCategory; pattern: RegExp; /** only for temporary 
   {
     category: 'throttled',
     temporary: true,
-    pattern: /\brate[ -]?limit|\bratelimit|\brate\b.*\b(exceeded|limit)|at a rate|\btoo many\b|throttl|slow down|greylist|graylist|try again in \d|temporarily (deferred|rate limited)/i,
+    pattern: /\brate[ -]?limit|\bratelimit|\brate\b.*\b(exceeded|limit)|at a rate|\btoo many\b(?! recipients)|throttl|slow down|greylist|graylist|try again in \d|temporarily (deferred|rate limited)/i,
   },
   { category: 'mailbox-full', pattern: /quota|mailbox (is )?full|mailbox.*\bfull\b|insufficient (system )?storage|storage (is )?full|disk full|out of storage|exceeded storage/i },
   {

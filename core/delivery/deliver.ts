@@ -31,7 +31,7 @@ const oneLine = (s: string, max = 300) => {
 export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const { queue, hooks, log } = deps
   const started = Date.now()
-  const attempts = await attemptDelivery(job, deps)
+  const attempts = await inTransactions(job, deps)
   const now = Date.now()
   const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
 
@@ -44,6 +44,39 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
     // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
   }
+}
+
+/** RFC 5321 §4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction, now. */
+const tooManyRecipients = (a: AttemptResult) => a.replied === true && a.outcome === 'retry' && /^452\b/.test(a.response) && /4\.5\.3|too many recipients/i.test(a.response)
+
+/**
+ * The job's recipients in transactions of at most delivery.maxRecipientsPerTransaction, one after
+ * another (over the pooled connection); those a server refused with 452 too many recipients go in
+ * the next one, as long as each transaction delivers to someone. A part that reached no transaction
+ * (DNS, the route, no host answering) decides for the rest: they are not tried again in this attempt.
+ */
+async function inTransactions(job: Job, deps: DeliverDeps): Promise<AttemptResult[]> {
+  const size = deps.config.delivery.maxRecipientsPerTransaction
+  const results: AttemptResult[] = []
+  let pending = job.recipients
+  while (pending.length) {
+    const part = await attemptDelivery({ ...job, recipients: pending.slice(0, size) }, deps)
+    let rest = pending.slice(size)
+    const fate = part[0]
+    if (fate && !part.some((a) => a.replied)) {
+      results.push(...part, ...rest.map((r) => ({ ...fate, rowId: r.rowId, address: r.address })))
+      break
+    }
+    // Bounded: a transaction that delivered to nobody ends the retries at once.
+    const again = part.some((a) => a.outcome === 'delivered') ? part.filter(tooManyRecipients) : []
+    results.push(...part.filter((a) => !again.includes(a)))
+    if (again.length) {
+      const rows = new Set(again.map((a) => a.rowId))
+      rest = [...pending.filter((r) => rows.has(r.rowId)), ...rest]
+    }
+    pending = rest
+  }
+  return results
 }
 
 /** The attempt's results under the retry policy, with what to suppress and which events to emit. */

@@ -42,6 +42,9 @@ async function addresses(resolver: Resolver, name: string): Promise<string[]> {
   return out
 }
 
+/** MX host names looked up per destination, best first (delivery.maxHostsPerAttempt then picks addresses). */
+export const MAX_MX_NAMES = 10
+
 /**
  * Where mail for `domain` goes (RFC 5321 §5): MX hosts by preference, random among equals, each
  * with its addresses; no MX → the domain's own A/AAAA; null MX (RFC 7505) or NXDOMAIN → permanent;
@@ -106,7 +109,9 @@ async function lookupDestination(resolver: Resolver, domain: string): Promise<Re
 
   const byPreference = new Map<number, string[]>()
   for (const r of mx) byPreference.set(r.priority, [...(byPreference.get(r.priority) ?? []), r.exchange.replace(/\.$/, '')])
-  const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
+  // The best MAX_MX_NAMES only: a domain publishing hundreds of MX records (or names that time out)
+  // cannot make one attempt ask DNS hundreds of times; delivery tries the best few anyway.
+  const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!)).slice(0, MAX_MX_NAMES)
 
   // An MX record names a host, never an address (RFC 1035 §3.3.9, RFC 5321 §5.1): such targets are skipped.
   const { hosts, lastError } = await hostsFor(resolver, names.filter((n) => !net.isIP(n)))

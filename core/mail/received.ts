@@ -1,3 +1,4 @@
+import net from 'node:net'
 import type { SessionInfo } from '../hooks/types.js'
 
 /** RFC 5322 date-time, e.g. `Sat, 28 Nov 2026 06:01:49 +0000`. */
@@ -14,11 +15,13 @@ const commentText = (text: string) => text.slice(0, 100).replace(/[^\x20-\x7e]/g
 /** The Received trace field this relay adds (RFC 5321 §4.4). */
 export function receivedHeader(o: { session: SessionInfo; hostname: string; protocol: string; queueId: string; recipients: string[]; tls?: string }): string {
   const s = o.session
-  const client = `${s.clientHostname && s.clientHostname !== `[${s.remoteAddress}]` ? `${s.clientHostname} ` : ''}[${s.remoteAddress}]`
+  // RFC 5321 §4.1.3: an IPv6 address literal is written [IPv6:…].
+  const literal = net.isIPv6(s.remoteAddress) ? `[IPv6:${s.remoteAddress}]` : `[${s.remoteAddress}]`
+  const client = `${s.clientHostname && s.clientHostname !== `[${s.remoteAddress}]` ? `${s.clientHostname} ` : ''}${literal}`
   // The client chose its HELO name: one that is no host name (`x(`, `a;b`, spaces, 8-bit bytes)
   // goes into the comment, escaped, so it cannot end the comment or the field early.
   const helo = s.helo ?? 'unknown'
-  const from = HELO_NAME.test(helo) ? `${helo} (${client})` : `[${s.remoteAddress}] (helo=${commentText(helo)} ${client})`
+  const from = HELO_NAME.test(helo) ? `${helo} (${client})` : `${literal} (helo=${commentText(helo)} ${client})`
   const tls = o.tls ? `\r\n\t(using ${o.tls})` : ''
   const forClause = o.recipients.length === 1 ? `\r\n\tfor <${o.recipients[0]}>` : ''
   return `from ${from}${tls}\r\n\tby ${o.hostname} (Relay) with ${o.protocol} id ${o.queueId}${forClause};\r\n\t${rfc5322Date()}`

@@ -67,7 +67,8 @@ function parseV1(buf: Buffer): { header: ProxyHeader; length: number } | undefin
   const ipVersion = family === 'TCP4' ? 4 : 6
   const [, , src, dst, sport, dport] = parts as [string, string, string, string, string, string]
   if (net.isIP(src) !== ipVersion || net.isIP(dst) !== ipVersion) throw new ProxyHeaderError(`PROXY v1 header: addresses are not ${family}`)
-  const port = (p: string) => (/^\d{1,5}$/.test(p) && Number(p) <= 65535 ? Number(p) : undefined)
+  // "Leading zeroes are not permitted" (the PROXY protocol spec, 2.1): 0 to 65535 as written.
+  const port = (p: string) => (/^(?:0|[1-9]\d{0,4})$/.test(p) && Number(p) <= 65535 ? Number(p) : undefined)
   const sp = port(sport)
   const dp = port(dport)
   if (sp === undefined || dp === undefined) throw new ProxyHeaderError('PROXY v1 header: bad port')

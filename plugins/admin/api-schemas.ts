@@ -60,7 +60,7 @@ export const MessageDetail = named(
     senderArgs: z.record(z.string(), z.union([z.string(), z.boolean()])).optional(),
     expiresAt: epochMs,
     meta: z.looseObject({}).describe('client address, HELO, listener, user, ...'),
-    headers: z.string(),
+    headers: z.string().nullable().describe('the header section; null for the read-only token, which reads no message content'),
     recipients: z.array(
       RecipientSummary.extend({
         rowId: z.number().int(),

@@ -130,7 +130,7 @@ export function openApiDocument(): Json {
       title: 'Relay admin API',
       version: '1',
       description:
-        'The admin plugin\'s HTTP API. Every route but the probes, this document and the dashboard\'s page and assets wants `Authorization: Bearer <token>`: the full `token`, or the `readOnlyToken`, which may only GET (anything else is a 403) and reads no message content: `GET /api/queue/{id}` (the header section) and `GET /api/queue/{id}/raw` (the message) are a 403 for it. Errors are `{ "error": "..." }`.',
+        'The admin plugin\'s HTTP API. Every route but the probes, this document and the dashboard\'s page and assets wants `Authorization: Bearer <token>`: the full `token`, or the `readOnlyToken`, which may only GET (anything else is a 403) and reads no message content: `GET /api/queue/{id}/raw` (the message) is a 403 for it, and `GET /api/queue/{id}` gives it the envelope, recipients and attempts with `headers: null`. Errors are `{ "error": "..." }`.',
     },
     security: [{ bearer: [] }],
     components: {

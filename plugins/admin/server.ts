@@ -25,6 +25,8 @@ export interface AdminRequest {
   /** The body as sent (a route with `bodyTypes`); more than `limit` bytes is a 413. */
   rawBody(o: { limit: number }): Promise<Buffer>
   raw: http.IncomingMessage
+  /** Which token came: 'read-only' reads no message content (a handler leaves it out). */
+  access: 'full' | 'read-only'
 }
 
 /** What a handler returns; `undefined` means it wrote to `res` itself (e.g. a stream). */
@@ -215,8 +217,10 @@ export class AdminServer {
       if (allowed.length) return this.send(res, { status: 405, json: { error: `method ${method} not allowed here` }, headers: { Allow: allowed.join(', ') } }, method, url.pathname, started)
       return this.send(res, { status: 404, json: { error: `no such route: ${url.pathname}` } }, method, url.pathname, started)
     }
+    let access: AdminRequest['access'] = 'full'
     if (!route.options.public) {
       const auth = this.authorized(req)
+      if (auth === 'read-only') access = 'read-only'
       if (auth === 'missing') {
         return this.send(res, { status: 401, json: { error: 'a bearer token is required (Authorization: Bearer <token>)' }, headers: { 'WWW-Authenticate': 'Bearer realm="relay"' } }, method, url.pathname, started)
       }
@@ -237,6 +241,7 @@ export class AdminServer {
       body: (o) => readBody(req, o?.limit ?? MAX_BODY).then(parseJsonObject),
       rawBody: (o) => readBody(req, o.limit),
       raw: req,
+      access,
     }
     let response: AdminResponse | undefined
     try {

@@ -1,6 +1,7 @@
 // Sending the outbox: batches in order, each one signed POST; rows go only after a 2xx; a failure
 // waits `retry.base`, doubling up to `retry.max`, and the same batch goes again. A batch the
-// endpoint refuses for good (4xx but 408, 425, 429) `maxRejects` times is dropped; the outbox is
+// endpoint refuses for good (4xx but 408, 425, 429) `maxRejects` times is dropped (413, too large,
+// first halves the batch down to one event); the outbox is
 // kept within `maxEvents` and `maxAge` by dropping the oldest events. Every drop is logged and counted.
 //
 //   POST <url>  {"events":[{id,type,at,...fields}, ...]}
@@ -81,6 +82,8 @@ export class Sender {
   private rejects = 0
   private rejectedSeq = 0
   private trimmedAt = 0
+  /** Events per batch while the endpoint finds batches too large (413): halved by each 413, doubled back by each success. */
+  private batchLimit: number | undefined
 
   constructor(
     private readonly outbox: Outbox,
@@ -165,7 +168,7 @@ export class Sender {
       }
       this.pending = 0
       if (Date.now() - this.trimmedAt >= TRIM_EVERY_MS) this.trim()
-      const batch = this.outbox.next(this.o.batchSize)
+      const batch = this.outbox.next(Math.min(this.o.batchSize, this.batchLimit ?? this.o.batchSize))
       if (!batch.length) {
         // Nothing to send: another sender (after a reload) may take over at once.
         this.outbox.release(this.owner)
@@ -173,6 +176,12 @@ export class Sender {
       }
       const r = await post(url, this.o.secret, batchBody(batch), this.o.timeout, this.stopping.signal)
       if (!this.outbox.open) return
+      if (r.status === 413 && batch.length > 1) {
+        // Too large as a whole, not refused: the same events go again, fewer at a time.
+        this.batchLimit = Math.ceil(batch.length / 2)
+        this.log.info({ url: safeUrl(url), events: batch.length, batchLimit: this.batchLimit }, `webhook: endpoint refused a batch of ${batch.length} events as too large (HTTP 413); sending ${this.batchLimit} at a time`)
+        continue
+      }
       if (!r.ok && permanent(r.status)) {
         if (this.rejectedSeq !== batch[0]!.seq) this.rejects = 0
         this.rejectedSeq = batch[0]!.seq
@@ -196,6 +205,7 @@ export class Sender {
         return
       }
       this.outbox.remove(batch.at(-1)!.seq)
+      if (this.batchLimit !== undefined) this.batchLimit = this.batchLimit * 2 >= this.o.batchSize ? undefined : this.batchLimit * 2
       if (this.failures) this.log.info({ url: safeUrl(url), failures: this.failures }, 'webhook endpoint answers again')
       this.failures = 0
       this.retryAt = 0

@@ -246,19 +246,24 @@ describe('read-only token', () => {
     expect(JSON.stringify(fixture.relay.logs)).not.toContain(READ_ONLY)
   })
 
-  it('reads no message content: the raw message and the detail (the header section) are a 403 that says why; the full token reads both', async () => {
+  it('reads no message content: the raw message is a 403 that says why, the detail comes without its header section; the full token reads both', async () => {
     const marker = 'X-Private-Note: content-marker-7f3a'
     const id = await fixture.submit('content@park.test', 'content@sender.test', marker + '\r\n')
     for (const [method, p] of [
       ['GET', `/api/queue/${id}/raw`],
       ['HEAD', `/api/queue/${id}/raw`],
-      ['GET', `/api/queue/${id}`],
     ] as const) {
       const r = await api(method, p, { token: READ_ONLY })
       expect([method, p, r.status]).toEqual([method, p, 403])
       if (method === 'GET') expect(r.json.error).toBe(`the read-only token reads no message content (header section, body); GET ${p} needs the full token`)
       expect(r.text).not.toContain('content-marker-7f3a')
     }
+    // The detail view's data: envelope, recipients and attempts, and no header section.
+    const detail = await api('GET', `/api/queue/${id}`, { token: READ_ONLY })
+    expect(detail.status).toBe(200)
+    expect(detail.json).toMatchObject({ id, sender: 'content@sender.test', headers: null })
+    expect(detail.json.recipients.map((r: { address: string }) => r.address)).toEqual(['content@park.test'])
+    expect(detail.text).not.toContain('content-marker-7f3a')
     const raw = await api('GET', `/api/queue/${id}/raw`)
     expect(raw.status).toBe(200)
     expect(raw.text).toContain(marker)

@@ -2,12 +2,15 @@
 // most delivery.maxHostsPerAttempt (5, Postfix's smtp_mx_address_limit) connections per attempt, best
 // first; a host that answers a byte at a time (never idle long enough for commandTimeout) is cut
 // off at delivery.attemptTimeout and the message deferred, whether it trickles its greeting or
-// its reply to the message.
+// its reply to the message. Recipients of one domain go in transactions of at most
+// delivery.maxRecipientsPerTransaction; those a server refuses with "452 too many recipients" go in
+// the next transaction of the same attempt; a domain no host of which answers is tried once for all.
 import net from 'node:net'
+import { SMTPServer } from 'smtp-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
 const MANY = 8 // MX hosts of many.test: mx1 (preference 10) … mx8 (80), on 127.0.3.1 … 127.0.3.8
 let dns: TestDns
@@ -15,6 +18,32 @@ let relay: RelayProcess
 const servers: net.Server[] = []
 const connectedTo: string[] = [] // local address of every connection made to a 421 host
 const closed = { greeting: 0, reply: 0 } // trickling connections the relay closed
+const transactions: Record<string, string[][]> = { 'cap.test': [], 'bulk.test': [] } // recipients of each message taken
+let busyConnections = 0 // to busy.test, whose host answers every connection with 421
+
+/** An SMTP server on `host`:`port` taking every message; `cap`: 452 4.5.3 for each RCPT past that many. */
+async function recorder(host: string, port: number, domain: string, cap?: number): Promise<number> {
+  const server = new SMTPServer({
+    authOptional: true,
+    disableReverseLookup: true,
+    disabledCommands: ['STARTTLS'],
+    logger: false,
+    onRcptTo(_address, session, cb) {
+      if (cap !== undefined && session.envelope.rcptTo.length >= cap) return cb(Object.assign(new Error('4.5.3 Too many recipients'), { responseCode: 452 }))
+      cb()
+    },
+    onData(stream, session, cb) {
+      stream.resume()
+      stream.on('end', () => {
+        transactions[domain]!.push(session.envelope.rcptTo.map((r) => r.address))
+        cb()
+      })
+    },
+  })
+  servers.push(server.server)
+  await new Promise<void>((resolve) => server.listen(port, host, resolve))
+  return (server.server.address() as net.AddressInfo).port
+}
 
 /** A server on `host`:`port` (0: any free port) that runs `onConnection` for each client. */
 async function listen(host: string, port: number, onConnection: (sock: net.Socket) => void): Promise<number> {
@@ -75,11 +104,22 @@ beforeAll(async () => {
   }
   await listen('127.0.3.21', port, (sock) => trickle(sock, '220-hello, slowly\r\n', 'greeting'))
   await listen('127.0.3.22', port, trickleAfterData)
+  await recorder('127.0.3.31', port, 'cap.test', 3)
+  await recorder('127.0.3.32', port, 'bulk.test')
+  await listen('127.0.3.33', port, (sock) => {
+    busyConnections++
+    sock.end('421 4.3.2 busy\r\n')
+  })
   dns = await startDns({
     'many.test': { MX: Array.from({ length: MANY }, (_, i) => ({ exchange: `mx${i + 1}.many.test`, priority: (i + 1) * 10 })) },
     ...Object.fromEntries(Array.from({ length: MANY }, (_, i) => [`mx${i + 1}.many.test`, { A: [`127.0.3.${i + 1}`] }])),
     'greeting.trickle.test': { A: ['127.0.3.21'] },
     'reply.trickle.test': { A: ['127.0.3.22'] },
+    // 30 MX names, none of which exists.
+    'wide.test': { MX: Array.from({ length: 30 }, (_, i) => ({ exchange: `mx${i + 1}.wide.test`, priority: i + 1 })) },
+    'cap.test': { A: ['127.0.3.31'] },
+    'bulk.test': { A: ['127.0.3.32'] },
+    'busy.test': { A: ['127.0.3.33'] },
   })
   relay = await startRelay({
     config: {
@@ -90,6 +130,7 @@ beforeAll(async () => {
         connectTimeout: '20s',
         commandTimeout: '20s',
         attemptTimeout: '3s',
+        maxRecipientsPerTransaction: 5,
         retry: { base: '1h', factor: 1, max: '1h' },
         mtaSts: { enabled: false },
         delayWarning: false,
@@ -116,6 +157,14 @@ describe('the bounds of one delivery attempt', () => {
     expect([...connectedTo].sort()).toEqual(['127.0.3.1', '127.0.3.2', '127.0.3.3', '127.0.3.4', '127.0.3.5'])
   })
 
+  it('looks up the addresses of the 10 best of 30 MX names only', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@wide.test'], data: msg('wide mx') })
+    const ev = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'u@wide.test', 15_000)
+    expect(ev.response).toMatch(/5\.4\.4 No address found for the MX hosts of wide\.test/)
+    const asked = new Set(dns.queries.filter((q) => q.name.endsWith('.wide.test')).map((q) => q.name))
+    expect([...asked].sort()).toEqual(Array.from({ length: 10 }, (_, i) => `mx${i + 1}.wide.test`).sort())
+  })
+
   it('a host trickling its greeting is cut off at attemptTimeout and the message deferred', async () => {
     const sent = Date.now()
     await sendMail(relay.port, { from: 'a@sender.test', to: ['u@greeting.trickle.test'], data: msg('trickled greeting') })
@@ -132,5 +181,30 @@ describe('the bounds of one delivery attempt', () => {
     expect(Date.now() - sent).toBeLessThan(12_000)
     expect(ev.response).toMatch(/ran out of time/)
     await expect.poll(() => closed.reply, { timeout: 5_000 }).toBe(1)
+  })
+
+  const twelve = (domain: string) => Array.from({ length: 12 }, (_, i) => `r${i + 1}@${domain}`)
+  const outcomes = (name: string, domain: string) => relay.logs.filter((l) => l.event === name && String(l.recipient).endsWith(`@${domain}`)).length
+
+  it('12 recipients of one domain go in transactions of at most maxRecipientsPerTransaction (5): 5, 5, 2', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: twelve('bulk.test'), data: msg('twelve to bulk') })
+    await eventually(() => outcomes('delivered', 'bulk.test') === 12, 10_000, 'twelve delivered')
+    expect(transactions['bulk.test']!.map((t) => t.length)).toEqual([5, 5, 2])
+    expect(transactions['bulk.test']!.flat().sort()).toEqual(twelve('bulk.test').sort())
+  })
+
+  it('recipients a server refuses with 452 4.5.3 too many recipients go in the next transaction at once, not after a retry', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: twelve('cap.test'), data: msg('twelve to cap') })
+    await eventually(() => outcomes('delivered', 'cap.test') === 12, 10_000, 'twelve delivered')
+    expect(outcomes('deferred', 'cap.test')).toBe(0)
+    expect(transactions['cap.test']!.every((t) => t.length <= 3)).toBe(true)
+    expect(transactions['cap.test']!.flat().sort()).toEqual(twelve('cap.test').sort())
+  })
+
+  it('a domain whose host answers nobody is tried once for all its recipients, not once per transaction', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: twelve('busy.test'), data: msg('twelve to busy') })
+    await eventually(() => outcomes('deferred', 'busy.test') === 12, 10_000, 'twelve deferred')
+    expect(busyConnections).toBe(1)
+    expect(relay.logs.find((l) => l.event === 'deferred' && l.recipient === 'r12@busy.test')!.response).toMatch(/421 4\.3\.2 busy/)
   })
 })

@@ -263,7 +263,8 @@ describe('PROXY protocol from a trusted balancer', () => {
     six.client.socket.destroy()
     const local = await viaBalancer(v2('2001:db8::7'), { from: BALANCER2 })
     expect((await transaction(local.client, 'dave@other.test', 'someone@local.test', 'proxy v2 ipv6')).at(-1)).toMatch(/^250 2\.0\.0 /)
-    expect(ourReceived(await received('proxy v2 ipv6'))).toMatch(/^from client\.test \(\[2001:db8::7\]\) by relay\.test/)
+    // RFC 5321 §4.1.3: an IPv6 address literal is [IPv6:…].
+    expect(ourReceived(await received('proxy v2 ipv6'))).toMatch(/^from client\.test \(\[IPv6:2001:db8::7\]\) by relay\.test/)
   })
 
   it('relay-acl and SPF judge the proxied address: another client through the same balancer is refused', async () => {
@@ -409,6 +410,9 @@ describe('PROXY protocol: who may send it, and what happens without it', () => {
       { bytes: v2('203.0.113.7', { version: 3 }), reason: 'PROXY v2 header: unsupported version 3' },
       { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 40123\r\n', reason: 'malformed PROXY v1 header' },
       { bytes: 'PROXY TCP6 203.0.113.7 192.0.2.25 40123 25\r\n', reason: 'PROXY v1 header: addresses are not TCP6' },
+      // The spec (2.1): "Leading zeroes are not permitted" in a port, nor a port above 65535.
+      { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 040123 25\r\n', reason: 'PROXY v1 header: bad port' },
+      { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 40123 65536\r\n', reason: 'PROXY v1 header: bad port' },
       { bytes: `PROXY TCP4 203.0.113.7 192.0.2.25 40123 25${' '.repeat(120)}\r\n`, reason: 'PROXY v1 header longer than 107 bytes' },
       { bytes: Buffer.concat([SIGNATURE, Buffer.from([0x21, 0x11, 0xff, 0xff])]), reason: 'PROXY v2 header longer than 4096 bytes' },
     ]

@@ -195,6 +195,8 @@ const ADMIN_TOKEN = 'webhook-test-admin-token-0123456789'
 
 class Endpoint {
   answer = 200
+  /** When set, decides the answer from the batch's events (else `answer`). */
+  answerFor: ((events: WireEvent[]) => number) | undefined
   readonly hits: { status: number; path: string; events: WireEvent[] }[] = []
   private server!: http.Server
   url = ''
@@ -204,8 +206,9 @@ class Endpoint {
       const chunks: Buffer[] = []
       req.on('data', (c: Buffer) => chunks.push(c))
       req.on('end', () => {
-        const status = this.answer
-        this.hits.push({ status, path: req.url ?? '', events: (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: WireEvent[] }).events })
+        const events = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: WireEvent[] }).events
+        const status = this.answerFor?.(events) ?? this.answer
+        this.hits.push({ status, path: req.url ?? '', events })
         res.writeHead(status, { 'Content-Type': 'text/plain' }).end(String(status))
       })
     })
@@ -309,6 +312,29 @@ describe('webhook outbox bounds', () => {
     expect(failed.length).toBeGreaterThanOrEqual(6)
     for (const l of failed) expect(l.url).toBe(ep.url)
     expect(JSON.stringify(r2.logs)).not.toContain('qsecret-hook-71')
+  }, 40_000)
+
+  it('a batch too large for the endpoint (413) is halved until it is taken: no event dropped, order kept, and the size grows back', async () => {
+    const { r, ep } = await setup({})
+    ep.answer = 503
+    const ids: string[] = []
+    for (const n of ['b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7']) ids.push(await accept(r, n))
+    await eventually(() => ep.count(503) > 0 && rows(r) === 7, 10_000, 'seven events waiting')
+    // The endpoint takes at most 2 events a request (a body limit).
+    ep.answerFor = (events) => (events.length > 2 ? 413 : 200)
+    await eventually(() => rows(r) === 0, 10_000, 'the outbox to empty')
+    const taken = ep.hits.filter((h) => h.status === 200)
+    expect(taken.flatMap((h) => h.events.map((e) => e.queueId))).toEqual(ids)
+    expect(taken.every((h) => h.events.length <= 2)).toBe(true)
+    expect(ep.count(413)).toBeGreaterThan(0)
+    expect(r.logs.some((l) => /refused a batch of 7 events as too large \(HTTP 413\); sending 4 at a time/.test(l.msg as string))).toBe(true)
+    expect(r.logs.some((l) => /dropped unsent/.test(l.msg as string))).toBe(false)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected')).toBe(0)
+    // A single event the endpoint will not take even alone is still dropped after maxRejects.
+    ep.answerFor = () => 413
+    await accept(r, 'huge')
+    await r.waitForLog((l) => /endpoint refused a batch 3 times \(HTTP 413\)/.test(l.msg as string), 10_000)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
   }, 40_000)
 
   it('maxEvents: beyond it the oldest events are dropped (warn, counted); the newest are sent once the endpoint answers', async () => {

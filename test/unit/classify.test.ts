@@ -32,6 +32,9 @@ const CASES: [string, string][] = [
   ['421 mx.dest.test Service not available, closing transmission channel', 'throttled'],
   ['4.4.1 Host mx.dest.test[192.0.2.7]:25 unreachable: 421 4.7.0 too many connections from your IP', 'throttled'],
   ['552 5.3.4 Message size exceeds fixed limit', 'other'],
+  // Too many recipients in one transaction (RFC 5321 §4.5.3.1.10): the rest go in another, no "slow down".
+  ['452 4.5.3 Too many recipients', 'other'],
+  ['452 Too many recipients', 'other'],
   ['451 4.3.0 Temporary local problem', 'other'],
   ['4.4.1 Host mx.dest.test[192.0.2.7]:25 unreachable: connect ECONNREFUSED 192.0.2.7:25', 'other'],
 ]

@@ -55,8 +55,15 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
       return q.bulk(action, filter, { dryRun })
     }),
   )
-  // Content-bearing (the header section, the whole message): the full token only.
-  server.route('GET', '/api/queue/:id', handle((q, req) => q.show(req.params.id!)), { content: true })
+  // The envelope, recipients and attempts for every token; the header section (content) for the full one.
+  server.route(
+    'GET',
+    '/api/queue/:id',
+    handle(async (q, req) => {
+      const detail = await q.show(req.params.id!)
+      return req.access === 'read-only' ? { ...detail, headers: null } : detail
+    }),
+  )
   // The message as queued, like `postcat -q` (`relay queue cat` against a running relay).
   server.route('GET', '/api/queue/:id/raw', async (req) => ({ body: await call((q) => q.raw(req.params.id!)), contentType: 'message/rfc822' }), { content: true })
   server.route('POST', '/api/queue/:id/hold', handle((q, req) => q.hold(req.params.id!)))
