@@ -411,7 +411,7 @@ describe('PROXY protocol: who may send it, and what happens without it', () => {
       { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 40123\r\n', reason: 'malformed PROXY v1 header' },
       { bytes: 'PROXY TCP6 203.0.113.7 192.0.2.25 40123 25\r\n', reason: 'PROXY v1 header: addresses are not TCP6' },
       // The spec (2.1): "Leading zeroes are not permitted" in a port, nor a port above 65535.
-      { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 040123 25\r\n', reason: 'PROXY v1 header: bad port' },
+      { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 40123 025\r\n', reason: 'PROXY v1 header: bad port' },
       { bytes: 'PROXY TCP4 203.0.113.7 192.0.2.25 40123 65536\r\n', reason: 'PROXY v1 header: bad port' },
       { bytes: `PROXY TCP4 203.0.113.7 192.0.2.25 40123 25${' '.repeat(120)}\r\n`, reason: 'PROXY v1 header longer than 107 bytes' },
       { bytes: Buffer.concat([SIGNATURE, Buffer.from([0x21, 0x11, 0xff, 0xff])]), reason: 'PROXY v2 header longer than 4096 bytes' },
