@@ -327,7 +327,7 @@ describe('webhook outbox bounds', () => {
     expect(taken.flatMap((h) => h.events.map((e) => e.queueId))).toEqual(ids)
     expect(taken.every((h) => h.events.length <= 2)).toBe(true)
     expect(ep.count(413)).toBeGreaterThan(0)
-    expect(r.logs.some((l) => /refused a batch of 7 events as too large \(HTTP 413\); sending 4 at a time/.test(l.msg as string))).toBe(true)
+    expect(r.logs.some((l) => /refused a batch of \d+ events as too large \(HTTP 413\); sending \d+ at a time/.test(l.msg as string))).toBe(true)
     expect(r.logs.some((l) => /dropped unsent/.test(l.msg as string))).toBe(false)
     expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected')).toBe(0)
     // A single event the endpoint will not take even alone is still dropped after maxRejects.
