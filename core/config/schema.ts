@@ -1,3 +1,4 @@
+import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
@@ -8,7 +9,8 @@ import type { Plugin } from '../hooks/types.js'
 const domain = z
   .string()
   .min(1)
-  .transform((d) => d.toLowerCase().replace(/\.$/, ''))
+  // An internationalized name in its ASCII form (xn--…), as addresses are compared (core/mail/address.ts).
+  .transform((d) => (/[^\x00-\x7f]/.test(d) ? domainToASCII(d) || d : d).toLowerCase().replace(/\.$/, ''))
   .refine((d) => /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(d), { message: 'expected a domain name like example.com' })
 
 /** A port to connect to. */

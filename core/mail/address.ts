@@ -1,9 +1,13 @@
 import net from 'node:net'
+import { domainToASCII } from 'node:url'
 
 export interface ParsedAddress {
   /** As given (its case may matter to the mailbox); a quoted local part keeps its quotes. */
   local: string
-  /** Lower-cased; an IP literal keeps its brackets (`[192.0.2.1]`, `[ipv6:2001:db8::1]`). */
+  /**
+   * Lower-cased, an internationalized domain in its ASCII form (A-labels, `xn--…`: what DNS and
+   * domain lists compare); an IP literal keeps its brackets (`[192.0.2.1]`, `[ipv6:2001:db8::1]`).
+   */
   domain: string
 }
 
@@ -45,8 +49,21 @@ export function parseAddress(address: string): ParsedAddress | undefined {
     const v6 = IPV6_LITERAL.exec(domain)
     return (v4 && net.isIPv4(v4[1]!)) || (v6 && net.isIPv6(v6[1]!)) ? { local, domain: domain.toLowerCase() } : undefined
   }
-  if (!DOMAIN.test(domain) || !domain.includes('.') || /\.\d+$/.test(domain)) return undefined
-  return { local, domain: domain.toLowerCase() }
+  // An internationalized domain (smtp-server hands even an A-label client's domain over as Unicode,
+  // RFC 5890): checked, and kept, in its ASCII form.
+  const ascii = /[^\x00-\x7f]/.test(domain) ? domainToASCII(domain) : domain
+  if (!ascii || !DOMAIN.test(ascii) || !ascii.includes('.') || /\.\d+$/.test(ascii)) return undefined
+  return { local, domain: ascii.toLowerCase() }
+}
+
+/**
+ * `address` with its domain in ASCII form (A-labels) when only the domain is internationalized:
+ * such mail needs no SMTPUTF8 on the way out (RFC 6531 §3.2), and DNS knows the domain so.
+ */
+export function asciiDomainAddress(address: string): string {
+  const parsed = /[^\x00-\x7f]/.test(address) ? parseAddress(address) : undefined
+  if (!parsed || /[^\x00-\x7f]/.test(parsed.local)) return address
+  return `${parsed.local}@${parsed.domain}`
 }
 
 /**

@@ -67,12 +67,15 @@ export interface Submission {
 export async function receiveMessage(env: AcceptEnv, stream: SMTPServerDataStream, tx: Transaction): Promise<string> {
   const { session, info, listener } = tx
   const tls = info.tls ? `${info.tls.version} with cipher ${info.tls.cipher}` : undefined
+  // RFC 6531 §3.7.3: a transaction with the SMTPUTF8 parameter is UTF8SMTP(S)(A), not ESMTP….
+  const mailArgs = (session.envelope.mailFrom && session.envelope.mailFrom.args) || {}
+  const protocol = 'SMTPUTF8' in mailArgs ? session.transmissionType.replace(/^ESMTP/, 'UTF8SMTP') : session.transmissionType
   const submission: Submission = {
     info,
     envelope: envelopeOf(session),
     notes: tx.notes,
     via: `${listener.host}:${listener.port}`,
-    received: (queueId, recipients) => receivedHeader({ session: info, hostname: env.config.hostname, protocol: session.transmissionType, queueId, recipients, tls }),
+    received: (queueId, recipients) => receivedHeader({ session: info, hostname: env.config.hostname, protocol, queueId, recipients, tls }),
     lineEndings: env.config.smtp.bareLineEndings,
     sizeExceeded: () => stream.sizeExceeded,
     refuse: tx.refuse,

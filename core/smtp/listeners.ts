@@ -13,12 +13,13 @@ import { CORE_REPLIES, replyError, replyFor, type Reply } from '../hooks/verdict
 import { logRefusal, type Refusal } from '../events/log.js'
 import type { HookName, ListenerRole, SessionInfo, Verdict } from '../hooks/types.js'
 import { networkMatcher } from '../net/networks.js'
-import { parseAddress } from '../mail/address.js'
+import { asciiDomainAddress, parseAddress } from '../mail/address.js'
 import { isCorePolicy, type PolicyEnv } from '../policies/index.js'
 import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
-import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, unsupportedParameter, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { mergeDuplicateRecipient } from './duplicate-recipients.js'
+import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, unsupportedParameter, badDsnParameter, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits, type SharedClientCounts } from './session-limits.js'
@@ -245,8 +246,12 @@ export class SmtpListeners {
       const reply = listener.tls === 'starttls' && !info.secure ? CORE_REPLIES.mustStartTls : CORE_REPLIES.authRequired
       throw this.refuse(session, listener, 'mail', 'mail', reply, undefined, address.address)
     }
-    const unknown = unsupportedParameter('MAIL FROM', address)
+    // AUTH= (RFC 4954 §5) only where AUTH is on offer.
+    const authOffered = !(session as { disabledCommands?: string[] }).disabledCommands?.includes('AUTH')
+    const unknown = unsupportedParameter('MAIL FROM', address) ?? (!authOffered && address.args && 'AUTH' in address.args ? 'AUTH' : undefined)
     if (unknown) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.unsupportedParameter('MAIL FROM', unknown), undefined, address.address)
+    const badDsn = badDsnParameter('MAIL FROM', address)
+    if (badDsn) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badDsnParameter(badDsn), undefined, address.address)
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
     state.notes.newTransaction()
@@ -255,6 +260,7 @@ export class SmtpListeners {
       state.heloChecked = helo
     }
     if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
+    address.address = asciiDomainAddress(address.address)
     await this.decide('mail', this.policies.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
@@ -262,14 +268,18 @@ export class SmtpListeners {
     if (!qualifyPostmaster(address, this.config.localDomains)) throw this.refuse(session, listener, 'rcpt', 'rcpt', CORE_REPLIES.postmasterWithoutLocalDomain, undefined, address.address)
     const parsed = parseAddress(address.address)
     if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
+    address.address = asciiDomainAddress(address.address)
     const unknown = unsupportedParameter('RCPT TO', address)
     if (unknown) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.unsupportedParameter('RCPT TO', unknown), undefined, address.address)
+    const badDsn = badDsnParameter('RCPT TO', address)
+    if (badDsn) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badDsnParameter(badDsn), undefined, address.address)
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
     const isLocal = this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }
     await this.decide('rcpt', this.policies.run('rcpt', data), session, listener, address.address)
     await this.decide('rcpt', this.policies.recipientPassed(data), session, listener, address.address)
     if (isLocal && parsed.local.toLowerCase() === 'postmaster') dropPostmasterTwin(session.envelope.rcptTo, address)
+    mergeDuplicateRecipient(session.envelope.rcptTo, address)
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: Listener): Promise<string> {

@@ -32,12 +32,31 @@
 // 10. RFC 5321 §4.1.2: a quoted local part may hold spaces and `<` `>` (`"john smith"@example.com`);
 //    smtp-server splits MAIL/RCPT at every space and wants no `<>` inside the path. Those characters
 //    inside quoted strings are masked for its parser and put back in the address it returns.
+// 11. RFC 2920 §3.1: a client waits for 354 before it sends the message. Bytes that came after DATA
+//    in the same read are improper pipelining: when DATA
+//    is refused (no valid recipient) smtp-server would run the message's lines as commands (a
+//    "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
+//    not wait to learn whether it would be. The session gets 554 5.5.0 and is closed, as Postfix's
+//    smtpd_forbid_unauth_pipelining does. The parser's read position is followed line by line.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
+
+/** The parser's last command-mode read, and how far its lines have reached the connection (patch 11). */
+const READ = Symbol('relay.parserRead')
+const AT = Symbol('relay.parserAt')
+
+interface ParserInternals extends Writable {
+  _dataMode: boolean
+  _remainder: string
+  _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void
+  [READ]?: string
+  [AT]?: number
+}
 
 interface ConnectionInternals {
   _parser: Writable | false
@@ -52,6 +71,7 @@ interface ConnectionInternals {
   _onCommand(command: Buffer, callback: () => void): void
   _isDisabled(command: string): boolean
   _onClose(): void
+  close(): void
   _resetSession(): void
   handler_RCPT(command: Buffer, callback: () => void): void
   handler_AUTH(command: Buffer, callback: () => void): void
@@ -71,6 +91,7 @@ interface ConnectionInternals {
       authOptional?: boolean
       firstCommandTimeout?: number
       onFirstCommandTimeout?: (session: unknown) => void
+      onImproperPipelining?: (session: unknown) => void
       useXClient?: unknown
       useXForward?: unknown
       socketTimeout?: number
@@ -175,8 +196,32 @@ export function patchSmtpServer(): void {
     if (typeof data === 'string' && ENHANCED.test(data)) return send.call(this, code, data, false)
     return send.call(this, code, data, context)
   }
+  const parserProto = (SMTPStream as unknown as { prototype: ParserInternals }).prototype
+  const parserWrite = parserProto._write
+  parserProto._write = function (chunk, encoding, next) {
+    // Command mode: the text the parser splits into lines now (what it kept of the last read first).
+    if (!this._dataMode) {
+      this[READ] = this._remainder + chunk.toString('binary')
+      this[AT] = 0
+    }
+    return parserWrite.call(this, chunk, encoding, next)
+  }
   const onCommand = proto._onCommand
   proto._onCommand = function (command, callback) {
+    const parser = this._parser as ParserInternals | false
+    if (parser && parser[READ] !== undefined) {
+      // This command is the next line of what the parser read: step over it and its line break.
+      const read = parser[READ]
+      let at = parser[AT]! + command.length
+      if (read[at] === '\r') at++
+      if (read[at] === '\n') at++
+      parser[AT] = at
+      if (/^DATA\s*$/i.test(command.toString('latin1')) && at < read.length) {
+        this._server.options.onImproperPipelining?.(this.session)
+        this.send(554, replyText(CORE_REPLIES.improperPipelining), false)
+        return this.close()
+      }
+    }
     if (this._firstCommandTimer) {
       clearTimeout(this._firstCommandTimer)
       this._firstCommandTimer = undefined

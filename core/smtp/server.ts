@@ -46,6 +46,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     maxErrors: c.smtp.maxErrors,
     onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
     firstCommandTimeout: c.smtp.firstCommandTimeout,
+    onImproperPipelining: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'improper pipelining: message data before the 354 reply to DATA; closing the session'),
     onFirstCommandTimeout: (session: { id: string; remoteAddress: string }) => log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
     onProxyHeaderRefused: (client: string) => log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
     disableReverseLookup: !c.smtp.reverseLookup,

@@ -60,6 +60,22 @@ export function unsupportedParameter(command: keyof typeof PARAMETERS, a: SMTPSe
   return a.args ? Object.keys(a.args).find((name) => !PARAMETERS[command].has(name.toUpperCase())) : undefined
 }
 
+/**
+ * A DSN parameter a strict next hop would refuse (Postfix: 501 5.5.4 Bad ENVID parameter syntax),
+ * bouncing mail already taken. smtp-server hands the values xtext-decoded: ENVID must be 1–100
+ * printable ASCII characters (RFC 3461 §4.4), ORCPT `addr-type;address` without spaces or control
+ * characters, at most 500 (§4.2; RFC 6533 lets it be UTF-8). Its name, or undefined.
+ */
+export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerAddress): 'ENVID' | 'ORCPT' | undefined {
+  const args = (a.args || {}) as Record<string, string | boolean | undefined>
+  if (command === 'MAIL FROM') {
+    const envid = args.ENVID
+    return envid !== undefined && (typeof envid !== 'string' || !/^[\x21-\x7e]{1,100}$/.test(envid)) ? 'ENVID' : undefined
+  }
+  const orcpt = args.ORCPT
+  return orcpt !== undefined && (typeof orcpt !== 'string' || orcpt.length > 500 || !/^[A-Za-z0-9-]+;[^\x00-\x20\x7f]+$/.test(orcpt)) ? 'ORCPT' : undefined
+}
+
 /** A session's notes whose maps are made at first use: an idle session no plugin wrote to holds none. */
 export class SessionNotes implements Notes {
   #session?: Map<string, unknown>

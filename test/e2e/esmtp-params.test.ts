@@ -1,0 +1,137 @@
+// ESMTP semantics a client relies on, as Postfix and the RFCs have them: internationalized domains
+// (A-labels and, with SMTPUTF8, U-labels) are taken and routed by their ASCII form; a recipient given
+// twice keeps every notification either RCPT asked for; message data sent before the 354 reply
+// (improper pipelining, RFC 2920) closes the session instead of running the data as commands;
+// DSN parameters a next hop would refuse, and AUTH= where AUTH is not offered, are refused at once;
+// a SMTPUTF8 transaction is `with UTF8SMTP` in the Received field (RFC 6531 §3.7.3).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { connectRaw } from '../harness/smtp-client.js'
+import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let mx: TestReceiver // 127.0.5.1: takes everything (dest.test, the IDN domains)
+let refusing: TestReceiver // 127.0.5.2: 550 5.1.1 for every recipient (bad.test)
+let senderMx: TestReceiver // 127.0.5.3: sender.test, where DSNs arrive
+let relay: RelayProcess
+
+beforeAll(async () => {
+  mx = await startReceiver({ host: '127.0.5.1', behaviour: { noStartTls: true } })
+  refusing = await startReceiver({ host: '127.0.5.2', port: mx.port, behaviour: { noStartTls: true, reply: { rcpt: () => ({ code: 550, message: '5.1.1 No such user' }) } } })
+  senderMx = await startReceiver({ host: '127.0.5.3', port: mx.port, behaviour: { noStartTls: true } })
+  dns = await startDns({
+    'dest.test': { A: ['127.0.5.1'] },
+    // bücher.test and münchen.test exist in DNS only by their A-labels.
+    'xn--bcher-kva.test': { A: ['127.0.5.1'] },
+    'xn--mnchen-3ya.test': { A: ['127.0.5.1'] },
+    'bad.test': { A: ['127.0.5.2'] },
+    'sender.test': { A: ['127.0.5.3'] },
+  })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, mtaSts: { enabled: false }, delayWarning: false },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+}, 30_000)
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns?.close(), mx?.close(), refusing?.close(), senderMx?.close()])
+})
+
+/** A session after EHLO. */
+async function session() {
+  const { client } = await connectRaw(relay.port)
+  expect(await client.command('EHLO client.test')).toMatch(/^250 /m)
+  return client
+}
+
+const message = (subject: string) => `From: a@sender.test\r\nTo: x@dest.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\nbody\r\n.`
+
+describe('ESMTP semantics', () => {
+  it('internationalized domains: A-labels always, U-labels with SMTPUTF8, routed and logged by their ASCII form', async () => {
+    const c = await session()
+    expect(await c.command('MAIL FROM:<a@xn--mnchen-3ya.test> SMTPUTF8')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<u@xn--bcher-kva.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<v@bücher.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<w@mail.xn--bcher-kva.test>')).toMatch(/^250 /)
+    expect(await c.command('DATA')).toMatch(/^354 /)
+    const done = await c.command(message('idn'))
+    expect(done).toMatch(/^250 /)
+    c.close()
+    const accepted = await relay.waitForLog((l) => l.event === 'accepted' && l.messageId === '<idn@sender.test>', 5000)
+    expect(accepted.sender).toBe('a@xn--mnchen-3ya.test')
+    expect(accepted.recipients).toEqual(['u@xn--bcher-kva.test', 'v@xn--bcher-kva.test', 'w@mail.xn--bcher-kva.test'])
+    await eventually(() => relay.logs.filter((l) => l.event === 'delivered' && l.messageId === '<idn@sender.test>').length === 2, 10_000, 'u and v delivered')
+    // mail.xn--bcher-kva.test has no address: a DNS failure for that domain alone.
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'w@mail.xn--bcher-kva.test', 10_000)
+    expect(bounced.response).toMatch(/does not exist|no MX, A or AAAA/)
+    // The transaction had SMTPUTF8: the Received field says so (RFC 6531 §3.7.3).
+    const got = mx.messages.find((m) => m.raw.toString().includes('Subject: idn'))!
+    expect(got.raw.toString()).toMatch(/by relay\.test \(Relay\) with UTF8SMTP id /)
+  })
+
+  it('a recipient given twice keeps every notification either RCPT asked for, in either order', async () => {
+    for (const [first, second, sender] of [
+      ['RCPT TO:<X@bad.test> NOTIFY=FAILURE', 'RCPT TO:<x@bad.test> NOTIFY=NEVER', 'dup1@sender.test'],
+      ['RCPT TO:<y@bad.test> NOTIFY=NEVER', 'RCPT TO:<y@bad.test> NOTIFY=FAILURE', 'dup2@sender.test'],
+    ] as const) {
+      const c = await session()
+      expect(await c.command(`MAIL FROM:<${sender}>`)).toMatch(/^250 /)
+      expect(await c.command(first)).toMatch(/^250 /)
+      expect(await c.command(second)).toMatch(/^250 /)
+      expect(await c.command('DATA')).toMatch(/^354 /)
+      expect(await c.command(message(`twice ${sender}`))).toMatch(/^250 /)
+      c.close()
+      // Refused by bad.test's MX: the bounce the FAILURE asked for reaches the sender.
+      await eventually(() => senderMx.messages.some((m) => m.to.includes(sender)), 10_000, `a DSN to ${sender}`)
+      expect(senderMx.messages.find((m) => m.to.includes(sender))!.raw.toString()).toMatch(/Action: failed/)
+    }
+    // One delivery attempt per address: the duplicate was merged, not sent twice.
+    expect(relay.logs.filter((l) => l.event === 'bounced' && /^[xX]@bad\.test$/.test(String(l.recipient)))).toHaveLength(1)
+  })
+
+  it('message data sent before the 354 reply closes the session with 554 5.5.0; none of it runs as commands', async () => {
+    const { client } = await connectRaw(relay.port)
+    // The recipient is refused, so DATA fails; the "body" holds a second transaction.
+    client.send('EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<nobody@x..test>\r\nDATA\r\nMAIL FROM:<smuggled@sender.test>\r\nRCPT TO:<s@dest.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\nQUIT\r\n')
+    const replies: string[] = []
+    for (;;) {
+      const r = await client.read(5000).catch(() => undefined)
+      if (r === undefined) break
+      replies.push(r.split('\r\n').at(-2) ?? r)
+    }
+    await client.closed
+    expect(replies.at(-1)).toMatch(/^554 5\.5\.0 Improper pipelining/)
+    expect(replies.some((r) => /^354 /.test(r))).toBe(false)
+    await relay.waitForLog((l) => /improper pipelining/.test(String(l.msg)), 5000)
+    expect(relay.logs.some((l) => l.event === 'accepted' && l.sender === 'smuggled@sender.test')).toBe(false)
+  })
+
+  it('pipelining after the end of data (RFC 2920) is still taken: the next transaction in the same write as the final dot', async () => {
+    const c = await session()
+    expect(await c.command('MAIL FROM:<p1@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<p1@dest.test>')).toMatch(/^250 /)
+    expect(await c.command('DATA')).toMatch(/^354 /)
+    c.send(`${message('pipelined one')}\r\nMAIL FROM:<p2@sender.test>\r\nRCPT TO:<p2@dest.test>\r\nDATA\r\n`)
+    expect(await c.read()).toMatch(/^250 2\.0\.0 /)
+    expect(await c.read()).toMatch(/^250 /)
+    expect(await c.read()).toMatch(/^250 /)
+    expect(await c.read()).toMatch(/^354 /)
+    expect(await c.command(message('pipelined two'))).toMatch(/^250 2\.0\.0 /)
+    c.close()
+  })
+
+  it('refuses DSN parameters a next hop would refuse (501 5.5.4), and AUTH= where AUTH is not offered (555 5.5.4)', async () => {
+    const c = await session()
+    expect(await c.command(`MAIL FROM:<a@sender.test> ENVID=${'e'.repeat(101)}`)).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    expect(await c.command('MAIL FROM:<a@sender.test> AUTH=<a@sender.test>')).toMatch(/^555 5\.5\.4 MAIL FROM parameter AUTH not supported/)
+    expect(await c.command(`MAIL FROM:<a@sender.test> ENVID=${'e'.repeat(100)}`)).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;a+20b@dest.test')).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
+    expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;b+2Bx@dest.test')).toMatch(/^250 /)
+    c.close()
+  })
+})
