@@ -41,6 +41,13 @@ describe('parsed config', () => {
   })
 })
 
+describe('local domains', () => {
+  it('are kept in their ASCII form, an internationalized one as A-labels (addresses are compared so)', () => {
+    const c = parseConfig({ hostname: 'relay.test', localDomains: ['Bücher.Test', 'xn--mnchen-3ya.test', 'Example.COM.'] }, process.cwd())
+    expect(c.localDomains).toEqual(['xn--bcher-kva.test', 'xn--mnchen-3ya.test', 'example.com'])
+  })
+})
+
 describe('restart-only settings', () => {
   it('are the fields marked in the schema', () => {
     expect([...RESTART_ONLY].sort()).toEqual(
