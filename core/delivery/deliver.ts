@@ -129,7 +129,8 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
         nextAttemptAt = Math.min(Math.max(due, pausedUntil), job.message.expiresAt)
       }
     }
-    if (state === 'bounced') bounced.push({ ...a, response })
+    // An expiry is this relay's verdict, whoever gave the last error it quotes.
+    if (state === 'bounced') bounced.push({ ...a, response, remote: a.remote && response === a.response })
     results.push({ rowId: a.rowId, state, response, remoteHost: a.remoteHost, nextAttemptAt, category, ...(counted ? {} : { counted: false }) })
     const outcome = { recipient: a.address, domain: job.domain, remoteHost: a.remoteHost, response, attempts: tries, nextAttemptAt, category, tls: a.tls, route: a.route, routeName: a.routeName }
     events.push({ name: state, event: deliveryEvent(job.message, outcome, started, now) })

@@ -202,7 +202,7 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
     '',
     ...intro,
     '',
-    ...d.recipients.map((r) => `<${r.address}>: ${r.remoteHost ? `host ${r.remoteHost} said: ` : ''}${diagnosticOf(r.diagnostic)}`),
+    ...d.recipients.map((r) => `<${r.address}>: ${r.remote && r.remoteHost ? `host ${r.remoteHost} said: ` : ''}${diagnosticOf(r.diagnostic)}`),
     '',
   ]
     .map(foldField)

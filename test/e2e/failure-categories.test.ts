@@ -114,5 +114,8 @@ describe('failure categories', () => {
     const text = dsn.raw.toString('latin1').replace(/\r\n[ \t]+/g, ' ')
     expect(text).toMatch(/expired after [234]s in the queue/)
     expect(text).not.toMatch(/expired after \d+ h\b/)
+    // The expiry is the relay's verdict: not put in the remote host's mouth.
+    expect(text).toMatch(/Diagnostic-Code: x-local; 4\.4\.7 Message expired/)
+    expect(text).not.toMatch(/said: 4\.4\.7/)
   })
 })

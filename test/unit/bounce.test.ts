@@ -157,6 +157,25 @@ describe('buildDsn', () => {
     expect(Buffer.from(raw).every((b) => b < 0x80)).toBe(true)
   })
 
+  it('names the remote host as the speaker only for its own replies, not for the relay\'s verdicts about it', async () => {
+    const raw = await buildDsn({
+      reportingMta: 'mx.relay.test',
+      queueId: 'Q1',
+      sender: 'alice@sender.test',
+      arrivalDate: new Date(0),
+      originalHeaders: Buffer.from(HEADERS),
+      recipients: [
+        { address: 'loop@dest.test', status: '5.4.6', remoteHost: 'mx.dest.test[192.0.2.7]:25', diagnostic: '5.4.6 mail for dest.test loops back to myself', remote: false },
+        { address: 'bob@dest.test', status: '5.1.1', remoteHost: 'mx.dest.test[192.0.2.7]:25', diagnostic: '550 5.1.1 no such user', remote: true },
+      ],
+    })
+    const text = unQp(parse(raw).parts[0]!.body)
+    expect(text).toContain('<loop@dest.test>: 5.4.6 mail for dest.test loops back to myself')
+    expect(text).toContain('<bob@dest.test>: host mx.dest.test[192.0.2.7]:25 said: 550 5.1.1 no such user')
+    const [, loop] = fieldGroups(parse(raw).parts[1]!)
+    expect(loop).toContain('Diagnostic-Code: x-local; 5.4.6 mail for dest.test loops back to myself')
+  })
+
   it('a delay warning says so, gives Will-Retry-Until, and never returns the message', async () => {
     const until = new Date(Date.UTC(2026, 0, 7, 3, 4, 5))
     const raw = await buildDsn({
