@@ -259,6 +259,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     commandTimeout: config.delivery.commandTimeout,
     deadline,
     eightBit: job.message.senderArgs?.BODY === '8BITMIME',
+    size: job.message.size,
     smtpUtf8: needsSmtpUtf8(job),
     dsn: relayDsn(job.message.senderArgs, job.recipients),
     tls: tlsPolicy,

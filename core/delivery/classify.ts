@@ -89,16 +89,22 @@ export function parseReply(response: string): ParsedReply {
   const text = response.trim()
   const head = /^(?:([2-5]\d\d)(?:[ -]|$))?\s*(?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)!
   let code = head[1] ? Number(head[1]) : undefined
-  let status = head[2]
+  // RFC 3463 §2, as Postfix does: an enhanced code of another class than the reply's is ignored.
+  let status = agrees(code, head[2])
   // A connection-level wrapper of ours around what the remote host said.
   if (status === '4.4.1' || status === '4.4.2') {
     const inner = /:\s*([45]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)
     if (inner) {
       code = Number(inner[1])
-      status = inner[2] ?? status
+      status = agrees(code, inner[2]) ?? status
     }
   }
   return { code, status }
+}
+
+/** `status` when its class is the reply code's (or there is no code), else none. */
+function agrees(code: number | undefined, status: string | undefined): string | undefined {
+  return status && code !== undefined && status[0] !== String(code)[0] ? undefined : status
 }
 
 /**

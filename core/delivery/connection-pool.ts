@@ -25,13 +25,16 @@ export class ConnectionPool implements SessionPool {
     while (list?.length) {
       const s = list.pop()!
       clearTimeout(s.idleTimer)
-      if (!s.conn.destroyed) return s
+      if (!s.conn.destroyed && !s.desynced) return s
+      s.conn.close()
     }
     return undefined
   }
 
   put(s: Session): void {
     s.onError = undefined
+    // Its replies are out of step with its commands: not even QUIT is worth waiting for.
+    if (s.desynced) return s.conn.close()
     if (this.closed || s.conn.destroyed || s.messages >= (s.maxMessages ?? this.maxMessages) || this.idleMs <= 0) return s.conn.quit()
     const list = this.idle.get(s.key) ?? []
     list.push(s)

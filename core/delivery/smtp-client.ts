@@ -73,10 +73,45 @@ async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Pr
     return what
   }
   s.smtpUtf8 = Boolean(o.smtpUtf8)
-  return transaction(s, o, pool, what.message, what.eightBit)
+  // RFC 1870: the size as sent (a 7-bit conversion changes it), counted only when the server asks.
+  const { offersSize, max } = sizeLimit(s.conn)
+  let size = what.message === o.message ? o.size : undefined
+  if (size === undefined && offersSize) {
+    try {
+      size = await byteCount(what.message())
+    } catch (err) {
+      pool.put(s)
+      return { kind: 'unreachable', response: `4.3.0 message could not be read: ${(err as Error).message}`, remoteHost: s.remoteHost }
+    }
+  }
+  if (max > 0 && size !== undefined && size > max) {
+    // Postfix's wording; nothing was sent, the connection can carry the next message.
+    pool.put(s)
+    const response = `552 5.3.4 Message size ${size} exceeds the fixed limit ${max} of ${s.remoteHost}`
+    return { kind: 'done', replies: new Map(o.to.map((rcpt) => [rcpt, { ok: false, code: 552, response }])), remoteHost: s.remoteHost, tls: s.tls }
+  }
+  return transaction(s, o, pool, what.message, what.eightBit, offersSize ? size : undefined)
 }
 
-function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, message: () => Readable, eightBit: boolean): Promise<Outcome | 'reconnect'> {
+/**
+ * The SIZE keyword of the EHLO reply. nodemailer finds "SIZE" anywhere in the reply, the server's
+ * name too (250-mx-size.example): its limit is replaced by the keyword's, SIZE= only when offered.
+ */
+function sizeLimit(conn: SMTPConnection): { offersSize: boolean; max: number } {
+  const c = conn as unknown as { _ehloLines?: string[]; _maxAllowedSize?: number }
+  const line = (c._ehloLines ?? []).map((l) => /^SIZE(?:\s+(\d+))?\s*$/i.exec(l)).find(Boolean)
+  const max = line?.[1] ? Number(line[1]) : 0
+  c._maxAllowedSize = max
+  return { offersSize: Boolean(line), max }
+}
+
+async function byteCount(stream: Readable): Promise<number> {
+  let n = 0
+  for await (const chunk of stream) n += typeof chunk === 'string' ? Buffer.byteLength(chunk) : (chunk as Buffer).length
+  return n
+}
+
+function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, message: () => Readable, eightBit: boolean, size: number | undefined): Promise<Outcome | 'reconnect'> {
   const reused = s.messages > 0
   const tls = s.tls
   if (o.maxMessages !== undefined) s.maxMessages = o.maxMessages
@@ -85,12 +120,16 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     const stream = message()
     const lmtpReplies = new Map<string, string>()
     s.lmtpReplies = lmtpReplies
+    s.phase = 'envelope'
     const finish = (outcome: Outcome | 'reconnect', keep: 'keep' | 'reset' | 'close') => {
       if (settled) return
       settled = true
       clearTimeout(overdue)
       s.onError = undefined
       s.lmtpReplies = undefined
+      s.phase = undefined
+      // Replies out of step with commands: nothing more is trusted from this connection.
+      if (s.desynced) keep = 'close'
       if (keep === 'keep') pool.put(s)
       else if (keep === 'reset') s.conn.reset((err) => (err ? s.conn.close() : pool.put(s)))
       else s.conn.close()
@@ -98,19 +137,24 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     }
     const replies = (err: SmtpError): Map<string, RecipientReply> => {
       const out = new Map<string, RecipientReply>()
+      // A protocol error defers everyone (code 0), whatever the recipients' replies said.
+      if (err.protocol) {
+        for (const rcpt of o.to) out.set(rcpt, { ok: false, code: 0, response: err.message })
+        return out
+      }
       const code = err.responseCode ?? 0
       for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}` })
       for (const r of err.rejectedErrors ?? []) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
       return out
     }
     const fail = (err: SmtpError) => {
-      if (reused && !err.responseCode && !stream.readableDidRead) return finish('reconnect', 'close')
+      if (reused && !err.responseCode && !err.protocol && !stream.readableDidRead) return finish('reconnect', 'close')
       finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls }, 'close')
     }
     s.onError = fail
     // A server that takes the message (or answers) a byte at a time still ends at the attempt's limit.
     const overdue = o.deadline === undefined ? undefined : setTimeout(() => fail(Object.assign(new Error('the attempt ran out of time before the server answered'), { code: 'ETIMEDOUT' })), Math.max(0, o.deadline - Date.now()))
-    s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
+    s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn, size } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {
         const e = err as SmtpError

@@ -64,6 +64,11 @@ export interface TransactionOptions {
    * carries the parameter, and a server that does not offer the extension gets nothing.
    */
   smtpUtf8?: boolean
+  /**
+   * The message's size in bytes (RFC 1870): MAIL FROM carries SIZE= when the server offers SIZE,
+   * and a message over the server's limit is not sent. Absent: counted from `message` when needed.
+   */
+  size?: number
 }
 
 export interface RecipientReply {
@@ -90,7 +95,10 @@ export type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
  */
 export type NextHopLacks = 'smtputf8' | '8bitmime'
 
-export type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] }
+export type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[]; protocol?: boolean }
+
+/** The server broke the protocol (a reply out of turn, malformed, or not 354 to DATA): its message says what happened. */
+export const protocolError = (why: string): SmtpError => Object.assign(new Error(oneLineReply(`protocol error: ${why}`)), { code: 'EPROTOCOL', protocol: true })
 
 /** An SMTP error as one line (core/mail/reply.ts, bounded): the server's reply when there is one, else the local error. */
 export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${err.message}`)
@@ -111,6 +119,52 @@ export interface Session {
   lmtpReplies?: Map<string, string>
   /** The transaction in progress needs the SMTPUTF8 parameter on MAIL FROM. */
   smtpUtf8?: boolean
+  /**
+   * The server sent a reply no command was waiting for, or a malformed one: later replies cannot
+   * be matched to commands, so the connection is never reused.
+   */
+  desynced?: boolean
+  /** The transaction in progress: before the go-ahead to DATA, message going out, final dot written. */
+  phase?: 'envelope' | 'message' | 'sent'
+}
+
+/** nodemailer's internals that the checks below hook into. */
+interface Internals {
+  _responseQueue: unknown[]
+  _responsePartial: boolean
+  _responseActions: unknown[]
+  _destroyed: boolean
+  _onData(chunk: Buffer): void
+  _processResponse(): unknown
+  _actionDATA(str: string, callback: (err: SmtpError | null, info?: unknown) => void): unknown
+  _createSendStream(callback: unknown): NodeJS.ReadableStream
+}
+
+/** A complete reply as nodemailer queues it (lines joined by \n): every line the same 3-digit code, then ' ' or '-' (or the end). */
+function malformed(raw: string): boolean {
+  const lines = raw.split('\n')
+  const code = /^(\d{3})(?:[ -]|$)/.exec(lines[0]!)?.[1]
+  if (!code) return true
+  return lines.some((line, i) => (i < lines.length - 1 ? !line.startsWith(`${code}-`) : !(line === code || line.startsWith(`${code} `))))
+}
+
+/**
+ * What is wrong with the replies queued but not yet handed to their commands, if anything: one
+ * malformed, or more of them than commands waiting (nodemailer queues a command's handler before
+ * sending it, so a sane server never gets ahead). 421 may come at any time and is not counted.
+ */
+function replyProblem(c: Internals, phase: Session['phase']): { why: string; kind: 'malformed' | 'surplus' | 'early' } | undefined {
+  const queue = c._responseQueue.map(String)
+  if (c._responsePartial) queue.pop()
+  const replies = queue.filter((r) => r.trim())
+  const bad = replies.find(malformed)
+  if (bad !== undefined) return { why: `malformed reply: ${bad}`, kind: 'malformed' }
+  const counted = replies.filter((r) => !/^421(?:[ -]|$)/.test(r))
+  if (counted.length > c._responseActions.length) return { why: `more replies than commands sent (last: ${counted[counted.length - 1]})`, kind: 'surplus' }
+  // A success before the final dot went out cannot be the reply to the message.
+  const first = counted[0]
+  if (phase === 'message' && first !== undefined && /^2/.test(first)) return { why: `${first} before the end of the message`, kind: 'early' }
+  return undefined
 }
 
 /** Where an open connection reports to its pool (connection-pool.ts). */
@@ -198,6 +252,50 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         return sendCommand.call(this, line, logStr)
       }
     }
+    const internals = conn as unknown as Internals
+    // Replies are checked before nodemailer hands them to the commands waiting (see replyProblem).
+    const onData = internals._onData
+    if (typeof onData === 'function' && typeof internals._processResponse === 'function') {
+      internals._onData = function (this: Internals, chunk) {
+        let asked = false
+        this._processResponse = () => {
+          asked = true
+        }
+        try {
+          onData.call(this, chunk)
+        } finally {
+          // Back to the prototype's method.
+          delete (this as Partial<Internals>)._processResponse
+        }
+        if (!asked || this._destroyed) return
+        const problem = replyProblem(this, session.phase)
+        // After the final dot the first reply is the server's answer to the message: let it decide.
+        if (problem && !(problem.kind === 'surplus' && session.phase === 'sent')) return protocolFailure(problem.why)
+        if (problem) session.desynced = true
+        this._processResponse()
+      }
+    }
+    // nodemailer takes a 2xx to DATA as the go-ahead and would send the message as commands.
+    const actionDATA = internals._actionDATA
+    if (typeof actionDATA === 'function') {
+      internals._actionDATA = function (this: Internals, str, callback) {
+        if (/^[345]/.test(str)) return actionDATA.call(this, str, callback)
+        session.desynced = true
+        callback(protocolError(`${str} in reply to DATA (expected 354)`))
+      }
+    }
+    const createSendStream = internals._createSendStream
+    if (typeof createSendStream === 'function') {
+      internals._createSendStream = function (this: Internals, callback) {
+        const stream = createSendStream.call(this, callback)
+        session.phase = 'message'
+        // Ends once the final dot is written: what the server says from then on answers the message.
+        stream.once('end', () => {
+          if (session.phase === 'message') session.phase = 'sent'
+        })
+        return stream
+      }
+    }
     if (o.lmtp) {
       // nodemailer reports LMTP's per-recipient replies only for refusals; keep every one.
       const c = conn as unknown as { _actionLMTPStream?: (rcpt: string, final: boolean, str: string, cb: unknown) => unknown }
@@ -208,6 +306,14 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
           return original.call(this, rcpt, final, str, cb)
         }
       }
+    }
+    // A reply out of turn or malformed: nothing more is read from this connection.
+    const protocolFailure = (why: string) => {
+      session.desynced = true
+      if (!settled) return result({ kind: 'unreachable', response: protocolError(why).message, remoteHost })
+      if (session.onError) return session.onError(protocolError(why))
+      pool.remove(session)
+      conn.close()
     }
     const result = (r: Unreachable & { tlsFailed?: boolean }) => {
       if (settled) return

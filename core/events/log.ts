@@ -28,7 +28,9 @@ const STATUS = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})(?=\s|$)/
  */
 export function replyCodes(response: string): { code?: number; dsn?: string } {
   const code = REPLY.exec(response)
-  const dsn = STATUS.exec(response)?.[1] ?? (code ? `${code[1]}.0.0` : undefined)
+  const status = STATUS.exec(response)?.[1]
+  // An enhanced code of another class than the reply's (`250 5.0.0`) is ignored.
+  const dsn = status && (!code || status[0] === code[1]) ? status : code ? `${code[1]}.0.0` : undefined
   return { code: code ? Number(response.slice(0, 3)) : undefined, dsn }
 }
 

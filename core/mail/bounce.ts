@@ -167,8 +167,9 @@ export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret
 
 /** Pulls the enhanced status code out of an SMTP reply, else derives one from the basic code. */
 export function statusOf(response: string, fallback: string): string {
-  const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(response)
-  if (enhanced) return enhanced[1]!
+  // An enhanced code of another class than the reply's (`550 2.0.0`) is ignored, as Postfix does.
+  const enhanced = /^(\d)\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(response)
+  if (enhanced && enhanced[2]![0] === enhanced[1]) return enhanced[2]!
   const basic = /^([45])\d\d\b/.exec(response)
   return basic ? `${basic[1]}.0.0` : fallback
 }

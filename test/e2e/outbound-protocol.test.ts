@@ -1,0 +1,299 @@
+// Outbound SMTP against servers that break the protocol (scripted raw replies): a 2xx to DATA, a
+// reply more than asked for (the relay would read every later reply one command late), malformed
+// reply codes, an enhanced status code of another class than its reply, and the advertised SIZE.
+// What Postfix does decides: nothing of the message goes out unless DATA got 3xx, a connection whose
+// replies are out of step is never reused and its transaction deferred, SIZE= on MAIL FROM.
+import net from 'node:net'
+import { SMTPServer } from 'smtp-server'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { sendMail } from '../harness/smtp-client.js'
+import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
+
+/** One connection to a scripted server, as the server saw it. */
+interface Conn {
+  commands: string[]
+  /** Each message received (un-dot-stuffed, without the final dot). */
+  messages: string[]
+  closed: boolean
+}
+
+/** Raw replies (with their CRLFs) of a scripted server; `n` is the message's index on its connection. */
+interface Script {
+  greeting?: string
+  /** EHLO keywords after the first line. */
+  ehlo?: string[]
+  mail?: (n: number) => string
+  rcpt?: (n: number) => string
+  data?: (n: number) => string
+  end?: (n: number) => string
+  /** Held after the reply to message n, written just before the reply to the next command. */
+  late?: (n: number) => string | undefined
+}
+
+let dns: TestDns
+let relay: RelayProcess
+const servers: net.Server[] = []
+const seen: Record<string, Conn[]> = {}
+const dsns: string[] = [] // messages (bounces) the relay sent to sender.test
+
+function scripted(name: string, script: Script) {
+  const conns: Conn[] = (seen[name] = [])
+  return (sock: net.Socket) => {
+    const conn: Conn = { commands: [], messages: [], closed: false }
+    conns.push(conn)
+    sock.on('close', () => (conn.closed = true))
+    sock.write(script.greeting ?? `220 ${name} ESMTP\r\n`)
+    let buffered = ''
+    let inData = false
+    let body: string[] = []
+    let n = 0
+    let held: string | undefined
+    const reply = (text: string) => {
+      sock.write((held ?? '') + text)
+      held = undefined
+    }
+    sock.on('data', (chunk) => {
+      buffered += chunk.toString('latin1')
+      for (let nl = buffered.indexOf('\r\n'); nl >= 0; nl = buffered.indexOf('\r\n')) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 2)
+        if (inData) {
+          if (line !== '.') {
+            body.push(line.startsWith('.') ? line.slice(1) : line)
+            continue
+          }
+          inData = false
+          conn.messages.push(body.map((l) => `${l}\r\n`).join(''))
+          reply(script.end?.(n) ?? '250 2.0.0 queued\r\n')
+          held = script.late?.(n)
+          n++
+          continue
+        }
+        conn.commands.push(line)
+        const verb = line.slice(0, 4).toUpperCase()
+        if (verb === 'EHLO') reply([name, ...(script.ehlo ?? [])].map((k, i, all) => `250${i < all.length - 1 ? '-' : ' '}${k}\r\n`).join(''))
+        else if (verb === 'MAIL') reply(script.mail?.(n) ?? '250 2.1.0 Ok\r\n')
+        else if (verb === 'RCPT') reply(script.rcpt?.(n) ?? '250 2.1.5 Ok\r\n')
+        else if (verb === 'DATA') {
+          const r = script.data?.(n) ?? '354 go ahead\r\n'
+          if (r.startsWith('354')) {
+            inData = true
+            body = []
+          }
+          reply(r)
+        } else if (verb === 'RSET') reply('250 2.0.0 Ok\r\n')
+        else if (verb === 'QUIT') {
+          sock.end('221 2.0.0 bye\r\n')
+          return
+        } else reply('502 5.5.2 Error: command not recognized\r\n')
+      }
+    })
+  }
+}
+
+/** A server on `host`:`port` (0: any free port). */
+async function listen(host: string, port: number, onConnection: (sock: net.Socket) => void): Promise<number> {
+  const server = net.createServer((sock) => {
+    sock.on('error', () => undefined)
+    onConnection(sock)
+  })
+  servers.push(server)
+  await new Promise<void>((resolve) => server.listen(port, host, resolve))
+  return (server.address() as net.AddressInfo).port
+}
+
+const SCRIPTS: Record<string, Script> = {
+  'data250.test': { data: () => '250 ok whatever\r\n' },
+  'data250p.test': { ehlo: ['PIPELINING'], data: () => '250 ok whatever\r\n' },
+  'greetextra.test': { greeting: '220 greetextra.test ESMTP\r\n250 extra\r\n' },
+  'mailextra.test': { mail: () => '250 2.1.0 Ok\r\n250 extra\r\n' },
+  'mailextrap.test': { ehlo: ['PIPELINING'], mail: () => '250 2.1.0 Ok\r\n250 extra\r\n' },
+  'rcptextra.test': { rcpt: () => '250 2.1.5 Ok\r\n250 extra\r\n' },
+  // The extras after the reply to the first message come when the next one starts; the second is refused.
+  'late.test': { ehlo: ['PIPELINING'], end: (n) => (n === 0 ? '250 2.0.0 queued\r\n' : '554 5.7.1 second message refused\r\n'), late: (n) => (n === 0 ? '250 extra\r\n250 extra\r\n' : undefined) },
+  'sameburst.test': { ehlo: ['PIPELINING'], end: () => '250 2.0.0 queued\r\n250 extra\r\n' },
+  'code4.test': { rcpt: () => '2500 ok\r\n' },
+  'mixed.test': { end: () => '250-ok\r\n550 5.1.1 no\r\n' },
+  'limit.test': { ehlo: ['PIPELINING', 'SIZE 1000'] },
+  'roomy.test': { ehlo: ['PIPELINING', 'SIZE 1000000'] },
+  // No SIZE keyword, only "size" in its name (nodemailer's EHLO parser takes that for SIZE).
+  'no-size.test': { ehlo: ['PIPELINING'] },
+  'weird.test': { end: () => '550 2.0.0 weird\r\n' },
+}
+
+beforeAll(async () => {
+  const names = Object.keys(SCRIPTS)
+  let port = 0
+  const zones: Parameters<typeof startDns>[0] = {}
+  for (const [i, name] of names.entries()) {
+    const address = `127.0.5.${i + 1}`
+    port = await listen(address, port, scripted(name, SCRIPTS[name]!))
+    zones[name] = { A: [address] }
+  }
+  const bounces = new SMTPServer({
+    authOptional: true,
+    disableReverseLookup: true,
+    disabledCommands: ['STARTTLS'],
+    logger: false,
+    onData(stream, _session, cb) {
+      const chunks: Buffer[] = []
+      stream.on('data', (c: Buffer) => chunks.push(c))
+      stream.on('end', () => {
+        dsns.push(Buffer.concat(chunks).toString('latin1'))
+        cb()
+      })
+    },
+  })
+  servers.push(bounces.server)
+  await new Promise<void>((resolve) => bounces.listen(port, '127.0.5.100', resolve))
+  zones['sender.test'] = { A: ['127.0.5.100'] }
+  dns = await startDns(zones)
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: {
+        port,
+        connectTimeout: '5s',
+        commandTimeout: '5s',
+        attemptTimeout: '20s',
+        concurrency: { global: 10, perDomain: 1 },
+        retry: { base: '1h', factor: 1, max: '1h' },
+        mtaSts: { enabled: false },
+        delayWarning: false,
+      },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+}, 30_000)
+
+afterAll(async () => {
+  await relay?.stop()
+  await dns?.close()
+  for (const s of servers) s.close()
+})
+
+const msg = (subject: string, body = 'body\r\n') => `From: a@sender.test\r\nTo: x@y.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${body}`
+const outcome = (recipient: string, timeoutMs = 15_000): Promise<LogLine> => relay.waitForLog((l) => (l.event === 'delivered' || l.event === 'deferred' || l.event === 'bounced') && l.recipient === recipient, timeoutMs)
+const events = (recipient: string, event: string) => relay.logs.filter((l) => l.event === event && l.recipient === recipient)
+/** Did anything of a message reach the server, as a message or as commands? */
+const leaked = (conns: Conn[]) => conns.some((c) => c.messages.length > 0 || c.commands.some((l) => /^(Subject|From|To|Message-ID|Received):/i.test(l)))
+
+describe('a reply that is not 354 to DATA', () => {
+  for (const domain of ['data250.test', 'data250p.test']) {
+    it(`${domain}: 250 to DATA sends nothing of the message, defers with a protocol error, closes the connection`, async () => {
+      await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${domain}`], data: msg(`data 250 ${domain}`) })
+      const ev = await outcome(`u@${domain}`)
+      expect(ev.event).toBe('deferred')
+      expect(ev.response).toMatch(/protocol error: 250 ok whatever in reply to DATA \(expected 354\)/)
+      expect(ev.response).not.toMatch(/connection lost/)
+      await eventually(() => seen[domain]!.every((c) => c.closed), 5_000, 'the connection closed')
+      // A second message gets a connection of its own.
+      await sendMail(relay.port, { from: 'a@sender.test', to: [`v@${domain}`], data: msg(`data 250 again ${domain}`) })
+      expect((await outcome(`v@${domain}`)).event).toBe('deferred')
+      const conns = seen[domain]!
+      expect(conns.length).toBe(2)
+      for (const c of conns) expect(c.commands.filter((l) => /^MAIL FROM:/i.test(l)).length).toBe(1)
+      expect(leaked(conns)).toBe(false)
+    })
+  }
+})
+
+describe('a server that sends more replies than it was asked for', () => {
+  for (const domain of ['greetextra.test', 'mailextra.test', 'mailextrap.test', 'rcptextra.test']) {
+    it(`${domain}: nothing of the message is sent, deferred as a protocol error`, async () => {
+      await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${domain}`], data: msg(`extra ${domain}`) })
+      const ev = await outcome(`u@${domain}`)
+      expect(ev.event).toBe('deferred')
+      expect(ev.response).toMatch(/protocol error/)
+      expect(leaked(seen[domain]!)).toBe(false)
+      await eventually(() => seen[domain]!.every((c) => c.closed), 5_000, 'the connection closed')
+    })
+  }
+
+  it('extra replies after a message was taken, on a reused connection: the next message (refused by the server) is never logged delivered', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['first@late.test'], data: msg('late first') })
+    expect((await outcome('first@late.test')).event).toBe('delivered')
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['second@late.test'], data: msg('late second') })
+    const ev = await outcome('second@late.test')
+    expect(ev.event).not.toBe('delivered')
+    expect(ev.response).toMatch(/protocol error/)
+    // Both messages went over the one connection, only the first message's bytes were sent.
+    const conns = seen['late.test']!
+    expect(conns.length).toBe(1)
+    expect(conns[0]!.messages.length).toBe(1)
+    expect(conns[0]!.messages[0]).toMatch(/Subject: late first/)
+    await eventually(() => conns[0]!.closed, 5_000, 'the connection closed')
+    expect(events('first@late.test', 'delivered').length).toBe(1)
+    expect(events('second@late.test', 'delivered').length).toBe(0)
+  })
+
+  it('an extra reply right after the reply to the message: that reply decides, the connection is not reused', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['first@sameburst.test'], data: msg('burst first') })
+    expect((await outcome('first@sameburst.test')).event).toBe('delivered')
+    await eventually(() => seen['sameburst.test']![0]!.closed, 5_000, 'the connection closed')
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['second@sameburst.test'], data: msg('burst second') })
+    expect((await outcome('second@sameburst.test')).event).toBe('delivered')
+    expect(seen['sameburst.test']!.map((c) => c.messages.length)).toEqual([1, 1])
+    expect(events('first@sameburst.test', 'delivered').length).toBe(1)
+  })
+})
+
+describe('malformed reply codes', () => {
+  it('2500 to RCPT is no acceptance: deferred as a protocol error, nothing sent', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@code4.test'], data: msg('code4') })
+    const ev = await outcome('u@code4.test')
+    expect(ev.event).toBe('deferred')
+    expect(ev.response).toMatch(/protocol error: malformed reply: 2500 ok/)
+    expect(leaked(seen['code4.test']!)).toBe(false)
+  })
+
+  it('a multi-line reply whose lines disagree on the code (250-ok / 550 5.1.1 no) is not a delivery', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@mixed.test'], data: msg('mixed') })
+    const ev = await outcome('u@mixed.test')
+    expect(ev.event).toBe('deferred')
+    expect(ev.response).toMatch(/protocol error: malformed reply/)
+    await eventually(() => seen['mixed.test']!.every((c) => c.closed), 5_000, 'the connection closed')
+  })
+})
+
+describe('SIZE (RFC 1870)', () => {
+  it('a message over the advertised limit bounces with 5.3.4 before MAIL FROM', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@limit.test'], data: msg('too big', `${'x'.repeat(70)}\r\n`.repeat(30)) })
+    const ev = await outcome('u@limit.test')
+    expect(ev.event).toBe('bounced')
+    expect(ev.response).toMatch(/^552 5\.3\.4 Message size \d+ exceeds the fixed limit 1000 of limit\.test\[127\.0\.5\.\d+\]:\d+$/)
+    expect(seen['limit.test']!.flatMap((c) => c.commands).some((l) => /^MAIL/i.test(l))).toBe(false)
+  })
+
+  it('MAIL FROM carries SIZE= with the message size when the limit allows it', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@roomy.test'], data: msg('fits', `${'x'.repeat(70)}\r\n`.repeat(30)) })
+    expect((await outcome('u@roomy.test')).event).toBe('delivered')
+    const conn = seen['roomy.test']![0]!
+    const size = /^MAIL FROM:<[^>]*>.* SIZE=(\d+)/i.exec(conn.commands.find((l) => /^MAIL/i.test(l)) ?? '')?.[1]
+    expect(size).toBeDefined()
+    expect(Number(size)).toBe(Buffer.byteLength(conn.messages[0]!, 'latin1'))
+  })
+
+  it('no SIZE= to a server that does not offer SIZE (whatever its name)', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@no-size.test'], data: msg('no size') })
+    expect((await outcome('u@no-size.test')).event).toBe('delivered')
+    const mail = seen['no-size.test']![0]!.commands.find((l) => /^MAIL/i.test(l))
+    expect(mail).toBeDefined()
+    expect(mail).not.toMatch(/SIZE=/i)
+  })
+})
+
+describe('enhanced status codes', () => {
+  it('550 2.0.0 at the end of data: the bounce says 5.x.x, not 2.0.0', async () => {
+    // A sender of its own: untrusted mail gets one DSN per sender per interval (delivery.untrustedDsn).
+    await sendMail(relay.port, { from: 'weird@sender.test', to: ['u@weird.test'], data: msg('weird') })
+    const ev = await outcome('u@weird.test')
+    expect(ev.event).toBe('bounced')
+    expect(ev.response).toMatch(/^550 2\.0\.0 weird/)
+    expect(ev.dsn).toMatch(/^5\./)
+    const dsn = await eventually(() => dsns.find((d) => /Final-Recipient: rfc822; ?u@weird\.test/i.test(d)), 10_000, 'the DSN')
+    expect(dsn).toMatch(/^Action: failed/im)
+    expect(dsn).toMatch(/^Status: 5\.\d+\.\d+/im)
+  })
+})
