@@ -255,17 +255,23 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const internals = conn as unknown as Internals
     // Replies are checked before nodemailer hands them to the commands waiting (see replyProblem).
     const onData = internals._onData
-    if (typeof onData === 'function' && typeof internals._processResponse === 'function') {
+    const processResponse = internals._processResponse
+    if (typeof onData === 'function' && typeof processResponse === 'function') {
+      // Held while nodemailer files a chunk's replies, so they can be checked first (set once: no
+      // delete, which would turn the connection object into a slow dictionary).
+      let holding = false
+      let asked = false
+      internals._processResponse = function (this: Internals) {
+        if (!holding) return processResponse.call(this)
+        asked = true
+      }
       internals._onData = function (this: Internals, chunk) {
-        let asked = false
-        this._processResponse = () => {
-          asked = true
-        }
+        holding = true
+        asked = false
         try {
           onData.call(this, chunk)
         } finally {
-          // Back to the prototype's method.
-          delete (this as Partial<Internals>)._processResponse
+          holding = false
         }
         if (!asked || this._destroyed) return
         const problem = replyProblem(this, session.phase)
