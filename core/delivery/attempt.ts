@@ -41,6 +41,8 @@ export interface AttemptResult {
   retryAt?: number
   /** The server's reply to this recipient in a transaction (else the attempt's fate as a whole: DNS, route, no host). */
   replied?: boolean
+  /** Delivered to a next hop that took NOTIFY on (it offers DSN): a success DSN is its to send, not ours. */
+  notifyPassedOn?: boolean
 }
 
 export interface AttemptDeps {
@@ -310,7 +312,8 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   const done = last
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
-    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName, replied: true }
+    const notifyPassedOn = done.dsn === true && options.dsn?.notify !== undefined
+    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName, replied: true, notifyPassedOn }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
     return { ...base, outcome: reply.code >= 500 ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0 }

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino'
 import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
-import { expiredResponse } from '../mail/bounce.js'
+import { expiredResponse, wantsDsn } from '../mail/bounce.js'
 import type { Job, Queue, RecipientResult, Suppression } from '../queue/types.js'
 import { attemptDelivery, type AttemptDeps, type AttemptResult } from './attempt.js'
 import { classify, isHardBounce } from './classify.js'
@@ -34,8 +34,9 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const attempts = await inTransactions(job, deps)
   const now = Date.now()
   const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
+  const succeeded = successesToReport(job, attempts)
 
-  const bounce = bounced.length ? await deps.dsns.failure(job, bounced) : undefined
+  const bounce = bounced.length || succeeded.length ? await deps.dsns.failure(job, bounced, succeeded) : undefined
   await queue.complete(job.message.id, results, bounce, suppress)
   if (bounce) deps.onBounceQueued()
   for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
@@ -44,6 +45,18 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
     // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
   }
+}
+
+/**
+ * Delivered recipients whose NOTIFY asks for SUCCESS and whose success nobody further on reports:
+ * delivered here (LMTP: the mail store is the final delivery) or relayed to a next hop that did not
+ * take NOTIFY on (RFC 3461 §5.2.2: the relay says `relayed`).
+ */
+function successesToReport(job: Job, attempts: AttemptResult[]): (AttemptResult & { action: 'delivered' | 'relayed' })[] {
+  const args = new Map(job.recipients.map((r) => [r.rowId, r.args]))
+  return attempts
+    .filter((a) => a.outcome === 'delivered' && !a.notifyPassedOn && wantsDsn(args.get(a.rowId), 'SUCCESS'))
+    .map((a) => ({ ...a, action: a.route === 'lmtp' ? ('delivered' as const) : ('relayed' as const) }))
 }
 
 /** RFC 5321 §4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction, now. */

@@ -21,14 +21,18 @@ export class DeliveryDsns {
     private readonly log: Logger,
   ) {}
 
-  /** A failure DSN (RFC 3464) for the job's bounced recipients, to queue with the attempt's results. */
-  async failure(job: Job, bounced: AttemptResult[]): Promise<NewMessage | undefined> {
+  /**
+   * The DSN (RFC 3464) an attempt's results ask for, to queue with them: its bounced recipients, and
+   * those `succeeded` (delivered or relayed) that asked for NOTIFY=SUCCESS.
+   */
+  async failure(job: Job, bounced: AttemptResult[], succeeded: (AttemptResult & { action: 'delivered' | 'relayed' })[] = []): Promise<NewMessage | undefined> {
     const m = job.message
     const args = new Map(job.recipients.map((r) => [r.rowId, r.args]))
-    const failed = bounced.map((b) => ({ address: b.address, response: b.response, status: b.status, remoteHost: b.remoteHost, remote: b.remote, args: args.get(b.rowId) }))
-    const opts = fromUntrustedClient(m.meta) ? { allow: this.gate(m, 'failed') } : { readBody: () => buffer(this.queue.openBody(m)) }
-    const dsn = await failureDsn(this.env(), m, failed, opts)
-    if (dsn) this.log.info({ queueId: dsn.id, dsnFor: m.id, to: m.sender }, 'bounce queued')
+    const recipient = (b: AttemptResult) => ({ address: b.address, response: b.response, status: b.status, remoteHost: b.remoteHost, remote: b.remote, args: args.get(b.rowId) })
+    const success = succeeded.map((s) => ({ ...recipient(s), action: s.action }))
+    const opts = fromUntrustedClient(m.meta) ? { allow: this.gate(m, 'failed'), succeeded: success } : { readBody: () => buffer(this.queue.openBody(m)), succeeded: success }
+    const dsn = await failureDsn(this.env(), m, bounced.map(recipient), opts)
+    if (dsn) this.log.info({ queueId: dsn.id, dsnFor: m.id, to: m.sender, ...(bounced.length ? {} : { success: true }) }, bounced.length ? 'bounce queued' : 'success DSN queued')
     return dsn
   }
 

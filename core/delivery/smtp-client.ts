@@ -166,7 +166,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       const out = new Map<string, RecipientReply>()
       for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: oneLineReply(lmtpReplies.get(rcpt) ?? info.response) })
       for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
-      finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls }, 'keep')
+      finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls, dsn: extensionsOf(s.conn).includes('DSN') }, 'keep')
     })
   })
 }

@@ -84,8 +84,8 @@ export type Outcome =
    * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM).
    */
   | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks }
-  /** A transaction ran; each recipient has the reply that decides its fate. */
-  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false }
+  /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
+  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean }
 
 export type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
 

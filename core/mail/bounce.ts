@@ -20,11 +20,16 @@ export interface FailedRecipient {
   /** The reply came from a remote SMTP server (Diagnostic-Code type smtp), else local (x-local). */
   remote: boolean
   orcpt?: string
+  /** This recipient's Action when it differs from the report's: a success (RFC 3464 §2.3.3) beside failures. */
+  action?: DsnAction
 }
 
+/** RFC 3464 §2.3.3: what became of a recipient. */
+export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed'
+
 export interface DsnInput {
-  /** 'failed' (a bounce, the default) or 'delayed' (a warning: still being retried). */
-  action?: 'failed' | 'delayed'
+  /** 'failed' (a bounce, the default), 'delayed' (a warning: still being retried), or a success. */
+  action?: DsnAction
   reportingMta: string
   queueId: string
   sender: string
@@ -181,11 +186,14 @@ export function statusOf(response: string, fallback: string): string {
  */
 export async function buildDsn(d: DsnInput): Promise<Buffer> {
   const delayed = d.action === 'delayed'
+  const actionOf = (r: FailedRecipient): DsnAction => r.action ?? d.action ?? 'failed'
+  const failed = d.recipients.some((r) => actionOf(r) === 'failed')
+  const succeeded = d.recipients.some((r) => actionOf(r) === 'delivered' || actionOf(r) === 'relayed')
   const root = new MimeNode('multipart/report; report-type=delivery-status', { hostname: d.reportingMta })
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     To: d.sender,
-    Subject: delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender',
+    Subject: delayed ? 'Delayed Mail (still being retried)' : failed ? 'Undelivered Mail Returned to Sender' : 'Successful Mail Delivery Report',
     'Auto-Submitted': 'auto-replied',
     Date: new Date(),
   })
@@ -197,13 +205,23 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
         'Your message could not be delivered yet to one or more recipients; delivery is still being retried' +
           (d.willRetryUntil ? ` until ${d.willRetryUntil.toUTCString()}.` : '.'),
       ]
-    : ["I'm sorry to have to inform you that your message could not be delivered to one or more recipients."]
+    : [
+        ...(failed ? ["I'm sorry to have to inform you that your message could not be delivered to one or more recipients."] : []),
+        // Postfix's wording: a relayed message may still fail further on.
+        ...(succeeded
+          ? ['Your message was successfully delivered to the destination(s) listed below. If the message was delivered to a mailbox you will receive no further notifications. Otherwise you may still receive notifications of mail delivery errors from other systems.']
+          : []),
+      ]
   const text = [
     `This is the mail system at host ${d.reportingMta}.`,
     '',
     ...intro,
     '',
-    ...d.recipients.map((r) => `<${r.address}>: ${r.remote && r.remoteHost ? `host ${r.remoteHost} said: ` : ''}${diagnosticOf(r.diagnostic)}`),
+    ...d.recipients.map((r) => {
+      const success = actionOf(r) === 'relayed' || actionOf(r) === 'delivered'
+      const who = r.remote && r.remoteHost ? (success ? `delivery via ${r.remoteHost}: ` : `host ${r.remoteHost} said: `) : ''
+      return `<${r.address}>: ${who}${diagnosticOf(r.diagnostic)}`
+    }),
     '',
   ]
     .map(foldField)
@@ -219,10 +237,10 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   for (const r of d.recipients) {
     fields.push('')
     if (r.orcpt) fields.push(`Original-Recipient: ${r.orcpt}`)
-    fields.push(`Final-Recipient: ${finalRecipient(r.address)}`, `Action: ${delayed ? 'delayed' : 'failed'}`, `Status: ${r.status}`)
+    fields.push(`Final-Recipient: ${finalRecipient(r.address)}`, `Action: ${actionOf(r)}`, `Status: ${r.status}`)
     if (r.remoteHost) fields.push(`Remote-MTA: dns; ${r.remoteHost.replace(/\[.*$/, '')}`)
     fields.push(`Diagnostic-Code: ${r.remote ? 'smtp' : 'x-local'}; ${diagnosticOf(r.diagnostic)}`)
-    fields.push(`Last-Attempt-Date: ${new Date().toUTCString()}`)
+    if (actionOf(r) === 'failed' || actionOf(r) === 'delayed') fields.push(`Last-Attempt-Date: ${new Date().toUTCString()}`)
     if (delayed && d.willRetryUntil) fields.push(`Will-Retry-Until: ${d.willRetryUntil.toUTCString()}`)
   }
   // Every field within the line limit, whatever a remote server or a client put into it.
@@ -230,7 +248,7 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map((f) => foldField(unicodeEscaped(f))).join('\r\n') + '\r\n')
   // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
   // comes back as its headers, as one too large does.
-  if (d.originalMessage && !delayed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
+  if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
   else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(originalHeadersOf(d.originalHeaders))
 
   return new Promise((resolve, reject) => root.build((err, buf) => (err ? reject(err) : resolve(buf))))
@@ -290,24 +308,36 @@ export function expiredResponse(receivedAt: number, now: number, lastError: stri
  * NOTIFY: yes); none for the null sender. With `readBody`, RET=FULL returns the whole message when
  * it is at most RET_FULL_MAX bytes; without it (or RET=HDRS), the headers.
  */
-export async function failureDsn(env: DsnEnv, m: QueuedMessage, failed: BouncedRecipient[], opts: { readBody?: BodyReader; allow?: DsnGate } = {}): Promise<NewMessage | undefined> {
+export async function failureDsn(
+  env: DsnEnv,
+  m: QueuedMessage,
+  failed: BouncedRecipient[],
+  opts: { readBody?: BodyReader; allow?: DsnGate; succeeded?: SucceededRecipient[] } = {},
+): Promise<NewMessage | undefined> {
   const notify = failed.filter((f) => wantsDsn(f.args, 'FAILURE'))
-  const to = notify.length ? returnAddress(m.sender) : undefined
+  // RFC 3461 §4.1 NOTIFY=SUCCESS: delivered here (LMTP) or relayed to a next hop that cannot report it.
+  const successes = (opts.succeeded ?? []).filter((s) => wantsDsn(s.args, 'SUCCESS'))
+  const to = notify.length || successes.length ? returnAddress(m.sender) : undefined
   if (!to || (opts.allow && !opts.allow())) return undefined
-  const original = opts.readBody ? await returnedMessage(env, m, opts.readBody) : undefined
+  // A success report returns the headers only (RFC 3461 §4.3).
+  const original = opts.readBody && notify.length ? await returnedMessage(env, m, opts.readBody) : undefined
+  const entry = (f: BouncedRecipient, fallback: string) => ({
+    address: f.address,
+    status: f.status ?? statusOf(f.response, fallback),
+    remoteHost: f.remoteHost,
+    diagnostic: f.response,
+    remote: f.remote,
+    orcpt: orcptOf(f.args),
+  })
   return dsnMessage(env, m, to, {
     action: 'failed',
     originalMessage: original,
-    recipients: notify.map((f) => ({
-      address: f.address,
-      status: f.status ?? statusOf(f.response, '5.0.0'),
-      remoteHost: f.remoteHost,
-      diagnostic: f.response,
-      remote: f.remote,
-      orcpt: orcptOf(f.args),
-    })),
+    recipients: [...notify.map((f) => entry(f, '5.0.0')), ...successes.map((s) => ({ ...entry(s, '2.0.0'), action: s.action }))],
   })
 }
+
+/** A recipient delivered (final delivery, LMTP) or relayed to a next hop without DSN, for NOTIFY=SUCCESS. */
+export type SucceededRecipient = BouncedRecipient & { action: 'delivered' | 'relayed' }
 
 /**
  * A delay warning (Action: delayed) to the message's sender for its deferred recipients whose

@@ -14,12 +14,14 @@ let dns: TestDns
 let mx: TestReceiver // 127.0.5.1: takes everything (dest.test, the IDN domains)
 let refusing: TestReceiver // 127.0.5.2: 550 5.1.1 for every recipient (bad.test)
 let senderMx: TestReceiver // 127.0.5.3: sender.test, where DSNs arrive
+let dsnMx: TestReceiver // 127.0.5.4: offers DSN (dsn.test): NOTIFY goes on to it
 let relay: RelayProcess
 
 beforeAll(async () => {
   mx = await startReceiver({ host: '127.0.5.1', behaviour: { noStartTls: true } })
   refusing = await startReceiver({ host: '127.0.5.2', port: mx.port, behaviour: { noStartTls: true, reply: { rcpt: () => ({ code: 550, message: '5.1.1 No such user' }) } } })
   senderMx = await startReceiver({ host: '127.0.5.3', port: mx.port, behaviour: { noStartTls: true } })
+  dsnMx = await startReceiver({ host: '127.0.5.4', port: mx.port, behaviour: { noStartTls: true }, serverOptions: { hideDSN: false } })
   dns = await startDns({
     'dest.test': { A: ['127.0.5.1'] },
     // bücher.test and münchen.test exist in DNS only by their A-labels.
@@ -27,6 +29,7 @@ beforeAll(async () => {
     'xn--mnchen-3ya.test': { A: ['127.0.5.1'] },
     'bad.test': { A: ['127.0.5.2'] },
     'sender.test': { A: ['127.0.5.3'] },
+    'dsn.test': { A: ['127.0.5.4'] },
   })
   relay = await startRelay({
     config: {
@@ -39,7 +42,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop()
-  await Promise.all([dns?.close(), mx?.close(), refusing?.close(), senderMx?.close()])
+  await Promise.all([dns?.close(), mx?.close(), refusing?.close(), senderMx?.close(), dsnMx?.close()])
 })
 
 /** A session after EHLO. */
@@ -92,6 +95,27 @@ describe('ESMTP semantics', () => {
     }
     // One delivery attempt per address: the duplicate was merged, not sent twice.
     expect(relay.logs.filter((l) => l.event === 'bounced' && /^[xX]@bad\.test$/.test(String(l.recipient)))).toHaveLength(1)
+  })
+
+  it('NOTIFY=SUCCESS: a next hop without DSN gets the mail and the sender a "relayed" report; one with DSN gets NOTIFY and the report is its to send', async () => {
+    for (const [rcpt, sender] of [['s1@dest.test', 'succ1@sender.test'], ['s2@dsn.test', 'succ2@sender.test']] as const) {
+      const c = await session()
+      expect(await c.command(`MAIL FROM:<${sender}>`)).toMatch(/^250 /)
+      expect(await c.command(`RCPT TO:<${rcpt}> NOTIFY=SUCCESS,FAILURE`)).toMatch(/^250 /)
+      expect(await c.command('DATA')).toMatch(/^354 /)
+      expect(await c.command(message(`success ${sender}`))).toMatch(/^250 /)
+      c.close()
+      await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === rcpt, 10_000)
+    }
+    await eventually(() => senderMx.messages.some((m) => m.to.includes('succ1@sender.test')), 10_000, 'the success report for s1')
+    const report = senderMx.messages.find((m) => m.to.includes('succ1@sender.test'))!.raw.toString().replace(/\r\n[ \t]+/g, ' ')
+    expect(report).toMatch(/^Subject: Successful Mail Delivery Report$/m)
+    expect(report).toMatch(/Action: relayed/)
+    expect(report).toMatch(/Final-Recipient: rfc822; s1@dest\.test/)
+    expect(dsnMx.messages.find((m) => m.to.includes('s2@dsn.test'))!.rcptParams[0]).toMatchObject({ NOTIFY: 'SUCCESS,FAILURE' })
+    // Give a stray report for s2 time to arrive: none may.
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(senderMx.messages.some((m) => m.to.includes('succ2@sender.test'))).toBe(false)
   })
 
   it('message data sent before the 354 reply closes the session with 554 5.5.0; none of it runs as commands', async () => {

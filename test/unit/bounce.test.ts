@@ -226,6 +226,27 @@ describe('failureDsn', () => {
     expect(fields).toContain('Remote-MTA: dns; mx.dest.test')
   })
 
+  it('NOTIFY=SUCCESS: a success report (relayed, delivered) with the headers only, alone or beside failures; none without SUCCESS', async () => {
+    const relayed = { address: 'carol@dest.test', response: '250 2.0.0 Ok: queued as X1', remoteHost: 'mx.dest.test[192.0.2.7]:25', remote: true, args: { NOTIFY: 'SUCCESS,FAILURE' }, action: 'relayed' as const }
+    const stored = { address: 'dave@local.test', response: '250 2.1.5 Saved', remoteHost: 'unix:/run/lmtp', remote: true, args: { NOTIFY: 'SUCCESS' }, action: 'delivered' as const }
+    const full = queued({ senderArgs: { RET: 'FULL' } })
+    const only = (await failureDsn(env, full, [], { succeeded: [relayed, stored], readBody: async () => Buffer.from('the body line\r\n') }))!
+    const report = parse(dsnOf(only))
+    expect(report.headers).toMatch(/^Subject: Successful Mail Delivery Report$/m)
+    expect(report.parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
+    expect(unQp(report.parts[0]!.body)).toContain('<carol@dest.test>: delivery via mx.dest.test[192.0.2.7]:25: 250 2.0.0 Ok: queued as X1')
+    const [, carol, dave] = fieldGroups(report.parts[1]!)
+    expect(carol).toEqual(expect.arrayContaining(['Final-Recipient: rfc822; carol@dest.test', 'Action: relayed', 'Status: 2.0.0']))
+    expect(dave).toEqual(expect.arrayContaining(['Action: delivered', 'Status: 2.1.5']))
+    // Beside a failure: one report, each recipient with its own Action, the message returned for the failure.
+    const both = parse(dsnOf((await failureDsn(env, full, [bob], { succeeded: [relayed], readBody: async () => Buffer.from('the body line\r\n') }))!))
+    expect(both.headers).toMatch(/^Subject: Undelivered Mail Returned to Sender$/m)
+    expect(fieldGroups(both.parts[1]!).slice(1).map((g) => g.find((f) => f.startsWith('Action:')))).toEqual(['Action: failed', 'Action: relayed'])
+    expect(contentType(both.parts[2]!)).toBe('message/rfc822')
+    // No NOTIFY (failures and delays only), or NOTIFY without SUCCESS: nothing to report.
+    expect(await failureDsn(env, full, [], { succeeded: [{ ...relayed, args: {} }, { ...stored, args: { NOTIFY: 'FAILURE' } }] })).toBeUndefined()
+  })
+
   it('RET=HDRS (the default) returns the headers; RET=FULL the whole message, up to RET_FULL_MAX', async () => {
     const hdrs = parse(dsnOf((await failureDsn(env, queued({ senderArgs: { RET: 'HDRS' } }), [bob], { readBody: async () => Buffer.from('unused') }))!))
     expect(hdrs.parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
