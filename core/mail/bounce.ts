@@ -1,6 +1,7 @@
 // The one place every DSN (RFC 3464) is built, as Postfix's bounce(8): failures (an expiry is a
-// failure with 4.4.7), delay warnings, and the operator's bounce. Callers decide when one goes and
-// hand it to the queue; who may get one (delivery's untrusted-mail policy) stays with them.
+// failure with 4.4.7), success reports (NOTIFY=SUCCESS), delay warnings, and the operator's bounce.
+// Callers decide when one goes and hand it to the queue; who may get one (delivery's untrusted-mail
+// policy) stays with them.
 import type { Logger } from 'pino'
 import MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
@@ -8,6 +9,10 @@ import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '.
 import { parseAddress } from './address.js'
 import { foldLongLines, MAX_LINE_OCTETS as MAX_LINE } from './headers.js'
 import { REPLY_MAX, truncateReply } from './reply.js'
+import { envidOf, oneLine, orcptOf, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
+
+// The DSN parameters' readers live in dsn-params.ts; callers import them from here too.
+export { envidOf, notifyOf, orcptOf, relayDsn, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
 
 export interface FailedRecipient {
   address: string
@@ -43,8 +48,6 @@ export interface DsnInput {
   recipients: FailedRecipient[]
 }
 
-// Every control character, NUL included (a remote reply or an xtext-decoded ENVID/ORCPT may carry one).
-const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
 /**
  * A diagnostic as a DSN quotes it: one line, at most REPLY_MAX characters. Delivery records replies
  * bounded already (core/mail/reply.ts); this holds for older queue entries and other callers too.
@@ -119,65 +122,6 @@ export function hasLongLine(buf: Buffer): boolean {
 /** RET=FULL returns the message only up to this size; larger ones get their headers (as RET=HDRS). */
 export const RET_FULL_MAX = 1024 * 1024
 
-type Args = Record<string, string | boolean> | undefined
-
-/** NOTIFY of a recipient (RFC 3461 §4.1), upper-cased; undefined when the client gave none. */
-export function notifyOf(args: Args): string[] | undefined {
-  const v = args?.NOTIFY
-  return typeof v === 'string' && v ? v.toUpperCase().split(',').map((s) => s.trim()) : undefined
-}
-
-/**
- * Whether the sender asked for this kind of DSN for a recipient: NOTIFY=NEVER never; a NOTIFY list
- * only for what it names; no NOTIFY: failures and delays (RFC 3461 §4.1, the usual default).
- */
-export function wantsDsn(args: Args, kind: 'FAILURE' | 'DELAY' | 'SUCCESS'): boolean {
-  const notify = notifyOf(args)
-  if (!notify) return kind !== 'SUCCESS'
-  return notify.includes(kind)
-}
-
-/** RET of the message: 'FULL' or 'HDRS' (the default). */
-export function retOf(senderArgs: Args): 'FULL' | 'HDRS' {
-  return typeof senderArgs?.RET === 'string' && senderArgs.RET.toUpperCase() === 'FULL' ? 'FULL' : 'HDRS'
-}
-
-/** ENVID of the message, if the client gave one. */
-export function envidOf(senderArgs: Args): string | undefined {
-  return typeof senderArgs?.ENVID === 'string' && senderArgs.ENVID ? oneLine(senderArgs.ENVID) : undefined
-}
-
-/** ORCPT of a recipient (`rfc822;addr`), if the client gave one. */
-export function orcptOf(args: Args): string | undefined {
-  return typeof args?.ORCPT === 'string' && args.ORCPT ? oneLine(args.ORCPT) : undefined
-}
-
-/**
- * The DSN parameters to pass on to the next hop (nodemailer's `send({ dsn })`, used only when the
- * server offers DSN). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction, so they
- * are passed on only when they hold for all of its recipients: NOTIFY when every recipient gave the
- * same, ORCPT when the transaction has a single recipient. RET and ENVID belong to the message.
- */
-export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret?: string; envid?: string; notify?: string; orcpt?: string } | undefined {
-  const out: { ret?: string; envid?: string; notify?: string; orcpt?: string } = {}
-  if (typeof senderArgs?.RET === 'string') out.ret = retOf(senderArgs)
-  const envid = envidOf(senderArgs)
-  if (envid) out.envid = envid
-  const notify = recipients.map((r) => notifyOf(r.args)?.join(','))
-  if (notify[0] && notify.every((n) => n === notify[0])) out.notify = notify[0]
-  const orcpt = recipients.length === 1 ? orcptOf(recipients[0]!.args) : undefined
-  if (orcpt) out.orcpt = orcpt
-  return Object.keys(out).length ? out : undefined
-}
-
-/** Pulls the enhanced status code out of an SMTP reply, else derives one from the basic code. */
-export function statusOf(response: string, fallback: string): string {
-  // An enhanced code of another class than the reply's (`550 2.0.0`) is ignored, as Postfix does.
-  const enhanced = /^(\d)\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(response)
-  if (enhanced && enhanced[2]![0] === enhanced[1]) return enhanced[2]!
-  const basic = /^([45])\d\d\b/.exec(response)
-  return basic ? `${basic[1]}.0.0` : fallback
-}
 
 /**
  * An RFC 3464 delivery status notification: multipart/report with the original headers (or, for

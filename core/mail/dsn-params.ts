@@ -1,0 +1,65 @@
+// The DSN parameters of RFC 3461 as the relay reads them from MAIL and RCPT (NOTIFY, RET, ENVID,
+// ORCPT), passes them on to a next hop, and derives a status from a reply (core/mail/bounce.ts builds the DSNs).
+
+export type Args = Record<string, string | boolean> | undefined
+
+/** Without control characters, NUL included (a remote reply or an xtext-decoded ENVID/ORCPT may carry one). */
+export const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
+
+/** NOTIFY of a recipient (RFC 3461 §4.1), upper-cased; undefined when the client gave none. */
+export function notifyOf(args: Args): string[] | undefined {
+  const v = args?.NOTIFY
+  return typeof v === 'string' && v ? v.toUpperCase().split(',').map((s) => s.trim()) : undefined
+}
+
+/**
+ * Whether the sender asked for this kind of DSN for a recipient: NOTIFY=NEVER never; a NOTIFY list
+ * only for what it names; no NOTIFY: failures and delays (RFC 3461 §4.1, the usual default).
+ */
+export function wantsDsn(args: Args, kind: 'FAILURE' | 'DELAY' | 'SUCCESS'): boolean {
+  const notify = notifyOf(args)
+  if (!notify) return kind !== 'SUCCESS'
+  return notify.includes(kind)
+}
+
+/** RET of the message: 'FULL' or 'HDRS' (the default). */
+export function retOf(senderArgs: Args): 'FULL' | 'HDRS' {
+  return typeof senderArgs?.RET === 'string' && senderArgs.RET.toUpperCase() === 'FULL' ? 'FULL' : 'HDRS'
+}
+
+/** ENVID of the message, if the client gave one. */
+export function envidOf(senderArgs: Args): string | undefined {
+  return typeof senderArgs?.ENVID === 'string' && senderArgs.ENVID ? oneLine(senderArgs.ENVID) : undefined
+}
+
+/** ORCPT of a recipient (`rfc822;addr`), if the client gave one. */
+export function orcptOf(args: Args): string | undefined {
+  return typeof args?.ORCPT === 'string' && args.ORCPT ? oneLine(args.ORCPT) : undefined
+}
+
+/**
+ * The DSN parameters to pass on to the next hop (nodemailer's `send({ dsn })`, used only when the
+ * server offers DSN). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction, so they
+ * are passed on only when they hold for all of its recipients: NOTIFY when every recipient gave the
+ * same, ORCPT when the transaction has a single recipient. RET and ENVID belong to the message.
+ */
+export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret?: string; envid?: string; notify?: string; orcpt?: string } | undefined {
+  const out: { ret?: string; envid?: string; notify?: string; orcpt?: string } = {}
+  if (typeof senderArgs?.RET === 'string') out.ret = retOf(senderArgs)
+  const envid = envidOf(senderArgs)
+  if (envid) out.envid = envid
+  const notify = recipients.map((r) => notifyOf(r.args)?.join(','))
+  if (notify[0] && notify.every((n) => n === notify[0])) out.notify = notify[0]
+  const orcpt = recipients.length === 1 ? orcptOf(recipients[0]!.args) : undefined
+  if (orcpt) out.orcpt = orcpt
+  return Object.keys(out).length ? out : undefined
+}
+
+/** Pulls the enhanced status code out of an SMTP reply, else derives one from the basic code. */
+export function statusOf(response: string, fallback: string): string {
+  // An enhanced code of another class than the reply's (`550 2.0.0`) is ignored, as Postfix does.
+  const enhanced = /^(\d)\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(response)
+  if (enhanced && enhanced[2]![0] === enhanced[1]) return enhanced[2]!
+  const basic = /^([45])\d\d\b/.exec(response)
+  return basic ? `${basic[1]}.0.0` : fallback
+}
