@@ -108,6 +108,8 @@ export const CORE_REPLIES = {
   mustStartTls: reply(530, '5.7.0', 'Must issue a STARTTLS command first, then authenticate'),
   authRequired: reply(530, '5.7.0', 'Authentication required'),
   badSenderSyntax: reply(553, '5.1.7', 'Bad sender address syntax'),
+  // RFC 6531 §3.4 (Postfix's wording): a UTF-8 mailbox without the SMTPUTF8 parameter on MAIL.
+  smtpUtf8Required: reply(553, '5.6.7', 'Must declare SMTPUTF8 to send unicode address'),
   senderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Sender address <${address}> not owned by user ${user}`),
   // RCPT TO
   postmasterWithoutLocalDomain: reply(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'),

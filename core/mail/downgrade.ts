@@ -185,8 +185,11 @@ class MimeWalker {
 export async function scan8bit(message: Readable): Promise<EightBitScan> {
   const scan: EightBitScan = { eightBit: false, convert: new Map(), containers: new Set() }
   const seen = new Map<number, { entity: Entity; eightBit: boolean; long: boolean }>()
+  // RFC 2045 §4: without MIME-Version the message is no MIME entity; a Content-Transfer-Encoding added to it means nothing.
+  let mime = true
   const walker = new MimeWalker({
     header(entity, raw) {
+      if (entity.ordinal === 0) mime = /^MIME-Version[ \t]*:/im.test(raw.toString('latin1'))
       seen.set(entity.ordinal, { entity, eightBit: false, long: false })
       if (is8bit(raw)) {
         scan.eightBit = true
@@ -213,6 +216,10 @@ export async function scan8bit(message: Readable): Promise<EightBitScan> {
     if (!eightBit) continue
     if (isContainer(entity)) {
       scan.unconvertible = 'it has 8-bit text outside any MIME part'
+      return scan
+    }
+    if (!mime) {
+      scan.unconvertible = 'it has 8-bit text and no MIME-Version'
       return scan
     }
     const kind = entity.cte === 'quoted-printable' ? 'escape' : entity.cte === 'base64' ? 'strip' : entity.type.startsWith('text/') && !long ? 'quoted-printable' : 'base64'

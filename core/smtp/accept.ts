@@ -15,7 +15,7 @@ import type { QueueIntake } from '../queue/intake.js'
 import { newQueueId } from '../queue/id.js'
 import { parseAddress } from '../mail/address.js'
 import { acceptedFields } from '../events/log.js'
-import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage, type ReceivedData } from './data.js'
+import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage, wrapLongLines, type ReceivedData } from './data.js'
 import { hopCount, receivedHeader, rfc5322Date } from '../mail/received.js'
 import { convertReceivedTo7bit } from './seven-bit.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
@@ -114,7 +114,8 @@ async function read(env: AcceptEnv, source: Readable, sub: Submission, id: strin
   const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines } = env.config.smtp
   try {
     const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
-    return await readMessage(source, { spool: env.spool, id, lineEndings: sub.lineEndings, headerLimits })
+    // Long lines stay as they came until the data hook has checked the sender's signatures.
+    return await readMessage(source, { spool: env.spool, id, lineEndings: sub.lineEndings, headerLimits, wrap: false })
   } catch (err) {
     // The refusal's own log line (msg 'refused') says what was wrong.
     if (err instanceof HeaderTooLargeError) throw sub.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message), 'core:header-too-large', { limit: err.limit, max: err.max })
@@ -131,7 +132,7 @@ async function read(env: AcceptEnv, source: Readable, sub: Submission, id: strin
 async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submission, started: number): Promise<{ reply: string; queueId?: string }> {
   const { config, log } = env
   const { info, envelope, notes } = sub
-  const { headers } = data
+  let { headers } = data
   const size = () => headers.toBuffer().length + data.bodySize
 
   // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
@@ -161,6 +162,12 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   if (d?.verdict.handled) {
     if ('file' in data.body) await data.body.file.discard()
     return { reply: replyText(replyFor('data', d.verdict)) }
+  }
+  // RFC 5321 §4.5.3.1.6: no line over 998 octets is queued, signed or sent. Broken only now: the
+  // data hook judged the sender's DKIM signatures (DMARC) on the lines as they were signed.
+  if (data.longLines) {
+    await wrapLongLines(data, readMessage, env.spool, id)
+    headers = data.headers
   }
 
   if (info.listener.role === 'submission') {

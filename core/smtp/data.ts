@@ -51,6 +51,8 @@ export interface ReceivedData {
   /** The body: everything after the header fields, the blank separator line included. */
   body: { inline: Buffer } | { file: SpoolFile }
   bodySize: number
+  /** Read with `wrap: false`: it has lines over 998 octets, left as they came (wrapLongLines breaks them). */
+  longLines?: boolean
 }
 
 /**
@@ -298,8 +300,14 @@ function foldedHeader(head: Buffer, end: number, breaks: LineBreak[]): string {
  * memory when small or streamed to a spool file when large. Lines over 998 octets are folded (in
  * the header section) or broken (in the body) on the way, so what is queued, signed and sent has
  * none; and the body, when there is one, starts with the blank line that ends the header section.
+ * `wrap: false` leaves such lines as they came and says so (`longLines`): checks of the sender's
+ * signatures see the message as it was signed, and wrapLongLines breaks them afterwards.
  */
-export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits }): Promise<ReceivedData> {
+export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits; wrap?: boolean }): Promise<ReceivedData> {
+  const wrap = o.wrap !== false
+  /** Without `wrap`: the body's bytes as they came, and as LongLines would have made them. */
+  let asCame = 0
+  let asWrapped = 0
   const endings = new LineEndings(o.lineEndings)
   const scan: HeaderScan = { pos: 0, sawField: false, lines: 0, fieldLines: 0, breaks: [], added: 0 }
   const long = new LongLines()
@@ -313,7 +321,11 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
 
   /** Body bytes: long lines broken (`asIs` for the bytes LongLines held back and gives back at the end). */
   const addBody = async (chunk: Buffer, asIs = false) => {
-    if (!asIs) chunk = long.process(chunk)
+    if (!asIs && wrap) chunk = long.process(chunk)
+    else if (!asIs) {
+      asCame += chunk.length
+      asWrapped += long.process(chunk).length
+    }
     if (!chunk.length) return
     bodySize += chunk.length
     if (file) return file.write(chunk)
@@ -335,7 +347,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
       headChunks = []
       return
     }
-    headers = MessageHeaders.parse(foldedHeader(head, split.headerEnd, scan.breaks))
+    headers = MessageHeaders.parse(foldedHeader(head, split.headerEnd, wrap ? scan.breaks : []))
     headChunks = []
     if (split.addSeparator) await addBody(Buffer.from('\r\n'))
     await addBody(head.subarray(split.bodyStart))
@@ -359,7 +371,8 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
     }
     if (!headers && !tooLarge) await tryHeader(true)
     const held = long.finish()
-    if (held && headers) await addBody(held, true)
+    if (held && headers && wrap) await addBody(held, true)
+    asWrapped += held?.length ?? 0
     if (endings.bare) throw new BareLineEndingError()
     if (tooLarge) throw tooLarge
   } catch (err) {
@@ -370,5 +383,22 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
     headers: headers ?? new MessageHeaders(),
     body: file ? { file } : { inline: bodyChunks.length === 1 ? bodyChunks[0]! : Buffer.concat(bodyChunks) },
     bodySize,
+    ...(wrap ? {} : { longLines: scan.breaks.length > 0 || asWrapped !== asCame }),
   }
+}
+
+/**
+ * Breaks the lines over 998 octets of a message read with `wrap: false` (its header fields folded,
+ * its body lines broken, as readMessage does), reading it as it stands: `data` is rewritten, its
+ * body inline or in a new spool file. Unlimited header limits: they were checked at intake.
+ */
+export async function wrapLongLines(data: ReceivedData, readAsItStands: () => Readable, spool: Spool, id: string): Promise<void> {
+  const unlimited = { maxBytes: Infinity, maxLines: Infinity, maxFieldLines: Infinity }
+  const wrapped = await readMessage(readAsItStands(), { spool, id: `${id}.wrapped`, lineEndings: 'normalize', headerLimits: unlimited })
+  if ('file' in wrapped.body) await wrapped.body.file.flushPending()
+  if ('file' in data.body) await data.body.file.discard()
+  data.headers = wrapped.headers
+  data.body = wrapped.body
+  data.bodySize = wrapped.bodySize
+  data.longLines = false
 }

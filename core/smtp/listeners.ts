@@ -19,7 +19,7 @@ import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
 import { mergeDuplicateRecipient } from './duplicate-recipients.js'
-import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, unsupportedParameter, badDsnParameter, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, parameterRefusal, type AuthenticatedUser, type ListenerInfo } from './session.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits, type SharedClientCounts } from './session-limits.js'
@@ -39,8 +39,13 @@ interface SessionState {
   authFailures: number
 }
 
+/** A mailbox still not ASCII once an internationalized domain is in its ASCII form: a UTF-8 local part. */
+const NON_ASCII = /[^\x00-\x7f]/
+const smtpUtf8Declared = (mailFrom: SMTPServerAddress) => Boolean(mailFrom.args && 'SMTPUTF8' in mailFrom.args)
+
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
 @injectable()
+
 export class SmtpListeners {
   private servers: { server: SMTPServer; listener: Listener }[] = []
   private readonly sessions = new WeakMap<SMTPServerSession, SessionState>()
@@ -247,11 +252,8 @@ export class SmtpListeners {
       throw this.refuse(session, listener, 'mail', 'mail', reply, undefined, address.address)
     }
     // AUTH= (RFC 4954 §5) only where AUTH is on offer.
-    const authOffered = !(session as { disabledCommands?: string[] }).disabledCommands?.includes('AUTH')
-    const unknown = unsupportedParameter('MAIL FROM', address) ?? (!authOffered && address.args && 'AUTH' in address.args ? 'AUTH' : undefined)
-    if (unknown) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.unsupportedParameter('MAIL FROM', unknown), undefined, address.address)
-    const badDsn = badDsnParameter('MAIL FROM', address)
-    if (badDsn) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badDsnParameter(badDsn), undefined, address.address)
+    const badParameter = parameterRefusal('MAIL FROM', address, session)
+    if (badParameter) throw this.refuse(session, listener, 'mail', 'protocol', badParameter, undefined, address.address)
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
     state.notes.newTransaction()
@@ -261,6 +263,7 @@ export class SmtpListeners {
     }
     if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
     address.address = asciiDomainAddress(address.address)
+    if (!smtpUtf8Declared(address) && NON_ASCII.test(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
     await this.decide('mail', this.policies.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
@@ -269,10 +272,10 @@ export class SmtpListeners {
     const parsed = parseAddress(address.address)
     if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
     address.address = asciiDomainAddress(address.address)
-    const unknown = unsupportedParameter('RCPT TO', address)
-    if (unknown) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.unsupportedParameter('RCPT TO', unknown), undefined, address.address)
-    const badDsn = badDsnParameter('RCPT TO', address)
-    if (badDsn) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badDsnParameter(badDsn), undefined, address.address)
+    const mailFrom = session.envelope.mailFrom
+    if (mailFrom && !smtpUtf8Declared(mailFrom) && NON_ASCII.test(address.address)) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
+    const badParameter = parameterRefusal('RCPT TO', address, session)
+    if (badParameter) throw this.refuse(session, listener, 'rcpt', 'protocol', badParameter, undefined, address.address)
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
     const isLocal = this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }

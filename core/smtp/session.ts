@@ -1,5 +1,6 @@
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
 import type { Envelope, EnvelopeAddress, ListenerRole, Notes, SessionInfo } from '../hooks/types.js'
+import { CORE_REPLIES, type Reply } from '../hooks/verdict.js'
 
 export interface ListenerInfo {
   host: string
@@ -74,6 +75,18 @@ export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerA
   }
   const orcpt = args.ORCPT
   return orcpt !== undefined && (typeof orcpt !== 'string' || orcpt.length > 500 || !/^[A-Za-z0-9-]+;[^\x00-\x20\x7f]+$/.test(orcpt)) ? 'ORCPT' : undefined
+}
+
+/**
+ * The reply refusing a MAIL or RCPT command for its parameters, if one does: a parameter no offered
+ * extension defines (AUTH= too where AUTH is not on offer, RFC 4954 §5), or a bad ENVID or ORCPT.
+ */
+export function parameterRefusal(command: keyof typeof PARAMETERS, a: SMTPServerAddress, session: SMTPServerSession): Reply | undefined {
+  const authOffered = !(session as { disabledCommands?: string[] }).disabledCommands?.includes('AUTH')
+  const unknown = unsupportedParameter(command, a) ?? (command === 'MAIL FROM' && !authOffered && a.args && 'AUTH' in a.args ? 'AUTH' : undefined)
+  if (unknown) return CORE_REPLIES.unsupportedParameter(command, unknown)
+  const bad = badDsnParameter(command, a)
+  return bad ? CORE_REPLIES.badDsnParameter(bad) : undefined
 }
 
 /** A session's notes whose maps are made at first use: an idle session no plugin wrote to holds none. */

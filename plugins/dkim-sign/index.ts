@@ -89,8 +89,11 @@ export default definePlugin<Options, State>({
         log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
         return undefined
       }
-      // Sign the form that travels: a next hop without 8BITMIME would get a converted message.
-      if (options.sevenBit && (await convertTo7bit())) log.debug({ queueId }, '8-bit MIME parts converted to 7-bit before signing')
+      // Sign the form that travels: a next hop without 8BITMIME would get a converted message. Not
+      // when the message carries signatures already (the sender's, an ARC seal): converting its
+      // body would break them for every next hop, not only for one without 8BITMIME.
+      const alreadySigned = headers.has('DKIM-Signature') || headers.has('ARC-Seal') || headers.has('ARC-Message-Signature')
+      if (options.sevenBit && !alreadySigned && (await convertTo7bit())) log.debug({ queueId }, '8-bit MIME parts converted to 7-bit before signing')
       const result = await signMessage(readMessage(), keys, { headers: options.headers, oversign: options.oversign })
       // Prepended in reverse, so they stand in the order of the keys (RSA first) at the top.
       for (const value of [...result.values].reverse()) headers.prepend('DKIM-Signature', value)

@@ -2,8 +2,9 @@
 // (A-labels and, with SMTPUTF8, U-labels) are taken and routed by their ASCII form; a recipient given
 // twice keeps every notification either RCPT asked for; message data sent before the 354 reply
 // (improper pipelining, RFC 2920) closes the session instead of running the data as commands;
-// DSN parameters a next hop would refuse, and AUTH= where AUTH is not offered, are refused at once;
-// a SMTPUTF8 transaction is `with UTF8SMTP` in the Received field (RFC 6531 §3.7.3).
+// DSN parameters a next hop would refuse, AUTH= where AUTH is not offered, and a UTF-8 mailbox
+// without SMTPUTF8 are refused at once; a SMTPUTF8 transaction is `with UTF8SMTP` in the Received
+// field (RFC 6531 §3.7.3); NOTIFY=SUCCESS gets a success report where no next hop takes it on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
@@ -75,6 +76,18 @@ describe('ESMTP semantics', () => {
     // The transaction had SMTPUTF8: the Received field says so (RFC 6531 §3.7.3).
     const got = mx.messages.find((m) => m.raw.toString().includes('Subject: idn'))!
     expect(got.raw.toString()).toMatch(/by relay\.test \(Relay\) with UTF8SMTP id /)
+  })
+
+  it('a UTF-8 mailbox needs SMTPUTF8 on MAIL (553 5.6.7, RFC 6531 §3.4); an internationalized domain alone does not', async () => {
+    const c = await session()
+    expect(await c.command('MAIL FROM:<jösé@sender.test>')).toMatch(/^553 5\.6\.7 Must declare SMTPUTF8/)
+    expect(await c.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<ünï@dest.test>')).toMatch(/^553 5\.6\.7 Must declare SMTPUTF8/)
+    expect(await c.command('RCPT TO:<u@bücher.test>')).toMatch(/^250 /)
+    expect(await c.command('RSET')).toMatch(/^250 /)
+    expect(await c.command('MAIL FROM:<jösé@sender.test> SMTPUTF8')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<ünï@dest.test>')).toMatch(/^250 /)
+    c.close()
   })
 
   it('a recipient given twice keeps every notification either RCPT asked for, in either order', async () => {

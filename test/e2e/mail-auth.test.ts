@@ -290,6 +290,17 @@ describe('DKIM and DMARC (relay A)', () => {
     expect(mx.messages.some((m) => values(m.raw, 'Subject')[0] === 'dmarc-relaxed-fail')).toBe(false)
   })
 
+  it('a signed message with lines over 998 octets is judged as it was signed (dkim=pass, DMARC p=reject passes), then broken for the next hop', async () => {
+    // A 1,500-octet body line and a 1,200-octet header field without a space: both past the limit.
+    const long = message('dmarc-long-lines', { from: 'alice@relaxed.test', headers: `X-Token: ${'t'.repeat(1200)}\r\n`, body: `${'x'.repeat(1500)}\r\nend\r\n` })
+    const signed = await dkim(long, 'mail.relaxed.test')
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: signed })).toMatch(/^250 /)
+    const got = (await delivered('dmarc-long-lines')).raw
+    expect(entry(ourResults(got), 'dkim')).toMatch(/^dkim=pass\b/)
+    expect(entry(ourResults(got), 'dmarc')).toMatch(/^dmarc=pass\b/)
+    expect(Math.max(...got.toString('latin1').split('\r\n').map((l) => l.length))).toBeLessThanOrEqual(998)
+  })
+
   it('strict alignment (adkim=s; aspf=s): only the exact domain aligns', async () => {
     const pass = await dkim(message('dmarc-strict-pass', { from: 'alice@strict.test' }), 'strict.test')
     expect(await send(relayA, { ip: GOOD, from: 'bounce@mail.strict.test', data: pass })).toMatch(/^250 /)

@@ -3,7 +3,9 @@
 // needs SMTPUTF8 carries the parameter, and bounces with 5.6.7 when the next hop does not offer it.
 import { promises as dnsPromises } from 'node:dns'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import crypto from 'node:crypto'
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js'
+import { dkimSign } from 'mailauth'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
@@ -163,6 +165,34 @@ describe('8-bit content and a next hop without 8BITMIME', () => {
       const results = await dkim(m.raw)
       expect(results.map((x) => x.status.result), JSON.stringify(results.map((x) => x.status))).toEqual(['pass'])
     }
+  })
+})
+
+describe('8-bit content and signatures made before the relay', () => {
+  it('a message its sender signed is not converted before the relay signs it: both signatures verify at a next hop with 8BITMIME', async () => {
+    // The sender's own key, published for pre.test.
+    const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    const der = publicKey.export({ type: 'spki', format: 'der' }).toString('base64')
+    dns.set('pre._domainkey.pre.test', { TXT: [`v=DKIM1; k=rsa; p=${der}`] })
+    const subject = 'presigned 8bit'
+    const unsigned = singlePart('s@signed.test', 'x@modern.test', subject).toString('utf8')
+    const { signatures, errors } = await dkimSign(unsigned, { signatureData: [{ signingDomain: 'pre.test', selector: 'pre', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }] } as never)
+    expect(errors).toEqual([])
+    await submit({ from: 's@signed.test', to: 'x@modern.test', data: Buffer.from(signatures + unsigned, 'utf8'), mailArgs: 'BODY=8BITMIME' })
+    const m = await delivered(modern, subject)
+    expect(bodyOf(m.raw).equals(bodyOf(Buffer.from(unsigned, 'utf8')))).toBe(true)
+    const results = await dkim(m.raw)
+    expect(results.map((x) => [x.signingDomain, x.status.result]).sort(), JSON.stringify(results.map((x) => x.status))).toEqual([
+      ['pre.test', 'pass'],
+      ['signed.test', 'pass'],
+    ])
+  })
+
+  it('an 8-bit message without MIME-Version is not converted (a transfer encoding means nothing outside MIME): 5.6.3 at a next hop without 8BITMIME', async () => {
+    const data = Buffer.from(`From: <nomime@sender.test>\r\nTo: <n@legacy.test>\r\nSubject: no mime\r\nMessage-ID: <nomime@next-hop.test>\r\n\r\n${TEXT}`, 'utf8')
+    await submit({ from: 'nomime@sender.test', to: 'n@legacy.test', data, mailArgs: 'BODY=8BITMIME' })
+    const ev = await event('bounced', 'n@legacy.test')
+    expect(ev.response).toMatch(/^5\.6\.3 .* cannot be converted to 7-bit: it has 8-bit text and no MIME-Version$/)
   })
 })
 
