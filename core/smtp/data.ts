@@ -387,18 +387,3 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   }
 }
 
-/**
- * Breaks the lines over 998 octets of a message read with `wrap: false` (its header fields folded,
- * its body lines broken, as readMessage does), reading it as it stands: `data` is rewritten, its
- * body inline or in a new spool file. Unlimited header limits: they were checked at intake.
- */
-export async function wrapLongLines(data: ReceivedData, readAsItStands: () => Readable, spool: Spool, id: string): Promise<void> {
-  const unlimited = { maxBytes: Infinity, maxLines: Infinity, maxFieldLines: Infinity }
-  const wrapped = await readMessage(readAsItStands(), { spool, id: `${id}.wrapped`, lineEndings: 'normalize', headerLimits: unlimited })
-  if ('file' in wrapped.body) await wrapped.body.file.flushPending()
-  if ('file' in data.body) await data.body.file.discard()
-  data.headers = wrapped.headers
-  data.body = wrapped.body
-  data.bodySize = wrapped.bodySize
-  data.longLines = false
-}
