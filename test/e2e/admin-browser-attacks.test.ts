@@ -81,7 +81,7 @@ describe('CSRF', () => {
     expect(shown.status).toBe(200)
     expect(shown.json.recipients[0].state).toBe('deferred')
     expect(fixture.delivered('csrf@park.test')).toHaveLength(0)
-    expect(relay.logs.some((l) => l.msg === 'admin request refused: cross-site request refused (Sec-Fetch-Site: cross-site)')).toBe(true)
+    await relay.waitForLog((l) => l.msg === 'admin request refused: cross-site request refused (Sec-Fetch-Site: cross-site)', 5000)
   })
 
   it('a JSON POST with a foreign Origin, or from the same site on another port, is refused; from its own origin it works', async () => {

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
-import { ROOT, tempDir } from '../harness/relay.js'
+import { ROOT, eventually, tempDir } from '../harness/relay.js'
 import { installedRelayConfig, startInstalledRelay } from '../harness/installed-relay.js'
 
 const run = promisify(execFile)
@@ -134,7 +134,7 @@ describe('the plugin kit from a packed tarball', () => {
       expect(accepted).toMatch(/<- {2}250 2\.0\.0 Ok: queued as \w+/)
       const [msg] = await mx.waitForMessages(1, 10_000)
       expect(msg!.to).toEqual(['bob@example.test'])
-      expect(relay.logs.find((l) => l.plugin === 'hello' && l.msg === 'recipient refused')).toMatchObject({ recipient: 'nobody@example.test' })
+      expect(await eventually(() => relay.logs.find((l) => l.plugin === 'hello' && l.msg === 'recipient refused'), 5000, 'the refusal line')).toMatchObject({ recipient: 'nobody@example.test' })
     } finally {
       relay.child.kill('SIGTERM')
       await new Promise((r) => (relay.child.exitCode !== null ? r(undefined) : relay.child.once('exit', r)))

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
-import { BIN, ROOT, tempDir } from '../harness/relay.js'
+import { BIN, ROOT, eventually, tempDir } from '../harness/relay.js'
 import { installedRelayConfig, startInstalledRelay } from '../harness/installed-relay.js'
 import { send } from '../../testing/index.js'
 
@@ -102,7 +102,7 @@ async function useByName(name: string, pluginSpec: string, delivered: number): P
     expect(r.data).toBe(250)
     const msgs = await mx.waitForMessages(delivered, 15_000)
     expect(msgs[delivered - 1]!.to).toEqual(['bob@example.test'])
-    expect(relay.logs.find((l) => l.plugin === 'hello' && l.msg === 'recipient refused')).toMatchObject({ recipient: 'nobody@example.test' })
+    expect(await eventually(() => relay.logs.find((l) => l.plugin === 'hello' && l.msg === 'recipient refused'), 5000, 'the refusal line')).toMatchObject({ recipient: 'nobody@example.test' })
   } finally {
     await stop(relay.child)
   }

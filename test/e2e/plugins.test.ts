@@ -139,7 +139,7 @@ describe('plugins loaded from user files', () => {
     expect(r.lastReply).toMatch(/^250 2\.0\.0 Ok: queued as /)
     await eventually(() => received(mx, m.messageId).length === 1, 10_000, 'delivery to the MX')
     expect(fs.readFileSync(traceB, 'utf8')).toBe('first bob@dest.test\n')
-    expect(b.logs.some((l) => l.msg === 'verdict plugin first ran')).toBe(true)
+    await b.waitForLog((l) => l.msg === 'verdict plugin first ran', 5000)
     expect(b.logs.some((l) => l.msg === 'verdict plugin second ran')).toBe(false)
 
     // the same two plugins the other way round: now the rejecting one is first and decides
