@@ -9,6 +9,7 @@ import net from 'node:net'
 import { SMTPServer } from 'smtp-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
+import { listenRaw } from '../harness/raw-server.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
@@ -45,16 +46,7 @@ async function recorder(host: string, port: number, domain: string, cap?: number
   return (server.server.address() as net.AddressInfo).port
 }
 
-/** A server on `host`:`port` (0: any free port) that runs `onConnection` for each client. */
-async function listen(host: string, port: number, onConnection: (sock: net.Socket) => void): Promise<number> {
-  const server = net.createServer((sock) => {
-    sock.on('error', () => undefined)
-    onConnection(sock)
-  })
-  servers.push(server)
-  await new Promise<void>((resolve) => server.listen(port, host, resolve))
-  return (server.address() as net.AddressInfo).port
-}
+const listen = (host: string, port: number, onConnection: (sock: net.Socket) => void) => listenRaw(servers, host, port, onConnection)
 
 /** Writes `text` forever, one byte every 200 ms, until the client closes; then counts the close. */
 function trickle(sock: net.Socket, text: string, which: keyof typeof closed): void {

@@ -7,6 +7,7 @@ import net from 'node:net'
 import { SMTPServer } from 'smtp-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
+import { listenRaw } from '../harness/raw-server.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
@@ -92,16 +93,7 @@ function scripted(name: string, script: Script) {
   }
 }
 
-/** A server on `host`:`port` (0: any free port). */
-async function listen(host: string, port: number, onConnection: (sock: net.Socket) => void): Promise<number> {
-  const server = net.createServer((sock) => {
-    sock.on('error', () => undefined)
-    onConnection(sock)
-  })
-  servers.push(server)
-  await new Promise<void>((resolve) => server.listen(port, host, resolve))
-  return (server.address() as net.AddressInfo).port
-}
+const listen = (host: string, port: number, onConnection: (sock: net.Socket) => void) => listenRaw(servers, host, port, onConnection)
 
 const SCRIPTS: Record<string, Script> = {
   'data250.test': { data: () => '250 ok whatever\r\n' },
