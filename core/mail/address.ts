@@ -1,6 +1,9 @@
 import net from 'node:net'
 import { domainToASCII } from 'node:url'
 
+/** Whether `s` holds a character outside US-ASCII (a UTF-8 address part, an internationalized domain). */
+export const hasNonAscii = (s: string): boolean => /[^\x00-\x7f]/.test(s)
+
 export interface ParsedAddress {
   /** As given (its case may matter to the mailbox); a quoted local part keeps its quotes. */
   local: string
@@ -51,7 +54,7 @@ export function parseAddress(address: string): ParsedAddress | undefined {
   }
   // An internationalized domain (smtp-server hands even an A-label client's domain over as Unicode,
   // RFC 5890): checked, and kept, in its ASCII form.
-  const ascii = /[^\x00-\x7f]/.test(domain) ? domainToASCII(domain) : domain
+  const ascii = hasNonAscii(domain) ? domainToASCII(domain) : domain
   if (!ascii || !DOMAIN.test(ascii) || !ascii.includes('.') || /\.\d+$/.test(ascii)) return undefined
   return { local, domain: ascii.toLowerCase() }
 }
@@ -61,8 +64,8 @@ export function parseAddress(address: string): ParsedAddress | undefined {
  * such mail needs no SMTPUTF8 on the way out (RFC 6531 §3.2), and DNS knows the domain so.
  */
 export function asciiDomainAddress(address: string): string {
-  const parsed = /[^\x00-\x7f]/.test(address) ? parseAddress(address) : undefined
-  if (!parsed || /[^\x00-\x7f]/.test(parsed.local)) return address
+  const parsed = hasNonAscii(address) ? parseAddress(address) : undefined
+  if (!parsed || hasNonAscii(parsed.local)) return address
   return `${parsed.local}@${parsed.domain}`
 }
 

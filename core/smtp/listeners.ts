@@ -13,7 +13,7 @@ import { CORE_REPLIES, replyError, replyFor, type Reply } from '../hooks/verdict
 import { logRefusal, type Refusal } from '../events/log.js'
 import type { HookName, ListenerRole, SessionInfo, Verdict } from '../hooks/types.js'
 import { networkMatcher } from '../net/networks.js'
-import { asciiDomainAddress, parseAddress } from '../mail/address.js'
+import { asciiDomainAddress, hasNonAscii, parseAddress } from '../mail/address.js'
 import { isCorePolicy, type PolicyEnv } from '../policies/index.js'
 import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
@@ -39,8 +39,6 @@ interface SessionState {
   authFailures: number
 }
 
-/** A mailbox still not ASCII once an internationalized domain is in its ASCII form: a UTF-8 local part. */
-const NON_ASCII = /[^\x00-\x7f]/
 const smtpUtf8Declared = (mailFrom: SMTPServerAddress) => Boolean(mailFrom.args && 'SMTPUTF8' in mailFrom.args)
 
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
@@ -263,7 +261,7 @@ export class SmtpListeners {
     }
     if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
     address.address = asciiDomainAddress(address.address)
-    if (!smtpUtf8Declared(address) && NON_ASCII.test(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
+    if (!smtpUtf8Declared(address) && hasNonAscii(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
     await this.decide('mail', this.policies.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
@@ -273,7 +271,7 @@ export class SmtpListeners {
     if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
     address.address = asciiDomainAddress(address.address)
     const mailFrom = session.envelope.mailFrom
-    if (mailFrom && !smtpUtf8Declared(mailFrom) && NON_ASCII.test(address.address)) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
+    if (mailFrom && !smtpUtf8Declared(mailFrom) && hasNonAscii(address.address)) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
     const badParameter = parameterRefusal('RCPT TO', address, session)
     if (badParameter) throw this.refuse(session, listener, 'rcpt', 'protocol', badParameter, undefined, address.address)
     if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
