@@ -9,41 +9,29 @@ import type { HookBus, Decision } from '../hooks/bus.js'
 import type { Queue } from '../queue/types.js'
 import type { Spool } from '../queue/spool.js'
 import type { QueueIntake } from '../queue/intake.js'
-import { CORE_REPLIES, replyError, replyFor, type Reply } from '../hooks/verdict.js'
-import { logRefusal, type Refusal } from '../events/log.js'
+import { CORE_REPLIES, replyFor, type Reply } from '../hooks/verdict.js'
 import type { HookName, ListenerRole, SessionInfo, Verdict } from '../hooks/types.js'
 import { networkMatcher } from '../net/networks.js'
-import { asciiDomainAddress, hasNonAscii, parseAddress } from '../mail/address.js'
-import { isCorePolicy, type PolicyEnv } from '../policies/index.js'
+import { parseAddress } from '../mail/address.js'
+import type { PolicyEnv } from '../policies/index.js'
 import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
 import { mergeDuplicateRecipient } from './duplicate-recipients.js'
-import { envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, parameterRefusal, type AuthenticatedUser, type ListenerInfo } from './session.js'
+import { actsAsAnotherIdentity, envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo, type SessionState } from './session.js'
+import { mailFromAllowed, recipientChecked, senderSyntax, type EnvelopeRefusal } from './envelope-checks.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
 import { SessionLimits, type SharedClientCounts } from './session-limits.js'
 import { TlsCertificates, type ServedCertificate } from './tls-watch.js'
-import { dropPostmasterTwin, qualifyPostmaster } from './postmaster.js'
+import { dropPostmasterTwin } from './postmaster.js'
 import { receiveMessage } from './accept.js'
-import { coreRule } from './core-rules.js'
+import { refusal, type RefusedCommand } from './refusal.js'
 import { injectMessage, type InjectOrigin } from './inject.js'
 import type { InjectMessage } from '../hooks/operator.js'
 
-/** What the relay remembers about one SMTP session. */
-interface SessionState {
-  /** Notes plugins share (session-long, and per transaction: renewed at each MAIL). */
-  notes: SessionNotes
-  /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
-  heloChecked?: string
-  authFailures: number
-}
-
-const smtpUtf8Declared = (mailFrom: SMTPServerAddress) => Boolean(mailFrom.args && 'SMTPUTF8' in mailFrom.args)
-
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
 @injectable()
-
 export class SmtpListeners {
   private servers: { server: SMTPServer; listener: Listener }[] = []
   private readonly sessions = new WeakMap<SMTPServerSession, SessionState>()
@@ -154,26 +142,9 @@ export class SmtpListeners {
     return { connections: { ...this.connections }, active }
   }
 
-  /**
-   * The error that refuses a command, after the audit log line and telling observers and plugins
-   * (`rejected`): `command` is the SMTP command refused, `stage` the hook stage or 'protocol' for the
-   * core's own checks; `plugin` whose verdict it was (a `core:` name for the core's policies and
-   * checks, which the event leaves out); `detail` goes to the log line only.
-   */
-  private refuse(session: SMTPServerSession, listener: Listener, command: Refusal['stage'], stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string, detail?: Record<string, unknown>): Error {
-    const info = this.info(session, listener)
-    const core = isCorePolicy(plugin)
-    const rule = core ? plugin : plugin ? undefined : coreRule(reply)
-    const sender = command === 'mail' || command === 'helo' ? address : session.envelope.mailFrom ? session.envelope.mailFrom.address : undefined
-    const recipients = command === 'data' ? session.envelope.rcptTo.map((r) => r.address) : undefined
-    logRefusal(this.log, {
-      session: info, stage: command, hook: stage, code: reply.code, status: reply.status, text: reply.message, plugin: core ? undefined : plugin, rule,
-      sender, recipient: command === 'rcpt' ? address : undefined, recipients, proto: session.transmissionType || undefined, detail,
-    })
-    if (this.hooks.has('rejected')) {
-      void this.hooks.emit('rejected', { session: info, stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin: core ? undefined : plugin, address })
-    }
-    return replyError(reply)
+  /** The error that refuses a command, after its log line and `rejected` event (core/smtp/refusal.ts). */
+  private refuse(session: SMTPServerSession, listener: Listener, command: RefusedCommand['command'], stage: HookName | 'protocol', reply: Reply, plugin?: string, address?: string, detail?: Record<string, unknown>): Error {
+    return refusal(this.log, this.hooks, session, this.info(session, listener), { command, stage, reply, plugin, address, detail })
   }
 
   /** What plugins see of the session (trusted: authenticated, or a client in smtp.trustedNetworks). */
@@ -201,6 +172,11 @@ export class SmtpListeners {
     if (decision && decision.verdict.action !== 'accept') throw this.refuse(session, listener, stage, stage, replyFor(stage, decision.verdict as Verdict), decision.plugin, address)
   }
 
+  /** The refusal of a core check (core/smtp/envelope-checks.ts). */
+  private envelopeRefusal(r: EnvelopeRefusal, session: SMTPServerSession, listener: Listener, stage: 'mail' | 'rcpt', address: string): Error {
+    return this.refuse(session, listener, stage, r.kind === 'stage' ? stage : 'protocol', r.reply, undefined, address)
+  }
+
   private async onConnect(session: SMTPServerSession, listener: Listener): Promise<void> {
     this.offerCommands(session, listener, listener.tls === 'implicit')
     this.connections[listener.role]++
@@ -222,10 +198,7 @@ export class SmtpListeners {
     const username = auth.username ?? ''
     const info = this.info(session, listener)
     const state = this.state(session)
-    // RFC 4616: an authorization identity that is not the user's own asks to act as someone else;
-    // the relay has no proxy authorization, so that fails whatever the password.
-    const { authzid = '', authcid = '' } = auth as { authzid?: string; authcid?: string }
-    const actsAsOther = authzid !== '' && authcid !== '' && authzid.toLowerCase() !== authcid.toLowerCase()
+    const actsAsOther = actsAsAnotherIdentity(auth)
     const decision = actsAsOther ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
     if (decision?.verdict.action === 'accept') {
       const senders = decision.verdict.senders ?? (parseAddress(username) ? [username] : [])
@@ -244,14 +217,8 @@ export class SmtpListeners {
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
     const info = this.info(session, listener)
-    if (listener.role === 'submission' && !info.user) {
-      // smtp-server asks for AUTH itself once it is offered; before TLS it is not, so say why.
-      const reply = listener.tls === 'starttls' && !info.secure ? CORE_REPLIES.mustStartTls : CORE_REPLIES.authRequired
-      throw this.refuse(session, listener, 'mail', 'mail', reply, undefined, address.address)
-    }
-    // AUTH= (RFC 4954 §5) only where AUTH is on offer.
-    const badParameter = parameterRefusal('MAIL FROM', address, session)
-    if (badParameter) throw this.refuse(session, listener, 'mail', 'protocol', badParameter, undefined, address.address)
+    const early = mailFromAllowed(address, session, listener, info)
+    if (early) throw this.envelopeRefusal(early, session, listener, 'mail', address.address)
     const helo = session.hostNameAppearsAs
     const state = this.state(session)
     state.notes.newTransaction()
@@ -259,22 +226,14 @@ export class SmtpListeners {
       await this.decide('helo', this.policies.run('helo', { session: info, helo, notes: state.notes }), session, listener, address.address)
       state.heloChecked = helo
     }
-    if (address.address !== '' && !parseAddress(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.badSenderSyntax, undefined, address.address)
-    address.address = asciiDomainAddress(address.address)
-    if (!smtpUtf8Declared(address) && hasNonAscii(address.address)) throw this.refuse(session, listener, 'mail', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
+    const bad = senderSyntax(address)
+    if (bad) throw this.envelopeRefusal(bad, session, listener, 'mail', address.address)
     await this.decide('mail', this.policies.run('mail', { session: info, sender: toAddress(address), notes: state.notes }), session, listener, address.address)
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
-    if (!qualifyPostmaster(address, this.config.localDomains)) throw this.refuse(session, listener, 'rcpt', 'rcpt', CORE_REPLIES.postmasterWithoutLocalDomain, undefined, address.address)
-    const parsed = parseAddress(address.address)
-    if (!parsed) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.badRecipientSyntax, undefined, address.address)
-    address.address = asciiDomainAddress(address.address)
-    const mailFrom = session.envelope.mailFrom
-    if (mailFrom && !smtpUtf8Declared(mailFrom) && hasNonAscii(address.address)) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.smtpUtf8Required, undefined, address.address)
-    const badParameter = parameterRefusal('RCPT TO', address, session)
-    if (badParameter) throw this.refuse(session, listener, 'rcpt', 'protocol', badParameter, undefined, address.address)
-    if (session.envelope.rcptTo.length >= this.config.smtp.maxRecipients) throw this.refuse(session, listener, 'rcpt', 'protocol', CORE_REPLIES.tooManyRecipients, undefined, address.address)
+    const parsed = recipientChecked(address, session, this.config.localDomains, this.config.smtp.maxRecipients)
+    if ('reply' in parsed) throw this.envelopeRefusal(parsed, session, listener, 'rcpt', address.address)
     const isLocal = this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }
     await this.decide('rcpt', this.policies.run('rcpt', data), session, listener, address.address)

@@ -1,4 +1,4 @@
-import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server'
 import type { Envelope, EnvelopeAddress, ListenerRole, Notes, SessionInfo } from '../hooks/types.js'
 import { CORE_REPLIES, type Reply } from '../hooks/verdict.js'
 
@@ -35,6 +35,24 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, truste
 export interface AuthenticatedUser {
   username: string
   senders: string[]
+}
+
+/**
+ * RFC 4616: an authorization identity that is not the user's own asks to act as someone else; the
+ * relay has no proxy authorization, so that fails whatever the password.
+ */
+export function actsAsAnotherIdentity(auth: SMTPServerAuthentication): boolean {
+  const { authzid = '', authcid = '' } = auth as { authzid?: string; authcid?: string }
+  return authzid !== '' && authcid !== '' && authzid.toLowerCase() !== authcid.toLowerCase()
+}
+
+/** What the relay remembers about one SMTP session. */
+export interface SessionState {
+  /** Notes plugins share (session-long, and per transaction: renewed at each MAIL). */
+  notes: SessionNotes
+  /** The HELO name the helo hook last approved (the hook runs at the first MAIL after it). */
+  heloChecked?: string
+  authFailures: number
 }
 
 function toAddress(a: SMTPServerAddress | false | undefined): EnvelopeAddress {

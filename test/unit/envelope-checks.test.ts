@@ -1,0 +1,65 @@
+// The core's own MAIL FROM / RCPT TO checks (core/smtp/envelope-checks.ts): which refusal each bad
+// address or parameter gets, and the address form an accepted one is rewritten to.
+import { describe, expect, it } from 'vitest'
+import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
+import { mailFromAllowed, recipientChecked, senderSyntax } from '../../core/smtp/envelope-checks.js'
+import type { Listener } from '../../core/smtp/server.js'
+import type { SessionInfo } from '../../core/hooks/types.js'
+
+const address = (a: string, args: Record<string, string | boolean> = {}): SMTPServerAddress => ({ address: a, args }) as SMTPServerAddress
+const session = (mailFrom: SMTPServerAddress | false = false, rcptTo: SMTPServerAddress[] = []) =>
+  ({ envelope: { mailFrom, rcptTo }, openingCommand: 'EHLO', disabledCommands: [] }) as unknown as SMTPServerSession
+const listener = (role: Listener['role'], tls: Listener['tls'] = 'starttls'): Listener => ({ host: '127.0.0.1', port: 587, role, tls, proxyProtocol: [] })
+const info = (user?: string, secure = false) => ({ user, secure }) as SessionInfo
+
+describe('MAIL FROM before the helo hook', () => {
+  it('submission without AUTH: STARTTLS first before TLS, AUTH after it; a stage refusal', () => {
+    expect(mailFromAllowed(address('a@x.example'), session(), listener('submission'), info())).toMatchObject({ kind: 'stage', reply: { code: 530, message: expect.stringMatching(/STARTTLS/) } })
+    expect(mailFromAllowed(address('a@x.example'), session(), listener('submission'), info(undefined, true))).toMatchObject({ kind: 'stage', reply: { code: 530, message: 'Authentication required' } })
+    expect(mailFromAllowed(address('a@x.example'), session(), listener('submission', 'implicit'), info(undefined, true))?.reply.message).toBe('Authentication required')
+  })
+  it('an authenticated submission or an mx listener passes; a bad ENVID is a protocol refusal', () => {
+    expect(mailFromAllowed(address('a@x.example'), session(), listener('submission'), info('a@x.example', true))).toBeUndefined()
+    expect(mailFromAllowed(address('a@x.example'), session(), listener('mx'), info())).toBeUndefined()
+    expect(mailFromAllowed(address('a@x.example', { ENVID: 'has space' }), session(), listener('mx'), info())).toMatchObject({ kind: 'protocol', reply: { code: 501 } })
+  })
+})
+
+describe('sender syntax', () => {
+  it('takes the null sender and a plain address as they are', () => {
+    for (const a of ['', 'user@example.com']) {
+      const s = address(a)
+      expect(senderSyntax(s)).toBeUndefined()
+      expect(s.address).toBe(a)
+    }
+  })
+  it('refuses what is not an address: 553 5.1.7', () => {
+    for (const a of ['no-at-sign', 'a@', '@b.example']) expect(senderSyntax(address(a))).toMatchObject({ kind: 'protocol', reply: { code: 553, status: '5.1.7' } })
+  })
+  it('rewrites an IDN domain to its A-label; a UTF-8 local part needs SMTPUTF8 (553 5.6.7)', () => {
+    const idn = address('user@bücher.example')
+    expect(senderSyntax(idn)).toBeUndefined()
+    expect(idn.address).toBe('user@xn--bcher-kva.example')
+    expect(senderSyntax(address('jürgen@example.com'))).toMatchObject({ reply: { code: 553, status: '5.6.7' } })
+    expect(senderSyntax(address('jürgen@example.com', { SMTPUTF8: true }))).toBeUndefined()
+  })
+})
+
+describe('recipient checks', () => {
+  const from = address('s@example.com')
+  it('a bare postmaster becomes the first local domain\'s, and is refused (a stage refusal) without one', () => {
+    const pm = address('Postmaster')
+    expect(recipientChecked(pm, session(from), ['local.example', 'other.example'], 100)).toMatchObject({ local: 'postmaster', domain: 'local.example' })
+    expect(pm.address).toBe('postmaster@local.example')
+    expect(recipientChecked(address('postmaster'), session(from), [], 100)).toMatchObject({ kind: 'stage', reply: { code: 550, status: '5.1.1' } })
+  })
+  it('bad syntax 553 5.1.3, UTF-8 without SMTPUTF8 553 5.6.7, a bad ORCPT 501, one recipient too many 452 4.5.3', () => {
+    expect(recipientChecked(address('nobody'), session(from), [], 100)).toMatchObject({ kind: 'protocol', reply: { code: 553, status: '5.1.3' } })
+    expect(recipientChecked(address('jürgen@example.com'), session(from), [], 100)).toMatchObject({ reply: { code: 553, status: '5.6.7' } })
+    expect(recipientChecked(address('jürgen@example.com'), session(address('s@example.com', { SMTPUTF8: true })), [], 100)).toMatchObject({ local: 'jürgen' })
+    expect(recipientChecked(address('r@example.com', { ORCPT: 'rfc822;has space' }), session(from), [], 100)).toMatchObject({ reply: { code: 501 } })
+    const full = session(from, [address('a@example.com'), address('b@example.com')])
+    expect(recipientChecked(address('c@example.com'), full, [], 2)).toMatchObject({ kind: 'protocol', reply: { code: 452, status: '4.5.3' } })
+    expect(recipientChecked(address('c@example.com'), full, [], 3)).toMatchObject({ local: 'c', domain: 'example.com' })
+  })
+})
