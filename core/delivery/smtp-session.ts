@@ -7,6 +7,8 @@ import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
 import { peerNames } from './loop.js'
+import { readEhloKeywordsOnly } from './ehlo-keywords.js'
+import { replyProblem, type Internals, type TransactionPhase } from './reply-checks.js'
 import { oneLineReply } from '../mail/reply.js'
 
 /**
@@ -125,46 +127,7 @@ export interface Session {
    */
   desynced?: boolean
   /** The transaction in progress: before the go-ahead to DATA, message going out, final dot written. */
-  phase?: 'envelope' | 'message' | 'sent'
-}
-
-/** nodemailer's internals that the checks below hook into. */
-interface Internals {
-  _responseQueue: unknown[]
-  _responsePartial: boolean
-  _responseActions: unknown[]
-  _destroyed: boolean
-  _onData(chunk: Buffer): void
-  _processResponse(): unknown
-  _actionDATA(str: string, callback: (err: SmtpError | null, info?: unknown) => void): unknown
-  _createSendStream(callback: unknown): NodeJS.ReadableStream
-}
-
-/** A complete reply as nodemailer queues it (lines joined by \n): every line the same 3-digit code, then ' ' or '-' (or the end). */
-function malformed(raw: string): boolean {
-  const lines = raw.split('\n')
-  const code = /^(\d{3})(?:[ -]|$)/.exec(lines[0]!)?.[1]
-  if (!code) return true
-  return lines.some((line, i) => (i < lines.length - 1 ? !line.startsWith(`${code}-`) : !(line === code || line.startsWith(`${code} `))))
-}
-
-/**
- * What is wrong with the replies queued but not yet handed to their commands, if anything: one
- * malformed, or more of them than commands waiting (nodemailer queues a command's handler before
- * sending it, so a sane server never gets ahead). 421 may come at any time and is not counted.
- */
-function replyProblem(c: Internals, phase: Session['phase']): { why: string; kind: 'malformed' | 'surplus' | 'early' } | undefined {
-  const queue = c._responseQueue.map(String)
-  if (c._responsePartial) queue.pop()
-  const replies = queue.filter((r) => r.trim())
-  const bad = replies.find(malformed)
-  if (bad !== undefined) return { why: `malformed reply: ${bad}`, kind: 'malformed' }
-  const counted = replies.filter((r) => !/^421(?:[ -]|$)/.test(r))
-  if (counted.length > c._responseActions.length) return { why: `more replies than commands sent (last: ${counted[counted.length - 1]})`, kind: 'surplus' }
-  // A success before the final dot went out cannot be the reply to the message.
-  const first = counted[0]
-  if (phase === 'message' && first !== undefined && /^2/.test(first)) return { why: `${first} before the end of the message`, kind: 'early' }
-  return undefined
+  phase?: TransactionPhase
 }
 
 /** Where an open connection reports to its pool (connection-pool.ts). */
@@ -241,6 +204,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       allowInternalNetworkInterfaces: true,
     } as ConstructorParameters<typeof SMTPConnection>[0])
     const session: Session = { conn, key, remoteHost, messages: 0, tls: false }
+    readEhloKeywordsOnly(conn) // before peerNames, which reads the server's name from the whole reply
     const names = o.ownHostname ? peerNames(conn) : undefined
     // nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses; RFC 6531 wants it
     // whenever the message needs it (the client said SMTPUTF8: UTF-8 header fields).

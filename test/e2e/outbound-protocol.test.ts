@@ -8,7 +8,7 @@ import { SMTPServer } from 'smtp-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { listenRaw } from '../harness/raw-server.js'
-import { sendMail } from '../harness/smtp-client.js'
+import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
 /** One connection to a scripted server, as the server saw it. */
@@ -112,6 +112,8 @@ const SCRIPTS: Record<string, Script> = {
   // No SIZE keyword, only "size" in its name (nodemailer's EHLO parser takes that for SIZE).
   'no-size.test': { ehlo: ['PIPELINING'] },
   'weird.test': { end: () => '550 2.0.0 weird\r\n' },
+  // Offers nothing; its name (the first line of its EHLO reply) spells keywords nodemailer looks for anywhere.
+  'mx-starttls-dsn-8bitmime-pipelining.test': { greeting: '220 mx-starttls-dsn-8bitmime-pipelining.test ESMTP STARTTLS\r\n' },
 }
 
 beforeAll(async () => {
@@ -273,6 +275,25 @@ describe('SIZE (RFC 1870)', () => {
     const mail = seen['no-size.test']![0]!.commands.find((l) => /^MAIL/i.test(l))
     expect(mail).toBeDefined()
     expect(mail).not.toMatch(/SIZE=/i)
+  })
+})
+
+describe('EHLO keywords', () => {
+  it('only the keyword lines of the EHLO reply count, not the server\'s name: no STARTTLS, NOTIFY= or BODY=8BITMIME to a server offering none', async () => {
+    const domain = 'mx-starttls-dsn-8bitmime-pipelining.test'
+    const { client } = await connectRaw(relay.port, '127.0.0.1', 5_000)
+    for (const line of ['EHLO client.test', 'MAIL FROM:<a@sender.test> BODY=8BITMIME', `RCPT TO:<u@${domain}> NOTIFY=FAILURE`, 'DATA']) await client.command(line)
+    const eightBit = 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n' + msg('ehlo keywords', 'caf\u00e9 8-bit body\r\n')
+    client.send(dotStuff(Buffer.from(eightBit, 'utf8')))
+    expect(await client.command('.')).toMatch(/^250/)
+    client.close()
+    expect((await outcome(`u@${domain}`)).event).toBe('delivered')
+    const commands = seen[domain]!.flatMap((c) => c.commands)
+    expect(commands.some((l) => /^STARTTLS/i.test(l))).toBe(false)
+    expect(commands.find((l) => /^MAIL/i.test(l))).not.toMatch(/BODY=8BITMIME/i)
+    expect(commands.find((l) => /^RCPT/i.test(l))).not.toMatch(/NOTIFY=|ORCPT=/i)
+    // Without 8BITMIME the 8-bit body went out converted to 7 bits.
+    expect(seen[domain]![0]!.messages[0]).toMatch(/^Content-Transfer-Encoding: quoted-printable/im)
   })
 })
 
