@@ -120,6 +120,8 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     const stream = message()
     const lmtpReplies = new Map<string, string>()
     s.lmtpReplies = lmtpReplies
+    // nodemailer's envelope of the previous message on this connection, until send() makes this one's.
+    const envelopeBefore = (s.conn as unknown as { _envelope?: unknown })._envelope
     s.phase = 'envelope'
     const finish = (outcome: Outcome | 'reconnect', keep: 'keep' | 'reset' | 'close') => {
       if (settled) return
@@ -144,7 +146,17 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       }
       const code = err.responseCode ?? 0
       for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}` })
-      for (const r of err.rejectedErrors ?? []) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
+      // What the server already said of single recipients still holds when the transaction fails
+      // later: a refusal at RCPT, and LMTP's reply after DATA (a 250 there is a delivery: retrying
+      // it would put the message in the mailbox again).
+      const env = (s.conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope
+      const rejected = env && env !== envelopeBefore ? (env.rejectedErrors ?? []) : []
+      for (const r of [...rejected, ...(err.rejectedErrors ?? [])]) if (r.recipient && out.has(r.recipient)) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
+      for (const [rcpt, reply] of lmtpReplies) {
+        if (!out.has(rcpt)) continue
+        const ok = reply.startsWith('2')
+        out.set(rcpt, { ok, code: Number(reply.slice(0, 3)) || 0, response: oneLineReply(reply) })
+      }
       return out
     }
     const fail = (err: SmtpError) => {
