@@ -7,6 +7,9 @@
 //    server option `greetingDelay` (ms, default 0).
 // 3. `smtp.maxErrors` counts every 4xx/5xx reply of a session (smtp-server's own, like 503 or 501,
 //    as well as the relay's): server option `maxErrors`; the reply that reaches it becomes 421.
+//    Not counted: the first RECIPIENT_OVERSHOOT `452 4.5.3` refusals of recipients over the limit
+//    (RFC 5321 §4.5.3.1.10: the client sends DATA for those taken and the rest later; Postfix's
+//    smtpd_recipient_overshoot_limit), so a long list does not lose the recipients already taken.
 // 4. smtp-server counts commands before AUTH (`maxAllowedUnauthenticatedCommands`) only while AUTH
 //    is on offer; on a listener that requires AUTH it is hidden until STARTTLS, so those commands
 //    are counted here as well.
@@ -44,6 +47,8 @@ import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.j
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 
+/** Recipients over smtp.maxRecipients refused with 452 before those refusals count as errors (Postfix's default). */
+const RECIPIENT_OVERSHOOT = 1000
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
 
 /** The parser's last command-mode read, and how far its lines have reached the connection (patch 11). */
@@ -106,6 +111,7 @@ interface ConnectionInternals {
   _maxAllowedUnauthenticatedCommands: number | false
   _unauthenticatedCommands: number
   _relayErrors?: number
+  _relayOvershoot?: number
   _closing?: boolean
   _closed?: boolean
   _firstCommandTimer?: NodeJS.Timeout
@@ -189,7 +195,8 @@ export function patchSmtpServer(): void {
   const send = proto.send
   proto.send = function (code, data, context) {
     const { maxErrors, onTooManyErrors } = this._server.options
-    if (maxErrors && code >= 400 && code !== 421 && (this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
+    const overshoot = code === 452 && typeof data === 'string' && data.startsWith('4.5.3 ') && (this._relayOvershoot = (this._relayOvershoot ?? 0) + 1) <= RECIPIENT_OVERSHOOT
+    if (maxErrors && code >= 400 && code !== 421 && !overshoot && (this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
       onTooManyErrors?.(this.session)
       return send.call(this, 421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
     }

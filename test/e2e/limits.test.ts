@@ -11,7 +11,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail, type RawSmtp } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
-import { ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
 
 const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 const b64 = (s: string) => Buffer.from(s).toString('base64')
@@ -114,6 +114,20 @@ describe('message size and recipients', () => {
     const reply = c.read()
     c.send(dotStuff(message('three recipients')))
     expect(await reply).toMatch(/^250 2\.0\.0 /)
+    closeClients()
+  })
+
+  it('recipients over smtp.maxRecipients are not errors (maxErrors 3): 10 more get 452 and the message still goes to the first 3', async () => {
+    const c = await open(sized.port)
+    await c.command('EHLO client.test')
+    expect(await c.command('MAIL FROM:<a@client.test>')).toMatch(/^250 /)
+    for (let i = 1; i <= 13; i++) expect(await c.command(`RCPT TO:<over${i}@limits.test>`)).toMatch(i <= 3 ? /^250 / : /^452 4\.5\.3 /)
+    expect(await c.command('DATA')).toMatch(/^354 /)
+    const reply = c.read()
+    c.send(dotStuff(message('overshoot')))
+    expect(await reply).toMatch(/^250 2\.0\.0 /)
+    const m = await eventually(() => mx.messages.find((x) => x.raw.toString('latin1').includes('Subject: overshoot\r\n')), 10_000, 'the message at the MX')
+    expect(m.to).toEqual(['over1@limits.test', 'over2@limits.test', 'over3@limits.test'])
     closeClients()
   })
 })
