@@ -10,6 +10,9 @@
 //    Not counted: the first RECIPIENT_OVERSHOOT `452 4.5.3` refusals of recipients over the limit
 //    (RFC 5321 §4.5.3.1.10: the client sends DATA for those taken and the rest later; Postfix's
 //    smtpd_recipient_overshoot_limit), so a long list does not lose the recipients already taken.
+//    smtp-server's own 421 4.4.2 ("bad connection": retry) for a command line over its limit
+//    becomes `500 5.5.2 Line too long` (RFC 5321 §4.2.4) before the close; its limit of 10
+//    unrecognized commands answers as maxErrors does (421 4.7.0).
 // 4. smtp-server counts commands before AUTH (`maxAllowedUnauthenticatedCommands`) only while AUTH
 //    is on offer; on a listener that requires AUTH it is hidden until STARTTLS, so those commands
 //    are counted here as well.
@@ -195,6 +198,14 @@ export function patchSmtpServer(): void {
   const send = proto.send
   proto.send = function (code, data, context) {
     const { maxErrors, onTooManyErrors } = this._server.options
+    if (code === 421 && data === 'Error: Command line too long') {
+      send.call(this, 500, replyText(CORE_REPLIES.lineTooLong), false)
+      return this.close()
+    }
+    if (code === 421 && data === 'Error: too many unrecognized commands') {
+      onTooManyErrors?.(this.session)
+      return send.call(this, 421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
+    }
     const overshoot = code === 452 && typeof data === 'string' && data.startsWith('4.5.3 ') && (this._relayOvershoot = (this._relayOvershoot ?? 0) + 1) <= RECIPIENT_OVERSHOOT
     if (maxErrors && code >= 400 && code !== 421 && !overshoot && (this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
       onTooManyErrors?.(this.session)

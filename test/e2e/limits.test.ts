@@ -156,6 +156,23 @@ describe('errors and timeouts', () => {
     closeClients()
   })
 
+  it('a command line over the limit gets 500 5.5.2 Line too long (not a 4xx to retry) and the session ends', async () => {
+    const c = await open(plain.port)
+    const reply = c.read()
+    c.send(`EHLO ${'x'.repeat(100_000)}\r\n`)
+    expect(await reply).toMatch(/^500 5\.5\.2 Line too long/)
+    expect(await closedWithin(c, 2000)).toBe(true)
+    closeClients()
+  })
+
+  it('ten unrecognized commands end the session as refused commands do: 421 4.7.0', async () => {
+    const c = await open(plain.port)
+    for (let i = 1; i < 10; i++) expect(await c.command(`XYZZY${i}`)).toMatch(/^500 /)
+    expect(await c.command('XYZZY10').catch((e: Error) => e.message)).toMatch(/^421 4\.7\.0 .*Too many errors/)
+    expect(await closedWithin(c, 2000)).toBe(true)
+    closeClients()
+  })
+
   it('smtp.sessionTimeout (2s): a session that keeps talking but never finishes is closed with 421 4.4.2', async () => {
     const c = await open(timed.port)
     await c.command('EHLO client.test')
