@@ -115,6 +115,7 @@ export const CORE_REPLIES = {
   postmasterWithoutLocalDomain: reply(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'),
   badRecipientSyntax: reply(553, '5.1.3', 'Bad recipient address syntax'),
   lineTooLong: reply(500, '5.5.2', 'Line too long'),
+  tlsAlreadyActive: reply(503, '5.5.1', 'TLS already active'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   routingInLocalPart: (address: string) => reply(550, '5.7.1', `Routing in the local part is not allowed: <${address}>`),
   relayingDenied: (address: string) => reply(550, '5.7.1', `Relaying denied for <${address}>`),

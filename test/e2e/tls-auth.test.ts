@@ -194,17 +194,19 @@ describe('TLS', () => {
 })
 
 describe('AUTH and submission', () => {
-  it('offers AUTH only after STARTTLS; MAIL before AUTH gets 530', async () => {
+  it('offers AUTH only after STARTTLS: AUTH and MAIL before it get 530 5.7.0, a second STARTTLS 503', async () => {
     const { client } = await connectRaw(starttlsPort())
     const ehlo = await client.command('EHLO client.test')
     expect(ehlo).not.toMatch(/AUTH/)
-    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^5\d\d /)
+    expect(await client.command(`AUTH PLAIN ${b64(`\0${auth.user}\0${auth.pass}`)}`)).toMatch(/^530 5\.7\.0 Must issue a STARTTLS command first/)
+    expect(await client.command('AUTH LOGIN')).toMatch(/^530 5\.7\.0 /)
     expect(await client.command('MAIL FROM:<alice@corp.test>')).toMatch(/^530 5\.7\.0 Must issue a STARTTLS command first/)
     await client.command('RSET')
     expect(await client.command('STARTTLS')).toMatch(/^220 /)
     await client.startTls({ ca: ca.caPem, servername: 'relay.test' })
     expect(await client.command('EHLO client.test')).toMatch(/AUTH PLAIN LOGIN/)
     expect(await client.command('MAIL FROM:<alice@corp.test>')).toMatch(/^530 5\.7\.0 Authentication required/)
+    expect(await client.command('STARTTLS')).toMatch(/^503 5\.5\.1 TLS already active/)
     client.close()
   })
 
