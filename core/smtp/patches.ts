@@ -12,7 +12,9 @@
 //    smtpd_recipient_overshoot_limit), so a long list does not lose the recipients already taken.
 //    smtp-server's own 421 4.4.2 ("bad connection": retry) for a command line over its limit
 //    becomes `500 5.5.2 Line too long` (RFC 5321 §4.2.4) before the close; its limit of 10
-//    unrecognized commands answers as maxErrors does (421 4.7.0).
+//    unrecognized commands answers as maxErrors does (421 4.7.0). AUTH before STARTTLS where AUTH
+//    comes with TLS (server option `authAfterStartTls`) gets 530 5.7.0 and STARTTLS inside TLS
+//    503 5.5.1, not "500 command not recognized" (RFC 3207 §4).
 // 4. smtp-server counts commands before AUTH (`maxAllowedUnauthenticatedCommands`) only while AUTH
 //    is on offer; on a listener that requires AUTH it is hidden until STARTTLS, so those commands
 //    are counted here as well.
@@ -78,6 +80,8 @@ interface ConnectionInternals {
   connectionReady(): void
   _onCommand(command: Buffer, callback: () => void): void
   _isDisabled(command: string): boolean
+  _isSupported(command: string): boolean
+  secure: boolean
   _onClose(): void
   close(): void
   _resetSession(): void
@@ -97,6 +101,7 @@ interface ConnectionInternals {
       maxErrors?: number
       onTooManyErrors?: (session: unknown) => void
       authOptional?: boolean
+      authAfterStartTls?: boolean
       firstCommandTimeout?: number
       onFirstCommandTimeout?: (session: unknown) => void
       onImproperPipelining?: (session: unknown) => void
@@ -197,6 +202,8 @@ export function patchSmtpServer(): void {
   marked[PATCHED] = true
   const send = proto.send
   proto.send = function (code, data, context) {
+    if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
+    else if (code === 500 && context === 'AUTH' && !this.secure && this._server.options.authAfterStartTls && this._isSupported('STARTTLS')) [code, data] = [530, replyText(CORE_REPLIES.mustStartTls)]
     const { maxErrors, onTooManyErrors } = this._server.options
     if (code === 421 && data === 'Error: Command line too long') {
       send.call(this, 500, replyText(CORE_REPLIES.lineTooLong), false)

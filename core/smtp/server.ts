@@ -41,6 +41,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     // Submission needs AUTH before MAIL; smtp-server enforces it once AUTH is on offer (in TLS).
     authOptional: !(hasAuth && listener.role === 'submission'),
     authRequiredMessage: '5.7.0 Authentication required',
+    authAfterStartTls: hasAuth && !listener.allowPlaintextAuth,
     maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
     // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
     maxErrors: c.smtp.maxErrors,
