@@ -182,6 +182,9 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   if (q && q.verdict.action !== 'accept') throw sub.refuse('queue', replyFor('queue', q.verdict), q.plugin)
 
   const headerBytes = headers.toBuffer()
+  // The limit holds for the message as queued and sent on, with the fields added here (as Postfix
+  // counts them): otherwise a next hop with the same SIZE limit would refuse it after our 250.
+  if (headerBytes.length + data.bodySize > config.smtp.maxMessageSize) throw sub.refuse('protocol', CORE_REPLIES.sizeExceeded)
   if ('file' in data.body) await data.body.file.commit()
   const now = Date.now()
   const message: NewMessage = {

@@ -104,6 +104,23 @@ describe('message size and recipients', () => {
     closeClients()
   })
 
+  it('a message just under the limit that the relay\'s own fields (Received) take over it gets 552 5.3.4, as Postfix', async () => {
+    const c = await open(sized.port)
+    await c.command('EHLO client.test')
+    expect(await c.command('MAIL FROM:<a@client.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<b@limits.test>')).toMatch(/^250 /)
+    expect(await c.command('DATA')).toMatch(/^354 /)
+    const head = message('near the limit', '')
+    const line = `${'y'.repeat(98)}\r\n`
+    const data = head + line.repeat(Math.floor((10240 - 40 - head.length) / line.length))
+    expect(data.length).toBeGreaterThan(10240 - 140)
+    expect(data.length).toBeLessThanOrEqual(10240 - 40)
+    const reply = c.read()
+    c.send(dotStuff(data))
+    expect(await reply).toMatch(/^552 5\.3\.4 /)
+    closeClients()
+  })
+
   it('smtp.maxRecipients: the 4th RCPT gets 452 4.5.3; the message goes to the first 3', async () => {
     const c = await open(sized.port)
     await c.command('EHLO client.test')
