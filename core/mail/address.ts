@@ -70,6 +70,22 @@ export function asciiDomainAddress(address: string): string {
 }
 
 /**
+ * One spelling per address, for lists that name users and what they may send as: the local part
+ * lower-cased (those lists match it case-insensitively), the domain as `parseAddress` keeps it (lower
+ * case, A-labels), so `a@bücher.example` and `A@XN--BCHER-KVA.example` are one key. Undefined when
+ * `address` is not one `parseAddress` takes.
+ */
+export function addressKey(address: string): string | undefined {
+  const parsed = parseAddress(address)
+  return parsed && `${parsed.local.toLowerCase()}@${parsed.domain}`
+}
+
+/** A bare domain (or address literal) the way `parseAddress` keeps it, or undefined when it is not one. */
+export function domainKey(domain: string): string | undefined {
+  return parseAddress(`x@${domain}`)?.domain
+}
+
+/**
  * Whether a local part carries sender-specified routing that some mail stores and MTAs downstream
  * act on: the percent hack (`user%other.example`), a UUCP bang path (`other.example!user`) or an
  * `@` inside a quoted local part (`"user@other.example"`). Accepted for a local domain, such an

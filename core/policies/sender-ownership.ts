@@ -1,7 +1,7 @@
 // An authenticated user sends only as what its backend lists for it (the auth hook's `senders`):
 // the envelope sender at MAIL FROM and the From:/Sender: header fields at DATA.
 import type { MessageHeaders } from '../mail/headers.js'
-import { parseAddress } from '../mail/address.js'
+import { addressKey, domainKey, parseAddress } from '../mail/address.js'
 import { headerAddresses } from '../mail/header-addresses.js'
 import type { Plugin } from '../hooks/types.js'
 import { CORE_REPLIES, refusal } from '../hooks/verdict.js'
@@ -9,19 +9,20 @@ import type { PolicyEnv } from './env.js'
 
 /**
  * Whether `address` is one the user may send as: an entry `'*'`, the address itself, or its
- * domain (`example.com` or `@example.com`). Case-insensitive.
+ * domain (`example.com` or `@example.com`). Case-insensitive, and a domain is the same in its
+ * Unicode and its A-label spelling (`bücher.example`, `xn--bcher-kva.example`): MAIL FROM has
+ * already made it ASCII, a header or a senders list may hold either.
  */
 export function senderAllowed(address: string, senders: readonly string[]): boolean {
   // Only a plain local@domain can be owned (`a@evil.test@example.com` is nobody's).
   const parsed = parseAddress(address)
   if (!parsed) return false
-  const lower = address.toLowerCase()
-  const domain = parsed.domain
+  const key = addressKey(address)
   return senders.some((entry) => {
-    const e = entry.toLowerCase()
-    if (e === '*') return true
-    if (e.includes('@') && !e.startsWith('@')) return e === lower
-    return (e.startsWith('@') ? e.slice(1) : e) === domain
+    if (entry === '*') return true
+    // An entry that does not parse matches nothing.
+    if (entry.includes('@') && !entry.startsWith('@')) return addressKey(entry) === key
+    return domainKey(entry.startsWith('@') ? entry.slice(1) : entry) === parsed.domain
   })
 }
 

@@ -3,7 +3,7 @@
 import path from 'node:path'
 import { parseAddress } from '../../core/index.js'
 import type { CliEnv, UserCommandOptions } from './cli-types.js'
-import { hashPassword, isSenderPattern, readUsersFile, UsersFileError, writeUsersFile, type UsersFileData } from './users.js'
+import { hashPassword, isSenderPattern, readUsersFile, userKey, UsersFileError, writeUsersFile, type UsersFileData } from './users.js'
 
 /** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 1. */
 class UsageError extends Error {}
@@ -47,9 +47,10 @@ function checkAddress(address: string): string {
   return address.toLowerCase()
 }
 
-/** The key of `address` in the file, whatever its case there. */
+/** The key of `address` in the file, whatever its case or the spelling of its domain there. */
 function findUser(data: UsersFileData, address: string): string | undefined {
-  return Object.keys(data.users).find((k) => k.toLowerCase() === address)
+  const key = userKey(address)
+  return Object.keys(data.users).find((k) => userKey(k) === key)
 }
 
 async function userAdd(address: string, opts: UserCommandOptions, env: CliEnv): Promise<void> {

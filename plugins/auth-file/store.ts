@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { PluginContext } from '../../core/index.js'
-import { parseUsersFile, type User } from './users.js'
+import { parseUsersFile, userKey, type User } from './users.js'
 
 export class UserStore {
   private users = new Map<string, User>()
@@ -32,9 +32,9 @@ export class UserStore {
     return this.users.size
   }
 
-  /** The user with this name (case-insensitive). */
+  /** The user with this name (case-insensitive, its domain in either spelling: see userKey). */
   get(name: string): User | undefined {
-    return this.users.get(name.toLowerCase())
+    return this.users.get(userKey(name))
   }
 
   async start(): Promise<void> {

@@ -85,6 +85,16 @@ export function isSenderPattern(s: string): boolean {
   return parseAddress(`x@${s.startsWith('@') ? s.slice(1) : s}`) !== undefined
 }
 
+/**
+ * The key a user is found by: the name lower-cased with its domain in A-labels, so that
+ * `dave@bücher.example` and `Dave@XN--BCHER-KVA.example` are one user (MAIL FROM and DNS know the
+ * domain in its ASCII form; a login or the file may spell it either way).
+ */
+export function userKey(name: string): string {
+  const parsed = parseAddress(name)
+  return parsed ? `${parsed.local.toLowerCase()}@${parsed.domain}` : name.toLowerCase()
+}
+
 const fileSchema = z
   .object({
     users: z.record(
@@ -127,8 +137,8 @@ export function parseUsersFile(text: string, file: string): { data: UsersFileDat
   }
   const users = new Map<string, User>()
   for (const [name, entry] of Object.entries(parsed.data.users)) {
-    const key = name.toLowerCase()
-    if (users.has(key)) throw new UsersFileError(`${file}: users["${name}"]: the same user twice (names are case-insensitive)`)
+    const key = userKey(name)
+    if (users.has(key)) throw new UsersFileError(`${file}: users["${name}"]: the same user twice (names are case-insensitive, a domain the same in Unicode and xn-- form)`)
     users.set(key, { hash: parseHash(entry.hash)!, senders: entry.senders })
   }
   return { data: parsed.data, users }

@@ -13,10 +13,12 @@
 // skips the check.
 import { accept, cidr, definePlugin, headerAddresses, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
 
+// Kept as envelope addresses are compared: lower case, an internationalized domain in A-labels
+// (`bücher.example` and `xn--bcher-kva.example` are one domain, as in `localDomains`).
 const domain = z
   .string()
-  .transform((d) => d.toLowerCase())
-  .refine((d) => parseAddress(`x@${d}`)?.domain === d && !d.startsWith('['), { message: 'expected a domain name like example.com' })
+  .transform((d) => parseAddress(`x@${d}`)?.domain ?? '')
+  .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
 const options = z
   .object({
