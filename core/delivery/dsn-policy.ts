@@ -16,28 +16,41 @@ export function fromUntrustedClient(meta: MessageMeta | undefined): boolean {
   return meta.clientAddress !== undefined && meta.user === undefined
 }
 
-/** Remembers, per sender address, when the last DSN for untrusted mail went; bounded in size. */
+/**
+ * Remembers, per sender address, when the last DSN for untrusted mail went, and which messages got
+ * one; bounded in size. The allowance is one notification per sender per interval, where all DSNs of
+ * one message are one notification (its failures in several domains, its failure after its delay
+ * warning), and a failure outranks a delay warning: the warning never uses it up for a failure.
+ */
 export class UntrustedDsnLimiter {
-  /** Lower-cased sender → when its last DSN went (epoch ms); oldest first (Map insertion order). */
-  private readonly sent = new Map<string, number>()
+  /** Lower-cased sender → when its last DSN went (epoch ms) and whether it was a failure; oldest first. */
+  private readonly sent = new Map<string, { at: number; failed: boolean }>()
+  /** Messages (queue ids) a DSN went for; oldest first. */
+  private readonly told = new Map<string, number>()
 
   /**
-   * Whether a DSN may go to `sender` now (then it is remembered). With `intervalMs` 0 every DSN may
-   * go. Beyond `maxSenders` the oldest entries are forgotten (their senders may get one again early).
+   * Whether a DSN (`failed`: a failure, else a delay warning) for message `queueId` may go to
+   * `sender` now (then it is remembered). With `intervalMs` 0 every DSN may go. Beyond `maxSenders`
+   * the oldest entries are forgotten (their senders may get one again early).
    */
-  allow(sender: string, intervalMs: number, maxSenders: number, now = Date.now()): boolean {
+  allow(sender: string, queueId: string, failed: boolean, intervalMs: number, maxSenders: number, now = Date.now()): boolean {
     if (intervalMs <= 0) return true
     const key = sender.toLowerCase()
     // Entries are in the order they were written and all live `intervalMs`: expired ones are at the front.
-    for (const [k, at] of this.sent) {
-      if (now - at < intervalMs) break
+    for (const [k, e] of this.sent) {
+      if (now - e.at < intervalMs) break
       this.sent.delete(k)
     }
     const last = this.sent.get(key)
-    if (last !== undefined && now - last < intervalMs) return false
+    // The sender heard of this message already: the rest of its story goes too, bounded by its recipients.
+    const known = this.told.has(queueId)
+    if (!known && last && (last.failed || !failed)) return false
     this.sent.delete(key)
-    this.sent.set(key, now)
+    this.sent.set(key, { at: now, failed: failed || Boolean(last?.failed) })
+    this.told.delete(queueId)
+    this.told.set(queueId, now)
     while (this.sent.size > maxSenders) this.sent.delete(this.sent.keys().next().value!)
+    while (this.told.size > maxSenders) this.told.delete(this.told.keys().next().value!)
     return true
   }
 }

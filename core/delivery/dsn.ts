@@ -1,6 +1,7 @@
 // Delivery's DSNs: failures (an expiry included) and delay warnings, built by core/mail/bounce.ts
 // under the untrusted-mail policy (dsn-policy.ts): a forged sender gets headers only, and at most
-// one DSN per sender per `delivery.untrustedDsn.interval`.
+// one notification per sender per `delivery.untrustedDsn.interval` (all DSNs of one message count
+// as one; a delay warning never takes the place of a failure).
 import { buffer } from 'node:stream/consumers'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
@@ -50,7 +51,7 @@ export class DeliveryDsns {
   private gate(m: { id: string; sender: string; meta: MessageMeta }, action: 'failed' | 'delayed'): DsnGate {
     return () => {
       const { interval, maxSenders } = this.config().delivery.untrustedDsn
-      if (this.untrusted.allow(m.sender, interval, maxSenders)) return true
+      if (this.untrusted.allow(m.sender, m.id, action === 'failed', interval, maxSenders)) return true
       this.log.info({ dsnFor: m.id, to: m.sender, action }, 'DSN dropped: this sender of untrusted mail got one within delivery.untrustedDsn.interval')
       return false
     }

@@ -42,8 +42,14 @@ async function addresses(resolver: Resolver, name: string): Promise<string[]> {
   return out
 }
 
-/** MX host names looked up per destination, best first (delivery.maxHostsPerAttempt then picks addresses). */
+/**
+ * MX host names with addresses kept per destination, best first (delivery.maxHostsPerAttempt then
+ * picks addresses). A name without addresses (NXDOMAIN, no A/AAAA, an IP address) takes no place:
+ * dead names at a better preference must not crowd out a working backup.
+ */
 export const MAX_MX_NAMES = 10
+/** MX host names looked up at most per destination, whatever they answer: DNS work stays bounded. */
+export const MAX_MX_LOOKUPS = 25
 
 /**
  * Where mail for `domain` goes (RFC 5321 §5): MX hosts by preference, random among equals, each
@@ -109,19 +115,49 @@ async function lookupDestination(resolver: Resolver, domain: string): Promise<Re
 
   const byPreference = new Map<number, string[]>()
   for (const r of mx) byPreference.set(r.priority, [...(byPreference.get(r.priority) ?? []), r.exchange.replace(/\.$/, '')])
-  // The best MAX_MX_NAMES only: a domain publishing hundreds of MX records (or names that time out)
-  // cannot make one attempt ask DNS hundreds of times; delivery tries the best few anyway.
-  const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!)).slice(0, MAX_MX_NAMES)
+  // Best first, random among equals; mxHosts bounds the lookups: a domain publishing hundreds of MX
+  // records (or names that time out) cannot make one attempt ask DNS hundreds of times.
+  const names = [...byPreference.keys()].sort((a, b) => a - b).flatMap((p) => shuffle(byPreference.get(p)!))
 
   // An MX record names a host, never an address (RFC 1035 §3.3.9, RFC 5321 §5.1): such targets are skipped.
-  const { hosts, lastError } = await hostsFor(resolver, names.filter((n) => !net.isIP(n)))
+  const { hosts, lastError, asked } = await mxHosts(resolver, names)
   const preferenceOf = new Map(mx.map((r) => [r.exchange.replace(/\.$/, ''), r.priority]))
   for (const h of hosts) h.preference = preferenceOf.get(h.name)
   if (hosts.length) return { ok: true, hosts }
   if (lastError && !notFound(lastError)) return dnsFailure(domain, 'MX host address', lastError)
   // RFC 5321 §5.1: MX records none of which is usable "MUST be reported as an error" (Postfix: 5.4.4).
-  const why = names.every((n) => net.isIP(n)) ? 'they are IP addresses, not host names' : 'no such hosts'
-  return { ok: false, permanent: true, status: '5.4.4', message: `No address found for the MX hosts of ${domain} (${names.join(', ')}): ${why}` }
+  const why = asked.every((n) => net.isIP(n)) ? 'they are IP addresses, not host names' : 'no such hosts'
+  const shown = asked.slice(0, MAX_MX_NAMES)
+  const more = names.length > shown.length ? `, ... ${names.length} in all, ${asked.length} looked up` : ''
+  return { ok: false, permanent: true, status: '5.4.4', message: `No address found for the MX hosts of ${domain} (${shown.join(', ')}${more}): ${why}` }
+}
+
+/**
+ * The addresses of MX host names in order until MAX_MX_NAMES of them answered with some (a name
+ * that times out or fails counts too: it cost a lookup and may work next time), or MAX_MX_LOOKUPS
+ * were asked. Names that do not exist or have no address take no place (Postfix's
+ * smtp_mx_address_limit counts addresses found, not names).
+ */
+async function mxHosts(resolver: Resolver, names: string[]): Promise<{ hosts: Destination[]; lastError?: unknown; asked: string[] }> {
+  const hosts: Destination[] = []
+  const asked: string[] = []
+  let lastError: unknown
+  let counted = 0
+  for (const name of names) {
+    if (counted >= MAX_MX_NAMES || asked.length >= MAX_MX_LOOKUPS) break
+    asked.push(name)
+    if (net.isIP(name)) continue
+    try {
+      const found = await addresses(resolver, name)
+      for (const address of found) hosts.push({ name, address })
+      if (found.length) counted++
+    } catch (err) {
+      // addresses() throws only a failure (NXDOMAIN, NODATA: an empty list), and such a name may answer next time.
+      counted++
+      lastError ??= err
+    }
+  }
+  return { hosts, lastError, asked }
 }
 
 /** Each name's addresses in order (IP addresses stand for themselves); failures are skipped. */

@@ -3,10 +3,12 @@
 // Callers decide when one goes and hand it to the queue; who may get one (delivery's untrusted-mail
 // policy) stays with them.
 import type { Logger } from 'pino'
+import { Readable } from 'node:stream'
 import MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
 import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
+import { scan8bit } from './downgrade.js'
 import { foldLongLines, MAX_LINE_OCTETS as MAX_LINE } from './headers.js'
 import { REPLY_MAX, truncateReply } from './reply.js'
 import { envidOf, oneLine, orcptOf, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
@@ -46,6 +48,8 @@ export interface DsnInput {
   /** For 'delayed': when the relay gives up (Will-Retry-Until). */
   willRetryUntil?: Date
   recipients: FailedRecipient[]
+  /** The original is returned otherwise than asked (`returned`: as headers, or not at all): the text says why. */
+  fallback?: { returned: 'headers' | 'nothing'; why: string }
 }
 
 /**
@@ -122,7 +126,6 @@ export function hasLongLine(buf: Buffer): boolean {
 /** RET=FULL returns the message only up to this size; larger ones get their headers (as RET=HDRS). */
 export const RET_FULL_MAX = 1024 * 1024
 
-
 /**
  * An RFC 3464 delivery status notification: multipart/report with the original headers (or, for
  * a failure with RET=FULL, the original message). `action: 'delayed'` makes the warning sent while
@@ -167,6 +170,7 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
       return `<${r.address}>: ${who}${diagnosticOf(r.diagnostic)}`
     }),
     '',
+    ...(d.fallback ? [`${d.fallback.returned === 'headers' ? 'Only the headers of your message are' : 'Your message is not'} returned: as it was, this report could not be converted to 7-bit for a mail server without 8BITMIME (${d.fallback.why}).`, ''] : []),
   ]
     .map(foldField)
     .join('\r\n')
@@ -192,10 +196,32 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map((f) => foldField(unicodeEscaped(f))).join('\r\n') + '\r\n')
   // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
   // comes back as its headers, as one too large does.
+  if (d.fallback?.returned === 'nothing') return build(root)
   if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
   else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(originalHeadersOf(d.originalHeaders))
 
-  return new Promise((resolve, reject) => root.build((err, buf) => (err ? reject(err) : resolve(buf))))
+  return build(root)
+}
+
+const build = (root: MimeNode): Promise<Buffer> => new Promise((resolve, reject) => root.build((err, buf) => (err ? reject(err) : resolve(buf))))
+
+/**
+ * A DSN any next hop can take, with whether it has 8-bit content (then it goes with BODY=8BITMIME).
+ * One a server without 8BITMIME could not take (RFC 6152 §3: a returned message with 8-bit header
+ * fields cannot be made 7-bit) returns the original's headers instead, else nothing of it, saying
+ * why: a notification lost for what it quotes would tell the sender nothing. When that does not
+ * help either (an internationalized address, say), the DSN as built, for a next hop with SMTPUTF8.
+ */
+export async function sendableDsn(d: DsnInput): Promise<{ dsn: Buffer; eightBit: boolean }> {
+  const dsn = await buildDsn(d)
+  const scan = await scan8bit(Readable.from([dsn]))
+  if (!scan.unconvertible) return { dsn, eightBit: scan.eightBit }
+  for (const returned of d.originalMessage ? (['headers', 'nothing'] as const) : (['nothing'] as const)) {
+    const other = await buildDsn({ ...d, originalMessage: undefined, fallback: { returned, why: scan.unconvertible } })
+    const again = await scan8bit(Readable.from([other]))
+    if (!again.unconvertible) return { dsn: other, eightBit: again.eightBit }
+  }
+  return { dsn, eightBit: true }
 }
 
 /** The original headers as a DSN quotes them: every line within MAX_LINE octets (long fields folded). */
@@ -346,7 +372,7 @@ type DsnSource = Pick<QueuedMessage, 'id' | 'sender' | 'senderArgs' | 'receivedA
 
 /** A DSN from the null sender to `to` (the message's sender), as a message to queue (meta.dsnFor: the message). */
 async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; domain: string }, d: Pick<DsnInput, 'action' | 'recipients' | 'originalMessage' | 'willRetryUntil'>): Promise<NewMessage> {
-  const dsn = await buildDsn({
+  const { dsn, eightBit } = await sendableDsn({
     ...d,
     reportingMta: env.reportingMta,
     queueId: m.id,
@@ -361,6 +387,7 @@ async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; doma
   return {
     id: env.newId(now),
     sender: '',
+    ...(eightBit ? { senderArgs: { BODY: '8BITMIME' } } : {}),
     recipients: [to],
     headers,
     body: { inline: dsn.subarray(split + 2) },
