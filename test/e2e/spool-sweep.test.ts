@@ -7,7 +7,7 @@ import path from 'node:path'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 beforeAll(async () => {
@@ -56,4 +56,30 @@ it('removes orphaned spool files after a kill -9, keeps queued bodies and new on
   const subjects = mx.messages.map((m) => /^Subject: (.*)$/m.exec(m.raw.toString('latin1'))?.[1]?.trim()).sort()
   expect(subjects).toEqual(['big 1', 'big 2', 'big 3'])
   await eventually(() => fs.readdirSync(spool).length === 0, 10_000, 'the spool empty once everything is delivered')
+})
+
+it('a missing or empty queue database beside spooled bodies stops the start with what to do; the bodies stay', async () => {
+  const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
+  receivers.push(mx)
+  const relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1h' } },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+  const spool = path.join(relay.dataDir, 'spool')
+  for (const n of [4, 5]) expect((await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(n) })).lastReply).toMatch(/^250 /)
+  await eventually(() => fs.readdirSync(spool).length === 2, 5000, 'two queued bodies in the spool')
+  expect(await relay.stop()).toBe(0)
+  const db = path.join(relay.dataDir, 'queue.sqlite')
+  for (const [state, damage] of [['empty', () => fs.truncateSync(db, 0)], ['missing', () => fs.rmSync(db)]] as const) {
+    damage()
+    const started = await runCliAsync(['start', '--config', relay.configFile])
+    expect(started.code, started.stderr).not.toBe(0)
+    expect(started.stderr).toContain(`queue database ${db} is ${state} but ${spool} holds 2 message bodies`)
+    expect(started.stderr).toMatch(/relay queue restore/)
+    expect(fs.readdirSync(spool).length).toBe(2)
+    expect(fs.existsSync(db) ? fs.statSync(db).size : 0).toBe(0)
+  }
 })
