@@ -2,8 +2,9 @@ import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, hostPortString, serviceUrl, size } from './fields.js'
+import { cidr, duration, durationAtLeast, hostPortString, serviceUrl, size } from './fields.js'
 import { restartOnly } from './restart-only.js'
+import { formatDuration } from './duration.js'
 import type { Plugin } from '../hooks/types.js'
 
 const domain = z
@@ -12,6 +13,13 @@ const domain = z
   // An internationalized name in its ASCII form (xn--…), as addresses are compared (core/mail/address.ts).
   .transform((d) => (/[^\x00-\x7f]/.test(d) ? domainToASCII(d) || d : d).toLowerCase().replace(/\.$/, ''))
   .refine((d) => /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(d), { message: 'expected a domain name like example.com' })
+
+/**
+ * The shortest delivery retry delay. Postfix's minimal_backoff_time has a floor of 1s; a few hundred
+ * ms is still no loop, and lets tests retry quickly.
+ */
+const MIN_RETRY_MS = 250
+const MIN_RETRY = '250ms'
 
 /** A port to connect to. */
 const port = z.number().int().min(1, { message: 'expected a port from 1 to 65535' }).max(65535, { message: 'expected a port from 1 to 65535' })
@@ -165,9 +173,14 @@ export const configSchema = z
     delivery: z
       .object({
         port: port.default(25),
+        // Floors: a zero (or a few ms) retried a failing message in a loop, hundreds of attempts a second.
         retry: z
-          .object({ base: duration.default(300_000), factor: z.number().min(1).default(2), max: duration.default(14_400_000) })
+          .object({ base: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).default(300_000), factor: z.number().min(1).default(2), max: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).default(14_400_000) })
           .strict()
+          // The delay is capped at max: a max under base would be the delay, whatever base says.
+          .superRefine((r, ctx) => {
+            if (r.max < r.base) ctx.addIssue({ code: 'custom', path: ['max'], message: `must be at least base (${formatDuration(r.base)}): every retry waits at most max` })
+          })
           .prefault({}),
         maxQueueLifetime: duration.default(5 * 86_400_000),
         concurrency: z
@@ -190,8 +203,12 @@ export const configSchema = z
          * §4.5.3.1.8: a server need take only 100; Postfix sends 50): a 452 "too many recipients" after 100 would defer the rest for hours.
          */
         maxRecipientsPerTransaction: z.number().int().min(1).max(1000).default(50),
-        /** How long a claimed job stays leased before it counts as abandoned. */
-        lease: duration.default(900_000).register(restartOnly),
+        /**
+         * How long a claimed job stays leased before it counts as abandoned. At least 300 ms: leases
+         * are renewed every lease/3 but 100 ms apart at least (leases.ts); a shorter one runs out under
+         * its attempt, and the queue scan finds it due again and again (a loop).
+         */
+        lease: durationAtLeast(300, '300ms').default(900_000).register(restartOnly),
         /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */
         outboundAddresses: z.array(z.string().refine((a) => net.isIP(a) !== 0, { message: 'expected an IP address' })).default([]),
         /** Outbound connections stay open for further messages to the same host. */
@@ -282,10 +299,10 @@ export const configSchema = z
              * a node that is only slow (a GC pause, a busy database) is not taken for dead.
              */
             heartbeat: z
-              .object({ interval: duration.default(5_000), deadAfter: duration.default(30_000) })
+              // A beat is a database write: a few ms apart would keep the database busy with nothing else.
+              .object({ interval: durationAtLeast(100, '100ms').default(5_000), deadAfter: duration.default(30_000) })
               .strict()
               .superRefine((h, ctx) => {
-                if (h.interval <= 0) ctx.addIssue({ code: 'custom', path: ['interval'], message: 'must be more than 0' })
                 if (h.deadAfter < 3 * h.interval) {
                   ctx.addIssue({ code: 'custom', path: ['deadAfter'], message: `must be at least 3 × interval (${h.interval / 1000}s), so a node that is only slow is not taken for dead` })
                 }

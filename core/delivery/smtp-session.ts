@@ -357,7 +357,14 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       if (!session.tls) return result({ kind: 'unreachable', response: 'AUTH refused: credentials are never sent over a connection that is not encrypted', remoteHost, policy: 'tls' })
       conn.login({ user: o.auth.user, pass: o.auth.pass }, (authErr?: SmtpError | null) => {
         if (!authErr) return ready()
-        result({ kind: 'unreachable', response: `AUTH as ${o.auth!.user} failed: ${describeError(authErr)}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
+        // The response goes to events, queue listings and DSNs to senders: it never names the account
+        // (for SES, the access key ID), not even where the server's reply quotes it. The route's name
+        // (in the delivery event) says which credentials failed. Wording matched by classify.ts.
+        let reply = describeError(authErr)
+        for (const [secret, shown] of [[o.auth!.user, '<user>'], [o.auth!.pass, '<password>']] as const) {
+          if (secret.length >= 3) reply = reply.replace(new RegExp(secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'), shown)
+        }
+        result({ kind: 'unreachable', response: `AUTH as the configured user failed: ${reply}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
       })
     })
   })

@@ -55,11 +55,17 @@ export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret
   return Object.keys(out).length ? out : undefined
 }
 
-/** Pulls the enhanced status code out of an SMTP reply, else derives one from the basic code. */
+/**
+ * Pulls the enhanced status code out of an SMTP reply, else derives one from the basic code. The
+ * relay's own results (`4.4.1 Host … unreachable`, `4.4.3 DNS …`) have no reply code: their leading
+ * enhanced code is the status.
+ */
 export function statusOf(response: string, fallback: string): string {
   // An enhanced code of another class than the reply's (`550 2.0.0`) is ignored, as Postfix does.
   const enhanced = /^(\d)\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(response)
   if (enhanced && enhanced[2]![0] === enhanced[1]) return enhanced[2]!
+  const local = /^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)/.exec(response)
+  if (local) return local[1]!
   const basic = /^([45])\d\d\b/.exec(response)
   return basic ? `${basic[1]}.0.0` : fallback
 }

@@ -1,4 +1,5 @@
-// Matching a route's `match` against a message's recipient domain and envelope sender.
+// Matching a route's `match` against a message's recipient domain and envelope sender. The patterns
+// come normalised from options.ts (domains lower case, in A-labels), as the relay keeps domains.
 import { parseAddress } from '../../core/index.js'
 import { regexOf, type RouteOption } from './options.js'
 
@@ -7,26 +8,24 @@ type Test = (value: string) => boolean
 function domainTest(pattern: string): Test {
   const re = regexOf(pattern)
   if (re) return (d) => re.test(d)
-  const p = pattern.toLowerCase().replace(/\.$/, '')
-  if (p.startsWith('*.')) {
-    const suffix = p.slice(1) // '.example.com'
+  if (pattern.startsWith('*.')) {
+    const suffix = pattern.slice(1) // '.example.com'
     return (d) => d.length > suffix.length && d.endsWith(suffix)
   }
-  return (d) => d === p
+  return (d) => d === pattern
 }
 
 function senderTest(pattern: string): Test {
   if (pattern === '<>') return (s) => s === ''
   const re = regexOf(pattern)
   if (re) return (s) => re.test(s)
-  if (pattern.includes('@')) {
-    const want = pattern.toLowerCase()
-    return (s) => s.toLowerCase() === want
-  }
-  const domain = domainTest(pattern)
+  const address = pattern.includes('@')
+  const domain = address ? undefined : domainTest(pattern)
   return (s) => {
     const parsed = s === '' ? undefined : parseAddress(s)
-    return parsed !== undefined && domain(parsed.domain.toLowerCase())
+    if (!parsed) return false
+    // A UTF-8 sender keeps its domain as given: compared, like the pattern, in its ASCII form.
+    return domain ? domain(parsed.domain) : `${parsed.local.toLowerCase()}@${parsed.domain}` === pattern
   }
 }
 

@@ -1,7 +1,8 @@
 // Options of the routing plugin: an ordered list of routes, each with what it matches and where
 // (and how) the mail goes.
 import net from 'node:net'
-import { hostPortString, z } from '../../core/index.js'
+import { domainToASCII } from 'node:url'
+import { hostPortString, parseAddress, z } from '../../core/index.js'
 
 const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an IP address' })
 
@@ -12,33 +13,95 @@ export function regexOf(pattern: string): RegExp | undefined {
   return new RegExp(m[1]!, m[2])
 }
 
-const pattern = z
-  .string()
-  .min(1)
-  .superRefine((p, ctx) => {
-    try {
-      regexOf(p)
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: `invalid regular expression ${p}: ${(err as Error).message}` })
-    }
-  })
-const patterns = z.union([pattern, z.array(pattern).min(1)]).transform((p) => (Array.isArray(p) ? p : [p]))
+/**
+ * A domain as the relay compares domains (core/mail/address.ts): lower case, an internationalized
+ * one in A-labels (xn--…), no trailing dot; an address literal ('[192.0.2.1]') lower-cased. Undefined
+ * when it is neither.
+ */
+export function asciiDomain(name: string): string | undefined {
+  if (name.startsWith('[')) {
+    const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(name)?.[1]
+    return literal && net.isIP(literal) ? name.toLowerCase() : undefined
+  }
+  const d = name.replace(/\.$/, '')
+  const ascii = /[^\x00-\x7f]/.test(d) ? domainToASCII(d) : d.toLowerCase()
+  return ascii && /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(ascii) ? ascii : undefined
+}
+
+const DOMAIN_FORMS = "expected a domain like 'example.com', '*.example.com' (its subdomains) or a '/regex/'"
+
+/** 'example.com', '*.example.com' in their ASCII form; else a reason. A pattern left as written would never match. */
+function domainPattern(p: string): string | { error: string } {
+  if (p.startsWith('.')) return { error: `'${p}' is not a domain: for the subdomains of ${p.slice(1) || 'a domain'} write '*${p}'` }
+  const wildcard = p.startsWith('*.')
+  const ascii = asciiDomain(wildcard ? p.slice(2) : p)
+  if (!ascii || (wildcard && ascii.startsWith('['))) return { error: `'${p}' is not a domain name: ${DOMAIN_FORMS}` }
+  return wildcard ? `*.${ascii}` : ascii
+}
+
+/** '/regex/flags' checked, or `plain` applied; each refusal is a config error at the pattern. */
+const pattern = (plain: (p: string, ctx: z.RefinementCtx) => string) =>
+  z
+    .string()
+    .min(1)
+    .transform((p, ctx) => {
+      let re: RegExp | undefined
+      try {
+        re = regexOf(p)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `invalid regular expression ${p}: ${(err as Error).message}` })
+        return p
+      }
+      return re ? p : plain(p, ctx)
+    })
+const orFail = (r: string | { error: string }, ctx: z.RefinementCtx, p: string) => {
+  if (typeof r === 'string') return r
+  ctx.addIssue({ code: 'custom', message: r.error })
+  return p
+}
+const domainPatternSchema = pattern((p, ctx) => orFail(domainPattern(p), ctx, p)).superRefine((p, ctx) => {
+  // A recipient domain is matched in its ASCII form: a regex with 'ü' in it would never fit.
+  if (regexOf(p) && /[^\x00-\x7f]/.test(p)) ctx.addIssue({ code: 'custom', message: `the regular expression ${p} is matched against the domain in its ASCII form (xn--…): write it so` })
+})
+const senderPatternSchema = pattern((p, ctx) => {
+  if (p === '<>') return p
+  if (!p.includes('@')) return orFail(domainPattern(p), ctx, p)
+  const parsed = parseAddress(p)
+  return orFail(parsed ? `${parsed.local.toLowerCase()}@${parsed.domain}` : { error: `'${p}' is not an address like 'alice@example.com'` }, ctx, p)
+})
+// One pattern or a list: taken as a list (not a union, whose error would only say "Invalid input").
+const listOf = (one: z.ZodType<string, string>) => z.preprocess((p) => (typeof p === 'string' ? [p] : p), z.array(one, { error: 'expected a pattern or a list of patterns' }).min(1))
 
 const match = z
   .object({
-    /** Recipient domain: 'example.com' (exactly), '*.example.com' (any subdomain, not example.com itself), '/regex/i'. */
-    domain: patterns.optional(),
+    /**
+     * Recipient domain: 'example.com' (exactly), '*.example.com' (any subdomain, not example.com
+     * itself), '/regex/i' (on the domain's ASCII form). 'bücher.example' and 'xn--bcher-kva.example' are one.
+     */
+    domain: listOf(domainPatternSchema).optional(),
     /** Envelope sender: 'alice@example.com', a domain as above, '/regex/' (on the whole address), '<>' (null sender). */
-    sender: patterns.optional(),
+    sender: listOf(senderPatternSchema).optional(),
   })
   .strict()
 
-const poolAddress = z.union([ip.transform((address) => ({ address, weight: 1 as number, helo: undefined as string | undefined })), z.object({ address: ip, helo: z.string().min(1).optional(), weight: z.number().int().positive().default(1) }).strict()])
+/** An EHLO name: an internationalized one goes out in its ASCII form (EHLO takes no UTF-8, RFC 6531 §3.7.1). */
+const helo = z
+  .string()
+  .min(1)
+  .transform((h, ctx) => {
+    if (!/[^\x00-\x7f]/.test(h)) return h
+    const ascii = asciiDomain(h)
+    if (!ascii) ctx.addIssue({ code: 'custom', message: `'${h}' is not a domain name (EHLO takes a domain or an address literal)` })
+    return ascii ?? h
+  })
+
+// An address alone, or with its EHLO name and weight (a preprocess, not a union: its errors name the key).
+const poolAddress = z.preprocess((a) => (typeof a === 'string' ? { address: a } : a), z.object({ address: ip, helo: helo.optional(), weight: z.number().int().positive().default(1) }).strict())
 
 /** Where the connection comes from: one address, or a pool to take turns with. */
 const source = {
   /** EHLO name (default: config `hostname`). */
-  helo: z.string().min(1).optional(),
+  helo: helo.optional(),
   /** Local IP address to connect from. */
   localAddress: ip.optional(),
   /** Several local addresses, each with its own EHLO name if given; 'round-robin' or 'weighted' (smooth weighted round robin). */

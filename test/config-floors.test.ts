@@ -1,0 +1,55 @@
+// Durations that pace a loop have a floor: `delivery.retry.base: 0` made the relay retry a failing
+// message in a hot loop (1024 attempts in 4 s). Through the real CLI, as a user meets it: check-config
+// and start exit 2 naming the key; a floor value is taken.
+import { describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import path from 'node:path'
+import { runCli, tempDir } from './harness/relay.js'
+
+function writeConfig(extra: Record<string, unknown>): { file: string; dir: string } {
+  const dir = tempDir('relay-config-floors-')
+  const file = path.join(dir, 'relay.config.json')
+  fs.writeFileSync(file, JSON.stringify({ hostname: 'config.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), log: { level: 'silent' }, ...extra }))
+  return { file, dir }
+}
+
+const PG = { driver: 'postgres', url: 'postgres://relay@127.0.0.1:5432/relay' }
+
+describe('duration floors', () => {
+  const bad: { what: string; config: Record<string, unknown>; lines: RegExp[] }[] = [
+    {
+      what: 'retry base and max 0',
+      config: { delivery: { retry: { base: 0, factor: 2, max: 0 } } },
+      lines: [/^ {2}delivery\.retry\.base: expected a duration of at least 250ms/m, /^ {2}delivery\.retry\.max: expected a duration of at least 250ms/m],
+    },
+    { what: 'a retry base of a few ms', config: { delivery: { retry: { base: '5ms' } } }, lines: [/^ {2}delivery\.retry\.base: expected a duration of at least 250ms/m] },
+    {
+      what: 'a retry max under base (every retry would wait max)',
+      config: { delivery: { retry: { base: '10m', max: '1s' } } },
+      lines: [/^ {2}delivery\.retry\.max: must be at least base \(10m\): every retry waits at most max/m],
+    },
+    { what: 'a lease of 0', config: { delivery: { lease: 0 } }, lines: [/^ {2}delivery\.lease: expected a duration of at least 300ms/m] },
+    { what: 'a heartbeat interval of 1ms', config: { queue: { ...PG, heartbeat: { interval: '1ms', deadAfter: '1s' } } }, lines: [/^ {2}queue\.heartbeat\.interval: expected a duration of at least 100ms/m] },
+  ]
+
+  for (const { what, config, lines } of bad) {
+    it(`${what}: check-config and start exit 2 naming the key`, () => {
+      const { file, dir } = writeConfig(config)
+      for (const command of ['check-config', 'start']) {
+        const r = runCli([command, '--config', file])
+        expect(r.code, `${command} stderr: ${r.stderr}`).toBe(2)
+        expect(r.stderr).toContain(`relay: invalid config in ${file}:`)
+        for (const line of lines) expect(r.stderr).toMatch(line)
+      }
+      fs.rmSync(dir, { recursive: true, force: true })
+    })
+  }
+
+  it('the floor values themselves are taken', () => {
+    const { file, dir } = writeConfig({ delivery: { retry: { base: '250ms', factor: 1, max: '250ms' }, lease: '300ms' } })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('config ok')
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
