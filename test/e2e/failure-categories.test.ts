@@ -88,7 +88,7 @@ describe('failure categories', () => {
   it('a smarthost refusing AUTH (535) is category auth, deferred, and starts no throttle backoff', async () => {
     await sendMail(relay.port, { from: 'badauth@sender.test', to: ['v@anywhere.test'], data: msg('bad auth') })
     const ev = await event('deferred', 'v@anywhere.test')
-    expect(ev.response).toMatch(/AUTH as apikey failed: 535 5\.7\.8/)
+    expect(ev.response).toMatch(/AUTH as the configured user failed: 535 5\.7\.8/)
     expect(ev.category).toBe('auth')
     // The deferral is recorded; a throttle backoff would have been logged before the event.
     expect(relay.logs.some(backoffLine('anywhere.test'))).toBe(false)

@@ -183,7 +183,7 @@ describe('smarthost', () => {
   it('defers when the smarthost refuses the credentials, and never logs a password', async () => {
     await sendMail(relay.port, { from: 'badauth@sender.test', to: ['v@anywhere.test'], data: msg('bad auth') })
     const ev = await event('deferred', 'v@anywhere.test')
-    expect(ev.response).toMatch(/^4\.7\.0 smarthost\.test\[127\.0\.0\.2\]:\d+: AUTH as apikey failed: 535 5\.7\.8/)
+    expect(ev.response).toMatch(/^4\.7\.0 smarthost\.test\[127\.0\.0\.2\]:\d+: AUTH as the configured user failed: 535 5\.7\.8/)
     expect(authSeen).toContainEqual({ server: 'starttls', user: 'apikey', pass: WRONG_PASS })
     expect(starttlsRx.messages.some((m) => m.to[0] === 'v@anywhere.test')).toBe(false)
     const entry = relay.queueList().find((q) => q.recipients[0]!.address === 'v@anywhere.test')

@@ -140,7 +140,7 @@ describe('what goes wrong', () => {
   it('a bad credential: 535, deferred with category auth, no backoff, no password in the logs', async () => {
     await sendMail(relay.port, { from: 'badkey@sg.example', to: ['b@badkey.test'], data: msg('badkey@sg.example', 'bad key') })
     const ev = await event('deferred', 'b@badkey.test')
-    expect(ev.response).toMatch(/^4\.7\.0 smtp\.sendgrid\.net\[127\.0\.0\.2\]:\d+: AUTH as apikey failed: 535 5\.7\.8 Authentication failed: Bad username \/ password/)
+    expect(ev.response).toMatch(/^4\.7\.0 smtp\.sendgrid\.net\[127\.0\.0\.2\]:\d+: AUTH as the configured user failed: 535 5\.7\.8 Authentication failed: Bad username \/ password/)
     expect(ev.category).toBe('auth')
     expect(logins).toContainEqual({ provider: 'sendgrid', user: 'apikey', ok: false })
     expect(sendgrid587.messages.some((m) => m.to[0] === 'b@badkey.test')).toBe(false)
