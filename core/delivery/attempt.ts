@@ -11,7 +11,7 @@ import type { RelayConfig } from '../config/schema.js'
 import { resolveDestination, resolveHosts, type Destination, type Resolution } from './mx.js'
 import { transact } from './smtp-client.js'
 import type { ConnectionPool } from './connection-pool.js'
-import type { Outcome, TlsPolicy, TransactionOptions } from './smtp-session.js'
+import type { Outcome, RecipientReply, TlsPolicy, TransactionOptions } from './smtp-session.js'
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from '../mail/bounce.js'
 import { throughHost, type Throttle } from './throttle.js'
@@ -43,6 +43,8 @@ export interface AttemptResult {
   replied?: boolean
   /** Delivered to a next hop that took NOTIFY on (it offers DSN): a success DSN is its to send, not ours. */
   notifyPassedOn?: boolean
+  /** The command the server's reply answered (RecipientReply.stage): only 'rcpt' and 'lmtp' speak of this recipient alone. */
+  stage?: RecipientReply['stage']
 }
 
 export interface AttemptDeps {
@@ -316,7 +318,9 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName, replied: true, notifyPassedOn }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
-    return { ...base, outcome: reply.code >= 500 ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0 }
+    // RFC 5321 §4.5.3.1.10, Postfix: 552 to RCPT is taken as 452 (too many recipients, or full for now).
+    const permanent = reply.code >= 500 && !(reply.code === 552 && reply.stage === 'rcpt')
+    return { ...base, outcome: permanent ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0, stage: reply.stage }
   })
 }
 

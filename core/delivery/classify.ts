@@ -115,21 +115,44 @@ function agrees(code: number | undefined, status: string | undefined): string | 
 export function classify(response: string, status?: string): BounceCategory {
   const parsed = parseReply(response)
   const enhanced = parsed.status ?? status
-  const temporary = parsed.code !== undefined ? parsed.code < 500 : enhanced ? enhanced.startsWith('4.') : true
+  // Microsoft 365 says 5.1.10 (null MX, RFC 7505) for an unknown recipient; our own null MX has no reply code.
+  if (parsed.code !== undefined && enhanced && matches('*.1.10', enhanced) && RECIPIENT_NOT_FOUND.test(response)) return 'bad-mailbox'
+  // A refusal of the sender says nothing of the recipient's mailbox (Postfix: 5.1.0 Sender address
+  // rejected): the other rules decide (5.7.1 is policy), else 'other'.
+  return byCodeAndText(response, parsed, enhanced, aboutSender(response, enhanced))
+}
 
-  if (enhanced) for (const rule of SPECIFIC) if (matches(rule.status, enhanced)) return rule.category
+const RECIPIENT_NOT_FOUND = /RecipientNotFound|RecipNotFound|recipient not found/i
+
+/** The sender's address (RFC 3463 X.1.7, X.1.8), or a reply text that names the sender as what was refused. */
+const SENDER = /\bsender address\b|\bsender'?s (mailbox|address|domain)\b|\b(unknown|invalid|bad|unverified) sender\b|\bsender (unknown|invalid|not (found|known|verified|allowed|permitted))/i
+
+/** The reply refuses the sender, not a recipient. */
+export function aboutSender(response: string, status?: string): boolean {
+  const enhanced = parseReply(response).status ?? status
+  return (enhanced !== undefined && (matches('*.1.7', enhanced) || matches('*.1.8', enhanced))) || SENDER.test(response)
+}
+
+function byCodeAndText(response: string, parsed: ParsedReply, enhanced: string | undefined, sender: boolean): BounceCategory {
+  const temporary = parsed.code !== undefined ? parsed.code < 500 : enhanced ? enhanced.startsWith('4.') : true
+  const applies = (category: BounceCategory) => !(sender && category === 'bad-mailbox')
+
+  if (enhanced) for (const rule of SPECIFIC) if (applies(rule.category) && matches(rule.status, enhanced)) return rule.category
   for (const rule of TEXT) {
-    if (rule.temporary && !temporary) continue
+    if ((rule.temporary && !temporary) || !applies(rule.category)) continue
     if (rule.pattern.test(response)) return rule.category
   }
-  if (enhanced) for (const rule of GENERIC) if (matches(rule.status, enhanced)) return rule.category
+  if (enhanced) for (const rule of GENERIC) if (applies(rule.category) && matches(rule.status, enhanced)) return rule.category
   if (parsed.code === 421) return 'throttled'
   return 'other'
 }
 
-/** A hard bounce: the mailbox does not exist and the server said so permanently (5xx). */
+/**
+ * A hard bounce: the mailbox does not exist and the server said so permanently (5xx). Only the
+ * reply to that recipient's RCPT (or LMTP's per-recipient reply) can say so: deliver.ts checks which.
+ */
 export function isHardBounce(category: BounceCategory, response: string, status?: string): boolean {
-  if (category !== 'bad-mailbox') return false
+  if (category !== 'bad-mailbox' || aboutSender(response, status)) return false
   const parsed = parseReply(response)
   if (parsed.code !== undefined) return parsed.code >= 500
   return (parsed.status ?? status ?? '').startsWith('5.')

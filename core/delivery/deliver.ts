@@ -59,8 +59,11 @@ function successesToReport(job: Job, attempts: AttemptResult[]): (AttemptResult 
     .map((a) => ({ ...a, action: a.route === 'lmtp' ? ('delivered' as const) : ('relayed' as const) }))
 }
 
-/** RFC 5321 §4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction, now. */
-const tooManyRecipients = (a: AttemptResult) => a.replied === true && a.outcome === 'retry' && /^452\b/.test(a.response) && /4\.5\.3|too many recipients/i.test(a.response)
+/**
+ * RFC 5321 §4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction, now.
+ * Older servers say 552 (5.5.3): the RFC (and Postfix) take it as the 452 it means, never a bounce.
+ */
+const tooManyRecipients = (a: AttemptResult) => a.replied === true && a.outcome !== 'delivered' && /^[45]52\b/.test(a.response) && /[45]\.5\.3|too many recipients/i.test(a.response)
 
 /**
  * The job's recipients in transactions of at most delivery.maxRecipientsPerTransaction, one after
@@ -73,7 +76,7 @@ async function inTransactions(job: Job, deps: DeliverDeps): Promise<AttemptResul
   const results: AttemptResult[] = []
   let pending = job.recipients
   while (pending.length) {
-    const part = await attemptDelivery({ ...job, recipients: pending.slice(0, size) }, deps)
+    const part = (await attemptDelivery({ ...job, recipients: pending.slice(0, size) }, deps)).map((a) => (tooManyRecipients(a) ? { ...a, outcome: 'retry' as const } : a))
     let rest = pending.slice(size)
     const fate = part[0]
     if (fate && !part.some((a) => a.replied)) {
@@ -121,7 +124,10 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
     // What the failure was, from the reply itself (before an expiry rewrites the response).
     // A wait at a route's own sending cap (a.retryAt) is throttling by us, not a failure of the next hop.
     const category: BounceCategory | undefined = state === 'delivered' ? undefined : a.retryAt !== undefined ? 'throttled' : classify(a.response, a.status)
-    if (state === 'bounced' && suppression.enabled && category && isHardBounce(category, a.response, a.status)) {
+    // Only the reply to this recipient's RCPT (or LMTP's for it) is evidence about its mailbox; one to
+    // MAIL FROM or DATA speaks of the whole transaction, whatever address its text names.
+    const ownReply = a.stage === 'rcpt' || a.stage === 'lmtp'
+    if (state === 'bounced' && suppression.enabled && ownReply && category && isHardBounce(category, a.response, a.status)) {
       suppress.push({
         address: a.address,
         reason: oneLine(a.response, 200),

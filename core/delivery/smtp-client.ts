@@ -6,7 +6,7 @@ import type { Destination } from './mx.js'
 import { scan8bit, sevenBitStream } from '../mail/downgrade.js'
 import { poolKey, type ConnectionPool } from './connection-pool.js'
 import { oneLineReply } from '../mail/reply.js'
-import { describeError, openSession, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
+import { describeError, openSession, stageOf, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
 
 /**
  * One SMTP (or LMTP) transaction with one host: over a pooled connection when there is one, else a
@@ -145,17 +145,19 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
         return out
       }
       const code = err.responseCode ?? 0
-      for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}` })
+      const stage = code ? stageOf(err) : undefined
+      for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}`, stage })
       // What the server already said of single recipients still holds when the transaction fails
       // later: a refusal at RCPT, and LMTP's reply after DATA (a 250 there is a delivery: retrying
       // it would put the message in the mailbox again).
       const env = (s.conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope
-      const rejected = env && env !== envelopeBefore ? (env.rejectedErrors ?? []) : []
-      for (const r of [...rejected, ...(err.rejectedErrors ?? [])]) if (r.recipient && out.has(r.recipient)) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
+      // A refused MAIL FROM decides: the pipelined RCPTs' replies (503 need MAIL) only echo it.
+      const rejected = env && env !== envelopeBefore && stage !== 'mail' ? (env.rejectedErrors ?? []) : []
+      for (const r of [...rejected, ...(err.rejectedErrors ?? [])]) if (r.recipient && out.has(r.recipient)) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r), stage: stageOf(r) })
       for (const [rcpt, reply] of lmtpReplies) {
         if (!out.has(rcpt)) continue
         const ok = reply.startsWith('2')
-        out.set(rcpt, { ok, code: Number(reply.slice(0, 3)) || 0, response: oneLineReply(reply) })
+        out.set(rcpt, { ok, code: Number(reply.slice(0, 3)) || 0, response: oneLineReply(reply), stage: 'lmtp' })
       }
       return out
     }
@@ -177,7 +179,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       }
       const out = new Map<string, RecipientReply>()
       for (const rcpt of info.accepted as string[]) out.set(rcpt, { ok: true, code: 250, response: oneLineReply(lmtpReplies.get(rcpt) ?? info.response) })
-      for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r) })
+      for (const r of (info.rejectedErrors ?? []) as SmtpError[]) if (r.recipient) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r), stage: stageOf(r) })
       finish({ kind: 'done', replies: out, remoteHost: s.remoteHost, tls, dsn: extensionsOf(s.conn).includes('DSN') }, 'keep')
     })
   })

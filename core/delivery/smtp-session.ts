@@ -77,7 +77,18 @@ export interface RecipientReply {
   ok: boolean
   code: number
   response: string
+  /**
+   * What the reply answered: 'rcpt' this recipient's RCPT, 'lmtp' LMTP's reply for this recipient
+   * after the message; 'mail' and 'data' (DATA, end of data) speak of the whole transaction.
+   */
+  stage?: ReplyStage
 }
+
+export type ReplyStage = 'mail' | 'rcpt' | 'data' | 'lmtp'
+
+/** The stage of nodemailer's error for a command (a recipient's own error after DATA is LMTP's). */
+export const stageOf = (err: SmtpError): ReplyStage | undefined =>
+  err.command === 'MAIL FROM' ? 'mail' : err.command === 'RCPT TO' ? 'rcpt' : err.command === 'DATA' ? (err.recipient ? 'lmtp' : 'data') : undefined
 
 export type Outcome =
   /**

@@ -159,7 +159,8 @@ describe('failure categories', () => {
 
     const bounced = async (to: string) => relay.waitForLog((l) => l.event === 'bounced' && l.recipient === to)
     const deferred = async (to: string) => relay.waitForLog((l) => l.event === 'deferred' && l.recipient === to)
-    expect(await bounced('full@dest.test')).toMatchObject({ category: 'mailbox-full', response: expect.stringMatching(/^552 5\.2\.2 /) })
+    // 552 to RCPT is taken as 452 (RFC 5321 §4.5.3.1.10, as Postfix does): deferred, not bounced.
+    expect(await deferred('full@dest.test')).toMatchObject({ category: 'mailbox-full', response: expect.stringMatching(/^552 5\.2\.2 /) })
     expect(await bounced('spam@dest.test')).toMatchObject({ category: 'policy' })
     expect(await bounced('x@nowhere.test')).toMatchObject({ category: 'dns', response: expect.stringMatching(/^5\.1\.2 /) })
     expect(await deferred('someone@busy.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/unreachable: 421 4\.7\.0 Too many connections/) })
@@ -169,7 +170,7 @@ describe('failure categories', () => {
     const entries = relay.queueList() as unknown as { id: string; recipients: { address: string; state: string; category?: string }[] }[]
     expect(entries.find((e) => e.id === b.id)?.recipients[0]).toMatchObject({ address: 'someone@busy.test', state: 'deferred', category: 'throttled' })
     expect(entries.find((e) => e.id === c.id)?.recipients[0]).toMatchObject({ address: 'busy451@dest.test', state: 'deferred', category: 'throttled' })
-    expect(entries.find((e) => e.id === a.id)).toBeUndefined() // every recipient final: it left the queue
+    expect(entries.find((e) => e.id === a.id)?.recipients.find((r) => r.address === 'full@dest.test')).toMatchObject({ state: 'deferred', category: 'mailbox-full' })
     const plain = cli('queue', 'list')
     expect(plain.stdout).toMatch(/deferred +<busy451@dest\.test> .*last: 451 4\.7\.0 Try again later {2}category: throttled$/m)
 
@@ -181,7 +182,12 @@ describe('failure categories', () => {
     // Let the throttled ones through so they leave the queue.
     busy = false
     delete rcptReplies['busy451@dest.test']
-    await eventually(() => busyRx.messages.some((m) => m.to.includes('someone@busy.test')) && rx.messages.some((m) => m.to.includes('busy451@dest.test')), 10_000, 'throttled recipients delivered')
+    delete rcptReplies['full@dest.test']
+    await eventually(
+      () => busyRx.messages.some((m) => m.to.includes('someone@busy.test')) && ['busy451@dest.test', 'full@dest.test'].every((to) => rx.messages.some((m) => m.to.includes(to))),
+      10_000,
+      'deferred recipients delivered',
+    )
   })
 })
 

@@ -1,6 +1,6 @@
 // core/delivery/classify.ts: the category of a failure from representative replies, remote and our own.
 import { describe, expect, it } from 'vitest'
-import { BOUNCE_CATEGORIES, classify, isHardBounce, parseReply } from '../../core/delivery/classify.js'
+import { BOUNCE_CATEGORIES, aboutSender, classify, isHardBounce, parseReply } from '../../core/delivery/classify.js'
 
 /** [reply as recorded, category] — remote replies with their code, local results as the relay writes them. */
 const CASES: [string, string][] = [
@@ -9,6 +9,13 @@ const CASES: [string, string][] = [
   ['550 5.1.1 spamtrap address, no such user', 'bad-mailbox'],
   ['550 No such user here', 'bad-mailbox'],
   ['550 5.2.1 The email account that you tried to reach is disabled', 'bad-mailbox'],
+  // Microsoft 365's unknown recipient: 5.1.10 (RFC 7505 null MX) from a remote server that means "no such user".
+  ['550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup', 'bad-mailbox'],
+  // A refusal of the sender (Postfix smtpd_reject_unlisted_sender, 5.1.7, 5.1.8) is never the recipient's bad mailbox.
+  ['550 5.1.0 <ghost@sender.test>: Sender address rejected: User unknown in local recipient table', 'other'],
+  ['553 5.1.7 sender mailbox unavailable', 'other'],
+  ['550 5.7.1 <ghost@sender.test>: Sender address rejected: undeliverable address', 'policy'],
+  ['550 Unknown sender, no such user', 'other'],
   ['552 5.2.2 Mailbox full', 'mailbox-full'],
   ['452 4.2.2 The email account that you tried to reach is over quota', 'mailbox-full'],
   ['554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org', 'policy'],
@@ -81,5 +88,23 @@ describe('isHardBounce', () => {
     expect(isHardBounce('bad-mailbox', '4.4.1 Host h unreachable: 550 5.1.1 unknown')).toBe(true)
     expect(isHardBounce('mailbox-full', '552 5.2.2 Mailbox full')).toBe(false)
     expect(isHardBounce('policy', '550 5.7.1 blocked')).toBe(false)
+  })
+
+  it('never a reply about the sender, whatever category it was given', () => {
+    expect(isHardBounce('bad-mailbox', '550 5.1.0 <s@x.test>: Sender address rejected: User unknown in local recipient table')).toBe(false)
+    expect(isHardBounce('bad-mailbox', '553 5.1.7 mailbox unavailable')).toBe(false)
+    expect(isHardBounce('bad-mailbox', 'mailbox unavailable', '5.1.8')).toBe(false)
+    expect(isHardBounce(classify('550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup'), '550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup')).toBe(true)
+  })
+})
+
+describe('aboutSender', () => {
+  it('the sender codes (X.1.7, X.1.8) and texts that name the sender; not a recipient refusal', () => {
+    expect(aboutSender('550 5.1.0 <s@x.test>: Sender address rejected: User unknown in local recipient table')).toBe(true)
+    expect(aboutSender('550 5.7.1 <s@x.test>: Sender address rejected: undeliverable address')).toBe(true)
+    expect(aboutSender('553 5.1.7 bad sender mailbox syntax')).toBe(true)
+    expect(aboutSender('451 4.1.8 <s@x.test>: Sender address rejected: Domain not found')).toBe(true)
+    expect(aboutSender('550 5.1.1 <bob@dest.test>: Recipient address rejected: User unknown')).toBe(false)
+    expect(aboutSender('550 5.1.0 Address rejected')).toBe(false)
   })
 })
