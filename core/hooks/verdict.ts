@@ -129,6 +129,7 @@ export const CORE_REPLIES = {
   tooManyHops: reply(554, '5.4.6', 'Too many hops'),
   headerSenderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Header sender <${address}> not owned by user ${user}`),
   queueFailed: reply(451, '4.3.0', 'Message could not be queued, try again later'),
+  noStorage: reply(452, '4.3.1', 'Insufficient system storage'),
   // Connection (sent by the smtp-server patches and the PROXY protocol reader, then closed)
   tooManyClients: (name: string) => reply(421, '4.7.0', `${name} Too many connected clients, try again in a moment`),
   tooManyErrors: (name: string) => reply(421, '4.7.0', `${name} Too many errors, closing connection`),

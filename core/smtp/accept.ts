@@ -107,7 +107,7 @@ export async function acceptMessage(env: AcceptEnv, source: Readable, sub: Submi
     await discard().catch(() => undefined)
     if ((err as { responseCode?: number }).responseCode) throw err
     env.log.error({ err, session: sub.info.id }, 'queueing message failed')
-    throw sub.refuse('queue', CORE_REPLIES.queueFailed)
+    throw sub.refuse('queue', outOfStorage(err) ? CORE_REPLIES.noStorage : CORE_REPLIES.queueFailed)
   }
 }
 
@@ -125,9 +125,12 @@ async function read(env: AcceptEnv, source: Readable, sub: Submission, id: strin
     // A client that went away gets no reply, so that is no refusal either.
     if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(CORE_REPLIES.readFailed)
     env.log.error({ err, session: sub.info.id }, 'reading message failed')
-    throw sub.refuse('protocol', CORE_REPLIES.readFailed)
+    throw sub.refuse('protocol', outOfStorage(err) ? CORE_REPLIES.noStorage : CORE_REPLIES.readFailed)
   }
 }
+
+/** A full disk or quota (the spool file, or SQLite's own SQLITE_FULL): RFC 3463's 4.3.1, as Postfix says it. */
+export const outOfStorage = (err: unknown) => ['ENOSPC', 'EDQUOT', 'SQLITE_FULL'].includes(String((err as { code?: string })?.code))
 
 /** Hooks, trace headers, the durable write: resolves only once the message is on disk. */
 async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submission, started: number): Promise<{ reply: string; queueId?: string }> {
