@@ -21,6 +21,8 @@ interface State {
   key(ip: string): string
   connRate?: Limiter
   authFail?: Limiter
+  /** AUTH attempts per address: failures, and checks still under way (reserved at the auth hook). */
+  authTry?: Limiter
   userMsgs?: Limiter
   userRcpts?: Limiter
   domainMsgs?: Limiter
@@ -28,6 +30,8 @@ interface State {
   slots: Map<string, Slot>
   /** Sessions whose last AUTH we refused for a lockout: that failure is not counted again. */
   lockoutRefused: Set<string>
+  /** Sessions whose AUTH attempt holds a reserved point of `authTry` (session id → key), until its outcome is known. */
+  authPending: Map<string, string>
   storeFailed(err: unknown, limit: string): void
   /** Torn down (reload, shutdown): a hook call still under way passes, as if the plugin were not there. */
   closed?: boolean
@@ -93,12 +97,14 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       key: (addr) => clientKey(addr, o.ipv6Prefix),
       connRate: ip.connectionsPerMinute ? store.limiter('conn-rate', ip.connectionsPerMinute, 60_000) : undefined,
       authFail: ip.authFailures ? store.limiter('auth-fail', ip.authFailures.max, ip.authFailures.window) : undefined,
+      authTry: ip.authFailures ? store.limiter('auth-try', ip.authFailures.max, ip.authFailures.window) : undefined,
       userMsgs: o.perUser.messagesPerHour ? store.limiter('user-msgs', o.perUser.messagesPerHour, HOUR) : undefined,
       userRcpts: o.perUser.recipientsPerHour ? store.limiter('user-rcpts', o.perUser.recipientsPerHour, HOUR) : undefined,
       domainMsgs: o.perSenderDomain.messagesPerHour ? store.limiter('domain-msgs', o.perSenderDomain.messagesPerHour, HOUR) : undefined,
       gauge: ip.concurrent ? store.gauge('concurrent') : undefined,
       slots: new Map(),
       lockoutRefused: new Set(),
+      authPending: new Map(),
       storeFailed,
     }
     return st
@@ -159,6 +165,7 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       const st = stateOf(ctx)
       if (!st) return
       st.lockoutRefused.delete(session.id)
+      await settleAuth(st, session)
       const slot = st.slots.get(session.id)
       if (!slot) return
       if (slot.phase === 'acquiring') {
@@ -170,23 +177,35 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       await st.gauge!.release(slot.key).catch((err: unknown) => st.storeFailed(err, 'perIp.concurrent'))
     },
 
-    /** A locked-out address gets 454 4.7.0 for every AUTH, even with the right password. */
+    /**
+     * A locked-out address gets 454 4.7.0 for every AUTH, even with the right password. Otherwise
+     * the attempt takes a point of `authTry` before any backend checks the password, so parallel
+     * guesses cannot all pass this check before the first failure is counted: at most `max`
+     * passwords are checked per window. A success gives its point back at the session's next MAIL
+     * or end (no event tells a plugin of a successful AUTH earlier): settleAuth.
+     */
     async auth(ctx) {
       const { session, options } = ctx
       const st = stateOf(ctx)
       const ip = session.remoteAddress
-      if (!st?.authFail || st.exempt(ip)) return undefined
+      if (!st?.authFail || !st.authTry || st.exempt(ip)) return undefined
       const key = st.key(ip)
+      const reply = { code: 454, status: '4.7.0' }
       const r = await peek(st.authFail, key)
-      if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perIp.authFailures', { code: 454, status: '4.7.0' })
+      if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perIp.authFailures', reply)
       if (r.consumed > (options.perIp.authFailures as AuthFailureLimit).max) {
         st.lockoutRefused.add(session.id)
-        return refuse(ctx, session, 'perIp.authFailures', key, r.msBeforeNext, {
-          code: 454,
-          status: '4.7.0',
-          message: `Error: too many failed authentications from ${ip}, try again in ${minutes(r.msBeforeNext)} minute(s)`,
-        })
+        return refuse(ctx, session, 'perIp.authFailures', key, r.msBeforeNext, { ...reply, message: `Error: too many failed authentications from ${ip}, try again in ${minutes(r.msBeforeNext)} minute(s)` })
       }
+      const t = await consume(st.authTry, key)
+      if (t.kind === 'error') return storeFailure(ctx, st, t.err, 'perIp.authFailures', reply)
+      if (t.kind === 'over') {
+        // Refused before any check: the point goes back (only attempts that were checked count).
+        await st.authTry.reward(key, 1).catch((err: unknown) => st.storeFailed(err, 'perIp.authFailures'))
+        st.lockoutRefused.add(session.id)
+        return refuse(ctx, session, 'perIp.authFailures', key, t.res.msBeforeNext, { ...reply, message: `Error: too many authentication attempts from ${ip}, try again later` })
+      }
+      st.authPending.set(session.id, key)
       return undefined
     },
 
@@ -196,15 +215,23 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       const st = stateOf(ctx)
       const ip = session.remoteAddress
       if (!st?.authFail || st.exempt(ip)) return
-      // Our own lockout refusal, or a backend that could not check (tempfail): not a wrong password.
-      if (st.lockoutRefused.delete(session.id) || event.temporary) return
+      // A failure keeps its reserved point of authTry; a backend that could not check gives it back.
+      const reserved = st.authPending.get(session.id)
+      st.authPending.delete(session.id)
+      // Our own refusal, or a backend that could not check (tempfail): not a wrong password.
+      if (st.lockoutRefused.delete(session.id)) return
+      if (event.temporary) {
+        if (reserved !== undefined) await st.authTry!.reward(reserved, 1).catch((err: unknown) => st.storeFailed(err, 'perIp.authFailures'))
+        return
+      }
       const af = ctx.options.perIp.authFailures as AuthFailureLimit
       const key = st.key(ip)
       const r = await consume(st.authFail, key)
       if (r.kind === 'error') return st.storeFailed(r.err, 'perIp.authFailures')
       if (r.res.consumedPoints >= af.max) {
         try {
-          await st.authFail.block(key, Math.ceil(af.lockout / 1000))
+          // Both counters end with the lockout: then the address has `max` attempts again, as before.
+          await Promise.all([st.authFail.block(key, Math.ceil(af.lockout / 1000)), st.authTry!.block(key, Math.ceil(af.lockout / 1000))])
         } catch (err) {
           return st.storeFailed(err, 'perIp.authFailures')
         }
@@ -216,7 +243,9 @@ export default definePlugin<RateLimitOptions, State | undefined>({
     async mail(ctx) {
       const { session, sender, options } = ctx
       const st = stateOf(ctx)
-      if (!st || st.exempt(session.remoteAddress)) return undefined
+      if (!st) return undefined
+      await settleAuth(st, session)
+      if (st.exempt(session.remoteAddress)) return undefined
       for (const c of checks(st, options, session, sender.address)) {
         const r = await peek(c.limiter, c.key)
         if (r.kind === 'error') {
@@ -267,6 +296,18 @@ export default definePlugin<RateLimitOptions, State | undefined>({
     },
   },
 })
+
+/**
+ * The outcome of a reserved AUTH attempt that no authFailed settled: it succeeded when the session
+ * has a user (seen at its next MAIL or its end), and the point goes back. Without a user (the client
+ * left while its password was checked) the point stays: the attempt was made.
+ */
+async function settleAuth(st: State, session: SessionInfo): Promise<void> {
+  const key = st.authPending.get(session.id)
+  if (key === undefined) return
+  st.authPending.delete(session.id)
+  if (session.user) await st.authTry!.reward(key, 1).catch((err: unknown) => st.storeFailed(err, 'perIp.authFailures'))
+}
 
 interface Check {
   limit: string

@@ -1,11 +1,12 @@
-// reputation: feedback-loop reports (ARF) to the feedback addresses are taken from anyone at RCPT,
-// counted as complaints at DATA and not queued; a monitor logs a warning when a sending domain's
+// reputation: feedback-loop reports (ARF) to the feedback addresses are taken from anyone at RCPT
+// (a foreign one only in a transaction of its own), counted as complaints at DATA and not queued; a monitor logs a warning when a sending domain's
 // bounce or complaint rate over the last day passes its threshold. The figures themselves are the
 // queue's (`relay stats`, the admin API). List it before content scanners (spam): a report carries
 // the reported spam. Options: README.md.
-import { accept, definePlugin, z } from '../../core/index.js'
+import { definePlugin, z } from '../../core/index.js'
 import { FeedbackIntake } from './intake.js'
 import { ReputationMonitor } from './monitor.js'
+import { rcptVerdict, strayed } from './separate.js'
 
 export const optionsSchema = z
   .object({
@@ -46,14 +47,24 @@ export default definePlugin<ReputationOptions, State>({
   },
 
   hooks: {
-    // Before the closed-relay rule: the providers' machines that send reports may not relay.
-    rcpt({ recipient, state }) {
-      if (state.intake?.isFeedbackAddress(recipient.address)) return accept()
+    // Before the closed-relay rule: the providers' machines that send reports may not relay. A
+    // foreign feedback address is never mixed with other recipients (separate.ts).
+    rcpt({ recipient, isLocal, envelope, notes, isLocalDomain, state }) {
+      if (!state.intake) return undefined
+      return rcptVerdict(state.intake, { recipient: recipient.address, isLocal, envelope, notes, isLocalDomain })
     },
 
-    data({ envelope, headers, readMessage, session, state }) {
-      if (!state.intake?.isReport(envelope.recipients.map((r) => r.address))) return undefined
+    data({ envelope, headers, readMessage, session, notes, state }) {
+      if (!state.intake) return undefined
+      if (!state.intake.isReport(envelope.recipients.map((r) => r.address))) return strayed(envelope, notes, 550)
       return state.intake.take({ message: readMessage, headerSize: headers.toBuffer().length, session: session.id, client: session.remoteAddress, sender: envelope.sender.address })
+    },
+
+    // Only when the data hook did not run (a plugin listed earlier accepted at DATA): not delivered either.
+    queue({ envelope, notes, log }) {
+      const refused = strayed(envelope, notes, 554)
+      if (refused) log.error({ recipients: envelope.recipients.map((r) => r.address) }, 'a feedback address reached the queue (its data hook did not run): list reputation before plugins that accept at DATA')
+      return refused
     },
   },
 })
