@@ -79,6 +79,8 @@ describe("['rate-limit', {}]", () => {
   it('AUTH failures: the 10th wrong password locks the address out (454 4.7.0, the right password too); another address is not', async () => {
     const s = await failAuth(guarded.port, '127.0.0.83', 9)
     expect(await auth(s, PW)).toMatch(/^235 /) // 9 failures: not yet
+    // The success's reserved attempt comes back at its session's next MAIL (or when it ends).
+    expect(await s.command('MAIL FROM:<frank@lock.test>')).toMatch(/^250 /)
     const t = await failAuth(guarded.port, '127.0.0.83', 1)
     expect(await auth(t, PW)).toMatch(/^454 4\.7\.0 Error: too many failed authentications from 127\.0\.0\.83, try again in 15 minute\(s\)/)
     await guarded.waitForLog((l) => l.msg === 'rate limit hit: perIp.authFailures (address locked out)' && l.key === '127.0.0.83' && l.lockoutSec === 900, 5000)

@@ -75,9 +75,13 @@ describe('reputation plugin', () => {
 
   it('rcpt: accepts the feedback addresses (any case), passes on the rest', async () => {
     const { ctx, stop } = await setUp()
-    const rcpt = (address: string) => plugin.hooks!.rcpt!({ ...ctx, recipient: { address, args: {} } } as never)
+    const rcpt = (address: string, before: string[] = []) =>
+      plugin.hooks!.rcpt!({ ...ctx, recipient: { address, args: {} }, isLocal: false, envelope: { sender: { address: '', args: {} }, recipients: before.map((a) => ({ address: a, args: {} })) }, notes: { session: new Map(), message: new Map() } } as never)
     expect(rcpt('fbl@FEEDBACK.test')).toMatchObject({ action: 'accept' })
     expect(rcpt('user@dest.test')).toBeUndefined()
+    // A feedback address outside the local domains is not mixed with other recipients (it would relay).
+    expect(rcpt('user@dest.test', [FBL])).toMatchObject({ action: 'tempfail', code: 452, status: '4.5.3' })
+    expect(rcpt(FBL, ['user@dest.test'])).toMatchObject({ action: 'tempfail', code: 452, status: '4.5.3' })
     await stop()
   })
 
