@@ -11,7 +11,8 @@ import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harne
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
 
-const PORT = 35020
+/** The receivers' port (one for every address: delivery.port), free when the first starts. */
+let PORT = 0
 const UNTRUSTED = '127.0.0.99' // not in smtp.trustedNetworks (127.0.0.1 is)
 let dns: TestDns
 let dest: TestReceiver // 127.0.35.12: the recipients' MX; 550 to bad*, 451 then 550 to later*, 451 to stuck*
@@ -42,7 +43,7 @@ const dsnsTo = (rx: TestReceiver, address: string) => rx.messages.filter((m) => 
 beforeAll(async () => {
   dest = await startReceiver({
     host: '127.0.35.12',
-    port: PORT,
+    port: 0,
     behaviour: {
       noStartTls: true,
       reply: {
@@ -57,6 +58,7 @@ beforeAll(async () => {
       },
     },
   })
+  PORT = dest.port
   legacy = await startReceiver({ host: '127.0.35.13', port: PORT, behaviour: { noStartTls: true }, serverOptions: { hide8BITMIME: true, hideSMTPUTF8: true } })
   modern = await startReceiver({ host: '127.0.35.14', port: PORT, behaviour: { noStartTls: true } })
   dns = await startDns({
@@ -69,7 +71,6 @@ beforeAll(async () => {
   })
   relay = await startRelay({
     config: {
-      listen: [{ host: '127.0.0.1', port: 35002, role: 'mx' }],
       // Accepted from anyone (untrusted clients too): the domains are this relay's to deliver.
       localDomains: ['dest.test', 'a.test', 'b.test', 'c.test'],
       dns: { servers: [dns.server], timeout: '1s' },

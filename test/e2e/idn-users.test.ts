@@ -69,14 +69,14 @@ beforeAll(async () => {
   F = path.join(dir, 'users.json')
   ca = makeCa()
   const cert = ca.issue(['relay.test'])
-  rx = await startReceiver({ host: '127.0.0.2', port: 36012, behaviour: { noStartTls: true } })
+  rx = await startReceiver({ host: '127.0.0.2', port: 0, behaviour: { noStartTls: true } })
   dns = await startDns({ 'dest.test': { A: ['127.0.0.2'] } })
   relay = await startRelay({
     config: {
       tls: { cert: cert.cert, key: cert.key },
       listen: [
-        { host: '127.0.0.1', port: 36010, role: 'mx' },
-        { host: '127.0.0.1', port: 36011, role: 'submission', tls: 'starttls' },
+        { host: '127.0.0.1', port: 0, role: 'mx' },
+        { host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' },
       ],
       localDomains: ['local.test'],
       dns: { servers: [dns.server], timeout: '1s' },

@@ -7,7 +7,6 @@ import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { startRelay, type RelayProcess } from '../harness/relay.js'
 
-const PORT = 35010
 let dns: TestDns
 let good: TestReceiver // 127.0.35.2: the only MX host with an address
 let relay: RelayProcess
@@ -16,7 +15,7 @@ const dead = (n: number, preference: number, prefix = 'old') => Array.from({ len
 const message = (subject: string) => `From: <a@sender.test>\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\n\r\nhello\r\n`
 
 beforeAll(async () => {
-  good = await startReceiver({ host: '127.0.35.2', port: PORT, behaviour: { noStartTls: true } })
+  good = await startReceiver({ host: '127.0.35.2', port: 0, behaviour: { noStartTls: true } })
   dns = await startDns({
     'good.mx.test': { A: ['127.0.35.2'] },
     // old*.dead.test are in no zone: NXDOMAIN; nodata*.dead.test exist without addresses.
@@ -27,10 +26,9 @@ beforeAll(async () => {
   })
   relay = await startRelay({
     config: {
-      listen: [{ host: '127.0.0.1', port: 35001, role: 'mx' }],
       dns: { servers: [dns.server], timeout: '1s' },
       smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.0/8'] },
-      delivery: { port: PORT, mtaSts: { enabled: false }, delayWarning: false, connectTimeout: '1s', retry: { base: '1s', factor: 1, max: '1s' } },
+      delivery: { port: good.port, mtaSts: { enabled: false }, delayWarning: false, connectTimeout: '1s', retry: { base: '1s', factor: 1, max: '1s' } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
   })

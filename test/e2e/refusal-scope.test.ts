@@ -10,7 +10,8 @@ import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, sendMail } from '../harness/smtp-client.js'
 import { runCli, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
-const PORT = 34110
+/** The receivers' port (one for every address: delivery.port), free when the first starts. */
+let PORT = 0
 let dns: TestDns
 let relay: RelayProcess
 const receivers: TestReceiver[] = []
@@ -37,7 +38,7 @@ async function rcptReply(address: string): Promise<string> {
 beforeAll(async () => {
   type Options = Parameters<typeof startReceiver>[0]
   const rx = (host: string, reply: Options['behaviour'], serverOptions?: Options['serverOptions']) =>
-    startReceiver({ host, port: PORT, behaviour: { noStartTls: true, ...reply }, serverOptions }).then((r) => (receivers.push(r), r))
+    startReceiver({ host, port: PORT, behaviour: { noStartTls: true, ...reply }, serverOptions }).then((r) => (receivers.push(r), (PORT = r.port), r))
   // sender.test's own MX: where the DSNs go.
   await rx('127.0.9.1', {})
   // Refuses the sender ghost1 at MAIL FROM; ghost2 and ghost3 at RCPT (Postfix with smtpd_delay_reject).
@@ -92,7 +93,6 @@ beforeAll(async () => {
   })
   relay = await startRelay({
     config: {
-      listen: [{ host: '127.0.0.1', port: PORT + 1, role: 'mx' }],
       dns: { servers: [dns.server], timeout: '1s' },
       smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.0/8'] },
       delivery: {
