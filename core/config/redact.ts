@@ -1,7 +1,8 @@
 // Secrets out of a config before it is shown (`relay config show`): by the key's name (tokens,
-// passwords, secrets, keys given inline) and by the userinfo of URLs (postgres://relay:pw@db/...).
+// passwords, secrets, keys given inline) and in URLs and connection strings (redact-url.ts).
+import { REDACTED, redactUrl } from './redact-url.js'
 
-export const REDACTED = '<redacted>'
+export { REDACTED, redactUrl }
 
 /** Names whose value is a secret whatever it looks like. */
 const SECRET_NAME = /(token|passw(or)?d|^pass$|secret|credential|authorization|cookie|apikey|api_key)/i
@@ -10,14 +11,6 @@ const KEY_NAME = /key$/i
 
 function looksLikePath(value: string): boolean {
   return /^(\/|\.{1,2}\/|~\/|[A-Za-z]:\\)/.test(value) || /\.(pem|key|crt|der|txt)$/i.test(value)
-}
-
-/** A URL's password (or a lone user part, which some services use as the token) replaced. */
-export function redactUrl(value: string): string {
-  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@\s]*)@/i, (_, scheme: string, userinfo: string) => {
-    const colon = userinfo.indexOf(':')
-    return colon === -1 ? `${scheme}${REDACTED}@` : `${scheme}${userinfo.slice(0, colon)}:${REDACTED}@`
-  })
 }
 
 /** `tokenFile`, `passwordPath`: where a secret is, not the secret. */

@@ -1,6 +1,7 @@
 // The PostgreSQL queue's connection pools: durable commits, int8 as numbers, no password in messages.
 import pg from 'pg'
 import type { Logger } from 'pino'
+import { redactUrl } from '../../config/redact-url.js'
 
 // int8 (counts, epoch ms, row ids) as numbers: every value here is far below 2^53. Only this
 // queue's pools parse so; other pg users in the process keep pg's defaults.
@@ -24,15 +25,9 @@ function durable(url: string): string {
   }
 }
 
-/** A connection URL fit for messages and logs. */
+/** A connection URL (or key=value string) fit for messages and logs: no password, in user info or query. */
 export function withoutPassword(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = '***'
-    return u.toString()
-  } catch {
-    return '(queue.url)'
-  }
+  return redactUrl(url, '***')
 }
 
 /** The pool for the queue's work. */

@@ -42,6 +42,18 @@ export interface SqliteQueueOptions {
 /** Buffers arrive from the worker as Uint8Array. */
 const toBuffer = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
+/**
+ * What the worker threw, as an Error with a message: the worker sends one (worker.ts), but what
+ * crosses the thread boundary without one (a plain `{ code }`) must not print as "[object Object]".
+ */
+function asError(err: unknown, file: string): Error {
+  if (err instanceof Error && err.message) return err
+  const code = (err as { code?: unknown } | null)?.code
+  const text = (err as { message?: unknown } | null)?.message
+  const why = typeof text === 'string' && text ? text : typeof code === 'string' ? code : JSON.stringify(err) ?? String(err)
+  return Object.assign(new Error(`queue database ${file}: ${why}`), typeof code === 'string' ? { code } : {})
+}
+
 /** The embedded queue: SQLite in WAL mode with synchronous=FULL, driven from a worker thread. */
 export class SqliteQueue implements Queue {
   private readonly worker: Worker
@@ -75,10 +87,10 @@ export class SqliteQueue implements Queue {
         if (!p) continue
         this.pending.delete(r.id)
         if (r.ok) p.resolve(r.result)
-        else p.reject(new Error(`queue ${r.error}`))
+        else p.reject(new Error(r.error.startsWith('queue ') ? r.error : `queue ${r.error}`))
       }
     })
-    this.worker.on('error', (err) => this.failAll((this.dead = err)))
+    this.worker.on('error', (err) => this.failAll((this.dead = asError(err, file))))
     this.worker.on('exit', (code) => {
       this.dead ??= new Error(`queue worker exited with code ${code}`)
       if (!this.closed || this.pending.size) this.failAll(this.dead)

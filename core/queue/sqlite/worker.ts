@@ -39,13 +39,42 @@ export interface WorkerOptions {
   retentionMs: number
 }
 
+/** SQLite's codes for a file that is damaged or no database at all. */
+const DAMAGED = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB'])
+
+/**
+ * What went wrong, as text that crosses the thread boundary: better-sqlite3's SqliteError is no
+ * native Error, so thrown out of the worker it arrived as `{ code }` alone ("[object Object]"). A
+ * damaged database names its file and the way out.
+ */
+export function describeError(err: unknown, file: string): { message: string; code?: string } {
+  const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : undefined
+  const text = (err as { message?: unknown })?.message
+  const message = typeof text === 'string' && text ? text : (code ?? String(err))
+  if (code && DAMAGED.has(code)) {
+    return {
+      code,
+      message: `queue database ${file} is corrupt (${code}: ${message}): restore it from a backup (relay queue restore <backup dir> into a new data directory), or move it and its -wal/-shm files aside to start with an empty queue`,
+    }
+  }
+  return { message, code }
+}
+
 /** Pruning old counters runs at most this often (inside a batch that commits anyway). */
 const PRUNE_EVERY_MS = 3_600_000
 
 if (parentPort) {
   const port = parentPort
   const { file, retentionMs } = workerData as WorkerOptions
-  const store = new SqliteStore(file)
+  let opened: SqliteStore
+  try {
+    opened = new SqliteStore(file)
+  } catch (err) {
+    // A native Error with its code: the queue's 'error' handler gets both (queue.ts).
+    const { message, code } = describeError(err, file)
+    throw Object.assign(new Error(message), code ? { code } : {})
+  }
+  const store = opened
   let batch: Request[] = []
   let scheduled = false
   let prunedAt = 0
@@ -67,7 +96,7 @@ if (parentPort) {
         const result = store.db.transaction(() => (store[r.op] as (...a: unknown[]) => unknown)(...r.args))()
         out.push({ id: r.id, ok: true, result })
       } catch (err) {
-        out.push({ id: r.id, ok: false, error: (err as Error).message })
+        out.push({ id: r.id, ok: false, error: describeError(err, file).message })
       }
     }
     return out
@@ -83,7 +112,8 @@ if (parentPort) {
       // before it writes cannot fail with SQLITE_BUSY when another process (the CLI) wrote meanwhile.
       responses = apply.immediate(requests)
     } catch (err) {
-      responses = requests.map((r) => ({ id: r.id, ok: false, error: (err as Error).message }))
+      const { message } = describeError(err, file)
+      responses = requests.map((r) => ({ id: r.id, ok: false, error: message }))
     }
     port.postMessage(responses)
   }

@@ -21,9 +21,13 @@ export class VerbError extends Error {
   }
 }
 
-/** Known failures (a queue verb's `kind`, an admin API answer) print their message; others their stack. Exit code 1. */
+/**
+ * Known failures (a queue verb's `kind`, an admin API answer, the queue database's own state such
+ * as a corrupt file: an SQLITE_ code) print their message; others their stack. Exit code 1.
+ */
 export function fail(err: unknown): void {
-  const known = err instanceof AdminFailed || typeof (err as { kind?: unknown } | null)?.kind === 'string'
+  const e = err as { kind?: unknown; code?: unknown } | null
+  const known = err instanceof AdminFailed || typeof e?.kind === 'string' || (typeof e?.code === 'string' && e.code.startsWith('SQLITE_'))
   process.stderr.write(`relay: ${known ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
   process.exitCode = 1
 }

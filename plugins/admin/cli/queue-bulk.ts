@@ -3,7 +3,7 @@
 // --sender, --state, --older-than); a count is printed, `--dry-run` lists what would be done. One
 // plain id without a filter or --dry-run keeps the one-message form (queueAction, queueFlush).
 import { parseDuration, type BulkAction, type BulkFilter, type BulkResult, type CommandEnv } from '../../../core/index.js'
-import { queueAction, queueFlush, withBackend, type QueueAction, type QueueVerbOptions } from './queue.js'
+import { checkQueueIds, queueAction, queueFlush, withBackend, type QueueAction, type QueueVerbOptions } from './queue.js'
 import { VerbError, fail, json, out } from './output.js'
 
 export interface BulkVerbOptions extends QueueVerbOptions {
@@ -50,6 +50,7 @@ export async function queueBulkVerb(env: CommandEnv, action: BulkAction, target:
     const narrow = narrowing(opts)
     const id = target ?? opts.id
     if (id !== undefined && opts.id !== undefined && target !== undefined) throw new VerbError('bad-input', 'give the queue id once (as an argument or --id)')
+    if (id !== 'ALL' && id !== '-') checkQueueIds(id)
     // The one-message forms, unchanged: `hold <id>`, `flush`, `flush --domain d`, `flush --id <id>`.
     if (!opts.dryRun && id !== undefined && id !== 'ALL' && id !== '-' && !narrow) {
       return action === 'flush' ? queueFlush(env, { ...opts, id }) : queueAction(env, action as QueueAction, id, opts)
@@ -59,7 +60,9 @@ export async function queueBulkVerb(env: CommandEnv, action: BulkAction, target:
       if (narrow) throw new VerbError('bad-input', 'ALL selects every message: drop --domain, --sender, --state and --older-than, or ALL')
       filter = { all: true }
     } else if (id === '-') {
-      filter = { ...narrow, ids: await idsFromStdin() }
+      const ids = await idsFromStdin()
+      checkQueueIds(...ids)
+      filter = { ...narrow, ids }
     } else if (id !== undefined) {
       filter = { ...narrow, ids: [id] }
     } else if (narrow) {

@@ -1,11 +1,16 @@
 // `relay queue cat <id>` (the message as queued, like `postcat -q`) and `relay queue summary --age`
 // (pending recipients by destination domain and age, like Postfix's qshape).
 import type { CommandEnv, QueueEntry } from '../../../core/index.js'
-import { queueSummary, withBackend, type QueueVerbOptions } from './queue.js'
+import { checkQueueIds, queueSummary, withBackend, type QueueVerbOptions } from './queue.js'
 import { VerbError, fail, json, out } from './output.js'
 
 export async function queueCat(env: CommandEnv, id: string, opts: QueueVerbOptions & { headerOnly?: boolean; bodyOnly?: boolean }): Promise<void> {
   if (opts.headerOnly && opts.bodyOnly) return fail(new VerbError('bad-input', '--header-only and --body-only exclude each other'))
+  try {
+    checkQueueIds(id)
+  } catch (err) {
+    return fail(err)
+  }
   await withBackend(env, opts, async (b) => {
     const raw = await b.raw(id)
     // The header section ends at the first empty line; the body follows it.

@@ -18,6 +18,17 @@ export type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release'
   note?: string
 }
 
+/** A queue id as the queue takes one (core/queue/control.ts checks the same). */
+const QUEUE_ID = /^[A-Za-z0-9._-]{1,64}$/
+
+/**
+ * Every id a verb is given, checked before anything is asked: an empty one (an unset shell
+ * variable) must not read as "no id", which for flush means every message.
+ */
+export function checkQueueIds(...ids: (string | undefined)[]): void {
+  for (const id of ids) if (id !== undefined && !QUEUE_ID.test(id)) throw new VerbError('bad-input', `not a queue id: '${id}'`)
+}
+
 function apiBackend(target: AdminTarget): Backend {
   const call = <T>(method: 'GET' | 'POST', p: string, body?: unknown) => adminCall<T>(target, method, p, body)
   const id = (s: string) => encodeURIComponent(s)
@@ -35,7 +46,7 @@ function apiBackend(target: AdminTarget): Backend {
     release: (s) => call('POST', `/api/queue/${id(s)}/release`),
     remove: (s) => call('POST', `/api/queue/${id(s)}/delete`),
     bounce: (s) => call('POST', `/api/queue/${id(s)}/bounce`),
-    flush: (f = {}) => call('POST', '/api/queue/flush', { ...(f.id ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
+    flush: (f = {}) => call('POST', '/api/queue/flush', { ...(f.id !== undefined ? { id: f.id } : {}), ...(f.domain ? { domain: f.domain } : {}) }),
     summary: () => call('GET', '/api/queue-summary'),
     bulk: (action, filter, opts) => call('POST', '/api/queue/bulk', { action, filter, dryRun: opts?.dryRun === true }),
     raw: (s) => adminRaw(target, `/api/queue/${id(s)}/raw`),
@@ -136,6 +147,11 @@ export async function queueList(env: CommandEnv, opts: QueueVerbOptions & { stat
 }
 
 export async function queueShow(env: CommandEnv, id: string, opts: QueueVerbOptions): Promise<void> {
+  try {
+    checkQueueIds(id)
+  } catch (err) {
+    return fail(err)
+  }
   await withBackend(env, opts, async (b) => {
     const m = await b.show(id)
     if (opts.json) return json(m)
@@ -170,6 +186,11 @@ export async function queueShow(env: CommandEnv, id: string, opts: QueueVerbOpti
 export type QueueAction = 'hold' | 'release' | 'delete' | 'bounce'
 
 export async function queueAction(env: CommandEnv, action: QueueAction, id: string, opts: QueueVerbOptions): Promise<void> {
+  try {
+    checkQueueIds(id)
+  } catch (err) {
+    return fail(err)
+  }
   await withBackend(env, opts, async (b) => {
     if (action === 'bounce') {
       const r = await b.bounce(id)
@@ -184,6 +205,11 @@ export async function queueAction(env: CommandEnv, action: QueueAction, id: stri
 }
 
 export async function queueFlush(env: CommandEnv, opts: QueueVerbOptions & { domain?: string; id?: string }): Promise<void> {
+  try {
+    checkQueueIds(opts.id)
+  } catch (err) {
+    return fail(err)
+  }
   await withBackend(env, opts, async (b) => {
     const r = await b.flush({ id: opts.id, domain: opts.domain })
     if (opts.json) return json(r)
