@@ -1,9 +1,10 @@
 // Configs that cannot be what the operator meant are refused by `relay check-config` and `relay
 // start` (exit 2, nothing bound): a config file with no default export or nothing in it (not a
-// silent run on the defaults).
+// silent run on the defaults), and two listeners on one address (not EADDRINUSE half-way up).
 import { describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { BIN, runCli, tempDir } from '../harness/relay.js'
 
@@ -27,6 +28,17 @@ function startBriefly(file: string, ms = 8000): Promise<{ code: number | null; s
       clearTimeout(timer)
       resolve({ code: signal === 'SIGKILL' ? null : code, stderr })
     })
+  })
+}
+
+/** Does anything accept connections on 127.0.0.1:port? */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.on('error', () => resolve(false))
   })
 }
 
@@ -86,5 +98,33 @@ describe('a config file that holds no config', () => {
       expect(r.code, r.stderr).toBe(0)
       if (hostname) expect(r.stdout).toContain(`hostname ${hostname}`)
     }
+  })
+})
+
+describe('listen addresses that clash', () => {
+  const listen = [
+    { host: '127.0.0.1', port: 37521, role: 'mx' },
+    { host: '127.0.0.1', port: 37521, role: 'submission' },
+    { host: '0.0.0.0', port: 37522, role: 'mx' },
+    { host: '127.0.0.1', port: 37522, role: 'mx' },
+    { host: '::1', port: 37523, role: 'mx' },
+    { host: '0.0.0.0', port: 37523, role: 'mx' },
+    { host: '127.0.0.1', port: 0, role: 'mx' },
+    { host: '127.0.0.1', port: 0, role: 'mx' },
+  ]
+
+  it('check-config names each listener another one already takes; start binds nothing (exit 2)', async () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'dup.example', listen, dataDir: './data', log: { level: 'silent' } }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  listen[1]: 127.0.0.1:37521 is already listen[0]\n')
+    expect(r.stderr).toContain('  listen[3]: 127.0.0.1:37522 clashes with listen[2] (0.0.0.0:37522): 0.0.0.0 takes every IPv4 address on port 37522\n')
+    // [::1] and 0.0.0.0 on one port both bind; two listeners on port 0 each get a free port.
+    expect(r.stderr).not.toMatch(/listen\[[5-7]\]/)
+
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain('listen[1]: 127.0.0.1:37521 is already listen[0]')
+    expect(await listening(37521)).toBe(false)
   })
 })
