@@ -1,10 +1,12 @@
 // The files and directories a valid config names must also be usable: the TLS certificates and keys
 // readable and matching, the CA file readable, the data directory writable (or creatable). Checked
 // by `relay check-config` and before `relay start`, so a bad path is a config error naming its key.
+// Listen addresses that two listeners share: check-listen.ts.
 import fs from 'node:fs'
 import path from 'node:path'
 import tls from 'node:tls'
 import type { RelayConfig } from './schema.js'
+import { listenIssues } from './check-listen.js'
 
 export interface PathIssue {
   path: string
@@ -72,9 +74,9 @@ function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
   }
 }
 
-/** Every problem with the paths the config names, all at once. */
+/** Every problem with the paths the config names, and listen addresses that clash, all at once. */
 export function checkConfigPaths(config: RelayConfig): PathIssue[] {
-  const issues: PathIssue[] = []
+  const issues: PathIssue[] = listenIssues(config.listen)
   if (config.tls) {
     checkPair(config.tls, 'tls', issues)
     for (const [name, pair] of Object.entries(config.tls.sni)) checkPair(pair, `tls.sni.${name}`, issues)

@@ -9,3 +9,32 @@ export function defaultExport(mod: unknown): unknown {
   }
   return value
 }
+
+/** A config module that gives Relay nothing to read: an error, never a silent run on the defaults. */
+export class NoConfigExportError extends Error {
+  constructor(readonly filepath: string) {
+    super('no default export: the file holds no config (write `export default defineConfig({ … })`; in CommonJS `module.exports = { … }`)')
+    this.name = 'NoConfigExportError'
+  }
+}
+
+/**
+ * A config module's settings: its default export, or module.exports from CommonJS. A module with
+ * only named exports, or none (`defineConfig({ … })` without `export default`), throws
+ * NoConfigExportError. `source` tells an empty CommonJS module.exports (no `export`/`exports` in the
+ * text: nothing was exported) from an explicit `export default {}` (the defaults), which import()
+ * hands over alike.
+ */
+export function configExport(mod: unknown, filepath: string, source: string): unknown {
+  const ns = mod as Record<string, unknown> | null
+  if (!ns || typeof ns !== 'object' || !('default' in ns)) throw new NoConfigExportError(filepath)
+  const value = ns.default
+  if (value && typeof value === 'object' && (value as { __esModule?: unknown }).__esModule === true) {
+    // tsx's CommonJS build of an ES module: its `export default` one level deeper.
+    if (!('default' in value)) throw new NoConfigExportError(filepath)
+    return (value as { default: unknown }).default
+  }
+  const empty = value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype && Object.keys(value).length === 0
+  if (empty && !/\bexports?\b/.test(source)) throw new NoConfigExportError(filepath)
+  return value
+}

@@ -4,7 +4,7 @@
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
-import { defaultExport } from './default-export.js'
+import { configExport } from './default-export.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from './relay-mta-imports.js'
 import { loadJson, loadYaml, moduleSyntaxError } from './syntax.js'
 
@@ -34,26 +34,39 @@ function hooksFor(content: string): void {
 const loadTs: Loader = async (filepath, content) => {
   hooksFor(content)
   const { tsImport } = await import('tsx/esm/api')
+  let mod: unknown
   try {
-    return defaultExport(await tsImport(freshUrl(filepath), import.meta.url))
+    mod = await tsImport(freshUrl(filepath), import.meta.url)
   } catch (err) {
     throw moduleSyntaxError(err, filepath, content) ?? err
   }
+  return configExport(mod, filepath, content)
 }
 const loadEsm: Loader = async (filepath, content) => {
   hooksFor(content)
-  let mod: { default?: unknown }
+  let mod: unknown
   try {
-    mod = (await import(freshUrl(filepath))) as { default?: unknown }
+    mod = await import(freshUrl(filepath))
   } catch (err) {
     throw moduleSyntaxError(err, filepath, content) ?? err
   }
-  return mod.default ?? mod
+  return configExport(mod, filepath, content)
 }
 
+/** An empty config file, or one that parses to nothing (only comments, `null`): no config, not the defaults. */
+const emptyFile = (filepath: string) => Object.assign(new Error('the file is empty: it holds no config ({} asks for the defaults)'), { filepath })
+// cosmiconfig takes a data file that parses to nothing for no file at all, even one named by --config.
+const nonEmpty =
+  (load: Loader): Loader =>
+  async (filepath, content) =>
+    (await load(filepath, content)) ?? Promise.reject(emptyFile(filepath))
+
 const options = {
-  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm, '.json': loadJson, '.yaml': loadYaml, '.yml': loadYaml, noExt: loadYaml },
+  // .cjs too: cosmiconfig's own loader takes a missing default export for an empty file.
+  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm, '.cjs': loadEsm, '.json': nonEmpty(loadJson), '.yaml': nonEmpty(loadYaml), '.yml': nonEmpty(loadYaml), noExt: nonEmpty(loadYaml) },
   searchStrategy: 'none' as const,
+  // An empty config file found is an error (findConfig), not a reason to look further or run on the defaults.
+  ignoreEmptySearchPlaces: false,
   // Hot reload reads the file again: no cached result.
   cache: false,
 }
@@ -84,6 +97,9 @@ export function searchPlaces(file?: string, env: NodeJS.ProcessEnv = process.env
  */
 export async function findConfig(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<FoundConfig | null> {
   const named = file ?? (env.RELAY_CONFIG || undefined)
-  if (named) return inCwd.load(path.resolve(cwd, named))
-  return (await inCwd.search(cwd)) ?? (await inSystemDir.search(systemConfigDir(env)))
+  const found = named ? await inCwd.load(path.resolve(cwd, named)) : ((await inCwd.search(cwd)) ?? (await inSystemDir.search(systemConfigDir(env))))
+  // Empty, or only comments: a file meant as the config that says nothing (a truncated write, an
+  // editor's new file) must not start a relay on the defaults. `{}` is how to ask for them.
+  if (found?.isEmpty) throw emptyFile(found.filepath)
+  return found
 }

@@ -157,14 +157,43 @@ export interface PluginEnv {
 /** Loads the config's plugins in order, validates their options and runs their setup. */
 export async function loadPlugins(env: PluginEnv): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = []
+  const carried: Carried[] = []
   try {
-    await loadEach(env, loaded)
+    await loadEach(env, loaded, carried)
   } catch (err) {
     // Those set up already let go of what they hold (a hot reload that fails leaves nothing open).
     await teardownAll(loaded.filter((p) => !env.previous?.includes(p)), env.logger)
     throw err
   }
+  // Only a generation that loaded updates the kept ones: a refused reload leaves the running one as it was.
+  for (const { kept, at, optionsChanged } of carried) Object.assign(kept, { at, optionsChanged })
   return loaded
+}
+
+/** A keepOnReload plugin carried into the new generation: its place there, and whether its options differ. */
+interface Carried {
+  kept: LoadedPlugin
+  at: string
+  optionsChanged: boolean
+}
+
+/**
+ * Which running keepOnReload plugin each new entry carries over (undefined: set up anew). Matched by
+ * identity, not by place, so adding, removing or moving other plugins never sets one up again (a
+ * second listener on the port the running one holds): same name and options first, identical
+ * entries in order; then same name with other options (the running one stays until a restart).
+ */
+function matchKept(entries: readonly { plugin: Plugin; optionsKey: string }[], previous: readonly LoadedPlugin[] = []): (LoadedPlugin | undefined)[] {
+  const free = previous.filter((p) => p.plugin.keepOnReload)
+  const out: (LoadedPlugin | undefined)[] = entries.map(() => undefined)
+  for (const sameOptions of [true, false]) {
+    entries.forEach((e, i) => {
+      if (!e.plugin.keepOnReload || out[i]) return
+      const j = free.findIndex((p) => p.plugin.name === e.plugin.name && (!sameOptions || p.optionsKey === e.optionsKey))
+      if (j >= 0) out[i] = free.splice(j, 1)[0]
+    })
+  }
+  return out
 }
 
 /** Runs the plugins' teardowns, last plugin first; a failure is logged and the rest still run. */
@@ -178,7 +207,7 @@ export async function teardownAll(plugins: LoadedPlugin[], log: Logger): Promise
   }
 }
 
-async function loadEach(env: PluginEnv, loaded: LoadedPlugin[]): Promise<void> {
+async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried[]): Promise<void> {
   const { config } = env
   const entries: { at: string; ref: string | Plugin; rawOptions: unknown }[] = [
     ...(env.builtins?.first ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
@@ -188,6 +217,8 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[]): Promise<void> {
     }),
     ...(env.builtins?.last ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
   ]
+  // Every entry loaded and its options validated before any is set up: the kept ones are matched over all.
+  const ready: { at: string; named: string; plugin: Plugin; options: unknown; optionsKey: string }[] = []
   for (const { at, ref, rawOptions } of entries) {
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
     const named = `${at} (${plugin.name})`
@@ -206,14 +237,15 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[]): Promise<void> {
       }
       options = parsed.data
     }
-    const optionsKey = keyOf(rawOptions)
-    const kept = plugin.keepOnReload ? env.previous?.find((p) => p.at === at && p.plugin.name === plugin.name) : undefined
-    if (kept) {
-      kept.optionsChanged = kept.optionsKey !== optionsKey
-      loaded.push(kept)
-      continue
-    }
-    loaded.push(await setUp(env, plugin, options, at, named, optionsKey))
+    ready.push({ at, named, plugin, options, optionsKey: keyOf(rawOptions) })
+  }
+  const kept = matchKept(ready, env.previous)
+  for (const [i, { at, named, plugin, options, optionsKey }] of ready.entries()) {
+    const k = kept[i]
+    if (k) {
+      carried.push({ kept: k, at, optionsChanged: k.optionsKey !== optionsKey })
+      loaded.push(k)
+    } else loaded.push(await setUp(env, plugin, options, at, named, optionsKey))
   }
 }
 
@@ -227,11 +259,13 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   const handlers = new Map<string, (...args: any[]) => unknown>()
   const role = env.process?.role ?? 'single'
   const callPrimary = env.process?.callPrimary
+  let self: LoadedPlugin | undefined
   const processes: PluginProcesses = {
     role,
     handle: (method, fn) => void (role !== 'worker' && handlers.set(method, fn)),
     call: async <T>(method: string, ...args: unknown[]) => {
-      if (role === 'worker' && callPrimary) return (await callPrimary(at, method, args)) as T
+      // Its place now: a kept plugin (keepOnReload) may have moved in the list since setup.
+      if (role === 'worker' && callPrimary) return (await callPrimary(self?.at ?? at, method, args)) as T
       const fn = handlers.get(method)
       if (!fn) throw new Error(`${named}: no handler '${method}' (ctx.processes.handle)`)
       return (await fn(...args)) as T
@@ -279,7 +313,8 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     if (legacyTeardown) await legacyTeardown()
     else await plugin.teardown?.(ctx)
   }
-  return { plugin, ctx, teardown, at, optionsKey, handlers }
+  self = { plugin, ctx, teardown, at, optionsKey, handlers }
+  return self
 }
 
 function withSetupTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
@@ -290,9 +325,12 @@ function withSetupTimeout<T>(work: Promise<T>, ms: number, error: () => Error): 
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
 }
 
+/** The options as a string, keys sorted: the same options written in another order are the same. */
 function keyOf(options: unknown): string {
   try {
-    return JSON.stringify(options ?? {})
+    return JSON.stringify(options ?? {}, (_, v: unknown) =>
+      v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+    )
   } catch {
     return String(Math.random()) // not serialisable: always counts as changed
   }

@@ -1,0 +1,130 @@
+// Configs that cannot be what the operator meant are refused by `relay check-config` and `relay
+// start` (exit 2, nothing bound): a config file with no default export or nothing in it (not a
+// silent run on the defaults), and two listeners on one address (not EADDRINUSE half-way up).
+import { describe, expect, it } from 'vitest'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { BIN, runCli, tempDir } from '../harness/relay.js'
+
+const ENV = { RELAY_CONFIG: undefined, RELAY_SYSTEM_CONFIG_DIR: tempDir('relay-etc-empty-') }
+const LISTEN = [{ host: '127.0.0.1', port: 37520, role: 'mx' }]
+
+function fileIn(name: string, text: string): string {
+  const file = path.join(tempDir('relay-cfgchk-'), name)
+  fs.writeFileSync(file, text)
+  return file
+}
+
+/** `relay start`: its exit, or null if it was still running after `ms` (then stopped). */
+function startBriefly(file: string, ms = 8000): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, 'start', '--config', file], { cwd: path.dirname(file), env: { ...process.env, ...ENV }, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code: signal === 'SIGKILL' ? null : code, stderr })
+    })
+  })
+}
+
+/** Does anything accept connections on 127.0.0.1:port? */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.on('error', () => resolve(false))
+  })
+}
+
+describe('a config file that holds no config', () => {
+  const settings = `{ hostname: 'mine.example', listen: ${JSON.stringify(LISTEN)}, dataDir: './data' }`
+  const noExport: [string, string][] = [
+    ['relay.config.ts', `import { defineConfig } from 'relay-mta'\ndefineConfig(${settings})\n`],
+    ['relay.config.ts', 'const x = 1\n'],
+    ['relay.config.ts', `export const config = ${settings}\n`],
+    ['relay.config.mjs', `const config = ${settings}\n`],
+    ['relay.config.js', 'const x = 1\n'],
+    ['relay.config.cjs', 'const x = 1\n'],
+  ]
+
+  it.each(noExport)('%s without a default export: check-config says so, exit 2 (%#)', (name, text) => {
+    const file = fileIn(name, text)
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain(`invalid config in ${file}:`)
+    expect(r.stderr).toContain('no default export: the file holds no config')
+    expect(r.stdout).not.toContain('config ok')
+  })
+
+  it.each([
+    ['relay.config.json', ''],
+    ['relay.config.yaml', '# settings to come\n'],
+    ['relay.config.ts', '\n'],
+    ['.relayrc', ''],
+  ])('an empty %s is an error, not the defaults', (name, text) => {
+    const file = fileIn(name, text)
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain(`invalid config in ${file}:`)
+    expect(r.stderr).toContain('the file is empty: it holds no config')
+    // Found by the search in the current directory too, rather than skipped for the next place.
+    const found = runCli(['check-config'], { cwd: path.dirname(file), env: ENV })
+    expect(found.code, found.stdout).toBe(2)
+    expect(found.stderr).toContain(`invalid config in ${file}:`)
+  })
+
+  it('start refuses it (exit 2) and runs nothing on the defaults', async () => {
+    const file = fileIn('relay.config.ts', `import { defineConfig } from 'relay-mta'\ndefineConfig(${settings})\n`)
+    const r = await startBriefly(file)
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toContain(`invalid config in ${file}:`)
+    expect(r.stderr).toContain('no default export')
+    expect(fs.existsSync(path.join(path.dirname(file), 'data'))).toBe(false)
+  })
+
+  it('`export default {}` and module.exports still mean what they say', () => {
+    for (const [name, text, hostname] of [
+      ['relay.config.mjs', 'export default {}\n', undefined],
+      ['relay.config.cjs', "module.exports = { hostname: 'cjs.example' }\n", 'cjs.example'],
+      ['relay.config.json', '{}', undefined],
+    ] as const) {
+      const r = runCli(['check-config', '--config', fileIn(name, text)], { env: ENV })
+      expect(r.code, r.stderr).toBe(0)
+      if (hostname) expect(r.stdout).toContain(`hostname ${hostname}`)
+    }
+  })
+})
+
+describe('listen addresses that clash', () => {
+  const listen = [
+    { host: '127.0.0.1', port: 37521, role: 'mx' },
+    { host: '127.0.0.1', port: 37521, role: 'submission' },
+    { host: '0.0.0.0', port: 37522, role: 'mx' },
+    { host: '127.0.0.1', port: 37522, role: 'mx' },
+    { host: '::1', port: 37523, role: 'mx' },
+    { host: '0.0.0.0', port: 37523, role: 'mx' },
+    { host: '127.0.0.1', port: 0, role: 'mx' },
+    { host: '127.0.0.1', port: 0, role: 'mx' },
+  ]
+
+  it('check-config names each listener another one already takes; start binds nothing (exit 2)', async () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'dup.example', listen, dataDir: './data', log: { level: 'silent' } }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  listen[1]: 127.0.0.1:37521 is already listen[0]\n')
+    expect(r.stderr).toContain('  listen[3]: 127.0.0.1:37522 clashes with listen[2] (0.0.0.0:37522): 0.0.0.0 takes every IPv4 address on port 37522\n')
+    // [::1] and 0.0.0.0 on one port both bind; two listeners on port 0 each get a free port.
+    expect(r.stderr).not.toMatch(/listen\[[5-7]\]/)
+
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain('listen[1]: 127.0.0.1:37521 is already listen[0]')
+    expect(await listening(37521)).toBe(false)
+  })
+})
