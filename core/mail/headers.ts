@@ -1,8 +1,6 @@
 // A message's header section, kept as the raw bytes of each field (latin1 strings hold bytes 1:1),
 // so that a message passes through byte-identical unless a plugin changes a header.
 
-const FIELD = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/
-
 function toRaw(text: string): string {
   return Buffer.from(text, 'utf8').toString('latin1')
 }
@@ -93,6 +91,70 @@ export function foldLongLines(raw: string): string {
   return last ? out + buf.toString('latin1', last) : raw
 }
 
+/** Whether `buf[pos, end)` starts with a field name, optional white space and a colon (/^[\x21-\x39\x3b-\x7e]+[ \t]*:/). */
+export function isFieldLine(buf: Buffer, pos: number, end: number): boolean {
+  let i = pos
+  for (; i < end; i++) {
+    const b = buf[i]!
+    if (b < 0x21 || b > 0x7e || b === 0x3a) break
+  }
+  if (i === pos) return false
+  while (i < end && isWsp(buf[i])) i++
+  return i < end && buf[i] === 0x3a
+}
+
+/** The header block `buf[0, end)` as latin1 text, folded at `breaks` (headerLineBreaks of its long lines). */
+export function foldedText(buf: Buffer, end: number, breaks: LineBreak[]): string {
+  if (!breaks.length) return buf.toString('latin1', 0, end)
+  let text = ''
+  let last = 0
+  for (const b of breaks) {
+    text += buf.toString('latin1', last, b.at) + (b.space ? '\r\n ' : '\r\n')
+    last = b.at
+  }
+  return text + buf.toString('latin1', last, end)
+}
+
+/**
+ * A header section as it is read: chunks copied into one buffer that doubles as it fills (up to
+ * `cap`), so each byte is copied a bounded number of times however many chunks the header comes
+ * in, never all of it again per chunk. A header that fits in the first chunk stays in that chunk.
+ */
+export class HeaderBytes {
+  private buf: Buffer = Buffer.alloc(0)
+  private own = false
+  private length = 0
+
+  constructor(private readonly cap: number) {}
+
+  push(chunk: Buffer): void {
+    if (!this.length) {
+      this.buf = chunk
+      this.length = chunk.length
+      return
+    }
+    const need = this.length + chunk.length
+    if (!this.own || need > this.buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(need, Math.min(this.buf.length * 2, this.cap)))
+      this.buf.copy(next, 0, 0, this.length)
+      this.buf = next
+      this.own = true
+    }
+    chunk.copy(this.buf, this.length)
+    this.length = need
+  }
+
+  get bytes(): Buffer {
+    return this.buf.subarray(0, this.length)
+  }
+
+  /** The bytes from `start` on, copied when that lets the (large) buffer go. */
+  rest(start: number): Buffer {
+    const rest = this.bytes.subarray(start)
+    return this.own ? Buffer.from(rest) : rest
+  }
+}
+
 export interface HeaderField {
   /** Field name as written. */
   name: string
@@ -110,30 +172,35 @@ export class MessageHeaders {
 
   /** Parses a header block (bytes as latin1, CRLF line ends). */
   static parse(block: string): MessageHeaders {
+    // One pass with indexOf: a field is its first line and the lines after it that start with
+    // white space, taken as one slice of the block (no per-line split or regex).
     const fields: HeaderField[] = []
-    for (const line of block.split(/(?<=\r\n)/)) {
-      if (!line) continue
-      const last = fields[fields.length - 1]
-      if ((line[0] === ' ' || line[0] === '\t') && last) last.raw += line
-      else fields.push({ name: FIELD.exec(line)?.[1] ?? '', raw: line })
+    let pos = 0
+    while (pos < block.length) {
+      const start = pos
+      pos = lineEnd(block, pos)
+      const name = fieldName(block, start, pos)
+      while (pos < block.length && isWspCode(block.charCodeAt(pos))) pos = lineEnd(block, pos)
+      fields.push({ name, raw: block.slice(start, pos) })
     }
     return new MessageHeaders(fields)
   }
 
   /** First value of a field, unfolded and trimmed (UTF-8 decoded), or undefined. */
   get(name: string): string | undefined {
-    const field = this.fields.find((f) => f.name.toLowerCase() === name.toLowerCase())
+    const lower = name.toLowerCase()
+    const field = this.fields.find((f) => sameName(f, lower))
     return field ? valueOf(field) : undefined
   }
 
   getAll(name: string): string[] {
     const lower = name.toLowerCase()
-    return this.fields.filter((f) => f.name.toLowerCase() === lower).map(valueOf)
+    return this.fields.filter((f) => sameName(f, lower)).map(valueOf)
   }
 
   has(name: string): boolean {
     const lower = name.toLowerCase()
-    return this.fields.some((f) => f.name.toLowerCase() === lower)
+    return this.fields.some((f) => sameName(f, lower))
   }
 
   /** Adds a field at the top (where trace fields such as Received go). */
@@ -150,23 +217,81 @@ export class MessageHeaders {
   remove(name: string): number {
     const lower = name.toLowerCase()
     const before = this.fields.length
-    this.fields = this.fields.filter((f) => f.name.toLowerCase() !== lower)
+    this.fields = this.fields.filter((f) => !sameName(f, lower))
     return before - this.fields.length
   }
 
   /** Replaces the first field of this name in place (or appends one). Later duplicates are removed. */
   set(name: string, value: string): void {
     const lower = name.toLowerCase()
-    const index = this.fields.findIndex((f) => f.name.toLowerCase() === lower)
+    const index = this.fields.findIndex((f) => sameName(f, lower))
     if (index < 0) return this.append(name, value)
     this.fields[index] = makeField(name, value)
-    this.fields = this.fields.filter((f, i) => i <= index || f.name.toLowerCase() !== lower)
+    this.fields = this.fields.filter((f, i) => i <= index || !sameName(f, lower))
   }
 
-  /** The header section as bytes (without the blank line that ends it). */
+  /** The last toBuffer result and the raw strings it was made of. */
+  #cache?: { raws: string[]; bytes: Buffer }
+
+  /**
+   * The header section as bytes (without the blank line that ends it). The result is shared by
+   * calls until a field changes (the relay asks several times per message; a header may be 1 MB),
+   * so it must not be written to.
+   */
   toBuffer(): Buffer {
-    return Buffer.from(this.fields.map((f) => f.raw).join(''), 'latin1')
+    // `fields` is public and may be replaced or edited in place: the bytes depend only on the raw
+    // strings in order. The fields before and after the ones that changed since the last call
+    // (a field put on top, a few removed) are copied from its bytes, not encoded again.
+    const raws = this.fields.map((f) => f.raw)
+    const old = this.#cache ?? { raws: [], bytes: Buffer.alloc(0) }
+    const n = raws.length
+    const m = old.raws.length
+    let head = 0
+    let headBytes = 0
+    while (head < n && head < m && raws[head] === old.raws[head]) headBytes += raws[head++]!.length
+    if (head === n && n === m) return old.bytes
+    let tail = 0
+    let tailBytes = 0
+    while (tail < n - head && tail < m - head && raws[n - 1 - tail] === old.raws[m - 1 - tail]) tailBytes += raws[n - 1 - tail++]!.length
+    // The changed fields in one write (one native call, not one per field).
+    const middle = raws.slice(head, n - tail).join('')
+    const bytes = Buffer.allocUnsafe(headBytes + middle.length + tailBytes)
+    old.bytes.copy(bytes, 0, 0, headBytes)
+    const at = headBytes + bytes.write(middle, headBytes, 'latin1')
+    old.bytes.copy(bytes, at, old.bytes.length - tailBytes)
+    this.#cache = { raws, bytes }
+    return bytes
   }
+}
+
+const isWspCode = (c: number) => c === 0x20 || c === 0x09
+
+/** Where the line starting at `pos` ends, its CRLF included (the block's end for a last line without one). */
+function lineEnd(block: string, pos: number): number {
+  const eol = block.indexOf('\r\n', pos)
+  return eol < 0 ? block.length : eol + 2
+}
+
+/** The field name of the line `block[start, end)` (FIELD), '' when it has none. */
+function fieldName(block: string, start: number, end: number): string {
+  let i = start
+  for (; i < end; i++) {
+    const c = block.charCodeAt(i)
+    if (c < 0x21 || c > 0x7e || c === 0x3a) break
+  }
+  if (i === start) return ''
+  let j = i
+  while (j < end && isWspCode(block.charCodeAt(j))) j++
+  return j < end && block.charCodeAt(j) === 0x3a ? block.slice(start, i) : ''
+}
+
+/** Whether the field is named `lower` (lower case), in any case. */
+function sameName(field: HeaderField, lower: string): boolean {
+  const name = field.name
+  if (name.length === lower.length) return name.toLowerCase() === lower
+  // Lower-casing keeps an ASCII name's length (every parsed name is ASCII): no match, no new string.
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) > 0x7f) return name.toLowerCase() === lower
+  return false
 }
 
 function valueOf(field: HeaderField): string {

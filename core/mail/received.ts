@@ -1,5 +1,6 @@
 import net from 'node:net'
 import type { SessionInfo } from '../hooks/types.js'
+import type { MessageHeaders } from './headers.js'
 
 /** RFC 5322 date-time, e.g. `Sat, 28 Nov 2026 06:01:49 +0000`. */
 export function rfc5322Date(date = new Date()): string {
@@ -31,4 +32,14 @@ export function receivedHeader(o: { session: SessionInfo; hostname: string; prot
 export function hopCount(headerBlock: string): number {
   // Folded lines start with white space, so only a field's first line can match.
   return headerBlock.match(/^Received[ \t]*:/gim)?.length ?? 0
+}
+
+/**
+ * hopCount of a header section already parsed: its fields named Received (the same count for a
+ * header with no bare CR, which readMessage never leaves), without making a string of the whole header.
+ */
+export function hopCountOf(headers: MessageHeaders): number {
+  let hops = 0
+  for (const f of headers.fields) if (f.name.length === 8 && f.name.toLowerCase() === 'received') hops++
+  return hops
 }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { headerLineBreaks, MAX_LINE_OCTETS, MessageHeaders, utf8Length, type LineBreak } from '../mail/headers.js'
+import { foldedText, HeaderBytes, headerLineBreaks, isFieldLine, MAX_LINE_OCTETS, MessageHeaders, utf8Length, type LineBreak } from '../mail/headers.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
 
 /** Bodies up to this size stay in memory and go inline into the queue database. */
@@ -7,7 +7,6 @@ export const INLINE_BODY_LIMIT = 128 * 1024
 
 const CR = 13
 const LF = 10
-const FIELD_LINE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/
 const CRLF = Buffer.from('\r\n')
 
 export class BareLineEndingError extends Error {
@@ -75,22 +74,14 @@ class LineEndings {
       if (this.mode === 'reject') this.nul = true
       else chunk = withoutNul(chunk)
     }
+    if (this.mode === 'reject' && this.bare) return chunk
+    // The usual chunk has CRLFs only: found by jumping between CRs and LFs (indexOf), not byte by byte.
+    if (!hasBareEnding(chunk, this.lastWasCR)) {
+      if (chunk.length) this.lastWasCR = chunk[chunk.length - 1] === CR
+      return chunk
+    }
     if (this.mode === 'reject') {
-      if (this.bare) return chunk
-      let prevCR = this.lastWasCR
-      for (let i = 0; i < chunk.length; i++) {
-        const b = chunk[i]
-        if (prevCR && b !== LF) {
-          this.bare = true
-          break
-        }
-        if (b === LF && !prevCR) {
-          this.bare = true
-          break
-        }
-        prevCR = b === CR
-      }
-      this.lastWasCR = prevCR
+      this.bare = true
       return chunk
     }
     let start = 0
@@ -121,6 +112,15 @@ class LineEndings {
     if (this.mode === 'reject') this.bare = true
     return this.mode === 'normalize' ? Buffer.from([LF]) : undefined
   }
+}
+
+/** Whether `chunk` has a CR not followed by LF or an LF not preceded by CR (`prevCR`: the byte before it was a CR). */
+function hasBareEnding(chunk: Buffer, prevCR: boolean): boolean {
+  if (prevCR && chunk.length && chunk[0] !== LF) return true
+  for (let lf = chunk.indexOf(LF); lf >= 0; lf = chunk.indexOf(LF, lf + 1)) if (lf ? chunk[lf - 1] !== CR : !prevCR) return true
+  // A CR at the end may have its LF in the next chunk.
+  for (let cr = chunk.indexOf(CR); cr >= 0 && cr + 1 < chunk.length; cr = chunk.indexOf(CR, cr + 1)) if (chunk[cr + 1] !== LF) return true
+  return false
 }
 
 /** `chunk` without its NUL bytes (a new buffer). */
@@ -218,6 +218,8 @@ class LongLines {
 /** Where splitHeader stopped in `head` (it resumes there when more data has come). */
 interface HeaderScan {
   pos: number
+  /** No CRLF starts in `head` between `pos` and here: the next search starts here, not at `pos` again. */
+  searched: number
   sawField: boolean
   lines: number
   fieldLines: number
@@ -232,7 +234,14 @@ type HeaderSplit = { headerEnd: number; bodyStart: number; addSeparator: boolean
 function isHeaderLine(head: Buffer, pos: number, end: number, sawField: boolean): boolean {
   const first = head[pos]
   if ((first === 0x20 || first === 0x09) && sawField) return true
-  return FIELD_LINE.test(head.toString('latin1', pos, Math.min(end, pos + 200)))
+  return isFieldLine(head, pos, Math.min(end, pos + 200))
+}
+
+/** The first CRLF at or after `from` in `buf`, -1 if none (a search for the LF byte: faster than for a string). */
+function crlfAt(buf: Buffer, from: number): number {
+  let lf = buf.indexOf(LF, from + 1)
+  while (lf >= 0 && buf[lf - 1] !== CR) lf = buf.indexOf(LF, lf + 1)
+  return lf < 0 ? -1 : lf - 1
 }
 
 /**
@@ -245,10 +254,12 @@ function isHeaderLine(head: Buffer, pos: number, end: number, sawField: boolean)
 function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: HeaderLimits): HeaderSplit | HeaderTooLargeError | undefined {
   let pos = scan.pos
   while (pos < head.length) {
-    const eol = head.indexOf('\r\n', pos, 'latin1')
+    const eol = crlfAt(head, Math.max(pos, scan.searched))
     if (eol < 0) {
       if (!final) {
         scan.pos = pos
+        // The last byte may be the CR of a CRLF split across chunks.
+        scan.searched = Math.max(pos, head.length - 1)
         if (head.length + scan.added <= limits.maxBytes) return undefined
         // An unfinished line of header text that is already past the limit cannot end well.
         if (isHeaderLine(head, pos, head.length, scan.sawField)) return new HeaderTooLargeError('size', limits.maxBytes)
@@ -283,18 +294,6 @@ function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: Hea
   return { headerEnd: pos, bodyStart: pos, addSeparator: false }
 }
 
-/** The header block `head[0, end)` as latin1 text, with the folds splitHeader decided on put in. */
-function foldedHeader(head: Buffer, end: number, breaks: LineBreak[]): string {
-  if (!breaks.length) return head.toString('latin1', 0, end)
-  let text = ''
-  let last = 0
-  for (const b of breaks) {
-    text += head.toString('latin1', last, b.at) + (b.space ? '\r\n ' : '\r\n')
-    last = b.at
-  }
-  return text + head.toString('latin1', last, end)
-}
-
 /**
  * Reads a message from the DATA stream: line-ending policy, header section parsed, body kept in
  * memory when small or streamed to a spool file when large. Lines over 998 octets are folded (in
@@ -309,11 +308,12 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   let asCame = 0
   let asWrapped = 0
   const endings = new LineEndings(o.lineEndings)
-  const scan: HeaderScan = { pos: 0, sawField: false, lines: 0, fieldLines: 0, breaks: [], added: 0 }
+  const scan: HeaderScan = { pos: 0, searched: 0, sawField: false, lines: 0, fieldLines: 0, breaks: [], added: 0 }
   const long = new LongLines()
   /** Set once the header passed a limit: the rest of the message is read and dropped. */
   let tooLarge: HeaderTooLargeError | undefined
-  let headChunks: Buffer[] = []
+  // Room for the header at its limit and one more chunk, before the limit check stops it.
+  let head = new HeaderBytes(o.headerLimits.maxBytes + 65536)
   let headers: MessageHeaders | undefined
   let bodyChunks: Buffer[] = []
   let bodySize = 0
@@ -338,19 +338,18 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   }
 
   const tryHeader = async (final: boolean) => {
-    const head = headChunks.length === 1 ? headChunks[0]! : Buffer.concat(headChunks)
-    headChunks = [head]
-    const split = splitHeader(head, final, scan, o.headerLimits)
+    const bytes = head.bytes
+    const split = splitHeader(bytes, final, scan, o.headerLimits)
     if (!split) return
+    const done = head
+    head = new HeaderBytes(0)
     if (split instanceof HeaderTooLargeError) {
       tooLarge = split
-      headChunks = []
       return
     }
-    headers = MessageHeaders.parse(foldedHeader(head, split.headerEnd, wrap ? scan.breaks : []))
-    headChunks = []
+    headers = MessageHeaders.parse(foldedText(bytes, split.headerEnd, wrap ? scan.breaks : []))
     if (split.addSeparator) await addBody(Buffer.from('\r\n'))
-    await addBody(head.subarray(split.bodyStart))
+    await addBody(done.rest(split.bodyStart))
   }
 
   try {
@@ -361,13 +360,13 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
         await addBody(chunk)
         continue
       }
-      headChunks.push(chunk)
+      head.push(chunk)
       await tryHeader(false)
     }
     const tail = endings.finish()
     if (tail) {
       if (headers) await addBody(tail)
-      else if (!tooLarge) headChunks.push(tail)
+      else if (!tooLarge) head.push(tail)
     }
     if (!headers && !tooLarge) await tryHeader(true)
     const held = long.finish()

@@ -8,25 +8,7 @@ import type { MessageHeaders } from '../../core/index.js'
  * undefined when there is none. Comments may stand before and after it.
  */
 export function authservIdOf(value: string): string | undefined {
-  let i = 0
-  const skipCfws = () => {
-    for (;;) {
-      while (i < value.length && /[ \t\r\n]/.test(value[i]!)) i++
-      if (value[i] !== '(') return
-      // A comment, possibly nested, with quoted-pairs.
-      let depth = 0
-      for (; i < value.length; i++) {
-        const c = value[i]!
-        if (c === '\\') i++
-        else if (c === '(') depth++
-        else if (c === ')' && --depth === 0) {
-          i++
-          break
-        }
-      }
-    }
-  }
-  skipCfws()
+  let i = afterCfws(value)
   if (value[i] === '"') {
     let out = ''
     for (i++; i < value.length && value[i] !== '"'; i++) {
@@ -35,9 +17,34 @@ export function authservIdOf(value: string): string | undefined {
     }
     return out.trim() || undefined
   }
-  const m = /^[^\s;()"]+/.exec(value.slice(i))
-  return m ? m[0] : undefined
+  ID.lastIndex = i
+  return ID.exec(value)?.[0]
 }
+
+/** Where the white space and comments at the start of `value` end. */
+function afterCfws(value: string): number {
+  let i = 0
+  for (;;) {
+    while (i < value.length && WSP_OR_EOL.includes(value[i]!)) i++
+    if (value[i] !== '(') return i
+    // A comment, possibly nested, with quoted-pairs.
+    let depth = 0
+    for (; i < value.length; i++) {
+      const c = value[i]!
+      if (c === '\\') i++
+      else if (c === '(') depth++
+      else if (c === ')' && --depth === 0) {
+        i++
+        break
+      }
+    }
+  }
+}
+
+const WSP_OR_EOL = ' \t\r\n'
+/** An unquoted authserv-id, matched where the CFWS before it ends (sticky: no copy of the rest). */
+const ID = /[^\s;()"]+/y
+const NAME = 'authentication-results'
 
 /**
  * Removes every Authentication-Results field whose authserv-id is one of `ids` (compared
@@ -48,8 +55,9 @@ export function stripForged(headers: MessageHeaders, ids: string[]): string[] {
   const ours = new Set(ids.map((id) => id.toLowerCase()))
   const removed: string[] = []
   const keep = headers.fields.filter((field) => {
-    if (field.name.toLowerCase() !== 'authentication-results') return true
-    const value = Buffer.from(field.raw.slice(field.raw.indexOf(':') + 1), 'latin1').toString('utf8').replace(/\r\n(?=[ \t])/g, '')
+    // Lower-casing changes a string's length only for U+0130, to no ASCII: other lengths never match.
+    if (field.name.length !== NAME.length || field.name.toLowerCase() !== NAME) return true
+    const value = unfold(field.raw.slice(field.raw.indexOf(':') + 1))
     const id = authservIdOf(value)
     if (id === undefined || !ours.has(id.toLowerCase())) return true
     removed.push(value.trim())
@@ -57,6 +65,13 @@ export function stripForged(headers: MessageHeaders, ids: string[]): string[] {
   })
   headers.fields = keep
   return removed
+}
+
+/** A raw value (latin1 bytes) UTF-8 decoded and unfolded; ASCII (the usual case) needs no decoding. */
+function unfold(raw: string): string {
+  const value = /[^\x00-\x7f]/.test(raw) ? Buffer.from(raw, 'latin1').toString('utf8') : raw
+  const crlf = value.indexOf('\r\n')
+  return crlf >= 0 && crlf < value.length - 2 ? value.replace(/\r\n(?=[ \t])/g, '') : value
 }
 
 /** Folds a long result entry at spaces so no line grows past ~78 characters where it can be helped. */
