@@ -17,7 +17,7 @@ import { parseAddress } from '../mail/address.js'
 import { acceptedFields } from '../events/log.js'
 import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage, type ReceivedData } from './data.js'
 import { wrapLongLines } from './long-lines.js'
-import { hopCount, receivedHeader, rfc5322Date } from '../mail/received.js'
+import { hopCountOf, receivedHeader, rfc5322Date } from '../mail/received.js'
 import { convertReceivedTo7bit } from './seven-bit.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
 import type { PolicyStages } from './policy-stages.js'
@@ -140,7 +140,7 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   const size = () => headers.toBuffer().length + data.bodySize
 
   // RFC 5321 §6.3: a message that has been round this many times is in a loop (ours not counted yet).
-  const hops = hopCount(headers.toBuffer().toString('latin1'))
+  const hops = hopCountOf(headers)
   if (hops > config.smtp.maxHops) throw sub.refuse('protocol', CORE_REPLIES.tooManyHops, undefined, { hops, limit: config.smtp.maxHops })
 
   // Plugins that scan or sign read the message as it stands: current header fields, then the body.
