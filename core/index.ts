@@ -19,6 +19,7 @@ export { headerAddresses } from './mail/header-addresses.js'
 export { duration, durationAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
 /** URLs for logs: origin and path only (no password, no query key). */
 export { safeUrl, scrubUrls } from './net/urls.js'
+export { redactUrl } from './config/redact-url.js'
 /** 'host', 'host:port', an IP address or '[v6]:port', checked (a zod string; the reasons never echo the text), and its parser. */
 export { hostPortString, parseHostPort } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */

@@ -3,7 +3,7 @@
 // Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
 // Listed with `{}` it already guards: 60 connections per minute per IP and an AUTH lockout (10
 // failures in 15 min: 15 min); budgets stay opt-in. Every option and default: README.md.
-import { clientKey, definePlugin, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
+import { clientKey, definePlugin, redactUrl, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
 import { optionsSchema, type AuthFailureLimit, type RateLimitOptions } from './options.js'
 import { processMemoryStore } from './shared.js'
 import { consume, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
@@ -86,8 +86,8 @@ export default definePlugin<RateLimitOptions, State | undefined>({
     else {
       const url = o.store.redis
       const redis = await redisStore(url, o.keyPrefix, o.store.timeout, o.perIp.concurrentTtl, (err) => storeFailed(err, 'redis'))
-      if (await redis.ready) log.info({ redis: url.replace(/\/\/[^@/]*@/, '//***@'), protocol: (redis.client as unknown as { condition?: { protocol?: number } }).condition?.protocol }, 'rate-limit store: Redis connected')
-      else log.error({ redis: url.replace(/\/\/[^@/]*@/, '//***@') }, `rate-limit store: Redis not reachable at start; retrying in the background, meanwhile ${o.onStoreError === 'tempfail' ? 'refusing' : 'allowing'}`)
+      if (await redis.ready) log.info({ redis: redactUrl(url), protocol: (redis.client as unknown as { condition?: { protocol?: number } }).condition?.protocol }, 'rate-limit store: Redis connected')
+      else log.error({ redis: redactUrl(url) }, `rate-limit store: Redis not reachable at start; retrying in the background, meanwhile ${o.onStoreError === 'tempfail' ? 'refusing' : 'allowing'}`)
       store = redis
     }
     const ip = o.perIp

@@ -79,15 +79,17 @@ describe('relay start on an unreachable PostgreSQL queue', () => {
   })
 })
 
-describe('a running relay with a shared-throttle Redis and a webhook', () => {
+describe('a running relay with a shared-throttle Redis, a rate-limit Redis and a webhook', () => {
   let relay: RelayProcess | undefined
   afterAll(async () => {
     await relay?.stop()
   })
 
   it('logs neither password nor key while both are unreachable', async () => {
-    relay = await startRelay({ config: { delivery: { throttle: { redis: urls.redisAt } }, plugins: [webhook] } })
+    relay = await startRelay({ config: { delivery: { throttle: { redis: urls.redisAt } }, plugins: [webhook, ['rate-limit', { store: { redis: urls.redisQuery } }]] } })
     await relay.waitForLog((l) => l.msg === 'webhook: sending events')
+    const store = await relay.waitForLog((l) => /^rate-limit store: Redis not reachable/.test(l.msg))
+    expect(store.redis).toBe(`redis://127.0.0.1:${REDIS_PORT}/0?password=<redacted>`)
     await relay.waitForLog((l) => /throttle: Redis/.test(l.msg))
     const hook = relay.logs.find((l) => l.msg === 'webhook: sending events')
     expect(hook?.url).toBe(`http://127.0.0.1:${HOOK_PORT}/hook`)
