@@ -11,7 +11,7 @@ import { definePlugin, reject, tempfail, type SetupContext, type WatchedFile } f
 import { ProbeCache } from './cache.js'
 import { options, type CallAhead, type Options, type ProbeRoute } from './options.js'
 import { probe, type ProbeResult } from './probe.js'
-import { parseRecipientFile, StaticList, type Lookup } from './static-list.js'
+import { asciiDomain, parseRecipientFile, StaticList, type Lookup } from './static-list.js'
 
 interface State {
   list: StaticList
@@ -23,7 +23,7 @@ function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined 
     const patterns = r.match.domain
     if (!patterns) return true
     return patterns.some((p) => {
-      const want = p.toLowerCase().replace(/\.$/, '')
+      const want = p.startsWith('*.') ? `*.${asciiDomain(p.slice(2))}` : asciiDomain(p)
       return want.startsWith('*.') ? domain.length > want.length - 1 && domain.endsWith(want.slice(1)) : domain === want
     })
   })

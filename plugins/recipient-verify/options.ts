@@ -4,10 +4,11 @@ import net from 'node:net'
 import { duration, durationAtLeast, hostPortString, parseAddress, z } from '../../core/index.js'
 import { parseEntry } from './static-list.js'
 
+// As the relay compares recipients' domains: lower case, an internationalized one in A-labels.
 const domainName = z
   .string()
-  .transform((d) => d.toLowerCase().replace(/\.$/, ''))
-  .refine((d) => parseAddress(`x@${d}`)?.domain === d && !d.startsWith('['), { message: 'expected a domain name like example.com' })
+  .transform((d) => parseAddress(`x@${d.replace(/\.$/, '')}`)?.domain ?? '')
+  .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
 /** 'host', 'host:port', '[v6]:port' → host and port. */
 export function hostPort(s: string): { host: string; port?: number } {

@@ -1,7 +1,11 @@
 // The static list of valid recipients: inline entries plus a file's (read through ctx.watchFile,
 // which reads it again when it changes and keeps the last good copy). Lookups are case-insensitive,
 // as mail stores' usually are.
+import { domainToASCII } from 'node:url'
 import type { Logger } from 'pino'
+
+/** A domain as the relay compares recipients' domains: lower case, A-labels ('' when it is not one). */
+export const asciiDomain = (d: string): string => (/^\[.*\]$/.test(d) ? d.toLowerCase() : domainToASCII(d.toLowerCase().replace(/\.$/, '')))
 
 /** One entry: an exact address, a whole domain ('@example.com'), or a local-part pattern ('sales-*@example.com'). */
 type Entry = { kind: 'exact'; address: string } | { kind: 'domain'; domain: string } | { kind: 'pattern'; domain: string; local: RegExp }
@@ -12,9 +16,10 @@ export function parseEntry(text: string): Entry | string {
   const at = s.lastIndexOf('@')
   if (at < 0 || at === s.length - 1 || /\s/.test(s)) return `expected 'user@domain', '@domain' or 'pattern*@domain', got ${JSON.stringify(text)}`
   const local = s.slice(0, at)
-  const domain = s.slice(at + 1)
+  const domain = asciiDomain(s.slice(at + 1))
+  if (!domain) return `not a domain in ${JSON.stringify(text)}`
   if (local === '' || local === '*') return { kind: 'domain', domain }
-  if (!local.includes('*')) return { kind: 'exact', address: s }
+  if (!local.includes('*')) return { kind: 'exact', address: `${local}@${domain}` }
   const re = new RegExp(`^${local.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`)
   return { kind: 'pattern', domain, local: re }
 }

@@ -102,7 +102,7 @@ beforeAll(async () => {
   relay = await startRelay({
     dir,
     config: {
-      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test', 'named.test', 'broken.test', 'nx.test'],
+      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test', 'named.test', 'broken.test', 'nx.test', 'bücher.test'],
       dns: { servers: [dns.server], timeout: '1s' },
       smtp: { reverseLookup: false, trustedNetworks: [`${TRUSTED_CLIENT}/32`] },
       delivery: { port: store.port, connectTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: '1s' },
@@ -112,8 +112,8 @@ beforeAll(async () => {
           'recipient-verify',
           {
             // bounce.test is left unverified: mail to it is accepted and bounced later (§ untrusted DSNs).
-            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'named.test', 'broken.test', 'nx.test'],
-            recipients: ['alice@static.test'],
+            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'named.test', 'broken.test', 'nx.test', 'Bücher.test'],
+            recipients: ['alice@static.test', 'anna@bücher.test'],
             file: recipientFile,
             checkInterval: '50ms',
             callAhead: {
@@ -148,6 +148,11 @@ describe('recipient-verify: static list', () => {
     const delivered = await eventually(() => store.messages.find((m) => m.to.includes('alice@static.test')), 10_000, 'delivery to alice')
     expect(text(delivered)).toContain('Hello Alice.')
     expect(await rcptReply('ALICE@Static.Test')).toMatch(/^250 /)
+  })
+
+  it('an internationalized domain and its entries, written as U-labels, match recipients in either spelling', async () => {
+    expect(await rcptReply('anna@xn--bcher-kva.test')).toMatch(/^250 /)
+    expect(await rcptReply('mallory@XN--BCHER-KVA.test')).toMatch(/^550 5\.1\.1 /)
   })
 
   it('takes recipients from the file, and reads it again when it changes', async () => {
