@@ -45,6 +45,14 @@ describe('duration floors', () => {
     })
   }
 
+  it('a base longer than the default max, max unset: max follows base (the config stays valid)', () => {
+    const { file, dir } = writeConfig({ delivery: { retry: { base: '6h' } } })
+    expect(runCli(['check-config', '--config', file]).code).toBe(0)
+    const shown = runCli(['config', 'show', '--config', file])
+    expect(shown.stdout).toMatch(/^delivery\.retry\.max = 21600000$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
   it('the floor values themselves are taken', () => {
     const { file, dir } = writeConfig({ delivery: { retry: { base: '250ms', factor: 1, max: '250ms' }, lease: '300ms' } })
     const r = runCli(['check-config', '--config', file])

@@ -175,12 +175,14 @@ export const configSchema = z
         port: port.default(25),
         // Floors: a zero (or a few ms) retried a failing message in a loop, hundreds of attempts a second.
         retry: z
-          .object({ base: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).default(300_000), factor: z.number().min(1).default(2), max: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).default(14_400_000) })
+          .object({ base: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).default(300_000), factor: z.number().min(1).default(2), max: durationAtLeast(MIN_RETRY_MS, MIN_RETRY).optional() })
           .strict()
           // The delay is capped at max: a max under base would be the delay, whatever base says.
           .superRefine((r, ctx) => {
-            if (r.max < r.base) ctx.addIssue({ code: 'custom', path: ['max'], message: `must be at least base (${formatDuration(r.base)}): every retry waits at most max` })
+            if (r.max !== undefined && r.max < r.base) ctx.addIssue({ code: 'custom', path: ['max'], message: `must be at least base (${formatDuration(r.base)}): every retry waits at most max` })
           })
+          // Unset, max is 4h, or base when base is longer (a config giving only base: '6h' stays valid).
+          .transform((r) => ({ ...r, max: r.max ?? Math.max(r.base, 14_400_000) }))
           .prefault({}),
         maxQueueLifetime: duration.default(5 * 86_400_000),
         concurrency: z
