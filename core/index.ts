@@ -13,7 +13,7 @@ export { HOOK_NAMES, EVENT_NAMES } from './hooks/names.js'
 export { PLUGIN_ERROR_CODES, PluginError } from './hooks/plugin-errors.js'
 export { ConfigError } from './config/load.js'
 export { MessageHeaders } from './mail/headers.js'
-export { parseAddress } from './mail/address.js'
+export { addressKey, domainKey, parseAddress } from './mail/address.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
 export { duration, durationAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'

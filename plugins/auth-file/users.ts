@@ -4,7 +4,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseAddress, z } from '../../core/index.js'
+import { addressKey, parseAddress, z } from '../../core/index.js'
 
 /** Parameters of new hashes: scrypt with N=16384, r=8, p=1 (16 MiB, ~50 ms), 16-byte salt, 32-byte key. */
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1, saltBytes: 16, keyBytes: 32 } as const
@@ -91,8 +91,7 @@ export function isSenderPattern(s: string): boolean {
  * domain in its ASCII form; a login or the file may spell it either way).
  */
 export function userKey(name: string): string {
-  const parsed = parseAddress(name)
-  return parsed ? `${parsed.local.toLowerCase()}@${parsed.domain}` : name.toLowerCase()
+  return addressKey(name) ?? name.toLowerCase()
 }
 
 const fileSchema = z

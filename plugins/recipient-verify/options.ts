@@ -1,13 +1,13 @@
 // Options of the recipient-verify plugin: a static list (inline and/or a file) and call-ahead
 // routes, shaped like the routing plugin's `smarthost`/`lmtp` routes.
 import net from 'node:net'
-import { duration, durationAtLeast, hostPortString, parseAddress, z } from '../../core/index.js'
+import { domainKey, duration, durationAtLeast, hostPortString, parseAddress, z } from '../../core/index.js'
 import { parseEntry } from './static-list.js'
 
 // As the relay compares recipients' domains: lower case, an internationalized one in A-labels.
 const domainName = z
   .string()
-  .transform((d) => parseAddress(`x@${d.replace(/\.$/, '')}`)?.domain ?? '')
+  .transform((d) => domainKey(d.replace(/\.$/, '')) ?? '')
   .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
 /** 'host', 'host:port', '[v6]:port' → host and port. */

@@ -1,11 +1,11 @@
 // The static list of valid recipients: inline entries plus a file's (read through ctx.watchFile,
 // which reads it again when it changes and keeps the last good copy). Lookups are case-insensitive,
 // as mail stores' usually are.
-import { domainToASCII } from 'node:url'
 import type { Logger } from 'pino'
+import { domainKey } from '../../core/index.js'
 
-/** A domain as the relay compares recipients' domains: lower case, A-labels ('' when it is not one). */
-export const asciiDomain = (d: string): string => (/^\[.*\]$/.test(d) ? d.toLowerCase() : domainToASCII(d.toLowerCase().replace(/\.$/, '')))
+/** A domain as the relay compares recipients' domains (core's domainKey, a trailing dot allowed); '' when it is not one. */
+export const asciiDomain = (d: string): string => domainKey(d.replace(/\.$/, '')) ?? ''
 
 /** One entry: an exact address, a whole domain ('@example.com'), or a local-part pattern ('sales-*@example.com'). */
 type Entry = { kind: 'exact'; address: string } | { kind: 'domain'; domain: string } | { kind: 'pattern'; domain: string; local: RegExp }

@@ -11,13 +11,13 @@
 // checks those against the auth plugin's `senders`) are not affected. At `mail` and `data` this
 // plugin only refuses or passes on, never accepts, so a plugin listed before it that accepts there
 // skips the check.
-import { accept, cidr, definePlugin, headerAddresses, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
+import { accept, cidr, definePlugin, domainKey, headerAddresses, networkMatcher, parseAddress, reject, z, type SessionInfo } from '../../core/index.js'
 
 // Kept as envelope addresses are compared: lower case, an internationalized domain in A-labels
 // (`bücher.example` and `xn--bcher-kva.example` are one domain, as in `localDomains`).
 const domain = z
   .string()
-  .transform((d) => parseAddress(`x@${d}`)?.domain ?? '')
+  .transform((d) => domainKey(d) ?? '')
   .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
 const options = z

@@ -1,8 +1,7 @@
 // Options of the routing plugin: an ordered list of routes, each with what it matches and where
 // (and how) the mail goes.
 import net from 'node:net'
-import { domainToASCII } from 'node:url'
-import { hostPortString, parseAddress, z } from '../../core/index.js'
+import { addressKey, domainKey, hostPortString, z } from '../../core/index.js'
 
 const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an IP address' })
 
@@ -13,20 +12,8 @@ export function regexOf(pattern: string): RegExp | undefined {
   return new RegExp(m[1]!, m[2])
 }
 
-/**
- * A domain as the relay compares domains (core/mail/address.ts): lower case, an internationalized
- * one in A-labels (xn--…), no trailing dot; an address literal ('[192.0.2.1]') lower-cased. Undefined
- * when it is neither.
- */
-export function asciiDomain(name: string): string | undefined {
-  if (name.startsWith('[')) {
-    const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(name)?.[1]
-    return literal && net.isIP(literal) ? name.toLowerCase() : undefined
-  }
-  const d = name.replace(/\.$/, '')
-  const ascii = /[^\x00-\x7f]/.test(d) ? domainToASCII(d) : d.toLowerCase()
-  return ascii && /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(ascii) ? ascii : undefined
-}
+/** A domain (or address literal) as the relay compares domains: core's domainKey, a trailing dot allowed. */
+const asciiDomain = (name: string): string | undefined => domainKey(name.replace(/\.$/, ''))
 
 const DOMAIN_FORMS = "expected a domain like 'example.com', '*.example.com' (its subdomains) or a '/regex/'"
 
@@ -66,8 +53,7 @@ const domainPatternSchema = pattern((p, ctx) => orFail(domainPattern(p), ctx, p)
 const senderPatternSchema = pattern((p, ctx) => {
   if (p === '<>') return p
   if (!p.includes('@')) return orFail(domainPattern(p), ctx, p)
-  const parsed = parseAddress(p)
-  return orFail(parsed ? `${parsed.local.toLowerCase()}@${parsed.domain}` : { error: `'${p}' is not an address like 'alice@example.com'` }, ctx, p)
+  return orFail(addressKey(p) ?? { error: `'${p}' is not an address like 'alice@example.com'` }, ctx, p)
 })
 // One pattern or a list: taken as a list (not a union, whose error would only say "Invalid input").
 const listOf = (one: z.ZodType<string, string>) => z.preprocess((p) => (typeof p === 'string' ? [p] : p), z.array(one, { error: 'expected a pattern or a list of patterns' }).min(1))
