@@ -76,8 +76,3 @@ function end(s: string, from: number): number {
   const i = s.slice(from).search(/[/?#]/)
   return i === -1 ? s.length : from + i
 }
-
-/** The text with every URL in it made safe as redactUrl makes it (error messages quote URLs). */
-export function redactUrlsIn(text: string, mark = REDACTED): string {
-  return text.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>`]*[^\s"'<>`,.;:!?)\]]/gi, (url) => redactUrl(url, mark))
-}
