@@ -31,7 +31,7 @@ export class DeliveryDsns {
     const args = new Map(job.recipients.map((r) => [r.rowId, r.args]))
     const recipient = (b: AttemptResult) => ({ address: b.address, response: b.response, status: b.status, remoteHost: b.remoteHost, remote: b.remote, args: args.get(b.rowId) })
     const success = succeeded.map((s) => ({ ...recipient(s), action: s.action }))
-    const opts = fromUntrustedClient(m.meta) ? { allow: this.gate(m, 'failed'), succeeded: success } : { readBody: () => buffer(this.queue.openBody(m)), succeeded: success }
+    const opts = fromUntrustedClient(m.meta) ? { allow: this.gate(m, bounced.length ? 'failed' : 'delivered'), succeeded: success } : { readBody: () => buffer(this.queue.openBody(m)), succeeded: success }
     const dsn = await failureDsn(this.env(), m, bounced.map(recipient), opts)
     if (dsn) this.log.info({ queueId: dsn.id, dsnFor: m.id, to: m.sender, ...(bounced.length ? {} : { success: true }) }, bounced.length ? 'bounce queued' : 'success DSN queued')
     return dsn
@@ -48,7 +48,7 @@ export class DeliveryDsns {
   }
 
   /** Untrusted mail's sender may be forged: one DSN per sender per interval. */
-  private gate(m: { id: string; sender: string; meta: MessageMeta }, action: 'failed' | 'delayed'): DsnGate {
+  private gate(m: { id: string; sender: string; meta: MessageMeta }, action: 'failed' | 'delayed' | 'delivered'): DsnGate {
     return () => {
       const { interval, maxSenders } = this.config().delivery.untrustedDsn
       if (this.untrusted.allow(m.sender, m.id, action === 'failed', interval, maxSenders)) return true

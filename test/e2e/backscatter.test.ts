@@ -37,12 +37,12 @@ async function rcptReply(address: string, from = 'someone@sender.test'): Promise
 }
 
 /** One whole transaction with RET=FULL; the DATA reply must be 250. */
-async function send(opts: { from: string; to: string; subject: string; body: string; localAddress?: string }): Promise<void> {
+async function send(opts: { from: string; to: string; subject: string; body: string; localAddress?: string; notify?: string }): Promise<void> {
   const { client } = await connectRaw(relay.port, '127.0.0.1', 5000, undefined, opts.localAddress)
   try {
     await client.command('EHLO client.test')
     expect(await client.command(`MAIL FROM:<${opts.from}> RET=FULL`)).toMatch(/^250 /)
-    expect(await client.command(`RCPT TO:<${opts.to}>`)).toMatch(/^250 /)
+    expect(await client.command(`RCPT TO:<${opts.to}>${opts.notify ? ` NOTIFY=${opts.notify}` : ''}`)).toMatch(/^250 /)
     expect(await client.command('DATA')).toMatch(/^354 /)
     const end = client.read(10_000)
     client.send(dotStuff(`From: <${opts.from}>\r\nTo: <${opts.to}>\r\nSubject: ${opts.subject}\r\nMessage-ID: <${opts.subject.replace(/\W/g, '')}@sender.test>\r\n\r\n${opts.body}\r\n`))
@@ -238,6 +238,16 @@ describe('DSNs for mail from untrusted clients', () => {
     await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped') && l.to === 'victim2@sender.test' && l.action === 'delayed', 10_000)
     await new Promise((r) => setTimeout(r, 1000))
     expect(dsnsTo('victim2@sender.test')).toHaveLength(1)
+  })
+
+  it('limits success DSNs the same way, and logs a dropped one as what it was', async () => {
+    await send({ from: 'victim3@sender.test', to: 'ok1@bounce.test', subject: 'untrusted success one', body: 'OK-BODY-1', notify: 'SUCCESS' })
+    const [report] = await eventually(() => (dsnsTo('victim3@sender.test').length ? dsnsTo('victim3@sender.test') : undefined), 10_000, 'the success DSN')
+    expect(text(report!)).toMatch(/Action: (delivered|relayed)/)
+    await send({ from: 'victim3@sender.test', to: 'ok2@bounce.test', subject: 'untrusted success two', body: 'OK-BODY-2', notify: 'SUCCESS' })
+    const dropped = await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped') && l.to === 'victim3@sender.test', 10_000)
+    expect(dropped.action).toBe('delivered')
+    expect(dsnsTo('victim3@sender.test')).toHaveLength(1)
   })
 
   it('honours RET=FULL for a client in smtp.trustedNetworks, and does not limit its DSNs', async () => {
