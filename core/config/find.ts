@@ -1,6 +1,7 @@
 // Where the config is: `--config`, then $RELAY_CONFIG, then the current directory, then /etc/relay/.
 // The first that names or holds a file wins; the places looked in are kept for the messages that
 // say no config was found.
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
@@ -42,8 +43,12 @@ const loadTs: Loader = async (filepath, content) => {
   }
   return configExport(mod, filepath, content)
 }
+// A CommonJS file (.cjs, or .js outside a "type": "module" package) is cached by path in the
+// require cache, which the query does not reach: it is dropped so that a reload reads the file again.
+const requireCache = createRequire(import.meta.url).cache
 const loadEsm: Loader = async (filepath, content) => {
   hooksFor(content)
+  delete requireCache[filepath]
   let mod: unknown
   try {
     mod = await import(freshUrl(filepath))
