@@ -32,6 +32,8 @@ export { fetchPolicyFile as fetchMtaStsPolicy } from './delivery/mta-sts.js'
 export { mailauthInternals } from './mailauth.js'
 /** Imports an optional peer package (`pg`, `ioredis`) with an error that names the feature and what to install. */
 export { importOptional } from './optional.js'
+/** mkdir -p that fails where Node's recursive mkdir would spin (/proc, /sys). */
+export { makeDirs } from './queue/private-files.js'
 export type { ParsedHeaderLine as MailauthHeaderLine, DmarcRecordFound } from './mailauth.js'
 export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
 export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'

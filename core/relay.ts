@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { Tokens } from './tokens.js'
 import type { RelayConfig } from './config/schema.js'
+import { ConfigError } from './config/load.js'
 import { createLogger } from './log.js'
 import { createResolver } from './dns/resolver.js'
 import { Spool } from './queue/spool.js'
@@ -77,7 +78,11 @@ export class Relay {
   async start(): Promise<this> {
     const { config, log } = this
     this.state = 'starting'
-    privateDir(config.dataDir)
+    try {
+      privateDir(config.dataDir)
+    } catch (err) {
+      throw new ConfigError(config.configFile, [{ path: 'dataDir', message: `cannot create ${config.dataDir}: ${(err as Error).message}` }])
+    }
     this.dataDirLock = lockDataDir(config.dataDir)
     writePidFile(config.dataDir)
     // The composition root: the one place services are made and handed to each other.

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { makeDirs } from '../queue/private-files.js'
 
 /**
  * `relay tls selfsigned`: a self-signed certificate for development (openssl), written as
@@ -8,7 +9,7 @@ import path from 'node:path'
  */
 export async function tlsSelfSigned(opts: { name: string; out: string; days: string }): Promise<void> {
   const dir = path.resolve(opts.out)
-  fs.mkdirSync(dir, { recursive: true })
+  makeDirs(dir)
   const key = path.join(dir, `${opts.name}.key`)
   const cert = path.join(dir, `${opts.name}.crt`)
   try {

@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { SQLITE_QUEUE_FILE } from './open.js'
-import { privateDir, privateFile } from './private-files.js'
+import { makeDirs, privateDir, privateFile } from './private-files.js'
 
 const MANIFEST = 'backup.json'
 
@@ -31,7 +31,7 @@ export async function backupQueue(dataDir: string, dir: string): Promise<BackupR
   const source = path.join(dataDir, SQLITE_QUEUE_FILE)
   if (!fs.existsSync(source)) throw new BackupError(`no queue in ${dataDir} (${SQLITE_QUEUE_FILE} is missing)`)
   await requireEmpty(dir, 'the backup directory')
-  await fsp.mkdir(path.join(dir, 'spool'), { recursive: true, mode: 0o700 })
+  makeDirs(path.join(dir, 'spool'), 0o700)
   await fsp.chmod(dir, 0o700)
   const target = path.join(dir, SQLITE_QUEUE_FILE)
   privateFile(target) // 0600 before a byte of mail is in it (its -wal and -shm follow)

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { makeDirs } from './private-files.js'
 
 export const MAILDROP_DIR = 'maildrop'
 /**
@@ -34,7 +35,7 @@ export const maildropDir = (dataDir: string): string => path.join(dataDir, MAILD
 export function ensureMaildrop(dataDir: string): string {
   const dir = maildropDir(dataDir)
   if (!fs.existsSync(dir)) {
-    fs.mkdirSync(dir, { recursive: true })
+    makeDirs(dir)
     fs.chmodSync(dir, MAILDROP_MODE)
   }
   return dir

@@ -3,10 +3,31 @@
 // docs/sendmail.md), files 0600. Files of an older install that others may read lose those bits
 // when the relay opens them.
 import fs from 'node:fs'
+import path from 'node:path'
+
+/**
+ * `mkdir -p`: creates `dir` and its missing parents with `mode`. Not `mkdirSync(dir, { recursive })`:
+ * where mkdir answers ENOENT although the parent exists (/proc, /sys), Node's recursive mkdir retries
+ * forever at full CPU and the process no longer stops on SIGTERM. Here that is an error naming the path.
+ */
+export function makeDirs(dir: string, mode = 0o777): void {
+  const missing: string[] = []
+  for (let at = path.resolve(dir); !fs.existsSync(at); at = path.dirname(at)) {
+    missing.unshift(at)
+    if (path.dirname(at) === at) break
+  }
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d, { mode })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+  }
+}
 
 /** Creates `dir` (and missing parents) 0750; an existing one keeps its mode (it may be the operator's). */
 export function privateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o750 })
+  makeDirs(dir, 0o750)
 }
 
 /**

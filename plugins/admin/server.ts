@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
-import type { PluginContext } from '../../core/index.js'
+import { makeDirs, type PluginContext } from '../../core/index.js'
 import type { AdminOptions } from './options.js'
 import { AdminRequestGuard } from './request-guard.js'
 import { ADMIN_FILE, type AdminFile } from './admin-file.js'
@@ -136,7 +136,7 @@ export class AdminServer {
     const address = server.address() as net.AddressInfo
     this.url = `http://${urlHost(admin.host)}:${address.port}`
     this.guard = new AdminRequestGuard(admin.host, address.port, admin.hosts)
-    fs.mkdirSync(this.dataDir, { recursive: true })
+    makeDirs(this.dataDir)
     const file: AdminFile = { url: this.url, pid: process.pid, ...(token ? { token } : {}) }
     writePrivate(path.join(this.dataDir, ADMIN_FILE), JSON.stringify(file) + '\n')
     this.log.info({ host: admin.host, port: address.port, url: this.url, auth: token ? (this.readOnlyDigest ? 'bearer token, and a read-only one' : 'bearer token') : 'none' }, `admin listener on ${admin.host}:${address.port}`)

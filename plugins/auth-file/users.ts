@@ -4,7 +4,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { addressKey, parseAddress, z } from '../../core/index.js'
+import { addressKey, makeDirs, parseAddress, z } from '../../core/index.js'
 
 /** Parameters of new hashes: scrypt with N=16384, r=8, p=1 (16 MiB, ~50 ms), 16-byte salt, 32-byte key. */
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1, saltBytes: 16, keyBytes: 32 } as const
@@ -161,7 +161,7 @@ export async function readUsersFile(file: string): Promise<{ data: UsersFileData
  */
 export async function writeUsersFile(file: string, data: UsersFileData): Promise<void> {
   const dir = path.dirname(file)
-  await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 })
+  makeDirs(dir, 0o700)
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`)
   const fh = await fs.promises.open(tmp, 'wx', 0o600)
   try {

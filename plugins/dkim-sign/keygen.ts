@@ -2,6 +2,7 @@
 // and prints the TXT record to publish and the entry to add to the dkim-sign keys.
 import fs from 'node:fs'
 import path from 'node:path'
+import { makeDirs } from '../../core/index.js'
 import type { KeygenOptions } from './cli-types.js'
 import { dnsRecordValue, generatePrivateKey, isDomainName, isSelector, loadPrivateKey, normalizeDomain, recordName, type KeyType } from './keys.js'
 
@@ -32,7 +33,7 @@ function run(domainArg: string, opts: KeygenOptions): void {
   if (!isSelector(selector)) throw new UsageError(`--selector ${selector}: expected letters, digits and hyphens (dots between labels)`)
 
   const dir = path.resolve(opts.out)
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  makeDirs(dir, 0o700)
   const file = path.join(dir, `${domain}.${selector}.${type}.pem`)
   const pem = generatePrivateKey(type as KeyType)
   try {

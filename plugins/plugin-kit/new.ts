@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { makeDirs } from '../../core/index.js'
 
 /**
  * `relay plugin new <name> [--dir D]`: writes D/relay-plugin-<name>/ with a working plugin (one
@@ -21,7 +22,7 @@ export async function pluginNew(rawName: string, opts: { dir?: string }): Promis
   }
   const relay = relayPackage()
   const files = templates(name, pkgName, relay)
-  fs.mkdirSync(dir, { recursive: true })
+  makeDirs(dir)
   for (const [file, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, file), text)
   process.stdout.write(`created ${shown(dir)}/: ${Object.keys(files).join(', ')}\n\n${nextSteps(dir, name, pkgName, relay)}`)
 }

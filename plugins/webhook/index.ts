@@ -3,7 +3,7 @@
 // answers 2xx, so an endpoint that is down, or a relay restart, loses none. Options: README.md.
 import fs from 'node:fs'
 import path from 'node:path'
-import { definePlugin, type PluginContext, type SessionInfo } from '../../core/index.js'
+import { definePlugin, makeDirs, type PluginContext, type SessionInfo } from '../../core/index.js'
 import { optionsSchema, type WebhookEventType, type WebhookOptions } from './options.js'
 import { DROP_REASONS, Outbox, type DropReason } from './outbox.js'
 import { Sender, safeUrl } from './sender.js'
@@ -47,7 +47,7 @@ export default definePlugin<WebhookOptions, State | undefined>({
   setup({ options, dataDir, log, mode, relay }) {
     // check-config: the options are valid; opening the outbox would send what a running relay left in it.
     if (mode === 'check') return undefined
-    fs.mkdirSync(dataDir, { recursive: true })
+    makeDirs(dataDir)
     const outbox = new Outbox(path.join(dataDir, OUTBOX_FILE))
     const sender = new Sender(outbox, options, log)
     const waiting = outbox.count()

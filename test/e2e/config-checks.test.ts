@@ -128,3 +128,14 @@ describe('listen addresses that clash', () => {
     expect(await listening(37521)).toBe(false)
   })
 })
+
+describe('a data directory that cannot be made', () => {
+  // Where mkdir answers ENOENT under an existing parent (/proc), Node's recursive mkdir retried
+  // forever at full CPU and the relay no longer stopped on SIGTERM: start hung with no word.
+  it('dataDir under /proc: start exits 2 naming dataDir, at once', async () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'proc.example', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: '/proc/relay-data-test/queue', log: { level: 'silent' } }))
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain('dataDir: cannot create /proc/relay-data-test/queue')
+  })
+})
