@@ -72,6 +72,19 @@ describe('relay sendmail', () => {
     expect(text(m)).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
   })
 
+  it('text with no header (echo ... | sendmail), or a header with no blank line after it: From goes into the header, the text stays the body', async () => {
+    expect(sendmail(['nohead@dest.test'], 'disk almost full\nsecond line\n').code).toBe(0)
+    expect(sendmail(['noblank@dest.test'], 'Subject: no blank line\nthe body starts here\n').code).toBe(0)
+    for (const [rcpt, subject, body] of [['nohead@dest.test', undefined, 'disk almost full\r\nsecond line\r\n'], ['noblank@dest.test', 'no blank line', 'the body starts here\r\n']] as const) {
+      const t = text(await eventually(() => to(rcpt)[0], 10_000, `delivered to ${rcpt}`))
+      const split = t.indexOf('\r\n\r\n')
+      const head = t.slice(0, split + 2)
+      expect(head).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
+      if (subject) expect(head).toContain(`\r\nSubject: ${subject}\r\n`)
+      expect(t.slice(split + 4)).toBe(body)
+    }
+  })
+
   it('the sendmail alias (bin/sendmail.js) is the same code; -C names the config', async () => {
     const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/sendmail.js'), '-C', relay.configFile, '-f', 'alice@sender.test', 'grace@dest.test'], { input: 'Subject: alias\n\nhi\n', encoding: 'utf8' })
     expect([r.status, r.stderr]).toEqual([0, ''])
