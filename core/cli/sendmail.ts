@@ -12,6 +12,7 @@ import { parseAddress } from '../mail/address.js'
 
 /** sysexits.h, as sendmail programs exit. */
 const EX_USAGE = 64
+const EX_UNAVAILABLE = 69
 const EX_TEMPFAIL = 75
 const EX_CONFIG = 78
 
@@ -145,9 +146,18 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
   return { sender, recipients: [...new Set(recipients)], raw }
 }
 
-async function readStdin(): Promise<Buffer> {
+/** stdin, or undefined once it passes `limit` bytes (read no further: the input may never end). */
+async function readStdin(limit: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = []
-  for await (const c of process.stdin) chunks.push(c as Buffer)
+  let size = 0
+  for await (const c of process.stdin) {
+    size += (c as Buffer).length
+    if (size > limit) {
+      process.stdin.destroy()
+      return undefined
+    }
+    chunks.push(c as Buffer)
+  }
   return Buffer.concat(chunks)
 }
 
@@ -168,7 +178,12 @@ export async function sendmail(argv: string[]): Promise<number> {
     say(err instanceof ConfigError ? err.message : `cannot read the config: ${(err as Error).message}`)
     return EX_CONFIG
   }
-  const input = await readStdin()
+  const input = await readStdin(config.smtp.maxMessageSize)
+  if (!input) {
+    // Postfix's words and exit code: the relay would refuse it, so nothing is written.
+    say(`message file too big (over smtp.maxMessageSize, ${config.smtp.maxMessageSize} bytes): nothing written`)
+    return EX_UNAVAILABLE
+  }
   const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
   if (m.sender !== '' && !parseAddress(m.sender)) {
     say(`sender ${JSON.stringify(m.sender)} is not an address (-f): nothing written`)

@@ -100,6 +100,27 @@ describe('relay sendmail', () => {
     expect(sendmail(['-Z', 'x@dest.test'], 'hi\n').code).toBe(64)
   })
 
+  it('input over smtp.maxMessageSize is not read to its end: exit 69, message file too big, nothing written', async () => {
+    // The same relay's config with a 1 MB limit.
+    const small = path.join(relay.dir, 'small.config.json')
+    fs.writeFileSync(small, JSON.stringify({ ...JSON.parse(fs.readFileSync(relay.configFile, 'utf8')), smtp: { maxMessageSize: '1MB' } }))
+    const over = runCli(['sendmail', '--config', small, 'big@dest.test'], { input: `Subject: big\n\n${'x'.repeat(2 * 1024 * 1024)}\n` })
+    expect(over.code, over.stderr).toBe(69)
+    expect(over.stderr).toMatch(/^sendmail: message file too big/)
+    // Input that never ends (a runaway script) ends the same way, in bounded memory.
+    const zero = fs.openSync('/dev/zero', 'r')
+    try {
+      const endless = spawnSync(process.execPath, [path.join(ROOT, 'bin/relay.js'), 'sendmail', '--config', small, 'big@dest.test'], { stdio: [zero, 'pipe', 'pipe'], encoding: 'utf8', timeout: 20_000 })
+      expect(endless.status, endless.stderr).toBe(69)
+    } finally {
+      fs.closeSync(zero)
+    }
+    expect(maildrop()).toEqual([])
+    const fits = runCli(['sendmail', '--config', small, 'fits@dest.test'], { input: `Subject: fits\n\n${'x'.repeat(1000)}\n` })
+    expect(fits.code, fits.stderr).toBe(0)
+    await eventually(() => to('fits@dest.test')[0], 10_000, 'delivered to fits')
+  })
+
   it('an address argument with a line break, or a -f that is no address, exits 64 and writes nothing', () => {
     for (const args of [
       ['-f', 'alice@sender.test', 'r3@dest.test\r\nBcc: attacker@evil.test'],
