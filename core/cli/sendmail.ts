@@ -12,6 +12,7 @@ import { parseAddress } from '../mail/address.js'
 
 /** sysexits.h, as sendmail programs exit. */
 const EX_USAGE = 64
+const EX_UNAVAILABLE = 69
 const EX_TEMPFAIL = 75
 const EX_CONFIG = 78
 
@@ -94,18 +95,25 @@ function addresses(values: string[], domain: string): string[] {
   return values.flatMap((v) => flat(addressparser(v))).map((addr) => (addr.includes('@') ? addr : `${addr}@${domain}`))
 }
 
-/** Splits the header section (up to the blank line, LF or CRLF) into fields with their continuation lines. */
-function headerFields(raw: Buffer): { fields: string[]; bodyStart: number } {
+/**
+ * Splits the header section into fields with their continuation lines. It ends at the blank line
+ * (LF or CRLF), or before the first line that is no header field (`echo text | sendmail`, or a
+ * header with no blank line after it): that line starts the body.
+ */
+function headerFields(raw: Buffer): { fields: string[]; bodyStart: number; separated: boolean } {
   const text = raw.toString('latin1')
-  const m = /\r?\n\r?\n/.exec(text)
-  const end = m ? m.index + m[0].length : text.length
-  const lines = text.slice(0, m ? m.index : text.length).split(/(?<=\n)/)
   const fields: string[] = []
-  for (const line of lines) {
+  for (let pos = 0; pos < text.length; ) {
+    const nl = text.indexOf('\n', pos)
+    const end = nl < 0 ? text.length : nl + 1
+    const line = text.slice(pos, end)
+    if (line === '\n' || line === '\r\n') return { fields, bodyStart: end, separated: true }
     if (/^[ \t]/.test(line) && fields.length) fields[fields.length - 1] += line
-    else fields.push(line)
+    else if (/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(line)) fields.push(line)
+    else return { fields, bodyStart: pos, separated: false }
+    pos = end
   }
-  return { fields: fields.filter((f) => f.length), bodyStart: end }
+  return { fields, bodyStart: text.length, separated: false }
 }
 
 const fieldName = (f: string) => /^([^:\s]+)\s*:/.exec(f)?.[1]?.toLowerCase()
@@ -121,7 +129,7 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
   const given = args.sender === undefined ? `${o.user}@${o.hostname}` : args.sender.replace(/^<(.*)>$/, '$1')
   const sender = given === '' ? '' : given.includes('@') ? given : `${given}@${o.hostname}`
   const recipients = addresses(args.recipients, o.hostname)
-  const { fields, bodyStart } = headerFields(raw)
+  const { fields, bodyStart, separated } = headerFields(raw)
   if (args.extractRecipients) {
     recipients.push(...addresses(fields.filter((f) => ['to', 'cc', 'bcc'].includes(fieldName(f) ?? '')).map(fieldValue), o.hostname))
   }
@@ -129,16 +137,27 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
   const eol = raw.includes('\r\n') ? '\r\n' : '\n'
   const addFrom = !kept.some((f) => fieldName(f) === 'from') && sender !== ''
   if (addFrom) kept.push(`From: ${args.fullName ? `"${args.fullName.replace(/["\\\r\n]/g, '')}" ` : ''}<${sender}>${eol}`)
-  if (addFrom || kept.length !== fields.length) {
+  // Rebuilt with the blank line that ends the header: the From field added goes into the header,
+  // never after text that was meant as the body.
+  if (addFrom || kept.length !== fields.length || (!separated && bodyStart < raw.length)) {
     const head = kept.map((f) => (f.endsWith('\n') ? f : f + eol)).join('')
     raw = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(eol), raw.subarray(bodyStart)])
   }
   return { sender, recipients: [...new Set(recipients)], raw }
 }
 
-async function readStdin(): Promise<Buffer> {
+/** stdin, or undefined once it passes `limit` bytes (read no further: the input may never end). */
+async function readStdin(limit: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = []
-  for await (const c of process.stdin) chunks.push(c as Buffer)
+  let size = 0
+  for await (const c of process.stdin) {
+    size += (c as Buffer).length
+    if (size > limit) {
+      process.stdin.destroy()
+      return undefined
+    }
+    chunks.push(c as Buffer)
+  }
   return Buffer.concat(chunks)
 }
 
@@ -159,7 +178,12 @@ export async function sendmail(argv: string[]): Promise<number> {
     say(err instanceof ConfigError ? err.message : `cannot read the config: ${(err as Error).message}`)
     return EX_CONFIG
   }
-  const input = await readStdin()
+  const input = await readStdin(config.smtp.maxMessageSize)
+  if (!input) {
+    // Postfix's words and exit code: the relay would refuse it, so nothing is written.
+    say(`message file too big (over smtp.maxMessageSize, ${config.smtp.maxMessageSize} bytes): nothing written`)
+    return EX_UNAVAILABLE
+  }
   const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
   if (m.sender !== '' && !parseAddress(m.sender)) {
     say(`sender ${JSON.stringify(m.sender)} is not an address (-f): nothing written`)

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream'
 import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
-import { scan8bit, sevenBitStream } from '../mail/downgrade.js'
+import { scan8bit, sevenBitStream, type EightBitScan } from '../mail/downgrade.js'
 import { poolKey, type ConnectionPool } from './connection-pool.js'
 import { oneLineReply } from '../mail/reply.js'
 import { describeError, openSession, stageOf, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
@@ -44,18 +44,24 @@ const extensionsOf = (conn: SMTPConnection): string[] => (conn as unknown as { _
  * message that needs it is not sent; without 8BITMIME 8-bit content (found by scanning, whatever
  * BODY= said) goes out converted to 7-bit, or not at all when it cannot be converted.
  */
-async function messageFor(s: Session, o: TransactionOptions): Promise<{ message: () => Readable; eightBit: boolean } | Unreachable> {
+async function messageFor(s: Session, o: TransactionOptions): Promise<{ message: () => Readable; eightBit: boolean; smtpUtf8: boolean } | Unreachable> {
   const ext = extensionsOf(s.conn)
+  let scan: EightBitScan | undefined
   if (o.smtpUtf8 && !ext.includes('SMTPUTF8')) {
-    return { kind: 'unreachable', response: `${s.remoteHost} does not support SMTPUTF8 (RFC 6531)`, remoteHost: s.remoteHost, policy: 'smtputf8' }
+    // RFC 6531 §3.2, as Postfix: a message the client sent with SMTPUTF8 whose envelope and header
+    // are ASCII needs none of it (many clients ask on every message): it goes without the parameter.
+    scan = [o.from, ...o.to].some((a) => /[^\x00-\x7f]/.test(a)) ? undefined : await scan8bit(o.message())
+    if (!scan || scan.headerEightBit) return { kind: 'unreachable', response: `${s.remoteHost} does not support SMTPUTF8 (RFC 6531)`, remoteHost: s.remoteHost, policy: 'smtputf8' }
   }
-  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) }
-  const scan = await scan8bit(o.message())
-  if (!scan.eightBit) return { message: o.message, eightBit: false }
+  const smtpUtf8 = Boolean(o.smtpUtf8) && !scan
+  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) || Boolean(scan?.eightBit), smtpUtf8 }
+  scan ??= await scan8bit(o.message())
+  if (!scan.eightBit) return { message: o.message, eightBit: false, smtpUtf8 }
   if (scan.unconvertible) {
     return { kind: 'unreachable', response: `${s.remoteHost} does not support 8BITMIME and the message cannot be converted to 7-bit: ${scan.unconvertible}`, remoteHost: s.remoteHost, policy: '8bitmime' }
   }
-  return { message: () => sevenBitStream(o.message(), scan), eightBit: false }
+  const found = scan
+  return { message: () => sevenBitStream(o.message(), found), eightBit: false, smtpUtf8 }
 }
 
 async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
@@ -72,7 +78,7 @@ async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Pr
     pool.put(s)
     return what
   }
-  s.smtpUtf8 = Boolean(o.smtpUtf8)
+  s.smtpUtf8 = what.smtpUtf8
   // RFC 1870: the size as sent (a 7-bit conversion changes it), counted only when the server asks.
   const { offersSize, max } = sizeLimit(s.conn)
   let size = what.message === o.message ? o.size : undefined

@@ -26,6 +26,8 @@ export type SevenBitEncoding = 'quoted-printable' | 'base64' | 'escape' | 'strip
 export interface EightBitScan {
   /** A byte above 127 (or a NUL) appears somewhere in the message. */
   eightBit: boolean
+  /** The message's own header section has a byte above 127: it needs SMTPUTF8 (RFC 6532) or 8BITMIME as it is. */
+  headerEightBit?: boolean
   /** Why the message cannot be made 7-bit, when it cannot. */
   unconvertible?: string
   /** Entities (by ordinal: order of their header, 0 = the message) whose body gets encoded. */
@@ -192,6 +194,7 @@ export async function scan8bit(message: Readable): Promise<EightBitScan> {
       if (entity.ordinal === 0) mime = /^MIME-Version[ \t]*:/im.test(raw.toString('latin1'))
       seen.set(entity.ordinal, { entity, eightBit: false, long: false })
       if (is8bit(raw)) {
+        if (entity.ordinal === 0) scan.headerEightBit = true
         scan.eightBit = true
         scan.unconvertible ??= 'it has 8-bit header fields'
       }

@@ -174,6 +174,10 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
     headers = data.headers
   }
 
+  // RFC 5321 §4.4: the final delivery writes Return-Path from the envelope; one the client put in
+  // would claim another bounce address there. Dropped as Postfix's cleanup does (after the data
+  // hook, which judged the sender's signatures on the message as it came).
+  headers.remove('Return-Path')
   if (info.listener.role === 'submission') {
     if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${config.hostname}>`)
     if (!headers.has('Date')) headers.append('Date', rfc5322Date())

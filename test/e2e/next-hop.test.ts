@@ -1,6 +1,7 @@
 // What the next hop cannot take (issue 12 point 9): 8-bit content to a server without 8BITMIME
 // is converted to 7-bit (RFC 6152 §3) and a dkim-sign signature still verifies; a message that
-// needs SMTPUTF8 carries the parameter, and bounces with 5.6.7 when the next hop does not offer it.
+// needs SMTPUTF8 carries the parameter, and bounces with 5.6.7 when the next hop does not offer it
+// (one sent with SMTPUTF8 that has only ASCII addresses and header fields goes without it).
 import { promises as dnsPromises } from 'node:dns'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
@@ -239,5 +240,22 @@ describe('SMTPUTF8', () => {
     expect(legacy.messages.some((m) => m.to.includes('jürgen@legacy.test'))).toBe(false)
     const dsn = await eventually(() => senderMx.messages.find((m) => m.to.includes('bounce-me@sender.test')), 10_000, 'the DSN')
     expect(dsn.raw.toString('latin1')).toMatch(/Status: 5\.6\.7/)
+  })
+
+  it('a message sent with SMTPUTF8 whose addresses and header fields are ASCII goes to a next hop without SMTPUTF8, without the parameter; its 8-bit body converted', async () => {
+    // RFC 6531 §3.2 and Postfix: nothing in it needs SMTPUTF8 (a client may ask for it on every message).
+    await submit({ from: 'a@sender.test', to: 'ascii@legacy.test', data: singlePart('a@sender.test', 'ascii@legacy.test', 'ascii smtputf8'), mailArgs: 'SMTPUTF8 BODY=8BITMIME' })
+    const m = await delivered(legacy, 'ascii smtputf8')
+    expect(m.mailParams.SMTPUTF8).toBeUndefined()
+    expect(has8bit(m.raw)).toBe(false)
+    expect(qpDecode(bodyOf(m.raw).toString('latin1'))).toBe(TEXT)
+  })
+
+  it('a message sent with SMTPUTF8 with ASCII addresses but a UTF-8 header field bounces with 5.6.7 at a next hop without SMTPUTF8', async () => {
+    const data = Buffer.from(`${header('utf8-header@sender.test', 'u8h@legacy.test', 'utf8 header to legacy', 'Content-Type: text/plain; charset=utf-8\r\n')}X-Name: Jürgen Groß\r\n\r\nhi\r\n`, 'utf8')
+    await submit({ from: 'utf8-header@sender.test', to: 'u8h@legacy.test', data, mailArgs: 'SMTPUTF8' })
+    const ev = await event('bounced', 'u8h@legacy.test')
+    expect(ev.response).toMatch(/^5\.6\.7 legacy\.test\[127\.0\.0\.2\]:\d+ does not support SMTPUTF8 \(RFC 6531\)$/)
+    expect(legacy.messages.some((x) => x.to.includes('u8h@legacy.test'))).toBe(false)
   })
 })

@@ -1,5 +1,5 @@
-// Outbound details: opportunistic STARTTLS and its fallback, headers added on submission, DNS that
-// does not answer, greeting failures moving on to the next MX, expiry bounces.
+// Outbound details: opportunistic STARTTLS and its fallback, headers added on submission (and
+// Return-Path removed), DNS that does not answer, greeting failures moving on to the next MX, expiry bounces.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
@@ -96,6 +96,22 @@ describe('outbound', () => {
     expect(sub).toMatch(/^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r$/m)
     expect(mx).not.toMatch(/^Message-ID:/im)
     expect(mx).not.toMatch(/^Date:/im)
+  })
+
+  it('removes Return-Path fields a client put in, on mx and submission alike (RFC 5321 §4.4; Postfix drops them too)', async () => {
+    // The final delivery writes Return-Path from the envelope; one passed on would claim another bounce address.
+    const before = plainRx.messages.length
+    const data = 'Return-Path: <forged@evil.test>\r\nFrom: a@sender.test\r\nreturn-path:\r\n <second@evil.test>\r\nSubject: return path\r\n\r\nReturn-Path: <in-body@stays.test>\r\n'
+    await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['rp-sub@plain.test'], data, auth: { user: 'a@sender.test', pass: 'pw' } })
+    await sendMail(relay.ports.mx!, { from: 'a@sender.test', to: ['rp-mx@plain.test'], data })
+    const msgs = await plainRx.waitForMessages(before + 2, 10_000)
+    for (const to of ['rp-sub@plain.test', 'rp-mx@plain.test']) {
+      const raw = msgs.find((m) => m.to[0] === to)!.raw.toString()
+      const [head, body] = [raw.slice(0, raw.indexOf('\r\n\r\n')), raw.slice(raw.indexOf('\r\n\r\n'))]
+      expect(head).not.toMatch(/evil\.test|^Return-Path/im)
+      expect(head).toMatch(/^Subject: return path$/m)
+      expect(body).toContain('Return-Path: <in-body@stays.test>')
+    }
   })
 
   it('defers when the DNS server does not answer, and bounces with 4.4.7 once the queue lifetime is over', async () => {

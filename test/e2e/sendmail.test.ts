@@ -72,6 +72,19 @@ describe('relay sendmail', () => {
     expect(text(m)).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
   })
 
+  it('text with no header (echo ... | sendmail), or a header with no blank line after it: From goes into the header, the text stays the body', async () => {
+    expect(sendmail(['nohead@dest.test'], 'disk almost full\nsecond line\n').code).toBe(0)
+    expect(sendmail(['noblank@dest.test'], 'Subject: no blank line\nthe body starts here\n').code).toBe(0)
+    for (const [rcpt, subject, body] of [['nohead@dest.test', undefined, 'disk almost full\r\nsecond line\r\n'], ['noblank@dest.test', 'no blank line', 'the body starts here\r\n']] as const) {
+      const t = text(await eventually(() => to(rcpt)[0], 10_000, `delivered to ${rcpt}`))
+      const split = t.indexOf('\r\n\r\n')
+      const head = t.slice(0, split + 2)
+      expect(head).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
+      if (subject) expect(head).toContain(`\r\nSubject: ${subject}\r\n`)
+      expect(t.slice(split + 4)).toBe(body)
+    }
+  })
+
   it('the sendmail alias (bin/sendmail.js) is the same code; -C names the config', async () => {
     const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/sendmail.js'), '-C', relay.configFile, '-f', 'alice@sender.test', 'grace@dest.test'], { input: 'Subject: alias\n\nhi\n', encoding: 'utf8' })
     expect([r.status, r.stderr]).toEqual([0, ''])
@@ -85,6 +98,27 @@ describe('relay sendmail', () => {
     expect(sendmail(['-t'], 'Subject: nobody\n\nhi\n').code).toBe(64)
     expect(sendmail(['-bp'], '').code).toBe(64)
     expect(sendmail(['-Z', 'x@dest.test'], 'hi\n').code).toBe(64)
+  })
+
+  it('input over smtp.maxMessageSize is not read to its end: exit 69, message file too big, nothing written', async () => {
+    // The same relay's config with a 1 MB limit.
+    const small = path.join(relay.dir, 'small.config.json')
+    fs.writeFileSync(small, JSON.stringify({ ...JSON.parse(fs.readFileSync(relay.configFile, 'utf8')), smtp: { maxMessageSize: '1MB' } }))
+    const over = runCli(['sendmail', '--config', small, 'big@dest.test'], { input: `Subject: big\n\n${'x'.repeat(2 * 1024 * 1024)}\n` })
+    expect(over.code, over.stderr).toBe(69)
+    expect(over.stderr).toMatch(/^sendmail: message file too big/)
+    // Input that never ends (a runaway script) ends the same way, in bounded memory.
+    const zero = fs.openSync('/dev/zero', 'r')
+    try {
+      const endless = spawnSync(process.execPath, [path.join(ROOT, 'bin/relay.js'), 'sendmail', '--config', small, 'big@dest.test'], { stdio: [zero, 'pipe', 'pipe'], encoding: 'utf8', timeout: 20_000 })
+      expect(endless.status, endless.stderr).toBe(69)
+    } finally {
+      fs.closeSync(zero)
+    }
+    expect(maildrop()).toEqual([])
+    const fits = runCli(['sendmail', '--config', small, 'fits@dest.test'], { input: `Subject: fits\n\n${'x'.repeat(1000)}\n` })
+    expect(fits.code, fits.stderr).toBe(0)
+    await eventually(() => to('fits@dest.test')[0], 10_000, 'delivered to fits')
   })
 
   it('an address argument with a line break, or a -f that is no address, exits 64 and writes nothing', () => {
