@@ -10,6 +10,7 @@ import { peerNames } from './loop.js'
 import { readEhloKeywordsOnly } from './ehlo-keywords.js'
 import { replyProblem, type Internals, type TransactionPhase } from './reply-checks.js'
 import { oneLineReply } from '../mail/reply.js'
+import { hideCredentials } from './hide-credentials.js'
 
 /**
  * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
@@ -299,6 +300,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const result = (r: Unreachable & { tlsFailed?: boolean }) => {
       if (settled) return
       settled = true
+      // Whatever the server said before the session was ready may quote the credentials (AUTH's reply above all).
+      if (o.auth) r = { ...r, response: hideCredentials(r.response, o.auth) }
       clearTimeout(overdue)
       conn.close()
       resolve(r)
@@ -368,14 +371,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       if (!session.tls) return result({ kind: 'unreachable', response: 'AUTH refused: credentials are never sent over a connection that is not encrypted', remoteHost, policy: 'tls' })
       conn.login({ user: o.auth.user, pass: o.auth.pass }, (authErr?: SmtpError | null) => {
         if (!authErr) return ready()
-        // The response goes to events, queue listings and DSNs to senders: it never names the account
-        // (for SES, the access key ID), not even where the server's reply quotes it. The route's name
-        // (in the delivery event) says which credentials failed. Wording matched by classify.ts.
-        let reply = describeError(authErr)
-        for (const [secret, shown] of [[o.auth!.user, '<user>'], [o.auth!.pass, '<password>']] as const) {
-          if (secret.length >= 3) reply = reply.replace(new RegExp(secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'), shown)
-        }
-        result({ kind: 'unreachable', response: `AUTH as the configured user failed: ${reply}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
+        // Never names the account (for SES, the access key ID): result() hides it. Wording matched by classify.ts.
+        result({ kind: 'unreachable', response: `AUTH as the configured user failed: ${describeError(authErr)}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
       })
     })
   })
