@@ -115,7 +115,12 @@ export type SmtpError = Error & { code?: string; responseCode?: number; response
 export const protocolError = (why: string): SmtpError => Object.assign(new Error(oneLineReply(`protocol error: ${why}`)), { code: 'EPROTOCOL', protocol: true })
 
 /** An SMTP error as one line (core/mail/reply.ts, bounded): the server's reply when there is one, else the local error. */
-export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${err.message}`)
+export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${withoutOpenSslInternals(err.message)}`)
+
+/** '80AC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:…/ssl3_record.c:350:' → 'wrong version number' (it reaches DSNs). */
+const withoutOpenSslInternals = (message: string) => message.replace(/[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):[^:\s]*:\d+:?/g, '$1')
+
+const STARTTLS_ACTION = (SMTPConnection.prototype as unknown as { _actionSTARTTLS?: unknown })._actionSTARTTLS
 
 /** An open connection to one host, reusable for further messages. */
 export interface Session {
@@ -251,6 +256,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         }
         if (!asked || this._destroyed) return
         const problem = replyProblem(this, session.phase)
+        // Plain text where the handshake should be (or injected after 220 to STARTTLS): a failed negotiation.
+        if (problem && !settled && STARTTLS_ACTION && this._responseActions[0] === STARTTLS_ACTION) return fail(Object.assign(new Error(`plain text after the reply to STARTTLS (${problem.why})`), { code: 'ETLS' }))
         // After the final dot the first reply is the server's answer to the message: let it decide.
         if (problem && !(problem.kind === 'surplus' && session.phase === 'sent')) return protocolFailure(problem.why)
         if (problem) session.desynced = true

@@ -33,15 +33,24 @@ beforeAll(async () => {
     tls,
     auth: (line) => (/^AUTH LOGIN$/i.test(line) ? '334 VXNlcm5hbWU6' : line === b64(USER) ? '334 UGFzc3dvcmQ6' : `535 5.7.8 bad password ${line} for ${b64(USER)}`),
   })
+  // STARTTLS answered 220, then plain text instead of a handshake; AUTH would be taken in clear.
+  servers.garbage = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN LOGIN'], starttls: 'garbage' })
+  servers.garbageLater = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN LOGIN'], starttls: 'garbage-later' })
   senderMx = await startReceiver({ host: '127.0.0.6', behaviour: { noStartTls: true } })
-  dns = await startDns({ 'smarthost.test': { A: ['127.0.0.2'] }, 'sender.example': { A: ['127.0.0.6'] } })
+  servers.mayGarbage = await startScripted('127.0.0.7', { ehlo: ['mx.may-garbage.test', 'STARTTLS'], starttls: 'garbage' }, senderMx.port)
+  dns = await startDns({
+    'smarthost.test': { A: ['127.0.0.2'] },
+    'sender.example': { A: ['127.0.0.6'] },
+    'may-garbage.test': { MX: [{ exchange: 'mx.may-garbage.test', priority: 10 }] },
+    'mx.may-garbage.test': { A: ['127.0.0.7'] },
+  })
   const route = (name: string) => ({ name, match: { sender: `${name}@sender.example` }, kind: 'smarthost', host: 'smarthost.test', port: servers[name]!.port, tls: 'starttls', auth: { user: USER, passEnv: 'SMARTHOST_PASS' } })
   relay = await startRelay({
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: senderMx.port, tlsCa: ca.caFile, retry: { base: '1h' }, connectTimeout: '3s' },
       log: { level: 'debug' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin')] }]],
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin'), route('garbage'), route('garbageLater')] }]],
     },
     env: { SMARTHOST_PASS: PASS },
   })
@@ -65,5 +74,25 @@ describe('a smarthost that quotes the credentials back', () => {
     const entry = relay.queueList().find((q) => q.recipients[0]!.address === rcpt)!
     const seen = JSON.stringify(relay.logs) + JSON.stringify(entry)
     for (const secret of secrets) expect(seen).not.toContain(secret)
+  })
+})
+
+describe('STARTTLS answered 220, then plain text instead of a handshake', () => {
+  it.each(['garbage', 'garbageLater'])('%s: a smarthost route defers 4.7.5 (category tls) with the reason in words, nothing after STARTTLS, no second try in clear', async (name) => {
+    const rcpt = `a@${name.toLowerCase()}.test`
+    await sendMail(relay.port, { from: `${name}@sender.example`, to: [rcpt], data: msg(`${name}@sender.example`) })
+    const ev = await event('deferred', rcpt)
+    expect(ev.category).toBe('tls')
+    expect(ev.response).toMatch(/^4\.7\.5 TLS policy 'verify': smarthost\.test\[127\.0\.0\.2\]:\d+: TLS negotiation failed: /)
+    expect(ev.response).toMatch(name === 'garbage' ? /plain text after the reply to STARTTLS/ : /wrong version number/)
+    expect(ev.response).not.toMatch(/SSL routines|\.c:\d+|[0-9A-F]{12,}:error/)
+    expect(servers[name]!.sessions).toEqual([['EHLO relay.test', 'STARTTLS']])
+  })
+
+  it("an MX under TLS policy 'may': the same host again in plain text, as after any failed handshake", async () => {
+    await sendMail(relay.port, { from: 'm@sender.example', to: ['a@may-garbage.test'], data: msg('m@sender.example') })
+    const ev = await event('delivered', 'a@may-garbage.test')
+    expect(ev.tls).toBe(false)
+    expect(servers.mayGarbage!.sessions.map((s) => s.slice(0, 2))).toEqual([['EHLO relay.test', 'STARTTLS'], ['EHLO relay.test', 'MAIL FROM:<m@sender.example>']])
   })
 })

@@ -11,6 +11,8 @@ export interface Script {
   ehloTls?: string[]
   /** TLS key and certificate (PEM) for STARTTLS; without them STARTTLS gets 454. */
   tls?: { key: Buffer; cert: Buffer }
+  /** 220 to STARTTLS, then plain text where the TLS handshake should be: in the same packet ('garbage') or a moment later ('garbage-later'). */
+  starttls?: 'garbage' | 'garbage-later'
   /** Reply to each AUTH command line and each line of an AUTH exchange (default 235). */
   auth?: (line: string) => string
   mail?: (line: string) => string
@@ -59,6 +61,10 @@ export async function startScripted(host: string, script: Script, port = 0): Pro
       if (verb === 'EHLO' || verb === 'LHLO') {
         const keywords = secure && script.ehloTls ? script.ehloTls : script.ehlo
         keywords.forEach((k, i) => w(`250${i === keywords.length - 1 ? ' ' : '-'}${k}`))
+      } else if (verb === 'STARTTLS' && script.starttls) {
+        if (script.starttls === 'garbage') return sock.end('220 2.0.0 ready\r\nthis is not TLS\r\n')
+        w('220 2.0.0 ready')
+        setTimeout(() => sock.end('this is not TLS\r\n'), 100)
       } else if (verb === 'STARTTLS' && script.tls && !secure) {
         w('220 2.0.0 ready')
         plain.removeAllListeners('data')
