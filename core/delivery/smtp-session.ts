@@ -10,6 +10,7 @@ import { peerNames } from './loop.js'
 import { readEhloKeywordsOnly } from './ehlo-keywords.js'
 import { replyProblem, type Internals, type TransactionPhase } from './reply-checks.js'
 import { oneLineReply } from '../mail/reply.js'
+import { hideCredentials } from './hide-credentials.js'
 
 /**
  * 'may': STARTTLS when offered, plain text after a failed handshake; 'encrypt': TLS required,
@@ -114,7 +115,12 @@ export type SmtpError = Error & { code?: string; responseCode?: number; response
 export const protocolError = (why: string): SmtpError => Object.assign(new Error(oneLineReply(`protocol error: ${why}`)), { code: 'EPROTOCOL', protocol: true })
 
 /** An SMTP error as one line (core/mail/reply.ts, bounded): the server's reply when there is one, else the local error. */
-export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${err.message}`)
+export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${withoutOpenSslInternals(err.message)}`)
+
+/** '80AC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:…/ssl3_record.c:350:' → 'wrong version number' (it reaches DSNs). */
+const withoutOpenSslInternals = (message: string) => message.replace(/[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):[^:\s]*:\d+:?/g, '$1')
+
+const STARTTLS_ACTION = (SMTPConnection.prototype as unknown as { _actionSTARTTLS?: unknown })._actionSTARTTLS
 
 /** An open connection to one host, reusable for further messages. */
 export interface Session {
@@ -250,6 +256,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         }
         if (!asked || this._destroyed) return
         const problem = replyProblem(this, session.phase)
+        // Plain text where the handshake should be (or injected after 220 to STARTTLS): a failed negotiation.
+        if (problem && !settled && STARTTLS_ACTION && this._responseActions[0] === STARTTLS_ACTION) return fail(Object.assign(new Error(`plain text after the reply to STARTTLS (${problem.why})`), { code: 'ETLS' }))
         // After the final dot the first reply is the server's answer to the message: let it decide.
         if (problem && !(problem.kind === 'surplus' && session.phase === 'sent')) return protocolFailure(problem.why)
         if (problem) session.desynced = true
@@ -299,6 +307,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const result = (r: Unreachable & { tlsFailed?: boolean }) => {
       if (settled) return
       settled = true
+      // Whatever the server said before the session was ready may quote the credentials (AUTH's reply above all).
+      if (o.auth) r = { ...r, response: hideCredentials(r.response, o.auth) }
       clearTimeout(overdue)
       conn.close()
       resolve(r)
@@ -368,14 +378,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       if (!session.tls) return result({ kind: 'unreachable', response: 'AUTH refused: credentials are never sent over a connection that is not encrypted', remoteHost, policy: 'tls' })
       conn.login({ user: o.auth.user, pass: o.auth.pass }, (authErr?: SmtpError | null) => {
         if (!authErr) return ready()
-        // The response goes to events, queue listings and DSNs to senders: it never names the account
-        // (for SES, the access key ID), not even where the server's reply quotes it. The route's name
-        // (in the delivery event) says which credentials failed. Wording matched by classify.ts.
-        let reply = describeError(authErr)
-        for (const [secret, shown] of [[o.auth!.user, '<user>'], [o.auth!.pass, '<password>']] as const) {
-          if (secret.length >= 3) reply = reply.replace(new RegExp(secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'), shown)
-        }
-        result({ kind: 'unreachable', response: `AUTH as the configured user failed: ${reply}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
+        // Never names the account (for SES, the access key ID): result() hides it. Wording matched by classify.ts.
+        result({ kind: 'unreachable', response: `AUTH as the configured user failed: ${describeError(authErr)}`, code: authErr.responseCode, remoteHost, policy: 'auth' })
       })
     })
   })

@@ -9,7 +9,8 @@ const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an I
 export function regexOf(pattern: string): RegExp | undefined {
   const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern)
   if (!m) return undefined
-  return new RegExp(m[1]!, m[2])
+  // 'g' and 'y' make test() start where the last match ended: every other message would miss its route.
+  return new RegExp(m[1]!, m[2]!.replace(/[gy]/g, ''))
 }
 
 /** A domain (or address literal) as the relay compares domains: core's domainKey, a trailing dot allowed. */

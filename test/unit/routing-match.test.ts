@@ -36,3 +36,10 @@ describe('routing match patterns', () => {
     expect(issues({ domain: '/(/' })).toEqual([expect.stringMatching(/^routes\.0\.match\.domain\.0: invalid regular expression/)])
   })
 })
+
+describe('routing match regexes', () => {
+  it("a regex written with the 'g' or 'y' flag fits every message, not every other one", () => {
+    const m = compileMatch(route({ domain: '/example\\.com$/gi', sender: '/^bulk-/y' }))
+    expect([1, 2, 3, 4].map(() => m('example.com', 'bulk-a@sender.test'))).toEqual([true, true, true, true])
+  })
+})
