@@ -198,3 +198,15 @@ export const replyText = (r: Reply): string => (r.status ? `${r.status} ${r.mess
 
 /** A core policy's refusal as a verdict: `replyFor` keeps its code, status and text. */
 export const refusal = (r: Reply): Verdict => ({ action: r.code >= 500 ? 'reject' : 'tempfail', code: r.code, status: r.status, message: r.message })
+
+/**
+ * The status and text a `deliver` hook's reject or tempfail gives its recipients: the plugin's
+ * status only when of the verdict's class (5 for reject, 4 for tempfail), the text one line.
+ */
+export function deliverRefusal(verdict: Verdict, plugin: string): { status: string; text: string } {
+  const wantClass = verdict.action === 'reject' ? '5' : '4'
+  const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && verdict.status[0] === wantClass ? verdict.status : `${wantClass}.0.0`
+  const message = fitLine((verdict.message ?? `${verdict.action === 'reject' ? 'Refused' : 'Deferred'} by ${plugin}`).replace(/[\x00-\x1f\x7f]+/g, ' '))
+  return { status, text: `${status} ${message}` }
+}
+

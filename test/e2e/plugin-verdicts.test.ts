@@ -21,7 +21,7 @@ beforeAll(async () => {
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
-      plugins: [path.join(ROOT, 'test/fixtures/bad-verdicts.plugin.ts'), ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      plugins: [path.join(ROOT, 'test/fixtures/bad-verdicts.plugin.ts'), path.join(ROOT, 'test/fixtures/deliver-bad-verdict.plugin.ts'), ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
   })
 }, 30_000)
@@ -81,4 +81,16 @@ describe('plugin verdicts that break the contract', () => {
     await new Promise((resolve) => setTimeout(resolve, 1500)) // nothing else goes out for it
     expect(mx.messages.filter((m) => m.raw.toString('latin1').includes(messageId))).toHaveLength(1)
   })
+
+  it('a deliver verdict with a status of the wrong class or text with a line break: the outcome keeps its class and one line', async () => {
+    for (const local of ['reject', 'defer']) {
+      const data = `From: alice@sender.test\r\nTo: ${local}@dest.test\r\nSubject: deliver ${local}\r\n\r\nHi.\r\n`
+      expect((await sendMail(relay.port, { from: '', to: [`${local}@dest.test`], data })).lastReply).toMatch(/^250 /)
+    }
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'reject@dest.test', 10_000)
+    expect(bounced.response).toBe('5.0.0 fine X-Injected: yes')
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'defer@dest.test', 10_000)
+    expect(deferred.response).toBe('4.0.0 later 550 no')
+  })
 })
+
