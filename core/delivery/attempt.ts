@@ -6,6 +6,7 @@ import { Readable } from 'node:stream'
 import type { Resolver } from 'node:dns/promises'
 import type { Job, Queue, RecipientResult } from '../queue/types.js'
 import type { HookBus } from '../hooks/bus.js'
+import { deliverRefusal } from '../hooks/verdict.js'
 import type { DeliveryEvent, Route } from '../hooks/types.js'
 import type { RelayConfig } from '../config/schema.js'
 import { resolveDestination, resolveHosts, type Destination, type Resolution } from './mx.js'
@@ -180,8 +181,10 @@ async function attempt(job: Job, deps: AttemptDeps): Promise<AttemptResult[]> {
     recipients: job.recipients.map((r) => r.address),
     attempt: (job.recipients[0]?.attempts ?? 0) + 1,
   })
-  if (decision?.verdict.action === 'reject') return all('failed', `${decision.verdict.status ?? '5.0.0'} ${decision.verdict.message ?? `Refused by ${decision.plugin}`}`, { status: decision.verdict.status ?? '5.0.0' })
-  if (decision?.verdict.action === 'tempfail') return all('retry', `${decision.verdict.status ?? '4.0.0'} ${decision.verdict.message ?? `Deferred by ${decision.plugin}`}`)
+  if (decision?.verdict.action === 'reject' || decision?.verdict.action === 'tempfail') {
+    const r = deliverRefusal(decision.verdict, decision.plugin)
+    return decision.verdict.action === 'reject' ? all('failed', r.text, { status: r.status }) : all('retry', r.text)
+  }
   const chosen = decision?.verdict.action === 'route' ? decision.verdict.route : undefined
   const plan = planFor(chosen, config)
   if (typeof plan === 'string') return all('retry', `4.3.5 Route from ${decision!.plugin} unusable: ${plan}`, { status: '4.3.5' })

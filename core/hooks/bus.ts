@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { EventContexts, EventName, HookContexts, HookName, RouteDecision, Verdict } from './types.js'
 import { teardownAll, type LoadedPlugin } from './load-plugins.js'
+import { asVerdict, pluginFailure } from './verdict.js'
 
 export type { LoadedPlugin } from './load-plugins.js'
 
@@ -9,7 +10,6 @@ export type Decision<K extends HookName> = {
   verdict: K extends 'deliver' ? Verdict | RouteDecision : Verdict
 }
 
-const ACTIONS = new Set(['accept', 'reject', 'tempfail', 'route'])
 
 /**
  * Runs hooks in config order. The first plugin that returns a verdict decides; a plugin that
@@ -74,15 +74,15 @@ export class HookBus {
         result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty(Object.assign({}, p.ctx, data), 'signal', { get: signal, enumerable: true })))
       } catch (err) {
         p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
-        return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
+        return { plugin: p.plugin.name, verdict: pluginFailure(hook) } as Decision<K>
       }
-      if (result === undefined || result === null) continue
-      const action = (result as { action?: unknown }).action
-      if (typeof result !== 'object' || !ACTIONS.has(action as string) || (action === 'route' && hook !== 'deliver')) {
-        p.ctx.log.error({ hook, result }, `plugin ${p.plugin.name} returned something that is not a verdict from hook ${hook}`)
-        return { plugin: p.plugin.name, verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } } as Decision<K>
+      const verdict = asVerdict(result, hook)
+      if (verdict === undefined) continue
+      if (verdict === 'invalid') {
+        p.ctx.log.error({ hook, result: shown(result) }, `plugin ${p.plugin.name} returned something that is not a verdict from hook ${hook}`)
+        return { plugin: p.plugin.name, verdict: pluginFailure(hook) } as Decision<K>
       }
-      return { plugin: p.plugin.name, verdict: result } as Decision<K>
+      return { plugin: p.plugin.name, verdict } as Decision<K>
     }
     return undefined
   }
@@ -155,6 +155,16 @@ export class HookBus {
 
   async close(): Promise<void> {
     await teardownAll(this.plugins, this.log)
+  }
+}
+
+/** A result for the log: the object itself unless reading it throws (a getter, a Proxy). */
+function shown(result: unknown): unknown {
+  try {
+    JSON.stringify(result)
+    return result
+  } catch {
+    return String(Object.prototype.toString.call(result))
   }
 }
 

@@ -78,9 +78,61 @@ export function replyFor(stage: keyof typeof STAGE_REPLIES, verdict: Verdict): R
   // A plugin's code and status are used only when well-formed and of the verdict's class.
   const code = Number.isInteger(verdict.code) && Math.floor(verdict.code! / 100) === wantClass ? verdict.code! : base.code
   const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && Number(verdict.status[0]) === wantClass ? verdict.status : base.status
-  // Replies are single lines: no control characters from plugin text reach the client.
-  const message = (verdict.message ?? base.message).replace(/[\x00-\x1f\x7f]+/g, ' ')
+  // Replies are single lines: no control characters from plugin text reach the client, and no
+  // line past RFC 5321's 512 octets (§4.5.3.1.5) however much text the plugin gave.
+  const message = fitLine(String(verdict.message ?? base.message).replace(/[\x00-\x1f\x7f]+/g, ' '))
   return { code, status, message }
+}
+
+/** Reply text within MAX_REPLY_TEXT octets (code, status, spaces and CRLF fit in the rest of 512). */
+const MAX_REPLY_TEXT = 480
+function fitLine(text: string): string {
+  if (Buffer.byteLength(text) <= MAX_REPLY_TEXT) return text
+  let cut = text.slice(0, MAX_REPLY_TEXT - 3)
+  while (Buffer.byteLength(cut) > MAX_REPLY_TEXT - 3) cut = cut.slice(0, -1)
+  return `${cut}...`
+}
+
+const FAILURE_TEXT = 'Temporary local problem, try again later'
+
+/**
+ * What a plugin that threw, timed out or returned something that is not a verdict is taken to have
+ * said: a local error (RFC 5321 451, RFC 3463 4.3.0), not a policy refusal; at connect 421 (the
+ * connection closes), at AUTH RFC 4954's 454 4.7.0.
+ */
+export function pluginFailure(hook: string): Verdict {
+  if (hook === 'connect') return { action: 'tempfail', code: 421, status: '4.3.0', message: FAILURE_TEXT }
+  if (hook === 'auth') return { action: 'tempfail', code: 454, status: '4.7.0', message: FAILURE_TEXT }
+  return { action: 'tempfail', code: 451, status: '4.3.0', message: FAILURE_TEXT }
+}
+
+const optional = (v: unknown, type: 'string' | 'number' | 'boolean') => v === undefined || v === null || typeof v === type
+
+/**
+ * A hook's result as the core uses it: a copy of the verdict's own fields (a plugin cannot change
+ * it afterwards, nor run code when the core reads it), or 'invalid' when it is no verdict: an
+ * unknown action, `route` outside `deliver`, a field of the wrong type, a getter that throws.
+ * undefined for no opinion.
+ */
+export function asVerdict(result: unknown, hook: string): Verdict | RouteDecision | 'invalid' | undefined {
+  if (result === undefined || result === null) return undefined
+  if (typeof result !== 'object') return 'invalid'
+  try {
+    const { action, code, status, message, senders, handled, route } = result as Record<string, unknown>
+    if (action === 'route') return hook === 'deliver' && typeof route === 'object' && route !== null ? { action, route: route as Route } : 'invalid'
+    if (action !== 'accept' && action !== 'reject' && action !== 'tempfail') return 'invalid'
+    if (!optional(code, 'number') || !optional(status, 'string') || !optional(message, 'string') || !optional(handled, 'boolean')) return 'invalid'
+    if (senders !== undefined && senders !== null && !(Array.isArray(senders) && senders.every((x) => typeof x === 'string'))) return 'invalid'
+    const v: Verdict = { action }
+    if (typeof code === 'number') v.code = code
+    if (typeof status === 'string') v.status = status
+    if (typeof message === 'string') v.message = message
+    if (Array.isArray(senders)) v.senders = [...(senders as string[])]
+    if (typeof handled === 'boolean') v.handled = handled
+    return v
+  } catch {
+    return 'invalid'
+  }
 }
 
 /** An Error carrying an SMTP reply, as smtp-server expects from its callbacks. */
@@ -146,3 +198,15 @@ export const replyText = (r: Reply): string => (r.status ? `${r.status} ${r.mess
 
 /** A core policy's refusal as a verdict: `replyFor` keeps its code, status and text. */
 export const refusal = (r: Reply): Verdict => ({ action: r.code >= 500 ? 'reject' : 'tempfail', code: r.code, status: r.status, message: r.message })
+
+/**
+ * The status and text a `deliver` hook's reject or tempfail gives its recipients: the plugin's
+ * status only when of the verdict's class (5 for reject, 4 for tempfail), the text one line.
+ */
+export function deliverRefusal(verdict: Verdict, plugin: string): { status: string; text: string } {
+  const wantClass = verdict.action === 'reject' ? '5' : '4'
+  const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && verdict.status[0] === wantClass ? verdict.status : `${wantClass}.0.0`
+  const message = fitLine((verdict.message ?? `${verdict.action === 'reject' ? 'Refused' : 'Deferred'} by ${plugin}`).replace(/[\x00-\x1f\x7f]+/g, ' '))
+  return { status, text: `${status} ${message}` }
+}
+

@@ -14,8 +14,12 @@ import { checkRspamd, checkUrl } from './rspamd.js'
 import { ScanError, type ScanEnvelope, type ScanResult } from './scanner.js'
 import { checkSpamd } from './spamd.js'
 
-/** The fields this plugin writes; copies that came with the message are removed first. */
-const OWN_FIELDS = ['X-Spam-Flag', 'X-Spam-Status', 'X-Spam-Score']
+/**
+ * Fields that carry a spam verdict: this plugin's own (X-Spam-Flag, -Status, -Score) and the rest
+ * of the family SpamAssassin, rspamd's milter and others write (X-Spam-Level, -Report, X-Spam, ...),
+ * which a mail store may file on. Copies that came with the message are removed first.
+ */
+const VERDICT_FIELD = /^x-spam(-|$)/i
 
 const REJECT_TEXT = 'Message considered spam'
 const TEMPFAIL_TEXT = 'Message temporarily refused as possible spam, try again later'
@@ -83,7 +87,7 @@ export default definePlugin<SpamOptions>({
       if (session.user && !options.scanAuthenticated) return
 
       // A sender's own X-Spam-* fields must not pass for this relay's verdict.
-      for (const name of OWN_FIELDS) headers.remove(name)
+      headers.fields = headers.fields.filter((f) => !VERDICT_FIELD.test(f.name))
 
       if (size > options.maxSize) {
         log.info({ session: session.id, size, maxSize: options.maxSize }, 'message not scanned: larger than maxSize')

@@ -39,8 +39,9 @@ export async function post(url: string, secret: string, body: string, timeoutMs:
       signal: AbortSignal.any([abort, AbortSignal.timeout(timeoutMs)]),
       redirect: 'manual',
     })
-    // Read (and drop) the answer so the connection can be reused.
-    await res.arrayBuffer().catch(() => undefined)
+    // The status decides. A short answer is read (and dropped) so the connection can be reused; a
+    // long or endless one is cut off, neither held in memory nor waited for past the status line.
+    await drain(res)
     if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status }
     return { ok: false, reason: `HTTP ${res.status}`, status: res.status }
   } catch (err) {
@@ -53,6 +54,24 @@ export async function post(url: string, secret: string, body: string, timeoutMs:
 }
 
 export { safeUrl, scrubUrls }
+
+/** Most of an answer's body read (and dropped) before the rest is cancelled. */
+const MAX_DRAIN = 64 * 1024
+
+async function drain(res: Response): Promise<void> {
+  const reader = res.body?.getReader()
+  if (!reader) return
+  try {
+    for (let read = 0; read <= MAX_DRAIN; ) {
+      const { done, value } = await reader.read()
+      if (done) return
+      read += value.byteLength
+    }
+    await reader.cancel()
+  } catch {
+    // a body that breaks off changes nothing: the status has been given
+  }
+}
 
 /** An answer that sending the same batch again will not change: a 4xx but timeout, too early, too many. */
 export function permanent(status: number | undefined): boolean {

@@ -155,10 +155,10 @@ describe('plugins loaded from user files', () => {
     expect(fs.readFileSync(traceC, 'utf8')).toBe('second bob@dest.test\n')
   })
 
-  it('a plugin that throws gives 451 and an error log naming it; one that hangs gives 450 after hookTimeout; the relay stays up', async () => {
+  it('a plugin that throws gives 451 4.3.0 and an error log naming it; one that hangs gives 451 4.3.0 after hookTimeout; the relay stays up', async () => {
     const relay = await relayWith([fixture('throws-at-mail'), fixture('hangs-at-rcpt'), ACL], { hookTimeout: '1s' })
     const s = await session(relay.port)
-    expect(await s.send('MAIL FROM:<boom@sender.test>')).toMatch(/^451 4\.7\.1 /)
+    expect(await s.send('MAIL FROM:<boom@sender.test>')).toBe('451 4.3.0 Temporary local problem, try again later')
     const error = await relay.waitForLog((l) => l.level === 50 && l.msg === 'plugin throws-at-mail failed in hook mail', 5000)
     expect(error.plugin).toBe('throws-at-mail')
     expect((error.err as { message?: string }).message).toBe('kaboom: plugin bug')
@@ -168,7 +168,7 @@ describe('plugins loaded from user files', () => {
     const started = Date.now()
     const reply = await s.send('RCPT TO:<hang@dest.test>')
     const elapsed = Date.now() - started
-    expect(reply).toMatch(/^450 4\.7\.1 /)
+    expect(reply).toBe('451 4.3.0 Temporary local problem, try again later')
     expect(elapsed).toBeGreaterThanOrEqual(900)
     expect(elapsed).toBeLessThan(3000)
     const timeout = await relay.waitForLog((l) => l.level === 50 && l.msg === 'plugin hangs-at-rcpt failed in hook rcpt', 5000)

@@ -197,6 +197,8 @@ class Endpoint {
   answer = 200
   /** When set, decides the answer from the batch's events (else `answer`). */
   answerFor: ((events: WireEvent[]) => number) | undefined
+  /** Answer 2xx, then send body bytes without end (an endpoint with a runaway or stuck response). */
+  endless = false
   readonly hits: { status: number; path: string; events: WireEvent[] }[] = []
   private server!: http.Server
   url = ''
@@ -209,6 +211,15 @@ class Endpoint {
         const events = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: WireEvent[] }).events
         const status = this.answerFor?.(events) ?? this.answer
         this.hits.push({ status, path: req.url ?? '', events })
+        if (this.endless) {
+          res.writeHead(status, { 'Content-Type': 'text/plain' })
+          const chunk = Buffer.alloc(64 * 1024, 'x')
+          const pump = () => {
+            while (!res.destroyed && res.write(chunk));
+            if (!res.destroyed) res.once('drain', pump)
+          }
+          return pump()
+        }
         res.writeHead(status, { 'Content-Type': 'text/plain' }).end(String(status))
       })
     })
@@ -313,6 +324,18 @@ describe('webhook outbox bounds', () => {
     for (const l of failed) expect(l.url).toBe(ep.url)
     expect(JSON.stringify(r2.logs)).not.toContain('qsecret-hook-71')
   }, 40_000)
+
+  it('a 2xx whose body never ends counts as taken at once: each batch is POSTed once, not re-sent after the timeout, and the body is not read into memory', async () => {
+    const { r: r2, ep } = await setup({ timeout: '1s' })
+    ep.endless = true
+    const q1 = await accept(r2, 'endless-1')
+    await eventually(() => rows(r2) === 0, 5000, 'the batch taken off the outbox')
+    const q2 = await accept(r2, 'endless-2')
+    await eventually(() => rows(r2) === 0 && ep.hits.length >= 2, 5000, 'the second batch taken')
+    await new Promise((resolve) => setTimeout(resolve, 1500)) // past the 1 s timeout: nothing is sent again
+    expect(ep.hits.map((h) => h.events.map((e) => e.queueId))).toEqual([[q1], [q2]])
+    expect(r2.logs.some((l) => l.msg === 'webhook POST failed; will retry')).toBe(false)
+  })
 
   it('a batch too large for the endpoint (413) is halved until it is taken: no event dropped, order kept, and the size grows back', async () => {
     const { r, ep } = await setup({})

@@ -46,7 +46,7 @@ describe('HookBus.run', () => {
     const throws = definePlugin({ name: 'throws', hooks: { rcpt: () => { throw new Error('boom') } } })
     const odd = definePlugin({ name: 'odd', hooks: { mail: () => ({ action: 'maybe' }) as never } })
     const { bus } = await busOf([throws, odd])
-    expect(await bus.run('rcpt', rcpt('x@y.test'))).toEqual({ plugin: 'throws', verdict: { action: 'tempfail', message: 'Temporary local problem, try again later' } })
+    expect(await bus.run('rcpt', rcpt('x@y.test'))).toEqual({ plugin: 'throws', verdict: { action: 'tempfail', code: 451, status: '4.3.0', message: 'Temporary local problem, try again later' } })
     expect((await bus.run('mail', { session, sender: { address: '', args: {} }, notes: notes() }))?.verdict.action).toBe('tempfail')
   })
 
