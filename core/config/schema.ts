@@ -252,7 +252,8 @@ export const configSchema = z
           .prefault({}),
         /**
          * DSNs (bounces, delay warnings) for mail from untrusted clients (no AUTH, not in
-         * smtp.trustedNetworks), whose sender may be forged: always headers only (RET=FULL is not
+         * smtp.trustedNetworks, and only local recipients: a message a plugin such as relay-acl let
+         * through to another domain is trusted), whose sender may be forged: always headers only (RET=FULL is not
          * honoured), and at most one per sender address per `interval` (0: no limit); the rest are
          * dropped with a log line. Remembered per node, in memory, for up to `maxSenders` addresses.
          */

@@ -196,18 +196,22 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   if (headerBytes.length + data.bodySize > config.smtp.maxMessageSize) throw sub.refuse('protocol', CORE_REPLIES.sizeExceeded)
   if ('file' in data.body) await data.body.file.commit()
   const now = Date.now()
+  const queued = envelope.recipients.map((r) => ({ address: r.address, domain: parseAddress(r.address)!.domain, args: r.args }))
+  // A stranger only reaches local domains: mail for another domain was relayed with the operator's
+  // leave (AUTH, trustedNetworks, or a plugin such as relay-acl), so its DSNs are not backscatter.
+  const trusted = info.trusted || queued.some((r) => !config.localDomains.includes(r.domain))
   const message: NewMessage = {
     id,
     sender: envelope.sender.address,
     senderArgs: envelope.sender.args,
-    recipients: envelope.recipients.map((r) => ({ address: r.address, domain: parseAddress(r.address)!.domain, args: r.args })),
+    recipients: queued,
     headers: headerBytes,
     body: 'file' in data.body ? { file: data.body.file.path } : { inline: data.body.inline },
     size: headerBytes.length + data.bodySize,
     messageId: headers.get('Message-ID'),
     receivedAt: now,
     expiresAt: now + config.delivery.maxQueueLifetime,
-    meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: sub.via, user: info.user, trusted: info.trusted },
+    meta: { clientAddress: info.remoteAddress, clientHostname: info.clientHostname, helo: info.helo, listener: sub.via, user: info.user, trusted },
   }
   // Durable before the 250; the queue then announces the new work to delivery.
   await env.intake.enqueue(message)

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, type RawSmtp } from '../harness/smtp-client.js'
-import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const TRUSTED = '127.0.0.1'
 const UNTRUSTED = '127.0.0.77'
@@ -44,13 +44,17 @@ async function send(client: RawSmtp, o: { from: string; to: string; data: string
 const subjects = (r: TestReceiver) => r.messages.map((m) => /^Subject: (.*)$/m.exec(m.raw.toString())?.[1])
 
 beforeAll(async () => {
-  foreignMx = await startReceiver({ host: '127.0.0.2' })
+  foreignMx = await startReceiver({
+    host: '127.0.0.2',
+    behaviour: { reply: { rcpt: ({ address }: { address?: string }) => (/^gone/.test(address!) ? { code: 550, message: '5.1.1 User unknown' } : undefined) } },
+  })
   localMx = await startReceiver({ host: '127.0.0.3', port: foreignMx.port })
   dns = await startDns({
     'other.test': { MX: [{ exchange: 'mx.other.test', priority: 10 }] },
     'mx.other.test': { A: ['127.0.0.2'] },
     'local.test': { MX: [{ exchange: 'mx.local.test', priority: 10 }] },
     'mx.local.test': { A: ['127.0.0.3'] },
+    'example.test': { A: ['127.0.0.3'] },
   })
   relay = await startRelay({
     config: {
@@ -162,6 +166,27 @@ describe('relay-acl senderDomains', () => {
     await foreignMx.waitForMessages(1, 10_000)
     await new Promise((r) => setTimeout(r, 200))
     expect(subjects(foreignMx)).toContain('acl-authenticated')
+  })
+
+  it("mail it lets through to another domain is the operator's: every bounce goes to its sender, with the message (no untrusted-DSN limit)", async () => {
+    const c = await open(TRUSTED)
+    for (const n of [1, 2]) {
+      expect(await c.command('RSET')).toMatch(/^250 /)
+      expect(await c.command(`MAIL FROM:<app@example.test> RET=FULL`)).toMatch(/^250 /)
+      expect(await c.command(`RCPT TO:<gone${n}@other.test>`)).toMatch(/^250 /)
+      expect(await c.command('DATA')).toMatch(/^354 /)
+      const reply = c.read()
+      c.send(dotStuff(`From: <app@example.test>\r\nTo: <gone${n}@other.test>\r\nSubject: acl bounce ${n}\r\n\r\nBODY-OF-${n}\r\n`))
+      expect(await reply).toMatch(/^250 /)
+    }
+    const dsns = await eventually(() => {
+      const got = localMx.messages.filter((m) => m.from === '' && m.to.includes('app@example.test'))
+      return got.length >= 2 ? got : undefined
+    }, 15_000, 'two DSNs to app@example.test')
+    const text = dsns.map((m) => m.raw.toString('latin1')).join('\n')
+    expect(text).toContain('BODY-OF-1')
+    expect(text).toContain('BODY-OF-2')
+    expect(relay.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped'))).toBe(false)
   })
 
   it('check-config: a senderDomains entry that is not a domain, or an empty list, exits 2 naming the option', () => {
