@@ -3,7 +3,7 @@
 // Put it FIRST in `plugins` (before auth backends and relay-acl): the first verdict decides.
 // Listed with `{}` it already guards: 60 connections per minute per IP and an AUTH lockout (10
 // failures in 15 min: 15 min); budgets stay opt-in. Every option and default: README.md.
-import { clientKey, definePlugin, redactUrl, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
+import { addressKey, clientKey, definePlugin, redactUrl, networkMatcher, parseAddress, tempfail, type PluginContext, type SessionInfo, type Verdict } from '../../core/index.js'
 import { optionsSchema, type AuthFailureLimit, type RateLimitOptions } from './options.js'
 import { processMemoryStore } from './shared.js'
 import { consume, peek, redisStore, type Gauge, type Limiter, type Outcome, type Store } from './store.js'
@@ -263,7 +263,7 @@ export default definePlugin<RateLimitOptions, State | undefined>({
       const { session, envelope, options } = ctx
       const st = stateOf(ctx)
       if (!st?.userRcpts || !session.user || st.exempt(session.remoteAddress)) return undefined
-      const key = session.user.toLowerCase()
+      const key = userKey(session.user)
       const r = await peek(st.userRcpts, key)
       if (r.kind === 'error') return storeFailure(ctx, st, r.err, 'perUser.recipientsPerHour', { code: 450, status: '4.7.1' })
       if (r.consumed + envelope.recipients.length + 1 > options.perUser.recipientsPerHour!) {
@@ -318,10 +318,13 @@ interface Check {
   message: string
 }
 
+/** One budget per user however the user name is spelt: `Dave@Bücher.example` is `dave@xn--bcher-kva.example`. */
+const userKey = (user: string): string => addressKey(user) ?? user.toLowerCase()
+
 /** The message budgets that apply to this session and sender. */
 function checks(st: State, o: RateLimitOptions, session: SessionInfo, sender: string, recipients = 0): Check[] {
   const list: Check[] = []
-  const user = session.user?.toLowerCase()
+  const user = session.user === undefined ? undefined : userKey(session.user)
   if (user && st.userMsgs) {
     list.push({ limit: 'perUser.messagesPerHour', limiter: st.userMsgs, key: user, max: o.perUser.messagesPerHour!, points: 1, message: `Error: too many messages from ${session.user} this hour, try again later` })
   }

@@ -21,7 +21,7 @@ const FLAKY_AUTH = path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.t
 const CONNECT_GATE = path.join(ROOT, 'test/fixtures/connect-gate.plugin.ts')
 const PW = 'pw-Correct-1'
 const USERS = Object.fromEntries(
-  ['alice@example.test', 'bob@example.test', 'carol@other.test', 'dave@race.test', 'erin@rcpt.test', 'frank@lock.test', 'gina@redis.test'].map((u) => [u, { password: PW }]),
+  ['alice@example.test', 'bob@example.test', 'carol@other.test', 'dave@race.test', 'erin@rcpt.test', 'frank@lock.test', 'gina@redis.test', 'hana@bücher.test', 'hana@xn--bcher-kva.test'].map((u) => [u, { password: PW }]),
 )
 const b64 = (s: string) => Buffer.from(s).toString('base64')
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -216,6 +216,29 @@ describe('rate-limit, memory store: per user and per sender domain', () => {
     expect(await send(relay.port, ip, 'alice@example.test')).toMatch(/^451 4\.7\.1 Error: too many messages from alice@example\.test this hour/)
     await refusalLogged(relay, 'perUser.messagesPerHour', 'alice@example.test')
     expect(await send(relay.port, ip, 'carol@other.test')).toMatch(/^250 /)
+  })
+
+  it('messages per hour per user: one budget however the user spells the domain (U-label or A-label)', async () => {
+    const ip = '127.0.0.47'
+    const one = async (user: string) => {
+      const client = await tlsSession(relay.port, ip)
+      try {
+        expect(await client.command(`AUTH PLAIN ${Buffer.from(`\0${user}\0${PW}`, 'utf8').toString('base64')}`)).toMatch(/^235 /)
+        const mail = await client.command('MAIL FROM:<hana@xn--bcher-kva.test>')
+        if (!mail.startsWith('250')) return mail
+        expect(await client.command('RCPT TO:<someone@dest.test>')).toMatch(/^250 /)
+        expect(await client.command('DATA')).toMatch(/^354 /)
+        const reply = client.read()
+        client.send(dotStuff(message('hana@xn--bcher-kva.test', `idn ${user}`)))
+        return await reply
+      } finally {
+        client.close()
+      }
+    }
+    expect(await one('hana@bücher.test')).toMatch(/^250 /)
+    expect(await one('hana@xn--bcher-kva.test')).toMatch(/^250 /)
+    expect(await one('hana@bücher.test')).toMatch(/^250 /)
+    expect(await one('hana@xn--bcher-kva.test')).toMatch(/^451 4\.7\.1 /)
   })
 
   it('messages per hour per sender domain: across users of the domain; the 5th gets 451 4.7.1', async () => {
