@@ -24,6 +24,16 @@ export class ProbeCache<V> {
     while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!)
   }
 
+  /** Lookups running now (one per key). */
+  get running(): number {
+    return this.pending.size
+  }
+
+  /** Whether `key` has a fresh value or a lookup on the way (asking costs no new lookup). */
+  known(key: string): boolean {
+    return this.pending.has(key) || this.get(key) !== undefined
+  }
+
   /** The cached value, else the running lookup for the key, else a new one (`ttlOf` says how long to keep its result). */
   async lookup(key: string, run: () => Promise<V>, ttlOf: (v: V) => number): Promise<{ value: V; cached: boolean }> {
     const hit = this.get(key)

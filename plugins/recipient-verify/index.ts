@@ -69,8 +69,13 @@ export default definePlugin({
       if (!route) return state.list.configured ? unknownUser(address) : undefined
 
       const { opts, cache } = state.callAhead!
+      const key = address.toLowerCase()
+      if (!cache.known(key) && cache.running >= opts.maxConcurrent) {
+        log.warn({ to: address, running: cache.running }, 'recipient not verified: callAhead.maxConcurrent probes running; answering 450')
+        return tempfail({ code: 450, status: '4.1.1', message: `<${address}>: Recipient address rejected: unverified address: too many verifications running; try again later` })
+      }
       const { value: r, cached } = await cache.lookup(
-        address.toLowerCase(),
+        key,
         () => probe(route, address, opts, resolver),
         (v) => (v.outcome === 'accepted' ? opts.positiveTtl : v.outcome === 'refused' ? opts.negativeTtl : 0),
       )

@@ -74,6 +74,11 @@ const callAhead = z
     negativeTtl: duration.default(3 * 3_600_000),
     /** Most addresses remembered; beyond that the oldest are forgotten. */
     cacheSize: z.number().int().positive().default(10_000),
+    /**
+     * Most probes running at once, for all clients together: past it a new address gets
+     * `450 4.1.1` at once, so a dead or slow next hop cannot be made to hold a connection per RCPT.
+     */
+    maxConcurrent: z.number().int().positive().default(20),
   })
   .strict()
 

@@ -16,6 +16,9 @@ let store: TestReceiver // 127.0.0.12: the local mail store; 550 to RCPT of nobo
 let senderMx: TestReceiver // 127.0.0.13: sender.test's MX, where DSNs go
 let lmtpStore: TestReceiver // 127.0.0.15: a mail store speaking LMTP, same replies as `store`
 let relay: RelayProcess
+/** Accepts connections on 127.0.0.16 and never answers: a mail store that hangs. */
+let silentStore: net.Server
+let silentConnections = 0
 let recipientFile: string
 let dnsEvents: string
 /** Every RCPT the mail store saw (probes and deliveries), lower-cased. */
@@ -92,6 +95,9 @@ beforeAll(async () => {
   recipientFile = path.join(dir, 'recipients')
   fs.writeFileSync(recipientFile, '# valid recipients\nbob@static.test\n')
   const down = await deadPort()
+  silentStore = net.createServer((sock) => (silentConnections++, sock.on('error', () => undefined)))
+  await new Promise<void>((resolve) => silentStore.listen(0, '127.0.0.16', resolve))
+  const silentPort = (silentStore.address() as net.AddressInfo).port
   // Records every dnsFailed event the relay emits, one JSON line each.
   dnsEvents = path.join(dir, 'dns-events.jsonl')
   const recorder = path.join(dir, 'record-dns-failed.plugin.mjs')
@@ -102,7 +108,7 @@ beforeAll(async () => {
   relay = await startRelay({
     dir,
     config: {
-      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test', 'named.test', 'broken.test', 'nx.test', 'bücher.test'],
+      localDomains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'bounce.test', 'named.test', 'broken.test', 'nx.test', 'bücher.test', 'silent.test'],
       dns: { servers: [dns.server], timeout: '1s' },
       smtp: { reverseLookup: false, trustedNetworks: [`${TRUSTED_CLIENT}/32`] },
       delivery: { port: store.port, connectTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: '1s' },
@@ -112,7 +118,7 @@ beforeAll(async () => {
           'recipient-verify',
           {
             // bounce.test is left unverified: mail to it is accepted and bounced later (§ untrusted DSNs).
-            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'named.test', 'broken.test', 'nx.test', 'Bücher.test'],
+            domains: ['static.test', 'local.test', 'down.test', 'lmtp.test', 'named.test', 'broken.test', 'nx.test', 'Bücher.test', 'silent.test'],
             recipients: ['alice@static.test', 'anna@bücher.test'],
             file: recipientFile,
             checkInterval: '50ms',
@@ -125,7 +131,9 @@ beforeAll(async () => {
                 { match: { domain: 'named.test' }, kind: 'smtp', host: `store2.probe.test:${store.port}` },
                 { match: { domain: 'broken.test' }, kind: 'smtp', host: `broken.probe.test:${store.port}` },
                 { match: { domain: 'nx.test' }, kind: 'smtp', host: [`nx.probe.test:${store.port}`] },
+                { match: { domain: 'silent.test' }, kind: 'smtp', host: `127.0.0.16:${silentPort}` },
               ],
+              maxConcurrent: 2,
               connectTimeout: '1s',
               commandTimeout: '2s',
             },
@@ -139,6 +147,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay?.stop()
   await Promise.all([dns, store, senderMx, lmtpStore].map((x) => x?.close()))
+  silentStore?.close()
 })
 
 describe('recipient-verify: static list', () => {
@@ -198,6 +207,18 @@ describe('recipient-verify: call-ahead', () => {
     await eventually(() => events().find((e) => e.type === 'A' && e.code === 'ESERVFAIL'), 5000, 'a dnsFailed event for the A lookup')
     // A name without records is an answer, not a DNS failure: no event for it.
     expect(events().every((e) => e.code !== 'ENOTFOUND' && e.code !== 'ENODATA')).toBe(true)
+  })
+
+  it('at most callAhead.maxConcurrent probes at once: past it a new address gets 450 at once, not a connection that hangs', async () => {
+    // Two probes to the store that never answers hold both places until commandTimeout (2 s).
+    const slow = [rcptReply('hang1@silent.test'), rcptReply('hang2@silent.test')]
+    await eventually(() => silentConnections >= 2 || undefined, 5000, 'two probes connected to the silent store')
+    const started = Date.now()
+    expect(await rcptReply('hang3@silent.test')).toBe('450 4.1.1 <hang3@silent.test>: Recipient address rejected: unverified address: too many verifications running; try again later')
+    expect(Date.now() - started).toBeLessThan(1500)
+    for (const r of await Promise.all(slow)) expect(r).toMatch(/^450 4\.1\.1 .*verification failed/)
+    // The places are free again: a known store answers.
+    expect(await rcptReply('erin@local.test')).toMatch(/^250 /)
   })
 
   it('caches the result: two sessions, one probe', async () => {
