@@ -1,7 +1,6 @@
 // Options of the recipient-verify plugin: a static list (inline and/or a file) and call-ahead
 // routes, shaped like the routing plugin's `smarthost`/`lmtp` routes.
-import net from 'node:net'
-import { domainKey, duration, durationAtLeast, hostPortString, parseAddress, z } from '../../core/index.js'
+import { domainKey, duration, durationAtLeast, hostPortString, parseHostPort, parseAddress, z } from '../../core/index.js'
 import { parseEntry } from './static-list.js'
 
 // As the relay compares recipients' domains: lower case, an internationalized one in A-labels.
@@ -10,11 +9,10 @@ const domainName = z
   .transform((d) => domainKey(d.replace(/\.$/, '')) ?? '')
   .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
-/** 'host', 'host:port', '[v6]:port' → host and port. */
+/** 'host', 'host:port', '[host]:port', '[v6]:port' (checked by the schema) → host and port. */
 export function hostPort(s: string): { host: string; port?: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? (net.isIPv6(s) ? null : /^([^:]+):(\d+)$/.exec(s))
-  if (m) return { host: m[1]!, port: m[2] ? Number(m[2]) : undefined }
-  return { host: s }
+  const parsed = parseHostPort(s)
+  return 'error' in parsed ? { host: s } : { host: parsed.host, port: parsed.port }
 }
 
 const port = z.number().int().min(1).max(65535)

@@ -1,7 +1,7 @@
 // Options of the routing plugin: an ordered list of routes, each with what it matches and where
 // (and how) the mail goes.
 import net from 'node:net'
-import { addressKey, domainKey, hostPortString, z } from '../../core/index.js'
+import { addressKey, domainKey, hostPortString, parseHostPort, z } from '../../core/index.js'
 
 const ip = z.string().refine((s) => net.isIP(s) !== 0, { message: 'expected an IP address' })
 
@@ -98,11 +98,10 @@ const source = {
     .optional(),
 }
 
-/** 'host', 'host:port', '[v6]:port' → host and port. */
+/** 'host', 'host:port', '[host]:port', '[v6]:port' (checked by the schema) → host and port. */
 export function hostPort(s: string): { host: string; port?: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? (net.isIPv6(s) ? null : /^([^:]+):(\d+)$/.exec(s))
-  if (m) return { host: m[1]!, port: m[2] ? Number(m[2]) : undefined }
-  return { host: s }
+  const parsed = parseHostPort(s)
+  return 'error' in parsed ? { host: s } : { host: parsed.host, port: parsed.port }
 }
 
 const port = z.number().int().min(1).max(65535)

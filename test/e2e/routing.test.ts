@@ -132,7 +132,7 @@ beforeAll(async () => {
               // an exact sender address, before the domain routes: a smarthost with the wrong password
               { name: 'wrong-password', match: { sender: 'badauth@sender.test' }, kind: 'smarthost', host: `smarthost.test:${starttlsRx.port}`, tls: 'starttls', auth: { user: 'apikey', pass: WRONG_PASS } },
               { name: 'implicit', match: { domain: 'implicit.test' }, kind: 'smarthost', host: 'smarthost.test', port: implicitRx.port, tls: 'implicit', auth: { user: 'apikey', passEnv: 'RELAY_TEST_SMARTHOST_PASS' } },
-              { name: 'starttls', match: { domain: '*.starttls.test' }, kind: 'smarthost', host: `smarthost.test:${starttlsRx.port}`, tls: 'starttls', auth: { user: 'apikey', pass: STARTTLS_PASS } },
+              { name: 'starttls', match: { domain: '*.starttls.test' }, kind: 'smarthost', host: `[smarthost.test]:${starttlsRx.port}` /* Postfix's relayhost form */, tls: 'starttls', auth: { user: 'apikey', pass: STARTTLS_PASS } },
               { name: 'shops', match: { domain: '/^shop[0-9]+\\.example$/' }, localAddress: '127.0.0.7', helo: 'out7.relay.test' },
               { name: 'newsletters', match: { sender: 'marketing.sender.test' }, kind: 'mx', pool: { addresses: [{ address: '127.0.0.8', helo: 'out8.relay.test' }, { address: '127.0.0.9', helo: 'out9.relay.test' }] } },
               { name: 'bulk', match: { sender: '/^bulk-[0-9]+@sender\\.test$/' }, kind: 'mx', pool: { strategy: 'weighted', addresses: [{ address: '127.0.0.10', weight: 2 }, '127.0.0.11'] } },

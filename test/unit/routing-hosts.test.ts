@@ -8,7 +8,7 @@ const smarthost = (host: unknown) => options.safeParse({ routes: [{ kind: 'smart
 const issues = (r: ReturnType<typeof smarthost>) => (r.success ? [] : r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })))
 
 describe('routing: smarthost and lmtp host', () => {
-  for (const host of ['https://smtp.sendgrid.net', 'bad host name', 'smtp.sendgrid.net:587:25', 'u:p@127.0.0.1:5702', 'smtp.example.com:70000', 'smtp.example.com:0', '999.1.1.1', '[smtp.example.com]:25', 'a..b', '-a.example', 'host/x']) {
+  for (const host of ['https://smtp.sendgrid.net', 'bad host name', 'smtp.sendgrid.net:587:25', 'u:p@127.0.0.1:5702', 'smtp.example.com:70000', 'smtp.example.com:0', '999.1.1.1', '[bad name]:25', '[a..b]', 'a..b', '-a.example', 'host/x']) {
     it(`refuses ${JSON.stringify(host)} naming routes.0.host`, () => {
       const r = smarthost(host)
       expect(r.success).toBe(false)
@@ -28,7 +28,7 @@ describe('routing: smarthost and lmtp host', () => {
     expect(issues(smarthost(['smtp.example.com', 'x:99999']))).toEqual([{ path: 'routes.0.host.1', message: "port '99999' is not a port number from 1 to 65535" }])
   })
 
-  for (const host of ['smtp.sendgrid.net', 'smtp.sendgrid.net:587', 'SMTP.Example.COM.', '127.0.0.1', '127.0.0.1:2525', '::1', '[::1]', '[2001:db8::1]:587', 'relay_1.internal', 'localhost:65535']) {
+  for (const host of ['smtp.sendgrid.net', 'smtp.sendgrid.net:587', 'SMTP.Example.COM.', '127.0.0.1', '127.0.0.1:2525', '::1', '[::1]', '[2001:db8::1]:587', 'relay_1.internal', 'localhost:65535', '[smtp.example.com]:587', '[192.0.2.1]', '[smtp.example.com]']) {
     it(`accepts ${JSON.stringify(host)}`, () => {
       expect(issues(smarthost(host))).toEqual([])
     })
@@ -38,5 +38,16 @@ describe('routing: smarthost and lmtp host', () => {
     const r = options.safeParse({ routes: [{ kind: 'lmtp', host: 'mail store:24' }] })
     expect(issues(r)).toEqual([{ path: 'routes.0.host', message: expect.stringContaining('it contains a space') }])
     expect(options.safeParse({ routes: [{ kind: 'lmtp', host: 'dovecot.internal:24' }] }).success).toBe(true)
+  })
+})
+
+describe('routing: hostPort', () => {
+  it("takes Postfix's [name]:port form apart like the others", async () => {
+    const { hostPort } = await import('../../plugins/routing/options.js')
+    expect(hostPort('[smtp.example.com]:587')).toEqual({ host: 'smtp.example.com', port: 587 })
+    expect(hostPort('[192.0.2.1]')).toEqual({ host: '192.0.2.1', port: undefined })
+    expect(hostPort('[2001:db8::1]:25')).toEqual({ host: '2001:db8::1', port: 25 })
+    expect(hostPort('smtp.example.com')).toEqual({ host: 'smtp.example.com', port: undefined })
+    expect(hostPort('::1')).toEqual({ host: '::1', port: undefined })
   })
 })
