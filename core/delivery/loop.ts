@@ -42,20 +42,24 @@ function localAddresses(): net.BlockList {
   return list
 }
 
+/** An IP address in one spelling: IPv6 canonical, an IPv4-mapped one (`::ffff:7f00:1` too) as its IPv4. */
+function canonicalIp(ip: string): string {
+  if (!net.isIPv6(ip)) return ip
+  const v6 = new net.SocketAddress({ address: ip, family: 'ipv6' }).address
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(v6)
+  return mapped ? mapped[1]! : v6
+}
+
 /** Two IP addresses are the same (IPv4-mapped IPv6 equal to its IPv4; IPv6 in any spelling). */
 function sameIp(a: string, b: string): boolean {
-  const norm = (ip: string) => {
-    const plain = ip.replace(/^::ffff:/i, '')
-    if (net.isIPv4(plain)) return plain
-    return new net.SocketAddress({ address: ip, family: 'ipv6' }).address
-  }
-  return a === b || norm(a) === norm(b)
+  return a === b || canonicalIp(a) === canonicalIp(b)
 }
 
 /** Does a listener bound to `host` accept connections to `address`? */
-function listenerTakes(host: string, address: string): boolean {
-  if (net.isIP(address) === 0) return false
-  if (host === '' || host === '0.0.0.0') return net.isIPv4(address.replace(/^::ffff:/i, '')) && localAddresses().check(address, familyOf(address))
+function listenerTakes(host: string, rawAddress: string): boolean {
+  if (net.isIP(rawAddress) === 0) return false
+  const address = canonicalIp(rawAddress)
+  if (host === '' || host === '0.0.0.0') return net.isIPv4(address) && localAddresses().check(address, 'ipv4')
   // Node binds '::' dual-stack: IPv4 addresses of this machine reach it too.
   if (host === '::') return localAddresses().check(address, familyOf(address))
   if (host === 'localhost') return ['127.0.0.1', '::1'].some((h) => listenerTakes(h, address))

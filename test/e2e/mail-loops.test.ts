@@ -186,6 +186,8 @@ describe('a listener on 0.0.0.0 is every local address', () => {
       'lo.test': { MX: [{ exchange: 'mx.lo.test', priority: 10 }] },
       'mx.lo.test': { A: ['127.0.0.9'] },
       'eth.test': { A: [external] },
+      // IPv4-mapped IPv6, in the hex spelling too: still this machine.
+      'mapped.test': { AAAA: ['::ffff:7f00:9'] },
     })
     relay = await startRelay({
       config: {
@@ -203,7 +205,7 @@ describe('a listener on 0.0.0.0 is every local address', () => {
     await dns?.close()
   })
 
-  it.each([['frank@lo.test', 'lo.test'], ['gina@eth.test', 'eth.test']])('%s bounces with 5.4.6 before any connection', async (rcpt, domain) => {
+  it.each([['frank@lo.test', 'lo.test'], ['gina@eth.test', 'eth.test'], ['hugo@mapped.test', 'mapped.test']])('%s bounces with 5.4.6 before any connection', async (rcpt, domain) => {
     // From the null sender: no DSN, the bounce event tells.
     const r = await send({ port: relay.port, localAddress: CLIENT, from: '', to: rcpt })
     expect(r.data).toBe(250)
