@@ -166,7 +166,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         const current = headers.toBuffer()
         const header = limit.header ?? current
         const skip = current.length
-        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength }
+        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength, partialBody: options.partialBody }
         try {
           checks = await poolOf(state).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
         } catch (err) {
