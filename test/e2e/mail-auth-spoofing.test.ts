@@ -1,7 +1,9 @@
-// mail-auth: DKIM signatures with a body length limit (l=, RFC 6376 §3.5) whose message carries
+// mail-auth: what a sender can do to be believed. DKIM signatures with a body length limit (l=, RFC 6376 §3.5) whose message carries
 // more body than the signature covers. Whoever holds one signed message of a p=reject domain
 // could append (or, with l=0, write) any text, and the signature would still "pass" and carry
 // DMARC (RFC 6376 §8.2). Such a signature is dkim=policy and does not count for DMARC.
+// And Authentication-Results fields that claim this relay's authserv-id in a form a reader still
+// takes for it (RFC 8601 §5).
 // The built relay runs with an `mx` listener; DNS (the author's key, SPF, DMARC) comes from the
 // test DNS server; delivered mail lands in a real SMTP receiver (the MX of local.test).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -104,5 +106,21 @@ describe('DKIM l=: a signature that does not cover the whole body (RFC 6376 §8.
     const entries = results((await delivered('l-allowed')).raw)
     expect(entries.find((e) => e.startsWith('dkim='))).toMatch(/^dkim=pass \(undersized signature: 16 bytes unsigned\) header\.d=bank\.test/)
     expect(entries.find((e) => e.startsWith('dmarc='))).toMatch(/^dmarc=pass /)
+  })
+})
+
+describe('Authentication-Results claiming our authserv-id (RFC 8601 §5)', () => {
+  it('the fully qualified form with its trailing dot (RELAY.TEST.) is removed too; other ids stay', async () => {
+    const forged =
+      'Authentication-Results: RELAY.TEST.; dkim=pass header.d=forged.test\r\n' +
+      'Authentication-Results: relay.test. 1; spf=pass smtp.mailfrom=forged.test\r\n' +
+      'Authentication-Results: relay.test.other.test; spf=none\r\n'
+    const msg = message('ar-dot', 'Hello.\r\n').replace('\r\n\r\n', `\r\n${forged}\r\n`)
+    expect(await send(relay, await signed(msg))).toMatch(/^250 /)
+    const head = (await delivered('ar-dot')).raw.toString('latin1').split('\r\n\r\n')[0]!
+    const ars = head.split(/\r\n(?![ \t])/).filter((f) => /^Authentication-Results:/i.test(f))
+    expect(ars.join('\n')).not.toMatch(/forged\.test/)
+    expect(ars).toHaveLength(2)
+    expect(ars).toContain('Authentication-Results: relay.test.other.test; spf=none')
   })
 })
