@@ -10,7 +10,7 @@ import { mailauthResolver } from './dns.js'
 import { checkSpf, MAX_AUTHOR_DOMAINS, type BadFrom, type DmarcCheck, type MessageChecks, type SPFResult } from './checks.js'
 import { formatAuthResults, stripForged } from './auth-results.js'
 import { loadSealKey, type SealKey } from './arc-seal.js'
-import { limitSignatures, withHeader } from './dkim-limit.js'
+import { limitSignatures, MAX_SIGNED_FIELDS, withHeader } from './dkim-limit.js'
 import { CheckPool, CheckTimeoutError, PoolBusyError } from './pool.js'
 
 /** The header a failed DMARC `quarantine` policy adds; mail stores file such mail as spam. */
@@ -184,7 +184,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
           // The skipped signatures' entries go right after the verified ones.
           const firstOther = checks.entries.findIndex((e) => !e.startsWith('dkim='))
           checks.entries.splice(firstOther < 0 ? checks.entries.length : firstOther, 0, ...limit.entries)
-          log.info({ session: session.id, client: session.remoteAddress, signatures: options.maxSignatures + limit.entries.length }, `DKIM: only ${options.maxSignatures} signatures verified (maxSignatures)`)
+          log.info({ session: session.id, client: session.remoteAddress, notVerified: limit.entries.length }, `DKIM: ${limit.entries.length} signatures not verified (over maxSignatures ${options.maxSignatures}, or h= over ${MAX_SIGNED_FIELDS} fields)`)
         }
       }
 
