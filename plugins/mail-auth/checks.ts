@@ -85,8 +85,8 @@ export interface MessageChecks {
   badFrom?: BadFrom
   /** The number of From: fields. */
   fromFields: number
-  /** A DKIM signature could not be checked for a DNS failure. */
-  dkimTempError: boolean
+  /** The d= of the DKIM signatures that could not be checked for a DNS failure (lower case). */
+  dkimTempErrorDomains: string[]
   /** Authentication-Results entries, in order: dkim, spf, arc, dmarc. */
   entries: string[]
 }
@@ -179,7 +179,7 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
     dmarcSkipReason: evaluation.reason,
     badFrom,
     fromFields,
-    dkimTempError: (dkim.results ?? []).some((r) => r.status?.result === 'temperror'),
+    dkimTempErrorDomains: (dkim.results ?? []).filter((r) => r.status?.result === 'temperror' && r.signingDomain).map((r) => r.signingDomain!.toLowerCase()),
     entries,
   }
 }

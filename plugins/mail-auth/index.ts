@@ -70,6 +70,16 @@ const checked = (st: State, session: SessionInfo): boolean => session.listener.r
 const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
 const STRENGTH = { none: 0, quarantine: 1, reject: 2 } as const
 
+/**
+ * Whether an identifier (a DKIM d=, the SPF domain) might align with an Author Domain in relaxed
+ * mode: the same domain, or one a subdomain of the other. (Siblings under one organisational
+ * domain are left out: telling them apart from unrelated domains takes the DNS tree walk.)
+ */
+function mayAlign(id: string, author: string): boolean {
+  const a = author.toLowerCase()
+  return id === a || id.endsWith(`.${a}`) || a.endsWith(`.${id}`)
+}
+
 /** What is wrong with the message's From: (the 550 reply's words). */
 function badFromText(bad: BadFrom, fields: number): string {
   switch (bad) {
@@ -243,10 +253,19 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         log.warn({ ...summary, error: temperror.error }, 'message deferred: DMARC temperror')
         return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${temperror.from ?? 'the From: domain'}, try again later` })
       }
-      // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): try later.
-      if (tempFailing && deciding && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
+      // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): tried later
+      // (451), or with tempError 'accept' quarantined at most, never refused. Only an identifier
+      // that could have aligned counts: a sender's signature of an unrelated domain whose key does
+      // not resolve must not save a spoof from its 550.
+      const spfTemp = spf.status.result === 'temperror' && spf.domain ? [spf.domain.toLowerCase()] : []
+      const doubtful = action && checks.dmarc.some((d) => d.result === 'fail' && d.from && [...checks.dkimTempErrorDomains, ...spfTemp].some((id) => mayAlign(id, d.from!)))
+      if (doubtful && tempFailing) {
         log.warn(summary, 'message deferred: DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error')
         return tempfail({ code: 451, status: '4.7.1', message: 'Temporary DNS error checking the message authentication, try again later' })
+      }
+      if (doubtful && action === 'reject') {
+        log.warn(summary, 'DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error: quarantined, not refused (tempError accept)')
+        action = 'quarantine'
       }
       if (action === 'reject') {
         log.info({ ...summary, policy }, 'message refused: DMARC policy reject')
