@@ -191,7 +191,9 @@ export default definePlugin<MailAuthOptions, State | undefined>({
           throw err
         }
         if (limit.entries.length) {
-          // The skipped signatures' entries go right after the verified ones.
+          // The skipped signatures' entries go right after the verified ones; with none verified,
+          // in place of mailauth's "dkim=none" (the message is signed, only not verified).
+          checks.entries = checks.entries.filter((e) => !e.startsWith('dkim=none'))
           const firstOther = checks.entries.findIndex((e) => !e.startsWith('dkim='))
           checks.entries.splice(firstOther < 0 ? checks.entries.length : firstOther, 0, ...limit.entries)
           log.info({ session: session.id, client: session.remoteAddress, notVerified: limit.entries.length }, `DKIM: ${limit.entries.length} signatures not verified (over maxSignatures ${options.maxSignatures}, or h= over ${MAX_SIGNED_FIELDS} fields)`)

@@ -259,6 +259,12 @@ describe('a signature whose h= names a huge number of header fields', () => {
     const dkim = ar.replace(/\r\n[ \t]+/g, ' ').split(/;\s*/).filter((e) => e.startsWith('dkim='))
     expect(dkim.filter((e) => /^dkim=pass .*header\.d=dkim\.test/.test(e))).toHaveLength(1)
     expect(dkim.filter((e) => e.startsWith('dkim=neutral (not verified: h= names 80001 fields, more than 256)'))).toHaveLength(3)
+
+    // With no other signature the message is still not "unsigned" (dkim=none) in the results.
+    expect(await sendHostile(huge + `${head('huge-h-alone')}\r\nhello\r\n`)).toMatch(/^250 /)
+    const alone = (await delivered('huge-h-alone')).raw.toString('latin1')
+    const entries = alone.slice(0, alone.indexOf('\r\n\r\n')).split(/\r\n(?![ \t])/).find((f) => /^Authentication-Results: relay\.test;/i.test(f))!.replace(/\r\n[ \t]+/g, ' ').split(/;\s*/)
+    expect(entries.filter((e) => e.startsWith('dkim='))).toEqual(['dkim=neutral (not verified: h= names 80001 fields, more than 256) header.d=dkim.test header.s=sel'])
   }, 60_000)
 
   it('an ARC-Message-Signature (the newest is verified like a DKIM signature) with such an h= is not verified either: arc=fail', async () => {
