@@ -136,11 +136,12 @@ export class Calls {
   }
 }
 
-/** Sends to a worker, false when its channel is closed. */
+/** Sends to a worker, false when its channel is closed (worker.send's false only means "queued"). */
 export function sendTo(worker: Worker, m: PrimaryMessage): boolean {
   if (!worker.isConnected()) return false
   try {
-    return worker.send(m)
+    worker.send(m)
+    return true
   } catch {
     return false
   }

@@ -31,7 +31,15 @@ import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage }
 import { forwardedEvents, workerShare } from './share.js'
 import { loopDelayFigures } from '../loop-delay.js'
 
-const send = (m: WorkerMessage): boolean => (process.connected ? process.send!(m) : false)
+/**
+ * Sends to the primary; false only when the channel is closed. process.send's own false means the
+ * message waits behind 128 kB already queued (a large header section): it is still delivered.
+ */
+const send = (m: WorkerMessage): boolean => {
+  if (!process.connected) return false
+  process.send!(m)
+  return true
+}
 
 /** Runs until the primary says stop (or goes away). */
 export async function runSmtpWorker(config: RelayConfig, workers: number): Promise<void> {

@@ -48,18 +48,20 @@ const NAME = 'authentication-results'
 
 /**
  * Removes every Authentication-Results field whose authserv-id is one of `ids` (compared
- * case-insensitively; a version suffix or comments do not matter). Fields of other ids, and
+ * case-insensitively, with or without a trailing dot; a version suffix or comments do not matter). Fields of other ids, and
  * ARC-Authentication-Results, stay. Returns the removed values.
  */
 export function stripForged(headers: MessageHeaders, ids: string[]): string[] {
-  const ours = new Set(ids.map((id) => id.toLowerCase()))
+  // A host name with its root dot (`mx.example.com.`) names the same host: readers take it for ours.
+  const key = (id: string) => id.toLowerCase().replace(/\.+$/, '')
+  const ours = new Set(ids.map(key))
   const removed: string[] = []
   const keep = headers.fields.filter((field) => {
     // Lower-casing changes a string's length only for U+0130, to no ASCII: other lengths never match.
     if (field.name.length !== NAME.length || field.name.toLowerCase() !== NAME) return true
     const value = unfold(field.raw.slice(field.raw.indexOf(':') + 1))
     const id = authservIdOf(value)
-    if (id === undefined || !ours.has(id.toLowerCase())) return true
+    if (id === undefined || !ours.has(key(id))) return true
     removed.push(value.trim())
     return false
   })

@@ -85,8 +85,8 @@ export interface MessageChecks {
   badFrom?: BadFrom
   /** The number of From: fields. */
   fromFields: number
-  /** A DKIM signature could not be checked for a DNS failure. */
-  dkimTempError: boolean
+  /** The d= of the DKIM signatures that could not be checked for a DNS failure (lower case). */
+  dkimTempErrorDomains: string[]
   /** Authentication-Results entries, in order: dkim, spf, arc, dmarc. */
   entries: string[]
 }
@@ -101,11 +101,29 @@ export interface MessageInput {
   resolver: MailauthResolver
   strict: boolean
   minBitLength: number
+  /** 'policy': a passing signature whose l= leaves body bytes unsigned is dkim=policy and carries no DMARC. */
+  partialBody: 'policy' | 'pass'
+}
+
+/**
+ * RFC 6376 §8.2: with l=, anything after the signed length (or, with l=0, the whole body) is the
+ * sender's choice, yet mailauth calls the signature `pass` and DMARC counts it. Such a signature
+ * becomes `dkim=policy` (its "(undersized signature: N bytes unsigned)" comment says why), as
+ * rspamd and large receivers treat it: a signed message of a p=reject domain cannot carry new text.
+ */
+function refusePartialBodies(results: DKIMVerifyResult['results']): void {
+  for (const row of results) {
+    const status = row.status as { result?: string; underSized?: number }
+    if (status?.result !== 'pass' || !status.underSized) continue
+    status.result = 'policy'
+    row.info = row.info?.replace(/^dkim=pass\b/, 'dkim=policy')
+  }
 }
 
 export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
   const resolver = o.resolver as never
   const dkim = await dkimVerify(o.message, { resolver, sender: o.sender || undefined, strict: o.strict, minBitLength: o.minBitLength })
+  if (o.partialBody === 'policy') refusePartialBodies(dkim.results ?? [])
   const arcResult = await arc(dkim.arc as unknown as ARCData, { resolver, strict: o.strict, minBitLength: o.minBitLength, ip: o.ip })
 
   const passing = (dkim.results ?? []).filter((r) => r.status?.result === 'pass')
@@ -161,7 +179,7 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
     dmarcSkipReason: evaluation.reason,
     badFrom,
     fromFields,
-    dkimTempError: (dkim.results ?? []).some((r) => r.status?.result === 'temperror'),
+    dkimTempErrorDomains: (dkim.results ?? []).filter((r) => r.status?.result === 'temperror' && r.signingDomain).map((r) => r.signingDomain!.toLowerCase()),
     entries,
   }
 }

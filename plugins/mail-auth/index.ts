@@ -10,7 +10,7 @@ import { mailauthResolver } from './dns.js'
 import { checkSpf, MAX_AUTHOR_DOMAINS, type BadFrom, type DmarcCheck, type MessageChecks, type SPFResult } from './checks.js'
 import { formatAuthResults, stripForged } from './auth-results.js'
 import { loadSealKey, type SealKey } from './arc-seal.js'
-import { limitSignatures, withHeader } from './dkim-limit.js'
+import { limitSignatures, MAX_SIGNED_FIELDS, withHeader } from './dkim-limit.js'
 import { CheckPool, CheckTimeoutError, PoolBusyError } from './pool.js'
 
 /** The header a failed DMARC `quarantine` policy adds; mail stores file such mail as spam. */
@@ -69,6 +69,16 @@ const checked = (st: State, session: SessionInfo): boolean => session.listener.r
 
 const weaker = { reject: 'quarantine', quarantine: 'none', none: 'none' } as const
 const STRENGTH = { none: 0, quarantine: 1, reject: 2 } as const
+
+/**
+ * Whether an identifier (a DKIM d=, the SPF domain) might align with an Author Domain in relaxed
+ * mode: the same domain, or one a subdomain of the other. (Siblings under one organisational
+ * domain are left out: telling them apart from unrelated domains takes the DNS tree walk.)
+ */
+function mayAlign(id: string, author: string): boolean {
+  const a = author.toLowerCase()
+  return id === a || id.endsWith(`.${a}`) || a.endsWith(`.${id}`)
+}
 
 /** What is wrong with the message's From: (the 550 reply's words). */
 function badFromText(bad: BadFrom, fields: number): string {
@@ -166,7 +176,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         const current = headers.toBuffer()
         const header = limit.header ?? current
         const skip = current.length
-        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength }
+        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength, partialBody: options.partialBody }
         try {
           checks = await poolOf(state).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
         } catch (err) {
@@ -181,10 +191,12 @@ export default definePlugin<MailAuthOptions, State | undefined>({
           throw err
         }
         if (limit.entries.length) {
-          // The skipped signatures' entries go right after the verified ones.
+          // The skipped signatures' entries go right after the verified ones; with none verified,
+          // in place of mailauth's "dkim=none" (the message is signed, only not verified).
+          checks.entries = checks.entries.filter((e) => !e.startsWith('dkim=none'))
           const firstOther = checks.entries.findIndex((e) => !e.startsWith('dkim='))
           checks.entries.splice(firstOther < 0 ? checks.entries.length : firstOther, 0, ...limit.entries)
-          log.info({ session: session.id, client: session.remoteAddress, signatures: options.maxSignatures + limit.entries.length }, `DKIM: only ${options.maxSignatures} signatures verified (maxSignatures)`)
+          log.info({ session: session.id, client: session.remoteAddress, notVerified: limit.entries.length }, `DKIM: ${limit.entries.length} signatures not verified (over maxSignatures ${options.maxSignatures}, or h= over ${MAX_SIGNED_FIELDS} fields)`)
         }
       }
 
@@ -243,10 +255,19 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         log.warn({ ...summary, error: temperror.error }, 'message deferred: DMARC temperror')
         return tempfail({ code: 451, status: '4.7.1', message: `DMARC temporary error (DNS) for ${temperror.from ?? 'the From: domain'}, try again later` })
       }
-      // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): try later.
-      if (tempFailing && deciding && action && (checks.dkimTempError || spf.status.result === 'temperror')) {
+      // A failure that a DNS error may have caused is not acted on (RFC 7489 §6.6.2): tried later
+      // (451), or with tempError 'accept' quarantined at most, never refused. Only an identifier
+      // that could have aligned counts: a sender's signature of an unrelated domain whose key does
+      // not resolve must not save a spoof from its 550.
+      const spfTemp = spf.status.result === 'temperror' && spf.domain ? [spf.domain.toLowerCase()] : []
+      const doubtful = action && checks.dmarc.some((d) => d.result === 'fail' && d.from && [...checks.dkimTempErrorDomains, ...spfTemp].some((id) => mayAlign(id, d.from!)))
+      if (doubtful && tempFailing) {
         log.warn(summary, 'message deferred: DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error')
         return tempfail({ code: 451, status: '4.7.1', message: 'Temporary DNS error checking the message authentication, try again later' })
+      }
+      if (doubtful && action === 'reject') {
+        log.warn(summary, 'DMARC fails, but a DKIM key or SPF lookup had a temporary DNS error: quarantined, not refused (tempError accept)')
+        action = 'quarantine'
       }
       if (action === 'reject') {
         log.info({ ...summary, policy }, 'message refused: DMARC policy reject')

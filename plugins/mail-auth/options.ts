@@ -80,6 +80,12 @@ export const options = z
     /** Shortest RSA key accepted for DKIM and ARC signatures. */
     minBitLength: z.number().int().min(512).default(1024),
     /**
+     * A DKIM signature whose l= tag leaves part of the body unsigned (RFC 6376 §8.2): 'policy'
+     * records it as dkim=policy and it carries no DMARC; 'pass' counts it as mailauth does
+     * (mailing lists that append footers to l= mail, at the price of letting anyone append text).
+     */
+    partialBody: z.enum(['policy', 'pass']).default('policy'),
+    /**
      * DKIM signatures verified per message (OpenDKIM's MaximumSignaturesToVerify is 3): those whose
      * d= is the From: domain (or related to it) first, then the topmost. The rest are recorded as
      * `dkim=neutral (not verified: limit)`.

@@ -141,6 +141,20 @@ describe('workers: 2', () => {
     expect([...counts.values()].every((n) => n === 1)).toBe(true)
   })
 
+  it('a message with a 600 kB header section (under smtp.maxHeaderSize) is taken and delivered once, like a small one', async () => {
+    // Handing it to the primary is one IPC message over Node's 128 kB channel buffer: that send
+    // returns false (queued, not lost), which used to be taken for a closed channel: 451 4.3.0 for ever.
+    const { mx, relay } = await setup()
+    const data = message('big header').data.replace('\r\n\r\n', `\r\n${`X-Filler: ${'h'.repeat(110)}\r\n`.repeat(5000)}\r\n`)
+    expect(await session(relay.port, [message('small one'), message('small two'), { data }])).toEqual([
+      expect.stringMatching(/^250 /),
+      expect.stringMatching(/^250 /),
+      expect.stringMatching(/^250 2\.0\.0 Ok: queued as /),
+    ])
+    await mx.waitForMessages(3, 15_000)
+    expect([...arrivals(mx).values()]).toEqual([1, 1, 1])
+  })
+
   it('kill -9 of the primary while mail comes in: the workers go, the port is free, every 250 is delivered after a restart', async () => {
     // The MX defers everything at first: what is acknowledged must come from the queue after the restart.
     const { mx, relay } = await setup({}, { reply: { data: () => ({ code: 451, message: '4.3.0 try again later' }) } })
