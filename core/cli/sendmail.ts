@@ -121,19 +121,28 @@ const fieldValue = (f: string) => f.slice(f.indexOf(':') + 1).replace(/\r?\n[ \t
 
 /**
  * Envelope and message from the arguments and stdin: -t takes the recipients from To, Cc and Bcc
- * (added to those given as arguments, as Postfix does) and removes Bcc; a From field is added when
- * there is none.
+ * (Resent-To, -Cc and -Bcc when the message has them), added to those given as arguments as Postfix
+ * does, and removes Bcc and Resent-Bcc; a From field is added when there is none.
  */
 export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname: string; user: string }): { sender: string; recipients: string[]; raw: Buffer } {
   let raw = readMessageText(input, args.ignoreDots)
   const given = args.sender === undefined ? `${o.user}@${o.hostname}` : args.sender.replace(/^<(.*)>$/, '$1')
   const sender = given === '' ? '' : given.includes('@') ? given : `${given}@${o.hostname}`
   const recipients = addresses(args.recipients, o.hostname)
-  const { fields, bodyStart, separated } = headerFields(raw)
-  if (args.extractRecipients) {
-    recipients.push(...addresses(fields.filter((f) => ['to', 'cc', 'bcc'].includes(fieldName(f) ?? '')).map(fieldValue), o.hostname))
+  // A leading mbox separator ("From sender date", as mail(1) and mailbox tools write) is no header
+  // field: Postfix's sendmail skips it.
+  if (raw.subarray(0, 5).toString('latin1') === 'From ') {
+    const nl = raw.indexOf(0x0a)
+    raw = nl < 0 ? Buffer.alloc(0) : raw.subarray(nl + 1)
   }
-  const kept = fields.filter((f) => !(args.extractRecipients && fieldName(f) === 'bcc'))
+  const { fields, bodyStart, separated } = headerFields(raw)
+  // A resent message (RFC 5322 §3.6.6) goes to its Resent- recipients, not to the original ones.
+  const resent = fields.some((f) => ['resent-to', 'resent-cc', 'resent-bcc'].includes(fieldName(f) ?? ''))
+  const recipientFields = resent ? ['resent-to', 'resent-cc', 'resent-bcc'] : ['to', 'cc', 'bcc']
+  if (args.extractRecipients) {
+    recipients.push(...addresses(fields.filter((f) => recipientFields.includes(fieldName(f) ?? '')).map(fieldValue), o.hostname))
+  }
+  const kept = fields.filter((f) => !(args.extractRecipients && (fieldName(f) === 'bcc' || fieldName(f) === 'resent-bcc')))
   const eol = raw.includes('\r\n') ? '\r\n' : '\n'
   const addFrom = !kept.some((f) => fieldName(f) === 'from') && sender !== ''
   if (addFrom) kept.push(`From: ${args.fullName ? `"${args.fullName.replace(/["\\\r\n]/g, '')}" ` : ''}<${sender}>${eol}`)

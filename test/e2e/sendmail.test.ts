@@ -196,6 +196,17 @@ describe('sendmail argument and message handling', () => {
     expect(m.raw.toString()).toBe('To: a@x.test,\n  B <b@x.test>\nSubject: s\n\nbody\n')
   })
 
+  it('-t on a resent message takes the Resent- recipients only and removes Resent-Bcc; a leading mbox From line is dropped', async () => {
+    const { buildSubmission } = await import('../../core/cli/sendmail.js')
+    const m = buildSubmission(
+      { extractRecipients: true, ignoreDots: false, verbose: false, sender: 'me@x.test', recipients: [] },
+      Buffer.from('From me@x.test Thu Dec  3 10:00:00 2026\nResent-To: new@x.test\nResent-Bcc: hidden@x.test\nFrom: a@x.test\nTo: old@x.test\nSubject: s\n\nbody\n'),
+      { hostname: 'relay.test', user: 'nobody' },
+    )
+    expect(m.recipients).toEqual(['new@x.test', 'hidden@x.test'])
+    expect(m.raw.toString()).toBe('Resent-To: new@x.test\nFrom: a@x.test\nTo: old@x.test\nSubject: s\n\nbody\n')
+  })
+
   it('a local message gets CRLF line ends', async () => {
     const { toCrlf } = await import('../../core/smtp/inject.js')
     expect(toCrlf(Buffer.from('a\nb\r\nc\n')).toString()).toBe('a\r\nb\r\nc\r\n')
