@@ -50,6 +50,8 @@
 //    finds (`ENVID=a+ZZ`, `a=b`), which a next hop would refuse (Postfix: 501 5.5.4 Bad ENVID
 //    parameter syntax) after the relay took the mail. The names of such raw values are kept on the
 //    args (a hidden property) for the relay's DSN parameter check (core/smtp/session.ts): 501 5.5.4.
+// 13. smtp-server compares `MAIL FROM` with what comes before the colon as it is, so `MAIL  FROM:<a>`
+//    (two spaces) was "Bad sender address syntax"; Postfix takes it. Runs of spaces there become one.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
@@ -175,6 +177,7 @@ const MASK: Record<string, string> = { ' ': '\uE000', '<': '\uE001', '>': '\uE00
 const UNMASK: Record<string, string> = { '\uE000': ' ', '\uE001': '<', '\uE002': '>' }
 const MASKS = /[\uE000-\uE002]/g
 const HAS_MASK = /[\uE000-\uE002]/
+const VERB_SPACES = /^(MAIL|RCPT) {2,}(FROM|TO)(?=\s*:)/i
 /** ENVID= and ORCPT= as the client wrote them, and RFC 3461 §4's xtext (smtp-server decodes `+XX` in upper case only). */
 const XTEXT_PARAM = /(?:^|\s)(ENVID|ORCPT)=(\S+)/gi
 const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/
@@ -290,9 +293,10 @@ export function patchSmtpServer(): void {
   }
   const parseAddressCommand = proto._parseAddressCommand
   proto._parseAddressCommand = function (name, command) {
-    const text = String(command ?? '')
+    // Patch 13: `MAIL  FROM:` (more than one space) is MAIL FROM, as in Postfix.
+    const text = String(command ?? '').replace(VERB_SPACES, '$1 $2')
     const masked = text.includes('"') && !HAS_MASK.test(text) ? text.replace(/"(?:[^"\\\r\n]|\\.)*"/g, (q) => q.replace(/[ <>]/g, (c) => MASK[c]!)) : text
-    const parsed = parseAddressCommand.call(this, name, masked === text ? command : masked)
+    const parsed = parseAddressCommand.call(this, name, masked)
     if (!parsed) return parsed
     if (masked !== text) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
     // Patch 12: the raw values that are not xtext, for the relay's DSN parameter check.

@@ -199,4 +199,13 @@ describe('ESMTP semantics', () => {
     expect(await c.command('MAIL FROM:<a@sender.test> SIZE=100')).toMatch(/^250 /)
     c.close()
   })
+
+  it('takes MAIL/RCPT with more than one space between the words and around the path, as Postfix does', async () => {
+    const c = await session()
+    expect(await c.command('MAIL  FROM:<a@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT   TO: <b@dest.test>  ')).toMatch(/^250 /)
+    expect(await c.command('RSET')).toMatch(/^250 /)
+    expect(await c.command('mail  from: <a@sender.test> SIZE=10')).toMatch(/^250 /)
+    c.close()
+  })
 })
