@@ -46,11 +46,18 @@
 //    "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
 //    not wait to learn whether it would be. The session gets 554 5.5.0 and is closed, as Postfix's
 //    smtpd_forbid_unauth_pipelining does. The parser's read position is followed line by line.
+// 12. RFC 3461 §4: ENVID and ORCPT are xtext. smtp-server decodes `+XX` and keeps whatever else it
+//    finds (`ENVID=a+ZZ`, `a=b`), which a next hop would refuse (Postfix: 501 5.5.4 Bad ENVID
+//    parameter syntax) after the relay took the mail. The names of such raw values are kept on the
+//    args (a hidden property) for the relay's DSN parameter check (core/smtp/session.ts): 501 5.5.4.
+// 13. smtp-server compares `MAIL FROM` with what comes before the colon as it is, so `MAIL  FROM:<a>`
+//    (two spaces) was "Bad sender address syntax"; Postfix takes it. Runs of spaces there become one.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
+import { NOT_XTEXT } from './session.js'
 
 /** Recipients over smtp.maxRecipients refused with 452 before those refusals count as errors (Postfix's default). */
 const RECIPIENT_OVERSHOOT = 1000
@@ -170,6 +177,10 @@ const MASK: Record<string, string> = { ' ': '\uE000', '<': '\uE001', '>': '\uE00
 const UNMASK: Record<string, string> = { '\uE000': ' ', '\uE001': '<', '\uE002': '>' }
 const MASKS = /[\uE000-\uE002]/g
 const HAS_MASK = /[\uE000-\uE002]/
+const VERB_SPACES = /^(MAIL|RCPT) {2,}(FROM|TO)(?=\s*:)/i
+/** ENVID= and ORCPT= as the client wrote them, and RFC 3461 §4's xtext (smtp-server decodes `+XX` in upper case only). */
+const XTEXT_PARAM = /(?:^|\s)(ENVID|ORCPT)=(\S+)/gi
+const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/
 const PATCHED = Symbol.for('relay.smtpServerPatched')
 let applied = false
 
@@ -282,10 +293,15 @@ export function patchSmtpServer(): void {
   }
   const parseAddressCommand = proto._parseAddressCommand
   proto._parseAddressCommand = function (name, command) {
-    const text = String(command ?? '')
-    if (!text.includes('"') || HAS_MASK.test(text)) return parseAddressCommand.call(this, name, command)
-    const parsed = parseAddressCommand.call(this, name, text.replace(/"(?:[^"\\\r\n]|\\.)*"/g, (q) => q.replace(/[ <>]/g, (c) => MASK[c]!)))
-    if (parsed) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
+    // Patch 13: `MAIL  FROM:` (more than one space) is MAIL FROM, as in Postfix.
+    const text = String(command ?? '').replace(VERB_SPACES, '$1 $2')
+    const masked = text.includes('"') && !HAS_MASK.test(text) ? text.replace(/"(?:[^"\\\r\n]|\\.)*"/g, (q) => q.replace(/[ <>]/g, (c) => MASK[c]!)) : text
+    const parsed = parseAddressCommand.call(this, name, masked)
+    if (!parsed) return parsed
+    if (masked !== text) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
+    // Patch 12: the raw values that are not xtext, for the relay's DSN parameter check.
+    const bad = parsed.args ? [...masked.matchAll(XTEXT_PARAM)].filter(([, , value]) => !XTEXT.test(value!)).map(([, key]) => key!.toUpperCase()) : []
+    if (bad.length) Object.defineProperty(parsed.args, NOT_XTEXT, { value: bad })
     return parsed
   }
   proto._armTimeout = function (this: ConnectionInternals, socket?: Socket) {

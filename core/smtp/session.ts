@@ -79,6 +79,9 @@ export function unsupportedParameter(command: keyof typeof PARAMETERS, a: SMTPSe
   return a.args ? Object.keys(a.args).find((name) => !PARAMETERS[command].has(name.toUpperCase())) : undefined
 }
 
+/** On MAIL/RCPT args (not enumerable): the names of ENVID/ORCPT whose raw value was not xtext (core/smtp/patches.ts). */
+export const NOT_XTEXT = Symbol('relay.notXtext')
+
 /**
  * A DSN parameter a strict next hop would refuse (Postfix: 501 5.5.4 Bad ENVID parameter syntax),
  * bouncing mail already taken. smtp-server hands the values xtext-decoded: ENVID must be 1–100
@@ -86,7 +89,9 @@ export function unsupportedParameter(command: keyof typeof PARAMETERS, a: SMTPSe
  * characters, at most 500 (§4.2; RFC 6533 lets it be UTF-8). Its name, or undefined.
  */
 export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerAddress): 'ENVID' | 'ORCPT' | undefined {
-  const args = (a.args || {}) as Record<string, string | boolean | undefined>
+  const args = (a.args || {}) as Record<string, string | boolean | undefined> & { [NOT_XTEXT]?: string[] }
+  const notXtext = args[NOT_XTEXT]?.find((name) => name === (command === 'MAIL FROM' ? 'ENVID' : 'ORCPT'))
+  if (notXtext) return notXtext as 'ENVID' | 'ORCPT'
   if (command === 'MAIL FROM') {
     const envid = args.ENVID
     return envid !== undefined && (typeof envid !== 'string' || !/^[\x21-\x7e]{1,100}$/.test(envid)) ? 'ENVID' : undefined
@@ -96,10 +101,13 @@ export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerA
 }
 
 /**
- * The reply refusing a MAIL or RCPT command for its parameters, if one does: a parameter no offered
+ * The reply refusing a MAIL or RCPT command for its parameters, if one does: any after HELO, a parameter no offered
  * extension defines (AUTH= too where AUTH is not on offer, RFC 4954 §5), or a bad ENVID or ORCPT.
  */
 export function parameterRefusal(command: keyof typeof PARAMETERS, a: SMTPServerAddress, session: SMTPServerSession): Reply | undefined {
+  // A HELO session has no service extensions (RFC 5321 §2.2.1, RFC 1869 §4): none of their parameters.
+  const first = a.args ? Object.keys(a.args)[0] : undefined
+  if (first !== undefined && (session as { openingCommand?: string | false }).openingCommand === 'HELO') return CORE_REPLIES.parameterNeedsEhlo(command, first)
   const authOffered = !(session as { disabledCommands?: string[] }).disabledCommands?.includes('AUTH')
   const unknown = unsupportedParameter(command, a) ?? (command === 'MAIL FROM' && !authOffered && a.args && 'AUTH' in a.args ? 'AUTH' : undefined)
   if (unknown) return CORE_REPLIES.unsupportedParameter(command, unknown)

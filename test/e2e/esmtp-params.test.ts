@@ -173,4 +173,39 @@ describe('ESMTP semantics', () => {
     expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;b+2Bx@dest.test')).toMatch(/^250 /)
     c.close()
   })
+
+  it('ENVID and ORCPT values that are not xtext (RFC 3461 §4: "+" without two hex digits, a bare "=") are refused 501 5.5.4', async () => {
+    const c = await session()
+    expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a+ZZ')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a=b')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a+2')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    expect(await c.command('MAIL FROM:<a@sender.test> ENVID=x+3Dy')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;x+ZZ@dest.test')).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
+    expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;b+40x@dest.test')).toMatch(/^250 /)
+    c.close()
+  })
+
+  it('after HELO (not EHLO) no service extension is in force: MAIL and RCPT parameters get 555 5.5.4; plain commands are taken', async () => {
+    const { client: c } = await connectRaw(relay.port)
+    expect(await c.command('HELO client.test')).toMatch(/^250 /)
+    for (const param of ['SIZE=100', 'BODY=8BITMIME', 'SMTPUTF8', 'RET=HDRS', 'ENVID=x']) {
+      expect(await c.command(`MAIL FROM:<a@sender.test> ${param}`), param).toMatch(/^555 5\.5\.4 .*EHLO/)
+    }
+    expect(await c.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<b@dest.test> NOTIFY=FAILURE')).toMatch(/^555 5\.5\.4 .*EHLO/)
+    expect(await c.command('RCPT TO:<b@dest.test>')).toMatch(/^250 /)
+    // EHLO after HELO brings the extensions in.
+    expect(await c.command('EHLO client.test')).toMatch(/^250 /m)
+    expect(await c.command('MAIL FROM:<a@sender.test> SIZE=100')).toMatch(/^250 /)
+    c.close()
+  })
+
+  it('takes MAIL/RCPT with more than one space between the words and around the path, as Postfix does', async () => {
+    const c = await session()
+    expect(await c.command('MAIL  FROM:<a@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT   TO: <b@dest.test>  ')).toMatch(/^250 /)
+    expect(await c.command('RSET')).toMatch(/^250 /)
+    expect(await c.command('mail  from: <a@sender.test> SIZE=10')).toMatch(/^250 /)
+    c.close()
+  })
 })
