@@ -73,6 +73,8 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     process.stderr.write(`relay: ${err instanceof ConfigError ? err.terminalText : (err as Error).message}\n`)
     process.exit(2)
   }
-  process.stderr.write(`relay: ${(err as Error)?.stack ?? String(err)}\n`)
+  // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
+  const named = typeof (err as { kind?: unknown })?.kind === 'string'
+  process.stderr.write(`relay: ${named ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
   process.exit(1)
 })
