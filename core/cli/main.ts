@@ -1,5 +1,5 @@
 import 'reflect-metadata'
-import { Command } from 'commander'
+import { Command, type CommanderError } from 'commander'
 import { ConfigError } from '../config/load.js'
 import { packageVersion } from './version.js'
 
@@ -29,7 +29,7 @@ program
   .command('reload')
   .description('reload the running relay: config, plugins and their options, certificates, user files (as SIGHUP)')
   .option(...configOption)
-  .addHelpText('after', '\nSIGHUP to the pid in <dataDir>/relay.pid; the relay answers in <dataDir>/reload-result.json.\nExit code: 0 reloaded, 1 refused (the reason is printed), no answer or no relay running, 2 bad config.')
+  .addHelpText('after', '\nSIGHUP to the pid in <dataDir>/relay.pid; the relay answers in <dataDir>/reload-result.json.\nExit code: 0 reloaded, 1 refused (the reason is printed), no answer or no relay running, 2 bad config or usage.')
   .action(async (opts) => (await import('./reload.js')).reload(opts))
 
 const config = program.command('config').description('the effective config')
@@ -67,12 +67,21 @@ if ((!coreVerb && !versionOnly) || process.argv.includes('--help') || process.ar
   await registerPluginCommands(program, process.argv.slice(2))
 }
 
+// Usage errors (unknown verb or option, a missing or extra argument, a group without its verb) exit
+// 2, as the config errors do: exit 1 is "not found or failed", which a script must tell from a typo.
+// Set on every command, the plugins' included (a subcommand does not ask its parent).
+const usageExit = (err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2)
+const everyCommand = (c: Command): Command[] => [c, ...c.commands.flatMap(everyCommand)]
+for (const c of everyCommand(program)) c.exitOverride(usageExit)
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
   if (err instanceof ConfigError || (err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
     process.stderr.write(`relay: ${err instanceof ConfigError ? err.terminalText : (err as Error).message}\n`)
     process.exit(2)
   }
-  process.stderr.write(`relay: ${(err as Error)?.stack ?? String(err)}\n`)
+  // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
+  const named = typeof (err as { kind?: unknown })?.kind === 'string'
+  process.stderr.write(`relay: ${named ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
   process.exit(1)
 })

@@ -141,13 +141,30 @@ async function pluginsForCommand(configFile?: string) {
 }
 
 /**
+ * Whether the SQLite queue file exists. Only "no such file" is no queue: a data directory this user
+ * may not read (the relay's own, 0750) hid a full queue behind "queue is empty", exit 0.
+ */
+function queueFileExists(dataDir: string): boolean {
+  const file = path.join(dataDir, SQLITE_QUEUE_FILE)
+  try {
+    fs.accessSync(file, fs.constants.R_OK)
+    return true
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false
+    const why = code === 'EACCES' || code === 'EPERM' ? `permission denied (${code}); run it as the relay's user, or with sudo` : (err as Error).message
+    throw Object.assign(new Error(`cannot read the queue in ${dataDir}: ${why}`), { kind: 'no-access' as const })
+  }
+}
+
+/**
  * CommandEnv.openQueue: the configured queue, for verbs that work on it directly. No config file
  * found is a ConfigError (exit 2) that says where it looked: the defaults' data directory is
  * wherever the command runs, and an empty queue there would be believed.
  */
 async function queueForCommand(configFile?: string, opts: { create?: boolean } = {}) {
   const config = await requireConfig(configFile)
-  if (opts.create === false && config.queue.driver === 'sqlite' && !fs.existsSync(path.join(config.dataDir, SQLITE_QUEUE_FILE))) {
+  if (config.queue.driver === 'sqlite' && !queueFileExists(config.dataDir) && opts.create === false) {
     // A data directory no relay has used yet: nothing in it, and looking creates nothing.
     throw Object.assign(new Error(`no queue in ${config.dataDir}`), { kind: 'not-found' as const })
   }

@@ -46,7 +46,7 @@ function queueCommands(program: Program, env: CommandEnv): void {
   const queue = program
     .command('queue')
     .description('inspect and control the mail queue (a running relay through its admin API, else the data directory)')
-    .addHelpText('after', "\nExit code: 0 ok, 1 not found or failed, 2 bad config. The admin token: from the running relay's <dataDir>/admin.json, else RELAY_ADMIN_TOKEN.")
+    .addHelpText('after', "\nExit code: 0 ok, 1 not found or failed, 2 bad config or usage. The admin token: from the running relay's <dataDir>/admin.json, else RELAY_ADMIN_TOKEN.")
   queue
     .command('list')
     .description('list queued messages (id, received, size, sender, Message-ID, HELD) and under each its recipients with state, attempts, next attempt, last response')

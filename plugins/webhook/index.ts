@@ -1,6 +1,7 @@
 // webhook: POSTs delivery events (accepted, delivered, deferred, bounced, suppressed) in signed
 // batches to an HTTP endpoint. Events wait in an outbox in the data directory until the endpoint
 // answers 2xx, so an endpoint that is down, or a relay restart, loses none. Options: README.md.
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { definePlugin, makeDirs, type PluginContext, type SessionInfo } from '../../core/index.js'
@@ -8,7 +9,37 @@ import { optionsSchema, type WebhookEventType, type WebhookOptions } from './opt
 import { DROP_REASONS, Outbox, type DropReason } from './outbox.js'
 import { Sender, safeUrl } from './sender.js'
 
-export const OUTBOX_FILE = 'webhook-outbox.sqlite'
+/** The one outbox of versions before each url had its own: taken over by the first entry without one. */
+export const LEGACY_OUTBOX_FILE = 'webhook-outbox.sqlite'
+
+/**
+ * Each url's own outbox: two entries (two endpoints, each with its own `events`) shared one file,
+ * and whichever sender held its lease sent every event to its endpoint.
+ */
+export function outboxFile(url: string): string {
+  return `webhook-outbox-${crypto.createHash('sha256').update(url).digest('hex').slice(0, 16)}.sqlite`
+}
+
+/** Moves the legacy outbox (with its WAL) to `file` when that does not exist yet. */
+function adoptLegacy(dataDir: string, file: string): void {
+  const legacy = path.join(dataDir, LEGACY_OUTBOX_FILE)
+  if (fs.existsSync(file) || !fs.existsSync(legacy)) return
+  for (const suffix of ['-wal', '-shm', '']) if (fs.existsSync(legacy + suffix)) fs.renameSync(legacy + suffix, file + suffix)
+}
+
+/** Open outboxes by file, of every entry and generation: the gauges add up each file once. */
+const openOutboxes = new Map<Outbox, string>()
+function total(read: (o: Outbox) => number): number {
+  const files = new Set<string>()
+  let n = 0
+  for (const [o, file] of openOutboxes) {
+    if (!o.open || files.has(file)) continue
+    files.add(file)
+    n += read(o)
+  }
+  if (!files.size) throw new Error('no webhook outbox open')
+  return n
+}
 const DROP_HELP: Record<DropReason, string> = {
   rejected: 'Webhook events dropped unsent because the endpoint refused their batch for good (a 4xx but 408, 425, 429), maxRejects times.',
   overflow: 'Webhook events dropped unsent, oldest first, to keep the outbox within maxEvents.',
@@ -48,26 +79,23 @@ export default definePlugin<WebhookOptions, State | undefined>({
     // check-config: the options are valid; opening the outbox would send what a running relay left in it.
     if (mode === 'check') return undefined
     makeDirs(dataDir)
-    const outbox = new Outbox(path.join(dataDir, OUTBOX_FILE))
+    const file = path.join(dataDir, outboxFile(options.url))
+    adoptLegacy(dataDir, file)
+    const outbox = new Outbox(file)
+    openOutboxes.set(outbox, file)
     const sender = new Sender(outbox, options, log)
     const waiting = outbox.count()
     log.info({ url: safeUrl(options.url), events: options.events, waiting }, 'webhook: sending events')
     sender.start()
     // The backlog on the admin plugin's /metrics (relay_plugin_webhook_outbox_events): an endpoint
-    // that stays down shows as a number that keeps growing. A torn-down generation's outbox reads as
-    // nothing (the gauge is left out) until the next one registers its own.
-    relay?.registerGauge('webhook_outbox_events', 'Webhook events in the outbox, waiting for the endpoint to answer 2xx.', () => {
-      if (!outbox.open) throw new Error('webhook outbox closed')
-      return outbox.count()
-    })
+    // that stays down shows as a number that keeps growing. Summed over every entry's outbox; none
+    // open (torn down) leaves the gauge out.
+    relay?.registerGauge('webhook_outbox_events', 'Webhook events in the outboxes, waiting for the endpoint to answer 2xx.', () => total((o) => o.count()))
     // Events dropped unsent since the outbox was made, by why (each drop also has a warn log line):
     // relay_plugin_webhook_dropped_events_rejected (the endpoint refused them for good, a 4xx),
     // _overflow (beyond maxEvents), _expired (older than maxAge).
     for (const reason of DROP_REASONS) {
-      relay?.registerGauge(`webhook_dropped_events_${reason}`, DROP_HELP[reason], () => {
-        if (!outbox.open) throw new Error('webhook outbox closed')
-        return outbox.dropped(reason)
-      })
+      relay?.registerGauge(`webhook_dropped_events_${reason}`, DROP_HELP[reason], () => total((o) => o.dropped(reason)))
     }
     return { outbox, sender, events: new Set(options.events) }
   },
@@ -78,6 +106,7 @@ export default definePlugin<WebhookOptions, State | undefined>({
       await state.sender.stop(LAST_FLUSH_MS)
     } finally {
       state.outbox.close()
+      openOutboxes.delete(state.outbox)
     }
   },
 

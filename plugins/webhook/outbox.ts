@@ -1,4 +1,4 @@
-// The outbox: events wait in `<dataDir>/webhook-outbox.sqlite` until the endpoint has answered 2xx
+// The outbox: events wait in `<dataDir>/webhook-outbox-<hash of url>.sqlite` until the endpoint has answered 2xx
 // for them. Rows are appended as events happen and deleted, oldest first, once sent, or dropped
 // unsent (counted by reason in `dropped`): a batch the endpoint refuses for good, the oldest beyond
 // `maxEvents`, those older than `maxAge`.

@@ -13,6 +13,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { outboxFile } from '../../plugins/webhook/index.js'
 
 const SECRET = 'webhook-test-secret-5e2b9c0d'
 
@@ -67,7 +68,7 @@ async function startEndpoint(): Promise<void> {
 }
 
 const outboxRows = () => {
-  const db = new Database(path.join(relay.dataDir, 'webhook-outbox.sqlite'), { readonly: true })
+  const db = new Database(path.join(relay.dataDir, outboxFile(`http://127.0.0.1:${port}/hooks/relay`)), { readonly: true })
   try {
     return (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
   } finally {
@@ -267,7 +268,8 @@ describe('webhook outbox bounds', () => {
   }
 
   const rows = (r: RelayProcess) => {
-    const db = new Database(path.join(r.dataDir, 'webhook-outbox.sqlite'), { readonly: true })
+    // The relay's one webhook entry: its url's outbox.
+    const db = new Database(path.join(r.dataDir, fs.readdirSync(r.dataDir).find((f) => /^webhook-outbox-\w+\.sqlite$/.test(f))!), { readonly: true })
     try {
       return (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
     } finally {

@@ -1,7 +1,7 @@
 // `relay queue list|show|flush|hold|release|delete|bounce|summary` (bulk forms: queue-bulk.ts; cat
 // and summary --age: queue-cat.ts; backup and restore: queue-backup.ts): through the admin API of the
 // running relay (admin.json), else on the queue itself (env.openQueue: a stopped data directory, or
-// a PostgreSQL queue). Exit codes: 0 ok, 1 not found or failed, 2 bad config (a ConfigError).
+// a PostgreSQL queue). Exit codes: 0 ok, 1 not found or failed, 2 bad config (a ConfigError) or usage (commander).
 import type { CommandEnv, QueueEntry, QueueFilter, QueueOperations, RelayConfig } from '../../../core/index.js'
 import { AdminUnreachable, adminCall, adminRaw, findAdmin, type AdminTarget } from './client.js'
 import { VerbError, fail, json, out, table, time } from './output.js'
