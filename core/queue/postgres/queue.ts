@@ -37,6 +37,8 @@ const BATCH = { maxBatch: 200, maxInFlight: 1 }
 export interface PgQueueOptions {
   url: string
   poolSize: number
+  /** Longest wait for one statement (default 20 s). */
+  queryTimeout?: number
   schema: string
   /** This node's identity: leases it takes carry it, and `recover` releases only its own. */
   nodeId: string
@@ -83,7 +85,7 @@ export class PgQueue implements Queue {
     this.nodeId = o.nodeId
     this.retention = o.retention ?? 30 * 86_400_000
     this.log = o.log
-    this.pool = workPool(o.url, o.poolSize, o.log)
+    this.pool = workPool(o.url, o.poolSize, o.log, o.queryTimeout ?? 20_000)
     this.db = { s: this.s, nodeId: this.nodeId, query: (text, values) => this.query(text, values), tx: (fn) => this.tx(fn) }
     this.ready = migrate(this.pool, o.schema).then(
       () => undefined,
