@@ -142,4 +142,27 @@ describe('PostgreSQL lost under a running relay', () => {
     await eventually(async () => (await submit(relay.port, after.data)).startsWith('250 '), 30_000, '250 again after PostgreSQL came back')
     await eventually(() => arrivals(mx, after.messageId) === 1, 30_000, 'message after the outage delivered')
   }, 180_000)
+
+  it('unreachable at start: the node starts, answers 4xx and is not ready; once PostgreSQL is reachable it takes and delivers mail', async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const { proxy, mx, config } = await setup()
+    await proxy.cut()
+    const token = 'pg-outage-admin-token-0123456789'
+    const relay = await startRelay({ config: { ...config, plugins: [...config.plugins, ['admin', { host: '127.0.0.1', port: 0, token }]] } })
+    relays.push(relay)
+    await relay.waitForLog((l) => l.msg === 'queue: PostgreSQL not reachable at start; mail is refused with 451 until it is (retrying)')
+    const adminUrl = (await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
+    expect((await fetch(`${adminUrl}/readyz`)).status).toBe(503)
+    const during = message('during')
+    expect(await submit(relay.port, during.data)).toMatch(/^4\d\d /)
+    expect(relay.exited()).toBe(false)
+
+    await proxy.restore()
+    await relay.waitForLog((l) => l.msg === 'queue: PostgreSQL reachable; taking mail', 15_000)
+    await eventually(async () => (await fetch(`${adminUrl}/readyz`)).status === 200, 5000, 'ready')
+    const after = message('after')
+    expect(await submit(relay.port, after.data)).toMatch(/^250 /)
+    await eventually(() => arrivals(mx, after.messageId) === 1, 20_000, 'message after the outage delivered')
+    expect(arrivals(mx, during.messageId)).toBe(0)
+  }, 90_000)
 })
