@@ -194,6 +194,7 @@ export class Relay {
   /** Ready: queue open and listeners up; not while starting or stopping (GET /readyz). */
   readiness(): Readiness {
     const { state } = this
+    if (state === 'running' && this.parts?.queue.reachable?.() === false) return { ready: false, state, reason: 'the queue database is not reachable' }
     if (state === 'running' && this.listeners.length) return { ready: true, state }
     return { ready: false, state, reason: state === 'running' ? 'no listener is up' : `the relay is ${state}` }
   }

@@ -295,6 +295,12 @@ export const configSchema = z
             /** Schema holding the queue tables (created if missing). */
             schema: z.string().regex(/^[a-z_][a-z0-9_]*$/, { message: 'expected a lower-case SQL identifier' }).default('relay'),
             /**
+             * How long one statement may take before it is given up and its connection dropped:
+             * a database that stops answering (lost network, hung server) then costs an SMTP client
+             * a 451 after this long, not a session that hangs, and delivery scans resume.
+             */
+            queryTimeout: durationAtLeast(1000, '1s').default(20_000),
+            /**
              * Node liveness (core/queue/heartbeat.ts): every node records a heartbeat in the queue
              * each `interval`, on a connection of its own; a node whose last one is older than
              * `deadAfter` (on the database's clock) is dead, and its leased work is taken over at

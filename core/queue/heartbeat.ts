@@ -15,7 +15,8 @@ export class NodeHeartbeat {
   private timer: NodeJS.Timeout | undefined
   private beating: Promise<void> | undefined
   /** When the last beat was recorded (this node's clock). */
-  private lastBeat = 0
+  private lastBeat = Date.now()
+  private beaten = false
 
   constructor(
     private readonly queue: Queue,
@@ -25,12 +26,15 @@ export class NodeHeartbeat {
     private readonly onTakeover: () => void,
   ) {}
 
-  /** The first beat, awaited: the node is on record before it claims any work. */
+  /**
+   * The first beat, awaited: the node is on record before it claims any work. A database not
+   * reachable at start fails it; the node starts all the same and the timer's beats go on trying.
+   */
   async start(): Promise<void> {
-    await this.beat(true)
+    await this.beat().catch((err: unknown) => this.log.warn({ err }, 'heartbeat: recording this node as alive failed'))
     this.timer = setInterval(() => {
       if (this.beating) return
-      this.beating = this.beat(false)
+      this.beating = this.beat()
         .catch((err: unknown) => {
           const silent = Date.now() - this.lastBeat
           // Past deadAfter the other nodes take this node for dead and its leases over.
@@ -42,9 +46,12 @@ export class NodeHeartbeat {
     this.timer.unref()
   }
 
-  private async beat(first: boolean): Promise<void> {
+  private async beat(): Promise<void> {
     const r = await this.queue.heartbeat(Date.now(), this.settings.deadAfter)
     const silent = Date.now() - this.lastBeat
+    // Missing at its first recorded beat is how a node joins, not a takeover.
+    const first = !this.beaten
+    this.beaten = true
     this.lastBeat = Date.now()
     if (r.wasMissing && !first) {
       this.log.error(

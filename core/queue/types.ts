@@ -144,6 +144,11 @@ export interface Queue {
    */
   recover(now: number, queueIds?: string[]): Promise<number>
   /**
+   * False while a queue database that could not be reached at start still cannot (PostgreSQL): the
+   * node runs, refuses mail with 451 and is not ready. Absent: always reachable.
+   */
+  reachable?(): boolean
+  /**
    * Cluster liveness: records that this node is alive, and finds the nodes whose last heartbeat is
    * older than `deadAfterMs` (judged on the shared queue's clock, so the nodes' clocks need not
    * agree): their record is removed and the work they held leased is due at `now` (a claim counts

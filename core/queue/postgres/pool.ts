@@ -12,13 +12,15 @@ const types = {
 
 /**
  * The URL with `synchronous_commit=on` for this pool's sessions, whatever the server's default: a
- * 250 is given only once the message's commit is on disk.
+ * 250 is given only once the message's commit is on disk. And a transaction left open by a
+ * connection that went silent (this node lost its network mid-transaction) is ended by the server
+ * after `idleTxMs`, so the row locks it held do not stop the other nodes until TCP gives up (hours).
  */
-function durable(url: string): string {
+function durable(url: string, idleTxMs: number): string {
   try {
     const u = new URL(url)
     const options = u.searchParams.get('options')
-    u.searchParams.set('options', `${options ? `${options} ` : ''}-c synchronous_commit=on`)
+    u.searchParams.set('options', `${options ? `${options} ` : ''}-c synchronous_commit=on -c idle_in_transaction_session_timeout=${idleTxMs}`)
     return u.toString()
   } catch {
     return url
@@ -31,9 +33,15 @@ export function withoutPassword(url: string): string {
 }
 
 /** The pool for the queue's work. */
-export function workPool(url: string, poolSize: number, log: Logger | undefined): pg.Pool {
+export function workPool(url: string, poolSize: number, log: Logger | undefined, queryTimeoutMs: number): pg.Pool {
   // Pipelined: a transaction's statements go out together, not one round trip each (complete.ts).
-  const pool = new pg.Pool({ connectionString: durable(url), max: poolSize, types, connectionTimeoutMillis: 10_000, pipeline: true })
+  // A statement unanswered after queryTimeoutMs fails and its connection is dropped (pipelined:
+  // pg destroys it; else pg-pool discards a client released with an error): without it a
+  // database that stops answering hangs SMTP sessions at RCPT or DATA and the delivery scan for good.
+  const pool = new pg.Pool({
+    connectionString: durable(url, Math.max(60_000, 3 * queryTimeoutMs)), max: poolSize, types, pipeline: true,
+    connectionTimeoutMillis: Math.min(10_000, queryTimeoutMs), query_timeout: queryTimeoutMs, keepAlive: true,
+  })
   // An idle connection that breaks (PostgreSQL restarted) must not take the process down; the
   // pool replaces it, and queries in flight fail and are retried by their callers.
   pool.on('error', (err) => log?.warn({ err }, 'queue: PostgreSQL connection lost'))
@@ -44,7 +52,7 @@ export function workPool(url: string, poolSize: number, log: Logger | undefined)
 export function beatPool(url: string, log: Logger | undefined): pg.Pool {
   // A beat that cannot finish well within deadAfter is no beat: time limits on both sides.
   const pool = new pg.Pool({
-    connectionString: durable(url), max: 1, types, connectionTimeoutMillis: 10_000, statement_timeout: 10_000, query_timeout: 15_000, keepAlive: true,
+    connectionString: durable(url, 60_000), max: 1, types, connectionTimeoutMillis: 10_000, statement_timeout: 10_000, query_timeout: 15_000, keepAlive: true,
   })
   pool.on('error', (err) => log?.warn({ err }, 'queue: PostgreSQL heartbeat connection lost'))
   return pool

@@ -19,6 +19,7 @@ import { insertMessages, newRow, type NewRow } from './insert.js'
 import { completeMany, type CompleteItem } from './complete.js'
 import { beatPool, withoutPassword, workPool } from './pool.js'
 import { beat } from './heartbeat.js'
+import { PgOpening } from './opening.js'
 import { HOUR, INLINE_MAX, PENDING, toMessage, type MessageRow, type PgContext } from './sql.js'
 import * as claims from './claim.js'
 import * as operator from './operator.js'
@@ -37,6 +38,8 @@ const BATCH = { maxBatch: 200, maxInFlight: 1 }
 export interface PgQueueOptions {
   url: string
   poolSize: number
+  /** Longest wait for one statement (default 20 s). */
+  queryTimeout?: number
   schema: string
   /** This node's identity: leases it takes carry it, and `recover` releases only its own. */
   nodeId: string
@@ -53,15 +56,16 @@ export class PgQueue implements Queue {
   private readonly nodeId: string
   private readonly retention: number
   private readonly log: Logger | undefined
-  /** The migrations; every call waits for them. */
+  /** The migrations' first attempt (a start waits for it); calls wait for it, or fail at once while the database is unreachable. */
   readonly ready: Promise<void>
+  private readonly opening: PgOpening
   private closed = false
   private prunedAt = 0
   /** What the statements in the concern files use: this queue's query and tx. */
   private readonly db: PgContext
   /** Small-bodied enqueues, written many to a statement. */
   private readonly enqueues = new GroupCommit<NewRow, number[]>(async (rows) => {
-    await this.ready
+    await this.opening.whenOpen()
     return insertMessages(this.pool, this.s, this.nodeId, rows)
   }, BATCH)
   private readonly completes = new GroupCommit<CompleteItem, boolean>(
@@ -73,7 +77,7 @@ export class PgQueue implements Queue {
   private readonly url: string
   /** Suppression look-ups (one per RCPT), many addresses to a query. */
   private readonly lookups = new GroupCommit<string, Suppression | undefined>(async (addresses) => {
-    await this.ready
+    await this.opening.whenOpen()
     return suppressions.lookupSuppressions(this.pool, this.s, addresses)
   }, BATCH)
 
@@ -83,21 +87,20 @@ export class PgQueue implements Queue {
     this.nodeId = o.nodeId
     this.retention = o.retention ?? 30 * 86_400_000
     this.log = o.log
-    this.pool = workPool(o.url, o.poolSize, o.log)
+    this.pool = workPool(o.url, o.poolSize, o.log, o.queryTimeout ?? 20_000)
     this.db = { s: this.s, nodeId: this.nodeId, query: (text, values) => this.query(text, values), tx: (fn) => this.tx(fn) }
-    this.ready = migrate(this.pool, o.schema).then(
-      () => undefined,
-      (err: Error) => {
-        throw new Error(`queue: PostgreSQL at ${withoutPassword(o.url)}, schema ${o.schema}: ${err.message}`, { cause: err })
-      },
-    )
-    // Failures surface at the first call; this only keeps an unawaited rejection quiet.
-    this.ready.catch(() => undefined)
+    this.opening = new PgOpening({
+      migrate: async () => void (await migrate(this.pool, o.schema)),
+      recover: () => this.releaseOwn(Date.now()),
+      where: `${withoutPassword(o.url)}, schema ${o.schema}`,
+      log: o.log,
+    })
+    this.ready = this.opening.first
   }
 
   private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new Error('queue is closed')
-    await this.ready
+    await this.opening.whenOpen()
     return typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)
   }
 
@@ -118,7 +121,7 @@ export class PgQueue implements Queue {
    */
   private async session<T>(fn: (c: pg.PoolClient) => Promise<T>, draining = false): Promise<T> {
     if (this.closed && !draining) throw new Error('queue is closed')
-    await this.ready
+    await this.opening.whenOpen()
     const client = await this.pool.connect()
     let broken: Error | undefined
     try {
@@ -200,15 +203,28 @@ export class PgQueue implements Queue {
 
   async heartbeat(now: number, deadAfterMs: number): Promise<HeartbeatResult> {
     if (this.closed) throw new Error('queue is closed')
-    await this.ready
+    await this.opening.whenOpen()
     this.beats ??= beatPool(this.url, this.log)
     return beat(this.beats, this.s, this.nodeId, now, deadAfterMs)
   }
 
   async recover(now: number, queueIds?: string[]): Promise<number> {
+    // A start while the database cannot be reached: done once it can, before any claim.
+    if (!queueIds && (await this.opening.deferRecovery())) return 0
+    if (this.closed) throw new Error('queue is closed')
+    await this.opening.whenOpen()
+    return this.releaseOwn(now, queueIds)
+  }
+
+  /** True unless the database could not be reached at start and still cannot. */
+  reachable(): boolean {
+    return this.opening.isOpen()
+  }
+
+  private async releaseOwn(now: number, queueIds?: string[]): Promise<number> {
     // Rows locked in id order, as a heartbeat taking this node over at the same moment locks them.
     const only = queueIds ? ' AND message_id = ANY($3::text[])' : ''
-    const { rowCount } = await this.query(
+    const { rowCount } = await this.pool.query(
       `UPDATE ${this.s}.recipients SET next_attempt = $1, leased_by = NULL, lease_until = NULL
        WHERE id IN (SELECT id FROM ${this.s}.recipients WHERE leased_by = $2 AND ${PENDING}${only} ORDER BY id FOR UPDATE)`,
       queueIds ? [now, this.nodeId, queueIds] : [now, this.nodeId],
@@ -314,6 +330,7 @@ export class PgQueue implements Queue {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.opening.close()
     await this.ready.catch(() => undefined)
     // What callers handed in before close is still written.
     await Promise.all([this.enqueues.idle(), this.completes.idle(), this.lookups.idle()])

@@ -119,6 +119,8 @@ const MIGRATIONS: ((s: string) => string)[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length
 
+const MIGRATION_TIMEOUT_MS = 3_600_000
+
 /** The schema name, quoted for SQL; refuses anything that is not a plain lower-case identifier. */
 export function quoteSchema(schema: string): string {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`queue.schema: expected a lower-case SQL identifier, got '${schema}'`)
@@ -135,7 +137,9 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<number> {
   const client = await pool.connect()
   let broken: Error | undefined
   try {
-    await client.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [`relay.queue:${schema}`])
+    // Waiting for another node's migration, and a migration on a large queue, may take longer than
+    // queue.queryTimeout: these two have an hour.
+    await client.query({ text: `SELECT pg_advisory_lock(hashtextextended($1, 0))`, values: [`relay.queue:${schema}`], query_timeout: MIGRATION_TIMEOUT_MS } as pg.QueryConfig)
     try {
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`)
       await client.query(`CREATE TABLE IF NOT EXISTS ${s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
@@ -145,7 +149,7 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<number> {
       for (let v = current; v < MIGRATIONS.length; v++) {
         await client.query('BEGIN')
         try {
-          await client.query(MIGRATIONS[v]!(s))
+          await client.query({ text: MIGRATIONS[v]!(s), query_timeout: MIGRATION_TIMEOUT_MS } as pg.QueryConfig)
           await client.query(`INSERT INTO ${s}.schema_migrations (version) VALUES ($1)`, [v + 1])
           await client.query('COMMIT')
         } catch (err) {
