@@ -8,17 +8,21 @@ import path from 'node:path'
 import { sendMail } from '../harness/smtp-client.js'
 import { BIN, eventually, startRelay, type RelayProcess } from '../harness/relay.js'
 
-const NOBODY = 65534
 const asRoot = process.getuid?.() === 0
 
-/** The CLI as a user without access to the data directory: `nobody` under root, else the dir made 000. */
+/**
+ * The CLI as a user without access to the data directory (made mode 000). Under root, root without
+ * the capabilities that pass over file modes (setpriv): as another uid, Node or the checkout may sit
+ * in a directory only root can reach (CI's Node 24 is under /root/.cache).
+ */
+const DROP_DAC = ['--inh-caps=-dac_override,-dac_read_search', '--bounding-set=-dac_override,-dac_read_search']
 function cliAsOutsider(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const [cmd, argv] = asRoot ? ['setpriv', [...DROP_DAC, process.execPath, BIN, ...args]] : [process.execPath, [BIN, ...args]]
+    const child = spawn(cmd, argv, {
       cwd: '/',
       env: { ...process.env, HOME: '/tmp', RELAY_ADMIN_TOKEN: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
-      ...(asRoot ? { uid: NOBODY, gid: NOBODY } : {}),
     })
     let stdout = ''
     let stderr = ''
@@ -43,7 +47,7 @@ describe('queue verbs without access to the data directory', () => {
     fs.chmodSync(dir, 0o755)
     fs.chmodSync(relay.configFile, 0o644)
     mode = fs.statSync(relay.dataDir).mode & 0o777
-    fs.chmodSync(relay.dataDir, asRoot ? 0o700 : 0o000)
+    fs.chmodSync(relay.dataDir, 0o000)
   })
   afterAll(() => {
     if (relay) fs.chmodSync(relay.dataDir, mode)
