@@ -74,15 +74,23 @@ export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver'>, StageReplies> =
  */
 export function replyFor(stage: keyof typeof STAGE_REPLIES, verdict: Verdict): Reply {
   const base = STAGE_REPLIES[stage][verdict.action]
-  const wantClass = verdict.action === 'reject' ? 5 : verdict.action === 'tempfail' ? 4 : 2
+  const wantClass = classOf(verdict)
   // A plugin's code and status are used only when well-formed and of the verdict's class.
   const code = Number.isInteger(verdict.code) && Math.floor(verdict.code! / 100) === wantClass ? verdict.code! : base.code
-  const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && Number(verdict.status[0]) === wantClass ? verdict.status : base.status
-  // Replies are single lines: no control characters from plugin text reach the client, and no
-  // line past RFC 5321's 512 octets (§4.5.3.1.5) however much text the plugin gave.
-  const message = fitLine(String(verdict.message ?? base.message).replace(/[\x00-\x1f\x7f]+/g, ' '))
-  return { code, status, message }
+  return { code, status: statusOfClass(verdict.status, wantClass) ?? base.status, message: oneLine(verdict.message ?? base.message) }
 }
+
+/** The reply class a verdict's code and status must have: 5 for reject, 4 for tempfail, else 2. */
+const classOf = (v: Verdict) => (v.action === 'reject' ? 5 : v.action === 'tempfail' ? 4 : 2)
+
+/** A plugin's enhanced status when well-formed and of class `wantClass`, else undefined. */
+const statusOfClass = (status: unknown, wantClass: number) => (typeof status === 'string' && STATUS.test(status) && Number(status[0]) === wantClass ? status : undefined)
+
+/**
+ * Plugin text as reply text: one line (no control characters reach the client), no longer than
+ * RFC 5321's 512-octet reply line (§4.5.3.1.5) leaves room for, however much the plugin gave.
+ */
+const oneLine = (text: unknown) => fitLine(String(text).replace(/[\x00-\x1f\x7f]+/g, ' '))
 
 /** Reply text within MAX_REPLY_TEXT octets (code, status, spaces and CRLF fit in the rest of 512). */
 const MAX_REPLY_TEXT = 480
@@ -205,9 +213,8 @@ export const refusal = (r: Reply): Verdict => ({ action: r.code >= 500 ? 'reject
  * status only when of the verdict's class (5 for reject, 4 for tempfail), the text one line.
  */
 export function deliverRefusal(verdict: Verdict, plugin: string): { status: string; text: string } {
-  const wantClass = verdict.action === 'reject' ? '5' : '4'
-  const status = typeof verdict.status === 'string' && STATUS.test(verdict.status) && verdict.status[0] === wantClass ? verdict.status : `${wantClass}.0.0`
-  const message = fitLine((verdict.message ?? `${verdict.action === 'reject' ? 'Refused' : 'Deferred'} by ${plugin}`).replace(/[\x00-\x1f\x7f]+/g, ' '))
-  return { status, text: `${status} ${message}` }
+  const wantClass = classOf(verdict)
+  const status = statusOfClass(verdict.status, wantClass) ?? `${wantClass}.0.0`
+  return { status, text: `${status} ${oneLine(verdict.message ?? `${verdict.action === 'reject' ? 'Refused' : 'Deferred'} by ${plugin}`)}` }
 }
 

@@ -90,8 +90,8 @@ export const NOT_XTEXT = Symbol('relay.notXtext')
  */
 export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerAddress): 'ENVID' | 'ORCPT' | undefined {
   const args = (a.args || {}) as Record<string, string | boolean | undefined> & { [NOT_XTEXT]?: string[] }
-  const notXtext = args[NOT_XTEXT]?.find((name) => name === (command === 'MAIL FROM' ? 'ENVID' : 'ORCPT'))
-  if (notXtext) return notXtext as 'ENVID' | 'ORCPT'
+  const name = command === 'MAIL FROM' ? 'ENVID' : 'ORCPT'
+  if (args[NOT_XTEXT]?.includes(name)) return name
   if (command === 'MAIL FROM') {
     const envid = args.ENVID
     return envid !== undefined && (typeof envid !== 'string' || !/^[\x21-\x7e]{1,100}$/.test(envid)) ? 'ENVID' : undefined
