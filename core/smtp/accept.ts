@@ -22,6 +22,8 @@ import { convertReceivedTo7bit } from './seven-bit.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
 import type { PolicyStages } from './policy-stages.js'
 
+const DROPPED_FIELDS = ['Return-Path', 'Bcc', 'Resent-Bcc', 'Content-Length']
+
 /** What message acceptance uses of the relay. */
 export interface AcceptEnv {
   config: RelayConfig
@@ -176,10 +178,11 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
     headers = data.headers
   }
 
-  // RFC 5321 §4.4: the final delivery writes Return-Path from the envelope; one the client put in
-  // would claim another bounce address there. Dropped as Postfix's cleanup does (after the data
-  // hook, which judged the sender's signatures on the message as it came).
-  headers.remove('Return-Path')
+  // Dropped as Postfix's cleanup does (message_drop_headers), after the data hook, which judged the
+  // sender's signatures on the message as it came. RFC 5321 §4.4: the final delivery writes
+  // Return-Path from the envelope; Bcc names recipients the others must not see; a Content-Length
+  // is stale once fields are added.
+  for (const name of DROPPED_FIELDS) headers.remove(name)
   if (info.listener.role === 'submission') {
     if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${config.hostname}>`)
     if (!headers.has('Date')) headers.append('Date', rfc5322Date())

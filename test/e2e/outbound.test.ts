@@ -98,19 +98,23 @@ describe('outbound', () => {
     expect(mx).not.toMatch(/^Date:/im)
   })
 
-  it('removes Return-Path fields a client put in, on mx and submission alike (RFC 5321 §4.4; Postfix drops them too)', async () => {
+  it('removes Return-Path, Bcc, Resent-Bcc and Content-Length fields, on mx and submission alike (Postfix message_drop_headers)', async () => {
     // The final delivery writes Return-Path from the envelope; one passed on would claim another bounce address.
+    // Bcc names recipients the others must not see; Content-Length is stale once fields are added.
     const before = plainRx.messages.length
-    const data = 'Return-Path: <forged@evil.test>\r\nFrom: a@sender.test\r\nreturn-path:\r\n <second@evil.test>\r\nSubject: return path\r\n\r\nReturn-Path: <in-body@stays.test>\r\n'
+    const data =
+      'Return-Path: <forged@evil.test>\r\nFrom: a@sender.test\r\nreturn-path:\r\n <second@evil.test>\r\nBcc: hidden@evil.test\r\n' +
+      'To: rp@plain.test\r\nbcc:\r\n other@evil.test\r\nResent-Bcc: resent@evil.test\r\nContent-Length: 1\r\nSubject: return path\r\n\r\nReturn-Path: <in-body@stays.test>\r\nBcc: body@stays.test\r\n'
     await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['rp-sub@plain.test'], data, auth: { user: 'a@sender.test', pass: 'pw' } })
     await sendMail(relay.ports.mx!, { from: 'a@sender.test', to: ['rp-mx@plain.test'], data })
     const msgs = await plainRx.waitForMessages(before + 2, 10_000)
     for (const to of ['rp-sub@plain.test', 'rp-mx@plain.test']) {
       const raw = msgs.find((m) => m.to[0] === to)!.raw.toString()
       const [head, body] = [raw.slice(0, raw.indexOf('\r\n\r\n')), raw.slice(raw.indexOf('\r\n\r\n'))]
-      expect(head).not.toMatch(/evil\.test|^Return-Path/im)
+      expect(head).not.toMatch(/evil\.test|^Return-Path|^Bcc|^Resent-Bcc|^Content-Length/im)
       expect(head).toMatch(/^Subject: return path$/m)
-      expect(body).toContain('Return-Path: <in-body@stays.test>')
+      expect(head).toMatch(/^To: rp@plain\.test$/m)
+      expect(body).toContain('Return-Path: <in-body@stays.test>\r\nBcc: body@stays.test')
     }
   })
 
