@@ -284,7 +284,8 @@ export interface RelayOperations {
    * A figure a plugin publishes for others to export (a webhook outbox backlog, say): the admin
    * plugin's /metrics shows every registered gauge as `relay_plugin_<name>`. `name`: letters,
    * digits and _ (throws otherwise). Registering a name again replaces it (a plugin set up anew at
-   * a reload); `read` is called at each scrape, and one that throws leaves the gauge out.
+   * a reload); `read` is called at each scrape, and one that throws leaves the gauge out. A name
+   * ending in `_total` is a count that only grows, exported as a Prometheus counter.
    */
   registerGauge(name: string, help: string, read: () => number | Promise<number>): void
   gauges(): { name: string; help: string; read: () => number | Promise<number> }[]

@@ -92,10 +92,10 @@ export default definePlugin<WebhookOptions, State | undefined>({
     // open (torn down) leaves the gauge out.
     relay?.registerGauge('webhook_outbox_events', 'Webhook events in the outboxes, waiting for the endpoint to answer 2xx.', () => total((o) => o.count()))
     // Events dropped unsent since the outbox was made, by why (each drop also has a warn log line):
-    // relay_plugin_webhook_dropped_events_rejected (the endpoint refused them for good, a 4xx),
-    // _overflow (beyond maxEvents), _expired (older than maxAge).
+    // relay_plugin_webhook_dropped_events_rejected_total (the endpoint refused them for good, a 4xx),
+    // _overflow_total (beyond maxEvents), _expired_total (older than maxAge).
     for (const reason of DROP_REASONS) {
-      relay?.registerGauge(`webhook_dropped_events_${reason}`, DROP_HELP[reason], () => total((o) => o.dropped(reason)))
+      relay?.registerGauge(`webhook_dropped_events_${reason}_total`, DROP_HELP[reason], () => total((o) => o.dropped(reason)))
     }
     return { outbox, sender, events: new Set(options.events) }
   },

@@ -277,9 +277,13 @@ describe('webhook outbox bounds', () => {
     }
   }
 
-  async function metric(r: RelayProcess, name: string): Promise<number | undefined> {
+  async function scrape(r: RelayProcess): Promise<string> {
     const { url } = JSON.parse(fs.readFileSync(path.join(r.dataDir, 'admin.json'), 'utf8')) as { url: string }
-    const text = await (await fetch(url + '/metrics', { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).text()
+    return (await fetch(url + '/metrics', { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).text()
+  }
+
+  async function metric(r: RelayProcess, name: string): Promise<number | undefined> {
+    const text = await scrape(r)
     const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
     return m ? Number(m[1]) : undefined
   }
@@ -310,7 +314,7 @@ describe('webhook outbox bounds', () => {
     expect(ep.hits[0]!.path).toBe('/hooks?key=qsecret-hook-71')
     expect(ep.hits[0]!.events.map((e) => e.queueId)).toEqual([q1])
     await eventually(() => rows(r2) === 0, 5000, 'the refused batch gone')
-    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
+    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected_total')).toBe(1)
 
     // 429 (and 5xx) is not for good: retried past 3 tries, kept.
     ep.answer = 429
@@ -320,7 +324,7 @@ describe('webhook outbox bounds', () => {
     ep.answer = 200
     await eventually(() => rows(r2) === 0, 10_000, 'the outbox to empty')
     expect(ep.hits.filter((h) => h.status === 200).flatMap((h) => h.events.map((e) => e.queueId))).toEqual([q2])
-    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
+    expect(await metric(r2, 'relay_plugin_webhook_dropped_events_rejected_total')).toBe(1)
     const failed = r2.logs.filter((l) => l.msg === 'webhook POST failed; will retry')
     expect(failed.length).toBeGreaterThanOrEqual(6)
     for (const l of failed) expect(l.url).toBe(ep.url)
@@ -355,12 +359,12 @@ describe('webhook outbox bounds', () => {
     // The relay writes info lines within a tenth of a second: waited for, not looked up at once.
     await r.waitForLog((l) => /refused a batch of \d+ events as too large \(HTTP 413\); sending \d+ at a time/.test(l.msg as string), 5000)
     expect(r.logs.some((l) => /dropped unsent/.test(l.msg as string))).toBe(false)
-    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected')).toBe(0)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected_total')).toBe(0)
     // A single event the endpoint will not take even alone is still dropped after maxRejects.
     ep.answerFor = () => 413
     await accept(r, 'huge')
     await r.waitForLog((l) => /endpoint refused a batch 3 times \(HTTP 413\)/.test(l.msg as string), 10_000)
-    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected')).toBe(1)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_rejected_total')).toBe(1)
   }, 40_000)
 
   it('maxEvents: beyond it the oldest events are dropped (warn, counted); the newest are sent once the endpoint answers', async () => {
@@ -372,7 +376,9 @@ describe('webhook outbox bounds', () => {
     await eventually(() => r.logs.filter((l) => /over maxEvents/.test(l.msg as string)).reduce((n, l) => n + (l.dropped as number), 0) === 3, 5000, 'drop lines for 3 events')
     const line = r.logs.find((l) => /over maxEvents/.test(l.msg as string))!
     expect(line).toMatchObject({ level: 40, reason: 'overflow', maxEvents: 2 })
-    expect(await metric(r, 'relay_plugin_webhook_dropped_events_overflow')).toBe(3)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_overflow_total')).toBe(3)
+    // A count that only grows is a Prometheus counter (rate() and increase() work on it).
+    expect(await scrape(r)).toMatch(/^# TYPE relay_plugin_webhook_dropped_events_overflow_total counter$/m)
     ep.answer = 200
     await eventually(() => rows(r) === 0, 10_000, 'the outbox to empty')
     expect(ep.hits.filter((h) => h.status === 200).flatMap((h) => h.events.map((e) => e.queueId))).toEqual(ids.slice(3))
@@ -385,7 +391,7 @@ describe('webhook outbox bounds', () => {
     const line = await r.waitForLog((l) => /older than maxAge/.test(l.msg as string), 10_000)
     expect(line).toMatchObject({ level: 40, reason: 'expired', dropped: 1, maxAge: 1000 })
     expect(rows(r)).toBe(0)
-    expect(await metric(r, 'relay_plugin_webhook_dropped_events_expired')).toBe(1)
+    expect(await metric(r, 'relay_plugin_webhook_dropped_events_expired_total')).toBe(1)
     expect(ep.count(503)).toBeGreaterThan(0)
   }, 40_000)
 })

@@ -1,4 +1,4 @@
-import { Gauge, type Registry } from 'prom-client'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { RelayOperations } from '../../../core/index.js'
 import { relayVersion } from './build-info.js'
 
@@ -51,7 +51,7 @@ export function registerStatusGauges(registry: Registry, sources: StatusSources)
  * that scrape; one that is no longer registered is removed.
  */
 export class PluginGauges {
-  private readonly known = new Map<string, Gauge>()
+  private readonly known = new Map<string, Gauge | Counter>()
 
   constructor(
     private readonly registry: Registry,
@@ -82,11 +82,16 @@ export class PluginGauges {
           this.known.delete(name)
           return
         }
+        // A name ending in _total is a count that only grows: exported as a Prometheus counter.
+        const counter = name.endsWith('_total')
         if (!gauge) {
-          gauge = new Gauge({ name, help: g.help, registers: [this.registry] })
+          gauge = counter ? new Counter({ name, help: g.help, registers: [this.registry] }) : new Gauge({ name, help: g.help, registers: [this.registry] })
           this.known.set(name, gauge)
         }
-        gauge.set(value)
+        if (gauge instanceof Counter) {
+          gauge.reset()
+          gauge.inc(Math.max(0, value))
+        } else gauge.set(value)
       }),
     )
   }
