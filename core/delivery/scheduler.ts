@@ -19,6 +19,8 @@ import { Throttle, type RemoteRouteCounts, type Slot } from './throttle.js'
 const IDLE_SCAN_MS = 30_000
 /** When work is due but every slot for it is taken, look again this soon at the latest. */
 const BUSY_SCAN_MS = 1000
+/** A scan that failed (the queue's database unreachable) is tried again this soon, doubling to IDLE_SCAN_MS. */
+const FAILED_SCAN_MS = 1000
 
 /**
  * Takes due work from the queue within the concurrency limits (global and per destination domain)
@@ -35,6 +37,8 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   /** Told how many recipients a claim took over from expired leases (core/relay.ts: a metric). */
   onTakeover: (recipients: number) => void = () => undefined
   private again = false
+  /** Scans failed in a row: what is due when the database comes back goes then, not at the idle scan. */
+  private failedScans = 0
   private stopped = true
   /** Restart-only settings, read once: global and per-domain concurrency, the lease. */
   private readonly limits: { global: number; perDomain: number; lease: number }
@@ -156,12 +160,15 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       // Claimed while stop() ran: not started, so none outlives the queue; they stay leased and
       // the next start makes them due again (queue.recover).
       if (!this.stopped) for (const job of jobs) await this.held.admit(job)
+      this.failedScans = 0
     } catch (err) {
       this.log.error({ err }, 'queue scan failed')
+      this.failedScans++
     } finally {
       this.claiming = false
     }
     if (this.stopped) return
+    if (this.failedScans) return this.schedule(FAILED_SCAN_MS * 2 ** Math.min(this.failedScans - 1, 5))
     if (this.again || (claimed > 0 && claimed === free)) return this.schedule(0)
     const now = Date.now()
     if (nextDueAt === undefined) return this.schedule(IDLE_SCAN_MS)

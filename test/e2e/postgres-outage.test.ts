@@ -143,6 +143,27 @@ describe('PostgreSQL lost under a running relay', () => {
     await eventually(() => arrivals(mx, after.messageId) === 1, 30_000, 'message after the outage delivered')
   }, 180_000)
 
+  it('mail waiting for a retry when PostgreSQL went away is delivered soon after it is back, not at the next idle scan', async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const { proxy, mx, config } = await setup()
+    // Retries 3 s apart: the retry falls due while the database is gone, so that scan fails.
+    const relay = await startRelay({ config: { ...config, delivery: { ...config.delivery, retry: { base: '3s', factor: 1, max: '3s' } } } })
+    relays.push(relay)
+    mx.behaviour.reply = { rcpt: () => ({ code: 451, message: '4.3.0 try again later' }) }
+    const waiting = message('waiting')
+    expect(await submit(relay.port, waiting.data)).toMatch(/^250 /)
+    await relay.waitForLog((l) => l.event === 'deferred', 10_000)
+    await proxy.cut()
+    mx.behaviour.reply = {}
+    await relay.waitForLog((l) => l.msg === 'queue scan failed', 10_000)
+    await new Promise((r) => setTimeout(r, 1000))
+    await proxy.restore()
+    const back = Date.now()
+    // The idle scan comes every 30 s; a failed scan is retried within a few seconds.
+    await eventually(() => arrivals(mx, waiting.messageId) === 1, 12_000, 'the waiting message delivered after the outage')
+    console.log(`delivered ${Date.now() - back} ms after PostgreSQL came back`)
+  }, 90_000)
+
   it('unreachable at start: the node starts, answers 4xx and is not ready; once PostgreSQL is reachable it takes and delivers mail', async () => {
     if (!admin) return void skipFor(pgProblem)
     const { proxy, mx, config } = await setup()
