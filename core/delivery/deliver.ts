@@ -1,6 +1,7 @@
 // One job, one attempt, and what follows from it: the retry policy (defer, or bounce once the
 // message expired), hard-bounce suppression, the destination's backoff when it said "slow down",
-// the results with the failure DSN in one queue write, then the delivered / deferred / bounced events.
+// the results with the DSNs they owe in one queue write (one DSN per message: dsn.ts), then the
+// delivered / deferred / bounced events.
 import type { Logger } from 'pino'
 import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
@@ -8,7 +9,7 @@ import { expiredResponse, wantsDsn } from '../mail/bounce.js'
 import type { Job, Queue, RecipientResult, Suppression } from '../queue/types.js'
 import { attemptDelivery, type AttemptDeps, type AttemptResult } from './attempt.js'
 import { classify, isHardBounce } from './classify.js'
-import type { DeliveryDsns } from './dsn.js'
+import { DeliveryDsns } from './dsn.js'
 import { retryDelay } from './retry.js'
 import { Throttle } from './throttle.js'
 
@@ -36,9 +37,16 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
   const succeeded = successesToReport(job, attempts)
 
-  const bounce = bounced.length || succeeded.length ? await deps.dsns.failure(job, bounced, succeeded) : undefined
-  await queue.complete(job.message.id, results, bounce, suppress)
-  if (bounce) deps.onBounceQueued()
+  // The DSN these results owe is recorded with them; the message's last job running sends it (dsn.ts).
+  const owed = DeliveryDsns.owed(job, bounced, succeeded)
+  const done = await queue.complete(job.message.id, results.map((r) => (owed.has(r.rowId) ? { ...r, dsn: owed.get(r.rowId) } : r)), undefined, suppress)
+  if (done.dsnDue) {
+    try {
+      if (await deps.dsns.flush(job.message.id, job.message)) deps.onBounceQueued()
+    } catch (err) {
+      log.error({ err, queueId: job.message.id }, 'could not queue the DSN now; it stays owed and goes with the next check')
+    }
+  }
   for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
   for (const { name, event } of events) {

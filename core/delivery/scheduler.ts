@@ -73,7 +73,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.pool = new ConnectionPool(reuse.maxMessages, reuse.idleTimeout)
     this.throttle = new Throttle(throttle, concurrency.perDomain, lease, log)
     this.env = deliveryEnv(config, resolver)
-    this.dsns = new DeliveryDsns(() => this.config, queue, log)
+    this.dsns = new DeliveryDsns(() => this.config, queue, log, () => this.notify())
     this.delays = new DelayWarnings(() => this.config, queue, this.dsns, log, () => this.notify())
     this.leases = new InFlightLeases(queue, lease, log)
     this.held = new HeldJobs(this.throttle, {
@@ -88,6 +88,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.leases.start()
     this.notify()
     this.delays.start()
+    this.dsns.start()
   }
 
   /**
@@ -301,9 +302,9 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true
     if (this.timer) clearTimeout(this.timer)
-    const delayCheck = this.delays.stop()
+    const checks = [this.delays.stop(), this.dsns.stop()].filter((c) => c !== undefined)
     this.held.stop()
-    const all = Promise.all([...this.running, ...(delayCheck ? [delayCheck] : [])])
+    const all = Promise.all([...this.running, ...checks])
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
     await Promise.race([all, timeout])

@@ -65,6 +65,23 @@ export interface RecipientResult {
    * attempt count (and so its retry backoff) and the reputation counters stay as they were.
    */
   counted?: boolean
+  /** A DSN is owed for this recipient (its NOTIFY asks for one): recorded with the result, sent once per message (`dsnDue`). */
+  dsn?: OwedDsn
+}
+
+/** What a recipient's owed DSN needs besides its row (address, args, last response, remote host). */
+export interface OwedDsn {
+  action: 'failed' | 'delivered' | 'relayed'
+  /** RFC 3463 status the relay derived, if it did. */
+  status?: string
+  /** The response came from a remote server (Diagnostic-Code smtp), else local. */
+  remote: boolean
+}
+
+/** A message's owed DSN: the message and every recipient it is owed for. */
+export interface OwedReport {
+  message: QueuedMessage
+  recipients: { rowId: number; address: string; args?: Record<string, string | boolean>; response: string; remoteHost?: string; dsn: OwedDsn }[]
 }
 
 export interface ClaimOptions {
@@ -103,6 +120,11 @@ export interface HeartbeatResult {
 export interface CompleteResult {
   /** Every recipient of the message is final, the message left the queue. */
   finished: boolean
+  /**
+   * The message owes a DSN (results with `dsn`, these or earlier ones) and none of its recipients
+   * is in flight or due now: the caller sends it (`owedDsn`, then `sendOwedDsn`).
+   */
+  dsnDue?: boolean
 }
 
 /** A message that has waited `delayWarning` with recipients still deferred, and no warning sent yet. */
@@ -198,5 +220,18 @@ export interface Queue {
    * if the message is still queued and not marked before; resolves with whether it was marked now.
    */
   markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean>
+  /**
+   * The message's owed DSN, unless none is owed or a recipient of it is in flight or due now (its
+   * attempt's complete reports `dsnDue`).
+   */
+  owedDsn(queueId: string, now: number): Promise<OwedReport | undefined>
+  /** Messages with an owed DSN and nothing in flight or due (left by a crash between complete and sendOwedDsn), at most `limit`. */
+  owedDsnMessages(now: number, limit: number): Promise<string[]>
+  /**
+   * Clears the owed marks of `rowIds` and queues `dsn` (none: the DSN was dropped) in one write, and
+   * removes the message once nothing is pending or owed; false, with nothing written, when one of
+   * them is not owed any more (another node or pass sent it).
+   */
+  sendOwedDsn(queueId: string, rowIds: number[], dsn?: NewMessage): Promise<boolean>
   close(): Promise<void>
 }

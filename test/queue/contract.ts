@@ -446,6 +446,85 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       })
     })
 
+    describe('owed DSNs (one per message)', () => {
+      const failed = { action: 'failed' as const, remote: true }
+
+      it("a job's owed DSN waits while another job of the message is in flight; the last complete is told, and it is queued once", async () => {
+        const now = Date.now()
+        const [d1, d2, d3] = [domain(), domain(), domain()]
+        const m = message({ recipients: [`x@${d1}`, `y@${d2}`, `z@${d3}`], receivedAt: now })
+        const [x, y, z] = await q.enqueue(m)
+        expect(jobsFor((await claimAt(now + 1)).jobs, m.id)).toHaveLength(3)
+        const bounced = (rowId: number, status: string) => ({ rowId, state: 'bounced' as const, response: `550 ${status} no`, remoteHost: `mx${rowId}.test[127.0.0.9]:25`, category: 'bad-mailbox' as const, dsn: { ...failed, status } })
+        expect(await q.complete(m.id, [bounced(x!, '5.1.1')])).toEqual({ finished: false })
+        expect(await q.owedDsn(m.id, Date.now())).toBeUndefined()
+        expect(await q.owedDsnMessages(Date.now(), 100)).not.toContain(m.id)
+        // Deferred to later: holds nothing back.
+        expect(await q.complete(m.id, [{ rowId: y!, state: 'deferred', response: '450 busy', nextAttemptAt: now + 3_600_000 }])).toEqual({ finished: false })
+        expect(await q.complete(m.id, [bounced(z!, '5.7.1')])).toEqual({ finished: false, dsnDue: true })
+        const owed = await q.owedDsn(m.id, Date.now())
+        expect(owed?.message.id).toBe(m.id)
+        expect(owed?.message.headers.toString('latin1')).toBe(m.headers.toString('latin1'))
+        expect(owed?.recipients).toEqual([
+          { rowId: x, address: `x@${d1}`, response: '550 5.1.1 no', remoteHost: `mx${x}.test[127.0.0.9]:25`, dsn: { ...failed, status: '5.1.1' } },
+          { rowId: z, address: `z@${d3}`, response: '550 5.7.1 no', remoteHost: `mx${z}.test[127.0.0.9]:25`, dsn: { ...failed, status: '5.7.1' } },
+        ])
+        // What a crash between complete and sendOwedDsn leaves is found again.
+        expect(await q.owedDsnMessages(Date.now(), 100)).toContain(m.id)
+        const dsn = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id } })
+        expect(await q.sendOwedDsn(m.id, [x!, z!], dsn)).toBe(true)
+        expect(await q.sendOwedDsn(m.id, [x!, z!], message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id } }))).toBe(false)
+        expect(await q.owedDsn(m.id, Date.now())).toBeUndefined()
+        expect(await q.owedDsnMessages(Date.now(), 100)).not.toContain(m.id)
+        const ids = (await q.list()).map((e) => e.id)
+        expect(ids.filter((id) => id !== m.id)).toEqual([dsn.id])
+        expect(ids).toContain(m.id) // y is still deferred
+      })
+
+      it('a message whose recipients are all final stays queued until its owed DSN is sent, then leaves with its body', async () => {
+        const now = Date.now()
+        const data = randomBytes(100 * 1024)
+        const file = await spoolFile(data)
+        const m = message({ recipients: [`gone@${domain()}`, `ok@${domain()}`], body: { file }, bodyBytes: data.length, receivedAt: now })
+        const [gone, ok] = await q.enqueue(m)
+        await claimAt(now + 1)
+        expect(await q.complete(m.id, [{ rowId: ok!, state: 'delivered', response: '250 ok', dsn: { action: 'relayed', remote: true } }])).toEqual({ finished: false })
+        expect(await q.complete(m.id, [{ rowId: gone!, state: 'bounced', response: '550 5.1.1 no', dsn: failed }])).toEqual({ finished: false, dsnDue: true })
+        expect(await q.show(m.id)).toBeDefined()
+        const owed = await q.owedDsn(m.id, Date.now())
+        expect(owed?.recipients.map((r) => r.dsn.action)).toEqual(['failed', 'relayed'])
+        expect(await readBody(q, owed!.message)).toEqual(data)
+        // Dropped (the untrusted-sender limit): the marks go all the same.
+        expect(await q.sendOwedDsn(m.id, [gone!, ok!])).toBe(true)
+        expect(await q.show(m.id)).toBeUndefined()
+        expect(fs.existsSync(file)).toBe(false)
+      })
+
+      if (!shared) return
+
+      it('two nodes completing the last two jobs of one message at once: exactly one is told to send its DSN, and it goes once', async () => {
+        const [a, b] = await Promise.all([node!(unique('node-a-')), node!(unique('node-b-'))])
+        for (let round = 0; round < 5; round++) {
+          const now = Date.now()
+          const m = message({ recipients: [`one@${domain()}`, `two@${domain()}`], receivedAt: now })
+          const rows = await q.enqueue(m)
+          const claimOne = (n: Queue) => n.claim({ limit: 1, perDomain: 100, inFlight: {}, leaseMs: 60_000, now: now + 1 })
+          const [jobA] = jobsFor((await claimOne(a)).jobs, m.id)
+          const [jobB] = jobsFor((await claimOne(b)).jobs, m.id)
+          expect([jobA, jobB].map((j) => j?.recipients.length)).toEqual([1, 1])
+          const fail = (j: Job) => j.recipients.map((r) => ({ rowId: r.rowId, state: 'bounced' as const, response: '550 5.1.1 no', dsn: failed }))
+          const done = await Promise.all([a.complete(m.id, fail(jobA!)), b.complete(m.id, fail(jobB!))])
+          expect(done.filter((r) => r.dsnDue)).toHaveLength(1)
+          const dsns = [a, b].map(() => message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id } }))
+          const sent = await Promise.all([a.sendOwedDsn(m.id, rows, dsns[0]), b.sendOwedDsn(m.id, rows, dsns[1])])
+          expect(sent.filter(Boolean)).toHaveLength(1)
+          expect(await q.show(m.id)).toBeUndefined()
+          expect((await q.list()).filter((e) => e.sender === '' && dsns.some((d) => d.id === e.id))).toHaveLength(1)
+          for (const e of await q.list()) await q.remove(e.id)
+        }
+      })
+    })
+
     describe('heartbeat (cluster liveness)', () => {
       /** Short, so a test can outwait it; the relay's default is 30 s (queue.heartbeat.deadAfter). */
       const DEAD_AFTER = 300

@@ -1,10 +1,10 @@
 // Recording delivery results for a batch of completes in one transaction: a handful of
 // statements however many messages the batch holds.
 import type pg from 'pg'
-import type { NewMessage, RecipientResult, Suppression } from '../types.js'
+import type { CompleteResult, NewMessage, RecipientResult, Suppression } from '../types.js'
 import { insertGenerated } from './insert.js'
 import { upsertSuppressions } from './suppressions.js'
-import { bareMessageId, domainOf, HOUR, PENDING } from './sql.js'
+import { bareMessageId, domainOf, HOUR, owed, PENDING, waiting } from './sql.js'
 
 export interface CompleteItem {
   queueId: string
@@ -15,11 +15,12 @@ export interface CompleteItem {
 
 /**
  * Applies the completes in one transaction on `c` (a pipelined connection: BEGIN goes out with the
- * lock, COMMIT with the last statements); gives, per item, whether it finished its message.
+ * lock, COMMIT with the last statements); gives, per item, whether it finished its message and
+ * whether the message's owed DSN is now its caller's to send.
  */
 export async function completeMany(
   c: pg.PoolClient, s: string, nodeId: string, items: CompleteItem[], now: number, onLost?: (items: CompleteItem[]) => void,
-): Promise<boolean[]> {
+): Promise<CompleteResult[]> {
   const ids = [...new Set(items.map((i) => i.queueId))]
   // The message rows' locks make completes of one message (its domains, on several nodes) take
   // turns, so the last one sees every other's result and removes the message. Taken in id order,
@@ -64,13 +65,28 @@ export async function completeMany(
   const recorded = results.length ? c.query(recordResults(s, results, now)) : undefined
   // Its own statement, so it sees the results just recorded (and those of any complete that held a lock before).
   const finishing = found.length ? c.query<{ id: string }>(removeFinished(s, found.map((m) => m.id))) : undefined
+  // Under the messages' locks: of two nodes finishing one message's last jobs, the second sees the first's results.
+  const owing = found.length ? c.query<{ id: string }>(dsnDue(s, found.map((m) => m.id), now)) : undefined
   // An error in any statement fails this (COMMIT then only ends the aborted transaction).
-  const [, done] = await Promise.all([recorded, finishing, c.query('COMMIT')])
+  const [, done, due] = await Promise.all([recorded, finishing, owing, c.query('COMMIT')])
   const removed = new Set(done?.rows.map((r) => r.id))
+  const owes = new Set(due?.rows.map((r) => r.id))
   // A message already gone counts as finished (as for a lone complete); one removed here is
-  // finished by the last of its completes in the batch.
+  // finished by the last of its completes in the batch, which also sends its owed DSN.
   const lastOf = new Map(kept.map((i) => [i.queueId, i]))
-  return items.map((i) => !messages.has(i.queueId) || (keep.has(i) && removed.has(i.queueId) && lastOf.get(i.queueId) === i))
+  return items.map((i) => {
+    const last = keep.has(i) && lastOf.get(i.queueId) === i
+    return { finished: !messages.has(i.queueId) || (last && removed.has(i.queueId)), ...(last && owes.has(i.queueId) ? { dsnDue: true } : {}) }
+  })
+}
+
+/** The messages that owe a DSN nobody in flight will send. */
+function dsnDue(s: string, ids: string[], now: number): pg.QueryConfig {
+  return {
+    name: `relay-complete-dsn-${s}`,
+    text: `SELECT id FROM ${s}.messages m WHERE id = ANY($1::text[]) AND ${owed(s)} AND NOT ${waiting(s, '$2')}`,
+    values: [ids, now],
+  }
 }
 
 interface LockedMessage {
@@ -84,13 +100,13 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
   return {
     name: `relay-complete-${s}`,
     text: `WITH r AS (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $13::int[])
-         AS t(queue_id, id, state, response, remote_host, next_attempt, category, sender, sender_domain, mid, inc)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $13::int[], $14::jsonb[])
+         AS t(queue_id, id, state, response, remote_host, next_attempt, category, sender, sender_domain, mid, inc, dsn)
      ),
      done AS (
        UPDATE ${s}.recipients x SET state = r.state, attempts = x.attempts + r.inc, last_response = r.response,
          remote_host = r.remote_host, next_attempt = r.next_attempt, leased_by = NULL, lease_until = NULL,
-         updated_at = $11, category = r.category
+         updated_at = $11, category = r.category, dsn = r.dsn
        FROM r WHERE x.id = r.id AND x.message_id = r.queue_id
        RETURNING x.id, x.message_id, x.address, x.domain, x.state, x.last_response, x.remote_host, x.category, r.sender, r.sender_domain, r.mid, r.inc
      ),
@@ -119,16 +135,17 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
       now, Math.floor(now / HOUR) * HOUR,
       // A wait at the relay's own route cap is no attempt (RecipientResult.counted).
       results.map(({ r }) => (r.counted === false ? 0 : 1)),
+      results.map(({ r }) => (r.dsn ? JSON.stringify(r.dsn) : null)),
     ],
   }
 }
 
-/** Removes the messages none of whose recipients is pending any more (bodies and history go with them). */
+/** Removes the messages none of whose recipients is pending any more nor owed a DSN (bodies and history go with them). */
 function removeFinished(s: string, ids: string[]): pg.QueryConfig {
   return {
     name: `relay-complete-remove-${s}`,
     text: `DELETE FROM ${s}.messages m WHERE id = ANY($1::text[])
-           AND NOT EXISTS (SELECT 1 FROM ${s}.recipients r WHERE r.message_id = m.id AND r.${PENDING})
+           AND NOT EXISTS (SELECT 1 FROM ${s}.recipients r WHERE r.message_id = m.id AND (r.${PENDING} OR r.dsn IS NOT NULL))
            RETURNING id`,
     values: [ids],
   }

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream'
 import type pg from 'pg'
 import type { Logger } from 'pino'
 import type {
-  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, Queue,
+  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, OwedReport, Queue,
   QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecentAttempt, RecipientResult, StatsRow, Suppression,
 } from '../types.js'
 import { migrate, quoteSchema } from './schema.js'
@@ -27,6 +27,7 @@ import * as recent from './recent.js'
 import * as reputation from './reputation.js'
 import * as suppressions from './suppressions.js'
 import * as delay from './delay.js'
+import * as owed from './owed.js'
 
 /**
  * Group commit: up to 200 enqueues (or completes, or look-ups) in one statement or transaction;
@@ -68,7 +69,7 @@ export class PgQueue implements Queue {
     await this.opening.whenOpen()
     return insertMessages(this.pool, this.s, this.nodeId, rows)
   }, BATCH)
-  private readonly completes = new GroupCommit<CompleteItem, boolean>(
+  private readonly completes = new GroupCommit<CompleteItem, CompleteResult>(
     (items) => this.session((c) => completeMany(c, this.s, this.nodeId, items, Date.now(), (lost) => this.lostResults(lost)), true),
     BATCH,
   )
@@ -180,9 +181,9 @@ export class PgQueue implements Queue {
     if (this.closed) throw new Error('queue is closed')
     // Checked here, so a bad bounce fails this caller only, not the batch it would join.
     if (bounce && !('inline' in bounce.body)) throw new Error('queue: generated messages carry their body inline')
-    const finished = await this.completes.add({ queueId, results, bounce, suppress })
+    const done = await this.completes.add({ queueId, results, bounce, suppress })
     this.prune(Date.now())
-    return { finished }
+    return done
   }
 
   /** Drops counters and sent-log entries older than `retention`, at most hourly. */
@@ -325,6 +326,21 @@ export class PgQueue implements Queue {
 
   markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
     return delay.markDelayNotified(this.db, queueId, dsn)
+  }
+
+  // --- owed DSNs (one per message) ---------------------------------------------------------
+
+  owedDsn(queueId: string, now: number): Promise<OwedReport | undefined> {
+    return owed.owedDsn(this.db, queueId, now)
+  }
+
+  owedDsnMessages(now: number, limit: number): Promise<string[]> {
+    return owed.owedDsnMessages(this.db, now, limit)
+  }
+
+  sendOwedDsn(queueId: string, rowIds: number[], dsn?: NewMessage): Promise<boolean> {
+    if (dsn && !('inline' in dsn.body)) return Promise.reject(new Error('queue: generated messages carry their body inline'))
+    return owed.sendOwedDsn(this.db, queueId, rowIds, dsn)
   }
 
   async close(): Promise<void> {

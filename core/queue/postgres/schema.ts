@@ -115,6 +115,12 @@ const MIGRATIONS: ((s: string) => string)[] = [
     ALTER TABLE ${s}.attempts ADD COLUMN message_id text, ADD COLUMN sender text, ADD COLUMN recipient text;
     CREATE INDEX attempts_at ON ${s}.attempts (at, id);
   `,
+  // A DSN owed for a recipient with a final result (core/delivery/dsn.ts): sent once per message,
+  // when nothing else of it is in flight or due. The message stays until it is sent.
+  (s) => `
+    ALTER TABLE ${s}.recipients ADD COLUMN dsn jsonb;
+    CREATE INDEX recipients_dsn ON ${s}.recipients (message_id) WHERE dsn IS NOT NULL;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -18,6 +18,11 @@ export interface PgContext {
 }
 
 export const PENDING = `state IN ('queued','deferred')`
+/** For a query on messages m (`now`: a parameter): a recipient of m is in flight, or due now and m is not held. */
+export const waiting = (s: string, now: string) =>
+  `EXISTS (SELECT 1 FROM ${s}.recipients w WHERE w.message_id = m.id AND w.${PENDING} AND (w.leased_by IS NOT NULL OR (w.next_attempt <= ${now} AND m.held_at IS NULL)))`
+/** For a query on messages m: a recipient of m has a DSN owed. */
+export const owed = (s: string) => `EXISTS (SELECT 1 FROM ${s}.recipients o WHERE o.message_id = m.id AND o.dsn IS NOT NULL)`
 export const HOUR = 3_600_000
 /** Bodies up to this size go inline in the message row; larger ones into body_chunks. */
 export const INLINE_MAX = 128 * 1024

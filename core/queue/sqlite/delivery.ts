@@ -4,7 +4,7 @@ import type { ClaimOptions, ClaimResult, DelayCandidate, Job, NewMessage, Recipi
 import { count } from './reputation.js'
 import { suppress as addSuppressions } from './suppressions.js'
 import { dueRows } from './due.js'
-import { bareMessageId, domainOf, hourOf, json, NOT_HELD, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
+import { bareMessageId, domainOf, hourOf, json, NOT_HELD, parse, PENDING, toMessage, WAITING, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
 export function enqueue(q: Sqlite, m: NewMessage, leaseUntil?: number): number[] {
   q.stmt(
@@ -86,9 +86,9 @@ export function renewLeases(q: Sqlite, rowIds: number[], until: number): number 
 }
 
 /** Returns the body file to remove when the message has left the queue. */
-export function complete(q: Sqlite, queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
+export function complete(q: Sqlite, queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; dsnDue?: boolean; bodyFile?: string } {
   const update = q.stmt(
-    `UPDATE recipients SET state = ?, attempts = attempts + ?, last_response = ?, remote_host = ?, next_attempt = ?, leased = 0, updated_at = ?, category = ?
+    `UPDATE recipients SET state = ?, attempts = attempts + ?, last_response = ?, remote_host = ?, next_attempt = ?, leased = 0, updated_at = ?, category = ?, dsn = ?
      WHERE id = ? AND message_id = ? RETURNING domain, address`,
   )
   const history = q.stmt(`INSERT INTO attempts (recipient_id, message_id, at, state, response, remote_host, category, sender, recipient) VALUES (?,?,?,?,?,?,?,?,?)`)
@@ -97,7 +97,7 @@ export function complete(q: Sqlite, queueId: string, results: RecipientResult[],
   const senderDomain = m && m.sender !== '' ? domainOf(m.sender) : undefined
   for (const r of results) {
     const counted = r.counted !== false
-    const row = update.get(r.state, counted ? 1 : 0, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, r.rowId, queueId) as { domain: string; address: string } | undefined
+    const row = update.get(r.state, counted ? 1 : 0, r.response, r.remoteHost ?? null, r.nextAttemptAt ?? now, now, r.category ?? null, json(r.dsn), r.rowId, queueId) as { domain: string; address: string } | undefined
     if (!row) continue // removed meanwhile (relay queue remove)
     history.run(r.rowId, queueId, now, r.state, r.response, r.remoteHost ?? null, r.category ?? null, m?.sender ?? '', row.address)
     if (senderDomain !== undefined && counted) count(q, hourOf(now), senderDomain, row.domain, r.state, r.state === 'delivered' ? '' : (r.category ?? ''))
@@ -105,7 +105,10 @@ export function complete(q: Sqlite, queueId: string, results: RecipientResult[],
   if (bounce) enqueue(q, bounce)
   if (suppress?.length) addSuppressions(q, suppress, now)
   const pending = q.stmt(`SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND ${PENDING}`).get(queueId) as { n: number }
-  if (pending.n > 0) return { finished: false }
+  // A message that owes a DSN stays until it is queued (owed.ts).
+  const owed = q.stmt(`SELECT EXISTS (SELECT 1 FROM recipients o WHERE o.message_id = m.id AND o.dsn IS NOT NULL) AND NOT ${WAITING} AS due FROM messages m WHERE m.id = ?`).get(now, queueId) as { due: number } | undefined
+  const due = Boolean(owed?.due)
+  if (pending.n > 0 || due) return { finished: false, dsnDue: due }
   deleteMessage(q, queueId)
   return { finished: true, bodyFile: m?.body_file ?? undefined }
 }

@@ -14,6 +14,7 @@ import type {
   HeartbeatResult,
   MessageDetail,
   NewMessage,
+  OwedReport,
   Queue,
   QueueEntry,
   QueuedMessage,
@@ -143,9 +144,9 @@ export class SqliteQueue implements Queue {
   }
 
   async complete(queueId: string, results: RecipientResult[], bounce?: NewMessage, suppress?: Suppression[]): Promise<CompleteResult> {
-    const r = await this.call<{ finished: boolean; bodyFile?: string }>('complete', queueId, results, bounce, Date.now(), suppress)
+    const r = await this.call<{ finished: boolean; dsnDue?: boolean; bodyFile?: string }>('complete', queueId, results, bounce, Date.now(), suppress)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)
-    return { finished: r.finished }
+    return { finished: r.finished, ...(r.dsnDue ? { dsnDue: true } : {}) }
   }
 
   recover(now: number, queueIds?: string[]): Promise<number> {
@@ -243,6 +244,25 @@ export class SqliteQueue implements Queue {
 
   markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
     return this.call('markDelayNotified', queueId, dsn, Date.now())
+  }
+
+  async owedDsn(queueId: string, now: number): Promise<OwedReport | undefined> {
+    const r = await this.call<OwedReport | null>('owedDsn', queueId, now)
+    if (!r) return undefined
+    const m = r.message
+    m.headers = toBuffer(m.headers)
+    if ('inline' in m.body) m.body = { inline: toBuffer(m.body.inline) }
+    return r
+  }
+
+  owedDsnMessages(now: number, limit: number): Promise<string[]> {
+    return this.call('owedDsnMessages', now, limit)
+  }
+
+  async sendOwedDsn(queueId: string, rowIds: number[], dsn?: NewMessage): Promise<boolean> {
+    const r = await this.call<{ sent: boolean; bodyFile?: string }>('sendOwedDsn', queueId, rowIds, dsn)
+    if (r.bodyFile) await this.spool.remove(r.bodyFile)
+    return r.sent
   }
 
   async close(): Promise<void> {

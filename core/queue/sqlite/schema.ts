@@ -92,6 +92,10 @@ export const MIGRATIONS: readonly string[] = [
   // kept by triggers in the same transaction as the rows they count (counts.ts), the oldest message
   // by index, recovery at start over leased rows only, spool files by index, due work per domain.
   QUEUE_COUNTS,
+  // A DSN owed for a recipient with a final result (core/delivery/dsn.ts): sent once per message,
+  // when nothing else of it is in flight or due. The message stays until it is sent.
+  `ALTER TABLE recipients ADD COLUMN dsn TEXT;
+   CREATE INDEX recipients_dsn ON recipients(message_id) WHERE dsn IS NOT NULL;`,
 ]
 
 /** Brings the database up to the newest schema, one migration per transaction. */

@@ -7,6 +7,7 @@ import type {
   DelayCandidate,
   MessageDetail,
   NewMessage,
+  OwedReport,
   QueueEntry,
   QueueFilter,
   QueueSummary,
@@ -20,6 +21,7 @@ import { migrate } from './schema.js'
 import { statementCache, type Sqlite } from './sql.js'
 import * as delivery from './delivery.js'
 import * as operator from './operator.js'
+import * as owed from './owed.js'
 import * as recent from './recent.js'
 import * as reputation from './reputation.js'
 import * as suppressions from './suppressions.js'
@@ -59,7 +61,7 @@ export class SqliteStore {
   }
 
   /** Returns the body file to remove when the message has left the queue. */
-  complete(queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; bodyFile?: string } {
+  complete(queueId: string, results: RecipientResult[], bounce: NewMessage | undefined, now: number, suppress?: Suppression[]): { finished: boolean; dsnDue?: boolean; bodyFile?: string } {
     return delivery.complete(this.q, queueId, results, bounce, now, suppress)
   }
 
@@ -77,6 +79,19 @@ export class SqliteStore {
 
   bodyFiles(): string[] {
     return delivery.bodyFiles(this.q)
+  }
+
+  owedDsn(queueId: string, now: number): OwedReport | undefined {
+    return owed.owedDsn(this.q, queueId, now)
+  }
+
+  owedDsnMessages(now: number, limit: number): string[] {
+    return owed.owedDsnMessages(this.q, now, limit)
+  }
+
+  /** Returns whether it was sent, and the body file to remove when the message has left the queue. */
+  sendOwedDsn(queueId: string, rowIds: number[], dsn: NewMessage | undefined): { sent: boolean; bodyFile?: string } {
+    return owed.sendOwedDsn(this.q, queueId, rowIds, dsn)
   }
 
   // --- operators ------------------------------------------------------------------------------

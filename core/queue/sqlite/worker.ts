@@ -28,6 +28,9 @@ type Op =
   | 'listSuppressed'
   | 'delayCandidates'
   | 'markDelayNotified'
+  | 'owedDsn'
+  | 'owedDsnMessages'
+  | 'sendOwedDsn'
 
 export type Request = { [K in Op]: { id: number; op: K; args: Parameters<SqliteStore[K]> } }[Op]
 
