@@ -19,6 +19,8 @@ export interface DeliverDeps extends AttemptDeps {
   dsns: DeliveryDsns
   /** A DSN was queued: delivery has work. */
   onBounceQueued: () => void
+  /** Delivery is stopping: a result that cannot be written is left to the lease. */
+  stopping?: () => boolean
 }
 
 type EventName = 'delivered' | 'deferred' | 'bounced'
@@ -37,13 +39,42 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const succeeded = successesToReport(job, attempts)
 
   const bounce = bounced.length || succeeded.length ? await deps.dsns.failure(job, bounced, succeeded) : undefined
-  await queue.complete(job.message.id, results, bounce, suppress)
+  await record(job, () => queue.complete(job.message.id, results, bounce, suppress), deps)
   if (bounce) deps.onBounceQueued()
   for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
   for (const { name, event } of events) {
     // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
+  }
+}
+
+/** Waits between tries to write an attempt's results: doubling from the first to the last. */
+const RECORD_RETRY_MS = { first: 250, max: 5000 }
+
+/**
+ * Writes the attempt's results (and its DSN) to the queue, tried again while the queue refuses
+ * (database locked by another process, disk full) for as long as this process delivers: the
+ * recipients stay leased to it meanwhile (their leases are renewed), so mail the next hop took is
+ * not sent again and mail it deferred is not left until the lease runs out. At stop, or after half
+ * the lease, a result that still cannot be written is left to the lease (at-least-once).
+ */
+async function record(job: Job, write: () => Promise<unknown>, deps: DeliverDeps): Promise<void> {
+  let wait = RECORD_RETRY_MS.first
+  // Bounded well inside the lease: a write that may have landed after all (its answer lost) is not
+  // tried for ever.
+  const until = Date.now() + deps.config.delivery.lease / 2
+  for (let tries = 1; ; tries++) {
+    try {
+      await write()
+      if (tries > 1) deps.log.info({ queueId: job.message.id, domain: job.domain, tries }, 'delivery results written to the queue after it refused them')
+      return
+    } catch (err) {
+      if (deps.stopping?.() || Date.now() + wait > until) throw err
+      if (tries === 1) deps.log.warn({ err, queueId: job.message.id, domain: job.domain }, 'writing delivery results to the queue failed; trying again (the recipients stay leased to this delivery)')
+      await new Promise((resolve) => setTimeout(resolve, wait).unref())
+      wait = Math.min(wait * 2, RECORD_RETRY_MS.max)
+    }
   }
 }
 
