@@ -1,6 +1,7 @@
 // One job, one attempt, and what follows from it: the retry policy (defer, or bounce once the
 // message expired), hard-bounce suppression, the destination's backoff when it said "slow down",
 // the results with the failure DSN in one queue write, then the delivered / deferred / bounced events.
+import fsp from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
@@ -33,6 +34,8 @@ const oneLine = (s: string, max = 300) => {
 export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const { queue, hooks, log } = deps
   const started = Date.now()
+  const lost = await lostBody(job)
+  if (lost) return holdLost(job, lost, deps)
   const attempts = await inTransactions(job, deps)
   const now = Date.now()
   const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
@@ -47,6 +50,36 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
     // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
   }
+}
+
+/**
+ * What is wrong with the message's spool file, when it is not the body the queue took: gone (an
+ * operator, a cleanup job, a restore without the spool) or not its size (damaged). Such a message
+ * cannot be sent as it was accepted, now or later: it is not offered to any next hop.
+ */
+async function lostBody(job: Job): Promise<string | undefined> {
+  const { body, size, headers } = job.message
+  if (!('file' in body)) return undefined
+  const want = size - headers.length
+  try {
+    const got = (await fsp.stat(body.file)).size
+    return got === want ? undefined : `its spool file ${body.file} has ${got} bytes, not the ${want} of the body queued`
+  } catch (err) {
+    return `its spool file ${body.file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`
+  }
+}
+
+/**
+ * A message whose body is lost is held (as Postfix moves a damaged queue file aside): not retried
+ * for days and bounced with a confusing reason, never sent cut short. Its recipients say why; the
+ * operator restores the file and releases it, or bounces (the DSN returns the headers) or deletes it.
+ */
+async function holdLost(job: Job, problem: string, deps: DeliverDeps): Promise<void> {
+  const response = `4.3.0 Message held: ${problem}; restore it and release the message, or bounce or delete it`
+  deps.log.error({ queueId: job.message.id, domain: job.domain, problem }, 'message held: its body is lost from the spool')
+  // Held first: no scan takes it again between the two writes.
+  await record(job, () => deps.queue.hold(job.message.id), deps)
+  await record(job, () => deps.queue.complete(job.message.id, job.recipients.map((r) => ({ rowId: r.rowId, state: 'deferred', response, category: 'other', counted: false }))), deps)
 }
 
 /** Waits between tries to write an attempt's results: doubling from the first to the last. */
