@@ -2,6 +2,7 @@
 // message expired), hard-bounce suppression, the destination's backoff when it said "slow down",
 // the results with the DSNs they owe in one queue write (one DSN per message: dsn.ts), then the
 // delivered / deferred / bounced events.
+import fsp from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { BounceCategory, DeliveryEvent } from '../hooks/types.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
@@ -20,6 +21,8 @@ export interface DeliverDeps extends AttemptDeps {
   dsns: DeliveryDsns
   /** A DSN was queued: delivery has work. */
   onBounceQueued: () => void
+  /** Delivery is stopping: a result that cannot be written is left to the lease. */
+  stopping?: () => boolean
 }
 
 type EventName = 'delivered' | 'deferred' | 'bounced'
@@ -32,6 +35,8 @@ const oneLine = (s: string, max = 300) => {
 export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   const { queue, hooks, log } = deps
   const started = Date.now()
+  const lost = await lostBody(job)
+  if (lost) return holdLost(job, lost, deps)
   const attempts = await inTransactions(job, deps)
   const now = Date.now()
   const { results, bounced, suppress, events } = settle(job, attempts, started, now, deps)
@@ -39,7 +44,7 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
 
   // The DSN these results owe is recorded with them; the message's last job running sends it (dsn.ts).
   const owed = DeliveryDsns.owed(job, bounced, succeeded)
-  const done = await queue.complete(job.message.id, results.map((r) => (owed.has(r.rowId) ? { ...r, dsn: owed.get(r.rowId) } : r)), undefined, suppress)
+  const done = await record(job, () => queue.complete(job.message.id, results.map((r) => (owed.has(r.rowId) ? { ...r, dsn: owed.get(r.rowId) } : r)), undefined, suppress), deps)
   if (done.dsnDue) {
     try {
       if (await deps.dsns.flush(job.message.id, job.message)) deps.onBounceQueued()
@@ -52,6 +57,65 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   for (const { name, event } of events) {
     // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
     await hooks.emit(name, event)
+  }
+}
+
+/**
+ * What is wrong with the message's spool file, when it is not the body the queue took: gone (an
+ * operator, a cleanup job, a restore without the spool) or not its size (damaged). Such a message
+ * cannot be sent as it was accepted, now or later: it is not offered to any next hop.
+ */
+async function lostBody(job: Job): Promise<string | undefined> {
+  const { body, size, headers } = job.message
+  if (!('file' in body)) return undefined
+  const want = size - headers.length
+  try {
+    const got = (await fsp.stat(body.file)).size
+    return got === want ? undefined : `its spool file ${body.file} has ${got} bytes, not the ${want} of the body queued`
+  } catch (err) {
+    return `its spool file ${body.file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`
+  }
+}
+
+/**
+ * A message whose body is lost is held (as Postfix moves a damaged queue file aside): not retried
+ * for days and bounced with a confusing reason, never sent cut short. Its recipients say why; the
+ * operator restores the file and releases it, or bounces (the DSN returns the headers) or deletes it.
+ */
+async function holdLost(job: Job, problem: string, deps: DeliverDeps): Promise<void> {
+  const response = `4.3.0 Message held: ${problem}; restore it and release the message, or bounce or delete it`
+  deps.log.error({ queueId: job.message.id, domain: job.domain, problem }, 'message held: its body is lost from the spool')
+  // Held first: no scan takes it again between the two writes.
+  await record(job, () => deps.queue.hold(job.message.id), deps)
+  await record(job, () => deps.queue.complete(job.message.id, job.recipients.map((r) => ({ rowId: r.rowId, state: 'deferred', response, category: 'other', counted: false }))), deps)
+}
+
+/** Waits between tries to write an attempt's results: doubling from the first to the last. */
+const RECORD_RETRY_MS = { first: 250, max: 5000 }
+
+/**
+ * Writes the attempt's results (and its DSN) to the queue, tried again while the queue refuses
+ * (database locked by another process, disk full) for as long as this process delivers: the
+ * recipients stay leased to it meanwhile (their leases are renewed), so mail the next hop took is
+ * not sent again and mail it deferred is not left until the lease runs out. At stop, or after half
+ * the lease, a result that still cannot be written is left to the lease (at-least-once).
+ */
+async function record<T>(job: Job, write: () => Promise<T>, deps: DeliverDeps): Promise<T> {
+  let wait = RECORD_RETRY_MS.first
+  // Bounded well inside the lease: a write that may have landed after all (its answer lost) is not
+  // tried for ever.
+  const until = Date.now() + deps.config.delivery.lease / 2
+  for (let tries = 1; ; tries++) {
+    try {
+      const written = await write()
+      if (tries > 1) deps.log.info({ queueId: job.message.id, domain: job.domain, tries }, 'delivery results written to the queue after it refused them')
+      return written
+    } catch (err) {
+      if (deps.stopping?.() || Date.now() + wait > until) throw err
+      if (tries === 1) deps.log.warn({ err, queueId: job.message.id, domain: job.domain }, 'writing delivery results to the queue failed; trying again (the recipients stay leased to this delivery)')
+      await new Promise((resolve) => setTimeout(resolve, wait).unref())
+      wait = Math.min(wait * 2, RECORD_RETRY_MS.max)
+    }
   }
 }
 

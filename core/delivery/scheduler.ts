@@ -285,7 +285,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   private deliver(job: Job): Promise<void> {
     const { config, resolver, hooks, pool, throttle, env, queue, log, dsns } = this
-    return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.newWork() })
+    return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.newWork(), stopping: () => this.stopped })
   }
 
   /** Route caps for SMTP worker processes: counted here, for the whole relay (core/workers). */

@@ -83,3 +83,42 @@ it('a missing or empty queue database beside spooled bodies stops the start with
     expect(fs.existsSync(db) ? fs.statSync(db).size : 0).toBe(0)
   }
 })
+
+it('a queued message whose spool file is gone or cut short is held with the reason, never sent short or retried for days; other mail flows', async () => {
+  const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
+  receivers.push(mx)
+  const relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' } },
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+    },
+  })
+  relays.push(relay)
+  const spool = path.join(relay.dataDir, 'spool')
+  const ids: string[] = []
+  for (const n of [6, 7]) {
+    const reply = (await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(n) })).lastReply
+    expect(reply).toMatch(/^250 /)
+    ids.push(/queued as (\S+)/.exec(reply)![1]!)
+  }
+  await eventually(() => fs.readdirSync(spool).length === 2, 5000, 'two queued bodies in the spool')
+  await eventually(() => ids.every((id) => relay.logs.some((l) => l.event === 'deferred' && l.queueId === id)), 10_000, 'the first attempts over')
+  // An operator's slip, a cleanup job, a damaged disk: one body gone, one cut short.
+  fs.rmSync(path.join(spool, ids[0]!))
+  fs.truncateSync(path.join(spool, ids[1]!), 1000)
+  mx.setBehaviour({})
+  const held = async () => {
+    const r = await runCliAsync(['queue', 'list', '--state', 'held', '--json', '--config', relay.configFile])
+    return (JSON.parse(r.stdout) as { id: string; recipients: { lastResponse?: string }[] }[]).filter((m) => m.recipients.every((r) => /^4\.3\.0 Message held: its spool file /.test(r.lastResponse ?? '')))
+  }
+  await eventually(async () => (await held()).length === 2, 15_000, 'both messages held with the reason')
+  const [gone, short] = ids.map(async (id) => (await held()).find((m) => m.id === id)!.recipients[0]!.lastResponse)
+  expect(await gone).toMatch(/cannot be read \(ENOENT\)/)
+  expect(await short).toMatch(/has 1000 bytes, not the \d+ of the body queued/)
+  // The next hop never got either (no message cut short); new mail is delivered as before.
+  expect((await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(8) })).lastReply).toMatch(/^250 /)
+  await eventually(() => mx.messages.length === 1, 10_000, 'the new message at the MX')
+  expect(mx.messages.map((m) => /^Subject: (.*)$/m.exec(m.raw.toString('latin1'))?.[1]?.trim())).toEqual(['big 8'])
+  expect(relay.logs.filter((l) => l.msg === 'message held: its body is lost from the spool').map((l) => l.queueId).sort()).toEqual([...ids].sort())
+})

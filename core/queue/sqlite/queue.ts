@@ -88,7 +88,7 @@ export class SqliteQueue implements Queue {
         if (!p) continue
         this.pending.delete(r.id)
         if (r.ok) p.resolve(r.result)
-        else p.reject(new Error(r.error.startsWith('queue ') ? r.error : `queue ${r.error}`))
+        else p.reject(Object.assign(new Error(r.error.startsWith('queue ') ? r.error : `queue ${r.error}`), r.code ? { code: r.code } : {}))
       }
     })
     this.worker.on('error', (err) => this.failAll((this.dead = asError(err, file))))

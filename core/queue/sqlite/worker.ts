@@ -34,7 +34,8 @@ type Op =
 
 export type Request = { [K in Op]: { id: number; op: K; args: Parameters<SqliteStore[K]> } }[Op]
 
-export type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string }
+/** A failure carries SQLite's code (SQLITE_FULL: the client is told 452 4.3.1, as for a full spool). */
+export type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string; code?: string }
 
 export interface WorkerOptions {
   file: string
@@ -99,7 +100,8 @@ if (parentPort) {
         const result = store.db.transaction(() => (store[r.op] as (...a: unknown[]) => unknown)(...r.args))()
         out.push({ id: r.id, ok: true, result })
       } catch (err) {
-        out.push({ id: r.id, ok: false, error: describeError(err, file).message })
+        const { message, code } = describeError(err, file)
+        out.push({ id: r.id, ok: false, error: message, code })
       }
     }
     return out
@@ -115,8 +117,8 @@ if (parentPort) {
       // before it writes cannot fail with SQLITE_BUSY when another process (the CLI) wrote meanwhile.
       responses = apply.immediate(requests)
     } catch (err) {
-      const { message } = describeError(err, file)
-      responses = requests.map((r) => ({ id: r.id, ok: false, error: message }))
+      const { message, code } = describeError(err, file)
+      responses = requests.map((r) => ({ id: r.id, ok: false, error: message, code }))
     }
     port.postMessage(responses)
   }
