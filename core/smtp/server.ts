@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 import { acceptProxyProtocol } from './proxy.js'
+import { guardArrivals, type ArrivalGuard } from './arrivals.js'
 import type { ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
 
@@ -14,10 +15,10 @@ export interface Listener extends ListenerInfo {
   proxyProtocol: string[]
 }
 
-/** The SMTP command callbacks, and whether any plugin does AUTH. */
-export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean }
+/** The SMTP command callbacks, whether any plugin does AUTH, and the count of arriving connections (core/smtp/arrivals.ts). */
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean; arrivals: Pick<ArrivalGuard, 'arrive' | 'settle'> }
 
-export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, ...handlers }: Handlers): SMTPServer {
+export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, arrivals, ...handlers }: Handlers): SMTPServer {
   const server = new SMTPServer({
     name: c.hostname,
     banner: 'Relay',
@@ -61,6 +62,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     const timeoutMs = Math.min(10_000, c.smtp.socketTimeout)
     acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
   }
+  // After the PROXY header (its client address counts), before the TLS handshake and the reverse lookup.
+  guardArrivals(server, { ...arrivals, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
   return server
 }
 
