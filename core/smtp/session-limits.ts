@@ -137,6 +137,7 @@ export class SessionLimits {
 
   /** The session closed: its count and its time limit go. */
   release(session: SMTPServerSession): void {
+    this.settle(session.id)
     const held = this.held.get(session)
     if (!held) return
     if (held.pending) held.closed = true

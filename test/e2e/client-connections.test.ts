@@ -288,10 +288,14 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     await tlsRelay.waitForLog((l) => l.msg === 'too many connections from one client: refused' && l.client === '127.0.0.50' && l.limit === 5)
   })
 
-  it('implicit TLS: a handshake not finished within smtp.firstCommandTimeout (2s here) is closed, not after socketTimeout', async () => {
+  it('implicit TLS: a handshake not finished within smtp.firstCommandTimeout (2s here) is closed, not after socketTimeout, and its slot is free again', async () => {
     const state = flood(tlsRelay.ports.submission!, 3)
     await eventually(() => state.closed.every(Boolean), 10_000, 'the relay to close the silent handshakes')
     await tlsRelay.waitForLog((l) => l.msg === 'client connection failed' && l.client === '127.0.0.50' && /handshake timeout/i.test(String(l.error)))
+    // Their slots are free again: the same address is served.
+    const { client, greeting } = await connectRaw(tlsRelay.ports.submission!, '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' }, '127.0.0.50')
+    expect(greeting).toMatch(/^220 /)
+    client.close()
   })
 
   it('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220', async () => {
