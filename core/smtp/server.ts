@@ -4,7 +4,8 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 import { acceptProxyProtocol } from './proxy.js'
-import { guardArrivals, type ArrivalGuard } from './arrivals.js'
+import { guardArrivals } from './arrivals.js'
+import type { ClientChecks } from './session-limits.js'
 import type { ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
 
@@ -15,10 +16,10 @@ export interface Listener extends ListenerInfo {
   proxyProtocol: string[]
 }
 
-/** The SMTP command callbacks, whether any plugin does AUTH, and the count of arriving connections (core/smtp/arrivals.ts). */
-export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean; arrivals: Pick<ArrivalGuard, 'arrive' | 'settle'> }
+/** The SMTP command callbacks, whether any plugin does AUTH, and the checks of client addresses (SessionLimits.clients). */
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean; clients: ClientChecks }
 
-export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, arrivals, ...handlers }: Handlers): SMTPServer {
+export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, clients, ...handlers }: Handlers): SMTPServer {
   const server = new SMTPServer({
     name: c.hostname,
     banner: 'Relay',
@@ -46,6 +47,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
     // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
     maxErrors: c.smtp.maxErrors,
+    // Clients in smtp.trustedNetworks are not held to the limit of MAIL without a message (core/smtp/patches.ts 14).
+    trustedClient: clients.trusted,
     onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
     firstCommandTimeout: c.smtp.firstCommandTimeout,
     onImproperPipelining: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'improper pipelining: message data before the 354 reply to DATA; closing the session'),
@@ -63,7 +66,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
   }
   // After the PROXY header (its client address counts), before the TLS handshake and the reverse lookup.
-  guardArrivals(server, { ...arrivals, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
+  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
   return server
 }
 

@@ -25,6 +25,9 @@ export interface SharedClientCounts {
   release(key: string): void
 }
 
+/** See SessionLimits.clients(). */
+export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle'> & { trusted(ip: string): boolean }
+
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
   private readonly perClient = new Map<string, number>()
@@ -52,10 +55,11 @@ export class SessionLimits {
   constructor(private readonly log: Logger) {}
 
   /**
-   * What a listener's guard of arriving connections asks (core/smtp/arrivals.ts), with the limits of
-   * `limits(ip)` (the config now; undefined: a trusted client, not counted).
+   * What a listener asks of its clients, with the limits of `limits(ip)` (the config now; undefined:
+   * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
+   * and whether a client is trusted (exempt from the limit of MAIL commands without a message, core/smtp/patches.ts 14).
    */
-  arrivals(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): Pick<ArrivalGuard, 'arrive' | 'settle'> {
+  clients(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): ClientChecks {
     return {
       arrive: (id, address) => {
         const ip = unmapIp(address)
@@ -63,6 +67,7 @@ export class SessionLimits {
         return c && this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, c.smtp.clientIpv6Prefix)
       },
       settle: (id) => this.settle(id),
+      trusted: (address) => limits(unmapIp(address)) === undefined,
     }
   }
 

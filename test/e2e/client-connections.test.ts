@@ -204,6 +204,25 @@ describe('smtp.maxConnectionsPerClient', () => {
   })
 })
 
+describe('MAIL commands without a message (core/smtp/patches.ts 14)', () => {
+  it('a client in smtp.trustedNetworks is not cut off after 120 of them; its untrusted neighbour is (maxErrors 20)', async () => {
+    const loop = async (from: string) => {
+      const { client } = await open(capped.ports.mx!, from)
+      await client.command('EHLO client.test')
+      for (let i = 0; i < 130; i++) {
+        const reply = await client.command(`MAIL FROM:<loop${i}@client.test>`).catch((e: Error) => e.message)
+        if (!reply.startsWith('250 ')) return { at: i + 1, reply }
+        await client.command('RSET')
+      }
+      return { at: 0, reply: 'all taken' }
+    }
+    expect(await loop('127.0.0.70')).toEqual({ at: 0, reply: 'all taken' })
+    const cut = await loop('127.0.0.1')
+    expect(cut.at).toBe(120)
+    expect(cut.reply).toMatch(/^421 4\.7\.0 .*Too many errors/)
+  })
+})
+
 describe('smtp.firstCommandTimeout', () => {
   it('a connection that says nothing is closed with 421 4.4.2 after the timeout (1s here), not after socketTimeout', async () => {
     const started = Date.now()
