@@ -1,20 +1,13 @@
-// Connections on their way in. From accept (after a PROXY header) until onConnect counts it for its
-// client (core/smtp/session-limits.ts), a connection already holds a slot of smtp.maxClients: during
-// an implicit-TLS handshake, the reverse lookup (up to 1.5 s) and the connect hook. Without a count
-// there, one address that opens connections and never finishes the handshake (or whose PTR lookups
-// hang) took every slot, and the next client was refused or reset. So they are counted per client
-// at accept too (as Postfix counts at accept): over smtp.maxConnectionsPerClient on their way in,
-// the connection is refused at once (421 4.7.0 on plain text; closed before a TLS handshake, where
-// nothing can be written), with no handshake and no DNS query. An implicit-TLS handshake must end
-// within smtp.firstCommandTimeout, not smtp.socketTimeout (5 minutes).
+// Connections on their way in (an implicit-TLS handshake, the reverse lookup) already hold a slot of
+// smtp.maxClients before onConnect counts them per client (session-limits.ts). They are counted per
+// client from accept too, as Postfix does: over smtp.maxConnectionsPerClient the next is refused at
+// once (421 4.7.0; closed before a TLS handshake), and an implicit-TLS handshake must end within
+// smtp.firstCommandTimeout, not smtp.socketTimeout.
 import type { Socket } from 'node:net'
 import type { SMTPServer } from 'smtp-server'
 import { replyText, type Reply } from '../hooks/verdict.js'
 
-interface SocketOptions {
-  id: string
-  remoteAddress?: string
-}
+type SocketOptions = { id: string; remoteAddress?: string }
 
 /** What the guard reads of smtp-server 3.21's SMTPServer (pinned; see STACK.md). */
 interface ServerInternals {

@@ -31,11 +31,7 @@ export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle'> & { trusted(i
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
   private readonly perClient = new Map<string, number>()
-  /**
-   * Connections accepted and not counted above yet (an implicit-TLS handshake, the reverse lookup,
-   * the connect hook: core/smtp/arrivals.ts), per client key; and the key of each, by session id.
-   * Local to this process, also with workers: it bounds what one client holds on its way in here.
-   */
+  /** Connections not admitted yet (core/smtp/arrivals.ts) per client key, in this process; and each one's key by session id. */
   private readonly arriving = new Map<string, number>()
   private readonly arrivalKeys = new Map<string, string>()
   /** Every open session with a count or a time limit (released at close). */
