@@ -90,6 +90,8 @@ class MimeWalker {
   private ordinal = 0
   /** Open multiparts, innermost last. */
   private readonly multiparts: Entity[] = []
+  /** The depths (indexes in `multiparts`) of the open multiparts with each boundary, innermost last. */
+  private readonly depths = new Map<string, number[]>()
   /** The entity whose body lines arrive (undefined while a header is read). */
   private current: Entity | undefined
   /** The entity a header being read belongs under. */
@@ -143,18 +145,19 @@ class MimeWalker {
       return
     }
     if (!continued && this.multiparts.length && line.length >= 3 && line[0] === 0x2d && line[1] === 0x2d) {
-      const text = line.toString('latin1').replace(/[ \t]+$/, '')
-      for (let i = this.multiparts.length - 1; i >= 0; i--) {
-        const multipart = this.multiparts[i]!
-        const b = multipart.boundary!
-        if (text !== `--${b}` && text !== `--${b}--`) continue
+      // Trailing white space trimmed by hand (/[ \t]+$/ is quadratic in a long run of spaces inside the line).
+      let end = line.length
+      while (end > 2 && (line[end - 1] === 0x20 || line[end - 1] === 0x09)) end--
+      const found = this.delimiter(line.toString('latin1', 0, end))
+      if (found) {
+        const multipart = this.multiparts[found.depth]!
         this.v.boundary(this.current, line, eol)
-        if (text === `--${b}--`) {
+        if (found.close) {
           // Its epilogue follows, as body lines of the multipart.
-          this.multiparts.length = i
+          this.closeFrom(found.depth)
           this.current = multipart
         } else {
-          this.multiparts.length = i + 1
+          this.closeFrom(found.depth + 1)
           this.parent = multipart
           this.current = undefined
         }
@@ -164,6 +167,32 @@ class MimeWalker {
     this.v.body(this.current, line, eol)
   }
 
+  /** The depth of the innermost open multipart whose delimiter `text` is (`--b`; `--b--`: close), found by boundary (not one comparison per open multipart and line). */
+  private delimiter(text: string): { depth: number; close: boolean } | undefined {
+    const innermost = (boundary: string) => this.depths.get(boundary)?.at(-1) ?? -1
+    const open = innermost(text.slice(2))
+    const close = text.length >= 4 && text.endsWith('--') ? innermost(text.slice(2, -2)) : -1
+    if (open < 0 && close < 0) return undefined
+    return close > open ? { depth: close, close: true } : { depth: open, close: false }
+  }
+
+  private openMultipart(multipart: Entity): void {
+    const depths = this.depths.get(multipart.boundary!)
+    if (depths) depths.push(this.multiparts.length)
+    else this.depths.set(multipart.boundary!, [this.multiparts.length])
+    this.multiparts.push(multipart)
+  }
+
+  /** Closes the open multiparts from `depth` in. */
+  private closeFrom(depth: number): void {
+    while (this.multiparts.length > depth) {
+      const boundary = this.multiparts.pop()!.boundary!
+      const depths = this.depths.get(boundary)!
+      depths.pop()
+      if (!depths.length) this.depths.delete(boundary)
+    }
+  }
+
   private endHeader(separator: boolean): void {
     const raw = Buffer.concat([...this.headerLines, ...(separator ? [CRLF] : [])])
     const entity = entityOf(this.ordinal++, raw.toString('latin1'), this.parent)
@@ -171,7 +200,7 @@ class MimeWalker {
     this.headerSize = 0
     this.v.header(entity, raw)
     if (entity.type.startsWith('multipart/') && entity.boundary) {
-      this.multiparts.push(entity)
+      this.openMultipart(entity)
       this.current = entity
     } else if (entity.type === 'message/rfc822' || entity.type === 'message/global') {
       // The enclosed message's header follows at once.
@@ -227,7 +256,8 @@ export async function scan8bit(message: Readable): Promise<EightBitScan> {
     }
     const kind = entity.cte === 'quoted-printable' ? 'escape' : entity.cte === 'base64' ? 'strip' : entity.type.startsWith('text/') && !long ? 'quoted-printable' : 'base64'
     scan.convert.set(entity.ordinal, kind)
-    for (let p = entity.parent; p; p = p.parent) scan.containers.add(p.ordinal)
+    // A container already in the set has its own containers in it too: each is added once.
+    for (let p = entity.parent; p && !scan.containers.has(p.ordinal); p = p.parent) scan.containers.add(p.ordinal)
   }
   return scan
 }

@@ -32,7 +32,10 @@ export function headerAddresses(value: string): string[] {
   for (const text of decoded === value ? [value] : [value, decoded]) {
     for (const run of text.match(RUN) ?? []) {
       // `@host` of a route and a sentence's closing dot are not part of an address.
-      const token = run.replace(/^@+/, '').replace(/\.+$/, '')
+      // (Trailing dots trimmed by hand: /\.+$/ is quadratic in a long run of dots inside the token.)
+      let end = run.length
+      while (end > 0 && run[end - 1] === '.') end--
+      const token = run.slice(0, end).replace(/^@+/, '')
       if (token.includes('@') && !token.endsWith('@')) out.add(token)
     }
   }

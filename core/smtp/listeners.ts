@@ -78,6 +78,7 @@ export class SmtpListeners {
       const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
       const server = createSmtpServer(this.config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
         hasAuth: this.hooks.has('auth'),
+        clients: this.limits.clients((ip) => (this.trustedNetwork(ip) ? undefined : this.config)),
         onConnect: (session, cb) => void this.onConnect(session, listener).then(() => cb(), cb),
         onSecure: (_socket, session, cb) => {
           this.offerCommands(session, listener, true)
@@ -153,9 +154,8 @@ export class SmtpListeners {
   }
 
   private state(session: SMTPServerSession): SessionState {
-    let s = this.sessions.get(session)
-    if (!s) this.sessions.set(session, (s = { authFailures: 0, notes: new SessionNotes() }))
-    return s
+    if (!this.sessions.has(session)) this.sessions.set(session, { authFailures: 0, notes: new SessionNotes() })
+    return this.sessions.get(session)!
   }
 
   /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */

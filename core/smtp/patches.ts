@@ -52,6 +52,11 @@
 //    args (a hidden property) for the relay's DSN parameter check (core/smtp/session.ts): 501 5.5.4.
 // 13. smtp-server compares `MAIL FROM` with what comes before the colon as it is, so `MAIL  FROM:<a>`
 //    (two spaces) was "Bad sender address syntax"; Postfix takes it. Runs of spaces there become one.
+// 14. After 100 MAIL commands since the session's last accepted message (transactions begun and
+//    given up, as Postfix's smtpd_junk_command_limit counts RSET), each one counts as an error towards
+//    `maxErrors`. A MAIL/RSET (or MAIL/EHLO) loop ran the sender checks (SPF: DNS queries for a
+//    domain the client chose) thousands of times a second per connection for the whole session; now
+//    it ends after ~120. Clients in smtp.trustedNetworks (server option `trustedClient`) are exempt.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
@@ -59,6 +64,9 @@ import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { NOT_XTEXT } from './session.js'
 
+/** MAIL commands after the last accepted message before each counts as an error (patch 14; Postfix's junk limit). */
+const ABANDONED_LIMIT = 100
+const MAIL = /^MAIL(?:\s|$)/i
 /** Recipients over smtp.maxRecipients refused with 452 before those refusals count as errors (Postfix's default). */
 const RECIPIENT_OVERSHOOT = 1000
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
@@ -106,6 +114,7 @@ interface ConnectionInternals {
       maxClients?: number
       greetingDelay?: number
       maxErrors?: number
+      trustedClient?: (ip: string) => boolean
       onTooManyErrors?: (session: unknown) => void
       authOptional?: boolean
       authAfterStartTls?: boolean
@@ -127,6 +136,9 @@ interface ConnectionInternals {
   _unauthenticatedCommands: number
   _relayErrors?: number
   _relayOvershoot?: number
+  _relayMails?: number
+  _relayTrusted?: boolean
+  remoteAddress: string
   _closing?: boolean
   _closed?: boolean
   _firstCommandTimer?: NodeJS.Timeout
@@ -229,6 +241,7 @@ export function patchSmtpServer(): void {
       onTooManyErrors?.(this.session)
       return send.call(this, 421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
     }
+    if (code === 250 && context === 'DATA_OK') this._relayMails = 0
     if (typeof data === 'string' && ENHANCED.test(data)) return send.call(this, code, data, false)
     return send.call(this, code, data, context)
   }
@@ -261,6 +274,14 @@ export function patchSmtpServer(): void {
     if (this._firstCommandTimer) {
       clearTimeout(this._firstCommandTimer)
       this._firstCommandTimer = undefined
+    }
+    const { maxErrors, onTooManyErrors } = this._server.options
+    const mail = !this._nextHandler && maxErrors && MAIL.test(command.toString('latin1', 0, 5))
+    if (mail && (this._relayMails = (this._relayMails ?? 0) + 1) > ABANDONED_LIMIT && !(this._relayTrusted ??= this._server.options.trustedClient?.(this.remoteAddress) ?? false)) {
+      if ((this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
+        onTooManyErrors?.(this.session)
+        return this.send(421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
+      }
     }
     const max = this._maxAllowedUnauthenticatedCommands
     if (this._ready && !this._upgrading && !this._nextHandler && max !== false && !this.session.user && !this._server.options.authOptional && this._isDisabled('AUTH')) {

@@ -4,6 +4,8 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 import { acceptProxyProtocol } from './proxy.js'
+import { guardArrivals } from './arrivals.js'
+import type { ClientChecks } from './session-limits.js'
 import type { ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
 
@@ -14,10 +16,10 @@ export interface Listener extends ListenerInfo {
   proxyProtocol: string[]
 }
 
-/** The SMTP command callbacks, and whether any plugin does AUTH. */
-export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean }
+/** The SMTP command callbacks, whether any plugin does AUTH, and the checks of client addresses (SessionLimits.clients). */
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean; clients: ClientChecks }
 
-export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, ...handlers }: Handlers): SMTPServer {
+export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, clients, ...handlers }: Handlers): SMTPServer {
   const server = new SMTPServer({
     name: c.hostname,
     banner: 'Relay',
@@ -45,6 +47,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
     // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
     maxErrors: c.smtp.maxErrors,
+    // Clients in smtp.trustedNetworks are not held to the limit of MAIL without a message (core/smtp/patches.ts 14).
+    trustedClient: clients.trusted,
     onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
     firstCommandTimeout: c.smtp.firstCommandTimeout,
     onImproperPipelining: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'improper pipelining: message data before the 354 reply to DATA; closing the session'),
@@ -61,6 +65,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     const timeoutMs = Math.min(10_000, c.smtp.socketTimeout)
     acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
   }
+  // After the PROXY header (its client address counts), before the TLS handshake and the reverse lookup.
+  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
   return server
 }
 

@@ -6,6 +6,8 @@ import type { Logger } from 'pino'
 import { CORE_REPLIES, replyText, type Reply } from '../hooks/verdict.js'
 import { sendToSessions } from './server-internals.js'
 import { clientKey, DEFAULT_IPV6_PREFIX } from '../net/client-key.js'
+import type { ArrivalGuard } from './arrivals.js'
+import { unmapIp } from './session.js'
 
 /** What a session holds: the client key it counts against, when its time is up. */
 interface Held {
@@ -23,9 +25,15 @@ export interface SharedClientCounts {
   release(key: string): void
 }
 
+/** See SessionLimits.clients(). */
+export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle'> & { trusted(ip: string): boolean }
+
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
   private readonly perClient = new Map<string, number>()
+  /** Connections not admitted yet (core/smtp/arrivals.ts) per client key, in this process; and each one's key by session id. */
+  private readonly arriving = new Map<string, number>()
+  private readonly arrivalKeys = new Map<string, string>()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
   /**
@@ -43,10 +51,50 @@ export class SessionLimits {
   constructor(private readonly log: Logger) {}
 
   /**
+   * What a listener asks of its clients, with the limits of `limits(ip)` (the config now; undefined:
+   * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
+   * and whether a client is trusted (exempt from the limit of MAIL commands without a message, core/smtp/patches.ts 14).
+   */
+  clients(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): ClientChecks {
+    return {
+      arrive: (id, address) => {
+        const ip = unmapIp(address)
+        const c = limits(ip)
+        return c && this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, c.smtp.clientIpv6Prefix)
+      },
+      settle: (id) => this.settle(id),
+      trusted: (address) => limits(unmapIp(address)) === undefined,
+    }
+  }
+
+  /** A connection from `ip` was accepted: the refusal when its client already has `max` on their way in. */
+  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined {
+    const key = clientKey(ip, ipv6Prefix)
+    const arriving = this.arriving.get(key) ?? 0
+    if (arriving >= max) {
+      this.log.warn({ session: id, client: ip, key, arriving, limit: max }, 'too many connections from one client: refused')
+      return CORE_REPLIES.tooManyConnections(hostname, ip)
+    }
+    this.arriving.set(key, arriving + 1)
+    this.arrivalKeys.set(id, key)
+  }
+
+  /** The connection `id` is no longer on its way in: its session is counted (admit), or it closed. */
+  settle(id: string): void {
+    const key = this.arrivalKeys.get(id)
+    if (key === undefined) return
+    this.arrivalKeys.delete(id)
+    const arriving = (this.arriving.get(key) ?? 1) - 1
+    if (arriving > 0) this.arriving.set(key, arriving)
+    else this.arriving.delete(key)
+  }
+
+  /**
    * Counts the session against the client key of `ip` (IPv6: its /`ipv6Prefix` network); the
    * refusal (421, naming the address itself) when that key already has `max` open.
    */
   admit(session: SMTPServerSession, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined | Promise<Reply | undefined> {
+    this.settle(session.id)
     const key = clientKey(ip, ipv6Prefix)
     if (this.shared) return this.admitShared(this.shared, session, ip, key, max, hostname)
     const open = this.perClient.get(key) ?? 0
@@ -90,6 +138,7 @@ export class SessionLimits {
 
   /** The session closed: its count and its time limit go. */
   release(session: SMTPServerSession): void {
+    this.settle(session.id)
     const held = this.held.get(session)
     if (!held) return
     if (held.pending) held.closed = true

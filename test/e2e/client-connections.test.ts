@@ -4,10 +4,12 @@
 // closed after smtp.firstCommandTimeout instead of the 5-minute socket timeout.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
+import dgram from 'node:dgram'
 import net from 'node:net'
 import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { makeCa, type TestCa } from '../harness/tls.js'
 
 let capped: RelayProcess // defaults: 50 per client; an mx and a submission listener; 127.0.0.70 trusted
 let proxied: RelayProcess // behind a PROXY protocol balancer (127.0.0.1), 2 per client
@@ -202,6 +204,25 @@ describe('smtp.maxConnectionsPerClient', () => {
   })
 })
 
+describe('MAIL commands without a message (core/smtp/patches.ts 14)', () => {
+  it('a client in smtp.trustedNetworks is not cut off after 120 of them; its untrusted neighbour is (maxErrors 20)', async () => {
+    const loop = async (from: string) => {
+      const { client } = await open(capped.ports.mx!, from)
+      await client.command('EHLO client.test')
+      for (let i = 0; i < 130; i++) {
+        const reply = await client.command(`MAIL FROM:<loop${i}@client.test>`).catch((e: Error) => e.message)
+        if (!reply.startsWith('250 ')) return { at: i + 1, reply }
+        await client.command('RSET')
+      }
+      return { at: 0, reply: 'all taken' }
+    }
+    expect(await loop('127.0.0.70')).toEqual({ at: 0, reply: 'all taken' })
+    const cut = await loop('127.0.0.1')
+    expect(cut.at).toBe(120)
+    expect(cut.reply).toMatch(/^421 4\.7\.0 .*Too many errors/)
+  })
+})
+
 describe('smtp.firstCommandTimeout', () => {
   it('a connection that says nothing is closed with 421 4.4.2 after the timeout (1s here), not after socketTimeout', async () => {
     const started = Date.now()
@@ -220,5 +241,89 @@ describe('smtp.firstCommandTimeout', () => {
     await sleep(1800)
     expect(client.isClosed()).toBe(false)
     expect(await client.command('NOOP')).toMatch(/^250 /)
+  })
+})
+
+// Before the session starts (an implicit-TLS handshake, the reverse lookup) a connection already
+// holds a slot of smtp.maxClients: one address must not be able to take them all there either,
+// and a handshake that never finishes must not hold its slot for smtp.socketTimeout (5 minutes).
+describe('connections on their way in (TLS handshake, reverse lookup)', () => {
+  let ca: TestCa
+  let tlsRelay: RelayProcess // implicit TLS; maxClients 30, 5 per client, firstCommandTimeout 2s
+  let lookups: RelayProcess // reverse lookups against a DNS server that never answers; maxClients 30, 5 per client
+  let silentDns: dgram.Socket
+  const attackers: net.Socket[] = []
+
+  /** `n` raw TCP connections from 127.0.0.50 that send nothing; each one's received text and whether it closed. */
+  function flood(port: number, n: number): { text: string[]; closed: boolean[] } {
+    const state = { text: Array<string>(n).fill(''), closed: Array<boolean>(n).fill(false) }
+    for (let i = 0; i < n; i++) {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.50' })
+      attackers.push(s)
+      s.on('data', (d) => (state.text[i] += d.toString('latin1')))
+      s.on('error', () => undefined)
+      s.on('close', () => (state.closed[i] = true))
+    }
+    return state
+  }
+
+  beforeAll(async () => {
+    ca = makeCa()
+    const cert = ca.issue(['relay.test'])
+    silentDns = dgram.createSocket('udp4')
+    await new Promise<void>((resolve) => silentDns.bind(0, '127.0.0.1', resolve))
+    const limits = { maxClients: 30, maxConnectionsPerClient: 5 }
+    ;[tlsRelay, lookups] = await Promise.all([
+      startRelay({
+        config: {
+          listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
+          tls: { cert: cert.cert, key: cert.key },
+          smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
+        },
+      }),
+      startRelay({ config: { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } } }),
+    ])
+  })
+
+  afterEach(() => {
+    for (const s of attackers) s.destroy()
+    attackers.length = 0
+  })
+
+  afterAll(async () => {
+    await Promise.all([tlsRelay, lookups].map((r) => r?.stop()))
+    silentDns?.close()
+  })
+
+  it('implicit TLS: 40 connections from one address that never start the handshake hold 5 slots, not all 30; another client gets its 220', async () => {
+    const port = tlsRelay.ports.submission!
+    const state = flood(port, 40)
+    // The relay has taken them in: those over a limit are closed at once.
+    await eventually(() => state.closed.filter(Boolean).length >= 10, 5000, 'the relay to close the connections over a limit')
+    const { client, greeting } = await connectRaw(port, '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' }, '127.0.0.1')
+    expect(greeting).toMatch(/^220 /)
+    client.close()
+    expect(state.closed.filter(Boolean).length).toBe(35)
+    await tlsRelay.waitForLog((l) => l.msg === 'too many connections from one client: refused' && l.client === '127.0.0.50' && l.limit === 5)
+  })
+
+  it('implicit TLS: a handshake not finished within smtp.firstCommandTimeout (2s here) is closed, not after socketTimeout, and its slot is free again', async () => {
+    const state = flood(tlsRelay.ports.submission!, 3)
+    await eventually(() => state.closed.every(Boolean), 10_000, 'the relay to close the silent handshakes')
+    await tlsRelay.waitForLog((l) => l.msg === 'client connection failed' && l.client === '127.0.0.50' && /handshake timeout/i.test(String(l.error)))
+    // Their slots are free again: the same address is served.
+    const { client, greeting } = await connectRaw(tlsRelay.ports.submission!, '127.0.0.1', 5000, { ca: ca.caPem, servername: 'relay.test' }, '127.0.0.50')
+    expect(greeting).toMatch(/^220 /)
+    client.close()
+  })
+
+  it('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220', async () => {
+    const state = flood(lookups.port, 40)
+    await eventually(() => state.text.filter((t) => t.startsWith('421 ')).length >= 10, 5000, '421 replies to the connections over a limit')
+    const { client, greeting } = await open(lookups.port, '127.0.0.1')
+    expect(greeting).toMatch(/^220 /)
+    client.close()
+    const refused = state.text.filter((t) => /^421 4\.7\.0 \S+ Too many connections from 127\.0\.0\.50, try again later\r\n$/.test(t))
+    expect(refused.length).toBe(35)
   })
 })

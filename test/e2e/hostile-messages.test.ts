@@ -22,6 +22,8 @@ const MAX_NOOP_MS = 1000
 let dns: TestDns
 let authorKey: string
 let mx: TestReceiver
+/** The MX of old.test: no 8BITMIME, so 8-bit messages go to it converted to 7-bit (every message scanned for 8-bit parts). */
+let old: TestReceiver
 let relay: RelayProcess
 /** Verifies every signature (maxSignatures 10,000) with a 2 s hookTimeout: its checks run past their time. */
 let slow: RelayProcess
@@ -79,12 +81,12 @@ async function withNoopProbe<T>(tag: string, work: () => Promise<T>): Promise<{ 
 }
 
 /** Sends `data` from a hostile client on a raw session; returns the reply to the final dot, then checks the session still works. */
-async function sendHostile(data: string, to = relay): Promise<string> {
+async function sendHostile(data: string, to = relay, rcpt = 'rcpt@local.test'): Promise<string> {
   const { client } = await connectRaw(to.port, '127.0.0.1', 5000, undefined, '127.0.0.22')
   try {
     expect(await client.command('EHLO hostile.example.test')).toMatch(/^250 /m)
     expect(await client.command('MAIL FROM:<mallory@example.test>')).toMatch(/^250 /)
-    expect(await client.command('RCPT TO:<rcpt@local.test>')).toMatch(/^250 /)
+    expect(await client.command(`RCPT TO:<${rcpt}>`)).toMatch(/^250 /)
     expect(await client.command('DATA')).toMatch(/^354 /)
     const reply = client.read(60_000)
     client.send(dotStuff(data))
@@ -110,13 +112,16 @@ beforeAll(async () => {
   const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
   authorKey = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
   mx = await startReceiver({ host: '127.0.0.3' })
+  old = await startReceiver({ host: '127.0.0.4', port: mx.port, serverOptions: { hide8BITMIME: true } })
   dns = await startDns({
     'local.test': { MX: [{ exchange: 'mx.local.test', priority: 10 }] },
     'mx.local.test': { A: ['127.0.0.3'] },
+    'old.test': { MX: [{ exchange: 'mx.old.test', priority: 10 }] },
+    'mx.old.test': { A: ['127.0.0.4'] },
     'sel._domainkey.dkim.test': { TXT: [`v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`] },
   })
   const common = {
-    localDomains: ['local.test'],
+    localDomains: ['local.test', 'old.test'],
     dns: { servers: [dns.server], timeout: '500ms' },
     delivery: { port: mx.port, connectTimeout: '2s' },
     smtp: { reverseLookup: false },
@@ -129,7 +134,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([relay?.stop(), slow?.stop()])
-  await Promise.all([dns?.close(), mx?.close()])
+  await Promise.all([dns?.close(), mx?.close(), old?.close()])
 })
 
 describe('hostile messages beside a NOOP-ing session', () => {
@@ -278,5 +283,37 @@ describe('a signature whose h= names a huge number of header fields', () => {
     expect(performance.now() - started).toBeLessThan(4000)
     const raw = (await delivered('huge-ams')).raw.toString('latin1')
     expect(raw).toMatch(/\r\nAuthentication-Results: relay\.test;[^]*arc=fail/)
+  }, 60_000)
+})
+
+// Work that grew with the square of what a client sent: a regular expression trimming a run at the
+// end of a text (each position of a long run tried again), and a MIME walk that compared every line
+// starting with "--" with the boundary of every open multipart. A message of a megabyte or two
+// held the event loop for minutes (and was scanned again at each delivery attempt).
+describe('shapes whose cost used to grow with the square of their size', () => {
+  it('an Authentication-Results field whose authserv-id is 900,000 characters (mail-auth strips forged ones): 250, the other session answered', async () => {
+    const id = `a${'.'.repeat(900_000)}b`
+    const { result } = await withNoopProbe('long-authserv-id', () => sendHostile(`${head('long-authserv-id')}Authentication-Results: ${id}; spf=pass\r\n\r\nbody\r\n`))
+    expect(result).toMatch(/^250 /)
+    await delivered('long-authserv-id')
+  }, 60_000)
+
+  /** The 8-bit message `body` (under a multipart/mixed header) to old.test; resolves with what its MX got. */
+  async function throughOldMx(subject: string, body: string) {
+    const data = `From: <alice@dkim.test>\r\nTo: <rcpt@old.test>\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n${body}`
+    const { result } = await withNoopProbe(subject, () => sendHostile(data, relay, 'rcpt@old.test'))
+    expect(result).toMatch(/^250 /)
+    const got = await eventually(() => old.messages.find((m) => m.raw.toString('latin1').includes(`\r\nSubject: ${subject}\r\n`)), 20_000, `delivery of ${subject}`)
+    const raw = got.raw.toString('latin1')
+    expect(raw).not.toMatch(/[\x80-\xff]/)
+    expect(raw).toContain('caf=C3=A9')
+    return raw
+  }
+
+  it('multiparts nested 20,000 deep and 200,000 lines that look like boundaries reach a server without 8BITMIME converted', async () => {
+    let nest = ''
+    for (let i = 1; i < 20_000; i++) nest += `--b${i - 1}\r\nContent-Type: multipart/mixed; boundary=b${i}\r\n\r\n`
+    const raw = await throughOldMx('deep-mime', `${nest}--b19999\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\u00e9\r\n${'--z\r\n'.repeat(200_000)}--b19999--\r\n`)
+    expect(raw).toContain('--b19998\r\nContent-Type: multipart/mixed; boundary=b19999\r\n')
   }, 60_000)
 })

@@ -173,6 +173,45 @@ describe('errors and timeouts', () => {
     closeClients()
   })
 
+  it('MAIL/RSET loops: after 100 MAIL commands since the last accepted message each one counts as an error (maxErrors 3): the 3rd gets 421 4.7.0', async () => {
+    const c = await open(sized.port)
+    await c.command('EHLO client.test')
+    // 100 transactions begun and given up: answered as usual.
+    for (let i = 0; i < 100; i++) {
+      expect(await c.command(`MAIL FROM:<loop${i}@client.test>`)).toMatch(/^250 /)
+      expect(await c.command(i % 2 ? 'RSET' : 'EHLO client.test')).toMatch(/^250[ -]/)
+    }
+    // Then each MAIL is an error: the 3rd ends the session.
+    for (let i = 0; i < 2; i++) {
+      expect(await c.command('MAIL FROM:<more@client.test>')).toMatch(/^250 /)
+      expect(await c.command('RSET')).toMatch(/^250 /)
+    }
+    expect(await c.command('MAIL FROM:<last@client.test>').catch((e: Error) => e.message)).toMatch(/^421 4\.7\.0 .*Too many errors/)
+    expect(await closedWithin(c, 2000)).toBe(true)
+    await sized.waitForLog((l) => l.msg === 'too many errors: closing the session')
+    closeClients()
+  })
+
+  it('an accepted message starts the count again: 3 rounds of 80 MAIL/RSET, 200 NOOPs and a message, all answered 250', async () => {
+    const c = await open(sized.port)
+    await c.command('EHLO client.test')
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 80; i++) {
+        expect(await c.command(`MAIL FROM:<loop${i}@client.test>`)).toMatch(/^250 /)
+        expect(await c.command('RSET')).toMatch(/^250 /)
+      }
+      for (let i = 0; i < 200; i++) expect(await c.command('NOOP')).toMatch(/^250 /)
+      expect(await c.command('MAIL FROM:<a@client.test>')).toMatch(/^250 /)
+      expect(await c.command('RCPT TO:<b@limits.test>')).toMatch(/^250 /)
+      expect(await c.command('DATA')).toMatch(/^354 /)
+      const reply = c.read()
+      c.send(dotStuff(message(`mail-round-${round}`)))
+      expect(await reply).toMatch(/^250 /)
+    }
+    expect(await c.command('RSET')).toMatch(/^250 /)
+    closeClients()
+  })
+
   it('a command line over the limit gets 500 5.5.2 Line too long (not a 4xx to retry) and the session ends', async () => {
     const c = await open(plain.port)
     const reply = c.read()
