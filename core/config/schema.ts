@@ -123,6 +123,12 @@ export const configSchema = z
          * refused with 552 5.3.4 at the end of DATA, before any plugin parses it. Postfix keeps 100 KB.
          */
         maxHeaderSize: size.default(1024 * 1024),
+        /**
+         * Header bytes beyond each message's first 64 KB that all sessions together may hold while
+         * their header sections arrive (they are held in memory until parsed); a message that needs
+         * more than is left gets 452 4.3.1 and the session goes on.
+         */
+        maxHeaderMemory: size.default(64 * 1024 * 1024),
         /** Most physical lines in the header section (continuation lines count); more: 552 5.3.4. */
         maxHeaderLines: z.number().int().positive().default(10_000),
         /**

@@ -19,6 +19,7 @@ import { BareLineEndingError, HeaderTooLargeError, NulByteError, readMessage, ty
 import { wrapLongLines } from './long-lines.js'
 import { hopCountOf, receivedHeader, rfc5322Date } from '../mail/received.js'
 import { convertReceivedTo7bit } from './seven-bit.js'
+import { headerMemory, HeaderMemoryError } from './header-memory.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
 import type { PolicyStages } from './policy-stages.js'
 
@@ -114,14 +115,15 @@ export async function acceptMessage(env: AcceptEnv, source: Readable, sub: Submi
 }
 
 async function read(env: AcceptEnv, source: Readable, sub: Submission, id: string): Promise<ReceivedData> {
-  const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines } = env.config.smtp
+  const { maxHeaderSize, maxHeaderLines, maxHeaderFieldLines, maxHeaderMemory } = env.config.smtp
   try {
     const headerLimits = { maxBytes: maxHeaderSize, maxLines: maxHeaderLines, maxFieldLines: maxHeaderFieldLines }
     // Long lines stay as they came until the data hook has checked the sender's signatures.
-    return await readMessage(source, { spool: env.spool, id, lineEndings: sub.lineEndings, headerLimits, wrap: false })
+    return await readMessage(source, { spool: env.spool, id, lineEndings: sub.lineEndings, headerLimits, wrap: false, headerBudget: headerMemory.budget(maxHeaderMemory) })
   } catch (err) {
     // The refusal's own log line (msg 'refused') says what was wrong.
     if (err instanceof HeaderTooLargeError) throw sub.refuse('protocol', CORE_REPLIES.headerTooLarge(err.message), 'core:header-too-large', { limit: err.limit, max: err.max })
+    if (err instanceof HeaderMemoryError) throw sub.refuse('protocol', CORE_REPLIES.noStorage, 'core:header-memory', { maxHeaderMemory })
     if (err instanceof BareLineEndingError) throw sub.refuse('protocol', CORE_REPLIES.bareLineEnding)
     if (err instanceof NulByteError) throw sub.refuse('protocol', CORE_REPLIES.nulByte)
     // A client that went away gets no reply, so that is no refusal either.

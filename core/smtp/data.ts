@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
 import { foldedText, HeaderBytes, headerLineBreaks, isFieldLine, MAX_LINE_OCTETS, MessageHeaders, utf8Length, type LineBreak } from '../mail/headers.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
+import { FREE_HEADER_BYTES, HeaderMemoryError, type HeaderBudget } from './header-memory.js'
 
 /** Bodies up to this size stay in memory and go inline into the queue database. */
 export const INLINE_BODY_LIMIT = 128 * 1024
@@ -302,7 +303,7 @@ function splitHeader(head: Buffer, final: boolean, scan: HeaderScan, limits: Hea
  * `wrap: false` leaves such lines as they came and says so (`longLines`): checks of the sender's
  * signatures see the message as it was signed, and wrapLongLines breaks them afterwards.
  */
-export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits; wrap?: boolean }): Promise<ReceivedData> {
+export async function readMessage(stream: Readable, o: { spool: Spool; id: string; lineEndings: 'reject' | 'normalize'; headerLimits: HeaderLimits; wrap?: boolean; headerBudget?: HeaderBudget }): Promise<ReceivedData> {
   const wrap = o.wrap !== false
   /** Without `wrap`: the body's bytes as they came, and as LongLines would have made them. */
   let asCame = 0
@@ -311,7 +312,16 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   const scan: HeaderScan = { pos: 0, searched: 0, sawField: false, lines: 0, fieldLines: 0, breaks: [], added: 0 }
   const long = new LongLines()
   /** Set once the header passed a limit: the rest of the message is read and dropped. */
-  let tooLarge: HeaderTooLargeError | undefined
+  let tooLarge: HeaderTooLargeError | HeaderMemoryError | undefined
+  /** Header bytes beyond the free allowance taken from `headerBudget`, given back at the end. */
+  let borrowed = 0
+  const borrow = (headerBytes: number) => {
+    const want = headerBytes - FREE_HEADER_BYTES - borrowed
+    if (want <= 0 || !o.headerBudget) return true
+    if (!o.headerBudget.take(want)) return false
+    borrowed += want
+    return true
+  }
   // Room for the header at its limit and one more chunk, before the limit check stops it.
   let head = new HeaderBytes(o.headerLimits.maxBytes + 65536)
   let headers: MessageHeaders | undefined
@@ -360,6 +370,11 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
         await addBody(chunk)
         continue
       }
+      if (!borrow(head.bytes.length + chunk.length)) {
+        tooLarge = new HeaderMemoryError()
+        head = new HeaderBytes(0)
+        continue
+      }
       head.push(chunk)
       await tryHeader(false)
     }
@@ -377,6 +392,8 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   } catch (err) {
     await (file as SpoolFile | undefined)?.discard()
     throw err
+  } finally {
+    o.headerBudget?.release(borrowed)
   }
   return {
     headers: headers ?? new MessageHeaders(),

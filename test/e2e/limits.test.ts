@@ -83,6 +83,46 @@ afterAll(async () => {
   await Promise.all([dns?.close(), mx?.close()])
 })
 
+describe('smtp.maxHeaderMemory: header sections being received share one budget', () => {
+  // Each header section is held in memory while it arrives; its first 64 KB are free, the rest
+  // comes from one budget for the process, so a thousand sessions each sending a header at
+  // maxHeaderSize (1 MB) cannot take a gigabyte. Over it: 452 4.3.1, and the session goes on.
+  it('a header that needs more than is left gets 452 4.3.1; a small header is not held up; the budget comes back', async () => {
+    const relay = await startRelay({ config: { ...base(), smtp: { reverseLookup: false, maxHeaderMemory: '150KB' } } })
+    try {
+      const field = (tag: string, kb: number) => Array.from({ length: kb }, (_, i) => `X-${tag}-${i}: ${'h'.repeat(1000)}\r\n`).join('')
+      const begin = async (c: RawSmtp) => {
+        for (const line of ['EHLO client.test', 'MAIL FROM:<a@client.test>', 'RCPT TO:<b@limits.test>']) expect(await c.command(line)).toMatch(/^250[ -]/)
+        expect(await c.command('DATA')).toMatch(/^354 /)
+      }
+      // A holds about 200 KB of header (135 KB of it from the budget of 150 KB) and waits.
+      const a = await open(relay.port)
+      await begin(a)
+      a.send(field('a', 200))
+      await sleep(500)
+      // B needs about 100 KB (36 KB from the budget): more than is left.
+      const b = await open(relay.port)
+      await begin(b)
+      b.send(`${field('b', 100)}Subject: b\r\n\r\nbody\r\n.\r\n`)
+      expect(await b.read()).toMatch(/^452 4\.3\.1 /)
+      // A message with an ordinary header takes nothing from the budget.
+      const small = await sendMail(relay.port, { from: 'a@client.test', to: ['b@limits.test'], data: message('small') })
+      expect(small.lastReply).toMatch(/^250 /)
+      // A ends its message: accepted, and what it held is free again, so B's goes now.
+      a.send('Subject: a\r\n\r\nbody\r\n.\r\n')
+      expect(await a.read()).toMatch(/^250 /)
+      expect(await b.command('RSET')).toMatch(/^250 /)
+      await begin(b)
+      b.send(`${field('b', 100)}Subject: b\r\n\r\nbody\r\n.\r\n`)
+      expect(await b.read()).toMatch(/^250 /)
+      expect(relay.logs.some((l) => l.msg === 'refused' && l.rule === 'core:header-memory')).toBe(true)
+    } finally {
+      closeClients()
+      await relay.stop()
+    }
+  }, 60_000)
+})
+
 describe('message size and recipients', () => {
   it('SIZE is advertised; a declared SIZE over the limit and a message over it both get 552 5.3.4', async () => {
     const c = await open(sized.port)
