@@ -11,6 +11,8 @@ export type * from './hooks/processes.js'
 export type * from './hooks/operator.js'
 export { HOOK_NAMES, EVENT_NAMES } from './hooks/names.js'
 export { PLUGIN_ERROR_CODES, PluginError } from './hooks/plugin-errors.js'
+/** Password hashing for auth plugins: a bounded share of the thread pool, BUSY when the line is full. */
+export { BUSY, BoundedWork, passwordChecks } from './hooks/password-checks.js'
 export { ConfigError } from './config/load.js'
 export { MessageHeaders } from './mail/headers.js'
 export { addressKey, domainKey, parseAddress } from './mail/address.js'

@@ -1,7 +1,7 @@
 // auth-file: SMTP AUTH against a users file of scrypt password hashes (format: README.md here).
 // Users are managed with `relay user add|remove|list` (cli.ts); the relay picks changes up by itself.
 import crypto from 'node:crypto'
-import { accept, definePlugin, durationAtLeast, reject, z } from '../../core/index.js'
+import { accept, BUSY, definePlugin, durationAtLeast, passwordChecks, reject, tempfail, z } from '../../core/index.js'
 import { register } from './cli.js'
 import { UserStore } from './store.js'
 import { SCRYPT_DEFAULTS, verifyPassword, type PasswordHash } from './users.js'
@@ -45,7 +45,12 @@ export default definePlugin<Options, UserStore>({
   hooks: {
     async auth({ username, password, state: store, log }) {
       const user = store.get(username)
-      const ok = await verifyPassword(password, user?.hash ?? DUMMY)
+      // A bounded share of the thread pool (core's passwordChecks): a flood gets 454, not a stall.
+      const ok = await passwordChecks.run(() => verifyPassword(password, user?.hash ?? DUMMY))
+      if (ok === BUSY) {
+        log.warn({ user: username }, 'password checks busy (AUTH flood?): AUTH tempfailed')
+        return tempfail()
+      }
       if (!user || !ok) {
         log.debug({ user: username, known: user !== undefined }, user ? 'wrong password' : 'unknown user')
         return reject()

@@ -2,6 +2,7 @@
 // form plugins/auth-file reads), checked with node:crypto scrypt and timingSafeEqual. Plain
 // passwords are never accepted as a stored value.
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { BUSY, passwordChecks } from '../../core/index.js'
 
 export interface ScryptHash {
   N: number
@@ -60,17 +61,18 @@ export async function hashPassword(password: string, cost: { N: number; r: numbe
 export class PasswordChecker {
   private dummy: ScryptHash = { ...DEFAULT_COST, salt: randomBytes(16), hash: randomBytes(32) }
 
-  async verify(password: string, stored: ScryptHash): Promise<boolean> {
+  /** BUSY when the process's password checks are all taken and their line is full (core's passwordChecks). */
+  async verify(password: string, stored: ScryptHash): Promise<boolean | typeof BUSY> {
     const { N, r, p, hash } = stored
     if (N !== this.dummy.N || r !== this.dummy.r || p !== this.dummy.p || hash.length !== this.dummy.hash.length) {
       this.dummy = { N, r, p, salt: randomBytes(16), hash: randomBytes(hash.length) }
     }
-    return verifyScrypt(password, stored)
+    return passwordChecks.run(() => verifyScrypt(password, stored))
   }
 
-  /** The work of one check, for a user that cannot succeed. Always false. */
-  async waste(password: string): Promise<false> {
-    await verifyScrypt(password, this.dummy).catch(() => false)
-    return false
+  /** The work of one check, for a user that cannot succeed: false, or BUSY as `verify` would be. */
+  async waste(password: string): Promise<false | typeof BUSY> {
+    const r = await passwordChecks.run(() => verifyScrypt(password, this.dummy).catch(() => false))
+    return r === BUSY ? BUSY : false
   }
 }

@@ -7,7 +7,7 @@
 //
 // Default table (see README.md): relay_users(username text primary key, password_hash text not
 // null, senders text).
-import { accept, definePlugin, reject, tempfail, type Verdict } from '../../core/index.js'
+import { accept, BUSY, definePlugin, reject, tempfail, type Verdict } from '../../core/index.js'
 import { postgresBackend, sqliteBackend, type Backend } from './backends.js'
 import { PasswordChecker, parseScryptHash } from './hash.js'
 import { options, type AuthSqlOptions } from './options.js'
@@ -27,6 +27,12 @@ function reason(err: unknown): string {
 }
 
 /** An accepting verdict that carries what the user may send as. */
+/** Every password check of the process taken and its line full (an AUTH flood): 454, try later. */
+function busy(log: { warn: (o: object, msg: string) => void }, user: string): Verdict {
+  log.warn({ user }, 'password checks busy (AUTH flood?): AUTH tempfailed')
+  return tempfail()
+}
+
 function authenticated(senders: string[] | undefined): Verdict {
   return senders ? { ...accept(), senders } : accept()
 }
@@ -58,8 +64,7 @@ export default definePlugin<AuthSqlOptions, State | undefined>({
       if (!state || state.closed) return tempfail()
       if (username === '' || username.length > 1024 || username.includes('\0')) {
         // No such user can exist (and a NUL would make PostgreSQL fail the query instead).
-        await state.checker.waste(password)
-        return reject()
+        return (await state.checker.waste(password)) === BUSY ? busy(log, username) : reject()
       }
       let row
       try {
@@ -70,23 +75,22 @@ export default definePlugin<AuthSqlOptions, State | undefined>({
       }
       if (!row) {
         log.debug({ user: username }, 'no such user')
-        await state.checker.waste(password)
-        return reject()
+        return (await state.checker.waste(password)) === BUSY ? busy(log, username) : reject()
       }
       const stored = typeof row.password_hash === 'string' ? parseScryptHash(row.password_hash) : undefined
       if (!stored) {
         // Never compared as a plain password; the value itself is not logged.
         log.error({ user: username }, "password_hash is not a supported hash (expected 'scrypt$N$r$p$salt$hash')")
-        await state.checker.waste(password)
-        return reject()
+        return (await state.checker.waste(password)) === BUSY ? busy(log, username) : reject()
       }
-      let ok: boolean
+      let ok: boolean | typeof BUSY
       try {
         ok = await state.checker.verify(password, stored)
       } catch (err) {
         log.error({ err: reason(err), user: username }, 'password check failed')
         return tempfail()
       }
+      if (ok === BUSY) return busy(log, username)
       if (!ok) {
         log.debug({ user: username }, 'wrong password')
         return reject()

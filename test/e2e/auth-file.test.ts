@@ -374,6 +374,26 @@ describe('the plugin on its own (public pieces: options, setup, the auth hook)',
     }
   })
 
+  it('an AUTH flood is answered 454 (try later) beyond the bounded line of password checks, not queued without end', async () => {
+    // scrypt runs in libuv's thread pool, shared with spool writes and DNS lookups: at most half of
+    // it checks passwords, 64 more wait, and the rest are told to try again later.
+    const salt = crypto.randomBytes(16)
+    const hash = `scrypt$16384$8$1$${salt.toString('base64')}$${crypto.scryptSync('flood-pw', salt, 32, { N: 16384, r: 8, p: 1 }).toString('base64')}`
+    const p = await withPlugin(JSON.stringify({ users: { 'flood@example.test': { hash } } }))
+    try {
+      const verdicts = await Promise.all(Array.from({ length: 100 }, (_, i) => p.auth(i % 2 ? 'flood@example.test' : `who${i}@example.test`, 'wrong')))
+      const actions = verdicts.map((v) => v?.action)
+      expect(actions.filter((a) => a === 'tempfail').length).toBeGreaterThanOrEqual(100 - 64 - 2)
+      expect(actions.filter((a) => a === 'reject').length).toBeGreaterThanOrEqual(64)
+      expect(actions.every((a) => a === 'tempfail' || a === 'reject')).toBe(true)
+      expect(p.lines.some((l) => l.level === 40 && /password checks busy/.test(String(l.msg)))).toBe(true)
+      // Once the line is worked off, the right password gets in.
+      expect(await p.auth('flood@example.test', 'flood-pw')).toMatchObject({ action: 'accept' })
+    } finally {
+      p.close()
+    }
+  })
+
   it('an unknown user costs about as much as a wrong password (a dummy hash is checked)', async () => {
     const salt = crypto.randomBytes(16)
     const hash = `scrypt$16384$8$1$${salt.toString('base64')}$${crypto.scryptSync('pw', salt, 32, { N: 16384, r: 8, p: 1 }).toString('base64')}`
