@@ -4,11 +4,14 @@ import net from 'node:net'
 import { z } from 'zod'
 import { parseDuration, parseSize } from './duration.js'
 
+const DURATION = "expected a duration like '90s', '5m', '4h', '5d' or a number of seconds"
+const SIZE = "expected a size like '25MB', '512KB' or a number of bytes"
+
 /** A duration ('250ms', '90s', '5m', '4h', '5d', or seconds as a number), parsed to milliseconds. */
-export const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const duration = z.union([z.string(), z.number()], { error: DURATION }).transform((value, ctx) => {
   const ms = parseDuration(value)
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like '90s', '5m', '4h', '5d' or a number of seconds, got ${JSON.stringify(value)}` })
+    ctx.addIssue({ code: 'custom', message: `${DURATION}, got ${JSON.stringify(value)}` })
     return z.NEVER
   }
   return ms
@@ -19,10 +22,10 @@ export const durationAtLeast = (minMs: number, hint = `${minMs} ms`) =>
   duration.refine((ms) => ms >= minMs, { message: `expected a duration of at least ${hint}` })
 
 /** A size ('25MB', '512KB', or bytes as a number), parsed to bytes. */
-export const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const size = z.union([z.string(), z.number()], { error: SIZE }).transform((value, ctx) => {
   const bytes = parseSize(value)
   if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like '25MB', '512KB' or a number of bytes, got ${JSON.stringify(value)}` })
+    ctx.addIssue({ code: 'custom', message: `${SIZE}, got ${JSON.stringify(value)}` })
     return z.NEVER
   }
   return bytes

@@ -233,7 +233,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     if (plugin.options) {
       const parsed = plugin.options.safeParse(options)
       if (!parsed.success) {
-        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`))
+        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`, options))
       }
       options = parsed.data
     }

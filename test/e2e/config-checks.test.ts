@@ -139,3 +139,35 @@ describe('a data directory that cannot be made', () => {
     expect(s.stderr).toContain('dataDir: cannot create /proc/relay-data-test/queue')
   })
 })
+
+describe('a key of the wrong type, or missing', () => {
+  // zod's own words were "workers: Invalid input" for a union (a duration, a size, `workers`,
+  // `delayWarning`) and "Invalid input: expected number, received undefined" for a key left out:
+  // the operator could not tell what to write. Each line now says what is expected, what was given.
+  const DURATION = "expected a duration like '90s', '5m', '4h', '5d' or a number of seconds"
+  it('check-config says what each key takes, core keys and plugin options alike (exit 2)', () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'types.example',
+        listen: [{ host: '127.0.0.1', port: 37524 }, { host: '127.0.0.1', role: 'mx' }],
+        dataDir: './data',
+        workers: 'two',
+        smtp: { maxMessageSize: true },
+        delivery: { retry: { base: true }, delayWarning: 'yes' },
+        plugins: [['auth-file', { checkInterval: true }]],
+      }),
+    )
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).not.toContain('Invalid input')
+    expect(r.stderr).toContain('  listen[0].role: required: expected "mx" or "submission"\n')
+    expect(r.stderr).toContain('  listen[1].port: required: expected a number\n')
+    expect(r.stderr).toContain('  workers: expected "auto" or a number, got a string\n')
+    expect(r.stderr).toContain("  smtp.maxMessageSize: expected a size like '25MB', '512KB' or a number of bytes, got a boolean\n")
+    expect(r.stderr).toContain(`  delivery.retry.base: ${DURATION}, got a boolean\n`)
+    expect(r.stderr).toContain(`  delivery.delayWarning: expected false or a duration like '90s', '5m', '4h', '5d' or a number of seconds, got "yes"\n`)
+    expect(r.stderr).toContain('  plugins[0] (auth-file) options.file: required: expected a string [RELAY_ERR_PLUGIN_OPTIONS]\n')
+    expect(r.stderr).toContain(`  plugins[0] (auth-file) options.checkInterval: ${DURATION}, got a boolean [RELAY_ERR_PLUGIN_OPTIONS]\n`)
+  })
+})
