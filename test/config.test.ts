@@ -169,7 +169,7 @@ describe('good configs', () => {
       hostname: 'mail.good.example',
       listen: [
         { host: '127.0.0.1', port: 2525, role: 'mx' },
-        { host: '127.0.0.1', port: 2587, role: 'submission' },
+        { host: '127.0.0.1', port: 2587, role: 'submission', allowPlaintextAuth: true },
       ],
       localDomains: ['Good.Example'],
       plugins: [['relay-acl', { trustedNetworks: ['10.0.0.0/8'] }]],

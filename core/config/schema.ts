@@ -375,6 +375,15 @@ export const configSchema = z
           path: ['listen', i, 'tls'],
           message: `'${l.tls}' needs a certificate: set tls: { cert, key } (for development, \`relay tls selfsigned\` makes one)`,
         })
+      } else if (l.role === 'submission' && !l.allowPlaintextAuth && (!c.tls || l.tls === 'none')) {
+        // AUTH before MAIL, AUTH only inside TLS: such a listener would answer every MAIL with 530.
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listen', i],
+          message:
+            'a submission listener takes mail only after AUTH, and AUTH only inside TLS: set tls: { cert, key } ' +
+            '(for development, `relay tls selfsigned` makes one), or allowPlaintextAuth: true on this listener',
+        })
       }
     })
   })

@@ -104,7 +104,7 @@ describe('a config file that holds no config', () => {
 describe('listen addresses that clash', () => {
   const listen = [
     { host: '127.0.0.1', port: 37521, role: 'mx' },
-    { host: '127.0.0.1', port: 37521, role: 'submission' },
+    { host: '127.0.0.1', port: 37521, role: 'submission', allowPlaintextAuth: true },
     { host: '0.0.0.0', port: 37522, role: 'mx' },
     { host: '127.0.0.1', port: 37522, role: 'mx' },
     { host: '::1', port: 37523, role: 'mx' },
@@ -169,5 +169,38 @@ describe('a key of the wrong type, or missing', () => {
     expect(r.stderr).toContain(`  delivery.delayWarning: expected false or a duration like '90s', '5m', '4h', '5d' or a number of seconds, got "yes"\n`)
     expect(r.stderr).toContain('  plugins[0] (auth-file) options.file: required: expected a string [RELAY_ERR_PLUGIN_OPTIONS]\n')
     expect(r.stderr).toContain(`  plugins[0] (auth-file) options.checkInterval: ${DURATION}, got a boolean [RELAY_ERR_PLUGIN_OPTIONS]\n`)
+  })
+})
+
+describe('a submission listener that could never take mail', () => {
+  // role 'submission' wants AUTH before MAIL, and AUTH is offered only inside TLS: without a `tls`
+  // block (or with tls: 'none') and without allowPlaintextAuth, the listener started, offered no
+  // AUTH and answered every MAIL with 530, with no word at start. It is a config error now, as a
+  // listener asking for TLS without a certificate already was.
+  it('check-config and start name the listener and say what to add (exit 2)', async () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'sub.example',
+        listen: [
+          { host: '127.0.0.1', port: 37525, role: 'submission' },
+          { host: '127.0.0.1', port: 37526, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 37527, role: 'submission', tls: 'none', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 37528, role: 'mx' },
+        ],
+        dataDir: './data',
+        log: { level: 'silent' },
+      }),
+    )
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stdout).toBe(2)
+    const said = "a submission listener takes mail only after AUTH, and AUTH only inside TLS: set tls: { cert, key } (for development, `relay tls selfsigned` makes one), or allowPlaintextAuth: true on this listener"
+    expect(r.stderr).toContain(`  listen[0]: ${said}\n`)
+    expect(r.stderr).toContain(`  listen[1]: ${said}\n`)
+    expect(r.stderr).not.toMatch(/listen\[[23]\]/)
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain(`listen[0]: ${said}`)
+    expect(await listening(37528)).toBe(false)
   })
 })
