@@ -7,7 +7,10 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+
+// A submission listener needs a plugin that answers AUTH (else it is a config error).
+const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 
 let capped: RelayProcess // defaults: 50 per client; an mx and a submission listener; 127.0.0.70 trusted
 let proxied: RelayProcess // behind a PROXY protocol balancer (127.0.0.1), 2 per client
@@ -82,8 +85,9 @@ beforeAll(async () => {
       config: {
         listen: [
           { host: '127.0.0.1', port: 0, role: 'mx' },
-          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none', allowPlaintextAuth: true },
         ],
+        plugins: [[STATIC_AUTH, { users: {} }]],
         smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
       },
     }),
@@ -94,8 +98,9 @@ beforeAll(async () => {
         workers: 2,
         listen: [
           { host: '127.0.0.1', port: 0, role: 'mx' },
-          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none', allowPlaintextAuth: true },
         ],
+        plugins: [[STATIC_AUTH, { users: {} }]],
         smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
       },
     }),

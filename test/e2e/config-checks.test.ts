@@ -2,7 +2,7 @@
 // start` (exit 2, nothing bound): a config file with no default export or nothing in it (not a
 // silent run on the defaults), and two listeners on one address (not EADDRINUSE half-way up).
 import { describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -202,5 +202,35 @@ describe('a submission listener that could never take mail', () => {
     expect(s.code, s.stderr).toBe(2)
     expect(s.stderr).toContain(`listen[0]: ${said}`)
     expect(await listening(37528)).toBe(false)
+  })
+
+  // Likewise with TLS but no plugin that answers AUTH (auth-file, auth-sql, auth-http or an own
+  // `auth` hook): no AUTH offered, every MAIL 530 5.7.0, and `config ok`.
+  it('a submission listener with no auth plugin: check-config and start say so (exit 2)', async () => {
+    const dir = tempDir('relay-cfgchk-')
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=sub.example', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem')], { stdio: 'ignore' })
+    const config = (plugins: unknown[]) => ({
+      hostname: 'sub.example',
+      listen: [{ host: '127.0.0.1', port: 37529, role: 'mx' }, { host: '127.0.0.1', port: 37530, role: 'submission' }],
+      tls: { cert: './c.pem', key: './k.pem' },
+      dataDir: './data',
+      plugins,
+      log: { level: 'silent' },
+    })
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify(config(['relay-acl'])))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    const said = "listen[1]: a submission listener takes mail only after AUTH, and no plugin answers AUTH: add one (auth-file, auth-sql, auth-http, or a plugin with an auth hook) to plugins"
+    expect(r.stderr).toContain(said)
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain(said)
+    expect(await listening(37529)).toBe(false)
+
+    fs.writeFileSync(path.join(dir, 'users.json'), JSON.stringify({ users: {} }))
+    fs.writeFileSync(file, JSON.stringify(config([['auth-file', { file: './users.json' }], 'relay-acl'])))
+    const ok = runCli(['check-config', '--config', file], { env: ENV })
+    expect(ok.code, ok.stderr).toBe(0)
   })
 })
