@@ -75,6 +75,15 @@ export function validPort(text: string): boolean {
   return n >= 1 && n <= 65535
 }
 
+/**
+ * The relay's own name: the EHLO name next hops judge, the banner, Received `by`, Message-IDs. A host
+ * name (a trailing dot dropped); a port, a URL or a space would get EHLO refused everywhere.
+ */
+export const ownHostName = z
+  .string()
+  .transform((s) => s.replace(/\.$/, ''))
+  .refine(isHostName, { message: 'expected a fully qualified host name like mail.example.com (the EHLO name, in Received and Message-IDs)' })
+
 /** A host name (RFC 1123 labels, underscores tolerated), not an address: what a resolver takes. */
 export function isHostName(s: string): boolean {
   const name = s.endsWith('.') ? s.slice(0, -1) : s

@@ -234,3 +234,24 @@ describe('a submission listener that could never take mail', () => {
     expect(ok.code, ok.stderr).toBe(0)
   })
 })
+
+describe('a hostname that is no host name', () => {
+  // The hostname is the EHLO name sent to every next hop, the banner, the Received `by` and the
+  // Message-IDs the relay makes. 'mail example com', 'mail.example.com:25' or a URL passed as
+  // `config ok`; next hops answered EHLO with 501 and all mail was deferred until it expired.
+  it.each(['mail example com', 'mail.example.com:25', 'https://mail.example.com', '192.0.2.1', 'mail..example.com'])('%s: check-config names hostname (exit 2)', (hostname) => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname, listen: LISTEN, dataDir: './data' }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  hostname: expected a fully qualified host name like mail.example.com (the EHLO name, in Received and Message-IDs)')
+  })
+
+  it('a name with a trailing dot is taken without it; underscores and one label are taken', () => {
+    for (const [hostname, shown] of [['mail.example.com.', 'mail.example.com'], ['mail_1.example.com', 'mail_1.example.com'], ['localhost', 'localhost']]) {
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname, listen: LISTEN, dataDir: './data' }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toContain(`  hostname ${shown}\n`)
+    }
+  })
+})
