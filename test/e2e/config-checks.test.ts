@@ -246,6 +246,16 @@ describe('a hostname that is no host name', () => {
     expect(r.stderr).toContain('  hostname: expected a fully qualified host name like mail.example.com (the EHLO name, in Received and Message-IDs)')
   })
 
+  it("a route's helo (routing plugin) likewise", () => {
+    const routes = [{ kind: 'mx', helo: 'out 1.example.com' }, { kind: 'mx', pool: { strategy: 'round-robin', addresses: [{ address: '192.0.2.10', helo: 'out2.example.com:25' }] } }, { kind: 'mx', helo: '[192.0.2.11]' }]
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', plugins: [['routing', { routes }]] }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain("  plugins[0] (routing) options.routes[0].helo: 'out 1.example.com' is not a domain name (EHLO takes a domain or an address literal)")
+    expect(r.stderr).toContain("  plugins[0] (routing) options.routes[1].pool.addresses[0].helo: 'out2.example.com:25' is not a domain name")
+    expect(r.stderr).not.toContain('routes[2]')
+  })
+
   it('a name with a trailing dot is taken without it; underscores and one label are taken', () => {
     for (const [hostname, shown] of [['mail.example.com.', 'mail.example.com'], ['mail_1.example.com', 'mail_1.example.com'], ['localhost', 'localhost']]) {
       const file = fileIn('relay.config.json', JSON.stringify({ hostname, listen: LISTEN, dataDir: './data' }))
