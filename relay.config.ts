@@ -7,7 +7,7 @@ export default defineConfig({
     { host: '127.0.0.1', port: 2525, role: 'mx' },
     // Authenticated submission needs a certificate and an auth plugin, e.g.:
     //   { host: '0.0.0.0', port: 587, role: 'submission' }   with
-    //   tls: { cert: './tls/relay.localhost.crt', key: './tls/relay.localhost.key' }  (relay tls selfsigned)
+    //   tls: { cert: './tls/relay.localhost.crt', key: './tls/relay.localhost.key' }  (relay tls selfsigned --name relay.localhost)
     //   plugins: [['auth-file', { file: './users.json' }], ...]                        (relay user add you@example.com)
   ],
   // Domains this relay receives mail for from anyone.

@@ -17,7 +17,8 @@ const LOCK_FILE = 'relay.lock'
  */
 export function lockDataDir(dataDir: string): { release(): void } {
   privateFile(path.join(dataDir, LOCK_FILE))
-  const db = new Database(path.join(dataDir, LOCK_FILE), { timeout: 0 })
+  // A CLI verb's look at the lock (lockHeld) holds it for a moment: wait that out, not another relay.
+  const db = new Database(path.join(dataDir, LOCK_FILE), { timeout: 500 })
   try {
     db.pragma('locking_mode = EXCLUSIVE')
     db.exec('BEGIN EXCLUSIVE')
@@ -48,7 +49,12 @@ export function removePidFile(dataDir: string): void {
   }
 }
 
-/** The pid in the file when that process is alive; undefined when there is no file or it is stale. */
+/**
+ * The pid in the file when that process is alive and a relay holds the data directory's lock;
+ * undefined when there is no file or it is stale. A pid file left by a relay that was killed (or by
+ * one before a reboot) may name a process that has nothing to do with Relay by now: `relay reload`
+ * must not send it SIGHUP.
+ */
 export function livePid(dataDir: string): number | undefined {
   let pid: number
   try {
@@ -56,7 +62,30 @@ export function livePid(dataDir: string): number | undefined {
   } catch {
     return undefined
   }
-  return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined
+  return Number.isInteger(pid) && pid > 0 && isAlive(pid) && lockHeld(dataDir) !== false ? pid : undefined
+}
+
+/**
+ * Whether some process holds `<dataDir>/relay.lock` (lockDataDir): a read finds it busy. Undefined
+ * when that cannot be told (a lock file this user may not read): the pid alone decides then.
+ */
+function lockHeld(dataDir: string): boolean | undefined {
+  const file = path.join(dataDir, LOCK_FILE)
+  if (!fs.existsSync(file)) return false
+  let db: Database.Database
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true, timeout: 0 })
+  } catch {
+    return undefined
+  }
+  try {
+    db.prepare('SELECT count(*) FROM sqlite_master').get()
+    return false
+  } catch (err) {
+    return (err as { code?: string }).code === 'SQLITE_BUSY' ? true : undefined
+  } finally {
+    db.close()
+  }
 }
 
 /** Signal 0 checks that the process exists (EPERM: it exists but belongs to another user). */

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { runCli, tempDir } from './harness/relay.js'
+import { ROOT, runCli, tempDir } from './harness/relay.js'
 
 /** A config that is valid apart from what `extra` changes; listens on a port no test uses. */
 function baseConfig(dir: string): Record<string, unknown> {
@@ -27,7 +27,7 @@ describe('config errors', () => {
     {
       what: 'a listener role that does not exist',
       config: { listen: [{ host: '127.0.0.1', port: 0, role: 'bogus' }] },
-      line: /^ {2}listen\[0\]\.role: .*expected one of "mx"\|"submission"$/m,
+      line: /^ {2}listen\[0\]\.role: expected "mx" or "submission", got "bogus"$/m,
     },
     {
       what: 'a misspelt top-level key',
@@ -169,10 +169,11 @@ describe('good configs', () => {
       hostname: 'mail.good.example',
       listen: [
         { host: '127.0.0.1', port: 2525, role: 'mx' },
-        { host: '127.0.0.1', port: 2587, role: 'submission' },
+        { host: '127.0.0.1', port: 2587, role: 'submission', allowPlaintextAuth: true },
       ],
       localDomains: ['Good.Example'],
-      plugins: [['relay-acl', { trustedNetworks: ['10.0.0.0/8'] }]],
+      // A submission listener needs a plugin that answers AUTH.
+      plugins: [[path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'), { users: {} }], ['relay-acl', { trustedNetworks: ['10.0.0.0/8'] }]],
     })
     const r = runCli(['check-config', '--config', file])
     expect(r.code, r.stderr).toBe(0)
@@ -181,7 +182,7 @@ describe('good configs', () => {
     expect(r.stdout).toContain('  listen 127.0.0.1:2525 (mx)\n')
     expect(r.stdout).toContain('  listen 127.0.0.1:2587 (submission)\n')
     expect(r.stdout).toContain('  localDomains good.example\n')
-    expect(r.stdout).toContain('  plugins relay-acl\n')
+    expect(r.stdout).toContain('  plugins static-auth, relay-acl\n')
     expect(r.stderr).toBe('')
   })
 

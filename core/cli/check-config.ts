@@ -36,7 +36,7 @@ async function pluginIssues(raw: unknown, configDir: string, file?: string): Pro
       issues.push(...new PluginError(CODES.unknownHook, file, named, message).issues)
     }
     const parsed = plugin.options?.safeParse(options ?? {})
-    if (parsed && !parsed.success) issues.push(...new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`)).issues)
+    if (parsed && !parsed.success) issues.push(...new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`, options ?? {})).issues)
   }
   return issues
 }

@@ -4,11 +4,14 @@ import net from 'node:net'
 import { z } from 'zod'
 import { parseDuration, parseSize } from './duration.js'
 
+const DURATION = "expected a duration like '90s', '5m', '4h', '5d' or a number of seconds"
+const SIZE = "expected a size like '25MB', '512KB' or a number of bytes"
+
 /** A duration ('250ms', '90s', '5m', '4h', '5d', or seconds as a number), parsed to milliseconds. */
-export const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const duration = z.union([z.string(), z.number()], { error: DURATION }).transform((value, ctx) => {
   const ms = parseDuration(value)
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like '90s', '5m', '4h', '5d' or a number of seconds, got ${JSON.stringify(value)}` })
+    ctx.addIssue({ code: 'custom', message: `${DURATION}, got ${JSON.stringify(value)}` })
     return z.NEVER
   }
   return ms
@@ -19,10 +22,10 @@ export const durationAtLeast = (minMs: number, hint = `${minMs} ms`) =>
   duration.refine((ms) => ms >= minMs, { message: `expected a duration of at least ${hint}` })
 
 /** A size ('25MB', '512KB', or bytes as a number), parsed to bytes. */
-export const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const size = z.union([z.string(), z.number()], { error: SIZE }).transform((value, ctx) => {
   const bytes = parseSize(value)
   if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like '25MB', '512KB' or a number of bytes, got ${JSON.stringify(value)}` })
+    ctx.addIssue({ code: 'custom', message: `${SIZE}, got ${JSON.stringify(value)}` })
     return z.NEVER
   }
   return bytes
@@ -71,6 +74,15 @@ export function validPort(text: string): boolean {
   const n = Number(text)
   return n >= 1 && n <= 65535
 }
+
+/**
+ * The relay's own name: the EHLO name next hops judge, the banner, Received `by`, Message-IDs. A host
+ * name (a trailing dot dropped); a port, a URL or a space would get EHLO refused everywhere.
+ */
+export const ownHostName = z
+  .string()
+  .transform((s) => s.replace(/\.$/, ''))
+  .refine(isHostName, { message: 'expected a fully qualified host name like mail.example.com (the EHLO name, in Received and Message-IDs)' })
 
 /** A host name (RFC 1123 labels, underscores tolerated), not an address: what a resolver takes. */
 export function isHostName(s: string): boolean {

@@ -1,9 +1,9 @@
 import path from 'node:path'
-import type { z } from 'zod'
 import { configSchema, type RelayConfig } from './schema.js'
 import { freezeConfig } from './freeze.js'
 import { findConfig, searchPlaces, type FoundConfig } from './find.js'
 import { ConfigSyntaxError } from './syntax.js'
+import { zodIssues } from './issues.js'
 
 export { defaultExport } from './default-export.js'
 
@@ -28,22 +28,7 @@ export class ConfigError extends Error {
   }
 }
 
-/** Formats a zod error path as `delivery.retry.base` or `plugins[0]`. */
-export function formatPath(segments: readonly PropertyKey[]): string {
-  return segments
-    .map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`))
-    .join('')
-}
-
-export function zodIssues(error: z.ZodError, prefix = ''): { path: string; message: string }[] {
-  const join = (p: string) => prefix + (prefix && p && !p.startsWith('[') ? '.' : '') + p
-  return error.issues.flatMap((issue) =>
-    // An unknown key is named by its own path (`delivery.retyr`), so a typo is easy to spot.
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((k) => ({ path: join(formatPath([...issue.path, k])), message: 'unknown key (misspelt, or not a setting of this section)' }))
-      : [{ path: join(formatPath(issue.path)), message: issue.message }],
-  )
-}
+export { formatPath, zodIssues } from './issues.js'
 
 /**
  * Validates a raw config object; relative paths (dataDir, the TLS files) are taken from `configDir`.
@@ -52,7 +37,7 @@ export function zodIssues(error: z.ZodError, prefix = ''): { path: string; messa
  */
 export function parseConfig(raw: unknown, configDir: string, file?: string): RelayConfig {
   const result = configSchema.safeParse(raw ?? {})
-  if (!result.success) throw new ConfigError(file, zodIssues(result.error))
+  if (!result.success) throw new ConfigError(file, zodIssues(result.error, '', raw ?? {}))
   const at = (p: string) => path.resolve(configDir, p)
   const tls = result.data.tls && {
     ...result.data.tls,

@@ -2,7 +2,7 @@ import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, durationAtLeast, hostPortString, serviceUrl, size } from './fields.js'
+import { cidr, duration, durationAtLeast, hostPortString, ownHostName, serviceUrl, size } from './fields.js'
 import { restartOnly } from './restart-only.js'
 import { formatDuration } from './duration.js'
 import type { Plugin } from '../hooks/types.js'
@@ -84,7 +84,7 @@ const REPUTATION_MOVED =
 
 export const configSchema = z
   .object({
-    hostname: z.string().min(1).default(() => os.hostname()).register(restartOnly),
+    hostname: ownHostName.default(() => os.hostname()).register(restartOnly),
     listen: z.array(listener).min(1).prefault([{ host: '127.0.0.1', port: 2525, role: 'mx' }]).register(restartOnly),
     localDomains: z.array(domain).default([]),
     dataDir: z.string().min(1).default('./data').register(restartOnly),
@@ -380,6 +380,15 @@ export const configSchema = z
           code: 'custom',
           path: ['listen', i, 'tls'],
           message: `'${l.tls}' needs a certificate: set tls: { cert, key } (for development, \`relay tls selfsigned\` makes one)`,
+        })
+      } else if (l.role === 'submission' && !l.allowPlaintextAuth && (!c.tls || l.tls === 'none')) {
+        // AUTH before MAIL, AUTH only inside TLS: such a listener would answer every MAIL with 530.
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listen', i],
+          message:
+            'a submission listener takes mail only after AUTH, and AUTH only inside TLS: set tls: { cert, key } ' +
+            '(for development, `relay tls selfsigned` makes one), or allowPlaintextAuth: true on this listener',
         })
       }
     })

@@ -219,9 +219,11 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
   ]
   // Every entry loaded and its options validated before any is set up: the kept ones are matched over all.
   const ready: { at: string; named: string; plugin: Plugin; options: unknown; optionsKey: string }[] = []
+  let answersAuth = false
   for (const { at, ref, rawOptions } of entries) {
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
     const named = `${at} (${plugin.name})`
+    if (typeof plugin.hooks?.auth === 'function') answersAuth = true
     if (env.only && !env.only(plugin)) continue
     if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
     for (const key of Object.keys(plugin.hooks ?? {})) {
@@ -233,11 +235,17 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     if (plugin.options) {
       const parsed = plugin.options.safeParse(options)
       if (!parsed.success) {
-        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`))
+        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`, options))
       }
       options = parsed.data
     }
     ready.push({ at, named, plugin, options, optionsKey: keyOf(rawOptions) })
+  }
+  // A submission listener wants AUTH before MAIL: with no plugin to answer AUTH it refuses all mail.
+  const useless = answersAuth ? -1 : config.listen.findIndex((l) => l.role === 'submission')
+  if (useless >= 0) {
+    const message = 'a submission listener takes mail only after AUTH, and no plugin answers AUTH: add one (auth-file, auth-sql, auth-http, or a plugin with an auth hook) to plugins'
+    throw new ConfigError(config.configFile, [{ path: `listen[${useless}]`, message }])
   }
   const kept = matchKept(ready, env.previous)
   for (const [i, { at, named, plugin, options, optionsKey }] of ready.entries()) {

@@ -4,7 +4,7 @@ import crypto from 'node:crypto'
 import { accept, BUSY, definePlugin, durationAtLeast, passwordChecks, reject, tempfail, z } from '../../core/index.js'
 import { register } from './cli.js'
 import { UserStore } from './store.js'
-import { SCRYPT_DEFAULTS, verifyPassword, type PasswordHash } from './users.js'
+import { readUsersFile, SCRYPT_DEFAULTS, verifyPassword, type PasswordHash } from './users.js'
 
 /** From 50 ms to a day, in milliseconds. */
 const interval = durationAtLeast(50, '50ms').refine((ms) => ms <= 86_400_000, { message: "expected a duration from '50ms' to a day" })
@@ -34,7 +34,10 @@ const DUMMY: PasswordHash = { ...SCRYPT_DEFAULTS, salt: crypto.randomBytes(SCRYP
 export default definePlugin<Options, UserStore>({
   name: 'auth-file',
   options,
-  async setup({ options, log, resolvePath }) {
+  async setup({ options, log, resolvePath, mode }) {
+    // `relay check-config`: a file that exists but cannot be used (unreadable, broken) is a problem
+    // to report; the relay itself starts with it all the same (no logins until it is fixed).
+    if (mode === 'check') await readUsersFile(resolvePath(options.file))
     const store = new UserStore(resolvePath(options.file), log, { checkInterval: options.checkInterval, watch: options.watch })
     await store.start()
     return store

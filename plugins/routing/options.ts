@@ -76,10 +76,10 @@ const helo = z
   .string()
   .min(1)
   .transform((h, ctx) => {
-    if (!/[^\x00-\x7f]/.test(h)) return h
+    // A space, a port or a URL would get the EHLO refused (501) by every next hop.
     const ascii = asciiDomain(h)
     if (!ascii) ctx.addIssue({ code: 'custom', message: `'${h}' is not a domain name (EHLO takes a domain or an address literal)` })
-    return ascii ?? h
+    return /[^\x00-\x7f]/.test(h) ? (ascii ?? h) : h
   })
 
 // An address alone, or with its EHLO name and weight (a preprocess, not a union: its errors name the key).

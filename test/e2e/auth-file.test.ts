@@ -448,3 +448,40 @@ describe('the plugin on its own (public pieces: options, setup, the auth hook)',
     expect(authFile.options!.parse({ file: 'u.json', checkInterval: 3 }).checkInterval).toBe(3000)
   })
 })
+
+describe('relay check-config and the users file', () => {
+  // A users file the relay cannot use (unreadable: `relay user add` run as root writes it 0600 for
+  // root; or broken: a hand edit) passed `config ok`, and the relay then let nobody log in. The
+  // relay still starts with it (mail on other listeners must flow); check-config says what is wrong.
+  // A missing file stays fine: `relay user add` creates it.
+  const configWith = (users: string) => {
+    const d = tempDir('relay-authfile-check-')
+    const file = path.join(d, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ hostname: 'check.example', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: './data', plugins: [['auth-file', { file: users }]] }))
+    return { d, file }
+  }
+
+  it('a broken users file is a problem naming the plugin and the fault (exit 2); a missing one is not', () => {
+    const broken = configWith('./users.json')
+    fs.writeFileSync(path.join(broken.d, 'users.json'), JSON.stringify({ users: { 'a@example.com': { password: 'oops' } } }))
+    const r = runCli(['check-config', '--config', broken.file])
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toMatch(/plugins\[0\] \(auth-file\): setup: .*users\.json.*\[RELAY_ERR_PLUGIN_SETUP\]/)
+    expect(r.stderr).not.toContain('oops')
+
+    const missing = configWith('./nobody-yet.json')
+    expect(runCli(['check-config', '--config', missing.file]).code).toBe(0)
+  })
+
+  it('a users file the relay user cannot read is a problem too', () => {
+    if (process.getuid?.() !== 0) return // needs another user to read as
+    const c = configWith('./users.json')
+    fs.chmodSync(c.d, 0o755)
+    fs.mkdirSync(path.join(c.d, 'data'))
+    fs.chmodSync(path.join(c.d, 'data'), 0o777)
+    fs.writeFileSync(path.join(c.d, 'users.json'), JSON.stringify({ users: {} }), { mode: 0o600 })
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'check-config', '--config', c.file], { encoding: 'utf8' })
+    expect(r.status, r.stdout).toBe(2)
+    expect(r.stderr).toMatch(/plugins\[0\] \(auth-file\): setup: .*users\.json: cannot read: EACCES/)
+  })
+})

@@ -233,7 +233,7 @@ describe('suppression list', () => {
     const manual = (JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; source: string; createdAt: number; expiresAt: number }[]).find((x) => x.address === 'complainer@dest.test')!
     expect(manual.source).toBe('cli')
     expect(manual.expiresAt - manual.createdAt).toBe(3_600_000)
-    expect(cli('suppression', 'add', 'not-an-address', '--config', relay.configFile).code).toBe(1)
+    expect(cli('suppression', 'add', 'not-an-address', '--config', relay.configFile).code).toBe(2)
     expect(cli('suppression', 'remove', 'complainer@dest.test').code).toBe(0)
     expect(await rcptReply('complainer@dest.test')).toMatch(/^250 /)
 

@@ -2,7 +2,9 @@
 // give for "not found or failed": a script could not tell a typo from a missing message. Usage
 // errors exit 2 now, with commander's message and the help; --help and --version exit 0.
 import { describe, expect, it } from 'vitest'
-import { runCliAsync } from '../harness/relay.js'
+import fs from 'node:fs'
+import path from 'node:path'
+import { runCliAsync, tempDir } from '../harness/relay.js'
 
 describe('CLI usage errors', () => {
   it.each([
@@ -23,5 +25,34 @@ describe('CLI usage errors', () => {
     const r = await runCliAsync(args)
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).not.toBe('')
+  })
+})
+
+// A value an option cannot take, or a verb given nothing to act on, is a usage error too: `relay
+// queue list --state bogus` and `relay queue hold` (no id, no filter) exited 1, the code for "no
+// such message", while `relay stats --period week` exited 2. Every verb of the queue now says 2.
+describe('bad option values and missing targets of the queue verbs', () => {
+  const dir = tempDir('relay-usage-')
+  const config = path.join(dir, 'relay.config.json')
+  fs.writeFileSync(config, JSON.stringify({ listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: './data', log: { level: 'silent' } }))
+  it.each([
+    ['list --state', ['queue', 'list', '--state', 'bogus'], /--state: expected queued, deferred or held/],
+    ['list --limit', ['queue', 'list', '--limit', 'x'], /--limit: expected a positive whole number/],
+    ['hold with no id and no filter', ['queue', 'hold'], /give a queue id, ALL, -/],
+    ['flush of an empty id (an unset shell variable)', ['queue', 'flush', ''], /not a queue id: ''/],
+    ['delete --older-than', ['queue', 'delete', '--older-than', '4x'], /--older-than: expected a duration/],
+    ['bounce ALL with a filter', ['queue', 'bounce', 'ALL', '--domain', 'example.com'], /ALL selects every message/],
+    ['cat with both halves excluded', ['queue', 'cat', 'ABC', '--header-only', '--body-only'], /exclude each other/],
+    ['suppression add of no address', ['suppression', 'add', 'not-an-address'], /not an email address/],
+    ['suppression add --ttl', ['suppression', 'add', 'a@example.com', '--ttl', 'forever'], /--ttl: expected a duration/],
+  ])('%s: exit 2', async (_, args, said) => {
+    const r = await runCliAsync([...args, '--config', config])
+    expect(r.stderr).toMatch(said)
+    expect(r.code, r.stderr).toBe(2)
+  })
+
+  it('a message or address that is not there is still 1', async () => {
+    expect((await runCliAsync(['queue', 'show', 'NOSUCHID', '--config', config])).code).toBe(1)
+    expect((await runCliAsync(['suppression', 'remove', 'nobody@example.com', '--config', config])).code).toBe(1)
   })
 })

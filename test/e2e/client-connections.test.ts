@@ -8,8 +8,11 @@ import dgram from 'node:dgram'
 import net from 'node:net'
 import path from 'node:path'
 import { connectRaw, type RawSmtp } from '../harness/smtp-client.js'
-import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { eventually, ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
+
+// A submission listener needs a plugin that answers AUTH (else it is a config error).
+const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
 
 let capped: RelayProcess // defaults: 50 per client; an mx and a submission listener; 127.0.0.70 trusted
 let proxied: RelayProcess // behind a PROXY protocol balancer (127.0.0.1), 2 per client
@@ -84,8 +87,9 @@ beforeAll(async () => {
       config: {
         listen: [
           { host: '127.0.0.1', port: 0, role: 'mx' },
-          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none', allowPlaintextAuth: true },
         ],
+        plugins: [[STATIC_AUTH, { users: {} }]],
         smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
       },
     }),
@@ -96,8 +100,9 @@ beforeAll(async () => {
         workers: 2,
         listen: [
           { host: '127.0.0.1', port: 0, role: 'mx' },
-          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 0, role: 'submission', tls: 'none', allowPlaintextAuth: true },
         ],
+        plugins: [[STATIC_AUTH, { users: {} }]],
         smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.70/32'] },
       },
     }),
@@ -279,6 +284,7 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
           listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
           tls: { cert: cert.cert, key: cert.key },
           smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
+          plugins: [[STATIC_AUTH, { users: {} }]],
         },
       }),
       startRelay({ config: { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } } }),

@@ -2,7 +2,7 @@
 // start` (exit 2, nothing bound): a config file with no default export or nothing in it (not a
 // silent run on the defaults), and two listeners on one address (not EADDRINUSE half-way up).
 import { describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -104,7 +104,7 @@ describe('a config file that holds no config', () => {
 describe('listen addresses that clash', () => {
   const listen = [
     { host: '127.0.0.1', port: 37521, role: 'mx' },
-    { host: '127.0.0.1', port: 37521, role: 'submission' },
+    { host: '127.0.0.1', port: 37521, role: 'submission', allowPlaintextAuth: true },
     { host: '0.0.0.0', port: 37522, role: 'mx' },
     { host: '127.0.0.1', port: 37522, role: 'mx' },
     { host: '::1', port: 37523, role: 'mx' },
@@ -137,5 +137,131 @@ describe('a data directory that cannot be made', () => {
     const s = await startBriefly(file)
     expect(s.code, s.stderr).toBe(2)
     expect(s.stderr).toContain('dataDir: cannot create /proc/relay-data-test/queue')
+  })
+})
+
+describe('a key of the wrong type, or missing', () => {
+  // zod's own words were "workers: Invalid input" for a union (a duration, a size, `workers`,
+  // `delayWarning`) and "Invalid input: expected number, received undefined" for a key left out:
+  // the operator could not tell what to write. Each line now says what is expected, what was given.
+  const DURATION = "expected a duration like '90s', '5m', '4h', '5d' or a number of seconds"
+  it('check-config says what each key takes, core keys and plugin options alike (exit 2)', () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'types.example',
+        listen: [{ host: '127.0.0.1', port: 37524 }, { host: '127.0.0.1', role: 'mx' }],
+        dataDir: './data',
+        workers: 'two',
+        smtp: { maxMessageSize: true },
+        delivery: { retry: { base: true }, delayWarning: 'yes' },
+        plugins: [['auth-file', { checkInterval: true }]],
+      }),
+    )
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).not.toContain('Invalid input')
+    expect(r.stderr).toContain('  listen[0].role: required: expected "mx" or "submission"\n')
+    expect(r.stderr).toContain('  listen[1].port: required: expected a number\n')
+    expect(r.stderr).toContain('  workers: expected "auto" or a number, got a string\n')
+    expect(r.stderr).toContain("  smtp.maxMessageSize: expected a size like '25MB', '512KB' or a number of bytes, got a boolean\n")
+    expect(r.stderr).toContain(`  delivery.retry.base: ${DURATION}, got a boolean\n`)
+    expect(r.stderr).toContain(`  delivery.delayWarning: expected false or a duration like '90s', '5m', '4h', '5d' or a number of seconds, got "yes"\n`)
+    expect(r.stderr).toContain('  plugins[0] (auth-file) options.file: required: expected a string [RELAY_ERR_PLUGIN_OPTIONS]\n')
+    expect(r.stderr).toContain(`  plugins[0] (auth-file) options.checkInterval: ${DURATION}, got a boolean [RELAY_ERR_PLUGIN_OPTIONS]\n`)
+  })
+})
+
+describe('a submission listener that could never take mail', () => {
+  // role 'submission' wants AUTH before MAIL, and AUTH is offered only inside TLS: without a `tls`
+  // block (or with tls: 'none') and without allowPlaintextAuth, the listener started, offered no
+  // AUTH and answered every MAIL with 530, with no word at start. It is a config error now, as a
+  // listener asking for TLS without a certificate already was.
+  it('check-config and start name the listener and say what to add (exit 2)', async () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'sub.example',
+        listen: [
+          { host: '127.0.0.1', port: 37525, role: 'submission' },
+          { host: '127.0.0.1', port: 37526, role: 'submission', tls: 'none' },
+          { host: '127.0.0.1', port: 37527, role: 'submission', tls: 'none', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 37528, role: 'mx' },
+        ],
+        dataDir: './data',
+        log: { level: 'silent' },
+      }),
+    )
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stdout).toBe(2)
+    const said = "a submission listener takes mail only after AUTH, and AUTH only inside TLS: set tls: { cert, key } (for development, `relay tls selfsigned` makes one), or allowPlaintextAuth: true on this listener"
+    expect(r.stderr).toContain(`  listen[0]: ${said}\n`)
+    expect(r.stderr).toContain(`  listen[1]: ${said}\n`)
+    expect(r.stderr).not.toMatch(/listen\[[23]\]/)
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain(`listen[0]: ${said}`)
+    expect(await listening(37528)).toBe(false)
+  })
+
+  // Likewise with TLS but no plugin that answers AUTH (auth-file, auth-sql, auth-http or an own
+  // `auth` hook): no AUTH offered, every MAIL 530 5.7.0, and `config ok`.
+  it('a submission listener with no auth plugin: check-config and start say so (exit 2)', async () => {
+    const dir = tempDir('relay-cfgchk-')
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=sub.example', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem')], { stdio: 'ignore' })
+    const config = (plugins: unknown[]) => ({
+      hostname: 'sub.example',
+      listen: [{ host: '127.0.0.1', port: 37529, role: 'mx' }, { host: '127.0.0.1', port: 37530, role: 'submission' }],
+      tls: { cert: './c.pem', key: './k.pem' },
+      dataDir: './data',
+      plugins,
+      log: { level: 'silent' },
+    })
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify(config(['relay-acl'])))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    const said = "listen[1]: a submission listener takes mail only after AUTH, and no plugin answers AUTH: add one (auth-file, auth-sql, auth-http, or a plugin with an auth hook) to plugins"
+    expect(r.stderr).toContain(said)
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain(said)
+    expect(await listening(37529)).toBe(false)
+
+    fs.writeFileSync(path.join(dir, 'users.json'), JSON.stringify({ users: {} }))
+    fs.writeFileSync(file, JSON.stringify(config([['auth-file', { file: './users.json' }], 'relay-acl'])))
+    const ok = runCli(['check-config', '--config', file], { env: ENV })
+    expect(ok.code, ok.stderr).toBe(0)
+  })
+})
+
+describe('a hostname that is no host name', () => {
+  // The hostname is the EHLO name sent to every next hop, the banner, the Received `by` and the
+  // Message-IDs the relay makes. 'mail example com', 'mail.example.com:25' or a URL passed as
+  // `config ok`; next hops answered EHLO with 501 and all mail was deferred until it expired.
+  it.each(['mail example com', 'mail.example.com:25', 'https://mail.example.com', '192.0.2.1', 'mail..example.com'])('%s: check-config names hostname (exit 2)', (hostname) => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname, listen: LISTEN, dataDir: './data' }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  hostname: expected a fully qualified host name like mail.example.com (the EHLO name, in Received and Message-IDs)')
+  })
+
+  it("a route's helo (routing plugin) likewise", () => {
+    const routes = [{ kind: 'mx', helo: 'out 1.example.com' }, { kind: 'mx', pool: { strategy: 'round-robin', addresses: [{ address: '192.0.2.10', helo: 'out2.example.com:25' }] } }, { kind: 'mx', helo: '[192.0.2.11]' }]
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', plugins: [['routing', { routes }]] }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain("  plugins[0] (routing) options.routes[0].helo: 'out 1.example.com' is not a domain name (EHLO takes a domain or an address literal)")
+    expect(r.stderr).toContain("  plugins[0] (routing) options.routes[1].pool.addresses[0].helo: 'out2.example.com:25' is not a domain name")
+    expect(r.stderr).not.toContain('routes[2]')
+  })
+
+  it('a name with a trailing dot is taken without it; underscores and one label are taken', () => {
+    for (const [hostname, shown] of [['mail.example.com.', 'mail.example.com'], ['mail_1.example.com', 'mail_1.example.com'], ['localhost', 'localhost']]) {
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname, listen: LISTEN, dataDir: './data' }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toContain(`  hostname ${shown}\n`)
+    }
   })
 })

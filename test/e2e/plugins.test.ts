@@ -250,7 +250,7 @@ describe('plugins loaded from user files', () => {
     for (const command of ['start', 'check-config']) {
       const r = runCli([command, '--config', configFile])
       expect(r.code, `${command}: ${r.stderr}`).toBe(2)
-      expect(r.stderr).toMatch(/plugins\[0\] \(needs-number\) options\.n: .*expected number/)
+      expect(r.stderr).toMatch(/plugins\[0\] \(needs-number\) options\.n: expected a number, got a string/)
       expect(r.stderr).toContain(configFile)
     }
   })

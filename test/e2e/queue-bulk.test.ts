@@ -71,10 +71,10 @@ describe('on a running relay (admin API)', () => {
 
     // A filter must say what it selects; a bad value is refused.
     const none = cli(['queue', 'hold'])
-    expect(none.code).toBe(1)
+    expect(none.code).toBe(2)
     expect(none.stderr).toMatch(/give a queue id, ALL/)
-    expect(cli(['queue', 'hold', '--older-than', 'soon']).code).toBe(1)
-    expect(cli(['queue', 'hold', '--state', 'bogus']).code).toBe(1)
+    expect(cli(['queue', 'hold', '--older-than', 'soon']).code).toBe(2)
+    expect(cli(['queue', 'hold', '--state', 'bogus']).code).toBe(2)
 
     // Flush by domain with a count; a dry run of flush ALL lists all.
     const flushDry = cli(['queue', 'flush', 'ALL', '--dry-run', '--json'])

@@ -44,11 +44,11 @@ describe('an empty or malformed queue id', () => {
     for (const [name, args] of verbs) {
       const r = await cli(args)
       const bad = args.includes('../x') ? '../x' : ''
-      expect([r.code, r.stderr, r.stdout], name).toEqual([1, `relay: not a queue id: '${bad}'\n`, ''])
+      expect([r.code, r.stderr, r.stdout], name).toEqual([2, `relay: not a queue id: '${bad}'\n`, ''])
     }
     // Ids on stdin are checked too: one bad one and nothing is done.
     const stdin = await cli(['queue', 'delete', '-'], `${id}\nnot/an-id\n`)
-    expect([stdin.code, stdin.stderr], 'ids on stdin').toEqual([1, "relay: not a queue id: 'not/an-id'\n"])
+    expect([stdin.code, stdin.stderr], 'ids on stdin').toEqual([2, "relay: not a queue id: 'not/an-id'\n"])
     // Nothing happened to the message: not flushed (the same next attempt), not held, not deleted.
     expect(await entries()).toEqual(before)
     expect(fixture.delivered(before[0]!.recipients[0]!.address)).toEqual([])

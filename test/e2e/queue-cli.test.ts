@@ -67,8 +67,8 @@ describe('on a running relay (admin API)', () => {
     expect(await ids('--domain', 'nowhere.test')).toEqual([])
 
     const bad = (await cli('queue', 'list', '--state', 'bogus'))
-    expect([bad.code, bad.stderr]).toEqual([1, "relay: --state: expected queued, deferred or held (got 'bogus')\n"])
-    expect((await cli('queue', 'list', '--limit', 'x')).code).toBe(1)
+    expect([bad.code, bad.stderr]).toEqual([2, "relay: --state: expected queued, deferred or held (got 'bogus')\n"])
+    expect((await cli('queue', 'list', '--limit', 'x')).code).toBe(2)
 
     for (const id of [a, b]) expect((await cli('queue', 'delete', id)).code).toBe(0)
     expect((await cli('queue', 'list')).stdout).toBe('queue is empty\n')

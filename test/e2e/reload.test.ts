@@ -2,6 +2,7 @@
 // config is refused with the reason while the old one stays in force, local domains and
 // certificates (new paths) apply to new work, restart-only keys are named.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -284,5 +285,20 @@ describe('relay reload without an admin listener', () => {
     const none = runCli(['reload', '--config', plain.configFile])
     expect(none.code).toBe(1)
     expect(none.stderr).toMatch(/no running relay found for /)
+
+    // A relay.pid left behind (kill -9, a crash, a reboot) whose pid now belongs to another
+    // process: `relay reload` sent that process SIGHUP, which ends most programs. A pid counts
+    // only while a relay holds the data directory's lock (relay.lock).
+    const other = spawn('sleep', ['60'], { stdio: 'ignore' })
+    try {
+      fs.writeFileSync(path.join(plain.dataDir, 'relay.pid'), `${other.pid}\n`)
+      const stale = runCli(['reload', '--config', plain.configFile])
+      expect(stale.code).toBe(1)
+      expect(stale.stderr).toMatch(/no running relay found for /)
+      await new Promise((r) => setTimeout(r, 200))
+      expect([other.exitCode, other.signalCode]).toEqual([null, null])
+    } finally {
+      other.kill('SIGKILL')
+    }
   })
 })

@@ -191,6 +191,32 @@ describe('TLS', () => {
     expect(cert.subject).toContain('CN=dev.relay.test')
     expect(cert.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(dir, 'dev.relay.test.key'))))).toBe(true)
   })
+
+  // Run again with the same name (or `--out /etc/relay/tls` where the real pair lives), it replaced
+  // the key and certificate in place without a word; `--days abc` gave a 365-day certificate and
+  // exit 0; `--name ../x` wrote outside --out; an IP address became a DNS name in subjectAltName.
+  it('relay tls selfsigned never overwrites a key, refuses a bad --days or --name, and puts an IP in an IP SAN', () => {
+    const dir = tempDir('relay-selfsigned-')
+    expect(runCli(['tls', 'selfsigned', '--name', 'dev.relay.test', '--out', dir]).code).toBe(0)
+    const keyFile = path.join(dir, 'dev.relay.test.key')
+    const before = [fs.readFileSync(keyFile, 'utf8'), fs.readFileSync(path.join(dir, 'dev.relay.test.crt'), 'utf8')]
+    expect(fs.statSync(keyFile).mode & 0o777).toBe(0o600)
+    const again = runCli(['tls', 'selfsigned', '--name', 'dev.relay.test', '--out', dir])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toContain(`relay: ${keyFile} already exists; not overwriting it`)
+    expect([fs.readFileSync(keyFile, 'utf8'), fs.readFileSync(path.join(dir, 'dev.relay.test.crt'), 'utf8')]).toEqual(before)
+
+    const days = runCli(['tls', 'selfsigned', '--name', 'days.relay.test', '--out', dir, '--days', 'abc'])
+    expect([days.code, days.stderr]).toEqual([2, "relay: --days: expected a whole number of days from 1 to 36500, got 'abc'\n"])
+    const name = runCli(['tls', 'selfsigned', '--name', '../escape', '--out', dir])
+    expect(name.code).toBe(2)
+    expect(name.stderr).toMatch(/--name: expected a host name or IP address/)
+    expect(fs.readdirSync(dir).sort()).toEqual(['dev.relay.test.crt', 'dev.relay.test.key'])
+
+    expect(runCli(['tls', 'selfsigned', '--name', '127.0.0.1', '--out', dir]).code).toBe(0)
+    const ip = new crypto.X509Certificate(fs.readFileSync(path.join(dir, '127.0.0.1.crt')))
+    expect(ip.subjectAltName).toBe('IP Address:127.0.0.1')
+  })
 })
 
 describe('AUTH and submission', () => {

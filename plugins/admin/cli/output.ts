@@ -23,11 +23,12 @@ export class VerbError extends Error {
 
 /**
  * Known failures (a queue verb's `kind`, an admin API answer, the queue database's own state such
- * as a corrupt file: an SQLITE_ code) print their message; others their stack. Exit code 1.
+ * as a corrupt file: an SQLITE_ code) print their message; others their stack. Exit code 1, or 2
+ * for `bad-input` (a usage error: an option's value, no id or filter), as commander's own errors.
  */
 export function fail(err: unknown): void {
   const e = err as { kind?: unknown; code?: unknown } | null
   const known = err instanceof AdminFailed || typeof e?.kind === 'string' || (typeof e?.code === 'string' && e.code.startsWith('SQLITE_'))
   process.stderr.write(`relay: ${known ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
-  process.exitCode = 1
+  process.exitCode = e?.kind === 'bad-input' ? 2 : 1
 }

@@ -14,9 +14,10 @@ async function withSuppressions<T>(env: CommandEnv, configFile: string | undefin
   }
 }
 
-function fail(message: string): never {
+/** Exit code 1 (not found), or 2 for a usage error (no address, a bad --ttl). */
+function fail(message: string, code: 1 | 2 = 1): never {
   process.stderr.write(`relay: ${message}\n`)
-  process.exit(1)
+  process.exit(code)
 }
 
 /** `relay suppression list`: the addresses refused at RCPT, with reason, source and expiry. */
@@ -38,12 +39,12 @@ export async function suppressionList(env: CommandEnv, opts: { config?: string; 
 
 /** `relay suppression add <address>`: refuse mail to it (default expiry: `delivery.suppression.ttl`). */
 export async function suppressionAdd(env: CommandEnv, address: string, opts: { config?: string; reason?: string; ttl?: string }): Promise<void> {
-  if (!parseAddress(address)) fail(`not an email address: ${address}`)
+  if (!parseAddress(address)) fail(`not an email address: ${address}`, 2)
   const config = (await env.loadConfig(opts.config)) as RelayConfig
   let ttl = config.delivery.suppression.ttl
   if (opts.ttl !== undefined) {
     const parsed = parseDuration(opts.ttl)
-    if (parsed === undefined) fail(`--ttl: expected a duration like '30d', '12h' or 0 (never expires), got ${JSON.stringify(opts.ttl)}`)
+    if (parsed === undefined) fail(`--ttl: expected a duration like '30d', '12h' or 0 (never expires), got ${JSON.stringify(opts.ttl)}`, 2)
     ttl = parsed
   }
   const now = Date.now()
