@@ -3,11 +3,23 @@
 // kept ones among themselves, never sets it up again (a second listener on the port it holds).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { runCli, startRelay, type RelayProcess } from '../harness/relay.js'
 
-const A = ['admin', { host: '127.0.0.1', port: 37601, insecureNoToken: true }]
-const B = ['admin', { host: '127.0.0.1', port: 37602, insecureNoToken: true }]
+/** A port free now, from the kernel (a fixed one can be taken: another test's listener, or a connection's own end in TIME-WAIT). */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = net.createServer().once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo
+      s.close(() => resolve(port))
+    })
+  })
+let PA = 0
+let PB = 0
+let A: unknown[] = []
+let B: unknown[] = []
 const ACL = ['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }]
 let relay: RelayProcess
 let users: string
@@ -28,6 +40,9 @@ async function reloadWith(plugins: unknown[]) {
 const ready = async (port: number) => (await fetch(`http://127.0.0.1:${port}/readyz`)).status
 
 beforeAll(async () => {
+  ;[PA, PB] = [await freePort(), await freePort()]
+  A = ['admin', { host: '127.0.0.1', port: PA, insecureNoToken: true }]
+  B = ['admin', { host: '127.0.0.1', port: PB, insecureNoToken: true }]
   relay = await startRelay({ config: { plugins: [ACL, A, B] } })
   users = path.join(path.dirname(relay.configFile), 'users.json')
   fs.writeFileSync(users, JSON.stringify({ users: {} }))
@@ -44,8 +59,8 @@ describe('reload with a kept plugin that moves in the list', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toBe('config reloaded\n  changed: plugins\n')
     expect(listeners()).toBe(2)
-    expect(await ready(37601)).toBe(200)
-    expect(await ready(37602)).toBe(200)
+    expect(await ready(PA)).toBe(200)
+    expect(await ready(PB)).toBe(200)
   })
 
   it('others removed and the kept ones swapped: still the same two listeners, no restart needed', async () => {
@@ -53,8 +68,8 @@ describe('reload with a kept plugin that moves in the list', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toBe('config reloaded\n  changed: plugins\n')
     expect(listeners()).toBe(2)
-    expect(await ready(37601)).toBe(200)
-    expect(await ready(37602)).toBe(200)
+    expect(await ready(PA)).toBe(200)
+    expect(await ready(PB)).toBe(200)
   })
 
   it('changed options of a kept plugin that moved: named at its new place as needing a restart', async () => {
@@ -77,6 +92,6 @@ describe('reload with a kept plugin that moves in the list', () => {
     expect(ok.code, ok.stderr).toBe(0)
     expect(ok.stdout).toBe('config reloaded\n  no setting changed (plugins and certificates were loaded again)\n')
     expect(listeners()).toBe(2)
-    expect(await ready(37601)).toBe(200)
+    expect(await ready(PA)).toBe(200)
   })
 })
