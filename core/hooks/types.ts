@@ -356,6 +356,12 @@ export interface CommandEnv {
    * listing where it looked (the CLI exits 2): a queue verb never runs on the defaults by accident.
    */
   openQueue(configFile?: string, opts?: { create?: boolean }): Promise<{ queue: QueueOperations; config: { dataDir: string; configFile?: string }; running?: number; close(): Promise<void> }>
+  /**
+   * The pid of the relay running on `dataDir` now (it holds the directory's lock), else undefined.
+   * Files a relay left there (admin.json) are its run's only when they name this pid: a relay killed
+   * with -9 leaves them behind, and their pid may belong to another program by now.
+   */
+  runningRelay(dataDir: string): number | undefined
 }
 
 /**

@@ -10,25 +10,20 @@ export interface AdminTarget {
   token?: string
 }
 
-/** Signal 0 checks that the process exists (EPERM: it exists but belongs to another user). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-/** The running relay's admin listener, or undefined when none runs for this data directory. */
-export function findAdmin(dataDir: string): AdminTarget | undefined {
+/**
+ * The running relay's admin listener, or undefined when none runs for this data directory. The file
+ * counts only when its pid is the relay that holds the data directory now (`runningRelay`, from the
+ * lock and relay.pid): a relay killed with -9 leaves admin.json behind, and its pid may be another
+ * program's by now, perhaps listening on that URL. The token is never sent to such a listener.
+ */
+export function findAdmin(dataDir: string, runningRelay: (dataDir: string) => number | undefined): AdminTarget | undefined {
   let file: AdminFile
   try {
     file = JSON.parse(fs.readFileSync(path.join(dataDir, ADMIN_FILE), 'utf8')) as AdminFile
   } catch {
     return undefined
   }
-  if (typeof file.url !== 'string' || !Number.isInteger(file.pid) || !isAlive(file.pid)) return undefined
+  if (typeof file.url !== 'string' || !Number.isInteger(file.pid) || file.pid !== runningRelay(dataDir)) return undefined
   const token = typeof file.token === 'string' && file.token ? file.token : process.env.RELAY_ADMIN_TOKEN || undefined
   return { url: file.url, pid: file.pid, token }
 }

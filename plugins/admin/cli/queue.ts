@@ -60,7 +60,7 @@ function apiBackend(target: AdminTarget): Backend {
  */
 export async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (b: Backend) => Promise<void>, empty?: () => void): Promise<void> {
   const config = (await env.loadConfig(opts.config)) as RelayConfig
-  const target = findAdmin(config.dataDir)
+  const target = findAdmin(config.dataDir, env.runningRelay)
   if (target) {
     try {
       return await fn(apiBackend(target))

@@ -16,7 +16,7 @@ export async function stats(env: CommandEnv, opts: { config?: string; period?: s
   // The warning thresholds are config `stats` (what the running relay judges by, too).
   const thresholds = config.stats
   let response: StatsResponse | undefined
-  const target = findAdmin(config.dataDir)
+  const target = findAdmin(config.dataDir, env.runningRelay)
   if (target) {
     try {
       response = await adminCall<StatsResponse>(target, 'GET', `/api/stats?period=${period}`)
