@@ -15,8 +15,8 @@ function exit(code: number): void {
  * Without a config file it runs on the defaults (the README's quick start), saying where it looked.
  * A config problem (invalid, unreadable TLS files, a data directory it cannot write, a plugin that
  * fails its setup) is a ConfigError: exit 2 with the message. Any other failure to start (a port in
- * use, the relay's or a plugin's; another relay on the data directory) is one line, exit 1. Never a
- * stack trace on the terminal: the log line has it.
+ * use, the relay's or a plugin's; another relay on the data directory) is one line, exit 1, and a
+ * log line. Never a stack trace, on the terminal or in the log, but at log level debug.
  */
 export async function start(opts: { config?: string }): Promise<void> {
   const config = await loadConfig(opts.config)
@@ -62,14 +62,18 @@ export async function start(opts: { config?: string }): Promise<void> {
   try {
     await relay.start()
   } catch (err) {
-    // The log has the details (and the stack); the terminal gets one line.
-    relay.log.fatal({ err }, 'cannot start')
-    await flushLogs()
+    // One line on stderr (main.ts prints a config problem's, exit 2); the stack only at level debug:
+    // at start it is journal noise that buries the line that names the key or plugin.
+    const cause = (err as { cause?: NodeJS.ErrnoException }).cause
     // A plugin's setup that failed in a system call (its port in use) cannot start, like a listener.
-    const system = (err as { cause?: NodeJS.ErrnoException }).cause?.syscall !== undefined
-    if (err instanceof ConfigError && !system) throw err
-    const code = ((err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException)).code
+    const system = cause?.syscall !== undefined
+    relay.log.debug({ err }, 'cannot start: details')
+    const code = (cause ?? (err as NodeJS.ErrnoException)).code
     const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') : ((err as Error)?.message ?? String(err))
+    // A config problem is the operator's at the terminal, as a core key's; anything else is logged too.
+    if (!(err instanceof ConfigError) || system) relay.log.fatal({ error: text, code }, 'cannot start')
+    await flushLogs()
+    if (err instanceof ConfigError && !system) throw err
     process.stderr.write(`relay: cannot start: ${text}${code && !text.includes(code) ? ` (${code})` : ''}\n`)
     process.exit(1)
   }

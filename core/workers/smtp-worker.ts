@@ -139,7 +139,8 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     send({ relay: 'ready', listeners })
     loopDelay.enable()
   } catch (err) {
-    log.fatal({ err }, 'SMTP worker cannot start')
+    log.debug({ err }, 'SMTP worker cannot start: details')
+    log.fatal({ error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code }, 'SMTP worker cannot start')
     // A config problem (a plugin's setup failing here) stays one for `relay start`: exit 2, as without workers.
     const config = err instanceof ConfigError ? { file: err.file, issues: err.issues } : undefined
     send({ relay: 'failed', error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code, config })

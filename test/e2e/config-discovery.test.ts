@@ -237,6 +237,51 @@ describe('check-config: every problem at once, and the files it will need', () =
     }
   })
 
+  it('start with a plugin that fails (options, load, setup) or a port in use: one line on stderr naming it; no stack trace in the log but at level debug', async () => {
+    const dir = dirWith({
+      'broken.mjs': "throw new Error('broken at import')\n",
+      'failing.mjs': "export default { name: 'failing', setup() { throw new Error('cannot reach the thing') } }\n",
+    })
+    const start = (plugin: unknown[], extra: Record<string, unknown> = {}) => {
+      fs.writeFileSync(path.join(dir, 'relay.config.json'), json('fail.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], smtp: { reverseLookup: false }, log: { level: 'info' }, plugins: [plugin], ...extra }))
+      return runCli(['start'], { cwd: dir, env: ENV })
+    }
+    const cases: [unknown[], RegExp][] = [
+      [['admin', { port: 'x' }], /^ {2}plugins\[0\] \(admin\) options\.port: expected a number, got a string \[RELAY_ERR_PLUGIN_OPTIONS\]$/m],
+      [['./broken.mjs', {}], /^ {2}plugins\[0\]: cannot load plugin '\.\/broken\.mjs': broken at import \[RELAY_ERR_PLUGIN_LOAD\]$/m],
+      [['./failing.mjs', {}], /^ {2}plugins\[0\] \(failing\): setup: cannot reach the thing \[RELAY_ERR_PLUGIN_SETUP\]$/m],
+    ]
+    for (const [plugin, expected] of cases) {
+      const r = start(plugin)
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toMatch(expected)
+      noStack(r.stderr)
+      // The journal gets no stack trace from stdout either (a core key's error prints none at all).
+      expect(r.stdout).not.toContain('"stack"')
+      noStack(r.stdout)
+    }
+    // At level debug the details are there for whoever asks.
+    const debug = start(['./failing.mjs', {}], { log: { level: 'debug' } })
+    expect(debug.code).toBe(2)
+    expect(debug.stdout).toMatch(/"msg":"cannot start: details"/)
+    expect(debug.stdout).toContain('"stack"')
+    noStack(debug.stderr)
+
+    // A failure that is not the config's (a port in use): exit 1, one log line, still no stack in it.
+    const busy = net.createServer().listen(0, '127.0.0.1')
+    await once(busy, 'listening')
+    try {
+      const r = start(['admin', { host: '127.0.0.1', port: (busy.address() as net.AddressInfo).port, insecureNoToken: true }])
+      expect(r.code, r.stderr).toBe(1)
+      expect(r.stderr).toMatch(/^relay: cannot start: plugins\[0\] \(admin\).*EADDRINUSE/m)
+      const fatal = r.stdout.split('\n').find((l) => l.includes('"msg":"cannot start"'))
+      expect(fatal).toContain('EADDRINUSE')
+      expect(fatal).not.toContain('"stack"')
+    } finally {
+      busy.close()
+    }
+  })
+
   it('YAML and JSON syntax errors name the line and column', () => {
     const yaml = dirWith({ 'relay.config.yaml': 'hostname: y.example\nlisten:\n  - port: 25\n   role: mx\n' })
     let r = runCli(['check-config'], { cwd: yaml, env: ENV })
