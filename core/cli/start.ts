@@ -5,6 +5,7 @@ import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
 import cluster from 'node:cluster'
 import { workerCount } from '../workers/share.js'
+import { privilegedPortHint } from '../net/listen-error.js'
 
 function exit(code: number): void {
   void flushLogs().then(() => process.exit(code))
@@ -69,7 +70,8 @@ export async function start(opts: { config?: string }): Promise<void> {
     const system = cause?.syscall !== undefined
     relay.log.debug({ err }, 'cannot start: details')
     const code = (cause ?? (err as NodeJS.ErrnoException)).code
-    const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') : ((err as Error)?.message ?? String(err))
+    // A plugin's own listener below 1024 (a core listener's message has the hint already).
+    const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') + privilegedPortHint(cause) : ((err as Error)?.message ?? String(err))
     // A config problem is the operator's at the terminal, as a core key's; anything else is logged too.
     if (!(err instanceof ConfigError) || system) relay.log.fatal({ error: text, code }, 'cannot start')
     await flushLogs()

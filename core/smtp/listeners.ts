@@ -74,7 +74,7 @@ export class SmtpListeners {
   async start(): Promise<ListenerInfo[]> {
     this.tls.start()
     const bound: ListenerInfo[] = []
-    for (const l of this.config.listen) {
+    for (const [i, l] of this.config.listen.entries()) {
       const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
       const server = createSmtpServer(this.config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
         hasAuth: this.hooks.has('auth'),
@@ -90,7 +90,7 @@ export class SmtpListeners {
         onData: (stream, session, cb) => void this.onData(stream, session, listener).then((reply) => cb(null, reply), (err: Error) => cb(err)),
         onClose: (session) => this.onClose(session, listener),
       })
-      await listen(server, listener, this.log)
+      await listen(server, listener, this.log, `listen[${i}]`)
       this.servers.push({ server, listener })
       bound.push({ host: listener.host, port: listener.port, role: listener.role })
     }

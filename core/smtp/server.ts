@@ -8,6 +8,7 @@ import { guardArrivals } from './arrivals.js'
 import type { ClientChecks } from './session-limits.js'
 import type { ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
+import { listenFailure, type ListenFailure } from '../net/listen-error.js'
 
 export interface Listener extends ListenerInfo {
   tls: 'starttls' | 'implicit' | 'none'
@@ -71,11 +72,13 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
 }
 
 /** Binds the server; `listener.port` becomes the real port (for a configured port 0). */
-export async function listen(server: SMTPServer, listener: Listener, log: Logger): Promise<void> {
+/** Binds the listener; a failure names it as config does (`at`: `listen[0]`), with its address. */
+export async function listen(server: SMTPServer, listener: Listener, log: Logger, at = 'listen'): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    const failed = (err: ListenFailure) => reject(listenFailure(err, `${at} ${listener.host}:${listener.port}`))
+    server.once('error', failed)
     server.listen(listener.port, listener.host, () => {
-      server.off('error', reject)
+      server.off('error', failed)
       resolve()
     })
   })

@@ -3,7 +3,7 @@
 // `relay --version`, `relay config show`, `check-config` reporting every problem at once, `start`
 // without a stack trace, and a TypeScript config outside the package importing 'relay-mta'.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -280,6 +280,34 @@ describe('check-config: every problem at once, and the files it will need', () =
     } finally {
       busy.close()
     }
+  })
+
+  it('a port below 1024 refused (EACCES): the listener named, and that it needs root or CAP_NET_BIND_SERVICE', () => {
+    // Under root, root without that capability (setpriv); any other user lacks it anyway.
+    const asRoot = process.getuid?.() === 0
+    const drop = ['--inh-caps=-net_bind_service', '--bounding-set=-net_bind_service', '--ambient-caps=-net_bind_service']
+    const startUnprivileged = (dir: string) => {
+      const r = asRoot
+        ? spawnSync('setpriv', [...drop, process.execPath, BIN, 'start'], { cwd: dir, env: { ...process.env, ...ENV }, encoding: 'utf8', timeout: 30_000 })
+        : spawnSync(process.execPath, [BIN, 'start'], { cwd: dir, env: { ...process.env, ...ENV }, encoding: 'utf8', timeout: 30_000 })
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+    }
+    // A system whose unprivileged ports start at 1 or below refuses nothing here (Linux: 1024).
+    expect(Number(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'))).toBeGreaterThan(1)
+    const hint = 'ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (the systemd unit deploy/relay.service grants it with AmbientCapabilities=CAP_NET_BIND_SERVICE)'
+    const listen = [{ host: '127.0.0.1', port: 0, role: 'mx' }, { host: '127.0.0.1', port: 1, role: 'mx' }]
+    const dir = dirWith({ 'relay.config.json': json('low.example', { listen, smtp: { reverseLookup: false } }) })
+    const r = startUnprivileged(dir)
+    expect(r.code, r.stderr).toBe(1)
+    expect(r.stderr).toBe(`relay: cannot start: listen[1] 127.0.0.1:1: permission denied: ${hint} (EACCES)\n`)
+    // The systemd unit does grant it.
+    expect(fs.readFileSync(path.join(ROOT, 'deploy/relay.service'), 'utf8')).toMatch(/^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m)
+    // A plugin's listener (the admin plugin's) is named by its entry.
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('low.example', { listen: [listen[0]], smtp: { reverseLookup: false }, plugins: [['admin', { host: '127.0.0.1', port: 1, insecureNoToken: true }]] }))
+    const p = startUnprivileged(dir)
+    expect(p.code, p.stderr).toBe(1)
+    expect(p.stderr).toMatch(/^relay: cannot start: plugins\[0\] \(admin\): .*EACCES.*: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability/m)
+    noStack(p.stderr)
   })
 
   it('YAML and JSON syntax errors name the line and column', () => {
