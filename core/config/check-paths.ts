@@ -48,7 +48,7 @@ function checkPair(pair: { cert: string; key: string }, at: string, issues: Path
   }
 }
 
-/** The directory exists and is writable, or its nearest existing parent is (start creates it). */
+/** The directory exists and is writable, or its nearest existing parent is (start creates it): as start will find it. */
 function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
   let existing = dir
   while (!fs.existsSync(existing)) {
@@ -71,6 +71,15 @@ function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
     fs.accessSync(existing, fs.constants.W_OK | fs.constants.X_OK)
   } catch (err) {
     issues.push({ path: key, message: existing === dir ? `${dir} is not writable: ${reason(err)}` : `cannot create ${dir}: ${existing} is not writable (${reason(err)})` })
+    return
+  }
+  // The permission bits pass for root everywhere, /proc and /sys included, where start's mkdir then
+  // fails: a directory made and removed at once tells, and leaves nothing behind.
+  try {
+    fs.rmdirSync(fs.mkdtempSync(path.join(existing, '.relay-check-')))
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    issues.push({ path: key, message: existing === dir ? `${dir} is not writable: it does not take new directories (${code})` : `cannot create ${dir}: ${existing} does not take new directories (${code})` })
   }
 }
 

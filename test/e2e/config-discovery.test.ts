@@ -203,6 +203,30 @@ describe('check-config: every problem at once, and the files it will need', () =
     }
   })
 
+  it('a data directory where nothing can be made (under /proc): check-config says so as start does; a good one is left as it was', () => {
+    const dir = dirWith({})
+    // (Root passes the permission check there; the directory still cannot be made.)
+    for (const [dataDir, expected] of [
+      ['/proc/relay-data', /^ {2}dataDir: cannot create \/proc\/relay-data: \/proc (does not take new directories|is not writable)/m],
+      ['/proc/self', /^ {2}dataDir: \/proc\/self is not writable/m],
+    ] as const) {
+      fs.writeFileSync(path.join(dir, 'relay.config.json'), json('proc.example', { dataDir }))
+      const checked = runCli(['check-config'], { cwd: dir, env: ENV })
+      expect(checked.code, checked.stdout).toBe(2)
+      expect(checked.stderr).toMatch(expected)
+      const started = runCli(['start'], { cwd: dir, env: ENV })
+      expect(started.code, started.stdout).toBe(2)
+      expect(started.stderr).toMatch(expected)
+      noStack(started.stderr)
+    }
+    // A data directory that can be made is not made by the check, nor is anything left beside it.
+    const parent = tempDir()
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('proc.example', { dataDir: path.join(parent, 'data') }))
+    const ok = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(fs.readdirSync(parent)).toEqual([])
+  })
+
   it('start refuses unusable TLS files with exit 2 and no stack trace', () => {
     const dir = dirWith({ 'relay.config.json': json('tls.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], tls: { cert: a.cert, key: b.key } }) })
     const r = runCli(['start'], { cwd: dir, env: ENV })
