@@ -179,8 +179,9 @@ describe('good configs', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout.split('\n')[0]).toBe(`config ok: ${file}`)
     expect(r.stdout).toContain('  hostname mail.good.example\n')
-    expect(r.stdout).toContain('  listen 127.0.0.1:2525 (mx)\n')
-    expect(r.stdout).toContain('  listen 127.0.0.1:2587 (submission)\n')
+    // No tls section: no TLS on either (the mode is said, 587's STARTTLS from 465's implicit TLS).
+    expect(r.stdout).toContain('  listen 127.0.0.1:2525 (mx, tls none)\n')
+    expect(r.stdout).toContain('  listen 127.0.0.1:2587 (submission, tls none)\n')
     expect(r.stdout).toContain('  localDomains good.example\n')
     expect(r.stdout).toContain('  plugins static-auth, relay-acl\n')
     expect(r.stderr).toBe('')

@@ -234,10 +234,17 @@ describe('check-config: every problem at once, and the files it will need', () =
     expect(r.stderr).toContain(`tls: the key ${b.key} does not belong to the certificate ${a.cert}`)
     noStack(r.stderr)
 
-    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('tls.example', { tls: { cert: a.cert, key: a.key } }))
+    // The summary tells 587 (STARTTLS) from 465 (TLS from the first byte) and a listener without TLS.
+    const listen = [
+      { host: '127.0.0.1', port: 2525, role: 'mx' },
+      { host: '127.0.0.1', port: 2465, role: 'mx', tls: 'implicit' },
+      { host: '127.0.0.1', port: 2526, role: 'mx', tls: 'none' },
+    ]
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('tls.example', { tls: { cert: a.cert, key: a.key }, listen }))
     const ok = runCli(['check-config'], { cwd: dir, env: ENV })
     expect(ok.code, ok.stderr).toBe(0)
     expect(ok.stdout).toContain(`tls ${a.cert} (key ${a.key}): readable, a matching pair`)
+    expect(ok.stdout).toContain('  listen 127.0.0.1:2525 (mx, tls starttls)\n  listen 127.0.0.1:2465 (mx, tls implicit)\n  listen 127.0.0.1:2526 (mx, tls none)\n')
   })
 
   it('start on a port in use: one line, exit 1, no stack trace', async () => {
