@@ -56,3 +56,31 @@ describe('bad option values and missing targets of the queue verbs', () => {
     expect((await runCliAsync(['suppression', 'remove', 'nobody@example.com', '--config', config])).code).toBe(1)
   })
 })
+
+// `relay suppression list` printed its times with milliseconds (`2026-12-04T18:39:32.474Z`) while
+// the queue verbs print them to the second, as docs/config.md says; the same format now.
+describe('what the verbs print', () => {
+  const dir = tempDir('relay-print-')
+  const config = path.join(dir, 'relay.config.json')
+  fs.writeFileSync(config, JSON.stringify({ listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: './data', log: { level: 'silent' } }))
+  const SECOND = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ'
+
+  it('suppression add and list: times to the second, as the queue verbs', async () => {
+    const added = await runCliAsync(['suppression', 'add', 'gone@example.com', '--ttl', '1h', '--config', config])
+    expect(added.code, added.stderr).toBe(0)
+    expect(added.stdout).toMatch(new RegExp(`^suppressed gone@example\\.com \\(expires ${SECOND}\\)\\n$`))
+    const forever = await runCliAsync(['suppression', 'add', 'never@example.com', '--ttl', '0', '--config', config])
+    expect(forever.stdout).toBe('suppressed never@example.com (expires never)\n')
+    const list = await runCliAsync(['suppression', 'list', '--config', config])
+    expect(list.code, list.stderr).toBe(0)
+    expect(list.stdout).toMatch(new RegExp(`^gone@example\\.com  added ${SECOND}  expires ${SECOND}  source cli  reason: added by hand$`, 'm'))
+    expect(list.stdout).toMatch(new RegExp(`^never@example\\.com  added ${SECOND}  expires never  source cli  reason: added by hand$`, 'm'))
+  })
+
+  it('stats: the period start to the second, as the other times', async () => {
+    const r = await runCliAsync(['stats', '--config', config])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(new RegExp(`^Reputation, last day \\(since ${SECOND};`))
+    expect(r.stdout).not.toMatch(/^[ \t]+$/m)
+  })
+})

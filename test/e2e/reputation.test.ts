@@ -177,7 +177,9 @@ describe('reputation figures and feedback-loop complaints', () => {
 
   it('relay stats prints tables with the warning marked; works on the stopped data directory; the warning is logged', async () => {
     const text = stats().stdout
-    expect(text).toMatch(/^Reputation, last day/)
+    expect(text).toMatch(/^Reputation, last day \(since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ;/)
+    // Blank lines between the tables are empty, not a single space.
+    expect(text).not.toMatch(/^[ \t]+$/m)
     // news.test: 8 delivered, 2 bounced, 1 complaint.
     expect(text).toMatch(/^ ! news\.test +8 +0 +2 +20\.0% +1 +12\.5% +bad-mailbox 2$/m)
     expect(text).toMatch(/^ {3}other\.test +1 /m)

@@ -3,7 +3,7 @@
 // Exit codes: 0 ok, 1 failed, 2 bad config or option.
 import { statsFromRows, statsResponse, type CommandEnv, type DomainFigures, type Figures, type Period, type RelayConfig, type StatsResponse } from '../../../core/index.js'
 import { AdminUnreachable, adminCall, findAdmin } from './client.js'
-import { fail, table } from './output.js'
+import { fail, table, time } from './output.js'
 
 export async function stats(env: CommandEnv, opts: { config?: string; period?: string; json?: boolean }): Promise<void> {
   const period = opts.period ?? 'day'
@@ -52,7 +52,7 @@ export async function stats(env: CommandEnv, opts: { config?: string; period?: s
 }
 
 const pct = (r: number | null) => (r === null ? '-' : `${(Math.round(r * 1000) / 10).toFixed(1)}%`)
-const since = (f: Figures) => new Date(f.since).toISOString().replace(/:00\.000Z$/, 'Z').replace('T', ' ')
+const since = (f: Figures) => time(f.since)
 
 /** Text tables: sending domains (warnings marked `!`), destination domains, the warnings spelled out. */
 export function render(f: Figures): string {
@@ -75,7 +75,7 @@ export function render(f: Figures): string {
       pct(r.complaintRate),
       Object.entries(r.bouncedBy).map(([c, n]) => `${c} ${n}`).join(', ') || '-',
     ])
-    s += table([head, ...body]).replace(/^/gm, ' ') + '\n'
+    s += table([head, ...body]).replace(/^(?=.)/gm, ' ') + '\n'
   }
   section('Sending domains', f.senders, true)
   section('Destination domains', f.destinations, false)

@@ -2,8 +2,10 @@
 // (env.openQueue: SQLite in the data directory, or the shared PostgreSQL queue). A running relay
 // checks RCPT against the queue itself, so a change here applies to its next RCPT.
 import { parseAddress, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
+import { time as toSecond } from './output.js'
 
-const time = (ms?: number) => (ms === undefined ? 'never' : new Date(ms).toISOString().replace('.000', ''))
+// To the second, as the queue verbs print times (docs/config.md); no expiry: never.
+const time = (ms?: number) => (ms === undefined ? 'never' : toSecond(ms))
 
 async function withSuppressions<T>(env: CommandEnv, configFile: string | undefined, fn: (s: QueueOperations['suppressions']) => Promise<T>): Promise<T> {
   const opened = await env.openQueue(configFile)
