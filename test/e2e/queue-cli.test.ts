@@ -140,6 +140,25 @@ describe('on a running relay (admin API)', () => {
     expect((await cli('queue', 'show', b)).code).toBe(1)
   })
 
+  it('text from outside (a Message-ID with terminal escapes) cannot drive the terminal: control characters print as ?, --json keeps them escaped', async () => {
+    const messageId = '<x\x1b]0;PWNED\x07\x1b[2J\x7f@sender.test>'
+    const id = await fixture.submit('escapes@park.test', 'alice@sender.test', `Message-ID: ${messageId}\r\n`)
+    await eventually(async () => (await listJson()).find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, 'deferred')
+    try {
+      for (const args of [['queue', 'list'], ['queue', 'show', id]]) {
+        const r = await cli(...args)
+        expect(r.code, r.stderr).toBe(0)
+        expect(r.stdout).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/)
+        expect(r.stdout).toContain('<x?]0;PWNED??[2J?@sender.test>')
+      }
+      const listed = await cli('queue', 'list', '--json')
+      expect(listed.stdout).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/)
+      expect((JSON.parse(listed.stdout) as QueueListEntry[]).find((m) => m.id === id)?.messageId).toBe(messageId)
+    } finally {
+      expect((await cli('queue', 'delete', id)).code).toBe(0)
+    }
+  })
+
   it('takes the token from admin.json, else RELAY_ADMIN_TOKEN; a missing or wrong token exits 1 and says so; a bad config exits 2', async () => {
     // A config of its own for the CLI: same data directory, no admin plugin (so no token in it).
     const dir = tempDir()

@@ -3,7 +3,7 @@
 // Exit codes: 0 ok, 1 failed, 2 bad config or option.
 import { statsFromRows, statsResponse, type CommandEnv, type DomainFigures, type Figures, type Period, type RelayConfig, type StatsResponse } from '../../../core/index.js'
 import { AdminUnreachable, adminCall, findAdmin } from './client.js'
-import { fail, table, time } from './output.js'
+import { fail, json, out, table, time } from './output.js'
 
 export async function stats(env: CommandEnv, opts: { config?: string; period?: string; json?: boolean }): Promise<void> {
   const period = opts.period ?? 'day'
@@ -45,10 +45,10 @@ export async function stats(env: CommandEnv, opts: { config?: string; period?: s
     }
   }
   if (opts.json) {
-    process.stdout.write(JSON.stringify(response, null, 2) + '\n')
+    json(response)
     return
   }
-  process.stdout.write(render(response!.figures))
+  out(render(response!.figures))
 }
 
 const pct = (r: number | null) => (r === null ? '-' : `${(Math.round(r * 1000) / 10).toFixed(1)}%`)

@@ -2,7 +2,7 @@
 // (env.openQueue: SQLite in the data directory, or the shared PostgreSQL queue). A running relay
 // checks RCPT against the queue itself, so a change here applies to its next RCPT.
 import { parseAddress, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
-import { time as toSecond } from './output.js'
+import { json, out, time as toSecond } from './output.js'
 
 // To the second, as the queue verbs print times (docs/config.md); no expiry: never.
 const time = (ms?: number) => (ms === undefined ? 'never' : toSecond(ms))
@@ -26,17 +26,17 @@ function fail(message: string, code: 1 | 2 = 1): never {
 export async function suppressionList(env: CommandEnv, opts: { config?: string; json?: boolean }): Promise<void> {
   const entries = await withSuppressions(env, opts.config, (s) => s.list())
   if (opts.json) {
-    process.stdout.write(JSON.stringify(entries, null, 2) + '\n')
+    json(entries)
     return
   }
   if (!entries.length) {
-    process.stdout.write('no suppressed addresses\n')
+    out('no suppressed addresses\n')
     return
   }
   for (const e of entries) {
-    process.stdout.write(`${e.address}  added ${time(e.createdAt)}  expires ${time(e.expiresAt)}  source ${e.source ?? '-'}  reason: ${e.reason}\n`)
+    out(`${e.address}  added ${time(e.createdAt)}  expires ${time(e.expiresAt)}  source ${e.source ?? '-'}  reason: ${e.reason}\n`)
   }
-  process.stdout.write(`${entries.length} suppressed address${entries.length === 1 ? '' : 'es'}\n`)
+  out(`${entries.length} suppressed address${entries.length === 1 ? '' : 'es'}\n`)
 }
 
 /** `relay suppression add <address>`: refuse mail to it (default expiry: `delivery.suppression.ttl`). */
@@ -58,12 +58,12 @@ export async function suppressionAdd(env: CommandEnv, address: string, opts: { c
     expiresAt: ttl > 0 ? now + ttl : undefined,
   }
   await withSuppressions(env, opts.config, (s) => s.add([entry]))
-  process.stdout.write(`suppressed ${entry.address} (expires ${time(entry.expiresAt)})\n`)
+  out(`suppressed ${entry.address} (expires ${time(entry.expiresAt)})\n`)
 }
 
 /** `relay suppression remove <address>`: take mail for it again. Exit code 1 when it was not listed. */
 export async function suppressionRemove(env: CommandEnv, address: string, opts: { config?: string }): Promise<void> {
   const removed = await withSuppressions(env, opts.config, (s) => s.remove(address))
   if (!removed) fail(`${address} is not suppressed`)
-  process.stdout.write(`removed ${address.toLowerCase()}\n`)
+  out(`removed ${address.toLowerCase()}\n`)
 }
