@@ -209,6 +209,23 @@ describe('deploy/healthcheck.mjs (the HEALTHCHECK command)', () => {
     await relay.stop()
     expect(healthcheck(relay.dataDir).status).toBe(1)
   })
+
+  it('files a relay killed with -9 left behind: its admin.json is not asked, its relay.pid (now another program\'s) not believed', async () => {
+    const relay = await startRelay({ config: { plugins: [['admin', { host: '127.0.0.1', port: 0, token: 'deploy-test-token-0123456789' }]] } })
+    relays.push(relay)
+    await relay.kill9()
+    // The pid went to another program (this test's process stands in for it).
+    fs.writeFileSync(path.join(relay.dataDir, 'relay.pid'), `${process.pid}\n`)
+    const stale = healthcheck(relay.dataDir)
+    expect([stale.status, stale.stdout]).toEqual([1, ''])
+    expect(stale.stderr).toMatch(/^unhealthy: no relay running on /)
+    // Started again without the admin plugin: the earlier run's admin.json does not make it unhealthy.
+    fs.writeFileSync(path.join(relay.dataDir, 'admin.json'), JSON.stringify({ url: 'http://127.0.0.1:9', pid: process.pid }))
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(relay.configFile, 'utf8')), plugins: [] }))
+    await relay.restart()
+    const running = healthcheck(relay.dataDir)
+    expect([running.status, running.stdout], running.stderr).toEqual([0, 'running (no admin plugin: liveness only)\n'])
+  })
 })
 
 describe('deploy/relay.config.ts', () => {
