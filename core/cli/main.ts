@@ -81,7 +81,9 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     process.exit(2)
   }
   // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
-  const named = typeof (err as { kind?: unknown })?.kind === 'string'
+  // The queue database's own state (a corrupt file: an SQLITE_ code) is said too, as the queue verbs do.
+  const code = (err as { code?: unknown })?.code
+  const named = typeof (err as { kind?: unknown })?.kind === 'string' || (typeof code === 'string' && code.startsWith('SQLITE_'))
   process.stderr.write(`relay: ${named ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
   process.exit(1)
 })

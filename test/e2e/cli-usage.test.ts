@@ -84,3 +84,18 @@ describe('what the verbs print', () => {
     expect(r.stdout).not.toMatch(/^[ \t]+$/m)
   })
 })
+
+// `relay queue list`, `relay suppression list`, `relay stats` with the shared PostgreSQL queue down
+// printed a stack trace under the message; the message alone says it all (as `relay start` does).
+describe('a queue the verbs cannot reach', () => {
+  const dir = tempDir('relay-pgdown-')
+  const config = path.join(dir, 'relay.config.json')
+  // Port 1 on loopback: nothing listens (connection refused at once).
+  fs.writeFileSync(config, JSON.stringify({ dataDir: './data', queue: { driver: 'postgres', url: 'postgres://relay:s3cret-pw@127.0.0.1:1/relay' }, log: { level: 'silent' } }))
+  it.each([[['queue', 'list']], [['queue', 'summary']], [['suppression', 'list']], [['stats']]])('%j: one line naming the database (no password), exit 1, no stack trace', async (args) => {
+    const r = await runCliAsync([...args, '--config', config])
+    expect(r.code).toBe(1)
+    expect(r.stdout).toBe('')
+    expect(r.stderr).toMatch(/^relay: queue: PostgreSQL at postgres:\/\/relay:\*\*\*@127\.0\.0\.1:1\/relay.*ECONNREFUSED.*\n$/)
+  })
+})

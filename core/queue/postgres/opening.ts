@@ -48,7 +48,8 @@ export class PgOpening {
     this.first = this.o.migrate().then(
       () => void (this.open = true),
       (err: Error) => {
-        const wrapped = new Error(`queue: PostgreSQL at ${this.o.where}: ${err.message}`, { cause: err })
+        // `kind`: a failure the message says in full (the CLI prints it without a stack trace).
+        const wrapped = Object.assign(new Error(`queue: PostgreSQL at ${this.o.where}: ${err.message}`, { cause: err }), { kind: 'unavailable' as const })
         if (unreachable(err)) {
           this.lastError = wrapped
           this.retrying = true
