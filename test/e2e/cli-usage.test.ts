@@ -77,6 +77,15 @@ describe('what the verbs print', () => {
     expect(list.stdout).toMatch(new RegExp(`^never@example\\.com  added ${SECOND}  expires never  source cli  reason: added by hand$`, 'm'))
   })
 
+  it('queue summary of a data directory no relay has used yet: as an empty queue (docs/config.md), not "0 messages"', async () => {
+    const fresh = tempDir('relay-fresh-')
+    const file = path.join(fresh, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ dataDir: './data', log: { level: 'silent' } }))
+    const r = await runCliAsync(['queue', 'summary', '--config', file])
+    expect([r.code, r.stdout], r.stderr).toEqual([0, '0 messages; recipients: 0 queued, 0 deferred, 0 held\noldest: -\n'])
+    expect(fs.existsSync(path.join(fresh, 'data'))).toBe(false)
+  })
+
   it('stats: the period start to the second, as the other times', async () => {
     const r = await runCliAsync(['stats', '--config', config])
     expect(r.code, r.stderr).toBe(0)

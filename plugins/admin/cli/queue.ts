@@ -219,19 +219,15 @@ export async function queueFlush(env: CommandEnv, opts: QueueVerbOptions & { dom
 }
 
 export async function queueSummary(env: CommandEnv, opts: QueueVerbOptions): Promise<void> {
-  await withBackend(
-    env,
-    opts,
-    async (b) => {
-      const s = await b.summary()
-      if (opts.json) return json(s)
-      const lines = [
-        `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held`,
-        `oldest: ${time(s.oldestReceivedAt)}`,
-      ]
-      if (s.domains.length) lines.push('', table([['DOMAIN', 'QUEUED', 'DEFERRED', 'HELD'], ...s.domains.map((d) => [d.domain, String(d.queued), String(d.deferred), String(d.held)])]).trimEnd())
-      out(lines.join('\n'))
-    },
-    () => (opts.json ? json({ messages: 0, recipients: { queued: 0, deferred: 0, held: 0 }, domains: [] }) : out('0 messages')),
-  )
+  const print = (s: Awaited<ReturnType<Backend['summary']>>) => {
+    if (opts.json) return json(s)
+    const lines = [
+      `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held`,
+      `oldest: ${time(s.oldestReceivedAt)}`,
+    ]
+    if (s.domains.length) lines.push('', table([['DOMAIN', 'QUEUED', 'DEFERRED', 'HELD'], ...s.domains.map((d) => [d.domain, String(d.queued), String(d.deferred), String(d.held)])]).trimEnd())
+    out(lines.join('\n'))
+  }
+  // A data directory no relay has used yet prints as an empty queue does (docs/config.md).
+  await withBackend(env, opts, async (b) => print(await b.summary()), () => print({ messages: 0, recipients: { queued: 0, deferred: 0, held: 0 }, domains: [] }))
 }
