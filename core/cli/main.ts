@@ -81,9 +81,11 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     process.exit(2)
   }
   // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
-  // The queue database's own state (a corrupt file: an SQLITE_ code) is said too, as the queue verbs do.
+  // The queue database's own state (a corrupt file: an SQLITE_ code) is said too, as the queue verbs
+  // do, and a failed system call (ENOENT: no such file or directory, mkdir '/proc/x') by Node's message.
   const code = (err as { code?: unknown })?.code
-  const named = typeof (err as { kind?: unknown })?.kind === 'string' || (typeof code === 'string' && code.startsWith('SQLITE_'))
+  const system = typeof (err as { syscall?: unknown })?.syscall === 'string' && typeof code === 'string'
+  const named = typeof (err as { kind?: unknown })?.kind === 'string' || (typeof code === 'string' && code.startsWith('SQLITE_')) || system
   process.stderr.write(`relay: ${named ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
   process.exit(1)
 })

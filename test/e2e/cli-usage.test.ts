@@ -108,3 +108,17 @@ describe('a queue the verbs cannot reach', () => {
     expect(r.stderr).toMatch(/^relay: queue: PostgreSQL at postgres:\/\/relay:\*\*\*@127\.0\.0\.1:1\/relay.*ECONNREFUSED.*\n$/)
   })
 })
+
+// A verb that cannot write where it was told (`relay tls selfsigned --out /proc/x`, `relay dkim keygen
+// --out`, `relay plugin new --dir`) printed a Node stack trace; the system's message is the answer.
+describe('a directory the verbs cannot write', () => {
+  it.each([
+    [['tls', 'selfsigned', '--out', '/proc/relay-tls']],
+    [['dkim', 'keygen', 'example.com', '--out', '/proc/relay-dkim']],
+    [['plugin', 'new', 'thing', '--dir', '/proc/relay-plugin']],
+  ])('%j: one line with the failed call, exit 1, no stack trace', async (args) => {
+    const r = await runCliAsync(args, { cwd: tempDir('relay-nowrite-') })
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/^relay: E[A-Z]+: [^\n]*'\/proc\/relay-[a-z]+'\n$/)
+  })
+})

@@ -36,8 +36,9 @@ export class VerbError extends Error {
  * for `bad-input` (a usage error: an option's value, no id or filter), as commander's own errors.
  */
 export function fail(err: unknown): void {
-  const e = err as { kind?: unknown; code?: unknown } | null
-  const known = err instanceof AdminFailed || typeof e?.kind === 'string' || (typeof e?.code === 'string' && e.code.startsWith('SQLITE_'))
+  const e = err as { kind?: unknown; code?: unknown; syscall?: unknown } | null
+  // A failed system call (EACCES: permission denied, open '…') says it all too.
+  const known = err instanceof AdminFailed || typeof e?.kind === 'string' || (typeof e?.code === 'string' && (e.code.startsWith('SQLITE_') || typeof e.syscall === 'string'))
   process.stderr.write(printable(`relay: ${known ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`))
   process.exitCode = e?.kind === 'bad-input' ? 2 : 1
 }
