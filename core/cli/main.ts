@@ -1,5 +1,5 @@
 import 'reflect-metadata'
-import { Command, type CommanderError } from 'commander'
+import { Command, Option, type CommanderError } from 'commander'
 import { ConfigError } from '../config/load.js'
 import { packageVersion } from './version.js'
 
@@ -38,7 +38,7 @@ config
   .description('print the effective config: every setting with its default filled in, secrets redacted (like postconf)')
   .option(...configOption)
   .option('-n, --changed', 'only the settings that differ from the defaults (postconf -n)')
-  .option('-d, --defaults', 'the defaults alone, as with an empty config (postconf -d)')
+  .addOption(new Option('-d, --defaults', 'the defaults alone, as with an empty config (postconf -d)').conflicts('changed'))
   .option('--json', 'as JSON')
   .action(async (opts) => (await import('./config-show.js')).configShow(opts))
 

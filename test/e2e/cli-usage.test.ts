@@ -15,6 +15,7 @@ describe('CLI usage errors', () => {
     ['an option without its value', ['queue', 'list', '--limit'], /option '--limit <n>' argument missing/],
     ['too many arguments', ['queue', 'show', 'A', 'B'], /too many arguments/],
     ['a group without its verb', ['queue'], /Usage: relay queue/],
+    ['options that exclude each other', ['config', 'show', '--changed', '--defaults'], /option '-d, --defaults' cannot be used with option '-n, --changed'/],
   ])('%s: exit 2 and says what is wrong', async (_, args, said) => {
     const r = await runCliAsync(args)
     expect([r.code, r.stdout]).toEqual([2, ''])
