@@ -88,7 +88,7 @@ export async function loadRawConfig(file?: string): Promise<FoundConfig | null> 
       // The file at fault: the config, or a module it imports (named relative to the config's directory).
       const at = err.file && err.file !== where ? (where ? path.relative(path.dirname(where), err.file) : err.file) : where && path.basename(where)
       // Logs and the admin API get the reason with quoted text masked (a token, a password); the
-      // terminal gets it whole, with the lines around it.
+      // terminal gets it whole, with the lines around it (secret values starred out: syntax.ts).
       const masked = err.message.replace(/"[^"\n]{4,}"|'[^'\n]{4,}'|`[^`\n]{4,}`/g, '"…"')
       const excerpt = [masked === err.message ? '' : err.reason, err.snippet].filter(Boolean).join('\n') || undefined
       throw new ConfigError(where, [{ path: at ? `${at}:${err.line}:${err.column}` : '', message: `cannot load config: ${masked}`, excerpt }])

@@ -41,3 +41,18 @@ export function redactConfig(value: unknown, name = '', underSecret = false): un
   }
   return value
 }
+
+/**
+ * A config file's line as an error excerpt shows it (check-config, and `relay start`, whose stderr
+ * is the journal under systemd): the value of a secret-named key (`token: "…"`, `"password": "…"`)
+ * and the password in a URL (`postgres://relay:…@db`) starred out, the same length, so the caret
+ * under the error still points at its column.
+ */
+export function maskSecretsInLine(line: string): string {
+  const star = (s: string) => '*'.repeat(s.length)
+  return line
+    .replace(/([A-Za-z_$][\w$-]*)(["']?\s*[:=]\s*)(["'`])((?:(?!\3)[^\\\n]|\\.)*)/g, (all, key: string, sep: string, q: string, value: string) =>
+      secretName(key) || (KEY_NAME.test(key) && !looksLikePath(value)) ? `${key}${sep}${q}${star(value)}` : all,
+    )
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s"'`]*:)([^@\s"'`]+)(@)/gi, (_all, before: string, pass: string, at: string) => `${before}${star(pass)}${at}`)
+}

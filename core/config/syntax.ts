@@ -5,6 +5,7 @@ import module from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { defaultLoaders, type Loader } from 'cosmiconfig'
+import { maskSecretsInLine } from './redact.js'
 
 export type SyntaxFormat = 'JSON' | 'YAML' | 'TypeScript' | 'JavaScript'
 
@@ -33,13 +34,13 @@ export function lineColumn(text: string, offset: number): { line: number; column
   return { line: lines.length, column: lines.at(-1)!.length + 1 }
 }
 
-/** The lines around `line`, with a caret under `column`. */
+/** The lines around `line`, with a caret under `column`; secrets in them starred out. */
 function snippetAt(text: string, line: number, column: number): string {
   const lines = text.split('\n')
   const from = Math.max(1, line - 2)
   const width = String(line).length
   const out: string[] = []
-  for (let n = from; n <= Math.min(line, lines.length); n++) out.push(`${String(n).padStart(width)} | ${lines[n - 1]}`)
+  for (let n = from; n <= Math.min(line, lines.length); n++) out.push(`${String(n).padStart(width)} | ${maskSecretsInLine(lines[n - 1]!)}`)
   out.push(`${' '.repeat(width)} | ${' '.repeat(Math.max(0, column - 1))}^`)
   return out.join('\n')
 }

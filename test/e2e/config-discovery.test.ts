@@ -357,6 +357,27 @@ describe('check-config: every problem at once, and the files it will need', () =
   })
 })
 
+describe('a syntax error beside a secret', () => {
+  // Under systemd, `relay start`'s stderr is the journal, which more people read than the config.
+  it('the excerpt stars out the token and the URL password, the same length (the caret still fits)', () => {
+    const yaml = 'dataDir: ./data\nqueue: { driver: postgres, url: "postgres://relay:pg-s3cret-pw@db:5432/relay" }\nplugins:\n  - [admin, { token: "admin-s3cret-token-0123456789", port: 8025 ]\n'
+    const dir = dirWith({ 'relay.config.yaml': yaml })
+    for (const verb of ['check-config', 'start']) {
+      const r = runCli([verb], { cwd: dir, env: ENV })
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain('relay.config.yaml:4:66: cannot load config: YAML syntax error at line 4, column 66')
+      expect(r.stderr).not.toMatch(/s3cret/)
+      expect(r.stderr).toContain(`    2 | queue: { driver: postgres, url: "postgres://relay:${'*'.repeat('pg-s3cret-pw'.length)}@db:5432/relay" }\n`)
+      expect(r.stderr).toContain(`    4 |   - [admin, { token: "${'*'.repeat(29)}", port: 8025 ]\n      | ${' '.repeat(65)}^`)
+    }
+    // Names that are not secrets keep their values; a key file's path is not its key.
+    fs.writeFileSync(path.join(dir, 'relay.config.yaml'), 'hostname: "mx.example"\ntls: { key: "/etc/relay/k.pem", cert: "/etc/relay/c.pem" \n')
+    const r = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(r.stderr).toContain('| tls: { key: "/etc/relay/k.pem", cert: "/etc/relay/c.pem"')
+    expect(r.stderr).toContain('| hostname: "mx.example"')
+  })
+})
+
 describe("a TypeScript config outside the package imports 'relay-mta'", () => {
   const config = (hostname: string) =>
     "import { defineConfig, parseDuration } from 'relay-mta'\n" +
