@@ -49,7 +49,7 @@ function checkPair(pair: { cert: string; key: string }, at: string, issues: Path
 }
 
 /** The directory exists and is writable, or its nearest existing parent is (start creates it): as start will find it. */
-function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
+function checkWritableDir(dir: string, key: string, issues: PathIssue[], sqlite: boolean): void {
   let existing = dir
   while (!fs.existsSync(existing)) {
     const parent = path.dirname(existing)
@@ -80,6 +80,32 @@ function checkWritableDir(dir: string, key: string, issues: PathIssue[]): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
     issues.push({ path: key, message: existing === dir ? `${dir} is not writable: it does not take new directories (${code})` : `cannot create ${dir}: ${existing} does not take new directories (${code})` })
+    return
+  }
+  if (existing === dir) checkOwnFiles(dir, key, issues, sqlite)
+}
+
+/**
+ * What start opens in the data directory for reading and writing (queue/open.ts, pid-file.ts, the
+ * spool and the maildrop): one made by `relay start` run once as root is refused to the relay's user.
+ */
+const OWN_FILES = ['queue.sqlite', 'queue.sqlite-wal', 'queue.sqlite-shm', 'relay.lock', 'relay.pid', 'spool', 'maildrop']
+
+function checkOwnFiles(dir: string, key: string, issues: PathIssue[], sqlite: boolean): void {
+  for (const name of OWN_FILES.filter((n) => sqlite || !n.startsWith('queue.'))) {
+    const file = path.join(dir, name)
+    let stat: fs.Stats
+    try {
+      stat = fs.statSync(file)
+    } catch {
+      continue // not made yet: start makes it
+    }
+    try {
+      fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK | (stat.isDirectory() ? fs.constants.X_OK : 0))
+    } catch (err) {
+      const mode = (stat.mode & 0o7777).toString(8).padStart(4, '0')
+      issues.push({ path: key, message: `cannot open ${file} (mode ${mode}, owner uid ${stat.uid}): ${reason(err)}; chown the data directory to the relay's user` })
+    }
   }
 }
 
@@ -91,6 +117,6 @@ export function checkConfigPaths(config: RelayConfig): PathIssue[] {
     for (const [name, pair] of Object.entries(config.tls.sni)) checkPair(pair, `tls.sni.${name}`, issues)
   }
   if (config.delivery.tlsCa) readFile(path.resolve(config.configDir, config.delivery.tlsCa), 'delivery.tlsCa', issues)
-  checkWritableDir(config.dataDir, 'dataDir', issues)
+  checkWritableDir(config.dataDir, 'dataDir', issues, config.queue.driver === 'sqlite')
   return issues
 }

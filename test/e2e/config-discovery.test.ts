@@ -227,6 +227,35 @@ describe('check-config: every problem at once, and the files it will need', () =
     expect(fs.readdirSync(parent)).toEqual([])
   })
 
+  it('files in the data directory the relay cannot open (made by a start as root): check-config names them, as start does', () => {
+    // Under root, root without the capabilities that pass over file modes (setpriv).
+    const asRoot = process.getuid?.() === 0
+    const drop = ['--inh-caps=-dac_override,-dac_read_search', '--bounding-set=-dac_override,-dac_read_search']
+    const run = (verb: string, cwd: string) => {
+      const r = asRoot
+        ? spawnSync('setpriv', [...drop, process.execPath, BIN, verb], { cwd, env: { ...process.env, ...ENV }, encoding: 'utf8', timeout: 30_000 })
+        : spawnSync(process.execPath, [BIN, verb], { cwd, env: { ...process.env, ...ENV }, encoding: 'utf8', timeout: 30_000 })
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+    }
+    const dir = dirWith({ 'relay.config.json': json('own.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], smtp: { reverseLookup: false } }) })
+    const data = path.join(dir, 'data')
+    fs.mkdirSync(path.join(data, 'spool'), { recursive: true })
+    fs.writeFileSync(path.join(data, 'relay.lock'), '')
+    fs.chmodSync(path.join(data, 'relay.lock'), 0o000)
+    fs.chmodSync(path.join(data, 'spool'), 0o000)
+    try {
+      for (const verb of ['check-config', 'start']) {
+        const r = run(verb, dir)
+        expect(r.code, `${verb}: ${r.stdout}${r.stderr}`).toBe(2)
+        expect(r.stderr).toMatch(new RegExp(`^ {2}dataDir: cannot open ${path.join(data, 'relay.lock')} \\(mode 0000, owner uid \\d+\\): permission denied .*chown the data directory to the relay's user$`, 'm'))
+        expect(r.stderr).toContain(`  dataDir: cannot open ${path.join(data, 'spool')} (mode 0000`)
+        noStack(r.stderr)
+      }
+    } finally {
+      fs.chmodSync(path.join(data, 'spool'), 0o755)
+    }
+  })
+
   it('start refuses unusable TLS files with exit 2 and no stack trace', () => {
     const dir = dirWith({ 'relay.config.json': json('tls.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], tls: { cert: a.cert, key: b.key } }) })
     const r = runCli(['start'], { cwd: dir, env: ENV })
