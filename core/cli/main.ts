@@ -29,7 +29,7 @@ program
   .command('reload')
   .description('reload the running relay: config, plugins and their options, certificates, user files (as SIGHUP)')
   .option(...configOption)
-  .addHelpText('after', '\nSIGHUP to the pid in <dataDir>/relay.pid; the relay answers in <dataDir>/reload-result.json.\nExit code: 0 reloaded, 1 refused (the reason is printed), no answer or no relay running, 2 bad config or usage.')
+  .addHelpText('after', '\nSIGHUP to the pid in <dataDir>/relay.pid; the relay answers in <dataDir>/reload-result.json.\nExit code: 0 reloaded, 1 refused (the reason is printed), no answer, no relay running or not permitted (another user\'s relay), 2 bad config or usage.')
   .action(async (opts) => (await import('./reload.js')).reload(opts))
 
 const config = program.command('config').description('the effective config')

@@ -4,7 +4,19 @@ import { ConfigError, loadConfig, loadRawConfig } from '../config/load.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { ReloadResult } from '../reload.js'
 import { readReloadResult, RELOAD_RESULT_FILE } from '../reload-result.js'
-import { livePid } from '../pid-file.js'
+import fs from 'node:fs'
+import { livePid, PID_FILE } from '../pid-file.js'
+
+/** The file (or a directory on its path) exists but this user may not read it. */
+function unreadable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK)
+    return false
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'EACCES' || code === 'EPERM'
+  }
+}
 
 /** How long to wait for the relay's answer (a reload sets plugins up again, each within setupTimeout). */
 const ANSWER_WAIT_MS = 20_000
@@ -26,6 +38,13 @@ export async function reload(opts: { config?: string }): Promise<void> {
     config = await dataDirOf(opts.config, err)
   }
 
+  // Another user's relay (the data directory is the relay user's): say so, not "no running relay".
+  const denied = (what: string) => {
+    process.stderr.write(`relay: ${what}: permission denied; run relay reload as the relay's user (sudo -u relay relay reload), or as root\n`)
+    process.exitCode = 1
+  }
+  const pidFile = path.join(config.dataDir, PID_FILE)
+  if (unreadable(pidFile)) return denied(`cannot read ${pidFile}`)
   const pid = livePid(config.dataDir)
   if (!pid) {
     if (invalid) throw invalid
@@ -34,7 +53,12 @@ export async function reload(opts: { config?: string }): Promise<void> {
     return
   }
   const before = readReloadResult(config.dataDir)
-  process.kill(pid, 'SIGHUP')
+  try {
+    process.kill(pid, 'SIGHUP')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EPERM') return denied(`cannot signal relay ${pid}`)
+    throw err
+  }
   const result = await answer(config.dataDir, pid, before?.pid === pid ? before.seq : 0)
   if (!result) {
     process.stderr.write(

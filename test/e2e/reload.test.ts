@@ -2,7 +2,7 @@
 // config is refused with the reason while the old one stays in force, local domains and
 // certificates (new paths) apply to new work, restart-only keys are named.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -11,7 +11,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
 import { makeCa, type TestCa } from '../harness/tls.js'
-import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { BIN, ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const BLOCK = path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts')
 let ca: TestCa
@@ -299,6 +299,37 @@ describe('relay reload without an admin listener', () => {
       expect([other.exitCode, other.signalCode]).toEqual([null, null])
     } finally {
       other.kill('SIGKILL')
+    }
+  })
+
+  it('run by a user who may not see or signal the relay: says so, not "no running relay found"', async () => {
+    // That user: nobody under root; otherwise this user with the data directory closed to it.
+    const asRoot = process.getuid?.() === 0
+    const relay = await startRelay()
+    const run = () => {
+      const argv = [process.execPath, BIN, 'reload', '--config', relay.configFile]
+      const r = asRoot ? spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...argv], { cwd: '/', encoding: 'utf8', timeout: 30_000 }) : spawnSync(argv[0]!, argv.slice(1), { cwd: '/', encoding: 'utf8', timeout: 30_000 })
+      return { code: r.status, stderr: r.stderr }
+    }
+    const dirMode = fs.statSync(relay.dir).mode & 0o777
+    const dataMode = fs.statSync(relay.dataDir).mode & 0o777
+    try {
+      fs.chmodSync(relay.dir, 0o755) // the config is readable
+      if (!asRoot) fs.chmodSync(relay.dataDir, 0o000)
+      const hidden = run()
+      expect(hidden.code).toBe(1)
+      expect(hidden.stderr).toBe(`relay: cannot read ${path.join(relay.dataDir, 'relay.pid')}: permission denied; run relay reload as the relay's user (sudo -u relay relay reload), or as root\n`)
+      if (asRoot) {
+        // It may read relay.pid but not signal another user's process.
+        fs.chmodSync(relay.dataDir, 0o755)
+        const signal = run()
+        expect(signal.code).toBe(1)
+        expect(signal.stderr).toBe(`relay: cannot signal relay ${relay.child.pid}: permission denied; run relay reload as the relay's user (sudo -u relay relay reload), or as root\n`)
+      }
+    } finally {
+      fs.chmodSync(relay.dir, dirMode)
+      fs.chmodSync(relay.dataDir, dataMode)
+      expect(await relay.stop()).toBe(0)
     }
   })
 })
