@@ -54,7 +54,11 @@ export async function doctor(domainArg: string, opts: DoctorOptions, env: Comman
   } finally {
     await close().catch(() => undefined)
   }
-  const out = opts.json ? JSON.stringify(checks.map(({ name, status, message, fix }) => ({ name, status, message, fix: fix ?? null })), null, 2) + '\n' : formatReport(checks)
+  // DNS answers (and MTA-STS policies) are anyone's to write: their control characters never reach
+  // the terminal (ESC sequences could clear or rewrite it); `?` in the report, escaped in JSON.
+  const out = opts.json
+    ? JSON.stringify(checks.map(({ name, status, message, fix }) => ({ name, status, message, fix: fix ?? null })), null, 2).replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n'
+    : formatReport(checks).replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')
   const code = checks.some((c) => c.status === 'error') ? 1 : 0
   // Exit explicitly (a plugin may leave a handle open), once the report is written.
   await new Promise<void>((resolve) => process.stdout.write(out, () => resolve()))

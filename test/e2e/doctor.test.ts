@@ -130,6 +130,10 @@ beforeAll(async () => {
     'h2.manylookups.test': { A: ['203.0.113.2'] },
     '_dmarc.manylookups.test': { TXT: ['v=DMARC1; p=none'] },
 
+    // escape.test: records with terminal escape sequences (DNS answers are anyone's to write).
+    'escape.test': { MX: [{ exchange: 'mx.good.test', priority: 10 }], TXT: ['v=spf1 ip4:192.0.2.10 \x1b]0;PWNED\x07\x1b[2J -all'] },
+    '_dmarc.escape.test': { TXT: ['v=DMARC1; p=reject\x1b[8m; rua=mailto:d@escape.test'] },
+
     // notcovered.test: a valid SPF record that leaves out the relay's addresses.
     'notcovered.test': { MX: [{ exchange: 'mx.good.test', priority: 10 }], TXT: ['v=spf1 ip4:203.0.113.0/24 ~all'] },
     '_dmarc.notcovered.test': { TXT: ['v=DMARC1; p=quarantine; pct=50; rua=mailto:d@notcovered.test'] },
@@ -381,6 +385,15 @@ describe('relay doctor: broken domains', () => {
 })
 
 describe('relay doctor: plugins', () => {
+  it('records with terminal escape sequences print their control characters as ?, --json escapes them', async () => {
+    const r = await doctor('escape.test', '--config', configs.good!)
+    expect(r.stdout).toContain('PWNED')
+    expect(r.stdout).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/)
+    const j = await doctor('escape.test', '--json', '--config', configs.good!)
+    expect(j.stdout).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/)
+    expect(j.stdout).toContain('\\u001b]0;PWNED')
+  })
+
   it("adds each plugin's doctor() checks, and reports a plugin whose doctor() throws", async () => {
     const { code, checks } = await doctorJson('twospf.test', '--config', configs.plugins!, '--no-mta-sts-fetch')
     expect(code).toBe(1)
