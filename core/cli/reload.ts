@@ -7,17 +7,6 @@ import { readReloadResult, RELOAD_RESULT_FILE } from '../reload-result.js'
 import fs from 'node:fs'
 import { livePid, PID_FILE } from '../pid-file.js'
 
-/** The file (or a directory on its path) exists but this user may not read it. */
-function unreadable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.R_OK)
-    return false
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return code === 'EACCES' || code === 'EPERM'
-  }
-}
-
 /** How long to wait for the relay's answer (a reload sets plugins up again, each within setupTimeout). */
 const ANSWER_WAIT_MS = 20_000
 
@@ -44,7 +33,7 @@ export async function reload(opts: { config?: string }): Promise<void> {
     process.exitCode = 1
   }
   const pidFile = path.join(config.dataDir, PID_FILE)
-  if (unreadable(pidFile)) return denied(`cannot read ${pidFile}`)
+  if (['EACCES', 'EPERM'].includes(accessError(pidFile) ?? '')) return denied(`cannot read ${pidFile}`)
   const pid = livePid(config.dataDir)
   if (!pid) {
     if (invalid) throw invalid
@@ -53,12 +42,9 @@ export async function reload(opts: { config?: string }): Promise<void> {
     return
   }
   const before = readReloadResult(config.dataDir)
-  try {
-    process.kill(pid, 'SIGHUP')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EPERM') return denied(`cannot signal relay ${pid}`)
-    throw err
-  }
+  const signal = signalError(pid)
+  if (signal === 'EPERM') return denied(`cannot signal relay ${pid}`)
+  if (signal) throw Object.assign(new Error(`cannot signal relay ${pid}: ${signal}`), { kind: 'failed' })
   const result = await answer(config.dataDir, pid, before?.pid === pid ? before.seq : 0)
   if (!result) {
     process.stderr.write(
@@ -107,3 +93,14 @@ async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pi
   const dataDir = path.resolve(dir, typeof c.dataDir === 'string' ? c.dataDir : './data')
   return { dataDir }
 }
+
+/** The error code of a check that fails (a file this user may not read, a process it may not signal). */
+const code = (fn: () => void): string | undefined => {
+  try {
+    return void fn()
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'ERROR'
+  }
+}
+const accessError = (file: string) => code(() => fs.accessSync(file, fs.constants.R_OK))
+const signalError = (pid: number) => code(() => process.kill(pid, 'SIGHUP'))

@@ -85,26 +85,17 @@ function checkWritableDir(dir: string, key: string, issues: PathIssue[], sqlite:
   if (existing === dir) checkOwnFiles(dir, key, issues, sqlite)
 }
 
-/**
- * What start opens in the data directory for reading and writing (queue/open.ts, pid-file.ts, the
- * spool and the maildrop): one made by `relay start` run once as root is refused to the relay's user.
- */
+/** What start opens in the data directory (queue, lock, pid file, spool, maildrop): a start as root may have left them. */
 const OWN_FILES = ['queue.sqlite', 'queue.sqlite-wal', 'queue.sqlite-shm', 'relay.lock', 'relay.pid', 'spool', 'maildrop']
 
 function checkOwnFiles(dir: string, key: string, issues: PathIssue[], sqlite: boolean): void {
-  for (const name of OWN_FILES.filter((n) => sqlite || !n.startsWith('queue.'))) {
-    const file = path.join(dir, name)
-    let stat: fs.Stats
+  for (const file of OWN_FILES.filter((n) => sqlite || !n.startsWith('queue.')).map((n) => path.join(dir, n))) {
+    const stat = fs.statSync(file, { throwIfNoEntry: false })
     try {
-      stat = fs.statSync(file)
-    } catch {
-      continue // not made yet: start makes it
-    }
-    try {
-      fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK | (stat.isDirectory() ? fs.constants.X_OK : 0))
+      if (stat) fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK | (stat.isDirectory() ? fs.constants.X_OK : 0))
     } catch (err) {
-      const mode = (stat.mode & 0o7777).toString(8).padStart(4, '0')
-      issues.push({ path: key, message: `cannot open ${file} (mode ${mode}, owner uid ${stat.uid}): ${reason(err)}; chown the data directory to the relay's user` })
+      const mode = (stat!.mode & 0o7777).toString(8).padStart(4, '0')
+      issues.push({ path: key, message: `cannot open ${file} (mode ${mode}, owner uid ${stat!.uid}): ${reason(err)}; chown the data directory to the relay's user` })
     }
   }
 }
