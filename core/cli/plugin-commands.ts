@@ -125,7 +125,7 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
     if (!plugin.commands || seen.has(plugin.name)) continue
     seen.add(plugin.name)
     try {
-      plugin.commands(program, { loadConfig, loadPlugins: pluginsForCommand, openQueue: queueForCommand, runningRelay: livePid })
+      plugin.commands(program, { loadConfig: (file, o) => (o?.required ? requireConfig(file) : loadConfig(file)), loadPlugins: pluginsForCommand, openQueue: queueForCommand, runningRelay: livePid })
     } catch (err) {
       process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${(err as Error).message}\n`)
     }

@@ -340,8 +340,12 @@ export interface DoctorContext<O, S = unknown> extends PluginContext<O, S> {
 
 /** What `commands` gets besides the commander program. */
 export interface CommandEnv {
-  /** Loads and validates the config file (`--config`, else the usual search). */
-  loadConfig(file?: string): Promise<unknown>
+  /**
+   * Loads and validates the config file (`--config`, else the usual search; none found: the
+   * defaults). With `required`, none found is a ConfigError saying where it looked (the CLI exits 2):
+   * for verbs that must not work on the defaults' data directory (./data of wherever they run).
+   */
+  loadConfig(file?: string, opts?: { required?: boolean }): Promise<unknown>
   /**
    * The config's plugins, loaded and set up in 'check' mode (options validated, nothing bound), with
    * their contexts; call `close()` when done.

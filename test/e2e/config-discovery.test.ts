@@ -73,7 +73,9 @@ describe('queue verbs without a config', () => {
   it('exit 2 and say where they looked, instead of an empty queue; $RELAY_CONFIG finds the real one', async () => {
     const id = await fixture.submit('waiting@park.test')
     const elsewhere = tempDir('relay-elsewhere-')
-    for (const args of [['queue', 'list'], ['queue', 'list', '--json'], ['queue', 'summary'], ['stats'], ['suppression', 'list']]) {
+    // backup and restore too: they worked on ./data of wherever they ran ("restored 3 messages into /root/data").
+    const backupDir = path.join(tempDir('relay-bk-'), 'backup')
+    for (const args of [['queue', 'list'], ['queue', 'list', '--json'], ['queue', 'summary'], ['stats'], ['suppression', 'list'], ['queue', 'backup', backupDir], ['queue', 'restore', backupDir]]) {
       const r = runCli(args, { cwd: elsewhere, env: ENV })
       expect(r.code, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2)
       expect(r.stdout).not.toContain('queue is empty')
@@ -89,6 +91,7 @@ describe('queue verbs without a config', () => {
       return (JSON.parse(r.stdout) as { id: string }[]).find((m) => m.id === id)
     })
     expect(found.id).toBe(id)
+    expect(fs.readdirSync(elsewhere)).toEqual([])
   })
 })
 

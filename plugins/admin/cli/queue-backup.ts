@@ -14,7 +14,8 @@ function postgresRefused(config: RelayConfig): boolean {
 }
 
 export async function queueBackup(env: CommandEnv, dir: string, opts: QueueVerbOptions): Promise<void> {
-  const config = (await env.loadConfig(opts.config)) as RelayConfig
+  // Never the defaults' ./data of wherever it runs: no config found is exit 2, saying where it looked.
+  const config = (await env.loadConfig(opts.config, { required: true })) as RelayConfig
   if (postgresRefused(config)) return
   try {
     const { backupQueue } = await loadBackup()
@@ -28,7 +29,8 @@ export async function queueBackup(env: CommandEnv, dir: string, opts: QueueVerbO
 }
 
 export async function queueRestore(env: CommandEnv, dir: string, opts: QueueVerbOptions & { dataDir?: string }): Promise<void> {
-  const config = (await env.loadConfig(opts.config)) as RelayConfig
+  // Into the config's data directory, or --data-dir: not ./data of wherever it runs.
+  const config = (await env.loadConfig(opts.config, { required: opts.dataDir === undefined })) as RelayConfig
   if (postgresRefused(config)) return
   try {
     const { restoreQueue } = await loadBackup()
