@@ -141,8 +141,12 @@ export interface BounceResult {
   id: string
   /** The recipients bounced now. */
   bounced: string[]
-  /** Queue id of the DSN sent to the sender (none for the null sender, or NOTIFY without FAILURE). */
+  /** Pending recipients a delivery held at that moment: left to it (not bounced). */
+  inFlight?: string[]
+  /** Queue id of the DSN queued to the sender (none for the null sender, or NOTIFY without FAILURE). */
   dsn?: string
+  /** The DSN for the recipients bounced goes with that of the recipients in flight, once their delivery is done. */
+  dsnWaits?: boolean
 }
 
 /**

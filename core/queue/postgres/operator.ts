@@ -1,6 +1,7 @@
-// The operator's verbs on the PostgreSQL queue: list, show, hold, release, remove, flush, summary.
-import type { MessageDetail, QueueEntry, QueueFilter, QueueSummary, RecipientState } from '../types.js'
+// The operator's verbs on the PostgreSQL queue: list, show, hold, release, remove, bounce, flush, summary.
+import type { MessageDetail, OperatorBounce, OwedDsn, QueueEntry, QueueFilter, QueueSummary, RecipientState } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
+import { dsnDue, recordResults, removeFinished, type LockedMessage } from './complete.js'
 import { orUndefined, PENDING, type MessageRow, type PgContext } from './sql.js'
 
 export async function list(db: PgContext, filter: QueueFilter = {}): Promise<QueueEntry[]> {
@@ -132,6 +133,35 @@ export async function remove(db: PgContext, queueId: string): Promise<boolean> {
   // Recipients and body chunks go with it (ON DELETE CASCADE); attempts stay in the attempt log (recent.ts).
   const { rowCount } = await db.query(`DELETE FROM ${db.s}.messages WHERE id = $1`, [queueId])
   return (rowCount ?? 0) > 0
+}
+
+/**
+ * Bounces the recipients pending and not in flight now, under the message's lock and theirs (as
+ * complete takes them; a claim skips locked rows, one that leased them first is seen as in flight).
+ */
+export async function bounceNow(db: PgContext, queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+  return db.tx(async (c) => {
+    const { rows: found } = await c.query<LockedMessage>(`SELECT id, sender, message_id FROM ${db.s}.messages WHERE id = $1 FOR UPDATE`, [queueId])
+    const m = found[0]
+    if (!m) return undefined
+    const { rows } = await c.query<{ id: number; address: string; domain: string; attempts: number; busy: boolean }>(
+      `SELECT id, address, domain, attempts, (lease_until IS NOT NULL AND lease_until > $2) AS busy FROM ${db.s}.recipients
+       WHERE message_id = $1 AND ${PENDING} ORDER BY id FOR UPDATE`,
+      [queueId, now],
+    )
+    const free = rows.filter((r) => !r.busy)
+    const owes = new Set(owed)
+    const results = free.map((r) => ({ r: { rowId: r.id, state: 'bounced' as const, response, category: 'other' as const, ...(owes.has(r.id) ? { dsn: mark } : {}) }, m }))
+    if (results.length) await c.query(recordResults(db.s, results, now))
+    const { rows: gone } = await c.query<{ id: string }>(removeFinished(db.s, [queueId]))
+    const { rows: due } = gone.length ? { rows: [] } : await c.query<{ id: string }>(dsnDue(db.s, [queueId], now))
+    return {
+      finished: gone.length > 0,
+      ...(due.length ? { dsnDue: true } : {}),
+      bounced: free.map((r) => ({ rowId: r.id, address: r.address, domain: r.domain, attempts: r.attempts })),
+      inFlight: rows.filter((r) => r.busy).map((r) => r.address),
+    }
+  })
 }
 
 export async function flush(db: PgContext, filter: { queueId?: string; domain?: string }, now: number): Promise<number> {

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream'
 import type pg from 'pg'
 import type { Logger } from 'pino'
 import type {
-  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, OwedReport, Queue,
+  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, OperatorBounce, OwedDsn, OwedReport, Queue,
   QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecentAttempt, RecipientResult, StatsRow, Suppression,
 } from '../types.js'
 import { migrate, quoteSchema } from './schema.js'
@@ -265,6 +265,10 @@ export class PgQueue implements Queue {
 
   release(queueId: string, now: number): Promise<boolean> {
     return operator.release(this.db, queueId, now)
+  }
+
+  bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+    return operator.bounceNow(this.db, queueId, response, mark, owed, now)
   }
 
   remove(queueId: string): Promise<boolean> {

@@ -1,7 +1,7 @@
-// The operator's verbs on the SQLite queue: list, show, hold, release, remove, flush, summary.
-import type { AttemptRecord, MessageDetail, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
+// The operator's verbs on the SQLite queue: list, show, hold, release, remove, bounce, flush, summary.
+import type { AttemptRecord, MessageDetail, OperatorBounce, OwedDsn, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
-import { deleteMessage } from './delivery.js'
+import { complete, deleteMessage } from './delivery.js'
 import { summaryFromCounts } from './counts.js'
 import { NOT_HELD, NOT_IN_FLIGHT, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
@@ -136,6 +136,21 @@ export function remove(q: Sqlite, queueId: string): { removed: boolean; bodyFile
   if (!m) return { removed: false }
   deleteMessage(q, queueId)
   return { removed: true, bodyFile: m.body_file ?? undefined }
+}
+
+/**
+ * Bounces the recipients pending and not in flight now (one transaction: a claim cannot come
+ * between the look and the write); the body file to remove if the message left the queue.
+ */
+export function bounceNow(q: Sqlite, queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): (OperatorBounce & { bodyFile?: string }) | undefined {
+  if (!q.stmt(`SELECT 1 FROM messages WHERE id = ?`).get(queueId)) return undefined
+  const rows = q.stmt(`SELECT id, address, domain, attempts, leased, next_attempt FROM recipients WHERE message_id = ? AND ${PENDING} ORDER BY id`).all(queueId) as RecipientRow[]
+  const inFlight = (r: RecipientRow) => r.leased === 1 && r.next_attempt > now
+  const free = rows.filter((r) => !inFlight(r))
+  const owes = new Set(owed)
+  const results = free.map((r) => ({ rowId: r.id, state: 'bounced' as const, response, category: 'other' as const, ...(owes.has(r.id) ? { dsn: mark } : {}) }))
+  const done = complete(q, queueId, results, undefined, now)
+  return { ...done, bounced: free.map((r) => ({ rowId: r.id, address: r.address, domain: r.domain, attempts: r.attempts })), inFlight: rows.filter(inFlight).map((r) => r.address) }
 }
 
 export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, now: number): number {

@@ -14,6 +14,8 @@ import type {
   HeartbeatResult,
   MessageDetail,
   NewMessage,
+  OperatorBounce,
+  OwedDsn,
   OwedReport,
   Queue,
   QueueEntry,
@@ -181,6 +183,14 @@ export class SqliteQueue implements Queue {
 
   release(queueId: string, now: number): Promise<boolean> {
     return this.call('release', queueId, now)
+  }
+
+  async bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+    const r = await this.call<(OperatorBounce & { bodyFile?: string }) | null>('bounceNow', queueId, response, mark, owed, now)
+    if (!r) return undefined
+    const { bodyFile, ...result } = r
+    if (bodyFile) await this.spool.remove(bodyFile)
+    return result
   }
 
   async remove(queueId: string): Promise<boolean> {

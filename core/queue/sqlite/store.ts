@@ -7,6 +7,8 @@ import type {
   DelayCandidate,
   MessageDetail,
   NewMessage,
+  OperatorBounce,
+  OwedDsn,
   OwedReport,
   QueueEntry,
   QueueFilter,
@@ -119,6 +121,10 @@ export class SqliteStore {
   /** Returns the body file to remove, if the message was there. */
   remove(queueId: string): { removed: boolean; bodyFile?: string } {
     return operator.remove(this.q, queueId)
+  }
+
+  bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): (OperatorBounce & { bodyFile?: string }) | undefined {
+    return operator.bounceNow(this.q, queueId, response, mark, owed, now)
   }
 
   flush(filter: { queueId?: string; domain?: string }, now: number): number {

@@ -196,7 +196,9 @@ export async function queueAction(env: CommandEnv, action: QueueAction, id: stri
       const r = await b.bounce(id)
       if (opts.json) return json(r)
       if (!r.bounced.length) return out(`${id}: no recipient left to bounce`)
-      return out(`bounced ${id}: ${r.bounced.join(', ')}; ${r.dsn ? `DSN to the sender queued as ${r.dsn}` : 'no DSN (null sender, or NOTIFY asked for none)'}`)
+      const dsn = r.dsn ? `DSN to the sender queued as ${r.dsn}` : r.dsnWaits ? 'the DSN to the sender goes once the delivery in flight is done' : 'no DSN (null sender, or NOTIFY asked for none)'
+      const busy = r.inFlight?.length ? `; in flight, left to their delivery: ${r.inFlight.join(', ')}` : ''
+      return out(`bounced ${id}: ${r.bounced.join(', ')}${busy}; ${dsn}`)
     }
     const r = action === 'hold' ? await b.hold(id) : action === 'release' ? await b.release(id) : await b.remove(id)
     if (opts.json) return json(r)
