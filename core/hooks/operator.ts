@@ -25,7 +25,11 @@ export interface QueueEntry {
   receivedAt: number
   /** When an operator held the message (`relay queue hold`); held messages are not delivered. */
   heldAt?: number
-  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory }[]
+  /**
+   * `dsnOwed`: a final result whose DSN is not sent yet (it goes once nothing of the message is in
+   * flight or due: core/delivery/dsn.ts); the message stays queued until then.
+   */
+  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory; dsnOwed?: true }[]
 }
 
 /** What `list` returns; every field narrows. */

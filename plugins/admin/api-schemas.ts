@@ -26,6 +26,7 @@ export const RecipientSummary = named(
     nextAttemptAt: epochMs.optional(),
     lastResponse: z.string().optional(),
     category: category.optional(),
+    dsnOwed: z.literal(true).optional().describe('a final result whose DSN to the sender is not sent yet (the message stays queued until it is)'),
   }),
 )
 

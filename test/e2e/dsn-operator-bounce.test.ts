@@ -6,6 +6,8 @@
 // PostgreSQL queues, through the admin API with the real CLI.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
+import path from 'node:path'
+import Database from 'better-sqlite3'
 import pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
@@ -139,6 +141,13 @@ async function owedJoinsOperatorBounce(relay: RelayProcess, sender: string): Pro
   const shown = JSON.parse((await cli(relay, 'queue', 'show', id, '--json')).stdout) as { recipients: { address: string; state: string; leased: boolean }[] }
   expect(shown.recipients.map((r) => [r.address, r.state, r.leased])).toEqual([['a@dead.test', 'bounced', false], ['s2@stall.test', 'queued', false]])
   expect(dsnsTo(sender)).toHaveLength(0)
+  // The operator is told why a bounced recipient is still listed: its DSN is owed, not sent yet.
+  expect(shown.recipients.map((r) => (r as { dsnOwed?: boolean }).dsnOwed)).toEqual([true, undefined])
+  const listed = await cli(relay, 'queue', 'list')
+  expect(listed.stdout).toMatch(/^ {4}bounced +<a@dead\.test> .*last: 550 5\.1\.1 No such user here \(dead\).*  DSN owed \(not sent yet\)$/m)
+  expect(listed.stdout).toMatch(/^ {4}queued +<s2@stall\.test> +attempts 0 +next \S+$/m)
+  const shownText = (await cli(relay, 'queue', 'show', id)).stdout
+  expect(shownText).toContain('\nDSN owed:    a@dead.test: the report to the sender is not sent yet; it goes once nothing of the message is in flight or due')
 
   const b = await cli(relay, 'queue', 'bounce', id)
   expect(b.code, b.stderr).toBe(0)
@@ -194,6 +203,35 @@ describe('relay queue bounce of a message that owes a DSN: one DSN', () => {
     await queueUntil(relay, (q) => q.length === 0, 'an empty queue')
     expect(dsnsTo(sender)).toHaveLength(1)
     stallRx.setBehaviour({ noStartTls: true, stall: 'rcpt' })
+  })
+})
+
+describe('relay queue bounce on a stopped data directory', () => {
+  it('SQLite: a DSN left owed by a crash goes with the bounced recipient: one DSN after the restart', async () => {
+    const { relay } = await setup()
+    const sender = 'stopped@sender.test'
+    parked.add('d2@park.test')
+    const id = await submit(relay, sender, ['a2@dead.test', 'd2@park.test'])
+    await eventually(() => dsnsTo(sender)[0], 15_000, 'the bounce for a2@dead.test')
+    await queueUntil(relay, (q) => q.some((e) => e.id === id && e.recipients.some((r) => r.address === 'd2@park.test' && r.state === 'deferred')), 'd2@park.test deferred')
+    expect(await relay.stop()).toBe(0)
+    // What a crash right after the complete that recorded the 550 leaves: the result, and its DSN owed.
+    const db = new Database(path.join(relay.dataDir, 'queue.sqlite'))
+    try {
+      expect(db.prepare(`UPDATE recipients SET dsn = '{"action":"failed","status":"5.1.1","remote":true}' WHERE message_id = ? AND address = 'a2@dead.test'`).run(id).changes).toBe(1)
+    } finally {
+      db.close()
+    }
+    const listed = await cli(relay, 'queue', 'list')
+    expect(listed.stdout).toMatch(/^ {4}bounced +<a2@dead\.test> .*  DSN owed \(not sent yet\)$/m)
+    const b = await cli(relay, 'queue', 'bounce', id, '--json')
+    expect(b.code, b.stderr).toBe(0)
+    expect(JSON.parse(b.stdout)).toEqual({ id, bounced: ['d2@park.test'], dsn: expect.any(String) })
+    await relay.restart()
+    const second = await eventually(() => dsnsTo(sender)[1], 15_000, 'the DSN after the restart')
+    expect([...blocks(second).keys()].sort()).toEqual(['a2@dead.test', 'd2@park.test'])
+    await queueUntil(relay, (q) => q.length === 0, 'an empty queue')
+    expect(dsnsTo(sender)).toHaveLength(2)
   })
 })
 

@@ -22,11 +22,11 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
   const limit = filter.limit !== undefined ? `LIMIT ${param(Math.max(0, filter.limit))}` : ''
   const { rows } = await db.query<{
     id: string; message_id: string | null; sender: string; size: number; received_at: number; held_at: number | null
-    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null }[] | null
+    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null; dsn_owed: boolean }[] | null
   }>(
     `SELECT m.id, m.message_id, m.sender, m.size, m.received_at, m.held_at,
        (SELECT json_agg(json_build_object('address', r.address, 'state', r.state, 'attempts', r.attempts, 'next_attempt', r.next_attempt,
-                                          'last_response', r.last_response, 'category', r.category) ORDER BY r.id)
+                                          'last_response', r.last_response, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL) ORDER BY r.id)
         FROM ${db.s}.recipients r WHERE r.message_id = m.id) AS recipients
      FROM ${db.s}.messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY m.received_at, m.id ${limit}`,
@@ -46,6 +46,7 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
       nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
       lastResponse: orUndefined(r.last_response),
       category: orUndefined(r.category),
+      ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
     })),
   }))
 }
@@ -55,7 +56,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
   const { rows } = await db.query<MessageRow & {
     recipients: {
       id: number; address: string; domain: string; args: Record<string, string | boolean> | null; state: RecipientState; attempts: number
-      next_attempt: number; lease_until: number | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null
+      next_attempt: number; lease_until: number | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null; dsn_owed: boolean
       history: { at: number; state: 'delivered' | 'deferred' | 'bounced'; response: string; remote_host: string | null; category: BounceCategory | null }[] | null
     }[] | null
   }>(
@@ -63,7 +64,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
        (SELECT json_agg(json_build_object(
                  'id', r.id, 'address', r.address, 'domain', r.domain, 'args', r.args, 'state', r.state, 'attempts', r.attempts,
                  'next_attempt', r.next_attempt, 'lease_until', r.lease_until, 'last_response', r.last_response,
-                 'remote_host', r.remote_host, 'category', r.category,
+                 'remote_host', r.remote_host, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL,
                  'history', (SELECT json_agg(json_build_object('at', a.at, 'state', a.state, 'response', a.response,
                                                                'remote_host', a.remote_host, 'category', a.category) ORDER BY a.id)
                              FROM ${db.s}.attempts a WHERE a.recipient_id = r.id)) ORDER BY r.id)
@@ -97,6 +98,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
         lastResponse: orUndefined(r.last_response),
         category: orUndefined(r.category),
         remoteHost: orUndefined(r.remote_host),
+        ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
         leased: pending && r.lease_until != null && r.lease_until > now,
         history: (r.history ?? []).map((a) => ({
           at: a.at,

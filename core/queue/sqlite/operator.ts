@@ -33,8 +33,8 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       `SELECT id, message_id, sender, size, received_at, ${held} AS held_at FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at, id${limit}`,
     )
     .all(...params) as Pick<MessageRow, 'id' | 'message_id' | 'sender' | 'size' | 'received_at' | 'held_at'>[]
-  const columns = `message_id, address, state, attempts, next_attempt, last_response${q.version >= 2 ? ', category' : ''}`
-  const byMessage = new Map<string, RecipientRow[]>()
+  const columns = `message_id, address, state, attempts, next_attempt, last_response${q.version >= 2 ? ', category' : ''}${q.version >= 6 ? ', dsn IS NOT NULL AS dsn_owed' : ''}`
+  const byMessage = new Map<string, (RecipientRow & { dsn_owed?: number })[]>()
   if (where.length || limit) {
     // A narrowed list: each message's recipients by index, not every recipient in the queue.
     const one = q.stmt(`SELECT ${columns} FROM recipients WHERE message_id = ? ORDER BY id`)
@@ -60,6 +60,7 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
       lastResponse: r.last_response ?? undefined,
       category: r.category ?? undefined,
+      ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
     })),
   }))
 }
@@ -73,7 +74,7 @@ export function message(q: Sqlite, queueId: string): QueuedMessage | undefined {
 export function show(q: Sqlite, queueId: string, now: number): MessageDetail | undefined {
   const m = q.stmt(`SELECT * FROM messages WHERE id = ?`).get(queueId) as MessageRow | undefined
   if (!m) return undefined
-  const recipients = q.stmt(`SELECT * FROM recipients WHERE message_id = ? ORDER BY id`).all(queueId) as RecipientRow[]
+  const recipients = q.stmt(`SELECT * FROM recipients WHERE message_id = ? ORDER BY id`).all(queueId) as (RecipientRow & { dsn?: string | null })[]
   const history = new Map<number, AttemptRecord[]>()
   if (q.version >= 3) {
     const rows = q.stmt(`SELECT recipient_id, at, state, response, remote_host, category FROM attempts WHERE message_id = ? ORDER BY at, id`).all(queueId) as {
@@ -113,6 +114,7 @@ export function show(q: Sqlite, queueId: string, now: number): MessageDetail | u
       lastResponse: r.last_response ?? undefined,
       category: r.category ?? undefined,
       remoteHost: r.remote_host ?? undefined,
+      ...(r.dsn ? { dsnOwed: true as const } : {}),
       leased: pending(r) && r.leased === 1 && r.next_attempt > now,
       history: history.get(r.id) ?? [],
     })),
