@@ -235,6 +235,30 @@ describe('relay queue bounce on a stopped data directory', () => {
   })
 })
 
+describe('relay queue on the data directory of a relay that died with deliveries in flight', () => {
+  it('SQLite: nothing is "delivering" once the relay is gone: show says so, and bounce bounces (as a restart would free the work)', async () => {
+    const { relay } = await setup()
+    const sender = 'died@sender.test'
+    stallRx.setBehaviour({ noStartTls: true, stall: 'rcpt' })
+    const rcptsBefore = stallRx.attempts.rcpt
+    const id = await submit(relay, sender, ['s3@stall.test'])
+    await eventually(() => stallRx.attempts.rcpt > rcptsBefore, 15_000, 'the delivery to stall.test waiting for its RCPT reply')
+    await relay.kill9()
+    const shown = await cli(relay, 'queue', 'show', id)
+    expect(shown.code, shown.stderr).toBe(0)
+    expect(shown.stdout).toMatch(/\n {2}s3@stall\.test +queued +0 /)
+    expect(shown.stdout).not.toContain('delivering')
+    const b = await cli(relay, 'queue', 'bounce', id, '--json')
+    expect(b.code, b.stderr).toBe(0)
+    expect(JSON.parse(b.stdout)).toEqual({ id, bounced: ['s3@stall.test'], dsn: expect.any(String) })
+    await relay.restart()
+    const dsn = await eventually(() => dsnsTo(sender)[0], 15_000, 'the DSN after the restart')
+    expect(blocks(dsn).get('s3@stall.test')).toContain('5.0.0 Bounced by the administrator')
+    await queueUntil(relay, (q) => q.length === 0, 'an empty queue')
+    expect(dsnsTo(sender)).toHaveLength(1)
+  })
+})
+
 describe('relay queue bounce racing a delivery', () => {
   it('PostgreSQL: a delivery claims the recipient after the bounce looked at it: the mail is delivered, the bounce does nothing, no DSN', async () => {
     if (!admin && skipFor(pgProblem)) return
