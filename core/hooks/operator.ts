@@ -83,6 +83,8 @@ export interface QueueSummary {
   oldestReceivedAt?: number
   /** The destination domains with the most pending recipients (at most 20), most first. */
   domains: { domain: string; queued: number; deferred: number; held: number }[]
+  /** Messages kept queued for a DSN owed to their sender and not sent yet (core/delivery/dsn.ts). */
+  owingDsn?: number
 }
 
 /**

@@ -83,6 +83,7 @@ export const QueueSummary = named(
     recipients: z.object({ queued: z.number().int(), deferred: z.number().int(), held: z.number().int() }),
     oldestReceivedAt: epochMs.optional(),
     domains: z.array(z.object({ domain: z.string(), queued: z.number().int(), deferred: z.number().int(), held: z.number().int() })),
+    owingDsn: z.number().int().optional().describe('messages kept queued for a DSN to their sender not sent yet'),
   }),
 )
 

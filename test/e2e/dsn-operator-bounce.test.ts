@@ -146,6 +146,9 @@ async function owedJoinsOperatorBounce(relay: RelayProcess, sender: string): Pro
   const listed = await cli(relay, 'queue', 'list')
   expect(listed.stdout).toMatch(/^ {4}bounced +<a@dead\.test> .*last: 550 5\.1\.1 No such user here \(dead\).*  DSN owed \(not sent yet\)$/m)
   expect(listed.stdout).toMatch(/^ {4}queued +<s2@stall\.test> +attempts 0 +next \S+$/m)
+  const summary = await cli(relay, 'queue', 'summary')
+  expect(summary.stdout).toMatch(/^2 messages; recipients: 2 queued, 0 deferred, 0 held; 1 kept for a DSN to the sender not sent yet\n/)
+  expect(JSON.parse((await cli(relay, 'queue', 'summary', '--json')).stdout)).toMatchObject({ messages: 2, owingDsn: 1 })
   const shownText = (await cli(relay, 'queue', 'show', id)).stdout
   expect(shownText).toContain('\nDSN owed:    a@dead.test: the report to the sender is not sent yet; it goes once nothing of the message is in flight or due')
 

@@ -183,13 +183,14 @@ export async function flush(db: PgContext, filter: { queueId?: string; domain?: 
 }
 
 export async function summary(db: PgContext, _now: number): Promise<QueueSummary> {
-  const [totals, byDomain] = await Promise.all([
+  const [totals, byDomain, owing] = await Promise.all([
     db.query<{ messages: number; oldest: number | null }>(`SELECT count(*) AS messages, min(received_at) AS oldest FROM ${db.s}.messages`),
     db.query<{ domain: string; state: 'queued' | 'deferred'; held: boolean; n: number }>(
       `SELECT r.domain, r.state, m.held_at IS NOT NULL AS held, count(*) AS n
        FROM ${db.s}.recipients r JOIN ${db.s}.messages m ON m.id = r.message_id
        WHERE r.${PENDING} GROUP BY 1, 2, 3`,
     ),
+    db.query<{ n: number }>(`SELECT count(DISTINCT message_id)::int AS n FROM ${db.s}.recipients WHERE dsn IS NOT NULL`),
   ])
   const recipients = { queued: 0, deferred: 0, held: 0 }
   const domains = new Map<string, { domain: string; queued: number; deferred: number; held: number }>()
@@ -206,5 +207,6 @@ export async function summary(db: PgContext, _now: number): Promise<QueueSummary
     recipients,
     oldestReceivedAt: orUndefined(totals.rows[0]?.oldest),
     domains: [...domains.values()].sort((a, b) => total(b) - total(a) || a.domain.localeCompare(b.domain)).slice(0, 20),
+    ...(owing.rows[0]?.n ? { owingDsn: owing.rows[0].n } : {}),
   }
 }

@@ -169,7 +169,14 @@ export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, 
   return q.db.prepare(`UPDATE recipients SET next_attempt = ?, leased = 0 WHERE ${where.join(' AND ')}`).run(...params).changes
 }
 
-export function summary(q: Sqlite, _now: number): QueueSummary {
+export function summary(q: Sqlite, now: number): QueueSummary {
+  const s = pendingSummary(q, now)
+  // Through the partial index of owed rows: as many as owe one, not the queue.
+  const owing = q.version >= 6 ? (q.stmt(`SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE dsn IS NOT NULL`).get() as { n: number }).n : 0
+  return owing ? { ...s, owingDsn: owing } : s
+}
+
+function pendingSummary(q: Sqlite, _now: number): QueueSummary {
   if (q.version >= 5) return summaryFromCounts(q)
   // A database an older relay wrote, opened read-only: counted from the rows.
   const totals = q.stmt(`SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM messages`).get() as { n: number; oldest: number | null }

@@ -233,7 +233,8 @@ export async function queueSummary(env: CommandEnv, opts: QueueVerbOptions): Pro
       const s = await b.summary()
       if (opts.json) return json(s)
       const lines = [
-        `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held`,
+        `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held` +
+          (s.owingDsn ? `; ${s.owingDsn} kept for a DSN to the sender not sent yet` : ''),
         `oldest: ${time(s.oldestReceivedAt)}`,
       ]
       if (s.domains.length) lines.push('', table([['DOMAIN', 'QUEUED', 'DEFERRED', 'HELD'], ...s.domains.map((d) => [d.domain, String(d.queued), String(d.deferred), String(d.held)])]).trimEnd())
