@@ -232,9 +232,11 @@ export interface Queue {
   delayCandidates(receivedBefore: number, limit: number): Promise<DelayCandidate[]>
   /**
    * Marks the message as warned (once per message) and queues the warning `dsn` in the same write,
-   * if the message is still queued and not marked before; resolves with whether it was marked now.
+   * if the message is still queued and not marked before, and the recipients it warns of (`rowIds`)
+   * are all still deferred (else nothing is written: the next check decides again); resolves with
+   * whether it was marked now.
    */
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean>
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean>
   /**
    * The message's owed DSN, unless none is owed or a recipient of it is in flight or due now (its
    * attempt's complete reports `dsnDue`).

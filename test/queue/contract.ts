@@ -992,6 +992,31 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       expect((await q.delayCandidates(now, 10)).map((x) => x.message.id)).toEqual([young.id])
     })
 
+    it('a delay warning is not queued for recipients no longer deferred when it is written (delivered or bounced meanwhile); the next check decides again', async () => {
+      const now = Date.now()
+      const d = domain()
+      const m = message({ recipients: [`late@${d}`, `later@${d}`], receivedAt: now - 60_000 })
+      const [late, later] = await q.enqueue(m)
+      const deferred = (rowId: number) => ({ rowId, state: 'deferred' as const, response: '451 busy', nextAttemptAt: now - 1 })
+      expect(jobsFor((await claimAt(now)).jobs, m.id)).toHaveLength(1)
+      await q.complete(m.id, [deferred(late!), deferred(later!)])
+      const [c] = (await q.delayCandidates(now - 30_000, 100)).filter((x) => x.message.id === m.id)
+      expect(c?.recipients.map((r) => r.rowId)).toEqual([late, later])
+      // While the warning is being built, a retry delivers late@ (an operator's bounce would do the same).
+      const [job] = jobsFor((await claimAt(now)).jobs, m.id)
+      expect(job?.recipients.map((r) => r.rowId)).toEqual([late, later])
+      await q.complete(m.id, [{ rowId: late!, state: 'delivered', response: '250 ok' }, { ...deferred(later!), nextAttemptAt: now + 600_000 }])
+      const stale = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id }, receivedAt: now })
+      expect(await q.markDelayNotified(m.id, stale, c!.recipients.map((r) => r.rowId))).toBe(false)
+      expect((await q.list()).map((e) => e.id)).not.toContain(stale.id)
+      // The next check sees later@ alone, and warns of it.
+      const [again] = (await q.delayCandidates(now - 30_000, 100)).filter((x) => x.message.id === m.id)
+      expect(again?.recipients.map((r) => r.rowId)).toEqual([later])
+      const warning = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id }, receivedAt: now })
+      expect(await q.markDelayNotified(m.id, warning, [later!])).toBe(true)
+      expect((await q.list()).map((e) => e.id)).toContain(warning.id)
+    })
+
     describe('reputation', () => {
       it('complete counts each result per hour, sender domain, destination domain, outcome and category', async () => {
         const before = Date.now()

@@ -328,8 +328,8 @@ export class PgQueue implements Queue {
     return delay.delayCandidates(this.db, receivedBefore, limit)
   }
 
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
-    return delay.markDelayNotified(this.db, queueId, dsn)
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean> {
+    return delay.markDelayNotified(this.db, queueId, dsn, rowIds)
   }
 
   // --- owed DSNs (one per message) ---------------------------------------------------------

@@ -252,8 +252,8 @@ export class SqliteQueue implements Queue {
     })
   }
 
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
-    return this.call('markDelayNotified', queueId, dsn, Date.now())
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean> {
+    return this.call('markDelayNotified', queueId, dsn, Date.now(), rowIds)
   }
 
   async owedDsn(queueId: string, now: number): Promise<OwedReport | undefined> {

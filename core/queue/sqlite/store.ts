@@ -75,8 +75,8 @@ export class SqliteStore {
     return delivery.delayCandidates(this.q, receivedBefore, limit)
   }
 
-  markDelayNotified(queueId: string, dsn: NewMessage | undefined, now: number): boolean {
-    return delivery.markDelayNotified(this.q, queueId, dsn, now)
+  markDelayNotified(queueId: string, dsn: NewMessage | undefined, now: number, rowIds?: number[]): boolean {
+    return delivery.markDelayNotified(this.q, queueId, dsn, now, rowIds)
   }
 
   bodyFiles(): string[] {
