@@ -65,6 +65,11 @@ export function livePid(dataDir: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 && isAlive(pid) && lockHeld(dataDir) !== false ? pid : undefined
 }
 
+/** No relay runs on the data directory, for sure: no live pid, and its lock is free (or never taken). */
+export function noRelayRuns(dataDir: string): boolean {
+  return livePid(dataDir) === undefined && lockHeld(dataDir) === false
+}
+
 /**
  * Whether some process holds `<dataDir>/relay.lock` (lockDataDir): a read finds it busy. Undefined
  * when that cannot be told (a lock file this user may not read): the pid alone decides then.

@@ -5,6 +5,7 @@ import type { RelayConfig } from './config/schema.js'
 import type { HookBus } from './hooks/bus.js'
 import type { QueueOperations, Readiness, RelayOperations, ReloadResult, SessionCounts } from './hooks/operator.js'
 import type { ListenerRole } from './hooks/types.js'
+import { DeliveryDsns } from './delivery/dsn.js'
 import { QueueControl } from './queue/control.js'
 import { configuredThresholds } from './queue/figures.js'
 import type { Queue } from './queue/types.js'
@@ -40,7 +41,10 @@ const GAUGE_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
  */
 export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'config'> & Partial<Pick<OperationsEnv, 'wake' | 'hooks'>>): QueueOperations {
   const { queue } = env
-  const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.() })
+  // An operator's bounce sends the message's one DSN as delivery does (not limited per sender).
+  const dsns = new DeliveryDsns(env.config, queue, env.log)
+  const sendOwedDsn = (id: string) => dsns.flush(id, undefined, true)
+  const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.(), sendOwedDsn })
   return {
     list: (filter) => control().list(filter),
     show: (id) => control().show(id),

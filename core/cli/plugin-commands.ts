@@ -15,7 +15,7 @@ import pino from 'pino'
 import { openQueue, SQLITE_QUEUE_FILE } from '../queue/open.js'
 import { Spool } from '../queue/spool.js'
 import { queueOperations } from '../relay-operations.js'
-import { livePid } from '../pid-file.js'
+import { livePid, noRelayRuns } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
@@ -170,10 +170,14 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
   }
   const log = pino({ level: 'silent' })
   const queue = await openQueue(config, { spool: new Spool(config.dataDir), log })
+  const running = livePid(config.dataDir)
+  // No relay runs on this SQLite queue: what is still leased was in flight when it died, and is
+  // nobody's now (its start would free it first): not "being delivered", to show, bounce or flush.
+  if (config.queue.driver === 'sqlite' && running === undefined && noRelayRuns(config.dataDir)) await queue.recover(Date.now()).catch(() => 0)
   return {
     queue: queueOperations({ queue, log, config: () => config }),
     config: { dataDir: config.dataDir, configFile: config.configFile },
-    running: livePid(config.dataDir),
+    running,
     close: () => queue.close(),
   }
 }

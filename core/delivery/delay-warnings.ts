@@ -64,7 +64,7 @@ export class DelayWarnings {
       for (const c of candidates) {
         if (this.stopped) return
         const dsn = await this.dsns.delay(c)
-        if (!(await this.queue.markDelayNotified(c.message.id, dsn)) || !dsn) continue
+        if (!(await this.queue.markDelayNotified(c.message.id, dsn, c.recipients.map((r) => r.rowId))) || !dsn) continue
         const recipients = c.recipients.filter((r) => wantsDsn(r.args, 'DELAY')).map((r) => r.address)
         this.log.info({ queueId: dsn.id, dsnFor: c.message.id, to: c.message.sender, recipients }, 'delay warning queued')
         this.onQueued()

@@ -14,7 +14,9 @@
 // owes one. Recipients deferred to a later attempt hold nothing back; their own failure gets its own
 // DSN. A crash between the two writes leaves marks with nothing in flight: `sweep` sends those at
 // start and every minute. Completes of one message take turns (SQLite's one writer, PostgreSQL's
-// message row lock), so two nodes finishing its last jobs at once still send one DSN.
+// message row lock), so two nodes finishing its last jobs at once still send one DSN. An operator's
+// bounce (core/queue/control.ts) is one more such complete: its write (queue.bounceNow) takes only
+// recipients not in flight at that moment and marks them owed; the DSN goes as above.
 import { buffer } from 'node:stream/consumers'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
@@ -57,24 +59,25 @@ export class DeliveryDsns {
   }
 
   /**
-   * Sends the message's owed DSN, if nothing of it is in flight or due; true when one was queued.
+   * Sends the message's owed DSN, if nothing of it is in flight or due; the queue id of the one queued.
    * `local`: the message as this process holds it, whose body it can read (an SMTP worker cannot
-   * read a body stored in PostgreSQL).
+   * read a body stored in PostgreSQL). `operator`: an operator's bounce, deliberate: not limited
+   * per sender (untrusted mail's DSN still returns the headers only).
    */
-  async flush(queueId: string, local?: QueuedMessage): Promise<boolean> {
+  async flush(queueId: string, local?: QueuedMessage, operator = false): Promise<string | undefined> {
     // Another pass may clear some of the marks read here meanwhile: read again (bounded).
     for (let pass = 0; pass < 3; pass++) {
       const owed = await this.queue.owedDsn(queueId, Date.now())
-      if (!owed) return false
-      const dsn = await this.build(owed, local && !('stored' in local.body) ? local : owed.message)
+      if (!owed) return undefined
+      const dsn = await this.build(owed, local && !('stored' in local.body) ? local : owed.message, operator)
       if (!(await this.queue.sendOwedDsn(queueId, owed.recipients.map((r) => r.rowId), dsn))) continue
-      if (!dsn) return false
+      if (!dsn) return undefined
       const failed = owed.recipients.filter((r) => r.dsn.action === 'failed')
       const m = owed.message
       this.log.info({ queueId: dsn.id, dsnFor: m.id, to: m.sender, recipients: owed.recipients.map((r) => r.address), ...(failed.length ? {} : { success: true }) }, failed.length ? 'bounce queued' : 'success DSN queued')
-      return true
+      return dsn.id
     }
-    return false
+    return undefined
   }
 
   /** Looks for owed DSNs nobody is sending (their sender crashed), at once and then every SWEEP_MS. */
@@ -111,12 +114,12 @@ export class DeliveryDsns {
   }
 
   /** The one DSN (RFC 3464) for the message's owed recipients (failed, delivered, relayed). */
-  private build(owed: OwedReport, bodyOf: QueuedMessage): Promise<NewMessage | undefined> {
+  private build(owed: OwedReport, bodyOf: QueuedMessage, operator: boolean): Promise<NewMessage | undefined> {
     const m = owed.message
     const recipient = (r: OwedReport['recipients'][number]) => ({ address: r.address, response: r.response, status: r.dsn.status, remoteHost: r.remoteHost, remote: r.dsn.remote, args: r.args })
     const failed = owed.recipients.filter((r) => r.dsn.action === 'failed').map(recipient)
     const succeeded = owed.recipients.flatMap((r) => (r.dsn.action === 'failed' ? [] : [{ ...recipient(r), action: r.dsn.action }]))
-    const opts = fromUntrustedClient(m.meta) ? { allow: this.gate(m, failed.length ? 'failed' : 'delivered'), succeeded } : { readBody: () => buffer(this.queue.openBody(bodyOf)), succeeded }
+    const opts = fromUntrustedClient(m.meta) ? { allow: operator ? undefined : this.gate(m, failed.length ? 'failed' : 'delivered'), succeeded } : { readBody: () => buffer(this.queue.openBody(bodyOf)), succeeded }
     return failureDsn(this.env(), m, failed, opts)
   }
 

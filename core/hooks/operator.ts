@@ -25,7 +25,11 @@ export interface QueueEntry {
   receivedAt: number
   /** When an operator held the message (`relay queue hold`); held messages are not delivered. */
   heldAt?: number
-  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory }[]
+  /**
+   * `dsnOwed`: a final result whose DSN is not sent yet (it goes once nothing of the message is in
+   * flight or due: core/delivery/dsn.ts); the message stays queued until then.
+   */
+  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory; dsnOwed?: true }[]
 }
 
 /** What `list` returns; every field narrows. */
@@ -79,6 +83,8 @@ export interface QueueSummary {
   oldestReceivedAt?: number
   /** The destination domains with the most pending recipients (at most 20), most first. */
   domains: { domain: string; queued: number; deferred: number; held: number }[]
+  /** Messages kept queued for a DSN owed to their sender and not sent yet (core/delivery/dsn.ts). */
+  owingDsn?: number
 }
 
 /**
@@ -141,8 +147,12 @@ export interface BounceResult {
   id: string
   /** The recipients bounced now. */
   bounced: string[]
-  /** Queue id of the DSN sent to the sender (none for the null sender, or NOTIFY without FAILURE). */
+  /** Pending recipients a delivery held at that moment: left to it (not bounced). */
+  inFlight?: string[]
+  /** Queue id of the DSN queued to the sender (none for the null sender, or NOTIFY without FAILURE). */
   dsn?: string
+  /** The DSN for the recipients bounced goes with that of the recipients in flight, once their delivery is done. */
+  dsnWaits?: boolean
 }
 
 /**

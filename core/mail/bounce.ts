@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import { Readable } from 'node:stream'
 import MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
-import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../queue/types.js'
+import type { DelayCandidate, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
 import { scan8bit } from './downgrade.js'
 import { foldLongLines, MAX_LINE_OCTETS as MAX_LINE } from './headers.js'
@@ -332,21 +332,6 @@ export async function delayDsn(env: DsnEnv, c: DelayCandidate, opts: { allow?: D
         orcpt: orcptOf(r.args),
       }
     }),
-  })
-}
-
-/**
- * The DSN for recipients an operator bounced (ADMIN_BOUNCE_RESPONSE), NOTIFY honoured, headers
- * only: it never returns an untrusted client's body either. No per-sender limit: an operator's
- * bounce is deliberate, one message at a time.
- */
-export async function operatorBounceDsn(env: DsnEnv, m: MessageDetail, recipients: MessageDetail['recipients']): Promise<NewMessage | undefined> {
-  const notify = recipients.filter((r) => wantsDsn(r.args, 'FAILURE'))
-  const to = notify.length ? returnAddress(m.sender) : undefined
-  if (!to) return undefined
-  return dsnMessage(env, { ...m, headers: Buffer.from(m.headers, 'utf8') }, to, {
-    action: 'failed',
-    recipients: notify.map((r) => ({ address: r.address, status: '5.0.0', diagnostic: ADMIN_BOUNCE_RESPONSE, remote: false, orcpt: orcptOf(r.args) })),
   })
 }
 

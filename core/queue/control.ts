@@ -4,10 +4,9 @@ import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
 import type { HookBus } from '../hooks/bus.js'
 import { deliveryEvent } from '../hooks/delivery-event.js'
-import { ADMIN_BOUNCE_RESPONSE, operatorBounceDsn } from '../mail/bounce.js'
-import { newQueueId } from './id.js'
+import { ADMIN_BOUNCE_RESPONSE, wantsDsn } from '../mail/bounce.js'
 import { runBulk } from './bulk.js'
-import type { BulkAction, BulkFilter, BulkResult } from '../hooks/operator.js'
+import type { BounceResult, BulkAction, BulkFilter, BulkResult } from '../hooks/operator.js'
 import type { MessageDetail, Queue, QueueEntry, QueueFilter, QueueSummary } from './types.js'
 
 /** Why an action could not be done: the API maps `kind` to an HTTP status, the CLI to exit code 1. */
@@ -29,15 +28,11 @@ export interface QueueControlEnv {
   wake?: () => void
   /** On a running relay: `bounced` events for recipients an operator bounced. */
   hooks?: HookBus
+  /** Sends the message's owed DSN (core/delivery/dsn.ts `flush`): the queue id of the one queued. */
+  sendOwedDsn?: (queueId: string) => Promise<string | undefined>
 }
 
-export interface BounceResult {
-  id: string
-  /** The recipients bounced now. */
-  bounced: string[]
-  /** Queue id of the DSN sent to the sender (none for the null sender, or NOTIFY without FAILURE). */
-  dsn?: string
-}
+export type { BounceResult }
 
 const ID = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -131,37 +126,36 @@ export class QueueControl {
   }
 
   /**
-   * Bounces the message's pending recipients: each becomes 'bounced' with ADMIN_BOUNCE_RESPONSE,
-   * and the sender gets one DSN for them (not the null sender; RFC 3461 NOTIFY is honoured).
-   * Recipients a delivery holds right now are left to it.
+   * Bounces the message's pending recipients in one conditional write (queue.bounceNow): each one
+   * not in flight at that moment becomes 'bounced' with ADMIN_BOUNCE_RESPONSE and is owed a DSN as a
+   * delivery failure is (not to the null sender; RFC 3461 NOTIFY is honoured). The sender gets the
+   * message's one DSN: these recipients with any owed from earlier jobs, sent now, or by the
+   * complete of a delivery in flight (its recipients are left to it and reported as `inFlight`).
    */
   async bounce(id: string): Promise<BounceResult> {
     checkId(id)
-    const { queue, config } = this.env
+    const { queue } = this.env
+    // RCPT parameters never change: which recipients want a DSN can be read before the write.
     const detail = await queue.show(id)
     if (!detail) throw notFound(id)
-    const pendingAll = detail.recipients.filter((r) => r.state === 'queued' || r.state === 'deferred')
-    const pending = pendingAll.filter((r) => !r.leased)
-    if (!pending.length && pendingAll.length) throw new QueueControlError('conflict', `message ${id} is being delivered right now; try again in a moment`)
-    if (!pending.length) return { id, bounced: [] }
-
-    const dsn = await operatorBounceDsn({ reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId }, detail, pending)
-    await queue.complete(
-      id,
-      pending.map((r) => ({ rowId: r.rowId, state: 'bounced', response: ADMIN_BOUNCE_RESPONSE, category: 'other' })),
-      dsn,
-    )
+    const owed = detail.sender === '' ? [] : detail.recipients.filter((r) => wantsDsn(r.args, 'FAILURE')).map((r) => r.rowId)
     const now = Date.now()
-    this.env.log?.info({ queueId: id, recipients: pending.map((r) => r.address), dsn: dsn?.id }, 'message bounced by the administrator')
+    const r = await queue.bounceNow(id, ADMIN_BOUNCE_RESPONSE, { action: 'failed', status: '5.0.0', remote: false }, owed, now)
+    if (!r) throw notFound(id)
+    if (!r.bounced.length && r.inFlight.length) throw new QueueControlError('conflict', `message ${id} is being delivered right now (${r.inFlight.join(', ')}): nothing bounced; try again in a moment`)
+    const bounced = r.bounced.map((b) => b.address)
+    const dsn = r.dsnDue ? await this.env.sendOwedDsn?.(id) : undefined
+    const waits = !r.dsnDue && !r.finished && r.bounced.some((b) => owed.includes(b.rowId))
+    if (r.bounced.length) this.env.log?.info({ queueId: id, recipients: bounced, inFlight: r.inFlight.length ? r.inFlight : undefined, dsn }, 'message bounced by the administrator')
     if (dsn) this.env.wake?.()
     const hooks = this.env.hooks
     if (hooks) {
-      for (const r of pending) {
-        const outcome = { recipient: r.address, domain: r.domain, response: ADMIN_BOUNCE_RESPONSE, attempts: r.attempts, category: 'other' as const }
+      for (const b of r.bounced) {
+        const outcome = { recipient: b.address, domain: b.domain, response: ADMIN_BOUNCE_RESPONSE, attempts: b.attempts, category: 'other' as const }
         await hooks.emit('bounced', deliveryEvent(detail, outcome, now, now))
       }
     }
-    return { id, bounced: pending.map((r) => r.address), dsn: dsn?.id }
+    return { id, bounced, ...(r.inFlight.length ? { inFlight: r.inFlight } : {}), ...(dsn ? { dsn } : {}), ...(waits ? { dsnWaits: true } : {}) }
   }
 }
 

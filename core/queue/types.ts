@@ -127,6 +127,14 @@ export interface CompleteResult {
   dsnDue?: boolean
 }
 
+/** What an operator's bounce (`Queue.bounceNow`) wrote. */
+export interface OperatorBounce extends CompleteResult {
+  /** The recipients bounced (pending and not in flight at the write). */
+  bounced: { rowId: number; address: string; domain: string; attempts: number }[]
+  /** Pending recipients a delivery held at the write: left to it. */
+  inFlight: string[]
+}
+
 /** A message that has waited `delayWarning` with recipients still deferred, and no warning sent yet. */
 export interface DelayCandidate {
   message: Omit<QueuedMessage, 'body'>
@@ -189,6 +197,13 @@ export interface Queue {
   release(queueId: string, now: number): Promise<boolean>
   /** Removes a message and its body without a bounce; false when there is no such message. */
   remove(queueId: string): Promise<boolean>
+  /**
+   * The operator's bounce, in one write: each recipient still pending and not in flight at that
+   * moment becomes 'bounced' with `response`, the ones in `owed` marked DSN owed (`mark`) as a
+   * delivery's complete marks them; those in flight are left to their delivery, whose complete
+   * then sends the message's one DSN. undefined: no such message.
+   */
+  bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined>
   /** Makes pending recipients of messages that are not held due at once; returns how many. */
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number>
   summary(now: number): Promise<QueueSummary>
@@ -217,9 +232,11 @@ export interface Queue {
   delayCandidates(receivedBefore: number, limit: number): Promise<DelayCandidate[]>
   /**
    * Marks the message as warned (once per message) and queues the warning `dsn` in the same write,
-   * if the message is still queued and not marked before; resolves with whether it was marked now.
+   * if the message is still queued and not marked before, and the recipients it warns of (`rowIds`)
+   * are all still deferred (else nothing is written: the next check decides again); resolves with
+   * whether it was marked now.
    */
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean>
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean>
   /**
    * The message's owed DSN, unless none is owed or a recipient of it is in flight or due now (its
    * attempt's complete reports `dsnDue`).

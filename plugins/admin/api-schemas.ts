@@ -26,6 +26,7 @@ export const RecipientSummary = named(
     nextAttemptAt: epochMs.optional(),
     lastResponse: z.string().optional(),
     category: category.optional(),
+    dsnOwed: z.literal(true).optional().describe('a final result whose DSN to the sender is not sent yet (the message stays queued until it is)'),
   }),
 )
 
@@ -82,6 +83,7 @@ export const QueueSummary = named(
     recipients: z.object({ queued: z.number().int(), deferred: z.number().int(), held: z.number().int() }),
     oldestReceivedAt: epochMs.optional(),
     domains: z.array(z.object({ domain: z.string(), queued: z.number().int(), deferred: z.number().int(), held: z.number().int() })),
+    owingDsn: z.number().int().optional().describe('messages kept queued for a DSN to their sender not sent yet'),
   }),
 )
 
@@ -90,8 +92,8 @@ export const ReleaseResult = named('ReleaseResult', 'The message is released and
 export const DeleteResult = named('DeleteResult', 'The message is gone, without a bounce', z.object({ id: z.string(), deleted: z.literal(true) }))
 export const BounceResult = named(
   'BounceResult',
-  'Pending recipients bounced; `dsn`: the queue id of the report to the sender',
-  z.object({ id: z.string(), bounced: z.array(z.string()), dsn: z.string().optional() }),
+  'Pending recipients bounced; `inFlight`: those a delivery held (left to it); `dsn`: the queue id of the report to the sender; `dsnWaits`: it goes once the delivery in flight is done',
+  z.object({ id: z.string(), bounced: z.array(z.string()), inFlight: z.array(z.string()).optional(), dsn: z.string().optional(), dsnWaits: z.boolean().optional() }),
 )
 export const FlushRequest = named('FlushRequest', 'All pending mail, one message or one domain', z.strictObject({ id: z.string().optional(), domain: z.string().optional() }))
 export const FlushResult = named('FlushResult', 'Recipients made due now', z.object({ flushed: z.number().int() }))

@@ -186,9 +186,10 @@ const MAIN_JS = String.raw`
     bounce: function (d) {
       if (!window.confirm('Bounce message ' + d.id + '? Its pending recipients fail now and the sender gets a DSN.')) return Promise.resolve(null);
       return api('POST', '/api/queue/' + encodeURIComponent(d.id) + '/bounce').then(function (r) {
-        // Its pending recipients were all it had left: the message has left the queue.
-        if (detailId === d.id) closeDetail();
-        return d.id + ': ' + plural(r.bounced.length, 'recipient') + ' bounced' + (r.dsn ? ', DSN ' + r.dsn + ' to the sender' : '');
+        // Its pending recipients were all it had left (unless some are in flight): it left the queue.
+        if (detailId === d.id && !r.inFlight) closeDetail();
+        return d.id + ': ' + plural(r.bounced.length, 'recipient') + ' bounced' + (r.inFlight ? '; in flight, left to their delivery: ' + r.inFlight.join(', ') : '') +
+          (r.dsn ? ', DSN ' + r.dsn + ' to the sender' : r.dsnWaits ? '; the DSN goes once that delivery is done' : '');
       });
     },
     flush: function (d) { return api('POST', '/api/queue/flush', { id: d.id }).then(function (r) { return d.id + ': ' + r.flushed + ' recipient(s) due now'; }); },

@@ -500,6 +500,29 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         expect(fs.existsSync(file)).toBe(false)
       })
 
+      it("an operator's bounce (bounceNow) takes only what is pending and not in flight at its write, marks the owed ones, and the in-flight complete sends the one DSN", async () => {
+        const now = Date.now()
+        const [d1, d2, d3] = [domain(), domain(), domain()]
+        const m = message({ recipients: [`busy@${d1}`, `idle@${d2}`, `mute@${d3}`], receivedAt: now })
+        const [busy, idle, mute] = await q.enqueue(m)
+        const admin = { action: 'failed' as const, status: '5.0.0', remote: false }
+        // A delivery holds busy@; idle@ and mute@ wait for a later attempt.
+        expect(jobsFor((await claimAt(now + 1)).jobs, m.id)).toHaveLength(3)
+        const later = (rowId: number) => ({ rowId, state: 'deferred' as const, response: '450 busy', nextAttemptAt: now + 3_600_000 })
+        expect(await q.complete(m.id, [later(idle!), later(mute!)])).toEqual({ finished: false })
+        expect((await q.show(m.id))?.recipients.map((r) => r.leased)).toEqual([true, false, false])
+        const r = await q.bounceNow(m.id, '5.0.0 Bounced by the administrator', admin, [busy!, idle!], Date.now())
+        expect(r).toMatchObject({ finished: false, bounced: [{ rowId: idle, address: `idle@${d2}` }, { rowId: mute, address: `mute@${d3}` }], inFlight: [`busy@${d1}`] })
+        expect(r?.dsnDue).toBeFalsy()
+        expect((await q.show(m.id))?.recipients.map((x) => [x.state, x.dsnOwed])).toEqual([['queued', undefined], ['bounced', true], ['bounced', undefined]])
+        expect(await q.owedDsn(m.id, Date.now())).toBeUndefined()
+        // Nothing left to bounce: nothing written.
+        expect(await q.bounceNow(m.id, 'x', admin, [], Date.now())).toMatchObject({ bounced: [], inFlight: [`busy@${d1}`] })
+        expect(await q.complete(m.id, [{ rowId: busy!, state: 'bounced', response: '550 5.1.1 no', dsn: { ...failed, status: '5.1.1' } }])).toEqual({ finished: false, dsnDue: true })
+        expect((await q.owedDsn(m.id, Date.now()))?.recipients.map((x) => [x.address, x.dsn.status])).toEqual([[`busy@${d1}`, '5.1.1'], [`idle@${d2}`, '5.0.0']])
+        expect(await q.bounceNow('0000000000000000', 'x', admin, [], Date.now())).toBeUndefined()
+      })
+
       if (!shared) return
 
       it('two nodes completing the last two jobs of one message at once: exactly one is told to send its DSN, and it goes once', async () => {
@@ -967,6 +990,31 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
       expect(await q.markDelayNotified(old.id, message({ sender: '', recipients: [old.sender] }))).toBe(false)
       expect(await q.markDelayNotified(newQueueId())).toBe(false)
       expect((await q.delayCandidates(now, 10)).map((x) => x.message.id)).toEqual([young.id])
+    })
+
+    it('a delay warning is not queued for recipients no longer deferred when it is written (delivered or bounced meanwhile); the next check decides again', async () => {
+      const now = Date.now()
+      const d = domain()
+      const m = message({ recipients: [`late@${d}`, `later@${d}`], receivedAt: now - 60_000 })
+      const [late, later] = await q.enqueue(m)
+      const deferred = (rowId: number) => ({ rowId, state: 'deferred' as const, response: '451 busy', nextAttemptAt: now - 1 })
+      expect(jobsFor((await claimAt(now)).jobs, m.id)).toHaveLength(1)
+      await q.complete(m.id, [deferred(late!), deferred(later!)])
+      const [c] = (await q.delayCandidates(now - 30_000, 100)).filter((x) => x.message.id === m.id)
+      expect(c?.recipients.map((r) => r.rowId)).toEqual([late, later])
+      // While the warning is being built, a retry delivers late@ (an operator's bounce would do the same).
+      const [job] = jobsFor((await claimAt(now)).jobs, m.id)
+      expect(job?.recipients.map((r) => r.rowId)).toEqual([late, later])
+      await q.complete(m.id, [{ rowId: late!, state: 'delivered', response: '250 ok' }, { ...deferred(later!), nextAttemptAt: now + 600_000 }])
+      const stale = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id }, receivedAt: now })
+      expect(await q.markDelayNotified(m.id, stale, c!.recipients.map((r) => r.rowId))).toBe(false)
+      expect((await q.list()).map((e) => e.id)).not.toContain(stale.id)
+      // The next check sees later@ alone, and warns of it.
+      const [again] = (await q.delayCandidates(now - 30_000, 100)).filter((x) => x.message.id === m.id)
+      expect(again?.recipients.map((r) => r.rowId)).toEqual([later])
+      const warning = message({ sender: '', recipients: [m.sender], meta: { dsnFor: m.id }, receivedAt: now })
+      expect(await q.markDelayNotified(m.id, warning, [later!])).toBe(true)
+      expect((await q.list()).map((e) => e.id)).toContain(warning.id)
     })
 
     describe('reputation', () => {

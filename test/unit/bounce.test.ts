@@ -4,19 +4,17 @@ import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import {
-  ADMIN_BOUNCE_RESPONSE,
   RET_FULL_MAX,
   buildDsn,
   delayDsn,
   expiredResponse,
   failureDsn,
-  operatorBounceDsn,
   relayDsn,
   statusOf,
   wantsDsn,
   type DsnEnv,
 } from '../../core/mail/bounce.js'
-import type { DelayCandidate, MessageDetail, NewMessage, QueuedMessage } from '../../core/queue/types.js'
+import type { DelayCandidate, NewMessage, QueuedMessage } from '../../core/queue/types.js'
 
 interface Part {
   headers: string
@@ -350,54 +348,6 @@ describe('delayDsn', () => {
     expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test', args: { NOTIFY: 'NEVER' } }]))).toBeUndefined()
     expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test' }]), { allow: () => false })).toBeUndefined()
     expect(await delayDsn(env, candidate([{ rowId: 1, address: 'a@dest.test' }], { sender: '' }))).toBeUndefined()
-  })
-})
-
-describe('operatorBounceDsn', () => {
-  const detail = (over: Partial<MessageDetail> = {}): MessageDetail => ({
-    id: 'Q0000000000000009',
-    sender: 'alice@sender.test',
-    senderArgs: { RET: 'FULL', ENVID: 'op-1' },
-    size: 100,
-    receivedAt: Date.UTC(2026, 0, 2, 3, 4, 5),
-    expiresAt: Date.UTC(2026, 0, 7, 3, 4, 5),
-    meta: { clientAddress: '203.0.113.9' },
-    headers: HEADERS,
-    recipients: [
-      { rowId: 1, address: 'bob@dest.test', domain: 'dest.test', state: 'deferred', attempts: 3, leased: false, history: [], args: { ORCPT: 'rfc822;bob@dest.test' } },
-      { rowId: 2, address: 'mute@dest.test', domain: 'dest.test', state: 'queued', attempts: 0, leased: false, history: [], args: { NOTIFY: 'NEVER' } },
-    ],
-    ...over,
-  })
-
-  it('says the administrator bounced it, 5.0.0 x-local, headers only', async () => {
-    expect(ADMIN_BOUNCE_RESPONSE).toBe('5.0.0 Bounced by the administrator')
-    const m = detail()
-    const dsn = (await operatorBounceDsn(env, m, m.recipients))!
-    const { headers, parts } = parse(dsnOf(dsn))
-    expect(headers).toMatch(/^Subject: Undelivered Mail Returned to Sender$/m)
-    expect(parts.map(contentType)).toEqual(['text/plain', 'message/delivery-status', 'text/rfc822-headers'])
-    expect(unQp(parts[0]!.body)).toContain('<bob@dest.test>: 5.0.0 Bounced by the administrator')
-    const [message, bob, ...rest] = fieldGroups(parts[1]!)
-    expect(rest).toEqual([])
-    expect(message).toContain('X-Relay-Queue-ID: Q0000000000000009')
-    expect(message).toContain('Original-Envelope-Id: op-1')
-    expect(bob!.slice(0, 5)).toEqual([
-      'Original-Recipient: rfc822;bob@dest.test',
-      'Final-Recipient: rfc822; bob@dest.test',
-      'Action: failed',
-      'Status: 5.0.0',
-      'Diagnostic-Code: x-local; 5.0.0 Bounced by the administrator',
-    ])
-    expect(unQp(parts[2]!.body)).toContain('Subject: the original')
-    expect(dsn.recipients).toEqual([{ address: 'alice@sender.test', domain: 'sender.test' }])
-    expect(dsn.meta).toEqual({ dsnFor: 'Q0000000000000009' })
-  })
-
-  it('none for the null sender or when every recipient said NOTIFY=NEVER', async () => {
-    const m = detail()
-    expect(await operatorBounceDsn(env, detail({ sender: '' }), m.recipients)).toBeUndefined()
-    expect(await operatorBounceDsn(env, m, [m.recipients[1]!])).toBeUndefined()
   })
 })
 

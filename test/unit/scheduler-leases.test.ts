@@ -76,7 +76,7 @@ function scene(claims: ClaimResult[], o: { renewFails?: number } = {}): Scene {
           return { finished: true }
         }
       }
-      if (method === 'delayCandidates') return async () => []
+      if (method === 'delayCandidates' || method === 'owedDsnMessages') return async () => []
       return async () => undefined
     },
   })

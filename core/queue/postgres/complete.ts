@@ -81,7 +81,7 @@ export async function completeMany(
 }
 
 /** The messages that owe a DSN nobody in flight will send. */
-function dsnDue(s: string, ids: string[], now: number): pg.QueryConfig {
+export function dsnDue(s: string, ids: string[], now: number): pg.QueryConfig {
   return {
     name: `relay-complete-dsn-${s}`,
     text: `SELECT id FROM ${s}.messages m WHERE id = ANY($1::text[]) AND ${owed(s)} AND NOT ${waiting(s, '$2')}`,
@@ -89,14 +89,14 @@ function dsnDue(s: string, ids: string[], now: number): pg.QueryConfig {
   }
 }
 
-interface LockedMessage {
+export interface LockedMessage {
   id: string
   sender: string
   message_id: string | null
 }
 
 /** Recipients' new states, their attempt history, the reputation counters and the sent log, in one statement. */
-function recordResults(s: string, results: { r: RecipientResult; m: LockedMessage }[], now: number): pg.QueryConfig {
+export function recordResults(s: string, results: { r: RecipientResult; m: LockedMessage }[], now: number): pg.QueryConfig {
   return {
     name: `relay-complete-${s}`,
     text: `WITH r AS (
@@ -141,7 +141,7 @@ function recordResults(s: string, results: { r: RecipientResult; m: LockedMessag
 }
 
 /** Removes the messages none of whose recipients is pending any more nor owed a DSN (bodies and history go with them). */
-function removeFinished(s: string, ids: string[]): pg.QueryConfig {
+export function removeFinished(s: string, ids: string[]): pg.QueryConfig {
   return {
     name: `relay-complete-remove-${s}`,
     text: `DELETE FROM ${s}.messages m WHERE id = ANY($1::text[])

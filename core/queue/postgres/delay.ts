@@ -34,8 +34,14 @@ export async function delayCandidates(db: PgContext, receivedBefore: number, lim
   })
 }
 
-export async function markDelayNotified(db: PgContext, queueId: string, dsn?: NewMessage): Promise<boolean> {
+export async function markDelayNotified(db: PgContext, queueId: string, dsn?: NewMessage, rowIds: number[] = []): Promise<boolean> {
   return db.tx(async (c) => {
+    // The message's lock first, as complete takes it; then its recipients as they are now: one
+    // delivered or bounced since the warning was built makes it stale (nothing is written).
+    const { rows: locked } = await c.query(`SELECT id FROM ${db.s}.messages WHERE id = $1 AND delay_notified_at IS NULL FOR UPDATE`, [queueId])
+    if (!locked.length) return false
+    const { rows: still } = await c.query(`SELECT id FROM ${db.s}.recipients WHERE message_id = $1 AND id = ANY($2::bigint[]) AND state = 'deferred'`, [queueId, rowIds])
+    if (still.length !== rowIds.length) return false
     const { rowCount } = await c.query(
       `UPDATE ${db.s}.messages SET delay_notified_at = $2 WHERE id = $1 AND delay_notified_at IS NULL`,
       [queueId, Date.now()],

@@ -1,6 +1,7 @@
-// The operator's verbs on the PostgreSQL queue: list, show, hold, release, remove, flush, summary.
-import type { MessageDetail, QueueEntry, QueueFilter, QueueSummary, RecipientState } from '../types.js'
+// The operator's verbs on the PostgreSQL queue: list, show, hold, release, remove, bounce, flush, summary.
+import type { MessageDetail, OperatorBounce, OwedDsn, QueueEntry, QueueFilter, QueueSummary, RecipientState } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
+import { dsnDue, recordResults, removeFinished, type LockedMessage } from './complete.js'
 import { orUndefined, PENDING, type MessageRow, type PgContext } from './sql.js'
 
 export async function list(db: PgContext, filter: QueueFilter = {}): Promise<QueueEntry[]> {
@@ -21,11 +22,11 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
   const limit = filter.limit !== undefined ? `LIMIT ${param(Math.max(0, filter.limit))}` : ''
   const { rows } = await db.query<{
     id: string; message_id: string | null; sender: string; size: number; received_at: number; held_at: number | null
-    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null }[] | null
+    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null; dsn_owed: boolean }[] | null
   }>(
     `SELECT m.id, m.message_id, m.sender, m.size, m.received_at, m.held_at,
        (SELECT json_agg(json_build_object('address', r.address, 'state', r.state, 'attempts', r.attempts, 'next_attempt', r.next_attempt,
-                                          'last_response', r.last_response, 'category', r.category) ORDER BY r.id)
+                                          'last_response', r.last_response, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL) ORDER BY r.id)
         FROM ${db.s}.recipients r WHERE r.message_id = m.id) AS recipients
      FROM ${db.s}.messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY m.received_at, m.id ${limit}`,
@@ -45,6 +46,7 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
       nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
       lastResponse: orUndefined(r.last_response),
       category: orUndefined(r.category),
+      ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
     })),
   }))
 }
@@ -54,7 +56,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
   const { rows } = await db.query<MessageRow & {
     recipients: {
       id: number; address: string; domain: string; args: Record<string, string | boolean> | null; state: RecipientState; attempts: number
-      next_attempt: number; lease_until: number | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null
+      next_attempt: number; lease_until: number | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null; dsn_owed: boolean
       history: { at: number; state: 'delivered' | 'deferred' | 'bounced'; response: string; remote_host: string | null; category: BounceCategory | null }[] | null
     }[] | null
   }>(
@@ -62,7 +64,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
        (SELECT json_agg(json_build_object(
                  'id', r.id, 'address', r.address, 'domain', r.domain, 'args', r.args, 'state', r.state, 'attempts', r.attempts,
                  'next_attempt', r.next_attempt, 'lease_until', r.lease_until, 'last_response', r.last_response,
-                 'remote_host', r.remote_host, 'category', r.category,
+                 'remote_host', r.remote_host, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL,
                  'history', (SELECT json_agg(json_build_object('at', a.at, 'state', a.state, 'response', a.response,
                                                                'remote_host', a.remote_host, 'category', a.category) ORDER BY a.id)
                              FROM ${db.s}.attempts a WHERE a.recipient_id = r.id)) ORDER BY r.id)
@@ -96,6 +98,7 @@ export async function show(db: PgContext, queueId: string): Promise<MessageDetai
         lastResponse: orUndefined(r.last_response),
         category: orUndefined(r.category),
         remoteHost: orUndefined(r.remote_host),
+        ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
         leased: pending && r.lease_until != null && r.lease_until > now,
         history: (r.history ?? []).map((a) => ({
           at: a.at,
@@ -134,6 +137,35 @@ export async function remove(db: PgContext, queueId: string): Promise<boolean> {
   return (rowCount ?? 0) > 0
 }
 
+/**
+ * Bounces the recipients pending and not in flight now, under the message's lock and theirs (as
+ * complete takes them; a claim skips locked rows, one that leased them first is seen as in flight).
+ */
+export async function bounceNow(db: PgContext, queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+  return db.tx(async (c) => {
+    const { rows: found } = await c.query<LockedMessage>(`SELECT id, sender, message_id FROM ${db.s}.messages WHERE id = $1 FOR UPDATE`, [queueId])
+    const m = found[0]
+    if (!m) return undefined
+    const { rows } = await c.query<{ id: number; address: string; domain: string; attempts: number; busy: boolean }>(
+      `SELECT id, address, domain, attempts, (lease_until IS NOT NULL AND lease_until > $2) AS busy FROM ${db.s}.recipients
+       WHERE message_id = $1 AND ${PENDING} ORDER BY id FOR UPDATE`,
+      [queueId, now],
+    )
+    const free = rows.filter((r) => !r.busy)
+    const owes = new Set(owed)
+    const results = free.map((r) => ({ r: { rowId: r.id, state: 'bounced' as const, response, category: 'other' as const, ...(owes.has(r.id) ? { dsn: mark } : {}) }, m }))
+    if (results.length) await c.query(recordResults(db.s, results, now))
+    const { rows: gone } = await c.query<{ id: string }>(removeFinished(db.s, [queueId]))
+    const { rows: due } = gone.length ? { rows: [] } : await c.query<{ id: string }>(dsnDue(db.s, [queueId], now))
+    return {
+      finished: gone.length > 0,
+      ...(due.length ? { dsnDue: true } : {}),
+      bounced: free.map((r) => ({ rowId: r.id, address: r.address, domain: r.domain, attempts: r.attempts })),
+      inFlight: rows.filter((r) => r.busy).map((r) => r.address),
+    }
+  })
+}
+
 export async function flush(db: PgContext, filter: { queueId?: string; domain?: string }, now: number): Promise<number> {
   const values: unknown[] = [now]
   const param = (v: unknown) => `$${values.push(v)}`
@@ -151,13 +183,14 @@ export async function flush(db: PgContext, filter: { queueId?: string; domain?: 
 }
 
 export async function summary(db: PgContext, _now: number): Promise<QueueSummary> {
-  const [totals, byDomain] = await Promise.all([
+  const [totals, byDomain, owing] = await Promise.all([
     db.query<{ messages: number; oldest: number | null }>(`SELECT count(*) AS messages, min(received_at) AS oldest FROM ${db.s}.messages`),
     db.query<{ domain: string; state: 'queued' | 'deferred'; held: boolean; n: number }>(
       `SELECT r.domain, r.state, m.held_at IS NOT NULL AS held, count(*) AS n
        FROM ${db.s}.recipients r JOIN ${db.s}.messages m ON m.id = r.message_id
        WHERE r.${PENDING} GROUP BY 1, 2, 3`,
     ),
+    db.query<{ n: number }>(`SELECT count(DISTINCT message_id)::int AS n FROM ${db.s}.recipients WHERE dsn IS NOT NULL`),
   ])
   const recipients = { queued: 0, deferred: 0, held: 0 }
   const domains = new Map<string, { domain: string; queued: number; deferred: number; held: number }>()
@@ -174,5 +207,6 @@ export async function summary(db: PgContext, _now: number): Promise<QueueSummary
     recipients,
     oldestReceivedAt: orUndefined(totals.rows[0]?.oldest),
     domains: [...domains.values()].sort((a, b) => total(b) - total(a) || a.domain.localeCompare(b.domain)).slice(0, 20),
+    ...(owing.rows[0]?.n ? { owingDsn: owing.rows[0].n } : {}),
   }
 }

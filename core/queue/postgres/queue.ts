@@ -9,7 +9,7 @@ import { Readable } from 'node:stream'
 import type pg from 'pg'
 import type { Logger } from 'pino'
 import type {
-  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, OwedReport, Queue,
+  ClaimOptions, ClaimResult, Complaint, ComplaintResult, CompleteResult, DelayCandidate, HeartbeatResult, MessageDetail, NewMessage, OperatorBounce, OwedDsn, OwedReport, Queue,
   QueueEntry, QueueFilter, QueuedMessage, QueueSummary, RecentAttempt, RecipientResult, StatsRow, Suppression,
 } from '../types.js'
 import { migrate, quoteSchema } from './schema.js'
@@ -267,6 +267,10 @@ export class PgQueue implements Queue {
     return operator.release(this.db, queueId, now)
   }
 
+  bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+    return operator.bounceNow(this.db, queueId, response, mark, owed, now)
+  }
+
   remove(queueId: string): Promise<boolean> {
     return operator.remove(this.db, queueId)
   }
@@ -324,8 +328,8 @@ export class PgQueue implements Queue {
     return delay.delayCandidates(this.db, receivedBefore, limit)
   }
 
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
-    return delay.markDelayNotified(this.db, queueId, dsn)
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean> {
+    return delay.markDelayNotified(this.db, queueId, dsn, rowIds)
   }
 
   // --- owed DSNs (one per message) ---------------------------------------------------------

@@ -154,7 +154,10 @@ export function delayCandidates(q: Sqlite, receivedBefore: number, limit: number
   })
 }
 
-export function markDelayNotified(q: Sqlite, queueId: string, dsn: NewMessage | undefined, now: number): boolean {
+export function markDelayNotified(q: Sqlite, queueId: string, dsn: NewMessage | undefined, now: number, rowIds: number[] = []): boolean {
+  // Delivered or bounced since the warning was built: it would tell of a delay that is over.
+  const still = q.stmt(`SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND id IN (SELECT value FROM json_each(?)) AND state = 'deferred'`).get(queueId, JSON.stringify(rowIds)) as { n: number }
+  if (still.n !== rowIds.length) return false
   const marked = q.stmt(`UPDATE messages SET delay_notified_at = ? WHERE id = ? AND delay_notified_at IS NULL`).run(now, queueId).changes > 0
   if (marked && dsn) enqueue(q, dsn)
   return marked

@@ -1,7 +1,7 @@
-// The operator's verbs on the SQLite queue: list, show, hold, release, remove, flush, summary.
-import type { AttemptRecord, MessageDetail, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
+// The operator's verbs on the SQLite queue: list, show, hold, release, remove, bounce, flush, summary.
+import type { AttemptRecord, MessageDetail, OperatorBounce, OwedDsn, QueuedMessage, QueueEntry, QueueFilter, QueueSummary } from '../types.js'
 import type { BounceCategory } from '../../hooks/types.js'
-import { deleteMessage } from './delivery.js'
+import { complete, deleteMessage } from './delivery.js'
 import { summaryFromCounts } from './counts.js'
 import { NOT_HELD, NOT_IN_FLIGHT, parse, PENDING, toMessage, type MessageRow, type RecipientRow, type Sqlite } from './sql.js'
 
@@ -33,8 +33,8 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       `SELECT id, message_id, sender, size, received_at, ${held} AS held_at FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at, id${limit}`,
     )
     .all(...params) as Pick<MessageRow, 'id' | 'message_id' | 'sender' | 'size' | 'received_at' | 'held_at'>[]
-  const columns = `message_id, address, state, attempts, next_attempt, last_response${q.version >= 2 ? ', category' : ''}`
-  const byMessage = new Map<string, RecipientRow[]>()
+  const columns = `message_id, address, state, attempts, next_attempt, last_response${q.version >= 2 ? ', category' : ''}${q.version >= 6 ? ', dsn IS NOT NULL AS dsn_owed' : ''}`
+  const byMessage = new Map<string, (RecipientRow & { dsn_owed?: number })[]>()
   if (where.length || limit) {
     // A narrowed list: each message's recipients by index, not every recipient in the queue.
     const one = q.stmt(`SELECT ${columns} FROM recipients WHERE message_id = ? ORDER BY id`)
@@ -60,6 +60,7 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
       lastResponse: r.last_response ?? undefined,
       category: r.category ?? undefined,
+      ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
     })),
   }))
 }
@@ -73,7 +74,7 @@ export function message(q: Sqlite, queueId: string): QueuedMessage | undefined {
 export function show(q: Sqlite, queueId: string, now: number): MessageDetail | undefined {
   const m = q.stmt(`SELECT * FROM messages WHERE id = ?`).get(queueId) as MessageRow | undefined
   if (!m) return undefined
-  const recipients = q.stmt(`SELECT * FROM recipients WHERE message_id = ? ORDER BY id`).all(queueId) as RecipientRow[]
+  const recipients = q.stmt(`SELECT * FROM recipients WHERE message_id = ? ORDER BY id`).all(queueId) as (RecipientRow & { dsn?: string | null })[]
   const history = new Map<number, AttemptRecord[]>()
   if (q.version >= 3) {
     const rows = q.stmt(`SELECT recipient_id, at, state, response, remote_host, category FROM attempts WHERE message_id = ? ORDER BY at, id`).all(queueId) as {
@@ -113,6 +114,7 @@ export function show(q: Sqlite, queueId: string, now: number): MessageDetail | u
       lastResponse: r.last_response ?? undefined,
       category: r.category ?? undefined,
       remoteHost: r.remote_host ?? undefined,
+      ...(r.dsn ? { dsnOwed: true as const } : {}),
       leased: pending(r) && r.leased === 1 && r.next_attempt > now,
       history: history.get(r.id) ?? [],
     })),
@@ -138,6 +140,21 @@ export function remove(q: Sqlite, queueId: string): { removed: boolean; bodyFile
   return { removed: true, bodyFile: m.body_file ?? undefined }
 }
 
+/**
+ * Bounces the recipients pending and not in flight now (one transaction: a claim cannot come
+ * between the look and the write); the body file to remove if the message left the queue.
+ */
+export function bounceNow(q: Sqlite, queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): (OperatorBounce & { bodyFile?: string }) | undefined {
+  if (!q.stmt(`SELECT 1 FROM messages WHERE id = ?`).get(queueId)) return undefined
+  const rows = q.stmt(`SELECT id, address, domain, attempts, leased, next_attempt FROM recipients WHERE message_id = ? AND ${PENDING} ORDER BY id`).all(queueId) as RecipientRow[]
+  const inFlight = (r: RecipientRow) => r.leased === 1 && r.next_attempt > now
+  const free = rows.filter((r) => !inFlight(r))
+  const owes = new Set(owed)
+  const results = free.map((r) => ({ rowId: r.id, state: 'bounced' as const, response, category: 'other' as const, ...(owes.has(r.id) ? { dsn: mark } : {}) }))
+  const done = complete(q, queueId, results, undefined, now)
+  return { ...done, bounced: free.map((r) => ({ rowId: r.id, address: r.address, domain: r.domain, attempts: r.attempts })), inFlight: rows.filter(inFlight).map((r) => r.address) }
+}
+
 export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, now: number): number {
   const where = [PENDING, NOT_IN_FLIGHT, NOT_HELD]
   const params: unknown[] = [now, now]
@@ -152,7 +169,14 @@ export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, 
   return q.db.prepare(`UPDATE recipients SET next_attempt = ?, leased = 0 WHERE ${where.join(' AND ')}`).run(...params).changes
 }
 
-export function summary(q: Sqlite, _now: number): QueueSummary {
+export function summary(q: Sqlite, now: number): QueueSummary {
+  const s = pendingSummary(q, now)
+  // Through the partial index of owed rows: as many as owe one, not the queue.
+  const owing = q.version >= 6 ? (q.stmt(`SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE dsn IS NOT NULL`).get() as { n: number }).n : 0
+  return owing ? { ...s, owingDsn: owing } : s
+}
+
+function pendingSummary(q: Sqlite, _now: number): QueueSummary {
   if (q.version >= 5) return summaryFromCounts(q)
   // A database an older relay wrote, opened read-only: counted from the rows.
   const totals = q.stmt(`SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM messages`).get() as { n: number; oldest: number | null }

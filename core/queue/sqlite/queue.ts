@@ -14,6 +14,8 @@ import type {
   HeartbeatResult,
   MessageDetail,
   NewMessage,
+  OperatorBounce,
+  OwedDsn,
   OwedReport,
   Queue,
   QueueEntry,
@@ -183,6 +185,14 @@ export class SqliteQueue implements Queue {
     return this.call('release', queueId, now)
   }
 
+  async bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined> {
+    const r = await this.call<(OperatorBounce & { bodyFile?: string }) | null>('bounceNow', queueId, response, mark, owed, now)
+    if (!r) return undefined
+    const { bodyFile, ...result } = r
+    if (bodyFile) await this.spool.remove(bodyFile)
+    return result
+  }
+
   async remove(queueId: string): Promise<boolean> {
     const r = await this.call<{ removed: boolean; bodyFile?: string }>('remove', queueId)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)
@@ -242,8 +252,8 @@ export class SqliteQueue implements Queue {
     })
   }
 
-  markDelayNotified(queueId: string, dsn?: NewMessage): Promise<boolean> {
-    return this.call('markDelayNotified', queueId, dsn, Date.now())
+  markDelayNotified(queueId: string, dsn?: NewMessage, rowIds?: number[]): Promise<boolean> {
+    return this.call('markDelayNotified', queueId, dsn, Date.now(), rowIds)
   }
 
   async owedDsn(queueId: string, now: number): Promise<OwedReport | undefined> {

@@ -7,6 +7,8 @@ import type {
   DelayCandidate,
   MessageDetail,
   NewMessage,
+  OperatorBounce,
+  OwedDsn,
   OwedReport,
   QueueEntry,
   QueueFilter,
@@ -73,8 +75,8 @@ export class SqliteStore {
     return delivery.delayCandidates(this.q, receivedBefore, limit)
   }
 
-  markDelayNotified(queueId: string, dsn: NewMessage | undefined, now: number): boolean {
-    return delivery.markDelayNotified(this.q, queueId, dsn, now)
+  markDelayNotified(queueId: string, dsn: NewMessage | undefined, now: number, rowIds?: number[]): boolean {
+    return delivery.markDelayNotified(this.q, queueId, dsn, now, rowIds)
   }
 
   bodyFiles(): string[] {
@@ -119,6 +121,10 @@ export class SqliteStore {
   /** Returns the body file to remove, if the message was there. */
   remove(queueId: string): { removed: boolean; bodyFile?: string } {
     return operator.remove(this.q, queueId)
+  }
+
+  bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): (OperatorBounce & { bodyFile?: string }) | undefined {
+    return operator.bounceNow(this.q, queueId, response, mark, owed, now)
   }
 
   flush(filter: { queueId?: string; domain?: string }, now: number): number {

@@ -16,6 +16,7 @@ type Op =
   | 'hold'
   | 'release'
   | 'remove'
+  | 'bounceNow'
   | 'flush'
   | 'summary'
   | 'recentAttempts'

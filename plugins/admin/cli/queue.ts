@@ -18,6 +18,9 @@ export type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release'
   note?: string
 }
 
+/** Said of a recipient with a final result whose DSN is not sent yet (the message stays queued for it). */
+const DSN_OWED = 'DSN owed (not sent yet)'
+
 /** A queue id as the queue takes one (core/queue/control.ts checks the same). */
 const QUEUE_ID = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -137,7 +140,7 @@ export async function queueList(env: CommandEnv, opts: QueueVerbOptions & { stat
       text.push(lines[i]!)
       for (const r of m.recipients) {
         text.push(
-          `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}`,
+          `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}${r.dsnOwed ? `  ${DSN_OWED}` : ''}`,
         )
       }
     })
@@ -172,6 +175,8 @@ export async function queueShow(env: CommandEnv, id: string, opts: QueueVerbOpti
     const rows = [['  ADDRESS', 'STATE', 'TRIES', 'NEXT ATTEMPT', 'LAST RESPONSE']]
     for (const r of m.recipients) rows.push([`  ${r.address}`, r.state + (r.leased ? ' (delivering)' : ''), String(r.attempts), time(r.nextAttemptAt), r.lastResponse ?? '-'])
     lines.push(table(rows).trimEnd())
+    const owed = m.recipients.filter((r) => r.dsnOwed).map((r) => r.address)
+    if (owed.length) lines.push('', `DSN owed:    ${owed.join(', ')}: the report to the sender is not sent yet; it goes once nothing of the message is in flight or due (the message stays queued until then)`)
     const history = m.recipients.flatMap((r) => r.history.map((h) => ({ ...h, address: r.address }))).sort((a, b) => a.at - b.at)
     if (history.length) {
       lines.push('', 'History:')
@@ -195,8 +200,10 @@ export async function queueAction(env: CommandEnv, action: QueueAction, id: stri
     if (action === 'bounce') {
       const r = await b.bounce(id)
       if (opts.json) return json(r)
-      if (!r.bounced.length) return out(`${id}: no recipient left to bounce`)
-      return out(`bounced ${id}: ${r.bounced.join(', ')}; ${r.dsn ? `DSN to the sender queued as ${r.dsn}` : 'no DSN (null sender, or NOTIFY asked for none)'}`)
+      if (!r.bounced.length) return out(`${id}: no recipient left to bounce${r.dsn ? `; the DSN it owed the sender queued as ${r.dsn}` : ''}`)
+      const dsn = r.dsn ? `DSN to the sender queued as ${r.dsn}` : r.dsnWaits ? 'the DSN to the sender goes once the delivery in flight is done' : 'no DSN (null sender, or NOTIFY asked for none)'
+      const busy = r.inFlight?.length ? `; in flight, left to their delivery: ${r.inFlight.join(', ')}` : ''
+      return out(`bounced ${id}: ${r.bounced.join(', ')}${busy}; ${dsn}`)
     }
     const r = action === 'hold' ? await b.hold(id) : action === 'release' ? await b.release(id) : await b.remove(id)
     if (opts.json) return json(r)
@@ -222,7 +229,8 @@ export async function queueSummary(env: CommandEnv, opts: QueueVerbOptions): Pro
   const print = (s: Awaited<ReturnType<Backend['summary']>>) => {
     if (opts.json) return json(s)
     const lines = [
-      `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held`,
+      `${s.messages} message${s.messages === 1 ? '' : 's'}; recipients: ${s.recipients.queued} queued, ${s.recipients.deferred} deferred, ${s.recipients.held} held` +
+        (s.owingDsn ? `; ${s.owingDsn} kept for a DSN to the sender not sent yet` : ''),
       `oldest: ${time(s.oldestReceivedAt)}`,
     ]
     if (s.domains.length) lines.push('', table([['DOMAIN', 'QUEUED', 'DEFERRED', 'HELD'], ...s.domains.map((d) => [d.domain, String(d.queued), String(d.deferred), String(d.held)])]).trimEnd())
