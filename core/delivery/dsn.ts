@@ -7,7 +7,8 @@
 // message's recipients at one domain) does not send the DSN its results call for. Its complete
 // marks each such recipient "DSN owed" (RecipientResult.dsn) in the same queue write as its result.
 // The queue answers `dsnDue` to the complete after which none of the message's recipients is in
-// flight or due now, i.e. to the last of the jobs running or due; that caller (`flush`) reads every
+// flight or due now (or pending in a held message: its DSN waits for the release), i.e. to the
+// last of the jobs running or due; that caller (`flush`) reads every
 // owed recipient (queue.owedDsn), builds one DSN listing them all, each with its own status,
 // diagnostic and remote MTA, and queues it while clearing their marks (queue.sendOwedDsn, which
 // writes nothing if a mark is gone: another node or pass sent it). A message stays queued while it

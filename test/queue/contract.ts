@@ -523,6 +523,25 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
         expect(await q.bounceNow('0000000000000000', 'x', admin, [], Date.now())).toBeUndefined()
       })
 
+      it('a held message keeps its owed DSN until it is released (an operator looking at suspect mail), unless nothing of it is left pending', async () => {
+        const now = Date.now()
+        const [d1, d2] = [domain(), domain()]
+        const m = message({ recipients: [`x@${d1}`, `y@${d2}`], receivedAt: now })
+        const [x, y] = await q.enqueue(m)
+        expect(jobsFor((await claimAt(now + 1)).jobs, m.id)).toHaveLength(2)
+        expect(await q.complete(m.id, [{ rowId: x!, state: 'bounced', response: '550 5.1.1 no', dsn: { ...failed, status: '5.1.1' } }])).toEqual({ finished: false })
+        expect(await q.hold(m.id)).toBe(true)
+        // y's attempt ends deferred and due again at once: the message is held, so nothing is sent.
+        expect(await q.complete(m.id, [{ rowId: y!, state: 'deferred', response: '450 busy', nextAttemptAt: now }])).toEqual({ finished: false })
+        expect(await q.owedDsn(m.id, Date.now())).toBeUndefined()
+        expect(await q.owedDsnMessages(Date.now(), 100)).not.toContain(m.id)
+        // The operator bounces what is left: nothing is pending any more, so the one DSN goes.
+        const admin = { action: 'failed' as const, status: '5.0.0', remote: false }
+        const r = await q.bounceNow(m.id, '5.0.0 Bounced by the administrator', admin, [y!], Date.now())
+        expect(r).toMatchObject({ dsnDue: true })
+        expect((await q.owedDsn(m.id, Date.now()))?.recipients.map((o) => [o.address, o.dsn.status])).toEqual([[`x@${d1}`, '5.1.1'], [`y@${d2}`, '5.0.0']])
+      })
+
       if (!shared) return
 
       it('two nodes completing the last two jobs of one message at once: exactly one is told to send its DSN, and it goes once', async () => {

@@ -18,9 +18,9 @@ export interface PgContext {
 }
 
 export const PENDING = `state IN ('queued','deferred')`
-/** For a query on messages m (`now`: a parameter): a recipient of m is in flight, or due now and m is not held. */
+/** For a query on messages m (`now`: a parameter): a recipient of m is in flight, or due now, or pending while m is held (its owed DSN waits for the release). */
 export const waiting = (s: string, now: string) =>
-  `EXISTS (SELECT 1 FROM ${s}.recipients w WHERE w.message_id = m.id AND w.${PENDING} AND (w.leased_by IS NOT NULL OR (w.next_attempt <= ${now} AND m.held_at IS NULL)))`
+  `EXISTS (SELECT 1 FROM ${s}.recipients w WHERE w.message_id = m.id AND w.${PENDING} AND (w.leased_by IS NOT NULL OR m.held_at IS NOT NULL OR w.next_attempt <= ${now}))`
 /** For a query on messages m: a recipient of m has a DSN owed. */
 export const owed = (s: string) => `EXISTS (SELECT 1 FROM ${s}.recipients o WHERE o.message_id = m.id AND o.dsn IS NOT NULL)`
 export const HOUR = 3_600_000

@@ -27,8 +27,11 @@ export const PENDING = `state IN ('queued','deferred')`
 export const NOT_HELD = `NOT EXISTS (SELECT 1 FROM messages h WHERE h.id = recipients.message_id AND h.held_at IS NOT NULL)`
 /** Not leased by a delivery running now (an expired lease is work left by a dead process). */
 export const NOT_IN_FLIGHT = `(leased = 0 OR next_attempt <= ?)`
-/** For a query on messages m (parameter: now): a recipient of m is in flight, or due now and m is not held. */
-export const WAITING = `EXISTS (SELECT 1 FROM recipients w WHERE w.message_id = m.id AND w.${PENDING} AND (w.leased = 1 OR (w.next_attempt <= ? AND m.held_at IS NULL)))`
+/**
+ * For a query on messages m (parameter: now): a recipient of m is in flight, or due now, or pending
+ * while m is held (its owed DSN waits for the release, as the rest of it does).
+ */
+export const WAITING = `EXISTS (SELECT 1 FROM recipients w WHERE w.message_id = m.id AND w.${PENDING} AND (w.leased = 1 OR m.held_at IS NOT NULL OR w.next_attempt <= ?))`
 
 const HOUR = 3_600_000
 export const hourOf = (t: number) => Math.floor(t / HOUR) * HOUR
