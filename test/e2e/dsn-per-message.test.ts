@@ -12,6 +12,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { dsnBlocks, queueUntil } from '../harness/dsn.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
@@ -108,28 +109,7 @@ async function submit(relay: RelayProcess, from: string, to: string[]): Promise<
 
 const text = (m: ReceivedMessage) => m.raw.toString('latin1')
 const dsnsTo = (sender: string) => senderRx.messages.filter((m) => m.from === '' && m.to.includes(sender))
-/** The per-recipient blocks of a DSN's message/delivery-status part, by Final-Recipient. */
-function blocks(m: ReceivedMessage): Map<string, string> {
-  const t = text(m)
-  const start = t.indexOf('Content-Type: message/delivery-status')
-  const part = t.slice(start, t.indexOf('\r\n--', start))
-  const out = new Map<string, string>()
-  for (const b of part.split('\r\n\r\n')) {
-    const rcpt = /^Final-Recipient: rfc822; (\S+)/m.exec(b)?.[1]
-    if (rcpt) out.set(rcpt, b)
-  }
-  return out
-}
-
-/** Polls the queue (a CLI run each) until `check` holds. */
-async function queueUntil(relay: RelayProcess, check: (q: ReturnType<RelayProcess['queueList']>) => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    if (check(relay.queueList())) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(relay.queueList())}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
+const blocks = dsnBlocks
 
 async function threeDomainsFail(relay: RelayProcess, sender: string): Promise<void> {
   const to = ['a@dead1.test', 'b@dead2.test', 'c@dead3.test']
