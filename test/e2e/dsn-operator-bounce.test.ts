@@ -11,9 +11,8 @@ import Database from 'better-sqlite3'
 import pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { connectRaw, dotStuff } from '../harness/smtp-client.js'
 import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
-import { dsnBlocks, queueUntil } from '../harness/dsn.js'
+import { dsnBlocks, queueUntil, submit as submitVia } from '../harness/dsn.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
@@ -83,23 +82,7 @@ async function setup(queue?: 'postgres'): Promise<{ relay: RelayProcess; schema?
   return { relay, schema }
 }
 
-async function submit(relay: RelayProcess, from: string, to: string[]): Promise<string> {
-  const { client } = await connectRaw(relay.port)
-  try {
-    await client.command('EHLO client.test')
-    expect(await client.command(`MAIL FROM:<${from}>`)).toMatch(/^250 /)
-    for (const t of to) expect(await client.command(`RCPT TO:<${t}>`)).toMatch(/^250 /)
-    expect(await client.command('DATA')).toMatch(/^354 /)
-    const end = client.read(10_000)
-    client.send(dotStuff(`From: <${from}>\r\nTo: <${to[0]}>\r\nSubject: operator bounce\r\nMessage-ID: <${crypto.randomUUID()}@sender.test>\r\n\r\nHello.\r\n`))
-    const reply = await end
-    expect(reply).toMatch(/^250 /)
-    await client.command('QUIT', 1000).catch(() => undefined)
-    return /queued as (\w+)/.exec(reply)![1]!
-  } finally {
-    client.close()
-  }
-}
+const submit = (relay: RelayProcess, from: string, to: string[]) => submitVia(relay, from, to, 'operator bounce')
 
 const cli = (relay: RelayProcess, ...args: string[]) => runCliAsync([...args, '--config', relay.configFile])
 const text = (m: ReceivedMessage) => m.raw.toString('latin1')

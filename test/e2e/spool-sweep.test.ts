@@ -23,11 +23,8 @@ afterEach(async () => {
   await Promise.all(receivers.splice(0).map((r) => r.close()))
 })
 
-/** Past the inline limit (128 KB): the body goes to a spool file. */
-const big = (n: number) => `Subject: big ${n}\r\nMessage-ID: <sweep-${process.pid}-${n}@sender.test>\r\n\r\n${('y'.repeat(78) + '\r\n').repeat(2000)}`
-
-it('removes orphaned spool files after a kill -9, keeps queued bodies and new ones, delivers them all', async () => {
-  // The MX defers everything at first: the messages stay queued with their spool files.
+/** A relay retrying every second, and its MX, which defers everything until told otherwise. */
+async function deferringRelay() {
   const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
   receivers.push(mx)
   const relay = await startRelay({
@@ -38,6 +35,15 @@ it('removes orphaned spool files after a kill -9, keeps queued bodies and new on
     },
   })
   relays.push(relay)
+  return { mx, relay }
+}
+
+/** Past the inline limit (128 KB): the body goes to a spool file. */
+const big = (n: number) => `Subject: big ${n}\r\nMessage-ID: <sweep-${process.pid}-${n}@sender.test>\r\n\r\n${('y'.repeat(78) + '\r\n').repeat(2000)}`
+
+it('removes orphaned spool files after a kill -9, keeps queued bodies and new ones, delivers them all', async () => {
+  // The MX defers everything at first: the messages stay queued with their spool files.
+  const { mx, relay } = await deferringRelay()
   const spool = path.join(relay.dataDir, 'spool')
   for (const n of [1, 2]) expect((await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(n) })).lastReply).toMatch(/^250 /)
   await eventually(() => fs.readdirSync(spool).length === 2, 5000, 'two queued bodies in the spool')
@@ -85,16 +91,7 @@ it('a missing or empty queue database beside spooled bodies stops the start with
 })
 
 it('a queued message whose spool file is gone or cut short is held with the reason, never sent short or retried for days; other mail flows', async () => {
-  const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
-  receivers.push(mx)
-  const relay = await startRelay({
-    config: {
-      dns: { servers: [dns.server], timeout: '1s' },
-      delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' } },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
-    },
-  })
-  relays.push(relay)
+  const { mx, relay } = await deferringRelay()
   const spool = path.join(relay.dataDir, 'spool')
   const ids: string[] = []
   for (const n of [6, 7]) {
