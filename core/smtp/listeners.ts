@@ -18,7 +18,7 @@ import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
 import { mergeDuplicateRecipient } from './duplicate-recipients.js'
-import { actsAsAnotherIdentity, envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo, type SessionState } from './session.js'
+import { actsAsAnotherIdentity, envelopeOf, NOT_OFFERED, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo, type SessionState } from './session.js'
 import { mailFromAllowed, recipientChecked, senderSyntax, type EnvelopeRefusal } from './envelope-checks.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
@@ -160,7 +160,7 @@ export class SmtpListeners {
 
   /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */
   private offerCommands(session: SMTPServerSession, listener: Listener, secure: boolean): void {
-    const disabled: string[] = []
+    const disabled = [...NOT_OFFERED]
     if (!this.hooks.has('auth') || (!secure && !listener.allowPlaintextAuth)) disabled.push('AUTH')
     if (listener.tls !== 'starttls' || secure) disabled.push('STARTTLS')
     session.disabledCommands = disabled

@@ -52,11 +52,12 @@
 //    args (a hidden property) for the relay's DSN parameter check (core/smtp/session.ts): 501 5.5.4.
 // 13. smtp-server compares `MAIL FROM` with what comes before the colon as it is, so `MAIL  FROM:<a>`
 //    (two spaces) was "Bad sender address syntax"; Postfix takes it. Runs of spaces there become one.
-// 14. After 100 MAIL commands since the session's last accepted message (transactions begun and
-//    given up, as Postfix's smtpd_junk_command_limit counts RSET), each one counts as an error towards
-//    `maxErrors`. A MAIL/RSET (or MAIL/EHLO) loop ran the sender checks (SPF: DNS queries for a
-//    domain the client chose) thousands of times a second per connection for the whole session; now
-//    it ends after ~120. Clients in smtp.trustedNetworks (server option `trustedClient`) are exempt.
+// 14. After 100 commands that move no mail since the session's last accepted message (MAIL, RSET,
+//    NOOP, VRFY, HELP, HELO/EHLO, unknown ones: all but RCPT, DATA, AUTH, STARTTLS, QUIT; Postfix's
+//    smtpd_junk_command_limit), each one counts as an error towards `maxErrors`. A MAIL/RSET loop ran
+//    the sender checks (SPF: DNS queries for a domain the client chose) thousands of times a second,
+//    and a NOOP loop held a slot, for the whole session; now either ends after ~120. Clients in
+//    smtp.trustedNetworks (server option `trustedClient`) are exempt.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
@@ -64,9 +65,10 @@ import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { NOT_XTEXT } from './session.js'
 
-/** MAIL commands after the last accepted message before each counts as an error (patch 14; Postfix's junk limit). */
-const ABANDONED_LIMIT = 100
-const MAIL = /^MAIL(?:\s|$)/i
+/** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
+const JUNK_LIMIT = 100
+/** The commands that do move mail on (or end the session): any other is junk (patch 14). */
+const PROGRESS = /^(?:RCPT|DATA|AUTH|STARTTLS|QUIT)(?:\s|$)/i
 /** Recipients over smtp.maxRecipients refused with 452 before those refusals count as errors (Postfix's default). */
 const RECIPIENT_OVERSHOOT = 1000
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
@@ -136,7 +138,7 @@ interface ConnectionInternals {
   _unauthenticatedCommands: number
   _relayErrors?: number
   _relayOvershoot?: number
-  _relayMails?: number
+  _relayJunk?: number
   _relayTrusted?: boolean
   remoteAddress: string
   _closing?: boolean
@@ -241,7 +243,7 @@ export function patchSmtpServer(): void {
       onTooManyErrors?.(this.session)
       return send.call(this, 421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
     }
-    if (code === 250 && context === 'DATA_OK') this._relayMails = 0
+    if (code === 250 && context === 'DATA_OK') this._relayJunk = 0
     if (typeof data === 'string' && ENHANCED.test(data)) return send.call(this, code, data, false)
     return send.call(this, code, data, context)
   }
@@ -276,8 +278,8 @@ export function patchSmtpServer(): void {
       this._firstCommandTimer = undefined
     }
     const { maxErrors, onTooManyErrors } = this._server.options
-    const mail = !this._nextHandler && maxErrors && MAIL.test(command.toString('latin1', 0, 5))
-    if (mail && (this._relayMails = (this._relayMails ?? 0) + 1) > ABANDONED_LIMIT && !(this._relayTrusted ??= this._server.options.trustedClient?.(this.remoteAddress) ?? false)) {
+    const junk = !this._nextHandler && maxErrors && !PROGRESS.test(command.toString('latin1', 0, 9))
+    if (junk && (this._relayJunk = (this._relayJunk ?? 0) + 1) > JUNK_LIMIT && !(this._relayTrusted ??= this._server.options.trustedClient?.(this.remoteAddress) ?? false)) {
       if ((this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
         onTooManyErrors?.(this.session)
         return this.send(421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)

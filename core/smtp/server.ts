@@ -48,7 +48,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     maxAllowedUnauthenticatedCommands: c.smtp.maxUnauthenticatedCommands,
     // Every 4xx/5xx reply counts (core/smtp/patches.ts); the one that reaches the limit is a 421.
     maxErrors: c.smtp.maxErrors,
-    // Clients in smtp.trustedNetworks are not held to the limit of MAIL without a message (core/smtp/patches.ts 14).
+    // Clients in smtp.trustedNetworks are not held to the limit of commands that move no mail (core/smtp/patches.ts 14).
     trustedClient: clients.trusted,
     onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
     firstCommandTimeout: c.smtp.firstCommandTimeout,

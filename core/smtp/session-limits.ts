@@ -53,7 +53,7 @@ export class SessionLimits {
   /**
    * What a listener asks of its clients, with the limits of `limits(ip)` (the config now; undefined:
    * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
-   * and whether a client is trusted (exempt from the limit of MAIL commands without a message, core/smtp/patches.ts 14).
+   * and whether a client is trusted (exempt from the limit of commands that move no mail, core/smtp/patches.ts 14).
    */
   clients(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): ClientChecks {
     return {

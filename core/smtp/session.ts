@@ -10,6 +10,9 @@ export interface ListenerInfo {
 
 export const unmapIp = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip)
 
+/** smtp-server's sendmail jokes (`WIZ` answered `200 Please pass, oh mighty wizard`): unrecognized, as anywhere else. */
+export const NOT_OFFERED: readonly string[] = ['WIZ', 'SHELL', 'KILL']
+
 /** What plugins see of an smtp-server session. */
 export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, trustedNetwork = false): SessionInfo {
   const user = s.user as unknown as AuthenticatedUser | undefined
