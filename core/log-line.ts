@@ -34,7 +34,7 @@ function refused(l: Line): string {
     l.user ? `sasl_username=${str(l.user)}` : '',
     `by=${str(l.plugin ?? l.rule)}`,
   ].filter(Boolean)
-  return `NOQUEUE: reject: ${COMMANDS[str(l.stage)] ?? str(l.stage).toUpperCase()} from ${clientOf(l)}: ${reply}; ${parts.join(' ')}`
+  return `NOQUEUE: reject: ${str(l.command) || COMMANDS[str(l.stage)] || str(l.stage).toUpperCase()} from ${clientOf(l)}: ${reply}; ${parts.join(' ')}`
 }
 
 function delivery(l: Line): string {

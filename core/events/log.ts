@@ -69,8 +69,8 @@ export function acceptedFields(m: { messageId?: string; sender: string; size: nu
 /** One refused SMTP command, as SmtpListeners.refuse knows it. */
 export interface Refusal {
   session: SessionInfo
-  /** The SMTP command refused (a refusal at the `helo` hook comes at the first MAIL). */
-  stage: 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data'
+  /** The SMTP command refused (a refusal at the `helo` hook comes at the first MAIL; `command`: another, named in `detail.command`). */
+  stage: 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data' | 'command'
   /** The hook stage that decided, or 'protocol' for the core's own checks. */
   hook: string
   code: number

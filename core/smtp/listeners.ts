@@ -18,7 +18,7 @@ import { PolicyStages } from './policy-stages.js'
 import { patchSmtpServer } from './patches.js'
 import { refuseUntrustedProxyHeaders } from './proxy.js'
 import { mergeDuplicateRecipient } from './duplicate-recipients.js'
-import { actsAsAnotherIdentity, envelopeOf, NOT_OFFERED, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo, type SessionState } from './session.js'
+import { actsAsAnotherIdentity, disabledCommands, envelopeOf, SessionNotes, sessionInfo, toAddress, unmapIp, type AuthenticatedUser, type ListenerInfo, type SessionState } from './session.js'
 import { mailFromAllowed, recipientChecked, senderSyntax, type EnvelopeRefusal } from './envelope-checks.js'
 import { createSmtpServer, listen, type Listener } from './server.js'
 import { openConnections } from './server-internals.js'
@@ -26,7 +26,7 @@ import { SessionLimits, type SharedClientCounts } from './session-limits.js'
 import { TlsCertificates, type ServedCertificate } from './tls-watch.js'
 import { dropPostmasterTwin } from './postmaster.js'
 import { receiveMessage } from './accept.js'
-import { refusal, type RefusedCommand } from './refusal.js'
+import { refusal, refusedCommand, type RefusedCommand } from './refusal.js'
 import { injectMessage, type InjectOrigin } from './inject.js'
 import type { InjectMessage } from '../hooks/operator.js'
 
@@ -89,6 +89,7 @@ export class SmtpListeners {
         onRcptTo: (address, session, cb) => void this.onRcptTo(address, session, listener).then(() => cb(), cb),
         onData: (stream, session, cb) => void this.onData(stream, session, listener).then((reply) => cb(null, reply), (err: Error) => cb(err)),
         onClose: (session) => this.onClose(session, listener),
+        onRefused: (session, command, reply) => void refusedCommand(this.log, this.hooks, session, this.info(session, listener), command, reply),
       })
       await listen(server, listener, this.log, `listen[${i}]`)
       this.servers.push({ server, listener })
@@ -160,10 +161,7 @@ export class SmtpListeners {
 
   /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */
   private offerCommands(session: SMTPServerSession, listener: Listener, secure: boolean): void {
-    const disabled = [...NOT_OFFERED]
-    if (!this.hooks.has('auth') || (!secure && !listener.allowPlaintextAuth)) disabled.push('AUTH')
-    if (listener.tls !== 'starttls' || secure) disabled.push('STARTTLS')
-    session.disabledCommands = disabled
+    session.disabledCommands = disabledCommands(this.hooks.has('auth'), listener, secure)
   }
 
   /** Throws the refusal when the stage's deciding verdict is not an accept. */

@@ -58,12 +58,17 @@
 //    the sender checks (SPF: DNS queries for a domain the client chose) thousands of times a second,
 //    and a NOOP loop held a slot, for the whole session; now either ends after ~120. Clients in
 //    smtp.trustedNetworks (server option `trustedClient`) are exempt.
+// 15. Every 4xx/5xx reply to a command that the relay's own refusal (core/smtp/refusal.ts) did not
+//    log already (smtp-server's 501 to a bad HELO, 503 bad sequence, 500 unknown command, 530, ...)
+//    goes to server option `onRefused(session, command, reply)`, for the one `refused` log line. Not
+//    replies that answer no command (idle timeout, shutdown), nor those sent with context OWN_LINE
+//    (closes the session limits log with their own line).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
-import { NOT_XTEXT } from './session.js'
+import { NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
 const JUNK_LIMIT = 100
@@ -98,6 +103,7 @@ interface ConnectionInternals {
   _onCommand(command: Buffer, callback: () => void): void
   _isDisabled(command: string): boolean
   _isSupported(command: string): boolean
+  _getEnhancedStatusCode(code: number, context: unknown): string
   secure: boolean
   _onClose(): void
   close(): void
@@ -123,6 +129,7 @@ interface ConnectionInternals {
       firstCommandTimeout?: number
       onFirstCommandTimeout?: (session: unknown) => void
       onImproperPipelining?: (session: unknown) => void
+      onRefused?: (session: unknown, command: string, reply: { code: number; status: string; message: string }) => void
       useXClient?: unknown
       useXForward?: unknown
       socketTimeout?: number
@@ -130,7 +137,9 @@ interface ConnectionInternals {
     connections: Set<unknown>
   }
   name: string
-  session: { user?: unknown; envelope: { mailFrom?: unknown } }
+  session: { user?: unknown; envelope: { mailFrom?: unknown }; [REFUSAL_LOGGED]?: string }
+  /** The command being answered (patch 15). */
+  _relayVerb?: string
   _ready?: boolean
   _upgrading?: boolean
   _nextHandler?: unknown
@@ -219,6 +228,7 @@ export function patchSmtpServer(): void {
     typeof proto._parseAddressCommand !== 'function' ||
     typeof proto._armTimeout !== 'function' ||
     typeof proto._onTimeout !== 'function' ||
+    typeof proto._getEnhancedStatusCode !== 'function' ||
     typeof socketTimeout !== 'function' ||
     String(proto._setListeners).replace(/\s+/g, ' ') !== SET_LISTENERS
   ) {
@@ -229,7 +239,19 @@ export function patchSmtpServer(): void {
   proto.send = function (code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
     else if (code === 500 && context === 'AUTH' && !this.secure && this._server.options.authAfterStartTls && this._isSupported('STARTTLS')) [code, data] = [530, replyText(CORE_REPLIES.mustStartTls)]
-    const { maxErrors, onTooManyErrors } = this._server.options
+    const { maxErrors, onTooManyErrors, onRefused } = this._server.options
+    const verb = this._relayVerb
+    if (code >= 200 && code !== 334 && code !== 354) this._relayVerb = undefined
+    const ownLine = context === OWN_LINE || data === 'Error: too many unrecognized commands'
+    if (ownLine) context = false
+    if (code >= 400 && verb && !ownLine) {
+      const text = Array.isArray(data) ? data.join(' ') : String(data ?? '')
+      if (this.session[REFUSAL_LOGGED] === text) this.session[REFUSAL_LOGGED] = undefined
+      else {
+        const status = ENHANCED.test(text) ? text.slice(0, text.indexOf(' ')) : this._getEnhancedStatusCode(code, context)
+        onRefused?.(this.session, verb, { code, status, message: ENHANCED.test(text) ? text.slice(status.length + 1) : text })
+      }
+    }
     if (code === 421 && data === 'Error: Command line too long') {
       send.call(this, 500, replyText(CORE_REPLIES.lineTooLong), false)
       return this.close()
@@ -269,7 +291,7 @@ export function patchSmtpServer(): void {
       parser[AT] = at
       if (/^DATA\s*$/i.test(command.toString('latin1')) && at < read.length) {
         this._server.options.onImproperPipelining?.(this.session)
-        this.send(554, replyText(CORE_REPLIES.improperPipelining), false)
+        this.send(554, replyText(CORE_REPLIES.improperPipelining), OWN_LINE)
         return this.close()
       }
     }
@@ -278,11 +300,12 @@ export function patchSmtpServer(): void {
       this._firstCommandTimer = undefined
     }
     const { maxErrors, onTooManyErrors } = this._server.options
+    if (!this._nextHandler) this._relayVerb = command.toString('latin1', 0, 16).split(/[\s:]/, 1)[0]!.replace(/[^\x21-\x7e]/g, '?').toUpperCase() || '?'
     const junk = !this._nextHandler && maxErrors && !PROGRESS.test(command.toString('latin1', 0, 9))
     if (junk && (this._relayJunk = (this._relayJunk ?? 0) + 1) > JUNK_LIMIT && !(this._relayTrusted ??= this._server.options.trustedClient?.(this.remoteAddress) ?? false)) {
       if ((this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {
         onTooManyErrors?.(this.session)
-        return this.send(421, replyText(CORE_REPLIES.tooManyErrors(this.name)), false)
+        return this.send(421, replyText(CORE_REPLIES.tooManyErrors(this.name)), OWN_LINE)
       }
     }
     const max = this._maxAllowedUnauthenticatedCommands
@@ -359,7 +382,7 @@ export function patchSmtpServer(): void {
         this._firstCommandTimer = undefined
         if (this._closing || this._closed) return
         onFirstCommandTimeout?.(this.session)
-        this.send(421, replyText(CORE_REPLIES.firstCommandTimeout(this.name)), false)
+        this.send(421, replyText(CORE_REPLIES.firstCommandTimeout(this.name)), OWN_LINE)
       }, firstCommandTimeout + (greetingDelay ?? 0))
       this._firstCommandTimer.unref()
     }

@@ -8,6 +8,7 @@ import { replyError, type Reply } from '../hooks/verdict.js'
 import { logRefusal, type Refusal } from '../events/log.js'
 import { isCorePolicy } from '../policies/index.js'
 import { coreRule } from './core-rules.js'
+import { REFUSAL_LOGGED } from './session.js'
 
 export interface RefusedCommand {
   /** The SMTP command refused. */
@@ -35,5 +36,17 @@ export function refusal(log: Logger, hooks: HookBus, session: SMTPServerSession,
     sender, recipient: command === 'rcpt' ? address : undefined, recipients, proto: session.transmissionType || undefined, detail: r.detail,
   })
   if (hooks.has('rejected')) void hooks.emit('rejected', { session: info, stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address })
-  return replyError(reply)
+  const err = replyError(reply)
+  // Its reply is logged now: not again when smtp-server sends it (core/smtp/patches.ts 15).
+  ;(session as { [REFUSAL_LOGGED]?: string })[REFUSAL_LOGGED] = err.message
+  return err
+}
+
+/** The refusal stage of an SMTP command's name. */
+const STAGES: Record<string, Refusal['stage']> = { HELO: 'helo', EHLO: 'helo', LHLO: 'helo', MAIL: 'mail', RCPT: 'rcpt', DATA: 'data', BDAT: 'data', AUTH: 'auth' }
+
+/** A command smtp-server refused itself (bad HELO syntax, bad sequence, unknown command, ...): its `refused` line and `rejected` event. */
+export function refusedCommand(log: Logger, hooks: HookBus, session: SMTPServerSession, info: SessionInfo, command: string, reply: Reply): void {
+  refusal(log, hooks, session, info, { command: STAGES[command] ?? 'command', stage: 'protocol', reply, detail: { command } })
+  ;(session as { [REFUSAL_LOGGED]?: string })[REFUSAL_LOGGED] = undefined
 }

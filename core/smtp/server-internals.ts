@@ -1,10 +1,11 @@
 // What the relay reads of smtp-server beyond its public API: the open connections of a server
 // (pinned at 3.21.x with core/smtp/patches.ts; see STACK.md).
 import type { SMTPServer, SMTPServerSession } from 'smtp-server'
+import { OWN_LINE } from './session.js'
 
 interface OpenConnection {
   session?: SMTPServerSession
-  send(code: number, message: string): void
+  send(code: number, message: string, context?: string): void
 }
 
 const connections = (server: SMTPServer) => (server as unknown as { connections: Set<OpenConnection> }).connections
@@ -27,7 +28,7 @@ export function sendToSessions(server: SMTPServer, sessions: Set<SMTPServerSessi
   const reached: SMTPServerSession[] = []
   for (const conn of connections(server)) {
     if (!conn.session || !sessions.has(conn.session)) continue
-    conn.send(code, message)
+    conn.send(code, message, OWN_LINE)
     reached.push(conn.session)
   }
   return reached

@@ -1,5 +1,6 @@
 // One smtp-server for one configured listener: the server options taken from config, and binding.
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server'
+import type { Reply } from '../hooks/verdict.js'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
@@ -18,7 +19,12 @@ export interface Listener extends ListenerInfo {
 }
 
 /** The SMTP command callbacks, whether any plugin does AUTH, and the checks of client addresses (SessionLimits.clients). */
-export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & { hasAuth: boolean; clients: ClientChecks }
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & {
+  hasAuth: boolean
+  clients: ClientChecks
+  /** A command refused by smtp-server itself (core/smtp/patches.ts 15). */
+  onRefused: (session: SMTPServerSession, command: string, reply: Reply) => void
+}
 
 export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, clients, ...handlers }: Handlers): SMTPServer {
   const server = new SMTPServer({

@@ -11,7 +11,20 @@ export interface ListenerInfo {
 export const unmapIp = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip)
 
 /** smtp-server's sendmail jokes (`WIZ` answered `200 Please pass, oh mighty wizard`): unrecognized, as anywhere else. */
-export const NOT_OFFERED: readonly string[] = ['WIZ', 'SHELL', 'KILL']
+const NOT_OFFERED: readonly string[] = ['WIZ', 'SHELL', 'KILL']
+
+/** The commands a session does not offer: AUTH only inside TLS (unless the listener opts in to plaintext AUTH) and with an auth plugin. */
+export function disabledCommands(hasAuth: boolean, listener: { tls: string; allowPlaintextAuth: boolean }, secure: boolean): string[] {
+  const disabled = [...NOT_OFFERED]
+  if (!hasAuth || (!secure && !listener.allowPlaintextAuth)) disabled.push('AUTH')
+  if (listener.tls !== 'starttls' || secure) disabled.push('STARTTLS')
+  return disabled
+}
+
+/** The text of the refusal core/smtp/refusal.ts logged for a session's next reply (core/smtp/patches.ts 15). */
+export const REFUSAL_LOGGED = Symbol('relay.refusalLogged')
+/** The context of a reply whose sender logs its own line (core/smtp/patches.ts 15). */
+export const OWN_LINE = 'relay:own-line'
 
 /** What plugins see of an smtp-server session. */
 export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, trustedNetwork = false): SessionInfo {

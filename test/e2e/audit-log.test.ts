@@ -122,6 +122,14 @@ async function refuseAll(port: number): Promise<void> {
   // A loop is refused at the end of DATA, by a core check that is no abuse (5.4.6): nobody is banned for it.
   const loop = await sendMail(port, { from: 'a@sender.test', to: ['bob@one.test'], data: message('loop', hops(4)) })
   expect(loop.lastReply).toMatch(/^554 5\.4\.6 Too many hops/)
+  // Commands smtp-server refuses itself (syntax, sequence, unknown): each one line as well.
+  const { client } = await connectRaw(port, '127.0.0.1', 5000, undefined, '127.0.0.71')
+  expect(await client.command('EHLO two words')).toMatch(/^501 /)
+  expect(await client.command('VRFY')).toMatch(/^501 /)
+  expect(await client.command('XYZZY')).toMatch(/^500 /)
+  expect(await client.command('EHLO client.test')).toMatch(/^250[ -]/)
+  expect(await client.command('RCPT TO:<bob@one.test>')).toMatch(/^503 /)
+  client.close()
   const ok = await sendMail(port, { from: 'a@sender.test', to: ['bob@one.test', 'busy@one.test'], data: message('ok') })
   expect(ok.lastReply).toMatch(/^250 /)
 }
@@ -140,6 +148,16 @@ describe('the audit log (JSON)', () => {
     expect(relaying).toMatchObject({ stage: 'rcpt', hook: 'rcpt', code: 550, dsn: '5.7.1', rule: 'core:closed-relay', sender: 'spam@sender.test', recipient: 'victim@one.test' })
     expect(relaying).not.toHaveProperty('plugin')
     expect(refusals(json, '127.0.0.70')).toEqual([expect.objectContaining({ stage: 'rcpt', plugin: 'block-recipient', recipient: 'blocked@one.test', text: 'recipient blocked' })])
+  })
+
+  it("a command smtp-server refuses itself (bad EHLO, VRFY syntax, unknown command, bad sequence) is one refused line, as the relay's own", () => {
+    const rule = 'core:protocol'
+    expect(refusals(json, '127.0.0.71')).toEqual([
+      expect.objectContaining({ stage: 'helo', hook: 'protocol', command: 'EHLO', code: 501, text: 'Error: syntax: EHLO hostname', rule }),
+      expect.objectContaining({ stage: 'command', hook: 'protocol', command: 'VRFY', code: 501, dsn: '5.5.4', rule }),
+      expect.objectContaining({ stage: 'command', hook: 'protocol', command: 'XYZZY', code: 500, dsn: '5.5.2', rule }),
+      expect.objectContaining({ stage: 'rcpt', hook: 'protocol', command: 'RCPT', code: 503, dsn: '5.5.1', helo: 'client.test', rule }),
+    ])
   })
 
   it('an AUTH failure is one line: the user tried and the method, never the password', () => {
@@ -179,6 +197,8 @@ describe("log.format: 'line'", () => {
     const text = line.text()
     expect(text).toMatch(new RegExp(`${stamp}relay/smtpd\\[\\d+\\]: NOQUEUE: reject: CONNECT from unknown\\[127\\.0\\.0\\.66\\]: 554 5\\.7\\.1 connections from your address are refused; proto=SMTP by=connect-gate$`, 'm'))
     expect(text).toMatch(/relay\/smtpd\[\d+\]: NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.68\]: 550 5\.7\.1 Relaying denied for <victim@one\.test>; from=<spam@sender\.test> to=<victim@one\.test> proto=ESMTP helo=<client\.test> by=core:closed-relay$/m)
+    expect(text).toMatch(/NOQUEUE: reject: EHLO from unknown\[127\.0\.0\.71\]: 501 Error: syntax: EHLO hostname; proto=SMTP by=core:protocol$/m)
+    expect(text).toMatch(/NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.71\]: 503 5\.5\.1 .*; proto=ESMTP helo=<client\.test> by=core:protocol$/m)
     expect(text).toMatch(/NOQUEUE: reject: AUTH from unknown\[127\.0\.0\.69\]: 535 5\.7\.8 .*sasl_username=alice@sender\.test by=static-auth$/m)
     expect(text).toMatch(new RegExp(`relay/smtp\\[\\d+\\]: \\w+: to=<bob@one\\.test>, relay=mx\\.test\\[127\\.0\\.0\\.2\\]:${mx.port}, delay=\\d+\\.\\d+, dsn=2\\.0\\.0, attempts=1, status=sent \\(250 `, 'm'))
     expect(text).toMatch(/: to=<busy@one\.test>, relay=mx\.test\[127\.0\.0\.2\]:\d+, delay=[\d.]+, dsn=4\.2\.1, attempts=1, status=deferred \(451 4\.2\.1 mailbox busy\), next=\d{4}-/m)
