@@ -88,6 +88,15 @@ export const configSchema = z
     hostname: ownHostName.default(() => os.hostname()).register(restartOnly),
     listen: z.array(listener).min(1).prefault([{ host: '127.0.0.1', port: 2525, role: 'mx' }]).register(restartOnly),
     localDomains: z.array(domain).default([]),
+    /**
+     * Where mail for the relay's postmaster goes (RFC 5321 §4.5.1): `RCPT TO:<postmaster>` (no
+     * domain) and `<postmaster@hostname>`. Default: postmaster@ the first local domain, or with none
+     * postmaster@`hostname`, delivered by its MX (as Postfix appends $myorigin).
+     */
+    postmaster: z
+      .string()
+      .regex(/^[^\s@<>"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, { message: 'expected an address like ops@example.com' })
+      .optional(),
     dataDir: z.string().min(1).default('./data').register(restartOnly),
     /** Certificate for STARTTLS and implicit TLS (PEM file paths); `sni` adds names with their own. */
     tls: z

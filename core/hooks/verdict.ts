@@ -173,7 +173,6 @@ export const CORE_REPLIES = {
   smtpUtf8Required: reply(553, '5.6.7', 'Must declare SMTPUTF8 to send unicode address'),
   senderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Sender address <${address}> not owned by user ${user}`),
   // RCPT TO
-  postmasterWithoutLocalDomain: reply(550, '5.1.1', '<postmaster>: this relay has no local domain; give the full address'),
   badRecipientSyntax: reply(553, '5.1.3', 'Bad recipient address syntax'),
   lineTooLong: reply(500, '5.5.2', 'Line too long'),
   tlsAlreadyActive: reply(503, '5.5.1', 'TLS already active'),

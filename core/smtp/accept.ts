@@ -22,6 +22,7 @@ import { convertReceivedTo7bit } from './seven-bit.js'
 import { headerMemory, HeaderMemoryError } from './header-memory.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
 import type { PolicyStages } from './policy-stages.js'
+import { postmasterMailbox } from './postmaster.js'
 
 const DROPPED_FIELDS = ['Return-Path', 'Bcc', 'Resent-Bcc', 'Content-Length']
 
@@ -204,7 +205,9 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   const queued = envelope.recipients.map((r) => ({ address: r.address, domain: parseAddress(r.address)!.domain, args: r.args }))
   // A stranger only reaches local domains: mail for another domain was relayed with the operator's
   // leave (AUTH, trustedNetworks, or a plugin such as relay-acl), so its DSNs are not backscatter.
-  const trusted = info.trusted || queued.some((r) => !config.localDomains.includes(r.domain))
+  // The relay's postmaster (config `postmaster`, maybe in another domain) is as local as they are.
+  const postmaster = postmasterMailbox(config).toLowerCase()
+  const trusted = info.trusted || queued.some((r) => !config.localDomains.includes(r.domain) && r.address.toLowerCase() !== postmaster)
   const message: NewMessage = {
     id,
     sender: envelope.sender.address,

@@ -9,6 +9,7 @@ import { asciiDomainAddress, hasNonAscii, parseAddress, type ParsedAddress } fro
 import { parameterRefusal } from './session.js'
 import { qualifyPostmaster } from './postmaster.js'
 import type { Listener } from './server.js'
+import type { RelayConfig } from '../config/schema.js'
 
 export interface EnvelopeRefusal {
   /** 'stage' for a rule of the command itself, 'protocol' for syntax and parameters. */
@@ -39,9 +40,9 @@ export function senderSyntax(address: SMTPServerAddress): EnvelopeRefusal | unde
   return undefined
 }
 
-/** The recipient's syntax, SMTPUTF8, parameters and count; an accepted one comes back parsed. */
-export function recipientChecked(address: SMTPServerAddress, session: SMTPServerSession, localDomains: readonly string[], maxRecipients: number): EnvelopeRefusal | ParsedAddress {
-  if (!qualifyPostmaster(address, localDomains)) return { kind: 'stage', reply: CORE_REPLIES.postmasterWithoutLocalDomain }
+/** The recipient's syntax, SMTPUTF8, parameters and count; an accepted one comes back parsed (`postmaster`: the relay's, core/smtp/postmaster.ts). */
+export function recipientChecked(address: SMTPServerAddress, session: SMTPServerSession, config: Pick<RelayConfig, 'postmaster' | 'localDomains' | 'hostname'>, maxRecipients: number): EnvelopeRefusal | (ParsedAddress & { postmaster: boolean }) {
+  const postmaster = qualifyPostmaster(address, config)
   const parsed = parseAddress(address.address)
   if (!parsed) return protocol(CORE_REPLIES.badRecipientSyntax)
   address.address = asciiDomainAddress(address.address)
@@ -50,5 +51,5 @@ export function recipientChecked(address: SMTPServerAddress, session: SMTPServer
   const badParameter = parameterRefusal('RCPT TO', address, session)
   if (badParameter) return protocol(badParameter)
   if (session.envelope.rcptTo.length >= maxRecipients) return protocol(CORE_REPLIES.tooManyRecipients)
-  return parsed
+  return { ...parsed, postmaster }
 }

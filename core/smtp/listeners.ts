@@ -230,13 +230,14 @@ export class SmtpListeners {
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, listener: Listener): Promise<void> {
-    const parsed = recipientChecked(address, session, this.config.localDomains, this.config.smtp.maxRecipients)
+    const parsed = recipientChecked(address, session, this.config, this.config.smtp.maxRecipients)
     if ('reply' in parsed) throw this.envelopeRefusal(parsed, session, listener, 'rcpt', address.address)
-    const isLocal = this.local.has(parsed.domain)
+    // The relay's postmaster is its own, as a local domain's mailboxes are (RFC 5321 §4.5.1).
+    const isLocal = parsed.postmaster || this.local.has(parsed.domain)
     const data = { session: this.info(session, listener), envelope: envelopeOf(session), recipient: toAddress(address), domain: parsed.domain, isLocal, notes: this.state(session).notes }
     await this.decide('rcpt', this.policies.run('rcpt', data), session, listener, address.address)
     await this.decide('rcpt', this.policies.recipientPassed(data), session, listener, address.address)
-    if (isLocal && parsed.local.toLowerCase() === 'postmaster') dropPostmasterTwin(session.envelope.rcptTo, address)
+    if (parsed.postmaster || (isLocal && parsed.local.toLowerCase() === 'postmaster')) dropPostmasterTwin(session.envelope.rcptTo, address)
     mergeDuplicateRecipient(session.envelope.rcptTo, address)
   }
 

@@ -19,7 +19,7 @@ let dns: TestDns
 let foreignMx: TestReceiver // 127.0.0.2: MX of other.test, x.test and every look-alike
 let localMx: TestReceiver // 127.0.0.3: MX of local.test
 let relay: RelayProcess // the defaults: routing in local parts refused
-let routingRelay: RelayProcess // smtp.allowRoutingInLocalPart: true
+let routingRelay: RelayProcess // smtp.allowRoutingInLocalPart: true; postmaster: 'ops@other.test'
 let noLocalRelay: RelayProcess // no localDomains at all
 const clients = new Set<RawSmtp>()
 
@@ -157,9 +157,12 @@ beforeAll(async () => {
     'mx.other.test': { A: ['127.0.0.2'] },
     'local.test': { MX: [{ exchange: 'mx.local.test', priority: 10 }] },
     'mx.local.test': { A: ['127.0.0.3'] },
+    // the hostname of the relays (the harness's): its postmaster's mail goes to local.test's MX
+    'relay.test': { MX: [{ exchange: 'mx.local.test', priority: 10 }] },
   })
-  const config = (smtp: Record<string, unknown> = {}, localDomains = ['local.test']) => ({
+  const config = (smtp: Record<string, unknown> = {}, localDomains = ['local.test'], more: Record<string, unknown> = {}) => ({
     localDomains,
+    ...more,
     dns: { servers: [dns.server], timeout: '1s' },
     delivery: { port: foreignMx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
     // the battery is one session with many refusals: do not let the error limit end it
@@ -168,7 +171,7 @@ beforeAll(async () => {
   })
   ;[relay, routingRelay, noLocalRelay] = await Promise.all([
     startRelay({ config: config() }),
-    startRelay({ config: config({ allowRoutingInLocalPart: true }) }),
+    startRelay({ config: config({ allowRoutingInLocalPart: true }, ['local.test'], { postmaster: 'ops@other.test' }) }),
     startRelay({ config: config({}, []) }),
   ])
 })
@@ -242,15 +245,31 @@ describe('relay tricks', () => {
     await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
   })
 
-  it('<postmaster> on a relay with no local domain is refused with 550 5.1.1, even from the trusted network', async () => {
-    for (const from of [UNTRUSTED, TRUSTED]) {
-      const client = await open(noLocalRelay.port, from)
-      expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
-      expect(await client.command('RCPT TO:<postmaster>')).toMatch(/^550 5\.1\.1 <postmaster>: this relay has no local domain/)
-      expect(await client.command('DATA')).toMatch(/^503 /)
-      client.close()
-    }
-    expect(noLocalRelay.queueList()).toEqual([])
+  it('<postmaster> on a relay with no local domain is the postmaster of its hostname (RFC 5321 4.5.1, as Postfix appends $myorigin): taken and delivered', async () => {
+    const before = localMx.messages.length
+    const client = await open(noLocalRelay.port, UNTRUSTED)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<postmaster>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<PostMaster@Relay.Test>')).toMatch(/^250 /) // the same mailbox: one copy
+    expect(await client.command('RCPT TO:<someone@relay.test>')).toMatch(DENIED) // only the postmaster of the hostname
+    expect(await data(client, message('to the postmaster'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const all = await localMx.waitForMessages(before + 1, 10_000)
+    expect(all.at(-1)!.to.map((a) => a.toLowerCase())).toEqual(['postmaster@relay.test'])
+    expect(all.at(-1)!.raw.toString()).toContain('Subject: to the postmaster\r\n')
+    await eventually(() => noLocalRelay.queueList().length === 0, 5000, 'the queue to empty')
+  })
+
+  it('config postmaster: <postmaster> and <postmaster@hostname> go to that address; the address itself is no open door', async () => {
+    const before = foreignMx.messages.length
+    const client = await open(routingRelay.port, UNTRUSTED)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<ops@other.test>')).toMatch(DENIED)
+    expect(await client.command('RCPT TO:<postmaster>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<postmaster@relay.test>')).toMatch(/^250 /)
+    expect(await data(client, message('to the configured postmaster'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const all = await foreignMx.waitForMessages(before + 1, 10_000)
+    expect(all.at(-1)!.to).toEqual(['ops@other.test'])
+    await eventually(() => routingRelay.queueList().length === 0, 5000, 'the queue to empty')
   })
 
   it('with smtp.allowRoutingInLocalPart, routing addresses reach the local domain as they are, never the foreign one', async () => {

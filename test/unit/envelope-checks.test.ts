@@ -47,19 +47,24 @@ describe('sender syntax', () => {
 
 describe('recipient checks', () => {
   const from = address('s@example.com')
-  it('a bare postmaster becomes the first local domain\'s, and is refused (a stage refusal) without one', () => {
+  it("a bare postmaster, or the hostname's, becomes config postmaster, else the first local domain's, else the hostname's", () => {
     const pm = address('Postmaster')
-    expect(recipientChecked(pm, session(from), ['local.example', 'other.example'], 100)).toMatchObject({ local: 'postmaster', domain: 'local.example' })
+    const cfg = (localDomains: string[], postmaster?: string) => ({ localDomains, postmaster, hostname: 'MX.Relay.Example' })
+    expect(recipientChecked(pm, session(from), cfg(['local.example', 'other.example']), 100)).toMatchObject({ local: 'postmaster', domain: 'local.example', postmaster: true })
     expect(pm.address).toBe('postmaster@local.example')
-    expect(recipientChecked(address('postmaster'), session(from), [], 100)).toMatchObject({ kind: 'stage', reply: { code: 550, status: '5.1.1' } })
+    const bare = address('postmaster')
+    expect(recipientChecked(bare, session(from), cfg([]), 100)).toMatchObject({ domain: 'mx.relay.example', postmaster: true })
+    const atHost = address('postmaster@mx.relay.example')
+    expect(recipientChecked(atHost, session(from), cfg(['local.example'], 'ops@elsewhere.example'), 100)).toMatchObject({ local: 'ops', domain: 'elsewhere.example', postmaster: true })
+    expect(recipientChecked(address('postmaster@other.example'), session(from), cfg([]), 100)).toMatchObject({ postmaster: false })
   })
   it('bad syntax 553 5.1.3, UTF-8 without SMTPUTF8 553 5.6.7, a bad ORCPT 501, one recipient too many 452 4.5.3', () => {
-    expect(recipientChecked(address('nobody'), session(from), [], 100)).toMatchObject({ kind: 'protocol', reply: { code: 553, status: '5.1.3' } })
-    expect(recipientChecked(address('jürgen@example.com'), session(from), [], 100)).toMatchObject({ reply: { code: 553, status: '5.6.7' } })
-    expect(recipientChecked(address('jürgen@example.com'), session(address('s@example.com', { SMTPUTF8: true })), [], 100)).toMatchObject({ local: 'jürgen' })
-    expect(recipientChecked(address('r@example.com', { ORCPT: 'rfc822;has space' }), session(from), [], 100)).toMatchObject({ reply: { code: 501 } })
+    expect(recipientChecked(address('nobody'), session(from), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ kind: 'protocol', reply: { code: 553, status: '5.1.3' } })
+    expect(recipientChecked(address('jürgen@example.com'), session(from), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ reply: { code: 553, status: '5.6.7' } })
+    expect(recipientChecked(address('jürgen@example.com'), session(address('s@example.com', { SMTPUTF8: true })), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ local: 'jürgen' })
+    expect(recipientChecked(address('r@example.com', { ORCPT: 'rfc822;has space' }), session(from), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ reply: { code: 501 } })
     const full = session(from, [address('a@example.com'), address('b@example.com')])
-    expect(recipientChecked(address('c@example.com'), full, [], 2)).toMatchObject({ kind: 'protocol', reply: { code: 452, status: '4.5.3' } })
-    expect(recipientChecked(address('c@example.com'), full, [], 3)).toMatchObject({ local: 'c', domain: 'example.com' })
+    expect(recipientChecked(address('c@example.com'), full, { localDomains: [], hostname: 'relay.example' }, 2)).toMatchObject({ kind: 'protocol', reply: { code: 452, status: '4.5.3' } })
+    expect(recipientChecked(address('c@example.com'), full, { localDomains: [], hostname: 'relay.example' }, 3)).toMatchObject({ local: 'c', domain: 'example.com' })
   })
 })
