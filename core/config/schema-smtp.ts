@@ -48,6 +48,15 @@ export const smtpSection = z
      * smtpd_client_connection_count_limit (50). Clients in `trustedNetworks` are exempt.
      */
     maxConnectionsPerClient: z.number().int().positive().default(50),
+    /**
+     * Failed implicit-TLS handshakes (bytes sent, no TLS session: garbage, or a handshake broken off
+     * or timed out) from one client before its new connections are refused on arrival, before any
+     * handshake (421 4.7.0 on a plain-text port, closed on a TLS one), until
+     * `tlsHandshakeFailurePeriod` has passed since its last failure. 0: no limit. Per process;
+     * clients in `trustedNetworks` are exempt; a connection that sends nothing does not count.
+     */
+    maxTlsHandshakeFailures: z.number().int().min(0).default(10),
+    tlsHandshakeFailurePeriod: duration.default(600_000),
     /** Per-client counts group an IPv6 client by this prefix (its /64); IPv4 stays per address. Postfix's smtpd_client_ipv6_prefix_length. */
     clientIpv6Prefix: z.number().int().min(1).max(128).default(64),
     /** Look up the client's reverse DNS name (for Received headers and plugins). */

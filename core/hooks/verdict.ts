@@ -198,6 +198,7 @@ export const CORE_REPLIES = {
   proxyHeaderRequired: (hostname: string) => reply(421, '4.7.0', `${hostname} PROXY protocol header required`),
   proxyHeaderRefused: (name: string, client: string) => reply(421, '4.7.0', `${name} PROXY header not accepted from ${client}, closing connection`),
   tooManyConnections: (hostname: string, ip: string) => reply(421, '4.7.0', `${hostname} Too many connections from ${ip}, try again later`),
+  tooManyTlsFailures: (hostname: string, ip: string) => reply(421, '4.7.0', `${hostname} Too many failed TLS handshakes from ${ip}, try again later`),
   sessionTimeLimit: (hostname: string) => reply(421, '4.4.2', `${hostname} Session time limit exceeded, closing connection`),
 } as const
 

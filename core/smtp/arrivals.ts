@@ -2,7 +2,8 @@
 // smtp.maxClients before onConnect counts them per client (session-limits.ts). They are counted per
 // client from accept too, as Postfix does: over smtp.maxConnectionsPerClient the next is refused at
 // once (421 4.7.0; closed before a TLS handshake), and an implicit-TLS handshake must end within
-// smtp.firstCommandTimeout, not smtp.socketTimeout.
+// smtp.firstCommandTimeout, not smtp.socketTimeout. A failed implicit-TLS handshake is counted against
+// its client (core/smtp/tls-failures.ts).
 import type { Socket } from 'node:net'
 import type { SMTPServer } from 'smtp-server'
 import { replyText, type Reply } from '../hooks/verdict.js'
@@ -22,6 +23,8 @@ export interface ArrivalGuard {
   arrive(id: string, ip: string): Reply | undefined
   /** The connection went away before its session counted it (a count already settled is ignored). */
   settle(id: string): void
+  /** An implicit-TLS connection from `ip` sent bytes but closed before its handshake was done. */
+  tlsFailed(ip: string): void
   implicitTls: boolean
   /** How long an implicit-TLS handshake may take (ms). */
   handshakeTimeout: number
@@ -35,6 +38,8 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
   const handleProxy = internals._handleProxy.bind(internals)
   const connect = internals.connect.bind(internals)
   const deadlines = new WeakMap<SocketOptions, NodeJS.Timeout>()
+  /** Connections whose session began (an implicit-TLS one: its handshake succeeded). */
+  const connected = new WeakSet<SocketOptions>()
   internals._handleProxy = (socket, callback) =>
     handleProxy(socket, (err, options) => {
       if (err || !options) return callback(err, options)
@@ -52,6 +57,8 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
       socket.once('close', () => {
         clearTimeout(deadlines.get(options))
         guard.settle(options.id)
+        // A handshake that failed or was broken off (a connection that sent nothing, a TCP health check, is none).
+        if (guard.implicitTls && !connected.has(options) && socket.bytesRead > 0) guard.tlsFailed(options.remoteAddress ?? socket.remoteAddress ?? '')
       })
       if (guard.implicitTls) {
         const deadline = setTimeout(() => {
@@ -67,6 +74,7 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
       callback(null, options)
     })
   internals.connect = (socket, options) => {
+    connected.add(options)
     clearTimeout(deadlines.get(options))
     deadlines.delete(options)
     connect(socket, options)

@@ -73,7 +73,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
   }
   // After the PROXY header (its client address counts), before the TLS handshake and the reverse lookup.
-  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
+  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, tlsFailed: clients.tlsFailed, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
   return server
 }
 

@@ -8,6 +8,7 @@ import { sendToSessions } from './server-internals.js'
 import { clientKey, DEFAULT_IPV6_PREFIX } from '../net/client-key.js'
 import type { ArrivalGuard } from './arrivals.js'
 import { unmapIp } from './session.js'
+import { TlsFailures } from './tls-failures.js'
 
 /** What a session holds: the client key it counts against, when its time is up. */
 interface Held {
@@ -26,7 +27,10 @@ export interface SharedClientCounts {
 }
 
 /** See SessionLimits.clients(). */
-export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle'> & { trusted(ip: string): boolean }
+export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle' | 'tlsFailed'> & { trusted(ip: string): boolean }
+
+/** The limits SessionLimits.clients() applies to a client. */
+type ClientLimits = { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number; maxTlsHandshakeFailures: number; tlsHandshakeFailurePeriod: number } }
 
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
@@ -34,6 +38,8 @@ export class SessionLimits {
   /** Connections not admitted yet (core/smtp/arrivals.ts) per client key, in this process; and each one's key by session id. */
   private readonly arriving = new Map<string, number>()
   private readonly arrivalKeys = new Map<string, string>()
+  /** Failed implicit-TLS handshakes per client key (core/smtp/tls-failures.ts). */
+  private readonly tlsFailures = new TlsFailures()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
   /**
@@ -55,12 +61,23 @@ export class SessionLimits {
    * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
    * and whether a client is trusted (exempt from the limit of commands that move no mail, core/smtp/patches.ts 14).
    */
-  clients(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): ClientChecks {
+  clients(limits: (ip: string) => ClientLimits | undefined): ClientChecks {
     return {
       arrive: (id, address) => {
         const ip = unmapIp(address)
         const c = limits(ip)
-        return c && this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, c.smtp.clientIpv6Prefix)
+        if (!c) return undefined
+        const { maxTlsHandshakeFailures: max, tlsHandshakeFailurePeriod: period, clientIpv6Prefix } = c.smtp
+        const key = clientKey(ip, clientIpv6Prefix)
+        const failures = this.tlsFailures.over(key, max, period)
+        if (failures === undefined) return this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, clientIpv6Prefix)
+        this.log.warn({ session: id, client: ip, key, failures, limit: max }, 'too many failed TLS handshakes from one client: refused')
+        return CORE_REPLIES.tooManyTlsFailures(c.hostname, ip)
+      },
+      tlsFailed: (address) => {
+        const ip = unmapIp(address)
+        const c = limits(ip)
+        if (c && c.smtp.maxTlsHandshakeFailures > 0) this.tlsFailures.failed(clientKey(ip, c.smtp.clientIpv6Prefix), c.smtp.tlsHandshakeFailurePeriod)
       },
       settle: (id) => this.settle(id),
       trusted: (address) => limits(unmapIp(address)) === undefined,

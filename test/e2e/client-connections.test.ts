@@ -323,6 +323,32 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     client.close()
   })
 
+  it('implicit TLS: after 10 failed handshakes (smtp.maxTlsHandshakeFailures) a client is refused before any handshake; others are served; connections that send nothing do not count', async () => {
+    const port = tlsRelay.ports.submission!
+    const tls = { ca: ca.caPem, servername: 'relay.test' }
+    const closed = (s: net.Socket) => new Promise<void>((resolve) => s.on('error', () => undefined).on('close', () => resolve()))
+    // TCP health checks (connect, close, no byte): not handshakes that failed.
+    for (let i = 0; i < 12; i++) {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.60' }, () => s.end())
+      await closed(s)
+    }
+    const first = await connectRaw(port, '127.0.0.1', 5000, tls, '127.0.0.60')
+    expect(first.greeting).toMatch(/^220 /)
+    first.client.close()
+    // Ten handshakes that fail (plain text on the TLS port: the server's TLS stack parses each).
+    for (let i = 0; i < 10; i++) {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.60' }, () => s.write('EHLO plain.test\r\n'))
+      await closed(s)
+    }
+    await tlsRelay.waitForLog((l) => l.msg === 'client connection failed' && l.client === '127.0.0.60')
+    // The next one is closed before its handshake: no TLS session, no 220.
+    await expect(connectRaw(port, '127.0.0.1', 5000, tls, '127.0.0.60')).rejects.toThrow()
+    await tlsRelay.waitForLog((l) => l.msg === 'too many failed TLS handshakes from one client: refused' && l.client === '127.0.0.60' && l.limit === 10)
+    const other = await connectRaw(port, '127.0.0.1', 5000, tls, '127.0.0.61')
+    expect(other.greeting).toMatch(/^220 /)
+    other.client.close()
+  })
+
   it('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220', async () => {
     const state = flood(lookups.port, 40)
     await eventually(() => state.text.filter((t) => t.startsWith('421 ')).length >= 10, 5000, '421 replies to the connections over a limit')
