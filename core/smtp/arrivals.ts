@@ -18,11 +18,16 @@ interface ServerInternals {
   _pendingSockets: Map<Socket, Socket>
 }
 
+/** A connection refused on arrival, and the core rule that refused it (for its `refused` line). */
+export type ArrivalRefusal = Reply & { rule: string }
+
 export interface ArrivalGuard {
   /** A connection from `ip` (session id `id`) arrives: its refusal, or undefined (counted until settled). */
-  arrive(id: string, ip: string): Reply | undefined
+  arrive(id: string, ip: string): ArrivalRefusal | undefined
   /** The connection went away before its session counted it (a count already settled is ignored). */
   settle(id: string): void
+  /** Told of each refusal on arrival (its `refused` line). */
+  refused?(id: string, ip: string, socket: Socket, reply: ArrivalRefusal): void
   /** An implicit-TLS connection from `ip` sent bytes but closed before its handshake was done. */
   tlsFailed(ip: string): void
   implicitTls: boolean
@@ -43,8 +48,10 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
   internals._handleProxy = (socket, callback) =>
     handleProxy(socket, (err, options) => {
       if (err || !options) return callback(err, options)
-      const refused = guard.arrive(options.id, options.remoteAddress ?? socket.remoteAddress ?? '')
+      const client = options.remoteAddress ?? socket.remoteAddress ?? ''
+      const refused = guard.arrive(options.id, client)
       if (refused) {
+        guard.refused?.(options.id, client, socket, refused)
         socket.on('error', () => undefined)
         if (guard.implicitTls || socket.destroyed || !socket.writable) socket.destroy()
         else {

@@ -5,9 +5,10 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import type { RelayConfig } from '../config/schema.js'
 import { acceptProxyProtocol } from './proxy.js'
-import { guardArrivals } from './arrivals.js'
+import { guardArrivals, type ArrivalGuard } from './arrivals.js'
+import { logRefusal } from '../events/log.js'
 import type { ClientChecks } from './session-limits.js'
-import type { ListenerInfo } from './session.js'
+import { unmapIp, type ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
 import { listenFailure, type ListenFailure } from '../net/listen-error.js'
 
@@ -73,7 +74,12 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     acceptProxyProtocol(server, { trusted: listener.proxyProtocol, timeoutMs, hostname: c.hostname, implicitTls: listener.tls === 'implicit', log })
   }
   // After the PROXY header (its client address counts), before the TLS handshake and the reverse lookup.
-  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, tlsFailed: clients.tlsFailed, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
+  // A refusal there has no session yet: its `refused` line names the client as the arrival knows it.
+  const refused: ArrivalGuard['refused'] = (id, ip, socket, r) => {
+    const session = { id, remoteAddress: unmapIp(ip), remotePort: socket.remotePort ?? 0, localAddress: unmapIp(socket.localAddress ?? ''), localPort: socket.localPort ?? 0, clientHostname: `[${unmapIp(ip)}]`, listener, secure: false, trusted: false }
+    logRefusal(log, { session, stage: 'connect', hook: 'protocol', code: r.code, status: r.status, text: r.message, rule: r.rule })
+  }
+  guardArrivals(server, { arrive: clients.arrive, settle: clients.settle, tlsFailed: clients.tlsFailed, refused, implicitTls: listener.tls === 'implicit', handshakeTimeout: c.smtp.firstCommandTimeout })
   return server
 }
 

@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import { CORE_REPLIES, replyText, type Reply } from '../hooks/verdict.js'
 import { sendToSessions } from './server-internals.js'
 import { clientKey, DEFAULT_IPV6_PREFIX } from '../net/client-key.js'
-import type { ArrivalGuard } from './arrivals.js'
+import type { ArrivalGuard, ArrivalRefusal } from './arrivals.js'
 import { unmapIp } from './session.js'
 import { TlsFailures } from './tls-failures.js'
 
@@ -72,7 +72,7 @@ export class SessionLimits {
         const failures = this.tlsFailures.over(key, max, period)
         if (failures === undefined) return this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, clientIpv6Prefix)
         this.log.warn({ session: id, client: ip, key, failures, limit: max }, 'too many failed TLS handshakes from one client: refused')
-        return CORE_REPLIES.tooManyTlsFailures(c.hostname, ip)
+        return { ...CORE_REPLIES.tooManyTlsFailures(c.hostname, ip), rule: 'core:too-many-tls-failures' }
       },
       tlsFailed: (address) => {
         const ip = unmapIp(address)
@@ -85,12 +85,12 @@ export class SessionLimits {
   }
 
   /** A connection from `ip` was accepted: the refusal when its client already has `max` on their way in. */
-  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined {
+  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): ArrivalRefusal | undefined {
     const key = clientKey(ip, ipv6Prefix)
     const arriving = this.arriving.get(key) ?? 0
     if (arriving >= max) {
       this.log.warn({ session: id, client: ip, key, arriving, limit: max }, 'too many connections from one client: refused')
-      return CORE_REPLIES.tooManyConnections(hostname, ip)
+      return { ...CORE_REPLIES.tooManyConnections(hostname, ip), rule: 'core:max-connections-per-client' }
     }
     this.arriving.set(key, arriving + 1)
     this.arrivalKeys.set(id, key)

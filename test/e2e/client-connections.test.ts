@@ -311,6 +311,8 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     client.close()
     expect(state.closed.filter(Boolean).length).toBe(35)
     await tlsRelay.waitForLog((l) => l.msg === 'too many connections from one client: refused' && l.client === '127.0.0.50' && l.limit === 5)
+    // A refusal on arrival is a refused line as any other (docs/logging.md).
+    await tlsRelay.waitForLog((l) => l.msg === 'refused' && l.client === '127.0.0.50' && l.stage === 'connect' && l.code === 421 && l.rule === 'core:max-connections-per-client')
   })
 
   it('implicit TLS: a handshake not finished within smtp.firstCommandTimeout (2s here) is closed, not after socketTimeout, and its slot is free again', async () => {
@@ -344,6 +346,7 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     // The next one is closed before its handshake: no TLS session, no 220.
     await expect(connectRaw(port, '127.0.0.1', 5000, tls, '127.0.0.60')).rejects.toThrow()
     await tlsRelay.waitForLog((l) => l.msg === 'too many failed TLS handshakes from one client: refused' && l.client === '127.0.0.60' && l.limit === 10)
+    await tlsRelay.waitForLog((l) => l.msg === 'refused' && l.client === '127.0.0.60' && l.stage === 'connect' && l.dsn === '4.7.0' && l.rule === 'core:too-many-tls-failures')
     const other = await connectRaw(port, '127.0.0.1', 5000, tls, '127.0.0.61')
     expect(other.greeting).toMatch(/^220 /)
     other.client.close()
