@@ -102,6 +102,8 @@ export interface StartOptions {
   dir?: string
   /** Extra environment for the child. */
   env?: Record<string, string>
+  /** How long the relay may take to start (default 20 s); then it is killed and the start rejects. */
+  startTimeoutMs?: number
 }
 
 /** Writes the config and starts the relay; resolves once every listener is up. */
@@ -173,8 +175,13 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
       return all.filter((l) => l.pid === all[0]?.pid)
     }
     try {
-      await waitForLog((l) => l.msg === 'relay started' && listeningLines().length >= listenCount, 20_000, started)
+      await waitForLog((l) => l.msg === 'relay started' && listeningLines().length >= listenCount, opts.startTimeoutMs ?? 20_000, started)
     } catch (err) {
+      // Given up: the relay must not go on starting behind the test's back (its ports, files, CPU).
+      if (exitCode === undefined) {
+        child.kill('SIGKILL')
+        await waitExit(5000).catch(() => undefined)
+      }
       throw new Error(`relay did not start: ${(err as Error).message}\nstderr: ${stderr}\nlogs: ${JSON.stringify(logs.slice(started))}`)
     }
     const listening = listeningLines()

@@ -25,6 +25,8 @@ export interface StsOptions {
   connectTo?: string
   /** CA certificates for the HTTPS fetch (default: the system's). */
   ca?: (string | Buffer)[]
+  /** Domains remembered at most (default MAX_CACHED). */
+  maxCached?: number
 }
 
 /** The policy to apply now, or none; `note` says why there is none or what went wrong. */
@@ -38,6 +40,11 @@ const MAX_POLICY_SIZE = 64 * 1024
 const RECHECK_MS = 60_000
 /** After a failed fetch with no cached policy, deliver as if there were none, and retry the fetch after this. */
 const FAILED_FETCH_RETRY_MS = 5 * 60_000
+/**
+ * Domains remembered at most (as postfix-mta-sts-resolver's cache): recipient domains are whatever
+ * senders write, so without a bound a relay sending to ever new domains keeps one entry per domain.
+ */
+export const MAX_CACHED = 10_000
 
 interface CacheEntry {
   /** A policy that applies until its expiry (mode 'none' is stored too: a fetched "no policy"). */
@@ -54,6 +61,11 @@ export class MtaSts {
   private readonly inFlight = new Map<string, Promise<StsLookup>>()
 
   constructor(private readonly o: StsOptions) {}
+
+  /** Domains remembered now. */
+  get size(): number {
+    return this.cache.size
+  }
 
   /** The policy for a recipient domain (one lookup at a time per domain). */
   lookup(domain: string): Promise<StsLookup> {
@@ -78,10 +90,10 @@ export class MtaSts {
     const keep = (note: string): StsLookup => {
       // RFC 8461 §5.1: a cached, unexpired policy goes on applying when no new one can be had.
       if (valid) {
-        this.cache.set(domain, { policy: valid, checkedAt: now, note })
+        this.remember(domain, { policy: valid, checkedAt: now, note })
         return { policy: valid, note }
       }
-      this.cache.set(domain, { checkedAt: now, quietUntil: now + FAILED_FETCH_RETRY_MS, note })
+      this.remember(domain, { checkedAt: now, quietUntil: now + FAILED_FETCH_RETRY_MS, note })
       return { note }
     }
 
@@ -93,11 +105,11 @@ export class MtaSts {
     }
     if (!id) {
       if (valid) return keep(`no MTA-STS record at _mta-sts.${domain}; the cached policy applies until it expires`)
-      this.cache.set(domain, { checkedAt: now, quietUntil: now + RECHECK_MS, note: 'no MTA-STS record' })
+      this.remember(domain, { checkedAt: now, quietUntil: now + RECHECK_MS, note: 'no MTA-STS record' })
       return { note: 'no MTA-STS record' }
     }
     if (valid && valid.id === id) {
-      this.cache.set(domain, { policy: valid, checkedAt: now })
+      this.remember(domain, { policy: valid, checkedAt: now })
       return { policy: valid }
     }
 
@@ -119,8 +131,29 @@ export class MtaSts {
       mx: parsed.mx ?? [],
       expiresAt: now + (parsed.maxAge ?? 0) * 1000,
     }
-    this.cache.set(domain, { policy, checkedAt: now })
+    this.remember(domain, { policy, checkedAt: now })
     return { policy }
+  }
+
+  /**
+   * Writes a domain's entry (newest last). Beyond the bound, entries without a policy in force go
+   * first (forgetting one costs a TXT lookup), down to 90% so that not every new domain pays for
+   * a sweep; then, if every entry holds a policy in force, the oldest written.
+   */
+  private remember(domain: string, entry: CacheEntry): void {
+    const max = this.o.maxCached ?? MAX_CACHED
+    this.cache.delete(domain)
+    this.cache.set(domain, entry)
+    if (this.cache.size <= max) return
+    const now = Date.now()
+    for (const [k, e] of this.cache) {
+      if (this.cache.size <= Math.floor(max * 0.9)) return
+      if (k !== domain && !(e.policy && e.policy.mode !== 'none' && e.policy.expiresAt > now)) this.cache.delete(k)
+    }
+    for (const k of this.cache.keys()) {
+      if (this.cache.size <= max) return
+      this.cache.delete(k)
+    }
   }
 
   /** GET https://mta-sts.<domain>/.well-known/mta-sts.txt: HTTP 200 only, no redirects, at most 64 KB, verified certificate. */

@@ -118,12 +118,24 @@ export class Throttle {
     return this.hostLimits(name, address).messagesPerConnection ?? this.domainLimits(domain).messagesPerConnection
   }
 
+  /** How long after its last pause a destination's backoff (pause length, reduced concurrency) is remembered. */
+  private get forgetAfter(): number {
+    return Math.max(this.config.backoff.max * 4, 60_000)
+  }
+
+  /** Destinations (domains, hosts, routes) this process has state for. */
+  get size(): number {
+    return this.states.size
+  }
+
   /** Domains this process has throttle state for. */
   domains(now = Date.now()): string[] {
     const out: string[] = []
     for (const [k, s] of this.states) {
-      // Nothing to remember: forget it (the map stays as small as the set of busy destinations).
-      if (!s.inFlight && s.reduced === undefined && !s.pauseMs && s.pauseUntil <= now && !this.recent(s, now)) {
+      // Nothing to remember: forget it (the map stays as small as the set of busy destinations). A
+      // backoff is remembered as long as Redis keeps its shared copy (forgetAfter) after its pause.
+      const quiet = (s.reduced === undefined && !s.pauseMs) || s.pauseUntil <= now - this.forgetAfter
+      if (!s.inFlight && quiet && s.pauseUntil <= now && !this.recent(s, now)) {
         this.states.delete(k)
         continue
       }
@@ -277,7 +289,7 @@ export class Throttle {
     s.successes = 0
     if (this.redis?.status === 'ready') {
       const k = this.keys(key)
-      this.redis.eval(BACKOFF, 2, k.pause, k.reduced, s.pauseMs, s.reduced, Math.max(max * 4, 60_000), s.pauseUntil).catch((err: Error) => this.redisFailed(err))
+      this.redis.eval(BACKOFF, 2, k.pause, k.reduced, s.pauseMs, s.reduced, this.forgetAfter, s.pauseUntil).catch((err: Error) => this.redisFailed(err))
     }
     return { pauseMs: s.pauseMs, concurrency: s.reduced }
   }

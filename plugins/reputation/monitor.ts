@@ -29,6 +29,11 @@ export class ReputationMonitor {
     private readonly timing: MonitorTiming = { every: CHECK_EVERY, firstAfter: FIRST_CHECK_AFTER },
   ) {}
 
+  /** Warnings remembered now (domain and kind), each for an hour. */
+  get remembered(): number {
+    return this.warned.size
+  }
+
   start(): void {
     // Neither timer keeps the process alive: a stop must not wait for the next check.
     this.first = setTimeout(() => void this.check(), this.timing.firstAfter)
@@ -63,6 +68,8 @@ export class ReputationMonitor {
       this.log.error({ err }, 'reputation check failed')
       return []
     }
+    // Only the last hour's warnings matter: older ones go (sending domains are what senders write).
+    for (const [key, at] of this.warned) if (now - at >= REPEAT_AFTER) this.warned.delete(key)
     const logged: Warning[] = []
     for (const w of warnings) {
       const key = `${w.kind} ${w.senderDomain}`

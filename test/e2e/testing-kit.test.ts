@@ -1,7 +1,9 @@
 // relay-mta/testing as a plugin author meets it when something goes wrong: waitForMessages says why
 // nothing came (the relay's deferrals and bounces), and the test receiver records who logged in.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { send, startReceiver, startTestRelay, type TestReceiver, type TestRelay } from '../../testing/index.js'
+import path from 'node:path'
+import { ROOT, send, startRelay, startReceiver, startTestRelay, tempDir, type TestReceiver, type TestRelay } from '../../testing/index.js'
+import { childNodes } from '../harness/processes.js'
 
 describe('waitForMessages on a startTestRelay', () => {
   let t: TestRelay
@@ -53,5 +55,19 @@ describe('a test receiver with AUTH', () => {
     expect(r.last).toMatch(/^535 /)
     expect(r.mail).toBeUndefined()
     expect(rx.messages).toHaveLength(2)
+  })
+})
+
+describe('startRelay on a relay that does not start in time', () => {
+  it('rejects, and the relay process it started is stopped, not left running', async () => {
+    // A slow machine or a slow plugin setup: the start was given up while the relay went on starting,
+    // and every such test left a relay process behind, holding its ports and files.
+    const dir = tempDir('relay-slow-start-')
+    const before = childNodes(process.pid)
+    const started = startRelay({ dir, startTimeoutMs: 1000, config: { setupTimeout: '20s', plugins: [[path.join(ROOT, 'test/fixtures/slow-setup.plugin.ts'), { ms: 15_000 }]] } })
+    await expect(started).rejects.toThrow(/relay did not start: timed out after 1000 ms/)
+    const left = () => childNodes(process.pid).filter((pid) => !before.includes(pid))
+    for (let i = 0; i < 50 && left().length; i++) await new Promise((r) => setTimeout(r, 100))
+    expect(left()).toEqual([])
   })
 })

@@ -85,6 +85,19 @@ describe('ReputationMonitor', () => {
     expect(lines.filter((l) => l.event === 'reputation-warning')).toHaveLength(2)
   })
 
+  it('remembers only the warnings of the last hour: sending domains that stopped warning are forgotten', async () => {
+    // Sending domains are what senders write: each one that ever warned stayed in memory for good.
+    for (let i = 0; i < 20; i++) await sendThrough(`news@many${i}.test`, ['bounced', 'bounced', 'bounced', 'bounced'])
+    const { log } = capture()
+    const monitor = new ReputationMonitor(queue, () => thresholds, log)
+    const now = Date.now()
+    expect((await monitor.check(now)).length).toBeGreaterThanOrEqual(20)
+    expect(monitor.remembered).toBeGreaterThanOrEqual(20)
+    // A day and more later the figures are quiet, and so is its memory.
+    expect(await monitor.check(now + 25 * 3_600_000)).toEqual([])
+    expect(monitor.remembered).toBe(0)
+  })
+
   it('runs by itself shortly after start and on its interval; stop ends it', async () => {
     const { log, lines } = capture()
     const monitor = new ReputationMonitor(queue, () => thresholds, log, { every: 50, firstAfter: 20 })

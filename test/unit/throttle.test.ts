@@ -127,6 +127,25 @@ describe('backoff after "slow down"', () => {
     expect(t.backoffDomain('dest.test', T0 + 35_000)).toEqual({ pauseMs: 20_000, concurrency: 1 })
   })
 
+  it('forgets destinations that slowed it down once and got no mail since: its state stays bounded', () => {
+    // Destinations are whatever recipients (and bounced senders) name: each one that ever answered
+    // 421 kept its pause and reduced concurrency in memory for good. Forgotten as Redis forgets its
+    // shared copy: max(4 × backoff.max, 1 minute) after the pause ended (here 80 s).
+    const t = throttle()
+    for (let i = 0; i < 1000; i++) {
+      t.backoffDomain(`d${i}.test`, T0)
+      t.backoff(Throttle.hostKey(`192.0.2.${i % 250}`, 2500 + i), {}, Number.MAX_SAFE_INTEGER, T0)
+    }
+    expect(t.domains(T0 + 30_000)).toHaveLength(1000)
+    expect(t.size).toBe(2000)
+    // Still remembered within the window: a new 421 doubles the pause.
+    expect(t.backoffDomain('d0.test', T0 + 30_000)).toEqual({ pauseMs: 10_000, concurrency: 1 })
+    expect(t.domains(T0 + 40_000 + 80_001)).toEqual([])
+    expect(t.size).toBe(0)
+    // Back at base once forgotten.
+    expect(t.backoffDomain('d0.test', T0 + 200_000)).toEqual({ pauseMs: 5_000, concurrency: 1 })
+  })
+
   it('recovers one connection per `recoverAfter` deliveries; the next backoff starts at base', () => {
     const t = throttle({ domains: { 'dest.test': { concurrency: 4 } }, backoff: { recoverAfter: 2 } })
     const slots = [0, 1, 2, 3].map(() => slot(t, 'dest.test', T0))
