@@ -74,10 +74,12 @@ const usageExit = (err: CommanderError) => process.exit(err.exitCode === 0 ? 0 :
 const everyCommand = (c: Command): Command[] => [c, ...c.commands.flatMap(everyCommand)]
 for (const c of everyCommand(program)) c.exitOverride(usageExit)
 
+// An error's text may quote a stranger's (a remote reply, a file's line): no ESC sequence reaches the terminal.
+const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
 program.parseAsync(process.argv).catch((err: unknown) => {
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
   if (err instanceof ConfigError || (err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
-    process.stderr.write(`relay: ${err instanceof ConfigError ? err.terminalText : (err as Error).message}\n`)
+    say(err instanceof ConfigError ? err.terminalText : (err as Error).message)
     process.exit(2)
   }
   // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
@@ -86,6 +88,6 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   const code = (err as { code?: unknown })?.code
   const system = typeof (err as { syscall?: unknown })?.syscall === 'string' && typeof code === 'string'
   const named = typeof (err as { kind?: unknown })?.kind === 'string' || (typeof code === 'string' && code.startsWith('SQLITE_')) || system
-  process.stderr.write(`relay: ${named ? (err as Error).message : ((err as Error)?.stack ?? String(err))}\n`)
+  say(named ? (err as Error).message : ((err as Error)?.stack ?? String(err)))
   process.exit(1)
 })

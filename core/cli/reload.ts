@@ -71,7 +71,7 @@ async function answer(dataDir: string, pid: number, seenSeq: number): Promise<Re
 
 function printResult(r: ReloadResult): void {
   if (!r.ok) {
-    process.stderr.write(`relay: reload refused, the running config stays in force:\n${r.error}\n`)
+    process.stderr.write(`relay: reload refused, the running config stays in force:\n${r.error.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')}\n`)
     return
   }
   const lines = ['config reloaded']

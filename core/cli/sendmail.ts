@@ -194,6 +194,13 @@ export async function sendmail(argv: string[]): Promise<number> {
     return EX_UNAVAILABLE
   }
   const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
+  // Postfix qualifies a host name with no dot (myhostname) and warns; `user@buildbox` is refused by
+  // every next hop, so this says what to set instead of writing mail that cannot go anywhere.
+  const bare = [m.sender, ...m.recipients].find((a) => a.endsWith(`@${config.hostname}`))
+  if (!config.hostname.includes('.') && bare) {
+    say(`hostname '${config.hostname}' is not a fully qualified domain name: ${bare} is no address another mail server takes; set hostname in the config (e.g. ${config.hostname}.example.com), or give full addresses (-f user@example.com); nothing written`)
+    return EX_CONFIG
+  }
   if (m.sender !== '' && !parseAddress(m.sender)) {
     say(`sender ${JSON.stringify(m.sender)} is not an address (-f): nothing written`)
     return EX_USAGE

@@ -46,13 +46,40 @@ export function redactConfig(value: unknown, name = '', underSecret = false): un
  * A config file's line as an error excerpt shows it (check-config, and `relay start`, whose stderr
  * is the journal under systemd): the value of a secret-named key (`token: "…"`, `"password": "…"`)
  * and the password in a URL (`postgres://relay:…@db`) starred out, the same length, so the caret
- * under the error still points at its column.
+ * under the error still points at its column. A line that does not parse may not quote the value
+ * cleanly (`password: hunter2: x`, `token: "abc"def"`): then the rest of the line is starred.
  */
 export function maskSecretsInLine(line: string): string {
   const star = (s: string) => '*'.repeat(s.length)
-  return line
-    .replace(/([A-Za-z_$][\w$-]*)(["']?\s*[:=]\s*)(["'`])((?:(?!\3)[^\\\n]|\\.)*)/g, (all, key: string, sep: string, q: string, value: string) =>
-      secretName(key) || (KEY_NAME.test(key) && !looksLikePath(value)) ? `${key}${sep}${q}${star(value)}` : all,
-    )
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s"'`]*:)([^@\s"'`]+)(@)/gi, (_all, before: string, pass: string, at: string) => `${before}${star(pass)}${at}`)
+  const KEY = /([A-Za-z_$][\w$-]*)["']?\s*[:=]\s*/g
+  let out = ''
+  let done = 0
+  for (let m: RegExpExecArray | null; (m = KEY.exec(line)); ) {
+    const start = m.index + m[0].length
+    const rest = line.slice(start)
+    const quoted = /^(["'`])((?:(?!\1)[^\\]|\\.)*)\1/.exec(rest)
+    const clean = quoted !== null && /^\s*(?:[,}\]);]|\/\/|#|$)/.test(rest.slice(quoted[0].length))
+    const value = clean ? quoted[2]! : rest.trimEnd()
+    if (!value || !(secretName(m[1]!) || (KEY_NAME.test(m[1]!) && !looksLikePath(value.replace(/^["'`]/, ''))))) continue
+    const from = clean ? start + 1 : start
+    out += line.slice(done, from) + star(value)
+    done = from + value.length
+    KEY.lastIndex = done
+  }
+  return (out + line.slice(done)).replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s"'`]*:)([^@\s"'`]+)(@)/gi, (_all, before: string, pass: string, at: string) => `${before}${star(pass)}${at}`)
+}
+
+/**
+ * A parser's reason for a line it could not read quotes the text it stopped at (esbuild's `found
+ * "abc"`, V8's `Unexpected identifier 'abc'`): any word of it that is part of a secret in `lines`
+ * (what maskSecretsInLine stars out) is starred too.
+ */
+export function maskSecretsInReason(reason: string, lines: string[]): string {
+  const secrets: string[] = []
+  for (const line of lines) {
+    const masked = maskSecretsInLine(line)
+    for (const m of masked.matchAll(/\*+/g)) secrets.push(line.slice(m.index, m.index + m[0].length))
+  }
+  const secret = (word: string) => word.length >= 3 && secrets.some((s) => s !== '*'.repeat(s.length) && s.includes(word))
+  return reason.replace(/[^\s"'`]+/g, (word) => (secret(word) ? '*'.repeat(word.length) : word))
 }

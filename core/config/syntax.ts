@@ -5,7 +5,7 @@ import module from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { defaultLoaders, type Loader } from 'cosmiconfig'
-import { maskSecretsInLine } from './redact.js'
+import { maskSecretsInLine, maskSecretsInReason } from './redact.js'
 
 export type SyntaxFormat = 'JSON' | 'YAML' | 'TypeScript' | 'JavaScript'
 
@@ -34,16 +34,23 @@ export function lineColumn(text: string, offset: number): { line: number; column
   return { line: lines.length, column: lines.at(-1)!.length + 1 }
 }
 
+/** Control characters (an ESC sequence would drive the terminal) as `?`, as the CLI prints text from outside. */
+const printable = (s: string) => s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')
+
+/** The lines (from 1) around `line` that an error shows. */
+const around = (text: string, line: number) => text.split('\n').slice(Math.max(0, line - 3), line)
+
 /** The lines around `line`, with a caret under `column`; secrets in them starred out. */
 function snippetAt(text: string, line: number, column: number): string {
-  const lines = text.split('\n')
-  const from = Math.max(1, line - 2)
+  const lines = around(text, line)
   const width = String(line).length
-  const out: string[] = []
-  for (let n = from; n <= Math.min(line, lines.length); n++) out.push(`${String(n).padStart(width)} | ${maskSecretsInLine(lines[n - 1]!)}`)
+  const out = lines.map((l, i) => `${String(line - lines.length + 1 + i).padStart(width)} | ${printable(maskSecretsInLine(l))}`)
   out.push(`${' '.repeat(width)} | ${' '.repeat(Math.max(0, column - 1))}^`)
   return out.join('\n')
 }
+
+/** A parser's reason, with no secret it quotes from the lines around `line` and no control characters. */
+const safeReason = (reason: string, text: string | undefined, line: number) => printable(text === undefined ? reason : maskSecretsInReason(reason, around(text, line)))
 
 /** Where js-yaml (through cosmiconfig's loader) stops reading `content`, from 0; undefined if it reads it. */
 function yamlMark(filepath: string, content: string): { line: number; column: number } | undefined {
@@ -73,7 +80,7 @@ export const loadJson: Loader = (filepath, content) => {
         : lineColumn(content, pos ? Number(pos[1]) : content.length)
     // V8 quotes the text around the error (`Unexpected token ',', ..."abc",, is not valid JSON`): cut.
     const reason = message.replace(/\s*\(line \d+ column \d+\)/, '').replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '').replace(/,\s*(?:"|\.\.\.)[\s\S]*$/, '')
-    throw new ConfigSyntaxError('JSON', line, column, reason, snippetAt(content, line, column))
+    throw new ConfigSyntaxError('JSON', line, column, safeReason(reason, content, line), snippetAt(content, line, column))
   }
 }
 
@@ -86,7 +93,7 @@ export const loadYaml: Loader = async (filepath, content) => {
     if (!e.mark) throw err
     const line = e.mark.line + 1
     const column = e.mark.column + 1
-    throw new ConfigSyntaxError('YAML', line, column, e.reason ?? 'invalid YAML', snippetAt(content, line, column))
+    throw new ConfigSyntaxError('YAML', line, column, safeReason(e.reason ?? 'invalid YAML', content, line), snippetAt(content, line, column))
   }
 }
 
@@ -112,7 +119,7 @@ function readText(file: string): string | undefined {
 
 function syntaxError(file: string, line: number, column: number, reason: string, content?: string): ConfigSyntaxError {
   const text = content ?? readText(file)
-  return new ConfigSyntaxError(formatOf(file), line, column, reason, text === undefined ? undefined : snippetAt(text, line, column), file)
+  return new ConfigSyntaxError(formatOf(file), line, column, safeReason(reason, text, line), text === undefined ? undefined : snippetAt(text, line, column), file)
 }
 
 /** esbuild, as tsx uses it: found beside this module or beside tsx (whose dependency it is). */

@@ -158,7 +158,8 @@ export interface BounceResult {
 /**
  * The operator verbs on the queue, the same on SQLite and PostgreSQL (and in `relay queue`). A
  * verb that cannot be done rejects with an Error whose `kind` is 'not-found', 'conflict' or
- * 'bad-input' (an HTTP API maps it to 404/409/400).
+ * 'bad-input' (an HTTP API maps it to 404/409/400); 'unavailable' when the queue's database cannot
+ * be reached (503: try again later).
  */
 export interface QueueOperations {
   list(filter?: QueueFilter): Promise<QueueEntry[]>

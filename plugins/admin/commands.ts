@@ -95,6 +95,7 @@ function queueCommands(program: Program, env: CommandEnv): void {
     .option(...configOption)
     .option('--header-only', 'only the header section')
     .option('--body-only', 'only the body')
+    .option('--raw', 'the bytes as queued even on a terminal (there control characters print as ? otherwise; to a pipe it is always raw)')
     .action(async (id: string, opts) => (await import('./cli/queue-cat.js')).queueCat(env, id, opts))
   queue
     .command('backup')

@@ -249,7 +249,12 @@ export class AdminServer {
     } catch (err) {
       // A body refused unread is not drained: the connection closes after the answer.
       if (err instanceof AdminError) response = { status: err.status, json: { error: err.message }, ...(err.status === 413 ? { headers: { Connection: 'close' } } : {}) }
-      else {
+      // The queue's database cannot be reached (a PostgreSQL queue, down or cut off): the service is
+      // unavailable for now, not broken; clients retry a 503.
+      else if ((err as { kind?: unknown } | null)?.kind === 'unavailable') {
+        this.log.warn({ method, path: url.pathname, error: (err as Error).message }, 'admin request: the queue is unavailable')
+        response = { status: 503, json: { error: `the queue is unavailable: ${(err as Error).message}` }, headers: { 'Retry-After': '5' } }
+      } else {
         this.log.error({ err, method, path: url.pathname }, 'admin request failed')
         response = { status: 500, json: { error: `internal error: ${(err as Error).message}` } }
       }

@@ -408,6 +408,41 @@ describe('a syntax error beside a secret', () => {
     expect(r.stderr).toContain('| tls: { key: "/etc/relay/k.pem", cert: "/etc/relay/c.pem"')
     expect(r.stderr).toContain('| hostname: "mx.example"')
   })
+
+  it('no syntax error shows a secret: not in the reason (esbuild and V8 quote the token they stopped at), not unquoted, not after a stray quote; in a plugin file neither', () => {
+    const cases: Record<string, string> = {
+      'relay.config.yaml': 'hostname: mx.example\nplugins:\n  - name: auth-sql\n    options:\n      password: hunter2-s3cret: x\n',
+      'relay.config.ts': 'export default { hostname: "mx.example", queue: { url: "postgres://u:pw-s3cret@db/x" }, token: "abc"hunter3s3cret"x" }\n',
+      'relay.config.mjs': 'export default { hostname: "mx.example", token: "abc"hunter4s3cret"x" }\n',
+      'relay.config.json': '{ "hostname": "mx.example", "token": "abc"hunter5s3cret"x" }\n',
+      'relay.config.yml': 'hostname: mx.example\nsecret: "abc"hunter6s3cret"\n',
+    }
+    for (const [name, text] of Object.entries(cases)) {
+      const dir = dirWith({ [name]: text })
+      for (const verb of ['check-config', 'start']) {
+        const r = runCli([verb], { cwd: dir, env: ENV })
+        expect(r.code, `${name} ${verb}: ${r.stderr}`).toBe(2)
+        expect(r.stderr).toMatch(/syntax error at line \d+, column \d+/)
+        expect(r.stderr, `${name} ${verb}`).not.toMatch(/s3cret/)
+      }
+    }
+    // A plugin module that does not parse: its error names the file and place, never the value.
+    const dir = dirWith({
+      'relay.config.json': json('mx.example', { plugins: ['./bad-plugin.ts'] }),
+      'bad-plugin.ts': "export default { name: 'bad', hooks: {}, token: 'abc'hunter7s3cret'x' }\n",
+    })
+    const r = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toMatch(/TypeScript syntax error at bad-plugin\.ts:1:\d+/)
+    expect(r.stderr).not.toMatch(/s3cret/)  }, 120_000)
+
+  it('text in a config that does not parse cannot drive the terminal: control characters print as ?', () => {
+    const dir = dirWith({ 'relay.config.json': '{ "hostname": "mx\x1b]0;PWNED\x07\x1b[2J.example", }}\n' })
+    const r = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('mx?]0;PWNED??[2J.example')
+    expect(r.stderr).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/)
+  })
 })
 
 describe("a TypeScript config outside the package imports 'relay-mta'", () => {

@@ -3,11 +3,12 @@
 // up, and once the database is back mail is taken in and delivered again, each message once.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import crypto from 'node:crypto'
+import net from 'node:net'
 import pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.js'
 
@@ -185,5 +186,45 @@ describe('PostgreSQL lost under a running relay', () => {
     expect(await submit(relay.port, after.data)).toMatch(/^250 /)
     await eventually(() => arrivals(mx, after.messageId) === 1, 20_000, 'message after the outage delivered')
     expect(arrivals(mx, during.messageId)).toBe(0)
+  }, 90_000)
+})
+
+describe('PostgreSQL not reachable at all (a port nothing listens on)', () => {
+  it('the admin API answers 503 with a JSON error naming the queue database (not 500); the CLI prints one line', async () => {
+    const closed = net.createServer()
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+    const port = (closed.address() as net.AddressInfo).port
+    await new Promise((resolve) => closed.close(resolve))
+    const token = 'pg-down-admin-token-0123456789abcdef'
+    const relay = await startRelay({
+      config: {
+        queue: { driver: 'postgres', url: `postgres://relay:pg-down-s3cret@127.0.0.1:${port}/relay`, schema: 'relay_pg_down' },
+        plugins: [['admin', { host: '127.0.0.1', port: 0, token }]],
+      },
+    })
+    relays.push(relay)
+    const adminUrl = (await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
+    const api = (method: string, p: string) => fetch(`${adminUrl}${p}`, { method, headers: { Authorization: `Bearer ${token}` } })
+    // The first attempt's error, and (after the background retries began) a retry's.
+    for (const wait of [0, 1500]) {
+      await new Promise((r) => setTimeout(r, wait))
+      for (const [method, p] of [['GET', '/api/queue'], ['GET', '/api/queue-summary'], ['GET', '/api/stats'], ['GET', '/api/queue/0000000000000000'], ['GET', '/api/queue/0000000000000000/raw'], ['POST', '/api/queue/flush']] as const) {
+        const res = await api(method, p)
+        const text = await res.text()
+        expect([res.status, `${method} ${p}`]).toEqual([503, `${method} ${p}`])
+        expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+        const body = JSON.parse(text) as { error: string }
+        expect(body.error).toMatch(/^the queue is unavailable: .*PostgreSQL at postgres:\/\/relay:\*+@127\.0\.0\.1:\d+\/relay.*ECONNREFUSED/)
+        expect(text).not.toContain('s3cret')
+        expect(text).not.toContain('internal error')
+      }
+    }
+    for (const args of [['queue', 'list'], ['queue', 'show', '0000000000000000'], ['stats']]) {
+      const r = await runCliAsync([...args, '--config', relay.configFile])
+      expect(r.code, r.stderr).toBe(1)
+      expect(r.stderr).toMatch(/^relay: the queue is unavailable: .*ECONNREFUSED[^\n]*\n$/)
+      expect(r.stderr).not.toContain('s3cret')
+    }
+    expect(relay.exited()).toBe(false)
   }, 90_000)
 })

@@ -3,7 +3,8 @@
 // `relay queue summary --age` (qshape): through a running relay's admin API, and on a stopped data
 // directory.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { eventually, runCli, runCliAsync, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { spawnSync } from 'node:child_process'
+import { BIN, eventually, runCli, runCliAsync, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-bulk-token-0123456789abcdef'
@@ -17,6 +18,12 @@ const listJson = (...args: string[]) => {
   return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
 }
 const ids = (...args: string[]) => listJson(...args).map((m) => m.id)
+/** The CLI with its stdout on a pseudo-terminal (script(1)); what the terminal was sent, as latin1. */
+const onTerminal = (args: string[]) => {
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+  const r = spawnSync('script', ['-qec', [process.execPath, BIN, ...args].map(quote).join(' '), '/dev/null'], { encoding: 'latin1', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] })
+  return { code: r.status, stdout: r.stdout }
+}
 /**
  * Not in a delivery attempt right now (a release makes a message due at once; a bounce of one in
  * flight is refused as a conflict). Polled without blocking: the receivers run in this process.
@@ -116,6 +123,27 @@ describe('on a running relay (admin API)', () => {
     expect(j.rows[1]).toEqual({ domain: 'park.test', total: 2, counts: [2, 0, 0, 0, 0, 0, 0, 0, 0, 0] })
     // The plain summary is unchanged.
     expect(cli(['queue', 'summary']).stdout).toMatch(/^2 messages; recipients: 0 queued, 2 deferred, 0 held\n/)
+  }, 120_000)
+
+  it('cat on a terminal cannot be driven by the message: control characters print as ?; piped (| formail) or with --raw it is the message as queued', async () => {
+    const hostile = '\x1b]0;PWNED\x07\x1b[2J\u009b31m'
+    const id = await fixture.submit('cat-tty@park.test', 'alice@sender.test', `X-Hostile: ${hostile}\r\n`)
+    await eventually(() => listJson().find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, 'deferred')
+    try {
+      // Piped: the bytes as queued, escapes and all (what `| formail` needs).
+      expect(cli(['queue', 'cat', id]).stdout).toContain(`X-Hostile: ${hostile}\r\n`)
+      // On a terminal (a real pseudo-terminal, through script(1)): nothing that can drive it.
+      const tty = onTerminal(['queue', 'cat', id, '--config', relay.configFile])
+      expect(tty.code, tty.stdout).toBe(0)
+      expect(tty.stdout).toContain('Subject: parked for cat-tty@park.test')
+      expect(tty.stdout).toContain('X-Hostile: ?]0;PWNED??[2J')
+      expect(tty.stdout).not.toMatch(/[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]/)
+      for (const part of ['--header-only', '--body-only']) expect(onTerminal(['queue', 'cat', id, part, '--config', relay.configFile]).stdout).not.toContain('\x1b')
+      // --raw: the operator asked for the bytes.
+      expect(onTerminal(['queue', 'cat', id, '--raw', '--config', relay.configFile]).stdout).toContain('\x1b]0;PWNED\x07')
+    } finally {
+      expect(cli(['queue', 'delete', id]).code).toBe(0)
+    }
   }, 120_000)
 })
 

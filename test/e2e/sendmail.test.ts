@@ -136,6 +136,20 @@ describe('relay sendmail', () => {
     expect(maildrop()).toEqual([])
   })
 
+  it('a host name with no dot (os.hostname() on many machines) makes no sender or recipient like user@buildbox, which every next hop refuses: exit 78, saying to set hostname; full addresses still go', () => {
+    const file = path.join(path.dirname(relay.configFile), 'unqualified.config.json')
+    fs.writeFileSync(file, JSON.stringify({ hostname: 'buildbox', dataDir: relay.dataDir }))
+    const run = (args: string[]) => runCli(['sendmail', '--config', file, ...args], { input: 'Subject: x\n\nhi\n' })
+    for (const args of [['bob@dest.test'], ['-f', 'alice', 'bob@dest.test'], ['-f', 'alice@sender.test', 'bob']]) {
+      const r = run(args)
+      expect([r.code, JSON.stringify(args)]).toEqual([78, JSON.stringify(args)])
+      expect(r.stderr).toMatch(/^sendmail: hostname 'buildbox' is not a fully qualified domain name: .*@buildbox.* set hostname in the config .*; nothing written\n$/)
+    }
+    expect(maildrop()).toEqual([])
+    const full = run(['-f', 'alice@sender.test', 'unqualified-ok@dest.test'])
+    expect([full.code, full.stderr]).toEqual([0, ''])
+  })
+
   it('whatever else a local user leaves in the maildrop (a directory, a FIFO, a symlink) is set aside and holds up no message', async () => {
     const dir = path.join(relay.dataDir, 'maildrop')
     const secret = path.join(relay.dir, 'not-for-mail.txt')

@@ -449,6 +449,21 @@ export function describeQueueContract(name: string, setup: () => Promise<QueueUn
     describe('owed DSNs (one per message)', () => {
       const failed = { action: 'failed' as const, remote: true }
 
+      it('the sweep takes the oldest owed DSNs first: under a backlog larger than its batch none starves', async () => {
+        const now = Date.now()
+        // Newest first into the queue: an unordered scan would hand the sweep these first, every time.
+        const ms = [1, 2, 3, 4, 5].map((age) => message({ recipients: [`old${age}@${domain()}`], receivedAt: now - age * 60_000 }))
+        for (const m of ms) {
+          const [row] = await q.enqueue(m)
+          expect(jobsFor((await claimAt(now + 1)).jobs, m.id)).toHaveLength(1)
+          await q.complete(m.id, [{ rowId: row!, state: 'bounced', response: '550 5.1.1 no', category: 'bad-mailbox', dsn: { ...failed, status: '5.1.1' } }])
+        }
+        const mine = new Set(ms.map((m) => m.id))
+        const oldestFirst = [...ms].reverse().map((m) => m.id)
+        expect((await q.owedDsnMessages(Date.now(), 100)).filter((id) => mine.has(id))).toEqual(oldestFirst)
+        expect(await q.owedDsnMessages(Date.now(), 2)).toEqual(oldestFirst.slice(0, 2))
+      })
+
       it("a job's owed DSN waits while another job of the message is in flight; the last complete is told, and it is queued once", async () => {
         const now = Date.now()
         const [d1, d2, d3] = [domain(), domain(), domain()]

@@ -25,6 +25,15 @@ export function unreachable(err: unknown): boolean {
   return typeof e?.message === 'string' && /timeout|Connection terminated|connection.*(closed|ended)/i.test(e.message)
 }
 
+/**
+ * `err`, marked `kind: 'unavailable'` when the database could not be reached (the operator verbs'
+ * contract: an HTTP API answers 503, the CLI prints the message), as it is otherwise.
+ */
+export function markUnavailable(err: unknown): unknown {
+  if (unreachable(err) && typeof (err as { kind?: unknown }).kind !== 'string') Object.assign(err as object, { kind: 'unavailable' })
+  return err
+}
+
 export class PgOpening {
   /** The first attempt: resolves once open; rejects (also when it is retried) if that attempt failed. */
   readonly first: Promise<void>
@@ -108,7 +117,7 @@ export class PgOpening {
       this.o.log?.info({ recovered }, 'queue: PostgreSQL reachable; taking mail')
       if (recovered) this.o.log?.info({ recovered }, 'recovered queue after an unclean stop')
     } catch (err) {
-      this.lastError = new Error(`queue: PostgreSQL at ${this.o.where}: ${(err as Error).message}`, { cause: err })
+      this.lastError = Object.assign(new Error(`queue: PostgreSQL at ${this.o.where}: ${(err as Error).message}`, { cause: err }), { kind: 'unavailable' as const })
       const now = Date.now()
       if (now - warnedAt >= WARN_EVERY_MS) {
         this.o.log?.warn({ err: this.lastError }, 'queue: PostgreSQL still not reachable; mail is refused with 451 (retrying)')

@@ -23,10 +23,11 @@ export async function owedDsn(db: PgContext, queueId: string, now: number): Prom
   }
 }
 
+/** Oldest first: a backlog larger than `limit` is worked through, none of it left behind for good. */
 export async function owedDsnMessages(db: PgContext, now: number, limit: number): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     `SELECT m.id FROM ${db.s}.messages m WHERE m.id IN (SELECT DISTINCT message_id FROM ${db.s}.recipients WHERE dsn IS NOT NULL)
-       AND ${owed(db.s)} AND NOT ${waiting(db.s, '$1')} LIMIT $2`,
+       AND ${owed(db.s)} AND NOT ${waiting(db.s, '$1')} ORDER BY m.received_at, m.id LIMIT $2`,
     [now, limit],
   )
   return rows.map((r) => r.id)

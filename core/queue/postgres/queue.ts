@@ -19,7 +19,7 @@ import { insertMessages, newRow, type NewRow } from './insert.js'
 import { completeMany, type CompleteItem } from './complete.js'
 import { beatPool, withoutPassword, workPool } from './pool.js'
 import { beat } from './heartbeat.js'
-import { PgOpening } from './opening.js'
+import { PgOpening, markUnavailable } from './opening.js'
 import { HOUR, INLINE_MAX, PENDING, toMessage, type MessageRow, type PgContext } from './sql.js'
 import * as claims from './claim.js'
 import * as operator from './operator.js'
@@ -102,7 +102,7 @@ export class PgQueue implements Queue {
   private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new Error('queue is closed')
     await this.opening.whenOpen()
-    return typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)
+    return (typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)).catch((err: unknown) => Promise.reject(markUnavailable(err)))
   }
 
   /** Runs `fn` in one transaction on one connection. */
@@ -123,13 +123,13 @@ export class PgQueue implements Queue {
   private async session<T>(fn: (c: pg.PoolClient) => Promise<T>, draining = false): Promise<T> {
     if (this.closed && !draining) throw new Error('queue is closed')
     await this.opening.whenOpen()
-    const client = await this.pool.connect()
+    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(markUnavailable(err)))
     let broken: Error | undefined
     try {
       return await fn(client)
     } catch (err) {
       await client.query('ROLLBACK').catch((e: Error) => (broken = e))
-      throw err
+      throw markUnavailable(err)
     } finally {
       client.release(broken)
     }

@@ -18,8 +18,9 @@ export function owedDsn(q: Sqlite, queueId: string, now: number): OwedReport | u
   }
 }
 
+/** Oldest first: a backlog larger than `limit` is worked through, none of it left behind for good. */
 export function owedDsnMessages(q: Sqlite, now: number, limit: number): string[] {
-  const rows = q.stmt(`SELECT m.id FROM messages m WHERE m.id IN (SELECT DISTINCT message_id FROM recipients WHERE dsn IS NOT NULL) AND NOT ${WAITING} LIMIT ?`).all(now, limit) as { id: string }[]
+  const rows = q.stmt(`SELECT m.id FROM messages m WHERE m.id IN (SELECT DISTINCT message_id FROM recipients WHERE dsn IS NOT NULL) AND NOT ${WAITING} ORDER BY m.received_at, m.id LIMIT ?`).all(now, limit) as { id: string }[]
   return rows.map((r) => r.id)
 }
 

@@ -2,9 +2,16 @@
 // (pending recipients by destination domain and age, like Postfix's qshape).
 import type { CommandEnv, QueueEntry } from '../../../core/index.js'
 import { checkQueueIds, queueSummary, withBackend, type QueueVerbOptions } from './queue.js'
-import { VerbError, fail, json, out } from './output.js'
+import { VerbError, fail, json, out, printable } from './output.js'
 
-export async function queueCat(env: CommandEnv, id: string, opts: QueueVerbOptions & { headerOnly?: boolean; bodyOnly?: boolean }): Promise<void> {
+/**
+ * The message as queued is a stranger's bytes: on a terminal its ESC sequences would retitle the
+ * window, clear the screen, rewrite earlier lines. There it prints as text with control characters
+ * as `?` (line ends as newlines); to a pipe (`| formail`, `> file`), or with --raw, the bytes as is.
+ */
+const forTerminal = (part: Buffer): string => printable(part.toString('utf8').replace(/\r\n/g, '\n'))
+
+export async function queueCat(env: CommandEnv, id: string, opts: QueueVerbOptions & { headerOnly?: boolean; bodyOnly?: boolean; raw?: boolean }): Promise<void> {
   if (opts.headerOnly && opts.bodyOnly) return fail(new VerbError('bad-input', '--header-only and --body-only exclude each other'))
   try {
     checkQueueIds(id)
@@ -17,7 +24,8 @@ export async function queueCat(env: CommandEnv, id: string, opts: QueueVerbOptio
     const blank = raw.indexOf('\r\n\r\n')
     const split = blank < 0 ? raw.length : blank + 2
     const part = opts.headerOnly ? raw.subarray(0, split) : opts.bodyOnly ? raw.subarray(Math.min(raw.length, split + 2)) : raw
-    await new Promise<void>((resolve, reject) => process.stdout.write(part, (err) => (err ? reject(err) : resolve())))
+    const text = process.stdout.isTTY && !opts.raw ? forTerminal(part) : part
+    await new Promise<void>((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
   })
 }
 
