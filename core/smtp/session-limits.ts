@@ -34,6 +34,8 @@ export class SessionLimits {
   /** Connections not admitted yet (core/smtp/arrivals.ts) per client key, in this process; and each one's key by session id. */
   private readonly arriving = new Map<string, number>()
   private readonly arrivalKeys = new Map<string, string>()
+  /** In an SMTP worker (`shared`): connections on their way in, counted by the primary, by session id. */
+  private readonly sharedArrivals = new Map<string, Held & { key: string }>()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
   /**
@@ -68,8 +70,9 @@ export class SessionLimits {
   }
 
   /** A connection from `ip` was accepted: the refusal when its client already has `max` on their way in. */
-  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined {
+  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined | Promise<Reply | undefined> {
     const key = clientKey(ip, ipv6Prefix)
+    if (this.shared) return this.arriveShared(this.shared, id, ip, key, max, hostname)
     const arriving = this.arriving.get(key) ?? 0
     if (arriving >= max) {
       this.log.warn({ session: id, client: ip, key, arriving, limit: max }, 'too many connections from one client: refused')
@@ -79,8 +82,28 @@ export class SessionLimits {
     this.arrivalKeys.set(id, key)
   }
 
+  /** As arrive, counted by the primary for every worker (under its own key: `arriving <key>`). */
+  private async arriveShared(shared: SharedClientCounts, id: string, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
+    const counted = `arriving ${key}`
+    this.sharedArrivals.set(id, { key: counted, pending: true })
+    const ok = await shared.admit(counted, max).catch(() => true) // the primary is going away: not the client's fault
+    const held = this.sharedArrivals.get(id)!
+    held.pending = false
+    if (!ok || held.closed) this.sharedArrivals.delete(id)
+    if (ok && held.closed) shared.release(counted)
+    if (ok) return undefined
+    this.log.warn({ session: id, client: ip, key, limit: max }, 'too many connections from one client: refused')
+    return CORE_REPLIES.tooManyConnections(hostname, ip)
+  }
+
   /** The connection `id` is no longer on its way in: its session is counted (admit), or it closed. */
   settle(id: string): void {
+    const shared = this.sharedArrivals.get(id)
+    if (shared?.pending) shared.closed = true
+    else if (shared) {
+      this.sharedArrivals.delete(id)
+      this.shared?.release(shared.key)
+    }
     const key = this.arrivalKeys.get(id)
     if (key === undefined) return
     this.arrivalKeys.delete(id)

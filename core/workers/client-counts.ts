@@ -1,6 +1,7 @@
 // Open SMTP sessions per client for the whole relay under config `workers`: the primary counts
-// them (smtp.maxConnectionsPerClient), each worker asks at connect and tells at close. The keys
-// are the workers' clientKey()s (an IPv4 address, an IPv6 /smtp.clientIpv6Prefix network).
+// them (smtp.maxConnectionsPerClient), each worker asks at connect and tells at close; connections
+// still on their way in (TLS handshake, reverse lookup) count under `arriving <key>` the same way.
+// The keys are the workers' clientKey()s (an IPv4 address, an IPv6 /smtp.clientIpv6Prefix network).
 export class ClientCounts {
   private readonly total = new Map<string, number>()
   private readonly byWorker = new Map<number, Map<string, number>>()

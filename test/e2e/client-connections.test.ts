@@ -256,6 +256,8 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
   let ca: TestCa
   let tlsRelay: RelayProcess // implicit TLS; maxClients 30, 5 per client, firstCommandTimeout 2s
   let lookups: RelayProcess // reverse lookups against a DNS server that never answers; maxClients 30, 5 per client
+  let tlsWorkers: RelayProcess // as tlsRelay, with workers: 2
+  let lookupsWorkers: RelayProcess // as lookups, with workers: 2
   let silentDns: dgram.Socket
   const attackers: net.Socket[] = []
 
@@ -278,16 +280,18 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     silentDns = dgram.createSocket('udp4')
     await new Promise<void>((resolve) => silentDns.bind(0, '127.0.0.1', resolve))
     const limits = { maxClients: 30, maxConnectionsPerClient: 5 }
-    ;[tlsRelay, lookups] = await Promise.all([
-      startRelay({
-        config: {
-          listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
-          tls: { cert: cert.cert, key: cert.key },
-          smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
-          plugins: [[STATIC_AUTH, { users: {} }]],
-        },
-      }),
-      startRelay({ config: { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } } }),
+    const implicitTls = {
+      listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
+      tls: { cert: cert.cert, key: cert.key },
+      smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
+      plugins: [[STATIC_AUTH, { users: {} }]],
+    }
+    const silentLookups = { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } }
+    ;[tlsRelay, lookups, tlsWorkers, lookupsWorkers] = await Promise.all([
+      startRelay({ config: implicitTls }),
+      startRelay({ config: silentLookups }),
+      startRelay({ config: { ...implicitTls, workers: 2 } }),
+      startRelay({ config: { ...silentLookups, workers: 2 } }),
     ])
   })
 
@@ -297,11 +301,16 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
   })
 
   afterAll(async () => {
-    await Promise.all([tlsRelay, lookups].map((r) => r?.stop()))
+    await Promise.all([tlsRelay, lookups, tlsWorkers, lookupsWorkers].map((r) => r?.stop()))
     silentDns?.close()
   })
 
-  it('implicit TLS: 40 connections from one address that never start the handshake hold 5 slots, not all 30; another client gets its 220', async () => {
+  // With workers the primary counts them for every worker process: 5 in all, not 5 per worker.
+  it.each([
+    ['one process', () => tlsRelay],
+    ['workers: 2', () => tlsWorkers],
+  ])('implicit TLS: 40 connections from one address that never start the handshake hold 5 slots, not all 30; another client gets its 220 (%s)', async (_, relay) => {
+    const tlsRelay = relay()
     const port = tlsRelay.ports.submission!
     const state = flood(port, 40)
     // The relay has taken them in: those over a limit are closed at once.
@@ -323,7 +332,11 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     client.close()
   })
 
-  it('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220', async () => {
+  it.each([
+    ['one process', () => lookups],
+    ['workers: 2', () => lookupsWorkers],
+  ])('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220 (%s)', async (_, relay) => {
+    const lookups = relay()
     const state = flood(lookups.port, 40)
     await eventually(() => state.text.filter((t) => t.startsWith('421 ')).length >= 10, 5000, '421 replies to the connections over a limit')
     const { client, greeting } = await open(lookups.port, '127.0.0.1')
