@@ -20,8 +20,8 @@ interface ServerInternals {
 export interface ArrivalGuard {
   /** A connection from `ip` (session id `id`) arrives: its refusal, or undefined (counted until settled). */
   arrive(id: string, ip: string): Reply | undefined | Promise<Reply | undefined>
-  /** The connection went away before its session counted it (a count already settled is ignored). */
-  settle(id: string): void
+  /** Its session counted it, or (`gone`) the connection closed (a count already settled is ignored). */
+  settle(id: string, gone?: boolean): void
   implicitTls: boolean
   /** How long an implicit-TLS handshake may take (ms). */
   handshakeTimeout: number
@@ -68,7 +68,7 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
       // Settles the count whatever the answer (a refused connection has none to settle).
       socket.once('close', () => {
         clearTimeout(deadlines.get(options))
-        guard.settle(options.id)
+        guard.settle(options.id, true)
       })
       const answer = guard.arrive(options.id, options.remoteAddress ?? socket.remoteAddress ?? '')
       if (answer instanceof Promise) void answer.then((refused) => admit(socket, options, refused, callback))

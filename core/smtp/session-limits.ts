@@ -18,15 +18,26 @@ interface Held {
   closed?: boolean
 }
 
-/** Per-client counts kept for several processes (config `workers`: the primary holds them), by client key. */
+/** Counts kept for several processes (config `workers`: the primary holds them): per client key, per listener. */
 export interface SharedClientCounts {
-  /** Counts one for `key` unless it has `max` open; false: refused. */
-  admit(key: string, max: number): Promise<boolean>
-  release(key: string): void
+  /** Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing counted), or -1. */
+  admit(counts: [string, number][]): Promise<number>
+  release(...keys: string[]): void
 }
 
 /** See SessionLimits.clients(). */
 export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle'> & { trusted(ip: string): boolean }
+
+/** What SessionLimits.clients() reads of the config in force. */
+type ClientConfig = { hostname: string; smtp: { maxClients: number; maxConnectionsPerClient: number; clientIpv6Prefix: number } }
+
+/** A connection on its way in counted by the primary (`shared`): its keys there, until it is answered, settled, gone. */
+interface SharedArrival {
+  listener: string
+  arriving?: string
+  pending: boolean
+  gone?: boolean
+}
 
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
@@ -34,8 +45,8 @@ export class SessionLimits {
   /** Connections not admitted yet (core/smtp/arrivals.ts) per client key, in this process; and each one's key by session id. */
   private readonly arriving = new Map<string, number>()
   private readonly arrivalKeys = new Map<string, string>()
-  /** In an SMTP worker (`shared`): connections on their way in, counted by the primary, by session id. */
-  private readonly sharedArrivals = new Map<string, Held & { key: string }>()
+  /** In an SMTP worker (`shared`): connections counted by the primary from accept to close, by session id. */
+  private readonly sharedArrivals = new Map<string, SharedArrival>()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
   /**
@@ -53,26 +64,29 @@ export class SessionLimits {
   constructor(private readonly log: Logger) {}
 
   /**
-   * What a listener asks of its clients, with the limits of `limits(ip)` (the config now; undefined:
-   * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
-   * and whether a client is trusted (exempt from the limit of MAIL commands without a message, core/smtp/patches.ts 14).
+   * What listener `listener` asks of its clients, with `config()` in force and `trusted(ip)` (a
+   * client in smtp.trustedNetworks: no per-client limit): the count of arriving connections
+   * (core/smtp/arrivals.ts), and whether a client is trusted (exempt from the limit of MAIL commands
+   * without a message, core/smtp/patches.ts 14). In an SMTP worker the primary also counts the
+   * listener's connections against smtp.maxClients, for the whole relay.
    */
-  clients(limits: (ip: string) => { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number } } | undefined): ClientChecks {
+  clients(config: () => ClientConfig, trusted: (ip: string) => boolean, listener: string): ClientChecks {
     return {
       arrive: (id, address) => {
         const ip = unmapIp(address)
-        const c = limits(ip)
-        return c && this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, c.smtp.clientIpv6Prefix)
+        const c = config()
+        const max = trusted(ip) ? undefined : c.smtp.maxConnectionsPerClient
+        if (this.shared) return this.arriveShared(this.shared, id, ip, c, max, listener)
+        return max === undefined ? undefined : this.arrive(id, ip, max, c.hostname, c.smtp.clientIpv6Prefix)
       },
-      settle: (id) => this.settle(id),
-      trusted: (address) => limits(unmapIp(address)) === undefined,
+      settle: (id, gone) => this.settle(id, gone),
+      trusted: (address) => trusted(unmapIp(address)),
     }
   }
 
   /** A connection from `ip` was accepted: the refusal when its client already has `max` on their way in. */
-  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined | Promise<Reply | undefined> {
+  arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined {
     const key = clientKey(ip, ipv6Prefix)
-    if (this.shared) return this.arriveShared(this.shared, id, ip, key, max, hostname)
     const arriving = this.arriving.get(key) ?? 0
     if (arriving >= max) {
       this.log.warn({ session: id, client: ip, key, arriving, limit: max }, 'too many connections from one client: refused')
@@ -82,27 +96,42 @@ export class SessionLimits {
     this.arrivalKeys.set(id, key)
   }
 
-  /** As arrive, counted by the primary for every worker (under its own key: `arriving <key>`). */
-  private async arriveShared(shared: SharedClientCounts, id: string, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
-    const counted = `arriving ${key}`
-    this.sharedArrivals.set(id, { key: counted, pending: true })
-    const ok = await shared.admit(counted, max).catch(() => true) // the primary is going away: not the client's fault
-    const held = this.sharedArrivals.get(id)!
+  /**
+   * As arrive, counted by the primary for every worker: the connection against the listener's
+   * smtp.maxClients until it closes, and (`max`: not trusted) against its client's arrivals.
+   */
+  private async arriveShared(shared: SharedClientCounts, id: string, ip: string, c: ClientConfig, max: number | undefined, listener: string): Promise<Reply | undefined> {
+    const key = clientKey(ip, c.smtp.clientIpv6Prefix)
+    const held: SharedArrival = { listener: `clients ${listener}`, arriving: max === undefined ? undefined : `arriving ${key}`, pending: true }
+    this.sharedArrivals.set(id, held)
+    const counts: [string, number][] = [[held.listener, c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!] as [string, number]] : [])]
+    const full = await shared.admit(counts).catch(() => -1) // the primary is going away: not the client's fault
     held.pending = false
-    if (!ok || held.closed) this.sharedArrivals.delete(id)
-    if (ok && held.closed) shared.release(counted)
-    if (ok) return undefined
+    if (full < 0 && held.gone) shared.release(...counts.map(([k]) => k))
+    if (full >= 0 || held.gone) this.sharedArrivals.delete(id)
+    if (full < 0) return undefined
+    if (full === 0) {
+      this.log.warn({ session: id, client: ip, listener, limit: c.smtp.maxClients }, 'too many connected clients (smtp.maxClients): refused')
+      return CORE_REPLIES.tooManyClients(c.hostname)
+    }
     this.log.warn({ session: id, client: ip, key, limit: max }, 'too many connections from one client: refused')
-    return CORE_REPLIES.tooManyConnections(hostname, ip)
+    return CORE_REPLIES.tooManyConnections(c.hostname, ip)
   }
 
-  /** The connection `id` is no longer on its way in: its session is counted (admit), or it closed. */
-  settle(id: string): void {
+  /**
+   * The connection `id` is no longer on its way in: its session is counted (admit), or it closed
+   * (`gone`: then it no longer counts against smtp.maxClients either).
+   */
+  settle(id: string, gone = false): void {
     const shared = this.sharedArrivals.get(id)
-    if (shared?.pending) shared.closed = true
+    if (shared?.pending) shared.gone ||= gone
     else if (shared) {
-      this.sharedArrivals.delete(id)
-      this.shared?.release(shared.key)
+      if (shared.arriving) this.shared?.release(shared.arriving)
+      shared.arriving = undefined
+      if (gone) {
+        this.sharedArrivals.delete(id)
+        this.shared?.release(shared.listener)
+      }
     }
     const key = this.arrivalKeys.get(id)
     if (key === undefined) return
@@ -132,12 +161,8 @@ export class SessionLimits {
   private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
     const held: Held = { key, pending: true }
     this.held.set(session, held)
-    let ok: boolean
-    try {
-      ok = await shared.admit(key, max)
-    } catch {
-      ok = true // the primary is going away: this worker stops anyway; do not refuse for that
-    }
+    // The primary is going away: this worker stops anyway; do not refuse for that.
+    const ok = (await shared.admit([[key, max]]).catch(() => -1)) < 0
     held.pending = false
     if (!ok) {
       held.key = undefined

@@ -209,6 +209,59 @@ describe('smtp.maxConnectionsPerClient', () => {
   })
 })
 
+describe('smtp.maxClients', () => {
+  let three: RelayProcess // maxClients 3
+  let threeWorkers: RelayProcess // maxClients 3, workers: 2
+  let twoWorkers: RelayProcess // maxClients 2, workers: 2
+  const tooMany = /^421 4\.7\.0 \S+ Too many connected clients, try again in a moment$/
+
+  beforeAll(async () => {
+    const config = (maxClients: number, more: Record<string, unknown> = {}) => ({ config: { ...more, smtp: { reverseLookup: false, maxClients, trustedNetworks: ['127.0.0.70/32'] } } })
+    ;[three, threeWorkers, twoWorkers] = await Promise.all([startRelay(config(3)), startRelay(config(3, { workers: 2 })), startRelay(config(2, { workers: 2 }))])
+  })
+
+  afterAll(async () => {
+    await Promise.all([three, threeWorkers, twoWorkers].map((r) => r?.stop()))
+  })
+
+  // With workers the figure is the whole relay's (the primary counts), not 1/N per worker rounded up.
+  it.each([
+    ['one process', () => three],
+    ['workers: 2', () => threeWorkers],
+  ])('3 sessions open (one of them trusted): every further connection gets 421 4.7.0, whichever worker takes it; one closes: the next gets 220 (%s)', async (_, relay) => {
+    const port = relay().port
+    const held = [...(await hold(port, 1, '127.0.0.70')), ...(await hold(port, 1, '127.0.0.61')), ...(await hold(port, 1, '127.0.0.62'))]
+    for (let i = 0; i < 4; i++) {
+      const { client, greeting } = await open(port, '127.0.0.63')
+      expect(greeting, `attempt ${i + 1}`).toMatch(tooMany)
+      await client.closed
+    }
+    held[0]!.close()
+    await held[0]!.closed
+    let greeting = ''
+    for (let i = 0; i < 20 && !greeting.startsWith('220 '); i++) {
+      await sleep(100)
+      const c = await open(port, '127.0.0.63')
+      greeting = c.greeting
+      if (!greeting.startsWith('220 ')) await c.client.closed
+    }
+    expect(greeting).toMatch(/^220 /)
+    expect((await open(port, '127.0.0.64')).greeting).toMatch(tooMany)
+  })
+
+  it('workers: 2, maxClients 2: with one session open, a second client is served every time (not refused by a worker whose half is taken)', async () => {
+    const port = twoWorkers.port
+    await hold(port, 1, '127.0.0.61')
+    for (let i = 0; i < 6; i++) {
+      const { client, greeting } = await open(port, '127.0.0.62')
+      expect(greeting, `connection ${i + 1}`).toMatch(/^220 /)
+      client.send('QUIT\r\n')
+      await client.closed
+      await sleep(50) // the relay sees the close
+    }
+  })
+})
+
 describe('MAIL commands without a message (core/smtp/patches.ts 14)', () => {
   it('a client in smtp.trustedNetworks is not cut off after 120 of them; its untrusted neighbour is (maxErrors 20)', async () => {
     const loop = async (from: string) => {
