@@ -23,7 +23,8 @@ export const smtpSection = z
     /**
      * Header bytes beyond each message's first 64 KB that all sessions together may hold while
      * their header sections arrive (they are held in memory until parsed); a message that needs
-     * more than is left gets 452 4.3.1 and the session goes on.
+     * more than is left gets 452 4.3.1 and the session goes on. Per process: with config
+     * `workers` each SMTP worker has its own (docs/workers.md).
      */
     maxHeaderMemory: size.default(64 * 1024 * 1024),
     /** Most physical lines in the header section (continuation lines count); more: 552 5.3.4. */

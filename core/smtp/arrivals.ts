@@ -23,9 +23,9 @@ export type ArrivalRefusal = Reply & { rule: string }
 
 export interface ArrivalGuard {
   /** A connection from `ip` (session id `id`) arrives: its refusal, or undefined (counted until settled). */
-  arrive(id: string, ip: string): ArrivalRefusal | undefined
-  /** The connection went away before its session counted it (a count already settled is ignored). */
-  settle(id: string): void
+  arrive(id: string, ip: string): ArrivalRefusal | undefined | Promise<ArrivalRefusal | undefined>
+  /** Its session counted it, or (`gone`) the connection closed (a count already settled is ignored). */
+  settle(id: string, gone?: boolean): void
   /** Told of each refusal on arrival (its `refused` line). */
   refused?(id: string, ip: string, socket: Socket, reply: ArrivalRefusal): void
   /** An implicit-TLS connection from `ip` sent bytes but closed before its handshake was done. */
@@ -45,40 +45,47 @@ export function guardArrivals(server: SMTPServer, guard: ArrivalGuard): void {
   const deadlines = new WeakMap<SocketOptions, NodeJS.Timeout>()
   /** Connections whose session began (an implicit-TLS one: its handshake succeeded). */
   const connected = new WeakSet<SocketOptions>()
+  /** Refuses the connection, or lets it go on (with a deadline for an implicit-TLS handshake). */
+  const admit = (socket: Socket, options: SocketOptions, refused: ArrivalRefusal | undefined, callback: (err: Error | null, options?: SocketOptions) => void): void => {
+    // Gone while the count was asked for (under config `workers`): no session for it.
+    if (!refused && socket.destroyed) return callback(new Error('the client left'))
+    if (refused) {
+      guard.refused?.(options.id, options.remoteAddress ?? socket.remoteAddress ?? '', socket, refused)
+      socket.on('error', () => undefined)
+      if (guard.implicitTls || socket.destroyed || !socket.writable) socket.destroy()
+      else {
+        socket.end(`${refused.code} ${replyText(refused)}\r\n`)
+        setTimeout(() => socket.destroy(), 1000).unref()
+      }
+      // smtp-server then releases its guard and does not start a session.
+      return callback(new Error('too many connections from one client'))
+    }
+    if (guard.implicitTls) {
+      const deadline = setTimeout(() => {
+        // The TLS socket is torn down (not the TCP one under it): smtp-server reports the failure.
+        const tls = internals._pendingSockets.get(socket)
+        const timeout = Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })
+        if (tls && tls !== socket) tls.destroy(timeout)
+        else socket.destroy()
+      }, guard.handshakeTimeout)
+      deadline.unref()
+      deadlines.set(options, deadline)
+    }
+    callback(null, options)
+  }
   internals._handleProxy = (socket, callback) =>
     handleProxy(socket, (err, options) => {
       if (err || !options) return callback(err, options)
-      const client = options.remoteAddress ?? socket.remoteAddress ?? ''
-      const refused = guard.arrive(options.id, client)
-      if (refused) {
-        guard.refused?.(options.id, client, socket, refused)
-        socket.on('error', () => undefined)
-        if (guard.implicitTls || socket.destroyed || !socket.writable) socket.destroy()
-        else {
-          socket.end(`${refused.code} ${replyText(refused)}\r\n`)
-          setTimeout(() => socket.destroy(), 1000).unref()
-        }
-        // smtp-server then releases its guard and does not start a session.
-        return callback(new Error('too many connections from one client'))
-      }
+      // Settles the count whatever the answer (a refused connection has none to settle).
       socket.once('close', () => {
         clearTimeout(deadlines.get(options))
-        guard.settle(options.id)
+        guard.settle(options.id, true)
         // A handshake that failed or was broken off (a connection that sent nothing, a TCP health check, is none).
         if (guard.implicitTls && !connected.has(options) && socket.bytesRead > 0) guard.tlsFailed(options.remoteAddress ?? socket.remoteAddress ?? '')
       })
-      if (guard.implicitTls) {
-        const deadline = setTimeout(() => {
-          // The TLS socket is torn down (not the TCP one under it): smtp-server reports the failure.
-          const tls = internals._pendingSockets.get(socket)
-          const timeout = Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })
-          if (tls && tls !== socket) tls.destroy(timeout)
-          else socket.destroy()
-        }, guard.handshakeTimeout)
-        deadline.unref()
-        deadlines.set(options, deadline)
-      }
-      callback(null, options)
+      const answer = guard.arrive(options.id, options.remoteAddress ?? socket.remoteAddress ?? '')
+      if (answer instanceof Promise) void answer.then((refused) => admit(socket, options, refused, callback))
+      else admit(socket, options, answer, callback)
     })
   internals.connect = (socket, options) => {
     connected.add(options)

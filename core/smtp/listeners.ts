@@ -78,7 +78,7 @@ export class SmtpListeners {
       const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
       const server = createSmtpServer(this.config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
         hasAuth: this.hooks.has('auth'),
-        clients: this.limits.clients((ip) => (this.trustedNetwork(ip) ? undefined : this.config)),
+        clients: this.limits.clients(() => this.config, (ip) => this.trustedNetwork(ip), `listen[${i}]`),
         onConnect: (session, cb) => void this.onConnect(session, listener).then(() => cb(), cb),
         onSecure: (_socket, session, cb) => {
           this.offerCommands(session, listener, true)

@@ -19,18 +19,29 @@ interface Held {
   closed?: boolean
 }
 
-/** Per-client counts kept for several processes (config `workers`: the primary holds them), by client key. */
+/** Counts kept for several processes (config `workers`: the primary holds them): per client key, per listener. */
 export interface SharedClientCounts {
-  /** Counts one for `key` unless it has `max` open; false: refused. */
-  admit(key: string, max: number): Promise<boolean>
-  release(key: string): void
+  /** Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing counted), or -1. */
+  admit(counts: [string, number][]): Promise<number>
+  release(...keys: string[]): void
 }
 
 /** See SessionLimits.clients(). */
 export type ClientChecks = Pick<ArrivalGuard, 'arrive' | 'settle' | 'tlsFailed'> & { trusted(ip: string): boolean }
 
-/** The limits SessionLimits.clients() applies to a client. */
-type ClientLimits = { hostname: string; smtp: { maxConnectionsPerClient: number; clientIpv6Prefix: number; maxTlsHandshakeFailures: number; tlsHandshakeFailurePeriod: number } }
+/** What SessionLimits.clients() reads of the config in force. */
+type ClientConfig = {
+  hostname: string
+  smtp: { maxClients: number; maxConnectionsPerClient: number; clientIpv6Prefix: number; maxTlsHandshakeFailures: number; tlsHandshakeFailurePeriod: number }
+}
+
+/** A connection on its way in counted by the primary (`shared`): its keys there, until it is answered, settled, gone. */
+interface SharedArrival {
+  listener: string
+  arriving?: string
+  pending: boolean
+  gone?: boolean
+}
 
 export class SessionLimits {
   /** Open sessions per client key (clientKey: an IPv4 address, an IPv6 network). */
@@ -40,6 +51,8 @@ export class SessionLimits {
   private readonly arrivalKeys = new Map<string, string>()
   /** Failed implicit-TLS handshakes per client key (core/smtp/tls-failures.ts). */
   private readonly tlsFailures = new TlsFailures()
+  /** In an SMTP worker (`shared`): connections counted by the primary from accept to close, by session id. */
+  private readonly sharedArrivals = new Map<string, SharedArrival>()
   /** Every open session with a count or a time limit (released at close). */
   private readonly held = new Map<SMTPServerSession, Held>()
   /**
@@ -57,30 +70,38 @@ export class SessionLimits {
   constructor(private readonly log: Logger) {}
 
   /**
-   * What a listener asks of its clients, with the limits of `limits(ip)` (the config now; undefined:
-   * a client in smtp.trustedNetworks): the count of arriving connections (core/smtp/arrivals.ts),
-   * and whether a client is trusted (exempt from the limit of commands that move no mail, core/smtp/patches.ts 14).
+   * What listener `listener` asks of its clients, with `config()` in force and `trusted(ip)` (a
+   * client in smtp.trustedNetworks: no per-client limit): the count of arriving connections
+   * (core/smtp/arrivals.ts), refusals of a client with too many failed TLS handshakes, and whether a
+   * client is trusted (exempt from the limit of commands that move no mail, core/smtp/patches.ts 14).
+   * In an SMTP worker the primary also counts the listener's connections against smtp.maxClients,
+   * for the whole relay.
    */
-  clients(limits: (ip: string) => ClientLimits | undefined): ClientChecks {
+  clients(config: () => ClientConfig, trusted: (ip: string) => boolean, listener: string): ClientChecks {
     return {
       arrive: (id, address) => {
         const ip = unmapIp(address)
-        const c = limits(ip)
-        if (!c) return undefined
-        const { maxTlsHandshakeFailures: max, tlsHandshakeFailurePeriod: period, clientIpv6Prefix } = c.smtp
-        const key = clientKey(ip, clientIpv6Prefix)
-        const failures = this.tlsFailures.over(key, max, period)
-        if (failures === undefined) return this.arrive(id, ip, c.smtp.maxConnectionsPerClient, c.hostname, clientIpv6Prefix)
-        this.log.warn({ session: id, client: ip, key, failures, limit: max }, 'too many failed TLS handshakes from one client: refused')
-        return { ...CORE_REPLIES.tooManyTlsFailures(c.hostname, ip), rule: 'core:too-many-tls-failures' }
+        const c = config()
+        const max = trusted(ip) ? undefined : c.smtp.maxConnectionsPerClient
+        if (max !== undefined) {
+          const { maxTlsHandshakeFailures: limit, tlsHandshakeFailurePeriod: period, clientIpv6Prefix } = c.smtp
+          const key = clientKey(ip, clientIpv6Prefix)
+          const failures = this.tlsFailures.over(key, limit, period)
+          if (failures !== undefined) {
+            this.log.warn({ session: id, client: ip, key, failures, limit }, 'too many failed TLS handshakes from one client: refused')
+            return { ...CORE_REPLIES.tooManyTlsFailures(c.hostname, ip), rule: 'core:too-many-tls-failures' }
+          }
+        }
+        if (this.shared) return this.arriveShared(this.shared, id, ip, c, max, listener)
+        return max === undefined ? undefined : this.arrive(id, ip, max, c.hostname, c.smtp.clientIpv6Prefix)
       },
       tlsFailed: (address) => {
         const ip = unmapIp(address)
-        const c = limits(ip)
-        if (c && c.smtp.maxTlsHandshakeFailures > 0) this.tlsFailures.failed(clientKey(ip, c.smtp.clientIpv6Prefix), c.smtp.tlsHandshakeFailurePeriod)
+        const c = config()
+        if (!trusted(ip) && c.smtp.maxTlsHandshakeFailures > 0) this.tlsFailures.failed(clientKey(ip, c.smtp.clientIpv6Prefix), c.smtp.tlsHandshakeFailurePeriod)
       },
-      settle: (id) => this.settle(id),
-      trusted: (address) => limits(unmapIp(address)) === undefined,
+      settle: (id, gone) => this.settle(id, gone),
+      trusted: (address) => trusted(unmapIp(address)),
     }
   }
 
@@ -96,8 +117,43 @@ export class SessionLimits {
     this.arrivalKeys.set(id, key)
   }
 
-  /** The connection `id` is no longer on its way in: its session is counted (admit), or it closed. */
-  settle(id: string): void {
+  /**
+   * As arrive, counted by the primary for every worker: the connection against the listener's
+   * smtp.maxClients until it closes, and (`max`: not trusted) against its client's arrivals.
+   */
+  private async arriveShared(shared: SharedClientCounts, id: string, ip: string, c: ClientConfig, max: number | undefined, listener: string): Promise<ArrivalRefusal | undefined> {
+    const key = clientKey(ip, c.smtp.clientIpv6Prefix)
+    const held: SharedArrival = { listener: `clients ${listener}`, arriving: max === undefined ? undefined : `arriving ${key}`, pending: true }
+    this.sharedArrivals.set(id, held)
+    const counts: [string, number][] = [[held.listener, c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!] as [string, number]] : [])]
+    const full = await shared.admit(counts).catch(() => -1) // the primary is going away: not the client's fault
+    held.pending = false
+    if (full < 0 && held.gone) shared.release(...counts.map(([k]) => k))
+    if (full >= 0 || held.gone) this.sharedArrivals.delete(id)
+    if (full < 0) return undefined
+    if (full === 0) {
+      this.log.warn({ session: id, client: ip, listener, limit: c.smtp.maxClients }, 'too many connected clients (smtp.maxClients): refused')
+      return { ...CORE_REPLIES.tooManyClients(c.hostname), rule: 'core:max-clients' }
+    }
+    this.log.warn({ session: id, client: ip, key, limit: max }, 'too many connections from one client: refused')
+    return { ...CORE_REPLIES.tooManyConnections(c.hostname, ip), rule: 'core:max-connections-per-client' }
+  }
+
+  /**
+   * The connection `id` is no longer on its way in: its session is counted (admit), or it closed
+   * (`gone`: then it no longer counts against smtp.maxClients either).
+   */
+  settle(id: string, gone = false): void {
+    const shared = this.sharedArrivals.get(id)
+    if (shared?.pending) shared.gone ||= gone
+    else if (shared) {
+      if (shared.arriving) this.shared?.release(shared.arriving)
+      shared.arriving = undefined
+      if (gone) {
+        this.sharedArrivals.delete(id)
+        this.shared?.release(shared.listener)
+      }
+    }
     const key = this.arrivalKeys.get(id)
     if (key === undefined) return
     this.arrivalKeys.delete(id)
@@ -126,12 +182,8 @@ export class SessionLimits {
   private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
     const held: Held = { key, pending: true }
     this.held.set(session, held)
-    let ok: boolean
-    try {
-      ok = await shared.admit(key, max)
-    } catch {
-      ok = true // the primary is going away: this worker stops anyway; do not refuse for that
-    }
+    // The primary is going away: this worker stops anyway; do not refuse for that.
+    const ok = (await shared.admit([[key, max]]).catch(() => -1)) < 0
     held.pending = false
     if (!ok) {
       held.key = undefined

@@ -1,18 +1,23 @@
 // Open SMTP sessions per client for the whole relay under config `workers`: the primary counts
-// them (smtp.maxConnectionsPerClient), each worker asks at connect and tells at close. The keys
-// are the workers' clientKey()s (an IPv4 address, an IPv6 /smtp.clientIpv6Prefix network).
+// them (smtp.maxConnectionsPerClient), each worker asks at connect and tells at close; connections
+// still on their way in (TLS handshake, reverse lookup) count under `arriving <key>` the same way.
+// The keys are the workers' clientKey()s (an IPv4 address, an IPv6 /smtp.clientIpv6Prefix network);
+// `clients listen[i]` counts a listener's connections, accept to close, against smtp.maxClients.
 export class ClientCounts {
   private readonly total = new Map<string, number>()
   private readonly byWorker = new Map<number, Map<string, number>>()
 
-  admit(worker: number, ip: string, max: number): boolean {
-    const open = this.total.get(ip) ?? 0
-    if (open >= max) return false
-    this.total.set(ip, open + 1)
+  /** Counts one for each [key, max] unless one has `max` open: the index of that one (nothing counted), else -1. */
+  admit(worker: number, counts: [string, number][]): number {
+    const full = counts.findIndex(([key, max]) => (this.total.get(key) ?? 0) >= max)
+    if (full >= 0) return full
     const mine = this.byWorker.get(worker) ?? new Map<string, number>()
-    mine.set(ip, (mine.get(ip) ?? 0) + 1)
     this.byWorker.set(worker, mine)
-    return true
+    for (const [key] of counts) {
+      this.total.set(key, (this.total.get(key) ?? 0) + 1)
+      mine.set(key, (mine.get(key) ?? 0) + 1)
+    }
+    return -1
   }
 
   release(worker: number, ip: string): void {

@@ -54,7 +54,7 @@ export class SmtpWorkerPool {
   private restarts: number[] = []
   private reloadSeq = 0
   private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; done: () => void }>()
-  /** smtp.maxConnectionsPerClient for the whole relay. */
+  /** smtp.maxConnectionsPerClient and smtp.maxClients for the whole relay. */
   private readonly clients = new ClientCounts()
   private readonly held = new Map<number, Held>()
 
@@ -114,13 +114,12 @@ export class SmtpWorkerPool {
         )
       if (m.target === 'clients' && m.method === 'admit') {
         // At every connect: answered at once.
-        const [ip, max] = m.args as [string, number]
-        sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, ip, max) })
+        sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, m.args[0] as [string, number][]) })
         return
       }
       void reply(Promise.resolve().then(() => this.dispatch(worker.id, m.target, m.method, reviveBuffers(m.args))))
     } else if (m.relay === 'tell') {
-      if (m.target === 'clients' && m.method === 'release') this.clients.release(worker.id, m.args[0] as string)
+      if (m.target === 'clients' && m.method === 'release') for (const key of m.args as string[]) this.clients.release(worker.id, key)
       if (m.target === 'throttle' && m.method === 'release') {
         const slot = m.args[0] as Slot
         if (this.heldBy(worker.id).slots.delete(slot.token)) this.env.routes.release(slot)

@@ -11,17 +11,17 @@ export function workerCount(config: Pick<RelayConfig, 'workers'>): number {
 }
 
 /**
- * A worker's share of the relay's limits: connections are handed to the workers round-robin, so
- * each takes 1/N (rounded up) of `smtp.maxClients` and, for the new mail it delivers itself, of
- * `delivery.concurrency` (global and per domain). `smtp.maxConnectionsPerClient` and route caps are
- * counted by the primary for all workers (client-counts.ts, DeliveryScheduler.routeCounts).
+ * A worker's share of the relay's limits: each takes 1/N (rounded up) of `delivery.concurrency`
+ * (global and per domain) for the new mail it delivers itself. `smtp.maxClients`,
+ * `smtp.maxConnectionsPerClient` and route caps are counted by the primary for all workers
+ * (client-counts.ts, DeliveryScheduler.routeCounts): a worker whose half is taken still serves
+ * while the relay has room.
  */
 export function workerShare(config: RelayConfig, workers: number): RelayConfig {
   const share = (n: number) => Math.max(1, Math.ceil(n / workers))
   const { concurrency } = config.delivery
   return {
     ...config,
-    smtp: { ...config.smtp, maxClients: share(config.smtp.maxClients) },
     delivery: { ...config.delivery, concurrency: { ...concurrency, global: share(concurrency.global), perDomain: share(concurrency.perDomain) } },
   }
 }

@@ -129,7 +129,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
       },
     })
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
-    smtp.shareClientCounts({ admit: (ip, max) => calls.call<boolean>('clients', 'admit', [ip, max]), release: (ip) => calls.tell('clients', 'release', [ip]) })
+    smtp.shareClientCounts({ admit: (counts) => calls.call<number>('clients', 'admit', [counts]), release: (...keys) => calls.tell('clients', 'release', keys) })
     parts = { smtp, hooks, delivery }
     stop.parts = parts
     const listeners = await smtp.start()

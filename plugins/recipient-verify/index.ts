@@ -9,13 +9,14 @@
 // recipient passes on to the other plugins and the core's relay rules. Non-local domains pass.
 import { definePlugin, reject, tempfail, type SetupContext, type WatchedFile } from '../../core/index.js'
 import { ProbeCache } from './cache.js'
+import { probePlaces, type ProbePlaces } from './places.js'
 import { options, type CallAhead, type Options, type ProbeRoute } from './options.js'
 import { probe, type ProbeResult } from './probe.js'
 import { asciiDomain, parseRecipientFile, StaticList, type Lookup } from './static-list.js'
 
 interface State {
   list: StaticList
-  callAhead?: { opts: CallAhead & { heloName: string }; cache: ProbeCache<ProbeResult> }
+  callAhead?: { opts: CallAhead & { heloName: string }; cache: ProbeCache<ProbeResult>; places: ProbePlaces }
 }
 
 function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined {
@@ -33,7 +34,7 @@ function routeFor(routes: ProbeRoute[], domain: string): ProbeRoute | undefined 
  * This generation's state (`ctx.state`). The file (relative to the config file's directory) must be
  * readable at setup; after that a change is read again, a bad one keeping the last good list.
  */
-function setupState({ options, hostname, log, resolvePath, watchFile }: SetupContext<Options>): State {
+function setupState({ options, hostname, log, resolvePath, watchFile, processes }: SetupContext<Options>): State {
   const file = options.file === undefined ? undefined : resolvePath(options.file)
   let fromFile: WatchedFile<Lookup> | undefined
   try {
@@ -46,7 +47,7 @@ function setupState({ options, hostname, log, resolvePath, watchFile }: SetupCon
   if (!ca) return { list }
   // A relative unix socket is taken from the config file's directory too.
   const routes = ca.routes.map((r) => (r.kind === 'lmtp' && r.socket ? { ...r, socket: resolvePath(r.socket) } : r))
-  return { list, callAhead: { opts: { ...ca, routes, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize) } }
+  return { list, callAhead: { opts: { ...ca, routes, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize), places: probePlaces(processes, ca.maxConcurrent, ca.timeout) } }
 }
 
 const unknownUser = (address: string) => reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: User unknown` })
@@ -68,17 +69,21 @@ export default definePlugin({
       const route = state.callAhead && routeFor(state.callAhead.opts.routes, d)
       if (!route) return state.list.configured ? unknownUser(address) : undefined
 
-      const { opts, cache } = state.callAhead!
+      const { opts, cache, places } = state.callAhead!
       const key = address.toLowerCase()
-      if (!cache.known(key) && cache.running >= opts.maxConcurrent) {
-        log.warn({ to: address, running: cache.running }, 'recipient not verified: callAhead.maxConcurrent probes running; answering 450')
+      // A new probe needs a place (callAhead.maxConcurrent, for the whole relay: places.ts).
+      const place = cache.known(key) ? undefined : await places.take()
+      if (place === null) {
+        log.warn({ to: address, limit: opts.maxConcurrent }, 'recipient not verified: callAhead.maxConcurrent probes running; answering 450')
         return tempfail({ code: 450, status: '4.1.1', message: `<${address}>: Recipient address rejected: unverified address: too many verifications running; try again later` })
       }
-      const { value: r, cached } = await cache.lookup(
-        key,
-        () => probe(route, address, opts, resolver),
-        (v) => (v.outcome === 'accepted' ? opts.positiveTtl : v.outcome === 'refused' ? opts.negativeTtl : 0),
-      )
+      const { value: r, cached } = await cache
+        .lookup(
+          key,
+          () => probe(route, address, opts, resolver),
+          (v) => (v.outcome === 'accepted' ? opts.positiveTtl : v.outcome === 'refused' ? opts.negativeTtl : 0),
+        )
+        .finally(() => place && places.give(place))
       log.debug({ to: address, outcome: r.outcome, cached, host: r.host, reply: r.reply }, 'recipient verified')
       if (r.outcome === 'accepted') return undefined
       if (r.outcome === 'refused') {

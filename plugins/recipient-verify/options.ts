@@ -73,7 +73,7 @@ const callAhead = z
     /** Most addresses remembered; beyond that the oldest are forgotten. */
     cacheSize: z.number().int().positive().default(10_000),
     /**
-     * Most probes running at once, for all clients together: past it a new address gets
+     * Most probes running at once, for all clients together (under config `workers` too: places.ts): past it a new address gets
      * `450 4.1.1` at once, so a dead or slow next hop cannot be made to hold a connection per RCPT.
      */
     maxConcurrent: z.number().int().positive().default(20),

@@ -27,8 +27,8 @@ const storeRcpts: string[] = []
 const TRUSTED_CLIENT = '127.0.0.50' // in smtp.trustedNetworks; 127.0.0.1 is not
 
 /** RCPT alone (after EHLO and MAIL), then QUIT: how the relay answers a recipient. */
-async function rcptReply(address: string, from = 'someone@sender.test'): Promise<string> {
-  const { client } = await connectRaw(relay.port)
+async function rcptReply(address: string, from = 'someone@sender.test', port = relay.port): Promise<string> {
+  const { client } = await connectRaw(port)
   try {
     await client.command('EHLO client.test')
     expect(await client.command(`MAIL FROM:<${from}>`)).toMatch(/^250 /)
@@ -228,6 +228,57 @@ describe('recipient-verify: call-ahead', () => {
     expect(await rcptReply('nobody-twice@local.test')).toMatch(/^550 /)
     expect(storeRcpts.filter((a) => a === 'frank@local.test')).toHaveLength(1)
     expect(storeRcpts.filter((a) => a === 'nobody-twice@local.test')).toHaveLength(1)
+  })
+})
+
+describe('recipient-verify: call-ahead with workers: 2', () => {
+  let workers: RelayProcess
+
+  beforeAll(async () => {
+    const silentPort = (silentStore.address() as net.AddressInfo).port
+    workers = await startRelay({
+      config: {
+        workers: 2,
+        localDomains: ['silent.test', 'local.test'],
+        smtp: { reverseLookup: false },
+        plugins: [
+          [
+            'recipient-verify',
+            {
+              callAhead: {
+                routes: [
+                  { match: { domain: 'local.test' }, kind: 'smtp', host: `127.0.0.12:${store.port}` },
+                  { match: { domain: 'silent.test' }, kind: 'smtp', host: `127.0.0.16:${silentPort}` },
+                ],
+                maxConcurrent: 2,
+                connectTimeout: '1s',
+                commandTimeout: '2s',
+              },
+            },
+          ],
+        ],
+      },
+    })
+  })
+
+  afterAll(async () => {
+    await workers?.stop()
+  })
+
+  it('callAhead.maxConcurrent holds for the whole relay: with 2 probes hanging, the next new address gets 450 at once from either worker', async () => {
+    const before = silentConnections
+    // Sessions go to the workers in turn: the two probes run in different workers.
+    const slow = [rcptReply('whang1@silent.test', undefined, workers.port), rcptReply('whang2@silent.test', undefined, workers.port)]
+    await eventually(() => silentConnections >= before + 2 || undefined, 5000, 'two probes connected to the silent store')
+    for (const address of ['whang3@silent.test', 'whang4@silent.test']) {
+      const started = Date.now()
+      expect(await rcptReply(address, undefined, workers.port)).toBe(`450 4.1.1 <${address}>: Recipient address rejected: unverified address: too many verifications running; try again later`)
+      expect(Date.now() - started).toBeLessThan(1500)
+    }
+    for (const r of await Promise.all(slow)) expect(r).toMatch(/^450 4\.1\.1 .*verification failed/)
+    expect(silentConnections).toBe(before + 2)
+    // The places are free again: a known store answers.
+    expect(await rcptReply('wendy@local.test', undefined, workers.port)).toMatch(/^250 /)
   })
 })
 

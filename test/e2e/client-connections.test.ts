@@ -209,6 +209,59 @@ describe('smtp.maxConnectionsPerClient', () => {
   })
 })
 
+describe('smtp.maxClients', () => {
+  let three: RelayProcess // maxClients 3
+  let threeWorkers: RelayProcess // maxClients 3, workers: 2
+  let twoWorkers: RelayProcess // maxClients 2, workers: 2
+  const tooMany = /^421 4\.7\.0 \S+ Too many connected clients, try again in a moment$/
+
+  beforeAll(async () => {
+    const config = (maxClients: number, more: Record<string, unknown> = {}) => ({ config: { ...more, smtp: { reverseLookup: false, maxClients, trustedNetworks: ['127.0.0.70/32'] } } })
+    ;[three, threeWorkers, twoWorkers] = await Promise.all([startRelay(config(3)), startRelay(config(3, { workers: 2 })), startRelay(config(2, { workers: 2 }))])
+  })
+
+  afterAll(async () => {
+    await Promise.all([three, threeWorkers, twoWorkers].map((r) => r?.stop()))
+  })
+
+  // With workers the figure is the whole relay's (the primary counts), not 1/N per worker rounded up.
+  it.each([
+    ['one process', () => three],
+    ['workers: 2', () => threeWorkers],
+  ])('3 sessions open (one of them trusted): every further connection gets 421 4.7.0, whichever worker takes it; one closes: the next gets 220 (%s)', async (_, relay) => {
+    const port = relay().port
+    const held = [...(await hold(port, 1, '127.0.0.70')), ...(await hold(port, 1, '127.0.0.61')), ...(await hold(port, 1, '127.0.0.62'))]
+    for (let i = 0; i < 4; i++) {
+      const { client, greeting } = await open(port, '127.0.0.63')
+      expect(greeting, `attempt ${i + 1}`).toMatch(tooMany)
+      await client.closed
+    }
+    held[0]!.close()
+    await held[0]!.closed
+    let greeting = ''
+    for (let i = 0; i < 20 && !greeting.startsWith('220 '); i++) {
+      await sleep(100)
+      const c = await open(port, '127.0.0.63')
+      greeting = c.greeting
+      if (!greeting.startsWith('220 ')) await c.client.closed
+    }
+    expect(greeting).toMatch(/^220 /)
+    expect((await open(port, '127.0.0.64')).greeting).toMatch(tooMany)
+  })
+
+  it('workers: 2, maxClients 2: with one session open, a second client is served every time (not refused by a worker whose half is taken)', async () => {
+    const port = twoWorkers.port
+    await hold(port, 1, '127.0.0.61')
+    for (let i = 0; i < 6; i++) {
+      const { client, greeting } = await open(port, '127.0.0.62')
+      expect(greeting, `connection ${i + 1}`).toMatch(/^220 /)
+      client.send('QUIT\r\n')
+      await client.closed
+      await sleep(50) // the relay sees the close
+    }
+  })
+})
+
 describe('commands that move no mail (core/smtp/patches.ts 14)', () => {
   it('a client in smtp.trustedNetworks is not cut off after 120 of them (60 MAIL/RSET); its untrusted neighbour is (maxErrors 20)', async () => {
     const loop = async (from: string) => {
@@ -256,6 +309,8 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
   let ca: TestCa
   let tlsRelay: RelayProcess // implicit TLS; maxClients 30, 5 per client, firstCommandTimeout 2s
   let lookups: RelayProcess // reverse lookups against a DNS server that never answers; maxClients 30, 5 per client
+  let tlsWorkers: RelayProcess // as tlsRelay, with workers: 2
+  let lookupsWorkers: RelayProcess // as lookups, with workers: 2
   let silentDns: dgram.Socket
   const attackers: net.Socket[] = []
 
@@ -278,16 +333,18 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     silentDns = dgram.createSocket('udp4')
     await new Promise<void>((resolve) => silentDns.bind(0, '127.0.0.1', resolve))
     const limits = { maxClients: 30, maxConnectionsPerClient: 5 }
-    ;[tlsRelay, lookups] = await Promise.all([
-      startRelay({
-        config: {
-          listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
-          tls: { cert: cert.cert, key: cert.key },
-          smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
-          plugins: [[STATIC_AUTH, { users: {} }]],
-        },
-      }),
-      startRelay({ config: { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } } }),
+    const implicitTls = {
+      listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'implicit' }],
+      tls: { cert: cert.cert, key: cert.key },
+      smtp: { reverseLookup: false, firstCommandTimeout: '2s', ...limits },
+      plugins: [[STATIC_AUTH, { users: {} }]],
+    }
+    const silentLookups = { dns: { servers: [`127.0.0.1:${(silentDns.address() as net.AddressInfo).port}`], timeout: '5s' }, smtp: { reverseLookup: true, ...limits } }
+    ;[tlsRelay, lookups, tlsWorkers, lookupsWorkers] = await Promise.all([
+      startRelay({ config: implicitTls }),
+      startRelay({ config: silentLookups }),
+      startRelay({ config: { ...implicitTls, workers: 2 } }),
+      startRelay({ config: { ...silentLookups, workers: 2 } }),
     ])
   })
 
@@ -297,11 +354,16 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
   })
 
   afterAll(async () => {
-    await Promise.all([tlsRelay, lookups].map((r) => r?.stop()))
+    await Promise.all([tlsRelay, lookups, tlsWorkers, lookupsWorkers].map((r) => r?.stop()))
     silentDns?.close()
   })
 
-  it('implicit TLS: 40 connections from one address that never start the handshake hold 5 slots, not all 30; another client gets its 220', async () => {
+  // With workers the primary counts them for every worker process: 5 in all, not 5 per worker.
+  it.each([
+    ['one process', () => tlsRelay],
+    ['workers: 2', () => tlsWorkers],
+  ])('implicit TLS: 40 connections from one address that never start the handshake hold 5 slots, not all 30; another client gets its 220 (%s)', async (_, relay) => {
+    const tlsRelay = relay()
     const port = tlsRelay.ports.submission!
     const state = flood(port, 40)
     // The relay has taken them in: those over a limit are closed at once.
@@ -352,7 +414,11 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     other.client.close()
   })
 
-  it('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220', async () => {
+  it.each([
+    ['one process', () => lookups],
+    ['workers: 2', () => lookupsWorkers],
+  ])('reverse lookups that never answer: 40 connections from one address take 5 slots; the rest get 421 4.7.0 at once and another client gets its 220 (%s)', async (_, relay) => {
+    const lookups = relay()
     const state = flood(lookups.port, 40)
     await eventually(() => state.text.filter((t) => t.startsWith('421 ')).length >= 10, 5000, '421 replies to the connections over a limit')
     const { client, greeting } = await open(lookups.port, '127.0.0.1')

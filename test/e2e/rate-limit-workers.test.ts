@@ -21,7 +21,7 @@ interface Relay {
   port: number
 }
 let rate: Relay // perIp.connectionsPerMinute only
-let held: Relay // perIp.concurrent and authFailures (no per-minute limit: the tests open many sessions)
+let held: Relay // perIp.concurrent, authFailures and perUser.messagesPerHour (no per-minute limit: the tests open many sessions)
 const clients = new Set<RawSmtp>()
 
 async function start(rateLimit: Record<string, unknown>): Promise<Relay> {
@@ -31,9 +31,13 @@ async function start(rateLimit: Record<string, unknown>): Promise<Relay> {
       // AUTH in clear text on loopback keeps the test short (no TLS handshake per session).
       listen: [{ host: '127.0.0.1', port: 0, role: 'mx', tls: 'none', allowPlaintextAuth: true }],
       smtp: { reverseLookup: false, authFailureDelay: '1ms' },
+      // Mail taken stays in the queue: its next hop's lookup goes to a loopback port nobody answers.
+      dns: { servers: ['127.0.0.1:9'], timeout: '1s' },
       plugins: [
         ['rate-limit', rateLimit],
         [STATIC_AUTH, { users: { 'frank@lock.test': { password: PW } } }],
+        // Authenticated sessions may relay (the per-user budgets); nobody else may.
+        ['relay-acl', { trustedNetworks: [] }],
       ],
     },
   })
@@ -110,7 +114,7 @@ const auth = (c: RawSmtp, pass: string) => c.command(`AUTH PLAIN ${b64(`\0frank@
 beforeAll(async () => {
   ;[rate, held] = await Promise.all([
     start({ perIp: { connectionsPerMinute: PER_MINUTE, authFailures: false } }),
-    start({ perIp: { connectionsPerMinute: false, concurrent: 3, authFailures: { max: 3, window: '1m', lockout: '1m' } } }),
+    start({ perIp: { connectionsPerMinute: false, concurrent: 3, authFailures: { max: 3, window: '1m', lockout: '1m' } }, perUser: { messagesPerHour: 3, recipientsPerHour: 5 } }),
   ])
 }, 60_000)
 
@@ -166,6 +170,29 @@ describe('rate-limit (memory store) with workers: 2', () => {
     }
     expect(greeting).toMatch(/^220 /)
     expect(await connectOnce(held, '127.0.0.92')).toMatch(/^421 4\.7\.0 .*too many connections from 127\.0\.0\.92/)
+  })
+
+  it('perUser.messagesPerHour 3 and recipientsPerHour 5 hold for the whole relay: a user sending over both workers gets 451/450 4.7.1 past them', async () => {
+    const byPid = await sessionsOnWorkers(held, '127.0.0.96', (m) => m.size === 2)
+    const [a, b] = [...byPid.values()].map((l) => l[0]!)
+    for (const c of [a!, b!]) expect(await auth(c, PW)).toMatch(/^235 /)
+    /** One message to `rcpts` recipients: the reply that ended it (the final dot's, or a refusal). */
+    const send = async (c: RawSmtp, rcpts: number): Promise<string> => {
+      let reply = await c.command('MAIL FROM:<frank@lock.test>')
+      for (let i = 0; i < rcpts && reply.startsWith('250'); i++) reply = await c.command(`RCPT TO:<r${i}@elsewhere.test>`)
+      if (reply.startsWith('250')) reply = await c.command('DATA')
+      if (reply.startsWith('354')) reply = await c.command('Subject: budget\r\n\r\nHello.\r\n.')
+      if (!reply.startsWith('250')) await c.command('RSET')
+      return reply
+    }
+    // Each worker alone stays under both budgets; together they reach them.
+    expect(await send(a!, 1)).toMatch(/^250 /)
+    expect(await send(b!, 2)).toMatch(/^250 /)
+    // 3 recipients taken of 5: a message to 3 more is refused at its third RCPT, in either worker.
+    for (const c of [a!, b!]) expect(await send(c, 3)).toMatch(/^450 4\.7\.1 .*too many recipients from frank@lock\.test/)
+    expect(await send(a!, 1)).toMatch(/^250 /)
+    // 3 messages taken: the next is refused at MAIL, in either worker.
+    for (const c of [a!, b!]) expect(await send(c, 1)).toMatch(/^451 4\.7\.1 .*too many messages from frank@lock\.test/)
   })
 
   it('slots held by a worker that dies are given back (the primary checks when the address is full)', async () => {
