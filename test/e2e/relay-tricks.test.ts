@@ -66,6 +66,9 @@ const TRICKS: [rcpt: string, untrusted: RegExp, why: string][] = [
   ['<user@local.test@other.test>', SYNTAX, 'two @, local domain first'],
   ['<"user@other.test">', SYNTAX, 'a quoted address with no domain'],
   ['<user\\%other.test@local.test>', SYNTAX, 'a backslash outside quotes'],
+  // angle brackets inside quotes: valid RFC 5321, but no next hop could be given the address
+  ['<"user<other.test>"@local.test>', SYNTAX, 'angle brackets in a quoted local part'],
+  ['<"user>"@other.test>', SYNTAX, 'a closing angle bracket in a quoted local part'],
   // source routes: ignored (RFC 5321 appendix C), the mailbox after the colon is the recipient
   ['<@local.test:user@other.test>', DENIED, 'source route through the local domain'],
   ['<@LOCAL.TEST:user@OTHER.TEST>', DENIED, 'source route, upper case'],
@@ -239,6 +242,23 @@ describe('relay tricks', () => {
     expect(got!.raw.toString()).toContain('Subject: local only\r\n')
     await new Promise((r) => setTimeout(r, 300))
     expect(foreignMx.messages.length).toBe(before)
+    await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
+  })
+
+  it('an address no next hop could be given (< or > in a quoted local part) is refused at MAIL and RCPT, not queued to wait out its lifetime', async () => {
+    const before = localMx.messages.length
+    const client = await open(relay.port, UNTRUSTED)
+    // As a sender it would hold every recipient of the message; as a recipient, the others of its transaction.
+    expect(await client.command('MAIL FROM:<"x<y"@sender.test>')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await client.command('MAIL FROM:<"x>"@sender.test>')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<"x<y"@local.test>')).toMatch(SYNTAX)
+    expect(await client.command('RCPT TO:<"<x>"@local.test>')).toMatch(SYNTAX)
+    expect(await client.command('RCPT TO:<"x.y"@local.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<erin@local.test>')).toMatch(/^250 /)
+    expect(await data(client, message('brackets'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const all = await localMx.waitForMessages(before + 1, 10_000)
+    expect(all.at(-1)!.to).toEqual(['"x.y"@local.test', 'erin@local.test'])
     await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
   })
 
