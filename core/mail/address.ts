@@ -75,13 +75,20 @@ export function asciiDomainAddress(address: string): string {
 
 /**
  * One spelling per address, for lists that name users and what they may send as: the local part
- * lower-cased (those lists match it case-insensitively), the domain as `parseAddress` keeps it (lower
- * case, A-labels), so `a@bücher.example` and `A@XN--BCHER-KVA.example` are one key. Undefined when
- * `address` is not one `parseAddress` takes.
+ * lower-cased (those lists match it case-insensitively) and unquoted when the quotes change
+ * nothing, the domain as `parseAddress` keeps it (lower case, A-labels), so `a@bücher.example`,
+ * `"A"@XN--BCHER-KVA.example` are one key. Undefined when `address` is not one `parseAddress` takes.
  */
 export function addressKey(address: string): string | undefined {
   const parsed = parseAddress(address)
-  return parsed && `${parsed.local.toLowerCase()}@${parsed.domain}`
+  return parsed && `${unquotedLocal(parsed.local).toLowerCase()}@${parsed.domain}`
+}
+
+/** A quoted local part whose text is a dot-atom is that dot-atom (`"bob"`, `"b\\ob"`: bob; RFC 5321 §4.1.2). */
+function unquotedLocal(local: string): string {
+  if (!local.startsWith('"')) return local
+  const text = local.slice(1, -1).replace(/\\(.)/g, '$1')
+  return DOT_ATOM.test(text) ? text : local
 }
 
 /** A bare domain (or address literal) the way `parseAddress` keeps it, or undefined when it is not one. */
