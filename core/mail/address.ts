@@ -104,5 +104,7 @@ export function domainKey(domain: string): string | undefined {
  * `smtp.allowRoutingInLocalPart` (like Postfix's `allow_untrusted_routing = no`).
  */
 export function hasRoutingInLocalPart(local: string): boolean {
-  return /[%!@]/.test(local)
+  // Their full-width and small forms (`％`, `﹗`, `＠`) too: a store that maps widths (PRECIS,
+  // RFC 8265) or normalizes with NFKC reads them as the ASCII ones.
+  return /[%!@]/.test(hasNonAscii(local) ? local.normalize('NFKC') : local)
 }

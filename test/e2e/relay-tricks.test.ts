@@ -245,6 +245,18 @@ describe('relay tricks', () => {
     await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
   })
 
+  it('routing characters in their full-width and small forms (SMTPUTF8) are routing too: a store that maps widths (PRECIS, NFKC) reads them as % ! @', async () => {
+    const client = await open(relay.port, UNTRUSTED)
+    expect(await client.command('MAIL FROM:<alice@sender.test> SMTPUTF8')).toMatch(/^250 /)
+    for (const rcpt of ['user％other.test@local.test', 'user﹪other.test@local.test', 'other.test！user@local.test', 'other.test﹗user@local.test', '"user＠other.test"@local.test', 'user﹫other.test@local.test']) {
+      expect(await client.command(`RCPT TO:<${rcpt}>`), rcpt).toMatch(ROUTING)
+    }
+    // UTF-8 local parts without such characters are still taken
+    expect(await client.command('RCPT TO:<jürgen@local.test>')).toMatch(/^250 /)
+    expect(await client.command('RSET')).toMatch(/^250 /)
+    expect(relay.queueList()).toEqual([])
+  })
+
   it('an address no next hop could be given (< or > in a quoted local part) is refused at MAIL and RCPT, not queued to wait out its lifetime', async () => {
     const before = localMx.messages.length
     const client = await open(relay.port, UNTRUSTED)
