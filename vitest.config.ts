@@ -5,7 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts', 'examples/**/*.test.ts'],
     setupFiles: ['reflect-metadata'],
     testTimeout: 30_000,
-    hookTimeout: 30_000,
+    hookTimeout: 90_000,
     pool: 'forks',
     // Each file starts its own relays, DNS and receivers on free ports; two at a time fits 2 cores.
     maxWorkers: 2,

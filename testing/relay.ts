@@ -102,7 +102,7 @@ export interface StartOptions {
   dir?: string
   /** Extra environment for the child. */
   env?: Record<string, string>
-  /** How long the relay may take to start (default 20 s); then it is killed and the start rejects. */
+  /** How long the relay may take to start (default 60 s); then it is killed and the start rejects. */
   startTimeoutMs?: number
 }
 
@@ -175,7 +175,7 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
       return all.filter((l) => l.pid === all[0]?.pid)
     }
     try {
-      await waitForLog((l) => l.msg === 'relay started' && listeningLines().length >= listenCount, opts.startTimeoutMs ?? 20_000, started)
+      await waitForLog((l) => l.msg === 'relay started' && listeningLines().length >= listenCount, opts.startTimeoutMs ?? 60_000, started)
     } catch (err) {
       // Given up: the relay must not go on starting behind the test's back (its ports, files, CPU).
       if (exitCode === undefined) {

@@ -16,7 +16,10 @@ export interface ParsedAddress {
 
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\uffff-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\uffff-]+)*$/
-const QUOTED = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\uffff]|\\[\x20-\x7e])+"$/
+// `<` and `>` are qtext to RFC 5321, but the delivery client (nodemailer) refuses an envelope
+// address holding one, which would keep the whole message (a sender) or its transaction (a
+// recipient) from ever going out: refused here, at the door, instead.
+const QUOTED = /^"(?:[\x20\x21\x23-\x3b\x3d\x3f-\x5b\x5d-\x7e\x80-\uffff]|\\[\x20-\x3b\x3d\x3f-\x7e])+"$/
 const IPV4_LITERAL = /^\[(\d{1,3}(?:\.\d{1,3}){3})\]$/
 const IPV6_LITERAL = /^\[IPv6:([0-9a-f:.]+)\]$/i
 
@@ -26,7 +29,8 @@ const IPV6_LITERAL = /^\[IPv6:([0-9a-f:.]+)\]$/i
  * past it names exactly one mailbox in exactly one domain, so a domain check cannot be fooled.
  *
  * - local part: a dot-atom (no leading, trailing or double dots; UTF-8 allowed for SMTPUTF8) or a
- *   non-empty quoted string; at most 64 octets (RFC 5321 §4.5.3.1.1).
+ *   non-empty quoted string without `<` or `>` (no next hop could be given it); at most 64 octets
+ *   (RFC 5321 §4.5.3.1.1).
  * - domain: letter-digit-hyphen labels of 1-63 characters, at least two of them, at most 253
  *   characters, no trailing dot, the last label not all digits (a bare IP is not a domain); or an
  *   address literal, `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3), and nothing else in
@@ -71,13 +75,20 @@ export function asciiDomainAddress(address: string): string {
 
 /**
  * One spelling per address, for lists that name users and what they may send as: the local part
- * lower-cased (those lists match it case-insensitively), the domain as `parseAddress` keeps it (lower
- * case, A-labels), so `a@bücher.example` and `A@XN--BCHER-KVA.example` are one key. Undefined when
- * `address` is not one `parseAddress` takes.
+ * lower-cased (those lists match it case-insensitively) and unquoted when the quotes change
+ * nothing, the domain as `parseAddress` keeps it (lower case, A-labels), so `a@bücher.example`,
+ * `"A"@XN--BCHER-KVA.example` are one key. Undefined when `address` is not one `parseAddress` takes.
  */
 export function addressKey(address: string): string | undefined {
   const parsed = parseAddress(address)
-  return parsed && `${parsed.local.toLowerCase()}@${parsed.domain}`
+  return parsed && `${unquotedLocal(parsed.local).toLowerCase()}@${parsed.domain}`
+}
+
+/** A quoted local part whose text is a dot-atom is that dot-atom (`"bob"`, `"b\\ob"`: bob; RFC 5321 §4.1.2). */
+function unquotedLocal(local: string): string {
+  if (!local.startsWith('"')) return local
+  const text = local.slice(1, -1).replace(/\\(.)/g, '$1')
+  return DOT_ATOM.test(text) ? text : local
 }
 
 /** A bare domain (or address literal) the way `parseAddress` keeps it, or undefined when it is not one. */
@@ -93,5 +104,7 @@ export function domainKey(domain: string): string | undefined {
  * `smtp.allowRoutingInLocalPart` (like Postfix's `allow_untrusted_routing = no`).
  */
 export function hasRoutingInLocalPart(local: string): boolean {
-  return /[%!@]/.test(local)
+  // Their full-width and small forms (`％`, `﹗`, `＠`) too: a store that maps widths (PRECIS,
+  // RFC 8265) or normalizes with NFKC reads them as the ASCII ones.
+  return /[%!@]/.test(hasNonAscii(local) ? local.normalize('NFKC') : local)
 }

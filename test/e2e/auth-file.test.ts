@@ -260,7 +260,13 @@ describe('AUTH against the users file', () => {
     try {
       expect(await authLogin(b, 'bob@example.test', PW.bob)).toMatch(/^235 /)
       expect(await b.command('MAIL FROM:<alice@example.test>')).toMatch(/^553 5\.7\.1 /)
-      expect(await b.command('MAIL FROM:<bob@example.test>')).toMatch(/^250 /)
+      expect(await b.command('MAIL FROM:<"alice"@example.test>')).toMatch(/^553 5\.7\.1 /)
+      expect(await b.command('MAIL FROM:<bob+tag@example.test>')).toMatch(/^553 5\.7\.1 /)
+      // The quoted spelling of its own address is the same mailbox (RFC 5321 §4.1.2), as in Postfix.
+      for (const own of ['"bob"@example.test', '"B\\ob"@Example.Test', 'bob@example.test']) {
+        expect(await b.command(`MAIL FROM:<${own}>`), own).toMatch(/^250 /)
+        expect(await b.command('RSET')).toMatch(/^250 /)
+      }
     } finally {
       b.close()
     }

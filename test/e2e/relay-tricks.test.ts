@@ -66,6 +66,9 @@ const TRICKS: [rcpt: string, untrusted: RegExp, why: string][] = [
   ['<user@local.test@other.test>', SYNTAX, 'two @, local domain first'],
   ['<"user@other.test">', SYNTAX, 'a quoted address with no domain'],
   ['<user\\%other.test@local.test>', SYNTAX, 'a backslash outside quotes'],
+  // angle brackets inside quotes: valid RFC 5321, but no next hop could be given the address
+  ['<"user<other.test>"@local.test>', SYNTAX, 'angle brackets in a quoted local part'],
+  ['<"user>"@other.test>', SYNTAX, 'a closing angle bracket in a quoted local part'],
   // source routes: ignored (RFC 5321 appendix C), the mailbox after the colon is the recipient
   ['<@local.test:user@other.test>', DENIED, 'source route through the local domain'],
   ['<@LOCAL.TEST:user@OTHER.TEST>', DENIED, 'source route, upper case'],
@@ -270,6 +273,35 @@ describe('relay tricks', () => {
     const all = await foreignMx.waitForMessages(before + 1, 10_000)
     expect(all.at(-1)!.to).toEqual(['ops@other.test'])
     await eventually(() => routingRelay.queueList().length === 0, 5000, 'the queue to empty')
+  })
+
+  it('routing characters in their full-width and small forms (SMTPUTF8) are routing too: a store that maps widths (PRECIS, NFKC) reads them as % ! @', async () => {
+    const client = await open(relay.port, UNTRUSTED)
+    expect(await client.command('MAIL FROM:<alice@sender.test> SMTPUTF8')).toMatch(/^250 /)
+    for (const rcpt of ['user％other.test@local.test', 'user﹪other.test@local.test', 'other.test！user@local.test', 'other.test﹗user@local.test', '"user＠other.test"@local.test', 'user﹫other.test@local.test']) {
+      expect(await client.command(`RCPT TO:<${rcpt}>`), rcpt).toMatch(ROUTING)
+    }
+    // UTF-8 local parts without such characters are still taken
+    expect(await client.command('RCPT TO:<jürgen@local.test>')).toMatch(/^250 /)
+    expect(await client.command('RSET')).toMatch(/^250 /)
+    expect(relay.queueList()).toEqual([])
+  })
+
+  it('an address no next hop could be given (< or > in a quoted local part) is refused at MAIL and RCPT, not queued to wait out its lifetime', async () => {
+    const before = localMx.messages.length
+    const client = await open(relay.port, UNTRUSTED)
+    // As a sender it would hold every recipient of the message; as a recipient, the others of its transaction.
+    expect(await client.command('MAIL FROM:<"x<y"@sender.test>')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await client.command('MAIL FROM:<"x>"@sender.test>')).toMatch(/^5\d\d 5\.1\.7 /)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<"x<y"@local.test>')).toMatch(SYNTAX)
+    expect(await client.command('RCPT TO:<"<x>"@local.test>')).toMatch(SYNTAX)
+    expect(await client.command('RCPT TO:<"x.y"@local.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<erin@local.test>')).toMatch(/^250 /)
+    expect(await data(client, message('brackets'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+    const all = await localMx.waitForMessages(before + 1, 10_000)
+    expect(all.at(-1)!.to).toEqual(['"x.y"@local.test', 'erin@local.test'])
+    await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
   })
 
   it('with smtp.allowRoutingInLocalPart, routing addresses reach the local domain as they are, never the foreign one', async () => {

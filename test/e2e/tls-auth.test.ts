@@ -331,6 +331,14 @@ describe('AUTH cannot change who sends', () => {
       'From: Alice <alice@corp.test> ceo@bank.test',
       'From: =?utf-8?q?ceo=40bank.test?= <alice@corp.test>',
       'From: alice@corp.test\r\nSender: Ops <ops@bank.test>:',
+      // Adjacent encoded words are one text to a reader (RFC 2047 §6.2: the space between them goes),
+      // folded or not, in one charset or two.
+      'From: =?utf-8?q?ceo?= =?utf-8?q?=40bank.test?= <alice@corp.test>',
+      'From: =?utf-8?q?ceo=40?=\r\n =?utf-8?b?YmFuay50ZXN0?= <alice@corp.test>',
+      'From: =?iso-8859-1?q?ceo?=  =?utf-8?q?=40bank?= =?us-ascii?q?.test?= <alice@corp.test>',
+      'From: alice@corp.test\r\nSender: =?utf-8?q?ops?=\t=?utf-8?q?=40bank.test?=',
+      // UTF-7, which TextDecoder does not know and Outlook decodes.
+      'From: =?utf-7?q?ceo+AEA-bank.test?= <alice@corp.test>',
     ]) {
       expect((await send(header)).lastReply, header).toMatch(/^553 5\.7\.1 Header sender <(ceo|ops)@bank\.test> not owned by user alice@corp\.test/)
     }
