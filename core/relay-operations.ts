@@ -42,7 +42,7 @@ const GAUGE_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'config'> & Partial<Pick<OperationsEnv, 'wake' | 'hooks'>>): QueueOperations {
   const { queue } = env
   // An operator's bounce sends the message's one DSN as delivery does (not limited per sender).
-  const dsns = new DeliveryDsns(env.config, queue, env.log)
+  const dsns = new DeliveryDsns(env.config, queue, env.log, undefined, () => env.hooks?.())
   const sendOwedDsn = (id: string) => dsns.flush(id, undefined, true)
   const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.(), sendOwedDsn })
   return {
