@@ -47,7 +47,7 @@ export class DeliveryDsns {
     /** A DSN was queued: delivery has work. */
     private readonly onQueued: () => void = () => undefined,
     /** The plugins, whose `generated` hook sees each DSN before it is queued (a signature). */
-    private readonly hooks: () => Pick<HookBus, 'has' | 'run'> | undefined = () => undefined,
+    private readonly hooks: () => Pick<HookBus, 'has' | 'run'> | undefined | Promise<Pick<HookBus, 'has' | 'run'> | undefined> = () => undefined,
   ) {}
 
   /**
@@ -135,7 +135,7 @@ export class DeliveryDsns {
 
   private env(): DsnEnv {
     const config = this.config()
-    return { reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId, log: this.log, generated: (dsn) => runGenerated(this.hooks(), dsn, this.log) }
+    return { reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId, log: this.log, generated: async (dsn) => runGenerated(await this.hooks(), dsn, this.log) }
   }
 
   /** Untrusted mail's sender may be forged: one DSN per sender per interval. */

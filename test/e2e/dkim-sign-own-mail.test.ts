@@ -11,7 +11,7 @@ import { dkimVerify } from 'mailauth/lib/dkim/verify.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
-import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { ROOT, eventually, runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const FIXTURE = path.join(ROOT, 'test/fixtures/generated-hooks.plugin.ts')
 
@@ -59,8 +59,12 @@ async function send(to: string, subject: string, rcptArgs = ''): Promise<string>
 }
 
 /** The DSN the receiver got for the message with this Subject (its headers are quoted in it). */
-const dsnFor = (subject: string) =>
-  eventually(() => rx.messages.find((m) => m.from === '' && m.to.includes('someone@dsn.test') && m.raw.toString('latin1').includes(`\r\nSubject: ${subject}\r\n`)), 20_000, `the DSN for '${subject}'`)
+const dsnFor = (subject: string, own = /^Subject: /m, waitMs = 20_000) =>
+  eventually(
+    () => rx.messages.find((m) => m.from === '' && m.to.includes('someone@dsn.test') && own.test(headerOf(m)) && m.raw.toString('latin1').includes(`\r\nSubject: ${subject}\r\n`)),
+    waitMs,
+    `the DSN for '${subject}'`,
+  )
 
 beforeAll(async () => {
   const keyDir = tempDir('relay-dkim-own-')
@@ -69,13 +73,13 @@ beforeAll(async () => {
   const file = /^private key: (.+)$/m.exec(k.stdout)![1]!
   const value = /^ {2}value: (v=DKIM1; .+)$/m.exec(k.stdout)![1]!
 
-  // refuses…@dest.test is refused for good (each address once: it is suppressed then); slow@dest.test for now (a delay warning after 1 s).
+  // refuses…@dest.test is refused for good (each address once: it is suppressed then); slow…@dest.test for now (a delay warning after 1 s).
   rx = await startReceiver({
     host: '127.0.0.2',
     behaviour: {
       reply: {
         rcpt: ({ address }) =>
-          address?.startsWith('refuses') ? { code: 550, message: `5.1.1 <${address}>: User unknown` } : address === 'slow@dest.test' ? { code: 451, message: '4.3.0 Try again later' } : undefined,
+          address?.startsWith('refuses') ? { code: 550, message: `5.1.1 <${address}>: User unknown` } : address?.startsWith('slow') ? { code: 451, message: '4.3.0 Try again later' } : undefined,
       },
     },
   })
@@ -123,6 +127,17 @@ describe("the relay's own messages are DKIM-signed (the generated hook)", () => 
       expect((await verify(dsn.raw)).map((v) => v.status.result)).toEqual(['pass'])
     }
   })
+
+  it('an operator\'s bounce with `relay queue bounce` (the CLI queues the DSN) is signed too', async () => {
+    const subject = 'bounced by the operator, DSN signed'
+    const id = await send('slow-op@dest.test', subject)
+    const b = await runCliAsync(['queue', 'bounce', id, '--config', relay.configFile])
+    expect(b.stdout, b.stderr).toMatch(/DSN to the sender queued as \w+/)
+    // The running relay finds what the CLI queued at its next queue scan (30 s at the latest).
+    const dsn = await dsnFor(subject, /^Subject: Undelivered Mail Returned to Sender$/m, 45_000)
+    expect(signatures(dsn.raw)).toEqual([{ d: 'relay.test', s: 'own' }])
+    expect((await verify(dsn.raw)).map((v) => v.status.result)).toEqual(['pass'])
+  }, 60_000)
 
   it('a generated hook that throws or rejects: the DSN is still delivered, unsigned, with a log line', async () => {
     await send('refuses-throws@dest.test', 'generated-throws')
