@@ -39,10 +39,11 @@ const GAUGE_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
  * The queue verbs on a queue: for a running relay (with `wake` and the bus), and for CLI verbs on a
  * stopped data directory or a shared PostgreSQL queue (without them).
  */
-export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'config'> & Partial<Pick<OperationsEnv, 'wake' | 'hooks'>>): QueueOperations {
+export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'config'> & Partial<Pick<OperationsEnv, 'wake' | 'hooks'>> & { generated?: () => Promise<HookBus | undefined> }): QueueOperations {
   const { queue } = env
-  // An operator's bounce sends the message's one DSN as delivery does (not limited per sender).
-  const dsns = new DeliveryDsns(env.config, queue, env.log)
+  // An operator's bounce sends the message's one DSN as delivery does (not limited per sender),
+  // through the plugins' generated hook (a CLI verb's own set of plugins: `generated`).
+  const dsns = new DeliveryDsns(env.config, queue, env.log, undefined, env.generated ?? (() => env.hooks?.()))
   const sendOwedDsn = (id: string) => dsns.flush(id, undefined, true)
   const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.(), sendOwedDsn })
   return {

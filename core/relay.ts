@@ -158,7 +158,7 @@ export class Relay {
       this.listeners = await this.pool.start()
     } else this.listeners = await smtp.start()
     const listeners = smtp
-    this.pickup = new MaildropPickup({ config: () => this.config, log, intake, inject: (m, origin) => listeners.inject(m, origin) })
+    this.pickup = new MaildropPickup({ config: () => this.config, log, intake, inject: (m, origin) => listeners.inject(m, origin), hooks })
     this.pickup.start()
     // Delivery never connects to these (mail loops): the real ports, also for a configured port 0.
     recordOwnListeners(config, this.listeners)

@@ -17,6 +17,8 @@ import { Spool } from '../queue/spool.js'
 import { queueOperations } from '../relay-operations.js'
 import { livePid, noRelayRuns } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
+import { HookBus } from '../hooks/bus.js'
+import type { RelayConfig } from '../config/schema.js'
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
 // tsc does not copy the manifests to dist/plugins/: from dist/core/cli/ they are read in the source
@@ -174,10 +176,28 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
   // No relay runs on this SQLite queue: what is still leased was in flight when it died, and is
   // nobody's now (its start would free it first): not "being delivered", to show, bounce or flush.
   if (config.queue.driver === 'sqlite' && running === undefined && noRelayRuns(config.dataDir)) await queue.recover(Date.now()).catch(() => 0)
+  // A DSN a verb queues (`relay queue bounce`) passes the plugins' generated hook as the relay's
+  // own do (dkim-sign signs it): the plugins are set up ('check' mode) only for that.
+  let plugins: Promise<HookBus | undefined> | undefined
+  const generated = () => (plugins ??= hooksForDsn(config))
   return {
-    queue: queueOperations({ queue, log, config: () => config }),
+    queue: queueOperations({ queue, log, config: () => config, generated }),
     config: { dataDir: config.dataDir, configFile: config.configFile },
     running,
-    close: () => queue.close(),
+    close: async () => {
+      await queue.close()
+      await (await plugins)?.close()
+    },
+  }
+}
+
+/** The config's plugins on a bus, for the generated hook; undefined (said on stderr) when they cannot be set up. */
+async function hooksForDsn(config: RelayConfig): Promise<HookBus | undefined> {
+  const logger = pino({ level: 'silent' })
+  try {
+    return new HookBus(await loadPlugins({ config, logger, resolver: createResolver(config), mode: 'check' }), config.hookTimeout, logger)
+  } catch (err) {
+    process.stderr.write(`relay: the plugins could not be set up (${(err as Error).message}); the DSN is queued without their generated hook (unsigned)\n`)
+    return undefined
   }
 }

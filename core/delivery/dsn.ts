@@ -24,6 +24,8 @@ import type { RelayConfig } from '../config/schema.js'
 import { delayDsn, failureDsn, wantsDsn, type DsnEnv, type DsnGate } from '../mail/bounce.js'
 import { newQueueId } from '../queue/id.js'
 import type { DelayCandidate, Job, MessageMeta, NewMessage, OwedDsn, OwedReport, Queue, QueuedMessage } from '../queue/types.js'
+import type { HookBus } from '../hooks/bus.js'
+import { runGenerated } from '../hooks/generated.js'
 import type { AttemptResult } from './attempt.js'
 import { fromUntrustedClient, UntrustedDsnLimiter } from './dsn-policy.js'
 
@@ -44,6 +46,8 @@ export class DeliveryDsns {
     private readonly log: Logger,
     /** A DSN was queued: delivery has work. */
     private readonly onQueued: () => void = () => undefined,
+    /** The plugins, whose `generated` hook sees each DSN before it is queued (a signature). */
+    private readonly hooks: () => Pick<HookBus, 'has' | 'run'> | undefined | Promise<Pick<HookBus, 'has' | 'run'> | undefined> = () => undefined,
   ) {}
 
   /**
@@ -131,7 +135,7 @@ export class DeliveryDsns {
 
   private env(): DsnEnv {
     const config = this.config()
-    return { reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId, log: this.log }
+    return { reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId, log: this.log, generated: async (dsn) => runGenerated(await this.hooks(), dsn, this.log) }
   }
 
   /** Untrusted mail's sender may be forged: one DSN per sender per interval. */

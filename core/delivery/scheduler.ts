@@ -73,7 +73,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.pool = new ConnectionPool(reuse.maxMessages, reuse.idleTimeout)
     this.throttle = new Throttle(throttle, concurrency.perDomain, lease, log)
     this.env = deliveryEnv(config, resolver)
-    this.dsns = new DeliveryDsns(() => this.config, queue, log, () => this.notify())
+    this.dsns = new DeliveryDsns(() => this.config, queue, log, () => this.notify(), () => hooks)
     this.delays = new DelayWarnings(() => this.config, queue, this.dsns, log, () => this.notify())
     this.leases = new InFlightLeases(queue, lease, log)
     this.held = new HeldJobs(this.throttle, {

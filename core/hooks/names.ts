@@ -2,7 +2,7 @@
 // a key that is in neither stops the start (RELAY_ERR_UNKNOWN_HOOK) instead of never being called.
 
 /** Hooks that decide (a verdict), in the order a message meets them. */
-export const HOOK_NAMES = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'deliver'] as const
+export const HOOK_NAMES = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'generated', 'deliver'] as const
 
 /** Events that only tell (no verdict), also in a plugin's `hooks` object. */
 export const EVENT_NAMES = [

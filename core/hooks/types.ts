@@ -203,6 +203,8 @@ export interface HookContexts {
     convertTo7bit: () => Promise<boolean>
     notes: Notes
   }
+  /** A message the relay wrote itself (a DSN for `dsnFor`), before it is queued; never refused (core/hooks/generated.ts). */
+  generated: { kind: 'dsn'; envelope: Envelope; headers: MessageHeaders; size: number; queueId: string; dsnFor?: string; readMessage: () => Readable; convertTo7bit: () => Promise<boolean> }
   deliver: { message: QueuedMessageInfo; domain: string; recipients: string[]; attempt: number }
 }
 // The lists in names.ts and the context types must name the same hooks and events.

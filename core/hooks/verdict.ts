@@ -30,7 +30,7 @@ export interface Reply {
 type StageReplies = Record<'accept' | 'reject' | 'tempfail', Reply>
 
 /** The reply each verdict becomes at each stage, when the plugin gives no code or text of its own. */
-export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver'>, StageReplies> = {
+export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver' | 'generated'>, StageReplies> = {
   connect: {
     accept: { code: 220, status: '', message: '' },
     reject: { code: 554, status: '5.7.1', message: 'Service refused' },

@@ -244,6 +244,8 @@ export interface DsnEnv {
   newId: (now?: number) => string
   /** Told when a RET=FULL body cannot be read (the DSN then returns the headers). */
   log?: Pick<Logger, 'warn'>
+  /** The plugins' last look at the DSN before it is queued (the `generated` hook: a signature). */
+  generated?: (dsn: NewMessage) => Promise<NewMessage>
 }
 
 /** Reads a queued message's body (not its headers), whatever kind of StoredBody it is. */
@@ -369,7 +371,7 @@ async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; doma
   const split = dsn.indexOf('\r\n\r\n')
   const headers = dsn.subarray(0, split + 2)
   const now = Date.now()
-  return {
+  const built: NewMessage = {
     id: env.newId(now),
     sender: '',
     ...(eightBit ? { senderArgs: { BODY: '8BITMIME' } } : {}),
@@ -382,4 +384,5 @@ async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; doma
     expiresAt: now + env.lifetime,
     meta: { dsnFor: m.id },
   }
+  return env.generated ? env.generated(built) : built
 }

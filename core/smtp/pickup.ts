@@ -7,6 +7,8 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
+import type { HookBus } from '../hooks/bus.js'
+import { runGenerated } from '../hooks/generated.js'
 import type { InjectMessage } from '../hooks/operator.js'
 import { failureDsn, statusOf } from '../mail/bounce.js'
 import { newQueueId } from '../queue/id.js'
@@ -19,6 +21,8 @@ export interface PickupEnv {
   log: Logger
   intake: Pick<QueueIntake, 'enqueue'>
   inject(message: InjectMessage, origin: InjectOrigin): Promise<{ queueId: string }>
+  /** The plugins: their `generated` hook sees the bounce (a signature). */
+  hooks?: Pick<HookBus, 'has' | 'run'>
 }
 
 /** A scan also runs this often: fs.watch misses events on some file systems. */
@@ -158,7 +162,8 @@ export class MaildropPickup {
       meta: { user: `uid ${uid}`, trusted: true },
     }
     const failed = m.recipients.map((address) => ({ address, response, status: statusOf(response, '5.0.0'), remote: false }))
-    const dsn = await failureDsn({ reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId }, original, failed)
+    const generated = (b: Parameters<typeof runGenerated>[1]) => runGenerated(this.env.hooks, b, this.env.log)
+    const dsn = await failureDsn({ reportingMta: config.hostname, lifetime: config.delivery.maxQueueLifetime, newId: newQueueId, generated }, original, failed)
     if (dsn) await this.env.intake.enqueue(dsn)
     this.env.log.warn({ uid, sender: m.sender, recipients: m.recipients, reply: response, dsn: dsn?.id }, dsn ? 'maildrop: message refused; bounced to the sender' : 'maildrop: message refused; no bounce (null or unusable sender)')
   }

@@ -1,9 +1,10 @@
 // dkim-sign: DKIM-signs outgoing mail (RSA and/or Ed25519, relaxed/relaxed) at the `queue` hook,
 // after every other plugin has changed the headers. Must be the last plugin with a queue hook.
+// The relay's own messages (DSNs) it signs at the `generated` hook, by their From: domain.
 // Options: options.ts; signing: sign.ts; keys and rotation: keys.ts; `relay doctor`: doctor.ts;
 // `relay dkim keygen`: cli.ts. Documentation: README.md.
 import addressparser from 'nodemailer/lib/addressparser'
-import { definePlugin, parseAddress, tempfail, type MessageHeaders, type SessionInfo } from '../../core/index.js'
+import { definePlugin, parseAddress, tempfail, type HookContexts, type MessageHeaders, type PluginContext, type SessionInfo } from '../../core/index.js'
 import { register } from './cli.js'
 import { doctor } from './doctor.js'
 import { isDomainName, loadKeys, normalizeDomain, signingKeys, type State } from './keys.js'
@@ -51,6 +52,38 @@ function userDomain(session: SessionInfo): string | undefined {
   return session.user && parseAddress(session.user) ? domainOf(session.user) : undefined
 }
 
+/** What signing uses of the `queue` and `generated` hooks' contexts. */
+type SignContext = Pick<HookContexts['generated'], 'headers' | 'readMessage' | 'convertTo7bit' | 'queueId'> & Pick<PluginContext<Options, State>, 'options' | 'state' | 'log'>
+
+/** Signs the message with the active keys of `domain` (none: it passes unsigned). */
+async function sign({ headers, readMessage, convertTo7bit, queueId, options, state, log }: SignContext, domain: string) {
+  const keys = signingKeys(state.keys, domain, new Date())
+  if (!keys.length) {
+    log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
+    return undefined
+  }
+  // Sign the form that travels: a next hop without 8BITMIME would get a converted message. Not
+  // when the message carries signatures already (the sender's, an ARC seal): converting its
+  // body would break them for every next hop, not only for one without 8BITMIME.
+  const alreadySigned = headers.has('DKIM-Signature') || headers.has('ARC-Seal') || headers.has('ARC-Message-Signature')
+  if (options.sevenBit && !alreadySigned && (await convertTo7bit())) log.debug({ queueId }, '8-bit MIME parts converted to 7-bit before signing')
+  const result = await signMessage(readMessage(), keys, { headers: options.headers, oversign: options.oversign })
+  // Prepended in reverse, so they stand in the order of the keys (RSA first) at the top.
+  for (const value of [...result.values].reverse()) headers.prepend('DKIM-Signature', value)
+  if (result.errors.length) {
+    if (result.errors.every((e) => e.code === 'ENOFROM')) {
+      log.debug({ queueId, domain }, 'not signed: the message has no From: field')
+      return undefined
+    }
+    log.error({ queueId, domain, errors: result.errors }, 'DKIM signing failed')
+    // Unsigned mail from a domain with a DMARC policy would be refused downstream: try again later.
+    if (!result.values.length) return tempfail({ code: 451, status: '4.3.0', message: 'DKIM signing failed, try again later' })
+  }
+  const signed = keys.filter((k) => !result.errors.some((e) => e.selector === k.selector && e.domain === k.domain)).map((k) => k.selector)
+  log.debug({ queueId, domain, selectors: signed }, 'DKIM signed')
+  return undefined
+}
+
 export default definePlugin<Options, State>({
   name: 'dkim-sign',
   options,
@@ -84,31 +117,21 @@ export default definePlugin<Options, State>({
         log.debug({ queueId, signBy: options.signBy, user: session.user }, options.signBy === 'user' ? 'not signed: no authenticated user with an address' : 'not signed: no From: address')
         return undefined
       }
-      const keys = signingKeys(state.keys, domain, new Date())
-      if (!keys.length) {
-        log.debug({ queueId, domain }, 'not signed: no DKIM key for this domain')
+      return sign({ headers, readMessage, convertTo7bit, queueId, options, state, log }, domain)
+    },
+
+    /**
+     * The relay's own messages (DSNs from MAILER-DAEMON@<hostname>): signed by their From: domain
+     * whatever `signBy` says (there is no user), so that their From: aligns for DMARC.
+     */
+    async generated({ headers, readMessage, convertTo7bit, queueId, options, state, log }) {
+      const domain = fromDomain(headers)
+      const badFrom = unsignableFrom(headers, domain ?? '')
+      if (badFrom || !domain) {
+        log.warn({ queueId, domain, reason: badFrom }, `the relay's own message not signed: ${badFrom ?? 'no From: address'}`)
         return undefined
       }
-      // Sign the form that travels: a next hop without 8BITMIME would get a converted message. Not
-      // when the message carries signatures already (the sender's, an ARC seal): converting its
-      // body would break them for every next hop, not only for one without 8BITMIME.
-      const alreadySigned = headers.has('DKIM-Signature') || headers.has('ARC-Seal') || headers.has('ARC-Message-Signature')
-      if (options.sevenBit && !alreadySigned && (await convertTo7bit())) log.debug({ queueId }, '8-bit MIME parts converted to 7-bit before signing')
-      const result = await signMessage(readMessage(), keys, { headers: options.headers, oversign: options.oversign })
-      // Prepended in reverse, so they stand in the order of the keys (RSA first) at the top.
-      for (const value of [...result.values].reverse()) headers.prepend('DKIM-Signature', value)
-      if (result.errors.length) {
-        if (result.errors.every((e) => e.code === 'ENOFROM')) {
-          log.debug({ queueId, domain }, 'not signed: the message has no From: field')
-          return undefined
-        }
-        log.error({ queueId, domain, errors: result.errors }, 'DKIM signing failed')
-        // Unsigned mail from a domain with a DMARC policy would be refused downstream: try again later.
-        if (!result.values.length) return tempfail({ code: 451, status: '4.3.0', message: 'DKIM signing failed, try again later' })
-      }
-      const signed = keys.filter((k) => !result.errors.some((e) => e.selector === k.selector && e.domain === k.domain)).map((k) => k.selector)
-      log.debug({ queueId, domain, selectors: signed }, 'DKIM signed')
-      return undefined
+      return sign({ headers, readMessage, convertTo7bit, queueId, options, state, log }, domain)
     },
   },
   doctor,

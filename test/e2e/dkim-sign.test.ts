@@ -279,6 +279,15 @@ describe('dkim-sign: signatures that verify', () => {
     expect((await verify(m.raw)).map((r) => r.status.result)).toEqual(['pass'])
   })
 
+  it('the key follows the From: domain, not the envelope sender (MAIL FROM of another domain)', async () => {
+    const subject = 'envelope sender differs'
+    const r = await sendMail(relay.port, { from: 'bounces+x@esp.test', to: ['x@dest.test'], data: message('a@rsaonly.test', subject) })
+    expect(r.lastReply).toMatch(/^250 2\.0\.0 /)
+    const m = await delivered(subject)
+    expect(signatures(m.raw).map((sig) => sig.get('d'))).toEqual(['rsaonly.test'])
+    expect((await verify(m.raw)).map((v) => v.status.result)).toEqual(['pass'])
+  })
+
   it('mail from a domain without a key passes unsigned', async () => {
     const m = await send('a@nokey.test', 'no key here')
     expect(signatures(m.raw)).toHaveLength(0)
