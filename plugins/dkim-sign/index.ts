@@ -84,6 +84,21 @@ async function sign({ headers, readMessage, convertTo7bit, queueId, options, sta
   return undefined
 }
 
+/**
+ * The domain whose keys sign the relay's own mail from `domain`: itself, else its nearest parent
+ * with a key (MAILER-DAEMON@mx.example.com signed d=example.com aligns under DMARC's relaxed rule,
+ * the default, as a relay's hostname usually sits below the domain it has keys for).
+ */
+function ownSigningDomain(keys: State['keys'], domain: string): string {
+  const now = new Date()
+  const labels = domain.split('.')
+  for (let i = 0; i < labels.length - 1; i++) {
+    const candidate = labels.slice(i).join('.')
+    if (signingKeys(keys, candidate, now).length) return candidate
+  }
+  return domain
+}
+
 export default definePlugin<Options, State>({
   name: 'dkim-sign',
   options,
@@ -131,7 +146,7 @@ export default definePlugin<Options, State>({
         log.warn({ queueId, domain, reason: badFrom }, `the relay's own message not signed: ${badFrom ?? 'no From: address'}`)
         return undefined
       }
-      return sign({ headers, readMessage, convertTo7bit, queueId, options, state, log }, domain)
+      return sign({ headers, readMessage, convertTo7bit, queueId, options, state, log }, ownSigningDomain(state.keys, domain))
     },
   },
   doctor,

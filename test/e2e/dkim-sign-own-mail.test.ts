@@ -18,6 +18,7 @@ const FIXTURE = path.join(ROOT, 'test/fixtures/generated-hooks.plugin.ts')
 let dns: TestDns
 let rx: TestReceiver
 let relay: RelayProcess
+let subRelay: RelayProcess // hostname mx.relay.test, a key for relay.test only
 let verifyResolver: dnsPromises.Resolver
 
 async function verify(raw: Buffer | string) {
@@ -40,8 +41,8 @@ function signatures(raw: Buffer): { d?: string; s?: string }[] {
 const headerOf = (m: ReceivedMessage) => m.raw.toString('latin1').split('\r\n\r\n')[0]!
 
 /** Sends one message from someone@dsn.test (the DSN's recipient, delivered to the receiver); its queue id. */
-async function send(to: string, subject: string, rcptArgs = ''): Promise<string> {
-  const { client } = await connectRaw(relay.port)
+async function send(to: string, subject: string, rcptArgs = '', via: RelayProcess = relay): Promise<string> {
+  const { client } = await connectRaw(via.port)
   try {
     await client.command('EHLO client.test')
     expect(await client.command('MAIL FROM:<someone@dsn.test>')).toMatch(/^250 /)
@@ -86,19 +87,18 @@ beforeAll(async () => {
   dns = await startDns({ 'dest.test': { A: ['127.0.0.2'] }, 'dsn.test': { A: ['127.0.0.2'] }, 'own._domainkey.relay.test': { TXT: [value] } })
   verifyResolver = new dnsPromises.Resolver({ timeout: 1000, tries: 1 })
   verifyResolver.setServers([dns.server])
-  relay = await startRelay({
-    config: {
-      hostname: 'relay.test',
-      dns: { servers: [dns.server], timeout: '1s' },
-      delivery: { port: rx.port, delayWarning: '1s', retry: { base: '1h', factor: 1, max: '1h' } },
-      log: { level: 'debug' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], [FIXTURE, {}], ['dkim-sign', { keys: [{ domain: 'relay.test', selector: 'own', privateKey: file }] }]],
-    },
+  const config = (hostname: string) => ({
+    hostname,
+    dns: { servers: [dns.server], timeout: '1s' },
+    delivery: { port: rx.port, delayWarning: '1s', retry: { base: '1h', factor: 1, max: '1h' } },
+    log: { level: 'debug' },
+    plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], [FIXTURE, {}], ['dkim-sign', { keys: [{ domain: 'relay.test', selector: 'own', privateKey: file }] }]],
   })
+  ;[relay, subRelay] = await Promise.all([startRelay({ config: config('relay.test') }), startRelay({ config: config('mx.relay.test') })])
 }, 120_000)
 
 afterAll(async () => {
-  await relay?.stop()
+  await Promise.all([relay?.stop(), subRelay?.stop()])
   await Promise.all([dns?.close(), rx?.close()])
 })
 
@@ -116,6 +116,15 @@ describe("the relay's own messages are DKIM-signed (the generated hook)", () => 
     expect((await verify(dsn.raw)).map((v) => v.status.result)).toEqual(['pass'])
     // The other plugin's generated hook saw it before dkim-sign (its field is signed over too).
     expect(head).toContain(`X-Generated-Seen: dsn for ${id} to someone@dsn.test`)
+  })
+
+  it('a hostname below the signed domain (mx.relay.test, a key for relay.test only): the bounce is signed d=relay.test, aligned under relaxed DMARC', async () => {
+    const subject = 'bounced by a relay named below its signing domain'
+    await send('refuses-sub@dest.test', subject, '', subRelay)
+    const dsn = await dsnFor(subject)
+    expect(headerOf(dsn)).toMatch(/^From: Mail Delivery System <MAILER-DAEMON@mx\.relay\.test>$/m)
+    expect(signatures(dsn.raw)).toEqual([{ d: 'relay.test', s: 'own' }])
+    expect((await verify(dsn.raw)).map((v) => v.status.result)).toEqual(['pass'])
   })
 
   it('a delay warning and a success DSN (NOTIFY=SUCCESS) are signed too', async () => {
