@@ -6,6 +6,7 @@ import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from '../hooks/names.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
+import { hostPortText } from '../net/host-port.js'
 
 type Issue = { path: string; message: string; excerpt?: string }
 
@@ -81,7 +82,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   process.stdout.write(
     `config ok${config.configFile ? `: ${config.configFile}` : ' (defaults, no config file found)'}\n` +
       `  hostname ${config.hostname}\n` +
-      config.listen.map((l) => `  listen ${l.host}:${l.port} (${l.role}, tls ${l.tls ?? (config.tls ? 'starttls' : 'none')})\n`).join('') +
+      config.listen.map((l) => `  listen ${hostPortText(l.host, l.port)} (${l.role}, tls ${l.tls ?? (config.tls ? 'starttls' : 'none')})\n`).join('') +
       `  localDomains ${config.localDomains.join(', ') || '(none)'}\n` +
       `  dataDir ${config.dataDir}\n` +
       (config.tls ? `  tls ${config.tls.cert} (key ${config.tls.key}): readable, a matching pair\n` : '') +

@@ -4,6 +4,7 @@
 // no way to declare the ports a plugin binds), so a clash with one still shows only at start.
 import net from 'node:net'
 import type { RelayConfig } from './schema.js'
+import { hostPortText } from '../net/host-port.js'
 
 export interface ListenIssue {
   path: string
@@ -31,7 +32,7 @@ function clash(a: string, b: string): boolean {
 
 const WILDCARD: Record<string, string> = { '::': 'every address', '0.0.0.0': 'every IPv4 address' }
 
-const show = (host: string, port: number) => `${net.isIPv6(host) ? `[${host}]` : host}:${port}`
+const show = hostPortText
 
 /** Each listener whose address an earlier one already takes: `listen[1]: 127.0.0.1:2525 is already listen[0]`. */
 export function listenIssues(listen: RelayConfig['listen']): ListenIssue[] {

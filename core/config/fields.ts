@@ -124,11 +124,13 @@ export function parseHostPort(s: string, opts: { names?: boolean; port?: 'option
   if (bracketed) {
     host = bracketed[1]!
     portText = bracketed[2]
+    if (/^ipv6:/i.test(host) && net.isIPv6(host.slice(5))) return { error: `expected ${form}: an IPv6 address is written without 'IPv6:' (that is the form in mail addresses), like '[${host.slice(5)}]'` }
     // Postfix's relayhost form: '[smtp.example.com]:587', '[192.0.2.1]' (no MX lookup there; a
     // host here is never looked up as MX anyway). A name inside only where names are taken.
     if (!net.isIP(host) && !(names && isHostName(host))) return { error: `expected ${form}: '[${host}]' is not ${names ? 'a host name or IP address' : 'an IP address'} in [brackets]` }
   } else if (!net.isIPv6(s)) {
     const parts = s.split(':')
+    if (parts.length > 2 && (s.includes('::') || parts.every((p) => /^[0-9a-f]{0,4}$/i.test(p)))) return { error: `expected ${form}: '${s}' is not a valid IPv6 address` }
     if (parts.length > 2) return { error: `expected ${form}: more than one ':' (an IPv6 address with a port is written '[2001:db8::1]:25')` }
     host = parts[0]!
     portText = parts[1]

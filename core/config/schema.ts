@@ -30,7 +30,8 @@ const listenPort = z.number().int().min(0, { message: 'expected a port from 0 to
 const listener = z
   .object({
     /** An IP address or host name to listen on, without a port (that is `port`). */
-    host: hostPortString({ port: 'none' }).default('0.0.0.0'),
+    // '[::1]' is '::1': listen() takes no brackets.
+    host: hostPortString({ port: 'none' }).transform((h) => h.replace(/^\[(.*)\]$/, '$1')).default('0.0.0.0'),
     port: listenPort,
     role: z.enum(['mx', 'submission']),
     /** 'starttls' (25/587), 'implicit' (465), 'none'. Default: 'starttls' when `tls` is configured. */

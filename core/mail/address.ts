@@ -52,9 +52,8 @@ export function parseAddress(address: string): ParsedAddress | undefined {
   const domain = address.slice(at + 1)
   if (Buffer.byteLength(local) > 64 || !(DOT_ATOM.test(local) || QUOTED.test(local))) return undefined
   if (domain.startsWith('[')) {
-    const v4 = IPV4_LITERAL.exec(domain)
-    const v6 = IPV6_LITERAL.exec(domain)
-    return (v4 && net.isIPv4(v4[1]!)) || (v6 && net.isIPv6(v6[1]!)) ? { local, domain: domain.toLowerCase() } : undefined
+    const literal = addressLiteral(domain)
+    return literal ? { local, domain: literal.toLowerCase() } : undefined
   }
   // An internationalized domain (smtp-server hands even an A-label client's domain over as Unicode,
   // RFC 5890): checked, and kept, in its ASCII form.
@@ -64,10 +63,31 @@ export function parseAddress(address: string): ParsedAddress | undefined {
 }
 
 /**
+ * An address literal in one spelling, or undefined when `domain` is none: `[192.0.2.1]`,
+ * `[IPv6:2001:db8::1]` (RFC 5952 text, however written); an IPv4-mapped one (`[IPv6:::ffff:192.0.2.1]`)
+ * is the IPv4 literal, the same host. Lists, suppressions and routes then see one destination.
+ */
+function addressLiteral(domain: string): string | undefined {
+  const v4 = IPV4_LITERAL.exec(domain)
+  if (v4) return net.isIPv4(v4[1]!) ? domain : undefined
+  const v6 = IPV6_LITERAL.exec(domain)
+  if (!v6 || !net.isIPv6(v6[1]!)) return undefined
+  const text = new net.SocketAddress({ address: v6[1]!, family: 'ipv6' }).address
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(text)
+  return mapped ? `[${mapped[1]}]` : `[IPv6:${text}]`
+}
+
+/**
  * `address` with its domain in ASCII form (A-labels) when only the domain is internationalized:
- * such mail needs no SMTPUTF8 on the way out (RFC 6531 §3.2), and DNS knows the domain so.
+ * such mail needs no SMTPUTF8 on the way out (RFC 6531 §3.2), and DNS knows the domain so. An
+ * address literal comes back in one spelling (addressLiteral).
  */
 export function asciiDomainAddress(address: string): string {
+  if (address.endsWith(']')) {
+    const at = address.lastIndexOf('@')
+    const literal = at > 0 ? addressLiteral(address.slice(at + 1)) : undefined
+    if (literal) return `${address.slice(0, at)}@${literal}`
+  }
   const parsed = hasNonAscii(address) ? parseAddress(address) : undefined
   if (!parsed || hasNonAscii(parsed.local)) return address
   return `${parsed.local}@${parsed.domain}`

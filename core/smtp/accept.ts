@@ -23,6 +23,7 @@ import { headerMemory, HeaderMemoryError } from './header-memory.js'
 import { envelopeOf, type ListenerInfo } from './session.js'
 import type { PolicyStages } from './policy-stages.js'
 import { postmasterMailbox } from './postmaster.js'
+import { hostPortText } from '../net/host-port.js'
 
 const DROPPED_FIELDS = ['Return-Path', 'Bcc', 'Resent-Bcc', 'Content-Length']
 
@@ -79,7 +80,7 @@ export async function receiveMessage(env: AcceptEnv, stream: SMTPServerDataStrea
     info,
     envelope: envelopeOf(session),
     notes: tx.notes,
-    via: `${listener.host}:${listener.port}`,
+    via: hostPortText(listener.host, listener.port),
     received: (queueId, recipients) => receivedHeader({ session: info, hostname: env.config.hostname, protocol, queueId, recipients, tls }),
     lineEndings: env.config.smtp.bareLineEndings,
     sizeExceeded: () => stream.sizeExceeded,

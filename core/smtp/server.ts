@@ -11,6 +11,8 @@ import type { ClientChecks } from './session-limits.js'
 import { unmapIp, type ListenerInfo } from './session.js'
 import type { TlsFiles } from './tls.js'
 import { listenFailure, type ListenFailure } from '../net/listen-error.js'
+import { hostPortText } from '../net/host-port.js'
+import { confirmedReverse } from '../dns/confirmed-reverse.js'
 
 export interface Listener extends ListenerInfo {
   tls: 'starttls' | 'implicit' | 'none'
@@ -63,7 +65,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     onFirstCommandTimeout: (session: { id: string; remoteAddress: string }) => log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
     onProxyHeaderRefused: (client: string) => log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
     disableReverseLookup: !c.smtp.reverseLookup,
-    resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
+    resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void confirmedReverse(resolver, ip).then((n) => cb(null, n), (e: Error) => cb(e)) },
     logger: false,
     greetingDelay: c.smtp.greetingDelay,
     ...handlers,
@@ -87,7 +89,7 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
 /** Binds the listener; a failure names it as config does (`at`: `listen[0]`), with its address. */
 export async function listen(server: SMTPServer, listener: Listener, log: Logger, at = 'listen'): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const failed = (err: ListenFailure) => reject(listenFailure(err, `${at} ${listener.host}:${listener.port}`))
+    const failed = (err: ListenFailure) => reject(listenFailure(err, `${at} ${hostPortText(listener.host, listener.port)}`))
     server.once('error', failed)
     server.listen(listener.port, listener.host, () => {
       server.off('error', failed)
@@ -104,5 +106,5 @@ export async function listen(server: SMTPServer, listener: Listener, log: Logger
   })
   const address = server.server.address()
   if (address && typeof address === 'object') listener.port = address.port
-  log.info({ host: listener.host, port: listener.port, role: listener.role, tls: listener.tls }, `listening on ${listener.host}:${listener.port} (${listener.role})`)
+  log.info({ host: listener.host, port: listener.port, role: listener.role, tls: listener.tls }, `listening on ${hostPortText(listener.host, listener.port)} (${listener.role})`)
 }

@@ -1,7 +1,7 @@
 // `relay suppression list|add|remove`: the addresses refused at RCPT, on the configured queue
 // (env.openQueue: SQLite in the data directory, or the shared PostgreSQL queue). A running relay
 // checks RCPT against the queue itself, so a change here applies to its next RCPT.
-import { parseAddress, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
+import { addressKey, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
 import { json, out, time as toSecond } from './output.js'
 
 // To the second, as the queue verbs print times (docs/config.md); no expiry: never.
@@ -41,7 +41,9 @@ export async function suppressionList(env: CommandEnv, opts: { config?: string; 
 
 /** `relay suppression add <address>`: refuse mail to it (default expiry: `delivery.suppression.ttl`). */
 export async function suppressionAdd(env: CommandEnv, address: string, opts: { config?: string; reason?: string; ttl?: string }): Promise<void> {
-  if (!parseAddress(address)) fail(`not an email address: ${address}`, 2)
+  // The spelling RCPT compares (A-labels, one form of an address literal), lower case.
+  const key = addressKey(address)
+  if (!key) fail(`not an email address: ${address}`, 2)
   const config = (await env.loadConfig(opts.config)) as RelayConfig
   let ttl = config.delivery.suppression.ttl
   if (opts.ttl !== undefined) {
@@ -51,7 +53,7 @@ export async function suppressionAdd(env: CommandEnv, address: string, opts: { c
   }
   const now = Date.now()
   const entry: Suppression = {
-    address: address.toLowerCase(),
+    address: key,
     reason: (opts.reason ?? 'added by hand').replace(/[\x00-\x1f\x7f]+/g, ' ').trim() || 'added by hand',
     source: 'cli',
     createdAt: now,
@@ -63,7 +65,9 @@ export async function suppressionAdd(env: CommandEnv, address: string, opts: { c
 
 /** `relay suppression remove <address>`: take mail for it again. Exit code 1 when it was not listed. */
 export async function suppressionRemove(env: CommandEnv, address: string, opts: { config?: string }): Promise<void> {
-  const removed = await withSuppressions(env, opts.config, (s) => s.remove(address))
+  // As listed (the spelling RCPT compares), or as an older entry was written.
+  const key = addressKey(address) ?? address.toLowerCase()
+  const removed = await withSuppressions(env, opts.config, async (s) => (await s.remove(key)) || (key !== address.toLowerCase() && (await s.remove(address))))
   if (!removed) fail(`${address} is not suppressed`)
-  out(`removed ${address.toLowerCase()}\n`)
+  out(`removed ${key}\n`)
 }
