@@ -53,7 +53,8 @@ export function adoptOrphans(dataDir: string, log: Log): void {
 
 function adopt(file: string, live: Entry[], log: Log): void {
   const orphan = new Outbox(file)
-  const from = orphan.url === undefined ? 'an earlier version' : safeUrl(orphan.url)
+  // Made before outboxes kept their url: named by its file.
+  const from = orphan.url === undefined ? path.basename(file) : safeUrl(orphan.url)
   const to = new Set<Entry>()
   const droppedTypes = new Set<string>()
   let events = 0
@@ -85,6 +86,8 @@ function adopt(file: string, live: Entry[], log: Log): void {
     orphan.close()
   }
   for (const suffix of ['-wal', '-shm', '']) fs.rmSync(file + suffix, { force: true })
+  // An empty one (a refused reload's, one whose events were all sent) goes quietly.
+  if (!events) return
   const urls = [...to].map((t) => safeUrl(t.outbox.url ?? ''))
   log.info({ from, events, adopted: events - dropped, to: urls }, `webhook: took over the outbox of ${from}, which no entry uses any more: ${events - dropped} of its ${events} events go to the entries that send their type`)
   if (dropped) log.warn({ from, dropped, types: [...droppedTypes], reason: 'orphaned' }, `webhook: events of an outbox no entry uses any more (${from}) dropped unsent: no entry sends their type`)
