@@ -1,7 +1,8 @@
 // Two listeners on one address cannot both bind: the second fails with EADDRINUSE at start, after
 // the first is up. Checked with the paths (check-paths.ts), by `relay check-config` and before
-// `relay start` binds anything. Plugins' own listeners are not known to the core (the plugin API has
-// no way to declare the ports a plugin binds), so a clash with one still shows only at start.
+// `relay start` binds anything. A plugin that binds its own port declares it (`ports`, docs/plugins.md):
+// a clash with a listener or another plugin's is refused by check-config, start and reload, before
+// any plugin is set up (core/hooks/load-plugins.ts).
 import net from 'node:net'
 import type { RelayConfig } from './schema.js'
 import { hostPortText } from '../net/host-port.js'
@@ -34,26 +35,48 @@ const WILDCARD: Record<string, string> = { '::': 'every address', '0.0.0.0': 'ev
 
 const show = hostPortText
 
-/** Each listener whose address an earlier one already takes: `listen[1]: 127.0.0.1:2525 is already listen[0]`. */
-export function listenIssues(listen: RelayConfig['listen']): ListenIssue[] {
+/** An address something binds: `key` is the config key that sets it, `name` the plugin's. */
+export interface BoundAddress {
+  key: string
+  name?: string
+  host: string
+  port: number
+}
+
+const label = (a: BoundAddress) => (a.name ? `${a.key} (${a.name})` : a.key)
+
+/** Each address an earlier one already takes: `listen[1]: 127.0.0.1:2525 is already listen[0]`. */
+export function addressIssues(addresses: readonly BoundAddress[]): ListenIssue[] {
   const issues: ListenIssue[] = []
-  const hosts = listen.map((l) => canonical(l.host))
-  listen.forEach((l, i) => {
+  const hosts = addresses.map((l) => canonical(l.host))
+  addresses.forEach((l, i) => {
     // Port 0 takes a free port each time: never a clash.
     if (l.port === 0) return
     for (let j = 0; j < i; j++) {
-      const earlier = listen[j]!
+      const earlier = addresses[j]!
       if (earlier.port !== l.port) continue
       const [a, b] = [hosts[j]!, hosts[i]!]
       if (!clash(a, b)) continue
-      const mine = show(l.host, l.port)
+      const mine = show(l.host, l.port) + (l.name ? ` (${l.name})` : '')
       const wild = WILDCARD[a] ? earlier.host : l.host
       issues.push({
-        path: `listen[${i}]`,
-        message: a === b ? `${mine} is already listen[${j}]` : `${mine} clashes with listen[${j}] (${show(earlier.host, earlier.port)}): ${wild} takes ${WILDCARD[canonical(wild)]} on port ${l.port}`,
+        path: l.key,
+        message: a === b ? `${mine} is already ${label(earlier)}` : `${mine} clashes with ${label(earlier)} (${show(earlier.host, earlier.port)}): ${wild} takes ${WILDCARD[canonical(wild)]} on port ${l.port}`,
       })
       return
     }
   })
   return issues
+}
+
+export const listenAddresses = (listen: RelayConfig['listen']): BoundAddress[] => listen.map((l, i) => ({ key: `listen[${i}]`, host: l.host, port: l.port }))
+
+/** Each listener whose address an earlier one already takes. */
+export const listenIssues = (listen: RelayConfig['listen']): ListenIssue[] => addressIssues(listenAddresses(listen))
+
+/** The plugins' declared ports (`ports(options)`) that a listener or an earlier plugin already takes. */
+export function pluginPortIssues(listen: RelayConfig['listen'], plugins: readonly { at: string; plugin: { name: string; ports?: (o: any) => { host: string; port: number; key: string }[] }; options: unknown }[]): ListenIssue[] {
+  const ports = plugins.flatMap(({ at, plugin, options }) => (plugin.ports?.(options) ?? []).map((p) => ({ key: `${at}.options.${p.key}`, name: plugin.name, host: p.host, port: p.port })))
+  // Listener against listener: check-paths.ts says so already.
+  return addressIssues([...listenAddresses(listen), ...ports]).filter((i) => !i.path.startsWith('listen['))
 }

@@ -7,6 +7,7 @@ import type { Resolver } from 'node:dns/promises'
 import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from '../config/relay-mta-imports.js'
 import { ConfigSyntaxError, moduleSyntaxError } from '../config/syntax.js'
+import { pluginPortIssues } from '../config/check-listen.js'
 import type { RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
@@ -247,6 +248,9 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     const message = 'a submission listener takes mail only after AUTH, and no plugin answers AUTH: add one (auth-file, auth-sql, auth-http, or a plugin with an auth hook) to plugins'
     throw new ConfigError(config.configFile, [{ path: `listen[${useless}]`, message }])
   }
+  // A plugin's own port on a listener's or another plugin's: refused before anything binds.
+  const clashes = pluginPortIssues(config.listen, ready.filter((r) => r.at !== 'core'))
+  if (clashes.length) throw new ConfigError(config.configFile, clashes)
   const kept = matchKept(ready, env.previous)
   for (const [i, { at, named, plugin, options, optionsKey }] of ready.entries()) {
     const k = kept[i]

@@ -387,6 +387,8 @@ export interface Plugin<O = any, S = any> {
   /** Runs at shutdown, and for the old generation after a reload swapped in the new one. */
   teardown?: (ctx: PluginContext<O, S>) => MaybePromise<void>
   hooks?: Hooks<O, S>
+  /** The addresses it binds with these options, `key` the option setting each (`'port'`): a clash is a config error (docs/plugins.md). */
+  ports?: (options: O) => { host: string; port: number; key: string }[]
   /**
    * Set up once and kept across hot reloads while its options stay the same (a listener it binds);
    * when they change, the reload says a restart is needed and the running one stays.

@@ -22,6 +22,8 @@ export default definePlugin<AdminOptions, State | undefined>({
   options: optionsSchema,
   keepOnReload: true,
   commands: adminCommands,
+  // Its listener, checked against the relay's and other plugins' (a clash is a config error).
+  ports: (o) => [{ host: o.host, port: o.port, key: 'port' }],
 
   async setup({ options, dataDir, log, mode, relay }) {
     // relay check-config: the options are valid; nothing is bound.

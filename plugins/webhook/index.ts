@@ -2,29 +2,20 @@
 // batches to an HTTP endpoint. Events wait in an outbox in the data directory until the endpoint
 // answers 2xx, so an endpoint that is down, or a relay restart, loses none. Options: README.md.
 import crypto from 'node:crypto'
-import fs from 'node:fs'
 import path from 'node:path'
 import { definePlugin, makeDirs, type PluginContext, type SessionInfo } from '../../core/index.js'
 import { optionsSchema, type WebhookEventType, type WebhookOptions } from './options.js'
 import { DROP_REASONS, Outbox, type DropReason } from './outbox.js'
 import { Sender, safeUrl } from './sender.js'
-
-/** The one outbox of versions before each url had its own: taken over by the first entry without one. */
-export const LEGACY_OUTBOX_FILE = 'webhook-outbox.sqlite'
+import { adoptOrphans, entries, whenRunning, type Entry } from './adopt.js'
 
 /**
  * Each url's own outbox: two entries (two endpoints, each with its own `events`) shared one file,
- * and whichever sender held its lease sent every event to its endpoint.
+ * and whichever sender held its lease sent every event to its endpoint. An outbox no entry uses any
+ * more (its url changed) is taken over by the entries that send its events (adopt.ts).
  */
 export function outboxFile(url: string): string {
   return `webhook-outbox-${crypto.createHash('sha256').update(url).digest('hex').slice(0, 16)}.sqlite`
-}
-
-/** Moves the legacy outbox (with its WAL) to `file` when that does not exist yet. */
-function adoptLegacy(dataDir: string, file: string): void {
-  const legacy = path.join(dataDir, LEGACY_OUTBOX_FILE)
-  if (fs.existsSync(file) || !fs.existsSync(legacy)) return
-  for (const suffix of ['-wal', '-shm', '']) if (fs.existsSync(legacy + suffix)) fs.renameSync(legacy + suffix, file + suffix)
 }
 
 /** Open outboxes by file, of every entry and generation: the gauges add up each file once. */
@@ -44,14 +35,15 @@ const DROP_HELP: Record<DropReason, string> = {
   rejected: 'Webhook events dropped unsent because the endpoint refused their batch for good (a 4xx but 408, 425, 429), maxRejects times.',
   overflow: 'Webhook events dropped unsent, oldest first, to keep the outbox within maxEvents.',
   expired: 'Webhook events dropped unsent because they waited longer than maxAge.',
+  orphaned: 'Webhook events dropped unsent because their outbox was no entry\'s any more (its url changed) and no entry sends their type.',
 }
 /** How long shutdown waits for the last flush. */
 const LAST_FLUSH_MS = 2000
 
-interface State {
-  outbox: Outbox
-  sender: Sender
+interface State extends Entry {
   events: Set<WebhookEventType>
+  /** At start: taking over the outboxes no entry uses, once the relay runs. */
+  adopting?: { cancel(): void }
 }
 
 /** The session as sent: who connected and how. SessionInfo carries no credentials. */
@@ -80,8 +72,8 @@ export default definePlugin<WebhookOptions, State | undefined>({
     if (mode === 'check') return undefined
     makeDirs(dataDir)
     const file = path.join(dataDir, outboxFile(options.url))
-    adoptLegacy(dataDir, file)
     const outbox = new Outbox(file)
+    outbox.url = options.url
     openOutboxes.set(outbox, file)
     const sender = new Sender(outbox, options, log)
     const waiting = outbox.count()
@@ -97,11 +89,18 @@ export default definePlugin<WebhookOptions, State | undefined>({
     for (const reason of DROP_REASONS) {
       relay?.registerGauge(`webhook_dropped_events_${reason}_total`, DROP_HELP[reason], () => total((o) => o.dropped(reason)))
     }
-    return { outbox, sender, events: new Set(options.events) }
+    const state: State = { dataDir, file, outbox, sender, events: new Set(options.events) }
+    entries.push(state)
+    // Outboxes of urls no entry has any more (changed while the relay was stopped): once every entry is set up.
+    if (mode === 'start' && relay) state.adopting = whenRunning(() => relay.readiness(), () => adoptOrphans(dataDir, log))
+    return state
   },
 
   async teardown({ state }) {
     if (!state) return
+    state.adopting?.cancel()
+    const i = entries.indexOf(state)
+    if (i >= 0) entries.splice(i, 1)
     try {
       await state.sender.stop(LAST_FLUSH_MS)
     } finally {
@@ -111,6 +110,10 @@ export default definePlugin<WebhookOptions, State | undefined>({
   },
 
   hooks: {
+    // The old generation has closed its outboxes: those of urls no entry has any more are taken over.
+    reloaded(_e, ctx) {
+      if (ctx.state) adoptOrphans(ctx.state.dataDir, ctx.log)
+    },
     accepted(e, ctx) {
       record(ctx, 'accepted', { queueId: e.queueId, messageId: e.messageId, sender: e.sender, recipients: e.recipients, size: e.size, session: session(e.session) })
     },

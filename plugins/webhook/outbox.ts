@@ -1,7 +1,8 @@
 // The outbox: events wait in `<dataDir>/webhook-outbox-<hash of url>.sqlite` until the endpoint has answered 2xx
 // for them. Rows are appended as events happen and deleted, oldest first, once sent, or dropped
 // unsent (counted by reason in `dropped`): a batch the endpoint refuses for good, the oldest beyond
-// `maxEvents`, those older than `maxAge`.
+// `maxEvents`, those older than `maxAge`, those of an outbox no entry uses whose type no entry sends.
+// `meta` keeps the url it is for (adopt.ts names it when another entry takes its events over).
 import crypto from 'node:crypto'
 import Database from 'better-sqlite3'
 
@@ -18,7 +19,7 @@ export interface OutboxEvent {
 }
 
 /** Why events were dropped unsent: the endpoint refused them for good, the outbox was full, too old. */
-export const DROP_REASONS = ['rejected', 'overflow', 'expired'] as const
+export const DROP_REASONS = ['rejected', 'overflow', 'expired', 'orphaned'] as const
 export type DropReason = (typeof DROP_REASONS)[number]
 
 /** What a trim dropped: how many, and when the oldest and newest of them happened. */
@@ -41,6 +42,7 @@ export class Outbox {
   private readonly dropUpTo: Database.Transaction<(seq: number, reason: DropReason) => Dropped>
   private readonly newestBeyond: Database.Statement<[number], { seq: number }>
   private readonly newestBefore: Database.Statement<[string], { seq: number }>
+  private readonly copyIn: Database.Transaction<(events: OutboxEvent[]) => void>
 
   constructor(file: string) {
     this.db = new Database(file)
@@ -87,6 +89,28 @@ export class Outbox {
     // The newest event that does not fit in the newest `max`; the newest event older than a time.
     this.newestBeyond = this.db.prepare('SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?')
     this.newestBefore = this.db.prepare('SELECT max(seq) AS seq FROM events WHERE at < ?')
+    this.db.exec('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)')
+    const copy = this.db.prepare<[string, string, string, string]>('INSERT INTO events (id, type, at, data) VALUES (?, ?, ?, ?)')
+    this.copyIn = this.db.transaction((events: OutboxEvent[]) => events.forEach((e) => copy.run(e.id, e.type, e.at, e.data)))
+  }
+
+  /** The url this outbox is for: set at setup, read when another entry takes its events over (undefined: an earlier version's). */
+  get url(): string | undefined {
+    return this.db.prepare<[], { v: string }>("SELECT v FROM meta WHERE k = 'url'").get()?.v
+  }
+
+  set url(url: string | undefined) {
+    if (url !== undefined) this.db.prepare("INSERT INTO meta (k, v) VALUES ('url', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v").run(url)
+  }
+
+  /** Appends events taken over from another outbox, with their ids and times, in one transaction. */
+  append(events: OutboxEvent[]): void {
+    this.copyIn.immediate(events)
+  }
+
+  /** Adds drops counted elsewhere (an outbox taken over): the counts on /metrics never go down. */
+  countDropped(reason: DropReason, n: number): void {
+    if (n > 0) this.countDrop.run(reason, n)
   }
 
   add(type: string, data: unknown, at = new Date()): void {

@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { BIN, runCli, tempDir } from '../harness/relay.js'
+import { BIN, runCli, startRelay, tempDir } from '../harness/relay.js'
 
 const ENV = { RELAY_CONFIG: undefined, RELAY_SYSTEM_CONFIG_DIR: tempDir('relay-etc-empty-') }
 const LISTEN = [{ host: '127.0.0.1', port: 37520, role: 'mx' }]
@@ -127,6 +127,38 @@ describe('listen addresses that clash', () => {
     expect(s.stderr).toContain('listen[1]: 127.0.0.1:37521 is already listen[0]')
     expect(await listening(37521)).toBe(false)
   })
+
+  // A plugin that binds its own port (the admin plugin's API) on a listener's address: check-config
+  // said "config ok" and start failed with EADDRINUSE. Plugins declare their ports (`ports`) now.
+  const admin = (port: number) => ['admin', { host: '127.0.0.1', port, insecureNoToken: true }]
+
+  it("a plugin's port that a listener or another plugin takes: check-config and start name both keys", async () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'dup.example', listen: [{ host: '127.0.0.1', port: 37524, role: 'mx' }], dataDir: './data', log: { level: 'silent' }, plugins: [admin(37524), admin(37525), admin(37525)] }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  plugins[0].options.port: 127.0.0.1:37524 (admin) is already listen[0]\n')
+    expect(r.stderr).toContain('  plugins[2].options.port: 127.0.0.1:37525 (admin) is already plugins[1].options.port (admin)\n')
+
+    const s = await startBriefly(file)
+    expect(s.code, s.stderr).toBe(2)
+    expect(s.stderr).toContain('plugins[0].options.port: 127.0.0.1:37524 (admin) is already listen[0]')
+    expect(await listening(37524)).toBe(false)
+    expect(await listening(37525)).toBe(false)
+  })
+
+  it("a reload that would put a plugin's port on a listener's is refused, naming both keys", async () => {
+    const relay = await startRelay({ config: { listen: [{ host: '127.0.0.1', port: 37526, role: 'mx' }], plugins: [admin(37527)] } })
+    try {
+      const config = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+      fs.writeFileSync(relay.configFile, JSON.stringify({ ...config, plugins: [admin(37526)] }))
+      const r = runCli(['reload', '--config', relay.configFile])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toContain('plugins[0].options.port: 127.0.0.1:37526 (admin) is already listen[0]')
+      expect(await listening(37527)).toBe(true)
+    } finally {
+      await relay.stop()
+    }
+  }, 30_000)
 })
 
 describe('a data directory that cannot be made', () => {
