@@ -389,10 +389,7 @@ export interface Plugin<O = any, S = any> {
   hooks?: Hooks<O, S>
   /** The addresses it binds with these options, `key` the option setting each (`'port'`): a clash is a config error (docs/plugins.md). */
   ports?: (options: O) => { host: string; port: number; key: string }[]
-  /**
-   * Set up once and kept across hot reloads while its options stay the same (a listener it binds);
-   * when they change, the reload says a restart is needed and the running one stays.
-   */
+  /** Kept across hot reloads while its options stay the same (a listener it binds); changed ones need a restart. */
   keepOnReload?: boolean
   /** CLI verbs this plugin adds to `relay` (a commander program), when it is in the config or bundled. */
   commands?: (program: Command, env: CommandEnv) => void
