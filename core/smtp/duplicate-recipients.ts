@@ -2,7 +2,10 @@
 // without case) and lets the later RCPT replace the earlier: `RCPT TO:<x@d> NOTIFY=FAILURE` then
 // `RCPT TO:<X@d> NOTIFY=NEVER` dropped the bounce the first one asked for. The later entry is made
 // to carry both: the first spelling, the first ORCPT, and every notification either asked for.
+// Spellings of one mailbox that smtp-server tells apart (`u@bücher.example`, `u@xn--bcher-kva.example`,
+// `u@[IPv6:::ffff:192.0.2.1]` and `u@[192.0.2.1]`) are one recipient too: one queue row, one DSN line.
 import type { SMTPServerAddress } from 'smtp-server'
+import { asciiDomainAddress, hasNonAscii } from '../mail/address.js'
 
 type Args = Record<string, string | boolean>
 
@@ -12,10 +15,13 @@ const argsOf = (a: SMTPServerAddress): Args => (a.args || {}) as Args
 const notifications = (args: Args): string[] =>
   typeof args.NOTIFY === 'string' ? args.NOTIFY.toUpperCase().split(',').filter((n) => n !== 'NEVER') : ['FAILURE', 'DELAY']
 
+/** The mailbox as compared: lower case, the domain in its ASCII form, an address literal in one spelling. */
+const mailboxKey = (address: string): string => (hasNonAscii(address) || address.endsWith(']') ? asciiDomainAddress(address) : address).toLowerCase()
+
 /** Before smtp-server stores `address`: merges it with an earlier entry for the same address. */
 export function mergeDuplicateRecipient(rcpts: SMTPServerAddress[], address: SMTPServerAddress): void {
-  const key = address.address.toLowerCase()
-  const earlier = rcpts.find((r) => r.address.toLowerCase() === key)
+  const key = mailboxKey(address.address)
+  const earlier = rcpts.find((r) => mailboxKey(r.address) === key)
   if (!earlier) return
   const [first, later] = [argsOf(earlier), argsOf(address)]
   const merged: Args = { ...later }
@@ -24,6 +30,9 @@ export function mergeDuplicateRecipient(rcpts: SMTPServerAddress[], address: SMT
     merged.NOTIFY = all.length ? all.join(',') : 'NEVER'
   }
   if ('ORCPT' in first) merged.ORCPT = first.ORCPT!
+  // smtp-server would replace only an entry spelled as this RCPT was typed (its key was taken before
+  // the RCPT checks rewrote the address): the earlier entry goes here, and this one takes its place.
+  rcpts.splice(rcpts.indexOf(earlier), 1)
   address.address = earlier.address
   address.args = merged as SMTPServerAddress['args']
 }

@@ -112,6 +112,24 @@ describe('ESMTP semantics', () => {
     expect(bounced()).toHaveLength(1)
   })
 
+  it('one mailbox in several spellings (U-label, A-label, upper case) is one recipient: one queue row, one copy, one delivered line', async () => {
+    const c = await session()
+    expect(await c.command('MAIL FROM:<spell@sender.test> SMTPUTF8')).toMatch(/^250 /)
+    for (const rcpt of ['u@bücher.test', 'u@xn--bcher-kva.test', 'U@BÜCHER.test', 'u@XN--BCHER-KVA.TEST']) expect(await c.command(`RCPT TO:<${rcpt}>`), rcpt).toMatch(/^250 /)
+    expect(await c.command('DATA')).toMatch(/^354 /)
+    const reply = await c.command(message('one mailbox, four spellings'))
+    expect(reply).toMatch(/^250 /)
+    c.close()
+    const id = /queued as (\w+)/.exec(reply)![1]!
+    const delivered = () => relay.logs.filter((l) => l.event === 'delivered' && l.queueId === id)
+    await eventually(() => delivered().length > 0, 10_000, 'the delivered line')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(delivered()).toHaveLength(1)
+    const got = mx.messages.filter((m) => m.raw.toString().includes('one mailbox, four spellings'))
+    expect(got).toHaveLength(1)
+    expect(got[0]!.to).toHaveLength(1)
+  })
+
   it('NOTIFY=SUCCESS: a next hop without DSN gets the mail and the sender a "relayed" report; one with DSN gets NOTIFY and the report is its to send', async () => {
     for (const [rcpt, sender] of [['s1@dest.test', 'succ1@sender.test'], ['s2@dsn.test', 'succ2@sender.test']] as const) {
       const c = await session()
