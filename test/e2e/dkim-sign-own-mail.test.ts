@@ -4,13 +4,12 @@
 // dkimVerify against the test DNS server). A policy plugin's `queue` hook never sees them, and a
 // `generated` hook that fails leaves the DSN unsigned but queued.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import crypto from 'node:crypto'
 import { promises as dnsPromises } from 'node:dns'
 import path from 'node:path'
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { connectRaw, dotStuff } from '../harness/smtp-client.js'
+import { submit } from '../harness/dsn.js'
 import { ROOT, eventually, runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const FIXTURE = path.join(ROOT, 'test/fixtures/generated-hooks.plugin.ts')
@@ -41,23 +40,7 @@ function signatures(raw: Buffer): { d?: string; s?: string }[] {
 const headerOf = (m: ReceivedMessage) => m.raw.toString('latin1').split('\r\n\r\n')[0]!
 
 /** Sends one message from someone@dsn.test (the DSN's recipient, delivered to the receiver); its queue id. */
-async function send(to: string, subject: string, rcptArgs = '', via: RelayProcess = relay): Promise<string> {
-  const { client } = await connectRaw(via.port)
-  try {
-    await client.command('EHLO client.test')
-    expect(await client.command('MAIL FROM:<someone@dsn.test>')).toMatch(/^250 /)
-    expect(await client.command(`RCPT TO:<${to}>${rcptArgs ? ` ${rcptArgs}` : ''}`)).toMatch(/^250 /)
-    expect(await client.command('DATA')).toMatch(/^354 /)
-    const end = client.read(10_000)
-    client.send(dotStuff(`From: <someone@dsn.test>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nMessage-ID: <${crypto.randomUUID()}@dsn.test>\r\nDate: Sat, 28 Nov 2026 08:00:00 +0000\r\n\r\nHello.\r\n`))
-    const reply = await end
-    expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /)
-    await client.command('QUIT', 1000).catch(() => undefined)
-    return /queued as (\w+)/.exec(reply)![1]!
-  } finally {
-    client.close()
-  }
-}
+const send = (to: string, subject: string, rcptArgs = '', via: RelayProcess = relay): Promise<string> => submit(via, 'someone@dsn.test', [to], subject, rcptArgs)
 
 /** The DSN the receiver got for the message with this Subject (its headers are quoted in it). */
 const dsnFor = (subject: string, own = /^Subject: /m, waitMs = 20_000) =>

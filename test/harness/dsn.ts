@@ -5,13 +5,13 @@ import type { ReceivedMessage } from './smtp-receiver.js'
 import type { RelayProcess } from './relay.js'
 import { connectRaw, dotStuff } from './smtp-client.js'
 
-/** One message over SMTP (each command must get its 2xx/3xx); its queue id. */
-export async function submit(relay: RelayProcess, from: string, to: string[], subject: string): Promise<string> {
+/** One message over SMTP (each command must get its 2xx/3xx; `rcptArgs` after each RCPT, e.g. NOTIFY=SUCCESS); its queue id. */
+export async function submit(relay: RelayProcess, from: string, to: string[], subject: string, rcptArgs = ''): Promise<string> {
   const { client } = await connectRaw(relay.port)
   try {
     await client.command('EHLO client.test')
     expect(await client.command(`MAIL FROM:<${from}>`)).toMatch(/^250 /)
-    for (const t of to) expect(await client.command(`RCPT TO:<${t}>`)).toMatch(/^250 /)
+    for (const t of to) expect(await client.command(`RCPT TO:<${t}>${rcptArgs ? ` ${rcptArgs}` : ''}`)).toMatch(/^250 /)
     expect(await client.command('DATA')).toMatch(/^354 /)
     const end = client.read(10_000)
     client.send(dotStuff(`From: <${from}>\r\nTo: <${to[0]}>\r\nSubject: ${subject}\r\nMessage-ID: <${crypto.randomUUID()}@sender.test>\r\n\r\nHello.\r\n`))
