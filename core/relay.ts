@@ -185,6 +185,11 @@ export class Relay {
     return loopDelayFigures(this.loopDelay)
   }
 
+  /** Scans the queue now (SIGUSR2: a CLI verb changed the queue on disk; `postqueue -f`'s trigger). */
+  wake(): void {
+    this.parts?.delivery.notify()
+  }
+
   /** Re-reads the TLS certificate files (SIGHUP); open sessions keep their connection. */
   reloadTls(): boolean {
     this.pool?.reloadTls()

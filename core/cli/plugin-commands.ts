@@ -181,13 +181,25 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
   let plugins: Promise<HookBus | undefined> | undefined
   const generated = () => (plugins ??= hooksForDsn(config))
   return {
-    queue: queueOperations({ queue, log, config: () => config, generated }),
+    queue: queueOperations({ queue, log, config: () => config, generated, wake: running === undefined ? undefined : () => askToScan(running) }),
     config: { dataDir: config.dataDir, configFile: config.configFile },
     running,
     close: async () => {
       await queue.close()
       await (await plugins)?.close()
     },
+  }
+}
+
+/**
+ * A verb released, flushed or bounced on the queue itself while a relay runs on it: the relay scans
+ * now (SIGUSR2, core/cli/start.ts), as `postqueue -f` triggers Postfix's queue manager.
+ */
+function askToScan(pid: number): void {
+  try {
+    process.kill(pid, 'SIGUSR2')
+  } catch (err) {
+    process.stderr.write(`note: relay ${pid} could not be told to scan the queue (${(err as NodeJS.ErrnoException).code}); it picks this up at its next queue scan (within 30 s)\n`)
   }
 }
 

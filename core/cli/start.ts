@@ -54,6 +54,12 @@ export async function start(opts: { config?: string }): Promise<void> {
     relay.log.info('SIGHUP: reloading the config')
     void relay.reload()
   })
+  // A queue verb that worked on the queue itself (no admin listener) asks for a scan: what it
+  // released, flushed or bounced goes now, not at the next idle scan.
+  process.on('SIGUSR2', () => {
+    relay.log.info('SIGUSR2: scanning the queue')
+    relay.wake()
+  })
   // A bug in one session must not take the others down; it is logged loudly instead.
   process.on('uncaughtException', (err) => {
     relay.log.fatal({ err }, 'uncaught exception')

@@ -356,7 +356,7 @@ export interface CommandEnv {
   /**
    * The configured queue opened for this command (a stopped relay's data directory, or the shared
    * PostgreSQL queue), with the config it was found by and the pid of a relay running on that data
-   * directory, if any (it sees changes at its next queue scan). Call `close()` when done. With
+   * directory, if any (told by SIGUSR2 to scan the queue when a verb made work due). Call `close()` when done. With
    * `create: false`, a SQLite data directory no relay has used yet is left alone: it rejects with an
    * Error whose `kind` is 'not-found'. With no config file found at all it rejects with a ConfigError
    * listing where it looked (the CLI exits 2): a queue verb never runs on the defaults by accident.

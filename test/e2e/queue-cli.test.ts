@@ -248,3 +248,41 @@ describe('on a stopped data directory', () => {
     expect((await listJson())).toEqual([])
   })
 })
+
+describe('on a running relay without an admin listener (the verbs work on the queue itself)', () => {
+  let own: ParkedRelay
+  beforeAll(async () => {
+    own = await startParkedRelay(undefined, false)
+  })
+  afterAll(async () => {
+    await own?.close()
+  })
+  const ownCli = (...args: string[]) => runCliAsync([...args, '--config', own.relay.configFile])
+
+  it('flush, release and bounce are acted on at once (the CLI tells the relay to scan: SIGUSR2), not at its next idle scan 30 s later', async () => {
+    const flushed = await own.submit('flush-direct@park.test')
+    const held = await own.submit('release-direct@park.test')
+    const bounced = await own.submit('bounce-direct@park.test')
+    await eventually(async () => {
+      const r = await ownCli('queue', 'list', '--json')
+      const list = JSON.parse(r.stdout) as QueueListEntry[]
+      return [flushed, held, bounced].every((id) => list.find((m) => m.id === id)?.recipients[0]?.state === 'deferred')
+    }, 10_000, 'all three deferred')
+    expect(fs.existsSync(path.join(own.relay.dataDir, 'admin.json'))).toBe(false)
+    // Wait out the scan that follows the deferrals: what comes now is the CLI's doing.
+    await new Promise((r) => setTimeout(r, 1000))
+
+    own.parked.clear()
+    expect((await ownCli('queue', 'hold', held)).code).toBe(0)
+    const f = await ownCli('queue', 'flush', '--id', flushed)
+    expect([f.code, f.stderr]).toEqual([0, ''])
+    await eventually(() => own.delivered('flush-direct@park.test').length === 1, 5000, 'flushed message delivered within 5 s')
+    const rel = await ownCli('queue', 'release', held)
+    expect([rel.code, rel.stdout, rel.stderr]).toEqual([0, `released ${held}\n`, ''])
+    await eventually(() => own.delivered('release-direct@park.test').length === 1, 5000, 'released message delivered within 5 s')
+    const b = await ownCli('queue', 'bounce', bounced)
+    expect(b.code, b.stderr).toBe(0)
+    await eventually(() => own.senderRx.messages.some((m) => text(m).includes('Final-Recipient: rfc822; bounce-direct@park.test')), 5000, 'DSN delivered within 5 s')
+    await own.relay.waitForLog((l) => l.msg === 'SIGUSR2: scanning the queue')
+  })
+})

@@ -24,8 +24,8 @@ export interface ParkedRelay {
 
 export const messageText = (m: ReceivedMessage) => m.raw.toString('latin1')
 
-/** `admin`: further options of the admin plugin (e.g. `insecureNoToken` when `token` is undefined). */
-export async function startParkedRelay(token: string | undefined, admin: Record<string, unknown> = {}): Promise<ParkedRelay> {
+/** `admin`: further options of the admin plugin (e.g. `insecureNoToken` when `token` is undefined); false: no admin plugin. */
+export async function startParkedRelay(token: string | undefined, admin: Record<string, unknown> | false = {}): Promise<ParkedRelay> {
   const parked = new Set<string>()
   const rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (parked.has(address!) ? { code: 451, message: '4.2.0 parked, try later' } : undefined) } } })
   const senderRx = await startReceiver({ host: '127.0.0.3', port: rx.port, behaviour: { noStartTls: true } })
@@ -35,7 +35,7 @@ export async function startParkedRelay(token: string | undefined, admin: Record<
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
       plugins: [
-        ['admin', { host: '127.0.0.1', port: 0, token, ...admin }],
+        ...(admin === false ? [] : [['admin', { host: '127.0.0.1', port: 0, token, ...admin }]]),
         ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
       ],
     },

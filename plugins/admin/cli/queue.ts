@@ -14,8 +14,6 @@ export interface QueueVerbOptions {
 /** The verbs, the same whether they go through the API or straight to the queue. */
 export type Backend = Pick<QueueOperations, 'list' | 'show' | 'hold' | 'release' | 'remove' | 'bounce' | 'flush' | 'summary' | 'bulk' | 'raw'> & {
   close(): Promise<void>
-  /** Said after a change made straight on the queue while a relay runs (it sees it at its next scan). */
-  note?: string
 }
 
 /** Said of a recipient with a final result whose DSN is not sent yet (the message stays queued for it). */
@@ -92,14 +90,9 @@ export async function withBackend(env: CommandEnv, opts: QueueVerbOptions, fn: (
     bulk: (action, filter, o) => q.bulk(action, filter, o),
     raw: (s) => q.raw(s),
     close: () => opened.close(),
-    note:
-      opened.running && config.queue.driver === 'sqlite'
-        ? `note: relay ${opened.running} runs without an admin listener; it picks this up at its next queue scan (within 30 s)`
-        : undefined,
   }
   try {
     await fn(backend)
-    if (backend.note) process.stderr.write(`${backend.note}\n`)
   } catch (err) {
     fail(err)
   } finally {
