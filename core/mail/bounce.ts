@@ -4,7 +4,7 @@
 // policy) stays with them.
 import type { Logger } from 'pino'
 import { Readable } from 'node:stream'
-import MimeNode from 'nodemailer/lib/mime-node'
+import type MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
 import type { DelayCandidate, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
@@ -136,7 +136,9 @@ export async function buildDsn(d: DsnInput): Promise<Buffer> {
   const actionOf = (r: FailedRecipient): DsnAction => r.action ?? d.action ?? 'failed'
   const failed = d.recipients.some((r) => actionOf(r) === 'failed')
   const succeeded = d.recipients.some((r) => actionOf(r) === 'delivered' || actionOf(r) === 'relayed')
-  const root = new MimeNode('multipart/report; report-type=delivery-status', { hostname: d.reportingMta })
+  // Loaded when a DSN is built: CLI verbs that only read the queue (`relay queue list`) skip it.
+  const { default: MimeNodeClass } = await import('nodemailer/lib/mime-node')
+  const root = new MimeNodeClass('multipart/report; report-type=delivery-status', { hostname: d.reportingMta })
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     To: d.sender,

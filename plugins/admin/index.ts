@@ -5,11 +5,10 @@
 // Its CLI verbs (`relay queue`, `relay stats`, `relay suppression`): commands.ts. Options: README.md.
 import { definePlugin } from '../../core/index.js'
 import { adminCommands } from './commands.js'
-import { RelayMetrics } from './metrics/relay-metrics.js'
+import type { RelayMetrics } from './metrics/relay-metrics.js'
 import { optionsSchema, type AdminOptions } from './options.js'
-import { RecentEvents } from './recent-events.js'
-import { registerAdminRoutes } from './routes/index.js'
-import { AdminServer } from './server.js'
+import type { RecentEvents } from './recent-events.js'
+import type { AdminServer } from './server.js'
 
 interface State {
   server: AdminServer
@@ -29,6 +28,14 @@ export default definePlugin<AdminOptions, State | undefined>({
     // relay check-config: the options are valid; nothing is bound.
     if (mode === 'check') return undefined
     if (!relay) throw new Error('the admin plugin needs a running relay (no operator API was given)')
+    // The listener's modules (prom-client, the routes, the dashboard) load here, not with the plugin:
+    // its CLI verbs (`relay queue list`) import this file and need none of them.
+    const [{ RelayMetrics }, { RecentEvents }, { registerAdminRoutes }, { AdminServer }] = await Promise.all([
+      import('./metrics/relay-metrics.js'),
+      import('./recent-events.js'),
+      import('./routes/index.js'),
+      import('./server.js'),
+    ])
     const metrics = new RelayMetrics(
       options.metrics,
       {
