@@ -4,9 +4,8 @@
 // directory.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
-import fs from 'node:fs'
-import path from 'node:path'
 import { BIN, eventually, runCliAsync, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { adminGet, adminQueue } from '../harness/admin-queue.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-bulk-token-0123456789abcdef'
@@ -36,20 +35,13 @@ const onTerminal = (args: string[]): Promise<{ code: number | null; stdout: stri
     })
   })
 }
-/** GET on the running relay's admin API (where its admin.json says it listens), as the CLI reaches it. */
-const api = async <T>(p: string): Promise<T> => {
-  const { url, token } = JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'admin.json'), 'utf8')) as { url: string; token: string }
-  const res = await fetch(new URL(p, url), { headers: { Authorization: `Bearer ${token}` } })
-  expect(res.status, p).toBe(200)
-  return (await res.json()) as T
-}
+/** The ids the admin API lists with `query` (what `relay queue list` prints through it), in its order. */
+const apiIds = async (query: string) => (await adminQueue(relay, query)).map((m) => m.id)
 /**
  * Not in a delivery attempt right now (a release makes a message due at once; a bounce of one in
  * flight is refused as a conflict). Read from the admin API: this waits, it is not what is tested.
  */
-/** The ids the admin API lists with `query` (what `relay queue list` prints through it), in its order. */
-const apiIds = async (query: string) => (await api<{ messages: { id: string }[] }>(`/api/queue?${query}`)).messages.map((m) => m.id)
-const settled = async (id: string) => (await api<{ recipients: { leased: boolean }[] }>(`/api/queue/${id}`)).recipients.every((x) => !x.leased)
+const settled = async (id: string) => (await adminGet<{ recipients: { leased: boolean }[] }>(relay, `/api/queue/${id}`)).recipients.every((x) => !x.leased)
 
 /** Parked: the relay's log says its first attempt was deferred (the queue has it as such by then). */
 const deferred = (id: string) => relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)

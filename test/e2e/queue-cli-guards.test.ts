@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
 import { runCliAsync, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { adminQueue } from '../harness/admin-queue.js'
 import { startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-guards-token-0123456789abcdef'
@@ -21,12 +22,7 @@ describe('an empty or malformed queue id', () => {
     return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
   }
   /** The queue as the running relay's admin API lists it (what `relay queue list --json` shows through it). */
-  const apiEntries = async () => {
-    const { url, token } = JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'admin.json'), 'utf8')) as { url: string; token: string }
-    const res = await fetch(new URL('/api/queue', url), { headers: { Authorization: `Bearer ${token}` } })
-    expect(res.status).toBe(200)
-    return ((await res.json()) as { messages: unknown[] }).messages
-  }
+  const apiEntries = () => adminQueue(relay)
 
   beforeAll(async () => {
     fixture = await startParkedRelay(TOKEN)
