@@ -96,13 +96,14 @@ describe('relay queue backup and restore', () => {
     expect(fs.readdirSync(path.join(dataDir, 'spool'))).toEqual([])
   }, 120_000)
 
-  it('the PostgreSQL queue: use pg_dump (exit 1)', () => {
+  it('the PostgreSQL queue: use pg_dump (exit 1)', async () => {
     const dir = tempDir()
     const file = path.join(dir, 'pg.config.json')
     fs.writeFileSync(file, JSON.stringify({ dataDir: path.join(dir, 'data'), queue: { driver: 'postgres', url: 'postgres://127.0.0.1:5432/test' } }))
-    for (const verb of ['backup', 'restore']) {
-      const r = runCli(['queue', verb, path.join(dir, 'b'), '--config', file])
-      expect(r.code).toBe(1)
+    const verbs = ['backup', 'restore']
+    const results = await Promise.all(verbs.map((verb) => runCliAsync(['queue', verb, path.join(dir, 'b'), '--config', file])))
+    for (const [i, r] of results.entries()) {
+      expect(r.code, verbs[i]).toBe(1)
       expect(r.stderr).toMatch(/use pg_dump/)
     }
   }, 120_000)
