@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
@@ -36,7 +36,8 @@ async function submit(relay: RelayProcess, to: string, body: string): Promise<st
   const r = await sendMail(relay.port, { from: 'alice@sender.test', to: [to], data: `From: <alice@sender.test>\r\nTo: <${to}>\r\nSubject: backup ${to}\r\n\r\n${body}` })
   const id = /^250 .*queued as (\w+)/.exec(r.lastReply)?.[1]
   if (!id) throw new Error(`not queued: ${r.lastReply}`)
-  await eventually(() => relay.queueList().find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, `${to} deferred`)
+  // Its first attempt deferred (logged once the queue has it so): the listings below show it.
+  await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)
   return id
 }
 
@@ -62,9 +63,12 @@ describe('relay queue backup and restore', () => {
     // A new machine: a new directory, the same config otherwise.
     const dir = tempDir()
     const dataDir = path.join(dir, 'data')
-    const refused = runCli(['queue', 'restore', backup, '--config', a.configFile])
+    // Into the old data directory (refused) and into the new one: unrelated, side by side.
+    const [refused, restored] = await Promise.all([
+      runCliAsync(['queue', 'restore', backup, '--config', a.configFile]),
+      runCliAsync(['queue', 'restore', backup, '--config', a.configFile, '--data-dir', dataDir]),
+    ])
     expect([refused.code, refused.stderr]).toEqual([1, `relay: the data directory to restore into ${a.dataDir} is not empty\n`])
-    const restored = runCli(['queue', 'restore', backup, '--config', a.configFile, '--data-dir', dataDir])
     expect([restored.code, restored.stderr]).toEqual([0, ''])
     expect(restored.stdout).toBe(`restored 2 messages (1 spool file) into ${dataDir}; start the relay on it to deliver them\n`)
     // Queued mail is nobody else's to read, in the backup or in the restored queue, whatever the umask.
@@ -83,6 +87,7 @@ describe('relay queue backup and restore', () => {
     const b2 = await startRelay({ dir, config: config() })
     relays.push(b2)
     await eventually(() => rx.messages.length === 2, 10_000, 'both messages delivered from the restored queue')
+    for (const id of [small, big]) await b2.waitForLog((l) => l.event === 'delivered' && l.queueId === id, 10_000)
     expect(rx.messages.map((m) => m.to[0]).sort()).toEqual(['big@park.test', 'small@park.test'])
     const bigOne = rx.messages.find((m) => m.to.includes('big@park.test'))!
     expect(bigOne.raw.toString('latin1')).toContain(large.repeat(200))
@@ -91,13 +96,14 @@ describe('relay queue backup and restore', () => {
     expect(fs.readdirSync(path.join(dataDir, 'spool'))).toEqual([])
   }, 120_000)
 
-  it('the PostgreSQL queue: use pg_dump (exit 1)', () => {
+  it('the PostgreSQL queue: use pg_dump (exit 1)', async () => {
     const dir = tempDir()
     const file = path.join(dir, 'pg.config.json')
     fs.writeFileSync(file, JSON.stringify({ dataDir: path.join(dir, 'data'), queue: { driver: 'postgres', url: 'postgres://127.0.0.1:5432/test' } }))
-    for (const verb of ['backup', 'restore']) {
-      const r = runCli(['queue', verb, path.join(dir, 'b'), '--config', file])
-      expect(r.code).toBe(1)
+    const verbs = ['backup', 'restore']
+    const results = await Promise.all(verbs.map((verb) => runCliAsync(['queue', verb, path.join(dir, 'b'), '--config', file])))
+    for (const [i, r] of results.entries()) {
+      expect(r.code, verbs[i]).toBe(1)
       expect(r.stderr).toMatch(/use pg_dump/)
     }
   }, 120_000)

@@ -12,7 +12,8 @@ import pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
-import { dsnBlocks, queueUntil, submit as submitVia } from '../harness/dsn.js'
+import { dsnBlocks, submit as submitVia } from '../harness/dsn.js'
+import { adminQueueUntil as queueUntil } from '../harness/admin-queue.js'
 import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
 
 const RUN = `${process.pid}_${crypto.randomBytes(4).toString('hex')}`
@@ -100,19 +101,25 @@ async function owedJoinsOperatorBounce(relay: RelayProcess, sender: string): Pro
   await eventually(() => stallRx.attempts.rcpt > rcptsBefore, 15_000, 'the delivery to stall.test waiting for its RCPT reply')
   const id = await submit(relay, sender, ['a@dead.test', 's2@stall.test'])
   await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'a@dead.test' && l.queueId === id, 15_000)
-  // The 550 is recorded; its DSN waits for s2@stall.test, which is due but not taken.
-  const shown = JSON.parse((await cli(relay, 'queue', 'show', id, '--json')).stdout) as { recipients: { address: string; state: string; leased: boolean }[] }
+  // The 550 is recorded; its DSN waits for s2@stall.test, which is due but not taken. (What the
+  // operator reads of it, side by side: nothing changes the queue meanwhile.)
+  const [shownJson, listed, summary, summaryJson, shownTextOut] = await Promise.all([
+    cli(relay, 'queue', 'show', id, '--json'),
+    cli(relay, 'queue', 'list'),
+    cli(relay, 'queue', 'summary'),
+    cli(relay, 'queue', 'summary', '--json'),
+    cli(relay, 'queue', 'show', id),
+  ])
+  const shown = JSON.parse(shownJson.stdout) as { recipients: { address: string; state: string; leased: boolean }[] }
   expect(shown.recipients.map((r) => [r.address, r.state, r.leased])).toEqual([['a@dead.test', 'bounced', false], ['s2@stall.test', 'queued', false]])
   expect(dsnsTo(sender)).toHaveLength(0)
   // The operator is told why a bounced recipient is still listed: its DSN is owed, not sent yet.
   expect(shown.recipients.map((r) => (r as { dsnOwed?: boolean }).dsnOwed)).toEqual([true, undefined])
-  const listed = await cli(relay, 'queue', 'list')
   expect(listed.stdout).toMatch(/^ {4}bounced +<a@dead\.test> .*last: 550 5\.1\.1 No such user here \(dead\).*  DSN owed \(not sent yet\)$/m)
   expect(listed.stdout).toMatch(/^ {4}queued +<s2@stall\.test> +attempts 0 +next \S+$/m)
-  const summary = await cli(relay, 'queue', 'summary')
   expect(summary.stdout).toMatch(/^2 messages; recipients: 2 queued, 0 deferred, 0 held; 1 kept for a DSN to the sender not sent yet\n/)
-  expect(JSON.parse((await cli(relay, 'queue', 'summary', '--json')).stdout)).toMatchObject({ messages: 2, owingDsn: 1 })
-  const shownText = (await cli(relay, 'queue', 'show', id)).stdout
+  expect(JSON.parse(summaryJson.stdout)).toMatchObject({ messages: 2, owingDsn: 1 })
+  const shownText = shownTextOut.stdout
   expect(shownText).toContain('\nDSN owed:    a@dead.test: the report to the sender is not sent yet; it goes once nothing of the message is in flight or due')
 
   const b = await cli(relay, 'queue', 'bounce', id)
@@ -152,7 +159,7 @@ describe('relay queue bounce of a message that owes a DSN: one DSN', () => {
     parked.add('d@park.test')
     const id = await submit(relay, sender, ['s@stall.test', 'd@park.test'])
     await eventually(() => stallRx.attempts.rcpt > rcptsBefore, 15_000, 'the delivery to stall.test waiting for its RCPT reply')
-    await queueUntil(relay, (q) => q.some((e) => e.id === id && e.recipients.some((r) => r.address === 'd@park.test' && r.state === 'deferred')), 'd@park.test deferred')
+    await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id && l.recipient === 'd@park.test', 15_000)
 
     const b = await cli(relay, 'queue', 'bounce', id)
     expect(b.code, b.stderr).toBe(0)
@@ -181,7 +188,7 @@ describe('relay queue bounce on a stopped data directory', () => {
     parked.add('d2@park.test')
     const id = await submit(relay, sender, ['a2@dead.test', 'd2@park.test'])
     await eventually(() => dsnsTo(sender)[0], 15_000, 'the bounce for a2@dead.test')
-    await queueUntil(relay, (q) => q.some((e) => e.id === id && e.recipients.some((r) => r.address === 'd2@park.test' && r.state === 'deferred')), 'd2@park.test deferred')
+    await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id && l.recipient === 'd2@park.test', 15_000)
     expect(await relay.stop()).toBe(0)
     // What a crash right after the complete that recorded the 550 leaves: the result, and its DSN owed.
     const db = new Database(path.join(relay.dataDir, 'queue.sqlite'))
@@ -234,7 +241,7 @@ describe('relay queue bounce racing a delivery', () => {
     const sender = 'race@sender.test'
     parked.add('r@park.test')
     const id = await submit(relay, sender, ['r@park.test'])
-    await queueUntil(relay, (q) => q.some((e) => e.id === id && e.recipients[0]?.state === 'deferred'), 'r@park.test deferred')
+    await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id && l.recipient === 'r@park.test', 15_000)
     parked.delete('r@park.test')
 
     // Another session holds the message row: the bounce reads the message, then waits to write.

@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { eventually, runCliAsync, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { runCliAsync, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { adminQueue } from '../harness/admin-queue.js'
 import { startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-guards-token-0123456789abcdef'
@@ -20,6 +21,8 @@ describe('an empty or malformed queue id', () => {
     expect(r.code, r.stderr).toBe(0)
     return JSON.parse(r.stdout) as (QueueListEntry & { heldAt?: number })[]
   }
+  /** The queue as the running relay's admin API lists it (what `relay queue list --json` shows through it). */
+  const apiEntries = () => adminQueue(relay)
 
   beforeAll(async () => {
     fixture = await startParkedRelay(TOKEN)
@@ -40,31 +43,36 @@ describe('an empty or malformed queue id', () => {
     ['delete ../x', ['queue', 'delete', '../x']],
   ]
 
-  async function refusedEverywhere(id: string, before: (QueueListEntry & { heldAt?: number })[]) {
-    for (const [name, args] of verbs) {
-      const r = await cli(args)
+  /** `list`: the queue as it is now (the same way `before` was read). */
+  async function refusedEverywhere(id: string, before: unknown[], list: () => Promise<unknown[]>) {
+    // Each is refused without touching the queue (checked below): they run side by side.
+    const [stdin, ...results] = await Promise.all([cli(['queue', 'delete', '-'], `${id}\nnot/an-id\n`), ...verbs.map(([, args]) => cli(args))])
+    verbs.forEach(([name, args], i) => {
+      const r = results[i]!
       const bad = args.includes('../x') ? '../x' : ''
       expect([r.code, r.stderr, r.stdout], name).toEqual([2, `relay: not a queue id: '${bad}'\n`, ''])
-    }
+    })
     // Ids on stdin are checked too: one bad one and nothing is done.
-    const stdin = await cli(['queue', 'delete', '-'], `${id}\nnot/an-id\n`)
     expect([stdin.code, stdin.stderr], 'ids on stdin').toEqual([2, "relay: not a queue id: 'not/an-id'\n"])
     // Nothing happened to the message: not flushed (the same next attempt), not held, not deleted.
-    expect(await entries()).toEqual(before)
-    expect(fixture.delivered(before[0]!.recipients[0]!.address)).toEqual([])
+    expect(await list()).toEqual(before)
+    expect(before).toHaveLength(1)
+    expect(fixture.delivered('guard@park.test')).toEqual([])
   }
 
   it('is refused by every verb that takes ids, through the admin API; the queue is left alone', async () => {
     const id = await fixture.submit('guard@park.test')
-    await eventually(async () => (await entries()).find((m) => m.id === id)?.recipients[0]?.state === 'deferred', 10_000, 'deferred')
+    await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)
     fixture.parked.delete('guard@park.test') // a flush would deliver it now
-    const before = await entries()
-    await refusedEverywhere(id, before)
+    const before = await apiEntries()
+    expect(before).toMatchObject([{ id, recipients: [{ address: 'guard@park.test', state: 'deferred' }] }])
+    await refusedEverywhere(id, before, apiEntries)
 
     // The same on the data directory, once the relay is stopped.
     await relay.stop()
     const stopped = await entries()
-    await refusedEverywhere(id, stopped)
+    expect(stopped).toMatchObject([{ id, recipients: [{ address: 'guard@park.test', state: 'deferred' }] }])
+    await refusedEverywhere(id, stopped, entries)
   })
 })
 
@@ -95,8 +103,10 @@ describe('a corrupt SQLite queue', () => {
     expect(fatal).toContain(expected)
     expect(fatal).toContain(`"code":"${code}"`)
 
-    for (const verb of [['list'], ['summary'], ['show', 'AAAAAAAAAAAA']]) {
-      const r = await runCliAsync(['queue', ...verb, '--config', relay.configFile])
+    const verbs = [['list'], ['summary'], ['show', 'AAAAAAAAAAAA']]
+    const results = await Promise.all(verbs.map((verb) => runCliAsync(['queue', ...verb, '--config', relay.configFile])))
+    for (const [i, verb] of verbs.entries()) {
+      const r = results[i]!
       expect(r.code, verb.join(' ')).toBe(1)
       expect(r.stderr).toContain(`relay: ${expected}`)
       noStack(r.stderr)

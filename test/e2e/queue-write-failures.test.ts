@@ -13,7 +13,7 @@ import Database from 'better-sqlite3'
 import { SMTPServer } from 'smtp-server'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 const relays: RelayProcess[] = []
@@ -33,8 +33,9 @@ afterAll(async () => {
 /**
  * The MX of dest.test: it reads each message whole, then answers only when `open()` is called
  * (250, or `reply` when given). `received` counts the messages read, `taken` those answered 250.
+ * Closed by the afterEach, or by `cleanup` when given.
  */
-async function gatedMx() {
+async function gatedMx(cleanup: (close: () => Promise<void>) => void = (c) => closers.push(c)) {
   type Reply = { code: number; text: string } | undefined
   let open!: (reply: Reply) => void
   const state = { received: 0, taken: [] as string[], gate: new Promise<Reply>((resolve) => (open = resolve)) }
@@ -57,7 +58,7 @@ async function gatedMx() {
     },
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.2', resolve))
-  closers.push(() => new Promise((resolve) => server.close(() => resolve())))
+  cleanup(() => new Promise((resolve) => server.close(() => resolve())))
   return {
     port: (server.server.address() as net.AddressInfo).port,
     state,
@@ -69,15 +70,18 @@ async function gatedMx() {
   }
 }
 
-async function relayTo(port: number): Promise<RelayProcess> {
+/** `onEnd`: given the relay's stop, to call when the test ends (else the afterEach stops it). */
+async function relayTo(port: number, onEnd?: (stop: () => Promise<void>) => void): Promise<RelayProcess> {
   const relay = await startRelay({
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
-      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' } },
+      // The deferred message is retried as soon as the config allows (250 ms): the wait is not what is tested.
+      delivery: { port, retry: { base: '250ms', factor: 1, max: '250ms' } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
   })
-  relays.push(relay)
+  if (onEnd) onEnd(async () => void (await relay.stop()))
+  else relays.push(relay)
   return relay
 }
 
@@ -96,10 +100,12 @@ function lockQueue(relay: RelayProcess) {
 
 const mail = (n: string) => `From: a@sender.test\r\nTo: b@dest.test\r\nSubject: ${n}\r\nMessage-ID: <${n}@sender.test>\r\n\r\nbody ${n}\r\n`
 
+// Each of these two waits out the relay's 5 s busy timeout: they run side by side, each with its own
+// MX and relay (stopped when that test ends, not by the other's afterEach).
 for (const outcome of ['taken', 'deferred'] as const) {
-  it(`a delivery ${outcome} by the MX while another process holds the queue locked: the result is written once the lock goes; delivered once, queue empty without waiting for the lease`, async () => {
-    const mx = await gatedMx()
-    const relay = await relayTo(mx.port)
+  it.concurrent(`a delivery ${outcome} by the MX while another process holds the queue locked: the result is written once the lock goes; delivered once, queue empty without waiting for the lease`, async ({ expect, onTestFinished }) => {
+    const mx = await gatedMx((close) => onTestFinished(close))
+    const relay = await relayTo(mx.port, (stop) => onTestFinished(stop))
     const id = `locked-${outcome}`
     expect((await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: mail(id) })).lastReply).toMatch(/^250 /)
     await eventually(() => mx.state.received === 1, 10_000, 'the message read by the MX, its reply held back')
@@ -109,7 +115,16 @@ for (const outcome of ['taken', 'deferred'] as const) {
     // The relay's write of the result waits out its busy timeout (5 s), and fails.
     await eventually(() => relay.logs.slice(logged).some((l) => l.level >= 40 && /locked|busy/i.test(JSON.stringify(l.err ?? ''))), 15_000, 'the write of the result refused')
     lock.release()
-    await eventually(() => relay.queueList().length === 0, 20_000, 'the queue empty (the result written, the deferred message retried)')
+    // Waited for in the relay's log, not by polling `relay queue list` (a CLI process each time,
+    // blocking this process and the MX in it); then the queue itself is looked at.
+    await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'b@dest.test', 20_000)
+    const queued = async () => {
+      // Not runCli: it would block this process, and the other test's MX in it.
+      const r = await runCliAsync(['queue', 'list', '--json', '--config', relay.configFile])
+      expect(r.code, r.stderr).toBe(0)
+      return JSON.parse(r.stdout) as unknown[]
+    }
+    await eventually(async () => (await queued()).length === 0, 20_000, 'the queue empty (the result written, the deferred message retried)')
     expect(mx.state.taken).toEqual([`<${id}@sender.test>`])
     expect(relay.exited()).toBe(false)
   })
