@@ -50,8 +50,13 @@ export interface RelayProcess {
   /** Starts the relay again on the same config, data directory and ports. */
   restart(): Promise<void>
   exited(): boolean
-  /** `relay queue list --json` on this relay's data directory. */
+  /**
+   * `relay queue list --json` on this relay's data directory. It blocks this process while the CLI
+   * runs (receivers and DNS servers in it stall): in a polling loop use listQueue().
+   */
   queueList(): QueueListEntry[]
+  /** The same, without blocking this process's event loop. */
+  listQueue(): Promise<QueueListEntry[]>
 }
 
 export interface QueueListEntry {
@@ -251,6 +256,11 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
     exited: () => exitCode !== undefined,
     queueList() {
       const r = runCli(['queue', 'list', '--json', '--config', configFile])
+      if (r.code !== 0) throw new Error(`relay queue list failed: ${r.stderr}`)
+      return JSON.parse(r.stdout) as QueueListEntry[]
+    },
+    async listQueue() {
+      const r = await runCliAsync(['queue', 'list', '--json', '--config', configFile])
       if (r.code !== 0) throw new Error(`relay queue list failed: ${r.stderr}`)
       return JSON.parse(r.stdout) as QueueListEntry[]
     },

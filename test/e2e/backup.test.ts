@@ -91,7 +91,7 @@ describe('relay queue backup and restore', () => {
     expect(rx.messages.map((m) => m.to[0]).sort()).toEqual(['big@park.test', 'small@park.test'])
     const bigOne = rx.messages.find((m) => m.to.includes('big@park.test'))!
     expect(bigOne.raw.toString('latin1')).toContain(large.repeat(200))
-    await eventually(() => b2.queueList().length === 0, 10_000, 'restored queue empty')
+    await eventually(async () => (await b2.listQueue()).length === 0, 10_000, 'restored queue empty')
 
     expect(fs.readdirSync(path.join(dataDir, 'spool'))).toEqual([])
   }, 120_000)

@@ -279,7 +279,7 @@ describe('delivery through DNS MX', () => {
     const id = /queued as (\w+)/.exec(r.lastReply)![1]
     const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'hank@servfail.test')
     expect(deferred.response).toMatch(/^4\.4\.3 DNS MX lookup for servfail\.test failed/)
-    const entry = await eventually(() => relay.queueList().find((m) => m.id === id))
+    const entry = await eventually(async () => (await relay.listQueue()).find((m) => m.id === id))
     expect(entry.recipients[0]).toMatchObject({ address: 'hank@servfail.test', state: 'deferred', attempts: 1 })
     expect(entry.recipients[0]!.lastResponse).toMatch(/SERVFAIL|ESERVFAIL/)
   })

@@ -120,7 +120,7 @@ async function deferredDoesNotHoldBack(relay: RelayProcess, sender: string): Pro
   expect([...blocks(dsn).keys()]).toEqual(['a@dead1.test'])
   expect(text(dsn)).not.toContain('d@defer.test>:')
   // The deferred recipient is still queued, to be retried in an hour.
-  const entry = relay.queueList().find((e) => e.id === id)
+  const entry = (await relay.listQueue()).find((e) => e.id === id)
   expect(entry?.recipients.map((r) => [r.address, r.state])).toEqual(expect.arrayContaining([['d@defer.test', 'deferred']]))
   expect(entry?.recipients.find((r) => r.address === 'a@dead1.test')?.state ?? 'gone').toMatch(/bounced|gone/)
   expect(dsnsTo(sender)).toHaveLength(1)
@@ -174,7 +174,7 @@ describe('one DSN per message (SQLite queue)', () => {
     expect(blocks(again).get('a@dead1.test')).toContain('Diagnostic-Code: smtp; 550 5.1.1 No such user here (dead1)')
     // Sent once: the mark is gone, and d@defer.test waits for its retry.
     await queueUntil(relay, (q) => q.length === 1, 'only the deferred message left')
-    expect(relay.queueList()[0]!.id).toBe(id)
+    expect((await relay.listQueue())[0]!.id).toBe(id)
     expect(dsnsTo(sender)).toHaveLength(2)
   })
 })

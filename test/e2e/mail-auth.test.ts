@@ -329,7 +329,7 @@ describe('DKIM and DMARC (relay A)', () => {
   it('a DMARC record lookup that times out is a temperror: 451 4.7.1 at the end of DATA', async () => {
     const reply = await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('dmarc-temperror', { from: 'alice@tempdmarc.test' }) })
     expect(reply).toMatch(/^451 4\.7\.1 DMARC temporary error/)
-    expect(relayA.queueList().some((q) => q.messageId?.includes('dmarctemperror'))).toBe(false)
+    expect((await relayA.listQueue()).some((q) => q.messageId?.includes('dmarctemperror'))).toBe(false)
   })
 })
 

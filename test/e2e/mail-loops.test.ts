@@ -261,7 +261,7 @@ describe('smtp.maxHops is configurable; a queued message that crosses a lowered 
     await new Promise((resolve) => setTimeout(resolve, 2500))
     expect(rx.messages.filter((m) => m.from === '' && text(m).includes('parked@dest.test'))).toHaveLength(1)
     expect(rx.attempts.rcpt - rcptsBefore).toBe(1) // the DSN's RCPT only
-    expect(relay.queueList().filter((m) => m.recipients.some((x) => x.address === 'parked@dest.test'))).toHaveLength(0)
+    expect((await relay.listQueue()).filter((m) => m.recipients.some((x) => x.address === 'parked@dest.test'))).toHaveLength(0)
   })
 
   it('with smtp.maxHops 5: 6 Received fields get 554 5.4.6, 5 are accepted and delivered', async () => {

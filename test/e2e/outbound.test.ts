@@ -160,7 +160,7 @@ describe('delivery concurrency', () => {
       await other.waitForMessages(1, 10_000)
       await new Promise((res) => setTimeout(res, 1000))
       expect(rx.connections).toBe(2)
-      const queued = r.queueList().filter((m) => m.recipients[0]!.address.endsWith('@slow.test'))
+      const queued = (await r.listQueue()).filter((m) => m.recipients[0]!.address.endsWith('@slow.test'))
       expect(queued).toHaveLength(5)
     } finally {
       await r.stop()

@@ -190,7 +190,7 @@ describe('plugins loaded from user files', () => {
     const r1 = await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@dest.test'], data: refused.data })
     expect(r1.lastReply).toBe('550 5.7.1 content refused by policy')
     expect(relay.logs.some((l) => l.msg === 'accepted' && l.event === 'accepted')).toBe(false)
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
     expect(fs.readdirSync(path.join(relay.dataDir, 'spool'))).toEqual([])
 
     const ok = message('hello plugin')

@@ -40,7 +40,7 @@ describe('queue verbs without access to the data directory', () => {
   beforeAll(async () => {
     relay = await startRelay({ config: { localDomains: ['local.test'], dns: { servers: ['127.0.0.1:1'] } } })
     await sendMail(relay.port, { from: 'alice@sender.test', to: ['bob@local.test'], data: 'Subject: waiting\r\n\r\nhi\r\n' })
-    await eventually(() => relay.queueList()[0]?.recipients[0]?.state === 'deferred', 10_000, 'deferred')
+    await eventually(async () => (await relay.listQueue())[0]?.recipients[0]?.state === 'deferred', 10_000, 'deferred')
     await relay.stop()
     // The config is readable by everyone (as /etc/relay is); the data directory by its owner only.
     const dir = path.dirname(relay.configFile)

@@ -105,7 +105,7 @@ describe('relay-acl senderDomains', () => {
       expect(reply, `MAIL FROM:<${sender}>`).toMatch(want)
       if (reply.startsWith('250')) expect(await client.command('RSET')).toMatch(/^250 /)
     }
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
   })
 
   it('checks every From: and Sender: address at DATA; only messages that pass are relayed', async () => {

@@ -198,7 +198,7 @@ describe('relay tricks', () => {
     expect(await client.command('DATA')).toMatch(/^503 /)
     expect(await client.command('QUIT')).toMatch(/^221 /)
 
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
     // nothing went out: no connection to either MX, and no one asked DNS where other.test is
     await new Promise((r) => setTimeout(r, 300))
     expect(foreignMx.connections).toBe(0)
@@ -213,7 +213,7 @@ describe('relay tricks', () => {
     expect(await battery(client, true)).toEqual([])
     // nothing was sent: the transaction is dropped
     expect(await client.command('RSET')).toMatch(/^250 /)
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
 
     // the legitimate ones really relay: a plain foreign address, and one behind a source route
     expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
@@ -245,7 +245,7 @@ describe('relay tricks', () => {
     expect(got!.raw.toString()).toContain('Subject: local only\r\n')
     await new Promise((r) => setTimeout(r, 300))
     expect(foreignMx.messages.length).toBe(before)
-    await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
+    await eventually(async () => (await relay.listQueue()).length === 0, 5000, 'the queue to empty')
   })
 
   it('<postmaster> on a relay with no local domain is the postmaster of its hostname (RFC 5321 4.5.1, as Postfix appends $myorigin): taken and delivered', async () => {
@@ -259,7 +259,7 @@ describe('relay tricks', () => {
     const all = await localMx.waitForMessages(before + 1, 10_000)
     expect(all.at(-1)!.to.map((a) => a.toLowerCase())).toEqual(['postmaster@relay.test'])
     expect(all.at(-1)!.raw.toString()).toContain('Subject: to the postmaster\r\n')
-    await eventually(() => noLocalRelay.queueList().length === 0, 5000, 'the queue to empty')
+    await eventually(async () => (await noLocalRelay.listQueue()).length === 0, 5000, 'the queue to empty')
   })
 
   it('config postmaster: <postmaster> and <postmaster@hostname> go to that address; the address itself is no open door', async () => {
@@ -272,7 +272,7 @@ describe('relay tricks', () => {
     expect(await data(client, message('to the configured postmaster'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
     const all = await foreignMx.waitForMessages(before + 1, 10_000)
     expect(all.at(-1)!.to).toEqual(['ops@other.test'])
-    await eventually(() => routingRelay.queueList().length === 0, 5000, 'the queue to empty')
+    await eventually(async () => (await routingRelay.listQueue()).length === 0, 5000, 'the queue to empty')
   })
 
   it('routing characters in their full-width and small forms (SMTPUTF8) are routing too: a store that maps widths (PRECIS, NFKC) reads them as % ! @', async () => {
@@ -284,7 +284,7 @@ describe('relay tricks', () => {
     // UTF-8 local parts without such characters are still taken
     expect(await client.command('RCPT TO:<jürgen@local.test>')).toMatch(/^250 /)
     expect(await client.command('RSET')).toMatch(/^250 /)
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
   })
 
   it('an address no next hop could be given (< or > in a quoted local part) is refused at MAIL and RCPT, not queued to wait out its lifetime', async () => {
@@ -301,7 +301,7 @@ describe('relay tricks', () => {
     expect(await data(client, message('brackets'))).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
     const all = await localMx.waitForMessages(before + 1, 10_000)
     expect(all.at(-1)!.to).toEqual(['"x.y"@local.test', 'erin@local.test'])
-    await eventually(() => relay.queueList().length === 0, 5000, 'the queue to empty')
+    await eventually(async () => (await relay.listQueue()).length === 0, 5000, 'the queue to empty')
   })
 
   it('with smtp.allowRoutingInLocalPart, routing addresses reach the local domain as they are, never the foreign one', async () => {

@@ -238,7 +238,7 @@ describe('per-route sending caps', () => {
     }
     expect(logged(relay, 'bounced', to)).toEqual([])
     expect(startsOf('perminute@app.test')).toHaveLength(3)
-    const queued = relay.queueList().flatMap((m) => m.recipients).filter((r) => to.includes(r.address))
+    const queued = (await relay.listQueue()).flatMap((m) => m.recipients).filter((r) => to.includes(r.address))
     expect(queued.map((r) => r.state)).toEqual(['deferred', 'deferred'])
     // A wait at our own cap is no attempt: the count (and with it the retry backoff) stays 0.
     expect(queued.map((r) => r.attempts)).toEqual([0, 0])

@@ -186,7 +186,7 @@ describe('smarthost', () => {
     expect(ev.response).toMatch(/^4\.7\.0 smarthost\.test\[127\.0\.0\.2\]:\d+: AUTH as the configured user failed: 535 5\.7\.8/)
     expect(authSeen).toContainEqual({ server: 'starttls', user: 'apikey', pass: WRONG_PASS })
     expect(starttlsRx.messages.some((m) => m.to[0] === 'v@anywhere.test')).toBe(false)
-    const entry = relay.queueList().find((q) => q.recipients[0]!.address === 'v@anywhere.test')
+    const entry = (await relay.listQueue()).find((q) => q.recipients[0]!.address === 'v@anywhere.test')
     expect(entry!.recipients[0]!.state).toBe('deferred')
     const logs = JSON.stringify(relay.logs)
     for (const secret of [IMPLICIT_PASS, STARTTLS_PASS, WRONG_PASS]) expect(logs).not.toContain(secret)
@@ -252,7 +252,7 @@ describe('lmtp', () => {
     expect(dsn).toMatch(/^Final-Recipient: rfc822; nouser@store\.test\r$/m)
     expect(dsn).toMatch(/^Status: 5\.1\.1\r$/m)
     expect(dsn).not.toMatch(/Final-Recipient: rfc822; (ok|full)@store\.test/)
-    const entry = relay.queueList().find((q) => q.recipients.some((r) => r.address === 'full@store.test'))!
+    const entry = (await relay.listQueue()).find((q) => q.recipients.some((r) => r.address === 'full@store.test'))!
     expect(Object.fromEntries(entry.recipients.map((r) => [r.address, r.state]))).toEqual({ 'ok@store.test': 'delivered', 'nouser@store.test': 'bounced', 'full@store.test': 'deferred' })
   })
 

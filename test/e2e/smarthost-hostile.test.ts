@@ -71,7 +71,7 @@ describe('a smarthost that quotes the credentials back', () => {
     expect(ev.response).toMatch(/^4\.7\.0 smarthost\.test\[127\.0\.0\.2\]:\d+: AUTH as the configured user failed: 535 5\.7\.8 /)
     // the server did get them (inside TLS), and quoted them
     expect(servers[name]!.sessions.flat().some((l) => l.startsWith('TLS ') && (l.includes(b64(PASS)) || l.includes(b64(`\0${USER}\0${PASS}`))))).toBe(true)
-    const entry = relay.queueList().find((q) => q.recipients[0]!.address === rcpt)!
+    const entry = (await relay.listQueue()).find((q) => q.recipients[0]!.address === rcpt)!
     const seen = JSON.stringify(relay.logs) + JSON.stringify(entry)
     for (const secret of secrets) expect(seen).not.toContain(secret)
   })

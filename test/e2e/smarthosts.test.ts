@@ -145,7 +145,7 @@ describe('what goes wrong', () => {
     expect(logins).toContainEqual({ provider: 'sendgrid', user: 'apikey', ok: false })
     expect(sendgrid587.messages.some((m) => m.to[0] === 'b@badkey.test')).toBe(false)
     expect(relay.logs.some((l) => /^throttle: badkey\.test asked to slow down/.test(l.msg))).toBe(false)
-    const entry = relay.queueList().find((q) => q.recipients[0]!.address === 'b@badkey.test')!
+    const entry = (await relay.listQueue()).find((q) => q.recipients[0]!.address === 'b@badkey.test')!
     expect(entry.recipients[0]!.state).toBe('deferred')
     const logs = JSON.stringify(relay.logs)
     for (const secret of [SENDGRID_KEY, SES_PASS, MAILGUN_PASS, 'SG.revoked-key']) expect(logs).not.toContain(secret)

@@ -288,7 +288,7 @@ describe('spam: scanner failures', () => {
     const msg = message('Hello', NORMAL_BODY)
     const r = await sendMail(relay.port, { from: 'sender@sender.test', to: ['bob@dest.test'], data: msg.data })
     expect(r.lastReply).toMatch(/^451 4\.7\.1 Spam scanner unavailable/)
-    expect(relay.queueList()).toEqual([])
+    expect(await relay.listQueue()).toEqual([])
   })
 
   it('a scanner that accepts and never answers hits the timeout: 451 4.7.1 after about 1 s', async () => {

@@ -97,7 +97,7 @@ describe('per-destination throttles', () => {
     await minute.waitForMessages(3, 5000)
     await sleep(1500)
     expect(minute.messages.length).toBe(3)
-    const waiting = relay.queueList().flatMap((m) => m.recipients).filter((r) => r.address.endsWith('@minute.test'))
+    const waiting = (await relay.listQueue()).flatMap((m) => m.recipients).filter((r) => r.address.endsWith('@minute.test'))
     expect(waiting).toHaveLength(2)
   })
 

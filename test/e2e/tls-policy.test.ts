@@ -168,7 +168,7 @@ describe('per-route TLS policy', () => {
     expect(got(selfRx, 'u@ver-self.test')).toEqual([])
     expect(got(goodRx, 'u@ver-wrongname.test')).toEqual([])
     expect(got(plainRx, 'u@ver-plain.test')).toEqual([])
-    expect(relay.queueList().find((q) => q.recipients[0]!.address === 'u@ver-self.test')!.recipients[0]!.state).toBe('deferred')
+    expect((await relay.listQueue()).find((q) => q.recipients[0]!.address === 'u@ver-self.test')!.recipients[0]!.state).toBe('deferred')
   })
 })
 

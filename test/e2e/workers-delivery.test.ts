@@ -225,7 +225,7 @@ describe('workers: 2, delivery', () => {
       await send(relay, batch)
     }
     await eventually(() => sent.every((m) => arrivals(rx).has(m.messageId)), 15_000, `${sent.length} messages at the receiver`)
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     const accepted = await eventually(() => {
       const a = acceptedBy(relay)
       return sent.every((m) => a.has(m.messageId)) && a
@@ -252,7 +252,7 @@ describe('workers: 2, delivery', () => {
     const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.messageId === m.messageId, 1000)
     expect(deferred.response).toMatch(/^451 4\.3\.0 try again later/)
     await relay.waitForLog((l) => l.event === 'delivered' && l.messageId === m.messageId, 5000)
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     expect(rx.attempts.map((a) => a.outcome)).toEqual(['refused', 'accepted'])
     expect(workers).toContain(rx.attempts[0]!.pid)
     expect(rx.attempts[1]!.pid).toBe(primary)
@@ -267,7 +267,7 @@ describe('workers: 2, delivery', () => {
     const stalled = await eventually(() => rx.attempts.find((a) => a.outcome === 'stalled'), 10_000, 'the delivery stalled at DATA')
     expect(workers).toContain(stalled.pid)
     // leased to the worker: not due before the lease (15 min) ends
-    expect(relay.queueList()[0]!.recipients[0]!.nextAttemptAt).toBeGreaterThan(Date.now() + 14 * 60_000)
+    expect((await relay.listQueue())[0]!.recipients[0]!.nextAttemptAt).toBeGreaterThan(Date.now() + 14 * 60_000)
 
     rx.verdict = () => 'accept'
     const killed = Date.now()
@@ -277,7 +277,7 @@ describe('workers: 2, delivery', () => {
     await eventually(() => arrivals(rx).get(m.messageId), 10_000, 'the message at the receiver')
     expect(Date.now() - killed).toBeLessThan(5000)
     console.log(`workers-delivery: kill -9 of the delivering worker: delivered ${Date.now() - killed} ms later`)
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     // the stalled copy got no reply: one accepted delivery, by the primary
     expect(arrivals(rx).get(m.messageId)).toBe(1)
     expect(rx.attempts.find((a) => a.outcome === 'accepted')?.pid).toBe(primary)
@@ -319,7 +319,7 @@ describe('workers: 2, delivery', () => {
     await send(relay, sent)
     await bothWorkers(relay, sent)
     await eventually(() => sent.every((m) => arrivals(rx).has(m.messageId)), 15_000, '6 messages at the receiver')
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     expect([...arrivals(rx).values()]).toEqual(Array(6).fill(1))
     expect(rx.maxTransactions).toBe(1)
     expect(rx.maxConnections).toBe(1)

@@ -41,8 +41,9 @@ export function dsnBlocks(m: ReceivedMessage): Map<string, string> {
 export async function queueUntil(relay: RelayProcess, check: (q: ReturnType<RelayProcess['queueList']>) => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 20_000
   for (;;) {
-    if (check(relay.queueList())) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(relay.queueList())}`)
+    const queue = await relay.listQueue()
+    if (check(queue)) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(queue)}`)
     await new Promise((r) => setTimeout(r, 250))
   }
 }
