@@ -15,10 +15,11 @@ import fs from 'node:fs'
 import { eventually, ROOT, runCli, runCliAsync, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
 import { connectionsDuring } from '../harness/silent-port.js'
 import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
+import { compiledPlugin } from '../harness/compiled-plugin.js'
 
-const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
-const FLAKY_AUTH = path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.ts')
-const CONNECT_GATE = path.join(ROOT, 'test/fixtures/connect-gate.plugin.ts')
+const STATIC_AUTH = compiledPlugin(path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'))
+const FLAKY_AUTH = compiledPlugin(path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.ts'))
+const CONNECT_GATE = compiledPlugin(path.join(ROOT, 'test/fixtures/connect-gate.plugin.ts'))
 const PW = 'pw-Correct-1'
 const USERS = Object.fromEntries(
   ['alice@example.test', 'bob@example.test', 'carol@other.test', 'dave@race.test', 'erin@rcpt.test', 'frank@lock.test', 'gina@redis.test', 'hana@bücher.test', 'hana@xn--bcher-kva.test'].map((u) => [u, { password: PW }]),
