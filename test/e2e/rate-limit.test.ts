@@ -700,18 +700,17 @@ describe('rate-limit: an IPv6 client counts with its /64 (ipv6Prefix), an IPv4 o
     closeProxied()
   })
 
-  it('ipv6Prefix: 1 to 128 is taken; outside that it stops the start and is named', () => {
-    for (const good of [1, 56, 128]) {
+  it('ipv6Prefix: 1 to 128 is taken; outside that it stops the start and is named', async () => {
+    // The six check-config runs at once.
+    const check = async (ipv6Prefix: number | string) => {
       const dir = tempDir()
       const file = path.join(dir, 'relay.config.json')
-      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: good }]] }))
-      expect(runCli(['check-config', '--config', file]).code, String(good)).toBe(0)
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix }]] }))
+      return [ipv6Prefix, await runCliAsync(['check-config', '--config', file])] as const
     }
-    for (const bad of [0, 129, 'x']) {
-      const dir = tempDir()
-      const file = path.join(dir, 'relay.config.json')
-      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: bad }]] }))
-      const r = runCli(['check-config', '--config', file])
+    const [goods, bads] = await Promise.all([Promise.all([1, 56, 128].map(check)), Promise.all([0, 129, 'x'].map(check))])
+    for (const [good, r] of goods) expect(r.code, String(good)).toBe(0)
+    for (const [bad, r] of bads) {
       expect(r.code, String(bad)).toBe(2)
       expect(r.stdout + r.stderr).toMatch(/plugins\[0\] \(rate-limit\) options\.ipv6Prefix: /)
     }
