@@ -259,9 +259,8 @@ describe.each([1, 2])('durability across kill -9 (workers: %i)', (workers) => {
 
 describe('an attempt that outlasts delivery.lease', () => {
   it('keeps its lease while it runs: the message is delivered exactly once, nothing is taken over', async () => {
-    // The first MX accepts the connection and never greets: the attempt waits there 5 s (the
-    // greeting timeout is connectTimeout), then the second MX takes the message. The lease is 2 s
-    // (renewed every 2/3 s).
+    // The first MX accepts the connection and never greets: the attempt waits there 6 s (the
+    // greeting timeout is connectTimeout), then the second MX takes the message. The lease is 3 s.
     const stalled = await startReceiver({ host: '127.0.0.4', behaviour: { stall: 'connect' } })
     receivers.push(stalled)
     const mx = await startReceiver({ host: '127.0.0.5', port: stalled.port })
@@ -271,7 +270,7 @@ describe('an attempt that outlasts delivery.lease', () => {
     const relay = await startRelay({
       config: {
         dns: { servers: [dns.server], timeout: '1s' },
-        delivery: { port: stalled.port, lease: '2s', connectTimeout: '5s', retry: { base: '1s', factor: 1, max: '1s' } },
+        delivery: { port: stalled.port, lease: '3s', connectTimeout: '6s', retry: { base: '1s', factor: 1, max: '1s' } },
         plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
       },
     })
@@ -283,16 +282,16 @@ describe('an attempt that outlasts delivery.lease', () => {
     expect(queueId, reply).toBeTruthy()
     await eventually(() => stalled.connections === 1, 5000, 'the attempt waiting at the first MX')
     // Past the lease, other mail comes and goes: each delivery that ends makes the relay scan its queue.
-    await new Promise((r) => setTimeout(r, 3000))
+    await new Promise((r) => setTimeout(r, 4000))
     const next = message('meanwhile')
     expect((await sendMail(relay.port, { from: 'alice@sender.test', to: ['carol@dest.test'], data: next.data })).lastReply).toMatch(/^250 /)
     await eventually(() => arrivals(other).get(next.messageId) === 1, 5000, 'the other message delivered')
     await eventually(() => arrivals(mx).has(m.messageId), 20_000, 'the message at the second MX')
-    expect(Date.now() - sent).toBeGreaterThan(4500) // the attempt did outlast its lease, twice over
+    expect(Date.now() - sent).toBeGreaterThan(6000) // the attempt did outlast its lease, twice over
     expect(await queueAfterDelivery(relay, [m.messageId, next.messageId])).toEqual([])
-    // A second attempt (started by a scan after the lease expired, 3 s in) would have reached the
-    // stalled MX too, and the second one 5 s later: time for it to show.
-    await new Promise((r) => setTimeout(r, 3000))
+    // A second attempt (started by a scan after the lease expired, 4 s in) would have reached the
+    // stalled MX too, and the second one 6 s later: time for it to show.
+    await new Promise((r) => setTimeout(r, 3500))
     expect(arrivals(mx).get(m.messageId)).toBe(1)
     expect(stalled.connections).toBe(1)
     expect(relay.logs.filter((l) => l.event === 'delivered' && l.queueId === queueId)).toHaveLength(1)
