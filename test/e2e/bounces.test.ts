@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
-import { eventually, runCli, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 import { classify, isHardBounce } from '../../core/delivery/classify.js'
 
 let dns: TestDns
@@ -69,7 +69,14 @@ const deliveryStatus = (m: ReceivedMessage) => {
   const start = t.indexOf('Content-Type: message/delivery-status')
   return t.slice(start, t.indexOf('\r\n--', start))
 }
-const cli = (...args: string[]) => runCli([...args, '--config', relay.configFile])
+/** The CLI on the running relay's config; async, so runs that do not depend on each other go at once. */
+const cli = (...args: string[]) => runCliAsync([...args, '--config', relay.configFile])
+type Listed = { id: string; recipients: { address: string; state: string; category?: string }[] }[]
+const queueList = async () => {
+  const r = await cli('queue', 'list', '--json')
+  expect(r.code, r.stderr).toBe(0)
+  return JSON.parse(r.stdout) as Listed
+}
 
 beforeAll(async () => {
   rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => rcptReplies[address!] } } })
@@ -99,7 +106,8 @@ beforeAll(async () => {
       dns: { servers: [dns.server], timeout: '1s' },
       // Clients here are trusted (smtp.trustedNetworks): DSNs to their senders follow RET and are not limited.
       smtp: { reverseLookup: false, trustedNetworks: ['127.0.0.0/8'] },
-      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s', delayWarning: '2s', suppression: { enabled: true, ttl: '30d' } },
+      // A "slow down" (421 4.7.0, 451 4.7.0) pauses its domain 1 s, not the default 5 s.
+      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s', delayWarning: '1s', suppression: { enabled: true, ttl: '30d' }, throttle: { backoff: { base: '1s', max: '1s' } } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
   })
@@ -167,15 +175,14 @@ describe('failure categories', () => {
     expect(await deferred('busy451@dest.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/^451 4\.7\.0 /) })
 
     // The queue keeps the category with each deferred recipient.
-    const entries = relay.queueList() as unknown as { id: string; recipients: { address: string; state: string; category?: string }[] }[]
+    const [entries, plain, suppressed] = await Promise.all([queueList(), cli('queue', 'list'), cli('suppression', 'list', '--json')])
     expect(entries.find((e) => e.id === b.id)?.recipients[0]).toMatchObject({ address: 'someone@busy.test', state: 'deferred', category: 'throttled' })
     expect(entries.find((e) => e.id === c.id)?.recipients[0]).toMatchObject({ address: 'busy451@dest.test', state: 'deferred', category: 'throttled' })
     expect(entries.find((e) => e.id === a.id)?.recipients.find((r) => r.address === 'full@dest.test')).toMatchObject({ state: 'deferred', category: 'mailbox-full' })
-    const plain = cli('queue', 'list')
     expect(plain.stdout).toMatch(/deferred +<busy451@dest\.test> .*last: 451 4\.7\.0 Try again later {2}category: throttled$/m)
 
     // None of these is a hard bounce: nothing was suppressed.
-    const list = JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string }[]
+    const list = JSON.parse(suppressed.stdout) as { address: string }[]
     expect(list.map((s) => s.address)).not.toContain('full@dest.test')
     expect(list.map((s) => s.address)).not.toContain('spam@dest.test')
 
@@ -200,7 +207,7 @@ describe('suppression list', () => {
 
     const ev = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'gone@dest.test')
     expect(ev).toMatchObject({ category: 'bad-mailbox', queueId: id, response: '550 5.1.1 <gone@dest.test>: User unknown' })
-    const entry = await eventually(() => (relay.queueList() as unknown as { id: string; recipients: { address: string; state: string; category?: string }[] }[]).find((e) => e.id === id))
+    const entry = await eventually(async () => (await queueList()).find((e) => e.id === id))
     expect(entry.recipients).toEqual([
       expect.objectContaining({ address: 'gone@dest.test', state: 'bounced', category: 'bad-mailbox' }),
       expect.objectContaining({ address: 'later@dest.test', state: 'deferred', category: 'other' }),
@@ -208,33 +215,36 @@ describe('suppression list', () => {
     await relay.waitForLog((l) => l.msg === 'suppressed gone@dest.test')
 
     // Listed with reason, source queue id and an expiry of about 30 days.
-    const listed = JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; reason: string; source: string; createdAt: number; expiresAt: number }[]
+    const [listedJson, listedText] = await Promise.all([cli('suppression', 'list', '--json'), cli('suppression', 'list')])
+    const listed = JSON.parse(listedJson.stdout) as { address: string; reason: string; source: string; createdAt: number; expiresAt: number }[]
     const s = listed.find((x) => x.address === 'gone@dest.test')!
     expect(s).toMatchObject({ reason: '550 5.1.1 <gone@dest.test>: User unknown', source: id })
     expect(s.expiresAt - s.createdAt).toBe(30 * 86_400_000)
     expect(s.createdAt).toBeGreaterThanOrEqual(before)
-    expect(cli('suppression', 'list').stdout).toMatch(/^gone@dest\.test .*source \w+ .*reason: 550 5\.1\.1/m)
+    expect(listedText.stdout).toMatch(/^gone@dest\.test .*source \w+ .*reason: 550 5\.1\.1/m)
 
     // A new RCPT to it (any case) is refused with the reason.
     expect(await rcptReply('gone@dest.test')).toBe('550 5.1.1 <gone@dest.test>: recipient suppressed (550 5.1.1 <gone@dest.test>: User unknown)')
     expect(await rcptReply('Gone@Dest.test')).toMatch(/^550 5\.1\.1 <Gone@Dest\.test>: recipient suppressed/)
 
     // Removed with the CLI: the running relay accepts it again at once.
-    const removed = cli('suppression', 'remove', 'gone@dest.test')
+    const removed = await cli('suppression', 'remove', 'gone@dest.test')
     expect(removed.code).toBe(0)
     expect(removed.stdout).toContain('removed gone@dest.test')
-    expect(await rcptReply('gone@dest.test')).toMatch(/^250 /)
-    expect(cli('suppression', 'remove', 'gone@dest.test').code).toBe(1)
+    const [again, removedAgain] = await Promise.all([rcptReply('gone@dest.test'), cli('suppression', 'remove', 'gone@dest.test')])
+    expect(again).toMatch(/^250 /)
+    expect(removedAgain.code).toBe(1)
 
     // Added by hand, with a reason and a TTL.
-    const added = cli('suppression', 'add', 'complainer@dest.test', '--reason', 'asked to stop', '--ttl', '1h')
+    const added = await cli('suppression', 'add', 'complainer@dest.test', '--reason', 'asked to stop', '--ttl', '1h')
     expect(added.code, added.stderr).toBe(0)
     expect(await rcptReply('complainer@dest.test')).toBe('550 5.1.1 <complainer@dest.test>: recipient suppressed (asked to stop)')
-    const manual = (JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; source: string; createdAt: number; expiresAt: number }[]).find((x) => x.address === 'complainer@dest.test')!
+    const [manualList, addedBad] = await Promise.all([cli('suppression', 'list', '--json'), cli('suppression', 'add', 'not-an-address', '--config', relay.configFile)])
+    const manual = (JSON.parse(manualList.stdout) as { address: string; source: string; createdAt: number; expiresAt: number }[]).find((x) => x.address === 'complainer@dest.test')!
     expect(manual.source).toBe('cli')
     expect(manual.expiresAt - manual.createdAt).toBe(3_600_000)
-    expect(cli('suppression', 'add', 'not-an-address', '--config', relay.configFile).code).toBe(2)
-    expect(cli('suppression', 'remove', 'complainer@dest.test').code).toBe(0)
+    expect(addedBad.code).toBe(2)
+    expect((await cli('suppression', 'remove', 'complainer@dest.test')).code).toBe(0)
     expect(await rcptReply('complainer@dest.test')).toMatch(/^250 /)
 
     delete rcptReplies['later@dest.test']
@@ -279,25 +289,26 @@ describe('long remote replies', () => {
     expect(text(warning!)).not.toContain('HUGE-DEFERRAL-END')
 
     // The queue keeps the bounded form: `queue show` (text and --json), `queue list`.
-    const show = cli('queue', 'show', id)
+    const [show, showJson, listText] = await Promise.all([cli('queue', 'show', id), cli('queue', 'show', id, '--json'), cli('queue', 'list')])
     expect(show.code, show.stderr).toBe(0)
     expect(show.stdout).toMatch(/\n {2}huge@dest\.test +bounced +1 +\S+ +550 5\.1\.1 <huge@dest\.test>: HUGE-REFUSAL-START /)
     for (const line of show.stdout.split('\n')) expect(line.length).toBeLessThan(1200)
-    const detail = JSON.parse(cli('queue', 'show', id, '--json').stdout) as { recipients: { address: string; lastResponse?: string; history: { response: string }[] }[] }
+    const detail = JSON.parse(showJson.stdout) as { recipients: { address: string; lastResponse?: string; history: { response: string }[] }[] }
     for (const r of detail.recipients) {
       expect(r.lastResponse!.length).toBeLessThanOrEqual(1000)
       for (const h of r.history) expect(h.response.length).toBeLessThanOrEqual(1000)
     }
-    for (const line of cli('queue', 'list').stdout.split('\n')) expect(line.length).toBeLessThan(1200)
+    for (const line of listText.stdout.split('\n')) expect(line.length).toBeLessThan(1200)
 
     // A hard bounce: suppressed, with a bounded reason.
     await relay.waitForLog((l) => l.msg === 'suppressed huge@dest.test')
-    const listed = (JSON.parse(cli('suppression', 'list', '--json').stdout) as { address: string; reason: string }[]).find((x) => x.address === 'huge@dest.test')!
+    const listed = (JSON.parse((await cli('suppression', 'list', '--json')).stdout) as { address: string; reason: string }[]).find((x) => x.address === 'huge@dest.test')!
     expect(listed.reason).toMatch(/^550 5\.1\.1 <huge@dest\.test>: HUGE-REFUSAL-START /)
     expect(listed.reason.length).toBeLessThanOrEqual(1000)
 
-    expect(cli('suppression', 'remove', 'huge@dest.test').code).toBe(0)
-    expect(cli('queue', 'delete', id).code).toBe(0)
+    const [unsuppressed, deleted] = await Promise.all([cli('suppression', 'remove', 'huge@dest.test'), cli('queue', 'delete', id)])
+    expect(unsuppressed.code).toBe(0)
+    expect(deleted.code).toBe(0)
     delete rcptReplies['huge@dest.test']
     delete rcptReplies['huge-later@dest.test']
   })

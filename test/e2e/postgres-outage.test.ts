@@ -121,7 +121,8 @@ describe('PostgreSQL lost under a running relay', () => {
   it('blackhole: a session in DATA is answered 4xx within a bounded time; after it is back deliveries resume', async () => {
     if (!admin) return void skipFor(pgProblem)
     const { proxy, mx, config } = await setup()
-    const relay = await startRelay({ config })
+    // What bounds the wait is queue.queryTimeout (20 s by default): 5 s here.
+    const relay = await startRelay({ config: { ...config, queue: { ...config.queue, queryTimeout: '5s' } } })
     relays.push(relay)
     const before = message('before')
     expect(await submit(relay.port, before.data)).toMatch(/^250 /)
@@ -147,8 +148,8 @@ describe('PostgreSQL lost under a running relay', () => {
   it('mail waiting for a retry when PostgreSQL went away is delivered soon after it is back, not at the next idle scan', async () => {
     if (!admin) return void skipFor(pgProblem)
     const { proxy, mx, config } = await setup()
-    // Retries 3 s apart: the retry falls due while the database is gone, so that scan fails.
-    const relay = await startRelay({ config: { ...config, delivery: { ...config.delivery, retry: { base: '3s', factor: 1, max: '3s' } } } })
+    // Retries 1.5 s apart: the retry falls due while the database is gone, so that scan fails.
+    const relay = await startRelay({ config: { ...config, delivery: { ...config.delivery, retry: { base: '1500ms', factor: 1, max: '1500ms' } } } })
     relays.push(relay)
     mx.behaviour.reply = { rcpt: () => ({ code: 451, message: '4.3.0 try again later' }) }
     const waiting = message('waiting')
@@ -219,8 +220,8 @@ describe('PostgreSQL not reachable at all (a port nothing listens on)', () => {
         expect(text).not.toContain('internal error')
       }
     }
-    for (const args of [['queue', 'list'], ['queue', 'show', '0000000000000000'], ['stats']]) {
-      const r = await runCliAsync([...args, '--config', relay.configFile])
+    const runs = await Promise.all([['queue', 'list'], ['queue', 'show', '0000000000000000'], ['stats']].map((args) => runCliAsync([...args, '--config', relay.configFile])))
+    for (const r of runs) {
       expect(r.code, r.stderr).toBe(1)
       expect(r.stderr).toMatch(/^relay: the queue is unavailable: .*ECONNREFUSED[^\n]*\n$/)
       expect(r.stderr).not.toContain('s3cret')

@@ -15,10 +15,11 @@ import fs from 'node:fs'
 import { eventually, ROOT, runCli, runCliAsync, startRelay, tempDir, type LogLine, type RelayProcess } from '../harness/relay.js'
 import { connectionsDuring } from '../harness/silent-port.js'
 import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
+import { compiledPlugin } from '../harness/compiled-plugin.js'
 
-const STATIC_AUTH = path.join(ROOT, 'test/fixtures/static-auth.plugin.ts')
-const FLAKY_AUTH = path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.ts')
-const CONNECT_GATE = path.join(ROOT, 'test/fixtures/connect-gate.plugin.ts')
+const STATIC_AUTH = compiledPlugin(path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'))
+const FLAKY_AUTH = compiledPlugin(path.join(ROOT, 'test/fixtures/rate-limit-flaky-auth.plugin.ts'))
+const CONNECT_GATE = compiledPlugin(path.join(ROOT, 'test/fixtures/connect-gate.plugin.ts'))
 const PW = 'pw-Correct-1'
 const USERS = Object.fromEntries(
   ['alice@example.test', 'bob@example.test', 'carol@other.test', 'dave@race.test', 'erin@rcpt.test', 'frank@lock.test', 'gina@redis.test', 'hana@bücher.test', 'hana@xn--bcher-kva.test'].map((u) => [u, { password: PW }]),
@@ -699,18 +700,17 @@ describe('rate-limit: an IPv6 client counts with its /64 (ipv6Prefix), an IPv4 o
     closeProxied()
   })
 
-  it('ipv6Prefix: 1 to 128 is taken; outside that it stops the start and is named', () => {
-    for (const good of [1, 56, 128]) {
+  it('ipv6Prefix: 1 to 128 is taken; outside that it stops the start and is named', async () => {
+    // The six check-config runs at once.
+    const check = async (ipv6Prefix: number | string) => {
       const dir = tempDir()
       const file = path.join(dir, 'relay.config.json')
-      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: good }]] }))
-      expect(runCli(['check-config', '--config', file]).code, String(good)).toBe(0)
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix }]] }))
+      return [ipv6Prefix, await runCliAsync(['check-config', '--config', file])] as const
     }
-    for (const bad of [0, 129, 'x']) {
-      const dir = tempDir()
-      const file = path.join(dir, 'relay.config.json')
-      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['rate-limit', { ipv6Prefix: bad }]] }))
-      const r = runCli(['check-config', '--config', file])
+    const [goods, bads] = await Promise.all([Promise.all([1, 56, 128].map(check)), Promise.all([0, 129, 'x'].map(check))])
+    for (const [good, r] of goods) expect(r.code, String(good)).toBe(0)
+    for (const [bad, r] of bads) {
       expect(r.code, String(bad)).toBe(2)
       expect(r.stdout + r.stderr).toMatch(/plugins\[0\] \(rate-limit\) options\.ipv6Prefix: /)
     }

@@ -10,14 +10,20 @@ import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harne
 import { connectRaw, dotStuff } from '../harness/smtp-client.js'
 import { ROOT, eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { childNodes } from '../harness/processes.js'
+import { compiledPlugin } from '../harness/compiled-plugin.js'
 
-const BLOCK = path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts')
-const SETUP_THROWS = path.join(ROOT, 'test/fixtures/plugin-api/setup-throws.plugin.ts')
+const BLOCK = compiledPlugin(path.join(ROOT, 'test/fixtures/block-recipient.plugin.ts'))
+const SETUP_THROWS = compiledPlugin(path.join(ROOT, 'test/fixtures/plugin-api/setup-throws.plugin.ts'))
 const TOKEN = 'workers-test-token-0123456789'
 
 let dns: TestDns
 const relays: RelayProcess[] = []
 const receivers: TestReceiver[] = []
+/**
+ * One relay and its MX for the tests that need no fresh one: end to end, the big header, then the
+ * kill -9 of a worker (last of them: it changes the set of workers).
+ */
+let shared: { mx: TestReceiver; relay: RelayProcess } | undefined
 
 beforeAll(async () => {
   dns = await startDns({ 'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] }, 'mx.dest.test': { A: ['127.0.0.2'] } })
@@ -29,8 +35,27 @@ afterEach(async () => {
 })
 
 afterAll(async () => {
+  await shared?.relay.stop()
+  await shared?.mx.close()
   await dns?.close()
 })
+
+/** The shared relay (started by the first test that asks). */
+async function sharedRelay() {
+  if (!shared) {
+    const mx = await startReceiver({ host: '127.0.0.2' })
+    const relay = await startRelay({
+      config: {
+        workers: 2,
+        dns: { servers: [dns.server], timeout: '1s' },
+        delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    shared = { mx, relay }
+  }
+  return shared
+}
 
 /** The MX of dest.test and a relay with two SMTP workers that delivers to it. */
 async function setup(config: Record<string, unknown> = {}, behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
@@ -101,6 +126,15 @@ const alive = (pid: number) => {
   }
 }
 
+/**
+ * `relay queue list` once every message of `messageIds` has its 'delivered' line (logged after
+ * the queue recorded it): one CLI run, not one per poll. What a user sees: an empty queue.
+ */
+async function queueAfterDelivery(relay: RelayProcess, messageIds: string[], timeoutMs = 15_000) {
+  await Promise.all(messageIds.map((id) => relay.waitForLog((l) => l.event === 'delivered' && l.messageId === id, timeoutMs)))
+  return relay.queueList()
+}
+
 /** The pid of the process that wrote the 'accepted' line of each queue id in replies ("queued as X"). */
 function acceptedPids(relay: RelayProcess, replies: string[]): Promise<Set<number>> {
   const ids = replies.map((r) => /queued as (\w+)/.exec(r)?.[1]).filter((id): id is string => Boolean(id))
@@ -112,7 +146,7 @@ function acceptedPids(relay: RelayProcess, replies: string[]): Promise<Set<numbe
 
 describe('workers: 2', () => {
   it('relays mail end to end; sessions are served by both SMTP workers; three node processes', async () => {
-    const { mx, relay } = await setup()
+    const { mx, relay } = await sharedRelay()
     const primary = relay.child.pid!
     expect(relay.logs.find((l) => l.msg === 'relay started')?.workers).toBe(2)
     expect(childNodes(primary)).toHaveLength(2)
@@ -135,7 +169,7 @@ describe('workers: 2', () => {
     expect([...pids].sort()).toEqual(childNodes(primary).sort())
 
     await mx.waitForMessages(total, 15_000)
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    expect(await queueAfterDelivery(relay, batches.flat().map((m) => m.messageId))).toEqual([])
     const counts = arrivals(mx)
     expect([...counts.keys()].sort()).toEqual(batches.flat().map((m) => m.messageId).sort())
     expect([...counts.values()].every((n) => n === 1)).toBe(true)
@@ -144,15 +178,20 @@ describe('workers: 2', () => {
   it('a message with a 600 kB header section (under smtp.maxHeaderSize) is taken and delivered once, like a small one', async () => {
     // Handing it to the primary is one IPC message over Node's 128 kB channel buffer: that send
     // returns false (queued, not lost), which used to be taken for a closed channel: 451 4.3.0 for ever.
-    const { mx, relay } = await setup()
-    const data = message('big header').data.replace('\r\n\r\n', `\r\n${`X-Filler: ${'h'.repeat(110)}\r\n`.repeat(5000)}\r\n`)
-    expect(await session(relay.port, [message('small one'), message('small two'), { data }])).toEqual([
+    const { mx, relay } = await sharedRelay()
+    const before = mx.messages.length
+    const big = message('big header')
+    const sent = [message('small one'), message('small two'), big]
+    const data = big.data.replace('\r\n\r\n', `\r\n${`X-Filler: ${'h'.repeat(110)}\r\n`.repeat(5000)}\r\n`)
+    expect(await session(relay.port, [sent[0]!, sent[1]!, { data }])).toEqual([
       expect.stringMatching(/^250 /),
       expect.stringMatching(/^250 /),
       expect.stringMatching(/^250 2\.0\.0 Ok: queued as /),
     ])
-    await mx.waitForMessages(3, 15_000)
-    expect([...arrivals(mx).values()]).toEqual([1, 1, 1])
+    await mx.waitForMessages(before + 3, 15_000)
+    // The relay is shared with the test before: these three, each once, and nothing else since.
+    expect(mx.messages.length).toBe(before + 3)
+    expect(sent.map((m) => arrivals(mx).get(m.messageId))).toEqual([1, 1, 1])
   })
 
   it('kill -9 of the primary while mail comes in: the workers go, the port is free, every 250 is delivered after a restart', async () => {
@@ -197,7 +236,8 @@ describe('workers: 2', () => {
   })
 
   it('kill -9 of one SMTP worker: the relay keeps accepting, a replacement starts, nothing acknowledged is lost', async () => {
-    const { mx, relay } = await setup()
+    // The shared relay: the tests before it left it with an empty queue and each message delivered once.
+    const { mx, relay } = await sharedRelay()
     const primary = relay.child.pid!
     const [victim, survivor] = childNodes(primary)
     const sent = Array.from({ length: 60 }, (_, i) => message(`worker crash ${i}`))
