@@ -100,7 +100,7 @@ async function submit(port: number, from: string, to: string[], data: string): P
  */
 async function queueAfterDelivery(relay: RelayProcess, messageIds: string[], timeoutMs = 15_000) {
   await Promise.all(messageIds.map((id) => relay.waitForLog((l) => l.event === 'delivered' && l.messageId === id, timeoutMs)))
-  return relay.queueList()
+  return relay.listQueue()
 }
 
 /** Resolves with 'refused' when nothing listens on the port, 'accepted' when a connection opens. */
@@ -146,7 +146,7 @@ describe('durability across stops and crashes', () => {
     expect(second.code).toBe(1)
     expect(second.stderr).toMatch(new RegExp(`another relay is running on the data directory .* \\(pid ${relay.child.pid}\\)`))
     // Nothing of the running relay was touched: its work is still leased, its pid file names it.
-    const [entry] = relay.queueList()
+    const [entry] = await relay.listQueue()
     expect(entry!.recipients[0]!.nextAttemptAt).toBeGreaterThan(Date.now() + 14 * 60_000)
     expect(fs.readFileSync(path.join(relay.dataDir, 'relay.pid'), 'utf8').trim()).toBe(String(relay.child.pid))
     expect(runCli(['reload', '--config', relay.configFile]).code).toBe(0)
@@ -170,7 +170,7 @@ describe('durability across stops and crashes', () => {
     expect(mx.messages).toHaveLength(0)
 
     expect(await relay.stop('SIGTERM')).toBe(0)
-    const queued = relay.queueList()
+    const queued = await relay.listQueue()
     expect(queued.map((e) => e.messageId).sort()).toEqual(sent.map((m) => m.messageId).sort())
     for (const e of queued) {
       expect(e.recipients).toHaveLength(1)
@@ -237,7 +237,7 @@ describe.each([1, 2])('durability across kill -9 (workers: %i)', (workers) => {
     }
     await eventually(() => mx.refused.filter((m) => m.outcome === 'stall').length >= 3, 10_000, '3 deliveries stalled at DATA')
     // the queue shows the work leased: not due again before the lease (15 min by default) ends
-    const leased = relay.queueList()
+    const leased = await relay.listQueue()
     expect(leased).toHaveLength(3)
     for (const e of leased) {
       expect(e.recipients[0]).toMatchObject({ state: 'queued', attempts: 0 })
@@ -362,7 +362,7 @@ describe('durability across stops', () => {
     await eventually(() => relay.logs.filter((l) => l.event === 'deferred' && l.queueId === id).length === 2, 10_000, '2 deferrals')
     const deferredAt = Date.now()
 
-    const list = relay.queueList()
+    const list = await relay.listQueue()
     expect(list).toHaveLength(1)
     const entry = list[0]!
     expect(entry).toMatchObject({ id, messageId: m.messageId, sender: 'alice@sender.test' })

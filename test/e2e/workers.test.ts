@@ -132,7 +132,7 @@ const alive = (pid: number) => {
  */
 async function queueAfterDelivery(relay: RelayProcess, messageIds: string[], timeoutMs = 15_000) {
   await Promise.all(messageIds.map((id) => relay.waitForLog((l) => l.event === 'delivered' && l.messageId === id, timeoutMs)))
-  return relay.queueList()
+  return relay.listQueue()
 }
 
 /** The pid of the process that wrote the 'accepted' line of each queue id in replies ("queued as X"). */
@@ -226,7 +226,7 @@ describe('workers: 2', () => {
       const missing = acknowledged.filter((id) => !arrivals(mx).has(id))
       throw new Error(`${err.message}; ${missing.length} acknowledged with 250 but never delivered: ${missing.join(' ')}`)
     })
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     const counts = arrivals(mx)
     // at-least-once: a message whose 250 the crash cut off may be delivered too (the client would send it again)
     const duplicates = [...counts].filter(([, n]) => n > 1)
@@ -283,7 +283,7 @@ describe('workers: 2', () => {
     await eventually(probe, 10_000, 'a session on the replacement worker')
 
     await eventually(() => acknowledged.every((id) => arrivals(mx).has(id)), 15_000, 'every acknowledged message at the MX')
-    await eventually(() => relay.queueList().length === 0, 10_000, 'an empty queue')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
     // Once each, but for a message sent again after the crash cut its 250 off, and one the killed
     // worker was delivering when it died: the MX may have taken it before its result reached the
     // queue, and it is delivered again (at-least-once, as after a kill -9 of a single process).
