@@ -35,17 +35,40 @@ export function lockDataDir(dataDir: string): { release(): void } {
   }
 }
 
+/**
+ * Beside relay.pid: the signals this relay handles beyond SIGHUP and SIGTERM. SIGUSR2 (scan the
+ * queue now) kills a relay from before it, so a newer CLI sends it only where this file says so.
+ */
+const SIGNALS_FILE = 'relay.signals'
+
 export function writePidFile(dataDir: string): void {
   fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`)
+  try {
+    fs.writeFileSync(path.join(dataDir, SIGNALS_FILE), `${process.pid} USR2\n`)
+  } catch {
+    // then CLI verbs leave the relay to its next queue scan
+  }
+}
+
+/** Whether the relay `pid` said it handles SIGUSR2 (core/cli/start.ts). */
+export function handlesScanSignal(dataDir: string, pid: number): boolean {
+  try {
+    const [owner, ...signals] = fs.readFileSync(path.join(dataDir, SIGNALS_FILE), 'utf8').trim().split(/\s+/)
+    return Number(owner) === pid && signals.includes('USR2')
+  } catch {
+    return false
+  }
 }
 
 /** Removes the file if it still names this process (another relay may have started since). */
 export function removePidFile(dataDir: string): void {
-  const file = path.join(dataDir, PID_FILE)
-  try {
-    if (Number(fs.readFileSync(file, 'utf8').trim()) === process.pid) fs.rmSync(file, { force: true })
-  } catch {
-    // already gone
+  for (const name of [PID_FILE, SIGNALS_FILE]) {
+    const file = path.join(dataDir, name)
+    try {
+      if (Number(fs.readFileSync(file, 'utf8').trim().split(/\s/)[0]) === process.pid) fs.rmSync(file, { force: true })
+    } catch {
+      // already gone
+    }
   }
 }
 

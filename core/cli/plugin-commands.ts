@@ -15,7 +15,7 @@ import pino from 'pino'
 import { openQueue, SQLITE_QUEUE_FILE } from '../queue/open.js'
 import { Spool } from '../queue/spool.js'
 import { queueOperations } from '../relay-operations.js'
-import { livePid, noRelayRuns } from '../pid-file.js'
+import { handlesScanSignal, livePid, noRelayRuns } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
 import { HookBus } from '../hooks/bus.js'
 import type { RelayConfig } from '../config/schema.js'
@@ -181,7 +181,7 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
   let plugins: Promise<HookBus | undefined> | undefined
   const generated = () => (plugins ??= hooksForDsn(config))
   return {
-    queue: queueOperations({ queue, log, config: () => config, generated, wake: running === undefined ? undefined : () => askToScan(running) }),
+    queue: queueOperations({ queue, log, config: () => config, generated, wake: running === undefined ? undefined : () => askToScan(config.dataDir, running) }),
     config: { dataDir: config.dataDir, configFile: config.configFile },
     running,
     close: async () => {
@@ -195,11 +195,14 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
  * A verb released, flushed or bounced on the queue itself while a relay runs on it: the relay scans
  * now (SIGUSR2, core/cli/start.ts), as `postqueue -f` triggers Postfix's queue manager.
  */
-function askToScan(pid: number): void {
+function askToScan(dataDir: string, pid: number): void {
+  const later = (why: string) => void process.stderr.write(`note: relay ${pid} ${why}; it picks this up at its next queue scan (within 30 s)\n`)
+  // A relay from before SIGUSR2 would die of it (the default action): it has no relay.signals.
+  if (!handlesScanSignal(dataDir, pid)) return later('runs without an admin listener')
   try {
     process.kill(pid, 'SIGUSR2')
   } catch (err) {
-    process.stderr.write(`note: relay ${pid} could not be told to scan the queue (${(err as NodeJS.ErrnoException).code}); it picks this up at its next queue scan (within 30 s)\n`)
+    later(`could not be told to scan the queue (${(err as NodeJS.ErrnoException).code})`)
   }
 }
 

@@ -285,4 +285,18 @@ describe('on a running relay without an admin listener (the verbs work on the qu
     await eventually(() => own.senderRx.messages.some((m) => text(m).includes('Final-Recipient: rfc822; bounce-direct@park.test')), 5000, 'DSN delivered within 5 s')
     await own.relay.waitForLog((l) => l.msg === 'SIGUSR2: scanning the queue')
   })
+
+  it('a relay that does not say it handles SIGUSR2 (no relay.signals: one from before it, which the signal would kill) is not sent it; the CLI says when the change is picked up', async () => {
+    own.parked.add('older@park.test')
+    const id = await own.submit('older@park.test')
+    await own.relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id)
+    fs.rmSync(path.join(own.relay.dataDir, 'relay.signals'))
+    const scans = own.relay.logs.filter((l) => l.msg === 'SIGUSR2: scanning the queue').length
+    const f = await ownCli('queue', 'flush', '--id', id)
+    expect(f.code, f.stderr).toBe(0)
+    expect(f.stderr).toBe(`note: relay ${own.relay.child.pid} runs without an admin listener; it picks this up at its next queue scan (within 30 s)\n`)
+    await new Promise((r) => setTimeout(r, 500))
+    expect(own.relay.exited()).toBe(false)
+    expect(own.relay.logs.filter((l) => l.msg === 'SIGUSR2: scanning the queue')).toHaveLength(scans)
+  })
 })

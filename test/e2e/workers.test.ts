@@ -40,27 +40,9 @@ afterAll(async () => {
   await dns?.close()
 })
 
-/** The shared relay (started by the first test that asks). */
-async function sharedRelay() {
-  if (!shared) {
-    const mx = await startReceiver({ host: '127.0.0.2' })
-    const relay = await startRelay({
-      config: {
-        workers: 2,
-        dns: { servers: [dns.server], timeout: '1s' },
-        delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '2s' },
-        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
-      },
-    })
-    shared = { mx, relay }
-  }
-  return shared
-}
-
 /** The MX of dest.test and a relay with two SMTP workers that delivers to it. */
-async function setup(config: Record<string, unknown> = {}, behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
+async function startPair(config: Record<string, unknown> = {}, behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
   const mx = await startReceiver({ host: '127.0.0.2', behaviour })
-  receivers.push(mx)
   const relay = await startRelay({
     config: {
       workers: 2,
@@ -70,8 +52,21 @@ async function setup(config: Record<string, unknown> = {}, behaviour: Parameters
       ...config,
     },
   })
-  relays.push(relay)
   return { mx, relay }
+}
+
+/** The shared relay (started by the first test that asks; stopped after all). */
+async function sharedRelay() {
+  shared ??= await startPair()
+  return shared
+}
+
+/** A fresh pair for one test (stopped after it). */
+async function setup(config: Record<string, unknown> = {}, behaviour: Parameters<TestReceiver['setBehaviour']>[0] = {}) {
+  const pair = await startPair(config, behaviour)
+  receivers.push(pair.mx)
+  relays.push(pair.relay)
+  return pair
 }
 
 let counter = 0
