@@ -180,13 +180,16 @@ async function queueForCommand(configFile?: string, opts: { create?: boolean } =
   // own do (dkim-sign signs it): the plugins are set up ('check' mode) only for that.
   let plugins: Promise<HookBus | undefined> | undefined
   const generated = () => (plugins ??= hooksForDsn(config))
+  // One scan request per command, after its last change (a bulk release wakes once per message).
+  let scanWanted = false
   return {
-    queue: queueOperations({ queue, log, config: () => config, generated, wake: running === undefined ? undefined : () => askToScan(config.dataDir, running) }),
+    queue: queueOperations({ queue, log, config: () => config, generated, wake: running === undefined ? undefined : () => void (scanWanted = true) }),
     config: { dataDir: config.dataDir, configFile: config.configFile },
     running,
     close: async () => {
       await queue.close()
       await (await plugins)?.close()
+      if (scanWanted && running !== undefined) askToScan(config.dataDir, running)
     },
   }
 }

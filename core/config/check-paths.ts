@@ -85,8 +85,8 @@ function checkWritableDir(dir: string, key: string, issues: PathIssue[], sqlite:
   if (existing === dir) checkOwnFiles(dir, key, issues, sqlite)
 }
 
-/** What start opens in the data directory (queue, lock, pid file, spool, maildrop): a start as root may have left them. */
-const OWN_FILES = ['queue.sqlite', 'queue.sqlite-wal', 'queue.sqlite-shm', 'relay.lock', 'relay.pid', 'spool', 'maildrop']
+/** What start opens in the data directory (queue, lock, pid and signals files, spool, maildrop): a start as root may have left them. */
+const OWN_FILES = ['queue.sqlite', 'queue.sqlite-wal', 'queue.sqlite-shm', 'relay.lock', 'relay.pid', 'relay.signals', 'spool', 'maildrop']
 
 function checkOwnFiles(dir: string, key: string, issues: PathIssue[], sqlite: boolean): void {
   for (const file of OWN_FILES.filter((n) => sqlite || !n.startsWith('queue.')).map((n) => path.join(dir, n))) {

@@ -245,6 +245,8 @@ describe('check-config: every problem at once, and the files it will need', () =
     fs.mkdirSync(path.join(data, 'spool'), { recursive: true })
     fs.writeFileSync(path.join(data, 'relay.lock'), '')
     fs.chmodSync(path.join(data, 'relay.lock'), 0o000)
+    fs.writeFileSync(path.join(data, 'relay.signals'), '1 USR2\n')
+    fs.chmodSync(path.join(data, 'relay.signals'), 0o400)
     fs.chmodSync(path.join(data, 'spool'), 0o000)
     try {
       for (const verb of ['check-config', 'start']) {
@@ -252,6 +254,7 @@ describe('check-config: every problem at once, and the files it will need', () =
         expect(r.code, `${verb}: ${r.stdout}${r.stderr}`).toBe(2)
         expect(r.stderr).toMatch(new RegExp(`^ {2}dataDir: cannot open ${path.join(data, 'relay.lock')} \\(mode 0000, owner uid \\d+\\): permission denied .*chown the data directory to the relay's user$`, 'm'))
         expect(r.stderr).toContain(`  dataDir: cannot open ${path.join(data, 'spool')} (mode 0000`)
+        expect(r.stderr).toContain(`  dataDir: cannot open ${path.join(data, 'relay.signals')} (mode 0400`)
         noStack(r.stderr)
       }
     } finally {

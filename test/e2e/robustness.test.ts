@@ -57,8 +57,12 @@ async function transaction(client: RawSmtp, o: { from?: string; to: string; data
 /** A fresh connection relays a message to the MX: the relay still works. */
 async function stillRelays(r: RelayProcess, tag: string): Promise<void> {
   const client = await open(r.port)
-  expect(await transaction(client, { to: `ok@dest.test`, data: message(tag) })).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+  const reply = await transaction(client, { to: `ok@dest.test`, data: message(tag) })
+  expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
   await deliveredTagged(tag)
+  // The MX has it; the relay's queue has it done once the relay says so (callers then read the queue).
+  const queueId = /queued as (\w+)/.exec(reply)![1]
+  await r.waitForLog((l) => l.event === 'delivered' && l.queueId === queueId, 10_000)
   client.close()
 }
 
