@@ -175,6 +175,7 @@ export const CORE_REPLIES = {
   // RCPT TO
   badRecipientSyntax: reply(553, '5.1.3', 'Bad recipient address syntax'),
   lineTooLong: reply(500, '5.5.2', 'Line too long'),
+  notImplemented: reply(502, '5.5.1', 'Error: command not implemented'),
   tlsAlreadyActive: reply(503, '5.5.1', 'TLS already active'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   routingInLocalPart: (address: string) => reply(550, '5.7.1', `Routing in the local part is not allowed: <${address}>`),
@@ -194,6 +195,7 @@ export const CORE_REPLIES = {
   tooManyClients: (name: string) => reply(421, '4.7.0', `${name} Too many connected clients, try again in a moment`),
   tooManyErrors: (name: string) => reply(421, '4.7.0', `${name} Too many errors, closing connection`),
   tooManyUnauthenticatedCommands: reply(421, '4.7.0', 'Error: too many unauthenticated commands'),
+  idleTimeout: (name: string) => reply(421, '4.4.2', `${name} Timeout exceeded, closing connection`),
   firstCommandTimeout: (name: string) => reply(421, '4.4.2', `${name} No command received in time, closing connection`),
   proxyHeaderRequired: (hostname: string) => reply(421, '4.7.0', `${hostname} PROXY protocol header required`),
   proxyHeaderRefused: (name: string, client: string) => reply(421, '4.7.0', `${name} PROXY header not accepted from ${client}, closing connection`),

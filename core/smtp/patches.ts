@@ -21,7 +21,8 @@
 // 5. Server option `firstCommandTimeout` (ms): a connection that sends no command that long after it
 //    was accepted (plus `greetingDelay`) gets 421 4.4.2 and is closed, long before `socketTimeout`:
 //    silent connections must not hold the slots of `maxClients`. `onFirstCommandTimeout(session)`
-//    is told.
+//    is told. The idle timeout's 421 (smtp-server: "Timeout - closing connection") names the host,
+//    as RFC 5321 §3.8 has a 421 do, and goes to `onIdleTimeout(session, lastCommand)` for its log line.
 // 6. An idle session holds only what it uses (thousands of them are the common case for an MX):
 //    `_xClient`/`_xForward` are one shared empty map (that refuses writes) unless XCLIENT/XFORWARD
 //    are on, and `_rcptIndex` is made at the first RCPT of a transaction, not at every EHLO/RSET.
@@ -41,8 +42,7 @@
 //    smtp-server splits MAIL/RCPT at every space and wants no `<>` inside the path. Those characters
 //    inside quoted strings are masked for its parser and put back in the address it returns.
 // 11. RFC 2920 §3.1: a client waits for 354 before it sends the message. Bytes that came after DATA
-//    in the same read are improper pipelining: when DATA
-//    is refused (no valid recipient) smtp-server would run the message's lines as commands (a
+//    in the same read are improper pipelining: when DATA is refused (no valid recipient) smtp-server would run the message's lines as commands (a
 //    "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
 //    not wait to learn whether it would be. The session gets 554 5.5.0 and is closed, as Postfix's
 //    smtpd_forbid_unauth_pipelining does. The parser's read position is followed line by line.
@@ -62,13 +62,15 @@
 //    log already (smtp-server's 501 to a bad HELO, 503 bad sequence, 500 unknown command, 530, ...)
 //    goes to server option `onRefused(session, command, reply)`, for the one `refused` log line. Not
 //    replies that answer no command (idle timeout, shutdown), nor those sent with context OWN_LINE
-//    (closes the session limits log with their own line).
+//    (closes the session limits log with their own line). RFC 5321 commands the relay knows and does
+//    not implement (EXPN, TURN, ETRN, ...: session.ts NOT_IMPLEMENTED) get 502 5.5.1, not 500 (§4.2.4).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
-import { NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
+import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
+import { NOT_IMPLEMENTED, NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
 const JUNK_LIMIT = 100
@@ -77,83 +79,6 @@ const PROGRESS = /^(?:RCPT|DATA|AUTH|STARTTLS|QUIT)(?:\s|$)/i
 /** Recipients over smtp.maxRecipients refused with 452 before those refusals count as errors (Postfix's default). */
 const RECIPIENT_OVERSHOOT = 1000
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /
-
-/** The parser's last command-mode read, and how far its lines have reached the connection (patch 11). */
-const READ = Symbol('relay.parserRead')
-const AT = Symbol('relay.parserAt')
-
-interface ParserInternals extends Writable {
-  _dataMode: boolean
-  _remainder: string
-  _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void
-  [READ]?: string
-  [AT]?: number
-}
-
-interface ConnectionInternals {
-  _parser: Writable | false
-  needsUpgrade?: boolean
-  upgrade(callback: () => unknown, secureCallback: () => void): void
-  _onCloseEvent(hadError: boolean): void
-  _onError(err: Error): void
-  send(code: number, data: unknown, context?: unknown): void
-  init(): void
-  _setListeners(cb: () => void): void
-  connectionReady(): void
-  _onCommand(command: Buffer, callback: () => void): void
-  _isDisabled(command: string): boolean
-  _isSupported(command: string): boolean
-  _getEnhancedStatusCode(code: number, context: unknown): string
-  secure: boolean
-  _onClose(): void
-  close(): void
-  _resetSession(): void
-  handler_RCPT(command: Buffer, callback: () => void): void
-  handler_AUTH(command: Buffer, callback: () => void): void
-  _parseAddressCommand(name: string, command: Buffer | string): false | { address: string; args: Record<string, unknown> | false }
-  _armTimeout(socket?: Socket): void
-  _onTimeout(): void
-  _socket: Socket
-  _xClient: Map<string, unknown>
-  _xForward: Map<string, unknown>
-  _rcptIndex: Map<string, number>
-  _server: {
-    options: {
-      maxClients?: number
-      greetingDelay?: number
-      maxErrors?: number
-      trustedClient?: (ip: string) => boolean
-      onTooManyErrors?: (session: unknown) => void
-      authOptional?: boolean
-      authAfterStartTls?: boolean
-      firstCommandTimeout?: number
-      onFirstCommandTimeout?: (session: unknown) => void
-      onImproperPipelining?: (session: unknown) => void
-      onRefused?: (session: unknown, command: string, reply: { code: number; status: string; message: string }) => void
-      useXClient?: unknown
-      useXForward?: unknown
-      socketTimeout?: number
-    }
-    connections: Set<unknown>
-  }
-  name: string
-  session: { user?: unknown; envelope: { mailFrom?: unknown }; [REFUSAL_LOGGED]?: string }
-  /** The command being answered (patch 15). */
-  _relayVerb?: string
-  _ready?: boolean
-  _upgrading?: boolean
-  _nextHandler?: unknown
-  _maxAllowedUnauthenticatedCommands: number | false
-  _unauthenticatedCommands: number
-  _relayErrors?: number
-  _relayOvershoot?: number
-  _relayJunk?: number
-  _relayTrusted?: boolean
-  remoteAddress: string
-  _closing?: boolean
-  _closed?: boolean
-  _firstCommandTimer?: NodeJS.Timeout
-}
 
 /** The empty map idle sessions share; a write means smtp-server changed under this patch. */
 class NoEntries<V> extends Map<string, V> {
@@ -239,6 +164,7 @@ export function patchSmtpServer(): void {
   proto.send = function (code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
     else if (code === 500 && context === 'AUTH' && !this.secure && this._server.options.authAfterStartTls && this._isSupported('STARTTLS')) [code, data] = [530, replyText(CORE_REPLIES.mustStartTls)]
+    else if (code === 500 && data === 'Error: command not recognized' && NOT_IMPLEMENTED.has(this._relayVerb ?? '')) [code, data] = [502, replyText(CORE_REPLIES.notImplemented)]
     const { maxErrors, onTooManyErrors, onRefused } = this._server.options
     const verb = this._relayVerb
     if (code >= 200 && code !== 334 && code !== 354) this._relayVerb = undefined
@@ -251,6 +177,10 @@ export function patchSmtpServer(): void {
         const status = ENHANCED.test(text) ? text.slice(0, text.indexOf(' ')) : this._getEnhancedStatusCode(code, context)
         onRefused?.(this.session, verb, { code, status, message: ENHANCED.test(text) ? text.slice(status.length + 1) : text })
       }
+    }
+    if (code === 421 && data === 'Timeout - closing connection') {
+      this._server.options.onIdleTimeout?.(this.session, this._relayLastVerb)
+      return send.call(this, 421, replyText(CORE_REPLIES.idleTimeout(this.name)), false)
     }
     if (code === 421 && data === 'Error: Command line too long') {
       send.call(this, 500, replyText(CORE_REPLIES.lineTooLong), false)
@@ -300,7 +230,7 @@ export function patchSmtpServer(): void {
       this._firstCommandTimer = undefined
     }
     const { maxErrors, onTooManyErrors } = this._server.options
-    if (!this._nextHandler) this._relayVerb = command.toString('latin1', 0, 16).split(/[\s:]/, 1)[0]!.replace(/[^\x21-\x7e]/g, '?').toUpperCase() || '?'
+    if (!this._nextHandler) this._relayLastVerb = this._relayVerb = command.toString('latin1', 0, 16).split(/[\s:]/, 1)[0]!.replace(/[^\x21-\x7e]/g, '?').toUpperCase() || '?'
     const junk = !this._nextHandler && maxErrors && !PROGRESS.test(command.toString('latin1', 0, 9))
     if (junk && (this._relayJunk = (this._relayJunk ?? 0) + 1) > JUNK_LIMIT && !(this._relayTrusted ??= this._server.options.trustedClient?.(this.remoteAddress) ?? false)) {
       if ((this._relayErrors = (this._relayErrors ?? 0) + 1) >= maxErrors) {

@@ -63,6 +63,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     firstCommandTimeout: c.smtp.firstCommandTimeout,
     onImproperPipelining: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'improper pipelining: message data before the 354 reply to DATA; closing the session'),
     onFirstCommandTimeout: (session: { id: string; remoteAddress: string }) => log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
+    // Postfix's "timeout after DATA from ...": which command the client went quiet after.
+    onIdleTimeout: (session: { id: string; remoteAddress: string }, after: string | undefined) => log.info({ session: session.id, client: session.remoteAddress, after: after ?? 'CONNECT' }, `idle timeout after ${after ?? 'CONNECT'}: closing`),
     onProxyHeaderRefused: (client: string) => log.warn({ client, listener: { host: listener.host, port: listener.port } }, `PROXY header from ${client} refused: not a trusted proxy`),
     disableReverseLookup: !c.smtp.reverseLookup,
     resolver: { reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) => void confirmedReverse(resolver, ip).then((n) => cb(null, n), (e: Error) => cb(e)) },

@@ -13,6 +13,9 @@ export const unmapIp = (ip: string) => (ip?.startsWith('::ffff:') && ip.includes
 /** smtp-server's sendmail jokes (`WIZ` answered `200 Please pass, oh mighty wizard`): unrecognized, as anywhere else. */
 const NOT_OFFERED: readonly string[] = ['WIZ', 'SHELL', 'KILL']
 
+/** RFC 5321 commands the relay knows and does not offer: 502 5.5.1 "not implemented", not 500 "not recognized" (§4.2.4, EXPN §3.5.3). */
+export const NOT_IMPLEMENTED: ReadonlySet<string> = new Set(['EXPN', 'TURN', 'ETRN', 'ATRN', 'SEND', 'SOML', 'SAML', 'BDAT'])
+
 /** The commands a session does not offer: AUTH only inside TLS (unless the listener opts in to plaintext AUTH) and with an auth plugin. */
 export function disabledCommands(hasAuth: boolean, listener: { tls: string; allowPlaintextAuth: boolean }, secure: boolean): string[] {
   const disabled = [...NOT_OFFERED]

@@ -250,12 +250,24 @@ describe('errors and timeouts', () => {
     })
   }
 
-  it("sendmail's joke commands (WIZ, SHELL, KILL) and EXPN are not recognized: 500 5.5.2, counted as errors", async () => {
+  it("sendmail's joke commands (WIZ, SHELL, KILL) are not recognized (500 5.5.2), EXPN is not implemented (502 5.5.1); both count as errors", async () => {
     const c = await open(sized.port)
     expect(await c.command('WIZ secret')).toMatch(/^500 5\.5\.2 /)
-    expect(await c.command('EXPN staff')).toMatch(/^500 5\.5\.2 /)
+    expect(await c.command('EXPN staff')).toMatch(/^502 5\.5\.1 Error: command not implemented/)
     expect(await c.command('KILL').catch((e: Error) => e.message)).toMatch(/^421 4\.7\.0 .*Too many errors/)
     expect(await closedWithin(c, 2000)).toBe(true)
+    closeClients()
+  })
+
+  it('RFC 5321 commands the relay does not implement (EXPN, TURN, ETRN, ATRN, SEND, SOML, SAML, BDAT without CHUNKING) get 502 5.5.1 (§4.2.4), unknown ones 500 5.5.2', async () => {
+    const c = await open(plain.port)
+    for (const command of ['EXPN staff', 'turn', 'ETRN limits.test', 'ATRN', 'SEND FROM:<a@limits.test>', 'SOML FROM:<a@limits.test>', 'SAML FROM:<a@limits.test>', 'BDAT 10 LAST']) {
+      expect(await c.command(command), command).toMatch(/^502 5\.5\.1 Error: command not implemented\r?$/)
+    }
+    closeClients()
+    const d = await open(plain.port)
+    expect(await d.command('XEXPN staff')).toMatch(/^500 5\.5\.2 Error: command not recognized/)
+    expect(await d.command('NOOP')).toMatch(/^250 /)
     closeClients()
   })
 
@@ -299,15 +311,27 @@ describe('errors and timeouts', () => {
     closeClients()
   })
 
-  it('smtp.socketTimeout (1s): an idle session is closed with 421', async () => {
+  it('smtp.socketTimeout (1s): an idle session is closed with 421 4.4.2 naming the host, and the relay logs which command the client went quiet after', async () => {
     const c = await open(timed.port)
     await c.command('EHLO client.test')
     const started = Date.now()
     const reply = await c.read(4000)
-    expect(reply).toMatch(/^421 .*Timeout/)
+    expect(reply).toMatch(/^421 4\.4\.2 relay\.test Timeout exceeded, closing connection\r?$/)
     expect(Date.now() - started).toBeGreaterThanOrEqual(800)
     expect(Date.now() - started).toBeLessThan(2500)
     expect(await closedWithin(c, 2000)).toBe(true)
+    await timed.waitForLog((l) => l.msg === 'idle timeout after EHLO: closing' && l.after === 'EHLO' && l.client === '127.0.0.1', 2000)
+
+    // Quiet in the middle of a message: "after DATA", and nothing is queued.
+    const d = await open(timed.port)
+    await d.command('EHLO client.test')
+    expect(await d.command('MAIL FROM:<a@limits.test>')).toMatch(/^250 /)
+    expect(await d.command('RCPT TO:<b@limits.test>')).toMatch(/^250 /)
+    expect(await d.command('DATA')).toMatch(/^354 /)
+    d.send('Subject: half\r\n\r\nnever finished\r\n')
+    expect(await d.read(4000)).toMatch(/^421 4\.4\.2 relay\.test Timeout exceeded/)
+    await timed.waitForLog((l) => l.msg === 'idle timeout after DATA: closing', 2000)
+    expect(timed.logs.some((l) => l.msg === 'accepted')).toBe(false)
     closeClients()
   })
 })

@@ -1,0 +1,85 @@
+// The parts of smtp-server's connection and command parser that core/smtp/patches.ts touches:
+// private, so typed here; patches.ts checks at load that they are still there.
+import type { Socket } from 'node:net'
+import type { Writable } from 'node:stream'
+import type { REFUSAL_LOGGED } from './session.js'
+
+/** The parser's last command-mode read, and how far its lines have reached the connection (patch 11). */
+export const READ = Symbol('relay.parserRead')
+export const AT = Symbol('relay.parserAt')
+
+export interface ParserInternals extends Writable {
+  _dataMode: boolean
+  _remainder: string
+  _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void
+  [READ]?: string
+  [AT]?: number
+}
+
+export interface ConnectionInternals {
+  _parser: Writable | false
+  needsUpgrade?: boolean
+  upgrade(callback: () => unknown, secureCallback: () => void): void
+  _onCloseEvent(hadError: boolean): void
+  _onError(err: Error): void
+  send(code: number, data: unknown, context?: unknown): void
+  init(): void
+  _setListeners(cb: () => void): void
+  connectionReady(): void
+  _onCommand(command: Buffer, callback: () => void): void
+  _isDisabled(command: string): boolean
+  _isSupported(command: string): boolean
+  _getEnhancedStatusCode(code: number, context: unknown): string
+  secure: boolean
+  _onClose(): void
+  close(): void
+  _resetSession(): void
+  handler_RCPT(command: Buffer, callback: () => void): void
+  handler_AUTH(command: Buffer, callback: () => void): void
+  _parseAddressCommand(name: string, command: Buffer | string): false | { address: string; args: Record<string, unknown> | false }
+  _armTimeout(socket?: Socket): void
+  _onTimeout(): void
+  _socket: Socket
+  _xClient: Map<string, unknown>
+  _xForward: Map<string, unknown>
+  _rcptIndex: Map<string, number>
+  _server: {
+    options: {
+      maxClients?: number
+      greetingDelay?: number
+      maxErrors?: number
+      trustedClient?: (ip: string) => boolean
+      onTooManyErrors?: (session: unknown) => void
+      authOptional?: boolean
+      authAfterStartTls?: boolean
+      firstCommandTimeout?: number
+      onFirstCommandTimeout?: (session: unknown) => void
+      onIdleTimeout?: (session: unknown, after: string | undefined) => void
+      onImproperPipelining?: (session: unknown) => void
+      onRefused?: (session: unknown, command: string, reply: { code: number; status: string; message: string }) => void
+      useXClient?: unknown
+      useXForward?: unknown
+      socketTimeout?: number
+    }
+    connections: Set<unknown>
+  }
+  name: string
+  session: { user?: unknown; envelope: { mailFrom?: unknown }; [REFUSAL_LOGGED]?: string }
+  /** The command being answered (patch 15). */
+  _relayVerb?: string
+  /** The session's last command, answered or not (patch 5: "timeout after EHLO"). */
+  _relayLastVerb?: string
+  _ready?: boolean
+  _upgrading?: boolean
+  _nextHandler?: unknown
+  _maxAllowedUnauthenticatedCommands: number | false
+  _unauthenticatedCommands: number
+  _relayErrors?: number
+  _relayOvershoot?: number
+  _relayJunk?: number
+  _relayTrusted?: boolean
+  remoteAddress: string
+  _closing?: boolean
+  _closed?: boolean
+  _firstCommandTimer?: NodeJS.Timeout
+}
