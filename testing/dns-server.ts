@@ -32,6 +32,8 @@ export interface ZoneRecords {
   PTR?: string[];
   /** Queries of these types fail this way while the name's other records answer (a server that mishandles AAAA). */
   fail?: Partial<Record<'MX' | 'A' | 'AAAA' | 'TXT', 'SERVFAIL' | 'TIMEOUT'>>;
+  /** Answer questions for this name this many ms late (a slow authoritative server). */
+  delayMs?: number;
 }
 
 /** TIMEOUT = never answer (the query is recorded, then dropped). */
@@ -225,7 +227,10 @@ export async function startDns(initial: Record<string, ZoneEntry> = {}): Promise
     if (result.kind === 'timeout') return; // never answer
     response.header.rcode = result.rcode;
     response.answers = result.answers;
-    send(response).catch(() => undefined);
+    const entry = zones.get(normaliseName(question.name));
+    const delayMs = typeof entry === 'object' ? entry.delayMs : undefined;
+    if (delayMs) setTimeout(() => send(response).catch(() => undefined), delayMs);
+    else send(response).catch(() => undefined);
   };
 
   // Bind UDP on a random port first, then TCP on the same port; retry on clash.

@@ -59,19 +59,29 @@ export const MAX_MX_LOOKUPS = 25
 export async function resolveDestination(resolver: Resolver, domain: string): Promise<Resolution> {
   // Node's resolver keeps no cache: without one every delivery job would ask DNS again. Answers
   // that found hosts are kept briefly; failures are always asked again.
-  let cache = destinationCache.get(resolver)
-  if (!cache) destinationCache.set(resolver, (cache = new Map()))
-  const hit = cache.get(domain)
+  let state = destinationCache.get(resolver)
+  if (!state) destinationCache.set(resolver, (state = { answers: new Map(), asking: new Map() }))
+  const { answers, asking } = state
+  const hit = answers.get(domain)
   if (hit && hit.until > Date.now()) return { ok: true, hosts: reshuffle(hit.resolution.ok ? hit.resolution.hosts : []) }
-  const resolution = await lookupDestination(resolver, domain)
-  if (resolution.ok) {
-    if (cache.size > 10_000) cache.clear()
-    cache.set(domain, { until: Date.now() + DESTINATION_TTL_MS, resolution })
-  } else cache.delete(domain)
-  return resolution
+  // Jobs for one destination that start together (a burst of mail to one domain) share one lookup.
+  const pending = asking.get(domain)
+  if (pending) return pending.then((r) => (r.ok ? { ok: true, hosts: reshuffle(r.hosts) } : r))
+  const lookup = lookupDestination(resolver, domain).then((resolution) => {
+    answers.delete(domain)
+    if (resolution.ok) {
+      // The answer asked for longest ago goes first (a Map keeps insertion order).
+      if (answers.size >= MAX_CACHED_DESTINATIONS) answers.delete(answers.keys().next().value!)
+      answers.set(domain, { until: Date.now() + DESTINATION_TTL_MS, resolution })
+    }
+    return resolution
+  })
+  asking.set(domain, lookup)
+  return lookup.finally(() => asking.delete(domain))
 }
 
 const DESTINATION_TTL_MS = 30_000
+const MAX_CACHED_DESTINATIONS = 10_000
 
 /** A cached answer still spreads load: MX hosts of equal preference come in a new random order. */
 function reshuffle(hosts: Destination[]): Destination[] {
@@ -83,7 +93,7 @@ function reshuffle(hosts: Destination[]): Destination[] {
   }
   return [...groups.values()].flatMap((byName) => shuffle([...byName.values()]).flat())
 }
-const destinationCache = new WeakMap<Resolver, Map<string, { until: number; resolution: Resolution }>>()
+const destinationCache = new WeakMap<Resolver, { answers: Map<string, { until: number; resolution: Resolution }>; asking: Map<string, Promise<Resolution>> }>()
 
 async function lookupDestination(resolver: Resolver, domain: string): Promise<Resolution> {
   const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)

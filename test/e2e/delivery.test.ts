@@ -125,6 +125,8 @@ beforeAll(async () => {
     'partial.test': { MX: [{ exchange: 'mx.partial.test', priority: 10 }] },
     'cached.test': { MX: [{ exchange: 'mx.cached.test', priority: 10 }] },
     'mx.cached.test': { A: ['127.0.0.3'] },
+    // a slow authoritative server: every question about burst.test is answered 400 ms late
+    'burst.test': { MX: [{ exchange: 'mx.cached.test', priority: 10 }], delayMs: 400 },
     'mx.partial.test': { A: ['127.0.0.3'] },
     'multiline.test': { A: ['127.0.0.7'] },
     // an MX host whose AAAA query fails (SERVFAIL, or never answered) while its A record answers
@@ -309,6 +311,14 @@ describe('delivery through DNS MX', () => {
       await mx3.waitForMessages(before + n, 10_000)
     }
     expect(dns.queries.filter((q) => q.name === 'cached.test' && q.type === 'MX')).toHaveLength(1)
+  })
+
+  it('asks DNS once for a destination that six messages reach at the same time (their jobs share the lookup in flight)', async () => {
+    const before = mx3.messages.length
+    await Promise.all([1, 2, 3, 4, 5, 6].map((n) => sendMail(relay.port, { from: 'alice@sender.test', to: [`u${n}@burst.test`], data: message(`burst ${n}`) })))
+    await mx3.waitForMessages(before + 6, 10_000)
+    expect(mx3.messages.slice(before).flatMap((m) => m.to).sort()).toEqual([1, 2, 3, 4, 5, 6].map((n) => `u${n}@burst.test`))
+    expect(dns.queries.filter((q) => q.name === 'burst.test' && q.type === 'MX')).toHaveLength(1)
   })
 
   it('keeps a multi-line reply as one bounded line: a three-line 250 in the event and `relay queue show`, a 2,002-line 550 in the event, the queue and the DSN', async () => {
