@@ -28,9 +28,19 @@ const message = (tag: string, body = 'Hello there.\r\n') =>
 /** Messages (accepted or refused) that reached the MX and carry this tag anywhere in their bytes. */
 const reachedMx = (tag: string): ReceivedMessage[] => [...mx.messages, ...mx.refused].filter((m) => m.raw.includes(tag))
 
-/** Waits (bounded) until the MX has accepted a message with this subject tag, and returns it. */
-const deliveredTagged = (tag: string, timeoutMs = 10_000) =>
-  eventually(() => mx.messages.find((m) => m.raw.includes(`Subject: ${tag}\r\n`)), timeoutMs, `delivery of "${tag}"`)
+/**
+ * Waits (bounded) until the MX has accepted a message with this subject tag, and returns it. When
+ * the shared relay sent it, also until the relay has logged it delivered: the MX has the message
+ * before the relay records the 250, and a later read of the queue must not find it in flight.
+ */
+async function deliveredTagged(tag: string, timeoutMs = 10_000): Promise<ReceivedMessage> {
+  const got = await eventually(() => mx.messages.find((m) => m.raw.includes(`Subject: ${tag}\r\n`)), timeoutMs, `delivery of "${tag}"`)
+  const queueId = / id (\w+)/.exec(/^Received: .*(?:\r\n[ \t].*)*/.exec(got.raw.toString('latin1'))?.[0] ?? '')?.[1]
+  if (queueId && relay.logs.some((l) => l.event === 'accepted' && l.queueId === queueId)) {
+    await relay.waitForLog((l) => l.event === 'delivered' && l.queueId === queueId, timeoutMs)
+  }
+  return got
+}
 
 const spoolFiles = (r: RelayProcess) => fs.readdirSync(path.join(r.dataDir, 'spool'))
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
