@@ -127,11 +127,20 @@ describe('harness: dns-server', () => {
     expect(await r.resolve4('later.test')).toEqual(['192.0.2.99']);
     d.set('later.test', 'SERVFAIL');
     expect(await errorCode(r.resolve4('later.test'))).toBe('ESERVFAIL');
-    expect(d.queries.filter((q) => q.name === 'later.test')).toEqual([
+    const later = d.queries.filter((q) => q.name === 'later.test');
+    expect(later.map(({ name, type }) => ({ name, type }))).toEqual([
       { name: 'later.test', type: 'A' },
       { name: 'later.test', type: 'A' },
       { name: 'later.test', type: 'A' },
     ]);
+    expect(later.every((q) => Number.isInteger(q.id) && q.id >= 0 && q.id <= 0xffff)).toBe(true);
+  });
+
+  it('delayMs answers that name late', async () => {
+    d.set('slow.test', { A: ['192.0.2.7'], delayMs: 300 });
+    const t0 = Date.now();
+    expect(await r.resolve4('slow.test')).toEqual(['192.0.2.7']);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
   });
 
   it('close() is prompt and idempotent', async () => {

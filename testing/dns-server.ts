@@ -47,8 +47,11 @@ export interface TestDns {
   /** keys are normalised: lower case, no trailing dot (use set() to add) */
   zones: Map<string, ZoneEntry>;
   set(name: string, entry: ZoneEntry): void;
-  /** every question received, in order; name normalised, type e.g. 'MX', 'A', 'TYPE65' */
-  queries: { name: string; type: string }[];
+  /**
+   * every question received, in order; name normalised, type e.g. 'MX', 'A', 'TYPE65'; id is the
+   * DNS message id (a resolver's retransmission of one query, after its own timeout, repeats it)
+   */
+  queries: { name: string; type: string; id: number }[];
   close(): Promise<void>;
 }
 
@@ -202,7 +205,7 @@ export async function startDns(initial: Record<string, ZoneEntry> = {}): Promise
   Packet = dns2.Packet;
   const zones = new Map<string, ZoneEntry>();
   for (const [name, entry] of Object.entries(initial)) zones.set(normaliseName(name), entry);
-  const queries: { name: string; type: string }[] = [];
+  const queries: { name: string; type: string; id: number }[] = [];
 
   const handle = (
     request: DnsPacket,
@@ -217,7 +220,7 @@ export async function startDns(initial: Record<string, ZoneEntry> = {}): Promise
       send(response).catch(() => undefined);
       return;
     }
-    queries.push({ name: normaliseName(question.name), type: typeName(question.type) });
+    queries.push({ name: normaliseName(question.name), type: typeName(question.type), id: request.header.id });
     let result: Answer;
     try {
       result = answer(zones, question.name, question.type);

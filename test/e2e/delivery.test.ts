@@ -318,7 +318,10 @@ describe('delivery through DNS MX', () => {
     await Promise.all([1, 2, 3, 4, 5, 6].map((n) => sendMail(relay.port, { from: 'alice@sender.test', to: [`u${n}@burst.test`], data: message(`burst ${n}`) })))
     await mx3.waitForMessages(before + 6, 10_000)
     expect(mx3.messages.slice(before).flatMap((m) => m.to).sort()).toEqual([1, 2, 3, 4, 5, 6].map((n) => `u${n}@burst.test`))
-    expect(dns.queries.filter((q) => q.name === 'burst.test' && q.type === 'MX')).toHaveLength(1)
+    // One query: Node 24's resolver (c-ares with timeouts learnt from loopback answers) may send it
+    // again before the 400 ms answer, with the same message id.
+    const asked = dns.queries.filter((q) => q.name === 'burst.test' && q.type === 'MX')
+    expect(new Set(asked.map((q) => q.id)).size, JSON.stringify(asked)).toBe(1)
   })
 
   it('keeps a multi-line reply as one bounded line: a three-line 250 in the event and `relay queue show`, a 2,002-line 550 in the event, the queue and the DSN', async () => {
