@@ -310,7 +310,9 @@ describe('delivery through DNS MX', () => {
       await sendMail(relay.port, { from: 'alice@sender.test', to: [`u${n}@cached.test`], data: message(`cached ${n}`) })
       await mx3.waitForMessages(before + n, 10_000)
     }
-    expect(dns.queries.filter((q) => q.name === 'cached.test' && q.type === 'MX')).toHaveLength(1)
+    // one query (a resolver's resend of it under load repeats its message id)
+    const asked = dns.queries.filter((q) => q.name === 'cached.test' && q.type === 'MX')
+    expect(new Set(asked.map((q) => q.id)).size, JSON.stringify(asked)).toBe(1)
   })
 
   it('asks DNS once for a destination that six messages reach at the same time (their jobs share the lookup in flight)', async () => {
