@@ -63,10 +63,10 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
   if (!state) destinationCache.set(resolver, (state = { answers: new Map(), asking: new Map() }))
   const { answers, asking } = state
   const hit = answers.get(domain)
-  if (hit && hit.until > Date.now()) return { ok: true, hosts: reshuffle(hit.resolution.ok ? hit.resolution.hosts : []) }
+  if (hit && hit.until > Date.now()) return reshuffled(hit.resolution)
   // Jobs for one destination that start together (a burst of mail to one domain) share one lookup.
   const pending = asking.get(domain)
-  if (pending) return pending.then((r) => (r.ok ? { ok: true, hosts: reshuffle(r.hosts) } : r))
+  if (pending) return pending.then(reshuffled)
   const lookup = lookupDestination(resolver, domain).then((resolution) => {
     answers.delete(domain)
     if (resolution.ok) {
@@ -83,7 +83,9 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
 const DESTINATION_TTL_MS = 30_000
 const MAX_CACHED_DESTINATIONS = 10_000
 
-/** A cached answer still spreads load: MX hosts of equal preference come in a new random order. */
+/** A shared answer still spreads load: MX hosts of equal preference come in a new random order. */
+const reshuffled = (r: Resolution): Resolution => (r.ok ? { ok: true, hosts: reshuffle(r.hosts) } : r)
+
 function reshuffle(hosts: Destination[]): Destination[] {
   const groups = new Map<number | undefined, Map<string, Destination[]>>()
   for (const h of hosts) {

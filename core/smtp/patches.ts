@@ -42,8 +42,8 @@
 //    smtp-server splits MAIL/RCPT at every space and wants no `<>` inside the path. Those characters
 //    inside quoted strings are masked for its parser and put back in the address it returns.
 // 11. RFC 2920 §3.1: a client waits for 354 before it sends the message. Bytes that came after DATA
-//    in the same read are improper pipelining: when DATA is refused (no valid recipient) smtp-server would run the message's lines as commands (a
-//    "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
+//    in the same read are improper pipelining: when DATA is refused (no valid recipient) smtp-server
+//    would run the message's lines as commands (a "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
 //    not wait to learn whether it would be. The session gets 554 5.5.0 and is closed, as Postfix's
 //    smtpd_forbid_unauth_pipelining does. The parser's read position is followed line by line.
 // 12. RFC 3461 §4: ENVID and ORCPT are xtext. smtp-server decodes `+XX` and keeps whatever else it

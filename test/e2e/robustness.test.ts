@@ -30,14 +30,14 @@ const reachedMx = (tag: string): ReceivedMessage[] => [...mx.messages, ...mx.ref
 
 /**
  * Waits (bounded) until the MX has accepted a message with this subject tag, and returns it. When
- * the shared relay sent it, also until the relay has logged it delivered: the MX has the message
- * before the relay records the 250, and a later read of the queue must not find it in flight.
+ * relay `r` sent it, also until `r` has logged it delivered: the MX has the message before the
+ * relay records the 250, and a later read of the queue must not find it in flight.
  */
-async function deliveredTagged(tag: string, timeoutMs = 10_000): Promise<ReceivedMessage> {
+async function deliveredTagged(tag: string, timeoutMs = 10_000, r: RelayProcess = relay): Promise<ReceivedMessage> {
   const got = await eventually(() => mx.messages.find((m) => m.raw.includes(`Subject: ${tag}\r\n`)), timeoutMs, `delivery of "${tag}"`)
   const queueId = / id (\w+)/.exec(/^Received: .*(?:\r\n[ \t].*)*/.exec(got.raw.toString('latin1'))?.[0] ?? '')?.[1]
-  if (queueId && relay.logs.some((l) => l.event === 'accepted' && l.queueId === queueId)) {
-    await relay.waitForLog((l) => l.event === 'delivered' && l.queueId === queueId, timeoutMs)
+  if (queueId && r.logs.some((l) => l.event === 'accepted' && l.queueId === queueId)) {
+    await r.waitForLog((l) => l.event === 'delivered' && l.queueId === queueId, timeoutMs)
   }
   return got
 }
@@ -67,12 +67,9 @@ async function transaction(client: RawSmtp, o: { from?: string; to: string; data
 /** A fresh connection relays a message to the MX: the relay still works. */
 async function stillRelays(r: RelayProcess, tag: string): Promise<void> {
   const client = await open(r.port)
-  const reply = await transaction(client, { to: `ok@dest.test`, data: message(tag) })
-  expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
-  await deliveredTagged(tag)
-  // The MX has it; the relay's queue has it done once the relay says so (callers then read the queue).
-  const queueId = /queued as (\w+)/.exec(reply)![1]
-  await r.waitForLog((l) => l.event === 'delivered' && l.queueId === queueId, 10_000)
+  expect(await transaction(client, { to: `ok@dest.test`, data: message(tag) })).toMatch(/^250 2\.0\.0 Ok: queued as \w+/)
+  // Delivered, and done in r's queue (callers then read the queue).
+  await deliveredTagged(tag, 10_000, r)
   client.close()
 }
 
