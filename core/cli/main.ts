@@ -1,6 +1,6 @@
 import 'reflect-metadata'
 import { Command, Option, type CommanderError } from 'commander'
-import { ConfigError } from '../config/load.js'
+import type { ConfigError } from '../config/load.js'
 import { packageVersion } from './version.js'
 
 // sendmail(1)'s options (-t -i -oi -f ...) are not commander's: `relay sendmail` gets its arguments as given.
@@ -78,8 +78,10 @@ for (const c of everyCommand(program)) c.exitOverride(usageExit)
 const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
 program.parseAsync(process.argv).catch((err: unknown) => {
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
-  if (err instanceof ConfigError || (err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
-    say(err instanceof ConfigError ? err.terminalText : (err as Error).message)
+  // By name, not instanceof: `relay --version` and `--help` then load no config code (zod and the
+  // schema are a third of a verb's start-up).
+  if ((err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
+    say((err as Partial<ConfigError>).terminalText ?? (err as Error).message)
     process.exit(2)
   }
   // A failure the verb named (`kind`: no access to the data directory, ...) is said, not traced.
