@@ -58,7 +58,7 @@ tls
 // Plugins add their own verbs (`commands` on the plugin object), bundled and third-party alike
 // (`relay queue`, `stats`, `suppression`: plugins/admin; `relay plugin new`: plugins/plugin-kit):
 // loaded for a verb the core does not know (only the bundled plugins whose commands.json names it),
-// and for help (all of them).
+// and for the top-level help (all of them; `relay queue --help` only the one that declares queue).
 const verb = process.argv[2]
 const coreVerb = verb !== undefined && !verb.startsWith('-') && program.commands.some((c) => c.name() === verb)
 const versionOnly = verb === '--version' || verb === '-V'

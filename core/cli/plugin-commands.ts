@@ -70,13 +70,14 @@ function verbsOf(manifest: unknown): string[] {
 }
 
 /**
- * The bundled plugins to import for argv: for a verb, only those that declare it; for help, no
- * verb or a verb no manifest names (a third-party one, or a typo answered with the list), all.
+ * The bundled plugins to import for argv: for a verb, or its help (`relay queue --help`, `relay help
+ * queue`), only those that declare it; for the top-level help, or a verb no manifest names (a
+ * third-party one, or a typo answered with the list), all.
  */
-function bundledFor(argv: string[]): string[] {
+export function bundledFor(argv: string[]): string[] {
   const names = bundledNames()
-  const verb = argv[0]
-  if (verb === undefined || verb.startsWith('-') || verb === 'help' || argv.includes('--help') || argv.includes('-h')) return names
+  const verb = argv[0] === 'help' ? argv[1] : argv[0]
+  if (verb === undefined || verb.startsWith('-')) return names
   const manifests = bundledVerbManifests(names)
   if (!manifests) return names
   const declaring = names.filter((name) => manifests.get(name)!.includes(verb))

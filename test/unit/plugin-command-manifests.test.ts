@@ -7,7 +7,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import { describe, expect, it } from 'vitest'
-import { bundledVerbManifests } from '../../core/cli/plugin-commands.js'
+import { bundledFor, bundledVerbManifests } from '../../core/cli/plugin-commands.js'
 import { resolvePlugin } from '../../core/hooks/load-plugins.js'
 import type { CommandEnv } from '../../core/hooks/types.js'
 
@@ -36,5 +36,12 @@ describe('bundled plugin command manifests', () => {
       const declared = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { verbs: string[] }).verbs : []
       expect(manifests!.get(name), name).toEqual(declared)
     }
+  })
+
+  it('a verb and its help import only the plugin that declares it; the top-level help and an unknown verb import all', () => {
+    const declaring = (verb: string) => names.filter((name) => bundledVerbManifests()!.get(name)!.includes(verb))
+    expect(declaring('queue')).toEqual(['admin'])
+    for (const argv of [['queue', 'list'], ['queue', '--help'], ['queue', 'list', '-h'], ['help', 'queue']]) expect(bundledFor(argv), argv.join(' ')).toEqual(['admin'])
+    for (const argv of [[], ['--help'], ['-h'], ['help'], ['help', '--all'], ['no-such-verb'], ['no-such-verb', '--help']]) expect(bundledFor(argv), argv.join(' ')).toEqual(names)
   })
 })
