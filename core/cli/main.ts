@@ -60,9 +60,10 @@ tls
 // loaded for a verb the core does not know (only the bundled plugins whose commands.json names it),
 // and for the top-level help (all of them; `relay queue --help` only the one that declares queue).
 const verb = process.argv[2]
-const coreVerb = verb !== undefined && !verb.startsWith('-') && program.commands.some((c) => c.name() === verb)
+const isCoreVerb = (v: string | undefined) => v !== undefined && !v.startsWith('-') && program.commands.some((c) => c.name() === v)
 const versionOnly = verb === '--version' || verb === '-V'
-if ((!coreVerb && !versionOnly) || process.argv.includes('--help') || process.argv.includes('-h')) {
+// `relay start --help` and `relay help start` need no plugin.
+if (!versionOnly && !isCoreVerb(verb === 'help' ? process.argv[3] : verb)) {
   const { registerPluginCommands } = await import('./plugin-commands.js')
   await registerPluginCommands(program, process.argv.slice(2))
 }
