@@ -79,8 +79,8 @@ for (const c of everyCommand(program)) c.exitOverride(usageExit)
 const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
 program.parseAsync(process.argv).catch((err: unknown) => {
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
-  // By name, not instanceof: `relay --version` and `--help` then load no config code (zod and the
-  // schema are a third of a verb's start-up).
+  // By name, not instanceof: `relay --version` and a core verb's help then load no config code (zod
+  // and the schema are a third of a verb's start-up).
   if ((err as Error)?.name === 'ConfigError' || (err as Error)?.name === 'PluginError') {
     say((err as Partial<ConfigError>).terminalText ?? (err as Error).message)
     process.exit(2)

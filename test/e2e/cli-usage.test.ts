@@ -27,6 +27,25 @@ describe('CLI usage errors', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).not.toBe('')
   })
+
+  it("a core verb's help imports none of the config's plugins; the top-level help lists their verbs", async () => {
+    const dir = tempDir('relay-help-')
+    const marker = path.join(dir, 'imported')
+    // A plugin whose import leaves a mark, and which adds the verb `marked`.
+    fs.writeFileSync(path.join(dir, 'marking.mjs'), `import fs from 'node:fs'\nfs.appendFileSync(${JSON.stringify(marker)}, 'x')\nexport default { name: 'marking', commands(program) { program.command('marked').description('a verb of the marking plugin') } }\n`)
+    const config = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(config, JSON.stringify({ dataDir: './data', log: { level: 'silent' }, plugins: ['./marking.mjs'] }))
+    for (const args of [['start', '--help'], ['help', 'start'], ['check-config', '-h']]) {
+      const r = await runCliAsync([...args, '--config', config])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/^Usage: relay (start|check-config) /)
+      expect(fs.existsSync(marker), args.join(' ')).toBe(false)
+    }
+    const top = await runCliAsync(['--help', '--config', config])
+    expect(top.code, top.stderr).toBe(0)
+    expect(top.stdout).toMatch(/marked\s+a verb of the marking plugin/)
+    expect(fs.existsSync(marker)).toBe(true)
+  })
 })
 
 // A value an option cannot take, or a verb given nothing to act on, is a usage error too: `relay
