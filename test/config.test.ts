@@ -251,6 +251,48 @@ describe('config file search (no --config)', () => {
   })
 })
 
+// Node 24 strips the types of a .ts config itself (core/config/import-ts.ts); tsx loads what needs
+// more. Each of these loads on every Node, whichever of the two it goes through.
+describe('TypeScript configs that Node can strip and ones that need tsx', () => {
+  const cases: { what: string; files: Record<string, string> }[] = [
+    { what: 'type annotations only', files: { 'relay.config.ts': "const hostname: string = 'strip.example'\nexport default { hostname } satisfies { hostname: string }\n" } },
+    {
+      what: 'an enum and a parameter property (TypeScript-only syntax)',
+      files: { 'relay.config.ts': "enum Tld { example = 'example' }\nclass Name { constructor(readonly host: string) {} }\nexport default { hostname: new Name(`strip.${Tld.example}`).host }\n" },
+    },
+    {
+      what: "a type imported from 'relay-mta' without `type`",
+      files: { 'relay.config.mts': "import { defineConfig, RelayConfigInput } from 'relay-mta'\nconst input: RelayConfigInput = { hostname: 'strip.example' }\nexport default defineConfig(input)\n" },
+    },
+    {
+      what: 'a helper imported without its extension',
+      files: { 'relay.config.ts': "import { hostname } from './names'\nexport default { hostname }\n", 'names.ts': "export const hostname: string = 'strip.example'\n" },
+    },
+    { what: '__dirname (tsx compiles it to CommonJS outside a "type": "module" package)', files: { 'relay.config.ts': "export default { hostname: 'strip.example', dataDir: __dirname + '/maildata' }\n" } },
+  ]
+  for (const c of cases) {
+    it(`${c.what}: loads`, () => {
+      const dir = tempDir('relay-strip-')
+      for (const [name, text] of Object.entries(c.files)) fs.writeFileSync(path.join(dir, name), text)
+      const config = Object.keys(c.files)[0]!
+      const r = runCli(['check-config', '--config', path.join(dir, config)])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toContain('  hostname strip.example\n')
+      expect(r.stderr).toBe('')
+    })
+  }
+
+  it('a config that throws while it runs is run once, and the error names it', () => {
+    const dir = tempDir('relay-strip-')
+    const runs = path.join(dir, 'runs.log')
+    fs.writeFileSync(path.join(dir, 'relay.config.ts'), `import fs from 'node:fs'\nfs.appendFileSync(${JSON.stringify(runs)}, 'ran\\n')\nconst missing: string | undefined = process.env.RELAY_TEST_NOT_SET\nif (!missing) throw new Error('RELAY_TEST_NOT_SET is not set')\nexport default { hostname: missing }\n`)
+    const r = runCli(['check-config', '--config', path.join(dir, 'relay.config.ts')])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('RELAY_TEST_NOT_SET is not set')
+    expect(fs.readFileSync(runs, 'utf8')).toBe('ran\n')
+  })
+})
+
 describe('TypeScript and JavaScript files that do not parse: file, line, column and reason', () => {
   const broken = "export default {\n  hostname: 'x.example',\n  listen: [ { port: 2525, role: 'mx' ]\n}\n"
 

@@ -6,6 +6,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import { configExport } from './default-export.js'
+import { importTypeScript } from './import-ts.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from './relay-mta-imports.js'
 import { loadJson, loadYaml, moduleSyntaxError } from './syntax.js'
 
@@ -30,14 +31,14 @@ function hooksFor(content: string): void {
   if (importsRelayMta(content)) resolveRelayMtaImports()
 }
 
-// TypeScript configs load through tsx (cosmiconfig's own .ts loader needs Node 22 or the TS API).
-// A file that does not parse: its file, line and column (syntax.ts), not esbuild's bare "Transform failed".
+// TypeScript configs load through Node's type stripping or tsx (import-ts.ts; cosmiconfig's own .ts
+// loader needs Node 22 or the TS API). A file that does not parse: its file, line and column
+// (syntax.ts), not esbuild's bare "Transform failed".
 const loadTs: Loader = async (filepath, content) => {
   hooksFor(content)
-  const { tsImport } = await import('tsx/esm/api')
   let mod: unknown
   try {
-    mod = await tsImport(freshUrl(filepath), import.meta.url)
+    mod = await importTypeScript(freshUrl(filepath), content, import.meta.url)
   } catch (err) {
     throw moduleSyntaxError(err, filepath, content) ?? err
   }
