@@ -56,17 +56,23 @@ function request(target: AdminTarget, method: 'GET' | 'POST', pathAndQuery: stri
         ...(target.token ? { Authorization: `Bearer ${target.token}` } : {}),
         ...(payload !== undefined ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) } : {}),
       },
-      timeout: 60_000,
     })
-    req.on('timeout', () => req.destroy(new Error('no answer within 60 s')))
+    // One deadline for the whole exchange, as fetch's AbortSignal.timeout gave: a listener that
+    // answers a byte at a time cannot hold the command.
+    const deadline = setTimeout(() => req.destroy(new Error('no answer within 60 s')), 60_000)
+    req.on('close', () => clearTimeout(deadline))
     req.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(deadline)
       if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET') reject(new AdminUnreachable(`the admin listener at ${target.url} does not answer (${err.code})`))
       else reject(new Error(`admin API ${method} ${pathAndQuery}: ${err.message}`))
     })
     req.on('response', (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      res.on('end', () => {
+        clearTimeout(deadline)
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) })
+      })
       res.on('error', (err) => reject(new Error(`admin API ${method} ${pathAndQuery}: ${err.message}`)))
     })
     req.end(payload)
