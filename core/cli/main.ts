@@ -57,8 +57,9 @@ tls
 
 // Plugins add their own verbs (`commands` on the plugin object), bundled and third-party alike
 // (`relay queue`, `stats`, `suppression`: plugins/admin; `relay plugin new`: plugins/plugin-kit):
-// loaded for a verb the core does not know (only the bundled plugins whose commands.json names it),
-// and for the top-level help (all of them; `relay queue --help` only the one that declares queue).
+// loaded for a verb the core does not know (only the bundled plugins whose commands.json names it;
+// `relay queue --help` only the one that declares queue). The top-level help lists the bundled
+// plugins' verbs from those manifests and imports only the config's own plugins.
 const verb = process.argv[2]
 const isCoreVerb = (v: string | undefined) => v !== undefined && !v.startsWith('-') && program.commands.some((c) => c.name() === v)
 const versionOnly = verb === '--version' || verb === '-V'

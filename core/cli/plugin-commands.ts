@@ -1,9 +1,9 @@
 // CLI verbs that plugins declare (`commands` on the plugin object): the bundled plugins' and those
 // of the plugins in the config, third-party ones included. Loaded only when the verb is not one of
 // the core's own (or for --help), so `relay start` imports no plugin twice. A bundled plugin with
-// verbs names them in plugins/<name>/commands.json, so `relay queue list` imports plugins/admin
-// only, not every bundled plugin and its dependencies (test/unit/plugin-command-manifests.test.ts
-// keeps the manifests true).
+// verbs names them in plugins/<name>/commands.json, with the line the top-level help shows for each,
+// so `relay queue list` imports plugins/admin only and `relay --help` no bundled plugin at all
+// (test/unit/plugin-command-manifests.test.ts keeps the manifests true).
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -41,16 +41,24 @@ function bundledNames(): string[] {
   return names.filter((name) => ['index.js', 'index.ts'].some((f) => fs.existsSync(path.join(BUNDLED_DIR, name, f))))
 }
 
+/** A bundled plugin's top-level verb, and how the top-level help lists it. */
+export interface VerbHelp {
+  name: string
+  /** What the help shows left of the description: `doctor [options] <domain>`. */
+  term: string
+  description: string
+}
+
 /**
  * The top-level verbs each bundled plugin declares in its commands.json (none: no file), read from
  * the first of MANIFEST_DIRS that has any; undefined when none has (an install without them): then
  * which plugin has a verb is only known by importing them all.
  */
-export function bundledVerbManifests(names = bundledNames()): Map<string, string[]> | undefined {
+export function bundledVerbManifests(names = bundledNames()): Map<string, VerbHelp[]> | undefined {
   for (const dir of MANIFEST_DIRS) {
     const files = new Map(names.map((name) => [name, path.join(dir, name, 'commands.json')]))
     if (![...files.values()].some((f) => fs.existsSync(f))) continue
-    const out = new Map<string, string[]>()
+    const out = new Map<string, VerbHelp[]>()
     for (const [name, file] of files) {
       try {
         out.set(name, fs.existsSync(file) ? verbsOf(JSON.parse(fs.readFileSync(file, 'utf8'))) : [])
@@ -63,10 +71,11 @@ export function bundledVerbManifests(names = bundledNames()): Map<string, string
   return undefined
 }
 
-function verbsOf(manifest: unknown): string[] {
+function verbsOf(manifest: unknown): VerbHelp[] {
   const verbs = (manifest as { verbs?: unknown } | null)?.verbs
-  if (!Array.isArray(verbs) || !verbs.every((v) => typeof v === 'string')) throw new Error('commands.json: { "verbs": [string] } expected')
-  return verbs
+  const isVerb = (v: unknown) => ['name', 'term', 'description'].every((k) => typeof (v as Record<string, unknown> | null)?.[k] === 'string')
+  if (!Array.isArray(verbs) || !verbs.every(isVerb)) throw new Error('commands.json: { "verbs": [{ "name", "term", "description" }] } expected')
+  return verbs as VerbHelp[]
 }
 
 /**
@@ -80,7 +89,7 @@ export function bundledFor(argv: string[]): string[] {
   if (verb === undefined || verb.startsWith('-')) return names
   const manifests = bundledVerbManifests(names)
   if (!manifests) return names
-  const declaring = names.filter((name) => manifests.get(name)!.includes(verb))
+  const declaring = names.filter((name) => manifests.get(name)!.some((v) => v.name === verb))
   return declaring.length > 0 ? declaring : names
 }
 
@@ -120,10 +129,37 @@ async function configuredPlugins(argv: string[], bundled: Set<string>): Promise<
   return out
 }
 
+/** `relay`, `relay --help`, `relay help` (with or without --config): the top-level help and nothing else. */
+export function isTopLevelHelp(argv: string[]): boolean {
+  const rest = argv.filter((a, i) => !['-c', '--config'].includes(a) && !a.startsWith('--config=') && !['-c', '--config'].includes(argv[i - 1] ?? ''))
+  return rest.length === 0 || (rest.length === 1 && ['-h', '--help', 'help'].includes(rest[0]!))
+}
+
+/**
+ * The bundled plugins' verbs as their manifests describe them, for the top-level help to list
+ * without importing every bundled plugin and its dependencies (0.9 s of CPU). They are never run:
+ * any other command line imports the plugin that declares the verb.
+ */
+function listBundledVerbs(program: Command, manifests: Map<string, VerbHelp[]>): void {
+  const terms = new Map<Command, string>()
+  for (const verbs of manifests.values()) {
+    for (const v of verbs) {
+      const listed = program.command(v.name).description(v.description)
+      listed.action(() => Promise.reject(new Error(`${v.name}: listed for the help only`)))
+      terms.set(listed, v.term)
+    }
+  }
+  const help = program.createHelp()
+  program.configureHelp({ subcommandTerm: (c) => terms.get(c) ?? help.subcommandTerm(c) })
+}
+
 /** Adds every plugin's verbs to `program`; one plugin's broken verbs never take the CLI down. */
 export async function registerPluginCommands(program: Command, argv: string[]): Promise<void> {
   const seen = new Set<string>()
-  const plugins = [...(await bundledPlugins(bundledFor(argv))), ...(await configuredPlugins(argv, new Set(bundledNames())))]
+  const manifests = isTopLevelHelp(argv) ? bundledVerbManifests() : undefined
+  if (manifests) listBundledVerbs(program, manifests)
+  const bundled = manifests ? [] : await bundledPlugins(bundledFor(argv))
+  const plugins = [...bundled, ...(await configuredPlugins(argv, new Set(bundledNames())))]
   for (const plugin of plugins) {
     if (!plugin.commands || seen.has(plugin.name)) continue
     seen.add(plugin.name)

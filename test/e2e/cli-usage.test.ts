@@ -46,6 +46,33 @@ describe('CLI usage errors', () => {
     expect(top.stdout).toMatch(/marked\s+a verb of the marking plugin/)
     expect(fs.existsSync(marker)).toBe(true)
   })
+
+  it('the top-level help lists the bundled plugins\' verbs as they declare them, without importing those plugins', async () => {
+    const dir = tempDir('relay-help-')
+    // A preload that writes down every module the relay command imports.
+    const imported = path.join(dir, 'imported.txt')
+    const preload = path.join(dir, 'record-imports.mjs')
+    const hooks = `import fs from 'node:fs'\nexport async function resolve(s, c, next) { const r = await next(s, c); fs.appendFileSync(${JSON.stringify(imported)}, r.url + '\\n'); return r }`
+    fs.writeFileSync(preload, `import { register } from 'node:module'\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hooks)}))\n`)
+    for (const args of [['--help'], ['help'], []]) {
+      fs.rmSync(imported, { force: true })
+      const r = await runCliAsync(args, { cwd: dir, env: { NODE_OPTIONS: `--import=${preload}` } })
+      expect(r.code, r.stderr).toBe(args.length === 0 ? 2 : 0)
+      const out = args.length === 0 ? r.stderr : r.stdout
+      expect(out).toMatch(/^ {2}queue +inspect and control the mail queue/m)
+      expect(out).toMatch(/^ {2}stats \[options\] +reputation figures per sending and destination/m)
+      expect(out).toMatch(/^ {2}doctor \[options\] <domain> +check a sending domain's DNS/m)
+      expect(out).toMatch(/^ {2}user +logins of the auth-file plugin/m)
+      expect(out).toMatch(/^ {2}plugin +write your own plugins\n {2}help \[command\]/m)
+      const urls = fs.readFileSync(imported, 'utf8')
+      expect(urls).toContain('/core/cli/plugin-commands.js')
+      expect(urls, args.join(' ')).not.toMatch(/\/plugins\/[\w-]+\/index\.[jt]s/)
+    }
+    // A verb's own help still comes from its plugin.
+    const queue = await runCliAsync(['queue', '--help'], { cwd: dir })
+    expect(queue.stdout).toMatch(/^Usage: relay queue \[options\] \[command\]/)
+    expect(queue.stdout).toMatch(/^ {2}list /m)
+  })
 })
 
 // A value an option cannot take, or a verb given nothing to act on, is a usage error too: `relay
