@@ -9,6 +9,7 @@
 //                           into the primary's and the SMTP workers')
 // npm run bench -- --floor    (the same load through bench/floor.ts, the least a relay on smtp-server
 //                           and nodemailer can do per message, instead of the relay)
+// npm run bench -- --pipelining   (the injector sends MAIL, RCPT and DATA in one write, RFC 2920)
 // npm run bench -- --hostile [--hostile-count 24]   (hostile messages beside normal traffic: see bench/hostile.ts)
 // Starts the relay (built dist/, as users run it) routed to a local sink, injects N messages over
 // C concurrent sessions, one message per connection, and prints accept and end-to-end rates,
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     'hostile-count': { type: 'string', default: '24' },
     workers: { type: 'string', default: '1' },
     floor: { type: 'boolean', default: false },
+    pipelining: { type: 'boolean', default: false },
   },
 })
 const PG_URL = process.env.RELAY_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -150,7 +152,9 @@ function inject(port: number, seq: number, body: string): Promise<number> {
           return resolve(latency)
         }
         if (step === 4) sentDot = performance.now()
-        socket.write(steps[step]!)
+        // --pipelining: MAIL, RCPT and DATA in one write, as a client that saw PIPELINING sends them (RFC 2920).
+        if (args.pipelining && (step === 2 || step === 3)) continue
+        socket.write(args.pipelining && step === 1 ? steps[1]! + steps[2]! + steps[3]! : steps[step]!)
       }
     })
     socket.on('error', reject)

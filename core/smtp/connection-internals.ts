@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import type { REFUSAL_LOGGED } from './session.js'
+import type { REPLIES_TO } from './reply-groups.js'
 
 /** The parser's last command-mode read, and how far its lines have reached the connection (patch 11). */
 export const READ = Symbol('relay.parserRead')
@@ -14,6 +15,7 @@ export interface ParserInternals extends Writable {
   _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void
   [READ]?: string
   [AT]?: number
+  [REPLIES_TO]?: ConnectionInternals
 }
 
 export interface ConnectionInternals {
@@ -39,6 +41,8 @@ export interface ConnectionInternals {
   _parseAddressCommand(name: string, command: Buffer | string): false | { address: string; args: Record<string, unknown> | false }
   _armTimeout(socket?: Socket): void
   _onTimeout(): void
+  _createParser(): Writable
+  _whenWritable(next: () => void): void
   _socket: Socket
   _xClient: Map<string, unknown>
   _xForward: Map<string, unknown>

@@ -64,12 +64,15 @@
 //    replies that answer no command (idle timeout, shutdown), nor those sent with context OWN_LINE
 //    (closes the session limits log with their own line). RFC 5321 commands the relay knows and does
 //    not implement (EXPN, TURN, ETRN, ...: session.ts NOT_IMPLEMENTED) get 502 5.5.1, not 500 (§4.2.4).
+// 16. RFC 2920 §3.2: the replies to a group of pipelined commands go out in one write
+//    (core/smtp/reply-groups.ts): each parser knows its connection's socket (`_createParser`).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
+import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
 import { NOT_IMPLEMENTED, NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
@@ -154,6 +157,8 @@ export function patchSmtpServer(): void {
     typeof proto._armTimeout !== 'function' ||
     typeof proto._onTimeout !== 'function' ||
     typeof proto._getEnhancedStatusCode !== 'function' ||
+    typeof proto._createParser !== 'function' ||
+    typeof proto._whenWritable !== 'function' ||
     typeof socketTimeout !== 'function' ||
     String(proto._setListeners).replace(/\s+/g, ' ') !== SET_LISTENERS
   ) {
@@ -161,7 +166,7 @@ export function patchSmtpServer(): void {
   }
   marked[PATCHED] = true
   const send = proto.send
-  proto.send = function (code, data, context) {
+  const relaySend: ConnectionInternals['send'] = function (this: ConnectionInternals, code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
     else if (code === 500 && context === 'AUTH' && !this.secure && this._server.options.authAfterStartTls && this._isSupported('STARTTLS')) [code, data] = [530, replyText(CORE_REPLIES.mustStartTls)]
     else if (code === 500 && data === 'Error: command not recognized' && NOT_IMPLEMENTED.has(this._relayVerb ?? '')) [code, data] = [502, replyText(CORE_REPLIES.notImplemented)]
@@ -199,6 +204,24 @@ export function patchSmtpServer(): void {
     if (typeof data === 'string' && ENHANCED.test(data)) return send.call(this, code, data, false)
     return send.call(this, code, data, context)
   }
+  proto.send = function (code, data, context) {
+    relaySend.call(this, code, data, context)
+    // Patch 16: a reply the client waits for before it sends more leaves now, with those before it.
+    if (this._socket && !canWait(code)) releaseReplies(this._socket)
+  }
+  // Patch 16: smtp-server waits for a full socket to drain before the next command (a client that
+  // does not read); a corked socket never drains, so what it holds goes out first.
+  const whenWritable = proto._whenWritable
+  proto._whenWritable = function (this: ConnectionInternals, next: () => void) {
+    if (this._socket?.writableNeedDrain) releaseReplies(this._socket)
+    return whenWritable.call(this, next)
+  }
+  const createParser = proto._createParser
+  proto._createParser = function (this: ConnectionInternals) {
+    const parser = createParser.call(this) as ParserInternals
+    parser[REPLIES_TO] = this
+    return parser
+  }
   const parserProto = (SMTPStream as unknown as { prototype: ParserInternals }).prototype
   const parserWrite = parserProto._write
   parserProto._write = function (chunk, encoding, next) {
@@ -206,6 +229,14 @@ export function patchSmtpServer(): void {
     if (!this._dataMode) {
       this[READ] = this._remainder + chunk.toString('binary')
       this[AT] = 0
+      // Patch 16: a group's replies wait until the parser has dispatched all of this read.
+      const socket = this[REPLIES_TO]?._socket
+      if (socket && isGroup(chunk) && holdReplies(socket)) {
+        return parserWrite.call(this, chunk, encoding, (err) => {
+          releaseReplies(socket)
+          next(err)
+        })
+      }
     }
     return parserWrite.call(this, chunk, encoding, next)
   }
