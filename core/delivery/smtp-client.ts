@@ -6,6 +6,8 @@ import type { Destination } from './mx.js'
 import { scan8bit, sevenBitStream, type EightBitScan } from '../mail/downgrade.js'
 import { poolKey, type ConnectionPool } from './connection-pool.js'
 import { oneLineReply } from '../mail/reply.js'
+// Loaded for its effect: a message's data leaves in one write where the socket allows.
+import './one-write.js'
 import { describeError, openSession, stageOf, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
 
 /**
