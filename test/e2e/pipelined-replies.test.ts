@@ -79,32 +79,38 @@ async function connect(): Promise<Reads> {
   return c
 }
 
+/** Sends MAIL, the RCPTs and DATA in one write; their replies must come in one read: returns their codes. */
+async function sendGroup(c: Reads, rcpts: string[]): Promise<string[]> {
+  const from = c.reads.length
+  c.socket.write(group('app@client.test', rcpts))
+  const reads = await c.replies(from, rcpts.length + 2)
+  expect(reads).toHaveLength(1)
+  return reads[0]!.split('\r\n').filter(Boolean).map((l) => l.slice(0, 3))
+}
+
+/** Sends the message after the 354; expects its 250 and the message at the receiver. */
+async function sendBody(c: Reads, subject: string): Promise<void> {
+  const sent = c.reads.length
+  c.socket.write(body(subject))
+  expect((await c.replies(sent, 1)).join('')).toMatch(/^250 2\.0\.0 /)
+  await eventually(() => rx.messages.some((m) => m.raw.toString().includes(`Subject: ${subject}`)), 10_000)
+}
+
 const group = (sender: string, rcpts: string[]) => `MAIL FROM:<${sender}>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('')}DATA\r\n`
 const body = (subject: string) => `From: app@client.test\r\nTo: x@dest.test\r\nSubject: ${subject}\r\n\r\nhello\r\n.\r\n`
 
 describe('replies to pipelined commands (RFC 2920)', () => {
   it('MAIL, three RCPTs and DATA in one write: the five replies arrive in one read, in order, and the message relays', async () => {
     const c = await connect()
-    const from = c.reads.length
-    c.socket.write(group('app@client.test', ['a@dest.test', 'b@dest.test', 'c@dest.test']))
-    const reads = await c.replies(from, 5)
-    expect(reads).toHaveLength(1)
-    expect(reads[0]!.split('\r\n').filter(Boolean).map((l) => l.slice(0, 3))).toEqual(['250', '250', '250', '250', '354'])
-    const sent = c.reads.length
-    c.socket.write(body('one group'))
-    expect((await c.replies(sent, 1)).join('')).toMatch(/^250 2\.0\.0 /)
-    await eventually(() => rx.messages.some((m) => m.raw.toString().includes('Subject: one group')), 10_000)
+    expect(await sendGroup(c, ['a@dest.test', 'b@dest.test', 'c@dest.test'])).toEqual(['250', '250', '250', '250', '354'])
+    await sendBody(c, 'one group')
     expect(await c.command('QUIT')).toMatch(/^221 /)
     c.socket.destroy()
   })
 
   it('a refused recipient inside the group is answered in its place, in the same read', async () => {
     const c = await connect()
-    const from = c.reads.length
-    c.socket.write(group('app@client.test', ['a@dest.test', 'bad address', 'b@dest.test']))
-    const reads = await c.replies(from, 5)
-    expect(reads).toHaveLength(1)
-    const codes = reads[0]!.split('\r\n').filter(Boolean).map((l) => l.slice(0, 3))
+    const codes = await sendGroup(c, ['a@dest.test', 'bad address', 'b@dest.test'])
     expect(codes[0]).toBe('250')
     expect(codes[1]).toBe('250')
     expect(codes[2]).toMatch(/^5/)
@@ -129,15 +135,8 @@ describe('replies to pipelined commands (RFC 2920)', () => {
     })
     const t = new Reads(secure as unknown as net.Socket)
     expect(await t.command('EHLO client.test')).toMatch(/250[- ]PIPELINING/)
-    const start = t.reads.length
-    secure.write(group('app@client.test', ['a@dest.test', 'b@dest.test']))
-    const reads = await t.replies(start, 4)
-    expect(reads).toHaveLength(1)
-    expect(reads[0]!.split('\r\n').filter(Boolean).map((l) => l.slice(0, 3))).toEqual(['250', '250', '250', '354'])
-    const sent = t.reads.length
-    secure.write(body('over tls'))
-    expect((await t.replies(sent, 1)).join('')).toMatch(/^250 2\.0\.0 /)
-    await eventually(() => rx.messages.some((m) => m.raw.toString().includes('Subject: over tls')), 10_000)
+    expect(await sendGroup(t, ['a@dest.test', 'b@dest.test'])).toEqual(['250', '250', '250', '354'])
+    await sendBody(t, 'over tls')
     secure.destroy()
   })
 })
