@@ -93,6 +93,23 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
   return plugin
 }
 
+/** What a plugin object may hold (core/hooks/types.ts `Plugin`). */
+const PLUGIN_KEYS: ReadonlySet<string> = new Set(['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'])
+
+/** A key nothing reads (`setpu`, `hook`, `rpct`) would leave the plugin silently doing less: refused. */
+function checkKeys(plugin: Plugin, named: string, at: string, file: string | undefined): void {
+  if (at === 'core') return
+  for (const key of Object.keys(plugin)) {
+    if (!PLUGIN_KEYS.has(key)) throw new PluginError(CODES.unknownKey, file, named, `unknown key '${key}' (a plugin has: ${[...PLUGIN_KEYS].join(', ')})`)
+  }
+  for (const [key, fn] of Object.entries(plugin.hooks ?? {})) {
+    if (!isHookOrEventName(key)) {
+      throw new PluginError(CODES.unknownHook, file, named, `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`)
+    }
+    if (fn !== undefined && typeof fn !== 'function') throw new PluginError(CODES.shape, file, named, `hooks.${key} is ${fn === null ? 'null' : typeof fn}, not a function`)
+  }
+}
+
 function isPlugin(v: unknown): v is Plugin {
   if (typeof v !== 'object' || v === null || typeof (v as Plugin).name !== 'string') return false
   const { hooks, commands } = v as Plugin
@@ -227,11 +244,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     if (typeof plugin.hooks?.auth === 'function') answersAuth = true
     if (env.only && !env.only(plugin)) continue
     if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
-    for (const key of Object.keys(plugin.hooks ?? {})) {
-      if (!isHookOrEventName(key)) {
-        throw new PluginError(CODES.unknownHook, config.configFile, named, `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`)
-      }
-    }
+    checkKeys(plugin, named, at, config.configFile)
     let options: unknown = rawOptions ?? {}
     if (plugin.options) {
       const parsed = plugin.options.safeParse(options)

@@ -9,6 +9,8 @@ export const PLUGIN_ERROR_CODES = {
   shape: 'RELAY_ERR_PLUGIN_SHAPE',
   /** A key of `hooks` is neither a hook nor an event name (a typo such as `rpct`). */
   unknownHook: 'RELAY_ERR_UNKNOWN_HOOK',
+  /** A key of the plugin object is none of a plugin's (a typo such as `setpu`, or `hook` for `hooks`). */
+  unknownKey: 'RELAY_ERR_UNKNOWN_PLUGIN_KEY',
   /** The options fail the plugin's schema. */
   options: 'RELAY_ERR_PLUGIN_OPTIONS',
   /** `setup` threw or rejected. */

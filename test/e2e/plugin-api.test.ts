@@ -1,6 +1,7 @@
 // The plugin API as a plugin author meets it: state from setup, watched files resolved against the
 // config's directory, teardown, CLI verbs of a third-party plugin, and the named, coded failures
-// (unknown hook, setup that throws or never finishes) at start, reload and check-config.
+// (unknown hook or plugin key, a hook that is no function, setup that throws or never finishes) at
+// start, reload and check-config.
 import { afterEach, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -31,6 +32,22 @@ describe('failures name the plugin and carry a code', () => {
       expect(r.code).toBe(2)
       expect(r.stderr).toContain("plugins[0] (typo-hook): unknown hook 'rpct'")
       expect(r.stderr).toContain('RELAY_ERR_UNKNOWN_HOOK')
+    }
+  })
+
+  it('a key a plugin does not have (setpu for setup) or a hook that is no function stops start and check-config with exit 2, naming it', () => {
+    const cases = [
+      { plugin: fixture('typo-key'), text: "plugins[0] (typo-key): unknown key 'setpu'", code: 'RELAY_ERR_UNKNOWN_PLUGIN_KEY' },
+      { plugin: fixture('hook-not-function'), text: 'plugins[0] (hook-not-function): hooks.rcpt is string, not a function', code: 'RELAY_ERR_PLUGIN_SHAPE' },
+    ]
+    for (const { plugin, text, code } of cases) {
+      const { file } = writeConfig([plugin])
+      for (const verb of ['check-config', 'start']) {
+        const r = runCli([verb, '--config', file])
+        expect(r.code, r.stderr).toBe(2)
+        expect(r.stderr).toContain(text)
+        expect(r.stderr).toContain(code)
+      }
     }
   })
 
