@@ -15,7 +15,11 @@ export interface ParkedRelay {
   senderRx: TestReceiver
   /** Addresses at park.test that get 451 at RCPT. */
   parked: Set<string>
-  /** Sends one message to `to` (parked from now on) and resolves with its queue id. */
+  /**
+   * Sends one message to `to` (parked from now on) and resolves with its queue id once its first
+   * attempt was deferred: until then its recipient is leased to that attempt, which an operator's
+   * bounce or hold in the test would race.
+   */
   submit(to: string, from?: string, headers?: string): Promise<string>
   /** Messages park.test accepted for `to`. */
   delivered(to: string): ReceivedMessage[]
@@ -50,6 +54,7 @@ export async function startParkedRelay(token: string | undefined, admin: Record<
       const r = await sendMail(relay.port, { from, to: [to], data: `From: <${from || 'mailer-daemon@x.test'}>\r\nTo: <${to}>\r\nSubject: parked for ${to}\r\n${headers}\r\nHello.\r\n` })
       const id = /^250 .*queued as (\w+)/.exec(r.lastReply)?.[1]
       if (!id) throw new Error(`not queued: ${r.lastReply}`)
+      await relay.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)
       return id
     },
     delivered: (to) => rx.messages.filter((m) => m.to.includes(to)),
