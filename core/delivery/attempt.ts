@@ -16,7 +16,8 @@ import type { Outcome, RecipientReply, TlsPolicy, TransactionOptions } from './s
 import { MtaSts, mxAllowed, type StsPolicy } from './mta-sts.js'
 import { relayDsn } from '../mail/bounce.js'
 import { throughHost, type Throttle } from './throttle.js'
-import { admitRoute, checkRouteLimits } from './route-throttle.js'
+import { admitRoute } from './route-throttle.js'
+import { routeProblem } from './route-check.js'
 import { isOwnEndpoint, loopsBack } from './loop.js'
 import { hopCount } from '../mail/received.js'
 import { oneLineReply } from '../mail/reply.js'
@@ -127,12 +128,12 @@ interface Plan {
 
 function planFor(route: Route | undefined, config: RelayConfig): Plan | string {
   if (!route) return { kind: 'mx', port: config.delivery.port, helo: config.hostname, tls: 'may' }
+  const problem = routeProblem(route)
+  if (problem) return problem
   const kind = route.kind ?? (route.socketPath ? 'lmtp' : route.hosts?.length ? 'smtp' : 'mx')
   if (kind === 'smtp' && !route.hosts?.length) return 'a smtp route needs hosts'
   if (kind === 'lmtp' && !route.hosts?.length && !route.socketPath) return 'an lmtp route needs hosts or a socketPath'
   if (route.localAddress !== undefined && net.isIP(route.localAddress) === 0) return `localAddress ${route.localAddress} is not an IP address`
-  const badLimits = checkRouteLimits(route)
-  if (badLimits) return badLimits
   const defaultPort = kind === 'lmtp' ? 24 : kind === 'smtp' && route.implicitTls ? 465 : config.delivery.port
   return {
     kind,

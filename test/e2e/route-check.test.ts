@@ -1,0 +1,63 @@
+// A route a deliver hook returns with a key no route has (`host` for `hosts`) or a value of the wrong
+// kind (a port as text) is not followed some other way: the attempt is deferred with 4.3.5 naming the
+// plugin and the key, and nothing reaches the domain's MX; a well-formed route is followed.
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDns, type TestDns } from '../harness/dns-server.js'
+import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
+import { sendMail } from '../harness/smtp-client.js'
+import { ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
+
+let dns: TestDns
+let mx: TestReceiver // 127.0.8.1: every domain's MX (A record)
+let smarthost: TestReceiver // 127.0.8.2: where the routes point
+let relay: RelayProcess
+
+beforeAll(async () => {
+  mx = await startReceiver({ host: '127.0.8.1', behaviour: { noStartTls: true } })
+  smarthost = await startReceiver({ host: '127.0.8.2', behaviour: { noStartTls: true } })
+  dns = await startDns({ 'good.test': { A: ['127.0.8.1'] }, 'typo.test': { A: ['127.0.8.1'] }, 'textport.test': { A: ['127.0.8.1'] } })
+  relay = await startRelay({
+    config: {
+      dns: { servers: [dns.server], timeout: '1s' },
+      delivery: { port: mx.port, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '2s', delayWarning: false },
+      plugins: [
+        [path.join(ROOT, 'test/fixtures/routes-by-domain.plugin.ts'), {
+          routes: {
+            'good.test': { hosts: ['127.0.8.2'], port: smarthost.port },
+            'typo.test': { host: ['127.0.8.2'], port: smarthost.port },
+            'textport.test': { hosts: ['127.0.8.2'], port: String(smarthost.port) },
+          },
+        }],
+        ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
+      ],
+    },
+  })
+}, 30_000)
+
+afterAll(async () => {
+  await relay?.stop()
+  await Promise.all([dns?.close(), mx?.close(), smarthost?.close()])
+})
+
+const send = (to: string) => sendMail(relay.port, { from: 'app@sender.test', to: [to], data: `From: app@sender.test\r\nTo: ${to}\r\nSubject: route to ${to}\r\n\r\nbody\r\n` })
+
+describe('routes from a deliver hook', () => {
+  it('a well-formed route is followed: the smarthost has the message, the MX nothing', async () => {
+    await send('a@good.test')
+    await smarthost.waitForMessages(1, 10_000)
+    expect(smarthost.messages.some((m) => m.raw.toString().includes('Subject: route to a@good.test'))).toBe(true)
+  })
+
+  it("a route with 'host' for 'hosts', or a port as text, is deferred 4.3.5 naming the plugin and the key; neither the MX nor the smarthost gets it", async () => {
+    await send('b@typo.test')
+    await send('c@textport.test')
+    const typo = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'b@typo.test', 10_000)
+    expect(typo.response).toMatch(/^4\.3\.5 Route from routes-by-domain unusable: unknown key 'host' \(a route has: kind, hosts,/)
+    const port = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'c@textport.test', 10_000)
+    expect(port.response).toBe('4.3.5 Route from routes-by-domain unusable: port must be a whole number from 1 to 65535')
+    const all = [...mx.messages, ...smarthost.messages].map((m) => m.raw.toString())
+    expect(all.some((t) => /Subject: route to (b@typo|c@textport)\.test/.test(t))).toBe(false)
+    expect(mx.messages).toHaveLength(0)
+  })
+})
