@@ -2,7 +2,7 @@ import path from 'node:path'
 import { ConfigError, loadRawConfig, parseConfig, zodIssues } from '../config/load.js'
 import { checkConfigPaths } from '../config/check-paths.js'
 import type { RelayConfig } from '../config/schema.js'
-import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from '../hooks/names.js'
+import { pluginShapeProblems } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
@@ -31,11 +31,9 @@ async function pluginIssues(raw: unknown, configDir: string, file?: string): Pro
       continue
     }
     const named = `${at} (${plugin.name})`
-    const unknown = Object.keys(plugin.hooks ?? {}).filter((key) => !isHookOrEventName(key))
-    for (const key of unknown) {
-      const message = `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`
-      issues.push(...new PluginError(CODES.unknownHook, file, named, message).issues)
-    }
+    const shape = pluginShapeProblems(plugin)
+    for (const { code, message } of shape) issues.push(...new PluginError(code, file, named, message).issues)
+    if (shape.length) continue // its options may not even be a schema
     const parsed = plugin.options?.safeParse(options ?? {})
     if (parsed && !parsed.success) issues.push(...new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`, options ?? {})).issues)
   }

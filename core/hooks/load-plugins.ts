@@ -12,7 +12,8 @@ import type { RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
 import type { RelayOperations } from './operator.js'
-import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from './names.js'
+import { HOOK_NAMES } from './names.js'
+import { pluginShapeProblems } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 
@@ -93,21 +94,11 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
   return plugin
 }
 
-/** What a plugin object may hold (core/hooks/types.ts `Plugin`). */
-const PLUGIN_KEYS: ReadonlySet<string> = new Set(['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'])
-
-/** A key nothing reads (`setpu`, `hook`, `rpct`) would leave the plugin silently doing less: refused. */
+/** The first thing wrong with the plugin object's shape stops the start (plugin-shape.ts has them all). */
 function checkKeys(plugin: Plugin, named: string, at: string, file: string | undefined): void {
   if (at === 'core') return
-  for (const key of Object.keys(plugin)) {
-    if (!PLUGIN_KEYS.has(key)) throw new PluginError(CODES.unknownKey, file, named, `unknown key '${key}' (a plugin has: ${[...PLUGIN_KEYS].join(', ')})`)
-  }
-  for (const [key, fn] of Object.entries(plugin.hooks ?? {})) {
-    if (!isHookOrEventName(key)) {
-      throw new PluginError(CODES.unknownHook, file, named, `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})`)
-    }
-    if (fn !== undefined && typeof fn !== 'function') throw new PluginError(CODES.shape, file, named, `hooks.${key} is ${fn === null ? 'null' : typeof fn}, not a function`)
-  }
+  const [first] = pluginShapeProblems(plugin)
+  if (first) throw new PluginError(first.code, file, named, first.message)
 }
 
 function isPlugin(v: unknown): v is Plugin {

@@ -1,7 +1,7 @@
 // The plugin API as a plugin author meets it: state from setup, watched files resolved against the
 // config's directory, teardown, CLI verbs of a third-party plugin, and the named, coded failures
-// (unknown hook or plugin key, a hook that is no function, setup that throws or never finishes) at
-// start, reload and check-config.
+// (unknown hook or plugin key, a part of the plugin object of the wrong kind, setup that throws or
+// never finishes) at start, reload and check-config.
 import { afterEach, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -49,6 +49,25 @@ describe('failures name the plugin and carry a code', () => {
         expect(r.stderr).toContain(code)
       }
     }
+  })
+
+  it('a plugin object of the wrong shape (options no schema, ports a list, teardown a number): check-config lists every problem, start stops at the first, both exit 2 without a stack trace', () => {
+    const dir = tempDir()
+    const file = path.join(dir, 'relay.config.mjs')
+    const plugin = "{ name: 'misshapen', options: { port: 1 }, ports: [25], teardown: 5, hooks: { rcpt: 'accept' } }"
+    fs.writeFileSync(file, `export default { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: ${JSON.stringify(path.join(dir, 'data'))}, plugins: [${plugin}] }\n`)
+    const check = runCli(['check-config', '--config', file])
+    expect(check.code, check.stderr).toBe(2)
+    for (const line of [
+      'plugins[0] (misshapen): options is object, not a zod schema',
+      'plugins[0] (misshapen): teardown is number, not a function',
+      'plugins[0] (misshapen): ports is a list, not a function',
+      'plugins[0] (misshapen): hooks.rcpt is string, not a function',
+    ]) expect(check.stderr).toContain(line)
+    const start = runCli(['start', '--config', file])
+    expect(start.code, start.stderr).toBe(2)
+    expect(start.stderr).toContain('plugins[0] (misshapen): options is object, not a zod schema (z.object({ ... }) with the z that relay-mta exports) [RELAY_ERR_PLUGIN_SHAPE]')
+    for (const r of [check, start]) expect(r.stderr).not.toMatch(/TypeError|\n\s+at /)
   })
 
   it('a setup that throws: exit 2 naming plugins[1] and its message', () => {

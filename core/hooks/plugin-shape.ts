@@ -1,0 +1,39 @@
+// What a plugin object must look like, checked before anything of it runs: a key nothing reads
+// (`setpu`), a hook name that is none (`rpct`) or a part of the wrong kind (`options` that is no zod
+// schema, `ports: [25]`, `teardown: 5`) would otherwise be silently ignored or fail later with a
+// bare TypeError. Each problem carries the code the start and `relay check-config` report it with.
+import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from './names.js'
+import { PLUGIN_ERROR_CODES as CODES, type PluginErrorCode } from './plugin-errors.js'
+import type { Plugin } from './types.js'
+
+/** What a plugin object may hold (types.ts `Plugin`). */
+export const PLUGIN_KEYS = ['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'] as const
+const FUNCTIONS = ['setup', 'teardown', 'ports', 'commands', 'doctor'] as const
+
+const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v)
+
+/** Everything wrong with the shape of `plugin` (an empty list when nothing is). */
+export function pluginShapeProblems(plugin: Plugin): { code: PluginErrorCode; message: string }[] {
+  const out: { code: PluginErrorCode; message: string }[] = []
+  const p = plugin as unknown as Record<string, unknown>
+  for (const key of Object.keys(p)) {
+    if (!(PLUGIN_KEYS as readonly string[]).includes(key)) out.push({ code: CODES.unknownKey, message: `unknown key '${key}' (a plugin has: ${PLUGIN_KEYS.join(', ')})` })
+  }
+  if (typeof p.name !== 'string' || p.name === '') out.push({ code: CODES.shape, message: 'name must be a non-empty string' })
+  const options = p.options as { safeParse?: unknown } | undefined
+  if (options !== undefined && (typeof options !== 'object' || options === null || typeof options.safeParse !== 'function')) {
+    out.push({ code: CODES.shape, message: `options is ${kindOf(options)}, not a zod schema (z.object({ ... }) with the z that relay-mta exports)` })
+  }
+  for (const key of FUNCTIONS) if (p[key] !== undefined && typeof p[key] !== 'function') out.push({ code: CODES.shape, message: `${key} is ${kindOf(p[key])}, not a function` })
+  if (p.keepOnReload !== undefined && typeof p.keepOnReload !== 'boolean') out.push({ code: CODES.shape, message: `keepOnReload is ${kindOf(p.keepOnReload)}, not true or false` })
+  const hooks = p.hooks
+  if (hooks !== undefined && (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks))) {
+    out.push({ code: CODES.shape, message: `hooks is ${kindOf(hooks)}, not an object of hook functions` })
+    return out
+  }
+  for (const [key, fn] of Object.entries((hooks ?? {}) as Record<string, unknown>)) {
+    if (!isHookOrEventName(key)) out.push({ code: CODES.unknownHook, message: `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})` })
+    else if (fn !== undefined && typeof fn !== 'function') out.push({ code: CODES.shape, message: `hooks.${key} is ${kindOf(fn)}, not a function` })
+  }
+  return out
+}
