@@ -95,7 +95,7 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
 }
 
 /** The first thing wrong with the plugin object's shape stops the start (plugin-shape.ts has them all). */
-function checkKeys(plugin: Plugin, named: string, at: string, file: string | undefined): void {
+function checkShape(plugin: Plugin, named: string, at: string, file: string | undefined): void {
   if (at === 'core') return
   const [first] = pluginShapeProblems(plugin)
   if (first) throw new PluginError(first.code, file, named, first.message)
@@ -235,7 +235,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     if (typeof plugin.hooks?.auth === 'function') answersAuth = true
     if (env.only && !env.only(plugin)) continue
     if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
-    checkKeys(plugin, named, at, config.configFile)
+    checkShape(plugin, named, at, config.configFile)
     let options: unknown = rawOptions ?? {}
     if (plugin.options) {
       const parsed = plugin.options.safeParse(options)

@@ -7,7 +7,7 @@ import { PLUGIN_ERROR_CODES as CODES, type PluginErrorCode } from './plugin-erro
 import type { Plugin } from './types.js'
 
 /** What a plugin object may hold (types.ts `Plugin`). */
-export const PLUGIN_KEYS = ['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'] as const
+const PLUGIN_KEYS = ['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'] as const
 const FUNCTIONS = ['setup', 'teardown', 'ports', 'commands', 'doctor'] as const
 
 const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v)
