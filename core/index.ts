@@ -14,6 +14,8 @@ export { PLUGIN_ERROR_CODES, PluginError } from './hooks/plugin-errors.js'
 /** Password hashing for auth plugins: a bounded share of the thread pool, BUSY when the line is full. */
 export { BUSY, BoundedWork, passwordChecks } from './hooks/password-checks.js'
 export { ConfigError } from './config/load.js'
+/** The first line of whatever was thrown (an Error, a string, null, an object without toString): for messages about another plugin's or a library's failure. */
+export { errorText } from './error-text.js'
 export { MessageHeaders } from './mail/headers.js'
 export { addressKey, domainKey, parseAddress } from './mail/address.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */

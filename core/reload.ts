@@ -12,6 +12,7 @@ import type { ReloadResult } from './hooks/operator.js'
 import { readTlsFiles } from './smtp/tls.js'
 import type { SmtpListeners } from './smtp/listeners.js'
 import type { DeliveryScheduler } from './delivery/scheduler.js'
+import { errorText } from './error-text.js'
 
 export type { ReloadResult }
 
@@ -74,7 +75,7 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
 }
 
 function refuse(log: Logger, err: unknown): ReloadResult {
-  const error = err instanceof ConfigError ? err.message : `cannot reload: ${(err as Error).message ?? String(err)}`
+  const error = err instanceof ConfigError ? err.message : `cannot reload: ${errorText(err)}`
   log.error({ issues: err instanceof ConfigError ? err.issues.map(({ path, message }) => ({ path, message })) : undefined }, `config reload refused; the running config stays in force: ${error}`)
   return { ok: false, error }
 }

@@ -1,12 +1,14 @@
 import path from 'node:path'
-import { ConfigError, loadRawConfig, parseConfig, zodIssues } from '../config/load.js'
+import { ConfigError, loadRawConfig, parseConfig } from '../config/load.js'
 import { checkConfigPaths } from '../config/check-paths.js'
 import type { RelayConfig } from '../config/schema.js'
 import { pluginShapeProblems } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
-import { PLUGIN_ERROR_CODES as CODES, PluginError } from '../hooks/plugin-errors.js'
+import { PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
 import { hostPortText } from '../net/host-port.js'
+import { errorText } from '../error-text.js'
+import { declaredPorts, pluginOptions } from '../hooks/plugin-options.js'
 
 type Issue = { path: string; message: string; excerpt?: string }
 
@@ -27,15 +29,19 @@ async function pluginIssues(raw: unknown, configDir: string, file?: string): Pro
       else if (ref && typeof ref === 'object' && typeof (ref as Plugin).name === 'string') plugin = ref as Plugin
       else continue // the core schema names it
     } catch (err) {
-      issues.push(...(err instanceof ConfigError ? err.issues : [{ path: at, message: (err as Error).message }]))
+      issues.push(...(err instanceof ConfigError ? err.issues : [{ path: at, message: errorText(err) }]))
       continue
     }
     const named = `${at} (${plugin.name})`
     const shape = pluginShapeProblems(plugin)
     for (const { code, message } of shape) issues.push(...new PluginError(code, file, named, message).issues)
     if (shape.length) continue // its options may not even be a schema
-    const parsed = plugin.options?.safeParse(options ?? {})
-    if (parsed && !parsed.success) issues.push(...new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`, options ?? {})).issues)
+    try {
+      declaredPorts(plugin, pluginOptions(plugin, options ?? {}, named, file), named, file)
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      issues.push(...err.issues)
+    }
   }
   return issues
 }

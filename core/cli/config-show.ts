@@ -2,6 +2,8 @@ import { loadConfig, parseConfig } from '../config/load.js'
 import { redactConfig } from '../config/redact.js'
 import type { RelayConfig } from '../config/schema.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
+import { pluginOptions } from '../hooks/plugin-options.js'
+import type { Plugin } from '../hooks/types.js'
 
 export interface ConfigShowOptions {
   config?: string
@@ -24,8 +26,7 @@ async function effectivePlugins(config: RelayConfig): Promise<unknown[]> {
     let options: unknown = raw ?? {}
     try {
       const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile) : ref
-      const parsed = (plugin as { options?: { safeParse(v: unknown): { success: boolean; data?: unknown } } }).options?.safeParse(options)
-      if (parsed?.success) options = parsed.data
+      options = pluginOptions(plugin as Plugin, options, name)
     } catch {
       // unloadable: shown as written
     }

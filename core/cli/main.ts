@@ -2,6 +2,7 @@ import 'reflect-metadata'
 import { Command, Option, type CommanderError } from 'commander'
 import type { ConfigError } from '../config/load.js'
 import { packageVersion } from './version.js'
+import { errorText } from '../error-text.js'
 
 // sendmail(1)'s options (-t -i -oi -f ...) are not commander's: `relay sendmail` gets its arguments as given.
 if (process.argv[2] === 'sendmail') process.exit(await (await import('./sendmail.js')).sendmail(process.argv.slice(3)))
@@ -92,6 +93,6 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   const code = (err as { code?: unknown })?.code
   const system = typeof (err as { syscall?: unknown })?.syscall === 'string' && typeof code === 'string'
   const named = typeof (err as { kind?: unknown })?.kind === 'string' || (typeof code === 'string' && code.startsWith('SQLITE_')) || system
-  say(named ? (err as Error).message : ((err as Error)?.stack ?? String(err)))
+  say(named ? errorText(err) : err instanceof Error && err.stack ? err.stack : errorText(err))
   process.exit(1)
 })

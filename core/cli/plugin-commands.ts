@@ -12,6 +12,7 @@ import { loadConfig, requireConfig } from '../config/load.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
 import { livePid } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
+import { errorText } from '../error-text.js'
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
 // tsc does not copy the manifests to dist/plugins/: from dist/core/cli/ they are read in the source
@@ -92,7 +93,7 @@ async function bundledPlugins(names: string[]): Promise<Plugin[]> {
     try {
       out.push(await resolvePlugin(name, BUNDLED_DIR, name))
     } catch (err) {
-      process.stderr.write(`relay: the commands of plugin ${name} are unavailable: ${(err as Error).message}\n`)
+      process.stderr.write(`relay: the commands of plugin ${name} are unavailable: ${errorText(err)}\n`)
     }
   }
   return out
@@ -159,7 +160,7 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
     try {
       plugin.commands(program, { loadConfig: (file, o) => (o?.required ? requireConfig(file) : loadConfig(file)), loadPlugins: async (file) => (await import('./command-env.js')).pluginsForCommand(file), openQueue: async (file, o) => (await import('./command-env.js')).queueForCommand(file, o), runningRelay: livePid })
     } catch (err) {
-      process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${(err as Error).message}\n`)
+      process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${errorText(err)}\n`)
     }
   }
 }

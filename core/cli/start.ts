@@ -6,6 +6,7 @@ import { flushLogs } from '../log.js'
 import cluster from 'node:cluster'
 import { workerCount } from '../workers/share.js'
 import { privilegedPortHint } from '../net/listen-error.js'
+import { errorText } from '../error-text.js'
 
 function exit(code: number): void {
   void flushLogs().then(() => process.exit(code))
@@ -77,7 +78,7 @@ export async function start(opts: { config?: string }): Promise<void> {
     relay.log.debug({ err }, 'cannot start: details')
     const code = (cause ?? (err as NodeJS.ErrnoException)).code
     // A plugin's own listener below 1024 (a core listener's message has the hint already).
-    const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') + privilegedPortHint(cause) : ((err as Error)?.message ?? String(err))
+    const text = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') + privilegedPortHint(cause) : errorText(err)
     // A config problem is the operator's at the terminal, as a core key's; anything else is logged too.
     if (!(err instanceof ConfigError) || system) relay.log.fatal({ error: text, code }, 'cannot start')
     await flushLogs()

@@ -75,8 +75,8 @@ export const listenAddresses = (listen: RelayConfig['listen']): BoundAddress[] =
 export const listenIssues = (listen: RelayConfig['listen']): ListenIssue[] => addressIssues(listenAddresses(listen))
 
 /** The plugins' declared ports (`ports(options)`) that a listener or an earlier plugin already takes. */
-export function pluginPortIssues(listen: RelayConfig['listen'], plugins: readonly { at: string; plugin: { name: string; ports?: (o: any) => { host: string; port: number; key: string }[] }; options: unknown }[]): ListenIssue[] {
-  const ports = plugins.flatMap(({ at, plugin, options }) => (plugin.ports?.(options) ?? []).map((p) => ({ key: `${at}.options.${p.key}`, name: plugin.name, host: p.host, port: p.port })))
+export function pluginPortIssues(listen: RelayConfig['listen'], plugins: readonly { at: string; plugin: { name: string }; ports: readonly { host: string; port: number; key: string }[] }[]): ListenIssue[] {
+  const ports = plugins.flatMap(({ at, plugin, ports }) => ports.map((p) => ({ key: `${at}.options.${p.key}`, name: plugin.name, host: p.host, port: p.port })))
   // Listener against listener: check-paths.ts says so already.
   return addressIssues([...listenAddresses(listen), ...ports]).filter((i) => !i.path.startsWith('listen['))
 }

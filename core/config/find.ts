@@ -5,6 +5,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
+import { asError } from '../error-text.js'
 import { configExport } from './default-export.js'
 import { importTypeScript } from './import-ts.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from './relay-mta-imports.js'
@@ -67,9 +68,23 @@ const nonEmpty =
   async (filepath, content) =>
     (await load(filepath, content)) ?? Promise.reject(emptyFile(filepath))
 
+/**
+ * A config module may throw (or default-export a promise that rejects with) a string or null:
+ * cosmiconfig sets `filepath` on what was thrown, which fails on those with a TypeError of its own.
+ */
+const thrownAsError =
+  (load: Loader): Loader =>
+  async (filepath, content) => {
+    try {
+      return await load(filepath, content)
+    } catch (err) {
+      throw asError(err)
+    }
+  }
+
 const options = {
   // .cjs too: cosmiconfig's own loader takes a missing default export for an empty file.
-  loaders: { '.ts': loadTs, '.mts': loadTs, '.js': loadEsm, '.mjs': loadEsm, '.cjs': loadEsm, '.json': nonEmpty(loadJson), '.yaml': nonEmpty(loadYaml), '.yml': nonEmpty(loadYaml), noExt: nonEmpty(loadYaml) },
+  loaders: { '.ts': thrownAsError(loadTs), '.mts': thrownAsError(loadTs), '.js': thrownAsError(loadEsm), '.mjs': thrownAsError(loadEsm), '.cjs': thrownAsError(loadEsm), '.json': nonEmpty(loadJson), '.yaml': nonEmpty(loadYaml), '.yml': nonEmpty(loadYaml), noExt: nonEmpty(loadYaml) },
   searchStrategy: 'none' as const,
   // An empty config file found is an error (findConfig), not a reason to look further or run on the defaults.
   ignoreEmptySearchPlaces: false,

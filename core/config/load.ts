@@ -4,6 +4,7 @@ import { freezeConfig } from './freeze.js'
 import { findConfig, searchPlaces, type FoundConfig } from './find.js'
 import { ConfigSyntaxError } from './syntax.js'
 import { zodIssues } from './issues.js'
+import { errorText } from '../error-text.js'
 
 export { defaultExport } from './default-export.js'
 
@@ -96,7 +97,6 @@ export async function loadRawConfig(file?: string): Promise<FoundConfig | null> 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && named) {
       throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}${file ? '' : ' (from $RELAY_CONFIG)'}` }])
     }
-    const message = (err as Error).message.split('\n')[0] ?? String(err)
-    throw new ConfigError(where, [{ path: '', message: `cannot load config: ${message}` }])
+    throw new ConfigError(where, [{ path: '', message: `cannot load config: ${errorText(err)}` }])
   }
 }

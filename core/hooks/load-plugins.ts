@@ -4,7 +4,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
-import { ConfigError, defaultExport, zodIssues } from '../config/load.js'
+import { ConfigError, defaultExport } from '../config/load.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from '../config/relay-mta-imports.js'
 import { ConfigSyntaxError, moduleSyntaxError } from '../config/syntax.js'
 import { pluginPortIssues } from '../config/check-listen.js'
@@ -16,6 +16,8 @@ import { HOOK_NAMES } from './names.js'
 import { pluginShapeProblems } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
+import { errorText } from '../error-text.js'
+import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-options.js'
 
 // The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
@@ -87,7 +89,7 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
       const where = err.file ? path.relative(configDir, err.file) || err.file : ref
       throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${err.format} syntax error at ${where}:${err.line}:${err.column}: ${err.reason}`)
     }
-    throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${(err as Error).message.split('\n')[0]}`)
+    throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${errorText(err)}`)
   }
   const plugin = defaultExport(mod)
   if (!isPlugin(plugin)) throw new PluginError(CODES.shape, file, at, `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))`)
@@ -227,7 +229,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     ...(env.builtins?.last ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
   ]
   // Every entry loaded and its options validated before any is set up: the kept ones are matched over all.
-  const ready: { at: string; named: string; plugin: Plugin; options: unknown; optionsKey: string }[] = []
+  const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; optionsKey: string }[] = []
   let answersAuth = false
   for (const { at, ref, rawOptions } of entries) {
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
@@ -236,15 +238,9 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     if (env.only && !env.only(plugin)) continue
     if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
     checkShape(plugin, named, at, config.configFile)
-    let options: unknown = rawOptions ?? {}
-    if (plugin.options) {
-      const parsed = plugin.options.safeParse(options)
-      if (!parsed.success) {
-        throw new PluginError(CODES.options, config.configFile, zodIssues(parsed.error, `${named} options`, options))
-      }
-      options = parsed.data
-    }
-    ready.push({ at, named, plugin, options, optionsKey: keyOf(rawOptions) })
+    const options = pluginOptions(plugin, rawOptions ?? {}, named, config.configFile)
+    const ports = at === 'core' ? [] : declaredPorts(plugin, options, named, config.configFile)
+    ready.push({ at, named, plugin, options, ports, optionsKey: keyOf(rawOptions) })
   }
   // A submission listener wants AUTH before MAIL: with no plugin to answer AUTH it refuses all mail.
   const useless = answersAuth ? -1 : config.listen.findIndex((l) => l.role === 'submission')
@@ -253,7 +249,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     throw new ConfigError(config.configFile, [{ path: `listen[${useless}]`, message }])
   }
   // A plugin's own port on a listener's or another plugin's: refused before anything binds.
-  const clashes = pluginPortIssues(config.listen, ready.filter((r) => r.at !== 'core'))
+  const clashes = pluginPortIssues(config.listen, ready)
   if (clashes.length) throw new ConfigError(config.configFile, clashes)
   const kept = matchKept(ready, env.previous)
   for (const [i, { at, named, plugin, options, optionsKey }] of ready.entries()) {
@@ -319,7 +315,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     closeFiles()
     if (err instanceof PluginError) throw err
     // The cause stays: a system call that failed (a port in use) is no config problem (cli/start.ts).
-    throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${(err as Error)?.message ?? String(err)}`), { cause: err })
+    throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${errorText(err)}`), { cause: err })
   }
   // The older form: setup returned its teardown.
   const legacyTeardown = typeof result === 'function' ? (result as () => unknown) : undefined

@@ -13,6 +13,8 @@ export const PLUGIN_ERROR_CODES = {
   unknownKey: 'RELAY_ERR_UNKNOWN_PLUGIN_KEY',
   /** The options fail the plugin's schema. */
   options: 'RELAY_ERR_PLUGIN_OPTIONS',
+  /** `ports(options)` threw, or returned something that is not a list of { host, port, key }. */
+  ports: 'RELAY_ERR_PLUGIN_PORTS',
   /** `setup` threw or rejected. */
   setup: 'RELAY_ERR_PLUGIN_SETUP',
   /** `setup` did not finish within config `setupTimeout`. */

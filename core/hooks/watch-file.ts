@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import type { Logger } from 'pino'
 import type { WatchedFile } from './types.js'
+import { errorText } from '../error-text.js'
 
 /** Changes arrive as bursts of events (an editor's write, a rename over the file): wait this long. */
 const SETTLE_MS = 100
@@ -20,14 +21,14 @@ export function watchFile<T>(file: string, parse: (text: string) => T, log: Logg
       text = fs.readFileSync(file, 'utf8')
     } catch (err) {
       // Mid-rename: the file is back in a moment; the watch on the old inode is gone, so watch again.
-      log.warn({ file, err: (err as Error).message }, 'watched file unreadable; keeping the last good copy')
+      log.warn({ file, err: errorText(err) }, 'watched file unreadable; keeping the last good copy')
       rewatch()
       return
     }
     try {
       current = parse(text)
     } catch (err) {
-      log.error({ file, err: (err as Error).message }, 'watched file does not parse; keeping the last good copy')
+      log.error({ file, err: errorText(err) }, 'watched file does not parse; keeping the last good copy')
       return
     }
     log.info({ file }, 'watched file reloaded')

@@ -3,6 +3,7 @@
 // primary (queue intake, queue reads, operator verbs, a plugin's own handlers) and is answered by id.
 import type { Worker } from 'node:cluster'
 import type { LoopDelay } from '../loop-delay.js'
+import { errorText } from '../error-text.js'
 
 /** What a worker calls in the primary. `plugin:<at>` is a plugin's own handler (ctx.processes). */
 export type CallTarget = 'queue' | 'ops' | 'clients' | 'throttle' | `plugin:${string}`
@@ -42,7 +43,7 @@ export interface SerializedError {
 export function serializeError(err: unknown): SerializedError {
   const e = err as { message?: unknown; name?: unknown; code?: unknown; responseCode?: unknown }
   return {
-    message: typeof e?.message === 'string' ? e.message : String(err),
+    message: typeof e?.message === 'string' ? e.message : errorText(err),
     name: typeof e?.name === 'string' ? e.name : undefined,
     code: typeof e?.code === 'string' ? e.code : undefined,
     responseCode: typeof e?.responseCode === 'number' ? e.responseCode : undefined,

@@ -30,6 +30,7 @@ import { corePolicies } from '../policies/index.js'
 import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage } from './ipc.js'
 import { forwardedEvents, workerShare } from './share.js'
 import { loopDelayFigures } from '../loop-delay.js'
+import { errorText } from '../error-text.js'
 
 /**
  * Sends to the primary; false only when the channel is closed. process.send's own false means the
@@ -140,10 +141,10 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     loopDelay.enable()
   } catch (err) {
     log.debug({ err }, 'SMTP worker cannot start: details')
-    log.fatal({ error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code }, 'SMTP worker cannot start')
+    log.fatal({ error: errorText(err), code: (err as NodeJS.ErrnoException)?.code }, 'SMTP worker cannot start')
     // A config problem (a plugin's setup failing here) stays one for `relay start`: exit 2, as without workers.
     const config = err instanceof ConfigError ? { file: err.file, issues: err.issues } : undefined
-    send({ relay: 'failed', error: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code, config })
+    send({ relay: 'failed', error: errorText(err), code: (err as NodeJS.ErrnoException)?.code, config })
     await flushLogs()
     process.exit(1)
   }

@@ -1,6 +1,7 @@
 // Checks plugins add: every loaded plugin with a `doctor(ctx)` function is asked about the domain
 // (DKIM signing lives in a plugin, so DKIM is checked this way). No DKIM line from any plugin is
 // itself worth a warning.
+import { errorText } from '../../core/index.js'
 import { error, warning, type DoctorCheck, type DoctorEnv, type LoadedPlugin } from './types.js'
 
 const STATUSES = new Set(['ok', 'warning', 'error'])
@@ -27,7 +28,7 @@ export async function pluginChecks(env: DoctorEnv, plugins: LoadedPlugin[], time
           if (!Array.isArray(checks)) return [error(`plugin ${plugin.name}`, 'its doctor() did not return a list of checks')]
           return checks.map((c) => (isCheck(c) ? { name: c.name, status: c.status, message: c.message, ...(c.fix ? { fix: c.fix } : {}) } : error(`plugin ${plugin.name}`, `its doctor() returned an invalid check: ${JSON.stringify(c)}`)))
         } catch (err) {
-          return [error(`plugin ${plugin.name}`, `its doctor check failed: ${(err as Error)?.message ?? String(err)}`)]
+          return [error(`plugin ${plugin.name}`, `its doctor check failed: ${errorText(err)}`)]
         }
       }),
   )

@@ -1,4 +1,5 @@
 // `relay doctor <domain>`: the checks, run concurrently, reported in a fixed order.
+import { errorText } from '../../core/index.js'
 import { checkDmarc } from './dmarc.js'
 import { checkMtaSts } from './mta-sts.js'
 import { checkMx } from './mx.js'
@@ -13,7 +14,7 @@ async function guarded(name: string, run: () => Promise<DoctorCheck[]>): Promise
   try {
     return await run()
   } catch (err) {
-    return [error(name, `the check failed: ${(err as Error)?.message ?? String(err)}`)]
+    return [error(name, `the check failed: ${errorText(err)}`)]
   }
 }
 

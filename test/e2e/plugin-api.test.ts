@@ -70,6 +70,41 @@ describe('failures name the plugin and carry a code', () => {
     for (const r of [check, start]) expect(r.stderr).not.toMatch(/TypeError|\n\s+at /)
   })
 
+  it('whatever plugin or config code throws (a string, null, an object without toString), and a ports() or options schema that throws or returns the wrong thing: exit 2 naming it, never a TypeError of the core', () => {
+    const dir = tempDir()
+    const data = JSON.stringify(path.join(dir, 'data'))
+    const config = (plugins: string, name = 'relay.config.mjs', before = '') => {
+      const file = path.join(dir, name)
+      fs.writeFileSync(file, `${before}export default { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: ${data}, plugins: [${plugins}] }\n`)
+      return file
+    }
+    fs.writeFileSync(path.join(dir, 'throws-at-import.mjs'), "throw 'cannot reach the licence server'\n")
+    const cases = [
+      { file: config('', 'throws-null.config.mjs', 'throw null\n'), text: 'cannot load config: null (not an Error)' },
+      { file: config('', 'rejects.config.mjs', 'await Promise.reject(42)\n'), text: 'cannot load config: 42 (not an Error)' },
+      { file: config("'./throws-at-import.mjs'", 'import.config.mjs'), text: "plugins[0]: cannot load plugin './throws-at-import.mjs': cannot reach the licence server [RELAY_ERR_PLUGIN_LOAD]" },
+      { file: config("{ name: 'bare', setup() { throw Object.create(null) } }", 'setup.config.mjs'), text: 'plugins[0] (bare): setup: {} (not an Error) [RELAY_ERR_PLUGIN_SETUP]' },
+      { file: config("{ name: 'undef', setup() { throw undefined } }", 'undef.config.mjs'), text: 'plugins[0] (undef): setup: undefined (not an Error) [RELAY_ERR_PLUGIN_SETUP]' },
+      { file: config("{ name: 'ports', ports() { throw null }, hooks: {} }", 'ports-throw.config.mjs'), text: 'plugins[0] (ports): ports(options) threw: null (not an Error) [RELAY_ERR_PLUGIN_PORTS]' },
+      { file: config("{ name: 'ports', ports() { return 2525 }, hooks: {} }", 'ports-number.config.mjs'), text: 'plugins[0] (ports): ports(options) returned number, not a list of { host, port, key } [RELAY_ERR_PLUGIN_PORTS]' },
+      { file: config("{ name: 'ports', ports() { return [{ port: '25' }] }, hooks: {} }", 'ports-item.config.mjs'), text: 'plugins[0] (ports): ports(options)[0] is not { host: string, port: 0 to 65535, key: string } [RELAY_ERR_PLUGIN_PORTS]' },
+      { file: config("{ name: 'schema', options: { safeParse() { throw 'refinement failed' } }, hooks: {} }", 'schema.config.mjs'), text: "plugins[0] (schema): options: the plugin's schema threw: refinement failed [RELAY_ERR_PLUGIN_OPTIONS]" },
+    ]
+    for (const { file, text } of cases) {
+      for (const verb of ['check-config', 'start']) {
+        const r = runCli([verb, '--config', file])
+        expect(r.stderr, `${verb} ${path.basename(file)}`).toContain(text)
+        expect(r.code, `${verb} ${path.basename(file)}: ${r.stderr}`).toBe(2)
+        expect(r.stderr).not.toMatch(/TypeError|Cannot (read|set|create) propert|\n\s+at /)
+      }
+    }
+    // A plugin's CLI verb that throws an object without toString: its text, exit 1, no crash of the error report.
+    const verb = config("{ name: 'verbs', commands(program) { program.command('explode').option('-c, --config <file>').action(() => { throw Object.create(null) }) } }", 'verb.config.mjs')
+    const r = runCli(['explode', '--config', verb])
+    expect(r.stderr).toBe('relay: {} (not an Error)\n')
+    expect(r.code).toBe(1)
+  })
+
   it('a setup that throws: exit 2 naming plugins[1] and its message', () => {
     const { file } = writeConfig([['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], fixture('setup-throws')])
     for (const verb of ['check-config', 'start']) {

@@ -2,6 +2,7 @@
 // that arrive while a commit runs are applied together in the next transaction (group commit).
 import { parentPort, workerData } from 'node:worker_threads'
 import { SqliteStore } from './store.js'
+import { errorText } from '../../error-text.js'
 
 /** The store methods the queue calls through the worker. */
 type Op =
@@ -55,7 +56,7 @@ const DAMAGED = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB'])
 export function describeError(err: unknown, file: string): { message: string; code?: string } {
   const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : undefined
   const text = (err as { message?: unknown })?.message
-  const message = typeof text === 'string' && text ? text : (code ?? String(err))
+  const message = typeof text === 'string' && text ? text : (code ?? errorText(err))
   if (code && DAMAGED.has(code)) {
     return {
       code,
