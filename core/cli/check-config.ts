@@ -16,7 +16,7 @@ type Issue = { path: string; message: string; excerpt?: string }
  * Each plugin entry's problems: the plugin cannot be loaded, names an unknown hook, or its options
  * fail its schema. Checked whatever the core settings' own problems, so one run lists them all.
  */
-async function pluginIssues(raw: unknown, configDir: string, file?: string): Promise<Issue[]> {
+async function pluginIssues(raw: unknown, configDir: string, file: string | undefined, timeoutMs: number | undefined): Promise<Issue[]> {
   const entries = (raw as { plugins?: unknown } | null)?.plugins
   if (!Array.isArray(entries)) return []
   const issues: Issue[] = []
@@ -25,7 +25,7 @@ async function pluginIssues(raw: unknown, configDir: string, file?: string): Pro
     const [ref, options] = (Array.isArray(entry) ? entry : [entry, undefined]) as [unknown, unknown]
     let plugin: Plugin
     try {
-      if (typeof ref === 'string') plugin = await resolvePlugin(ref, configDir, at, file)
+      if (typeof ref === 'string') plugin = await resolvePlugin(ref, configDir, at, file, timeoutMs)
       else if (ref && typeof ref === 'object' && typeof (ref as Plugin).name === 'string') plugin = ref as Plugin
       else continue // the core schema names it
     } catch (err) {
@@ -74,7 +74,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
     if (!(err instanceof ConfigError)) throw err
     issues.push(...err.issues)
   }
-  issues.push(...(await pluginIssues(found?.config, configDir, file)))
+  issues.push(...(await pluginIssues(found?.config, configDir, file, config?.setupTimeout)))
   const paths = config ?? pathsAlone(found?.config, configDir, file)
   if (paths) issues.push(...checkConfigPaths(paths))
   if (issues.length || !config) throw new ConfigError(file, issues)

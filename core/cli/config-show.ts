@@ -25,7 +25,7 @@ async function effectivePlugins(config: RelayConfig): Promise<unknown[]> {
     const name = typeof ref === 'string' ? ref : `<plugin object '${(ref as { name: string }).name}'>`
     let options: unknown = raw ?? {}
     try {
-      const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile) : ref
+      const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile, config.setupTimeout) : ref
       options = pluginOptions(plugin as Plugin, options, name)
     } catch {
       // unloadable: shown as written

@@ -79,7 +79,16 @@ for (const c of everyCommand(program)) c.exitOverride(usageExit)
 
 // An error's text may quote a stranger's (a remote reply, a file's line): no ESC sequence reaches the terminal.
 const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
-program.parseAsync(process.argv).catch((err: unknown) => {
+// A verb still waiting when nothing is left that could end the wait (a promise that never settles,
+// in a config or plugin module or a plugin's verb) would otherwise end with exit 0 and no word.
+let settled = false
+process.on('beforeExit', () => {
+  if (settled) return
+  say('the command did not finish: what it waited for can never happen (a promise that never settles, in the config file, a plugin module or a plugin\'s command)')
+  process.exit(1)
+})
+program.parseAsync(process.argv).then(() => (settled = true), (err: unknown) => {
+  settled = true
   // A config problem is the operator's to fix: the message names it; a stack trace would bury it.
   // By name, not instanceof: `relay --version` and a core verb's help then load no config code (zod
   // and the schema are a third of a verb's start-up).

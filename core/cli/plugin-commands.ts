@@ -115,7 +115,7 @@ async function configuredPlugins(argv: string[], bundled: Set<string>): Promise<
     const ref = Array.isArray(entry) ? entry[0] : entry
     if (typeof ref === 'string' && bundled.has(ref)) continue
     try {
-      out.push(typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile) : (ref as Plugin))
+      out.push(typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile, config.setupTimeout) : (ref as Plugin))
     } catch {
       // `relay check-config` / `relay start` name what is wrong with it
     }

@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import { asError } from '../error-text.js'
 import { configExport } from './default-export.js'
+import { parseDuration } from './duration.js'
 import { importTypeScript } from './import-ts.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from './relay-mta-imports.js'
 import { loadJson, loadYaml, moduleSyntaxError } from './syntax.js'
@@ -68,23 +69,41 @@ const nonEmpty =
   async (filepath, content) =>
     (await load(filepath, content)) ?? Promise.reject(emptyFile(filepath))
 
+/** How long a config module may take to load (its top-level awaits): RELAY_CONFIG_LOAD_TIMEOUT ('10s', '500ms'), default 30 s. */
+function loadTimeout(): number {
+  const set = process.env.RELAY_CONFIG_LOAD_TIMEOUT
+  const ms = set ? parseDuration(set) : undefined
+  return ms && ms > 0 ? ms : DEFAULT_LOAD_TIMEOUT
+}
+const DEFAULT_LOAD_TIMEOUT = 30_000
+
 /**
- * A config module may throw (or default-export a promise that rejects with) a string or null:
- * cosmiconfig sets `filepath` on what was thrown, which fails on those with a TypeError of its own.
+ * A config module's load, bounded and with an Error for whatever it throws. A top-level await
+ * that never settles would hang `relay start` with no word (or end it with exit 0 when nothing
+ * else is pending); a module may throw (or default-export a promise that rejects with) a string
+ * or null, and cosmiconfig sets `filepath` on what was thrown, which fails on those with a
+ * TypeError of its own.
  */
-const thrownAsError =
+const guarded =
   (load: Loader): Loader =>
   async (filepath, content) => {
+    const ms = loadTimeout()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the file did not finish loading within ${ms} ms: a top-level await that never settles? (RELAY_CONFIG_LOAD_TIMEOUT sets the limit)`)), ms)
+    })
     try {
-      return await load(filepath, content)
+      return await Promise.race([load(filepath, content), timeout])
     } catch (err) {
       throw asError(err)
+    } finally {
+      clearTimeout(timer)
     }
   }
 
 const options = {
   // .cjs too: cosmiconfig's own loader takes a missing default export for an empty file.
-  loaders: { '.ts': thrownAsError(loadTs), '.mts': thrownAsError(loadTs), '.js': thrownAsError(loadEsm), '.mjs': thrownAsError(loadEsm), '.cjs': thrownAsError(loadEsm), '.json': nonEmpty(loadJson), '.yaml': nonEmpty(loadYaml), '.yml': nonEmpty(loadYaml), noExt: nonEmpty(loadYaml) },
+  loaders: { '.ts': guarded(loadTs), '.mts': guarded(loadTs), '.js': guarded(loadEsm), '.mjs': guarded(loadEsm), '.cjs': guarded(loadEsm), '.json': nonEmpty(loadJson), '.yaml': nonEmpty(loadYaml), '.yml': nonEmpty(loadYaml), noExt: nonEmpty(loadYaml) },
   searchStrategy: 'none' as const,
   // An empty config file found is an error (findConfig), not a reason to look further or run on the defaults.
   ignoreEmptySearchPlaces: false,

@@ -20,6 +20,8 @@ const domain = z
  * ms is still no loop, and lets tests retry quickly.
  */
 const MIN_RETRY_MS = 250
+/** How long each plugin's module load and its setup may take (config setupTimeout), before the config is read too. */
+export const DEFAULT_SETUP_TIMEOUT = 30_000
 const MIN_RETRY = '250ms'
 
 /** A port to connect to. */
@@ -293,7 +295,7 @@ export const configSchema = z
     reputation: z.never({ error: REPUTATION_MOVED }).optional(),
     hookTimeout: duration.default(30_000).register(restartOnly),
     /** How long a plugin's setup may take at start, reload and check-config before it fails, naming the plugin. */
-    setupTimeout: duration.default(30_000),
+    setupTimeout: duration.default(DEFAULT_SETUP_TIMEOUT),
     shutdownTimeout: duration.default(30_000),
     /**
      * SMTP worker processes: 1 runs everything in one process; N (or 'auto': one per core) runs the

@@ -8,7 +8,7 @@ import { ConfigError, defaultExport } from '../config/load.js'
 import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from '../config/relay-mta-imports.js'
 import { ConfigSyntaxError, moduleSyntaxError } from '../config/syntax.js'
 import { pluginPortIssues } from '../config/check-listen.js'
-import type { RelayConfig } from '../config/schema.js'
+import { DEFAULT_SETUP_TIMEOUT, type RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
 import type { RelayOperations } from './operator.js'
@@ -29,7 +29,7 @@ const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
  * .ts file outside a "type": "module" package is compiled to CommonJS by tsx, whose
  * require('relay-mta') looks in the file's directory and finds nothing.
  */
-async function importFile(file: string, own = false): Promise<unknown> {
+async function importModule(file: string, own = false): Promise<unknown> {
   let url = pathToFileURL(file).href
   let content: string | undefined
   if (own) {
@@ -65,10 +65,16 @@ function bundledPluginFile(name: string): string | undefined {
 }
 
 /** Finds a plugin by name: plugins/<name>, then npm `relay-plugin-<name>`, then a path. */
-export async function resolvePlugin(ref: string, configDir: string, at: string, file?: string): Promise<Plugin> {
+export async function resolvePlugin(ref: string, configDir: string, at: string, file?: string, timeoutMs = DEFAULT_SETUP_TIMEOUT): Promise<Plugin> {
   let mod: unknown
   const isPath = ref.startsWith('.') || path.isAbsolute(ref)
   const bundled = isPath ? undefined : bundledPluginFile(ref)
+  // A module whose top-level await never settles would hang the start with no word (or, with
+  // nothing else pending, end it with exit 0): its load counts against setupTimeout.
+  const importFile = (target: string, own?: boolean) =>
+    withSetupTimeout(importModule(target, own), timeoutMs, () =>
+      new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': its module did not finish loading within ${timeoutMs} ms (config setupTimeout): a top-level await that never settles?`),
+    )
   try {
     if (bundled) mod = await importFile(bundled)
     else if (isPath) mod = await importFile(path.resolve(configDir, ref), true)
@@ -232,7 +238,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
   const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; optionsKey: string }[] = []
   let answersAuth = false
   for (const { at, ref, rawOptions } of entries) {
-    const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile) : ref
+    const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile, config.setupTimeout) : ref
     const named = `${at} (${plugin.name})`
     if (typeof plugin.hooks?.auth === 'function') answersAuth = true
     if (env.only && !env.only(plugin)) continue

@@ -105,6 +105,43 @@ describe('failures name the plugin and carry a code', () => {
     expect(r.code).toBe(1)
   })
 
+  it('a config file or plugin module whose top-level await never settles: exit 2 naming it within the limit, never a hang or a silent exit 0', () => {
+    const dir = tempDir()
+    const data = JSON.stringify(path.join(dir, 'data'))
+    const config = (plugins: string, name: string, before = '') => {
+      const file = path.join(dir, name)
+      fs.writeFileSync(file, `${before}export default { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: ${data}, setupTimeout: '1s', plugins: [${plugins}] }\n`)
+      return file
+    }
+    // Nothing pending (the process would simply end) and a timer pending (it would hang).
+    fs.writeFileSync(path.join(dir, 'never.mjs'), "await new Promise(() => {})\nexport default { name: 'never', hooks: {} }\n")
+    fs.writeFileSync(path.join(dir, 'slow.mjs'), "await new Promise((r) => setTimeout(r, 3_600_000))\nexport default { name: 'slow', hooks: {} }\n")
+    for (const module of ['never', 'slow']) {
+      const file = config(`'./${module}.mjs'`, `${module}.config.mjs`)
+      for (const verb of ['check-config', 'start']) {
+        const began = Date.now()
+        const r = runCli([verb, '--config', file])
+        expect(r.stderr, `${verb} ${module}`).toContain(`plugins[0]: cannot load plugin './${module}.mjs': its module did not finish loading within 1000 ms (config setupTimeout)`)
+        expect(r.stderr).toContain('[RELAY_ERR_PLUGIN_LOAD]')
+        expect(r.code).toBe(2)
+        expect(Date.now() - began).toBeLessThan(15_000)
+      }
+    }
+    for (const [name, wait] of [['never-config.mjs', 'await new Promise(() => {})\n'], ['slow-config.mjs', 'await new Promise((r) => setTimeout(r, 3_600_000))\n']] as const) {
+      const file = config('', name, wait)
+      for (const verb of ['check-config', 'start']) {
+        const r = runCli([verb, '--config', file], { env: { RELAY_CONFIG_LOAD_TIMEOUT: '1s' } })
+        expect(r.stderr, `${verb} ${name}`).toContain('cannot load config: the file did not finish loading within 1000 ms')
+        expect(r.code).toBe(2)
+      }
+    }
+    // A plugin's verb waiting on a promise that never settles: said, exit 1 (not a silent 0).
+    const verb = config("{ name: 'verbs', commands(program) { program.command('wait-forever').option('-c, --config <file>').action(() => new Promise(() => {})) } }", 'verb.config.mjs')
+    const r = runCli(['wait-forever', '--config', verb])
+    expect(r.stderr).toContain('relay: the command did not finish: what it waited for can never happen')
+    expect(r.code).toBe(1)
+  })
+
   it('a setup that throws: exit 2 naming plugins[1] and its message', () => {
     const { file } = writeConfig([['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], fixture('setup-throws')])
     for (const verb of ['check-config', 'start']) {
@@ -149,6 +186,14 @@ describe('failures name the plugin and carry a code', () => {
     fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, smtp: { reverseLookup: false, maxRecipients: 7 } }))
     relay.child.kill('SIGHUP')
     await relay.waitForLog((l) => l.msg === 'config reloaded', 10_000)
+    // A plugin module whose top-level await never settles is refused the same way.
+    const never = path.join(path.dirname(relay.configFile), 'never.mjs')
+    fs.writeFileSync(never, "await new Promise(() => {})\nexport default { name: 'never', hooks: {} }\n")
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [never] }))
+    relay.child.kill('SIGHUP')
+    const again = await relay.waitForLog((l) => String(l.msg).startsWith('config reload refused') && String(l.msg).includes('never.mjs'), 10_000)
+    expect(String(again.msg)).toContain('its module did not finish loading within 1000 ms')
+    expect(await rcptReplies(relay.port, ['someone@local.test'])).toEqual([expect.stringMatching(/^250 /)])
   })
 })
 
