@@ -219,7 +219,7 @@ export async function teardownAll(plugins: LoadedPlugin[], log: Logger): Promise
     try {
       await p.teardown?.()
     } catch (err) {
-      log.error({ err }, `plugin ${p.plugin.name} failed at shutdown`)
+      log.error({ err, plugin: p.plugin.name }, `plugin ${p.plugin.name} teardown failed: ${errorText(err)}`)
     }
   }
 }
@@ -326,10 +326,12 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   // The older form: setup returned its teardown.
   const legacyTeardown = typeof result === 'function' ? (result as () => unknown) : undefined
   ctx.state = legacyTeardown ? undefined : result
+  // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
   const teardown = async () => {
     closeFiles()
-    if (legacyTeardown) await legacyTeardown()
-    else await plugin.teardown?.(ctx)
+    await withSetupTimeout(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), config.setupTimeout, () =>
+      new Error(`teardown did not finish within ${config.setupTimeout} ms (config setupTimeout); going on without it`),
+    )
   }
   self = { plugin, ctx, teardown, at, optionsKey, handlers }
   return self

@@ -174,6 +174,24 @@ describe('failures name the plugin and carry a code', () => {
     expect(r.stdout).toContain('plugins stateful')
   })
 
+  it('a teardown that never finishes holds up neither a reload nor the stop: each gives up after setupTimeout, naming the plugin', async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'stuck.mjs'), "export default { name: 'stuck', setup: () => ({}), teardown: () => new Promise(() => {}), hooks: {} }\n")
+    const relay = await startRelay({ dir, config: { localDomains: ['local.test'], setupTimeout: '1s', shutdownTimeout: '2s', plugins: [path.join(dir, 'stuck.mjs')] } })
+    relays.push(relay)
+    for (const round of [1, 2]) {
+      relay.child.kill('SIGHUP')
+      await relay.waitForLog((l) => l.msg === 'config reloaded' && relay.logs.filter((x) => x.msg === 'config reloaded').length === round, 10_000)
+    }
+    const gaveUp = relay.logs.filter((l) => String(l.msg).startsWith('plugin stuck teardown failed: teardown did not finish within 1000 ms'))
+    expect(gaveUp.length).toBeGreaterThanOrEqual(1)
+    expect(await rcptReplies(relay.port, ['someone@local.test'])).toEqual([expect.stringMatching(/^250 /)])
+    const began = Date.now()
+    expect(await relay.stop('SIGTERM', 20_000)).toBe(0)
+    expect(Date.now() - began).toBeLessThan(10_000)
+    expect(relay.logs.some((l) => l.msg === 'relay stopped')).toBe(true)
+  })
+
   it('a reload to a plugin whose setup hangs is refused within setupTimeout; the running plugins stay', async () => {
     const relay = await startRelay({ config: { localDomains: ['local.test'], setupTimeout: '1s', plugins: [] } })
     relays.push(relay)
