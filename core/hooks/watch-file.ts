@@ -25,6 +25,9 @@ export function watchFile<T>(file: string, parse: (text: string) => T, log: Logg
       rewatch()
       return
     }
+    // Watched again whatever happens below: an editor that wrote a bad copy by renaming a new file
+    // over the old one left the watch on a gone inode, and the fix would never be seen.
+    rewatch()
     try {
       current = parse(text)
     } catch (err) {
@@ -32,8 +35,13 @@ export function watchFile<T>(file: string, parse: (text: string) => T, log: Logg
       return
     }
     log.info({ file }, 'watched file reloaded')
-    onChange?.(current)
-    rewatch()
+    const failed = (err: unknown) => log.error({ file, err: errorText(err) }, `watched file reloaded, but the plugin's onChange failed: ${errorText(err)}`)
+    try {
+      const done = onChange?.(current) as unknown
+      if (done instanceof Promise) done.catch(failed)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   // Editors and `mv` replace the file (a new inode): the watch is renewed after every change.
