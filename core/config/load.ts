@@ -37,7 +37,13 @@ export { formatPath, zodIssues } from './issues.js'
  * changing this one.
  */
 export function parseConfig(raw: unknown, configDir: string, file?: string): RelayConfig {
-  const result = configSchema.safeParse(raw ?? {})
+  let result: ReturnType<typeof configSchema.safeParse>
+  try {
+    result = configSchema.safeParse(raw ?? {})
+  } catch (err) {
+    // A getter or Proxy in a config module that throws when read.
+    throw new ConfigError(file, [{ path: '', message: `the config cannot be read: ${errorText(err)}` }])
+  }
   if (!result.success) throw new ConfigError(file, zodIssues(result.error, '', raw ?? {}))
   const at = (p: string) => path.resolve(configDir, p)
   const tls = result.data.tls && {

@@ -63,6 +63,20 @@ describe('a config file that holds no config', () => {
   })
 
   it.each([
+    ['relay.config.mjs', 'export default null\n', 'null'],
+    ['relay.config.ts', `export default (process.env.NOT_SET ? ${settings} : undefined)\n`, 'undefined'],
+    ['relay.config.cjs', 'module.exports = null\n', 'null'],
+  ])('%s whose default export is null or undefined is an error, not "no config file found" and the defaults', (name, text, what) => {
+    const file = fileIn(name, text)
+    for (const r of [runCli(['check-config', '--config', file], { env: ENV }), runCli(['check-config'], { cwd: path.dirname(file), env: ENV })]) {
+      expect(r.code, r.stdout).toBe(2)
+      expect(r.stderr).toContain(`invalid config in ${file}:`)
+      expect(r.stderr).toContain(`the default export is ${what}: the file holds no config`)
+      expect(r.stdout).not.toContain('config ok')
+    }
+  })
+
+  it.each([
     ['relay.config.json', ''],
     ['relay.config.yaml', '# settings to come\n'],
     ['relay.config.ts', '\n'],

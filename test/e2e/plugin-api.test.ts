@@ -90,6 +90,9 @@ describe('failures name the plugin and carry a code', () => {
       { file: config("{ name: 'ports', ports() { return [{ port: '25' }] }, hooks: {} }", 'ports-item.config.mjs'), text: 'plugins[0] (ports): ports(options)[0] is not { host: string, port: 0 to 65535, key: string } [RELAY_ERR_PLUGIN_PORTS]' },
       { file: config("{ name: 'schema', options: { safeParse() { throw 'refinement failed' } }, hooks: {} }", 'schema.config.mjs'), text: "plugins[0] (schema): options: the plugin's schema threw: refinement failed [RELAY_ERR_PLUGIN_OPTIONS]" },
     ]
+    const getter = path.join(dir, 'getter.config.mjs')
+    fs.writeFileSync(getter, "export default { hostname: 'relay.test', get dataDir() { throw new Error('vault lookup failed') } }\n")
+    cases.push({ file: getter, text: 'the config cannot be read: vault lookup failed' })
     for (const { file, text } of cases) {
       for (const verb of ['check-config', 'start']) {
         const r = runCli([verb, '--config', file])
