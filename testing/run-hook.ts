@@ -1,6 +1,8 @@
 // In-process plugin tests: a plugin's hook called directly, beside the real-socket harness
 // (startTestRelay). The plugin is loaded as the relay loads it: options through its schema, setup
-// (its state in ctx.state), an unknown hook name refused; a teardown at close.
+// (its state in ctx.state), an unknown hook name refused; a teardown at close. What the plugin
+// and the bus log is kept (`logs`), and a warning or error is said on stderr: a hook that threw and
+// became a tempfail shows why.
 import path from 'node:path'
 import os from 'node:os'
 import pino from 'pino'
@@ -26,7 +28,28 @@ export interface PluginHarness {
   emit<K extends EventName>(event: K, data: EventContexts[K]): Promise<void>
   /** What the plugin's setup returned. */
   readonly state: unknown
+  /**
+   * What the plugin and the bus logged (pino's JSON lines, parsed): why a hook became a tempfail
+   * (`plugin x failed in hook rcpt`, with `err`), a timeout, the plugin's own `ctx.log` lines.
+   * Warnings and errors are also written to stderr, so a test that gets an unexpected tempfail says why.
+   */
+  readonly logs: readonly Record<string, unknown>[]
   close(): Promise<void>
+}
+
+/** Keeps every line; warnings and errors also go to stderr, one line each. */
+function harnessLogger(): { logger: pino.Logger; logs: Record<string, unknown>[] } {
+  const logs: Record<string, unknown>[] = []
+  const write = (line: string) => {
+    const entry = JSON.parse(line) as Record<string, unknown>
+    logs.push(entry)
+    if (typeof entry.level === 'number' && entry.level >= 40) {
+      const err = entry.err as { message?: unknown } | string | undefined
+      const why = typeof err === 'string' ? err : typeof err?.message === 'string' ? err.message : undefined
+      process.stderr.write(`[relay-mta/testing] ${String(entry.msg)}${why ? `: ${why}` : ''}\n`)
+    }
+  }
+  return { logger: pino({ level: 'debug' }, { write }), logs }
 }
 
 /** Loads one plugin in-process for unit tests. */
@@ -36,7 +59,7 @@ export async function pluginHarness(plugin: Plugin, opts: PluginHarnessOptions =
     { hostname: 'relay.test', dataDir: path.join(os.tmpdir(), `relay-hook-${process.pid}`), ...opts.config, plugins: [[plugin, opts.options ?? {}]] },
     dir,
   )
-  const logger = pino({ level: 'silent' })
+  const { logger, logs } = harnessLogger()
   const plugins = await loadPlugins({ config, logger, resolver: createResolver(config), relay: opts.relay })
   const bus = new HookBus(plugins, config.hookTimeout, logger)
   return {
@@ -47,6 +70,7 @@ export async function pluginHarness(plugin: Plugin, opts: PluginHarnessOptions =
     get state() {
       return plugins[0]?.ctx.state
     },
+    logs,
     close: () => bus.close(),
   }
 }

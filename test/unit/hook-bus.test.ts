@@ -129,4 +129,29 @@ describe('relay-mta/testing runHook', () => {
     expect(await runHook(block, 'rcpt', rcpt('good@y.test'), { options: { blocked: ['bad@y.test'] } })).toBeUndefined()
     await expect(pluginHarness(block, { options: { blocked: 'nope' } })).rejects.toThrow(/RELAY_ERR_PLUGIN_OPTIONS/)
   })
+
+  it('a hook that throws is a tempfail, and the harness says why: in its logs and on stderr', async () => {
+    const broken = definePlugin({
+      name: 'broken',
+      hooks: {
+        rcpt: ({ recipient, log }) => {
+          log.info({ to: recipient.address }, 'checking')
+          return (undefined as unknown as { lookup(a: string): undefined }).lookup(recipient.address)
+        },
+      },
+    })
+    const said: string[] = []
+    const write = process.stderr.write.bind(process.stderr)
+    process.stderr.write = ((chunk: string | Uint8Array) => said.push(String(chunk)) > 0) as typeof process.stderr.write
+    let h: Awaited<ReturnType<typeof pluginHarness>> | undefined
+    try {
+      h = await pluginHarness(broken)
+      expect(await h.run('rcpt', rcpt('x@y.test'))).toMatchObject({ action: 'tempfail' })
+    } finally {
+      process.stderr.write = write
+      await h?.close()
+    }
+    expect(said.join('')).toMatch(/^\[relay-mta\/testing\] plugin broken failed in hook rcpt: Cannot read properties of undefined \(reading 'lookup'\)\n$/)
+    expect(h!.logs.map((l) => l.msg)).toEqual(['checking', 'plugin broken failed in hook rcpt'])
+  })
 })
