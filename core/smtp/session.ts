@@ -45,7 +45,8 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, truste
     secure: s.secure,
     tls: s.secure && cipher ? { version: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : undefined,
     user: user ? user.username : undefined,
-    senders: user ? user.senders : undefined,
+    // A copy: a plugin that changes what it was handed must not change whom the session may send as.
+    senders: user ? [...user.senders] : undefined,
     trusted: Boolean(user) || trustedNetwork,
   }
 }

@@ -249,6 +249,28 @@ describe('state, watched files and commands', () => {
     expect(fs.readFileSync(path.join(dir, 'teardown.txt'), 'utf8')).toBe('seen 4\n')
   })
 
+  it("a plugin that changes the session it was handed (the user's senders) changes nothing for the core's checks", async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'meddler.mjs'), "export default { name: 'meddler', hooks: { mail: ({ session }) => { session.senders?.push('*'); session.trusted = true } } }\n")
+    const relay = await startRelay({
+      dir,
+      config: {
+        listen: [{ host: '127.0.0.1', port: 0, role: 'mx', allowPlaintextAuth: true }],
+        localDomains: ['local.test'],
+        plugins: [[path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'), { users: { 'u@own.test': { password: 'pw', senders: ['u@own.test'] } } }], path.join(dir, 'meddler.mjs')],
+      },
+    })
+    relays.push(relay)
+    const { client } = await connectRaw(relay.port)
+    await client.command('EHLO client.test')
+    expect(await client.command(`AUTH PLAIN ${Buffer.from('\0u@own.test\0pw').toString('base64')}`)).toMatch(/^235 /)
+    expect(await client.command('MAIL FROM:<u@own.test>')).toMatch(/^250 /)
+    await client.command('RSET')
+    expect(await client.command('MAIL FROM:<someone@else.test>')).toMatch(/^553 5\.7\.1 /)
+    await client.command('QUIT').catch(() => undefined)
+    client.close()
+  })
+
   it("a third-party plugin's CLI verb is available when the plugin is in the config", () => {
     const { dir, file } = writeConfig([[fixture('stateful'), { blockFile: 'blocked.txt' }]])
     fs.writeFileSync(path.join(dir, 'blocked.txt'), '')
