@@ -33,14 +33,14 @@ export const OWN_LINE = 'relay:own-line'
 export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, trustedNetwork = false): SessionInfo {
   const user = s.user as unknown as AuthenticatedUser | undefined
   const cipher = (s as { tlsOptions?: { name?: string; version?: string } | false }).tlsOptions
-  return {
+  return frozenSession({
     id: s.id,
     remoteAddress: unmapIp(s.remoteAddress),
     remotePort: s.remotePort,
     localAddress: unmapIp(s.localAddress),
     localPort: s.localPort,
     clientHostname: s.clientHostname,
-    listener,
+    listener: listenerView(listener),
     helo: s.hostNameAppearsAs || undefined,
     secure: s.secure,
     tls: s.secure && cipher ? { version: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : undefined,
@@ -48,7 +48,31 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, truste
     // A copy: a plugin that changes what it was handed must not change whom the session may send as.
     senders: user ? [...user.senders] : undefined,
     trusted: Boolean(user) || trustedNetwork,
-  }
+  })
+}
+
+/**
+ * The session as plugins see it is the core's statement of fact, frozen (types.ts declares it
+ * readonly): a plugin that writes to it throws (its hook becomes a tempfail naming it) instead of
+ * changing it for the plugins after it, or for the core.
+ */
+export function frozenSession(info: SessionInfo): SessionInfo {
+  if (info.senders) Object.freeze(info.senders)
+  if (info.tls) Object.freeze(info.tls)
+  Object.freeze(info.listener)
+  return Object.freeze(info)
+}
+
+/**
+ * A listener as plugins see it: its address and role only, frozen, one per listener. The core's
+ * own object (its TLS mode, PROXY senders, plaintext AUTH) was handed out before: a plugin that set
+ * `session.listener.proxyProtocol` or `role` changed them for every later session.
+ */
+const views = new WeakMap<ListenerInfo, ListenerInfo>()
+function listenerView(listener: ListenerInfo): ListenerInfo {
+  let view = views.get(listener)
+  if (!view) views.set(listener, (view = Object.freeze({ host: listener.host, port: listener.port, role: listener.role })))
+  return view
 }
 
 /** What smtp-server keeps as `session.user` after a successful AUTH. */

@@ -249,9 +249,18 @@ describe('state, watched files and commands', () => {
     expect(fs.readFileSync(path.join(dir, 'teardown.txt'), 'utf8')).toBe('seen 4\n')
   })
 
-  it("a plugin that changes the session it was handed (the user's senders) changes nothing for the core's checks", async () => {
+  it("a plugin that writes to the session it was handed (the user's senders, the listener's role) changes nothing for the core or for later sessions", async () => {
     const dir = tempDir()
-    fs.writeFileSync(path.join(dir, 'meddler.mjs'), "export default { name: 'meddler', hooks: { mail: ({ session }) => { session.senders?.push('*'); session.trusted = true } } }\n")
+    // Each write is tried on its own; the session is frozen, so each throws, and the plugin goes on.
+    const meddler = `const tries = [
+      (s) => s.senders.push('*'), (s) => { s.trusted = true }, (s) => { s.listener.role = 'submission' },
+      (s) => { s.listener.proxyProtocol = ['0.0.0.0/0'] }, (s) => { s.listener.allowPlaintextAuth = true },
+    ]
+    export default { name: 'meddler', hooks: { mail: ({ session, log }) => {
+      const refused = tries.filter((t) => { try { t(session); return false } catch { return true } }).length
+      log.info({ refused }, 'meddler tried')
+    } } }\n`
+    fs.writeFileSync(path.join(dir, 'meddler.mjs'), meddler)
     const relay = await startRelay({
       dir,
       config: {
@@ -266,9 +275,19 @@ describe('state, watched files and commands', () => {
     expect(await client.command(`AUTH PLAIN ${Buffer.from('\0u@own.test\0pw').toString('base64')}`)).toMatch(/^235 /)
     expect(await client.command('MAIL FROM:<u@own.test>')).toMatch(/^250 /)
     await client.command('RSET')
+    // The user's senders are as its backend gave them.
     expect(await client.command('MAIL FROM:<someone@else.test>')).toMatch(/^553 5\.7\.1 /)
     await client.command('QUIT').catch(() => undefined)
     client.close()
+    // The next session on the listener: still an MX listener that takes mail for local domains without AUTH.
+    const next = (await connectRaw(relay.port)).client
+    await next.command('EHLO other.test')
+    expect(await next.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
+    expect(await next.command('RCPT TO:<someone@local.test>')).toMatch(/^250 /)
+    await next.command('QUIT').catch(() => undefined)
+    next.close()
+    await relay.waitForLog(() => relay.logs.filter((l) => l.msg === 'meddler tried').length === 2, 5_000)
+    expect(relay.logs.filter((l) => l.msg === 'meddler tried').map((l) => l.refused)).toEqual([5, 5])
   })
 
   it("a third-party plugin's CLI verb is available when the plugin is in the config", () => {
