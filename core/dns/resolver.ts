@@ -60,3 +60,32 @@ export function isNotFound(err: unknown): boolean {
   const code = (err as { code?: string }).code
   return code === 'ENOTFOUND' || code === 'ENODATA'
 }
+
+/** What changes the resolver for everyone who shares it: a plugin's `ctx.resolver` refuses these. */
+const SHARED_STATE = new Set(['setServers', 'setLocalAddress', 'cancel'])
+const views = new WeakMap<Resolver, Resolver>()
+
+/**
+ * The relay's resolver as plugins get it (`ctx.resolver`): every query, but not `setServers`,
+ * `setLocalAddress` or `cancel`, which would reroute or cancel the lookups of the core (MX, SPF)
+ * and of every other plugin. A plugin that wants other servers makes a Resolver of its own.
+ */
+export function pluginResolver(resolver: Resolver): Resolver {
+  let view = views.get(resolver)
+  if (!view) {
+    view = new Proxy(resolver, {
+      get(target, prop) {
+        if (typeof prop === 'string' && SHARED_STATE.has(prop)) {
+          return () => {
+            throw new Error(`ctx.resolver.${prop}: the relay's resolver is shared (config dns.servers); make a Resolver of your own (node:dns/promises) for other servers`)
+          }
+        }
+        const value: unknown = Reflect.get(target, prop, target)
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+      set: () => false,
+    })
+    views.set(resolver, view)
+  }
+  return view
+}

@@ -17,6 +17,7 @@ import { pluginShapeProblems } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 import { errorText } from '../error-text.js'
+import { pluginResolver } from '../dns/resolver.js'
 import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-options.js'
 
 // The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
@@ -292,7 +293,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   const ctx: PluginContext<unknown> = {
     log,
     options,
-    resolver: env.resolver,
+    resolver: pluginResolver(env.resolver),
     hostname: config.hostname,
     isLocalDomain: (d) => local.has(d.toLowerCase()),
     state: undefined,

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
 import { ROOT, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { startDns } from '../harness/dns-server.js'
 import { connectRaw } from '../harness/smtp-client.js'
 
 const fixture = (name: string) => path.join(ROOT, 'test/fixtures/plugin-api', `${name}.plugin.ts`)
@@ -288,6 +289,27 @@ describe('state, watched files and commands', () => {
     next.close()
     await relay.waitForLog(() => relay.logs.filter((l) => l.msg === 'meddler tried').length === 2, 5_000)
     expect(relay.logs.filter((l) => l.msg === 'meddler tried').map((l) => l.refused)).toEqual([5, 5])
+  })
+
+  it("ctx.resolver answers queries but will not be re-pointed for everyone: setServers is refused, naming the plugin", async () => {
+    const dir = tempDir()
+    const dns = await startDns({ 'where.test': { TXT: ['v=ok'] } })
+    try {
+      // A query through ctx.resolver works (config dns.servers); setServers at setup stops the start naming the plugin.
+      fs.writeFileSync(path.join(dir, 'asks.mjs'), "export default { name: 'asks', hooks: { rcpt: async ({ resolver }) => { const txt = await resolver.resolveTxt('where.test'); return { action: 'reject', message: 'txt ' + txt.flat().join('') } } } }\n")
+      fs.writeFileSync(path.join(dir, 'repoints.mjs'), "export default { name: 'repoints', setup: ({ resolver }) => { resolver.setServers(['127.0.0.1:1']); return {} }, hooks: {} }\n")
+      const base = { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), localDomains: ['local.test'], dns: { servers: [dns.server], timeout: '1s' } }
+      const file = path.join(dir, 'repoints.json')
+      fs.writeFileSync(file, JSON.stringify({ ...base, plugins: [path.join(dir, 'repoints.mjs')] }))
+      const r = runCli(['check-config', '--config', file])
+      expect(r.stderr).toContain("plugins[0] (repoints): setup: ctx.resolver.setServers: the relay's resolver is shared (config dns.servers)")
+      expect(r.code).toBe(2)
+      const relay = await startRelay({ dir, config: { localDomains: ['local.test'], dns: base.dns, plugins: [path.join(dir, 'asks.mjs')] } })
+      relays.push(relay)
+      expect(await rcptReplies(relay.port, ['someone@local.test'])).toEqual([expect.stringMatching(/^550 .*txt v=ok/)])
+    } finally {
+      await dns.close()
+    }
   })
 
   it("a third-party plugin's CLI verb is available when the plugin is in the config", () => {
