@@ -46,7 +46,8 @@ export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'conf
   const dsns = new DeliveryDsns(env.config, queue, env.log, undefined, env.generated ?? (() => env.hooks?.()))
   const sendOwedDsn = (id: string) => dsns.flush(id, undefined, true)
   const control = () => new QueueControl({ queue, config: env.config(), log: env.log, wake: env.wake, hooks: env.hooks?.(), sendOwedDsn })
-  return {
+  // Frozen, as every plugin gets the same object: none can replace a verb under the others.
+  return Object.freeze({
     list: (filter) => control().list(filter),
     show: (id) => control().show(id),
     hold: (id) => control().hold(id),
@@ -63,21 +64,21 @@ export function queueOperations(env: Pick<OperationsEnv, 'queue' | 'log' | 'conf
       void env.hooks?.()?.emit('complaint', { matched: r.matched, queueId: r.queueId, sender: r.sender, senderDomain: r.senderDomain, destDomain, feedbackType: complaint.feedbackType, messageId: complaint.messageId, userAgent: complaint.userAgent })
       return r
     },
-    suppressions: {
+    suppressions: Object.freeze({
       list: () => queue.listSuppressed(),
       add: (entries) => queue.suppress(entries),
       remove: (address) => queue.unsuppress(address),
-    },
+    }),
     bulk: (action, filter, opts) => control().bulk(action, filter, opts),
     raw: (id) => control().raw(id),
     recentAttempts: (opts) => queue.recentAttempts(opts),
-  }
+  } satisfies QueueOperations)
 }
 
 export function relayOperations(env: OperationsEnv): RelayOperations {
   // Plugins' figures, by name; a plugin set up again at a reload registers its name again (replacing it).
   const gauges = new Map<string, PluginGauge>()
-  return {
+  return Object.freeze({
     queue: queueOperations(env),
     reload: env.reload,
     reloadTls: env.reloadTls,
@@ -94,5 +95,5 @@ export function relayOperations(env: OperationsEnv): RelayOperations {
       gauges.set(name, { name, help, read })
     },
     gauges: () => [...gauges.values()],
-  }
+  } satisfies RelayOperations)
 }

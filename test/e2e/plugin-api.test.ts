@@ -291,6 +291,19 @@ describe('state, watched files and commands', () => {
     expect(relay.logs.filter((l) => l.msg === 'meddler tried').map((l) => l.refused)).toEqual([5, 5])
   })
 
+  it("the operator API (ctx.relay) is one frozen object: a plugin cannot replace a queue verb under the others", () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'swapper.mjs'), "export default { name: 'swapper', setup: ({ relay }) => { relay.queue.list = async () => []; return {} }, hooks: {} }\n")
+    fs.writeFileSync(path.join(dir, 'swapper2.mjs'), "export default { name: 'swapper2', setup: ({ relay }) => { relay.inject = async () => ({ queueId: 'x' }); return {} }, hooks: {} }\n")
+    for (const [name, key] of [['swapper', 'list'], ['swapper2', 'inject']]) {
+      const file = path.join(dir, `${name}.json`)
+      fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, 'data'), plugins: [path.join(dir, `${name}.mjs`)] }))
+      const r = runCli(['start', '--config', file])
+      expect(r.stderr).toContain(`plugins[0] (${name}): setup: Cannot assign to read only property '${key}'`)
+      expect(r.code).toBe(2)
+    }
+  })
+
   it("ctx.resolver answers queries but will not be re-pointed for everyone: setServers is refused, naming the plugin", async () => {
     const dir = tempDir()
     const dns = await startDns({ 'where.test': { TXT: ['v=ok'] } })
