@@ -103,11 +103,14 @@ export class HookBus {
     const all = this.byHook.get(event)
     const list = only && all ? all.filter(only) : all
     if (!list?.length) return
+    // The listeners share one copy, frozen: none can change what the next one hears (or what the
+    // core goes on using: the caller keeps its own object).
+    const shared = frozenCopy(data)
     await Promise.all(
       list.map(async (p) => {
         const fn = p.plugin.hooks![event] as (e: unknown, ctx: unknown) => unknown
         try {
-          await this.withTimeout(p, event, () => fn(data, p.ctx))
+          await this.withTimeout(p, event, () => fn(shared, p.ctx))
         } catch (err) {
           p.ctx.log.error({ err, event }, `plugin ${p.plugin.name} failed handling event ${event}`)
         }
@@ -188,4 +191,17 @@ function index(plugins: LoadedPlugin[]): Map<string, LoadedPlugin[]> {
     }
   }
   return byHook
+}
+
+/** A deep copy of an event's data, frozen (events are plain data: strings, numbers, lists, records). */
+function frozenCopy<T>(data: T): T {
+  return deepFreeze(structuredClone(data))
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value) && !ArrayBuffer.isView(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
 }

@@ -102,6 +102,32 @@ describe('HookBus.emit and replace', () => {
     expect(observed).toEqual(['s1'])
   })
 
+  it("listeners share one frozen copy of the event: none changes what the next hears, or the caller's object", async () => {
+    const seen: unknown[] = []
+    const meddler = definePlugin({
+      name: 'meddler',
+      hooks: {
+        accepted: (e) => {
+          for (const write of [() => (e.recipients as string[]).push('x@evil.test'), () => ((e as { sender: string }).sender = 'forged@evil.test')]) {
+            try {
+              write()
+            } catch (err) {
+              seen.push((err as Error).name)
+            }
+          }
+        },
+      },
+    })
+    const reader = definePlugin({ name: 'reader', hooks: { accepted: (e) => void seen.push([e.sender, [...e.recipients]]) } })
+    const { bus } = await busOf([meddler, reader])
+    const event = { queueId: 'q1', sender: 'a@b.test', recipients: ['c@d.test'], size: 10, session }
+    await bus.emit('accepted', event)
+    expect(seen).toEqual(['TypeError', 'TypeError', ['a@b.test', ['c@d.test']]])
+    // The core's own object stays its own (not frozen under it).
+    event.recipients.push('e@f.test')
+    expect(event.recipients).toHaveLength(2)
+  })
+
   it('replace tears down the old generation but not plugins carried over', async () => {
     const downs: string[] = []
     const plain = definePlugin({ name: 'plain', setup: () => ({}), teardown: () => void downs.push('plain'), hooks: {} })
