@@ -20,7 +20,7 @@ export { MessageHeaders } from './mail/headers.js'
 export { addressKey, domainKey, parseAddress } from './mail/address.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
-export { duration, durationAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
+export { duration, durationAtLeast, timer, timerAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
 /** URLs for logs: origin and path only (no password, no query key). */
 export { safeUrl, scrubUrls } from './net/urls.js'
 export { redactUrl } from './config/redact-url.js'

@@ -30,6 +30,17 @@ describe('duration floors', () => {
     },
     { what: 'a lease of 0', config: { delivery: { lease: 0 } }, lines: [/^ {2}delivery\.lease: expected a duration of at least 300ms/m] },
     { what: 'a heartbeat interval of 1ms', config: { queue: { ...PG, heartbeat: { interval: '1ms', deadAfter: '1s' } } }, lines: [/^ {2}queue\.heartbeat\.interval: expected a duration of at least 100ms/m] },
+    // A timer past 2^31 - 1 ms fires at once (Node's TimeoutOverflowWarning): every hook, setup and connection would time out.
+    {
+      what: 'timeouts past what a timer can wait (30 days, 1e12 seconds)',
+      config: { hookTimeout: '30d', setupTimeout: 1e12, smtp: { socketTimeout: '25d' }, delivery: { connectTimeout: '90d' } },
+      lines: [/^ {2}hookTimeout: expected at most 24 days: a timer cannot wait longer/m, /^ {2}setupTimeout: expected at most 24 days/m, /^ {2}smtp\.socketTimeout: expected at most 24 days/m, /^ {2}delivery\.connectTimeout: expected at most 24 days/m],
+    },
+    {
+      what: "a plugin's timeout past what a timer can wait",
+      config: { plugins: [['rate-limit', { store: { redis: 'redis://127.0.0.1:6379', timeout: '40d' } }]] },
+      lines: [/^ {2}plugins\[0\] \(rate-limit\) options\.store\.timeout: expected at most 24 days/m],
+    },
   ]
 
   for (const { what, config, lines } of bad) {

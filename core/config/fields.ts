@@ -21,6 +21,17 @@ export const duration = z.union([z.string(), z.number()], { error: DURATION }).t
 export const durationAtLeast = (minMs: number, hint = `${minMs} ms`) =>
   duration.refine((ms) => ms >= minMs, { message: `expected a duration of at least ${hint}` })
 
+/** setTimeout's limit (2^31 - 1 ms, about 24.8 days): a longer timer fires at once (TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2_147_483_647
+const TOO_LONG = { message: 'expected at most 24 days: a timer cannot wait longer (Node would fire it at once)' }
+
+/** A duration a timer waits (a timeout, a delay, an interval): at most 24 days. */
+export const timer = duration.refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
+
+/** A timer's duration of at least `minMs` milliseconds (and at most 24 days). */
+export const timerAtLeast = (minMs: number, hint = `${minMs} ms`) =>
+  durationAtLeast(minMs, hint).refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
+
 /** A size ('25MB', '512KB', or bytes as a number), parsed to bytes. */
 export const size = z.union([z.string(), z.number()], { error: SIZE }).transform((value, ctx) => {
   const bytes = parseSize(value)

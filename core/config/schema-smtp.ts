@@ -1,6 +1,6 @@
 // The `smtp` section of the config: limits and timeouts of the SMTP sessions (core/smtp).
 import { z } from 'zod'
-import { cidr, duration, size } from './fields.js'
+import { cidr, duration, size, timer } from './fields.js'
 import { restartOnly } from './restart-only.js'
 
 export const smtpSection = z
@@ -35,13 +35,13 @@ export const smtpSection = z
      */
     maxHeaderFieldLines: z.number().int().positive().default(1_000),
     /** Idle time allowed between commands: RFC 5321 §4.5.3.2.7's 5 minutes, as Postfix's smtpd_timeout. */
-    socketTimeout: duration.default(300_000).register(restartOnly),
+    socketTimeout: timer.default(300_000).register(restartOnly),
     /**
      * From the accepted connection (after any PROXY header) to the client's first command, greeting
      * delay not counted: a connection that never speaks holds a slot, so it gets `421 4.4.2` sooner
      * than `socketTimeout`. Real clients send EHLO within a second of the greeting.
      */
-    firstCommandTimeout: duration.default(30_000).register(restartOnly),
+    firstCommandTimeout: timer.default(30_000).register(restartOnly),
     maxClients: z.number().int().positive().default(1000).register(restartOnly),
     /**
      * Simultaneous connections from one client address (after PROXY protocol), all listeners
@@ -63,15 +63,15 @@ export const smtpSection = z
     /** Look up the client's reverse DNS name (for Received headers and plugins). */
     reverseLookup: z.boolean().default(true).register(restartOnly),
     /** Pause before the greeting; a client that talks first is refused (early talker). */
-    greetingDelay: duration.default(0).register(restartOnly),
+    greetingDelay: timer.default(0).register(restartOnly),
     /** A session is closed (421) after this long, whatever it is doing. */
-    sessionTimeout: duration.default(1_800_000),
+    sessionTimeout: timer.default(1_800_000),
     /** Refused commands (4xx/5xx) in one session before it is closed with 421. */
     maxErrors: z.number().int().positive().default(20).register(restartOnly),
     /** Commands a client may send on an AUTH-requiring listener before authenticating. */
     maxUnauthenticatedCommands: z.number().int().positive().default(10).register(restartOnly),
     /** A failed AUTH is answered after this delay, doubled for each further failure in the session (max 8×). */
-    authFailureDelay: duration.default(1000),
+    authFailureDelay: timer.default(1000),
     /** Take `%`, `!` or a quoted `@` in a local-domain recipient's local part (routing); off: 550 5.7.1. */
     allowRoutingInLocalPart: z.boolean().default(false),
     /**

@@ -2,7 +2,7 @@ import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, durationAtLeast, hostPortString, ownHostName, serviceUrl, size } from './fields.js'
+import { cidr, duration, durationAtLeast, hostPortString, ownHostName, serviceUrl, size, timer, timerAtLeast } from './fields.js'
 import { restartOnly } from './restart-only.js'
 import { smtpSection } from './schema-smtp.js'
 import { formatDuration } from './duration.js'
@@ -114,7 +114,7 @@ export const configSchema = z
     dns: z
       .object({
         servers: z.array(dnsServer).min(1).optional(),
-        timeout: duration.default(5000),
+        timeout: timer.default(5000),
       })
       .strict()
       .prefault({})
@@ -140,14 +140,14 @@ export const configSchema = z
           .strict()
           .prefault({})
           .register(restartOnly),
-        connectTimeout: duration.default(30_000),
+        connectTimeout: timer.default(30_000),
         /** Per-command reply timeout on outbound connections. */
-        commandTimeout: duration.default(300_000),
+        commandTimeout: timer.default(300_000),
         /**
          * One attempt, every host it tries included, ends after this long: a host that answers a byte
          * at a time cannot hold a message (and its slot) for hours. What is unanswered then waits for a retry.
          */
-        attemptTimeout: duration.default(1_200_000),
+        attemptTimeout: timer.default(1_200_000),
         /** At most this many addresses (MX or route hosts) are tried in one attempt, best first (Postfix's smtp_mx_address_limit); 0: all. */
         maxHostsPerAttempt: z.number().int().min(0).default(5),
         /**
@@ -160,12 +160,12 @@ export const configSchema = z
          * are renewed every lease/3 but 100 ms apart at least (leases.ts); a shorter one runs out under
          * its attempt, and the queue scan finds it due again and again (a loop).
          */
-        lease: durationAtLeast(300, '300ms').default(900_000).register(restartOnly),
+        lease: timerAtLeast(300, '300ms').default(900_000).register(restartOnly),
         /** Public addresses this relay sends from (relay doctor checks SPF and reverse DNS for them). */
         outboundAddresses: z.array(z.string().refine((a) => net.isIP(a) !== 0, { message: 'expected an IP address' })).default([]),
         /** Outbound connections stay open for further messages to the same host. */
         reuse: z
-          .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: duration.default(5000) })
+          .object({ maxMessages: z.number().int().min(1).default(100), idleTimeout: timer.default(5000) })
           .strict()
           .prefault({})
           .register(restartOnly),
@@ -179,11 +179,11 @@ export const configSchema = z
             hosts: z.record(z.string(), throttleLimits).default({}),
             /** After 421 / 4.7.x "slow down": pause base, doubling to max; one connection back per `recoverAfter` deliveries. */
             backoff: z
-              .object({ base: duration.default(5_000), max: duration.default(300_000), recoverAfter: z.number().int().positive().default(5) })
+              .object({ base: timer.default(5_000), max: timer.default(300_000), recoverAfter: z.number().int().positive().default(5) })
               .strict()
               .prefault({}),
             /** How long an attempt waits for a slot with a throttled MX host before it tries the next host (or defers). */
-            hostWait: duration.default(30_000),
+            hostWait: timer.default(30_000),
             redis: serviceUrl(['redis:', 'rediss:'], 'redis://127.0.0.1:6379').optional(),
             keyPrefix: z.string().default('relay:throttle:'),
           })
@@ -218,7 +218,7 @@ export const configSchema = z
           .object({
             enabled: z.boolean().default(true),
             /** Time limit for fetching a policy over HTTPS. */
-            timeout: duration.default(20_000),
+            timeout: timer.default(20_000),
             /** For tests and staging: fetch every policy from this 'host:port' instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>). */
             connectTo: hostPortString({ port: 'required' }).optional(),
           })
@@ -249,7 +249,7 @@ export const configSchema = z
              * a database that stops answering (lost network, hung server) then costs an SMTP client
              * a 451 after this long, not a session that hangs, and delivery scans resume.
              */
-            queryTimeout: durationAtLeast(1000, '1s').default(20_000),
+            queryTimeout: timerAtLeast(1000, '1s').default(20_000),
             /**
              * Node liveness (core/queue/heartbeat.ts): every node records a heartbeat in the queue
              * each `interval`, on a connection of its own; a node whose last one is older than
@@ -259,7 +259,7 @@ export const configSchema = z
              */
             heartbeat: z
               // A beat is a database write: a few ms apart would keep the database busy with nothing else.
-              .object({ interval: durationAtLeast(100, '100ms').default(5_000), deadAfter: duration.default(30_000) })
+              .object({ interval: timerAtLeast(100, '100ms').default(5_000), deadAfter: timer.default(30_000) })
               .strict()
               .superRefine((h, ctx) => {
                 if (h.deadAfter < 3 * h.interval) {
@@ -293,10 +293,10 @@ export const configSchema = z
       .prefault({}),
     /** Moved (the reputation plugin, stats and queue.retention): a clear error instead of "unknown key". */
     reputation: z.never({ error: REPUTATION_MOVED }).optional(),
-    hookTimeout: duration.default(30_000).register(restartOnly),
+    hookTimeout: timer.default(30_000).register(restartOnly),
     /** How long a plugin's setup may take at start, reload and check-config before it fails, naming the plugin. */
-    setupTimeout: duration.default(DEFAULT_SETUP_TIMEOUT),
-    shutdownTimeout: duration.default(30_000),
+    setupTimeout: timer.default(DEFAULT_SETUP_TIMEOUT),
+    shutdownTimeout: timer.default(30_000),
     /**
      * SMTP worker processes: 1 runs everything in one process; N (or 'auto': one per core) runs the
      * SMTP sessions in N processes sharing the listening ports, beside a primary process with the

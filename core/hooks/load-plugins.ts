@@ -72,9 +72,11 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
   const bundled = isPath ? undefined : bundledPluginFile(ref)
   // A module whose top-level await never settles would hang the start with no word (or, with
   // nothing else pending, end it with exit 0): its load counts against setupTimeout.
+  // At least a second: a module takes some milliseconds to load even when nothing is wrong.
+  const limit = Math.max(timeoutMs, 1000)
   const importFile = (target: string, own?: boolean) =>
-    withSetupTimeout(importModule(target, own), timeoutMs, () =>
-      new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': its module did not finish loading within ${timeoutMs} ms (config setupTimeout): a top-level await that never settles?`),
+    withSetupTimeout(importModule(target, own), limit, () =>
+      new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': its module did not finish loading within ${limit} ms (config setupTimeout): a top-level await that never settles?`),
     )
   try {
     if (bundled) mod = await importFile(bundled)

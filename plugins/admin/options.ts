@@ -1,6 +1,6 @@
 // Options of the admin plugin and their defaults (see README.md).
 import net from 'node:net'
-import { durationAtLeast, size, z } from '../../core/index.js'
+import { size, timerAtLeast, z } from '../../core/index.js'
 
 const port = z.number().int().min(0).max(65535)
 
@@ -14,7 +14,7 @@ const metricsOptions = z
     /** The N domains with the most delivery results lately get their own label value. */
     topDomains: z.number().int().min(1).optional(),
     /** How often the top domains are recomputed. */
-    topDomainsInterval: durationAtLeast(1000, '1s').default(10 * 60_000),
+    topDomainsInterval: timerAtLeast(1000, '1s').default(10 * 60_000),
   })
   .strict()
   .superRefine((m, ctx) => {

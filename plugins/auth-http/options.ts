@@ -1,4 +1,4 @@
-import { duration, durationAtLeast, httpUrlWith, z } from '../../core/index.js'
+import { duration, httpUrlWith, timerAtLeast, z } from '../../core/index.js'
 
 /** `url`: credentials in it are refused, naming the option that carries them instead. */
 const url = httpUrlWith("(every AUTH would get 454); send the credential in `headers` instead, e.g. { authorization: 'Basic …' } (never logged)")
@@ -8,7 +8,7 @@ export const options = z
     /** Where the credentials are POSTed as JSON. */
     url,
     /** Longest wait for the whole answer (connect, headers, body); then AUTH gets 454 4.7.0. */
-    timeout: durationAtLeast(1, '1ms').default(5000),
+    timeout: timerAtLeast(1, '1ms').default(5000),
     /** How long a successful login is remembered (0: not at all). Failures are never remembered. */
     cacheTtl: duration.default(60_000),
     /** Most remembered logins; the oldest are dropped first. */

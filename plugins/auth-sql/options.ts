@@ -1,4 +1,4 @@
-import { durationAtLeast, z } from '../../core/index.js'
+import { timerAtLeast, z } from '../../core/index.js'
 
 const common = {
   /**
@@ -7,7 +7,7 @@ const common = {
    */
   query: z.string().trim().min(1).optional(),
   /** Longest wait for the database (connect + query); then AUTH gets 454 4.7.0. */
-  queryTimeout: durationAtLeast(1, '1ms').default(5000),
+  queryTimeout: timerAtLeast(1, '1ms').default(5000),
 }
 
 export const options = z.discriminatedUnion('driver', [

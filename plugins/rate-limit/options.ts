@@ -1,5 +1,5 @@
 // Options of the rate-limit plugin: durations, CIDR lists, and the zod schema (see README.md).
-import { cidr, durationAtLeast, z } from '../../core/index.js'
+import { cidr, durationAtLeast, timer, z } from '../../core/index.js'
 
 /** A duration of at least one second (the counters work in whole seconds), in milliseconds. */
 const duration = durationAtLeast(1000, '1s')
@@ -33,7 +33,7 @@ export const optionsSchema = z
           .object({
             redis: z.string().regex(/^rediss?:\/\//, { message: "expected a Redis URL like 'redis://127.0.0.1:6379'" }),
             /** Per-command timeout; a slower answer counts as a store error. */
-            timeout: duration.default(1000),
+            timeout: timer.default(1000),
           })
           .strict(),
       ])

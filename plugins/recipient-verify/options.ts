@@ -1,6 +1,6 @@
 // Options of the recipient-verify plugin: a static list (inline and/or a file) and call-ahead
 // routes, shaped like the routing plugin's `smarthost`/`lmtp` routes.
-import { domainKey, duration, durationAtLeast, hostPortString, parseHostPort, parseAddress, z } from '../../core/index.js'
+import { domainKey, duration, hostPortString, parseAddress, parseHostPort, timerAtLeast, z } from '../../core/index.js'
 import { parseEntry } from './static-list.js'
 
 // As the relay compares recipients' domains: lower case, an internationalized one in A-labels.
@@ -61,11 +61,11 @@ const callAhead = z
     probeSender: z.string().default('').refine((s) => s === '' || parseAddress(s) !== undefined, { message: "expected an address or '' (the null sender)" }),
     /** Name sent in EHLO/LHLO (default: config `hostname`). */
     helo: z.string().min(1).optional(),
-    connectTimeout: durationAtLeast(10, '10ms').default(5_000),
+    connectTimeout: timerAtLeast(10, '10ms').default(5_000),
     /** Each reply of the next hop. */
-    commandTimeout: durationAtLeast(10, '10ms').default(10_000),
+    commandTimeout: timerAtLeast(10, '10ms').default(10_000),
     /** The whole probe, every host tried (keep it under the config's `hookTimeout`). */
-    timeout: durationAtLeast(10, '10ms').default(20_000),
+    timeout: timerAtLeast(10, '10ms').default(20_000),
     /** How long "the next hop accepts this address" is remembered (Postfix: address_verify_positive_refresh_time 7d). */
     positiveTtl: duration.default(7 * 86_400_000),
     /** How long "the next hop refuses this address" is remembered (Postfix: address_verify_negative_refresh_time 3h). */
@@ -99,7 +99,7 @@ export const options = z
      */
     file: z.string().min(1).optional(),
     /** No longer used (the file is watched for changes); still accepted so older configs load. */
-    checkInterval: durationAtLeast(50, '50ms').default(1000),
+    checkInterval: timerAtLeast(50, '50ms').default(1000),
     /** Ask the next hop (RCPT probe, cached) about addresses the static list does not name. */
     callAhead: callAhead.optional(),
   })
