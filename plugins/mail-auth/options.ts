@@ -1,9 +1,9 @@
 import os from 'node:os'
 import path from 'node:path'
-import { cidr, durationAtLeast, timer, z } from '../../core/index.js'
+import { cidr, timerAtLeast, z } from '../../core/index.js'
 import { loadSealKey } from './arc-seal.js'
 
-const duration = durationAtLeast(1, '1ms')
+const duration = timerAtLeast(1, '1ms')
 
 /** An RFC 8601 authserv-id written as a token (a host name in practice). */
 const authservId = z
@@ -105,7 +105,7 @@ export const options = z
         /** Checks waiting for a thread; beyond this a message gets 451 4.3.2 (try again later). */
         maxQueue: z.number().int().min(0).default(200),
         /** Longest a check (or seal) may take; then its thread is ended and the message gets 451 4.3.0. */
-        timeout: timer.default(20_000),
+        timeout: duration.default(20_000),
       })
       .strict()
       .prefault({}),

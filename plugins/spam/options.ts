@@ -1,7 +1,7 @@
 // Options of the spam plugin (see README.md): which scanner, limits, what to do with its answer.
-import { durationAtLeast, httpUrl, size, timer, z } from '../../core/index.js'
+import { httpUrl, size, timerAtLeast, z } from '../../core/index.js'
 
-const duration = durationAtLeast(1, '1ms')
+const duration = timerAtLeast(1, '1ms')
 
 const spamassassin = z
   .object({
@@ -34,7 +34,7 @@ export const options = z
         message: 'expected exactly one of { spamassassin: { host, port } } or { rspamd: { url, password? } }',
       }),
     /** The longest a scan may take (connect, send, answer); then `onError` applies. */
-    timeout: timer.default(10_000),
+    timeout: duration.default(10_000),
     /** Messages larger than this are not scanned; they pass with `X-Spam-Status: skipped (too large)`. */
     maxSize: size.default(2 * 1024 ** 2),
     /**

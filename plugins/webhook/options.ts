@@ -1,11 +1,12 @@
 // Options of the webhook plugin and their defaults (see README.md).
-import { durationAtLeast, httpUrlWith, z } from '../../core/index.js'
+import { durationAtLeast, httpUrlWith, timerAtLeast, z } from '../../core/index.js'
 
 /** The events the plugin can send, in the order they happen to a message. */
 export const EVENT_TYPES = ['accepted', 'delivered', 'deferred', 'bounced', 'suppressed'] as const
 export type WebhookEventType = (typeof EVENT_TYPES)[number]
 
-const ms = (min: number, hint: string) => durationAtLeast(min, hint)
+/** A timer's duration (an interval, a timeout, a retry wait): at most 24 days, as setTimeout allows. */
+const ms = (min: number, hint: string) => timerAtLeast(min, hint)
 
 /** `url`: credentials in it are refused, naming what authenticates the relay instead. */
 const url = httpUrlWith('(no event would ever be sent); the endpoint authenticates the relay by X-Relay-Signature, made with `secret`')
@@ -36,7 +37,7 @@ export const optionsSchema = z
     /** Most events the outbox holds; beyond it the oldest are dropped (logged, counted). */
     maxEvents: z.number().int().min(1).default(100_000),
     /** Oldest an event may be; older ones are dropped unsent (logged, counted). */
-    maxAge: ms(1000, '1s').default(3 * 86_400_000),
+    maxAge: durationAtLeast(1000, '1s').default(3 * 86_400_000),
   })
   .strict()
   .refine((o) => o.retry.max >= o.retry.base, { message: 'retry.max must not be shorter than retry.base', path: ['retry', 'max'] })
