@@ -166,10 +166,9 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   }
   const convertTo7bit = () => convertReceivedTo7bit(data, readMessage, env.spool, id)
 
-  // Each stage gets a copy of the envelope, and the session frozen (session.ts): what is queued is
-  // what MAIL and RCPT accepted, whatever a plugin does to the objects it was shown (headers are
-  // the changeable part).
-  const d = await env.policies.run('data', { session: info, envelope: structuredClone(envelope), headers, size: size(), readMessage, notes })
+  // Each stage gets copies of the session and envelope: what is queued is what MAIL and RCPT
+  // accepted, whatever a plugin does to the objects it was shown (headers are the changeable part).
+  const d = await env.policies.run('data', { session: structuredClone(info), envelope: structuredClone(envelope), headers, size: size(), readMessage, notes })
   if (d && d.verdict.action !== 'accept') throw sub.refuse('data', replyFor('data', d.verdict), d.plugin)
   // A plugin took the message itself (e.g. a feedback report counted): 250, nothing queued.
   if (d?.verdict.handled) {
@@ -195,7 +194,7 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   const recipients = envelope.recipients.map((r) => r.address)
   headers.prepend('Received', sub.received(id, recipients))
 
-  const q = await env.policies.run('queue', { session: info, envelope: structuredClone(envelope), headers, size: size(), queueId: id, readMessage, convertTo7bit, notes })
+  const q = await env.policies.run('queue', { session: structuredClone(info), envelope: structuredClone(envelope), headers, size: size(), queueId: id, readMessage, convertTo7bit, notes })
   if (q && q.verdict.action !== 'accept') throw sub.refuse('queue', replyFor('queue', q.verdict), q.plugin)
 
   const headerBytes = headers.toBuffer()

@@ -257,11 +257,10 @@ describe('state, watched files and commands', () => {
       (s) => s.senders.push('*'), (s) => { s.trusted = true }, (s) => { s.listener.role = 'submission' },
       (s) => { s.listener.proxyProtocol = ['0.0.0.0/0'] }, (s) => { s.listener.allowPlaintextAuth = true },
     ]
-    const refusedOf = (session) => tries.filter((t) => { try { t(session); return false } catch { return true } }).length
-    export default { name: 'meddler', hooks: {
-      mail: ({ session, log }) => void log.info({ refused: refusedOf(session) }, 'meddler tried'),
-      data: ({ session, log }) => void log.info({ refused: refusedOf(session) }, 'meddler tried at data'),
-    } }\n`
+    export default { name: 'meddler', hooks: { mail: ({ session, log }) => {
+      const refused = tries.filter((t) => { try { t(session); return false } catch { return true } }).length
+      log.info({ refused }, 'meddler tried')
+    } } }\n`
     fs.writeFileSync(path.join(dir, 'meddler.mjs'), meddler)
     const relay = await startRelay({
       dir,
@@ -286,14 +285,10 @@ describe('state, watched files and commands', () => {
     await next.command('EHLO other.test')
     expect(await next.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
     expect(await next.command('RCPT TO:<someone@local.test>')).toMatch(/^250 /)
-    expect(await next.command('DATA')).toMatch(/^354 /)
-    expect(await next.command('Subject: hi\r\n\r\nhello\r\n.')).toMatch(/^250 /)
     await next.command('QUIT').catch(() => undefined)
     next.close()
     await relay.waitForLog(() => relay.logs.filter((l) => l.msg === 'meddler tried').length === 2, 5_000)
     expect(relay.logs.filter((l) => l.msg === 'meddler tried').map((l) => l.refused)).toEqual([5, 5])
-    await relay.waitForLog((l) => l.msg === 'meddler tried at data', 5_000)
-    expect(relay.logs.filter((l) => l.msg === 'meddler tried at data').map((l) => l.refused)).toEqual([5])
   })
 
   it("the operator API (ctx.relay) is one frozen object: a plugin cannot replace a queue verb under the others", () => {
