@@ -15,7 +15,6 @@ import { senderAllowed } from '../policies/sender-ownership.js'
 import { acceptMessage, type AcceptEnv } from './accept.js'
 import { coreRule } from './core-rules.js'
 import type { PolicyStages } from './policy-stages.js'
-import { frozenSession } from './session.js'
 
 /** What injection uses of the relay: acceptance's, and the per-recipient core checks (suppression). */
 export interface InjectEnv extends AcceptEnv {
@@ -80,7 +79,7 @@ export async function injectMessage(env: InjectEnv, message: InjectMessage, orig
 
 /** The session plugins see for an injection: a trusted submission from the relay's own host. */
 function syntheticSession(user: string | undefined, origin: InjectOrigin, hostname: string): SessionInfo {
-  return frozenSession({
+  return {
     id: `inject-${process.pid}-${++sessions}`,
     remoteAddress: '127.0.0.1',
     remotePort: 0,
@@ -94,7 +93,7 @@ function syntheticSession(user: string | undefined, origin: InjectOrigin, hostna
     // As an AUTH without a backend's list: the user may send as its own address.
     senders: user ? (parseAddress(user) ? [user] : []) : undefined,
     trusted: true,
-  })
+  }
 }
 
 /** The Received field of an injected message, Postfix style: `by host (Relay, from userid 1000)`. */

@@ -33,7 +33,9 @@ export const OWN_LINE = 'relay:own-line'
 export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, trustedNetwork = false): SessionInfo {
   const user = s.user as unknown as AuthenticatedUser | undefined
   const cipher = (s as { tlsOptions?: { name?: string; version?: string } | false }).tlsOptions
-  return frozenSession({
+  // Each stage's own object, as data and queue get a copy: what a plugin writes to it changes
+  // nothing for the core or for later stages.
+  return {
     id: s.id,
     remoteAddress: unmapIp(s.remoteAddress),
     remotePort: s.remotePort,
@@ -48,32 +50,15 @@ export function sessionInfo(s: SMTPServerSession, listener: ListenerInfo, truste
     // A copy: a plugin that changes what it was handed must not change whom the session may send as.
     senders: user ? [...user.senders] : undefined,
     trusted: Boolean(user) || trustedNetwork,
-  })
+  }
 }
 
 /**
- * The session as plugins see it is the core's statement of fact, frozen (types.ts declares it
- * readonly): a plugin that writes to it throws (its hook becomes a tempfail naming it) instead of
- * changing it for the plugins after it, or for the core.
- */
-export function frozenSession(info: SessionInfo): SessionInfo {
-  if (info.senders) Object.freeze(info.senders)
-  if (info.tls) Object.freeze(info.tls)
-  Object.freeze(info.listener)
-  return Object.freeze(info)
-}
-
-/**
- * A listener as plugins see it: its address and role only, frozen, one per listener. The core's
- * own object (its TLS mode, PROXY senders, plaintext AUTH) was handed out before: a plugin that set
+ * A listener as plugins see it: its address and role only, a copy for each stage. The core's own
+ * object (its TLS mode, PROXY senders, plaintext AUTH) was handed out before: a plugin that set
  * `session.listener.proxyProtocol` or `role` changed them for every later session.
  */
-const views = new WeakMap<ListenerInfo, ListenerInfo>()
-function listenerView(listener: ListenerInfo): ListenerInfo {
-  let view = views.get(listener)
-  if (!view) views.set(listener, (view = Object.freeze({ host: listener.host, port: listener.port, role: listener.role })))
-  return view
-}
+const listenerView = (l: ListenerInfo): ListenerInfo => ({ host: l.host, port: l.port, role: l.role })
 
 /** What smtp-server keeps as `session.user` after a successful AUTH. */
 export interface AuthenticatedUser {

@@ -250,16 +250,12 @@ describe('state, watched files and commands', () => {
     expect(fs.readFileSync(path.join(dir, 'teardown.txt'), 'utf8')).toBe('seen 4\n')
   })
 
-  it("a plugin that writes to the session it was handed (the user's senders, the listener's role) changes nothing for the core or for later sessions", async () => {
+  it("a plugin that writes to the session it was handed (the user's senders, the listener's role and PROXY senders) changes nothing for the core or for later sessions", async () => {
     const dir = tempDir()
-    // Each write is tried on its own; the session is frozen, so each throws, and the plugin goes on.
-    const meddler = `const tries = [
-      (s) => s.senders.push('*'), (s) => { s.trusted = true }, (s) => { s.listener.role = 'submission' },
-      (s) => { s.listener.proxyProtocol = ['0.0.0.0/0'] }, (s) => { s.listener.allowPlaintextAuth = true },
-    ]
-    export default { name: 'meddler', hooks: { mail: ({ session, log }) => {
-      const refused = tries.filter((t) => { try { t(session); return false } catch { return true } }).length
-      log.info({ refused }, 'meddler tried')
+    const meddler = `export default { name: 'meddler', hooks: { mail: ({ session }) => {
+      session.senders?.push('*')
+      session.trusted = true
+      Object.assign(session.listener, { role: 'submission', proxyProtocol: ['0.0.0.0/0'], allowPlaintextAuth: true })
     } } }\n`
     fs.writeFileSync(path.join(dir, 'meddler.mjs'), meddler)
     const relay = await startRelay({
@@ -280,15 +276,20 @@ describe('state, watched files and commands', () => {
     expect(await client.command('MAIL FROM:<someone@else.test>')).toMatch(/^553 5\.7\.1 /)
     await client.command('QUIT').catch(() => undefined)
     client.close()
-    // The next session on the listener: still an MX listener that takes mail for local domains without AUTH.
-    const next = (await connectRaw(relay.port)).client
-    await next.command('EHLO other.test')
-    expect(await next.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
-    expect(await next.command('RCPT TO:<someone@local.test>')).toMatch(/^250 /)
-    await next.command('QUIT').catch(() => undefined)
-    next.close()
-    await relay.waitForLog(() => relay.logs.filter((l) => l.msg === 'meddler tried').length === 2, 5_000)
-    expect(relay.logs.filter((l) => l.msg === 'meddler tried').map((l) => l.refused)).toEqual([5, 5])
+    // The next sessions on the listener: still an MX listener that takes mail for local domains
+    // without AUTH, and a PROXY header from this client is not trusted.
+    for (let i = 0; i < 2; i++) {
+      const next = (await connectRaw(relay.port)).client
+      await next.command('EHLO other.test')
+      expect(await next.command('MAIL FROM:<a@sender.test>')).toMatch(/^250 /)
+      expect(await next.command('RCPT TO:<someone@local.test>')).toMatch(/^250 /)
+      await next.command('QUIT').catch(() => undefined)
+      next.close()
+    }
+    const proxied = (await connectRaw(relay.port)).client
+    const reply = await proxied.command('PROXY TCP4 192.0.2.7 127.0.0.1 40000 25').catch((e: Error) => e.message)
+    expect(reply).not.toMatch(/^2/)
+    proxied.close()
   })
 
   it("the operator API (ctx.relay) is one frozen object: a plugin cannot replace a queue verb under the others", () => {
