@@ -6,6 +6,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { cosmiconfig, getDefaultSearchPlaces, type Loader } from 'cosmiconfig'
 import { asError } from '../error-text.js'
+import { within } from '../within.js'
 import { configExport } from './default-export.js'
 import { parseDuration } from './duration.js'
 import { importTypeScript } from './import-ts.js'
@@ -88,16 +89,10 @@ const guarded =
   (load: Loader): Loader =>
   async (filepath, content) => {
     const ms = loadTimeout()
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the file did not finish loading within ${ms} ms: a top-level await that never settles? (RELAY_CONFIG_LOAD_TIMEOUT sets the limit)`)), ms)
-    })
     try {
-      return await Promise.race([load(filepath, content), timeout])
+      return await within(load(filepath, content), ms, () => new Error(`the file did not finish loading within ${ms} ms: a top-level await that never settles? (RELAY_CONFIG_LOAD_TIMEOUT sets the limit)`))
     } catch (err) {
       throw asError(err)
-    } finally {
-      clearTimeout(timer)
     }
   }
 

@@ -17,6 +17,7 @@ import { pluginShapeProblems } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 import { errorText } from '../error-text.js'
+import { within } from '../within.js'
 import { pluginResolver } from '../dns/resolver.js'
 import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-options.js'
 
@@ -75,7 +76,7 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
   // At least a second: a module takes some milliseconds to load even when nothing is wrong.
   const limit = Math.max(timeoutMs, 1000)
   const importFile = (target: string, own?: boolean) =>
-    withSetupTimeout(importModule(target, own), limit, () =>
+    within(importModule(target, own), limit, () =>
       new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': its module did not finish loading within ${limit} ms (config setupTimeout): a top-level await that never settles?`),
     )
   try {
@@ -317,7 +318,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   const closeFiles = () => files.forEach((f) => f.close())
   let result: unknown
   try {
-    result = await withSetupTimeout(Promise.resolve().then(() => plugin.setup?.(setupCtx)), config.setupTimeout, () =>
+    result = await within(Promise.resolve().then(() => plugin.setup?.(setupCtx)), config.setupTimeout, () =>
       new PluginError(CODES.setupTimeout, config.configFile, named, `setup did not finish within ${config.setupTimeout} ms (config setupTimeout)`),
     )
   } catch (err) {
@@ -332,20 +333,12 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
   const teardown = async () => {
     closeFiles()
-    await withSetupTimeout(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), config.setupTimeout, () =>
+    await within(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), config.setupTimeout, () =>
       new Error(`teardown did not finish within ${config.setupTimeout} ms (config setupTimeout); going on without it`),
     )
   }
   self = { plugin, ctx, teardown, at, optionsKey, handlers }
   return self
-}
-
-function withSetupTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(error()), ms)
-  })
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** The options as a string, keys sorted: the same options written in another order are the same. */
