@@ -108,7 +108,8 @@ describe('webhook entries', () => {
     await eventually(() => ep.got.length > 0, 10_000, 'the event that waited for the old url')
     expect(ep.got).toEqual(['accepted bob@local.test'])
     await eventually(() => outboxes(relay).length === 1, 5000, 'the old outbox removed')
-    expect(relay.logs.find((l) => l.msg?.startsWith?.('webhook: took over the outbox'))).toMatchObject({ events: 1, adopted: 1 })
+    // The relay's log lines come in batches: wait for the line rather than read the ones arrived so far.
+    expect(await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('webhook: took over the outbox'), 5000)).toMatchObject({ events: 1, adopted: 1 })
   }, 40_000)
 
   it('url changed while the relay was stopped: the next start sends what waited for the old url', async () => {
