@@ -1,19 +1,12 @@
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { toMaillogLine } from './log-line.js'
+import { CENSOR, REDACT_PATHS, redactLogCall, redactSecrets } from './log-redact.js'
 
 /** Config `log`: the level, and 'json' (pino JSON lines, the default) or 'line' (Postfix-like maillog lines). */
 export interface LogOptions {
   level: string
   format?: 'json' | 'line'
 }
-
-/** Paths that may carry secrets: never written, whatever the level. */
-export const REDACT = [
-  'password', 'pass', 'secret', 'token',
-  '*.password', '*.pass', '*.secret', '*.token',
-  '*.*.password', '*.*.pass', '*.*.token',
-  'auth.credentials', 'options.auth',
-]
 
 /**
  * JSON lines on stdout (or, with format 'line', each line rewritten as a maillog line: core/log-line.ts).
@@ -29,11 +22,19 @@ export function createLogger(options: string | LogOptions): Logger {
     {
       level,
       base: { pid: process.pid },
-      redact: { paths: REDACT, censor: '[redacted]' },
+      // Secret-named keys at any of the first three levels (core/log-redact.ts), and fixed paths.
+      hooks: { logMethod: redactLogCall },
+      redact: { paths: REDACT_PATHS, censor: CENSOR },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     stream,
   )
+  // pino gives a child's bindings to no hook: every logger made from this one makes its children here.
+  // (Children inherit from their parent, so this one wrapper serves every generation.)
+  const child = logger.child
+  logger.child = function (this: Logger, bindings, options) {
+    return child.call(this, redactSecrets(bindings) as typeof bindings, options)
+  } as Logger['child']
   destinations.add(destination)
   // stdout gone (a closed pipe): logging stops, the relay goes on and still stops cleanly.
   destination.on('error', () => {
