@@ -18,7 +18,7 @@ import type { PolicyStages } from './policy-stages.js'
 
 /** What injection uses of the relay: acceptance's, and the per-recipient core checks (suppression). */
 export interface InjectEnv extends AcceptEnv {
-  policies: Pick<PolicyStages, 'run' | 'recipientPassed'>
+  policies: Pick<PolicyStages, 'run' | 'has' | 'recipientPassed'>
 }
 
 /** Where an injected message comes from: a local user (the maildrop file's owner) or the admin API. */

@@ -34,6 +34,11 @@ export class PolicyStages {
     return this.hooks.run(hook, data)
   }
 
+  /** Does any plugin take part in `hook`? (A stage nobody hooks costs nothing: its data is not built.) */
+  has(hook: HookName): boolean {
+    return this.hooks.has(hook)
+  }
+
   /** Checks on a recipient that passed the rcpt stage (accepted by a plugin or not): suppression. */
   recipientPassed(data: HookContexts['rcpt']): Promise<Decision<'rcpt'> | undefined> {
     return this.accepted.run('rcpt', data)
