@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { EventContexts, EventName, HookContexts, HookName, RouteDecision, Verdict } from './types.js'
 import { teardownAll, type LoadedPlugin } from './load-plugins.js'
 import { asVerdict, pluginFailure } from './verdict.js'
+import { withOwnCopies } from './own-copy.js'
 
 export type { LoadedPlugin } from './load-plugins.js'
 
@@ -71,7 +72,8 @@ export class HookBus {
       try {
         // Object.assign, not an object spread: on Node 20 spreading these two objects costs ~27 µs a
         // call (bench/RESULTS.md), on Node 24 ~2 µs; assign costs ~1–2 µs on both.
-        result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty(Object.assign({}, p.ctx, data), 'signal', { get: signal, enumerable: true })))
+        // Each plugin its own copies of the stage's objects (own-copy.ts).
+        result = await this.withTimeout(p, hook, (signal) => fn(Object.defineProperty(withOwnCopies(Object.assign({}, p.ctx, data)), 'signal', { get: signal, enumerable: true })))
       } catch (err) {
         p.ctx.log.error({ err, hook }, `plugin ${p.plugin.name} failed in hook ${hook}`)
         return { plugin: p.plugin.name, verdict: pluginFailure(hook) } as Decision<K>

@@ -292,6 +292,34 @@ describe('state, watched files and commands', () => {
     proxied.close()
   })
 
+  it("a plugin that rewrites the recipient, sender or session it was shown changes neither what the next plugin sees nor the core's checks (a suppressed address stays refused)", async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'canon.mjs'), `export default { name: 'canon', hooks: {
+      mail: ({ sender, session }) => { sender.address = 'forged@local.test'; sender.args.SIZE = '1'; session.trusted = true },
+      rcpt: ({ recipient, envelope, session }) => { recipient.address = recipient.address.replace(/[+][^@]*/, ''); envelope.recipients.length = 0; session.listener.role = 'submission' },
+    } }\n`)
+    fs.writeFileSync(path.join(dir, 'spy.mjs'), `export default { name: 'spy', hooks: {
+      mail: ({ sender, session, log }) => { log.info({ saw: sender.address, size: sender.args.SIZE ?? null, trusted: session.trusted }, 'spy: mail') },
+      rcpt: ({ recipient, session, log }) => { log.info({ saw: recipient.address, role: session.listener.role }, 'spy: rcpt') },
+    } }\n`)
+    const relay = await startRelay({ dir, config: { localDomains: ['local.test'], plugins: [path.join(dir, 'canon.mjs'), path.join(dir, 'spy.mjs')] } })
+    relays.push(relay)
+    const added = runCli(['suppression', 'add', 'bob+news@local.test', '--config', relay.configFile])
+    expect(added.code, added.stderr).toBe(0)
+    const { client } = await connectRaw(relay.port)
+    await client.command('EHLO client.test')
+    expect(await client.command('MAIL FROM:<a@sender.test> SIZE=100')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<bob+news@local.test>')).toMatch(/^550 5\.1\.1 <bob\+news@local\.test>: recipient suppressed/)
+    expect(await client.command('RCPT TO:<carol+x@local.test>')).toMatch(/^250 /)
+    await client.command('QUIT').catch(() => undefined)
+    client.close()
+    const mail = await relay.waitForLog((l) => l.msg === 'spy: mail')
+    expect(mail).toMatchObject({ saw: 'a@sender.test', size: '100', trusted: false })
+    await relay.waitForLog((l) => l.msg === 'spy: rcpt' && l.saw === 'carol+x@local.test')
+    const rcpts = relay.logs.filter((l) => l.msg === 'spy: rcpt')
+    expect(rcpts.map((l) => [l.saw, l.role])).toEqual([['bob+news@local.test', 'mx'], ['carol+x@local.test', 'mx']])
+  })
+
   it("the operator API (ctx.relay) is one frozen object: a plugin cannot replace a queue verb under the others", () => {
     const dir = tempDir()
     fs.writeFileSync(path.join(dir, 'swapper.mjs'), "export default { name: 'swapper', setup: ({ relay }) => { relay.queue.list = async () => []; return {} }, hooks: {} }\n")
