@@ -7,6 +7,9 @@ import { errorText } from '../error-text.js'
 // sendmail(1)'s options (-t -i -oi -f ...) are not commander's: `relay sendmail` gets its arguments as given.
 if (process.argv[2] === 'sendmail') process.exit(await (await import('./sendmail.js')).sendmail(process.argv.slice(3)))
 
+// An error's text may quote a stranger's (a remote reply, a file's line): no ESC sequence reaches the terminal.
+const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
+
 const program = new Command('relay')
   .description('Relay: a plugin-driven mail transfer agent')
   .version(packageVersion(), '-V, --version', 'print the version of Relay')
@@ -67,7 +70,10 @@ const versionOnly = verb === '--version' || verb === '-V'
 // `relay start --help` and `relay help start` need no plugin.
 if (!versionOnly && !isCoreVerb(verb === 'help' ? process.argv[3] : verb)) {
   const { registerPluginCommands } = await import('./plugin-commands.js')
-  await registerPluginCommands(program, process.argv.slice(2))
+  const problems = await registerPluginCommands(program, process.argv.slice(2))
+  // A verb still unknown may be one of a plugin that could not be loaded: say why, not only 'unknown command'.
+  const asked = verb === 'help' ? process.argv[3] : verb
+  if (asked !== undefined && !asked.startsWith('-') && !isCoreVerb(asked)) for (const p of problems) say(p)
 }
 
 // Usage errors (unknown verb or option, a missing or extra argument, a group without its verb) exit
@@ -77,8 +83,6 @@ const usageExit = (err: CommanderError) => process.exit(err.exitCode === 0 ? 0 :
 const everyCommand = (c: Command): Command[] => [c, ...c.commands.flatMap(everyCommand)]
 for (const c of everyCommand(program)) c.exitOverride(usageExit)
 
-// An error's text may quote a stranger's (a remote reply, a file's line): no ESC sequence reaches the terminal.
-const say = (text: string) => process.stderr.write(`relay: ${text}\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
 // A verb still waiting when nothing is left that could end the wait (a promise that never settles,
 // in a config or plugin module or a plugin's verb) would otherwise end with exit 0 and no word.
 let settled = false

@@ -13,6 +13,10 @@ import { resolvePlugin } from '../hooks/load-plugins.js'
 import { livePid } from '../pid-file.js'
 import type { Plugin } from '../hooks/types.js'
 import { errorText } from '../error-text.js'
+import { within } from '../within.js'
+
+/** How long a plugin's `commands` may take to declare its verbs (it may be async). */
+const DECLARE_TIMEOUT_MS = 10_000
 
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
 // tsc does not copy the manifests to dist/plugins/: from dist/core/cli/ they are read in the source
@@ -101,14 +105,18 @@ async function bundledPlugins(names: string[]): Promise<Plugin[]> {
 
 /**
  * The config's plugins (those not given inline as objects are imported, not set up), except the
- * bundled ones named in it: bundledFor() decides which of those a verb needs.
+ * bundled ones named in it: bundledFor() decides which of those a verb needs. `problems` says why a
+ * plugin's verbs are missing (said only when the verb asked for is then unknown).
  */
-async function configuredPlugins(argv: string[], bundled: Set<string>): Promise<Plugin[]> {
+async function configuredPlugins(argv: string[], bundled: Set<string>, problems: string[]): Promise<Plugin[]> {
   let config
   try {
     config = await loadConfig(configArg(argv))
-  } catch {
-    return [] // no usable config: the core's verbs still work, and they report the config error
+  } catch (err) {
+    // No usable config: the core's verbs still work, and they report the config error.
+    const issues = (err as { issues?: { path: string; message: string }[] }).issues
+    problems.push(`the config cannot be loaded, so its plugins' verbs are unavailable: ${issues?.length ? issues.map((x) => `${x.path || '(top level)'}: ${x.message}`).join('; ') : errorText(err)}`)
+    return []
   }
   const out: Plugin[] = []
   for (const [i, entry] of config.plugins.entries()) {
@@ -116,8 +124,10 @@ async function configuredPlugins(argv: string[], bundled: Set<string>): Promise<
     if (typeof ref === 'string' && bundled.has(ref)) continue
     try {
       out.push(typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile, config.setupTimeout) : (ref as Plugin))
-    } catch {
-      // `relay check-config` / `relay start` name what is wrong with it
+    } catch (err) {
+      // `relay check-config` / `relay start` name what is wrong with it too.
+      const issues = (err as { issues?: { path: string; message: string }[] }).issues
+      problems.push(`plugins[${i}] cannot be loaded, so its verbs are unavailable: ${issues?.length ? issues.map((x) => `${x.path}: ${x.message}`).join('; ') : errorText(err)}`)
     }
   }
   return out
@@ -147,20 +157,30 @@ function listBundledVerbs(program: Command, manifests: Map<string, VerbHelp[]>):
   program.configureHelp({ subcommandTerm: (c) => terms.get(c) ?? help.subcommandTerm(c) })
 }
 
-/** Adds every plugin's verbs to `program`; one plugin's broken verbs never take the CLI down. */
-export async function registerPluginCommands(program: Command, argv: string[]): Promise<void> {
-  const seen = new Set<string>()
+/**
+ * Adds every plugin's verbs to `program`; one plugin's broken verbs never take the CLI down.
+ * Resolves with why some plugins' verbs are missing (for an unknown verb to explain itself).
+ */
+export async function registerPluginCommands(program: Command, argv: string[]): Promise<string[]> {
+  // By the plugin object, not its name: two plugins of one name both keep their verbs (a clash
+  // between their verbs is said below).
+  const seen = new Set<Plugin>()
+  const problems: string[] = []
   const manifests = isTopLevelHelp(argv) ? bundledVerbManifests() : undefined
   if (manifests) listBundledVerbs(program, manifests)
   const bundled = manifests ? [] : await bundledPlugins(bundledFor(argv))
-  const plugins = [...bundled, ...(await configuredPlugins(argv, new Set(bundledNames())))]
+  const plugins = [...bundled, ...(await configuredPlugins(argv, new Set(bundledNames()), problems))]
+  const api = { loadConfig: (file?: string, o?: { required?: boolean }) => (o?.required ? requireConfig(file) : loadConfig(file)), loadPlugins: async (file?: string) => (await import('./command-env.js')).pluginsForCommand(file), openQueue: async (file?: string, o?: Parameters<typeof import('./command-env.js')['queueForCommand']>[1]) => (await import('./command-env.js')).queueForCommand(file, o), runningRelay: livePid }
   for (const plugin of plugins) {
-    if (!plugin.commands || seen.has(plugin.name)) continue
-    seen.add(plugin.name)
+    if (typeof plugin.commands !== 'function' || seen.has(plugin)) continue
+    seen.add(plugin)
     try {
-      plugin.commands(program, { loadConfig: (file, o) => (o?.required ? requireConfig(file) : loadConfig(file)), loadPlugins: async (file) => (await import('./command-env.js')).pluginsForCommand(file), openQueue: async (file, o) => (await import('./command-env.js')).queueForCommand(file, o), runningRelay: livePid })
+      // `commands` may be async (it awaits an import): its verbs count once it settles, and its
+      // rejection is this plugin's alone, not an unhandled one that ends every verb of the CLI.
+      await within(Promise.resolve().then(() => plugin.commands!(program, api as Parameters<NonNullable<Plugin['commands']>>[1])), DECLARE_TIMEOUT_MS, () => new Error(`commands(program) did not finish within ${DECLARE_TIMEOUT_MS} ms`))
     } catch (err) {
       process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${errorText(err)}\n`)
     }
   }
+  return problems
 }

@@ -366,4 +366,35 @@ describe('state, watched files and commands', () => {
     // Without it in the config, the verb is unknown.
     expect(runCli(['stateful-hello', 'world']).code).not.toBe(0)
   })
+
+  it("plugin verbs: an async commands() counts once it settles, its rejection costs that plugin's verbs only, two plugins of one name keep theirs, and an unknown verb says which plugin could not be loaded", () => {
+    const dir = tempDir()
+    const write = (name: string, text: string) => fs.writeFileSync(path.join(dir, name), text)
+    write('late.mjs', "export default { name: 'late', hooks: {}, async commands(program) { await new Promise((r) => setTimeout(r, 20)); program.command('late-hello').option('-c, --config <file>').action(() => console.log('late ok')) } }\n")
+    write('rejects.mjs', "export default { name: 'rejects', hooks: {}, async commands(program) { throw new Error('no licence for the verbs') } }\n")
+    write('twin1.mjs', "export default { name: 'twin', hooks: {}, commands(program) { program.command('twin-one').option('-c, --config <file>').action(() => console.log('one ok')) } }\n")
+    write('twin2.mjs', "export default { name: 'twin', hooks: {}, commands(program) { program.command('twin-two').option('-c, --config <file>').action(() => console.log('two ok')) } }\n")
+    write('broken.mjs', "JSON.parse('')\nexport default { name: 'broken', hooks: {}, commands(program) { program.command('broken-hello') } }\n")
+    const { file } = writeConfig(['late.mjs', 'rejects.mjs', 'twin1.mjs', 'twin2.mjs', 'broken.mjs'].map((f) => path.join(dir, f)))
+    for (const [verb, out] of [['late-hello', 'late ok'], ['twin-one', 'one ok'], ['twin-two', 'two ok']]) {
+      const r = runCli([verb!, '--config', file])
+      expect(r.stdout, r.stderr).toBe(`${out}\n`)
+      expect(r.code).toBe(0)
+      expect(r.stderr).toContain('relay: the commands of plugin rejects are unavailable: no licence for the verbs')
+      expect(r.stderr).not.toMatch(/\n\s+at |Node\.js v/)
+    }
+    // The core's and the bundled plugins' verbs are not taken down by one plugin's rejection.
+    const list = runCli(['queue', 'list', '--config', file])
+    expect(list.code, list.stderr).toBe(0)
+    const unknown = runCli(['broken-hello', '--config', file])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toContain("relay: plugins[4] cannot be loaded, so its verbs are unavailable: plugins[4]: cannot load plugin")
+    expect(unknown.stderr).toContain('Unexpected end of JSON input [RELAY_ERR_PLUGIN_LOAD]')
+    expect(unknown.stderr).toContain("unknown command 'broken-hello'")
+    // A config that does not load says so too, for a verb that is then unknown.
+    fs.writeFileSync(file, JSON.stringify({ hostnme: 'x', plugins: [path.join(dir, 'late.mjs')] }))
+    const bad = runCli(['late-hello', '--config', file])
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain("relay: the config cannot be loaded, so its plugins' verbs are unavailable: hostnme: unknown key")
+  })
 })
