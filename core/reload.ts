@@ -9,7 +9,7 @@ import type { RelayConfig } from './config/schema.js'
 import { planReload } from './config/reload-plan.js'
 import type { HookBus, LoadedPlugin } from './hooks/bus.js'
 import type { ReloadResult } from './hooks/operator.js'
-import { readTlsFiles } from './smtp/tls.js'
+import { checkConfigPaths } from './config/check-paths.js'
 import type { SmtpListeners } from './smtp/listeners.js'
 import type { DeliveryScheduler } from './delivery/scheduler.js'
 import { errorText } from './error-text.js'
@@ -44,14 +44,12 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
   }
   const { effective, changed, restartNeeded } = planReload(running, next)
 
-  // Everything that can fail happens before anything is swapped: certificates, then plugins.
-  if (effective.tls) {
-    try {
-      readTlsFiles(effective.tls)
-    } catch (err) {
-      return refuse(log, new ConfigError(running.configFile, [{ path: 'tls', message: (err as Error).message }]))
-    }
-  }
+  // Everything that can fail happens before anything is swapped: the files and listeners the new
+  // config names, as check-config and start check them (certificates that make a pair, a writable
+  // data directory, no listener twice), then the plugins. Restart-only settings are checked too: a
+  // config the next start would refuse is refused now, not after a reboot.
+  const issues = checkConfigPaths(next)
+  if (issues.length) return refuse(log, new ConfigError(running.configFile, issues))
   const { hooks } = parts
   let plugins: LoadedPlugin[]
   try {

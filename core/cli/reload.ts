@@ -37,7 +37,8 @@ export async function reload(opts: { config?: string }): Promise<void> {
   const pid = livePid(config.dataDir)
   if (!pid) {
     if (invalid) throw invalid
-    process.stderr.write(`relay: no running relay found for ${config.dataDir} (no live pid in relay.pid)\n`)
+    // The relay is found by the data directory it started with: a config that moved it finds none.
+    process.stderr.write(`relay: no running relay found for ${config.dataDir} (no live pid in relay.pid; if the config's dataDir was changed, the running relay still uses the old one: a new dataDir takes a restart)\n`)
     process.exitCode = 1
     return
   }

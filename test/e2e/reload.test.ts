@@ -261,8 +261,45 @@ describe('relay reload (admin API)', () => {
     writeConfig({ ...readConfig(), tls: { cert: path.join(tempDir(), 'missing.crt'), key: certB.key } })
     const bad = reload()
     expect(bad.code).toBe(1)
-    expect(bad.stderr).toMatch(/tls: cannot read tls\.cert .*missing\.crt: ENOENT/)
+    expect(bad.stderr).toMatch(/tls\.cert: cannot read .*missing\.crt: no such file/)
     expect(await peerSerial(port)).toBe(serialOf(certB.cert))
+
+    // What start and check-config refuse, a reload refuses, restart-only settings included, and
+    // nothing of that config is applied (the recipient limit below stays as it was): a key that is
+    // not the certificate's, two listeners on one address, a data directory that cannot be used.
+    const good = readConfig()
+    const limit = async () => {
+      const c = (await connectRaw(relay.port)).client
+      await c.command('EHLO client.test')
+      await c.command('MAIL FROM:<alice@sender.test>')
+      const replies = [await c.command('RCPT TO:<l1@dest.test>'), await c.command('RCPT TO:<l2@dest.test>')]
+      c.close()
+      return replies.map((r) => r.slice(0, 3))
+    }
+    expect(await limit()).toEqual(['250', '250'])
+    const file = path.join(tempDir(), 'file')
+    fs.writeFileSync(file, '')
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ tls: { cert: certB.cert, key: certA.key } }, /tls: the key .* does not belong to the certificate/],
+      [{ listen: [...good.listen, { host: '127.0.0.1', port: 2, role: 'mx' }, { host: '127.0.0.1', port: 2, role: 'mx' }] }, /listen\[3\]: .*is already listen\[2\]/],
+      [{ dataDir: path.join(file, 'data') }, /dataDir: cannot create .*: .*file is not a directory/],
+    ]
+    const { url } = JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'admin.json'), 'utf8')) as { url: string }
+    for (const [change, reason] of cases) {
+      writeConfig({ ...good, ...change, smtp: { ...good.smtp, maxRecipients: 1 } })
+      if (!('dataDir' in change)) {
+        const refused = reload()
+        expect(refused.code, refused.stdout).toBe(1)
+        expect(refused.stderr).toMatch(reason)
+      }
+      // (The CLI finds the relay by the data directory the config names: through the admin API here.)
+      const res = await fetch(`${url}/api/reload`, { method: 'POST' })
+      expect(res.status).toBe(422)
+      expect(((await res.json()) as { error: string }).error).toMatch(reason)
+      expect(await limit()).toEqual(['250', '250'])
+      expect(await peerSerial(port)).toBe(serialOf(certB.cert))
+    }
+    writeConfig(good)
   })
 })
 
