@@ -47,9 +47,16 @@ function queueFileExists(dataDir: string): boolean {
  */
 export async function queueForCommand(configFile?: string, opts: { create?: boolean } = {}) {
   const config = await requireConfig(configFile)
-  if (config.queue.driver === 'sqlite' && !queueFileExists(config.dataDir) && opts.create === false) {
-    // A data directory no relay has used yet: nothing in it, and looking creates nothing.
-    throw Object.assign(new Error(`no queue in ${config.dataDir}`), { kind: 'not-found' as const })
+  if (config.queue.driver === 'sqlite' && !queueFileExists(config.dataDir)) {
+    const stat = fs.statSync(config.dataDir, { throwIfNoEntry: false })
+    if (stat && !stat.isDirectory()) throw Object.assign(new Error(`${config.dataDir} (config dataDir) is not a directory`), { kind: 'no-access' as const })
+    // A data directory no relay has used yet: nothing in it, and looking creates nothing. Said on
+    // stderr all the same: a misspelt dataDir looks just like it, and its empty answer would be believed.
+    if (opts.create === false) {
+      process.stderr.write(`note: no queue in ${config.dataDir} (config dataDir): no relay has run with this data directory yet\n`)
+      throw Object.assign(new Error(`no queue in ${config.dataDir}`), { kind: 'not-found' as const })
+    }
+    process.stderr.write(`note: there was no queue in ${config.dataDir} (config dataDir): a new one is made there, which a relay started with this config will use\n`)
   }
   const log = pino({ level: 'silent' })
   const queue = await openQueue(config, { spool: new Spool(config.dataDir), log })

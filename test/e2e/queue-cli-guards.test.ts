@@ -4,6 +4,7 @@
 // verbs, not as "[object Object]".
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { runCliAsync, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
 import { adminQueue } from '../harness/admin-queue.js'
@@ -112,5 +113,38 @@ describe('a corrupt SQLite queue', () => {
       noStack(r.stderr)
     }
     expect(start.stderr + start.stdout).not.toContain('[object Object]')
+  })
+})
+
+describe('a config whose dataDir holds no queue', () => {
+  const configWith = (dataDir: string) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-no-queue-'))
+    const file = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: path.join(dir, dataDir) }))
+    return { dir, file }
+  }
+
+  it('a misspelt (missing) data directory: the verbs answer empty but say on stderr that no relay has run there, and a write says it made a new queue', async () => {
+    const { dir, file } = configWith('typo-data')
+    for (const verb of [['queue', 'list'], ['queue', 'summary'], ['stats']]) {
+      const r = await runCliAsync([...verb, '--config', file])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stderr).toContain(`note: no queue in ${path.join(dir, 'typo-data')} (config dataDir): no relay has run with this data directory yet`)
+    }
+    expect(fs.existsSync(path.join(dir, 'typo-data'))).toBe(false)
+    const added = await runCliAsync(['suppression', 'add', 'x@example.test', '--config', file])
+    expect(added.code, added.stderr).toBe(0)
+    expect(added.stderr).toContain(`note: there was no queue in ${path.join(dir, 'typo-data')} (config dataDir): a new one is made there`)
+  })
+
+  it('a data directory that is a file: exit 1 naming it, for reading and writing verbs alike', async () => {
+    const { dir, file } = configWith('data')
+    fs.writeFileSync(path.join(dir, 'data'), 'not a directory')
+    for (const verb of [['queue', 'list'], ['stats'], ['suppression', 'list'], ['suppression', 'add', 'x@example.test']]) {
+      const r = await runCliAsync([...verb, '--config', file])
+      expect(r.code, `${verb.join(' ')}: ${r.stdout}`).toBe(1)
+      expect(r.stderr).toContain(`relay: ${path.join(dir, 'data')} (config dataDir) is not a directory`)
+      noStack(r.stderr)
+    }
   })
 })
