@@ -31,6 +31,8 @@ const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
  * .ts file outside a "type": "module" package is compiled to CommonJS by tsx, whose
  * require('relay-mta') looks in the file's directory and finds nothing.
  */
+let ownLoads = 0
+
 async function importModule(file: string, own = false): Promise<unknown> {
   let url = pathToFileURL(file).href
   let content: string | undefined
@@ -40,10 +42,16 @@ async function importModule(file: string, own = false): Promise<unknown> {
     } catch {
       // not readable: the import below says why
     }
+    // Each load of an operator's own plugin is a fresh module, as each load of the config is
+    // (config/find.ts): a reload runs the code now on disk. Node caches an ES module by its URL,
+    // so a .js/.mjs plugin fixed on disk went on running its old code after a reload that said
+    // "plugins loaded again" (tsx's tsImport loads .ts afresh anyway).
+    const load = ++ownLoads
     if (content !== undefined && importsRelayMta(content)) {
       resolveRelayMtaImports()
-      url += `?${CONFIG_MARK}=plugin`
-    }
+      // The mark carries over to the .ts files it imports (relay-mta-imports.ts): they load afresh too.
+      url += `?${CONFIG_MARK}=plugin-${load}`
+    } else url += `?relay-plugin-load=${load}`
   }
   try {
     if (/\.[mc]?tsx?$/.test(file)) {

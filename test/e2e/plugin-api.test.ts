@@ -217,6 +217,27 @@ describe('failures name the plugin and carry a code', () => {
     expect(String(again.msg)).toContain('its module did not finish loading within 1000 ms')
     expect(await rcptReplies(relay.port, ['someone@local.test'])).toEqual([expect.stringMatching(/^250 /)])
   })
+
+  it('a reload runs the plugin code now on disk, for .mjs, .js and .ts plugins alike (and a .ts one that imports relay-mta)', async () => {
+    const dir = tempDir()
+    const files = { 'v.mjs': '', 'v.js': '', 'v.ts': '', 'vm.ts': "import { reject } from 'relay-mta'\n" }
+    const write = (version: string) => {
+      for (const [name, head] of Object.entries(files)) {
+        const verdict = head ? `reject('5.7.1', '${name} ${version}')` : `({ action: 'reject', code: 550, message: '${name} ${version}' })`
+        fs.writeFileSync(path.join(dir, name), `${head}export default { name: '${name}', hooks: { rcpt: ({ recipient }) => recipient.address.startsWith('${name}@') ? ${verdict} : undefined } }\n`)
+      }
+    }
+    fs.writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n')
+    write('one')
+    const relay = await startRelay({ dir, config: { localDomains: ['local.test'], plugins: Object.keys(files).map((f) => path.join(dir, f)) } })
+    relays.push(relay)
+    const replies = () => rcptReplies(relay.port, Object.keys(files).map((f) => `${f}@local.test`))
+    expect(await replies()).toEqual(Object.keys(files).map((f) => expect.stringContaining(`${f} one`)))
+    write('two')
+    const r = runCli(['reload', '--config', relay.configFile])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await replies()).toEqual(Object.keys(files).map((f) => expect.stringContaining(`${f} two`)))
+  })
 })
 
 /** RCPT replies for `to` in one session (no DATA). */
