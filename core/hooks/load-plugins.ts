@@ -121,10 +121,9 @@ function checkShape(plugin: Plugin, named: string, at: string, file: string | un
   if (first) throw new PluginError(first.code, file, named, first.message)
 }
 
+/** An object with a name: what else is wrong with it (a `hook` for `hooks`) plugin-shape.ts names. */
 function isPlugin(v: unknown): v is Plugin {
-  if (typeof v !== 'object' || v === null || typeof (v as Plugin).name !== 'string') return false
-  const { hooks, commands } = v as Plugin
-  return (typeof hooks === 'object' && hooks !== null) || (hooks === undefined && (typeof commands === 'function' || typeof (v as Plugin).setup === 'function'))
+  return typeof v === 'object' && v !== null && typeof (v as Plugin).name === 'string'
 }
 
 /** A plugin of the running generation: its options, context (with its state) and what to undo. */
@@ -335,14 +334,17 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     // The cause stays: a system call that failed (a port in use) is no config problem (cli/start.ts).
     throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${errorText(err)}`), { cause: err })
   }
-  // The older form: setup returned its teardown.
-  const legacyTeardown = typeof result === 'function' ? (result as () => unknown) : undefined
+  // The older form: setup returned its teardown. Not for a plugin with a teardown of its own: its
+  // setup's function (a matcher, say) is its state.
+  const legacyTeardown = typeof result === 'function' && typeof plugin.teardown !== 'function' ? (result as () => unknown) : undefined
   ctx.state = legacyTeardown ? undefined : result
   // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
+  // A check (check-config, a CLI verb) waits for a teardown at most 5 s: nothing runs after it.
+  const teardownLimit = env.mode === 'check' ? Math.min(config.setupTimeout, 5000) : config.setupTimeout
   const teardown = async () => {
     closeFiles()
-    await within(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), config.setupTimeout, () =>
-      new Error(`teardown did not finish within ${config.setupTimeout} ms (config setupTimeout); going on without it`),
+    await within(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), teardownLimit, () =>
+      new Error(`teardown did not finish within ${teardownLimit} ms (config setupTimeout); going on without it`),
     )
   }
   self = { plugin, ctx, teardown, at, optionsKey, handlers }

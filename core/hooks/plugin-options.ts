@@ -23,7 +23,15 @@ export function pluginOptions(plugin: Plugin, raw: unknown, named: string, file?
   } catch (err) {
     throw new PluginError(CODES.options, file, named, `options: the plugin's schema threw: ${errorText(err)}`)
   }
-  if (!parsed.success) throw new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`, raw))
+  // A schema-like object that is no zod schema (its own safeParse): named, not a TypeError of the core.
+  if (typeof parsed !== 'object' || parsed === null || typeof parsed.success !== 'boolean') {
+    throw new PluginError(CODES.options, file, named, `options: the plugin's schema's safeParse returned ${parsed === null ? 'null' : typeof parsed}, not { success, data } (options must be a zod schema)`)
+  }
+  if (!parsed.success) {
+    const issues = (parsed.error as { issues?: unknown } | undefined)?.issues
+    if (!Array.isArray(issues)) throw new PluginError(CODES.options, file, named, `options: ${errorText(parsed.error)}`)
+    throw new PluginError(CODES.options, file, zodIssues(parsed.error, `${named} options`, raw))
+  }
   return parsed.data
 }
 

@@ -5,6 +5,7 @@
 import { EVENT_NAMES, HOOK_NAMES, isHookOrEventName } from './names.js'
 import { PLUGIN_ERROR_CODES as CODES, type PluginErrorCode } from './plugin-errors.js'
 import type { Plugin } from './types.js'
+import { errorText } from '../error-text.js'
 
 /** What a plugin object may hold (types.ts `Plugin`). */
 const PLUGIN_KEYS = ['name', 'options', 'setup', 'teardown', 'hooks', 'ports', 'keepOnReload', 'commands', 'doctor'] as const
@@ -19,7 +20,11 @@ export function pluginShapeProblems(plugin: Plugin): { code: PluginErrorCode; me
   for (const key of Object.keys(p)) {
     if (!(PLUGIN_KEYS as readonly string[]).includes(key)) out.push({ code: CODES.unknownKey, message: `unknown key '${key}' (a plugin has: ${PLUGIN_KEYS.join(', ')})` })
   }
-  if (typeof p.name !== 'string' || p.name === '') out.push({ code: CODES.shape, message: 'name must be a non-empty string' })
+  const nameProblem = namedBadly(p.name)
+  if (nameProblem) out.push({ code: CODES.shape, message: nameProblem })
+  if (p.hooks === undefined && p.setup === undefined && p.commands === undefined && p.doctor === undefined) {
+    out.push({ code: CODES.shape, message: 'has no hooks, setup, commands or doctor: it would do nothing' })
+  }
   const options = p.options as { safeParse?: unknown } | undefined
   if (options !== undefined && (typeof options !== 'object' || options === null || typeof options.safeParse !== 'function')) {
     out.push({ code: CODES.shape, message: `options is ${kindOf(options)}, not a zod schema (z.object({ ... }) with the z that relay-mta exports)` })
@@ -31,9 +36,35 @@ export function pluginShapeProblems(plugin: Plugin): { code: PluginErrorCode; me
     out.push({ code: CODES.shape, message: `hooks is ${kindOf(hooks)}, not an object of hook functions` })
     return out
   }
-  for (const [key, fn] of Object.entries((hooks ?? {}) as Record<string, unknown>)) {
+  // Only its own keys are read: a Map's entries, or the methods of a class instance (on its
+  // prototype), would never be called, and a typo among them never named.
+  const proto = hooks === undefined ? null : (Object.getPrototypeOf(hooks) as object | null)
+  if (proto !== null && proto !== Object.prototype) {
+    const kind = hooks instanceof Map ? 'a Map' : `an instance of ${(proto.constructor as { name?: string } | undefined)?.name || 'a class'}`
+    out.push({ code: CODES.shape, message: `hooks is ${kind}, not a plain object of hook functions ({ rcpt(ctx) { … } }: methods on a prototype are not seen)` })
+    return out
+  }
+  for (const key of Object.keys((hooks ?? {}) as object)) {
+    let fn: unknown
+    try {
+      fn = (hooks as Record<string, unknown>)[key]
+    } catch (err) {
+      out.push({ code: CODES.shape, message: `hooks.${key} cannot be read: ${errorText(err)}` })
+      continue
+    }
     if (!isHookOrEventName(key)) out.push({ code: CODES.unknownHook, message: `unknown hook '${key}' (hooks: ${HOOK_NAMES.join(', ')}; events: ${EVENT_NAMES.join(', ')})` })
     else if (fn !== undefined && typeof fn !== 'function') out.push({ code: CODES.shape, message: `hooks.${key} is ${kindOf(fn)}, not a function` })
   }
   return out
+}
+
+/** Longest plugin name: it is printed in every line about the plugin. */
+const MAX_NAME = 100
+
+/** What is wrong with a plugin's name (it goes into log lines, CLI output and error messages), if anything. */
+function namedBadly(name: unknown): string | undefined {
+  if (typeof name !== 'string' || name.trim() === '') return 'name must be a non-empty string'
+  if (/[\x00-\x1f\x7f-\x9f]/.test(name)) return 'name must not hold control characters (a newline or an ESC would forge lines in the output)'
+  if (name.length > MAX_NAME) return `name is ${name.length} characters long; at most ${MAX_NAME}`
+  return undefined
 }

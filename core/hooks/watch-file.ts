@@ -9,7 +9,7 @@ import { errorText } from '../error-text.js'
 const SETTLE_MS = 100
 
 export function watchFile<T>(file: string, parse: (text: string) => T, log: Logger, onChange?: (value: T) => void): WatchedFile<T> {
-  let current = parse(fs.readFileSync(file, 'utf8'))
+  let current = parsed(parse, fs.readFileSync(file, 'utf8'), file)
   let timer: NodeJS.Timeout | undefined
   let watcher: fs.FSWatcher | undefined
   let closed = false
@@ -29,7 +29,7 @@ export function watchFile<T>(file: string, parse: (text: string) => T, log: Logg
     // over the old one left the watch on a gone inode, and the fix would never be seen.
     rewatch()
     try {
-      current = parse(text)
+      current = parsed(parse, text, file)
     } catch (err) {
       log.error({ file, err: errorText(err) }, 'watched file does not parse; keeping the last good copy')
       return
@@ -75,4 +75,17 @@ export function watchFile<T>(file: string, parse: (text: string) => T, log: Logg
       watcher?.close()
     },
   }
+}
+
+/**
+ * What `parse` made of the text. It must answer at once: `current` is read by hooks synchronously,
+ * and a Promise there (an async parse) was a failure nobody awaited, an unhandled rejection.
+ */
+function parsed<T>(parse: (text: string) => T, text: string, file: string): T {
+  const value = parse(text)
+  if (typeof (value as { then?: unknown } | null)?.then === 'function') {
+    ;(value as unknown as PromiseLike<unknown>).then(undefined, () => undefined)
+    throw new Error(`watchFile(${JSON.stringify(file)}): parse returned a Promise; it must return the parsed value (parse synchronously)`)
+  }
+  return value
 }

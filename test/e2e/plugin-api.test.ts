@@ -52,6 +52,57 @@ describe('failures name the plugin and carry a code', () => {
     }
   })
 
+  it('hooks that would never be called (a Map, a class instance, a `hook` key), a schema that is not zod, an unreadable hook, a name that would forge output: exit 2 naming each, never a TypeError', () => {
+    const dir = tempDir()
+    const cases: [string, string, string][] = [
+      ["{ name: 'maphooks', hooks: new Map([['rcpt', () => ({ action: 'reject' })]]) }", "plugins[0] (maphooks): hooks is a Map, not a plain object of hook functions", 'RELAY_ERR_PLUGIN_SHAPE'],
+      ["{ name: 'classhooks', hooks: new (class H { rcpt() { return { action: 'reject' } } })() }", 'plugins[0] (classhooks): hooks is an instance of H, not a plain object of hook functions', 'RELAY_ERR_PLUGIN_SHAPE'],
+      ["{ name: 'hookkey', hook: { rcpt: () => ({ action: 'reject' }) } }", "plugins[0] (hookkey): unknown key 'hook'", 'RELAY_ERR_UNKNOWN_PLUGIN_KEY'],
+      ["{ name: 'fake', options: { safeParse: (v) => ({ success: false, error: new Error('ok must be set') }) }, hooks: {} }", 'plugins[0] (fake): options: ok must be set', 'RELAY_ERR_PLUGIN_OPTIONS'],
+      ["{ name: 'fake2', options: { safeParse: () => undefined }, hooks: {} }", "plugins[0] (fake2): options: the plugin's schema's safeParse returned undefined, not { success, data }", 'RELAY_ERR_PLUGIN_OPTIONS'],
+      ["{ name: 'getter', hooks: { get rcpt() { throw new Error('lazy hook failed') } } }", 'plugins[0] (getter): hooks.rcpt cannot be read: lazy hook failed', 'RELAY_ERR_PLUGIN_SHAPE'],
+      ["{ name: 'evil\\nplugins fake-ok', hooks: {} }", 'name must not hold control characters', 'RELAY_ERR_PLUGIN_SHAPE'],
+      [`{ name: '${'n'.repeat(150)}', hooks: {} }`, 'name is 150 characters long; at most 100', 'RELAY_ERR_PLUGIN_SHAPE'],
+    ]
+    for (const [i, [plugin, text, code]] of cases.entries()) {
+      const file = path.join(dir, `c${i}.mjs`)
+      fs.writeFileSync(file, `export default { hostname: 'relay.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: ${JSON.stringify(path.join(dir, 'data'))}, plugins: [${plugin}] }\n`)
+      for (const verb of ['check-config', 'start']) {
+        const r = runCli([verb, '--config', file])
+        expect(r.code, `${verb} ${plugin}: ${r.stderr}`).toBe(2)
+        expect(r.stderr).toContain(text)
+        expect(r.stderr).toContain(code)
+        expect(r.stderr).not.toMatch(/TypeError|\n\s+at /)
+      }
+    }
+  })
+
+  it("check-config: a plugin's teardown that throws is a warning after the verdict (exit 0); a setup's function is the state when the plugin has a teardown of its own; an async watchFile parse stops the start naming the plugin", () => {
+    const dir = tempDir()
+    const write = (name: string, text: string) => fs.writeFileSync(path.join(dir, name), text)
+    write('td.mjs', "export default { name: 'td', setup: () => ({}), teardown: () => { throw new TypeError('teardown oops') }, hooks: {} }\n")
+    write('fnstate.mjs', "export default { name: 'fnstate', setup: () => (a) => a === 'x', teardown: () => { console.error('TEARDOWN RAN') }, hooks: { rcpt: ({ state }) => { if (typeof state !== 'function') throw new Error('state is ' + typeof state) } } }\n")
+    write('list.json', '["a@b.test"')
+    write('asyncparse.mjs', "export default { name: 'asyncparse', setup: ({ watchFile }) => ({ list: watchFile('list.json', async (t) => JSON.parse(t)) }), hooks: {} }\n")
+    const td = runCli(['check-config', '--config', writeConfig([path.join(dir, 'td.mjs')]).file])
+    expect(td.code, td.stderr).toBe(0)
+    expect(td.stdout).toContain('config ok')
+    expect(td.stderr).toContain('relay: warning: plugins[0] (td) teardown failed: teardown oops')
+    expect(td.stderr).not.toMatch(/\n\s+at /)
+    const fn = runCli(['check-config', '--config', writeConfig([path.join(dir, 'fnstate.mjs')]).file])
+    expect(fn.code, fn.stderr).toBe(0)
+    expect(fn.stderr).toContain('TEARDOWN RAN')
+    const { file } = writeConfig([path.join(dir, 'asyncparse.mjs')])
+    fs.copyFileSync(path.join(dir, 'list.json'), path.join(path.dirname(file), 'list.json'))
+    for (const verb of ['check-config', 'start']) {
+      const r = runCli([verb, '--config', file])
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toContain('plugins[0] (asyncparse): setup: watchFile(')
+      expect(r.stderr).toContain('parse returned a Promise')
+      expect(r.stderr).toContain('RELAY_ERR_PLUGIN_SETUP')
+    }
+  })
+
   it('a plugin object of the wrong shape (options no schema, ports a list, teardown a number): check-config lists every problem, start stops at the first, both exit 2 without a stack trace', () => {
     const dir = tempDir()
     const file = path.join(dir, 'relay.config.mjs')

@@ -22,7 +22,11 @@ describe('pluginShapeProblems', () => {
       'RELAY_ERR_PLUGIN_SHAPE: hooks.rcpt is string, not a function',
     ])
     expect(problems({ name: '', hooks: {} })).toEqual(['RELAY_ERR_PLUGIN_SHAPE: name must be a non-empty string'])
-    expect(problems({ name: 'x', options: { port: 1 } })).toEqual([expect.stringMatching(/^RELAY_ERR_PLUGIN_SHAPE: options is object, not a zod schema/)])
+    expect(problems({ name: 'x', options: { port: 1 }, hooks: {} })).toEqual([expect.stringMatching(/^RELAY_ERR_PLUGIN_SHAPE: options is object, not a zod schema/)])
+    expect(problems({ name: 'x', options: { port: 1 } })).toContain('RELAY_ERR_PLUGIN_SHAPE: has no hooks, setup, commands or doctor: it would do nothing')
+    expect(problems({ name: 'x', hooks: new Map() })).toEqual([expect.stringMatching(/^RELAY_ERR_PLUGIN_SHAPE: hooks is a Map, not a plain object of hook functions/)])
+    expect(problems({ name: 'x', hooks: Object.create(null) })).toEqual([])
+    expect(problems({ name: ' ', hooks: {} })).toEqual(['RELAY_ERR_PLUGIN_SHAPE: name must be a non-empty string'])
     expect(problems({ name: 'x', setup: 'x', teardown: 5, ports: [25], commands: 'queue', doctor: null, keepOnReload: 'yes' })).toEqual([
       'RELAY_ERR_PLUGIN_SHAPE: setup is string, not a function',
       'RELAY_ERR_PLUGIN_SHAPE: teardown is number, not a function',
