@@ -41,6 +41,18 @@ describe('duration floors', () => {
       config: { plugins: [['rate-limit', { store: { redis: 'redis://127.0.0.1:6379', timeout: '40d' } }]] },
       lines: [/^ {2}plugins\[0\] \(rate-limit\) options\.store\.timeout: expected at most 24 days/m],
     },
+    // Past any use, or past what the number or a date can hold: 1e308 seconds was Infinity, shown as null.
+    {
+      what: 'durations past 100 years, sizes of 0 bytes or past 1 TB',
+      config: { delivery: { maxQueueLifetime: 1e308, suppression: { ttl: '300000000d' } }, queue: { driver: 'sqlite', retention: `${'9'.repeat(300)}d` }, smtp: { maxMessageSize: '0', maxHeaderSize: '999999999999999999999999GB' } },
+      lines: [
+        /^ {2}delivery\.maxQueueLifetime: expected a duration of at most 100 years, got 1e\+308$/m,
+        /^ {2}delivery\.suppression\.ttl: expected a duration of at most 100 years, got "300000000d"$/m,
+        /^ {2}queue\.retention: expected a duration of at most 100 years/m,
+        /^ {2}smtp\.maxMessageSize: expected a size from 1 byte to 1 TB, got "0"$/m,
+        /^ {2}smtp\.maxHeaderSize: expected a size from 1 byte to 1 TB/m,
+      ],
+    },
   ]
 
   for (const { what, config, lines } of bad) {
@@ -70,5 +82,20 @@ describe('duration floors', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain('config ok')
     fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
+
+describe('RELAY_CONFIG_LOAD_TIMEOUT', () => {
+  it('a value that is no duration, 0, or past what a timer can wait is refused naming it (was: the 30 s default without a word, or a timer firing at once)', () => {
+    const dir = tempDir('relay-load-timeout-')
+    const file = path.join(dir, 'relay.config.mjs')
+    fs.writeFileSync(file, `export default { hostname: 'config.test', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], dataDir: ${JSON.stringify(path.join(dir, 'data'))} }\n`)
+    for (const value of ['abc', '0', '25d']) {
+      const r = runCli(['check-config', '--config', file], { env: { RELAY_CONFIG_LOAD_TIMEOUT: value } })
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toContain(`RELAY_CONFIG_LOAD_TIMEOUT: expected a duration from 1ms to 24 days ('10s', '2m'), got ${JSON.stringify(value)}`)
+    }
+    const ok = runCli(['check-config', '--config', file], { env: { RELAY_CONFIG_LOAD_TIMEOUT: '20s' } })
+    expect(ok.code, ok.stderr).toBe(0)
   })
 })

@@ -7,15 +7,21 @@ import { parseDuration, parseSize } from './duration.js'
 const DURATION = "expected a duration like '90s', '5m', '4h', '5d' or a number of seconds"
 const SIZE = "expected a size like '25MB', '512KB' or a number of bytes"
 
-/** A duration ('250ms', '90s', '5m', '4h', '5d', or seconds as a number), parsed to milliseconds. */
-export const duration = z.union([z.string(), z.number()], { error: DURATION }).transform((value, ctx) => {
-  const ms = parseDuration(value)
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `${DURATION}, got ${JSON.stringify(value)}` })
-    return z.NEVER
-  }
-  return ms
-})
+/** A duration parsed to milliseconds; `tooLong` is said of one written right but over 100 years (or a timer's limit). */
+const durationSaying = (tooLong: string) =>
+  z.union([z.string(), z.number()], { error: DURATION }).transform((value, ctx) => {
+    const ms = parseDuration(value)
+    if (ms === undefined) {
+      // Written as a duration (the same with 1 in place of the number parses), but too long.
+      const long = typeof value === 'number' ? Number.isFinite(value) && value >= 0 : parseDuration(value.replace(/\d+(?:\.\d+)?/, '1')) !== undefined
+      ctx.addIssue({ code: 'custom', message: `${long ? tooLong : DURATION}, got ${JSON.stringify(value)}` })
+      return z.NEVER
+    }
+    return ms
+  })
+
+/** A duration ('250ms', '90s', '5m', '4h', '5d', or seconds as a number), parsed to milliseconds: at most 100 years. */
+export const duration = durationSaying('expected a duration of at most 100 years')
 
 /** A duration of at least `minMs` milliseconds. */
 export const durationAtLeast = (minMs: number, hint = `${minMs} ms`) =>
@@ -24,19 +30,21 @@ export const durationAtLeast = (minMs: number, hint = `${minMs} ms`) =>
 /** setTimeout's limit (2^31 - 1 ms, about 24.8 days): a longer timer fires at once (TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2_147_483_647
 const TOO_LONG = { message: 'expected at most 24 days: a timer cannot wait longer (Node would fire it at once)' }
+const timerDuration = durationSaying(TOO_LONG.message)
 
 /** A duration a timer waits (a timeout, a delay, an interval): at most 24 days. */
-export const timer = duration.refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
+export const timer = timerDuration.refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
 
 /** A timer's duration of at least `minMs` milliseconds (and at most 24 days). */
 export const timerAtLeast = (minMs: number, hint = `${minMs} ms`) =>
-  durationAtLeast(minMs, hint).refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
+  timerDuration.refine((ms) => ms >= minMs, { message: `expected a duration of at least ${hint}` }).refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
 
 /** A size ('25MB', '512KB', or bytes as a number), parsed to bytes. */
 export const size = z.union([z.string(), z.number()], { error: SIZE }).transform((value, ctx) => {
   const bytes = parseSize(value)
   if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `${SIZE}, got ${JSON.stringify(value)}` })
+    const outOfRange = typeof value === 'number' ? Number.isInteger(value) : parseSize(value.replace(/\d+(?:\.\d+)?/, '1')) !== undefined
+    ctx.addIssue({ code: 'custom', message: outOfRange ? `expected a size from 1 byte to 1 TB, got ${JSON.stringify(value)}` : `${SIZE}, got ${JSON.stringify(value)}` })
     return z.NEVER
   }
   return bytes

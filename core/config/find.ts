@@ -73,8 +73,11 @@ const nonEmpty =
 /** How long a config module may take to load (its top-level awaits): RELAY_CONFIG_LOAD_TIMEOUT ('10s', '500ms'), default 30 s. */
 function loadTimeout(): number {
   const set = process.env.RELAY_CONFIG_LOAD_TIMEOUT
-  const ms = set ? parseDuration(set) : undefined
-  return ms && ms > 0 ? ms : DEFAULT_LOAD_TIMEOUT
+  if (!set) return DEFAULT_LOAD_TIMEOUT
+  const ms = parseDuration(set)
+  // A bad value is said, not replaced by the default without a word; past 2^31 - 1 ms a timer fires at once.
+  if (ms === undefined || ms < 1 || ms > 2_147_483_647) throw new Error(`RELAY_CONFIG_LOAD_TIMEOUT: expected a duration from 1ms to 24 days ('10s', '2m'), got ${JSON.stringify(set)}`)
+  return ms
 }
 const DEFAULT_LOAD_TIMEOUT = 30_000
 

@@ -70,6 +70,10 @@ const views = new WeakMap<Resolver, Resolver>()
  * `setLocalAddress` or `cancel`, which would reroute or cancel the lookups of the core (MX, SPF)
  * and of every other plugin. A plugin that wants other servers makes a Resolver of its own.
  */
+function refuseWrite(prop: string | symbol): never {
+  throw new TypeError(`ctx.resolver.${String(prop)} cannot be changed: the relay's resolver is shared by the core and every plugin; make a Resolver of your own (node:dns/promises)`)
+}
+
 export function pluginResolver(resolver: Resolver): Resolver {
   let view = views.get(resolver)
   if (!view) {
@@ -83,7 +87,11 @@ export function pluginResolver(resolver: Resolver): Resolver {
         const value: unknown = Reflect.get(target, prop, target)
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       },
-      set: () => false,
+      // Nothing of it can be replaced or added to: a plugin's resolveMx would be the core's too.
+      set: (_, prop) => refuseWrite(prop),
+      defineProperty: (_, prop) => refuseWrite(prop),
+      deleteProperty: (_, prop) => refuseWrite(prop),
+      setPrototypeOf: () => refuseWrite('prototype'),
     })
     views.set(resolver, view)
   }

@@ -92,6 +92,9 @@ describe('bad option values and missing targets of the queue verbs', () => {
     ['cat with both halves excluded', ['queue', 'cat', 'ABC', '--header-only', '--body-only'], /exclude each other/],
     ['suppression add of no address', ['suppression', 'add', 'not-an-address'], /not an email address/],
     ['suppression add --ttl', ['suppression', 'add', 'a@example.com', '--ttl', 'forever'], /--ttl: expected a duration/],
+    // Past what a date holds: the entry was written, then every `suppression list` crashed on it.
+    ['suppression add --ttl of 300,000,000 days', ['suppression', 'add', 'a@example.com', '--ttl', '300000000d'], /--ttl: expected a duration/],
+    ['delete --older-than of 1e400 seconds', ['queue', 'delete', '--older-than', `1${'0'.repeat(400)}`], /--older-than: expected a duration/],
   ])('%s: exit 2', async (_, args, said) => {
     const r = await runCliAsync([...args, '--config', config])
     expect(r.stderr).toMatch(said)

@@ -418,6 +418,14 @@ describe('state, watched files and commands', () => {
       const r = runCli(['check-config', '--config', file])
       expect(r.stderr).toContain("plugins[0] (repoints): setup: ctx.resolver.setServers: the relay's resolver is shared (config dns.servers)")
       expect(r.code).toBe(2)
+      // Nor can a method be replaced under the core, by assignment or by defineProperty.
+      for (const [name, how] of [['assigns', "resolver.resolveMx = async () => []"], ['defines', "Object.defineProperty(resolver, 'resolveMx', { value: async () => [] })"], ['deletes', 'delete resolver.resolveMx']]) {
+        fs.writeFileSync(path.join(dir, `${name}.mjs`), `export default { name: '${name}', setup: ({ resolver }) => { ${how}; return {} }, hooks: {} }\n`)
+        fs.writeFileSync(file, JSON.stringify({ ...base, plugins: [path.join(dir, `${name}.mjs`)] }))
+        const w = runCli(['check-config', '--config', file])
+        expect(w.code, w.stderr).toBe(2)
+        expect(w.stderr).toContain(`plugins[0] (${name}): setup: ctx.resolver.resolveMx cannot be changed: the relay's resolver is shared`)
+      }
       const relay = await startRelay({ dir, config: { localDomains: ['local.test'], dns: base.dns, plugins: [path.join(dir, 'asks.mjs')] } })
       relays.push(relay)
       expect(await rcptReplies(relay.port, ['someone@local.test'])).toEqual([expect.stringMatching(/^550 .*txt v=ok/)])

@@ -5,7 +5,8 @@ import { addressKey, parseDuration, type CommandEnv, type QueueOperations, type 
 import { json, out, time as toSecond } from './output.js'
 
 // To the second, as the queue verbs print times (docs/config.md); no expiry: never.
-const time = (ms?: number) => (ms === undefined ? 'never' : toSecond(ms))
+// An expiry past what a date can hold (written before durations were capped at 100 years) is never.
+const time = (ms?: number) => (ms === undefined || Number.isNaN(new Date(ms).getTime()) ? 'never' : toSecond(ms))
 
 async function withSuppressions<T>(env: CommandEnv, configFile: string | undefined, fn: (s: QueueOperations['suppressions']) => Promise<T>): Promise<T> {
   const opened = await env.openQueue(configFile)
