@@ -12,15 +12,28 @@ export interface ListenIssue {
   message: string
 }
 
-/** The address as the kernel compares it: IPv6 in canonical form, names lowercased. */
-function canonical(host: string): string {
-  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase()
-  if (!net.isIPv6(bare)) return bare
+/**
+ * The addresses a host binds, as the kernel compares them: IPv6 in canonical form, an IPv4-mapped
+ * IPv6 address as its IPv4 one, `localhost` as both loopback addresses (Node looks it up, and may
+ * take either), other names lowercased.
+ */
+function canonical(host: string): string[] {
+  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase().replace(/\.$/, '')
+  if (bare === 'localhost') return ['127.0.0.1', '::1']
+  if (!net.isIPv6(bare)) return [bare]
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare)
+  if (mapped && net.isIPv4(mapped[1]!)) return [mapped[1]!]
   try {
-    return new URL(`http://[${bare}]/`).hostname.slice(1, -1)
+    return [new URL(`http://[${bare}]/`).hostname.slice(1, -1)]
   } catch {
-    return bare
+    return [bare]
   }
+}
+
+/** The first pair of addresses of two hosts that clash, if any. */
+function clashing(as: string[], bs: string[]): [string, string] | undefined {
+  for (const a of as) for (const b of bs) if (clash(a, b)) return [a, b]
+  return undefined
 }
 
 /** Whether two hosts on one port clash: the same address, or a wildcard that takes the other's. */
@@ -55,14 +68,17 @@ export function addressIssues(addresses: readonly BoundAddress[]): ListenIssue[]
     for (let j = 0; j < i; j++) {
       const earlier = addresses[j]!
       if (earlier.port !== l.port) continue
-      const [a, b] = [hosts[j]!, hosts[i]!]
-      if (!clash(a, b)) continue
+      const pair = clashing(hosts[j]!, hosts[i]!)
+      if (!pair) continue
+      const [a, b] = pair
       const mine = show(l.host, l.port) + (l.name ? ` (${l.name})` : '')
-      const wild = WILDCARD[a] ? earlier.host : l.host
-      issues.push({
-        path: l.key,
-        message: a === b ? `${mine} is already ${label(earlier)}` : `${mine} clashes with ${label(earlier)} (${show(earlier.host, earlier.port)}): ${wild} takes ${WILDCARD[canonical(wild)]} on port ${l.port}`,
-      })
+      const theirs = `${label(earlier)} (${show(earlier.host, earlier.port)})`
+      const wild = WILDCARD[a] ? earlier.host : WILDCARD[b] ? l.host : undefined
+      const message =
+        wild !== undefined ? `${mine} clashes with ${theirs}: ${wild} takes ${WILDCARD[canonical(wild)[0]!]} on port ${l.port}`
+        : hosts[j]!.join() === hosts[i]!.join() ? `${mine} is already ${label(earlier)}`
+        : `${mine} clashes with ${theirs}: both bind ${a} on port ${l.port}`
+      issues.push({ path: l.key, message })
       return
     }
   })

@@ -1,6 +1,6 @@
 // Options of the admin plugin and their defaults (see README.md).
 import net from 'node:net'
-import { size, timerAtLeast, z } from '../../core/index.js'
+import { hostPortString, size, timerAtLeast, z } from '../../core/index.js'
 
 const port = z.number().int().min(0).max(65535)
 
@@ -26,7 +26,8 @@ const metricsOptions = z
 
 export const optionsSchema = z
   .object({
-    host: z.string().default('127.0.0.1'),
+    /** An IP address or host name, without a port (that is `port`), as a listener's `host`. */
+    host: hostPortString({ port: 'none' }).transform((h) => h.replace(/^\[(.*)\]$/, '$1')).default('127.0.0.1'),
     port: port.default(8025),
     /** Sent as `Authorization: Bearer`; required unless `insecureNoToken` (loopback only). */
     token: z.string().min(16, { message: 'use a token of at least 16 characters' }).optional(),

@@ -160,6 +160,29 @@ describe('listen addresses that clash', () => {
     expect(await listening(37525)).toBe(false)
   })
 
+  it("'localhost' and an IPv4-mapped address are the loopback addresses they stand for: a clash with 127.0.0.1 is named, for listeners and plugin ports alike", () => {
+    const cases: [unknown[], unknown[], string][] = [
+      [[{ host: '127.0.0.1', port: 37528, role: 'mx' }, { host: 'localhost', port: 37528, role: 'mx' }], [], '  listen[1]: localhost:37528 clashes with listen[0] (127.0.0.1:37528): both bind 127.0.0.1 on port 37528\n'],
+      [[{ host: '127.0.0.1', port: 37529, role: 'mx' }, { host: '::ffff:127.0.0.1', port: 37529, role: 'mx' }], [], '  listen[1]: [::ffff:127.0.0.1]:37529 is already listen[0]\n'],
+      [[{ host: '127.0.0.1', port: 37530, role: 'mx' }], [['admin', { host: 'localhost', port: 37530, insecureNoToken: true }]], '  plugins[0].options.port: localhost:37530 (admin) clashes with listen[0] (127.0.0.1:37530): both bind 127.0.0.1 on port 37530\n'],
+    ]
+    for (const [listen, plugins, line] of cases) {
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'dup.example', listen, dataDir: './data', log: { level: 'silent' }, plugins }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stdout).toBe(2)
+      expect(r.stderr).toContain(line)
+    }
+  })
+
+  it("the admin plugin's host is an address or host name without a port: check-config names the option (exit 2), not a start that fails with exit 1 and restarts forever", () => {
+    for (const [host, said] of [['0.0.0.0:8025', 'without a port'], ['mail .example', 'contains a space'], ['999.1.1.1', 'not a valid IPv4 address']]) {
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'dup.example', listen: LISTEN, dataDir: './data', plugins: [['admin', { host, port: 0, token: 't'.repeat(24) }]] }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stdout).toBe(2)
+      expect(r.stderr).toMatch(new RegExp(`plugins\\[0\\] \\(admin\\) options\\.host: .*${said}`))
+    }
+  })
+
   it("a reload that would put a plugin's port on a listener's is refused, naming both keys", async () => {
     const relay = await startRelay({ config: { listen: [{ host: '127.0.0.1', port: 37526, role: 'mx' }], plugins: [admin(37527)] } })
     try {
