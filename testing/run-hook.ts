@@ -10,6 +10,7 @@ import { parseConfig } from '../core/config/load.js'
 import { createResolver } from '../core/dns/resolver.js'
 import { HookBus } from '../core/hooks/bus.js'
 import { loadPlugins } from '../core/hooks/load-plugins.js'
+import { EVENT_NAMES, HOOK_NAMES } from '../core/hooks/names.js'
 import type { EventContexts, EventName, HookContexts, HookName, Plugin, RelayOperations, RouteDecision, Verdict } from '../core/index.js'
 
 export interface PluginHarnessOptions {
@@ -54,6 +55,12 @@ function harnessLogger(): { logger: pino.Logger; logs: Record<string, unknown>[]
 
 /** Loads one plugin in-process for unit tests. */
 export async function pluginHarness(plugin: Plugin, opts: PluginHarnessOptions = {}): Promise<PluginHarness> {
+  // The module's namespace (`import * as p`) or a default export that is no plugin: said as such,
+  // not as the config's "plugins[0]: expected a plugin name, a path, or a plugin object".
+  if (typeof plugin !== 'object' || plugin === null || typeof (plugin as { name?: unknown }).name !== 'string') {
+    const hint = plugin && typeof plugin === 'object' && 'default' in plugin ? ' (a module namespace? pass its default export)' : ''
+    throw new TypeError(`pluginHarness: expected a plugin object with a name, got ${plugin === null ? 'null' : typeof plugin}${hint}`)
+  }
   const dir = process.cwd()
   const config = parseConfig(
     { hostname: 'relay.test', dataDir: path.join(os.tmpdir(), `relay-hook-${process.pid}`), ...opts.config, plugins: [[plugin, opts.options ?? {}]] },
@@ -63,10 +70,16 @@ export async function pluginHarness(plugin: Plugin, opts: PluginHarnessOptions =
   const plugins = await loadPlugins({ config, logger, resolver: createResolver(config), relay: opts.relay })
   const bus = new HookBus(plugins, config.hookTimeout, logger)
   return {
+    // A hook or event name that is none (a typo, another case, an event given to run) is refused:
+    // a test of it would otherwise pass on an undefined that nothing produced.
     async run(hook, ctx) {
+      if (!(HOOK_NAMES as readonly string[]).includes(hook)) throw new TypeError(`run: '${String(hook)}' is not a hook (hooks: ${HOOK_NAMES.join(', ')})${(EVENT_NAMES as readonly string[]).includes(hook) ? `; '${hook}' is an event: use emit` : ''}`)
       return (await bus.run(hook, ctx))?.verdict
     },
-    emit: (event, data) => bus.emit(event, data),
+    emit: async (event, data) => {
+      if (!(EVENT_NAMES as readonly string[]).includes(event)) throw new TypeError(`emit: '${String(event)}' is not an event (events: ${EVENT_NAMES.join(', ')})${(HOOK_NAMES as readonly string[]).includes(event) ? `; '${event}' is a hook: use run` : ''}`)
+      return bus.emit(event, data)
+    },
     get state() {
       return plugins[0]?.ctx.state
     },

@@ -180,4 +180,19 @@ describe('relay-mta/testing runHook', () => {
     expect(said.join('')).toMatch(/^\[relay-mta\/testing\] plugin broken failed in hook rcpt: Cannot read properties of undefined \(reading 'lookup'\)\n$/)
     expect(h!.logs.map((l) => l.msg)).toEqual(['checking', 'plugin broken failed in hook rcpt'])
   })
+
+  it('refuses what a test of nothing would pass on: an unknown hook or event name, an event given to run, a hook to emit, a module namespace for the plugin', async () => {
+    const p = definePlugin({ name: 'p', hooks: { rcpt: () => reject('5.7.1', 'no'), delivered: () => undefined } })
+    const h = await pluginHarness(p)
+    try {
+      await expect(h.run('rpct' as 'rcpt', rcpt('x@y.test'))).rejects.toThrow("run: 'rpct' is not a hook (hooks: connect, helo")
+      await expect(h.run('RCPT' as 'rcpt', rcpt('x@y.test'))).rejects.toThrow("run: 'RCPT' is not a hook")
+      await expect(h.run('delivered' as 'rcpt', rcpt('x@y.test'))).rejects.toThrow("'delivered' is an event: use emit")
+      await expect(h.emit('deliverd' as 'delivered', {} as never)).rejects.toThrow("emit: 'deliverd' is not an event")
+      await expect(h.emit('rcpt' as 'delivered', {} as never)).rejects.toThrow("'rcpt' is a hook: use run")
+    } finally {
+      await h.close()
+    }
+    await expect(runHook({ default: p } as unknown as typeof p, 'rcpt', rcpt('x@y.test'))).rejects.toThrow('pluginHarness: expected a plugin object with a name, got object (a module namespace? pass its default export)')
+  })
 })
