@@ -27,17 +27,24 @@ function redactString(name: string, value: string): string {
   return redactUrl(value)
 }
 
-/** A redacted deep copy: plain data only (functions and class instances become a short description). */
-export function redactConfig(value: unknown, name = '', underSecret = false): unknown {
+/**
+ * A redacted deep copy: plain data only, as JSON can show it (functions and class instances become a
+ * short description, a BigInt its digits, an object met again on its own path `<circular>`).
+ */
+export function redactConfig(value: unknown, name = '', underSecret = false, path: object[] = []): unknown {
   // Everything under a secret's name is secret (tokens: { full: '…', readOnly: '…' }); flags are not.
   if (typeof value === 'string') return underSecret ? REDACTED : redactString(name, value)
-  if (typeof value === 'number' || typeof value === 'bigint') return underSecret || secretName(name) ? REDACTED : value
+  if (typeof value === 'number') return underSecret || secretName(name) ? REDACTED : value
+  // A plugin's option may be a BigInt (z.bigint()): JSON has none, so its digits.
+  if (typeof value === 'bigint') return underSecret || secretName(name) ? REDACTED : `${value}n`
   if (typeof value === 'function') return '<function>'
-  if (Array.isArray(value)) return value.map((v) => redactConfig(v, name, underSecret))
   if (value && typeof value === 'object') {
+    if (path.includes(value)) return '<circular>'
+    const inner = [...path, value]
+    if (Array.isArray(value)) return value.map((v) => redactConfig(v, name, underSecret, inner))
     const proto = Object.getPrototypeOf(value) as unknown
     if (proto !== Object.prototype && proto !== null) return `<${(value as object).constructor?.name ?? 'object'}>`
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k, underSecret || secretName(k))]))
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k, underSecret || secretName(k), inner)]))
   }
   return value
 }

@@ -77,6 +77,20 @@ describe('failures name the plugin and carry a code', () => {
     }
   })
 
+  it('config show prints options JSON cannot hold (a BigInt, an object that contains itself) instead of crashing with a stack', () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'odd.mjs'), "import { z } from 'relay-mta'\nexport default { name: 'odd', options: z.object({ big: z.coerce.bigint().default(10n), tree: z.any().transform((v) => { const t = { a: 'x' }; t.self = t; return t }) }), hooks: {} }\n")
+    const { file } = writeConfig([[path.join(dir, 'odd.mjs'), { tree: 1 }]])
+    const r = runCli(['config', 'show', '--config', file])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('plugins[0].options.big = "10n"\n')
+    expect(r.stdout).toContain('plugins[0].options.tree.a = "x"\n')
+    expect(r.stdout).toContain('plugins[0].options.tree.self = "<circular>"\n')
+    const json = runCli(['config', 'show', '--json', '--config', file])
+    expect(json.code, json.stderr).toBe(0)
+    expect(JSON.parse(json.stdout).plugins[0].options).toEqual({ big: '10n', tree: { a: 'x', self: '<circular>' } })
+  })
+
   it("check-config: a plugin's teardown that throws is a warning after the verdict (exit 0); a setup's function is the state when the plugin has a teardown of its own; an async watchFile parse stops the start naming the plugin", () => {
     const dir = tempDir()
     const write = (name: string, text: string) => fs.writeFileSync(path.join(dir, name), text)
