@@ -257,7 +257,10 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     checkShape(plugin, named, at, config.configFile)
     const options = pluginOptions(plugin, rawOptions ?? {}, named, config.configFile)
     const ports = at === 'core' ? [] : declaredPorts(plugin, options, named, config.configFile)
-    ready.push({ at, named, plugin, options, ports, optionsKey: keyOf(rawOptions) })
+    // Where its code came from counts as its options do: a kept plugin of the same name from
+    // another file is not the one running (it stays until a restart, and the reload says so).
+    const source = typeof ref !== 'string' ? '' : ref.startsWith('.') || path.isAbsolute(ref) ? path.resolve(config.configDir, ref) : ref
+    ready.push({ at, named, plugin, options, ports, optionsKey: `${keyOf(rawOptions)}\u0000${source}` })
   }
   // A submission listener wants AUTH before MAIL: with no plugin to answer AUTH it refuses all mail.
   const useless = answersAuth ? -1 : config.listen.findIndex((l) => l.role === 'submission')

@@ -305,6 +305,22 @@ describe('failures name the plugin and carry a code', () => {
   })
 })
 
+describe('keepOnReload', () => {
+  it('a kept plugin swapped for another file of the same name keeps running, and the reload names it as needing a restart', async () => {
+    const dir = tempDir()
+    for (const v of ['A', 'B']) fs.writeFileSync(path.join(dir, `kept${v}.mjs`), `export default { name: 'kept', keepOnReload: true, hooks: { rcpt: () => ({ action: 'reject', code: 550, message: 'file ${v}' }) } }\n`)
+    const relay = await startRelay({ dir, config: { localDomains: ['local.test'], plugins: [path.join(dir, 'keptA.mjs')] } })
+    relays.push(relay)
+    expect(await rcptReplies(relay.port, ['x@local.test'])).toEqual([expect.stringContaining('file A')])
+    const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [path.join(dir, 'keptB.mjs')] }))
+    const r = runCli(['reload', '--config', relay.configFile])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('needs a restart to take effect: plugins[0] (kept)')
+    expect(await rcptReplies(relay.port, ['x@local.test'])).toEqual([expect.stringContaining('file A')])
+  })
+})
+
 /** RCPT replies for `to` in one session (no DATA). */
 async function rcptReplies(port: number, to: string[]): Promise<string[]> {
   const { client } = await connectRaw(port)
