@@ -8,12 +8,18 @@ import { smtpSection } from './schema-smtp.js'
 import { formatDuration } from './duration.js'
 import type { Plugin } from '../hooks/types.js'
 
+/** A domain as compared everywhere: lower case, no trailing dot, an IDN in its xn-- form; undefined when it is none. */
+const asDomain = (d: string): string | undefined => {
+  const name = (/[^\x00-\x7f]/.test(d) ? domainToASCII(d) || d : d).toLowerCase().replace(/\.$/, '')
+  return /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(name) ? name : undefined
+}
+
 const domain = z
   .string()
   .min(1)
   // An internationalized name in its ASCII form (xn--…), as addresses are compared (core/mail/address.ts).
-  .transform((d) => (/[^\x00-\x7f]/.test(d) ? domainToASCII(d) || d : d).toLowerCase().replace(/\.$/, ''))
-  .refine((d) => /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(d), { message: 'expected a domain name like example.com' })
+  .transform((d) => asDomain(d) ?? d)
+  .refine((d) => asDomain(d) === d, { message: 'expected a domain name like example.com' })
 
 /**
  * The shortest delivery retry delay. Postfix's minimal_backoff_time has a floor of 1s; a few hundred
@@ -63,6 +69,26 @@ const throttleLimits = z
 
 const certPair = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict()
 
+/**
+ * A record keyed by domain (or, `ip`, IP address), its keys as lookups compare them: 'Example.COM.'
+ * was a throttle that never applied (lookups use the lower-case name without its dot). `wildcard`:
+ * '*.example.net' stands for the subdomains.
+ */
+const byName = <T extends z.ZodType>(value: T, o: { wildcard?: boolean; ip?: boolean; what: string }) =>
+  z.record(z.string(), value).transform((record, ctx) => {
+    const out: Record<string, z.output<T>> = {}
+    for (const [key, v] of Object.entries(record)) {
+      const wild = o.wildcard && key.startsWith('*.')
+      const bare = wild ? key.slice(2) : key
+      const ip = bare.replace(/^\[(.*)\]$/, '$1')
+      // An IPv6 address in its canonical form (2001:db8::1), as a resolver gives it.
+      const name = o.ip && net.isIP(ip) ? (net.isIPv6(ip) ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip) : asDomain(bare)
+      if (name === undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${JSON.stringify(key)} is not ${o.what}` })
+      else out[wild ? `*.${name}` : name] = v as z.output<T>
+    }
+    return out
+  })
+
 /** 'ip', 'ip:port' or '[ipv6]:port' (port 1-65535: Node would take 70000 as 4464). */
 const dnsServer = hostPortString({ names: false })
 
@@ -106,7 +132,8 @@ export const configSchema = z
       .object({
         cert: z.string().min(1),
         key: z.string().min(1),
-        sni: z.record(z.string(), certPair).default({}),
+        // Matched exactly (lower case, no trailing dot): a wildcard name never matches, and '*' would be the default certificate's.
+        sni: byName(certPair, { what: "a host name the client asks for (a wildcard such as '*.example.com' is not matched: list each name)" }).default({}),
         minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').register(restartOnly),
       })
       .strict()
@@ -174,9 +201,9 @@ export const configSchema = z
           .object({
             default: throttleLimits.prefault({}),
             /** By destination domain: 'example.com', or '*.example.net' for its subdomains. */
-            domains: z.record(z.string(), throttleLimits).default({}),
+            domains: byName(throttleLimits, { wildcard: true, what: "a domain name like example.com or '*.example.net'" }).default({}),
             /** By MX host name or IP address. */
-            hosts: z.record(z.string(), throttleLimits).default({}),
+            hosts: byName(throttleLimits, { ip: true, what: 'a host name or IP address' }).default({}),
             /** After 421 / 4.7.x "slow down": pause base, doubling to max; one connection back per `recoverAfter` deliveries. */
             backoff: z
               .object({ base: timer.default(5_000), max: timer.default(300_000), recoverAfter: z.number().int().positive().default(5) })

@@ -334,3 +334,32 @@ describe('a hostname that is no host name', () => {
     }
   })
 })
+
+describe('names as keys (throttles, SNI certificates)', () => {
+  // Lookups compare lower-case names without a trailing dot, IDNs in their xn-- form: a throttle
+  // keyed 'Example.COM' or 'example.com.' was accepted and never applied; an SNI name with a
+  // wildcard or a trailing dot was never served.
+  it('throttle keys are taken as lookups compare them; a key that is no name is named (exit 2)', () => {
+    const throttle = { domains: { 'Example.COM': { concurrency: 2 }, 'example.org.': { perMinute: 5 }, '*.Sub.Example.NET': { concurrency: 3 }, 'bücher.example': { concurrency: 1 } }, hosts: { 'MX1.Example.com': { concurrency: 1 }, '[2001:DB8:0::1]': { concurrency: 1 } } }
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', delivery: { throttle } }))
+    const shown = runCli(['config', 'show', '--config', file], { env: ENV })
+    expect(shown.code, shown.stderr).toBe(0)
+    for (const line of ['domains.example.com.concurrency = 2', 'domains.example.org.perMinute = 5', 'domains.*.sub.example.net.concurrency = 3', 'domains.xn--bcher-kva.example.concurrency = 1', 'hosts.mx1.example.com.concurrency = 1', 'hosts.2001:db8::1.concurrency = 1']) {
+      expect(shown.stdout).toContain(`delivery.throttle.${line}\n`)
+    }
+    const bad = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', delivery: { throttle: { domains: { 'bad domain!': { concurrency: 1 } }, hosts: { 'not a host': { concurrency: 1 } } } } }))
+    const r = runCli(['check-config', '--config', bad], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain(`  delivery.throttle.domains.bad domain!: "bad domain!" is not a domain name like example.com or '*.example.net'`)
+    expect(r.stderr).toContain('  delivery.throttle.hosts.not a host: "not a host" is not a host name or IP address')
+  })
+
+  it("an SNI name with a wildcard, a space or none at all is named (exit 2): smtp-server matches names exactly, and '*' would replace the default certificate", () => {
+    for (const name of ['*.b.example', '*', '', 'exa mple.com']) {
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', tls: { cert: 'a.crt', key: 'a.key', sni: { [name]: { cert: 'b.crt', key: 'b.key' } } } }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stdout).toBe(2)
+      expect(r.stderr).toContain(`${JSON.stringify(name)} is not a host name the client asks for (a wildcard such as '*.example.com' is not matched: list each name)`)
+    }
+  })
+})
