@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { ConfigError, loadRawConfig, parseConfig } from '../config/load.js'
-import { checkConfigPaths } from '../config/check-paths.js'
+import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
 import type { RelayConfig } from '../config/schema.js'
 import { pluginShapeProblems } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
@@ -94,6 +94,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   )
   // A teardown that throws or hangs (bounded: loaded-plugin teardowns give up after setupTimeout)
   // is a warning about the plugin, not a failure of the check whose verdict is printed.
+  for (const w of certificateWarnings(config)) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
   for (const p of plugins) {
     try {
       await p.teardown?.()

@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from '../config/load.js'
 import { searchPlaces } from '../config/find.js'
-import { checkConfigPaths } from '../config/check-paths.js'
+import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
 import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
 import cluster from 'node:cluster'
@@ -29,6 +29,7 @@ export async function start(opts: { config?: string }): Promise<void> {
   if (pathIssues.length) throw new ConfigError(config.configFile, pathIssues)
   const relay = new Relay(config)
   if (!config.configFile) relay.log.warn({ searched: searchPlaces() }, 'no config file found: running on the defaults')
+  for (const w of certificateWarnings(config)) relay.log.warn({ key: w.path }, `${w.path}: ${w.message}`)
   let stoppingSince = 0
   const stop = (signal: string) => {
     if (stoppingSince) {

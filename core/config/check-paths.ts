@@ -5,6 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import tls from 'node:tls'
+import { X509Certificate } from 'node:crypto'
 import type { RelayConfig } from './schema.js'
 import { listenIssues } from './check-listen.js'
 
@@ -45,6 +46,24 @@ function checkPair(pair: { cert: string; key: string }, at: string, issues: Path
       path: at,
       message: mismatch ? `the key ${pair.key} does not belong to the certificate ${pair.cert}` : `${pair.cert} and ${pair.key} are not a usable PEM certificate and key (${message})`,
     })
+  }
+}
+
+/**
+ * The extra CA file holds PEM certificates: Node's TLS takes a file of anything else (a key, a
+ * garbled copy, an empty file) without a word, and the CA is then never used.
+ */
+function checkCaFile(file: string, issues: PathIssue[]): void {
+  const pem = readFile(file, 'delivery.tlsCa', issues)?.toString('latin1')
+  if (pem === undefined) return
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  if (blocks.length === 0) return void issues.push({ path: 'delivery.tlsCa', message: `${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)` })
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block)
+    } catch (err) {
+      issues.push({ path: 'delivery.tlsCa', message: `${file}: certificate ${i + 1} cannot be read (${(err as Error).message})` })
+    }
   }
 }
 
@@ -107,7 +126,31 @@ export function checkConfigPaths(config: RelayConfig): PathIssue[] {
     checkPair(config.tls, 'tls', issues)
     for (const [name, pair] of Object.entries(config.tls.sni)) checkPair(pair, `tls.sni.${name}`, issues)
   }
-  if (config.delivery.tlsCa) readFile(path.resolve(config.configDir, config.delivery.tlsCa), 'delivery.tlsCa', issues)
+  if (config.delivery.tlsCa) checkCaFile(path.resolve(config.configDir, config.delivery.tlsCa), issues)
   checkWritableDir(config.dataDir, 'dataDir', issues, config.queue.driver === 'sqlite')
   return issues
+}
+
+/**
+ * Certificates the relay would serve that clients which verify will refuse: expired, or not valid
+ * yet. Warnings, not errors (a sender doing opportunistic TLS still takes them); said by
+ * check-config and logged at start.
+ */
+export function certificateWarnings(config: RelayConfig, now = Date.now()): PathIssue[] {
+  if (!config.tls) return []
+  const pairs: [string, string][] = [['tls.cert', config.tls.cert], ...Object.entries(config.tls.sni).map(([name, p]) => [`tls.sni.${name}.cert`, p.cert] as [string, string])]
+  const out: PathIssue[] = []
+  for (const [key, file] of pairs) {
+    let cert: X509Certificate
+    try {
+      cert = new X509Certificate(fs.readFileSync(file))
+    } catch {
+      continue // unreadable or no PEM: checkConfigPaths says so
+    }
+    const until = Date.parse(cert.validTo)
+    const from = Date.parse(cert.validFrom)
+    if (until < now) out.push({ path: key, message: `${file} expired on ${new Date(until).toISOString().slice(0, 10)}: clients that verify certificates will refuse it` })
+    else if (from > now) out.push({ path: key, message: `${file} is not valid before ${new Date(from).toISOString().slice(0, 10)}: clients that verify certificates will refuse it` })
+  }
+  return out
 }

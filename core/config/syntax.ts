@@ -62,11 +62,50 @@ function yamlMark(filepath: string, content: string): { line: number; column: nu
   }
 }
 
-export const loadJson: Loader = (filepath, content) => {
+/**
+ * The first key an object of the JSON text holds twice: JSON.parse keeps the last, so the first
+ * (a whole `"smtp": { … }` block) would be dropped without a word. The text has parsed already.
+ */
+function duplicateKey(text: string): { key: string; index: number } | undefined {
+  const objects: (Set<string> | undefined)[] = [] // undefined: an array
+  let keyNext = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (c === '"') {
+      let end = i + 1
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1
+      const keys = objects.at(-1)
+      if (keys && keyNext) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string
+        if (keys.has(key)) return { key, index: i }
+        keys.add(key)
+        keyNext = false
+      }
+      i = end
+    } else if (c === '{') {
+      objects.push(new Set())
+      keyNext = true
+    } else if (c === '[') objects.push(undefined)
+    else if (c === '}' || c === ']') objects.pop()
+    else if (c === ',') keyNext = objects.at(-1) !== undefined
+  }
+  return undefined
+}
+
+export const loadJson: Loader = (filepath, raw) => {
+  // A byte order mark (some Windows editors write one) is no JSON syntax error.
+  const content = raw.replace(/^\uFEFF/, '')
   if (content.trim() === '') return undefined
   try {
-    return JSON.parse(content) as unknown
+    const value = JSON.parse(content) as unknown
+    const dup = duplicateKey(content)
+    if (dup) {
+      const { line, column } = lineColumn(content, dup.index)
+      throw new ConfigSyntaxError('JSON', line, column, `the key ${JSON.stringify(dup.key)} is given twice in one object: JSON keeps only the last, so merge them`, snippetAt(content, line, column))
+    }
+    return value
   } catch (err) {
+    if (err instanceof ConfigSyntaxError) throw err
     const message = (err as Error).message
     // Node 20 says "at position N" for some errors, newer versions add "(line L column C)"; for the
     // rest (`Unexpected token ','`) the YAML parser, which reads JSON too, finds the place.

@@ -363,3 +363,63 @@ describe('names as keys (throttles, SNI certificates)', () => {
     }
   })
 })
+
+describe('JSON config files', () => {
+  it('a byte order mark is read past (as YAML and the module loaders do); a key given twice in one object is named, not the first silently dropped', () => {
+    const bom = fileIn('relay.config.json', `\uFEFF${JSON.stringify({ hostname: 'bom.example', listen: LISTEN, dataDir: './data' })}`)
+    const ok = runCli(['check-config', '--config', bom], { env: ENV })
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(ok.stdout).toContain('  hostname bom.example\n')
+    const dup = fileIn('relay.config.json', '{\n  "hostname": "dup.example",\n  "smtp": { "maxRecipients": 5 },\n  "dataDir": "./data",\n  "smtp": { "socketTimeout": "1m" }\n}\n')
+    const r = runCli(['check-config', '--config', dup], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('JSON syntax error at line 5, column 3')
+    expect(r.stderr).toContain('the key "smtp" is given twice in one object: JSON keeps only the last, so merge them')
+    // The same key in different objects, and quoted braces and escapes in strings, are fine.
+    const fine = fileIn('relay.config.json', JSON.stringify({ hostname: 'fine.example', listen: LISTEN, dataDir: './data', plugins: [['relay-acl', { trustedNetworks: ['127.0.0.1/32'] }]], smtp: { bannerText: 'a "{quoted}" , banner \\ here' } }).replace('"smtp"', '"smtp" '))
+    const f = runCli(['check-config', '--config', fine], { env: ENV })
+    expect(f.stderr).not.toContain('given twice')
+  })
+})
+
+describe('certificate files', () => {
+  /** A self-signed certificate valid only from `from` to `until` (openssl ca takes any dates). */
+  function datedCert(from: string, until: string): { cert: string; key: string } {
+    const dir = tempDir('relay-dated-cert-')
+    const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    fs.mkdirSync(path.join(dir, 'db'))
+    fs.writeFileSync(path.join(dir, 'db/index.txt'), '')
+    fs.writeFileSync(path.join(dir, 'db/serial'), '01\n')
+    fs.writeFileSync(path.join(dir, 'ca.cnf'), '[ca]\ndefault_ca = d\n[d]\ndatabase = db/index.txt\nserial = db/serial\nnew_certs_dir = db\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n')
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'k.pem', '-out', 'r.csr', '-subj', '/CN=old.example'])
+    run(['ca', '-batch', '-config', 'ca.cnf', '-selfsign', '-keyfile', 'k.pem', '-in', 'r.csr', '-out', 'c.pem', '-startdate', from, '-enddate', until])
+    return { cert: path.join(dir, 'c.pem'), key: path.join(dir, 'k.pem') }
+  }
+
+  it('an expired certificate: check-config says config ok and warns, start logs the warning', async () => {
+    const tls = datedCert('20190101000000Z', '20200101000000Z')
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', tls }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain(`relay: warning: tls.cert: ${tls.cert} expired on 2020-01-01: clients that verify certificates will refuse it`)
+    const relay = await startRelay({ config: { tls } })
+    try {
+      expect(await relay.waitForLog((l) => l.level === 40 && l.key === 'tls.cert')).toMatchObject({ msg: expect.stringContaining('expired on 2020-01-01') })
+    } finally {
+      await relay.stop()
+    }
+  })
+
+  it('a delivery.tlsCa that holds no certificate (a key, garbage, an empty file) is named (exit 2): Node would take it and never use it', () => {
+    const dir = tempDir('relay-ca-files-')
+    const { key } = datedCert('20190101000000Z', '20990101000000Z')
+    const cases: [string, string][] = [['garbage.crt', 'not a certificate at all\n'], ['key.pem', fs.readFileSync(key, 'utf8')], ['empty.crt', '']]
+    for (const [name, text] of cases) {
+      fs.writeFileSync(path.join(dir, name), text)
+      const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', delivery: { tlsCa: path.join(dir, name) } }))
+      const r = runCli(['check-config', '--config', file], { env: ENV })
+      expect(r.code, r.stdout).toBe(2)
+      expect(r.stderr).toContain(`  delivery.tlsCa: ${path.join(dir, name)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`)
+    }
+  })
+})
