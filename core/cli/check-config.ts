@@ -49,11 +49,22 @@ async function pluginIssues(raw: unknown, configDir: string, file: string | unde
 /** Other settings are invalid: the paths alone (when they are valid), so their problems are listed too. */
 function pathsAlone(raw: unknown, configDir: string, file?: string): RelayConfig | undefined {
   const r = (raw ?? {}) as { tls?: unknown; dataDir?: unknown; delivery?: { tlsCa?: unknown } }
-  try {
-    return parseConfig({ tls: r.tls, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } }, configDir, file)
-  } catch {
-    return undefined
+  const tls = r.tls && typeof r.tls === 'object' ? (r.tls as Record<string, unknown>) : undefined
+  // The paths that are valid, as many as can be: a wrong tls.sni must not hide a missing tls.cert.
+  const tries = [
+    { tls: r.tls, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
+    { tls: tls && { cert: tls.cert, key: tls.key }, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
+    { tls: tls && { cert: tls.cert, key: tls.key } },
+    { dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
+  ]
+  for (const t of tries) {
+    try {
+      return parseConfig(t, configDir, file)
+    } catch {
+      // the next, with less in it
+    }
   }
+  return undefined
 }
 
 /**

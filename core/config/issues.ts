@@ -14,7 +14,7 @@ export function formatPath(segments: readonly PropertyKey[]): string {
   return segments.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`)).join('')
 }
 
-const TYPES: Record<string, string> = { array: 'a list', boolean: 'true or false', object: 'an object', undefined: 'undefined', null: 'null', int: 'a whole number', bigint: 'a whole number (BigInt)' }
+const TYPES: Record<string, string> = { array: 'a list', boolean: 'true or false', object: 'an object', undefined: 'undefined', null: 'null', int: 'a whole number', bigint: 'a whole number (BigInt)', record: 'an object (names as keys)' }
 const typeOf = (v: unknown) => (Array.isArray(v) ? 'a list' : v === null ? 'null' : typeof v === 'object' ? 'an object' : `a ${typeof v}`)
 const oneOf = (values: string[]) => (values.length > 2 ? `one of ${values.join(', ')}` : values.join(' or '))
 

@@ -423,3 +423,14 @@ describe('certificate files', () => {
     }
   })
 })
+
+describe('check-config lists every problem', () => {
+  it('a tls.sni of the wrong kind does not hide that tls.cert and tls.key cannot be read', () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', tls: { cert: 'missing.crt', key: 'missing.key', sni: [1] } }))
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  tls.sni: expected an object (names as keys), got a list\n')
+    expect(r.stderr).toContain(`  tls.cert: cannot read ${path.join(path.dirname(file), 'missing.crt')}: no such file\n`)
+    expect(r.stderr).toContain(`  tls.key: cannot read ${path.join(path.dirname(file), 'missing.key')}: no such file\n`)
+  })
+})
