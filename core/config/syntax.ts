@@ -98,6 +98,8 @@ export const loadJson: Loader = (filepath, raw) => {
   if (content.trim() === '') return undefined
   try {
     const value = JSON.parse(content) as unknown
+    // `null` is a value, not an empty file: said as what it is (as a module's `export default null`).
+    if (value === null) throw Object.assign(new Error('the file holds null: no config ({} asks for the defaults)'), { filepath })
     const dup = duplicateKey(content)
     if (dup) {
       const { line, column } = lineColumn(content, dup.index)
@@ -105,7 +107,7 @@ export const loadJson: Loader = (filepath, raw) => {
     }
     return value
   } catch (err) {
-    if (err instanceof ConfigSyntaxError) throw err
+    if (err instanceof ConfigSyntaxError || (err as { filepath?: unknown }).filepath === filepath) throw err
     const message = (err as Error).message
     // Node 20 says "at position N" for some errors, newer versions add "(line L column C)"; for the
     // rest (`Unexpected token ','`) the YAML parser, which reads JSON too, finds the place.

@@ -93,6 +93,13 @@ describe('a config file that holds no config', () => {
     expect(found.stderr).toContain(`invalid config in ${file}:`)
   })
 
+  it('a JSON file that holds null says so, not that it is empty (exit 2)', () => {
+    const file = fileIn('relay.config.json', 'null\n')
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('cannot load config: the file holds null: no config ({} asks for the defaults)')
+  })
+
   it('start refuses it (exit 2) and runs nothing on the defaults', async () => {
     const file = fileIn('relay.config.ts', `import { defineConfig } from 'relay-mta'\ndefineConfig(${settings})\n`)
     const r = await startBriefly(file)
