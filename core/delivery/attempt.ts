@@ -132,6 +132,9 @@ function planFor(route: Route | undefined, config: RelayConfig): Plan | string {
   if (problem) return problem
   const kind = route.kind ?? (route.socketPath ? 'lmtp' : route.hosts?.length ? 'smtp' : 'mx')
   if (kind === 'smtp' && !route.hosts?.length) return 'a smtp route needs hosts'
+  // What the kind would not use is no silent choice: the plugin meant something else.
+  if (kind === 'mx' && route.hosts?.length) return "kind 'mx' delivers to the domain's MX hosts, and hosts were given too (kind 'smtp' sends to them)"
+  if (kind !== 'lmtp' && route.socketPath !== undefined) return `socketPath is for kind 'lmtp', not '${kind}'`
   if (kind === 'lmtp' && !route.hosts?.length && !route.socketPath) return 'an lmtp route needs hosts or a socketPath'
   if (route.localAddress !== undefined && net.isIP(route.localAddress) === 0) return `localAddress ${route.localAddress} is not an IP address`
   const defaultPort = kind === 'lmtp' ? 24 : kind === 'smtp' && route.implicitTls ? 465 : config.delivery.port

@@ -16,7 +16,7 @@ let relay: RelayProcess
 beforeAll(async () => {
   mx = await startReceiver({ host: '127.0.8.1', behaviour: { noStartTls: true } })
   smarthost = await startReceiver({ host: '127.0.8.2', behaviour: { noStartTls: true } })
-  dns = await startDns({ 'good.test': { A: ['127.0.8.1'] }, 'typo.test': { A: ['127.0.8.1'] }, 'textport.test': { A: ['127.0.8.1'] } })
+  dns = await startDns({ 'good.test': { A: ['127.0.8.1'] }, 'typo.test': { A: ['127.0.8.1'] }, 'textport.test': { A: ['127.0.8.1'] }, 'mxhosts.test': { A: ['127.0.8.1'] }, 'smtpsocket.test': { A: ['127.0.8.1'] } })
   relay = await startRelay({
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
@@ -27,6 +27,9 @@ beforeAll(async () => {
             'good.test': { hosts: ['127.0.8.2'], port: smarthost.port },
             'typo.test': { host: ['127.0.8.2'], port: smarthost.port },
             'textport.test': { hosts: ['127.0.8.2'], port: String(smarthost.port) },
+            // Keys the kind would not use: the MX would get it, the hosts ignored; a socket ignored.
+            'mxhosts.test': { kind: 'mx', hosts: ['127.0.8.2'], port: smarthost.port },
+            'smtpsocket.test': { kind: 'smtp', hosts: ['127.0.8.2'], port: smarthost.port, socketPath: '/run/lmtp.sock' },
           },
         }],
         ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
@@ -56,8 +59,14 @@ describe('routes from a deliver hook', () => {
     expect(typo.response).toMatch(/^4\.3\.5 Route from routes-by-domain unusable: unknown key 'host' \(a route has: kind, hosts,/)
     const port = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'c@textport.test', 10_000)
     expect(port.response).toBe('4.3.5 Route from routes-by-domain unusable: port must be a whole number from 1 to 65535')
+    await send('d@mxhosts.test')
+    await send('e@smtpsocket.test')
+    const mxHosts = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'd@mxhosts.test', 10_000)
+    expect(mxHosts.response).toBe("4.3.5 Route from routes-by-domain unusable: kind 'mx' delivers to the domain's MX hosts, and hosts were given too (kind 'smtp' sends to them)")
+    const socket = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'e@smtpsocket.test', 10_000)
+    expect(socket.response).toBe("4.3.5 Route from routes-by-domain unusable: socketPath is for kind 'lmtp', not 'smtp'")
     const all = [...mx.messages, ...smarthost.messages].map((m) => m.raw.toString())
-    expect(all.some((t) => /Subject: route to (b@typo|c@textport)\.test/.test(t))).toBe(false)
+    expect(all.some((t) => /Subject: route to (b@typo|c@textport|d@mxhosts|e@smtpsocket)\.test/.test(t))).toBe(false)
     expect(mx.messages).toHaveLength(0)
   })
 })
