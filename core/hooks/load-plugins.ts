@@ -158,9 +158,15 @@ export function runsInWorkers(plugin: Plugin): boolean {
 }
 
 /** Runs plugin `at`'s handler for a call from a worker. */
-export function handlePluginCall(plugins: readonly LoadedPlugin[], at: string, method: string, args: unknown[]): unknown {
-  const fn = plugins.find((p) => p.at === at)?.handlers?.get(method)
-  if (!fn) throw new Error(`${at}: no handler '${method}' (ctx.processes.handle) in the primary`)
+export function handlePluginCall(plugins: readonly LoadedPlugin[], target: string, method: string, args: unknown[]): unknown {
+  // `plugins[i]\0name`: the plugin at that place if it still has that name, else the one plugin of
+  // that name (a reload moved it); never another plugin's handler of the same method name.
+  const [at, name] = target.split('\u0000') as [string, string | undefined]
+  const named = name === undefined ? plugins.filter((p) => p.at === at) : plugins.filter((p) => p.plugin.name === name)
+  const p = named.find((x) => x.at === at) ?? (named.length === 1 ? named[0] : undefined)
+  if (!p) throw new Error(`${at}${name ? ` (${name})` : ''}: not among the primary's plugins now (a reload changed them): no handler '${method}'`)
+  const fn = p.handlers?.get(method)
+  if (!fn) throw new Error(`${at}${name ? ` (${name})` : ''}: no handler '${method}' (ctx.processes.handle) in the primary`)
   return fn(...args)
 }
 
@@ -297,7 +303,8 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     handle: (method, fn) => void (role !== 'worker' && handlers.set(method, fn)),
     call: async <T>(method: string, ...args: unknown[]) => {
       // Its place now: a kept plugin (keepOnReload) may have moved in the list since setup.
-      if (role === 'worker' && callPrimary) return (await callPrimary(self?.at ?? at, method, args)) as T
+      // Its name goes along: during a reload the primary's list may already be the new one.
+      if (role === 'worker' && callPrimary) return (await callPrimary(`${self?.at ?? at}\u0000${plugin.name}`, method, args)) as T
       const fn = handlers.get(method)
       if (!fn) throw new Error(`${named}: no handler '${method}' (ctx.processes.handle)`)
       return (await fn(...args)) as T

@@ -13,7 +13,7 @@ import { handlePluginCall, runsInWorkers } from '../hooks/load-plugins.js'
 import type { EventName } from '../hooks/names.js'
 import type { ListenerInfo } from '../smtp/session.js'
 import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
-import { isRelayMessage, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
+import { isRelayMessage, plain, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
 import { primaryOnlyEvents } from './share.js'
 import { ClientCounts } from './client-counts.js'
 import { worstDelay, type LoopDelay } from '../loop-delay.js'
@@ -107,10 +107,17 @@ export class SmtpWorkerPool {
 
   private onMessage(worker: Worker, m: WorkerMessage): void {
     if (m.relay === 'call') {
+      const fail = (err: unknown) => sendTo(worker, { relay: 'result', id: m.id, ok: false, error: serializeError(err) })
+      // A plugin handler's answer travels as its arguments do (plain data). One the channel cannot
+      // carry is refused by name: unanswered, the worker's call waited out its hook's timeout.
+      const answer = (value: unknown) => (m.target.startsWith('plugin:') ? plain(value) : value)
       const reply = (p: Promise<unknown>) =>
         p.then(
-          (value) => sendTo(worker, { relay: 'result', id: m.id, ok: true, value }),
-          (err) => sendTo(worker, { relay: 'result', id: m.id, ok: false, error: serializeError(err) }),
+          (value) => {
+            if (sendTo(worker, { relay: 'result', id: m.id, ok: true, value: answer(value) }) || !worker.isConnected()) return
+            fail(new Error(`the answer of ${m.target.slice('plugin:'.length) || m.target} to '${m.method}' cannot be sent to the SMTP worker: not plain data`))
+          },
+          fail,
         )
       if (m.target === 'clients' && m.method === 'admit') {
         // At every connect: answered at once.

@@ -371,6 +371,49 @@ describe('workers: 2', () => {
   })
 })
 
+describe('workers: 2, ctx.processes.call', () => {
+  it('an answer that is not plain data comes back as plain data (as the arguments go), and a call during a reload that moved the plugin reaches the same plugin, never another one with that handler', async () => {
+    const dir = tempDir()
+    const hook = (name: string) => `export default { name: '${name}', setup({ processes }) {
+      let n = 0
+      processes.handle('count', () => '${name} ' + ++n)
+      processes.handle('odd', () => ({ f: () => 1, ok: true, when: new URL('http://x.test/') }))
+      return {}
+    }, hooks: { async rcpt({ recipient, processes }) {
+      const what = recipient.address.split('@')[0]
+      const answer = await processes.call(what)
+      return { action: 'reject', code: 550, message: '${name} heard ' + JSON.stringify(answer) }
+    } } }\n`
+    fs.writeFileSync(path.join(dir, 'probe.mjs'), hook('probe'))
+    fs.writeFileSync(path.join(dir, 'other.mjs'), "export default { name: 'other', setup({ processes }) { processes.handle('count', () => 'OTHER PLUGIN ANSWERED'); return {} }, hooks: { connect() { return undefined } } }\n")
+    // Holds the workers' part of a reload for 4 s: the primary runs the new list meanwhile.
+    fs.writeFileSync(path.join(dir, 'slow.mjs'), "export default { name: 'slow', async setup({ processes, mode }) { if (processes.role === 'worker' && mode === 'reload') await new Promise((r) => setTimeout(r, 4000)); return {} }, hooks: { connect() { return undefined } } }\n")
+    const relay = await startRelay({ dir, config: { workers: 2, hookTimeout: '10s', localDomains: ['local.test'], plugins: [path.join(dir, 'probe.mjs'), path.join(dir, 'slow.mjs')] } })
+    relays.push(relay)
+    const rcpt = async (to: string) => {
+      const { client } = await connectRaw(relay.port)
+      await client.command('EHLO client.test')
+      await client.command('MAIL FROM:<a@sender.test>')
+      const reply = await client.command(`RCPT TO:<${to}>`)
+      client.close()
+      return reply
+    }
+    const began = Date.now()
+    expect(await rcpt('odd@local.test')).toBe('550 5.7.1 probe heard {"ok":true}')
+    expect(Date.now() - began).toBeLessThan(5000)
+    expect(await rcpt('count@local.test')).toMatch(/^550 5\.7\.1 probe heard "probe \d+"$/)
+    // The primary's list now has 'other' where 'probe' was; calls from probe still reach probe.
+    const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [path.join(dir, 'other.mjs'), path.join(dir, 'probe.mjs'), path.join(dir, 'slow.mjs')] }))
+    const reloaded = runCliAsync(['reload', '--config', relay.configFile])
+    await relay.waitForLog((l) => l.msg === 'config reloaded' && l.worker === undefined, 10_000)
+    for (let i = 0; i < 4; i++) expect(await rcpt('count@local.test')).toMatch(/^550 5\.7\.1 probe heard "probe \d+"$/)
+    const r = await reloaded
+    expect(r.code, r.stderr).toBe(0)
+    expect(await rcpt('count@local.test')).toMatch(/^550 5\.7\.1 probe heard "probe \d+"$/)
+  })
+})
+
 describe('workers: 2, a plugin whose setup fails', () => {
   const config = (dir: string, plugins: unknown[]) => {
     const file = path.join(dir, 'relay.config.json')
