@@ -106,7 +106,8 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   // A teardown that throws or hangs (bounded: loaded-plugin teardowns give up after setupTimeout)
   // is a warning about the plugin, not a failure of the check whose verdict is printed.
   for (const w of certificateWarnings(config)) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
-  for (const p of plugins) {
+  // Last plugin first, as at a stop.
+  for (const p of [...plugins].reverse()) {
     try {
       await p.teardown?.()
     } catch (err) {

@@ -80,6 +80,7 @@ export class HookBus {
       }
       const verdict = asVerdict(result, hook)
       if (verdict === undefined) continue
+      if (verdict !== 'invalid') this.warnMisplaced(p, hook, verdict)
       if (verdict === 'invalid') {
         p.ctx.log.error({ hook, result: shown(result) }, `plugin ${p.plugin.name} returned something that is not a verdict from hook ${hook}`)
         return { plugin: p.plugin.name, verdict: pluginFailure(hook) } as Decision<K>
@@ -87,6 +88,18 @@ export class HookBus {
       return { plugin: p.plugin.name, verdict } as Decision<K>
     }
     return undefined
+  }
+
+  /** Verdict fields a stage does not read, said once per plugin, hook and field: they do nothing there. */
+  private readonly misplaced = new Set<string>()
+  private warnMisplaced(p: LoadedPlugin, hook: string, verdict: object): void {
+    const fields = [['senders', 'auth'], ['handled', 'data']].filter(([field, at]) => field! in verdict && hook !== at)
+    for (const [field, at] of fields) {
+      const key = `${p.at}\u0000${p.plugin.name}\u0000${hook}\u0000${field}`
+      if (this.misplaced.has(key)) continue
+      this.misplaced.add(key)
+      p.ctx.log.warn({ hook, field }, `plugin ${p.plugin.name} returned '${field}' from hook ${hook}: only the ${at} hook reads it, so it does nothing here`)
+    }
   }
 
   /**

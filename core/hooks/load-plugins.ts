@@ -321,8 +321,10 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     resolvePath,
     processes,
   }
+  // Setup gets the context without `state` (it is what setup makes).
+  const { state: _state, ...withoutState } = ctx
   const setupCtx: SetupContext<unknown> = {
-    ...ctx,
+    ...withoutState,
     dataDir: config.dataDir,
     mode: env.mode ?? 'start',
     relay: env.relay,

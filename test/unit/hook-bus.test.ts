@@ -181,6 +181,24 @@ describe('relay-mta/testing runHook', () => {
     expect(h!.logs.map((l) => l.msg)).toEqual(['checking', 'plugin broken failed in hook rcpt'])
   })
 
+  it("a verdict field the stage does not read (senders outside auth, handled outside data) is said once per plugin and hook, and the verdict still counts", async () => {
+    const p = definePlugin({ name: 'misplaced', hooks: { rcpt: () => ({ action: 'accept', handled: true }), mail: () => ({ action: 'accept', senders: ['*'] }) } })
+    const h = await pluginHarness(p)
+    const quiet = process.stderr.write.bind(process.stderr)
+    process.stderr.write = (() => true) as typeof process.stderr.write
+    try {
+      for (let i = 0; i < 3; i++) expect(await h.run('rcpt', rcpt('x@y.test'))).toEqual({ action: 'accept', handled: true })
+      expect(await h.run('mail', { session: rcpt('x@y.test').session, sender: { address: 'a@y.test', args: {} }, notes: rcpt('x@y.test').notes } as never)).toEqual({ action: 'accept', senders: ['*'] })
+    } finally {
+      process.stderr.write = quiet
+      await h.close()
+    }
+    expect(h.logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      "plugin misplaced returned 'handled' from hook rcpt: only the data hook reads it, so it does nothing here",
+      "plugin misplaced returned 'senders' from hook mail: only the auth hook reads it, so it does nothing here",
+    ])
+  })
+
   it('refuses what a test of nothing would pass on: an unknown hook or event name, an event given to run, a hook to emit, a module namespace for the plugin', async () => {
     const p = definePlugin({ name: 'p', hooks: { rcpt: () => reject('5.7.1', 'no'), delivered: () => undefined } })
     const h = await pluginHarness(p)
