@@ -49,17 +49,22 @@ async function pluginIssues(raw: unknown, configDir: string, file: string | unde
 /** Other settings are invalid: the paths alone (when they are valid), so their problems are listed too. */
 function pathsAlone(raw: unknown, configDir: string, file?: string): RelayConfig | undefined {
   const r = (raw ?? {}) as { tls?: unknown; dataDir?: unknown; delivery?: { tlsCa?: unknown } }
-  const tls = r.tls && typeof r.tls === 'object' ? (r.tls as Record<string, unknown>) : undefined
   // The paths that are valid, as many as can be: a wrong tls.sni must not hide a missing tls.cert.
+  // (Read inside the try: a getter in the config may throw; the core schema names that.)
+  const tls = () => (r.tls && typeof r.tls === 'object' ? (r.tls as Record<string, unknown>) : undefined)
+  const pair = () => {
+    const t = tls()
+    return t && { cert: t.cert, key: t.key }
+  }
   const tries = [
-    { tls: r.tls, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
-    { tls: tls && { cert: tls.cert, key: tls.key }, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
-    { tls: tls && { cert: tls.cert, key: tls.key } },
-    { dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } },
+    () => ({ tls: r.tls, dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } }),
+    () => ({ tls: pair(), dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } }),
+    () => ({ tls: pair() }),
+    () => ({ dataDir: r.dataDir, delivery: { tlsCa: r.delivery?.tlsCa } }),
   ]
   for (const t of tries) {
     try {
-      return parseConfig(t, configDir, file)
+      return parseConfig(t(), configDir, file)
     } catch {
       // the next, with less in it
     }
