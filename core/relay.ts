@@ -73,7 +73,12 @@ export class Relay {
     /** The config generation in force: replaced (never changed) by a hot reload. */
     public config: RelayConfig,
     readonly log: Logger = createLogger(config.log),
-  ) {}
+  ) {
+    this.loaded = config
+  }
+
+  /** The config as read from its file at the start or the last reload (SMTP workers check theirs against it). */
+  loaded: RelayConfig
 
   async start(): Promise<this> {
     const { config, log } = this
@@ -151,7 +156,7 @@ export class Relay {
       // The sessions run in worker processes; this one keeps the queue, delivery and operations.
       const scheduler = delivery
       this.pool = new SmtpWorkerPool({
-        config: () => this.config, log, count: workers, queue, hooks,
+        config: () => this.config, loaded: () => this.loaded, log, count: workers, queue, hooks,
         ops: { wake: () => scheduler.notify(), reload: () => this.reload(), reloadTls: () => this.reloadTls() },
         routes: scheduler.routeCounts(),
       })

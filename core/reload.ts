@@ -20,6 +20,8 @@ export type { ReloadResult }
 export interface Reloadable {
   /** The config generation in force: replaced on success. */
   config: RelayConfig
+  /** The config as read from its file (restart-only settings as written): replaced on success. */
+  loaded?: RelayConfig
   /** One generation of plugins, set up as at start; keepOnReload ones carry over from `previous`. */
   loadPlugins(config: RelayConfig, resolver: Resolver, mode: 'reload', previous: LoadedPlugin[]): Promise<LoadedPlugin[]>
 }
@@ -63,6 +65,7 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
   // Commit. Open sessions keep going; the next hook call sees the new plugins, new work the new config.
   await hooks.replace(plugins)
   relay.config = effective
+  relay.loaded = next
   log.level = effective.log.level
   parts.smtp.applyConfig(effective)
   parts.delivery?.applyConfig(effective)

@@ -13,6 +13,7 @@ import { handlePluginCall, runsInWorkers } from '../hooks/load-plugins.js'
 import type { EventName } from '../hooks/names.js'
 import type { ListenerInfo } from '../smtp/session.js'
 import type { ReloadResult, SessionCounts } from '../hooks/operator.js'
+import { generationEnv } from './generation.js'
 import { isRelayMessage, plain, reviveBuffers, sendTo, serializeError, type WorkerCounts, type WorkerMessage } from './ipc.js'
 import { primaryOnlyEvents } from './share.js'
 import { ClientCounts } from './client-counts.js'
@@ -22,6 +23,8 @@ import type { NewMessage, RecipientResult } from '../queue/types.js'
 
 export interface PoolEnv {
   config: () => RelayConfig
+  /** The config as read from its file at the last start or reload (config() keeps restart-only values). */
+  loaded: () => RelayConfig
   log: Logger
   count: number
   queue: Queue
@@ -82,7 +85,8 @@ export class SmtpWorkerPool {
   }
 
   private fork(): Promise<ListenerInfo[]> {
-    const worker = cluster.fork({ RELAY_FORWARD_EVENTS: primaryOnlyEvents(this.env.hooks).join(',') })
+    // It runs what this process runs: the config as last loaded, with the settings kept until a restart (generation.ts).
+    const worker = cluster.fork({ RELAY_FORWARD_EVENTS: primaryOnlyEvents(this.env.hooks).join(','), ...generationEnv(this.env.loaded(), this.env.config()) })
     this.workers.add(worker)
     return new Promise<ListenerInfo[]>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`an SMTP worker did not start within ${START_TIMEOUT / 1000} s`)), START_TIMEOUT)

@@ -31,6 +31,7 @@ import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage }
 import { forwardedEvents, workerShare } from './share.js'
 import { loopDelayFigures } from '../loop-delay.js'
 import { errorText } from '../error-text.js'
+import { asPrimaryRuns } from './generation.js'
 
 /**
  * Sends to the primary; false only when the channel is closed. process.send's own false means the
@@ -104,16 +105,18 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
   const sendEvent = (event: EventName, data: unknown) => void send({ relay: 'event', name: event, data: plain(data) })
 
   try {
-    const effective = workerShare(config, workers)
+    // What the primary runs, not an edit of the file that no reload applied (generation.ts).
+    running = asPrimaryRuns(config)
+    const effective = workerShare(running, workers)
     const plugins = await load(effective, 'start')
-    hooks = new HookBus(plugins, config.hookTimeout, log)
+    hooks = new HookBus(plugins, running.hookTimeout, log)
     hooks.forward = { events: forwardedEvents(), send: sendEvent }
     const c = root.createChildContainer()
     c.register(Tokens.Config, { useValue: effective })
     c.register(Tokens.Logger, { useValue: log })
     c.register(Tokens.Resolver, { useValue: resolver })
     c.register(Tokens.Queue, { useValue: queue })
-    c.register(Tokens.Spool, { useValue: new Spool(config.dataDir) })
+    c.register(Tokens.Spool, { useValue: new Spool(running.dataDir) })
     c.register(Tokens.Intake, { useValue: intake })
     c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
@@ -141,7 +144,9 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     loopDelay.enable()
   } catch (err) {
     log.debug({ err }, 'SMTP worker cannot start: details')
-    log.fatal({ error: errorText(err), code: (err as NodeJS.ErrnoException)?.code }, 'SMTP worker cannot start')
+    // A config problem's reasons are its issues: the first line of its message only says where.
+    const issues = err instanceof ConfigError ? err.issues.map(({ path, message }) => ({ path, message })) : undefined
+    log.fatal({ error: errorText(err), issues, code: (err as NodeJS.ErrnoException)?.code }, `SMTP worker cannot start${issues?.[0] ? `: ${issues[0].path}: ${issues[0].message}` : ''}`)
     // A config problem (a plugin's setup failing here) stays one for `relay start`: exit 2, as without workers.
     const config = err instanceof ConfigError ? { file: err.file, issues: err.issues } : undefined
     send({ relay: 'failed', error: errorText(err), code: (err as NodeJS.ErrnoException)?.code, config })

@@ -414,6 +414,51 @@ describe('workers: 2, ctx.processes.call', () => {
   })
 })
 
+describe('workers: 2, a replacement worker', () => {
+  it('runs what the primary runs: an edit of the file that no reload applied is refused (said in the log), a restart-only change a reload kept is not taken up; after a reload a replacement takes the new file', async () => {
+    const dir = tempDir()
+    const say = (text: string) => `export default { name: 'says', options: { safeParse: (v) => ({ success: true, data: v }) }, hooks: { rcpt: ({ options }) => ({ action: 'reject', code: 550, message: options.text + ' from ' + process.pid }) } }\n`.replace('TEXT', text)
+    fs.writeFileSync(path.join(dir, 'says.mjs'), say(''))
+    const relay = await startRelay({ dir, config: { workers: 2, localDomains: ['local.test'], plugins: [[path.join(dir, 'says.mjs'), { text: 'v1' }]] } })
+    relays.push(relay)
+    const rcpt = async (port = relay.port) => {
+      const { client } = await connectRaw(port)
+      await client.command('EHLO client.test')
+      await client.command('MAIL FROM:<a@sender.test>')
+      const reply = await client.command('RCPT TO:<x@local.test>')
+      client.close()
+      return reply
+    }
+    const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as { listen: unknown[]; plugins: unknown[] }
+    const killOne = async (after: number) => {
+      const [victim] = childNodes(relay.child.pid!)
+      process.kill(victim!, 'SIGKILL')
+      await relay.waitForLog((l) => l.msg === 'an SMTP worker exited: starting another' && relay.logs.filter((x) => x.msg === 'an SMTP worker exited: starting another').length === after, 5000)
+      return victim!
+    }
+    // 1. Edited, not reloaded: the replacement refuses to run the edit; the survivor still says v1.
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [[path.join(dir, 'says.mjs'), { text: 'v2' }]] }))
+    await killOne(1)
+    const refused = await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('SMTP worker cannot start: (config file): the file changed since the relay last loaded it'), 10_000)
+    expect(refused.level).toBe(60)
+    for (let i = 0; i < 4; i++) expect(await rcpt()).toMatch(/^550 5\.7\.1 v1 from \d+$/)
+    // 2. Reloaded with a listener added (restart-only): every process takes the new options, and a
+    // replacement started now runs them too, but not the listener, which waits for a restart.
+    const extra = { host: '127.0.0.1', port: 47311, role: 'mx' }
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, listen: [...written.listen, extra], plugins: [[path.join(dir, 'says.mjs'), { text: 'v3' }]] }))
+    const r = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(r.stdout).toContain('needs a restart to take effect: listen')
+    const pids = new Set<string>()
+    await eventually(async () => {
+      const reply = await rcpt().catch(() => '')
+      expect(reply).toMatch(/^(550 5\.7\.1 v3 from \d+)?$/)
+      if (reply) pids.add(reply.split(' ').at(-1)!)
+      return pids.size === 2
+    }, 20_000, 'both workers, the replacement among them, saying v3')
+    await expect(rcpt(extra.port)).rejects.toThrow()
+  })
+})
+
 describe('workers: 2, a plugin whose setup fails', () => {
   const config = (dir: string, plugins: unknown[]) => {
     const file = path.join(dir, 'relay.config.json')
