@@ -220,7 +220,8 @@ export class Relay {
       let result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
       // The workers load the same file; one that cannot (a plugin failing there) makes it an error.
       const workerError = result.ok ? await this.pool?.reload() : undefined
-      if (workerError) result = { ok: false, error: `an SMTP worker refused the reload: ${workerError}` }
+      // The primary and the other workers run the new config by now; the refusing worker is replaced (pool.ts).
+      if (workerError) result = { ok: false, partial: true, error: `the primary and the other SMTP workers took the new config, but an SMTP worker refused it: ${workerError}; that worker is replaced by one that starts on the new config` }
       // Metrics count reloads by result: a refused config is what an operator must hear of.
       void parts?.hooks.emit('reloaded', result.ok ? { ok: true, changed: result.changed } : { ok: false, error: result.error })
       // For `relay reload` (core/cli/reload.ts), whichever way this reload was asked for.

@@ -72,7 +72,8 @@ async function answer(dataDir: string, pid: number, seenSeq: number): Promise<Re
 
 function printResult(r: ReloadResult): void {
   if (!r.ok) {
-    process.stderr.write(`relay: reload refused, the running config stays in force:\n${r.error.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')}\n`)
+    const what = r.partial ? 'reload applied in part' : 'reload refused, the running config stays in force'
+    process.stderr.write(`relay: ${what}:\n${r.error.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')}\n`)
     return
   }
   const lines = ['config reloaded']

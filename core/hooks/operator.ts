@@ -252,7 +252,15 @@ export type ReloadResult =
       /** Changed settings that keep their old value until a restart. */
       restartNeeded: string[]
     }
-  | { ok: false; error: string }
+  | {
+      ok: false
+      error: string
+      /**
+       * Under config `workers`: the primary and the other SMTP workers took the new config, and the
+       * worker(s) that refused it are replaced by ones that run it (an SMTP worker's own failure).
+       */
+      partial?: boolean
+    }
 
 /** Connections accepted since start and sessions open now, per listener role. */
 export interface SessionCounts {

@@ -56,7 +56,7 @@ export class SmtpWorkerPool {
   private stopping = false
   private restarts: number[] = []
   private reloadSeq = 0
-  private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; done: () => void }>()
+  private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; refused: Worker[]; done: () => void }>()
   /** smtp.maxConnectionsPerClient and smtp.maxClients for the whole relay. */
   private readonly clients = new ClientCounts()
   private readonly held = new Map<number, Held>()
@@ -142,7 +142,10 @@ export class SmtpWorkerPool {
     else if (m.relay === 'reloaded') {
       const r = this.reloads.get(m.seq)
       if (!r) return
-      if (!m.ok && m.error) r.errors.push(m.error)
+      if (!m.ok && m.error) {
+        r.errors.push(m.error)
+        r.refused.push(worker)
+      }
       r.left.delete(worker.id)
       if (!r.left.size) r.done()
     }
@@ -267,18 +270,28 @@ export class SmtpWorkerPool {
     return worst
   }
 
-  /** After the primary's own reload succeeded: every worker loads the same config; the first error is the result. */
+  /**
+   * After the primary's own reload succeeded: every worker loads the same config; the first error is
+   * the result. A worker that refused runs the old generation while the rest run the new one: it is
+   * stopped (its sessions finish) and replaced by one that starts on the new config, so no process
+   * keeps a generation of its own.
+   */
   async reload(): Promise<string | undefined> {
     const seq = ++this.reloadSeq
     const events = primaryOnlyEvents(this.env.hooks)
     const left = new Set([...this.workers].filter((w) => sendTo(w, { relay: 'reload', seq, events })).map((w) => w.id))
     if (!left.size) return undefined
     const errors: string[] = []
+    const refused: Worker[] = []
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, this.env.config().setupTimeout + 5000)
-      this.reloads.set(seq, { left, errors, done: () => (clearTimeout(timer), resolve()) })
+      this.reloads.set(seq, { left, errors, refused, done: () => (clearTimeout(timer), resolve()) })
     })
     this.reloads.delete(seq)
+    for (const w of refused) {
+      this.env.log.warn({ worker: w.id, error: errors[0] }, 'an SMTP worker refused the reload: it is stopped and replaced by one that runs the new config')
+      sendTo(w, { relay: 'stop' })
+    }
     return errors[0]
   }
 

@@ -459,6 +459,50 @@ describe('workers: 2, a replacement worker', () => {
   })
 })
 
+describe('workers: 2, a reload one SMTP worker refuses', () => {
+  it('is said to be applied in part (exit 1), and the refusing worker is replaced by one on the new config: no process keeps the old one', async () => {
+    const dir = tempDir()
+    // At reload, the first worker to claim the file fails its setup; the replacement (mode start) does not.
+    fs.writeFileSync(path.join(dir, 'tagged.mjs'), `import fs from 'node:fs'
+export default { name: 'tagged', options: { safeParse: (v) => ({ success: true, data: v }) },
+  setup({ processes, mode, resolvePath }) {
+    if (processes.role === 'worker' && mode === 'reload' && fs.existsSync(resolvePath('fail-one'))) {
+      try { fs.writeFileSync(resolvePath('claimed'), 'x', { flag: 'wx' }) } catch { return {} }
+      throw new Error('cannot open a per-worker resource')
+    }
+    return {}
+  },
+  hooks: { rcpt: ({ options }) => ({ action: 'reject', code: 550, message: options.tag + ' from ' + process.pid }) } }\n`)
+    const relay = await startRelay({ dir, config: { workers: 2, localDomains: ['local.test'], plugins: [[path.join(dir, 'tagged.mjs'), { tag: 'v1' }]] } })
+    relays.push(relay)
+    const rcpt = async () => {
+      const { client } = await connectRaw(relay.port)
+      await client.command('EHLO client.test')
+      await client.command('MAIL FROM:<a@sender.test>')
+      const reply = await client.command('RCPT TO:<x@local.test>')
+      client.close()
+      return reply
+    }
+    const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
+    fs.writeFileSync(path.join(path.dirname(relay.configFile), 'fail-one'), '')
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [[path.join(dir, 'tagged.mjs'), { tag: 'v2' }]] }))
+    const r = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('relay: reload applied in part:')
+    expect(r.stderr).toContain('an SMTP worker refused it: ')
+    expect(r.stderr).toContain('cannot open a per-worker resource')
+    await relay.waitForLog((l) => l.msg === 'an SMTP worker refused the reload: it is stopped and replaced by one that runs the new config', 5000)
+    const pids = new Set<string>()
+    // (The refusing worker may take a session while it stops.)
+    await eventually(async () => {
+      const reply = await rcpt().catch(() => '')
+      if (/ v2 from \d+$/.test(reply)) pids.add(reply.split(' ').at(-1)!)
+      return pids.size === 2
+    }, 20_000, 'both workers saying v2')
+    for (let i = 0; i < 6; i++) expect(await rcpt()).toMatch(/^550 5\.7\.1 v2 from \d+$/)
+  })
+})
+
 describe('workers: 2, a plugin whose setup fails', () => {
   const config = (dir: string, plugins: unknown[]) => {
     const file = path.join(dir, 'relay.config.json')
