@@ -15,7 +15,7 @@ export function formatPath(segments: readonly PropertyKey[]): string {
 }
 
 const TYPES: Record<string, string> = { array: 'a list', boolean: 'true or false', object: 'an object', undefined: 'undefined', null: 'null', int: 'a whole number', bigint: 'a whole number (BigInt)', record: 'an object (names as keys)' }
-const typeOf = (v: unknown) => (Array.isArray(v) ? 'a list' : v === null ? 'null' : typeof v === 'object' ? 'an object' : `a ${typeof v}`)
+const typeOf = (v: unknown) => (Array.isArray(v) ? 'a list' : v === null ? 'null' : typeof v === 'object' ? 'an object' : Number.isNaN(v) ? 'NaN (not a number)' : `a ${typeof v}`)
 const oneOf = (values: string[]) => (values.length > 2 ? `one of ${values.join(', ')}` : values.join(' or '))
 
 /** What one issue asks for, without "expected" and without what it got. */

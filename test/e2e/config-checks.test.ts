@@ -432,6 +432,13 @@ describe('certificate files', () => {
 })
 
 describe('check-config lists every problem', () => {
+  it('a port computed from an unset variable (NaN) is said to be NaN, not "a number"', () => {
+    const file = fileIn('relay.config.mjs', `export default { hostname: 'ok.example', dataDir: './data', listen: [{ host: '127.0.0.1', port: Number(process.env.RELAY_TEST_UNSET_PORT), role: 'mx' }] }\n`)
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    expect(r.stderr).toContain('  listen[0].port: expected a number, got NaN (not a number)\n')
+  })
+
   it('a tls.sni of the wrong kind does not hide that tls.cert and tls.key cannot be read', () => {
     const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'ok.example', listen: LISTEN, dataDir: './data', tls: { cert: 'missing.crt', key: 'missing.key', sni: [1] } }))
     const r = runCli(['check-config', '--config', file], { env: ENV })
