@@ -39,12 +39,27 @@ function walkable(value: unknown): value is object {
   return typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !(value instanceof Date) && !(value instanceof Map) && !(value instanceof Set)
 }
 
-/** A copy with the same prototype and own properties, so an Error stays an Error (message, stack). */
+/**
+ * A copy with the same prototype and own properties, so an Error stays an Error (message, stack).
+ * An accessor is copied as the value it gives on the original: V8 (Node 22+) makes an Error's
+ * `stack` an own accessor that reads the original's hidden state, and gives '' on a copy.
+ */
 function shallowCopy(value: object): object {
   if (Array.isArray(value)) return value.slice()
   const copy = Object.create(Object.getPrototypeOf(value) as object | null) as object
   const own = Object.getOwnPropertyDescriptors(value)
-  for (const key of Reflect.ownKeys(own)) Object.defineProperty(copy, key, { ...own[key as string], configurable: true })
+  for (const key of Reflect.ownKeys(own)) {
+    const d = own[key as string]!
+    if (d.get || d.set) {
+      let v: unknown
+      try {
+        v = (value as Record<PropertyKey, unknown>)[key]
+      } catch {
+        continue // a getter that throws: left out, as pino would fail on it
+      }
+      Object.defineProperty(copy, key, { value: v, enumerable: d.enumerable, writable: true, configurable: true })
+    } else Object.defineProperty(copy, key, { ...d, configurable: true })
+  }
   return copy
 }
 
