@@ -114,8 +114,7 @@ async function configuredPlugins(argv: string[], bundled: Set<string>, problems:
     config = await loadConfig(configArg(argv))
   } catch (err) {
     // No usable config: the core's verbs still work, and they report the config error.
-    const issues = (err as { issues?: { path: string; message: string }[] }).issues
-    problems.push(`the config cannot be loaded, so its plugins' verbs are unavailable: ${issues?.length ? issues.map((x) => `${x.path || '(top level)'}: ${x.message}`).join('; ') : errorText(err)}`)
+    problems.push(`the config cannot be loaded, so its plugins' verbs are unavailable: ${whyText(err)}`)
     return []
   }
   const out: Plugin[] = []
@@ -126,11 +125,16 @@ async function configuredPlugins(argv: string[], bundled: Set<string>, problems:
       out.push(typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile, config.setupTimeout) : (ref as Plugin))
     } catch (err) {
       // `relay check-config` / `relay start` name what is wrong with it too.
-      const issues = (err as { issues?: { path: string; message: string }[] }).issues
-      problems.push(`plugins[${i}] cannot be loaded, so its verbs are unavailable: ${issues?.length ? issues.map((x) => `${x.path}: ${x.message}`).join('; ') : errorText(err)}`)
+      problems.push(`plugins[${i}] cannot be loaded, so its verbs are unavailable: ${whyText(err)}`)
     }
   }
   return out
+}
+
+/** A load failure on one line: a config error's issues (its message's first line only says where), or the error's text. */
+function whyText(err: unknown): string {
+  const issues = (err as { issues?: { path: string; message: string }[] }).issues
+  return issues?.length ? issues.map((x) => `${x.path || '(top level)'}: ${x.message}`).join('; ') : errorText(err)
 }
 
 /** `relay`, `relay --help`, `relay help` (with or without --config): the top-level help and nothing else. */
