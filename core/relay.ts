@@ -89,6 +89,27 @@ export class Relay {
       throw new ConfigError(config.configFile, [{ path: 'dataDir', message: `cannot create ${config.dataDir}: ${(err as Error).message}` }])
     }
     this.dataDirLock = lockDataDir(config.dataDir)
+    // What a start that fails half-way undoes, last made first: plugins' teardowns run, workers
+    // and listeners close, the queue and the data directory are let go (a retry in this process works).
+    const undo: Array<() => unknown> = [() => this.dataDirLock?.release(), () => removePidFile(config.dataDir)]
+    try {
+      return await this.startParts(undo)
+    } catch (err) {
+      this.state = 'stopped'
+      for (const step of undo.reverse()) {
+        try {
+          await step()
+        } catch (e) {
+          log.warn({ err: e }, 'cleaning up after a failed start')
+        }
+      }
+      this.pool = this.pickup = this.heartbeat = this.parts = undefined
+      throw err
+    }
+  }
+
+  private async startParts(undo: Array<() => unknown>): Promise<this> {
+    const { config, log } = this
     writePidFile(config.dataDir)
     // The composition root: the one place services are made and handed to each other.
     const c = root.createChildContainer()
@@ -98,6 +119,7 @@ export class Relay {
     const spool = new Spool(config.dataDir)
     // SQLite in dataDir, or PostgreSQL shared by every node (bodies in the database: bodyFiles() is []).
     const queue: Queue = await openQueue(config, { spool, log })
+    undo.push(() => queue.close())
     const intake = new QueueIntake(queue)
     c.register(Tokens.Config, { useValue: config })
     c.register(Tokens.Logger, { useValue: log })
@@ -134,34 +156,42 @@ export class Relay {
     this.policies = corePolicies({ config: () => this.config, queue, log, emit: (e, d) => void (hooks?.has(e) && hooks.emit(e, d)) })
     const plugins = await this.loadPlugins(config, resolver, 'start')
     hooks = new HookBus(plugins, config.hookTimeout, log)
+    const bus = hooks
+    undo.push(() => bus.close())
     logDeliveryEvents(hooks, log)
     c.register(Tokens.Hooks, { useValue: hooks })
     c.registerSingleton(Tokens.Delivery, DeliveryScheduler)
     c.registerSingleton(Tokens.Listeners, SmtpListeners)
 
     delivery = c.resolve<DeliveryScheduler>(Tokens.Delivery)
-    const bus = hooks
+    const scheduler = delivery
     delivery.onTakeover = (recipients) => void bus.emit('leaseTakenOver', { recipients })
     intake.subscribe(delivery)
     if (config.queue.driver === 'postgres') {
       const scheduler = delivery
-      this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => scheduler.notify())
-      await this.heartbeat.start()
+      const heartbeat = (this.heartbeat = new NodeHeartbeat(queue, config.queue.heartbeat, log, () => scheduler.notify()))
+      undo.push(() => heartbeat.stop())
+      await heartbeat.start()
     }
     delivery.start()
+    undo.push(() => scheduler.stop(0))
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
     this.parts = { hooks, smtp, delivery, queue, resolver }
     const workers = workerCount(config)
     if (workers > 1) {
       // The sessions run in worker processes; this one keeps the queue, delivery and operations.
-      const scheduler = delivery
-      this.pool = new SmtpWorkerPool({
+      const pool = (this.pool = new SmtpWorkerPool({
         config: () => this.config, loaded: () => this.loaded, log, count: workers, queue, hooks,
         ops: { wake: () => scheduler.notify(), reload: () => this.reload(), reloadTls: () => this.reloadTls() },
         routes: scheduler.routeCounts(),
-      })
-      this.listeners = await this.pool.start()
-    } else this.listeners = await smtp.start()
+      }))
+      undo.push(() => pool.stop(Date.now() + 5000))
+      this.listeners = await pool.start()
+    } else {
+      const listeners = smtp
+      undo.push(() => listeners.stop())
+      this.listeners = await smtp.start()
+    }
     const listeners = smtp
     this.pickup = new MaildropPickup({ config: () => this.config, log, intake, inject: (m, origin) => listeners.inject(m, origin), hooks })
     this.pickup.start()

@@ -287,11 +287,15 @@ describe('check-config: every problem at once, and the files it will need', () =
     await once(busy, 'listening')
     const port = (busy.address() as net.AddressInfo).port
     try {
-      const dir = dirWith({ 'relay.config.json': json('busy.example', { listen: [{ host: '127.0.0.1', port, role: 'mx' }], smtp: { reverseLookup: false } }) })
+      // The plugins were set up by then: a start that fails tears them down, as a stop would.
+      const teardown = "import fs from 'node:fs'\nexport default { name: 'td', teardown: (ctx) => fs.appendFileSync(ctx.resolvePath('teardowns'), 'td\\n'), hooks: { connect() {} } }\n"
+      const listen = [{ host: '127.0.0.1', port: 0, role: 'mx' }, { host: '127.0.0.1', port, role: 'mx' }]
+      const dir = dirWith({ 'td.mjs': teardown, 'relay.config.json': json('busy.example', { listen, smtp: { reverseLookup: false }, plugins: ['./td.mjs'] }) })
       const r = runCli(['start'], { cwd: dir, env: ENV })
       expect(r.code, r.stderr).toBe(1)
       expect(r.stderr).toMatch(/^relay: cannot start: .*EADDRINUSE.*$/m)
       noStack(r.stderr)
+      expect(fs.readFileSync(path.join(dir, 'teardowns'), 'utf8')).toBe('td\n')
       // A plugin's port in use is the same kind of failure (not an invalid config), named by the plugin.
       fs.writeFileSync(path.join(dir, 'relay.config.json'), json('busy.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], smtp: { reverseLookup: false }, plugins: [['admin', { host: '127.0.0.1', port, insecureNoToken: true }]] }))
       const p = runCli(['start'], { cwd: dir, env: ENV })

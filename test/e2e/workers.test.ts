@@ -522,7 +522,7 @@ describe('workers: 2, a plugin whose setup fails', () => {
     // A plugin with a session hook (so the workers set it up too) that cannot start there.
     fs.writeFileSync(
       path.join(dir, 'fails-in-workers.mjs'),
-      `export default { name: 'fails-in-workers', setup(ctx) { if (ctx.processes.role === 'worker') throw new Error('no licence for process ' + process.pid) }, hooks: { connect() { return undefined } } }\n`,
+      `import fs from 'node:fs'\nexport default { name: 'fails-in-workers', setup(ctx) { if (ctx.processes.role === 'worker') throw new Error('no licence for process ' + process.pid) }, teardown(ctx) { fs.appendFileSync(ctx.resolvePath('teardowns'), ctx.processes.role + '\\n') }, hooks: { connect() { return undefined } } }\n`,
     )
     const file = config(dir, [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], './fails-in-workers.mjs'])
     const r = await runCliAsync(['start', '--config', file])
@@ -532,5 +532,7 @@ describe('workers: 2, a plugin whose setup fails', () => {
     const pids = [...r.stdout.matchAll(/"pid":(\d+)[^\n]*SMTP worker cannot start/g)].map((m) => Number(m[1]))
     expect(pids.length).toBeGreaterThanOrEqual(1)
     await eventually(() => pids.every((p) => !alive(p)), 5000, 'the workers to exit')
+    // The primary had set the plugin up: a failed start tears it down, as a stop would.
+    expect(fs.readFileSync(path.join(dir, 'teardowns'), 'utf8')).toBe('primary\n')
   })
 })
