@@ -4,6 +4,7 @@ import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
 import type { RelayConfig } from '../config/schema.js'
 import { pluginShapeProblems } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
+import { workerCount, workerShare } from '../workers/share.js'
 import { PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
 import { hostPortText } from '../net/host-port.js'
@@ -95,10 +96,28 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   if (paths) issues.push(...checkConfigPaths(paths))
   if (issues.length || !config) throw new ConfigError(file, issues)
 
-  const { loadPlugins } = await import('../hooks/load-plugins.js')
+  const { loadPlugins, runsInWorkers, handlePluginCall, teardownAll } = await import('../hooks/load-plugins.js')
   const { createResolver } = await import('../dns/resolver.js')
   const pino = (await import('pino')).default
-  const plugins = await loadPlugins({ config, logger: pino({ level: 'silent' }), resolver: createResolver(config), mode: 'check' })
+  const env = { config, logger: pino({ level: 'silent' }), resolver: createResolver(config), mode: 'check' as const }
+  const workers = workerCount(config)
+  const plugins = await loadPlugins({ ...env, process: { role: workers > 1 ? 'primary' : 'single' } })
+  // With `workers`, the plugins with session hooks are set up again in each SMTP worker, where a
+  // setup may do otherwise (ctx.processes.role): checked here as a worker sets them up.
+  if (workers > 1) {
+    try {
+      const inWorker = await loadPlugins({
+        ...env, config: workerShare(config, workers), only: runsInWorkers,
+        process: { role: 'worker', callPrimary: async (at, method, args) => handlePluginCall(plugins, at, method, args) },
+      })
+      await teardownAll(inWorker, env.logger)
+    } catch (err) {
+      await teardownAll(plugins, env.logger)
+      if (!(err instanceof ConfigError)) throw err
+      const issues = err.issues.map((i) => ({ ...i, message: `${i.message} (as an SMTP worker sets it up: config workers ${config.workers})` }))
+      throw Object.assign(new ConfigError(err.file, issues), { name: err.name, code: (err as { code?: string }).code })
+    }
+  }
   process.stdout.write(
     `config ok${config.configFile ? `: ${config.configFile}` : ' (defaults, no config file found)'}\n` +
       `  hostname ${config.hostname}\n` +

@@ -525,6 +525,14 @@ describe('workers: 2, a plugin whose setup fails', () => {
       `import fs from 'node:fs'\nexport default { name: 'fails-in-workers', setup(ctx) { if (ctx.processes.role === 'worker') throw new Error('no licence for process ' + process.pid) }, teardown(ctx) { fs.appendFileSync(ctx.resolvePath('teardowns'), ctx.processes.role + '\\n') }, hooks: { connect() { return undefined } } }\n`,
     )
     const file = config(dir, [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], './fails-in-workers.mjs'])
+    // check-config sets the plugins up as the workers will, too: it says what start will say.
+    const check = await runCliAsync(['check-config', '--config', file])
+    expect(check.code, check.stdout).toBe(2)
+    expect(check.stderr).toMatch(/plugins\[1\] \(fails-in-workers\): setup: no licence for process \d+ \[RELAY_ERR_PLUGIN_SETUP\] \(as an SMTP worker sets it up: config workers 2\)/)
+    expect(check.stdout).not.toContain('config ok')
+    // the primary's instance was set up by the check, and let go again
+    expect(fs.readFileSync(path.join(dir, 'teardowns'), 'utf8')).toBe('primary\n')
+    fs.rmSync(path.join(dir, 'teardowns'))
     const r = await runCliAsync(['start', '--config', file])
     expect(r.code, r.stderr).toBe(2)
     expect(r.stderr).toMatch(/plugins\[1\] \(fails-in-workers\): setup: no licence for process \d+/)
