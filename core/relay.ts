@@ -22,7 +22,8 @@ import { SmtpListeners } from './smtp/listeners.js'
 import { MaildropPickup } from './smtp/pickup.js'
 import { recordOwnListeners } from './delivery/loop.js'
 import type { ListenerInfo } from './smtp/session.js'
-import { reloadRelay } from './reload.js'
+import { prepareReload, refusedReload } from './reload.js'
+import { configFingerprint } from './workers/generation.js'
 import { writeReloadResult } from './reload-result.js'
 import { lockDataDir, removePidFile, writePidFile } from './pid-file.js'
 import { privateDir } from './queue/private-files.js'
@@ -246,17 +247,30 @@ export class Relay {
    */
   reload(): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
+      const started = Date.now()
       const parts = this.parts
-      let result: ReloadResult = !parts || this.state !== 'running' ? { ok: false, error: `cannot reload: the relay is ${this.state}` } : await reloadRelay(this, this.log, parts)
-      // The workers load the same file; one that cannot (a plugin failing there) makes it an error.
-      const workerError = result.ok ? await this.pool?.reload() : undefined
-      // The primary and the other workers run the new config by now; the refusing worker is replaced (pool.ts).
-      if (workerError) result = { ok: false, partial: true, error: `the primary and the other SMTP workers took the new config, but an SMTP worker refused it: ${workerError}; that worker is replaced by one that starts on the new config` }
+      let result: ReloadResult
+      if (!parts || this.state !== 'running') result = { ok: false, error: `cannot reload: the relay is ${this.state}` }
+      else {
+        const prepared = await prepareReload(this, this.log, parts)
+        // Under workers each SMTP worker prepares too; the reload is taken by every process or by none.
+        const workers = 'commit' in prepared ? await this.pool?.prepareReload(configFingerprint(prepared.next)) : undefined
+        if (!('commit' in prepared)) result = prepared
+        else if (workers?.error) {
+          this.pool?.abortReload(workers.seq)
+          await prepared.abort()
+          result = refusedReload(this.log, `an SMTP worker refused it: ${workers.error}`)
+        } else {
+          await prepared.commit()
+          if (workers) this.pool?.commitReload(workers.seq, workers.prepared)
+          result = prepared.result
+        }
+      }
       // Metrics count reloads by result: a refused config is what an operator must hear of.
       void parts?.hooks.emit('reloaded', result.ok ? { ok: true, changed: result.changed } : { ok: false, error: result.error })
       // For `relay reload` (core/cli/reload.ts), whichever way this reload was asked for.
       try {
-        writeReloadResult(this.config.dataDir, ++this.reloads, result)
+        writeReloadResult(this.config.dataDir, ++this.reloads, result, { started, configFile: this.config.configFile })
       } catch (err) {
         this.log.warn({ err }, 'cannot write the reload result for `relay reload`')
       }
@@ -288,7 +302,7 @@ export class Relay {
     await this.heartbeat?.stop()
     this.heartbeat = undefined
     // Plugins after the listeners and deliveries: an admin plugin's /readyz says 'stopping' while they drain.
-    await parts.hooks.close()
+    await parts.hooks.close(Math.max(0, deadline - Date.now()))
     await this.sweeping
     await parts.queue.close()
     removePidFile(this.config.dataDir)

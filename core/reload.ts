@@ -8,6 +8,7 @@ import { ConfigError, loadConfig } from './config/load.js'
 import type { RelayConfig } from './config/schema.js'
 import { planReload } from './config/reload-plan.js'
 import type { HookBus, LoadedPlugin } from './hooks/bus.js'
+import { teardownAll } from './hooks/load-plugins.js'
 import type { ReloadResult } from './hooks/operator.js'
 import { checkConfigPaths } from './config/check-paths.js'
 import type { SmtpListeners } from './smtp/listeners.js'
@@ -26,7 +27,6 @@ export interface Reloadable {
   loadPlugins(config: RelayConfig, resolver: Resolver, mode: 'reload', previous: LoadedPlugin[]): Promise<LoadedPlugin[]>
 }
 
-/** Reads the config file again and applies it to the running relay; see the file comment. */
 /** The parts a reload hands the new generation to. */
 export interface ReloadTargets {
   hooks: HookBus
@@ -36,11 +36,41 @@ export interface ReloadTargets {
   resolver: Resolver
 }
 
+/** A new generation, loaded and set up but not in force: commit() swaps it in, abort() lets it go. */
+export interface PreparedReload {
+  /** The config as read from the file. */
+  next: RelayConfig
+  /** What the result will say once committed. */
+  result: Extract<ReloadResult, { ok: true }>
+  commit(): Promise<void>
+  abort(): Promise<void>
+}
+
+/** Reads the config file again and applies it to the running relay; see the file comment. */
 export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadTargets): Promise<ReloadResult> {
+  const prepared = await prepareReload(relay, log, parts)
+  if (!('commit' in prepared)) return prepared
+  await prepared.commit()
+  return prepared.result
+}
+
+/**
+ * Everything of a reload that can fail, with nothing swapped: the config read and checked, the new
+ * generation of plugins set up. `expect` may refuse the config read (an SMTP worker checks that it
+ * read what the primary read). With SMTP workers the primary commits only once every worker has
+ * prepared too, so a reload is taken by every process or by none.
+ */
+export async function prepareReload(
+  relay: Reloadable,
+  log: Logger,
+  parts: ReloadTargets,
+  expect?: (next: RelayConfig) => void,
+): Promise<PreparedReload | Extract<ReloadResult, { ok: false }>> {
   const running = relay.config
   let next: RelayConfig
   try {
     next = await loadConfig(running.configFile)
+    expect?.(next)
   } catch (err) {
     return refuse(log, err)
   }
@@ -62,20 +92,33 @@ export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadT
   // A plugin kept across reloads (keepOnReload) runs with its old options until a restart.
   for (const p of plugins) if (p.optionsChanged) restartNeeded.push(`${p.at} (${p.plugin.name})`)
 
-  // Commit. Open sessions keep going; the next hook call sees the new plugins, new work the new config.
-  await hooks.replace(plugins)
-  relay.config = effective
-  relay.loaded = next
-  log.level = effective.log.level
-  parts.smtp.applyConfig(effective)
-  parts.delivery?.applyConfig(effective)
-
-  for (const key of restartNeeded) log.warn({ key }, `config reload: ${key} changed; it takes effect after a restart`)
-  log.info({ changed, restartNeeded, plugins: plugins.map((p) => p.plugin.name) }, 'config reloaded')
-  return { ok: true, changed, restartNeeded }
+  return {
+    next,
+    result: { ok: true, changed, restartNeeded },
+    // Open sessions keep going; the next hook call sees the new plugins, new work the new config.
+    commit: async () => {
+      await hooks.replace(plugins)
+      relay.config = effective
+      relay.loaded = next
+      log.level = effective.log.level
+      parts.smtp.applyConfig(effective)
+      parts.delivery?.applyConfig(effective)
+      for (const key of restartNeeded) log.warn({ key }, `config reload: ${key} changed; it takes effect after a restart`)
+      log.info({ changed, restartNeeded, plugins: plugins.map((p) => p.plugin.name) }, 'config reloaded')
+    },
+    // Only what this generation set up: the plugins it kept from the running one stay.
+    abort: () => teardownAll(plugins.filter((p) => !hooks.plugins.includes(p)), log),
+  }
 }
 
-function refuse(log: Logger, err: unknown): ReloadResult {
+/** A reload refused after it was prepared (an SMTP worker could not take it): logged as any refusal. */
+export function refusedReload(log: Logger, why: string): Extract<ReloadResult, { ok: false }> {
+  const error = `cannot reload: ${why}`
+  log.error(`config reload refused; the running config stays in force: ${error}`)
+  return { ok: false, error }
+}
+
+function refuse(log: Logger, err: unknown): Extract<ReloadResult, { ok: false }> {
   const error = err instanceof ConfigError ? err.message : `cannot reload: ${errorText(err)}`
   log.error({ issues: err instanceof ConfigError ? err.issues.map(({ path, message }) => ({ path, message })) : undefined }, `config reload refused; the running config stays in force: ${error}`)
   return { ok: false, error }

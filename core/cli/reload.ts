@@ -1,14 +1,17 @@
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigError, loadConfig, loadRawConfig } from '../config/load.js'
-import type { RelayConfig } from '../config/schema.js'
+import { DEFAULT_SETUP_TIMEOUT, type RelayConfig } from '../config/schema.js'
 import type { ReloadResult } from '../reload.js'
-import { readReloadResult, RELOAD_RESULT_FILE } from '../reload-result.js'
+import { readReloadResult, readReloadResults, RELOAD_RESULT_FILE, type ReloadRecord } from '../reload-result.js'
 import fs from 'node:fs'
 import { livePid, PID_FILE } from '../pid-file.js'
 
-/** How long to wait for the relay's answer (a reload sets plugins up again, each within setupTimeout). */
-const ANSWER_WAIT_MS = 20_000
+/**
+ * How long to wait for the relay's answer: a reload sets every plugin up again, each within config
+ * setupTimeout, in the primary and then in the SMTP workers; one asked for earlier may run first.
+ */
+const answerWait = (setupTimeout: number) => 2 * setupTimeout + 10_000
 
 /**
  * `relay reload`: SIGHUP to the pid in `<dataDir>/relay.pid`, then the answer the relay writes to
@@ -17,14 +20,17 @@ const ANSWER_WAIT_MS = 20_000
  * running on the old one.
  */
 export async function reload(opts: { config?: string }): Promise<void> {
-  let config: Pick<RelayConfig, 'dataDir'>
+  let config: Pick<RelayConfig, 'dataDir' | 'setupTimeout' | 'configFile'>
   let invalid: ConfigError | undefined
   try {
     config = await loadConfig(opts.config)
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     invalid = err
-    config = await dataDirOf(opts.config, err)
+    const found = await dataDirOf(opts.config)
+    // A file that does not even parse names no data directory: no relay to ask, and any would refuse it.
+    if (!found) return refusedHere(err)
+    config = found
   }
 
   // Another user's relay (the data directory is the relay user's): say so, not "no running relay".
@@ -43,28 +49,48 @@ export async function reload(opts: { config?: string }): Promise<void> {
     return
   }
   const before = readReloadResult(config.dataDir)
+  const sent = Date.now()
   const signal = signalError(pid)
   if (signal === 'EPERM') return denied(`cannot signal relay ${pid}`)
   if (signal) throw Object.assign(new Error(`cannot signal relay ${pid}: ${signal}`), { kind: 'failed' })
-  const result = await answer(config.dataDir, pid, before?.pid === pid ? before.seq : 0)
+  const wait = answerWait(config.setupTimeout)
+  const result = await answer(config.dataDir, pid, before?.pid === pid ? before.seq : 0, sent, wait)
   if (!result) {
     process.stderr.write(
-      `relay: sent SIGHUP to relay ${pid}, but it wrote no answer to ${RELOAD_RESULT_FILE} within ${ANSWER_WAIT_MS / 1000} s; its log says whether the config was reloaded or refused\n`,
+      `relay: sent SIGHUP to relay ${pid}, but it wrote no answer to ${RELOAD_RESULT_FILE} within ${wait / 1000} s; its log says whether the config was reloaded or refused\n`,
     )
     process.exitCode = 1
     return
   }
   printResult(result)
   if (!result.ok) process.exitCode = 1
+  // A relay re-reads the file it was started with; another one named here was not applied.
+  if (result.configFile && config.configFile && path.resolve(result.configFile) !== path.resolve(config.configFile)) {
+    process.stderr.write(
+      `relay: relay ${pid} runs ${result.configFile} and re-read that file; ${config.configFile} was not applied (a relay reloads the file it started with: restart it with --config ${config.configFile} to run that one)\n`,
+    )
+    process.exitCode = 1
+  }
 }
 
-/** The first result of relay `pid` numbered after `seenSeq`; undefined when none comes in time (or it stopped). */
-async function answer(dataDir: string, pid: number, seenSeq: number): Promise<ReloadResult | undefined> {
-  const deadline = Date.now() + ANSWER_WAIT_MS
+/** A config that cannot be read at all: said as a refused reload (exit 1), as the relay would. */
+function refusedHere(err: ConfigError): void {
+  const text = (err.terminalText ?? err.message).replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')
+  process.stderr.write(`relay: reload refused, the running config stays in force (not sent: the file cannot be read, so no relay would take it):\n${text}\n`)
+  process.exitCode = 1
+}
+
+/**
+ * The first result of relay `pid` numbered after `seenSeq` of a reload that began after `sent` (one
+ * asked for earlier, still running when the signal came, read the file before this call's edit);
+ * undefined when none comes in time (or it stopped).
+ */
+async function answer(dataDir: string, pid: number, seenSeq: number, sent: number, wait: number): Promise<ReloadRecord | undefined> {
+  const deadline = Date.now() + wait
   while (Date.now() < deadline) {
     await sleep(50)
-    const r = readReloadResult(dataDir)
-    if (r && r.pid === pid && r.seq > seenSeq) return r
+    const r = readReloadResults(dataDir).find((x) => x.pid === pid && x.seq > seenSeq && !(x.started < sent))
+    if (r) return r
     if (livePid(dataDir) !== pid) return undefined
   }
   return undefined
@@ -72,8 +98,7 @@ async function answer(dataDir: string, pid: number, seenSeq: number): Promise<Re
 
 function printResult(r: ReloadResult): void {
   if (!r.ok) {
-    const what = r.partial ? 'reload applied in part' : 'reload refused, the running config stays in force'
-    process.stderr.write(`relay: ${what}:\n${r.error.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')}\n`)
+    process.stderr.write(`relay: reload refused, the running config stays in force:\n${r.error.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?')}\n`)
     return
   }
   const lines = ['config reloaded']
@@ -82,18 +107,18 @@ function printResult(r: ReloadResult): void {
   process.stdout.write(lines.join('\n') + '\n')
 }
 
-/** The data directory of a config that does not validate, as far as it says (relay.pid is there). */
-async function dataDirOf(file: string | undefined, err: ConfigError): Promise<Pick<RelayConfig, 'dataDir'>> {
+/** The data directory of a config that does not validate, as far as it says (relay.pid is there); undefined when the file cannot be read. */
+async function dataDirOf(file: string | undefined): Promise<Pick<RelayConfig, 'dataDir' | 'setupTimeout' | 'configFile'> | undefined> {
   let raw: { config: unknown; filepath: string } | null
   try {
     raw = await loadRawConfig(file)
   } catch {
-    throw err
+    return undefined
   }
   const c = (raw?.config ?? {}) as { dataDir?: unknown }
   const dir = raw ? path.dirname(raw.filepath) : process.cwd()
   const dataDir = path.resolve(dir, typeof c.dataDir === 'string' ? c.dataDir : './data')
-  return { dataDir }
+  return { dataDir, setupTimeout: DEFAULT_SETUP_TIMEOUT, configFile: raw?.filepath }
 }
 
 /** The error code of a check that fails (a file this user may not read, a process it may not signal). */

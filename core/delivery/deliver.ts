@@ -54,10 +54,9 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
   }
   for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
 
-  for (const { name, event } of events) {
-    // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
-    await hooks.emit(name, event)
-  }
+  // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
+  // Not awaited: a slow listener must not hold this delivery's slot (the bus bounds each call).
+  for (const { name, event } of events) void hooks.emit(name, event)
 }
 
 /**

@@ -121,7 +121,7 @@ export class HookBus {
     // The listeners share one copy, frozen: none can change what the next one hears (or what the
     // core goes on using: the caller keeps its own object).
     const shared = frozenCopy(data)
-    await Promise.all(
+    const heard = Promise.all(
       list.map(async (p) => {
         const fn = p.plugin.hooks![event] as (e: unknown, ctx: unknown) => unknown
         try {
@@ -131,7 +131,15 @@ export class HookBus {
         }
       }),
     )
+    // A caller need not wait (a delivery's slot is not held while a listener is slow), but the
+    // plugins are torn down only once what they are handling is done (each call within hookTimeout).
+    this.hearing.add(heard)
+    void heard.finally(() => this.hearing.delete(heard))
+    await heard
   }
+
+  /** Event calls still running. */
+  private readonly hearing = new Set<Promise<unknown>>()
 
   /**
    * Runs `call`; past the timeout it is given up on and its signal aborted, so it can stop working.
@@ -171,7 +179,12 @@ export class HookBus {
     })
   }
 
-  async close(): Promise<void> {
+  /** Tears the plugins down once the event calls running finish (each within hookTimeout), waiting at most `waitMs` for them. */
+  async close(waitMs = Infinity): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const waited = new Promise<void>((resolve) => Number.isFinite(waitMs) && (timer = setTimeout(resolve, waitMs)))
+    await Promise.race([Promise.all(this.hearing), waited])
+    clearTimeout(timer)
     await teardownAll(this.plugins, this.log)
   }
 }

@@ -327,7 +327,8 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     ...withoutState,
     dataDir: config.dataDir,
     mode: env.mode ?? 'start',
-    relay: env.relay,
+    // A reload asked for from setup would wait for the reload that runs this setup: refused at once.
+    relay: env.relay && Object.freeze({ ...env.relay, reload: () => (settingUp ? Promise.reject(new Error(`${named}: ctx.relay.reload() cannot be called from setup (the reload would wait for this setup); call it later`)) : env.relay!.reload()) }),
     watchFile: (file, parse, opts) => {
       const w = watchFile(resolvePath(file), parse, log, opts?.onChange)
       files.push(w as WatchedFile<unknown>)
@@ -335,19 +336,24 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     },
   }
   const closeFiles = () => files.forEach((f) => f.close())
+  let settingUp = true
   let result: unknown
+  const setupRun = Promise.resolve().then(() => plugin.setup?.(setupCtx))
   try {
-    result = await within(Promise.resolve().then(() => plugin.setup?.(setupCtx)), config.setupTimeout, () =>
+    result = await within(setupRun, config.setupTimeout, () =>
       new PluginError(CODES.setupTimeout, config.configFile, named, `setup did not finish within ${config.setupTimeout} ms (config setupTimeout)`),
     )
   } catch (err) {
     closeFiles()
+    // A setup that finishes after its time ran out holds what it opened: it is let go then.
+    if (err instanceof PluginError && err.code === CODES.setupTimeout) void tearDownLate(setupRun, plugin, ctx, log, named, closeFiles)
     if (err instanceof PluginError) throw err
     // The cause stays: a system call that failed (a port in use) is no config problem (cli/start.ts).
     throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${errorText(err)}`), { cause: err })
   }
   // The older form: setup returned its teardown. Not for a plugin with a teardown of its own: its
   // setup's function (a matcher, say) is its state.
+  settingUp = false
   const legacyTeardown = typeof result === 'function' && typeof plugin.teardown !== 'function' ? (result as () => unknown) : undefined
   ctx.state = legacyTeardown ? undefined : result
   // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
@@ -361,6 +367,25 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   }
   self = { plugin, ctx, teardown, at, optionsKey, handlers }
   return self
+}
+
+/** The teardown of a setup that finished after config setupTimeout (the start or reload had gone on without it). */
+async function tearDownLate(setupRun: Promise<unknown>, plugin: Plugin, ctx: PluginContext<unknown>, log: Logger, named: string, closeFiles: () => void): Promise<void> {
+  let late: unknown
+  try {
+    late = await setupRun
+  } catch {
+    return // it failed after all: nothing was made
+  } finally {
+    closeFiles() // those it watched after its time ran out
+  }
+  try {
+    if (typeof late === 'function' && typeof plugin.teardown !== 'function') await (late as () => unknown)()
+    else await plugin.teardown?.({ ...ctx, state: late })
+    log.warn(`${named}: setup finished after its timeout; it was torn down`)
+  } catch (err) {
+    log.error({ err }, `${named}: setup finished after its timeout; its teardown failed: ${errorText(err)}`)
+  }
 }
 
 /** The options as a string, keys sorted: the same options written in another order are the same. */

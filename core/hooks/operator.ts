@@ -255,11 +255,6 @@ export type ReloadResult =
   | {
       ok: false
       error: string
-      /**
-       * Under config `workers`: the primary and the other SMTP workers took the new config, and the
-       * worker(s) that refused it are replaced by ones that run it (an SMTP worker's own failure).
-       */
-      partial?: boolean
     }
 
 /** Connections accepted since start and sessions open now, per listener role. */

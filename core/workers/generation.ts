@@ -20,7 +20,8 @@ interface Generation {
   restartOnly: Record<string, unknown>
 }
 
-const fingerprint = (config: RelayConfig) => crypto.createHash('sha256').update(JSON.stringify(plain(config)) ?? '').digest('hex')
+/** What two processes compare to know they read the same config. */
+export const configFingerprint = (config: RelayConfig): string => crypto.createHash('sha256').update(JSON.stringify(plain(config)) ?? '').digest('hex')
 
 const at = (value: unknown, path: readonly string[]): unknown => path.reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), value)
 
@@ -33,7 +34,7 @@ export function generationEnv(loaded: RelayConfig, running: RelayConfig): Record
     const value = JSON.stringify(plain(at(running, path)) ?? null)
     if (value !== JSON.stringify(plain(at(loaded, path)) ?? null)) restartOnly[key] = JSON.parse(value) as unknown
   }
-  return { [ENV]: JSON.stringify({ fingerprint: fingerprint(loaded), restartOnly } satisfies Generation) }
+  return { [ENV]: JSON.stringify({ fingerprint: configFingerprint(loaded), restartOnly } satisfies Generation) }
 }
 
 /**
@@ -44,7 +45,7 @@ export function asPrimaryRuns(config: RelayConfig): RelayConfig {
   const raw = process.env[ENV]
   if (!raw) return config
   const generation = JSON.parse(raw) as Generation
-  if (fingerprint(config) !== generation.fingerprint) {
+  if (configFingerprint(config) !== generation.fingerprint) {
     throw new ConfigError(config.configFile, [{ path: '(config file)', message: 'the file changed since the relay last loaded it, so this SMTP worker would run another config than the rest of the relay; `relay reload` applies it to every process (or restore the file)' }])
   }
   let out = { ...config } as Record<string, unknown>

@@ -15,13 +15,17 @@ export type WorkerMessage =
   | { relay: 'tell'; target: CallTarget; method: string; args: unknown[] }
   | { relay: 'ready'; listeners: { host: string; port: number; role: 'mx' | 'submission' }[] }
   | { relay: 'counts'; counts: WorkerCounts }
-  | { relay: 'reloaded'; seq: number; ok: boolean; error?: string }
+  /** Phase one of a reload done: the new generation is set up (ok) or refused. */
+  | { relay: 'prepared'; seq: number; ok: boolean; error?: string }
   | { relay: 'failed'; error: string; code?: string; config?: { file?: string; issues: { path: string; message: string }[] } }
 
 export type PrimaryMessage =
   | { relay: 'result'; id: number; ok: true; value: unknown }
   | { relay: 'result'; id: number; ok: false; error: SerializedError }
-  | { relay: 'reload'; seq: number; events: string[] }
+  /** A reload in two phases: every process prepares, then all commit, or all abort. */
+  | { relay: 'reload'; seq: number; fingerprint: string }
+  | { relay: 'reload-commit'; seq: number; events: string[] }
+  | { relay: 'reload-abort'; seq: number }
   | { relay: 'reloadTls' }
   | { relay: 'stop' }
 

@@ -56,7 +56,7 @@ export class SmtpWorkerPool {
   private stopping = false
   private restarts: number[] = []
   private reloadSeq = 0
-  private readonly reloads = new Map<number, { left: Set<number>; errors: string[]; refused: Worker[]; done: () => void }>()
+  private readonly reloads = new Map<number, { left: Set<number>; prepared: Set<number>; errors: string[]; done: () => void }>()
   /** smtp.maxConnectionsPerClient and smtp.maxClients for the whole relay. */
   private readonly clients = new ClientCounts()
   private readonly held = new Map<number, Held>()
@@ -139,15 +139,13 @@ export class SmtpWorkerPool {
       // Plugins with session hooks heard it in the worker; the others (and the event log) hear it here.
       void this.env.hooks.emit(m.name as EventName, m.data as never, (p) => !runsInWorkers(p.plugin))
     } else if (m.relay === 'counts') this.counts.set(worker.id, m.counts)
-    else if (m.relay === 'reloaded') {
+    else if (m.relay === 'prepared') {
       const r = this.reloads.get(m.seq)
       if (!r) return
-      if (!m.ok && m.error) {
-        r.errors.push(m.error)
-        r.refused.push(worker)
-      }
+      if (m.ok) r.prepared.add(worker.id)
+      else if (m.error) r.errors.push(m.error)
       r.left.delete(worker.id)
-      if (!r.left.size) r.done()
+      if (!r.left.size || !m.ok) r.done()
     }
   }
 
@@ -271,28 +269,41 @@ export class SmtpWorkerPool {
   }
 
   /**
-   * After the primary's own reload succeeded: every worker loads the same config; the first error is
-   * the result. A worker that refused runs the old generation while the rest run the new one: it is
-   * stopped (its sessions finish) and replaced by one that starts on the new config, so no process
-   * keeps a generation of its own.
+   * Phase one of a reload under workers, once the primary has prepared its own: every worker reads
+   * the file, checks that it read what the primary read (`fingerprint`), and sets its new plugins up,
+   * swapping nothing. Resolves with the first refusal (or a worker that did not answer in time):
+   * then the primary aborts, and so does every worker, and the running config stays in all of them.
    */
-  async reload(): Promise<string | undefined> {
+  async prepareReload(fingerprint: string): Promise<{ seq: number; prepared: ReadonlySet<number>; error?: string }> {
     const seq = ++this.reloadSeq
-    const events = primaryOnlyEvents(this.env.hooks)
-    const left = new Set([...this.workers].filter((w) => sendTo(w, { relay: 'reload', seq, events })).map((w) => w.id))
-    if (!left.size) return undefined
+    const left = new Set([...this.workers].filter((w) => sendTo(w, { relay: 'reload', seq, fingerprint })).map((w) => w.id))
     const errors: string[] = []
-    const refused: Worker[] = []
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, this.env.config().setupTimeout + 5000)
-      this.reloads.set(seq, { left, errors, refused, done: () => (clearTimeout(timer), resolve()) })
-    })
-    this.reloads.delete(seq)
-    for (const w of refused) {
-      this.env.log.warn({ worker: w.id, error: errors[0] }, 'an SMTP worker refused the reload: it is stopped and replaced by one that runs the new config')
-      sendTo(w, { relay: 'stop' })
+    const prepared = new Set<number>()
+    if (left.size) {
+      const limit = this.env.config().setupTimeout + 5000
+      const timedOut = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(true), limit)
+        this.reloads.set(seq, { left, prepared, errors, done: () => (clearTimeout(timer), resolve(false)) })
+      })
+      this.reloads.delete(seq)
+      if (timedOut && !errors.length) errors.push(`an SMTP worker did not set up the new config within ${limit / 1000} s (config setupTimeout + 5 s)`)
     }
-    return errors[0]
+    return { seq, prepared, error: errors[0] }
+  }
+
+  /**
+   * Phase two: the primary has committed; every worker swaps in what it prepared. One that prepared
+   * nothing (started while the reload ran, on the old generation) is stopped and replaced by one
+   * that starts on the new config: no process keeps a generation of its own.
+   */
+  commitReload(seq: number, prepared: ReadonlySet<number>): void {
+    const events = primaryOnlyEvents(this.env.hooks)
+    for (const w of this.workers) sendTo(w, prepared.has(w.id) ? { relay: 'reload-commit', seq, events } : { relay: 'stop' })
+  }
+
+  /** Phase two, refused: every worker lets go of what it prepared and keeps running the old generation. */
+  abortReload(seq: number): void {
+    for (const w of this.workers) sendTo(w, { relay: 'reload-abort', seq })
   }
 
   reloadTls(): void {

@@ -24,14 +24,14 @@ import { runsInWorkers, loadPlugins } from '../hooks/load-plugins.js'
 import type { EventName } from '../hooks/names.js'
 import type { ReloadResult } from '../hooks/operator.js'
 import { SmtpListeners } from '../smtp/listeners.js'
-import { reloadRelay } from '../reload.js'
+import { prepareReload, type PreparedReload } from '../reload.js'
 import { relayOperations } from '../relay-operations.js'
 import { corePolicies } from '../policies/index.js'
 import { Calls, isRelayMessage, plain, type PrimaryMessage, type WorkerMessage } from './ipc.js'
 import { forwardedEvents, workerShare } from './share.js'
 import { loopDelayFigures } from '../loop-delay.js'
 import { errorText } from '../error-text.js'
-import { asPrimaryRuns } from './generation.js'
+import { asPrimaryRuns, configFingerprint } from './generation.js'
 
 /**
  * Sends to the primary; false only when the channel is closed. process.send's own false means the
@@ -53,7 +53,9 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
     if (!isRelayMessage(m)) return
     const msg = m as PrimaryMessage
     if (msg.relay === 'result') calls.settle(msg)
-    else if (msg.relay === 'reload') void reload(msg.seq, msg.events)
+    else if (msg.relay === 'reload') void prepare(msg.seq, msg.fingerprint)
+    else if (msg.relay === 'reload-commit') void commit(msg.seq, msg.events)
+    else if (msg.relay === 'reload-abort') void abort(msg.seq)
     else if (msg.relay === 'reloadTls') parts?.smtp.reloadTls()
     else if (msg.relay === 'stop') void stop.run(0)
   })
@@ -158,17 +160,43 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
   counts.unref()
   stop.onStop = () => clearInterval(counts)
 
-  async function reload(seq: number, events: string[]): Promise<void> {
+  // A reload in two phases (pool.ts): set the new generation up, then swap it in or let it go as the primary says.
+  let pending: { seq: number; prepared: PreparedReload; relayLike: { config: RelayConfig } } | undefined
+  // The newest reload the primary gave up on while this worker was still preparing it.
+  let abandoned = 0
+  async function prepare(seq: number, expected: string): Promise<void> {
     const p = parts
-    if (!p) return
+    if (!p) return void send({ relay: 'prepared', seq, ok: false, error: 'an SMTP worker is still starting' })
+    await abort(pending?.seq)
     const relayLike = {
       config: running,
       loadPlugins: (cfg: RelayConfig, _r: unknown, mode: 'reload', previous: HookBus['plugins']) => load(workerShare(cfg, workers), mode, previous),
     }
-    const result = await reloadRelay(relayLike, log, { hooks: p.hooks, smtp: p.smtp, delivery: p.delivery, resolver })
-    running = relayLike.config
+    // The file read here must be the one the primary read: an edit between the two reads would
+    // leave the processes on different configs.
+    const sameAsPrimary = (next: RelayConfig) => {
+      if (configFingerprint(next) !== expected) throw new ConfigError(next.configFile, [{ path: '(config file)', message: 'the file changed while the reload ran (an SMTP worker read another config than the primary); run `relay reload` again' }])
+    }
+    const result = await prepareReload(relayLike, log, { hooks: p.hooks, smtp: p.smtp, delivery: p.delivery, resolver }, sameAsPrimary)
+    if ('commit' in result && seq <= abandoned) return void (await result.abort())
+    if ('commit' in result) pending = { seq, prepared: result, relayLike }
+    send({ relay: 'prepared', seq, ok: 'commit' in result, error: 'commit' in result ? undefined : result.error })
+  }
+  async function commit(seq: number, events: string[]): Promise<void> {
+    const p = parts
+    const mine = pending
+    if (!p || mine?.seq !== seq) return
+    pending = undefined
+    await mine.prepared.commit()
+    running = mine.relayLike.config
     p.hooks.forward = { events: new Set(events), send: sendEvent }
-    send({ relay: 'reloaded', seq, ok: result.ok, error: result.ok ? undefined : result.error })
+  }
+  async function abort(seq: number | undefined): Promise<void> {
+    const mine = pending
+    if (seq === undefined) return
+    if (mine?.seq !== seq) return void (abandoned = Math.max(abandoned, seq))
+    pending = undefined
+    await mine.prepared.abort()
   }
 }
 
@@ -194,7 +222,7 @@ function stopper(log: Logger, calls: Calls) {
         await s.parts?.smtp.stop()
         // Deliveries in flight finish (their results go to the primary's queue, open until this exits).
         await s.parts?.delivery.stop(code ? 0 : Math.max(0, deadline - Date.now()))
-        await s.parts?.hooks.close()
+        await s.parts?.hooks.close(Math.max(0, deadline - Date.now()))
       } catch (err) {
         log.error({ err }, 'SMTP worker stop failed')
       }

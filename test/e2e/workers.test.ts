@@ -459,20 +459,25 @@ describe('workers: 2, a replacement worker', () => {
   })
 })
 
-describe('workers: 2, a reload one SMTP worker refuses', () => {
-  it('is said to be applied in part (exit 1), and the refusing worker is replaced by one on the new config: no process keeps the old one', async () => {
-    const dir = tempDir()
-    // At reload, the first worker to claim the file fails its setup; the replacement (mode start) does not.
-    fs.writeFileSync(path.join(dir, 'tagged.mjs'), `import fs from 'node:fs'
+describe('workers: 2, a reload an SMTP worker refuses', () => {
+  // At reload, a worker fails its setup: the first one to claim the file (`fail-one`), or every one (`fail-all`).
+  const tagged = `import fs from 'node:fs'
 export default { name: 'tagged', options: { safeParse: (v) => ({ success: true, data: v }) },
-  setup({ processes, mode, resolvePath }) {
+  setup({ processes, mode, resolvePath, options }) {
+    if (processes.role === 'worker' && mode === 'reload' && fs.existsSync(resolvePath('fail-all'))) throw new Error('no licence in process ' + process.pid)
     if (processes.role === 'worker' && mode === 'reload' && fs.existsSync(resolvePath('fail-one'))) {
       try { fs.writeFileSync(resolvePath('claimed'), 'x', { flag: 'wx' }) } catch { return {} }
       throw new Error('cannot open a per-worker resource')
     }
+    // The primary, at reload, may edit the file while the workers have yet to read it.
+    if (processes.role === 'primary' && mode === 'reload' && options.editTo) fs.writeFileSync(resolvePath('relay.config.json'), options.editTo)
     return {}
   },
-  hooks: { rcpt: ({ options }) => ({ action: 'reject', code: 550, message: options.tag + ' from ' + process.pid }) } }\n`)
+  hooks: { rcpt: ({ options }) => ({ action: 'reject', code: 550, message: options.tag + ' from ' + process.pid }) } }\n`
+
+  async function taggedRelay() {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'tagged.mjs'), tagged)
     const relay = await startRelay({ dir, config: { workers: 2, localDomains: ['local.test'], plugins: [[path.join(dir, 'tagged.mjs'), { tag: 'v1' }]] } })
     relays.push(relay)
     const rcpt = async () => {
@@ -483,23 +488,68 @@ export default { name: 'tagged', options: { safeParse: (v) => ({ success: true, 
       client.close()
       return reply
     }
+    // Both workers' pids, as their replies name them.
+    const pids = new Set<string>()
+    await eventually(async () => {
+      const reply = await rcpt()
+      expect(reply).toMatch(/^550 5\.7\.1 v1 from \d+$/)
+      pids.add(reply.split(' ').at(-1)!)
+      return pids.size === 2
+    }, 20_000, 'both workers answering')
     const written = JSON.parse(fs.readFileSync(relay.configFile, 'utf8')) as Record<string, unknown>
-    fs.writeFileSync(path.join(path.dirname(relay.configFile), 'fail-one'), '')
-    fs.writeFileSync(relay.configFile, JSON.stringify({ ...written, plugins: [[path.join(dir, 'tagged.mjs'), { tag: 'v2' }]] }))
+    const withTag = (tag: string, extra: Record<string, unknown> = {}) => JSON.stringify({ ...written, plugins: [[path.join(dir, 'tagged.mjs'), { tag, ...extra }]] })
+    return { relay, dir, rcpt, pids, withTag }
+  }
+
+  /** Every reply for a while comes from one of `pids` with `tag`: no worker was replaced, none runs another generation. */
+  async function allSay(rcpt: () => Promise<string>, pids: Set<string>, tag: string) {
+    for (let i = 0; i < 8; i++) {
+      const reply = await rcpt()
+      expect(reply).toMatch(new RegExp(`^550 5\\.7\\.1 ${tag} from \\d+$`))
+      expect(pids.has(reply.split(' ').at(-1)!)).toBe(true)
+    }
+  }
+
+  it('one worker refuses: the reload is refused in every process (exit 1), the running config stays in all of them, no worker is replaced', async () => {
+    const { relay, dir, rcpt, pids, withTag } = await taggedRelay()
+    fs.writeFileSync(path.join(dir, 'fail-one'), '')
+    fs.writeFileSync(relay.configFile, withTag('v2'))
     const r = await runCliAsync(['reload', '--config', relay.configFile])
     expect(r.code).toBe(1)
-    expect(r.stderr).toContain('relay: reload applied in part:')
-    expect(r.stderr).toContain('an SMTP worker refused it: ')
+    expect(r.stderr).toContain('relay: reload refused, the running config stays in force:\ncannot reload: an SMTP worker refused it: ')
     expect(r.stderr).toContain('cannot open a per-worker resource')
-    await relay.waitForLog((l) => l.msg === 'an SMTP worker refused the reload: it is stopped and replaced by one that runs the new config', 5000)
-    const pids = new Set<string>()
-    // (The refusing worker may take a session while it stops.)
-    await eventually(async () => {
-      const reply = await rcpt().catch(() => '')
-      if (/ v2 from \d+$/.test(reply)) pids.add(reply.split(' ').at(-1)!)
-      return pids.size === 2
-    }, 20_000, 'both workers saying v2')
-    for (let i = 0; i < 6; i++) expect(await rcpt()).toMatch(/^550 5\.7\.1 v2 from \d+$/)
+    await allSay(rcpt, pids, 'v1')
+    // The cause gone, the same file reloads in every process.
+    fs.rmSync(path.join(dir, 'fail-one'))
+    const again = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(again.code, again.stderr).toBe(0)
+    await allSay(rcpt, pids, 'v2')
+    expect(relay.logs.filter((l) => /SMTP worker (exited|cannot start)/.test(String(l.msg)))).toEqual([])
+  })
+
+  it('every worker refuses: the relay keeps taking mail on the running config (no worker stops)', async () => {
+    const { relay, dir, rcpt, pids, withTag } = await taggedRelay()
+    fs.writeFileSync(path.join(dir, 'fail-all'), '')
+    fs.writeFileSync(relay.configFile, withTag('v2'))
+    const r = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/an SMTP worker refused it: [\s\S]*no licence in process \d+/)
+    await allSay(rcpt, pids, 'v1')
+    expect(relay.logs.filter((l) => /SMTP worker (exited|cannot start)/.test(String(l.msg)))).toEqual([])
+  })
+
+  it('the file edited between the primary reading it and the workers reading it: refused in every process, none runs the edit', async () => {
+    const { relay, rcpt, pids, withTag } = await taggedRelay()
+    // The primary's setup writes v3 over the v2 it was loaded from: the workers would read v3.
+    fs.writeFileSync(relay.configFile, withTag('v2', { editTo: withTag('v3') }))
+    const r = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('the file changed while the reload ran (an SMTP worker read another config than the primary); run `relay reload` again')
+    await allSay(rcpt, pids, 'v1')
+    // Reloaded again, every process reads the same v3.
+    const again = await runCliAsync(['reload', '--config', relay.configFile])
+    expect(again.code, again.stderr).toBe(0)
+    await allSay(rcpt, pids, 'v3')
   })
 })
 
