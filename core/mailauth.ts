@@ -64,7 +64,7 @@ function lazy<F>(path: InternalPath, name: string): F {
 }
 
 /** mailauth's internals, typed: the only way core and plugins reach them. */
-export const mailauthInternals = {
+export const mailauthInternals = Object.freeze({
   /** MTA-STS policy file text → policy (throws on an invalid file). */
   parsePolicy: lazy<typeof parsePolicy>('mailauth/lib/mta-sts.js', 'parsePolicy'),
   /** The `_mta-sts.<domain>` TXT record's policy id, or false. */
@@ -88,4 +88,4 @@ export const mailauthInternals = {
       digest(encoding: 'base64'): string
     }
   >('mailauth/lib/dkim/body/index.js', 'dkimBody'),
-}
+})

@@ -2,10 +2,10 @@ import path from 'node:path'
 import { ConfigError, loadRawConfig, parseConfig } from '../config/load.js'
 import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
 import type { RelayConfig } from '../config/schema.js'
-import { pluginShapeProblems } from '../hooks/plugin-shape.js'
+import { pluginShapeProblems, unreadablePlugin } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
 import { workerCount, workerShare } from '../workers/share.js'
-import { PluginError } from '../hooks/plugin-errors.js'
+import { PLUGIN_ERROR_CODES, PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
 import { hostPortText } from '../net/host-port.js'
 import { errorText } from '../error-text.js'
@@ -26,6 +26,8 @@ async function pluginIssues(raw: unknown, configDir: string, file: string | unde
     const [ref, options] = (Array.isArray(entry) ? entry : [entry, undefined]) as [unknown, unknown]
     let plugin: Plugin
     try {
+      const unreadable = typeof ref === 'string' ? undefined : unreadablePlugin(ref)
+      if (unreadable) throw new PluginError(PLUGIN_ERROR_CODES.shape, file, at, unreadable)
       if (typeof ref === 'string') plugin = await resolvePlugin(ref, configDir, at, file, timeoutMs)
       else if (ref && typeof ref === 'object' && typeof (ref as Plugin).name === 'string') plugin = ref as Plugin
       else continue // the core schema names it

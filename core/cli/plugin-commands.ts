@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Command } from 'commander'
+import { Command } from 'commander'
 import { loadConfig, requireConfig } from '../config/load.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
 import { livePid } from '../pid-file.js'
@@ -181,7 +181,16 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
     try {
       // `commands` may be async (it awaits an import): its verbs count once it settles, and its
       // rejection is this plugin's alone, not an unhandled one that ends every verb of the CLI.
-      await within(Promise.resolve().then(() => plugin.commands!(program, api as Parameters<NonNullable<Plugin['commands']>>[1])), DECLARE_TIMEOUT_MS, () => new Error(`commands(program) did not finish within ${DECLARE_TIMEOUT_MS} ms`))
+      // A program of its own, with the CLI's settings: a plugin adds its verbs, and cannot reach
+      // the core's or another plugin's (replace an action, hook every verb). Its verbs move over after.
+      const own = new Command().copyInheritedSettings(program)
+      await within(Promise.resolve().then(() => plugin.commands!(own, api as Parameters<NonNullable<Plugin['commands']>>[1])), DECLARE_TIMEOUT_MS, () => new Error(`commands(program) did not finish within ${DECLARE_TIMEOUT_MS} ms`))
+      for (const verb of own.commands) {
+        const names = [verb.name(), ...verb.aliases()]
+        const taken = program.commands.find((c) => [c.name(), ...c.aliases()].some((n) => names.includes(n)))
+        if (taken) process.stderr.write(`relay: plugin ${plugin.name}'s verb '${verb.name()}' is not added: \`relay ${taken.name()}\` is there already\n`)
+        else program.addCommand(verb)
+      }
     } catch (err) {
       process.stderr.write(`relay: the commands of plugin ${plugin.name} are unavailable: ${errorText(err)}\n`)
     }

@@ -3,6 +3,8 @@
 // command and start than tsx, which starts a module hooks thread and an esbuild process. tsx loads
 // everything else as before: Node 20, and files that need its compiler or its CommonJS output.
 
+import { resolveRelayMtaImports } from './relay-mta-imports.js'
+
 const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split('.').map(Number) as [number, number]
 const QUIET_STRIPPING = (NODE_MAJOR === 22 && NODE_MINOR >= 18) || (NODE_MAJOR === 24 && NODE_MINOR >= 3) || NODE_MAJOR >= 25
 const STRIPS_TYPES = QUIET_STRIPPING && Boolean((process.features as { typescript?: unknown }).typescript)
@@ -41,6 +43,21 @@ export async function importTypeScript(url: string, content: string, parentUrl: 
       if (!notStrippable(err)) throw err
     }
   }
-  const { tsImport } = await import('tsx/esm/api')
-  return tsImport(url, parentUrl)
+  const tsx = await import('tsx/esm/api')
+  // CommonJS output (require, __dirname): tsx's tsImport, which loads every module under it afresh.
+  if (COMMON_JS.test(content)) return tsx.tsImport(url, parentUrl)
+  // Otherwise tsx registered once for the process, behind the relay-mta hooks. tsImport makes a
+  // namespace of its own per call, and in it a new copy of every module the file imports, the
+  // whole core through 'relay-mta' included: 10–15 MB that no reload ever gave back. Here the
+  // file's URL (marked) is fresh at each load, so are the .ts files it imports (the mark carries
+  // over), and 'relay-mta' and npm packages are the ones this process runs.
+  if (!tsxRegistered) {
+    resolveRelayMtaImports()
+    tsx.register()
+    tsxRegistered = true
+  }
+  return import(url)
 }
+
+let tsxRegistered = false
+const COMMON_JS = /\brequire\s*\(|\b__dirname\b|\b__filename\b|\bmodule\.exports\b/

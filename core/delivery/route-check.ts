@@ -19,6 +19,10 @@ const unknownKey = (v: Record<string, unknown>, known: string[], prefix = ''): s
 }
 
 /** Why this route cannot be followed as given, or undefined. */
+const LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
+const HELO = new RegExp(`^(?=.{1,255}$)(?:${LABEL}(?:\\.${LABEL})*\\.?|\\[(?:IPv6:)?[0-9A-Fa-f:.]+\\])$`)
+const HOST = /^[^\s\x00-\x1f\x7f]{1,255}$/
+
 export function routeProblem(route: unknown): string | undefined {
   if (!isObject(route)) return 'route() takes an object'
   const r = route
@@ -29,6 +33,9 @@ export function routeProblem(route: unknown): string | undefined {
   if (r.hosts !== undefined && (!Array.isArray(r.hosts) || r.hosts.some((h) => typeof h !== 'string' || h === ''))) return 'hosts must be a list of host names or IP addresses'
   if (r.port !== undefined && (!Number.isInteger(r.port) || (r.port as number) < 1 || (r.port as number) > 65535)) return 'port must be a whole number from 1 to 65535'
   for (const key of TEXT) if (r[key] !== undefined && (typeof r[key] !== 'string' || r[key] === '')) return `${key} must be a non-empty string`
+  // Both go into SMTP commands and the socket's peer: a CR or LF would end one command and begin another.
+  if (typeof r.helo === 'string' && !HELO.test(r.helo)) return 'helo must be a host name (letters, digits, hyphens, dots) or an address literal such as [192.0.2.1], at most 255 characters'
+  if (Array.isArray(r.hosts) && r.hosts.some((h) => typeof h === 'string' && !HOST.test(h))) return 'hosts must be a list of host names or IP addresses (no spaces or control characters)'
   if (r.implicitTls !== undefined && typeof r.implicitTls !== 'boolean') return 'implicitTls must be true or false'
   if (r.auth !== undefined) {
     if (!isObject(r.auth) || typeof r.auth.user !== 'string' || typeof r.auth.pass !== 'string') return 'auth must be { user, pass }, both strings'

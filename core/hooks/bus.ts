@@ -80,7 +80,7 @@ export class HookBus {
       }
       const verdict = asVerdict(result, hook)
       if (verdict === undefined) continue
-      if (verdict !== 'invalid') this.warnMisplaced(p, hook, verdict)
+      if (verdict !== 'invalid') this.warnMisplaced(p, hook, verdict, result as object)
       if (verdict === 'invalid') {
         p.ctx.log.error({ hook, result: shown(result) }, `plugin ${p.plugin.name} returned something that is not a verdict from hook ${hook}`)
         return { plugin: p.plugin.name, verdict: pluginFailure(hook) } as Decision<K>
@@ -92,7 +92,13 @@ export class HookBus {
 
   /** Verdict fields a stage does not read, said once per plugin, hook and field: they do nothing there. */
   private readonly misplaced = new Set<string>()
-  private warnMisplaced(p: LoadedPlugin, hook: string, verdict: object): void {
+  private warnMisplaced(p: LoadedPlugin, hook: string, verdict: object, given: object): void {
+    // A key no verdict has (`mesage`) would leave the default reply in its place without a word.
+    for (const key of ownKeys(given)) {
+      if (VERDICT_KEYS.has(key) || this.misplaced.has(`${p.at}\u0000${p.plugin.name}\u0000${hook}\u0000?${key}`)) continue
+      this.misplaced.add(`${p.at}\u0000${p.plugin.name}\u0000${hook}\u0000?${key}`)
+      p.ctx.log.warn({ hook, field: key }, `plugin ${p.plugin.name} returned a verdict with the unknown key '${key}' from hook ${hook} (a verdict has: ${[...VERDICT_KEYS].join(', ')}): it is ignored`)
+    }
     const fields = [['senders', 'auth'], ['handled', 'data']].filter(([field, at]) => field! in verdict && hook !== at)
     for (const [field, at] of fields) {
       const key = `${p.at}\u0000${p.plugin.name}\u0000${hook}\u0000${field}`
@@ -196,6 +202,17 @@ function shown(result: unknown): unknown {
     return result
   } catch {
     return String(Object.prototype.toString.call(result))
+  }
+}
+
+const VERDICT_KEYS = new Set(['action', 'code', 'status', 'message', 'senders', 'handled', 'route'])
+
+/** An object's own keys, or none when listing them throws (a Proxy). */
+function ownKeys(o: object): string[] {
+  try {
+    return Object.keys(o)
+  } catch {
+    return []
   }
 }
 

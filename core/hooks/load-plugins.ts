@@ -5,15 +5,15 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { ConfigError, defaultExport } from '../config/load.js'
-import { CONFIG_MARK, importsRelayMta, resolveRelayMtaImports } from '../config/relay-mta-imports.js'
-import { ConfigSyntaxError, moduleSyntaxError } from '../config/syntax.js'
+import { ConfigSyntaxError } from '../config/syntax.js'
+import { importModule } from './import-module.js'
 import { pluginPortIssues } from '../config/check-listen.js'
 import { DEFAULT_SETUP_TIMEOUT, type RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
 import type { RelayOperations } from './operator.js'
 import { HOOK_NAMES } from './names.js'
-import { pluginShapeProblems } from './plugin-shape.js'
+import { pluginShapeProblems, unreadablePlugin } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 import { errorText } from '../error-text.js'
@@ -23,47 +23,6 @@ import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-option
 
 // The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
 const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
-
-/**
- * Imports a plugin module. An operator's own plugin file (`own`: named by a path) that imports
- * 'relay-mta' is loaded as the config is (core/config/relay-mta-imports.ts): as ESM, with
- * 'relay-mta' resolving to this Relay, whether it is .ts or .mts and wherever it is. Without that a
- * .ts file outside a "type": "module" package is compiled to CommonJS by tsx, whose
- * require('relay-mta') looks in the file's directory and finds nothing.
- */
-let ownLoads = 0
-
-async function importModule(file: string, own = false): Promise<unknown> {
-  let url = pathToFileURL(file).href
-  let content: string | undefined
-  if (own) {
-    try {
-      content = fs.readFileSync(file, 'utf8')
-    } catch {
-      // not readable: the import below says why
-    }
-    // Each load of an operator's own plugin is a fresh module, as each load of the config is
-    // (config/find.ts): a reload runs the code now on disk. Node caches an ES module by its URL,
-    // so a .js/.mjs plugin fixed on disk went on running its old code after a reload that said
-    // "plugins loaded again" (tsx's tsImport loads .ts afresh anyway).
-    const load = ++ownLoads
-    if (content !== undefined && importsRelayMta(content)) {
-      resolveRelayMtaImports()
-      // The mark carries over to the .ts files it imports (relay-mta-imports.ts): they load afresh too.
-      url += `?${CONFIG_MARK}=plugin-${load}`
-    } else url += `?relay-plugin-load=${load}`
-  }
-  try {
-    if (/\.[mc]?tsx?$/.test(file)) {
-      const { tsImport } = await import('tsx/esm/api')
-      return await tsImport(url, import.meta.url)
-    }
-    return await import(url)
-  } catch (err) {
-    // A file that does not parse: its file, line and column, not esbuild's bare "Transform failed".
-    throw moduleSyntaxError(err, file, content) ?? err
-  }
-}
 
 function bundledPluginFile(name: string): string | undefined {
   if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) return undefined
@@ -110,6 +69,8 @@ export async function resolvePlugin(ref: string, configDir: string, at: string, 
     throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${errorText(err)}`)
   }
   const plugin = defaultExport(mod)
+  const unreadable = unreadablePlugin(plugin)
+  if (unreadable) throw new PluginError(CODES.shape, file, at, unreadable)
   if (!isPlugin(plugin)) throw new PluginError(CODES.shape, file, at, `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))`)
   return plugin
 }
@@ -255,6 +216,8 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
   const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; optionsKey: string }[] = []
   let answersAuth = false
   for (const { at, ref, rawOptions } of entries) {
+    const unreadable = typeof ref === 'string' || at === 'core' ? undefined : unreadablePlugin(ref)
+    if (unreadable) throw new PluginError(CODES.shape, config.configFile, at, unreadable)
     const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile, config.setupTimeout) : ref
     const named = `${at} (${plugin.name})`
     if (typeof plugin.hooks?.auth === 'function') answersAuth = true
@@ -354,6 +317,7 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   // The older form: setup returned its teardown. Not for a plugin with a teardown of its own: its
   // setup's function (a matcher, say) is its state.
   settingUp = false
+  factoryLike(result, plugin, log)
   const legacyTeardown = typeof result === 'function' && typeof plugin.teardown !== 'function' ? (result as () => unknown) : undefined
   ctx.state = legacyTeardown ? undefined : result
   // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
@@ -367,6 +331,21 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
   }
   self = { plugin, ctx, teardown, at, optionsKey, handlers }
   return self
+}
+
+/**
+ * A setup that returns `{ hooks, teardown }` (the shape of some other plugin systems) has made its
+ * state: those are never called from there. Said once, at setup, instead of doing nothing silently.
+ */
+function factoryLike(result: unknown, plugin: Plugin, log: Logger): void {
+  if (typeof result !== 'object' || result === null) return
+  const r = result as { hooks?: unknown; teardown?: unknown }
+  const hooks = typeof r.hooks === 'object' && r.hooks !== null && Object.values(r.hooks).some((v) => typeof v === 'function')
+  const teardown = typeof r.teardown === 'function' && typeof plugin.teardown !== 'function'
+  if (hooks || teardown) {
+    const what = [hooks && 'hooks', teardown && 'teardown'].filter(Boolean).join(' and ')
+    log.warn(`plugin ${plugin.name}: setup returned an object with ${what}; what setup returns is the plugin's state (ctx.state), so they are never called: put them on the plugin object (definePlugin({ name, setup, ${what === 'hooks' ? 'hooks' : what === 'teardown' ? 'teardown' : 'hooks, teardown'} }))`)
+  }
 }
 
 /** The teardown of a setup that finished after config setupTimeout (the start or reload had gone on without it). */

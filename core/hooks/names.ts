@@ -2,10 +2,10 @@
 // a key that is in neither stops the start (RELAY_ERR_UNKNOWN_HOOK) instead of never being called.
 
 /** Hooks that decide (a verdict), in the order a message meets them. */
-export const HOOK_NAMES = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'generated', 'deliver'] as const
+export const HOOK_NAMES = Object.freeze(['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'generated', 'deliver'] as const)
 
 /** Events that only tell (no verdict), also in a plugin's `hooks` object. */
-export const EVENT_NAMES = [
+export const EVENT_NAMES = Object.freeze([
   'accepted',
   'rejected',
   'suppressed',
@@ -18,7 +18,7 @@ export const EVENT_NAMES = [
   'leaseTakenOver',
   'complaint',
   'reloaded',
-] as const
+] as const)
 
 export type HookName = (typeof HOOK_NAMES)[number]
 export type EventName = (typeof EVENT_NAMES)[number]

@@ -8,8 +8,9 @@
 export const BUSY: unique symbol = Symbol('busy')
 
 export class BoundedWork {
-  private active = 0
-  private readonly line: (() => void)[] = []
+  // Private fields: the one instance is shared by every plugin of the process, and frozen.
+  #active = 0
+  readonly #line: (() => void)[] = []
 
   constructor(
     readonly running: number,
@@ -18,16 +19,16 @@ export class BoundedWork {
 
   /** Runs `work` when a slot is free; BUSY at once when `waiting` are already in line. */
   async run<T>(work: () => Promise<T>): Promise<T | typeof BUSY> {
-    if (this.active < this.running) this.active++
-    else if (this.line.length >= this.waiting) return BUSY
-    else await new Promise<void>((resolve) => this.line.push(resolve))
+    if (this.#active < this.running) this.#active++
+    else if (this.#line.length >= this.waiting) return BUSY
+    else await new Promise<void>((resolve) => this.#line.push(resolve))
     try {
       return await work()
     } finally {
       // The slot passes to the next in line, or is freed.
-      const next = this.line.shift()
+      const next = this.#line.shift()
       if (next) next()
-      else this.active--
+      else this.#active--
     }
   }
 }
@@ -35,4 +36,4 @@ export class BoundedWork {
 const poolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4
 
 /** One line for every auth plugin's password checks in this process. */
-export const passwordChecks = new BoundedWork(Math.max(1, Math.floor(poolSize / 2)), 64)
+export const passwordChecks = Object.freeze(new BoundedWork(Math.max(1, Math.floor(poolSize / 2)), 64))

@@ -2,7 +2,7 @@
 // name (`plugins[2] (my-plugin) setup: …`) and carries a stable code for scripts and docs.
 import { ConfigError } from '../config/load.js'
 
-export const PLUGIN_ERROR_CODES = {
+export const PLUGIN_ERROR_CODES = Object.freeze({
   /** The plugin cannot be found or imported. */
   load: 'RELAY_ERR_PLUGIN_LOAD',
   /** The module's default export is not a plugin object. */
@@ -19,7 +19,7 @@ export const PLUGIN_ERROR_CODES = {
   setup: 'RELAY_ERR_PLUGIN_SETUP',
   /** `setup` did not finish within config `setupTimeout`. */
   setupTimeout: 'RELAY_ERR_PLUGIN_SETUP_TIMEOUT',
-} as const
+} as const)
 export type PluginErrorCode = (typeof PLUGIN_ERROR_CODES)[keyof typeof PLUGIN_ERROR_CODES]
 
 /** A ConfigError (the CLI exits 2) with a code; `at` is `plugins[2] (my-plugin)` or `plugins[2]`. */

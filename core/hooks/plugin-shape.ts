@@ -13,6 +13,23 @@ const FUNCTIONS = ['setup', 'teardown', 'ports', 'commands', 'doctor'] as const
 
 const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v)
 
+/**
+ * Why the plugin object cannot even be looked at (a getter of `name` that throws, a Proxy whose
+ * key listing throws), or undefined: checked before anything reads it, so that such a plugin is a
+ * shape error naming it, not a crash of whatever read it first.
+ */
+export function unreadablePlugin(plugin: unknown): string | undefined {
+  if (typeof plugin !== 'object' || plugin === null) return undefined
+  try {
+    for (const key of Reflect.ownKeys(plugin)) if (key !== 'hooks') void (plugin as Record<PropertyKey, unknown>)[key]
+    const hooks = (plugin as { hooks?: unknown }).hooks
+    if (typeof hooks === 'object' && hooks !== null) Reflect.ownKeys(hooks)
+    return undefined
+  } catch (err) {
+    return `the plugin object cannot be read: ${errorText(err)}`
+  }
+}
+
 /** Everything wrong with the shape of `plugin` (an empty list when nothing is). */
 export function pluginShapeProblems(plugin: Plugin): { code: PluginErrorCode; message: string }[] {
   const out: { code: PluginErrorCode; message: string }[] = []
@@ -44,7 +61,16 @@ export function pluginShapeProblems(plugin: Plugin): { code: PluginErrorCode; me
     out.push({ code: CODES.shape, message: `hooks is ${kind}, not a plain object of hook functions ({ rcpt(ctx) { … } }: methods on a prototype are not seen)` })
     return out
   }
-  for (const key of Object.keys((hooks ?? {}) as object)) {
+  // The bus reads a plugin's enumerable string keys: a hook defined otherwise would never be called.
+  for (const key of Reflect.ownKeys((hooks ?? {}) as object)) {
+    if (typeof key === 'symbol') {
+      out.push({ code: CODES.unknownHook, message: `hooks has a symbol key (${String(key)}): hooks are named by strings` })
+      continue
+    }
+    if (!Object.getOwnPropertyDescriptor(hooks, key)?.enumerable) {
+      out.push({ code: CODES.shape, message: `hooks.${key} is not enumerable, so it would never be called (define it as a plain property)` })
+      continue
+    }
     let fn: unknown
     try {
       fn = (hooks as Record<string, unknown>)[key]

@@ -1,3 +1,4 @@
+import { deepFreeze } from '../config/freeze.js'
 import type { HookName, Route, RouteDecision, Verdict } from './types.js'
 
 type VerdictArgs = [status?: string, message?: string] | [options: { code?: number; status?: string; message?: string; senders?: string[]; handled?: boolean }]
@@ -30,7 +31,8 @@ export interface Reply {
 type StageReplies = Record<'accept' | 'reject' | 'tempfail', Reply>
 
 /** The reply each verdict becomes at each stage, when the plugin gives no code or text of its own. */
-export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver' | 'generated'>, StageReplies> = {
+// Frozen: plugins import it (relay-mta), and the core answers from it.
+export const STAGE_REPLIES: Readonly<Record<Exclude<HookName, 'deliver' | 'generated'>, Readonly<StageReplies>>> = deepFreeze({
   connect: {
     accept: { code: 220, status: '', message: '' },
     reject: { code: 554, status: '5.7.1', message: 'Service refused' },
@@ -66,7 +68,7 @@ export const STAGE_REPLIES: Record<Exclude<HookName, 'deliver' | 'generated'>, S
     reject: { code: 554, status: '5.7.1', message: 'Message refused' },
     tempfail: { code: 451, status: '4.3.0', message: 'Message could not be queued, try again later' },
   },
-}
+})
 
 /**
  * The SMTP reply for a verdict at a stage. A plugin's own code is kept when its class fits the

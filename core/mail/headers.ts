@@ -307,3 +307,7 @@ function makeField(name: string, value: string): HeaderField {
   // Nor a line over 998 octets (RFC 5322 §2.1.1), however long the value: folded.
   return { name, raw: foldLongLines(toRaw(`${name}: ${clean}\r\n`)) }
 }
+
+// Plugins get the core's MessageHeaders (relay-mta): none may change how the core's own headers work.
+Object.freeze(MessageHeaders.prototype)
+Object.freeze(MessageHeaders)

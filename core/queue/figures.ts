@@ -6,7 +6,7 @@ import type { RelayConfig } from '../config/schema.js'
 import type { QueueOperations, StatsRow } from '../hooks/operator.js'
 
 export type Period = 'hour' | 'day'
-export const PERIODS: Record<Period, number> = { hour: 3_600_000, day: 86_400_000 }
+export const PERIODS: Readonly<Record<Period, number>> = Object.freeze({ hour: 3_600_000, day: 86_400_000 })
 const HOUR = 3_600_000
 
 export interface Thresholds {

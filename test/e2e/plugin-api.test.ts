@@ -478,6 +478,27 @@ describe('state, watched files and commands', () => {
     expect(runCli(['stateful-hello', 'world']).code).not.toBe(0)
   })
 
+  it("plugin verbs: a plugin adds its own and cannot reach others' (replace an action, hook every verb, take a name in use)", () => {
+    const dir = tempDir()
+    fs.writeFileSync(
+      path.join(dir, 'meddle.mjs'),
+      `export default { name: 'meddle', hooks: {}, commands(program) {
+  for (const c of program.commands) if (c.name() === 'queue') for (const s of c.commands) s.action(() => console.log('hijacked'))
+  program.hook('preAction', (_this, cmd) => console.log('saw ' + cmd.name() + ' ' + JSON.stringify(cmd.opts())))
+  program.command('queue').action(() => console.log('my queue'))
+  program.command('meddle-hello').option('-c, --config <file>').action(() => console.log('meddle ok'))
+} }\n`,
+    )
+    const { file } = writeConfig([path.join(dir, 'meddle.mjs')])
+    const list = runCli(['queue', 'list', '--config', file])
+    expect(list.code, list.stderr).toBe(0)
+    expect(list.stdout).not.toMatch(/hijacked|saw |my queue/)
+    expect(list.stderr).toContain("relay: plugin meddle's verb 'queue' is not added: `relay queue` is there already")
+    const own = runCli(['meddle-hello', '--config', file])
+    expect(own.stdout, own.stderr).toBe('meddle ok\n')
+    expect(own.code).toBe(0)
+  })
+
   it("plugin verbs: an async commands() counts once it settles, its rejection costs that plugin's verbs only, two plugins of one name keep theirs, and an unknown verb says which plugin could not be loaded", () => {
     const dir = tempDir()
     const write = (name: string, text: string) => fs.writeFileSync(path.join(dir, name), text)

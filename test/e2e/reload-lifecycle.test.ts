@@ -7,7 +7,8 @@ import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { spawn } from 'node:child_process'
+import { BIN, eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const relays: RelayProcess[] = []
 let dns: TestDns
@@ -128,5 +129,48 @@ describe('event listeners', () => {
     // With the listener holding the only delivery slot, the second message would wait 60 s.
     await eventually(() => subjects.every((s) => rx.messages.some((m) => m.raw.toString().includes(`Subject: ${s}`))), 20_000, 'all three delivered')
     expect(trace(dir)).toEqual(['heard x@dest.test', 'heard x@dest.test', 'heard x@dest.test'])
+  })
+})
+
+describe('TypeScript config and plugins across reloads', () => {
+  it("each reload runs the files now on disk (a helper they import too) against the relay's own relay-mta, not a new copy of the core per reload", async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'helper.ts'), "export const version: string = 'v1'\n")
+    // The plugin records whether the relay-mta it imports is the one of its first load, and the helper's version.
+    fs.writeFileSync(
+      path.join(dir, 'probe.ts'),
+      `import fs from 'node:fs'
+import { definePlugin, z, HOOK_NAMES } from 'relay-mta'
+import { version } from './helper.ts'
+const g = globalThis as { __probe?: { z: unknown; names: unknown } }
+g.__probe ??= { z, names: HOOK_NAMES }
+export default definePlugin({
+  name: 'probe',
+  setup(ctx) { fs.appendFileSync(ctx.resolvePath('trace'), ctx.mode + ' ' + version + ' same core: ' + (g.__probe!.z === z && g.__probe!.names === HOOK_NAMES) + '\\n') },
+  hooks: { connect() { return undefined } },
+})
+`,
+    )
+    const relay = await startRelay({ dir, config: { plugins: ['./probe.ts'] } })
+    relays.push(relay)
+    // The same settings as a relay.config.ts that imports relay-mta, next to the JSON the harness wrote.
+    const settings = fs.readFileSync(relay.configFile, 'utf8')
+    const tsConfig = path.join(dir, 'relay.config.ts')
+    fs.writeFileSync(tsConfig, `import { defineConfig } from 'relay-mta'\nexport default defineConfig(${settings.trim()} as never)\n`)
+    await relay.stop()
+    fs.rmSync(path.join(dir, 'trace'))
+    const child = spawn(process.execPath, [BIN, 'start', '--config', tsConfig], { cwd: dir, stdio: 'ignore' })
+    try {
+      await eventually(() => trace(dir).length === 1, 30_000, 'the relay started on relay.config.ts')
+      for (const v of ['v2', 'v3', 'v4']) {
+        fs.writeFileSync(path.join(dir, 'helper.ts'), `export const version: string = '${v}'\n`)
+        const r = await runCliAsync(['reload', '--config', tsConfig])
+        expect(r.code, r.stderr).toBe(0)
+      }
+      expect(trace(dir)).toEqual(['start v1 same core: true', 'reload v2 same core: true', 'reload v3 same core: true', 'reload v4 same core: true'])
+    } finally {
+      child.kill('SIGTERM')
+      await new Promise((r) => child.once('exit', r))
+    }
   })
 })

@@ -16,7 +16,7 @@ let relay: RelayProcess
 beforeAll(async () => {
   mx = await startReceiver({ host: '127.0.8.1', behaviour: { noStartTls: true } })
   smarthost = await startReceiver({ host: '127.0.8.2', behaviour: { noStartTls: true } })
-  dns = await startDns({ 'good.test': { A: ['127.0.8.1'] }, 'typo.test': { A: ['127.0.8.1'] }, 'textport.test': { A: ['127.0.8.1'] }, 'mxhosts.test': { A: ['127.0.8.1'] }, 'smtpsocket.test': { A: ['127.0.8.1'] } })
+  dns = await startDns({ 'good.test': { A: ['127.0.8.1'] }, 'typo.test': { A: ['127.0.8.1'] }, 'textport.test': { A: ['127.0.8.1'] }, 'mxhosts.test': { A: ['127.0.8.1'] }, 'smtpsocket.test': { A: ['127.0.8.1'] }, 'badhelo.test': { A: ['127.0.8.1'] }, 'badhost.test': { A: ['127.0.8.1'] } })
   relay = await startRelay({
     config: {
       dns: { servers: [dns.server], timeout: '1s' },
@@ -30,6 +30,9 @@ beforeAll(async () => {
             // Keys the kind would not use: the MX would get it, the hosts ignored; a socket ignored.
             'mxhosts.test': { kind: 'mx', hosts: ['127.0.8.2'], port: smarthost.port },
             'smtpsocket.test': { kind: 'smtp', hosts: ['127.0.8.2'], port: smarthost.port, socketPath: '/run/lmtp.sock' },
+            // Text that goes into an SMTP command or a connect: a CR LF would end the command early.
+            'badhelo.test': { hosts: ['127.0.8.2'], port: smarthost.port, helo: 'relay.example\r\nRSET' },
+            'badhost.test': { hosts: ['127.0.8.2 \n'], port: smarthost.port },
           },
         }],
         ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
@@ -65,8 +68,14 @@ describe('routes from a deliver hook', () => {
     expect(mxHosts.response).toBe("4.3.5 Route from routes-by-domain unusable: kind 'mx' delivers to the domain's MX hosts, and hosts were given too (kind 'smtp' sends to them)")
     const socket = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'e@smtpsocket.test', 10_000)
     expect(socket.response).toBe("4.3.5 Route from routes-by-domain unusable: socketPath is for kind 'lmtp', not 'smtp'")
+    await send('f@badhelo.test')
+    await send('g@badhost.test')
+    const helo = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'f@badhelo.test', 10_000)
+    expect(helo.response).toMatch(/^4\.3\.5 Route from routes-by-domain unusable: helo must be a host name /)
+    const host = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'g@badhost.test', 10_000)
+    expect(host.response).toBe('4.3.5 Route from routes-by-domain unusable: hosts must be a list of host names or IP addresses (no spaces or control characters)')
     const all = [...mx.messages, ...smarthost.messages].map((m) => m.raw.toString())
-    expect(all.some((t) => /Subject: route to (b@typo|c@textport|d@mxhosts|e@smtpsocket)\.test/.test(t))).toBe(false)
+    expect(all.some((t) => /Subject: route to (b@typo|c@textport|d@mxhosts|e@smtpsocket|f@badhelo|g@badhost)\.test/.test(t))).toBe(false)
     expect(mx.messages).toHaveLength(0)
   })
 })
