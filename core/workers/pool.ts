@@ -50,6 +50,8 @@ const START_TIMEOUT = 60_000
 
 export class SmtpWorkerPool {
   private readonly workers = new Set<Worker>()
+  /** Those that said they are ready (their plugins set up, listening): only they take part in a reload. */
+  private readonly ready = new Set<Worker>()
   private readonly counts = new Map<number, WorkerCounts>()
   /** Sessions of workers that are gone, so the totals never go down (Prometheus counters). */
   private readonly gone = { mx: 0, submission: 0 }
@@ -95,6 +97,7 @@ export class SmtpWorkerPool {
         const msg = m as WorkerMessage
         if (msg.relay === 'ready') {
           clearTimeout(timer)
+          this.ready.add(worker)
           resolve(msg.listeners)
         } else if (msg.relay === 'failed') {
           clearTimeout(timer)
@@ -195,6 +198,7 @@ export class SmtpWorkerPool {
 
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     this.workers.delete(worker)
+    this.ready.delete(worker)
     this.clients.forget(worker.id)
     this.giveBack(worker.id)
     const last = this.counts.get(worker.id)
@@ -276,7 +280,8 @@ export class SmtpWorkerPool {
    */
   async prepareReload(fingerprint: string): Promise<{ seq: number; prepared: ReadonlySet<number>; error?: string }> {
     const seq = ++this.reloadSeq
-    const left = new Set([...this.workers].filter((w) => sendTo(w, { relay: 'reload', seq, fingerprint })).map((w) => w.id))
+    // A worker still starting (a replacement after a crash) runs the old generation: it is replaced at the commit.
+    const left = new Set([...this.ready].filter((w) => sendTo(w, { relay: 'reload', seq, fingerprint })).map((w) => w.id))
     const errors: string[] = []
     const prepared = new Set<number>()
     if (left.size) {
