@@ -1,5 +1,6 @@
 // An authenticated user sends only as what its backend lists for it (the auth hook's `senders`):
-// the envelope sender at MAIL FROM and the From:/Sender: header fields at DATA.
+// the envelope sender at MAIL FROM and, at DATA, the header fields that say who sent the message:
+// From:, Sender:, and their Resent- forms (RFC 5322 §3.6.6), which name the sender of a resend.
 import type { MessageHeaders } from '../mail/headers.js'
 import { addressKey, domainKey, parseAddress } from '../mail/address.js'
 import { headerAddresses } from '../mail/header-addresses.js'
@@ -26,10 +27,10 @@ export function senderAllowed(address: string, senders: readonly string[]): bool
   })
 }
 
-/** Addresses the From: and Sender: header fields can be read as that the user may not send as. */
+/** Addresses the sender header fields (From:, Sender:, Resent-From:, Resent-Sender:) can be read as that the user may not send as. */
 export function foreignHeaderSenders(headers: MessageHeaders, senders: readonly string[]): string[] {
   const out: string[] = []
-  for (const name of ['From', 'Sender']) {
+  for (const name of ['From', 'Sender', 'Resent-From', 'Resent-Sender']) {
     for (const value of headers.getAll(name)) {
       for (const address of headerAddresses(value)) if (!senderAllowed(address, senders)) out.push(address)
     }
@@ -49,7 +50,7 @@ export const senderOwnership = ({ log }: PolicyEnv): Plugin => ({
       if (!session.user) return
       const foreign = foreignHeaderSenders(headers, session.senders ?? [])
       if (!foreign.length) return
-      log.warn({ session: session.id, user: session.user, header: foreign }, 'message refused: From/Sender not owned by the authenticated user')
+      log.warn({ session: session.id, user: session.user, header: foreign }, 'message refused: a sender header field (From, Sender, Resent-From, Resent-Sender) not owned by the authenticated user')
       return refusal(CORE_REPLIES.headerSenderNotOwned(foreign[0]!, session.user))
     },
   },

@@ -349,7 +349,9 @@ export function patchSmtpServer(): void {
     }
     this._setListeners(() => {
       const options = this._server.options
-      if (options.maxClients && this._server.connections.size > options.maxClients) {
+      // A client in smtp.trustedNetworks (the apps this relay serves) is let in past the cap: a
+      // flood of idle connections from elsewhere must not shut it out (Postfix exempts mynetworks too).
+      if (options.maxClients && this._server.connections.size > options.maxClients && !options.trustedClient?.(this.remoteAddress)) {
         return this.send(421, replyText(CORE_REPLIES.tooManyClients(this.name)), false)
       }
       const delay = options.greetingDelay ?? 0

@@ -125,7 +125,8 @@ export class SessionLimits {
     const key = clientKey(ip, c.smtp.clientIpv6Prefix)
     const held: SharedArrival = { listener: `clients ${listener}`, arriving: max === undefined ? undefined : `arriving ${key}`, pending: true }
     this.sharedArrivals.set(id, held)
-    const counts: [string, number][] = [[held.listener, c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!] as [string, number]] : [])]
+    // A trusted client (max undefined) is counted but never refused for smtp.maxClients, as in one process (patches.ts).
+    const counts: [string, number][] = [[held.listener, max === undefined ? Number.MAX_SAFE_INTEGER : c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!] as [string, number]] : [])]
     const full = await shared.admit(counts).catch(() => -1) // the primary is going away: not the client's fault
     held.pending = false
     if (full < 0 && held.gone) shared.release(...counts.map(([k]) => k))

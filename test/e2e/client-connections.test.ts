@@ -238,6 +238,12 @@ describe('smtp.maxClients', () => {
       expect(greeting, `attempt ${i + 1}`).toMatch(tooMany)
       await client.closed
     }
+    // A client in smtp.trustedNetworks is let in past the cap: a flood must not shut out the relay's own apps.
+    const trusted = await open(port, '127.0.0.70')
+    expect(trusted.greeting).toMatch(/^220 /)
+    expect(await trusted.client.command('EHLO app.test')).toMatch(/^250/)
+    trusted.client.send('QUIT\r\n')
+    await trusted.client.closed
     held[0]!.close()
     await held[0]!.closed
     let greeting = ''

@@ -275,6 +275,11 @@ describe('AUTH and submission', () => {
     expect(from.lastReply).toBe('553 5.7.1 Header sender <ceo@bank.test> not owned by user alice@corp.test')
     const sender = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: 'From: alice@corp.test\r\nSender: ops@bank.test\r\nSubject: x\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
     expect(sender.lastReply).toMatch(/^553 5\.7\.1 Header sender <ops@bank\.test>/)
+    // the Resent- fields name the sender of a resend: the same ownership
+    for (const field of ['Resent-From', 'Resent-Sender']) {
+      const resent = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: `From: alice@corp.test\r\n${field}: Ops <ops@bank.test>\r\nSubject: x\r\n\r\nhi\r\n`, starttls: tlsOpts, auth })
+      expect(resent.lastReply, field).toBe('553 5.7.1 Header sender <ops@bank.test> not owned by user alice@corp.test')
+    }
     // an address with two @ ends in an owned domain but is nobody's
     const doubled = await sendMail(port, { from: 'alice@corp.test', to: ['bob@dest.test'], data: 'From: <mallory@evil.test@corp-alias.test>\r\nSubject: x\r\n\r\nhi\r\n', starttls: tlsOpts, auth })
     expect(doubled.lastReply).toMatch(/^553 5\.7\.1 Header sender/)
