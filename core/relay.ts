@@ -236,6 +236,8 @@ export class Relay {
   readiness(): Readiness {
     const { state } = this
     if (state === 'running' && this.parts?.queue.reachable?.() === false) return { ready: false, state, reason: 'the queue database is not reachable' }
+    // Under workers the listeners are the workers': none ready (all died, their replacements failing) is none up.
+    if (state === 'running' && this.pool && this.pool.readyCount() === 0) return { ready: false, state, reason: 'no SMTP worker is running (see the log for why they cannot start)' }
     if (state === 'running' && this.listeners.length) return { ready: true, state }
     return { ready: false, state, reason: state === 'running' ? 'no listener is up' : `the relay is ${state}` }
   }

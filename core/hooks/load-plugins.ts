@@ -17,6 +17,7 @@ import { pluginShapeProblems, unreadablePlugin } from './plugin-shape.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 import { errorText } from '../error-text.js'
+import { plain } from '../plain-data.js'
 import { within } from '../within.js'
 import { pluginResolver } from '../dns/resolver.js'
 import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-options.js'
@@ -270,7 +271,8 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
       if (role === 'worker' && callPrimary) return (await callPrimary(`${self?.at ?? at}\u0000${plugin.name}`, method, args)) as T
       const fn = handlers.get(method)
       if (!fn) throw new Error(`${named}: no handler '${method}' (ctx.processes.handle)`)
-      return (await fn(...args)) as T
+      // Copied as between processes (plain data, structured clone): the same code behaves alike with workers.
+      return copied(await fn(...(copied(args) as unknown[]))) as T
     },
   }
   const ctx: PluginContext<unknown> = {
@@ -366,6 +368,8 @@ async function tearDownLate(setupRun: Promise<unknown>, plugin: Plugin, ctx: Plu
     log.error({ err }, `${named}: setup finished after its timeout; its teardown failed: ${errorText(err)}`)
   }
 }
+
+const copied = (value: unknown): unknown => structuredClone(plain(value))
 
 /** The options as a string, keys sorted: the same options written in another order are the same. */
 function keyOf(options: unknown): string {

@@ -22,7 +22,7 @@ interface Held {
 /** Counts kept for several processes (config `workers`: the primary holds them): per client key, per listener. */
 export interface SharedClientCounts {
   /** Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing counted), or -1. */
-  admit(counts: [string, number][]): Promise<number>
+  admit(counts: [key: string, max: number, also?: string][]): Promise<number>
   release(...keys: string[]): void
 }
 
@@ -109,7 +109,8 @@ export class SessionLimits {
   arrive(id: string, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): ArrivalRefusal | undefined {
     const key = clientKey(ip, ipv6Prefix)
     const arriving = this.arriving.get(key) ?? 0
-    if (arriving >= max) {
+    // Its open sessions count too: at its limit it is refused now, not after it held a slot.
+    if (arriving + (this.perClient.get(key) ?? 0) >= max) {
       this.log.warn({ session: id, client: ip, key, arriving, limit: max }, 'too many connections from one client: refused')
       return { ...CORE_REPLIES.tooManyConnections(hostname, ip), rule: 'core:max-connections-per-client' }
     }
@@ -126,7 +127,9 @@ export class SessionLimits {
     const held: SharedArrival = { listener: `clients ${listener}`, arriving: max === undefined ? undefined : `arriving ${key}`, pending: true }
     this.sharedArrivals.set(id, held)
     // A trusted client (max undefined) is counted but never refused for smtp.maxClients, as in one process (patches.ts).
-    const counts: [string, number][] = [[held.listener, max === undefined ? Number.MAX_SAFE_INTEGER : c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!] as [string, number]] : [])]
+    // A client's connections on their way in and its open sessions together: a client at its limit is
+    // refused here, before it holds a slot of smtp.maxClients that a flood would keep taken.
+    const counts: [string, number, string?][] = [[held.listener, max === undefined ? Number.MAX_SAFE_INTEGER : c.smtp.maxClients], ...(held.arriving ? [[held.arriving, max!, key] as [string, number, string]] : [])]
     const full = await shared.admit(counts).catch(() => -1) // the primary is going away: not the client's fault
     held.pending = false
     if (full < 0 && held.gone) shared.release(...counts.map(([k]) => k))

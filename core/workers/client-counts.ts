@@ -7,9 +7,12 @@ export class ClientCounts {
   private readonly total = new Map<string, number>()
   private readonly byWorker = new Map<number, Map<string, number>>()
 
-  /** Counts one for each [key, max] unless one has `max` open: the index of that one (nothing counted), else -1. */
-  admit(worker: number, counts: [string, number][]): number {
-    const full = counts.findIndex(([key, max]) => (this.total.get(key) ?? 0) >= max)
+  /**
+   * Counts one for each [key, max] unless one has `max` open (with `also`'s count added: read, not
+   * counted): the index of that one (nothing counted), else -1.
+   */
+  admit(worker: number, counts: [key: string, max: number, also?: string][]): number {
+    const full = counts.findIndex(([key, max, also]) => (this.total.get(key) ?? 0) + (also === undefined ? 0 : (this.total.get(also) ?? 0)) >= max)
     if (full >= 0) return full
     const mine = this.byWorker.get(worker) ?? new Map<string, number>()
     this.byWorker.set(worker, mine)

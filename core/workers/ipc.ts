@@ -3,7 +3,9 @@
 // primary (queue intake, queue reads, operator verbs, a plugin's own handlers) and is answered by id.
 import type { Worker } from 'node:cluster'
 import type { LoopDelay } from '../loop-delay.js'
-import { errorText } from '../error-text.js'
+import { deserializeError, plain, serializeError, type SerializedError } from '../plain-data.js'
+
+export { deserializeError, plain, serializeError, type SerializedError }
 
 /** What a worker calls in the primary. `plugin:<at>` is a plugin's own handler (ctx.processes). */
 export type CallTarget = 'queue' | 'ops' | 'clients' | 'throttle' | `plugin:${string}`
@@ -37,27 +39,6 @@ export interface WorkerCounts {
   delivery: { openConnections: number; pausedDestinations: number }
 }
 
-export interface SerializedError {
-  message: string
-  name?: string
-  code?: string
-  responseCode?: number
-}
-
-export function serializeError(err: unknown): SerializedError {
-  const e = err as { message?: unknown; name?: unknown; code?: unknown; responseCode?: unknown }
-  return {
-    message: typeof e?.message === 'string' ? e.message : errorText(err),
-    name: typeof e?.name === 'string' ? e.name : undefined,
-    code: typeof e?.code === 'string' ? e.code : undefined,
-    responseCode: typeof e?.responseCode === 'number' ? e.responseCode : undefined,
-  }
-}
-
-export function deserializeError(s: SerializedError): Error {
-  return Object.assign(new Error(s.message), { name: s.name ?? 'Error', code: s.code, responseCode: s.responseCode })
-}
-
 export const isRelayMessage = (m: unknown): m is { relay: string } => typeof m === 'object' && m !== null && typeof (m as { relay?: unknown }).relay === 'string'
 
 /**
@@ -71,29 +52,6 @@ export function reviveBuffers<T>(value: T, depth = 0): T {
   if (Object.getPrototypeOf(value) !== Object.prototype) return value
   for (const [k, v] of Object.entries(value)) (value as Record<string, unknown>)[k] = reviveBuffers(v, depth + 1)
   return value
-}
-
-/**
- * Data for the other process: structured clone refuses functions and class instances with
- * private state, so anything that is not plain data is dropped (a plugin's event data may carry
- * a stream or a callback; what another process could not use anyway).
- */
-export function plain(value: unknown, depth = 0): unknown {
-  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? undefined : value
-  if (value instanceof Uint8Array || value instanceof Date || value instanceof RegExp) return value
-  if (depth > 8) return undefined
-  if (Array.isArray(value)) return value.map((v) => plain(v, depth + 1))
-  if (value instanceof Map) return new Map([...value].map(([k, v]) => [k, plain(v, depth + 1)]))
-  if (value instanceof Set) return new Set([...value].map((v) => plain(v, depth + 1)))
-  if (value instanceof Error) return serializeError(value)
-  const proto = Object.getPrototypeOf(value)
-  if (proto !== Object.prototype && proto !== null) return undefined
-  const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(value)) {
-    const p = plain(v, depth + 1)
-    if (p !== undefined) out[k] = p
-  }
-  return out
 }
 
 /** Calls from one side, answered by id; a call still open when the channel closes is refused. */

@@ -311,6 +311,11 @@ export class SmtpWorkerPool {
     for (const w of this.workers) sendTo(w, { relay: 'reload-abort', seq })
   }
 
+  /** SMTP workers that are up (their listeners accept). */
+  readyCount(): number {
+    return this.ready.size
+  }
+
   reloadTls(): void {
     for (const w of this.workers) sendTo(w, { relay: 'reloadTls' })
   }

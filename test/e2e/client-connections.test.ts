@@ -257,6 +257,21 @@ describe('smtp.maxClients', () => {
     expect((await open(port, '127.0.0.64')).greeting).toMatch(tooMany)
   })
 
+  it('workers: 2, maxClients 8, 5 per client: a flood of 150 connections from one address leaves room for another client (the refused ones never count)', async () => {
+    const relay = await startRelay({ config: { workers: 2, smtp: { reverseLookup: false, maxClients: 8, maxConnectionsPerClient: 5 } } })
+    try {
+      for (let round = 0; round < 3; round++) {
+        const flood = Array.from({ length: 150 }, () => open(relay.port, '127.0.0.7').then((c) => c, () => undefined))
+        const others = await Promise.all(Array.from({ length: 3 }, () => open(relay.port, '127.0.0.6')))
+        expect(others.map((o) => o.greeting.slice(0, 4)), `round ${round + 1}: ${others.map((o) => o.greeting).join(' | ')}`).toEqual(['220 ', '220 ', '220 '])
+        for (const c of [...others, ...(await Promise.all(flood))]) c?.client.close()
+        await sleep(300) // the relay sees the closes
+      }
+    } finally {
+      await relay.stop()
+    }
+  })
+
   it('workers: 2, maxClients 2: with one session open, a second client is served every time (not refused by a worker whose half is taken)', async () => {
     const port = twoWorkers.port
     await hold(port, 1, '127.0.0.61')

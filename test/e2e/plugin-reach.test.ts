@@ -99,3 +99,25 @@ describe('said once in the log instead of ignored', () => {
     expect(relay.logs.filter((l) => String(l.msg).includes("unknown key 'mesage'"))).toHaveLength(1)
   })
 })
+
+describe('ctx.processes.call in one process', () => {
+  it('copies as between processes: the answer and the arguments are plain data, and the handler cannot change the caller\'s objects', async () => {
+    const dir = tempDir()
+    fs.writeFileSync(
+      path.join(dir, 'calls.mjs'),
+      `export default { name: 'calls', setup({ processes }) {
+  processes.handle('odd', () => ({ f: () => 1, ok: true, when: new URL('http://x.test/') }))
+  processes.handle('mutate', (arg) => { arg.changed = true; return arg.n })
+  return {}
+}, hooks: { async rcpt({ processes }) {
+  const mine = { n: 1 }
+  const answer = { odd: await processes.call('odd'), n: await processes.call('mutate', mine), changed: mine.changed ?? false }
+  return { action: 'reject', code: 550, message: JSON.stringify(answer) }
+} } }
+`,
+    )
+    const relay = await startRelay({ dir, config: { plugins: ['./calls.mjs'] } })
+    relays.push(relay)
+    expect(await rcpt(relay, 'x@dest.test')).toBe('550 5.7.1 {"odd":{"ok":true},"n":1,"changed":false}')
+  })
+})

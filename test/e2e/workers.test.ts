@@ -459,6 +459,32 @@ describe('workers: 2, a replacement worker', () => {
   })
 })
 
+describe('workers: 2, readiness', () => {
+  it('/readyz says not ready while no SMTP worker runs (both killed, their replacements refusing an edited file), and ready again once one starts', async () => {
+    const dir = tempDir()
+    const relay = await startRelay({ dir, config: { workers: 2, localDomains: ['local.test'], plugins: [['admin', { host: '127.0.0.1', port: 0, token: TOKEN }]] } })
+    relays.push(relay)
+    const adminUrl = (await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
+    const ready = async () => {
+      const res = await fetch(`${adminUrl}/readyz`)
+      return { status: res.status, body: (await res.json()) as { ready: boolean; reason?: string } }
+    }
+    expect((await ready()).status).toBe(200)
+    // An edit no reload applied: a replacement worker refuses to run it (generation.ts).
+    const written = fs.readFileSync(relay.configFile, 'utf8')
+    fs.writeFileSync(relay.configFile, JSON.stringify({ ...JSON.parse(written), localDomains: ['other.test'] }))
+    for (const pid of childNodes(relay.child.pid!)) process.kill(pid, 'SIGKILL')
+    const down = await eventually(async () => {
+      const r = await ready()
+      return r.status === 503 ? r : undefined
+    }, 10_000, '/readyz 503')
+    expect(down.body).toMatchObject({ ready: false, reason: 'no SMTP worker is running (see the log for why they cannot start)' })
+    // The file as it was: the next replacement starts, and the relay is ready again.
+    fs.writeFileSync(relay.configFile, written)
+    await eventually(async () => (await ready()).status === 200, 20_000, '/readyz 200 again')
+  })
+})
+
 describe('workers: 2, a reload an SMTP worker refuses', () => {
   // At reload, a worker fails its setup: the first one to claim the file (`fail-one`), or every one (`fail-all`).
   const tagged = `import fs from 'node:fs'
