@@ -42,6 +42,8 @@ export async function importTypeScript(url: string, content: string, parentUrl: 
       // tsx, which throws the same: a config that fails either way.
       if (!notStrippable(err)) throw err
     }
+    // Node keeps the failed module under its URL: tsx gets the file under another one.
+    url += `${url.includes('?') ? '&' : '?'}relay-tsx=1`
   }
   const tsx = await import('tsx/esm/api')
   // CommonJS output (require, __dirname): tsx's tsImport, which loads every module under it afresh.

@@ -178,6 +178,33 @@ describe('hostile messages beside a NOOP-ing session', () => {
     await delivered('probe-dkim')
   }, 60_000)
 
+  it('40 sessions from one address finishing a 900 KB header section at the same moment: each is taken in a turn of its own, and the NOOPs go on', async () => {
+    const clients = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const { client } = await connectRaw(relay.port, '127.0.0.1', 5000, undefined, '127.0.0.23')
+        expect(await client.command('EHLO burst.example.test')).toMatch(/^250 /m)
+        expect(await client.command('MAIL FROM:<mallory@example.test>')).toMatch(/^250 /)
+        expect(await client.command('RCPT TO:<rcpt@local.test>')).toMatch(/^250 /)
+        expect(await client.command('DATA')).toMatch(/^354 /)
+        client.send(`X-Fill: ${'z '.repeat(450 * 1024)}\r\n`)
+        return client
+      }),
+    )
+    try {
+      const { result, rtts } = await withNoopProbe('burst', async () => {
+        await new Promise((r) => setTimeout(r, 300))
+        const replies = clients.map((c) => c.read(60_000))
+        for (const c of clients) c.send('From: <mallory@example.test>\r\nSubject: burst\r\n\r\nbody\r\n.\r\n')
+        return Promise.all(replies)
+      })
+      console.log('40 x 900 KB header sections at once: NOOP rtt', stats(rtts))
+      expect(result.filter((r) => !r.startsWith('250 ')).slice(0, 2)).toEqual([])
+      expect(Math.max(...rtts)).toBeLessThan(MAX_NOOP_MS)
+    } finally {
+      for (const c of clients) c.close()
+    }
+  }, 120_000)
+
   it('a header section over 1 MB (3,000 DKIM-Signature fields): 552 5.3.4', async () => {
     const { result, rtts } = await withNoopProbe('dkim-over', () => sendHostile(`${signatures(3000, true)}${head('dkim-over')}\r\n${BIG_BODY}`))
     console.log('3,000 DKIM signatures (header over 1 MB): NOOP rtt', stats(rtts))
