@@ -46,14 +46,6 @@ export interface PreparedReload {
   abort(): Promise<void>
 }
 
-/** Reads the config file again and applies it to the running relay; see the file comment. */
-export async function reloadRelay(relay: Reloadable, log: Logger, parts: ReloadTargets): Promise<ReloadResult> {
-  const prepared = await prepareReload(relay, log, parts)
-  if (!('commit' in prepared)) return prepared
-  await prepared.commit()
-  return prepared.result
-}
-
 /**
  * Everything of a reload that can fail, with nothing swapped: the config read and checked, the new
  * generation of plugins set up. `expect` may refuse the config read (an SMTP worker checks that it
