@@ -34,7 +34,11 @@ export const smtpSection = z
      * 552 5.3.4. Long folded fields are what makes header unfolding slow (mailauth's is quadratic).
      */
     maxHeaderFieldLines: z.number().int().positive().default(1_000),
-    /** Idle time allowed between commands: RFC 5321 §4.5.3.2.7's 5 minutes, as Postfix's smtpd_timeout. */
+    /**
+     * Idle time allowed between commands: RFC 5321 §4.5.3.2.7's 5 minutes, as Postfix's smtpd_timeout.
+     * It is also a deadline: a command must arrive whole this long after the relay's last reply, not
+     * just one byte of it (Postfix's smtpd_per_record_deadline).
+     */
     socketTimeout: timer.default(300_000).register(restartOnly),
     /**
      * From the accepted connection (after any PROXY header) to the client's first command, greeting
@@ -42,6 +46,18 @@ export const smtpSection = z
      * than `socketTimeout`. Real clients send EHLO within a second of the greeting.
      */
     firstCommandTimeout: timer.default(30_000).register(restartOnly),
+    /**
+     * Under stress (a listener holding 80 % of `maxClients`, Postfix's stress mode), a client neither
+     * in `trustedNetworks` nor authenticated gets this long instead of `socketTimeout`: idle, and to
+     * send a whole command. A flood of slow or silent connections then frees its slots in seconds.
+     */
+    stressTimeout: timer.default(10_000).register(restartOnly),
+    /**
+     * Message data must arrive at this many bytes a second at least (Postfix's smtpd_min_data_rate):
+     * a client has `socketTimeout` (under stress `stressTimeout`) from the 354 reply, plus one second
+     * per `minDataRate` bytes received, to send the message. 0: no rate (idle time only).
+     */
+    minDataRate: z.number().int().min(0).default(500).register(restartOnly),
     maxClients: z.number().int().positive().default(1000).register(restartOnly),
     /**
      * Simultaneous connections from one client address (after PROXY protocol), all listeners

@@ -198,6 +198,7 @@ export const CORE_REPLIES = {
   tooManyErrors: (name: string) => reply(421, '4.7.0', `${name} Too many errors, closing connection`),
   tooManyUnauthenticatedCommands: reply(421, '4.7.0', 'Error: too many unauthenticated commands'),
   idleTimeout: (name: string) => reply(421, '4.4.2', `${name} Timeout exceeded, closing connection`),
+  inputTooSlow: (name: string) => reply(421, '4.4.2', `${name} Timeout exceeded: input too slow, closing connection`),
   firstCommandTimeout: (name: string) => reply(421, '4.4.2', `${name} No command received in time, closing connection`),
   proxyHeaderRequired: (hostname: string) => reply(421, '4.7.0', `${hostname} PROXY protocol header required`),
   proxyHeaderRefused: (name: string, client: string) => reply(421, '4.7.0', `${name} PROXY header not accepted from ${client}, closing connection`),

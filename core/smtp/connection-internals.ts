@@ -12,6 +12,7 @@ export const AT = Symbol('relay.parserAt')
 export interface ParserInternals extends Writable {
   _dataMode: boolean
   _remainder: string
+  isClosed?: boolean
   _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void
   [READ]?: string
   [AT]?: number
@@ -64,6 +65,12 @@ export interface ConnectionInternals {
       useXClient?: unknown
       useXForward?: unknown
       socketTimeout?: number
+      stressTimeout?: number
+      minDataRate?: number
+      /** Sessions on the listener (in this process) from which it is under stress (core/smtp/deadlines.ts). */
+      stressAt?: number
+      onStress?: (stressed: boolean, sessions: number) => void
+      onInputTooSlow?: (session: unknown, after: string | undefined, inData: boolean) => void
     }
     connections: Set<unknown>
   }
@@ -86,4 +93,10 @@ export interface ConnectionInternals {
   _closing?: boolean
   _closed?: boolean
   _firstCommandTimer?: NodeJS.Timeout
+  /** When the relay's last reply went out (undefined while it works on a command): core/smtp/deadlines.ts. */
+  _relayWaitFrom?: number
+  /** Time (ms) earned by message data received since then. */
+  _relayCredit?: number
+  /** The idle limit the socket's timer runs with. */
+  _relayIdle?: number
 }

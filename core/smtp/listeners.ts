@@ -76,11 +76,8 @@ export class SmtpListeners {
     const bound: ListenerInfo[] = []
     for (const [i, l] of this.config.listen.entries()) {
       const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
-      // In an SMTP worker the primary counts smtp.maxClients for the whole relay (session-limits.ts):
-      // a local count would also hold the connections still waiting for the primary's answer, so a
-      // flood that the per-client limit refuses would shut other clients out here.
-      const config = this.limits.shared ? { ...this.config, smtp: { ...this.config.smtp, maxClients: 0 } } : this.config
-      const server = createSmtpServer(config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
+      const server = createSmtpServer(this.config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
+        processes: this.limits.shared?.processes,
         hasAuth: this.hooks.has('auth'),
         clients: this.limits.clients(() => this.config, (ip) => this.trustedNetwork(ip), `listen[${i}]`),
         onConnect: (session, cb) => void this.onConnect(session, listener).then(() => cb(), cb),

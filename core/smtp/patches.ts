@@ -66,13 +66,18 @@
 //    not implement (EXPN, TURN, ETRN, ...: session.ts NOT_IMPLEMENTED) get 502 5.5.1, not 500 (§4.2.4).
 // 16. RFC 2920 §3.2: the replies to a group of pipelined commands go out in one write
 //    (core/smtp/reply-groups.ts): each parser knows its connection's socket (`_createParser`).
+// 17. A command must arrive whole within the idle limit of the last reply, message data at
+//    `minDataRate`; under stress (server option `stressAt`) the idle limit is `stressTimeout` for
+//    clients neither trusted nor authenticated (core/smtp/deadlines.ts). A client past its deadline
+//    gets 421 4.4.2 and is closed; `onInputTooSlow` and `onStress` are told.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
-import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js'
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
 import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
+import { checkStress, idleLimit, inTime, replied, working } from './deadlines.js'
 import { NOT_IMPLEMENTED, NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
@@ -159,7 +164,7 @@ export function patchSmtpServer(): void {
     typeof proto._getEnhancedStatusCode !== 'function' ||
     typeof proto._createParser !== 'function' ||
     typeof proto._whenWritable !== 'function' ||
-    typeof socketTimeout !== 'function' ||
+    typeof proto.close !== 'function' ||
     String(proto._setListeners).replace(/\s+/g, ' ') !== SET_LISTENERS
   ) {
     throw new Error('smtp-server internals changed: check core/smtp/patches.ts against the installed version')
@@ -206,6 +211,7 @@ export function patchSmtpServer(): void {
   }
   proto.send = function (code, data, context) {
     relaySend.call(this, code, data, context)
+    replied(this)
     // Patch 16: a reply the client waits for before it sends more leaves now, with those before it.
     if (this._socket && !canWait(code)) releaseReplies(this._socket)
   }
@@ -225,6 +231,16 @@ export function patchSmtpServer(): void {
   const parserProto = (SMTPStream as unknown as { prototype: ParserInternals }).prototype
   const parserWrite = parserProto._write
   parserProto._write = function (chunk, encoding, next) {
+    // Patch 17: input past the client's deadline is not parsed; the session ends.
+    const conn = this[REPLIES_TO]
+    if (conn && !this.isClosed && !inTime(conn, chunk.length, this._dataMode)) {
+      if (!conn._closing && !conn._closed) {
+        conn._server.options.onInputTooSlow?.(conn.session, conn._relayLastVerb, this._dataMode)
+        conn.send(421, replyText(CORE_REPLIES.inputTooSlow(conn.name)), OWN_LINE)
+        conn.close()
+      }
+      return next()
+    }
     // Command mode: the text the parser splits into lines now (what it kept of the last read first).
     if (!this._dataMode) {
       this[READ] = this._remainder + chunk.toString('binary')
@@ -256,6 +272,7 @@ export function patchSmtpServer(): void {
         return this.close()
       }
     }
+    working(this)
     if (this._firstCommandTimer) {
       clearTimeout(this._firstCommandTimer)
       this._firstCommandTimer = undefined
@@ -278,7 +295,13 @@ export function patchSmtpServer(): void {
   const onClose = proto._onClose
   proto._onClose = function () {
     clearTimeout(this._firstCommandTimer)
-    return onClose.call(this)
+    onClose.call(this)
+    checkStress(this._server, this._server.options.onStress)
+  }
+  const close = proto.close
+  proto.close = function () {
+    close.call(this)
+    checkStress(this._server, this._server.options.onStress)
   }
   const resetSession = proto._resetSession
   proto._resetSession = function () {
@@ -315,7 +338,7 @@ export function patchSmtpServer(): void {
     const s = (socket ?? this._socket) as TimedSocket
     s[CONNECTION] = this
     if (!s.listeners('timeout').includes(onIdleTimeout)) s.on('timeout', onIdleTimeout)
-    s.setTimeout(socketTimeout(this._server.options))
+    s.setTimeout((this._relayIdle = idleLimit(this)))
   }
   proto._setListeners = function (this: ConnectionInternals, callback: () => void) {
     const socket = this._socket as FedSocket
@@ -351,6 +374,7 @@ export function patchSmtpServer(): void {
       const options = this._server.options
       // A client in smtp.trustedNetworks (the apps this relay serves) is let in past the cap: a
       // flood of idle connections from elsewhere must not shut it out (Postfix exempts mynetworks too).
+      checkStress(this._server, options.onStress)
       if (options.maxClients && this._server.connections.size > options.maxClients && !options.trustedClient?.(this.remoteAddress)) {
         return this.send(421, replyText(CORE_REPLIES.tooManyClients(this.name)), false)
       }

@@ -13,6 +13,7 @@ import type { TlsFiles } from './tls.js'
 import { listenFailure, type ListenFailure } from '../net/listen-error.js'
 import { hostPortText } from '../net/host-port.js'
 import { confirmedReverse } from '../dns/confirmed-reverse.js'
+import { stressLevel } from './deadlines.js'
 
 export interface Listener extends ListenerInfo {
   tls: 'starttls' | 'implicit' | 'none'
@@ -27,9 +28,11 @@ export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAut
   clients: ClientChecks
   /** A command refused by smtp-server itself (core/smtp/patches.ts 15). */
   onRefused: (session: SMTPServerSession, command: string, reply: Reply) => void
+  processes?: number
 }
 
-export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, clients, ...handlers }: Handlers): SMTPServer {
+/** `processes`: in an SMTP worker, how many share the listener (config `workers`); each is under stress at its share. */
+export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger, resolver: Resolver, tls: TlsFiles | undefined, { hasAuth, clients, processes, ...handlers }: Handlers): SMTPServer {
   const server = new SMTPServer({
     name: c.hostname,
     banner: 'Relay',
@@ -37,7 +40,10 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     ...(tls ? { key: tls.key, cert: tls.cert, sniOptions: tls.sniOptions, minVersion: tls.minVersion } : {}),
     hideSTARTTLS: listener.tls !== 'starttls',
     size: c.smtp.maxMessageSize,
-    maxClients: c.smtp.maxClients,
+    // In an SMTP worker (`processes`) the primary counts smtp.maxClients for the whole relay
+    // (session-limits.ts): a local count would also hold the connections still waiting for the
+    // primary's answer, so a flood that the per-client limit refuses would shut other clients out here.
+    maxClients: processes ? 0 : c.smtp.maxClients,
     socketTimeout: c.smtp.socketTimeout,
     closeTimeout: c.shutdownTimeout,
     hideENHANCEDSTATUSCODES: false,
@@ -61,6 +67,16 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     trustedClient: clients.trusted,
     onTooManyErrors: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'too many errors: closing the session'),
     firstCommandTimeout: c.smtp.firstCommandTimeout,
+    // A command whole within the idle limit, message data at minDataRate; stress (core/smtp/deadlines.ts).
+    stressTimeout: c.smtp.stressTimeout,
+    minDataRate: c.smtp.minDataRate,
+    stressAt: stressLevel(c.smtp.maxClients, processes),
+    onStress: (stressed: boolean, sessions: number) =>
+      stressed
+        ? log.warn({ listener: { host: listener.host, port: listener.port }, sessions, stressTimeout: c.smtp.stressTimeout }, 'listener under stress: clients neither trusted nor authenticated get smtp.stressTimeout')
+        : log.info({ listener: { host: listener.host, port: listener.port }, sessions }, 'listener no longer under stress'),
+    onInputTooSlow: (session: { id: string; remoteAddress: string }, after: string | undefined, inData: boolean) =>
+      log.info({ session: session.id, client: session.remoteAddress, after: after ?? 'CONNECT' }, inData ? 'message data too slow: closing' : `command too slow after ${after ?? 'CONNECT'}: closing`),
     onImproperPipelining: (session: { id: string; remoteAddress: string }) => log.warn({ session: session.id, client: session.remoteAddress }, 'improper pipelining: message data before the 354 reply to DATA; closing the session'),
     onFirstCommandTimeout: (session: { id: string; remoteAddress: string }) => log.info({ session: session.id, client: session.remoteAddress }, 'no command before the first-command timeout: closing'),
     // Postfix's "timeout after DATA from ...": which command the client went quiet after.

@@ -24,6 +24,8 @@ export interface SharedClientCounts {
   /** Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing counted), or -1. */
   admit(counts: [key: string, max: number, also?: string][]): Promise<number>
   release(...keys: string[]): void
+  /** How many SMTP workers share the counts (each listener's stress level is a share: core/smtp/deadlines.ts). */
+  processes: number
 }
 
 /** See SessionLimits.clients(). */

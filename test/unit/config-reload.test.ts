@@ -54,7 +54,7 @@ describe('restart-only settings', () => {
       [
         'listen', 'dataDir', 'queue', 'dns', 'hostname', 'hookTimeout',
         'smtp.maxMessageSize', 'smtp.maxClients', 'smtp.socketTimeout', 'smtp.reverseLookup', 'smtp.greetingDelay',
-        'smtp.maxErrors', 'smtp.maxUnauthenticatedCommands', 'smtp.firstCommandTimeout',
+        'smtp.maxErrors', 'smtp.maxUnauthenticatedCommands', 'smtp.firstCommandTimeout', 'smtp.stressTimeout', 'smtp.minDataRate',
         'delivery.concurrency', 'delivery.reuse', 'delivery.throttle', 'delivery.tlsCa', 'delivery.mtaSts', 'delivery.lease',
         'tls.minVersion', 'log.format', 'workers',
       ].sort(),
