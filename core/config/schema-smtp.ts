@@ -50,6 +50,7 @@ export const smtpSection = z
      * Under stress (a listener holding 80 % of `maxClients`, Postfix's stress mode), a client neither
      * in `trustedNetworks` nor authenticated gets this long instead of `socketTimeout`: idle, and to
      * send a whole command. A flood of slow or silent connections then frees its slots in seconds.
+     * At `socketTimeout` or more: no stress mode.
      */
     stressTimeout: timer.default(10_000).register(restartOnly),
     /**
