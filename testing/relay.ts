@@ -65,7 +65,7 @@ export interface QueueListEntry {
   sender: string
   size: number
   receivedAt: number
-  recipients: { address: string; state: string; attempts: number; nextAttemptAt?: number; lastResponse?: string }[]
+  recipients: { address: string; state: string; attempts: number; nextAttemptAt?: number; lastResponse?: string; delivering?: true }[]
 }
 
 export function tempDir(prefix = 'relay-test-'): string {

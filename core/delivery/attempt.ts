@@ -285,6 +285,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   }
   let last: Outcome | undefined
   let policyFailure: Extract<Outcome, { kind: 'unreachable' }> | undefined
+  let refusedForNow: Extract<Outcome, { kind: 'done' }> | undefined
   for (const host of hosts) {
     const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
     const opts = maxMessages === undefined ? options : { ...options, maxMessages }
@@ -296,9 +297,12 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
       break
     }
     last = outcome
-    if (last.kind === 'done') break
-    if (last.policy) policyFailure = last
+    if (last.kind === 'done' && !sessionRefusedForNow(last)) break
+    if (last.kind === 'done') refusedForNow = last
+    else if (last.policy) policyFailure = last
   }
+  // The next hosts could not be reached: what the host that refused said explains the deferral best.
+  if (last?.kind === 'unreachable' && refusedForNow) last = refusedForNow
   if (!last) return all('retry', '4.4.1 No host to deliver to')
   if (last.kind === 'unreachable') {
     // A host that did not meet the TLS policy (or refused AUTH) explains the deferral best.
@@ -329,6 +333,20 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     const permanent = reply.code >= 500 && !(reply.code === 552 && reply.stage === 'rcpt')
     return { ...base, outcome: permanent ? ('failed' as const) : ('retry' as const), response: reply.response, remote: reply.code > 0, stage: reply.stage }
   })
+}
+
+/**
+ * The host refused the transaction for now before it took the message for anyone: a 4xx to MAIL
+ * FROM, or 421 (closing) at any command. The next MX host is tried at once, as after a 4xx greeting
+ * (RFC 5321 §5.1, as Postfix does); a recipient's own 4xx at RCPT (greylisting) is not such a refusal.
+ */
+function sessionRefusedForNow(outcome: Extract<Outcome, { kind: 'done' }>): boolean {
+  if (!outcome.replies.size) return false
+  for (const reply of outcome.replies.values()) {
+    if (reply.ok || reply.code < 400 || reply.code > 499 || reply.stage === 'lmtp') return false
+    if (reply.stage !== 'mail' && reply.code !== 421) return false
+  }
+  return true
 }
 
 export type { RecipientResult }

@@ -17,6 +17,7 @@ export type DnsFailureListener = (type: string, code: string) => void
 export function createResolver(config: Pick<RelayConfig, 'dns'>, onFailure?: DnsFailureListener): Resolver {
   const resolver = new Resolver({ timeout: config.dns.timeout, tries: 2 })
   if (config.dns.servers) resolver.setServers(config.dns.servers)
+  waitFullTimeout(resolver, config.dns.timeout)
   if (onFailure) reportFailures(resolver, onFailure)
   return resolver
 }
@@ -28,6 +29,29 @@ const QUERY_TYPES: Record<string, string> = {
   resolveSrv: 'SRV', resolveTxt: 'TXT', reverse: 'PTR',
 }
 const KNOWN_TYPES = new Set(Object.values(QUERY_TYPES))
+
+/**
+ * c-ares (1.32 on: Node 20.17+, 22, 24) adapts each server's timeout to the answer times it has
+ * seen: after many fast answers (names in the server's cache, the common case for a relay) a query
+ * whose answer takes a second or more failed with ETIMEOUT in about 2 s, whatever `dns.timeout`
+ * says, and the mail was deferred. A query that timed out before `timeoutMs` is asked again on a
+ * resolver of its own with no such history, which waits `timeoutMs` for it.
+ */
+function waitFullTimeout(resolver: Resolver, timeoutMs: number): void {
+  const methods = resolver as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+  for (const method of [...Object.keys(QUERY_TYPES), 'resolve']) {
+    const original = methods[method]!.bind(resolver)
+    methods[method] = (...args: unknown[]) => {
+      const started = Date.now()
+      return original(...args).catch((err: unknown) => {
+        if ((err as { code?: unknown }).code !== 'ETIMEOUT' || Date.now() - started >= timeoutMs) throw err
+        const patient = new Resolver({ timeout: timeoutMs, tries: 1 })
+        patient.setServers(resolver.getServers())
+        return (patient as unknown as typeof methods)[method]!(...args)
+      })
+    }
+  }
+}
 
 /**
  * Wraps the instance's query methods. Node's `resolve(name, type)` dispatches to internal

@@ -27,9 +27,10 @@ export interface QueueEntry {
   heldAt?: number
   /**
    * `dsnOwed`: a final result whose DSN is not sent yet (it goes once nothing of the message is in
-   * flight or due: core/delivery/dsn.ts); the message stays queued until then.
+   * flight or due: core/delivery/dsn.ts); the message stays queued until then. `delivering`: a
+   * pending recipient in an attempt now (no next attempt is set while it runs).
    */
-  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory; dsnOwed?: true }[]
+  recipients: { address: string; state: RecipientState; attempts: number; nextAttemptAt?: number; lastResponse?: string; category?: BounceCategory; dsnOwed?: true; delivering?: true }[]
 }
 
 /** What `list` returns; every field narrows. */

@@ -27,6 +27,7 @@ export const RecipientSummary = named(
     lastResponse: z.string().optional(),
     category: category.optional(),
     dsnOwed: z.literal(true).optional().describe('a final result whose DSN to the sender is not sent yet (the message stays queued until it is)'),
+    delivering: z.literal(true).optional().describe('a pending recipient in a delivery attempt now (nextAttemptAt is not set while it runs)'),
   }),
 )
 

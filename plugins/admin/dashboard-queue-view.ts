@@ -44,6 +44,7 @@ export const QUEUE_VIEW_JS = String.raw`
 
   function nextAttempt(m, r) {
     if (m.heldAt) return 'held';
+    if (r.delivering) return 'delivering now';
     if (!isPending(r) || !r.nextAttemptAt) return '–';
     var wait = r.nextAttemptAt - Date.now();
     return wait <= 0 ? 'due now' : 'in ' + span(wait);

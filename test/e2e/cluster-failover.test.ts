@@ -117,6 +117,13 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
     expect(heldByA).toHaveLength(1)
     expect(heldByA[0]).toMatchObject({ leased_by: aId, n: MESSAGES * 2 })
     expect(heldByA[0]!.until!).toBeGreaterThan(Date.now() + DEFAULT_LEASE_MS - 60_000)
+    // `relay queue list` shows them in flight, not the lease's expiry 15 minutes on as a next attempt.
+    const listed = (await nodeA.listQueue()).flatMap((m) => m.recipients)
+    expect(listed).toHaveLength(MESSAGES * 2)
+    for (const r of listed) {
+      expect(r).toMatchObject({ state: 'queued', delivering: true })
+      expect(r.nextAttemptAt).toBeUndefined()
+    }
 
     // Node B joins. While A beats, B takes none of A's work (for twice deadAfter).
     const nodeB = await startRelay({

@@ -5,7 +5,7 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import path from 'node:path'
-import { ROOT, startRelay, type RelayProcess } from '../harness/relay.js'
+import { ROOT, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 let tlsRx: TestReceiver // 127.0.0.2: STARTTLS works (self-signed: 'may' TLS does not verify)
@@ -13,6 +13,9 @@ let brokenTlsRx: TestReceiver // 127.0.0.3: offers STARTTLS, the handshake alway
 let plainRx: TestReceiver // 127.0.0.4
 let greet421: TestReceiver // 127.0.0.5: 421 at the greeting
 let senderRx: TestReceiver // 127.0.0.6: where bounces go
+let mail421: TestReceiver // 127.0.0.7: 421 to MAIL FROM
+let data421: TestReceiver // 127.0.0.8: 421 after the message
+let greylist: TestReceiver // 127.0.0.10: 450 to RCPT
 let relay: RelayProcess
 
 const msg = (subject: string) => `From: a@sender.test\r\nTo: x@y.test\r\nSubject: ${subject}\r\n\r\nbody\r\n`
@@ -25,6 +28,9 @@ beforeAll(async () => {
   plainRx = await startReceiver({ host: '127.0.0.4', port, behaviour: { noStartTls: true } })
   greet421 = await startReceiver({ host: '127.0.0.5', port, behaviour: { reply: { connect: () => ({ code: 421, message: 'too busy' }) } } })
   senderRx = await startReceiver({ host: '127.0.0.6', port, behaviour: { noStartTls: true } })
+  mail421 = await startReceiver({ host: '127.0.0.7', port, behaviour: { reply: { mail: () => ({ code: 421, message: '4.7.0 Try again later, closing connection' }) } } })
+  data421 = await startReceiver({ host: '127.0.0.8', port, behaviour: { reply: { data: () => ({ code: 421, message: '4.3.2 Shutting down, closing connection' }) } } })
+  greylist = await startReceiver({ host: '127.0.0.10', port, behaviour: { reply: { rcpt: () => ({ code: 450, message: '4.2.0 Greylisted, try again later' }) } } })
   dns = await startDns({
     'tls.test': { A: ['127.0.0.2'] },
     'brokentls.test': { A: ['127.0.0.3'] },
@@ -32,6 +38,12 @@ beforeAll(async () => {
     'busy.test': { MX: [{ exchange: 'mx1.busy.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
     'mx1.busy.test': { A: ['127.0.0.5'] },
     'mx2.busy.test': { A: ['127.0.0.4'] },
+    'busymail.test': { MX: [{ exchange: 'mx1.busymail.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.busymail.test': { A: ['127.0.0.7'] },
+    'busydata.test': { MX: [{ exchange: 'mx1.busydata.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.busydata.test': { A: ['127.0.0.8'] },
+    'greylist.test': { MX: [{ exchange: 'mx1.greylist.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.greylist.test': { A: ['127.0.0.10'] },
     'silent.test': 'TIMEOUT',
     'gone.test': { A: ['127.0.0.9'] }, // nothing listens there
     'sender.test': { A: ['127.0.0.6'] },
@@ -54,7 +66,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop()
-  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx].map((x) => x?.close()))
+  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist].map((x) => x?.close()))
 })
 
 describe('outbound', () => {
@@ -83,6 +95,28 @@ describe('outbound', () => {
     expect(msgs.at(-1)!.to).toEqual(['u@busy.test'])
     expect(greet421.messages.length).toBe(0)
     expect(greet421.connections).toBeGreaterThan(0)
+  })
+
+  for (const [domain, rx, what] of [['busymail.test', () => mail421, '421 to MAIL FROM'], ['busydata.test', () => data421, '421 after the message']] as const) {
+    it(`moves on to the next MX in the same attempt when the first answers ${what}`, async () => {
+      const before = plainRx.messages.length
+      await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${domain}`], data: msg(domain) })
+      const msgs = await plainRx.waitForMessages(before + 1, 10_000)
+      expect(msgs.at(-1)!.to).toEqual([`u@${domain}`])
+      expect(rx().connections).toBeGreaterThan(0)
+      expect(rx().messages.length).toBe(0)
+      await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === `u@${domain}`)
+      // Not deferred first: the next MX was tried at once, not at the next attempt.
+      expect(relay.logs.filter((l) => l.event === 'deferred' && l.recipient === `u@${domain}`)).toEqual([])
+    })
+  }
+
+  it('a 450 to RCPT (greylisting) defers the recipient without trying the next MX in that attempt', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@greylist.test'], data: msg('greylisted') })
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@greylist.test', 10_000)
+    expect(deferred.response).toMatch(/^450 4\.2\.0 Greylisted/)
+    expect(greylist.connections).toBeGreaterThan(0)
+    expect(plainRx.messages.some((m) => m.to.includes('u@greylist.test'))).toBe(false)
   })
 
   it('adds Message-ID and Date on the submission listener when missing, not on mx', async () => {
@@ -162,6 +196,13 @@ describe('delivery concurrency', () => {
       expect(rx.connections).toBe(2)
       const queued = (await r.listQueue()).filter((m) => m.recipients[0]!.address.endsWith('@slow.test'))
       expect(queued).toHaveLength(5)
+      // The two in flight are shown as being delivered, not with their lease's expiry as the next attempt.
+      const inFlight = queued.map((m) => m.recipients[0]!).filter((rc) => rc.delivering)
+      expect(inFlight).toHaveLength(2)
+      for (const rc of inFlight) expect(rc.nextAttemptAt).toBeUndefined()
+      for (const rc of queued.map((m) => m.recipients[0]!).filter((x) => !x.delivering)) expect(rc.nextAttemptAt).toBeLessThanOrEqual(Date.now() + 1000)
+      const text = await runCliAsync(['queue', 'list', '--config', r.configFile])
+      expect(text.stdout.match(/next delivering now/g)).toHaveLength(2)
     } finally {
       await r.stop()
       await Promise.all([rx.close(), other.close(), zones.close()])

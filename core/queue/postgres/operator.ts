@@ -22,11 +22,12 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
   const limit = filter.limit !== undefined ? `LIMIT ${param(Math.max(0, filter.limit))}` : ''
   const { rows } = await db.query<{
     id: string; message_id: string | null; sender: string; size: number; received_at: number; held_at: number | null
-    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null; dsn_owed: boolean }[] | null
+    recipients: { address: string; state: RecipientState; attempts: number; next_attempt: number; last_response: string | null; category: BounceCategory | null; dsn_owed: boolean; delivering: boolean }[] | null
   }>(
     `SELECT m.id, m.message_id, m.sender, m.size, m.received_at, m.held_at,
        (SELECT json_agg(json_build_object('address', r.address, 'state', r.state, 'attempts', r.attempts, 'next_attempt', r.next_attempt,
-                                          'last_response', r.last_response, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL) ORDER BY r.id)
+                                          'last_response', r.last_response, 'category', r.category, 'dsn_owed', r.dsn IS NOT NULL,
+                                          'delivering', r.lease_until IS NOT NULL AND r.lease_until > ${param(Date.now())}) ORDER BY r.id)
         FROM ${db.s}.recipients r WHERE r.message_id = m.id) AS recipients
      FROM ${db.s}.messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY m.received_at, m.id ${limit}`,
@@ -43,10 +44,12 @@ export async function list(db: PgContext, filter: QueueFilter = {}): Promise<Que
       address: r.address,
       state: r.state,
       attempts: r.attempts,
-      nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
+      // A lease is in flight: no next attempt is set while it runs.
+      nextAttemptAt: (r.state === 'queued' || r.state === 'deferred') && !r.delivering ? r.next_attempt : undefined,
       lastResponse: orUndefined(r.last_response),
       category: orUndefined(r.category),
       ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
+      ...((r.state === 'queued' || r.state === 'deferred') && r.delivering ? { delivering: true as const } : {}),
     })),
   }))
 }

@@ -33,7 +33,7 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       `SELECT id, message_id, sender, size, received_at, ${held} AS held_at FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at, id${limit}`,
     )
     .all(...params) as Pick<MessageRow, 'id' | 'message_id' | 'sender' | 'size' | 'received_at' | 'held_at'>[]
-  const columns = `message_id, address, state, attempts, next_attempt, last_response${q.version >= 2 ? ', category' : ''}${q.version >= 6 ? ', dsn IS NOT NULL AS dsn_owed' : ''}`
+  const columns = `message_id, address, state, attempts, next_attempt, leased, last_response${q.version >= 2 ? ', category' : ''}${q.version >= 6 ? ', dsn IS NOT NULL AS dsn_owed' : ''}`
   const byMessage = new Map<string, (RecipientRow & { dsn_owed?: number })[]>()
   if (where.length || limit) {
     // A narrowed list: each message's recipients by index, not every recipient in the queue.
@@ -46,6 +46,7 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
       else byMessage.set(r.message_id, [r])
     }
   }
+  const now = Date.now()
   return messages.map((m) => ({
     id: m.id,
     messageId: m.message_id ?? undefined,
@@ -53,15 +54,21 @@ export function list(q: Sqlite, filter: QueueFilter = {}): QueueEntry[] {
     size: m.size,
     receivedAt: m.received_at,
     heldAt: m.held_at ?? undefined,
-    recipients: (byMessage.get(m.id) ?? []).map((r) => ({
-      address: r.address,
-      state: r.state,
-      attempts: r.attempts,
-      nextAttemptAt: r.state === 'queued' || r.state === 'deferred' ? r.next_attempt : undefined,
-      lastResponse: r.last_response ?? undefined,
-      category: r.category ?? undefined,
-      ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
-    })),
+    recipients: (byMessage.get(m.id) ?? []).map((r) => {
+      const pending = r.state === 'queued' || r.state === 'deferred'
+      // A lease sets next_attempt to its expiry: in flight, not a next attempt (show() says `leased`).
+      const delivering = pending && r.leased === 1 && r.next_attempt > now
+      return {
+        address: r.address,
+        state: r.state,
+        attempts: r.attempts,
+        nextAttemptAt: pending && !delivering ? r.next_attempt : undefined,
+        lastResponse: r.last_response ?? undefined,
+        category: r.category ?? undefined,
+        ...(r.dsn_owed ? { dsnOwed: true as const } : {}),
+        ...(delivering ? { delivering: true as const } : {}),
+      }
+    }),
   }))
 }
 

@@ -133,7 +133,7 @@ export async function queueList(env: CommandEnv, opts: QueueVerbOptions & { stat
       text.push(lines[i]!)
       for (const r of m.recipients) {
         text.push(
-          `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}${r.dsnOwed ? `  ${DSN_OWED}` : ''}`,
+          `    ${r.state.padEnd(9)} <${r.address}>  attempts ${r.attempts}  next ${r.delivering ? 'delivering now' : time(r.nextAttemptAt)}${r.lastResponse ? `  last: ${r.lastResponse}` : ''}${r.category ? `  category: ${r.category}` : ''}${r.dsnOwed ? `  ${DSN_OWED}` : ''}`,
         )
       }
     })
