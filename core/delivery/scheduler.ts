@@ -71,7 +71,8 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     const { concurrency, reuse, throttle, lease } = config.delivery
     this.limits = { global: concurrency.global, perDomain: concurrency.perDomain, lease }
     this.pool = new ConnectionPool(reuse.maxMessages, reuse.idleTimeout)
-    this.throttle = new Throttle(throttle, concurrency.perDomain, lease, log)
+    // In a cluster a dead node's shared slots go when its work is taken over (the heartbeat's deadAfter).
+    this.throttle = new Throttle(throttle, concurrency.perDomain, log, config.queue.driver === 'postgres' ? config.queue.heartbeat.deadAfter : undefined)
     this.env = deliveryEnv(config, resolver)
     this.dsns = new DeliveryDsns(() => this.config, queue, log, () => this.notify(), () => hooks)
     this.delays = new DelayWarnings(() => this.config, queue, this.dsns, log, () => this.notify())

@@ -5,12 +5,11 @@
 // A named route's sending caps ('r:<name>', per second too) use the same counters (route-throttle.ts).
 import crypto from 'node:crypto'
 import type { Logger } from 'pino'
-import type { Redis } from 'ioredis'
 import type { RelayConfig } from '../config/schema.js'
 import type { Outcome } from './smtp-session.js'
 import { classify } from './classify.js'
-import { importOptional } from '../optional.js'
-import { ACQUIRE, BACKOFF, MINUTE_MS, RECOVER, SECOND_MS } from './throttle-scripts.js'
+import { MINUTE_MS, SECOND_MS } from './throttle-scripts.js'
+import { SharedCounters } from './shared-counters.js'
 import { windowRetryAt } from './throttle-window.js'
 
 export interface Limits {
@@ -73,27 +72,18 @@ function matchRule<T>(rules: Record<string, T>, name: string): T | undefined {
 
 export class Throttle {
   private readonly states = new Map<string, State>()
-  private redis?: Redis
-  private closed = false
-  private readonly prefix: string
-  private lastRedisError = 0
+  /** With delivery.throttle.redis: the counters every node shares. */
+  private readonly counters?: SharedCounters
 
   constructor(
     private readonly config: ThrottleConfig,
     /** delivery.concurrency.perDomain: the ceiling of every domain's concurrency. */
     private readonly perDomain: number,
-    /** How long a shared slot lives if its node dies without releasing it. */
-    private readonly slotTtl: number,
-    private readonly log: Logger,
+    log: Logger,
+    /** How long a shared slot lives unless its node renews it (a dead node's slots are free after it). */
+    slotTtl?: number,
   ) {
-    this.prefix = config.keyPrefix
-    // ioredis is imported only here, so a relay without shared limits never loads it (limits are per node until it connects).
-    const url = config.redis
-    if (url) importOptional('ioredis', 'delivery.throttle.redis', () => import('ioredis')).then(({ Redis }) => {
-      if (this.closed) return
-      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 })
-      this.redis.on('error', (err) => this.redisFailed(err))
-    }, (err: Error) => this.redisFailed(err))
+    if (config.redis) this.counters = new SharedCounters(config.redis, config.keyPrefix, log, slotTtl)
   }
 
   /** Anything beyond the built-in perDomain limit applies (else the scheduler's fast path is fine). */
@@ -239,19 +229,15 @@ export class Throttle {
 
   private async admit(key: string, limits: Limits, ceiling: number): Promise<Admission> {
     const now = Date.now()
-    if (!this.redis || this.redis.status !== 'ready') {
-      if (this.redis) this.redisFailed(new Error(`redis ${this.redis.status}`))
-      return this.localAdmit(key, limits, ceiling, now)
-    }
+    if (!this.counters?.usable(now)) return this.localAdmit(key, limits, ceiling, now)
     // Local pause first (no round trip); the shared counters decide the rest.
     const s = this.state(key)
     if (s.pauseUntil > now) return { ok: false, retryAt: s.pauseUntil }
     const token = crypto.randomBytes(8).toString('hex')
-    const k = this.keys(key)
     const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
     const concurrency = configured >= Number.MAX_SAFE_INTEGER ? 0 : configured
     try {
-      const [ok, retryAt] = (await this.redis.eval(ACQUIRE, 4, k.conc, k.rate, k.pause, k.reduced, now, token, concurrency, limits.perMinute ?? 0, this.slotTtl, limits.perSecond ?? 0)) as [number, number]
+      const [ok, retryAt] = await this.counters.acquire(this.counters.keys(key), now, token, concurrency, limits.perMinute ?? 0, limits.perSecond ?? 0)
       if (!ok) {
         if (retryAt > now) s.pauseUntil = Math.max(s.pauseUntil, retryAt)
         return { ok: false, retryAt }
@@ -259,8 +245,7 @@ export class Throttle {
       s.inFlight++
       s.starts.push(now)
       return { ok: true, slot: { key, token, redis: true } }
-    } catch (err) {
-      this.redisFailed(err as Error)
+    } catch {
       return this.localAdmit(key, limits, ceiling, now)
     }
   }
@@ -269,7 +254,7 @@ export class Throttle {
     if (slot.remote) return this.remoteRoutes?.release({ ...slot, remote: false })
     const s = this.states.get(slot.key)
     if (s) s.inFlight = Math.max(0, s.inFlight - 1)
-    if (slot.redis && this.redis) this.redis.zrem(this.keys(slot.key).conc, slot.token).catch((err: Error) => this.redisFailed(err))
+    if (slot.redis) this.counters?.release(this.counters.keys(slot.key).conc, slot.token)
   }
 
   /**
@@ -287,10 +272,7 @@ export class Throttle {
     s.pauseMs = s.pauseMs ? Math.min(s.pauseMs * 2, max) : base
     s.pauseUntil = now + s.pauseMs
     s.successes = 0
-    if (this.redis?.status === 'ready') {
-      const k = this.keys(key)
-      this.redis.eval(BACKOFF, 2, k.pause, k.reduced, s.pauseMs, s.reduced, this.forgetAfter, s.pauseUntil).catch((err: Error) => this.redisFailed(err))
-    }
+    this.counters?.backoff(this.counters.keys(key), s.pauseMs, s.reduced, this.forgetAfter, s.pauseUntil)
     return { pauseMs: s.pauseMs, concurrency: s.reduced }
   }
 
@@ -303,9 +285,7 @@ export class Throttle {
     s.successes = 0
     const configured = Math.min(limits.concurrency ?? ceiling, ceiling)
     if (s.reduced !== undefined) s.reduced = s.reduced + 1 >= configured ? undefined : s.reduced + 1
-    if (this.redis?.status === 'ready' && configured < Number.MAX_SAFE_INTEGER) {
-      this.redis.eval(RECOVER, 1, this.keys(key).reduced, configured).catch((err: Error) => this.redisFailed(err))
-    }
+    if (configured < Number.MAX_SAFE_INTEGER) this.counters?.recover(this.counters.keys(key), configured)
   }
 
   backoffDomain(domain: string, now = Date.now()) {
@@ -337,22 +317,8 @@ export class Throttle {
     return until > now ? until : 0
   }
 
-  private keys(key: string) {
-    const base = `${this.prefix}${key}`
-    return { conc: `${base}:conc`, rate: `${base}:rate`, pause: `${base}:pause`, reduced: `${base}:reduced` }
-  }
-
-  /** Fail open: without Redis each node keeps its own counters; logged at most every 30 s. */
-  private redisFailed(err: Error): void {
-    const now = Date.now()
-    if (now - this.lastRedisError < 30_000) return
-    this.lastRedisError = now
-    this.log.warn({ err: err.message }, 'throttle: Redis unavailable; limits are enforced per node until it is back')
-  }
-
   close(): void {
-    this.closed = true
-    this.redis?.disconnect()
+    this.counters?.close()
   }
 }
 

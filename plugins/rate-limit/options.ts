@@ -50,8 +50,12 @@ export const optionsSchema = z
          * On by default (10 in 15 min lock out for 15 min); false turns it off.
          */
         authFailures: orOff(z.object({ max: count.default(10), window: duration.default(900_000), lockout: duration.default(900_000) }).strict().prefault({})),
-        /** Redis only: a connection slot left behind by a relay that died is forgotten after this long without connections from that address. */
-        concurrentTtl: duration.default(3_600_000),
+        /**
+         * Redis only: how long a connection slot lives unless its relay renews it (every third of
+         * this while the session lasts): the slots of a relay that died, or that Redis took after a
+         * command timed out, are free after it.
+         */
+        concurrentTtl: duration.default(60_000),
       })
       .strict()
       .prefault({}),

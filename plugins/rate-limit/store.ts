@@ -1,6 +1,7 @@
 // The counters behind the limits: rate-limiter-flexible limiters (fixed windows) in memory or in
 // Redis, and a gauge of open connections per address (a count that goes up and down, which a
 // windowed rate limiter cannot keep exactly).
+import crypto from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { importOptional } from '../../core/index.js'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
@@ -79,46 +80,86 @@ const total = (owners: Map<string, number>) => {
   return n
 }
 
-// Atomic in Redis: check and count in one step; the TTL slides with every change, so a slot a dead
-// relay never released is forgotten after `ttl` without connections from that address.
+// Atomic in Redis: each open connection is a member of the address's sorted set, its score the time
+// it expires unless its relay renews it (RedisGauge does, three times per `ttl`, while the session
+// lasts). A relay that died, or a slot taken by a command that timed out here (Redis ran it late),
+// is forgotten after `ttl`, not held for an hour as a counter was.
 const ACQUIRE = `
-local n = tonumber(redis.call('get', KEYS[1]) or '0')
+local now = tonumber(ARGV[3])
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+local n = redis.call('zcard', KEYS[1])
 if n >= tonumber(ARGV[1]) then return {0, n} end
-n = redis.call('incr', KEYS[1])
+redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
 redis.call('pexpire', KEYS[1], ARGV[2])
-return {1, n}`
-const RELEASE = `
-local n = redis.call('decr', KEYS[1])
-if n <= 0 then redis.call('del', KEYS[1]) return 0 end
-redis.call('pexpire', KEYS[1], ARGV[1])
-return n`
+return {1, n + 1}`
 
 type GaugeCommands = {
-  relayRlAcquire(key: string, max: string, ttlMs: string): Promise<[number, number]>
-  relayRlRelease(key: string, ttlMs: string): Promise<number>
+  relayRlSlotAcquire(key: string, max: string, ttlMs: string, now: string, token: string): Promise<[number, number]>
 }
 
 /** Shared by every relay on the same Redis and key prefix. */
 export class RedisGauge implements Gauge {
   private readonly client: Redis & GaugeCommands
+  /** The slots this relay holds, per key (their tokens), renewed until released. */
+  private readonly held = new Map<string, string[]>()
+  private renewer?: NodeJS.Timeout
 
   constructor(
     client: Redis,
     private readonly prefix: string,
     private readonly ttlMs: number,
   ) {
-    client.defineCommand('relayRlAcquire', { numberOfKeys: 1, lua: ACQUIRE })
-    client.defineCommand('relayRlRelease', { numberOfKeys: 1, lua: RELEASE })
+    client.defineCommand('relayRlSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE })
     this.client = client as Redis & GaugeCommands
   }
 
   async acquire(key: string, max: number) {
-    const [ok, n] = await this.client.relayRlAcquire(`${this.prefix}:${key}`, String(max), String(this.ttlMs))
-    return { acquired: Number(ok) === 1, count: Number(n) }
+    const slots = `${this.prefix}:slots:${key}`
+    const token = crypto.randomBytes(8).toString('hex')
+    let ok: number, n: number
+    try {
+      ;[ok, n] = await this.client.relayRlSlotAcquire(slots, String(max), String(this.ttlMs), String(Date.now()), token)
+    } catch (err) {
+      // Sent on the same connection after the script: should Redis run that late, this undoes it.
+      this.client.zrem(slots, token).catch(() => undefined)
+      throw err
+    }
+    if (Number(ok) !== 1) return { acquired: false, count: Number(n) }
+    const tokens = this.held.get(key) ?? []
+    tokens.push(token)
+    this.held.set(key, tokens)
+    if (!this.renewer) {
+      this.renewer = setInterval(() => this.renew(), Math.max(100, Math.floor(this.ttlMs / 3)))
+      this.renewer.unref()
+    }
+    return { acquired: true, count: Number(n) }
   }
 
   async release(key: string) {
-    await this.client.relayRlRelease(`${this.prefix}:${key}`, String(this.ttlMs))
+    const tokens = this.held.get(key)
+    const token = tokens?.pop()
+    if (!token) return
+    if (!tokens!.length) this.held.delete(key)
+    if (!this.held.size) this.stop()
+    // A release that fails leaves a slot nobody renews: it is gone after ttl.
+    await this.client.zrem(`${this.prefix}:slots:${key}`, token)
+  }
+
+  stop(): void {
+    clearInterval(this.renewer)
+    this.renewer = undefined
+  }
+
+  private renew(): void {
+    if (this.client.status !== 'ready' || !this.held.size) return
+    const until = Date.now() + this.ttlMs
+    const batch = this.client.pipeline()
+    for (const [key, tokens] of this.held) {
+      const slots = `${this.prefix}:slots:${key}`
+      for (const token of tokens) batch.zadd(slots, 'XX', until, token)
+      batch.pexpire(slots, this.ttlMs)
+    }
+    batch.exec().catch(() => undefined)
   }
 }
 
@@ -162,6 +203,7 @@ export async function redisStore(url: string, prefix: string, timeoutMs: number,
     () => true,
     () => false,
   )
+  const gauges: RedisGauge[] = []
   return {
     client,
     ready,
@@ -173,8 +215,13 @@ export async function redisStore(url: string, prefix: string, timeoutMs: number,
         duration: Math.ceil(windowMs / 1000),
         rejectIfRedisNotReady: true,
       }),
-    gauge: (name) => new RedisGauge(client, `${prefix}:${name}`, concurrentTtlMs),
+    gauge: (name) => {
+      const gauge = new RedisGauge(client, `${prefix}:${name}`, concurrentTtlMs)
+      gauges.push(gauge)
+      return gauge
+    },
     async close() {
+      for (const g of gauges) g.stop()
       const quit = client.quit().then(
         () => undefined,
         () => undefined,

@@ -13,7 +13,8 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
-import { PG_URL, connectPostgres, skipFor } from '../harness/services.js'
+import { PG_URL, REDIS_URL, connectPostgres, redisProblem, skipFor } from '../harness/services.js'
+import { Redis } from 'ioredis'
 
 const RUN = `${process.pid}_${crypto.randomBytes(3).toString('hex')}`
 /** One schema per test: each starts with an empty queue and node table. */
@@ -163,6 +164,38 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
     // A's row is gone from the node table; B's is there.
     const { rows } = await admin.query(`SELECT node_id FROM ${SCHEMA}.nodes ORDER BY node_id`)
     expect(rows.map((r) => r.node_id)).toEqual([`node-b.relay.test/${os.hostname()}`])
+  }, 60_000)
+
+  it("with shared throttles (Redis), node A's concurrency slots go with it: B delivers A's in-flight mail and new mail within seconds, not after the 15-minute lease", async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const problem = await redisProblem()
+    if (problem) return void skipFor(problem)
+    const prefix = `relay-failover-${RUN}:`
+    // Every slot of dest.test in use by A (concurrency 4 for the whole cluster).
+    const throttle = { redis: REDIS_URL, keyPrefix: prefix, domains: { 'dest.test': { concurrency: MESSAGES } } }
+    const nodeA = await startRelay({ config: nodeConfig('node-a', {}, { throttle }) })
+    relays.push(nodeA)
+    const ids = await sendThrough(nodeA, MESSAGES, 'slots')
+    await eventually(() => rx.refused.filter((m) => m.outcome === 'stall').length >= MESSAGES, 15_000, "node A's deliveries under way")
+    const probe = new Redis(REDIS_URL)
+    try {
+      expect(await probe.zcard(`${prefix}d:dest.test:conc`)).toBe(MESSAGES)
+      const nodeB = await startRelay({ config: nodeConfig('node-b', {}, { throttle }) })
+      relays.push(nodeB)
+      rx.setBehaviour({})
+      const killedAt = Date.now()
+      await nodeA.kill9()
+      const fresh = await sendThrough(nodeB, 1, 'fresh')
+      await eventually(() => [...ids, ...fresh].every((id) => rx.messages.some((m) => messageIdOf(m) === id)), 30_000, "A's messages and a new one delivered by B")
+      const ms = Date.now() - killedAt
+      console.log(`shared throttle: B delivered A's ${MESSAGES} messages and a new one ${ms} ms after kill -9 (deadAfter ${DEAD_AFTER_MS} ms)`)
+      expect(ms).toBeLessThan(3 * DEAD_AFTER_MS + 8000)
+      await eventually(async () => (await probe.zcard(`${prefix}d:dest.test:conc`)) === 0, 10_000, 'no slot left taken')
+    } finally {
+      const keys = await probe.keys(`${prefix}*`)
+      if (keys.length) await probe.del(...keys)
+      await probe.quit()
+    }
   }, 60_000)
 
   it("a node frozen past deadAfter (SIGSTOP) is taken over; when it wakes, its late results do not touch the new holder's work", async () => {

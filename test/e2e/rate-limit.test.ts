@@ -487,9 +487,9 @@ describe('rate-limit, Redis store (shared by relays)', () => {
     expect(first.greeting).toMatch(/^220 /)
     expect((await open(r.port, ip)).greeting).toMatch(/^421 4\.7\.0 /)
     first.client.close()
-    // Its slot is given back in Redis before Redis goes away (the key disappears at 0).
+    // Its slot is given back in Redis before Redis goes away (the key disappears with its last slot).
     const probe = new Redis(REDIS_URL)
-    await eventually(async () => (await probe.exists(`${PREFIX}-proxied:concurrent:${ip}`)) === 0, 5000, 'the slot released in Redis')
+    await eventually(async () => (await probe.exists(`${PREFIX}-proxied:concurrent:slots:${ip}`)) === 0, 5000, 'the slot released in Redis')
     await probe.quit()
     closeClients()
 

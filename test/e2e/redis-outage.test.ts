@@ -7,6 +7,8 @@ import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { connectRaw } from '../harness/smtp-client.js'
+import { Redis } from 'ioredis'
 import { REDIS_URL, redisProblem, skipFor } from '../harness/services.js'
 import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.js'
 
@@ -52,6 +54,40 @@ async function send(): Promise<{ reply: string; ms: number; id: string }> {
 }
 
 describe('Redis that stops answering', () => {
+  it('hung, then caught up: what Redis ran late is undone; no connection or destination slot stays taken, the limits let clients and mail through', async () => {
+    if (problem) return void skipFor(problem)
+    // Both of the relay's Redis clients connected and in use first.
+    const first = await send()
+    await eventually(() => mx.messages.some((m) => messageIdOf(m) === first.id), 10_000, 'first delivered')
+    proxy.hold()
+    const during = [await send(), await send()]
+    for (const d of during) expect(d.reply).toMatch(/^250 /)
+    await eventually(() => during.every((d) => mx.messages.some((m) => messageIdOf(m) === d.id)), 30_000, 'delivered while Redis hangs')
+    // Redis runs what it held back: the slots those timed-out commands took, and the relay's undo after them.
+    await proxy.restore()
+    const probe = new Redis(REDIS_URL)
+    const taken = async () => {
+      const keys = [...(await probe.keys(`relay-thr-${RUN}:*:conc`)), ...(await probe.keys(`relay-rl-${RUN}:concurrent:slots:*`))]
+      let n = 0
+      for (const k of keys) n += await probe.zcard(k)
+      return n
+    }
+    try {
+      await eventually(async () => (await taken()) === 0, 10_000, 'no slot left taken in Redis')
+      // perIp.concurrent 5: five sessions at once from one address are all let in.
+      const five = await Promise.all(Array.from({ length: 5 }, () => connectRaw(relay.port)))
+      for (const { greeting } of five) expect(greeting).toMatch(/^220 /)
+      for (const { client } of five) client.close()
+      await eventually(async () => (await taken()) === 0, 10_000, 'the five slots given back')
+    } finally {
+      await probe.quit()
+    }
+    // dest.test (concurrency 2, shared): new mail is delivered at once, not after delivery.lease.
+    const after = [await send(), await send()]
+    for (const d of after) expect(d.reply).toMatch(/^250 /)
+    await eventually(() => after.every((d) => mx.messages.some((m) => messageIdOf(m) === d.id)), 15_000, 'delivered after Redis caught up')
+  }, 120_000)
+
   it('blackholed: sessions finish within the store timeout, limits fail open (logged), mail is delivered; after it is back all is well', async () => {
     if (problem) return void skipFor(problem)
     const first = await send()

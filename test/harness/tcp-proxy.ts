@@ -1,7 +1,9 @@
 // A TCP proxy on loopback between the relay and a service (PostgreSQL, Redis), to take the service
 // away without touching it: `cut` drops every connection and stops listening (a stopped or
 // restarted server), `blackhole` keeps connections open but passes no byte either way, and takes
-// new ones without ever answering (a lost network, a hung server); `restore` brings it back.
+// new ones without ever answering (a lost network, a hung server); `hold` keeps what each side sends
+// and passes it on at `restore` (a server that hung, then caught up with the commands sent
+// meanwhile); `restore` brings it back.
 import net from 'node:net'
 
 export interface TcpProxy {
@@ -11,6 +13,7 @@ export interface TcpProxy {
   via(url: string): string
   cut(): Promise<void>
   blackhole(): void
+  hold(): void
   restore(): Promise<void>
   close(): Promise<void>
   /** Connections made through the proxy so far. */
@@ -19,8 +22,14 @@ export interface TcpProxy {
 
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const pairs = new Set<{ a: net.Socket; b?: net.Socket }>()
-  let mode: 'open' | 'blackhole' | 'cut' = 'open'
+  let mode: 'open' | 'blackhole' | 'hold' | 'cut' = 'open'
   let made = 0
+  /** Bytes held (mode 'hold'), in order, to pass on at restore. */
+  let held: { to: net.Socket; data: Buffer }[] = []
+  const pass = (to: net.Socket, data: Buffer) => {
+    if (mode === 'open') to.write(data)
+    else if (mode === 'hold') held.push({ to, data })
+  }
   const onConnection = (a: net.Socket) => {
     made++
     const pair: { a: net.Socket; b?: net.Socket } = { a }
@@ -33,8 +42,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     b.on('error', () => a.destroy())
     b.on('close', () => a.destroy())
     // Bytes pass only while open: a blackholed pair swallows them.
-    a.on('data', (d) => void (mode === 'open' && b.write(d)))
-    b.on('data', (d) => void (mode === 'open' && a.write(d)))
+    a.on('data', (d: Buffer) => pass(b, d))
+    b.on('data', (d: Buffer) => pass(a, d))
   }
   let server = net.createServer(onConnection)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -59,11 +68,16 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     blackhole() {
       mode = 'blackhole'
     },
+    hold() {
+      mode = 'hold'
+    },
     async restore() {
       // Connections held through a blackhole are dropped, as a network that comes back after the
       // peers' keepalives gave up; the clients reconnect.
       if (mode === 'blackhole') dropAll()
       mode = 'open'
+      for (const { to, data } of held) if (!to.destroyed) to.write(data)
+      held = []
       if (server.listening) return
       server = net.createServer(onConnection)
       await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', () => resolve()))

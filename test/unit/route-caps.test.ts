@@ -13,7 +13,7 @@ const T0 = 1_700_000_000_000
 
 function throttle(): Throttle {
   const config = { default: {}, domains: {}, hosts: {}, backoff: { base: 5_000, max: 20_000, recoverAfter: 2 }, hostWait: 30_000, keyPrefix: 'test:' } as RelayConfig['delivery']['throttle']
-  return new Throttle(config, 10, 60_000, pino({ level: 'silent' }))
+  return new Throttle(config, 10, pino({ level: 'silent' }))
 }
 
 describe('windowRetryAt', () => {

@@ -19,7 +19,7 @@ function throttle(over: { default?: Limits; domains?: Record<string, Limits>; ho
     hostWait: 30_000,
     keyPrefix: 'test:',
   } as ThrottleConfig
-  return new Throttle(config, perDomain, 60_000, log)
+  return new Throttle(config, perDomain, log)
 }
 
 const slot = (t: Throttle, domain: string, now: number) => {
