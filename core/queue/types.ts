@@ -195,8 +195,11 @@ export interface Queue {
   hold(queueId: string): Promise<boolean>
   /** Makes a held message's pending recipients due at once; false when it is not held. */
   release(queueId: string, now: number): Promise<boolean>
-  /** Removes a message and its body without a bounce; false when there is no such message. */
-  remove(queueId: string): Promise<boolean>
+  /**
+   * Removes a message and its body without a bounce; false when there is no such message,
+   * 'in-flight' (nothing removed) while one of its recipients is being delivered.
+   */
+  remove(queueId: string): Promise<boolean | 'in-flight'>
   /**
    * The operator's bounce, in one write: each recipient still pending and not in flight at that
    * moment becomes 'bounced' with `response`, the ones in `owed` marked DSN owed (`mark`) as a

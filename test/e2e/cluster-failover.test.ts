@@ -12,7 +12,7 @@ import type pg from 'pg'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 import { PG_URL, REDIS_URL, connectPostgres, redisProblem, skipFor } from '../harness/services.js'
 import { Redis } from 'ioredis'
 
@@ -125,6 +125,11 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
       expect(r).toMatchObject({ state: 'queued', delivering: true })
       expect(r.nextAttemptAt).toBeUndefined()
     }
+    // Deleting a message a node is delivering is refused: that attempt would deliver it all the same.
+    const busyId = (await nodeA.listQueue())[0]!.id
+    const refused = await runCliAsync(['queue', 'delete', busyId, '--config', nodeA.configFile])
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toMatch(/being delivered right now: not deleted/)
 
     // Node B joins. While A beats, B takes none of A's work (for twice deadAfter).
     const nodeB = await startRelay({

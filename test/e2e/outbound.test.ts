@@ -203,6 +203,15 @@ describe('delivery concurrency', () => {
       for (const rc of queued.map((m) => m.recipients[0]!).filter((x) => !x.delivering)) expect(rc.nextAttemptAt).toBeLessThanOrEqual(Date.now() + 1000)
       const text = await runCliAsync(['queue', 'list', '--config', r.configFile])
       expect(text.stdout.match(/next delivering now/g)).toHaveLength(2)
+      // Deleting one being delivered is refused (the attempt would deliver it anyway), as bounce is; one waiting goes.
+      const busy = queued.find((m) => m.recipients[0]!.delivering)!
+      const waiting = queued.find((m) => !m.recipients[0]!.delivering)!
+      const refused = await runCliAsync(['queue', 'delete', busy.id, '--config', r.configFile])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).toMatch(/being delivered right now: not deleted/)
+      const deleted = await runCliAsync(['queue', 'delete', waiting.id, '--config', r.configFile])
+      expect(deleted.code, deleted.stderr).toBe(0)
+      expect((await r.listQueue()).map((m) => m.id).sort()).toEqual(queued.map((m) => m.id).filter((id) => id !== waiting.id).sort())
     } finally {
       await r.stop()
       await Promise.all([rx.close(), other.close(), zones.close()])

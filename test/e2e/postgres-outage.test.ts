@@ -94,13 +94,20 @@ describe('PostgreSQL lost under a running relay', () => {
   it('cut: 4xx while it is gone, the process stays up; after it is back new mail is taken and everything acknowledged is delivered once', async () => {
     if (!admin) return void skipFor(pgProblem)
     const { proxy, mx, config } = await setup()
-    const relay = await startRelay({ config })
+    const token = 'pg-outage-admin-token-0123456789'
+    const relay = await startRelay({ config: { ...config, plugins: [...config.plugins, ['admin', { host: '127.0.0.1', port: 0, token }]] } })
     relays.push(relay)
+    const adminUrl = (await relay.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listener on'))).url as string
     const before = message('before')
     expect(await submit(relay.port, before.data)).toMatch(/^250 /)
     await eventually(() => arrivals(mx, before.messageId) === 1, 10_000, 'first message delivered')
+    expect((await fetch(`${adminUrl}/readyz`)).status).toBe(200)
 
     await proxy.cut()
+    // Not ready while the database is gone, on an idle node too (its heartbeat finds out): a load
+    // balancer sends clients elsewhere instead of to a node that answers 451.
+    await eventually(async () => (await fetch(`${adminUrl}/readyz`)).status === 503, 15_000, 'not ready')
+    expect(await (await fetch(`${adminUrl}/readyz`)).text()).toMatch(/queue database/)
     const during = message('during')
     const t0 = Date.now()
     const reply = await submit(relay.port, during.data)
@@ -109,6 +116,7 @@ describe('PostgreSQL lost under a running relay', () => {
     expect(relay.exited()).toBe(false)
 
     await proxy.restore()
+    await eventually(async () => (await fetch(`${adminUrl}/readyz`)).status === 200, 15_000, 'ready again')
     const after = message('after')
     await eventually(async () => (await submit(relay.port, after.data)).startsWith('250 '), 30_000, '250 again after PostgreSQL came back')
     await eventually(() => arrivals(mx, after.messageId) === 1, 20_000, 'message after the outage delivered')

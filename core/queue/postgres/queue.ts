@@ -102,7 +102,20 @@ export class PgQueue implements Queue {
   private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new Error('queue is closed')
     await this.opening.whenOpen()
-    return (typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)).catch((err: unknown) => Promise.reject(markUnavailable(err)))
+    return this.noted((typeof text === 'string' ? this.pool.query<R>(text, values) : this.pool.query<R>(text)).catch((err: unknown) => Promise.reject(markUnavailable(err))))
+  }
+
+  /** When a statement last failed for want of the database, and when one last went through (readiness). */
+  private failedAt = 0
+  private okAt = 0
+  private noted<T>(p: Promise<T>): Promise<T> {
+    return p.then(
+      (v) => ((this.okAt = Date.now()), v),
+      (err: unknown) => {
+        if ((err as { kind?: unknown }).kind === 'unavailable') this.failedAt = Date.now()
+        throw err
+      },
+    )
   }
 
   /** Runs `fn` in one transaction on one connection. */
@@ -123,7 +136,7 @@ export class PgQueue implements Queue {
   private async session<T>(fn: (c: pg.PoolClient) => Promise<T>, draining = false): Promise<T> {
     if (this.closed && !draining) throw new Error('queue is closed')
     await this.opening.whenOpen()
-    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(markUnavailable(err)))
+    const client = await this.noted(this.pool.connect().catch((err: unknown) => Promise.reject(markUnavailable(err))))
     let broken: Error | undefined
     try {
       return await fn(client)
@@ -206,7 +219,8 @@ export class PgQueue implements Queue {
     if (this.closed) throw new Error('queue is closed')
     await this.opening.whenOpen()
     this.beats ??= beatPool(this.url, this.log)
-    return beat(this.beats, this.s, this.nodeId, now, deadAfterMs)
+    // Beats run every interval whatever the load: they keep reachable() current on an idle node.
+    return this.noted(beat(this.beats, this.s, this.nodeId, now, deadAfterMs).catch((err: unknown) => Promise.reject(markUnavailable(err))))
   }
 
   async recover(now: number, queueIds?: string[]): Promise<number> {
@@ -217,9 +231,9 @@ export class PgQueue implements Queue {
     return this.releaseOwn(now, queueIds)
   }
 
-  /** True unless the database could not be reached at start and still cannot. */
+  /** False while the database could not be reached at start, or the last statement (or beat) found it unreachable. */
   reachable(): boolean {
-    return this.opening.isOpen()
+    return this.opening.isOpen() && this.failedAt <= this.okAt
   }
 
   private async releaseOwn(now: number, queueIds?: string[]): Promise<number> {
@@ -271,8 +285,8 @@ export class PgQueue implements Queue {
     return operator.bounceNow(this.db, queueId, response, mark, owed, now)
   }
 
-  remove(queueId: string): Promise<boolean> {
-    return operator.remove(this.db, queueId)
+  remove(queueId: string): Promise<boolean | 'in-flight'> {
+    return operator.remove(this.db, queueId, Date.now())
   }
 
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number> {

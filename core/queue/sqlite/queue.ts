@@ -193,10 +193,10 @@ export class SqliteQueue implements Queue {
     return result
   }
 
-  async remove(queueId: string): Promise<boolean> {
-    const r = await this.call<{ removed: boolean; bodyFile?: string }>('remove', queueId)
+  async remove(queueId: string): Promise<boolean | 'in-flight'> {
+    const r = await this.call<{ removed: boolean; inFlight?: true; bodyFile?: string }>('remove', queueId)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)
-    return r.removed
+    return r.inFlight ? 'in-flight' : r.removed
   }
 
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number> {

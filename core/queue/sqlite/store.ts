@@ -119,7 +119,7 @@ export class SqliteStore {
   }
 
   /** Returns the body file to remove, if the message was there. */
-  remove(queueId: string): { removed: boolean; bodyFile?: string } {
+  remove(queueId: string): { removed: boolean; inFlight?: true; bodyFile?: string } {
     return operator.remove(this.q, queueId)
   }
 
