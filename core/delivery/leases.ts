@@ -10,7 +10,13 @@ import type { Job, Queue } from '../queue/types.js'
 const MIN_RENEW_MS = 100
 
 export class InFlightLeases {
-  private readonly rows = new Set<number>()
+  /**
+   * Row id → the message it belongs to. SQLite reuses the row id of a recipient deleted with its
+   * message (INTEGER PRIMARY KEY): a new message's recipient can get it while the old attempt is
+   * still winding down, and must not be taken for the old one's (it would never be started, and
+   * sit leased until the lease ran out).
+   */
+  private readonly rows = new Map<number, string>()
   private timer: NodeJS.Timeout | undefined
   private renewing: Promise<void> | undefined
 
@@ -40,12 +46,13 @@ export class InFlightLeases {
     return this.rows.has(rowId)
   }
 
-  hold(rowIds: Iterable<number>): void {
-    for (const id of rowIds) this.rows.add(id)
+  hold(queueId: string, rowIds: Iterable<number>): void {
+    for (const id of rowIds) this.rows.set(id, queueId)
   }
 
-  release(rowIds: Iterable<number>): void {
-    for (const id of rowIds) this.rows.delete(id)
+  /** The rows of this message only: a row id a newer message took over stays held for it. */
+  release(queueId: string, rowIds: Iterable<number>): void {
+    for (const id of rowIds) if (this.rows.get(id) === queueId) this.rows.delete(id)
   }
 
   /**
@@ -54,17 +61,17 @@ export class InFlightLeases {
    * What is left is held from now on; undefined when nothing is left, not to be started.
    */
   take(job: Job): { job: Job | undefined; dropped: number } {
-    const recipients = job.recipients.filter((r) => !this.rows.has(r.rowId))
+    const recipients = job.recipients.filter((r) => this.rows.get(r.rowId) !== job.message.id)
     const dropped = job.recipients.length - recipients.length
     if (!recipients.length) return { job: undefined, dropped }
-    this.hold(recipients.map((r) => r.rowId))
+    this.hold(job.message.id, recipients.map((r) => r.rowId))
     return { job: dropped ? { ...job, recipients } : job, dropped }
   }
 
   /** One renewal of every lease in flight, one queue call; a failure is logged, the next tick tries again. */
   renew(): Promise<void> {
     if (this.renewing || !this.rows.size) return this.renewing ?? Promise.resolve()
-    const rowIds = [...this.rows]
+    const rowIds = [...this.rows.keys()]
     this.renewing = this.queue
       .renewLeases(rowIds, Date.now() + this.leaseMs)
       .catch((err: unknown) => {

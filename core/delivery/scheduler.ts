@@ -255,7 +255,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       job.recipients.push({ rowId: rowIds[i]!, address: r.address, attempts: 0, args: r.args })
       byDomain.set(r.domain, job)
     })
-    this.leases.hold(rowIds)
+    this.leases.hold(message.id, rowIds)
     for (const job of byDomain.values()) this.run(job, true, this.reservedSlot(job.domain))
   }
 
@@ -275,7 +275,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
       .catch((err) => this.log.error({ err, queueId: job.message.id, domain: job.domain }, 'delivery attempt failed; the lease will expire and it is tried again'))
       .finally(() => {
         this.running.delete(p)
-        this.leases.release(job.recipients.map((r) => r.rowId))
+        this.leases.release(job.message.id, job.recipients.map((r) => r.rowId))
         if (slot) this.throttle.release(slot)
         this.give(job.domain)
         if (this.held.size) void this.held.retry()

@@ -172,4 +172,21 @@ describe('the leases of deliveries in flight', () => {
     const reported = s.completes.flatMap((c) => c.results.map((r) => r.rowId)).sort((a, b) => a - b)
     expect(reported).toEqual([1, 2, 5, 6])
   })
+
+  it("a row id a newer message got while an attempt here still holds it (SQLite reuses a deleted row's id) is the newer message's: its attempt starts", async () => {
+    // Q1's attempt holds row 1; Q1 left the queue and Q9's recipient was given id 1 before Q1's attempt let go of it.
+    const claims: ClaimResult[] = [
+      { jobs: [jobOf('Q1', 'slow.test', [1])], takenOver: 0 },
+      { jobs: [jobOf('Q9', 'new.test', [1])], takenOver: 0 },
+      { jobs: [], takenOver: 0 },
+    ]
+    const s = scene(claims)
+    s.scheduler.start()
+    await sleep(200)
+    // Before, Q9's row was taken for Q1's (held here) and never started: it sat leased until the lease ran out.
+    expect(s.attempts.sort()).toEqual(['Q1/slow.test', 'Q9/new.test'])
+    s.finishAll()
+    await sleep(50)
+    expect(s.completes.map((c) => c.queueId).sort()).toEqual(['Q1', 'Q9'])
+  })
 })
