@@ -9,7 +9,10 @@ export const suppression = ({ config, queue, emit }: PolicyEnv): Plugin => ({
   hooks: {
     async rcpt({ session, recipient }) {
       if (!config().delivery.suppression.enabled) return
-      const suppressed = await queue.isSuppressed(recipient.address)
+      const suppressed = await queue.isSuppressed(recipient.address).catch((err: Error) => {
+        // Logged by the bus as this policy's failure: say it was the queue database (a cluster's PostgreSQL) that failed.
+        throw Object.assign(new Error(`the suppression lookup in the queue database failed: ${err.message}`, { cause: err }), { kind: (err as { kind?: unknown }).kind })
+      })
       if (!suppressed) return
       emit('suppressed', { session, recipient: recipient.address, reason: suppressed.reason, source: suppressed.source })
       return refusal(CORE_REPLIES.suppressed(recipient.address, suppressed.reason))

@@ -113,6 +113,9 @@ describe('PostgreSQL lost under a running relay', () => {
     const reply = await submit(relay.port, during.data)
     console.log(`cut: reply ${JSON.stringify(reply)} after ${Date.now() - t0} ms`)
     expect(reply).toMatch(/^4\d\d /)
+    // The log says what failed: the queue database, not only a socket error inside a plugin.
+    const failed = await relay.waitForLog((l) => l.msg === 'plugin core:suppression failed in hook rcpt', 5000)
+    expect((failed.err as { message?: string }).message).toMatch(/^the suppression lookup in the queue database failed: /)
     expect(relay.exited()).toBe(false)
 
     await proxy.restore()
@@ -124,6 +127,8 @@ describe('PostgreSQL lost under a running relay', () => {
     expect(arrivals(mx, before.messageId)).toBe(1)
     expect(arrivals(mx, during.messageId)).toBe(0)
     expect(relay.exited()).toBe(false)
+    // A connection lost while checked out of the pool is handled, not an uncaught exception.
+    expect(relay.logs.filter((l) => l.msg === 'uncaught exception')).toEqual([])
   }, 90_000)
 
   it('blackhole: a session in DATA is answered 4xx within a bounded time; after it is back deliveries resume', async () => {

@@ -138,12 +138,18 @@ export class PgQueue implements Queue {
     await this.opening.whenOpen()
     const client = await this.noted(this.pool.connect().catch((err: unknown) => Promise.reject(markUnavailable(err))))
     let broken: Error | undefined
+    // pg-pool listens for a client's 'error' only while it is idle: a connection lost while it is
+    // checked out (PostgreSQL restarted, the network cut) would be an uncaught exception. Its
+    // queries fail with it anyway; the client is dropped at release.
+    const lost = (err: Error) => void (broken ??= err)
+    client.on('error', lost)
     try {
       return await fn(client)
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: Error) => (broken = e))
+      if (!broken) await client.query('ROLLBACK').catch((e: Error) => (broken = e))
       throw markUnavailable(err)
     } finally {
+      client.removeListener('error', lost)
       client.release(broken)
     }
   }

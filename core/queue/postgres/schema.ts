@@ -142,6 +142,9 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<number> {
   const s = quoteSchema(schema)
   const client = await pool.connect()
   let broken: Error | undefined
+  // A connection lost while checked out is no uncaught exception (pg-pool listens only while idle).
+  const lost = (err: Error) => void (broken ??= err)
+  client.on('error', lost)
   try {
     // Waiting for another node's migration, and a migration on a large queue, may take longer than
     // queue.queryTimeout: these two have an hour.
@@ -169,6 +172,7 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<number> {
     }
   } finally {
     // A connection whose unlock failed may still hold the lock: do not hand it back to the pool.
+    client.removeListener('error', lost)
     client.release(broken)
   }
 }
