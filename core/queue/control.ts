@@ -104,7 +104,7 @@ export class QueueControl {
 
   async remove(id: string): Promise<{ id: string; deleted: true }> {
     checkId(id)
-    const removed = await this.env.queue.remove(id)
+    const removed = await this.env.queue.remove(id, Date.now())
     // As bounce: an attempt under way would deliver what the operator was told is deleted.
     if (removed === 'in-flight') throw new QueueControlError('conflict', `message ${id} is being delivered right now: not deleted (hold it to stop further attempts, and delete it once this one has ended)`)
     if (!removed) throw notFound(id)

@@ -196,10 +196,11 @@ export interface Queue {
   /** Makes a held message's pending recipients due at once; false when it is not held. */
   release(queueId: string, now: number): Promise<boolean>
   /**
-   * Removes a message and its body without a bounce; false when there is no such message,
-   * 'in-flight' (nothing removed) while one of its recipients is being delivered.
+   * Removes a message and its body without a bounce; false when there is no such message. With
+   * `unlessInFlightAt` (now, the operator's delete): 'in-flight', nothing removed, while one of its
+   * recipients is being delivered (leased past that time).
    */
-  remove(queueId: string): Promise<boolean | 'in-flight'>
+  remove(queueId: string, unlessInFlightAt?: number): Promise<boolean | 'in-flight'>
   /**
    * The operator's bounce, in one write: each recipient still pending and not in flight at that
    * moment becomes 'bounced' with `response`, the ones in `owed` marked DSN owed (`mark`) as a

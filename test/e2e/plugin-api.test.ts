@@ -172,7 +172,7 @@ describe('failures name the plugin and carry a code', () => {
     const r = runCli(['explode', '--config', verb])
     expect(r.stderr).toBe('relay: {} (not an Error)\n')
     expect(r.code).toBe(1)
-  })
+  }, 90_000)
 
   it('a config file or plugin module whose top-level await never settles: exit 2 naming it within the limit, never a hang or a silent exit 0', () => {
     const dir = tempDir()

@@ -134,9 +134,14 @@ export async function release(db: PgContext, queueId: string, now: number): Prom
   return (rows[0]?.n ?? 0) > 0
 }
 
-export async function remove(db: PgContext, queueId: string, now: number): Promise<boolean | 'in-flight'> {
+export async function remove(db: PgContext, queueId: string, unlessInFlightAt?: number): Promise<boolean | 'in-flight'> {
   // Recipients and body chunks go with it (ON DELETE CASCADE); attempts stay in the attempt log (recent.ts).
+  if (unlessInFlightAt === undefined) {
+    const { rowCount } = await db.query(`DELETE FROM ${db.s}.messages WHERE id = $1`, [queueId])
+    return (rowCount ?? 0) > 0
+  }
   // Not while a node delivers one of its recipients: that attempt would deliver it all the same.
+  const now = unlessInFlightAt
   const { rows } = await db.query<{ deleted: boolean }>(
     `WITH busy AS (SELECT 1 FROM ${db.s}.recipients WHERE message_id = $1 AND ${PENDING} AND lease_until > $2 LIMIT 1),
           gone AS (DELETE FROM ${db.s}.messages WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM busy) RETURNING 1)

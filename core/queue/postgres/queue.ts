@@ -291,8 +291,8 @@ export class PgQueue implements Queue {
     return operator.bounceNow(this.db, queueId, response, mark, owed, now)
   }
 
-  remove(queueId: string): Promise<boolean | 'in-flight'> {
-    return operator.remove(this.db, queueId, Date.now())
+  remove(queueId: string, unlessInFlightAt?: number): Promise<boolean | 'in-flight'> {
+    return operator.remove(this.db, queueId, unlessInFlightAt)
   }
 
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number> {

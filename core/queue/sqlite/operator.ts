@@ -140,11 +140,11 @@ export function release(q: Sqlite, queueId: string, now: number): boolean {
 }
 
 /** Returns the body file to remove, if the message was there. */
-export function remove(q: Sqlite, queueId: string, now = Date.now()): { removed: boolean; inFlight?: true; bodyFile?: string } {
+export function remove(q: Sqlite, queueId: string, unlessInFlightAt?: number): { removed: boolean; inFlight?: true; bodyFile?: string } {
   const m = q.stmt(`SELECT body_file FROM messages WHERE id = ?`).get(queueId) as { body_file: string | null } | undefined
   if (!m) return { removed: false }
   // Not while an attempt runs: it would deliver what the operator was told is deleted (bounce leaves those recipients too).
-  if (q.stmt(`SELECT 1 FROM recipients WHERE message_id = ? AND ${PENDING} AND NOT ${NOT_IN_FLIGHT}`).get(queueId, now)) return { removed: false, inFlight: true }
+  if (unlessInFlightAt !== undefined && q.stmt(`SELECT 1 FROM recipients WHERE message_id = ? AND ${PENDING} AND NOT ${NOT_IN_FLIGHT}`).get(queueId, unlessInFlightAt)) return { removed: false, inFlight: true }
   deleteMessage(q, queueId)
   return { removed: true, bodyFile: m.body_file ?? undefined }
 }

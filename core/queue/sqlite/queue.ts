@@ -193,8 +193,8 @@ export class SqliteQueue implements Queue {
     return result
   }
 
-  async remove(queueId: string): Promise<boolean | 'in-flight'> {
-    const r = await this.call<{ removed: boolean; inFlight?: true; bodyFile?: string }>('remove', queueId)
+  async remove(queueId: string, unlessInFlightAt?: number): Promise<boolean | 'in-flight'> {
+    const r = await this.call<{ removed: boolean; inFlight?: true; bodyFile?: string }>('remove', queueId, unlessInFlightAt)
     if (r.bodyFile) await this.spool.remove(r.bodyFile)
     return r.inFlight ? 'in-flight' : r.removed
   }

@@ -119,8 +119,8 @@ export class SqliteStore {
   }
 
   /** Returns the body file to remove, if the message was there. */
-  remove(queueId: string): { removed: boolean; inFlight?: true; bodyFile?: string } {
-    return operator.remove(this.q, queueId)
+  remove(queueId: string, unlessInFlightAt?: number): { removed: boolean; inFlight?: true; bodyFile?: string } {
+    return operator.remove(this.q, queueId, unlessInFlightAt)
   }
 
   bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): (OperatorBounce & { bodyFile?: string }) | undefined {
