@@ -42,10 +42,6 @@ export class InFlightLeases {
     return this.rows.size
   }
 
-  has(rowId: number): boolean {
-    return this.rows.has(rowId)
-  }
-
   hold(queueId: string, rowIds: Iterable<number>): void {
     for (const id of rowIds) this.rows.set(id, queueId)
   }

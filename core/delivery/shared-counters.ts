@@ -11,7 +11,7 @@ import { importOptional } from '../optional.js'
 import { ACQUIRE, BACKOFF, RECOVER } from './throttle-scripts.js'
 
 /** How long a slot lives unrenewed outside a cluster (no heartbeat). */
-export const SLOT_TTL_MS = 30_000
+const SLOT_TTL_MS = 30_000
 const DOWN_MS = 10_000
 /** How long a Redis command may take before the node decides alone. */
 const COMMAND_TIMEOUT_MS = 2_000

@@ -10,7 +10,7 @@
 //    flood of slow or idle connections frees its slots within seconds. It ends below RELIEF_AT.
 import type { ConnectionInternals } from './connection-internals.js'
 
-export const STRESS_AT = 0.8
+const STRESS_AT = 0.8
 const RELIEF_AT = 0.6
 
 const STRESSED = Symbol('relay.listenerStressed')
