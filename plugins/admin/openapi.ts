@@ -60,15 +60,15 @@ const PATHS: Record<string, Record<string, Json>> = {
   },
   '/api/queue/{id}': {
     get: op('One message: envelope, recipients with their attempt history, headers', { 200: json('MessageDetail', 'the message'), 400: error('not a queue id'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }),
-    delete: op('Delete a message without a bounce', { 200: json('DeleteResult', 'deleted'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }),
+    delete: op('Delete a message without a bounce', { 200: json('DeleteResult', 'deleted'), 409: error('being delivered right now (hold it, then delete)'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }),
   },
   '/api/queue/{id}/raw': {
     get: op('The message as queued (header section and body), like postcat -q', { 200: text('message/rfc822', 'the message'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }),
   },
   '/api/queue/{id}/hold': { post: op('Hold a message (not delivered until released)', { 200: json('HoldResult', 'held'), 409: error('already held'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
   '/api/queue/{id}/release': { post: op('Release a held message (due now)', { 200: json('ReleaseResult', 'released'), 409: error('not held'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
-  '/api/queue/{id}/delete': { post: op('Delete a message without a bounce', { 200: json('DeleteResult', 'deleted'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
-  '/api/queue/{id}/bounce': { post: op('Bounce the pending recipients; a DSN goes to the sender', { 200: json('BounceResult', 'bounced'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
+  '/api/queue/{id}/delete': { post: op('Delete a message without a bounce', { 200: json('DeleteResult', 'deleted'), 409: error('being delivered right now (hold it, then delete)'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
+  '/api/queue/{id}/bounce': { post: op('Bounce the pending recipients; a DSN goes to the sender', { 200: json('BounceResult', 'bounced'), 409: error('every pending recipient is being delivered right now'), ...QUEUE_VERB }, { tags: ['queue'], parameters: [idParam] }) },
   '/api/inject': {
     post: op(
       'Queue a message without SMTP, through the same checks as SMTP submission',
