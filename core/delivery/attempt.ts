@@ -35,6 +35,8 @@ export interface AttemptResult {
   remoteHost?: string
   /** TLS of the connection that gave the reply (false: plain text). */
   tls?: DeliveryEvent['tls']
+  /** STARTTLS failed under TLS policy 'may' and the message went in plain text: why it failed. */
+  tlsFallback?: string
   /** How it was sent (absent: decided before a route was planned). */
   route?: DeliveryEvent['route']
   /** The chosen route's name (Route.name). */
@@ -326,7 +328,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
     const notifyPassedOn = done.dsn === true && options.dsn?.notify !== undefined
-    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, route, routeName, replied: true, notifyPassedOn }
+    const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, tlsFallback: done.tlsFallback, route, routeName, replied: true, notifyPassedOn }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }
     // RFC 5321 §4.5.3.1.10, Postfix: 552 to RCPT is taken as 452 (too many recipients, or full for now).

@@ -184,6 +184,9 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
     if (b) log.warn({ domain: job.domain, pauseMs: b.pauseMs, concurrency: b.concurrency }, `throttle: ${job.domain} asked to slow down; paused ${b.pauseMs} ms, concurrency ${b.concurrency}`)
   } else if (attempts.some((a) => a.outcome === 'delivered')) throttle.successDomain(job.domain)
   const pausedUntil = throttle.pausedUntil(Throttle.domainKey(job.domain))
+  // Opportunistic TLS fell back to plain text: the events say tls: false, this says why (Postfix logs it too).
+  const fallback = attempts.find((a) => a.tlsFallback !== undefined)
+  if (fallback) log.warn({ queueId: job.message.id, domain: job.domain, remoteHost: fallback.remoteHost, reason: fallback.tlsFallback }, `TLS with ${fallback.remoteHost} failed (${fallback.tlsFallback}): sent in plain text under TLS policy 'may'`)
 
   for (const a of attempts) {
     // A wait at the route's own cap (a.retryAt) is no attempt: it must not grow the retry backoff.

@@ -28,14 +28,18 @@ export async function transact(dest: Destination, o: TransactionOptions, pool: C
   }
   const mayFallBack = (o.tls ?? 'may') === 'may' && !o.implicitTls && !o.auth
   let opened = await openSession(dest, o, key, false, pool)
-  if ('kind' in opened && opened.tlsFailed && mayFallBack) opened = await openSession(dest, o, key, true, pool)
+  let tlsFallback: string | undefined
+  if ('kind' in opened && opened.tlsFailed && mayFallBack) {
+    tlsFallback = opened.response
+    opened = await openSession(dest, o, key, true, pool)
+  }
   if ('kind' in opened) {
     const { tlsFailed: _, ...outcome } = opened
     return outcome
   }
   const outcome = await send(opened, o, pool)
   if (outcome === 'reconnect') return { kind: 'unreachable', response: 'connection closed before the message was sent', remoteHost: opened.remoteHost }
-  return outcome
+  return tlsFallback !== undefined && outcome.kind === 'done' ? { ...outcome, tlsFallback } : outcome
 }
 
 /** The extensions the server offered in its EHLO (LHLO) reply, as nodemailer recorded them. */

@@ -99,7 +99,8 @@ export type Outcome =
    */
   | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks }
   /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
-  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean }
+  /** `tlsFallback`: STARTTLS failed under TLS policy 'may' and the message went in plain text; why it failed. */
+  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string }
 
 export type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
 

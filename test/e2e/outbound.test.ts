@@ -86,6 +86,10 @@ describe('outbound', () => {
     expect(m!.to).toEqual(['u@brokentls.test'])
     const ev = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'u@brokentls.test')
     expect(ev.tls).toBe(false)
+    // The operator is told, with why the handshake failed.
+    const warned = await relay.waitForLog((l) => l.domain === 'brokentls.test' && typeof l.msg === 'string' && l.msg.startsWith('TLS with '))
+    expect(warned).toMatchObject({ level: 40, queueId: ev.queueId, remoteHost: ev.remoteHost, reason: expect.stringMatching(/^TLS negotiation failed: /) })
+    expect(warned.msg).toMatch(/: sent in plain text under TLS policy 'may'$/)
   })
 
   it('moves on to the next MX when the first answers 421 at the greeting', async () => {
