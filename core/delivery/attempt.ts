@@ -19,6 +19,7 @@ import { throughHost, type Throttle } from './throttle.js'
 import { admitRoute } from './route-throttle.js'
 import { routeProblem } from './route-check.js'
 import { isOwnEndpoint, loopsBack } from './loop.js'
+import { SilentHosts } from './silent-hosts.js'
 import { hopCount } from '../mail/received.js'
 import { oneLineReply } from '../mail/reply.js'
 
@@ -75,11 +76,13 @@ export interface DeliveryEnv {
   sts?: MtaSts
   /** Is `address`:`port` one of this relay's own listeners (loop.ts)? */
   isOwn: (address: string, port: number) => boolean
+  /** Hosts that did not answer lately: tried after those that do. */
+  silentHosts: SilentHosts
 }
 
 export function deliveryEnv(config: RelayConfig, resolver: Resolver): DeliveryEnv {
   // The listeners are recorded against the config the relay started with (loop.ts).
-  const env: DeliveryEnv = { isOwn: (address, port) => isOwnEndpoint(config, address, port) }
+  const env: DeliveryEnv = { isOwn: (address, port) => isOwnEndpoint(config, address, port), silentHosts: new SilentHosts() }
   if (config.delivery.tlsCa) {
     const file = path.resolve(config.configDir, config.delivery.tlsCa)
     try {
@@ -256,6 +259,9 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   const needsCa = tlsPolicy === 'verify'
   if (needsCa && env.caError) return all('retry', `4.7.5 ${env.caError}`, { status: '4.7.5' })
 
+  // A host that did not answer lately goes last (silent-hosts.ts): a dead primary MX costs every
+  // message a connect timeout only until it has been seen dead once.
+  if (!plan.socketPath) hosts = env.silentHosts.order(hosts, plan.port)
   // Postfix's smtp_mx_address_limit: a domain with 100 MX hosts does not hold a slot for 100 timeouts.
   const limit = config.delivery.maxHostsPerAttempt
   if (limit > 0 && hosts.length > limit) hosts = hosts.slice(0, limit)
@@ -292,6 +298,8 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
     const opts = maxMessages === undefined ? options : { ...options, maxMessages }
     const outcome = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
+    if (outcome.kind === 'unreachable' && outcome.silent) env.silentHosts.silent(host.address, plan.port)
+    else if (outcome.kind === 'done' || outcome.code !== undefined || outcome.policy !== undefined) env.silentHosts.answered(host.address, plan.port)
     if (outcome.kind === 'unreachable' && outcome.policy === 'loop') {
       // Greeted with our own name: this host is us. Better MX hosts (all failed) decide; else it loops.
       const better = host.preference !== undefined && hosts.some((h) => (h.preference ?? Infinity) < host.preference!)

@@ -95,9 +95,10 @@ export type Outcome =
   /**
    * No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next.
    * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed, or the server
-   * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM).
+   * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM). `silent`: not a
+   * byte came from the host (refused, unreachable, timed out before the greeting).
    */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks }
+  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean }
   /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
   /** `tlsFallback`: STARTTLS failed under TLS policy 'may' and the message went in plain text; why it failed. */
   | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string }
@@ -235,6 +236,8 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       }
     }
     const internals = conn as unknown as Internals
+    // Did the host send anything at all? (undefined: not known, nodemailer's internals differ)
+    let heard: boolean | undefined
     // Replies are checked before nodemailer hands them to the commands waiting (see replyProblem).
     const onData = internals._onData
     const processResponse = internals._processResponse
@@ -243,11 +246,13 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       // delete, which would turn the connection object into a slow dictionary).
       let holding = false
       let asked = false
+      heard = false
       internals._processResponse = function (this: Internals) {
         if (!holding) return processResponse.call(this)
         asked = true
       }
       internals._onData = function (this: Internals, chunk) {
+        heard = true
         holding = true
         asked = false
         try {
@@ -332,6 +337,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         remoteHost,
         tlsFailed,
         policy: tlsFailed && required ? 'tls' : undefined,
+        silent: heard === false && !tlsFailed && !err.responseCode ? true : undefined,
       })
     }
     // Errors and closes after the connect go to the transaction in progress; an idle pooled

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
+import net from 'node:net'
 import path from 'node:path'
 import { ROOT, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
@@ -16,6 +17,7 @@ let senderRx: TestReceiver // 127.0.0.6: where bounces go
 let mail421: TestReceiver // 127.0.0.7: 421 to MAIL FROM
 let data421: TestReceiver // 127.0.0.8: 421 after the message
 let greylist: TestReceiver // 127.0.0.10: 450 to RCPT
+let mute: { server: net.Server; connections: number; sockets: Set<net.Socket> } // 127.0.0.11: takes connections, never greets
 let relay: RelayProcess
 
 const msg = (subject: string) => `From: a@sender.test\r\nTo: x@y.test\r\nSubject: ${subject}\r\n\r\nbody\r\n`
@@ -31,6 +33,14 @@ beforeAll(async () => {
   mail421 = await startReceiver({ host: '127.0.0.7', port, behaviour: { reply: { mail: () => ({ code: 421, message: '4.7.0 Try again later, closing connection' }) } } })
   data421 = await startReceiver({ host: '127.0.0.8', port, behaviour: { reply: { data: () => ({ code: 421, message: '4.3.2 Shutting down, closing connection' }) } } })
   greylist = await startReceiver({ host: '127.0.0.10', port, behaviour: { reply: { rcpt: () => ({ code: 450, message: '4.2.0 Greylisted, try again later' }) } } })
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((s) => {
+    mute.connections++
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s)).on('error', () => {})
+  })
+  mute = { server, connections: 0, sockets }
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.11', resolve))
   dns = await startDns({
     'tls.test': { A: ['127.0.0.2'] },
     'brokentls.test': { A: ['127.0.0.3'] },
@@ -44,6 +54,8 @@ beforeAll(async () => {
     'mx1.busydata.test': { A: ['127.0.0.8'] },
     'greylist.test': { MX: [{ exchange: 'mx1.greylist.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
     'mx1.greylist.test': { A: ['127.0.0.10'] },
+    'deadprimary.test': { MX: [{ exchange: 'mx1.deadprimary.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.deadprimary.test': { A: ['127.0.0.11'] },
     'silent.test': 'TIMEOUT',
     'gone.test': { A: ['127.0.0.9'] }, // nothing listens there
     'sender.test': { A: ['127.0.0.6'] },
@@ -67,6 +79,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay?.stop()
   await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist].map((x) => x?.close()))
+  for (const s of mute?.sockets ?? []) s.destroy()
+  await new Promise((resolve) => mute?.server.close(resolve))
 })
 
 describe('outbound', () => {
@@ -90,6 +104,21 @@ describe('outbound', () => {
     const warned = await relay.waitForLog((l) => l.domain === 'brokentls.test' && typeof l.msg === 'string' && l.msg.startsWith('TLS with '))
     expect(warned).toMatchObject({ level: 40, queueId: ev.queueId, remoteHost: ev.remoteHost, reason: expect.stringMatching(/^TLS negotiation failed: /) })
     expect(warned.msg).toMatch(/: sent in plain text under TLS policy 'may'$/)
+  })
+
+  it('a primary MX that never greets is tried once; the next messages go to the backup without waiting for it', async () => {
+    const before = plainRx.messages.length
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u1@deadprimary.test'], data: msg('dead primary 1') })
+    await plainRx.waitForMessages(before + 1, 15_000)
+    expect(plainRx.messages.at(-1)!.to).toEqual(['u1@deadprimary.test'])
+    expect(mute.connections).toBe(1)
+    for (const n of [2, 3]) {
+      await sendMail(relay.port, { from: 'a@sender.test', to: [`u${n}@deadprimary.test`], data: msg(`dead primary ${n}`) })
+      const ev = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === `u${n}@deadprimary.test`)
+      expect(ev.remoteHost).toMatch(/^mx2\.busy\.test\[127\.0\.0\.4\]/)
+    }
+    // Not tried again while it is known silent (a minute, then longer): no connect timeout per message.
+    expect(mute.connections).toBe(1)
   })
 
   it('moves on to the next MX when the first answers 421 at the greeting', async () => {
