@@ -170,6 +170,7 @@ describe('good configs', () => {
       listen: [
         { host: '127.0.0.1', port: 2525, role: 'mx' },
         { host: '127.0.0.1', port: 2587, role: 'submission', allowPlaintextAuth: true },
+        { host: '127.0.0.1', port: 2526, role: 'mx', auth: false },
       ],
       localDomains: ['Good.Example'],
       // A submission listener needs a plugin that answers AUTH.
@@ -182,6 +183,7 @@ describe('good configs', () => {
     // No tls section: no TLS on either (the mode is said, 587's STARTTLS from 465's implicit TLS).
     expect(r.stdout).toContain('  listen 127.0.0.1:2525 (mx, tls none)\n')
     expect(r.stdout).toContain('  listen 127.0.0.1:2587 (submission, tls none)\n')
+    expect(r.stdout).toContain('  listen 127.0.0.1:2526 (mx, tls none, no AUTH)\n')
     expect(r.stdout).toContain('  localDomains good.example\n')
     expect(r.stdout).toContain('  plugins static-auth, relay-acl\n')
     expect(r.stderr).toBe('')

@@ -123,7 +123,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   process.stdout.write(
     `config ok${config.configFile ? `: ${config.configFile}` : ' (defaults, no config file found)'}\n` +
       `  hostname ${config.hostname}\n` +
-      config.listen.map((l) => `  listen ${hostPortText(l.host, l.port)} (${l.role}, tls ${l.tls ?? (config.tls ? 'starttls' : 'none')})\n`).join('') +
+      config.listen.map((l) => `  listen ${hostPortText(l.host, l.port)} (${l.role}, tls ${l.tls ?? (config.tls ? 'starttls' : 'none')}${l.auth ? '' : ', no AUTH'})\n`).join('') +
       `  localDomains ${config.localDomains.join(', ') || '(none)'}\n` +
       `  dataDir ${config.dataDir}\n` +
       (config.tls ? `  tls ${config.tls.cert} (key ${config.tls.key}): readable, a matching pair\n` : '') +

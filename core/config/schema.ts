@@ -47,6 +47,11 @@ const listener = z
     /** Offer AUTH without TLS. Off unless you accept passwords in clear text on this listener. */
     allowPlaintextAuth: z.boolean().default(false),
     /**
+     * Offer AUTH on this listener (with an auth plugin). false on an mx listener keeps password
+     * guessing off port 25 (Postfix's default); a submission listener always offers it.
+     */
+    auth: z.boolean().default(true),
+    /**
      * PROXY protocol (v1 and v2) from these load balancers (IP addresses or CIDR ranges): a
      * connection from one of them must start with a PROXY header, whose client address then
      * counts everywhere (rate limits, SPF, Received). Connections from other addresses are served
@@ -352,6 +357,8 @@ export const configSchema = z
           path: ['listen', i, 'tls'],
           message: `'${l.tls}' needs a certificate: set tls: { cert, key } (for development, \`relay tls selfsigned\` makes one)`,
         })
+      } else if (l.role === 'submission' && !l.auth) {
+        ctx.addIssue({ code: 'custom', path: ['listen', i, 'auth'], message: 'a submission listener takes mail only after AUTH: auth: false is for mx listeners' })
       } else if (l.role === 'submission' && !l.allowPlaintextAuth && (!c.tls || l.tls === 'none')) {
         // AUTH before MAIL, AUTH only inside TLS: such a listener would answer every MAIL with 530.
         ctx.addIssue({

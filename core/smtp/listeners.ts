@@ -75,10 +75,10 @@ export class SmtpListeners {
     this.tls.start()
     const bound: ListenerInfo[] = []
     for (const [i, l] of this.config.listen.entries()) {
-      const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, proxyProtocol: l.proxyProtocol ?? [] }
+      const listener: Listener = { host: l.host, port: l.port, role: l.role, tls: l.tls ?? (this.tls.files ? 'starttls' : 'none'), allowPlaintextAuth: l.allowPlaintextAuth, auth: l.auth, proxyProtocol: l.proxyProtocol ?? [] }
       const server = createSmtpServer(this.config, listener, this.log, this.resolver, listener.tls !== 'none' ? this.tls.files : undefined, {
         processes: this.limits.shared?.processes,
-        hasAuth: this.hooks.has('auth'),
+        hasAuth: this.hooks.has('auth') && listener.auth,
         clients: this.limits.clients(() => this.config, (ip) => this.trustedNetwork(ip), `listen[${i}]`),
         onConnect: (session, cb) => void this.onConnect(session, listener).then(() => cb(), cb),
         onSecure: (_socket, session, cb) => {
@@ -162,7 +162,7 @@ export class SmtpListeners {
 
   /** AUTH is on offer only inside TLS (unless the listener opts in to plaintext AUTH). */
   private offerCommands(session: SMTPServerSession, listener: Listener, secure: boolean): void {
-    session.disabledCommands = disabledCommands(this.hooks.has('auth'), listener, secure)
+    session.disabledCommands = disabledCommands(this.hooks.has('auth') && listener.auth, listener, secure)
   }
 
   /** Throws the refusal when the stage's deciding verdict is not an accept. */

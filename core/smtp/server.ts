@@ -18,6 +18,8 @@ import { stressLevel } from './deadlines.js'
 export interface Listener extends ListenerInfo {
   tls: 'starttls' | 'implicit' | 'none'
   allowPlaintextAuth: boolean
+  /** Offer AUTH here (config listen[].auth). */
+  auth: boolean
   /** Trusted PROXY protocol senders (IPs, CIDR blocks); empty: none. */
   proxyProtocol: string[]
 }

@@ -85,7 +85,11 @@ beforeAll(async () => {
   relay = await startRelay({
     config: {
       tls: { cert: cert.cert, key: cert.key },
-      listen: [{ host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' }],
+      listen: [
+        { host: '127.0.0.1', port: 0, role: 'submission', tls: 'starttls' },
+        // Port 25 without AUTH (Postfix's default): no password guessing there.
+        { host: '127.0.0.1', port: 0, role: 'mx', tls: 'starttls', auth: false },
+      ],
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: rx.port },
       plugins: [
@@ -228,6 +232,21 @@ describe('AUTH against the users file', () => {
     expect(await login('alice@example.test', PW.alice, 'LOGIN')).toMatch(/^235 2\.7\.0 /)
     expect(await login('Alice@Example.TEST', PW.alice, 'PLAIN')).toMatch(/^235 /) // names are case-insensitive
     expect(await login('bob@example.test', PW.bob, 'LOGIN')).toMatch(/^235 /)
+  })
+
+  it('an mx listener with auth: false offers no AUTH, in TLS or not, and refuses the command', async () => {
+    const { client } = await connectRaw(relay.ports.mx!)
+    try {
+      expect(await client.command('EHLO client.test')).not.toMatch(/AUTH/)
+      expect(await client.command('STARTTLS')).toMatch(/^220 /)
+      await client.startTls({ ca: ca.caPem, servername: 'relay.test' })
+      expect(await client.command('EHLO client.test')).not.toMatch(/AUTH/)
+      expect(await authPlain(client, 'alice@example.test', PW.alice)).toMatch(/^5\d\d /)
+      // The session goes on, unauthenticated.
+      expect(await client.command('MAIL FROM:<alice@example.test>')).toMatch(/^250 /)
+    } finally {
+      client.close()
+    }
   })
 
   it('refuses a wrong password and an unknown user alike with 535 5.7.8', async () => {

@@ -263,6 +263,8 @@ describe('a submission listener that could never take mail', () => {
           { host: '127.0.0.1', port: 37526, role: 'submission', tls: 'none' },
           { host: '127.0.0.1', port: 37527, role: 'submission', tls: 'none', allowPlaintextAuth: true },
           { host: '127.0.0.1', port: 37528, role: 'mx' },
+          { host: '127.0.0.1', port: 37531, role: 'submission', tls: 'none', allowPlaintextAuth: true, auth: false },
+          { host: '127.0.0.1', port: 37532, role: 'mx', auth: false },
         ],
         dataDir: './data',
         log: { level: 'silent' },
@@ -273,7 +275,8 @@ describe('a submission listener that could never take mail', () => {
     const said = "a submission listener takes mail only after AUTH, and AUTH only inside TLS: set tls: { cert, key } (for development, `relay tls selfsigned` makes one), or allowPlaintextAuth: true on this listener"
     expect(r.stderr).toContain(`  listen[0]: ${said}\n`)
     expect(r.stderr).toContain(`  listen[1]: ${said}\n`)
-    expect(r.stderr).not.toMatch(/listen\[[23]\]/)
+    expect(r.stderr).toContain('  listen[4].auth: a submission listener takes mail only after AUTH: auth: false is for mx listeners\n')
+    expect(r.stderr).not.toMatch(/listen\[[235]\]/)
     const s = await startBriefly(file)
     expect(s.code, s.stderr).toBe(2)
     expect(s.stderr).toContain(`listen[0]: ${said}`)
