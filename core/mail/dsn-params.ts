@@ -37,6 +37,8 @@ export function orcptOf(args: Args): string | undefined {
   return typeof args?.ORCPT === 'string' && args.ORCPT ? oneLine(args.ORCPT) : undefined
 }
 
+const NOTIFY_ORDER = ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY']
+
 /**
  * The DSN parameters to pass on to the next hop (nodemailer's `send({ dsn })`, used only when the
  * server offers DSN). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction, so they
@@ -48,7 +50,11 @@ export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret
   if (typeof senderArgs?.RET === 'string') out.ret = retOf(senderArgs)
   const envid = envidOf(senderArgs)
   if (envid) out.envid = envid
-  const notify = recipients.map((r) => notifyOf(r.args)?.join(','))
+  // Compared as sets (SUCCESS,FAILURE is FAILURE,SUCCESS), passed on in one order.
+  const notify = recipients.map((r) => {
+    const n = notifyOf(r.args)
+    return n && NOTIFY_ORDER.filter((k) => n.includes(k)).join(',')
+  })
   if (notify[0] && notify.every((n) => n === notify[0])) out.notify = notify[0]
   const orcpt = recipients.length === 1 ? orcptOf(recipients[0]!.args) : undefined
   if (orcpt) out.orcpt = orcpt

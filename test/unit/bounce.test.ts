@@ -369,6 +369,9 @@ describe('DSN parameters', () => {
     expect(relayDsn({ RET: 'full', ENVID: 'e1' }, [{ args: { NOTIFY: 'FAILURE', ORCPT: 'rfc822;a@x' } }])).toEqual({ ret: 'FULL', envid: 'e1', notify: 'FAILURE', orcpt: 'rfc822;a@x' })
     expect(relayDsn(undefined, [{ args: { NOTIFY: 'FAILURE' } }, { args: { NOTIFY: 'NEVER' } }])).toBeUndefined()
     expect(relayDsn(undefined, [{ args: { NOTIFY: 'DELAY', ORCPT: 'rfc822;a@x' } }, { args: { NOTIFY: 'delay' } }])).toEqual({ notify: 'DELAY' })
+    // The same set in another order agrees (RFC 3461: NOTIFY is a set of flags).
+    expect(relayDsn(undefined, [{ args: { NOTIFY: 'SUCCESS,FAILURE' } }, { args: { NOTIFY: 'failure,success' } }, { args: { NOTIFY: 'FAILURE,SUCCESS' } }])).toEqual({ notify: 'SUCCESS,FAILURE' })
+    expect(relayDsn(undefined, [{ args: { NOTIFY: 'SUCCESS,FAILURE' } }, { args: { NOTIFY: 'SUCCESS,FAILURE,DELAY' } }])).toBeUndefined()
   })
 })
 
