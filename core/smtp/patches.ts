@@ -137,6 +137,9 @@ const VERB_SPACES = /^(MAIL|RCPT) {2,}(FROM|TO)(?=\s*:)/i
 /** ENVID= and ORCPT= as the client wrote them, and RFC 3461 §4's xtext (smtp-server decodes `+XX` in upper case only). */
 const XTEXT_PARAM = /(?:^|\s)(ENVID|ORCPT)=(\S+)/gi
 const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/
+/** An xtext `+XX` that decodes to a control character (C0 or DEL). */
+const XTEXT_CONTROL = /\+(?:[01][0-9A-Fa-f]|7[Ff])/
+const XTEXT_CONTROLS = new RegExp(XTEXT_CONTROL.source, 'g')
 const PATCHED = Symbol.for('relay.smtpServerPatched')
 let applied = false
 
@@ -326,11 +329,20 @@ export function patchSmtpServer(): void {
     // Patch 13: `MAIL  FROM:` (more than one space) is MAIL FROM, as in Postfix.
     const text = String(command ?? '').replace(VERB_SPACES, '$1 $2')
     const masked = text.includes('"') && !HAS_MASK.test(text) ? text.replace(/"(?:[^"\\\r\n]|\\.)*"/g, (q) => q.replace(/[ <>]/g, (c) => MASK[c]!)) : text
-    const parsed = parseAddressCommand.call(this, name, masked)
+    // Patch 12: an ENVID/ORCPT that decodes to a control character (`+0D+0A`) is a bad parameter,
+    // not a bad address: smtp-server would answer "Bad sender address syntax"; the DSN parameter
+    // check answers 501 5.5.4 for it, as for any value that is not xtext.
+    const controls: string[] = []
+    const parsable = masked.replace(XTEXT_PARAM, (all, key: string, value: string) => {
+      if (!XTEXT_CONTROL.test(value)) return all
+      controls.push(key.toUpperCase())
+      return all.replace(`=${value}`, `=${value.replace(XTEXT_CONTROLS, '+2B')}`)
+    })
+    const parsed = parseAddressCommand.call(this, name, parsable)
     if (!parsed) return parsed
     if (masked !== text) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
     // Patch 12: the raw values that are not xtext, for the relay's DSN parameter check.
-    const bad = parsed.args ? [...masked.matchAll(XTEXT_PARAM)].filter(([, , value]) => !XTEXT.test(value!)).map(([, key]) => key!.toUpperCase()) : []
+    const bad = parsed.args ? [...controls, ...[...masked.matchAll(XTEXT_PARAM)].filter(([, , value]) => !XTEXT.test(value!)).map(([, key]) => key!.toUpperCase())] : []
     if (bad.length) Object.defineProperty(parsed.args, NOT_XTEXT, { value: bad })
     return parsed
   }

@@ -197,7 +197,14 @@ describe('ESMTP semantics', () => {
     expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a+ZZ')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
     expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a=b')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
     expect(await c.command('MAIL FROM:<a@sender.test> ENVID=a+2')).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    // Encoded control characters (CR, LF, NUL, DEL): the parameter is bad, not the address.
+    for (const envid of ['a+0Ab', 'a+0D+0Ab', 'a+00b', 'a+7Fb', 'a+0ab']) {
+      expect(await c.command(`MAIL FROM:<a@sender.test> ENVID=${envid}`), envid).toMatch(/^501 5\.5\.4 Bad ENVID parameter syntax/)
+    }
     expect(await c.command('MAIL FROM:<a@sender.test> ENVID=x+3Dy')).toMatch(/^250 /)
+    for (const orcpt of ['rfc822;a+0Db@x.test', 'rfc822;a+00b@x.test', 'rfc822;a+1Bb@x.test']) {
+      expect(await c.command(`RCPT TO:<b@dest.test> ORCPT=${orcpt}`), orcpt).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
+    }
     expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;x+ZZ@dest.test')).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
     expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;b+40x@dest.test')).toMatch(/^250 /)
     c.close()
