@@ -42,14 +42,14 @@ function post(target: RspamdTarget, message: Buffer, env: ScanEnvelope, signal: 
     'content-type': 'message/rfc822',
     'content-length': message.length,
     IP: env.ip,
-    Hostname: env.clientHostname.startsWith('[') ? 'unknown' : env.clientHostname,
-    From: `<${env.sender}>`,
-    Rcpt: env.recipients.map((r) => `<${r}>`),
-    MTA: env.hostname,
+    Hostname: headerValue(env.clientHostname.startsWith('[') ? 'unknown' : env.clientHostname),
+    From: headerValue(`<${env.sender}>`),
+    Rcpt: env.recipients.map((r) => headerValue(`<${r}>`)),
+    MTA: headerValue(env.hostname),
   }
-  if (env.helo) headers.Helo = env.helo
-  if (env.user) headers.User = env.user
-  if (target.password) headers.Password = target.password
+  if (env.helo) headers.Helo = headerValue(env.helo)
+  if (env.user) headers.User = headerValue(env.user)
+  if (target.password) headers.Password = headerValue(target.password)
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'POST', headers, signal }, (res) => {
       const chunks: Buffer[] = []
@@ -69,6 +69,15 @@ function post(target: RspamdTarget, message: Buffer, env: ScanEnvelope, signal: 
     })
     req.end(message)
   })
+}
+
+/**
+ * What the client said, as an HTTP header value rspamd reads as UTF-8: its UTF-8 bytes (node:http
+ * sends a string's characters as single bytes, and refuses a character above U+00FF, which made a
+ * non-ASCII HELO or address a failed scan: passed with onError 'accept'), control characters as '?'.
+ */
+export function headerValue(s: string): string {
+  return Buffer.from(s, 'utf8').toString('latin1').replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?')
 }
 
 function parseAnswer({ status, body }: { status: number; body: string }): ScanResult {

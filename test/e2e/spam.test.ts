@@ -12,7 +12,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { sendMail } from '../harness/smtp-client.js'
+import { connectRaw, dotStuff, sendMail } from '../harness/smtp-client.js'
 import { ROOT, eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { findRspamd, findSpamd, startRspamd, startSpamd, type Rspamd, type Spamd } from '../harness/spamd.js'
 
@@ -483,6 +483,31 @@ describe('spam: rspamd protocol (fake rspamd)', () => {
     expect(h('mta')).toEqual(['relay.test'])
     expect(req.body).toMatch(/^From: Sender <sender@sender\.test>\r\n/)
     expect(req.body.endsWith(`${NORMAL_BODY}\r\n`)).toBe(true)
+  })
+
+  it('a non-ASCII HELO, sender or recipient is scanned like any other (its UTF-8 in the request headers), not a failed scan that lets it through', async () => {
+    const relay = await relayWith({ backend: { rspamd: { url } } })
+    const cases = [
+      { helo: '€uro.test', from: 'sender@sender.test', to: 'bob@dest.test', smtputf8: false },
+      { helo: 'büro.test', from: 'jörg@sender.test', to: 'bob@dest.test', smtputf8: true },
+      { helo: 'client.test', from: 'łukasz@sender.test', to: 'ǆemal@dest.test', smtputf8: true },
+    ]
+    for (const c of cases) {
+      const { client } = await connectRaw(relay.port)
+      try {
+        expect(await client.command(`EHLO ${c.helo}`)).toMatch(/^250[ -]/)
+        expect(await client.command(`MAIL FROM:<${c.from}>${c.smtputf8 ? ' SMTPUTF8' : ''}`)).toMatch(/^250 /)
+        expect(await client.command(`RCPT TO:<${c.to}>`)).toMatch(/^250 /)
+        expect(await client.command('DATA')).toMatch(/^354 /)
+        const m = message(`act-reject ${c.helo}`, NORMAL_BODY)
+        expect(await client.command(`${dotStuff(m.data)}.`), c.helo).toMatch(/^550 5\.7\.1 Message considered spam/)
+        const req = seen.find((r) => r.body.includes(m.messageId))!
+        const h = (name: string) => req.headers.filter(([n]) => n === name).map(([, v]) => Buffer.from(v, 'latin1').toString('utf8'))
+        expect([h('helo'), h('from'), h('rcpt')]).toEqual([[c.helo], [`<${c.from}>`], [`<${c.to}>`]])
+      } finally {
+        client.close()
+      }
+    }
   })
 
   it('score thresholds override rspamd and a broken answer fails open; with actions.scanner false only scores count', async () => {
