@@ -1,18 +1,15 @@
 // The two databases auth-sql reads: PostgreSQL through a small pg.Pool, SQLite through
-// better-sqlite3 opened read-only. Both run one query, prepared once, with the user name as its
+// better-sqlite3 opened read-only in a child process. Both run one query, prepared once, with the user name as its
 // only parameter, and give back the first row (or undefined when there is none).
 import { createHash } from 'node:crypto'
-import fs from 'node:fs'
-import Database from 'better-sqlite3'
 import { importOptional, type PluginContext } from '../../core/index.js'
 import { DEFAULT_QUERY, type AuthSqlOptions } from './options.js'
+import { SqliteProcess } from './sqlite-process.js'
+import { NO_HASH_COLUMN, type UserRow } from './sqlite-child.js'
 
 type Logger = PluginContext<unknown>['log']
 
-export interface UserRow {
-  password_hash?: unknown
-  senders?: unknown
-}
+export type { UserRow }
 
 export interface Backend {
   /** The user's row; throws when the database cannot answer (→ tempfail). */
@@ -29,7 +26,6 @@ function deadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
 }
 
-const NO_HASH_COLUMN = "the query returns no 'password_hash' column"
 
 type PostgresOptions = Extract<AuthSqlOptions, { driver: 'postgres' }>
 type SqliteOptions = Extract<AuthSqlOptions, { driver: 'sqlite' }>
@@ -69,59 +65,12 @@ export async function postgresBackend(o: PostgresOptions, log: Logger): Promise<
 }
 
 export function sqliteBackend(o: SqliteOptions, log: Logger): Backend {
-  const text = o.query ?? DEFAULT_QUERY.sqlite
-  let db: Database.Database | undefined
-  let stmt: Database.Statement<[string], UserRow> | undefined
-  let opened: { dev: number; ino: number } | undefined
-
-  const close = () => {
-    try {
-      db?.close()
-    } catch {
-      // already closed
-    }
-    db = stmt = opened = undefined
-  }
-  const open = () => {
-    const st = fs.statSync(o.file)
-    // better-sqlite3 is synchronous: a locked database must not hold the event loop for long.
-    const d = new Database(o.file, { readonly: true, fileMustExist: true, timeout: Math.min(o.queryTimeout, 1000) })
-    try {
-      const s = d.prepare<[string], UserRow>(text)
-      if (!s.reader) throw new Error('the query returns no rows (expected a SELECT)')
-      if (!s.columns().some((c) => c.name === 'password_hash')) throw new Error(NO_HASH_COLUMN)
-      db = d
-      stmt = s
-      opened = { dev: st.dev, ino: st.ino }
-    } catch (err) {
-      d.close()
-      throw err
-    }
-  }
-
-  try {
-    open()
-  } catch (err) {
-    log.error({ err: (err as Error).message, file: o.file }, 'cannot open the SQLite user database; AUTH answers 454 until it can')
-  }
-
+  // Off the event loop (sqlite-process.ts): a slow query or a locked file costs that AUTH a 454 at
+  // queryTimeout, never the other sessions their turn.
+  const thread = new SqliteProcess({ file: o.file, query: o.query ?? DEFAULT_QUERY.sqlite, busyTimeout: o.queryTimeout }, o.queryTimeout)
+  thread.lookup().catch((err: Error) => log.error({ err: err.message, file: o.file }, 'cannot open the SQLite user database; AUTH answers 454 until it can'))
   return {
-    async lookup(username) {
-      // A file replaced under us (a new database renamed into place) is opened again.
-      if (opened) {
-        const st = fs.statSync(o.file, { throwIfNoEntry: false })
-        if (st && (st.ino !== opened.ino || st.dev !== opened.dev)) close()
-      }
-      if (!stmt) open()
-      try {
-        return stmt!.get(username)
-      } catch (err) {
-        close()
-        throw err
-      }
-    },
-    async close() {
-      close()
-    },
+    lookup: (username) => thread.lookup(username),
+    close: async () => thread.close(),
   }
 }

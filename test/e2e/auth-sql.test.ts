@@ -276,6 +276,41 @@ describe('auth-sql with SQLite', () => {
   })
 })
 
+describe('auth-sql with a slow SQLite query', () => {
+  it('past queryTimeout: 454 4.7.0 and an error log; other sessions are answered meanwhile; the next lookup works', async () => {
+    const file = path.join(tempDir('relay-auth-sql-'), 'users.db')
+    const db = new Database(file)
+    db.exec('CREATE TABLE relay_users (username text PRIMARY KEY, password_hash text NOT NULL, senders text)')
+    db.prepare('INSERT INTO relay_users VALUES (?, ?, ?)').run('erin@example.org', scryptHash(PASSWORDS.erin), null)
+    db.prepare('INSERT INTO relay_users VALUES (?, ?, ?)').run('slow@example.org', scryptHash(PASSWORDS.erin), null)
+    db.close()
+    // Counting to 10^9 for the 'slow' user (tens of seconds), at once for everyone else.
+    const query =
+      "WITH RECURSIVE u(name) AS (SELECT ?), c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < (CASE WHEN (SELECT name FROM u) LIKE 'slow%' THEN 1000000000 ELSE 1 END)) " +
+      'SELECT password_hash, senders FROM relay_users WHERE username = (SELECT name FROM u) AND (SELECT count(*) FROM c) > 0'
+    const relay = await relayWith({ driver: 'sqlite', file, query, queryTimeout: '1s' })
+    const other = await tlsSession(relay.port)
+    const slow = await tlsSession(relay.port)
+    const order: string[] = []
+    const auth = slow.command(`AUTH PLAIN ${plain('slow@example.org', PASSWORDS.erin)}`, 10_000).then((r) => (order.push('auth'), r))
+    await new Promise((r) => setTimeout(r, 300))
+    // The query runs off the event loop: another session is answered while it does.
+    expect(await other.command('NOOP').then((r) => (order.push('noop'), r))).toMatch(/^250 /)
+    expect(await auth).toMatch(/^454 4\.7\.0 /)
+    expect(order).toEqual(['noop', 'auth'])
+    const line = await relay.waitForLog((l) => l.plugin === 'auth-sql' && l.level === 50 && /user database failed/.test(l.msg))
+    expect(String(line.err)).toBe('SQLite query timed out after 1000 ms')
+    // The runaway query was stopped with its process; the next lookup gets a fresh one.
+    expect(await authReply(relay.port, 'erin@example.org', PASSWORDS.erin)).toMatch(/^235 /)
+    for (const c of [other, slow]) c.close()
+    expect(relay.exited()).toBe(false)
+    // And the relay stops at once (no query left running to wait for).
+    const stopped = performance.now()
+    await relay.stop()
+    expect(performance.now() - stopped).toBeLessThan(10_000)
+  })
+})
+
 describe('auth-sql options', () => {
   it('check-config: exit 2 naming the missing option for the driver and an unknown driver', () => {
     const dir = tempDir('relay-auth-sql-')
