@@ -4,6 +4,15 @@ import type { ConfigError } from '../config/load.js'
 import { packageVersion } from './version.js'
 import { errorText } from '../error-text.js'
 
+// A reader that stops early (`relay queue list | head -1`) ends the command quietly, as it would end
+// any Unix tool: no EPIPE stack trace. Not for `start`, whose log goes to stdout.
+if (process.argv[2] !== 'start') {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err
+    process.exit(0)
+  })
+}
+
 // sendmail(1)'s options (-t -i -oi -f ...) are not commander's: `relay sendmail` gets its arguments as given.
 if (process.argv[2] === 'sendmail') process.exit(await (await import('./sendmail.js')).sendmail(process.argv.slice(3)))
 

@@ -321,3 +321,26 @@ describe('on a running relay without an admin listener (the verbs work on the qu
     expect(scans() - before).toBe(1)
   })
 })
+
+describe('output to a reader that stops early', () => {
+  it('`relay <verb> | true` (the reader gone before a byte is written): exit 0, nothing on stderr, for every printing verb', async () => {
+    const id = await park('pipe@park.test')
+    const verbs = [
+      ['queue', 'list'],
+      ['queue', 'list', '--json'],
+      ['queue', 'summary'],
+      ['queue', 'show', id],
+      ['queue', 'cat', id],
+      ['stats'],
+      ['suppression', 'list', '--json'],
+      ['config', 'show'],
+    ]
+    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+    for (const args of verbs) {
+      const line = [process.execPath, BIN, ...args, '--config', relay.configFile].map(q).join(' ')
+      const r = spawnSync('bash', ['-c', `${line} | true; echo "exit=\${PIPESTATUS[0]}"`], { encoding: 'utf8', timeout: 30_000 })
+      expect([args.join(' '), r.stdout, r.stderr]).toEqual([args.join(' '), 'exit=0\n', ''])
+    }
+    expect((await cli('queue', 'delete', id)).code).toBe(0)
+  }, 120_000)
+})
