@@ -82,8 +82,11 @@ describe('on a running relay (admin API)', () => {
     expect(await apiIds('state=held')).toEqual([])
 
     const stdin = await cli(['queue', 'hold', '-'], `${a}\n${c}\n0000000000000000\n`)
-    expect([stdin.code, stdin.stdout, stdin.stderr]).toEqual([0, 'held 2 of 2 messages\n', ''])
+    // The id that is not in the queue is named, and the exit code says so (as for one id); the others are done.
+    expect([stdin.code, stdin.stdout, stdin.stderr]).toEqual([1, 'held 2 of 2 messages\n', 'relay: no message 0000000000000000 in the queue\n'])
     expect(await apiIds('state=held')).toEqual([a, c])
+    const filtered = await cli(['queue', 'release', '-', '--sender', 'nobody@sender.test'], `${a}\n`)
+    expect([filtered.code, filtered.stdout, filtered.stderr]).toEqual([1, 'released 0 of 0 messages\n', `relay: no message ${a} in the queue that the filter selects\n`])
 
     // Nothing here is an hour old; everything is older than 0 seconds.
     const [young, old] = await Promise.all([cli(['queue', 'release', '--older-than', '1h']), cli(['queue', 'release', '--older-than', '0s', '--state', 'held', '--json'])])

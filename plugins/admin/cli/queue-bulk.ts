@@ -4,7 +4,7 @@
 // plain id without a filter or --dry-run keeps the one-message form (queueAction, queueFlush).
 import { parseDuration, type BulkAction, type BulkFilter, type BulkResult, type CommandEnv } from '../../../core/index.js'
 import { checkQueueIds, queueAction, queueFlush, withBackend, type QueueAction, type QueueVerbOptions } from './queue.js'
-import { VerbError, fail, json, out } from './output.js'
+import { VerbError, fail, json, out, printable } from './output.js'
 
 export interface BulkVerbOptions extends QueueVerbOptions {
   domain?: string
@@ -78,9 +78,27 @@ export async function queueBulkVerb(env: CommandEnv, action: BulkAction, target:
   await withBackend(
     env,
     opts,
-    async (b) => print(action, await b.bulk(action, filter, { dryRun: opts.dryRun === true }), opts),
+    async (b) => {
+      const r = await b.bulk(action, filter, { dryRun: opts.dryRun === true })
+      print(action, r, opts)
+      unmatched(filter, r)
+    },
     () => print(action, { action, dryRun: opts.dryRun === true, matched: [], done: 0 }, opts),
   )
+}
+
+/**
+ * Ids given on stdin that selected nothing are named, one line each, and the exit code is 1, as
+ * for one id (`relay: no message X in the queue`): a typo or a message gone is not silently passed by.
+ */
+function unmatched(filter: BulkFilter, r: BulkResult): void {
+  if (!('ids' in filter) || !filter.ids) return
+  const matched = new Set(r.matched)
+  const narrowed = Object.keys(filter).length > 1
+  const missing = [...new Set(filter.ids)].filter((id) => !matched.has(id))
+  for (const id of missing.slice(0, 100)) process.stderr.write(printable(`relay: no message ${id} in the queue${narrowed ? ' that the filter selects' : ''}\n`))
+  if (missing.length > 100) process.stderr.write(`relay: and ${missing.length - 100} more ids that selected no message\n`)
+  if (missing.length) process.exitCode = 1
 }
 
 function print(action: BulkAction, r: BulkResult, opts: BulkVerbOptions): void {
