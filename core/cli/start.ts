@@ -8,7 +8,11 @@ import { workerCount } from '../workers/share.js'
 import { privilegedPortHint } from '../net/listen-error.js'
 import { errorText } from '../error-text.js'
 
+let exitCode: number | undefined
+/** Exits once the logs are out; the first code asked for wins (a forced exit's 1 over a drain's 0). */
 function exit(code: number): void {
+  if (exitCode !== undefined) return
+  exitCode = code
   void flushLogs().then(() => process.exit(code))
 }
 
@@ -37,7 +41,7 @@ export async function start(opts: { config?: string }): Promise<void> {
       // repeat some time later means "exit now"; the queue keeps whatever is unfinished.
       if (Date.now() - stoppingSince < 2000) return
       relay.log.warn(`${signal} again: exiting now`)
-      exit(1)
+      return exit(1)
     }
     stoppingSince = Date.now()
     relay.log.info({ signal }, 'shutting down')

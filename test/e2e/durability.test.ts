@@ -351,6 +351,21 @@ describe('durability across stops', () => {
     expect(took).toBeLessThan(1000 + 2000)
   })
 
+  it('the same signal again (2 s or more later) while draining: exit 1 at once, logged once, the drain not started over', async () => {
+    const { relay } = await setup({ shutdownTimeout: '20s' })
+    const { client } = await connectRaw(relay.port)
+    expect(await client.command('EHLO client.test')).toMatch(/^250/)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    const exit = relay.stop('SIGTERM', 30_000)
+    await relay.waitForLog((l) => l.msg === 'shutting down')
+    await new Promise((r) => setTimeout(r, 2500))
+    relay.child.kill('SIGTERM')
+    expect(await exit).toBe(1)
+    expect(relay.logs.filter((l) => l.msg === 'shutting down')).toHaveLength(1)
+    expect(relay.logs.filter((l) => l.msg === 'SIGTERM again: exiting now')).toHaveLength(1)
+    client.close()
+  })
+
   it('relay queue list shows each deferred recipient with the queue id from the 250 reply', async () => {
     const { relay } = await setup(
       { delivery: { retry: { base: '1h', factor: 1, max: '1h' } } },
