@@ -132,7 +132,7 @@ export class Relay {
     // Crash recovery: work a dead process held is due again. Bodies it never queued are removed
     // once the relay runs (sweepSpool): only files listed now, before any session can add one.
     const recovered = await queue.recover(Date.now())
-    if (recovered) log.info({ recovered }, 'recovered queue after an unclean stop')
+    if (recovered) log.info({ recovered }, 'recovered deliveries the last run left unfinished (a crash, or a stop with deliveries in flight): due again')
     const spoolFiles = await spool.list()
 
     // Plugins come up before the listeners (an admin plugin's /readyz says 'starting' until they are).

@@ -251,7 +251,7 @@ describe.each([1, 2])('durability across kill -9 (workers: %i)', (workers) => {
     await relay.restart()
     await eventually(() => sent.every((m) => arrivals(mx).has(m.messageId)), 10_000, 'the 3 messages at the MX')
     expect(Date.now() - restarted).toBeLessThan(10_000)
-    const recovered = await relay.waitForLog((l) => l.msg === 'recovered queue after an unclean stop', 1000)
+    const recovered = await relay.waitForLog((l) => l.msg === 'recovered deliveries the last run left unfinished (a crash, or a stop with deliveries in flight): due again', 1000)
     expect(recovered.recovered).toBe(3)
     expect(await queueAfterDelivery(relay, sent.map((m) => m.messageId))).toEqual([])
     expect([...arrivals(mx).values()]).toEqual([1, 1, 1])

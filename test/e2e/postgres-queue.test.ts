@@ -218,7 +218,7 @@ describe('relay with its queue in PostgreSQL', () => {
     await relay.kill9()
     mx.setBehaviour({})
     await relay.restart()
-    const recovered = await relay.waitForLog((l) => l.msg === 'recovered queue after an unclean stop', 5000)
+    const recovered = await relay.waitForLog((l) => l.msg === 'recovered deliveries the last run left unfinished (a crash, or a stop with deliveries in flight): due again', 5000)
     expect(recovered.recovered).toBe(2)
     await eventually(() => sent.every((m) => arrivals(mx).has(m.messageId)), 10_000, 'the 2 messages at the MX')
     await eventually(async () => (await queued(schema)).length === 0, 10_000, 'an empty queue')

@@ -115,7 +115,7 @@ export class PgOpening {
       this.open = true
       this.retrying = false
       this.o.log?.info({ recovered }, 'queue: PostgreSQL reachable; taking mail')
-      if (recovered) this.o.log?.info({ recovered }, 'recovered queue after an unclean stop')
+      if (recovered) this.o.log?.info({ recovered }, 'recovered deliveries the last run left unfinished (a crash, or a stop with deliveries in flight): due again')
     } catch (err) {
       this.lastError = Object.assign(new Error(`queue: PostgreSQL at ${this.o.where}: ${(err as Error).message}`, { cause: err }), { kind: 'unavailable' as const })
       const now = Date.now()
