@@ -344,3 +344,13 @@ describe('output to a reader that stops early', () => {
     expect((await cli('queue', 'delete', id)).code).toBe(0)
   }, 120_000)
 })
+
+describe('overlong input', () => {
+  it('a filter value too long for the admin listener says so (not a bare HTTP status); an overlong id is not echoed whole', async () => {
+    const long = await cli('queue', 'list', '--sender', `${'ü'.repeat(3000)}@x.test`)
+    expect(long.code).toBe(1)
+    expect(long.stderr).toMatch(/^relay: the admin listener refused the request as too long \(HTTP 431\): a filter value \(--sender, --domain\) is too long\n$/)
+    const id = await cli('queue', 'hold', 'A'.repeat(5000))
+    expect([id.code, id.stderr]).toEqual([2, `relay: not a queue id: '${'A'.repeat(64)}…'\n`])
+  })
+})

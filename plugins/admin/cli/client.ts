@@ -82,6 +82,13 @@ function request(target: AdminTarget, method: 'GET' | 'POST', pathAndQuery: stri
 const ok = (status: number) => status >= 200 && status < 300
 
 /** One API call; resolves with the JSON body of a 2xx answer. */
+/** What an answer without a JSON error body means to the operator (Node's HTTP server answers some itself). */
+function statusText(status: number): string {
+  if (status === 431 || status === 414) return `the admin listener refused the request as too long (HTTP ${status}): a filter value (--sender, --domain) is too long`
+  if (status === 413) return `the admin listener refused the request as too large (HTTP 413)`
+  return `HTTP ${status}`
+}
+
 export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', pathAndQuery: string, body?: unknown): Promise<T> {
   const res = await request(target, method, pathAndQuery, body)
   const text = res.body.toString('utf8')
@@ -92,7 +99,7 @@ export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', 
     json = undefined
   }
   if (ok(res.status)) return json as T
-  const reason = (json as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`
+  const reason = (json as { error?: string } | undefined)?.error ?? statusText(res.status)
   if (res.status === 401) throw new AdminFailed(401, `${reason}; set RELAY_ADMIN_TOKEN to the admin plugin's token`, json)
   if (res.status === 403) throw new AdminFailed(403, `the admin listener refused the token (${reason}); check RELAY_ADMIN_TOKEN and the admin plugin's token`, json)
   throw new AdminFailed(res.status, reason, json)
@@ -102,7 +109,7 @@ export async function adminCall<T>(target: AdminTarget, method: 'GET' | 'POST', 
 export async function adminRaw(target: AdminTarget, pathAndQuery: string): Promise<Buffer> {
   const { status, body } = await request(target, 'GET', pathAndQuery)
   if (ok(status)) return body
-  let reason = `HTTP ${status}`
+  let reason = statusText(status)
   try {
     reason = (JSON.parse(body.toString('utf8')) as { error?: string }).error ?? reason
   } catch {

@@ -27,7 +27,7 @@ const QUEUE_ID = /^[A-Za-z0-9._-]{1,64}$/
  * variable) must not read as "no id", which for flush means every message.
  */
 export function checkQueueIds(...ids: (string | undefined)[]): void {
-  for (const id of ids) if (id !== undefined && !QUEUE_ID.test(id)) throw new VerbError('bad-input', `not a queue id: '${id}'`)
+  for (const id of ids) if (id !== undefined && !QUEUE_ID.test(id)) throw new VerbError('bad-input', `not a queue id: '${id.length > 64 ? `${id.slice(0, 64)}…` : id}'`)
 }
 
 function apiBackend(target: AdminTarget): Backend {
