@@ -163,6 +163,23 @@ describe('config errors', () => {
   })
 })
 
+describe('valid settings that are almost certainly a mistake', () => {
+  it('check-config says each on stderr as a warning naming the key, and still passes (exit 0)', () => {
+    const file = writeConfig({
+      hostname: 'vm',
+      listen: [{ host: '127.0.0.1', port: 2525, role: 'mx' }],
+      delivery: { maxQueueLifetime: '1d', delayWarning: '10d', attemptTimeout: '1s', connectTimeout: '30s' },
+    })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr.split('\n').filter(Boolean)).toEqual([
+      "relay: warning: hostname: 'vm' is not a fully qualified name (the default is the machine's name): mail servers may refuse EHLO vm; set hostname to this relay's public name, e.g. mail.example.com",
+      'relay: warning: delivery.delayWarning: 10d is not shorter than delivery.maxQueueLifetime (1d): no delay warning is ever sent',
+      'relay: warning: delivery.attemptTimeout: 1s is shorter than delivery.connectTimeout (30s): an attempt ends before a slow host has connected',
+    ])
+  })
+})
+
 describe('good configs', () => {
   it('check-config exits 0, prints config ok and what it read', () => {
     const file = writeConfig({

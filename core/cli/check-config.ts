@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { ConfigError, loadRawConfig, parseConfig } from '../config/load.js'
-import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
+import { checkConfigPaths } from '../config/check-paths.js'
+import { configWarnings } from '../config/warnings.js'
 import type { RelayConfig } from '../config/schema.js'
 import { pluginShapeProblems, unreadablePlugin } from '../hooks/plugin-shape.js'
 import { resolvePlugin } from '../hooks/load-plugins.js'
@@ -131,7 +132,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   )
   // A teardown that throws or hangs (bounded: loaded-plugin teardowns give up after setupTimeout)
   // is a warning about the plugin, not a failure of the check whose verdict is printed.
-  for (const w of certificateWarnings(config)) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
+  for (const w of configWarnings(config)) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
   // Last plugin first, as at a stop.
   for (const p of [...plugins].reverse()) {
     try {

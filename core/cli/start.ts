@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from '../config/load.js'
 import { searchPlaces } from '../config/find.js'
-import { certificateWarnings, checkConfigPaths } from '../config/check-paths.js'
+import { checkConfigPaths } from '../config/check-paths.js'
+import { configWarnings } from '../config/warnings.js'
 import { Relay } from '../relay.js'
 import { flushLogs } from '../log.js'
 import cluster from 'node:cluster'
@@ -33,7 +34,7 @@ export async function start(opts: { config?: string }): Promise<void> {
   if (pathIssues.length) throw new ConfigError(config.configFile, pathIssues)
   const relay = new Relay(config)
   if (!config.configFile) relay.log.warn({ searched: searchPlaces() }, 'no config file found: running on the defaults')
-  for (const w of certificateWarnings(config)) relay.log.warn({ key: w.path }, `${w.path}: ${w.message}`)
+  for (const w of configWarnings(config)) relay.log.warn({ key: w.path }, `${w.path}: ${w.message}`)
   let stoppingSince = 0
   const stop = (signal: string) => {
     if (stoppingSince) {

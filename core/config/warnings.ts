@@ -1,0 +1,22 @@
+// Settings that are valid but that an operator almost certainly did not mean: said at `relay start`
+// (a warn log line naming the key) and by `relay check-config` (on stderr), never a refusal.
+import type { RelayConfig } from './schema.js'
+import { certificateWarnings, type PathIssue } from './check-paths.js'
+
+const ms = (n: number) => (n % 86_400_000 === 0 ? `${n / 86_400_000}d` : n % 3_600_000 === 0 ? `${n / 3_600_000}h` : n % 60_000 === 0 ? `${n / 60_000}m` : n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`)
+
+export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue[] {
+  const out = certificateWarnings(config, now)
+  const { hostname, delivery } = config
+  // Postfix refuses to start on such a name; next hops may refuse the EHLO.
+  if (!hostname.includes('.') && hostname !== 'localhost') {
+    out.push({ path: 'hostname', message: `'${hostname}' is not a fully qualified name (the default is the machine's name): mail servers may refuse EHLO ${hostname}; set hostname to this relay's public name, e.g. mail.example.com` })
+  }
+  if (delivery.delayWarning > 0 && delivery.delayWarning >= delivery.maxQueueLifetime) {
+    out.push({ path: 'delivery.delayWarning', message: `${ms(delivery.delayWarning)} is not shorter than delivery.maxQueueLifetime (${ms(delivery.maxQueueLifetime)}): no delay warning is ever sent` })
+  }
+  if (delivery.attemptTimeout < delivery.connectTimeout) {
+    out.push({ path: 'delivery.attemptTimeout', message: `${ms(delivery.attemptTimeout)} is shorter than delivery.connectTimeout (${ms(delivery.connectTimeout)}): an attempt ends before a slow host has connected` })
+  }
+  return out
+}
