@@ -7,7 +7,7 @@
 //               too slow or answers 4xx gives 450 4.1.1 (the client tries again), never acceptance
 // An address the static list names is valid without a probe. This plugin never accepts: a valid
 // recipient passes on to the other plugins and the core's relay rules. Non-local domains pass.
-import { definePlugin, reject, tempfail, type SetupContext, type WatchedFile } from '../../core/index.js'
+import { clientKey, definePlugin, reject, tempfail, type SetupContext, type WatchedFile } from '../../core/index.js'
 import { ProbeCache } from './cache.js'
 import { probePlaces, type ProbePlaces } from './places.js'
 import { options, type CallAhead, type Options, type ProbeRoute } from './options.js'
@@ -47,8 +47,11 @@ function setupState({ options, hostname, log, resolvePath, watchFile, processes 
   if (!ca) return { list }
   // A relative unix socket is taken from the config file's directory too.
   const routes = ca.routes.map((r) => (r.kind === 'lmtp' && r.socket ? { ...r, socket: resolvePath(r.socket) } : r))
-  return { list, callAhead: { opts: { ...ca, routes, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize), places: probePlaces(processes, ca.maxConcurrent, ca.timeout) } }
+  return { list, callAhead: { opts: { ...ca, routes, heloName: ca.helo ?? hostname }, cache: new ProbeCache(ca.cacheSize), places: probePlaces(processes, ca.maxConcurrent, ca.perClient, ca.timeout) } }
 }
+
+/** Session note: how many new probes this session has caused. */
+const PROBES_NOTE = 'recipient-verify:probes'
 
 const unknownUser = (address: string) => reject({ code: 550, status: '5.1.1', message: `<${address}>: Recipient address rejected: User unknown` })
 
@@ -57,7 +60,7 @@ export default definePlugin({
   options,
   setup: setupState,
   hooks: {
-    async rcpt({ recipient, domain, isLocal, options, state, log, resolver }) {
+    async rcpt({ recipient, domain, isLocal, options, state, log, resolver, session, notes }) {
       if (!isLocal) return undefined
       const d = domain.toLowerCase()
       if (options.domains && !options.domains.includes(d)) return undefined
@@ -71,11 +74,23 @@ export default definePlugin({
 
       const { opts, cache, places } = state.callAhead!
       const key = address.toLowerCase()
-      // A new probe needs a place (callAhead.maxConcurrent, for the whole relay: places.ts).
-      const place = cache.known(key) ? undefined : await places.take()
-      if (place === null) {
-        log.warn({ to: address, limit: opts.maxConcurrent }, 'recipient not verified: callAhead.maxConcurrent probes running; answering 450')
-        return tempfail({ code: 450, status: '4.1.1', message: `<${address}>: Recipient address rejected: unverified address: too many verifications running; try again later` })
+      let place: string | undefined
+      if (!cache.known(key)) {
+        // A session's new probes are counted: past callAhead.perSession the rest wait for a later session.
+        const asked = (notes.session.get(PROBES_NOTE) as number | undefined) ?? 0
+        if (opts.perSession > 0 && asked >= opts.perSession) {
+          log.warn({ to: address, limit: opts.perSession }, 'recipient not verified: callAhead.perSession probes made in this session; answering 450')
+          return tempfail({ code: 450, status: '4.7.1', message: `<${address}>: Recipient address rejected: too many addresses to verify in one session; send the rest later` })
+        }
+        // A new probe needs a place (callAhead.maxConcurrent for the whole relay, perClient for one client: places.ts).
+        const taken = await places.take(clientKey(session.remoteAddress))
+        if (taken === 'relay' || taken === 'client') {
+          const limit = taken === 'relay' ? 'maxConcurrent' : 'perClient'
+          log.warn({ to: address, limit: opts[limit] }, `recipient not verified: callAhead.${limit} probes running; answering 450`)
+          return tempfail({ code: 450, status: taken === 'relay' ? '4.1.1' : '4.7.1', message: `<${address}>: Recipient address rejected: unverified address: too many verifications running; try again later` })
+        }
+        place = taken
+        notes.session.set(PROBES_NOTE, asked + 1)
       }
       const { value: r, cached } = await cache
         .lookup(

@@ -77,6 +77,14 @@ const callAhead = z
      * `450 4.1.1` at once, so a dead or slow next hop cannot be made to hold a connection per RCPT.
      */
     maxConcurrent: z.number().int().positive().default(20),
+    /** Most of those one client (an IP address; an IPv6 /64) may have running at once; past it `450 4.7.1`. */
+    perClient: z.number().int().positive().default(5),
+    /**
+     * Most new probes (answers not cached) one SMTP session may cause; past it `450 4.7.1` to each
+     * further unverified recipient (the client sends those later), so a session of RCPTs to random
+     * addresses cannot make the relay open a connection per RCPT without end. 0: no limit.
+     */
+    perSession: z.number().int().nonnegative().default(50),
   })
   .strict()
 

@@ -27,8 +27,8 @@ const storeRcpts: string[] = []
 const TRUSTED_CLIENT = '127.0.0.50' // in smtp.trustedNetworks; 127.0.0.1 is not
 
 /** RCPT alone (after EHLO and MAIL), then QUIT: how the relay answers a recipient. */
-async function rcptReply(address: string, from = 'someone@sender.test', port = relay.port): Promise<string> {
-  const { client } = await connectRaw(port)
+async function rcptReply(address: string, from = 'someone@sender.test', port = relay.port, localAddress?: string): Promise<string> {
+  const { client } = await connectRaw(port, '127.0.0.1', 5000, undefined, localAddress)
   try {
     await client.command('EHLO client.test')
     expect(await client.command(`MAIL FROM:<${from}>`)).toMatch(/^250 /)
@@ -133,7 +133,9 @@ beforeAll(async () => {
                 { match: { domain: 'nx.test' }, kind: 'smtp', host: [`nx.probe.test:${store.port}`] },
                 { match: { domain: 'silent.test' }, kind: 'smtp', host: `127.0.0.16:${silentPort}` },
               ],
-              maxConcurrent: 2,
+              maxConcurrent: 3,
+              perClient: 2,
+              perSession: 3,
               connectTimeout: '1s',
               commandTimeout: '2s',
             },
@@ -209,16 +211,41 @@ describe('recipient-verify: call-ahead', () => {
     expect(events().every((e) => e.code !== 'ENOTFOUND' && e.code !== 'ENODATA')).toBe(true)
   })
 
-  it('at most callAhead.maxConcurrent probes at once: past it a new address gets 450 at once, not a connection that hangs', async () => {
-    // Two probes to the store that never answers hold both places until commandTimeout (2 s).
+  it('at most callAhead.maxConcurrent probes at once, perClient of them one client\'s: past either a new address gets 450 at once, not a connection that hangs', async () => {
+    const before = silentConnections
+    // Two probes to the store that never answers, from one client, hold its perClient (2) places until commandTimeout (2 s).
     const slow = [rcptReply('hang1@silent.test'), rcptReply('hang2@silent.test')]
-    await eventually(() => silentConnections >= 2 || undefined, 5000, 'two probes connected to the silent store')
-    const started = Date.now()
-    expect(await rcptReply('hang3@silent.test')).toBe('450 4.1.1 <hang3@silent.test>: Recipient address rejected: unverified address: too many verifications running; try again later')
+    await eventually(() => silentConnections >= before + 2 || undefined, 5000, 'two probes connected to the silent store')
+    let started = Date.now()
+    expect(await rcptReply('hang3@silent.test')).toBe('450 4.7.1 <hang3@silent.test>: Recipient address rejected: unverified address: too many verifications running; try again later')
+    expect(Date.now() - started).toBeLessThan(1500)
+    // Another client takes the last of the relay's maxConcurrent (3) places; a third finds none.
+    slow.push(rcptReply('hang4@silent.test', undefined, relay.port, '127.0.0.60'))
+    await eventually(() => silentConnections >= before + 3 || undefined, 5000, 'the other client\'s probe connected')
+    started = Date.now()
+    expect(await rcptReply('hang5@silent.test', undefined, relay.port, '127.0.0.61')).toBe('450 4.1.1 <hang5@silent.test>: Recipient address rejected: unverified address: too many verifications running; try again later')
     expect(Date.now() - started).toBeLessThan(1500)
     for (const r of await Promise.all(slow)) expect(r).toMatch(/^450 4\.1\.1 .*verification failed/)
+    expect(silentConnections).toBe(before + 3)
     // The places are free again: a known store answers.
     expect(await rcptReply('erin@local.test')).toMatch(/^250 /)
+  })
+
+  it('at most callAhead.perSession new probes in one session: 450 4.7.1 for the rest, answers already cached still given', async () => {
+    const { client } = await connectRaw(relay.port)
+    try {
+      await client.command('EHLO client.test')
+      expect(await client.command('MAIL FROM:<someone@sender.test>')).toMatch(/^250 /)
+      const replies: string[] = []
+      for (const a of ['ps1@local.test', 'ps2@local.test', 'nobody-ps3@local.test', 'ps4@local.test', 'nobody-ps5@local.test', 'dave@local.test']) replies.push(await client.command(`RCPT TO:<${a}>`, 15_000))
+      expect(replies.map((r) => r.slice(0, 9))).toEqual(['250 2.1.5', '250 2.1.5', '550 5.1.1', '450 4.7.1', '450 4.7.1', '250 2.1.5'])
+      expect(replies[3]).toBe('450 4.7.1 <ps4@local.test>: Recipient address rejected: too many addresses to verify in one session; send the rest later')
+      expect(storeRcpts.filter((a) => /ps\d@local\.test$/.test(a)).sort()).toEqual(['nobody-ps3@local.test', 'ps1@local.test', 'ps2@local.test'])
+    } finally {
+      client.close()
+    }
+    // A new session has its own budget.
+    expect(await rcptReply('ps4@local.test')).toMatch(/^250 /)
   })
 
   it('caches the result: two sessions, one probe', async () => {
