@@ -18,7 +18,7 @@ export interface ConfigShowOptions {
  * The plugins as `{ plugin, options }`, options with the plugin's defaults filled in when its
  * schema accepts them (else as written: `relay check-config` says what is wrong).
  */
-async function effectivePlugins(config: RelayConfig): Promise<unknown[]> {
+async function effectivePlugins(config: RelayConfig, problems: string[] = []): Promise<unknown[]> {
   const out: unknown[] = []
   for (const [i, entry] of config.plugins.entries()) {
     const [ref, raw] = Array.isArray(entry) ? entry : [entry, undefined]
@@ -26,9 +26,12 @@ async function effectivePlugins(config: RelayConfig): Promise<unknown[]> {
     let options: unknown = raw ?? {}
     try {
       const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, `plugins[${i}]`, config.configFile, config.setupTimeout) : ref
-      options = pluginOptions(plugin as Plugin, options, name)
-    } catch {
-      // unloadable: shown as written
+      options = pluginOptions(plugin as Plugin, options, `plugins[${i}] (${name})`)
+    } catch (err) {
+      // Unloadable, or options its schema refuses: shown as written, and said on stderr (exit 2).
+      const issues = (err as { issues?: { path: string; message: string }[] }).issues
+      if (issues?.length) for (const issue of issues) problems.push(`${issue.path}: ${issue.message}`)
+      else problems.push(`plugins[${i}] (${name}): ${(err as Error).message}`)
     }
     out.push({ plugin: name, options })
   }
@@ -50,9 +53,15 @@ function flatten(value: unknown, prefix: string, out: Map<string, string>): Map<
 }
 
 /** The config as shown: plain data, plugins with their options, secrets redacted, no bookkeeping keys. */
-async function shown(config: RelayConfig): Promise<Record<string, unknown>> {
+async function shown(config: RelayConfig, problems?: string[]): Promise<Record<string, unknown>> {
   const { configDir: _dir, configFile: _file, ...settings } = config
-  return redactConfig({ ...settings, plugins: await effectivePlugins(config) }) as Record<string, unknown>
+  return redactConfig({ ...settings, plugins: await effectivePlugins(config, problems) }) as Record<string, unknown>
+}
+
+/** A plugin that cannot be loaded or whose options are refused: the config is not valid (exit 2, as check-config). */
+function sayProblems(problems: string[]): void {
+  for (const p of problems) process.stderr.write(`relay: ${p} (shown as written; relay check-config lists every problem)\n`.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'))
+  if (problems.length) process.exitCode = 2
 }
 
 /**
@@ -62,7 +71,8 @@ async function shown(config: RelayConfig): Promise<Record<string, unknown>> {
 export async function configShow(opts: ConfigShowOptions): Promise<void> {
   const config = await loadConfig(opts.config)
   const defaults = parseConfig({}, config.configDir)
-  const settings = await shown(opts.defaults ? defaults : config)
+  const problems: string[] = []
+  const settings = await shown(opts.defaults ? defaults : config, problems)
   let entries = flatten(settings, '', new Map())
   if (opts.changed && !opts.defaults) {
     const base = flatten(await shown(defaults), '', new Map())
@@ -75,10 +85,11 @@ export async function configShow(opts: ConfigShowOptions): Promise<void> {
   if (opts.json) {
     const body = opts.changed && !opts.defaults ? Object.fromEntries([...entries].map(([k, v]) => [k, JSON.parse(v) as unknown])) : settings
     process.stdout.write(JSON.stringify({ configFile: config.configFile ?? null, ...body }, null, 2) + '\n')
-    return
+    return sayProblems(problems)
   }
   const source = opts.defaults ? 'defaults' : config.configFile ? `config file ${config.configFile}` : 'no config file found: defaults'
   const lines = [`# ${source}; durations in ms, sizes in bytes`]
   for (const [k, v] of entries) lines.push(`${k} = ${v}`)
   process.stdout.write(lines.join('\n') + '\n')
+  sayProblems(problems)
 }

@@ -126,7 +126,7 @@ describe('relay --version and relay config show', () => {
   const secrets = {
     queue: { driver: 'postgres', url: 'postgres://relay:s3cret-pw@db.internal:5432/relay' },
     delivery: { throttle: { redis: 'redis://:redis-pw@cache.internal:6379' } },
-    plugins: [['admin', { host: '127.0.0.1', port: 0, token: 'admin-token-0123456789abcdef' }], ['spam', { rspamd: { url: 'http://127.0.0.1:11333', password: 'rspamd-pw' } }]],
+    plugins: [['admin', { host: '127.0.0.1', port: 0, token: 'admin-token-0123456789abcdef' }], ['spam', { backend: { rspamd: { url: 'http://127.0.0.1:11333', password: 'rspamd-pw' } } }]],
   }
   const dir = dirWith({ 'relay.config.json': json('show.example', { ...secrets, smtp: { maxMessageSize: '10MB' }, tls: { cert: './tls/mail.crt', key: './tls/mail.key' } }) })
 
@@ -140,10 +140,21 @@ describe('relay --version and relay config show', () => {
     expect(r.stdout).toMatch(/^queue\.url = "postgres:\/\/relay:<redacted>@db\.internal:5432\/relay"$/m)
     expect(r.stdout).toMatch(/^delivery\.throttle\.redis = "redis:\/\/:<redacted>@cache\.internal:6379"$/m)
     expect(r.stdout).toMatch(/^plugins\[0\]\.options\.token = "<redacted>"$/m)
-    expect(r.stdout).toMatch(/^plugins\[1\]\.options\.rspamd\.password = "<redacted>"$/m)
+    expect(r.stdout).toMatch(/^plugins\[1\]\.options\.backend\.rspamd\.password = "<redacted>"$/m)
     for (const secret of ['s3cret-pw', 'redis-pw', 'admin-token-0123456789abcdef', 'rspamd-pw']) expect(r.stdout).not.toContain(secret)
     // A key file's path is no secret (and is taken from the config file's directory).
     expect(r.stdout).toMatch(new RegExp(`^tls\\.key = "${path.join(dir, 'tls/mail.key').replace(/[.]/g, '\\.')}"$`, 'm'))
+  })
+
+  it('plugin options their schema refuses: shown as written, each problem on stderr, exit 2 (as check-config)', () => {
+    const bad = dirWith({ 'relay.config.json': json('show.example', { plugins: [['spam', { rspamd: { url: 'http://127.0.0.1:11333', password: 'rspamd-pw' } }]] }) })
+    for (const args of [['config', 'show'], ['config', 'show', '--json']]) {
+      const r = runCli(args, { cwd: bad, env: ENV })
+      expect(r.code).toBe(2)
+      expect(r.stdout).toContain('rspamd')
+      expect(r.stdout).not.toContain('rspamd-pw')
+      expect(r.stderr).toMatch(/^relay: plugins\[0\] \(spam\) options\.\w+: .*\(shown as written; relay check-config lists every problem\)\n/m)
+    }
   })
 
   it('--json, --changed (postconf -n) and --defaults (postconf -d)', () => {
