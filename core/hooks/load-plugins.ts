@@ -216,22 +216,31 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
   // Every entry loaded and its options validated before any is set up: the kept ones are matched over all.
   const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; optionsKey: string }[] = []
   let answersAuth = false
+  // Every entry's problems, not only the first's (as check-config lists them): one start, one list to fix.
+  const problems: ConfigError[] = []
   for (const { at, ref, rawOptions } of entries) {
-    const unreadable = typeof ref === 'string' || at === 'core' ? undefined : unreadablePlugin(ref)
-    if (unreadable) throw new PluginError(CODES.shape, config.configFile, at, unreadable)
-    const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile, config.setupTimeout) : ref
-    const named = `${at} (${plugin.name})`
-    if (typeof plugin.hooks?.auth === 'function') answersAuth = true
-    if (env.only && !env.only(plugin)) continue
-    if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
-    checkShape(plugin, named, at, config.configFile)
-    const options = pluginOptions(plugin, rawOptions ?? {}, named, config.configFile)
-    const ports = at === 'core' ? [] : declaredPorts(plugin, options, named, config.configFile)
-    // Where its code came from counts as its options do: a kept plugin of the same name from
-    // another file is not the one running (it stays until a restart, and the reload says so).
-    const source = typeof ref !== 'string' ? '' : ref.startsWith('.') || path.isAbsolute(ref) ? path.resolve(config.configDir, ref) : ref
-    ready.push({ at, named, plugin, options, ports, optionsKey: `${keyOf(rawOptions)}\u0000${source}` })
+    try {
+      const unreadable = typeof ref === 'string' || at === 'core' ? undefined : unreadablePlugin(ref)
+      if (unreadable) throw new PluginError(CODES.shape, config.configFile, at, unreadable)
+      const plugin = typeof ref === 'string' ? await resolvePlugin(ref, config.configDir, at, config.configFile, config.setupTimeout) : ref
+      const named = `${at} (${plugin.name})`
+      if (typeof plugin.hooks?.auth === 'function') answersAuth = true
+      if (env.only && !env.only(plugin)) continue
+      if (at !== 'core' && !isPlugin(plugin)) throw new PluginError(CODES.shape, config.configFile, at, 'not a plugin object (definePlugin({ name, hooks }))')
+      checkShape(plugin, named, at, config.configFile)
+      const options = pluginOptions(plugin, rawOptions ?? {}, named, config.configFile)
+      const ports = at === 'core' ? [] : declaredPorts(plugin, options, named, config.configFile)
+      // Where its code came from counts as its options do: a kept plugin of the same name from
+      // another file is not the one running (it stays until a restart, and the reload says so).
+      const source = typeof ref !== 'string' ? '' : ref.startsWith('.') || path.isAbsolute(ref) ? path.resolve(config.configDir, ref) : ref
+      ready.push({ at, named, plugin, options, ports, optionsKey: `${keyOf(rawOptions)}\u0000${source}` })
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      problems.push(err)
+    }
   }
+  if (problems.length === 1) throw problems[0]
+  if (problems.length) throw new ConfigError(config.configFile, problems.flatMap((p) => p.issues))
   // A submission listener wants AUTH before MAIL: with no plugin to answer AUTH it refuses all mail.
   const useless = answersAuth ? -1 : config.listen.findIndex((l) => l.role === 'submission')
   if (useless >= 0) {

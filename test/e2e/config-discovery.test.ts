@@ -332,6 +332,13 @@ describe('check-config: every problem at once, and the files it will need', () =
       [['./broken.mjs', {}], /^ {2}plugins\[0\]: cannot load plugin '\.\/broken\.mjs': broken at import \[RELAY_ERR_PLUGIN_LOAD\]$/m],
       [['./failing.mjs', {}], /^ {2}plugins\[0\] \(failing\): setup: cannot reach the thing \[RELAY_ERR_PLUGIN_SETUP\]$/m],
     ]
+    // Every entry's problem in one start, as check-config lists them, not only the first.
+    fs.writeFileSync(path.join(dir, 'relay.config.json'), json('fail.example', { listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], log: { level: 'info' }, plugins: ['does-not-exist', ['admin', { port: 'x' }], ['./broken.mjs', {}]] }))
+    const all = runCli(['start'], { cwd: dir, env: ENV })
+    expect(all.code, all.stderr).toBe(2)
+    expect(all.stderr).toMatch(/^ {2}plugins\[0\]: .*does-not-exist.*\[RELAY_ERR_PLUGIN_LOAD\]$/m)
+    expect(all.stderr).toMatch(/^ {2}plugins\[1\] \(admin\) options\.port: expected a number, got a string \[RELAY_ERR_PLUGIN_OPTIONS\]$/m)
+    expect(all.stderr).toMatch(/^ {2}plugins\[2\]: cannot load plugin '\.\/broken\.mjs': broken at import \[RELAY_ERR_PLUGIN_LOAD\]$/m)
     for (const [plugin, expected] of cases) {
       const r = start(plugin)
       expect(r.code, r.stderr).toBe(2)
