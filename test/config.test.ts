@@ -105,6 +105,14 @@ describe('config errors', () => {
     })
   }
 
+  it("libpq's unix-socket URL with a password (no host, ?host=/path) is a valid queue.url, shown redacted", () => {
+    const file = writeConfig({ queue: { driver: 'postgres', url: 'postgresql://relay:s3cret@/relay?host=/var/run/postgresql' } })
+    const r = runCli(['config', 'show', '--config', file])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/^queue\.url = "postgresql:\/\/relay:<redacted>@\/relay\?host=\/var\/run\/postgresql"$/m)
+    expect(r.stdout).not.toContain('s3cret')
+  })
+
   it('a URL with a password that fails is not echoed', () => {
     const file = writeConfig({ delivery: { throttle: { redis: 'redis://:s3cret@127.0.0.1:70000' } }, queue: { driver: 'postgres', url: 'postgres://relay:s3cret@127.0.0.1:99999/relay' } })
     const r = runCli(['check-config', '--config', file])

@@ -193,7 +193,9 @@ export const serviceUrl = (protocols: string[], example: string) =>
       return
     }
     try {
-      new URL(s)
+      // libpq's unix-socket form names no host: `postgresql://relay:pw@/relay?host=/run/postgresql`
+      // (pg takes it; new URL() does once it has a host in the empty place).
+      new URL(scheme.startsWith('postgres') ? s.replace(/^([^/]*\/\/[^/?#]*@)(?=[/?#]|$)/, '$1localhost') : s)
     } catch {
       ctx.addIssue({ code: 'custom', message: `not a valid URL (expected one like '${example}')` })
     }

@@ -17,15 +17,20 @@ const types = {
  * after `idleTxMs`, so the row locks it held do not stop the other nodes until TCP gives up (hours).
  */
 function durable(url: string, idleTxMs: number): string {
+  // libpq's unix-socket form with user info names no host (`postgresql://relay:pw@/relay?host=/run/…`),
+  // which new URL() refuses: parsed with a stand-in host, given back without it.
+  const noHost = NO_HOST.test(url)
   try {
-    const u = new URL(url)
+    const u = new URL(noHost ? url.replace(NO_HOST, `$1${STAND_IN}`) : url)
     const options = u.searchParams.get('options')
     u.searchParams.set('options', `${options ? `${options} ` : ''}-c synchronous_commit=on -c idle_in_transaction_session_timeout=${idleTxMs}`)
-    return u.toString()
+    return noHost ? u.toString().replace(`@${STAND_IN}`, '@') : u.toString()
   } catch {
     return url
   }
 }
+const NO_HOST = /^([^/]*\/\/[^/?#]*@)(?=[/?#]|$)/
+const STAND_IN = 'relay-no-host.invalid'
 
 /** A connection URL (or key=value string) fit for messages and logs: no password, in user info or query. */
 export function withoutPassword(url: string): string {
