@@ -185,6 +185,19 @@ describe('valid settings that are almost certainly a mistake', () => {
       'relay: warning: delivery.delayWarning: 10d is not shorter than delivery.maxQueueLifetime (1d): no delay warning is ever sent',
       'relay: warning: delivery.attemptTimeout: 1s is shorter than delivery.connectTimeout (30s): an attempt ends before a slow host has connected',
     ])
+    // AUTH but nothing that lets an authenticated user relay (relay-acl does).
+    const lonely = writeConfig({
+      listen: [{ host: '127.0.0.1', port: 2587, role: 'submission', allowPlaintextAuth: true }],
+      plugins: [['auth-file', { file: './users.json' }]],
+    })
+    const s = runCli(['check-config', '--config', lonely])
+    expect(s.code, s.stderr).toBe(0)
+    expect(s.stderr).toContain("relay: warning: listen[0]: a submission listener, and no relay-acl in plugins: authenticated users may send only to localDomains (Relaying denied for the rest): add 'relay-acl'\n")
+    const withAcl = writeConfig({
+      listen: [{ host: '127.0.0.1', port: 2587, role: 'submission', allowPlaintextAuth: true }],
+      plugins: [['auth-file', { file: './users.json' }], ['relay-acl', { trustedNetworks: [] }]],
+    })
+    expect(runCli(['check-config', '--config', withAcl]).stderr).not.toContain('relay-acl')
   })
 })
 

@@ -18,5 +18,13 @@ export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue
   if (delivery.attemptTimeout < delivery.connectTimeout) {
     out.push({ path: 'delivery.attemptTimeout', message: `${ms(delivery.attemptTimeout)} is shorter than delivery.connectTimeout (${ms(delivery.connectTimeout)}): an attempt ends before a slow host has connected` })
   }
+  // relay-acl lets authenticated users relay; without it (or a plugin of the user's that accepts
+  // recipients at rcpt) a submission listener takes mail for localDomains only.
+  const submission = config.listen.findIndex((l) => l.role === 'submission')
+  const named = config.plugins.map((e) => (Array.isArray(e) ? e[0] : e)).filter((r): r is string => typeof r === 'string')
+  const onlyBundled = named.length === config.plugins.length && named.every((n) => !n.includes('/') && !n.includes('\\') && !n.startsWith('.'))
+  if (submission >= 0 && onlyBundled && !named.includes('relay-acl')) {
+    out.push({ path: `listen[${submission}]`, message: "a submission listener, and no relay-acl in plugins: authenticated users may send only to localDomains (Relaying denied for the rest): add 'relay-acl'" })
+  }
   return out
 }
