@@ -25,7 +25,7 @@ const seconds = (ms: unknown) => (typeof ms === 'number' ? (ms / 1000).toFixed(m
 
 function refused(l: Line): string {
   const reply = [l.code, l.dsn, l.text].filter((x) => x !== undefined && x !== '').map(str).join(' ')
-  const to = l.recipient ?? (Array.isArray(l.recipients) ? l.recipients.join(',') : undefined)
+  const to = l.recipient ?? (Array.isArray(l.recipients) && l.recipients.length ? l.recipients.join(',') : undefined)
   const parts = [
     l.sender !== undefined ? `from=<${str(l.sender)}>` : '',
     to !== undefined ? `to=<${str(to)}>` : '',

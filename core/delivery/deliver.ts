@@ -52,7 +52,7 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
       log.error({ err, queueId: job.message.id }, 'could not queue the DSN now; it stays owed and goes with the next check')
     }
   }
-  for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt }, `suppressed ${s.address}`)
+  for (const s of suppress) log.warn({ address: s.address, reason: s.reason, queueId: job.message.id, expiresAt: s.expiresAt === undefined ? undefined : new Date(s.expiresAt).toISOString() }, `suppressed ${s.address}`)
 
   // The log line ({ event: name, ... } with msg name) comes from core/events/log.ts, an observer.
   // Not awaited: a slow listener must not hold this delivery's slot (the bus bounds each call).

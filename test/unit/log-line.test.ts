@@ -21,6 +21,9 @@ describe("log.format 'line'", () => {
     const line = { event: 'rejected', stage: 'rcpt', code: 550, dsn: '5.7.1', text: 'Relaying denied for <v@x.test>', rule: 'core:closed-relay', sender: 's@y.test', recipient: 'v@x.test', proto: 'ESMTP', client: '192.0.2.9', clientHostname: '[192.0.2.9]', helo: 'h.test', msg: 'refused' }
     expect(text(line)).toBe('relay/smtpd[7]: NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 550 5.7.1 Relaying denied for <v@x.test>; from=<s@y.test> to=<v@x.test> proto=ESMTP helo=<h.test> by=core:closed-relay\n')
     expect(text({ ...line, clientHostname: 'mail.y.test', sender: '' })).toContain('from mail.y.test[192.0.2.9]: 550 5.7.1 Relaying denied for <v@x.test>; from=<> ')
+    // A refusal at DATA with no recipient accepted names none (not `to=<>`, which reads as the null address).
+    const data = { ...line, stage: 'data', recipient: undefined, recipients: [], code: 554, dsn: '5.5.1', text: 'No valid recipients' }
+    expect(text(data)).toBe('relay/smtpd[7]: NOQUEUE: reject: DATA from unknown[192.0.2.9]: 554 5.5.1 No valid recipients; from=<s@y.test> proto=ESMTP helo=<h.test> by=core:closed-relay\n')
   })
 
   it('a delivery: to, relay, delay in seconds, dsn, status with the response', () => {
