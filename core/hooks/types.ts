@@ -241,6 +241,8 @@ export interface RejectedEvent {
   plugin?: string
   /** The refused recipient or sender, at rcpt and mail. */
   address?: string
+  /** The SMTP command refused ('mail': `address` is the sender; 'rcpt': a recipient; 'command': any other), also for stage 'protocol'. */
+  command?: 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data' | 'command'
 }
 
 /** A recipient was refused at RCPT because it is on the suppression list. */

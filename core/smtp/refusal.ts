@@ -35,7 +35,7 @@ export function refusal(log: Logger, hooks: HookBus, session: SMTPServerSession,
     session: info, stage: command, hook: stage, code: reply.code, status: reply.status, text: reply.message, plugin, rule,
     sender, recipient: command === 'rcpt' ? address : undefined, recipients, proto: session.transmissionType || undefined, detail: r.detail,
   })
-  if (hooks.has('rejected')) void hooks.emit('rejected', { session: info, stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address })
+  if (hooks.has('rejected')) void hooks.emit('rejected', { session: info, stage, code: reply.code, status: reply.status || undefined, message: reply.message, plugin, address, command })
   const err = replyError(reply)
   // Its reply is logged now: not again when smtp-server sends it (core/smtp/patches.ts 15).
   ;(session as { [REFUSAL_LOGGED]?: string })[REFUSAL_LOGGED] = err.message

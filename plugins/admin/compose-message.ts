@@ -2,7 +2,6 @@
 // values are checked for line breaks (no header injection) and encoded (RFC 2047) when not ASCII;
 // the body is 7bit when it can be, else base64.
 import crypto from 'node:crypto'
-import os from 'node:os'
 import { AdminError } from './server.js'
 
 export interface ComposeInput {
@@ -20,14 +19,14 @@ const ASCII = /^[\x20-\x7e\t]*$/
 /** Address fields stay as they are (UTF-8 addresses are RFC 6532's, not encoded words). */
 const ADDRESS_FIELDS = new Set(['from', 'to', 'cc', 'bcc', 'reply-to', 'sender'])
 
-export function composeMessage(m: ComposeInput, now = new Date()): Buffer {
+export function composeMessage(m: ComposeInput, hostname: string, now = new Date()): Buffer {
   const fields = new Map<string, [string, string]>()
   const set = (name: string, value: string) => fields.set(name.toLowerCase(), [name, value])
   set('From', m.from)
   set('To', m.to.join(', '))
   set('Subject', m.subject)
   set('Date', now.toUTCString().replace(/GMT$/, '+0000'))
-  set('Message-ID', `<${crypto.randomUUID()}@${os.hostname() || 'relay.invalid'}>`)
+  set('Message-ID', `<${crypto.randomUUID()}@${hostname}>`)
   for (const [name, value] of Object.entries(m.headers ?? {})) {
     if (!FIELD_NAME.test(name)) throw new AdminError(400, `headers: '${name.slice(0, 60)}' is not a header field name`)
     if (OWN.has(name.toLowerCase())) throw new AdminError(400, `headers: ${name} is set by the relay (the text is UTF-8)`)

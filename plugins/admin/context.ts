@@ -8,4 +8,6 @@ export interface AdminContext {
   relay: RelayOperations
   recent: RecentEvents
   metrics: RelayMetrics
+  /** Config `hostname`: the right side of Message-IDs the relay makes (never the machine's name). */
+  hostname: string
 }

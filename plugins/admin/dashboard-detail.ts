@@ -68,7 +68,7 @@ export const DETAIL_JS = String.raw`
         el('td', { cls: 'reply', text: x.h.response }), el('td', { text: x.h.category || '' }), el('td', { text: x.h.remoteHost || '' })]);
     }), 6, 'no attempt yet');
 
-    $('detail-headers').textContent = d.headers === null ? '(not shown: the read-only token reads no message content)' : d.headers;
+    $('detail-headers').textContent = d.headers === null ? '(not shown: the read-only token reads no message content)' : shown(d.headers);
 
     var pending = d.recipients.some(isPending);
     var actions = $('detail-actions');

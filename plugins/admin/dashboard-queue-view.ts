@@ -37,7 +37,7 @@ export const QUEUE_VIEW_JS = String.raw`
     return el('td', { cls: cls }, list.map(function (r) {
       var line = render(r);
       var div = el('div', { cls: 'rcpt', data: { address: r.address } }, typeof line === 'object' && line ? [line] : []);
-      if (typeof line !== 'object') div.textContent = line === undefined || line === null ? '' : String(line);
+      if (typeof line !== 'object') div.textContent = line === undefined || line === null ? '' : shown(String(line));
       return div;
     }));
   }

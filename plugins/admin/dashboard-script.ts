@@ -20,18 +20,28 @@ const HELPERS_JS = String.raw`
   // The token comes once in the fragment (never sent to the server), then lives in sessionStorage.
   var m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    // A malformed escape (%zz) is taken as written: the API then says whether the token is right.
+    var given = m[1];
+    try { given = decodeURIComponent(given); } catch (e) { /* as written */ }
+    sessionStorage.setItem(TOKEN_KEY, given);
     history.replaceState(null, '', location.pathname + location.search);
   }
 
   function $(id) { return document.getElementById(id); }
 
+  /**
+   * Text from outside (a remote reply, a client's Subject or address) with its control and
+   * bidirectional-override characters as '?', as the CLI prints them: U+202E would show
+   * '…gnp.exe' as '…exe.png'.
+   */
+  function shown(text) { return text.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '?'); }
+
   function el(tag, opts, children) {
     var e = document.createElement(tag);
     opts = opts || {};
     if (opts.cls) e.className = opts.cls;
-    if (opts.text !== undefined && opts.text !== null) e.textContent = String(opts.text);
-    if (opts.title) e.title = opts.title;
+    if (opts.text !== undefined && opts.text !== null) e.textContent = shown(String(opts.text));
+    if (opts.title) e.title = shown(String(opts.title));
     if (opts.data) for (var k in opts.data) if (opts.data[k] !== undefined) e.dataset[k] = opts.data[k];
     (children || []).forEach(function (c) { if (c) e.appendChild(c); });
     return e;
@@ -60,7 +70,7 @@ const HELPERS_JS = String.raw`
     for (var k in attrs) e.setAttribute(k, String(attrs[k]));
     if (text !== undefined) {
       var t = document.createElementNS(SVG, 'title');
-      t.textContent = text;
+      t.textContent = shown(String(text));
       e.appendChild(t);
     }
     return e;
@@ -89,7 +99,7 @@ const HELPERS_JS = String.raw`
     if (!text) { n.hidden = true; n.textContent = ''; return; }
     n.hidden = false;
     n.className = ok ? 'notice ok' : 'notice';
-    n.textContent = text;
+    n.textContent = shown(String(text));
     if (ok) noticeTimer = setTimeout(function () { notice(''); }, 8000);
   }
 

@@ -24,7 +24,7 @@ export default definePlugin<AdminOptions, State | undefined>({
   // Its listener, checked against the relay's and other plugins' (a clash is a config error).
   ports: (o) => [{ host: o.host, port: o.port, key: 'port' }],
 
-  async setup({ options, dataDir, log, mode, relay }) {
+  async setup({ options, dataDir, log, mode, relay, hostname }) {
     // relay check-config: the options are valid; nothing is bound.
     if (mode === 'check') return undefined
     if (!relay) throw new Error('the admin plugin needs a running relay (no operator API was given)')
@@ -49,7 +49,7 @@ export default definePlugin<AdminOptions, State | undefined>({
     )
     const recent = new RecentEvents()
     const server = new AdminServer(options, dataDir, log)
-    registerAdminRoutes(server, { relay, recent, metrics })
+    registerAdminRoutes(server, { relay, recent, metrics, hostname })
     await server.start()
     return { server, metrics, recent }
   },

@@ -39,7 +39,7 @@ const PATHS: Record<string, Record<string, Json>> = {
         query('state', 'held, or messages with a recipient in that state', { type: 'string', enum: ['queued', 'deferred', 'held'] }),
         query('domain', 'messages with a recipient at this domain'),
         query('sender', "messages from this sender ('<>': the null sender)"),
-        query('limit', 'at most this many (default: all)', { type: 'integer', minimum: 1 }),
+        query('limit', 'at most this many (default: all)', { type: 'integer', minimum: 1, maximum: 100000 }),
         query('cursor', "the previous page's nextCursor: the messages after it"),
       ],
     }),

@@ -53,7 +53,9 @@ export class RecentEvents {
   }
 
   rejected(e: RejectedEvent): void {
-    this.add({ type: 'rejected', recipient: e.address, domain: e.address ? domainOf(e.address) : undefined, client: client(e.session), text: `${e.code}${e.status ? ` ${e.status}` : ''} ${e.message} (${e.stage}${e.plugin ? `, ${e.plugin}` : ''})` })
+    // A refused MAIL FROM names the sender: not a recipient, and its domain no destination.
+    const who = e.command === 'mail' || (e.command === undefined && e.stage === 'mail') ? { sender: e.address } : { recipient: e.address, domain: e.address ? domainOf(e.address) : undefined }
+    this.add({ type: 'rejected', ...who, client: client(e.session), text: `${e.code}${e.status ? ` ${e.status}` : ''} ${e.message} (${e.stage}${e.plugin ? `, ${e.plugin}` : ''})` })
   }
 
   suppressed(e: SuppressedEvent): void {

@@ -84,6 +84,9 @@ const DEFAULT_MAX_INJECT = 25 * 1024 * 1024
  * The admin HTTP listener (node:http): routes registered with `route()`, a bearer token checked on
  * every route but the public ones, JSON errors.
  */
+/** How long a request with a wrong token waits for its 403. */
+const WRONG_TOKEN_DELAY_MS = 1000
+
 export class AdminServer {
   private readonly routes: Route[] = []
   private server: http.Server | undefined
@@ -169,6 +172,23 @@ export class AdminServer {
   }
 
   /** 'ok': the full token (or none configured); 'read-only': the read-only token. */
+  /** Wrong tokens per client address since its last log line (bounded: the oldest forgotten). */
+  private readonly wrongTokens = new Map<string, { count: number; loggedAt: number }>()
+
+  private wrongToken(client: string, method: string, pathname: string): void {
+    const now = Date.now()
+    const seen = this.wrongTokens.get(client) ?? { count: 0, loggedAt: 0 }
+    seen.count++
+    if (now - seen.loggedAt >= 60_000) {
+      this.log.warn({ client, method, path: pathname, wrongTokens: seen.count }, `admin request refused: wrong token from ${client}`)
+      seen.count = 0
+      seen.loggedAt = now
+    }
+    this.wrongTokens.delete(client)
+    if (this.wrongTokens.size >= 10_000) this.wrongTokens.delete(this.wrongTokens.keys().next().value!)
+    this.wrongTokens.set(client, seen)
+  }
+
   private authorized(req: http.IncomingMessage): 'ok' | 'read-only' | 'missing' | 'wrong' {
     if (!this.tokenDigest) return 'ok'
     const header = req.headers.authorization ?? ''
@@ -224,7 +244,13 @@ export class AdminServer {
       if (auth === 'missing') {
         return this.send(res, { status: 401, json: { error: 'a bearer token is required (Authorization: Bearer <token>)' }, headers: { 'WWW-Authenticate': 'Bearer realm="relay"' } }, method, url.pathname, started)
       }
-      if (auth === 'wrong') return this.send(res, { status: 403, json: { error: 'wrong token' } }, method, url.pathname, started)
+      if (auth === 'wrong') {
+        // Said in the log (fail2ban, an operator), at most once a minute per client, and answered
+        // after a pause: guessing a token costs time (as a failed SMTP AUTH does).
+        this.wrongToken(req.socket.remoteAddress ?? '?', method, url.pathname)
+        await new Promise((resolve) => setTimeout(resolve, WRONG_TOKEN_DELAY_MS))
+        return this.send(res, { status: 403, json: { error: 'wrong token' } }, method, url.pathname, started)
+      }
       // The read-only token reads (GET, HEAD) and changes nothing.
       if (auth === 'read-only' && method !== 'GET' && method !== 'HEAD') {
         return this.send(res, { status: 403, json: { error: `the read-only token may only read (GET); ${method} ${url.pathname} needs the full token` } }, method, url.pathname, started)

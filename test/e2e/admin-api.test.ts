@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { z } from 'zod'
 import { eventually, runCli, tempDir } from '../harness/relay.js'
+import { connectRaw } from '../harness/smtp-client.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 import { AdminServer } from '../../plugins/admin/server.js'
 import { registerAdminRoutes } from '../../plugins/admin/routes/index.js'
@@ -167,6 +168,46 @@ describe('GET /api/queue paging', () => {
     const rest = await api('GET', `/api/queue?sender=${from}&limit=10&cursor=${first.json.nextCursor}`)
     expect(rest.json).toEqual({ messages: expect.any(Array) })
     expect(ids(rest)).toEqual([queued[3], late])
+  })
+
+  it('refuses a limit out of range with 400 naming it (not a 500 from the database)', async () => {
+    for (const limit of ['99999999999999999999', '9007199254740993', '100001', '0', '-1', '1.5']) {
+      const r = await api('GET', `/api/queue?limit=${limit}`)
+      expect([limit, r.status]).toEqual([limit, 400])
+      expect(r.json.error).toMatch(/^limit: expected a whole number from 1 to 100000/)
+    }
+    expect((await api('GET', '/api/queue?limit=100000')).status).toBe(200)
+    const events = await api('GET', '/api/events?limit=99999999999999999999')
+    expect([events.status, events.json.error]).toEqual([400, expect.stringMatching(/^limit: expected a whole number from 0 to 10000/)])
+  })
+
+  it('a refused MAIL FROM is a rejected event with the sender as sender (not as a recipient, nor its domain as a destination)', async () => {
+    const { client } = await connectRaw(fixture.relay.port)
+    try {
+      await client.command('EHLO client.test')
+      expect(await client.command('MAIL FROM:<"a<b>"@evil-sender.test>')).toMatch(/^5\d\d /)
+    } finally {
+      client.close()
+    }
+    const ev = await eventually(async () => (await api('GET', '/api/events?type=rejected&text=evil-sender')).json.events.find((e: { sender?: string }) => e.sender === '"a<b>"@evil-sender.test'), 10_000, 'the rejected event')
+    expect(ev.recipient).toBeUndefined()
+    expect(ev.domain).toBeUndefined()
+  })
+
+  it('flush refuses a field it does not know (a typo must not flush the whole queue) and a null', async () => {
+    const id = await fixture.submit('flush-typo@park.test', 'typo@sender.test')
+    await eventually(async () => (await api('GET', `/api/queue/${id}`)).json.recipients[0].state === 'deferred', 10_000, 'deferred')
+    const attempts = (await api('GET', `/api/queue/${id}`)).json.recipients[0].attempts
+    for (const [body, query] of [[{ domian: 'nomatch.example' }, ''], [{ domain: null }, ''], [{}, '?domian=nomatch.example']] as const) {
+      const r = await api('POST', `/api/queue/flush${query}`, { body })
+      expect([JSON.stringify(body) + query, r.status]).toEqual([JSON.stringify(body) + query, 400])
+      conforms(S.ErrorBody, r.json)
+    }
+    expect((await api('POST', '/api/queue/flush', { body: { domain: 'nomatch.example' } })).json).toEqual({ flushed: 0 })
+    await new Promise((r) => setTimeout(r, 500))
+    // Nothing was made due: the message was not tried again.
+    expect((await api('GET', `/api/queue/${id}`)).json.recipients[0].attempts).toBe(attempts)
+    expect((await api('DELETE', `/api/queue/${id}`)).status).toBe(200)
   })
 
   it('refuses a cursor it did not hand out', async () => {
@@ -333,7 +374,8 @@ describe('POST /api/inject', () => {
     expect(m).toContain('To: inject-built@park.test\r\n')
     expect(m).toContain('Reply-To: help@sender.test\r\nX-App: billing\r\n')
     expect(m).toMatch(/\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n/)
-    expect(m).toMatch(/\r\nMessage-ID: <[^>]+@[^>]+>\r\n/)
+    // Its right side is the relay's configured hostname, never the machine's own name.
+    expect(m).toMatch(/\r\nMessage-ID: <[^>@]+@relay\.test>\r\n/)
     const subject = /\r\nSubject: (.*(?:\r\n .*)*)\r\n/.exec(m)![1]!
     const words = [...subject.matchAll(/=\?UTF-8\?B\?([^?]+)\?=/g)].map((w) => Buffer.from(w[1]!, 'base64').toString('utf8'))
     expect(words.join('')).toBe('Grüße aus der API')

@@ -75,8 +75,16 @@ describe('admin listener', () => {
     expect(noToken.json.error).toMatch(/bearer token is required/)
     expect((await api('GET', '/api/queue', { token: null })).status).toBe(401)
     expect((await api('POST', '/api/reload', { token: null })).status).toBe(401)
+    const began = Date.now()
     const wrong = await api('GET', '/api/queue', { token: 'not-the-token-0123456789' })
     expect([wrong.status, wrong.json]).toEqual([403, { error: 'wrong token' }])
+    // Guessing costs time (the 403 comes after a pause), and it is logged with the client, at most once a minute.
+    expect(Date.now() - began).toBeGreaterThanOrEqual(900)
+    await Promise.all([1, 2, 3].map(() => api('GET', '/api/queue', { token: 'still-not-the-token-0123' })))
+    const warned = relay.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('admin request refused: wrong token from '))
+    expect(warned).toHaveLength(1)
+    expect(warned[0]).toMatchObject({ level: 40, client: '127.0.0.1', path: '/api/queue' })
+    expect(JSON.stringify(warned)).not.toContain('not-the-token')
 
     const ready = await api('GET', '/readyz')
     expect([ready.status, ready.json]).toEqual([200, { ready: true, state: 'running' }])

@@ -91,7 +91,13 @@ beforeAll(async () => {
   })
   rx = await startReceiver({
     host: '127.0.0.3',
-    behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (address?.startsWith('ok@') ? undefined : { code: 451, message: '4.3.0 Try again later' }) } },
+    behaviour: {
+      noStartTls: true,
+      reply: {
+        // rlo@: a reply with a right-to-left override, which would show '…gnp.exe' as '…exe.png'.
+        rcpt: ({ address }) => (address?.startsWith('ok@') ? undefined : address?.startsWith('rlo@') ? { code: 451, message: '4.3.0 see invoice\u202Egnp.exe' } : { code: 451, message: '4.3.0 Try again later' }),
+      },
+    },
   })
   const a = { A: ['127.0.0.3'] }
   dns = await startDns({ 'slow.test': a, 'sender.test': a, 'hold.test': a, 'other-sender.test': a, 'restart.test': a })
@@ -371,6 +377,26 @@ describe('dashboard', () => {
     expect((await api<{ heldAt?: number }>(guarded, 'GET', `/api/queue/${id}`, TOKEN)).body.heldAt).toBeGreaterThan(0)
     expect(problems).toEqual([])
     await page.context().close()
+  }, 60_000)
+
+  it('text from outside shows its bidirectional overrides and control characters as ?, and a malformed #token does not break the page', async () => {
+    const id = await queueDeferred(guarded, 'rlo \u202Eevil', TOKEN, { to: 'rlo@slow.test' })
+    const { page, problems } = await newPage()
+    // %zz is no valid escape: taken as written (a wrong token), the page still loads and says so.
+    await page.goto(`${adminUrl(guarded)}/#token=%zz`)
+    await page.locator('#notice', { hasText: /token/ }).waitFor({ timeout: 10_000 })
+    expect(new URL(page.url()).hash).toBe('')
+    expect(problems.filter((p) => !/403/.test(p))).toEqual([])
+    await page.context().close()
+    const good = await newPage()
+    await good.page.goto(`${adminUrl(guarded)}/#token=${TOKEN}`)
+    const row = good.page.locator('#deferred tbody tr', { hasText: id })
+    await row.waitFor({ timeout: 10_000 })
+    const text = await row.innerText()
+    expect(text).toContain('see invoice?gnp.exe')
+    expect(text).not.toMatch(/[\u202a-\u202e\u2066-\u2069]/)
+    expect(good.problems).toEqual([])
+    await good.page.context().close()
   }, 60_000)
 
   it('recent events come from the queue: a restart does not blank deliveries or deferrals', async () => {

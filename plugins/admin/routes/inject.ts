@@ -14,14 +14,14 @@ import { AdminError, type AdminRequest, type AdminResponse, type AdminServer } f
 
 const RFC822 = 'message/rfc822'
 
-export function registerInjectRoute(server: AdminServer, { relay }: AdminContext): void {
+export function registerInjectRoute(server: AdminServer, { relay, hostname }: AdminContext): void {
   server.route(
     'POST',
     '/api/inject',
     async (req) => {
       const r = relay.readiness()
       if (r.state === 'stopping' || r.state === 'stopped') throw new AdminError(503, `the relay is ${r.state}`)
-      const message = await injectMessage(req, server.maxInjectSize)
+      const message = await injectMessage(req, server.maxInjectSize, hostname)
       try {
         return { status: 202, json: await relay.inject(message) }
       } catch (err) {
@@ -34,7 +34,7 @@ export function registerInjectRoute(server: AdminServer, { relay }: AdminContext
   )
 }
 
-async function injectMessage(req: AdminRequest, limit: number): Promise<InjectMessage> {
+async function injectMessage(req: AdminRequest, limit: number, hostname: string): Promise<InjectMessage> {
   const type = (req.raw.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
   if (type === RFC822) {
     const raw = await req.rawBody({ limit })
@@ -55,7 +55,7 @@ async function injectMessage(req: AdminRequest, limit: number): Promise<InjectMe
   const parsed = InjectCompose.safeParse(body)
   if (!parsed.success) throw new AdminError(400, describeIssues(parsed.error))
   const to = recipients(parsed.data.to)
-  const raw = composeMessage({ ...parsed.data, from: sender(parsed.data.from), to })
+  const raw = composeMessage({ ...parsed.data, from: sender(parsed.data.from), to }, hostname)
   if (raw.length > limit) throw new AdminError(413, `the message is larger than ${limit} bytes (the admin plugin's maxInjectSize)`)
   return { sender: sender(parsed.data.from), recipients: to, raw }
 }

@@ -5,6 +5,8 @@ import { bulkRequest } from './bulk.js'
 import { decodeCursor, queuePage } from './queue-cursor.js'
 
 const STATES = new Set(['queued', 'deferred', 'held'])
+/** The largest page (the dashboard asks for 200; a million-message queue is read in pages). */
+const MAX_LIMIT = 100_000
 const STATUS_OF_KIND: Record<string, number> = { 'not-found': 404, conflict: 409, 'bad-input': 400 }
 
 /**
@@ -38,8 +40,12 @@ export function registerQueueRoutes(server: AdminServer, { relay }: AdminContext
     '/api/queue/flush',
     handle(async (q, req) => {
       const body = await req.body()
+      // A misspelt key must not widen a flush to the whole queue (as FlushRequest's additionalProperties: false).
+      for (const key of new Set([...Object.keys(body), ...req.query.keys()])) {
+        if (key !== 'domain' && key !== 'id') throw new AdminError(400, `unknown field '${key.slice(0, 40)}': expected domain or id (neither: the whole queue)`)
+      }
       const field = (name: string) => {
-        const v = body[name] ?? req.query.get(name) ?? undefined
+        const v = name in body ? body[name] : (req.query.get(name) ?? undefined)
         if (v !== undefined && typeof v !== 'string') throw new AdminError(400, `${name} must be a string`)
         return v
       }
@@ -89,7 +95,7 @@ export function listFilter(q: URLSearchParams): QueueFilter {
   const limit = q.get('limit')
   if (limit !== null && limit !== '') {
     const n = Number(limit)
-    if (!Number.isInteger(n) || n < 1) throw new AdminError(400, `limit: expected a positive whole number (got '${limit}')`)
+    if (!Number.isInteger(n) || n < 1 || n > MAX_LIMIT) throw new AdminError(400, `limit: expected a whole number from 1 to ${MAX_LIMIT} (got '${limit.slice(0, 40)}')`)
     filter.limit = n
   }
   const cursor = q.get('cursor')

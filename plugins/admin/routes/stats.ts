@@ -19,14 +19,14 @@ export function registerStatsRoutes(server: Pick<AdminServer, 'route'>, { relay,
     const q = req.query
     const type = q.get('type') || undefined
     if (type && !RECENT_EVENT_TYPES.includes(type as never)) throw new AdminError(400, `type: expected one of ${RECENT_EVENT_TYPES.join(', ')}, got '${type}'`)
-    const number = (name: string) => {
+    const number = (name: string, max = Number.MAX_SAFE_INTEGER) => {
       const v = q.get(name)
       if (v === null || v === '') return undefined
       const n = Number(v)
-      if (!Number.isInteger(n) || n < 0) throw new AdminError(400, `${name}: expected a whole number, got '${v}'`)
+      if (!Number.isInteger(n) || n < 0 || n > max) throw new AdminError(400, `${name}: expected a whole number from 0 to ${max}, got '${v.slice(0, 40)}'`)
       return n
     }
-    const list = await recentEvents(relay.queue, recent, { type, domain: q.get('domain') || undefined, text: q.get('text') || q.get('q') || undefined, after: number('after'), limit: number('limit') ?? 200 })
+    const list = await recentEvents(relay.queue, recent, { type, domain: q.get('domain') || undefined, text: q.get('text') || q.get('q') || undefined, after: number('after'), limit: number('limit', 10_000) ?? 200 })
     return { json: { events: list, capacity: recent.capacity } }
   })
 }
