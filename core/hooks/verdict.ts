@@ -188,6 +188,8 @@ export const CORE_REPLIES = {
   bareLineEnding: reply(550, '5.6.0', 'Message contains bare LF or bare CR (only CRLF line ends are allowed)'),
   nulByte: reply(550, '5.6.0', 'Message contains a NUL byte (not allowed in mail)'),
   readFailed: reply(451, '4.3.0', 'Error reading message, try again'),
+  // The relay could not write the message down (spool file): its fault, not the client's (Postfix's words).
+  writeFailed: reply(451, '4.3.0', 'Error: queue file write error, try again later'),
   sizeExceeded: reply(552, '5.3.4', 'Message exceeds fixed maximum message size'),
   tooManyHops: reply(554, '5.4.6', 'Too many hops'),
   headerSenderNotOwned: (address: string, user: string) => reply(553, '5.7.1', `Header sender <${address}> not owned by user ${user}`),

@@ -131,8 +131,14 @@ async function read(env: AcceptEnv, source: Readable, sub: Submission, id: strin
     // A client that went away gets no reply, so that is no refusal either.
     if ((err as { code?: string }).code === 'ECONNECTION') throw replyError(CORE_REPLIES.readFailed)
     env.log.error({ err, session: sub.info.id }, 'reading message failed')
-    throw sub.refuse('protocol', outOfStorage(err) ? CORE_REPLIES.noStorage : CORE_REPLIES.readFailed)
+    throw sub.refuse('protocol', outOfStorage(err) ? CORE_REPLIES.noStorage : writeFailure(err) ? CORE_REPLIES.writeFailed : CORE_REPLIES.readFailed)
   }
+}
+
+/** A file the relay writes failed (the spool: a size limit, permissions, a read-only or broken disk), not the client's stream. */
+const writeFailure = (err: unknown) => {
+  const e = err as { code?: unknown; syscall?: unknown } | null
+  return ['EFBIG', 'EROFS', 'EIO', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE'].includes(String(e?.code)) || ['open', 'write', 'fsync', 'fdatasync', 'close', 'rename', 'mkdir'].includes(String(e?.syscall))
 }
 
 /** A full disk or quota (the spool file, or SQLite's own SQLITE_FULL): RFC 3463's 4.3.1, as Postfix says it. */

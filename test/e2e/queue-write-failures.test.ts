@@ -188,3 +188,24 @@ for (const workers of [1, 2]) {
     expect(mx.state.taken.sort()).toEqual([`<after-full-${workers}@sender.test>`, `<before-full-${workers}@sender.test>`])
   })
 }
+
+it('a spool file the relay cannot write (its directory gone, replaced by a file): 451 4.3.0 "queue file write error" (the relay\'s fault, not the client\'s), never 250; small messages still queued; fixed, large ones are taken again', async () => {
+  const relay = await startRelay({ config: { dns: { servers: [dns.server], timeout: '1s' }, delivery: { port: 1, retry: { base: '1h', factor: 1, max: '1h' } }, plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] } })
+  relays.push(relay)
+  const spool = path.join(relay.dataDir, 'spool')
+  const big = `From: a@sender.test\r\nTo: b@dest.test\r\nSubject: big\r\n\r\n${'x'.repeat(76).concat('\r\n').repeat(3000)}`
+  fs.rmSync(spool, { recursive: true, force: true })
+  fs.writeFileSync(spool, 'not a directory\n')
+  try {
+    const refused = await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big }).catch((err: { response?: string; message: string }) => ({ lastReply: err.response ?? err.message }))
+    expect(refused.lastReply).toMatch(/^451 4\.3\.0 Error: queue file write error, try again later/)
+    const small = await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: 'Subject: small\r\n\r\nhello\r\n' })
+    expect(small.lastReply).toMatch(/^250 /)
+  } finally {
+    fs.rmSync(spool, { force: true })
+    fs.mkdirSync(spool, { recursive: true })
+  }
+  const again = await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big })
+  expect(again.lastReply).toMatch(/^250 /)
+  expect(relay.exited()).toBe(false)
+})
