@@ -1,6 +1,6 @@
 // The two databases auth-sql reads: PostgreSQL through a small pg.Pool, SQLite through
-// better-sqlite3 opened read-only in a child process. Both run one query, prepared once, with the user name as its
-// only parameter, and give back the first row (or undefined when there is none).
+// better-sqlite3 opened read-only in a child process. Both run one query, prepared once, with the
+// user name as its only parameter, and give back the first row (or undefined when there is none).
 import { createHash } from 'node:crypto'
 import { importOptional, type PluginContext } from '../../core/index.js'
 import { DEFAULT_QUERY, type AuthSqlOptions } from './options.js'
@@ -25,7 +25,6 @@ function deadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   })
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
 }
-
 
 type PostgresOptions = Extract<AuthSqlOptions, { driver: 'postgres' }>
 type SqliteOptions = Extract<AuthSqlOptions, { driver: 'sqlite' }>
@@ -67,10 +66,10 @@ export async function postgresBackend(o: PostgresOptions, log: Logger): Promise<
 export function sqliteBackend(o: SqliteOptions, log: Logger): Backend {
   // Off the event loop (sqlite-process.ts): a slow query or a locked file costs that AUTH a 454 at
   // queryTimeout, never the other sessions their turn.
-  const thread = new SqliteProcess({ file: o.file, query: o.query ?? DEFAULT_QUERY.sqlite, busyTimeout: o.queryTimeout }, o.queryTimeout)
-  thread.lookup().catch((err: Error) => log.error({ err: err.message, file: o.file }, 'cannot open the SQLite user database; AUTH answers 454 until it can'))
+  const lookups = new SqliteProcess({ file: o.file, query: o.query ?? DEFAULT_QUERY.sqlite, busyTimeout: o.queryTimeout }, o.queryTimeout)
+  lookups.lookup().catch((err: Error) => log.error({ err: err.message, file: o.file }, 'cannot open the SQLite user database; AUTH answers 454 until it can'))
   return {
-    lookup: (username) => thread.lookup(username),
-    close: async () => thread.close(),
+    lookup: (username) => lookups.lookup(username),
+    close: async () => lookups.close(),
   }
 }

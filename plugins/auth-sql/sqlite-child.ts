@@ -6,7 +6,7 @@
 import fs from 'node:fs'
 import Database from 'better-sqlite3'
 
-export interface SqliteWorkerData {
+export interface SqliteChildData {
   file: string
   query: string
   /** How long a lookup waits for a locked file (ms). */
@@ -27,7 +27,7 @@ export const NO_HASH_COLUMN = "the query returns no 'password_hash' column"
 export const CHILD_ENV = 'RELAY_AUTH_SQL_CHILD'
 
 if (process.env[CHILD_ENV] && process.send) {
-  const { file, query, busyTimeout } = JSON.parse(process.env[CHILD_ENV]) as SqliteWorkerData
+  const { file, query, busyTimeout } = JSON.parse(process.env[CHILD_ENV]) as SqliteChildData
   const send = (m: FromSqlite) => process.send!(m)
   // The relay went away (killed, even with -9): so does this process.
   process.on('disconnect', () => process.exit(0))

@@ -3,7 +3,7 @@
 // which stops the query; the next lookup starts a new one. The event loop never waits on SQLite.
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { CHILD_ENV, type FromSqlite, type SqliteWorkerData, type ToSqlite, type UserRow } from './sqlite-child.js'
+import { CHILD_ENV, type FromSqlite, type SqliteChildData, type ToSqlite, type UserRow } from './sqlite-child.js'
 
 interface Pending {
   resolve: (row: UserRow | undefined) => void
@@ -17,7 +17,7 @@ interface Child {
 }
 
 /** Built (dist/): sqlite-child.js beside this file. From source (tsx, vitest): the .ts through tsx. */
-function startChild(data: SqliteWorkerData): ChildProcess {
+function startChild(data: SqliteChildData): ChildProcess {
   const fromSource = import.meta.url.endsWith('.ts')
   const entry = fileURLToPath(new URL(fromSource ? './sqlite-child.ts' : './sqlite-child.js', import.meta.url))
   let tsx = 'tsx'
@@ -41,7 +41,7 @@ export class SqliteProcess {
   private seq = 0
 
   constructor(
-    private readonly data: SqliteWorkerData,
+    private readonly data: SqliteChildData,
     private readonly timeoutMs: number,
   ) {}
 
