@@ -1,6 +1,7 @@
 // Where the config is: `--config`, then $RELAY_CONFIG, then the current directory, then /etc/relay/.
 // The first that names or holds a file wins; the places looked in are kept for the messages that
 // say no config was found.
+import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -112,6 +113,18 @@ const options = {
 const CWD_PLACES = [...getDefaultSearchPlaces('relay'), ...CONFIG_FILE_NAMES.filter((n) => !getDefaultSearchPlaces('relay').includes(n))]
 const inCwd = cosmiconfig('relay', { ...options, searchPlaces: CWD_PLACES })
 const inSystemDir = cosmiconfig('relay', { ...options, searchPlaces: CONFIG_FILE_NAMES })
+
+/**
+ * Other config files beside `filepath` that a search of its directory would have found too: only
+ * the first is read (in cosmiconfig's order), so an operator editing one of the others changes nothing.
+ * package.json is left out (it holds a config only with a "relay" key, and is there for other reasons).
+ */
+export function otherConfigFiles(filepath: string): string[] {
+  const dir = path.dirname(filepath)
+  const places = dir === path.resolve(systemConfigDir()) ? CONFIG_FILE_NAMES : CWD_PLACES
+  if (!places.includes(path.basename(filepath))) return []
+  return places.filter((name) => name !== 'package.json' && name !== path.basename(filepath) && fs.existsSync(path.join(dir, name)))
+}
 
 export interface FoundConfig {
   config: unknown

@@ -1,7 +1,9 @@
 // Settings that are valid but that an operator almost certainly did not mean: said at `relay start`
 // (a warn log line naming the key) and by `relay check-config` (on stderr), never a refusal.
+import path from 'node:path'
 import type { RelayConfig } from './schema.js'
 import { certificateWarnings, type PathIssue } from './check-paths.js'
+import { otherConfigFiles } from './find.js'
 
 const ms = (n: number) => (n % 86_400_000 === 0 ? `${n / 86_400_000}d` : n % 3_600_000 === 0 ? `${n / 3_600_000}h` : n % 60_000 === 0 ? `${n / 60_000}m` : n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`)
 
@@ -25,6 +27,12 @@ export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue
   const onlyBundled = named.length === config.plugins.length && named.every((n) => !n.includes('/') && !n.includes('\\') && !n.startsWith('.'))
   if (submission >= 0 && onlyBundled && !named.includes('relay-acl')) {
     out.push({ path: `listen[${submission}]`, message: "a submission listener, and no relay-acl in plugins: authenticated users may send only to localDomains (Relaying denied for the rest): add 'relay-acl'" })
+  }
+  // Two config files in one directory: a search reads the first only, and an edit of the other does nothing.
+  if (config.configFile) {
+    for (const other of otherConfigFiles(config.configFile)) {
+      out.push({ path: other, message: `is also in ${path.dirname(config.configFile)} and is not read: ${path.basename(config.configFile)} is the config (remove one)` })
+    }
   }
   return out
 }

@@ -52,6 +52,19 @@ describe('where the config is found', () => {
     expect(r.stdout).toContain(`dataDir ${path.join(etcDir, 'data')}`)
   })
 
+  it('two config files in one directory: the one read is named, the other is a warning (an edit of it would change nothing)', () => {
+    const dir = dirWith({ 'relay.config.json': json('first.example'), 'relay.config.yaml': 'hostname: second.example\n' })
+    const r = runCli(['check-config'], { cwd: dir, env: ENV })
+    expect(r.code, r.stderr).toBe(0)
+    expect(okFile(r.stdout)).toBe(path.join(dir, 'relay.config.json'))
+    expect(r.stderr).toContain(`relay: warning: relay.config.yaml: is also in ${dir} and is not read: relay.config.json is the config (remove one)\n`)
+    // --config naming it does not silence it: the next `relay queue list` in that directory searches.
+    expect(runCli(['check-config', '--config', path.join(dir, 'relay.config.json')], { env: ENV }).stderr).toContain('relay.config.yaml: is also in')
+    // One file, or a file of another name beside it: no warning.
+    expect(runCli(['check-config'], { cwd: cwdDir, env: ENV }).stderr).not.toContain('is also in')
+    expect(runCli(['check-config', '--config', flagFile], { env: ENV }).stderr).not.toContain('is also in')
+  })
+
   it('$RELAY_CONFIG naming a file that is not there: exit 2, saying so', () => {
     const missing = path.join(tempDir(), 'gone.json')
     const r = runCli(['check-config'], { cwd: cwdDir, env: { ...ENV, RELAY_CONFIG: missing } })
