@@ -345,3 +345,33 @@ describe('shapes whose cost used to grow with the square of their size', () => {
     expect(raw).toContain('--b19998\r\nContent-Type: multipart/mixed; boundary=b19999\r\n')
   }, 60_000)
 })
+
+describe('hostile commands beside a NOOP-ing session', () => {
+  it('MAIL lines of 16 KB holding a quote that never closes (`"\\"\\"…`), pipelined from three sessions: each refused, the other session answered at once', async () => {
+    // A scan for quoted strings restarted at every quote: 60 ms a line, over a second a batch.
+    const line = `MAIL FROM:<a@ok.test> X=${'"\\'.repeat(8100)}`
+    const { result: replies, rtts } = await withNoopProbe('quotes', () =>
+      Promise.all(
+        [1, 2, 3].map(async () => {
+          const { client } = await connectRaw(relay.port, '127.0.0.1', 5000, undefined, '127.0.0.22')
+          try {
+            expect(await client.command('EHLO hostile.example.test')).toMatch(/^250 /m)
+            client.send(`${line}\r\n`.repeat(19))
+            const got: string[] = []
+            for (let i = 0; i < 19; i++) got.push(await client.read(60_000))
+            // The session still takes a well-formed transaction (asserted after the stall).
+            return { got, after: await client.command('MAIL FROM:<"a b"@example.test>') }
+          } finally {
+            client.close()
+          }
+        }),
+      ),
+    )
+    console.log('quoted MAIL lines: NOOP rtt', stats(rtts))
+    expect(Math.max(...rtts)).toBeLessThan(MAX_NOOP_MS)
+    for (const { got, after } of replies) {
+      for (const r of got) expect(r).toMatch(/^555 5\.5\.4 MAIL FROM parameter X not supported/)
+      expect(after).toMatch(/^250 /)
+    }
+  }, 60_000)
+})
