@@ -294,17 +294,25 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   let last: Outcome | undefined
   let policyFailure: Extract<Outcome, { kind: 'unreachable' }> | undefined
   let refusedForNow: Extract<Outcome, { kind: 'done' }> | undefined
+  // Once a host turns out to be this relay (it greets with our name), only better MX hosts are tried.
+  let ourPreference: number | undefined
+  let loopHost: string | undefined
   for (const host of hosts) {
+    if (ourPreference !== undefined && (host.preference ?? Infinity) >= ourPreference) continue
     const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
     const opts = maxMessages === undefined ? options : { ...options, maxMessages }
     const outcome = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
     if (outcome.kind === 'unreachable' && outcome.silent) env.silentHosts.silent(host.address, plan.port)
     else if (outcome.kind === 'done' || outcome.code !== undefined || outcome.policy !== undefined) env.silentHosts.answered(host.address, plan.port)
     if (outcome.kind === 'unreachable' && outcome.policy === 'loop') {
-      // Greeted with our own name: this host is us. Better MX hosts (all failed) decide; else it loops.
+      // Greeted with our own name: this host is us. With better MX hosts we are a backup MX: they
+      // decide (tried, or tried on: a host silent lately comes last, after this one), and when none
+      // takes the message it waits for them, as Postfix does; with none, the mail loops.
       const better = host.preference !== undefined && hosts.some((h) => (h.preference ?? Infinity) < host.preference!)
-      if (!better || !last) return all('failed', loopsBack(job.domain), { status: '5.4.6', remoteHost: outcome.remoteHost })
-      break
+      if (!better) return all('failed', loopsBack(job.domain), { status: '5.4.6', remoteHost: outcome.remoteHost })
+      ourPreference = host.preference!
+      loopHost = outcome.remoteHost
+      continue
     }
     last = outcome
     if (last.kind === 'done' && !sessionRefusedForNow(last)) break
@@ -313,7 +321,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   }
   // The next hosts could not be reached: what the host that refused said explains the deferral best.
   if (last?.kind === 'unreachable' && refusedForNow) last = refusedForNow
-  if (!last) return all('retry', '4.4.1 No host to deliver to')
+  if (!last) return all('retry', loopHost ? `4.4.1 No MX host of ${job.domain} better than this relay (${loopHost}) was tried` : '4.4.1 No host to deliver to')
   if (last.kind === 'unreachable') {
     // A host that did not meet the TLS policy (or refused AUTH) explains the deferral best.
     const failure = policyFailure ?? last
@@ -325,7 +333,10 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     // RFC 6531 §3.2 / RFC 6152 §3: the next hop cannot take this message as it is; waiting will not change that.
     if (failure.policy === 'smtputf8') return all('failed', `5.6.7 ${failure.response}`, { status: '5.6.7', remoteHost: failure.remoteHost })
     if (failure.policy === '8bitmime') return all('failed', `5.6.3 ${failure.response}`, { status: '5.6.3', remoteHost: failure.remoteHost })
-    // Every host failed before a transaction; a 5xx greeting from the last one is final.
+    // Every host failed before a transaction. A 5xx to EHLO/HELO from the last one is final; a 5xx
+    // greeting is not (Postfix's smtp_skip_5xx_greeting, RFC 5321 §3.1: often a blocklist entry
+    // that a retry outlives): it waits, and bounces only when the message expires.
+    if (last.greeting) return all('retry', `4.4.1 Host ${last.remoteHost} refused to talk to me: ${last.response}`, { remote: true, remoteHost: last.remoteHost })
     const permanent = (last.code ?? 0) >= 500
     return all(permanent ? 'failed' : 'retry', permanent ? last.response : `4.4.1 Host ${last.remoteHost} unreachable: ${last.response}`, {
       remote: Boolean(last.code),

@@ -96,9 +96,10 @@ export type Outcome =
    * No transaction happened with this host (refused, timed out, greeting/EHLO failed): try the next.
    * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed, or the server
    * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM). `silent`: not a
-   * byte came from the host (refused, unreachable, timed out before the greeting).
+   * byte came from the host (refused, unreachable, timed out before the greeting). `greeting`: the
+   * host's greeting was not 220 (its code in `code`).
    */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean }
+  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean; greeting?: boolean }
   /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
   /** `tlsFallback`: STARTTLS failed under TLS policy 'may' and the message went in plain text; why it failed. */
   | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string }
@@ -338,6 +339,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         tlsFailed,
         policy: tlsFailed && required ? 'tls' : undefined,
         silent: heard === false && !tlsFailed && !err.responseCode ? true : undefined,
+        greeting: err.command === 'CONN' && err.responseCode !== undefined ? true : undefined,
       })
     }
     // Errors and closes after the connect go to the transaction in progress; an idle pooled

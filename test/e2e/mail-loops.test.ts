@@ -8,7 +8,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type ReceivedMessage, type TestReceiver } from '../harness/smtp-receiver.js'
-import { ROOT, eventually, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
+import { ROOT, eventually, runCliAsync, startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 import { send } from '../../testing/index.js'
 
 const text = (m: ReceivedMessage) => m.raw.toString('latin1')
@@ -98,6 +98,10 @@ describe('hop limit and loops to ourselves (relay on 127.0.0.1:P, delivering to 
       'backup.test': { MX: [{ exchange: 'mx1.backup.test', priority: 10 }, { exchange: 'mx2.backup.test', priority: 20 }] },
       'mx1.backup.test': { A: ['127.0.0.5'] },
       'mx2.backup.test': { A: ['127.0.0.1'] },
+      // We are the backup MX (20) behind NAT: known only by the greeting; the primary (10) does not answer.
+      'natbackup.test': { MX: [{ exchange: 'mx1.natbackup.test', priority: 10 }, { exchange: 'mx2.natbackup.test', priority: 20 }] },
+      'mx1.natbackup.test': { A: ['127.0.0.5'] },
+      'mx2.natbackup.test': { A: ['127.0.0.4'] },
     })
     relay = await startRelay({
       config: {
@@ -171,6 +175,25 @@ describe('hop limit and loops to ourselves (relay on 127.0.0.1:P, delivering to 
     expect(eventsFor(relay, 'bounced', 'erin@backup.test')).toHaveLength(0)
     expect(accepted(relay, 'erin@backup.test')).toHaveLength(1)
     expect(selfConnections(relay)).toBe(0)
+  })
+
+  it('we are the backup MX known only by its greeting, the primary down and so tried last: deferred on every attempt, never bounced as a loop', async () => {
+    // The backup.test test above left 127.0.0.5 (the primary) silent: it is now tried after the host that is us.
+    const before = imposter.connections
+    for (const rcpt of ['fay@natbackup.test', 'gus@natbackup.test']) {
+      const r = await send({ port: relay.port, localAddress: CLIENT, from: 'alice@sender.test', to: rcpt })
+      expect(r.data).toBe(250)
+      const deferred = await eventually(() => eventsFor(relay, 'deferred', rcpt)[0], 10_000, `the deferral of ${rcpt}`)
+      expect(deferred.response).toMatch(/^4\.4\.1 .*mx1\.natbackup\.test\[127\.0\.0\.5\]/)
+    }
+    expect((await runCliAsync(['queue', 'flush', '--config', relay.configFile])).code).toBe(0)
+    await eventually(() => eventsFor(relay, 'deferred', 'fay@natbackup.test').length >= 2 || undefined, 10_000, 'the second attempt')
+    expect(eventsFor(relay, 'bounced', 'fay@natbackup.test')).toHaveLength(0)
+    expect(eventsFor(relay, 'bounced', 'gus@natbackup.test')).toHaveLength(0)
+    expect(rx.messages.some((m) => m.from === '' && /fay@natbackup|gus@natbackup/.test(text(m)))).toBe(false)
+    // The host that is us was asked only its name each time: EHLO, QUIT.
+    expect(imposter.connections).toBeGreaterThan(before)
+    expect(imposter.commands.filter((c) => c.startsWith('MAIL'))).toEqual([])
   })
 })
 

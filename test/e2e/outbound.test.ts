@@ -17,6 +17,7 @@ let senderRx: TestReceiver // 127.0.0.6: where bounces go
 let mail421: TestReceiver // 127.0.0.7: 421 to MAIL FROM
 let data421: TestReceiver // 127.0.0.8: 421 after the message
 let greylist: TestReceiver // 127.0.0.10: 450 to RCPT
+let greet554: TestReceiver // 127.0.0.12: 554 at the greeting (a blocklist entry)
 let mute: { server: net.Server; connections: number; sockets: Set<net.Socket> } // 127.0.0.11: takes connections, never greets
 let relay: RelayProcess
 
@@ -33,6 +34,7 @@ beforeAll(async () => {
   mail421 = await startReceiver({ host: '127.0.0.7', port, behaviour: { reply: { mail: () => ({ code: 421, message: '4.7.0 Try again later, closing connection' }) } } })
   data421 = await startReceiver({ host: '127.0.0.8', port, behaviour: { reply: { data: () => ({ code: 421, message: '4.3.2 Shutting down, closing connection' }) } } })
   greylist = await startReceiver({ host: '127.0.0.10', port, behaviour: { reply: { rcpt: () => ({ code: 450, message: '4.2.0 Greylisted, try again later' }) } } })
+  greet554 = await startReceiver({ host: '127.0.0.12', port, behaviour: { reply: { connect: () => ({ code: 554, message: '5.7.1 You are listed, go away' }) } } })
   const sockets = new Set<net.Socket>()
   const server = net.createServer((s) => {
     mute.connections++
@@ -56,6 +58,9 @@ beforeAll(async () => {
     'mx1.greylist.test': { A: ['127.0.0.10'] },
     'deadprimary.test': { MX: [{ exchange: 'mx1.deadprimary.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
     'mx1.deadprimary.test': { A: ['127.0.0.11'] },
+    'listed.test': { A: ['127.0.0.12'] },
+    'listedfirst.test': { MX: [{ exchange: 'mx1.listedfirst.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.listedfirst.test': { A: ['127.0.0.12'] },
     'silent.test': 'TIMEOUT',
     'gone.test': { A: ['127.0.0.9'] }, // nothing listens there
     'sender.test': { A: ['127.0.0.6'] },
@@ -78,7 +83,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop()
-  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist].map((x) => x?.close()))
+  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist, greet554].map((x) => x?.close()))
   for (const s of mute?.sockets ?? []) s.destroy()
   await new Promise((resolve) => mute?.server.close(resolve))
 })
@@ -197,6 +202,24 @@ describe('outbound', () => {
     expect(dsn).toMatch(/^Final-Recipient: rfc822; u@silent\.test\r$/m)
     expect(dsn).toMatch(/^Status: 4\.4\.7\r$/m)
     expect(dsn).toMatch(/^Diagnostic-Code: x-local; 4\.4\.7 Message expired/m)
+  })
+
+  it('a 554 greeting (a blocklist entry a retry may outlive): the next MX; from the only one, deferred, not bounced, until the message expires', async () => {
+    const before = plainRx.messages.length
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@listedfirst.test'], data: msg('listed first') })
+    expect((await plainRx.waitForMessages(before + 1, 10_000)).at(-1)!.to).toEqual(['u@listedfirst.test'])
+
+    const dsns = senderRx.messages.length
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@listed.test'], data: msg('listed') })
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@listed.test', 15_000)
+    expect(deferred.response).toMatch(/^4\.4\.1 Host listed\.test\[127\.0\.0\.12\]:\d+ refused to talk to me: 554 5\.7\.1 You are listed, go away/)
+    // maxQueueLifetime is 3 s here: the bounce says it expired, and what the host said.
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'u@listed.test', 20_000)
+    expect(bounced.response).toMatch(/^4\.4\.7 Message expired/)
+    const dsn = (await senderRx.waitForMessages(dsns + 1, 10_000)).at(-1)!.raw.toString()
+    expect(dsn).toMatch(/^Final-Recipient: rfc822; u@listed\.test\r$/m)
+    expect(dsn).toContain('You are listed, go away')
+    expect(greet554.messages).toHaveLength(0)
   })
 
   it('defers an unreachable host and records the connection error', async () => {
