@@ -70,10 +70,13 @@
 //    `minDataRate`; under stress (server option `stressAt`) the idle limit is `stressTimeout` for
 //    clients neither trusted nor authenticated (core/smtp/deadlines.ts). A client past its deadline
 //    gets 421 4.4.2 and is closed; `onInputTooSlow` and `onStress` are told.
+// 18. RFC 5321 §4.5.2: a leading period is dropped from every data line with more after it, not
+//    only from `..` lines (core/smtp/dot-lines.ts).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
+import { patchDotLines } from './dot-lines.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
 import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
@@ -204,6 +207,7 @@ export function patchSmtpServer(): void {
     throw new Error('smtp-server internals changed: check core/smtp/patches.ts against the installed version')
   }
   marked[PATCHED] = true
+  patchDotLines()
   const send = proto.send
   const relaySend: ConnectionInternals['send'] = function (this: ConnectionInternals, code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]

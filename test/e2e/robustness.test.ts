@@ -453,6 +453,28 @@ describe('robustness', () => {
     })
   })
 
+  it('a client that does not dot-stuff: the first period of each line with more after it is dropped (RFC 5321 §4.5.2, as Postfix), also split across reads', async () => {
+    const tag = 'undoubled dots'
+    const body = '.first\r\n. space\r\n..doubled\r\n.\t\r\n...three\r\nmiddle'
+    const client = await open(relay.port)
+    expect(await client.command('MAIL FROM:<alice@sender.test>')).toMatch(/^250 /)
+    expect(await client.command('RCPT TO:<bob@dest.test>')).toMatch(/^250 /)
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    const reply = client.read()
+    // Reads that end right after a line's first period, and one whose first byte is the period.
+    const data = message(tag, body)
+    const cut = data.indexOf('\r\n..doubled') + 3
+    for (const part of [data.slice(0, cut), data.slice(cut, cut + 1), data.slice(cut + 1), '\r\n.', 'last\r\n.', '\r\n']) {
+      client.send(Buffer.from(part, 'latin1'))
+      await sleep(30)
+    }
+    expect(await reply).toMatch(/^250 /)
+    expect(await client.command('QUIT')).toMatch(/^221 /)
+    const raw = (await deliveredTagged(tag)).raw.toString('latin1')
+    // The relay sends it on dot-stuffed; the receiver takes the stuffing off again.
+    expect(raw.endsWith('\r\n\r\nfirst\r\n space\r\n.doubled\r\n\t\r\n..three\r\nmiddle\r\nlast\r\n')).toBe(true)
+  })
+
   describe('lines over 998 octets (RFC 5321 §4.5.3.1.6, RFC 5322 §2.1.1)', () => {
     /** Lines of `raw`, each with its CRLF (the last one without, when there is none). */
     const linesOf = (raw: Buffer): Buffer[] => {
