@@ -162,6 +162,8 @@ export const CORE_REPLIES = {
   // AUTH
   authInTransaction: reply(503, '5.5.1', 'AUTH not permitted during a mail transaction'),
   foreignAuthorizationIdentity: reply(535, '5.7.8', 'Authentication credentials invalid: acting as another identity is not permitted'),
+  // DATA, RSET: RFC 5321 gives them no argument (Postfix's words)
+  noArgument: (verb: 'DATA' | 'RSET') => reply(501, '5.5.4', `Syntax: ${verb}`),
   // MAIL FROM, RCPT TO
   improperPipelining: reply(554, '5.5.0', 'Improper pipelining: message data sent before the 354 reply to DATA (RFC 2920); closing connection'),
   badDsnParameter: (name: 'ENVID' | 'ORCPT') => reply(501, '5.5.4', `Bad ${name} parameter syntax (RFC 3461: xtext)`),

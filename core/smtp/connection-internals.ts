@@ -39,6 +39,8 @@ export interface ConnectionInternals {
   _resetSession(): void
   handler_RCPT(command: Buffer, callback: () => void): void
   handler_AUTH(command: Buffer, callback: () => void): void
+  handler_DATA(command: Buffer, callback: () => void): void
+  handler_RSET(command: Buffer, callback: () => void): void
   _parseAddressCommand(name: string, command: Buffer | string): false | { address: string; args: Record<string, unknown> | false }
   _armTimeout(socket?: Socket): void
   _onTimeout(): void
@@ -75,7 +77,7 @@ export interface ConnectionInternals {
     connections: Set<unknown>
   }
   name: string
-  session: { user?: unknown; envelope: { mailFrom?: unknown }; [REFUSAL_LOGGED]?: string }
+  session: { user?: unknown; envelope: { mailFrom?: unknown; rcptTo: unknown[] }; [REFUSAL_LOGGED]?: string }
   /** The command being answered (patch 15). */
   _relayVerb?: string
   /** The session's last command, answered or not (patch 5: "timeout after EHLO"). */

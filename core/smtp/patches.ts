@@ -40,7 +40,9 @@
 //    and then the envelope sender given before AUTH is never checked against what the user owns.
 // 10. RFC 5321 §4.1.2: a quoted local part may hold spaces and `<` `>` (`"john smith"@example.com`);
 //    smtp-server splits MAIL/RCPT at every space and wants no `<>` inside the path. Those characters
-//    inside quoted strings are masked for its parser and put back in the address it returns.
+//    inside quoted strings are masked for its parser and put back in the address it returns
+//    (core/smtp/quoted-strings.ts). The envelope checks then refuse `<` `>` in a local part all the
+//    same (core/mail/address.ts: no next hop could be given such an address); spaces pass.
 // 11. RFC 2920 §3.1: a client waits for 354 before it sends the message. Bytes that came after DATA
 //    in the same read are improper pipelining: when DATA is refused (no valid recipient) smtp-server
 //    would run the message's lines as commands (a "body" holding MAIL/RCPT/DATA queued a second message), and when it is taken, the client did
@@ -72,16 +74,20 @@
 //    gets 421 4.4.2 and is closed; `onInputTooSlow` and `onStress` are told.
 // 18. RFC 5321 §4.5.2: a leading period is dropped from every data line with more after it, not
 //    only from `..` lines (core/smtp/dot-lines.ts).
+// 19. RFC 5321 §4.1.1.4, §4.1.1.5: DATA and RSET take no argument. smtp-server ignored one, so
+//    `DATA foo` got 354 and the client's next commands became message text; now 501 5.5.4 Syntax:
+//    DATA, as Postfix answers (DATA without a recipient still gets 503 first).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js'
 import { patchDotLines } from './dot-lines.js'
+import { parseAddressCommandFor } from './address-command.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
 import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
 import { checkStress, idleLimit, inTime, replied, working } from './deadlines.js'
-import { NOT_IMPLEMENTED, NOT_XTEXT, OWN_LINE, REFUSAL_LOGGED } from './session.js'
+import { NOT_IMPLEMENTED, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
 const JUNK_LIMIT = 100
@@ -131,49 +137,6 @@ function onSocketEnd(this: FedSocket): void {
 const SET_LISTENERS =
   "_setListeners(callback) { this._socket.on('close', hadError => this._onCloseEvent(hadError)); this._socket.on('error', err => this._onError(err)); this._armTimeout(); this._socket.pipe(this._parser); if (!this.needsUpgrade) { return callback(); } this.upgrade(() => false, callback); }"
 
-/** Private-use stand-ins for what smtp-server's address parser cannot take inside quotes (patch 10). */
-const MASK: Record<string, string> = { ' ': '\uE000', '<': '\uE001', '>': '\uE002' }
-const UNMASK: Record<string, string> = { '\uE000': ' ', '\uE001': '<', '\uE002': '>' }
-const MASKS = /[\uE000-\uE002]/g
-const HAS_MASK = /[\uE000-\uE002]/
-/**
- * Spaces and angle brackets inside quoted strings (`"a b"@x`) masked, so smtp-server's parser does
- * not split the address there. One pass: the regex `/"(?:[^"\\\r\n]|\\.)*"/g` it replaces
- * restarted at every `"` of an unclosed quote (`"\"\"\"…`), quadratic in the line: 60 ms for one
- * 16 KB MAIL line, over a second of the event loop for a pipelined batch. A quote that does not close
- * before the end of the line (or a line break) masks nothing, as the regex did.
- */
-export function maskQuoted(text: string): string {
-  let out = ''
-  let done = 0
-  for (let i = text.indexOf('"'); i >= 0; i = text.indexOf('"', i)) {
-    let j = i + 1
-    for (; j < text.length; j++) {
-      const c = text[j]
-      if (c === '"' || c === '\r' || c === '\n') break
-      if (c === '\\') {
-        const next = text[j + 1]
-        if (next === undefined || next === '\r' || next === '\n' || next === '\u2028' || next === '\u2029') break
-        j++
-      }
-    }
-    // Unclosed: no quote before the line break (or the end) can close either; look on from it.
-    if (text[j] !== '"') {
-      i = j
-      continue
-    }
-    out += text.slice(done, i) + text.slice(i, j + 1).replace(/[ <>]/g, (c) => MASK[c]!)
-    done = i = j + 1
-  }
-  return out + text.slice(done)
-}
-const VERB_SPACES = /^(MAIL|RCPT) {2,}(FROM|TO)(?=\s*:)/i
-/** ENVID= and ORCPT= as the client wrote them, and RFC 3461 §4's xtext (smtp-server decodes `+XX` in upper case only). */
-const XTEXT_PARAM = /(?:^|\s)(ENVID|ORCPT)=(\S+)/gi
-const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/
-/** An xtext `+XX` that decodes to a control character (C0 or DEL). */
-const XTEXT_CONTROL = /\+(?:[01][0-9A-Fa-f]|7[Ff])/
-const XTEXT_CONTROLS = new RegExp(XTEXT_CONTROL.source, 'g')
 const PATCHED = Symbol.for('relay.smtpServerPatched')
 let applied = false
 
@@ -195,6 +158,8 @@ export function patchSmtpServer(): void {
     typeof proto._resetSession !== 'function' ||
     typeof proto.handler_RCPT !== 'function' ||
     typeof proto.handler_AUTH !== 'function' ||
+    typeof proto.handler_DATA !== 'function' ||
+    typeof proto.handler_RSET !== 'function' ||
     typeof proto._parseAddressCommand !== 'function' ||
     typeof proto._armTimeout !== 'function' ||
     typeof proto._onTimeout !== 'function' ||
@@ -304,7 +269,7 @@ export function patchSmtpServer(): void {
       if (read[at] === '\r') at++
       if (read[at] === '\n') at++
       parser[AT] = at
-      if (/^DATA\s*$/i.test(command.toString('latin1')) && at < read.length) {
+      if (/^DATA(?:\s|$)/i.test(command.toString('latin1')) && at < read.length) {
         this._server.options.onImproperPipelining?.(this.session)
         this.send(554, replyText(CORE_REPLIES.improperPipelining), OWN_LINE)
         return this.close()
@@ -351,6 +316,18 @@ export function patchSmtpServer(): void {
     if (this._rcptIndex === NONE) this._rcptIndex = new Map()
     return rcpt.call(this, command, callback)
   }
+  // Patch 19.
+  for (const verb of ['DATA', 'RSET'] as const) {
+    const handler = proto[`handler_${verb}`]
+    proto[`handler_${verb}`] = function (command, callback) {
+      const extra = /^\S+\s+\S/.test(command.toString('latin1'))
+      if (extra && (verb === 'RSET' || this.session.envelope.rcptTo.length)) {
+        this.send(501, replyText(CORE_REPLIES.noArgument(verb)), false)
+        return callback()
+      }
+      return handler.call(this, command, callback)
+    }
+  }
   const auth = proto.handler_AUTH
   proto.handler_AUTH = function (command, callback) {
     if (this.session.envelope.mailFrom) {
@@ -359,28 +336,7 @@ export function patchSmtpServer(): void {
     }
     return auth.call(this, command, callback)
   }
-  const parseAddressCommand = proto._parseAddressCommand
-  proto._parseAddressCommand = function (name, command) {
-    // Patch 13: `MAIL  FROM:` (more than one space) is MAIL FROM, as in Postfix.
-    const text = String(command ?? '').replace(VERB_SPACES, '$1 $2')
-    const masked = text.includes('"') && !HAS_MASK.test(text) ? maskQuoted(text) : text
-    // Patch 12: an ENVID/ORCPT that decodes to a control character (`+0D+0A`) is a bad parameter,
-    // not a bad address: smtp-server would answer "Bad sender address syntax"; the DSN parameter
-    // check answers 501 5.5.4 for it, as for any value that is not xtext.
-    const controls: string[] = []
-    const parsable = masked.replace(XTEXT_PARAM, (all, key: string, value: string) => {
-      if (!XTEXT_CONTROL.test(value)) return all
-      controls.push(key.toUpperCase())
-      return all.replace(`=${value}`, `=${value.replace(XTEXT_CONTROLS, '+2B')}`)
-    })
-    const parsed = parseAddressCommand.call(this, name, parsable)
-    if (!parsed) return parsed
-    if (masked !== text) parsed.address = parsed.address.replace(MASKS, (c) => UNMASK[c]!)
-    // Patch 12: the raw values that are not xtext, for the relay's DSN parameter check.
-    const bad = parsed.args ? [...controls, ...[...masked.matchAll(XTEXT_PARAM)].filter(([, , value]) => !XTEXT.test(value!)).map(([, key]) => key!.toUpperCase())] : []
-    if (bad.length) Object.defineProperty(parsed.args, NOT_XTEXT, { value: bad })
-    return parsed
-  }
+  proto._parseAddressCommand = parseAddressCommandFor(proto._parseAddressCommand)
   proto._armTimeout = function (this: ConnectionInternals, socket?: Socket) {
     const s = (socket ?? this._socket) as TimedSocket
     s[CONNECTION] = this

@@ -168,6 +168,27 @@ describe('ESMTP semantics', () => {
     expect(relay.logs.some((l) => l.event === 'accepted' && l.sender === 'smuggled@sender.test')).toBe(false)
   })
 
+  it('DATA and RSET take no argument (RFC 5321 §4.1.1.4/5): 501 5.5.4 Syntax, the transaction kept; DATA with one and bytes after it is improper pipelining', async () => {
+    const c = await session()
+    expect(await c.command('RSET foo')).toBe('501 5.5.4 Syntax: RSET')
+    expect(await c.command('MAIL FROM:<args@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('DATA now')).toMatch(/^503 /) // no recipient yet: that comes first, as in Postfix
+    expect(await c.command('RCPT TO:<args@dest.test>')).toMatch(/^250 /)
+    expect(await c.command('DATA foo')).toBe('501 5.5.4 Syntax: DATA')
+    // Nothing was lost: the next DATA (trailing spaces are no argument) takes the message.
+    expect(await c.command('DATA  ')).toMatch(/^354 /)
+    expect(await c.command(message('data with an argument first'))).toMatch(/^250 2\.0\.0 /)
+    expect(await c.command('NOOP anything')).toMatch(/^250 /) // NOOP and QUIT may have one
+    // A client that sends its message without waiting for the 354 of such a DATA: the message's
+    // lines must not run as commands.
+    expect(await c.command('MAIL FROM:<args@sender.test>')).toMatch(/^250 /)
+    expect(await c.command('RCPT TO:<args@dest.test>')).toMatch(/^250 /)
+    c.send('DATA foo\r\nRSET\r\nMAIL FROM:<smuggled2@sender.test>\r\n')
+    expect(await c.read()).toMatch(/^554 5\.5\.0 Improper pipelining/)
+    await c.closed
+    expect(relay.logs.some((l) => l.sender === 'smuggled2@sender.test')).toBe(false)
+  })
+
   it('pipelining after the end of data (RFC 2920) is still taken: the next transaction in the same write as the final dot', async () => {
     const c = await session()
     expect(await c.command('MAIL FROM:<p1@sender.test>')).toMatch(/^250 /)
