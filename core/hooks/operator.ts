@@ -165,10 +165,14 @@ export interface BounceResult {
 export interface QueueOperations {
   list(filter?: QueueFilter): Promise<QueueEntry[]>
   show(id: string): Promise<MessageDetail>
-  hold(id: string): Promise<{ id: string; held: true }>
+  /**
+   * Holds a message: no further attempt until it is released. `inFlight`: recipients a delivery
+   * held at that moment; that attempt is not stopped (it may still deliver them).
+   */
+  hold(id: string): Promise<{ id: string; held: true; inFlight?: string[] }>
   release(id: string): Promise<{ id: string; released: true }>
   remove(id: string): Promise<{ id: string; deleted: true }>
-  /** Pending recipients become due now (all, one message, or one domain's). */
+  /** Pending recipients become due now (all, one message, or one domain's); a held message named by id is a 'conflict'. */
   flush(filter?: { id?: string; domain?: string }): Promise<{ flushed: number }>
   /** Gives up on a message's pending recipients: `bounced` events, and a DSN to the sender. */
   bounce(id: string): Promise<BounceResult>

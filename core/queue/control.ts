@@ -84,11 +84,15 @@ export class QueueControl {
     })
   }
 
-  async hold(id: string): Promise<{ id: string; held: true }> {
+  async hold(id: string): Promise<{ id: string; held: true; inFlight?: string[] }> {
     checkId(id)
     if (!(await this.env.queue.hold(id))) throw notFound(id)
-    this.env.log?.info({ queueId: id }, 'message held by the administrator')
-    return { id, held: true }
+    // A hold stops the next attempts, not one under way: the operator is told which recipients
+    // it may still deliver (as bounce says which it leaves to their delivery).
+    const detail = await this.env.queue.show(id)
+    const inFlight = detail?.recipients.filter((r) => r.leased).map((r) => r.address) ?? []
+    this.env.log?.info({ queueId: id, inFlight: inFlight.length ? inFlight : undefined }, 'message held by the administrator')
+    return { id, held: true, ...(inFlight.length ? { inFlight } : {}) }
   }
 
   async release(id: string): Promise<{ id: string; released: true }> {
@@ -118,7 +122,11 @@ export class QueueControl {
     const domain = filter.domain?.trim().toLowerCase().replace(/\.$/, '')
     if (filter.domain !== undefined && !domain) throw new QueueControlError('bad-input', 'domain must not be empty')
     const flushed = await this.env.queue.flush({ queueId: filter.id, domain }, Date.now())
-    if (!flushed && filter.id !== undefined && !(await this.env.queue.show(filter.id))) throw notFound(filter.id)
+    if (!flushed && filter.id !== undefined) {
+      const detail = await this.env.queue.show(filter.id)
+      if (!detail) throw notFound(filter.id)
+      if (detail.heldAt !== undefined) throw new QueueControlError('conflict', `message ${filter.id} is held: nothing flushed (release it to deliver it)`)
+    }
     this.env.log?.info({ queueId: filter.id, domain, recipients: flushed }, 'queue flushed by the administrator')
     if (flushed) this.env.wake?.()
     return { flushed }

@@ -88,7 +88,11 @@ export const QueueSummary = named(
   }),
 )
 
-export const HoldResult = named('HoldResult', 'The message is held', z.object({ id: z.string(), held: z.literal(true) }))
+export const HoldResult = named(
+  'HoldResult',
+  'The message is held; inFlight: recipients a delivery held at that moment (that attempt is not stopped)',
+  z.object({ id: z.string(), held: z.literal(true), inFlight: z.array(z.string()).optional() }),
+)
 export const ReleaseResult = named('ReleaseResult', 'The message is released and due now', z.object({ id: z.string(), released: z.literal(true) }))
 export const DeleteResult = named('DeleteResult', 'The message is gone, without a bounce', z.object({ id: z.string(), deleted: z.literal(true) }))
 export const BounceResult = named(

@@ -46,7 +46,7 @@ const PATHS: Record<string, Record<string, Json>> = {
   },
   '/api/queue-summary': { get: op('Counts by state and destination domain', { 200: json('QueueSummary', 'the summary'), 503: error('the relay is stopping') }, { tags: ['queue'] }) },
   '/api/queue/flush': {
-    post: op('Make pending recipients due now (all, one message, one domain)', { 200: json('FlushResult', 'flushed'), 400: error('a bad field'), ...QUEUE_VERB }, {
+    post: op('Make pending recipients due now (all, one message, one domain)', { 200: json('FlushResult', 'flushed'), 400: error('a bad field'), 409: error('the message named is held'), ...QUEUE_VERB }, {
       tags: ['queue'],
       parameters: [query('domain', 'only this domain (also as a body field)'), query('id', 'only this message (also as a body field)')],
       requestBody: { required: false, content: { 'application/json': { schema: ref('FlushRequest') } } },

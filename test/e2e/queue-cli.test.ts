@@ -5,7 +5,10 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { TestReceiver } from '../harness/smtp-receiver.js'
-import { BIN, eventually, runCli, runCliAsync, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { BIN, eventually, runCli, runCliAsync, startRelay, tempDir, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
+import { startDns } from '../harness/dns-server.js'
+import { startReceiver } from '../harness/smtp-receiver.js'
+import { sendMail } from '../harness/smtp-client.js'
 import { messageText as text, startParkedRelay, type ParkedRelay } from '../harness/parked-relay.js'
 
 const TOKEN = 'queue-cli-token-0123456789abcdef'
@@ -106,8 +109,9 @@ describe('on a running relay (admin API)', () => {
     expect((await cli('queue', 'list')).stdout).toMatch(new RegExp(`^${id} .*  HELD since \\S+$`, 'm'))
 
     parked.delete('hold@park.test')
+    // A flush of a held message names the hold, not "0 recipients: due now".
     const f = (await cli('queue', 'flush', '--id', id))
-    expect([f.code, f.stdout]).toEqual([0, `flushed 0 recipients of ${id}: due now\n`])
+    expect([f.code, f.stdout, f.stderr]).toEqual([1, '', `relay: message ${id} is held: nothing flushed (release it to deliver it)\n`])
     await new Promise((r) => setTimeout(r, 1500))
     expect(delivered('hold@park.test')).toHaveLength(0)
 
@@ -353,4 +357,33 @@ describe('overlong input', () => {
     const id = await cli('queue', 'hold', 'A'.repeat(5000))
     expect([id.code, id.stderr]).toEqual([2, `relay: not a queue id: '${'A'.repeat(64)}…'\n`])
   })
+})
+
+describe('hold of a message being delivered', () => {
+  it('says which recipients the attempt under way may still deliver (it is not stopped); no attempt after it', async () => {
+    const rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, stall: 'data' } })
+    const dns = await startDns({ 'slow.test': { A: ['127.0.0.2'] } })
+    const r = await startRelay({
+      config: { dns: { servers: [dns.server], timeout: '1s' }, delivery: { port: rx.port, commandTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' } }, plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] },
+    })
+    try {
+      const sent = await sendMail(r.port, { from: 'a@sender.test', to: ['x@slow.test', 'y@slow.test'], data: 'Subject: slow\r\n\r\nbody\r\n' })
+      const id = /queued as (\S+)/.exec(sent.lastReply)![1]!
+      // The message is at the receiver, which never answers the final dot: the attempt is under way.
+      await eventually(() => rx.refused.length === 1 || undefined, 10_000, 'the message at the stalling receiver')
+      const h = await runCliAsync(['queue', 'hold', id, '--config', r.configFile])
+      expect([h.code, h.stdout, h.stderr]).toEqual([0, `held ${id}; in flight, not stopped by the hold (the attempt under way may still deliver them): x@slow.test, y@slow.test\n`, ''])
+      // The attempt runs out (commandTimeout 2 s), the retry would be 1 s later: held, it does not come.
+      await r.waitForLog((l) => l.event === 'deferred' && l.queueId === id, 10_000)
+      await new Promise((resolve) => setTimeout(resolve, 2500))
+      expect(rx.refused).toHaveLength(1)
+      expect(rx.connections).toBe(1)
+      // Not in flight any more: a second hold says only that.
+      const again = await runCliAsync(['queue', 'hold', id, '--config', r.configFile])
+      expect([again.code, again.stdout]).toEqual([0, `held ${id}\n`])
+    } finally {
+      await r.stop()
+      await Promise.all([rx.close(), dns.close()])
+    }
+  }, 40_000)
 })

@@ -200,7 +200,8 @@ export async function queueAction(env: CommandEnv, action: QueueAction, id: stri
     }
     const r = action === 'hold' ? await b.hold(id) : action === 'release' ? await b.release(id) : await b.remove(id)
     if (opts.json) return json(r)
-    out(`${action === 'hold' ? 'held' : action === 'release' ? 'released' : 'deleted'} ${id}`)
+    const busy = 'inFlight' in r && r.inFlight?.length ? `; in flight, not stopped by the hold (the attempt under way may still deliver them): ${r.inFlight.join(', ')}` : ''
+    out(`${action === 'hold' ? 'held' : action === 'release' ? 'released' : 'deleted'} ${id}${busy}`)
   })
 }
 
