@@ -167,6 +167,7 @@ export const CORE_REPLIES = {
   // MAIL FROM, RCPT TO
   improperPipelining: reply(554, '5.5.0', 'Improper pipelining: message data sent before the 354 reply to DATA (RFC 2920); closing connection'),
   badDsnParameter: (name: 'ENVID' | 'ORCPT') => reply(501, '5.5.4', `Bad ${name} parameter syntax (RFC 3461: xtext)`),
+  dsnParameterTooLong: (name: 'ENVID' | 'ORCPT', most: number) => reply(501, '5.5.4', `Bad ${name} parameter syntax: longer than ${most} characters (RFC 3461)`),
   parameterNeedsEhlo: (command: 'MAIL FROM' | 'RCPT TO', name: string) => reply(555, '5.5.4', `${command} parameter ${name.replace(/[^\x21-\x7e]/g, '?').slice(0, 40)} needs EHLO, not HELO`),
   unsupportedParameter: (command: 'MAIL FROM' | 'RCPT TO', name: string) => reply(555, '5.5.4', `${command} parameter ${name.replace(/[^\x21-\x7e]/g, '?').slice(0, 40)} not supported`),
   // MAIL FROM

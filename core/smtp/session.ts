@@ -141,7 +141,12 @@ export function parameterRefusal(command: keyof typeof PARAMETERS, a: SMTPServer
   const unknown = unsupportedParameter(command, a) ?? (command === 'MAIL FROM' && !authOffered && a.args && 'AUTH' in a.args ? 'AUTH' : undefined)
   if (unknown) return CORE_REPLIES.unsupportedParameter(command, unknown)
   const bad = badDsnParameter(command, a)
-  return bad ? CORE_REPLIES.badDsnParameter(bad) : undefined
+  if (!bad) return undefined
+  // A well-formed value that is only too long says so (RFC 3461: ENVID 100 characters, ORCPT 500).
+  const value = (a.args as Record<string, unknown>)[bad]
+  const most = bad === 'ENVID' ? 100 : 500
+  const tooLong = typeof value === 'string' && value.length > most && !(a.args as { [NOT_XTEXT]?: string[] })[NOT_XTEXT]?.includes(bad) && badDsnParameter(command, { ...a, args: { ...a.args, [bad]: value.slice(0, most) } }) === undefined
+  return tooLong ? CORE_REPLIES.dsnParameterTooLong(bad, most) : CORE_REPLIES.badDsnParameter(bad)
 }
 
 /** A session's notes whose maps are made at first use: an idle session no plugin wrote to holds none. */
