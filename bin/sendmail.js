@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs'
 const main = new URL('../dist/core/cli/sendmail.js', import.meta.url)
 if (!existsSync(main)) {
-  process.stderr.write('sendmail: dist/ is missing; run `npm install` (or `npm run build`) in the relay directory\n')
+  process.stderr.write('sendmail: dist/ is missing; run `npm run build` in the relay directory\n')
   process.exit(75)
 }
 const { sendmail } = await import(main.href)

@@ -5,7 +5,7 @@
 // Options as Postfix's sendmail: -t -i -oi -f -r -F -v -C, other -o options and -B -N -R -V -X ignored.
 import os from 'node:os'
 import addressparser from 'nodemailer/lib/addressparser'
-import { ConfigError, loadConfig } from '../config/load.js'
+import { ConfigError, requireConfig } from '../config/load.js'
 import { livePid } from '../pid-file.js'
 import { dropMessage, maildropDir } from '../queue/maildrop.js'
 import { parseAddress } from '../mail/address.js'
@@ -170,9 +170,25 @@ async function readStdin(limit: number): Promise<Buffer | undefined> {
   return Buffer.concat(chunks)
 }
 
+const USAGE = `Usage: sendmail [-t] [-i] [-f sender] [-F name] [-v] [-C config] [recipient ...] < message
+
+Submits the message on stdin through the relay's maildrop (docs/sendmail.md).
+  -t            recipients from the To, Cc and Bcc fields (Bcc is removed)
+  -i, -oi       a line with a single dot does not end the message
+  -f, -r ADDR   the envelope sender
+  -F NAME       the sender's full name (for a From field the relay adds)
+  -v            say where the message went
+  -C FILE, --config FILE   the relay's config (else $RELAY_CONFIG, the current directory, /etc/relay/)
+Exit codes (sysexits): 0 written, 64 usage, 69 too big, 75 cannot write (try again), 78 config.
+`
+
 /** Runs sendmail with `argv` (without the program name); resolves with the exit code. */
 export async function sendmail(argv: string[]): Promise<number> {
   const say = (s: string) => process.stderr.write(`sendmail: ${s}\n`)
+  if (argv[0] === '--help') {
+    process.stdout.write(USAGE)
+    return 0
+  }
   let args: SendmailArgs
   try {
     args = parseSendmailArgs(argv)
@@ -182,7 +198,9 @@ export async function sendmail(argv: string[]): Promise<number> {
   }
   let config
   try {
-    config = await loadConfig(args.config ?? process.env.RELAY_CONFIG)
+    // No config found is an error, not the defaults: a maildrop under the working directory
+    // (a cron job's $HOME) would be read by no relay, and the mail lost without a word.
+    config = await requireConfig(args.config ?? process.env.RELAY_CONFIG)
   } catch (err) {
     say(err instanceof ConfigError ? err.message : `cannot read the config: ${(err as Error).message}`)
     return EX_CONFIG
