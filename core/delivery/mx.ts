@@ -181,6 +181,12 @@ async function hostsFor(resolver: Resolver, names: string[]): Promise<{ hosts: D
       hosts.push({ name, address: name })
       continue
     }
+    // RFC 6761 §6.3: localhost names are the loopback, without DNS (the relay's resolver asks DNS
+    // servers, not /etc/hosts): a smarthost at localhost:2525 (stunnel, a local filter) just works.
+    if (/^(?:[^.]+\.)*localhost\.?$/i.test(name)) {
+      hosts.push({ name, address: '127.0.0.1' }, { name, address: '::1' })
+      continue
+    }
     try {
       for (const address of await addresses(resolver, name)) hosts.push({ name, address })
     } catch (err) {

@@ -24,6 +24,9 @@ let senderRx: TestReceiver // 127.0.0.6: where DSNs go
 let lmtp: SMTPServer // 127.0.0.5: LMTP, answers per recipient
 let lmtpPort: number
 let lmtpSock: SMTPServer // LMTP on a unix socket
+let lmtpLocal: SMTPServer // 127.0.0.1: LMTP reached as localhost (no DNS)
+let lmtpLocalPort: number
+const localReceived: { to: string[] }[] = []
 let sockPath: string
 const lmtpReceived: { to: string[]; lhlo: string }[] = []
 const sockReceived: { to: string[] }[] = []
@@ -109,6 +112,19 @@ beforeAll(async () => {
     },
   })
   await listen(lmtpSock, sockPath)
+  lmtpLocal = new SMTPServer({
+    lmtp: true,
+    logger: false,
+    disableReverseLookup: true,
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    onData(stream, session, cb) {
+      localReceived.push({ to: session.envelope.rcptTo.map((r) => r.address) })
+      void collect(stream).then(() => cb(null, 'saved'))
+    },
+  })
+  await listen(lmtpLocal, 0, '127.0.0.1')
+  lmtpLocalPort = (lmtpLocal.server.address() as { port: number }).port
 
   dns = await startDns({
     'smarthost.test': { A: ['127.0.0.2'] },
@@ -138,6 +154,8 @@ beforeAll(async () => {
               { name: 'bulk', match: { sender: '/^bulk-[0-9]+@sender\\.test$/' }, kind: 'mx', pool: { strategy: 'weighted', addresses: [{ address: '127.0.0.10', weight: 2 }, '127.0.0.11'] } },
               { name: 'store', match: { domain: 'store.test' }, kind: 'lmtp', host: `127.0.0.5:${lmtpPort}` },
               { name: 'socket-store', match: { domain: 'sock.test' }, kind: 'lmtp', socket: sockPath },
+              // 'localhost' is not in the test DNS: it is the loopback without asking (RFC 6761).
+              { name: 'local-store', match: { domain: 'localstore.test' }, kind: 'lmtp', host: `localhost:${lmtpLocalPort}` },
             ],
           },
         ],
@@ -150,7 +168,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay?.stop()
   await Promise.all([dns, implicitRx, starttlsRx, mxRx, senderRx].map((x) => x?.close()))
-  await Promise.all([lmtp, lmtpSock].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)))
+  await Promise.all([lmtp, lmtpSock, lmtpLocal].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)))
 })
 
 describe('smarthost', () => {
@@ -254,6 +272,13 @@ describe('lmtp', () => {
     expect(dsn).not.toMatch(/Final-Recipient: rfc822; (ok|full)@store\.test/)
     const entry = (await relay.listQueue()).find((q) => q.recipients.some((r) => r.address === 'full@store.test'))!
     expect(Object.fromEntries(entry.recipients.map((r) => [r.address, r.state]))).toEqual({ 'ok@store.test': 'delivered', 'nouser@store.test': 'bounced', 'full@store.test': 'deferred' })
+  })
+
+  it('a route host named localhost is the loopback, without DNS (RFC 6761): delivered', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['box@localstore.test'], data: msg('localhost') })
+    await eventually(() => localReceived.find((m) => m.to.includes('box@localstore.test')), 10_000, 'delivery to the LMTP server at localhost')
+    const delivered = await event('delivered', 'box@localstore.test')
+    expect(delivered.remoteHost).toBe(`localhost[127.0.0.1]:${lmtpLocalPort}`)
   })
 
   it('delivers over a unix socket', async () => {
