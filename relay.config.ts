@@ -19,7 +19,8 @@ export default defineConfig({
   },
   plugins: [
     // Clients on these networks may relay to any domain; everyone else only to localDomains.
-    ['relay-acl', { trustedNetworks: ['127.0.0.0/8', '::1/128'] }],
+    // Only this machine's own address: 127.0.0.2 and the rest of 127/8 are clients like any other.
+    ['relay-acl', { trustedNetworks: ['127.0.0.1/32', '::1/128'] }],
   ],
   log: { level: 'info' },
 })

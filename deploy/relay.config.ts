@@ -5,7 +5,11 @@
 import { defineConfig } from 'relay-mta'
 
 const env = process.env
-/** Per node: its EHLO name, in Received headers and the queue's node identity (docs/cluster.md). */
+/**
+ * Per node: its EHLO name, in Received headers and the queue's node identity (docs/cluster.md).
+ * Under systemd write this machine's name here (docs/deploy.md): `sendmail` run by local users and
+ * cron reads this file too, without relay.env.
+ */
 const hostname = env.RELAY_HOSTNAME ?? 'mx1.example.com'
 /** certbot's live/ directory: links the relay follows across renewals (docs/deploy.md, "Certificates"). */
 const certDir = env.RELAY_TLS_DIR ?? `/etc/letsencrypt/live/${hostname}`
@@ -16,7 +20,8 @@ const redis = env.RELAY_REDIS_URL
 export default defineConfig({
   hostname,
   listen: [
-    { host: '0.0.0.0', port: 25, role: 'mx' },                                 // STARTTLS offered (tls below)
+    // STARTTLS offered (tls below); no AUTH on 25 (Postfix's default): users submit on 587/465.
+    { host: '0.0.0.0', port: 25, role: 'mx', auth: false },
     { host: '0.0.0.0', port: 587, role: 'submission' },                       // AUTH only after STARTTLS
     { host: '0.0.0.0', port: 465, role: 'submission', tls: 'implicit' },
   ],
@@ -42,9 +47,10 @@ export default defineConfig({
     // The token (16+ characters, `openssl rand -hex 24`) lives in relay.env, never in this file.
     ['admin', { host: env.RELAY_ADMIN_HOST ?? '127.0.0.1', port: 8025, token: env.RELAY_ADMIN_TOKEN }],
     ['rate-limit', { store: redis ? { redis } : 'memory', keyPrefix: 'relay-rl' }],
-    // Users for submission (587/465): `sudo -u relay relay user add alice@example.com` (docs/deploy.md).
+    // Users for submission (587/465): `sudo -u relay /opt/relay/bin/relay.js user add alice@example.com` (docs/deploy.md).
     ['auth-file', { file: 'users/users.json' }],                            // beside this file
     // Clients on these networks may relay anywhere; everyone else only to localDomains.
-    ['relay-acl', { trustedNetworks: ['127.0.0.0/8', '::1/128'] }],
+    // Only this machine's own address: every other local address (127.0.0.2, ...) is as any client.
+    ['relay-acl', { trustedNetworks: ['127.0.0.1/32', '::1/128'] }],
   ],
 })

@@ -55,6 +55,11 @@ export interface TestRelayOptions {
   receiver?: { behaviour?: Behaviour; users?: ReceiverUsers }
   /** Extra environment for the relay process. */
   env?: Record<string, string>
+  /**
+   * The directory the config file is written to (default: a new temporary one): relative paths in
+   * plugin options (`ctx.resolvePath`, `watchFile`) are taken from it. The data directory is `data/` in it.
+   */
+  dir?: string
 }
 
 export interface TestRelay {
@@ -152,7 +157,7 @@ export async function startTestRelay(opts: TestRelayOptions = {}): Promise<TestR
       },
       opts.config ?? {},
     )
-    const relay = await startRelay({ config, env: opts.env })
+    const relay = await startRelay({ config, env: opts.env, dir: opts.dir })
     receiver.explainTimeout = () => recentDeliveryLog(relay.logs)
     const d = dns
     return {
