@@ -106,6 +106,9 @@ export type Outcome =
 
 export type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
 
+/** Replies and blank lines a server may have queued beyond the commands waiting, before it is a protocol error. */
+const MAX_UNASKED_LINES = 100
+
 /**
  * What the server cannot take (no MAIL FROM was sent): 'smtputf8', the message needs SMTPUTF8 and
  * it is not offered; '8bitmime', 8-bit content that cannot be made 7-bit and 8BITMIME not offered.
@@ -118,10 +121,12 @@ export type SmtpError = Error & { code?: string; responseCode?: number; response
 export const protocolError = (why: string): SmtpError => Object.assign(new Error(oneLineReply(`protocol error: ${why}`)), { code: 'EPROTOCOL', protocol: true })
 
 /** An SMTP error as one line (core/mail/reply.ts, bounded): the server's reply when there is one, else the local error. */
-export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${withoutOpenSslInternals(err.message)}`)
+export const describeError = (err: SmtpError) => oneLineReply(err.response ?? `${err.code ?? 'error'}: ${withoutOpenSslInternals(err.message.slice(0, 8192))}`)
 
 /** '80AC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:…/ssl3_record.c:350:' → 'wrong version number' (it reaches DSNs). */
-const withoutOpenSslInternals = (message: string) => message.replace(/[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):[^:\s]*:\d+:?/g, '$1')
+// The hex run starts where no hex digit precedes it: tried from inside a long run (a server's reply
+// of 100,000 hex digits) the pattern took time quadratic in its length, seconds on the event loop.
+const withoutOpenSslInternals = (message: string) => message.replace(/(?<![0-9A-F])[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):[^:\s]*:\d+:?/g, '$1')
 
 const STARTTLS_ACTION = (SMTPConnection.prototype as unknown as { _actionSTARTTLS?: unknown })._actionSTARTTLS
 
@@ -262,9 +267,12 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
           holding = false
         }
         if (!asked || this._destroyed) return
+        // Lines no command waits for pile up here (nodemailer drops an empty one per tick): a server
+        // sending blank lines without end held the event loop and hundreds of MB. A sane one sends none.
+        if (this._responseQueue.length > this._responseActions.length + MAX_UNASKED_LINES) return protocolFailure(`more than ${MAX_UNASKED_LINES} lines no command waits for (blank lines, or replies nobody asked for)`)
         const problem = replyProblem(this, session.phase)
         // Plain text where the handshake should be (or injected after 220 to STARTTLS): a failed negotiation.
-        if (problem && !settled && STARTTLS_ACTION && this._responseActions[0] === STARTTLS_ACTION) return fail(Object.assign(new Error(`plain text after the reply to STARTTLS (${problem.why})`), { code: 'ETLS' }))
+        if (problem && !settled && STARTTLS_ACTION && this._responseActions[0] === STARTTLS_ACTION) return fail(Object.assign(new Error(`plain text after the reply to STARTTLS (${oneLineReply(problem.why)})`), { code: 'ETLS' }))
         // After the final dot the first reply is the server's answer to the message: let it decide.
         if (problem && !(problem.kind === 'surplus' && session.phase === 'sent')) return protocolFailure(problem.why)
         if (problem) session.desynced = true

@@ -30,6 +30,8 @@ interface Script {
   end?: (n: number) => string
   /** Held after the reply to message n, written just before the reply to the next command. */
   late?: (n: number) => string | undefined
+  /** The reply to STARTTLS (offer it in `ehlo`); the connection stays in plain text. */
+  starttls?: string
 }
 
 let dns: TestDns
@@ -84,6 +86,7 @@ function scripted(name: string, script: Script) {
           }
           reply(r)
         } else if (verb === 'RSET') reply('250 2.0.0 Ok\r\n')
+        else if (verb === 'STAR' && script.starttls !== undefined) reply(script.starttls)
         else if (verb === 'QUIT') {
           sock.end('221 2.0.0 bye\r\n')
           return
@@ -112,6 +115,9 @@ const SCRIPTS: Record<string, Script> = {
   // No SIZE keyword, only "size" in its name (nodemailer's EHLO parser takes that for SIZE).
   'no-size.test': { ehlo: ['PIPELINING'] },
   'weird.test': { end: () => '550 2.0.0 weird\r\n' },
+  // Replies shaped to cost: a scan of them that restarts at every character, or a line at a time.
+  'hexreply.test': { ehlo: ['STARTTLS'], starttls: `${'A'.repeat(100_000)}\r\n` },
+  'blankflood.test': { mail: () => `${'\r\n'.repeat(1_000_000)}250 2.1.0 Ok\r\n` },
   // Offers nothing; its name (the first line of its EHLO reply) spells keywords nodemailer looks for anywhere.
   'mx-starttls-dsn-8bitmime-pipelining.test': { greeting: '220 mx-starttls-dsn-8bitmime-pipelining.test ESMTP STARTTLS\r\n' },
 }
@@ -309,4 +315,57 @@ describe('enhanced status codes', () => {
     expect(dsn).toMatch(/^Action: failed/im)
     expect(dsn).toMatch(/^Status: 5\.\d+\.\d+/im)
   })
+})
+
+describe('replies shaped to cost the relay (a domain owner points an MX at such a server)', () => {
+  /**
+   * Runs `work` while a client of the relay sends NOOP every ~30 ms; the longest round trip in ms.
+   * At most 90 of them: past 100 commands that move no mail a session is cut off (patches.ts 14).
+   */
+  async function slowestNoop(work: () => Promise<unknown>): Promise<number> {
+    const { client } = await connectRaw(relay.port, '127.0.0.1', 5000)
+    expect(await client.command('EHLO probe.test')).toMatch(/^250 /m)
+    let done = false
+    let slowest = 0
+    const probing = (async () => {
+      for (let i = 0; i < 90 && !done; i++) {
+        const t = performance.now()
+        expect(await client.command('NOOP', 60_000)).toMatch(/^250 /)
+        slowest = Math.max(slowest, performance.now() - t)
+        await new Promise((r) => setTimeout(r, 30))
+      }
+    })()
+    await work().finally(() => (done = true))
+    await probing
+    client.close()
+    return slowest
+  }
+
+  it('STARTTLS answered with one line of 100,000 hex digits: a failed negotiation (TLS policy may: sent in plain text), its reason cut short; the relay answers its clients meanwhile', async () => {
+    let ev: LogLine | undefined
+    const slowest = await slowestNoop(async () => {
+      await sendMail(relay.port, { from: 'a@sender.test', to: ['u@hexreply.test'], data: msg('hex reply') })
+      ev = await outcome('u@hexreply.test', 30_000)
+    })
+    expect(ev!.event).toBe('delivered')
+    expect(ev!.tls).toBe(false)
+    const fallback = relay.logs.find((l) => /^TLS with .*hexreply\.test.* failed/.test(String(l.msg)))
+    expect(String(fallback?.msg)).toMatch(/plain text after the reply to STARTTLS \(malformed reply: A{10}/)
+    expect(String(fallback?.msg).length).toBeLessThan(2000)
+    expect(slowest).toBeLessThan(1000)
+  }, 60_000)
+
+  it('MAIL FROM answered with a million blank lines: a protocol error at once, not read a line a tick; nothing of the message sent', async () => {
+    let ev: LogLine | undefined
+    const slowest = await slowestNoop(async () => {
+      await sendMail(relay.port, { from: 'a@sender.test', to: ['u@blankflood.test'], data: msg('blank flood') })
+      ev = await outcome('u@blankflood.test', 30_000)
+    })
+    expect(ev!.event).toBe('deferred')
+    expect(ev!.response).toMatch(/protocol error: more than 100 lines no command waits for/)
+    expect(slowest).toBeLessThan(1000)
+    const conns = seen['blankflood.test']!
+    expect(conns.every((c) => !c.commands.some((l) => /^RCPT/i.test(l)))).toBe(true)
+    expect(leaked(conns)).toBe(false)
+  }, 60_000)
 })
