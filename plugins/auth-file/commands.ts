@@ -53,6 +53,9 @@ function findUser(data: UsersFileData, address: string): string | undefined {
   return Object.keys(data.users).find((k) => userKey(k) === key)
 }
 
+/** Shorter passwords are taken with a warning. */
+const MIN_PASSWORD = 12
+
 async function userAdd(address: string, opts: UserCommandOptions, env: CliEnv): Promise<void> {
   const name = checkAddress(address)
   const senders = (opts.sender ?? []).map((s) => s.trim().toLowerCase())
@@ -62,6 +65,8 @@ async function userAdd(address: string, opts: UserCommandOptions, env: CliEnv): 
   // Read before asking for the password: a broken file is reported first, and never overwritten.
   const existing = await readUsersFile(file)
   const password = opts.passwordStdin ? await passwordFromStdin() : await passwordFromTerminal()
+  // Taken (the operator decides), but said: AUTH on a public port is guessed at all day.
+  if ([...password].length < MIN_PASSWORD) process.stderr.write(`relay: warning: a password of ${[...password].length} characters is easy to guess over SMTP AUTH (rate-limit slows guessing, it does not stop it): use ${MIN_PASSWORD} or more\n`)
   const hash = await hashPassword(password)
 
   const data: UsersFileData = { users: { ...(existing?.data.users ?? {}) } }

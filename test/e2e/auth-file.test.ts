@@ -143,6 +143,11 @@ describe('relay user add', () => {
     const badSender = userAdd('x@example.test', 'x', '--sender', 'two words')
     expect(badSender.code).toBe(1)
     expect(badSender.stderr).toMatch(/--sender 'two words'/)
+    // A short password is taken, with a warning; a long one without.
+    const short = userAdd('short@example.test', 'abc12')
+    expect([short.code, short.stderr]).toEqual([0, 'relay: warning: a password of 5 characters is easy to guess over SMTP AUTH (rate-limit slows guessing, it does not stop it): use 12 or more\n'])
+    expect(userAdd('short@example.test', 'a-much-longer-pass').stderr).toBe('')
+    expect(userRemove('short@example.test').code).toBe(0)
     const empty = runCli(['user', 'add', 'x@example.test', '--file', F, '--password-stdin'], { input: '\n' })
     expect(empty.code).toBe(1)
     expect(empty.stderr).toMatch(/no password on standard input/)
