@@ -176,7 +176,7 @@ describe('valid settings that are almost certainly a mistake', () => {
     const file = writeConfig({
       hostname: 'vm',
       listen: [{ host: '127.0.0.1', port: 2525, role: 'mx' }],
-      delivery: { maxQueueLifetime: '1d', delayWarning: '10d', attemptTimeout: '1s', connectTimeout: '30s' },
+      delivery: { maxQueueLifetime: '1d', delayWarning: '10d', attemptTimeout: '1s', connectTimeout: '30s', concurrency: { perDomain: 5 }, throttle: { domains: { 'gmail.com': { concurrency: 50 }, 'small.example': { concurrency: 5 } } } },
     })
     const r = runCli(['check-config', '--config', file])
     expect(r.code, r.stderr).toBe(0)
@@ -184,6 +184,7 @@ describe('valid settings that are almost certainly a mistake', () => {
       "relay: warning: hostname: 'vm' is not a fully qualified name (the default is the machine's name): mail servers may refuse EHLO vm; set hostname to this relay's public name, e.g. mail.example.com",
       'relay: warning: delivery.delayWarning: 10d is not shorter than delivery.maxQueueLifetime (1d): no delay warning is ever sent',
       'relay: warning: delivery.attemptTimeout: 1s is shorter than delivery.connectTimeout (30s): an attempt ends before a slow host has connected',
+      "relay: warning: delivery.throttle.domains['gmail.com'].concurrency: 50 is more than delivery.concurrency.perDomain (5), which caps every domain: at most 5 at once; raise perDomain to allow more",
     ])
     // AUTH but nothing that lets an authenticated user relay (relay-acl does).
     const lonely = writeConfig({

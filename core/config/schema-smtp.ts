@@ -83,7 +83,7 @@ export const smtpSection = z
     greetingDelay: timer.default(0).register(restartOnly),
     /** A session is closed (421) after this long, whatever it is doing. */
     sessionTimeout: timer.default(1_800_000),
-    /** Refused commands (4xx/5xx) in one session before it is closed with 421. */
+    /** Refused commands (4xx/5xx) in one session: the one that reaches it is answered 421 and the session closed. */
     maxErrors: z.number().int().positive().default(20).register(restartOnly),
     /** Commands a client may send on an AUTH-requiring listener before authenticating. */
     maxUnauthenticatedCommands: z.number().int().positive().default(10).register(restartOnly),

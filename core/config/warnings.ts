@@ -28,6 +28,14 @@ export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue
   if (submission >= 0 && onlyBundled && !named.includes('relay-acl')) {
     out.push({ path: `listen[${submission}]`, message: "a submission listener, and no relay-acl in plugins: authenticated users may send only to localDomains (Relaying denied for the rest): add 'relay-acl'" })
   }
+  // A domain's jobs never exceed delivery.concurrency.perDomain: a throttle allowing more is cut to it.
+  const { perDomain } = delivery.concurrency
+  const throttles: [string, { concurrency?: number }][] = [['default', delivery.throttle.default], ...Object.entries(delivery.throttle.domains).map(([d, t]): [string, { concurrency?: number }] => [`domains['${d}']`, t])]
+  for (const [where, t] of throttles) {
+    if (t.concurrency !== undefined && t.concurrency > perDomain) {
+      out.push({ path: `delivery.throttle.${where}.concurrency`, message: `${t.concurrency} is more than delivery.concurrency.perDomain (${perDomain}), which caps every domain: at most ${perDomain} at once; raise perDomain to allow more` })
+    }
+  }
   // Two config files in one directory: a search reads the first only, and an edit of the other does nothing.
   if (config.configFile) {
     for (const other of otherConfigFiles(config.configFile)) {

@@ -338,7 +338,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     // that a retry outlives): it waits, and bounces only when the message expires.
     if (last.greeting) return all('retry', `4.4.1 Host ${last.remoteHost} refused to talk to me: ${last.response}`, { remote: true, remoteHost: last.remoteHost })
     const permanent = (last.code ?? 0) >= 500
-    return all(permanent ? 'failed' : 'retry', permanent ? last.response : `4.4.1 Host ${last.remoteHost} unreachable: ${last.response}`, {
+    return all(permanent ? 'failed' : 'retry', permanent ? last.response : `4.4.1 Host ${last.remoteHost} ${last.notTried ? 'not tried' : 'unreachable'}: ${last.response}`, {
       remote: Boolean(last.code),
       remoteHost: last.remoteHost,
     })

@@ -97,9 +97,10 @@ export type Outcome =
    * `policy`: the connection came up but did not meet the TLS policy, or AUTH failed, or the server
    * named itself with `ownHostname` ('loop': closed with QUIT before MAIL FROM). `silent`: not a
    * byte came from the host (refused, unreachable, timed out before the greeting). `greeting`: the
-   * host's greeting was not 220 (its code in `code`).
+   * host's greeting was not 220 (its code in `code`). `notTried`: no connection was made (this
+   * relay's own throttle had no slot for the host in time).
    */
-  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean; greeting?: boolean }
+  | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean; greeting?: boolean; notTried?: boolean }
   /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
   /** `tlsFallback`: STARTTLS failed under TLS policy 'may' and the message went in plain text; why it failed. */
   | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string }

@@ -340,7 +340,7 @@ export async function throughHost(
   let admission = await throttle.admitHost(host.name, host.address, port)
   while (!admission.ok) {
     const now = Date.now()
-    if (now >= deadline) return { kind: 'unreachable', response: `local throttle: no slot for this host within ${waitMs} ms (limit or backoff pause)`, remoteHost: `${host.name}[${host.address}]:${port}` }
+    if (now >= deadline) return { kind: 'unreachable', response: `local throttle: no slot for this host within ${waitMs} ms (limit or backoff pause)`, remoteHost: `${host.name}[${host.address}]:${port}`, notTried: true }
     const delay = admission.retryAt > now ? admission.retryAt - now : 100
     await new Promise((resolve) => setTimeout(resolve, Math.max(20, Math.min(delay, 250, deadline - now))))
     admission = await throttle.admitHost(host.name, host.address, port)

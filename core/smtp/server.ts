@@ -72,7 +72,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     // A command whole within the idle limit, message data at minDataRate; stress (core/smtp/deadlines.ts).
     stressTimeout: c.smtp.stressTimeout,
     minDataRate: c.smtp.minDataRate,
-    stressAt: stressLevel(c.smtp.maxClients, processes),
+    // A stressTimeout no shorter than socketTimeout turns stress mode off: nothing to enter, nothing to log.
+    stressAt: c.smtp.stressTimeout < c.smtp.socketTimeout ? stressLevel(c.smtp.maxClients, processes) : 0,
     onStress: (stressed: boolean, sessions: number) =>
       stressed
         ? log.warn({ listener: { host: listener.host, port: listener.port }, sessions, stressTimeout: c.smtp.stressTimeout }, 'listener under stress: clients neither trusted nor authenticated get smtp.stressTimeout')

@@ -141,3 +141,18 @@ describe('stress: 80 % of maxClients (10 here) open', () => {
     })
   }
 })
+
+describe('stress mode off (stressTimeout not shorter than socketTimeout)', () => {
+  it('8 of 10 sessions open: no "listener under stress" line, and idle clients keep socketTimeout', async () => {
+    const r = await startRelay({ config: { smtp: { reverseLookup: false, socketTimeout: '2s', stressTimeout: '2s', maxClients: 10 } } })
+    try {
+      const idle: RawSmtp[] = []
+      for (let i = 0; i < 8; i++) idle.push(await open(r.port, `127.0.3.${i + 1}`))
+      await sleep(1000)
+      expect(idle.every((c) => !c.isClosed())).toBe(true)
+      expect(r.logs.filter((l) => /under stress/.test(String(l.msg)))).toEqual([])
+    } finally {
+      await r.stop()
+    }
+  })
+})

@@ -141,6 +141,24 @@ describe('per-destination throttles', () => {
     expect(connectedAt.length).toBeGreaterThan(0)
   })
 
+  it('a host throttle with no slot within hostWait: deferred as "not tried" (the host was never asked), category throttled', async () => {
+    const capped = await startReceiver({ host: '127.0.0.8', behaviour: { noStartTls: true, stall: 'data' } })
+    const zones = await startDns({ 'cap1.test': { A: ['127.0.0.8'] }, 'cap2.test': { A: ['127.0.0.8'] } })
+    const r = await startRelay({ config: { ...baseConfig(capped.port, { hosts: { '127.0.0.8': { concurrency: 1 } }, hostWait: '300ms' }), dns: { servers: [zones.server], timeout: '1s' } } })
+    try {
+      await send(r, 'u@cap1.test', 'holds the slot')
+      await eventually(() => capped.connections === 1 || undefined, 5000, 'the first message at the host')
+      await send(r, 'u@cap2.test', 'waits for it')
+      const deferred = await r.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@cap2.test', 10_000)
+      expect(deferred.response).toMatch(/^4\.4\.1 Host cap2\.test\[127\.0\.0\.8\]:\d+ not tried: local throttle: no slot for this host within 300 ms/)
+      expect(deferred.category).toBe('throttled')
+      expect(capped.connections).toBe(1)
+    } finally {
+      await r.stop()
+      await Promise.all([capped.close(), zones.close()])
+    }
+  })
+
   it('with Redis: two relays hold one per-domain concurrency limit together', async () => {
     const problem = await redisProblem()
     if (problem && skipFor(problem)) return
