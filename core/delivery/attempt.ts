@@ -300,7 +300,8 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   for (const host of hosts) {
     if (ourPreference !== undefined && (host.preference ?? Infinity) >= ourPreference) continue
     const maxMessages = deps.throttle?.messagesPerConnection(job.domain, host.name, host.address)
-    const opts = maxMessages === undefined ? options : { ...options, maxMessages }
+    const capped = deps.throttle?.hostCapped(host.name, host.address) ?? false
+    const opts = maxMessages === undefined && !capped ? options : { ...options, maxMessages, capped }
     const outcome = await throughHost(deps.throttle, host, plan.port, config.delivery.throttle.hostWait, () => transact(host, opts, pool))
     if (outcome.kind === 'unreachable' && outcome.silent) env.silentHosts.silent(host.address, plan.port)
     else if (outcome.kind === 'done' || outcome.code !== undefined || outcome.policy !== undefined) env.silentHosts.answered(host.address, plan.port)

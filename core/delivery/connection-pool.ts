@@ -54,6 +54,26 @@ export class ConnectionPool implements SessionPool {
     if (list && !list.length) this.idle.delete(s.key)
   }
 
+  /**
+   * QUITs the idle connections to this address and port (under any name or key); resolves once the
+   * server has closed them (at most a second), so a new connection never overlaps them.
+   */
+  async closeIdleTo(address: string, port: number): Promise<void> {
+    const closing: Promise<unknown>[] = []
+    for (const list of [...this.idle.values()]) {
+      for (const s of [...list]) {
+        if (s.address !== address || s.port !== port) continue
+        this.remove(s)
+        closing.push(new Promise((resolve) => s.conn.once('end', resolve)))
+        s.conn.quit()
+      }
+    }
+    if (!closing.length) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([Promise.all(closing), new Promise((resolve) => (timer = setTimeout(resolve, 1000)))])
+    clearTimeout(timer)
+  }
+
   /** QUITs every idle connection; later releases close at once. */
   close(): void {
     this.closed = true

@@ -26,6 +26,7 @@ export async function transact(dest: Destination, o: TransactionOptions, pool: C
     // The server dropped the idle connection before reading the message: open a new one.
     if (outcome !== 'reconnect') return outcome
   }
+  if (o.capped) await pool.closeIdleTo(dest.address, o.port)
   const mayFallBack = (o.tls ?? 'may') === 'may' && !o.implicitTls && !o.auth
   let opened = await openSession(dest, o, key, false, pool)
   let tlsFallback: string | undefined

@@ -60,6 +60,12 @@ export interface TransactionOptions {
   ca?: (string | Buffer)[]
   /** Messages per connection for this destination (per-destination throttle), else the pool's. */
   maxMessages?: number
+  /**
+   * The host's address has a connection limit (a host throttle's concurrency): before a new
+   * connection, idle ones to that address (kept for another of its names) are closed, so the
+   * connections open to it stay within the limit, not only the transactions.
+   */
+  capped?: boolean
   /** Loop detection: a server that greets or answers EHLO with this name is this relay (loop.ts). */
   ownHostname?: string
   /**
@@ -136,6 +142,9 @@ export interface Session {
   conn: SMTPConnection
   key: string
   remoteHost: string
+  /** The host's address and port (a unix socket: its path, port 0). */
+  address: string
+  port: number
   messages: number
   /** Per-destination messages per connection (else the pool's). */
   maxMessages?: number
@@ -229,7 +238,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       debug: false,
       allowInternalNetworkInterfaces: true,
     } as ConstructorParameters<typeof SMTPConnection>[0])
-    const session: Session = { conn, key, remoteHost, messages: 0, tls: false }
+    const session: Session = { conn, key, remoteHost, address: o.socketPath ?? dest.address, port: o.socketPath ? 0 : o.port, messages: 0, tls: false }
     readEhloKeywordsOnly(conn) // before peerNames, which reads the server's name from the whole reply
     const names = o.ownHostname ? peerNames(conn) : undefined
     // nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses; RFC 6531 wants it

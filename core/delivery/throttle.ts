@@ -103,6 +103,11 @@ export class Throttle {
     return { ...matchRule(this.config.hosts, address), ...matchRule(this.config.hosts, name) }
   }
 
+  /** A host rule limits the connections to this host (its name or its address). */
+  hostCapped(name: string, address: string): boolean {
+    return this.hostLimits(name, address).concurrency !== undefined
+  }
+
   /** Messages per connection for a host of a domain: host rule, else domain rule, else default. */
   messagesPerConnection(domain: string, name: string, address: string): number | undefined {
     return this.hostLimits(name, address).messagesPerConnection ?? this.domainLimits(domain).messagesPerConnection

@@ -3,6 +3,7 @@
 // 421 / 4.7.x while another keeps full speed, and (with Redis) one limit held by two relays.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Redis } from 'ioredis'
+import { SMTPServer } from 'smtp-server'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { sendMail } from '../harness/smtp-client.js'
@@ -156,6 +157,55 @@ describe('per-destination throttles', () => {
     } finally {
       await r.stop()
       await Promise.all([capped.close(), zones.close()])
+    }
+  })
+
+  it('a host throttle of concurrency 1 holds the connections, not only the transactions: an idle one kept for another of its names is closed first', async () => {
+    // A server that refuses a second connection from the same client while one is open (a per-IP cap).
+    let open = 0
+    let most = 0
+    let refused = 0
+    let received = 0
+    const server = new SMTPServer({
+      authOptional: true,
+      disableReverseLookup: true,
+      disabledCommands: ['STARTTLS'],
+      logger: false,
+      onConnect(_session, cb) {
+        open++
+        most = Math.max(most, open)
+        if (open > 1) {
+          refused++
+          return cb(Object.assign(new Error('4.7.0 too many connections from your IP'), { responseCode: 421 }))
+        }
+        cb()
+      },
+      onClose: () => void open--,
+      onData(stream, _session, cb) {
+        stream.on('data', () => undefined)
+        stream.on('end', () => {
+          received++
+          cb()
+        })
+      },
+    })
+    await new Promise<void>((resolve) => server.listen(fast.port, '127.0.0.9', resolve))
+    // Two domains, two MX names, one address.
+    const zones = await startDns({ 'k1.test': { MX: [{ exchange: 'mx.k1.test', priority: 10 }] }, 'mx.k1.test': { A: ['127.0.0.9'] }, 'k2.test': { MX: [{ exchange: 'mx.k2.test', priority: 10 }] }, 'mx.k2.test': { A: ['127.0.0.9'] } })
+    const r = await startRelay({ config: { ...baseConfig(fast.port, { hosts: { '127.0.0.9': { concurrency: 1 } }, hostWait: '10s' }), dns: { servers: [zones.server], timeout: '1s' } } })
+    try {
+      for (let i = 0; i < 4; i++) {
+        await send(r, `a${i}@k1.test`, `k1 ${i}`)
+        await send(r, `b${i}@k2.test`, `k2 ${i}`)
+      }
+      await eventually(() => received === 8 || undefined, 20_000, 'all 8 messages at the host')
+      expect(most).toBe(1)
+      expect(refused).toBe(0)
+      expect(r.logs.filter((l) => l.event === 'deferred')).toEqual([])
+    } finally {
+      await r.stop()
+      await zones.close()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
     }
   })
 
