@@ -183,7 +183,7 @@ describe('throughHost', () => {
     let ran = false
     const outcome = await throughHost(t, host, 25, 50, async () => ((ran = true), done(250, 'ok')))
     expect(ran).toBe(false)
-    expect(outcome).toEqual({ kind: 'unreachable', response: 'local throttle: no slot for this host within 50 ms (limit or backoff pause)', remoteHost: 'mx.dest.test[192.0.2.7]:25' })
+    expect(outcome).toEqual({ kind: 'unreachable', response: 'local throttle: no slot for this host within 50 ms (limit or backoff pause)', remoteHost: 'mx.dest.test[192.0.2.7]:25', notTried: true })
   })
 
   it('holds the host slot while the transaction runs and gives it back after', async () => {
