@@ -85,44 +85,26 @@ beforeAll(async () => {
           ? Object.assign(new Error('4.2.2 <' + rcpt + '>: mailbox full'), { responseCode: 452 })
           : `2.0.0 <${rcpt}> saved`,
     )
-  lmtp = new SMTPServer({
-    lmtp: true,
-    logger: false,
-    disableReverseLookup: true,
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, session, cb) {
-      const to = session.envelope.rcptTo.map((r) => r.address)
-      lmtpReceived.push({ to, lhlo: String(session.hostNameAppearsAs) })
-      void collect(stream).then(() => cb(null, perRecipient(to) as unknown as string))
-    },
-  })
+  /** An LMTP mail store; `reply` answers the message for its recipients. */
+  const store = (reply: (to: string[], lhlo: string) => unknown) =>
+    new SMTPServer({
+      lmtp: true,
+      logger: false,
+      disableReverseLookup: true,
+      authOptional: true,
+      disabledCommands: ['STARTTLS'],
+      onData(stream, session, cb) {
+        const answer = reply(session.envelope.rcptTo.map((r) => r.address), String(session.hostNameAppearsAs))
+        void collect(stream).then(() => cb(null, answer as string))
+      },
+    })
+  lmtp = store((to, lhlo) => (lmtpReceived.push({ to, lhlo }), perRecipient(to)))
   await listen(lmtp, 0, '127.0.0.5')
   lmtpPort = (lmtp.server.address() as { port: number }).port
   sockPath = path.join(tempDir('relay-lmtp-'), 'lmtp.sock')
-  lmtpSock = new SMTPServer({
-    lmtp: true,
-    logger: false,
-    disableReverseLookup: true,
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, session, cb) {
-      sockReceived.push({ to: session.envelope.rcptTo.map((r) => r.address) })
-      void collect(stream).then(() => cb(null, 'saved'))
-    },
-  })
+  lmtpSock = store((to) => (sockReceived.push({ to }), 'saved'))
   await listen(lmtpSock, sockPath)
-  lmtpLocal = new SMTPServer({
-    lmtp: true,
-    logger: false,
-    disableReverseLookup: true,
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, session, cb) {
-      localReceived.push({ to: session.envelope.rcptTo.map((r) => r.address) })
-      void collect(stream).then(() => cb(null, 'saved'))
-    },
-  })
+  lmtpLocal = store((to) => (localReceived.push({ to }), 'saved'))
   await listen(lmtpLocal, 0, '127.0.0.1')
   lmtpLocalPort = (lmtpLocal.server.address() as { port: number }).port
 
