@@ -157,3 +157,13 @@ export function isHardBounce(category: BounceCategory, response: string, status?
   if (parsed.code !== undefined) return parsed.code >= 500
   return (parsed.status ?? status ?? '').startsWith('5.')
 }
+
+/**
+ * A reply that asks the destination (the domain, the host) to slow down: a "throttled" one, but not
+ * greylisting (one sender/recipient pair) nor a 4.2.1 to one RCPT (Gmail's "this user is receiving
+ * mail at a rate ..."): those are about one mailbox, and pause nobody else.
+ */
+export function slowsDestination(response: string, status: string | undefined, stage: string | undefined): boolean {
+  if (classify(response, status) !== 'throttled' || /gr[ae]ylist/i.test(response)) return false
+  return !(stage === 'rcpt' && (status === '4.2.1' || /^(?:\d{3}[ -])+4\.2\.1\b/.test(response)))
+}

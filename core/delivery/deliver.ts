@@ -9,7 +9,7 @@ import { deliveryEvent } from '../hooks/delivery-event.js'
 import { expiredResponse, wantsDsn } from '../mail/bounce.js'
 import type { Job, Queue, RecipientResult, Suppression } from '../queue/types.js'
 import { attemptDelivery, type AttemptDeps, type AttemptResult } from './attempt.js'
-import { classify, isHardBounce } from './classify.js'
+import { classify, isHardBounce, slowsDestination } from './classify.js'
 import { DeliveryDsns } from './dsn.js'
 import { retryDelay } from './retry.js'
 import { Throttle } from './throttle.js'
@@ -176,9 +176,9 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
   const suppress: Suppression[] = []
   const events: { name: EventName; event: DeliveryEvent }[] = []
   const { suppression } = config.delivery
-  // The destination said "slow down" (421, 4.7.x rate limited): this domain alone backs off.
-  // Greylisting is about one sender/recipient pair, not the destination's load: no backoff for it.
-  const slowDown = attempts.some((a) => a.remote && a.outcome === 'retry' && classify(a.response, a.status) === 'throttled' && !/gr[ae]ylist/i.test(a.response))
+  // The destination said "slow down" (421, 4.7.x rate limited): this domain alone backs off
+  // (not for greylisting or one mailbox's rate: classify.ts slowsDestination).
+  const slowDown = attempts.some((a) => a.remote && a.outcome === 'retry' && slowsDestination(a.response, a.status, a.stage))
   if (slowDown) {
     const b = throttle.backoffDomain(job.domain)
     if (b) log.warn({ domain: job.domain, pauseMs: b.pauseMs, concurrency: b.concurrency }, `throttle: ${job.domain} asked to slow down; paused ${b.pauseMs} ms, concurrency ${b.concurrency}`)

@@ -7,7 +7,7 @@ import crypto from 'node:crypto'
 import type { Logger } from 'pino'
 import type { RelayConfig } from '../config/schema.js'
 import type { Outcome } from './smtp-session.js'
-import { classify } from './classify.js'
+import { slowsDestination } from './classify.js'
 import { MINUTE_MS, SECOND_MS } from './throttle-scripts.js'
 import { SharedCounters } from './shared-counters.js'
 import { windowRetryAt } from './throttle-window.js'
@@ -362,7 +362,7 @@ export async function throughHost(
 }
 
 function saysSlowDown(o: Outcome): boolean {
-  const slow = (code: number, response: string) => code >= 400 && code < 500 && classify(`${code} ${response}`) === 'throttled' && !/gr[ae]ylist/i.test(response)
+  const slow = (code: number, response: string, stage?: string) => code >= 400 && code < 500 && slowsDestination(`${code} ${response}`, undefined, stage)
   if (o.kind === 'unreachable') return o.code !== undefined && slow(o.code, o.response)
-  return [...o.replies.values()].some((r) => slow(r.code, r.response))
+  return [...o.replies.values()].some((r) => slow(r.code, r.response, r.stage))
 }

@@ -209,6 +209,23 @@ describe('per-destination throttles', () => {
     }
   })
 
+  it("a 4.2.1 to one RCPT (one mailbox's rate) defers that recipient and pauses nobody else of the domain", async () => {
+    const rx = await startReceiver({ host: '127.0.0.10', behaviour: { noStartTls: true, reply: { rcpt: ({ address }) => (address === 'busy@rate.test' ? { code: 450, message: '4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered' } : undefined) } } })
+    const zones = await startDns({ 'rate.test': { A: ['127.0.0.10'] } })
+    const r = await startRelay({ config: { ...baseConfig(rx.port, throttleConfig()), dns: { servers: [zones.server], timeout: '1s' } } })
+    try {
+      await send(r, 'busy@rate.test', 'busy mailbox')
+      const deferred = await r.waitForLog((l) => l.event === 'deferred' && l.recipient === 'busy@rate.test', 10_000)
+      expect(deferred.category).toBe('throttled')
+      await send(r, 'other@rate.test', 'another mailbox')
+      await rx.waitForMessages(1, 1000)
+      expect(r.logs.filter((l) => /asked to slow down/.test(String(l.msg)))).toEqual([])
+    } finally {
+      await r.stop()
+      await Promise.all([rx.close(), zones.close()])
+    }
+  })
+
   it('with Redis: two relays hold one per-domain concurrency limit together', async () => {
     const problem = await redisProblem()
     if (problem && skipFor(problem)) return

@@ -1,6 +1,6 @@
 // core/delivery/classify.ts: the category of a failure from representative replies, remote and our own.
 import { describe, expect, it } from 'vitest'
-import { BOUNCE_CATEGORIES, aboutSender, classify, isHardBounce, parseReply } from '../../core/delivery/classify.js'
+import { BOUNCE_CATEGORIES, aboutSender, classify, isHardBounce, parseReply, slowsDestination } from '../../core/delivery/classify.js'
 
 /** [reply as recorded, category] — remote replies with their code, local results as the relay writes them. */
 const CASES: [string, string][] = [
@@ -106,5 +106,18 @@ describe('aboutSender', () => {
     expect(aboutSender('451 4.1.8 <s@x.test>: Sender address rejected: Domain not found')).toBe(true)
     expect(aboutSender('550 5.1.1 <bob@dest.test>: Recipient address rejected: User unknown')).toBe(false)
     expect(aboutSender('550 5.1.0 Address rejected')).toBe(false)
+  })
+})
+
+describe('slowsDestination', () => {
+  it('rate limits and 421s slow the destination; greylisting and one mailbox\'s 4.2.1 at RCPT do not', () => {
+    expect(slowsDestination('421 4.7.0 Too many connections, slow down', undefined, undefined)).toBe(true)
+    expect(slowsDestination('450 4.7.1 rate limited, try again later', undefined, 'rcpt')).toBe(true)
+    expect(slowsDestination('451 4.7.1 greylisted, try again later', undefined, 'rcpt')).toBe(false)
+    const gmail = '450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered'
+    expect(slowsDestination(gmail, undefined, 'rcpt')).toBe(false)
+    expect(slowsDestination(`450 ${gmail}`, undefined, 'rcpt')).toBe(false) // the code twice, as the throttle builds it
+    expect(slowsDestination(gmail, undefined, 'mail')).toBe(true) // to MAIL FROM it speaks of the whole transaction
+    expect(slowsDestination('550 5.1.1 no such user', undefined, 'rcpt')).toBe(false)
   })
 })
