@@ -67,7 +67,10 @@ export function limitSignatures(headers: MessageHeaders, maxSignatures: number):
   const newestSeal = oversizedNewestAms(headers)
   if (all.length - oversized.length <= maxSignatures && !oversized.length && !newestSeal) return { entries: [] }
 
-  const entries = oversized.map((f) => `dkim=neutral (not verified: h= names ${signedFields(f)} fields, more than ${MAX_SIGNED_FIELDS})${named(f)}`)
+  // Listed as the skipped ones are: the first ten, then a count (1,800 of them made a 180 KB field).
+  const entries = oversized.slice(0, LISTED_SKIPPED).map((f) => `dkim=neutral (not verified: h= names ${signedFields(f)} fields, more than ${MAX_SIGNED_FIELDS})${named(f)}`)
+  const moreOversized = oversized.length - LISTED_SKIPPED
+  if (moreOversized > 0) entries.push(`dkim=neutral (not verified: h= over ${MAX_SIGNED_FIELDS} fields, ${moreOversized} more signature${moreOversized === 1 ? '' : 's'})`)
   const signatures = all.filter((f) => !oversized.includes(f))
   const authors = authorDomains(headers)
   const related = (d: string | undefined) => d !== undefined && authors.some((a) => a === d || a.endsWith(`.${d}`) || d.endsWith(`.${a}`))
