@@ -55,6 +55,7 @@ function delivery(e: DeliveryEvent) {
     durationMs: e.durationMs,
     queuedMs: e.queuedMs,
     nextAttemptAt: iso(e.nextAttemptAt),
+    byOperator: e.byOperator,
   }
 }
 

@@ -15,6 +15,7 @@ export interface RecipientOutcome {
   tls?: DeliveryEvent['tls']
   route?: DeliveryEvent['route']
   routeName?: string
+  byOperator?: true
 }
 
 /**
@@ -38,5 +39,6 @@ export function deliveryEvent(m: { id: string; messageId?: string; sender: strin
     tls: r.tls,
     route: r.route,
     routeName: r.routeName,
+    ...(r.byOperator ? { byOperator: true as const } : {}),
   }
 }

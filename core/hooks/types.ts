@@ -146,6 +146,8 @@ export interface DeliveryEvent {
   route?: 'mx' | 'smtp' | 'lmtp'
   /** The name of the route a `deliver` hook chose (Route.name), when it gave one. */
   routeName?: string
+  /** Decided by the operator (`relay queue bounce`), not by a delivery attempt: durationMs is 0. */
+  byOperator?: true
 }
 
 /** What every hook receives besides its own data. */

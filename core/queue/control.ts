@@ -162,7 +162,7 @@ export class QueueControl {
     const hooks = this.env.hooks
     if (hooks) {
       for (const b of r.bounced) {
-        const outcome = { recipient: b.address, domain: b.domain, response: ADMIN_BOUNCE_RESPONSE, attempts: b.attempts, category: 'other' as const }
+        const outcome = { recipient: b.address, domain: b.domain, response: ADMIN_BOUNCE_RESPONSE, attempts: b.attempts, category: 'other' as const, byOperator: true as const }
         await hooks.emit('bounced', deliveryEvent(detail, outcome, now, now))
       }
     }

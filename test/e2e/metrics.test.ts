@@ -246,6 +246,21 @@ describe('GET /metrics', () => {
     expect(value(after, 'relay_delivery_open_connections')).toBe(1)
   })
 
+  it("an operator's bounce counts as bounced and in queue time, not as an attempt (it took none)", async () => {
+    const before = (await scrape()).samples
+    const id = relay.logs.find((l) => l.event === 'accepted' && (l.recipients as string[] | undefined)?.includes('busy@three.test'))!.queueId as string
+    const res = await fetch(`${adminUrl}/api/queue/${id}/bounce`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}` } })
+    expect(res.status).toBe(200)
+    await res.body?.cancel()
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'busy@three.test')
+    expect(bounced.byOperator).toBe(true)
+    const { samples } = await scrape()
+    const count = (s: typeof samples, name: string) => value(s, name, { result: 'bounced' }) ?? 0
+    expect(count(samples, 'relay_delivery_attempt_duration_seconds_count')).toBe(count(before, 'relay_delivery_attempt_duration_seconds_count'))
+    expect(count(samples, 'relay_delivery_queue_time_seconds_count')).toBe(count(before, 'relay_delivery_queue_time_seconds_count') + 1)
+    expect(value(samples, 'relay_delivery_bounced_total', { domain: 'other', category: 'other' })).toBe(1)
+  })
+
   it('counts reloads by result', async () => {
     const reload = () => fetch(`${adminUrl}/api/reload`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}` } })
     expect((await reload()).status).toBe(200)

@@ -218,7 +218,8 @@ export class RelayMetrics {
   }
 
   private timings(result: string, e: DeliveryEvent, final: boolean): void {
-    this.attemptDuration.observe({ result }, Math.max(0, e.durationMs) / 1000)
+    // An operator's bounce took no attempt: it would pull the attempt durations towards 0.
+    if (!e.byOperator) this.attemptDuration.observe({ result }, Math.max(0, e.durationMs) / 1000)
     if (final) this.queueTime.observe({ result }, Math.max(0, e.queuedMs) / 1000)
   }
 }
