@@ -93,7 +93,8 @@ export function parseReply(response: string): ParsedReply {
   let status = agrees(code, head[2])
   // A connection-level wrapper of ours around what the remote host said.
   if (status === '4.4.1' || status === '4.4.2') {
-    const inner = /:\s*([45]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)
+    // After ": " (the port in `name[ip]:587 ` is no reply code).
+    const inner = /:\s+([45]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(text)
     if (inner) {
       code = Number(inner[1])
       status = agrees(code, inner[2]) ?? status

@@ -131,7 +131,11 @@ export const RET_FULL_MAX = 1024 * 1024
  * a failure with RET=FULL, the original message). `action: 'delayed'` makes the warning sent while
  * delivery is still being retried.
  */
-export async function buildDsn(d: DsnInput): Promise<Buffer> {
+export async function buildDsn(input: DsnInput): Promise<Buffer> {
+  // An address is written into the report's text and fields: a control character in one (a maildrop
+  // file is written by any local user, past sendmail's checks) must not start a line of its own.
+  const noControls = (s: string) => s.replace(/[\x00-\x1f\x7f]/g, '?')
+  const d: DsnInput = { ...input, recipients: input.recipients.map((r) => ({ ...r, address: noControls(r.address), ...(r.orcpt ? { orcpt: noControls(r.orcpt) } : {}) })) }
   const delayed = d.action === 'delayed'
   const actionOf = (r: FailedRecipient): DsnAction => r.action ?? d.action ?? 'failed'
   const failed = d.recipients.some((r) => actionOf(r) === 'failed')

@@ -27,6 +27,8 @@ export interface PickupEnv {
 
 /** A scan also runs this often: fs.watch misses events on some file systems. */
 const POLL_MS = 5_000
+/** How long a file refused for now (the queue unavailable, a plugin's tempfail) waits before it is tried again. */
+const RETRY_MS = 60_000
 
 export class MaildropPickup {
   private watcher: fs.FSWatcher | undefined
@@ -35,6 +37,8 @@ export class MaildropPickup {
   private again = false
   private stopped = false
   private readonly dir: string
+  /** Files refused for now, and when each may be tried again. */
+  private readonly retryAt = new Map<string, number>()
 
   constructor(private readonly env: PickupEnv) {
     const dataDir = env.config().dataDir
@@ -82,7 +86,10 @@ export class MaildropPickup {
   }
 
   private async scan(): Promise<void> {
-    for (const name of await listDropped(this.dir)) {
+    const names = await listDropped(this.dir)
+    const present = new Set(names)
+    for (const name of this.retryAt.keys()) if (!present.has(name)) this.retryAt.delete(name)
+    for (const name of names) {
       if (this.stopped) return
       // One file that cannot be taken (whatever a local user put there) never holds up the others.
       await this.pickUp(path.join(this.dir, name)).catch((err: unknown) => this.env.log.error({ err, file: name }, 'maildrop: cannot pick up this file; the others go on'))
@@ -108,8 +115,20 @@ export class MaildropPickup {
       const stat = await handle.stat()
       if (!stat.isFile()) throw new CorruptDropError('not a regular file')
       if (stat.nlink !== 1) throw new CorruptDropError('a file with other links')
-      if (stat.size > this.env.config().smtp.maxMessageSize + 1024 * 1024) throw new CorruptDropError(`too large (${stat.size} bytes)`)
-      return { data: await handle.readFile(), uid: stat.uid }
+      const limit = this.env.config().smtp.maxMessageSize + 1024 * 1024
+      if (stat.size > limit) throw new CorruptDropError(`too large (${stat.size} bytes)`)
+      // At most limit + 1 bytes, whatever the size is now: the file's owner may grow it after the
+      // stat (a sparse gigabyte read whole into memory).
+      const buffer = Buffer.allocUnsafe(Math.min(stat.size, limit) + 1)
+      let length = 0
+      while (length < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length)
+        if (!bytesRead) break
+        length += bytesRead
+      }
+      if (length > limit) throw new CorruptDropError(`too large (grew past ${limit} bytes while read)`)
+      if (length === buffer.length) throw new CorruptDropError('it grew while read')
+      return { data: buffer.subarray(0, length), uid: stat.uid }
     } finally {
       await handle.close()
     }
@@ -126,24 +145,49 @@ export class MaildropPickup {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       if (!(err instanceof CorruptDropError)) throw err
-      const aside = path.join(this.dir, `.corrupt-${path.basename(file)}`)
-      await fsp.rename(file, aside)
-      log.error({ file: aside, reason: err.message }, 'maildrop: not a message file; set aside')
+      const aside = await this.setAside(file)
+      log.error({ file: aside ?? path.basename(file), reason: err.message }, aside ? 'maildrop: not a message file; set aside' : 'maildrop: not a message file; removed (it could not be set aside)')
       return
     }
+    // A file refused for now waits before it is tried (and logged) again: a scan runs at every
+    // change in the directory, which any local user can make many times a second.
+    const name = path.basename(file)
+    const waiting = this.retryAt.get(name)
+    if (waiting !== undefined && waiting > Date.now()) return
     try {
       const { queueId } = await this.env.inject({ sender: dropped.sender, recipients: dropped.recipients, raw: dropped.raw }, { kind: 'local', uid })
       log.info({ queueId, uid, file: path.basename(file) }, 'maildrop: picked up')
     } catch (err) {
       const code = (err as { responseCode?: number }).responseCode
-      // A temporary refusal (or a failure without a reply): the file stays for the next scan.
-      if (!code || code < 500) {
-        log.warn({ err: code ? undefined : err, reply: (err as Error).message, file: path.basename(file) }, 'maildrop: not picked up now; will retry')
+      // Too many recipients (452 4.5.3) is no passing state for a file: the same list is refused
+      // every time. It bounces, as a permanent refusal does.
+      const tooMany = code === 452 && /^4\.5\.3\b/.test((err as Error).message)
+      // A temporary refusal (or a failure without a reply): the file stays, tried again in a minute.
+      if (!tooMany && (!code || code < 500)) {
+        this.retryAt.set(name, Date.now() + RETRY_MS)
+        log.warn({ err: code ? undefined : err, reply: (err as Error).message, file: name }, `maildrop: not picked up now; tried again in ${RETRY_MS / 1000} s`)
         return
       }
-      await this.bounce(dropped, uid, `${code} ${(err as Error).message}`)
+      await this.bounce(dropped, uid, tooMany ? `552 5.5.3 Too many recipients (at most ${this.env.config().smtp.maxRecipients})` : `${code} ${(err as Error).message}`)
     }
+    this.retryAt.delete(name)
     await fsp.rm(file, { force: true })
+  }
+
+  /** Moves a file that is no message aside (`.corrupt-<name>`, else a unique name), or removes it; the name it got. */
+  private async setAside(file: string): Promise<string | undefined> {
+    const name = path.basename(file)
+    for (const aside of [`.corrupt-${name}`, `.corrupt-${name}-${newQueueId()}`]) {
+      try {
+        await fsp.rename(file, path.join(this.dir, aside))
+        return aside
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      }
+    }
+    // Whatever holds those names (a local user's directory), the entry must not be read at every scan.
+    await fsp.rm(file, { recursive: true, force: true })
+    return undefined
   }
 
   /** The refusal goes back to the sender as a DSN (none for the null sender). */

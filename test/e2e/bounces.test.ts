@@ -171,7 +171,7 @@ describe('failure categories', () => {
     expect(await deferred('full@dest.test')).toMatchObject({ category: 'mailbox-full', response: expect.stringMatching(/^552 5\.2\.2 /) })
     expect(await bounced('spam@dest.test')).toMatchObject({ category: 'policy' })
     expect(await bounced('x@nowhere.test')).toMatchObject({ category: 'dns', response: expect.stringMatching(/^5\.1\.2 /) })
-    expect(await deferred('someone@busy.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/unreachable: 421 4\.7\.0 Too many connections/) })
+    expect(await deferred('someone@busy.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/refused to talk to me: 421 4\.7\.0 Too many connections/) })
     expect(await deferred('busy451@dest.test')).toMatchObject({ category: 'throttled', response: expect.stringMatching(/^451 4\.7\.0 /) })
 
     // The queue keeps the category with each deferred recipient.

@@ -10,6 +10,9 @@ import { ROOT, eventually, runCli, startRelay, type RelayProcess } from '../harn
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 
+/** The first bytes of a maildrop file (core/queue/maildrop.ts). */
+const MAGIC = 'RELAY-MAILDROP 1\n'
+
 let relay: RelayProcess
 let rx: TestReceiver // dest.test
 let senderRx: TestReceiver // sender.test: bounces
@@ -180,6 +183,35 @@ describe('relay sendmail', () => {
     expect(aside.sort()).toEqual(['.corrupt-0-a-directory', '.corrupt-0-a-fifo', '.corrupt-0-a-symlink'])
     expect(rx.messages.some((m) => text(m).includes('private bytes'))).toBe(false)
     for (const n of aside) fs.rmSync(path.join(dir, n), { recursive: true })
+  })
+
+  it('a maildrop file a local user wrote by hand: a line break in a recipient does not reach the bounce as a line of its own; a name taken by a directory does not keep a bad file in the scans', async () => {
+    const dir = path.join(relay.dataDir, 'maildrop')
+    const envelope = JSON.stringify({ sender: 'alice@sender.test', recipients: ['r@example.com>\r\nDATA\r\nX-Injected: yes'] })
+    fs.writeFileSync(path.join(dir, '1-crlf-rcpt'), `${MAGIC}${envelope}\nSubject: crafted\r\n\r\nbody\r\n`)
+    const dsn = await eventually(() => senderRx.messages.find((m) => text(m).includes('Subject: crafted')), 10_000, 'the bounce of the crafted file')
+    expect(text(dsn)).toContain('Final-Recipient: rfc822; r@example.com>??DATA??X-Injected: yes')
+    expect(text(dsn)).not.toMatch(/^X-Injected: yes/m)
+    expect(text(dsn)).not.toMatch(/^DATA\r$/m)
+    // `.corrupt-1-taken` is a directory with something in it: the bad file cannot get that name.
+    fs.mkdirSync(path.join(dir, '.corrupt-1-taken', 'x'), { recursive: true })
+    fs.writeFileSync(path.join(dir, '1-taken'), 'not a maildrop file\n')
+    await eventually(() => !fs.existsSync(path.join(dir, '1-taken')) || undefined, 10_000, 'the bad file out of the way')
+    const errors = relay.logs.filter((l) => l.msg === 'maildrop: cannot pick up this file; the others go on')
+    expect(errors).toEqual([])
+    fs.rmSync(path.join(dir, '.corrupt-1-taken'), { recursive: true })
+    for (const n of maildrop().filter((n) => n.startsWith('.corrupt-1-taken-'))) fs.rmSync(path.join(dir, n))
+  })
+
+  it('more recipients than smtp.maxRecipients: bounced with the limit in the report, not retried (and logged) at every scan', async () => {
+    const many = Array.from({ length: 1001 }, (_, i) => `m${i}@dest.test`)
+    const r = sendmail(['-f', 'alice@sender.test', ...many], 'Subject: to a crowd\n\nhello all\n')
+    expect(r.code, r.stderr).toBe(0)
+    const dsn = await eventually(() => senderRx.messages.find((m) => text(m).includes('Subject: to a crowd')), 15_000, 'the bounce of the crowd')
+    expect(text(dsn)).toContain('Too many recipients (at most 1000)')
+    await eventually(() => maildrop().filter((n) => !n.startsWith('.')).length === 0 || undefined, 10_000, 'the file gone')
+    expect(to('m0@dest.test')).toHaveLength(0)
+    expect(relay.logs.filter((l) => String(l.msg).startsWith('maildrop: not picked up now'))).toEqual([])
   })
 
   it('a message the checks refuse bounces to the sender and leaves the maildrop', async () => {

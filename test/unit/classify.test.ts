@@ -74,6 +74,9 @@ describe('parseReply', () => {
     expect(parseReply('5.1.2 Domain x does not exist')).toEqual({ code: undefined, status: '5.1.2' })
     expect(parseReply('4.4.1 Host h[192.0.2.1]:25 unreachable: 421 4.7.0 busy')).toEqual({ code: 421, status: '4.7.0' })
     expect(parseReply('4.4.1 Host h[192.0.2.1]:25 unreachable: 554 go away')).toEqual({ code: 554, status: '4.4.1' })
+    // A port that looks like a reply code (587, 465) is not taken for one.
+    expect(parseReply('4.4.1 Host smtp.x.test[192.0.2.1]:587 refused to talk to me: 421 4.7.0 busy')).toEqual({ code: 421, status: '4.7.0' })
+    expect(parseReply('4.4.1 Host smtp.x.test[192.0.2.1]:465 unreachable: connect ECONNREFUSED')).toEqual({ code: undefined, status: '4.4.1' })
     expect(parseReply('connection lost')).toEqual({ code: undefined, status: undefined })
   })
 })
