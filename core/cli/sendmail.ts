@@ -200,7 +200,9 @@ export async function sendmail(argv: string[]): Promise<number> {
   try {
     // No config found is an error, not the defaults: a maildrop under the working directory
     // (a cron job's $HOME) would be read by no relay, and the mail lost without a word.
-    config = await requireConfig(args.config ?? process.env.RELAY_CONFIG)
+    // Nor from the current directory: sendmail runs wherever a program or a cron job stands, as
+    // whoever runs it (Postfix's reads /etc/postfix only): -C, $RELAY_CONFIG or /etc/relay/.
+    config = await requireConfig(args.config ?? process.env.RELAY_CONFIG, { searchCwd: false })
   } catch (err) {
     say(err instanceof ConfigError ? err.message : `cannot read the config: ${(err as Error).message}`)
     return EX_CONFIG

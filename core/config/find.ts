@@ -112,6 +112,10 @@ const options = {
 // cosmiconfig's defaults lack relay.config.json/.yaml/.yml and .mts, which the docs promise.
 const CWD_PLACES = [...getDefaultSearchPlaces('relay'), ...CONFIG_FILE_NAMES.filter((n) => !getDefaultSearchPlaces('relay').includes(n))]
 const inCwd = cosmiconfig('relay', { ...options, searchPlaces: CWD_PLACES })
+// The same search without loading: only where the file is (its safety is checked before it runs).
+// package.json counts only with a "relay" key: it is read (data, no code runs).
+const whereOnly: Loader = (filepath, content) => (path.basename(filepath) === 'package.json' ? (JSON.parse(content) as unknown) : {})
+const inCwdFind = cosmiconfig('relay', { ...options, searchPlaces: CWD_PLACES, loaders: Object.fromEntries(Object.keys(options.loaders).map((ext) => [ext, whereOnly])) })
 const inSystemDir = cosmiconfig('relay', { ...options, searchPlaces: CONFIG_FILE_NAMES })
 
 /**
@@ -131,24 +135,57 @@ export interface FoundConfig {
   filepath: string
 }
 
+/** How a search goes: `searchCwd: false` skips the current directory (sendmail, run anywhere by anyone). */
+export interface SearchOptions {
+  searchCwd?: boolean
+}
+
 /** Where a search looks, in order, as the messages name them. */
-export function searchPlaces(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
+export function searchPlaces(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), opts: SearchOptions = {}): string[] {
   if (file) return [`--config ${path.resolve(cwd, file)}`]
   const places: string[] = []
   if (env.RELAY_CONFIG) return [`$RELAY_CONFIG ${path.resolve(cwd, env.RELAY_CONFIG)}`]
   places.push('--config (not given)', '$RELAY_CONFIG (not set)')
-  places.push(`${cwd}/ (relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay")`)
+  if (opts.searchCwd !== false) places.push(`${cwd}/ (relay.config.ts/.js/.json/.yaml, .relayrc*, package.json "relay")`)
   places.push(`${systemConfigDir(env)}/ (${CONFIG_FILE_NAMES.join(', ')})`)
   return places
+}
+
+/**
+ * Why a config found in the current directory is not read, if it is not: a config is code (a .ts
+ * or .js module) and says where the data directory is, so one another user could write would run as
+ * whoever runs `relay` there (root, in a user's directory). As git's safe.directory: the file and
+ * its directory belong to the caller or root, and neither is writable by everyone (a sticky
+ * directory, /tmp, excepted).
+ */
+function notSafe(filepath: string): string | undefined {
+  const uid = process.getuid?.()
+  if (uid === undefined) return undefined
+  const file = fs.statSync(filepath)
+  const dir = fs.statSync(path.dirname(filepath))
+  if (file.uid !== uid && file.uid !== 0) return `it belongs to uid ${file.uid}, not to you (uid ${uid}) or root`
+  if (file.mode & 0o002) return 'anyone may write to it'
+  if (dir.uid !== uid && dir.uid !== 0) return `its directory belongs to uid ${dir.uid}, not to you (uid ${uid}) or root`
+  if (dir.mode & 0o002 && !(dir.mode & 0o1000)) return 'anyone may write to its directory'
+  return undefined
 }
 
 /**
  * The config file as written, not validated; null when none was found. A file named by `--config`
  * or $RELAY_CONFIG must exist (ENOENT is thrown as it is).
  */
-export async function findConfig(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<FoundConfig | null> {
+export async function findConfig(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), opts: SearchOptions = {}): Promise<FoundConfig | null> {
   const named = file ?? (env.RELAY_CONFIG || undefined)
-  const found = named ? await inCwd.load(path.resolve(cwd, named)) : ((await inCwd.search(cwd)) ?? (await inSystemDir.search(systemConfigDir(env))))
+  let found: Awaited<ReturnType<typeof inCwd.search>>
+  if (named) found = await inCwd.load(path.resolve(cwd, named))
+  else {
+    // Checked before it is loaded (a module runs as it loads): a file named by --config or
+    // $RELAY_CONFIG is the caller's choice; one merely found here is not.
+    const here = opts.searchCwd === false ? null : await inCwdFind.search(cwd)
+    const unsafe = here && notSafe(here.filepath)
+    if (here && unsafe) throw Object.assign(new Error(`not reading ${here.filepath}, found in the current directory: ${unsafe} (a config is code that runs as you); name it with --config if you trust it`), { filepath: here.filepath, unsafe: true })
+    found = here ? await inCwd.load(here.filepath) : await inSystemDir.search(systemConfigDir(env))
+  }
   // Empty, or only comments: a file meant as the config that says nothing (a truncated write, an
   // editor's new file) must not start a relay on the defaults. `{}` is how to ask for them.
   if (found?.isEmpty) throw emptyFile(found.filepath)

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { configSchema, type RelayConfig } from './schema.js'
 import { freezeConfig } from './freeze.js'
-import { findConfig, searchPlaces, type FoundConfig } from './find.js'
+import { findConfig, searchPlaces, type FoundConfig, type SearchOptions } from './find.js'
 import { ConfigSyntaxError } from './syntax.js'
 import { zodIssues } from './issues.js'
 import { errorText } from '../error-text.js'
@@ -60,22 +60,22 @@ export function parseConfig(raw: unknown, configDir: string, file?: string): Rel
  * (cosmiconfig, module name `relay`: relay.config.ts/.js/.json/.yaml, .relayrc*, package.json
  * "relay"), else in /etc/relay/. None found: the defaults (`configFile` undefined).
  */
-export async function loadConfig(file?: string): Promise<RelayConfig> {
-  const found = await loadRawConfig(file)
+export async function loadConfig(file?: string, opts: SearchOptions = {}): Promise<RelayConfig> {
+  const found = await loadRawConfig(file, opts)
   if (!found) return parseConfig({}, process.cwd())
   return parseConfig(found.config, path.dirname(found.filepath), found.filepath)
 }
 
 /** As loadConfig, but no config file found is a ConfigError that says where it looked. */
-export async function requireConfig(file?: string): Promise<RelayConfig> {
-  const config = await loadConfig(file)
-  if (!config.configFile) throw noConfigError()
+export async function requireConfig(file?: string, opts: SearchOptions = {}): Promise<RelayConfig> {
+  const config = await loadConfig(file, opts)
+  if (!config.configFile) throw noConfigError(opts)
   return config
 }
 
 /** "no config file found", with the places looked in. */
-export function noConfigError(): ConfigError {
-  const looked = searchPlaces().map((p) => `  ${p}`).join('\n')
+export function noConfigError(opts: SearchOptions = {}): ConfigError {
+  const looked = searchPlaces(undefined, process.env, process.cwd(), opts).map((p) => `  ${p}`).join('\n')
   const err = new ConfigError(undefined, [{ path: '', message: 'no config file found' }])
   err.message = `no config file found; looked in:\n${looked}\ngive one with --config <file> or RELAY_CONFIG=<file>`
   return err
@@ -85,9 +85,9 @@ export function noConfigError(): ConfigError {
  * The config file as written, not validated (`relay reload` finds the running relay's data
  * directory with it even when the edited config is invalid); null when none was found.
  */
-export async function loadRawConfig(file?: string): Promise<FoundConfig | null> {
+export async function loadRawConfig(file?: string, opts: SearchOptions = {}): Promise<FoundConfig | null> {
   try {
-    return await findConfig(file)
+    return await findConfig(file, process.env, process.cwd(), opts)
   } catch (err) {
     const named = file ?? (process.env.RELAY_CONFIG || undefined)
     const where = (err as { filepath?: string }).filepath ?? (named ? path.resolve(named) : undefined)
@@ -100,6 +100,7 @@ export async function loadRawConfig(file?: string): Promise<FoundConfig | null> 
       const excerpt = [masked === err.message ? '' : err.reason, err.snippet].filter(Boolean).join('\n') || undefined
       throw new ConfigError(where, [{ path: at ? `${at}:${err.line}:${err.column}` : '', message: `cannot load config: ${masked}`, excerpt }])
     }
+    if ((err as { unsafe?: boolean }).unsafe) throw new ConfigError(where, [{ path: '', message: (err as Error).message }])
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && named) {
       throw new ConfigError(where, [{ path: '', message: `config file not found: ${where}${file ? '' : ' (from $RELAY_CONFIG)'}` }])
     }

@@ -65,6 +65,35 @@ describe('where the config is found', () => {
     expect(runCli(['check-config', '--config', flagFile], { env: ENV }).stderr).not.toContain('is also in')
   })
 
+  it("a config found in the current directory that another user could have written is not read (it is code, run as the caller); --config still reads it", () => {
+    const planted = dirWith({ 'relay.config.json': json('planted.example') })
+    const file = path.join(planted, 'relay.config.json')
+    fs.chmodSync(file, 0o666)
+    let r = runCli(['check-config'], { cwd: planted, env: ENV })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`not reading ${file}, found in the current directory: anyone may write to it (a config is code that runs as you); name it with --config if you trust it`)
+    expect(r.stdout).toBe('')
+    fs.chmodSync(file, 0o644)
+    // Another user's file (root can give it away; elsewhere the mode case above stands for it).
+    if (process.getuid?.() === 0) {
+      fs.chownSync(file, 4242, 4242)
+      r = runCli(['check-config'], { cwd: planted, env: ENV })
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain('found in the current directory: it belongs to uid 4242, not to you (uid 0) or root')
+      fs.chownSync(file, 0, 0)
+      fs.chmodSync(planted, 0o777)
+      r = runCli(['check-config'], { cwd: planted, env: ENV })
+      expect(r.stderr).toContain('found in the current directory: anyone may write to its directory')
+      fs.chmodSync(planted, 0o700)
+    }
+    // Named, it is the caller's choice.
+    fs.chmodSync(file, 0o666)
+    r = runCli(['check-config', '--config', file], { env: ENV })
+    expect([r.code, okFile(r.stdout)]).toEqual([0, file])
+    fs.chmodSync(file, 0o644)
+    expect(okFile(runCli(['check-config'], { cwd: planted, env: ENV }).stdout)).toBe(file)
+  })
+
   it('$RELAY_CONFIG naming a file that is not there: exit 2, saying so', () => {
     const missing = path.join(tempDir(), 'gone.json')
     const r = runCli(['check-config'], { cwd: cwdDir, env: { ...ENV, RELAY_CONFIG: missing } })

@@ -94,15 +94,18 @@ describe('relay sendmail', () => {
     await eventually(() => to('grace@dest.test')[0], 10_000, 'delivered to grace')
   })
 
-  it('no config found (a cron job in $HOME): exit 78 saying where it looked, nothing written there; --help prints the options', () => {
+  it('no config in -C, $RELAY_CONFIG or /etc/relay/ (a cron job in $HOME): exit 78 saying where it looked; a config in the current directory is not read (anyone may have put it there); --help prints the options', () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-sendmail-home-'))
+    // Planted: its dataDir would be a maildrop its writer reads, and a .js one would run as the caller.
+    fs.writeFileSync(path.join(home, 'relay.config.json'), JSON.stringify({ dataDir: './stolen' }))
     const env = { RELAY_CONFIG: undefined, RELAY_SYSTEM_CONFIG_DIR: path.join(home, 'no-etc') }
     for (const command of [[path.join(ROOT, 'bin/sendmail.js')], [path.join(ROOT, 'bin/relay.js'), 'sendmail']]) {
       const r = spawnSync(process.execPath, [...command, 'ops@dest.test'], { input: 'Subject: cron\n\nhi\n', encoding: 'utf8', cwd: home, env: { ...process.env, ...env } })
       expect(r.status).toBe(78)
       expect(r.stderr).toMatch(/^sendmail: no config file found; looked in:\n/)
-      expect(r.stderr).toContain(`${home}/ (relay.config.ts`)
-      expect(fs.readdirSync(home)).toEqual([])
+      expect(r.stderr).not.toContain(home + '/ (relay.config.ts')
+      expect(r.stderr).toContain(`${path.join(home, 'no-etc')}/ (relay.config.ts`)
+      expect(fs.readdirSync(home)).toEqual(['relay.config.json'])
       const help = spawnSync(process.execPath, [...command, '--help'], { encoding: 'utf8', cwd: home })
       expect([help.status, help.stderr]).toEqual([0, ''])
       expect(help.stdout).toMatch(/^Usage: sendmail \[-t\] \[-i\] \[-f sender\]/)
