@@ -8,7 +8,8 @@ import { poolKey, type ConnectionPool } from './connection-pool.js'
 import { oneLineReply } from '../mail/reply.js'
 // Loaded for its effect: a message's data leaves in one write where the socket allows.
 import './one-write.js'
-import { describeError, openSession, stageOf, type Outcome, type RecipientReply, type Session, type SmtpError, type TransactionOptions, type Unreachable } from './smtp-session.js'
+import { openSession, type Outcome, type RecipientReply, type Session, type TransactionOptions, type Unreachable } from './smtp-session.js'
+import { describeError, stageOf, type SmtpError } from './smtp-errors.js'
 
 /**
  * One SMTP (or LMTP) transaction with one host: over a pooled connection when there is one, else a

@@ -32,9 +32,8 @@ export interface Verdict {
 }
 
 /**
- * Where and how a `deliver` hook sends these recipients. `kind` 'mx' (the default when no `hosts`
- * or `socketPath` is given) uses the recipient domain's MX hosts; 'smtp' the given `hosts` (a
- * smarthost); 'lmtp' an LMTP server (`hosts` + `port`, or a unix `socketPath`).
+ * Where and how a `deliver` hook sends these recipients. `kind` 'mx' (the default without `hosts` or `socketPath`):
+ * the domain's MX hosts; 'smtp' the given `hosts` (a smarthost); 'lmtp' an LMTP server (`hosts` + `port`, or `socketPath`).
  */
 export interface Route {
   kind?: 'mx' | 'smtp' | 'lmtp'
@@ -374,10 +373,7 @@ export interface CommandEnv {
   runningRelay(dataDir: string): number | undefined
 }
 
-/**
- * A plugin: a plain object with a name and hook functions. `S` is what `setup` returns: the
- * plugin's state for one generation (start, or each reload), handed to every hook as `ctx.state`.
- */
+/** A plugin: a plain object with a name and hooks. `S`: what `setup` returns, each hook's `ctx.state` for one generation. */
 export interface Plugin<O = any, S = any> {
   name: string
   /** A zod schema for the plugin's options; they are validated at start. */
