@@ -8,6 +8,9 @@
 //    process's share), clients neither trusted (smtp.trustedNetworks) nor authenticated get
 //    smtp.stressTimeout instead of smtp.socketTimeout, for the idle timer and the deadline, so a
 //    flood of slow or idle connections frees its slots within seconds. It ends below RELIEF_AT.
+// 3. The TLS handshake after STARTTLS's 220 must end within smtp.firstCommandTimeout, as an
+//    implicit-TLS one does (core/smtp/arrivals.ts): a ClientHello dripped a byte every few seconds
+//    held the session (and its slot) for socketTimeout, 5 minutes.
 import type { ConnectionInternals } from './connection-internals.js'
 
 const STRESS_AT = 0.8
@@ -71,5 +74,21 @@ export function checkStress(server: Server, log?: (stressed: boolean, sessions: 
   for (const conn of server.connections as Set<ConnectionInternals>) {
     if (conn._closing || conn._closed || !conn._socket || conn._relayIdle === idleLimit(conn)) continue
     conn._armTimeout()
+  }
+}
+
+/** Patch 17's third part: a deadline for the STARTTLS handshake (the upgrade under way). */
+export function withHandshakeDeadline(upgrade: ConnectionInternals['upgrade']): ConnectionInternals['upgrade'] {
+  return function (this: ConnectionInternals, callback, secureCallback) {
+    const socket = this._socket
+    upgrade.call(this, callback, secureCallback)
+    const limit = this._server.options.firstCommandTimeout
+    if (!limit || !this._upgrading) return
+    const timer = setTimeout(() => {
+      // Still upgrading: the handshake did not finish. The raw socket goes, and the TLS one with it.
+      if (this._upgrading && !socket.destroyed) socket.destroy(Object.assign(new Error('TLS handshake timeout after STARTTLS'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }))
+    }, limit)
+    timer.unref()
+    socket.once('close', () => clearTimeout(timer))
   }
 }

@@ -86,7 +86,7 @@ import { parseAddressCommandFor } from './address-command.js'
 import { CORE_REPLIES, replyText } from '../hooks/verdict.js'
 import { AT, READ, type ConnectionInternals, type ParserInternals } from './connection-internals.js'
 import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
-import { checkStress, idleLimit, inTime, replied, working } from './deadlines.js'
+import { checkStress, idleLimit, inTime, replied, withHandshakeDeadline, working } from './deadlines.js'
 import { NOT_IMPLEMENTED, OWN_LINE, REFUSAL_LOGGED } from './session.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
@@ -158,6 +158,7 @@ export function patchSmtpServer(): void {
     typeof proto._resetSession !== 'function' ||
     typeof proto.handler_RCPT !== 'function' ||
     typeof proto.handler_AUTH !== 'function' ||
+    typeof proto.upgrade !== 'function' ||
     typeof proto.handler_DATA !== 'function' ||
     typeof proto.handler_RSET !== 'function' ||
     typeof proto._parseAddressCommand !== 'function' ||
@@ -328,6 +329,7 @@ export function patchSmtpServer(): void {
       return handler.call(this, command, callback)
     }
   }
+  proto.upgrade = withHandshakeDeadline(proto.upgrade)
   const auth = proto.handler_AUTH
   proto.handler_AUTH = function (command, callback) {
     if (this.session.envelope.mailFrom) {

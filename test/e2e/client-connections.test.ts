@@ -414,6 +414,34 @@ describe('connections on their way in (TLS handshake, reverse lookup)', () => {
     client.close()
   })
 
+  it('STARTTLS: a handshake not finished within smtp.firstCommandTimeout after the 220 (a ClientHello dripped, or none) is closed, not after socketTimeout', async () => {
+    const cert = ca.issue(['relay.test'])
+    const r = await startRelay({ config: { listen: [{ host: '127.0.0.1', port: 0, role: 'mx', tls: 'starttls' }], tls: { cert: cert.cert, key: cert.key }, smtp: { reverseLookup: false, firstCommandTimeout: '2s', socketTimeout: '60s' } } })
+    try {
+      const started = Date.now()
+      const closedAfter = await Promise.all(
+        [false, true].map(async (drip) => {
+          const { client } = await connectRaw(r.port, '127.0.0.1', 5000, undefined, '127.0.0.51')
+          expect(await client.command('EHLO slow.test')).toMatch(/^250 /m)
+          expect(await client.command('STARTTLS')).toMatch(/^220 /)
+          // A TLS record header, then a byte every 500 ms: never a whole ClientHello.
+          const dripper = drip ? setInterval(() => !client.isClosed() && client.send(Buffer.from([0x16])), 500) : undefined
+          await Promise.race([client.closed, new Promise((resolve) => setTimeout(resolve, 15_000))])
+          clearInterval(dripper)
+          expect(client.isClosed()).toBe(true)
+          return Date.now() - started
+        }),
+      )
+      for (const ms of closedAfter) expect(ms).toBeLessThan(10_000)
+      // The relay goes on serving.
+      const { client, greeting } = await connectRaw(r.port, '127.0.0.1', 5000, undefined, '127.0.0.51')
+      expect(greeting).toMatch(/^220 /)
+      client.close()
+    } finally {
+      await r.stop()
+    }
+  })
+
   it('implicit TLS: after 10 failed handshakes (smtp.maxTlsHandshakeFailures) a client is refused before any handshake; others are served; connections that send nothing do not count', async () => {
     const port = tlsRelay.ports.submission!
     const tls = { ca: ca.caPem, servername: 'relay.test' }
