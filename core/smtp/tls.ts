@@ -34,6 +34,9 @@ export function tlsFilePaths(tls: NonNullable<RelayConfig['tls']>): string[] {
 export function checkTlsFiles(files: TlsFiles): void {
   const pairs: [string, { key: Buffer; cert: Buffer }][] = [['tls', files], ...Object.entries(files.sniOptions).map(([name, p]) => [`tls.sni.${name}`, p] as [string, typeof p])]
   for (const [what, pair] of pairs) {
+    // A file that is no PEM at all (a renewal half written, the wrong file linked) says which.
+    if (!pair.cert.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`${what}: the certificate file holds no PEM certificate (-----BEGIN CERTIFICATE-----)`)
+    if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pair.key.toString('latin1'))) throw new Error(`${what}: the key file holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)`)
     try {
       tls.createSecureContext({ key: pair.key, cert: pair.cert })
     } catch (err) {

@@ -192,4 +192,25 @@ describe('TlsCertificates without a watch that fires', () => {
       certs_.stop()
     }
   })
+
+  it('a certificate file that holds no PEM (the wrong file linked) keeps the old pair, and the log says which file is wrong, not "do not make a pair"', async () => {
+    const dir = tempDir('relay-nopem-')
+    const a = ca.issue([NAME], { file: 'nopem-a' })
+    fs.copyFileSync(a.cert, path.join(dir, 'c.pem'))
+    fs.copyFileSync(a.key, path.join(dir, 'k.pem'))
+    const lines: { msg: string; err?: { message: string } }[] = []
+    const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(JSON.parse(s) as (typeof lines)[number]) })
+    const installed: TlsFiles[] = []
+    const config = { cert: path.join(dir, 'c.pem'), key: path.join(dir, 'k.pem'), sni: {}, minVersion: 'TLSv1.2' as const }
+    const certs_ = new TlsCertificates(config, log, (files) => installed.push(files), 200)
+    certs_.start()
+    try {
+      fs.writeFileSync(path.join(dir, 'c.pem'), 'garbage\n')
+      const warned = await eventually(() => lines.find((l) => /cannot be used yet/.test(l.msg)), 3000, 'the warning')
+      expect(warned.err?.message).toBe('tls: the certificate file holds no PEM certificate (-----BEGIN CERTIFICATE-----)')
+      expect(installed).toEqual([])
+    } finally {
+      certs_.stop()
+    }
+  })
 })
