@@ -128,6 +128,8 @@ describe('event listeners', () => {
     }
     // With the listener holding the only delivery slot, the second message would wait 60 s.
     await eventually(() => subjects.every((s) => rx.messages.some((m) => m.raw.toString().includes(`Subject: ${s}`))), 20_000, 'all three delivered')
+    // The receiver has the third message a moment before the relay has recorded its delivery and told the listener.
+    await eventually(() => trace(dir).length === 3 || undefined, 5000, 'the listener told of the third delivery')
     expect(trace(dir)).toEqual(['heard x@dest.test', 'heard x@dest.test', 'heard x@dest.test'])
   })
 })
