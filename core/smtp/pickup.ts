@@ -136,6 +136,11 @@ export class MaildropPickup {
 
   private async pickUp(file: string): Promise<void> {
     const { log } = this.env
+    // A file refused for now waits before it is read, tried and logged again: a scan runs at every
+    // change in the directory, which any local user can make many times a second.
+    const name = path.basename(file)
+    const waiting = this.retryAt.get(name)
+    if (waiting !== undefined && waiting > Date.now()) return
     let dropped: DroppedMessage
     let uid: number
     try {
@@ -149,11 +154,6 @@ export class MaildropPickup {
       log.error({ file: aside ?? path.basename(file), reason: err.message }, aside ? 'maildrop: not a message file; set aside' : 'maildrop: not a message file; removed (it could not be set aside)')
       return
     }
-    // A file refused for now waits before it is tried (and logged) again: a scan runs at every
-    // change in the directory, which any local user can make many times a second.
-    const name = path.basename(file)
-    const waiting = this.retryAt.get(name)
-    if (waiting !== undefined && waiting > Date.now()) return
     try {
       const { queueId } = await this.env.inject({ sender: dropped.sender, recipients: dropped.recipients, raw: dropped.raw }, { kind: 'local', uid })
       log.info({ queueId, uid, file: path.basename(file) }, 'maildrop: picked up')
