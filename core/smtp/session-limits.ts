@@ -21,8 +21,11 @@ interface Held {
 
 /** Counts kept for several processes (config `workers`: the primary holds them): per client key, per listener. */
 export interface SharedClientCounts {
-  /** Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing counted), or -1. */
-  admit(counts: [key: string, max: number, also?: string][]): Promise<number>
+  /**
+   * Counts one for every [key, max] unless one of them has `max` open: the index of that one (nothing
+   * counted), or -1. Then, either way, releases one of each of `release` (in the same step).
+   */
+  admit(counts: [key: string, max: number, also?: string][], release?: string[]): Promise<number>
   release(...keys: string[]): void
   /** How many SMTP workers share the counts (each listener's stress level is a share: core/smtp/deadlines.ts). */
   processes: number
@@ -173,9 +176,9 @@ export class SessionLimits {
    * refusal (421, naming the address itself) when that key already has `max` open.
    */
   admit(session: SMTPServerSession, ip: string, max: number, hostname: string, ipv6Prefix: number = DEFAULT_IPV6_PREFIX): Reply | undefined | Promise<Reply | undefined> {
-    this.settle(session.id)
     const key = clientKey(ip, ipv6Prefix)
     if (this.shared) return this.admitShared(this.shared, session, ip, key, max, hostname)
+    this.settle(session.id)
     const open = this.perClient.get(key) ?? 0
     if (open >= max) {
       this.log.warn({ session: session.id, client: ip, key, open, limit: max }, 'too many connections from one client: refused')
@@ -188,8 +191,14 @@ export class SessionLimits {
   private async admitShared(shared: SharedClientCounts, session: SMTPServerSession, ip: string, key: string, max: number, hostname: string): Promise<Reply | undefined> {
     const held: Held = { key, pending: true }
     this.held.set(session, held)
+    // Its arrival is released by the same call: released apart, the primary could for a moment count
+    // the client neither arriving nor open, and let one more of a flood take a slot of smtp.maxClients.
+    const arrival = this.sharedArrivals.get(session.id)
+    const arriving = arrival?.pending ? undefined : arrival?.arriving
+    if (arrival) arrival.arriving = arrival.pending ? arrival.arriving : undefined
+    this.settle(session.id)
     // The primary is going away: this worker stops anyway; do not refuse for that.
-    const ok = (await shared.admit([[key, max]]).catch(() => -1)) < 0
+    const ok = (await shared.admit([[key, max]], arriving === undefined ? [] : [arriving]).catch(() => -1)) < 0
     held.pending = false
     if (!ok) {
       held.key = undefined

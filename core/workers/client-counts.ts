@@ -9,10 +9,12 @@ export class ClientCounts {
 
   /**
    * Counts one for each [key, max] unless one has `max` open (with `also`'s count added: read, not
-   * counted): the index of that one (nothing counted), else -1.
+   * counted): the index of that one (nothing counted), else -1. Then, either way, releases one of
+   * each of `release`: a connection's arrival becomes its session in one step, never counted as neither.
    */
-  admit(worker: number, counts: [key: string, max: number, also?: string][]): number {
+  admit(worker: number, counts: [key: string, max: number, also?: string][], release: string[] = []): number {
     const full = counts.findIndex(([key, max, also]) => (this.total.get(key) ?? 0) + (also === undefined ? 0 : (this.total.get(also) ?? 0)) >= max)
+    for (const key of release) this.release(worker, key)
     if (full >= 0) return full
     const mine = this.byWorker.get(worker) ?? new Map<string, number>()
     this.byWorker.set(worker, mine)

@@ -128,7 +128,7 @@ export class SmtpWorkerPool {
         )
       if (m.target === 'clients' && m.method === 'admit') {
         // At every connect: answered at once.
-        sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, m.args[0] as [string, number][]) })
+        sendTo(worker, { relay: 'result', id: m.id, ok: true, value: this.clients.admit(worker.id, m.args[0] as [string, number][], (m.args[1] as string[] | undefined) ?? []) })
         return
       }
       void reply(Promise.resolve().then(() => this.dispatch(worker.id, m.target, m.method, reviveBuffers(m.args))))

@@ -135,7 +135,7 @@ export async function runSmtpWorker(config: RelayConfig, workers: number): Promi
       },
     })
     smtp = c.resolve<SmtpListeners>(Tokens.Listeners)
-    smtp.shareClientCounts({ admit: (counts) => calls.call<number>('clients', 'admit', [counts]), release: (...keys) => calls.tell('clients', 'release', keys), processes: workers })
+    smtp.shareClientCounts({ admit: (counts, release = []) => calls.call<number>('clients', 'admit', [counts, release]), release: (...keys) => calls.tell('clients', 'release', keys), processes: workers })
     parts = { smtp, hooks, delivery }
     stop.parts = parts
     const listeners = await smtp.start()
