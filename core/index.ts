@@ -18,6 +18,8 @@ export { ConfigError } from './config/load.js'
 export { errorText } from './error-text.js'
 export { MessageHeaders } from './mail/headers.js'
 export { addressKey, domainKey, parseAddress } from './mail/address.js'
+/** The relay's postmaster (its mailbox, postmaster at a local domain or the hostname): always taken at RCPT, never suppressed. */
+export { isRelayPostmaster } from './smtp/postmaster.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
 export { duration, durationAtLeast, timer, timerAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
@@ -47,8 +49,10 @@ export { z }
 
 /**
  * Declares a plugin: a name, an optional zod schema for its options, an optional setup whose
- * result is the plugin's state (`ctx.state` in every hook), and hooks.
+ * result is the plugin's state (`ctx.state` in every hook), and hooks. The object and its hooks are
+ * frozen: another plugin that imports it (a bundled one, one package) cannot change what it does.
  */
 export function definePlugin<O = Record<string, never>, S = undefined>(plugin: Plugin<O, S>): Plugin<O, S> {
-  return plugin
+  if (typeof plugin.hooks === 'object' && plugin.hooks !== null) Object.freeze(plugin.hooks)
+  return Object.freeze(plugin)
 }

@@ -347,7 +347,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
   const done = last
   return job.recipients.map((r) => {
     const reply = done.replies.get(r.address)
-    const notifyPassedOn = done.dsn === true && options.dsn?.notify !== undefined
+    const notifyPassedOn = done.dsn === true && options.dsn?.rcpt?.get(r.address)?.notify !== undefined
     const base = { rowId: r.rowId, address: r.address, remote: true, remoteHost: done.remoteHost, tls: done.tls, tlsFallback: done.tlsFallback, route, routeName, replied: true, notifyPassedOn }
     if (!reply) return { ...base, outcome: 'retry' as const, response: '4.4.2 No reply for this recipient', remote: false }
     if (reply.ok) return { ...base, outcome: 'delivered' as const, response: reply.response }

@@ -13,6 +13,7 @@ import { classify, isHardBounce, slowsDestination } from './classify.js'
 import { DeliveryDsns } from './dsn.js'
 import { retryDelay } from './retry.js'
 import { Throttle } from './throttle.js'
+import { isRelayPostmaster } from '../smtp/postmaster.js'
 
 export interface DeliverDeps extends AttemptDeps {
   throttle: Throttle
@@ -201,7 +202,8 @@ function settle(job: Job, attempts: AttemptResult[], started: number, now: numbe
     // Only the reply to this recipient's RCPT (or LMTP's for it) is evidence about its mailbox; one to
     // MAIL FROM or DATA speaks of the whole transaction, whatever address its text names.
     const ownReply = a.stage === 'rcpt' || a.stage === 'lmtp'
-    if (state === 'bounced' && suppression.enabled && ownReply && category && isHardBounce(category, a.response, a.status)) {
+    // The relay's postmaster is always taken at RCPT (RFC 5321 §4.5.1): an entry for it would refuse nothing.
+    if (state === 'bounced' && suppression.enabled && ownReply && category && isHardBounce(category, a.response, a.status) && !isRelayPostmaster(a.address, config)) {
       suppress.push({
         address: a.address,
         reason: oneLine(a.response, 200),

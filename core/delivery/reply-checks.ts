@@ -17,10 +17,14 @@ export interface Internals {
   _createSendStream(callback: unknown): NodeJS.ReadableStream
 }
 
-/** A complete reply as nodemailer queues it (lines joined by \n): every line the same 3-digit code, then ' ' or '-' (or the end). */
+/**
+ * A complete reply as nodemailer queues it (lines joined by \n): every line the same 3-digit code,
+ * then ' ' or '-' (or the end). RFC 5321 §4.2.1 defines codes of 2xx to 5xx only: another (600,
+ * 0xx, 1xx, 9xx) is no refusal nor acceptance, and read as one it would bounce or deliver by chance.
+ */
 function malformed(raw: string): boolean {
   const lines = raw.split('\n')
-  const code = /^(\d{3})(?:[ -]|$)/.exec(lines[0]!)?.[1]
+  const code = /^([2-5]\d{2})(?:[ -]|$)/.exec(lines[0]!)?.[1]
   if (!code) return true
   return lines.some((line, i) => (i < lines.length - 1 ? !line.startsWith(`${code}-`) : !(line === code || line.startsWith(`${code} `))))
 }

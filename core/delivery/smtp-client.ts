@@ -1,5 +1,6 @@
 // One SMTP (or LMTP) transaction with one host, over a pooled connection or a new one
 // (smtp-session.ts), sending what the next hop can take (SMTPUTF8, 8BITMIME or a 7-bit downgrade).
+import { isAscii } from 'node:buffer'
 import type { Readable } from 'node:stream'
 import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
@@ -50,7 +51,8 @@ const extensionsOf = (conn: SMTPConnection): string[] => (conn as unknown as { _
 /**
  * What the next hop can take decides what is sent (RFC 6531, RFC 6152 §3): without SMTPUTF8 a
  * message that needs it is not sent; without 8BITMIME 8-bit content (found by scanning, whatever
- * BODY= said) goes out converted to 7-bit, or not at all when it cannot be converted.
+ * BODY= said) goes out converted to 7-bit, or not at all when it cannot be converted; with 8BITMIME
+ * it goes as it is, declared BODY=8BITMIME.
  */
 async function messageFor(s: Session, o: TransactionOptions): Promise<{ message: () => Readable; eightBit: boolean; smtpUtf8: boolean } | Unreachable> {
   const ext = extensionsOf(s.conn)
@@ -62,7 +64,8 @@ async function messageFor(s: Session, o: TransactionOptions): Promise<{ message:
     if (!scan || scan.headerEightBit) return { kind: 'unreachable', response: `${s.remoteHost} does not support SMTPUTF8 (RFC 6531)`, remoteHost: s.remoteHost, policy: 'smtputf8' }
   }
   const smtpUtf8 = Boolean(o.smtpUtf8) && !scan
-  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) || Boolean(scan?.eightBit), smtpUtf8 }
+  // 8-bit bytes go only with BODY=8BITMIME (RFC 6152 §3), whatever BODY= the client gave (none, 7BIT).
+  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) || (scan ? scan.eightBit : await hasEightBit(o.message())), smtpUtf8 }
   scan ??= await scan8bit(o.message())
   if (!scan.eightBit) return { message: o.message, eightBit: false, smtpUtf8 }
   if (scan.unconvertible) {
@@ -70,6 +73,13 @@ async function messageFor(s: Session, o: TransactionOptions): Promise<{ message:
   }
   const found = scan
   return { message: () => sevenBitStream(o.message(), found), eightBit: false, smtpUtf8 }
+}
+
+/** A byte above 127 anywhere in the message (headers too: a SMTPUTF8 message's UTF-8 fields); stops at the first. */
+async function hasEightBit(stream: Readable): Promise<boolean> {
+  // Leaving the loop early destroys the stream.
+  for await (const chunk of stream) if (!isAscii(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : (chunk as Buffer))) return true
+  return false
 }
 
 async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {
@@ -87,6 +97,7 @@ async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Pr
     return what
   }
   s.smtpUtf8 = what.smtpUtf8
+  s.rcptDsn = o.dsn?.rcpt
   // RFC 1870: the size as sent (a 7-bit conversion changes it), counted only when the server asks.
   const { offersSize, max } = sizeLimit(s.conn)
   let size = what.message === o.message ? o.size : undefined
@@ -153,21 +164,22 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     }
     const replies = (err: SmtpError): Map<string, RecipientReply> => {
       const out = new Map<string, RecipientReply>()
-      // A protocol error defers everyone (code 0), whatever the recipients' replies said.
       if (err.protocol) {
+        // A protocol error defers everyone (code 0), whatever the envelope's replies said.
         for (const rcpt of o.to) out.set(rcpt, { ok: false, code: 0, response: err.message })
-        return out
+      } else {
+        const code = err.responseCode ?? 0
+        const stage = code ? stageOf(err) : undefined
+        for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}`, stage })
+        // What the server already said of single recipients still holds when the transaction fails
+        // later: a refusal at RCPT.
+        const env = (s.conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope
+        // A refused MAIL FROM decides: the pipelined RCPTs' replies (503 need MAIL) only echo it.
+        const rejected = env && env !== envelopeBefore && stage !== 'mail' ? (env.rejectedErrors ?? []) : []
+        for (const r of [...rejected, ...(err.rejectedErrors ?? [])]) if (r.recipient && out.has(r.recipient)) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r), stage: stageOf(r) })
       }
-      const code = err.responseCode ?? 0
-      const stage = code ? stageOf(err) : undefined
-      for (const rcpt of o.to) out.set(rcpt, { ok: false, code, response: code ? describeError(err) : `connection lost: ${describeError(err)}`, stage })
-      // What the server already said of single recipients still holds when the transaction fails
-      // later: a refusal at RCPT, and LMTP's reply after DATA (a 250 there is a delivery: retrying
-      // it would put the message in the mailbox again).
-      const env = (s.conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope
-      // A refused MAIL FROM decides: the pipelined RCPTs' replies (503 need MAIL) only echo it.
-      const rejected = env && env !== envelopeBefore && stage !== 'mail' ? (env.rejectedErrors ?? []) : []
-      for (const r of [...rejected, ...(err.rejectedErrors ?? [])]) if (r.recipient && out.has(r.recipient)) out.set(r.recipient, { ok: false, code: r.responseCode ?? 0, response: describeError(r), stage: stageOf(r) })
+      // LMTP's replies after DATA hold even after a protocol error (each was checked before it was
+      // read): a 250 there is a delivery, retrying it would put the message in the mailbox again.
       for (const [rcpt, reply] of lmtpReplies) {
         if (!out.has(rcpt)) continue
         const ok = reply.startsWith('2')
@@ -182,7 +194,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     s.onError = fail
     // A server that takes the message (or answers) a byte at a time still ends at the attempt's limit.
     const overdue = o.deadline === undefined ? undefined : setTimeout(() => fail(Object.assign(new Error('the attempt ran out of time before the server answered'), { code: 'ETIMEDOUT' })), Math.max(0, o.deadline - Date.now()))
-    s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn, size } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
+    s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn && { ret: o.dsn.ret, envid: o.dsn.envid }, size } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {
         const e = err as SmtpError

@@ -8,6 +8,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
 import { peerNames } from './loop.js'
 import { readEhloKeywordsOnly } from './ehlo-keywords.js'
+import { addEnvelopeParams, type EnvelopeNeeds } from './envelope-params.js'
 import { replyProblem, type Internals, type TransactionPhase } from './reply-checks.js'
 import { oneLineReply } from '../mail/reply.js'
 import { hideCredentials } from './hide-credentials.js'
@@ -41,10 +42,10 @@ export interface TransactionOptions {
   /** Pass ESMTP BODY=8BITMIME when the server offers it. */
   eightBit?: boolean
   /**
-   * RFC 3461 parameters passed on when the server offers DSN (RET, ENVID on MAIL; NOTIFY, ORCPT on
-   * RCPT). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction (see core/mail/bounce.ts relayDsn).
+   * RFC 3461 parameters passed on when the server offers DSN: RET, ENVID on MAIL; on each RCPT its
+   * recipient's own NOTIFY, ORCPT (`rcpt`, by address; envelope-params.ts writes them).
    */
-  dsn?: { ret?: string; envid?: string; notify?: string; orcpt?: string }
+  dsn?: { ret?: string; envid?: string; rcpt?: EnvelopeNeeds['rcptDsn'] }
   /** Default 'may'. */
   tls?: TlsPolicy
   /** TLS from the first byte (port 465) instead of STARTTLS. */
@@ -121,7 +122,7 @@ export type NextHopLacks = 'smtputf8' | '8bitmime'
 const STARTTLS_ACTION = (SMTPConnection.prototype as unknown as { _actionSTARTTLS?: unknown })._actionSTARTTLS
 
 /** An open connection to one host, reusable for further messages. */
-export interface Session {
+export interface Session extends EnvelopeNeeds {
   conn: SMTPConnection
   key: string
   remoteHost: string
@@ -137,8 +138,6 @@ export interface Session {
   onError?: (err: SmtpError) => void
   /** LMTP: the reply to the message for each recipient, of the transaction in progress. */
   lmtpReplies?: Map<string, string>
-  /** The transaction in progress needs the SMTPUTF8 parameter on MAIL FROM. */
-  smtpUtf8?: boolean
   /**
    * The server sent a reply no command was waiting for, or a malformed one: later replies cannot
    * be matched to commands, so the connection is never reused.
@@ -224,16 +223,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
     const session: Session = { conn, key, remoteHost, address: o.socketPath ?? dest.address, port: o.socketPath ? 0 : o.port, messages: 0, tls: false }
     readEhloKeywordsOnly(conn) // before peerNames, which reads the server's name from the whole reply
     const names = o.ownHostname ? peerNames(conn) : undefined
-    // nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses; RFC 6531 wants it
-    // whenever the message needs it (the client said SMTPUTF8: UTF-8 header fields).
-    const c = conn as unknown as { _sendCommand?: (str: string, logStr?: string) => unknown }
-    const sendCommand = c._sendCommand
-    if (typeof sendCommand === 'function') {
-      c._sendCommand = function (this: unknown, str, logStr) {
-        const line = session.smtpUtf8 && /^MAIL FROM:<[^>]*>/i.test(str) && !/ SMTPUTF8\b/i.test(str) ? `${str} SMTPUTF8` : str
-        return sendCommand.call(this, line, logStr)
-      }
-    }
+    addEnvelopeParams(conn, session)
     const internals = conn as unknown as Internals
     // Did the host send anything at all? (undefined: not known, nodemailer's internals differ)
     let heard: boolean | undefined

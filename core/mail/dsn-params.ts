@@ -40,24 +40,22 @@ export function orcptOf(args: Args): string | undefined {
 const NOTIFY_ORDER = ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY']
 
 /**
- * The DSN parameters to pass on to the next hop (nodemailer's `send({ dsn })`, used only when the
- * server offers DSN). nodemailer applies NOTIFY and ORCPT to every RCPT of the transaction, so they
- * are passed on only when they hold for all of its recipients: NOTIFY when every recipient gave the
- * same, ORCPT when the transaction has a single recipient. RET and ENVID belong to the message.
+ * The DSN parameters to pass on to the next hop (used only when the server offers DSN): RET and
+ * ENVID of the message, and each recipient's own NOTIFY and ORCPT, by address (RFC 3461 §4.1, §4.2:
+ * given ones MUST be passed on). A recipient without either has no entry.
  */
-export function relayDsn(senderArgs: Args, recipients: { args?: Args }[]): { ret?: string; envid?: string; notify?: string; orcpt?: string } | undefined {
-  const out: { ret?: string; envid?: string; notify?: string; orcpt?: string } = {}
+export function relayDsn(senderArgs: Args, recipients: { address: string; args?: Args }[]): { ret?: string; envid?: string; rcpt?: Map<string, { notify?: string; orcpt?: string }> } | undefined {
+  const out: { ret?: string; envid?: string; rcpt?: Map<string, { notify?: string; orcpt?: string }> } = {}
   if (typeof senderArgs?.RET === 'string') out.ret = retOf(senderArgs)
   const envid = envidOf(senderArgs)
   if (envid) out.envid = envid
-  // Compared as sets (SUCCESS,FAILURE is FAILURE,SUCCESS), passed on in one order.
-  const notify = recipients.map((r) => {
+  for (const r of recipients) {
+    // In one order (SUCCESS,FAILURE for failure,success), known keywords only.
     const n = notifyOf(r.args)
-    return n && NOTIFY_ORDER.filter((k) => n.includes(k)).join(',')
-  })
-  if (notify[0] && notify.every((n) => n === notify[0])) out.notify = notify[0]
-  const orcpt = recipients.length === 1 ? orcptOf(recipients[0]!.args) : undefined
-  if (orcpt) out.orcpt = orcpt
+    const notify = n ? NOTIFY_ORDER.filter((k) => n.includes(k)).join(',') || undefined : undefined
+    const orcpt = orcptOf(r.args)
+    if (notify || orcpt) (out.rcpt ??= new Map()).set(r.address, { ...(notify && { notify }), ...(orcpt && { orcpt }) })
+  }
   return Object.keys(out).length ? out : undefined
 }
 

@@ -40,9 +40,9 @@ export function senderSyntax(address: SMTPServerAddress): EnvelopeRefusal | unde
   return undefined
 }
 
-/** The recipient's syntax, SMTPUTF8, parameters and count; an accepted one comes back parsed (`postmaster`: the relay's, core/smtp/postmaster.ts). */
+/** The recipient's syntax, SMTPUTF8, parameters and count; an accepted one comes back parsed (`postmaster`: the relay's, core/smtp/postmaster.ts; at a literal, of the address the client reached). */
 export function recipientChecked(address: SMTPServerAddress, session: SMTPServerSession, config: Pick<RelayConfig, 'postmaster' | 'localDomains' | 'hostname'>, maxRecipients: number): EnvelopeRefusal | (ParsedAddress & { postmaster: boolean }) {
-  const postmaster = qualifyPostmaster(address, config)
+  const postmaster = qualifyPostmaster(address, config, session.localAddress)
   const parsed = parseAddress(address.address)
   if (!parsed) return protocol(CORE_REPLIES.badRecipientSyntax)
   address.address = asciiDomainAddress(address.address)

@@ -411,8 +411,7 @@ describe('DSN extension (RFC 3461)', () => {
     expect(m!.mailParams).toMatchObject({ RET: 'HDRS', ENVID: 'relay-env-1' })
     expect(m!.rcptParams).toEqual([{ NOTIFY: 'SUCCESS,FAILURE', ORCPT: 'rfc822;first@sender.test' }])
 
-    // nodemailer sends one NOTIFY/ORCPT for every RCPT of a transaction: a shared NOTIFY is passed
-    // on, ORCPTs that differ per recipient are not.
+    // Each RCPT carries its own recipient's NOTIFY and ORCPT (RFC 3461 §4.1/§4.2), one transaction for both.
     await submit({
       mailArgs: 'ENVID=relay-env-2',
       rcpts: [
@@ -425,7 +424,10 @@ describe('DSN extension (RFC 3461)', () => {
     expect(two.to).toEqual(['two@dsn.test', 'three@dsn.test'])
     expect(two.mailParams).toMatchObject({ ENVID: 'relay-env-2' })
     expect(two.mailParams.RET).toBeUndefined()
-    expect(two.rcptParams).toEqual([{ NOTIFY: 'FAILURE' }, { NOTIFY: 'FAILURE' }])
+    expect(two.rcptParams).toEqual([
+      { NOTIFY: 'FAILURE', ORCPT: 'rfc822;second@sender.test' },
+      { NOTIFY: 'FAILURE', ORCPT: 'rfc822;third@sender.test' },
+    ])
 
     // A next hop without DSN gets plain MAIL/RCPT.
     const before = rx.messages.length

@@ -8,13 +8,16 @@ import { listenRaw } from '../harness/raw-server.js'
 import { sendMail } from '../harness/smtp-client.js'
 import { startRelay, type LogLine, type RelayProcess } from '../harness/relay.js'
 
-type Mode = 'drop' | 'stall'
+type Mode = 'drop' | 'stall' | 'odd'
 let relay: RelayProcess
 const servers: net.Server[] = []
 /** What each store wrote into its mailboxes (the recipients it answered 250 for), per domain. */
-const mailboxes: Record<string, string[]> = { 'drop.test': [], 'stall.test': [] }
+const mailboxes: Record<string, string[]> = { 'drop.test': [], 'stall.test': [], 'odd.test': [] }
 
-/** A scripted LMTP store: after the first per-recipient reply it drops the connection or goes silent. */
+/**
+ * A scripted LMTP store: after the first per-recipient reply it drops the connection, goes silent,
+ * or (a moment later) answers with a code outside 2xx-5xx (RFC 5321 §4.2.1: a protocol error).
+ */
 function store(domain: string, mode: Mode) {
   return (sock: net.Socket) => {
     sock.write('220 store LMTP ready\r\n')
@@ -31,6 +34,7 @@ function store(domain: string, mode: Mode) {
           inData = false
           for (const [i, r] of rcpts.entries()) {
             if (i === 1 && mode === 'drop') return void sock.destroy()
+            if (i === 1 && mode === 'odd') return void setTimeout(() => sock.write('600 6.0.0 what\r\n'), 100)
             if (i === 1) return // stalls: the rest never answered
             mailboxes[domain]!.push(r)
             sock.write(`250 2.0.0 <${r}> delivered\r\n`)
@@ -63,6 +67,7 @@ function store(domain: string, mode: Mode) {
 beforeAll(async () => {
   const dropPort = await listenRaw(servers, '127.0.6.1', 0, store('drop.test', 'drop'))
   const stallPort = await listenRaw(servers, '127.0.6.2', 0, store('stall.test', 'stall'))
+  const oddPort = await listenRaw(servers, '127.0.6.3', 0, store('odd.test', 'odd'))
   relay = await startRelay({
     config: {
       delivery: { commandTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: false, mtaSts: { enabled: false } },
@@ -71,6 +76,7 @@ beforeAll(async () => {
         ['routing', { routes: [
           { name: 'drop', match: { domain: 'drop.test' }, kind: 'lmtp', host: `127.0.6.1:${dropPort}` },
           { name: 'stall', match: { domain: 'stall.test' }, kind: 'lmtp', host: `127.0.6.2:${stallPort}` },
+          { name: 'odd', match: { domain: 'odd.test' }, kind: 'lmtp', host: `127.0.6.3:${oddPort}` },
         ] }],
       ],
     },
@@ -86,7 +92,7 @@ const msg = (subject: string) => `From: a@sender.test\r\nTo: x@y.test\r\nSubject
 const outcomes = (recipient: string) => relay.logs.filter((l: LogLine) => (l.event === 'delivered' || l.event === 'deferred' || l.event === 'bounced') && l.recipient === recipient)
 
 describe('an LMTP store that fails part way through its per-recipient replies', () => {
-  for (const [domain, how] of [['drop.test', 'drops the connection'], ['stall.test', 'stops answering']] as const) {
+  for (const [domain, how] of [['drop.test', 'drops the connection'], ['stall.test', 'stops answering'], ['odd.test', 'answers "600 6.0.0 what"']] as const) {
     it(`${how}: the recipient it answered 250 for is delivered once, the one refused at RCPT bounces, the rest are deferred and delivered at the retry`, async () => {
       await sendMail(relay.port, { from: 'a@sender.test', to: [`first@${domain}`, `unknown@${domain}`, `second@${domain}`], data: msg(`partial ${domain}`) })
       const first = await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === `first@${domain}`, 10_000)
@@ -98,7 +104,8 @@ describe('an LMTP store that fails part way through its per-recipient replies', 
       await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === `second@${domain}`, 15_000)
       expect(mailboxes[domain]!.sort()).toEqual([`first@${domain}`, `second@${domain}`])
       expect(outcomes(`first@${domain}`).map((l) => l.event)).toEqual(['delivered'])
-      expect(outcomes(`unknown@${domain}`).map((l) => l.event)).toEqual(['bounced'])
+      // After a protocol error only the deliveries are taken as said; a refusal is asked for again.
+      expect(outcomes(`unknown@${domain}`).map((l) => l.event)).toEqual(domain === 'odd.test' ? ['deferred', 'bounced'] : ['bounced'])
     }, 40_000)
   }
 })

@@ -24,6 +24,8 @@ interface Script {
   greeting?: string
   /** EHLO keywords after the first line. */
   ehlo?: string[]
+  /** The raw reply to EHLO instead of 250 and the keywords. */
+  ehloReply?: string
   mail?: (n: number) => string
   rcpt?: (n: number) => string
   data?: (n: number) => string
@@ -75,7 +77,8 @@ function scripted(name: string, script: Script) {
         }
         conn.commands.push(line)
         const verb = line.slice(0, 4).toUpperCase()
-        if (verb === 'EHLO') reply([name, ...(script.ehlo ?? [])].map((k, i, all) => `250${i < all.length - 1 ? '-' : ' '}${k}\r\n`).join(''))
+        if (verb === 'EHLO' && script.ehloReply !== undefined) reply(script.ehloReply)
+        else if (verb === 'EHLO') reply([name, ...(script.ehlo ?? [])].map((k, i, all) => `250${i < all.length - 1 ? '-' : ' '}${k}\r\n`).join(''))
         else if (verb === 'MAIL') reply(script.mail?.(n) ?? '250 2.1.0 Ok\r\n')
         else if (verb === 'RCPT') reply(script.rcpt?.(n) ?? '250 2.1.5 Ok\r\n')
         else if (verb === 'DATA') {
@@ -110,6 +113,21 @@ const SCRIPTS: Record<string, Script> = {
   'sameburst.test': { ehlo: ['PIPELINING'], end: () => '250 2.0.0 queued\r\n250 extra\r\n' },
   'code4.test': { rcpt: () => '2500 ok\r\n' },
   'mixed.test': { end: () => '250-ok\r\n550 5.1.1 no\r\n' },
+  // Codes outside 2xx-5xx (RFC 5321 §4.2.1), at each stage of a session.
+  'greeting600.test': { greeting: '600 greeting600.test ESMTP\r\n' },
+  'ehlo600.test': { ehloReply: '600 what\r\n' },
+  'mail700.test': { mail: () => '700 7.0.0 what\r\n' },
+  'rcpt600.test': { rcpt: () => '600 bad\r\n' },
+  'rcpt150.test': { rcpt: () => '150 wait\r\n' },
+  'data600.test': { data: () => '600 bad\r\n' },
+  'end600.test': { end: () => '600 6.0.0 what\r\n' },
+  'end099.test': { end: () => '099 what\r\n' },
+  'end900.test': { end: () => '900 9.0.0 what\r\n' },
+  'starttls600.test': { ehlo: ['STARTTLS'], starttls: '600 no\r\n' },
+  // Take everything; what their MAIL and RCPT lines carry is the point.
+  'dsnhop.test': { ehlo: ['PIPELINING', 'DSN'] },
+  'nodsnhop.test': { ehlo: ['PIPELINING'] },
+  'takes8bit.test': { ehlo: ['PIPELINING', '8BITMIME', 'SMTPUTF8'] },
   'limit.test': { ehlo: ['PIPELINING', 'SIZE 1000'] },
   'roomy.test': { ehlo: ['PIPELINING', 'SIZE 1000000'] },
   // No SIZE keyword, only "size" in its name (nodemailer's EHLO parser takes that for SIZE).
@@ -255,6 +273,122 @@ describe('malformed reply codes', () => {
     expect(ev.response).toMatch(/protocol error: malformed reply/)
     await eventually(() => seen['mixed.test']!.every((c) => c.closed), 5_000, 'the connection closed')
   })
+})
+
+describe('reply codes outside 2xx-5xx (RFC 5321 §4.2.1)', () => {
+  const cases: [domain: string, stage: string, reply: string][] = [
+    ['greeting600.test', 'the greeting', '600 greeting600.test ESMTP'],
+    ['ehlo600.test', 'EHLO', '600 what'],
+    ['mail700.test', 'MAIL FROM', '700 7.0.0 what'],
+    ['rcpt600.test', 'RCPT TO', '600 bad'],
+    ['rcpt150.test', 'RCPT TO', '150 wait'],
+    ['data600.test', 'DATA', '600 bad'],
+    ['end600.test', 'the end of data', '600 6.0.0 what'],
+    ['end099.test', 'the end of data', '099 what'],
+    ['end900.test', 'the end of data', '900 9.0.0 what'],
+  ]
+  for (const [domain, stage, reply] of cases) {
+    it(`${stage} answered "${reply}": a protocol error, deferred (no bounce, no DSN), the connection closed`, async () => {
+      const sender = `${domain.split('.')[0]}@sender.test`
+      await sendMail(relay.port, { from: sender, to: [`u@${domain}`], data: msg(`odd code ${domain}`) })
+      const ev = await outcome(`u@${domain}`)
+      expect(ev.event).toBe('deferred')
+      expect(ev.response).toContain(`protocol error: malformed reply: ${reply}`)
+      expect((await relay.listQueue()).some((q) => q.recipients.some((r) => r.address === `u@${domain}`))).toBe(true)
+      await eventually(() => seen[domain]!.every((c) => c.closed), 5_000, 'the connection closed')
+      // Only the end of data comes after the message went out.
+      expect(leaked(seen[domain]!)).toBe(stage === 'the end of data')
+      await new Promise((r) => setTimeout(r, 300))
+      expect(dsns.some((d) => d.includes(`u@${domain}`))).toBe(false)
+    })
+  }
+
+  it('STARTTLS answered "600 no": a failed negotiation, as any malformed reply to it (TLS policy may: sent again in plain text on a new connection)', async () => {
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@starttls600.test'], data: msg('odd code starttls') })
+    const ev = await outcome('u@starttls600.test')
+    expect(ev.event).toBe('delivered')
+    expect(ev.tls).toBe(false)
+    const fallback = relay.logs.find((l) => /^TLS with .*starttls600\.test.* failed/.test(String(l.msg)))
+    expect(String(fallback?.msg)).toMatch(/malformed reply: 600 no/)
+    // Nothing went over the connection that got the 600 after it.
+    const conns = seen['starttls600.test']!
+    expect(conns.map((c) => c.commands)).toEqual([['EHLO relay.test', 'STARTTLS'], expect.arrayContaining(['EHLO relay.test', 'MAIL FROM:<a@sender.test>'])])
+  })
+})
+
+/** One message over a raw session to the relay: EHLO, `commands` (MAIL, RCPTs), DATA, `data` (its bytes as they are). */
+async function submit(commands: string[], data: string | Buffer): Promise<void> {
+  const { client } = await connectRaw(relay.port, '127.0.0.1', 5_000)
+  for (const line of ['EHLO client.test', ...commands, 'DATA']) expect(await client.command(line), line).toMatch(/^(250|354) /m)
+  client.send(dotStuff(Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8')))
+  expect(await client.command('.')).toMatch(/^250 /)
+  client.close()
+}
+
+/** The commands a server got from MAIL FROM:<sender> on, up to DATA. */
+function envelopeOf(domain: string, sender: string): string[] {
+  const commands = seen[domain]!.flatMap((c) => c.commands)
+  const from = commands.findIndex((l) => l.startsWith(`MAIL FROM:<${sender}>`))
+  expect(from, `MAIL FROM:<${sender}> at ${domain}`).toBeGreaterThanOrEqual(0)
+  return commands.slice(from, commands.indexOf('DATA', from))
+}
+
+describe('DSN parameters of several recipients in one transaction (RFC 3461 §4.1, §4.2)', () => {
+  const rcpts = (domain: string) => [
+    `RCPT TO:<b@${domain}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig+2Bb@d2.test`,
+    `RCPT TO:<c@${domain}> NOTIFY=NEVER`,
+    `RCPT TO:<d@${domain}> NOTIFY=FAILURE ORCPT=rfc822;d1@d2.test`,
+    `RCPT TO:<e@${domain}> NOTIFY=FAILURE ORCPT=rfc822;e1@d2.test`,
+    `RCPT TO:<f@${domain}>`,
+  ]
+
+  it("a next hop that offers DSN gets each recipient's own NOTIFY and ORCPT, in one transaction with one copy; the success report is its to send", async () => {
+    await submit(['MAIL FROM:<dsn1@sender.test>', ...rcpts('dsnhop.test')], msg('dsn per recipient'))
+    for (const r of 'bcdef') expect((await outcome(`${r}@dsnhop.test`)).event).toBe('delivered')
+    const envelope = envelopeOf('dsnhop.test', 'dsn1@sender.test')
+    expect(envelope.filter((l) => /^MAIL /.test(l))).toHaveLength(1)
+    expect(envelope.filter((l) => /^RCPT /.test(l)).sort()).toEqual(rcpts('dsnhop.test').sort())
+    expect(seen['dsnhop.test']!.flatMap((c) => c.messages).filter((m) => m.includes('Subject: dsn per recipient'))).toHaveLength(1)
+    // Give a stray "relayed" report for b time to arrive: none may.
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(dsns.some((d) => d.includes('b@dsnhop.test'))).toBe(false)
+  })
+
+  it('a next hop without DSN: the RCPTs carry none, and NOTIFY=SUCCESS gets the relay\'s "relayed" report', async () => {
+    await submit(['MAIL FROM:<dsn2@sender.test>', ...rcpts('nodsnhop.test')], msg('dsn without dsn'))
+    for (const r of 'bcdef') expect((await outcome(`${r}@nodsnhop.test`)).event).toBe('delivered')
+    expect(envelopeOf('nodsnhop.test', 'dsn2@sender.test').filter((l) => /^RCPT /.test(l)).sort()).toEqual([...'bcdef'].map((r) => `RCPT TO:<${r}@nodsnhop.test>`))
+    const report = await eventually(() => dsns.find((d) => /Final-Recipient: rfc822; ?b@nodsnhop\.test/i.test(d)), 10_000, 'the relayed report for b')
+    expect(report).toMatch(/^Action: relayed/im)
+    expect(report).toMatch(/^Original-Recipient: rfc822; ?orig\+b@d2\.test/im)
+    expect(report).not.toMatch(/[cdef]@nodsnhop\.test/)
+  })
+})
+
+describe('8BITMIME (RFC 6152 §3): 8-bit bytes go to a next hop only with BODY=8BITMIME', () => {
+  const mime = 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n'
+  const cases: [what: string, sender: string, params: string, data: string, eightBit: boolean][] = [
+    ['an 8-bit body, no BODY= from the client', 'eb1@sender.test', '', mime + msg('eight bit no body', 'caf\u00e9\r\n'), true],
+    ['an 8-bit body declared BODY=7BIT', 'eb2@sender.test', ' BODY=7BIT', mime + msg('eight bit 7bit', 'caf\u00e9\r\n'), true],
+    ['a SMTPUTF8 message with a UTF-8 Subject and a 7-bit body', 'eb3@sender.test', ' SMTPUTF8', msg('Gr\u00fc\u00dfe utf8 header'), true],
+    ['a 7-bit message', 'eb4@sender.test', '', msg('seven bit'), false],
+  ]
+  for (const [what, sender, params, data, eightBit] of cases) {
+    it(`${what}: ${eightBit ? 'BODY=8BITMIME on MAIL FROM, the bytes as they are' : 'no BODY='}`, async () => {
+      const rcpt = `${sender.split('@')[0]}@takes8bit.test`
+      await submit([`MAIL FROM:<${sender}>${params}`, `RCPT TO:<${rcpt}>`], data)
+      expect((await outcome(rcpt)).event).toBe('delivered')
+      const mail = envelopeOf('takes8bit.test', sender)[0]!
+      if (eightBit) expect(mail).toMatch(/ BODY=8BITMIME( |$)/)
+      else expect(mail).not.toMatch(/BODY=/)
+      if (params.includes('SMTPUTF8')) expect(mail).toMatch(/ SMTPUTF8( |$)/)
+      // The message as the next hop got it: its 8-bit lines byte for byte, nothing converted.
+      const sent = Buffer.from(data, 'utf8').toString('latin1')
+      const got = seen['takes8bit.test']!.flatMap((c) => c.messages).find((m) => m.includes(/^Message-ID: .*$/m.exec(sent)![0]))
+      for (const line of sent.split('\r\n').filter((l) => /[\x80-\xff]/.test(l))) expect(got).toContain(line)
+      expect(got).not.toMatch(/quoted-printable/i)
+    })
+  }
 })
 
 describe('SIZE (RFC 1870)', () => {

@@ -33,6 +33,8 @@ beforeAll(async () => {
     tls,
     auth: (line) => (/^AUTH LOGIN$/i.test(line) ? '334 VXNlcm5hbWU6' : line === b64(USER) ? '334 UGFzc3dvcmQ6' : `535 5.7.8 bad password ${line} for ${b64(USER)}`),
   })
+  // AUTH answered with a code outside 2xx-5xx (RFC 5321 §4.2.1).
+  servers.auth600 = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN'], tls, auth: () => '600 what' })
   // STARTTLS answered 220, then plain text instead of a handshake; AUTH would be taken in clear.
   servers.garbage = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN LOGIN'], starttls: 'garbage' })
   servers.garbageLater = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN LOGIN'], starttls: 'garbage-later' })
@@ -50,7 +52,7 @@ beforeAll(async () => {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: senderMx.port, tlsCa: ca.caFile, retry: { base: '1h' }, connectTimeout: '3s' },
       log: { level: 'debug' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin'), route('garbage'), route('garbageLater')] }]],
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin'), route('garbage'), route('garbageLater'), route('auth600')] }]],
     },
     env: { SMARTHOST_PASS: PASS },
   })
@@ -74,6 +76,16 @@ describe('a smarthost that quotes the credentials back', () => {
     const entry = (await relay.listQueue()).find((q) => q.recipients[0]!.address === rcpt)!
     const seen = JSON.stringify(relay.logs) + JSON.stringify(entry)
     for (const secret of secrets) expect(seen).not.toContain(secret)
+  })
+})
+
+describe('AUTH answered "600 what"', () => {
+  it('a protocol error, deferred: not read as the credentials refused, nothing after AUTH', async () => {
+    await sendMail(relay.port, { from: 'auth600@sender.example', to: ['a@auth600.test'], data: msg('auth600@sender.example') })
+    const ev = await event('deferred', 'a@auth600.test')
+    expect(ev.response).toMatch(/^4\.4\.1 Host smarthost\.test\[127\.0\.0\.2\]:\d+ unreachable: protocol error: malformed reply: 600 what$/)
+    expect(ev.category).not.toBe('auth')
+    expect(servers.auth600!.sessions[0]!.at(-1)).toMatch(/^TLS AUTH PLAIN /)
   })
 })
 

@@ -58,6 +58,18 @@ describe('recipient checks', () => {
     expect(recipientChecked(atHost, session(from), cfg(['local.example'], 'ops@elsewhere.example'), 100)).toMatchObject({ local: 'ops', domain: 'elsewhere.example', postmaster: true })
     expect(recipientChecked(address('postmaster@other.example'), session(from), cfg([]), 100)).toMatchObject({ postmaster: false })
   })
+  it("postmaster at the literal of the address the client reached (a mapped IPv6 one too) is the relay's; another local part or address is not", () => {
+    const cfg = { localDomains: ['local.example'], hostname: 'mx.relay.example' }
+    const reached = (localAddress: string) => Object.assign(session(from), { localAddress })
+    for (const [to, local] of [['PostMaster@[192.0.2.7]', '::ffff:192.0.2.7'], ['postmaster@[IPv6:::ffff:192.0.2.7]', '192.0.2.7'], ['postmaster@[IPv6:2001:DB8:0::1]', '2001:db8::1']] as const) {
+      const pm = address(to)
+      expect(recipientChecked(pm, reached(local), cfg, 100), to).toMatchObject({ domain: 'local.example', postmaster: true })
+      expect(pm.address).toBe('postmaster@local.example')
+    }
+    expect(recipientChecked(address('user@[192.0.2.7]'), reached('192.0.2.7'), cfg, 100)).toMatchObject({ domain: '[192.0.2.7]', postmaster: false })
+    expect(recipientChecked(address('postmaster@[192.0.2.8]'), reached('192.0.2.7'), cfg, 100)).toMatchObject({ domain: '[192.0.2.8]', postmaster: false })
+    expect(recipientChecked(address('postmaster@[192.0.2.7]'), session(from), cfg, 100)).toMatchObject({ postmaster: false })
+  })
   it('bad syntax 553 5.1.3, UTF-8 without SMTPUTF8 553 5.6.7, a bad ORCPT 501, one recipient too many 452 4.5.3', () => {
     expect(recipientChecked(address('nobody'), session(from), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ kind: 'protocol', reply: { code: 553, status: '5.1.3' } })
     expect(recipientChecked(address('jürgen@example.com'), session(from), { localDomains: [], hostname: 'relay.example' }, 100)).toMatchObject({ reply: { code: 553, status: '5.6.7' } })

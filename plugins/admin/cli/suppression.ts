@@ -1,7 +1,7 @@
 // `relay suppression list|add|remove`: the addresses refused at RCPT, on the configured queue
 // (env.openQueue: SQLite in the data directory, or the shared PostgreSQL queue). A running relay
 // checks RCPT against the queue itself, so a change here applies to its next RCPT.
-import { addressKey, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
+import { addressKey, isRelayPostmaster, parseDuration, type CommandEnv, type QueueOperations, type RelayConfig, type Suppression } from '../../../core/index.js'
 import { json, out, time as toSecond } from './output.js'
 
 // To the second, as the queue verbs print times (docs/config.md); no expiry: never.
@@ -46,6 +46,8 @@ export async function suppressionAdd(env: CommandEnv, address: string, opts: { c
   const key = addressKey(address)
   if (!key) fail(`not an email address: ${address}`, 2)
   const config = (await env.loadConfig(opts.config)) as RelayConfig
+  // RCPT to it is always taken (RFC 5321 §4.5.1): an entry would refuse nothing, so none is written.
+  if (isRelayPostmaster(key, config)) fail(`${address} is the relay's postmaster: mail to it is always taken (RFC 5321 §4.5.1), so it is never suppressed`)
   let ttl = config.delivery.suppression.ttl
   if (opts.ttl !== undefined) {
     const parsed = parseDuration(opts.ttl)
