@@ -4,7 +4,7 @@ import { checkConfigPaths } from '../config/check-paths.js'
 import { configWarnings } from '../config/warnings.js'
 import type { RelayConfig } from '../config/schema.js'
 import { pluginShapeProblems, unreadablePlugin } from '../hooks/plugin-shape.js'
-import { resolvePlugin } from '../hooks/load-plugins.js'
+import { resolvePlugin, sameNameWarnings } from '../hooks/find-plugin.js'
 import { workerCount, workerShare } from '../workers/share.js'
 import { PLUGIN_ERROR_CODES, PluginError } from '../hooks/plugin-errors.js'
 import type { Plugin } from '../hooks/types.js'
@@ -18,7 +18,7 @@ type Issue = { path: string; message: string; excerpt?: string }
  * Each plugin entry's problems: the plugin cannot be loaded, names an unknown hook, or its options
  * fail its schema. Checked whatever the core settings' own problems, so one run lists them all.
  */
-async function pluginIssues(raw: unknown, configDir: string, file: string | undefined, timeoutMs: number | undefined): Promise<Issue[]> {
+async function pluginIssues(raw: unknown, configDir: string, file: string | undefined, timeoutMs: number | undefined, found: { at: string; name: string; source: string }[]): Promise<Issue[]> {
   const entries = (raw as { plugins?: unknown } | null)?.plugins
   if (!Array.isArray(entries)) return []
   const issues: Issue[] = []
@@ -37,6 +37,7 @@ async function pluginIssues(raw: unknown, configDir: string, file: string | unde
       continue
     }
     const named = `${at} (${plugin.name})`
+    found.push({ at, name: plugin.name, source: typeof ref !== 'string' ? '' : ref.startsWith('.') || path.isAbsolute(ref) ? path.resolve(configDir, ref) : ref })
     const shape = pluginShapeProblems(plugin)
     for (const { code, message } of shape) issues.push(...new PluginError(code, file, named, message).issues)
     if (shape.length) continue // its options may not even be a schema
@@ -83,6 +84,7 @@ function pathsAlone(raw: unknown, configDir: string, file?: string): RelayConfig
  * 'check' mode. Ends with a verdict: `config ok …` (exit 0), or the problems (exit 2, main.ts).
  */
 export async function checkConfig(opts: { config?: string }): Promise<void> {
+  const stray = strayErrors()
   const found = await loadRawConfig(opts.config)
   const file = found?.filepath
   const configDir = file ? path.dirname(file) : process.cwd()
@@ -94,7 +96,8 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
     if (!(err instanceof ConfigError)) throw err
     issues.push(...err.issues)
   }
-  issues.push(...(await pluginIssues(found?.config, configDir, file, config?.setupTimeout)))
+  const resolved: { at: string; name: string; source: string }[] = []
+  issues.push(...(await pluginIssues(found?.config, configDir, file, config?.setupTimeout, resolved)))
   const paths = config ?? pathsAlone(found?.config, configDir, file)
   if (paths) issues.push(...checkConfigPaths(paths))
   if (issues.length || !config) throw new ConfigError(file, issues)
@@ -121,6 +124,13 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
       throw Object.assign(new ConfigError(err.file, issues), { name: err.name, code: (err as { code?: string }).code })
     }
   }
+  // What a setup threw from a timer or a promise it did not await: a failure as a rejection is.
+  if (stray.errors.length) {
+    await teardownAll(plugins, env.logger)
+    const message = `an error thrown outside any setup's promise (a timer, a promise not awaited) while the plugins were set up: ${stray.errors.map(errorText).join('; ')}`
+    throw new PluginError(PLUGIN_ERROR_CODES.setup, file, 'plugins', message)
+  }
+  stray.verdict()
   process.stdout.write(
     `config ok${config.configFile ? `: ${config.configFile}` : ' (defaults, no config file found)'}\n` +
       `  hostname ${config.hostname}\n` +
@@ -132,7 +142,7 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   )
   // A teardown that throws or hangs (bounded: loaded-plugin teardowns give up after setupTimeout)
   // is a warning about the plugin, not a failure of the check whose verdict is printed.
-  for (const w of configWarnings(config)) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
+  for (const w of [...configWarnings(config), ...sameNameWarnings(resolved)]) process.stderr.write(`relay: warning: ${w.path}: ${w.message}\n`)
   // Last plugin first, as at a stop.
   for (const p of [...plugins].reverse()) {
     try {
@@ -143,4 +153,23 @@ export async function checkConfig(opts: { config?: string }): Promise<void> {
   }
   // A verdict was printed: exit even if a plugin left a timer or socket open.
   process.exit(0)
+}
+
+/**
+ * Errors no promise of the check catches (a plugin's timer that throws during its setup), kept to be
+ * reported as a problem, not a crash with a bare stack; and a process.exit() from a plugin before
+ * the verdict is printed said as such, with exit 2, not a silent exit 0.
+ */
+function strayErrors(): { errors: unknown[]; verdict(): void } {
+  const errors: unknown[] = []
+  const keep = (err: unknown) => void errors.push(err)
+  process.on('uncaughtException', keep)
+  process.on('unhandledRejection', keep)
+  let printed = false
+  process.on('exit', (code) => {
+    if (printed || code !== 0) return
+    process.stderr.write('relay: check-config: the process was ended before a verdict (a plugin called process.exit()?)\n')
+    process.exitCode = 2
+  })
+  return { errors, verdict: () => void (printed = true) }
 }

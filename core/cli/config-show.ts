@@ -1,7 +1,7 @@
 import { loadConfig, parseConfig } from '../config/load.js'
 import { redactConfig } from '../config/redact.js'
 import type { RelayConfig } from '../config/schema.js'
-import { resolvePlugin } from '../hooks/load-plugins.js'
+import { resolvePlugin } from '../hooks/find-plugin.js'
 import { pluginOptions } from '../hooks/plugin-options.js'
 import type { Plugin } from '../hooks/types.js'
 

@@ -35,10 +35,17 @@ export class HookBus {
    */
   async replace(plugins: LoadedPlugin[]): Promise<void> {
     const old = this.plugins
+    const running = [...this.running, ...this.hearing]
     this.plugins = plugins
     this.byHook = index(plugins)
+    // Not while a call of theirs runs: a hook that reads its state after an await would find it
+    // torn down (each call ends within hookTimeout, a stage within one per plugin).
+    await Promise.allSettled(running)
     await teardownAll(old.filter((p) => !plugins.includes(p)), this.log)
   }
+
+  /** Hook stages running (run()), with the plugins they started with. */
+  private readonly running = new Set<Promise<unknown>>()
 
   /** Core-side subscription to an event: called synchronously, before plugins hear of it; never throws into emit. */
   observe<K extends EventName>(event: K, fn: (data: EventContexts[K]) => void): void {
@@ -63,9 +70,17 @@ export class HookBus {
   }
 
   /** Runs `hook` through the plugins; resolves with the deciding verdict, or undefined if all passed. */
-  async run<K extends HookName>(hook: K, data: HookContexts[K]): Promise<Decision<K> | undefined> {
+  run<K extends HookName>(hook: K, data: HookContexts[K]): Promise<Decision<K> | undefined> {
     const list = this.byHook.get(hook)
-    if (!list) return undefined
+    if (!list) return Promise.resolve(undefined)
+    const stage = this.runList(list, hook, data)
+    this.running.add(stage)
+    const done = () => void this.running.delete(stage)
+    stage.then(done, done)
+    return stage
+  }
+
+  private async runList<K extends HookName>(list: LoadedPlugin[], hook: K, data: HookContexts[K]): Promise<Decision<K> | undefined> {
     for (const p of list) {
       const fn = p.plugin.hooks![hook] as (ctx: unknown) => unknown
       let result: unknown

@@ -1,19 +1,16 @@
-import fs from 'node:fs'
 import path from 'node:path'
-import { createRequire } from 'node:module'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
-import { ConfigError, defaultExport } from '../config/load.js'
-import { ConfigSyntaxError } from '../config/syntax.js'
-import { importModule } from './import-module.js'
+import { ConfigError } from '../config/load.js'
+import { isPlugin, resolvePlugin, sameNameWarnings } from './find-plugin.js'
 import { pluginPortIssues } from '../config/check-listen.js'
-import { DEFAULT_SETUP_TIMEOUT, type RelayConfig } from '../config/schema.js'
+import type { RelayConfig } from '../config/schema.js'
 import type { Plugin, PluginContext, SetupContext, WatchedFile } from './types.js'
 import type { PluginProcesses } from './processes.js'
 import type { RelayOperations } from './operator.js'
 import { HOOK_NAMES } from './names.js'
 import { pluginShapeProblems, unreadablePlugin } from './plugin-shape.js'
+import { factoryParts, withSetupParts } from './setup-result.js'
 import { PLUGIN_ERROR_CODES as CODES, PluginError } from './plugin-errors.js'
 import { watchFile } from './watch-file.js'
 import { errorText } from '../error-text.js'
@@ -22,70 +19,11 @@ import { within } from '../within.js'
 import { pluginResolver } from '../dns/resolver.js'
 import { declaredPorts, pluginOptions, type DeclaredPort } from './plugin-options.js'
 
-// The repo's own plugins sit beside core/ (as .ts under tsx/vitest, .js once built to dist/).
-const BUNDLED_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
-
-function bundledPluginFile(name: string): string | undefined {
-  if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) return undefined
-  for (const ext of ['.js', '.ts']) {
-    const file = path.join(BUNDLED_DIR, name, `index${ext}`)
-    if (fs.existsSync(file)) return file
-  }
-  return undefined
-}
-
-/** Finds a plugin by name: plugins/<name>, then npm `relay-plugin-<name>`, then a path. */
-export async function resolvePlugin(ref: string, configDir: string, at: string, file?: string, timeoutMs = DEFAULT_SETUP_TIMEOUT): Promise<Plugin> {
-  let mod: unknown
-  const isPath = ref.startsWith('.') || path.isAbsolute(ref)
-  const bundled = isPath ? undefined : bundledPluginFile(ref)
-  // A module whose top-level await never settles would hang the start with no word (or, with
-  // nothing else pending, end it with exit 0): its load counts against setupTimeout.
-  // At least a second: a module takes some milliseconds to load even when nothing is wrong.
-  const limit = Math.max(timeoutMs, 1000)
-  const importFile = (target: string, own?: boolean) =>
-    within(importModule(target, own), limit, () =>
-      new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': its module did not finish loading within ${limit} ms (config setupTimeout): a top-level await that never settles?`),
-    )
-  try {
-    if (bundled) mod = await importFile(bundled)
-    else if (isPath) mod = await importFile(path.resolve(configDir, ref), true)
-    else {
-      const pkg = ref.startsWith('relay-plugin-') || ref.startsWith('@') ? ref : `relay-plugin-${ref}`
-      const require = createRequire(path.join(configDir, 'relay.config.js'))
-      let entry: string
-      try {
-        entry = require.resolve(pkg)
-      } catch {
-        throw new PluginError(CODES.load, file, at, `unknown plugin '${ref}': not in plugins/, no npm package '${pkg}' installed, and not a path (start paths with ./ or /)`)
-      }
-      mod = await importFile(entry)
-    }
-  } catch (err) {
-    if (err instanceof ConfigError) throw err
-    if (err instanceof ConfigSyntaxError) {
-      const where = err.file ? path.relative(configDir, err.file) || err.file : ref
-      throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${err.format} syntax error at ${where}:${err.line}:${err.column}: ${err.reason}`)
-    }
-    throw new PluginError(CODES.load, file, at, `cannot load plugin '${ref}': ${errorText(err)}`)
-  }
-  const plugin = defaultExport(mod)
-  const unreadable = unreadablePlugin(plugin)
-  if (unreadable) throw new PluginError(CODES.shape, file, at, unreadable)
-  if (!isPlugin(plugin)) throw new PluginError(CODES.shape, file, at, `'${ref}' does not export a plugin (export default definePlugin({ name, hooks }))`)
-  return plugin
-}
-
 /** The first thing wrong with the plugin object's shape stops the start (plugin-shape.ts has them all). */
 function checkShape(plugin: Plugin, named: string, at: string, file: string | undefined): void {
   if (at === 'core') return
   const [first] = pluginShapeProblems(plugin)
   if (first) throw new PluginError(first.code, file, named, first.message)
-}
-
-/** An object with a name: what else is wrong with it (a `hook` for `hooks`) plugin-shape.ts names. */
-function isPlugin(v: unknown): v is Plugin {
-  return typeof v === 'object' && v !== null && typeof (v as Plugin).name === 'string'
 }
 
 /** A plugin of the running generation: its options, context (with its state) and what to undo. */
@@ -116,6 +54,8 @@ export interface ProcessEnv {
  * deliver: a worker delivers the new mail it took); those with events only run in the primary.
  */
 export function runsInWorkers(plugin: Plugin): boolean {
+  // One with no hooks of its own may make them in setup (setup-result.ts): a worker sets it up to see.
+  if (plugin.hooks === undefined && typeof plugin.setup === 'function' && !plugin.keepOnReload && !plugin.ports) return true
   return HOOK_NAMES.some((h) => typeof plugin.hooks?.[h] === 'function')
 }
 
@@ -214,7 +154,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
     ...(env.builtins?.last ?? []).map((p) => ({ at: 'core', ref: p, rawOptions: undefined })),
   ]
   // Every entry loaded and its options validated before any is set up: the kept ones are matched over all.
-  const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; optionsKey: string }[] = []
+  const ready: { at: string; named: string; plugin: Plugin; options: unknown; ports: DeclaredPort[]; source: string; optionsKey: string }[] = []
   let answersAuth = false
   // Every entry's problems, not only the first's (as check-config lists them): one start, one list to fix.
   const problems: ConfigError[] = []
@@ -233,7 +173,7 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
       // Where its code came from counts as its options do: a kept plugin of the same name from
       // another file is not the one running (it stays until a restart, and the reload says so).
       const source = typeof ref !== 'string' ? '' : ref.startsWith('.') || path.isAbsolute(ref) ? path.resolve(config.configDir, ref) : ref
-      ready.push({ at, named, plugin, options, ports, optionsKey: `${keyOf(rawOptions)}\u0000${source}` })
+      ready.push({ at, named, plugin, options, ports, source, optionsKey: `${keyOf(rawOptions)}\u0000${source}` })
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       problems.push(err)
@@ -250,13 +190,20 @@ async function loadEach(env: PluginEnv, loaded: LoadedPlugin[], carried: Carried
   // A plugin's own port on a listener's or another plugin's: refused before anything binds.
   const clashes = pluginPortIssues(config.listen, ready)
   if (clashes.length) throw new ConfigError(config.configFile, clashes)
+  const named = ready.filter((r) => r.at !== 'core').map((r) => ({ at: r.at, name: r.plugin.name, source: r.source }))
+  for (const w of sameNameWarnings(named)) env.logger.warn({ path: w.path }, `config warning: ${w.path}: ${w.message}`)
   const kept = matchKept(ready, env.previous)
   for (const [i, { at, named, plugin, options, optionsKey }] of ready.entries()) {
     const k = kept[i]
     if (k) {
       carried.push({ kept: k, at, optionsChanged: k.optionsKey !== optionsKey })
       loaded.push(k)
-    } else loaded.push(await setUp(env, plugin, options, at, named, optionsKey))
+      continue
+    }
+    const made = await setUp(env, plugin, options, at, named, optionsKey)
+    // Set up to see what hooks it makes: none for this process (an SMTP worker), it goes.
+    if (env.only && !env.only(made.plugin)) await teardownAll([made], env.logger)
+    else loaded.push(made)
   }
 }
 
@@ -325,28 +272,44 @@ async function setUp(env: PluginEnv, plugin: Plugin, options: unknown, at: strin
     // The cause stays: a system call that failed (a port in use) is no config problem (cli/start.ts).
     throw Object.assign(new PluginError(CODES.setup, config.configFile, named, `setup: ${errorText(err)}`), { cause: err })
   }
+  settingUp = false
+  // The hooks run are a copy taken now: a plugin that imports another (a bundled one) and assigns
+  // to its hooks changes nothing of what runs.
+  let made: Plugin = { ...plugin, hooks: { ...plugin.hooks } }
+  const parts = factoryParts(result)
+  if (parts) {
+    const m = withSetupParts(plugin, parts)
+    if (m.problem) {
+      // What setup made is let go of before the start (or reload) is refused.
+      closeFiles()
+      const undo = typeof parts.teardown === 'function' ? (parts.teardown as Plugin['teardown']) : plugin.teardown
+      await within(Promise.resolve().then(() => undo?.({ ...ctx, state: parts.state })), config.setupTimeout, () => new Error('teardown timed out')).catch(() => {})
+      throw new PluginError(m.problem.code, config.configFile, named, m.problem.message)
+    }
+    made = m.plugin
+    result = parts.state
+  } else factoryLike(result, plugin, log)
+  Object.freeze(made.hooks)
   // The older form: setup returned its teardown. Not for a plugin with a teardown of its own: its
   // setup's function (a matcher, say) is its state.
-  settingUp = false
-  factoryLike(result, plugin, log)
-  const legacyTeardown = typeof result === 'function' && typeof plugin.teardown !== 'function' ? (result as () => unknown) : undefined
+  const legacyTeardown = !parts && typeof result === 'function' && typeof plugin.teardown !== 'function' ? (result as () => unknown) : undefined
   ctx.state = legacyTeardown ? undefined : result
   // Bounded like setup: a teardown that never finishes would hold up every later reload, and a stop.
   // A check (check-config, a CLI verb) waits for a teardown at most 5 s: nothing runs after it.
   const teardownLimit = env.mode === 'check' ? Math.min(config.setupTimeout, 5000) : config.setupTimeout
   const teardown = async () => {
     closeFiles()
-    await within(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : plugin.teardown?.(ctx))), teardownLimit, () =>
+    await within(Promise.resolve().then(() => (legacyTeardown ? legacyTeardown() : made.teardown?.(ctx))), teardownLimit, () =>
       new Error(`teardown did not finish within ${teardownLimit} ms (config setupTimeout); going on without it`),
     )
   }
-  self = { plugin, ctx, teardown, at, optionsKey, handlers }
+  self = { plugin: made, ctx, teardown, at, optionsKey, handlers }
   return self
 }
 
 /**
- * A setup that returns `{ hooks, teardown }` (the shape of some other plugin systems) has made its
- * state: those are never called from there. Said once, at setup, instead of doing nothing silently.
+ * A setup that returns hooks or a teardown beside other keys has made its state (the factory form
+ * holds only hooks, events, teardown, state: setup-result.ts): said once, not ignored silently.
  */
 function factoryLike(result: unknown, plugin: Plugin, log: Logger): void {
   if (typeof result !== 'object' || result === null) return
@@ -355,7 +318,7 @@ function factoryLike(result: unknown, plugin: Plugin, log: Logger): void {
   const teardown = typeof r.teardown === 'function' && typeof plugin.teardown !== 'function'
   if (hooks || teardown) {
     const what = [hooks && 'hooks', teardown && 'teardown'].filter(Boolean).join(' and ')
-    log.warn(`plugin ${plugin.name}: setup returned an object with ${what}; what setup returns is the plugin's state (ctx.state), so they are never called: put them on the plugin object (definePlugin({ name, setup, ${what === 'hooks' ? 'hooks' : what === 'teardown' ? 'teardown' : 'hooks, teardown'} }))`)
+    log.warn(`plugin ${plugin.name}: setup returned an object with ${what} and other keys, so it is the plugin's state (ctx.state) and they are never called: return only { hooks, events, teardown, state } (the factory form), or put them on the plugin object`)
   }
 }
 

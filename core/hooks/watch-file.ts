@@ -9,7 +9,14 @@ import { errorText } from '../error-text.js'
 const SETTLE_MS = 100
 
 export function watchFile<T>(file: string, parse: (text: string) => T, log: Logger, onChange?: (value: T) => void): WatchedFile<T> {
-  let current = parsed(parse, fs.readFileSync(file, 'utf8'), file)
+  let current: T
+  try {
+    current = parsed(parse, fs.readFileSync(file, 'utf8'), file)
+  } catch (err) {
+    // The file is named once: a missing file's error names it already, a parser's rarely does.
+    const text = errorText(err)
+    throw text.includes(file) ? err : Object.assign(new Error(`watchFile ${file}: ${text}`), { cause: err })
+  }
   let timer: NodeJS.Timeout | undefined
   let watcher: fs.FSWatcher | undefined
   let closed = false

@@ -1,6 +1,6 @@
 // What one plugin can do to the core and to other plugins through what relay-mta exports, and the
 // plugin mistakes that used to pass without a word: a plugin object that cannot be read, hooks the
-// bus would never see, a verdict key with a typo, a setup that returns hooks as its state.
+// bus would never see, a verdict key with a typo, a setup that returns hooks inside its state.
 import { afterAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -84,13 +84,13 @@ describe('plugin objects that used to pass unseen or crash whatever read them', 
 })
 
 describe('said once in the log instead of ignored', () => {
-  it("a verdict key with a typo ('mesage'), and a setup that returns { hooks, teardown } as if they were the plugin's", async () => {
+  it("a verdict key with a typo ('mesage'), and a setup that returns hooks beside its state's own keys", async () => {
     const dir = tempDir()
     fs.writeFileSync(path.join(dir, 'typo.mjs'), "export default { name: 'typo', hooks: { rcpt() { return { action: 'reject', mesage: 'not here' } } } }\n")
-    fs.writeFileSync(path.join(dir, 'factory.mjs'), "export default { name: 'factory', setup() { return { hooks: { rcpt() { return { action: 'reject' } } }, teardown() {} } } }\n")
+    fs.writeFileSync(path.join(dir, 'factory.mjs'), "export default { name: 'factory', setup() { return { hooks: { rcpt() { return { action: 'reject' } } }, teardown() {}, cache: new Map() } } }\n")
     const relay = await startRelay({ dir, config: { plugins: ['./factory.mjs', './typo.mjs'] } })
     relays.push(relay)
-    await relay.waitForLog((l) => l.msg === "plugin factory: setup returned an object with hooks and teardown; what setup returns is the plugin's state (ctx.state), so they are never called: put them on the plugin object (definePlugin({ name, setup, hooks, teardown }))", 5000)
+    await relay.waitForLog((l) => l.msg === "plugin factory: setup returned an object with hooks and teardown and other keys, so it is the plugin's state (ctx.state) and they are never called: return only { hooks, events, teardown, state } (the factory form), or put them on the plugin object", 5000)
     expect(await rcpt(relay, 'a@dest.test')).toBe('550 5.7.1 Recipient refused')
     expect(await rcpt(relay, 'b@dest.test')).toBe('550 5.7.1 Recipient refused')
     const warned = await relay.waitForLog((l) => String(l.msg).startsWith("plugin typo returned a verdict with the unknown key 'mesage' from hook rcpt"), 5000)

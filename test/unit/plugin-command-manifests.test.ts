@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import { describe, expect, it } from 'vitest'
 import { bundledFor, bundledVerbManifests, isTopLevelHelp, type VerbHelp } from '../../core/cli/plugin-commands.js'
-import { resolvePlugin } from '../../core/hooks/load-plugins.js'
+import { resolvePlugin } from '../../core/hooks/find-plugin.js'
 import type { CommandEnv } from '../../core/hooks/types.js'
 
 const PLUGINS_DIR = fileURLToPath(new URL('../../plugins/', import.meta.url))
