@@ -124,7 +124,7 @@ export const configSchema = z
     localDomains: z.array(domain).default([]),
     /**
      * Where mail for the relay's postmaster goes (RFC 5321 §4.5.1): `RCPT TO:<postmaster>` (no
-     * domain) and `<postmaster@hostname>`. Default: postmaster@ the first local domain, or with none
+     * domain), `<postmaster@hostname>` and `<postmaster@[the listener's address]>`. Default: postmaster@ the first local domain, or with none
      * postmaster@`hostname`, delivered by its MX (as Postfix appends $myorigin).
      */
     postmaster: z
