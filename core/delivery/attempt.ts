@@ -277,7 +277,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     connectTimeout: config.delivery.connectTimeout,
     commandTimeout: config.delivery.commandTimeout,
     deadline,
-    eightBit: job.message.senderArgs?.BODY === '8BITMIME',
+    eightBit: /^(8BITMIME|BINARYMIME)$/i.test(String(job.message.senderArgs?.BODY ?? '')),
     size: job.message.size,
     smtpUtf8: needsSmtpUtf8(job),
     dsn: relayDsn(job.message.senderArgs, job.recipients),

@@ -1,6 +1,5 @@
 // One SMTP (or LMTP) transaction with one host, over a pooled connection or a new one
 // (smtp-session.ts), sending what the next hop can take (SMTPUTF8, 8BITMIME or a 7-bit downgrade).
-import { isAscii } from 'node:buffer'
 import type { Readable } from 'node:stream'
 import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
@@ -64,8 +63,9 @@ async function messageFor(s: Session, o: TransactionOptions): Promise<{ message:
     if (!scan || scan.headerEightBit) return { kind: 'unreachable', response: `${s.remoteHost} does not support SMTPUTF8 (RFC 6531)`, remoteHost: s.remoteHost, policy: 'smtputf8' }
   }
   const smtpUtf8 = Boolean(o.smtpUtf8) && !scan
-  // 8-bit bytes go only with BODY=8BITMIME (RFC 6152 §3), whatever BODY= the client gave (none, 7BIT).
-  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) || (scan ? scan.eightBit : await hasEightBit(o.message())), smtpUtf8 }
+  // 8-bit bytes go only with BODY=8BITMIME (RFC 6152 §3): the intake marked 8-bit content so
+  // whatever BODY= the client gave (core/smtp/accept.ts).
+  if (ext.includes('8BITMIME')) return { message: o.message, eightBit: Boolean(o.eightBit) || Boolean(scan?.eightBit), smtpUtf8 }
   scan ??= await scan8bit(o.message())
   if (!scan.eightBit) return { message: o.message, eightBit: false, smtpUtf8 }
   if (scan.unconvertible) {
@@ -73,13 +73,6 @@ async function messageFor(s: Session, o: TransactionOptions): Promise<{ message:
   }
   const found = scan
   return { message: () => sevenBitStream(o.message(), found), eightBit: false, smtpUtf8 }
-}
-
-/** A byte above 127 anywhere in the message (headers too: a SMTPUTF8 message's UTF-8 fields); stops at the first. */
-async function hasEightBit(stream: Readable): Promise<boolean> {
-  // Leaving the loop early destroys the stream.
-  for await (const chunk of stream) if (!isAscii(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : (chunk as Buffer))) return true
-  return false
 }
 
 async function send(s: Session, o: TransactionOptions, pool: ConnectionPool): Promise<Outcome | 'reconnect'> {

@@ -25,6 +25,9 @@ import type { PolicyStages } from './policy-stages.js'
 import { postmasterMailbox } from './postmaster.js'
 import { hostPortText } from '../net/host-port.js'
 
+/** BODY= values that already announce 8-bit content. */
+const EIGHT_BIT_BODY: ReadonlySet<string> = new Set(['8BITMIME', 'BINARYMIME'])
+
 const DROPPED_FIELDS = ['Return-Path', 'Bcc', 'Resent-Bcc', 'Content-Length']
 
 /** What message acceptance uses of the relay. */
@@ -219,7 +222,9 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   const message: NewMessage = {
     id,
     sender: envelope.sender.address,
-    senderArgs: envelope.sender.args,
+    // 8-bit bytes travel only with BODY=8BITMIME (RFC 6152 §3), whatever the client declared (none,
+    // 7BIT): marked by content here, as Postfix's cleanup does, so delivery need not read it again.
+    senderArgs: data.eightBit && !EIGHT_BIT_BODY.has(String(envelope.sender.args?.BODY ?? '').toUpperCase()) ? { ...envelope.sender.args, BODY: '8BITMIME' } : envelope.sender.args,
     recipients: queued,
     headers: headerBytes,
     body: 'file' in data.body ? { file: data.body.file.path } : { inline: data.body.inline },

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer'
 import type { Readable } from 'node:stream'
 import { foldedText, HeaderBytes, headerLineBreaks, isFieldLine, MAX_LINE_OCTETS, MessageHeaders, utf8Length, type LineBreak } from '../mail/headers.js'
 import type { Spool, SpoolFile } from '../queue/spool.js'
@@ -43,6 +44,8 @@ export interface ReceivedData {
   bodySize: number
   /** Read with `wrap: false`: it has lines over 998 octets, left as they came (wrapLongLines breaks them). */
   longLines?: boolean
+  /** A byte above 127 somewhere (header or body): it travels only with BODY=8BITMIME (RFC 6152 §3). */
+  eightBit?: boolean
 }
 
 
@@ -256,6 +259,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
   let bodyChunks: Buffer[] = []
   let bodySize = 0
   let file: SpoolFile | undefined
+  let eightBit = false
 
   /** Body bytes: long lines broken (`asIs` for the bytes LongLines held back and gives back at the end). */
   const addBody = async (chunk: Buffer, asIs = false) => {
@@ -293,6 +297,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
 
   try {
     for await (const raw of stream as AsyncIterable<Buffer>) {
+      eightBit ||= !isAscii(raw)
       const chunk = endings.process(raw)
       if (tooLarge) continue
       if (headers) {
@@ -329,6 +334,7 @@ export async function readMessage(stream: Readable, o: { spool: Spool; id: strin
     body: file ? { file } : { inline: bodyChunks.length === 1 ? bodyChunks[0]! : Buffer.concat(bodyChunks) },
     bodySize,
     ...(wrap ? {} : { longLines: scan.breaks.length > 0 || asWrapped !== asCame }),
+    ...(eightBit ? { eightBit } : {}),
   }
 }
 
