@@ -145,7 +145,7 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
   const kept = fields.filter((f) => !(args.extractRecipients && (fieldName(f) === 'bcc' || fieldName(f) === 'resent-bcc')))
   const eol = raw.includes('\r\n') ? '\r\n' : '\n'
   const addFrom = !kept.some((f) => fieldName(f) === 'from') && sender !== ''
-  if (addFrom) kept.push(`From: ${args.fullName ? `"${args.fullName.replace(/["\\\r\n]/g, '')}" ` : ''}<${sender}>${eol}`)
+  if (addFrom) kept.push(`From: ${args.fullName ? `${displayName(args.fullName)} ` : ''}<${sender}>${eol}`)
   // Rebuilt with the blank line that ends the header: the From field added goes into the header,
   // never after text that was meant as the body.
   if (addFrom || kept.length !== fields.length || (!separated && bodyStart < raw.length)) {
@@ -153,6 +153,27 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
     raw = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(eol), raw.subarray(bodyStart)])
   }
   return { sender, recipients: [...new Set(recipients)], raw }
+}
+
+/**
+ * The -F name as a From field's display name: quoted when it is ASCII; else RFC 2047 encoded-words
+ * (the field is kept as bytes, latin1, so a UTF-8 name written into it as such came out as Latin-1).
+ */
+function displayName(name: string): string {
+  const clean = name.replace(/["\\\r\n]/g, '')
+  if (/^[\x20-\x7e]*$/.test(clean)) return `"${clean}"`
+  // Words of at most 45 octets (60 in base64): each within RFC 2047's 75 characters.
+  const words: string[] = []
+  let word = ''
+  for (const ch of clean) {
+    if (Buffer.byteLength(word + ch) > 45) {
+      words.push(word)
+      word = ''
+    }
+    word += ch
+  }
+  words.push(word)
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`).join(' ')
 }
 
 /** stdin, or undefined once it passes `limit` bytes (read no further: the input may never end). */

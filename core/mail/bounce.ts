@@ -3,6 +3,7 @@
 // Callers decide when one goes and hand it to the queue; who may get one (delivery's untrusted-mail
 // policy) stays with them.
 import type { Logger } from 'pino'
+import { isAscii } from 'node:buffer'
 import { Readable } from 'node:stream'
 import type MimeNode from 'nodemailer/lib/mime-node'
 import { formatDuration } from '../config/duration.js'
@@ -203,8 +204,15 @@ export async function buildDsn(input: DsnInput): Promise<Buffer> {
   // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
   // comes back as its headers, as one too large does.
   if (d.fallback?.returned === 'nothing') return build(root)
-  if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage)
-  else root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', '8bit').setContent(originalHeadersOf(d.originalHeaders))
+  if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', isAscii(d.originalMessage) ? '7bit' : '8bit').setContent(d.originalMessage)
+  else {
+    // 7-bit headers go as they are (7bit): nodemailer quoted-printables a text part given as a
+    // Buffer, and a bounce parser then reads `Message-ID: <a=3Db@x>`.
+    const headers = originalHeadersOf(d.originalHeaders)
+    const part = root.createChild('text/rfc822-headers')
+    if (isAscii(headers)) part.setHeader('Content-Transfer-Encoding', '7bit').setContent(headers.toString('latin1'))
+    else part.setHeader('Content-Transfer-Encoding', '8bit').setContent(headers)
+  }
 
   return build(root)
 }

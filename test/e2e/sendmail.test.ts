@@ -75,6 +75,21 @@ describe('relay sendmail', () => {
     expect(text(m)).toContain(`\r\nFrom: <${os.userInfo().username}@relay.test>\r\n`)
   })
 
+  it('-F names the sender in the From field it adds: quoted when ASCII, RFC 2047 words when not (a UTF-8 name came out as Latin-1 bytes)', async () => {
+    const name = 'Jöe Ünicode, the ' + 'long'.repeat(12) + ' 名前'
+    expect(sendmail(['-F', name, 'gwen@dest.test'], 'Subject: name\n\nhi\n').code).toBe(0)
+    expect(sendmail(['-F', 'Plain Name', 'hank@dest.test'], 'Subject: name\n\nhi\n').code).toBe(0)
+    const utf8 = await eventually(() => to('gwen@dest.test')[0], 10_000, 'delivered to gwen')
+    const from = /\r\nFrom: (.*)\r\n/.exec(text(utf8))![1]!
+    expect(from).toMatch(/^(=\?UTF-8\?B\?[A-Za-z0-9+/=]+\?= )+<[^>]+@relay\.test>$/)
+    for (const word of from.split(' ').slice(0, -1)) expect(word.length).toBeLessThanOrEqual(75)
+    const decoded = from.split(' ').slice(0, -1).map((w) => Buffer.from(w.slice(10, -2), 'base64').toString('utf8')).join('')
+    expect(decoded).toBe(name)
+    expect(utf8.raw.includes(Buffer.from([0xf6]))).toBe(false)
+    const plain = await eventually(() => to('hank@dest.test')[0], 10_000, 'delivered to hank')
+    expect(text(plain)).toMatch(/\r\nFrom: "Plain Name" <[^>]+@relay\.test>\r\n/)
+  })
+
   it('text with no header (echo ... | sendmail), or a header with no blank line after it: From goes into the header, the text stays the body', async () => {
     expect(sendmail(['nohead@dest.test'], 'disk almost full\nsecond line\n').code).toBe(0)
     expect(sendmail(['noblank@dest.test'], 'Subject: no blank line\nthe body starts here\n').code).toBe(0)

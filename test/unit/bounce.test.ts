@@ -118,6 +118,20 @@ describe('buildDsn', () => {
     expect(carol).toHaveLength(5)
 
     expect(unQp(parts[2]!.body)).toContain('Subject: the original')
+    // 7-bit headers are labelled 7bit: a part labelled 8bit is turned into quoted-printable for a next
+    // hop without 8BITMIME (a bounce parser then reads `Message-ID: <a=3Db@x>`).
+    expect(parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
+    expect(parts[2]!.body).toContain('Subject: the original')
+  })
+
+  it('returns 7-bit headers (or message) as they are; 8-bit headers quoted-printable', async () => {
+    const base = { reportingMta: 'mx.relay.test', queueId: 'Q1', sender: 'alice@sender.test', arrivalDate: new Date(), recipients: [{ address: 'bob@dest.test', status: '5.1.1', diagnostic: '550 no', remote: true }] }
+    const eight = parse(await buildDsn({ ...base, originalHeaders: Buffer.from('Subject: Gr\u00fc\u00dfe\r\nMessage-ID: <a=b@x.test>\r\n\r\n') }))
+    expect(eight.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: quoted-printable$/m)
+    expect(unQp(eight.parts[2]!.body)).toContain('Message-ID: <a=b@x.test>')
+    const full = parse(await buildDsn({ ...base, originalHeaders: Buffer.from(HEADERS), originalMessage: Buffer.from(`${HEADERS}plain body\r\n`) }))
+    expect(contentType(full.parts[2]!)).toBe('message/rfc822')
+    expect(full.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
   })
 
   it('puts a reply with line breaks and control characters on one line', async () => {
