@@ -198,8 +198,13 @@ async function accept(env: AcceptEnv, id: string, data: ReceivedData, sub: Submi
   // is stale once fields are added.
   for (const name of DROPPED_FIELDS) headers.remove(name)
   if (info.listener.role === 'submission') {
-    if (!headers.has('Message-ID')) headers.append('Message-ID', `<${id}@${config.hostname}>`)
-    if (!headers.has('Date')) headers.append('Date', rfc5322Date())
+    // Missing or empty (`Message-ID:` with nothing after it): RFC 5322 requires a value.
+    const fixes: [string, () => string][] = [['Message-ID', () => `<${id}@${config.hostname}>`], ['Date', rfc5322Date]]
+    for (const [name, value] of fixes) {
+      if (headers.get(name)?.trim()) continue
+      headers.remove(name)
+      headers.append(name, value())
+    }
   }
   const recipients = envelope.recipients.map((r) => r.address)
   headers.prepend('Received', sub.received(id, recipients))

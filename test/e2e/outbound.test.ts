@@ -168,6 +168,11 @@ describe('outbound', () => {
     expect(sub).toMatch(/^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r$/m)
     expect(mx).not.toMatch(/^Message-ID:/im)
     expect(mx).not.toMatch(/^Date:/im)
+    // Present but empty is as good as missing: replaced, not kept beside the new one.
+    await sendMail(relay.ports.submission!, { from: 'a@sender.test', to: ['empty@plain.test'], data: 'Message-ID:\r\nDate:  \r\nSubject: empty ids\r\n\r\nhi\r\n', auth: { user: 'a@sender.test', pass: 'pw' } })
+    const empty = (await plainRx.waitForMessages(before + 3, 10_000)).find((m) => m.to[0] === 'empty@plain.test')!.raw.toString()
+    expect(empty.match(/^Message-ID:.*$/gim)).toEqual([expect.stringMatching(/^Message-ID: <\w+@relay\.test>$/)])
+    expect(empty.match(/^Date:.*$/gim)).toEqual([expect.stringMatching(/^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000$/)])
   })
 
   it('removes Return-Path, Bcc, Resent-Bcc and Content-Length fields, on mx and submission alike (Postfix message_drop_headers)', async () => {
