@@ -47,7 +47,9 @@ function harnessLogger(): { logger: pino.Logger; logs: Record<string, unknown>[]
     if (typeof entry.level === 'number' && entry.level >= 40) {
       const err = entry.err as { message?: unknown } | string | undefined
       const why = typeof err === 'string' ? err : typeof err?.message === 'string' ? err.message : undefined
-      process.stderr.write(`[relay-mta/testing] ${String(entry.msg)}${why ? `: ${why}` : ''}\n`)
+      // The error's text once: most lines already end with it (`teardown failed: <why>`).
+      const msg = String(entry.msg)
+      process.stderr.write(`[relay-mta/testing] ${msg}${why && !msg.includes(why) ? `: ${why}` : ''}\n`)
     }
   }
   return { logger: pino({ level: 'debug' }, { write }), logs }

@@ -181,6 +181,20 @@ describe('relay-mta/testing runHook', () => {
     expect(h!.logs.map((l) => l.msg)).toEqual(['checking', 'plugin broken failed in hook rcpt'])
   })
 
+  it('a teardown that fails is said on stderr once, its reason not repeated', async () => {
+    const p = definePlugin({ name: 'stuck', setup: () => ({}), teardown: () => Promise.reject(new Error('socket gone')), hooks: { rcpt: () => undefined } })
+    const h = await pluginHarness(p)
+    const said: string[] = []
+    const write = process.stderr.write.bind(process.stderr)
+    process.stderr.write = ((chunk: string | Uint8Array) => said.push(String(chunk)) > 0) as typeof process.stderr.write
+    try {
+      await h.close()
+    } finally {
+      process.stderr.write = write
+    }
+    expect(said).toEqual(['[relay-mta/testing] plugin stuck teardown failed: socket gone\n'])
+  })
+
   it("a verdict field the stage does not read (senders outside auth, handled outside data) is said once per plugin and hook, and the verdict still counts", async () => {
     const p = definePlugin({ name: 'misplaced', hooks: { rcpt: () => ({ action: 'accept', handled: true }), mail: () => ({ action: 'accept', senders: ['*'] }) } })
     const h = await pluginHarness(p)
