@@ -35,8 +35,15 @@ export async function start(opts: { config?: string }): Promise<void> {
   const relay = new Relay(config)
   if (!config.configFile) relay.log.warn({ searched: searchPlaces() }, 'no config file found: running on the defaults')
   for (const w of configWarnings(config)) relay.log.warn({ key: w.path }, `${w.path}: ${w.message}`)
+  // A plugin that ends the process while the relay starts (process.exit in its setup) would leave
+  // nothing said and exit 0, as if the relay had run and stopped.
+  const endedWhileStarting = (code: number) => {
+    process.stderr.write(`relay: cannot start: the process was ended while starting (exit ${code}): a plugin called process.exit()?\n`)
+    if (!code) process.exitCode = 1
+  }
   let stoppingSince = 0
   const stop = (signal: string) => {
+    process.off('exit', endedWhileStarting)
     if (stoppingSince) {
       // The same signal often arrives twice at once (timeout(1), process groups): only a
       // repeat some time later means "exit now"; the queue keeps whatever is unfinished.
@@ -73,9 +80,12 @@ export async function start(opts: { config?: string }): Promise<void> {
     void flushLogs()
   })
   process.on('unhandledRejection', (err) => relay.log.error({ err }, 'unhandled promise rejection'))
+  process.on('exit', endedWhileStarting)
   try {
     await relay.start()
+    process.off('exit', endedWhileStarting)
   } catch (err) {
+    process.off('exit', endedWhileStarting)
     // One line on stderr (main.ts prints a config problem's, exit 2); the stack only at level debug:
     // at start it is journal noise that buries the line that names the key or plugin.
     const cause = (err as { cause?: NodeJS.ErrnoException }).cause

@@ -179,6 +179,14 @@ describe('relay check-config always ends with a verdict', () => {
     })
   }
 
+  it('relay start with a setup that ends the process: exit 1, saying the process was ended while starting (it exited 0 in silence)', async () => {
+    const dir = tempDir()
+    fs.writeFileSync(path.join(dir, 'p.mjs'), "export default { name: 'p', setup() { process.exit(0) }, hooks: { rcpt() {} } }\n")
+    const r = await runCliAsync(['start', '--config', configFile(dir, ['./p.mjs'])])
+    expect(r.code, r.stderr).toBe(1)
+    expect(r.stderr).toMatch(/relay: cannot start: the process was ended while starting \(exit 0\): a plugin called process\.exit\(\)\?/)
+  })
+
   it('two different plugins under one name: a warning naming both (the same plugin twice is fine)', async () => {
     const dir = tempDir()
     for (const f of ['a.mjs', 'b.mjs']) fs.writeFileSync(path.join(dir, f), `export default { name: 'same', hooks: { rcpt() {} } }\n`)
