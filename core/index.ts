@@ -17,6 +17,8 @@ export { ConfigError } from './config/load.js'
 /** The first line of whatever was thrown (an Error, a string, null, an object without toString): for messages about another plugin's or a library's failure. */
 export { errorText } from './error-text.js'
 export { MessageHeaders } from './mail/headers.js'
+/** RFC 2047 encoded-words for header text that is not ASCII. */
+export { encodedWords } from './mail/encoded-words.js'
 export { addressKey, domainKey, parseAddress } from './mail/address.js'
 /** The relay's postmaster (its mailbox, postmaster at a local domain or the hostname): always taken at RCPT, never suppressed. */
 export { isRelayPostmaster } from './smtp/postmaster.js'

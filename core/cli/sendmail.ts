@@ -3,6 +3,7 @@
 // <dataDir>/maildrop/ (core/queue/maildrop.ts); the running relay's pickup queues it through the
 // same checks as SMTP submission. With no relay running, it waits there until one starts.
 // Options as Postfix's sendmail: -t -i -oi -f -r -F -v -C, other -o options and -B -N -R -V -X ignored.
+import { encodedWords } from '../mail/encoded-words.js'
 import os from 'node:os'
 import addressparser from 'nodemailer/lib/addressparser'
 import { ConfigError, requireConfig } from '../config/load.js'
@@ -162,18 +163,7 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
 function displayName(name: string): string {
   const clean = name.replace(/["\\\r\n]/g, '')
   if (/^[\x20-\x7e]*$/.test(clean)) return `"${clean}"`
-  // Words of at most 45 octets (60 in base64): each within RFC 2047's 75 characters.
-  const words: string[] = []
-  let word = ''
-  for (const ch of clean) {
-    if (Buffer.byteLength(word + ch) > 45) {
-      words.push(word)
-      word = ''
-    }
-    word += ch
-  }
-  words.push(word)
-  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`).join(' ')
+  return encodedWords(clean)
 }
 
 /** stdin, or undefined once it passes `limit` bytes (read no further: the input may never end). */

@@ -206,12 +206,10 @@ export async function buildDsn(input: DsnInput): Promise<Buffer> {
   if (d.fallback?.returned === 'nothing') return build(root)
   if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', isAscii(d.originalMessage) ? '7bit' : '8bit').setContent(d.originalMessage)
   else {
-    // 7-bit headers go as they are (7bit): nodemailer quoted-printables a text part given as a
-    // Buffer, and a bounce parser then reads `Message-ID: <a=3Db@x>`.
+    // 7-bit headers as they are: nodemailer quoted-printables a text part given as a Buffer (`<a=3Db@x>`).
     const headers = originalHeadersOf(d.originalHeaders)
-    const part = root.createChild('text/rfc822-headers')
-    if (isAscii(headers)) part.setHeader('Content-Transfer-Encoding', '7bit').setContent(headers.toString('latin1'))
-    else part.setHeader('Content-Transfer-Encoding', '8bit').setContent(headers)
+    const ascii = isAscii(headers)
+    root.createChild('text/rfc822-headers').setHeader('Content-Transfer-Encoding', ascii ? '7bit' : '8bit').setContent(ascii ? headers.toString('latin1') : headers)
   }
 
   return build(root)

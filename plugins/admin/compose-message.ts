@@ -3,6 +3,7 @@
 // the body is 7bit when it can be, else base64.
 import crypto from 'node:crypto'
 import { AdminError } from './server.js'
+import { encodedWords } from '../../core/index.js'
 
 export interface ComposeInput {
   from: string
@@ -35,7 +36,7 @@ export function composeMessage(m: ComposeInput, hostname: string, now = new Date
   const lines: string[] = []
   for (const [name, value] of fields.values()) {
     if (/[\r\n]/.test(value)) throw new AdminError(400, `${name === 'Subject' ? 'subject' : `headers.${name}`}: no line breaks in a header field`)
-    lines.push(`${name}: ${ASCII.test(value) || ADDRESS_FIELDS.has(name.toLowerCase()) ? value : encodedWord(value)}`)
+    lines.push(`${name}: ${ASCII.test(value) || ADDRESS_FIELDS.has(name.toLowerCase()) ? value : encodedWords(value, '\r\n ')}`)
   }
   // Text in canonical form (CRLF line ends) before any encoding (RFC 2045 §6.8).
   const body = m.text.replace(/\r\n|\r|\n/g, '\r\n')
@@ -45,17 +46,3 @@ export function composeMessage(m: ComposeInput, hostname: string, now = new Date
   return Buffer.from(`${lines.join('\r\n')}\r\n\r\n${encoded}${encoded.endsWith('\r\n') ? '' : '\r\n'}`, 'utf8')
 }
 
-/** RFC 2047 B-encoding in words of at most 75 characters, split on whole characters. */
-function encodedWord(value: string): string {
-  const words: string[] = []
-  let chunk = ''
-  for (const ch of value) {
-    if (Buffer.byteLength(chunk + ch) > 45) {
-      words.push(chunk)
-      chunk = ''
-    }
-    chunk += ch
-  }
-  if (chunk) words.push(chunk)
-  return words.map((w) => `=?UTF-8?B?${Buffer.from(w, 'utf8').toString('base64')}?=`).join('\r\n ')
-}
