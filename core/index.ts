@@ -42,6 +42,8 @@ export { mailauthInternals } from './mailauth.js'
 export { importOptional } from './optional.js'
 /** mkdir -p that fails where Node's recursive mkdir would spin (/proc, /sys). */
 export { makeDirs } from './queue/private-files.js'
+/** Creates a file 0600 (or takes others' access away from one): for a plugin's database in the data directory. */
+export { privateFile } from './queue/private-files.js'
 export type { ParsedHeaderLine as MailauthHeaderLine, DmarcRecordFound } from './mailauth.js'
 export { computeFigures, hourlySeries, windowStart, statsResponse, statsFromRows, DEFAULT_THRESHOLDS, PERIODS } from './queue/figures.js'
 export type { Figures, Period, Warning, DomainFigures, HourPoint, Thresholds, Counts, StatsResponse } from './queue/figures.js'

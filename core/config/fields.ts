@@ -200,3 +200,13 @@ export const serviceUrl = (protocols: string[], example: string) =>
       ctx.addIssue({ code: 'custom', message: `not a valid URL (expected one like '${example}')` })
     }
   })
+
+/**
+ * A path to a PEM file (a certificate, a key, CA certificates), resolved against the config's
+ * directory. A PEM block pasted in its place is refused without being echoed: the error (on the
+ * terminal, in the log, in a reload's answer) would otherwise print the private key.
+ */
+export const pemFilePath = z
+  .string()
+  .min(1)
+  .refine((v) => !/-----BEGIN|[\r\n]/.test(v), { message: 'holds PEM text (or a line break), not a file path: write it to a file and name the file here' })

@@ -2,7 +2,7 @@ import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, durationAtLeast, hostPortString, ownHostName, serviceUrl, size, timer, timerAtLeast } from './fields.js'
+import { cidr, duration, durationAtLeast, hostPortString, ownHostName, pemFilePath, serviceUrl, size, timer, timerAtLeast } from './fields.js'
 import { restartOnly } from './restart-only.js'
 import { smtpSection } from './schema-smtp.js'
 import { formatDuration } from './duration.js'
@@ -72,7 +72,7 @@ const throttleLimits = z
   })
   .strict()
 
-const certPair = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict()
+const certPair = z.object({ cert: pemFilePath, key: pemFilePath }).strict()
 
 /**
  * A record keyed by domain (or, `ip`, IP address), its keys as lookups compare them: 'Example.COM.'
@@ -135,8 +135,8 @@ export const configSchema = z
     /** Certificate for STARTTLS and implicit TLS (PEM file paths); `sni` adds names with their own. */
     tls: z
       .object({
-        cert: z.string().min(1),
-        key: z.string().min(1),
+        cert: pemFilePath,
+        key: pemFilePath,
         // Matched exactly (lower case, no trailing dot): a wildcard name never matches, and '*' would be the default certificate's.
         sni: byName(certPair, { what: "a host name the client asks for (a wildcard such as '*.example.com' is not matched: list each name)" }).default({}),
         minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').register(restartOnly),
@@ -244,7 +244,7 @@ export const configSchema = z
           .strict()
           .prefault({}),
         /** Extra CA certificates (PEM file, relative to the config file) trusted besides the system's, for tls 'verify' and MTA-STS. */
-        tlsCa: z.string().min(1).optional().register(restartOnly),
+        tlsCa: pemFilePath.optional().register(restartOnly),
         /** MTA-STS (RFC 8461) on MX deliveries; policies are cached in memory until their max_age. */
         mtaSts: z
           .object({

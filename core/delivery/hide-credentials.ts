@@ -1,4 +1,4 @@
-// A smarthost's replies before the session is ready (to AUTH above all) go to events, queue
+// A smarthost's replies (to AUTH above all, but any of the session's) go to events, queue
 // listings and DSNs to senders. Some servers quote what they were sent: the account name, or the
 // whole AUTH command with PLAIN's base64 "\0user\0password" (or LOGIN's base64 user and password).
 // Neither form may leave the relay; the route's name (in the delivery event) says which credentials failed.

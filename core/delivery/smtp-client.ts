@@ -1,5 +1,6 @@
 // One SMTP (or LMTP) transaction with one host, over a pooled connection or a new one
 // (smtp-session.ts), sending what the next hop can take (SMTPUTF8, 8BITMIME or a 7-bit downgrade).
+import { hideCredentials } from './hide-credentials.js'
 import type { Readable } from 'node:stream'
 import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import type { Destination } from './mx.js'
@@ -150,6 +151,8 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       s.phase = undefined
       // Replies out of step with commands: nothing more is trusted from this connection.
       if (s.desynced) keep = 'close'
+      // A smarthost may quote the credentials in any later reply too (`550 user x with password y ...`).
+      if (o.auth && outcome !== 'reconnect' && outcome.kind === 'done') for (const r of outcome.replies.values()) r.response = hideCredentials(r.response, o.auth)
       if (keep === 'keep') pool.put(s)
       else if (keep === 'reset') s.conn.reset((err) => (err ? s.conn.close() : pool.put(s)))
       else s.conn.close()

@@ -116,12 +116,13 @@ const auth = z
     user: z.string().min(1),
     /** The password, or the name of an environment variable holding it (`passEnv`). Never logged. */
     pass: z.string().min(1).optional(),
-    passEnv: z.string().min(1).optional(),
+    // A name, never echoed when it is none: a password put here by mistake would be printed.
+    passEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: 'expected the name of an environment variable (letters, digits, _), not the password itself' }).optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
     if ((a.pass === undefined) === (a.passEnv === undefined)) ctx.addIssue({ code: 'custom', message: 'give either pass or passEnv' })
-    else if (a.passEnv !== undefined && !envSet(a.passEnv)) ctx.addIssue({ code: 'custom', path: ['passEnv'], message: `environment variable ${a.passEnv} is not set` })
+    else if (a.passEnv !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(a.passEnv) && !envSet(a.passEnv)) ctx.addIssue({ code: 'custom', path: ['passEnv'], message: `environment variable ${a.passEnv} is not set` })
   })
 
 /** Sending caps for the route as a whole (core Route.limits): in flight, started per second / minute. */

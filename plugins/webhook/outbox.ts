@@ -5,6 +5,7 @@
 // `meta` keeps the url it is for (adopt.ts names it when another entry takes its events over).
 import crypto from 'node:crypto'
 import Database from 'better-sqlite3'
+import { privateFile } from '../../core/index.js'
 
 export interface OutboxEvent {
   /** Position in the outbox: sending is in this order. */
@@ -45,6 +46,8 @@ export class Outbox {
   private readonly copyIn: Database.Transaction<(events: OutboxEvent[]) => void>
 
   constructor(file: string) {
+    // It holds the URL (with any token in it) and every event: the relay's user's only, as the queue is.
+    privateFile(file)
     this.db = new Database(file)
     this.db.pragma('busy_timeout = 5000')
     // WAL with synchronous=NORMAL: a commit survives the process dying (kill -9), costs no fsync.

@@ -33,6 +33,8 @@ beforeAll(async () => {
     tls,
     auth: (line) => (/^AUTH LOGIN$/i.test(line) ? '334 VXNlcm5hbWU6' : line === b64(USER) ? '334 UGFzc3dvcmQ6' : `535 5.7.8 bad password ${line} for ${b64(USER)}`),
   })
+  // AUTH taken; then RCPT refused quoting the account and password (a server's 'helpful' diagnostic).
+  servers.echoLater = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN'], tls, auth: () => '235 2.7.0 ok', rcpt: () => `550 5.7.1 user ${USER} with password ${PASS} may not send to this recipient` })
   // AUTH answered with a code outside 2xx-5xx (RFC 5321 §4.2.1).
   servers.auth600 = await startScripted('127.0.0.2', { ehlo: ['smarthost.test', 'STARTTLS', 'AUTH PLAIN'], tls, auth: () => '600 what' })
   // STARTTLS answered 220, then plain text instead of a handshake; AUTH would be taken in clear.
@@ -52,7 +54,7 @@ beforeAll(async () => {
       dns: { servers: [dns.server], timeout: '1s' },
       delivery: { port: senderMx.port, tlsCa: ca.caFile, retry: { base: '1h' }, connectTimeout: '3s' },
       log: { level: 'debug' },
-      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin'), route('garbage'), route('garbageLater'), route('auth600')] }]],
+      plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], ['routing', { routes: [route('echoPlain'), route('echoLogin'), route('echoLater'), route('garbage'), route('garbageLater'), route('auth600')] }]],
     },
     env: { SMARTHOST_PASS: PASS },
   })
@@ -76,6 +78,18 @@ describe('a smarthost that quotes the credentials back', () => {
     const entry = (await relay.listQueue()).find((q) => q.recipients[0]!.address === rcpt)!
     const seen = JSON.stringify(relay.logs) + JSON.stringify(entry)
     for (const secret of secrets) expect(seen).not.toContain(secret)
+  })
+})
+
+describe('a smarthost that quotes the credentials in a reply after AUTH', () => {
+  it('bounced: neither the password nor the account in the event, the logs, or the DSN to the sender', async () => {
+    const before = senderMx.messages.length
+    await sendMail(relay.port, { from: 'echoLater@sender.example', to: ['a@echolater.test'], data: msg('echoLater@sender.example') })
+    const ev = await event('bounced', 'a@echolater.test')
+    expect(ev.response).toBe('550 5.7.1 user <user> with password <password> may not send to this recipient')
+    const dsn = (await senderMx.waitForMessages(before + 1, 10_000)).at(-1)!.raw.toString()
+    expect(dsn).toContain('with password <password> may not send')
+    for (const secret of [PASS, USER]) expect(JSON.stringify(relay.logs) + dsn).not.toContain(secret)
   })
 })
 
