@@ -70,7 +70,9 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
   const lookup = lookupDestination(resolver, domain).then((resolution) => {
     answers.delete(domain)
     if (resolution.ok) {
-      // The answer asked for longest ago goes first (a Map keeps insertion order).
+      // The answer asked for longest ago goes first (a Map keeps insertion order): expired ones
+      // (each kept as long, so the oldest expire first) and, at the cap, the oldest.
+      dropExpired(answers, Date.now())
       if (answers.size >= MAX_CACHED_DESTINATIONS) answers.delete(answers.keys().next().value!)
       answers.set(domain, { until: Date.now() + DESTINATION_TTL_MS, resolution })
     }
@@ -78,6 +80,14 @@ export async function resolveDestination(resolver: Resolver, domain: string): Pr
   })
   asking.set(domain, lookup)
   return lookup.finally(() => asking.delete(domain))
+}
+
+/** Drops the entries past their time from the front of `cache` (entries in the order they expire). */
+export function dropExpired(cache: Map<string, { until: number }>, now: number): void {
+  for (const [key, entry] of cache) {
+    if (entry.until > now) return
+    cache.delete(key)
+  }
 }
 
 const DESTINATION_TTL_MS = 30_000
