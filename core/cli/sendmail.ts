@@ -189,7 +189,7 @@ Submits the message on stdin through the relay's maildrop (docs/sendmail.md).
   -f, -r ADDR   the envelope sender
   -F NAME       the sender's full name (for a From field the relay adds)
   -v            say where the message went
-  -C FILE, --config FILE   the relay's config (else $RELAY_CONFIG, the current directory, /etc/relay/)
+  -C FILE, --config FILE   the relay's config (else $RELAY_CONFIG, else /etc/relay/; never the current directory)
 Exit codes (sysexits): 0 written, 64 usage, 69 too big, 75 cannot write (try again), 78 config.
 `
 

@@ -265,7 +265,8 @@ export const configSchema = z
      * mode: every node on the same database).
      */
     queue: z
-      .discriminatedUnion('driver', [
+      // Without a driver, the embedded one: `queue: { retention: '7d' }` alone is a whole setting.
+      .preprocess((v) => (v && typeof v === 'object' && !Array.isArray(v) && !('driver' in v) ? { driver: 'sqlite', ...v } : v), z.discriminatedUnion('driver', [
         z.object({ driver: z.literal('sqlite'), retention: queueRetention }).strict(),
         z
           .object({
@@ -301,7 +302,7 @@ export const configSchema = z
               .prefault({}),
           })
           .strict(),
-      ])
+      ]))
       .prefault({ driver: 'sqlite' })
       .register(restartOnly),
     // Moved to the bundled admin plugin (plugins/admin): a clear error names the new place.

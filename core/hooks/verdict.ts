@@ -212,6 +212,17 @@ export const CORE_REPLIES = {
   sessionTimeLimit: (hostname: string) => reply(421, '4.4.2', `${hostname} Session time limit exceeded, closing connection`),
 } as const
 
+/** The row of CORE_REPLIES a reply one of its functions made comes from: its name in the audit log (core/smtp/core-rules.ts). */
+export const MADE_BY = new WeakMap<Reply, string>()
+for (const [name, make] of Object.entries(CORE_REPLIES)) {
+  if (typeof make !== 'function') continue
+  ;(CORE_REPLIES as Record<string, unknown>)[name] = (...args: never[]) => {
+    const made = (make as (...a: never[]) => Reply)(...args)
+    MADE_BY.set(made, name)
+    return made
+  }
+}
+
 /** A reply as the text after the code (`4.7.0 ...`), for code that writes replies itself. */
 export const replyText = (r: Reply): string => (r.status ? `${r.status} ${r.message}` : r.message)
 

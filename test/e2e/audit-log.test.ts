@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { connectRaw, sendMail } from '../harness/smtp-client.js'
-import { BIN, ROOT, eventually, tempDir } from '../harness/relay.js'
+import { BIN, ROOT, eventually, startRelay, tempDir } from '../harness/relay.js'
 import { skipFor } from '../harness/services.js'
 
 const FILTER = path.join(ROOT, 'docs/fail2ban/filter.d/relay.conf')
@@ -231,5 +231,31 @@ describe("log.format: 'line'", () => {
   it('docs/logging.md shows the filter that was tested', () => {
     const docs = fs.readFileSync(path.join(ROOT, 'docs/logging.md'), 'utf8')
     for (const l of fs.readFileSync(FILTER, 'utf8').split('\n').filter((x) => /^(failregex|datepattern| {12}\^)/.test(x))) expect(docs).toContain(l)
+  })
+})
+
+describe('refusals of MAIL and RCPT parameters name their check', () => {
+  it('an unsupported parameter, a bad or too long ENVID/ORCPT, a UTF-8 address without SMTPUTF8: each its own rule (they all read core:protocol, with no command to tell them apart)', async () => {
+    const relay = await startRelay({ config: { smtp: { reverseLookup: false } } })
+    try {
+      const { client } = await connectRaw(relay.port)
+      await client.command('EHLO client.test')
+      const replies = [
+        await client.command('MAIL FROM:<a@sender.test> FOO=bar'),
+        await client.command('MAIL FROM:<a@sender.test> ENVID=a+ZZb'),
+        await client.command(`MAIL FROM:<a@sender.test> ENVID=${'a'.repeat(150)}`),
+        await client.command('MAIL FROM:<jos\u00e9@sender.test>'),
+      ]
+      client.close()
+      expect(replies.map((r) => r.slice(0, 3))).toEqual(['555', '501', '501', '553'])
+      const rules = await eventually(() => {
+        const found = relay.logs.filter((l) => l.msg === 'refused').map((l) => l.rule)
+        expect(found).toHaveLength(4)
+        return found
+      })
+      expect(rules).toEqual(['core:unsupported-parameter', 'core:bad-dsn-parameter', 'core:dsn-parameter-too-long', 'core:smtp-utf8-required'])
+    } finally {
+      await relay.stop()
+    }
   })
 })

@@ -451,3 +451,16 @@ describe('check-config lists every problem', () => {
     expect(r.stderr).toContain(`  tls.key: cannot read ${path.join(path.dirname(file), 'missing.key')}: no such file\n`)
   })
 })
+
+describe('queue settings without a driver', () => {
+  it("`queue: { retention: '7d' }` alone is the embedded queue with that retention (the README's key, where reputation.retention moved); a driver that is none is named", () => {
+    const file = fileIn('relay.config.json', JSON.stringify({ hostname: 'relay.test', dataDir: './data', listen: LISTEN, queue: { retention: '7d' } }))
+    const shown = runCli(['config', 'show', '--config', file], { env: ENV })
+    expect(shown.code, shown.stderr).toBe(0)
+    expect(shown.stdout).toMatch(/^queue\.driver = "sqlite"$/m)
+    expect(shown.stdout).toMatch(/^queue\.retention = 604800000/m)
+    const bad = runCli(['check-config', '--config', fileIn('relay.config.json', JSON.stringify({ queue: { driver: 'mysql' } }))], { env: ENV })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toMatch(/queue\.driver: expected 'sqlite' or 'postgres', got "mysql"/)
+  })
+})
