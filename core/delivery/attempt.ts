@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import type { Logger } from 'pino'
 import net from 'node:net'
 import path from 'node:path'
 import tls from 'node:tls'
@@ -80,7 +81,7 @@ export interface DeliveryEnv {
   silentHosts: SilentHosts
 }
 
-export function deliveryEnv(config: RelayConfig, resolver: Resolver): DeliveryEnv {
+export function deliveryEnv(config: RelayConfig, resolver: Resolver, log?: Logger): DeliveryEnv {
   // The listeners are recorded against the config the relay started with (loop.ts).
   const env: DeliveryEnv = { isOwn: (address, port) => isOwnEndpoint(config, address, port), silentHosts: new SilentHosts() }
   if (config.delivery.tlsCa) {
@@ -102,7 +103,7 @@ export function deliveryEnv(config: RelayConfig, resolver: Resolver): DeliveryEn
     }
   }
   const sts = config.delivery.mtaSts
-  if (sts.enabled) env.sts = new MtaSts({ resolver, timeoutMs: sts.timeout, connectTo: sts.connectTo, ca: env.ca })
+  if (sts.enabled) env.sts = new MtaSts({ resolver, timeoutMs: sts.timeout, connectTo: sts.connectTo, ca: env.ca, log })
   return env
 }
 
@@ -226,6 +227,10 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     const [res, lookup] = await Promise.all([resolveDestination(resolver, job.domain), env.sts?.lookup(job.domain)])
     resolution = res
     if (lookup?.policy?.mode === 'enforce') sts = lookup.policy
+    // Testing mode (RFC 8461 §5): delivered as without a policy, but what it would refuse is said.
+    const testing = lookup?.policy?.mode === 'testing' ? lookup.policy : undefined
+    const unlisted = testing && res.ok ? [...new Set(res.hosts.filter((h) => !mxAllowed(h.name, testing)).map((h) => h.name))] : []
+    if (testing && unlisted.length) env.sts?.warn(job.domain, `MTA-STS policy of ${job.domain} (testing, mx: ${testing.mx.join(' ')}) does not list ${unlisted.join(', ')}: delivered anyway, as testing mode says`)
   } else if (plan.socketPath) {
     resolution = { ok: true, hosts: [{ name: plan.socketPath, address: plan.socketPath }] }
   } else {

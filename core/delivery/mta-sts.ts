@@ -5,6 +5,7 @@
 // until their max_age; a restart fetches them again.
 import https from 'node:https'
 import type { Resolver } from 'node:dns/promises'
+import type { Logger } from 'pino'
 import { mailauthInternals } from '../mailauth.js'
 
 const { parsePolicy, resolvePolicy, validateMx } = mailauthInternals
@@ -27,6 +28,8 @@ export interface StsOptions {
   ca?: (string | Buffer)[]
   /** Domains remembered at most (default MAX_CACHED). */
   maxCached?: number
+  /** Where a fetched policy, a failed fetch and a testing-mode finding are said (once per refresh). */
+  log?: Logger
 }
 
 /** The policy to apply now, or none; `note` says why there is none or what went wrong. */
@@ -88,6 +91,7 @@ export class MtaSts {
     const cached = this.cache.get(domain)
     const valid = cached?.policy && cached.policy.expiresAt > now ? cached.policy : undefined
     const keep = (note: string): StsLookup => {
+      this.warn(domain, valid ? `${note}; the cached policy (${valid.mode}) applies until it expires` : `${note}; delivering as without a policy`)
       // RFC 8461 §5.1: a cached, unexpired policy goes on applying when no new one can be had.
       if (valid) {
         this.remember(domain, { policy: valid, checkedAt: now, note })
@@ -103,8 +107,10 @@ export class MtaSts {
     } catch (err) {
       return keep(`MTA-STS TXT lookup for ${domain} failed: ${(err as { code?: string }).code ?? (err as Error).message}`)
     }
+    // RFC 8461 §3.1: id = 1*32(ALPHA / DIGIT); a record with another is as none.
+    if (id && !/^[A-Za-z0-9]{1,32}$/.test(id)) id = false
     if (!id) {
-      if (valid) return keep(`no MTA-STS record at _mta-sts.${domain}; the cached policy applies until it expires`)
+      if (valid) return keep(`no (valid) MTA-STS record at _mta-sts.${domain}`)
       this.remember(domain, { checkedAt: now, quietUntil: now + RECHECK_MS, note: 'no MTA-STS record' })
       return { note: 'no MTA-STS record' }
     }
@@ -132,8 +138,22 @@ export class MtaSts {
       expiresAt: now + (parsed.maxAge ?? 0) * 1000,
     }
     this.remember(domain, { policy, checkedAt: now })
+    this.o.log?.info({ domain, mode: policy.mode, mx: policy.mx, maxAge: parsed.maxAge, id }, `MTA-STS policy of ${domain}: ${policy.mode}`)
     return { policy }
   }
+
+  /** A finding about a domain's policy, at most once a minute per domain (each refresh is). */
+  warn(domain: string, message: string): void {
+    const now = Date.now()
+    const last = this.warned.get(domain)
+    if (last !== undefined && now - last < RECHECK_MS) return
+    if (this.warned.size >= (this.o.maxCached ?? MAX_CACHED)) this.warned.delete(this.warned.keys().next().value!)
+    this.warned.delete(domain)
+    this.warned.set(domain, now)
+    this.o.log?.warn({ domain, mtaSts: true }, message)
+  }
+
+  private readonly warned = new Map<string, number>()
 
   /**
    * Writes a domain's entry (newest last). Beyond the bound, entries without a policy in force go
@@ -192,6 +212,13 @@ export function fetchPolicyFile(o: { host: string; port: number; servername: str
         if (res.statusCode !== 200) {
           res.resume()
           reject(new Error(`HTTP ${res.statusCode} from https://${servername}/.well-known/mta-sts.txt`))
+          return
+        }
+        // RFC 8461 §3.2: text/plain only (a server that lets users host other content at that path).
+        const type = String(res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+        if (type !== 'text/plain') {
+          res.resume()
+          reject(new Error(`https://${servername}/.well-known/mta-sts.txt is ${type ? `served as ${type.slice(0, 60)}` : 'served without a media type'}, not text/plain`))
           return
         }
         const chunks: Buffer[] = []

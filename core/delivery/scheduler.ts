@@ -73,7 +73,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.pool = new ConnectionPool(reuse.maxMessages, reuse.idleTimeout)
     // In a cluster a dead node's shared slots go when its work is taken over (the heartbeat's deadAfter).
     this.throttle = new Throttle(throttle, concurrency.perDomain, log, config.queue.driver === 'postgres' ? config.queue.heartbeat.deadAfter : undefined)
-    this.env = deliveryEnv(config, resolver)
+    this.env = deliveryEnv(config, resolver, log)
     this.dsns = new DeliveryDsns(() => this.config, queue, log, () => this.notify(), () => hooks)
     this.delays = new DelayWarnings(() => this.config, queue, this.dsns, log, () => this.notify())
     this.leases = new InFlightLeases(queue, lease, log)

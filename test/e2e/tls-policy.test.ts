@@ -32,6 +32,11 @@ const POLICIES: Record<string, string> = {
   'mta-sts.sts-mixed.test': 'version: STSv1\nmode: enforce\nmx: *.good.test\nmax_age: 86400\n',
   'mta-sts.sts-none.test': 'version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n',
   'mta-sts.sts-testing.test': 'version: STSv1\nmode: testing\nmx: mx.good.test\nmax_age: 86400\n',
+  // Served as text/html (RFC 8461 §3.2: text/plain only): no policy.
+  'mta-sts.sts-html.test': 'version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n',
+  // Its TXT record's id is 33 characters (§3.1: at most 32): no policy.
+  'mta-sts.sts-longid.test': 'version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n',
+  'mta-sts.sts-testing-unlisted.test': 'version: STSv1\nmode: testing\nmx: mx.good.test\nmax_age: 86400\n',
 }
 
 const msg = (subject: string) => `From: a@sender.test\r\nTo: x@y.test\r\nSubject: ${subject}\r\n\r\nbody\r\n`
@@ -67,7 +72,7 @@ beforeAll(async () => {
       res.writeHead(404).end()
       return
     }
-    res.writeHead(200, { 'content-type': 'text/plain' }).end(policy)
+    res.writeHead(200, { 'content-type': host === 'mta-sts.sts-html.test' ? 'text/html' : 'text/plain' }).end(policy)
   })
   await new Promise<void>((resolve) => policyServer.listen(0, '127.0.0.1', resolve))
   policyPort = (policyServer.address() as { port: number }).port
@@ -87,11 +92,17 @@ beforeAll(async () => {
     'sts-mixed.test': { MX: [{ exchange: 'mx.unlisted.test', priority: 1 }, { exchange: 'mx.good.test', priority: 20 }] },
     'sts-none.test': mx('mx.unlisted.test'),
     'sts-testing.test': mx('mx.self.test'),
+    'sts-html.test': mx('mx.unlisted.test'),
+    'sts-longid.test': mx('mx.unlisted.test'),
+    'sts-testing-unlisted.test': mx('mx.unlisted.test'),
+    'sts-404.test': mx('mx.unlisted.test'),
   }
-  for (const name of ['sts-good', 'sts-self', 'sts-plain', 'sts-mixed', 'sts-none', 'sts-testing']) {
+  for (const name of ['sts-good', 'sts-self', 'sts-plain', 'sts-mixed', 'sts-none', 'sts-testing', 'sts-html', 'sts-testing-unlisted', 'sts-404']) {
     zones[`_mta-sts.${name}.test`] = { TXT: ['v=STSv1; id=20260101T000000'] }
     zones[`mta-sts.${name}.test`] = { A: ['127.0.0.1'] }
   }
+  zones['_mta-sts.sts-longid.test'] = { TXT: [`v=STSv1; id=${'1'.repeat(33)};`] }
+  zones['mta-sts.sts-longid.test'] = { A: ['127.0.0.1'] }
   for (const policy of ['may', 'enc', 'ver']) {
     for (const [kind, host] of [['good', 'mx.good.test'], ['self', 'mx.self.test'], ['plain', 'mx.plain.test'], ['broken', 'mx.broken.test'], ['wrongname', 'mx.wrongname.test']] as const) {
       zones[`${policy}-${kind}.test`] = mx(host)
@@ -244,5 +255,24 @@ describe('MTA-STS', () => {
       await r.stop()
       await zones.close()
     }
+  })
+})
+
+describe('MTA-STS policies that are none, and what is said', () => {
+  it('a policy served as text/html, or a TXT id over 32 characters, is no policy (RFC 8461 §3.1, §3.2): delivered to an MX the policy would not list; the fetch that failed is logged', async () => {
+    for (const d of ['sts-html', 'sts-longid']) await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${d}.test`], data: msg(d) })
+    for (const d of ['sts-html', 'sts-longid']) expect((await event('delivered', `u@${d}.test`)).remoteHost).toMatch(/^mx\.unlisted\.test\[127\.0\.0\.6\]/)
+    const warned = await relay.waitForLog((l) => l.domain === 'sts-html.test' && l.mtaSts === true, 5000)
+    expect(warned.msg).toBe('MTA-STS policy fetch for sts-html.test failed: https://mta-sts.sts-html.test/.well-known/mta-sts.txt is served as text/html, not text/plain; delivering as without a policy')
+    expect(policyFetches).not.toContain('mta-sts.sts-longid.test')
+  })
+
+  it('a fetch that fails, and testing mode with an MX the policy does not list: delivered, and a warning names the domain and why', async () => {
+    for (const d of ['sts-404', 'sts-testing-unlisted']) await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${d}.test`], data: msg(d) })
+    for (const d of ['sts-404', 'sts-testing-unlisted']) await event('delivered', `u@${d}.test`)
+    expect((await relay.waitForLog((l) => l.domain === 'sts-404.test' && l.mtaSts === true, 5000)).msg).toMatch(/^MTA-STS policy fetch for sts-404\.test failed: .+; delivering as without a policy$/)
+    expect((await relay.waitForLog((l) => l.domain === 'sts-testing-unlisted.test' && l.mtaSts === true, 5000)).msg).toBe(
+      'MTA-STS policy of sts-testing-unlisted.test (testing, mx: mx.good.test) does not list mx.unlisted.test: delivered anyway, as testing mode says',
+    )
   })
 })
