@@ -8,7 +8,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
-import { connectRaw, sendMail } from '../harness/smtp-client.js'
+import { connectRaw, rcptReply, sendMail } from '../harness/smtp-client.js'
 import { eventually, runCli, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const ENV = { RELAY_CONFIG: undefined, RELAY_SYSTEM_CONFIG_DIR: tempDir('relay-etc-empty-') }
@@ -113,16 +113,7 @@ describe('IPv6 address literals in recipients', () => {
     await relay?.stop()
   })
 
-  const rcpt = async (to: string) => {
-    const { client } = await connectRaw(relay.port, '::1')
-    try {
-      await client.command('EHLO client.test')
-      await client.command('MAIL FROM:<a@sender.test>')
-      return await client.command(`RCPT TO:<${to}>`)
-    } finally {
-      client.close()
-    }
-  }
+  const rcpt = (to: string) => rcptReply(relay.port, to, { host: '::1' })
 
   it('are one address however the literal is spelled (a suppression holds for every spelling)', async () => {
     const added = runCli(['suppression', 'add', 'gone@[IPv6:::1]', '--reason', 'gone', '--config', relay.configFile])

@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { connectRaw, sendMail } from '../harness/smtp-client.js'
+import { rcptReply, sendMail } from '../harness/smtp-client.js'
 import { ROOT, eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const relays: RelayProcess[] = []
@@ -12,16 +12,7 @@ afterAll(async () => {
   await Promise.all(relays.map((r) => r.stop()))
 })
 
-async function rcpt(relay: RelayProcess, to: string, localAddress = '127.0.0.1'): Promise<string> {
-  const { client } = await connectRaw(relay.port, '127.0.0.1', undefined, undefined, localAddress)
-  try {
-    await client.command('EHLO client.test')
-    await client.command('MAIL FROM:<a@sender.test>')
-    return await client.command(`RCPT TO:<${to}>`)
-  } finally {
-    client.close()
-  }
-}
+const rcpt = (relay: RelayProcess, to: string, localAddress?: string) => rcptReply(relay.port, to, { localAddress })
 
 const read = (file: string) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '')
 

@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { connectRaw } from '../harness/smtp-client.js'
+import { rcptReply } from '../harness/smtp-client.js'
 import { runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 const relays: RelayProcess[] = []
@@ -12,16 +12,7 @@ afterAll(async () => {
   await Promise.all(relays.map((r) => r.stop()))
 })
 
-async function rcpt(relay: RelayProcess, to: string): Promise<string> {
-  const { client } = await connectRaw(relay.port)
-  try {
-    await client.command('EHLO client.test')
-    await client.command('MAIL FROM:<a@sender.test>')
-    return await client.command(`RCPT TO:<${to}>`)
-  } finally {
-    client.close()
-  }
-}
+const rcpt = (relay: RelayProcess, to: string) => rcptReply(relay.port, to)
 
 describe("relay-mta's exports are the core's own: a plugin cannot change them", () => {
   it('the reply table, hook and event names, error codes, MessageHeaders, the shared password-check line, mailauth internals: every change is refused', async () => {
