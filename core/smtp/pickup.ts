@@ -29,6 +29,8 @@ export interface PickupEnv {
 const POLL_MS = 5_000
 /** How long a file refused for now (the queue unavailable, a plugin's tempfail) waits before it is tried again. */
 const RETRY_MS = 60_000
+/** A file that does not parse and changed less than this ago is left for a later scan: it may be still being written. */
+const SETTLE_MS = 2_000
 
 export class MaildropPickup {
   private watcher: fs.FSWatcher | undefined
@@ -101,7 +103,7 @@ export class MaildropPickup {
    * opened without following a symlink and without blocking (a FIFO), up to the message size limit
    * (and the envelope) is read; anything else is CorruptDropError (set aside).
    */
-  private async read(file: string): Promise<{ data: Buffer; uid: number }> {
+  private async read(file: string): Promise<{ data: Buffer; uid: number; mtimeMs: number }> {
     let handle: fsp.FileHandle
     try {
       handle = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
@@ -128,7 +130,7 @@ export class MaildropPickup {
       }
       if (length > limit) throw new CorruptDropError(`too large (grew past ${limit} bytes while read)`)
       if (length === buffer.length) throw new CorruptDropError('it grew while read')
-      return { data: buffer.subarray(0, length), uid: stat.uid }
+      return { data: buffer.subarray(0, length), uid: stat.uid, mtimeMs: stat.mtimeMs }
     } finally {
       await handle.close()
     }
@@ -143,13 +145,18 @@ export class MaildropPickup {
     if (waiting !== undefined && waiting > Date.now()) return
     let dropped: DroppedMessage
     let uid: number
+    let written = 0
     try {
       const read = await this.read(file)
+      written = read.mtimeMs
       dropped = parseDropped(read.data)
       uid = read.uid
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       if (!(err instanceof CorruptDropError)) throw err
+      // A file written in place (by hand, not sendmail's rename) may be read half written: judged
+      // once it has not changed for a moment (its last write wakes a scan, the poll another).
+      if (Date.now() - written < SETTLE_MS) return
       const aside = await this.setAside(file)
       log.error({ file: aside ?? path.basename(file), reason: err.message }, aside ? 'maildrop: not a message file; set aside' : 'maildrop: not a message file; removed (it could not be set aside)')
       return

@@ -221,6 +221,18 @@ describe('relay sendmail', () => {
     for (const n of maildrop().filter((n) => n.startsWith('.corrupt-1-taken-'))) fs.rmSync(path.join(dir, n))
   })
 
+  it('a file a local user writes in place, in two steps: read once complete, not set aside half written', async () => {
+    const dir = path.join(relay.dataDir, 'maildrop')
+    const file = path.join(dir, '2-in-place')
+    fs.writeFileSync(file, MAGIC)
+    // The write woke a scan, which read the file half written.
+    await new Promise((r) => setTimeout(r, 500))
+    fs.appendFileSync(file, `${JSON.stringify({ sender: 'alice@sender.test', recipients: ['inplace@dest.test'] })}\nSubject: in place\r\n\r\nbody\r\n`)
+    const m = await eventually(() => to('inplace@dest.test')[0], 15_000, 'delivered to inplace')
+    expect(text(m)).toContain('Subject: in place')
+    expect(maildrop().filter((n) => n.includes('in-place'))).toEqual([])
+  })
+
   it('more recipients than smtp.maxRecipients: bounced with the limit in the report, not retried (and logged) at every scan', async () => {
     const many = Array.from({ length: 1001 }, (_, i) => `m${i}@dest.test`)
     const r = sendmail(['-f', 'alice@sender.test', ...many], 'Subject: to a crowd\n\nhello all\n')
