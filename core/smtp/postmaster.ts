@@ -7,7 +7,7 @@
 import net from 'node:net'
 import type { SMTPServerAddress } from 'smtp-server'
 import type { RelayConfig } from '../config/schema.js'
-import { addressKey, domainKey, parseAddress } from '../mail/address.js'
+import { addressKey, domainKey } from '../mail/address.js'
 
 type PostmasterConfig = Pick<RelayConfig, 'postmaster' | 'localDomains' | 'hostname'>
 
@@ -22,17 +22,21 @@ const ownLiteral = (ip: string | undefined): string | undefined => (ip && net.is
  * listener's address the client reached) in place; true when it was one.
  */
 export function qualifyPostmaster(address: SMTPServerAddress, c: PostmasterConfig, localAddress?: string): boolean {
-  const a = address.address.toLowerCase()
-  if (a !== 'postmaster' && a !== `postmaster@${c.hostname.toLowerCase()}` && !atOwnLiteral(address.address, localAddress)) return false
+  if (address.address.toLowerCase() !== 'postmaster' && !atRelayItself(address.address, c, localAddress)) return false
   address.address = postmasterMailbox(c)
   return true
 }
 
-/** `postmaster@[ip]` for the relay's own `ip` (any spelling of the literal). Only postmaster: other local parts at a literal stay foreign. */
-function atOwnLiteral(address: string, localAddress: string | undefined): boolean {
-  if (!address.endsWith(']')) return false
-  const parsed = parseAddress(address)
-  return parsed?.local.toLowerCase() === 'postmaster' && parsed.domain === ownLiteral(localAddress)
+/**
+ * `postmaster@hostname`, or `postmaster@[ip]` for the relay's own `ip`, in any spelling of the
+ * mailbox (`"postmaster"`, `Postmaster`: RFC 5321 §4.1.2) and of the domain or literal. Only
+ * postmaster: other local parts there stay foreign.
+ */
+function atRelayItself(address: string, c: PostmasterConfig, localAddress: string | undefined): boolean {
+  const key = addressKey(address)
+  if (!key?.startsWith('postmaster@')) return false
+  const domain = key.slice('postmaster@'.length)
+  return domain === domainKey(c.hostname) || (domain.endsWith(']') && domain === ownLiteral(localAddress))
 }
 
 /**

@@ -3,8 +3,8 @@
 // Put it after plugins that should see every recipient: the first plugin to accept decides.
 //
 // `senderDomains` also binds what a trusted network may send as, when its client has not
-// authenticated: the envelope sender's domain (at MAIL) and every address in the From: and Sender:
-// header fields (at DATA), read every way a mail reader might, must be one of these domains (exactly; a subdomain is another domain),
+// authenticated: the envelope sender's domain (at MAIL) and every address in the From:, Sender:,
+// Resent-From: and Resent-Sender: header fields (at DATA), read every way a mail reader might, must be one of these domains (exactly; a subdomain is another domain),
 // else 553 5.7.1. The null sender `<>` passes MAIL (bounces from internal hosts); its headers are
 // still checked. A From: with only a display name and no address claims no domain and passes.
 // Untrusted clients (mail coming in for local domains) and authenticated sessions (the core
@@ -66,7 +66,8 @@ export default definePlugin({
     data({ session, headers, options, state, log }) {
       const domains = boundTo(options, state, session)
       if (!domains) return undefined
-      for (const name of ['From', 'Sender']) {
+      // The Resent- fields name the sender of a resend (RFC 5322 §3.6.6), as the core's sender ownership reads them.
+      for (const name of ['From', 'Sender', 'Resent-From', 'Resent-Sender']) {
         for (const value of headers.getAll(name)) {
           const foreign = headerAddresses(value).find((address) => !inDomains(address, domains))
           if (foreign === undefined) continue

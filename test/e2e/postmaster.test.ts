@@ -95,7 +95,8 @@ describe("the relay's postmaster", () => {
     gone.clear()
 
     // Every form of postmaster, from an untrusted client with the null sender, and from the trusted one.
-    const forms = ['postmaster', 'PostMaster@Relay-A.test', 'postmaster@local.test', 'Postmaster@LOCAL2.test']
+    // A quoted local part that needs no quotes is the same mailbox (RFC 5321 §4.1.2).
+    const forms = ['postmaster', 'PostMaster@Relay-A.test', '"postmaster"@relay-a.test', 'postmaster@local.test', 'Postmaster@LOCAL2.test']
     const untrusted = await transaction({ from: UNTRUSTED, mail: '', rcpts: forms })
     expect(untrusted.rcpts).toEqual(forms.map(() => expect.stringMatching(OK)))
     const trusted = await transaction({ from: TRUSTED, mail: 'alice@sender.test', rcpts: forms })
@@ -136,10 +137,10 @@ describe("the relay's postmaster", () => {
     const v4 = await transaction({
       from: UNTRUSTED,
       mail: '',
-      rcpts: ['postmaster@[127.0.0.2]', 'user@[127.0.0.2]', 'postmaster@[127.0.0.9]', 'Postmaster@[IPv6:::ffff:127.0.0.2]'],
+      rcpts: ['postmaster@[127.0.0.2]', 'user@[127.0.0.2]', 'postmaster@[127.0.0.9]', 'Postmaster@[IPv6:::ffff:127.0.0.2]', '"Postmaster"@[127.0.0.2]', '"user"@[127.0.0.2]'],
       data: message('to the postmaster at [127.0.0.2]'),
     })
-    expect(v4.rcpts).toEqual([expect.stringMatching(OK), expect.stringMatching(DENIED), expect.stringMatching(DENIED), expect.stringMatching(OK)])
+    expect(v4.rcpts).toEqual([expect.stringMatching(OK), expect.stringMatching(DENIED), expect.stringMatching(DENIED), expect.stringMatching(OK), expect.stringMatching(OK), expect.stringMatching(DENIED)])
     expect(v4.data).toMatch(/^250 2\.0\.0 Ok: queued as /)
     const [v4got] = await delivered('to the postmaster at [127.0.0.2]')
     // One copy: the literal's postmaster is the postmaster mailbox, however spelt.

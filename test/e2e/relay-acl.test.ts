@@ -108,10 +108,10 @@ describe('relay-acl senderDomains', () => {
     expect(await relay.listQueue()).toEqual([])
   })
 
-  it('checks every From: and Sender: address at DATA; only messages that pass are relayed', async () => {
+  it('checks every From:, Sender:, Resent-From: and Resent-Sender: address at DATA; only messages that pass are relayed', async () => {
     const before = foreignMx.messages.length
     const client = await open(TRUSTED)
-    const refused = /^553 5\.7\.1 (From|Sender): <.*> is not in a domain this network may send as/
+    const refused = /^553 5\.7\.1 (Resent-)?(From|Sender): <.*> is not in a domain this network may send as/
     const cases: [tag: string, from: string, headers: string, ok: boolean][] = [
       ['plain', 'alice@example.test', 'From: Alice <alice@example.test>\r\n', true],
       ['sender-header', 'alice@example.test', 'From: alice@EXAMPLE.test\r\nSender: bob@corp.test\r\n', true],
@@ -126,6 +126,11 @@ describe('relay-acl senderDomains', () => {
       ['folded', 'alice@example.test', 'From: Alice <alice@example.test>,\r\n Mallory <mallory@evil.test>\r\n', false],
       ['two-from-fields', 'alice@example.test', 'From: alice@example.test\r\nFrom: mallory@evil.test\r\n', false],
       ['foreign-sender', 'alice@example.test', 'From: alice@example.test\r\nSender: mallory@evil.test\r\n', false],
+      // a resend names its sender in the Resent- fields (RFC 5322 §3.6.6)
+      ['resend', 'alice@example.test', 'Resent-From: alice@example.test\r\nResent-Sender: bob@corp.test\r\nFrom: carol@example.test\r\n', true],
+      ['resent-from', 'alice@example.test', 'Resent-Date: Sun, 06 Dec 2026 11:00:00 +0000\r\nResent-From: ceo@evil.test\r\nResent-Message-ID: <r1@evil.test>\r\nFrom: alice@example.test\r\n', false],
+      ['resent-sender', 'alice@example.test', 'Resent-Sender: Ceo <ceo@evil.test>\r\nFrom: alice@example.test\r\n', false],
+      ['resent-from-second', 'alice@example.test', 'Resent-From: alice@example.test, ceo@evil.test\r\nFrom: alice@example.test\r\n', false],
       ['two-at', 'alice@example.test', 'From: mallory@evil.test@example.test\r\n', false],
       ['subdomain', 'alice@example.test', 'From: alice@example.test.evil.test\r\n', false],
       ['bounce-foreign', '', 'From: MAILER-DAEMON@evil.test\r\n', false],
