@@ -7,8 +7,18 @@ export function rfc5322Date(date = new Date()): string {
   return date.toUTCString().replace(/GMT$/, '+0000')
 }
 
-/** A HELO name that can stand as the field's `from` domain: a host name or an address literal. */
-const HELO_NAME = /^(?:[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?|\[(?:ipv6:)?[0-9a-f:.]{2,45}\])$/i
+const HOST_NAME = /^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?$/i
+
+/**
+ * A HELO name that can stand as the field's `from` domain: a host name, or an address literal that
+ * is one (RFC 5321 §4.1.3: `[192.0.2.1]`, `[IPv6:2001:db8::1]`; not `[300.1.1.1]`, `[::1]`, `[cafe]`).
+ */
+function isHeloName(helo: string): boolean {
+  if (HOST_NAME.test(helo)) return true
+  if (!helo.startsWith('[') || !helo.endsWith(']')) return false
+  const inside = helo.slice(1, -1)
+  return net.isIPv4(inside) || (/^ipv6:/i.test(inside) && net.isIPv6(inside.slice(5)) && !inside.includes('%'))
+}
 
 /** Text that is safe inside a comment: printable ASCII, `(`, `)` and `\` escaped, at most 100 characters. */
 const commentText = (text: string) => text.slice(0, 100).replace(/[^\x20-\x7e]/g, '?').replace(/[()\\]/g, '\\$&')
@@ -22,7 +32,7 @@ export function receivedHeader(o: { session: SessionInfo; hostname: string; prot
   // The client chose its HELO name: one that is no host name (`x(`, `a;b`, spaces, 8-bit bytes)
   // goes into the comment, escaped, so it cannot end the comment or the field early.
   const helo = s.helo ?? 'unknown'
-  const from = HELO_NAME.test(helo) ? `${helo} (${client})` : `${literal} (helo=${commentText(helo)} ${client})`
+  const from = isHeloName(helo) ? `${helo} (${client})` : `${literal} (helo=${commentText(helo)} ${client})`
   const tls = o.tls ? `\r\n\t(using ${o.tls})` : ''
   const forClause = o.recipients.length === 1 ? `\r\n\tfor <${o.recipients[0]}>` : ''
   return `from ${from}${tls}\r\n\tby ${o.hostname} (Relay) with ${o.protocol} id ${o.queueId}${forClause};\r\n\t${rfc5322Date()}`

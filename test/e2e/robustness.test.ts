@@ -564,6 +564,32 @@ describe('robustness', () => {
     expectHealthy(relay)
   })
 
+  it("a HELO address literal that is no address (RFC 5321 4.1.3) is not the Received field's `from` domain: the client's IP is, the name goes in the comment", async () => {
+    const client = await open(relay.port)
+    const cases: [helo: string, asFrom: boolean][] = [
+      ['[127.0.0.1]', true],
+      ['[IPv6:::1]', true],
+      ['[ipv6:2001:db8::1]', true],
+      ['[300.1.1.1]', false],
+      ['[::1]', false],
+      ['[cafe]', false],
+      ['[....]', false],
+      ['[ipv6:1.2.3.4]', false],
+      ['[IPv6:zz]', false],
+      ['[1.2.3]', false],
+    ]
+    for (const [i, [helo, asFrom]] of cases.entries()) {
+      expect(await client.command(`EHLO ${helo}`), helo).toMatch(/^250 /m)
+      const tag = `helo literal ${i}`
+      expect(await transaction(client, { to: 'bob@dest.test', data: message(tag, 'x\r\n') }), helo).toMatch(/^250 2\.0\.0 /)
+      const raw = (await deliveredTagged(tag)).raw.toString('latin1')
+      const received = raw.slice(0, raw.indexOf('\r\n\t'))
+      const esc = helo.replace(/[[\].]/g, '\\$&')
+      expect(received, helo).toMatch(asFrom ? new RegExp(`^Received: from ${esc} \\(`, 'i') : new RegExp(`^Received: from \\[127\\.0\\.0\\.1\\] \\(helo=${esc} `, 'i'))
+    }
+    expectHealthy(relay)
+  })
+
   it('relays a 30 MB message byte-identical, with its body in a spool file while queued', async () => {
     // ~30 MB of 78-byte CRLF lines; every 5000th line starts with a dot (dot-stuffing both ways)
     const lines: string[] = []
