@@ -15,11 +15,12 @@ import { ScanError, type ScanEnvelope, type ScanResult } from './scanner.js'
 import { checkSpamd } from './spamd.js'
 
 /**
- * Fields that carry a spam verdict: this plugin's own (X-Spam-Flag, -Status, -Score) and the rest
- * of the family SpamAssassin, rspamd's milter and others write (X-Spam-Level, -Report, X-Spam, ...),
- * which a mail store may file on. Copies that came with the message are removed first.
+ * Fields that carry a spam verdict: this plugin's own (X-Spam-Flag, -Status, -Score), the rest of
+ * the family SpamAssassin and others write (X-Spam-Level, -Report, X-Spam, ...) and rspamd's
+ * milter_headers (X-Spamd-Result, X-Spamd-Bar, X-Rspamd-Action, -Score, -Server, ...), which a mail
+ * store may file on. Copies that came with the message are removed first.
  */
-const VERDICT_FIELD = /^x-spam(-|$)/i
+const VERDICT_FIELD = /^x-(spam|spamd|rspamd)(-|$)/i
 
 const REJECT_TEXT = 'Message considered spam'
 const TEMPFAIL_TEXT = 'Message temporarily refused as possible spam, try again later'

@@ -271,14 +271,15 @@ describe('spam: scanner failures', () => {
     expect(log.level).toBe(50)
   })
 
-  it("every X-Spam-* field the sender put in is removed, not only the three the relay writes (a mail store may file on X-Spam-Level or X-Spam-Report)", async () => {
+  it("every X-Spam-* field the sender put in is removed, not only the three the relay writes (a mail store may file on X-Spam-Level or X-Spam-Report, or rspamd's X-Spamd-Result, X-Rspamd-Action)", async () => {
     const port = await closedPort()
     const relay = await relayWith({ backend: { spamassassin: { host: '127.0.0.1', port } } })
-    const forged = 'X-Spam-Level: ****************\r\nX-Spam-Report: clean, trust me\r\nx-spam-checker-version: SpamAssassin 4.0.0\r\nX-Spam-Bar: /\r\nX-Spam: No\r\nX-Spam-Flag: NO\r\n'
+    const forged = 'X-Spam-Level: ****************\r\nX-Spam-Report: clean, trust me\r\nx-spam-checker-version: SpamAssassin 4.0.0\r\nX-Spam-Bar: /\r\nX-Spam: No\r\nX-Spam-Flag: NO\r\n' +
+      'X-Spamd-Result: default: False [-5.00 / 15.00]\r\nX-Spamd-Bar: /\r\nX-Rspamd-Action: no action\r\nx-rspamd-score: -5\r\nX-Rspamd-Server: mx.trusted\r\n'
     const msg = message('Hello', NORMAL_BODY, forged)
     expect((await sendMail(relay.port, { from: 'sender@sender.test', to: ['bob@dest.test'], data: msg.data })).lastReply).toMatch(/^250 2\.0\.0 /)
     const got = await deliveredCopy(msg.messageId)
-    const spamFields = headerFields(got).filter(([n]) => /^x-spam(-|$)/i.test(n))
+    const spamFields = headerFields(got).filter(([n]) => /^x-(spam|spamd|rspamd)(-|$)/i.test(n))
     expect(spamFields).toEqual([['X-Spam-Status', 'unknown (scanner unavailable)']])
   })
 
