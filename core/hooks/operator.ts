@@ -217,6 +217,11 @@ export interface BulkResult {
   matched: string[]
   /** How many of them the action changed (0 in a dry run). */
   done: number
+  /**
+   * Selected messages the action could not change because of their state, with the verb's reason
+   * (a delete or bounce of a message being delivered, a release of one not held, a flush of one held).
+   */
+  skipped: { id: string; reason: string }[]
 }
 
 /** One delivery attempt for one recipient, from the queue's attempt history. */

@@ -62,15 +62,16 @@ export async function selectMessages(verbs: Pick<BulkVerbs, 'list' | 'show'>, fi
 }
 
 /**
- * Runs `action` on each selected message. A message that left the queue meanwhile, or that the
- * verb cannot act on (release of one not held, bounce of one being delivered), is skipped: `done`
- * counts the messages the action changed.
+ * Runs `action` on each selected message. A message that left the queue meanwhile is passed by; one
+ * the verb cannot act on (release of one not held, delete or bounce of one being delivered) is in
+ * `skipped` with the verb's reason. `done` counts the messages the action changed.
  */
 export async function runBulk(verbs: BulkVerbs, action: BulkAction, filter: BulkFilter, opts: { dryRun?: boolean } = {}): Promise<BulkResult> {
   checkBulkFilter(action, filter)
   const matched = (await selectMessages(verbs, filter)).map((m) => m.id)
   const dryRun = opts.dryRun === true
   let done = 0
+  const skipped: BulkResult['skipped'] = []
   if (!dryRun) {
     // By domain, flush makes only that domain's recipients due (as `relay queue flush --domain`).
     const domain = filter.all ? undefined : filter.domain?.trim().toLowerCase().replace(/\.$/, '')
@@ -79,10 +80,11 @@ export async function runBulk(verbs: BulkVerbs, action: BulkAction, filter: Bulk
         if (await actOn(verbs, action, id, domain)) done++
       } catch (err) {
         if (!skippable(err)) throw err
+        if (isConflict(err)) skipped.push({ id, reason: (err as Error).message })
       }
     }
   }
-  return { action, dryRun, matched, done }
+  return { action, dryRun, matched, done, skipped }
 }
 
 async function actOn(verbs: BulkVerbs, action: BulkAction, id: string, domain: string | undefined): Promise<boolean> {
@@ -99,6 +101,8 @@ async function actOn(verbs: BulkVerbs, action: BulkAction, id: string, domain: s
       return (await verbs.bounce(id)).bounced.length > 0
   }
 }
+
+const isConflict = (err: unknown): boolean => (err as { kind?: string }).kind === 'conflict' || (err as { status?: number }).status === 409
 
 /** Gone, or not in a state for this verb (a queue verb's `kind`, or the admin API's 404/409). */
 function skippable(err: unknown): boolean {

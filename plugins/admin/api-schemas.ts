@@ -126,8 +126,14 @@ export const BulkRequest = named(
 
 export const BulkResult = named(
   'BulkResult',
-  'What matched and how many the action changed (0 in a dry run)',
-  z.object({ action: bulkAction, dryRun: z.boolean(), matched: z.array(z.string()), done: z.number().int() }),
+  'What matched, how many the action changed (0 in a dry run), and the messages it could not change because of their state (being delivered, not held, held) with the reason',
+  z.object({
+    action: bulkAction,
+    dryRun: z.boolean(),
+    matched: z.array(z.string()),
+    done: z.number().int(),
+    skipped: z.array(z.object({ id: z.string(), reason: z.string() })),
+  }),
 )
 
 const recipients = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('one address, or several')

@@ -208,7 +208,10 @@ const MAIN_JS = String.raw`
     // Every message with a recipient at the domain (POST /api/queue/bulk); a bounce is counted first and confirmed.
     bulk: function (d) {
       var run = function (dryRun) { return api('POST', '/api/queue/bulk', { action: d.bulk, filter: { domain: d.domain }, dryRun: dryRun }); };
-      var done = function (r) { return d.domain + ': ' + plural(r.done, 'message') + ' ' + BULK_DONE[d.bulk]; };
+      var done = function (r) {
+        var left = r.skipped && r.skipped.length ? '; ' + plural(r.skipped.length, 'message') + ' left as ' + (r.skipped.length === 1 ? 'it was' : 'they were') + ': ' + r.skipped.map(function (s) { return s.reason; }).join('; ') : '';
+        return d.domain + ': ' + plural(r.done, 'message') + ' ' + BULK_DONE[d.bulk] + left;
+      };
       if (d.bulk !== 'bounce') return run(false).then(done);
       return run(true).then(function (r) {
         if (!r.matched.length) return d.domain + ': no message to bounce';

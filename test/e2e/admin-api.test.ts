@@ -227,10 +227,10 @@ describe('POST /api/queue/bulk', () => {
     const dry = await api('POST', '/api/queue/bulk', { body: { action: 'hold', filter: { sender: from }, dryRun: true } })
     expect(dry.status).toBe(200)
     conforms(S.BulkResult, dry.json)
-    expect(dry.json).toEqual({ action: 'hold', dryRun: true, matched: queued, done: 0 })
+    expect(dry.json).toEqual({ action: 'hold', dryRun: true, matched: queued, done: 0, skipped: [] })
     expect(ids(await api('GET', `/api/queue?sender=${from}&state=held`))).toEqual([])
 
-    expect((await api('POST', '/api/queue/bulk', { body: { action: 'hold', filter: { sender: `<${from}>` } } })).json).toEqual({ action: 'hold', dryRun: false, matched: queued, done: 3 })
+    expect((await api('POST', '/api/queue/bulk', { body: { action: 'hold', filter: { sender: `<${from}>` } } })).json).toEqual({ action: 'hold', dryRun: false, matched: queued, done: 3, skipped: [] })
     expect(ids(await api('GET', `/api/queue?sender=${from}&state=held`))).toEqual(queued)
     const release = await api('POST', '/api/queue/bulk', { body: { action: 'release', filter: { ids: [queued[0]] } } })
     expect(release.json).toMatchObject({ matched: [queued[0]], done: 1 })
@@ -238,7 +238,7 @@ describe('POST /api/queue/bulk', () => {
     expect((await api('POST', '/api/queue/bulk', { body: { action: 'delete', filter: { sender: from, olderThan: '1h' }, dryRun: true } })).json.matched).toEqual([])
     expect((await api('POST', '/api/queue/bulk', { body: { action: 'delete', filter: { sender: from, olderThan: 0 }, dryRun: true } })).json.matched).toEqual(queued)
     const del = await api('POST', '/api/queue/bulk', { body: { action: 'delete', filter: { sender: from, state: 'held' } } })
-    expect(del.json).toEqual({ action: 'delete', dryRun: false, matched: queued.slice(1), done: 2 })
+    expect(del.json).toEqual({ action: 'delete', dryRun: false, matched: queued.slice(1), done: 2, skipped: [] })
     expect(ids(await api('GET', `/api/queue?sender=${from}`))).toEqual([queued[0]])
 
     fixture.parked.delete('bulk0@park.test')
@@ -250,7 +250,7 @@ describe('POST /api/queue/bulk', () => {
   it('bounce by filter: a DSN to the sender', async () => {
     const id = await fixture.submit('bulkbounce@park.test', 'bulkbounce@sender.test')
     const r = await api('POST', '/api/queue/bulk', { body: { action: 'bounce', filter: { sender: 'bulkbounce@sender.test' } } })
-    expect(r.json).toEqual({ action: 'bounce', dryRun: false, matched: [id], done: 1 })
+    expect(r.json).toEqual({ action: 'bounce', dryRun: false, matched: [id], done: 1, skipped: [] })
     await eventually(() => fixture.senderRx.messages.find((m) => text(m).includes('Final-Recipient: rfc822; bulkbounce@park.test')), 10_000, 'DSN')
   })
 

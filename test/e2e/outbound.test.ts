@@ -273,6 +273,20 @@ describe('delivery concurrency', () => {
       const deleted = await runCliAsync(['queue', 'delete', waiting.id, '--config', r.configFile])
       expect(deleted.code, deleted.stderr).toBe(0)
       expect((await r.listQueue()).map((m) => m.id).sort()).toEqual(queued.map((m) => m.id).filter((id) => id !== waiting.id).sort())
+      // The bulk forms name what they left to its delivery and exit 1 as the one-id form does, not
+      // "deleted 0 of 1" and exit 0.
+      const byStdin = await runCliAsync(['queue', 'delete', '-', '--config', r.configFile], { input: `${busy.id}\n` })
+      expect([byStdin.code, byStdin.stdout]).toEqual([1, 'deleted 0 of 1 message\n'])
+      expect(byStdin.stderr).toBe(`relay: message ${busy.id} is being delivered right now: not deleted (hold it to stop further attempts, and delete it once this one has ended)\n`)
+      const busyIds = inFlight.map((rc) => queued.find((m) => m.recipients[0] === rc)!.id).sort()
+      const byDomain = await runCliAsync(['queue', 'delete', '--domain', 'slow.test', '--json', '--config', r.configFile])
+      expect(byDomain.code, byDomain.stderr).toBe(1)
+      const result = JSON.parse(byDomain.stdout) as { matched: string[]; done: number; skipped: { id: string; reason: string }[] }
+      expect(result.matched).toHaveLength(4)
+      expect(result.done).toBe(2)
+      expect(result.skipped.map((x) => x.id).sort()).toEqual(busyIds)
+      for (const id of busyIds) expect(byDomain.stderr).toContain(`relay: message ${id} is being delivered right now: not deleted`)
+      expect((await r.listQueue()).map((m) => m.id).sort()).toEqual(busyIds)
     } finally {
       await r.stop()
       await Promise.all([rx.close(), other.close(), zones.close()])

@@ -74,7 +74,7 @@ describe('on a running relay (admin API)', () => {
 
     const held = await cli(['queue', 'hold', '--domain', 'park.test', '--json'])
     expect(held.code, held.stderr).toBe(0)
-    expect(JSON.parse(held.stdout)).toEqual({ action: 'hold', dryRun: false, matched: [a, b, c], done: 3 })
+    expect(JSON.parse(held.stdout)).toEqual({ action: 'hold', dryRun: false, matched: [a, b, c], done: 3, skipped: [] })
     expect(await ids('--state', 'held')).toEqual([a, b, c])
 
     const released = await cli(['queue', 'release', 'ALL'])
@@ -91,7 +91,7 @@ describe('on a running relay (admin API)', () => {
     // Nothing here is an hour old; everything is older than 0 seconds.
     const [young, old] = await Promise.all([cli(['queue', 'release', '--older-than', '1h']), cli(['queue', 'release', '--older-than', '0s', '--state', 'held', '--json'])])
     expect(young.stdout).toBe('released 0 of 0 messages\n')
-    expect(JSON.parse(old.stdout)).toEqual({ action: 'release', dryRun: false, matched: [a, c], done: 2 })
+    expect(JSON.parse(old.stdout)).toEqual({ action: 'release', dryRun: false, matched: [a, c], done: 2, skipped: [] })
 
     // A filter must say what it selects; a bad value is refused. (None of these changes anything:
     // they run side by side, with the dry run below.)
@@ -106,7 +106,7 @@ describe('on a running relay (admin API)', () => {
     expect(none.stderr).toMatch(/give a queue id, ALL/)
     expect(soon.code).toBe(2)
     expect(bogus.code).toBe(2)
-    expect(JSON.parse(flushDry.stdout)).toEqual({ action: 'flush', dryRun: true, matched: [a, b, c], done: 0 })
+    expect(JSON.parse(flushDry.stdout)).toEqual({ action: 'flush', dryRun: true, matched: [a, b, c], done: 0, skipped: [] })
 
     // Bounce by sender: a DSN reaches bob; delete the rest by state (once the releases' retries are over).
     for (const id of [a, b, c]) await eventually(() => settled(id), 20_000, `${id} not in flight`)
@@ -192,7 +192,7 @@ describe('on a stopped data directory', () => {
     expect([dry.code, dry.stdout]).toEqual([0, `${before.join('\n')}\nwould delete 2 messages (dry run: nothing done)\n`])
     expect(cat.stdout).toContain('Subject: parked for cat@park.test')
     const hold = await cli(['queue', 'hold', before[0]!, '--state', 'deferred', '--json'])
-    expect(JSON.parse(hold.stdout)).toEqual({ action: 'hold', dryRun: false, matched: [before[0]], done: 1 })
+    expect(JSON.parse(hold.stdout)).toEqual({ action: 'hold', dryRun: false, matched: [before[0]], done: 1, skipped: [] })
     expect((await cli(['queue', 'summary', '--age'])).stdout.split('\n')[1]).toMatch(/^TOTAL +2 /)
     const del = await cli(['queue', 'delete', 'ALL'])
     expect([del.code, del.stdout]).toEqual([0, 'deleted 2 of 2 messages\n'])

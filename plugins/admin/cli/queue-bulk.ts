@@ -82,8 +82,9 @@ export async function queueBulkVerb(env: CommandEnv, action: BulkAction, target:
       const r = await b.bulk(action, filter, { dryRun: opts.dryRun === true })
       print(action, r, opts)
       unmatched(filter, r)
+      untouched(action, filter, r)
     },
-    () => print(action, { action, dryRun: opts.dryRun === true, matched: [], done: 0 }, opts),
+    () => print(action, { action, dryRun: opts.dryRun === true, matched: [], done: 0, skipped: [] }, opts),
   )
 }
 
@@ -99,6 +100,19 @@ function unmatched(filter: BulkFilter, r: BulkResult): void {
   for (const id of missing.slice(0, 100)) process.stderr.write(printable(`relay: no message ${id} in the queue${narrowed ? ' that the filter selects' : ''}\n`))
   if (missing.length > 100) process.stderr.write(`relay: and ${missing.length - 100} more ids that selected no message\n`)
   if (missing.length) process.exitCode = 1
+}
+
+/**
+ * Messages the action could not change are named with the reason, and the exit code is 1, as for
+ * one id: a delete or bounce always (the operator meant every message it selects to go), the other
+ * verbs when ids were named (`release ALL` passing by the messages that are not held is no failure).
+ */
+function untouched(action: BulkAction, filter: BulkFilter, r: BulkResult): void {
+  const skipped = r.skipped ?? []
+  if (!skipped.length || (action !== 'delete' && action !== 'bounce' && !filter.ids)) return
+  for (const s of skipped.slice(0, 100)) process.stderr.write(printable(`relay: ${s.reason}\n`))
+  if (skipped.length > 100) process.stderr.write(`relay: and ${skipped.length - 100} more messages left as they were\n`)
+  process.exitCode = 1
 }
 
 function print(action: BulkAction, r: BulkResult, opts: BulkVerbOptions): void {
