@@ -76,8 +76,13 @@ export async function start(opts: { config?: string }): Promise<void> {
   })
   // A bug in one session must not take the others down; it is logged loudly instead.
   process.on('uncaughtException', (err) => {
-    relay.log.fatal({ err }, 'uncaught exception')
-    void flushLogs()
+    // A throw in here would end the process (exit 7): the one thing this handler is for not doing.
+    try {
+      relay.log.fatal({ err }, 'uncaught exception')
+      void flushLogs()
+    } catch {
+      // logging is gone: the relay goes on
+    }
   })
   process.on('unhandledRejection', (err) => relay.log.error({ err }, 'unhandled promise rejection'))
   process.on('exit', endedWhileStarting)
