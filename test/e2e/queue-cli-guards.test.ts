@@ -4,6 +4,10 @@
 // verbs, not as "[object Object]".
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fs from 'node:fs'
+import net from 'node:net'
+import Database from 'better-sqlite3'
+import { startDns } from '../harness/dns-server.js'
+import { sendMail } from '../harness/smtp-client.js'
 import os from 'node:os'
 import path from 'node:path'
 import { runCliAsync, startRelay, type QueueListEntry, type RelayProcess } from '../harness/relay.js'
@@ -113,6 +117,53 @@ describe('a corrupt SQLite queue', () => {
       noStack(r.stderr)
     }
     expect(start.stderr + start.stdout).not.toContain('[object Object]')
+  })
+})
+
+describe('a SQLite queue damaged where only a delivery scan reads it', () => {
+  it('once the damage is found, new mail is refused with 451 4.3.0 naming the file, not acknowledged into a queue that cannot give it back', async () => {
+    const closed = net.createServer().listen(0, '127.0.0.1')
+    await new Promise((r) => closed.once('listening', r))
+    const closedPort = (closed.address() as net.AddressInfo).port
+    await new Promise((r) => closed.close(r))
+    const zones = await startDns({ 'down.test': { A: ['127.0.0.1'] } })
+    const relay = await startRelay({
+      config: {
+        dns: { servers: [zones.server] },
+        // Every attempt is refused at connect: the recipients stay queued, due again within a second.
+        delivery: { port: closedPort, retry: { base: '1s', factor: 1, max: '1s' }, connectTimeout: '1s', delayWarning: false },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    try {
+      for (let m = 0; m < 3; m++) {
+        const to = Array.from({ length: 100 }, (_, i) => `r${m}-${i}@down.test`)
+        expect((await sendMail(relay.port, { from: 'a@sender.test', to, data: `Subject: m${m}\r\n\r\nx\r\n` })).lastReply).toMatch(/^250 2\.0\.0 /)
+      }
+      await relay.waitForLog((l) => l.event === 'deferred', 15_000)
+      expect(await relay.stop()).toBe(0)
+      // The first leaf page of the recipients table (old rows: a new message's go to the last one) overwritten.
+      const file = path.join(relay.dataDir, 'queue.sqlite')
+      const db = new Database(file)
+      const pageSize = db.pragma('page_size', { simple: true }) as number
+      const leaves = db.prepare(`SELECT pageno FROM dbstat WHERE name = 'recipients' AND pagetype = 'leaf' ORDER BY pageno`).all() as { pageno: number }[]
+      db.close()
+      expect(leaves.length).toBeGreaterThan(2)
+      const fd = fs.openSync(file, 'r+')
+      fs.writeSync(fd, Buffer.alloc(pageSize, 'garbage!'), 0, pageSize, (leaves[0]!.pageno - 1) * pageSize)
+      fs.closeSync(fd)
+
+      await relay.restart()
+      const found = await relay.waitForLog((l) => l.msg === 'queue scan failed', 15_000)
+      expect(JSON.stringify(found)).toContain(`queue database ${file} is corrupt (SQLITE_CORRUPT`)
+      const r = await sendMail(relay.port, { from: 'a@sender.test', to: ['late@down.test'], data: 'Subject: late\r\n\r\nx\r\n' }).catch((err: { response?: string }) => ({ lastReply: err.response ?? String(err) }))
+      expect(r.lastReply).toMatch(/^451 4\.3\.0 /)
+      const failed = await relay.waitForLog((l) => l.msg === 'queueing message failed', 5000)
+      expect(JSON.stringify(failed)).toContain(`queue database ${file} is corrupt`)
+    } finally {
+      await relay.stop()
+      await zones.close()
+    }
   })
 })
 

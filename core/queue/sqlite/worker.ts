@@ -81,6 +81,14 @@ if (parentPort) {
     throw Object.assign(new Error(message), code ? { code } : {})
   }
   const store = opened
+  // Damage found by any request (a scan, a delivery's record) holds for the file: new mail is
+  // refused from then on (451), not acknowledged into a database that cannot give it back.
+  let damaged: { message: string; code: string } | undefined
+  const failed = (id: number, err: unknown): Response => {
+    const { message, code } = describeError(err, file)
+    if (code && DAMAGED.has(code)) damaged ??= { message, code }
+    return { id, ok: false, error: message, code }
+  }
   let batch: Request[] = []
   let scheduled = false
   let prunedAt = 0
@@ -97,13 +105,16 @@ if (parentPort) {
     }
     const out: Response[] = []
     for (const r of requests) {
+      if (damaged && r.op === 'enqueue') {
+        out.push({ id: r.id, ok: false, error: damaged.message, code: damaged.code })
+        continue
+      }
       try {
         // Each request in its own savepoint: one failing request does not undo the others.
         const result = store.db.transaction(() => (store[r.op] as (...a: unknown[]) => unknown)(...r.args))()
         out.push({ id: r.id, ok: true, result })
       } catch (err) {
-        const { message, code } = describeError(err, file)
-        out.push({ id: r.id, ok: false, error: message, code })
+        out.push(failed(r.id, err))
       }
     }
     return out
@@ -119,8 +130,7 @@ if (parentPort) {
       // before it writes cannot fail with SQLITE_BUSY when another process (the CLI) wrote meanwhile.
       responses = apply.immediate(requests)
     } catch (err) {
-      const { message, code } = describeError(err, file)
-      responses = requests.map((r) => ({ id: r.id, ok: false, error: message, code }))
+      responses = requests.map((r) => failed(r.id, err))
     }
     port.postMessage(responses)
   }
