@@ -167,6 +167,54 @@ describe('a SQLite queue damaged where only a delivery scan reads it', () => {
   })
 })
 
+describe("a SQLite queue whose -wal file is lost after a kill -9", () => {
+  it.each([
+    ['missing', (wal: string) => fs.rmSync(wal)],
+    ['damaged', (wal: string) => {
+      const fd = fs.openSync(wal, 'r+')
+      fs.writeSync(fd, Buffer.alloc(32), 0, 32, 0)
+      fs.closeSync(fd)
+    }],
+  ])('%s: relay start refuses (exit 1) naming it, instead of starting on an empty queue; with the file back the mail is there', async (how, damage) => {
+    const zones = await startDns({ 'down.test': { A: ['127.0.0.1'] } })
+    const relay = await startRelay({
+      config: {
+        dns: { servers: [zones.server] },
+        delivery: { port: 9, retry: { base: '1h', factor: 1, max: '1h' }, connectTimeout: '1s', delayWarning: false },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    try {
+      expect((await sendMail(relay.port, { from: 'a@sender.test', to: ['kept@down.test'], data: 'Subject: kept\r\n\r\nx\r\n' })).lastReply).toMatch(/^250 2\.0\.0 /)
+      await relay.waitForLog((l) => l.event === 'deferred', 15_000)
+      await relay.kill9()
+      const file = path.join(relay.dataDir, 'queue.sqlite')
+      const wal = `${file}-wal`
+      fs.copyFileSync(wal, `${wal}.keep`)
+      damage(wal)
+      fs.rmSync(`${file}-shm`, { force: true })
+
+      const start = await runCliAsync(['start', '--config', relay.configFile])
+      expect(start.code, start.stderr).toBe(1)
+      expect(start.stderr).toContain(`relay: cannot start: queue database ${file} holds no queue (no tables), and its write-ahead log ${wal} is ${how}: the queue was there. Put the -wal file back`)
+      // The queue verbs say the same, not "queue is empty".
+      const listed = await runCliAsync(['queue', 'list', '--json', '--config', relay.configFile])
+      expect(listed.code).toBe(1)
+      expect(listed.stderr).toContain(`relay: queue database ${file} holds no queue (no tables)`)
+      noStack(listed.stderr)
+
+      // The operator puts it back: the message is there, and goes on waiting for its next attempt.
+      fs.copyFileSync(`${wal}.keep`, wal)
+      fs.rmSync(`${file}-shm`, { force: true })
+      await relay.restart()
+      expect((await relay.listQueue()).map((m) => m.recipients.map((r) => r.address))).toEqual([['kept@down.test']])
+    } finally {
+      await relay.stop()
+      await zones.close()
+    }
+  })
+})
+
 describe('a config whose dataDir holds no queue', () => {
   const configWith = (dataDir: string) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-no-queue-'))
