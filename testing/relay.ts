@@ -109,6 +109,8 @@ export interface StartOptions {
   env?: Record<string, string>
   /** How long the relay may take to start (default 60 s); then it is killed and the start rejects. */
   startTimeoutMs?: number
+  /** Run the relay as this user and group (a test run as root; `dir` must be writable by them). */
+  runAs?: { uid: number; gid: number }
 }
 
 /** Writes the config and starts the relay; resolves once every listener is up. */
@@ -147,6 +149,7 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
       cwd: dir,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...opts.runAs,
     })
     let buf = ''
     child.stdout!.on('data', (d: Buffer) => {

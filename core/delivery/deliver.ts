@@ -62,7 +62,8 @@ export async function deliverJob(job: Job, deps: DeliverDeps): Promise<void> {
 
 /**
  * What is wrong with the message's spool file, when it is not the body the queue took: gone (an
- * operator, a cleanup job, a restore without the spool) or not its size (damaged). Such a message
+ * operator, a cleanup job, a restore without the spool), unreadable (its permissions) or not its
+ * size (damaged). Such a message
  * cannot be sent as it was accepted, now or later: it is not offered to any next hop.
  */
 async function lostBody(job: Job): Promise<string | undefined> {
@@ -70,7 +71,9 @@ async function lostBody(job: Job): Promise<string | undefined> {
   if (!('file' in body)) return undefined
   const want = size - headers.length
   try {
-    const got = (await fsp.stat(body.file)).size
+    // Opened, not only stat'ed: a file the relay may not read (EACCES) is as lost to the next hop.
+    const fh = await fsp.open(body.file, 'r')
+    const got = await fh.stat().then((st) => st.size).finally(() => fh.close())
     return got === want ? undefined : `its spool file ${body.file} has ${got} bytes, not the ${want} of the body queued`
   } catch (err) {
     return `its spool file ${body.file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`

@@ -7,7 +7,7 @@ import path from 'node:path'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 beforeAll(async () => {
@@ -24,7 +24,7 @@ afterEach(async () => {
 })
 
 /** A relay retrying every second, and its MX, which defers everything until told otherwise. */
-async function deferringRelay() {
+async function deferringRelay(runAs?: { uid: number; gid: number }) {
   const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
   receivers.push(mx)
   const relay = await startRelay({
@@ -33,9 +33,17 @@ async function deferringRelay() {
       delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
+    ...(runAs && { runAs, dir: ownedBy(runAs) }),
   })
   relays.push(relay)
   return { mx, relay }
+}
+
+/** A new directory the relay's user owns. */
+function ownedBy(user: { uid: number; gid: number }): string {
+  const dir = tempDir('relay-spool-user-')
+  fs.chownSync(dir, user.uid, user.gid)
+  return dir
 }
 
 /** Past the inline limit (128 KB): the body goes to a spool file. */
@@ -119,3 +127,26 @@ it('a queued message whose spool file is gone or cut short is held with the reas
   expect(mx.messages.map((m) => /^Subject: (.*)$/m.exec(m.raw.toString('latin1'))?.[1]?.trim())).toEqual(['big 8'])
   expect(relay.logs.filter((l) => l.msg === 'message held: its body is lost from the spool').map((l) => l.queueId).sort()).toEqual([...ids].sort())
 })
+
+it('a spool file the relay may not read (its mode changed under it: EACCES) is held with the reason, as a lost one, not offered to the next hop on every retry', async () => {
+  // Run as nobody: root reads any file whatever its mode.
+  const { mx, relay } = await deferringRelay({ uid: 65534, gid: 65534 })
+  const spool = path.join(relay.dataDir, 'spool')
+  const reply = (await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(9) })).lastReply
+  expect(reply).toMatch(/^250 /)
+  const id = /queued as (\S+)/.exec(reply)![1]!
+  await eventually(() => relay.logs.some((l) => l.event === 'deferred' && l.queueId === id), 10_000, 'the first attempt over')
+  fs.chmodSync(path.join(spool, id), 0)
+  const transactions = mx.connections
+  mx.setBehaviour({})
+  const held = await relay.waitForLog((l) => l.msg === 'message held: its body is lost from the spool' && l.queueId === id, 15_000)
+  expect(held.problem).toBe(`its spool file ${path.join(spool, id)} cannot be read (EACCES)`)
+  const r = await runCliAsync(['queue', 'list', '--state', 'held', '--json', '--config', relay.configFile])
+  const [m] = JSON.parse(r.stdout) as { id: string; recipients: { lastResponse?: string }[] }[]
+  expect(m?.id).toBe(id)
+  expect(m?.recipients[0]?.lastResponse).toMatch(/^4\.3\.0 Message held: its spool file .* cannot be read \(EACCES\)/)
+  // No attempt reached the next hop once the file could not be read.
+  expect(mx.connections).toBe(transactions)
+  expect(mx.messages).toHaveLength(0)
+})
+
