@@ -26,11 +26,26 @@ export class BackupError extends Error {
   readonly kind = 'conflict' as const
 }
 
-/** Copies the queue of `dataDir` into `dir` (created; it must be empty if it exists). */
+/**
+ * Copies the queue of `dataDir` into `dir` (created; it must be empty if it exists). A backup that
+ * fails part way (its disk full) leaves nothing there, so the same command can be run again.
+ */
 export async function backupQueue(dataDir: string, dir: string): Promise<BackupResult> {
   const source = path.join(dataDir, SQLITE_QUEUE_FILE)
   if (!fs.existsSync(source)) throw new BackupError(`no queue in ${dataDir} (${SQLITE_QUEUE_FILE} is missing)`)
   await requireEmpty(dir, 'the backup directory')
+  const existed = fs.existsSync(dir)
+  try {
+    return await copyQueue(source, dataDir, dir)
+  } catch (err) {
+    const left = existed ? (await fsp.readdir(dir).catch(() => [])).map((name) => path.join(dir, name)) : [dir]
+    await Promise.all(left.map((f) => fsp.rm(f, { recursive: true, force: true }).catch(() => undefined)))
+    const e = err as NodeJS.ErrnoException
+    throw Object.assign(new BackupError(`backup into ${dir} failed: ${e.message || String(err)}${e.code ? ` (${e.code})` : ''}; what it had written there is removed, the queue is as it was`), { cause: err })
+  }
+}
+
+async function copyQueue(source: string, dataDir: string, dir: string): Promise<BackupResult> {
   makeDirs(path.join(dir, 'spool'), 0o700)
   await fsp.chmod(dir, 0o700)
   const target = path.join(dir, SQLITE_QUEUE_FILE)

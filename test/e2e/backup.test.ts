@@ -3,9 +3,10 @@
 // on that directory delivers the mail. Restore refuses a data directory that is not empty; the
 // PostgreSQL queue is pointed to pg_dump.
 import fs from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { eventually, runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { BIN, eventually, runCli, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
@@ -58,6 +59,14 @@ describe('relay queue backup and restore', () => {
     // Into a directory that is not empty: refused.
     const again = runCli(['queue', 'backup', backup, '--config', a.configFile])
     expect([again.code, again.stderr]).toEqual([1, `relay: the backup directory ${backup} is not empty\n`])
+    // A backup that fails part way (its files may not grow past 64 KB, as on a full disk) says where and why, and leaves nothing behind: run again, it works.
+    const cramped = path.join(tempDir(), 'cramped')
+    const limited = spawnSync('prlimit', ['--fsize=65536', process.execPath, BIN, 'queue', 'backup', cramped, '--config', a.configFile], { encoding: 'utf8' })
+    expect(limited.status, limited.stderr).toBe(1)
+    expect(limited.stderr).toMatch(new RegExp(`^relay: backup into ${cramped.replace(/[.]/g, '\\.')} failed: .+ \\((SQLITE_\\w+|EFBIG)\\); what it had written there is removed, the queue is as it was\n$`))
+    expect(fs.existsSync(cramped)).toBe(false)
+    const retried = runCli(['queue', 'backup', cramped, '--config', a.configFile])
+    expect([retried.code, retried.stderr]).toEqual([0, ''])
     expect(await a.stop()).toBe(0)
 
     // A new machine: a new directory, the same config otherwise.
