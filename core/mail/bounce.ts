@@ -10,9 +10,12 @@ import { formatDuration } from '../config/duration.js'
 import type { DelayCandidate, NewMessage, QueuedMessage } from '../queue/types.js'
 import { parseAddress } from './address.js'
 import { scan8bit } from './downgrade.js'
-import { foldLongLines, MAX_LINE_OCTETS as MAX_LINE } from './headers.js'
-import { REPLY_MAX, truncateReply } from './reply.js'
-import { envidOf, oneLine, orcptOf, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
+import { truncateReply } from './reply.js'
+import { envidOf, orcptOf, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
+import { diagnosticOf, finalRecipient, foldField, hasLongLine, originalHeadersOf, unicodeEscaped } from './dsn-fields.js'
+
+// The fields' writers live in dsn-fields.ts.
+export { foldField, hasLongLine } from './dsn-fields.js'
 
 // The DSN parameters' readers live in dsn-params.ts; callers import them from here too.
 export { envidOf, notifyOf, orcptOf, relayDsn, retOf, statusOf, wantsDsn, type Args } from './dsn-params.js'
@@ -51,77 +54,8 @@ export interface DsnInput {
   recipients: FailedRecipient[]
   /** The original is returned otherwise than asked (`returned`: as headers, or not at all): the text says why. */
   fallback?: { returned: 'headers' | 'nothing'; why: string }
-}
-
-/**
- * A diagnostic as a DSN quotes it: one line, at most REPLY_MAX characters. Delivery records replies
- * bounded already (core/mail/reply.ts); this holds for older queue entries and other callers too.
- */
-const diagnosticOf = (s: string) => truncateReply(oneLine(s.length > REPLY_MAX * 4 ? s.slice(0, REPLY_MAX * 4) : s))
-
-/** RFC 6533 §3 EmbeddedUnicodeChar: each non-ASCII character as \x{HEX}, which a 7-bit part can carry. */
-const escaped = (c: string) => `\\x{${c.codePointAt(0)!.toString(16).toUpperCase()}}`
-const unicodeEscaped = (s: string) => s.replace(/[^\x00-\x7f]/gu, escaped)
-
-/**
- * A Final-Recipient value: `rfc822; a@b`, or for an internationalized address (RFC 6531) the
- * `utf-8` type with RFC 6533's utf-8-addr-xtext (non-ASCII, space, '+', '=' and '\' escaped).
- */
-const finalRecipient = (address: string) =>
-  /[^\x00-\x7f]/.test(address) ? `utf-8; ${address.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]/gu, escaped)}` : `rfc822; ${address}`
-
-/** The width a folded field aims at (RFC 5322 §2.1.1: lines SHOULD be at most 78 characters). */
-const FOLD_WIDTH = 78
-
-const octets = (s: string) => Buffer.byteLength(s, 'utf8')
-
-/**
- * A header-like field (RFC 5322 §2.2.3; RFC 3464 fields are header-like) of at most MAX_LINE octets
- * as it is; a longer one folded at spaces into lines of about FOLD_WIDTH, a run without spaces
- * longer than a line broken where it must be (a folding space appears there when it is unfolded).
- */
-export function foldField(line: string): string {
-  if (octets(line) <= MAX_LINE) return line
-  const out: string[] = []
-  let current = ''
-  // Each word after the first keeps its leading space: a line that starts with one is a folded line.
-  for (let word of line.split(/(?= )/)) {
-    if (current.trim() && octets(current) + octets(word) > FOLD_WIDTH) {
-      out.push(current)
-      current = ''
-    }
-    // A word too long for any line: as much of it as fits, the rest on the next (folded) line.
-    while (octets(current) + octets(word) > MAX_LINE) {
-      const room = MAX_LINE - octets(current)
-      let n = 0
-      for (let used = 0; n < word.length; ) {
-        const step = word.codePointAt(n)! > 0xffff ? 2 : 1
-        const size = octets(word.slice(n, n + step))
-        if (used + size > room) break
-        used += size
-        n += step
-      }
-      out.push(current + word.slice(0, n))
-      current = ''
-      word = ` ${word.slice(n)}`
-    }
-    current += word
-  }
-  if (current) out.push(current)
-  return out.join('\r\n')
-}
-
-/** Whether some line of `buf` is longer than MAX_LINE octets. */
-export function hasLongLine(buf: Buffer): boolean {
-  let start = 0
-  for (;;) {
-    const lf = buf.indexOf(0x0a, start)
-    const end = lf === -1 ? buf.length : lf
-    const len = end - start - (end > start && buf[end - 1] === 0x0d ? 1 : 0)
-    if (len > MAX_LINE) return true
-    if (lf === -1) return false
-    start = lf + 1
-  }
+  /** The original was an internationalized message (SMTPUTF8): RFC 6533's global types. 8-bit headers imply it. */
+  international?: boolean
 }
 
 /** RET=FULL returns the message only up to this size; larger ones get their headers (as RET=HDRS). */
@@ -143,7 +77,10 @@ export async function buildDsn(input: DsnInput): Promise<Buffer> {
   const succeeded = d.recipients.some((r) => actionOf(r) === 'delivered' || actionOf(r) === 'relayed')
   // Loaded when a DSN is built: CLI verbs that only read the queue (`relay queue list`) skip it.
   const { default: MimeNodeClass } = await import('nodemailer/lib/mime-node')
-  const root = new MimeNodeClass('multipart/report; report-type=delivery-status', { hostname: d.reportingMta })
+  // RFC 6533 §6: an internationalized message's DSN is a global-delivery-status report, which returns
+  // it as message/global or message/global-headers (RFC 6532 §3.7: UTF-8 header fields allowed).
+  const global = d.international === true || !isAscii(d.originalHeaders)
+  const root = new MimeNodeClass(`multipart/report; report-type=${global ? 'global-delivery-status' : 'delivery-status'}`, { hostname: d.reportingMta })
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     To: d.sender,
@@ -200,11 +137,19 @@ export async function buildDsn(input: DsnInput): Promise<Buffer> {
   }
   // Every field within the line limit, whatever a remote server or a client put into it.
   // and in 7 bits: a UTF-8 reply or address is written with RFC 6533's \x{HEX} escapes.
-  root.createChild('message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map((f) => foldField(unicodeEscaped(f))).join('\r\n') + '\r\n')
+  root.createChild(global ? 'message/global-delivery-status' : 'message/delivery-status').setHeader('Content-Transfer-Encoding', '7bit').setContent(fields.map((f) => foldField(unicodeEscaped(f))).join('\r\n') + '\r\n')
   // message/rfc822 cannot be re-encoded (RFC 2046 §5.2.1): a message with a line over the limit
   // comes back as its headers, as one too large does.
   if (d.fallback?.returned === 'nothing') return build(root)
-  if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', isAscii(d.originalMessage) ? '7bit' : '8bit').setContent(d.originalMessage)
+  // A global type may be encoded (RFC 6532 §3.7): a line over the limit goes as base64; 8-bit
+  // content as it is, which the delivery makes base64 for a next hop without 8BITMIME.
+  const returnedAs = (content: Buffer) => (hasLongLine(content) ? 'base64' : isAscii(content) ? '7bit' : '8bit')
+  if (d.originalMessage && failed && global) root.createChild('message/global').setHeader('Content-Transfer-Encoding', returnedAs(d.originalMessage)).setContent(d.originalMessage)
+  else if (global) {
+    const headers = originalHeadersOf(d.originalHeaders)
+    root.createChild('message/global-headers').setHeader('Content-Transfer-Encoding', returnedAs(headers)).setContent(headers)
+  }
+  else if (d.originalMessage && failed && !hasLongLine(d.originalMessage)) root.createChild('message/rfc822').setHeader('Content-Transfer-Encoding', isAscii(d.originalMessage) ? '7bit' : '8bit').setContent(d.originalMessage)
   else {
     // 7-bit headers as they are: nodemailer quoted-printables a text part given as a Buffer (`<a=3Db@x>`).
     const headers = originalHeadersOf(d.originalHeaders)
@@ -234,13 +179,6 @@ export async function sendableDsn(d: DsnInput): Promise<{ dsn: Buffer; eightBit:
     if (!again.unconvertible) return { dsn: other, eightBit: again.eightBit }
   }
   return { dsn, eightBit: true }
-}
-
-/** The original headers as a DSN quotes them: every line within MAX_LINE octets (long fields folded). */
-function originalHeadersOf(headers: Buffer): Buffer {
-  if (!hasLongLine(headers)) return headers
-  // latin1 keeps every byte as it was (folding only adds CRLF and spaces).
-  return Buffer.from(foldLongLines(headers.toString('latin1')), 'latin1')
 }
 
 /** The reply recorded for recipients an operator bounced (and quoted in the DSN). */
@@ -379,6 +317,7 @@ async function dsnMessage(env: DsnEnv, m: DsnSource, to: { address: string; doma
     arrivalDate: new Date(m.receivedAt),
     originalHeaders: m.headers,
     envid: envidOf(m.senderArgs),
+    international: m.senderArgs !== undefined && 'SMTPUTF8' in m.senderArgs,
   })
   const split = dsn.indexOf('\r\n\r\n')
   const headers = dsn.subarray(0, split + 2)

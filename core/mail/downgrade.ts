@@ -66,7 +66,9 @@ function entityOf(ordinal: number, header: string, parent: Entity | undefined): 
   return { ordinal, type, cte, boundary: b ? (b[1] ?? b[2]) : undefined, parent }
 }
 
-const isContainer = (e: Entity) => (e.type.startsWith('multipart/') && Boolean(e.boundary)) || e.type === 'message/rfc822' || e.type === 'message/global'
+// message/global is a leaf: unlike message/rfc822 it may be encoded (RFC 6532 §3.7), and must be
+// when its UTF-8 header fields are to reach a next hop without 8BITMIME.
+const isContainer = (e: Entity) => (e.type.startsWith('multipart/') && Boolean(e.boundary)) || e.type === 'message/rfc822'
 
 /** What the walker reports, in order. Every byte of the input is in exactly one callback. */
 interface Visitor {
@@ -202,7 +204,7 @@ class MimeWalker {
     if (entity.type.startsWith('multipart/') && entity.boundary) {
       this.openMultipart(entity)
       this.current = entity
-    } else if (entity.type === 'message/rfc822' || entity.type === 'message/global') {
+    } else if (entity.type === 'message/rfc822') {
       // The enclosed message's header follows at once.
       this.parent = entity
       this.current = undefined

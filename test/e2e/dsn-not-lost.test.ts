@@ -1,7 +1,7 @@
 // A DSN is not lost for what it quotes nor to the untrusted-sender limit:
 // - a RET=FULL bounce of a message with 8-bit header fields, to a sender whose MX has no 8BITMIME,
-//   returns the headers (saying why) instead of failing 5.6.3; a DSN with 8-bit content goes with
-//   BODY=8BITMIME to a next hop that offers it;
+//   returns it as message/global, base64 (RFC 6532, 6533), instead of failing 5.6.3; a DSN with
+//   8-bit content goes with BODY=8BITMIME to a next hop that offers it;
 // - for mail from an untrusted client (delivery.untrustedDsn): a delay warning does not use up
 //   the sender's allowance for the failure that follows, and the failures of one message in
 //   several domains count as one notification.
@@ -90,18 +90,34 @@ const utf8Message = (from: string, to: string, id: string, headers8bit: boolean)
   `MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nÄÖÜ body of ${id}\r\n`
 
 describe('a DSN that a next hop without 8BITMIME could not take as built', () => {
-  it('RET=FULL of a message with 8-bit header fields: the headers come back, with a note, instead of a 5.6.3 failure', async () => {
+  it('RET=FULL of a message with 8-bit header fields: the whole message comes back as message/global, base64 for a next hop without 8BITMIME (RFC 6532 3.7), not a 5.6.3 failure', async () => {
     await submit({ from: 's1@legacy.test', to: ['bad1@dest.test'], data: utf8Message('s1@legacy.test', 'bad1@dest.test', 'hdr8', true), mailArgs: 'BODY=8BITMIME RET=FULL' })
     const dsn = await eventually(() => dsnsTo(legacy, 's1@legacy.test')[0], 10_000, 'the bounce at legacy.test')
     const raw = text(dsn)
     expect(raw).toContain('Final-Recipient: rfc822; bad1@dest.test')
-    expect(raw).toMatch(/Content-Type: text\/rfc822-headers/)
-    expect(raw).not.toMatch(/Content-Type: message\/rfc822/)
-    expect(raw.replace(/=\r\n/g, '')).toMatch(/Only the headers of your message are returned: .*without 8BITMIME \(it has 8-bit header fields\)/)
-    // Sent as 7-bit: the Subject's bytes quoted-printable in the headers part.
+    // RFC 6533: the report of an internationalized message is a global one.
+    expect(raw).toMatch(/Content-Type: multipart\/report; report-type=global-delivery-status;/)
+    expect(raw).toMatch(/Content-Type: message\/global-delivery-status/)
+    expect(raw).not.toMatch(/Content-Type: (message\/rfc822|text\/rfc822-headers)/)
+    expect(raw).not.toContain('Only the headers')
+    // Sent as 7-bit: the returned message base64, whole.
     expect([...dsn.raw].some((b) => b > 127)).toBe(false)
-    expect(raw).toContain('Subject: Gr=C3=BC=C3=9Fe aus K=C3=B6ln')
+    const returned = /Content-Type: message\/global\r\nContent-Transfer-Encoding: base64\r\n\r\n([A-Za-z0-9+/=\r\n]+)\r\n--/.exec(raw)
+    expect(returned, raw).not.toBeNull()
+    const original = Buffer.from(returned![1]!.replace(/\s+/g, ''), 'base64').toString('utf8')
+    expect(original).toContain('Subject: Grüße aus Köln')
+    expect(original).toContain('ÄÖÜ body of hdr8')
     expect(relay.logs.some((l) => l.event === 'bounced' && l.recipient === 's1@legacy.test')).toBe(false)
+  })
+
+  it('an SMTPUTF8 message (a UTF-8 sender): its DSN is a global report returning message/global-headers, to a next hop with SMTPUTF8', async () => {
+    await submit({ from: 'rené@modern.test', to: ['bad4@dest.test'], data: utf8Message('rené@modern.test', 'bad4@dest.test', 'utf8smtp', true), mailArgs: 'SMTPUTF8 BODY=8BITMIME' })
+    const dsn = await eventually(() => dsnsTo(modern, 'rené@modern.test')[0], 10_000, 'the bounce at modern.test')
+    const raw = text(dsn)
+    expect(raw).toMatch(/Content-Type: multipart\/report; report-type=global-delivery-status;/)
+    expect(raw).toMatch(/Content-Type: message\/global-delivery-status\r\n/)
+    expect(raw).toMatch(/Content-Type: message\/global-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n[^]*Subject: Grüße aus Köln\r\n/)
+    expect(raw).toContain('Final-Recipient: rfc822; bad4@dest.test')
   })
 
   it('RET=FULL with 8-bit in the body only still returns the whole message, converted to 7-bit', async () => {

@@ -124,14 +124,35 @@ describe('buildDsn', () => {
     expect(parts[2]!.body).toContain('Subject: the original')
   })
 
-  it('returns 7-bit headers (or message) as they are; 8-bit headers quoted-printable', async () => {
+  it('returns 7-bit headers (or message) as they are; an internationalized message (UTF-8 headers, SMTPUTF8) in the global types of RFC 6533', async () => {
     const base = { reportingMta: 'mx.relay.test', queueId: 'Q1', sender: 'alice@sender.test', arrivalDate: new Date(), recipients: [{ address: 'bob@dest.test', status: '5.1.1', diagnostic: '550 no', remote: true }] }
-    const eight = parse(await buildDsn({ ...base, originalHeaders: Buffer.from('Subject: Gr\u00fc\u00dfe\r\nMessage-ID: <a=b@x.test>\r\n\r\n') }))
-    expect(eight.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: quoted-printable$/m)
-    expect(unQp(eight.parts[2]!.body)).toContain('Message-ID: <a=b@x.test>')
     const full = parse(await buildDsn({ ...base, originalHeaders: Buffer.from(HEADERS), originalMessage: Buffer.from(`${HEADERS}plain body\r\n`) }))
+    expect(full.headers).toMatch(/report-type=delivery-status/)
+    expect(contentType(full.parts[1]!)).toBe('message/delivery-status')
     expect(contentType(full.parts[2]!)).toBe('message/rfc822')
     expect(full.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
+
+    // UTF-8 header fields: message/global-headers (RFC 6532 §3.7), as they are, in a global report.
+    const utf8Headers = 'Subject: Gr\u00fc\u00dfe\r\nMessage-ID: <a=b@x.test>\r\n\r\n'
+    const eight = parse(await buildDsn({ ...base, originalHeaders: Buffer.from(utf8Headers) }))
+    expect(eight.headers).toMatch(/report-type=global-delivery-status/)
+    expect(contentType(eight.parts[1]!)).toBe('message/global-delivery-status')
+    expect(contentType(eight.parts[2]!)).toBe('message/global-headers')
+    expect(eight.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: 8bit$/m)
+    expect(eight.parts[2]!.body).toContain('Subject: Gr\u00fc\u00dfe\r\nMessage-ID: <a=b@x.test>')
+    // RET=FULL: message/global; a line over 998 octets base64 (a global type may be encoded), not dropped.
+    const long = `${utf8Headers}b\u00e4dy\r\n${'x'.repeat(1200)}\r\n`
+    const whole = parse(await buildDsn({ ...base, originalHeaders: Buffer.from(utf8Headers), originalMessage: Buffer.from(long) }))
+    expect(contentType(whole.parts[2]!)).toBe('message/global')
+    expect(whole.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: base64$/m)
+    expect(Buffer.from(whole.parts[2]!.body.replace(/\s+/g, ''), 'base64').toString('utf8')).toBe(long)
+
+    // An SMTPUTF8 message with ASCII headers (its address is UTF-8): a global report too.
+    const intl = parse(await buildDsn({ ...base, international: true, originalHeaders: Buffer.from(HEADERS) }))
+    expect(intl.headers).toMatch(/report-type=global-delivery-status/)
+    expect(contentType(intl.parts[1]!)).toBe('message/global-delivery-status')
+    expect(contentType(intl.parts[2]!)).toBe('message/global-headers')
+    expect(intl.parts[2]!.headers).toMatch(/^Content-Transfer-Encoding: 7bit$/m)
   })
 
   it('puts a reply with line breaks and control characters on one line', async () => {
