@@ -274,10 +274,9 @@ export async function delayDsn(env: DsnEnv, c: DelayCandidate, opts: { allow?: D
     willRetryUntil: new Date(c.message.expiresAt),
     recipients: wanted.map((r) => {
       const response = r.lastResponse ?? '4.0.0 Delivery not yet attempted'
-      const status = statusOf(response, '4.0.0')
       return {
         address: r.address,
-        status: status.startsWith('4.') ? status : '4.0.0',
+        status: delayStatus(response),
         remoteHost: r.remoteHost,
         diagnostic: response,
         remote: /^\d{3}[ -]/.test(response),
@@ -285,6 +284,19 @@ export async function delayDsn(env: DsnEnv, c: DelayCandidate, opts: { allow?: D
       }
     }),
   })
+}
+
+/**
+ * A delayed recipient's status: the reply's detail in class 4 (a 552 5.2.2 taken as temporary is
+ * 4.2.2, as Postfix's soft bounce says it); a connection refused or unreachable 4.4.1, one that
+ * failed or timed out 4.4.2 (RFC 3463); else 4.0.0.
+ */
+function delayStatus(response: string): string {
+  const status = statusOf(response, '')
+  if (status) return status.startsWith('4.') ? status : `4${status.slice(1)}`
+  if (/\b(ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EHOSTDOWN)\b/.test(response)) return '4.4.1'
+  if (/\b(ETIMEDOUT|ECONNRESET|EPIPE)\b|connection lost|timed? ?out/i.test(response)) return '4.4.2'
+  return '4.0.0'
 }
 
 /** RET=FULL: the whole message when it is small enough and readable, else undefined (headers only). */

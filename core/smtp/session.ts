@@ -115,7 +115,7 @@ export const NOT_XTEXT = Symbol('relay.notXtext')
  * A DSN parameter a strict next hop would refuse (Postfix: 501 5.5.4 Bad ENVID parameter syntax),
  * bouncing mail already taken. smtp-server hands the values xtext-decoded: ENVID must be 1–100
  * printable ASCII characters (RFC 3461 §4.4), ORCPT `addr-type;address` without spaces or control
- * characters, at most 500 (§4.2; RFC 6533 lets it be UTF-8). Its name, or undefined.
+ * characters, at most 500 (§4.2; RFC 6533 lets it be UTF-8, its utf-8 type escaped as \x{HEX}). Its name, or undefined.
  */
 export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerAddress): 'ENVID' | 'ORCPT' | undefined {
   const args = (a.args || {}) as Record<string, string | boolean | undefined> & { [NOT_XTEXT]?: string[] }
@@ -126,8 +126,14 @@ export function badDsnParameter(command: keyof typeof PARAMETERS, a: SMTPServerA
     return envid !== undefined && (typeof envid !== 'string' || !/^[\x21-\x7e]{1,100}$/.test(envid)) ? 'ENVID' : undefined
   }
   const orcpt = args.ORCPT
-  return orcpt !== undefined && (typeof orcpt !== 'string' || orcpt.length > 500 || !/^[A-Za-z0-9-]+;[^\x00-\x20\x7f]+$/.test(orcpt)) ? 'ORCPT' : undefined
+  if (orcpt === undefined) return undefined
+  if (typeof orcpt !== 'string' || orcpt.length > 500 || !/^[A-Za-z0-9-]+;[^\x00-\x20\x7f]+$/.test(orcpt)) return 'ORCPT'
+  // RFC 6533 §3: a utf-8 address is utf-8-addr-xtext (or -unitext): '+', '=' and '\' only as \x{HEX}.
+  return /^utf-8;/i.test(orcpt) && !UTF8_ADDR.test(orcpt.slice(6)) ? 'ORCPT' : undefined
 }
+
+/** RFC 6533's utf-8-addr-unitext (its xtext form is the ASCII subset): QCHAR, UTF-8, or \x{HEX} of a non-ASCII or escaped character. */
+const UTF8_ADDR = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\x\{(?:[0-9A-Fa-f]{1,6})\})+$/u
 
 /**
  * The reply refusing a MAIL or RCPT command for its parameters, if one does: any after HELO, a parameter no offered

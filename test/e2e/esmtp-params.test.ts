@@ -231,6 +231,11 @@ describe('ESMTP semantics', () => {
     }
     expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;x+ZZ@dest.test')).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
     expect(await c.command('RCPT TO:<b@dest.test> ORCPT=rfc822;b+40x@dest.test')).toMatch(/^250 /)
+    // RFC 6533 §3: the utf-8 type escapes as \x{HEX}; a bare backslash, '+' or '=' (once xtext-decoded) is no address.
+    for (const orcpt of ['utf-8;b\\\\x{E4}d@x.test', 'utf-8;a\\b@x.test', 'utf-8;a\\x{}b@x.test', 'utf-8;a+2Bb@x.test', 'utf-8;a+3Db@x.test', 'UTF-8;a\\x{GG}@x.test']) {
+      expect(await c.command(`RCPT TO:<b@dest.test> ORCPT=${orcpt}`), orcpt).toMatch(/^501 5\.5\.4 Bad ORCPT parameter syntax/)
+    }
+    for (const orcpt of ['utf-8;b\\x{E4}d@x.test', 'utf-8;j\\x{2B}tag@x.test']) expect(await c.command(`RCPT TO:<b@dest.test> ORCPT=${orcpt}`), orcpt).toMatch(/^250 /)
     c.close()
   })
 

@@ -358,7 +358,7 @@ describe('delayDsn', () => {
     return { message, recipients }
   }
 
-  it('reports each deferred recipient that asks for DELAY with a 4.x.x status, until the expiry', async () => {
+  it('reports each deferred recipient that asks for DELAY with a 4.x.x status (the reply\'s detail, a failed connection 4.4.x), until the expiry', async () => {
     const dsn = (await delayDsn(
       env,
       candidate([
@@ -366,16 +366,21 @@ describe('delayDsn', () => {
         { rowId: 2, address: 'new@dest.test' },
         { rowId: 3, address: 'odd@dest.test', lastResponse: '550 5.1.1 went away' },
         { rowId: 4, address: 'quiet@dest.test', args: { NOTIFY: 'FAILURE' } },
+        { rowId: 5, address: 'slow@dest.test', lastResponse: 'connection lost: ETIMEDOUT', remoteHost: 'mx.dest.test[192.0.2.7]:25' },
+        { rowId: 6, address: 'down@dest.test', lastResponse: 'connect ECONNREFUSED 192.0.2.7:25' },
       ]),
     ))!
     const { headers, parts } = parse(dsnOf(dsn))
     expect(headers).toMatch(/^Subject: Delayed Mail \(still being retried\)$/m)
-    const [, grey, fresh, odd, ...rest] = fieldGroups(parts[1]!)
+    const [, grey, fresh, odd, slow, down, ...rest] = fieldGroups(parts[1]!)
     expect(rest).toEqual([])
     expect(grey!.slice(0, 5)).toEqual(['Final-Recipient: rfc822; grey@dest.test', 'Action: delayed', 'Status: 4.7.1', 'Remote-MTA: dns; mx.dest.test', 'Diagnostic-Code: smtp; 451 4.7.1 greylisted, try again'])
     expect(grey![grey!.length - 1]).toBe('Will-Retry-Until: Wed, 07 Jan 2026 03:04:05 GMT')
     expect(fresh!.slice(0, 4)).toEqual(['Final-Recipient: rfc822; new@dest.test', 'Action: delayed', 'Status: 4.0.0', 'Diagnostic-Code: x-local; 4.0.0 Delivery not yet attempted'])
-    expect(odd).toContain('Status: 4.0.0')
+    // A 5xx reply taken as temporary (552, say) keeps its detail in class 4, as Postfix's soft bounce; a failed connection says so.
+    expect(odd).toContain('Status: 4.1.1')
+    expect(slow).toContain('Status: 4.4.2')
+    expect(down).toContain('Status: 4.4.1')
     expect(dsn.meta).toEqual({ dsnFor: 'Q0000000000000001' })
   })
 
