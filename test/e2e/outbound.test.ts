@@ -267,6 +267,9 @@ describe('delivery concurrency', () => {
       // Deleting one being delivered is refused (the attempt would deliver it anyway), as bounce is; one waiting goes.
       const busy = queued.find((m) => m.recipients[0]!.delivering)!
       const waiting = queued.find((m) => !m.recipients[0]!.delivering)!
+      // `queue show` says so too, not the lease's expiry as its next attempt.
+      const shown = await runCliAsync(['queue', 'show', busy.id, '--config', r.configFile])
+      expect(shown.stdout).toMatch(new RegExp(`^ +${busy.recipients[0]!.address.replace('.', '\\.')} +queued \\(delivering\\) +\\d+ +delivering now `, 'm'))
       const refused = await runCliAsync(['queue', 'delete', busy.id, '--config', r.configFile])
       expect(refused.code).not.toBe(0)
       expect(refused.stderr).toMatch(/being delivered right now: not deleted/)

@@ -166,7 +166,8 @@ export async function queueShow(env: CommandEnv, id: string, opts: QueueVerbOpti
       'Recipients:',
     ]
     const rows = [['  ADDRESS', 'STATE', 'TRIES', 'NEXT ATTEMPT', 'LAST RESPONSE']]
-    for (const r of m.recipients) rows.push([`  ${r.address}`, r.state + (r.leased ? ' (delivering)' : ''), String(r.attempts), time(r.nextAttemptAt), r.lastResponse ?? '-'])
+    // A recipient in flight: its next attempt is no time (the lease's expiry is not one), as `queue list` says.
+    for (const r of m.recipients) rows.push([`  ${r.address}`, r.state + (r.leased ? ' (delivering)' : ''), String(r.attempts), r.leased ? 'delivering now' : time(r.nextAttemptAt), r.lastResponse ?? '-'])
     lines.push(table(rows).trimEnd())
     const owed = m.recipients.filter((r) => r.dsnOwed).map((r) => r.address)
     if (owed.length) lines.push('', `DSN owed:    ${owed.join(', ')}: the report to the sender is not sent yet; it goes once nothing of the message is in flight or due (the message stays queued until then)`)
