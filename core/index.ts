@@ -29,7 +29,7 @@ export { duration, durationAtLeast, timer, timerAtLeast, size, cidr, httpUrl, ht
 export { safeUrl, scrubUrls } from './net/urls.js'
 export { redactUrl } from './config/redact-url.js'
 /** 'host', 'host:port', an IP address or '[v6]:port', checked (a zod string; the reasons never echo the text), and its parser. */
-export { hostPortString, parseHostPort } from './config/fields.js'
+export { hostPortString, parseHostPort, pemFilePath } from './config/fields.js'
 /** Parses '30d', '12h', '90s', '250ms' or a number of seconds to milliseconds (undefined if not a duration). */
 export { parseDuration } from './config/duration.js'
 export { networkMatcher } from './net/networks.js'

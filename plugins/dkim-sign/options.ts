@@ -4,7 +4,7 @@
 // (exit 2). A relative path is taken from the config file's directory, which only setup knows: it is
 // read there (keys.ts `loadKeys`), its error naming the entry the same way (exit 2 too).
 import path from 'node:path'
-import { z } from '../../core/index.js'
+import { pemFilePath, z } from '../../core/index.js'
 import { isDomainName, isSelector, loadPrivateKey, normalizeDomain } from './keys.js'
 import { DEFAULT_HEADERS, DEFAULT_OVERSIGN } from './sign.js'
 
@@ -33,13 +33,14 @@ const keyEntry = z
     /** The selector (s=): the key's record is the TXT record `<selector>._domainkey.<domain>`. */
     selector: z.string().trim().refine(isSelector, { message: 'expected a selector like s202612 (letters, digits and hyphens; dots between labels)' }),
     /** Path of the private key (PEM; PKCS#8 or PKCS#1, unencrypted). Relative paths are taken from the config file's directory. */
-    privateKey: z.string().min(1, { message: 'expected the path of a PEM private key file' }),
+    privateKey: z.string().min(1, { message: 'expected the path of a PEM private key file' }).pipe(pemFilePath),
     /** From when this key signs; unset: always (until a newer key of the same type takes over). */
     activeFrom: isoDate.optional(),
   })
   .strict()
   .superRefine((entry, ctx) => {
-    if (!path.isAbsolute(entry.privateKey)) return // read at setup, which knows the config file's directory
+    // Read at setup, which knows the config file's directory; PEM text pasted here is refused above, never read as a path.
+    if (!path.isAbsolute(entry.privateKey) || /-----BEGIN|[\r\n]/.test(entry.privateKey)) return
     try {
       loadPrivateKey(entry.privateKey)
     } catch (err) {

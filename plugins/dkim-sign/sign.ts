@@ -26,8 +26,15 @@ export const DEFAULT_HEADERS: readonly string[] = [
   'Sender', 'Message-ID', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding',
 ]
 
-/** Listed once more than present, so that a second one cannot be added. */
-export const DEFAULT_OVERSIGN: readonly string[] = ['From', 'Subject', 'To', 'Date']
+/**
+ * Listed once more than present, so that a second one (or a first, where there was none) cannot be
+ * added to a replayed message: who it is from and to, where replies go, what it answers, which it is,
+ * and how its body is shown (RFC 6376 §8.15). Not List-*: a list that only adds its fields keeps it valid.
+ */
+export const DEFAULT_OVERSIGN: readonly string[] = [
+  'From', 'Subject', 'To', 'Cc', 'Date', 'Reply-To', 'Sender', 'Message-ID', 'In-Reply-To', 'References',
+  'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding',
+]
 
 export interface SignOptions {
   /** Fields to sign (each present instance). */

@@ -32,6 +32,23 @@ describe('a PEM block pasted where a file path goes', () => {
       for (const line of keyLines) expect(r.stdout + r.stderr, args.join(' ')).not.toContain(line)
     }
   })
+
+  it("dkim-sign's privateKey: check-config and start (log level debug too) exit 2 naming the key; not a line of it printed or logged", async () => {
+    const { privateKey } = await import('node:crypto').then((c) => c.generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } }))
+    const keyLines = privateKey.split('\n').filter((l) => l && !l.startsWith('-----'))
+    const dir = tempDir()
+    const config = path.join(dir, 'relay.config.json')
+    fs.writeFileSync(config, JSON.stringify({
+      hostname: 'relay.test', dataDir: './data', listen: [{ host: '127.0.0.1', port: 0, role: 'mx' }], log: { level: 'debug' },
+      plugins: [['dkim-sign', { keys: [{ domain: 'example.test', selector: 's1', privateKey }] }]],
+    }))
+    for (const args of [['check-config'], ['start']]) {
+      const r = await runCliAsync([...args, '--config', config])
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2)
+      expect(r.stderr).toMatch(/plugins\[0\] \(dkim-sign\) options\.keys\[0\]\.privateKey: holds PEM text \(or a line break\), not a file path/)
+      for (const line of keyLines) expect(r.stdout + r.stderr, args.join(' ')).not.toContain(line)
+    }
+  })
 })
 
 describe('routing: a password given as passEnv', () => {

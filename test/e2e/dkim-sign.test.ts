@@ -227,17 +227,23 @@ describe('dkim-sign: signatures that verify', () => {
     expect((await verify(m.raw)).map((r) => r.status.result)).toEqual(['pass', 'pass'])
   })
 
-  it('signs the recommended fields and oversigns From, Subject, To, Date (a second From breaks it)', async () => {
+  it('signs the recommended fields and oversigns From, Subject, To, Date, Reply-To, Message-ID, Content-Type... (a second From, or a Reply-To added, breaks it)', async () => {
     const m = await send('a@rsaonly.test', 'header set', { extra: 'Reply-To: "J\u00f6rg M\u00fcller" <r@rsaonly.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n' })
     const h = hList(signatures(m.raw)[0]!)
-    for (const name of ['from', 'subject', 'to', 'date']) expect(count(h, name), name).toBe(2)
-    for (const name of ['message-id', 'reply-to', 'mime-version', 'content-type']) expect(count(h, name), name).toBe(1)
+    for (const name of ['from', 'subject', 'to', 'date', 'message-id', 'reply-to', 'mime-version', 'content-type']) expect(count(h, name), name).toBe(2)
+    // Absent ones are listed once: none can be added.
+    for (const name of ['cc', 'sender', 'in-reply-to', 'references', 'content-transfer-encoding']) expect(count(h, name), name).toBe(1)
+    for (const name of ['list-id', 'list-unsubscribe']) expect(count(h, name), name).toBe(0)
     // Received, the trace fields and fields outside the list are not signed.
     for (const name of ['received', 'x-added', 'x-added-queue', 'dkim-signature']) expect(h).not.toContain(name)
     // Oversigned: a From added after signing makes the signature fail, and so does a second Subject.
     const text = m.raw.toString('latin1')
     expect((await verify(text.replace('\r\nSubject: header set\r\n', '\r\nSubject: header set\r\nFrom: evil@attacker.test\r\n'))).map((r) => r.status.result)).not.toContain('pass')
     expect((await verify(text.replace('\r\nTo: ', '\r\nSubject: urgent\r\nTo: '))).map((r) => r.status.result)).not.toContain('pass')
+    // A replay with a Cc, Sender or a second Message-ID added (at the top: read last) fails too.
+    for (const added of ['Cc: victim@other.test', 'Sender: evil@attacker.test', 'Message-ID: <replayed@attacker.test>']) {
+      expect((await verify(`${added}\r\n${text}`)).map((r) => r.status.result), added).not.toContain('pass')
+    }
     expect((await verify(m.raw)).map((r) => r.status.result)).toEqual(['pass'])
   })
 
