@@ -20,6 +20,19 @@ const domain = z
   .transform((d) => domainKey(d) ?? '')
   .refine((d) => d !== '' && !d.startsWith('['), { message: 'expected a domain name like example.com' })
 
+/**
+ * A block wider than any one organisation's network (shorter than /8, or /7 for IPv6, the size of
+ * fc00::/7: 0.0.0.0/0, ::/0, 2000::/3): trusting it lets much of the internet relay, an open relay.
+ */
+function coversTheInternet(block: string): boolean {
+  const [address = '', bits] = block.split('/')
+  const v6 = address.includes(':')
+  const prefix = bits === undefined ? (v6 ? 128 : 32) : Number(bits)
+  // ::ffff:0:0/96 is every IPv4 address, as IPv4-mapped IPv6.
+  if (v6 && /^::ffff:/i.test(address)) return prefix - 96 < 8
+  return prefix < (v6 ? 7 : 8)
+}
+
 const options = z
   .object({
     trustedNetworks: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
@@ -27,8 +40,21 @@ const options = z
     authenticated: z.boolean().default(true),
     /** Domains unauthenticated clients in `trustedNetworks` may send as. Default: any. */
     senderDomains: z.array(domain).min(1).optional(),
+    /** Says that a network wider than /8 (/7 for IPv6), 0.0.0.0/0 say, is meant: only a firewall then keeps strangers out. */
+    openRelay: z.boolean().default(false),
   })
   .strict()
+  .superRefine((o, ctx) => {
+    if (o.openRelay) return
+    o.trustedNetworks.forEach((block, i) => {
+      if (!coversTheInternet(block)) return
+      ctx.addIssue({
+        code: 'custom',
+        path: ['trustedNetworks', i],
+        message: `${block} trusts much of the internet: anyone there could relay mail through this relay (an open relay). List your own networks; if only a firewall keeps strangers out and this is meant, add openRelay: true`,
+      })
+    })
+  })
 
 type Options = z.output<typeof options>
 

@@ -194,6 +194,23 @@ describe('relay-acl senderDomains', () => {
     expect(relay.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('DSN dropped'))).toBe(false)
   })
 
+  it('check-config: a trustedNetworks block wider than /8 (/7 for IPv6: 0.0.0.0/0, ::/0) is refused as an open relay naming it, unless openRelay: true', () => {
+    const dir = tempDir()
+    const file = path.join(dir, 'relay.config.json')
+    const write = (acl: Record<string, unknown>) => fs.writeFileSync(file, JSON.stringify({ hostname: 'relay.test', dataDir: path.join(dir, 'data'), plugins: [['relay-acl', acl]] }))
+    for (const [i, block] of [[0, '0.0.0.0/0'], [1, '::/0'], [1, '0.0.0.0/1'], [1, '::ffff:0:0/96'], [1, '2000::/3']] as const) {
+      write({ trustedNetworks: i ? ['10.0.0.0/8', block] : [block] })
+      const r = runCli(['check-config', '--config', file])
+      expect(r.code, `${block}: ${r.stderr}`).toBe(2)
+      expect(r.stderr).toContain(`plugins[0] (relay-acl) options.trustedNetworks[${i}]: ${block} trusts much of the internet: anyone there could relay mail through this relay (an open relay)`)
+    }
+    for (const acl of [{ trustedNetworks: ['0.0.0.0/0', '::/0'], openRelay: true }, { trustedNetworks: ['10.0.0.0/8', '172.16.0.0/12', 'fd00::/8', 'fc00::/7', '2001:db8::/32', '::ffff:10.0.0.0/104'] }]) {
+      write(acl)
+      const r = runCli(['check-config', '--config', file])
+      expect(r.code, `${JSON.stringify(acl)}: ${r.stderr}`).toBe(0)
+    }
+  })
+
   it('check-config: a senderDomains entry that is not a domain, or an empty list, exits 2 naming the option', () => {
     const dir = tempDir('relay-acl-')
     for (const senderDomains of [['not a domain'], ['example.test.'], ['[127.0.0.1]'], ['alice@example.test'], []]) {
