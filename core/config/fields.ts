@@ -35,6 +35,11 @@ const timerDuration = durationSaying(TOO_LONG.message)
 /** A duration a timer waits (a timeout, a delay, an interval): at most 24 days. */
 export const timer = timerDuration.refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
 
+const NOT_ZERO = { message: 'expected more than 0: this cannot be switched off (0 would end it at once)' }
+
+/** A timeout that cannot be switched off: more than 0 (which would end every wait at once), at most 24 days. */
+export const timeout = timerDuration.refine((ms) => ms > 0, NOT_ZERO).refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)
+
 /** A timer's duration of at least `minMs` milliseconds (and at most 24 days). */
 export const timerAtLeast = (minMs: number, hint = `${minMs} ms`) =>
   timerDuration.refine((ms) => ms >= minMs, { message: `expected a duration of at least ${hint}` }).refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG)

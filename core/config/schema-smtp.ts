@@ -1,6 +1,6 @@
 // The `smtp` section of the config: limits and timeouts of the SMTP sessions (core/smtp).
 import { z } from 'zod'
-import { cidr, duration, size, timer } from './fields.js'
+import { cidr, duration, size, timeout, timer } from './fields.js'
 import { restartOnly } from './restart-only.js'
 
 export const smtpSection = z
@@ -39,13 +39,13 @@ export const smtpSection = z
      * It is also a deadline: a command must arrive whole this long after the relay's last reply, not
      * just one byte of it (Postfix's smtpd_per_record_deadline).
      */
-    socketTimeout: timer.default(300_000).register(restartOnly),
+    socketTimeout: timeout.default(300_000).register(restartOnly),
     /**
      * From the accepted connection (after any PROXY header) to the client's first command, greeting
      * delay not counted: a connection that never speaks holds a slot, so it gets `421 4.4.2` sooner
      * than `socketTimeout`. Real clients send EHLO within a second of the greeting.
      */
-    firstCommandTimeout: timer.default(30_000).register(restartOnly),
+    firstCommandTimeout: timeout.default(30_000).register(restartOnly),
     /**
      * Under stress (a listener holding 80 % of `maxClients`, Postfix's stress mode), a client neither
      * in `trustedNetworks` nor authenticated gets this long instead of `socketTimeout`: idle, and to
@@ -82,7 +82,7 @@ export const smtpSection = z
     /** Pause before the greeting; a client that talks first is refused (early talker). */
     greetingDelay: timer.default(0).register(restartOnly),
     /** A session is closed (421) after this long, whatever it is doing. */
-    sessionTimeout: timer.default(1_800_000),
+    sessionTimeout: timeout.default(1_800_000),
     /** Refused commands (4xx/5xx) in one session: the one that reaches it is answered 421 and the session closed. */
     maxErrors: z.number().int().positive().default(20).register(restartOnly),
     /** Commands a client may send on an AUTH-requiring listener before authenticating. */

@@ -2,7 +2,7 @@ import { domainToASCII } from 'node:url'
 import os from 'node:os'
 import net from 'node:net'
 import { z } from 'zod'
-import { cidr, duration, durationAtLeast, hostPortString, ownHostName, pemFilePath, serviceUrl, size, timer, timerAtLeast } from './fields.js'
+import { cidr, duration, durationAtLeast, hostPortString, ownHostName, pemFilePath, serviceUrl, size, timeout, timer, timerAtLeast } from './fields.js'
 import { restartOnly } from './restart-only.js'
 import { smtpSection } from './schema-smtp.js'
 import { formatDuration } from './duration.js'
@@ -146,7 +146,7 @@ export const configSchema = z
     dns: z
       .object({
         servers: z.array(dnsServer).min(1).optional(),
-        timeout: timer.default(5000),
+        timeout: timeout.default(5000),
       })
       .strict()
       .prefault({})
@@ -166,20 +166,21 @@ export const configSchema = z
           // Unset, max is 4h, or base when base is longer (a config giving only base: '6h' stays valid).
           .transform((r) => ({ ...r, max: r.max ?? Math.max(r.base, 14_400_000) }))
           .prefault({}),
-        maxQueueLifetime: duration.default(5 * 86_400_000),
+        // 0 would bounce mail at its first temporary failure (not 'never', as 0 is elsewhere).
+        maxQueueLifetime: duration.refine((ms) => ms > 0, { message: 'expected more than 0: mail still undelivered after this long is bounced (0 would bounce it at its first temporary failure)' }).default(5 * 86_400_000),
         concurrency: z
           .object({ global: z.number().int().positive().default(100), perDomain: z.number().int().positive().default(20) })
           .strict()
           .prefault({})
           .register(restartOnly),
-        connectTimeout: timer.default(30_000),
+        connectTimeout: timeout.default(30_000),
         /** Per-command reply timeout on outbound connections. */
-        commandTimeout: timer.default(300_000),
+        commandTimeout: timeout.default(300_000),
         /**
          * One attempt, every host it tries included, ends after this long: a host that answers a byte
          * at a time cannot hold a message (and its slot) for hours. What is unanswered then waits for a retry.
          */
-        attemptTimeout: timer.default(1_200_000),
+        attemptTimeout: timeout.default(1_200_000),
         /** At most this many addresses (MX or route hosts) are tried in one attempt, best first (Postfix's smtp_mx_address_limit); 0: all. */
         maxHostsPerAttempt: z.number().int().min(0).default(5),
         /**
@@ -250,7 +251,7 @@ export const configSchema = z
           .object({
             enabled: z.boolean().default(true),
             /** Time limit for fetching a policy over HTTPS. */
-            timeout: timer.default(20_000),
+            timeout: timeout.default(20_000),
             /** For tests and staging: fetch every policy from this 'host:port' instead of mta-sts.<domain>:443 (the certificate is still checked for mta-sts.<domain>). */
             connectTo: hostPortString({ port: 'required' }).optional(),
           })
@@ -326,9 +327,9 @@ export const configSchema = z
       .prefault({}),
     /** Moved (the reputation plugin, stats and queue.retention): a clear error instead of "unknown key". */
     reputation: z.never({ error: REPUTATION_MOVED }).optional(),
-    hookTimeout: timer.default(30_000).register(restartOnly),
+    hookTimeout: timeout.default(30_000).register(restartOnly),
     /** How long a plugin's setup may take at start, reload and check-config before it fails, naming the plugin. */
-    setupTimeout: timer.default(DEFAULT_SETUP_TIMEOUT),
+    setupTimeout: timeout.default(DEFAULT_SETUP_TIMEOUT),
     shutdownTimeout: timer.default(30_000),
     /**
      * SMTP worker processes: 1 runs everything in one process; N (or 'auto': one per core) runs the

@@ -248,6 +248,33 @@ describe('a key of the wrong type, or missing', () => {
   })
 })
 
+describe('a timeout or lifetime of 0, which elsewhere means "never"', () => {
+  it('is refused naming each key (exit 2): 0 would end every wait at once, or bounce mail at its first temporary failure', () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'zero.example',
+        dataDir: './data',
+        hookTimeout: 0,
+        setupTimeout: '0s',
+        dns: { timeout: 0 },
+        smtp: { socketTimeout: 0, firstCommandTimeout: 0, sessionTimeout: 0 },
+        delivery: { maxQueueLifetime: 0, connectTimeout: 0, commandTimeout: '0ms', attemptTimeout: 0, mtaSts: { timeout: 0 } },
+      }),
+    )
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stdout).toBe(2)
+    for (const key of ['hookTimeout', 'setupTimeout', 'dns.timeout', 'smtp.socketTimeout', 'smtp.firstCommandTimeout', 'smtp.sessionTimeout', 'delivery.connectTimeout', 'delivery.commandTimeout', 'delivery.attemptTimeout', 'delivery.mtaSts.timeout']) {
+      expect(r.stderr).toContain(`  ${key}: expected more than 0: this cannot be switched off (0 would end it at once)\n`)
+    }
+    expect(r.stderr).toContain('  delivery.maxQueueLifetime: expected more than 0: mail still undelivered after this long is bounced (0 would bounce it at its first temporary failure)\n')
+    // Where 0 means none, it is still taken.
+    const ok = fileIn('relay.config.json', JSON.stringify({ hostname: 'zero.example', dataDir: './data', shutdownTimeout: 0, smtp: { greetingDelay: 0, authFailureDelay: 0 }, delivery: { delayWarning: 0 } }))
+    const fine = runCli(['check-config', '--config', ok], { env: ENV })
+    expect(fine.code, fine.stderr).toBe(0)
+  })
+})
+
 describe('a submission listener that could never take mail', () => {
   // role 'submission' wants AUTH before MAIL, and AUTH is offered only inside TLS: without a `tls`
   // block (or with tls: 'none') and without allowPlaintextAuth, the listener started, offered no
