@@ -44,8 +44,10 @@ export function parseSendmailArgs(argv: string[]): SendmailArgs {
     }
     if (arg === '--config' || arg.startsWith('--config=')) {
       a.config = arg.includes('=') ? arg.slice('--config='.length) : argv[++i]
+      if (!a.config) throw new UsageError('option --config needs a value')
       continue
     }
+    if (arg.startsWith('--')) throw new UsageError(`unknown option ${arg}`)
     if (!arg.startsWith('-') || arg === '-') break
     for (let j = 1; j < arg.length; j++) {
       const flag = arg[j]!
@@ -238,6 +240,12 @@ export async function sendmail(argv: string[]): Promise<number> {
   }
   if (!m.recipients.length) {
     say(args.extractRecipients ? 'no recipient addresses found in the message header' : 'no recipients given (name them, or use -t)')
+    return EX_USAGE
+  }
+  // One bad address would have the whole message refused at pickup, good recipients with it.
+  const bad = m.recipients.find((r) => !parseAddress(r))
+  if (bad !== undefined) {
+    say(`recipient ${JSON.stringify(bad)}${args.extractRecipients ? ' (in the message header)' : ''} is not an address: nothing written`)
     return EX_USAGE
   }
   let file: string

@@ -134,6 +134,24 @@ describe('relay sendmail', () => {
     expect(sendmail(['-t'], 'Subject: nobody\n\nhi\n').code).toBe(64)
     expect(sendmail(['-bp'], '').code).toBe(64)
     expect(sendmail(['-Z', 'x@dest.test'], 'hi\n').code).toBe(64)
+    // A long option is named; --config without its value is said to need one (not "no config file found").
+    const long = sendmail(['--bogus', 'x@dest.test'], 'hi\n')
+    expect([long.code, long.stderr]).toEqual([64, expect.stringContaining('unknown option --bogus')])
+    const noValue = runCli(['sendmail', '--config'], { input: 'hi\n' })
+    expect([noValue.code, noValue.stderr]).toEqual([64, expect.stringContaining('option --config needs a value')])
+    expect(maildrop()).toEqual([])
+  })
+
+  it('a recipient that is no address (as an argument, or in the header with -t) exits 64 naming it; nothing written, the good ones not bounced with it', () => {
+    for (const [args, input] of [
+      [['good@dest.test', 'typo@@dest.test'], 'Subject: x\n\nhi\n'],
+      [['-t'], 'To: good@dest.test, typo@@dest.test\nSubject: x\n\nhi\n'],
+    ] as const) {
+      const r = sendmail([...args], input)
+      expect(r.code, `${JSON.stringify(args)}: ${r.stderr}`).toBe(64)
+      expect(r.stderr).toMatch(/^sendmail: recipient "typo@@dest\.test"( \(in the message header\))? is not an address: nothing written\n$/)
+    }
+    expect(maildrop()).toEqual([])
   })
 
   it('input over smtp.maxMessageSize is not read to its end: exit 69, message file too big, nothing written', async () => {
