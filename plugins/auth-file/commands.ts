@@ -5,8 +5,12 @@ import { parseAddress } from '../../core/index.js'
 import type { CliEnv, UserCommandOptions } from './cli-types.js'
 import { hashPassword, isSenderPattern, readUsersFile, userKey, UsersFileError, writeUsersFile, type UsersFileData } from './users.js'
 
-/** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 1. */
-class UsageError extends Error {}
+/** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 2 (usage), or 1 (`exit`: what it names is not there, nothing changed). */
+class UsageError extends Error {
+  constructor(message: string, readonly exit: 1 | 2 = 2) {
+    super(message)
+  }
+}
 
 export async function runCommand(name: 'userAdd' | 'userRemove' | 'userList', args: unknown[], env: CliEnv): Promise<void> {
   try {
@@ -15,7 +19,7 @@ export async function runCommand(name: 'userAdd' | 'userRemove' | 'userList', ar
   } catch (err) {
     if (!(err instanceof UsageError || err instanceof UsersFileError)) throw err
     process.stderr.write(`relay: ${err.message}\n`)
-    process.exitCode = 1
+    process.exitCode = err instanceof UsageError ? err.exit : 1
   }
 }
 
@@ -85,9 +89,9 @@ async function userRemove(address: string, opts: UserCommandOptions, env: CliEnv
   const name = address.toLowerCase()
   const file = await usersFile(opts, env)
   const existing = await readUsersFile(file)
-  if (!existing) throw new UsageError(`no users file at ${file}`)
+  if (!existing) throw new UsageError(`no users file at ${file}`, 1)
   const key = findUser(existing.data, name)
-  if (!key) throw new UsageError(`no user ${address} in ${file}`)
+  if (!key) throw new UsageError(`no user ${address} in ${file}`, 1)
   const users = { ...existing.data.users }
   delete users[key]
   await writeUsersFile(file, { users })
@@ -97,7 +101,7 @@ async function userRemove(address: string, opts: UserCommandOptions, env: CliEnv
 async function userList(opts: UserCommandOptions, env: CliEnv): Promise<void> {
   const file = await usersFile(opts, env)
   const existing = await readUsersFile(file)
-  if (!existing) throw new UsageError(`no users file at ${file}`)
+  if (!existing) throw new UsageError(`no users file at ${file}`, 1)
   const entries = Object.entries(existing.data.users)
   for (const [name, u] of entries) process.stdout.write(`${name}  may send as: ${u.senders ? u.senders.join(', ') || '(nothing)' : name}\n`)
   process.stdout.write(`${entries.length} user${entries.length === 1 ? '' : 's'} in ${file}\n`)
@@ -131,7 +135,7 @@ async function passwordFromTerminal(): Promise<string> {
   const first = await promptHidden('Password: ')
   if (!first) throw new UsageError('empty password: nothing changed')
   const again = await promptHidden('Password again: ')
-  if (again !== first) throw new UsageError('the passwords differ: nothing changed')
+  if (again !== first) throw new UsageError('the passwords differ: nothing changed', 1)
   return first
 }
 
@@ -157,7 +161,7 @@ function promptHidden(prompt: string, typeahead: string, setTypeahead: (rest: st
           setTypeahead(input.slice(i + 1).join('').replace(/^\n/, ''))
           return done(() => resolve(chars.join('')))
         }
-        if (ch === '\u0003') return done(() => reject(new UsageError('interrupted: nothing changed')))
+        if (ch === '\u0003') return done(() => reject(new UsageError('interrupted: nothing changed', 1)))
         if (ch === '\u007f' || ch === '\b') chars = chars.slice(0, -1)
         else if (ch === '\u0015') chars = [] // Ctrl-U
         else if (ch >= ' ') chars.push(ch)

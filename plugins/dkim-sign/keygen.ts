@@ -7,7 +7,12 @@ import type { KeygenOptions } from './cli-types.js'
 import { dnsRecordValue, generatePrivateKey, isDomainName, isSelector, loadPrivateKey, normalizeDomain, recordName, type KeyType } from './keys.js'
 
 /** A mistake of the person at the keyboard: printed as `relay: <message>`, exit code 1. */
-class UsageError extends Error {}
+/** A mistake in the arguments (exit 2), or with `exit` 1 a failure to do what they ask (a file in the way). */
+class UsageError extends Error {
+  constructor(message: string, readonly exit: 1 | 2 = 2) {
+    super(message)
+  }
+}
 
 /** 's' + year and month (UTC), e.g. s202612: a new selector each month keeps rotation simple. */
 export function defaultSelector(now = new Date()): string {
@@ -20,7 +25,7 @@ export async function keygen(domainArg: string, opts: KeygenOptions): Promise<vo
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`relay: ${err.message}\n`)
-    process.exitCode = 1
+    process.exitCode = err.exit
   }
 }
 
@@ -35,12 +40,15 @@ function run(domainArg: string, opts: KeygenOptions): void {
   const dir = path.resolve(opts.out)
   makeDirs(dir, 0o700)
   const file = path.join(dir, `${domain}.${selector}.${type}.pem`)
+  // One selector names one TXT record: a key of the other type under it would replace the first's record.
+  const other = path.join(dir, `${domain}.${selector}.${type === 'rsa' ? 'ed25519' : 'rsa'}.pem`)
+  if (fs.existsSync(other)) throw new UsageError(`${other} already has the selector ${selector} for ${domain} (its DNS record is ${recordName({ selector, domain })}): choose another --selector for the ${type} key`, 1)
   const pem = generatePrivateKey(type as KeyType)
   try {
     fs.writeFileSync(file, pem, { flag: 'wx', mode: 0o600 })
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${file} already exists; not overwriting it (choose another --selector, or move the old key away)`)
-    throw new UsageError(`cannot write ${file}: ${(err as Error).message}`)
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${file} already exists; not overwriting it (choose another --selector, or move the old key away)`, 1)
+    throw new UsageError(`cannot write ${file}: ${(err as Error).message}`, 1)
   }
   fs.chmodSync(file, 0o600)
   const key = loadPrivateKey(file)

@@ -135,13 +135,13 @@ describe('relay user add', () => {
     expect(list.stdout).not.toContain('scrypt$')
   })
 
-  it('refuses a bad address, a bad --sender, an empty password, and a missing --password-stdin off a terminal', () => {
+  it('refuses a bad address, a bad --sender, an empty password, and a missing --password-stdin off a terminal (usage errors: exit 2)', () => {
     const before = fs.readFileSync(F, 'utf8')
     const notAddress = userAdd('not-an-address', 'x')
-    expect(notAddress.code).toBe(1)
+    expect(notAddress.code).toBe(2)
     expect(notAddress.stderr).toMatch(/^relay: 'not-an-address' is not an email address/)
     const badSender = userAdd('x@example.test', 'x', '--sender', 'two words')
-    expect(badSender.code).toBe(1)
+    expect(badSender.code).toBe(2)
     expect(badSender.stderr).toMatch(/--sender 'two words'/)
     // A short password is taken, with a warning; a long one without.
     const short = userAdd('short@example.test', 'abc12')
@@ -149,10 +149,10 @@ describe('relay user add', () => {
     expect(userAdd('short@example.test', 'a-much-longer-pass').stderr).toBe('')
     expect(userRemove('short@example.test').code).toBe(0)
     const empty = runCli(['user', 'add', 'x@example.test', '--file', F, '--password-stdin'], { input: '\n' })
-    expect(empty.code).toBe(1)
+    expect(empty.code).toBe(2)
     expect(empty.stderr).toMatch(/no password on standard input/)
     const noTty = runCli(['user', 'add', 'x@example.test', '--file', F], { input: 'x\n' })
-    expect(noTty.code).toBe(1)
+    expect(noTty.code).toBe(2)
     expect(noTty.stderr).toMatch(/not a terminal: give the password with --password-stdin/)
     expect(fs.readFileSync(F, 'utf8')).toBe(before)
   })

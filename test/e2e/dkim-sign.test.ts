@@ -407,8 +407,14 @@ describe('relay dkim keygen', () => {
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/already exists; not overwriting/)
     expect(fs.readFileSync(k.file, 'utf8')).toBe(before)
-    expect(runCli(['dkim', 'keygen', 'example.test', '--type', 'dsa', '--out', out]).code).toBe(1)
-    expect(runCli(['dkim', 'keygen', 'not a domain', '--out', out]).code).toBe(1)
+    // A bad argument is a usage error (exit 2), as in the other verbs.
+    expect(runCli(['dkim', 'keygen', 'example.test', '--type', 'dsa', '--out', out]).code).toBe(2)
+    expect(runCli(['dkim', 'keygen', 'not a domain', '--out', out]).code).toBe(2)
+    expect(runCli(['dkim', 'keygen', 'example.test', '--selector', 'a b', '--out', out]).code).toBe(2)
+    // The selector of the RSA key, for an Ed25519 one: its DNS record would replace the RSA key's.
+    const clash = runCli(['dkim', 'keygen', 'example.test', '--type', 'ed25519', '--selector', selector, '--out', out])
+    expect([clash.code, clash.stderr]).toEqual([1, `relay: ${k.file} already has the selector ${selector} for example.test (its DNS record is ${selector}._domainkey.example.test): choose another --selector for the ed25519 key\n`])
+    expect(fs.readdirSync(out)).toEqual([path.basename(k.file)])
   })
 })
 
