@@ -130,6 +130,23 @@ export function otherConfigFiles(filepath: string): string[] {
   return places.filter((name) => name !== 'package.json' && name !== path.basename(filepath) && fs.existsSync(path.join(dir, name)))
 }
 
+const FORMATS = `it reads ${Object.keys(options.loaders).filter((e) => e.startsWith('.')).join(', ')}`
+
+/**
+ * A config in the current directory in a format Relay does not read (relay.config.toml): not run
+ * on the defaults as if there were none, with the file the operator wrote left unread in silence.
+ */
+function refuseUnreadConfig(cwd: string): void {
+  let names: string[]
+  try {
+    names = fs.readdirSync(cwd)
+  } catch {
+    return
+  }
+  const unread = names.find((n) => /^(relay\.config|\.relayrc)\.[^.]+$/.test(n) && !(path.extname(n) in options.loaders))
+  if (unread) throw Object.assign(new Error(`${unread} in ${cwd} is in a format Relay does not read (${FORMATS}): write it as relay.config.json, .yaml or .ts, or name a config with --config`), { filepath: path.join(cwd, unread) })
+}
+
 export interface FoundConfig {
   config: unknown
   filepath: string
@@ -177,13 +194,17 @@ function notSafe(filepath: string): string | undefined {
 export async function findConfig(file?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), opts: SearchOptions = {}): Promise<FoundConfig | null> {
   const named = file ?? (env.RELAY_CONFIG || undefined)
   let found: Awaited<ReturnType<typeof inCwd.search>>
-  if (named) found = await inCwd.load(path.resolve(cwd, named))
-  else {
+  if (named) {
+    const ext = path.extname(named)
+    if (ext && !(ext in options.loaders) && !named.endsWith('rc')) throw Object.assign(new Error(`${ext} is not a config format Relay reads (${FORMATS})`), { filepath: path.resolve(cwd, named) })
+    found = await inCwd.load(path.resolve(cwd, named))
+  } else {
     // Checked before it is loaded (a module runs as it loads): a file named by --config or
     // $RELAY_CONFIG is the caller's choice; one merely found here is not.
     const here = opts.searchCwd === false ? null : await inCwdFind.search(cwd)
     const unsafe = here && notSafe(here.filepath)
     if (here && unsafe) throw Object.assign(new Error(`not reading ${here.filepath}, found in the current directory: ${unsafe} (a config is code that runs as you); name it with --config if you trust it`), { filepath: here.filepath, unsafe: true })
+    if (!here && opts.searchCwd !== false) refuseUnreadConfig(cwd)
     found = here ? await inCwd.load(here.filepath) : await inSystemDir.search(systemConfigDir(env))
   }
   // Empty, or only comments: a file meant as the config that says nothing (a truncated write, an

@@ -248,6 +248,19 @@ describe('a key of the wrong type, or missing', () => {
   })
 })
 
+describe('a config in a format Relay does not read', () => {
+  it('found in the current directory (relay.config.toml), or named: check-config says so (exit 2), naming the formats, instead of running on the defaults', () => {
+    const file = fileIn('relay.config.toml', 'hostname = "toml.example"\n')
+    const found = runCli(['check-config'], { env: ENV, cwd: path.dirname(file) })
+    expect(found.code, found.stdout).toBe(2)
+    expect(found.stderr).toContain(`relay.config.toml in ${path.dirname(file)} is in a format Relay does not read (it reads .ts, .mts, .js, .mjs, .cjs, .json, .yaml, .yml)`)
+    const named = runCli(['check-config', '--config', file], { env: ENV })
+    expect(named.code, named.stdout).toBe(2)
+    expect(named.stderr).toContain('.toml is not a config format Relay reads (it reads .ts, .mts, .js, .mjs, .cjs, .json, .yaml, .yml)')
+    expect(named.stderr).not.toContain('No loader')
+  })
+})
+
 describe('a timeout or lifetime of 0, which elsewhere means "never"', () => {
   it('is refused naming each key (exit 2): 0 would end every wait at once, or bounce mail at its first temporary failure', () => {
     const file = fileIn(
