@@ -185,6 +185,7 @@ export class Relay {
         config: () => this.config, loaded: () => this.loaded, log, count: workers, queue, hooks,
         ops: { wake: () => scheduler.notify(), reload: () => this.reload(), reloadTls: () => this.reloadTls() },
         routes: scheduler.routeCounts(),
+        jobs: { admitWorkerJobs: (domains) => scheduler.admitWorkerJobs(domains), releaseWorkerJob: (domain) => scheduler.releaseWorkerJob(domain) },
       }))
       undo.push(() => pool.stop(Date.now() + 5000))
       this.listeners = await pool.start()

@@ -31,6 +31,9 @@ const FAILED_SCAN_MS = 1000
 export class DeliveryScheduler implements NewWorkSubscriber {
   private inFlight = 0
   private readonly byDomain: Record<string, number> = {}
+  /** Jobs SMTP worker processes deliver (config `workers`), by domain: within the same limits as ours. */
+  private readonly workerByDomain: Record<string, number> = {}
+  private workerJobs = 0
   private readonly running = new Set<Promise<void>>()
   private timer: NodeJS.Timeout | undefined
   private claiming = false
@@ -134,7 +137,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   private async scan(): Promise<void> {
     this.timer = undefined
     if (this.stopped || this.claiming) return
-    const free = this.limits.global - this.inFlight
+    const free = this.limits.global - this.inFlight - this.workerJobs
     if (free <= 0) return // a finishing job calls notify()
     this.claiming = true
     this.again = false
@@ -184,6 +187,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   private claimInFlight(now: number): Record<string, number> {
     const { perDomain } = this.limits
     const inFlight = { ...this.byDomain }
+    for (const [d, n] of Object.entries(this.workerByDomain)) inFlight[d] = (inFlight[d] ?? 0) + n
     for (const d of this.throttle.domains()) {
       const room = this.throttle.room(d, now)
       if (room !== undefined) inFlight[d] = Math.max(inFlight[d] ?? 0, perDomain - room)
@@ -200,12 +204,12 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   claim(domains: string[], message?: NewMessage): number | undefined {
     const { global, perDomain } = this.limits
     // Not while a scan is out: its claim counted the slots as they were.
-    if (this.stopped || this.claiming || this.inFlight + domains.length > global) return undefined
+    if (this.stopped || this.claiming || this.inFlight + this.workerJobs + domains.length > global) return undefined
     if (this.fresh?.throttled) return undefined
     // The PostgreSQL queue moves a spooled body into the database (and removes the file): the
     // primary, which can read it there, delivers such a message.
     if (this.fresh && message && 'file' in message.body && this.config.queue.driver === 'postgres') return undefined
-    if (domains.some((d) => (this.byDomain[d] ?? 0) >= perDomain)) return undefined
+    if (domains.some((d) => (this.byDomain[d] ?? 0) + (this.workerByDomain[d] ?? 0) >= perDomain)) return undefined
     // Throttled domains: with shared (Redis) counters always through the queue; else only when
     // every domain has room now (and no held work waits for it).
     if (this.throttle.shared) return undefined
@@ -287,6 +291,32 @@ export class DeliveryScheduler implements NewWorkSubscriber {
   private deliver(job: Job): Promise<void> {
     const { config, resolver, hooks, pool, throttle, env, queue, log, dsns } = this
     return deliverJob(job, { config, resolver, hooks, pool, throttle, env, queue, log, dsns, openBody: (m) => queue.openBody(m), onBounceQueued: () => this.newWork(), stopping: () => this.stopped })
+  }
+
+  /**
+   * An SMTP worker's fast path for a new message (one job per domain): taken when the relay as a
+   * whole has room, counted against `delivery.concurrency` with this process's jobs and the other
+   * workers' (each worker's own share alone let N workers and this process each take perDomain).
+   * False: the message is due in the queue, where this process's scan delivers it.
+   */
+  admitWorkerJobs(domains: string[]): boolean {
+    const { global, perDomain } = this.limits
+    if (this.stopped || this.inFlight + this.workerJobs + domains.length > global) return false
+    const count = new Map<string, number>()
+    for (const d of domains) count.set(d, (count.get(d) ?? 0) + 1)
+    for (const [d, n] of count) if ((this.byDomain[d] ?? 0) + (this.workerByDomain[d] ?? 0) + n > perDomain) return false
+    for (const d of domains) this.workerByDomain[d] = (this.workerByDomain[d] ?? 0) + 1
+    this.workerJobs += domains.length
+    return true
+  }
+
+  /** A worker's job admitted by admitWorkerJobs has ended (or its worker died). */
+  releaseWorkerJob(domain: string): void {
+    const n = (this.workerByDomain[domain] ?? 0) - 1
+    if (n > 0) this.workerByDomain[domain] = n
+    else delete this.workerByDomain[domain]
+    this.workerJobs = Math.max(0, this.workerJobs - 1)
+    this.notify()
   }
 
   /** Route caps for SMTP worker processes: counted here, for the whole relay (core/workers). */

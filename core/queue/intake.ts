@@ -11,7 +11,7 @@ export interface NewWorkSubscriber {
    * lease expiry to write them with, or undefined to leave them due in the queue.
    */
   claim(domains: string[], message: NewMessage): number | undefined
-  /** The write after a claim failed: what was taken goes back. */
+  /** The write after a claim failed, or wrote the message due (no row ids): what was taken goes back. */
   unclaim(domains: string[]): void
   /** The message is durable. `rowIds` (recipient order) when it was claimed; undefined: it waits in the queue. */
   queued(message: NewMessage, rowIds: number[] | undefined): void
@@ -38,6 +38,12 @@ export class QueueIntake {
     } catch (err) {
       if (leaseUntil) sub?.unclaim(domains)
       throw err
+    }
+    // No row ids for a leased write: the queue wrote it due instead (in an SMTP worker, the primary
+    // found no room for it in the relay's concurrency): what was taken goes back, it waits there.
+    if (leaseUntil && !rowIds.length) {
+      sub?.unclaim(domains)
+      return sub?.queued(message, undefined)
     }
     sub?.queued(message, leaseUntil ? rowIds : undefined)
   }

@@ -146,7 +146,8 @@ export interface Queue {
   /**
    * Resolves once envelope and body are durable (fsync'd); concurrent calls share commits.
    * With `leaseUntil` the recipients are written already leased to the caller (who delivers them
-   * at once from memory); resolves with the recipients' row ids, in order.
+   * at once from memory); resolves with the recipients' row ids, in order. No row ids: written due
+   * instead, not leased (an SMTP worker's write the primary found no room for: core/workers/pool.ts).
    */
   enqueue(message: NewMessage, leaseUntil?: number): Promise<number[]>
   /** Leases due work. */

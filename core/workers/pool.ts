@@ -33,6 +33,8 @@ export interface PoolEnv {
   ops: { wake(): void; reload(): Promise<ReloadResult>; reloadTls(): boolean }
   /** The primary's route caps, which workers' deliveries count against. */
   routes: RemoteRouteCounts
+  /** The primary's delivery concurrency, which workers' deliveries count against (DeliveryScheduler). */
+  jobs: { admitWorkerJobs(domains: string[]): boolean; releaseWorkerJob(domain: string): void }
 }
 
 /** What a worker holds in the primary, given back when it dies. */
@@ -41,6 +43,8 @@ interface Held {
   leases: Map<string, number>
   /** Route-cap slots it was granted and has not released. */
   slots: Map<string, Slot>
+  /** The job (message and domain) of each recipient row it was admitted to deliver and has not completed. */
+  jobs: Map<number, { message: string; domain: string }>
 }
 
 const WORKER_FORBIDDEN = new Set(['close', 'recover', 'heartbeat'])
@@ -154,18 +158,33 @@ export class SmtpWorkerPool {
 
   private heldBy(worker: number): Held {
     let h = this.held.get(worker)
-    if (!h) this.held.set(worker, (h = { leases: new Map(), slots: new Map() }))
+    if (!h) this.held.set(worker, (h = { leases: new Map(), slots: new Map(), jobs: new Map() }))
     return h
   }
 
   private async dispatch(worker: number, target: string, method: string, args: unknown[]): Promise<unknown> {
-    const { queue, ops, hooks, routes } = this.env
+    const { queue, ops, hooks, routes, jobs } = this.env
     const held = this.heldBy(worker)
     if (target === 'queue' && method === 'enqueue' && args[1] !== undefined) {
-      // New mail the worker delivers itself: leased to it until it completes (or dies: onExit).
+      // New mail the worker delivers itself: leased to it until it completes (or dies: onExit), when
+      // the relay has room for it (delivery.concurrency counts every process's jobs); else it is
+      // due in the queue and the worker is told so by no row ids.
       const message = args[0] as NewMessage
-      const rowIds = await queue.enqueue(message, args[1] as number)
-      if ([...this.workers].some((w) => w.id === worker)) held.leases.set(message.id, new Set(message.recipients.map((r) => r.domain)).size)
+      const domains = [...new Set(message.recipients.map((r) => r.domain))]
+      if (!jobs.admitWorkerJobs(domains)) {
+        await queue.enqueue(message)
+        ops.wake()
+        return []
+      }
+      let rowIds: number[]
+      try {
+        rowIds = await queue.enqueue(message, args[1] as number)
+      } catch (err) {
+        for (const d of domains) jobs.releaseWorkerJob(d)
+        throw err
+      }
+      rowIds.forEach((id, i) => held.jobs.set(id, { message: message.id, domain: message.recipients[i]!.domain }))
+      if ([...this.workers].some((w) => w.id === worker)) held.leases.set(message.id, domains.length)
       else this.giveBackLeases(worker, [message.id]) // it died while the write ran: nobody delivers it
       return rowIds
     }
@@ -174,6 +193,11 @@ export class SmtpWorkerPool {
       const left = (held.leases.get(id) ?? 1) - 1
       if (left > 0) held.leases.set(id, left)
       else held.leases.delete(id)
+      // The job's slot, once (a write tried again names the same rows).
+      const results = args[1] as RecipientResult[]
+      const job = results.map((r) => held.jobs.get(r.rowId)).find((j) => j !== undefined)
+      for (const r of results) held.jobs.delete(r.rowId)
+      if (job) jobs.releaseWorkerJob(job.domain)
       // A worker's deferral is the primary's to retry: its scan may sleep up to 30 s, so it looks
       // again now and then sleeps until the deferral's nextAttemptAt.
       const done = await queue.complete(...(args as Parameters<Queue['complete']>))
@@ -230,6 +254,9 @@ export class SmtpWorkerPool {
   }
 
   private giveBackLeases(worker: number, ids: string[]): void {
+    // One slot per job: its rows share the message and the domain.
+    const jobs = new Map([...(this.held.get(worker)?.jobs.values() ?? [])].map((j) => [`${j.message}\u0000${j.domain}`, j.domain]))
+    for (const domain of jobs.values()) this.env.jobs.releaseWorkerJob(domain)
     this.held.delete(worker)
     if (!ids.length) return
     this.env.queue.recover(Date.now(), ids).then(

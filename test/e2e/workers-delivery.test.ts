@@ -314,6 +314,18 @@ describe('workers: 2, delivery', () => {
     expect([...arrivals(rx).values()].every((n) => n === 1)).toBe(true)
   })
 
+  it('delivery.concurrency.perDomain 1 (and global): one delivery at a time to the domain for the whole relay, workers and primary together; every message once', async () => {
+    const { rx, relay } = await setup({ concurrency: { global: 100, perDomain: 1 } })
+    rx.holdMs = 400
+    const sent = Array.from({ length: 8 }, (_, i) => message(`one at a time ${i}`))
+    await send(relay, sent)
+    await bothWorkers(relay, sent)
+    await eventually(() => sent.every((m) => arrivals(rx).has(m.messageId)), 20_000, '8 messages at the receiver')
+    await eventually(async () => (await relay.listQueue()).length === 0, 10_000, 'an empty queue')
+    expect([...arrivals(rx).values()]).toEqual(Array(8).fill(1))
+    expect(rx.maxTransactions).toBe(1)
+  })
+
   it('delivery.throttle.domains concurrency 1: one connection and one transaction at a time for the whole relay', async () => {
     const { rx, relay, primary } = await setup({ throttle: { domains: { 'dest.test': { concurrency: 1 } } } })
     rx.holdMs = 300
