@@ -209,7 +209,8 @@ describe('failures name the plugin and carry a code', () => {
     const r = runCli(['wait-forever', '--config', verb])
     expect(r.stderr).toContain('relay: the command did not finish: what it waited for can never happen')
     expect(r.code).toBe(1)
-  })
+    // Nine CLI runs one after the other: about 18 s on a quiet machine, twice that on a busy one.
+  }, 90_000)
 
   it('a setup that throws: exit 2 naming plugins[1] and its message', () => {
     const { file } = writeConfig([['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }], fixture('setup-throws')])
