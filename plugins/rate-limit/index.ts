@@ -53,7 +53,8 @@ function refuse(ctx: Ctx, session: SessionInfo, limit: string, key: string, retr
 function storeFailure(ctx: Ctx, st: State, err: unknown, limit: string, reply: { code: number; status: string }): Verdict | undefined {
   st.storeFailed(err, limit)
   if (ctx.options.onStoreError !== 'tempfail') return undefined
-  return tempfail({ ...reply, message: 'Rate limit service unavailable, try again later' })
+  // A 421 names the host, as every 421 does (RFC 5321 §4.2: `421 <domain> Service not available`).
+  return tempfail({ ...reply, message: `${reply.code === 421 ? `${ctx.hostname} ` : ''}Rate limit service unavailable, try again later` })
 }
 
 /** This generation's state (`ctx.state`), or undefined once it was torn down. */

@@ -345,7 +345,7 @@ describe('rate-limit: exempt networks and store failures', () => {
       const two = [await open(open1.port, '127.0.0.51'), await open(open1.port, '127.0.0.51')]
       for (const c of two) expect(c.greeting).toMatch(/^220 /)
       await open1.waitForLog((l) => /rate-limit store failed: allowing \(fail open\)/.test(l.msg))
-      expect((await open(strict.port, '127.0.0.51')).greeting).toMatch(/^421 4\.7\.0 Rate limit service unavailable/)
+      expect((await open(strict.port, '127.0.0.51')).greeting).toMatch(/^421 4\.7\.0 relay\.test Rate limit service unavailable, try again later/)
     } finally {
       closeClients()
       await Promise.all([open1.stop(), strict.stop()]) // the teardown closes the Redis client: no hang
