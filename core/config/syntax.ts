@@ -113,7 +113,9 @@ export const loadJson: Loader = (filepath, raw) => {
     // rest (`Unexpected token ','`) the YAML parser, which reads JSON too, finds the place.
     const lc = /\(line (\d+) column (\d+)\)/.exec(message)
     const pos = /at position (\d+)/.exec(message)
-    const mark = lc || pos ? undefined : yamlMark(filepath, content)
+    // The input ended early: where it ends (the YAML parser names the line after the last).
+    const ended = !lc && !pos && /Unexpected end of JSON input/.test(message) ? lineColumn(content, content.trimEnd().length) : undefined
+    const mark = lc || pos ? undefined : ended ? { line: ended.line - 1, column: ended.column - 1 } : yamlMark(filepath, content)
     const { line, column } = lc
       ? { line: Number(lc[1]), column: Number(lc[2]) }
       : mark

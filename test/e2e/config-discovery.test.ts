@@ -453,6 +453,12 @@ describe('check-config: every problem at once, and the files it will need', () =
     expect(r.stderr).toMatch(/relay\.config\.json:3:\d+: cannot load config: JSON syntax error at line 3, column \d+: /)
     expect(r.stderr).toMatch(/^ {4}3 \| {3}"listen"/m) // the line itself, under it a caret
     noStack(r.stderr)
+
+    // A file cut short (no newline at its end): where it ends, not a line after it.
+    const cut = dirWith({ 'relay.config.json': '{"hostname":' })
+    r = runCli(['check-config'], { cwd: cut, env: ENV })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('relay.config.json:1:13: cannot load config: JSON syntax error at line 1, column 13: Unexpected end of JSON input\n    1 | {"hostname":\n      |             ^')
   })
 })
 
