@@ -497,4 +497,17 @@ describe('relay doctor: the DKIM records against the keys', () => {
     expect(checks).toHaveLength(1)
     expect(checks[0]!.status).toBe('warning')
   })
+
+  it("the relay's host name without a key of its own, below a domain with one: ok, its own mail signed by the parent's key (not 'leaves unsigned')", async () => {
+    const file = path.join(path.dirname(relay.configFile), 'mx1.config.json')
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(relay.configFile, 'utf8')), hostname: 'mx1.doc.test' }))
+    const checks = await new Promise<Check[]>((resolve, reject) => {
+      execFile(process.execPath, [BIN, 'doctor', 'mx1.doc.test', '--json', '--no-mta-sts-fetch', '--config', file], { cwd: ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+        const code = err ? (err as { code?: unknown }).code : 0
+        if (code !== 0 && code !== 1) return reject(new Error(`relay doctor exited with ${String(code)}: ${stderr}`))
+        resolve((JSON.parse(stdout) as Check[]).filter((c) => /^DKIM\b/.test(c.name)))
+      })
+    })
+    expect(checks).toEqual([expect.objectContaining({ name: 'DKIM mx1.doc.test', status: 'ok', message: expect.stringContaining("the relay's own mail from it (bounces from MAILER-DAEMON@mx1.doc.test) is signed d=doc.test") })])
+  })
 })
