@@ -312,11 +312,14 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   /** A worker's job admitted by admitWorkerJobs has ended (or its worker died). */
   releaseWorkerJob(domain: string): void {
+    // Only a slot that held work back is worth a scan (a scan per message a worker delivered costs a claim each).
+    const { global, perDomain } = this.limits
+    const wasFull = (this.byDomain[domain] ?? 0) + (this.workerByDomain[domain] ?? 0) >= perDomain || this.inFlight + this.workerJobs >= global
     const n = (this.workerByDomain[domain] ?? 0) - 1
     if (n > 0) this.workerByDomain[domain] = n
     else delete this.workerByDomain[domain]
     this.workerJobs = Math.max(0, this.workerJobs - 1)
-    this.notify()
+    if (wasFull) this.notify()
   }
 
   /** Route caps for SMTP worker processes: counted here, for the whole relay (core/workers). */
