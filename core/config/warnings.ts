@@ -28,6 +28,12 @@ export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue
   if (submission >= 0 && onlyBundled && !named.includes('relay-acl')) {
     out.push({ path: `listen[${submission}]`, message: "a submission listener, and no relay-acl in plugins: authenticated users may send only to localDomains (Relaying denied for the rest): add 'relay-acl'" })
   }
+  // AUTH in clear text: meant for a development box; a listener others can reach sends passwords over their network.
+  config.listen.forEach((l, i) => {
+    if (!l.allowPlaintextAuth) return
+    if (l.role === 'mx' && !l.auth) out.push({ path: `listen[${i}].allowPlaintextAuth`, message: 'has no effect: auth is false on this listener (no AUTH is offered)' })
+    else if (!isLoopback(l.host)) out.push({ path: `listen[${i}].allowPlaintextAuth`, message: `AUTH without TLS on ${l.host}:${l.port}, which other hosts can reach: passwords cross the network in clear text; set tls, or listen on 127.0.0.1` })
+  })
   // A domain's jobs never exceed delivery.concurrency.perDomain: a throttle allowing more is cut to it.
   const { perDomain } = delivery.concurrency
   const throttles: [string, { concurrency?: number }][] = [['default', delivery.throttle.default], ...Object.entries(delivery.throttle.domains).map(([d, t]): [string, { concurrency?: number }] => [`domains['${d}']`, t])]
@@ -43,4 +49,9 @@ export function configWarnings(config: RelayConfig, now = Date.now()): PathIssue
     }
   }
   return out
+}
+
+/** A listen host only this machine reaches: 127.0.0.0/8, ::1, localhost. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host) || /^::ffff:127\./i.test(host)
 }

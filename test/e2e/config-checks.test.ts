@@ -261,6 +261,28 @@ describe('a config in a format Relay does not read', () => {
   })
 })
 
+describe('AUTH in clear text', () => {
+  it('allowPlaintextAuth on a listener other hosts can reach, or where auth is false: check-config warns naming it (exit 0); on 127.0.0.1 nothing', () => {
+    const file = fileIn(
+      'relay.config.json',
+      JSON.stringify({
+        hostname: 'plain.example',
+        dataDir: './data',
+        listen: [
+          { host: '0.0.0.0', port: 37587, role: 'mx', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 37588, role: 'mx', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 37589, role: 'mx', auth: false, allowPlaintextAuth: true },
+        ],
+      }),
+    )
+    const r = runCli(['check-config', '--config', file], { env: ENV })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('relay: warning: listen[0].allowPlaintextAuth: AUTH without TLS on 0.0.0.0:37587, which other hosts can reach: passwords cross the network in clear text; set tls, or listen on 127.0.0.1\n')
+    expect(r.stderr).toContain('relay: warning: listen[2].allowPlaintextAuth: has no effect: auth is false on this listener (no AUTH is offered)\n')
+    expect(r.stderr).not.toContain('listen[1]')
+  })
+})
+
 describe('a timeout or lifetime of 0, which elsewhere means "never"', () => {
   it('is refused naming each key (exit 2): 0 would end every wait at once, or bounce mail at its first temporary failure', () => {
     const file = fileIn(
