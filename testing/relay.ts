@@ -109,8 +109,11 @@ export interface StartOptions {
   env?: Record<string, string>
   /** How long the relay may take to start (default 60 s); then it is killed and the start rejects. */
   startTimeoutMs?: number
-  /** Run the relay as this user and group (a test run as root; `dir` must be writable by them). */
-  runAs?: { uid: number; gid: number }
+  /**
+   * A command the relay runs under (e.g. `['setpriv', '--bounding-set=-dac_override', '--']`):
+   * the relay's process is `prefix[0]` with the rest, node and the CLI as its arguments.
+   */
+  prefix?: string[]
 }
 
 /** Writes the config and starts the relay; resolves once every listener is up. */
@@ -145,11 +148,11 @@ export async function startRelay(opts: StartOptions = {}): Promise<RelayProcess>
       fs.writeFileSync(configFile, JSON.stringify(written, null, 2))
     }
     exitCode = undefined
-    child = spawn(process.execPath, [BIN, 'start', '--config', configFile], {
+    const command = [...(opts.prefix ?? []), process.execPath, BIN, 'start', '--config', configFile]
+    child = spawn(command[0]!, command.slice(1), {
       cwd: dir,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
-      ...opts.runAs,
     })
     let buf = ''
     child.stdout!.on('data', (d: Buffer) => {

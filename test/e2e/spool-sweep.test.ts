@@ -7,7 +7,7 @@ import path from 'node:path'
 import { startReceiver, type TestReceiver } from '../harness/smtp-receiver.js'
 import { startDns, type TestDns } from '../harness/dns-server.js'
 import { sendMail } from '../harness/smtp-client.js'
-import { eventually, runCliAsync, startRelay, tempDir, type RelayProcess } from '../harness/relay.js'
+import { eventually, runCliAsync, startRelay, type RelayProcess } from '../harness/relay.js'
 
 let dns: TestDns
 beforeAll(async () => {
@@ -24,7 +24,7 @@ afterEach(async () => {
 })
 
 /** A relay retrying every second, and its MX, which defers everything until told otherwise. */
-async function deferringRelay(runAs?: { uid: number; gid: number }) {
+async function deferringRelay(prefix?: string[]) {
   const mx = await startReceiver({ host: '127.0.0.2', behaviour: { reply: { rcpt: () => ({ code: 451, message: '4.3.0 later' }) } } })
   receivers.push(mx)
   const relay = await startRelay({
@@ -33,17 +33,10 @@ async function deferringRelay(runAs?: { uid: number; gid: number }) {
       delivery: { port: mx.port, retry: { base: '1s', factor: 1, max: '1s' } },
       plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
     },
-    ...(runAs && { runAs, dir: ownedBy(runAs) }),
+    ...(prefix && { prefix }),
   })
   relays.push(relay)
   return { mx, relay }
-}
-
-/** A new directory the relay's user owns. */
-function ownedBy(user: { uid: number; gid: number }): string {
-  const dir = tempDir('relay-spool-user-')
-  fs.chownSync(dir, user.uid, user.gid)
-  return dir
 }
 
 /** Past the inline limit (128 KB): the body goes to a spool file. */
@@ -129,8 +122,9 @@ it('a queued message whose spool file is gone or cut short is held with the reas
 })
 
 it('a spool file the relay may not read (its mode changed under it: EACCES) is held with the reason, as a lost one, not offered to the next hop on every retry', async () => {
-  // As root, the relay runs as nobody: root reads any file whatever its mode.
-  const { mx, relay } = await deferringRelay(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined)
+  // Root reads any file whatever its mode: as root, the relay runs without that capability
+  // (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), as root still (its node binary may be under /root).
+  const { mx, relay } = await deferringRelay(process.getuid?.() === 0 ? ['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--'] : undefined)
   const spool = path.join(relay.dataDir, 'spool')
   const reply = (await sendMail(relay.port, { from: 'a@sender.test', to: ['b@dest.test'], data: big(9) })).lastReply
   expect(reply).toMatch(/^250 /)
