@@ -72,7 +72,9 @@ beforeAll(async () => {
         { host: '127.0.0.1', port: 0, role: 'submission', allowPlaintextAuth: true },
       ],
       dns: { servers: [dns.server], timeout: '1s' },
-      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, maxQueueLifetime: '3s', connectTimeout: '2s' },
+      // 6 s: an MX lookup nobody answers takes up to 3 s (dns.timeout 1 s, two tries, c-ares doubling
+      // the second): with 3 s the message could expire during its first attempt, never deferred.
+      delivery: { port, retry: { base: '1s', factor: 1, max: '1s' }, maxQueueLifetime: '6s', connectTimeout: '2s' },
       plugins: [
         [path.join(ROOT, 'test/fixtures/static-auth.plugin.ts'), { users: { 'a@sender.test': { password: 'pw' } } }],
         ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
@@ -218,7 +220,7 @@ describe('outbound', () => {
     await sendMail(relay.port, { from: 'a@sender.test', to: ['u@listed.test'], data: msg('listed') })
     const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@listed.test', 15_000)
     expect(deferred.response).toMatch(/^4\.4\.1 Host listed\.test\[127\.0\.0\.12\]:\d+ refused to talk to me: 554 5\.7\.1 You are listed, go away/)
-    // maxQueueLifetime is 3 s here: the bounce says it expired, and what the host said.
+    // maxQueueLifetime is 6 s here: the bounce says it expired, and what the host said.
     const bounced = await relay.waitForLog((l) => l.event === 'bounced' && l.recipient === 'u@listed.test', 20_000)
     expect(bounced.response).toMatch(/^4\.4\.7 Message expired/)
     const dsn = (await senderRx.waitForMessages(dsns + 1, 10_000)).at(-1)!.raw.toString()
