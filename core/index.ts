@@ -24,6 +24,7 @@ export { addressKey, domainKey, parseAddress } from './mail/address.js'
 export { isRelayPostmaster } from './smtp/postmaster.js'
 /** Every address a From:/Sender: field can be read as (parsed, and every address-like token): for sender checks. */
 export { headerAddresses } from './mail/header-addresses.js'
+export { readerAddresses } from './mail/reader-addresses.js'
 export { duration, durationAtLeast, timer, timerAtLeast, size, cidr, httpUrl, httpUrlWith } from './config/fields.js'
 /** URLs for logs: origin and path only (no password, no query key). */
 export { safeUrl, scrubUrls } from './net/urls.js'

@@ -2,8 +2,10 @@
 // `Bob <bob@other.example>:` is an empty group to nodemailer's addressparser and bob@other.example
 // to others; `bob@other.example <alice@example.com>` is alice to one reader and bob to another. A
 // check of whom a message claims to be from must hold for every reading, so it takes them all: the
-// parsed addresses, every address-like token of the text, and those inside RFC 2047 encoded words.
+// parsed addresses, every address-like token of the text, those inside RFC 2047 encoded words, and
+// the addresses with the comments and white space between their parts dropped (`a@bank .example`).
 import addressparser from 'nodemailer/lib/addressparser'
+import { readerAddresses } from './reader-addresses.js'
 
 type Parsed = ReturnType<typeof addressparser>
 const parsedAddresses = (list: Parsed): string[] =>
@@ -40,7 +42,7 @@ function decodeWord(word: string, charset: string, encoding: string, text: strin
 
 /** The addresses in a From:/Sender: (or any address) field value, read every way a mail reader might. */
 export function headerAddresses(value: string): string[] {
-  const out = new Set(parsedAddresses(addressparser(value)))
+  const out = new Set([...parsedAddresses(addressparser(value)), ...readerAddresses([value])])
   const decoded = value.replace(BETWEEN_WORDS, '').replace(ENCODED_WORD, decodeWord)
   for (const text of decoded === value ? [value] : [value, decoded]) {
     for (const run of text.match(RUN) ?? []) {

@@ -4,6 +4,7 @@ import net from 'node:net'
 import type { Readable } from 'node:stream'
 import { arc, dkimVerify, spf, type ARCData, type ARCResult, type DKIMVerifyResult, type DMARCResult, type SPFResult } from 'mailauth'
 import { mailauthInternals } from '../../core/index.js'
+import { comparableDomain, readerDomains } from './reader-domains.js'
 import type { MailauthResolver } from './dns.js'
 
 const { evaluateDmarc } = mailauthInternals
@@ -103,6 +104,8 @@ export interface MessageInput {
   minBitLength: number
   /** 'policy': a passing signature whose l= leaves body bytes unsigned is dkim=policy and carries no DMARC. */
   partialBody: 'policy' | 'pass'
+  /** The From: field values, as the message has them (for the domains a reader sees). */
+  fromValues: string[]
 }
 
 /**
@@ -147,11 +150,16 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
   const evaluation = await evaluate(headerFrom, fromFields)
   const dmarc: DmarcCheck[] = []
   let badFrom: BadFrom | undefined
-  if (evaluation.response) dmarc.push(dmarcCheck(evaluation.response))
+  // Domains a mail reader shows that mailauth's parser did not take (`a@bank .example`): the From:
+  // is one DMARC cannot speak for, and those domains are evaluated too.
+  const evaluated = evaluation.response ? [comparableDomain(dmarcCheck(evaluation.response).from ?? '')] : (evaluation.authorDomains ?? []).map(comparableDomain)
+  const unseen = readerDomains(o.fromValues).filter((d) => !evaluated.includes(d))
+  if (evaluation.response && !unseen.length) dmarc.push(dmarcCheck(evaluation.response))
   else {
     const reason = evaluation.reason
-    const domains = evaluation.authorDomains ?? []
+    const domains = [...evaluated, ...unseen]
     if (reason === 'multiple-from-fields' || reason === 'no-author-domain' || reason === 'invalid-author-domain') badFrom = reason
+    else if (unseen.length) badFrom = 'invalid-author-domain'
     else if (domains.length > MAX_AUTHOR_DOMAINS) badFrom = 'too-many-author-domains'
     // RFC 7489 §6.6.1: each Author Domain is evaluated on its own (a bare domain is what
     // mailauth's author-domain parser takes as that domain); also those of a malformed From:, so

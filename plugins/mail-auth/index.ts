@@ -88,7 +88,7 @@ function badFromText(bad: BadFrom, fields: number): string {
     case 'no-author-domain':
       return fields ? 'the From: field names no address with a domain' : 'the message has no From: field'
     case 'invalid-author-domain':
-      return 'an address in the From: field has no usable domain'
+      return 'an address in the From: field has a domain that cannot be checked as a mail reader shows it'
     case 'too-many-author-domains':
       return `the From: field names more than ${MAX_AUTHOR_DOMAINS} domains`
   }
@@ -176,7 +176,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         const current = headers.toBuffer()
         const header = limit.header ?? current
         const skip = current.length
-        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength, partialBody: options.partialBody }
+        const input = { ip: session.remoteAddress, sender: envelope.sender.address, spf: { domain: spf.domain, info: spf.info, status: { result: spf.status.result } }, mta: authservId, strict: options.strict, minBitLength: options.minBitLength, partialBody: options.partialBody, fromValues: headers.getAll('From') }
         try {
           checks = await poolOf(state).run({ kind: 'check', input }, () => withHeader(readMessage(), skip, header), signal)
         } catch (err) {

@@ -387,6 +387,12 @@ describe('several authors: every From: domain is evaluated (RFC 7489 §6.6.1); a
       ['from-empty-group', message('from-empty-group', { from: 'Undisclosed CEO:;' }), /the From: field names no address with a domain/],
       ['from-name-only', message('from-name-only', { from: '"The CEO of rej.test"' }), /the From: field names no address with a domain/],
       ['no-from', message('no-from', { from: '<x@pass.test>' }).replace(/^From: .*\r\n/, ''), /the message has no From: field/],
+      // RFC 5322 §4.4: white space and comments between a domain's atoms; a reader shows rej.test (mailauth read `rej`).
+      ['from-cfws-space', message('from-cfws-space', { from: 'The CEO <ceo@rej .test>' }), /an address in the From: field has a domain/],
+      ['from-cfws-dot', message('from-cfws-dot', { from: 'ceo@rej. test' }), /an address in the From: field has a domain/],
+      ['from-cfws-comment', message('from-cfws-comment', { from: 'ceo@rej(x).test' }), /an address in the From: field has a domain/],
+      ['from-cfws-comment-2', message('from-cfws-comment-2', { from: 'ceo@rej.(x)test' }), /an address in the From: field has a domain/],
+      ['from-cfws-comment-angle', message('from-cfws-comment-angle', { from: '<ceo@rej(x).test>' }), /the From: field names no address with a domain|an address in the From: field has a domain/],
     ]
     for (const [tag, data, why] of cases) {
       const reply = await send(relayA, { ip: GOOD, from: 'alice@pass.test', data })

@@ -347,9 +347,14 @@ describe('AUTH cannot change who sends', () => {
     ]) {
       expect((await send(header)).lastReply, header).toMatch(/^553 5\.7\.1 Header sender <(ceo|ops)@bank\.test> not owned by user alice@corp\.test/)
     }
+    // White space or a comment inside the domain (RFC 5322 §4.4): a reader joins the parts, and the owned domain is only the start of another.
+    for (const header of ['From: Alice <alice@corp.test .evil.test>', 'From: alice@corp.test(x).evil.test', 'From: alice@corp.test. evil.test', 'From: alice@corp.test\r\nSender: <alice@corp.test\r\n .evil.test>']) {
+      expect((await send(header)).lastReply, header).toMatch(/^553 5\.7\.1 Header sender <alice@corp\.test\.evil\.test> not owned by user alice@corp\.test/)
+    }
     // An @ in a display name that is no address, and an owned address read every way, still pass.
     expect((await send('From: "Team @ Corp" <alice@corp.test>')).lastReply).toMatch(/^250 2\.0\.0 /)
     expect((await send('From: =?utf-8?q?alice=40corp.test?= <alice@corp.test>')).lastReply).toMatch(/^250 2\.0\.0 /)
+    expect((await send('From: Alice (of corp.test) <alice@corp.test> (sent by alice@corp.test)')).lastReply).toMatch(/^250 2\.0\.0 /)
   })
 })
 
