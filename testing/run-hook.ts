@@ -76,17 +76,31 @@ export async function pluginHarness(plugin: Plugin, opts: PluginHarnessOptions =
     // a test of it would otherwise pass on an undefined that nothing produced.
     async run(hook, ctx) {
       if (!(HOOK_NAMES as readonly string[]).includes(hook)) throw new TypeError(`run: '${String(hook)}' is not a hook (hooks: ${HOOK_NAMES.join(', ')})${(EVENT_NAMES as readonly string[]).includes(hook) ? `; '${hook}' is an event: use emit` : ''}`)
-      return (await bus.run(hook, ctx))?.verdict
+      return (await keepAlive(bus.run(hook, ctx)))?.verdict
     },
     emit: async (event, data) => {
       if (!(EVENT_NAMES as readonly string[]).includes(event)) throw new TypeError(`emit: '${String(event)}' is not an event (events: ${EVENT_NAMES.join(', ')})${(HOOK_NAMES as readonly string[]).includes(event) ? `; '${event}' is a hook: use run` : ''}`)
-      return bus.emit(event, data)
+      return keepAlive(bus.emit(event, data))
     },
     get state() {
       return plugins[0]?.ctx.state
     },
     logs,
     close: () => bus.close(),
+  }
+}
+
+/**
+ * The bus's hook timer is unref'd (a relay never waits on it to exit), so a hook that never settles
+ * would let a plain `node` test script end (exit 13, unsettled top-level await) instead of giving
+ * the timeout's verdict: the harness holds the event loop open while a call runs.
+ */
+async function keepAlive<T>(p: Promise<T>): Promise<T> {
+  const hold = setInterval(() => {}, 60_000)
+  try {
+    return await p
+  } finally {
+    clearInterval(hold)
   }
 }
 

@@ -8,7 +8,12 @@ const STATUS = /^[245]\.\d{1,3}\.\d{1,3}$/
 function make(action: Verdict['action'], args: VerdictArgs): Verdict {
   const [first, second] = args
   if (typeof first === 'object') return { action, ...first }
-  if (first !== undefined && !STATUS.test(first)) return { action, message: first }
+  if (first === undefined || STATUS.test(first)) return { action, status: first, message: second }
+  // One argument that is no status is the text (`reject('not here')`). With a text after it, the
+  // first is a mistaken status: a reply code (`reject('550', 'User unknown')`) is taken as the
+  // code, anything else goes to the check of the reply (the stage's default status), the text kept.
+  if (second === undefined) return { action, message: first }
+  if (/^\s*[245]\d\d\s*$/.test(first)) return { action, code: Number(first), message: second }
   return { action, status: first, message: second }
 }
 

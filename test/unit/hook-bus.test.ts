@@ -156,6 +156,19 @@ describe('relay-mta/testing runHook', () => {
     await expect(pluginHarness(block, { options: { blocked: 'nope' } })).rejects.toThrow(/RELAY_ERR_PLUGIN_OPTIONS/)
   })
 
+  it('a hook that never settles gives the timeout tempfail in a plain node script too (the bus timer is unref-ed)', async () => {
+    const { execFile } = await import('node:child_process')
+    const script =
+      `import { runHook } from ${JSON.stringify(path.join(process.cwd(), 'dist/testing/index.js'))}\n` +
+      `const v = await runHook({ name: 'stuck', hooks: { rcpt: () => new Promise(() => {}) } }, 'rcpt', { recipient: { address: 'x@y.test' } }, { config: { hookTimeout: '1s' } })\n` +
+      `console.log(JSON.stringify(v))\n`
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout }))
+      child.stdin?.end()
+    })
+    expect(out).toEqual({ code: 0, stdout: '{"action":"tempfail","code":451,"status":"4.3.0","message":"Temporary local problem, try again later"}\n' })
+  }, 30_000)
+
   it('a hook that throws is a tempfail, and the harness says why: in its logs and on stderr', async () => {
     const broken = definePlugin({
       name: 'broken',

@@ -132,6 +132,19 @@ describe("replyFor: a plugin's own code, status and text", () => {
   })
 })
 
+describe('the verdict helpers: a mistaken first argument', () => {
+  it("keeps the text when the status is no x.y.z; a reply code there is the code (reject('550', 'User unknown'))", () => {
+    expect(replyFor('rcpt', reject('550', 'User unknown'))).toEqual({ code: 550, status: '5.7.1', message: 'User unknown' })
+    expect(replyFor('rcpt', reject('553', 'Bad sender'))).toEqual({ code: 553, status: '5.7.1', message: 'Bad sender' })
+    for (const bad of ['9.9.9', 'abc', '5.7', '5.7.1 x', ''])
+      expect(replyFor('rcpt', reject(bad, 'the text')), bad).toEqual({ code: 550, status: '5.7.1', message: 'the text' })
+    expect(replyFor('rcpt', tempfail('4.7', 'greylisted'))).toEqual({ code: 450, status: '4.7.1', message: 'greylisted' })
+    expect(replyFor('rcpt', tempfail('550', 'not a 4xx'))).toEqual({ code: 450, status: '4.7.1', message: 'not a 4xx' })
+    // One argument that is no status is the text.
+    expect(replyFor('mail', reject('go away'))).toEqual({ code: 550, status: '5.7.1', message: 'go away' })
+  })
+})
+
 describe('replyFor: plugin text becomes one safe line', () => {
   it('turns CR LF into a space, so a plugin cannot add reply lines of its own', () => {
     const reply = replyFor('rcpt', { action: 'reject', message: 'Go away\r\n250 2.1.5 Ok' })
@@ -165,8 +178,9 @@ describe('accept, reject and tempfail', () => {
 
   it('take a text alone when the first argument is no status code', () => {
     expect(reject('not allowed')).toEqual({ action: 'reject', message: 'not allowed' })
-    // Not a status: the whole string is the text, and the second argument is not used.
-    expect(reject('5.7.1 not allowed', 'ignored')).toEqual({ action: 'reject', message: '5.7.1 not allowed' })
+    // Not a status, with a text after it: the text is the second (the reply check drops the bad status).
+    expect(reject('5.7.1 not allowed', 'the text')).toEqual({ action: 'reject', status: '5.7.1 not allowed', message: 'the text' })
+    expect(reject('550', 'the text')).toEqual({ action: 'reject', code: 550, message: 'the text' })
   })
 
   it('take an options object with a code', () => {
