@@ -26,6 +26,14 @@ export function sign(secret: string, timestamp: number, body: string): string {
 /** POSTs the body; only a 2xx is success. Redirects are not followed (a 3xx is a failure). */
 export async function post(url: string, secret: string, body: string, timeoutMs: number, abort: AbortSignal): Promise<PostResult> {
   const timestamp = Math.floor(Date.now() / 1000)
+  // A plain timer, not AbortSignal.any([abort, AbortSignal.timeout()]): a timeout signal inside
+  // any() can be garbage collected before it fires (nodejs/node#57736), and the POST then waited
+  // for undici's own 300 s header timeout.
+  const deadline = new AbortController()
+  const timer = setTimeout(() => deadline.abort(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { name: 'TimeoutError' })), timeoutMs)
+  const onStop = () => deadline.abort(abort.reason)
+  abort.addEventListener('abort', onStop, { once: true })
+  if (abort.aborted) onStop()
   try {
     const res = await fetch(url, {
       method: 'POST',
@@ -36,7 +44,7 @@ export async function post(url: string, secret: string, body: string, timeoutMs:
         'X-Relay-Signature': sign(secret, timestamp, body),
       },
       body,
-      signal: AbortSignal.any([abort, AbortSignal.timeout(timeoutMs)]),
+      signal: deadline.signal,
       redirect: 'manual',
     })
     // The status decides. A short answer is read (and dropped) so the connection can be reused; a
@@ -50,6 +58,9 @@ export async function post(url: string, secret: string, body: string, timeoutMs:
     if (e.name === 'TimeoutError') return { ok: false, reason: `no answer within ${timeoutMs} ms` }
     // fetch's messages may quote the URL (with what it holds: a password, a key in the query).
     return { ok: false, reason: scrubUrls(e.cause?.code ?? e.cause?.message ?? e.message) }
+  } finally {
+    clearTimeout(timer)
+    abort.removeEventListener('abort', onStop)
   }
 }
 
