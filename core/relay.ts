@@ -17,7 +17,7 @@ import { NodeHeartbeat } from './queue/heartbeat.js'
 import { HookBus } from './hooks/bus.js'
 import { loadPlugins, type LoadedPlugin } from './hooks/load-plugins.js'
 import type { Readiness, RelayOperations, ReloadResult } from './hooks/operator.js'
-import { DeliveryScheduler } from './delivery/scheduler.js'
+import { applyLifetime, DeliveryScheduler } from './delivery/scheduler.js'
 import { SmtpListeners } from './smtp/listeners.js'
 import { MaildropPickup } from './smtp/pickup.js'
 import { recordOwnListeners } from './delivery/loop.js'
@@ -133,6 +133,7 @@ export class Relay {
     // once the relay runs (sweepSpool): only files listed now, before any session can add one.
     const recovered = await queue.recover(Date.now())
     if (recovered) log.info({ recovered }, 'recovered deliveries the last run left unfinished (a crash, or a stop with deliveries in flight): due again')
+    await applyLifetime(queue, config.delivery.maxQueueLifetime, log)
     const spoolFiles = await spool.list()
 
     // Plugins come up before the listeners (an admin plugin's /readyz says 'starting' until they are).

@@ -363,15 +363,19 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
 }
 
 /**
- * The host refused the transaction for now before it took the message for anyone: a 4xx to MAIL
- * FROM, or 421 (closing) at any command. The next MX host is tried at once, as after a 4xx greeting
- * (RFC 5321 §5.1, as Postfix does); a recipient's own 4xx at RCPT (greylisting) is not such a refusal.
+ * The host did not take the message for anyone, for now: a 4xx to MAIL FROM, to DATA or to the
+ * final dot (452 insufficient storage: the backup MX's case), 421 (closing) at any command, or the
+ * connection lost before the final dot went out. The next MX host is tried at once, as after a 4xx
+ * greeting (RFC 5321 §5.1: each address is tried until one takes it; Postfix does so). A
+ * recipient's own 4xx at RCPT (greylisting) is not such a refusal, nor is a connection lost or
+ * timed out after the final dot (the host may have taken the message: another would deliver it twice).
  */
 function sessionRefusedForNow(outcome: Extract<Outcome, { kind: 'done' }>): boolean {
   if (!outcome.replies.size) return false
   for (const reply of outcome.replies.values()) {
-    if (reply.ok || reply.code < 400 || reply.code > 499 || reply.stage === 'lmtp') return false
-    if (reply.stage !== 'mail' && reply.code !== 421) return false
+    if (reply.ok || reply.stage === 'lmtp') return false
+    if (reply.code === 0 ? !outcome.lostBeforeEnd : reply.code < 400 || reply.code > 499) return false
+    if (reply.code !== 0 && reply.stage !== 'mail' && reply.stage !== 'data' && reply.code !== 421) return false
   }
   return true
 }

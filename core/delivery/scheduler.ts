@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { Resolver } from 'node:dns/promises'
 import { Tokens } from '../tokens.js'
 import type { RelayConfig } from '../config/schema.js'
+import { formatDuration } from '../config/duration.js'
 import type { HookBus } from '../hooks/bus.js'
 import type { Job, NewMessage, Queue } from '../queue/types.js'
 import type { NewWorkSubscriber } from '../queue/intake.js'
@@ -14,6 +15,16 @@ import { DeliveryDsns } from './dsn.js'
 import { HeldJobs } from './held-jobs.js'
 import { InFlightLeases } from './leases.js'
 import { Throttle, type RemoteRouteCounts, type Slot } from './throttle.js'
+
+/** Every queued message expires `lifetime` after its arrival (at start, and when a reload changes delivery.maxQueueLifetime). */
+export async function applyLifetime(queue: Queue, lifetime: number, log: Logger): Promise<void> {
+  try {
+    const n = await queue.applyLifetime(lifetime)
+    if (n) log.info({ messages: n, maxQueueLifetime: formatDuration(lifetime) }, `delivery.maxQueueLifetime: ${n} queued message(s) now expire ${formatDuration(lifetime)} after they arrived`)
+  } catch (err) {
+    log.error({ err }, 'delivery.maxQueueLifetime: could not apply it to queued mail (it applies to new mail)')
+  }
+}
 
 /** Longest sleep between queue scans when nothing is due. */
 const IDLE_SCAN_MS = 30_000
@@ -115,8 +126,13 @@ export class DeliveryScheduler implements NewWorkSubscriber {
 
   /** Hot reload: the new config is in force from the next decision on (restart-only settings excepted). */
   applyConfig(next: RelayConfig): void {
+    const lifetime = next.delivery.maxQueueLifetime
+    const lifetimeChanged = lifetime !== this.config.delivery.maxQueueLifetime
     this.config = next
     this.delays.follow()
+    // Queued mail too, not only mail accepted from now on (Postfix's maximal_queue_lifetime): an
+    // operator who lengthens it during a long outage saves what waits.
+    if (lifetimeChanged) void applyLifetime(this.queue, lifetime, this.log)
   }
 
   /** New work may be due (a message was queued, a slot came free): scan soon. */

@@ -185,11 +185,17 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
     }
     const fail = (err: SmtpError) => {
       if (reused && !err.responseCode && !err.protocol && !stream.readableDidRead) return finish('reconnect', 'close')
-      finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls }, 'close')
+      // Lost (or timed out) before the final dot went out: the host cannot have taken the message.
+      const lostBeforeEnd = !err.responseCode && !err.protocol && s.phase !== 'sent' && !lmtpReplies.size && !attemptOver
+      finish({ kind: 'done', replies: replies(err), remoteHost: s.remoteHost, tls, ...(lostBeforeEnd && { lostBeforeEnd }) }, 'close')
     }
     s.onError = fail
     // A server that takes the message (or answers) a byte at a time still ends at the attempt's limit.
-    const overdue = o.deadline === undefined ? undefined : setTimeout(() => fail(Object.assign(new Error('the attempt ran out of time before the server answered'), { code: 'ETIMEDOUT' })), Math.max(0, o.deadline - Date.now()))
+    let attemptOver = false
+    const overdue = o.deadline === undefined ? undefined : setTimeout(() => {
+      attemptOver = true
+      fail(Object.assign(new Error('the attempt ran out of time before the server answered'), { code: 'ETIMEDOUT' }))
+    }, Math.max(0, o.deadline - Date.now()))
     s.conn.send({ from: o.from, to: o.to, use8BitMime: eightBit, dsn: o.dsn && { ret: o.dsn.ret, envid: o.dsn.envid }, size } as Parameters<SMTPConnection['send']>[0], stream, (err, info) => {
       s.messages++
       if (err) {

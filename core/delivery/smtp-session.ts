@@ -105,7 +105,8 @@ export type Outcome =
   | { kind: 'unreachable'; response: string; code?: number; remoteHost: string; policy?: 'tls' | 'auth' | 'loop' | NextHopLacks; silent?: boolean; greeting?: boolean; notTried?: boolean }
   /** A transaction ran; each recipient has the reply that decides its fate. `dsn`: the server offers DSN (RFC 3461). */
   /** `tlsFallback`: STARTTLS failed under TLS policy 'may' and the message went in plain text; why it failed. */
-  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string }
+  /** `lostBeforeEnd`: the connection failed (no reply) before the message's final dot was written: the host cannot have taken it. */
+  | { kind: 'done'; replies: Map<string, RecipientReply>; remoteHost: string; tls: TlsInfo | false; dsn?: boolean; tlsFallback?: string; lostBeforeEnd?: boolean }
 
 export type Unreachable = Extract<Outcome, { kind: 'unreachable' }>
 

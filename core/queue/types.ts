@@ -211,6 +211,8 @@ export interface Queue {
   bounceNow(queueId: string, response: string, mark: OwedDsn, owed: number[], now: number): Promise<OperatorBounce | undefined>
   /** Makes pending recipients of messages that are not held due at once; returns how many. */
   flush(filter: { queueId?: string; domain?: string }, now: number): Promise<number>
+  /** Every queued message expires `lifetimeMs` after its arrival (delivery.maxQueueLifetime, at start and when a reload changes it, as Postfix's maximal_queue_lifetime); returns how many changed. */
+  applyLifetime(lifetimeMs: number): Promise<number>
   summary(now: number): Promise<QueueSummary>
   /**
    * Delivery attempts, newest first, made before `before` (epoch ms) if given: those of queued

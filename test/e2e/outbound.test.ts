@@ -25,6 +25,10 @@ let plainRx: TestReceiver // 127.0.0.4
 let greet421: TestReceiver // 127.0.0.5: 421 at the greeting
 let senderRx: TestReceiver // 127.0.0.6: where bounces go
 let mail421: TestReceiver // 127.0.0.7: 421 to MAIL FROM
+let dropAtMail: TestReceiver // 127.0.0.13: closes the connection at MAIL FROM, no reply
+let full452: TestReceiver // 127.0.0.14: 452 insufficient storage after the message
+let midData: { server: net.Server; connections: number } // 127.0.0.15: closes in the middle of the message
+let dropAfterDot: TestReceiver // 127.0.0.16: takes the whole message, closes without a reply
 let data421: TestReceiver // 127.0.0.8: 421 after the message
 let greylist: TestReceiver // 127.0.0.10: 450 to RCPT
 let greet554: TestReceiver // 127.0.0.12: 554 at the greeting (a blocklist entry)
@@ -44,6 +48,27 @@ beforeAll(async () => {
   mail421 = await startReceiver({ host: '127.0.0.7', port, behaviour: { reply: { mail: () => ({ code: 421, message: '4.7.0 Try again later, closing connection' }) } } })
   data421 = await startReceiver({ host: '127.0.0.8', port, behaviour: { reply: { data: () => ({ code: 421, message: '4.3.2 Shutting down, closing connection' }) } } })
   greylist = await startReceiver({ host: '127.0.0.10', port, behaviour: { reply: { rcpt: () => ({ code: 450, message: '4.2.0 Greylisted, try again later' }) } } })
+  dropAtMail = await startReceiver({ host: '127.0.0.13', port, behaviour: { drop: 'mail' } })
+  full452 = await startReceiver({ host: '127.0.0.14', port, behaviour: { reply: { data: () => ({ code: 452, message: '4.3.1 Insufficient system storage' }) } } })
+  dropAfterDot = await startReceiver({ host: '127.0.0.16', port, behaviour: { drop: 'data' } })
+  midData = { server: net.createServer(), connections: 0 }
+  midData.server.on('connection', (s) => {
+    midData.connections++
+    s.on('error', () => {})
+    let inData = false
+    s.write('220 middata.test ESMTP\r\n')
+    s.on('data', (chunk) => {
+      if (inData) return void s.destroy() // the first bytes of the message: gone
+      for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
+        if (/^DATA/i.test(line)) {
+          inData = true
+          s.write('354 go ahead\r\n')
+        } else if (/^QUIT/i.test(line)) s.end('221 bye\r\n')
+        else s.write(/^EHLO/i.test(line) ? '250 middata.test\r\n' : '250 ok\r\n')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => midData.server.listen(port, '127.0.0.15', resolve))
   greet554 = await startReceiver({ host: '127.0.0.12', port, behaviour: { reply: { connect: () => ({ code: 554, message: '5.7.1 You are listed, go away' }) } } })
   const sockets = new Set<net.Socket>()
   const server = net.createServer((s) => {
@@ -64,6 +89,14 @@ beforeAll(async () => {
     'mx1.busymail.test': { A: ['127.0.0.7'] },
     'busydata.test': { MX: [{ exchange: 'mx1.busydata.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
     'mx1.busydata.test': { A: ['127.0.0.8'] },
+    'dropmail.test': { MX: [{ exchange: 'mx1.dropmail.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.dropmail.test': { A: ['127.0.0.13'] },
+    'full.test': { MX: [{ exchange: 'mx1.full.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.full.test': { A: ['127.0.0.14'] },
+    'middata.test': { MX: [{ exchange: 'mx1.middata.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.middata.test': { A: ['127.0.0.15'] },
+    'dropafterdot.test': { MX: [{ exchange: 'mx1.dropafterdot.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
+    'mx1.dropafterdot.test': { A: ['127.0.0.16'] },
     'greylist.test': { MX: [{ exchange: 'mx1.greylist.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
     'mx1.greylist.test': { A: ['127.0.0.10'] },
     'deadprimary.test': { MX: [{ exchange: 'mx1.deadprimary.test', priority: 1 }, { exchange: 'mx2.busy.test', priority: 2 }] },
@@ -95,7 +128,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop()
-  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist, greet554].map((x) => x?.close()))
+  await Promise.all([dns, tlsRx, brokenTlsRx, plainRx, greet421, senderRx, mail421, data421, greylist, greet554, dropAtMail, full452, dropAfterDot].map((x) => x?.close()))
+  midData?.server.close()
   for (const s of mute?.sockets ?? []) s.destroy()
   await new Promise((resolve) => mute?.server.close(resolve))
 })
@@ -147,7 +181,12 @@ describe('outbound', () => {
     expect(greet421.connections).toBeGreaterThan(0)
   })
 
-  for (const [domain, rx, what] of [['busymail.test', () => mail421, '421 to MAIL FROM'], ['busydata.test', () => data421, '421 after the message']] as const) {
+  for (const [domain, rx, what] of [
+    ['busymail.test', () => mail421, '421 to MAIL FROM'],
+    ['busydata.test', () => data421, '421 after the message'],
+    ['dropmail.test', () => dropAtMail, 'no reply to MAIL FROM (the connection closed)'],
+    ['full.test', () => full452, '452 4.3.1 (insufficient storage) after the message'],
+  ] as const) {
     it(`moves on to the next MX in the same attempt when the first answers ${what}`, async () => {
       const before = plainRx.messages.length
       await sendMail(relay.port, { from: 'a@sender.test', to: [`u@${domain}`], data: msg(domain) })
@@ -160,6 +199,27 @@ describe('outbound', () => {
       expect(relay.logs.filter((l) => l.event === 'deferred' && l.recipient === `u@${domain}`)).toEqual([])
     })
   }
+
+  it('moves on to the next MX in the same attempt when the first closes the connection in the middle of a message (before its end was sent)', async () => {
+    const before = plainRx.messages.length
+    // 4 MB: more than the socket buffers take, so the end of the message is still to be written when the host closes.
+    const big = msg('middata') + `${'x'.repeat(998)}\r\n`.repeat(4000)
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@middata.test'], data: big })
+    const msgs = await plainRx.waitForMessages(before + 1, 15_000)
+    expect(msgs.at(-1)!.to).toEqual(['u@middata.test'])
+    expect(midData.connections).toBeGreaterThan(0)
+    await relay.waitForLog((l) => l.event === 'delivered' && l.recipient === 'u@middata.test')
+    expect(relay.logs.filter((l) => l.event === 'deferred' && l.recipient === 'u@middata.test')).toEqual([])
+  })
+
+  it('a connection lost after the whole message was sent defers it without trying the next MX (the host may have taken it)', async () => {
+    const before = plainRx.messages.length
+    await sendMail(relay.port, { from: 'a@sender.test', to: ['u@dropafterdot.test'], data: msg('drop after dot') })
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred' && l.recipient === 'u@dropafterdot.test', 10_000)
+    expect(deferred.response).toMatch(/connection lost/)
+    expect(dropAfterDot.refused.length).toBeGreaterThan(0)
+    expect(plainRx.messages.slice(before).filter((m) => m.to.includes('u@dropafterdot.test'))).toEqual([])
+  })
 
   it('a 450 to RCPT (greylisting) defers the recipient without trying the next MX in that attempt', async () => {
     await sendMail(relay.port, { from: 'a@sender.test', to: ['u@greylist.test'], data: msg('greylisted') })

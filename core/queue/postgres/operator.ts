@@ -181,6 +181,11 @@ export async function bounceNow(db: PgContext, queueId: string, response: string
   })
 }
 
+export async function applyLifetime(db: PgContext, lifetimeMs: number): Promise<number> {
+  const { rowCount } = await db.query(`UPDATE ${db.s}.messages SET expires_at = received_at + $1 WHERE expires_at <> received_at + $1`, [lifetimeMs])
+  return rowCount ?? 0
+}
+
 export async function flush(db: PgContext, filter: { queueId?: string; domain?: string }, now: number): Promise<number> {
   const values: unknown[] = [now]
   const param = (v: unknown) => `$${values.push(v)}`

@@ -299,6 +299,10 @@ export class PgQueue implements Queue {
     return operator.flush(this.db, filter, now)
   }
 
+  applyLifetime(lifetimeMs: number): Promise<number> {
+    return operator.applyLifetime(this.db, lifetimeMs)
+  }
+
   summary(now: number): Promise<QueueSummary> {
     return operator.summary(this.db, now)
   }

@@ -178,6 +178,10 @@ export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, 
   return q.db.prepare(`UPDATE recipients SET next_attempt = ?, leased = 0 WHERE ${where.join(' AND ')}`).run(...params).changes
 }
 
+export function applyLifetime(q: Sqlite, lifetimeMs: number): number {
+  return q.db.prepare('UPDATE messages SET expires_at = received_at + ? WHERE expires_at <> received_at + ?').run(lifetimeMs, lifetimeMs).changes
+}
+
 export function summary(q: Sqlite, now: number): QueueSummary {
   const s = pendingSummary(q, now)
   // Through the partial index of owed rows: as many as owe one, not the queue.

@@ -203,6 +203,10 @@ export class SqliteQueue implements Queue {
     return this.call('flush', filter, now)
   }
 
+  applyLifetime(lifetimeMs: number): Promise<number> {
+    return this.call('applyLifetime', lifetimeMs)
+  }
+
   summary(now: number): Promise<QueueSummary> {
     return this.call('summary', now)
   }

@@ -131,6 +131,10 @@ export class SqliteStore {
     return operator.flush(this.q, filter, now)
   }
 
+  applyLifetime(lifetimeMs: number): number {
+    return operator.applyLifetime(this.q, lifetimeMs)
+  }
+
   summary(now: number): QueueSummary {
     return operator.summary(this.q, now)
   }

@@ -19,6 +19,7 @@ type Op =
   | 'remove'
   | 'bounceNow'
   | 'flush'
+  | 'applyLifetime'
   | 'summary'
   | 'recentAttempts'
   | 'stats'
