@@ -302,7 +302,7 @@ export class Relay {
     this.pool = undefined
     await parts.smtp.stop()
     await parts.delivery.stop(Math.max(0, deadline - Date.now()))
-    // Beats while deliveries drain; what is still leased after this goes to other nodes after deadAfter.
+    // Beats while deliveries drain; then leaves the cluster record, what is still leased due at once for the other nodes.
     await this.heartbeat?.stop()
     this.heartbeat = undefined
     // Plugins after the listeners and deliveries: an admin plugin's /readyz says 'stopping' while they drain.

@@ -41,7 +41,10 @@ export class SharedCounters {
     // ioredis is imported only here, so a relay without shared limits never loads it (limits are per node until it connects).
     importOptional('ioredis', 'delivery.throttle.redis', () => import('ioredis')).then(({ Redis }) => {
       if (this.closed) return
-      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: COMMAND_TIMEOUT_MS, commandTimeout: COMMAND_TIMEOUT_MS })
+      // socketTimeout: a connection that stays silent with commands waiting is dropped and made
+      // anew; a command timeout alone keeps a connection whose path was lost (a firewall or NAT
+      // forgot it) for ever, every command timing out on it.
+      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: COMMAND_TIMEOUT_MS, commandTimeout: COMMAND_TIMEOUT_MS, socketTimeout: COMMAND_TIMEOUT_MS })
       this.redis.on('error', (err) => this.failed(err))
     }, (err: Error) => this.failed(err))
   }

@@ -59,16 +59,25 @@ export class NodeHeartbeat {
         'heartbeat: other nodes declared this node dead and took its leased work over; results of deliveries it had in flight are not recorded (they are attempted again)',
       )
     }
+    if (r.otherProcessBeatMsAgo !== undefined && !first) {
+      this.log.error(
+        { beatMsAgo: r.otherProcessBeatMsAgo },
+        'heartbeat: another process beats as this cluster node (the same hostname on the same machine name): each takes the other for itself and mail is delivered twice; give each node its own identity (docs/cluster.md)',
+      )
+    }
     for (const d of r.dead) {
-      this.log.warn({ node: d.nodeId, silentMs: d.silentMs, recipients: d.recipients }, 'heartbeat: a node stopped beating; its leased work is due again')
+      if (d.left) this.log.info({ node: d.nodeId, recipients: d.recipients }, 'heartbeat: a node left the cluster (stopped); what it still held is due again')
+      else this.log.warn({ node: d.nodeId, silentMs: d.silentMs, recipients: d.recipients }, 'heartbeat: a node stopped beating; its leased work is due again')
     }
     if (r.dead.some((d) => d.recipients > 0)) this.onTakeover()
   }
 
-  /** After deliveries have stopped: the node stops beating; others take over what it still held after deadAfter. */
+  /** After deliveries have stopped: the node stops beating and leaves the record; others take over what it still held at once. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     await this.beating
+    // Its record goes: the others would report it as a node that died (the log line of a crash).
+    if (this.beaten) await this.queue.leave().catch((err: unknown) => this.log.warn({ err }, 'heartbeat: removing this node from the cluster record failed (the others will report it as stopped beating)'))
   }
 }

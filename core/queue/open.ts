@@ -28,7 +28,7 @@ export async function openQueue(config: RelayConfig, o: { spool: Spool; log?: Lo
   if (q.driver === 'postgres') {
     // Loaded only in cluster mode: a one-machine relay never loads pg.
     const { PgQueue } = await importOptional('pg', "queue: { driver: 'postgres' }", () => import('./postgres/queue.js'))
-    return new PgQueue({ url: q.url, poolSize: q.poolSize, queryTimeout: q.queryTimeout, schema: q.schema, nodeId: nodeIdOf(config), retention: q.retention, log: o.log })
+    return new PgQueue({ url: q.url, poolSize: q.poolSize, queryTimeout: q.queryTimeout, schema: q.schema, nodeId: nodeIdOf(config), retention: q.retention, heartbeat: q.heartbeat, log: o.log })
   }
   const file = path.join(config.dataDir, SQLITE_QUEUE_FILE)
   await refuseLostDatabase(file, o.spool)

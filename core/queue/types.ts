@@ -114,7 +114,10 @@ export interface HeartbeatResult {
    */
   wasMissing: boolean
   /** Nodes found dead by this beat (their record is gone), with how many recipients each held. */
-  dead: { nodeId: string; silentMs: number; recipients: number }[]
+  /** `left`: the node stopped cleanly (Queue.leave), it did not die. */
+  dead: { nodeId: string; silentMs: number; recipients: number; left?: boolean }[]
+  /** Another process beat under this node's identity since this one's last beat (that long ago). */
+  otherProcessBeatMsAgo?: number
 }
 
 export interface CompleteResult {
@@ -187,6 +190,8 @@ export interface Queue {
    * process (its `recover` at start is enough): there it records nothing and finds no one.
    */
   heartbeat(now: number, deadAfterMs: number): Promise<HeartbeatResult>
+  /** A clean stop: the next beat of another node takes over what this one still holds, at once, without taking it for dead. */
+  leave(): Promise<void>
   list(filter?: QueueFilter): Promise<QueueEntry[]>
   /** One message in full (envelope, recipients with attempt history, headers); undefined if unknown. */
   show(queueId: string): Promise<MessageDetail | undefined>

@@ -47,7 +47,7 @@ interface Held {
   jobs: Map<number, { message: string; domain: string }>
 }
 
-const WORKER_FORBIDDEN = new Set(['close', 'recover', 'heartbeat'])
+const WORKER_FORBIDDEN = new Set(['close', 'recover', 'heartbeat', 'leave'])
 
 /** How long a worker may take to start (load plugins, bind) before the start fails. */
 const START_TIMEOUT = 60_000

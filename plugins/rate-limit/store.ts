@@ -194,6 +194,9 @@ export async function redisStore(url: string, prefix: string, timeoutMs: number,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: timeoutMs,
+    // A connection silent with commands waiting is dropped and made anew: with the command timeout
+    // alone one whose path was lost (a firewall or NAT forgot it) stayed, every command timing out.
+    socketTimeout: timeoutMs,
     connectTimeout: Math.max(timeoutMs, 1000),
     // Keep trying in the background; limits fail open (or tempfail) meanwhile.
     retryStrategy: (times) => Math.min(times * 200, 2000),

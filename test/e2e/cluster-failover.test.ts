@@ -244,4 +244,60 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
     // A beats again and keeps its place in the cluster.
     await eventually(async () => (await admin!.query(`SELECT node_id FROM ${SCHEMA}.nodes`)).rows.length === 2, 5000, 'both nodes on record')
   }, 60_000)
+
+  it("nodes with different heartbeat settings judge each other by the silent node's own deadAfter; a node stopped cleanly leaves the record and its held work is due at once", async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const bId = `node-b.relay.test/${os.hostname()}`
+    // A: beats every 500 ms, dead after 2 s. B: every 3 s, dead after 10 s (a rolling change of queue.heartbeat).
+    const nodeA = await startRelay({ config: nodeConfig('node-a') })
+    relays.push(nodeA)
+    const nodeB = await startRelay({ config: nodeConfig('node-b', { queue: { driver: 'postgres', url: PG_URL, schema: SCHEMA, poolSize: 4, heartbeat: { interval: '3s', deadAfter: '10s' } }, shutdownTimeout: '1s' }) })
+    relays.push(nodeB)
+    const ids = await sendThrough(nodeB, 2, 'slow-beats')
+    await eventually(() => rx.refused.length >= 2, 15_000, "node B's deliveries under way")
+    // Over two of B's beat intervals, A (whose own deadAfter is 2 s) does not take B for dead.
+    await new Promise((r) => setTimeout(r, 7000))
+    expect(logged(nodeA, 'heartbeat: a node stopped beating')).toEqual([])
+    expect(logged(nodeB, 'heartbeat: other nodes declared this node dead')).toEqual([])
+    expect(await leases()).toEqual([expect.objectContaining({ leased_by: bId, n: 4 })])
+    expect(rx.refused).toHaveLength(2) // not attempted a second time by A
+
+    // B stops (SIGTERM) with its deliveries stalled past shutdownTimeout: it leaves the record and
+    // what it held is A's at once, without A reporting a node that died.
+    rx.setBehaviour({})
+    await nodeB.stop()
+    await eventually(() => ids.every((id) => rx.messages.some((m) => messageIdOf(m) === id)), 15_000, "B's messages delivered by A")
+    expect(logged(nodeA, 'heartbeat: a node stopped beating')).toEqual([])
+    expect(logged(nodeA, "heartbeat: a node left the cluster (stopped)")).toHaveLength(1)
+    expect((await admin.query(`SELECT node_id FROM ${SCHEMA}.nodes`)).rows.map((r) => r.node_id)).toEqual([`node-a.relay.test/${os.hostname()}`])
+  }, 60_000)
+
+  it('a second process with the same node identity is refused at start while the first one beats: it does not take the first one\'s in-flight mail', async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const aId = `node-a.relay.test/${os.hostname()}`
+    const nodeA = await startRelay({ config: nodeConfig('node-a') })
+    relays.push(nodeA)
+    await sendThrough(nodeA, 1, 'twin')
+    await eventually(() => rx.refused.length >= 1, 15_000, "node A's delivery under way")
+    const twin = startRelay({ config: nodeConfig('node-a') })
+    await expect(twin).rejects.toThrow(/another process is running as cluster node node-a\.relay\.test\/.*each node needs its own identity/)
+    expect(await leases()).toEqual([expect.objectContaining({ leased_by: aId, n: 2 })])
+    expect(rx.refused).toHaveLength(1)
+    expect(logged(nodeA, 'heartbeat: other nodes declared this node dead')).toEqual([])
+  }, 60_000)
+
+  it('a node restarted right after kill -9 (its record still fresh) waits for one beat, then starts and delivers what it held', async () => {
+    if (!admin) return void skipFor(pgProblem)
+    const first = await startRelay({ config: nodeConfig('node-a') })
+    relays.push(first)
+    const ids = await sendThrough(first, 1, 'restart')
+    await eventually(() => rx.refused.length >= 1, 15_000, 'delivery under way')
+    first.child.kill('SIGKILL')
+    await new Promise((r) => first.child.once('exit', r))
+    rx.setBehaviour({})
+    const again = await startRelay({ config: nodeConfig('node-a') })
+    relays.push(again)
+    expect(logged(again, 'queue: node node-a.relay.test/')).toHaveLength(1) // the wait, said
+    await eventually(() => ids.every((id) => rx.messages.some((m) => messageIdOf(m) === id)), 15_000, 'delivered after the restart')
+  }, 60_000)
 })

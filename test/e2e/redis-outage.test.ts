@@ -109,7 +109,41 @@ describe('Redis that stops answering', () => {
     console.log('after:', after.reply, after.ms)
     expect(after.reply).toMatch(/^250 /)
     await eventually(() => mx.messages.some((m) => messageIdOf(m) === after.id), 30_000, 'delivered after Redis came back')
+
     const ids = mx.messages.map(messageIdOf)
     expect(new Set(ids).size).toBe(ids.length)
   }, 120_000)
+
+  it('connections whose path is lost for good (a firewall or NAT forgot them; Redis and new connections are fine) are replaced: sessions are fast and limits shared again within seconds', async () => {
+    if (problem) return void skipFor(problem)
+    const probe = new Redis(REDIS_URL)
+    try {
+      // The rate limits' counters in Redis: a session that counts there changes them.
+      const counters = async () => {
+        const keys = (await probe.keys(`relay-rl-${RUN}*`)).sort()
+        return JSON.stringify(await Promise.all(keys.map(async (k) => [k, (await probe.type(k)) === 'string' ? await probe.get(k) : await probe.pttl(k)])))
+      }
+      const counted = async () => {
+        const before = await counters()
+        const s = await send()
+        return { ...s, shared: (await counters()) !== before }
+      }
+      // Shared again after the earlier tests' outages (a failure makes a node decide alone for 10 s).
+      await eventually(async () => { const s = await counted(); return s.shared && s.ms < 500 }, 20_000, 'limits shared before the test')
+      proxy.strandOpen() // every open connection passes nothing from now on
+      const made = proxy.connections()
+      const t0 = Date.now()
+      // Commands on the stranded connections time out (1 s); each client drops its connection and makes a new one.
+      await eventually(async () => { const s = await counted(); return s.shared && s.ms < 500 }, 30_000, 'limits shared and sessions fast again')
+      console.log(`stranded: shared and fast again after ${Date.now() - t0} ms; new connections ${proxy.connections() - made}`)
+      expect(proxy.connections()).toBeGreaterThan(made)
+      for (let i = 0; i < 3; i++) {
+        const s = await counted()
+        expect(s.ms).toBeLessThan(500)
+        expect(s.shared).toBe(true)
+      }
+    } finally {
+      await probe.quit()
+    }
+  }, 60_000)
 })

@@ -13,6 +13,8 @@ export interface TcpProxy {
   via(url: string): string
   cut(): Promise<void>
   blackhole(): void
+  /** The connections open now pass no byte ever again (a firewall or NAT lost their state); new ones work. */
+  strandOpen(): void
   hold(): void
   restore(): Promise<void>
   close(): Promise<void>
@@ -26,7 +28,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   let made = 0
   /** Bytes held (mode 'hold'), in order, to pass on at restore. */
   let held: { to: net.Socket; data: Buffer }[] = []
+  const stranded = new WeakSet<net.Socket>()
   const pass = (to: net.Socket, data: Buffer) => {
+    if (stranded.has(to)) return
     if (mode === 'open') to.write(data)
     else if (mode === 'hold') held.push({ to, data })
   }
@@ -67,6 +71,12 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     blackhole() {
       mode = 'blackhole'
+    },
+    strandOpen() {
+      for (const p of pairs) {
+        stranded.add(p.a)
+        if (p.b) stranded.add(p.b)
+      }
     },
     hold() {
       mode = 'hold'

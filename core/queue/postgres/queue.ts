@@ -3,6 +3,7 @@
 // expiry, so a dead node's work becomes due again for the others on its own.
 // This class holds the connections, the group commits and the queue's life cycle; each concern's
 // statements live in a file of their own (claim, operator, reputation, suppressions, delay, heartbeat).
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import { Readable } from 'node:stream'
@@ -18,7 +19,7 @@ import { GroupCommit } from './batch.js'
 import { insertMessages, newRow, type NewRow } from './insert.js'
 import { completeMany, type CompleteItem } from './complete.js'
 import { beatPool, withoutPassword, workPool } from './pool.js'
-import { beat } from './heartbeat.js'
+import { beat, leave, refuseLiveTwin } from './heartbeat.js'
 import { PgOpening, markUnavailable } from './opening.js'
 import { HOUR, INLINE_MAX, PENDING, toMessage, type MessageRow, type PgContext } from './sql.js'
 import * as claims from './claim.js'
@@ -46,6 +47,8 @@ export interface PgQueueOptions {
   nodeId: string
   /** How long reputation counters and the sent log are kept (default 30 days). */
   retention?: number
+  /** queue.heartbeat: at start, a record of this node that still beats is another process (refused). */
+  heartbeat?: { interval: number; deadAfter: number }
   log?: Logger
 }
 
@@ -82,10 +85,15 @@ export class PgQueue implements Queue {
     return suppressions.lookupSuppressions(this.pool, this.s, addresses)
   }, BATCH)
 
+  private readonly heartbeatSettings: PgQueueOptions['heartbeat']
+  /** This process, in its heartbeat record: another process with the same node identity is seen. */
+  private readonly instance = randomUUID()
+
   constructor(o: PgQueueOptions) {
     this.s = quoteSchema(o.schema)
     this.url = o.url
     this.nodeId = o.nodeId
+    this.heartbeatSettings = o.heartbeat
     this.retention = o.retention ?? 30 * 86_400_000
     this.log = o.log
     this.pool = workPool(o.url, o.poolSize, o.log, o.queryTimeout ?? 20_000)
@@ -226,7 +234,12 @@ export class PgQueue implements Queue {
     await this.opening.whenOpen()
     this.beats ??= beatPool(this.url, this.log)
     // Beats run every interval whatever the load: they keep reachable() current on an idle node.
-    return this.noted(beat(this.beats, this.s, this.nodeId, now, deadAfterMs).catch((err: unknown) => Promise.reject(markUnavailable(err))))
+    return this.noted(beat(this.beats, this.s, this.nodeId, now, deadAfterMs, this.instance).catch((err: unknown) => Promise.reject(markUnavailable(err))))
+  }
+
+  async leave(): Promise<void> {
+    if (this.closed || !this.opening.isOpen()) return
+    await leave(this.pool, this.s, this.nodeId, this.instance)
   }
 
   async recover(now: number, queueIds?: string[]): Promise<number> {
@@ -234,6 +247,7 @@ export class PgQueue implements Queue {
     if (!queueIds && (await this.opening.deferRecovery())) return 0
     if (this.closed) throw new Error('queue is closed')
     await this.opening.whenOpen()
+    if (!queueIds && this.heartbeatSettings) await refuseLiveTwin(this.pool, this.s, this.nodeId, this.heartbeatSettings, this.log)
     return this.releaseOwn(now, queueIds)
   }
 

@@ -121,6 +121,13 @@ const MIGRATIONS: ((s: string) => string)[] = [
     ALTER TABLE ${s}.recipients ADD COLUMN dsn jsonb;
     CREATE INDEX recipients_dsn ON ${s}.recipients (message_id) WHERE dsn IS NOT NULL;
   `,
+  // Each node's own deadAfter (nodes with different heartbeat settings judge each other by the
+  // dead node's, not their own), the process that beats (a second process with the same node
+  // identity is seen), and a clean stop (`left`: the next beat of another node takes its work
+  // over at once, without reporting a node that died).
+  (s) => `
+    ALTER TABLE ${s}.nodes ADD COLUMN dead_after bigint, ADD COLUMN instance text, ADD COLUMN left_cluster boolean NOT NULL DEFAULT false;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -156,6 +156,10 @@ export class SqliteQueue implements Queue {
   }
 
   /** One process owns this queue (its `recover` at start frees what it held): no other node to watch. */
+  leave(): Promise<void> {
+    return Promise.resolve()
+  }
+
   heartbeat(_now: number, _deadAfterMs: number): Promise<HeartbeatResult> {
     if (this.closed) return Promise.reject(new Error('queue is closed'))
     return Promise.resolve({ wasMissing: false, dead: [] })
