@@ -77,6 +77,11 @@
 // 19. RFC 5321 §4.1.1.4, §4.1.1.5: DATA and RSET take no argument. smtp-server ignored one, so
 //    `DATA foo` got 354 and the client's next commands became message text; now 501 5.5.4 Syntax:
 //    DATA, as Postfix answers (DATA without a recipient still gets 503 first).
+// 20. A client that half-closes after its last command (`printf '...\r\n.\r\nQUIT\r\n' | nc -N`,
+//    shutdown(SHUT_WR)) gets every reply: the server is made with `allowHalfOpen` (server.ts), and
+//    a plaintext or implicit-TLS socket whose client sent FIN counts as open for smtp-server's
+//    send() until this side ends it, once the parser has answered all it read. Without it the 250
+//    for a message the relay had queued was never sent, and the client sent the message again.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
@@ -131,7 +136,23 @@ function onSocketData(this: FedSocket, chunk: Buffer): void {
 }
 function onSocketEnd(this: FedSocket): void {
   const parser = this[PARSER]
-  if (parser && !parser.destroyed && !parser.writableEnded) parser.end()
+  const open = parser && !parser.destroyed && !parser.writableEnded
+  // Patch 20: the client half-closed; its replies still go out, then this side ends.
+  if (this.allowHalfOpen && !this.writableEnded && !this.destroyed) {
+    Object.defineProperty(this, 'readyState', { configurable: true, get: halfOpenState })
+    if (open) parser.once('finish', endWhenAnswered)
+    else this.end()
+  }
+  if (open) parser.end()
+}
+/** A socket whose client half-closed, as smtp-server's send() asks: open until this side ends it. */
+function halfOpenState(this: Socket): string {
+  return this.writableEnded || this.destroyed ? 'closed' : 'open'
+}
+/** Every command the client sent before its FIN is answered (the parser finished): this side ends too. */
+function endWhenAnswered(this: Writable): void {
+  const socket = (this as ParserInternals)[REPLIES_TO]?._socket
+  if (socket && !socket.writableEnded && !socket.destroyed) socket.end()
 }
 /** smtp-server 3.21's _setListeners, whitespace folded: patch 8 replaces exactly this. */
 const SET_LISTENERS =

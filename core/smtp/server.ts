@@ -39,6 +39,8 @@ export function createSmtpServer(c: RelayConfig, listener: Listener, log: Logger
     name: c.hostname,
     banner: 'Relay',
     secure: listener.tls === 'implicit',
+    // A client that half-closes after its last command still gets its replies (core/smtp/patches.ts 20).
+    allowHalfOpen: true,
     ...(tls ? { key: tls.key, cert: tls.cert, sniOptions: tls.sniOptions, minVersion: tls.minVersion } : {}),
     hideSTARTTLS: listener.tls !== 'starttls',
     size: c.smtp.maxMessageSize,

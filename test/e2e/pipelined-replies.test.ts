@@ -140,3 +140,45 @@ describe('replies to pipelined commands (RFC 2920)', () => {
     secure.destroy()
   })
 })
+
+describe('a client that half-closes (FIN) after its last command', () => {
+  /** Everything the relay sends until it closes its side, and how long after our FIN that was. */
+  const untilClosed = (c: Reads) =>
+    new Promise<{ text: string; ms: number }>((resolve) => {
+      const finAt = Date.now()
+      c.socket.once('end', () => resolve({ text: c.reads.join(''), ms: Date.now() - finAt }))
+    })
+
+  it('gets the 250 for its message and the 221 (printf ... | nc -N), and the message is delivered once', async () => {
+    const c = await connect()
+    expect(await sendGroup(c, ['half@dest.test'])).toEqual(['250', '250', '354'])
+    const closed = untilClosed(c)
+    c.socket.end(`${body('half closed').replace(/\.\r\n$/, '')}.\r\nQUIT\r\n`) // the message's end and QUIT, then FIN
+    const { text } = await closed
+    expect(text).toMatch(/\r\n250 2\.0\.0 Ok: queued as \w+\r\n221 /)
+    await eventually(() => rx.messages.some((m) => m.raw.toString().includes('Subject: half closed')), 10_000)
+    expect(rx.messages.filter((m) => m.raw.toString().includes('Subject: half closed'))).toHaveLength(1)
+  })
+
+  it('without QUIT: the replies to what it sent, then the relay closes its side at once', async () => {
+    const c = await connect()
+    const closed = untilClosed(c)
+    c.socket.end(`${group('app@client.test', ['half2@dest.test'])}`)
+    const { text, ms } = await closed
+    expect(text.split('\r\n').filter((l) => /^\d{3} /.test(l)).map((l) => l.slice(0, 3))).toEqual(['220', '250', '250', '250', '354'].slice(0, 5))
+    expect(ms).toBeLessThan(3000)
+    // The message it never finished is not queued.
+    await new Promise((r) => setTimeout(r, 300))
+    expect(relay.logs.filter((l) => l.event === 'accepted' && JSON.stringify(l).includes('half2@dest.test'))).toEqual([])
+  })
+
+  it('a FIN right after connecting: the greeting, then the close, without waiting for a timeout', async () => {
+    const socket = net.connect({ port: relay.port, host: '127.0.0.1' })
+    const c = new Reads(socket)
+    const closed = untilClosed(c)
+    socket.end()
+    const { ms } = await closed
+    expect(ms).toBeLessThan(3000)
+  })
+})
+
