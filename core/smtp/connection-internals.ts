@@ -46,6 +46,7 @@ export interface ConnectionInternals {
   _onTimeout(): void
   _createParser(): Writable
   _whenWritable(next: () => void): void
+  _validateMailParams(parsed: { args?: Record<string, unknown> | false }): { code: number; message: string } | null
   _socket: Socket
   _xClient: Map<string, unknown>
   _xForward: Map<string, unknown>
@@ -53,6 +54,7 @@ export interface ConnectionInternals {
   _server: {
     options: {
       maxClients?: number
+      hideREQUIRETLS?: boolean
       greetingDelay?: number
       maxErrors?: number
       trustedClient?: (ip: string) => boolean

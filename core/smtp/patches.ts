@@ -82,6 +82,9 @@
 //    a plaintext or implicit-TLS socket whose client sent FIN counts as open for smtp-server's
 //    send() until this side ends it, once the parser has answered all it read. Without it the 250
 //    for a message the relay had queued was never sent, and the client sent the message again.
+// 21. REQUIRETLS (RFC 8689) is not offered: its parameter is unknown with or without TLS (555 5.5.4),
+//    not 530 in plain text (smtp-server's own check, as if TLS would help). Its 421 for too many
+//    commands before AUTH carries 4.7.0 (a policy limit), not 4.4.2 (a bad connection).
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
@@ -188,6 +191,7 @@ export function patchSmtpServer(): void {
     typeof proto._getEnhancedStatusCode !== 'function' ||
     typeof proto._createParser !== 'function' ||
     typeof proto._whenWritable !== 'function' ||
+    typeof proto._validateMailParams !== 'function' ||
     typeof proto.close !== 'function' ||
     String(proto._setListeners).replace(/\s+/g, ' ') !== SET_LISTENERS
   ) {
@@ -195,11 +199,22 @@ export function patchSmtpServer(): void {
   }
   marked[PATCHED] = true
   patchDotLines()
+  // Patch 21: REQUIRETLS is not offered (hideREQUIRETLS): smtp-server still judged it, so in plain
+  // text it got 530 "not permitted on non-TLS connections" (as if TLS would help). It is left to
+  // the relay's check of unknown parameters: 555 5.5.4, with or without TLS.
+  const validateMailParams = proto._validateMailParams
+  proto._validateMailParams = function (this: ConnectionInternals, parsed: { args?: Record<string, unknown> | false }) {
+    if (!this._server.options.hideREQUIRETLS || !parsed.args || parsed.args.REQUIRETLS === undefined) return validateMailParams.call(this, parsed)
+    const { REQUIRETLS: _, ...args } = parsed.args
+    return validateMailParams.call(this, { ...parsed, args })
+  }
   const send = proto.send
   const relaySend: ConnectionInternals['send'] = function (this: ConnectionInternals, code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
     else if (code === 500 && context === 'AUTH' && !this.secure && this._server.options.authAfterStartTls && this._isSupported('STARTTLS')) [code, data] = [530, replyText(CORE_REPLIES.mustStartTls)]
     else if (code === 500 && data === 'Error: command not recognized' && NOT_IMPLEMENTED.has(this._relayVerb ?? '')) [code, data] = [502, replyText(CORE_REPLIES.notImplemented)]
+    // A policy limit, not a bad connection: 4.7.0 as the relay's own count of these commands (smtp-server derived 4.4.2).
+    else if (code === 421 && data === 'Error: too many unauthenticated commands') data = replyText(CORE_REPLIES.tooManyUnauthenticatedCommands)
     const { maxErrors, onTooManyErrors, onRefused } = this._server.options
     const verb = this._relayVerb
     if (code >= 200 && code !== 334 && code !== 354) this._relayVerb = undefined

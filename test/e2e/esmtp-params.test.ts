@@ -78,6 +78,15 @@ describe('ESMTP semantics', () => {
     expect(got.raw.toString()).toMatch(/by relay\.test \(Relay\) with UTF8SMTP id /)
   })
 
+  it('REQUIRETLS is not offered: 555 5.5.4 like any unknown parameter, also in plain text (not 530 "not permitted on non-TLS")', async () => {
+    const { client } = await connectRaw(relay.port)
+    await client.command('EHLO client.test')
+    expect(await client.command('MAIL FROM:<a@client.test> REQUIRETLS')).toMatch(/^555 5\.5\.4 .*REQUIRETLS/)
+    expect(await client.command('MAIL FROM:<a@client.test> REQUIRETLS=yes')).toMatch(/^555 5\.5\.4 /)
+    expect(await client.command('MAIL FROM:<a@client.test>')).toMatch(/^250 /)
+    client.close()
+  })
+
   it('a UTF-8 mailbox needs SMTPUTF8 on MAIL (553 5.6.7, RFC 6531 §3.4); an internationalized domain alone does not', async () => {
     const c = await session()
     expect(await c.command('MAIL FROM:<jösé@sender.test>')).toMatch(/^553 5\.6\.7 Must declare SMTPUTF8/)
