@@ -177,6 +177,12 @@ export const configSchema = z
         /** Per-command reply timeout on outbound connections. */
         commandTimeout: timeout.default(300_000),
         /**
+         * The wait for the reply to the message's final dot (RFC 5321 §4.5.3.2.6: at least 10
+         * minutes; Postfix's smtp_data_done_timeout): a server may scan the message first, and a
+         * shorter wait sends it again while the server is still taking it.
+         */
+        dataDoneTimeout: timeout.default(600_000),
+        /**
          * One attempt, every host it tries included, ends after this long: a host that answers a byte
          * at a time cannot hold a message (and its slot) for hours. What is unanswered then waits for a retry.
          */

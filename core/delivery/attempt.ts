@@ -281,6 +281,7 @@ async function send(job: Job, deps: AttemptDeps, plan: Plan, all: All, routeName
     message: messageStream(job, deps.openBody),
     connectTimeout: config.delivery.connectTimeout,
     commandTimeout: config.delivery.commandTimeout,
+    dataDoneTimeout: config.delivery.dataDoneTimeout,
     deadline,
     eightBit: /^(8BITMIME|BINARYMIME)$/i.test(String(job.message.senderArgs?.BODY ?? '')),
     size: job.message.size,

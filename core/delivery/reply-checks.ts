@@ -15,6 +15,8 @@ export interface Internals {
   _processResponse(): unknown
   _actionDATA(str: string, callback: (err: Error | null, info?: unknown) => void): unknown
   _createSendStream(callback: unknown): NodeJS.ReadableStream
+  /** The socket (the TLS one after STARTTLS): its idle timeout is nodemailer's socketTimeout. */
+  _socket?: { setTimeout(ms: number): void }
 }
 
 /**

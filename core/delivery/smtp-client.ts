@@ -148,6 +148,7 @@ function transaction(s: Session, o: TransactionOptions, pool: ConnectionPool, me
       clearTimeout(overdue)
       s.onError = undefined
       s.lmtpReplies = undefined
+      if (s.phase === 'sent') (s.conn as unknown as { _socket?: { setTimeout(ms: number): void } })._socket?.setTimeout(s.commandTimeout)
       s.phase = undefined
       // Replies out of step with commands: nothing more is trusted from this connection.
       if (s.desynced) keep = 'close'

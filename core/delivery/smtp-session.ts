@@ -37,6 +37,8 @@ export interface TransactionOptions {
   message: () => Readable
   connectTimeout: number
   commandTimeout: number
+  /** The wait for the reply to the final dot (at least commandTimeout). */
+  dataDoneTimeout?: number
   /** When (epoch ms) the attempt ends: a connection still busy then is closed, what is unanswered is deferred. */
   deadline?: number
   /** Pass ESMTP BODY=8BITMIME when the server offers it. */
@@ -146,6 +148,8 @@ export interface Session extends EnvelopeNeeds {
   desynced?: boolean
   /** The transaction in progress: before the go-ahead to DATA, message going out, final dot written. */
   phase?: TransactionPhase
+  /** The socket's idle timeout between commands (the wait after the final dot is longer: dataDoneTimeout). */
+  commandTimeout: number
 }
 
 /** Where an open connection reports to its pool (connection-pool.ts). */
@@ -221,7 +225,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
       debug: false,
       allowInternalNetworkInterfaces: true,
     } as ConstructorParameters<typeof SMTPConnection>[0])
-    const session: Session = { conn, key, remoteHost, address: o.socketPath ?? dest.address, port: o.socketPath ? 0 : o.port, messages: 0, tls: false }
+    const session: Session = { conn, key, remoteHost, address: o.socketPath ?? dest.address, port: o.socketPath ? 0 : o.port, messages: 0, tls: false, commandTimeout: o.commandTimeout }
     readEhloKeywordsOnly(conn) // before peerNames, which reads the server's name from the whole reply
     const names = o.ownHostname ? peerNames(conn) : undefined
     addEnvelopeParams(conn, session)
@@ -279,7 +283,11 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
         session.phase = 'message'
         // Ends once the final dot is written: what the server says from then on answers the message.
         stream.once('end', () => {
-          if (session.phase === 'message') session.phase = 'sent'
+          if (session.phase !== 'message') return
+          session.phase = 'sent'
+          // RFC 5321 §4.5.3.2.6: the reply to the dot may take longer than any other (the server
+          // scans the message); put back to commandTimeout when the transaction ends.
+          if (o.dataDoneTimeout !== undefined && o.dataDoneTimeout > o.commandTimeout) internals._socket?.setTimeout(o.dataDoneTimeout)
         })
         return stream
       }

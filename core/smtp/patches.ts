@@ -139,14 +139,20 @@ function onSocketData(this: FedSocket, chunk: Buffer): void {
 }
 function onSocketEnd(this: FedSocket): void {
   const parser = this[PARSER]
-  const open = parser && !parser.destroyed && !parser.writableEnded
-  // Patch 20: the client half-closed; its replies still go out, then this side ends.
-  if (this.allowHalfOpen && !this.writableEnded && !this.destroyed) {
-    Object.defineProperty(this, 'readyState', { configurable: true, get: halfOpenState })
-    if (open) parser.once('finish', endWhenAnswered)
-    else this.end()
-  }
-  if (open) parser.end()
+  halfClosed(this, parser)
+  if (parser && !parser.destroyed && !parser.writableEnded) parser.end()
+}
+/** Patch 20: the client half-closed; its replies still go out, then this side ends. */
+function halfClosed(socket: Socket, parser: Writable | undefined): void {
+  if (!socket.allowHalfOpen || socket.writableEnded || socket.destroyed) return
+  Object.defineProperty(socket, 'readyState', { configurable: true, get: halfOpenState })
+  if (parser && !parser.destroyed && !parser.writableFinished) parser.once('finish', endWhenAnswered)
+  else socket.end()
+}
+/** The same after STARTTLS, where the library pipes the TLS socket (which is half-open as the plain one) to the parser. */
+function onTlsEnd(this: TimedSocket): void {
+  const conn = this[CONNECTION]
+  halfClosed(this, conn?._parser || undefined)
 }
 /** A socket whose client half-closed, as smtp-server's send() asks: open until this side ends it. */
 function halfOpenState(this: Socket): string {
@@ -365,7 +371,18 @@ export function patchSmtpServer(): void {
       return handler.call(this, command, callback)
     }
   }
-  proto.upgrade = withHandshakeDeadline(proto.upgrade)
+  const upgradeInTime = withHandshakeDeadline(proto.upgrade)
+  proto.upgrade = function (this: ConnectionInternals, callback, secureCallback) {
+    upgradeInTime.call(this, callback, () => {
+      const socket = this._socket as TimedSocket
+      socket[CONNECTION] = this
+      if (socket.allowHalfOpen) {
+        if (socket.readableEnded) process.nextTick(() => onTlsEnd.call(socket))
+        else socket.once('end', onTlsEnd)
+      }
+      secureCallback?.()
+    })
+  }
   const auth = proto.handler_AUTH
   proto.handler_AUTH = function (command, callback) {
     if (this.session.envelope.mailFrom) {

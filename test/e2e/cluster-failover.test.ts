@@ -208,10 +208,10 @@ describe('cluster failover: a dead node is detected by its heartbeat, not by its
     const aId = `node-a.relay.test/${os.hostname()}`
     const bId = `node-b.relay.test/${os.hostname()}`
     // A's attempts give up 5 s after the stalled DATA: once it wakes (after B took over), it has late results to report.
-    const nodeA = await startRelay({ config: nodeConfig('node-a', {}, { commandTimeout: '5s' }) })
+    const nodeA = await startRelay({ config: nodeConfig('node-a', {}, { commandTimeout: '5s', dataDoneTimeout: '5s' }) })
     relays.push(nodeA)
     // B's attempts give up after 5 s (after A's late results) and retry 1 s later.
-    const nodeB = await startRelay({ config: nodeConfig('node-b', {}, { commandTimeout: '5s', retry: { base: '1s', factor: 1, max: '1s' } }) })
+    const nodeB = await startRelay({ config: nodeConfig('node-b', {}, { commandTimeout: '5s', dataDoneTimeout: '5s', retry: { base: '1s', factor: 1, max: '1s' } }) })
     relays.push(nodeB)
     const ids = await sendThrough(nodeA, 2, 'frozen')
     await eventually(() => rx.refused.length >= 2, 15_000, "node A's deliveries under way")

@@ -66,7 +66,7 @@ beforeAll(async () => {
         retry: { base: '400ms', factor: 1, max: '400ms' },
         maxQueueLifetime: '2s',
         connectTimeout: '2s',
-        commandTimeout: '3s',
+        commandTimeout: '3s', dataDoneTimeout: '3s',
         mtaSts: { enabled: false },
         delayWarning: false,
         throttle: { backoff: { base: '300ms', max: '600ms' } },

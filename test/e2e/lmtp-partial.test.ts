@@ -70,7 +70,7 @@ beforeAll(async () => {
   const oddPort = await listenRaw(servers, '127.0.6.3', 0, store('odd.test', 'odd'))
   relay = await startRelay({
     config: {
-      delivery: { commandTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: false, mtaSts: { enabled: false } },
+      delivery: { commandTimeout: '2s', dataDoneTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' }, delayWarning: false, mtaSts: { enabled: false } },
       plugins: [
         ['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }],
         ['routing', { routes: [

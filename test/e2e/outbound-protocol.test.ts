@@ -173,7 +173,7 @@ beforeAll(async () => {
       delivery: {
         port,
         connectTimeout: '5s',
-        commandTimeout: '5s',
+        commandTimeout: '5s', dataDoneTimeout: '5s',
         attemptTimeout: '20s',
         concurrency: { global: 10, perDomain: 1 },
         retry: { base: '1h', factor: 1, max: '1h' },

@@ -172,6 +172,29 @@ describe('a client that half-closes (FIN) after its last command', () => {
     expect(relay.logs.filter((l) => l.event === 'accepted' && JSON.stringify(l).includes('half2@dest.test'))).toEqual([])
   })
 
+  it('inside TLS after STARTTLS the same: the 250 and the 221 before the relay closes', async () => {
+    const socket = net.connect({ port: relay.port, host: '127.0.0.1' })
+    const c = new Reads(socket)
+    await c.replies(0, 1)
+    expect(await c.command('EHLO client.test')).toMatch(/STARTTLS/)
+    expect(await c.command('STARTTLS')).toMatch(/^220 /)
+    socket.removeAllListeners('data')
+    const secure = tls.connect({ socket, servername: 'relay.test', ca: ca.caPem })
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve)
+      secure.once('error', reject)
+    })
+    const t = new Reads(secure as unknown as net.Socket)
+    expect(await t.command('EHLO client.test')).toMatch(/250[- ]PIPELINING/)
+    expect(await sendGroup(t, ['half-tls@dest.test'])).toEqual(['250', '250', '354'])
+    const closed = untilClosed(t)
+    secure.end(`${body('half closed in tls').replace(/\.\r\n$/, '')}.\r\nQUIT\r\n`)
+    const { text, ms } = await closed
+    expect(text).toMatch(/\r\n250 2\.0\.0 Ok: queued as \w+\r\n221 /)
+    expect(ms).toBeLessThan(3000)
+    await eventually(() => rx.messages.some((m) => m.raw.toString().includes('Subject: half closed in tls')), 10_000)
+  })
+
   it('a FIN right after connecting: the greeting, then the close, without waiting for a timeout', async () => {
     const socket = net.connect({ port: relay.port, host: '127.0.0.1' })
     const c = new Reads(socket)

@@ -364,7 +364,7 @@ describe('hold of a message being delivered', () => {
     const rx = await startReceiver({ host: '127.0.0.2', behaviour: { noStartTls: true, stall: 'data' } })
     const dns = await startDns({ 'slow.test': { A: ['127.0.0.2'] } })
     const r = await startRelay({
-      config: { dns: { servers: [dns.server], timeout: '1s' }, delivery: { port: rx.port, commandTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' } }, plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] },
+      config: { dns: { servers: [dns.server], timeout: '1s' }, delivery: { port: rx.port, commandTimeout: '2s', dataDoneTimeout: '2s', retry: { base: '1s', factor: 1, max: '1s' } }, plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]] },
     })
     try {
       const sent = await sendMail(r.port, { from: 'a@sender.test', to: ['x@slow.test', 'y@slow.test'], data: 'Subject: slow\r\n\r\nbody\r\n' })

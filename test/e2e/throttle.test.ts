@@ -45,7 +45,7 @@ function baseConfig(port: number, throttle: Record<string, unknown>) {
       port,
       retry: { base: '300ms', factor: 1, max: '300ms' },
       connectTimeout: '2s',
-      commandTimeout: '2s',
+      commandTimeout: '2s', dataDoneTimeout: '2s',
       mtaSts: { enabled: false },
       delayWarning: false,
       throttle,
