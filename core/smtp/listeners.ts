@@ -30,6 +30,9 @@ import { refusal, refusedCommand, type RefusedCommand } from './refusal.js'
 import { injectMessage, type InjectOrigin } from './inject.js'
 import type { InjectMessage } from '../hooks/operator.js'
 
+/** Format and control characters, and the default-ignorable code points IDNA maps to nothing. */
+const INVISIBLE = /[\p{Cc}\p{Cf}\u034F\u115F\u1160\u17B4\u17B5\u180B-\u180F\u3164\uFE00-\uFE0F\uFFA0\u{E0100}-\u{E01EF}]/u
+
 /** The SMTP side: one smtp-server per configured listener, each command mapped to a hook. */
 @injectable()
 export class SmtpListeners {
@@ -198,7 +201,9 @@ export class SmtpListeners {
     const info = this.info(session, listener)
     const state = this.state(session)
     const actsAsOther = actsAsAnotherIdentity(auth)
-    const decision = actsAsOther ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
+    // A user name with characters nobody sees (U+200B, a soft hyphen: IDNA drops them, so a backend
+    // may match alice@example.com) would log in under a spelling a log search for the user misses.
+    const decision = actsAsOther || INVISIBLE.test(username) ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
     if (decision?.verdict.action === 'accept') {
       const senders = decision.verdict.senders ?? (parseAddress(username) ? [username] : [])
       this.log.info({ session: session.id, user: username, method: auth.method, by: decision.plugin }, 'authenticated')

@@ -314,6 +314,17 @@ describe('AUTH cannot change who sends', () => {
     client.close()
   })
 
+  it('a user name with characters nobody sees (zero-width space, soft hyphen) fails with 535, even with the right password', async () => {
+    const [local, domain] = auth.user.split('@') as [string, string]
+    for (const user of [`${auth.user}\u200b`, `${local}@${domain.slice(0, 2)}\u00ad${domain.slice(2)}`, `\ufeff${auth.user}`]) {
+      const { client } = await connectRaw(implicitPort(), '127.0.0.1', 5000, tlsOpts())
+      await client.command('EHLO client.test')
+      expect(await client.command(`AUTH PLAIN ${b64(`\0${user}\0${auth.pass}`)}`), JSON.stringify(user)).toMatch(/^535 5\.7\.8 /)
+      client.close()
+    }
+    expect(relay.logs.filter((l) => l.msg === 'authenticated' && /[\u200b\u00ad\ufeff]/.test(String(l.user)))).toEqual([])
+  })
+
   it('AUTH PLAIN that asks to act as another identity fails with 535 5.7.8, even with the right password', async () => {
     const { client } = await connectRaw(implicitPort(), '127.0.0.1', 5000, tlsOpts())
     await client.command('EHLO client.test')
