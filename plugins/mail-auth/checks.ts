@@ -46,6 +46,8 @@ export interface DmarcCheck {
   policy?: string
   /** The Author Domain (header.from). */
   from?: string
+  /** Where the DMARC record was found: the Author Domain, or its organizational domain (its sp= then applies). */
+  policyDomain?: string
   error?: string
   /** Its Authentication-Results entry. */
   info: string
@@ -201,6 +203,7 @@ function dmarcCheck(dmarc: DMARCResult): DmarcCheck {
     result: status.result,
     policy: typeof dmarc.policy === 'string' ? dmarc.policy : undefined,
     from: status.header?.from,
+    policyDomain: (dmarc as unknown as { policyDomain?: unknown }).policyDomain === undefined ? undefined : String((dmarc as unknown as { policyDomain?: unknown }).policyDomain),
     error: error === undefined || error === null ? undefined : String((error as Error).message ?? error),
     info: dmarc.info,
     pct: typeof record?.pct === 'number' ? record.pct : undefined,

@@ -80,6 +80,13 @@ function mayAlign(id: string, author: string): boolean {
   return id === a || id.endsWith(`.${a}`) || a.endsWith(`.${id}`)
 }
 
+/** Who published the policy that refuses: the author domain, or its organizational domain for its subdomains (sp=). */
+function publisher(d: DmarcCheck | undefined): string {
+  const from = d?.from ?? ''
+  const at = d?.policyDomain?.replace(/\.$/, '').toLowerCase()
+  return at && at !== from.replace(/\.$/, '').toLowerCase() ? `${at} publishes for its subdomain ${from} the` : `${from} publishes`
+}
+
 /** What is wrong with the message's From: (the 550 reply's words). */
 function badFromText(bad: BadFrom, fields: number): string {
   switch (bad) {
@@ -274,7 +281,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         return reject({
           code: 550,
           status: '5.7.1',
-          message: `Message rejected: ${deciding?.from ?? ''} publishes DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
+          message: `Message rejected: ${publisher(deciding)} DMARC policy reject and this message failed DMARC (neither SPF nor DKIM aligned)`,
         })
       }
 

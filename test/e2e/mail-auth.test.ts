@@ -133,6 +133,7 @@ beforeAll(async () => {
     // A domain that sends no mail at all and asks for its name to be refused
     'rej.test': { TXT: ['v=spf1 -all'] },
     '_dmarc.rej.test': { TXT: ['v=DMARC1; p=reject'] },
+    '_dmarc.spr.test': { TXT: ['v=DMARC1; p=none; sp=reject'] },
     // ARC: the forwarder's SPF and sealing key, and this relay's sealing key
     'forwarder.test': { TXT: [`v=spf1 ip4:${FORWARDER} -all`] },
     'fw._domainkey.forwarder.test': { TXT: [keys.forwarder.record] },
@@ -345,6 +346,12 @@ describe('several authors: every From: domain is evaluated (RFC 7489 §6.6.1); a
 
   it('a single From: of a p=reject domain is refused (the control)', async () => {
     expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('multi-control', { from: '<ceo@rej.test>' }) })).toMatch(/^550 5\.7\.1 Message rejected: rej\.test publishes DMARC policy reject/)
+  })
+
+  it("a subdomain without a record under its organizational domain's sp=reject: the refusal names who published it", async () => {
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('sp-reject', { from: '<ceo@sub.spr.test>' }) })).toMatch(/^550 5\.7\.1 Message rejected: spr\.test publishes for its subdomain sub\.spr\.test the DMARC policy reject/)
+    // The organizational domain itself is under p=none: recorded, not refused.
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: message('sp-org', { from: '<ceo@spr.test>' }) })).toMatch(/^250 /)
   })
 
   it('two authors, one of a failing p=reject domain: refused 550 5.7.1 (the strictest failing policy), in either order', async () => {
