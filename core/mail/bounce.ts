@@ -33,6 +33,8 @@ export interface FailedRecipient {
   orcpt?: string
   /** This recipient's Action when it differs from the report's: a success (RFC 3464 §2.3.3) beside failures. */
   action?: DsnAction
+  /** When its last attempt ended (Last-Attempt-Date); null: never attempted (no field); absent: now (a failure reported as it happens). */
+  lastAttemptAt?: Date | null
 }
 
 /** RFC 3464 §2.3.3: what became of a recipient. */
@@ -132,7 +134,7 @@ export async function buildDsn(input: DsnInput): Promise<Buffer> {
     fields.push(`Final-Recipient: ${finalRecipient(r.address)}`, `Action: ${actionOf(r)}`, `Status: ${r.status}`)
     if (r.remoteHost) fields.push(`Remote-MTA: dns; ${r.remoteHost.replace(/\[.*$/, '')}`)
     fields.push(`Diagnostic-Code: ${r.remote ? 'smtp' : 'x-local'}; ${diagnosticOf(r.diagnostic)}`)
-    if (actionOf(r) === 'failed' || actionOf(r) === 'delayed') fields.push(`Last-Attempt-Date: ${new Date().toUTCString()}`)
+    if ((actionOf(r) === 'failed' || actionOf(r) === 'delayed') && r.lastAttemptAt !== null) fields.push(`Last-Attempt-Date: ${(r.lastAttemptAt ?? new Date()).toUTCString()}`)
     if (delayed && d.willRetryUntil) fields.push(`Will-Retry-Until: ${d.willRetryUntil.toUTCString()}`)
   }
   // Every field within the line limit, whatever a remote server or a client put into it.
@@ -281,6 +283,8 @@ export async function delayDsn(env: DsnEnv, c: DelayCandidate, opts: { allow?: D
         diagnostic: response,
         remote: /^\d{3}[ -]/.test(response),
         orcpt: orcptOf(r.args),
+        // Not attempted yet: no date of an attempt (RFC 3464 §2.3.7: the field is optional).
+        lastAttemptAt: r.lastResponse === undefined ? null : r.lastAttemptAt === undefined ? undefined : new Date(r.lastAttemptAt),
       }
     }),
   })

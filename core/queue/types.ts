@@ -142,7 +142,8 @@ export interface OperatorBounce extends CompleteResult {
 export interface DelayCandidate {
   message: Omit<QueuedMessage, 'body'>
   /** Its recipients in state 'deferred', with their last result. */
-  recipients: { rowId: number; address: string; args?: Record<string, string | boolean>; lastResponse?: string; remoteHost?: string; category?: BounceCategory }[]
+  /** `lastAttemptAt`: when its last result was recorded (epoch ms). */
+  recipients: { rowId: number; address: string; args?: Record<string, string | boolean>; lastResponse?: string; remoteHost?: string; category?: BounceCategory; lastAttemptAt?: number }[]
 }
 
 export interface Queue {

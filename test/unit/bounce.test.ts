@@ -362,7 +362,7 @@ describe('delayDsn', () => {
     const dsn = (await delayDsn(
       env,
       candidate([
-        { rowId: 1, address: 'grey@dest.test', lastResponse: '451 4.7.1 greylisted, try again', remoteHost: 'mx.dest.test[192.0.2.7]:25' },
+        { rowId: 1, address: 'grey@dest.test', lastResponse: '451 4.7.1 greylisted, try again', remoteHost: 'mx.dest.test[192.0.2.7]:25', lastAttemptAt: Date.UTC(2026, 0, 3, 10, 20, 30) },
         { rowId: 2, address: 'new@dest.test' },
         { rowId: 3, address: 'odd@dest.test', lastResponse: '550 5.1.1 went away' },
         { rowId: 4, address: 'quiet@dest.test', args: { NOTIFY: 'FAILURE' } },
@@ -376,6 +376,9 @@ describe('delayDsn', () => {
     expect(rest).toEqual([])
     expect(grey!.slice(0, 5)).toEqual(['Final-Recipient: rfc822; grey@dest.test', 'Action: delayed', 'Status: 4.7.1', 'Remote-MTA: dns; mx.dest.test', 'Diagnostic-Code: smtp; 451 4.7.1 greylisted, try again'])
     expect(grey![grey!.length - 1]).toBe('Will-Retry-Until: Wed, 07 Jan 2026 03:04:05 GMT')
+    // RFC 3464 §2.3.7: when the last attempt was, not when the warning was written; none for one never attempted.
+    expect(grey).toContain('Last-Attempt-Date: Sat, 03 Jan 2026 10:20:30 GMT')
+    expect(fresh!.some((f) => f.startsWith('Last-Attempt-Date:'))).toBe(false)
     expect(fresh!.slice(0, 4)).toEqual(['Final-Recipient: rfc822; new@dest.test', 'Action: delayed', 'Status: 4.0.0', 'Diagnostic-Code: x-local; 4.0.0 Delivery not yet attempted'])
     // A 5xx reply taken as temporary (552, say) keeps its detail in class 4, as Postfix's soft bounce; a failed connection says so.
     expect(odd).toContain('Status: 4.1.1')

@@ -6,11 +6,11 @@ import { orUndefined, toMessage, type MessageRow, type PgContext } from './sql.j
 
 export async function delayCandidates(db: PgContext, receivedBefore: number, limit: number): Promise<DelayCandidate[]> {
   const { rows } = await db.query<MessageRow & {
-    recipients: { id: number; address: string; args: Record<string, string | boolean> | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null }[]
+    recipients: { id: number; address: string; args: Record<string, string | boolean> | null; last_response: string | null; remote_host: string | null; category: BounceCategory | null; updated_at: string | number }[]
   }>(
     `SELECT m.id, m.sender, m.sender_args, m.message_id, m.size, m.headers, m.received_at, m.expires_at, m.meta,
        (SELECT json_agg(json_build_object('id', r.id, 'address', r.address, 'args', r.args, 'last_response', r.last_response,
-                                          'remote_host', r.remote_host, 'category', r.category) ORDER BY r.id)
+                                          'remote_host', r.remote_host, 'category', r.category, 'updated_at', r.updated_at) ORDER BY r.id)
         FROM ${db.s}.recipients r WHERE r.message_id = m.id AND r.state = 'deferred') AS recipients
      FROM ${db.s}.messages m
      WHERE m.delay_notified_at IS NULL AND m.received_at <= $1
@@ -29,6 +29,7 @@ export async function delayCandidates(db: PgContext, receivedBefore: number, lim
         lastResponse: orUndefined(r.last_response),
         remoteHost: orUndefined(r.remote_host),
         category: orUndefined(r.category),
+        lastAttemptAt: Number(r.updated_at),
       })),
     }
   })

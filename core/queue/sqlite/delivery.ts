@@ -136,7 +136,7 @@ export function delayCandidates(q: Sqlite, receivedBefore: number, limit: number
      ORDER BY received_at LIMIT ?`,
   ).all(receivedBefore, limit) as MessageRow[]
   const recipients = q.stmt(
-    `SELECT id, address, args, last_response, remote_host, category FROM recipients WHERE message_id = ? AND state = 'deferred' ORDER BY id`,
+    `SELECT id, address, args, last_response, remote_host, category, updated_at FROM recipients WHERE message_id = ? AND state = 'deferred' ORDER BY id`,
   )
   return messages.map((m) => {
     const { body: _body, ...message } = toMessage({ ...m, body: null, body_file: null })
@@ -149,6 +149,7 @@ export function delayCandidates(q: Sqlite, receivedBefore: number, limit: number
         lastResponse: r.last_response ?? undefined,
         remoteHost: r.remote_host ?? undefined,
         category: r.category ?? undefined,
+        lastAttemptAt: r.updated_at,
       })),
     }
   })

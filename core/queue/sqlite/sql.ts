@@ -76,6 +76,7 @@ export interface RecipientRow {
   last_response: string | null
   remote_host: string | null
   category: BounceCategory | null
+  updated_at?: number
 }
 
 export const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v))
