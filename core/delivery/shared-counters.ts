@@ -28,6 +28,8 @@ export class SharedCounters {
   private closed = false
   private lastWarning = 0
   private downUntil = 0
+  /** Commands timed out in a row (no answer since): the second makes the connection anew. */
+  private timeouts = 0
   /** The slots this node holds: token → its concurrency key (renewed until released). */
   private readonly held = new Map<string, string>()
   private renewer?: NodeJS.Timeout
@@ -41,10 +43,7 @@ export class SharedCounters {
     // ioredis is imported only here, so a relay without shared limits never loads it (limits are per node until it connects).
     importOptional('ioredis', 'delivery.throttle.redis', () => import('ioredis')).then(({ Redis }) => {
       if (this.closed) return
-      // socketTimeout: a connection that stays silent with commands waiting is dropped and made
-      // anew; a command timeout alone keeps a connection whose path was lost (a firewall or NAT
-      // forgot it) for ever, every command timing out on it.
-      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: COMMAND_TIMEOUT_MS, commandTimeout: COMMAND_TIMEOUT_MS, socketTimeout: COMMAND_TIMEOUT_MS })
+      this.redis = new Redis(url, { lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: COMMAND_TIMEOUT_MS, commandTimeout: COMMAND_TIMEOUT_MS })
       this.redis.on('error', (err) => this.failed(err))
     }, (err: Error) => this.failed(err))
   }
@@ -73,6 +72,7 @@ export class SharedCounters {
     try {
       const [ok, retryAt] = (await redis.eval(ACQUIRE, 4, k.conc, k.rate, k.pause, k.reduced, now, token, concurrency, perMinute, this.slotTtl, perSecond)) as [number, number]
       if (ok) this.hold(token, k.conc)
+      this.timeouts = 0
       return [ok, retryAt]
     } catch (err) {
       // Sent on the same connection after the script, so it runs after it should Redis run it late.
@@ -131,6 +131,13 @@ export class SharedCounters {
 
   /** Fail open: without Redis each node keeps its own counters; logged at most every 30 s. */
   private failed(err: Error): void {
+    // Commands that time out on a connection Redis answers no more (its path lost: a firewall or
+    // NAT forgot it) would do so for ever: after a second timeout in a row (the first one's undo
+    // had its chance to run), the connection is made anew.
+    if (err.message === 'Command timed out' && this.redis && ++this.timeouts >= 2) {
+      this.timeouts = 0
+      this.redis.disconnect(true)
+    }
     const now = Date.now()
     if (now - this.lastWarning < 30_000) return
     this.lastWarning = now

@@ -197,6 +197,8 @@ export async function redisStore(url: string, prefix: string, timeoutMs: number,
     // A connection silent with commands waiting is dropped and made anew: with the command timeout
     // alone one whose path was lost (a firewall or NAT forgot it) stayed, every command timing out.
     socketTimeout: timeoutMs,
+    // What was pending on a dropped connection failed (timed out): not sent again on the next one.
+    autoResendUnfulfilledCommands: false,
     connectTimeout: Math.max(timeoutMs, 1000),
     // Keep trying in the background; limits fail open (or tempfail) meanwhile.
     retryStrategy: (times) => Math.min(times * 200, 2000),
