@@ -247,7 +247,12 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         if (dmarc.result !== 'fail') continue
         let p = (dmarc.policy as typeof policy) ?? 'none'
         if (options.dmarc.honourPct && !dmarc.hasT && dmarc.pct !== undefined && dmarc.pct < 100 && p !== 'none') {
-          if (Math.random() * 100 >= dmarc.pct) p = weaker[p]
+          if (Math.random() * 100 >= dmarc.pct) {
+            p = weaker[p]
+            // The entry says the policy was lowered (its policy.dmarc keeps what the domain publishes).
+            const at = checks.entries.indexOf(dmarc.info)
+            if (at >= 0) checks.entries[at] = `${dmarc.info} (outside the pct=${dmarc.pct} sample: applied as ${p})`
+          }
         }
         const a = p === 'reject' ? (options.dmarc.reject === 'reject' ? 'reject' : options.dmarc.reject === 'quarantine-header' ? 'quarantine' : undefined) : p === 'quarantine' ? (options.dmarc.quarantine === 'header' ? 'quarantine' : undefined) : undefined
         if (STRENGTH[p] > STRENGTH[policy ?? 'none'] || !deciding) {

@@ -322,6 +322,9 @@ describe('DKIM and DMARC (relay A)', () => {
       expect(values(raw, 'X-Relay-Quarantine'), tag).toEqual(['dmarc'])
       expect(entry(ourResults(raw), 'dmarc'), tag).toMatch(/^dmarc=fail\b/)
     }
+    // The entry of the domain sampled out says its policy was lowered.
+    expect(entry(ourResults((await delivered('dmarc-pct0')).raw), 'dmarc')).toMatch(/policy\.dmarc=reject.*\(outside the pct=0 sample: applied as quarantine\)$/)
+    expect(entry(ourResults((await delivered('dmarc-quarantine')).raw), 'dmarc')).not.toMatch(/sample/)
     // A passing message has none, even when the client sent one.
     expect(await send(relayA, { ip: GOOD, from: 'bounce@mail.relaxed.test', data: message('dmarc-no-quarantine', { from: 'alice@relaxed.test', headers: 'X-Relay-Quarantine: dmarc\r\n' }) })).toMatch(/^250 /)
     expect(values((await delivered('dmarc-no-quarantine')).raw, 'X-Relay-Quarantine')).toEqual([])
