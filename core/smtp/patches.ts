@@ -72,19 +72,13 @@
 //    `minDataRate`; under stress (server option `stressAt`) the idle limit is `stressTimeout` for
 //    clients neither trusted nor authenticated (core/smtp/deadlines.ts). A client past its deadline
 //    gets 421 4.4.2 and is closed; `onInputTooSlow` and `onStress` are told.
-// 18. RFC 5321 §4.5.2: a leading period is dropped from every data line with more after it, not
-//    only from `..` lines (core/smtp/dot-lines.ts).
+// 18. RFC 5321 §4.5.2: a leading period goes from every data line with more after it (core/smtp/dot-lines.ts).
 // 19. RFC 5321 §4.1.1.4, §4.1.1.5: DATA and RSET take no argument. smtp-server ignored one, so
 //    `DATA foo` got 354 and the client's next commands became message text; now 501 5.5.4 Syntax:
 //    DATA, as Postfix answers (DATA without a recipient still gets 503 first).
-// 20. A client that half-closes after its last command (`printf '...\r\n.\r\nQUIT\r\n' | nc -N`,
-//    shutdown(SHUT_WR)) gets every reply: the server is made with `allowHalfOpen` (server.ts), and
-//    a plaintext or implicit-TLS socket whose client sent FIN counts as open for smtp-server's
-//    send() until this side ends it, once the parser has answered all it read. Without it the 250
-//    for a message the relay had queued was never sent, and the client sent the message again.
-// 21. REQUIRETLS (RFC 8689) is not offered: its parameter is unknown with or without TLS (555 5.5.4),
-//    not 530 in plain text (smtp-server's own check, as if TLS would help). Its 421 for too many
-//    commands before AUTH carries 4.7.0 (a policy limit), not 4.4.2 (a bad connection).
+// 20. A client that half-closes after its last command still gets every reply (core/smtp/half-close.ts).
+// 21. REQUIRETLS, not offered, is left to the relay's check of unknown parameters (core/smtp/mail-params.ts);
+//    smtp-server's 421 for too many commands before AUTH carries 4.7.0 (a policy limit), not 4.4.2.
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js'
@@ -96,6 +90,8 @@ import { AT, READ, type ConnectionInternals, type ParserInternals } from './conn
 import { canWait, holdReplies, isGroup, releaseReplies, REPLIES_TO } from './reply-groups.js'
 import { checkStress, idleLimit, inTime, replied, withHandshakeDeadline, working } from './deadlines.js'
 import { NOT_IMPLEMENTED, OWN_LINE, REFUSAL_LOGGED } from './session.js'
+import { halfClosed, withHalfCloseAfterTls } from './half-close.js'
+import { withoutUnofferedRequireTls } from './mail-params.js'
 
 /** Commands that move no mail, after the last accepted message, before each counts as an error (patch 14; Postfix's junk limit). */
 const JUNK_LIMIT = 100
@@ -142,27 +138,6 @@ function onSocketEnd(this: FedSocket): void {
   halfClosed(this, parser)
   if (parser && !parser.destroyed && !parser.writableEnded) parser.end()
 }
-/** Patch 20: the client half-closed; its replies still go out, then this side ends. */
-function halfClosed(socket: Socket, parser: Writable | undefined): void {
-  if (!socket.allowHalfOpen || socket.writableEnded || socket.destroyed) return
-  Object.defineProperty(socket, 'readyState', { configurable: true, get: halfOpenState })
-  if (parser && !parser.destroyed && !parser.writableFinished) parser.once('finish', endWhenAnswered)
-  else socket.end()
-}
-/** The same after STARTTLS, where the library pipes the TLS socket (which is half-open as the plain one) to the parser. */
-function onTlsEnd(this: TimedSocket): void {
-  const conn = this[CONNECTION]
-  halfClosed(this, conn?._parser || undefined)
-}
-/** A socket whose client half-closed, as smtp-server's send() asks: open until this side ends it. */
-function halfOpenState(this: Socket): string {
-  return this.writableEnded || this.destroyed ? 'closed' : 'open'
-}
-/** Every command the client sent before its FIN is answered (the parser finished): this side ends too. */
-function endWhenAnswered(this: Writable): void {
-  const socket = (this as ParserInternals)[REPLIES_TO]?._socket
-  if (socket && !socket.writableEnded && !socket.destroyed) socket.end()
-}
 /** smtp-server 3.21's _setListeners, whitespace folded: patch 8 replaces exactly this. */
 const SET_LISTENERS =
   "_setListeners(callback) { this._socket.on('close', hadError => this._onCloseEvent(hadError)); this._socket.on('error', err => this._onError(err)); this._armTimeout(); this._socket.pipe(this._parser); if (!this.needsUpgrade) { return callback(); } this.upgrade(() => false, callback); }"
@@ -205,15 +180,7 @@ export function patchSmtpServer(): void {
   }
   marked[PATCHED] = true
   patchDotLines()
-  // Patch 21: REQUIRETLS is not offered (hideREQUIRETLS): smtp-server still judged it, so in plain
-  // text it got 530 "not permitted on non-TLS connections" (as if TLS would help). It is left to
-  // the relay's check of unknown parameters: 555 5.5.4, with or without TLS.
-  const validateMailParams = proto._validateMailParams
-  proto._validateMailParams = function (this: ConnectionInternals, parsed: { args?: Record<string, unknown> | false }) {
-    if (!this._server.options.hideREQUIRETLS || !parsed.args || parsed.args.REQUIRETLS === undefined) return validateMailParams.call(this, parsed)
-    const { REQUIRETLS: _, ...args } = parsed.args
-    return validateMailParams.call(this, { ...parsed, args })
-  }
+  proto._validateMailParams = withoutUnofferedRequireTls(proto._validateMailParams)
   const send = proto.send
   const relaySend: ConnectionInternals['send'] = function (this: ConnectionInternals, code, data, context) {
     if (code === 500 && context === 'STARTTLS' && this.secure) [code, data] = [503, replyText(CORE_REPLIES.tlsAlreadyActive)]
@@ -371,18 +338,7 @@ export function patchSmtpServer(): void {
       return handler.call(this, command, callback)
     }
   }
-  const upgradeInTime = withHandshakeDeadline(proto.upgrade)
-  proto.upgrade = function (this: ConnectionInternals, callback, secureCallback) {
-    upgradeInTime.call(this, callback, () => {
-      const socket = this._socket as TimedSocket
-      socket[CONNECTION] = this
-      if (socket.allowHalfOpen) {
-        if (socket.readableEnded) process.nextTick(() => onTlsEnd.call(socket))
-        else socket.once('end', onTlsEnd)
-      }
-      secureCallback?.()
-    })
-  }
+  proto.upgrade = withHalfCloseAfterTls(withHandshakeDeadline(proto.upgrade))
   const auth = proto.handler_AUTH
   proto.handler_AUTH = function (command, callback) {
     if (this.session.envelope.mailFrom) {
