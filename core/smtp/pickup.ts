@@ -29,6 +29,10 @@ export interface PickupEnv {
 const POLL_MS = 5_000
 /** How long a file refused for now (the queue unavailable, a plugin's tempfail) waits before it is tried again. */
 const RETRY_MS = 60_000
+/** A file the relay may not rename (nor so remove) is looked at again this much later, not at every scan. */
+const CANNOT_TAKE_MS = 10 * 60_000
+/** The name a file gets once taken (it is then queued and removed; one left by a crash is queued at the next scan). */
+const TAKEN = 'taken.'
 /** A file that does not parse and changed less than this ago is left for a later scan: it may be still being written. */
 const SETTLE_MS = 2_000
 
@@ -161,9 +165,25 @@ export class MaildropPickup {
       log.error({ file: aside ?? path.basename(file), reason: err.message }, aside ? 'maildrop: not a message file; set aside' : 'maildrop: not a message file; removed (it could not be set aside)')
       return
     }
+    // Taken (renamed) before it is queued: a file the relay cannot remove (the maildrop another
+    // user's, sticky) was queued again at every scan, its mail delivered every few seconds.
+    let taken = file
+    if (!name.startsWith(TAKEN)) {
+      taken = path.join(this.dir, `${TAKEN}${name}`)
+      try {
+        await fsp.rename(file, taken)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOENT') return
+        this.retryAt.set(name, Date.now() + CANNOT_TAKE_MS)
+        log.error({ file: name, code }, `maildrop: cannot take ${name} (${code ?? (err as Error).message}): the relay must be able to remove files in the maildrop (docs/sendmail.md); it stays there, not delivered, tried again in ${CANNOT_TAKE_MS / 60_000} min`)
+        return
+      }
+    }
+    const takenName = path.basename(taken)
     try {
       const { queueId } = await this.env.inject({ sender: dropped.sender, recipients: dropped.recipients, raw: dropped.raw }, { kind: 'local', uid })
-      log.info({ queueId, uid, file: path.basename(file) }, 'maildrop: picked up')
+      log.info({ queueId, uid, file: name }, 'maildrop: picked up')
     } catch (err) {
       const code = (err as { responseCode?: number }).responseCode
       // Too many recipients (452 4.5.3) is no passing state for a file: the same list is refused
@@ -171,14 +191,14 @@ export class MaildropPickup {
       const tooMany = code === 452 && /^4\.5\.3\b/.test((err as Error).message)
       // A temporary refusal (or a failure without a reply): the file stays, tried again in a minute.
       if (!tooMany && (!code || code < 500)) {
-        this.retryAt.set(name, Date.now() + RETRY_MS)
-        log.warn({ err: code ? undefined : err, reply: (err as Error).message, file: name }, `maildrop: not picked up now; tried again in ${RETRY_MS / 1000} s`)
+        this.retryAt.set(takenName, Date.now() + RETRY_MS)
+        log.warn({ err: code ? undefined : err, reply: (err as Error).message, file: takenName }, `maildrop: not picked up now; tried again in ${RETRY_MS / 1000} s`)
         return
       }
       await this.bounce(dropped, uid, tooMany ? `552 5.5.3 Too many recipients (at most ${this.env.config().smtp.maxRecipients})` : `${code} ${(err as Error).message}`)
     }
-    this.retryAt.delete(name)
-    await fsp.rm(file, { force: true })
+    this.retryAt.delete(takenName)
+    await fsp.rm(taken, { force: true })
   }
 
   /** Moves a file that is no message aside (`.corrupt-<name>`, else a unique name), or removes it; the name it got. */

@@ -273,6 +273,42 @@ describe('relay sendmail', () => {
     expect(maildrop()).toEqual([])
   })
 
+  it('a file the relay may not remove (maildrop and file another user\'s, sticky) is not queued at all, rather than at every scan; once it may, it goes out once', async () => {
+    // The relay runs as root without the capabilities that pass over file modes and owners (setpriv).
+    const drop = ['setpriv', '--inh-caps=-all', '--bounding-set=-dac_override,-dac_read_search,-fowner']
+    const r2 = await startRelay({
+      prefix: drop,
+      config: { dns: { servers: [dns.server], timeout: '1s' }, delivery: { port: rx.port, connectTimeout: '2s', delayWarning: false }, smtp: { reverseLookup: false } },
+    })
+    try {
+      expect(await r2.stop()).toBe(0)
+      const w = runCli(['sendmail', '--config', r2.configFile, '-f', 'alice@sender.test', 'stuck@dest.test'], { input: 'Subject: cannot be removed\n\nonce\n' })
+      expect(w.code, w.stderr).toBe(0)
+      const dir = path.join(r2.dataDir, 'maildrop')
+      const [file] = fs.readdirSync(dir)
+      fs.chownSync(path.join(dir, file!), 65534, 65534)
+      fs.chownSync(dir, 65534, 65534)
+      fs.chmodSync(dir, 0o1777)
+      await r2.restart()
+      await r2.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith(`maildrop: cannot take ${file}`), 10_000)
+      // Scans go on (every change in the directory, the poll): nothing is queued or delivered meanwhile.
+      await new Promise((r) => setTimeout(r, 6000))
+      expect(to('stuck@dest.test')).toEqual([])
+      expect(r2.logs.filter((l) => l.msg === 'maildrop: picked up')).toEqual([])
+      expect(fs.readdirSync(dir)).toEqual([file])
+      // The directory the relay's again: the next start takes it, and it is delivered once.
+      expect(await r2.stop()).toBe(0)
+      fs.chownSync(dir, 0, 0)
+      await r2.restart()
+      await eventually(() => to('stuck@dest.test')[0], 10_000, 'delivered once the relay may take it')
+      await new Promise((r) => setTimeout(r, 6000))
+      expect(to('stuck@dest.test')).toHaveLength(1)
+      expect(fs.readdirSync(dir)).toEqual([])
+    } finally {
+      if (!r2.exited()) await r2.stop()
+    }
+  }, 60_000)
+
   it('with no relay running the message waits in the maildrop (-v says so) and goes out once one starts', async () => {
     expect(await relay.stop()).toBe(0)
     const r = sendmail(['-v', '-f', 'alice@sender.test', 'henry@dest.test'], 'Subject: later\n\nqueued while stopped\n')
