@@ -154,12 +154,12 @@ describe('Redis that stops answering', () => {
       await eventually(async () => {
         const before = await throttle()
         const s = await send()
-        await eventually(() => mx.messages.some((m) => messageIdOf(m) === s.id), 10_000, 'delivered')
+        await eventually(() => mx.messages.some((m) => messageIdOf(m) === s.id), 30_000, 'delivered')
         return (await throttle()) !== before
-      }, 45_000, 'the shared throttle counting in Redis again')
+      }, 90_000, 'the shared throttle counting in Redis again')
       console.log(`stranded: the throttle shared again after ${Date.now() - t1} ms more`)
     } finally {
       await probe.quit()
     }
-  }, 120_000)
+  }, 180_000)
 })
