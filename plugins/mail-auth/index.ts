@@ -300,7 +300,7 @@ export default definePlugin<MailAuthOptions, State | undefined>({
       return undefined
     },
 
-    async queue({ session, headers, readMessage, options, state, log, signal }) {
+    async queue({ session, headers, readMessage, convertTo7bit, options, state, log, signal }) {
       if (!options.arcSeal || !state || !checked(state, session)) return undefined
       const st = state.sessions.get(session.id)
       const pending = st?.seal
@@ -312,6 +312,10 @@ export default definePlugin<MailAuthOptions, State | undefined>({
         return undefined
       }
       try {
+        // Seal the form that travels: converted later (for a next hop without 8BITMIME) the seal and
+        // any DKIM signature after it would break; not a message signed already (that would break it).
+        const signed = headers.has('DKIM-Signature') || headers.has('ARC-Seal') || headers.has('ARC-Message-Signature')
+        if (options.arcSeal.sevenBit && !signed && (await convertTo7bit())) log.debug({ session: session.id }, '8-bit MIME parts converted to 7-bit before sealing')
         const seal = { cv: pending.cv, authResults: pending.authResults, strict: options.strict }
         const sealed = await poolOf(state).run({ kind: 'seal', key, seal }, () => readMessage(), signal)
         if (!sealed.fields.length) {

@@ -26,6 +26,12 @@ const arcSeal = z
     privateKey: z.string().optional(),
     /** …or the path of a PEM file (absolute, or relative to the config file's directory). */
     privateKeyFile: z.string().optional(),
+    /**
+     * A message that came with no signature (no DKIM-Signature, no ARC set) has its 8-bit MIME parts
+     * converted to 7-bit before it is sealed, as dkim-sign's sevenBit does before signing: the seal
+     * (and a DKIM signature added after it) then survive a next hop without 8BITMIME.
+     */
+    sevenBit: z.boolean().default(true),
   })
   .strict()
   .superRefine((s, ctx) => {

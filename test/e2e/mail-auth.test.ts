@@ -525,6 +525,25 @@ describe('ARC (relay A seals as relay.test)', () => {
     expect(verdict.i).toBe(1)
   })
 
+  it('an unsigned 8-bit message is made 7-bit before it is sealed (arcSeal.sevenBit): the seal holds for a next hop without 8BITMIME; a signed one is left as it is', async () => {
+    const mime = 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n'
+    const plain = message('arc-8bit', { from: 'alice@pass.test', headers: mime, body: 'Grüße aus Köln.\r\n' })
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: plain })).toMatch(/^250 /)
+    const raw = (await delivered('arc-8bit')).raw
+    expect(raw.toString('latin1')).not.toMatch(/[\x80-\xff]/)
+    expect(values(raw, 'Content-Transfer-Encoding')).toEqual(['quoted-printable'])
+    expect(raw.toString('latin1')).toContain('Gr=C3=BC=C3=9Fe aus K=C3=B6ln.')
+    const verdict = await verifyArc(raw)
+    expect(verdict.status.result).toBe('pass')
+    expect(verdict.i).toBe(1)
+    // Signed by its author: converting would break that signature for every next hop.
+    const signed = await dkim(message('arc-8bit-signed', { from: 'alice@dkim.test', headers: mime, body: 'Grüße aus Köln.\r\n' }), 'dkim.test')
+    expect(await send(relayA, { ip: GOOD, from: 'alice@pass.test', data: signed })).toMatch(/^250 /)
+    const kept = (await delivered('arc-8bit-signed')).raw
+    expect(values(kept, 'Content-Transfer-Encoding')).toEqual(['8bit'])
+    expect((await verifyArc(kept)).status.result).toBe('pass')
+  })
+
   it('a large message (body spooled to disk, not inline) is verified and sealed the same way', async () => {
     const body = Array.from({ length: 6000 }, (_, i) => `line ${i}: ${'x'.repeat(60)}\r\n`).join('') // ~420 KB
     const data = await dkim(message('arc-large', { from: 'alice@dkim.test', body }), 'dkim.test')
