@@ -147,8 +147,11 @@ export function buildSubmission(args: SendmailArgs, input: Buffer, o: { hostname
   }
   const kept = fields.filter((f) => !(args.extractRecipients && (fieldName(f) === 'bcc' || fieldName(f) === 'resent-bcc')))
   const eol = raw.includes('\r\n') ? '\r\n' : '\n'
-  const addFrom = !kept.some((f) => fieldName(f) === 'from') && sender !== ''
-  if (addFrom) kept.push(`From: ${args.fullName ? `${displayName(args.fullName)} ` : ''}<${sender}>${eol}`)
+  // RFC 5322 §3.6 wants a From: field; with the null sender (-f '') it names the mail system, as
+  // Postfix's cleanup writes for a bounce (MAILER-DAEMON at this host).
+  const addFrom = !kept.some((f) => fieldName(f) === 'from')
+  const fromAddress = sender !== '' ? sender : `MAILER-DAEMON@${o.hostname}`
+  if (addFrom) kept.push(`From: ${args.fullName ? `${displayName(args.fullName)} ` : sender === '' ? 'Mail Delivery System ' : ''}<${fromAddress}>${eol}`)
   // Rebuilt with the blank line that ends the header: the From field added goes into the header,
   // never after text that was meant as the body.
   if (addFrom || kept.length !== fields.length || (!separated && bodyStart < raw.length)) {

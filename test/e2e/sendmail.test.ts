@@ -337,8 +337,9 @@ describe('sendmail argument and message handling', () => {
     )
     expect(m.sender).toBe('')
     expect(m.recipients).toEqual(['root@relay.test', 'a@x.test', 'b@x.test', 'c@x.test', 'd@x.test'])
-    // Bcc (with its continuation line) is gone; no From for the null sender.
-    expect(m.raw.toString()).toBe('To: a@x.test,\n  B <b@x.test>\nSubject: s\n\nbody\n')
+    // Bcc (with its continuation line) is gone; for the null sender the From field names the mail
+    // system (RFC 5322 §3.6 wants one; Postfix's cleanup writes MAILER-DAEMON).
+    expect(m.raw.toString()).toBe('To: a@x.test,\n  B <b@x.test>\nSubject: s\nFrom: Mail Delivery System <MAILER-DAEMON@relay.test>\n\nbody\n')
   })
 
   it('-t on a resent message takes the Resent- recipients only and removes Resent-Bcc; a leading mbox From line is dropped', async () => {
