@@ -172,6 +172,15 @@ function displayName(name: string): string {
 }
 
 /** stdin, or undefined once it passes `limit` bytes (read no further: the input may never end). */
+/** The message's size once queued: a CR added before every bare LF, and room for the fields the relay adds. */
+function sizeAtPickup(raw: Buffer): number {
+  let bareLf = 0
+  for (let i = raw.indexOf(10); i >= 0; i = raw.indexOf(10, i + 1)) if (i === 0 || raw[i - 1] !== 13) bareLf++
+  return raw.length + bareLf + ADDED_FIELDS
+}
+/** Received, Message-ID and Date as the relay writes them for a local message, with room to spare. */
+const ADDED_FIELDS = 1024
+
 async function readStdin(limit: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = []
   let size = 0
@@ -230,6 +239,12 @@ export async function sendmail(argv: string[]): Promise<number> {
     return EX_UNAVAILABLE
   }
   const m = buildSubmission(args, input, { hostname: config.hostname, user: os.userInfo().username })
+  // As the relay counts it at pickup: CRLF line ends and the fields it adds (Received, Message-ID,
+  // Date: under 1 KB). A message just under the limit as written was said "written" and bounced.
+  if (sizeAtPickup(m.raw) > config.smtp.maxMessageSize) {
+    say(`message file too big (over smtp.maxMessageSize, ${config.smtp.maxMessageSize} bytes, with CRLF line ends and the fields the relay adds): nothing written`)
+    return EX_UNAVAILABLE
+  }
   // Postfix qualifies a host name with no dot (myhostname) and warns; `user@buildbox` is refused by
   // every next hop, so this says what to set instead of writing mail that cannot go anywhere.
   const bare = [m.sender, ...m.recipients].find((a) => a.endsWith(`@${config.hostname}`))

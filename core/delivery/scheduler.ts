@@ -132,7 +132,7 @@ export class DeliveryScheduler implements NewWorkSubscriber {
     this.delays.follow()
     // Queued mail too, not only mail accepted from now on (Postfix's maximal_queue_lifetime): an
     // operator who lengthens it during a long outage saves what waits.
-    if (lifetimeChanged) void applyLifetime(this.queue, lifetime, this.log)
+    if (lifetimeChanged) void applyLifetime(this.queue, lifetime, this.log).then(() => this.notify())
   }
 
   /** New work may be due (a message was queued, a slot came free): scan soon. */

@@ -37,7 +37,7 @@ export interface TransactionOptions {
   message: () => Readable
   connectTimeout: number
   commandTimeout: number
-  /** The wait for the reply to the final dot (at least commandTimeout). */
+  /** The wait for the reply to the final dot (else commandTimeout). */
   dataDoneTimeout?: number
   /** When (epoch ms) the attempt ends: a connection still busy then is closed, what is unanswered is deferred. */
   deadline?: number
@@ -287,7 +287,7 @@ export async function openSession(dest: Destination, o: TransactionOptions, key:
           session.phase = 'sent'
           // RFC 5321 §4.5.3.2.6: the reply to the dot may take longer than any other (the server
           // scans the message); put back to commandTimeout when the transaction ends.
-          if (o.dataDoneTimeout !== undefined && o.dataDoneTimeout > o.commandTimeout) internals._socket?.setTimeout(o.dataDoneTimeout)
+          if (o.dataDoneTimeout !== undefined && o.dataDoneTimeout !== o.commandTimeout) internals._socket?.setTimeout(o.dataDoneTimeout)
         })
         return stream
       }

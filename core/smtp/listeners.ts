@@ -1,3 +1,4 @@
+import { domainToASCII, domainToUnicode } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { inject, injectable } from 'tsyringe'
 import type { SMTPServer, SMTPServerDataStream, SMTPServerSession, SMTPServerAddress, SMTPServerAuthentication } from 'smtp-server'
@@ -29,6 +30,15 @@ import { receiveMessage } from './accept.js'
 import { refusal, refusedCommand, type RefusedCommand } from './refusal.js'
 import { injectMessage, type InjectOrigin } from './inject.js'
 import type { InjectMessage } from '../hooks/operator.js'
+
+/** A user name's domain (if it has one) as written is its A-label or U-label form (case and NFC aside), not another spelling of it. */
+function canonicalDomain(username: string): boolean {
+  const at = username.lastIndexOf('@')
+  if (at < 0) return true
+  const domain = username.slice(at + 1).toLowerCase().normalize('NFC')
+  const ascii = domainToASCII(domain)
+  return !ascii || domain === ascii || domain === domainToUnicode(ascii)
+}
 
 /** Format and control characters, and the default-ignorable code points IDNA maps to nothing. */
 const INVISIBLE = /[\p{Cc}\p{Cf}\u034F\u115F\u1160\u17B4\u17B5\u180B-\u180F\u3164\uFE00-\uFE0F\uFFA0\u{E0100}-\u{E01EF}]/u
@@ -201,9 +211,10 @@ export class SmtpListeners {
     const info = this.info(session, listener)
     const state = this.state(session)
     const actsAsOther = actsAsAnotherIdentity(auth)
-    // A user name with characters nobody sees (U+200B, a soft hyphen: IDNA drops them, so a backend
-    // may match alice@example.com) would log in under a spelling a log search for the user misses.
-    const decision = actsAsOther || INVISIBLE.test(username) ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
+    // A user name with characters nobody sees (U+200B, a soft hyphen: IDNA drops them), or a domain
+    // in another spelling IDNA maps to the same name (fullwidth letters, U+3002 for the dot), may
+    // match alice@example.com at a backend: it would log in under a spelling a log search misses.
+    const decision = actsAsOther || INVISIBLE.test(username) || !canonicalDomain(username) ? undefined : await this.policies.run('auth', { session: info, method: auth.method, username, password: auth.password ?? '', notes: state.notes })
     if (decision?.verdict.action === 'accept') {
       const senders = decision.verdict.senders ?? (parseAddress(username) ? [username] : [])
       this.log.info({ session: session.id, user: username, method: auth.method, by: decision.plugin }, 'authenticated')

@@ -83,4 +83,22 @@ describe('the reply to the final dot', () => {
     await eventually(() => relay.logs.some((l) => l.event === 'delivered' && l.recipient === 'v@slow.test'), 15_000, 'second delivered')
     expect(dots).toBe(2)
   }, 40_000)
+
+  it('is dataDoneTimeout also when that is shorter than commandTimeout', async () => {
+    const short = await startRelay({
+      config: {
+        dns: { servers: [dns.server], timeout: '1s' },
+        delivery: { port: (server.address() as net.AddressInfo).port, commandTimeout: '8s', dataDoneTimeout: '1s', retry: { base: '1h', factor: 1, max: '1h' }, mtaSts: { enabled: false } },
+        plugins: [['relay-acl', { trustedNetworks: ['127.0.0.0/8'] }]],
+      },
+    })
+    try {
+      await sendMail(short.port, { from: 'a@sender.test', to: ['w@slow.test'], data: 'Subject: short wait\r\n\r\nhello\r\n' })
+      const deferred = await short.waitForLog((l) => l.event === 'deferred' && l.recipient === 'w@slow.test', 15_000)
+      expect(deferred.response).toMatch(/ETIMEDOUT|[Tt]imeout/)
+      expect(deferred.durationMs as number).toBeLessThan(2500)
+    } finally {
+      await short.stop()
+    }
+  }, 40_000)
 })

@@ -117,8 +117,11 @@ describe('auth-file users with an internationalized domain', () => {
     }
     expect((await loggedIn('dave@xn--bcher-kva.example', 'wrong')).reply).toMatch(/^535 5\.7\.8 /)
     expect((await loggedIn('dave@bucher.example', PW.dave)).reply).toMatch(/^535 5\.7\.8 /) // another domain
+    // The decomposed form of ü (as some keyboards type it) is the same name in NFC: taken.
+    expect((await loggedIn('dave@bu\u0308cher.example', PW.dave)).reply).toMatch(/^235 /)
     // Characters nobody sees, which IDNA drops from the domain: not another spelling of dave (a log search for him would miss it).
-    for (const user of ['dave@bücher.example\u200b', 'dave@bü\u00adcher.example', 'dave@bücher\u200d.example']) {
+    // Nor another spelling IDNA maps to the same name (fullwidth letters, an ideographic full stop).
+    for (const user of ['dave@bücher.example\u200b', 'dave@bü\u00adcher.example', 'dave@bücher\u200d.example', 'dave@ｂücher.example', 'dave@bücher。example', 'DAVE@ＢÜCHER.EXAMPLE']) {
       expect((await loggedIn(user, PW.dave)).reply, JSON.stringify(user)).toMatch(/^535 5\.7\.8 /)
     }
   })

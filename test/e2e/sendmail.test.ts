@@ -170,6 +170,13 @@ describe('relay sendmail', () => {
       fs.closeSync(zero)
     }
     expect(maildrop()).toEqual([])
+    // Under the limit as written, over it as queued (CRLF line ends, the fields the relay adds): said at once, not bounced later.
+    const lines = `Subject: near\n\n${'x\n'.repeat(1024 * 1024 / 2 - 100)}`
+    expect(Buffer.byteLength(lines)).toBeLessThan(1024 * 1024)
+    const near = runCli(['sendmail', '--config', small, 'near@dest.test'], { input: lines })
+    expect(near.code, near.stderr).toBe(69)
+    expect(near.stderr).toMatch(/^sendmail: message file too big .*with CRLF line ends/)
+    expect(maildrop()).toEqual([])
     const fits = runCli(['sendmail', '--config', small, 'fits@dest.test'], { input: `Subject: fits\n\n${'x'.repeat(1000)}\n` })
     expect(fits.code, fits.stderr).toBe(0)
     await eventually(() => to('fits@dest.test')[0], 10_000, 'delivered to fits')

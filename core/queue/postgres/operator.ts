@@ -182,8 +182,16 @@ export async function bounceNow(db: PgContext, queueId: string, response: string
 }
 
 export async function applyLifetime(db: PgContext, lifetimeMs: number): Promise<number> {
-  const { rowCount } = await db.query(`UPDATE ${db.s}.messages SET expires_at = received_at + $1 WHERE expires_at <> received_at + $1`, [lifetimeMs])
-  return rowCount ?? 0
+  return db.tx(async (c) => {
+    const { rowCount } = await c.query(`UPDATE ${db.s}.messages SET expires_at = received_at + $1 WHERE expires_at <> received_at + $1`, [lifetimeMs])
+    // The last try happens at expiry (a shortened lifetime must not wait for a retry hours later).
+    if (rowCount)
+      await c.query(
+        `UPDATE ${db.s}.recipients r SET next_attempt = m.expires_at FROM ${db.s}.messages m
+         WHERE m.id = r.message_id AND r.${PENDING} AND r.lease_until IS NULL AND m.held_at IS NULL AND r.next_attempt > m.expires_at`,
+      )
+    return rowCount ?? 0
+  })
 }
 
 export async function flush(db: PgContext, filter: { queueId?: string; domain?: string }, now: number): Promise<number> {

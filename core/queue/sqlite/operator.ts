@@ -179,7 +179,13 @@ export function flush(q: Sqlite, filter: { queueId?: string; domain?: string }, 
 }
 
 export function applyLifetime(q: Sqlite, lifetimeMs: number): number {
-  return q.db.prepare('UPDATE messages SET expires_at = received_at + ? WHERE expires_at <> received_at + ?').run(lifetimeMs, lifetimeMs).changes
+  return q.db.transaction(() => {
+    const changed = q.db.prepare('UPDATE messages SET expires_at = received_at + ? WHERE expires_at <> received_at + ?').run(lifetimeMs, lifetimeMs).changes
+    // The last try happens at expiry (a shortened lifetime must not wait for a retry hours later).
+    const expiry = '(SELECT m.expires_at FROM messages m WHERE m.id = recipients.message_id)'
+    if (changed) q.db.prepare(`UPDATE recipients SET next_attempt = ${expiry} WHERE ${PENDING} AND leased = 0 AND ${NOT_HELD} AND next_attempt > ${expiry}`).run()
+    return changed
+  })()
 }
 
 export function summary(q: Sqlite, now: number): QueueSummary {
