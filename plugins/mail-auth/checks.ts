@@ -156,12 +156,15 @@ export async function checkMessage(o: MessageInput): Promise<MessageChecks> {
   // is one DMARC cannot speak for, and those domains are evaluated too.
   const evaluated = evaluation.response ? [comparableDomain(dmarcCheck(evaluation.response).from ?? '')] : (evaluation.authorDomains ?? []).map(comparableDomain)
   const unseen = readerDomains(o.fromValues).filter((d) => !evaluated.includes(d))
-  if (evaluation.response && !unseen.length) dmarc.push(dmarcCheck(evaluation.response))
+  // A domain literal (`a@[bank.example]`, `a@[192.0.2.1]`) publishes no policy: a reader may still
+  // show the bank's name. DMARC cannot speak for it either.
+  const literal = evaluated.some((d) => d.startsWith('['))
+  if (evaluation.response && !unseen.length && !literal) dmarc.push(dmarcCheck(evaluation.response))
   else {
     const reason = evaluation.reason
     const domains = [...evaluated, ...unseen]
     if (reason === 'multiple-from-fields' || reason === 'no-author-domain' || reason === 'invalid-author-domain') badFrom = reason
-    else if (unseen.length) badFrom = 'invalid-author-domain'
+    else if (unseen.length || literal) badFrom = 'invalid-author-domain'
     else if (domains.length > MAX_AUTHOR_DOMAINS) badFrom = 'too-many-author-domains'
     // RFC 7489 §6.6.1: each Author Domain is evaluated on its own (a bare domain is what
     // mailauth's author-domain parser takes as that domain); also those of a malformed From:, so

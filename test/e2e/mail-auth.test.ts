@@ -402,6 +402,9 @@ describe('several authors: every From: domain is evaluated (RFC 7489 §6.6.1); a
       ['from-cfws-dot', message('from-cfws-dot', { from: 'ceo@rej. test' }), /an address in the From: field has a domain/],
       ['from-cfws-comment', message('from-cfws-comment', { from: 'ceo@rej(x).test' }), /an address in the From: field has a domain/],
       ['from-cfws-comment-2', message('from-cfws-comment-2', { from: 'ceo@rej.(x)test' }), /an address in the From: field has a domain/],
+      // A domain literal publishes no policy, though a reader may show the bank's name in it.
+      ['from-domain-literal', message('from-domain-literal', { from: '<ceo@[rej.test]>' }), /an address in the From: field has a domain/],
+      ['from-ip-literal', message('from-ip-literal', { from: 'ceo@[192.0.2.1]' }), /an address in the From: field has a domain|no address with a domain/],
       ['from-cfws-comment-angle', message('from-cfws-comment-angle', { from: '<ceo@rej(x).test>' }), /the From: field names no address with a domain|an address in the From: field has a domain/],
     ]
     for (const [tag, data, why] of cases) {
