@@ -79,6 +79,19 @@ async function connect(): Promise<Reads> {
   return c
 }
 
+/** The TLS session on `socket` after its 220 to STARTTLS, and its EHLO (which must offer PIPELINING). */
+async function tlsOver(socket: net.Socket): Promise<{ secure: tls.TLSSocket; t: Reads }> {
+  socket.removeAllListeners('data')
+  const secure = tls.connect({ socket, servername: 'relay.test', ca: ca.caPem })
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', resolve)
+    secure.once('error', reject)
+  })
+  const t = new Reads(secure as unknown as net.Socket)
+  expect(await t.command('EHLO client.test')).toMatch(/250[- ]PIPELINING/)
+  return { secure, t }
+}
+
 /** Sends MAIL, the RCPTs and DATA in one write; their replies must come in one read: returns their codes. */
 async function sendGroup(c: Reads, rcpts: string[]): Promise<string[]> {
   const from = c.reads.length
@@ -127,14 +140,7 @@ describe('replies to pipelined commands (RFC 2920)', () => {
     const got = (await c.replies(from, 2)).join('')
     expect(got).toMatch(/^250-/)
     expect(got).toMatch(/\r\n220 /)
-    socket.removeAllListeners('data')
-    const secure = tls.connect({ socket, servername: 'relay.test', ca: ca.caPem })
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', resolve)
-      secure.once('error', reject)
-    })
-    const t = new Reads(secure as unknown as net.Socket)
-    expect(await t.command('EHLO client.test')).toMatch(/250[- ]PIPELINING/)
+    const { secure, t } = await tlsOver(socket)
     expect(await sendGroup(t, ['a@dest.test', 'b@dest.test'])).toEqual(['250', '250', '250', '354'])
     await sendBody(t, 'over tls')
     secure.destroy()
@@ -178,14 +184,7 @@ describe('a client that half-closes (FIN) after its last command', () => {
     await c.replies(0, 1)
     expect(await c.command('EHLO client.test')).toMatch(/STARTTLS/)
     expect(await c.command('STARTTLS')).toMatch(/^220 /)
-    socket.removeAllListeners('data')
-    const secure = tls.connect({ socket, servername: 'relay.test', ca: ca.caPem })
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', resolve)
-      secure.once('error', reject)
-    })
-    const t = new Reads(secure as unknown as net.Socket)
-    expect(await t.command('EHLO client.test')).toMatch(/250[- ]PIPELINING/)
+    const { secure, t } = await tlsOver(socket)
     expect(await sendGroup(t, ['half-tls@dest.test'])).toEqual(['250', '250', '354'])
     const closed = untilClosed(t)
     secure.end(`${body('half closed in tls').replace(/\.\r\n$/, '')}.\r\nQUIT\r\n`)
